@@ -1,0 +1,259 @@
+// Package agent is the connector agent: it dials out to the gateway, keeps
+// its tunnel sessions up, and serves the exchanges that arrive on them by
+// calling the private backends it is allowed to reach.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+)
+
+// Version is the agent build version reported to the gateway.
+var Version = "dev"
+
+// Config is everything an agent needs. Fields say what their zero means.
+type Config struct {
+	// Gateway is the gateway's tunnel address, host:port. Required.
+	Gateway string
+	// TLS verifies the gateway's tunnel certificate. Nil → system roots and
+	// the host name from Gateway.
+	TLS *tls.Config
+	// Token is the agent credential; it decides the connector group.
+	Token string
+	// Name is shown in the gateway's logs. Empty → the host name.
+	Name string
+	// Connections is how many sessions to keep open (0 → 2).
+	Connections int
+	// Allow lists the backends this agent may call (see ParseAllowlist).
+	// Empty → none: every exchange is refused with backend-not-allowed.
+	Allow []string
+	// BackendTLS configures https:// backends with private CAs.
+	BackendTLS []BackendTLS
+	// Backoff paces reconnects (zero value: 500ms doubling to 30s, jittered).
+	Backoff Backoff
+	// DrainGrace bounds how long Run waits for exchanges in flight after
+	// its context is cancelled (0 → 30s).
+	DrainGrace time.Duration
+	// MinIdle is how many idle streams each session keeps ready (0 → 16).
+	MinIdle int
+	// Log receives the agent's logs. Nil → no logs.
+	Log *zap.Logger
+}
+
+// Agent is a running connector agent.
+type Agent struct {
+	cfg      Config
+	log      *zap.Logger
+	allow    *Allowlist
+	backends *Backends
+	srv      *tunnel.Server
+	id       string
+
+	mu       sync.Mutex
+	sessions map[string]string // session id → group; guarded by mu
+	ready    chan struct{}     // closed when the first session is up
+	readyOne sync.Once
+}
+
+// New checks cfg and builds an agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Gateway == "" {
+		return nil, errors.New("agent: no gateway address")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Gateway); err != nil {
+		return nil, fmt.Errorf("agent: gateway address %q: %w", cfg.Gateway, err)
+	}
+	allow, err := ParseAllowlist(cfg.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("agent: allow: %w", err)
+	}
+	backends, err := NewBackends(allow, cfg.BackendTLS)
+	if err != nil {
+		return nil, fmt.Errorf("agent: backend_tls: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &Agent{
+		cfg: cfg, log: log, allow: allow, backends: backends,
+		id: newAgentID(), sessions: make(map[string]string), ready: make(chan struct{}),
+	}
+	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log}
+	return a, nil
+}
+
+func (a *Agent) connections() int {
+	if a.cfg.Connections <= 0 {
+		return 2
+	}
+	return a.cfg.Connections
+}
+
+func (a *Agent) drainGrace() time.Duration {
+	if a.cfg.DrainGrace <= 0 {
+		return 30 * time.Second
+	}
+	return a.cfg.DrainGrace
+}
+
+func (a *Agent) name() string {
+	if a.cfg.Name != "" {
+		return a.cfg.Name
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "agent"
+}
+
+// Ready is closed once the first session is connected.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Sessions returns the ids of the sessions that are up.
+func (a *Agent) Sessions() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]string, 0, len(a.sessions))
+	for id := range a.sessions {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// backend checks the allow list before anything is dialled, so a refusal is
+// reported clearly, and picks the pooled client for req.
+func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.RoundTripper, error) {
+	hostport := req.URL.Host
+	if req.URL.Port() == "" {
+		port := "80"
+		if req.URL.Scheme == "https" {
+			port = "443"
+		}
+		hostport = net.JoinHostPort(req.URL.Hostname(), port)
+	}
+	if err := a.allow.Allowed(req.Context(), hostport); err != nil {
+		return nil, err
+	}
+	return a.backends.Transport(req, head.GetBackendHttp2()), nil
+}
+
+// Run keeps Connections sessions up until ctx is cancelled, reconnecting
+// each with backoff. On cancellation it drains: the gateway is told to send
+// no new exchanges, the ones in flight finish (up to DrainGrace), then Run
+// returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.backends.CloseIdleConnections()
+	// hard ends the exchanges in flight once the drain grace has passed.
+	hard, cancelHard := context.WithCancel(context.Background())
+	defer cancelHard()
+	stopHard := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(a.drainGrace(), cancelHard)
+		context.AfterFunc(hard, func() { t.Stop() })
+	})
+	defer stopHard()
+
+	a.log.Info("agent starting", zap.String("gateway", a.cfg.Gateway), zap.String("name", a.name()),
+		zap.Int("connections", a.connections()), zap.Stringer("allow", a.allow))
+	var wg sync.WaitGroup
+	for i := range a.connections() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.keepSession(ctx, hard, i)
+		}()
+	}
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// keepSession keeps one session up: dial, serve, and on failure wait a
+// jittered, growing delay before the next try.
+func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
+	log := a.log.With(zap.Int("slot", slot))
+	attempt := 0
+	for ctx.Err() == nil {
+		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
+			Addr:    a.cfg.Gateway,
+			TLS:     a.cfg.TLS,
+			Token:   a.cfg.Token,
+			MinIdle: a.cfg.MinIdle,
+			Log:     log,
+			Hello: &tunnelv1.Hello{
+				Name: a.name(), Version: Version, AgentId: a.id,
+				Platform: runtime.GOOS + "/" + runtime.GOARCH,
+			},
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			delay := a.cfg.Backoff.Next(attempt)
+			attempt++
+			if errors.Is(err, grpctunnel.ErrUnauthenticated) {
+				log.Error("the gateway refused this agent's token; fix `token` in the agent config "+
+					"(it must match one of the gateway's tunnel.tokens)",
+					zap.Error(err), zap.Duration("retry_in", delay))
+			} else {
+				log.Warn("cannot connect to the gateway", zap.Error(err), zap.Duration("retry_in", delay))
+			}
+			if !sleep(ctx, delay) {
+				return
+			}
+			continue
+		}
+		attempt = 0
+		id := sess.SessionID()
+		a.mu.Lock()
+		a.sessions[id] = sess.Group()
+		a.mu.Unlock()
+		a.readyOne.Do(func() { close(a.ready) })
+		log.Info("connected to the gateway", zap.String("session", id), zap.String("group", sess.Group()))
+		err = sess.Serve(hard, a.srv, ctx.Done())
+		a.mu.Lock()
+		delete(a.sessions, id)
+		a.mu.Unlock()
+		if ctx.Err() != nil {
+			log.Info("session drained", zap.String("session", id))
+			return
+		}
+		log.Warn("lost the gateway session; reconnecting", zap.String("session", id), zap.Error(err))
+		if !sleep(ctx, a.cfg.Backoff.Next(0)) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func newAgentID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

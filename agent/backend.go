@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// BackendTLS is the TLS client setup for a set of https:// backends.
+type BackendTLS struct {
+	// Hosts selects the backends this profile applies to, with the allow
+	// pattern syntax minus CIDRs ("app.corp.example:443", "*.corp:*",
+	// "10.1.2.3:8443"). The first profile that matches wins.
+	Hosts []string
+	// CAFile is a PEM bundle of the CAs to trust, replacing (not adding to)
+	// the system roots. Empty means the system roots.
+	CAFile string
+	// InsecureSkipVerify turns certificate verification off. Only for
+	// backends that cannot be given a proper certificate.
+	InsecureSkipVerify bool
+	// ServerName, if set, is sent as SNI and checked against the certificate
+	// instead of the host name from the backend URL.
+	ServerName string
+}
+
+// Backends holds the pooled HTTP clients the agent calls backends with: one
+// http.Transport per (protocol, TLS profile), all created up front and shared
+// by every exchange. Every connection is dialled through the allowlist.
+// Methods are safe for concurrent use.
+type Backends struct {
+	profiles []backendProfile // index 0 is the default (system roots); immutable
+}
+
+// backendProfile is one TLS setup with its two transports.
+type backendProfile struct {
+	rules []allowRule     // which https backends use it; empty for the default
+	h1    *http.Transport // HTTP/1.1 only, plain or TLS
+	h2    *http.Transport // HTTP/2 only: h2c prior knowledge for http://, ALPN h2 for https://
+}
+
+// Transport tuning; see newBackendTransport.
+const (
+	backendDialTimeout     = 10 * time.Second
+	backendKeepAlive       = 30 * time.Second
+	backendMaxIdleConns    = 1024
+	backendMaxIdlePerHost  = 256
+	backendIdleConnTimeout = 90 * time.Second
+	backendTLSTimeout      = 10 * time.Second
+	backendContinueTimeout = 1 * time.Second
+	grpcContentType        = "application/grpc"
+	defaultHTTPSPort       = "443"
+)
+
+// NewBackends builds the backend clients. allow must not be nil (an empty
+// Allowlist refuses everything). CA files are read now; a missing or
+// unparsable file is an error naming it.
+func NewBackends(allow *Allowlist, tlsProfiles []BackendTLS) (*Backends, error) {
+	if allow == nil {
+		return nil, errors.New("agent: NewBackends needs an allowlist (an empty one refuses everything)")
+	}
+	dialer := &net.Dialer{Timeout: backendDialTimeout, KeepAlive: backendKeepAlive}
+	dial := allow.DialContext(dialer.DialContext)
+
+	b := &Backends{profiles: make([]backendProfile, 0, 1+len(tlsProfiles))}
+	b.profiles = append(b.profiles, newBackendProfile(nil, &tls.Config{MinVersion: tls.VersionTLS12}, dial))
+	for i, p := range tlsProfiles {
+		rules := make([]allowRule, 0, len(p.Hosts))
+		for _, h := range p.Hosts {
+			r, err := parseAllowRule(h, false)
+			if err != nil {
+				return nil, fmt.Errorf("backend tls profile %d: %w", i+1, err)
+			}
+			rules = append(rules, r)
+		}
+		cfg := &tls.Config{
+			MinVersion:         tls.VersionTLS12,
+			InsecureSkipVerify: p.InsecureSkipVerify,
+			ServerName:         p.ServerName,
+		}
+		if p.CAFile != "" {
+			pool, err := loadCAFile(p.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("backend tls profile %d: %w", i+1, err)
+			}
+			cfg.RootCAs = pool
+		}
+		b.profiles = append(b.profiles, newBackendProfile(rules, cfg, dial))
+	}
+	return b, nil
+}
+
+func loadCAFile(name string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err) // *PathError names the file
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificates found", name)
+	}
+	return pool, nil
+}
+
+type backendDialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc) backendProfile {
+	var h1, h2 http.Protocols
+	h1.SetHTTP1(true)
+	h2.SetHTTP2(true)
+	h2.SetUnencryptedHTTP2(true)
+	return backendProfile{
+		rules: rules,
+		h1:    newBackendTransport(cfg, h1, dial),
+		h2:    newBackendTransport(cfg, h2, dial),
+	}
+}
+
+// newBackendTransport returns a transport tuned for many concurrent exchanges
+// to a few local backends. Proxy stays nil (backends are local; the
+// environment's proxy is for the tunnel, not for them) and compression is
+// off so bodies pass through byte for byte.
+func newBackendTransport(cfg *tls.Config, protocols http.Protocols, dial backendDialFunc) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
+		TLSClientConfig:       cfg.Clone(),
+		TLSHandshakeTimeout:   backendTLSTimeout,
+		DisableCompression:    true,
+		MaxIdleConns:          backendMaxIdleConns,
+		MaxIdleConnsPerHost:   backendMaxIdlePerHost,
+		IdleConnTimeout:       backendIdleConnTimeout,
+		ExpectContinueTimeout: backendContinueTimeout,
+		Protocols:             &protocols,
+	}
+}
+
+// Transport picks the round tripper for req. HTTP/2 is used when forceHTTP2
+// is set (the app's backend_http2) or the request is gRPC (Content-Type
+// application/grpc, application/grpc+proto, ...): h2c with prior knowledge
+// for http:// URLs, ALPN h2 for https://. Everything else uses HTTP/1.1, for
+// https too. gRPC-Web (application/grpc-web...) is made for HTTP/1.1 and is
+// not treated as gRPC. https:// requests use the first TLS profile whose
+// Hosts match the URL's host and port, or the default profile.
+func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripper {
+	p := &b.profiles[0]
+	if req.URL != nil && strings.EqualFold(req.URL.Scheme, "https") {
+		p = b.profileFor(req.URL.Hostname(), req.URL.Port())
+	}
+	if forceHTTP2 || isGRPC(req.Header.Get("Content-Type")) {
+		return p.h2
+	}
+	return p.h1
+}
+
+func (b *Backends) profileFor(host, port string) *backendProfile {
+	if port == "" {
+		port = defaultHTTPSPort
+	}
+	t, ok := parseAllowTarget(net.JoinHostPort(host, port))
+	if !ok {
+		return &b.profiles[0]
+	}
+	for i := 1; i < len(b.profiles); i++ {
+		for j := range b.profiles[i].rules {
+			if b.profiles[i].rules[j].matches(t) {
+				return &b.profiles[i]
+			}
+		}
+	}
+	return &b.profiles[0]
+}
+
+// isGRPC reports whether a Content-Type is gRPC proper: "application/grpc"
+// alone or followed by "+codec" or ";params", in any case.
+func isGRPC(contentType string) bool {
+	if len(contentType) < len(grpcContentType) || !strings.EqualFold(contentType[:len(grpcContentType)], grpcContentType) {
+		return false
+	}
+	rest := contentType[len(grpcContentType):]
+	return rest == "" || rest[0] == '+' || rest[0] == ';'
+}
+
+// CloseIdleConnections closes idle connections in every pool.
+func (b *Backends) CloseIdleConnections() {
+	for i := range b.profiles {
+		b.profiles[i].h1.CloseIdleConnections()
+		b.profiles[i].h2.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// maxAttempts bounds how many sessions one exchange tries when streams fail
+// before anything was sent.
+const maxAttempts = 3
+
+// exchangeState travels in the request context from ServeHTTP through the
+// ReverseProxy's Rewrite, Transport and ErrorHandler. It is only touched by
+// the request's handler goroutine.
+type exchangeState struct {
+	route     *Route
+	requestID string
+	agent     string // agent that carried the exchange
+	session   string
+	errCode   string // code of an error the gateway answered itself
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *exchangeState {
+	st, _ := ctx.Value(stateKey{}).(*exchangeState)
+	return st
+}
+
+// proxyHandler is the public HTTP handler: routing, request ids, the
+// reverse proxy and the access log.
+type proxyHandler struct {
+	g     *Gateway
+	log   *zap.Logger
+	proxy *httputil.ReverseProxy
+}
+
+// copyBuffers is the ReverseProxy's buffer pool.
+type copyBuffers struct{ p sync.Pool }
+
+func (b *copyBuffers) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
+
+func newProxyHandler(g *Gateway) *proxyHandler {
+	h := &proxyHandler{g: g, log: g.log.Named("access")}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &relay{g: g},
+		ErrorHandler: h.proxyError,
+		BufferPool:   &copyBuffers{},
+		ErrorLog:     zap.NewStdLog(g.log.Named("proxy").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	return h
+}
+
+func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rid := RequestID(r.Header.Get("X-Request-Id"))
+	r.Header.Set("X-Request-Id", rid)
+	rec := newStatusRecorder(w)
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = newCountingBody(r.Body)
+		r.Body = body
+	}
+	st := &exchangeState{requestID: rid}
+	defer func() {
+		f := accessFields{
+			Method: r.Method, Path: r.URL.Path, Status: rec.Status(),
+			BytesOut: rec.BytesWritten(), Duration: time.Since(start),
+			Agent: st.agent, Session: st.session, RequestID: rid,
+			Remote: r.RemoteAddr, ErrCode: st.errCode,
+		}
+		if st.route != nil {
+			f.App = st.route.App
+		}
+		if body != nil {
+			f.BytesIn = body.N()
+		}
+		if p := recover(); p != nil {
+			// The ReverseProxy aborts a response that broke off midway
+			// with http.ErrAbortHandler; log the exchange, then let the
+			// server close the connection.
+			if f.ErrCode == "" {
+				f.ErrCode = CodeTunnelFailed
+			}
+			logAccess(h.log, f)
+			panic(p)
+		}
+		logAccess(h.log, f)
+	}()
+
+	st.route = h.g.router.Match(r.Host, r.URL.Path)
+	if st.route == nil {
+		st.errCode = CodeNoRoute
+		WriteError(rec, r, NewError(CodeNoRoute, "", nil))
+		return
+	}
+	h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// rewrite points the outgoing request at the app's backend. The
+// ReverseProxy has already removed hop-by-hop headers and every client-sent
+// X-Forwarded-* header, so the ones set here are the gateway's own.
+func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	pr.SetURL(st.route.Backend)
+	pr.SetXForwarded()
+	if st.route.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	pr.Out.Header.Set("X-Request-Id", st.requestID)
+}
+
+// proxyError answers an exchange that failed before a response began.
+func (h *proxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	e := ErrorFor(err)
+	st := stateFrom(r.Context())
+	if st != nil {
+		st.errCode = e.Code
+	}
+	if e.Code == CodeClientClosed {
+		return
+	}
+	fields := []zap.Field{zap.String("code", e.Code), zap.Error(err)}
+	if st != nil {
+		fields = append(fields, zap.String("request_id", st.requestID), zap.String("app", st.route.App),
+			zap.String("agent", st.agent))
+	}
+	h.g.log.Warn("exchange failed", fields...)
+	WriteError(w, r, e)
+}
+
+// relay is the ReverseProxy's Transport: it picks a session of the app's
+// group and relays the exchange over it.
+type relay struct{ g *Gateway }
+
+func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateFrom(req.Context())
+	if st == nil {
+		return nil, errors.New("gateway: request without routing state")
+	}
+	route := st.route
+	wait := min(t.g.cfg.streamWait(), route.timeout())
+	var exclude tunnel.Session
+	var lastErr error
+	for range maxAttempts {
+		p, err := t.g.registry.Pick(route.Group, exclude)
+		if err != nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		wctx, cancel := context.WithTimeout(req.Context(), wait)
+		stream, err := p.Session.OpenStream(wctx)
+		cancel()
+		if err != nil {
+			p.Done()
+			if req.Context().Err() != nil {
+				return nil, req.Context().Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, NewError(CodeOverloaded,
+					"Every tunnel stream to the connector agent is busy. Try again in a moment.", err)
+			}
+			// Session closed or draining: nothing was sent, try another.
+			exclude, lastErr = p.Session, err
+			continue
+		}
+		info := p.Session.Info()
+		st.agent, st.session = info.AgentName, info.ID
+		res, err := tunnel.RoundTrip(stream, req, &tunnel.Options{
+			App:          route.App,
+			RequestID:    st.requestID,
+			BackendHTTP2: route.BackendHTTP2,
+			HeadTimeout:  route.timeout(),
+			Done:         p.Done,
+		})
+		if err != nil && errors.Is(err, tunnel.ErrNotSent) && req.Context().Err() == nil {
+			var be *tunnel.ClientBodyError
+			if !errors.As(err, &be) {
+				exclude, lastErr = p.Session, err
+				continue
+			}
+		}
+		return res, err
+	}
+	return nil, lastErr
+}
+
+// DefaultTimeout is the wait for a response head when a route sets none.
+const DefaultTimeout = 85 * time.Second
+
+func (r *Route) timeout() time.Duration {
+	if r.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return r.Timeout
+}

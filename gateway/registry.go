@@ -1,0 +1,327 @@
+package gateway
+
+import (
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Registry holds the live tunnel sessions of each connector group and picks
+// one for every exchange. The zero value is an empty registry ready to use;
+// it is safe for concurrent use.
+//
+// The registry starts no goroutines. Pick checks a session's Draining and
+// Done channels when it considers the session: a draining session is not
+// picked any more, and a done one is also dropped from the registry on the
+// spot. The code that accepted a session still calls Remove once the
+// session's Done channel is closed, so that an idle group does not keep
+// ended sessions around until the next Pick.
+//
+// Sessions are compared with ==, so session types must be comparable (in
+// practice, pointers).
+type Registry struct {
+	mu sync.Mutex // serialises writers (Add, Remove, purge)
+	// groups maps a connector group to its sessions. The map and its slices
+	// are never modified once stored: writers build copies under mu and swap
+	// the pointer, so Pick reads without a lock. nil means empty.
+	groups atomic.Pointer[map[string][]*regEntry]
+}
+
+// regEntry is one session in the registry.
+type regEntry struct {
+	s        tunnel.Session
+	info     tunnel.SessionInfo // s.Info() when added
+	inflight atomic.Int64       // exchanges picked and not yet Done
+}
+
+// Picked is a session chosen for one exchange. Call Done when the exchange
+// has ended, whether it succeeded or not.
+type Picked struct {
+	Session tunnel.Session
+	e       *regEntry
+	done    atomic.Bool
+}
+
+// Done ends the exchange's claim on the session. Calls after the first do
+// nothing.
+func (p *Picked) Done() {
+	if p.done.CompareAndSwap(false, true) {
+		p.e.inflight.Add(-1)
+	}
+}
+
+// SessionStatus is a snapshot of one session for the admin surface.
+type SessionStatus struct {
+	tunnel.SessionInfo
+	InFlight int  // exchanges on the session right now
+	Draining bool // the agent announced its shutdown
+}
+
+// NewRegistry returns an empty Registry (the zero value works as well).
+func NewRegistry() *Registry { return new(Registry) }
+
+// Add registers s under its group (s.Info().Group). Adding a session twice,
+// or one that has already ended, does nothing.
+func (r *Registry) Add(s tunnel.Session) {
+	if isClosed(s.Done()) {
+		return
+	}
+	info := s.Info()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.load()
+	for _, e := range old[info.Group] {
+		if e.s == s {
+			return
+		}
+	}
+	list := make([]*regEntry, 0, len(old[info.Group])+1)
+	list = append(list, old[info.Group]...)
+	list = append(list, &regEntry{s: s, info: info})
+	r.store(old, info.Group, list)
+}
+
+// Remove drops s from the registry. Exchanges already picked on it keep
+// their Picked handle. Removing an unknown session does nothing.
+func (r *Registry) Remove(s tunnel.Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(func(e *regEntry) bool { return e.s == s })
+}
+
+// purgeDone drops the ended sessions of group; Pick calls it when it comes
+// across one.
+func (r *Registry) purgeDone(group string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.load()
+	for _, e := range old[group] {
+		if isClosed(e.s.Done()) {
+			r.removeLocked(func(e *regEntry) bool { return isClosed(e.s.Done()) })
+			return
+		}
+	}
+}
+
+// removeLocked drops every entry for which drop is true, across groups.
+// r.mu must be held.
+func (r *Registry) removeLocked(drop func(*regEntry) bool) {
+	old := r.load()
+	for group, entries := range old {
+		var keep []*regEntry
+		changed := false
+		for i, e := range entries {
+			if drop(e) {
+				if !changed {
+					keep = append(make([]*regEntry, 0, len(entries)-1), entries[:i]...)
+					changed = true
+				}
+				continue
+			}
+			if changed {
+				keep = append(keep, e)
+			}
+		}
+		if changed {
+			r.store(old, group, keep)
+			old = r.load()
+		}
+	}
+}
+
+// load returns the current map; nil when empty. Never modify it.
+func (r *Registry) load() map[string][]*regEntry {
+	if p := r.groups.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// store publishes a copy of old with group's list replaced (or deleted when
+// empty). r.mu must be held.
+func (r *Registry) store(old map[string][]*regEntry, group string, list []*regEntry) {
+	m := make(map[string][]*regEntry, len(old)+1)
+	for g, l := range old {
+		m[g] = l
+	}
+	if len(list) == 0 {
+		delete(m, group)
+	} else {
+		m[group] = list
+	}
+	r.groups.Store(&m)
+}
+
+// Pick chooses a session of group for one exchange and counts the exchange
+// as in flight on it until the returned Picked's Done. It uses the power of
+// two choices: of two sessions drawn at random among the usable ones (not
+// draining, not ended), the one with fewer exchanges in flight wins, which
+// keeps the load even without herding onto one "least loaded" session.
+//
+// exclude (may be nil) is skipped while another usable session exists, so a
+// retry after a failed OpenStream goes elsewhere when it can. Without a
+// usable session Pick returns an *Error with code no-connector naming group.
+func (r *Registry) Pick(group string, exclude tunnel.Session) (*Picked, error) {
+	list := r.load()[group]
+	e, sawDone := pickFast(list, exclude)
+	if e == nil {
+		// Slow path: some candidate was draining, ended or excluded (or the
+		// group is small). Scan everything once.
+		e, sawDone = pickSlow(list, exclude)
+	}
+	if sawDone {
+		r.purgeDone(group)
+	}
+	if e == nil {
+		return nil, noConnectorError(group, len(list) > 0 && !sawDone)
+	}
+	e.inflight.Add(1)
+	return &Picked{Session: e.s, e: e}, nil
+}
+
+// pickFast draws two distinct sessions and returns the less loaded one when
+// both are usable and not excluded; nil otherwise. It does not allocate.
+func pickFast(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+	n := len(list)
+	if n < 2 {
+		return nil, false
+	}
+	i := rand.IntN(n)
+	j := rand.IntN(n - 1)
+	if j >= i {
+		j++
+	}
+	a, b := list[i], list[j]
+	okA, doneA := usable(a, exclude)
+	okB, doneB := usable(b, exclude)
+	if !okA || !okB {
+		return nil, doneA || doneB
+	}
+	return lessLoaded(a, b), false
+}
+
+// pickSlow counts the usable sessions, draws two of them (by rank) and
+// returns the less loaded one. exclude counts as usable only if nothing else
+// is. sawDone reports an ended session in list.
+func pickSlow(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+	var usableN, excludedN int
+	for _, c := range list {
+		ok, done := usable(c, nil)
+		sawDone = sawDone || done
+		if ok {
+			usableN++
+			if exclude != nil && c.s == exclude {
+				excludedN++
+			}
+		}
+	}
+	if usableN-excludedN == 0 {
+		exclude = nil // only the excluded session is left: better than none
+	}
+	k := usableN
+	if exclude != nil {
+		k -= excludedN
+	}
+	switch k {
+	case 0:
+		return nil, sawDone
+	case 1:
+		return nthUsable(list, exclude, 0), sawDone
+	}
+	x := rand.IntN(k)
+	y := rand.IntN(k - 1)
+	if y >= x {
+		y++
+	}
+	return lessLoaded(nthUsable(list, exclude, x), nthUsable(list, exclude, y)), sawDone
+}
+
+// nthUsable returns the usable, not excluded session of rank n in list.
+func nthUsable(list []*regEntry, exclude tunnel.Session, n int) *regEntry {
+	for _, c := range list {
+		if ok, _ := usable(c, exclude); ok {
+			if n == 0 {
+				return c
+			}
+			n--
+		}
+	}
+	return nil // the session ended between the count and now: the caller falls back
+}
+
+// lessLoaded returns the entry with fewer exchanges in flight, a on a tie
+// (a is itself a random draw). A nil argument loses.
+func lessLoaded(a, b *regEntry) *regEntry {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	case b.inflight.Load() < a.inflight.Load():
+		return b
+	}
+	return a
+}
+
+// usable reports whether e may carry a new exchange; done reports that its
+// session has ended.
+func usable(e *regEntry, exclude tunnel.Session) (ok, done bool) {
+	if isClosed(e.s.Done()) {
+		return false, true
+	}
+	if isClosed(e.s.Draining()) {
+		return false, false
+	}
+	return exclude == nil || e.s != exclude, false
+}
+
+// isClosed reports whether ch is closed (or, for a channel carrying values,
+// ready), without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Count is the number of sessions of group that Pick may choose (not
+// draining, not ended).
+func (r *Registry) Count(group string) int {
+	n := 0
+	for _, e := range r.load()[group] {
+		if ok, _ := usable(e, nil); ok {
+			n++
+		}
+	}
+	return n
+}
+
+// Sessions returns a snapshot of the registered sessions that have not
+// ended, with their exchanges in flight, sorted by group and session id.
+func (r *Registry) Sessions() []SessionStatus {
+	var out []SessionStatus
+	for _, entries := range r.load() {
+		for _, e := range entries {
+			if isClosed(e.s.Done()) {
+				continue
+			}
+			out = append(out, SessionStatus{
+				SessionInfo: e.info,
+				InFlight:    int(e.inflight.Load()),
+				Draining:    isClosed(e.s.Draining()),
+			})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Group != out[j].Group {
+			return out[i].Group < out[j].Group
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}

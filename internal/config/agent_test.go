@@ -1,0 +1,215 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestLoadAgentDesignExample(t *testing.T) {
+	a, err := LoadAgent("testdata/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Agent{
+		Gateway:       "127.0.0.1:8443",
+		GatewayCAFile: "./data/gateway/tunnel-cert.pem",
+		Token:         "change-me",
+		DataDir:       "./data/agent",
+		Transport:     "grpc",
+		Connections:   2,
+		Allow:         []string{"127.0.0.1:9000", "*.corp.example:443", "10.0.0.0/8"},
+	}
+	if !reflect.DeepEqual(a, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", a, want)
+	}
+}
+
+func TestLoadAgentFull(t *testing.T) {
+	a, err := LoadAgent("testdata/agent-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Agent{
+		Gateway:       "gw.example.com:443",
+		GatewayCAFile: "/etc/sallyport/gw-ca.pem",
+		Token:         "s3cret",
+		DataDir:       "/var/lib/sallyport-agent",
+		Transport:     "auto",
+		Connections:   8,
+		Proxy:         "http://proxy.corp:3128",
+		Allow:         []string{"app.corp:443", "*.corp:*", "[::1]:9000", "fd00::/8"},
+		Name:          "agent-7",
+		BackendTLS: []BackendTLS{
+			{Hosts: []string{"app.corp:443", "*.corp:443"}, CAFile: "/etc/ssl/corp-ca.pem", ServerName: "app.corp"},
+			{Hosts: []string{"10.0.0.0/8"}, InsecureSkipVerify: true},
+		},
+	}
+	if !reflect.DeepEqual(a, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", a, want)
+	}
+	if got := a.TransportOrDefault(); got != TransportGRPC {
+		t.Errorf("TransportOrDefault = %q, want grpc (auto)", got)
+	}
+	if got := a.ConnectionsOrDefault(); got != 8 {
+		t.Errorf("ConnectionsOrDefault = %d", got)
+	}
+	if got := a.NameOrDefault(); got != "agent-7" {
+		t.Errorf("NameOrDefault = %q", got)
+	}
+	if got := a.DataDirOrDefault(); got != "/var/lib/sallyport-agent" {
+		t.Errorf("DataDirOrDefault = %q", got)
+	}
+}
+
+func TestAgentZeroDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = DefaultAgentName
+	}
+	parsed, err := ParseAgent("agent.yaml", []byte("gateway: gw:8443\ntoken: t\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, a := range map[string]*Agent{"zero": {}, "parsed": parsed} {
+		t.Run(name, func(t *testing.T) {
+			if got := a.DataDirOrDefault(); got != "./data/agent" {
+				t.Errorf("DataDirOrDefault = %q", got)
+			}
+			if got := a.ConnectionsOrDefault(); got != 2 {
+				t.Errorf("ConnectionsOrDefault = %d", got)
+			}
+			if got := a.TransportOrDefault(); got != "grpc" {
+				t.Errorf("TransportOrDefault = %q", got)
+			}
+			if got := a.NameOrDefault(); got != host {
+				t.Errorf("NameOrDefault = %q, want host name %q", got, host)
+			}
+		})
+	}
+}
+
+func TestTransportOrDefault(t *testing.T) {
+	for in, want := range map[string]string{"": "grpc", "auto": "grpc", "grpc": "grpc", "quic": "quic", "yamux": "yamux"} {
+		a := Agent{Transport: in}
+		if got := a.TransportOrDefault(); got != want {
+			t.Errorf("TransportOrDefault(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// minimalAgent is a valid agent config to build error cases from.
+const minimalAgent = "gateway: gw.example.com:8443\ntoken: t\n"
+
+func TestParseAgentErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"empty", "", []string{"agent.yaml: file is empty"}},
+		{"unknown key", minimalAgent + "tokn: x\n", []string{`agent.yaml:3: unknown key "tokn" (did you mean "token"?)`}},
+		{"unknown key in backend_tls", minimalAgent + "backend_tls:\n  - hosts: [a:443]\n    ca: x\n", []string{`agent.yaml:5: unknown key "ca" in backend_tls[0]`}},
+		{"type error", minimalAgent + "connections: two\n", []string{`agent.yaml:3: connections: want a whole number, got "two"`}},
+		{"bool type error", minimalAgent + "backend_tls:\n  - hosts: [a:443]\n    insecure_skip_verify: sure\n", []string{`agent.yaml:5: backend_tls[0].insecure_skip_verify: want true or false, got "sure"`}},
+		{"allow not a list", minimalAgent + "allow: 10.0.0.0/8\n", []string{`agent.yaml:3: allow: want a list, got "10.0.0.0/8"`}},
+
+		{"missing gateway and token", "data_dir: x\n", []string{`agent.yaml: gateway: required`, `agent.yaml: token: required`}},
+		{"gateway without port", "gateway: gw.example.com\ntoken: t\n", []string{`agent.yaml:1: gateway: must be host:port, got "gw.example.com"`}},
+		{"gateway without host", "gateway: \":8443\"\ntoken: t\n", []string{`agent.yaml:1: gateway: host missing in ":8443"`}},
+		{"gateway port zero", "gateway: \"gw:0\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "0" must be a number from 1 to 65535`}},
+		{"gateway port name", "gateway: \"gw:https\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "https" must be a number`}},
+		{"blank token", "gateway: gw:1\ntoken: \"  \"\n", []string{`agent.yaml:2: token: required`}},
+		{"transport quic", minimalAgent + "transport: quic\n", []string{`agent.yaml:3: transport: transport quic is not implemented yet; use grpc`}},
+		{"transport yamux", minimalAgent + "transport: yamux\n", []string{`agent.yaml:3: transport: transport yamux is not implemented yet; use grpc`}},
+		{"transport unknown", minimalAgent + "transport: websocket\n", []string{`agent.yaml:3: transport: must be grpc, quic, yamux or auto, got "websocket"`}},
+		{"connections negative", minimalAgent + "connections: -1\n", []string{`agent.yaml:3: connections: must be from 1 to 64 (0 means 2), got -1`}},
+		{"connections too many", minimalAgent + "connections: 65\n", []string{`agent.yaml:3: connections: must be from 1 to 64`}},
+		{"proxy scheme", minimalAgent + "proxy: ftp://p:21\n", []string{`agent.yaml:3: proxy: must be an http://, https:// or socks5:// URL, got "ftp://p:21"`}},
+		{"proxy bare", minimalAgent + "proxy: proxy.corp:3128\n", []string{`agent.yaml:3: proxy: must be an http://`}},
+		{"allow entries", minimalAgent + "allow:\n  - 127.0.0.1:9000\n  - app.corp\n  - 10.0.0.0/33\n  - 10.0.0.1\n  - a.*.corp:443\n  - app.corp:0\n  - \"\"\n", []string{
+			`agent.yaml:5: allow[1]: "app.corp": must be host:port`,
+			`agent.yaml:6: allow[2]: "10.0.0.0/33": not a valid CIDR prefix`,
+			`agent.yaml:7: allow[3]: "10.0.0.1": add a port (10.0.0.1:PORT, or :* for any port)`,
+			`agent.yaml:8: allow[4]: "a.*.corp:443": a wildcard may only be a leading "*."`,
+			`agent.yaml:9: allow[5]: "app.corp:0": port must be a number from 1 to 65535 or *`,
+			`agent.yaml:10: allow[6]: must not be empty`,
+		}},
+		{"name unprintable", minimalAgent + "name: \"a\\tb\"\n", []string{`agent.yaml:3: name: must be at most 128 printable characters`}},
+		{"name too long", minimalAgent + "name: " + strings.Repeat("n", 129) + "\n", []string{`agent.yaml:3: name: must be at most 128`}},
+		{"backend_tls no hosts", minimalAgent + "backend_tls:\n  - ca_file: ca.pem\n", []string{`agent.yaml:4: backend_tls[0].hosts: at least one host pattern is required`}},
+		{"backend_tls bad host", minimalAgent + "backend_tls:\n  - ca_file: ca.pem\n    hosts:\n      - ok.corp:443\n      - bad.corp\n", []string{`agent.yaml:7: backend_tls[0].hosts[1]: "bad.corp": must be host:port`}},
+		{"backend_tls both", minimalAgent + "backend_tls:\n  - hosts: [a.corp:443]\n    ca_file: ca.pem\n    insecure_skip_verify: true\n", []string{`agent.yaml:6: backend_tls[0].insecure_skip_verify: cannot be combined with ca_file`}},
+		{"backend_tls nothing", minimalAgent + "backend_tls:\n  - hosts: [a.corp:443]\n", []string{`agent.yaml:4: backend_tls[0]: sets nothing: give ca_file, server_name or insecure_skip_verify`}},
+		{"backend_tls server name", minimalAgent + "backend_tls:\n  - hosts: [a.corp:443]\n    server_name: \"a b\"\n", []string{`agent.yaml:5: backend_tls[0].server_name: "a b" is not a valid host name`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := ParseAgent("agent.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("no error; parsed %+v", a)
+			}
+			if a != nil {
+				t.Errorf("config returned together with an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q; error:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestAgentAcceptsVariants(t *testing.T) {
+	for _, y := range []string{
+		minimalAgent + "transport: grpc\n",
+		minimalAgent + "transport: auto\nconnections: 64\n",
+		minimalAgent + "connections: 1\n",
+		minimalAgent + "proxy: socks5://127.0.0.1:1080\n",
+		minimalAgent + "proxy: https://user:pw@proxy:443\n",
+		"gateway: \"[::1]:8443\"\ntoken: t\n",
+		minimalAgent + "allow: []\n",
+		minimalAgent + "backend_tls:\n  - hosts: [\"10.0.0.5:8443\"]\n    server_name: 10.0.0.5\n",
+		minimalAgent + "backend_tls:\n  - hosts: [\"*.corp:*\"]\n    server_name: internal.corp\n",
+	} {
+		if _, err := ParseAgent("agent.yaml", []byte(y)); err != nil {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+}
+
+func TestAgentValidateInCode(t *testing.T) {
+	a := &Agent{Gateway: "gw:443", Token: "t", Allow: []string{"APP.corp:443", "10.1.2.3/8"}}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"app.corp:443", "10.0.0.0/8"}; !reflect.DeepEqual(a.Allow, want) {
+		t.Errorf("Allow = %q, want %q", a.Allow, want)
+	}
+	err := (&Agent{}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "gateway: required") || !strings.Contains(err.Error(), "token: required") {
+		t.Errorf("zero Agent: %v", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.File != "" || e.Line != 0 {
+		t.Errorf("errors.As = %+v", e)
+	}
+}
+
+func TestLoadAgentFileErrors(t *testing.T) {
+	if _, err := LoadAgent(filepath.Join(t.TempDir(), "nope.yaml")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAgent(p); err == nil || err.Error() != p+": file is empty; expected a YAML mapping of settings" {
+		t.Errorf("empty file: %v", err)
+	}
+}

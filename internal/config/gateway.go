@@ -1,0 +1,479 @@
+package config
+
+import (
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Gateway defaults: what a zero field means.
+const (
+	DefaultPublicAddr           = ":8080"
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultIdleTimeout          = 120 * time.Second
+	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultTunnelAddr           = ":8443"
+	DefaultMaxStreamsPerSession = 10000
+	DefaultAdminAddr            = "127.0.0.1:9090"
+	DefaultGatewayDataDir       = "./data/gateway"
+	DefaultShutdownGrace        = 30 * time.Second
+	DefaultAppTimeout           = 85 * time.Second
+	DefaultPathPrefix           = "/"
+	DefaultGroupsClaim          = "groups"
+)
+
+// Pre-authentication modes for App.Preauth.
+const (
+	PreauthNone = "none" // requests go to the backend unauthenticated
+	PreauthOIDC = "oidc" // users sign in with an OIDC provider first
+)
+
+// DefaultScopes are the OIDC scopes requested when a provider lists none.
+var DefaultScopes = []string{"openid", "email", "profile"}
+
+// Gateway is the gateway's configuration file (gateway.yaml).
+type Gateway struct {
+	Public Public `yaml:"public"` // user-facing listener
+	Tunnel Tunnel `yaml:"tunnel"` // listener agents connect to
+	Admin  Admin  `yaml:"admin"`  // metrics, health and admin API listener
+
+	// DataDir holds state that must survive restarts (the generated tunnel
+	// certificate, later the store). Empty means DefaultGatewayDataDir.
+	DataDir string `yaml:"data_dir"`
+
+	// ShutdownGrace is how long in-flight exchanges may run after a stop
+	// signal. Zero means DefaultShutdownGrace (30s); negative is invalid.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+
+	OIDC OIDC  `yaml:"oidc"` // user pre-authentication providers
+	Apps []App `yaml:"apps"` // published applications; empty → every request is no-route
+}
+
+// TLSFiles names a PEM certificate (chain) and its private key.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"` // empty only together with KeyFile
+	KeyFile  string `yaml:"key_file"`  // empty only together with CertFile
+}
+
+// Enabled reports whether both files are set.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
+
+// Public is the user-facing HTTP listener.
+type Public struct {
+	// Addr is the listen address. Empty means DefaultPublicAddr (":8080").
+	Addr string `yaml:"addr"`
+
+	// TLS serves HTTPS (h2 and HTTP/1.1) when set; both empty means plain
+	// HTTP/1.1 and h2c.
+	TLS TLSFiles `yaml:"tls"`
+
+	// ReadHeaderTimeout bounds reading a request's head. Zero means
+	// DefaultReadHeaderTimeout (10s).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+
+	// IdleTimeout closes idle keep-alive connections. Zero means
+	// DefaultIdleTimeout (120s).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+
+	// MaxHeaderBytes bounds a request head's size. Zero means
+	// DefaultMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// AddrOrDefault returns Addr, or DefaultPublicAddr when it is empty.
+func (p *Public) AddrOrDefault() string { return or(p.Addr, DefaultPublicAddr) }
+
+// ReadHeaderTimeoutOrDefault returns ReadHeaderTimeout, or DefaultReadHeaderTimeout when it is zero.
+func (p *Public) ReadHeaderTimeoutOrDefault() time.Duration {
+	return or(p.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+}
+
+// IdleTimeoutOrDefault returns IdleTimeout, or DefaultIdleTimeout when it is zero.
+func (p *Public) IdleTimeoutOrDefault() time.Duration { return or(p.IdleTimeout, DefaultIdleTimeout) }
+
+// MaxHeaderBytesOrDefault returns MaxHeaderBytes, or DefaultMaxHeaderBytes when it is zero.
+func (p *Public) MaxHeaderBytesOrDefault() int { return or(p.MaxHeaderBytes, DefaultMaxHeaderBytes) }
+
+// Tunnel is the listener agents dial. It always uses TLS.
+type Tunnel struct {
+	// Addr is the listen address. Empty means DefaultTunnelAddr (":8443").
+	Addr string `yaml:"addr"`
+
+	// TLS is the tunnel certificate. Both empty means a self-signed
+	// certificate generated once into data_dir (tunnel-cert.pem).
+	TLS TLSFiles `yaml:"tls"`
+
+	// Tokens are the agent credentials accepted until enrollment replaces
+	// them. Empty means no agent can authenticate with a static token.
+	Tokens []Token `yaml:"tokens"`
+
+	// MaxStreamsPerSession bounds concurrent exchanges on one agent session.
+	// Zero means DefaultMaxStreamsPerSession (10000); negative is invalid.
+	MaxStreamsPerSession int `yaml:"max_streams_per_session"`
+}
+
+// AddrOrDefault returns Addr, or DefaultTunnelAddr when it is empty.
+func (t *Tunnel) AddrOrDefault() string { return or(t.Addr, DefaultTunnelAddr) }
+
+// MaxStreamsPerSessionOrDefault returns MaxStreamsPerSession, or
+// DefaultMaxStreamsPerSession when it is zero.
+func (t *Tunnel) MaxStreamsPerSessionOrDefault() int {
+	return or(t.MaxStreamsPerSession, DefaultMaxStreamsPerSession)
+}
+
+// Token is one static agent credential.
+type Token struct {
+	Token string `yaml:"token"` // the secret the agent presents; required, unique
+	Group string `yaml:"group"` // connector group the agent joins; required
+}
+
+// Admin is the metrics, health and admin API listener.
+type Admin struct {
+	// Addr is the listen address. Empty means DefaultAdminAddr
+	// ("127.0.0.1:9090", loopback only).
+	Addr string `yaml:"addr"`
+
+	// TokenFile holds the admin API bearer token. Empty means no file; the
+	// SALLYPORT_ADMIN_TOKEN environment variable overrides it (read by the
+	// admin code, not here).
+	TokenFile string `yaml:"token_file"`
+}
+
+// AddrOrDefault returns Addr, or DefaultAdminAddr when it is empty.
+func (a *Admin) AddrOrDefault() string { return or(a.Addr, DefaultAdminAddr) }
+
+// OIDC lists the providers apps can use for pre-authentication.
+type OIDC struct {
+	Providers []OIDCProvider `yaml:"providers"` // names unique
+}
+
+// OIDCProvider is one OpenID Connect identity provider.
+type OIDCProvider struct {
+	Name     string `yaml:"name"`      // referenced by App.OIDCProvider; required, unique
+	Issuer   string `yaml:"issuer"`    // issuer URL (http:// or https://); required
+	ClientID string `yaml:"client_id"` // required
+
+	// ClientSecretFile is a file holding the client secret, and
+	// ClientSecretEnv the name of an environment variable holding it. At
+	// most one may be set; neither means a public client.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+
+	// Scopes requested at sign-in. Empty means DefaultScopes.
+	Scopes []string `yaml:"scopes"`
+
+	// GroupsClaim is the ID-token claim that lists the user's groups. Empty
+	// means DefaultGroupsClaim ("groups").
+	GroupsClaim string `yaml:"groups_claim"`
+
+	// Audiences are the accepted `aud` values of bearer JWTs. Empty means
+	// just ClientID.
+	Audiences []string `yaml:"audiences"`
+}
+
+// ScopesOrDefault returns Scopes, or DefaultScopes when it is empty.
+func (p *OIDCProvider) ScopesOrDefault() []string {
+	if len(p.Scopes) == 0 {
+		return append([]string(nil), DefaultScopes...)
+	}
+	return p.Scopes
+}
+
+// GroupsClaimOrDefault returns GroupsClaim, or DefaultGroupsClaim when it is empty.
+func (p *OIDCProvider) GroupsClaimOrDefault() string { return or(p.GroupsClaim, DefaultGroupsClaim) }
+
+// AudiencesOrDefault returns Audiences, or just ClientID when it is empty.
+func (p *OIDCProvider) AudiencesOrDefault() []string {
+	if len(p.Audiences) == 0 {
+		return []string{p.ClientID}
+	}
+	return p.Audiences
+}
+
+// App is one published application.
+type App struct {
+	Name string `yaml:"name"` // required, unique; shows in logs and metrics
+
+	// Hosts are the external host names that reach this app: exact names
+	// ("hello.example.com"), IP addresses, or one leading wildcard label
+	// ("*.apps.example.com" matches "a.apps.example.com" only). No ports; the
+	// request's port is ignored. At least one; validation lowercases them.
+	Hosts []string `yaml:"hosts"`
+
+	// PathPrefix limits the app to request paths under it; the longest
+	// matching prefix wins. Must start with "/". Empty means "/".
+	PathPrefix string `yaml:"path_prefix"`
+
+	// Backend is the internal URL the agent calls, http:// or https://.
+	// Required.
+	Backend string `yaml:"backend"`
+
+	// Group is the connector group whose agents can reach Backend. Required.
+	Group string `yaml:"group"`
+
+	// Timeout is how long to wait for the response head before answering 504
+	// backend-timeout. Zero means DefaultAppTimeout (85s); negative is invalid.
+	Timeout time.Duration `yaml:"timeout"`
+
+	// PreserveHost sends the user's Host header to the backend; false means
+	// the backend sees its own host from Backend.
+	PreserveHost bool `yaml:"preserve_host"`
+
+	// BackendHTTP2 makes the agent use HTTP/2 for every request (h2c prior
+	// knowledge for http://, ALPN for https://). False means HTTP/1.1 except
+	// for gRPC requests, which always use HTTP/2.
+	BackendHTTP2 bool `yaml:"backend_http2"`
+
+	// Preauth is PreauthNone or PreauthOIDC. Empty means PreauthNone.
+	Preauth string `yaml:"preauth"`
+
+	// OIDCProvider names the provider for Preauth oidc; if set it must exist.
+	// Empty is allowed when exactly one provider exists.
+	OIDCProvider string `yaml:"oidc_provider"`
+
+	// Policy says who may use the app after sign-in. An empty policy admits
+	// any signed-in user. A non-empty policy without Preauth oidc is an
+	// error, since it would not be enforced.
+	Policy Policy `yaml:"policy"`
+
+	// PublicPaths are path prefixes (starting with "/") that skip sign-in.
+	// Without Preauth oidc every path is public anyway.
+	PublicPaths []string `yaml:"public_paths"`
+}
+
+// PathPrefixOrDefault returns PathPrefix, or DefaultPathPrefix ("/") when it is empty.
+func (a *App) PathPrefixOrDefault() string { return or(a.PathPrefix, DefaultPathPrefix) }
+
+// TimeoutOrDefault returns Timeout, or DefaultAppTimeout when it is zero.
+func (a *App) TimeoutOrDefault() time.Duration { return or(a.Timeout, DefaultAppTimeout) }
+
+// PreauthOrDefault returns Preauth, or PreauthNone when it is empty.
+func (a *App) PreauthOrDefault() string { return or(a.Preauth, PreauthNone) }
+
+// BackendURL parses Backend. After validation it does not fail.
+func (a *App) BackendURL() (*url.URL, error) { return url.Parse(a.Backend) }
+
+// Policy is an allow list of users; a user matching any entry is admitted.
+type Policy struct {
+	Emails  []string `yaml:"emails"`  // exact addresses, compared case-insensitively
+	Domains []string `yaml:"domains"` // email domains such as "example.com" (no "@")
+	Groups  []string `yaml:"groups"`  // values of the provider's groups claim
+}
+
+// Empty reports whether the policy lists nobody (any signed-in user may pass).
+func (p Policy) Empty() bool { return len(p.Emails)+len(p.Domains)+len(p.Groups) == 0 }
+
+// DataDirOrDefault returns DataDir, or DefaultGatewayDataDir when it is empty.
+func (g *Gateway) DataDirOrDefault() string { return or(g.DataDir, DefaultGatewayDataDir) }
+
+// ShutdownGraceOrDefault returns ShutdownGrace, or DefaultShutdownGrace when it is zero.
+func (g *Gateway) ShutdownGraceOrDefault() time.Duration {
+	return or(g.ShutdownGrace, DefaultShutdownGrace)
+}
+
+// ProviderFor returns the OIDC provider app signs users in with: the one it
+// names, or the only one when it names none. It returns nil when there is no
+// such provider (validation rejects that for Preauth oidc).
+func (g *Gateway) ProviderFor(app *App) *OIDCProvider {
+	ps := g.OIDC.Providers
+	if app.OIDCProvider == "" {
+		if len(ps) == 1 {
+			return &ps[0]
+		}
+		return nil
+	}
+	for i := range ps {
+		if ps[i].Name == app.OIDCProvider {
+			return &ps[i]
+		}
+	}
+	return nil
+}
+
+// LoadGateway reads and validates a gateway configuration file.
+func LoadGateway(path string) (*Gateway, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGateway(path, data)
+}
+
+// ParseGateway parses and validates gateway configuration; name is used in
+// error messages.
+func ParseGateway(name string, data []byte) (*Gateway, error) {
+	g := new(Gateway)
+	root, err := decode(name, data, g)
+	if err != nil {
+		return nil, err
+	}
+	c := &checker{file: name, root: root}
+	g.validate(c)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Validate checks a Gateway built in code, as ParseGateway does for a file,
+// and lowercases host patterns in place. Errors carry key paths but no file
+// or line.
+func (g *Gateway) Validate() error {
+	c := new(checker)
+	g.validate(c)
+	return c.err()
+}
+
+func (g *Gateway) validate(c *checker) {
+	c.checkListenAddr(path{"public", "addr"}, g.Public.Addr)
+	c.checkTLSFiles(path{"public", "tls"}, g.Public.TLS)
+	checkNonNegative(c, path{"public", "read_header_timeout"}, g.Public.ReadHeaderTimeout)
+	checkNonNegative(c, path{"public", "idle_timeout"}, g.Public.IdleTimeout)
+	checkNonNegative(c, path{"public", "max_header_bytes"}, g.Public.MaxHeaderBytes)
+
+	c.checkListenAddr(path{"tunnel", "addr"}, g.Tunnel.Addr)
+	c.checkTLSFiles(path{"tunnel", "tls"}, g.Tunnel.TLS)
+	checkNonNegative(c, path{"tunnel", "max_streams_per_session"}, g.Tunnel.MaxStreamsPerSession)
+	seenTokens := make(map[string]int)
+	for i, t := range g.Tunnel.Tokens {
+		p := path{"tunnel", "tokens"}.index(i)
+		if strings.TrimSpace(t.Token) == "" {
+			c.errorf(p.key("token"), "required (a non-empty secret)")
+		} else if first, dup := seenTokens[t.Token]; dup {
+			c.errorf(p.key("token"), "same token as tunnel.tokens[%d]", first)
+		} else {
+			seenTokens[t.Token] = i
+		}
+		if strings.TrimSpace(t.Group) == "" {
+			c.errorf(p.key("group"), "required (the connector group agents with this token join)")
+		}
+	}
+
+	c.checkListenAddr(path{"admin", "addr"}, g.Admin.Addr)
+	checkNonNegative(c, path{"shutdown_grace"}, g.ShutdownGrace)
+
+	g.validateProviders(c)
+	g.validateApps(c)
+}
+
+func (g *Gateway) validateProviders(c *checker) {
+	seen := make(map[string]int)
+	for i := range g.OIDC.Providers {
+		pr := &g.OIDC.Providers[i]
+		p := path{"oidc", "providers"}.index(i)
+		if pr.Name == "" {
+			c.errorf(p.key("name"), "required")
+		} else if first, dup := seen[pr.Name]; dup {
+			c.errorf(p.key("name"), "%q is already the name of oidc.providers[%d]", pr.Name, first)
+		} else {
+			seen[pr.Name] = i
+		}
+		c.checkHTTPURL(p.key("issuer"), pr.Issuer)
+		if pr.ClientID == "" {
+			c.errorf(p.key("client_id"), "required")
+		}
+		if pr.ClientSecretFile != "" && pr.ClientSecretEnv != "" {
+			c.errorf(p.key("client_secret_env"), "set client_secret_file or client_secret_env, not both")
+		}
+	}
+}
+
+// route identifies what an app claims, for duplicate detection.
+type route struct{ host, prefix string }
+
+func (g *Gateway) validateApps(c *checker) {
+	names := make(map[string]int)
+	routes := make(map[route]int)
+	for i := range g.Apps {
+		app := &g.Apps[i]
+		p := path{"apps"}.index(i)
+		if app.Name == "" {
+			c.errorf(p.key("name"), "required")
+		} else if first, dup := names[app.Name]; dup {
+			c.errorf(p.key("name"), "%q is already the name of apps[%d]", app.Name, first)
+		} else {
+			names[app.Name] = i
+		}
+
+		prefix := app.PathPrefixOrDefault()
+		if !strings.HasPrefix(prefix, "/") {
+			c.errorf(p.key("path_prefix"), "must start with \"/\", got %q", app.PathPrefix)
+		} else if strings.ContainsAny(prefix, "?#") {
+			c.errorf(p.key("path_prefix"), "must be a path without ? or #, got %q", app.PathPrefix)
+		}
+
+		if len(app.Hosts) == 0 {
+			c.errorf(p.key("hosts"), "at least one host is required")
+		}
+		for j, h := range app.Hosts {
+			hp := p.key("hosts").index(j)
+			norm, err := normalizeHostPattern(h)
+			if err != nil {
+				c.errorf(hp, "%v", err)
+				continue
+			}
+			app.Hosts[j] = norm
+			r := route{norm, prefix}
+			if first, dup := routes[r]; dup {
+				if first == i {
+					c.errorf(hp, "%q is listed twice", norm)
+				} else {
+					c.errorf(hp, "%q with path_prefix %q is already served by apps[%d]", norm, prefix, first)
+				}
+				continue
+			}
+			routes[r] = i
+		}
+
+		c.checkHTTPURL(p.key("backend"), app.Backend)
+		if strings.TrimSpace(app.Group) == "" {
+			c.errorf(p.key("group"), "required (the connector group that reaches the backend)")
+		}
+		checkNonNegative(c, p.key("timeout"), app.Timeout)
+		g.validatePreauth(c, p, app)
+	}
+}
+
+func (g *Gateway) validatePreauth(c *checker, p path, app *App) {
+	if app.OIDCProvider != "" && g.ProviderFor(app) == nil {
+		c.errorf(p.key("oidc_provider"), "no provider named %q under oidc.providers", app.OIDCProvider)
+	}
+	switch app.PreauthOrDefault() {
+	case PreauthOIDC:
+		switch {
+		case app.OIDCProvider != "":
+			// Checked above.
+		case len(g.OIDC.Providers) == 0:
+			c.errorf(p.key("preauth"), "oidc needs a provider under oidc.providers")
+		case len(g.OIDC.Providers) > 1:
+			c.errorf(p.key("oidc_provider"), "required: there are %d providers under oidc.providers", len(g.OIDC.Providers))
+		}
+	case PreauthNone:
+		// A policy without sign-in would silently leave the app open.
+		if !app.Policy.Empty() {
+			c.errorf(p.key("policy"), "only enforced with preauth: oidc; as written the app is open to everyone")
+		}
+	default:
+		c.errorf(p.key("preauth"), "must be none or oidc, got %q", app.Preauth)
+	}
+	for j, e := range app.Policy.Emails {
+		if at := strings.LastIndexByte(e, '@'); at <= 0 || at == len(e)-1 {
+			c.errorf(p.key("policy").key("emails").index(j), "%q is not an email address", e)
+		}
+	}
+	for j, d := range app.Policy.Domains {
+		if strings.Contains(d, "@") || !validHostname(d) {
+			c.errorf(p.key("policy").key("domains").index(j), "%q must be a domain such as example.com (no @)", d)
+		}
+	}
+	for j, gr := range app.Policy.Groups {
+		if gr == "" {
+			c.errorf(p.key("policy").key("groups").index(j), "must not be empty")
+		}
+	}
+	for j, pp := range app.PublicPaths {
+		if !strings.HasPrefix(pp, "/") {
+			c.errorf(p.key("public_paths").index(j), "must start with \"/\", got %q", pp)
+		}
+	}
+}

@@ -1,0 +1,465 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadGatewayDesignExample(t *testing.T) {
+	g, err := LoadGateway("testdata/gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Gateway{
+		Public: Public{Addr: ":8080"},
+		Tunnel: Tunnel{
+			Addr:   ":8443",
+			Tokens: []Token{{Token: "change-me", Group: "default"}},
+		},
+		Admin:         Admin{Addr: "127.0.0.1:9090"},
+		DataDir:       "./data/gateway",
+		ShutdownGrace: 30 * time.Second,
+		OIDC: OIDC{Providers: []OIDCProvider{{
+			Name:             "corp",
+			Issuer:           "https://login.example.com/",
+			ClientID:         "sallyport",
+			ClientSecretFile: "/etc/sallyport/oidc-secret",
+			Scopes:           []string{"openid", "email", "profile"},
+			GroupsClaim:      "groups",
+			Audiences:        []string{},
+		}}},
+		Apps: []App{{
+			Name:         "hello",
+			Hosts:        []string{"hello.example.com", "*.apps.example.com"},
+			PathPrefix:   "/",
+			Backend:      "http://127.0.0.1:9000",
+			Group:        "default",
+			Timeout:      85 * time.Second,
+			Preauth:      "none",
+			OIDCProvider: "corp",
+			Policy:       Policy{Emails: []string{}, Domains: []string{}, Groups: []string{}},
+			PublicPaths:  []string{},
+		}},
+	}
+	if !reflect.DeepEqual(g, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", g, want)
+	}
+}
+
+func TestLoadGatewayFull(t *testing.T) {
+	g, err := LoadGateway("testdata/gateway-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Gateway{
+		Public: Public{
+			Addr:              "127.0.0.1:80",
+			TLS:               TLSFiles{CertFile: "pub.crt", KeyFile: "pub.key"},
+			ReadHeaderTimeout: 5 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    32768,
+		},
+		Tunnel: Tunnel{
+			Addr:                 "0.0.0.0:9443",
+			TLS:                  TLSFiles{CertFile: "tun.crt", KeyFile: "tun.key"},
+			Tokens:               []Token{{Token: "t1", Group: "g1"}, {Token: "t2", Group: "g2"}},
+			MaxStreamsPerSession: 500,
+		},
+		Admin:         Admin{Addr: "127.0.0.1:9191", TokenFile: "/run/admin-token"},
+		DataDir:       "/var/lib/sallyport",
+		ShutdownGrace: 90 * time.Second,
+		OIDC: OIDC{Providers: []OIDCProvider{
+			{
+				Name:            "corp",
+				Issuer:          "https://login.example.com/",
+				ClientID:        "sallyport",
+				ClientSecretEnv: "OIDC_SECRET",
+				Scopes:          []string{"openid", "email"},
+				GroupsClaim:     "roles",
+				Audiences:       []string{"api://sallyport"},
+			},
+			{Name: "other", Issuer: "https://other.example.com/", ClientID: "sp"},
+		}},
+		Apps: []App{
+			{
+				Name:         "wiki",
+				Hosts:        []string{"wiki.example.com", "*.wiki.example.com"}, // lowercased
+				PathPrefix:   "/docs",
+				Backend:      "https://wiki.corp:8443/base",
+				Group:        "g1",
+				Timeout:      2 * time.Minute,
+				PreserveHost: true,
+				BackendHTTP2: true,
+				Preauth:      "oidc",
+				OIDCProvider: "other",
+				Policy: Policy{
+					Emails:  []string{"alice@example.com"},
+					Domains: []string{"example.com"},
+					Groups:  []string{"wiki-users"},
+				},
+				PublicPaths: []string{"/docs/public", "/favicon.ico"},
+			},
+			{Name: "grpc", Hosts: []string{"10.1.2.3"}, Backend: "http://127.0.0.1:50051", Group: "g2"},
+		},
+	}
+	if !reflect.DeepEqual(g, want) {
+		t.Errorf("got\n%+v\nwant\n%+v", g, want)
+	}
+
+	// Set values win over defaults.
+	if got := g.Public.AddrOrDefault(); got != "127.0.0.1:80" {
+		t.Errorf("Public.AddrOrDefault = %q", got)
+	}
+	if got := g.Public.ReadHeaderTimeoutOrDefault(); got != 5*time.Second {
+		t.Errorf("ReadHeaderTimeoutOrDefault = %v", got)
+	}
+	if got := g.Public.IdleTimeoutOrDefault(); got != time.Minute {
+		t.Errorf("IdleTimeoutOrDefault = %v", got)
+	}
+	if got := g.Public.MaxHeaderBytesOrDefault(); got != 32768 {
+		t.Errorf("MaxHeaderBytesOrDefault = %v", got)
+	}
+	if got := g.Tunnel.AddrOrDefault(); got != "0.0.0.0:9443" {
+		t.Errorf("Tunnel.AddrOrDefault = %q", got)
+	}
+	if got := g.Tunnel.MaxStreamsPerSessionOrDefault(); got != 500 {
+		t.Errorf("MaxStreamsPerSessionOrDefault = %v", got)
+	}
+	if got := g.Admin.AddrOrDefault(); got != "127.0.0.1:9191" {
+		t.Errorf("Admin.AddrOrDefault = %q", got)
+	}
+	if got := g.DataDirOrDefault(); got != "/var/lib/sallyport" {
+		t.Errorf("DataDirOrDefault = %q", got)
+	}
+	if got := g.ShutdownGraceOrDefault(); got != 90*time.Second {
+		t.Errorf("ShutdownGraceOrDefault = %v", got)
+	}
+	wiki := &g.Apps[0]
+	if wiki.PathPrefixOrDefault() != "/docs" || wiki.TimeoutOrDefault() != 2*time.Minute || wiki.PreauthOrDefault() != PreauthOIDC {
+		t.Errorf("wiki accessors: %q %v %q", wiki.PathPrefixOrDefault(), wiki.TimeoutOrDefault(), wiki.PreauthOrDefault())
+	}
+	if p := g.ProviderFor(wiki); p == nil || p.Name != "other" {
+		t.Errorf("ProviderFor(wiki) = %+v, want other", p)
+	}
+	corp := &g.OIDC.Providers[0]
+	if got := corp.ScopesOrDefault(); !reflect.DeepEqual(got, []string{"openid", "email"}) {
+		t.Errorf("ScopesOrDefault = %v", got)
+	}
+	if got := corp.GroupsClaimOrDefault(); got != "roles" {
+		t.Errorf("GroupsClaimOrDefault = %q", got)
+	}
+	if got := corp.AudiencesOrDefault(); !reflect.DeepEqual(got, []string{"api://sallyport"}) {
+		t.Errorf("AudiencesOrDefault = %v", got)
+	}
+	if !g.Public.TLS.Enabled() || !g.Tunnel.TLS.Enabled() {
+		t.Error("TLS.Enabled = false, want true")
+	}
+	u, err := wiki.BackendURL()
+	if err != nil || u.Host != "wiki.corp:8443" || u.Path != "/base" {
+		t.Errorf("BackendURL = %v, %v", u, err)
+	}
+}
+
+// TestGatewayZeroDefaults checks what a zero struct (or an empty mapping in
+// the file) means.
+func TestGatewayZeroDefaults(t *testing.T) {
+	parsed, err := ParseGateway("gateway.yaml", []byte("{}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*Gateway{"zero": {}, "parsed": parsed} {
+		t.Run(name, func(t *testing.T) {
+			checks := []struct {
+				name      string
+				got, want any
+			}{
+				{"Public.AddrOrDefault", g.Public.AddrOrDefault(), ":8080"},
+				{"Public.ReadHeaderTimeoutOrDefault", g.Public.ReadHeaderTimeoutOrDefault(), 10 * time.Second},
+				{"Public.IdleTimeoutOrDefault", g.Public.IdleTimeoutOrDefault(), 120 * time.Second},
+				{"Public.MaxHeaderBytesOrDefault", g.Public.MaxHeaderBytesOrDefault(), 64 << 10},
+				{"Public.TLS.Enabled", g.Public.TLS.Enabled(), false},
+				{"Tunnel.AddrOrDefault", g.Tunnel.AddrOrDefault(), ":8443"},
+				{"Tunnel.MaxStreamsPerSessionOrDefault", g.Tunnel.MaxStreamsPerSessionOrDefault(), 10000},
+				{"Admin.AddrOrDefault", g.Admin.AddrOrDefault(), "127.0.0.1:9090"},
+				{"DataDirOrDefault", g.DataDirOrDefault(), "./data/gateway"},
+				{"ShutdownGraceOrDefault", g.ShutdownGraceOrDefault(), 30 * time.Second},
+			}
+			for _, c := range checks {
+				if !reflect.DeepEqual(c.got, c.want) {
+					t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+				}
+			}
+		})
+	}
+
+	var app App
+	if got := app.PathPrefixOrDefault(); got != "/" {
+		t.Errorf("PathPrefixOrDefault = %q", got)
+	}
+	if got := app.TimeoutOrDefault(); got != 85*time.Second {
+		t.Errorf("TimeoutOrDefault = %v", got)
+	}
+	if got := app.PreauthOrDefault(); got != PreauthNone {
+		t.Errorf("PreauthOrDefault = %q", got)
+	}
+	p := OIDCProvider{ClientID: "cid"}
+	if got := p.ScopesOrDefault(); !reflect.DeepEqual(got, []string{"openid", "email", "profile"}) {
+		t.Errorf("ScopesOrDefault = %v", got)
+	}
+	p.ScopesOrDefault()[0] = "mutated"
+	if DefaultScopes[0] != "openid" {
+		t.Error("ScopesOrDefault returned DefaultScopes itself; callers could change it")
+	}
+	if got := p.GroupsClaimOrDefault(); got != "groups" {
+		t.Errorf("GroupsClaimOrDefault = %q", got)
+	}
+	if got := p.AudiencesOrDefault(); !reflect.DeepEqual(got, []string{"cid"}) {
+		t.Errorf("AudiencesOrDefault = %v", got)
+	}
+}
+
+func TestProviderFor(t *testing.T) {
+	one := &Gateway{OIDC: OIDC{Providers: []OIDCProvider{{Name: "a"}}}}
+	two := &Gateway{OIDC: OIDC{Providers: []OIDCProvider{{Name: "a"}, {Name: "b"}}}}
+	tests := []struct {
+		g    *Gateway
+		app  App
+		want string // "" → nil
+	}{
+		{one, App{}, "a"},
+		{one, App{OIDCProvider: "a"}, "a"},
+		{one, App{OIDCProvider: "x"}, ""},
+		{two, App{}, ""},
+		{two, App{OIDCProvider: "b"}, "b"},
+		{&Gateway{}, App{}, ""},
+	}
+	for i, tt := range tests {
+		got := tt.g.ProviderFor(&tt.app)
+		switch {
+		case tt.want == "" && got != nil:
+			t.Errorf("%d: got %q, want nil", i, got.Name)
+		case tt.want != "" && (got == nil || got.Name != tt.want):
+			t.Errorf("%d: got %v, want %q", i, got, tt.want)
+		}
+	}
+}
+
+// minimalApp is a valid app to build error cases from.
+const minimalApp = `
+apps:
+  - name: a
+    hosts: [a.example.com]
+    backend: http://127.0.0.1:9000
+    group: g
+`
+
+func TestParseGatewayErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // each must appear in the error
+	}{
+		{"empty", "", []string{"gateway.yaml: file is empty"}},
+		{"comments only", "# nothing\n", []string{"gateway.yaml: file is empty"}},
+		{"null", "~\n", []string{"gateway.yaml: file is empty"}},
+		{"not a mapping", "- a\n- b\n", []string{"gateway.yaml:1: the top level must be a mapping"}},
+		{"syntax", "public:\n  addr: [\n", []string{"gateway.yaml:2: did not find expected node content"}},
+		{"two documents", "data_dir: a\n---\ndata_dir: b\n", []string{"gateway.yaml:2: a second YAML document"}},
+		{"unknown top-level key", "data_dir: x\nbogus: 1\n", []string{`gateway.yaml:2: unknown key "bogus"`}},
+		{"unknown nested key", "public:\n  addr: \":80\"\n  adr: x\n", []string{`gateway.yaml:3: unknown key "adr" in public (did you mean "addr"?)`}},
+		{"unknown key in flow mapping", "tunnel:\n  tls: {cert_file: a, key_file: b, ca_file: c}\n", []string{`gateway.yaml:2: unknown key "ca_file" in tunnel.tls`}},
+		{"unknown key in list item", minimalApp + "    bakend: x\n", []string{`gateway.yaml:7: unknown key "bakend" in apps[0] (did you mean "backend"?)`}},
+		{"unknown key no hint", minimalApp + "    zzzzzz: x\n", []string{`gateway.yaml:7: unknown key "zzzzzz" in apps[0]`}},
+		{"repeated key", "data_dir: a\ndata_dir: b\n", []string{`gateway.yaml:2: key "data_dir" is repeated (first on line 1)`}},
+		{"duration not a string", "shutdown_grace: 30\n", []string{`gateway.yaml:1: shutdown_grace: want a duration such as "30s"`, `got "30"`}},
+		{"duration garbage", minimalApp + "    timeout: soon\n", []string{`gateway.yaml:7: apps[0].timeout: want a duration`, `got "soon"`}},
+		{"int garbage", "tunnel:\n  max_streams_per_session: many\n", []string{`gateway.yaml:2: tunnel.max_streams_per_session: want a whole number, got "many"`}},
+		{"bool garbage", minimalApp + "    preserve_host: maybe\n", []string{`gateway.yaml:7: apps[0].preserve_host: want true or false, got "maybe"`}},
+		{"list expected", minimalApp + "    public_paths: /x\n", []string{`gateway.yaml:7: apps[0].public_paths: want a list, got "/x"`}},
+		{"mapping for string", "data_dir: {a: b}\n", []string{`gateway.yaml:1: data_dir: want a string, got a mapping`}},
+		{"mapping expected", "public: 8080\n", []string{`gateway.yaml:1: public: want a mapping`}},
+		{"several decode errors", "bogus: 1\nshutdown_grace: x\n", []string{`gateway.yaml:1: unknown key "bogus"`, `gateway.yaml:2: shutdown_grace: want a duration`}},
+
+		{"public addr", "public: {addr: \"8080\"}\n", []string{`gateway.yaml:1: public.addr: must be host:port or :port, got "8080"`}},
+		{"public addr port", "public: {addr: \":http\"}\n", []string{`public.addr: port "http" must be a number`}},
+		{"tunnel addr", "tunnel:\n  addr: \"x:99999\"\n", []string{`gateway.yaml:2: tunnel.addr: port "99999"`}},
+		{"admin addr", "admin:\n  addr: localhost\n", []string{`gateway.yaml:2: admin.addr: must be host:port`}},
+		{"public tls half", "public:\n  tls: {cert_file: a.pem}\n", []string{`gateway.yaml:2: public.tls: cert_file and key_file must both be set or both be empty`}},
+		{"tunnel tls half", "tunnel:\n  tls:\n    key_file: k.pem\n", []string{`gateway.yaml:3: tunnel.tls: cert_file and key_file must both be set`}},
+		{"negative durations", "shutdown_grace: -1s\npublic:\n  read_header_timeout: -1s\n  idle_timeout: -2s\n  max_header_bytes: -1\n", []string{
+			`gateway.yaml:1: shutdown_grace: must not be negative`,
+			`gateway.yaml:3: public.read_header_timeout: must not be negative`,
+			`gateway.yaml:4: public.idle_timeout: must not be negative`,
+			`gateway.yaml:5: public.max_header_bytes: must not be negative`,
+		}},
+		{"negative streams", "tunnel: {max_streams_per_session: -5}\n", []string{`tunnel.max_streams_per_session: must not be negative`}},
+		{"token empty", "tunnel:\n  tokens:\n    - {token: x, group: g}\n    - {token: \"\", group: g}\n", []string{`gateway.yaml:4: tunnel.tokens[1].token: required`}},
+		{"token missing", "tunnel:\n  tokens:\n    - group: g\n", []string{`gateway.yaml:3: tunnel.tokens[0].token: required`}},
+		{"token group missing", "tunnel:\n  tokens:\n    - token: x\n", []string{`gateway.yaml:3: tunnel.tokens[0].group: required`}},
+		{"token duplicate", "tunnel:\n  tokens:\n    - {token: x, group: a}\n    - {token: x, group: b}\n", []string{`gateway.yaml:4: tunnel.tokens[1].token: same token as tunnel.tokens[0]`}},
+
+		{"provider fields", "oidc:\n  providers:\n    - name: \"\"\n      issuer: login.example.com\n", []string{
+			`gateway.yaml:3: oidc.providers[0].name: required`,
+			`gateway.yaml:4: oidc.providers[0].issuer: must be an http:// or https:// URL`,
+			`gateway.yaml:3: oidc.providers[0].client_id: required`,
+		}},
+		{"provider duplicate", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n    - {name: a, issuer: \"https://a/\", client_id: c}\n", []string{`gateway.yaml:4: oidc.providers[1].name: "a" is already the name of oidc.providers[0]`}},
+		{"provider two secrets", "oidc:\n  providers:\n    - name: a\n      issuer: https://a/\n      client_id: c\n      client_secret_file: f\n      client_secret_env: E\n", []string{`gateway.yaml:7: oidc.providers[0].client_secret_env: set client_secret_file or client_secret_env, not both`}},
+
+		{"app empty", "apps:\n  - {}\n", []string{
+			`gateway.yaml:2: apps[0].name: required`,
+			`gateway.yaml:2: apps[0].hosts: at least one host is required`,
+			`gateway.yaml:2: apps[0].backend: required`,
+			`gateway.yaml:2: apps[0].group: required`,
+		}},
+		{"app null item", "apps:\n  -\n  - name: x\n", []string{`gateway.yaml:2: apps[0]: empty list item`}},
+		{"null string item", "tunnel: {tokens: []}\napps:\n  - name: x\n    hosts: [a.b, ~, c.d]\n", []string{`gateway.yaml:4: apps[0].hosts[1]: empty list item`}},
+		{"app duplicate name", minimalApp + "  - name: a\n    hosts: [b.example.com]\n    backend: http://b\n    group: g\n", []string{`gateway.yaml:7: apps[1].name: "a" is already the name of apps[0]`}},
+		{"app backend scheme", minimalApp + "  - name: b\n    hosts: [b.example.com]\n    group: g\n    backend: ftp://b\n", []string{`gateway.yaml:10: apps[1].backend: must be an http:// or https:// URL`}},
+		{"app backend no host", "apps:\n  - {name: a, hosts: [a.b], group: g, backend: \"http:///x\"}\n", []string{`apps[0].backend: must be an http:// or https:// URL`}},
+		{"app backend relative", "apps:\n  - {name: a, hosts: [a.b], group: g, backend: \"/x\"}\n", []string{`apps[0].backend: must be an http:// or https:// URL`}},
+		{"app backend userinfo", "apps:\n  - {name: a, hosts: [a.b], group: g, backend: \"http://u:p@x\"}\n", []string{`apps[0].backend: must not contain a user name or password`}},
+		{"app backend fragment", "apps:\n  - {name: a, hosts: [a.b], group: g, backend: \"http://x/#f\"}\n", []string{`apps[0].backend: must not contain a #fragment`}},
+		{"app host with port", "apps:\n  - name: a\n    backend: http://x\n    group: g\n    hosts:\n      - ok.example.com\n      - b.example.com:443\n", []string{`gateway.yaml:7: apps[0].hosts[1]: "b.example.com:443": must be a host name without a port`}},
+		{"app host bad wildcard", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"a.*.example.com\"]}\n", []string{`apps[0].hosts[0]: "a.*.example.com": a wildcard may only be one whole leading label`}},
+		{"app host bare wildcard", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"*\"]}\n", []string{`apps[0].hosts[0]: "*": a wildcard may only be`}},
+		{"app host invalid", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"a b.example\"]}\n", []string{`apps[0].hosts[0]: "a b.example": not a valid host name`}},
+		{"app host trailing dot", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"a.example.\"]}\n", []string{`remove the trailing dot`}},
+		{"app host empty", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"\"]}\n", []string{`apps[0].hosts[0]: must not be empty`}},
+		{"app host twice", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [a.example, A.EXAMPLE]}\n", []string{`apps[0].hosts[1]: "a.example" is listed twice`}},
+		{"app route taken", minimalApp + "  - name: b\n    hosts: [x.example.com, A.Example.com]\n    backend: http://b\n    group: g\n", []string{`gateway.yaml:8: apps[1].hosts[1]: "a.example.com" with path_prefix "/" is already served by apps[0]`}},
+		{"app path prefix", minimalApp + "    path_prefix: api\n", []string{`gateway.yaml:7: apps[0].path_prefix: must start with "/", got "api"`}},
+		{"app path prefix query", minimalApp + "    path_prefix: /a?b\n", []string{`apps[0].path_prefix: must be a path without ? or #`}},
+		{"app negative timeout", minimalApp + "    timeout: -1s\n", []string{`gateway.yaml:7: apps[0].timeout: must not be negative`}},
+		{"app preauth unknown", minimalApp + "    preauth: saml\n", []string{`gateway.yaml:7: apps[0].preauth: must be none or oidc, got "saml"`}},
+		{"app oidc without providers", minimalApp + "    preauth: oidc\n", []string{`gateway.yaml:7: apps[0].preauth: oidc needs a provider under oidc.providers`}},
+		{"app oidc unknown provider", minimalApp + "    preauth: oidc\n    oidc_provider: nope\n", []string{`gateway.yaml:8: apps[0].oidc_provider: no provider named "nope" under oidc.providers`}},
+		{"app oidc ambiguous provider", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n    - {name: b, issuer: \"https://b/\", client_id: c}\n" + minimalApp + "    preauth: oidc\n", []string{`gateway.yaml:7: apps[0].oidc_provider: required: there are 2 providers`}},
+		{"app none with unknown provider", minimalApp + "    oidc_provider: nope\n", []string{`apps[0].oidc_provider: no provider named "nope"`}},
+		{"app policy without oidc", minimalApp + "    policy:\n      emails: [a@b.c]\n", []string{`gateway.yaml:8: apps[0].policy: only enforced with preauth: oidc`}},
+		{"app policy values", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n" + minimalApp + "    preauth: oidc\n    policy:\n      emails: [nobody]\n      domains: [\"@example.com\"]\n      groups: [\"\"]\n    public_paths: [health]\n", []string{
+			`gateway.yaml:12: apps[0].policy.emails[0]: "nobody" is not an email address`,
+			`gateway.yaml:13: apps[0].policy.domains[0]: "@example.com" must be a domain`,
+			`gateway.yaml:14: apps[0].policy.groups[0]: must not be empty`,
+			`gateway.yaml:15: apps[0].public_paths[0]: must start with "/"`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := ParseGateway("gateway.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("no error; parsed %+v", g)
+			}
+			if g != nil {
+				t.Errorf("config returned together with an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q; error:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestGatewayErrorStructure checks the exact form promised in the package
+// comment and that callers can pick *Error values out of the joined error.
+func TestGatewayErrorStructure(t *testing.T) {
+	src := `public:
+  addr: ":8080"
+tunnel:
+  tokens:
+    - {token: t, group: g}
+apps:
+  - name: one
+    hosts: [one.example.com]
+    backend: http://127.0.0.1:9000
+    group: g
+  - name: two
+    hosts: [two.example.com]
+    backend: ftp://two.corp
+    group: g
+`
+	_, err := ParseGateway("gateway.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	const want = `gateway.yaml:13: apps[1].backend: must be an http:// or https:// URL, got "ftp://two.corp"`
+	if err.Error() != want {
+		t.Errorf("error = %q\nwant    %q", err, want)
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("errors.As(*Error) failed on %T", err)
+	}
+	if e.File != "gateway.yaml" || e.Line != 13 || e.Path != "apps[1].backend" || !strings.HasPrefix(e.Msg, "must be an http://") {
+		t.Errorf("Error = %+v", e)
+	}
+
+	_, err = ParseGateway("/etc/sallyport/gateway.yaml", []byte("public:\n  tls: {}\napps: []\n\nbogus: 7\n"))
+	if err == nil || err.Error() != `/etc/sallyport/gateway.yaml:5: unknown key "bogus"` {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestGatewayValidateInCode(t *testing.T) {
+	g := &Gateway{Apps: []App{{Name: "a", Hosts: []string{"A.Example.COM"}, Backend: "http://x", Group: "g"}}}
+	if err := g.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if g.Apps[0].Hosts[0] != "a.example.com" {
+		t.Errorf("host not lowercased: %q", g.Apps[0].Hosts[0])
+	}
+	g.Apps[0].Backend = "x"
+	err := g.Validate()
+	if err == nil || err.Error() != `apps[0].backend: must be an http:// or https:// URL, got "x"` {
+		t.Errorf("Validate = %v", err)
+	}
+	if err := (&Gateway{}).Validate(); err != nil {
+		t.Errorf("zero Gateway: %v", err)
+	}
+}
+
+func TestLoadGatewayFileErrors(t *testing.T) {
+	_, err := LoadGateway(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
+	}
+
+	p := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(p, []byte("apps:\n  - name: x\n    bogus: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadGateway(p)
+	if err == nil || !strings.HasPrefix(err.Error(), p+`:3: unknown key "bogus" in apps[0]`) {
+		t.Errorf("error = %v, want it to name %s:3", err, p)
+	}
+}
+
+func TestGatewayAcceptsVariants(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+	}{
+		{"ipv6 listen", "public: {addr: \"[::1]:8080\"}\ntunnel: {addr: \"[::]:8443\"}\n"},
+		{"port zero", "public: {addr: \"127.0.0.1:0\"}\n"},
+		{"ip host", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"192.0.2.1\", \"[2001:db8::1]\", \"2001:db8::2\"]}\n"},
+		{"same host other prefix", minimalApp + "  - {name: b, backend: \"http://x\", group: g, hosts: [a.example.com], path_prefix: /api}\n"},
+		{"wildcard and exact", "apps:\n  - {name: a, backend: \"https://x:8443/p?q=1\", group: g, hosts: [\"*.example.com\", example.com, under_score.example.com]}\n"},
+		{"oidc single provider", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n" + minimalApp + "    preauth: oidc\n    public_paths: [/health]\n"},
+		{"anchors and merge keys", "apps:\n  - &a {name: a, backend: \"http://x\", group: g, hosts: [a.b]}\n  - <<: *a\n    name: b\n    hosts: [b.b]\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ParseGateway("gateway.yaml", []byte(tt.yaml)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}

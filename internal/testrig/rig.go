@@ -1,0 +1,232 @@
+// Package testrig starts an in-process gateway and agents on loopback for
+// end-to-end tests: the same code paths as `sallyport gateway` and
+// `sallyport agent`, with self-signed tunnel certificates in a temp dir.
+package testrig
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sallyport/sallyport/agent"
+	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/selfsigned"
+)
+
+// Token and Group are the credential every rig agent uses unless told
+// otherwise.
+const (
+	Token = "rig-token"
+	Group = "default"
+)
+
+// Options shape a rig. The zero value gives a gateway with no apps.
+type Options struct {
+	// Routes are the gateway's apps; Group defaults to "default".
+	Routes []gateway.Route
+	// Gateway, if set, edits the gateway config before start.
+	Gateway func(*gateway.Config)
+	// Logs: nil → a zaptest logger at warn level (debug with
+	// SALLYPORT_TEST_DEBUG=1).
+	Log *zap.Logger
+}
+
+// Rig is a running gateway plus the agents started on it.
+type Rig struct {
+	t       testing.TB
+	G       *gateway.Gateway
+	URL     string // public base URL, http://127.0.0.1:PORT
+	Tunnel  string // tunnel address
+	Roots   *x509.CertPool
+	Log     *zap.Logger
+	cancelG context.CancelFunc
+	gDone   chan error
+
+	mu     sync.Mutex
+	agents []*Agent
+}
+
+// New starts a gateway; it stops when the test ends.
+func New(t testing.TB, o Options) *Rig {
+	t.Helper()
+	log := o.Log
+	if log == nil {
+		level := zap.WarnLevel
+		if os.Getenv("SALLYPORT_TEST_DEBUG") != "" {
+			level = zap.DebugLevel
+		}
+		log = zaptest.NewLogger(t, zaptest.Level(level))
+	}
+	cert, certPath, _, err := selfsigned.LoadOrCreate(t.TempDir(), []string{"localhost"})
+	if err != nil {
+		t.Fatalf("tunnel certificate: %v", err)
+	}
+	pem, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	routes := make([]gateway.Route, len(o.Routes))
+	for i, r := range o.Routes {
+		if r.Group == "" {
+			r.Group = Group
+		}
+		routes[i] = r
+	}
+	cfg := gateway.Config{
+		PublicAddr:    "127.0.0.1:0",
+		TunnelAddr:    "127.0.0.1:0",
+		TunnelTLS:     &tls.Config{Certificates: []tls.Certificate{cert}},
+		Tokens:        []gateway.Token{{Token: Token, Group: Group}},
+		Routes:        routes,
+		ShutdownGrace: 5 * time.Second,
+		Log:           log.Named("gateway"),
+	}
+	if o.Gateway != nil {
+		o.Gateway(&cfg)
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	if err := g.Listen(); err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Rig{
+		t: t, G: g, Roots: roots, Log: log, cancelG: cancel, gDone: make(chan error, 1),
+		Tunnel: g.TunnelAddr().String(),
+		URL:    "http://" + g.PublicAddr().String(),
+	}
+	go func() { r.gDone <- g.Serve(ctx) }()
+	t.Cleanup(r.Close)
+	return r
+}
+
+// Close stops the agents, then the gateway.
+func (r *Rig) Close() {
+	r.mu.Lock()
+	agents := r.agents
+	r.agents = nil
+	r.mu.Unlock()
+	for _, a := range agents {
+		a.Stop()
+	}
+	if r.cancelG != nil {
+		r.cancelG()
+		if err := <-r.gDone; err != nil {
+			r.t.Errorf("gateway: %v", err)
+		}
+		r.cancelG = nil
+	}
+}
+
+// StopGateway shuts the gateway down (graceful, like SIGTERM) and returns
+// Serve's error.
+func (r *Rig) StopGateway() error {
+	r.cancelG()
+	r.cancelG = nil
+	return <-r.gDone
+}
+
+// Agent is a running rig agent.
+type Agent struct {
+	A      *agent.Agent
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// Stop drains the agent (like SIGTERM) and waits for it to exit.
+func (a *Agent) Stop() {
+	a.once.Do(func() {
+		a.cancel()
+		<-a.done
+	})
+}
+
+// AgentConfig is the default config of a rig agent: one session, allowed to
+// reach every loopback port.
+func (r *Rig) AgentConfig() agent.Config {
+	return agent.Config{
+		Gateway:     r.Tunnel,
+		TLS:         &tls.Config{RootCAs: r.Roots, ServerName: "localhost"},
+		Token:       Token,
+		Name:        "rig-agent",
+		Connections: 1,
+		Allow:       []string{"127.0.0.1:*", "localhost:*", "[::1]:*"},
+		Backoff:     agent.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		DrainGrace:  5 * time.Second,
+		Log:         r.Log.Named("agent"),
+	}
+}
+
+// StartAgent starts an agent with the default config edited by edit (may be
+// nil) and waits until its sessions are registered with the gateway.
+func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
+	r.t.Helper()
+	cfg := r.AgentConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		r.t.Fatalf("agent: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Agent{A: a, cancel: cancel, done: make(chan error, 1)}
+	before := r.G.Registry().Count(Group)
+	go func() { h.done <- a.Run(ctx) }()
+	r.mu.Lock()
+	r.agents = append(r.agents, h)
+	r.mu.Unlock()
+	if cfg.Token == Token {
+		conns := cfg.Connections
+		if conns == 0 {
+			conns = 2
+		}
+		r.WaitSessions(Group, before+conns)
+	}
+	return h
+}
+
+// WaitSessions waits until group has n live sessions.
+func (r *Rig) WaitSessions(group string, n int) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for r.G.Registry().Count(group) != n {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("group %q has %d sessions, want %d", group, r.G.Registry().Count(group), n)
+		}
+		<-tick.C
+	}
+}
+
+// MustURL parses a URL or fails the test.
+func MustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// Client is an HTTP/1.1 client for the rig's public listener.
+func (r *Rig) Client() *http.Client {
+	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}
+	r.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}

@@ -1,0 +1,392 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Options are the per-exchange settings of RoundTrip. The zero value works.
+type Options struct {
+	// App and RequestID are passed to the agent for its logs.
+	App       string
+	RequestID string
+	// BackendHTTP2 asks the agent to speak HTTP/2 to the backend.
+	BackendHTTP2 bool
+	// HeadTimeout bounds the wait for the response head; zero means no bound
+	// other than the request's context.
+	HeadTimeout time.Duration
+	// Done, if not nil, is called exactly once when the exchange is over:
+	// both bodies finished, or the exchange failed or was abandoned.
+	Done func()
+}
+
+// bufPool holds ChunkSize buffers for copying request bodies.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
+
+// RoundTrip relays req over st and returns the backend's response. req.URL
+// must already point at the backend (scheme and host), as
+// httputil.ProxyRequest.SetURL leaves it. RoundTrip owns st from now on and
+// finishes it when the exchange is over; it always closes req.Body.
+//
+// An error wrapping ErrNotSent means nothing reached the agent and req may be
+// retried on another stream (its body is then untouched unless the error
+// says otherwise).
+func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error) {
+	if o == nil {
+		o = &Options{}
+	}
+	ex := &clientExchange{st: st, req: req, done: o.Done}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	upgrade := isUpgradeRequest(req)
+
+	head := &Frame{Request: requestHead(req, o)}
+	switch {
+	case upgrade:
+		// An upgrade request has no body: the data that follows the head is
+		// the upgraded connection's, and `end` is its half-close.
+		head.Request.ContentLength = 0
+		if hasBody {
+			req.Body.Close()
+			hasBody = false
+		}
+	case !hasBody:
+		head.End = true
+	case req.ContentLength > 0 && req.ContentLength <= CoalesceLimit && len(req.Trailer) == 0:
+		// Small body: send head, body and end as one frame.
+		buf := make([]byte, req.ContentLength)
+		_, err := io.ReadFull(req.Body, buf)
+		req.Body.Close()
+		hasBody = false
+		if err != nil {
+			st.Finish(false)
+			ex.finishDone()
+			return nil, &notSentError{&ClientBodyError{Err: err}}
+		}
+		head.Data = buf
+		head.End = true
+		// Keep the body replayable in case the head cannot be sent.
+		req.Body = io.NopCloser(bytes.NewReader(buf))
+	}
+	if err := st.Send(head); err != nil {
+		st.Finish(false)
+		// When the body was not read yet it stays open, so that the caller
+		// may retry with it.
+		ex.finishDone()
+		return nil, &notSentError{fmt.Errorf("send request head: %w", err)}
+	}
+
+	// From here on the exchange owns the stream: cancellation of the
+	// request and the head timeout reset it.
+	ex.stopCtx = context.AfterFunc(req.Context(), func() { ex.abort(req.Context().Err()) })
+	switch {
+	case hasBody:
+		go ex.sendBody(req.Body, req.Trailer)
+	case !upgrade:
+		ex.halfDone()
+	}
+	var timer *time.Timer
+	if o.HeadTimeout > 0 {
+		timer = time.AfterFunc(o.HeadTimeout, func() { ex.abort(ErrHeadTimeout) })
+	}
+	f, err := st.Recv()
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		return nil, ex.fail(fmt.Errorf("receive response head: %w", err))
+	}
+	if f.Error != nil {
+		return nil, ex.fail(&ExchangeError{Code: f.Error.GetCode(), Message: f.Error.GetMessage()})
+	}
+	if f.Response == nil {
+		return nil, ex.fail(malformed("first frame from the agent has no response head"))
+	}
+	res, err := responseFromHead(f.Response, req)
+	if err != nil {
+		return nil, ex.fail(err)
+	}
+	ex.res = res
+	if f.End {
+		if err := mergeTrailers(&res.Trailer, f.Trailers); err != nil {
+			return nil, ex.fail(err)
+		}
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		if !upgrade || f.End {
+			return nil, ex.fail(malformed("101 response to a request that did not ask for an upgrade"))
+		}
+		res.Body = &upgradeConn{ex: ex, pending: f.Data}
+		return res, nil
+	}
+	if upgrade {
+		// The backend declined the upgrade: end the (empty) request side.
+		if err := st.Send(&Frame{End: true}); err != nil {
+			return nil, ex.fail(fmt.Errorf("send request end: %w", err))
+		}
+		ex.halfDone()
+	}
+	body := &responseBody{ex: ex, pending: f.Data, ended: f.End}
+	if f.End && len(f.Data) == 0 {
+		body.finish()
+	}
+	res.Body = body
+	return res, nil
+}
+
+// clientExchange is the gateway's state of one exchange.
+type clientExchange struct {
+	st   Stream
+	req  *http.Request
+	res  *http.Response // set once the head arrived; owned by the reader
+	done func()
+
+	stopCtx   func() bool
+	halves    atomic.Int32 // request and response sides that ended cleanly
+	over      atomic.Bool  // the exchange is over; Done was called
+	abortErr  atomic.Pointer[error]
+	sendOnce  sync.Once
+	abortOnce sync.Once
+}
+
+// halfDone records that one direction ended cleanly; the second one
+// releases the stream for reuse.
+func (ex *clientExchange) halfDone() {
+	if ex.halves.Add(1) == 2 {
+		ex.stopCtx()
+		if ex.abortErr.Load() == nil {
+			ex.st.Finish(true)
+		}
+		ex.finishDone()
+	}
+}
+
+// finishDone calls Done once.
+func (ex *clientExchange) finishDone() {
+	if ex.over.CompareAndSwap(false, true) && ex.done != nil {
+		ex.done()
+	}
+}
+
+// abort resets the stream because of err (cancellation, timeout, a broken
+// body); pending Send and Recv calls fail and report err.
+func (ex *clientExchange) abort(err error) {
+	ex.abortOnce.Do(func() {
+		ex.abortErr.Store(&err)
+		ex.st.Finish(false)
+		ex.finishDone()
+	})
+}
+
+// fail ends the exchange after a receive-side error and returns the error to
+// report: the abort cause if there was one.
+func (ex *clientExchange) fail(err error) error {
+	if p := ex.abortErr.Load(); p != nil {
+		err = fmt.Errorf("%w (%v)", *p, err)
+	}
+	ex.abort(err)
+	if ex.stopCtx != nil {
+		ex.stopCtx()
+	}
+	return err
+}
+
+// sendBody streams the request body after the head, then `end` with the
+// trailers. It runs in its own goroutine and is the only sender meanwhile.
+func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
+	defer body.Close()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if err := ex.st.Send(&Frame{Data: buf[:n]}); err != nil {
+				ex.abort(fmt.Errorf("send request body: %w", err))
+				return
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			ex.abort(&ClientBodyError{Err: rerr})
+			return
+		}
+	}
+	end := &Frame{End: true}
+	if len(trailer) > 0 {
+		end.Trailers = headersToWire(trailer, true)
+	}
+	if err := ex.st.Send(end); err != nil {
+		ex.abort(fmt.Errorf("send request end: %w", err))
+		return
+	}
+	ex.halfDone()
+}
+
+// recvData returns the next body bytes from the agent; it sets *ended when
+// the agent's side is complete.
+func (ex *clientExchange) recvData(ended *bool) ([]byte, error) {
+	f, err := ex.st.Recv()
+	if err != nil {
+		if p := ex.abortErr.Load(); p != nil {
+			return nil, *p
+		}
+		err = fmt.Errorf("receive response body: %w", err)
+		ex.abort(err)
+		return nil, err
+	}
+	if f.Error != nil {
+		err := &ExchangeError{Code: f.Error.GetCode(), Message: f.Error.GetMessage()}
+		ex.abort(err)
+		return nil, err
+	}
+	if f.Response != nil || f.Request != nil {
+		err := malformed("unexpected head in the middle of a response")
+		ex.abort(err)
+		return nil, err
+	}
+	if f.End {
+		*ended = true
+		if ex.res != nil {
+			if err := mergeTrailers(&ex.res.Trailer, f.Trailers); err != nil {
+				ex.abort(err)
+				return nil, err
+			}
+		}
+	}
+	return f.Data, nil
+}
+
+// responseBody is the response body handed to the ReverseProxy. Read and
+// Close are called by one goroutine.
+type responseBody struct {
+	ex       *clientExchange
+	pending  []byte
+	ended    bool // the agent sent end
+	finished bool // the response side was accounted as done
+	err      error
+}
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	for len(b.pending) == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.ended {
+			b.finish()
+			return 0, io.EOF
+		}
+		data, err := b.ex.recvData(&b.ended)
+		if err != nil {
+			b.err = err
+			return 0, err
+		}
+		b.pending = data
+	}
+	n := copy(p, b.pending)
+	b.pending = b.pending[n:]
+	return n, nil
+}
+
+// finish accounts for the end of the response side. When the request body
+// is still being sent, the backend answered without reading all of it: the
+// stream cannot be reused, so it is reset.
+func (b *responseBody) finish() {
+	if b.finished {
+		return
+	}
+	b.finished = true
+	if b.ex.halves.Load() == 0 {
+		b.ex.abort(errors.New("response ended before the request body"))
+		return
+	}
+	b.ex.halfDone()
+}
+
+func (b *responseBody) Close() error {
+	if !b.finished {
+		if b.ended && len(b.pending) == 0 {
+			b.finish()
+		} else {
+			b.ex.abort(errors.New("response body closed before its end"))
+		}
+	}
+	if b.err == nil {
+		b.err = errors.New("read on closed response body")
+	}
+	return nil
+}
+
+// upgradeConn is the backend side of an upgraded (101) exchange as the
+// ReverseProxy sees it: reads return the agent's data, writes send data.
+// One goroutine reads while another writes.
+type upgradeConn struct {
+	ex      *clientExchange
+	pending []byte
+	ended   bool
+	rerr    error
+	closed  atomic.Bool
+}
+
+func (c *upgradeConn) Read(p []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if c.ended {
+			return 0, io.EOF
+		}
+		data, err := c.ex.recvData(&c.ended)
+		if err != nil {
+			c.rerr = err
+			return 0, err
+		}
+		c.pending = data
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+func (c *upgradeConn) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), ChunkSize)
+		if err := c.ex.st.Send(&Frame{Data: p[:n]}); err != nil {
+			if e := c.ex.abortErr.Load(); e != nil {
+				err = *e
+			}
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// Close ends the upgraded connection. Upgraded streams are never reused.
+func (c *upgradeConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.ex.stopCtx()
+		c.ex.abort(errors.New("upgraded connection closed"))
+	}
+	return nil
+}
+
+// isUpgradeRequest reports whether req asks for a protocol switch.
+func isUpgradeRequest(req *http.Request) bool {
+	return req.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade")
+}
+
+// Ensure the upgrade body satisfies what ReverseProxy needs.
+var _ io.ReadWriteCloser = (*upgradeConn)(nil)

@@ -1,0 +1,42 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNotSent is wrapped by RoundTrip errors that happened before any byte of
+// the request left the gateway: the exchange may be retried on another
+// stream or session.
+var ErrNotSent = errors.New("request not sent")
+
+// ErrHeadTimeout is returned by RoundTrip when the backend sent no response
+// head within Options.HeadTimeout.
+var ErrHeadTimeout = errors.New("no response head from the backend in time")
+
+// ExchangeError is an error the agent reported for an exchange, with one of
+// the X-Sallyport-Error codes.
+type ExchangeError struct {
+	Code    string
+	Message string
+}
+
+func (e *ExchangeError) Error() string {
+	return fmt.Sprintf("agent: %s: %s", e.Code, e.Message)
+}
+
+// notSentError marks a failure before the request head was handed to the
+// transport.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string        { return e.err.Error() }
+func (e *notSentError) Unwrap() error        { return e.err }
+func (e *notSentError) Is(target error) bool { return target == ErrNotSent }
+
+// ClientBodyError is returned when reading the client's request body failed
+// (the client went away or sent a malformed body) before the request could
+// be forwarded.
+type ClientBodyError struct{ Err error }
+
+func (e *ClientBodyError) Error() string { return "read request body: " + e.Err.Error() }
+func (e *ClientBodyError) Unwrap() error { return e.Err }

@@ -1,0 +1,269 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"google.golang.org/protobuf/proto"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+)
+
+// ErrMalformed is wrapped by every error about a Frame that breaks the
+// protocol. The stream that carried it is reset.
+var ErrMalformed = errors.New("malformed tunnel frame")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// Limits on what a peer may put in a head.
+const (
+	maxHeaderBytes = 64 << 10 // sum of names and values of one head
+	maxHeaderCount = 1000
+)
+
+// DecodeFrame parses one encoded Frame, as byte-stream transports read it.
+func DecodeFrame(b []byte) (*Frame, error) {
+	if len(b) > MaxFrameSize {
+		return nil, malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)
+	}
+	f := new(Frame)
+	if err := proto.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return f, nil
+}
+
+// headersToWire converts h for a head, dropping the headers that the
+// framing itself carries (Trailer; and Content-Length of requests, which the
+// backend client recomputes; a response keeps it so that a HEAD answer
+// shows the length).
+func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
+	out := make([]*tunnelv1.Header, 0, len(h))
+	for k, vv := range h {
+		if k == "Trailer" || (k == "Content-Length" && !keepLength) {
+			continue
+		}
+		out = append(out, &tunnelv1.Header{Name: k, Values: vv})
+	}
+	return out
+}
+
+// headersFromWire validates and converts headers received from the peer.
+// Names are canonicalised; invalid names or values are errors.
+func headersFromWire(hs []*tunnelv1.Header, what string) (http.Header, error) {
+	if len(hs) > maxHeaderCount {
+		return nil, malformed("%s: %d header fields exceed %d", what, len(hs), maxHeaderCount)
+	}
+	h := make(http.Header, len(hs))
+	size := 0
+	for _, f := range hs {
+		if !httpguts.ValidHeaderFieldName(f.GetName()) {
+			return nil, malformed("%s: invalid header name %q", what, f.GetName())
+		}
+		size += len(f.GetName())
+		for _, v := range f.GetValues() {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, malformed("%s: invalid value for header %q", what, f.GetName())
+			}
+			size += len(v)
+		}
+		if size > maxHeaderBytes {
+			return nil, malformed("%s: headers exceed %d bytes", what, maxHeaderBytes)
+		}
+		k := http.CanonicalHeaderKey(f.GetName())
+		h[k] = append(h[k], f.GetValues()...)
+	}
+	return h, nil
+}
+
+// trailerNames returns the names declared in a trailer map.
+func trailerNames(t http.Header) []string {
+	if len(t) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(t))
+	for k := range t {
+		names = append(names, k)
+	}
+	return names
+}
+
+// declaredTrailers builds the Trailer map announced in a head.
+func declaredTrailers(names []string, what string) (http.Header, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	if len(names) > maxHeaderCount {
+		return nil, malformed("%s: too many trailer names", what)
+	}
+	t := make(http.Header, len(names))
+	for _, n := range names {
+		if !httpguts.ValidHeaderFieldName(n) {
+			return nil, malformed("%s: invalid trailer name %q", what, n)
+		}
+		t[http.CanonicalHeaderKey(n)] = nil
+	}
+	return t, nil
+}
+
+// mergeTrailers copies received trailers into *dst, creating it if needed.
+func mergeTrailers(dst *http.Header, hs []*tunnelv1.Header) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	t, err := headersFromWire(hs, "trailers")
+	if err != nil {
+		return err
+	}
+	if *dst == nil {
+		*dst = make(http.Header, len(t))
+	}
+	for k, vv := range t {
+		(*dst)[k] = vv
+	}
+	return nil
+}
+
+// requestHead builds the wire head for an outgoing request whose URL already
+// points at the backend.
+func requestHead(req *http.Request, o *Options) *tunnelv1.RequestHead {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	path := req.URL.RequestURI()
+	if req.URL.Opaque != "" && strings.HasPrefix(req.URL.Opaque, "//") {
+		path = req.URL.Opaque
+	}
+	cl := req.ContentLength
+	if req.Body == nil || req.Body == http.NoBody {
+		cl = 0
+	}
+	h := &tunnelv1.RequestHead{
+		Method:        req.Method,
+		Scheme:        req.URL.Scheme,
+		Authority:     req.URL.Host,
+		Path:          path,
+		Host:          host,
+		Headers:       headersToWire(req.Header, false),
+		ContentLength: cl,
+		TrailerNames:  trailerNames(req.Trailer),
+	}
+	if o != nil {
+		h.BackendHttp2 = o.BackendHTTP2
+		h.App = o.App
+		h.RequestId = o.RequestID
+	}
+	return h
+}
+
+// RequestFromHead validates a received head and builds the request the agent
+// sends to the backend. The body is attached by the caller.
+func RequestFromHead(ctx context.Context, h *tunnelv1.RequestHead) (*http.Request, error) {
+	if !validMethod(h.GetMethod()) {
+		return nil, malformed("request: invalid method %q", h.GetMethod())
+	}
+	switch h.GetScheme() {
+	case "http", "https":
+	default:
+		return nil, malformed("request: scheme %q is not http or https", h.GetScheme())
+	}
+	if h.GetAuthority() == "" || strings.ContainsAny(h.GetAuthority(), "/?#@ \t\r\n") {
+		return nil, malformed("request: invalid backend authority %q", h.GetAuthority())
+	}
+	if !strings.HasPrefix(h.GetPath(), "/") && h.GetPath() != "*" {
+		return nil, malformed("request: path %q does not start with /", h.GetPath())
+	}
+	if !httpguts.ValidHostHeader(h.GetHost()) {
+		return nil, malformed("request: invalid Host %q", h.GetHost())
+	}
+	if h.GetContentLength() < -1 {
+		return nil, malformed("request: invalid content length %d", h.GetContentLength())
+	}
+	u, err := url.ParseRequestURI(h.GetPath())
+	if err != nil {
+		return nil, malformed("request: path: %v", err)
+	}
+	u.Scheme = h.GetScheme()
+	u.Host = h.GetAuthority()
+	header, err := headersFromWire(h.GetHeaders(), "request")
+	if err != nil {
+		return nil, err
+	}
+	trailer, err := declaredTrailers(h.GetTrailerNames(), "request")
+	if err != nil {
+		return nil, err
+	}
+	req := (&http.Request{
+		Method:        h.GetMethod(),
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Host:          h.GetHost(),
+		ContentLength: h.GetContentLength(),
+		Trailer:       trailer,
+	}).WithContext(ctx)
+	return req, nil
+}
+
+func validMethod(m string) bool {
+	if m == "" || len(m) > 64 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// responseHead builds the wire head for a backend response.
+func responseHead(res *http.Response) *tunnelv1.ResponseHead {
+	return &tunnelv1.ResponseHead{
+		Status:        int32(res.StatusCode),
+		Headers:       headersToWire(res.Header, true),
+		ContentLength: res.ContentLength,
+		TrailerNames:  trailerNames(res.Trailer),
+	}
+}
+
+// responseFromHead validates a received response head.
+func responseFromHead(h *tunnelv1.ResponseHead, req *http.Request) (*http.Response, error) {
+	if h.GetStatus() < 100 || h.GetStatus() > 999 {
+		return nil, malformed("response: invalid status %d", h.GetStatus())
+	}
+	if h.GetContentLength() < -1 {
+		return nil, malformed("response: invalid content length %d", h.GetContentLength())
+	}
+	header, err := headersFromWire(h.GetHeaders(), "response")
+	if err != nil {
+		return nil, err
+	}
+	trailer, err := declaredTrailers(h.GetTrailerNames(), "response")
+	if err != nil {
+		return nil, err
+	}
+	code := int(h.GetStatus())
+	res := &http.Response{
+		Status:        fmt.Sprintf("%d %s", code, http.StatusText(code)),
+		StatusCode:    code,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		ContentLength: h.GetContentLength(),
+		Trailer:       trailer,
+		Request:       req,
+	}
+	return res, nil
+}

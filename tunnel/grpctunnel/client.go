@@ -1,0 +1,265 @@
+package grpctunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// ErrUnauthenticated is returned by Dial when the gateway refused the token.
+var ErrUnauthenticated = errors.New("the gateway refused the agent token")
+
+// DialConfig says how an agent connects one session. The zero value of each
+// optional field works.
+type DialConfig struct {
+	// Addr is the gateway's tunnel address, host:port.
+	Addr string
+	// TLS verifies the gateway; ALPN is set by gRPC.
+	TLS *tls.Config
+	// Token is the agent credential; it decides the connector group.
+	Token string
+	// Hello describes the agent; Transport and ProtocolVersion are filled in.
+	Hello *tunnelv1.Hello
+	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
+	MinIdle int
+	// Log receives session events. Nil → no logs.
+	Log *zap.Logger
+}
+
+// ClientSession is one session as the agent sees it.
+type ClientSession struct {
+	cfg     DialConfig
+	log     *zap.Logger
+	cc      *grpc.ClientConn
+	client  tunnelv1.TunnelServiceClient
+	ctrl    grpc.BidiStreamingClient[tunnelv1.ControlRequest, tunnelv1.ControlResponse]
+	cancel  context.CancelFunc // ends the control stream and the connection
+	welcome *tunnelv1.Welcome
+
+	srv       *tunnel.Server
+	streamCtx context.Context // outgoing metadata carries the session id
+	idle      atomic.Int32    // streams waiting for an exchange
+	total     atomic.Int32    // open exchange streams
+	draining  atomic.Bool
+	wg        sync.WaitGroup // one per exchange stream
+}
+
+// Dial connects and authenticates one session. It fails with an error
+// wrapping ErrUnauthenticated when the gateway refuses the token.
+func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+	cc, err := grpc.NewClient("passthrough:///"+cfg.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial gateway %s: %w", cfg.Addr, err)
+	}
+	// The session's streams live on sctx, not on the caller's dial context.
+	sctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	c := &ClientSession{cfg: cfg, log: log, cc: cc, client: tunnelv1.NewTunnelServiceClient(cc), cancel: cancel}
+	fail := func(err error) (*ClientSession, error) {
+		cancel()
+		cc.Close()
+		return nil, err
+	}
+	cctx := metadata.AppendToOutgoingContext(sctx, mdAuthorization, "Bearer "+cfg.Token)
+	ctrl, err := c.client.Control(cctx, grpc.WaitForReady(false))
+	if err != nil {
+		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))
+	}
+	hello := &tunnelv1.Hello{}
+	if cfg.Hello != nil {
+		hello = cfg.Hello
+	}
+	hello.ProtocolVersion = tunnel.ProtocolVersion
+	hello.Transport = "grpc"
+	if err := ctrl.Send(&tunnelv1.ControlRequest{Hello: hello}); err != nil && !errors.Is(err, io.EOF) {
+		return fail(fmt.Errorf("send hello to gateway %s: %w", cfg.Addr, err))
+	}
+	m, err := ctrl.Recv()
+	if err != nil {
+		if status.Code(err) == codes.Unauthenticated {
+			return fail(fmt.Errorf("%w: %s", ErrUnauthenticated, status.Convert(err).Message()))
+		}
+		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))
+	}
+	if m.GetWelcome() == nil {
+		return fail(fmt.Errorf("connect to gateway %s: first control message is not a welcome", cfg.Addr))
+	}
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
+	c.ctrl = ctrl
+	c.welcome = m.GetWelcome()
+	c.streamCtx = metadata.AppendToOutgoingContext(sctx, mdSession, c.welcome.GetSessionId())
+	return c, nil
+}
+
+// SessionID is the id the gateway gave this session.
+func (c *ClientSession) SessionID() string { return c.welcome.GetSessionId() }
+
+// Group is the connector group the gateway put this agent in.
+func (c *ClientSession) Group() string { return c.welcome.GetGroup() }
+
+func (c *ClientSession) minIdle() int32 {
+	if c.cfg.MinIdle <= 0 {
+		return defaultMinIdle
+	}
+	return int32(c.cfg.MinIdle)
+}
+
+func (c *ClientSession) maxStreams() int32 {
+	if m := c.welcome.GetMaxStreams(); m > 0 {
+		return int32(m)
+	}
+	return defaultMaxStreams
+}
+
+// Serve serves exchanges with srv until the session ends (it returns the
+// reason) or until drain is closed: then it tells the gateway, lets the
+// exchanges in flight finish, and returns nil. Cancelling ctx aborts the
+// exchanges in flight at once.
+func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-chan struct{}) error {
+	defer c.cc.Close()
+	defer c.cancel()
+	stop := context.AfterFunc(ctx, c.cancel)
+	defer stop()
+	c.srv = srv
+
+	ctrlErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := c.ctrl.Recv()
+			if err != nil {
+				ctrlErr <- err
+				return
+			}
+			if d := m.GetDrain(); d != nil {
+				c.log.Info("gateway is shutting down; this session will end", zap.String("reason", d.GetReason()))
+			}
+		}
+	}()
+	for range c.minIdle() {
+		c.openStream()
+	}
+	allDone := make(chan struct{})
+	select {
+	case err := <-ctrlErr:
+		c.draining.Store(true)
+		c.cancel()
+		c.wg.Wait()
+		return fmt.Errorf("session ended: %s", endReason(err))
+	case <-drain:
+	}
+	// Draining: the gateway stops sending exchanges, retires idle streams
+	// at once and busy ones when their exchange ends.
+	c.draining.Store(true)
+	if err := c.ctrl.Send(&tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{Reason: "agent shutting down"}}); err != nil {
+		c.log.Warn("could not tell the gateway that the agent is draining", zap.Error(err))
+	}
+	go func() {
+		c.wg.Wait()
+		close(allDone)
+	}()
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		c.cancel()
+		<-allDone
+	case err := <-ctrlErr:
+		c.cancel()
+		<-allDone
+		return fmt.Errorf("session ended while draining: %s", endReason(err))
+	}
+	_ = c.ctrl.CloseSend()
+	return nil
+}
+
+// openStream opens one more idle exchange stream and serves it.
+func (c *ClientSession) openStream() {
+	c.total.Add(1)
+	c.idle.Add(1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		sctx, cancel := context.WithCancel(c.streamCtx)
+		defer cancel()
+		gs, err := c.client.Exchange(sctx)
+		if err != nil {
+			c.idle.Add(-1)
+			c.total.Add(-1)
+			if sctx.Err() == nil {
+				c.log.Warn("could not open an exchange stream", zap.Error(err))
+			}
+			return
+		}
+		st := &clientStream{c: c, gs: gs, cancel: cancel}
+		st.idle.Store(true)
+		err = c.srv.ServeStream(sctx, st)
+		if st.idle.Swap(false) {
+			c.idle.Add(-1)
+		}
+		c.total.Add(-1)
+		if err != nil && sctx.Err() == nil && status.Code(err) != codes.Aborted {
+			c.log.Warn("exchange stream failed", zap.Error(err))
+		}
+		c.replenish()
+	}()
+}
+
+// replenish keeps MinIdle streams ready.
+func (c *ClientSession) replenish() {
+	for !c.draining.Load() && c.streamCtx.Err() == nil &&
+		c.idle.Load() < c.minIdle() && c.total.Load() < c.maxStreams() {
+		c.openStream()
+	}
+}
+
+// clientStream is one Exchange stream on the agent.
+type clientStream struct {
+	c      *ClientSession
+	gs     grpc.BidiStreamingClient[tunnelv1.Frame, tunnelv1.Frame]
+	cancel context.CancelFunc
+	idle   atomic.Bool // waiting for an exchange
+}
+
+func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
+
+func (s *clientStream) Recv() (*tunnel.Frame, error) {
+	f, err := s.gs.Recv()
+	if err == nil && f.Request != nil && s.idle.Swap(false) {
+		s.c.idle.Add(-1)
+		s.c.replenish()
+	}
+	return f, err
+}
+
+// Finish(true) marks the stream idle again: the gateway pooled it for the
+// next exchange. Finish(false) resets it.
+func (s *clientStream) Finish(clean bool) {
+	if !clean {
+		s.cancel()
+		return
+	}
+	if !s.idle.Swap(true) {
+		s.c.idle.Add(1)
+	}
+}

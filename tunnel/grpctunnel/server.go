@@ -1,0 +1,473 @@
+package grpctunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Errors of OpenStream. Both mean nothing was sent: pick another session.
+var (
+	ErrSessionClosed = errors.New("tunnel session closed")
+	ErrDraining      = errors.New("tunnel session is draining")
+)
+
+// Server is the gateway end: it implements the TunnelService. The zero value
+// refuses every agent; set Authenticate and OnSession.
+type Server struct {
+	tunnelv1.UnimplementedTunnelServiceServer
+
+	// Authenticate maps an agent's token to its connector group; ok=false
+	// refuses the agent. Implementations compare in constant time.
+	Authenticate func(token string) (group string, ok bool)
+	// OnSession is called once for each accepted session, before any of its
+	// streams can be opened.
+	OnSession func(tunnel.Session)
+	// Log receives session events. Nil → no logs.
+	Log *zap.Logger
+	// MaxStreams caps the streams of one session (0 → 10000). It must match
+	// the gRPC server's MaxConcurrentStreams (see ServerOptions).
+	MaxStreams int
+	// MaxIdle caps the idle streams pooled per session (0 → 1024); streams
+	// beyond it are retired when their exchange ends.
+	MaxIdle int
+	// HelloTimeout bounds the wait for the agent's hello (0 → 10s).
+	HelloTimeout time.Duration
+
+	mu       sync.Mutex
+	sessions map[string]*session // guarded by mu
+}
+
+// Register adds the service to gs.
+func (s *Server) Register(gs *grpc.Server) { tunnelv1.RegisterTunnelServiceServer(gs, s) }
+
+func (s *Server) log() *zap.Logger {
+	if s.Log == nil {
+		return zap.NewNop()
+	}
+	return s.Log
+}
+
+func (s *Server) maxStreams() int {
+	if s.MaxStreams <= 0 {
+		return defaultMaxStreams
+	}
+	return s.MaxStreams
+}
+
+func (s *Server) maxIdle() int {
+	if s.MaxIdle <= 0 {
+		return defaultMaxIdle
+	}
+	return s.MaxIdle
+}
+
+func (s *Server) helloTimeout() time.Duration {
+	if s.HelloTimeout <= 0 {
+		return 10 * time.Second
+	}
+	return s.HelloTimeout
+}
+
+// DrainAll tells every connected agent that the gateway is shutting down.
+func (s *Server) DrainAll(reason string) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range list {
+		ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
+	}
+}
+
+var errUnauthenticated = status.Error(codes.Unauthenticated,
+	"unauthenticated: the gateway does not accept this agent token; "+
+		"check `token` in the agent config against `tunnel.tokens` in the gateway config")
+
+// Control authenticates an agent and lives as long as its session.
+func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse]) error {
+	ctx := cs.Context()
+	remote := remoteAddr(ctx)
+	token := bearerToken(ctx)
+	group, ok := "", false
+	if token != "" && s.Authenticate != nil {
+		group, ok = s.Authenticate(token)
+	}
+	if !ok {
+		why := "wrong token"
+		if token == "" {
+			why = "missing token"
+		}
+		s.log().Warn("agent refused: unauthenticated", zap.String("remote", remote), zap.String("reason", why))
+		return errUnauthenticated
+	}
+
+	// Everything after this runs with a reader goroutine so that the
+	// handler can return (and so end the stream) without waiting on Recv.
+	msgs := make(chan *tunnelv1.ControlRequest, 1)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := cs.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var hello *tunnelv1.Hello
+	timer := time.NewTimer(s.helloTimeout())
+	select {
+	case m := <-msgs:
+		timer.Stop()
+		hello = m.GetHello()
+	case err := <-recvErr:
+		timer.Stop()
+		return err
+	case <-timer.C:
+		s.log().Warn("agent refused: no hello in time", zap.String("remote", remote))
+		return status.Error(codes.DeadlineExceeded, "no hello message in time")
+	}
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first control message must be a hello")
+	}
+
+	ss := s.newSession(cs, hello, group, remote)
+	defer ss.Close(nil)
+	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
+		ProtocolVersion: tunnel.ProtocolVersion,
+		SessionId:       ss.info.ID,
+		Group:           group,
+		MaxStreams:      uint32(s.maxStreams()),
+	}}
+	if err := ss.sendControl(welcome); err != nil {
+		return err
+	}
+	s.log().Info("agent session started",
+		zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName),
+		zap.String("group", group), zap.String("version", ss.info.Version),
+		zap.String("transport", ss.info.Transport), zap.String("remote", remote))
+	if s.OnSession != nil {
+		s.OnSession(ss)
+	}
+	for {
+		select {
+		case m := <-msgs:
+			if d := m.GetDrain(); d != nil {
+				s.log().Info("agent is draining", zap.String("session", ss.info.ID),
+					zap.String("agent", ss.info.AgentName), zap.String("reason", d.GetReason()))
+				ss.drain()
+			}
+		case err := <-recvErr:
+			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
+				zap.String("agent", ss.info.AgentName), zap.String("reason", endReason(err)))
+			return nil
+		case <-ss.done:
+			return status.Error(codes.Unavailable, "session closed by the gateway")
+		}
+	}
+}
+
+func endReason(err error) string {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return "closed"
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String() + ": " + st.Message()
+	}
+	return err.Error()
+}
+
+// Exchange pools one idle stream of a session until the gateway uses it for
+// exchanges and finally retires or resets it.
+func (s *Server) Exchange(gs grpc.BidiStreamingServer[tunnelv1.Frame, tunnelv1.Frame]) error {
+	ctx := gs.Context()
+	ss, err := s.sessionFor(ctx)
+	if err != nil {
+		return err
+	}
+	if n := ss.streams.Add(1); int(n) > s.maxStreams() {
+		ss.streams.Add(-1)
+		s.log().Warn("agent opened more streams than allowed", zap.String("session", ss.info.ID),
+			zap.Int("max_streams", s.maxStreams()))
+		return status.Errorf(codes.ResourceExhausted, "more than %d streams on one session", s.maxStreams())
+	}
+	defer ss.streams.Add(-1)
+	st := &stream{ss: ss, gs: gs, end: make(chan struct{})}
+	ss.putIdle(st)
+	select {
+	case <-st.end:
+		return st.endErr
+	case <-ctx.Done():
+		st.dead.Store(true)
+		return ctx.Err()
+	case <-ss.done:
+		st.dead.Store(true)
+		return status.Error(codes.Unavailable, "session closed")
+	}
+}
+
+func (s *Server) sessionFor(ctx context.Context) (*session, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	ids := md.Get(mdSession)
+	if len(ids) != 1 {
+		return nil, status.Error(codes.Unauthenticated, "exchange stream without a session id")
+	}
+	s.mu.Lock()
+	ss := s.sessions[ids[0]]
+	s.mu.Unlock()
+	// The session id is a secret shared with one connection: a stream from
+	// any other connection is refused even with the right id.
+	if ss == nil || ss.remote != remoteAddr(ctx) {
+		return nil, status.Error(codes.Unauthenticated, "unknown session")
+	}
+	return ss, nil
+}
+
+func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse], h *tunnelv1.Hello, group, remote string) *session {
+	ss := &session{
+		srv:      s,
+		cs:       cs,
+		remote:   remote,
+		idle:     make(chan *stream, s.maxIdle()),
+		draining: make(chan struct{}),
+		done:     make(chan struct{}),
+		info: tunnel.SessionInfo{
+			ID:         newID(),
+			AgentID:    h.GetAgentId(),
+			AgentName:  h.GetName(),
+			Group:      group,
+			Version:    h.GetVersion(),
+			Platform:   h.GetPlatform(),
+			Transport:  "grpc",
+			RemoteAddr: remote,
+		},
+	}
+	s.mu.Lock()
+	if s.sessions == nil {
+		s.sessions = make(map[string]*session)
+	}
+	s.sessions[ss.info.ID] = ss
+	s.mu.Unlock()
+	return ss
+}
+
+// session is one agent connection as the gateway sees it.
+type session struct {
+	srv    *Server
+	cs     grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse]
+	sendMu sync.Mutex // serialises sends on cs
+	info   tunnel.SessionInfo
+	remote string
+
+	idle      chan *stream // pooled idle streams; never closed
+	streams   atomic.Int32 // open exchange streams, idle or busy
+	draining  chan struct{}
+	drainOnce sync.Once
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+var _ tunnel.Session = (*session)(nil)
+
+func (ss *session) Info() tunnel.SessionInfo   { return ss.info }
+func (ss *session) Draining() <-chan struct{} { return ss.draining }
+func (ss *session) Done() <-chan struct{}     { return ss.done }
+
+func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
+	ss.sendMu.Lock()
+	defer ss.sendMu.Unlock()
+	select {
+	case <-ss.done:
+		return ErrSessionClosed
+	default:
+	}
+	return ss.cs.Send(m)
+}
+
+// Close ends the session; its streams end with it.
+func (ss *session) Close(reason error) {
+	ss.closeOnce.Do(func() {
+		ss.srv.mu.Lock()
+		delete(ss.srv.sessions, ss.info.ID)
+		ss.srv.mu.Unlock()
+		close(ss.done)
+	})
+}
+
+// drain stops new exchanges and retires the idle streams; busy streams are
+// retired when their exchange ends.
+func (ss *session) drain() {
+	ss.drainOnce.Do(func() { close(ss.draining) })
+	for {
+		select {
+		case st := <-ss.idle:
+			st.finish(nil)
+		default:
+			return
+		}
+	}
+}
+
+func (ss *session) isDraining() bool {
+	select {
+	case <-ss.draining:
+		return true
+	case <-ss.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// putIdle pools st, or retires it when the pool is full or the session is
+// draining.
+func (ss *session) putIdle(st *stream) {
+	if ss.isDraining() {
+		st.finish(nil)
+		return
+	}
+	select {
+	case ss.idle <- st:
+	default:
+		st.finish(nil)
+	}
+}
+
+// OpenStream takes an idle stream; on a warm session this never waits.
+func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	for {
+		// Fast path: an idle stream is ready.
+		select {
+		case st := <-ss.idle:
+			if l := st.lease(); l != nil {
+				return l, nil
+			}
+			continue
+		default:
+		}
+		// Slow path: every stream is busy; the agent opens more as soon as
+		// it sees its idle streams taken.
+		select {
+		case st := <-ss.idle:
+			if l := st.lease(); l != nil {
+				return l, nil
+			}
+		case <-ss.draining:
+			return nil, ErrDraining
+		case <-ss.done:
+			return nil, ErrSessionClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// stream is one Exchange stream on the gateway.
+type stream struct {
+	ss *session
+	gs grpc.BidiStreamingServer[tunnelv1.Frame, tunnelv1.Frame]
+
+	dead    atomic.Bool   // its context ended while it sat in the pool
+	end     chan struct{} // closed to make the handler return
+	endErr  error         // written before end is closed
+	endOnce sync.Once
+}
+
+// lease hands the stream to one exchange, or returns nil when it is dead.
+func (st *stream) lease() *lease {
+	if st.dead.Load() || st.gs.Context().Err() != nil {
+		return nil
+	}
+	return &lease{st: st}
+}
+
+// finish makes the handler return err (nil retires the stream cleanly).
+func (st *stream) finish(err error) {
+	st.endOnce.Do(func() {
+		st.endErr = err
+		close(st.end)
+	})
+}
+
+var errReset = status.Error(codes.Aborted, "exchange reset by the gateway")
+
+// lease is a stream while one exchange uses it; a late Finish from an
+// earlier exchange cannot touch the next one.
+type lease struct {
+	st       *stream
+	finished atomic.Bool
+}
+
+func (l *lease) Send(f *tunnel.Frame) error {
+	if l.finished.Load() {
+		return ErrSessionClosed
+	}
+	return l.st.gs.Send(f)
+}
+
+func (l *lease) Recv() (*tunnel.Frame, error) {
+	if l.finished.Load() {
+		return nil, ErrSessionClosed
+	}
+	return l.st.gs.Recv()
+}
+
+func (l *lease) Finish(clean bool) {
+	if !l.finished.CompareAndSwap(false, true) {
+		return
+	}
+	if clean {
+		l.st.ss.putIdle(l.st)
+		return
+	}
+	l.st.finish(errReset)
+}
+
+func bearerToken(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(mdAuthorization)
+	if len(v) != 1 {
+		return ""
+	}
+	tok, ok := strings.CutPrefix(v[0], "Bearer ")
+	if !ok {
+		return ""
+	}
+	return tok
+}
+
+func remoteAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

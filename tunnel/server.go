@@ -1,0 +1,429 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+)
+
+// Server serves, on the agent, the exchanges that arrive on tunnel streams.
+// The zero value refuses every exchange; set Backend.
+type Server struct {
+	// Backend returns the client that reaches the backend for req, or an
+	// error when req must not be sent (for example a host outside the
+	// agent's allow list). Nil refuses every exchange.
+	Backend func(req *http.Request, head *tunnelv1.RequestHead) (http.RoundTripper, error)
+	// Classify maps a backend error to an X-Sallyport-Error code and a
+	// message safe to show to users. Nil → "backend-unreachable" with the
+	// error text.
+	Classify func(err error) (code, msg string)
+	// Log receives protocol errors (warn), failed exchanges (warn) and one
+	// line per exchange (debug). Nil → no logs.
+	Log *zap.Logger
+}
+
+func (s *Server) log() *zap.Logger {
+	if s.Log == nil {
+		return zap.NewNop()
+	}
+	return s.Log
+}
+
+func (s *Server) classify(err error) (string, string) {
+	if s.Classify == nil {
+		return "backend-unreachable", err.Error()
+	}
+	return s.Classify(err)
+}
+
+// ServeStream reads the exchanges that arrive on st, one after another, and
+// serves each in its own goroutine while it keeps reading the request body.
+// It returns when the stream ends: nil when the gateway ended it cleanly or
+// ctx was cancelled. Cancelling ctx aborts the exchange in flight.
+func (s *Server) ServeStream(ctx context.Context, st Stream) error {
+	var cur *serverExchange
+	defer func() {
+		if cur != nil {
+			cur.cancel(errors.New("stream ended"))
+			<-cur.respDone
+		}
+	}()
+	for {
+		f, err := st.Recv()
+		if err != nil {
+			st.Finish(false)
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case f.Request != nil:
+			if cur != nil {
+				if !cur.reqEnded {
+					return s.protocolError(st, malformed("new request head before the previous request ended"))
+				}
+				// The gateway sends the next head only after our end; the
+				// goroutine that sent it is about to return.
+				<-cur.respDone
+			}
+			cur = s.start(ctx, st, f)
+		case f.Response != nil || f.Error != nil:
+			return s.protocolError(st, malformed("the gateway sent a response frame"))
+		case cur == nil || cur.reqEnded:
+			if len(f.Data) > 0 || f.End || len(f.Trailers) > 0 {
+				return s.protocolError(st, malformed("body frame outside an exchange"))
+			}
+			// A frame with nothing this version knows: skip it.
+		default:
+			cur.deliver(f)
+		}
+	}
+}
+
+func (s *Server) protocolError(st Stream, err error) error {
+	s.log().Warn("tunnel protocol error; resetting the stream", zap.Error(err))
+	st.Finish(false)
+	return err
+}
+
+// serverExchange is the agent's state of one exchange.
+type serverExchange struct {
+	s      *Server
+	st     Stream
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	head   *tunnelv1.RequestHead
+	start  time.Time
+
+	pipe     *bodyPipe     // request body (or upgraded bytes) from the gateway
+	noBody   bool          // the head came with end and no data; set before serve
+	reqEnded bool          // the gateway's end arrived; owned by the read loop
+	respDone chan struct{} // closed after the exchange goroutine's last Send
+	halves   atomic.Int32  // clean ends: request and response
+}
+
+func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange {
+	exCtx, cancel := context.WithCancelCause(ctx)
+	ex := &serverExchange{
+		s: s, st: st, ctx: exCtx, cancel: cancel, head: f.Request,
+		start: time.Now(), respDone: make(chan struct{}),
+	}
+	ex.pipe = newBodyPipe(exCtx, f.Data)
+	ex.noBody = f.End && len(f.Data) == 0
+	if f.End {
+		ex.reqEnded = true
+		ex.pipe.end(f.Trailers)
+		ex.halfDone()
+	}
+	go ex.serve()
+	return ex
+}
+
+// deliver passes a body frame from the read loop to the exchange.
+func (ex *serverExchange) deliver(f *Frame) {
+	if len(f.Data) > 0 {
+		ex.pipe.push(f.Data)
+	}
+	if f.End {
+		ex.reqEnded = true
+		ex.pipe.end(f.Trailers)
+		ex.halfDone()
+	}
+}
+
+// halfDone records a clean end of one direction; after both, the stream is
+// free for the next exchange.
+func (ex *serverExchange) halfDone() {
+	if ex.halves.Add(1) == 2 {
+		ex.st.Finish(true)
+	}
+}
+
+func (ex *serverExchange) serve() {
+	defer close(ex.respDone)
+	defer ex.cancel(nil)
+	req, err := RequestFromHead(ex.ctx, ex.head)
+	if err != nil {
+		ex.s.log().Warn("malformed request from the gateway", zap.Error(err))
+		ex.sendError("tunnel-failed", "the agent refused a malformed request: "+err.Error())
+		return
+	}
+	upgrade := isUpgradeRequest(req)
+	if upgrade || ex.noBody {
+		req.Body = http.NoBody
+		req.ContentLength = 0
+	} else {
+		ex.pipe.req = req
+		req.Body = ex.pipe
+	}
+	rt, err := ex.backend(req)
+	if err != nil {
+		ex.fail(err)
+		return
+	}
+	res, err := rt.RoundTrip(req)
+	if err != nil {
+		if ex.ctx.Err() != nil {
+			return // the gateway gave up on the exchange
+		}
+		ex.fail(err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		ex.serveUpgrade(res)
+		return
+	}
+	ex.sendResponse(req, res)
+}
+
+func (ex *serverExchange) backend(req *http.Request) (http.RoundTripper, error) {
+	if ex.s.Backend == nil {
+		return nil, errors.New("this agent has no backends configured")
+	}
+	return ex.s.Backend(req, ex.head)
+}
+
+// fail reports a backend error to the gateway.
+func (ex *serverExchange) fail(err error) {
+	code, msg := ex.s.classify(err)
+	ex.s.log().Warn("exchange failed",
+		zap.String("app", ex.head.GetApp()),
+		zap.String("request_id", ex.head.GetRequestId()),
+		zap.String("backend", ex.head.GetScheme()+"://"+ex.head.GetAuthority()),
+		zap.String("code", code), zap.Error(err))
+	ex.sendError(code, msg)
+}
+
+func (ex *serverExchange) sendError(code, msg string) {
+	// Errors never make a stream reusable: the gateway resets it.
+	_ = ex.st.Send(&Frame{Error: &tunnelv1.Error{Code: code, Message: msg}})
+}
+
+// sendResponse streams res to the gateway.
+func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
+	defer res.Body.Close()
+	head := responseHead(res)
+	noBody := req.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
+		res.StatusCode == http.StatusNotModified || res.Body == http.NoBody
+	switch {
+	case noBody && len(res.Trailer) == 0:
+		if err := ex.st.Send(&Frame{Response: head, End: true}); err != nil {
+			ex.cancel(err)
+			return
+		}
+		ex.logDone(res.StatusCode, 0)
+		ex.halfDone()
+		return
+	case res.ContentLength >= 0 && res.ContentLength <= CoalesceLimit && len(res.Trailer) == 0:
+		// Small body: head, body and end in one frame.
+		buf := make([]byte, res.ContentLength)
+		if _, err := io.ReadFull(res.Body, buf); err != nil {
+			ex.fail(fmt.Errorf("read backend response: %w", err))
+			return
+		}
+		if err := ex.st.Send(&Frame{Response: head, Data: buf, End: true}); err != nil {
+			ex.cancel(err)
+			return
+		}
+		ex.logDone(res.StatusCode, int64(len(buf)))
+		ex.halfDone()
+		return
+	}
+	if err := ex.st.Send(&Frame{Response: head}); err != nil {
+		ex.cancel(err)
+		return
+	}
+	n, err := ex.copyOut(res.Body)
+	if err != nil {
+		if ex.ctx.Err() == nil {
+			ex.fail(fmt.Errorf("backend response broke off after %d bytes: %w", n, err))
+		}
+		return
+	}
+	end := &Frame{End: true}
+	if len(res.Trailer) > 0 {
+		end.Trailers = headersToWire(res.Trailer, true)
+	}
+	if err := ex.st.Send(end); err != nil {
+		ex.cancel(err)
+		return
+	}
+	ex.logDone(res.StatusCode, n)
+	ex.halfDone()
+}
+
+// copyOut sends everything r yields as data frames, each as soon as it is
+// read, so that streamed responses reach the client promptly.
+func (ex *serverExchange) copyOut(r io.Reader) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if err := ex.st.Send(&Frame{Data: buf[:n]}); err != nil {
+				ex.cancel(err)
+				return total, err
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// serveUpgrade relays an upgraded connection (e.g. WebSocket) both ways
+// until either side closes. The stream is not reused afterwards.
+func (ex *serverExchange) serveUpgrade(res *http.Response) {
+	rwc, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		res.Body.Close()
+		ex.sendError("backend-unreachable", "the backend switched protocols but the connection is not writable")
+		return
+	}
+	defer rwc.Close()
+	stop := context.AfterFunc(ex.ctx, func() { rwc.Close() })
+	defer stop()
+	if err := ex.st.Send(&Frame{Response: responseHead(res)}); err != nil {
+		ex.cancel(err)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		copyToBackend(rwc, ex.pipe)
+	}()
+	n, err := ex.copyOut(rwc)
+	if err == nil {
+		_ = ex.st.Send(&Frame{End: true})
+	}
+	ex.logDone(res.StatusCode, n)
+	// The gateway resets upgraded streams when it is done with them; until
+	// then the client may still be sending.
+	<-ex.ctx.Done()
+	rwc.Close()
+	wg.Wait()
+}
+
+// copyToBackend writes the upgraded bytes from the gateway to the backend
+// and half-closes the backend connection when the gateway's side ends.
+func copyToBackend(dst io.WriteCloser, src io.Reader) {
+	_, err := io.Copy(dst, src)
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}
+}
+
+func (ex *serverExchange) logDone(status int, bytesOut int64) {
+	if ce := ex.s.log().Check(zap.DebugLevel, "exchange"); ce != nil {
+		ce.Write(
+			zap.String("app", ex.head.GetApp()),
+			zap.String("request_id", ex.head.GetRequestId()),
+			zap.String("method", ex.head.GetMethod()),
+			zap.String("backend", ex.head.GetScheme()+"://"+ex.head.GetAuthority()),
+			zap.Int("status", status),
+			zap.Int64("bytes_out", bytesOut),
+			zap.Duration("duration", time.Since(ex.start)))
+	}
+}
+
+// bodyPipe carries request body bytes from the read loop to the backend
+// client, one frame's data at a time. Its small queue plus the transport's
+// flow control is the backpressure: when the backend stops reading, the read
+// loop stops receiving and the gateway's sends block.
+type bodyPipe struct {
+	ctx       context.Context
+	ch        chan []byte // closed by the read loop at the request's end
+	pending   []byte      // owned by the reader
+	trailers  []*tunnelv1.Header
+	closed    chan struct{} // closed when the consumer is gone
+	closeOnce sync.Once
+	ended     bool          // owned by the read loop
+	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
+}
+
+func newBodyPipe(ctx context.Context, first []byte) *bodyPipe {
+	return &bodyPipe{ctx: ctx, ch: make(chan []byte, 4), pending: first, closed: make(chan struct{})}
+}
+
+// push hands data to the consumer; it drops it when the consumer is gone.
+func (p *bodyPipe) push(data []byte) {
+	if p.ended {
+		return
+	}
+	select {
+	case p.ch <- data:
+	case <-p.closed:
+	case <-p.ctx.Done():
+	}
+}
+
+// end marks the end of the body; trailers are applied by the consumer.
+func (p *bodyPipe) end(trailers []*tunnelv1.Header) {
+	if p.ended {
+		return
+	}
+	p.ended = true
+	p.trailers = trailers
+	close(p.ch)
+}
+
+func (p *bodyPipe) Read(b []byte) (int, error) {
+	for len(p.pending) == 0 {
+		select {
+		case data, ok := <-p.ch:
+			if !ok {
+				p.applyTrailers()
+				return 0, io.EOF
+			}
+			p.pending = data
+		case <-p.ctx.Done():
+			return 0, context.Cause(p.ctx)
+		}
+	}
+	n := copy(b, p.pending)
+	p.pending = p.pending[n:]
+	return n, nil
+}
+
+// applyTrailers fills the trailers the request declared, in the consumer's
+// goroutine, which is the one that sends them after the body (the read loop
+// wrote p.trailers before it closed p.ch).
+func (p *bodyPipe) applyTrailers() {
+	if p.req == nil || len(p.trailers) == 0 || len(p.req.Trailer) == 0 {
+		return
+	}
+	t, err := headersFromWire(p.trailers, "request trailers")
+	if err != nil {
+		return
+	}
+	for k, vv := range t {
+		if _, declared := p.req.Trailer[k]; declared {
+			p.req.Trailer[k] = vv
+		}
+	}
+	p.trailers = nil
+}
+
+func (p *bodyPipe) Close() error {
+	p.closeOnce.Do(func() { close(p.closed) })
+	return nil
+}
