@@ -219,6 +219,9 @@ func (g *Gateway) TunnelAddr() net.Addr {
 // Registry exposes the live sessions.
 func (g *Gateway) Registry() *Registry { return g.registry }
 
+// TunnelStats returns the tunnel listener's counters.
+func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }
+
 // Handler is the public HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 

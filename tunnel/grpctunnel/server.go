@@ -51,6 +51,24 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // guarded by mu
+
+	opened atomic.Uint64 // exchange streams accepted
+	waits  atomic.Uint64 // OpenStream calls that found no idle stream
+}
+
+// Stats are counters over the server's lifetime.
+type Stats struct {
+	// StreamsOpened counts exchange streams the agents opened. On warm
+	// sessions it stays flat while exchanges reuse pooled streams.
+	StreamsOpened uint64
+	// StreamWaits counts exchanges that found no idle stream and had to wait
+	// for the agent to open one (a round trip).
+	StreamWaits uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{StreamsOpened: s.opened.Load(), StreamWaits: s.waits.Load()}
 }
 
 // Register adds the service to gs.
@@ -215,6 +233,7 @@ func (s *Server) Exchange(gs grpc.BidiStreamingServer[tunnelv1.Frame, tunnelv1.F
 		return status.Errorf(codes.ResourceExhausted, "more than %d streams on one session", s.maxStreams())
 	}
 	defer ss.streams.Add(-1)
+	s.opened.Add(1)
 	st := &stream{ss: ss, gs: gs, end: make(chan struct{})}
 	ss.putIdle(st)
 	select {
@@ -370,6 +389,7 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		}
 		// Slow path: every stream is busy; the agent opens more as soon as
 		// it sees its idle streams taken.
+		ss.srv.waits.Add(1)
 		select {
 		case st := <-ss.idle:
 			if l := st.lease(); l != nil {
