@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/agent"
+	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/demoapp"
+)
+
+func newDemoCmd(g *globals) *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "demo [--addr 127.0.0.1:8080]",
+		Short: "Run a gateway, an agent and a sample private backend in one process on loopback",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck // stderr
+			ctx, stop := signalContext(log)
+			defer stop()
+			return runDemo(ctx, addr, log, cmd.OutOrStdout(), nil)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "public listener address of the demo gateway")
+	return cmd
+}
+
+// runDemo runs the demo until ctx ends. ready, if not nil, gets the public
+// URL once everything is connected.
+func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, ready func(url string)) error {
+	dir, err := os.MkdirTemp("", "sallyport-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The private backend, reachable only on loopback.
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("demo backend: %w", err)
+	}
+	backend := &http.Server{Handler: demoapp.New(), ReadHeaderTimeout: 10 * time.Second}
+	go backend.Serve(bl) //nolint:errcheck // ends with Shutdown
+	defer backend.Close()
+
+	token := randomToken()
+	gcfg := &config.Gateway{
+		Public:  config.Public{Addr: addr},
+		Tunnel:  config.Tunnel{Addr: "127.0.0.1:0", Tokens: []config.Token{{Token: token, Group: "demo"}}},
+		DataDir: dir,
+		Apps: []config.App{{
+			Name:    "demo",
+			Hosts:   []string{"127.0.0.1", "localhost"},
+			Backend: "http://" + bl.Addr().String(),
+			Group:   "demo",
+		}},
+		ShutdownGrace: 5 * time.Second,
+	}
+	if err := gcfg.Validate(); err != nil {
+		return err
+	}
+	settings, err := gatewayConfig(gcfg, log.Named("gateway"))
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(settings)
+	if err != nil {
+		return err
+	}
+	if err := gw.Listen(); err != nil {
+		return fmt.Errorf("%w (is another demo running? pick another port with --addr)", err)
+	}
+	gctx, stopGateway := context.WithCancel(context.Background())
+	gdone := make(chan error, 1)
+	go func() { gdone <- gw.Serve(gctx) }()
+	defer func() {
+		stopGateway()
+		<-gdone
+	}()
+
+	acfg := &config.Agent{
+		Gateway:       gw.TunnelAddr().String(),
+		GatewayCAFile: dir + "/tunnel-cert.pem",
+		Token:         token,
+		Name:          "demo-agent",
+		Connections:   2,
+		Allow:         []string{bl.Addr().String()},
+	}
+	if err := acfg.Validate(); err != nil {
+		return err
+	}
+	asettings, err := agentConfig(acfg, log.Named("agent"))
+	if err != nil {
+		return err
+	}
+	asettings.DrainGrace = 5 * time.Second
+	a, err := agent.New(asettings)
+	if err != nil {
+		return err
+	}
+	actx, stopAgent := context.WithCancel(context.Background())
+	adone := make(chan error, 1)
+	go func() { adone <- a.Run(actx) }()
+	defer func() {
+		stopAgent()
+		<-adone
+	}()
+
+	select {
+	case <-a.Ready():
+	case <-ctx.Done():
+		return nil
+	case <-time.After(15 * time.Second):
+		return errors.New("demo: the agent did not connect to the gateway within 15s; run with --log-level debug")
+	}
+	url := "http://" + gw.PublicAddr().String()
+	fmt.Fprintf(out, `
+Sallyport demo is running: a gateway, an agent that dialled out to it, and a
+private backend on %s that only the agent can reach.
+
+  Open   %s/
+
+  Try    curl -i %s/echo
+         curl -N '%s/stream?n=5&interval=500ms'
+         curl -s %s/bytes/1048576 | sha256sum
+         (the page at / has a WebSocket echo tester for /ws)
+
+Press Ctrl-C to stop.
+`, bl.Addr(), url, url, url, url)
+	if ready != nil {
+		ready(url)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "stopping the demo")
+	return nil
+}
+
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

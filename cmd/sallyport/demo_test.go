@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/internal/demoapp"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDemo runs `sallyport demo` in process and uses it as a newcomer
+// would: the page, /echo, /bytes and /stream, all through the relay.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	urls := make(chan string, 1)
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- runDemo(ctx, "127.0.0.1:0", zap.NewNop(), out, func(u string) { urls <- u })
+	}()
+	var base string
+	select {
+	case base = <-urls:
+	case err := <-done:
+		t.Fatalf("demo ended early: %v\n%s", err, out)
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	get := func(path string) (*http.Response, []byte) {
+		t.Helper()
+		res, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, b
+	}
+
+	if res, b := get("/"); res.StatusCode != 200 || !strings.Contains(string(b), demoapp.Title) {
+		t.Fatalf("GET / = %d, page without the demo title:\n%.300s", res.StatusCode, b)
+	}
+	res, b := get("/echo?x=1")
+	var echo demoapp.Echo
+	if err := json.Unmarshal(b, &echo); err != nil || res.StatusCode != 200 {
+		t.Fatalf("GET /echo = %d %q: %v", res.StatusCode, b, err)
+	}
+	if echo.Query != "x=1" || len(echo.Headers["X-Forwarded-For"]) == 0 || len(echo.Headers["X-Request-Id"]) == 0 {
+		t.Fatalf("echo shows the request was not relayed as expected: %+v", echo)
+	}
+	_, b = get("/bytes/100000")
+	want := demoapp.BytesSHA256(100000)
+	if got := sha256.Sum256(b); got != want {
+		t.Fatalf("/bytes/100000 digest %s, want %s", hex.EncodeToString(got[:]), hex.EncodeToString(want[:]))
+	}
+	if res, b := get("/stream?n=3&interval=1ms"); res.Header.Get("Content-Type") != "text/event-stream" ||
+		strings.Count(string(b), "data: ") != 3 {
+		t.Fatalf("/stream: %v %q", res.Header, b)
+	}
+	if !strings.Contains(out.String(), base+"/") || !strings.Contains(out.String(), "curl") {
+		t.Fatalf("the demo did not print what to open and curl:\n%s", out)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("demo: %v", err)
+	}
+}

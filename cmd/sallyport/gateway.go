@@ -1,0 +1,150 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/selfsigned"
+)
+
+func newGatewayCmd(g *globals) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "gateway --config gateway.yaml",
+		Short: "Run the gateway: the public listener and the tunnel listener agents dial",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return errUsage
+			}
+			cfg, err := config.LoadGateway(path)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck // stderr
+			gcfg, err := gatewayConfig(cfg, log)
+			if err != nil {
+				return err
+			}
+			gw, err := gateway.New(gcfg)
+			if err != nil {
+				return err
+			}
+			if err := gw.Listen(); err != nil {
+				return err
+			}
+			ctx, stop := signalContext(log)
+			defer stop()
+			return gw.Serve(ctx)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "gateway config file (YAML)")
+	return cmd
+}
+
+// gatewayConfig turns a validated config file into the gateway's settings:
+// it loads certificates (or creates the self-signed tunnel certificate) and
+// refuses settings this build does not implement yet.
+func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error) {
+	out := gateway.Config{
+		PublicAddr:           cfg.Public.AddrOrDefault(),
+		TunnelAddr:           cfg.Tunnel.AddrOrDefault(),
+		ShutdownGrace:        cfg.ShutdownGraceOrDefault(),
+		ReadHeaderTimeout:    cfg.Public.ReadHeaderTimeoutOrDefault(),
+		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
+		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
+		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),
+		Log:                  log,
+	}
+	if cfg.Public.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.Public.TLS.CertFile, cfg.Public.TLS.KeyFile)
+		if err != nil {
+			return out, fmt.Errorf("public.tls: %w", err)
+		}
+		out.PublicTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	tunnelTLS, err := tunnelCertificate(cfg, log)
+	if err != nil {
+		return out, err
+	}
+	out.TunnelTLS = tunnelTLS
+	for _, t := range cfg.Tunnel.Tokens {
+		out.Tokens = append(out.Tokens, gateway.Token{Token: t.Token, Group: t.Group})
+	}
+	for i := range cfg.Apps {
+		app := &cfg.Apps[i]
+		if app.PreauthOrDefault() != config.PreauthNone {
+			// Publishing an app that asks for sign-in without enforcing it
+			// would expose it: refuse instead.
+			return out, fmt.Errorf("apps[%d] (%s): preauth %q is not supported by this build yet; "+
+				"remove it or use preauth: none", i, app.Name, app.Preauth)
+		}
+		u, err := app.BackendURL()
+		if err != nil {
+			return out, fmt.Errorf("apps[%d].backend: %w", i, err)
+		}
+		out.Routes = append(out.Routes, gateway.Route{
+			App:          app.Name,
+			Hosts:        app.Hosts,
+			PathPrefix:   app.PathPrefixOrDefault(),
+			Backend:      u,
+			Group:        app.Group,
+			Timeout:      app.TimeoutOrDefault(),
+			PreserveHost: app.PreserveHost,
+			BackendHTTP2: app.BackendHTTP2,
+		})
+	}
+	return out, nil
+}
+
+// tunnelCertificate loads the configured tunnel certificate, or creates a
+// self-signed one in data_dir on first start and reuses it afterwards.
+func tunnelCertificate(cfg *config.Gateway, log *zap.Logger) (*tls.Config, error) {
+	if cfg.Tunnel.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.Tunnel.TLS.CertFile, cfg.Tunnel.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel.tls: %w", err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	}
+	hosts := []string{}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	if host, _, err := net.SplitHostPort(cfg.Tunnel.AddrOrDefault()); err == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	dir := cfg.DataDirOrDefault()
+	cert, certPath, fp, err := selfsigned.LoadOrCreate(dir, hosts)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel certificate in data_dir %s: %w", dir, err)
+	}
+	if cert.Leaf == nil {
+		return nil, errors.New("tunnel certificate: no leaf")
+	}
+	log.Info("tunnel certificate (self-signed); agents trust it with gateway_ca_file",
+		zap.String("file", certPath), zap.String("fingerprint", fp),
+		zap.Strings("names", append(cert.Leaf.DNSNames, ipStrings(cert.Leaf.IPAddresses)...)),
+		zap.Time("expires", cert.Leaf.NotAfter))
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}

@@ -1,0 +1,126 @@
+// Package deptest keeps the package rules of DESIGN.md true: which package
+// may import which, checked on the real import graph (`go list -deps`).
+package deptest
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"path"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/sallyport/sallyport"
+
+type pkg struct {
+	ImportPath string
+	Name       string
+	Deps       []string
+	Imports    []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", mod+"/...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 8 {
+		t.Fatalf("go list found only %d packages", len(pkgs))
+	}
+	return pkgs
+}
+
+// under reports whether p is dir or inside it (both module-relative).
+func under(p, dir string) bool {
+	full := mod + "/" + dir
+	return p == full || strings.HasPrefix(p, full+"/")
+}
+
+func TestPackageRules(t *testing.T) {
+	rules := []struct {
+		pkg    string   // module-relative package dir (and everything under it)
+		forbid []string // module-relative dirs it must not depend on, even indirectly
+	}{
+		// The protocol is shared by both sides and knows neither.
+		{"tunnel", []string{"gateway", "agent", "cmd", "bench", "internal"}},
+		{"proto", []string{"tunnel", "gateway", "agent", "cmd", "bench", "internal"}},
+		{"gateway", []string{"agent", "cmd", "bench", "internal/testrig", "internal/demoapp"}},
+		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp"}},
+		{"internal/config", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/logging", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/selfsigned", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/demoapp", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+	}
+	pkgs := listPackages(t)
+	for _, p := range pkgs {
+		for _, r := range rules {
+			if !under(p.ImportPath, r.pkg) {
+				continue
+			}
+			for _, d := range p.Deps {
+				for _, f := range r.forbid {
+					// A transport package may import tunnel; the rule
+					// for "tunnel" is about tunnel's own tree.
+					if under(d, f) {
+						t.Errorf("%s depends on %s (rule: %s must not depend on %s)", p.ImportPath, d, r.pkg, f)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestTransportsImportOnlyTunnel: a transport implements the tunnel
+// interfaces and nothing else.
+func TestTransportsImportOnlyTunnel(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if !strings.HasPrefix(p.ImportPath, mod+"/tunnel/") {
+			continue
+		}
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, mod+"/") && !under(d, "tunnel") && !under(d, "proto") {
+				t.Errorf("transport %s depends on %s; transports may use only tunnel and proto", p.ImportPath, d)
+			}
+		}
+	}
+}
+
+// TestNobodyImportsLeaves: cmd and bench are entry points; test helpers are
+// for tests only.
+func TestNobodyImportsLeaves(t *testing.T) {
+	for _, p := range listPackages(t) {
+		for _, d := range p.Imports {
+			switch {
+			case under(d, "cmd"), under(d, "bench"):
+				t.Errorf("%s imports %s; nothing may import cmd or bench", p.ImportPath, d)
+			case under(d, "internal/testrig") || under(d, "internal/e2e"):
+				t.Errorf("%s imports %s outside tests", p.ImportPath, d)
+			}
+		}
+	}
+}
+
+// TestNoGrabBagPackages: no util/common/helpers packages.
+func TestNoGrabBagPackages(t *testing.T) {
+	for _, p := range listPackages(t) {
+		switch path.Base(p.ImportPath) {
+		case "util", "utils", "common", "helpers", "misc":
+			t.Errorf("%s is a grab-bag package; give it one purpose and a name that says it", p.ImportPath)
+		}
+	}
+}
