@@ -117,9 +117,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // ErrorFor classifies an error returned by the tunnel transport (or the
 // registry) into the Error to answer, looking through wrapped errors:
 //   - an *Error is used as it is;
-//   - a *tunnel.ExchangeError (reported by the agent) keeps its code and
-//     message (an unknown code becomes tunnel-failed, an empty message the
-//     code's default);
+//   - a *tunnel.ExchangeError (reported by the agent) keeps its code (an
+//     unknown code becomes tunnel-failed); its message stays in the wrapped
+//     error for the logs, since it names internal addresses;
 //   - context.Canceled means the client went away: client-closed;
 //   - a *tunnel.ClientBodyError (the request body could not be read) is
 //     bad-request;
@@ -142,7 +142,9 @@ func ErrorFor(err error) *Error {
 		if _, known := codes[code]; !known || code == CodeClientClosed {
 			code = CodeTunnelFailed
 		}
-		return NewError(code, xe.Message, err)
+		// The agent's message names internal hosts and addresses: it goes to
+		// the gateway's log (through err), and users see the code's default.
+		return NewError(code, "", err)
 	}
 	var be *tunnel.ClientBodyError
 	switch {

@@ -89,9 +89,9 @@ func TestErrorFor(t *testing.T) {
 		{"own error", own, CodeOverloaded, "busy", true},
 		{"wrapped own error", fmt.Errorf("relay: %w", own), CodeOverloaded, "busy", true},
 		{"registry", func() error { _, err := new(Registry).Pick("g", nil); return err }(), CodeNoConnector, `"g"`, false},
-		{"agent error", &tunnel.ExchangeError{Code: CodeBackendNotAllowed, Message: "10.0.0.9:80 is not allowed"}, CodeBackendNotAllowed, "10.0.0.9:80", false},
+		{"agent error", &tunnel.ExchangeError{Code: CodeBackendNotAllowed, Message: "10.0.0.9:80 is not allowed"}, CodeBackendNotAllowed, "allow list", false},
 		{"wrapped agent error", fmt.Errorf("x: %w", &tunnel.ExchangeError{Code: CodeBackendUnreachable}), CodeBackendUnreachable, "could not reach", false},
-		{"agent unknown code", &tunnel.ExchangeError{Code: "from-the-future", Message: "m"}, CodeTunnelFailed, "m", false},
+		{"agent unknown code", &tunnel.ExchangeError{Code: "from-the-future", Message: "m"}, CodeTunnelFailed, "connector agent", false},
 		{"agent client-closed", &tunnel.ExchangeError{Code: CodeClientClosed}, CodeTunnelFailed, "connector agent failed", false},
 		{"canceled", context.Canceled, CodeClientClosed, "client closed", false},
 		{"wrapped canceled", fmt.Errorf("read: %w", context.Canceled), CodeClientClosed, "", false},
@@ -113,6 +113,9 @@ func TestErrorFor(t *testing.T) {
 			}
 			if e == nil || e.Code != tt.code || !strings.Contains(e.Msg, tt.msg) {
 				t.Fatalf("ErrorFor(%v) = %+v, want code %s and message with %q", tt.err, e, tt.code, tt.msg)
+			}
+			if strings.Contains(e.Msg, "10.0.0.9") {
+				t.Errorf("message shown to users leaks the agent's internal address: %q", e.Msg)
 			}
 			if e.Status != codes[tt.code].status {
 				t.Errorf("status %d, want %d", e.Status, codes[tt.code].status)
