@@ -168,8 +168,8 @@ func (r *Registry) Pick(group string, exclude tunnel.Session) (*Picked, error) {
 	list := r.load()[group]
 	e, sawDone := pickFast(list, exclude)
 	if e == nil {
-		// Slow path: some candidate was draining, ended or excluded (or the
-		// group is small). Scan everything once.
+		// Slow path: a draw was draining, ended or excluded, or the group
+		// has a single session. Scan the group once.
 		e, sawDone = pickSlow(list, exclude)
 	}
 	if sawDone {
@@ -203,64 +203,55 @@ func pickFast(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bo
 	return lessLoaded(a, b), false
 }
 
-// pickSlow counts the usable sessions, draws two of them (by rank) and
-// returns the less loaded one. exclude counts as usable only if nothing else
-// is. sawDone reports an ended session in list.
+// pickSlow draws two usable sessions in one pass (reservoir sampling, so
+// each session is checked once and a session that drains meanwhile cannot
+// void the draw) and returns the less loaded one. exclude is returned only
+// if nothing else is usable. sawDone reports an ended session in list.
 func pickSlow(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bool) {
-	var usableN, excludedN int
+	var a, b, excluded *regEntry
+	m := 0 // usable, not excluded sessions seen
 	for _, c := range list {
 		ok, done := usable(c, nil)
 		sawDone = sawDone || done
-		if ok {
-			usableN++
-			if exclude != nil && c.s == exclude {
-				excludedN++
+		if !ok {
+			continue
+		}
+		if exclude != nil && c.s == exclude {
+			excluded = c
+			continue
+		}
+		m++
+		switch {
+		case m == 1:
+			a = c
+		case m == 2:
+			b = c
+		default:
+			// Keep c with probability 2/m in place of one of the draws.
+			switch rand.IntN(m) {
+			case 0:
+				a = c
+			case 1:
+				b = c
 			}
 		}
 	}
-	if usableN-excludedN == 0 {
-		exclude = nil // only the excluded session is left: better than none
-	}
-	k := usableN
-	if exclude != nil {
-		k -= excludedN
-	}
-	switch k {
-	case 0:
-		return nil, sawDone
-	case 1:
-		return nthUsable(list, exclude, 0), sawDone
-	}
-	x := rand.IntN(k)
-	y := rand.IntN(k - 1)
-	if y >= x {
-		y++
-	}
-	return lessLoaded(nthUsable(list, exclude, x), nthUsable(list, exclude, y)), sawDone
-}
-
-// nthUsable returns the usable, not excluded session of rank n in list.
-func nthUsable(list []*regEntry, exclude tunnel.Session, n int) *regEntry {
-	for _, c := range list {
-		if ok, _ := usable(c, exclude); ok {
-			if n == 0 {
-				return c
-			}
-			n--
-		}
-	}
-	return nil // the session ended between the count and now: the caller falls back
-}
-
-// lessLoaded returns the entry with fewer exchanges in flight, a on a tie
-// (a is itself a random draw). A nil argument loses.
-func lessLoaded(a, b *regEntry) *regEntry {
 	switch {
 	case a == nil:
-		return b
+		return excluded, sawDone
 	case b == nil:
-		return a
-	case b.inflight.Load() < a.inflight.Load():
+		return a, sawDone
+	}
+	if rand.IntN(2) == 0 {
+		a, b = b, a // the list order must not break ties
+	}
+	return lessLoaded(a, b), sawDone
+}
+
+// lessLoaded returns the entry with fewer exchanges in flight, a on a tie:
+// callers pass the two in random order.
+func lessLoaded(a, b *regEntry) *regEntry {
+	if b.inflight.Load() < a.inflight.Load() {
 		return b
 	}
 	return a
