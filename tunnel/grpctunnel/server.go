@@ -311,7 +311,7 @@ type session struct {
 
 var _ tunnel.Session = (*session)(nil)
 
-func (ss *session) Info() tunnel.SessionInfo   { return ss.info }
+func (ss *session) Info() tunnel.SessionInfo  { return ss.info }
 func (ss *session) Draining() <-chan struct{} { return ss.draining }
 func (ss *session) Done() <-chan struct{}     { return ss.done }
 
