@@ -370,6 +370,11 @@ func (ss *session) putIdle(st *stream) {
 	}
 	select {
 	case ss.idle <- st:
+		// A drain that began after the check above may have emptied the
+		// pool before st arrived: empty it again.
+		if ss.isDraining() {
+			ss.drain()
+		}
 	default:
 		st.finish(nil)
 	}
