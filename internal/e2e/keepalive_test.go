@@ -120,9 +120,14 @@ func TestDeadPeerNoticed(t *testing.T) {
 	}})
 	fz := newFreezer(t, rig.Tunnel)
 	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.ln.Addr().String() })
-	before := a.A.Sessions()
-	if len(before) != 1 {
-		t.Fatalf("agent sessions %v", before)
+	// The gateway registers a session before the agent has read its
+	// welcome: wait for the agent's side too.
+	var before []string
+	for wait := time.Now().Add(10 * time.Second); len(before) != 1; before = a.A.Sessions() {
+		if time.Now().After(wait) {
+			t.Fatalf("agent sessions %v", before)
+		}
+		time.Sleep(2 * time.Millisecond) // polling; the agent has no event for it
 	}
 	fz.freeze()
 	start := time.Now()
