@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httputil"
 	"sync"
@@ -124,6 +125,10 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Host = pr.In.Host
 	}
 	pr.Out.Header.Set("X-Request-Id", st.requestID)
+	// The ReverseProxy cloned the request before the client sent its
+	// trailers: share the inbound map, which the server fills when the body
+	// is read to its end, so that their values reach the backend.
+	pr.Out.Trailer = pr.In.Trailer
 }
 
 // proxyError answers an exchange that failed before a response began.
@@ -155,6 +160,14 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("gateway: request without routing state")
 	}
 	route := st.route
+	// A head that the agent would refuse is the client's doing: answer 431
+	// rather than relay it and report a tunnel failure.
+	if err := tunnel.CheckRequestHead(req); err != nil {
+		e := NewError(CodeBadRequest, "The request headers are too large. Send fewer or smaller headers.", err)
+		e.Status = http.StatusRequestHeaderFieldsTooLarge
+		return nil, e
+	}
+	start := time.Now()
 	wait := min(t.g.cfg.streamWait(), route.timeout())
 	var exclude tunnel.Session
 	var lastErr error
@@ -191,6 +204,13 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 			HeadTimeout:  route.timeout(),
 			Done:         p.Done,
 		})
+		if err != nil && req.Context().Err() == nil && grpcDeadlinePassed(req, start) {
+			// A gRPC backend resets the stream without a status once the
+			// client's deadline (sent as grpc-timeout) has passed. Report
+			// the deadline, as the client's library does for such a reset,
+			// rather than an unreachable backend.
+			return nil, NewError(CodeBackendTimeout, "", err)
+		}
 		if err != nil && errors.Is(err, tunnel.ErrNotSent) && req.Context().Err() == nil {
 			var be *tunnel.ClientBodyError
 			if !errors.As(err, &be) {
@@ -201,6 +221,54 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 		return res, err
 	}
 	return nil, lastErr
+}
+
+// grpcDeadlinePassed reports whether req is a gRPC call whose grpc-timeout,
+// counted from start, has passed. The backend received the call after start,
+// so its deadline is later: a failure it caused by its deadline is always
+// seen here after this one.
+func grpcDeadlinePassed(req *http.Request, start time.Time) bool {
+	if !isGRPC(req) {
+		return false
+	}
+	d, ok := grpcTimeout(req.Header.Get("Grpc-Timeout"))
+	return ok && time.Since(start) >= d
+}
+
+// grpcTimeout parses a grpc-timeout value: at most 8 digits and a unit
+// (H, M, S, m, u or n). A value too large for a Duration is no deadline.
+func grpcTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	var n int64
+	for _, c := range v[:len(v)-1] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > int64(math.MaxInt64/unit) {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
 }
 
 // DefaultTimeout is the wait for a response head when a route sets none.

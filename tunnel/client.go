@@ -151,6 +151,7 @@ type clientExchange struct {
 
 	stopCtx   func() bool
 	halves    atomic.Int32 // request and response sides that ended cleanly
+	reqEnding atomic.Bool  // the request body is complete and its end is being sent
 	over      atomic.Bool  // the exchange is over; Done was called
 	abortErr  atomic.Pointer[error]
 	sendOnce  sync.Once
@@ -226,6 +227,9 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 	if len(trailer) > 0 {
 		end.Trailers = headersToWire(trailer, true)
 	}
+	// Set before Send: the agent may answer as soon as `end` arrives, and
+	// the response must not be taken for an early one (see finish).
+	ex.reqEnding.Store(true)
 	if err := ex.st.Send(end); err != nil {
 		ex.abort(fmt.Errorf("send request end: %w", err))
 		return
@@ -299,14 +303,14 @@ func (b *responseBody) Read(p []byte) (int, error) {
 }
 
 // finish accounts for the end of the response side. When the request body
-// is still being sent, the backend answered without reading all of it: the
-// stream cannot be reused, so it is reset.
+// is still being sent (its end is not on its way yet), the backend answered
+// without reading all of it: the stream cannot be reused, so it is reset.
 func (b *responseBody) finish() {
 	if b.finished {
 		return
 	}
 	b.finished = true
-	if b.ex.halves.Load() == 0 {
+	if b.ex.halves.Load() == 0 && !b.ex.reqEnding.Load() {
 		b.ex.abort(errors.New("response ended before the request body"))
 		return
 	}
@@ -372,6 +376,21 @@ func (c *upgradeConn) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return written, nil
+}
+
+// CloseWrite half-closes the upgraded connection: `end` follows the data
+// written so far, and the agent passes the half-close on to the backend.
+// The ReverseProxy calls it when the client's side reached EOF, so the
+// client's last bytes (such as a WebSocket close frame) reach the backend
+// before Close resets the stream.
+func (c *upgradeConn) CloseWrite() error {
+	if err := c.ex.st.Send(&Frame{End: true}); err != nil {
+		if e := c.ex.abortErr.Load(); e != nil {
+			err = *e
+		}
+		return fmt.Errorf("send upgraded connection end: %w", err)
+	}
+	return nil
 }
 
 // Close ends the upgraded connection. Upgraded streams are never reused.

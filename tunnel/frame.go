@@ -83,6 +83,30 @@ func headersFromWire(hs []*tunnelv1.Header, what string) (http.Header, error) {
 	return h, nil
 }
 
+// ErrHeadTooLarge is wrapped by CheckRequestHead errors.
+var ErrHeadTooLarge = errors.New("request head too large for the tunnel")
+
+// CheckRequestHead reports whether the headers and declared trailers of req
+// fit the limits that the agent enforces on a request head (see
+// headersFromWire), so that the gateway refuses an oversized request itself
+// instead of relaying a head that the agent refuses.
+func CheckRequestHead(req *http.Request) error {
+	if n := max(len(req.Header), len(req.Trailer)); n > maxHeaderCount {
+		return fmt.Errorf("%w: %d header fields exceed %d", ErrHeadTooLarge, n, maxHeaderCount)
+	}
+	size := 0
+	for k, vv := range req.Header {
+		size += len(k)
+		for _, v := range vv {
+			size += len(v)
+		}
+	}
+	if size > maxHeaderBytes {
+		return fmt.Errorf("%w: headers of %d bytes exceed %d", ErrHeadTooLarge, size, maxHeaderBytes)
+	}
+	return nil
+}
+
 // trailerNames returns the names declared in a trailer map.
 func trailerNames(t http.Header) []string {
 	if len(t) == 0 {
@@ -180,6 +204,11 @@ func RequestFromHead(ctx context.Context, h *tunnelv1.RequestHead) (*http.Reques
 	}
 	if !strings.HasPrefix(h.GetPath(), "/") && h.GetPath() != "*" {
 		return nil, malformed("request: path %q does not start with /", h.GetPath())
+	}
+	// The path goes into the backend's request line as it is: a space
+	// (which url.ParseRequestURI leaves in a query) would split that line.
+	if strings.Contains(h.GetPath(), " ") {
+		return nil, malformed("request: path %q contains a space", h.GetPath())
 	}
 	if !httpguts.ValidHostHeader(h.GetHost()) {
 		return nil, malformed("request: invalid Host %q", h.GetHost())
