@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -21,29 +22,17 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run a connector agent: dial out to the gateway and serve its exchanges",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path == "" {
-				return errUsage
-			}
-			cfg, err := config.LoadAgent(path)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			defer log.Sync() //nolint:errcheck // stderr
-			acfg, err := agentConfig(cfg, log)
-			if err != nil {
-				return err
-			}
-			a, err := agent.New(acfg)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(log)
-			defer stop()
-			return a.Run(ctx)
+			return runFromConfig(g, path, config.LoadAgent, func(ctx context.Context, cfg *config.Agent, log *zap.Logger) error {
+				settings, err := agentConfig(cfg, log)
+				if err != nil {
+					return err
+				}
+				a, err := agent.New(settings)
+				if err != nil {
+					return err
+				}
+				return a.Run(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "agent config file (YAML)")

@@ -93,33 +93,34 @@ func (p *proc) waitLog(msg string) map[string]any {
 	p.t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
-	for i := 0; ; {
-		p.mu.Lock()
-		for ; i < len(p.lines); i++ {
-			if s, _ := p.lines[i]["msg"].(string); strings.Contains(s, msg) {
-				l := p.lines[i]
-				p.mu.Unlock()
-				return l
-			}
+	next := 0
+	for {
+		if l := p.scan(&next, msg); l != nil {
+			return l
 		}
-		p.mu.Unlock()
 		select {
 		case <-p.seen:
 		case <-p.done:
-			p.mu.Lock()
-			for ; i < len(p.lines); i++ {
-				if s, _ := p.lines[i]["msg"].(string); strings.Contains(s, msg) {
-					l := p.lines[i]
-					p.mu.Unlock()
-					return l
-				}
+			if l := p.scan(&next, msg); l != nil {
+				return l
 			}
-			p.mu.Unlock()
 			p.t.Fatalf("process exited without logging %q:\n%s", msg, p.output())
 		case <-deadline.C:
 			p.t.Fatalf("no log line %q within 20s:\n%s", msg, p.output())
 		}
 	}
+}
+
+// scan looks for msg in the lines from *next on and advances *next.
+func (p *proc) scan(next *int, msg string) map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ; *next < len(p.lines); *next++ {
+		if s, _ := p.lines[*next]["msg"].(string); strings.Contains(s, msg) {
+			return p.lines[*next]
+		}
+	}
+	return nil
 }
 
 func (p *proc) output() string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -22,32 +23,20 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		Short: "Run the gateway: the public listener and the tunnel listener agents dial",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path == "" {
-				return errUsage
-			}
-			cfg, err := config.LoadGateway(path)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			defer log.Sync() //nolint:errcheck // stderr
-			gcfg, err := gatewayConfig(cfg, log)
-			if err != nil {
-				return err
-			}
-			gw, err := gateway.New(gcfg)
-			if err != nil {
-				return err
-			}
-			if err := gw.Listen(); err != nil {
-				return err
-			}
-			ctx, stop := signalContext(log)
-			defer stop()
-			return gw.Serve(ctx)
+			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
+				settings, err := gatewayConfig(cfg, log)
+				if err != nil {
+					return err
+				}
+				gw, err := gateway.New(settings)
+				if err != nil {
+					return err
+				}
+				if err := gw.Listen(); err != nil {
+					return err
+				}
+				return gw.Serve(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "gateway config file (YAML)")

@@ -63,7 +63,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console|json")
 	agent.Version = buildVersion()
-	root.AddCommand(newGatewayCmd(g), newAgentCmd(g), newDemoCmd(g), newVersionCmd())
+	root.AddCommand(newGatewayCmd(g), newAgentCmd(g), newDemoCmd(g), newBenchCmd(g), newVersionCmd())
 	return root
 }
 
@@ -105,3 +105,25 @@ func signalContext(log *zap.Logger) (context.Context, context.CancelFunc) {
 }
 
 var errUsage = errors.New("missing --config; see --help")
+
+// runFromConfig is the shape of the gateway and agent commands: load and
+// validate the config file, build the logger, then run until SIGINT or
+// SIGTERM.
+func runFromConfig[C any](g *globals, path string, load func(string) (C, error),
+	run func(ctx context.Context, cfg C, log *zap.Logger) error) error {
+	if path == "" {
+		return errUsage
+	}
+	cfg, err := load(path)
+	if err != nil {
+		return err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // stderr
+	ctx, stop := signalContext(log)
+	defer stop()
+	return run(ctx, cfg, log)
+}
