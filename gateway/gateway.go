@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"sync"
@@ -74,6 +75,16 @@ func (c *Config) maxHeaderBytes() int {
 		return 64 << 10
 	}
 	return c.MaxHeaderBytes
+}
+
+// stdLogAtWarn adapts log for net/http's ErrorLog: its lines (TLS handshake
+// errors, malformed requests, panics in handlers) are warnings.
+func stdLogAtWarn(log *zap.Logger) *stdlog.Logger {
+	l, err := zap.NewStdLogAt(log, zap.WarnLevel)
+	if err != nil { // only for an invalid level
+		return zap.NewStdLog(log)
+	}
+	return l
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -160,7 +171,7 @@ func New(cfg Config) (*Gateway, error) {
 			MaxConcurrentStreams:      250,
 			MaxReceiveBufferPerStream: 1 << 20,
 		},
-		ErrorLog: zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog: stdLogAtWarn(log.Named("http")),
 	}
 	return g, nil
 }

@@ -63,7 +63,7 @@ func newProxyHandler(g *Gateway) *proxyHandler {
 		Transport:    &relay{g: g},
 		ErrorHandler: h.proxyError,
 		BufferPool:   &copyBuffers{},
-		ErrorLog:     zap.NewStdLog(g.log.Named("proxy").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog:     stdLogAtWarn(g.log.Named("proxy")),
 	}
 	return h
 }

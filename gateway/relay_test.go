@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"strings"
+
 	"context"
 	"errors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"io"
 	"net/http"
 	"net/url"
@@ -183,4 +187,21 @@ func (r *stringReader) Read(p []byte) (int, error) {
 	n := copy(p, r.s)
 	r.s = r.s[n:]
 	return n, nil
+}
+
+// TestStdLogAtWarn: net/http's error lines reach the log as warnings, and a
+// gateway logging at error level drops them without complaint.
+func TestStdLogAtWarn(t *testing.T) {
+	for _, tc := range []struct {
+		level zapcore.Level
+		kept  bool
+	}{{zap.DebugLevel, true}, {zap.WarnLevel, true}, {zap.ErrorLevel, false}} {
+		var out strings.Builder
+		core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&out), tc.level)
+		stdLogAtWarn(zap.New(core, zap.ErrorOutput(zapcore.AddSync(&out)))).Print("http: TLS handshake error")
+		got := out.String()
+		if strings.Contains(got, "handshake") != tc.kept || (tc.kept && !strings.Contains(got, `"level":"warn"`)) {
+			t.Errorf("level %v: log output %q", tc.level, got)
+		}
+	}
 }

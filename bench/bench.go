@@ -1,0 +1,248 @@
+// Package bench is the end-to-end load harness behind `sallyport bench`.
+//
+// It starts a backend, a gateway and an agent on loopback — as separate
+// processes (the caller's binary re-executed, see Config.Spawn and RunRole)
+// or all in this process — and drives the same load at two paths: straight
+// at the backend (direct) and through the relay. Each scenario runs both
+// paths in alternating rounds (direct, relay, relay, direct, …) so machine
+// drift hits both, and every relay figure is reported as a ratio to the
+// direct one. Latency goes into an HDR histogram; CPU time and peak RSS are
+// read per process.
+//
+// Run flow:
+//
+//	start the stack (backend → gateway → agent), probe the relay until it answers
+//	for each scenario:
+//	    reset peak RSS of every process
+//	    warm up each path (not measured)
+//	    for each round: for each path (order flips every round):
+//	        read CPU of every process; run the load for Duration/Rounds; read CPU again
+//	    read peak RSS; build one Result per path
+//	stop the stack (agent → gateway → backend)
+//
+// Nothing imports this package but cmd/sallyport.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Path names: the backend without a relay, the relay started here, and a
+// relay under test given by Config.Target.
+const (
+	PathDirect = "direct"
+	PathRelay  = "relay"
+	PathTarget = "target"
+)
+
+// Modes say where the relay under test runs.
+const (
+	ModeProcesses = "processes" // backend, gateway and agent are child processes
+	ModeInProcess = "inprocess" // all in the harness process
+	ModeTarget    = "target"    // Config.Target: nothing is started
+)
+
+// Config is one harness run. Its zero value runs the default scenarios in
+// this process for 10 s per path each. Fields say what their zero means.
+type Config struct {
+	// Scenarios names the scenarios to run, in order (see ScenarioNames).
+	// Empty → DefaultScenarios.
+	Scenarios []string
+	// Duration is the measured time of each path in each scenario, split
+	// evenly over Rounds (0 → 10s).
+	Duration time.Duration
+	// Rounds is how many times each path runs per scenario; direct and
+	// relay alternate, and which goes first flips every round (0 → 3).
+	Rounds int
+	// Warmup runs each path once before a scenario's rounds, unmeasured, so
+	// connections and streams exist (0 → a tenth of Duration, at most 1s;
+	// negative → none).
+	Warmup time.Duration
+	// Concurrency is the number of workers (at most one connection each)
+	// of the request scenarios (0 → 64).
+	Concurrency int
+	// TransferConcurrency is the number of workers of the transfer
+	// scenarios, download and upload (0 → 4): 64 bodies of 100 MiB at once
+	// would measure queueing, not the relay.
+	TransferConcurrency int
+	// Rate, when positive, makes the request scenarios open loop: Rate
+	// exchanges per second are scheduled and up to Concurrency workers send
+	// them, latency counted from each one's scheduled time. Zero → closed
+	// loop. Transfer scenarios are always closed loop.
+	Rate float64
+	// TransferSize is the body size of download and upload (0 → 100 MiB).
+	TransferSize int64
+	// Target, when set, is the base URL (http://host:port) of a relay
+	// under test; nothing is started and Host is sent as its Host header
+	// (empty → the host of Target). The backend behind it must serve the
+	// paths of the scenarios (see ServeBackend). DirectTarget, when set, is
+	// the base URL of that backend, measured as the direct path; empty → no
+	// direct path and no ratios.
+	Target, Host, DirectTarget string
+	// Spawn returns the command that runs one role ("backend", "gateway"
+	// or "agent") of the relay as its own process: a binary that calls
+	// RunRole with that role, stdin and stdout. The harness sets Stdin and
+	// Stdout; Stderr is the caller's to set. Nil → everything runs in this
+	// process.
+	Spawn func(role string) *exec.Cmd
+	// Progress receives a progress line, redrawn in place, while the load
+	// runs: give it a terminal. Nil → none.
+	Progress io.Writer
+	// Log receives the relay's logs in process mode and the harness's own
+	// notes. Nil → none.
+	Log *zap.Logger
+}
+
+func (c *Config) duration() time.Duration { return orDuration(c.Duration, 10*time.Second) }
+func (c *Config) rounds() int             { return orInt(c.Rounds, 3) }
+func (c *Config) concurrency() int        { return orInt(c.Concurrency, 64) }
+func (c *Config) transferConcurrency() int {
+	return orInt(c.TransferConcurrency, 4)
+}
+func (c *Config) transferSize() int64 {
+	if c.TransferSize <= 0 {
+		return 100 << 20
+	}
+	return c.TransferSize
+}
+func (c *Config) round() time.Duration { return c.duration() / time.Duration(c.rounds()) }
+func (c *Config) warmup() time.Duration {
+	switch {
+	case c.Warmup < 0:
+		return 0
+	case c.Warmup > 0:
+		return c.Warmup
+	}
+	return min(c.duration()/10, time.Second)
+}
+func (c *Config) log() *zap.Logger {
+	if c.Log == nil {
+		return zap.NewNop()
+	}
+	return c.Log
+}
+func (c *Config) mode() string {
+	switch {
+	case c.Target != "":
+		return ModeTarget
+	case c.Spawn != nil:
+		return ModeProcesses
+	}
+	return ModeInProcess
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func orInt(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// Run starts the stack, runs every scenario and stops the stack. When ctx
+// is cancelled part way it returns the scenarios finished so far together
+// with ctx's error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	scenarios, err := cfg.scenarios()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Rate < 0 {
+		return nil, errors.New("bench: rate must not be negative")
+	}
+	if cfg.round() < 10*time.Millisecond {
+		return nil, fmt.Errorf("bench: a round of %v is too short; raise the duration or lower the rounds", cfg.round())
+	}
+	st, err := startStack(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+
+	lg := newLoader(max(cfg.concurrency(), cfg.transferConcurrency()))
+	defer lg.close()
+	for _, p := range st.paths {
+		if err := lg.probe(ctx, p, 15*time.Second); err != nil {
+			return nil, fmt.Errorf("bench: the %s path does not answer: %w", p.name, err)
+		}
+	}
+
+	report := newReport(&cfg, st.mode)
+	for _, sc := range scenarios {
+		results, err := runScenario(ctx, &cfg, st, lg, sc)
+		if err != nil {
+			return report, err
+		}
+		report.Results = append(report.Results, results...)
+	}
+	return report, nil
+}
+
+// pathRun is what one path of a scenario gathers over its rounds.
+type pathRun struct {
+	path    path
+	rec     *recorder
+	elapsed time.Duration
+	cpu     map[string]time.Duration // CPU used during this path's rounds, by process
+}
+
+// runScenario runs one scenario's warm-up and rounds on every path.
+func runScenario(ctx context.Context, cfg *Config, st *stack, lg *loader, sc scenario) ([]Result, error) {
+	for _, m := range st.meters {
+		if err := m.resetPeak(); err != nil {
+			cfg.log().Debug("cannot reset peak RSS; peaks cover the whole run", zap.String("process", m.name), zap.Error(err))
+		}
+	}
+	runs := make([]*pathRun, len(st.paths))
+	for i, p := range st.paths {
+		runs[i] = &pathRun{path: p, rec: newRecorder(), cpu: make(map[string]time.Duration)}
+		if w := cfg.warmup(); w > 0 {
+			lg.run(ctx, sc.load(cfg, p), w, newRecorder(), cfg.progress(sc.name+" "+p.name+" warm-up"))
+		}
+	}
+	n := cfg.rounds()
+	for r := range n {
+		for k := range runs {
+			run := runs[k]
+			if r%2 == 1 {
+				run = runs[len(runs)-1-k]
+			}
+			before, err := st.cpu()
+			if err != nil {
+				return nil, err
+			}
+			label := fmt.Sprintf("%s %s round %d/%d", sc.name, run.path.name, r+1, n)
+			run.elapsed += lg.run(ctx, sc.load(cfg, run.path), cfg.round(), run.rec, cfg.progress(label))
+			after, err := st.cpu()
+			if err != nil {
+				return nil, err
+			}
+			for name, t := range after {
+				run.cpu[name] += t - before[name]
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	peaks := st.peaks()
+	results := make([]Result, len(runs))
+	for i, run := range runs {
+		results[i] = newResult(cfg, sc, run, st, peaks)
+	}
+	setRatios(results, sc)
+	return results, nil
+}

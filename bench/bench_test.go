@@ -1,0 +1,350 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// TestRunInProcess drives a tiny run through a real backend, gateway and
+// agent in this process and checks every figure is there.
+func TestRunInProcess(t *testing.T) {
+	rep, err := Run(t.Context(), Config{
+		Scenarios:   []string{"small", "download"},
+		Duration:    300 * time.Millisecond,
+		Rounds:      1,
+		Concurrency: 4,
+		// One download at a time finishes several 1 MiB bodies per round
+		// even under the race detector, which slows the relay to ~20 MB/s.
+		TransferConcurrency: 1,
+		TransferSize:        1 << 20,
+		Log:                 zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != ModeInProcess {
+		t.Errorf("mode %q", rep.Mode)
+	}
+	if len(rep.Results) != 4 {
+		t.Fatalf("%d results, want 4: %+v", len(rep.Results), rep.Results)
+	}
+	for i, want := range []struct{ scenario, path string }{
+		{"small", PathDirect}, {"small", PathRelay}, {"download", PathDirect}, {"download", PathRelay},
+	} {
+		r := rep.Results[i]
+		if r.Scenario != want.scenario || r.Path != want.path {
+			t.Fatalf("result %d is %s/%s, want %s/%s", i, r.Scenario, r.Path, want.scenario, want.path)
+		}
+		if r.Errors != 0 || r.Exchanges == 0 || r.RequestsPerS <= 0 || r.MBPerS <= 0 {
+			t.Errorf("%s/%s: %d errors %v, %d exchanges, %.0f req/s, %.2f MB/s",
+				r.Scenario, r.Path, r.Errors, r.ErrorSamples, r.Exchanges, r.RequestsPerS, r.MBPerS)
+		}
+		if r.P50MS == nil || r.MaxMS == nil || *r.P50MS <= 0 || *r.MaxMS < *r.P999MS || *r.P999MS < *r.P50MS {
+			t.Errorf("%s/%s: latency p50 %v p99.9 %v max %v", r.Scenario, r.Path, r.P50MS, r.P999MS, r.MaxMS)
+		}
+		if r.RatioToDirect == nil || *r.RatioToDirect <= 0 {
+			t.Errorf("%s/%s: ratio %v", r.Scenario, r.Path, r.RatioToDirect)
+		}
+		h, ok := r.Processes[procHarness]
+		if !ok || h.CPUS <= 0 || h.CPUSPer1k == nil {
+			t.Errorf("%s/%s: harness figures %+v", r.Scenario, r.Path, r.Processes)
+		}
+		if math.Abs(r.DurationS-0.3) > 0.01 {
+			t.Errorf("%s/%s: measured %.3fs, want 0.3s", r.Scenario, r.Path, r.DurationS)
+		}
+	}
+	if c, tc := rep.Results[0].Concurrency, rep.Results[3].Concurrency; c != 4 || tc != 1 {
+		t.Errorf("concurrency %d, download %d; want 4, 1", c, tc)
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", md.String())
+}
+
+// TestTargetOpenLoop measures an endpoint given by URL, with a direct
+// target too, in open loop: the number of exchanges follows the rate.
+func TestTargetOpenLoop(t *testing.T) {
+	srv := httptest.NewServer(BackendHandler())
+	defer srv.Close()
+	rep, err := Run(t.Context(), Config{
+		Scenarios: []string{"small"}, Duration: 400 * time.Millisecond, Rounds: 2, Warmup: -1,
+		Concurrency: 4, Rate: 200, Target: srv.URL, Host: "relay.test", DirectTarget: srv.URL + "/",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != ModeTarget || len(rep.Results) != 2 {
+		t.Fatalf("mode %s, %d results", rep.Mode, len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		// 200/s for 0.4 s: 80 scheduled, the last ones may be cut off.
+		if r.Errors != 0 || r.Exchanges < 70 || r.Exchanges > 80 || r.Rate != 200 {
+			t.Errorf("%s: %d exchanges, %d errors %v, rate %v; want about 80, 0", r.Path, r.Exchanges, r.Errors, r.ErrorSamples, r.Rate)
+		}
+		if _, ok := r.Processes[RoleGateway]; ok {
+			t.Errorf("%s: a gateway was measured in target mode", r.Path)
+		}
+	}
+	if rep.Results[0].Path != PathDirect || rep.Results[1].Path != PathTarget || rep.Results[1].RatioToDirect == nil {
+		t.Errorf("paths %s, %s; ratio %v", rep.Results[0].Path, rep.Results[1].Path, rep.Results[1].RatioToDirect)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"unknown scenario": {Scenarios: []string{"small", "huge"}},
+		"negative rate":    {Rate: -1},
+		"round too short":  {Duration: 10 * time.Millisecond, Rounds: 3},
+		"target path":      {Target: "http://127.0.0.1:1/x"},
+		"target scheme":    {Target: "https://127.0.0.1:1"},
+	} {
+		if _, err := Run(t.Context(), cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestPercentiles checks the HDR extraction on 1..10,000 µs, where the
+// answers are known: p50 = 5 ms, p90 = 9 ms, p99 = 9.9 ms, p99.9 = 9.99 ms.
+func TestPercentiles(t *testing.T) {
+	h := hdrhistogram.New(histMinUS, histMaxUS, histDigits)
+	for v := int64(1); v <= 10000; v++ {
+		if err := h.RecordValue(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, ok := percentiles(h, 10000)
+	if !ok {
+		t.Fatal("no values")
+	}
+	for _, c := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"p50", l.P50, 5}, {"p90", l.P90, 9}, {"p99", l.P99, 9.9}, {"p99.9", l.P999, 9.99}, {"max", l.Max, 10},
+	} {
+		// Three significant digits: within 0.1%.
+		if math.Abs(c.got-c.want) > c.want*0.001 {
+			t.Errorf("%s = %v ms, want %v", c.name, c.got, c.want)
+		}
+	}
+	if _, ok := percentiles(hdrhistogram.New(histMinUS, histMaxUS, histDigits), 0); ok {
+		t.Error("an empty histogram has percentiles")
+	}
+	// Exact below 2,048 µs, and the maximum is never above the exact one.
+	h = hdrhistogram.New(histMinUS, histMaxUS, histDigits)
+	for _, v := range []int64{100, 200, 300, 400, 1999} {
+		h.RecordValue(v)
+	}
+	l, _ = percentiles(h, 1999)
+	if l.P50 != 0.3 || l.P99 != 1.999 || l.Max != 1.999 {
+		t.Errorf("p50 %v p99 %v max %v, want 0.3, 1.999, 1.999", l.P50, l.P99, l.Max)
+	}
+}
+
+func TestRecorderCountsAndCutOff(t *testing.T) {
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(t.Context())
+	deadline := time.Now().Add(time.Hour)
+	rec.done(ctx, deadline, 2*time.Millisecond, nil)
+	rec.done(ctx, deadline, 4*time.Millisecond, nil)
+	rec.done(ctx, deadline, time.Millisecond, io.ErrUnexpectedEOF)
+	rec.done(ctx, deadline, time.Millisecond, io.ErrUnexpectedEOF)
+	cancel()
+	rec.done(ctx, deadline, time.Millisecond, context.Canceled)                     // cut off by the end of the round
+	rec.done(t.Context(), time.Now().Add(-time.Millisecond), time.Millisecond, nil) // finished after the round
+	if e, x, u := rec.exchanges.Load(), rec.errors.Load(), rec.unfinished.Load(); e != 2 || x != 2 || u != 2 {
+		t.Errorf("exchanges %d errors %d unfinished %d, want 2 2 2", e, x, u)
+	}
+	if len(rec.samples) != 1 || rec.samples[0] != io.ErrUnexpectedEOF.Error() {
+		t.Errorf("samples %q", rec.samples)
+	}
+	if l, _ := rec.latency(); l.Max != 4 || l.P50 != 2 {
+		t.Errorf("latency %+v", l)
+	}
+}
+
+// sampleReport is a report as a run in process mode would make it.
+func sampleReport() *Report {
+	rep := newReport(&Config{}, ModeProcesses)
+	proc := func(cpu, per1k, rss float64) Process {
+		return Process{CPUS: cpu, CPUSPer1k: ptr(per1k), CPUSPerGiB: ptr(cpu * 10), PeakRSSMiB: ptr(rss)}
+	}
+	rep.Results = []Result{
+		{
+			Scenario: "small", Path: PathDirect, Kind: kindRequest, Method: "GET", BodyBytes: 64, Concurrency: 64,
+			DurationS: 10, Exchanges: 200000, RequestsPerS: 20000, MBPerS: 1.28,
+			P50MS: ptr(3.1), P90MS: ptr(4.0), P99MS: ptr(6.5), P999MS: ptr(9.25), MaxMS: ptr(20.0), RatioToDirect: ptr(1.0),
+			Processes: map[string]Process{RoleBackend: proc(3, 0.015, 12), procHarness: proc(5, 0.025, 30)},
+		},
+		{
+			Scenario: "small", Path: PathRelay, Kind: kindRequest, Method: "GET", BodyBytes: 64, Concurrency: 64,
+			DurationS: 10, Exchanges: 70000, Errors: 2, RequestsPerS: 7000, MBPerS: 0.448,
+			P50MS: ptr(8.9), P90MS: ptr(12.0), P99MS: ptr(20.0), P999MS: ptr(31.0), MaxMS: ptr(45.5), RatioToDirect: ptr(0.35),
+			Processes: map[string]Process{
+				RoleGateway: proc(4, 0.0571, 25.5), RoleAgent: proc(3.5, 0.05, 20),
+				RoleBackend: proc(1, 0.0143, 12), procHarness: proc(2, 0.0286, 30),
+			},
+			ErrorSamples: []string{"status 502 (tunnel-failed)"},
+		},
+		{
+			Scenario: "download", Path: PathRelay, Kind: kindTransfer, Method: "GET", BodyBytes: 100 << 20, Concurrency: 4,
+			DurationS: 10, Exchanges: 3, Unfinished: 4, RequestsPerS: 0.3, MBPerS: 450,
+			RatioToDirect: ptr(0.25),
+			Processes:     map[string]Process{RoleGateway: proc(2, 666, 40), RoleAgent: proc(1.5, 500, 35)},
+		},
+	}
+	return rep
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 7 || !strings.HasPrefix(lines[0], "sallyport bench: processes mode;") {
+		t.Fatalf("want a description, a blank line, a header, a rule and 3 rows:\n%s", out)
+	}
+	for _, want := range []string{
+		"| scenario | path | req/s | MB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | gateway CPU | agent CPU | gateway RSS MiB | agent RSS MiB | vs direct |",
+		"| small | direct | 20000 | 1.28 | 3.1 | 4 | 6.5 | 9.25 | 20 | 0 |  |  |  |  | 100% |",
+		"| small | relay | 7000 | 0.448 | 8.9 | 12 | 20 | 31 | 45.5 | 2 | 0.057 s/1k | 0.05 s/1k | 25.5 | 20 | 35% |",
+		"| download | relay | 0.3 | 450 | - | - | - | - | - | 0 | 20 s/GiB | 15 s/GiB | 40 | 35 | 25% |",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing line\n%s", want)
+		}
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Version  int              `json:"version"`
+		Mode     string           `json:"mode"`
+		Machine  map[string]any   `json:"machine"`
+		Settings map[string]any   `json:"settings"`
+		Results  []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != ReportVersion || got.Mode != ModeProcesses || len(got.Results) != 3 {
+		t.Fatalf("version %d mode %q results %d", got.Version, got.Mode, len(got.Results))
+	}
+	for _, k := range []string{"cpus", "cpu_model", "os", "arch", "go_version"} {
+		if _, ok := got.Machine[k]; !ok {
+			t.Errorf("machine has no %q", k)
+		}
+	}
+	for _, k := range []string{"duration_s", "rounds", "warmup_s", "concurrency", "transfer_concurrency", "rate", "transfer_bytes"} {
+		if _, ok := got.Settings[k]; !ok {
+			t.Errorf("settings have no %q", k)
+		}
+	}
+	relay := got.Results[1]
+	for k, want := range map[string]any{
+		"scenario": "small", "path": "relay", "kind": "request", "method": "GET", "body_bytes": 64.0,
+		"concurrency": 64.0, "rate": 0.0, "duration_s": 10.0, "exchanges": 70000.0, "errors": 2.0, "unfinished": 0.0,
+		"requests_per_s": 7000.0, "mb_per_s": 0.448, "p50_ms": 8.9, "p90_ms": 12.0, "p99_ms": 20.0, "p99_9_ms": 31.0,
+		"max_ms": 45.5, "ratio_to_direct": 0.35,
+	} {
+		if relay[k] != want {
+			t.Errorf("relay %s = %v, want %v", k, relay[k], want)
+		}
+	}
+	gw, _ := relay["processes"].(map[string]any)["gateway"].(map[string]any)
+	for k, want := range map[string]any{"cpu_s": 4.0, "cpu_s_per_1k": 0.0571, "cpu_s_per_gib": 40.0, "peak_rss_mib": 25.5} {
+		if gw[k] != want {
+			t.Errorf("gateway %s = %v, want %v", k, gw[k], want)
+		}
+	}
+	if s, _ := relay["error_samples"].([]any); len(s) != 1 {
+		t.Errorf("error_samples %v", relay["error_samples"])
+	}
+	if dl := got.Results[2]; dl["p50_ms"] != nil || dl["kind"] != "transfer" {
+		t.Errorf("download without completed exchanges: p50_ms %v kind %v", dl["p50_ms"], dl["kind"])
+	}
+}
+
+// TestRunRole speaks the child protocol to a backend role over pipes.
+func TestRunRole(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunRole(t.Context(), RoleBackend, inR, outW, zaptest.NewLogger(t))
+		outW.Close()
+	}()
+	dec := json.NewDecoder(outR)
+	send := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(inW, s+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{}`)
+	var ready roleReady
+	if err := dec.Decode(&ready); err != nil || ready.Addr == "" || ready.Error != "" {
+		t.Fatalf("ready %+v, %v", ready, err)
+	}
+	// The backend serves what the scenarios ask for.
+	lg := newLoader(1)
+	defer lg.close()
+	if err := lg.probe(t.Context(), path{base: "http://" + ready.Addr}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	up := &load{url: "http://" + ready.Addr + "/upload", method: "POST", reqBytes: 100000}
+	if err := lg.exchange(t.Context(), up, newRecorder()); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	lg.close()
+
+	send(cmdStats)
+	var s procStats
+	if err := dec.Decode(&s); err != nil || s.CPU <= 0 {
+		t.Fatalf("stats %+v, %v", s, err)
+	}
+	send(cmdResetPeak)
+	var a ack
+	if err := dec.Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	send("bogus")
+	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "unknown command") {
+		t.Fatalf("bogus command: %+v, %v", a, err)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("RunRole after stdin ended: %v", err)
+	}
+}
+
+// TestRunRoleStartFailure: a role that cannot start says why on stdout.
+func TestRunRoleStartFailure(t *testing.T) {
+	var out bytes.Buffer
+	err := RunRole(t.Context(), RoleAgent, strings.NewReader(`{"ca_file": "/nonexistent/ca.pem", "gateway": "127.0.0.1:1"}`+"\n"), &out, nil)
+	var ready roleReady
+	if jerr := json.Unmarshal(out.Bytes(), &ready); err == nil || jerr != nil || !strings.Contains(ready.Error, "ca.pem") {
+		t.Fatalf("err %v; out %q", err, out.String())
+	}
+}

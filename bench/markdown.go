@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// WriteMarkdown writes a one-line description of the run and a markdown
+// table with one row per scenario and path.
+//
+// CPU cells read "s/1k" (CPU seconds per 1,000 exchanges) for request
+// scenarios and "s/GiB" (per GiB of body moved) for transfers. Gateway and
+// agent cells are empty on rows they take no part in, and "-" where they
+// were not measured (in process, or a target).
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	s := r.Settings
+	load := "closed loop"
+	if s.Rate > 0 {
+		load = "open loop at " + trimFloat(s.Rate, 0) + " req/s"
+	}
+	cpu := r.Machine.CPUModel
+	if cpu == "" {
+		cpu = r.Machine.Arch
+	}
+	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
+		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
+		s.Rounds, trimFloat(s.DurationS/float64(max(s.Rounds, 1)), 3)+" s", s.Concurrency, s.TransferConcurrency, load)
+	b.WriteString("| scenario | path | req/s | MB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | gateway CPU | agent CPU | gateway RSS MiB | agent RSS MiB | vs direct |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for i := range r.Results {
+		res := &r.Results[i]
+		transfer := res.Kind == kindTransfer
+		cells := []string{
+			res.Scenario, res.Path,
+			sig(res.RequestsPerS), sig(res.MBPerS),
+			optSig(res.P50MS), optSig(res.P90MS), optSig(res.P99MS), optSig(res.P999MS), optSig(res.MaxMS),
+			strconv.FormatInt(res.Errors, 10),
+			res.cpuCell(RoleGateway, transfer), res.cpuCell(RoleAgent, transfer),
+			res.rssCell(RoleGateway), res.rssCell(RoleAgent),
+			ratioCell(res.RatioToDirect),
+		}
+		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// takesPart reports whether process name belongs to this result's path.
+func (res *Result) takesPart(name string) bool {
+	for _, n := range pathProcesses[res.Path] {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (res *Result) cpuCell(name string, transfer bool) string {
+	if !res.takesPart(name) {
+		return ""
+	}
+	p, ok := res.Processes[name]
+	switch {
+	case !ok:
+		return "-"
+	case transfer && p.CPUSPerGiB != nil:
+		return sig(*p.CPUSPerGiB) + " s/GiB"
+	case !transfer && p.CPUSPer1k != nil:
+		return sig(*p.CPUSPer1k) + " s/1k"
+	}
+	return "-"
+}
+
+func (res *Result) rssCell(name string) string {
+	if !res.takesPart(name) {
+		return ""
+	}
+	if p, ok := res.Processes[name]; ok && p.PeakRSSMiB != nil {
+		return sig(*p.PeakRSSMiB)
+	}
+	return "-"
+}
+
+func ratioCell(r *float64) string {
+	if r == nil {
+		return "-"
+	}
+	return trimFloat(*r*100, 1) + "%"
+}
+
+func optSig(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return sig(*v)
+}
+
+// sig formats v with about three significant digits and no exponent.
+func sig(v float64) string {
+	switch a := max(v, -v); {
+	case a == 0:
+		return "0"
+	case a >= 100:
+		return trimFloat(v, 0)
+	case a >= 10:
+		return trimFloat(v, 1)
+	case a >= 1:
+		return trimFloat(v, 2)
+	case a >= 0.001:
+		return trimFloat(v, 3)
+	}
+	return strconv.FormatFloat(v, 'g', 2, 64)
+}
+
+// trimFloat formats v with at most prec decimals, trailing zeros dropped.
+func trimFloat(v float64, prec int) string {
+	s := strconv.FormatFloat(v, 'f', prec, 64)
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
+}

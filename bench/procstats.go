@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+	"time"
+)
+
+// procStats is one process's resource use so far.
+type procStats struct {
+	// CPU is user plus system CPU time since the process started.
+	CPU time.Duration `json:"cpu_ns"`
+	// PeakRSS is the highest resident set size since the process started
+	// or since the last resetPeak, in bytes; 0 when unknown.
+	PeakRSS int64 `json:"peak_rss_bytes"`
+	// RSS is the resident set size now, in bytes; 0 when unknown.
+	RSS int64 `json:"rss_bytes"`
+}
+
+// selfMeter measures the calling process.
+type selfMeter struct{}
+
+func (selfMeter) stats() (procStats, error) { return selfStats() }
+func (selfMeter) resetPeak() error          { return resetPeak() }
+
+// selfStats reads the calling process's CPU time (getrusage) and, where
+// /proc exists, its peak and current RSS (VmHWM, VmRSS).
+func selfStats() (procStats, error) {
+	cpu, err := cpuTime()
+	if err != nil {
+		return procStats{}, err
+	}
+	s := procStats{CPU: cpu}
+	if status, err := os.ReadFile("/proc/self/status"); err == nil {
+		s.PeakRSS = statusKiB(status, "VmHWM:") << 10
+		s.RSS = statusKiB(status, "VmRSS:") << 10
+	}
+	return s, nil
+}
+
+// statusKiB reads a "Key:   1234 kB" line of /proc/PID/status.
+func statusKiB(status []byte, key string) int64 {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte(key)) {
+			continue
+		}
+		fields := bytes.Fields(line[len(key):])
+		if len(fields) == 0 {
+			return 0
+		}
+		n, _ := strconv.ParseInt(string(fields[0]), 10, 64)
+		return n
+	}
+	return 0
+}
+
+// resetPeak makes VmHWM start again from the current RSS (Linux: writing
+// 5 to clear_refs), so each scenario gets its own peak.
+func resetPeak() error {
+	f, err := os.OpenFile("/proc/self/clear_refs", os.O_WRONLY, 0)
+	if err != nil {
+		return errors.Join(errors.New("reset peak RSS"), err)
+	}
+	_, err = f.WriteString("5")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// startTimeout bounds how long one role may take to start.
+const startTimeout = 20 * time.Second
+
+// path is one way to the backend that the load generator drives.
+type path struct {
+	name string // PathDirect, PathRelay or PathTarget
+	base string // base URL, http://host:port
+	host string // Host header; empty → base's
+}
+
+// processMeter reads one process's CPU time and peak RSS. It is declared
+// here, where it is used; the harness itself and each child process have
+// one.
+type processMeter interface {
+	stats() (procStats, error)
+	resetPeak() error
+}
+
+// meter is a processMeter and the process's name in the report.
+type meter struct {
+	name string
+	processMeter
+}
+
+// Process names in the report.
+const (
+	procHarness = "harness" // the load generator; in process mode, everything
+)
+
+// stack is the system under test: the paths to drive, the processes to
+// measure, and how to stop what was started.
+type stack struct {
+	mode    string
+	paths   []path
+	meters  []meter
+	closers []func() // run in reverse order by close
+}
+
+// startStack starts what cfg asks for: nothing for a target, else a
+// backend, a gateway and an agent, in child processes or in this one.
+func startStack(ctx context.Context, cfg *Config) (*stack, error) {
+	st := &stack{mode: cfg.mode(), meters: []meter{{procHarness, selfMeter{}}}}
+	if st.mode == ModeTarget {
+		if err := st.addTargets(cfg); err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	if err := st.startRelay(ctx, cfg); err != nil {
+		st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *stack) addTargets(cfg *Config) error {
+	if cfg.DirectTarget != "" {
+		base, _, err := baseURL(cfg.DirectTarget)
+		if err != nil {
+			return fmt.Errorf("bench: direct target: %w", err)
+		}
+		st.paths = append(st.paths, path{name: PathDirect, base: base})
+	}
+	base, host, err := baseURL(cfg.Target)
+	if err != nil {
+		return fmt.Errorf("bench: target: %w", err)
+	}
+	if cfg.Host != "" {
+		host = cfg.Host
+	}
+	st.paths = append(st.paths, path{name: PathTarget, base: base, host: host})
+	return nil
+}
+
+// baseURL checks an http:// URL and returns it without a trailing slash,
+// and its host.
+func baseURL(s string) (base, host string, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "", err
+	}
+	if u.Scheme != "http" || u.Host == "" {
+		return "", "", fmt.Errorf("%q: want http://host:port", s)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return "", "", fmt.Errorf("%q: give only scheme, host and port; scenarios choose the path", s)
+	}
+	return "http://" + u.Host, u.Host, nil
+}
+
+func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
+	dir, err := os.MkdirTemp("", "sallyport-bench-")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	st.closers = append(st.closers, func() { os.RemoveAll(dir) })
+	token := randomToken()
+	b, err := st.start(ctx, cfg, RoleBackend, roleSpec{})
+	if err != nil {
+		return err
+	}
+	g, err := st.start(ctx, cfg, RoleGateway, roleSpec{Backend: "http://" + b.Addr, Token: token, Dir: dir})
+	if err != nil {
+		return err
+	}
+	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{Gateway: g.Tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}})
+	if err != nil {
+		return err
+	}
+	st.paths = []path{
+		{name: PathDirect, base: "http://" + b.Addr},
+		{name: PathRelay, base: "http://" + g.Addr, host: benchHost},
+	}
+	return nil
+}
+
+// start runs one role, as a child process when cfg.Spawn is set.
+func (st *stack) start(ctx context.Context, cfg *Config, role string, spec roleSpec) (roleReady, error) {
+	if cfg.Spawn != nil {
+		c, ready, err := startChild(ctx, cfg.Spawn, role, spec)
+		if err != nil {
+			return roleReady{}, err
+		}
+		st.closers = append(st.closers, c.stop)
+		st.meters = append(st.meters, meter{role, c})
+		return ready, nil
+	}
+	return st.startLocal(ctx, cfg.log().Named(role), role, spec)
+}
+
+// startLocal runs one role in this process.
+func (st *stack) startLocal(ctx context.Context, log *zap.Logger, role string, spec roleSpec) (roleReady, error) {
+	rctx, cancel := context.WithCancel(context.Background())
+	readyc := make(chan roleReady, 1)
+	done := make(chan error, 1)
+	go func() { done <- runRole(rctx, role, spec, log, func(r roleReady) { readyc <- r }) }()
+	stop := func() {
+		cancel()
+		<-done
+	}
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-readyc:
+		st.closers = append(st.closers, stop)
+		return r, nil
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = errors.New("stopped before it was ready")
+		}
+		return roleReady{}, fmt.Errorf("bench: %s: %w", role, err)
+	case <-timer.C:
+		stop()
+		return roleReady{}, fmt.Errorf("bench: %s: not ready within %v", role, startTimeout)
+	case <-ctx.Done():
+		stop()
+		return roleReady{}, ctx.Err()
+	}
+}
+
+// close stops what was started, last started first.
+func (st *stack) close() {
+	for i := len(st.closers) - 1; i >= 0; i-- {
+		st.closers[i]()
+	}
+	st.closers = nil
+}
+
+// cpu reads the CPU time used so far by every measured process.
+func (st *stack) cpu() (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(st.meters))
+	for _, m := range st.meters {
+		s, err := m.stats()
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", m.name, err)
+		}
+		out[m.name] = s.CPU
+	}
+	return out, nil
+}
+
+// peaks reads every measured process's peak RSS in bytes; a process whose
+// peak is unknown is missing.
+func (st *stack) peaks() map[string]int64 {
+	out := make(map[string]int64, len(st.meters))
+	for _, m := range st.meters {
+		if s, err := m.stats(); err == nil && s.PeakRSS > 0 {
+			out[m.name] = s.PeakRSS
+		}
+	}
+	return out
+}
+
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
