@@ -46,7 +46,7 @@ const ProtocolVersion = 1
 
 const (
 	// ChunkSize is the most body bytes put in one Frame.
-	ChunkSize = 32 << 10
+	ChunkSize = 128 << 10
 	// CoalesceLimit is the largest body sent in the same Frame as its head.
 	CoalesceLimit = 64 << 10
 	// MaxFrameSize bounds one encoded Frame (head with headers up to 64 KiB

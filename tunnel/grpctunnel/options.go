@@ -25,8 +25,8 @@ const (
 // connection: a stalled exchange can hold at most streamWindow bytes in
 // flight, so gateway and agent memory stays bounded whatever the body size.
 const (
-	streamWindow = 512 << 10
-	connWindow   = 8 << 20
+	streamWindow = 1 << 20
+	connWindow   = 16 << 20
 
 	// keepaliveTime and keepaliveTimeout make a dead peer noticed within
 	// about 25 s even when the session is idle.
