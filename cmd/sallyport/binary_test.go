@@ -17,12 +17,16 @@ import (
 	"time"
 )
 
+// builtDir is the temporary folder of the built binary; TestMain removes it.
+var builtDir string
+
 // buildBinary compiles the sallyport command once for the binary tests.
 var buildBinary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "sallyport-bin-")
 	if err != nil {
 		return "", err
 	}
+	builtDir = dir
 	bin := filepath.Join(dir, "sallyport")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
