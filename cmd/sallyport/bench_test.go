@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/sallyport/sallyport/internal/testrig"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +17,7 @@ import (
 // process mode: the binary re-executes itself as backend, gateway and
 // agent, and the report has per-process figures for both.
 func TestBinaryBench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary; skipped with -short")
-	}
+	testrig.SkipShort(t, "builds and runs the binary")
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/sallyport/sallyport/internal/testrig"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -155,9 +156,7 @@ func writeFile(t *testing.T, path, content string) {
 // and an agent from YAML files, a request relayed, a refused token, and a
 // graceful stop of both on SIGTERM.
 func TestBinaryGatewayAndAgent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary; skipped with -short")
-	}
+	testrig.SkipShort(t, "builds and runs the binary")
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "private app says hi to "+r.Header.Get("X-Forwarded-Host"))
 	}))
@@ -250,9 +249,7 @@ allow: [%q]
 // TestBinaryConfigError checks that a wrong config stops start-up with the
 // file, line and key named, and a non-zero exit code.
 func TestBinaryConfigError(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary; skipped with -short")
-	}
+	testrig.SkipShort(t, "builds and runs the binary")
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)

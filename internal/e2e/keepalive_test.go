@@ -107,9 +107,7 @@ func (f *freezer) close() {
 // RST), keepalive makes both sides notice within about 25 s; the agent
 // reconnects and the app works again.
 func TestDeadPeerNoticed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits for keepalive (about 25 s); skipped with -short")
-	}
+	testrig.SkipShort(t, "waits for keepalive (about 25 s)")
 	t.Parallel()
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "alive")

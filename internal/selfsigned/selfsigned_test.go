@@ -171,17 +171,17 @@ func TestCorruptFilesAreAnError(t *testing.T) {
 	}
 }
 
+// TestUnwritableDir: a data_dir that cannot be created is a clear error.
+// A regular file where a parent folder should be stops even root, so the
+// test runs the same as root (CI) and as a user.
 func TestUnwritableDir(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root ignores directory permissions")
-	}
-	parent := t.TempDir()
-	if err := os.Chmod(parent, 0o500); err != nil {
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Chmod(parent, 0o700) })
-	if _, _, _, err := LoadOrCreate(filepath.Join(parent, "sub"), nil); err == nil || !strings.HasPrefix(err.Error(), "create tunnel certificate: ") {
-		t.Errorf("error = %v", err)
+	_, _, _, err := LoadOrCreate(filepath.Join(blocker, "sub"), nil)
+	if err == nil || !strings.Contains(err.Error(), blocker) || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("error = %v, want one naming %s and saying it is not a directory", err, blocker)
 	}
 }
 

@@ -214,6 +214,20 @@ func (r *Rig) WaitSessions(group string, n int) {
 	}
 }
 
+// SkipShort skips a slow test under -short, saying why. `make test` never
+// passes -short; under CI (CI set in the environment) a -short run fails
+// instead, so the test cannot be skipped there without anyone noticing.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if !testing.Short() {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("-short under CI would skip this test (%s); run `make test`", why)
+	}
+	t.Skipf("%s; skipped with -short (make test runs it)", why)
+}
+
 // MustURL parses a URL or fails the test.
 func MustURL(t testing.TB, s string) *url.URL {
 	t.Helper()
