@@ -67,3 +67,41 @@ apps:
 		t.Fatalf("proxy accepted: %v", err)
 	}
 }
+
+// TestCertificateFileErrors: a missing or unusable certificate file stops
+// start-up with an error naming the setting and the file.
+func TestCertificateFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not-a-cert.pem")
+	writeFile(t, notPEM, "hello")
+	missing := filepath.Join(dir, "missing.pem")
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"public tls missing", "public: {tls: {cert_file: " + missing + ", key_file: " + missing + "}}", "public.tls"},
+		{"tunnel tls not PEM", "tunnel: {tls: {cert_file: " + notPEM + ", key_file: " + notPEM + "}}", "tunnel.tls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := config.ParseGateway("gateway.yaml", []byte(tc.yaml+"\ndata_dir: "+dir+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := gatewayConfig(g, zap.NewNop()); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, file, want string }{
+		{"ca file missing", missing, "gateway_ca_file"},
+		{"ca file not PEM", notPEM, "no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := config.ParseAgent("agent.yaml", []byte("gateway: 127.0.0.1:8443\ntoken: t\ngateway_ca_file: "+tc.file+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := agentConfig(a, zap.NewNop()); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.file) {
+				t.Fatalf("error %v, want one naming %q and %s", err, tc.want, tc.file)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"runtime"
@@ -167,19 +168,7 @@ func TestBodyBackpressure(t *testing.T) {
 	defer cancel()
 	heap := watchHeap()
 	defer heap.Stop()
-	res, err := c.Do(appRequest(t, ctx, "GET", rig.URL+"/big", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	h := sha256.New()
-	// Read a little so that the whole path is known to be flowing, then
-	// stop reading: the client is paused from here on.
-	read, err := io.CopyN(h, res.Body, sizeMiB)
-	if err != nil {
-		t.Fatalf("first MiB: %v", err)
-	}
-	written := big.waitStalled(t, ctx)
+	res, h, read, written := pausedDownload(t, ctx, c, rig.URL+"/big", big)
 	pausedPeak := heap.Peak()
 	t.Logf("paused: the backend wrote %d MiB while the client read %d MiB; HeapInuse peak %.1f MiB",
 		written/sizeMiB, read/sizeMiB, float64(pausedPeak)/sizeMiB)
@@ -204,6 +193,25 @@ func TestBodyBackpressure(t *testing.T) {
 	}
 }
 
+// pausedDownload starts a download from big, reads its first MiB so that
+// the whole path is known to be flowing, then stops reading and waits until
+// the backend is held back. It returns the response (closed at the end of
+// the test), the hash of what was read, and the bytes read and written.
+func pausedDownload(t *testing.T, ctx context.Context, c *http.Client, url string, big *bigBackend) (*http.Response, hash.Hash, int64, int64) {
+	t.Helper()
+	res, err := c.Do(appRequest(t, ctx, "GET", url, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	h := sha256.New()
+	read, err := io.CopyN(h, res.Body, sizeMiB)
+	if err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	return res, h, read, big.waitStalled(t, ctx)
+}
+
 // TestNoHeadOfLineBlocking pauses a large download and, on the same single
 // agent session, runs 50 small exchanges concurrently: each exchange has
 // its own flow control, so none of them may wait for the paused one.
@@ -221,17 +229,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	res, err := c.Do(appRequest(t, ctx, "GET", rig.URL+"/big", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	h := sha256.New()
-	read, err := io.CopyN(h, res.Body, sizeMiB)
-	if err != nil {
-		t.Fatalf("first MiB: %v", err)
-	}
-	written := big.waitStalled(t, ctx)
+	res, h, read, written := pausedDownload(t, ctx, c, rig.URL+"/big", big)
 	if written >= size {
 		t.Fatalf("the backend wrote all %d MiB: the download is not held back, so it proves nothing", size/sizeMiB)
 	}
