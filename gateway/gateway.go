@@ -19,9 +19,11 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/quictunnel"
+	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
 
 // Token is an agent credential and the connector group it grants.
@@ -37,7 +39,8 @@ type Config struct {
 	// PublicTLS, when set, serves HTTP/1.1 and h2 over TLS; nil serves
 	// plain HTTP/1.1 and h2c.
 	PublicTLS *tls.Config
-	// TunnelAddr is where agents connect (":8443" when empty).
+	// TunnelAddr is where agents connect (":8443" when empty): TCP for gRPC
+	// and yamux (told apart by ALPN), UDP on the same port number for QUIC.
 	TunnelAddr string
 	// TunnelTLS is the tunnel listener's TLS config. Required.
 	TunnelTLS *tls.Config
@@ -60,6 +63,9 @@ type Config struct {
 	// every stream of the chosen session is busy (0 → 10s); then 503
 	// overloaded.
 	StreamWait time.Duration
+	// QUICHandshakeTimeout drops a QUIC handshake with no packet for this
+	// long (0 → 5s).
+	QUICHandshakeTimeout time.Duration
 	// Log receives the gateway's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -96,19 +102,23 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Gateway is a running gateway.
 type Gateway struct {
-	cfg      Config
-	log      *zap.Logger
-	router   *Router
-	registry *Registry
-	tunnel   *grpctunnel.Server
-	grpc     *grpc.Server
-	public   *http.Server
-	handler  *proxyHandler
-	tokens   []tokenHash
+	cfg       Config
+	log       *zap.Logger
+	router    *Router
+	registry  *Registry
+	tunnel    *grpctunnel.Server
+	grpc      *grpc.Server
+	mux       *muxtunnel.Server // QUIC and yamux sessions
+	quic      *quictunnel.Listener
+	tunnelTLS *tls.Config // with ALPN for gRPC and yamux
+	public    *http.Server
+	handler   *proxyHandler
+	tokens    []tokenHash
 
 	mu       sync.Mutex
-	publicLn net.Listener // set by Listen
-	tunnelLn net.Listener // set by Listen
+	publicLn net.Listener   // set by Listen
+	tunnelLn net.Listener   // set by Listen
+	udpLn    net.PacketConn // set by Listen: QUIC
 }
 
 // tokenHash is a token's SHA-256: comparing fixed-size digests in constant
@@ -138,7 +148,14 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.tokens = append(g.tokens, tokenHash{sum: sha256.Sum256([]byte(t.Token)), group: t.Group})
 	}
+	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
+		Authenticate: g.authenticate,
+		OnSession:    g.registry.Add,
+		Log:          log.Named("tunnel"),
+		MaxStreams:   cfg.MaxStreamsPerSession,
+	}
+	g.mux = &muxtunnel.Server{
 		Authenticate: g.authenticate,
 		OnSession:    g.registry.Add,
 		Log:          log.Named("tunnel"),
@@ -148,7 +165,13 @@ func New(cfg Config) (*Gateway, error) {
 	if tlsCfg.MinVersion < tls.VersionTLS12 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(credentials.NewTLS(tlsCfg)))
+	g.quic = &quictunnel.Listener{
+		Server: g.mux, TLS: tlsCfg, HandshakeTimeout: cfg.QUICHandshakeTimeout, Log: log.Named("quic"),
+	}
+	g.tunnelTLS = tlsCfg.Clone()
+	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
+	// TLS is done by the ALPN listener, which hands h2 connections on.
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(handshakenTLS{}))
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
 
@@ -195,13 +218,13 @@ func (g *Gateway) Listen() error {
 	if err != nil {
 		return fmt.Errorf("gateway: public listener: %w", err)
 	}
-	tun, err := net.Listen("tcp", orAddr(g.cfg.TunnelAddr, ":8443"))
+	tun, udp, err := listenTunnel(orAddr(g.cfg.TunnelAddr, ":8443"))
 	if err != nil {
 		pub.Close()
 		return fmt.Errorf("gateway: tunnel listener: %w", err)
 	}
 	g.mu.Lock()
-	g.publicLn, g.tunnelLn = pub, tun
+	g.publicLn, g.tunnelLn, g.udpLn = pub, tun, udp
 	g.mu.Unlock()
 	return nil
 }
@@ -230,7 +253,10 @@ func (g *Gateway) TunnelAddr() net.Addr {
 // Registry exposes the live sessions.
 func (g *Gateway) Registry() *Registry { return g.registry }
 
-// TunnelStats returns the tunnel listener's counters.
+// QUIC is the QUIC listener (for its counters).
+func (g *Gateway) QUIC() *quictunnel.Listener { return g.quic }
+
+// TunnelStats returns the gRPC tunnel listener's counters.
 func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }
 
 // Handler is the public HTTP handler.
@@ -241,11 +267,35 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // ShutdownGrace, tells agents it is going away, and closes what is left.
 func (g *Gateway) Serve(ctx context.Context) error {
 	g.mu.Lock()
-	pub, tun := g.publicLn, g.tunnelLn
+	pub, tun, udp := g.publicLn, g.tunnelLn, g.udpLn
 	g.mu.Unlock()
 	if pub == nil || tun == nil {
 		return errors.New("gateway: Serve before Listen")
 	}
+	// QUIC and yamux sessions live on muxCtx; shutdown ends it after the
+	// agents had a moment to drain.
+	muxCtx, stopMux := context.WithCancel(context.Background())
+	defer stopMux()
+	var muxWG sync.WaitGroup
+	defer muxWG.Wait()
+	tcpLn := newALPNListener(tun, g.tunnelTLS, func(c net.Conn) {
+		muxWG.Add(1)
+		go func() {
+			defer muxWG.Done()
+			_ = yamuxtunnel.ServeConn(muxCtx, c, g.mux, g.log.Named("yamux"))
+		}()
+	}, g.log.Named("tunnel"))
+	defer tcpLn.wait()
+	defer tcpLn.Close()
+	muxWG.Add(1)
+	go func() {
+		defer muxWG.Done()
+		if err := g.quic.Serve(muxCtx, udp); err != nil {
+			g.log.Error("QUIC listener failed; agents can still use gRPC and yamux", zap.Error(err))
+		}
+		udp.Close()
+	}()
+	warnUDPBuffers(g.log)
 	errc := make(chan error, 2)
 	go func() {
 		var err error
@@ -259,8 +309,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 		errc <- err
 	}()
-	go func() { errc <- g.grpc.Serve(tun) }()
+	go func() { errc <- g.grpc.Serve(tcpLn) }()
 	g.log.Info("gateway listening", zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
+		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
 		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.cfg.Routes)))
 
 	var serveErr error
@@ -268,7 +319,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	g.shutdown()
+	g.shutdown(stopMux)
 	// Both serve goroutines have returned once shutdown is done.
 	for range 2 - boolInt(serveErr != nil) {
 		if err := <-errc; err != nil && serveErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -285,7 +336,7 @@ func boolInt(b bool) int {
 	return 0
 }
 
-func (g *Gateway) shutdown() {
+func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -296,6 +347,7 @@ func (g *Gateway) shutdown() {
 	// Upgraded connections (WebSockets) are not tracked by Shutdown.
 	g.public.Close()
 	g.tunnel.DrainAll("gateway shutting down")
+	g.mux.DrainAll("gateway shutting down")
 	stopped := make(chan struct{})
 	go func() {
 		g.grpc.GracefulStop()
@@ -308,5 +360,9 @@ func (g *Gateway) shutdown() {
 		g.grpc.Stop()
 		<-stopped
 	}
+	// QUIC and yamux agents have had the drain message for as long; end
+	// what is left.
+	stopMux()
+	g.mux.CloseAll()
 	g.log.Info("gateway stopped")
 }

@@ -38,6 +38,22 @@ type Options struct {
 	// Logs: nil → a zaptest logger at warn level (debug with
 	// SALLYPORT_TEST_DEBUG=1).
 	Log *zap.Logger
+	// Transport of the rig's agents: "grpc", "quic", "yamux" or "auto".
+	// Empty → DefaultTransport().
+	Transport string
+}
+
+// Transports lists every tunnel transport, for tests that run over each.
+var Transports = []string{"grpc", "quic", "yamux"}
+
+// DefaultTransport is the transport of rig agents when the test does not
+// choose one: SALLYPORT_TEST_TRANSPORT if set (`make test` runs the
+// end-to-end suite once per transport this way), else "grpc".
+func DefaultTransport() string {
+	if t := os.Getenv("SALLYPORT_TEST_TRANSPORT"); t != "" {
+		return t
+	}
+	return "grpc"
 }
 
 // Rig is a running gateway plus the agents started on it.
@@ -48,6 +64,8 @@ type Rig struct {
 	Tunnel  string // tunnel address
 	Roots   *x509.CertPool
 	Log     *zap.Logger
+	// Transport of the rig's agents (see Options.Transport).
+	Transport string
 	cancelG context.CancelFunc
 	gDone   chan error
 
@@ -103,8 +121,12 @@ func New(t testing.TB, o Options) *Rig {
 		t.Fatalf("gateway: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	transport := o.Transport
+	if transport == "" {
+		transport = DefaultTransport()
+	}
 	r := &Rig{
-		t: t, G: g, Roots: roots, Log: log, cancelG: cancel, gDone: make(chan error, 1),
+		t: t, G: g, Roots: roots, Log: log, cancelG: cancel, gDone: make(chan error, 1), Transport: transport,
 		Tunnel: g.TunnelAddr().String(),
 		URL:    "http://" + g.PublicAddr().String(),
 	}
@@ -163,6 +185,7 @@ func (r *Rig) AgentConfig() agent.Config {
 		TLS:         &tls.Config{RootCAs: r.Roots, ServerName: "localhost"},
 		Token:       Token,
 		Name:        "rig-agent",
+		Transport:   r.Transport,
 		Connections: 1,
 		Allow:       []string{"127.0.0.1:*", "localhost:*", "[::1]:*"},
 		Backoff:     agent.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
