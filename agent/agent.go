@@ -92,7 +92,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	sessions map[string]SessionStatus // by session id; guarded by mu
-	ready    chan struct{}     // closed when the first session is up
+	ready    chan struct{}            // closed when the first session is up
 	readyOne sync.Once
 }
 

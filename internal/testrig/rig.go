@@ -58,16 +58,16 @@ func DefaultTransport() string {
 
 // Rig is a running gateway plus the agents started on it.
 type Rig struct {
-	t       testing.TB
-	G       *gateway.Gateway
-	URL     string // public base URL, http://127.0.0.1:PORT
-	Tunnel  string // tunnel address
-	Roots   *x509.CertPool
-	Log     *zap.Logger
+	t      testing.TB
+	G      *gateway.Gateway
+	URL    string // public base URL, http://127.0.0.1:PORT
+	Tunnel string // tunnel address
+	Roots  *x509.CertPool
+	Log    *zap.Logger
 	// Transport of the rig's agents (see Options.Transport).
 	Transport string
-	cancelG context.CancelFunc
-	gDone   chan error
+	cancelG   context.CancelFunc
+	gDone     chan error
 
 	mu     sync.Mutex
 	agents []*Agent
