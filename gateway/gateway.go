@@ -66,6 +66,9 @@ type Config struct {
 	// QUICHandshakeTimeout drops a QUIC handshake with no packet for this
 	// long (0 → 5s).
 	QUICHandshakeTimeout time.Duration
+	// QUICIdleTimeout ends a QUIC session that received nothing for this
+	// long (0 → 30s; keepalive pings go every 15 s, or half of it).
+	QUICIdleTimeout time.Duration
 	// Log receives the gateway's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -166,7 +169,8 @@ func New(cfg Config) (*Gateway, error) {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
 	g.quic = &quictunnel.Listener{
-		Server: g.mux, TLS: tlsCfg, HandshakeTimeout: cfg.QUICHandshakeTimeout, Log: log.Named("quic"),
+		Server: g.mux, TLS: tlsCfg, HandshakeTimeout: cfg.QUICHandshakeTimeout, IdleTimeout: cfg.QUICIdleTimeout,
+		Log: log.Named("quic"),
 	}
 	g.tunnelTLS = tlsCfg.Clone()
 	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
@@ -255,6 +259,9 @@ func (g *Gateway) Registry() *Registry { return g.registry }
 
 // QUIC is the QUIC listener (for its counters).
 func (g *Gateway) QUIC() *quictunnel.Listener { return g.quic }
+
+// MuxStats returns the counters of the QUIC and yamux sessions.
+func (g *Gateway) MuxStats() muxtunnel.Stats { return g.mux.Stats() }
 
 // TunnelStats returns the gRPC tunnel listener's counters.
 func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }

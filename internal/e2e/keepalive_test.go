@@ -116,8 +116,8 @@ func TestDeadPeerNoticed(t *testing.T) {
 	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
 		{App: "ka", Hosts: []string{"ka.test"}, Backend: testrig.MustURL(t, backend.URL)},
 	}})
-	fz := newFreezer(t, rig.Tunnel)
-	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.ln.Addr().String() })
+	fz := startPathRelay(t, rig, false)
+	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.Addr() })
 	// The gateway registers a session before the agent has read its
 	// welcome: wait for the agent's side too.
 	var before []string
@@ -127,7 +127,7 @@ func TestDeadPeerNoticed(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond) // polling; the agent has no event for it
 	}
-	fz.freeze()
+	fz.cut()
 	start := time.Now()
 	// Bounded wait for a new session (the agent noticed and reconnected)
 	// and for the gateway to drop the dead one.

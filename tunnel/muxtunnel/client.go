@@ -40,10 +40,8 @@ type ClientSession struct {
 
 	wg sync.WaitGroup // the accept loop and one per exchange stream
 
-	mu       sync.Mutex
-	open     int32         // exchange streams being served; guarded by mu
-	idle     chan struct{} // closed when open drops to 0 after drain began; guarded by mu
-	draining bool          // guarded by mu
+	mu   sync.Mutex
+	open int32 // exchange streams being served; guarded by mu
 }
 
 // Handshake opens the control stream on c, sends the hello and waits for
@@ -152,19 +150,18 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 		return fmt.Errorf("session ended: %w", err)
 	case <-drain:
 	}
-	// Draining: the gateway opens no new streams; the ones in flight end.
+	// Draining: the gateway opens no new streams and closes the session
+	// once the exchanges in flight are over (M4).
 	if err := writeMsg(c.ctrl, &tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{Reason: "agent shutting down"}}, maxControlSize); err != nil {
 		c.log.Warn("could not tell the gateway that the agent is draining", zap.Error(err))
-	}
-	select {
-	case <-c.startDrain():
-	case <-ctx.Done():
-	case err := <-ctrlErr:
 		cancel()
 		c.conn.Close("")
-		return fmt.Errorf("session ended while draining: %w", err)
+		return nil
 	}
-	_ = c.ctrl.CloseWrite()
+	select {
+	case <-ctrlErr:
+	case <-ctx.Done():
+	}
 	cancel()
 	c.conn.Close("agent drained")
 	return nil
@@ -234,20 +231,4 @@ func (c *ClientSession) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.open--
-	if c.open == 0 && c.draining {
-		close(c.idle)
-		c.idle = make(chan struct{}) // a late stream may start and end again
-	}
-}
-
-// startDrain returns a channel closed when no exchange is in flight.
-func (c *ClientSession) startDrain() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.draining = true
-	c.idle = make(chan struct{})
-	if c.open == 0 {
-		close(c.idle)
-	}
-	return c.idle
 }

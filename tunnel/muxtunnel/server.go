@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,6 +38,24 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
+
+	opened atomic.Uint64 // exchange streams opened by the gateway
+	waits  atomic.Uint64 // OpenStream calls that found every slot busy
+}
+
+// Stats are counters over the server's lifetime.
+type Stats struct {
+	// StreamsOpened counts exchange streams: one per exchange, opened by
+	// the gateway without waiting for the agent.
+	StreamsOpened uint64
+	// StreamWaits counts exchanges that had to wait because the session
+	// already carried MaxStreams exchanges.
+	StreamWaits uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{StreamsOpened: s.opened.Load(), StreamWaits: s.waits.Load()}
 }
 
 func (s *Server) log() *zap.Logger {
@@ -176,6 +195,7 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, group, tr
 		conn:     c,
 		ctrl:     ctrl,
 		slots:    make(chan struct{}, s.maxStreams()),
+		idle:     make(chan struct{}, 1),
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 		info: tunnel.SessionInfo{
@@ -235,6 +255,7 @@ type session struct {
 	info   tunnel.SessionInfo
 
 	slots     chan struct{} // one token per open exchange stream; never closed
+	idle      chan struct{} // signalled when a stream ends while draining; never closed
 	draining  chan struct{}
 	drainOnce sync.Once
 	done      chan struct{}
@@ -287,7 +308,10 @@ func (ss *session) readControl(log *zap.Logger) string {
 		switch {
 		case m.GetDrain() != nil:
 			log.Info("agent is draining", zap.String("reason", m.GetDrain().GetReason()))
-			ss.drainOnce.Do(func() { close(ss.draining) })
+			ss.drainOnce.Do(func() {
+				close(ss.draining)
+				go ss.closeWhenIdle()
+			})
 		default:
 			// A message this version does not know: skip it.
 		}
@@ -307,6 +331,40 @@ func (ss *session) refuseStreams(log *zap.Logger) string {
 	return "agent opened more streams than allowed"
 }
 
+// closeWhenIdle ends a draining session once its last exchange is over:
+// the gateway, which opens every stream, is the side that knows when none
+// is left (M4), so the agent waits for this close.
+func (ss *session) closeWhenIdle() {
+	for len(ss.slots) > 0 {
+		select {
+		case <-ss.idle:
+		case <-ss.done:
+			return
+		}
+	}
+	ss.Close(errors.New("agent drained"))
+}
+
+// releaseSlot frees the slot of an exchange that ended.
+func (ss *session) releaseSlot() {
+	<-ss.slots
+	if ss.isDraining() {
+		select {
+		case ss.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (ss *session) isDraining() bool {
+	select {
+	case <-ss.draining:
+		return true
+	default:
+		return false
+	}
+}
+
 // OpenStream opens a fresh stream for one exchange. It waits only when the
 // session already has MaxStreams exchanges in flight.
 func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
@@ -322,6 +380,7 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 	case ss.slots <- struct{}{}:
 	default:
 		// Slow path: every slot is busy until an exchange ends.
+		ss.srv.waits.Add(1)
 		select {
 		case ss.slots <- struct{}{}:
 		case <-ss.draining:
@@ -332,15 +391,22 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 			return nil, ctx.Err()
 		}
 	}
+	// A drain that began while this call took its slot: back off, so that
+	// closeWhenIdle never closes under an exchange.
+	if ss.isDraining() {
+		ss.releaseSlot()
+		return nil, ErrDraining
+	}
 	raw, err := ss.conn.OpenStream(ctx)
 	if err != nil {
-		<-ss.slots
+		ss.releaseSlot()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("%w: open stream: %v", ErrSessionClosed, err)
 	}
-	return &stream{raw: raw, gateway: true, release: func() { <-ss.slots }}, nil
+	ss.srv.opened.Add(1)
+	return &stream{raw: raw, gateway: true, release: ss.releaseSlot}, nil
 }
 
 func newID() string {

@@ -25,6 +25,10 @@ type Listener struct {
 	// HandshakeTimeout drops a handshake with no packet for this long
 	// (0 → 5s; the whole handshake may take twice as long).
 	HandshakeTimeout time.Duration
+	// IdleTimeout ends a session that received nothing for this long
+	// (0 → 30s). The peers use the smaller of their two values, and send
+	// keepalive pings every half of it at most.
+	IdleTimeout time.Duration
 	// MaxHandshakes caps the handshakes in progress (0 → 256); more are
 	// refused until one completes or times out.
 	MaxHandshakes int
@@ -88,6 +92,9 @@ func (l *Listener) Serve(ctx context.Context, pc net.PacketConn) error {
 	cfg := baseConfig()
 	if l.HandshakeTimeout > 0 {
 		cfg.HandshakeIdleTimeout = l.HandshakeTimeout
+	}
+	if l.IdleTimeout > 0 {
+		cfg.MaxIdleTimeout = l.IdleTimeout
 	}
 	// One agent-initiated stream: the control stream (see tunnel.proto, M1).
 	cfg.MaxIncomingStreams = 1
