@@ -95,6 +95,9 @@ type Config struct {
 	// Progress receives a progress line, redrawn in place, while the load
 	// runs: give it a terminal. Nil → none.
 	Progress io.Writer
+	// Transport is the agent's tunnel transport: grpc, quic or yamux
+	// (empty → grpc).
+	Transport string
 	// Log receives the relay's logs in process mode and the harness's own
 	// notes. Nil → none.
 	Log *zap.Logger

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -54,6 +55,8 @@ type roleSpec struct {
 	CAFile string `json:"ca_file,omitempty"`
 	// Allow is the agent's backend allow list.
 	Allow []string `json:"allow,omitempty"`
+	// Transport is the agent's tunnel transport (empty → grpc).
+	Transport string `json:"transport,omitempty"`
 }
 
 // roleReady is what a role reports once it serves. A child process writes
@@ -178,6 +181,7 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 		TLS:        &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12},
 		Token:      spec.Token,
 		Name:       "bench-agent",
+		Transport:  cmp.Or(spec.Transport, "grpc"),
 		Allow:      spec.Allow,
 		Backoff:    agent.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
 		DrainGrace: stopGrace,

@@ -118,7 +118,7 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{Gateway: g.Tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}})
+	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{Gateway: g.Tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}, Transport: cfg.Transport})
 	if err != nil {
 		return err
 	}

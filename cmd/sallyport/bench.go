@@ -81,7 +81,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.memprofile, "memprofile", "", "with --inprocess: write a heap profile at the end to this file")
 	fl.StringVar(&f.jsonFile, "json", "", "also write the figures as JSON to this file")
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")
-	fl.StringVar(&f.transport, "transport", "grpc", "tunnel transport (only grpc exists yet)")
+	fl.StringVar(&f.transport, "transport", "grpc", "tunnel transport: grpc, quic or yamux")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
@@ -157,8 +157,10 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 // config turns the flags into the harness's config.
 func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error) {
 	changed := cmd.Flags().Changed
-	if f.transport != "grpc" {
-		return bench.Config{}, fmt.Errorf("--transport %q: only grpc exists in this build", f.transport)
+	switch f.transport {
+	case "grpc", "quic", "yamux":
+	default:
+		return bench.Config{}, fmt.Errorf("--transport %q: must be grpc, quic or yamux", f.transport)
 	}
 	if (f.cpuprofile != "" || f.memprofile != "") && !f.inprocess {
 		return bench.Config{}, errors.New("--cpuprofile and --memprofile profile this process: add --inprocess")
@@ -185,6 +187,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		Target:              f.target,
 		Host:                f.host,
 		DirectTarget:        f.directTarget,
+		Transport:           f.transport,
 	}
 	if f.quick {
 		if !changed("scenarios") {

@@ -89,7 +89,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--cpuprofile", "cpu.out"}, "--inprocess"},
-		{[]string{"--transport", "quic"}, "only grpc"},
+		{[]string{"--transport", "websocket"}, "must be grpc, quic or yamux"},
 		{[]string{"--host", "x.test"}, "go with --target"},
 		{[]string{"--target", "http://127.0.0.1:1", "--inprocess"}, "pick one"},
 		{[]string{"--transfer-size", "lots"}, "--transfer-size"},

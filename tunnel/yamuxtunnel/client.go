@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
@@ -74,12 +73,12 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): the gateway does not speak yamux (ALPN %q); is it an older version?", cfg.Addr, p)
 	}
-	s, err := yamux.Client(tc, config(cfg.Log))
+	mc, err := ClientConn(tc, cfg.Log)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)
 	}
-	sess, err := muxtunnel.Handshake(ctx, &conn{s: s, remote: tc.RemoteAddr().String()}, muxtunnel.ClientConfig{
+	sess, err := muxtunnel.Handshake(ctx, mc, muxtunnel.ClientConfig{
 		Token: cfg.Token, Hello: cfg.Hello, Transport: muxtunnel.TransportYamux,
 		MaxStreams: cfg.MaxStreams, Log: cfg.Log,
 	})

@@ -154,10 +154,30 @@ func mapErr(err error) error {
 // ServeConn runs yamux on an accepted, handshaken TLS connection and serves
 // it as one agent session with srv until it ends or ctx is cancelled.
 func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.Logger) error {
-	s, err := yamux.Server(c, config(log))
+	mc, err := ServerConn(c, log)
 	if err != nil {
 		c.Close()
 		return err
 	}
-	return srv.ServeConn(ctx, &conn{s: s, remote: c.RemoteAddr().String()}, muxtunnel.TransportYamux)
+	return srv.ServeConn(ctx, mc, muxtunnel.TransportYamux)
+}
+
+// ServerConn runs the gateway end of yamux on c (after TLS) and returns it
+// as a muxtunnel.Conn; ClientConn is the agent end. For tests and custom
+// listeners: ServeConn and Dial use them.
+func ServerConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
+	s, err := yamux.Server(c, config(log))
+	if err != nil {
+		return nil, err
+	}
+	return &conn{s: s, remote: c.RemoteAddr().String()}, nil
+}
+
+// ClientConn runs the agent end of yamux on c; see ServerConn.
+func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
+	s, err := yamux.Client(c, config(log))
+	if err != nil {
+		return nil, err
+	}
+	return &conn{s: s, remote: c.RemoteAddr().String()}, nil
 }
