@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,13 +55,27 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 			DialContext: a.dialTCP, Log: log,
 		})
 	default:
-		return grpctunnel.Dial(ctx, grpctunnel.DialConfig{
+		// gRPC reports a failed dial as a status without the cause's type:
+		// keep the cause, so that a proxy's refusal is reported as one.
+		var dialErr atomic.Pointer[error]
+		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Hello: hello,
 			MinIdle: a.cfg.MinIdle, Log: log,
 			DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
-				return a.dialTCP(ctx, "tcp", addr)
+				c, err := a.dialTCP(ctx, "tcp", addr)
+				if err != nil {
+					dialErr.Store(&err)
+				}
+				return c, err
 			},
 		})
+		if err != nil {
+			if de := dialErr.Load(); de != nil {
+				return nil, fmt.Errorf("dial gateway %s: %w", a.cfg.Gateway, *de)
+			}
+			return nil, err
+		}
+		return sess, nil
 	}
 }
 
