@@ -113,9 +113,14 @@ func TestDeadPeerNoticed(t *testing.T) {
 		io.WriteString(w, "alive")
 	}))
 	defer backend.Close()
-	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
-		{App: "ka", Hosts: []string{"ka.test"}, Backend: testrig.MustURL(t, backend.URL)},
-	}})
+	rig := testrig.New(t, testrig.Options{
+		Routes: []gateway.Route{
+			{App: "ka", Hosts: []string{"ka.test"}, Backend: testrig.MustURL(t, backend.URL)},
+		},
+		// QUIC notices a dead path by its idle timeout (30 s, pings every
+		// 15 s); 10 s (pings every 5 s) keeps this test as short as gRPC's.
+		Gateway: func(c *gateway.Config) { c.QUICIdleTimeout = 10 * time.Second },
+	})
 	fz := startPathRelay(t, rig, false)
 	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.Addr() })
 	// The gateway registers a session before the agent has read its

@@ -48,8 +48,11 @@
 //       side closes its sending direction. A stream carries one exchange.
 //       A reset (QUIC RESET_STREAM/STOP_SENDING; on yamux, the stream ends
 //       before the peer's `end`) aborts the exchange.
-//   M4. Drain works as in step 6 on the control stream; the session lives
-//       as long as the control stream.
+//   M4. The agent's ControlRequest{drain} stops new exchanges; the gateway,
+//       which opened every stream and so knows when none is left, closes
+//       the connection once the exchanges in flight are over. The gateway's
+//       ControlResponse{drain} announces its own shutdown. The session
+//       lives as long as the control stream.
 //
 // Compatibility: fields are only ever added. A Frame with no field this peer
 // knows is skipped, so old and new peers interoperate; `protocol_version` in
