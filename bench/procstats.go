@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"time"
 )
@@ -25,6 +26,7 @@ type selfMeter struct{}
 
 func (selfMeter) stats() (procStats, error) { return selfStats() }
 func (selfMeter) resetPeak() error          { return resetPeak() }
+func (selfMeter) freeMemory() error         { debug.FreeOSMemory(); return nil }
 
 // selfStats reads the calling process's CPU time (getrusage) and, where
 // /proc exists, its peak and current RSS (VmHWM, VmRSS).

@@ -30,9 +30,13 @@ func (c *Config) progress(label string) func(*recorder) func() {
 					fmt.Fprint(w, "\r\x1b[K")
 					return
 				case <-t.C:
-					fmt.Fprintf(w, "\r\x1b[Kbench: %s  %.1fs  %d exchanges  %d errors  %.1f MB",
+					held := ""
+					if h := rec.held.Load(); h > 0 {
+						held = fmt.Sprintf("  %d held", h)
+					}
+					fmt.Fprintf(w, "\r\x1b[Kbench: %s  %.1fs  %d exchanges  %d errors  %.1f MB%s",
 						label, time.Since(start).Seconds(), rec.exchanges.Load(), rec.errors.Load(),
-						float64(rec.bytes.Load())/1e6)
+						float64(rec.bytes.Load())/1e6, held)
 				}
 			}
 		}()
