@@ -209,7 +209,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.SSEInterval > 0 && cfg.SSEInterval < minSSEInterval {
 		return nil, fmt.Errorf("bench: an SSE interval of %v is below the backend's %v", cfg.SSEInterval, minSSEInterval)
 	}
-	if err := cfg.fitLongpoll(scenarios); err != nil {
+	// Raise the soft open-file limit to the hard one (children inherit
+	// it); where it is unknown, the run says what fails.
+	files, _ := raiseOpenFiles()
+	if err := cfg.fitLongpoll(scenarios, files); err != nil {
 		return nil, err
 	}
 	st, err := startStack(ctx, &cfg)
@@ -228,6 +231,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	report := newReport(&cfg, st.mode)
 	report.Idle = st.idle()
+	report.Settings.LinkRTTMeasuredMS = float64(st.linkRTT) / float64(time.Millisecond)
 	for _, sc := range scenarios {
 		results, err := runScenario(ctx, &cfg, st, lg, sc)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -260,4 +261,57 @@ func closeWrite(c net.Conn) error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
+}
+
+// calibrationPings is how many round trips measureLink times.
+const calibrationPings = 15
+
+// measureLink times small round trips through a link of the given shape to
+// an echo server, and returns the median: the round trip the emulation
+// really gives on this machine now (its timers wake a little late), which
+// the report shows beside the one asked for.
+func measureLink(shape linkShape) (time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	echoed := make(chan struct{})
+	go func() {
+		defer close(echoed)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	l, err := startLink(ln.Addr().String(), shape)
+	if err != nil {
+		return 0, err
+	}
+	defer l.close()
+	c, err := net.Dial("tcp", l.addr())
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		c.Close()
+		<-echoed
+	}()
+	_ = c.SetDeadline(time.Now().Add(calibrationPings*(2*shape.delay+time.Second) + time.Second))
+	rtts := make([]time.Duration, 0, calibrationPings)
+	ping := make([]byte, 64)
+	for range calibrationPings {
+		t0 := time.Now()
+		if _, err := c.Write(ping); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, ping); err != nil {
+			return 0, err
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	slices.Sort(rtts)
+	return rtts[len(rtts)/2], nil
 }

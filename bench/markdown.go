@@ -29,7 +29,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		cpu = r.Machine.Arch
 	}
 	if s.LinkRTTMS > 0 || s.LinkRateMbit > 0 {
-		load += fmt.Sprintf("; tunnel link rtt %s ms, rate %s", trimFloat(s.LinkRTTMS, 3), rateText(s.LinkRateMbit))
+		load += fmt.Sprintf("; tunnel link rtt %s ms (%s measured), rate %s",
+			trimFloat(s.LinkRTTMS, 3), sig(s.LinkRTTMeasuredMS), rateText(s.LinkRateMbit))
 	}
 	if r.Mode != ModeTarget {
 		load += "; " + s.Transport + " tunnel"

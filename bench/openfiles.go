@@ -25,17 +25,13 @@ func (c *Config) filesPerHeld() int {
 	return 1
 }
 
-// fitLongpoll raises the soft open-file limit to the hard one (children
-// inherit it) and checks that the longpoll scenario fits. A Longpoll left
-// at zero is lowered to what fits, with a note; a Longpoll asked for that
-// does not fit is an error that says what to do.
-func (c *Config) fitLongpoll(scenarios []scenario) error {
-	if !slices.ContainsFunc(scenarios, func(s scenario) bool { return s.kind == kindHeld }) {
+// fitLongpoll checks that the longpoll scenario fits in limit open files
+// per process (0: unknown, nothing is checked). A Longpoll left at zero is
+// lowered to what fits, with a note; a Longpoll asked for that does not
+// fit is an error that says what to do.
+func (c *Config) fitLongpoll(scenarios []scenario, limit int) error {
+	if limit <= 0 || !slices.ContainsFunc(scenarios, func(s scenario) bool { return s.kind == kindHeld }) {
 		return nil
-	}
-	limit, err := raiseOpenFiles()
-	if err != nil || limit <= 0 {
-		return nil // unknown (not Unix): let the run say what fails
 	}
 	per := c.filesPerHeld()
 	need := c.longpoll()*per + filesMargin

@@ -59,8 +59,12 @@ type Settings struct {
 	Longpoll            int     `json:"longpoll"` // exchanges held at once
 	Burst               int     `json:"burst"`    // concurrent GETs per burst
 	LinkRTTMS           float64 `json:"link_rtt_ms"`
-	LinkRateMbit        float64 `json:"link_rate_mbit"` // 0: not limited
-	Transport           string  `json:"transport"`
+	// LinkRTTMeasuredMS is the median round trip of small messages through
+	// the emulated link alone, measured at start: what its timers really
+	// give on this machine. 0 without a link.
+	LinkRTTMeasuredMS float64 `json:"link_rtt_measured_ms"`
+	LinkRateMbit      float64 `json:"link_rate_mbit"` // 0: not limited
+	Transport         string  `json:"transport"`
 }
 
 // Result is one scenario at one path.

@@ -2,7 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,7 +77,7 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 	if p := byName["burst/"+PathRelay].P50MS; p != nil && *p < 2 {
 		t.Errorf("burst relay p50 %v ms with a 2 ms link", *p)
 	}
-	if s := rep.Settings; s.LinkRTTMS != 2 || s.LinkRateMbit != 1000 || s.Longpoll != 200 || s.Burst != 20 || s.SSEIntervalMS != 5 || s.Transport != "grpc" {
+	if s := rep.Settings; s.LinkRTTMS != 2 || s.LinkRTTMeasuredMS < 2 || s.LinkRateMbit != 1000 || s.Longpoll != 200 || s.Burst != 20 || s.SSEIntervalMS != 5 || s.Transport != "grpc" {
 		t.Errorf("settings %+v", s)
 	}
 	if rep.Idle != nil {
@@ -80,5 +85,121 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 	}
 	if !strings.Contains(md.String(), "longpoll relay: 200 held at once, 0 errors; RSS growth per held exchange: harness ") {
 		t.Errorf("no long poll note in\n%s", md.String())
+	}
+}
+
+// TestFitLongpoll: a long poll count asked for that needs more open files
+// than allowed is an error naming the remedies; the default is lowered to
+// what fits; other scenarios are not concerned.
+func TestFitLongpoll(t *testing.T) {
+	lp, err := newScenario("longpoll", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _ := newScenario("small", 0)
+
+	cfg := Config{Longpoll: 10000} // in process: four files per held exchange
+	err = cfg.fitLongpoll([]scenario{lp}, 20000)
+	for _, want := range []string{"longpoll of 10000 exchanges needs about 40512 open files in one process", "the limit is 20000", "lower --longpoll to 4872", "without --inprocess", "ulimit -Hn"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want one containing %q", err, want)
+		}
+	}
+	procs := Config{Longpoll: 10000, Spawn: func(string) *exec.Cmd { return nil }}
+	if err := procs.fitLongpoll([]scenario{lp}, 20000); err != nil {
+		t.Errorf("process mode, one file per held exchange: %v", err)
+	}
+	if err := cfg.fitLongpoll([]scenario{small}, 100); err != nil {
+		t.Errorf("no longpoll scenario: %v", err)
+	}
+	if err := cfg.fitLongpoll([]scenario{lp}, 0); err != nil {
+		t.Errorf("unknown limit: %v", err)
+	}
+	def := Config{}
+	if err := def.fitLongpoll([]scenario{lp}, 4096); err != nil || def.longpoll() != (4096-filesMargin)/4 {
+		t.Errorf("default in process under 4096 files: %v, longpoll %d", err, def.longpoll())
+	}
+}
+
+// TestProgressLine: the progress writer gets a redrawn line with the
+// label and the counts, and a cleared line at the end.
+func TestProgressLine(t *testing.T) {
+	var b syncBuffer
+	cfg := Config{Progress: &b}
+	rec := newRecorder()
+	rec.exchanges.Add(42)
+	rec.held.Add(7)
+	stop := cfg.progress("sse relay round 1/3")(rec)
+	stop() // the line is drawn once at the start, whatever the ticker does
+
+	out := b.String()
+	for _, want := range []string{"\r\x1b[Kbench: ", "sse relay round 1/3", "42 exchanges", "0 errors", "7 held"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress %q has no %q", out, want)
+		}
+	}
+	if !strings.HasSuffix(out, "\r\x1b[K") {
+		t.Errorf("progress %q does not end by clearing the line", out)
+	}
+	if (&Config{}).progress("x") != nil {
+		t.Error("progress without a writer")
+	}
+}
+
+// syncBuffer is a bytes.Buffer for one writer and one reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBackendBadInput: the scenario endpoints refuse bad parameters with
+// 400 and a message naming the parameter.
+func TestBackendBadInput(t *testing.T) {
+	srv := httptest.NewServer(BackendHandler())
+	defer srv.Close()
+	for _, target := range []string{"/sse", "/sse?interval=1us", "/sse?interval=x", "/longpoll?round=a&max=soon", "/longpoll?max=-1s"} {
+		res, err := http.Get(srv.URL + target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("want")) {
+			t.Errorf("%s: %d %q", target, res.StatusCode, body)
+		}
+	}
+	// A long poll past its max is answered 504; a released round answers at once.
+	res, err := http.Get(srv.URL + "/longpoll?round=r1&max=1ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("long poll past max: %d", res.StatusCode)
+	}
+	if res, err = http.Post(srv.URL+"/longpoll/release?round=r2", "", nil); err != nil || res.StatusCode != http.StatusNoContent {
+		t.Fatalf("release: %v %v", res, err)
+	}
+	res.Body.Close()
+	res, err = http.Get(srv.URL + "/longpoll?round=r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || len(body) != longpollBody {
+		t.Errorf("long poll of a released round: %d, %d bytes", res.StatusCode, len(body))
 	}
 }

@@ -52,7 +52,8 @@ type stack struct {
 	mode    string
 	paths   []path
 	meters  []meter
-	closers []func() // run in reverse order by close
+	closers []func()      // run in reverse order by close
+	linkRTT time.Duration // the emulated link's measured round trip; 0 without one
 }
 
 // startStack starts what cfg asks for: nothing for a target, else a
@@ -130,6 +131,9 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 		}
 		st.closers = append(st.closers, l.close)
 		tunnel = l.addr()
+		if st.linkRTT, err = measureLink(newLinkShape(cfg.LinkRTT, cfg.LinkRate)); err != nil {
+			return fmt.Errorf("bench: link: %w", err)
+		}
 	}
 	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{
 		Gateway: tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}, Transport: cfg.transport(),
