@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -124,7 +123,7 @@ func TestFitLongpoll(t *testing.T) {
 // TestProgressLine: the progress writer gets a redrawn line with the
 // label and the counts, and a cleared line at the end.
 func TestProgressLine(t *testing.T) {
-	var b syncBuffer
+	var b bytes.Buffer // written by the progress goroutine, read after it ended
 	cfg := Config{Progress: &b}
 	rec := newRecorder()
 	rec.exchanges.Add(42)
@@ -144,24 +143,6 @@ func TestProgressLine(t *testing.T) {
 	if (&Config{}).progress("x") != nil {
 		t.Error("progress without a writer")
 	}
-}
-
-// syncBuffer is a bytes.Buffer for one writer and one reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBackendBadInput: the scenario endpoints refuse bad parameters with
