@@ -133,7 +133,7 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 	out := cmd.OutOrStdout()
 	if f.serveBackend != "" {
 		return bench.ServeBackend(ctx, f.serveBackend, func(addr string) {
-			fmt.Fprintf(out, "bench backend listening on http://%s (GET /bytes/N, POST /upload); Ctrl-C stops it\n", addr)
+			fmt.Fprintf(out, "bench backend listening on http://%s (GET /bytes/N, POST /upload, /sse, /ws, /longpoll); Ctrl-C stops it\n", addr)
 		})
 	}
 

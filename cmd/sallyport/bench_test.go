@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,13 +60,7 @@ func TestBinaryBench(t *testing.T) {
 			} `json:"processes"`
 		} `json:"results"`
 	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	readJSON(t, jsonPath, &rep)
 	if rep.Mode != "processes" || len(rep.Results) != 4 {
 		t.Fatalf("mode %q, %d results", rep.Mode, len(rep.Results))
 	}
@@ -146,13 +142,7 @@ func TestBinaryBenchStreams(t *testing.T) {
 			} `json:"processes"`
 		} `json:"results"`
 	}
-	raw, err := os.ReadFile(out("bench.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	readJSON(t, out("bench.json"), &rep)
 	s := rep.Settings
 	if s.SSEIntervalMS != 5 || s.Longpoll != 50 || s.Burst != 10 || s.LinkRTTMS != 4 || s.LinkRateMbit != 1000 || s.Transport != "grpc" {
 		t.Errorf("settings %+v", s)
@@ -180,6 +170,84 @@ func TestBinaryBenchStreams(t *testing.T) {
 	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte(`data-scenario="burst" data-path="relay"`)) {
 		t.Errorf("svg: %v\n%s", err, svg)
 	}
+}
+
+// TestBinaryBenchTarget serves the bench backend with --serve-backend and
+// measures it as a --target (Host header and all) and as --direct-target
+// with the same client; SIGTERM stops the backend cleanly.
+func TestBinaryBenchTarget(t *testing.T) {
+	testrig.SkipShort(t, "builds and runs the binary")
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	srv := exec.CommandContext(ctx, bin, "bench", "--serve-backend", "127.0.0.1:0")
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no address from --serve-backend: %v", err)
+	}
+	_, rest, _ := strings.Cut(line, "http://")
+	addr, _, _ := strings.Cut(rest, " ")
+	if addr == "" || !strings.Contains(line, "/longpoll") {
+		t.Fatalf("--serve-backend said %q", line)
+	}
+
+	jsonPath := filepath.Join(t.TempDir(), "target.json")
+	cmd := exec.CommandContext(ctx, bin, "bench", "--target", "http://"+addr, "--host", "relay.test",
+		"--direct-target", "http://"+addr, "--scenarios", "small,sse", "--duration", "300ms", "--rounds", "1",
+		"--concurrency", "2", "--json", jsonPath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bench --target: %v\n%s", err, out)
+	}
+	var rep struct {
+		Mode    string `json:"mode"`
+		Results []struct {
+			Scenario, Path string
+			Errors         int64    `json:"errors"`
+			Exchanges      int64    `json:"exchanges"`
+			Ratio          *float64 `json:"ratio_to_direct"`
+		} `json:"results"`
+	}
+	raw := readJSON(t, jsonPath, &rep)
+	if rep.Mode != "target" || len(rep.Results) != 4 {
+		t.Fatalf("mode %q, %d results: %s", rep.Mode, len(rep.Results), raw)
+	}
+	for i, r := range rep.Results {
+		want := []string{"direct", "target"}[i%2]
+		if r.Path != want || r.Errors != 0 || r.Exchanges == 0 || r.Ratio == nil {
+			t.Errorf("result %d: %s/%s, %d errors, %d exchanges, ratio %v", i, r.Scenario, r.Path, r.Errors, r.Exchanges, r.Ratio)
+		}
+	}
+
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Errorf("--serve-backend after SIGTERM: %v", err)
+	}
+}
+
+// readJSON decodes the JSON file at path into v and returns its bytes.
+func readJSON(t *testing.T, path string, v any) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 func TestBenchFlagErrors(t *testing.T) {
