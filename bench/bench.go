@@ -11,14 +11,17 @@
 //
 // Run flow:
 //
-//	start the stack (backend → gateway → agent), probe the relay until it answers
+//	check the config; raise the open-file limit and fit the long polls to it
+//	start the stack (backend → gateway → [link forwarder] → agent with all its sessions)
+//	probe every path until it answers; read the idle relay's RSS
 //	for each scenario:
 //	    reset peak RSS of every process
-//	    warm up each path (not measured)
+//	    make one driver per path (HTTP load, SSE streams, WebSockets, long polls, bursts)
+//	    warm up each path (not measured; none for long polls)
 //	    for each round: for each path (order flips every round):
-//	        read CPU of every process; run the load for Duration/Rounds; read CPU again
-//	    read peak RSS; build one Result per path
-//	stop the stack (agent → gateway → backend)
+//	        read CPU of every process; run the driver for Duration/Rounds; read CPU again
+//	    read peak RSS; build one Result per path; close the drivers
+//	stop the stack (agent → link → gateway → backend)
 //
 // Nothing imports this package but cmd/sallyport.
 package bench
