@@ -21,6 +21,10 @@ type procStats struct {
 	RSS int64 `json:"rss_bytes"`
 }
 
+// errNoCPUTime says this platform has no CPU time to read (not Unix): the
+// CPU figures are left empty.
+var errNoCPUTime = errors.New("CPU time is measured only on Unix")
+
 // selfMeter measures the calling process.
 type selfMeter struct{}
 
@@ -32,7 +36,7 @@ func (selfMeter) freeMemory() error         { debug.FreeOSMemory(); return nil }
 // /proc exists, its peak and current RSS (VmHWM, VmRSS).
 func selfStats() (procStats, error) {
 	cpu, err := cpuTime()
-	if err != nil {
+	if err != nil && !errors.Is(err, errNoCPUTime) {
 		return procStats{}, err
 	}
 	s := procStats{CPU: cpu}

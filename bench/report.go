@@ -209,10 +209,11 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 		}
 		cpu := run.cpu[name]
 		p := Process{CPUS: cpu.Seconds()}
-		if r.Exchanges > 0 {
+		// No CPU at all means it was not measured (see cpuTime): no rates.
+		if r.Exchanges > 0 && cpu > 0 {
 			p.CPUSPer1k = ptr(cpu.Seconds() / float64(r.Exchanges) * 1000)
 		}
-		if bytesMoved > 0 {
+		if bytesMoved > 0 && cpu > 0 {
 			p.CPUSPerGiB = ptr(cpu.Seconds() / (float64(bytesMoved) / (1 << 30)))
 		}
 		if peak, ok := peaks[name]; ok {
