@@ -251,11 +251,13 @@ type pathRun struct {
 	rec     *recorder
 	elapsed time.Duration
 	cpu     map[string]time.Duration // CPU used during this path's rounds, by process
-	// held is the most long polls held at once (longpoll only), and
-	// growth each process's RSS growth while they were held, in bytes per
-	// held exchange, by process.
-	held   int64
-	growth map[string]float64
+	// held is the most long polls held at once (longpoll only); growth is
+	// each process's RSS growth while they were held, in bytes per held
+	// exchange, by process, as the system saw it, and liveGrowth the same
+	// after a garbage collection that returned free memory.
+	held       int64
+	growth     map[string]float64
+	liveGrowth map[string]float64
 }
 
 // runScenario runs one scenario's warm-up and rounds on every path.
@@ -275,10 +277,13 @@ func runScenario(ctx context.Context, cfg *Config, st *stack, lg *loader, sc sce
 		}
 	}()
 	for i, p := range st.paths {
-		runs[i] = &pathRun{path: p, rec: newRecorder(), cpu: make(map[string]time.Duration), growth: make(map[string]float64)}
+		runs[i] = &pathRun{
+			path: p, rec: newRecorder(), cpu: make(map[string]time.Duration),
+			growth: make(map[string]float64), liveGrowth: make(map[string]float64),
+		}
 		drivers[i] = sc.driver(cfg, st, lg, p)
 		if w := sc.warmup(cfg); w > 0 {
-			warm := &pathRun{path: p, rec: newRecorder(), growth: make(map[string]float64)}
+			warm := &pathRun{path: p, rec: newRecorder(), growth: make(map[string]float64), liveGrowth: make(map[string]float64)}
 			drivers[i].round(ctx, w, warm, cfg.progress(sc.name+" "+p.name+" warm-up"))
 		}
 	}

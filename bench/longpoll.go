@@ -28,7 +28,8 @@ const (
 // the path, then releases them all at once. An exchange counts when it is
 // answered after the release; its latency runs from the release. The RSS
 // growth per held exchange is measured from a baseline taken just before,
-// after each process returned its free memory to the system.
+// after each process returned its free memory to the system, once as the
+// system sees it and once more after the same collection while held.
 type longpollDriver struct {
 	st   *stack
 	load *load
@@ -94,12 +95,11 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	}
 	run.held = max(run.held, int64(held))
 	if held > 0 {
+		grown(procs, base, held, run.growth)
 		for _, m := range procs {
-			s, err := m.stats()
-			if b, ok := base[m.name]; ok && err == nil && s.RSS > 0 {
-				run.growth[m.name] = max(run.growth[m.name], float64(s.RSS-b)/float64(held))
-			}
+			_ = m.freeMemory() // unsupported: the figure is the same as the first
 		}
+		grown(procs, base, held, run.liveGrowth)
 	}
 
 	releasedAt.Store(time.Now().UnixNano())
@@ -109,6 +109,17 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	}
 	wg.Wait()
 	return time.Since(start)
+}
+
+// grown sets each process's RSS growth over base, per held exchange, in
+// into (the largest when several rounds measured it).
+func grown(procs []meter, base map[string]int64, held int, into map[string]float64) {
+	for _, m := range procs {
+		s, err := m.stats()
+		if b, ok := base[m.name]; ok && err == nil && s.RSS > 0 {
+			into[m.name] = max(into[m.name], float64(s.RSS-b)/float64(held))
+		}
+	}
 }
 
 // waitHeld polls the backend until every exchange still running is held,

@@ -69,14 +69,17 @@ func (r *Report) writeNotes(b *strings.Builder) {
 		if res.Kind != kindHeld {
 			continue
 		}
-		growth := make(map[string]float64)
+		growth, live := make(map[string]float64), make(map[string]float64)
 		for name, p := range res.Processes {
 			if p.RSSGrowthKiBPerHeld != nil {
 				growth[name] = *p.RSSGrowthKiBPerHeld
 			}
+			if p.RSSGrowthAfterGCKiBPerHeld != nil {
+				live[name] = *p.RSSGrowthAfterGCKiBPerHeld
+			}
 		}
-		fmt.Fprintf(b, "\n%s %s: %d held at once, %d errors; RSS growth per held exchange: %s\n",
-			res.Scenario, res.Path, res.Held, res.Errors, processFigures(growth, " KiB"))
+		fmt.Fprintf(b, "\n%s %s: %d held at once, %d errors; RSS growth per held exchange: %s (after a GC: %s)\n",
+			res.Scenario, res.Path, res.Held, res.Errors, processFigures(growth, " KiB"), processFigures(live, " KiB"))
 	}
 }
 

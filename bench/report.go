@@ -125,6 +125,10 @@ type Process struct {
 	// RSSGrowthKiBPerHeld is how much the resident set grew while the long
 	// polls were held, per held exchange, in KiB (longpoll only).
 	RSSGrowthKiBPerHeld *float64 `json:"rss_growth_kib_per_held,omitempty"`
+	// RSSGrowthAfterGCKiBPerHeld is the same growth read again after a
+	// garbage collection that returned free memory, while still held: what
+	// the held exchanges themselves keep (longpoll only).
+	RSSGrowthAfterGCKiBPerHeld *float64 `json:"rss_growth_after_gc_kib_per_held,omitempty"`
 }
 
 func newReport(cfg *Config, mode string) *Report {
@@ -221,6 +225,9 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 		}
 		if g, ok := run.growth[name]; ok {
 			p.RSSGrowthKiBPerHeld = ptr(g / (1 << 10))
+		}
+		if g, ok := run.liveGrowth[name]; ok {
+			p.RSSGrowthAfterGCKiBPerHeld = ptr(g / (1 << 10))
 		}
 		r.Processes[name] = p
 	}

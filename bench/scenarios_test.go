@@ -63,7 +63,7 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 				path, lp.Kind, lp.Held, lp.Exchanges, lp.Concurrency, lp.RatioToDirect)
 		}
 		// In process, the one process is the harness, and it grew.
-		if h := lp.Processes[procHarness]; h.RSSGrowthKiBPerHeld == nil {
+		if h := lp.Processes[procHarness]; h.RSSGrowthKiBPerHeld == nil || h.RSSGrowthAfterGCKiBPerHeld == nil {
 			t.Errorf("longpoll/%s: no RSS growth for the harness: %+v", path, lp.Processes)
 		}
 		b := byName["burst/"+path]

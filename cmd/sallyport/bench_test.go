@@ -138,7 +138,8 @@ func TestBinaryBenchStreams(t *testing.T) {
 			Exchanges int64  `json:"exchanges"`
 			Held      int64  `json:"held"`
 			Processes map[string]struct {
-				Growth *float64 `json:"rss_growth_kib_per_held"`
+				Growth   *float64 `json:"rss_growth_kib_per_held"`
+				GrowthGC *float64 `json:"rss_growth_after_gc_kib_per_held"`
 			} `json:"processes"`
 		} `json:"results"`
 	}
@@ -158,7 +159,8 @@ func TestBinaryBenchStreams(t *testing.T) {
 			t.Errorf("%s/%s: %d errors, %d exchanges", r.Scenario, r.Path, r.Errors, r.Exchanges)
 		}
 		if r.Scenario == "longpoll" && r.Path == "relay" {
-			if g := r.Processes["gateway"].Growth; r.Held != 50 || g == nil || r.Processes["agent"].Growth == nil {
+			gw, ag := r.Processes["gateway"], r.Processes["agent"]
+			if r.Held != 50 || gw.Growth == nil || ag.Growth == nil || gw.GrowthGC == nil || ag.GrowthGC == nil {
 				t.Errorf("longpoll relay: held %d, processes %+v", r.Held, r.Processes)
 			}
 		}
