@@ -79,9 +79,9 @@ type Agent struct {
 	srv      *tunnel.Server
 	id       string
 
-	clock    clock.Clock
-	creds    atomic.Pointer[Credentials] // the certificate new sessions present
-	tls      *tls.Config                 // cfg.TLS with the client certificate hook
+	clock clock.Clock
+	creds atomic.Pointer[Credentials] // the certificate new sessions present
+	tls   *tls.Config                 // cfg.TLS with the client certificate hook
 
 	mu       sync.Mutex
 	sessions map[string]string // session id → group; guarded by mu

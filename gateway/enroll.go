@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 )
 

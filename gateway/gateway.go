@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 

@@ -211,4 +211,3 @@ func orDash(s string) string {
 	}
 	return s
 }
-

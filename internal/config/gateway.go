@@ -129,7 +129,9 @@ func (t *Tunnel) MaxStreamsPerSessionOrDefault() int {
 }
 
 // CertLifetimeOrDefault returns CertLifetime, or DefaultCertLifetime.
-func (t *Tunnel) CertLifetimeOrDefault() time.Duration { return or(t.CertLifetime, DefaultCertLifetime) }
+func (t *Tunnel) CertLifetimeOrDefault() time.Duration {
+	return or(t.CertLifetime, DefaultCertLifetime)
+}
 
 // Token is one pre-provisioned enrollment token.
 type Token struct {

@@ -35,7 +35,7 @@ import (
 
 // Defaults.
 const (
-	DefaultLifetime = 30 * 24 * time.Hour    // client certificates
+	DefaultLifetime = 30 * 24 * time.Hour       // client certificates
 	CAValidity      = 10 * 365 * 24 * time.Hour // the CA certificate
 	// Backdate tolerates agents whose clocks run a little behind.
 	Backdate = 5 * time.Minute

@@ -39,7 +39,7 @@ const (
 	wrongToken = "wrong-Secret-b2e1d0aa"
 	// revokedToken stands for the credential of a revoked connector.
 	revokedToken = "revoked-Secret-41d2c3e9"
-	group      = "default"
+	group        = "default"
 )
 
 // testServer is a gateway tunnel listener on loopback: a real gRPC server
