@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // Files in the agent's data_dir.
@@ -115,39 +117,11 @@ func (c *Credentials) Save(dir string) error {
 		{CABundleFile, c.CABundle, 0o644},
 	}
 	for _, f := range files {
-		if err := writeFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save credentials: %w", err)
 		}
 	}
 	return nil
-}
-
-// writeFile writes data to path with exactly mode perm, through a
-// temporary file in the same directory renamed into place.
-func writeFile(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // newKeyAndCSR generates the agent's key (ECDSA P-256) and a CSR for it.
