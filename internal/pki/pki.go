@@ -142,10 +142,15 @@ func NewCA(now time.Time) (store.CA, error) {
 	if err != nil {
 		return store.CA{}, err
 	}
+	id := serial.Text(16)
+	if len(id) > 16 {
+		id = id[:16]
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
+		// Each CA has its own name, so chains never mix up two of them.
 		Subject: pkix.Name{Organization: []string{"Sallyport"},
-			CommonName: "Sallyport connector CA " + now.UTC().Format("2006-01-02 15:04:05")},
+			CommonName: "Sallyport connector CA " + id + " " + now.UTC().Format(time.DateOnly)},
 		NotBefore:             now.Add(-Backdate),
 		NotAfter:              now.Add(CAValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -162,7 +167,7 @@ func NewCA(now time.Time) (store.CA, error) {
 		return store.CA{}, fmt.Errorf("create connector CA: %w", err)
 	}
 	return store.CA{
-		ID:      serial.Text(16),
+		ID:      id,
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 		Active:  true,
