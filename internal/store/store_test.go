@@ -41,6 +41,15 @@ func TestOpenCreatesPrivateFileAndMigrates(t *testing.T) {
 	if di.Mode().Perm() != 0o700 {
 		t.Errorf("data dir mode %v, want 0700", di.Mode().Perm())
 	}
+	// The journal files SQLite creates hold the same secrets.
+	if err := s.CreateToken(context.Background(), Token{ID: "t", Group: "g", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{FileName + "-wal", FileName + "-shm"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", name, err, fi.Mode().Perm())
+		}
+	}
 	var v int
 	if err := s.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != SchemaVersion {
 		t.Fatalf("schema version %d (%v), want %d", v, err, SchemaVersion)
