@@ -156,15 +156,19 @@ func (tr *trustRig) startAgent(dataDir, token string, wait bool) *testrig.Agent 
 // waitLog waits for a log line containing msg.
 func (tr *trustRig) waitLog(msg string) observer.LoggedEntry {
 	tr.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		if es := tr.logs.FilterMessageSnippet(msg).All(); len(es) > 0 {
 			return es[len(es)-1]
 		}
-		time.Sleep(2 * time.Millisecond) // polling the observed logs, not timing
+		select {
+		case <-tick.C:
+		case <-deadline:
+			tr.t.Fatalf("no log line %q", msg)
+		}
 	}
-	tr.t.Fatalf("no log line %q", msg)
-	return observer.LoggedEntry{}
 }
 
 // noSecretsLogged fails if any log line (message or field) holds one of
@@ -492,11 +496,13 @@ func TestRevoke(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("revoke = %d %s", code, b)
 	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for tr.G.Registry().Count(testrig.Group) != 2 {
 		if time.Since(start) > time.Second {
 			t.Fatalf("the revoked connector still has sessions after 1s")
 		}
-		time.Sleep(time.Millisecond) // polling the registry
+		<-tick.C
 	}
 	err := victim.Exited(t)
 	if !errors.Is(err, tunnel.ErrRevoked) || !strings.Contains(err.Error(), "connector "+id+" was revoked") {
