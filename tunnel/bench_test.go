@@ -142,7 +142,7 @@ func BenchmarkHeads(b *testing.B) {
 }
 
 // codecPipe is an in-memory Stream pair that encodes each Frame on Send and
-// decodes it with DecodeFrameAliasing on Recv, as a byte-stream transport does, but
+// decodes it with UnmarshalFrameAliasing on Recv, as a byte-stream transport does, but
 // with no network or goroutine of its own. Unlike pipe it records nothing,
 // so that benchmarks and allocation tests count only the tunnel's work.
 type codecPipe struct {
@@ -172,7 +172,11 @@ func (p *codecPipe) Send(f *Frame) error {
 func (p *codecPipe) Recv() (*Frame, error) {
 	select {
 	case b := <-p.in:
-		return DecodeFrameAliasing(b) // b was marshalled for this frame alone
+		f := new(Frame)
+		if err := UnmarshalFrameAliasing(b, f); err != nil { // b was marshalled for f alone
+			return nil, err
+		}
+		return f, nil
 	case <-p.reset:
 		return nil, errPipeReset
 	}

@@ -20,7 +20,7 @@ import (
 //     head's bytes;
 //   - the headers of one head, and all their values, come from one block
 //     each (a head is decoded in two passes: count, then fill);
-//   - with DecodeFrameAliasing, data aliases the input instead of a copy.
+//   - with UnmarshalFrameAliasing, data aliases the input instead of a copy.
 //
 // Field numbers are those of proto/sallyport/tunnel/v1/tunnel.proto; a
 // field this version does not know, or a known one with another wire type,
@@ -32,26 +32,30 @@ var errDecode = errors.New("cannot parse invalid wire-format data")
 // errUTF8 is returned for a string field that is not valid UTF-8.
 var errUTF8 = errors.New("string field contains invalid UTF-8")
 
-// DecodeFrameAliasing is DecodeFrame for a caller that hands b over: the
-// frame's data aliases b instead of being copied, so b must not be modified
-// or reused while the frame or its data is in use.
-func DecodeFrameAliasing(b []byte) (*Frame, error) {
-	return decodeFrame(b, true)
+// UnmarshalFrameAliasing decodes b into the empty frame f, like
+// DecodeFrame, for a caller that hands b over: the frame's data aliases b
+// instead of being copied, so b must not be modified or reused while the
+// frame or its data is in use.
+func UnmarshalFrameAliasing(b []byte, f *Frame) error {
+	return unmarshalChecked(f, b, true)
 }
 
 func decodeFrame(b []byte, alias bool) (*Frame, error) {
-	if len(b) > MaxFrameSize {
-		return nil, malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)
-	}
 	f := new(Frame)
-	if err := unmarshalFrame(f, b, alias); err != nil {
-		return nil, malformedErr(err)
+	if err := unmarshalChecked(f, b, alias); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
 
-func malformedErr(err error) error {
-	return malformed("%v", err)
+func unmarshalChecked(f *Frame, b []byte, alias bool) error {
+	if len(b) > MaxFrameSize {
+		return malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)
+	}
+	if err := unmarshalFrame(f, b, alias); err != nil {
+		return malformed("%v", err)
+	}
+	return nil
 }
 
 // field is one parsed field of a message.

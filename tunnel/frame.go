@@ -30,7 +30,7 @@ const (
 
 // DecodeFrame parses one encoded Frame, as byte-stream transports read it.
 // The frame does not keep b: the caller may reuse it (see
-// DecodeFrameAliasing for a caller that hands b over).
+// UnmarshalFrameAliasing for a caller that hands b over).
 func DecodeFrame(b []byte) (*Frame, error) {
 	if len(b) > MaxFrameSize {
 		return nil, malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)

@@ -123,12 +123,12 @@ func checkSameAsProto(t *testing.T, b []byte, fr *Frame, err error) {
 		t.Fatalf("unknown fields %x, proto.Unmarshal kept %x", u, w)
 	}
 	in := bytes.Clone(b)
-	fa, err := DecodeFrameAliasing(in)
-	if err != nil || !proto.Equal(fa, want) {
-		t.Fatalf("DecodeFrameAliasing = %v, %v; want %v", fa, err, want)
+	fa := new(Frame)
+	if err := UnmarshalFrameAliasing(in, fa); err != nil || !proto.Equal(fa, want) {
+		t.Fatalf("UnmarshalFrameAliasing = %v, %v; want %v", fa, err, want)
 	}
 	if len(fa.Data) > 0 && &fa.Data[0] != &in[cap(in)-cap(fa.Data)] {
-		t.Fatal("DecodeFrameAliasing copied the data")
+		t.Fatal("UnmarshalFrameAliasing copied the data")
 	}
 }
 
