@@ -64,6 +64,11 @@ type Stream interface {
 	Send(f *Frame) error
 	// Recv returns the next Frame. It returns io.EOF when the peer ended the
 	// stream cleanly.
+	//
+	// RoundTrip (the gateway's side) is done with a frame's Data when it
+	// calls Recv again, so a transport may reuse that memory from then on
+	// for the streams it hands to RoundTrip. ServeStream (the agent's side)
+	// may keep Data longer: it queues request body chunks.
 	Recv() (*Frame, error)
 	// Finish releases the stream after an exchange. clean reports that both
 	// directions ended with `end` and nothing is left unread: the transport

@@ -442,6 +442,7 @@ var errReset = status.Error(codes.Aborted, "exchange reset by the gateway")
 type lease struct {
 	st       *stream
 	finished atomic.Bool
+	last     *[]byte // buffer of the frame Recv returned last; owned by the receiver
 }
 
 func (l *lease) Send(f *tunnel.Frame) error {
@@ -451,11 +452,25 @@ func (l *lease) Send(f *tunnel.Frame) error {
 	return l.st.gs.Send(f)
 }
 
+// Recv receives into a pooled buffer. tunnel.RoundTrip, the only reader of
+// a lease, is done with a frame's data when it calls Recv again (see
+// tunnel.Stream), so the previous buffer goes back to the pool here. Finish
+// does not release it: it may run in another goroutine while the reader
+// still copies the data out; that last buffer is left to the GC.
 func (l *lease) Recv() (*tunnel.Frame, error) {
+	if l.last != nil {
+		bufferPool.Put(l.last)
+		l.last = nil
+	}
 	if l.finished.Load() {
 		return nil, ErrSessionClosed
 	}
-	return l.st.gs.Recv()
+	f := new(pooledFrame)
+	if err := l.st.gs.RecvMsg(f); err != nil {
+		return nil, err
+	}
+	l.last = f.buf
+	return &f.Frame, nil
 }
 
 func (l *lease) Finish(clean bool) {
