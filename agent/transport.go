@@ -46,12 +46,12 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 		ctx, cancel := context.WithTimeout(ctx, a.quicFallback())
 		defer cancel()
 		return quictunnel.Dial(ctx, quictunnel.DialConfig{
-			Addr: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Hello: hello,
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
 			ListenPacket: a.cfg.ListenPacket, Log: log,
 		})
 	case TransportYamux:
 		return yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
-			Addr: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Hello: hello,
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
 			DialContext: a.dialTCP, Log: log,
 		})
 	default:
@@ -59,7 +59,7 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 		// keep the cause, so that a proxy's refusal is reported as one.
 		var dialErr atomic.Pointer[error]
 		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
-			Addr: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Hello: hello,
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
 			MinIdle: a.cfg.MinIdle, Log: log,
 			DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 				c, err := a.dialTCP(ctx, "tcp", addr)

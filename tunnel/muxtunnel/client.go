@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,8 +84,11 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
 	if e := m.GetError(); e != nil {
-		if e.GetCode() == "unauthenticated" {
+		switch e.GetCode() {
+		case codeUnauthenticated:
 			return fail(fmt.Errorf("%w: %s", ErrUnauthenticated, e.GetMessage()))
+		case codeRevoked:
+			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(e.GetMessage(), "revoked: ")))
 		}
 		return fail(fmt.Errorf("the gateway refused the session: %s: %s", e.GetCode(), e.GetMessage()))
 	}

@@ -12,6 +12,7 @@ package muxtunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"time"
@@ -31,6 +32,9 @@ type Conn interface {
 	Done() <-chan struct{}
 	// RemoteAddr is the peer's address, for logs.
 	RemoteAddr() string
+	// TLSState is the connection's TLS state (with the peer's certificate),
+	// for authentication; nil without TLS.
+	TLSState() *tls.ConnectionState
 }
 
 // RawStream is one bidirectional byte stream of a Conn.
@@ -64,8 +68,8 @@ var (
 	ErrSessionClosed = errors.New("tunnel session closed")
 	ErrDraining      = errors.New("tunnel session is draining")
 	// ErrUnauthenticated is returned by Handshake when the gateway refused
-	// the agent's credential.
-	ErrUnauthenticated = errors.New("the gateway refused the agent token")
+	// the agent's credential (a revoked agent gets tunnel.ErrRevoked).
+	ErrUnauthenticated = errors.New("the gateway refused the agent's credential")
 	// ErrStreamReset is returned by Recv when the peer aborted the stream.
 	ErrStreamReset = errors.New("tunnel stream reset by the peer")
 )

@@ -2,8 +2,10 @@ package muxtunnel_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,7 +53,12 @@ func newPair(t *testing.T, edit func(*muxtunnel.Server)) *pair {
 	}
 	p := &pair{client: cc, sessions: make(chan tunnel.Session, 4), served: make(chan error, 1)}
 	p.srv = &muxtunnel.Server{
-		Authenticate: func(tok string) (string, bool) { return group, tok == goodToken },
+		Authenticate: func(_ *tls.ConnectionState, tok string) (tunnel.Identity, error) {
+			if tok != goodToken {
+				return tunnel.Identity{}, errors.New("unknown agent")
+			}
+			return tunnel.Identity{Group: group, ConnectorID: "c1"}, nil
+		},
 		OnSession:    func(s tunnel.Session) { p.sessions <- s },
 		HelloTimeout: 2 * time.Second,
 	}
@@ -164,7 +171,7 @@ func TestExchange(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- cs.Serve(context.Background(), backend, drain) }()
 	s := session(t, p)
-	if s.Info().Transport != "yamux" || s.Info().AgentName != "agent-1" {
+	if s.Info().Transport != "yamux" || s.Info().AgentName != "agent-1" || s.Info().ConnectorID != "c1" {
 		t.Fatalf("info %+v", s.Info())
 	}
 	for i := range 3 {
@@ -208,7 +215,7 @@ func TestWrongToken(t *testing.T) {
 	for _, tok := range []string{"wrong-Secret-b2e1d0aa", ""} {
 		p := newPair(t, nil)
 		_, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{Token: tok, Transport: "yamux"})
-		if !errors.Is(err, muxtunnel.ErrUnauthenticated) || !strings.Contains(err.Error(), "tunnel.tokens") {
+		if !errors.Is(err, muxtunnel.ErrUnauthenticated) || !strings.Contains(err.Error(), "unknown agent") {
 			t.Fatalf("token %q: %v; want ErrUnauthenticated with advice", tok, err)
 		}
 		if err := p.served1(t); err == nil || !strings.Contains(err.Error(), "unauthenticated") {
@@ -331,5 +338,19 @@ func TestGarbageOnExchangeStream(t *testing.T) {
 	case <-s.Done():
 		t.Fatal("garbage on one stream ended the session")
 	default:
+	}
+}
+
+// TestRevoked: a refusal wrapping tunnel.ErrRevoked reaches the agent as
+// tunnel.ErrRevoked, so that it stops instead of retrying.
+func TestRevoked(t *testing.T) {
+	p := newPair(t, func(s *muxtunnel.Server) {
+		s.Authenticate = func(*tls.ConnectionState, string) (tunnel.Identity, error) {
+			return tunnel.Identity{}, fmt.Errorf("%w: connector c1 was revoked", tunnel.ErrRevoked)
+		}
+	})
+	_, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{Transport: "yamux"})
+	if !errors.Is(err, tunnel.ErrRevoked) || !strings.Contains(err.Error(), "connector c1 was revoked") {
+		t.Fatalf("Handshake: %v; want tunnel.ErrRevoked", err)
 	}
 }

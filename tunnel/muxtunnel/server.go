@@ -3,6 +3,7 @@ package muxtunnel
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,10 +21,13 @@ import (
 // Server is the gateway end of the muxed transports. The zero value refuses
 // every agent; set Authenticate and OnSession.
 type Server struct {
-	// Authenticate maps an agent's token to its connector group; ok=false
-	// refuses the agent. Implementations compare in constant time. It is
-	// called in one place, authenticate.
-	Authenticate func(token string) (group string, ok bool)
+	// Authenticate decides who the agent of a new session is from its TLS
+	// connection state (with the client certificate the listener accepted)
+	// and the token of its hello ("" when none), exactly as the gRPC
+	// transport's hook. An error refuses the session and its message is
+	// shown to the agent; one wrapping tunnel.ErrRevoked is reported as
+	// "revoked". It is called in one place, authenticate.
+	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
 	// OnSession is called once for each accepted session, before any of its
 	// streams can be opened.
 	OnSession func(tunnel.Session)
@@ -80,23 +84,18 @@ func (s *Server) helloTimeout() time.Duration {
 }
 
 // authenticate is the one place where an agent's credential is checked.
-func (s *Server) authenticate(hello *tunnelv1.Hello) (group string, ok bool, why string) {
-	token := hello.GetToken()
-	if token == "" {
-		return "", false, "missing token"
-	}
+func (s *Server) authenticate(c Conn, hello *tunnelv1.Hello) (tunnel.Identity, error) {
 	if s.Authenticate == nil {
-		return "", false, "wrong token"
+		return tunnel.Identity{}, errors.New("the gateway accepts no agents")
 	}
-	group, ok = s.Authenticate(token)
-	if !ok {
-		return "", false, "wrong token"
-	}
-	return group, true, ""
+	return s.Authenticate(c.TLSState(), hello.GetToken())
 }
 
-const unauthenticatedMsg = "unauthenticated: the gateway does not accept this agent token; " +
-	"check `token` in the agent config against `tunnel.tokens` in the gateway config"
+// Codes of ControlResponse.error.
+const (
+	codeUnauthenticated = "unauthenticated"
+	codeRevoked         = "revoked"
+)
 
 // ServeConn runs one agent connection until it ends or ctx is cancelled;
 // transport names it in SessionInfo and logs. It always closes c. A
@@ -110,19 +109,22 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 		log.Warn("agent refused: no valid hello", zap.Error(err))
 		return err
 	}
-	group, ok, why := s.authenticate(hello)
-	if !ok {
-		log.Warn("agent refused: unauthenticated", zap.String("reason", why))
-		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{
-			Code: "unauthenticated", Message: unauthenticatedMsg,
-		}}, maxControlSize)
+	id, err := s.authenticate(c, hello)
+	if err != nil {
+		code, msg := codeUnauthenticated, "unauthenticated: "+err.Error()
+		if errors.Is(err, tunnel.ErrRevoked) {
+			code, msg = codeRevoked, err.Error()
+		}
+		log.Warn("agent refused: "+code, zap.String("reason", err.Error()))
+		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: code, Message: msg}}, maxControlSize)
 		_ = ctrl.CloseWrite()
 		// Let the answer reach the agent: it closes the connection when it
 		// has read it.
 		waitClosed(ctrl, time.Second)
-		return errors.New("agent refused: unauthenticated")
+		return fmt.Errorf("agent refused: %s: %w", code, err)
 	}
-	ss := s.newSession(c, ctrl, hello, group, transport)
+	group := id.Group
+	ss := s.newSession(c, ctrl, hello, id, transport)
 	defer ss.Close(nil)
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
 		ProtocolVersion: tunnel.ProtocolVersion,
@@ -189,7 +191,7 @@ func waitClosed(st RawStream, d time.Duration) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(st, maxControlSize))
 }
 
-func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, group, transport string) *session {
+func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel.Identity, transport string) *session {
 	ss := &session{
 		srv:      s,
 		conn:     c,
@@ -199,14 +201,15 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, group, tr
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 		info: tunnel.SessionInfo{
-			ID:         newID(),
-			AgentID:    h.GetAgentId(),
-			AgentName:  h.GetName(),
-			Group:      group,
-			Version:    h.GetVersion(),
-			Platform:   h.GetPlatform(),
-			Transport:  transport,
-			RemoteAddr: c.RemoteAddr(),
+			ID:          newID(),
+			AgentID:     h.GetAgentId(),
+			AgentName:   h.GetName(),
+			Group:       id.Group,
+			ConnectorID: id.ConnectorID,
+			Version:     h.GetVersion(),
+			Platform:    h.GetPlatform(),
+			Transport:   transport,
+			RemoteAddr:  c.RemoteAddr(),
 		},
 	}
 	if t := h.GetTransport(); t != "" && t != transport {

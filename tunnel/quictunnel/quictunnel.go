@@ -9,6 +9,7 @@ package quictunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -103,6 +104,11 @@ func (a *conn) Close(reason string) {
 }
 
 func (a *conn) Done() <-chan struct{} { return a.c.Context().Done() }
+
+func (a *conn) TLSState() *tls.ConnectionState {
+	st := a.c.ConnectionState().TLS
+	return &st
+}
 func (a *conn) RemoteAddr() string    { return a.c.RemoteAddr().String() }
 
 // rawStream adapts a QUIC stream to muxtunnel.RawStream.

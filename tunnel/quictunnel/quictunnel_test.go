@@ -54,7 +54,12 @@ func startServer(t *testing.T, edit func(*quictunnel.Listener)) *server {
 	s := &server{tls: &tls.Config{RootCAs: roots, ServerName: "localhost"}, sessions: make(chan tunnel.Session, 8), logs: logs}
 	s.l = &quictunnel.Listener{
 		Server: &muxtunnel.Server{
-			Authenticate: func(tok string) (string, bool) { return "default", tok == goodToken },
+			Authenticate: func(_ *tls.ConnectionState, tok string) (tunnel.Identity, error) {
+				if tok != goodToken {
+					return tunnel.Identity{}, errors.New("unknown agent")
+				}
+				return tunnel.Identity{Group: "default"}, nil
+			},
 			OnSession:    func(ss tunnel.Session) { s.sessions <- ss },
 		},
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}},

@@ -9,6 +9,7 @@ package yamuxtunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -75,6 +76,19 @@ func config(log *zap.Logger) *yamux.Config {
 type conn struct {
 	s      *yamux.Session
 	remote string
+	tls    *tls.ConnectionState // nil when the connection is not TLS
+}
+
+func (a *conn) TLSState() *tls.ConnectionState { return a.tls }
+
+// newConn wraps s, which runs on c.
+func newConn(s *yamux.Session, c net.Conn) *conn {
+	a := &conn{s: s, remote: c.RemoteAddr().String()}
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		a.tls = &st
+	}
+	return a
 }
 
 var _ muxtunnel.Conn = (*conn)(nil)
@@ -170,7 +184,7 @@ func ServerConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{s: s, remote: c.RemoteAddr().String()}, nil
+	return newConn(s, c), nil
 }
 
 // ClientConn runs the agent end of yamux on c; see ServerConn.
@@ -179,5 +193,5 @@ func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{s: s, remote: c.RemoteAddr().String()}, nil
+	return newConn(s, c), nil
 }
