@@ -109,7 +109,7 @@ func (a *conn) TLSState() *tls.ConnectionState {
 	st := a.c.ConnectionState().TLS
 	return &st
 }
-func (a *conn) RemoteAddr() string    { return a.c.RemoteAddr().String() }
+func (a *conn) RemoteAddr() string { return a.c.RemoteAddr().String() }
 
 // rawStream adapts a QUIC stream to muxtunnel.RawStream.
 type rawStream struct{ s *quic.Stream }

@@ -60,7 +60,7 @@ func startServer(t *testing.T, edit func(*quictunnel.Listener)) *server {
 				}
 				return tunnel.Identity{Group: "default"}, nil
 			},
-			OnSession:    func(ss tunnel.Session) { s.sessions <- ss },
+			OnSession: func(ss tunnel.Session) { s.sessions <- ss },
 		},
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		Log: zap.New(core),
