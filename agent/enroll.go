@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"time"
@@ -44,6 +45,9 @@ type EnrollConfig struct {
 	DataDir string
 	// Timeout bounds the whole enrollment (0 → 30s).
 	Timeout time.Duration
+	// DialContext opens the TCP connection (an outbound proxy goes here).
+	// Nil → gRPC's own dialer.
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Enroll generates the agent's key locally, sends a CSR with the token and
@@ -66,7 +70,7 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	cc, err := dialGRPC(cfg.Gateway, cfg.TLS)
+	cc, err := dialGRPC(cfg.Gateway, cfg.TLS, cfg.DialContext)
 	if err != nil {
 		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, err)
 	}
@@ -95,7 +99,8 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 
 // renew asks the gateway for a new certificate for a fresh key,
 // authenticated by the current one.
-func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials, name string) (*Credentials, error) {
+func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials, name string,
+	dial func(context.Context, string) (net.Conn, error)) (*Credentials, error) {
 	key, csr, err := newKeyAndCSR(name)
 	if err != nil {
 		return nil, err
@@ -103,7 +108,7 @@ func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials,
 	tc := base.Clone()
 	c := cur.Cert
 	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
-	cc, err := dialGRPC(addr, tc)
+	cc, err := dialGRPC(addr, tc, dial)
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +126,15 @@ func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials,
 	return newCredentials(cert, resp.GetCaBundle())
 }
 
-func dialGRPC(addr string, tc *tls.Config) (*grpc.ClientConn, error) {
+func dialGRPC(addr string, tc *tls.Config, dial func(context.Context, string) (net.Conn, error)) (*grpc.ClientConn, error) {
 	if tc == nil {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}
+	if dial != nil {
+		opts = append(opts, grpc.WithContextDialer(dial))
+	}
+	return grpc.NewClient("passthrough:///"+addr, opts...)
 }
 
 // rpcError turns a gRPC status into an error that says what to do.

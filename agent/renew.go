@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,10 +60,15 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 // enrollWithRetry enrolls with the config token, retrying with backoff
 // while the gateway cannot be reached; a refusal stops at once.
 func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
+	var dialErr atomic.Pointer[error]
 	for attempt := 0; ; attempt++ {
 		c, err := Enroll(ctx, EnrollConfig{
 			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
+			DialContext: a.recordingDialer(&dialErr),
 		})
+		if de := dialErr.Swap(nil); err != nil && de != nil {
+			err = fmt.Errorf("enroll: %w", *de) // gRPC hides the dial error's type
+		}
 		if err == nil {
 			a.log.Info("enrolled at the gateway", zap.String("connector", c.ConnectorID),
 				zap.String("group", c.Group), zap.String("data_dir", a.cfg.DataDir))
@@ -75,7 +81,11 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
 		}
 		delay := a.cfg.Backoff.Next(attempt)
-		a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		if isProxyError(err) {
+			a.log.Error("the outbound proxy refused the connection to the gateway", zap.Error(err), zap.Duration("retry_in", delay))
+		} else {
+			a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		}
 		if !sleep(ctx, delay) {
 			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
 		}
@@ -141,7 +151,7 @@ func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		next, err := renew(rctx, a.cfg.Gateway, a.cfg.TLS, cur, a.name())
+		next, err := renew(rctx, a.cfg.Gateway, a.cfg.TLS, cur, a.name(), a.grpcDialer())
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -264,3 +264,28 @@ func validateTransport(t string) (string, error) {
 	}
 	return "", fmt.Errorf("transport %q: must be grpc, quic, yamux or auto", t)
 }
+
+// grpcDialer is the dialer of enrollment and renewal calls: through the
+// outbound proxy when there is one, else nil (gRPC's own).
+func (a *Agent) grpcDialer() func(context.Context, string) (net.Conn, error) {
+	if a.proxy == nil {
+		return nil
+	}
+	return func(ctx context.Context, addr string) (net.Conn, error) { return a.proxy.DialContext(ctx, "tcp", addr) }
+}
+
+// recordingDialer is grpcDialer keeping its last error in last, since gRPC
+// reports a failed dial without the error's type.
+func (a *Agent) recordingDialer(last *atomic.Pointer[error]) func(context.Context, string) (net.Conn, error) {
+	dial := a.grpcDialer()
+	if dial == nil {
+		return nil
+	}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			last.Store(&err)
+		}
+		return c, err
+	}
+}
