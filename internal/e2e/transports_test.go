@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -375,4 +376,51 @@ func TestAgentTransports(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTunnelPortBadClients: on the tunnel's TCP port, clients that do not
+// speak TLS, or speak TLS but then not the protocol their ALPN named, or
+// ask for an unknown protocol, are disconnected promptly; agents of every
+// transport still connect afterwards.
+func TestTunnelPortBadClients(t *testing.T) {
+	rig := echoRig(t, "grpc")
+	tlsFor := func(alpn string) *tls.Config {
+		return &tls.Config{RootCAs: rig.Roots, ServerName: "localhost", NextProtos: []string{alpn}}
+	}
+	closedSoon := func(name string, c net.Conn) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(15 * time.Second)) // hang guard; the gateway closes well before
+		_, err := io.Copy(io.Discard, c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: the gateway kept the connection open", name)
+		}
+		c.Close()
+	}
+	// Not TLS at all.
+	c, err := net.Dial("tcp", rig.Tunnel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	closedSoon("plain HTTP", c)
+	// TLS, then garbage instead of yamux or HTTP/2.
+	for _, alpn := range []string{"sallyport-yamux/1", "h2"} {
+		tc, err := tls.Dial("tcp", rig.Tunnel, tlsFor(alpn))
+		if err != nil {
+			t.Fatalf("%s: %v", alpn, err)
+		}
+		if got := tc.ConnectionState().NegotiatedProtocol; got != alpn {
+			t.Fatalf("ALPN %q negotiated as %q", alpn, got)
+		}
+		io.WriteString(tc, strings.Repeat("garbage that is no protocol at all\n", 100))
+		closedSoon(alpn+" garbage", tc)
+	}
+	// An unknown protocol fails the handshake itself.
+	if _, err := tls.Dial("tcp", rig.Tunnel, tlsFor("spdy/3")); err == nil || !strings.Contains(err.Error(), "no application protocol") {
+		t.Errorf("unknown ALPN: %v", err)
+	}
+	for _, transport := range testrig.Transports {
+		rig.StartAgent(func(c *agent.Config) { c.Transport = transport })
+	}
+	echoOK(t, rig, rig.Client(), 3)
 }
