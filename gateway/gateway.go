@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
@@ -60,6 +61,9 @@ type Config struct {
 	// every stream of the chosen session is busy (0 → 10s); then 503
 	// overloaded.
 	StreamWait time.Duration
+	// Preauth signs users in for routes with a Preauth policy. Nil: no
+	// route may have one.
+	Preauth *preauth.Service
 	// Log receives the gateway's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -126,6 +130,9 @@ func New(cfg Config) (*Gateway, error) {
 	router, err := NewRouter(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: apps: %w", err)
+	}
+	if err := checkPreauth(&cfg); err != nil {
+		return nil, err
 	}
 	log := cfg.Log
 	if log == nil {
