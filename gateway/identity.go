@@ -33,7 +33,13 @@ func checkPreauth(cfg *Config) error {
 // it may pass. It reports false when it has answered the request itself.
 // Routing and the policy judge the same normalised path that is forwarded.
 func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchangeState) bool {
-	cp, err := normalisePath(r.URL.EscapedPath())
+	// RawPath, when set, is the path as the client wrote it (EscapedPath
+	// would turn a literal backslash into %5C, which means something else).
+	raw := r.URL.RawPath
+	if raw == "" {
+		raw = r.URL.EscapedPath()
+	}
+	cp, err := normalisePath(raw)
 	if err != nil {
 		st.errCode = CodeBadRequest
 		WriteError(w, r, NewError(CodeBadRequest, "The request path is malformed or ambiguous (a bad %-escape, "+

@@ -180,8 +180,7 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 		defer cancel()
 		tok, err := p.oauth2(op, r).TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
 		if err != nil {
-			var re *oauth2.RetrieveError
-			if errors.As(err, &re) {
+			if refused(err) {
 				return nil, err
 			}
 			return nil, unreachable(err)
@@ -272,6 +271,13 @@ func (f *refresher) do(token string, fn func() (*session, error), now time.Time)
 	f.mu.Unlock()
 	close(c.done)
 	return c.ss, c.err
+}
+
+// refused reports whether the provider's token endpoint answered err with
+// a refusal (4xx, such as invalid_grant) rather than failing (5xx, network).
+func refused(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500
 }
 
 func bearerToken(r *http.Request) (string, bool) {

@@ -127,8 +127,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	tok, err := p.oauth2(op, r).Exchange(ctx, q.Get("code"), oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
-		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
+		if refused(err) {
 			return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
 				Msg: "The sign-in provider refused to complete the sign-in. Try again.", Err: err}
 		}
