@@ -127,12 +127,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.TunnelTLS == nil {
 		return nil, errors.New("gateway: the tunnel listener needs a TLS config")
 	}
+	if err := checkPreauth(&cfg); err != nil {
+		return nil, err
+	}
 	router, err := NewRouter(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: apps: %w", err)
-	}
-	if err := checkPreauth(&cfg); err != nil {
-		return nil, err
 	}
 	log := cfg.Log
 	if log == nil {

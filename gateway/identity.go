@@ -5,26 +5,46 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 )
 
-// checkPreauth makes sure every route with a Preauth policy can be enforced.
+// checkPreauth makes sure every route with a Preauth policy can be
+// enforced, and gives each route a copy of its policy whose public paths
+// are in the normalised form requests are compared in. A public path that
+// normalises to something else ("/a/../b", "/a//b") is refused: what the
+// administrator wrote must be what is matched.
 func checkPreauth(cfg *Config) error {
-	for i := range cfg.Routes {
-		p := cfg.Routes[i].Preauth
+	routes := make([]Route, len(cfg.Routes))
+	copy(routes, cfg.Routes)
+	for i := range routes {
+		p := routes[i].Preauth
 		if p == nil {
 			continue
 		}
 		if cfg.Preauth == nil {
-			return fmt.Errorf("gateway: app %q requires sign-in but no pre-authentication is configured", cfg.Routes[i].App)
+			return fmt.Errorf("gateway: app %q requires sign-in but no pre-authentication is configured", routes[i].App)
 		}
 		if err := cfg.Preauth.CheckPolicy(p); err != nil {
-			return fmt.Errorf("gateway: app %q: %w", cfg.Routes[i].App, err)
+			return fmt.Errorf("gateway: app %q: %w", routes[i].App, err)
 		}
+		pol := *p
+		pol.PublicPaths = make([]string, len(p.PublicPaths))
+		for j, pp := range p.PublicPaths {
+			cp, err := normalisePath(pp)
+			want := strings.TrimRight(cp.Match, "/")
+			if err != nil || want != strings.TrimRight(pp, "/") {
+				return fmt.Errorf("gateway: app %q: public path %q is not a normalised path (no //, . or .. segments, backslashes or %%-escapes other than %%2F)",
+					routes[i].App, pp)
+			}
+			pol.PublicPaths[j] = want
+		}
+		routes[i].Preauth = &pol
 	}
+	cfg.Routes = routes
 	return nil
 }
 
