@@ -32,7 +32,7 @@ chromium:
 	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; else \
 		echo "installing Debian's chromium for the browser test"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y --no-install-recommends chromium || { apt-get update && apt-get install -y --no-install-recommends chromium; }; \
+		apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	fi
 
 test-short:

@@ -52,6 +52,11 @@ type Config struct {
 	DrainGrace time.Duration
 	// MinIdle is how many idle streams each session keeps ready (0 → 16).
 	MinIdle int
+	// VerifyAssertion refuses every exchange whose X-Sallyport-Assertion
+	// (set by the gateway for apps with preauth: oidc) is missing or does
+	// not verify with the gateway's keys, before the backend is called.
+	// False: requests pass as the gateway sends them.
+	VerifyAssertion bool
 	// Log receives the agent's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -64,6 +69,8 @@ type Agent struct {
 	backends *Backends
 	srv      *tunnel.Server
 	id       string
+	verifier *assertionVerifier // nil without VerifyAssertion
+	keys     *grpcKeysFetcher   // nil without VerifyAssertion
 
 	mu       sync.Mutex
 	sessions map[string]string // session id → group; guarded by mu
@@ -96,6 +103,10 @@ func New(cfg Config) (*Agent, error) {
 		id: newAgentID(), sessions: make(map[string]string), ready: make(chan struct{}),
 	}
 	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log}
+	if cfg.VerifyAssertion {
+		a.keys = &grpcKeysFetcher{addr: cfg.Gateway, tls: cfg.TLS}
+		a.verifier = &assertionVerifier{fetch: a.keys.fetch, now: time.Now, log: log}
+	}
 	return a, nil
 }
 
@@ -148,6 +159,11 @@ func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.Rou
 		}
 		hostport = net.JoinHostPort(req.URL.Hostname(), port)
 	}
+	if a.verifier != nil {
+		if err := a.verifier.verify(req, head.GetApp()); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.allow.Allowed(req.Context(), hostport); err != nil {
 		return nil, err
 	}
@@ -160,6 +176,9 @@ func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.Rou
 // returns nil.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.backends.CloseIdleConnections()
+	if a.keys != nil {
+		defer a.keys.close()
+	}
 	// hard ends the exchanges in flight once the drain grace has passed.
 	hard, cancelHard := context.WithCancel(context.Background())
 	defer cancelHard()

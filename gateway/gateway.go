@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	keysv1 "github.com/sallyport/sallyport/proto/sallyport/keys/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
@@ -158,6 +159,7 @@ func New(cfg Config) (*Gateway, error) {
 	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(credentials.NewTLS(tlsCfg)))
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
+	keysv1.RegisterKeysServiceServer(g.grpc, &keysServer{g: g})
 
 	g.handler = newProxyHandler(g)
 	var protocols http.Protocols

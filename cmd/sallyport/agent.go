@@ -42,12 +42,13 @@ func newAgentCmd(g *globals) *cobra.Command {
 // agentConfig turns a validated config file into the agent's settings.
 func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	out := agent.Config{
-		Gateway:     cfg.Gateway,
-		Token:       cfg.Token,
-		Name:        cfg.NameOrDefault(),
-		Connections: cfg.ConnectionsOrDefault(),
-		Allow:       cfg.Allow,
-		Log:         log,
+		Gateway:         cfg.Gateway,
+		Token:           cfg.Token,
+		Name:            cfg.NameOrDefault(),
+		Connections:     cfg.ConnectionsOrDefault(),
+		Allow:           cfg.Allow,
+		VerifyAssertion: cfg.VerifyAssertion,
+		Log:             log,
 	}
 	if cfg.Proxy != "" {
 		return out, fmt.Errorf("proxy: outbound proxies for the tunnel are not supported by this build yet; remove `proxy`")

@@ -15,7 +15,7 @@ import (
 
 // Files in data_dir that pre-authentication keeps.
 const (
-	sessionKeyFile    = "session.key"          // AES-256 key of the session cookies
+	sessionKeyFile    = "session.key"         // AES-256 key of the session cookies
 	assertionKeysFile = "assertion-keys.json" // ES256 keys of X-Sallyport-Assertion
 )
 

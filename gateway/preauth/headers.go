@@ -9,10 +9,10 @@ import (
 
 // Identity headers the gateway sets for apps with preauth oidc.
 const (
-	HeaderUser      = "X-Sallyport-User"   // the provider's subject (sub)
-	HeaderEmail     = "X-Sallyport-Email"  // verified email, if any
-	HeaderGroups    = "X-Sallyport-Groups" // comma-separated, each group %-encoded
-	HeaderAssertion = assertion.Header     // signed JWT with all of the above
+	HeaderUser      = assertion.HeaderUser   // the provider's subject (sub)
+	HeaderEmail     = assertion.HeaderEmail  // verified email, if any
+	HeaderGroups    = assertion.HeaderGroups // comma-separated, each group %-encoded
+	HeaderAssertion = assertion.Header       // signed JWT with all of the above
 )
 
 // otherIdentityHeaders are identity headers other proxies set and apps may
@@ -91,41 +91,7 @@ func (s *Service) Assert(id *Identity, app, requestID string) (string, error) {
 // removed hop-by-hop headers, so that a client naming these headers in
 // Connection cannot remove them.
 func SetIdentityHeaders(h http.Header, id *Identity, tok string) {
-	h.Set(HeaderUser, headerValue(id.Subject))
-	if id.Email != "" {
-		h.Set(HeaderEmail, headerValue(id.Email))
-	}
-	if len(id.Groups) > 0 {
-		gs := make([]string, len(id.Groups))
-		for i, g := range id.Groups {
-			gs[i] = encodeGroup(g)
-		}
-		h.Set(HeaderGroups, strings.Join(gs, ","))
-	}
-	h.Set(HeaderAssertion, tok)
-}
-
-// headerValue %-encodes '%' and bytes outside printable ASCII, so any
-// claim makes a valid header value.
-func headerValue(s string) string { return percentEncode(s, "%") }
-
-// encodeGroup is headerValue that also encodes ','.
-func encodeGroup(s string) string { return percentEncode(s, "%,") }
-
-func percentEncode(s, extra string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c < 0x7f && strings.IndexByte(extra, c) < 0 {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
-	}
-	return b.String()
+	assertion.SetHeaders(h, id.Subject, id.Email, id.Groups, tok)
 }
 
 // StripGatewayCookies removes the gateway's own cookies (session and

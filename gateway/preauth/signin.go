@@ -74,6 +74,9 @@ func (s *Service) ServeEndpoint(w http.ResponseWriter, r *http.Request, path str
 	return false, nil
 }
 
+// JWKS returns the public assertion keys as a JSON Web Key Set.
+func (s *Service) JWKS() []byte { return s.cfg.Keys.JWKS() }
+
 // ServeJWKS writes a JWKS document.
 func ServeJWKS(w http.ResponseWriter, jwks []byte) {
 	w.Header().Set("Content-Type", "application/json")

@@ -9,9 +9,11 @@
 // "bearer"), rid (request id), iat, nbf, exp (Lifetime after iat) and jti.
 //
 // Keys: one current ECDSA P-256 key signs; it is replaced after the
-// rotation period (lazily, at the next signature) and the previous keys
-// stay in the JWKS for Retain so that assertions signed just before a
-// rotation still verify. With a file the key set survives restarts.
+// rotation period (lazily, at the next signature) by the next key, which is
+// published a whole period before it signs anything, so verifiers that
+// refresh their copy of the JWKS more often than that never meet an unknown
+// key. Replaced keys stay published until every assertion they signed has
+// expired. With a file the key set survives restarts.
 package assertion
 
 import (
@@ -99,6 +101,7 @@ type key struct {
 // storedKey is a key in the file.
 type storedKey struct {
 	Created time.Time       `json:"created"`
+	Next    bool            `json:"next,omitempty"`
 	JWK     jose.JSONWebKey `json:"jwk"`
 }
 
@@ -108,6 +111,7 @@ type KeySet struct {
 	cfg KeySetConfig
 
 	mu     sync.Mutex
+	next   *key   // published, signs after the next rotation; guarded by mu
 	keys   []key  // newest first; keys[0] signs; guarded by mu
 	jwks   []byte // public JWKS of keys; guarded by mu
 	signer jose.Signer
@@ -132,7 +136,12 @@ func NewKeySet(cfg KeySetConfig) (*KeySet, error) {
 				if !ok || s.JWK.KeyID == "" {
 					return nil, fmt.Errorf("assertion keys %s: key %q is not an ECDSA private key with an id", cfg.File, s.JWK.KeyID)
 				}
-				ks.keys = append(ks.keys, key{ID: s.JWK.KeyID, Created: s.Created, Private: priv})
+				k := key{ID: s.JWK.KeyID, Created: s.Created, Private: priv}
+				if s.Next {
+					ks.next = &k
+				} else {
+					ks.keys = append(ks.keys, k)
+				}
 			}
 		}
 	}
@@ -159,13 +168,25 @@ func (ks *KeySet) rotateLocked(force bool) error {
 	now := ks.cfg.now()
 	changed := false
 	if force || len(ks.keys) == 0 || now.Sub(ks.keys[0].Created) >= ks.cfg.rotation() {
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return fmt.Errorf("assertion keys: %w", err)
+		cur := ks.next
+		if cur == nil {
+			k, err := newKey(now)
+			if err != nil {
+				return err
+			}
+			cur = k
 		}
-		var id [8]byte
-		_, _ = rand.Read(id[:])
-		ks.keys = append([]key{{ID: hex.EncodeToString(id[:]), Created: now, Private: priv}}, ks.keys...)
+		cur.Created = now // when it started signing
+		ks.keys = append([]key{*cur}, ks.keys...)
+		ks.next = nil
+		changed = true
+	}
+	if ks.next == nil {
+		k, err := newKey(now)
+		if err != nil {
+			return err
+		}
+		ks.next = k
 		changed = true
 	}
 	// A key replaced at time T signed its last assertion before T; those
@@ -191,9 +212,11 @@ func (ks *KeySet) rotateLocked(force bool) error {
 	}
 	var set jose.JSONWebKeySet
 	stored := make([]storedKey, 0, len(ks.keys))
-	for _, k := range ks.keys {
+	all := append([]key{*ks.next}, ks.keys...)
+	for i, k := range all {
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.Private.PublicKey, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"})
-		stored = append(stored, storedKey{Created: k.Created, JWK: jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}})
+		stored = append(stored, storedKey{Created: k.Created, Next: i == 0,
+			JWK: jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}})
 	}
 	jwks, err := json.Marshal(set)
 	if err != nil {
@@ -210,6 +233,16 @@ func (ks *KeySet) rotateLocked(force bool) error {
 	}
 	ks.signer, ks.jwks = signer, jwks
 	return nil
+}
+
+func newKey(now time.Time) (*key, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("assertion keys: %w", err)
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	return &key{ID: hex.EncodeToString(id[:]), Created: now, Private: priv}, nil
 }
 
 func writeFileAtomic(name string, data []byte) error {

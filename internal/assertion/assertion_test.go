@@ -94,8 +94,8 @@ func TestRotation(t *testing.T) {
 	c.t = c.t.Add(time.Second) // due: the next signature rotates
 	fresh := sign(t, ks, "alice", "app")
 	set := jwksOf(t, ks)
-	if len(set.Keys) != 2 {
-		t.Fatalf("%d keys published after rotation, want the new and the previous", len(set.Keys))
+	if len(set.Keys) != 3 {
+		t.Fatalf("%d keys published after rotation, want the next, the new and the previous", len(set.Keys))
 	}
 	for _, tok := range []string{old, fresh} {
 		if _, err := Verify(tok, set, "app", c.t); err != nil {
@@ -104,14 +104,20 @@ func TestRotation(t *testing.T) {
 	}
 	// Once nothing the old key signed can be valid, it is dropped.
 	c.t = c.t.Add(DefaultLifetime + 2*Leeway)
-	if n := len(jwksOf(t, ks).Keys); n != 1 {
-		t.Errorf("%d keys published long after rotation", n)
+	if n := len(jwksOf(t, ks).Keys); n != 2 {
+		t.Errorf("%d keys published long after rotation, want the current and the next", n)
 	}
+	// The next key is published before it signs: a verifier holding the
+	// JWKS from before a rotation verifies assertions from after it.
+	before := jwksOf(t, ks)
 	if err := ks.Rotate(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(jwksOf(t, ks).Keys); n != 2 {
+	if n := len(jwksOf(t, ks).Keys); n != 3 {
 		t.Errorf("%d keys after Rotate", n)
+	}
+	if _, err := Verify(sign(t, ks, "alice", "app"), before, "app", c.t); err != nil {
+		t.Errorf("assertion after a rotation with the JWKS from before it: %v", err)
 	}
 }
 

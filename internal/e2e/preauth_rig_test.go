@@ -60,6 +60,7 @@ type authRig struct {
 	idpTS *httptest.Server
 	clock *fakeClock
 	keys  *assertion.KeySet
+	agent *testrig.Agent
 }
 
 // echoed is what the echo backend saw.
@@ -126,7 +127,7 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *a
 		},
 		Gateway: func(c *gateway.Config) { c.Preauth = svc },
 	})
-	a.StartAgent(nil)
+	a.agent = a.StartAgent(nil)
 	return a
 }
 
