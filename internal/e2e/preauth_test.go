@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/assertion"
@@ -44,6 +47,13 @@ func TestPreauthBrowserSignIn(t *testing.T) {
 	}
 	if _, err := assertion.Verify(h.Get("X-Sallyport-Assertion"), a.jwks(c), "other-app", a.clock.Now()); err == nil {
 		t.Error("the assertion verified for another app")
+	}
+	// An app verifies it as the README shows, with go-oidc and the JWKS URL.
+	ctx := oidc.ClientContext(context.Background(), a.Client())
+	v := oidc.NewVerifier("sallyport", oidc.NewRemoteKeySet(ctx, a.URL+assertion.JWKSPath),
+		&oidc.Config{ClientID: "app", SupportedSigningAlgs: []string{"ES256"}, Now: a.clock.Now})
+	if tok, err := v.Verify(ctx, h.Get("X-Sallyport-Assertion")); err != nil || tok.Subject != "sub-alice" {
+		t.Errorf("go-oidc verification as in the README: %v", err)
 	}
 
 	// The session cookie's attributes, from the callback's Set-Cookie.
