@@ -44,7 +44,7 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy,
 	if isPublic(pol.PublicPaths, path) {
 		// Pass who is signed in along when we know without asking the
 		// provider; never refuse a public path.
-		if ss, _ := s.readSession(r, p); ss != nil && ss.Refresh == 0 && pol.allows(ss.identity()) {
+		if ss, _ := s.readSession(r, p); ss != nil && (ss.Refresh == 0 || s.now().Unix() < ss.Refresh) && pol.allows(ss.identity()) {
 			return ss.identity(), nil
 		}
 		return nil, nil
@@ -117,12 +117,12 @@ func forbidden(id *Identity) *Error {
 // readSession returns the valid session of r for provider p, or nil and why
 // not ("" when there is no cookie, "invalid" or "expired").
 func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
-	c, err := r.Cookie(s.sessionCookieName(r))
-	if err != nil || c.Value == "" {
+	value := s.readSessionCookie(r)
+	if value == "" {
 		return nil, ""
 	}
 	var ss session
-	if err := s.sealer.open("session", c.Value, &ss); err != nil {
+	if err := s.sealer.open("session", value, &ss); err != nil {
 		return nil, "invalid"
 	}
 	if ss.Provider != p.cfg.Name {
@@ -142,8 +142,8 @@ func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *sessi
 	if err != nil {
 		return err
 	}
-	if len(value) > maxCookieValue && ss.Token != "" {
-		// Too big for a cookie: give up refreshing rather than the session.
+	if len(value) > maxCookieValue*maxChunks && ss.Token != "" {
+		// Too big even in chunks: give up refreshing rather than the session.
 		s.log.Warn("session cookie too large; dropping the refresh token (the session lasts its lifetime without refresh)",
 			zap.String("provider", ss.Provider), zap.Int("bytes", len(value)))
 		ss.Token, ss.Refresh = "", 0
@@ -151,7 +151,7 @@ func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *sessi
 			return err
 		}
 	}
-	if len(value) > maxCookieValue {
+	if len(value) > maxCookieValue*maxChunks {
 		s.log.Warn("session cookie too large; dropping groups from it", zap.String("provider", ss.Provider),
 			zap.Int("groups", len(ss.Groups)))
 		ss.Groups = nil

@@ -118,7 +118,8 @@ const (
 	loginCookiePfx   = "sallyport_login_"
 	callbackPath     = "/.sallyport/auth/callback"
 	logoutPath       = "/.sallyport/auth/logout"
-	maxCookieValue   = 3900 // browsers keep at least 4096 bytes per cookie, name and attributes included
+	maxCookieValue   = 3800 // browsers keep at least 4096 bytes per cookie, name and attributes included
+	maxChunks        = 4    // a session may span sallyport_session, _1, _2 and _3
 	loginCookieLife  = 10 * 60
 	cookieNameMarker = "sallyport_"
 )
@@ -151,11 +152,53 @@ func (s *Service) cookieDomain(r *http.Request) string {
 	return ""
 }
 
+// A sealed session longer than maxCookieValue (many groups and a long
+// refresh token) is split over chunk cookies: the session cookie holds the
+// first part, NAME_1, NAME_2… the rest. AES-GCM authenticates the whole, so
+// a missing or stale chunk reads as an invalid session.
+func chunkName(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + "_" + string(rune('0'+i))
+}
+
+// readSessionCookie joins the session cookie and its chunks.
+func (s *Service) readSessionCookie(r *http.Request) string {
+	base := s.sessionCookieName(r)
+	var b strings.Builder
+	for i := range maxChunks {
+		c, err := r.Cookie(chunkName(base, i))
+		if err != nil {
+			break
+		}
+		b.WriteString(c.Value)
+	}
+	return b.String()
+}
+
+// setSessionCookie writes value (split into chunks when long) and removes
+// chunks r carries that value no longer needs. value "" clears them all.
 func (s *Service) setSessionCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
-	http.SetCookie(w, &http.Cookie{
-		Name: s.sessionCookieName(r), Value: value, Path: "/", Domain: s.cookieDomain(r),
-		MaxAge: maxAge, HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
-	})
+	base := s.sessionCookieName(r)
+	for i := range maxChunks {
+		part := value
+		if len(part) > maxCookieValue {
+			part = part[:maxCookieValue]
+		}
+		value = value[len(part):]
+		age := maxAge
+		if part == "" {
+			if _, err := r.Cookie(chunkName(base, i)); err != nil && i > 0 {
+				continue // nothing to remove
+			}
+			age = -1
+		}
+		http.SetCookie(w, &http.Cookie{
+			Name: chunkName(base, i), Value: part, Path: "/", Domain: s.cookieDomain(r),
+			MaxAge: age, HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
+		})
+	}
 }
 
 func (s *Service) clearSessionCookie(w http.ResponseWriter, r *http.Request) {

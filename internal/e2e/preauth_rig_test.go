@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -44,7 +45,17 @@ var (
 	alice = devoidc.User{Username: "alice", Password: "alice-pw", Subject: "sub-alice", Email: "alice@example.com",
 		Name: "Alice", Groups: []string{"staff", "a,b"}}
 	mallory = devoidc.User{Username: "mallory", Password: "mallory-pw", Subject: "sub-mallory", Email: "mallory@evil.example"}
+	// many is in so many groups that the session needs several cookies.
+	many = devoidc.User{Username: "many", Password: "many-pw", Subject: "sub-many", Email: "many@example.com", Groups: manyGroups()}
 )
+
+func manyGroups() []string {
+	gs := make([]string, 150)
+	for i := range gs {
+		gs[i] = fmt.Sprintf("%08d-1111-2222-3333-444455556666", i)
+	}
+	return gs
+}
 
 const (
 	clientID     = "sallyport-test"
@@ -89,7 +100,7 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *a
 	a.idpTS.Start()
 	t.Cleanup(a.idpTS.Close)
 	a.idp = devoidc.New(devoidc.Config{
-		Issuer: a.idpTS.URL, Users: []devoidc.User{alice, mallory},
+		Issuer: a.idpTS.URL, Users: []devoidc.User{alice, mallory, many},
 		Clients: []devoidc.Client{{ID: clientID, Secret: clientSecret}}, TokenLifetime: 5 * time.Minute, Now: clock.Now,
 	})
 	a.idpTS.Config.Handler = a.idp.Handler()

@@ -540,3 +540,40 @@ func TestPreauthProviderUnreachable(t *testing.T) {
 		t.Fatalf("after the provider came back: %d", res.StatusCode)
 	}
 }
+
+// TestPreauthLargeSession: a session too big for one cookie (150 groups and
+// a refresh token) is split over several, refreshes, and signs out whole.
+func TestPreauthLargeSession(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{Groups: []string{"00000149-1111-2222-3333-444455556666"}}, nil)
+	c := a.browser()
+	res, body := a.signIn(c, "/", many)
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	if n := len(strings.Split(decodeEchoed(t, body).Headers.Get("X-Sallyport-Groups"), ",")); n != 150 {
+		t.Fatalf("%d groups reached the app", n)
+	}
+	u, _ := url.Parse(a.URL)
+	chunks := 0
+	for _, ck := range c.Jar.Cookies(u) {
+		if strings.HasPrefix(ck.Name, "sallyport_session") {
+			chunks++
+			if len(ck.Name)+len(ck.Value) > 4000 {
+				t.Errorf("cookie %s is %d bytes", ck.Name, len(ck.Value))
+			}
+		}
+	}
+	if chunks < 2 {
+		t.Fatalf("%d session cookies, want the session split", chunks)
+	}
+	a.clock.Add(6 * time.Minute) // refresh, rewriting every chunk
+	if res, body := getH(t, noRedirect(c), a.URL+"/", nil); res.StatusCode != 200 {
+		t.Fatalf("after refresh: %d %s", res.StatusCode, body)
+	}
+	getH(t, c, a.URL+"/.sallyport/auth/logout", nil)
+	for _, ck := range c.Jar.Cookies(u) {
+		if strings.HasPrefix(ck.Name, "sallyport_session") {
+			t.Errorf("%s left after sign-out", ck.Name)
+		}
+	}
+}
