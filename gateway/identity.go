@@ -67,6 +67,9 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 		return false
 	}
 	r.URL.Path, r.URL.RawPath = cp.Path, cp.Raw
+	if cp.Raw == cp.Path {
+		r.URL.RawPath = "" // nothing escaped: the usual case
+	}
 	pa := h.g.cfg.Preauth
 	if pa != nil {
 		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
