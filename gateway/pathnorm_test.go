@@ -75,6 +75,7 @@ func TestRoutingUsesNormalisedPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer g.closeOwnStore() // never served
 	for path, app := range map[string]string{"/a/../b/x": "b", "/b/%2e%2e/a": "a", "//a": "a", `/b\..\a`: "a"} {
 		req := httptest.NewRequest("GET", "http://h/", nil)
 		req.URL.RawPath, req.URL.Path = path, path

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
 // Options are the per-exchange settings of RoundTrip. The zero value works.
@@ -48,7 +50,10 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := isUpgradeRequest(req)
 
-	head := &Frame{Request: requestHead(req, o)}
+	// The first frame lives in the exchange, which saves two allocations.
+	head := &ex.first
+	fillRequestHead(&ex.reqHead, req, o)
+	head.Request = &ex.reqHead
 	switch {
 	case upgrade:
 		// An upgrade request has no body: the data that follows the head is
@@ -156,6 +161,9 @@ type clientExchange struct {
 	abortErr  atomic.Pointer[error]
 	sendOnce  sync.Once
 	abortOnce sync.Once
+
+	first   Frame                // the request's first frame; owned by RoundTrip
+	reqHead tunnelv1.RequestHead // its head; owned by RoundTrip
 }
 
 // halfDone records that one direction ended cleanly; the second one
@@ -317,6 +325,8 @@ func (b *responseBody) finish() {
 	b.ex.halfDone()
 }
 
+var errBodyClosed = errors.New("read on closed response body")
+
 func (b *responseBody) Close() error {
 	if !b.finished {
 		if b.ended && len(b.pending) == 0 {
@@ -326,7 +336,7 @@ func (b *responseBody) Close() error {
 		}
 	}
 	if b.err == nil {
-		b.err = errors.New("read on closed response body")
+		b.err = errBodyClosed
 	}
 	return nil
 }

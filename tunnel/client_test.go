@@ -518,3 +518,43 @@ func TestRoundTripUpgrade(t *testing.T) {
 	conn.Close()
 	gw.wantFinish(t, false) // upgraded streams are never reused
 }
+
+// poisonStream overwrites the data of the frame it returned last when Recv
+// is called again, as a transport that reuses its receive buffers does.
+type poisonStream struct {
+	Stream
+	prev *Frame
+}
+
+func (s *poisonStream) Recv() (*Frame, error) {
+	if s.prev != nil {
+		for i := range s.prev.Data {
+			s.prev.Data[i] = 0xEE
+		}
+	}
+	f, err := s.Stream.Recv()
+	s.prev = f
+	return f, err
+}
+
+// TestRoundTripDoneWithDataBeforeNextRecv: RoundTrip has copied all of a
+// frame's data out before its next Recv, which is what lets the gateway's
+// gRPC transport reuse its receive buffers (see Stream).
+func TestRoundTripDoneWithDataBeforeNextRecv(t *testing.T) {
+	for _, size := range []int{100, CoalesceLimit + 1, 9*ChunkSize + 7} {
+		t.Run(sizeName(size), func(t *testing.T) {
+			gw, ag := newPipe(4)
+			body := pattern(size)
+			startAgent(t, ag, &testBackend{respond: func(req *http.Request, _ []byte) (*http.Response, error) {
+				return bodyResponse(req, 200, body, -1), nil
+			}})
+			res, err := RoundTrip(&poisonStream{Stream: gw.lease()}, newRequest(t, "GET", "http://backend:80/", nil), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, res); !bytes.Equal(got, body) {
+				t.Fatalf("body of %d bytes differs from what the backend sent (%d bytes)", len(got), len(body))
+			}
+		})
+	}
+}

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
-	"google.golang.org/protobuf/proto"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
@@ -29,28 +29,33 @@ const (
 )
 
 // DecodeFrame parses one encoded Frame, as byte-stream transports read it.
+// The frame does not keep b: the caller may reuse it (see
+// UnmarshalFrameAliasing for a caller that hands b over).
 func DecodeFrame(b []byte) (*Frame, error) {
 	if len(b) > MaxFrameSize {
 		return nil, malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)
 	}
-	f := new(Frame)
-	if err := proto.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	return f, nil
+	return decodeFrame(b, false)
 }
 
 // headersToWire converts h for a head, dropping the headers that the
 // framing itself carries (Trailer; and Content-Length of requests, which the
 // backend client recomputes; a response keeps it so that a HEAD answer
 // shows the length).
+//
+// The Header messages come from one block (two allocations per head rather
+// than one per header); the values alias h's slices, which is safe because
+// the head is only encoded, never modified.
 func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
+	block := make([]tunnelv1.Header, len(h))
 	out := make([]*tunnelv1.Header, 0, len(h))
 	for k, vv := range h {
 		if k == "Trailer" || (k == "Content-Length" && !keepLength) {
 			continue
 		}
-		out = append(out, &tunnelv1.Header{Name: k, Values: vv})
+		hdr := &block[len(out)]
+		hdr.Name, hdr.Values = k, vv
+		out = append(out, hdr)
 	}
 	return out
 }
@@ -78,7 +83,16 @@ func headersFromWire(hs []*tunnelv1.Header, what string) (http.Header, error) {
 			return nil, malformed("%s: headers exceed %d bytes", what, maxHeaderBytes)
 		}
 		k := http.CanonicalHeaderKey(f.GetName())
-		h[k] = append(h[k], f.GetValues()...)
+		if prev, ok := h[k]; ok {
+			// Slow path: the name came twice (or in two spellings).
+			h[k] = append(prev, f.GetValues()...)
+			continue
+		}
+		// Fast path: share the decoded values instead of copying them. The
+		// slice is capped, so that an append by whoever uses h copies it
+		// rather than writing into the frame's memory.
+		vv := f.GetValues()
+		h[k] = vv[:len(vv):len(vv)]
 	}
 	return h, nil
 }
@@ -158,6 +172,13 @@ func mergeTrailers(dst *http.Header, hs []*tunnelv1.Header) error {
 // requestHead builds the wire head for an outgoing request whose URL already
 // points at the backend.
 func requestHead(req *http.Request, o *Options) *tunnelv1.RequestHead {
+	h := new(tunnelv1.RequestHead)
+	fillRequestHead(h, req, o)
+	return h
+}
+
+// fillRequestHead is requestHead into a zero head that the caller owns.
+func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -170,22 +191,19 @@ func requestHead(req *http.Request, o *Options) *tunnelv1.RequestHead {
 	if req.Body == nil || req.Body == http.NoBody {
 		cl = 0
 	}
-	h := &tunnelv1.RequestHead{
-		Method:        req.Method,
-		Scheme:        req.URL.Scheme,
-		Authority:     req.URL.Host,
-		Path:          path,
-		Host:          host,
-		Headers:       headersToWire(req.Header, false),
-		ContentLength: cl,
-		TrailerNames:  trailerNames(req.Trailer),
-	}
+	h.Method = req.Method
+	h.Scheme = req.URL.Scheme
+	h.Authority = req.URL.Host
+	h.Path = path
+	h.Host = host
+	h.Headers = headersToWire(req.Header, false)
+	h.ContentLength = cl
+	h.TrailerNames = trailerNames(req.Trailer)
 	if o != nil {
 		h.BackendHttp2 = o.BackendHTTP2
 		h.App = o.App
 		h.RequestId = o.RequestID
 	}
-	return h
 }
 
 // RequestFromHead validates a received head and builds the request the agent
@@ -258,12 +276,17 @@ func validMethod(m string) bool {
 
 // responseHead builds the wire head for a backend response.
 func responseHead(res *http.Response) *tunnelv1.ResponseHead {
-	return &tunnelv1.ResponseHead{
-		Status:        int32(res.StatusCode),
-		Headers:       headersToWire(res.Header, true),
-		ContentLength: res.ContentLength,
-		TrailerNames:  trailerNames(res.Trailer),
-	}
+	h := new(tunnelv1.ResponseHead)
+	fillResponseHead(h, res)
+	return h
+}
+
+// fillResponseHead is responseHead into a zero head that the caller owns.
+func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response) {
+	h.Status = int32(res.StatusCode)
+	h.Headers = headersToWire(res.Header, true)
+	h.ContentLength = res.ContentLength
+	h.TrailerNames = trailerNames(res.Trailer)
 }
 
 // responseFromHead validates a received response head.
@@ -284,7 +307,7 @@ func responseFromHead(h *tunnelv1.ResponseHead, req *http.Request) (*http.Respon
 	}
 	code := int(h.GetStatus())
 	res := &http.Response{
-		Status:        fmt.Sprintf("%d %s", code, http.StatusText(code)),
+		Status:        statusLine(code),
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
@@ -295,4 +318,25 @@ func responseFromHead(h *tunnelv1.ResponseHead, req *http.Request) (*http.Respon
 		Request:       req,
 	}
 	return res, nil
+}
+
+// statusLines holds the Status strings of the codes net/http knows, so
+// that a response does not format one; see statusLine.
+var statusLines = func() (lines [600]string) {
+	for code := range lines {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+// statusLine is the Status of an http.Response with code, as net/http's
+// client sets it ("200 OK").
+func statusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	// Slow path: a code without a standard text.
+	return fmt.Sprintf("%d %s", code, http.StatusText(code))
 }

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -46,8 +47,12 @@ func fuzzSeeds() map[string][]byte {
 		"error":             must(&Frame{Error: &tunnelv1.Error{Code: "backend-unreachable", Message: "connection refused"}}),
 		"unknown-field":     {0xca, 0x06, 0x03, 'n', 'e', 'w'}, // field 105, bytes
 		"empty":             {},
-		"garbage":           []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe\x00"),
-		"truncated":         must(&Frame{Data: []byte("cut short")})[:5],
+		// A head with a field from a newer version, and a known field
+		// (data) sent with another wire type: both are kept as unknown.
+		"unknown-in-head": {0x0a, 0x07, 0x0a, 0x03, 'G', 'E', 'T', 0x60, 0x01, 0x18, 0x05},
+		"repeated-heads":  append(must(&Frame{Request: &tunnelv1.RequestHead{Method: "GET"}}), must(&Frame{Request: &tunnelv1.RequestHead{Path: "/"}})...),
+		"garbage":         []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe\x00"),
+		"truncated":       must(&Frame{Data: []byte("cut short")})[:5],
 	}
 }
 
@@ -61,6 +66,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := DecodeFrame(b)
+		checkSameAsProto(t, b, fr, err)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) || fr != nil {
 				t.Fatalf("DecodeFrame: %v (frame %v)", err, fr != nil)
@@ -92,6 +98,38 @@ func FuzzDecodeFrame(f *testing.F) {
 			checkFields(t, "trailer", trailers)
 		}
 	})
+}
+
+// checkSameAsProto: the hand-written decoder accepts exactly what
+// proto.Unmarshal accepts and produces an equal message, unknown fields
+// included; the aliasing variant too, without copying the data.
+func checkSameAsProto(t *testing.T, b []byte, fr *Frame, err error) {
+	t.Helper()
+	want := new(Frame)
+	werr := proto.Unmarshal(b, want)
+	if len(b) > MaxFrameSize {
+		werr = errors.New("too large")
+	}
+	if (err == nil) != (werr == nil) {
+		t.Fatalf("DecodeFrame error %v, proto.Unmarshal error %v", err, werr)
+	}
+	if err != nil {
+		return
+	}
+	if !proto.Equal(fr, want) {
+		t.Fatalf("DecodeFrame = %v, proto.Unmarshal = %v", fr, want)
+	}
+	if u, w := fr.ProtoReflect().GetUnknown(), want.ProtoReflect().GetUnknown(); !bytes.Equal(u, w) {
+		t.Fatalf("unknown fields %x, proto.Unmarshal kept %x", u, w)
+	}
+	in := bytes.Clone(b)
+	fa := new(Frame)
+	if err := UnmarshalFrameAliasing(in, fa); err != nil || !proto.Equal(fa, want) {
+		t.Fatalf("UnmarshalFrameAliasing = %v, %v; want %v", fa, err, want)
+	}
+	if len(fa.Data) > 0 && &fa.Data[0] != &in[cap(in)-cap(fa.Data)] {
+		t.Fatal("UnmarshalFrameAliasing copied the data")
+	}
 }
 
 // checkAcceptedRequest: a request the agent accepts goes to the backend it

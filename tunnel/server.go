@@ -31,9 +31,12 @@ type Server struct {
 	Log *zap.Logger
 }
 
+// nopLog is the logger of a Server without Log (zap.NewNop allocates).
+var nopLog = zap.NewNop()
+
 func (s *Server) log() *zap.Logger {
 	if s.Log == nil {
-		return zap.NewNop()
+		return nopLog
 	}
 	return s.Log
 }
@@ -105,11 +108,14 @@ type serverExchange struct {
 	head   *tunnelv1.RequestHead
 	start  time.Time
 
-	pipe     *bodyPipe     // request body (or upgraded bytes) from the gateway
+	pipe     *bodyPipe     // request body (or upgraded bytes) from the gateway; nil when noBody
 	noBody   bool          // the head came with end and no data; set before serve
 	reqEnded bool          // the gateway's end arrived; owned by the read loop
 	respDone chan struct{} // closed after the exchange goroutine's last Send
 	halves   atomic.Int32  // clean ends: request and response
+
+	first   Frame                 // the response's first frame; owned by serve
+	resHead tunnelv1.ResponseHead // its head; owned by serve
 }
 
 func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange {
@@ -118,11 +124,16 @@ func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange
 		s: s, st: st, ctx: exCtx, cancel: cancel, head: f.Request,
 		start: time.Now(), respDone: make(chan struct{}),
 	}
-	ex.pipe = newBodyPipe(exCtx, f.Data)
 	ex.noBody = f.End && len(f.Data) == 0
+	if !ex.noBody {
+		// Slow path: a body (or an upgrade) follows or came with the head.
+		ex.pipe = newBodyPipe(exCtx, f.Data)
+	}
 	if f.End {
 		ex.reqEnded = true
-		ex.pipe.end(f.Trailers)
+		if ex.pipe != nil {
+			ex.pipe.end(f.Trailers)
+		}
 		ex.halfDone()
 	}
 	go ex.serve()
@@ -212,12 +223,16 @@ func (ex *serverExchange) sendError(code, msg string) {
 // sendResponse streams res to the gateway.
 func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	defer res.Body.Close()
-	head := responseHead(res)
+	// The first frame lives in the exchange, which saves two allocations.
+	head := &ex.first
+	fillResponseHead(&ex.resHead, res)
+	head.Response = &ex.resHead
 	noBody := req.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
 		res.StatusCode == http.StatusNotModified || res.Body == http.NoBody
 	switch {
 	case noBody && len(res.Trailer) == 0:
-		if err := ex.st.Send(&Frame{Response: head, End: true}); err != nil {
+		head.End = true
+		if err := ex.st.Send(head); err != nil {
 			ex.cancel(err)
 			return
 		}
@@ -231,7 +246,8 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 			ex.fail(fmt.Errorf("read backend response: %w", err))
 			return
 		}
-		if err := ex.st.Send(&Frame{Response: head, Data: buf, End: true}); err != nil {
+		head.Data, head.End = buf, true
+		if err := ex.st.Send(head); err != nil {
 			ex.cancel(err)
 			return
 		}
@@ -239,7 +255,7 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 		ex.halfDone()
 		return
 	}
-	if err := ex.st.Send(&Frame{Response: head}); err != nil {
+	if err := ex.st.Send(head); err != nil {
 		ex.cancel(err)
 		return
 	}
@@ -303,11 +319,17 @@ func (ex *serverExchange) serveUpgrade(res *http.Response) {
 		ex.cancel(err)
 		return
 	}
+	// The gateway ends an upgrade request's head without end; a head that
+	// came with end has no pipe, and the backend gets an immediate EOF.
+	var src io.Reader = http.NoBody
+	if ex.pipe != nil {
+		src = ex.pipe
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		copyToBackend(rwc, ex.pipe)
+		copyToBackend(rwc, src)
 	}()
 	n, err := ex.copyOut(rwc)
 	if err == nil {

@@ -34,6 +34,7 @@ package tunnel
 
 import (
 	"context"
+	"time"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
@@ -63,6 +64,11 @@ type Stream interface {
 	Send(f *Frame) error
 	// Recv returns the next Frame. It returns io.EOF when the peer ended the
 	// stream cleanly.
+	//
+	// RoundTrip (the gateway's side) is done with a frame's Data when it
+	// calls Recv again, so a transport may reuse that memory from then on
+	// for the streams it hands to RoundTrip. ServeStream (the agent's side)
+	// may keep Data longer: it queues request body chunks.
 	Recv() (*Frame, error)
 	// Finish releases the stream after an exchange. clean reports that both
 	// directions ended with `end` and nothing is left unread: the transport
@@ -98,4 +104,8 @@ type SessionInfo struct {
 	Platform   string // agent OS/arch
 	Transport  string // "grpc", "quic" or "yamux"
 	RemoteAddr string // address the agent connected from
+	// ConnectorID is the enrolled connector (from its client certificate).
+	ConnectorID string
+	// Started is when the session was accepted.
+	Started time.Time
 }

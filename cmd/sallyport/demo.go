@@ -86,6 +86,7 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	if err != nil {
 		return err
 	}
+	settings.AdminAddr = "" // the demo has no admin API; its store lives in memory
 	gw, err := gateway.New(settings)
 	if err != nil {
 		return err
@@ -104,7 +105,8 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	acfg := &config.Agent{
 		Gateway:       gw.TunnelAddr().String(),
 		GatewayCAFile: dir + "/tunnel-cert.pem",
-		Token:         token,
+		Token:         token, // a pre-provisioned enrollment token: the agent enrolls itself
+		DataDir:       dir + "/agent",
 		Name:          "demo-agent",
 		Connections:   2,
 		Allow:         []string{bl.Addr().String()},
@@ -137,9 +139,12 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 		return errors.New("demo: the agent did not connect to the gateway within 15s; run with --log-level debug")
 	}
 	url := "http://" + gw.PublicAddr().String()
+	creds := a.Certificate()
 	fmt.Fprintf(out, `
 Sallyport demo is running: a gateway, an agent that dialled out to it, and a
-private backend on %s that only the agent can reach.
+private backend on %s that only the agent can reach. The agent enrolled
+with a token as connector %s and connects with its client certificate
+(valid until %s).
 
   Open   %s/
 
@@ -156,7 +161,8 @@ provider on %s (for the demo only, never for real use):
   Try    curl -i %s/ -H 'Accept: application/json'   (401 without a session)
 
 Press Ctrl-C to stop.
-`, bl.Addr(), url, url, url, url, idp.issuer, privateURL(url), privateURL(url))
+`, bl.Addr(), creds.ConnectorID, creds.Expires().UTC().Format(time.RFC3339), url, url, url, url,
+		idp.issuer, privateURL(url), privateURL(url))
 	if ready != nil {
 		ready(url)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 const preauthYAML = `
@@ -61,6 +63,12 @@ func TestPreauthConfig(t *testing.T) {
 	}
 	// The gateway accepts the result.
 	out.TunnelTLS = testTLS(t)
+	st, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	out.Store = st
 	if _, err := gateway.New(out); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,9 @@ func TestPackageRules(t *testing.T) {
 		{"tunnel", []string{"gateway", "agent", "cmd", "bench", "internal"}},
 		{"proto", []string{"tunnel", "gateway", "agent", "cmd", "bench", "internal"}},
 		{"gateway", []string{"agent", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/devoidc"}},
-		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/devoidc"}},
+		// The agent keeps no database and signs nothing: the store and the
+		// connector CA are the gateway's alone.
+		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/store", "internal/pki", "internal/devoidc"}},
 		{"internal/config", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/logging", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/selfsigned", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
@@ -69,6 +71,10 @@ func TestPackageRules(t *testing.T) {
 		// agent (verifies) and knows neither.
 		{"internal/assertion", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
 		{"internal/devoidc", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
+		{"internal/store", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/pki"}},
+		{"internal/pki", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/clock", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/store", "internal/pki"}},
+		{"internal/atomicfile", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/store", "internal/pki"}},
 	}
 	pkgs := listPackages(t)
 	for _, p := range pkgs {

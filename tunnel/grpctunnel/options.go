@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sallyport/sallyport/tunnel"
@@ -55,6 +56,8 @@ func ServerOptions(maxStreams int) []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.MaxHeaderListSize(16 << 10),
 		grpc.SharedWriteBuffer(true),
+		grpc.ForceServerCodecV2(frameCodec{}),
+		experimental.BufferPool(bufferPool),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    keepaliveTime,
@@ -72,7 +75,9 @@ func dialOptions() []grpc.DialOption {
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithSharedWriteBuffer(true),
+		experimental.WithBufferPool(bufferPool),
 		grpc.WithDefaultCallOptions(
+			grpc.ForceCodecV2(frameCodec{}),
 			grpc.MaxCallRecvMsgSize(tunnel.MaxFrameSize),
 			grpc.MaxCallSendMsgSize(tunnel.MaxFrameSize),
 		),
