@@ -66,10 +66,9 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 			"a control character, an encoded backslash, or a dot segment hidden behind %2F or ;). Fix the URL.", err))
 		return false
 	}
+	// RawPath keeps the client's spelling of characters that need no
+	// escape ("/a!b" stays, where escaping Path would send "/a%21b").
 	r.URL.Path, r.URL.RawPath = cp.Path, cp.Raw
-	if cp.Raw == cp.Path {
-		r.URL.RawPath = "" // nothing escaped: the usual case
-	}
 	pa := h.g.cfg.Preauth
 	if pa != nil {
 		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
