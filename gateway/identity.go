@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -142,4 +143,24 @@ func (h *proxyHandler) setIdentity(pr *httputil.ProxyRequest, st *exchangeState)
 	if st.identity != nil {
 		preauth.SetIdentityHeaders(pr.Out.Header, st.identity, st.assertion)
 	}
+	if b := pr.Out.Body; b != nil && b != http.NoBody {
+		pr.Out.Body = &trailerScrubber{ReadCloser: b, in: pr.In}
+	}
+}
+
+// trailerScrubber removes identity headers from the request's trailers:
+// the server fills the trailer map (shared with the outgoing request) when
+// the body reaches its end, so that is when they are removed, before the
+// relay sends them.
+type trailerScrubber struct {
+	io.ReadCloser
+	in *http.Request
+}
+
+func (t *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		preauth.StripIdentityHeaders(t.in.Trailer, true)
+	}
+	return n, err
 }

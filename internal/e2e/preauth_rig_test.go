@@ -76,15 +76,19 @@ type authRig struct {
 
 // echoed is what the echo backend saw.
 type echoed struct {
-	Path    string      `json:"path"` // escaped
-	Query   string      `json:"query"`
-	Headers http.Header `json:"headers"`
+	Path     string      `json:"path"` // escaped
+	Query    string      `json:"query"`
+	Headers  http.Header `json:"headers"`
+	Body     string      `json:"body"`
+	Trailers http.Header `json:"trailers"`
 }
 
 func echoBackend(t *testing.T) *httptest.Server {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(echoed{Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Headers: r.Header})
+		_ = json.NewEncoder(w).Encode(echoed{Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Headers: r.Header,
+			Body: string(body), Trailers: r.Trailer})
 	}))
 	t.Cleanup(ts.Close)
 	return ts

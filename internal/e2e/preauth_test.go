@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -381,6 +382,17 @@ func TestPreauthSpoofedIdentityHeaders(t *testing.T) {
 			t.Errorf("spoofed header %s reached the app: %v", k, h[k])
 		}
 	}
+	// Nor as trailers of a chunked body, declared or not.
+	req, _ := http.NewRequest("POST", a.URL+"/trailers", io.MultiReader(strings.NewReader("body")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sallyport-User": {"admin"}, "X_sallyport_email": {"admin@example.com"},
+		"Remote-User": {"admin"}, "X-Ok": {"kept"}}
+	res, body = do(t, noRedirect(c), req)
+	e := decodeEchoed(t, body)
+	if res.StatusCode != 200 || e.Body != "body" || e.Trailers.Get("X-Ok") != "kept" || e.Trailers.Get("X-Sallyport-User") != "" ||
+		e.Trailers.Get("X_sallyport_email") != "" || e.Trailers.Get("Remote-User") != "" {
+		t.Errorf("trailers: %d %+v", res.StatusCode, e)
+	}
 	// Without a session nothing identity-like reaches a public path either.
 	res, body = getH(t, a.Client(), a.URL+"/public/x", spoof)
 	h = decodeEchoed(t, body).Headers
@@ -388,7 +400,7 @@ func TestPreauthSpoofedIdentityHeaders(t *testing.T) {
 		t.Errorf("public path: %d %v", res.StatusCode, h)
 	}
 	// An app without pre-authentication never sees X-Sallyport-* from clients.
-	req, _ := http.NewRequest("GET", a.URL+"/", nil)
+	req, _ = http.NewRequest("GET", a.URL+"/", nil)
 	req.Host = "open.test"
 	for k, v := range spoof {
 		req.Header.Set(k, v)
