@@ -15,10 +15,12 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/clock"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
@@ -34,8 +36,20 @@ type Config struct {
 	// TLS verifies the gateway's tunnel certificate. Nil → system roots and
 	// the host name from Gateway.
 	TLS *tls.Config
-	// Token is the agent credential; it decides the connector group.
+	// Token is an enrollment token, used only when the agent has no
+	// certificate yet (none in DataDir): the agent then enrolls itself first.
 	Token string
+	// DataDir keeps the agent's key, certificate and CA bundle (see
+	// Enroll). Empty → nothing is saved: the agent enrolls with Token at
+	// every start and keeps its certificate in memory.
+	DataDir string
+	// Credentials, if set, are used instead of DataDir's (tests, embedding).
+	Credentials *Credentials
+	// Clock is the time for certificate expiry and renewal (nil → the real
+	// clock).
+	Clock clock.Clock
+	// RenewBackoff paces renewal retries (zero value: 10s doubling to 10m).
+	RenewBackoff Backoff
 	// Name is shown in the gateway's logs. Empty → the host name.
 	Name string
 	// Connections is how many sessions to keep open (0 → 2).
@@ -65,10 +79,15 @@ type Agent struct {
 	srv      *tunnel.Server
 	id       string
 
+	clock clock.Clock
+	creds atomic.Pointer[Credentials] // the certificate new sessions present
+	tls   *tls.Config                 // cfg.TLS with the client certificate hook
+
 	mu       sync.Mutex
 	sessions map[string]string // session id → group; guarded by mu
 	ready    chan struct{}     // closed when the first session is up
 	readyOne sync.Once
+	renewed  chan struct{} // gets a value after each renewal; never closed
 }
 
 // New checks cfg and builds an agent; Run starts it.
@@ -94,7 +113,20 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, allow: allow, backends: backends,
 		id: newAgentID(), sessions: make(map[string]string), ready: make(chan struct{}),
+		clock: clock.Or(cfg.Clock), renewed: make(chan struct{}, 1),
 	}
+	a.tls = &tls.Config{MinVersion: tls.VersionTLS13}
+	if cfg.TLS != nil {
+		a.tls = cfg.TLS.Clone()
+	}
+	base := a.tls.Clone()
+	a.tls.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if c := a.creds.Load(); c != nil {
+			return &c.Cert, nil
+		}
+		return &tls.Certificate{}, nil
+	}
+	a.cfg.TLS = base
 	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log}
 	return a, nil
 }
@@ -117,6 +149,10 @@ func (a *Agent) name() string {
 	if a.cfg.Name != "" {
 		return a.cfg.Name
 	}
+	return hostName()
+}
+
+func hostName() string {
 	if h, err := os.Hostname(); err == nil {
 		return h
 	}
@@ -158,8 +194,28 @@ func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.Rou
 // each with backoff. On cancellation it drains: the gateway is told to send
 // no new exchanges, the ones in flight finish (up to DrainGrace), then Run
 // returns nil.
+//
+// Run returns an error, without connecting, when the agent has no usable
+// certificate and cannot enroll, or when its certificate has expired; and
+// it stops with an error wrapping tunnel.ErrRevoked when the gateway
+// refuses it as revoked, or ErrCertificateExpired when the certificate
+// expires before it could be renewed.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.backends.CloseIdleConnections()
+	if err := a.loadCredentials(ctx); err != nil {
+		return err
+	}
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		a.renewLoop(runCtx, stopRun)
+	}()
+	defer func() { <-renewDone }()
+	defer stopRun(nil)
+	ctx = context.WithValue(runCtx, stopKey{}, stopRun)
+
 	// hard ends the exchanges in flight once the drain grace has passed.
 	hard, cancelHard := context.WithCancel(context.Background())
 	defer cancelHard()
@@ -180,6 +236,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		a.log.Error("agent stopped", zap.Error(cause))
+		return cause
+	}
 	a.log.Info("agent stopped")
 	return nil
 }
@@ -189,11 +249,15 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 	log := a.log.With(zap.Int("slot", slot))
 	attempt := 0
+	stop := stopFunc(ctx)
 	for ctx.Err() == nil {
+		if err := a.checkExpiry(); err != nil {
+			stop(err)
+			return
+		}
 		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
 			Addr:    a.cfg.Gateway,
-			TLS:     a.cfg.TLS,
-			Token:   a.cfg.Token,
+			TLS:     a.tls,
 			MinIdle: a.cfg.MinIdle,
 			Log:     log,
 			Hello: &tunnelv1.Hello{
@@ -207,9 +271,14 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			}
 			delay := a.cfg.Backoff.Next(attempt)
 			attempt++
+			if errors.Is(err, tunnel.ErrRevoked) {
+				stop(fmt.Errorf("the gateway refused this agent: %w; enroll it again with a new token "+
+					"(sallyport agent enroll), after removing its old data_dir", err))
+				return
+			}
 			if errors.Is(err, grpctunnel.ErrUnauthenticated) {
-				log.Error("the gateway refused this agent's token; fix `token` in the agent config "+
-					"(it must match one of the gateway's tunnel.tokens)",
+				log.Error("the gateway refused this agent's certificate; if the gateway's data_dir was "+
+					"replaced, enroll the agent again (sallyport agent enroll)",
 					zap.Error(err), zap.Duration("retry_in", delay))
 			} else {
 				log.Warn("cannot connect to the gateway", zap.Error(err), zap.Duration("retry_in", delay))

@@ -7,7 +7,6 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,16 +14,23 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
-// Token is an agent credential and the connector group it grants.
+// Token is a pre-provisioned enrollment token from the gateway config and
+// the connector group it grants. It may be used any number of times and
+// does not expire; tokens made with the admin API may be single-use and
+// expire.
 type Token struct {
 	Token string
 	Group string
@@ -41,8 +47,28 @@ type Config struct {
 	TunnelAddr string
 	// TunnelTLS is the tunnel listener's TLS config. Required.
 	TunnelTLS *tls.Config
-	// Tokens are the agent credentials.
+	// Tokens are pre-provisioned enrollment tokens (see Token).
 	Tokens []Token
+	// Store keeps the connector CA, enrolled connectors and enrollment
+	// tokens. Nil → an in-memory store: every agent enrolls again after a
+	// restart. The gateway does not close a Store it was given.
+	Store Store
+	// CertLifetime is how long agent certificates are valid (0 → 30 days).
+	CertLifetime time.Duration
+	// EnrollFailures failed enrollments from one address within
+	// EnrollWindow block further attempts from it until the window ends
+	// (0 → 5 and 1 minute).
+	EnrollFailures int
+	EnrollWindow   time.Duration
+	// Now is the clock for certificates, tokens, revocation times and the
+	// enrollment rate limit (nil → time.Now).
+	Now func() time.Time
+	// AdminAddr is the admin API listener (health, tokens, connectors).
+	// Empty → no admin listener.
+	AdminAddr string
+	// AdminToken is the admin API's bearer token. Empty → every API call is
+	// refused with 401; /healthz and /readyz still answer.
+	AdminToken string
 	// Routes are the published apps.
 	Routes []Route
 	// ShutdownGrace bounds how long in-flight exchanges may run after
@@ -104,18 +130,21 @@ type Gateway struct {
 	grpc     *grpc.Server
 	public   *http.Server
 	handler  *proxyHandler
-	tokens   []tokenHash
+	// tokens are the config's enrollment tokens as SHA-256 digests:
+	// comparing fixed-size digests in constant time leaks neither a token
+	// nor its length.
+	tokens    []configToken
+	store     Store
+	ownStore  *store.SQLite // the in-memory store New opened; closed by Serve
+	authority *pki.Authority
+	limiter   *failLimiter
+	admin     *http.Server // nil without AdminAddr
+	serving   atomic.Bool  // between Serve's start and its shutdown
 
 	mu       sync.Mutex
 	publicLn net.Listener // set by Listen
 	tunnelLn net.Listener // set by Listen
-}
-
-// tokenHash is a token's SHA-256: comparing fixed-size digests in constant
-// time leaks neither the token nor its length.
-type tokenHash struct {
-	sum   [32]byte
-	group string
+	adminLn  net.Listener // set by Listen when AdminAddr is set
 }
 
 // New checks cfg and builds a gateway; Listen and Serve start it.
@@ -131,26 +160,34 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry()}
+	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry(), store: cfg.Store}
 	for _, t := range cfg.Tokens {
 		if t.Token == "" || t.Group == "" {
 			return nil, errors.New("gateway: a tunnel token needs a token and a group")
 		}
-		g.tokens = append(g.tokens, tokenHash{sum: sha256.Sum256([]byte(t.Token)), group: t.Group})
+		g.tokens = append(g.tokens, configToken{sum: sha256.Sum256([]byte(t.Token)), group: t.Group})
+	}
+	if err := g.initTrust(); err != nil {
+		return nil, err
 	}
 	g.tunnel = &grpctunnel.Server{
-		Authenticate: g.authenticate,
+		Authenticate: g.authenticateSession,
 		OnSession:    g.registry.Add,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 	}
-	tlsCfg := cfg.TunnelTLS.Clone()
-	if tlsCfg.MinVersion < tls.VersionTLS12 {
-		tlsCfg.MinVersion = tls.VersionTLS12
-	}
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(credentials.NewTLS(tlsCfg)))
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(credentials.NewTLS(g.TunnelTLS())))
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
+	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, &enrollService{g: g})
+	if cfg.AdminAddr != "" {
+		g.admin = &http.Server{
+			Handler:           g.AdminHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          stdLogAtWarn(log.Named("admin")),
+		}
+	}
 
 	g.handler = newProxyHandler(g)
 	var protocols http.Protocols
@@ -176,17 +213,48 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// authenticate maps a token to its group, in time independent of which
-// token (if any) matches.
-func (g *Gateway) authenticate(token string) (string, bool) {
-	sum := sha256.Sum256([]byte(token))
-	group, found := "", 0
-	for _, t := range g.tokens {
-		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
-			group, found = t.group, 1
+// initTrust opens the in-memory store when none was given and creates the
+// connector CA on first start.
+func (g *Gateway) initTrust() error {
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	if g.store == nil {
+		s, err := store.OpenMemory(ctx)
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
 		}
+		g.store, g.ownStore = s, s
 	}
-	return group, found == 1
+	g.authority = &pki.Authority{Store: g.store, Now: g.cfg.Now, Lifetime: g.cfg.CertLifetime}
+	g.limiter = &failLimiter{max: g.cfg.EnrollFailures, window: g.cfg.EnrollWindow, now: g.now}
+	created, err := g.authority.Init(ctx)
+	if err != nil {
+		g.closeOwnStore()
+		return fmt.Errorf("gateway: connector CA: %w", err)
+	}
+	if created {
+		g.log.Info("created the connector CA that signs agent certificates")
+	}
+	return nil
+}
+
+func (g *Gateway) closeOwnStore() {
+	if g.ownStore != nil {
+		g.ownStore.Close()
+		g.ownStore = nil
+	}
+}
+
+// TunnelTLS is the tunnel listener's TLS config: TLS 1.3, and a client
+// certificate, when sent, must come from the connector CA (checked at the
+// handshake, so a certificate of another CA or an expired one never gets a
+// session). Other transports on the tunnel port use the same config.
+func (g *Gateway) TunnelTLS() *tls.Config {
+	c := g.cfg.TunnelTLS.Clone()
+	c.MinVersion = tls.VersionTLS13
+	c.ClientAuth = tls.RequestClientCert
+	c.VerifyConnection = g.verifyTunnelConn
+	return c
 }
 
 // Listen binds the public and tunnel listeners.
@@ -200,10 +268,29 @@ func (g *Gateway) Listen() error {
 		pub.Close()
 		return fmt.Errorf("gateway: tunnel listener: %w", err)
 	}
+	var adm net.Listener
+	if g.cfg.AdminAddr != "" {
+		if adm, err = net.Listen("tcp", g.cfg.AdminAddr); err != nil {
+			pub.Close()
+			tun.Close()
+			return fmt.Errorf("gateway: admin listener: %w", err)
+		}
+	}
 	g.mu.Lock()
-	g.publicLn, g.tunnelLn = pub, tun
+	g.publicLn, g.tunnelLn, g.adminLn = pub, tun, adm
 	g.mu.Unlock()
 	return nil
+}
+
+// AdminAddr is the bound admin listener address (after Listen), or nil
+// without one.
+func (g *Gateway) AdminAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.adminLn == nil {
+		return nil
+	}
+	return g.adminLn.Addr()
 }
 
 func orAddr(a, def string) string {
@@ -240,13 +327,30 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // gracefully: it stops accepting, lets exchanges in flight finish for up to
 // ShutdownGrace, tells agents it is going away, and closes what is left.
 func (g *Gateway) Serve(ctx context.Context) error {
+	defer g.closeOwnStore()
 	g.mu.Lock()
-	pub, tun := g.publicLn, g.tunnelLn
+	pub, tun, adm := g.publicLn, g.tunnelLn, g.adminLn
 	g.mu.Unlock()
 	if pub == nil || tun == nil {
 		return errors.New("gateway: Serve before Listen")
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	servers := 2
+	if adm != nil {
+		servers++
+		go func() {
+			err := g.admin.Serve(adm)
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+		if g.cfg.AdminToken == "" {
+			g.log.Warn("the admin API has no token, so it refuses every call; set admin.token_file or SALLYPORT_ADMIN_TOKEN",
+				zap.Stringer("admin", adm.Addr()))
+		}
+	}
+	g.serving.Store(true)
 	go func() {
 		var err error
 		if g.cfg.PublicTLS != nil {
@@ -260,8 +364,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		errc <- err
 	}()
 	go func() { errc <- g.grpc.Serve(tun) }()
-	g.log.Info("gateway listening", zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
-		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.cfg.Routes)))
+	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
+		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.cfg.Routes))}
+	if adm != nil {
+		fields = append(fields, zap.Stringer("admin", adm.Addr()))
+	}
+	g.log.Info("gateway listening", fields...)
 
 	var serveErr error
 	select {
@@ -269,8 +377,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	g.shutdown()
-	// Both serve goroutines have returned once shutdown is done.
-	for range 2 - boolInt(serveErr != nil) {
+	// Every serve goroutine has returned once shutdown is done.
+	for range servers - boolInt(serveErr != nil) {
 		if err := <-errc; err != nil && serveErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
 			serveErr = err
 		}
@@ -286,8 +394,12 @@ func boolInt(b bool) int {
 }
 
 func (g *Gateway) shutdown() {
+	g.serving.Store(false)
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
+	if g.admin != nil {
+		g.admin.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := g.public.Shutdown(ctx); err != nil {

@@ -316,3 +316,18 @@ func (r *Registry) Sessions() []SessionStatus {
 	})
 	return out
 }
+
+// CloseConnector closes every session of a connector and returns how many
+// it closed.
+func (r *Registry) CloseConnector(id string, reason error) int {
+	n := 0
+	for _, entries := range r.load() {
+		for _, e := range entries {
+			if e.info.ConnectorID == id && !isClosed(e.s.Done()) {
+				e.s.Close(reason)
+				n++
+			}
+		}
+	}
+	return n
+}

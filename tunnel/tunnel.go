@@ -41,6 +41,7 @@ package tunnel
 
 import (
 	"context"
+	"time"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
@@ -109,4 +110,8 @@ type SessionInfo struct {
 	Platform   string // agent OS/arch
 	Transport  string // "grpc", "quic" or "yamux"
 	RemoteAddr string // address the agent connected from
+	// ConnectorID is the enrolled connector (from its client certificate).
+	ConnectorID string
+	// Started is when the session was accepted.
+	Started time.Time
 }

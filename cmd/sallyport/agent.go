@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -36,7 +40,107 @@ func newAgentCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "agent config file (YAML)")
+	cmd.AddCommand(newEnrollCmd(g))
 	return cmd
+}
+
+func newEnrollCmd(g *globals) *cobra.Command {
+	var e agent.EnrollConfig
+	var caFile, fingerprint string
+	cmd := &cobra.Command{
+		Use:   "enroll --gateway HOST:PORT --token T --data-dir DIR [--gateway-ca FILE | --gateway-fingerprint sha256:HEX]",
+		Short: "Enroll this agent: get a client certificate for a key made here, with a one-time token",
+		Long: "enroll generates the agent's private key in --data-dir (it never leaves this machine), sends\n" +
+			"a certificate request with the token to the gateway, and stores the issued certificate and the\n" +
+			"connector CA bundle beside the key. The gateway's tunnel certificate is checked against\n" +
+			"--gateway-ca, or pinned with --gateway-fingerprint (the gateway logs it at start-up), or the\n" +
+			"system roots. How the gateway was trusted is saved in --data-dir too, so `sallyport agent`\n" +
+			"with the same data_dir needs no gateway_ca_file.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if e.Gateway == "" || e.Token == "" || e.DataDir == "" {
+				return errors.New("enroll needs --gateway, --token and --data-dir; see --help")
+			}
+			if caFile != "" && fingerprint != "" {
+				return errors.New("give --gateway-ca or --gateway-fingerprint, not both")
+			}
+			if _, err := agent.LoadCredentials(e.DataDir); err == nil {
+				return fmt.Errorf("%s already holds an agent certificate; remove %s and %s (or use another --data-dir) to enroll again",
+					e.DataDir, agent.CertFile, agent.KeyFile)
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck // stderr
+			tc, err := gatewayTrust(e.Gateway, caFile, fingerprint)
+			if err != nil {
+				return err
+			}
+			e.TLS = tc
+			ctx, stop := signalContext(log)
+			defer stop()
+			creds, err := agent.Enroll(ctx, e)
+			if err != nil {
+				return err
+			}
+			if err := saveGatewayTrust(e.DataDir, caFile, fingerprint); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolled: connector %s in group %q; certificate valid until %s, kept in %s\n",
+				creds.ConnectorID, creds.Group, creds.Expires().UTC().Format(time.RFC3339), e.DataDir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&e.Gateway, "gateway", "", "the gateway's tunnel address, host:port")
+	f.StringVar(&e.Token, "token", "", "enrollment token (from `sallyport token create` or the gateway's tunnel.tokens)")
+	f.StringVar(&e.DataDir, "data-dir", "", "where the key, certificate and CA bundle are kept")
+	f.StringVar(&e.Name, "name", "", "name shown in the connector list (default: host name)")
+	f.StringVar(&caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
+	f.StringVar(&fingerprint, "gateway-fingerprint", "", "pin the gateway's tunnel certificate: sha256:HEX")
+	return cmd
+}
+
+// gatewayTrust is the TLS config that verifies the gateway: by CA file, by
+// pinned fingerprint, or by the system roots.
+func gatewayTrust(gatewayAddr, caFile, fingerprint string) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(gatewayAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %q: %w", gatewayAddr, err)
+	}
+	if fingerprint != "" {
+		return agent.PinnedTLS(fingerprint)
+	}
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// saveGatewayTrust records in dataDir how the gateway was trusted at
+// enrollment, for later runs without gateway_ca_file.
+func saveGatewayTrust(dataDir, caFile, fingerprint string) error {
+	switch {
+	case fingerprint != "":
+		return os.WriteFile(filepath.Join(dataDir, agent.GatewayPinFile), []byte(strings.TrimSpace(fingerprint)+"\n"), 0o644)
+	case caFile != "":
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dataDir, agent.GatewayCAFile), b, 0o644)
+	}
+	return nil
 }
 
 // agentConfig turns a validated config file into the agent's settings.
@@ -44,6 +148,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	out := agent.Config{
 		Gateway:     cfg.Gateway,
 		Token:       cfg.Token,
+		DataDir:     cfg.DataDirOrDefault(),
 		Name:        cfg.NameOrDefault(),
 		Connections: cfg.ConnectionsOrDefault(),
 		Allow:       cfg.Allow,
@@ -55,26 +160,33 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	if t := cfg.TransportOrDefault(); t != config.TransportGRPC {
 		return out, fmt.Errorf("transport %q is not supported by this build yet; use grpc", t)
 	}
-	host, _, err := net.SplitHostPort(cfg.Gateway)
-	if err != nil {
-		return out, fmt.Errorf("gateway: %w", err)
+	// Trust for the tunnel certificate: gateway_ca_file, else what
+	// `agent enroll` saved in data_dir, else the system roots.
+	caFile, pin := cfg.GatewayCAFile, ""
+	if caFile == "" {
+		if p := filepath.Join(out.DataDir, agent.GatewayCAFile); fileExists(p) {
+			caFile = p
+		} else if b, err := os.ReadFile(filepath.Join(out.DataDir, agent.GatewayPinFile)); err == nil {
+			pin = strings.TrimSpace(string(b))
+		}
 	}
-	out.TLS = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if cfg.GatewayCAFile != "" {
-		pem, err := os.ReadFile(cfg.GatewayCAFile)
-		if err != nil {
+	tc, err := gatewayTrust(cfg.Gateway, caFile, pin)
+	if err != nil {
+		if caFile == cfg.GatewayCAFile && caFile != "" {
 			return out, fmt.Errorf("gateway_ca_file: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return out, fmt.Errorf("gateway_ca_file %s: no PEM certificate in it", cfg.GatewayCAFile)
-		}
-		out.TLS.RootCAs = pool
+		return out, fmt.Errorf("gateway trust in data_dir: %w", err)
 	}
+	out.TLS = tc
 	for _, b := range cfg.BackendTLS {
 		out.BackendTLS = append(out.BackendTLS, agent.BackendTLS{
 			Hosts: b.Hosts, CAFile: b.CAFile, InsecureSkipVerify: b.InsecureSkipVerify, ServerName: b.ServerName,
 		})
 	}
 	return out, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

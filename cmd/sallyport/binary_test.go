@@ -145,6 +145,18 @@ func (p *proc) stop() int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
+// wait waits for the process to exit by itself and returns the exit code.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.t.Fatalf("process still running after 20s:\n%s", p.output())
+	}
+	p.cmd.Wait()
+	return p.cmd.ProcessState.ExitCode()
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -170,6 +182,8 @@ tunnel:
   addr: "127.0.0.1:0"
   tokens:
     - {token: %q, group: default}
+admin:
+  addr: "127.0.0.1:0"
 data_dir: %s
 shutdown_grace: 5s
 apps:
@@ -194,10 +208,11 @@ apps:
 		writeFile(t, p, fmt.Sprintf(`gateway: %s
 gateway_ca_file: %s
 token: %q
+data_dir: %s
 name: %s
 connections: 2
 allow: [%q]
-`, tunnelAddr, filepath.Join(dir, "gw", "tunnel-cert.pem"), tok, name, strings.TrimPrefix(backend.URL, "http://")))
+`, tunnelAddr, filepath.Join(dir, "gw", "tunnel-cert.pem"), tok, filepath.Join(dir, name), name, strings.TrimPrefix(backend.URL, "http://")))
 		return p
 	}
 	ag := startProc(t, "agent", "--config", agentYAML("agent-1", token))
@@ -218,11 +233,11 @@ allow: [%q]
 		t.Fatalf("relayed GET = %d %q", code, body)
 	}
 
+	// An agent with a wrong token cannot enroll: it says so and exits.
 	bad := startProc(t, "agent", "--config", agentYAML("agent-bad", "wrong-token"))
-	bad.waitLog("refused this agent's token")
-	gw.waitLog("agent refused: unauthenticated")
-	if code := bad.stop(); code != 0 {
-		t.Fatalf("refused agent exit code %d", code)
+	gw.waitLog("enrollment refused")
+	if code := bad.wait(); code != 1 || !strings.Contains(bad.output(), "enrollment token unknown") {
+		t.Fatalf("refused agent exit code %d\n%s", code, bad.output())
 	}
 
 	if code := ag.stop(); code != 0 {

@@ -80,6 +80,7 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	if err != nil {
 		return err
 	}
+	settings.AdminAddr = "" // the demo has no admin API; its store lives in memory
 	gw, err := gateway.New(settings)
 	if err != nil {
 		return err
@@ -98,7 +99,8 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	acfg := &config.Agent{
 		Gateway:       gw.TunnelAddr().String(),
 		GatewayCAFile: dir + "/tunnel-cert.pem",
-		Token:         token,
+		Token:         token, // a pre-provisioned enrollment token: the agent enrolls itself
+		DataDir:       dir + "/agent",
 		Name:          "demo-agent",
 		Connections:   2,
 		Allow:         []string{bl.Addr().String()},
@@ -131,9 +133,12 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 		return errors.New("demo: the agent did not connect to the gateway within 15s; run with --log-level debug")
 	}
 	url := "http://" + gw.PublicAddr().String()
+	creds := a.Certificate()
 	fmt.Fprintf(out, `
 Sallyport demo is running: a gateway, an agent that dialled out to it, and a
-private backend on %s that only the agent can reach.
+private backend on %s that only the agent can reach. The agent enrolled
+with a token as connector %s and connects with its client certificate
+(valid until %s).
 
   Open   %s/
 
@@ -143,7 +148,7 @@ private backend on %s that only the agent can reach.
          (the page at / has a WebSocket echo tester for /ws)
 
 Press Ctrl-C to stop.
-`, bl.Addr(), url, url, url, url)
+`, bl.Addr(), creds.ConnectorID, creds.Expires().UTC().Format(time.RFC3339), url, url, url, url)
 	if ready != nil {
 		ready(url)
 	}

@@ -89,7 +89,8 @@ func TestDemo(t *testing.T) {
 		strings.Count(string(b), "data: ") != 3 {
 		t.Fatalf("/stream: %v %q", res.Header, b)
 	}
-	if !strings.Contains(out.String(), base+"/") || !strings.Contains(out.String(), "curl") {
+	if !strings.Contains(out.String(), base+"/") || !strings.Contains(out.String(), "curl") ||
+		!strings.Contains(out.String(), "enrolled") {
 		t.Fatalf("the demo did not print what to open and curl:\n%s", out)
 	}
 	cancel()

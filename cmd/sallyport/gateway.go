@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -14,6 +15,7 @@ import (
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -28,6 +30,12 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				st, err := store.Open(ctx, cfg.DataDirOrDefault())
+				if err != nil {
+					return fmt.Errorf("data_dir: %w", err)
+				}
+				defer st.Close()
+				settings.Store = st
 				gw, err := gateway.New(settings)
 				if err != nil {
 					return err
@@ -40,7 +48,28 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "gateway config file (YAML)")
+	cmd.AddCommand(newCACmd())
 	return cmd
+}
+
+// adminToken reads the admin API token: SALLYPORT_ADMIN_TOKEN, else the
+// file. Empty when neither is set.
+func adminToken(file string) (string, error) {
+	if t := strings.TrimSpace(os.Getenv("SALLYPORT_ADMIN_TOKEN")); t != "" {
+		return t, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin token file %s is empty", file)
+	}
+	return t, nil
 }
 
 // gatewayConfig turns a validated config file into the gateway's settings:
@@ -55,8 +84,15 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),
+		CertLifetime:         cfg.Tunnel.CertLifetimeOrDefault(),
+		AdminAddr:            cfg.Admin.AddrOrDefault(),
 		Log:                  log,
 	}
+	tok, err := adminToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return out, fmt.Errorf("admin.token_file: %w", err)
+	}
+	out.AdminToken = tok
 	if cfg.Public.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.Public.TLS.CertFile, cfg.Public.TLS.KeyFile)
 		if err != nil {

@@ -63,7 +63,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console|json")
 	agent.Version = buildVersion()
-	root.AddCommand(newGatewayCmd(g), newAgentCmd(g), newDemoCmd(g), newBenchCmd(g), newVersionCmd())
+	root.AddCommand(newGatewayCmd(g), newAgentCmd(g), newDemoCmd(g), newBenchCmd(g), newVersionCmd(),
+		newTokenCmd(), newConnectorCmd())
 	return root
 }
 

@@ -34,12 +34,14 @@ type Agent struct {
 	// the system roots.
 	GatewayCAFile string `yaml:"gateway_ca_file"`
 
-	// Token is the static credential from the gateway's tunnel.tokens.
-	// Required.
+	// Token is an enrollment token (from `sallyport token create` or the
+	// gateway's tunnel.tokens). An agent without a certificate in DataDir
+	// enrolls itself with it first. Empty means the agent must have been
+	// enrolled with `sallyport agent enroll`.
 	Token string `yaml:"token"`
 
-	// DataDir holds the agent's own state (keys and certificates once
-	// enrollment exists). Empty means DefaultAgentDataDir.
+	// DataDir holds the agent's key, client certificate and the connector
+	// CA bundle. Empty means DefaultAgentDataDir.
 	DataDir string `yaml:"data_dir"`
 
 	// Transport is grpc, quic, yamux or auto. Empty means grpc. Only grpc is
@@ -163,8 +165,11 @@ func (a *Agent) Validate() error {
 
 func (a *Agent) validate(c *checker) {
 	c.checkDialAddr(path{"gateway"}, a.Gateway)
-	if strings.TrimSpace(a.Token) == "" {
-		c.errorf(path{"token"}, "required (a token from the gateway's tunnel.tokens)")
+	// token may be empty: an agent enrolled with `sallyport agent enroll`
+	// has its certificate in data_dir. Without either, the agent says so
+	// when it starts. A blank one is a mistake.
+	if a.Token != "" && strings.TrimSpace(a.Token) == "" {
+		c.errorf(path{"token"}, "blank; remove it, or give an enrollment token")
 	}
 
 	switch a.Transport {

@@ -14,6 +14,7 @@ const (
 	DefaultMaxHeaderBytes       = 64 << 10
 	DefaultTunnelAddr           = ":8443"
 	DefaultMaxStreamsPerSession = 10000
+	DefaultCertLifetime         = 30 * 24 * time.Hour
 	DefaultAdminAddr            = "127.0.0.1:9090"
 	DefaultGatewayDataDir       = "./data/gateway"
 	DefaultShutdownGrace        = 30 * time.Second
@@ -103,9 +104,15 @@ type Tunnel struct {
 	// certificate generated once into data_dir (tunnel-cert.pem).
 	TLS TLSFiles `yaml:"tls"`
 
-	// Tokens are the agent credentials accepted until enrollment replaces
-	// them. Empty means no agent can authenticate with a static token.
+	// Tokens are pre-provisioned enrollment tokens: reusable, never
+	// expiring. An agent with one of them in its `token:` enrolls itself.
+	// Empty means agents enroll only with tokens made by `sallyport token
+	// create`.
 	Tokens []Token `yaml:"tokens"`
+
+	// CertLifetime is how long agent client certificates are valid; agents
+	// renew at two thirds of it. Zero means DefaultCertLifetime (720h).
+	CertLifetime time.Duration `yaml:"cert_lifetime"`
 
 	// MaxStreamsPerSession bounds concurrent exchanges on one agent session.
 	// Zero means DefaultMaxStreamsPerSession (10000); negative is invalid.
@@ -121,7 +128,12 @@ func (t *Tunnel) MaxStreamsPerSessionOrDefault() int {
 	return or(t.MaxStreamsPerSession, DefaultMaxStreamsPerSession)
 }
 
-// Token is one static agent credential.
+// CertLifetimeOrDefault returns CertLifetime, or DefaultCertLifetime.
+func (t *Tunnel) CertLifetimeOrDefault() time.Duration {
+	return or(t.CertLifetime, DefaultCertLifetime)
+}
+
+// Token is one pre-provisioned enrollment token.
 type Token struct {
 	Token string `yaml:"token"` // the secret the agent presents; required, unique
 	Group string `yaml:"group"` // connector group the agent joins; required
@@ -334,6 +346,10 @@ func (g *Gateway) validate(c *checker) {
 	c.checkListenAddr(path{"tunnel", "addr"}, g.Tunnel.Addr)
 	c.checkTLSFiles(path{"tunnel", "tls"}, g.Tunnel.TLS)
 	checkNonNegative(c, path{"tunnel", "max_streams_per_session"}, g.Tunnel.MaxStreamsPerSession)
+	checkNonNegative(c, path{"tunnel", "cert_lifetime"}, g.Tunnel.CertLifetime)
+	if g.Tunnel.CertLifetime != 0 && g.Tunnel.CertLifetime < time.Hour {
+		c.errorf(path{"tunnel", "cert_lifetime"}, "%s is too short; use at least 1h", g.Tunnel.CertLifetime)
+	}
 	seenTokens := make(map[string]int)
 	for i, t := range g.Tunnel.Tokens {
 		p := path{"tunnel", "tokens"}.index(i)

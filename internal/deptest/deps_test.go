@@ -60,11 +60,17 @@ func TestPackageRules(t *testing.T) {
 		{"tunnel", []string{"gateway", "agent", "cmd", "bench", "internal"}},
 		{"proto", []string{"tunnel", "gateway", "agent", "cmd", "bench", "internal"}},
 		{"gateway", []string{"agent", "cmd", "bench", "internal/testrig", "internal/demoapp"}},
-		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp"}},
+		// The agent keeps no database and signs nothing: the store and the
+		// connector CA are the gateway's alone.
+		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/store", "internal/pki"}},
 		{"internal/config", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/logging", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/selfsigned", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/demoapp", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/store", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/pki"}},
+		{"internal/pki", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		{"internal/clock", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/store", "internal/pki"}},
+		{"internal/atomicfile", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/store", "internal/pki"}},
 	}
 	pkgs := listPackages(t)
 	for _, p := range pkgs {

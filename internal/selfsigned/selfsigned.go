@@ -29,6 +29,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // File names inside the directory given to LoadOrCreate.
@@ -150,10 +152,10 @@ func create(dir, certPath, keyPath string, hosts []string) (tls.Certificate, err
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
@@ -188,33 +190,4 @@ func subjectAltNames(hosts []string) (dnsNames []string, ips []net.IP) {
 		dnsNames = append(dnsNames, h)
 	}
 	return dnsNames, ips
-}
-
-// writeFile writes data to path with exactly mode perm (whatever the umask),
-// through a temporary file in the same directory so a crash never leaves a
-// half-written file under the final name.
-func writeFile(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp") // created with mode 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -22,8 +22,9 @@ import (
 	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
-// Token and Group are the credential every rig agent uses unless told
-// otherwise.
+// Token and Group are the enrollment token (a pre-provisioned, reusable
+// one, as in tunnel.tokens) every rig agent enrolls with unless told
+// otherwise, and the group it grants.
 const (
 	Token = "rig-token"
 	Group = "default"
@@ -43,6 +44,7 @@ type Options struct {
 // Rig is a running gateway plus the agents started on it.
 type Rig struct {
 	t       testing.TB
+	cfg     gateway.Config // as the gateway was started; Restart reuses it
 	G       *gateway.Gateway
 	URL     string // public base URL, http://127.0.0.1:PORT
 	Tunnel  string // tunnel address
@@ -95,22 +97,68 @@ func New(t testing.TB, o Options) *Rig {
 	if o.Gateway != nil {
 		o.Gateway(&cfg)
 	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
-	if err := g.Listen(); err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &Rig{
-		t: t, G: g, Roots: roots, Log: log, cancelG: cancel, gDone: make(chan error, 1),
-		Tunnel: g.TunnelAddr().String(),
-		URL:    "http://" + g.PublicAddr().String(),
-	}
-	go func() { r.gDone <- g.Serve(ctx) }()
+	r := &Rig{t: t, cfg: cfg, Roots: roots, Log: log}
+	r.start()
 	t.Cleanup(r.Close)
 	return r
+}
+
+// start starts a gateway with r.cfg.
+func (r *Rig) start() {
+	r.t.Helper()
+	g, err := gateway.New(r.cfg)
+	if err != nil {
+		r.t.Fatalf("gateway: %v", err)
+	}
+	if err := g.Listen(); err != nil {
+		r.t.Fatalf("gateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.G, r.cancelG, r.gDone = g, cancel, make(chan error, 1)
+	r.Tunnel = g.TunnelAddr().String()
+	r.URL = "http://" + g.PublicAddr().String()
+	go func() { r.gDone <- g.Serve(ctx) }()
+}
+
+// Restart stops the gateway (gracefully) and starts a new one with the same
+// config on the same addresses; reopen, if not nil, runs in between and
+// its store replaces the config's Store (a reopened database, as after a
+// process restart).
+func (r *Rig) Restart(reopen func() gateway.Store) {
+	r.t.Helper()
+	if err := r.StopGateway(); err != nil {
+		r.t.Fatalf("gateway: %v", err)
+	}
+	var store gateway.Store
+	if reopen != nil {
+		store = reopen()
+	}
+	r.StartGateway(store)
+}
+
+// StartGateway starts a gateway again after StopGateway, with the same
+// config on the same addresses; store, if not nil, replaces the Store.
+func (r *Rig) StartGateway(store gateway.Store) {
+	r.t.Helper()
+	r.cfg.PublicAddr = r.G.PublicAddr().String()
+	r.cfg.TunnelAddr = r.Tunnel
+	if a := r.G.AdminAddr(); a != nil {
+		r.cfg.AdminAddr = a.String()
+	}
+	if store != nil {
+		r.cfg.Store = store
+	}
+	r.start()
+}
+
+// AdminURL is the base URL of the admin API (when Options.Gateway set
+// AdminAddr).
+func (r *Rig) AdminURL() string {
+	a := r.G.AdminAddr()
+	if a == nil {
+		r.t.Fatal("the rig gateway has no admin listener; set AdminAddr in Options.Gateway")
+	}
+	return "http://" + a.String()
 }
 
 // Close stops the agents, then the gateway.
@@ -143,16 +191,27 @@ func (r *Rig) StopGateway() error {
 type Agent struct {
 	A      *agent.Agent
 	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	done   chan struct{} // closed when Run has returned
+	err    error         // Run's error, written before done is closed
 }
 
 // Stop drains the agent (like SIGTERM) and waits for it to exit.
 func (a *Agent) Stop() {
-	a.once.Do(func() {
-		a.cancel()
-		<-a.done
-	})
+	a.cancel()
+	<-a.done
+}
+
+// Exited waits up to 10s for the agent to stop by itself and returns Run's
+// error.
+func (a *Agent) Exited(t testing.TB) error {
+	t.Helper()
+	select {
+	case <-a.done:
+		return a.err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent is still running")
+		return nil
+	}
 }
 
 // AgentConfig is the default config of a rig agent: one session, allowed to
@@ -184,13 +243,17 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 		r.t.Fatalf("agent: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Agent{A: a, cancel: cancel, done: make(chan error, 1)}
+	h := &Agent{A: a, cancel: cancel, done: make(chan struct{})}
 	before := r.G.Registry().Count(Group)
-	go func() { h.done <- a.Run(ctx) }()
+	go func() {
+		h.err = a.Run(ctx)
+		close(h.done)
+	}()
 	r.mu.Lock()
 	r.agents = append(r.agents, h)
 	r.mu.Unlock()
-	if cfg.Token == Token {
+	if cfg.Token == Token && cfg.DataDir == "" { // agents with a data_dir may not connect
+
 		conns := cfg.Connections
 		if conns == 0 {
 			conns = 2

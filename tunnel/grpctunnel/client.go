@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,8 +21,9 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// ErrUnauthenticated is returned by Dial when the gateway refused the token.
-var ErrUnauthenticated = errors.New("the gateway refused the agent token")
+// ErrUnauthenticated is returned by Dial when the gateway refused the
+// agent's credential. A revoked agent gets tunnel.ErrRevoked instead.
+var ErrUnauthenticated = errors.New("the gateway refused the agent's credential")
 
 // DialConfig says how an agent connects one session. The zero value of each
 // optional field works.
@@ -30,7 +32,8 @@ type DialConfig struct {
 	Addr string
 	// TLS verifies the gateway; ALPN is set by gRPC.
 	TLS *tls.Config
-	// Token is the agent credential; it decides the connector group.
+	// Token, if set, is sent as a bearer token (gateways of this version
+	// authenticate agents by their client certificate in TLS instead).
 	Token string
 	// Hello describes the agent; Transport and ProtocolVersion are filled in.
 	Hello *tunnelv1.Hello
@@ -80,7 +83,10 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 		cc.Close()
 		return nil, err
 	}
-	cctx := metadata.AppendToOutgoingContext(sctx, mdAuthorization, "Bearer "+cfg.Token)
+	cctx := sctx
+	if cfg.Token != "" {
+		cctx = metadata.AppendToOutgoingContext(sctx, mdAuthorization, "Bearer "+cfg.Token)
+	}
 	ctrl, err := c.client.Control(cctx, grpc.WaitForReady(false))
 	if err != nil {
 		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))
@@ -96,8 +102,11 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	}
 	m, err := ctrl.Recv()
 	if err != nil {
-		if status.Code(err) == codes.Unauthenticated {
+		switch status.Code(err) {
+		case codes.Unauthenticated:
 			return fail(fmt.Errorf("%w: %s", ErrUnauthenticated, status.Convert(err).Message()))
+		case codes.PermissionDenied:
+			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(status.Convert(err).Message(), "revoked: ")))
 		}
 		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))
 	}

@@ -37,7 +37,9 @@ const hangGuard = 10 * time.Second
 const (
 	goodToken  = "good-Secret-7f3a9c51"
 	wrongToken = "wrong-Secret-b2e1d0aa"
-	group      = "default"
+	// revokedToken stands for the credential of a revoked connector.
+	revokedToken = "revoked-Secret-41d2c3e9"
+	group        = "default"
 )
 
 // testServer is a gateway tunnel listener on loopback: a real gRPC server
@@ -67,11 +69,18 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 		sessions: make(chan tunnel.Session, 64),
 	}
 	ts.srv = &grpctunnel.Server{
-		Authenticate: func(token string) (string, bool) {
-			if token == goodToken {
-				return group, true
+		Authenticate: func(state *tls.ConnectionState, token string) (tunnel.Identity, error) {
+			switch {
+			case state == nil || state.Version != tls.VersionTLS13 && state.Version != tls.VersionTLS12:
+				return tunnel.Identity{}, errors.New("no TLS state")
+			case token == goodToken:
+				return tunnel.Identity{ConnectorID: "conn-1", Group: group}, nil
+			case token == revokedToken:
+				return tunnel.Identity{}, fmt.Errorf("%w: connector conn-2 was revoked", tunnel.ErrRevoked)
+			case token == "":
+				return tunnel.Identity{}, errors.New("missing token")
 			}
-			return "", false
+			return tunnel.Identity{}, errors.New("wrong token")
 		},
 		OnSession: func(s tunnel.Session) { ts.sessions <- s },
 		Log:       zap.New(core),
@@ -330,6 +339,16 @@ func TestAuthentication(t *testing.T) {
 			ts.noSession()
 		})
 	}
+	t.Run("revoked", func(t *testing.T) {
+		_, err := ts.dial(revokedToken, nil)
+		if !errors.Is(err, tunnel.ErrRevoked) || !strings.Contains(err.Error(), "conn-2 was revoked") {
+			t.Fatalf("Dial = %v, want tunnel.ErrRevoked with the gateway's reason", err)
+		}
+		if len(ts.entries(zapcore.WarnLevel, "agent refused: revoked")) != 1 {
+			t.Fatal("no log line for the revoked agent")
+		}
+		ts.noSession()
+	})
 	t.Run("no credential at all", func(t *testing.T) {
 		c := ts.rawClient()
 		for _, md := range [][]string{nil, {"authorization", "Basic " + goodToken}, {"authorization", goodToken}} {
@@ -349,7 +368,8 @@ func TestAuthentication(t *testing.T) {
 		s := ts.session()
 		info := s.Info()
 		if cs.Group() != group || info.Group != group || info.ID != cs.SessionID() || info.AgentName != "test-agent" ||
-			info.AgentID != "agent-1" || info.Transport != "grpc" || !strings.HasPrefix(info.RemoteAddr, "127.0.0.1:") {
+			info.AgentID != "agent-1" || info.Transport != "grpc" || !strings.HasPrefix(info.RemoteAddr, "127.0.0.1:") ||
+			info.ConnectorID != "conn-1" || info.Started.IsZero() {
 			t.Fatalf("session info %+v, agent sees group %q", info, cs.Group())
 		}
 		// Dial alone holds the session open; ending Serve at once closes it.

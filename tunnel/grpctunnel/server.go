@@ -3,6 +3,7 @@ package grpctunnel
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -32,9 +34,13 @@ var (
 type Server struct {
 	tunnelv1.UnimplementedTunnelServiceServer
 
-	// Authenticate maps an agent's token to its connector group; ok=false
-	// refuses the agent. Implementations compare in constant time.
-	Authenticate func(token string) (group string, ok bool)
+	// Authenticate decides who the agent of a new session is from its TLS
+	// connection state (with the client certificate the listener accepted;
+	// nil without TLS) and the bearer token it sent ("" when none). An error
+	// refuses the session and its message is shown to the agent; one
+	// wrapping tunnel.ErrRevoked is reported as PERMISSION_DENIED.
+	// Implementations compare secrets in constant time.
+	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
 	// OnSession is called once for each accepted session, before any of its
 	// streams can be opened.
 	OnSession func(tunnel.Session)
@@ -115,27 +121,17 @@ func (s *Server) DrainAll(reason string) {
 	}
 }
 
-var errUnauthenticated = status.Error(codes.Unauthenticated,
-	"unauthenticated: the gateway does not accept this agent token; "+
-		"check `token` in the agent config against `tunnel.tokens` in the gateway config")
+var errUnauthenticated = status.Error(codes.Unauthenticated, "unauthenticated: the gateway accepts no agents")
 
 // Control authenticates an agent and lives as long as its session.
 func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse]) error {
 	ctx := cs.Context()
 	remote := remoteAddr(ctx)
-	token := bearerToken(ctx)
-	group, ok := "", false
-	if token != "" && s.Authenticate != nil {
-		group, ok = s.Authenticate(token)
+	id, err := s.authenticate(ctx)
+	if err != nil {
+		return err
 	}
-	if !ok {
-		why := "wrong token"
-		if token == "" {
-			why = "missing token"
-		}
-		s.log().Warn("agent refused: unauthenticated", zap.String("remote", remote), zap.String("reason", why))
-		return errUnauthenticated
-	}
+	group := id.Group
 
 	// Everything after this runs with a reader goroutine so that the
 	// handler can return (and so end the stream) without waiting on Recv.
@@ -172,7 +168,7 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		return status.Error(codes.InvalidArgument, "the first control message must be a hello")
 	}
 
-	ss := s.newSession(cs, hello, group, remote)
+	ss := s.newSession(cs, hello, id, remote)
 	defer ss.Close(nil)
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
 		ProtocolVersion: tunnel.ProtocolVersion,
@@ -265,7 +261,7 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 	return ss, nil
 }
 
-func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse], h *tunnelv1.Hello, group, remote string) *session {
+func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse], h *tunnelv1.Hello, id tunnel.Identity, remote string) *session {
 	ss := &session{
 		srv:      s,
 		cs:       cs,
@@ -274,14 +270,16 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 		draining: make(chan struct{}),
 		done:     make(chan struct{}),
 		info: tunnel.SessionInfo{
-			ID:         newID(),
-			AgentID:    h.GetAgentId(),
-			AgentName:  h.GetName(),
-			Group:      group,
-			Version:    h.GetVersion(),
-			Platform:   h.GetPlatform(),
-			Transport:  "grpc",
-			RemoteAddr: remote,
+			ID:          newID(),
+			AgentID:     h.GetAgentId(),
+			AgentName:   h.GetName(),
+			Group:       id.Group,
+			Version:     h.GetVersion(),
+			Platform:    h.GetPlatform(),
+			Transport:   "grpc",
+			RemoteAddr:  remote,
+			ConnectorID: id.ConnectorID,
+			Started:     time.Now(),
 		},
 	}
 	s.mu.Lock()
@@ -484,6 +482,31 @@ func (l *lease) Finish(clean bool) {
 		return
 	}
 	l.st.finish(errReset)
+}
+
+// authenticate runs the Authenticate hook on the stream's connection.
+func (s *Server) authenticate(ctx context.Context) (tunnel.Identity, error) {
+	remote := remoteAddr(ctx)
+	token := bearerToken(ctx)
+	var state *tls.ConnectionState
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			state = &ti.State
+		}
+	}
+	if s.Authenticate == nil {
+		return tunnel.Identity{}, errUnauthenticated
+	}
+	id, err := s.Authenticate(state, token)
+	if err == nil {
+		return id, nil
+	}
+	if errors.Is(err, tunnel.ErrRevoked) {
+		s.log().Warn("agent refused: revoked", zap.String("remote", remote), zap.String("reason", err.Error()))
+		return id, status.Error(codes.PermissionDenied, err.Error())
+	}
+	s.log().Warn("agent refused: unauthenticated", zap.String("remote", remote), zap.String("reason", err.Error()))
+	return id, status.Error(codes.Unauthenticated, "unauthenticated: "+err.Error())
 }
 
 func bearerToken(ctx context.Context) string {

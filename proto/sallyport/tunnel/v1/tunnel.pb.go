@@ -2,12 +2,17 @@
 //
 // Protocol flow
 //
-//   1. The agent dials the gateway's tunnel listener (TLS) and opens one
-//      Control stream, sending its token as `authorization: Bearer <token>`
-//      metadata and a ControlRequest{hello} as the first message.
-//   2. The gateway checks the token (constant-time), which decides the agent's
-//      connector group, and answers ControlResponse{welcome} with a session id.
-//      A wrong or missing token ends the stream with UNAUTHENTICATED.
+//   1. The agent dials the gateway's tunnel listener (mutual TLS 1.3 with the
+//      client certificate it got from EnrollmentService, see enroll.proto) and
+//      opens one Control stream with a ControlRequest{hello} as the first
+//      message.
+//   2. The gateway derives the connector and its group from the verified
+//      client certificate, checks that the connector is not revoked, and
+//      answers ControlResponse{welcome} with a session id. A missing or
+//      unknown certificate ends the stream with UNAUTHENTICATED, a revoked
+//      connector with PERMISSION_DENIED ("revoked: …"); a certificate of
+//      another CA or an expired one fails the TLS handshake. (Older agents
+//      sent a token as `authorization: Bearer` metadata; it is ignored.)
 //   3. The agent opens Exchange streams carrying `sallyport-session: <id>`
 //      metadata and keeps a few of them idle. The gateway puts each idle
 //      stream in the session's pool; a new HTTP exchange takes one without

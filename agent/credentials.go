@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
+)
+
+// Files in the agent's data_dir.
+const (
+	KeyFile         = "agent-key.pem"       // the agent's private key, 0600; never leaves the machine
+	CertFile        = "agent-cert.pem"      // its client certificate
+	CABundleFile    = "connector-ca.pem"    // the gateway's connector CA bundle
+	GatewayCAFile   = "gateway-ca.pem"      // trust for the tunnel certificate, saved by `agent enroll --gateway-ca`
+	GatewayPinFile  = "gateway-fingerprint" // pinned tunnel certificate, saved by `agent enroll --gateway-fingerprint`
+	connectorPrefix = "sallyport://connector/"
+)
+
+// Credentials are an enrolled agent's key, certificate and CA bundle.
+type Credentials struct {
+	Cert        tls.Certificate // Leaf is set
+	ConnectorID string
+	Group       string
+	CABundle    []byte
+}
+
+// ErrNotEnrolled is returned by LoadCredentials for a data_dir without a
+// certificate.
+var ErrNotEnrolled = errors.New("not enrolled")
+
+// LoadCredentials reads the credentials kept in dir.
+func LoadCredentials(dir string) (*Credentials, error) {
+	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+	_, errC := os.Stat(certPath)
+	_, errK := os.Stat(keyPath)
+	if errors.Is(errC, fs.ErrNotExist) && errors.Is(errK, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no %s in %s", ErrNotEnrolled, CertFile, dir)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("agent credentials in %s: %w (enroll again to replace them)", dir, err)
+	}
+	bundle, _ := os.ReadFile(filepath.Join(dir, CABundleFile))
+	return newCredentials(cert, bundle)
+}
+
+func newCredentials(cert tls.Certificate, bundle []byte) (*Credentials, error) {
+	if cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, err
+		}
+		cert.Leaf = leaf
+	}
+	c := &Credentials{Cert: cert, CABundle: bundle}
+	for _, u := range cert.Leaf.URIs {
+		if s := u.String(); strings.HasPrefix(s, connectorPrefix) {
+			c.ConnectorID = strings.TrimPrefix(u.Path, "/")
+			c.Group = u.Query().Get("group")
+		}
+	}
+	if c.ConnectorID == "" {
+		return nil, errors.New("the certificate is not a Sallyport connector certificate")
+	}
+	return c, nil
+}
+
+// Expires is when the certificate stops being valid.
+func (c *Credentials) Expires() time.Time { return c.Cert.Leaf.NotAfter }
+
+// RenewAt is two thirds into the certificate's lifetime.
+func (c *Credentials) RenewAt() time.Time {
+	nb, na := c.Cert.Leaf.NotBefore, c.Cert.Leaf.NotAfter
+	return nb.Add(na.Sub(nb) * 2 / 3)
+}
+
+// Save writes the credentials into dir (created 0700): key 0600, each file
+// through a temporary file renamed into place, the key first.
+func (c *Credentials) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save credentials: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.Cert.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("save credentials: %w", err)
+	}
+	var certPEM []byte
+	for _, der := range c.Cert.Certificate {
+		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	// The new key and certificate must never be paired with the old ones:
+	// write both to temporary names, then rename.
+	files := []struct {
+		name string
+		data []byte
+		mode fs.FileMode
+	}{
+		{KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
+		{CertFile, certPEM, 0o644},
+		{CABundleFile, c.CABundle, 0o644},
+	}
+	for _, f := range files {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("save credentials: %w", err)
+		}
+	}
+	return nil
+}
+
+// newKeyAndCSR generates the agent's key (ECDSA P-256) and a CSR for it.
+func newKeyAndCSR(name string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: name},
+	}, key)
+	return key, csr, err
+}
+
+// certificate pairs an issued DER certificate with its key.
+func certificate(der []byte, key *ecdsa.PrivateKey) (tls.Certificate, error) {
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("the gateway sent an unreadable certificate: %w", err)
+	}
+	if !leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+		return tls.Certificate{}, errors.New("the gateway sent a certificate for another key")
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// PinnedTLS verifies the gateway by the SHA-256 fingerprint of its
+// certificate ("sha256:HEX", as the gateway logs it) instead of a CA.
+func PinnedTLS(fingerprint string) (*tls.Config, error) {
+	want, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(fingerprint)), "sha256:")
+	if !ok || len(want) != 64 || strings.Trim(want, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("fingerprint %q: want sha256: followed by 64 hex digits, as the gateway logs it", fingerprint)
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Chain and name checks are replaced by the pin below.
+		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection pins the certificate
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the gateway sent no certificate")
+			}
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if got := hex.EncodeToString(sum[:]); subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+				return fmt.Errorf("the gateway's certificate has fingerprint sha256:%s, not the pinned sha256:%s", got, want)
+			}
+			return nil
+		},
+	}, nil
+}

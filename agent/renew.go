@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// stopKey carries the Run context's cancel-with-cause function.
+type stopKey struct{}
+
+// stopFunc returns the function that stops the whole agent with a cause.
+func stopFunc(ctx context.Context) func(error) {
+	if f, ok := ctx.Value(stopKey{}).(context.CancelCauseFunc); ok {
+		return f
+	}
+	return func(error) {}
+}
+
+// loadCredentials finds the agent's certificate: given in Config, kept in
+// DataDir, or enrolled now with Token.
+func (a *Agent) loadCredentials(ctx context.Context) error {
+	creds := a.cfg.Credentials
+	if creds == nil && a.cfg.DataDir != "" {
+		c, err := LoadCredentials(a.cfg.DataDir)
+		switch {
+		case err == nil:
+			creds = c
+		case !errors.Is(err, ErrNotEnrolled):
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	if creds == nil {
+		if a.cfg.Token == "" {
+			return fmt.Errorf("agent: no certificate in data_dir %q and no token to enroll with; "+
+				"run `sallyport agent enroll --gateway %s --token TOKEN --data-dir DIR` or set `token:` in the agent config",
+				a.cfg.DataDir, a.cfg.Gateway)
+		}
+		c, err := a.enrollWithRetry(ctx)
+		if err != nil {
+			return err
+		}
+		creds = c
+	}
+	a.creds.Store(creds)
+	if err := a.checkExpiry(); err != nil {
+		return err
+	}
+	a.log.Info("agent certificate", zap.String("connector", creds.ConnectorID), zap.String("group", creds.Group),
+		zap.Time("expires", creds.Expires()), zap.Time("renew_at", creds.RenewAt()))
+	return nil
+}
+
+// enrollWithRetry enrolls with the config token, retrying with backoff
+// while the gateway cannot be reached; a refusal stops at once.
+func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := Enroll(ctx, EnrollConfig{
+			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
+		})
+		if err == nil {
+			a.log.Info("enrolled at the gateway", zap.String("connector", c.ConnectorID),
+				zap.String("group", c.Group), zap.String("data_dir", a.cfg.DataDir))
+			return c, nil
+		}
+		if errors.Is(err, ErrEnrollRefused) || errors.Is(err, tunnel.ErrRevoked) {
+			return nil, fmt.Errorf("agent: %w; check `token` in the agent config (create one with `sallyport token create`)", err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
+		}
+		delay := a.cfg.Backoff.Next(attempt)
+		a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
+			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
+		}
+	}
+}
+
+// checkExpiry fails once the certificate has expired.
+func (a *Agent) checkExpiry() error {
+	c := a.creds.Load()
+	if c == nil || a.clock.Now().Before(c.Expires()) {
+		return nil
+	}
+	dir := a.cfg.DataDir
+	if dir == "" {
+		dir = "DIR"
+	}
+	return fmt.Errorf("%w on %s (it was not renewed in time, e.g. because the agent was offline); "+
+		"enroll it again: get a token with `sallyport token create --group %s`, then run "+
+		"`sallyport agent enroll --gateway %s --token TOKEN --data-dir %s`",
+		ErrCertificateExpired, c.Expires().UTC().Format(time.RFC3339), c.Group, a.cfg.Gateway, dir)
+}
+
+func (a *Agent) renewBackoff() Backoff {
+	b := a.cfg.RenewBackoff
+	if b.Min <= 0 {
+		b.Min = 10 * time.Second
+	}
+	if b.Max <= 0 {
+		b.Max = 10 * time.Minute
+	}
+	return b
+}
+
+// Renewed gets a value after each successful renewal (tests).
+func (a *Agent) Renewed() <-chan struct{} { return a.renewed }
+
+// Certificate is the certificate new sessions present.
+func (a *Agent) Certificate() *Credentials { return a.creds.Load() }
+
+// renewLoop renews the certificate at two thirds of its lifetime, retrying
+// with backoff; new sessions present the new certificate. It stops the
+// agent when the gateway says the connector was revoked, or when the
+// certificate expires first.
+func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
+	failures := 0
+	for {
+		cur := a.creds.Load()
+		wait := cur.RenewAt().Sub(a.clock.Now())
+		if failures > 0 {
+			b := a.renewBackoff()
+			wait = b.Next(failures - 1)
+			if left := cur.Expires().Sub(a.clock.Now()); left < wait {
+				wait = left
+			}
+		}
+		select {
+		case <-a.clock.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		if err := a.checkExpiry(); err != nil {
+			stop(err)
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		next, err := renew(rctx, a.cfg.Gateway, a.cfg.TLS, cur, a.name())
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, tunnel.ErrRevoked) {
+			stop(fmt.Errorf("certificate renewal refused: %w", err))
+			return
+		}
+		if err == nil && a.cfg.DataDir != "" {
+			err = next.Save(a.cfg.DataDir)
+		}
+		if err != nil {
+			failures++
+			a.log.Warn("certificate renewal failed; retrying", zap.Error(err),
+				zap.Time("expires", cur.Expires()), zap.Int("failures", failures))
+			continue
+		}
+		failures = 0
+		a.creds.Store(next)
+		a.log.Info("certificate renewed", zap.String("connector", next.ConnectorID),
+			zap.Time("expires", next.Expires()), zap.Time("renew_at", next.RenewAt()))
+		select {
+		case a.renewed <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/gateway"
+)
+
+// adminClient talks to the gateway's admin API.
+type adminClient struct {
+	url, tokenFile string
+	http           *http.Client
+}
+
+func (c *adminClient) flags(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&c.url, "admin-url", "http://127.0.0.1:9090", "the gateway's admin API")
+	cmd.PersistentFlags().StringVar(&c.tokenFile, "admin-token-file", "", "file with the admin token (SALLYPORT_ADMIN_TOKEN overrides)")
+}
+
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
+	tok, err := adminToken(c.tokenFile)
+	if err != nil {
+		return err
+	}
+	if tok == "" {
+		return errors.New("no admin token: set SALLYPORT_ADMIN_TOKEN or --admin-token-file")
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := strings.TrimSuffix(c.url, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("--admin-url: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc := c.http
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the gateway's admin API at %s: %w (is the gateway running? see admin.addr)", c.url, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	switch {
+	case res.StatusCode == http.StatusUnauthorized:
+		return errors.New("the gateway refused the admin token (401); check SALLYPORT_ADMIN_TOKEN or --admin-token-file " +
+			"against the gateway's admin.token_file")
+	case res.StatusCode >= 300:
+		var e gateway.APIError
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("admin API: %s", e.Error)
+		}
+		return fmt.Errorf("admin API: %s", res.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("admin API: unreadable answer: %w", err)
+		}
+	}
+	return nil
+}
+
+func newTokenCmd() *cobra.Command {
+	c := &adminClient{}
+	cmd := &cobra.Command{Use: "token", Short: "Manage enrollment tokens (through the gateway's admin API)"}
+	c.flags(cmd)
+	var group, ttl string
+	var uses int
+	create := &cobra.Command{
+		Use:   "create --group G [--ttl 1h] [--uses 1]",
+		Short: "Create an enrollment token; prints only the token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if group == "" {
+				return errors.New("missing --group")
+			}
+			var t gateway.APIToken
+			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", gateway.APITokenRequest{Group: group, TTL: ttl, Uses: &uses}, &t); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&group, "group", "", "connector group the token enrolls agents into")
+	create.Flags().StringVar(&ttl, "ttl", "1h", "how long the token may be used (0s: never expires)")
+	create.Flags().IntVar(&uses, "uses", 1, "how many agents may enroll with it (0: unlimited)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrollment tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var toks []gateway.APIToken
+			if err := c.do(cmd.Context(), "GET", "/api/v1/tokens", nil, &toks); err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tGROUP\tUSED\tUSES\tEXPIRES\tSOURCE")
+			for _, t := range toks {
+				uses := "unlimited"
+				if t.Uses > 0 {
+					uses = fmt.Sprint(t.Uses)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Group, t.Used, uses, timeOr(t.Expires, "never"), t.Source)
+			}
+			return w.Flush()
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete an enrollment token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted token %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func timeOr(t *time.Time, none string) string {
+	if t == nil {
+		return none
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func newConnectorCmd() *cobra.Command {
+	c := &adminClient{}
+	cmd := &cobra.Command{Use: "connector", Short: "List and revoke enrolled connectors (through the gateway's admin API)"}
+	c.flags(cmd)
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List enrolled connectors with their sessions and certificate expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cs []gateway.APIConnector
+			if err := c.do(cmd.Context(), "GET", "/api/v1/connectors", nil, &cs); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(cs)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tNAME\tGROUP\tVERSION\tPLATFORM\tREMOTE\tSESSIONS\tCONNECTED SINCE\tCERT EXPIRES\tSTATUS")
+			for _, x := range cs {
+				st := "ok"
+				if x.Revoked != nil {
+					st = "revoked " + x.Revoked.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.ID, x.Name, x.Group, x.Version, x.Platform,
+					orDash(x.RemoteAddr), x.Sessions, timeOr(x.ConnectedSince, "-"), x.CertExpires.UTC().Format(time.RFC3339), st)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a connector: close its sessions now and refuse its reconnects and renewals",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var x gateway.APIConnector
+			if err := c.do(cmd.Context(), "POST", "/api/v1/connectors/"+url.PathEscape(args[0])+"/revoke", nil, &x); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked connector %s (%s, group %s)\n", x.ID, x.Name, x.Group)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, revoke)
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

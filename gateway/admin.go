@@ -1,0 +1,289 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/internal/store"
+)
+
+// The admin API (JSON, `Authorization: Bearer <admin token>`):
+//
+//	GET    /healthz                        200 while the process runs (no token)
+//	GET    /readyz                         200 while serving with a working store (no token)
+//	GET    /api/v1/tokens                  [APIToken] (never the secret)
+//	POST   /api/v1/tokens                  APITokenRequest → 201 APIToken with the secret, once
+//	DELETE /api/v1/tokens/{id}             204; 404 unknown
+//	GET    /api/v1/connectors              [APIConnector]
+//	POST   /api/v1/connectors/{id}/revoke  200 APIConnector; 404 unknown
+//
+// A missing or wrong admin token gets 401 with no detail. Other errors are
+// {"error": "..."}.
+
+// APIToken is an enrollment token as the admin API shows it.
+type APIToken struct {
+	ID      string     `json:"id"`
+	Token   string     `json:"token,omitempty"` // only in the answer to POST
+	Group   string     `json:"group"`
+	Uses    int        `json:"uses"` // most uses; 0 = unlimited
+	Used    int        `json:"used"`
+	Expires *time.Time `json:"expires"` // null = never
+	Created *time.Time `json:"created"` // null for config tokens
+	Source  string     `json:"source"`  // "api" or "config"
+}
+
+// APITokenRequest creates a token: TTL as a Go duration ("1h"; default 1h,
+// "0s" = never expires), Uses (default 1, 0 = unlimited).
+type APITokenRequest struct {
+	Group string `json:"group"`
+	TTL   string `json:"ttl,omitempty"`
+	Uses  *int   `json:"uses,omitempty"`
+}
+
+// APIConnector is an enrolled connector with its live sessions.
+type APIConnector struct {
+	ID             string     `json:"id"`
+	Name           string     `json:"name"`
+	Group          string     `json:"group"`
+	Version        string     `json:"version"`
+	Platform       string     `json:"platform"`
+	RemoteAddr     string     `json:"remote_addr"` // of its newest session; "" when offline
+	Sessions       int        `json:"sessions"`
+	ConnectedSince *time.Time `json:"connected_since"` // its oldest live session; null when offline
+	CertExpires    time.Time  `json:"cert_expires"`
+	Enrolled       time.Time  `json:"enrolled"`
+	Revoked        *time.Time `json:"revoked"` // null unless revoked
+}
+
+// APIError is the body of an error answer (except 401).
+type APIError struct {
+	Error string `json:"error"`
+}
+
+// Limits of admin requests.
+const (
+	maxAdminBody = 64 << 10
+	maxTokenTTL  = 366 * 24 * time.Hour
+)
+
+var groupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// AdminHandler is the admin API (see the table above).
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n")) //nolint:errcheck // client gone
+	})
+	mux.HandleFunc("GET /readyz", g.readyz)
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/tokens", g.listTokens)
+	api.HandleFunc("POST /api/v1/tokens", g.createToken)
+	api.HandleFunc("DELETE /api/v1/tokens/{id}", g.deleteToken)
+	api.HandleFunc("GET /api/v1/connectors", g.listConnectors)
+	api.HandleFunc("POST /api/v1/connectors/{id}/revoke", g.revokeConnector)
+	mux.Handle("/api/", g.requireAdmin(api))
+	return mux
+}
+
+// requireAdmin lets through requests with the admin token, compared in
+// constant time as SHA-256 digests; others get 401 without detail.
+func (g *Gateway) requireAdmin(next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(g.cfg.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(tok))
+		if !ok || g.cfg.AdminToken == "" || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sallyport"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if !g.serving.Load() {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		return
+	}
+	if err := g.store.Ping(ctx); err != nil {
+		g.log.Warn("readiness: the store does not answer", zap.Error(err))
+		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n")) //nolint:errcheck // client gone
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v) //nolint:errcheck // client gone
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, APIError{Error: fmt.Sprintf(format, args...)})
+}
+
+func (g *Gateway) internalError(w http.ResponseWriter, op string, err error) {
+	g.log.Error("admin API: "+op, zap.Error(err))
+	writeError(w, http.StatusInternalServerError, "%s failed; see the gateway log", op)
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request) {
+	toks, err := g.store.Tokens(r.Context())
+	if err != nil {
+		g.internalError(w, "list tokens", err)
+		return
+	}
+	out := make([]APIToken, 0, len(toks)+len(g.tokens))
+	for i, t := range g.tokens {
+		out = append(out, APIToken{ID: fmt.Sprintf("config-%d", i), Group: t.group, Source: "config"})
+	}
+	for _, t := range toks {
+		out = append(out, APIToken{ID: t.ID, Group: t.Group, Uses: t.MaxUses, Used: t.Used,
+			Expires: timePtr(t.Expires), Created: timePtr(t.Created), Source: "api"})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
+	var req APITokenRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+		return
+	}
+	if !groupName.MatchString(req.Group) {
+		writeError(w, http.StatusBadRequest, "group %q: want 1-64 letters, digits, '.', '_' or '-'", req.Group)
+		return
+	}
+	ttl := time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d < 0 || d > maxTokenTTL {
+			writeError(w, http.StatusBadRequest, "ttl %q: want a duration such as 1h or 24h, at most 8784h (0s = never expires)", req.TTL)
+			return
+		}
+		ttl = d
+	}
+	uses := 1
+	if req.Uses != nil {
+		uses = *req.Uses
+		if uses < 0 || uses > 1000000 {
+			writeError(w, http.StatusBadRequest, "uses %d: want 0 (unlimited) to 1000000", uses)
+			return
+		}
+	}
+	now := g.now()
+	secret := NewToken()
+	t := store.Token{ID: newID(), Hash: sha256.Sum256([]byte(secret)), Group: req.Group, MaxUses: uses, Created: now}
+	if ttl > 0 {
+		t.Expires = now.Add(ttl)
+	}
+	if err := g.store.CreateToken(r.Context(), t); err != nil {
+		g.internalError(w, "create token", err)
+		return
+	}
+	if !g.usesGroup(req.Group) {
+		g.log.Warn("enrollment token created for a group that no app uses", zap.String("group", req.Group))
+	}
+	g.log.Info("enrollment token created", zap.String("token_id", t.ID), zap.String("group", t.Group),
+		zap.Int("uses", uses), zap.Duration("ttl", ttl))
+	writeJSON(w, http.StatusCreated, APIToken{ID: t.ID, Token: secret, Group: t.Group, Uses: uses,
+		Expires: timePtr(t.Expires), Created: timePtr(now), Source: "api"})
+}
+
+func (g *Gateway) deleteToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := g.store.DeleteToken(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no token with id %q (config tokens are removed from the gateway config)", id)
+	case err != nil:
+		g.internalError(w, "delete token", err)
+	default:
+		g.log.Info("enrollment token deleted", zap.String("token_id", id))
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (g *Gateway) connectorView(c store.Connector, live []SessionStatus) APIConnector {
+	out := APIConnector{ID: c.ID, Name: c.Name, Group: c.Group, Version: c.Version, Platform: c.Platform,
+		CertExpires: c.CertExpires.UTC(), Enrolled: c.Enrolled.UTC(), Revoked: timePtr(c.Revoked)}
+	var newest time.Time
+	for _, s := range live {
+		if s.ConnectorID != c.ID {
+			continue
+		}
+		out.Sessions++
+		if out.ConnectedSince == nil || s.Started.Before(*out.ConnectedSince) {
+			out.ConnectedSince = timePtr(s.Started)
+		}
+		if !s.Started.Before(newest) {
+			newest = s.Started
+			out.RemoteAddr, out.Version, out.Platform = s.RemoteAddr, s.Version, s.Platform
+		}
+	}
+	return out
+}
+
+func (g *Gateway) listConnectors(w http.ResponseWriter, r *http.Request) {
+	cs, err := g.store.Connectors(r.Context())
+	if err != nil {
+		g.internalError(w, "list connectors", err)
+		return
+	}
+	live := g.registry.Sessions()
+	out := make([]APIConnector, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, g.connectorView(c, live))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	c, _, err := g.Revoke(r.Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no connector with id %q; see `sallyport connector list`", id)
+	case err != nil:
+		g.internalError(w, "revoke connector", err)
+	default:
+		writeJSON(w, http.StatusOK, g.connectorView(c, nil))
+	}
+}
+
+// usesGroup reports whether an app is bound to group.
+func (g *Gateway) usesGroup(group string) bool {
+	for _, r := range g.cfg.Routes {
+		if r.Group == group {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,226 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// enrollService serves Enroll and Renew on the tunnel listener.
+type enrollService struct {
+	tunnelv1.UnimplementedEnrollmentServiceServer
+	g *Gateway
+}
+
+// Limits on what an agent may send in enrollment fields.
+const (
+	maxCSRBytes   = 16 << 10
+	maxFieldBytes = 256
+)
+
+func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "", "", nil
+	}
+	addr = p.Addr.String()
+	ip = addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		ip = h
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		state = &ti.State
+	}
+	return addr, ip, state
+}
+
+// Enroll exchanges an enrollment token and a CSR for a client certificate.
+func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
+	g := e.g
+	addr, ip, _ := peerInfo(ctx)
+	log := g.log.Named("enroll").With(zap.String("remote", addr))
+	if g.limiter.blocked(ip) {
+		log.Warn("enrollment refused: too many failed attempts from this address")
+		return nil, status.Error(grpccodes.ResourceExhausted,
+			"too many failed enrollment attempts from this address; wait a minute, then check the token")
+	}
+	fail := func(code grpccodes.Code, err error) error {
+		if g.limiter.fail(ip) {
+			log.Warn("enrollment attempts from this address are now rate-limited",
+				zap.Int("failures", g.limiter.maxFailures()), zap.Duration("window", g.limiter.windowLen()))
+		}
+		log.Warn("enrollment refused", zap.String("reason", err.Error()))
+		return status.Error(code, err.Error())
+	}
+	if len(req.GetCsr()) > maxCSRBytes || len(req.GetName()) > maxFieldBytes ||
+		len(req.GetVersion()) > maxFieldBytes || len(req.GetPlatform()) > maxFieldBytes {
+		return nil, fail(grpccodes.InvalidArgument, errors.New("enrollment request fields too long"))
+	}
+	// The CSR is checked before the token is spent, so a bad request does
+	// not use up a single-use token.
+	csr, err := pki.CheckCSR(req.GetCsr())
+	if err != nil {
+		return nil, fail(grpccodes.InvalidArgument, err)
+	}
+	group, tokenID, err := g.useToken(ctx, req.GetToken())
+	if err != nil {
+		if errors.Is(err, errTokenUnknown) || errors.Is(err, errTokenUsed) || errors.Is(err, errTokenExpired) {
+			return nil, fail(grpccodes.Unauthenticated, err)
+		}
+		log.Error("enrollment failed", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not check the token; see its log")
+	}
+	id := pki.Identity{ConnectorID: newID(), Group: group}
+	issued, err := g.authority.Issue(ctx, csr, id)
+	if err != nil {
+		log.Error("enrollment failed", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate; see its log")
+	}
+	name := req.GetName()
+	if name == "" {
+		name = id.ConnectorID
+	}
+	if err := g.store.AddConnector(ctx, store.Connector{
+		ID: id.ConnectorID, Name: name, Group: group, Version: req.GetVersion(), Platform: req.GetPlatform(),
+		Enrolled: g.now(), CertSerial: issued.Serial, CertExpires: issued.NotAfter,
+	}); err != nil {
+		log.Error("enrollment failed", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector; see its log")
+	}
+	log.Info("connector enrolled", zap.String("connector", id.ConnectorID), zap.String("name", name),
+		zap.String("group", group), zap.String("token_id", tokenID), zap.Time("cert_expires", issued.NotAfter))
+	return &tunnelv1.EnrollResponse{
+		ConnectorId: id.ConnectorID, Group: group, Certificate: issued.DER, CaBundle: issued.Bundle,
+	}, nil
+}
+
+// Renew issues a new certificate to an enrolled, unrevoked connector,
+// authenticated by its current client certificate.
+func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (*tunnelv1.RenewResponse, error) {
+	g := e.g
+	addr, _, state := peerInfo(ctx)
+	log := g.log.Named("enroll").With(zap.String("remote", addr))
+	c, err := g.identify(ctx, state)
+	if err != nil {
+		log.Warn("renewal refused", zap.String("reason", err.Error()))
+		if errors.Is(err, tunnel.ErrRevoked) {
+			return nil, status.Error(grpccodes.PermissionDenied, err.Error())
+		}
+		return nil, status.Error(grpccodes.Unauthenticated, err.Error())
+	}
+	if len(req.GetCsr()) > maxCSRBytes || len(req.GetVersion()) > maxFieldBytes || len(req.GetPlatform()) > maxFieldBytes {
+		return nil, status.Error(grpccodes.InvalidArgument, "renewal request fields too long")
+	}
+	csr, err := pki.CheckCSR(req.GetCsr())
+	if err != nil {
+		log.Warn("renewal refused", zap.String("connector", c.ID), zap.String("reason", err.Error()))
+		return nil, status.Error(grpccodes.InvalidArgument, err.Error())
+	}
+	issued, err := g.authority.Issue(ctx, csr, pki.Identity{ConnectorID: c.ID, Group: c.Group})
+	if err != nil {
+		log.Error("renewal failed", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate; see its log")
+	}
+	c, err = g.store.RenewConnector(ctx, c.ID, issued.Serial, issued.NotAfter, req.GetVersion(), req.GetPlatform())
+	if err != nil {
+		log.Error("renewal failed", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not record the renewal; see its log")
+	}
+	if !c.Revoked.IsZero() { // revoked while we were signing
+		return nil, status.Errorf(grpccodes.PermissionDenied, "%s: connector %s was revoked", tunnel.ErrRevoked, c.ID)
+	}
+	log.Info("connector certificate renewed", zap.String("connector", c.ID), zap.String("name", c.Name),
+		zap.Time("cert_expires", issued.NotAfter))
+	return &tunnelv1.RenewResponse{Certificate: issued.DER, CaBundle: issued.Bundle}, nil
+}
+
+// failLimiter counts failed enrollments per address in fixed windows; an
+// address with maxFailures failures in its window is refused until the
+// window ends. It holds at most maxEntries addresses.
+type failLimiter struct {
+	max    int              // 0 → 5
+	window time.Duration    // 0 → 1 minute
+	now    func() time.Time // never nil
+
+	mu   sync.Mutex
+	byIP map[string]*failEntry // guarded by mu
+}
+
+type failEntry struct {
+	start time.Time
+	n     int
+}
+
+const maxLimiterEntries = 10000
+
+func (l *failLimiter) maxFailures() int {
+	if l.max <= 0 {
+		return 5
+	}
+	return l.max
+}
+
+func (l *failLimiter) windowLen() time.Duration {
+	if l.window <= 0 {
+		return time.Minute
+	}
+	return l.window
+}
+
+// entry returns ip's current window; mu must be held.
+func (l *failLimiter) entry(ip string, create bool) *failEntry {
+	now := l.now()
+	e := l.byIP[ip]
+	if e != nil && now.Sub(e.start) >= l.windowLen() {
+		delete(l.byIP, ip)
+		e = nil
+	}
+	if e == nil && create {
+		if len(l.byIP) >= maxLimiterEntries {
+			for k, v := range l.byIP {
+				if now.Sub(v.start) >= l.windowLen() {
+					delete(l.byIP, k)
+				}
+			}
+			if len(l.byIP) >= maxLimiterEntries {
+				clear(l.byIP)
+			}
+		}
+		if l.byIP == nil {
+			l.byIP = make(map[string]*failEntry)
+		}
+		e = &failEntry{start: now}
+		l.byIP[ip] = e
+	}
+	return e
+}
+
+func (l *failLimiter) blocked(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(ip, false)
+	return e != nil && e.n >= l.maxFailures()
+}
+
+// fail counts a failure and reports whether it is the one that blocks ip.
+func (l *failLimiter) fail(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(ip, true)
+	e.n++
+	return e.n == l.maxFailures()
+}

@@ -1,0 +1,59 @@
+// Package store keeps the gateway's state that must survive restarts: the
+// connector CA, enrolled connectors (and their revocation) and enrollment
+// tokens (hashed). The default implementation is an embedded SQLite file
+// (pure Go) in data_dir.
+//
+// The SQL is kept portable (TEXT and BIGINT columns, ids made by the caller,
+// times as Unix nanoseconds, no SQLite-only functions) so that a PostgreSQL
+// implementation for several gateway replicas can run the same statements
+// with `$n` placeholders. Schema changes are numbered migrations applied at
+// open time and recorded in schema_version.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors of the store. Callers classify with errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrTokenUsedUp  = errors.New("token already used")
+	ErrTokenExpired = errors.New("token expired")
+)
+
+// CA is one connector CA certificate and its private key.
+type CA struct {
+	ID      string
+	CertPEM []byte
+	KeyPEM  []byte // PKCS #8 PEM; never leaves the gateway
+	// Active marks the CA that signs new certificates; exactly one is.
+	// Inactive CAs stay in the trust bundle until retired.
+	Active  bool
+	Created time.Time
+}
+
+// Token is an enrollment token. The secret itself is never stored, only
+// its SHA-256.
+type Token struct {
+	ID      string
+	Hash    [32]byte
+	Group   string
+	MaxUses int // 0 = unlimited
+	Used    int
+	Expires time.Time // zero = never
+	Created time.Time
+}
+
+// Connector is one enrolled agent.
+type Connector struct {
+	ID          string
+	Name        string
+	Group       string
+	Version     string
+	Platform    string
+	Enrolled    time.Time
+	CertSerial  string    // hex serial of the newest certificate issued
+	CertExpires time.Time // its NotAfter
+	Revoked     time.Time // zero = not revoked
+}

@@ -1,0 +1,255 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, dir string) *SQLite {
+	t.Helper()
+	s, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestOpenCreatesPrivateFileAndMigrates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s := open(t, dir)
+	fi, err := os.Stat(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode %v, want 0600", fi.Mode().Perm())
+	}
+	di, _ := os.Stat(dir)
+	if di.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode %v, want 0700", di.Mode().Perm())
+	}
+	// The journal files SQLite creates hold the same secrets.
+	if err := s.CreateToken(context.Background(), Token{ID: "t", Group: "g", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{FileName + "-wal", FileName + "-shm"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", name, err, fi.Mode().Perm())
+		}
+	}
+	var v int
+	if err := s.db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil || v != SchemaVersion {
+		t.Fatalf("schema version %d (%v), want %d", v, err, SchemaVersion)
+	}
+	// Reopening applies nothing twice.
+	s.Close()
+	s2 := open(t, dir)
+	if err := s2.db.QueryRow(`SELECT COUNT(*) FROM schema_version`).Scan(&v); err != nil || v != 1 {
+		t.Fatalf("schema_version rows %d (%v), want 1", v, err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if _, err := s.db.Exec(`UPDATE schema_version SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err := Open(context.Background(), dir)
+	if err == nil || !contains(err.Error(), "schema version 99") {
+		t.Fatalf("Open = %v, want a schema version error", err)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestStateSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	now := time.Unix(1700000000, 0).UTC()
+	if ok, err := s.AddCA(ctx, CA{ID: "ca1", CertPEM: []byte("c"), KeyPEM: []byte("k"), Active: true, Created: now}, true); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if ok, err := s.AddCA(ctx, CA{ID: "ca-dup", Active: true, Created: now}, true); ok || err != nil {
+		t.Fatalf("second AddCA onlyIfNone = %v, %v; want false", ok, err)
+	}
+	if err := s.AddConnector(ctx, Connector{ID: "c1", Name: "n", Group: "g", Enrolled: now, CertSerial: "01", CertExpires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, Token{ID: "t1", Hash: sha256.Sum256([]byte("x")), Group: "g", MaxUses: 1, Created: now}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir)
+	cas, err := s.CAs(ctx)
+	if err != nil || len(cas) != 1 || !cas[0].Active || string(cas[0].KeyPEM) != "k" || !cas[0].Created.Equal(now) {
+		t.Fatalf("CAs = %+v, %v", cas, err)
+	}
+	c, err := s.Connector(ctx, "c1")
+	if err != nil || c.Group != "g" || !c.CertExpires.Equal(now.Add(time.Hour)) || !c.Revoked.IsZero() {
+		t.Fatalf("Connector = %+v, %v", c, err)
+	}
+	toks, err := s.Tokens(ctx)
+	if err != nil || len(toks) != 1 || toks[0].Hash != sha256.Sum256([]byte("x")) {
+		t.Fatalf("Tokens = %+v, %v", toks, err)
+	}
+}
+
+func TestCARotationKeepsOneActive(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Now()
+	for i := range 3 {
+		if _, err := s.AddCA(ctx, CA{ID: fmt.Sprint("ca", i), Active: true, Created: now.Add(time.Duration(i) * time.Second)}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cas, _ := s.CAs(ctx)
+	if len(cas) != 3 || cas[0].Active || cas[1].Active || !cas[2].Active {
+		t.Fatalf("CAs after rotation = %+v", cas)
+	}
+	if n, err := s.RetireCAs(ctx); n != 2 || err != nil {
+		t.Fatalf("RetireCAs = %d, %v", n, err)
+	}
+	cas, _ = s.CAs(ctx)
+	if len(cas) != 1 || cas[0].ID != "ca2" {
+		t.Fatalf("CAs after retire = %+v", cas)
+	}
+}
+
+func TestUseToken(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0)
+	mk := func(id string, uses int, expires time.Time) [32]byte {
+		h := sha256.Sum256([]byte(id))
+		if err := s.CreateToken(ctx, Token{ID: id, Hash: h, Group: "g", MaxUses: uses, Expires: expires, Created: now}); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	once := mk("once", 1, time.Time{})
+	if tok, err := s.UseToken(ctx, once, now); err != nil || tok.Group != "g" || tok.Used != 1 {
+		t.Fatalf("first use = %+v, %v", tok, err)
+	}
+	if _, err := s.UseToken(ctx, once, now); !errors.Is(err, ErrTokenUsedUp) {
+		t.Fatalf("second use = %v, want ErrTokenUsedUp", err)
+	}
+	exp := mk("exp", 0, now.Add(time.Hour))
+	if _, err := s.UseToken(ctx, exp, now.Add(time.Hour)); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("expired use = %v, want ErrTokenExpired", err)
+	}
+	if _, err := s.UseToken(ctx, sha256.Sum256([]byte("nope")), now); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown = %v, want ErrNotFound", err)
+	}
+	multi := mk("multi", 0, time.Time{})
+	for range 5 {
+		if _, err := s.UseToken(ctx, multi, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteToken(ctx, "multi"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteToken(ctx, "multi"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete twice = %v", err)
+	}
+	if _, err := s.UseToken(ctx, multi, now); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted token = %v, want ErrNotFound", err)
+	}
+}
+
+// TestUseTokenRace: many enrollments race for a single-use token, from two
+// store handles on one file (as two processes would); exactly one wins.
+func TestUseTokenRace(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := open(t, dir), open(t, dir)
+	h := sha256.Sum256([]byte("single"))
+	if err := a.CreateToken(ctx, Token{ID: "s", Hash: h, Group: "g", MaxUses: 1, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, usedUp := 0, 0
+	for i := range 16 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.UseToken(ctx, h, time.Now())
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, ErrTokenUsedUp):
+				usedUp++
+			default:
+				t.Errorf("UseToken: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 || usedUp != 15 {
+		t.Fatalf("%d wins, %d used up; want 1 and 15", wins, usedUp)
+	}
+}
+
+func TestRevokeAndRenew(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0).UTC()
+	if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.RenewConnector(ctx, "c1", "02", now.Add(time.Hour), "v2", "linux/amd64")
+	if err != nil || c.CertSerial != "02" || c.Version != "v2" {
+		t.Fatalf("renew = %+v, %v", c, err)
+	}
+	if c, err = s.RevokeConnector(ctx, "c1", now); err != nil || !c.Revoked.Equal(now) {
+		t.Fatalf("revoke = %+v, %v", c, err)
+	}
+	if c, _ = s.RevokeConnector(ctx, "c1", now.Add(time.Hour)); !c.Revoked.Equal(now) {
+		t.Fatalf("second revoke moved the time to %v", c.Revoked)
+	}
+	if c, _ = s.RenewConnector(ctx, "c1", "03", now.Add(2*time.Hour), "v3", ""); c.CertSerial != "02" {
+		t.Fatalf("a revoked connector was renewed: %+v", c)
+	}
+	if _, err := s.RevokeConnector(ctx, "nope", now); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("revoke unknown = %v", err)
+	}
+	list, err := s.Connectors(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Connectors = %+v, %v", list, err)
+	}
+}
+
+func TestMemoryStore(t *testing.T) {
+	s, err := OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
