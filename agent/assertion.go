@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -113,6 +114,9 @@ func (v *assertionVerifier) keys(ctx context.Context, unknownKey bool) (*jose.JS
 type grpcKeysFetcher struct {
 	addr string
 	tls  *tls.Config
+	// dial opens the TCP connection (through the agent's outbound proxy
+	// when it has one).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu sync.Mutex
 	cc *grpc.ClientConn // guarded by mu
@@ -125,7 +129,8 @@ func (f *grpcKeysFetcher) fetch(ctx context.Context) ([]byte, error) {
 		if cfg == nil {
 			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
-		cc, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		cc, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return f.dial(ctx, "tcp", addr) }))
 		if err != nil {
 			f.mu.Unlock()
 			return nil, err
