@@ -11,14 +11,17 @@
 //
 // Run flow:
 //
-//	start the stack (backend → gateway → agent), probe the relay until it answers
+//	check the config; raise the open-file limit and fit the long polls to it
+//	start the stack (backend → gateway → [link forwarder] → agent with all its sessions)
+//	probe every path until it answers; read the idle relay's RSS
 //	for each scenario:
 //	    reset peak RSS of every process
-//	    warm up each path (not measured)
+//	    make one driver per path (HTTP load, SSE streams, WebSockets, long polls, bursts)
+//	    warm up each path (not measured; none for long polls)
 //	    for each round: for each path (order flips every round):
-//	        read CPU of every process; run the load for Duration/Rounds; read CPU again
-//	    read peak RSS; build one Result per path
-//	stop the stack (agent → gateway → backend)
+//	        read CPU of every process; run the driver for Duration/Rounds; read CPU again
+//	    read peak RSS; build one Result per path; close the drivers
+//	stop the stack (agent → link → gateway → backend)
 //
 // Nothing imports this package but cmd/sallyport.
 package bench
@@ -86,6 +89,25 @@ type Config struct {
 	// the base URL of that backend, measured as the direct path; empty → no
 	// direct path and no ratios.
 	Target, Host, DirectTarget string
+	// SSEInterval is how often the backend sends an event on each stream
+	// of the sse scenario (0 → 10ms); there are Concurrency streams.
+	SSEInterval time.Duration
+	// Longpoll is how many exchanges the longpoll scenario holds open at
+	// once (0 → 10,000, lowered with a note to what the open-file limit
+	// allows; a larger value that does not fit is an error).
+	Longpoll int
+	// Burst is how many concurrent GETs the burst scenario sends before
+	// each series of sequential, measured ones (0 → 500).
+	Burst int
+	// LinkRTT and LinkRate shape the tunnel between gateway and agent: the
+	// agent dials a forwarder in the harness that delays each direction by
+	// LinkRTT/2 and passes at most LinkRate bits per second each way
+	// (zero: no delay, no rate limit; both zero: no forwarder).
+	LinkRTT  time.Duration
+	LinkRate int64
+	// Transport is the tunnel transport between agent and gateway, one of
+	// Transports (empty → "grpc").
+	Transport string
 	// Spawn returns the command that runs one role ("backend", "gateway"
 	// or "agent") of the relay as its own process: a binary that calls
 	// RunRole with that role, stdin and stdout. The harness sets Stdin and
@@ -111,6 +133,15 @@ func (c *Config) transferSize() int64 {
 		return 100 << 20
 	}
 	return c.TransferSize
+}
+func (c *Config) sseInterval() time.Duration { return orDuration(c.SSEInterval, 10*time.Millisecond) }
+func (c *Config) burst() int                 { return orInt(c.Burst, 500) }
+func (c *Config) longpoll() int              { return orInt(c.Longpoll, defaultLongpoll) }
+func (c *Config) transport() string {
+	if c.Transport == "" {
+		return TransportGRPC
+	}
+	return c.Transport
 }
 func (c *Config) round() time.Duration { return c.duration() / time.Duration(c.rounds()) }
 func (c *Config) warmup() time.Duration {
@@ -166,6 +197,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.round() < 10*time.Millisecond {
 		return nil, fmt.Errorf("bench: a round of %v is too short; raise the duration or lower the rounds", cfg.round())
 	}
+	if err := checkTransport(cfg.transport()); err != nil {
+		return nil, err
+	}
+	if cfg.LinkRTT < 0 || cfg.LinkRate < 0 {
+		return nil, errors.New("bench: the link's round trip time and rate must not be negative")
+	}
+	if (cfg.LinkRTT > 0 || cfg.LinkRate > 0) && cfg.mode() == ModeTarget {
+		return nil, errors.New("bench: link emulation shapes the tunnel of the relay the harness starts; a target has none")
+	}
+	if cfg.Longpoll < 0 || cfg.Burst < 0 || cfg.SSEInterval < 0 {
+		return nil, errors.New("bench: longpoll, burst and the SSE interval must not be negative")
+	}
+	if cfg.SSEInterval > 0 && cfg.SSEInterval < minSSEInterval {
+		return nil, fmt.Errorf("bench: an SSE interval of %v is below the backend's %v", cfg.SSEInterval, minSSEInterval)
+	}
+	// Raise the soft open-file limit to the hard one (children inherit
+	// it); where it is unknown, the run says what fails.
+	files, _ := raiseOpenFiles()
+	if err := cfg.fitLongpoll(scenarios, files); err != nil {
+		return nil, err
+	}
 	st, err := startStack(ctx, &cfg)
 	if err != nil {
 		return nil, err
@@ -181,6 +233,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	report := newReport(&cfg, st.mode)
+	report.Idle = st.idle()
+	report.Settings.LinkRTTMeasuredMS = float64(st.linkRTT) / float64(time.Millisecond)
 	for _, sc := range scenarios {
 		results, err := runScenario(ctx, &cfg, st, lg, sc)
 		if err != nil {
@@ -197,6 +251,13 @@ type pathRun struct {
 	rec     *recorder
 	elapsed time.Duration
 	cpu     map[string]time.Duration // CPU used during this path's rounds, by process
+	// held is the most long polls held at once (longpoll only); growth is
+	// each process's RSS growth while they were held, in bytes per held
+	// exchange, by process, as the system saw it, and liveGrowth the same
+	// after a garbage collection that returned free memory.
+	held       int64
+	growth     map[string]float64
+	liveGrowth map[string]float64
 }
 
 // runScenario runs one scenario's warm-up and rounds on every path.
@@ -207,25 +268,39 @@ func runScenario(ctx context.Context, cfg *Config, st *stack, lg *loader, sc sce
 		}
 	}
 	runs := make([]*pathRun, len(st.paths))
+	drivers := make([]driver, len(st.paths))
+	defer func() {
+		for _, d := range drivers {
+			if d != nil {
+				d.close()
+			}
+		}
+	}()
 	for i, p := range st.paths {
-		runs[i] = &pathRun{path: p, rec: newRecorder(), cpu: make(map[string]time.Duration)}
-		if w := cfg.warmup(); w > 0 {
-			lg.run(ctx, sc.load(cfg, p), w, newRecorder(), cfg.progress(sc.name+" "+p.name+" warm-up"))
+		runs[i] = &pathRun{
+			path: p, rec: newRecorder(), cpu: make(map[string]time.Duration),
+			growth: make(map[string]float64), liveGrowth: make(map[string]float64),
+		}
+		drivers[i] = sc.driver(cfg, st, lg, p)
+		if w := sc.warmup(cfg); w > 0 {
+			warm := &pathRun{path: p, rec: newRecorder(), growth: make(map[string]float64), liveGrowth: make(map[string]float64)}
+			drivers[i].round(ctx, w, warm, cfg.progress(sc.name+" "+p.name+" warm-up"))
 		}
 	}
-	n := cfg.rounds()
+	n := sc.rounds(cfg)
 	for r := range n {
 		for k := range runs {
-			run := runs[k]
+			i := k
 			if r%2 == 1 {
-				run = runs[len(runs)-1-k]
+				i = len(runs) - 1 - k
 			}
+			run := runs[i]
 			before, err := st.cpu()
 			if err != nil {
 				return nil, err
 			}
 			label := fmt.Sprintf("%s %s round %d/%d", sc.name, run.path.name, r+1, n)
-			run.elapsed += lg.run(ctx, sc.load(cfg, run.path), cfg.round(), run.rec, cfg.progress(label))
+			run.elapsed += drivers[i].round(ctx, cfg.round(), run, cfg.progress(label))
 			after, err := st.cpu()
 			if err != nil {
 				return nil, err

@@ -7,6 +7,7 @@ package bench
 //	child → harness   roleReady                 (once serving, or with Error set)
 //	harness → child   "stats"                   child → harness: procStats
 //	harness → child   "reset-peak"              child → harness: {} (or {"error": …})
+//	harness → child   "free-memory"             child → harness: {} after a GC that returned free memory
 //	harness closes stdin                        the child stops gracefully and exits
 //
 // A child stops when its stdin ends, so children never outlive a harness
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -28,8 +30,9 @@ import (
 
 // Commands the harness sends a child.
 const (
-	cmdStats     = "stats"
-	cmdResetPeak = "reset-peak"
+	cmdStats      = "stats"
+	cmdResetPeak  = "reset-peak"
+	cmdFreeMemory = "free-memory"
 )
 
 // callTimeout bounds a child's answer to one command.
@@ -125,6 +128,9 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 					a.Error = err.Error()
 				}
 				write(a)
+			case cmdFreeMemory:
+				debug.FreeOSMemory()
+				write(ack{})
 			default:
 				write(ack{Error: fmt.Sprintf("unknown command %q", line)})
 			}
@@ -240,7 +246,8 @@ func (c *child) stats() (procStats, error) {
 	return s, err
 }
 
-func (c *child) resetPeak() error { return c.call(cmdResetPeak, &ack{}) }
+func (c *child) resetPeak() error  { return c.call(cmdResetPeak, &ack{}) }
+func (c *child) freeMemory() error { return c.call(cmdFreeMemory, &ack{}) }
 
 // stop closes the child's stdin, which stops it gracefully, and kills it if
 // it has not exited within the stop grace and a margin.

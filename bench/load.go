@@ -25,6 +25,17 @@ type load struct {
 	// go on (uncounted) before they are cancelled: finishing them keeps
 	// their connections for the next round. Zero cancels them at once.
 	drain time.Duration
+	// exchange, when set, makes worker i's exchange instead of an HTTP
+	// request to url (a WebSocket round trip).
+	exchange func(i int) func(ctx context.Context, rec *recorder) error
+}
+
+// worker returns worker i's exchange.
+func (lg *loader) worker(l *load, i int) func(ctx context.Context, rec *recorder) error {
+	if l.exchange != nil {
+		return l.exchange(i)
+	}
+	return func(ctx context.Context, rec *recorder) error { return lg.exchange(ctx, l, rec) }
 }
 
 // loader is the load generator: one http.Transport shared by every path and
@@ -73,12 +84,13 @@ func (lg *loader) run(ctx context.Context, l *load, d time.Duration, rec *record
 	}
 	var next atomic.Int64 // open loop: index of the next scheduled exchange
 	var wg sync.WaitGroup
-	for range l.workers {
+	for i := range l.workers {
+		do := lg.worker(l, i)
 		wg.Go(func() {
 			if l.rate > 0 {
-				lg.openLoop(rctx, l, start, deadline, &next, rec)
+				openLoop(rctx, l.rate, do, start, deadline, &next, rec)
 			} else {
-				lg.closedLoop(rctx, l, deadline, rec)
+				closedLoop(rctx, do, deadline, rec)
 			}
 		})
 	}
@@ -90,10 +102,10 @@ func (lg *loader) run(ctx context.Context, l *load, d time.Duration, rec *record
 }
 
 // closedLoop sends the next exchange as soon as the last one is done.
-func (lg *loader) closedLoop(ctx context.Context, l *load, deadline time.Time, rec *recorder) {
+func closedLoop(ctx context.Context, do func(context.Context, *recorder) error, deadline time.Time, rec *recorder) {
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		t0 := time.Now()
-		err := lg.exchange(ctx, l, rec)
+		err := do(ctx, rec)
 		rec.done(ctx, deadline, time.Since(t0), err)
 	}
 }
@@ -101,8 +113,8 @@ func (lg *loader) closedLoop(ctx context.Context, l *load, deadline time.Time, r
 // openLoop takes scheduled exchanges in turn, waits for each one's time and
 // counts its latency from that time, so a slow exchange that delays the
 // next ones is charged for them too (no coordinated omission).
-func (lg *loader) openLoop(ctx context.Context, l *load, start, deadline time.Time, next *atomic.Int64, rec *recorder) {
-	interval := time.Duration(float64(time.Second) / l.rate)
+func openLoop(ctx context.Context, rate float64, do func(context.Context, *recorder) error, start, deadline time.Time, next *atomic.Int64, rec *recorder) {
+	interval := time.Duration(float64(time.Second) / rate)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -118,7 +130,7 @@ func (lg *loader) openLoop(ctx context.Context, l *load, start, deadline time.Ti
 				return
 			}
 		}
-		err := lg.exchange(ctx, l, rec)
+		err := do(ctx, rec)
 		rec.done(ctx, deadline, time.Since(due), err)
 		if ctx.Err() != nil {
 			return
@@ -158,15 +170,21 @@ func (lg *loader) exchange(ctx context.Context, l *load, rec *recorder) error {
 		}
 	}
 	if res.StatusCode/100 != 2 {
-		if code := res.Header.Get("X-Sallyport-Error"); code != "" {
-			return fmt.Errorf("status %d (%s)", res.StatusCode, code)
-		}
-		return fmt.Errorf("status %d", res.StatusCode)
+		return statusError(res)
 	}
 	if n != l.respBytes {
 		return fmt.Errorf("body of %d bytes, want %d", n, l.respBytes)
 	}
 	return nil
+}
+
+// statusError describes a response that is not a success, with the
+// gateway's error code when it answered itself.
+func statusError(res *http.Response) error {
+	if code := res.Header.Get("X-Sallyport-Error"); code != "" {
+		return fmt.Errorf("status %d (%s)", res.StatusCode, code)
+	}
+	return fmt.Errorf("status %d", res.StatusCode)
 }
 
 // uploadBody is a request body of left bytes cut from uploadChunk.

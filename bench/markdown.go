@@ -7,9 +7,12 @@ import (
 	"strings"
 )
 
-// WriteMarkdown writes a one-line description of the run and a markdown
-// table with one row per scenario and path.
+// WriteMarkdown writes a one-line description of the run, a markdown table
+// with one row per scenario and path, and notes on what the table has no
+// column for: the idle relay's memory and the long polls' growth.
 //
+// The req/s column counts each scenario's exchanges: events for sse and
+// echo round trips for ws.
 // CPU cells read "s/1k" (CPU seconds per 1,000 exchanges) for request
 // scenarios and "s/GiB" (per GiB of body moved) for transfers. Gateway and
 // agent cells are empty on rows they take no part in, and "-" where they
@@ -24,6 +27,13 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	cpu := r.Machine.CPUModel
 	if cpu == "" {
 		cpu = r.Machine.Arch
+	}
+	if s.LinkRTTMS > 0 || s.LinkRateMbit > 0 {
+		load += fmt.Sprintf("; tunnel link rtt %s ms (%s measured), rate %s",
+			trimFloat(s.LinkRTTMS, 3), sig(s.LinkRTTMeasuredMS), rateText(s.LinkRateMbit))
+	}
+	if r.Mode != ModeTarget {
+		load += "; " + s.Transport + " tunnel"
 	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
@@ -44,8 +54,58 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
+	r.writeNotes(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeNotes adds the figures the table has no column for.
+func (r *Report) writeNotes(b *strings.Builder) {
+	if r.Idle != nil && len(r.Idle.RSSMiB) > 0 {
+		fmt.Fprintf(b, "\nidle before load (RSS): %s; the agent with %d sessions\n", processFigures(r.Idle.RSSMiB, " MiB"), r.Idle.Sessions)
+	}
+	for i := range r.Results {
+		res := &r.Results[i]
+		if res.Kind != kindHeld {
+			continue
+		}
+		growth, live := make(map[string]float64), make(map[string]float64)
+		for name, p := range res.Processes {
+			if p.RSSGrowthKiBPerHeld != nil {
+				growth[name] = *p.RSSGrowthKiBPerHeld
+			}
+			if p.RSSGrowthAfterGCKiBPerHeld != nil {
+				live[name] = *p.RSSGrowthAfterGCKiBPerHeld
+			}
+		}
+		fmt.Fprintf(b, "\n%s %s: %d held at once, %d errors; RSS growth per held exchange: %s (after a GC: %s)\n",
+			res.Scenario, res.Path, res.Held, res.Errors, processFigures(growth, " KiB"), processFigures(live, " KiB"))
+	}
+}
+
+// processOrder is the order processes are named in notes.
+var processOrder = []string{RoleGateway, RoleAgent, RoleBackend, procHarness}
+
+// processFigures lists figures by process, e.g. "gateway 12.3 MiB, agent 9.1 MiB".
+func processFigures(by map[string]float64, unit string) string {
+	var parts []string
+	for _, name := range processOrder {
+		if v, ok := by[name]; ok {
+			parts = append(parts, name+" "+sig(v)+unit)
+		}
+	}
+	if len(parts) == 0 {
+		return "not measured"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// rateText reads a link rate in Mbit/s; 0 is no limit.
+func rateText(mbit float64) string {
+	if mbit == 0 {
+		return "not limited"
+	}
+	return trimFloat(mbit, 3) + " Mbit/s"
 }
 
 // takesPart reports whether process name belongs to this result's path.

@@ -18,10 +18,20 @@ func (c *Config) progress(label string) func(*recorder) func() {
 	}
 	return func(rec *recorder) func() {
 		start := time.Now()
+		draw := func() {
+			held := ""
+			if h := rec.held.Load(); h > 0 {
+				held = fmt.Sprintf("  %d held", h)
+			}
+			fmt.Fprintf(w, "\r\x1b[Kbench: %s  %.1fs  %d exchanges  %d errors  %.1f MB%s",
+				label, time.Since(start).Seconds(), rec.exchanges.Load(), rec.errors.Load(),
+				float64(rec.bytes.Load())/1e6, held)
+		}
 		stop := make(chan struct{})
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
+			draw() // at once, then every progressEvery
 			t := time.NewTicker(progressEvery)
 			defer t.Stop()
 			for {
@@ -30,9 +40,7 @@ func (c *Config) progress(label string) func(*recorder) func() {
 					fmt.Fprint(w, "\r\x1b[K")
 					return
 				case <-t.C:
-					fmt.Fprintf(w, "\r\x1b[Kbench: %s  %.1fs  %d exchanges  %d errors  %.1f MB",
-						label, time.Since(start).Seconds(), rec.exchanges.Load(), rec.errors.Load(),
-						float64(rec.bytes.Load())/1e6)
+					draw()
 				}
 			}
 		}()

@@ -31,6 +31,7 @@ type recorder struct {
 	errors     atomic.Int64 // failed while the round ran
 	unfinished atomic.Int64 // still running when a round ended
 	bytes      atomic.Int64 // body bytes moved, both directions, cut-off exchanges included
+	held       atomic.Int64 // long polls held by the backend now (longpoll only)
 
 	mu      sync.Mutex
 	hist    *hdrhistogram.Histogram // latency in µs; guarded by mu

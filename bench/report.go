@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // ReportVersion is the version of the JSON report's layout. Fields are
@@ -20,7 +21,20 @@ type Report struct {
 	Mode     string   `json:"mode"` // ModeProcesses, ModeInProcess or ModeTarget
 	Machine  Machine  `json:"machine"`
 	Settings Settings `json:"settings"`
-	Results  []Result `json:"results"` // one per scenario and path, in run order
+	// Idle is the resident memory of the relay's processes once they are
+	// up and idle, before any load; null when they are not measured (in
+	// process, or a target).
+	Idle    *Idle    `json:"idle"`
+	Results []Result `json:"results"` // one per scenario and path, in run order
+}
+
+// Idle is the relay at rest: the agent's sessions are up, one probe
+// exchange has gone through, and nothing else has.
+type Idle struct {
+	Sessions int `json:"sessions"` // the agent's tunnel sessions
+	// RSSMiB is each process's resident set, by name ("gateway", "agent",
+	// "backend").
+	RSSMiB map[string]float64 `json:"rss_mib"`
 }
 
 // Machine describes where the run happened.
@@ -41,14 +55,27 @@ type Settings struct {
 	TransferConcurrency int     `json:"transfer_concurrency"`
 	Rate                float64 `json:"rate"` // 0: closed loop
 	TransferBytes       int64   `json:"transfer_bytes"`
+	SSEIntervalMS       float64 `json:"sse_interval_ms"`
+	Longpoll            int     `json:"longpoll"` // exchanges held at once
+	Burst               int     `json:"burst"`    // concurrent GETs per burst
+	LinkRTTMS           float64 `json:"link_rtt_ms"`
+	// LinkRTTMeasuredMS is the median round trip of small messages through
+	// the emulated link alone, measured at start: what its timers really
+	// give on this machine. 0 without a link.
+	LinkRTTMeasuredMS float64 `json:"link_rtt_measured_ms"`
+	LinkRateMbit      float64 `json:"link_rate_mbit"` // 0: not limited
+	Transport         string  `json:"transport"`
 }
 
 // Result is one scenario at one path.
 type Result struct {
 	Scenario string `json:"scenario"`
 	Path     string `json:"path"` // PathDirect, PathRelay or PathTarget
-	// Kind is "request" (many small exchanges; figure of merit req/s) or
-	// "transfer" (few large bodies; MB/s).
+	// Kind says what one exchange is: "request" (a small GET; figure of
+	// merit req/s), "transfer" (a large body; MB/s), "event" (one
+	// server-sent event; events/s and latency), "message" (one WebSocket
+	// echo; round trips/s), "held" (one long poll; errors and RSS per held
+	// exchange) or "burst" (a GET right after a burst; latency).
 	Kind        string  `json:"kind"`
 	Method      string  `json:"method"`
 	BodyBytes   int64   `json:"body_bytes"` // per exchange: the response body of a GET, the request body of a POST
@@ -71,9 +98,12 @@ type Result struct {
 	P999MS *float64 `json:"p99_9_ms"`
 	MaxMS  *float64 `json:"max_ms"`
 	// RatioToDirect is this path's throughput over the direct path's:
-	// requests/s for request scenarios, MB/s for transfers. Null without a
-	// direct path.
+	// MB/s for transfers, exchanges/s for the others. Null without a
+	// direct path, and for longpoll and burst, whose figure of merit is
+	// not a throughput.
 	RatioToDirect *float64 `json:"ratio_to_direct"`
+	// Held is the most long polls the backend held at once (longpoll only).
+	Held int64 `json:"held,omitempty"`
 	// Processes holds the measured processes taking part in this path, by
 	// name: "gateway", "agent", "backend", and "harness" (the load
 	// generator; with --inprocess everything).
@@ -92,6 +122,13 @@ type Process struct {
 	// paths; reset before each scenario where Linux allows). Null when
 	// unknown.
 	PeakRSSMiB *float64 `json:"peak_rss_mib"`
+	// RSSGrowthKiBPerHeld is how much the resident set grew while the long
+	// polls were held, per held exchange, in KiB (longpoll only).
+	RSSGrowthKiBPerHeld *float64 `json:"rss_growth_kib_per_held,omitempty"`
+	// RSSGrowthAfterGCKiBPerHeld is the same growth read again after a
+	// garbage collection that returned free memory, while still held: what
+	// the held exchanges themselves keep (longpoll only).
+	RSSGrowthAfterGCKiBPerHeld *float64 `json:"rss_growth_after_gc_kib_per_held,omitempty"`
 }
 
 func newReport(cfg *Config, mode string) *Report {
@@ -110,6 +147,12 @@ func newReport(cfg *Config, mode string) *Report {
 			TransferConcurrency: cfg.transferConcurrency(),
 			Rate:                cfg.Rate,
 			TransferBytes:       cfg.transferSize(),
+			SSEIntervalMS:       float64(cfg.sseInterval()) / float64(time.Millisecond),
+			Longpoll:            cfg.longpoll(),
+			Burst:               cfg.burst(),
+			LinkRTTMS:           float64(cfg.LinkRTT) / float64(time.Millisecond),
+			LinkRateMbit:        float64(cfg.LinkRate) / 1e6,
+			Transport:           cfg.transport(),
 		},
 		Results: []Result{},
 	}
@@ -143,9 +186,10 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 	secs := run.elapsed.Seconds()
 	l := sc.load(cfg, run.path)
 	r := Result{
-		Scenario: sc.name, Path: run.path.name, Kind: sc.kind(), Method: sc.method, BodyBytes: sc.bodyBytes(),
+		Scenario: sc.name, Path: run.path.name, Kind: sc.kind, Method: sc.method, BodyBytes: sc.bodyBytes(),
 		Concurrency: l.workers, Rate: l.rate, DurationS: secs,
 		Exchanges: run.rec.exchanges.Load(), Errors: run.rec.errors.Load(), Unfinished: run.rec.unfinished.Load(),
+		Held:      run.held,
 		Processes: make(map[string]Process),
 	}
 	bytesMoved := run.rec.bytes.Load()
@@ -169,14 +213,21 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 		}
 		cpu := run.cpu[name]
 		p := Process{CPUS: cpu.Seconds()}
-		if r.Exchanges > 0 {
+		// No CPU at all means it was not measured (see cpuTime): no rates.
+		if r.Exchanges > 0 && cpu > 0 {
 			p.CPUSPer1k = ptr(cpu.Seconds() / float64(r.Exchanges) * 1000)
 		}
-		if bytesMoved > 0 {
+		if bytesMoved > 0 && cpu > 0 {
 			p.CPUSPerGiB = ptr(cpu.Seconds() / (float64(bytesMoved) / (1 << 30)))
 		}
 		if peak, ok := peaks[name]; ok {
 			p.PeakRSSMiB = ptr(float64(peak) / (1 << 20))
+		}
+		if g, ok := run.growth[name]; ok {
+			p.RSSGrowthKiBPerHeld = ptr(g / (1 << 10))
+		}
+		if g, ok := run.liveGrowth[name]; ok {
+			p.RSSGrowthAfterGCKiBPerHeld = ptr(g / (1 << 10))
 		}
 		r.Processes[name] = p
 	}
@@ -185,8 +236,11 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 
 // setRatios sets every result's throughput ratio to the direct path's.
 func setRatios(results []Result, sc scenario) {
+	if !sc.hasThroughput() {
+		return
+	}
 	throughput := func(r *Result) float64 {
-		if sc.transfer {
+		if sc.transfer() {
 			return r.MBPerS
 		}
 		return r.RequestsPerS

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
-	"github.com/sallyport/sallyport/internal/demoapp"
 	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
@@ -37,6 +35,10 @@ const (
 // stopGrace bounds each role's graceful stop.
 const stopGrace = 2 * time.Second
 
+// agentSessions is how many tunnel sessions the bench agent keeps (the
+// agent's default); it reports ready once all are up.
+const agentSessions = 2
+
 // roleSpec tells a role what to run. A child process reads it as one JSON
 // line on stdin.
 type roleSpec struct {
@@ -54,6 +56,8 @@ type roleSpec struct {
 	CAFile string `json:"ca_file,omitempty"`
 	// Allow is the agent's backend allow list.
 	Allow []string `json:"allow,omitempty"`
+	// Transport is the agent's tunnel transport (empty → gRPC).
+	Transport string `json:"transport,omitempty"`
 }
 
 // roleReady is what a role reports once it serves. A child process writes
@@ -76,32 +80,6 @@ func runRole(ctx context.Context, role string, spec roleSpec, log *zap.Logger, r
 		return runAgent(ctx, spec, log, ready)
 	}
 	return fmt.Errorf("bench: unknown role %q", role)
-}
-
-// BackendHandler is the backend of every scenario: the demo app (whose
-// /bytes/N serves the GET scenarios) plus POST /upload, which reads and
-// drops the body and answers 204.
-func BackendHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /upload", serveUpload)
-	mux.Handle("/", demoapp.New())
-	return mux
-}
-
-func serveUpload(w http.ResponseWriter, r *http.Request) {
-	bp := readBufs.Get().(*[]byte)
-	defer readBufs.Put(bp)
-	for {
-		_, err := r.Body.Read(*bp)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // ServeBackend serves BackendHandler on addr until ctx ends; ready gets the
@@ -165,6 +143,9 @@ func runGateway(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(
 }
 
 func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(roleReady)) error {
+	if err := agentTransport(spec.Transport); err != nil {
+		return err
+	}
 	pem, err := os.ReadFile(spec.CAFile)
 	if err != nil {
 		return fmt.Errorf("bench agent: %w", err)
@@ -174,28 +155,36 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 		return fmt.Errorf("bench agent: no certificate in %s", spec.CAFile)
 	}
 	a, err := agent.New(agent.Config{
-		Gateway:    spec.Gateway,
-		TLS:        &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12},
-		Token:      spec.Token,
-		Name:       "bench-agent",
-		Allow:      spec.Allow,
-		Backoff:    agent.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
-		DrainGrace: stopGrace,
-		Log:        log,
+		Gateway:     spec.Gateway,
+		TLS:         &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12},
+		Token:       spec.Token,
+		Name:        "bench-agent",
+		Connections: agentSessions,
+		Allow:       spec.Allow,
+		Backoff:     agent.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
+		DrainGrace:  stopGrace,
+		Log:         log,
 	})
 	if err != nil {
 		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-a.Ready():
-		ready(roleReady{})
-	case err := <-done:
-		if err == nil {
-			err = errors.New("bench agent: stopped before connecting")
+	// Ready once every session is up, so that what is measured idle
+	// is the agent as configured.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for len(a.Sessions()) < agentSessions {
+		select {
+		case <-tick.C:
+		case err := <-done:
+			if err == nil {
+				err = errors.New("bench agent: stopped before connecting")
+			}
+			return err
 		}
-		return err
 	}
+	tick.Stop()
+	ready(roleReady{})
 	return <-done
 }

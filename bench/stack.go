@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +30,9 @@ type path struct {
 type processMeter interface {
 	stats() (procStats, error)
 	resetPeak() error
+	// freeMemory collects garbage and returns free memory to the system,
+	// so that the RSS read next is what the process really holds.
+	freeMemory() error
 }
 
 // meter is a processMeter and the process's name in the report.
@@ -48,7 +52,8 @@ type stack struct {
 	mode    string
 	paths   []path
 	meters  []meter
-	closers []func() // run in reverse order by close
+	closers []func()      // run in reverse order by close
+	linkRTT time.Duration // the emulated link's measured round trip; 0 without one
 }
 
 // startStack starts what cfg asks for: nothing for a target, else a
@@ -118,7 +123,21 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{Gateway: g.Tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}})
+	tunnel := g.Tunnel
+	if cfg.LinkRTT > 0 || cfg.LinkRate > 0 {
+		l, err := startLink(g.Tunnel, newLinkShape(cfg.LinkRTT, cfg.LinkRate))
+		if err != nil {
+			return err
+		}
+		st.closers = append(st.closers, l.close)
+		tunnel = l.addr()
+		if st.linkRTT, err = measureLink(newLinkShape(cfg.LinkRTT, cfg.LinkRate)); err != nil {
+			return fmt.Errorf("bench: link: %w", err)
+		}
+	}
+	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{
+		Gateway: tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}, Transport: cfg.transport(),
+	})
 	if err != nil {
 		return err
 	}
@@ -193,6 +212,35 @@ func (st *stack) cpu() (map[string]time.Duration, error) {
 		out[m.name] = s.CPU
 	}
 	return out, nil
+}
+
+// pathMeters are the measured processes that take part in path.
+func (st *stack) pathMeters(path string) []meter {
+	var out []meter
+	for _, m := range st.meters {
+		if slices.Contains(pathProcesses[path], m.name) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// idle reads the resident set of the relay's processes, when they are
+// children; nil otherwise.
+func (st *stack) idle() *Idle {
+	if st.mode != ModeProcesses {
+		return nil
+	}
+	out := &Idle{Sessions: agentSessions, RSSMiB: make(map[string]float64)}
+	for _, m := range st.meters {
+		if m.name == procHarness {
+			continue
+		}
+		if s, err := m.stats(); err == nil && s.RSS > 0 {
+			out.RSSMiB[m.name] = float64(s.RSS) / (1 << 20)
+		}
+	}
+	return out
 }
 
 // peaks reads every measured process's peak RSS in bytes; a process whose

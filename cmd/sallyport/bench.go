@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,12 @@ type benchFlags struct {
 	cpuprofile          string
 	memprofile          string
 	jsonFile            string
+	svgFile             string
+	sseInterval         time.Duration
+	longpoll            int
+	burst               int
+	linkRTT             time.Duration
+	linkRate            string
 	quick               bool
 	transport           string
 	serveBackend        string
@@ -49,6 +56,12 @@ type benchFlags struct {
 const quickDuration = 3 * time.Second
 
 func newBenchCmd(g *globals) *cobra.Command {
+	cmd, _ := newBenchCmdFlags(g)
+	return cmd
+}
+
+// newBenchCmdFlags is newBenchCmd with the flags it fills in.
+func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
 		Use:   "bench [--quick] [--scenarios small,1k,download] [--target URL --host NAME]",
@@ -76,16 +89,22 @@ func newBenchCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.target, "target", "", "measure this base URL (http://host:port) instead of starting a relay")
 	fl.StringVar(&f.host, "host", "", "Host header sent to --target (default: the target's host)")
 	fl.StringVar(&f.directTarget, "direct-target", "", "with --target: the backend's own base URL, measured as the direct path")
+	fl.DurationVar(&f.sseInterval, "sse-interval", 10*time.Millisecond, "sse: time between the events of each of the --concurrency streams")
+	fl.IntVar(&f.longpoll, "longpoll", 10000, "longpoll: exchanges held open at once (fewer, with a note, when the open-file limit is lower and this is not set)")
+	fl.IntVar(&f.burst, "burst", 500, "burst: concurrent GETs sent before each series of measured sequential ones")
+	fl.DurationVar(&f.linkRTT, "link-rtt", 0, "emulate a link with this round trip time between gateway and agent (e.g. 20ms)")
+	fl.StringVar(&f.linkRate, "link-rate", "", "emulate a link of this rate each way between gateway and agent (e.g. 100mbit, 1gbit, 512kbit)")
 	fl.BoolVar(&f.inprocess, "inprocess", false, "run backend, gateway and agent in this process (for profiling)")
-	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "with --inprocess: write a CPU profile of the whole run to this file")
-	fl.StringVar(&f.memprofile, "memprofile", "", "with --inprocess: write a heap profile at the end to this file")
+	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write CPU profiles: FILE.backend, FILE.gateway, FILE.agent (one per process); with --inprocess one FILE")
+	fl.StringVar(&f.memprofile, "memprofile", "", "write heap profiles at the end: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE")
 	fl.StringVar(&f.jsonFile, "json", "", "also write the figures as JSON to this file")
+	fl.StringVar(&f.svgFile, "svg", "", "also draw the latency percentiles, direct against relay, as SVG to this file")
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")
-	fl.StringVar(&f.transport, "transport", "grpc", "tunnel transport (only grpc exists yet)")
+	fl.StringVar(&f.transport, "transport", bench.TransportGRPC, "tunnel transport between agent and gateway: "+strings.Join(bench.Transports, ", "))
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
-	return cmd
+	return cmd, f
 }
 
 func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
@@ -107,14 +126,14 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	if f.role != "" {
-		return runBenchRole(f.role, log)
+		return runBenchRole(f, log)
 	}
 	ctx, stop := signalContext(log)
 	defer stop()
 	out := cmd.OutOrStdout()
 	if f.serveBackend != "" {
 		return bench.ServeBackend(ctx, f.serveBackend, func(addr string) {
-			fmt.Fprintf(out, "bench backend listening on http://%s (GET /bytes/N, POST /upload); Ctrl-C stops it\n", addr)
+			fmt.Fprintf(out, "bench backend listening on http://%s (GET /bytes/N, POST /upload, /sse, /ws, /longpoll); Ctrl-C stops it\n", addr)
 		})
 	}
 
@@ -126,25 +145,21 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 	if isTerminal(os.Stderr) {
 		cfg.Progress = os.Stderr
 	}
-	if f.cpuprofile != "" {
-		pf, err := os.Create(f.cpuprofile)
-		if err != nil {
+	var rep *bench.Report
+	runErr := func() error {
+		if !f.inprocess {
+			var err error
+			rep, err = bench.Run(ctx, cfg) // the children profile themselves
 			return err
 		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
+		return withProfiles(f.cpuprofile, f.memprofile, func() error {
+			var err error
+			rep, err = bench.Run(ctx, cfg)
 			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	rep, runErr := bench.Run(ctx, cfg)
-	if f.memprofile != "" {
-		if err := writeHeapProfile(f.memprofile); err != nil {
-			return err
-		}
-	}
+		})
+	}()
 	if rep != nil && len(rep.Results) > 0 {
-		if err := writeBenchReport(rep, out, cmd.ErrOrStderr(), f.jsonFile); err != nil {
+		if err := writeBenchReport(rep, out, cmd.ErrOrStderr(), f.jsonFile, f.svgFile); err != nil {
 			return err
 		}
 	}
@@ -157,11 +172,31 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 // config turns the flags into the harness's config.
 func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error) {
 	changed := cmd.Flags().Changed
-	if f.transport != "grpc" {
-		return bench.Config{}, fmt.Errorf("--transport %q: only grpc exists in this build", f.transport)
+	if !slices.Contains(bench.Transports, f.transport) {
+		return bench.Config{}, fmt.Errorf("--transport %q: this build has %s", f.transport, strings.Join(bench.Transports, ", "))
 	}
-	if (f.cpuprofile != "" || f.memprofile != "") && !f.inprocess {
-		return bench.Config{}, errors.New("--cpuprofile and --memprofile profile this process: add --inprocess")
+	if (f.cpuprofile != "" || f.memprofile != "") && f.target != "" {
+		return bench.Config{}, errors.New("--cpuprofile and --memprofile profile the relay the harness starts; with --target nothing is started")
+	}
+	if (f.linkRTT != 0 || f.linkRate != "") && f.target != "" {
+		return bench.Config{}, errors.New("--link-rtt and --link-rate shape the tunnel of the relay the harness starts; with --target there is none")
+	}
+	if f.linkRTT < 0 {
+		return bench.Config{}, fmt.Errorf("--link-rtt %v: want a positive duration such as 20ms", f.linkRTT)
+	}
+	var linkRate int64
+	if f.linkRate != "" {
+		r, err := parseRate(f.linkRate)
+		if err != nil {
+			return bench.Config{}, fmt.Errorf("--link-rate: %w", err)
+		}
+		linkRate = r
+	}
+	if f.sseInterval < 100*time.Microsecond {
+		return bench.Config{}, fmt.Errorf("--sse-interval %v: want at least 100µs", f.sseInterval)
+	}
+	if f.longpoll <= 0 || f.burst <= 0 {
+		return bench.Config{}, errors.New("--longpoll and --burst must be positive")
 	}
 	if f.target == "" && (f.host != "" || f.directTarget != "") {
 		return bench.Config{}, errors.New("--host and --direct-target go with --target")
@@ -185,6 +220,14 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		Target:              f.target,
 		Host:                f.host,
 		DirectTarget:        f.directTarget,
+		SSEInterval:         f.sseInterval,
+		Burst:               f.burst,
+		LinkRTT:             f.linkRTT,
+		LinkRate:            linkRate,
+		Transport:           f.transport,
+	}
+	if changed("longpoll") {
+		cfg.Longpoll = f.longpoll // else the harness's default, fitted to the open-file limit
 	}
 	if f.quick {
 		if !changed("scenarios") {
@@ -204,7 +247,14 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		}
 		level, format := g.logLevel, g.logFormat
 		cfg.Spawn = func(role string) *exec.Cmd {
-			c := exec.Command(exe, "bench", "--role", role, "--log-level", level, "--log-format", format)
+			args := []string{"bench", "--role", role, "--log-level", level, "--log-format", format}
+			if f.cpuprofile != "" {
+				args = append(args, "--cpuprofile", f.cpuprofile+"."+role)
+			}
+			if f.memprofile != "" {
+				args = append(args, "--memprofile", f.memprofile+"."+role)
+			}
+			c := exec.Command(exe, args...)
 			c.Stderr = os.Stderr
 			return c
 		}
@@ -213,19 +263,45 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 }
 
 // runBenchRole is a child of the harness: one role, driven over stdin and
-// stdout. Ctrl-C in a terminal reaches the whole process group; the harness
-// decides when its children stop (by closing their stdin), so a child
-// ignores SIGINT. SIGTERM still stops it.
-func runBenchRole(role string, log *zap.Logger) error {
+// stdout, profiled when the harness passed --cpuprofile or --memprofile.
+// Ctrl-C in a terminal reaches the whole process group; the harness decides
+// when its children stop (by closing their stdin), so a child ignores
+// SIGINT. SIGTERM still stops it.
+func runBenchRole(f *benchFlags, log *zap.Logger) error {
 	signal.Ignore(os.Interrupt)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	return bench.RunRole(ctx, role, os.Stdin, os.Stdout, log.Named(role))
+	return withProfiles(f.cpuprofile, f.memprofile, func() error {
+		return bench.RunRole(ctx, f.role, os.Stdin, os.Stdout, log.Named(f.role))
+	})
+}
+
+// withProfiles runs fn under a CPU profile written to cpuFile and writes a
+// heap profile to memFile after it; empty names skip either.
+func withProfiles(cpuFile, memFile string, fn func() error) error {
+	if cpuFile != "" {
+		pf, err := os.Create(cpuFile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	err := fn()
+	if memFile != "" {
+		if perr := writeHeapProfile(memFile); perr != nil {
+			return errors.Join(err, fmt.Errorf("heap profile: %w", perr))
+		}
+	}
+	return err
 }
 
 // writeBenchReport prints the table, notes the errors on stderr and writes
-// the JSON file if asked.
-func writeBenchReport(rep *bench.Report, out, errOut io.Writer, jsonFile string) error {
+// the JSON and SVG files if asked.
+func writeBenchReport(rep *bench.Report, out, errOut io.Writer, jsonFile, svgFile string) error {
 	if err := rep.WriteMarkdown(out); err != nil {
 		return err
 	}
@@ -234,18 +310,30 @@ func writeBenchReport(rep *bench.Report, out, errOut io.Writer, jsonFile string)
 			fmt.Fprintf(errOut, "bench: %s/%s: %d errors, e.g. %s\n", r.Scenario, r.Path, r.Errors, strings.Join(r.ErrorSamples, "; "))
 		}
 	}
-	if jsonFile == "" {
+	if err := writeOutput(jsonFile, rep.WriteJSON); err != nil {
+		return fmt.Errorf("--json: %w", err)
+	}
+	if err := writeOutput(svgFile, rep.WriteSVG); err != nil {
+		return fmt.Errorf("--svg: %w", err)
+	}
+	return nil
+}
+
+// writeOutput creates name and fills it with write; an empty name writes
+// nothing.
+func writeOutput(name string, write func(io.Writer) error) error {
+	if name == "" {
 		return nil
 	}
-	jf, err := os.Create(jsonFile)
+	f, err := os.Create(name)
 	if err != nil {
 		return err
 	}
-	if err := rep.WriteJSON(jf); err != nil {
-		jf.Close()
+	if err := write(f); err != nil {
+		f.Close()
 		return err
 	}
-	return jf.Close()
+	return f.Close()
 }
 
 func writeHeapProfile(path string) error {
@@ -265,6 +353,27 @@ func writeHeapProfile(path string) error {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// parseRate reads a link rate in bits per second, as tc writes it: a
+// number (decimals allowed) followed by bit, kbit, mbit or gbit (powers of
+// 1000), e.g. 100mbit.
+func parseRate(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"kbit", 1e3}, {"mbit", 1e6}, {"gbit", 1e9}, {"bit", 1}}
+	low := strings.ToLower(strings.TrimSpace(s))
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(low, u.suffix); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err == nil && v > 0 && v*u.mult >= 8000 && v*u.mult <= 1e12 {
+				return int64(v * u.mult), nil
+			}
+			break
+		}
+	}
+	return 0, fmt.Errorf("%q: want a rate from 8kbit to 1000gbit such as 100mbit, 1gbit or 512kbit", s)
 }
 
 // parseSize reads a byte count: a whole number, optionally followed by

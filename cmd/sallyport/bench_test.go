@@ -1,16 +1,23 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/sallyport/sallyport/internal/testrig"
+	"encoding/xml"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/bench"
+	"github.com/sallyport/sallyport/internal/testrig"
 )
 
 // TestBinaryBench runs `sallyport bench` as a user would, in its default
@@ -53,13 +60,7 @@ func TestBinaryBench(t *testing.T) {
 			} `json:"processes"`
 		} `json:"results"`
 	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	readJSON(t, jsonPath, &rep)
 	if rep.Mode != "processes" || len(rep.Results) != 4 {
 		t.Fatalf("mode %q, %d results", rep.Mode, len(rep.Results))
 	}
@@ -83,13 +84,190 @@ func TestBinaryBench(t *testing.T) {
 	}
 }
 
+// TestBinaryBenchStreams runs the stream scenarios in process mode over an
+// emulated link, with profiles of every child, the JSON and the SVG: the
+// flags reach the children and every file is written.
+func TestBinaryBenchStreams(t *testing.T) {
+	testrig.SkipShort(t, "builds and runs the binary")
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := func(name string) string { return filepath.Join(dir, name) }
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "sse,ws,longpoll,burst", "--duration", "400ms", "--rounds", "1",
+		"--concurrency", "2", "--sse-interval", "5ms", "--longpoll", "50", "--burst", "10", "--link-rtt", "4ms", "--link-rate", "1gbit",
+		"--cpuprofile", out("cpu"), "--memprofile", out("mem"), "--json", out("bench.json"), "--svg", out("bench.svg"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("\n%s%s", stdout.String(), stderr.String())
+	for _, want := range []string{"tunnel link rtt 4 ms (", "rate 1000 Mbit/s", "idle before load (RSS): gateway ", "longpoll relay: 50 held at once, 0 errors; RSS growth per held exchange: gateway "} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout has no %q", want)
+		}
+	}
+	for _, role := range []string{"backend", "gateway", "agent"} {
+		for _, p := range []string{"cpu", "mem"} {
+			if st, err := os.Stat(out(p + "." + role)); err != nil || st.Size() == 0 {
+				t.Errorf("%s profile of the %s: %v", p, role, err)
+			}
+		}
+	}
+	var rep struct {
+		Settings struct {
+			SSEIntervalMS float64 `json:"sse_interval_ms"`
+			Longpoll      int     `json:"longpoll"`
+			Burst         int     `json:"burst"`
+			LinkRTTMS     float64 `json:"link_rtt_ms"`
+			LinkRateMbit  float64 `json:"link_rate_mbit"`
+			Transport     string  `json:"transport"`
+		} `json:"settings"`
+		Idle *struct {
+			Sessions int                `json:"sessions"`
+			RSSMiB   map[string]float64 `json:"rss_mib"`
+		} `json:"idle"`
+		Results []struct {
+			Scenario  string `json:"scenario"`
+			Path      string `json:"path"`
+			Errors    int64  `json:"errors"`
+			Exchanges int64  `json:"exchanges"`
+			Held      int64  `json:"held"`
+			Processes map[string]struct {
+				Growth   *float64 `json:"rss_growth_kib_per_held"`
+				GrowthGC *float64 `json:"rss_growth_after_gc_kib_per_held"`
+			} `json:"processes"`
+		} `json:"results"`
+	}
+	readJSON(t, out("bench.json"), &rep)
+	s := rep.Settings
+	if s.SSEIntervalMS != 5 || s.Longpoll != 50 || s.Burst != 10 || s.LinkRTTMS != 4 || s.LinkRateMbit != 1000 || s.Transport != "grpc" {
+		t.Errorf("settings %+v", s)
+	}
+	if rep.Idle == nil || rep.Idle.Sessions != 2 || rep.Idle.RSSMiB["agent"] <= 1 || rep.Idle.RSSMiB["gateway"] <= 1 {
+		t.Errorf("idle %+v", rep.Idle)
+	}
+	if len(rep.Results) != 8 {
+		t.Fatalf("%d results, want 8", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if r.Errors != 0 || r.Exchanges == 0 {
+			t.Errorf("%s/%s: %d errors, %d exchanges", r.Scenario, r.Path, r.Errors, r.Exchanges)
+		}
+		if r.Scenario == "longpoll" && r.Path == "relay" {
+			gw, ag := r.Processes["gateway"], r.Processes["agent"]
+			if r.Held != 50 || gw.Growth == nil || ag.Growth == nil || gw.GrowthGC == nil || ag.GrowthGC == nil {
+				t.Errorf("longpoll relay: held %d, processes %+v", r.Held, r.Processes)
+			}
+		}
+	}
+	svg, err := os.ReadFile(out("bench.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte(`data-scenario="burst" data-path="relay"`)) {
+		t.Errorf("svg: %v\n%s", err, svg)
+	}
+}
+
+// TestBinaryBenchTarget serves the bench backend with --serve-backend and
+// measures it as a --target (Host header and all) and as --direct-target
+// with the same client; SIGTERM stops the backend cleanly.
+func TestBinaryBenchTarget(t *testing.T) {
+	testrig.SkipShort(t, "builds and runs the binary")
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	srv := exec.CommandContext(ctx, bin, "bench", "--serve-backend", "127.0.0.1:0")
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no address from --serve-backend: %v", err)
+	}
+	_, rest, _ := strings.Cut(line, "http://")
+	addr, _, _ := strings.Cut(rest, " ")
+	if addr == "" || !strings.Contains(line, "/longpoll") {
+		t.Fatalf("--serve-backend said %q", line)
+	}
+
+	jsonPath := filepath.Join(t.TempDir(), "target.json")
+	cmd := exec.CommandContext(ctx, bin, "bench", "--target", "http://"+addr, "--host", "relay.test",
+		"--direct-target", "http://"+addr, "--scenarios", "small,sse", "--duration", "300ms", "--rounds", "1",
+		"--concurrency", "2", "--json", jsonPath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bench --target: %v\n%s", err, out)
+	}
+	var rep struct {
+		Mode    string `json:"mode"`
+		Results []struct {
+			Scenario, Path string
+			Errors         int64    `json:"errors"`
+			Exchanges      int64    `json:"exchanges"`
+			Ratio          *float64 `json:"ratio_to_direct"`
+		} `json:"results"`
+	}
+	raw := readJSON(t, jsonPath, &rep)
+	if rep.Mode != "target" || len(rep.Results) != 4 {
+		t.Fatalf("mode %q, %d results: %s", rep.Mode, len(rep.Results), raw)
+	}
+	for i, r := range rep.Results {
+		want := []string{"direct", "target"}[i%2]
+		if r.Path != want || r.Errors != 0 || r.Exchanges == 0 || r.Ratio == nil {
+			t.Errorf("result %d: %s/%s, %d errors, %d exchanges, ratio %v", i, r.Scenario, r.Path, r.Errors, r.Exchanges, r.Ratio)
+		}
+	}
+
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Errorf("--serve-backend after SIGTERM: %v", err)
+	}
+}
+
+// readJSON decodes the JSON file at path into v and returns its bytes.
+func readJSON(t *testing.T, path string, v any) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func TestBenchFlagErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--cpuprofile", "cpu.out"}, "--inprocess"},
-		{[]string{"--transport", "quic"}, "only grpc"},
+		{[]string{"--cpuprofile", "cpu.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
+		{[]string{"--memprofile", "mem.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
+		{[]string{"--transport", "quic"}, `--transport "quic": this build has grpc`},
+		{[]string{"--link-rtt", "20ms", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
+		{[]string{"--link-rate", "1gbit", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
+		{[]string{"--link-rate", "fast"}, `--link-rate: "fast": want a rate`},
+		{[]string{"--link-rtt", "-5ms"}, "--link-rtt -5ms"},
+		{[]string{"--sse-interval", "10us"}, "--sse-interval 10µs: want at least 100µs"},
+		{[]string{"--longpoll", "0"}, "--longpoll and --burst must be positive"},
+		{[]string{"--burst", "-1"}, "--longpoll and --burst must be positive"},
+		{[]string{"--scenarios", "small,bogus"}, `unknown scenario "bogus"`},
 		{[]string{"--host", "x.test"}, "go with --target"},
 		{[]string{"--target", "http://127.0.0.1:1", "--inprocess"}, "pick one"},
 		{[]string{"--transfer-size", "lots"}, "--transfer-size"},
@@ -102,6 +280,87 @@ func TestBenchFlagErrors(t *testing.T) {
 		root.SetArgs(append([]string{"bench"}, c.args...))
 		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("bench %v: error %v, want one containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+// benchConfig parses args as `sallyport bench` would and returns the
+// harness config they make.
+func benchConfig(t *testing.T, args ...string) bench.Config {
+	t.Helper()
+	g := &globals{logLevel: "error", logFormat: "console"}
+	cmd, f := newBenchCmdFlags(g)
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.config(cmd, g)
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return cfg
+}
+
+// TestBenchFlagsToConfig: each flag lands in the harness's config.
+func TestBenchFlagsToConfig(t *testing.T) {
+	cfg := benchConfig(t, "--scenarios", "sse,ws", "--duration", "4s", "--rounds", "2", "--warmup", "300ms",
+		"--concurrency", "9", "--transfer-concurrency", "3", "--rate", "250", "--transfer-size", "2MiB",
+		"--sse-interval", "5ms", "--longpoll", "321", "--burst", "77", "--link-rtt", "20ms", "--link-rate", "100mbit",
+		"--transport", "grpc")
+	want := bench.Config{
+		Scenarios: []string{"sse", "ws"}, Duration: 4 * time.Second, Rounds: 2, Warmup: 300 * time.Millisecond,
+		Concurrency: 9, TransferConcurrency: 3, Rate: 250, TransferSize: 2 << 20,
+		SSEInterval: 5 * time.Millisecond, Longpoll: 321, Burst: 77, LinkRTT: 20 * time.Millisecond, LinkRate: 100e6,
+		Transport: "grpc",
+	}
+	if cfg.Spawn == nil {
+		t.Error("no Spawn: the default is process mode")
+	}
+	cfg.Spawn = nil
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("config\n%+v\nwant\n%+v", cfg, want)
+	}
+
+	// --quick: three scenarios, 3 s per path; what is given explicitly stays.
+	if q := benchConfig(t, "--quick"); !slices.Equal(q.Scenarios, bench.QuickScenarios) || q.Duration != quickDuration {
+		t.Errorf("--quick: scenarios %v duration %v", q.Scenarios, q.Duration)
+	}
+	if q := benchConfig(t, "--quick", "--scenarios", "ws", "--duration", "2s"); !slices.Equal(q.Scenarios, []string{"ws"}) || q.Duration != 2*time.Second {
+		t.Errorf("--quick with --scenarios and --duration: %v %v", q.Scenarios, q.Duration)
+	}
+	// --longpoll left alone: the harness's default, fitted to the open-file limit.
+	if d := benchConfig(t); d.Longpoll != 0 || d.Burst != 500 || d.SSEInterval != 10*time.Millisecond || d.LinkRTT != 0 || d.LinkRate != 0 {
+		t.Errorf("defaults: longpoll %d burst %d sse %v link %v %d", d.Longpoll, d.Burst, d.SSEInterval, d.LinkRTT, d.LinkRate)
+	}
+	// --inprocess: nothing is spawned.
+	if ip := benchConfig(t, "--inprocess"); ip.Spawn != nil {
+		t.Error("--inprocess still spawns children")
+	}
+}
+
+// TestBenchSpawnProfiles: in process mode each child gets its own profile
+// files, named after its role.
+func TestBenchSpawnProfiles(t *testing.T) {
+	cfg := benchConfig(t, "--cpuprofile", "/tmp/x/cpu.out", "--memprofile", "/tmp/x/mem.out")
+	args := strings.Join(cfg.Spawn("gateway").Args[1:], " ")
+	if want := "bench --role gateway --log-level error --log-format console --cpuprofile /tmp/x/cpu.out.gateway --memprofile /tmp/x/mem.out.gateway"; args != want {
+		t.Errorf("child args\n%s\nwant\n%s", args, want)
+	}
+	if args := strings.Join(benchConfig(t).Spawn("agent").Args[1:], " "); strings.Contains(args, "profile") {
+		t.Errorf("child args without profiles: %s", args)
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]int64{
+		"100mbit": 100e6, "1gbit": 1e9, "512kbit": 512e3, "1.5Mbit": 1.5e6, "8000bit": 8000, " 10 mbit ": 10e6, "1000gbit": 1e12,
+	} {
+		if got, err := parseRate(in); err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "100", "fast", "0mbit", "-1mbit", "1kbit", "2000gbit", "100mb", "mbit"} {
+		if got, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) = %d, want an error", in, got)
 		}
 	}
 }

@@ -1,0 +1,192 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Long poll timing: how long the harness waits for every exchange to be
+// held, and how long the backend holds one at most (well under the
+// gateway's 85 s app timeout), so a harness that dies frees the backend.
+const (
+	longpollSetup = 90 * time.Second
+	longpollMax   = 150 * time.Second
+	heldPoll      = 50 * time.Millisecond
+)
+
+// longpollDriver drives the longpoll scenario, once per path: load.workers
+// GETs that the backend holds, each on its own connection. When every one
+// still running is held, it reads the resident memory of each process of
+// the path, then releases them all at once. An exchange counts when it is
+// answered after the release; its latency runs from the release. The RSS
+// growth per held exchange is measured from a baseline taken just before,
+// after each process returned its free memory to the system, once as the
+// system sees it and once more after the same collection while held.
+type longpollDriver struct {
+	st   *stack
+	load *load
+	log  *zap.Logger
+}
+
+func (d *longpollDriver) close() {}
+
+func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRun, progress func(*recorder) func()) time.Duration {
+	n := d.load.workers
+	rec := run.rec
+	procs := d.st.pathMeters(run.path.name)
+	base := make(map[string]int64, len(procs))
+	for _, m := range procs {
+		if err := m.freeMemory(); err != nil {
+			d.log.Debug("cannot free memory before the long polls", zap.String("process", m.name), zap.Error(err))
+		}
+		if s, err := m.stats(); err == nil && s.RSS > 0 {
+			base[m.name] = s.RSS
+		}
+	}
+
+	lg := newLoader(n)
+	defer lg.close()
+	ctl := newLoader(1)
+	defer ctl.close()
+	id := randomToken()[:12]
+	l := *d.load
+	l.url += "?round=" + id + "&max=" + longpollMax.String()
+	rctx, cancel := context.WithTimeout(ctx, longpollSetup+longpollMax)
+	defer cancel()
+	if progress != nil {
+		defer progress(rec)()
+	}
+
+	start := time.Now()
+	var releasedAt atomic.Int64 // Unix ns of the release; 0 before
+	var finished atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			err := lg.exchange(rctx, &l, rec)
+			at := releasedAt.Load()
+			finished.Add(1)
+			switch {
+			case err != nil:
+				rec.errors.Add(1)
+				rec.sample(err.Error())
+			case at == 0:
+				rec.errors.Add(1)
+				rec.sample("answered before the release")
+			default:
+				rec.exchanges.Add(1)
+				rec.record(time.Since(time.Unix(0, at)))
+			}
+		})
+	}
+
+	held, err := d.waitHeld(rctx, ctl, run.path, id, n, &finished, rec)
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("long polls: not all held", zap.String("path", run.path.name), zap.Error(err))
+		rec.sample("waiting for the long polls to be held: " + err.Error())
+	}
+	run.held = max(run.held, int64(held))
+	if held > 0 {
+		grown(procs, base, held, run.growth)
+		for _, m := range procs {
+			_ = m.freeMemory() // unsupported: the figure is the same as the first
+		}
+		grown(procs, base, held, run.liveGrowth)
+	}
+
+	releasedAt.Store(time.Now().UnixNano())
+	if err := ctl.control(rctx, run.path, http.MethodPost, "/longpoll/release?round="+id); err != nil {
+		rec.sample("release: " + err.Error())
+		cancel() // nothing will answer them now
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// grown sets each process's RSS growth over base, per held exchange, in
+// into (the largest when several rounds measured it).
+func grown(procs []meter, base map[string]int64, held int, into map[string]float64) {
+	for _, m := range procs {
+		s, err := m.stats()
+		if b, ok := base[m.name]; ok && err == nil && s.RSS > 0 {
+			into[m.name] = max(into[m.name], float64(s.RSS-b)/float64(held))
+		}
+	}
+}
+
+// waitHeld polls the backend until every exchange still running is held,
+// and returns how many are held.
+func (d *longpollDriver) waitHeld(ctx context.Context, ctl *loader, p path, id string, n int, finished *atomic.Int64, rec *recorder) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, longpollSetup)
+	defer cancel()
+	t := time.NewTicker(heldPoll)
+	defer t.Stop()
+	held := 0
+	for {
+		body, err := ctl.get(ctx, p, "/longpoll/held?round="+id)
+		if err == nil {
+			held, err = strconv.Atoi(body)
+		}
+		if err == nil {
+			rec.held.Store(int64(held))
+			if held >= n-int(finished.Load()) {
+				return held, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%d of %d held after %v", held, n, longpollSetup)
+			}
+			return held, err
+		case <-t.C:
+		}
+	}
+}
+
+// get fetches a short control answer from the backend behind p.
+func (lg *loader) get(ctx context.Context, p path, target string) (string, error) {
+	res, err := lg.do(ctx, p, http.MethodGet, target)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<10))
+	return string(b), err
+}
+
+// control sends a control request to the backend behind p and drops the
+// answer.
+func (lg *loader) control(ctx context.Context, p path, method, target string) error {
+	res, err := lg.do(ctx, p, method, target)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.Body.Close()
+}
+
+func (lg *loader) do(ctx context.Context, p path, method, target string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, p.base+target, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = p.host
+	res, err := lg.tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode/100 != 2 {
+		res.Body.Close()
+		return nil, statusError(res)
+	}
+	return res, nil
+}

@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+)
+
+// defaultLongpoll is how many exchanges the longpoll scenario holds at once
+// unless told (issue target: 10,000 over one agent).
+const defaultLongpoll = 10000
+
+// filesMargin is the open files a process needs besides the long polls'
+// connections: listeners, the tunnel, the load of other paths, the runtime.
+const filesMargin = 512
+
+// filesPerHeld is how many open files one held long poll takes in one
+// process: a connection at each hop (harness → gateway → agent → backend),
+// so one per process in process mode and four when everything shares this
+// process (three with a target).
+func (c *Config) filesPerHeld() int {
+	switch c.mode() {
+	case ModeInProcess:
+		return 4
+	}
+	return 1
+}
+
+// fitLongpoll checks that the longpoll scenario fits in limit open files
+// per process (0: unknown, nothing is checked). A Longpoll left at zero is
+// lowered to what fits, with a note; a Longpoll asked for that does not
+// fit is an error that says what to do.
+func (c *Config) fitLongpoll(scenarios []scenario, limit int) error {
+	if limit <= 0 || !slices.ContainsFunc(scenarios, func(s scenario) bool { return s.kind == kindHeld }) {
+		return nil
+	}
+	per := c.filesPerHeld()
+	need := c.longpoll()*per + filesMargin
+	if need <= limit {
+		return nil
+	}
+	fits := (limit - filesMargin) / per
+	if c.Longpoll == 0 && fits >= 100 {
+		c.log().Warn(fmt.Sprintf("longpoll: holding %d instead of %d exchanges: the open-file limit is %d", fits, defaultLongpoll, limit))
+		c.Longpoll = fits
+		return nil
+	}
+	where := "each process"
+	if per > 1 {
+		where = "one process (everything runs in it with --inprocess)"
+	}
+	return fmt.Errorf("bench: longpoll of %d exchanges needs about %d open files in %s, and the limit is %d: "+
+		"lower --longpoll to %d or less, run without --inprocess, or raise the hard limit (ulimit -Hn; LimitNOFILE= under systemd)",
+		c.longpoll(), need, where, limit, max(fits, 0))
+}

@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// SVG layout, in pixels.
+const (
+	svgPanelW   = 420
+	svgPanelH   = 260
+	svgColumns  = 2
+	svgMarginL  = 64 // room for the latency axis labels
+	svgMarginR  = 16
+	svgMarginT  = 40 // the panel's title and legend
+	svgMarginB  = 36 // the percentile labels
+	svgHeaderH  = 36 // the chart's title
+	svgFontSize = 12
+)
+
+// svgColors gives each path its colour.
+var svgColors = map[string]string{PathDirect: "#1f77b4", PathRelay: "#d62728", PathTarget: "#2ca02c"}
+
+// svgPercentiles are the points of every series, left to right.
+var svgPercentiles = []string{"p50", "p90", "p99", "p99.9", "max"}
+
+// WriteSVG draws the latency percentiles of every scenario, one panel
+// each, with one line per path (direct against relay or target) on a
+// logarithmic latency axis. Paths with no completed exchange are left out.
+func (r *Report) WriteSVG(w io.Writer) error {
+	var scenarios []string
+	series := make(map[string][]*Result)
+	for i := range r.Results {
+		res := &r.Results[i]
+		if res.P50MS == nil {
+			continue
+		}
+		if _, ok := series[res.Scenario]; !ok {
+			scenarios = append(scenarios, res.Scenario)
+		}
+		series[res.Scenario] = append(series[res.Scenario], res)
+	}
+	rows := max((len(scenarios)+svgColumns-1)/svgColumns, 1)
+	width, height := svgColumns*svgPanelW, svgHeaderH+rows*svgPanelH
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="%d">`+"\n",
+		width, height, width, height, svgFontSize)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	title := fmt.Sprintf("sallyport bench: latency percentiles (ms, log scale), %s mode, %s", r.Mode, r.Machine.GoVersion)
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="15">%s</text>`+"\n", svgMarginL, svgEscape(title))
+	if len(scenarios) == 0 {
+		fmt.Fprintf(&b, `<text x="%d" y="%d">no completed exchanges to draw</text>`+"\n", svgMarginL, svgHeaderH+40)
+	}
+	for i, sc := range scenarios {
+		x0 := (i % svgColumns) * svgPanelW
+		y0 := svgHeaderH + (i/svgColumns)*svgPanelH
+		writePanel(&b, sc, series[sc], x0, y0)
+	}
+	b.WriteString("</svg>\n")
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// writePanel draws one scenario's series in the panel at (x0, y0).
+func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0 int) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, res := range results {
+		for _, v := range seriesValues(res) {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+	}
+	// Whole decades around the values; latencies below 1 µs do not occur.
+	lo = math.Pow(10, math.Floor(math.Log10(max(lo, 0.001))))
+	hi = math.Pow(10, math.Ceil(math.Log10(max(hi, lo*10))))
+	if hi <= lo {
+		hi = lo * 10
+	}
+	left, right := float64(x0+svgMarginL), float64(x0+svgPanelW-svgMarginR)
+	top, bottom := float64(y0+svgMarginT), float64(y0+svgPanelH-svgMarginB)
+	xAt := func(i int) float64 {
+		return left + (right-left)*float64(i)/float64(len(svgPercentiles)-1)
+	}
+	yAt := func(v float64) float64 {
+		return bottom - (bottom-top)*(math.Log10(v)-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo))
+	}
+
+	fmt.Fprintf(b, `<g class="panel" data-scenario="%s">`+"\n", svgEscape(scenario))
+	fmt.Fprintf(b, `<text x="%.1f" y="%d" font-weight="bold">%s</text>`+"\n", left, y0+18, svgEscape(scenario))
+	fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#999"/>`+"\n", left, top, right-left, bottom-top)
+	for d := lo; d <= hi*1.0001; d *= 10 {
+		y := yAt(d)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", left, y, right, y)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end" dominant-baseline="middle">%s</text>`+"\n", left-6, y, sig(d))
+	}
+	for i, p := range svgPercentiles {
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", xAt(i), bottom+18, p)
+	}
+	for k, res := range results {
+		color, ok := svgColors[res.Path]
+		if !ok {
+			color = "#555"
+		}
+		vals := seriesValues(res)
+		pts := make([]string, len(vals))
+		for i, v := range vals {
+			pts[i] = fmt.Sprintf("%.1f,%.1f", xAt(i), yAt(v))
+		}
+		fmt.Fprintf(b, `<g class="series" data-scenario="%s" data-path="%s" stroke="%s" fill="%s">`+"\n",
+			svgEscape(res.Scenario), svgEscape(res.Path), color, color)
+		fmt.Fprintf(b, `<title>%s %s: %s ms</title>`+"\n", svgEscape(res.Scenario), svgEscape(res.Path), seriesText(vals))
+		fmt.Fprintf(b, `<polyline points="%s" fill="none" stroke-width="2"/>`+"\n", strings.Join(pts, " "))
+		for i, v := range vals {
+			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3"><title>%s %s %s: %s ms</title></circle>`+"\n",
+				xAt(i), yAt(v), svgEscape(res.Scenario), svgEscape(res.Path), svgPercentiles[i], sig(v))
+		}
+		// Legend, top right.
+		lx, ly := right-90, float64(y0+14+k*14)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2"/>`+"\n", lx, ly, lx+18, ly)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n", lx+24, ly, svgEscape(res.Path))
+		b.WriteString("</g>\n")
+	}
+	b.WriteString("</g>\n")
+}
+
+// seriesValues are a result's latency percentiles in svgPercentiles order,
+// each at least 1 µs so that the log scale holds them.
+func seriesValues(res *Result) []float64 {
+	out := make([]float64, 0, len(svgPercentiles))
+	for _, p := range []*float64{res.P50MS, res.P90MS, res.P99MS, res.P999MS, res.MaxMS} {
+		v := 0.001
+		if p != nil {
+			v = max(*p, 0.001)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func seriesText(vals []float64) string {
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = svgPercentiles[i] + " " + sig(v)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func svgEscape(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s)) // writes to a strings.Builder never fail
+	return b.String()
+}
