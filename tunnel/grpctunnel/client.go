@@ -255,17 +255,30 @@ type clientStream struct {
 	gs     grpc.BidiStreamingClient[tunnelv1.Frame, tunnelv1.Frame]
 	cancel context.CancelFunc
 	idle   atomic.Bool // waiting for an exchange
+	last   *[]byte     // buffer of the frame Recv returned last; owned by the receiver
 }
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
 
+// Recv receives into a pooled buffer and returns the previous one to the
+// pool: tunnel.ServeStream, the only reader, is done with a frame's data
+// when it calls Recv again (see tunnel.Stream and lease.Recv).
 func (s *clientStream) Recv() (*tunnel.Frame, error) {
-	f, err := s.gs.Recv()
-	if err == nil && f.Request != nil && s.idle.Swap(false) {
+	if s.last != nil {
+		bufferPool.Put(s.last)
+		s.last = nil
+	}
+	pf := new(pooledFrame)
+	if err := s.gs.RecvMsg(pf); err != nil {
+		return nil, err
+	}
+	s.last = pf.buf
+	f := &pf.Frame
+	if f.Request != nil && s.idle.Swap(false) {
 		s.c.idle.Add(-1)
 		s.c.replenish()
 	}
-	return f, err
+	return f, nil
 }
 
 // Finish(true) marks the stream idle again: the gateway pooled it for the
