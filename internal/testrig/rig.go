@@ -1,6 +1,11 @@
 // Package testrig starts an in-process gateway and agents on loopback for
 // end-to-end tests: the same code paths as `sallyport gateway` and
 // `sallyport agent`, with self-signed tunnel certificates in a temp dir.
+//
+// Rig agents authenticate like real ones: each enrolls with Token (a
+// pre-provisioned enrollment token of the gateway) when it starts and opens
+// its sessions with mutual TLS. Without a DataDir the certificate stays in
+// memory; the gateway's store is in memory unless Options.Gateway sets one.
 package testrig
 
 import (
