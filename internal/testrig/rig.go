@@ -266,6 +266,18 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 	if edit != nil {
 		edit(&cfg)
 	}
+	if cfg.Gateway != r.Tunnel && cfg.Token != "" && cfg.DataDir == "" && cfg.Credentials == nil {
+		// The agent reaches the gateway through a test relay that may
+		// carry only its transport (UDP for QUIC); enrollment is a gRPC
+		// call over TCP, so enroll at the gateway itself.
+		creds, err := agent.Enroll(context.Background(), agent.EnrollConfig{
+			Gateway: r.Tunnel, TLS: &tls.Config{RootCAs: r.Roots, ServerName: "localhost"}, Token: cfg.Token, Name: cfg.Name,
+		})
+		if err != nil {
+			r.t.Fatalf("enroll the agent: %v", err)
+		}
+		cfg.Credentials = creds
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		r.t.Fatalf("agent: %v", err)
@@ -281,7 +293,6 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 	r.agents = append(r.agents, h)
 	r.mu.Unlock()
 	if cfg.Token == Token && cfg.DataDir == "" { // agents with a data_dir may not connect
-
 		conns := cfg.Connections
 		if conns == 0 {
 			conns = 2
