@@ -206,6 +206,7 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 			AgentName:   h.GetName(),
 			Group:       id.Group,
 			ConnectorID: id.ConnectorID,
+			Started:     time.Now(),
 			Version:     h.GetVersion(),
 			Platform:    h.GetPlatform(),
 			Transport:   transport,
