@@ -1,6 +1,11 @@
 // Package testrig starts an in-process gateway and agents on loopback for
 // end-to-end tests: the same code paths as `sallyport gateway` and
 // `sallyport agent`, with self-signed tunnel certificates in a temp dir.
+//
+// Rig agents authenticate like real ones: each enrolls with Token (a
+// pre-provisioned enrollment token of the gateway) when it starts and opens
+// its sessions with mutual TLS. Without a DataDir the certificate stays in
+// memory; the gateway's store is in memory unless Options.Gateway sets one.
 package testrig
 
 import (
@@ -261,6 +266,18 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 	if edit != nil {
 		edit(&cfg)
 	}
+	if cfg.Gateway != r.Tunnel && cfg.Token != "" && cfg.DataDir == "" && cfg.Credentials == nil {
+		// The agent reaches the gateway through a test relay that may
+		// carry only its transport (UDP for QUIC); enrollment is a gRPC
+		// call over TCP, so enroll at the gateway itself.
+		creds, err := agent.Enroll(context.Background(), agent.EnrollConfig{
+			Gateway: r.Tunnel, TLS: &tls.Config{RootCAs: r.Roots, ServerName: "localhost"}, Token: cfg.Token, Name: cfg.Name,
+		})
+		if err != nil {
+			r.t.Fatalf("enroll the agent: %v", err)
+		}
+		cfg.Credentials = creds
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		r.t.Fatalf("agent: %v", err)
@@ -276,7 +293,6 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 	r.agents = append(r.agents, h)
 	r.mu.Unlock()
 	if cfg.Token == Token && cfg.DataDir == "" { // agents with a data_dir may not connect
-
 		conns := cfg.Connections
 		if conns == 0 {
 			conns = 2
