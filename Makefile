@@ -19,11 +19,13 @@ demo: build
 
 # test = vet + the whole suite under the race detector (fuzz seed corpora
 # run as ordinary tests), then the 1 GiB transfers without it: under -race
-# they run with 128 MiB, since the detector relays only ~25 MiB/s.
+# they run with 128 MiB, since the detector relays only ~25 MiB/s. The
+# allocation budgets are checked without it too (it adds allocations).
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 	$(GO) test -count=1 -timeout 5m -run '^TestBody' ./internal/e2e/
+	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/...
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
