@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type DialConfig struct {
 	Hello *tunnelv1.Hello
 	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
 	MinIdle int
+	// DialContext opens the TCP connection (an outbound proxy goes here).
+	// Nil → gRPC's own dialer.
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
 	// Log receives session events. Nil → no logs.
 	Log *zap.Logger
 }
@@ -69,6 +73,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 		log = zap.NewNop()
 	}
 	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+	if cfg.DialContext != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
+	}
 	cc, err := grpc.NewClient("passthrough:///"+cfg.Addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial gateway %s: %w", cfg.Addr, err)
