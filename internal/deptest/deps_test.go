@@ -101,7 +101,6 @@ func TestTransportsAreSeparate(t *testing.T) {
 	owners := map[string]string{ // third-party library → the one transport that may use it
 		"github.com/quic-go/quic-go": "tunnel/quictunnel",
 		"github.com/hashicorp/yamux": "tunnel/yamuxtunnel",
-		"google.golang.org/grpc":     "tunnel/grpctunnel",
 	}
 	allowedSiblings := map[string][]string{
 		"tunnel/quictunnel":  {"tunnel/muxtunnel"},
