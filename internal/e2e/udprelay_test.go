@@ -16,6 +16,9 @@ type udpRelay struct {
 	ln     *net.UDPConn
 	target *net.UDPAddr
 	wg     sync.WaitGroup
+	// tcp forwards TCP on the same port number to the gateway, for what
+	// the agent does over TCP (enrollment); cut does not touch it.
+	tcp *tcpRelay
 
 	mu    sync.Mutex
 	peers map[string]*udpPeer // by client address; guarded by mu
@@ -32,11 +35,26 @@ func startUDPRelay(t testing.TB, target string) *udpRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	var ln *net.UDPConn
+	var tcp net.Listener
+	for range 20 {
+		if tcp, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		port := tcp.Addr().(*net.TCPAddr).Port
+		if ln, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err == nil {
+			break
+		}
+		tcp.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &udpRelay{ln: ln, target: taddr, peers: make(map[string]*udpPeer)}
+	r.tcp = &tcpRelay{ln: tcp, target: target}
+	r.tcp.wg.Add(1)
+	go r.tcp.serve()
+	t.Cleanup(r.tcp.Kill)
 	r.wg.Add(1)
 	go r.serve()
 	t.Cleanup(r.close)
