@@ -66,6 +66,11 @@ type Config struct {
 	// MinIdle is how many idle streams each gRPC session keeps ready
 	// (0 → 16).
 	MinIdle int
+	// VerifyAssertion refuses every exchange whose X-Sallyport-Assertion
+	// (set by the gateway for apps with preauth: oidc) is missing or does
+	// not verify with the gateway's keys, before the backend is called.
+	// False: requests pass as the gateway sends them.
+	VerifyAssertion bool
 	// Transport is "grpc", "quic", "yamux" or "auto" ("" → auto): QUIC
 	// first, gRPC when no QUIC session comes up within QUICFallback, and
 	// back to QUIC once a retry every QUICRetry succeeds. With an outbound
@@ -99,8 +104,10 @@ type Agent struct {
 	backends *Backends
 	srv      *tunnel.Server
 	id       string
-	mode     string       // grpc, quic, yamux or auto
-	proxy    *proxyDialer // nil: direct TCP
+	verifier *assertionVerifier // nil without VerifyAssertion
+	keys     *grpcKeysFetcher   // nil without VerifyAssertion
+	mode     string             // grpc, quic, yamux or auto
+	proxy    *proxyDialer       // nil: direct TCP
 	auto     autoState
 	bg       sync.WaitGroup // the QUIC prober and sessions draining after a move
 
@@ -178,6 +185,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.cfg.TLS = base
 	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log}
+	if cfg.VerifyAssertion {
+		// The keys come over the tunnel listener, with the tunnel's TLS
+		// (and the agent's client certificate once it has one).
+		a.keys = &grpcKeysFetcher{addr: cfg.Gateway, tls: a.tls, dial: a.dialTCP}
+		a.verifier = &assertionVerifier{fetch: a.keys.fetch, now: a.clock.Now, log: log}
+	}
 	return a, nil
 }
 
@@ -245,6 +258,11 @@ func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.Rou
 		}
 		hostport = net.JoinHostPort(req.URL.Hostname(), port)
 	}
+	if a.verifier != nil {
+		if err := a.verifier.verify(req, head.GetApp()); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.allow.Allowed(req.Context(), hostport); err != nil {
 		return nil, err
 	}
@@ -263,6 +281,9 @@ func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.Rou
 // expires before it could be renewed.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.backends.CloseIdleConnections()
+	if a.keys != nil {
+		defer a.keys.close()
+	}
 	if err := a.loadCredentials(ctx); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ const (
 	CodeBackendNotAllowed  = "backend-not-allowed"
 	CodeBackendUnreachable = "backend-unreachable"
 	CodeBackendTimeout     = "backend-timeout"
+	CodeAssertionRejected  = "assertion-rejected"
 )
 
 // ClassifyBackendError maps an error from calling a backend to the code the
@@ -28,6 +29,11 @@ const (
 func ClassifyBackendError(err error) (code, msg string) {
 	if err == nil {
 		return "", ""
+	}
+
+	var ae *AssertionError
+	if errors.As(err, &ae) {
+		return CodeAssertionRejected, "The agent refused the request: " + ae.Err.Error() + "."
 	}
 
 	var notAllowed *NotAllowedError

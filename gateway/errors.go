@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -25,6 +26,15 @@ const (
 	CodeTunnelFailed       = "tunnel-failed"       // 502: the tunnel to the agent broke
 	CodeOverloaded         = "overloaded"          // 503: the gateway sheds load
 	CodeBadRequest         = "bad-request"         // 400: malformed request
+	// Pre-authentication (apps with preauth: oidc).
+	CodeAuthProviderUnreachable = preauth.CodeProviderUnreachable // 502: the OIDC provider could not be reached
+	CodeUnauthenticated         = preauth.CodeUnauthenticated     // 401: no valid session or bearer token
+	CodeForbidden               = preauth.CodeForbidden           // 403: signed in, but not allowed by the app's policy
+	CodeStateMismatch           = preauth.CodeStateMismatch       // 400: the sign-in callback does not match this browser's sign-in
+	CodeSignInFailed            = preauth.CodeSignInFailed        // 403: the provider refused or its answer did not verify
+	// CodeAssertionRejected: the agent refused the exchange because its
+	// identity assertion was missing or invalid (verify_assertion).
+	CodeAssertionRejected = "assertion-rejected" // 502
 	// CodeClientClosed marks an exchange the client gave up on. Its status
 	// (StatusClientClosed) is only logged: nobody is left to read it.
 	CodeClientClosed = "client-closed"
@@ -47,7 +57,9 @@ type codeInfo struct {
 const (
 	grpcCanceled         = 1
 	grpcDeadlineExceeded = 4
+	grpcPermissionDenied = 7
 	grpcUnimplemented    = 12
+	grpcUnauthenticated  = 16
 	grpcInternal         = 13
 	grpcUnavailable      = 14
 )
@@ -69,6 +81,18 @@ var codes = map[string]codeInfo{
 		"The gateway is overloaded. Try again in a moment."},
 	CodeBadRequest: {http.StatusBadRequest, grpcInternal,
 		"The request is malformed. Check the URL and headers the client sends."},
+	CodeAuthProviderUnreachable: {http.StatusBadGateway, grpcUnavailable,
+		"The sign-in provider could not be reached. Try again in a moment; if it persists, tell the administrator."},
+	CodeUnauthenticated: {http.StatusUnauthorized, grpcUnauthenticated,
+		"Sign-in required. Send a bearer token from the application's identity provider, or sign in with a browser."},
+	CodeForbidden: {http.StatusForbidden, grpcPermissionDenied,
+		"You are not allowed to use this application."},
+	CodeStateMismatch: {http.StatusBadRequest, grpcInternal,
+		"This sign-in cannot be completed. Start over."},
+	CodeSignInFailed: {http.StatusForbidden, grpcPermissionDenied,
+		"The sign-in did not complete. Try again."},
+	CodeAssertionRejected: {http.StatusBadGateway, grpcUnauthenticated,
+		"The connector agent refused the request because its identity assertion was missing or not valid. Check that the app requires sign-in and that the gateway's keys are reachable by the agent."},
 	CodeClientClosed: {StatusClientClosed, grpcCanceled,
 		"The client closed the request before the answer was ready."},
 }
@@ -79,6 +103,9 @@ type Error struct {
 	Status int    // HTTP status of the answer
 	Msg    string // human message shown to the user: what happened, what to do
 	Err    error  // underlying cause, for logs only (never shown to the user); may be nil
+	// LinkURL and LinkText, if set, offer the next step (sign out, start
+	// over) on the page; JSON answers carry LinkURL as "link".
+	LinkURL, LinkText string
 }
 
 // NewError returns an Error with code's status. An empty msg means code's
@@ -207,7 +234,8 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 			Error     string `json:"error"`
 			Message   string `json:"message"`
 			RequestID string `json:"request_id"`
-		}{e.Code, msg, id})
+			Link      string `json:"link,omitempty"`
+		}{e.Code, msg, id, e.LinkURL})
 	} else {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		err := errorPage.Execute(&body, struct {
@@ -216,7 +244,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 			Code       string
 			Msg        string
 			RequestID  string
-		}{status, http.StatusText(status), e.Code, msg, id})
+			LinkURL    string
+			LinkText   string
+		}{status, http.StatusText(status), e.Code, msg, id, e.LinkURL, e.LinkText})
 		if err != nil { // cannot happen with the fixed template
 			body.Reset()
 			body.WriteString(template.HTMLEscapeString(msg))
@@ -234,7 +264,8 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>{{.Status}} {{.StatusText}}</h1>
 <p>{{.Msg}}</p>
-<p style="color:#666"><small>Sallyport error <code>{{.Code}}</code>{{if .RequestID}} · request id <code>{{.RequestID}}</code>{{end}}</small></p>
+{{if .LinkURL}}<p><a href="{{.LinkURL}}">{{.LinkText}}</a></p>
+{{end}}<p style="color:#666"><small>Sallyport error <code>{{.Code}}</code>{{if .RequestID}} · request id <code>{{.RequestID}}</code>{{end}}</small></p>
 </body>
 </html>
 `))

@@ -20,8 +20,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
+	keysv1 "github.com/sallyport/sallyport/proto/sallyport/keys/v1"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
@@ -89,6 +91,9 @@ type Config struct {
 	// every stream of the chosen session is busy (0 → 10s); then 503
 	// overloaded.
 	StreamWait time.Duration
+	// Preauth signs users in for routes with a Preauth policy. Nil: no
+	// route may have one.
+	Preauth *preauth.Service
 	// QUICHandshakeTimeout drops a QUIC handshake with no packet for this
 	// long (0 → 5s).
 	QUICHandshakeTimeout time.Duration
@@ -166,6 +171,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.TunnelTLS == nil {
 		return nil, errors.New("gateway: the tunnel listener needs a TLS config")
 	}
+	if err := checkPreauth(&cfg); err != nil {
+		return nil, err
+	}
 	router, err := NewRouter(cfg.Routes)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: apps: %w", err)
@@ -208,6 +216,7 @@ func New(cfg Config) (*Gateway, error) {
 	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(handshakenTLS{}))
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
+	keysv1.RegisterKeysServiceServer(g.grpc, &keysServer{g: g})
 	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, &enrollService{g: g})
 	if cfg.AdminAddr != "" {
 		g.admin = &http.Server{

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -26,7 +27,9 @@ type exchangeState struct {
 	requestID string
 	agent     string // agent that carried the exchange
 	session   string
-	errCode   string // code of an error the gateway answered itself
+	errCode   string            // code of an error the gateway answered itself
+	identity  *preauth.Identity // signed-in user (routes with Preauth)
+	assertion string            // signed assertion of identity
 }
 
 type stateKey struct{}
@@ -105,10 +108,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logAccess(h.log, f)
 	}()
 
-	st.route = h.g.router.Match(r.Host, r.URL.Path)
-	if st.route == nil {
-		st.errCode = CodeNoRoute
-		WriteError(rec, r, NewError(CodeNoRoute, "", nil))
+	if !h.admit(rec, r, st) {
 		return
 	}
 	h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
@@ -125,6 +125,7 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Host = pr.In.Host
 	}
 	pr.Out.Header.Set("X-Request-Id", st.requestID)
+	h.setIdentity(pr, st)
 	// The ReverseProxy cloned the request before the client sent its
 	// trailers: share the inbound map, which the server fills when the body
 	// is read to its end, so that their values reach the backend.

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/gateway/preauth"
 )
 
 // Route publishes one application: requests whose host matches one of Hosts
@@ -40,6 +42,9 @@ type Route struct {
 	// BackendHTTP2 makes the agent speak HTTP/2 to the backend even for
 	// requests that are not gRPC. False uses HTTP/1.1 except for gRPC.
 	BackendHTTP2 bool
+	// Preauth, when set, requires users to sign in (preauth: oidc) under
+	// this policy; the gateway's Config.Preauth decides. Nil: no sign-in.
+	Preauth *preauth.Policy
 }
 
 // Router finds the Route of a request. It is immutable after NewRouter and
@@ -190,8 +195,8 @@ func normalisePrefix(p string) (string, error) {
 // tried first and those of the wildcard only when none of their prefixes
 // match. Within a host pattern the longest matching path prefix wins.
 //
-// path is matched as given: the caller should reject or clean paths with dot
-// segments ("/public/../private") before routing on them. The returned Route
+// path is matched as given: the gateway passes the normalised path
+// (normalisePath), so "/public/../private" routes as "/private". The returned Route
 // is shared; callers must not modify it.
 func (r *Router) Match(host, path string) *Route {
 	host = hostOnly(host)

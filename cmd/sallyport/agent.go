@@ -147,16 +147,17 @@ func saveGatewayTrust(dataDir, caFile, fingerprint string) error {
 // agentConfig turns a validated config file into the agent's settings.
 func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	out := agent.Config{
-		Gateway:     cfg.Gateway,
-		Token:       cfg.Token,
-		DataDir:     cfg.DataDirOrDefault(),
-		Name:        cfg.NameOrDefault(),
-		Connections: cfg.ConnectionsOrDefault(),
-		Allow:       cfg.Allow,
-		Transport:   cfg.TransportOrDefault(),
-		Proxy:       cfg.Proxy,
-		ProxyEnv:    httpproxy.FromEnvironment(),
-		Log:         log,
+		Gateway:         cfg.Gateway,
+		Token:           cfg.Token,
+		DataDir:         cfg.DataDirOrDefault(),
+		Name:            cfg.NameOrDefault(),
+		Connections:     cfg.ConnectionsOrDefault(),
+		Allow:           cfg.Allow,
+		Transport:       cfg.TransportOrDefault(),
+		Proxy:           cfg.Proxy,
+		ProxyEnv:        httpproxy.FromEnvironment(),
+		VerifyAssertion: cfg.VerifyAssertion,
+		Log:             log,
 	}
 	// Trust for the tunnel certificate: gateway_ca_file, else what
 	// `agent enroll` saved in data_dir, else the system roots.

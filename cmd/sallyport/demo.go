@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -73,6 +74,11 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 		}},
 		ShutdownGrace: 5 * time.Second,
 	}
+	idp, err := startDemoProvider(gcfg, dir, "http://"+bl.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer idp.Close()
 	if err := gcfg.Validate(); err != nil {
 		return err
 	}
@@ -147,14 +153,28 @@ with a token as connector %s and connects with its client certificate
          curl -s %s/bytes/1048576 | sha256sum
          (the page at / has a WebSocket echo tester for /ws)
 
+The same app is also published behind sign-in, with a development OIDC
+provider on %s (for the demo only, never for real use):
+
+  Open   %s/
+         sign in as alice / alice; bob / bob is signed in but not allowed
+  Try    curl -i %s/ -H 'Accept: application/json'   (401 without a session)
+
 Press Ctrl-C to stop.
-`, bl.Addr(), creds.ConnectorID, creds.Expires().UTC().Format(time.RFC3339), url, url, url, url)
+`, bl.Addr(), creds.ConnectorID, creds.Expires().UTC().Format(time.RFC3339), url, url, url, url,
+		idp.issuer, privateURL(url), privateURL(url))
 	if ready != nil {
 		ready(url)
 	}
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping the demo")
 	return nil
+}
+
+// privateURL is the demo's protected app at the same port as base.
+func privateURL(base string) string {
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+	return "http://" + demoPrivateHost + ":" + port
 }
 
 func randomToken() string {

@@ -46,19 +46,6 @@ func TestExamples(t *testing.T) {
 // TestUnsupportedSettingsRefused: settings whose features this build lacks
 // stop start-up instead of being ignored.
 func TestUnsupportedSettingsRefused(t *testing.T) {
-	g, err := config.ParseGateway("gateway.yaml", []byte(`
-oidc:
-  providers: [{name: corp, issuer: "https://login.example.com/", client_id: x, client_secret_env: S}]
-apps:
-  - {name: a, hosts: [a.test], backend: "http://127.0.0.1:1", group: g, preauth: oidc}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.DataDir = t.TempDir()
-	if _, err := gatewayConfig(g, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "preauth") {
-		t.Fatalf("preauth oidc accepted: %v", err)
-	}
 	a, err := config.ParseAgent("agent.yaml", []byte("gateway: 127.0.0.1:8443\ntoken: t\nproxy: http://proxy.corp:3128\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -108,14 +108,13 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 	for _, t := range cfg.Tunnel.Tokens {
 		out.Tokens = append(out.Tokens, gateway.Token{Token: t.Token, Group: t.Group})
 	}
+	svc, policies, err := preauthService(cfg, log)
+	if err != nil {
+		return out, err
+	}
+	out.Preauth = svc
 	for i := range cfg.Apps {
 		app := &cfg.Apps[i]
-		if app.PreauthOrDefault() != config.PreauthNone {
-			// Publishing an app that asks for sign-in without enforcing it
-			// would expose it: refuse instead.
-			return out, fmt.Errorf("apps[%d] (%s): preauth %q is not supported by this build yet; "+
-				"remove it or use preauth: none", i, app.Name, app.Preauth)
-		}
 		u, err := app.BackendURL()
 		if err != nil {
 			return out, fmt.Errorf("apps[%d].backend: %w", i, err)
@@ -129,6 +128,7 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 			Timeout:      app.TimeoutOrDefault(),
 			PreserveHost: app.PreserveHost,
 			BackendHTTP2: app.BackendHTTP2,
+			Preauth:      policies[i],
 		})
 	}
 	return out, nil

@@ -75,6 +75,13 @@ type Agent struct {
 	// whose Hosts match the backend applies; no match means the system roots
 	// and normal verification.
 	BackendTLS []BackendTLS `yaml:"backend_tls"`
+
+	// VerifyAssertion makes the agent check the gateway's signed identity
+	// assertion (X-Sallyport-Assertion) on every request before calling a
+	// backend, and refuse requests without a valid one. Only for agents
+	// whose apps all use preauth: oidc without public_paths. False means no
+	// check.
+	VerifyAssertion bool `yaml:"verify_assertion"`
 }
 
 // BackendTLS is how the agent verifies the certificates of some https

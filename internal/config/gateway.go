@@ -157,6 +157,25 @@ func (a *Admin) AddrOrDefault() string { return or(a.Addr, DefaultAdminAddr) }
 // OIDC lists the providers apps can use for pre-authentication.
 type OIDC struct {
 	Providers []OIDCProvider `yaml:"providers"` // names unique
+
+	// CookieDomain shares the sign-in session with every app host under
+	// this domain ("example.com" covers a.example.com and b.example.com), so
+	// users sign in once across apps. Empty means host-only cookies: one
+	// sign-in per app host.
+	CookieDomain string `yaml:"cookie_domain"`
+
+	// SessionLifetime is how long a sign-in lasts. Zero means
+	// DefaultSessionLifetime (12h); negative is invalid.
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
+}
+
+// DefaultSessionLifetime is how long a sign-in lasts when
+// oidc.session_lifetime is not set.
+const DefaultSessionLifetime = 12 * time.Hour
+
+// SessionLifetimeOrDefault returns SessionLifetime, or DefaultSessionLifetime when it is zero.
+func (o *OIDC) SessionLifetimeOrDefault() time.Duration {
+	return or(o.SessionLifetime, DefaultSessionLifetime)
 }
 
 // OIDCProvider is one OpenID Connect identity provider.
@@ -373,6 +392,10 @@ func (g *Gateway) validate(c *checker) {
 }
 
 func (g *Gateway) validateProviders(c *checker) {
+	checkNonNegative(c, path{"oidc", "session_lifetime"}, g.OIDC.SessionLifetime)
+	if d := g.OIDC.CookieDomain; d != "" && (strings.Contains(d, "*") || !validHostname(strings.TrimPrefix(d, "."))) {
+		c.errorf(path{"oidc", "cookie_domain"}, "%q must be a domain such as example.com", d)
+	}
 	seen := make(map[string]int)
 	for i := range g.OIDC.Providers {
 		pr := &g.OIDC.Providers[i]

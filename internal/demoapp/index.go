@@ -18,6 +18,11 @@ var highlighted = map[string]bool{
 	"X-Forwarded-Proto": true,
 	"X-Request-Id":      true,
 	"Forwarded":         true,
+	// Set by the gateway for apps with pre-authentication.
+	"X-Sallyport-User":      true,
+	"X-Sallyport-Email":     true,
+	"X-Sallyport-Groups":    true,
+	"X-Sallyport-Assertion": true,
 }
 
 // indexPage is what the template at / renders.
@@ -30,6 +35,7 @@ type indexPage struct {
 	Proto      string
 	Proxied    bool // some highlighted header is present
 	Headers    []headerRow
+	Identity   *identity // signed-in user, when the gateway sent one
 }
 
 // headerRow is one header value; a header with several values has several rows.
@@ -46,6 +52,7 @@ func (a *app) serveIndex(w http.ResponseWriter, r *http.Request) {
 		Path:       r.RequestURI,
 		RemoteAddr: r.RemoteAddr,
 		Proto:      r.Proto,
+		Identity:   identityFrom(r),
 	}
 	names := make([]string, 0, len(r.Header))
 	for name := range r.Header {
@@ -132,6 +139,20 @@ button { font: inherit; padding: .4rem .9rem; border: 0; border-radius: 6px; bac
 <p class="lede">No forwarding headers: this request reached the backend directly, not through a proxy.</p>
 {{- end}}
 
+{{with .Identity}}
+<section id="identity">
+<h2>Signed in</h2>
+<p>The gateway signed this user in before the request reached the app, and told the app who it is:</p>
+<dl>
+<dt>X-Sallyport-User</dt><dd id="id-user">{{.User}}</dd>
+<dt>X-Sallyport-Email</dt><dd id="id-email">{{.Email}}</dd>
+<dt>X-Sallyport-Groups</dt><dd id="id-groups">{{.Groups}}</dd>
+</dl>
+{{if .Claims}}<p>X-Sallyport-Assertion, decoded (an app verifies it with the gateway's <a href="/.well-known/sallyport/jwks.json">JWKS</a>):</p>
+<pre><code>{{.Claims}}</code></pre>{{end}}
+<p><a href="/.sallyport/auth/logout">Sign out</a></p>
+</section>
+{{end}}
 <section>
 <h2>Request as the backend received it</h2>
 <dl>

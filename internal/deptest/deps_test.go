@@ -59,14 +59,18 @@ func TestPackageRules(t *testing.T) {
 		// The protocol is shared by both sides and knows neither.
 		{"tunnel", []string{"gateway", "agent", "cmd", "bench", "internal"}},
 		{"proto", []string{"tunnel", "gateway", "agent", "cmd", "bench", "internal"}},
-		{"gateway", []string{"agent", "cmd", "bench", "internal/testrig", "internal/demoapp"}},
+		{"gateway", []string{"agent", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/devoidc"}},
 		// The agent keeps no database and signs nothing: the store and the
 		// connector CA are the gateway's alone.
-		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/store", "internal/pki"}},
+		{"agent", []string{"gateway", "cmd", "bench", "internal/testrig", "internal/demoapp", "internal/store", "internal/pki", "internal/devoidc"}},
 		{"internal/config", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/logging", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/selfsigned", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/demoapp", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
+		// The assertion format is shared by the gateway (signs) and the
+		// agent (verifies) and knows neither.
+		{"internal/assertion", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
+		{"internal/devoidc", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
 		{"internal/store", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/pki"}},
 		{"internal/pki", []string{"gateway", "agent", "tunnel", "cmd", "bench"}},
 		{"internal/clock", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal/store", "internal/pki"}},
@@ -162,6 +166,9 @@ func TestNobodyImportsLeaves(t *testing.T) {
 				t.Errorf("%s imports %s; nothing may import cmd, and only cmd imports bench", p.ImportPath, d)
 			case under(d, "internal/testrig") || under(d, "internal/e2e"):
 				t.Errorf("%s imports %s outside tests", p.ImportPath, d)
+			case under(d, "internal/devoidc") && !under(p.ImportPath, "cmd"):
+				// The development OIDC provider is for the demo and tests only.
+				t.Errorf("%s imports %s; only the demo (cmd) and tests may", p.ImportPath, d)
 			}
 		}
 	}

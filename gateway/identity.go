@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/gateway/preauth"
+)
+
+// checkPreauth makes sure every route with a Preauth policy can be
+// enforced, and gives each route a copy of its policy whose public paths
+// are in the normalised form requests are compared in. A public path that
+// normalises to something else ("/a/../b", "/a//b") is refused: what the
+// administrator wrote must be what is matched.
+func checkPreauth(cfg *Config) error {
+	routes := make([]Route, len(cfg.Routes))
+	copy(routes, cfg.Routes)
+	for i := range routes {
+		p := routes[i].Preauth
+		if p == nil {
+			continue
+		}
+		if cfg.Preauth == nil {
+			return fmt.Errorf("gateway: app %q requires sign-in but no pre-authentication is configured", routes[i].App)
+		}
+		if err := cfg.Preauth.CheckPolicy(p); err != nil {
+			return fmt.Errorf("gateway: app %q: %w", routes[i].App, err)
+		}
+		pol := *p
+		pol.PublicPaths = make([]string, len(p.PublicPaths))
+		for j, pp := range p.PublicPaths {
+			cp, err := normalisePath(pp)
+			want := strings.TrimRight(cp.Match, "/")
+			if err != nil || want != strings.TrimRight(pp, "/") {
+				return fmt.Errorf("gateway: app %q: public path %q is not a normalised path (no //, . or .. segments, backslashes or %%-escapes other than %%2F)",
+					routes[i].App, pp)
+			}
+			pol.PublicPaths[j] = want
+		}
+		routes[i].Preauth = &pol
+	}
+	cfg.Routes = routes
+	return nil
+}
+
+// admit normalises the request path, serves the gateway's own endpoints,
+// routes the request and, for apps with pre-authentication, decides whether
+// it may pass. It reports false when it has answered the request itself.
+// Routing and the policy judge the same normalised path that is forwarded.
+func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchangeState) bool {
+	// RawPath, when set, is the path as the client wrote it (EscapedPath
+	// would turn a literal backslash into %5C, which means something else).
+	raw := r.URL.RawPath
+	if raw == "" {
+		raw = r.URL.EscapedPath()
+	}
+	cp, err := normalisePath(raw)
+	if err != nil {
+		st.errCode = CodeBadRequest
+		WriteError(w, r, NewError(CodeBadRequest, "The request path is malformed or ambiguous (a bad %-escape, "+
+			"a control character, an encoded backslash, or a dot segment hidden behind %2F or ;). Fix the URL.", err))
+		return false
+	}
+	// RawPath keeps the client's spelling of characters that need no
+	// escape ("/a!b" stays, where escaping Path would send "/a%21b").
+	r.URL.Path, r.URL.RawPath = cp.Path, cp.Raw
+	pa := h.g.cfg.Preauth
+	if pa != nil {
+		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
+			h.preauthError(w, r, st, err)
+			return false
+		}
+	}
+	st.route = h.g.router.Match(r.Host, cp.Match)
+	if st.route == nil {
+		st.errCode = CodeNoRoute
+		WriteError(w, r, NewError(CodeNoRoute, "", nil))
+		return false
+	}
+	if st.route.Preauth == nil {
+		return true
+	}
+	id, err := pa.Authorize(w, r, st.route.Preauth, cp.Match)
+	if err != nil {
+		h.preauthError(w, r, st, err)
+		return false
+	}
+	if id != nil {
+		tok, err := pa.Assert(id, st.route.App, st.requestID)
+		if err != nil {
+			h.preauthError(w, r, st, err)
+			return false
+		}
+		st.identity, st.assertion = id, tok
+	}
+	return true
+}
+
+// preauthError answers a refusal of the pre-authentication (nothing to do
+// for preauth.ErrHandled: the answer was written).
+func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *exchangeState, err error) {
+	if err == nil || errors.Is(err, preauth.ErrHandled) {
+		return
+	}
+	var pe *preauth.Error
+	var e *Error
+	if errors.As(err, &pe) {
+		e = NewError(pe.Code, pe.Msg, pe.Err)
+		e.Status, e.LinkURL, e.LinkText = pe.Status, pe.LinkURL, pe.LinkText
+		if pe.WWWAuthenticate != "" {
+			w.Header().Set("WWW-Authenticate", pe.WWWAuthenticate)
+		}
+	} else {
+		e = NewError(CodeSignInFailed, "Signing in failed inside the gateway. Try again.", err)
+		e.Status = http.StatusInternalServerError
+	}
+	st.errCode = e.Code
+	if e.Code == CodeAuthProviderUnreachable || e.Status >= 500 {
+		h.g.log.Warn("pre-authentication failed", zap.String("code", e.Code), zap.Error(err),
+			zap.String("request_id", st.requestID))
+	}
+	WriteError(w, r, e)
+}
+
+// setIdentity runs in Rewrite, after the reverse proxy removed hop-by-hop
+// headers (including any the client named in Connection), so the headers
+// set here always reach the app. Client-sent identity headers are removed
+// for every app; apps with pre-authentication also lose the gateway's
+// cookies and get the signed-in user's identity.
+func (h *proxyHandler) setIdentity(pr *httputil.ProxyRequest, st *exchangeState) {
+	oidc := st.route.Preauth != nil
+	preauth.StripIdentityHeaders(pr.Out.Header, oidc)
+	if !oidc {
+		return
+	}
+	preauth.StripGatewayCookies(pr.Out.Header)
+	if st.identity != nil {
+		preauth.SetIdentityHeaders(pr.Out.Header, st.identity, st.assertion)
+	}
+	if b := pr.Out.Body; b != nil && b != http.NoBody {
+		pr.Out.Body = &trailerScrubber{ReadCloser: b, in: pr.In}
+	}
+}
+
+// trailerScrubber removes identity headers from the request's trailers:
+// the server fills the trailer map (shared with the outgoing request) when
+// the body reaches its end, so that is when they are removed, before the
+// relay sends them.
+type trailerScrubber struct {
+	io.ReadCloser
+	in *http.Request
+}
+
+func (t *trailerScrubber) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		preauth.StripIdentityHeaders(t.in.Trailer, true)
+	}
+	return n, err
+}

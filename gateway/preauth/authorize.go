@@ -1,0 +1,412 @@
+package preauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// session is the sealed content of the session cookie.
+type session struct {
+	Provider string   `json:"p"`
+	Subject  string   `json:"s"`
+	Email    string   `json:"e,omitempty"`
+	Name     string   `json:"n,omitempty"`
+	Groups   []string `json:"g,omitempty"`
+	Created  int64    `json:"c"`            // sign-in time, Unix seconds
+	Expires  int64    `json:"x"`            // end of the session
+	Refresh  int64    `json:"r,omitempty"`  // refresh due (ID token expiry); 0: never
+	Token    string   `json:"rt,omitempty"` // refresh token
+}
+
+func (ss *session) identity() *Identity {
+	return &Identity{Provider: ss.Provider, Subject: ss.Subject, Email: ss.Email, Name: ss.Name, Groups: ss.Groups, Auth: "session"}
+}
+
+// Authorize decides a request to an app with policy pol. path is the
+// gateway's normalised path (match form). It returns the identity to pass
+// to the app (nil on a public path without a session), or an error: an
+// *Error to answer, or ErrHandled when the answer (a redirect to sign in)
+// was written.
+func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy, path string) (*Identity, error) {
+	p := s.providers[pol.Provider]
+	if p == nil {
+		return nil, unreachable(errors.New("unknown provider " + pol.Provider))
+	}
+	if isPublic(pol.PublicPaths, path) {
+		// Pass who is signed in along when we know without asking the
+		// provider; never refuse a public path.
+		if ss, _ := s.readSession(r, p); ss != nil && (ss.Refresh == 0 || s.now().Unix() < ss.Refresh) && pol.allows(ss.identity()) {
+			return ss.identity(), nil
+		}
+		return nil, nil
+	}
+
+	ss, why := s.readSession(r, p)
+	if ss != nil && ss.Refresh != 0 && s.now().Unix() >= ss.Refresh {
+		var err error
+		ss, err = s.refreshSession(w, r, p, ss)
+		if err != nil {
+			var pe *Error
+			if errors.As(err, &pe) {
+				return nil, err
+			}
+			why = "expired"
+			ss = nil
+			s.log.Info("session refresh refused; signing in again", zap.String("provider", p.cfg.Name), zap.Error(err))
+		}
+	}
+	if ss != nil {
+		id := ss.identity()
+		if !pol.allows(id) {
+			return id, forbidden(id)
+		}
+		return id, nil
+	}
+	if why != "" {
+		s.clearSessionCookie(w, r)
+	}
+
+	if raw, ok := bearerToken(r); ok {
+		id, err := s.verifyBearer(r.Context(), p, raw)
+		if err != nil {
+			return nil, err
+		}
+		if !pol.allows(id) {
+			return id, forbidden(id)
+		}
+		return id, nil
+	}
+
+	if !isPageLoad(r) {
+		msg := "Sign-in required. Send a bearer token from the application's identity provider, or sign in with a browser."
+		if why != "" {
+			msg = "Your session has expired or is no longer valid. Sign in again."
+		}
+		return nil, unauthenticated(msg, `Bearer realm="sallyport"`, nil)
+	}
+	return nil, s.startSignIn(w, r, p, path)
+}
+
+// forbidden names who is signed in and how to sign out.
+func forbidden(id *Identity) *Error {
+	who := id.Email
+	if who == "" {
+		who = id.Name
+	}
+	if who == "" {
+		who = id.Subject
+	}
+	msg := "You are signed in as " + who + ", who is not allowed to use this application. " +
+		"Ask the administrator for access, or sign out and sign in as another user."
+	e := &Error{Code: CodeForbidden, Status: http.StatusForbidden, Msg: msg}
+	if id.Auth == "session" {
+		e.LinkURL, e.LinkText = logoutPath, "Sign out"
+	}
+	return e
+}
+
+// readSession returns the valid session of r for provider p, or nil and why
+// not ("" when there is no cookie, "invalid" or "expired").
+func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
+	value := s.readSessionCookie(r)
+	if value == "" {
+		return nil, ""
+	}
+	var ss session
+	if err := s.sealer.open("session", value, &ss); err != nil {
+		return nil, "invalid"
+	}
+	if ss.Provider != p.cfg.Name {
+		// Signed in with another provider (cookie_domain shared across
+		// apps): sign in with this one, replacing the cookie.
+		return nil, "other-provider"
+	}
+	if s.now().Unix() >= ss.Expires || ss.Subject == "" {
+		return nil, "expired"
+	}
+	return &ss, ""
+}
+
+// writeSession seals ss into the session cookie.
+func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *session) error {
+	value, err := s.sealer.seal("session", ss)
+	if err != nil {
+		return err
+	}
+	if len(value) > maxCookieValue*maxChunks && ss.Token != "" {
+		// Too big even in chunks: give up refreshing rather than the session.
+		s.log.Warn("session cookie too large; dropping the refresh token (the session lasts its lifetime without refresh)",
+			zap.String("provider", ss.Provider), zap.Int("bytes", len(value)))
+		ss.Token, ss.Refresh = "", 0
+		if value, err = s.sealer.seal("session", ss); err != nil {
+			return err
+		}
+	}
+	if len(value) > maxCookieValue*maxChunks {
+		s.log.Warn("session cookie too large; dropping groups from it", zap.String("provider", ss.Provider),
+			zap.Int("groups", len(ss.Groups)))
+		ss.Groups = nil
+		if value, err = s.sealer.seal("session", ss); err != nil {
+			return err
+		}
+	}
+	maxAge := int(time.Unix(ss.Expires, 0).Sub(s.now()) / time.Second)
+	s.setSessionCookie(w, r, value, max(maxAge, 1))
+	return nil
+}
+
+// refreshSession renews ss with its refresh token. A provider that cannot
+// be reached gives an *Error (502); a refused refresh a plain error (sign in
+// again).
+func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *provider, ss *session) (*session, error) {
+	if ss.Token == "" {
+		return ss, nil
+	}
+	op, err := p.discover(r.Context())
+	if err != nil {
+		return nil, unreachable(err)
+	}
+	next, err := s.refresh.do(ss.Token, func() (*session, error) {
+		ctx, cancel := s.ctx(r.Context())
+		defer cancel()
+		tok, err := p.oauth2(op, r).TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
+		if err != nil {
+			if refused(err) {
+				return nil, err
+			}
+			return nil, unreachable(err)
+		}
+		n := *ss
+		if rt := tok.RefreshToken; rt != "" {
+			n.Token = rt
+		}
+		n.Refresh = tok.Expiry.Unix()
+		if raw, ok := tok.Extra("id_token").(string); ok && raw != "" {
+			idt, err := p.verifier(op, false).Verify(ctx, raw)
+			if err != nil {
+				return nil, err
+			}
+			if idt.Subject != ss.Subject {
+				return nil, errors.New("refreshed ID token is for another subject")
+			}
+			id, err := p.identityFrom(idt, "session")
+			if err != nil {
+				return nil, err
+			}
+			n.Email, n.Name, n.Groups = id.Email, id.Name, id.Groups
+			n.Refresh = idt.Expiry.Unix()
+		}
+		if tok.Expiry.IsZero() && n.Refresh <= s.now().Unix() {
+			n.Refresh = s.now().Add(time.Hour).Unix()
+		}
+		return &n, nil
+	}, s.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.writeSession(w, r, next); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// refresher makes concurrent refreshes of one token into one call and
+// remembers the result for a minute, since a browser sends requests with
+// the old cookie until it has the new one and providers may rotate refresh
+// tokens on use.
+type refresher struct {
+	mu   sync.Mutex
+	done map[string]refreshResult // guarded by mu
+	wait map[string]*refreshCall  // guarded by mu
+}
+
+type refreshResult struct {
+	ss *session
+	at time.Time
+}
+
+type refreshCall struct {
+	done chan struct{}
+	ss   *session
+	err  error
+}
+
+func (f *refresher) do(token string, fn func() (*session, error), now time.Time) (*session, error) {
+	f.mu.Lock()
+	if f.done == nil {
+		f.done, f.wait = map[string]refreshResult{}, map[string]*refreshCall{}
+	}
+	for k, v := range f.done {
+		if now.Sub(v.at) > time.Minute {
+			delete(f.done, k)
+		}
+	}
+	if res, ok := f.done[token]; ok {
+		f.mu.Unlock()
+		return res.ss, nil
+	}
+	if c, ok := f.wait[token]; ok {
+		f.mu.Unlock()
+		<-c.done
+		return c.ss, c.err
+	}
+	c := &refreshCall{done: make(chan struct{})}
+	f.wait[token] = c
+	f.mu.Unlock()
+	c.ss, c.err = fn()
+	f.mu.Lock()
+	delete(f.wait, token)
+	if c.err == nil {
+		f.done[token] = refreshResult{ss: c.ss, at: now}
+	}
+	f.mu.Unlock()
+	close(c.done)
+	return c.ss, c.err
+}
+
+// refused reports whether the provider's token endpoint answered err with
+// a refusal (4xx, such as invalid_grant) rather than failing (5xx, network).
+func refused(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+		return "", false
+	}
+	return strings.TrimSpace(v[7:]), true
+}
+
+// verifyBearer checks a bearer JWT: signature by the provider's JWKS,
+// issuer, expiry, and an aud among the accepted audiences.
+func (s *Service) verifyBearer(ctx context.Context, p *provider, raw string) (*Identity, error) {
+	invalid := func(desc string, err error) *Error {
+		return unauthenticated("The bearer token was not accepted: "+desc+".",
+			`Bearer realm="sallyport", error="invalid_token", error_description="`+desc+`"`, err)
+	}
+	op, err := p.discover(ctx)
+	if err != nil {
+		return nil, unreachable(err)
+	}
+	cctx, cancel := s.ctx(ctx)
+	defer cancel()
+	tok, err := p.verifier(op, true).Verify(cctx, raw)
+	if err != nil {
+		var te *oidc.TokenExpiredError
+		switch {
+		case errors.As(err, &te):
+			return nil, invalid("the token has expired", err)
+		case strings.Contains(err.Error(), "fetching keys"):
+			return nil, unreachable(err)
+		}
+		return nil, invalid("the token is not valid for this issuer or its signature does not verify", err)
+	}
+	ok := false
+	for _, a := range tok.Audience {
+		for _, want := range p.audiences() {
+			if a == want {
+				ok = true
+			}
+		}
+	}
+	if !ok {
+		return nil, invalid("the token is meant for another audience", nil)
+	}
+	id, err := p.identityFrom(tok, "bearer")
+	if err != nil {
+		return nil, invalid("the token has no subject", err)
+	}
+	return id, nil
+}
+
+// isPageLoad reports whether r looks like a browser loading a page, which
+// is redirected to sign in. XHR and fetch calls, JSON clients, other
+// methods than GET and HEAD, and upgrades (WebSockets) are not.
+func isPageLoad(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if r.Header.Get("Upgrade") != "" || strings.EqualFold(r.Header.Get("X-Requested-With"), "XMLHttpRequest") {
+		return false
+	}
+	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" {
+		return false
+	}
+	accept := strings.ToLower(strings.Join(r.Header.Values("Accept"), ","))
+	if strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html") {
+		return false
+	}
+	return true
+}
+
+// isPublic reports whether path lies under one of prefixes (normalised,
+// compared on segment boundaries).
+func isPublic(prefixes []string, path string) bool {
+	for _, p := range prefixes {
+		p = strings.TrimRight(p, "/")
+		if p == "" {
+			return true
+		}
+		if strings.HasPrefix(path, p) && (len(path) == len(p) || path[len(p)] == '/') {
+			return true
+		}
+	}
+	return false
+}
+
+// allows reports whether the policy admits id.
+func (pol *Policy) allows(id *Identity) bool {
+	if len(pol.Emails)+len(pol.Domains)+len(pol.Groups) == 0 {
+		return true
+	}
+	if id.Email != "" {
+		for _, e := range pol.Emails {
+			if strings.EqualFold(e, id.Email) {
+				return true
+			}
+		}
+		if at := strings.LastIndexByte(id.Email, '@'); at >= 0 {
+			domain := id.Email[at+1:]
+			for _, d := range pol.Domains {
+				if strings.EqualFold(strings.TrimPrefix(d, "@"), domain) {
+					return true
+				}
+			}
+		}
+	}
+	for _, g := range pol.Groups {
+		for _, have := range id.Groups {
+			if g == have {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// safeReturn reports whether ret is a same-origin relative path to return
+// to after sign-in: "/" then not "/" or "\", no scheme, host or control
+// characters.
+func safeReturn(ret string) bool {
+	if !strings.HasPrefix(ret, "/") || strings.HasPrefix(ret, "//") || strings.HasPrefix(ret, `/\`) {
+		return false
+	}
+	for i := 0; i < len(ret); i++ {
+		if c := ret[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return false
+		}
+	}
+	u, err := url.Parse(ret)
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(u.Path, "//")
+}

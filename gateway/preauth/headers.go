@@ -1,0 +1,124 @@
+package preauth
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/sallyport/sallyport/internal/assertion"
+)
+
+// Identity headers the gateway sets for apps with preauth oidc.
+const (
+	HeaderUser      = assertion.HeaderUser   // the provider's subject (sub)
+	HeaderEmail     = assertion.HeaderEmail  // verified email, if any
+	HeaderGroups    = assertion.HeaderGroups // comma-separated, each group %-encoded
+	HeaderAssertion = assertion.Header       // signed JWT with all of the above
+)
+
+// otherIdentityHeaders are identity headers other proxies set and apps may
+// trust; a client must not be able to send them to an app with preauth oidc.
+var otherIdentityHeaders = []string{
+	"remote-user", "x-remote-user", "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups",
+	"x-forwarded-preferred-username", "x-forwarded-access-token", "x-auth-request-user",
+	"x-auth-request-email", "x-auth-request-groups", "x-auth-request-preferred-username",
+	"x-auth-request-access-token",
+}
+
+// StripIdentityHeaders removes every header a client could use to claim an
+// identity: all X-Sallyport-* headers, written in any case and with "_"
+// for "-" (servers such as CGI, PHP and WSGI fold both to the same
+// variable), and with oidc also the identity headers of other proxies.
+func StripIdentityHeaders(h http.Header, oidc bool) {
+	for k := range h {
+		if isIdentityHeader(k, oidc) {
+			delete(h, k)
+		}
+	}
+}
+
+func isIdentityHeader(k string, oidc bool) bool {
+	const pfx = "x-sallyport-"
+	if len(k) >= len(pfx) && foldEqual(k[:len(pfx)], pfx) {
+		return true
+	}
+	if !oidc {
+		return false
+	}
+	for _, o := range otherIdentityHeaders {
+		if foldEqual(k, o) {
+			return true
+		}
+	}
+	return false
+}
+
+// foldEqual compares ASCII case-insensitively, with '_' equal to '-'.
+func foldEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// Assert signs an assertion of id for app (its aud).
+func (s *Service) Assert(id *Identity, app, requestID string) (string, error) {
+	return s.cfg.Keys.Sign(assertion.Claims{
+		Email: id.Email, Name: id.Name, Groups: id.Groups, Provider: id.Provider, Auth: id.Auth, Request: requestID,
+		Claims: claimsFor(id.Subject, app),
+	})
+}
+
+// SetIdentityHeaders sets the identity headers for id with its assertion
+// tok. Call it after StripIdentityHeaders and after the reverse proxy
+// removed hop-by-hop headers, so that a client naming these headers in
+// Connection cannot remove them.
+func SetIdentityHeaders(h http.Header, id *Identity, tok string) {
+	assertion.SetHeaders(h, id.Subject, id.Email, id.Groups, tok)
+}
+
+// StripGatewayCookies removes the gateway's own cookies (session and
+// pre-login) from the Cookie headers sent to an app.
+func StripGatewayCookies(h http.Header) {
+	vals := h.Values("Cookie")
+	found := false
+	for _, v := range vals {
+		if strings.Contains(v, cookieNameMarker) {
+			found = true
+		}
+	}
+	if !found {
+		return
+	}
+	var kept []string
+	for _, v := range vals {
+		for _, part := range strings.Split(v, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if name != "" && !IsGatewayCookie(name) {
+				kept = append(kept, strings.TrimSpace(part))
+			}
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h.Set("Cookie", strings.Join(kept, "; "))
+}

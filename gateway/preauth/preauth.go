@@ -1,0 +1,314 @@
+// Package preauth signs users in with OpenID Connect before their requests
+// reach an app, and says who they are: the gateway asks Authorize about
+// every request to an app with `preauth: oidc`, serves the sign-in callback,
+// sign-out and JWKS endpoints through ServeEndpoint, and sets the identity
+// headers with SetIdentityHeaders.
+//
+// Browser flow: a page load without a session is redirected to the
+// provider (authorization code flow, PKCE S256, nonce). The state, nonce,
+// PKCE verifier and return path travel in a pre-login cookie sealed with
+// AES-GCM whose name is derived from the state and whose path is the
+// callback, so the state is bound to the browser that started the sign-in,
+// and a callback is accepted once. The callback on the app's own host
+// verifies the ID token, sets the session cookie (AES-GCM sealed, HttpOnly,
+// Secure under TLS, SameSite=Lax, host-only unless cookie_domain) and
+// returns to the original path (same-origin relative paths only).
+//
+// Sessions end SessionLifetime after sign-in. When the provider gave a
+// refresh token, the session is refreshed with it once the ID token has
+// expired, so a user disabled at the provider loses access within a token
+// lifetime; without one the session lasts its lifetime.
+//
+// Other clients send `Authorization: Bearer <JWT>` from the same issuer,
+// verified against the provider's JWKS (issuer, audience, expiry). Requests
+// that are not page loads get 401 with WWW-Authenticate instead of a
+// redirect.
+package preauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/sallyport/sallyport/internal/assertion"
+)
+
+// Defaults: what zero fields mean.
+const (
+	DefaultSessionLifetime = 12 * time.Hour
+	DefaultGroupsClaim     = "groups"
+	providerTimeout        = 10 * time.Second
+	// discoveryRetry is how long a failed discovery is remembered before
+	// the next request tries again.
+	discoveryRetry = 5 * time.Second
+)
+
+// ProviderConfig is one OpenID Connect provider.
+type ProviderConfig struct {
+	Name         string // referenced by Policy.Provider; required
+	Issuer       string // issuer URL; required
+	ClientID     string // required
+	ClientSecret string // empty: a public client (PKCE only)
+	// Scopes requested at sign-in (empty → openid, email, profile).
+	Scopes []string
+	// GroupsClaim is the claim listing the user's groups (empty → "groups").
+	GroupsClaim string
+	// Audiences accepted in bearer tokens' aud (empty → ClientID).
+	Audiences []string
+}
+
+// Config configures a Service.
+type Config struct {
+	Providers []ProviderConfig
+	// CookieDomain shares the session cookie with every host under it
+	// (sign in once across apps). Empty: host-only cookies.
+	CookieDomain string
+	// SessionLifetime bounds a session from sign-in (0 → 12h).
+	SessionLifetime time.Duration
+	// CookieKey seals cookies (KeySize bytes; see LoadOrCreateKey). Required.
+	CookieKey []byte
+	// Keys signs identity assertions. Required.
+	Keys *assertion.KeySet
+	// HTTPClient reaches the providers (nil → a client with a 10s timeout
+	// that honours HTTPS_PROXY).
+	HTTPClient *http.Client
+	// Now is the clock (nil → time.Now).
+	Now func() time.Time
+	// Log receives sign-in events and provider failures (nil → none).
+	Log *zap.Logger
+}
+
+// Policy is what one app requires.
+type Policy struct {
+	// Provider names the ProviderConfig users sign in with. Required.
+	Provider string
+	// Emails, Domains and Groups admit users; all empty admits any
+	// signed-in user.
+	Emails, Domains, Groups []string
+	// PublicPaths skip sign-in: normalised path prefixes matched on
+	// segment boundaries against the gateway's normalised path.
+	PublicPaths []string
+}
+
+// Identity is a signed-in user.
+type Identity struct {
+	Provider string
+	Subject  string
+	Email    string // empty when the provider did not vouch for it
+	Name     string
+	Groups   []string
+	Auth     string // "session" or "bearer"
+}
+
+// Service is the pre-authentication of a gateway. Safe for concurrent use.
+type Service struct {
+	cfg       Config
+	log       *zap.Logger
+	sealer    *sealer
+	client    *http.Client
+	providers map[string]*provider
+	refresh   refresher
+}
+
+// New checks cfg and builds a Service. Providers are discovered on first
+// use, so a provider that is down does not keep the gateway from starting.
+func New(cfg Config) (*Service, error) {
+	sl, err := newSealer(cfg.CookieKey)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Keys == nil {
+		return nil, errors.New("preauth: no assertion key set")
+	}
+	cfg.CookieDomain = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
+	s := &Service{cfg: cfg, log: cfg.Log, sealer: sl, client: cfg.HTTPClient, providers: map[string]*provider{}}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: providerTimeout, Transport: http.DefaultTransport}
+	}
+	for _, pc := range cfg.Providers {
+		if pc.Name == "" || pc.Issuer == "" || pc.ClientID == "" {
+			return nil, fmt.Errorf("preauth: provider %q needs a name, an issuer and a client id", pc.Name)
+		}
+		if _, dup := s.providers[pc.Name]; dup {
+			return nil, fmt.Errorf("preauth: provider %q listed twice", pc.Name)
+		}
+		s.providers[pc.Name] = &provider{cfg: pc, svc: s}
+	}
+	return s, nil
+}
+
+// CheckPolicy reports an error when p names no known provider.
+func (s *Service) CheckPolicy(p *Policy) error {
+	if _, ok := s.providers[p.Provider]; !ok {
+		return fmt.Errorf("preauth: no provider named %q", p.Provider)
+	}
+	return nil
+}
+
+func (s *Service) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) sessionLifetime() time.Duration {
+	if s.cfg.SessionLifetime <= 0 {
+		return DefaultSessionLifetime
+	}
+	return s.cfg.SessionLifetime
+}
+
+// ctx returns a context for provider calls: bounded, using s.client.
+func (s *Service) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), providerTimeout)
+	ctx = oidc.ClientContext(ctx, s.client)
+	return context.WithValue(ctx, oauth2.HTTPClient, s.client), cancel
+}
+
+// provider is one provider at run time.
+type provider struct {
+	cfg ProviderConfig
+	svc *Service
+
+	mu       sync.Mutex
+	oidc     *oidc.Provider // nil until discovered; guarded by mu
+	failedAt time.Time      // last failed discovery; guarded by mu
+	failErr  error          // guarded by mu
+}
+
+// discover returns the discovered provider, fetching its metadata on first
+// use. Failures are remembered for discoveryRetry.
+func (p *provider) discover(ctx context.Context) (*oidc.Provider, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.oidc != nil {
+		return p.oidc, nil
+	}
+	now := p.svc.now()
+	if p.failErr != nil && now.Sub(p.failedAt) < discoveryRetry {
+		return nil, p.failErr
+	}
+	cctx, cancel := p.svc.ctx(ctx)
+	defer cancel()
+	op, err := oidc.NewProvider(cctx, p.cfg.Issuer)
+	if err != nil {
+		p.failedAt, p.failErr = now, fmt.Errorf("discovery of %s: %w", p.cfg.Issuer, err)
+		p.svc.log.Warn("OIDC provider unreachable", zap.String("provider", p.cfg.Name), zap.Error(err))
+		return nil, p.failErr
+	}
+	p.oidc, p.failErr = op, nil
+	return op, nil
+}
+
+func (p *provider) scopes() []string {
+	if len(p.cfg.Scopes) == 0 {
+		return []string{oidc.ScopeOpenID, "email", "profile"}
+	}
+	return p.cfg.Scopes
+}
+
+func (p *provider) groupsClaim() string {
+	if p.cfg.GroupsClaim == "" {
+		return DefaultGroupsClaim
+	}
+	return p.cfg.GroupsClaim
+}
+
+func (p *provider) audiences() []string {
+	if len(p.cfg.Audiences) == 0 {
+		return []string{p.cfg.ClientID}
+	}
+	return p.cfg.Audiences
+}
+
+func (p *provider) oauth2(op *oidc.Provider, r *http.Request) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret, Endpoint: op.Endpoint(),
+		RedirectURL: callbackURL(r), Scopes: p.scopes(),
+	}
+}
+
+func (p *provider) verifier(op *oidc.Provider, bearer bool) *oidc.IDTokenVerifier {
+	return op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipClientIDCheck: bearer, Now: p.svc.now})
+}
+
+// callbackURL is the redirect URI for r's host.
+func callbackURL(r *http.Request) string {
+	scheme := "http"
+	if secure(r) {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + callbackPath
+}
+
+// claims are the identity claims read from ID tokens and bearer tokens.
+type claims struct {
+	Subject           string `json:"sub"`
+	Email             string `json:"email"`
+	EmailVerified     *bool  `json:"email_verified"`
+	Name              string `json:"name"`
+	PreferredUsername string `json:"preferred_username"`
+}
+
+// identityFrom reads the identity out of a verified token.
+func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, error) {
+	var c claims
+	if err := tok.Claims(&c); err != nil {
+		return nil, err
+	}
+	var all map[string]any
+	if err := tok.Claims(&all); err != nil {
+		return nil, err
+	}
+	id := &Identity{Provider: p.cfg.Name, Subject: tok.Subject, Name: c.Name, Auth: auth}
+	if id.Name == "" {
+		id.Name = c.PreferredUsername
+	}
+	// An address the provider says it has not verified proves nothing.
+	if c.EmailVerified == nil || *c.EmailVerified {
+		id.Email = c.Email
+	}
+	switch g := all[p.groupsClaim()].(type) {
+	case []any:
+		for _, v := range g {
+			if s, ok := v.(string); ok {
+				id.Groups = append(id.Groups, s)
+			}
+		}
+	case string:
+		id.Groups = []string{g}
+	}
+	if id.Subject == "" {
+		return nil, errors.New("token has no subject")
+	}
+	return id, nil
+}
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func constantEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+func stateCookieName(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return loginCookiePfx + hex.EncodeToString(sum[:8])
+}

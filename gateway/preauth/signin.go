@@ -1,0 +1,212 @@
+package preauth
+
+import (
+	"errors"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/sallyport/sallyport/internal/assertion"
+)
+
+// loginState is the sealed content of a pre-login cookie.
+type loginState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Return   string `json:"r"` // same-origin path (and query) to return to
+	Provider string `json:"p"`
+	Host     string `json:"h"`
+	Expires  int64  `json:"x"`
+}
+
+// startSignIn redirects a page load to the provider.
+func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provider, path string) error {
+	op, err := p.discover(r.Context())
+	if err != nil {
+		return unreachable(err)
+	}
+	ret := path
+	if r.URL.RawQuery != "" {
+		ret += "?" + r.URL.RawQuery
+	}
+	if !safeReturn(ret) {
+		ret = "/"
+	}
+	ls := loginState{
+		State: randomToken(16), Nonce: randomToken(16), Verifier: oauth2.GenerateVerifier(),
+		Return: ret, Provider: p.cfg.Name, Host: strings.ToLower(r.Host),
+		Expires: s.now().Add(loginCookieLife * time.Second).Unix(),
+	}
+	value, err := s.sealer.seal("login", &ls)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: stateCookieName(ls.State), Value: value, Path: callbackPath, MaxAge: loginCookieLife,
+		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
+	})
+	target := p.oauth2(op, r).AuthCodeURL(ls.State, oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return ErrHandled
+}
+
+// ServeEndpoint answers the gateway's own paths, on every host: the sign-in
+// callback, sign-out and the assertion JWKS. It reports whether path was
+// one of them; then the answer was written or the error is to be answered.
+func (s *Service) ServeEndpoint(w http.ResponseWriter, r *http.Request, path string) (bool, error) {
+	switch path {
+	case callbackPath:
+		return true, s.callback(w, r)
+	case logoutPath:
+		s.logout(w, r)
+		return true, ErrHandled
+	case assertion.JWKSPath:
+		ServeJWKS(w, s.cfg.Keys.JWKS())
+		return true, ErrHandled
+	}
+	return false, nil
+}
+
+// JWKS returns the public assertion keys as a JSON Web Key Set.
+func (s *Service) JWKS() []byte { return s.cfg.Keys.JWKS() }
+
+// ServeJWKS writes a JWKS document.
+func ServeJWKS(w http.ResponseWriter, jwks []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(jwks)
+}
+
+func stateMismatch(err error) *Error {
+	return &Error{Code: CodeStateMismatch, Status: http.StatusBadRequest, Err: err, LinkURL: "/", LinkText: "Start over",
+		Msg: "This sign-in cannot be completed: it was started in another browser, took longer than 10 minutes, or was already completed. Start over."}
+}
+
+// callback completes a sign-in.
+func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return stateMismatch(errors.New("callback with method " + r.Method))
+	}
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" {
+		return stateMismatch(errors.New("no state"))
+	}
+	name := stateCookieName(state)
+	c, err := r.Cookie(name)
+	if err != nil {
+		return stateMismatch(errors.New("no pre-login cookie for this state"))
+	}
+	// The pre-login cookie is used once, whatever happens next.
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: callbackPath, MaxAge: -1,
+		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
+	var ls loginState
+	if err := s.sealer.open("login", c.Value, &ls); err != nil {
+		return stateMismatch(err)
+	}
+	if !constantEqual(ls.State, state) || s.now().Unix() >= ls.Expires || ls.Host != strings.ToLower(r.Host) {
+		return stateMismatch(errors.New("state, expiry or host differ"))
+	}
+	p := s.providers[ls.Provider]
+	if p == nil {
+		return stateMismatch(errors.New("unknown provider " + ls.Provider))
+	}
+	if e := q.Get("error"); e != "" {
+		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
+			Msg: "The sign-in provider did not sign you in (" + sanitizeCode(e) + ").", Err: errors.New(e + ": " + q.Get("error_description"))}
+	}
+	op, err := p.discover(r.Context())
+	if err != nil {
+		return unreachable(err)
+	}
+	ctx, cancel := s.ctx(r.Context())
+	defer cancel()
+	tok, err := p.oauth2(op, r).Exchange(ctx, q.Get("code"), oauth2.VerifierOption(ls.Verifier))
+	if err != nil {
+		if refused(err) {
+			return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
+				Msg: "The sign-in provider refused to complete the sign-in. Try again.", Err: err}
+		}
+		return unreachable(err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, Msg: "The sign-in provider sent no ID token.",
+			Err: errors.New("no id_token in the token response")}
+	}
+	idt, err := p.verifier(op, false).Verify(ctx, raw)
+	if err == nil && !constantEqual(idt.Nonce, ls.Nonce) {
+		err = errors.New("nonce differs")
+	}
+	var id *Identity
+	if err == nil {
+		id, err = p.identityFrom(idt, "session")
+	}
+	if err != nil {
+		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
+			Msg: "The sign-in provider's answer could not be verified.", Err: err}
+	}
+	now := s.now()
+	ss := &session{
+		Provider: p.cfg.Name, Subject: id.Subject, Email: id.Email, Name: id.Name, Groups: id.Groups,
+		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(),
+	}
+	if tok.RefreshToken != "" {
+		ss.Token, ss.Refresh = tok.RefreshToken, idt.Expiry.Unix()
+	}
+	if err := s.writeSession(w, r, ss); err != nil {
+		return err
+	}
+	s.log.Info("signed in", zap.String("provider", p.cfg.Name), zap.String("subject", id.Subject), zap.String("email", id.Email))
+	ret := ls.Return
+	if !safeReturn(ret) {
+		ret = "/"
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, ret, http.StatusFound)
+	return ErrHandled
+}
+
+// sanitizeCode keeps an OAuth error code's characters ([a-z_]) only.
+func sanitizeCode(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if b.Len() >= 64 {
+			break
+		}
+		if 'a' <= c && c <= 'z' || c == '_' {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+var signedOutPage = template.Must(template.New("out").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Signed out</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
+<h1>Signed out</h1>
+<p>You are signed out of the applications on this address. Your session at the sign-in provider may still be open; sign out there too on a shared computer.</p>
+<p><a href="/">Sign in again</a></p>
+</body></html>
+`))
+
+// logout clears the session cookie (host-only and cookie_domain variants).
+func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
+	s.clearSessionCookie(w, r)
+	if s.cookieDomain(r) != "" && secure(r) {
+		// A host-only cookie from before cookie_domain was set.
+		http.SetCookie(w, &http.Cookie{Name: "__Host-" + sessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_ = signedOutPage.Execute(w, nil)
+}

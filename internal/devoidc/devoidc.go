@@ -1,0 +1,459 @@
+// Package devoidc is a small OpenID Connect provider for `sallyport demo`
+// and tests. It is NOT for production: users and passwords live in memory,
+// codes and refresh tokens too, and nothing is rate limited.
+//
+// It serves discovery, a sign-in page (authorization code flow with PKCE
+// S256 required), the token endpoint (authorization_code and refresh_token
+// grants), the JWKS and userinfo. Tokens are ES256 JWTs. Tests can mint
+// arbitrary tokens with Mint and move its clock with Config.Now.
+package devoidc
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// User is a test user.
+type User struct {
+	Username string // what the sign-in form asks for
+	Password string
+	Subject  string // `sub`; empty → Username
+	Email    string
+	Name     string
+	Groups   []string
+}
+
+// Client is a registered OAuth client.
+type Client struct {
+	ID     string
+	Secret string // empty: a public client (PKCE only)
+}
+
+// Config configures a Provider. Issuer is required.
+type Config struct {
+	// Issuer is the provider's URL, e.g. http://127.0.0.1:PORT (the server
+	// that serves Handler must answer there).
+	Issuer  string
+	Users   []User
+	Clients []Client
+	// TokenLifetime of ID and access tokens (0 → 1h).
+	TokenLifetime time.Duration
+	// Now is the clock (nil → time.Now).
+	Now func() time.Time
+}
+
+// Provider is the development OIDC provider. Safe for concurrent use.
+type Provider struct {
+	cfg    Config
+	key    *ecdsa.PrivateKey
+	keyID  string
+	signer jose.Signer
+
+	mu      sync.Mutex
+	codes   map[string]*grant // guarded by mu
+	refresh map[string]*grant // guarded by mu
+	// Down makes every endpoint answer 503 while set (tests of an
+	// unreachable provider); guarded by mu.
+	down bool
+}
+
+// grant is what a code or refresh token stands for.
+type grant struct {
+	user        *User
+	clientID    string
+	redirectURI string
+	nonce       string
+	challenge   string
+	scope       string
+	expires     time.Time
+}
+
+// New returns a provider with a fresh signing key.
+func New(cfg Config) *Provider {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	p := &Provider{cfg: cfg, key: key, keyID: randomString(6), codes: map[string]*grant{}, refresh: map[string]*grant{}}
+	p.signer = newSigner(key, p.keyID)
+	return p
+}
+
+func newSigner(key *ecdsa.PrivateKey, kid string) jose.Signer {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		panic(err) // only for an unsupported key type
+	}
+	return s
+}
+
+func (p *Provider) now() time.Time {
+	if p.cfg.Now != nil {
+		return p.cfg.Now()
+	}
+	return time.Now()
+}
+
+func (p *Provider) lifetime() time.Duration {
+	if p.cfg.TokenLifetime <= 0 {
+		return time.Hour
+	}
+	return p.cfg.TokenLifetime
+}
+
+// SetDown makes the provider answer 503 everywhere (true) or work again.
+func (p *Provider) SetDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+}
+
+// Handler serves the provider's endpoints.
+func (p *Provider) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.serveDiscovery)
+	mux.HandleFunc("GET /authorize", p.serveAuthorizeForm)
+	mux.HandleFunc("POST /authorize", p.serveAuthorizeSubmit)
+	mux.HandleFunc("POST /token", p.serveToken)
+	mux.HandleFunc("GET /jwks", p.serveJWKS)
+	mux.HandleFunc("GET /userinfo", p.serveUserinfo)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			http.Error(w, "provider down (test)", http.StatusServiceUnavailable)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
+	iss := strings.TrimSuffix(p.cfg.Issuer, "/")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                p.cfg.Issuer,
+		"authorization_endpoint":                iss + "/authorize",
+		"token_endpoint":                        iss + "/token",
+		"jwks_uri":                              iss + "/jwks",
+		"userinfo_endpoint":                     iss + "/userinfo",
+		"response_types_supported":              []string{"code"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"ES256"},
+		"code_challenge_methods_supported":      []string{"S256"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+		"scopes_supported":                      []string{"openid", "email", "profile", "groups", "offline_access"},
+	})
+}
+
+func (p *Provider) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: &p.key.PublicKey, KeyID: p.keyID, Algorithm: string(jose.ES256), Use: "sig"},
+	}})
+}
+
+func (p *Provider) client(id string) *Client {
+	for i := range p.cfg.Clients {
+		if p.cfg.Clients[i].ID == id {
+			return &p.cfg.Clients[i]
+		}
+	}
+	return nil
+}
+
+// checkAuthorize validates the authorization request's parameters.
+func (p *Provider) checkAuthorize(q url.Values) string {
+	switch {
+	case q.Get("response_type") != "code":
+		return "response_type must be code"
+	case p.client(q.Get("client_id")) == nil:
+		return "unknown client_id"
+	case q.Get("redirect_uri") == "":
+		return "redirect_uri is required"
+	case q.Get("code_challenge") == "" || q.Get("code_challenge_method") != "S256":
+		return "PKCE with code_challenge_method S256 is required"
+	case !strings.Contains(" "+q.Get("scope")+" ", " openid "):
+		return "scope must include openid"
+	}
+	u, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "redirect_uri must be an absolute http(s) URL"
+	}
+	return ""
+}
+
+var signInPage = template.Must(template.New("signin").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in — development provider</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:28em;margin:4em auto;padding:0 1em">
+<h1>Sign in</h1>
+<p style="color:#a00"><b>Development OIDC provider</b> built into Sallyport for the demo and tests. Never use it in production.</p>
+{{if .Error}}<p id="error" style="color:#a00">{{.Error}}</p>{{end}}
+<form method="post" action="authorize">
+{{range $k, $v := .Params}}<input type="hidden" name="{{$k}}" value="{{$v}}">
+{{end}}<p><label>User name<br><input id="username" name="username" autocomplete="username" value="{{.Hint}}"></label></p>
+<p><label>Password<br><input id="password" name="password" type="password" autocomplete="current-password"></label></p>
+<p><button id="signin" type="submit">Sign in</button></p>
+</form>
+{{if .Hint}}<p style="color:#666">Demo user: <code>{{.Hint}}</code>, password <code>{{.HintPassword}}</code>.</p>{{end}}
+</body></html>
+`))
+
+func (p *Provider) renderForm(w http.ResponseWriter, q url.Values, errMsg string) {
+	params := map[string]string{}
+	for _, k := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method"} {
+		params[k] = q.Get(k)
+	}
+	data := struct {
+		Params             map[string]string
+		Error              string
+		Hint, HintPassword string
+	}{Params: params, Error: errMsg}
+	if len(p.cfg.Users) > 0 {
+		data.Hint, data.HintPassword = p.cfg.Users[0].Username, p.cfg.Users[0].Password
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if errMsg != "" {
+		w.WriteHeader(http.StatusUnauthorized)
+	}
+	_ = signInPage.Execute(w, data)
+}
+
+func (p *Provider) serveAuthorizeForm(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if msg := p.checkAuthorize(q); msg != "" {
+		http.Error(w, "invalid authorization request: "+msg, http.StatusBadRequest)
+		return
+	}
+	p.renderForm(w, q, "")
+}
+
+func (p *Provider) serveAuthorizeSubmit(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	q := r.PostForm
+	if msg := p.checkAuthorize(q); msg != "" {
+		http.Error(w, "invalid authorization request: "+msg, http.StatusBadRequest)
+		return
+	}
+	user := p.userByPassword(q.Get("username"), q.Get("password"))
+	if user == nil {
+		p.renderForm(w, q, "Wrong user name or password.")
+		return
+	}
+	code := randomString(24)
+	p.mu.Lock()
+	p.codes[code] = &grant{
+		user: user, clientID: q.Get("client_id"), redirectURI: q.Get("redirect_uri"),
+		nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), scope: q.Get("scope"),
+		expires: p.now().Add(time.Minute),
+	}
+	p.mu.Unlock()
+	u, _ := url.Parse(q.Get("redirect_uri")) // checked by checkAuthorize
+	v := u.Query()
+	v.Set("code", code)
+	v.Set("state", q.Get("state"))
+	u.RawQuery = v.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+func (p *Provider) userByPassword(name, password string) *User {
+	for i := range p.cfg.Users {
+		u := &p.cfg.Users[i]
+		if u.Username == name && subtle.ConstantTimeCompare([]byte(u.Password), []byte(password)) == 1 {
+			return u
+		}
+	}
+	return nil
+}
+
+func tokenError(w http.ResponseWriter, code, desc string) {
+	status := http.StatusBadRequest
+	if code == "invalid_client" {
+		status = http.StatusUnauthorized
+	}
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		tokenError(w, "invalid_request", "bad form")
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+	} else {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	c := p.client(id)
+	if c == nil || subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1 {
+		tokenError(w, "invalid_client", "unknown client or wrong secret")
+		return
+	}
+	now := p.now()
+	var g *grant
+	switch r.PostForm.Get("grant_type") {
+	case "authorization_code":
+		p.mu.Lock()
+		g = p.codes[r.PostForm.Get("code")]
+		delete(p.codes, r.PostForm.Get("code")) // single use
+		p.mu.Unlock()
+		if g == nil || now.After(g.expires) || g.clientID != id {
+			tokenError(w, "invalid_grant", "unknown, used or expired code")
+			return
+		}
+		if g.redirectURI != r.PostForm.Get("redirect_uri") {
+			tokenError(w, "invalid_grant", "redirect_uri differs from the authorization request")
+			return
+		}
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		if base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
+			tokenError(w, "invalid_grant", "PKCE code_verifier does not match")
+			return
+		}
+	case "refresh_token":
+		p.mu.Lock()
+		g = p.refresh[r.PostForm.Get("refresh_token")]
+		delete(p.refresh, r.PostForm.Get("refresh_token")) // rotated
+		p.mu.Unlock()
+		if g == nil || g.clientID != id {
+			tokenError(w, "invalid_grant", "unknown or used refresh token")
+			return
+		}
+		g = &grant{user: g.user, clientID: g.clientID, scope: g.scope}
+	default:
+		tokenError(w, "unsupported_grant_type", "authorization_code or refresh_token")
+		return
+	}
+	claims := UserClaims(g.user)
+	claims["aud"] = id
+	if g.nonce != "" {
+		claims["nonce"] = g.nonce
+	}
+	idToken := p.Mint(claims)
+	access := UserClaims(g.user)
+	access["aud"] = id
+	rt := randomString(24)
+	p.mu.Lock()
+	p.refresh[rt] = g
+	p.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token":  p.Mint(access),
+		"token_type":    "Bearer",
+		"expires_in":    int(p.lifetime() / time.Second),
+		"id_token":      idToken,
+		"refresh_token": rt,
+		"scope":         g.scope,
+	})
+}
+
+func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+		http.Error(w, "no token", http.StatusUnauthorized)
+		return
+	}
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
+	var c map[string]any
+	if err == nil {
+		err = tok.Claims(&p.key.PublicKey, &c)
+	}
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		http.Error(w, "bad token", http.StatusUnauthorized)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// UserClaims are the identity claims of u (sub, email, email_verified, name,
+// preferred_username, groups).
+func UserClaims(u *User) map[string]any {
+	sub := u.Subject
+	if sub == "" {
+		sub = u.Username
+	}
+	c := map[string]any{"sub": sub, "preferred_username": u.Username}
+	if u.Email != "" {
+		c["email"] = u.Email
+		c["email_verified"] = true
+	}
+	if u.Name != "" {
+		c["name"] = u.Name
+	}
+	if len(u.Groups) > 0 {
+		c["groups"] = u.Groups
+	}
+	return c
+}
+
+// Mint signs claims with the provider's key, adding iss, iat and exp (one
+// token lifetime from now) unless claims sets them.
+func (p *Provider) Mint(claims map[string]any) string {
+	now := p.now()
+	c := map[string]any{"iss": p.cfg.Issuer, "iat": now.Unix(), "exp": now.Add(p.lifetime()).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	return MintWith(p.signer, c)
+}
+
+// MintWith signs claims with signer as they are. Tests use it with a
+// foreign key (NewForeignSigner) for wrong-signature cases.
+func MintWith(signer jose.Signer, claims map[string]any) string {
+	s, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		panic(err) // only for claims that do not marshal
+	}
+	return s
+}
+
+// NewForeignSigner returns an ES256 signer with a fresh key that no
+// provider publishes, using kid (pass the provider's KeyID to forge a token
+// that claims its key).
+func NewForeignSigner(kid string) jose.Signer {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return newSigner(key, kid)
+}
+
+// KeyID is the id of the provider's signing key.
+func (p *Provider) KeyID() string { return p.keyID }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,124 @@
+package devoidc
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestProvider(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Start()
+	defer ts.Close()
+	p := New(Config{Issuer: ts.URL, Users: []User{{Username: "u", Password: "pw", Email: "u@example.com"}},
+		Clients: []Client{{ID: "c", Secret: "s"}}})
+	ts.Config.Handler = p.Handler()
+	c := ts.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	verifier := "0123456789abcdef0123456789abcdef0123456789ab"
+	sum := sha256.Sum256([]byte(verifier))
+	authz := url.Values{"response_type": {"code"}, "client_id": {"c"}, "redirect_uri": {"http://app/cb"},
+		"scope": {"openid email"}, "state": {"st"}, "nonce": {"n"},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
+	if res := get(t, c, ts.URL+"/authorize?"+authz.Encode()); res.StatusCode != 200 {
+		t.Fatalf("form: %d", res.StatusCode)
+	}
+	bad := url.Values{}
+	for k, v := range authz {
+		bad[k] = v
+	}
+	bad.Del("code_challenge")
+	if res := get(t, c, ts.URL+"/authorize?"+bad.Encode()); res.StatusCode != 400 {
+		t.Errorf("without PKCE: %d", res.StatusCode)
+	}
+	signIn := func(pw string) *http.Response {
+		f := url.Values{"username": {"u"}, "password": {pw}}
+		for k, v := range authz {
+			f[k] = v
+		}
+		res, err := c.PostForm(ts.URL+"/authorize", f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	if res := signIn("wrong"); res.StatusCode != 401 {
+		t.Errorf("wrong password: %d", res.StatusCode)
+	}
+	loc, _ := url.Parse(signIn("pw").Header.Get("Location"))
+	code := loc.Query().Get("code")
+	if loc.Host != "app" || loc.Query().Get("state") != "st" || code == "" {
+		t.Fatalf("redirect %v", loc)
+	}
+	token := func(f url.Values, secret string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", ts.URL+"/token", strings.NewReader(f.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("c", secret)
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		json.NewDecoder(res.Body).Decode(&m)
+		return res.StatusCode, m
+	}
+	exchange := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {"http://app/cb"}, "code_verifier": {verifier}}
+	if st, _ := token(exchange, "wrong"); st != 401 {
+		t.Errorf("wrong secret: %d", st)
+	}
+	wrongVerifier := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {"http://app/cb"}, "code_verifier": {"x"}}
+	if st, m := token(wrongVerifier, "s"); st != 400 || m["error"] != "invalid_grant" {
+		t.Errorf("wrong verifier: %d %v", st, m)
+	}
+	// The failed attempt used the code up: codes are single use.
+	if st, _ := token(exchange, "s"); st != 400 {
+		t.Errorf("code reused: %d", st)
+	}
+	code = mustCode(t, signIn("pw"))
+	exchange.Set("code", code)
+	st, m := token(exchange, "s")
+	if st != 200 || m["id_token"] == nil || m["refresh_token"] == nil {
+		t.Fatalf("exchange: %d %v", st, m)
+	}
+	rt := m["refresh_token"].(string)
+	refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+	if st, m := token(refresh, "s"); st != 200 || m["refresh_token"] == rt {
+		t.Errorf("refresh: %d %v", st, m)
+	}
+	if st, _ := token(refresh, "s"); st != 400 {
+		t.Errorf("refresh token reused: %d", st)
+	}
+	p.SetDown(true)
+	if res := get(t, c, ts.URL+"/.well-known/openid-configuration"); res.StatusCode != 503 {
+		t.Errorf("down: %d", res.StatusCode)
+	}
+}
+
+func mustCode(t *testing.T, res *http.Response) string {
+	loc, err := url.Parse(res.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		t.Fatalf("no code in %v", res.Header)
+	}
+	return loc.Query().Get("code")
+}
+
+func get(t *testing.T, c *http.Client, u string) *http.Response {
+	res, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
+}

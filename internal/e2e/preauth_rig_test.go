@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/assertion"
+	"github.com/sallyport/sallyport/internal/devoidc"
+	"github.com/sallyport/sallyport/internal/testrig"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// Test users of the in-process provider.
+var (
+	alice = devoidc.User{Username: "alice", Password: "alice-pw", Subject: "sub-alice", Email: "alice@example.com",
+		Name: "Alice", Groups: []string{"staff", "a,b"}}
+	mallory = devoidc.User{Username: "mallory", Password: "mallory-pw", Subject: "sub-mallory", Email: "mallory@evil.example"}
+	// many is in so many groups that the session needs several cookies.
+	many = devoidc.User{Username: "many", Password: "many-pw", Subject: "sub-many", Email: "many@example.com", Groups: manyGroups()}
+)
+
+func manyGroups() []string {
+	gs := make([]string, 150)
+	for i := range gs {
+		gs[i] = fmt.Sprintf("%08d-1111-2222-3333-444455556666", i)
+	}
+	return gs
+}
+
+const (
+	clientID     = "sallyport-test"
+	clientSecret = "test-secret"
+)
+
+// authRig is a gateway with pre-authentication against an in-process OIDC
+// provider, an agent, and a backend that echoes what it received.
+type authRig struct {
+	*testrig.Rig
+	t     *testing.T
+	idp   *devoidc.Provider
+	idpTS *httptest.Server
+	clock *fakeClock
+	keys  *assertion.KeySet
+	agent *testrig.Agent
+}
+
+// echoed is what the echo backend saw.
+type echoed struct {
+	Path     string      `json:"path"` // escaped
+	Query    string      `json:"query"`
+	Headers  http.Header `json:"headers"`
+	Body     string      `json:"body"`
+	Trailers http.Header `json:"trailers"`
+}
+
+func echoBackend(t *testing.T) *httptest.Server {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(echoed{Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Headers: r.Header,
+			Body: string(body), Trailers: r.Trailer})
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// newAuthRig starts everything. Routes: "app" (preauth oidc, policy pol,
+// public path /public) on host 127.0.0.1, "open" (no preauth) on open.test.
+func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *authRig {
+	t.Helper()
+	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
+	a := &authRig{t: t, clock: clock}
+	a.idpTS = httptest.NewUnstartedServer(nil)
+	a.idpTS.Start()
+	t.Cleanup(a.idpTS.Close)
+	a.idp = devoidc.New(devoidc.Config{
+		Issuer: a.idpTS.URL, Users: []devoidc.User{alice, mallory, many},
+		Clients: []devoidc.Client{{ID: clientID, Secret: clientSecret}}, TokenLifetime: 5 * time.Minute, Now: clock.Now,
+	})
+	a.idpTS.Config.Handler = a.idp.Handler()
+	keys, err := assertion.NewKeySet(assertion.KeySetConfig{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.keys = keys
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	cfg := preauth.Config{
+		Providers: []preauth.ProviderConfig{{Name: "corp", Issuer: a.idpTS.URL, ClientID: clientID, ClientSecret: clientSecret,
+			Scopes: []string{"openid", "email", "profile", "groups"}}},
+		CookieKey: make([]byte, preauth.KeySize), Keys: keys, Now: clock.Now,
+		HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	svc, err := preauth.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := echoBackend(t)
+	if pol.Provider == "" {
+		pol.Provider = "corp"
+	}
+	if pol.PublicPaths == nil {
+		pol.PublicPaths = []string{"/public"}
+	}
+	a.Rig = testrig.New(t, testrig.Options{
+		Routes: []gateway.Route{
+			{App: "app", Hosts: []string{"127.0.0.1"}, Backend: testrig.MustURL(t, backend.URL), Preauth: &pol},
+			{App: "open", Hosts: []string{"open.test"}, Backend: testrig.MustURL(t, backend.URL)},
+		},
+		Gateway: func(c *gateway.Config) { c.Preauth = svc },
+	})
+	a.agent = a.StartAgent(nil)
+	return a
+}
+
+// browser is a client with a cookie jar that follows redirects.
+func (a *authRig) browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	c := a.Client()
+	c.Jar = jar
+	return c
+}
+
+// noRedirect is a client that stops at the first redirect.
+func noRedirect(c *http.Client) *http.Client {
+	cc := *c
+	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cc
+}
+
+// get sends GET rawURL (joined to the rig URL when it starts with "/")
+// with headers, and returns the response with its body read.
+func getH(t *testing.T, c *http.Client, rawURL string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	return do(t, c, req)
+}
+
+func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(b)
+}
+
+// signIn signs the browser in as u starting at path; it returns the final
+// response (the app's answer) and its body.
+func (a *authRig) signIn(c *http.Client, path string, u devoidc.User) (*http.Response, string) {
+	a.t.Helper()
+	res, body := getH(a.t, c, a.URL+path, nil)
+	if res.StatusCode != 200 || !strings.Contains(body, "Development OIDC provider") {
+		a.t.Fatalf("GET %s: want the provider's sign-in page, got %d %s", path, res.StatusCode, body)
+	}
+	form := url.Values{}
+	for k, v := range res.Request.URL.Query() {
+		form[k] = v
+	}
+	form.Set("username", u.Username)
+	form.Set("password", u.Password)
+	res, err := c.PostForm(a.idpTS.URL+"/authorize", form)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(b)
+}
+
+func decodeEchoed(t *testing.T, body string) echoed {
+	t.Helper()
+	var e echoed
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("backend answer %q: %v", body, err)
+	}
+	return e
+}
+
+// jwks fetches the gateway's published assertion keys.
+func (a *authRig) jwks(c *http.Client) *jose.JSONWebKeySet {
+	a.t.Helper()
+	res, body := getH(a.t, c, a.URL+assertion.JWKSPath, nil)
+	if res.StatusCode != 200 {
+		a.t.Fatalf("JWKS: %d %s", res.StatusCode, body)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(body), &set); err != nil {
+		a.t.Fatal(err)
+	}
+	return &set
+}
+
+// sessionCookie returns the browser's session cookie for the rig.
+func (a *authRig) sessionCookie(c *http.Client) *http.Cookie {
+	u, _ := url.Parse(a.URL)
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == "sallyport_session" {
+			return ck
+		}
+	}
+	return nil
+}

@@ -1,0 +1,591 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/assertion"
+	"github.com/sallyport/sallyport/internal/devoidc"
+)
+
+func TestPreauthBrowserSignIn(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	res, body := a.signIn(c, "/deep/page?x=1&y=%2F", alice)
+	if res.StatusCode != 200 {
+		t.Fatalf("after sign-in: %d %s", res.StatusCode, body)
+	}
+	if got := res.Request.URL.RequestURI(); got != "/deep/page?x=1&y=%2F" {
+		t.Errorf("returned to %q, want the original path and query", got)
+	}
+	e := decodeEchoed(t, body)
+	if e.Path != "/deep/page" || e.Query != "x=1&y=%2F" {
+		t.Errorf("backend saw %q ? %q", e.Path, e.Query)
+	}
+	h := e.Headers
+	if h.Get("X-Sallyport-User") != "sub-alice" || h.Get("X-Sallyport-Email") != "alice@example.com" ||
+		h.Get("X-Sallyport-Groups") != "staff,a%2Cb" {
+		t.Errorf("identity headers: %v", h)
+	}
+	if ck := h.Get("Cookie"); strings.Contains(ck, "sallyport") {
+		t.Errorf("the backend got the gateway's cookies: %q", ck)
+	}
+	claims, err := assertion.Verify(h.Get("X-Sallyport-Assertion"), a.jwks(c), "app", a.clock.Now())
+	if err != nil {
+		t.Fatalf("assertion: %v", err)
+	}
+	if claims.Subject != "sub-alice" || claims.Email != "alice@example.com" || claims.Provider != "corp" ||
+		claims.Auth != "session" || len(claims.Groups) != 2 || claims.Groups[1] != "a,b" || claims.Request == "" {
+		t.Errorf("assertion claims: %+v", claims)
+	}
+	if _, err := assertion.Verify(h.Get("X-Sallyport-Assertion"), a.jwks(c), "other-app", a.clock.Now()); err == nil {
+		t.Error("the assertion verified for another app")
+	}
+	// An app verifies it as the README shows, with go-oidc and the JWKS URL.
+	ctx := oidc.ClientContext(context.Background(), a.Client())
+	v := oidc.NewVerifier("sallyport", oidc.NewRemoteKeySet(ctx, a.URL+assertion.JWKSPath),
+		&oidc.Config{ClientID: "app", SupportedSigningAlgs: []string{"ES256"}, Now: a.clock.Now})
+	if tok, err := v.Verify(ctx, h.Get("X-Sallyport-Assertion")); err != nil || tok.Subject != "sub-alice" {
+		t.Errorf("go-oidc verification as in the README: %v", err)
+	}
+
+	// The session cookie's attributes, from the callback's Set-Cookie.
+	var setCookie string
+	for r := res; r != nil; r = r.Request.Response {
+		for _, v := range r.Header.Values("Set-Cookie") {
+			if strings.HasPrefix(v, "sallyport_session=") {
+				setCookie = v
+			}
+		}
+	}
+	for _, attr := range []string{"HttpOnly", "SameSite=Lax", "Path=/"} {
+		if !strings.Contains(setCookie, attr) {
+			t.Errorf("session cookie %q lacks %s", setCookie, attr)
+		}
+	}
+	if strings.Contains(setCookie, "Domain=") || strings.Contains(setCookie, "Secure") {
+		t.Errorf("session cookie %q: want host-only and not Secure on plain HTTP", setCookie)
+	}
+
+	// Signed in: no more redirects, a fresh assertion per request.
+	res, body = getH(t, noRedirect(c), a.URL+"/again", nil)
+	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
+		t.Fatalf("second request: %d %s", res.StatusCode, body)
+	}
+
+	// Sign out: the cookie goes, the next page load is sent to sign in.
+	res, body = getH(t, noRedirect(c), a.URL+"/.sallyport/auth/logout", nil)
+	if res.StatusCode != 200 || !strings.Contains(body, "Signed out") || a.sessionCookie(c) != nil {
+		t.Fatalf("logout: %d %s; cookie %v", res.StatusCode, body, a.sessionCookie(c))
+	}
+	res, _ = getH(t, noRedirect(c), a.URL+"/again", nil)
+	if res.StatusCode != http.StatusFound || !strings.HasPrefix(res.Header.Get("Location"), a.idpTS.URL+"/authorize?") {
+		t.Fatalf("after logout: %d %v", res.StatusCode, res.Header)
+	}
+}
+
+func TestPreauthRedirectCarriesPKCEStateNonce(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	res, _ := getH(t, noRedirect(a.browser()), a.URL+"/x", nil)
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("got %d", res.StatusCode)
+	}
+	loc, err := url.Parse(res.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := loc.Query()
+	for _, k := range []string{"state", "nonce", "code_challenge"} {
+		if len(q.Get(k)) < 16 {
+			t.Errorf("%s = %q", k, q.Get(k))
+		}
+	}
+	if q.Get("code_challenge_method") != "S256" || q.Get("redirect_uri") != a.URL+"/.sallyport/auth/callback" ||
+		q.Get("client_id") != clientID || q.Get("response_type") != "code" {
+		t.Errorf("authorization request: %v", q)
+	}
+	var login *http.Cookie
+	for _, ck := range res.Cookies() {
+		if strings.HasPrefix(ck.Name, "sallyport_login_") {
+			login = ck
+		}
+	}
+	if login == nil || login.Path != "/.sallyport/auth/callback" || !login.HttpOnly || login.SameSite != http.SameSiteLaxMode {
+		t.Errorf("pre-login cookie: %+v", login)
+	}
+}
+
+func TestPreauthBearerTokens(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := noRedirect(a.Client())
+	base := devoidc.UserClaims(&alice)
+	with := func(extra map[string]any) map[string]any {
+		m := map[string]any{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	now := a.clock.Now()
+	cases := []struct {
+		name   string
+		token  string
+		status int
+		desc   string
+	}{
+		{"valid", a.idp.Mint(with(map[string]any{"aud": clientID})), 200, ""},
+		{"valid in an audience list", a.idp.Mint(with(map[string]any{"aud": []string{"x", clientID}})), 200, ""},
+		{"wrong audience", a.idp.Mint(with(map[string]any{"aud": "someone-else"})), 401, "another audience"},
+		{"expired", a.idp.Mint(with(map[string]any{"aud": clientID, "exp": now.Add(-time.Minute).Unix()})), 401, "expired"},
+		{"wrong signature", devoidc.MintWith(devoidc.NewForeignSigner(a.idp.KeyID()),
+			with(map[string]any{"iss": a.idpTS.URL, "aud": clientID, "exp": now.Add(time.Hour).Unix()})), 401, "signature"},
+		{"other issuer", a.idp.Mint(with(map[string]any{"aud": clientID, "iss": "https://evil.example"})), 401, "issuer"},
+		{"not a JWT", "abc.def", 401, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, body := getH(t, c, a.URL+"/api", map[string]string{"Authorization": "Bearer " + tc.token, "Accept": "application/json"})
+			if res.StatusCode != tc.status {
+				t.Fatalf("got %d %s", res.StatusCode, body)
+			}
+			if tc.status == 200 {
+				e := decodeEchoed(t, body)
+				if e.Headers.Get("X-Sallyport-User") != "sub-alice" {
+					t.Errorf("identity: %v", e.Headers)
+				}
+				cl, err := assertion.Verify(e.Headers.Get("X-Sallyport-Assertion"), a.jwks(c), "app", a.clock.Now())
+				if err != nil || cl.Auth != "bearer" {
+					t.Errorf("assertion: %+v %v", cl, err)
+				}
+				return
+			}
+			www := res.Header.Get("WWW-Authenticate")
+			if res.Header.Get("X-Sallyport-Error") != "unauthenticated" || !strings.Contains(www, `error="invalid_token"`) ||
+				!strings.Contains(www, tc.desc) {
+				t.Errorf("refusal: %v %s", res.Header, body)
+			}
+		})
+	}
+}
+
+func TestPreauthNonPageRequestsGet401(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := noRedirect(a.Client())
+	cases := []struct {
+		name   string
+		method string
+		hdr    map[string]string
+	}{
+		{"json", "GET", map[string]string{"Accept": "application/json"}},
+		{"xhr", "GET", map[string]string{"X-Requested-With": "XMLHttpRequest"}},
+		{"fetch", "GET", map[string]string{"Sec-Fetch-Mode": "cors"}},
+		{"post", "POST", nil},
+		{"websocket", "GET", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket",
+			"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, a.URL+"/x", nil)
+			for k, v := range tc.hdr {
+				req.Header.Set(k, v)
+			}
+			res, body := do(t, c, req)
+			if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") == "" || res.Header.Get("X-Sallyport-Error") != "unauthenticated" {
+				t.Fatalf("got %d %v %s", res.StatusCode, res.Header, body)
+			}
+		})
+	}
+	// A page load is redirected.
+	res, _ := getH(t, c, a.URL+"/x", map[string]string{"Accept": "text/html"})
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("page load: %d", res.StatusCode)
+	}
+}
+
+func TestPreauthPolicy(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{Domains: []string{"example.com"}, Groups: []string{"ops"}}, nil)
+	// alice@example.com passes by domain.
+	res, body := a.signIn(a.browser(), "/", alice)
+	if res.StatusCode != 200 {
+		t.Fatalf("alice: %d %s", res.StatusCode, body)
+	}
+	// mallory is signed in but not allowed: 403 naming her, with sign-out.
+	c := a.browser()
+	res, body = a.signIn(c, "/", mallory)
+	if res.StatusCode != 403 || res.Header.Get("X-Sallyport-Error") != "forbidden" ||
+		!strings.Contains(body, "mallory@evil.example") || !strings.Contains(body, `href="/.sallyport/auth/logout"`) {
+		t.Fatalf("mallory: %d %s", res.StatusCode, body)
+	}
+	// A bearer token in an allowed group passes; one outside is 403.
+	tok := a.idp.Mint(map[string]any{"sub": "svc", "aud": clientID, "groups": []string{"ops"}})
+	res, body = getH(t, a.Client(), a.URL+"/", map[string]string{"Authorization": "Bearer " + tok})
+	if res.StatusCode != 200 {
+		t.Fatalf("ops token: %d %s", res.StatusCode, body)
+	}
+	tok = a.idp.Mint(map[string]any{"sub": "svc", "aud": clientID, "email": "x@example.com", "email_verified": false})
+	res, body = getH(t, a.Client(), a.URL+"/", map[string]string{"Authorization": "Bearer " + tok, "Accept": "application/json"})
+	if res.StatusCode != 403 || !strings.Contains(body, `"error":"forbidden"`) {
+		t.Fatalf("unverified email must not pass a domain rule: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestPreauthStateReplayAndMismatch(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	// Sign in, but stop at the callback to keep its URL.
+	res, _ := getH(t, c, a.URL+"/", nil)
+	form := url.Values{}
+	for k, v := range res.Request.URL.Query() {
+		form[k] = v
+	}
+	form.Set("username", alice.Username)
+	form.Set("password", alice.Password)
+	nr := noRedirect(c)
+	res, err := nr.PostForm(a.idpTS.URL+"/authorize", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	callback := res.Header.Get("Location")
+	if !strings.HasPrefix(callback, a.URL+"/.sallyport/auth/callback?") {
+		t.Fatalf("provider redirected to %q", callback)
+	}
+	// Another browser (no pre-login cookie) cannot use the callback.
+	res, body := getH(t, noRedirect(a.browser()), callback, nil)
+	if res.StatusCode != 400 || res.Header.Get("X-Sallyport-Error") != "state-mismatch" || !strings.Contains(body, "Start over") {
+		t.Fatalf("foreign browser: %d %s", res.StatusCode, body)
+	}
+	// A forged state in the right browser fails too.
+	cu, _ := url.Parse(callback)
+	q := cu.Query()
+	q.Set("state", "forged")
+	cu.RawQuery = q.Encode()
+	if res, _ := getH(t, nr, cu.String(), nil); res.StatusCode != 400 {
+		t.Fatalf("forged state: %d", res.StatusCode)
+	}
+	// The right browser completes it once.
+	res, _ = getH(t, nr, callback, nil)
+	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/" {
+		t.Fatalf("callback: %d %v", res.StatusCode, res.Header)
+	}
+	// Replaying the callback is refused.
+	res, _ = getH(t, nr, callback, nil)
+	if res.StatusCode != 400 || res.Header.Get("X-Sallyport-Error") != "state-mismatch" {
+		t.Fatalf("replay: %d %v", res.StatusCode, res.Header)
+	}
+	// A provider error is shown as such.
+	c = a.browser()
+	nr = noRedirect(c)
+	res, _ = getH(t, c, a.URL+"/", nil) // new pre-login cookie
+	state := res.Request.URL.Query().Get("state")
+	res, body = getH(t, nr, a.URL+"/.sallyport/auth/callback?error=access_denied<b>&state="+url.QueryEscape(state), nil)
+	if res.StatusCode != 403 || res.Header.Get("X-Sallyport-Error") != "sign-in-failed" || !strings.Contains(body, "access_denied") ||
+		strings.Contains(body, "<b>") {
+		t.Fatalf("provider error: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestPreauthOpenRedirects(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	for _, start := range []string{"//evil.example/x", `/\evil.example/x`, "/%2F%2Fevil.example/x", "/%5Cevil.example", "///evil.example"} {
+		t.Run(start, func(t *testing.T) {
+			c := a.browser()
+			res, err := c.Do(rawRequest(t, a.URL, start))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode == 400 {
+				return // refused outright
+			}
+			if !strings.Contains(res.Request.URL.String(), "/authorize?") {
+				t.Fatalf("%d at %s", res.StatusCode, res.Request.URL)
+			}
+			form := url.Values{}
+			for k, v := range res.Request.URL.Query() {
+				form[k] = v
+			}
+			form.Set("username", alice.Username)
+			form.Set("password", alice.Password)
+			nr := noRedirect(c)
+			res, _ = do(t, nr, postForm(t, a.idpTS.URL+"/authorize", form))
+			res, _ = getH(t, nr, res.Header.Get("Location"), nil)
+			loc := res.Header.Get("Location")
+			u, err := url.Parse(loc)
+			if res.StatusCode != http.StatusFound || err != nil || u.Host != "" || u.Scheme != "" ||
+				!strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") || strings.Contains(loc, `\`) {
+				t.Fatalf("return location %q (%d)", loc, res.StatusCode)
+			}
+		})
+	}
+}
+
+// rawRequest is a GET of base with the request target path sent exactly as
+// written.
+func rawRequest(t *testing.T, base, path string) *http.Request {
+	req, err := http.NewRequest("GET", base+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Opaque = "//" + req.URL.Host + path // absolute-form, path verbatim
+	return req
+}
+
+func postForm(t *testing.T, u string, form url.Values) *http.Request {
+	req, err := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req
+}
+
+func TestPreauthSpoofedIdentityHeaders(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	spoof := map[string]string{
+		"X-Sallyport-User": "admin", "x-sallyport-email": "admin@example.com", "X_Sallyport_Groups": "admins",
+		"X-SALLYPORT-ASSERTION": "forged", "X-Sallyport-Anything": "x", "X-Forwarded-User": "admin",
+		"Remote-User": "admin", "X_Forwarded_Email": "admin@example.com",
+		// The hop-by-hop trick: a header named in Connection is removed by
+		// a proxy; that must not remove the ones the gateway sets.
+		"Connection": "X-Sallyport-User, X-Sallyport-Email, X-Sallyport-Assertion, X-Sallyport-Groups",
+	}
+	res, body := getH(t, noRedirect(c), a.URL+"/who", spoof)
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	h := decodeEchoed(t, body).Headers
+	if h.Get("X-Sallyport-User") != "sub-alice" || h.Get("X-Sallyport-Email") != "alice@example.com" ||
+		h.Get("X-Sallyport-Groups") != "staff,a%2Cb" || len(h.Values("X-Sallyport-User")) != 1 {
+		t.Errorf("identity headers: %v", h)
+	}
+	if _, err := assertion.Verify(h.Get("X-Sallyport-Assertion"), a.jwks(c), "app", a.clock.Now()); err != nil {
+		t.Errorf("assertion: %v", err)
+	}
+	for k := range h {
+		lk := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+		switch {
+		case lk == "x-sallyport-anything", lk == "x-forwarded-user", lk == "remote-user", lk == "x-forwarded-email":
+			t.Errorf("spoofed header %s reached the app: %v", k, h[k])
+		}
+	}
+	// Nor as trailers of a chunked body, declared or not.
+	req, _ := http.NewRequest("POST", a.URL+"/trailers", io.MultiReader(strings.NewReader("body")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sallyport-User": {"admin"}, "X_sallyport_email": {"admin@example.com"},
+		"Remote-User": {"admin"}, "X-Ok": {"kept"}}
+	res, body = do(t, noRedirect(c), req)
+	e := decodeEchoed(t, body)
+	if res.StatusCode != 200 || e.Body != "body" || e.Trailers.Get("X-Ok") != "kept" || e.Trailers.Get("X-Sallyport-User") != "" ||
+		e.Trailers.Get("X_sallyport_email") != "" || e.Trailers.Get("Remote-User") != "" {
+		t.Errorf("trailers: %d %+v", res.StatusCode, e)
+	}
+	// Without a session nothing identity-like reaches a public path either.
+	res, body = getH(t, a.Client(), a.URL+"/public/x", spoof)
+	h = decodeEchoed(t, body).Headers
+	if res.StatusCode != 200 || h.Get("X-Sallyport-User") != "" || h.Get("X-Sallyport-Assertion") != "" || h.Get("X_sallyport_groups") != "" {
+		t.Errorf("public path: %d %v", res.StatusCode, h)
+	}
+	// An app without pre-authentication never sees X-Sallyport-* from clients.
+	req, _ = http.NewRequest("GET", a.URL+"/", nil)
+	req.Host = "open.test"
+	for k, v := range spoof {
+		req.Header.Set(k, v)
+	}
+	res, body = do(t, a.Client(), req)
+	h = decodeEchoed(t, body).Headers
+	for k := range h {
+		if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "x-sallyport-") {
+			t.Errorf("open app got %s", k)
+		}
+	}
+}
+
+func TestPreauthPathNormalisation(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := noRedirect(a.Client())
+	// Each of these tries to reach a protected path through /public: it must
+	// be refused (400) or need sign-in (401), never reach the app anonymously.
+	attacks := []string{
+		"/public/../admin", "/public/%2e%2e/admin", "/public/%2E%2E/admin", "/public/.%2e/admin",
+		"/public%2f..%2fadmin", "/public/..%2fadmin", "/public/..%5cadmin", `/public/..\admin`,
+		"/public/..;/admin", "/public;/../admin", "//public/../admin", "/public/./../admin",
+		"/public%2Fx", "/x/../public/../admin", "/public/%00/../../admin", "/public%00", "/publicx",
+	}
+	for _, p := range attacks {
+		req := rawRequest(t, a.URL, p)
+		req.Header.Set("Accept", "application/json")
+		res, body := do(t, c, req)
+		if res.StatusCode != 400 && res.StatusCode != 401 {
+			t.Errorf("%s: %d %s", p, res.StatusCode, body)
+		}
+	}
+	// Public paths pass, and the app gets exactly the path that was judged.
+	for p, want := range map[string]string{
+		"/public":              "/public",
+		"/public/a//b/./c":     "/public/a/b/c",
+		`/public\a`:            "/public/a",
+		"/public/%7Euser":      "/public/~user",
+		"/public/a%2Fb":        "/public/a%2Fb",
+		"/admin/../public/x":   "/public/x",
+		"/public/x?/../admin":  "/public/x",
+		"/public/a%3Fb/":       "/public/a%3Fb/",
+		"/public/%2e/x/%2e%2e": "/public/",
+	} {
+		req := rawRequest(t, a.URL, p)
+		req.Header.Set("Accept", "application/json")
+		res, body := do(t, c, req)
+		if res.StatusCode != 200 {
+			t.Errorf("%s: %d %s", p, res.StatusCode, body)
+			continue
+		}
+		if got := decodeEchoed(t, body).Path; got != want {
+			t.Errorf("%s: backend got %q, want %q", p, got, want)
+		}
+	}
+}
+
+func TestPreauthBadAndExpiredSessions(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) { c.SessionLifetime = time.Hour })
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	ck := a.sessionCookie(c)
+	if ck == nil {
+		t.Fatal("no session cookie")
+	}
+	nr := noRedirect(a.Client())
+	try := func(value string, hdr map[string]string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", a.URL+"/x", nil)
+		req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: value})
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		return do(t, nr, req)
+	}
+	if res, _ := try(ck.Value, nil); res.StatusCode != 200 {
+		t.Fatalf("valid cookie: %d", res.StatusCode)
+	}
+	tampered := []byte(ck.Value)
+	tampered[len(tampered)-5] ^= 1
+	for name, v := range map[string]string{"tampered": string(tampered), "garbage": "v1.AAAA", "empty-ish": "x"} {
+		res, _ := try(v, nil)
+		if res.StatusCode != http.StatusFound || !strings.Contains(res.Header.Get("Location"), "/authorize?") {
+			t.Errorf("%s page load: %d, want a redirect to sign in again", name, res.StatusCode)
+		}
+		res, body := try(v, map[string]string{"Accept": "application/json"})
+		if res.StatusCode != 401 || !strings.Contains(body, "Sign in again") {
+			t.Errorf("%s API call: %d %s", name, res.StatusCode, body)
+		}
+	}
+	a.clock.Add(time.Hour + time.Second)
+	res, body := try(ck.Value, map[string]string{"Accept": "application/json"})
+	if res.StatusCode != 401 || !strings.Contains(body, "expired") {
+		t.Errorf("expired session: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestPreauthRefresh(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	first := a.sessionCookie(c).Value
+	// Past the ID token's 5 minutes: the gateway refreshes, transparently.
+	a.clock.Add(6 * time.Minute)
+	res, body := getH(t, noRedirect(c), a.URL+"/r", nil)
+	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
+		t.Fatalf("refreshed request: %d %s", res.StatusCode, body)
+	}
+	second := a.sessionCookie(c).Value
+	if second == first {
+		t.Fatal("the session cookie was not renewed")
+	}
+	// A request that still carries the old cookie (sent before the browser
+	// stored the new one) is fine too, although the refresh token rotated.
+	req, _ := http.NewRequest("GET", a.URL+"/r", nil)
+	req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: first})
+	if res, _ := do(t, noRedirect(a.Client()), req); res.StatusCode != 200 {
+		t.Fatalf("old cookie right after the refresh: %d", res.StatusCode)
+	}
+	// Provider down at refresh time: 502, not a sign-out.
+	a.clock.Add(6 * time.Minute)
+	a.idp.SetDown(true)
+	res, _ = getH(t, noRedirect(c), a.URL+"/r", nil)
+	if res.StatusCode != 502 || res.Header.Get("X-Sallyport-Error") != "auth-provider-unreachable" {
+		t.Fatalf("provider down: %d %v", res.StatusCode, res.Header)
+	}
+	a.idp.SetDown(false)
+	// A refresh token the provider no longer knows: sign in again.
+	a.clock.Add(2 * time.Minute) // the remembered refresh result has expired
+	req, _ = http.NewRequest("GET", a.URL+"/r", nil)
+	req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: first})
+	res, _ = do(t, noRedirect(a.Client()), req)
+	if res.StatusCode != http.StatusFound || !strings.Contains(res.Header.Get("Location"), "/authorize?") {
+		t.Fatalf("revoked refresh token: %d %v", res.StatusCode, res.Header)
+	}
+}
+
+func TestPreauthProviderUnreachable(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	a.idp.SetDown(true)
+	res, body := getH(t, noRedirect(a.Client()), a.URL+"/", nil)
+	if res.StatusCode != 502 || res.Header.Get("X-Sallyport-Error") != "auth-provider-unreachable" ||
+		!strings.Contains(body, "sign-in provider could not be reached") {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	// Discovery failures are remembered briefly, then retried.
+	a.idp.SetDown(false)
+	a.clock.Add(10 * time.Second)
+	if res, _ := getH(t, noRedirect(a.Client()), a.URL+"/", nil); res.StatusCode != http.StatusFound {
+		t.Fatalf("after the provider came back: %d", res.StatusCode)
+	}
+}
+
+// TestPreauthLargeSession: a session too big for one cookie (150 groups and
+// a refresh token) is split over several, refreshes, and signs out whole.
+func TestPreauthLargeSession(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{Groups: []string{"00000149-1111-2222-3333-444455556666"}}, nil)
+	c := a.browser()
+	res, body := a.signIn(c, "/", many)
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	if n := len(strings.Split(decodeEchoed(t, body).Headers.Get("X-Sallyport-Groups"), ",")); n != 150 {
+		t.Fatalf("%d groups reached the app", n)
+	}
+	u, _ := url.Parse(a.URL)
+	chunks := 0
+	for _, ck := range c.Jar.Cookies(u) {
+		if strings.HasPrefix(ck.Name, "sallyport_session") {
+			chunks++
+			if len(ck.Name)+len(ck.Value) > 4000 {
+				t.Errorf("cookie %s is %d bytes", ck.Name, len(ck.Value))
+			}
+		}
+	}
+	if chunks < 2 {
+		t.Fatalf("%d session cookies, want the session split", chunks)
+	}
+	a.clock.Add(6 * time.Minute) // refresh, rewriting every chunk
+	if res, body := getH(t, noRedirect(c), a.URL+"/", nil); res.StatusCode != 200 {
+		t.Fatalf("after refresh: %d %s", res.StatusCode, body)
+	}
+	getH(t, c, a.URL+"/.sallyport/auth/logout", nil)
+	for _, ck := range c.Jar.Cookies(u) {
+		if strings.HasPrefix(ck.Name, "sallyport_session") {
+			t.Errorf("%s left after sign-out", ck.Name)
+		}
+	}
+}
