@@ -24,6 +24,7 @@ demo: build
 # 128 MiB, since it relays only ~25 MiB/s), then the whole end-to-end suite
 # again over QUIC and over yamux without the detector (1 GiB transfers
 # included): under it, each of those runs would take three minutes more.
+# Last, the allocation budgets without the detector (it adds allocations).
 E2E_TRANSPORTS := quic yamux
 test:
 	$(GO) vet $(PKGS)
@@ -33,6 +34,7 @@ test:
 		echo "== end-to-end suite over $$t"; \
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m ./internal/e2e/; \
 	done
+	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/...
 
 # chromium installs Debian's chromium for the browser test (cmd/sallyport
 # TestDemoBrowserSignIn) when it is missing. Needs root (CI runs as root);

@@ -10,7 +10,7 @@ const maxSmallExchangeAllocs = 40
 
 // TestSmallExchangeAllocs proves the budget. Allocation counts, unlike
 // times, do not depend on the machine; the race detector changes them, so
-// the test runs without it (make test runs this package both ways).
+// the test is skipped under it (make test runs it once more without).
 func TestSmallExchangeAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector adds allocations")
