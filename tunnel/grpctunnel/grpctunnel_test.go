@@ -766,3 +766,39 @@ func TestCleanFinishPoolsTheStream(t *testing.T) {
 		t.Fatalf("%d streams opened, want the one reused", n)
 	}
 }
+
+// TestRegisteredBeforeWelcome: by the time Dial returns (the agent logs that
+// it is connected) the gateway has already registered the session, so a
+// request sent right then is routed instead of answered no-connector. The
+// registration hook holds on for a while: if the welcome went out before
+// it, Dial returns meanwhile.
+func TestRegisteredBeforeWelcome(t *testing.T) {
+	dialed := make(chan struct{})
+	early := make(chan bool, 1)
+	ts := startServer(t, func(s *grpctunnel.Server) {
+		next := s.OnSession
+		s.OnSession = func(ss tunnel.Session) {
+			select {
+			case <-dialed:
+				early <- true
+			case <-time.After(200 * time.Millisecond):
+				early <- false
+			}
+			next(ss)
+		}
+	})
+	cs, err := ts.dial(goodToken, nil)
+	close(dialed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if <-early {
+		t.Fatal("the agent was welcomed before the gateway registered its session")
+	}
+	if s := ts.session(); s.Info().ID != cs.SessionID() {
+		t.Fatalf("registered session %s, the agent got %s", s.Info().ID, cs.SessionID())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cs.Serve(ctx, &tunnel.Server{}, nil) // ends the session
+}

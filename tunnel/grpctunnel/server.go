@@ -41,8 +41,9 @@ type Server struct {
 	// wrapping tunnel.ErrRevoked is reported as PERMISSION_DENIED.
 	// Implementations compare secrets in constant time.
 	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
-	// OnSession is called once for each accepted session, before any of its
-	// streams can be opened.
+	// OnSession is called once for each accepted session, before the agent
+	// is welcomed (so it is routable by the time the agent reports that it
+	// is connected) and before any of its streams can be opened.
 	OnSession func(tunnel.Session)
 	// Log receives session events. Nil → no logs.
 	Log *zap.Logger
@@ -170,6 +171,12 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 
 	ss := s.newSession(cs, hello, id, remote)
 	defer ss.Close(nil)
+	// Register before the welcome: once the agent has it (and says it is
+	// connected) the gateway must already route to the session; exchanges
+	// picked in between wait for the agent's first idle streams.
+	if s.OnSession != nil {
+		s.OnSession(ss)
+	}
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
 		ProtocolVersion: tunnel.ProtocolVersion,
 		SessionId:       ss.info.ID,
@@ -183,9 +190,6 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName),
 		zap.String("group", group), zap.String("version", ss.info.Version),
 		zap.String("transport", ss.info.Transport), zap.String("remote", remote))
-	if s.OnSession != nil {
-		s.OnSession(ss)
-	}
 	for {
 		select {
 		case m := <-msgs:

@@ -354,3 +354,16 @@ func TestRevoked(t *testing.T) {
 		t.Fatalf("Handshake: %v; want tunnel.ErrRevoked", err)
 	}
 }
+
+// TestRegisteredBeforeWelcome: once the agent has its welcome, the gateway
+// has already registered the session, so it is routable when the agent
+// reports that it is connected.
+func TestRegisteredBeforeWelcome(t *testing.T) {
+	p := newPair(t, nil)
+	rawHello(t, p)
+	select {
+	case <-p.sessions:
+	default:
+		t.Fatal("the agent was welcomed before the gateway registered its session")
+	}
+}

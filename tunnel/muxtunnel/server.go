@@ -28,8 +28,9 @@ type Server struct {
 	// shown to the agent; one wrapping tunnel.ErrRevoked is reported as
 	// "revoked". It is called in one place, authenticate.
 	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
-	// OnSession is called once for each accepted session, before any of its
-	// streams can be opened.
+	// OnSession is called once for each accepted session, before the agent
+	// is welcomed (so it is routable by the time the agent reports that it
+	// is connected) and before any of its streams can be opened.
 	OnSession func(tunnel.Session)
 	// Log receives session events. Nil → no logs.
 	Log *zap.Logger
@@ -126,6 +127,12 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	group := id.Group
 	ss := s.newSession(c, ctrl, hello, id, transport)
 	defer ss.Close(nil)
+	// Register before the welcome: once the agent has it (and says it is
+	// connected) the gateway must already route to the session. A stream
+	// opened in between waits in the agent's accept backlog.
+	if s.OnSession != nil {
+		s.OnSession(ss)
+	}
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
 		ProtocolVersion: tunnel.ProtocolVersion,
 		SessionId:       ss.info.ID,
@@ -137,9 +144,6 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	}
 	log = log.With(zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName))
 	log.Info("agent session started", zap.String("group", group), zap.String("version", ss.info.Version))
-	if s.OnSession != nil {
-		s.OnSession(ss)
-	}
 
 	ended := make(chan string, 2)
 	go func() { ended <- ss.readControl(log) }()
