@@ -159,7 +159,6 @@ type clientExchange struct {
 	reqEnding atomic.Bool  // the request body is complete and its end is being sent
 	over      atomic.Bool  // the exchange is over; Done was called
 	abortErr  atomic.Pointer[error]
-	sendOnce  sync.Once
 	abortOnce sync.Once
 
 	first   Frame                // the request's first frame; owned by RoundTrip
