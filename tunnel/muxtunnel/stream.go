@@ -41,8 +41,8 @@ func (s *stream) Send(f *tunnel.Frame) error {
 // the peer's `end`; before it, the peer gave up on the exchange: that is a
 // reset (transports without a reset frame end the stream instead).
 func (s *stream) Recv() (*tunnel.Frame, error) {
-	f := new(tunnel.Frame)
-	if err := readMsg(s.raw, f, tunnel.MaxFrameSize); err != nil {
+	f, err := readFrame(s.raw)
+	if err != nil {
 		if !errors.Is(err, io.EOF) {
 			return nil, err
 		}
