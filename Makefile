@@ -18,12 +18,22 @@ demo: build
 	./$(BIN) demo
 
 # test = vet + the whole suite under the race detector (fuzz seed corpora
-# run as ordinary tests), then the 1 GiB transfers without it: under -race
-# they run with 128 MiB, since the detector relays only ~25 MiB/s.
+# run as ordinary tests; the end-to-end suite over gRPC), then the
+# end-to-end suite again over QUIC and over yamux, then the 1 GiB transfers
+# without the detector over each transport: under -race they run with
+# 128 MiB, since the detector relays only ~25 MiB/s.
+E2E_TRANSPORTS := quic yamux
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
-	$(GO) test -count=1 -timeout 5m -run '^TestBody' ./internal/e2e/
+	set -e; for t in $(E2E_TRANSPORTS); do \
+		echo "== end-to-end suite over $$t"; \
+		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -race -count=1 -timeout 8m ./internal/e2e/; \
+	done
+	set -e; for t in grpc $(E2E_TRANSPORTS); do \
+		echo "== 1 GiB transfers over $$t"; \
+		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 5m -run '^TestBody' ./internal/e2e/; \
+	done
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)

@@ -13,17 +13,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/sallyport/sallyport/internal/clock"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
-	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // Version is the agent build version reported to the gateway.
@@ -64,8 +63,30 @@ type Config struct {
 	// DrainGrace bounds how long Run waits for exchanges in flight after
 	// its context is cancelled (0 → 30s).
 	DrainGrace time.Duration
-	// MinIdle is how many idle streams each session keeps ready (0 → 16).
+	// MinIdle is how many idle streams each gRPC session keeps ready
+	// (0 → 16).
 	MinIdle int
+	// Transport is "grpc", "quic", "yamux" or "auto" ("" → auto): QUIC
+	// first, gRPC when no QUIC session comes up within QUICFallback, and
+	// back to QUIC once a retry every QUICRetry succeeds. With an outbound
+	// proxy, auto means gRPC (QUIC cannot pass an HTTP proxy).
+	Transport string
+	// Proxy is the outbound HTTP proxy for the TCP transports (gRPC and
+	// yamux), e.g. "http://user:pass@proxy.corp:3128". Empty → the
+	// HTTPS_PROXY and NO_PROXY environment variables (ProxyEnv).
+	Proxy string
+	// ProxyEnv is read when Proxy is empty. Nil → no proxy from the
+	// environment; the command sets httpproxy.FromEnvironment().
+	ProxyEnv *httpproxy.Config
+	// QUICFallback bounds a QUIC connection attempt; in auto mode gRPC is
+	// used when it passes (0 → 3s).
+	QUICFallback time.Duration
+	// QUICRetry is how often auto mode retries QUIC after a fallback
+	// (0 → 3m).
+	QUICRetry time.Duration
+	// ListenPacket opens the UDP socket of a QUIC session. Nil → an
+	// ephemeral UDP port. Tests use it to simulate a network that drops UDP.
+	ListenPacket func() (net.PacketConn, error)
 	// Log receives the agent's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -78,14 +99,18 @@ type Agent struct {
 	backends *Backends
 	srv      *tunnel.Server
 	id       string
+	mode     string       // grpc, quic, yamux or auto
+	proxy    *proxyDialer // nil: direct TCP
+	auto     autoState
+	bg       sync.WaitGroup // the QUIC prober and sessions draining after a move
 
 	clock clock.Clock
 	creds atomic.Pointer[Credentials] // the certificate new sessions present
 	tls   *tls.Config                 // cfg.TLS with the client certificate hook
 
 	mu       sync.Mutex
-	sessions map[string]string // session id → group; guarded by mu
-	ready    chan struct{}     // closed when the first session is up
+	sessions map[string]SessionStatus // by session id; guarded by mu
+	ready    chan struct{}            // closed when the first session is up
 	readyOne sync.Once
 	renewed  chan struct{} // gets a value after each renewal; never closed
 }
@@ -110,10 +135,35 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	mode, err := validateTransport(cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	proxy, err := proxyFor(cfg.Proxy, cfg.ProxyEnv, cfg.Gateway)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a := &Agent{
-		cfg: cfg, log: log, allow: allow, backends: backends,
-		id: newAgentID(), sessions: make(map[string]string), ready: make(chan struct{}),
+		cfg: cfg, log: log, allow: allow, backends: backends, mode: mode,
+		id: newAgentID(), sessions: make(map[string]SessionStatus), ready: make(chan struct{}),
 		clock: clock.Or(cfg.Clock), renewed: make(chan struct{}, 1),
+	}
+	a.auto.useQUIC = true
+	a.auto.back = make(chan struct{})
+	if proxy != nil {
+		a.proxy = newProxyDialer(proxy)
+		switch mode {
+		case TransportQUIC:
+			if cfg.Proxy != "" {
+				return nil, errors.New("agent: transport quic cannot pass an HTTP proxy; use grpc, yamux or auto, or remove `proxy`")
+			}
+			log.Warn("HTTPS_PROXY is set but transport quic does not use it (QUIC cannot pass an HTTP proxy)")
+			a.proxy = nil
+		case TransportAuto:
+			a.mode = TransportGRPC
+			log.Info("an outbound proxy is configured and QUIC cannot pass an HTTP proxy: transport auto uses gRPC through it",
+				zap.String("proxy", proxy.Redacted()))
+		}
 	}
 	a.tls = &tls.Config{MinVersion: tls.VersionTLS13}
 	if cfg.TLS != nil {
@@ -161,6 +211,17 @@ func hostName() string {
 
 // Ready is closed once the first session is connected.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// SessionStatuses returns the sessions that are up, by id.
+func (a *Agent) SessionStatuses() map[string]SessionStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]SessionStatus, len(a.sessions))
+	for id, s := range a.sessions {
+		out[id] = s
+	}
+	return out
+}
 
 // Sessions returns the ids of the sessions that are up.
 func (a *Agent) Sessions() []string {
@@ -225,7 +286,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	defer stopHard()
 
+	proxy := "none"
+	if a.proxy != nil {
+		proxy = a.proxy.proxy.Redacted()
+	}
 	a.log.Info("agent starting", zap.String("gateway", a.cfg.Gateway), zap.String("name", a.name()),
+		zap.String("transport", a.mode), zap.String("proxy", proxy),
 		zap.Int("connections", a.connections()), zap.Stringer("allow", a.allow))
 	var wg sync.WaitGroup
 	for i := range a.connections() {
@@ -236,6 +302,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	a.bg.Wait()
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		a.log.Error("agent stopped", zap.Error(cause))
 		return cause
@@ -255,19 +322,14 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			stop(err)
 			return
 		}
-		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
-			Addr:    a.cfg.Gateway,
-			TLS:     a.tls,
-			MinIdle: a.cfg.MinIdle,
-			Log:     log,
-			Hello: &tunnelv1.Hello{
-				Name: a.name(), Version: Version, AgentId: a.id,
-				Platform: runtime.GOOS + "/" + runtime.GOARCH,
-			},
-		})
+		transport := a.transport()
+		sess, err := a.dial(ctx, transport, log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if a.fallBack(ctx, transport, err) {
+				continue
 			}
 			delay := a.cfg.Backoff.Next(attempt)
 			attempt++
@@ -276,12 +338,17 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 					"(sallyport agent enroll), after removing its old data_dir", err))
 				return
 			}
-			if errors.Is(err, grpctunnel.ErrUnauthenticated) {
+			switch {
+			case isUnauthenticated(err):
 				log.Error("the gateway refused this agent's certificate; if the gateway's data_dir was "+
 					"replaced, enroll the agent again (sallyport agent enroll)",
 					zap.Error(err), zap.Duration("retry_in", delay))
-			} else {
-				log.Warn("cannot connect to the gateway", zap.Error(err), zap.Duration("retry_in", delay))
+			case isProxyError(err):
+				log.Error("the outbound proxy refused the connection to the gateway",
+					zap.Error(err), zap.Duration("retry_in", delay))
+			default:
+				log.Warn("cannot connect to the gateway", zap.String("transport", transport),
+					zap.Error(err), zap.Duration("retry_in", delay))
 			}
 			if !sleep(ctx, delay) {
 				return
@@ -289,21 +356,11 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			continue
 		}
 		attempt = 0
-		id := sess.SessionID()
-		a.mu.Lock()
-		a.sessions[id] = sess.Group()
-		a.mu.Unlock()
-		a.readyOne.Do(func() { close(a.ready) })
-		log.Info("connected to the gateway", zap.String("session", id), zap.String("group", sess.Group()))
-		err = sess.Serve(hard, a.srv, ctx.Done())
-		a.mu.Lock()
-		delete(a.sessions, id)
-		a.mu.Unlock()
+		err = a.serve(ctx, hard, sess, transport, log)
 		if ctx.Err() != nil {
-			log.Info("session drained", zap.String("session", id))
 			return
 		}
-		log.Warn("lost the gateway session; reconnecting", zap.String("session", id), zap.Error(err))
+		log.Warn("lost the gateway session; reconnecting", zap.Error(err))
 		if !sleep(ctx, a.cfg.Backoff.Next(0)) {
 			return
 		}

@@ -25,13 +25,16 @@ import (
 
 // Files in the agent's data_dir.
 const (
-	KeyFile         = "agent-key.pem"       // the agent's private key, 0600; never leaves the machine
-	CertFile        = "agent-cert.pem"      // its client certificate
-	CABundleFile    = "connector-ca.pem"    // the gateway's connector CA bundle
-	GatewayCAFile   = "gateway-ca.pem"      // trust for the tunnel certificate, saved by `agent enroll --gateway-ca`
-	GatewayPinFile  = "gateway-fingerprint" // pinned tunnel certificate, saved by `agent enroll --gateway-fingerprint`
-	connectorPrefix = "sallyport://connector/"
+	KeyFile        = "agent-key.pem"       // the agent's private key, 0600; never leaves the machine
+	CertFile       = "agent-cert.pem"      // its client certificate
+	CABundleFile   = "connector-ca.pem"    // the gateway's connector CA bundle
+	GatewayCAFile  = "gateway-ca.pem"      // trust for the tunnel certificate, saved by `agent enroll --gateway-ca`
+	GatewayPinFile = "gateway-fingerprint" // pinned tunnel certificate, saved by `agent enroll --gateway-fingerprint`
 )
+
+// connectorPrefix starts the URI SAN that names the connector and its
+// group (see internal/pki).
+const connectorPrefix = "sallyport://connector/"
 
 // Credentials are an enrolled agent's key, certificate and CA bundle.
 type Credentials struct {

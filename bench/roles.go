@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -160,6 +161,7 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 		Token:       spec.Token,
 		Name:        "bench-agent",
 		Connections: agentSessions,
+		Transport:   cmp.Or(spec.Transport, TransportGRPC),
 		Allow:       spec.Allow,
 		Backoff:     agent.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
 		DrainGrace:  stopGrace,

@@ -6,13 +6,17 @@ import (
 	"strings"
 )
 
-// TransportGRPC is the tunnel transport every build has.
-const TransportGRPC = "grpc"
+// The tunnel transports (agent.Config.Transport).
+const (
+	TransportGRPC  = "grpc"
+	TransportQUIC  = "quic"
+	TransportYamux = "yamux"
+)
 
 // Transports lists the tunnel transports the harness can run between agent
 // and gateway. A transport added to the agent and gateway is added here
 // and to agentTransport; nothing else in the harness names one.
-var Transports = []string{TransportGRPC}
+var Transports = []string{TransportGRPC, TransportQUIC, TransportYamux}
 
 // checkTransport refuses a transport this build does not have.
 func checkTransport(name string) error {
@@ -23,7 +27,7 @@ func checkTransport(name string) error {
 }
 
 // agentTransport checks the transport a role spec names; empty means gRPC.
-// The agent has only gRPC so far, so there is nothing to pass on yet.
+// runAgent passes it on as agent.Config.Transport.
 func agentTransport(name string) error {
 	if name == "" {
 		return nil

@@ -19,12 +19,14 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/quictunnel"
+	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
 
 // Token is a pre-provisioned enrollment token from the gateway config and
@@ -43,7 +45,8 @@ type Config struct {
 	// PublicTLS, when set, serves HTTP/1.1 and h2 over TLS; nil serves
 	// plain HTTP/1.1 and h2c.
 	PublicTLS *tls.Config
-	// TunnelAddr is where agents connect (":8443" when empty).
+	// TunnelAddr is where agents connect (":8443" when empty): TCP for gRPC
+	// and yamux (told apart by ALPN), UDP on the same port number for QUIC.
 	TunnelAddr string
 	// TunnelTLS is the tunnel listener's TLS config. Required.
 	TunnelTLS *tls.Config
@@ -86,6 +89,12 @@ type Config struct {
 	// every stream of the chosen session is busy (0 → 10s); then 503
 	// overloaded.
 	StreamWait time.Duration
+	// QUICHandshakeTimeout drops a QUIC handshake with no packet for this
+	// long (0 → 5s).
+	QUICHandshakeTimeout time.Duration
+	// QUICIdleTimeout ends a QUIC session that received nothing for this
+	// long (0 → 30s; keepalive pings go every 15 s, or half of it).
+	QUICIdleTimeout time.Duration
 	// Log receives the gateway's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -128,8 +137,12 @@ type Gateway struct {
 	registry *Registry
 	tunnel   *grpctunnel.Server
 	grpc     *grpc.Server
-	public   *http.Server
-	handler  *proxyHandler
+	mux      *muxtunnel.Server // QUIC and yamux sessions
+	quic     *quictunnel.Listener
+	// tunnelTLS is TunnelTLS with ALPN for gRPC and yamux on the TCP port.
+	tunnelTLS *tls.Config
+	public    *http.Server
+	handler   *proxyHandler
 	// tokens are the config's enrollment tokens as SHA-256 digests:
 	// comparing fixed-size digests in constant time leaks neither a token
 	// nor its length.
@@ -142,9 +155,10 @@ type Gateway struct {
 	serving   atomic.Bool  // between Serve's start and its shutdown
 
 	mu       sync.Mutex
-	publicLn net.Listener // set by Listen
-	tunnelLn net.Listener // set by Listen
-	adminLn  net.Listener // set by Listen when AdminAddr is set
+	publicLn net.Listener   // set by Listen
+	tunnelLn net.Listener   // set by Listen
+	udpLn    net.PacketConn // set by Listen: QUIC
+	adminLn  net.Listener   // set by Listen when AdminAddr is set
 }
 
 // New checks cfg and builds a gateway; Listen and Serve start it.
@@ -170,13 +184,28 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.initTrust(); err != nil {
 		return nil, err
 	}
+	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
 		Authenticate: g.authenticateSession,
 		OnSession:    g.registry.Add,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 	}
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(credentials.NewTLS(g.TunnelTLS())))
+	g.mux = &muxtunnel.Server{
+		Authenticate: g.authenticateSession,
+		OnSession:    g.registry.Add,
+		Log:          log.Named("tunnel"),
+		MaxStreams:   cfg.MaxStreamsPerSession,
+	}
+	g.quic = &quictunnel.Listener{
+		Server: g.mux, TLS: g.TunnelTLS(), HandshakeTimeout: cfg.QUICHandshakeTimeout, IdleTimeout: cfg.QUICIdleTimeout,
+		Log: log.Named("quic"),
+	}
+	g.tunnelTLS = g.TunnelTLS()
+	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
+	// TLS is done by the ALPN listener, which hands h2 connections on with
+	// their connection state (the client certificate).
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(handshakenTLS{}))
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
 	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, &enrollService{g: g})
@@ -263,7 +292,7 @@ func (g *Gateway) Listen() error {
 	if err != nil {
 		return fmt.Errorf("gateway: public listener: %w", err)
 	}
-	tun, err := net.Listen("tcp", orAddr(g.cfg.TunnelAddr, ":8443"))
+	tun, udp, err := listenTunnel(orAddr(g.cfg.TunnelAddr, ":8443"))
 	if err != nil {
 		pub.Close()
 		return fmt.Errorf("gateway: tunnel listener: %w", err)
@@ -277,7 +306,7 @@ func (g *Gateway) Listen() error {
 		}
 	}
 	g.mu.Lock()
-	g.publicLn, g.tunnelLn, g.adminLn = pub, tun, adm
+	g.publicLn, g.tunnelLn, g.udpLn, g.adminLn = pub, tun, udp, adm
 	g.mu.Unlock()
 	return nil
 }
@@ -317,7 +346,13 @@ func (g *Gateway) TunnelAddr() net.Addr {
 // Registry exposes the live sessions.
 func (g *Gateway) Registry() *Registry { return g.registry }
 
-// TunnelStats returns the tunnel listener's counters.
+// QUIC is the QUIC listener (for its counters).
+func (g *Gateway) QUIC() *quictunnel.Listener { return g.quic }
+
+// MuxStats returns the counters of the QUIC and yamux sessions.
+func (g *Gateway) MuxStats() muxtunnel.Stats { return g.mux.Stats() }
+
+// TunnelStats returns the gRPC tunnel listener's counters.
 func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }
 
 // Handler is the public HTTP handler.
@@ -329,11 +364,35 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 func (g *Gateway) Serve(ctx context.Context) error {
 	defer g.closeOwnStore()
 	g.mu.Lock()
-	pub, tun, adm := g.publicLn, g.tunnelLn, g.adminLn
+	pub, tun, udp, adm := g.publicLn, g.tunnelLn, g.udpLn, g.adminLn
 	g.mu.Unlock()
 	if pub == nil || tun == nil {
 		return errors.New("gateway: Serve before Listen")
 	}
+	// QUIC and yamux sessions live on muxCtx; shutdown ends it after the
+	// agents had a moment to drain.
+	muxCtx, stopMux := context.WithCancel(context.Background())
+	defer stopMux()
+	var muxWG sync.WaitGroup
+	defer muxWG.Wait()
+	tcpLn := newALPNListener(tun, g.tunnelTLS, func(c net.Conn) {
+		muxWG.Add(1)
+		go func() {
+			defer muxWG.Done()
+			_ = yamuxtunnel.ServeConn(muxCtx, c, g.mux, g.log.Named("yamux"))
+		}()
+	}, g.log.Named("tunnel"))
+	defer tcpLn.wait()
+	defer tcpLn.Close()
+	muxWG.Add(1)
+	go func() {
+		defer muxWG.Done()
+		if err := g.quic.Serve(muxCtx, udp); err != nil {
+			g.log.Error("QUIC listener failed; agents can still use gRPC and yamux", zap.Error(err))
+		}
+		udp.Close()
+	}()
+	warnUDPBuffers(g.log)
 	errc := make(chan error, 3)
 	servers := 2
 	if adm != nil {
@@ -363,8 +422,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 		errc <- err
 	}()
-	go func() { errc <- g.grpc.Serve(tun) }()
+	go func() { errc <- g.grpc.Serve(tcpLn) }()
 	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
+		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
 		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.cfg.Routes))}
 	if adm != nil {
 		fields = append(fields, zap.Stringer("admin", adm.Addr()))
@@ -376,7 +436,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	g.shutdown()
+	g.shutdown(stopMux)
 	// Every serve goroutine has returned once shutdown is done.
 	for range servers - boolInt(serveErr != nil) {
 		if err := <-errc; err != nil && serveErr == nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -393,7 +453,7 @@ func boolInt(b bool) int {
 	return 0
 }
 
-func (g *Gateway) shutdown() {
+func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	g.serving.Store(false)
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
@@ -408,6 +468,7 @@ func (g *Gateway) shutdown() {
 	// Upgraded connections (WebSockets) are not tracked by Shutdown.
 	g.public.Close()
 	g.tunnel.DrainAll("gateway shutting down")
+	g.mux.DrainAll("gateway shutting down")
 	stopped := make(chan struct{})
 	go func() {
 		g.grpc.GracefulStop()
@@ -420,5 +481,9 @@ func (g *Gateway) shutdown() {
 		g.grpc.Stop()
 		<-stopped
 	}
+	// QUIC and yamux agents have had the drain message for as long; end
+	// what is left.
+	stopMux()
+	g.mux.CloseAll()
 	g.log.Info("gateway stopped")
 }

@@ -394,3 +394,34 @@ func pattern(n int) []byte {
 	}
 	return b
 }
+
+// TestServeStreamDoneWithDataBeforeNextRecv: ServeStream keeps no frame's
+// data past its next Recv (it queues copies), so the agent's transport may
+// reuse its receive buffers (see Stream).
+func TestServeStreamDoneWithDataBeforeNextRecv(t *testing.T) {
+	for _, size := range []int{100, CoalesceLimit + 1, 9*ChunkSize + 7} {
+		t.Run(sizeName(size), func(t *testing.T) {
+			gw, ag := newPipe(4)
+			srv := &Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
+				return &testBackend{}, nil // echoes the body
+			}}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.ServeStream(ctx, &poisonStream{Stream: ag}) }()
+			t.Cleanup(func() {
+				cancel()
+				ag.p.close()
+				<-done
+			})
+			body := pattern(size)
+			req := newRequest(t, "POST", "http://backend:80/", bytes.NewReader(body))
+			res, err := RoundTrip(gw.lease(), req, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, res); !bytes.Equal(got, body) {
+				t.Fatalf("the backend got a body of %d bytes that differs from the one sent (%d bytes)", len(got), len(body))
+			}
+		})
+	}
+}

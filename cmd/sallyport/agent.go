@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/config"
@@ -152,13 +153,10 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 		Name:        cfg.NameOrDefault(),
 		Connections: cfg.ConnectionsOrDefault(),
 		Allow:       cfg.Allow,
+		Transport:   cfg.TransportOrDefault(),
+		Proxy:       cfg.Proxy,
+		ProxyEnv:    httpproxy.FromEnvironment(),
 		Log:         log,
-	}
-	if cfg.Proxy != "" {
-		return out, fmt.Errorf("proxy: outbound proxies for the tunnel are not supported by this build yet; remove `proxy`")
-	}
-	if t := cfg.TransportOrDefault(); t != config.TransportGRPC {
-		return out, fmt.Errorf("transport %q is not supported by this build yet; use grpc", t)
 	}
 	// Trust for the tunnel certificate: gateway_ca_file, else what
 	// `agent enroll` saved in data_dir, else the system roots.

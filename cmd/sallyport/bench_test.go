@@ -259,7 +259,7 @@ func TestBenchFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--cpuprofile", "cpu.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
 		{[]string{"--memprofile", "mem.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
-		{[]string{"--transport", "quic"}, `--transport "quic": this build has grpc`},
+		{[]string{"--transport", "websocket"}, `--transport "websocket": this build has grpc, quic, yamux`},
 		{[]string{"--link-rtt", "20ms", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
 		{[]string{"--link-rate", "1gbit", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
 		{[]string{"--link-rate", "fast"}, `--link-rate: "fast": want a rate`},

@@ -199,6 +199,12 @@ apps:
 	if public == "" || tunnelAddr == "" {
 		t.Fatalf("listening line without addresses: %v", listening)
 	}
+	adminAddr, _ := listening["admin"].(string)
+	if res, err := http.Get("http://" + adminAddr + "/healthz"); err != nil || res.StatusCode != 200 {
+		t.Fatalf("admin /healthz: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
 	if fp, _ := gw.waitLog("tunnel certificate")["fingerprint"].(string); !strings.HasPrefix(fp, "sha256:") {
 		t.Fatalf("fingerprint not logged: %q", fp)
 	}

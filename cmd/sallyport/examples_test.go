@@ -63,8 +63,10 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := agentConfig(a, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "proxy") {
-		t.Fatalf("proxy accepted: %v", err)
+	// The proxy and the default transport reach the agent.
+	out, err := agentConfig(a, zap.NewNop())
+	if err != nil || out.Proxy != "http://proxy.corp:3128" || out.Transport != "auto" {
+		t.Fatalf("agentConfig: proxy %q, transport %q, %v", out.Proxy, out.Transport, err)
 	}
 }
 

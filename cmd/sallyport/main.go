@@ -39,7 +39,16 @@ type globals struct {
 }
 
 func (g *globals) logger() (*zap.Logger, error) {
-	return logging.New(g.logLevel, g.logFormat)
+	log, err := logging.New(g.logLevel, g.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	// Libraries that write to the standard logger (quic-go's UDP buffer
+	// warning, for one) end up in our log, at warn.
+	if _, err := zap.RedirectStdLogAt(log.Named("lib"), zap.WarnLevel); err != nil {
+		return nil, err
+	}
+	return log, nil
 }
 
 func main() {

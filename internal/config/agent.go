@@ -44,8 +44,9 @@ type Agent struct {
 	// CA bundle. Empty means DefaultAgentDataDir.
 	DataDir string `yaml:"data_dir"`
 
-	// Transport is grpc, quic, yamux or auto. Empty means grpc. Only grpc is
-	// implemented today: quic and yamux are rejected, auto means grpc. See
+	// Transport is grpc, quic, yamux or auto. Empty means auto: QUIC first,
+	// gRPC when QUIC does not come up, back to QUIC when it works again
+	// (gRPC straight away when a proxy is configured). See
 	// TransportOrDefault.
 	Transport string `yaml:"transport"`
 
@@ -53,8 +54,9 @@ type Agent struct {
 	// MaxConnections. Zero means DefaultConnections (2).
 	Connections int `yaml:"connections"`
 
-	// Proxy is an outbound proxy URL (http://, https:// or socks5://) for
-	// the tunnel. Empty means the HTTPS_PROXY and NO_PROXY environment
+	// Proxy is an outbound HTTP proxy URL (http:// or https://, with
+	// optional user:password for Basic auth) for the TCP transports (grpc,
+	// yamux). Empty means the HTTPS_PROXY and NO_PROXY environment
 	// variables.
 	Proxy string `yaml:"proxy"`
 
@@ -106,13 +108,10 @@ func (a *Agent) DataDirOrDefault() string { return or(a.DataDir, DefaultAgentDat
 func (a *Agent) ConnectionsOrDefault() int { return or(a.Connections, DefaultConnections) }
 
 // TransportOrDefault returns the transport to use: the one place that
-// decides what "" and "auto" mean. Today both mean TransportGRPC, the only
-// implemented transport; other values are returned as they are (validation
-// rejects them).
+// decides what "" means (auto); other values are returned as they are.
 func (a *Agent) TransportOrDefault() string {
-	switch a.Transport {
-	case "", TransportAuto:
-		return TransportGRPC
+	if a.Transport == "" {
+		return TransportAuto
 	}
 	return a.Transport
 }
@@ -173,9 +172,7 @@ func (a *Agent) validate(c *checker) {
 	}
 
 	switch a.Transport {
-	case "", TransportGRPC, TransportAuto:
-	case TransportQUIC, TransportYamux:
-		c.errorf(path{"transport"}, "transport %s is not implemented yet; use grpc", a.Transport)
+	case "", TransportGRPC, TransportAuto, TransportQUIC, TransportYamux:
 	default:
 		c.errorf(path{"transport"}, "must be grpc, quic, yamux or auto, got %q", a.Transport)
 	}
@@ -186,8 +183,15 @@ func (a *Agent) validate(c *checker) {
 
 	if a.Proxy != "" {
 		u, err := url.Parse(a.Proxy)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "socks5") {
-			c.errorf(path{"proxy"}, "must be an http://, https:// or socks5:// URL, got %q", a.Proxy)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+			redacted := a.Proxy
+			if err == nil {
+				redacted = u.Redacted()
+			}
+			c.errorf(path{"proxy"}, "must be an http:// or https:// URL of an HTTP CONNECT proxy, got %q", redacted)
+		case a.Transport == TransportQUIC:
+			c.errorf(path{"proxy"}, "transport quic cannot pass an HTTP proxy; use grpc, yamux or auto (which then uses grpc)")
 		}
 	}
 

@@ -52,8 +52,8 @@ func TestLoadAgentFull(t *testing.T) {
 	if !reflect.DeepEqual(a, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", a, want)
 	}
-	if got := a.TransportOrDefault(); got != TransportGRPC {
-		t.Errorf("TransportOrDefault = %q, want grpc (auto)", got)
+	if got := a.TransportOrDefault(); got != TransportAuto {
+		t.Errorf("TransportOrDefault = %q, want auto", got)
 	}
 	if got := a.ConnectionsOrDefault(); got != 8 {
 		t.Errorf("ConnectionsOrDefault = %d", got)
@@ -83,7 +83,7 @@ func TestAgentZeroDefaults(t *testing.T) {
 			if got := a.ConnectionsOrDefault(); got != 2 {
 				t.Errorf("ConnectionsOrDefault = %d", got)
 			}
-			if got := a.TransportOrDefault(); got != "grpc" {
+			if got := a.TransportOrDefault(); got != "auto" {
 				t.Errorf("TransportOrDefault = %q", got)
 			}
 			if got := a.NameOrDefault(); got != host {
@@ -94,7 +94,7 @@ func TestAgentZeroDefaults(t *testing.T) {
 }
 
 func TestTransportOrDefault(t *testing.T) {
-	for in, want := range map[string]string{"": "grpc", "auto": "grpc", "grpc": "grpc", "quic": "quic", "yamux": "yamux"} {
+	for in, want := range map[string]string{"": "auto", "auto": "auto", "grpc": "grpc", "quic": "quic", "yamux": "yamux"} {
 		a := Agent{Transport: in}
 		if got := a.TransportOrDefault(); got != want {
 			t.Errorf("TransportOrDefault(%q) = %q, want %q", in, got, want)
@@ -124,12 +124,12 @@ func TestParseAgentErrors(t *testing.T) {
 		{"gateway port zero", "gateway: \"gw:0\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "0" must be a number from 1 to 65535`}},
 		{"gateway port name", "gateway: \"gw:https\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "https" must be a number`}},
 		{"blank token", "gateway: gw:1\ntoken: \"  \"\n", []string{`agent.yaml:2: token: blank; remove it, or give an enrollment token`}},
-		{"transport quic", minimalAgent + "transport: quic\n", []string{`agent.yaml:3: transport: transport quic is not implemented yet; use grpc`}},
-		{"transport yamux", minimalAgent + "transport: yamux\n", []string{`agent.yaml:3: transport: transport yamux is not implemented yet; use grpc`}},
+		{"quic with proxy", minimalAgent + "transport: quic\nproxy: http://p:3128\n", []string{`agent.yaml:4: proxy: transport quic cannot pass an HTTP proxy`}},
 		{"transport unknown", minimalAgent + "transport: websocket\n", []string{`agent.yaml:3: transport: must be grpc, quic, yamux or auto, got "websocket"`}},
 		{"connections negative", minimalAgent + "connections: -1\n", []string{`agent.yaml:3: connections: must be from 1 to 64 (0 means 2), got -1`}},
 		{"connections too many", minimalAgent + "connections: 65\n", []string{`agent.yaml:3: connections: must be from 1 to 64`}},
-		{"proxy scheme", minimalAgent + "proxy: ftp://p:21\n", []string{`agent.yaml:3: proxy: must be an http://, https:// or socks5:// URL, got "ftp://p:21"`}},
+		{"proxy scheme", minimalAgent + "proxy: ftp://p:21\n", []string{`agent.yaml:3: proxy: must be an http:// or https:// URL of an HTTP CONNECT proxy, got "ftp://p:21"`}},
+		{"proxy socks5", minimalAgent + "proxy: socks5://u:secret@p:1080\n", []string{`agent.yaml:3: proxy: must be an http:// or https:// URL of an HTTP CONNECT proxy, got "socks5://u:xxxxx@p:1080"`}},
 		{"proxy bare", minimalAgent + "proxy: proxy.corp:3128\n", []string{`agent.yaml:3: proxy: must be an http://`}},
 		{"allow entries", minimalAgent + "allow:\n  - 127.0.0.1:9000\n  - app.corp\n  - 10.0.0.0/33\n  - 10.0.0.1\n  - a.*.corp:443\n  - app.corp:0\n  - \"\"\n", []string{
 			`agent.yaml:5: allow[1]: "app.corp": must be host:port`,
@@ -170,7 +170,8 @@ func TestAgentAcceptsVariants(t *testing.T) {
 		minimalAgent + "transport: grpc\n",
 		minimalAgent + "transport: auto\nconnections: 64\n",
 		minimalAgent + "connections: 1\n",
-		minimalAgent + "proxy: socks5://127.0.0.1:1080\n",
+		minimalAgent + "transport: quic\n",
+		minimalAgent + "transport: yamux\nproxy: http://127.0.0.1:3128\n",
 		minimalAgent + "proxy: https://user:pw@proxy:443\n",
 		"gateway: \"[::1]:8443\"\ntoken: t\n",
 		minimalAgent + "allow: []\n",

@@ -93,6 +93,52 @@ func TestPackageRules(t *testing.T) {
 
 // TestTransportsImportOnlyTunnel: a transport implements the tunnel
 // interfaces and nothing else.
+
+// TestTransportsAreSeparate: each transport package stands alone; the QUIC
+// and yamux adapters share only the muxtunnel core, and nothing in tunnel/
+// imports a transport's third-party library but that transport.
+func TestTransportsAreSeparate(t *testing.T) {
+	owners := map[string]string{ // third-party library → the one transport that may use it
+		"github.com/quic-go/quic-go": "tunnel/quictunnel",
+		"github.com/hashicorp/yamux": "tunnel/yamuxtunnel",
+		"google.golang.org/grpc":     "tunnel/grpctunnel",
+	}
+	allowedSiblings := map[string][]string{
+		"tunnel/quictunnel":  {"tunnel/muxtunnel"},
+		"tunnel/yamuxtunnel": {"tunnel/muxtunnel"},
+	}
+	found := map[string]bool{}
+	for _, p := range listPackages(t) {
+		if !under(p.ImportPath, "tunnel") {
+			continue
+		}
+		rel := strings.TrimPrefix(p.ImportPath, mod+"/")
+		found[rel] = true
+		for _, d := range p.Deps {
+			for lib, owner := range owners {
+				if (d == lib || strings.HasPrefix(d, lib+"/")) && rel != owner {
+					t.Errorf("%s depends on %s, which only %s may use", rel, d, owner)
+				}
+			}
+			if !strings.HasPrefix(d, mod+"/tunnel/") {
+				continue
+			}
+			dep := strings.TrimPrefix(d, mod+"/")
+			ok := false
+			for _, s := range allowedSiblings[rel] {
+				ok = ok || dep == s
+			}
+			if !ok && !strings.HasPrefix(rel, dep) {
+				t.Errorf("transport %s depends on %s; transports do not import each other", rel, dep)
+			}
+		}
+	}
+	for _, want := range []string{"tunnel/grpctunnel", "tunnel/muxtunnel", "tunnel/quictunnel", "tunnel/yamuxtunnel"} {
+		if !found[want] {
+			t.Errorf("package %s not found; update this test", want)
+		}
+	}
+}
 func TestTransportsImportOnlyTunnel(t *testing.T) {
 	for _, p := range listPackages(t) {
 		if !strings.HasPrefix(p.ImportPath, mod+"/tunnel/") {

@@ -405,9 +405,12 @@ func testAgentLost(t *testing.T, headSent bool) {
 		},
 		Gateway: func(cfg *gateway.Config) {
 			cfg.Tokens = append(cfg.Tokens, gateway.Token{Token: otherToken, Group: otherGroup})
+			// A lost QUIC peer is noticed by the idle timeout alone (UDP
+			// has no reset): keep it short here.
+			cfg.QUICIdleTimeout = 2 * time.Second
 		},
 	})
-	relay := startTCPRelay(t, rig.Tunnel)
+	relay := startPathRelay(t, rig, true)
 	rig.StartAgent(func(cfg *agent.Config) {
 		cfg.Name = "victim-agent"
 		cfg.Gateway = relay.Addr() // TLS still checks "localhost"
@@ -459,7 +462,7 @@ func testAgentLost(t *testing.T, headSent bool) {
 	}
 	waitSignal(t, victimIn, "the victim exchange to reach its backend")
 
-	relay.Kill()
+	relay.cut()
 
 	v := waitSignal(t, victim, "the victim exchange to end")
 	if headSent {

@@ -717,6 +717,10 @@ func TestHTTPWarmSessionNoRoundTrip(t *testing.T) {
 	c := rig.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if rig.Transport != "grpc" {
+		testMuxNoRoundTrip(t, rig, c, ctx, burst, all)
+		return
+	}
 	sequential := func(n int, what string) {
 		t.Helper()
 		for i := range n {
@@ -775,5 +779,55 @@ func TestHTTPWarmSessionNoRoundTrip(t *testing.T) {
 	}
 	if d := after.StreamsOpened - before.StreamsOpened; d > 4 {
 		t.Errorf("%d sequential exchanges after the burst opened %d streams; want at most 4", burst, d)
+	}
+}
+
+// testMuxNoRoundTrip is TestHTTPWarmSessionNoRoundTrip on QUIC and yamux:
+// the gateway opens a fresh stream for every exchange itself, so no
+// exchange ever waits for the agent, sequential or in a burst.
+func testMuxNoRoundTrip(t *testing.T, rig *testrig.Rig, c *http.Client, ctx context.Context, burst int, all chan struct{}) {
+	var wg sync.WaitGroup
+	run := func(n int, path, what string) {
+		t.Helper()
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := fmt.Sprintf("%s %d", what, i)
+				errs <- checkSmallEcho(c, appRequest(t, ctx, "POST", rig.URL+path, strings.NewReader(body)), body)
+			}()
+			if path == "/echo" {
+				wg.Wait() // sequential
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := rig.G.MuxStats()
+	run(200, "/echo", "sequential")
+	after := rig.G.MuxStats()
+	t.Logf("200 sequential exchanges: %d stream waits, %d streams opened", after.StreamWaits-before.StreamWaits, after.StreamsOpened-before.StreamsOpened)
+	if d := after.StreamWaits - before.StreamWaits; d != 0 {
+		t.Errorf("%d of 200 sequential exchanges waited for a stream", d)
+	}
+	if d := after.StreamsOpened - before.StreamsOpened; d != 200 {
+		t.Errorf("200 exchanges opened %d streams; want one each, opened by the gateway", d)
+	}
+	before = rig.G.MuxStats()
+	run(burst, "/barrier", "burst")
+	<-all
+	after = rig.G.MuxStats()
+	t.Logf("burst of %d: %d stream waits, %d streams opened", burst, after.StreamWaits-before.StreamWaits, after.StreamsOpened-before.StreamsOpened)
+	if d := after.StreamWaits - before.StreamWaits; d != 0 {
+		t.Errorf("%d of a burst of %d concurrent exchanges waited for a stream", d, burst)
+	}
+	if d := after.StreamsOpened - before.StreamsOpened; d != uint64(burst) {
+		t.Errorf("a burst of %d concurrent exchanges opened %d streams", burst, d)
 	}
 }

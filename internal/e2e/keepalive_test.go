@@ -113,11 +113,16 @@ func TestDeadPeerNoticed(t *testing.T) {
 		io.WriteString(w, "alive")
 	}))
 	defer backend.Close()
-	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
-		{App: "ka", Hosts: []string{"ka.test"}, Backend: testrig.MustURL(t, backend.URL)},
-	}})
-	fz := newFreezer(t, rig.Tunnel)
-	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.ln.Addr().String() })
+	rig := testrig.New(t, testrig.Options{
+		Routes: []gateway.Route{
+			{App: "ka", Hosts: []string{"ka.test"}, Backend: testrig.MustURL(t, backend.URL)},
+		},
+		// QUIC notices a dead path by its idle timeout (30 s, pings every
+		// 15 s); 10 s (pings every 5 s) keeps this test as short as gRPC's.
+		Gateway: func(c *gateway.Config) { c.QUICIdleTimeout = 10 * time.Second },
+	})
+	fz := startPathRelay(t, rig, false)
+	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = fz.Addr() })
 	// The gateway registers a session before the agent has read its
 	// welcome: wait for the agent's side too.
 	var before []string
@@ -127,7 +132,7 @@ func TestDeadPeerNoticed(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond) // polling; the agent has no event for it
 	}
-	fz.freeze()
+	fz.cut()
 	start := time.Now()
 	// Bounded wait for a new session (the agent noticed and reconnected)
 	// and for the gateway to drop the dead one.

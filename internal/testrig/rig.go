@@ -39,19 +39,37 @@ type Options struct {
 	// Logs: nil → a zaptest logger at warn level (debug with
 	// SALLYPORT_TEST_DEBUG=1).
 	Log *zap.Logger
+	// Transport of the rig's agents: "grpc", "quic", "yamux" or "auto".
+	// Empty → DefaultTransport().
+	Transport string
+}
+
+// Transports lists every tunnel transport, for tests that run over each.
+var Transports = []string{"grpc", "quic", "yamux"}
+
+// DefaultTransport is the transport of rig agents when the test does not
+// choose one: SALLYPORT_TEST_TRANSPORT if set (`make test` runs the
+// end-to-end suite once per transport this way), else "grpc".
+func DefaultTransport() string {
+	if t := os.Getenv("SALLYPORT_TEST_TRANSPORT"); t != "" {
+		return t
+	}
+	return "grpc"
 }
 
 // Rig is a running gateway plus the agents started on it.
 type Rig struct {
-	t       testing.TB
-	cfg     gateway.Config // as the gateway was started; Restart reuses it
-	G       *gateway.Gateway
-	URL     string // public base URL, http://127.0.0.1:PORT
-	Tunnel  string // tunnel address
-	Roots   *x509.CertPool
-	Log     *zap.Logger
-	cancelG context.CancelFunc
-	gDone   chan error
+	t      testing.TB
+	cfg    gateway.Config // as the gateway was started; Restart reuses it
+	G      *gateway.Gateway
+	URL    string // public base URL, http://127.0.0.1:PORT
+	Tunnel string // tunnel address
+	Roots  *x509.CertPool
+	Log    *zap.Logger
+	// Transport of the rig's agents (see Options.Transport).
+	Transport string
+	cancelG   context.CancelFunc
+	gDone     chan error
 
 	mu     sync.Mutex
 	agents []*Agent
@@ -97,7 +115,11 @@ func New(t testing.TB, o Options) *Rig {
 	if o.Gateway != nil {
 		o.Gateway(&cfg)
 	}
-	r := &Rig{t: t, cfg: cfg, Roots: roots, Log: log}
+	transport := o.Transport
+	if transport == "" {
+		transport = DefaultTransport()
+	}
+	r := &Rig{t: t, cfg: cfg, Roots: roots, Log: log, Transport: transport}
 	r.start()
 	t.Cleanup(r.Close)
 	return r
@@ -222,6 +244,7 @@ func (r *Rig) AgentConfig() agent.Config {
 		TLS:         &tls.Config{RootCAs: r.Roots, ServerName: "localhost"},
 		Token:       Token,
 		Name:        "rig-agent",
+		Transport:   r.Transport,
 		Connections: 1,
 		Allow:       []string{"127.0.0.1:*", "localhost:*", "[::1]:*"},
 		Backoff:     agent.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},

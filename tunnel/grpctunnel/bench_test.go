@@ -29,24 +29,38 @@ func sizedBackend(n int64) http.RoundTripper {
 	})
 }
 
+// drainBackend reads the request body to its end and answers 204.
+var drainBackend = rtFunc(func(req *http.Request) (*http.Response, error) {
+	if _, err := io.Copy(io.Discard, req.Body); err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: 204, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+})
+
 // BenchmarkExchange relays GETs over a real gRPC session on loopback (TLS,
 // HTTP/2, the tunnel codec), gateway and agent in this process, with a
 // backend that costs next to nothing: what remains is the relay's own work.
-// "small" is one exchange at a time, "small-parallel" 32 at once, and the
-// downloads measure body throughput on one stream.
+// "small" is one exchange at a time, "small-parallel" 16 at once, and the
+// download and the upload measure body throughput on one stream.
 func BenchmarkExchange(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
 		size     int64
 		parallel int
+		upload   bool
 	}{
-		{"small-64B", 64, 0},
-		{"small-64B-parallel", 64, 16},
-		{"download-16MiB", 16 << 20, 0},
+		{"small-64B", 64, 0, false},
+		{"small-64B-parallel", 64, 16, false},
+		{"download-16MiB", 16 << 20, 0, false},
+		{"upload-16MiB", 16 << 20, 0, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ts := startServer(b, nil)
-			ts.startAgent(sizedBackend(tc.size))
+			if tc.upload {
+				ts.startAgent(drainBackend)
+			} else {
+				ts.startAgent(sizedBackend(tc.size))
+			}
 			s := ts.session()
 			buf := make([]byte, tunnel.ChunkSize)
 			one := func(buf []byte) {
@@ -56,6 +70,11 @@ func BenchmarkExchange(b *testing.B) {
 					return
 				}
 				req, _ := http.NewRequest("GET", "http://backend:80/bytes", nil)
+				want := tc.size
+				if tc.upload {
+					req, _ = http.NewRequest("POST", "http://backend:80/upload", io.LimitReader(zeros{}, tc.size))
+					req.ContentLength, want = tc.size, 0
+				}
 				res, err := tunnel.RoundTrip(st, req, nil)
 				if err != nil {
 					b.Error(err)
@@ -63,8 +82,8 @@ func BenchmarkExchange(b *testing.B) {
 				}
 				n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{res.Body}, buf)
 				res.Body.Close()
-				if err != nil || n != tc.size {
-					b.Errorf("read %d bytes, %v; want %d", n, err, tc.size)
+				if err != nil || n != want {
+					b.Errorf("read %d bytes, %v; want %d", n, err, want)
 				}
 			}
 			one(buf) // warm up: TLS, the stream pool

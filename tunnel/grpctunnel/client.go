@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type DialConfig struct {
 	Hello *tunnelv1.Hello
 	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
 	MinIdle int
+	// DialContext opens the TCP connection (an outbound proxy goes here).
+	// Nil → gRPC's own dialer.
+	DialContext func(ctx context.Context, addr string) (net.Conn, error)
 	// Log receives session events. Nil → no logs.
 	Log *zap.Logger
 }
@@ -69,6 +73,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 		log = zap.NewNop()
 	}
 	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+	if cfg.DialContext != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
+	}
 	cc, err := grpc.NewClient("passthrough:///"+cfg.Addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial gateway %s: %w", cfg.Addr, err)
@@ -248,17 +255,30 @@ type clientStream struct {
 	gs     grpc.BidiStreamingClient[tunnelv1.Frame, tunnelv1.Frame]
 	cancel context.CancelFunc
 	idle   atomic.Bool // waiting for an exchange
+	last   *[]byte     // buffer of the frame Recv returned last; owned by the receiver
 }
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
 
+// Recv receives into a pooled buffer and returns the previous one to the
+// pool: tunnel.ServeStream, the only reader, is done with a frame's data
+// when it calls Recv again (see tunnel.Stream and lease.Recv).
 func (s *clientStream) Recv() (*tunnel.Frame, error) {
-	f, err := s.gs.Recv()
-	if err == nil && f.Request != nil && s.idle.Swap(false) {
+	if s.last != nil {
+		bufferPool.Put(s.last)
+		s.last = nil
+	}
+	pf := new(pooledFrame)
+	if err := s.gs.RecvMsg(pf); err != nil {
+		return nil, err
+	}
+	s.last = pf.buf
+	f := &pf.Frame
+	if f.Request != nil && s.idle.Swap(false) {
 		s.c.idle.Add(-1)
 		s.c.replenish()
 	}
-	return f, err
+	return f, nil
 }
 
 // Finish(true) marks the stream idle again: the gateway pooled it for the

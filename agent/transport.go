@@ -1,0 +1,266 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/quictunnel"
+	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
+)
+
+// Transports for Config.Transport.
+const (
+	TransportGRPC  = "grpc"
+	TransportQUIC  = "quic"
+	TransportYamux = "yamux"
+	TransportAuto  = "auto"
+)
+
+// clientSession is one connected session of any transport.
+type clientSession interface {
+	SessionID() string
+	Group() string
+	Serve(ctx context.Context, srv *tunnel.Server, drain <-chan struct{}) error
+}
+
+// dial connects one session over transport (never "auto").
+func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (clientSession, error) {
+	hello := &tunnelv1.Hello{
+		Name: a.name(), Version: Version, AgentId: a.id,
+		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	switch transport {
+	case TransportQUIC:
+		ctx, cancel := context.WithTimeout(ctx, a.quicFallback())
+		defer cancel()
+		return quictunnel.Dial(ctx, quictunnel.DialConfig{
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
+			ListenPacket: a.cfg.ListenPacket, Log: log,
+		})
+	case TransportYamux:
+		return yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
+			DialContext: a.dialTCP, Log: log,
+		})
+	default:
+		// gRPC reports a failed dial as a status without the cause's type:
+		// keep the cause, so that a proxy's refusal is reported as one.
+		var dialErr atomic.Pointer[error]
+		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
+			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
+			MinIdle: a.cfg.MinIdle, Log: log,
+			DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
+				c, err := a.dialTCP(ctx, "tcp", addr)
+				if err != nil {
+					dialErr.Store(&err)
+				}
+				return c, err
+			},
+		})
+		if err != nil {
+			if de := dialErr.Load(); de != nil {
+				return nil, fmt.Errorf("dial gateway %s: %w", a.cfg.Gateway, *de)
+			}
+			return nil, err
+		}
+		return sess, nil
+	}
+}
+
+// dialTCP opens the TCP connection of a gRPC or yamux session: through the
+// outbound proxy when there is one.
+func (a *Agent) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
+	if a.proxy != nil {
+		return a.proxy.DialContext(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+func isUnauthenticated(err error) bool {
+	return errors.Is(err, grpctunnel.ErrUnauthenticated) || errors.Is(err, muxtunnel.ErrUnauthenticated)
+}
+
+func (a *Agent) quicFallback() time.Duration {
+	if a.cfg.QUICFallback <= 0 {
+		return 3 * time.Second
+	}
+	return a.cfg.QUICFallback
+}
+
+func (a *Agent) quicRetry() time.Duration {
+	if a.cfg.QUICRetry <= 0 {
+		return 3 * time.Minute
+	}
+	return a.cfg.QUICRetry
+}
+
+// autoState is what `transport: auto` has learnt: whether QUIC works. Its
+// one instance is shared by every slot, so a slot that reconnects does not
+// wait for a QUIC attempt that another slot saw fail.
+type autoState struct {
+	mu      sync.Mutex
+	useQUIC bool          // guarded by mu
+	back    chan struct{} // closed when QUIC works again after a fallback; guarded by mu
+	probing bool          // a prober runs; guarded by mu
+}
+
+// transport returns the transport for the next dial.
+func (a *Agent) transport() string {
+	if a.mode != TransportAuto {
+		return a.mode
+	}
+	a.auto.mu.Lock()
+	defer a.auto.mu.Unlock()
+	if a.auto.useQUIC {
+		return TransportQUIC
+	}
+	return TransportGRPC
+}
+
+// fallBack is called when a QUIC dial failed. In auto mode it switches to
+// gRPC (logging why), starts the background prober and returns true: dial
+// again at once.
+func (a *Agent) fallBack(ctx context.Context, transport string, err error) bool {
+	if a.mode != TransportAuto || transport != TransportQUIC || isUnauthenticated(err) {
+		return false
+	}
+	a.auto.mu.Lock()
+	defer a.auto.mu.Unlock()
+	if a.auto.useQUIC {
+		a.auto.useQUIC = false
+		a.log.Warn("transport switch: QUIC → gRPC: no QUIC session; UDP may be blocked on the way to the gateway",
+			zap.Error(err), zap.Duration("quic_retry_every", a.quicRetry()))
+	}
+	if !a.auto.probing {
+		a.auto.probing = true
+		a.bg.Add(1)
+		go a.probeQUIC(ctx)
+	}
+	return true
+}
+
+// probeQUIC tries a QUIC session every QUICRetry until one works, then
+// moves the agent's sessions back to QUIC.
+func (a *Agent) probeQUIC(ctx context.Context) {
+	defer a.bg.Done()
+	log := a.log.With(zap.String("probe", "quic"))
+	for sleep(ctx, a.quicRetry()) {
+		sess, err := a.dial(ctx, TransportQUIC, log)
+		if err != nil {
+			log.Info("QUIC still unavailable; staying on gRPC", zap.Error(err), zap.Duration("retry_in", a.quicRetry()))
+			continue
+		}
+		// The probe proved QUIC works end to end; the slots open their
+		// own sessions, so end this one.
+		closed := make(chan struct{})
+		close(closed)
+		_ = sess.Serve(ctx, a.srv, closed)
+		a.auto.mu.Lock()
+		a.auto.useQUIC = true
+		a.auto.probing = false
+		close(a.auto.back)
+		a.auto.back = make(chan struct{})
+		a.auto.mu.Unlock()
+		a.log.Info("transport switch: gRPC → QUIC: QUIC works again; moving sessions to QUIC")
+		return
+	}
+	a.auto.mu.Lock()
+	a.auto.probing = false
+	a.auto.mu.Unlock()
+}
+
+// quicBack returns a channel closed when a session on transport should
+// move to QUIC, or nil when it never should.
+func (a *Agent) quicBack(transport string) <-chan struct{} {
+	if a.mode != TransportAuto || transport != TransportGRPC {
+		return nil
+	}
+	a.auto.mu.Lock()
+	defer a.auto.mu.Unlock()
+	return a.auto.back
+}
+
+// serve serves sess until it ends. In auto mode a gRPC session is replaced
+// by a QUIC one once the prober found QUIC working: the new session is up
+// before the old one drains, so the slot never goes dark.
+func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport string, log *zap.Logger) error {
+	for {
+		id := sess.SessionID()
+		a.mu.Lock()
+		a.sessions[id] = SessionStatus{Group: sess.Group(), Transport: transport}
+		a.mu.Unlock()
+		a.readyOne.Do(func() { close(a.ready) })
+		log.Info("connected to the gateway", zap.String("session", id), zap.String("group", sess.Group()),
+			zap.String("transport", transport))
+
+		drain := make(chan struct{})
+		var drainOnce sync.Once
+		closeDrain := func() { drainOnce.Do(func() { close(drain) }) }
+		stop := context.AfterFunc(ctx, closeDrain)
+		done := make(chan error, 1)
+		go func() { done <- sess.Serve(hard, a.srv, drain) }()
+		forget := func() {
+			stop()
+			a.mu.Lock()
+			delete(a.sessions, id)
+			a.mu.Unlock()
+		}
+		move := a.quicBack(transport)
+	wait:
+		select {
+		case err := <-done:
+			forget()
+			if ctx.Err() != nil {
+				log.Info("session drained", zap.String("session", id))
+				return nil
+			}
+			return err
+		case <-move:
+			ns, err := a.dial(ctx, TransportQUIC, log)
+			if err != nil {
+				a.fallBack(ctx, TransportQUIC, err)
+				move = a.quicBack(transport)
+				goto wait
+			}
+			log.Info("moving this session to QUIC", zap.String("old_session", id), zap.String("session", ns.SessionID()))
+			closeDrain()
+			a.bg.Add(1)
+			go func() {
+				defer a.bg.Done()
+				<-done
+				forget()
+			}()
+			sess, transport = ns, TransportQUIC
+		}
+	}
+}
+
+// SessionStatus describes one of the agent's live sessions.
+type SessionStatus struct {
+	Group     string
+	Transport string
+}
+
+// validateTransport checks Config.Transport and the proxy settings.
+func validateTransport(t string) (string, error) {
+	switch t {
+	case "":
+		return TransportAuto, nil
+	case TransportGRPC, TransportQUIC, TransportYamux, TransportAuto:
+		return t, nil
+	}
+	return "", fmt.Errorf("transport %q: must be grpc, quic, yamux or auto", t)
+}

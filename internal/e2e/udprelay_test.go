@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/sallyport/sallyport/internal/testrig"
+)
+
+// udpRelay forwards UDP datagrams (QUIC) from each client address to
+// target and back, until cut drops every datagram of the mappings that
+// exist then, as a dead network path would. Clients that start later (a
+// reconnect opens a new socket) are forwarded normally.
+type udpRelay struct {
+	ln     *net.UDPConn
+	target *net.UDPAddr
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	peers map[string]*udpPeer // by client address; guarded by mu
+}
+
+type udpPeer struct {
+	up  *net.UDPConn
+	cut chan struct{} // closed when the path is cut
+}
+
+func startUDPRelay(t testing.TB, target string) *udpRelay {
+	t.Helper()
+	taddr, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &udpRelay{ln: ln, target: taddr, peers: make(map[string]*udpPeer)}
+	r.wg.Add(1)
+	go r.serve()
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *udpRelay) Addr() string { return r.ln.LocalAddr().String() }
+
+func (r *udpRelay) serve() {
+	defer r.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := r.ln.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		p := r.peer(from)
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.cut:
+		default:
+			_, _ = p.up.Write(buf[:n])
+		}
+	}
+}
+
+// peer returns the mapping of client from, creating it on first use.
+func (r *udpRelay) peer(from *net.UDPAddr) *udpPeer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.peers[from.String()]; p != nil {
+		return p
+	}
+	up, err := net.DialUDP("udp", nil, r.target)
+	if err != nil {
+		return nil
+	}
+	p := &udpPeer{up: up, cut: make(chan struct{})}
+	r.peers[from.String()] = p
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case <-p.cut:
+			default:
+				_, _ = r.ln.WriteToUDP(buf[:n], from)
+			}
+		}
+	}()
+	return p
+}
+
+// cut drops every datagram of the existing mappings from now on.
+func (r *udpRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.peers {
+		select {
+		case <-p.cut:
+		default:
+			close(p.cut)
+		}
+	}
+}
+
+func (r *udpRelay) close() {
+	r.ln.Close()
+	r.mu.Lock()
+	for _, p := range r.peers {
+		p.up.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// pathCutter is a relay between an agent and the gateway whose path a test
+// can cut: TCP for gRPC and yamux, UDP for QUIC.
+type pathCutter interface {
+	Addr() string
+	cut()
+}
+
+// startPathRelay starts the relay that fits the rig's transport.
+func startPathRelay(t testing.TB, rig *testrig.Rig, kill bool) pathCutter {
+	if rig.Transport == "quic" {
+		return startUDPRelay(t, rig.Tunnel)
+	}
+	if kill {
+		return tcpKiller{startTCPRelay(t, rig.Tunnel)}
+	}
+	return tcpFreezer{newFreezer(t.(*testing.T), rig.Tunnel)}
+}
+
+type tcpKiller struct{ *tcpRelay }
+
+func (k tcpKiller) cut() { k.Kill() }
+
+type tcpFreezer struct{ *freezer }
+
+func (f tcpFreezer) Addr() string { return f.ln.Addr().String() }
+func (f tcpFreezer) cut()         { f.freeze() }

@@ -1,0 +1,419 @@
+package muxtunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Server is the gateway end of the muxed transports. The zero value refuses
+// every agent; set Authenticate and OnSession.
+type Server struct {
+	// Authenticate decides who the agent of a new session is from its TLS
+	// connection state (with the client certificate the listener accepted)
+	// and the token of its hello ("" when none), exactly as the gRPC
+	// transport's hook. An error refuses the session and its message is
+	// shown to the agent; one wrapping tunnel.ErrRevoked is reported as
+	// "revoked". It is called in one place, authenticate.
+	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
+	// OnSession is called once for each accepted session, before any of its
+	// streams can be opened.
+	OnSession func(tunnel.Session)
+	// Log receives session events. Nil → no logs.
+	Log *zap.Logger
+	// MaxStreams caps the exchange streams the gateway keeps open on one
+	// session (0 → 10000). An exchange that finds every slot busy waits
+	// (OpenStream's ctx bounds it).
+	MaxStreams int
+	// HelloTimeout bounds the wait for the agent's hello (0 → 10s).
+	HelloTimeout time.Duration
+
+	mu       sync.Mutex
+	sessions map[*session]struct{} // guarded by mu
+
+	opened atomic.Uint64 // exchange streams opened by the gateway
+	waits  atomic.Uint64 // OpenStream calls that found every slot busy
+}
+
+// Stats are counters over the server's lifetime.
+type Stats struct {
+	// StreamsOpened counts exchange streams: one per exchange, opened by
+	// the gateway without waiting for the agent.
+	StreamsOpened uint64
+	// StreamWaits counts exchanges that had to wait because the session
+	// already carried MaxStreams exchanges.
+	StreamWaits uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{StreamsOpened: s.opened.Load(), StreamWaits: s.waits.Load()}
+}
+
+func (s *Server) log() *zap.Logger {
+	if s.Log == nil {
+		return zap.NewNop()
+	}
+	return s.Log
+}
+
+func (s *Server) maxStreams() int {
+	if s.MaxStreams <= 0 {
+		return DefaultMaxStreams
+	}
+	return s.MaxStreams
+}
+
+func (s *Server) helloTimeout() time.Duration {
+	if s.HelloTimeout <= 0 {
+		return HelloTimeout
+	}
+	return s.HelloTimeout
+}
+
+// authenticate is the one place where an agent's credential is checked.
+func (s *Server) authenticate(c Conn, hello *tunnelv1.Hello) (tunnel.Identity, error) {
+	if s.Authenticate == nil {
+		return tunnel.Identity{}, errors.New("the gateway accepts no agents")
+	}
+	return s.Authenticate(c.TLSState(), hello.GetToken())
+}
+
+// Codes of ControlResponse.error.
+const (
+	codeUnauthenticated = "unauthenticated"
+	codeRevoked         = "revoked"
+)
+
+// ServeConn runs one agent connection until it ends or ctx is cancelled;
+// transport names it in SessionInfo and logs. It always closes c. A
+// connection refused during the handshake returns the reason.
+func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error {
+	defer c.Close("")
+	remote := c.RemoteAddr()
+	log := s.log().With(zap.String("transport", transport), zap.String("remote", remote))
+	hello, ctrl, err := s.readHello(ctx, c)
+	if err != nil {
+		log.Warn("agent refused: no valid hello", zap.Error(err))
+		return err
+	}
+	id, err := s.authenticate(c, hello)
+	if err != nil {
+		code, msg := codeUnauthenticated, "unauthenticated: "+err.Error()
+		if errors.Is(err, tunnel.ErrRevoked) {
+			code, msg = codeRevoked, err.Error()
+		}
+		log.Warn("agent refused: "+code, zap.String("reason", err.Error()))
+		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: code, Message: msg}}, maxControlSize)
+		_ = ctrl.CloseWrite()
+		// Let the answer reach the agent: it closes the connection when it
+		// has read it.
+		waitClosed(ctrl, time.Second)
+		return fmt.Errorf("agent refused: %s: %w", code, err)
+	}
+	group := id.Group
+	ss := s.newSession(c, ctrl, hello, id, transport)
+	defer ss.Close(nil)
+	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
+		ProtocolVersion: tunnel.ProtocolVersion,
+		SessionId:       ss.info.ID,
+		Group:           group,
+		MaxStreams:      uint32(s.maxStreams()),
+	}}
+	if err := ss.sendControl(welcome); err != nil {
+		return fmt.Errorf("send welcome: %w", err)
+	}
+	log = log.With(zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName))
+	log.Info("agent session started", zap.String("group", group), zap.String("version", ss.info.Version))
+	if s.OnSession != nil {
+		s.OnSession(ss)
+	}
+
+	ended := make(chan string, 2)
+	go func() { ended <- ss.readControl(log) }()
+	go func() { ended <- ss.refuseStreams(log) }()
+	var reason string
+	select {
+	case reason = <-ended:
+	case <-ss.done:
+		reason = "closed by the gateway"
+	case <-ctx.Done():
+		reason = "gateway stopped"
+	}
+	ss.Close(nil)
+	c.Close(reason)
+	log.Info("agent session ended", zap.String("reason", reason))
+	return nil
+}
+
+// readHello accepts the control stream and reads the hello, within the
+// hello timeout.
+func (s *Server) readHello(ctx context.Context, c Conn) (*tunnelv1.Hello, RawStream, error) {
+	deadline := time.Now().Add(s.helloTimeout())
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	ctrl, err := c.AcceptStream(hctx)
+	if err != nil {
+		if hctx.Err() != nil {
+			return nil, nil, errors.New("no control stream in time")
+		}
+		return nil, nil, fmt.Errorf("accept control stream: %w", err)
+	}
+	_ = ctrl.SetReadDeadline(deadline)
+	var req tunnelv1.ControlRequest
+	if err := readMsg(ctrl, &req, maxControlSize); err != nil {
+		ctrl.Reset()
+		return nil, nil, fmt.Errorf("read hello: %w", err)
+	}
+	_ = ctrl.SetReadDeadline(time.Time{})
+	if req.GetHello() == nil {
+		ctrl.Reset()
+		return nil, nil, errors.New("the first control message is not a hello")
+	}
+	return req.GetHello(), ctrl, nil
+}
+
+// waitClosed reads st until the peer closes it or d passes.
+func waitClosed(st RawStream, d time.Duration) {
+	_ = st.SetReadDeadline(time.Now().Add(d))
+	_, _ = io.Copy(io.Discard, io.LimitReader(st, maxControlSize))
+}
+
+func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel.Identity, transport string) *session {
+	ss := &session{
+		srv:      s,
+		conn:     c,
+		ctrl:     ctrl,
+		slots:    make(chan struct{}, s.maxStreams()),
+		idle:     make(chan struct{}, 1),
+		draining: make(chan struct{}),
+		done:     make(chan struct{}),
+		info: tunnel.SessionInfo{
+			ID:          newID(),
+			AgentID:     h.GetAgentId(),
+			AgentName:   h.GetName(),
+			Group:       id.Group,
+			ConnectorID: id.ConnectorID,
+			Version:     h.GetVersion(),
+			Platform:    h.GetPlatform(),
+			Transport:   transport,
+			RemoteAddr:  c.RemoteAddr(),
+		},
+	}
+	if t := h.GetTransport(); t != "" && t != transport {
+		s.log().Warn("agent reports another transport than it uses",
+			zap.String("reported", t), zap.String("transport", transport))
+	}
+	s.mu.Lock()
+	if s.sessions == nil {
+		s.sessions = make(map[*session]struct{})
+	}
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	return ss
+}
+
+func (s *Server) list() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		out = append(out, ss)
+	}
+	return out
+}
+
+// DrainAll tells every connected agent that the gateway is shutting down.
+func (s *Server) DrainAll(reason string) {
+	for _, ss := range s.list() {
+		_ = ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
+	}
+}
+
+// CloseAll ends every session.
+func (s *Server) CloseAll() {
+	for _, ss := range s.list() {
+		ss.Close(nil)
+	}
+}
+
+// session is one agent connection as the gateway sees it.
+type session struct {
+	srv    *Server
+	conn   Conn
+	ctrl   RawStream
+	sendMu sync.Mutex // serialises control messages
+	info   tunnel.SessionInfo
+
+	slots     chan struct{} // one token per open exchange stream; never closed
+	idle      chan struct{} // signalled when a stream ends while draining; never closed
+	draining  chan struct{}
+	drainOnce sync.Once
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+var _ tunnel.Session = (*session)(nil)
+
+func (ss *session) Info() tunnel.SessionInfo  { return ss.info }
+func (ss *session) Draining() <-chan struct{} { return ss.draining }
+func (ss *session) Done() <-chan struct{}     { return ss.done }
+
+// Close ends the session; the connection and its streams end with it.
+func (ss *session) Close(reason error) {
+	ss.closeOnce.Do(func() {
+		ss.srv.mu.Lock()
+		delete(ss.srv.sessions, ss)
+		ss.srv.mu.Unlock()
+		close(ss.done)
+		msg := ""
+		if reason != nil {
+			msg = reason.Error()
+		}
+		ss.conn.Close(msg)
+	})
+}
+
+func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
+	ss.sendMu.Lock()
+	defer ss.sendMu.Unlock()
+	select {
+	case <-ss.done:
+		return ErrSessionClosed
+	default:
+	}
+	return writeMsg(ss.ctrl, m, maxControlSize)
+}
+
+// readControl handles the agent's control messages until the stream ends,
+// and returns why it ended.
+func (ss *session) readControl(log *zap.Logger) string {
+	for {
+		var m tunnelv1.ControlRequest
+		if err := readMsg(ss.ctrl, &m, maxControlSize); err != nil {
+			if errors.Is(err, io.EOF) {
+				return "closed by the agent"
+			}
+			return err.Error()
+		}
+		switch {
+		case m.GetDrain() != nil:
+			log.Info("agent is draining", zap.String("reason", m.GetDrain().GetReason()))
+			ss.drainOnce.Do(func() {
+				close(ss.draining)
+				go ss.closeWhenIdle()
+			})
+		default:
+			// A message this version does not know: skip it.
+		}
+	}
+}
+
+// refuseStreams ends the session when the agent opens a stream: after the
+// control stream, only the gateway opens streams (M1).
+func (ss *session) refuseStreams(log *zap.Logger) string {
+	st, err := ss.conn.AcceptStream(context.Background())
+	if err != nil {
+		return "connection closed"
+	}
+	st.Reset()
+	log.Warn("agent opened more streams than allowed; closing its session",
+		zap.String("rule", "only the gateway opens streams after the control stream"))
+	return "agent opened more streams than allowed"
+}
+
+// closeWhenIdle ends a draining session once its last exchange is over:
+// the gateway, which opens every stream, is the side that knows when none
+// is left (M4), so the agent waits for this close.
+func (ss *session) closeWhenIdle() {
+	for len(ss.slots) > 0 {
+		select {
+		case <-ss.idle:
+		case <-ss.done:
+			return
+		}
+	}
+	ss.Close(errors.New("agent drained"))
+}
+
+// releaseSlot frees the slot of an exchange that ended.
+func (ss *session) releaseSlot() {
+	<-ss.slots
+	if ss.isDraining() {
+		select {
+		case ss.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (ss *session) isDraining() bool {
+	select {
+	case <-ss.draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// OpenStream opens a fresh stream for one exchange. It waits only when the
+// session already has MaxStreams exchanges in flight.
+func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	select {
+	case <-ss.draining:
+		return nil, ErrDraining
+	case <-ss.done:
+		return nil, ErrSessionClosed
+	default:
+	}
+	// Fast path: a slot is free.
+	select {
+	case ss.slots <- struct{}{}:
+	default:
+		// Slow path: every slot is busy until an exchange ends.
+		ss.srv.waits.Add(1)
+		select {
+		case ss.slots <- struct{}{}:
+		case <-ss.draining:
+			return nil, ErrDraining
+		case <-ss.done:
+			return nil, ErrSessionClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	// A drain that began while this call took its slot: back off, so that
+	// closeWhenIdle never closes under an exchange.
+	if ss.isDraining() {
+		ss.releaseSlot()
+		return nil, ErrDraining
+	}
+	raw, err := ss.conn.OpenStream(ctx)
+	if err != nil {
+		ss.releaseSlot()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: open stream: %v", ErrSessionClosed, err)
+	}
+	ss.srv.opened.Add(1)
+	return &stream{raw: raw, gateway: true, release: ss.releaseSlot}, nil
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

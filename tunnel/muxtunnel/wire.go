@@ -1,0 +1,84 @@
+package muxtunnel
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Every message is a 4-byte big-endian length and then the protobuf
+// encoding (see tunnel.proto). The length is checked against the limit
+// before anything is allocated, so a peer cannot make us buffer more than
+// one bounded message per stream.
+const lenSize = 4
+
+// bufPool holds message buffers. Buffers grown past poolMax (a whole
+// 1 MiB frame) are left to the garbage collector.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const poolMax = tunnel.ChunkSize + 16<<10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= poolMax {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
+}
+
+// writeMsg writes m with its length prefix in one Write.
+func writeMsg(w io.Writer, m proto.Message, limit int) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b := append((*bp)[:0], 0, 0, 0, 0)
+	b, err := proto.MarshalOptions{}.MarshalAppend(b, m)
+	*bp = b
+	if err != nil {
+		return fmt.Errorf("encode tunnel message: %w", err)
+	}
+	n := len(b) - lenSize
+	if n > limit {
+		return fmt.Errorf("tunnel message of %d bytes exceeds %d", n, limit)
+	}
+	binary.BigEndian.PutUint32(b, uint32(n))
+	_, err = w.Write(b)
+	return err
+}
+
+// readMsg reads one length-prefixed message into m. A clean end of the
+// stream before the length is io.EOF; an end inside a message is
+// io.ErrUnexpectedEOF. A length over limit or an undecodable message
+// wraps tunnel.ErrMalformed.
+func readMsg(r io.Reader, m proto.Message, limit int) error {
+	var hdr [lenSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if uint64(n) > uint64(limit) {
+		return fmt.Errorf("%w: message of %d bytes exceeds %d", tunnel.ErrMalformed, n, limit)
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	if cap(*bp) < int(n) {
+		*bp = make([]byte, n)
+	}
+	b := (*bp)[:n]
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	// Unmarshal copies bytes fields, so the buffer can go back to the pool.
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("%w: %v", tunnel.ErrMalformed, err)
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package yamuxtunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+)
+
+// DialConfig says how an agent connects one yamux session. The zero value
+// of each optional field works.
+type DialConfig struct {
+	// Addr is the gateway's tunnel address, host:port.
+	Addr string
+	// TLS verifies the gateway. Nil → system roots; ServerName defaults to
+	// the host of Addr; ALPN is set here.
+	TLS *tls.Config
+	// Token is the agent credential; it decides the connector group.
+	Token string
+	// Hello describes the agent.
+	Hello *tunnelv1.Hello
+	// MaxStreams caps the exchanges the gateway may run at once (0 → 10000).
+	MaxStreams int
+	// DialContext opens the TCP connection (an outbound proxy goes here).
+	// Nil → a plain TCP dial.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Log receives session events. Nil → no logs.
+	Log *zap.Logger
+}
+
+// Dial connects and authenticates one session. It fails with an error
+// wrapping muxtunnel.ErrUnauthenticated when the gateway refuses the token.
+// ctx bounds the connection set-up only.
+func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error) {
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)
+	}
+	dial := cfg.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 20 * time.Second}).DialContext
+	}
+	raw, err := dial(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)
+	}
+	tlsCfg := &tls.Config{}
+	if cfg.TLS != nil {
+		tlsCfg = cfg.TLS.Clone()
+	}
+	if tlsCfg.ServerName == "" {
+		tlsCfg.ServerName = host
+	}
+	tlsCfg.NextProtos = []string{ALPN}
+	if tlsCfg.MinVersion < tls.VersionTLS12 {
+		tlsCfg.MinVersion = tls.VersionTLS12
+	}
+	tc := tls.Client(raw, tlsCfg)
+	hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("dial gateway %s (yamux): tls: %w", cfg.Addr, err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+		tc.Close()
+		return nil, fmt.Errorf("dial gateway %s (yamux): the gateway does not speak yamux (ALPN %q); is it an older version?", cfg.Addr, p)
+	}
+	mc, err := ClientConn(tc, cfg.Log)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)
+	}
+	sess, err := muxtunnel.Handshake(ctx, mc, muxtunnel.ClientConfig{
+		Token: cfg.Token, Hello: cfg.Hello, Transport: muxtunnel.TransportYamux,
+		MaxStreams: cfg.MaxStreams, Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to gateway %s (yamux): %w", cfg.Addr, err)
+	}
+	return sess, nil
+}

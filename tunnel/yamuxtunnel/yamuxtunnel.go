@@ -1,0 +1,197 @@
+// Package yamuxtunnel carries tunnel sessions over yamux inside TLS, on the
+// same TCP port as the gRPC transport: the gateway tells the two apart by
+// the ALPN protocol the agent asks for ("sallyport-yamux/1" here, "h2" for
+// gRPC). The session logic is package muxtunnel's; this package adapts
+// yamux to it and sets yamux's limits on purpose.
+//
+// It implements the tunnel interfaces and nothing else.
+package yamuxtunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+)
+
+// ALPN is the protocol name the agent asks for in the TLS handshake.
+const ALPN = "sallyport-yamux/1"
+
+// Limits, chosen on purpose (yamux's defaults are a 256 KiB stream window,
+// which caps one exchange at 256 KiB per round trip — 5 MB/s on a 50 ms
+// link — and a 5 minute wait before a half-closed stream is freed):
+//
+//   - Stream window 1 MiB, as the gRPC transport's: a stream opens with
+//     yamux's fixed 256 KiB and the first window update (sent when the
+//     stream is opened or accepted) raises it to 1 MiB. yamux has no
+//     connection window; the gateway caps the streams per session
+//     (max_streams_per_session), which bounds the total.
+//   - Accept backlog 1024: streams the gateway opened that the agent has
+//     not acknowledged yet. The gateway writes the request without waiting
+//     for the acknowledgement, so this only limits a burst of new exchanges
+//     within one round trip.
+//   - Keepalive: a ping every 15 s; no answer (or a write stuck) for 10 s
+//     ends the session, so a dead peer is noticed within about 25 s, as
+//     with gRPC.
+//   - Close timeout 5 s: a stream ended on one side is forcibly reset if the
+//     peer does not end it too. yamux has no reset of its own, so this is
+//     how an aborted exchange stops a peer that is still writing.
+const (
+	streamWindow       = 1 << 20
+	acceptBacklog      = 1024
+	keepaliveInterval  = 15 * time.Second
+	writeTimeout       = 10 * time.Second
+	streamCloseTimeout = 5 * time.Second
+	streamOpenTimeout  = 30 * time.Second
+	// tlsHandshakeTimeout bounds the agent's TLS handshake.
+	tlsHandshakeTimeout = 10 * time.Second
+)
+
+func config(log *zap.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = acceptBacklog
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = keepaliveInterval
+	c.ConnectionWriteTimeout = writeTimeout
+	c.MaxStreamWindowSize = streamWindow
+	c.StreamCloseTimeout = streamCloseTimeout
+	c.StreamOpenTimeout = streamOpenTimeout
+	c.LogOutput = nil
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c.Logger = zap.NewStdLog(log)
+	return c
+}
+
+// conn adapts a yamux session to muxtunnel.Conn.
+type conn struct {
+	s      *yamux.Session
+	remote string
+	tls    *tls.ConnectionState // nil when the connection is not TLS
+}
+
+func (a *conn) TLSState() *tls.ConnectionState { return a.tls }
+
+// newConn wraps s, which runs on c.
+func newConn(s *yamux.Session, c net.Conn) *conn {
+	a := &conn{s: s, remote: c.RemoteAddr().String()}
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		a.tls = &st
+	}
+	return a
+}
+
+var _ muxtunnel.Conn = (*conn)(nil)
+
+func (a *conn) OpenStream(ctx context.Context) (muxtunnel.RawStream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s, err := a.s.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return &rawStream{s: s}, nil
+}
+
+func (a *conn) AcceptStream(ctx context.Context) (muxtunnel.RawStream, error) {
+	s, err := a.s.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rawStream{s: s}, nil
+}
+
+func (a *conn) Close(string) { _ = a.s.Close() }
+
+func (a *conn) Done() <-chan struct{} { return a.s.CloseChan() }
+func (a *conn) RemoteAddr() string    { return a.remote }
+
+// rawStream adapts a yamux stream to muxtunnel.RawStream.
+type rawStream struct {
+	s         *yamux.Stream
+	resetOnce sync.Once
+}
+
+func (r *rawStream) Read(p []byte) (int, error) {
+	n, err := r.s.Read(p)
+	return n, mapErr(err)
+}
+
+func (r *rawStream) Write(p []byte) (int, error) {
+	n, err := r.s.Write(p)
+	return n, mapErr(err)
+}
+
+func (r *rawStream) CloseWrite() error { return r.s.Close() }
+
+// CloseRead has nothing to do: yamux frees the stream once both sides
+// closed, whether or not the last bytes were read.
+func (r *rawStream) CloseRead() {}
+
+// Reset unblocks local Read and Write at once and ends the stream. The
+// peer reads the end before the exchange's `end`, which it treats as a
+// reset; a peer that keeps writing is reset after streamCloseTimeout.
+func (r *rawStream) Reset() {
+	r.resetOnce.Do(func() {
+		_ = r.s.SetDeadline(time.Now())
+		_ = r.s.Close()
+	})
+}
+
+func (r *rawStream) SetReadDeadline(t time.Time) error { return r.s.SetReadDeadline(t) }
+
+func mapErr(err error) error {
+	if errors.Is(err, yamux.ErrConnectionReset) || errors.Is(err, yamux.ErrStreamClosed) {
+		return errors.Join(muxtunnel.ErrStreamReset, err)
+	}
+	if errors.Is(err, yamux.ErrTimeout) {
+		// A deadline set by Reset (or by the hello timeout).
+		return errors.Join(muxtunnel.ErrStreamReset, err)
+	}
+	if err == io.EOF {
+		return io.EOF
+	}
+	return err
+}
+
+// ServeConn runs yamux on an accepted, handshaken TLS connection and serves
+// it as one agent session with srv until it ends or ctx is cancelled.
+func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.Logger) error {
+	mc, err := ServerConn(c, log)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	return srv.ServeConn(ctx, mc, muxtunnel.TransportYamux)
+}
+
+// ServerConn runs the gateway end of yamux on c (after TLS) and returns it
+// as a muxtunnel.Conn; ClientConn is the agent end. For tests and custom
+// listeners: ServeConn and Dial use them.
+func ServerConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
+	s, err := yamux.Server(c, config(log))
+	if err != nil {
+		return nil, err
+	}
+	return newConn(s, c), nil
+}
+
+// ClientConn runs the agent end of yamux on c; see ServerConn.
+func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
+	s, err := yamux.Client(c, config(log))
+	if err != nil {
+		return nil, err
+	}
+	return newConn(s, c), nil
+}
