@@ -113,10 +113,19 @@ func TestConfigErrors(t *testing.T) {
 		"round too short":  {Duration: 10 * time.Millisecond, Rounds: 3},
 		"target path":      {Target: "http://127.0.0.1:1/x"},
 		"target scheme":    {Target: "https://127.0.0.1:1"},
+		"transport":        {Transport: "carrier-pigeon"},
+		"negative rtt":     {LinkRTT: -time.Millisecond},
+		"link and target":  {Target: "http://127.0.0.1:1", LinkRTT: time.Millisecond},
+		"negative burst":   {Burst: -1},
+		"sse interval":     {SSEInterval: time.Microsecond},
+		"link over quic":   {Scenarios: []string{"small"}, Transport: TransportQUIC, LinkRTT: time.Millisecond},
 	} {
-		if _, err := Run(t.Context(), cfg); err == nil {
+		_, err := Run(t.Context(), cfg)
+		if err == nil {
 			t.Errorf("%s: no error", name)
+			continue
 		}
+		t.Logf("%s: %v", name, err)
 	}
 }
 
