@@ -206,6 +206,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if (cfg.LinkRTT > 0 || cfg.LinkRate > 0) && cfg.mode() == ModeTarget {
 		return nil, errors.New("bench: link emulation shapes the tunnel of the relay the harness starts; a target has none")
 	}
+	if (cfg.LinkRTT > 0 || cfg.LinkRate > 0) && cfg.transport() == TransportQUIC {
+		return nil, errors.New("bench: --link-rtt and --link-rate shape a TCP link; QUIC runs over UDP: use grpc or yamux")
+	}
 	if cfg.Longpoll < 0 || cfg.Burst < 0 || cfg.SSEInterval < 0 {
 		return nil, errors.New("bench: longpoll, burst and the SSE interval must not be negative")
 	}

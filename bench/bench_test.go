@@ -21,13 +21,14 @@ import (
 func TestRunInProcess(t *testing.T) {
 	rep, err := Run(t.Context(), Config{
 		Scenarios:   []string{"small", "download"},
-		Duration:    300 * time.Millisecond,
+		Duration:    600 * time.Millisecond,
 		Rounds:      1,
 		Concurrency: 4,
-		// One download at a time finishes several 1 MiB bodies per round
-		// even under the race detector, which slows the relay to ~20 MB/s.
+		// One download at a time of 256 KiB bodies finishes several per
+		// round even under the race detector, which slows the relay to
+		// ~20 MB/s, on a machine busy with the rest of `make test`.
 		TransferConcurrency: 1,
-		TransferSize:        1 << 20,
+		TransferSize:        256 << 10,
 		Log:                 zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
@@ -60,8 +61,8 @@ func TestRunInProcess(t *testing.T) {
 		if !ok || h.CPUS <= 0 || h.CPUSPer1k == nil {
 			t.Errorf("%s/%s: harness figures %+v", r.Scenario, r.Path, r.Processes)
 		}
-		if math.Abs(r.DurationS-0.3) > 0.01 {
-			t.Errorf("%s/%s: measured %.3fs, want 0.3s", r.Scenario, r.Path, r.DurationS)
+		if math.Abs(r.DurationS-0.6) > 0.01 {
+			t.Errorf("%s/%s: measured %.3fs, want 0.6s", r.Scenario, r.Path, r.DurationS)
 		}
 	}
 	if c, tc := rep.Results[0].Concurrency, rep.Results[3].Concurrency; c != 4 || tc != 1 {
@@ -112,10 +113,19 @@ func TestConfigErrors(t *testing.T) {
 		"round too short":  {Duration: 10 * time.Millisecond, Rounds: 3},
 		"target path":      {Target: "http://127.0.0.1:1/x"},
 		"target scheme":    {Target: "https://127.0.0.1:1"},
+		"transport":        {Transport: "carrier-pigeon"},
+		"negative rtt":     {LinkRTT: -time.Millisecond},
+		"link and target":  {Target: "http://127.0.0.1:1", LinkRTT: time.Millisecond},
+		"negative burst":   {Burst: -1},
+		"sse interval":     {SSEInterval: time.Microsecond},
+		"link over quic":   {Scenarios: []string{"small"}, Transport: TransportQUIC, LinkRTT: time.Millisecond},
 	} {
-		if _, err := Run(t.Context(), cfg); err == nil {
+		_, err := Run(t.Context(), cfg)
+		if err == nil {
 			t.Errorf("%s: no error", name)
+			continue
 		}
+		t.Logf("%s: %v", name, err)
 	}
 }
 

@@ -124,9 +124,6 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	tunnel := g.Tunnel
-	if (cfg.LinkRTT > 0 || cfg.LinkRate > 0) && cfg.transport() == TransportQUIC {
-		return errors.New("bench: --link-rtt and --link-rate shape a TCP link; QUIC runs over UDP: use grpc or yamux")
-	}
 	if cfg.LinkRTT > 0 || cfg.LinkRate > 0 {
 		l, err := startLink(g.Tunnel, newLinkShape(cfg.LinkRTT, cfg.LinkRate))
 		if err != nil {

@@ -97,8 +97,8 @@ func TestBinaryBenchStreams(t *testing.T) {
 	out := func(name string) string { return filepath.Join(dir, name) }
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "sse,ws,longpoll,burst", "--duration", "400ms", "--rounds", "1",
-		"--concurrency", "2", "--sse-interval", "5ms", "--longpoll", "50", "--burst", "10", "--link-rtt", "4ms", "--link-rate", "1gbit",
+	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "sse,ws,longpoll,burst", "--duration", "1s", "--rounds", "1",
+		"--concurrency", "2", "--sse-interval", "5ms", "--longpoll", "50", "--burst", "5", "--link-rtt", "4ms", "--link-rate", "1gbit",
 		"--cpuprofile", out("cpu"), "--memprofile", out("mem"), "--json", out("bench.json"), "--svg", out("bench.svg"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -145,7 +145,7 @@ func TestBinaryBenchStreams(t *testing.T) {
 	}
 	readJSON(t, out("bench.json"), &rep)
 	s := rep.Settings
-	if s.SSEIntervalMS != 5 || s.Longpoll != 50 || s.Burst != 10 || s.LinkRTTMS != 4 || s.LinkRateMbit != 1000 || s.Transport != "grpc" {
+	if s.SSEIntervalMS != 5 || s.Longpoll != 50 || s.Burst != 5 || s.LinkRTTMS != 4 || s.LinkRateMbit != 1000 || s.Transport != "grpc" {
 		t.Errorf("settings %+v", s)
 	}
 	if rep.Idle == nil || rep.Idle.Sessions != 2 || rep.Idle.RSSMiB["agent"] <= 1 || rep.Idle.RSSMiB["gateway"] <= 1 {
