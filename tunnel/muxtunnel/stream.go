@@ -22,7 +22,8 @@ type stream struct {
 	gateway bool   // the gateway end
 	release func() // frees the session's stream slot; nil on the agent
 
-	sawEnd   bool // the last frame received had `end`; owned by Recv
+	sawEnd   bool    // the last frame received had `end`; owned by Recv
+	rbuf     *[]byte // read buffer the last frame's data aliases; owned by Recv
 	finished atomic.Bool
 	rawOnce  sync.Once // the one close or reset of raw
 	relOnce  sync.Once
@@ -41,7 +42,15 @@ func (s *stream) Send(f *tunnel.Frame) error {
 // the peer's `end`; before it, the peer gave up on the exchange: that is a
 // reset (transports without a reset frame end the stream instead).
 func (s *stream) Recv() (*tunnel.Frame, error) {
-	f, err := readFrame(s.raw)
+	// The caller is done with the previous frame's data (tunnel.Stream):
+	// its buffer goes back to the pool. The last one, at the end of the
+	// exchange, is left to the garbage collector, since Finish may run
+	// while the reader still copies.
+	if s.rbuf != nil {
+		putBuf(s.rbuf)
+		s.rbuf = nil
+	}
+	f, buf, err := readFrame(s.raw)
 	if err != nil {
 		if !errors.Is(err, io.EOF) {
 			return nil, err
@@ -63,6 +72,7 @@ func (s *stream) Recv() (*tunnel.Frame, error) {
 		return nil, errors.Join(tunnel.ErrMalformed, errors.New("a second exchange on one stream"))
 	}
 	s.sawEnd = f.End
+	s.rbuf = buf
 	return f, nil
 }
 

@@ -67,16 +67,37 @@ func readMsg(r io.Reader, m proto.Message, limit int) error {
 
 // readFrame is readMsg for a Frame, with the tunnel's own decoder: it
 // allocates far less than generic protobuf decoding (a request head in a
-// few blocks instead of one object per header) and copies the data, so the
-// read buffer goes back to the pool.
-func readFrame(r io.Reader) (*tunnel.Frame, error) {
-	var f *tunnel.Frame
-	err := readBody(r, tunnel.MaxFrameSize, func(b []byte) error {
-		var err error
-		f, err = tunnel.DecodeFrame(b) // its errors wrap tunnel.ErrMalformed
-		return err
-	})
-	return f, err
+// few blocks instead of one object per header). The frame's data aliases
+// the pooled read buffer, returned as buf: the caller hands buf back with
+// putBuf once it is done with the data (tunnel.Stream.Recv's contract: at
+// the next Recv). Heads and trailers are copied and outlive buf.
+func readFrame(r io.Reader) (f *tunnel.Frame, buf *[]byte, err error) {
+	var hdr [lenSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if uint64(n) > uint64(tunnel.MaxFrameSize) {
+		return nil, nil, fmt.Errorf("%w: message of %d bytes exceeds %d", tunnel.ErrMalformed, n, tunnel.MaxFrameSize)
+	}
+	bp := getBuf()
+	if cap(*bp) < int(n) {
+		*bp = make([]byte, n)
+	}
+	b := (*bp)[:n]
+	if _, err := io.ReadFull(r, b); err != nil {
+		putBuf(bp)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, nil, err
+	}
+	f = new(tunnel.Frame)
+	if err := tunnel.UnmarshalFrameAliasing(b, f); err != nil { // its errors wrap tunnel.ErrMalformed
+		putBuf(bp)
+		return nil, nil, err
+	}
+	return f, bp, nil
 }
 
 // readBody reads one length prefix and the message after it into a pooled
