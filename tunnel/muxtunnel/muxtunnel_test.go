@@ -253,7 +253,13 @@ func TestBadHello(t *testing.T) {
 		}, "exceeds"},
 		{"drain first", func(t *testing.T, p *pair) {
 			st, _ := p.client.OpenStream(context.Background())
-			writeRaw(t, st, &tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{}})
+			// Unchecked like the writes above: the gateway may read the
+			// message and close the connection before the write returns.
+			b, err := proto.Marshal(&tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write(append([]byte{0, 0, 0, byte(len(b))}, b...))
 		}, "not a hello"},
 	}
 	for _, tc := range cases {
@@ -273,9 +279,9 @@ func TestAgentOpensMoreStreamsThanAllowed(t *testing.T) {
 	p := newPair(t, nil)
 	rawHello(t, p)
 	s := session(t, p)
-	if _, err := p.client.OpenStream(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	// Unchecked: the gateway may end the session as soon as it sees the
+	// stream, before the open returns.
+	_, _ = p.client.OpenStream(context.Background())
 	select {
 	case <-s.Done():
 	case <-time.After(hangGuard):
