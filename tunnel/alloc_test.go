@@ -13,7 +13,7 @@ const maxSmallExchangeAllocs = 40
 // the test is skipped under it (make test runs it once more without).
 func TestSmallExchangeAllocs(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector adds allocations")
+		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./tunnel/...)")
 	}
 	r := newSmallExchangeRig(t, 64)
 	defer r.stop()
