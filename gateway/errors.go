@@ -325,17 +325,5 @@ func rangeSpecificity(mr, typ, sub string) int {
 // grpcPercentEncode encodes s as the gRPC protocol wants for grpc-message:
 // bytes outside printable ASCII, and '%', as %XX.
 func grpcPercentEncode(s string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c <= 0x7e && c != '%' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
-	}
-	return b.String()
+	return percentEncode(s, func(c byte) bool { return c >= 0x20 && c <= 0x7e && c != '%' })
 }

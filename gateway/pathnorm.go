@@ -168,12 +168,25 @@ func hiddenDotSegment(match string) bool {
 
 // escapeSegment escapes a decoded segment: RFC 3986 pchar stays, everything
 // else (including "/", "?", "#", "%" and non-ASCII bytes) is %XX.
-func escapeSegment(s string) string {
+func escapeSegment(s string) string { return percentEncode(s, isPchar) }
+
+// percentEncode writes every byte of s that keep refuses as %XX. When keep
+// takes every byte, s itself is returned without a copy.
+func percentEncode(s string, keep func(c byte) bool) string {
+	i := 0
+	for i < len(s) && keep(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
 		c := s[i]
-		if isPchar(c) {
+		if keep(c) {
 			b.WriteByte(c)
 			continue
 		}
