@@ -30,19 +30,22 @@ type BackendTLS struct {
 	ServerName string
 }
 
-// Backends holds the pooled HTTP clients the agent calls backends with: one
-// http.Transport per (protocol, TLS profile), all created up front and shared
-// by every exchange. Every connection is dialled through the allowlist.
+// Backends holds the pooled HTTP clients the agent calls backends with: per
+// TLS profile an http.Transport for HTTP/1.1, one for HTTP/2 and the
+// synchronous HTTP/1.1 client for simple requests (h1Sync), all created up
+// front and shared by every exchange. Every connection is dialled through
+// the allowlist.
 // Methods are safe for concurrent use.
 type Backends struct {
 	profiles []backendProfile // index 0 is the default (system roots); immutable
 }
 
-// backendProfile is one TLS setup with its two transports.
+// backendProfile is one TLS setup with its three clients.
 type backendProfile struct {
 	rules []allowRule     // which https backends use it; empty for the default
 	h1    *http.Transport // HTTP/1.1 only, plain or TLS
 	h2    *http.Transport // HTTP/2 only: h2c prior knowledge for http://, ALPN h2 for https://
+	sync  *h1Sync         // HTTP/1.1 GET, HEAD and OPTIONS without a body; h1 serves the rest
 }
 
 // Transport tuning; see newBackendTransport.
@@ -115,11 +118,21 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 	h1.SetHTTP1(true)
 	h2.SetHTTP2(true)
 	h2.SetUnencryptedHTTP2(true)
-	return backendProfile{
+	p := backendProfile{
 		rules: rules,
 		h1:    newBackendTransport(cfg, h1, dial),
 		h2:    newBackendTransport(cfg, h2, dial),
 	}
+	p.sync = &h1Sync{
+		Dial:             dial,
+		TLS:              cfg.Clone(),
+		Fallback:         p.h1,
+		MaxIdlePerHost:   backendMaxIdlePerHost,
+		MaxIdle:          backendMaxIdleConns,
+		IdleTimeout:      backendIdleConnTimeout,
+		HandshakeTimeout: backendTLSTimeout,
+	}
+	return p
 }
 
 // newBackendTransport returns a transport tuned for many concurrent exchanges
@@ -145,7 +158,8 @@ func newBackendTransport(cfg *tls.Config, protocols http.Protocols, dial backend
 // is set (the app's backend_http2) or the request is gRPC (Content-Type
 // application/grpc, application/grpc+proto, ...): h2c with prior knowledge
 // for http:// URLs, ALPN h2 for https://. Everything else uses HTTP/1.1, for
-// https too. gRPC-Web (application/grpc-web...) is made for HTTP/1.1 and is
+// https too: a GET, HEAD or OPTIONS without a body, upgrade or Expect goes
+// to the synchronous client (h1Sync), the rest to the http.Transport. gRPC-Web (application/grpc-web...) is made for HTTP/1.1 and is
 // not treated as gRPC. https:// requests use the first TLS profile whose
 // Hosts match the URL's host and port, or the default profile.
 func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripper {
@@ -155,6 +169,9 @@ func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripp
 	}
 	if forceHTTP2 || isGRPC(req.Header.Get("Content-Type")) {
 		return p.h2
+	}
+	if h1SyncEligible(req) {
+		return p.sync
 	}
 	return p.h1
 }
@@ -192,5 +209,6 @@ func (b *Backends) CloseIdleConnections() {
 	for i := range b.profiles {
 		b.profiles[i].h1.CloseIdleConnections()
 		b.profiles[i].h2.CloseIdleConnections()
+		b.profiles[i].sync.CloseIdleConnections()
 	}
 }

@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -101,25 +100,26 @@ func mustBackends(t *testing.T, allow *Allowlist, profiles ...BackendTLS) *Backe
 	return b
 }
 
-// roundTrip sends a request picked through b and returns the body.
+// backendRoundTrip sends a request through the client b picks for it and
+// returns the body.
 func backendRoundTrip(t *testing.T, b *Backends, method, rawURL, contentType string, force bool) (string, *http.Response, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var hdr []string
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		hdr = []string{"Content-Type", contentType}
 	}
-	resp, err := b.Transport(req, force).RoundTrip(req)
-	if err != nil {
-		return "", nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), resp, err
+	res, body, err := roundTripBody(t, pickedClient{b, force}, method, rawURL, hdr...)
+	return body, res, err
+}
+
+// pickedClient sends each request through the client Backends picks for it.
+type pickedClient struct {
+	b     *Backends
+	force bool
+}
+
+func (p pickedClient) RoundTrip(req *http.Request) (*http.Response, error) {
+	return p.b.Transport(req, p.force).RoundTrip(req)
 }
 
 func TestBackendsProtocolChoice(t *testing.T) {

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Buffer sizes of an h1Conn: net/http's defaults.
+const (
+	h1ReadBufferSize  = 4 << 10
+	h1WriteBufferSize = 4 << 10
+)
+
+// errHeadTooLarge is wrapped by the error of a response whose head (1xx
+// heads included) exceeds h1MaxResponseHeaderBytes.
+var errHeadTooLarge = fmt.Errorf("backend response head exceeds %d bytes", h1MaxResponseHeaderBytes)
+
+// aLongTimeAgo is a deadline in the past: it makes blocked reads and writes
+// of a connection return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// h1WriterPool holds the write buffers: a connection needs one only while a
+// request is being written, not while it waits for the response or idles.
+var h1WriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1WriteBufferSize) }}
+
+// h1Conn is one backend connection of an h1Sync, used by one request at a
+// time: the request that took it owns every field but idleAt until it puts
+// it back into the pool (release) or closes it.
+type h1Conn struct {
+	t      *h1Sync
+	key    h1Key
+	conn   net.Conn             // TCP, or TLS over it; set before first use
+	br     *bufio.Reader        // reads through c.Read
+	state  *tls.ConnectionState // nil for plain http; immutable
+	limit  int64                // bytes c.Read may still return
+	nread  int64                // bytes c.Read returned in all
+	reused bool                 // taken from the idle pool
+	idleAt time.Time            // when it was put into the pool; guarded by t.mu
+}
+
+// Read reads from the connection for br, no more than limit bytes: the
+// bound on a response head.
+func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.limit <= 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.conn.Read(p)
+	c.limit -= int64(n)
+	c.nread += int64(n)
+	return n, err
+}
+
+// interrupt makes a blocked read or write return; the connection cannot be
+// used afterwards.
+func (c *h1Conn) interrupt() { _ = c.conn.SetDeadline(aLongTimeAgo) }
+
+func (c *h1Conn) close() { _ = c.conn.Close() }
+
+// handshake runs the TLS client handshake, bounded by timeout and ctx, and
+// makes the TLS connection c's.
+func (c *h1Conn) handshake(ctx context.Context, cfg *tls.Config, timeout time.Duration) error {
+	tc := tls.Client(c.conn, cfg)
+	_ = c.conn.SetDeadline(time.Now().Add(timeout))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		var ne net.Error
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("tls handshake with backend %s: %w", c.key.addr, context.Cause(ctx))
+		case errors.As(err, &ne) && ne.Timeout():
+			return fmt.Errorf("tls handshake with backend %s timed out after %v: %w", c.key.addr, timeout, err)
+		}
+		return fmt.Errorf("tls handshake with backend %s: %w", c.key.addr, err)
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	c.state, c.conn = &st, tc
+	return nil
+}
+
+// roundTrip writes req and reads the response head, skipping 1xx heads but
+// for 101. A response with a body gets an h1Body that releases c at its
+// end; one without gives c back at once. On error c is closed, and
+// nothingBack reports that no byte of a response had arrived (what a
+// connection the backend closed while it was idle looks like).
+func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Response, nothingBack bool, err error) {
+	stop := context.AfterFunc(ctx, c.interrupt)
+	bw := h1WriterPool.Get().(*bufio.Writer)
+	bw.Reset(c.conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	h1WriterPool.Put(bw)
+	if err != nil {
+		return nil, true, c.fail(ctx, stop, "write backend request", err)
+	}
+
+	c.limit = h1MaxResponseHeaderBytes
+	start := c.nread
+	for {
+		res, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			if c.limit <= 0 {
+				err = errHeadTooLarge
+			}
+			return nil, c.nread == start, c.fail(ctx, stop, "read backend response", err)
+		}
+		if res.StatusCode < 100 || res.StatusCode > 199 {
+			break
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return nil, false, c.fail(ctx, stop, "read backend response", errors.New("the backend switched protocols, but the request asked for no upgrade"))
+		}
+		// An informational head (103 Early Hints, ...): skipped, as
+		// net/http does; it counts toward the head limit.
+	}
+	c.limit = math.MaxInt64
+	res.TLS = c.state
+	keep := !res.Close && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	if res.Body == http.NoBody {
+		c.release(stop, keep)
+		return res, false, nil
+	}
+	b := &h1Body{rc: res.Body, ctx: ctx, stop: stop, keep: keep}
+	b.c.Store(c)
+	res.Body = b
+	return res, false, nil
+}
+
+// fail closes c after a failed write or read and returns the error to
+// report: the context's cause when the exchange was cancelled (the failure
+// then is the deadline interrupt set), else err.
+func (c *h1Conn) fail(ctx context.Context, stop func() bool, op string, err error) error {
+	stop()
+	c.close()
+	if ctx.Err() != nil {
+		err = context.Cause(ctx)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// release ends c's exchange: back into the pool when keep says the
+// connection may carry another request, the cancellation did not fire and
+// the backend sent nothing more, else closed.
+func (c *h1Conn) release(stop func() bool, keep bool) {
+	if !stop() || !keep || c.br.Buffered() != 0 {
+		c.close()
+		return
+	}
+	c.t.putIdle(c)
+}
+
+// h1Body is a response body of an h1Sync connection. Read to EOF, it gives
+// the connection back to the pool; closed before, it closes it (the rest of
+// the body is not read). Close may be called while a Read is blocked.
+type h1Body struct {
+	rc     io.ReadCloser // the body http.ReadResponse made; never closed (its Close drains)
+	ctx    context.Context
+	stop   func() bool // stops the exchange's cancellation
+	keep   bool        // the connection may carry another request
+	c      atomic.Pointer[h1Conn]
+	closed atomic.Bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		if c := b.c.Swap(nil); c != nil {
+			c.release(b.stop, b.keep)
+		}
+	default:
+		if c := b.c.Swap(nil); c != nil {
+			b.stop()
+			c.close()
+		}
+		if b.ctx.Err() != nil {
+			err = fmt.Errorf("read backend response body: %w", context.Cause(b.ctx))
+		}
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	b.closed.Store(true)
+	if c := b.c.Swap(nil); c != nil {
+		b.stop()
+		c.close()
+	}
+	return nil
+}
