@@ -19,7 +19,9 @@ import (
 // while the previous write was in the kernel goes out together.
 //
 // Bounds and errors: Write waits while maxPending bytes are pending (the
-// peer's TCP window is full, so back-pressure reaches yamux as before). The
+// peer's TCP window is full, so back-pressure reaches yamux as before). TLS
+// cuts records of at most 16 KiB, one system call each, whatever the batch,
+// so a larger buffer would only hold more memory. The
 // first error of the underlying Write is kept and returned by every later
 // Write. Close flushes what is pending for at most closeFlushTimeout, stops
 // the flusher and closes the underlying connection; Writes after Close (or
@@ -42,9 +44,10 @@ type coalescingConn struct {
 
 const (
 	// maxPending bounds the bytes that Write accepts before they are written.
-	maxPending = 256 << 10
-	// closeFlushTimeout bounds how long Close waits for pending bytes.
-	closeFlushTimeout = 2 * time.Second
+	maxPending = 64 << 10
+	// closeFlushTimeout bounds how long Close waits for pending bytes to
+	// be written; a healthy peer takes them in microseconds.
+	closeFlushTimeout = time.Second
 )
 
 // pendingPool holds the buffers of all connections: an idle connection
@@ -143,26 +146,26 @@ func (w *coalescingConn) Close() error {
 	w.room.Broadcast()
 	w.mu.Unlock()
 
-	// Let the flusher drain, bounded by a deadline on its writes.
 	wait := w.closeFlush
 	if wait <= 0 {
 		wait = closeFlushTimeout
 	}
-	_ = w.Conn.SetWriteDeadline(time.Now().Add(wait))
 	timer := time.NewTimer(wait)
 	select {
 	case <-w.flushed:
 	case <-timer.C:
 	}
 	timer.Stop()
-
 	w.mu.Lock()
 	if w.err == nil {
-		w.err = net.ErrClosed
+		w.err = net.ErrClosed // the flusher takes no further batch
 	}
-	w.more.Signal()
 	w.mu.Unlock()
+	// A flusher still writing is stuck on a peer that reads nothing. A TLS
+	// connection closed while a Write is in flight closes its socket at
+	// once (without close_notify, which could block as well), and that
+	// ends the Write.
 	err := w.Conn.Close()
-	<-w.flushed // the close ends a write still in progress
+	<-w.flushed
 	return err
 }

@@ -2,6 +2,7 @@ package yamuxtunnel
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,9 +21,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const hangGuard = 10 * time.Second
 
 // gateConn is a net.Conn whose Writes wait for the test: each Write reports
-// its size on calls, then waits for one result on results.
+// its size on calls, then waits for one result on results (or Close).
 type gateConn struct {
-	net.Conn // nil: only Write, Close and SetWriteDeadline are used
+	net.Conn // nil: only Write and Close are used
 	calls    chan int
 	results  chan error
 
@@ -56,8 +59,7 @@ func (g *gateConn) startedBytes() int {
 	return g.started
 }
 
-func (g *gateConn) Close() error                     { g.once.Do(func() { close(g.closed) }); return nil }
-func (g *gateConn) SetWriteDeadline(time.Time) error { return nil }
+func (g *gateConn) Close() error { g.once.Do(func() { close(g.closed) }); return nil }
 
 // release lets the flusher's Writes through until stop is closed.
 func (g *gateConn) release(stop <-chan struct{}) {
@@ -279,6 +281,38 @@ func TestCoalescingCloseStuck(t *testing.T) {
 	if err := recv(t, waiting, "the waiting Write"); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("waiting Write: %v, want net.ErrClosed", err)
 	}
+	recv(t, closed, "Close")
+	recv(t, w.flushed, "the flusher")
+}
+
+// TestCoalescingCloseStuckTLS: over TLS to a peer that reads nothing, Close
+// still returns: the TLS connection, closed while the flusher's Write is in
+// flight, closes its socket at once.
+func TestCoalescingCloseStuckTLS(t *testing.T) {
+	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	server := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	client := tls.Client(a, &tls.Config{InsecureSkipVerify: true})
+	shook := make(chan error, 1)
+	go func() { shook <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, shook, "the server handshake"); err != nil {
+		t.Fatal(err)
+	}
+	// From here on nobody reads b: the pipe takes nothing.
+	w := newCoalescingConn(client)
+	w.closeFlush = 10 * time.Millisecond
+	if _, err := w.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close() }()
 	recv(t, closed, "Close")
 	recv(t, w.flushed, "the flusher")
 }
