@@ -44,6 +44,9 @@ const ALPN = "sallyport-yamux/1"
 //   - Close timeout 5 s: a stream ended on one side is forcibly reset if the
 //     peer does not end it too. yamux has no reset of its own, so this is
 //     how an aborted exchange stops a peer that is still writing.
+//   - Write buffer 64 KiB (coalescingConn): yamux's frames gather there and
+//     go to TLS in one write per batch; a full buffer holds yamux back, so
+//     a peer that stops reading still trips the write timeout above.
 const (
 	streamWindow       = 1 << 20
 	acceptBacklog      = 1024
