@@ -34,6 +34,10 @@ type Server struct {
 // nopLog is the logger of a Server without Log (zap.NewNop allocates).
 var nopLog = zap.NewNop()
 
+// errStreamEnded cancels an exchange whose stream ended. One value for all:
+// QUIC and yamux end a stream after every exchange.
+var errStreamEnded = errors.New("stream ended")
+
 func (s *Server) log() *zap.Logger {
 	if s.Log == nil {
 		return nopLog
@@ -63,7 +67,7 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 	workerDone := make(chan struct{})
 	defer func() {
 		if cur != nil {
-			cur.cancel(errors.New("stream ended"))
+			cur.cancel(errStreamEnded)
 			<-cur.respDone
 		}
 		if work != nil {

@@ -373,3 +373,52 @@ func TestRegisteredBeforeWelcome(t *testing.T) {
 		t.Fatal("the agent was welcomed before the gateway registered its session")
 	}
 }
+
+// TestStreamGoroutineReused: exchanges one after another are all served by
+// the same agent goroutine, which waits for the next stream in between.
+func TestStreamGoroutineReused(t *testing.T) {
+	p := newPair(t, nil)
+	cs, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{Token: goodToken, Transport: "yamux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := make(chan struct{}, 1)
+	muxtunnel.SetOnIdle(cs, func() { idle <- struct{}{} })
+	backend := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
+		return roundTripFunc(func(*http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 204, Header: http.Header{}, Body: http.NoBody}, nil
+		}), nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- cs.Serve(ctx, backend, nil) }()
+	s := session(t, p)
+	const n = 10
+	for i := range n {
+		st, err := s.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("GET", "http://backend.test/", nil)
+		res, err := tunnel.RoundTrip(st, req, nil)
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		res.Body.Close()
+		select {
+		case <-idle: // the goroutine is free before the next stream comes
+		case <-time.After(hangGuard):
+			t.Fatalf("exchange %d: the stream goroutine did not become idle", i)
+		}
+	}
+	if got := muxtunnel.StreamGoroutinesStarted(cs); got != 1 {
+		t.Fatalf("%d stream goroutines served %d exchanges one after another, want 1", got, n)
+	}
+	cancel()
+	cs.Close()
+	select {
+	case <-served:
+	case <-time.After(hangGuard):
+		t.Fatal("Serve did not return")
+	}
+}

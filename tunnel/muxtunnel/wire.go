@@ -68,9 +68,10 @@ func readMsg(r io.Reader, m proto.Message, limit int) error {
 // readFrame is readMsg for a Frame, with the tunnel's own decoder: it
 // allocates far less than generic protobuf decoding (a request head in a
 // few blocks instead of one object per header). The frame's data aliases
-// the pooled read buffer, returned as buf: the caller hands buf back with
-// putBuf once it is done with the data (tunnel.Stream.Recv's contract: at
-// the next Recv). Heads and trailers are copied and outlive buf.
+// the pooled read buffer, returned as buf (nil for a small frame, which has
+// a buffer of its own): the caller hands buf back with putBuf once it is
+// done with the data (tunnel.Stream.Recv's contract: at the next Recv).
+// Heads and trailers are copied and outlive buf.
 func readFrame(r io.Reader) (f *tunnel.Frame, buf *[]byte, err error) {
 	var hdr [lenSize]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -80,25 +81,44 @@ func readFrame(r io.Reader) (f *tunnel.Frame, buf *[]byte, err error) {
 	if uint64(n) > uint64(tunnel.MaxFrameSize) {
 		return nil, nil, fmt.Errorf("%w: message of %d bytes exceeds %d", tunnel.ErrMalformed, n, tunnel.MaxFrameSize)
 	}
-	bp := getBuf()
-	if cap(*bp) < int(n) {
-		*bp = make([]byte, n)
+	var b []byte
+	if n <= smallFrame {
+		// Fast path: a small frame (a whole small exchange, a head) gets
+		// its own exact allocation. Its buffer would often not come back
+		// to the pool: the last frame of an exchange is left to the
+		// garbage collector (see stream.Recv), and a pooled 16 KiB buffer
+		// lost per exchange was over half of the gateway's allocated bytes.
+		b = make([]byte, n)
+	} else {
+		// Slow path: body chunks read into pooled buffers.
+		buf = getBuf()
+		if cap(*buf) < int(n) {
+			*buf = make([]byte, n)
+		}
+		b = (*buf)[:n]
 	}
-	b := (*bp)[:n]
-	if _, err := io.ReadFull(r, b); err != nil {
-		putBuf(bp)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	fail := func(err error) (*tunnel.Frame, *[]byte, error) {
+		if buf != nil {
+			putBuf(buf)
 		}
 		return nil, nil, err
 	}
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fail(err)
+	}
 	f = new(tunnel.Frame)
 	if err := tunnel.UnmarshalFrameAliasing(b, f); err != nil { // its errors wrap tunnel.ErrMalformed
-		putBuf(bp)
-		return nil, nil, err
+		return fail(err)
 	}
-	return f, bp, nil
+	return f, buf, nil
 }
+
+// smallFrame is the largest frame readFrame reads into a buffer of its own
+// rather than a pooled one.
+const smallFrame = 4 << 10
 
 // readBody reads one length prefix and the message after it into a pooled
 // buffer, and hands that to decode; the buffer is reused once decode

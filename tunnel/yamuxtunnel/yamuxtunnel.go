@@ -44,6 +44,9 @@ const ALPN = "sallyport-yamux/1"
 //   - Close timeout 5 s: a stream ended on one side is forcibly reset if the
 //     peer does not end it too. yamux has no reset of its own, so this is
 //     how an aborted exchange stops a peer that is still writing.
+//   - Write buffer 64 KiB (coalescingConn): yamux's frames gather there and
+//     go to TLS in one write per batch; a full buffer holds yamux back, so
+//     a peer that stops reading still trips the write timeout above.
 const (
 	streamWindow       = 1 << 20
 	acceptBacklog      = 1024
@@ -180,17 +183,20 @@ func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.
 // as a muxtunnel.Conn; ClientConn is the agent end. For tests and custom
 // listeners: ServeConn and Dial use them.
 func ServerConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
-	s, err := yamux.Server(c, config(log))
-	if err != nil {
-		return nil, err
-	}
-	return newConn(s, c), nil
+	return start(c, log, yamux.Server)
 }
 
 // ClientConn runs the agent end of yamux on c; see ServerConn.
 func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
-	s, err := yamux.Client(c, config(log))
+	return start(c, log, yamux.Client)
+}
+
+// start runs one end of yamux on c, through a coalescingConn.
+func start(c net.Conn, log *zap.Logger, end func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error)) (muxtunnel.Conn, error) {
+	wc := newCoalescingConn(c)
+	s, err := end(wc, config(log))
 	if err != nil {
+		wc.Close()
 		return nil, err
 	}
 	return newConn(s, c), nil

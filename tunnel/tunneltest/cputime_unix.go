@@ -1,6 +1,6 @@
 //go:build unix
 
-package grpctunnel_test
+package tunneltest
 
 import (
 	"syscall"
@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// processCPU is the user and system CPU time this process has used.
-func processCPU(tb testing.TB) time.Duration {
+// ProcessCPU is the user and system CPU time this process has used.
+func ProcessCPU(tb testing.TB) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		tb.Fatal(err)
