@@ -155,15 +155,10 @@ func shapedCopy(dst, src net.Conn, shape linkShape) error {
 // deliver writes each chunk to dst when it is due, then closes dst's write
 // side. After a failed write it calls fail once and drops the rest.
 func deliver(dst net.Conn, q <-chan chunk, fail func()) error {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	var err error
 	for c := range q {
 		if err == nil {
-			if wait := time.Until(c.at); wait > 0 {
-				timer.Reset(wait)
-				<-timer.C
-			}
+			sleepUntil(c.at)
 			if _, err = dst.Write((*c.buf)[:c.n]); err != nil {
 				fail()
 			}
@@ -181,7 +176,7 @@ const calibrationPings = 15
 
 // measureLink times small round trips through a link of the given shape to
 // an echo server, and returns the median: the round trip the emulation
-// really gives on this machine now (its timers wake a little late), which
+// really gives on this machine now (its sleeps wake a little late), which
 // the report shows beside the one asked for.
 func measureLink(shape linkShape) (time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -244,3 +244,15 @@ func TestLinkCloseCutsConnections(t *testing.T) {
 		t.Logf("read after close: %v", err) // a reset is as good as an end
 	}
 }
+
+// TestSleepUntil checks that sleepUntil never returns before its time
+// (how late it wakes is the machine's business and not asserted).
+func TestSleepUntil(t *testing.T) {
+	for _, d := range []time.Duration{-time.Second, 0, time.Microsecond, 3 * time.Millisecond} {
+		at := time.Now().Add(d)
+		sleepUntil(at)
+		if now := time.Now(); now.Before(at) {
+			t.Errorf("sleepUntil(now%+v) returned %v early", d, at.Sub(now))
+		}
+	}
+}

@@ -111,6 +111,11 @@ func closedLoop(ctx context.Context, do func(context.Context, *recorder) error, 
 	}
 }
 
+// timerSlack is how long before an exchange's time the open loop stops
+// waiting on the runtime's timer (late by up to a millisecond on Linux,
+// which would be charged to the path measured) and sleeps precisely.
+const timerSlack = 2 * time.Millisecond
+
 // openLoop takes scheduled exchanges in turn, waits for each one's time and
 // counts its latency from that time, so a slow exchange that delays the
 // next ones is charged for them too (no coordinated omission).
@@ -123,7 +128,7 @@ func openLoop(ctx context.Context, rate float64, do func(context.Context, *recor
 		if !due.Before(deadline) {
 			return
 		}
-		if wait := time.Until(due); wait > 0 {
+		if wait := time.Until(due) - timerSlack; wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
@@ -131,6 +136,7 @@ func openLoop(ctx context.Context, rate float64, do func(context.Context, *recor
 				return
 			}
 		}
+		sleepUntil(due)
 		err := do(ctx, rec)
 		rec.done(ctx, deadline, time.Since(due), err)
 		if ctx.Err() != nil {

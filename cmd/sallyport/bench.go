@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sallyport/sallyport/bench"
+	"github.com/sallyport/sallyport/internal/gctune"
 )
 
 // benchFlags are the flags of `sallyport bench`.
@@ -284,6 +285,11 @@ func runBenchRole(f *benchFlags, log *zap.Logger) error {
 	signal.Ignore(os.Interrupt)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if f.role == bench.RoleGateway || f.role == bench.RoleAgent {
+		// Stands for a gateway or agent process: the same collector
+		// settings as `sallyport gateway` and `sallyport agent`.
+		defer gctune.Start(0).Stop()
+	}
 	return withProfiles(f.cpuprofile, f.memprofile, func() error {
 		return bench.RunRole(ctx, f.role, os.Stdin, os.Stdout, log.Named(f.role))
 	})

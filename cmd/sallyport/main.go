@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/agent"
+	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/internal/logging"
 )
 
@@ -135,5 +136,6 @@ func runFromConfig[C any](g *globals, path string, load func(string) (C, error),
 	defer log.Sync() //nolint:errcheck // stderr
 	ctx, stop := signalContext(log)
 	defer stop()
+	defer gctune.Start(0).Stop() // see internal/gctune; GOGC or GOMEMLIMIT turn it off
 	return run(ctx, cfg, log)
 }
