@@ -106,6 +106,17 @@ func TestRunReferencesInProcess(t *testing.T) {
 	if r := got.Results[3]; r.Scenario != "small" || r.Path != "stdlib-proxy" || r.Ratio == nil {
 		t.Errorf("JSON result 3: %+v", r)
 	}
+
+	var svg bytes.Buffer
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{PathTCPForward, PathStdlibProxy} {
+		want := `data-scenario="small" data-path="` + p + `" stroke="` + svgColors[p] + `"`
+		if !strings.Contains(svg.String(), want) {
+			t.Errorf("the chart has no series %s", want)
+		}
+	}
 }
 
 // TestReferenceColumns: on reference rows the gateway and agent columns
