@@ -66,8 +66,13 @@ func TestRunReferencesInProcess(t *testing.T) {
 		if want := paths[i%len(paths)]; r.Path != want {
 			t.Errorf("result %d: path %s, want %s", i, r.Path, want)
 		}
-		if r.Errors != 0 || r.Exchanges == 0 {
-			t.Errorf("%s/%s: %d errors %v, %d exchanges", r.Scenario, r.Path, r.Errors, r.ErrorSamples, r.Exchanges)
+		// Forwarded: no errors, and bytes moved. (On a loaded machine a
+		// 0.3 s round may cut off every upload, which then moved bytes
+		// but did not complete, and end a burst round before the GETs
+		// that follow the burst, which alone count as exchanges.)
+		cutOff := r.Kind == kindBurst || r.Kind == kindTransfer
+		if r.Errors != 0 || r.MBPerS <= 0 || r.Exchanges == 0 && !cutOff {
+			t.Errorf("%s/%s: %d errors %v, %d exchanges, %v MB/s", r.Scenario, r.Path, r.Errors, r.ErrorSamples, r.Exchanges, r.MBPerS)
 		}
 		if (r.RatioToDirect != nil) != (r.Kind != kindHeld && r.Kind != kindBurst) {
 			t.Errorf("%s/%s: ratio %v", r.Scenario, r.Path, r.RatioToDirect)
