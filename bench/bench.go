@@ -3,16 +3,17 @@
 // It starts a backend, a gateway and an agent on loopback — as separate
 // processes (the caller's binary re-executed, see Config.Spawn and RunRole)
 // or all in this process — and drives the same load at two paths: straight
-// at the backend (direct) and through the relay. Each scenario runs both
-// paths in alternating rounds (direct, relay, relay, direct, …) so machine
-// drift hits both, and every relay figure is reported as a ratio to the
-// direct one. Latency goes into an HDR histogram; CPU time and peak RSS are
+// at the backend (direct) and through the relay, and at the reference
+// paths asked for (see reference.go). Each scenario runs every path in
+// alternating rounds (direct, relay, relay, direct, …) so machine drift
+// hits all, and every figure is reported as a ratio to the direct one. Latency goes into an HDR histogram; CPU time and peak RSS are
 // read per process.
 //
 // Run flow:
 //
 //	check the config; raise the open-file limit and fit the long polls to it
-//	start the stack (backend → gateway → [link forwarder] → agent with all its sessions)
+//	start the stack (backend → gateway → [link forwarder] → agent with all its sessions
+//	    → [reference paths: forwarders B and A, the stdlib proxy])
 //	probe every path until it answers; read the idle relay's RSS
 //	for each scenario:
 //	    reset peak RSS of every process
@@ -21,7 +22,7 @@
 //	    for each round: for each path (order flips every round):
 //	        read CPU of every process; run the driver for Duration/Rounds; read CPU again
 //	    read peak RSS; build one Result per path; close the drivers
-//	stop the stack (agent → link → gateway → backend)
+//	stop the stack (references → agent → link → gateway → backend)
 //
 // Nothing imports this package but cmd/sallyport.
 package bench
@@ -38,7 +39,8 @@ import (
 )
 
 // Path names: the backend without a relay, the relay started here, and a
-// relay under test given by Config.Target.
+// relay under test given by Config.Target. The reference paths add
+// PathTCPForward and PathStdlibProxy.
 const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
@@ -108,6 +110,12 @@ type Config struct {
 	// Transport is the tunnel transport between agent and gateway, one of
 	// Transports (empty → "grpc").
 	Transport string
+	// References adds reference paths, measured in the same rounds as
+	// direct and relay: "tcp" (path tcp-forward, two chained byte
+	// forwarders) and "stdlib" (path stdlib-proxy, one
+	// httputil.ReverseProxy); see reference.go. Empty → none. Not with a
+	// Target.
+	References []string
 	// Spawn returns the command that runs one role ("backend", "gateway"
 	// or "agent") of the relay as its own process: a binary that calls
 	// RunRole with that role, stdin and stdout. The harness sets Stdin and
@@ -199,6 +207,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if err := checkTransport(cfg.transport()); err != nil {
 		return nil, err
+	}
+	refs, err := cfg.references()
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) > 0 && cfg.mode() == ModeTarget {
+		return nil, errors.New("bench: reference paths stand beside the relay the harness starts; with a target nothing is started")
 	}
 	if cfg.LinkRTT < 0 || cfg.LinkRate < 0 {
 		return nil, errors.New("bench: the link's round trip time and rate must not be negative")

@@ -19,7 +19,7 @@ import (
 // TestRunInProcess drives a tiny run through a real backend, gateway and
 // agent in this process and checks every figure is there.
 func TestRunInProcess(t *testing.T) {
-	rep, err := Run(t.Context(), Config{
+	rep, _ := runLogged(t, Config{
 		Scenarios:   []string{"small", "download"},
 		Duration:    600 * time.Millisecond,
 		Rounds:      1,
@@ -31,9 +31,6 @@ func TestRunInProcess(t *testing.T) {
 		TransferSize:        256 << 10,
 		Log:                 zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if rep.Mode != ModeInProcess {
 		t.Errorf("mode %q", rep.Mode)
 	}
@@ -68,11 +65,29 @@ func TestRunInProcess(t *testing.T) {
 	if c, tc := rep.Results[0].Concurrency, rep.Results[3].Concurrency; c != 4 || tc != 1 {
 		t.Errorf("concurrency %d, download %d; want 4, 1", c, tc)
 	}
-	var md bytes.Buffer
-	if err := rep.WriteMarkdown(&md); err != nil {
+}
+
+// runLogged runs cfg, fails the test on an error and logs the markdown
+// table, which it returns with the report.
+func runLogged(t *testing.T, cfg Config) (*Report, string) {
+	t.Helper()
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("\n%s", md.String())
+	md := markdown(t, rep)
+	t.Logf("\n%s", md)
+	return rep, md
+}
+
+// markdown is rep's markdown table.
+func markdown(t *testing.T, rep *Report) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // TestTargetOpenLoop measures an endpoint given by URL, with a direct
@@ -119,6 +134,8 @@ func TestConfigErrors(t *testing.T) {
 		"negative burst":   {Burst: -1},
 		"sse interval":     {SSEInterval: time.Microsecond},
 		"link over quic":   {Scenarios: []string{"small"}, Transport: TransportQUIC, LinkRTT: time.Millisecond},
+		"reference":        {References: []string{"nginx"}},
+		"target reference": {Target: "http://127.0.0.1:1", References: []string{ReferenceTCP}},
 	} {
 		_, err := Run(t.Context(), cfg)
 		if err == nil {

@@ -1,8 +1,10 @@
 package bench
 
 // Link emulation (--link-rtt, --link-rate). The agent dials a forwarder in
-// the harness instead of the gateway; the forwarder dials the gateway and
-// copies each direction through a shaped one-way link:
+// the harness instead of the gateway (so do the reference paths' forwarder
+// A instead of B and stdlib proxy instead of the backend); the forwarder
+// dials the gateway and copies each direction through a shaped one-way
+// link:
 //
 //	src ──read──▶ schedule: when does this chunk reach the far end? ──queue──▶ deliver: wait, write ──▶ dst
 //
@@ -14,7 +16,6 @@ package bench
 // dst's write side is closed once everything before the end was delivered.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,8 +35,6 @@ const (
 	linkQueueMax = 8 << 20
 	// linkQueueMin is the queue of a slow, short link.
 	linkQueueMin = 256 << 10
-	// linkDialTimeout bounds the forwarder's dial of the gateway.
-	linkDialTimeout = 5 * time.Second
 )
 
 // linkShape is one direction of an emulated link.
@@ -104,92 +103,14 @@ type chunk struct {
 
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, linkBurst); return &b }}
 
-// link is a running forwarder: it accepts on a loopback port and relays
-// every connection to target through shaped links, one per direction.
-type link struct {
-	ln     net.Listener
-	target string
-	shape  linkShape
-
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // open connections, both sides; guarded by mu; nil once closed
-}
-
-// startLink starts a forwarder to target on 127.0.0.1.
-func startLink(target string, shape linkShape) (*link, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startLink starts a forwarder on 127.0.0.1 that relays every connection
+// to target through shaped links, one per direction.
+func startLink(target string, shape linkShape) (*forwarder, error) {
+	f, err := startForwarder(target, func(dst, src net.Conn) error { return shapedCopy(dst, src, shape) })
 	if err != nil {
 		return nil, fmt.Errorf("bench: link: %w", err)
 	}
-	l := &link{ln: ln, target: target, shape: shape, conns: make(map[net.Conn]struct{})}
-	l.wg.Go(l.serve)
-	return l, nil
-}
-
-func (l *link) addr() string { return l.ln.Addr().String() }
-
-func (l *link) serve() {
-	for {
-		in, err := l.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		l.wg.Go(func() { l.handle(in) })
-	}
-}
-
-// track remembers c for close; false when the link is closing.
-func (l *link) track(c net.Conn) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conns == nil {
-		return false
-	}
-	l.conns[c] = struct{}{}
-	return true
-}
-
-func (l *link) untrack(c net.Conn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.conns, c)
-}
-
-// handle relays one connection until both directions end.
-func (l *link) handle(in net.Conn) {
-	defer in.Close()
-	if !l.track(in) {
-		return
-	}
-	defer l.untrack(in)
-	ctx, cancel := context.WithTimeout(context.Background(), linkDialTimeout)
-	out, err := (&net.Dialer{}).DialContext(ctx, "tcp", l.target)
-	cancel()
-	if err != nil {
-		return // the agent sees its connection close and dials again
-	}
-	defer out.Close()
-	if !l.track(out) {
-		return
-	}
-	defer l.untrack(out)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = shapedCopy(out, in, l.shape) })
-	wg.Go(func() { _ = shapedCopy(in, out, l.shape) })
-	wg.Wait()
-}
-
-// close stops accepting, cuts every connection and waits for the copies.
-func (l *link) close() {
-	l.ln.Close()
-	l.mu.Lock()
-	for c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
-	l.mu.Unlock()
-	l.wg.Wait()
+	return f, nil
 }
 
 // shapedCopy copies src to dst through one shaped direction and passes on
@@ -248,14 +169,6 @@ func deliver(dst net.Conn, q <-chan chunk, fail func()) error {
 		return err
 	}
 	return closeWrite(dst)
-}
-
-// closeWrite half-closes c where it can, and closes it where it cannot.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Close()
 }
 
 // calibrationPings is how many round trips measureLink times.

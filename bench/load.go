@@ -50,14 +50,15 @@ const readBufSize = 32 << 10
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
 // uploadChunk is what every upload body repeats; it is never written after
-// init, so readers on many goroutines share it.
-var uploadChunk = func() []byte {
+// it is made, so readers on many goroutines share it. It is made on first
+// use, not in every process of the binary at start-up.
+var uploadChunk = sync.OnceValue(func() []byte {
 	b := make([]byte, readBufSize)
 	for i := range b {
 		b[i] = byte(i*7 + i>>8)
 	}
 	return b
-}()
+})
 
 func newLoader(conns int) *loader {
 	return &loader{tr: &http.Transport{
@@ -207,8 +208,9 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
-	n := copy(p, uploadChunk[b.off:])
-	b.off = (b.off + n) % len(uploadChunk)
+	chunk := uploadChunk()
+	n := copy(p, chunk[b.off:])
+	b.off = (b.off + n) % len(chunk)
 	b.left -= int64(n)
 	b.rec.bytes.Add(int64(n))
 	return n, nil

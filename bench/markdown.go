@@ -16,7 +16,8 @@ import (
 // CPU cells read "s/1k" (CPU seconds per 1,000 exchanges) for request
 // scenarios and "s/GiB" (per GiB of body moved) for transfers. Gateway and
 // agent cells are empty on rows they take no part in, and "-" where they
-// were not measured (in process, or a target).
+// were not measured (in process, or a target). On reference rows they hold
+// the processes standing in the gateway's and agent's places (pathHops).
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	s := r.Settings
@@ -48,8 +49,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			sig(res.RequestsPerS), sig(res.MBPerS),
 			optSig(res.P50MS), optSig(res.P90MS), optSig(res.P99MS), optSig(res.P999MS), optSig(res.MaxMS),
 			strconv.FormatInt(res.Errors, 10),
-			res.cpuCell(RoleGateway, transfer), res.cpuCell(RoleAgent, transfer),
-			res.rssCell(RoleGateway), res.rssCell(RoleAgent),
+			res.cpuCell(hopGateway, transfer), res.cpuCell(hopAgent, transfer),
+			res.rssCell(hopGateway), res.rssCell(hopAgent),
 			ratioCell(res.RatioToDirect),
 		}
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
@@ -61,6 +62,11 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 
 // writeNotes adds the figures the table has no column for.
 func (r *Report) writeNotes(b *strings.Builder) {
+	if len(r.Settings.References) > 0 {
+		b.WriteString("\nreference paths: tcp-forward = two chained byte forwarders, A where the gateway is and B where " +
+			"the agent is (their CPU and RSS in those columns), no HTTP parsing, no multiplexing, no TLS; " +
+			"stdlib-proxy = one httputil.ReverseProxy (gateway columns)\n")
+	}
 	if r.Idle != nil && len(r.Idle.RSSMiB) > 0 {
 		fmt.Fprintf(b, "\nidle before load (RSS): %s; the agent with %d sessions\n", processFigures(r.Idle.RSSMiB, " MiB"), r.Idle.Sessions)
 	}
@@ -84,7 +90,7 @@ func (r *Report) writeNotes(b *strings.Builder) {
 }
 
 // processOrder is the order processes are named in notes.
-var processOrder = []string{RoleGateway, RoleAgent, RoleBackend, procHarness}
+var processOrder = []string{RoleGateway, RoleAgent, RoleBackend, RoleForwarderA, RoleForwarderB, RoleStdlibProxy, procHarness}
 
 // processFigures lists figures by process, e.g. "gateway 12.3 MiB, agent 9.1 MiB".
 func processFigures(by map[string]float64, unit string) string {
@@ -108,18 +114,19 @@ func rateText(mbit float64) string {
 	return trimFloat(mbit, 3) + " Mbit/s"
 }
 
-// takesPart reports whether process name belongs to this result's path.
-func (res *Result) takesPart(name string) bool {
-	for _, n := range pathProcesses[res.Path] {
-		if n == name {
-			return true
-		}
-	}
-	return false
-}
+// Hops: the table's gateway and agent columns (index into pathHops).
+const (
+	hopGateway = 0
+	hopAgent   = 1
+)
 
-func (res *Result) cpuCell(name string, transfer bool) string {
-	if !res.takesPart(name) {
+// hopProcess is the process of this result's path in column hop; "" when
+// the path has none there.
+func (res *Result) hopProcess(hop int) string { return pathHops[res.Path][hop] }
+
+func (res *Result) cpuCell(hop int, transfer bool) string {
+	name := res.hopProcess(hop)
+	if name == "" {
 		return ""
 	}
 	p, ok := res.Processes[name]
@@ -134,8 +141,9 @@ func (res *Result) cpuCell(name string, transfer bool) string {
 	return "-"
 }
 
-func (res *Result) rssCell(name string) string {
-	if !res.takesPart(name) {
+func (res *Result) rssCell(hop int) string {
+	name := res.hopProcess(hop)
+	if name == "" {
 		return ""
 	}
 	if p, ok := res.Processes[name]; ok && p.PeakRSSMiB != nil {

@@ -16,14 +16,35 @@ const filesMargin = 512
 // filesPerHeld is how many open files one held long poll takes in one
 // process: a connection at each hop (harness → gateway → agent → backend),
 // so one per process in process mode and four when everything shares this
-// process (three with a target).
+// process. On the reference paths the stdlib proxy holds both sides of its
+// hop (two), and a forwarder both sides and a splice pipe (two files) for
+// each direction that io.Copy keeps while it waits (six); the link
+// emulation in the harness holds both sides of the hop it shapes, which on
+// a reference path is one per exchange (the relay's tunnel is shared).
+// Paths run one after another: the one that needs most counts.
 func (c *Config) filesPerHeld() int {
-	switch c.mode() {
-	case ModeInProcess:
-		return 4
+	refs, _ := c.references() // checked by Run
+	link := 0
+	if len(refs) > 0 && (c.LinkRTT > 0 || c.LinkRate > 0) {
+		link = 2
+	}
+	tcp := slices.Contains(refs, ReferenceTCP)
+	switch {
+	case c.mode() == ModeInProcess && tcp:
+		return 1 + 2*forwarderFilesPerConn + 1 + link // harness, A, B, backend
+	case c.mode() == ModeInProcess:
+		return 4 + link
+	case tcp:
+		return forwarderFilesPerConn
+	case len(refs) > 0:
+		return max(2, 1+link)
 	}
 	return 1
 }
+
+// forwarderFilesPerConn is the open files of one connection through a
+// tcp-forward forwarder: two sockets and two splice pipes.
+const forwarderFilesPerConn = 6
 
 // fitLongpoll checks that the longpoll scenario fits in limit open files
 // per process (0: unknown, nothing is checked). A Longpoll left at zero is
@@ -45,7 +66,7 @@ func (c *Config) fitLongpoll(scenarios []scenario, limit int) error {
 		return nil
 	}
 	where := "each process"
-	if per > 1 {
+	if c.mode() == ModeInProcess {
 		where = "one process (everything runs in it with --inprocess)"
 	}
 	return fmt.Errorf("bench: longpoll of %d exchanges needs about %d open files in %s, and the limit is %d: "+

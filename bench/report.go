@@ -29,11 +29,12 @@ type Report struct {
 }
 
 // Idle is the relay at rest: the agent's sessions are up, one probe
-// exchange has gone through, and nothing else has.
+// exchange has gone through each path, and nothing else has.
 type Idle struct {
 	Sessions int `json:"sessions"` // the agent's tunnel sessions
 	// RSSMiB is each process's resident set, by name ("gateway", "agent",
-	// "backend").
+	// "backend", and the reference paths' "forwarder-a", "forwarder-b",
+	// "stdlib-proxy").
 	RSSMiB map[string]float64 `json:"rss_mib"`
 }
 
@@ -65,12 +66,17 @@ type Settings struct {
 	LinkRTTMeasuredMS float64 `json:"link_rtt_measured_ms"`
 	LinkRateMbit      float64 `json:"link_rate_mbit"` // 0: not limited
 	Transport         string  `json:"transport"`
+	// References are the reference paths asked for ("tcp", "stdlib");
+	// empty without.
+	References []string `json:"references"`
 }
 
 // Result is one scenario at one path.
 type Result struct {
 	Scenario string `json:"scenario"`
-	Path     string `json:"path"` // PathDirect, PathRelay or PathTarget
+	// Path is PathDirect, PathRelay, PathTarget, or a reference path:
+	// PathTCPForward ("tcp-forward") or PathStdlibProxy ("stdlib-proxy").
+	Path string `json:"path"`
 	// Kind says what one exchange is: "request" (a small GET; figure of
 	// merit req/s), "transfer" (a large body; MB/s), "event" (one
 	// server-sent event; events/s and latency), "message" (one WebSocket
@@ -105,8 +111,9 @@ type Result struct {
 	// Held is the most long polls the backend held at once (longpoll only).
 	Held int64 `json:"held,omitempty"`
 	// Processes holds the measured processes taking part in this path, by
-	// name: "gateway", "agent", "backend", and "harness" (the load
-	// generator; with --inprocess everything).
+	// name: "gateway", "agent", "backend", "forwarder-a", "forwarder-b",
+	// "stdlib-proxy", and "harness" (the load generator; with --inprocess
+	// everything).
 	Processes    map[string]Process `json:"processes"`
 	ErrorSamples []string           `json:"error_samples,omitempty"`
 }
@@ -132,6 +139,10 @@ type Process struct {
 }
 
 func newReport(cfg *Config, mode string) *Report {
+	refs, err := cfg.references()
+	if err != nil {
+		refs = []string{} // Run refused it before
+	}
 	return &Report{
 		Version: ReportVersion,
 		Mode:    mode,
@@ -153,6 +164,7 @@ func newReport(cfg *Config, mode string) *Report {
 			LinkRTTMS:           float64(cfg.LinkRTT) / float64(time.Millisecond),
 			LinkRateMbit:        float64(cfg.LinkRate) / 1e6,
 			Transport:           cfg.transport(),
+			References:          refs,
 		},
 		Results: []Result{},
 	}
@@ -177,9 +189,20 @@ func cpuModel() string {
 // pathProcesses are the processes that take part in each path; the harness
 // always does.
 var pathProcesses = map[string][]string{
-	PathDirect: {RoleBackend, procHarness},
-	PathRelay:  {RoleGateway, RoleAgent, RoleBackend, procHarness},
-	PathTarget: {procHarness},
+	PathDirect:      {RoleBackend, procHarness},
+	PathRelay:       {RoleGateway, RoleAgent, RoleBackend, procHarness},
+	PathTarget:      {procHarness},
+	PathTCPForward:  {RoleForwarderA, RoleForwarderB, RoleBackend, procHarness},
+	PathStdlibProxy: {RoleStdlibProxy, RoleBackend, procHarness},
+}
+
+// pathHops names, for each path, the processes that stand where the relay's
+// gateway and agent stand: the markdown table's gateway and agent columns.
+// Empty: none.
+var pathHops = map[string][2]string{
+	PathRelay:       {RoleGateway, RoleAgent},
+	PathTCPForward:  {RoleForwarderA, RoleForwarderB},
+	PathStdlibProxy: {RoleStdlibProxy, ""},
 }
 
 func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[string]int64) Result {

@@ -20,7 +20,8 @@ import (
 	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
-// Roles: the three parts of the relay stack the harness starts.
+// Roles: the three parts of the relay stack the harness starts (the
+// reference paths add theirs, see reference.go).
 const (
 	RoleBackend = "backend"
 	RoleGateway = "gateway"
@@ -59,6 +60,11 @@ type roleSpec struct {
 	Allow []string `json:"allow,omitempty"`
 	// Transport is the agent's tunnel transport (empty → gRPC).
 	Transport string `json:"transport,omitempty"`
+	// Forward is where a forwarder passes its connections (host:port).
+	Forward string `json:"forward,omitempty"`
+	// Conns is how many idle connections to the backend the stdlib proxy
+	// keeps: one per worker of the load.
+	Conns int `json:"conns,omitempty"`
 }
 
 // roleReady is what a role reports once it serves. A child process writes
@@ -79,6 +85,10 @@ func runRole(ctx context.Context, role string, spec roleSpec, log *zap.Logger, r
 		return runGateway(ctx, spec, log, ready)
 	case RoleAgent:
 		return runAgent(ctx, spec, log, ready)
+	case RoleForwarderA, RoleForwarderB:
+		return runForwarder(ctx, spec, ready)
+	case RoleStdlibProxy:
+		return runStdlibProxy(ctx, spec, log, ready)
 	}
 	return fmt.Errorf("bench: unknown role %q", role)
 }
@@ -93,18 +103,24 @@ func runBackend(ctx context.Context, addr string, ready func(roleReady)) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
+	return serveHTTP(ctx, addr, BackendHandler(), "bench backend", ready)
+}
+
+// serveHTTP serves h on addr until ctx ends, then shuts down gracefully
+// within stopGrace; ready gets the bound address. Errors start with name.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, name string, ready func(roleReady)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("bench backend: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	srv := &http.Server{Handler: BackendHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	ready(roleReady{Addr: ln.Addr().String()})
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
-		return fmt.Errorf("bench backend: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), stopGrace)
 	defer cancel()

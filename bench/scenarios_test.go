@@ -18,7 +18,7 @@ import (
 // through a real backend, gateway and agent in this process, with the
 // tunnel behind an emulated link.
 func TestRunStreamScenariosInProcess(t *testing.T) {
-	rep, err := Run(t.Context(), Config{
+	rep, md := runLogged(t, Config{
 		Scenarios:   []string{"sse", "ws", "longpoll", "burst"},
 		Duration:    time.Second,
 		Rounds:      2,
@@ -30,14 +30,6 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 		LinkRate:    1e9,
 		Log:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var md bytes.Buffer
-	if err := rep.WriteMarkdown(&md); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", md.String())
 	if len(rep.Results) != 8 {
 		t.Fatalf("%d results, want 8", len(rep.Results))
 	}
@@ -83,8 +75,8 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 	if rep.Idle != nil {
 		t.Errorf("idle %+v in process; want none", rep.Idle)
 	}
-	if !strings.Contains(md.String(), "longpoll relay: 200 held at once, 0 errors; RSS growth per held exchange: harness ") {
-		t.Errorf("no long poll note in\n%s", md.String())
+	if !strings.Contains(md, "longpoll relay: 200 held at once, 0 errors; RSS growth per held exchange: harness ") {
+		t.Errorf("no long poll note in\n%s", md)
 	}
 }
 

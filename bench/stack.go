@@ -123,17 +123,9 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	tunnel := g.Tunnel
-	if cfg.LinkRTT > 0 || cfg.LinkRate > 0 {
-		l, err := startLink(g.Tunnel, newLinkShape(cfg.LinkRTT, cfg.LinkRate))
-		if err != nil {
-			return err
-		}
-		st.closers = append(st.closers, l.close)
-		tunnel = l.addr()
-		if st.linkRTT, err = measureLink(newLinkShape(cfg.LinkRTT, cfg.LinkRate)); err != nil {
-			return fmt.Errorf("bench: link: %w", err)
-		}
+	tunnel, err := st.overLink(cfg, g.Tunnel)
+	if err != nil {
+		return err
 	}
 	_, err = st.start(ctx, cfg, RoleAgent, roleSpec{
 		Gateway: tunnel, CAFile: g.CAFile, Token: token, Allow: []string{b.Addr}, Transport: cfg.transport(),
@@ -145,7 +137,28 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 		{name: PathDirect, base: "http://" + b.Addr},
 		{name: PathRelay, base: "http://" + g.Addr, host: benchHost},
 	}
-	return nil
+	return st.startReferences(ctx, cfg, b.Addr)
+}
+
+// overLink returns the address to dial for target: target itself, or with
+// link emulation a link to it, started here (the first one also measures
+// the round trip the emulation gives).
+func (st *stack) overLink(cfg *Config, target string) (string, error) {
+	if cfg.LinkRTT == 0 && cfg.LinkRate == 0 {
+		return target, nil
+	}
+	shape := newLinkShape(cfg.LinkRTT, cfg.LinkRate)
+	l, err := startLink(target, shape)
+	if err != nil {
+		return "", err
+	}
+	st.closers = append(st.closers, l.close)
+	if st.linkRTT == 0 {
+		if st.linkRTT, err = measureLink(shape); err != nil {
+			return "", fmt.Errorf("bench: link: %w", err)
+		}
+	}
+	return l.addr(), nil
 }
 
 // start runs one role, as a child process when cfg.Spawn is set.

@@ -23,14 +23,17 @@ const (
 )
 
 // svgColors gives each path its colour.
-var svgColors = map[string]string{PathDirect: "#1f77b4", PathRelay: "#d62728", PathTarget: "#2ca02c"}
+var svgColors = map[string]string{
+	PathDirect: "#1f77b4", PathRelay: "#d62728", PathTarget: "#2ca02c",
+	PathTCPForward: "#7f7f7f", PathStdlibProxy: "#ff7f0e",
+}
 
 // svgPercentiles are the points of every series, left to right.
 var svgPercentiles = []string{"p50", "p90", "p99", "p99.9", "max"}
 
 // WriteSVG draws the latency percentiles of every scenario, one panel
-// each, with one line per path (direct against relay or target) on a
-// logarithmic latency axis. Paths with no completed exchange are left out.
+// each, with one line per path (direct against relay or target, and the
+// reference paths) on a logarithmic latency axis. Paths with no completed exchange are left out.
 func (r *Report) WriteSVG(w io.Writer) error {
 	var scenarios []string
 	series := make(map[string][]*Result)
@@ -119,7 +122,7 @@ func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0 int)
 				xAt(i), yAt(v), svgEscape(res.Scenario), svgEscape(res.Path), svgPercentiles[i], sig(v))
 		}
 		// Legend, top right.
-		lx, ly := right-90, float64(y0+14+k*14)
+		lx, ly := right-110, float64(y0+14+k*14)
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2"/>`+"\n", lx, ly, lx+18, ly)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n", lx+24, ly, svgEscape(res.Path))
 		b.WriteString("</g>\n")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,7 +77,8 @@ const (
 	maxTokenTTL  = 366 * 24 * time.Hour
 )
 
-var groupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// groupName is compiled on first use, not in every process at start-up.
+var groupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`) })
 
 // AdminHandler is the admin API (see the table above).
 func (g *Gateway) AdminHandler() http.Handler {
@@ -177,7 +179,7 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
 		return
 	}
-	if !groupName.MatchString(req.Group) {
+	if !groupName().MatchString(req.Group) {
 		writeError(w, http.StatusBadRequest, "group %q: want 1-64 letters, digits, '.', '_' or '-'", req.Group)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel"
@@ -238,7 +239,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 		}{e.Code, msg, id, e.LinkURL})
 	} else {
 		h.Set("Content-Type", "text/html; charset=utf-8")
-		err := errorPage.Execute(&body, struct {
+		err := errorPage().Execute(&body, struct {
 			Status     int
 			StatusText string
 			Code       string
@@ -258,7 +259,13 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	_, _ = w.Write(body.Bytes())
 }
 
-var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
+// errorPage is parsed on first use, not at start-up: every process of the
+// one binary (the agent too) would otherwise parse it.
+var errorPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("error").Parse(errorPageText))
+})
+
+const errorPageText = `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="robots" content="noindex"><title>{{.Status}} {{.StatusText}}</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
@@ -268,7 +275,7 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 {{end}}<p style="color:#666"><small>Sallyport error <code>{{.Code}}</code>{{if .RequestID}} · request id <code>{{.RequestID}}</code>{{end}}</small></p>
 </body>
 </html>
-`))
+`
 
 // isGRPC reports whether r is a gRPC request (Content-Type application/grpc,
 // application/grpc+proto, application/grpc-web…).

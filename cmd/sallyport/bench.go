@@ -48,6 +48,7 @@ type benchFlags struct {
 	linkRate            string
 	quick               bool
 	transport           string
+	references          []string
 	serveBackend        string
 	role                string // hidden: run one role as a child of the harness
 }
@@ -70,7 +71,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 		Long: "bench starts a backend, a gateway and an agent on 127.0.0.1 (each its own process unless\n" +
 			"--inprocess) and drives the same load straight at the backend (direct) and through the relay,\n" +
 			"in alternating rounds, then prints a markdown table with every relay figure as a ratio to\n" +
-			"direct. With --target it measures any HTTP endpoint (another relay in front of\n" +
+			"direct. --reference tcp,stdlib adds, in the same rounds, two chained byte forwarders and one\n" +
+			"standard-library reverse proxy: what any relay with these hops costs. With --target it measures any HTTP endpoint (another relay in front of\n" +
 			"`sallyport bench --serve-backend ADDR`) with the same client.\n\n" +
 			"Scenarios: " + strings.Join(bench.ScenarioNames, ", ") + ".",
 		Args: cobra.NoArgs,
@@ -102,6 +104,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringVar(&f.svgFile, "svg", "", "also draw the latency percentiles, direct against relay, as SVG to this file")
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")
 	fl.StringVar(&f.transport, "transport", bench.TransportGRPC, "tunnel transport between agent and gateway: "+strings.Join(bench.Transports, ", "))
+	fl.StringSliceVar(&f.references, "reference", nil, "also measure reference paths in the same rounds, comma-separated: "+
+		"tcp (two chained byte-forwarding processes, path tcp-forward), stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
@@ -176,6 +180,14 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 	if !slices.Contains(bench.Transports, f.transport) {
 		return bench.Config{}, fmt.Errorf("--transport %q: this build has %s", f.transport, strings.Join(bench.Transports, ", "))
 	}
+	for _, r := range f.references {
+		if !slices.Contains(bench.References, strings.TrimSpace(r)) {
+			return bench.Config{}, fmt.Errorf("--reference %q: there are %s", r, strings.Join(bench.References, ", "))
+		}
+	}
+	if len(f.references) > 0 && f.target != "" {
+		return bench.Config{}, errors.New("--reference paths stand beside the relay the harness starts; with --target nothing is started")
+	}
 	if (f.cpuprofile != "" || f.memprofile != "") && f.target != "" {
 		return bench.Config{}, errors.New("--cpuprofile and --memprofile profile the relay the harness starts; with --target nothing is started")
 	}
@@ -226,6 +238,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		LinkRTT:             f.linkRTT,
 		LinkRate:            linkRate,
 		Transport:           f.transport,
+		References:          f.references,
 	}
 	if changed("longpoll") {
 		cfg.Longpoll = f.longpoll // else the harness's default, fitted to the open-file limit

@@ -22,7 +22,8 @@ import (
 
 // TestBinaryBench runs `sallyport bench` as a user would, in its default
 // process mode: the binary re-executes itself as backend, gateway and
-// agent, and the report has per-process figures for both.
+// agent, and as the reference paths' forwarders and proxy, and the report
+// has per-process figures for each path.
 func TestBinaryBench(t *testing.T) {
 	testrig.SkipShort(t, "builds and runs the binary")
 	bin, err := buildBinary()
@@ -33,7 +34,7 @@ func TestBinaryBench(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "small,download", "--duration", "600ms", "--rounds", "2",
-		"--concurrency", "4", "--transfer-concurrency", "1", "--transfer-size", "1MiB", "--json", jsonPath)
+		"--concurrency", "4", "--transfer-concurrency", "1", "--transfer-size", "1MiB", "--reference", "tcp,stdlib", "--json", jsonPath)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -41,7 +42,8 @@ func TestBinaryBench(t *testing.T) {
 		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	t.Logf("bench took %v:\n%s%s", time.Since(start).Round(time.Millisecond), stdout.String(), stderr.String())
-	for _, want := range []string{"sallyport bench: processes mode;", "| small | direct |", "| small | relay |", "| download | relay |", " s/1k |", " s/GiB |"} {
+	for _, want := range []string{"sallyport bench: processes mode;", "| small | direct |", "| small | relay |", "| download | relay |", " s/1k |", " s/GiB |",
+		"| small | tcp-forward |", "| download | stdlib-proxy |", "forwarder-a ", "stdlib-proxy "} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout has no %q", want)
 		}
@@ -61,7 +63,7 @@ func TestBinaryBench(t *testing.T) {
 		} `json:"results"`
 	}
 	readJSON(t, jsonPath, &rep)
-	if rep.Mode != "processes" || len(rep.Results) != 4 {
+	if rep.Mode != "processes" || len(rep.Results) != 8 {
 		t.Fatalf("mode %q, %d results", rep.Mode, len(rep.Results))
 	}
 	for _, r := range rep.Results {
@@ -69,8 +71,13 @@ func TestBinaryBench(t *testing.T) {
 			t.Errorf("%s/%s: %d errors, %.0f req/s", r.Scenario, r.Path, r.Errors, r.RequestsPerS)
 		}
 		want := []string{"backend", "harness"}
-		if r.Path == "relay" {
+		switch r.Path {
+		case "relay":
 			want = append(want, "gateway", "agent")
+		case "tcp-forward":
+			want = append(want, "forwarder-a", "forwarder-b") // each its own process
+		case "stdlib-proxy":
+			want = append(want, "stdlib-proxy")
 		}
 		if len(r.Processes) != len(want) {
 			t.Errorf("%s/%s: processes %v, want %v", r.Scenario, r.Path, r.Processes, want)
@@ -272,6 +279,8 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"--target", "http://127.0.0.1:1", "--inprocess"}, "pick one"},
 		{[]string{"--transfer-size", "lots"}, "--transfer-size"},
 		{[]string{"--concurrency", "0"}, "must be positive"},
+		{[]string{"--reference", "tcp,nginx"}, `--reference "nginx": there are tcp, stdlib`},
+		{[]string{"--reference", "tcp", "--target", "http://127.0.0.1:1"}, "with --target nothing is started"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer
@@ -305,12 +314,12 @@ func TestBenchFlagsToConfig(t *testing.T) {
 	cfg := benchConfig(t, "--scenarios", "sse,ws", "--duration", "4s", "--rounds", "2", "--warmup", "300ms",
 		"--concurrency", "9", "--transfer-concurrency", "3", "--rate", "250", "--transfer-size", "2MiB",
 		"--sse-interval", "5ms", "--longpoll", "321", "--burst", "77", "--link-rtt", "20ms", "--link-rate", "100mbit",
-		"--transport", "grpc")
+		"--transport", "grpc", "--reference", "tcp", "--reference", "stdlib")
 	want := bench.Config{
 		Scenarios: []string{"sse", "ws"}, Duration: 4 * time.Second, Rounds: 2, Warmup: 300 * time.Millisecond,
 		Concurrency: 9, TransferConcurrency: 3, Rate: 250, TransferSize: 2 << 20,
 		SSEInterval: 5 * time.Millisecond, Longpoll: 321, Burst: 77, LinkRTT: 20 * time.Millisecond, LinkRate: 100e6,
-		Transport: "grpc",
+		Transport: "grpc", References: []string{"tcp", "stdlib"},
 	}
 	if cfg.Spawn == nil {
 		t.Error("no Spawn: the default is process mode")

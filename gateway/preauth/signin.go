@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -188,14 +189,19 @@ func sanitizeCode(s string) string {
 	return b.String()
 }
 
-var signedOutPage = template.Must(template.New("out").Parse(`<!doctype html>
+// signedOutPage is parsed on first use, not in every process at start-up.
+var signedOutPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("out").Parse(signedOutText))
+})
+
+const signedOutText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Signed out</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>Signed out</h1>
 <p>You are signed out of the applications on this address. Your session at the sign-in provider may still be open; sign out there too on a shared computer.</p>
 <p><a href="/">Sign in again</a></p>
 </body></html>
-`))
+`
 
 // logout clears the session cookie (host-only and cookie_domain variants).
 func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
@@ -208,5 +214,5 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	_ = signedOutPage.Execute(w, nil)
+	_ = signedOutPage().Execute(w, nil)
 }

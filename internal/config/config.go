@@ -38,6 +38,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -147,12 +148,18 @@ func nullItems(name string, n *yaml.Node, p path, errs []error) []error {
 	return errs
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// The patterns of yaml.v3's messages are compiled when a config has
+// errors, not in every process at start-up.
+var yamlLineRE = lazyRE(`^yaml: line (\d+): (.*)$`)
+
+func lazyRE(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // syntaxError rewrites yaml.v3's "yaml: line 3: msg" as "file:3: msg".
 func syntaxError(name string, err error) error {
 	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+	if m := yamlLineRE().FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &Error{File: name, Line: line, Msg: m[2]}
 	}
@@ -160,10 +167,10 @@ func syntaxError(name string, err error) error {
 }
 
 var (
-	unknownFieldRE = regexp.MustCompile("^line (\\d+): field (.*) not found in type (\\S+)$")
-	unmarshalRE    = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
-	duplicateKeyRE = regexp.MustCompile(`^line (\d+): mapping key (".*") already defined at line (\d+)$`)
-	otherLineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownFieldRE = lazyRE("^line (\\d+): field (.*) not found in type (\\S+)$")
+	unmarshalRE    = lazyRE("^line (\\d+): cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
+	duplicateKeyRE = lazyRE(`^line (\d+): mapping key (".*") already defined at line (\d+)$`)
+	otherLineRE    = lazyRE(`^line (\d+): (.*)$`)
 )
 
 // typeErrors rewrites each of yaml.v3's decoding errors ("line 7: field bogus
@@ -174,7 +181,7 @@ func typeErrors(name string, root *yaml.Node, outType reflect.Type, te *yaml.Typ
 	errs := make([]error, 0, len(te.Errors))
 	for _, s := range te.Errors {
 		e := &Error{File: name, Msg: s}
-		if m := unknownFieldRE.FindStringSubmatch(s); m != nil {
+		if m := unknownFieldRE().FindStringSubmatch(s); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
 			e.Msg = fmt.Sprintf("unknown key %q", m[2])
 			if p, ok := findKey(root, nil, e.Line, m[2]); ok && len(p) > 0 {
@@ -186,7 +193,7 @@ func typeErrors(name string, root *yaml.Node, outType reflect.Type, te *yaml.Typ
 			if hint := closest(m[2], keys[m[3]]); hint != "" {
 				e.Msg += fmt.Sprintf(" (did you mean %q?)", hint)
 			}
-		} else if m := unmarshalRE.FindStringSubmatch(s); m != nil {
+		} else if m := unmarshalRE().FindStringSubmatch(s); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
 			got := describeTag(m[2], m[3])
 			if p, n := findValue(root, nil, e.Line, tagKind(m[2]), strings.TrimSuffix(m[3], "...")); n != nil {
@@ -196,10 +203,10 @@ func typeErrors(name string, root *yaml.Node, outType reflect.Type, te *yaml.Typ
 				}
 			}
 			e.Msg = fmt.Sprintf("want %s, got %s", describeType(m[4]), got)
-		} else if m := duplicateKeyRE.FindStringSubmatch(s); m != nil {
+		} else if m := duplicateKeyRE().FindStringSubmatch(s); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
 			e.Msg = fmt.Sprintf("key %s is repeated (first on line %s)", m[2], m[3])
-		} else if m := otherLineRE.FindStringSubmatch(s); m != nil {
+		} else if m := otherLineRE().FindStringSubmatch(s); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
 			e.Msg = m[2]
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Title is the title and heading of the page at /, for tests that check they reached this backend.
@@ -68,7 +69,7 @@ func (a *app) serveIndex(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var buf bytes.Buffer
-	if err := indexTemplate.Execute(&buf, p); err != nil {
+	if err := indexTemplate().Execute(&buf, p); err != nil {
 		http.Error(w, "render page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -89,7 +90,12 @@ func (a *app) serveIndex(w http.ResponseWriter, r *http.Request) {
 
 // indexTemplate is self-contained: inline CSS and script, no external assets. The script holds no
 // template actions; it finds the WebSocket URL relative to the page's own address.
-var indexTemplate = template.Must(template.New("index").Parse(`<!doctype html>
+// It is parsed on first use, not in every process of the binary at start-up.
+var indexTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("index").Parse(indexText))
+})
+
+const indexText = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -253,4 +259,4 @@ button { font: inherit; padding: .4rem .9rem; border: 0; border-radius: 6px; bac
 </script>
 </body>
 </html>
-`))
+`

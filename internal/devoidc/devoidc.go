@@ -198,7 +198,12 @@ func (p *Provider) checkAuthorize(q url.Values) string {
 	return ""
 }
 
-var signInPage = template.Must(template.New("signin").Parse(`<!doctype html>
+// signInPage is parsed on first use, not in every process at start-up.
+var signInPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("signin").Parse(signInText))
+})
+
+const signInText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in — development provider</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:28em;margin:4em auto;padding:0 1em">
 <h1>Sign in</h1>
@@ -212,7 +217,7 @@ var signInPage = template.Must(template.New("signin").Parse(`<!doctype html>
 </form>
 {{if .Hint}}<p style="color:#666">Demo user: <code>{{.Hint}}</code>, password <code>{{.HintPassword}}</code>.</p>{{end}}
 </body></html>
-`))
+`
 
 func (p *Provider) renderForm(w http.ResponseWriter, q url.Values, errMsg string) {
 	params := map[string]string{}
@@ -232,7 +237,7 @@ func (p *Provider) renderForm(w http.ResponseWriter, q url.Values, errMsg string
 	if errMsg != "" {
 		w.WriteHeader(http.StatusUnauthorized)
 	}
-	_ = signInPage.Execute(w, data)
+	_ = signInPage().Execute(w, data)
 }
 
 func (p *Provider) serveAuthorizeForm(w http.ResponseWriter, r *http.Request) {
