@@ -218,15 +218,24 @@ func (c *ClientSession) acceptStreams(ctx context.Context, srv *tunnel.Server) {
 				zap.Int32("max_streams", c.maxStreams()))
 			continue
 		}
-		// Fast path: an idle stream goroutine takes it. Slow path: a new
-		// one (a burst, or the first exchanges of the session).
-		select {
-		case c.handoff <- raw:
-		default:
-			c.wg.Add(1)
-			c.started.Add(1)
-			go c.serveStreams(ctx, srv, raw)
+		// Fast path: an idle stream goroutine takes it. A goroutine counted
+		// in idle has committed to receive from handoff (or to leave when
+		// ctx ends), so the send waits at most for it to reach its select.
+		// Slow path: a new one (a burst, or the first exchanges of the
+		// session).
+		if c.idle.Load() > 0 {
+			select {
+			case c.handoff <- raw:
+			case <-ctx.Done():
+				raw.Reset()
+				c.release()
+				return
+			}
+			continue
 		}
+		c.wg.Add(1)
+		c.started.Add(1)
+		go c.serveStreams(ctx, srv, raw)
 	}
 }
 
@@ -238,8 +247,7 @@ func (c *ClientSession) serveStreams(ctx context.Context, srv *tunnel.Server, ra
 	defer c.wg.Done()
 	for {
 		c.serveStream(ctx, srv, raw)
-		if c.idle.Add(1) > maxIdleStreamGoroutines {
-			c.idle.Add(-1)
+		if !c.becomeIdle() {
 			return
 		}
 		if c.onIdle != nil {
@@ -251,6 +259,22 @@ func (c *ClientSession) serveStreams(ctx context.Context, srv *tunnel.Server, ra
 		case <-ctx.Done():
 			c.idle.Add(-1)
 			return
+		}
+	}
+}
+
+// becomeIdle counts the caller among the idle stream goroutines, or reports
+// that enough already wait. The count never goes above the cap, not even for
+// a moment, so acceptStreams may trust it: every goroutine it counts will
+// take a stream from handoff.
+func (c *ClientSession) becomeIdle() bool {
+	for {
+		n := c.idle.Load()
+		if n >= maxIdleStreamGoroutines {
+			return false
+		}
+		if c.idle.CompareAndSwap(n, n+1) {
+			return true
 		}
 	}
 }
