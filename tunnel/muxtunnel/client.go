@@ -226,6 +226,10 @@ func (c *ClientSession) acceptStreams(ctx context.Context, srv *tunnel.Server) {
 		if c.idle.Load() > 0 {
 			select {
 			case c.handoff <- raw:
+				// The sender uncounts the receiver: were it the receiver,
+				// the next Load could still count it and the send would
+				// wait for a goroutine that is busy.
+				c.idle.Add(-1)
 			case <-ctx.Done():
 				raw.Reset()
 				c.release()
@@ -254,8 +258,7 @@ func (c *ClientSession) serveStreams(ctx context.Context, srv *tunnel.Server, ra
 			c.onIdle()
 		}
 		select {
-		case raw = <-c.handoff:
-			c.idle.Add(-1)
+		case raw = <-c.handoff: // acceptStreams uncounted us
 		case <-ctx.Done():
 			c.idle.Add(-1)
 			return

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -413,6 +414,91 @@ func TestStreamGoroutineReused(t *testing.T) {
 	}
 	if got := muxtunnel.StreamGoroutinesStarted(cs); got != 1 {
 		t.Fatalf("%d stream goroutines served %d exchanges one after another, want 1", got, n)
+	}
+	cancel()
+	cs.Close()
+	select {
+	case <-served:
+	case <-time.After(hangGuard):
+		t.Fatal("Serve did not return")
+	}
+}
+
+// TestBurstAfterIdleGoroutines: with a few stream goroutines idle, a burst
+// of exchanges that the backend holds until all of them have arrived gets
+// every one served: handing streams to idle goroutines never waits for a
+// goroutine that is already busy.
+func TestBurstAfterIdleGoroutines(t *testing.T) {
+	p := newPair(t, nil)
+	cs, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{Token: goodToken, Transport: "yamux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const warm, burst = 4, 16
+	var mu sync.Mutex
+	arrived, release := 0, make(chan struct{})
+	holding := false
+	backend := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
+		return roundTripFunc(func(*http.Request) (*http.Response, error) {
+			mu.Lock()
+			hold := holding
+			if hold {
+				arrived++
+				if arrived == burst {
+					close(release)
+				}
+			}
+			mu.Unlock()
+			if hold {
+				select {
+				case <-release:
+				case <-time.After(hangGuard):
+					return nil, errors.New("the burst never arrived in full")
+				}
+			}
+			return &http.Response{StatusCode: 204, Header: http.Header{}, Body: http.NoBody}, nil
+		}), nil
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- cs.Serve(ctx, backend, nil) }()
+	s := session(t, p)
+	exchange := func() error {
+		st, err := s.OpenStream(context.Background())
+		if err != nil {
+			return err
+		}
+		req, _ := http.NewRequest("GET", "http://backend.test/", nil)
+		res, err := tunnel.RoundTrip(st, req, nil)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 204 {
+			return fmt.Errorf("status %d, want 204", res.StatusCode)
+		}
+		return nil
+	}
+	// warm concurrent exchanges leave up to warm goroutines idle.
+	errs := make(chan error, burst)
+	for range warm {
+		go func() { errs <- exchange() }()
+	}
+	for range warm {
+		if err := <-errs; err != nil {
+			t.Fatalf("warm-up: %v", err)
+		}
+	}
+	mu.Lock()
+	holding = true
+	mu.Unlock()
+	for range burst {
+		go func() { errs <- exchange() }()
+	}
+	for i := range burst {
+		if err := <-errs; err != nil {
+			t.Fatalf("burst exchange %d: %v", i, err)
+		}
 	}
 	cancel()
 	cs.Close()
