@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 
 	"go.uber.org/zap"
@@ -128,23 +127,23 @@ func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *
 	WriteError(w, r, e)
 }
 
-// setIdentity runs in Rewrite, after the reverse proxy removed hop-by-hop
-// headers (including any the client named in Connection), so the headers
-// set here always reach the app. Client-sent identity headers are removed
+// setIdentity runs once hop-by-hop headers (including any the client named
+// in Connection) were removed, by outRequest or by the ReverseProxy before
+// Rewrite, so the headers set here always reach the app. Client-sent identity headers are removed
 // for every app; apps with pre-authentication also lose the gateway's
 // cookies and get the signed-in user's identity.
-func (h *proxyHandler) setIdentity(pr *httputil.ProxyRequest, st *exchangeState) {
+func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
 	oidc := st.route.Preauth != nil
-	preauth.StripIdentityHeaders(pr.Out.Header, oidc)
+	preauth.StripIdentityHeaders(out.Header, oidc)
 	if !oidc {
 		return
 	}
-	preauth.StripGatewayCookies(pr.Out.Header)
+	preauth.StripGatewayCookies(out.Header)
 	if st.identity != nil {
-		preauth.SetIdentityHeaders(pr.Out.Header, st.identity, st.assertion)
+		preauth.SetIdentityHeaders(out.Header, st.identity, st.assertion)
 	}
-	if b := pr.Out.Body; b != nil && b != http.NoBody {
-		pr.Out.Body = &trailerScrubber{ReadCloser: b, in: pr.In}
+	if b := out.Body; b != nil && b != http.NoBody {
+		out.Body = &trailerScrubber{ReadCloser: b, in: in}
 	}
 }
 

@@ -20,9 +20,10 @@ import (
 // before anything was sent.
 const maxAttempts = 3
 
-// exchangeState travels in the request context from ServeHTTP through the
-// ReverseProxy's Rewrite, Transport and ErrorHandler. It is only touched by
-// the request's handler goroutine.
+// exchangeState is the gateway's state of one exchange, from ServeHTTP to
+// the access log. On the ReverseProxy path (upgrades) it travels in the
+// request context through Rewrite, Transport and ErrorHandler. It is only
+// touched by the request's handler goroutine.
 type exchangeState struct {
 	route     *Route
 	requestID string
@@ -41,33 +42,42 @@ func stateFrom(ctx context.Context) *exchangeState {
 }
 
 // proxyHandler is the public HTTP handler: routing, request ids, the
-// reverse proxy and the access log.
+// relay (forward.go; the ReverseProxy for upgrades) and the access log.
 type proxyHandler struct {
-	g     *Gateway
-	log   *zap.Logger
-	proxy *httputil.ReverseProxy
+	g       *Gateway
+	log     *zap.Logger
+	relay   *relay
+	buffers *copyBuffers           // response body copies
+	proxy   *httputil.ReverseProxy // protocol upgrades only
 }
 
-// copyBuffers is the ReverseProxy's buffer pool.
+// copyBuffers is the pool of response body copy buffers. get and put keep
+// the pointer that the pool holds (Put, the ReverseProxy's, allocates one).
 type copyBuffers struct{ p sync.Pool }
 
-func (b *copyBuffers) Get() []byte {
+func (b *copyBuffers) get() *[]byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+		return v
 	}
-	return make([]byte, 32<<10)
+	buf := make([]byte, 32<<10)
+	return &buf
 }
 
+func (b *copyBuffers) put(buf *[]byte) { b.p.Put(buf) }
+
+func (b *copyBuffers) Get() []byte    { return *b.get() }
 func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func newProxyHandler(g *Gateway) *proxyHandler {
-	h := &proxyHandler{g: g, log: g.log.Named("access")}
+	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{}}
 	h.proxy = &httputil.ReverseProxy{
-		Rewrite:      h.rewrite,
-		Transport:    &relay{g: g},
-		ErrorHandler: h.proxyError,
-		BufferPool:   &copyBuffers{},
-		ErrorLog:     stdLogAtWarn(g.log.Named("proxy")),
+		Rewrite:   h.rewrite,
+		Transport: h.relay,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			h.exchangeFailed(w, r, stateFrom(r.Context()), err)
+		},
+		BufferPool: h.buffers,
+		ErrorLog:   stdLogAtWarn(g.log.Named("proxy")),
 	}
 	return h
 }
@@ -112,7 +122,13 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.admit(rec, r, st) {
 		return
 	}
-	h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	if isUpgrade(r) {
+		// Slow path: the ReverseProxy hijacks the connection of an upgrade
+		// and copies both ways.
+		h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+		return
+	}
+	h.serveRelay(rec, r, st)
 }
 
 // rewrite points the outgoing request at the app's backend. The
@@ -126,17 +142,17 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Host = pr.In.Host
 	}
 	pr.Out.Header.Set("X-Request-Id", st.requestID)
-	h.setIdentity(pr, st)
+	h.setIdentity(pr.Out, pr.In, st)
 	// The ReverseProxy cloned the request before the client sent its
 	// trailers: share the inbound map, which the server fills when the body
 	// is read to its end, so that their values reach the backend.
 	pr.Out.Trailer = pr.In.Trailer
 }
 
-// proxyError answers an exchange that failed before a response began.
-func (h *proxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+// exchangeFailed answers an exchange that failed before a response began.
+func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st *exchangeState, err error) {
 	e := ErrorFor(err)
-	st := stateFrom(r.Context())
+	println("DBG exchangeFailed", err.Error(), r.ContentLength, r.ProtoMajor)
 	if st != nil {
 		st.errCode = e.Code
 	}
@@ -152,15 +168,21 @@ func (h *proxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err er
 	WriteError(w, r, e)
 }
 
-// relay is the ReverseProxy's Transport: it picks a session of the app's
-// group and relays the exchange over it.
+// relay picks a session of the app's group and relays the exchange over it.
+// It is the ReverseProxy's Transport on the upgrade path.
 type relay struct{ g *Gateway }
 
+// RoundTrip relays req with the state that its context carries.
 func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateFrom(req.Context())
 	if st == nil {
 		return nil, errors.New("gateway: request without routing state")
 	}
+	return t.roundTrip(req, st)
+}
+
+// roundTrip relays req, whose URL points at the backend, for st.
+func (t *relay) roundTrip(req *http.Request, st *exchangeState) (*http.Response, error) {
 	route := st.route
 	// A head that the agent would refuse is the client's doing: answer 431
 	// rather than relay it and report a tunnel failure.

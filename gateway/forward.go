@@ -1,0 +1,339 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
+)
+
+// The relay path of every exchange but protocol upgrades. It does what
+// httputil.ReverseProxy did for them (the header rules below are the
+// ReverseProxy's, with Rewrite), without its per-exchange request clones,
+// client trace and context values: those were 25 of the gateway's 63
+// allocations per small exchange. Upgrades (WebSockets) still go through
+// the ReverseProxy, which hijacks the connection and copies both ways.
+//
+// Request: hop-by-hop headers (the fixed list and every header named in
+// Connection) and client-sent Forwarded and X-Forwarded-* are not relayed;
+// "Te: trailers" is; X-Forwarded-For, -Host and -Proto, X-Request-Id and
+// the identity headers are the gateway's own; a request without User-Agent
+// gets an empty one, so that the agent's client adds none.
+//
+// Response: hop-by-hop headers are dropped; announced trailers are
+// announced again and sent after the body; a body of unknown length and an
+// event stream are flushed after every write. When the body breaks off after
+// the response began, the handler panics with http.ErrAbortHandler, so the
+// server cuts the client's connection (or resets the HTTP/2 stream) instead
+// of ending the response as if it were whole.
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1 and the
+// ones older proxies use, in canonical form.
+var hopHeaders = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+func isHopHeader(k string) bool {
+	for _, h := range hopHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// isForwardedHeader reports the headers that only the gateway sets.
+func isForwardedHeader(k string) bool {
+	switch k {
+	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
+// connectionTokens returns the canonical names a Connection header lists
+// (nil when there is none: the usual case, without an allocation).
+func connectionTokens(h http.Header) []string {
+	var names []string
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = textproto.TrimString(tok); tok != "" {
+				names = append(names, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+	return names
+}
+
+// isUpgrade reports whether r asks for a protocol switch: those exchanges
+// take the ReverseProxy path.
+func isUpgrade(r *http.Request) bool {
+	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade")
+}
+
+// outbound is the request relayed to the agent and what it points to, in one
+// allocation.
+type outbound struct {
+	req  http.Request
+	url  url.URL
+	body inboundBody
+	vals [6]string // values of the headers the gateway sets
+}
+
+// inboundBody is the client's request body as the relay reads it. Close
+// does not close the client's body: the server must still see a body that
+// broke off (it then closes the connection, whose remaining bytes cannot be
+// parsed) or was not asked for yet (100-continue: closing it would wait for
+// it). Reads stop once the handler returned (stop).
+type inboundBody struct {
+	rc      io.ReadCloser
+	stopped atomic.Bool
+}
+
+var errHandlerDone = errors.New("gateway: request body read after the exchange's handler returned")
+
+func (b *inboundBody) Read(p []byte) (int, error) {
+	if b.stopped.Load() {
+		return 0, errHandlerDone
+	}
+	return b.rc.Read(p)
+}
+
+func (b *inboundBody) Close() error { return nil }
+
+func (b *inboundBody) stop() { b.stopped.Store(true) }
+
+// outRequest builds the request to relay: r's method, body and context, the
+// backend's URL, and the headers described at the top of this file.
+func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Request, *outbound) {
+	ob := &outbound{req: *r, url: *r.URL}
+	out := &ob.req
+	out.URL = &ob.url
+	out.Close = false
+	if r.ContentLength == 0 || r.Body == nil {
+		out.Body = nil
+	} else {
+		ob.body.rc = r.Body
+		out.Body = &ob.body
+	}
+	out.URL.RawQuery = cleanQuery(out.URL.RawQuery)
+	(&httputil.ProxyRequest{In: r, Out: out}).SetURL(st.route.Backend)
+	if st.route.PreserveHost {
+		out.Host = r.Host
+	}
+
+	conn := connectionTokens(r.Header)
+	hdr := make(http.Header, len(r.Header)+4)
+	for k, vv := range r.Header {
+		if isHopHeader(k) || isForwardedHeader(k) || containsString(conn, k) {
+			continue
+		}
+		hdr[k] = vv[:len(vv):len(vv)] // capped: an append copies
+	}
+	vals := ob.vals[:0]
+	set := func(k, v string) {
+		i := len(vals)
+		vals = append(vals, v)
+		hdr[k] = vals[i : i+1 : i+1]
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		set("Te", "trailers")
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		set("X-Forwarded-For", ip)
+	}
+	set("X-Forwarded-Host", r.Host)
+	if r.TLS != nil {
+		set("X-Forwarded-Proto", "https")
+	} else {
+		set("X-Forwarded-Proto", "http")
+	}
+	set(RequestIDHeader, st.requestID)
+	out.Header = hdr
+	h.setIdentity(out, r, st)
+	if _, ok := hdr["User-Agent"]; !ok {
+		set("User-Agent", "")
+	}
+	// Share the inbound trailer map, which the server fills when the body
+	// is read to its end, so that their values reach the backend.
+	out.Trailer = r.Trailer
+	return out, ob
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanQuery returns q, or, when q holds a semicolon or a bad %-escape, q
+// re-encoded without the parameters that do not parse (as the ReverseProxy
+// does: a backend that splits on semicolons would see other parameters
+// than the gateway).
+func cleanQuery(q string) string {
+	for i := 0; i < len(q); {
+		switch q[i] {
+		case ';':
+			return reencodeQuery(q)
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return reencodeQuery(q)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return q
+}
+
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+// serveRelay relays an exchange that is not an upgrade and writes the
+// response.
+func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *exchangeState) {
+	out, ob := h.outRequest(r, st)
+	defer ob.body.stop()
+	res, err := h.relay.roundTrip(out, st)
+	if err != nil {
+		h.exchangeFailed(w, r, st, err)
+		return
+	}
+	if err := h.writeResponse(w, res); err != nil {
+		res.Body.Close()
+		if r.Context().Value(http.ServerContextKey) == nil {
+			return // called without a server (tests): nothing to cut
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// writeResponse copies res to w: head, body, trailers. An error means the
+// response broke off after it began.
+func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) error {
+	removeHopHeaders(res.Header)
+	dst := w.Header()
+	for k, vv := range res.Header {
+		if prev, ok := dst[k]; ok {
+			dst[k] = append(prev, vv...)
+			continue
+		}
+		dst[k] = vv // res.Header is ours alone; its slices are capped
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		names := make([]string, 0, announced)
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		dst.Add("Trailer", strings.Join(names, ", "))
+	}
+	w.WriteHeader(res.StatusCode)
+
+	rc := http.NewResponseController(w)
+	flush := res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type"))
+	if flush {
+		// Streaming: the head goes out now, before a body that may be slow
+		// to come.
+		rc.Flush()
+	}
+	if err := h.copyBody(w, rc, res.Body, flush); err != nil {
+		return err
+	}
+	res.Body.Close() // now, so that res.Trailer is complete
+	if len(res.Trailer) == 0 {
+		return nil
+	}
+	// Trailers need chunked encoding: flushing before the handler returns
+	// keeps net/http from adding a Content-Length to a short body.
+	rc.Flush()
+	if len(res.Trailer) == announced {
+		for k, vv := range res.Trailer {
+			dst[k] = append(dst[k], vv...)
+		}
+		return nil
+	}
+	for k, vv := range res.Trailer { // some were not announced
+		k = http.TrailerPrefix + k
+		dst[k] = append(dst[k], vv...)
+	}
+	return nil
+}
+
+// copyBody copies the response body to w, flushing after every write when
+// flush is set.
+func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, flush bool) error {
+	bp := h.buffers.get()
+	defer h.buffers.put(bp)
+	buf := *bp
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if flush {
+				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			if !errors.Is(rerr, context.Canceled) {
+				h.g.log.Warn("the response body broke off; cutting the client's connection",
+					zap.Error(rerr))
+			}
+			return rerr
+		}
+	}
+}
+
+// removeHopHeaders deletes from h the hop-by-hop headers and those named in
+// its Connection header.
+func removeHopHeaders(h http.Header) {
+	if _, ok := h["Connection"]; ok {
+		for _, k := range connectionTokens(h) {
+			delete(h, k)
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream (with
+// or without parameters), which is flushed event by event.
+func isEventStream(ct string) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !strings.EqualFold(ct[:len(es)], es) {
+		return false
+	}
+	rest := strings.TrimLeft(ct[len(es):], " \t")
+	return rest == "" || rest[0] == ';'
+}

@@ -1,0 +1,276 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// scriptSession is a tunnel.Session with one stream that records the frames
+// sent and answers with the frames of the script, then recvErr.
+type scriptSession struct {
+	mu      sync.Mutex
+	sent    []*tunnel.Frame
+	frames  []*tunnel.Frame
+	recvErr error
+	done    chan struct{}
+}
+
+func (s *scriptSession) OpenStream(context.Context) (tunnel.Stream, error) { return s, nil }
+func (s *scriptSession) Info() tunnel.SessionInfo {
+	return tunnel.SessionInfo{ID: "s1", AgentName: "agent", Group: "g"}
+}
+func (s *scriptSession) Draining() <-chan struct{} { return s.done }
+func (s *scriptSession) Done() <-chan struct{}     { return s.done }
+func (s *scriptSession) Close(error)               {}
+func (s *scriptSession) Finish(bool)               {}
+
+func (s *scriptSession) Send(f *tunnel.Frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = append(s.sent, f)
+	return nil
+}
+
+func (s *scriptSession) Recv() (*tunnel.Frame, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.frames) == 0 {
+		if s.recvErr != nil {
+			return nil, s.recvErr
+		}
+		return nil, errors.New("script ended")
+	}
+	f := s.frames[0]
+	s.frames = s.frames[1:]
+	return f, nil
+}
+
+func (s *scriptSession) head(t *testing.T) *tunnelv1.RequestHead {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sent) == 0 || s.sent[0].Request == nil {
+		t.Fatal("no request head was sent")
+	}
+	return s.sent[0].Request
+}
+
+// forwardRig is a proxy handler whose only session is s, and the state of
+// an exchange routed to an app at http://backend:80.
+func forwardRig(s *scriptSession) (*proxyHandler, *exchangeState) {
+	s.done = make(chan struct{})
+	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
+	g.registry.Add(s)
+	route := &Route{App: "a", Group: "g", Backend: &url.URL{Scheme: "http", Host: "backend:80"}}
+	return newProxyHandler(g), &exchangeState{route: route, requestID: "rid"}
+}
+
+func wireHeader(hs []*tunnelv1.Header) http.Header {
+	h := http.Header{}
+	for _, f := range hs {
+		h[f.GetName()] = append(h[f.GetName()], f.GetValues()...)
+	}
+	return h
+}
+
+func wire(h http.Header) []*tunnelv1.Header {
+	var out []*tunnelv1.Header
+	for k, vv := range h {
+		out = append(out, &tunnelv1.Header{Name: k, Values: vv})
+	}
+	return out
+}
+
+// TestForwardRequestHeaders: hop-by-hop headers (the fixed ones and those
+// the client names in Connection) and client-sent forwarding headers do not
+// reach the agent; "Te: trailers", the gateway's own X-Forwarded-*,
+// X-Request-Id and an empty User-Agent do; a query with a semicolon loses
+// the parameters that do not parse.
+func TestForwardRequestHeaders(t *testing.T) {
+	s := &scriptSession{frames: []*tunnel.Frame{{Response: &tunnelv1.ResponseHead{Status: 204}, End: true}}}
+	h, st := forwardRig(s)
+	r := httptest.NewRequest("GET", "http://app.test/x?a=1;b=2&c=3", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	r.Header = http.Header{
+		"Connection":          {"keep-alive, x-hop"},
+		"X-Hop":               {"1"},
+		"Keep-Alive":          {"timeout=5"},
+		"Proxy-Connection":    {"keep-alive"},
+		"Proxy-Authorization": {"Basic eDp5"},
+		"Te":                  {"trailers, deflate"},
+		"Trailer":             {"X-T"},
+		"Upgrade":             {"h2c"}, // no "Connection: upgrade": not an upgrade
+		"Forwarded":           {"for=6.6.6.6"},
+		"X-Forwarded-For":     {"6.6.6.6"},
+		"X-Forwarded-Host":    {"evil.example"},
+		"X-Forwarded-Proto":   {"https"},
+		"X-Kept":              {"a", "b"},
+	}
+	w := httptest.NewRecorder()
+	h.serveRelay(w, r, st)
+	if w.Code != 204 {
+		t.Fatalf("status %d, want 204", w.Code)
+	}
+	head := s.head(t)
+	want := http.Header{
+		"Te":                {"trailers"},
+		"X-Forwarded-For":   {"192.0.2.7"},
+		"X-Forwarded-Host":  {"app.test"},
+		"X-Forwarded-Proto": {"http"},
+		"X-Request-Id":      {"rid"},
+		"User-Agent":        {""},
+		"X-Kept":            {"a", "b"},
+	}
+	got := wireHeader(head.GetHeaders())
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("header %s = %q reached the agent", k, got[k])
+		}
+	}
+	for k, vv := range want {
+		if !slices.Equal(got[k], vv) {
+			t.Errorf("header %s = %q, want %q", k, got[k], vv)
+		}
+	}
+	if head.GetPath() != "/x?c=3" || head.GetAuthority() != "backend:80" || head.GetHost() != "backend:80" {
+		t.Errorf("path %q authority %q host %q, want /x?c=3, backend:80, backend:80",
+			head.GetPath(), head.GetAuthority(), head.GetHost())
+	}
+	if v := r.Header.Get("X-Hop"); v != "1" {
+		t.Errorf("the client's request lost its headers: X-Hop %q", v)
+	}
+}
+
+// TestForwardUserAgentKept: a client's User-Agent is relayed as it is.
+func TestForwardUserAgentKept(t *testing.T) {
+	s := &scriptSession{frames: []*tunnel.Frame{{Response: &tunnelv1.ResponseHead{Status: 200}, End: true}}}
+	h, st := forwardRig(s)
+	r := httptest.NewRequest("GET", "http://app.test/", nil)
+	r.Header.Set("User-Agent", "curl/8")
+	h.serveRelay(httptest.NewRecorder(), r, st)
+	if got := wireHeader(s.head(t).GetHeaders())["User-Agent"]; !slices.Equal(got, []string{"curl/8"}) {
+		t.Fatalf("User-Agent %q, want curl/8", got)
+	}
+}
+
+// TestForwardResponse: the response's hop-by-hop headers are dropped, the
+// others kept; announced trailers are announced and sent, and a trailer
+// that was not announced is sent with the Trailer: prefix.
+func TestForwardResponse(t *testing.T) {
+	s := &scriptSession{frames: []*tunnel.Frame{
+		{Response: &tunnelv1.ResponseHead{Status: 201, ContentLength: -1, TrailerNames: []string{"X-T"},
+			Headers: wire(http.Header{
+				"Connection":        {"x-secret"},
+				"X-Secret":          {"1"},
+				"Keep-Alive":        {"timeout=5"},
+				"Transfer-Encoding": {"chunked"},
+				"Upgrade":           {"h2c"},
+				"X-Res":             {"v1", "v2"},
+			})}, Data: []byte("hello ")},
+		{Data: []byte("world"), End: true, Trailers: wire(http.Header{"X-T": {"t"}, "X-Late": {"l"}})},
+	}}
+	h, st := forwardRig(s)
+	w := httptest.NewRecorder()
+	w.Header().Set("X-Before", "b") // set by the gateway before the relay
+	h.serveRelay(w, httptest.NewRequest("GET", "http://app.test/", nil), st)
+	res := w.Result()
+	if res.StatusCode != 201 || w.Body.String() != "hello world" {
+		t.Fatalf("got %d %q, want 201 \"hello world\"", res.StatusCode, w.Body)
+	}
+	for _, k := range []string{"Connection", "X-Secret", "Keep-Alive", "Transfer-Encoding", "Upgrade"} {
+		if v, ok := res.Header[k]; ok {
+			t.Errorf("hop-by-hop header %s = %q reached the client", k, v)
+		}
+	}
+	if got := res.Header["X-Res"]; !slices.Equal(got, []string{"v1", "v2"}) || res.Header.Get("X-Before") != "b" {
+		t.Errorf("X-Res %q, X-Before %q", got, res.Header.Get("X-Before"))
+	}
+	if got := res.Header.Get("Trailer"); got != "X-T" {
+		t.Errorf("Trailer announced %q, want X-T", got)
+	}
+	if res.Trailer.Get("X-T") != "t" || res.Trailer.Get("X-Late") != "l" {
+		t.Errorf("trailers %q", res.Trailer)
+	}
+	if !w.Flushed {
+		t.Error("a body of unknown length was not flushed")
+	}
+}
+
+// TestForwardBodyBreaks: when the response body breaks off after the head,
+// the handler panics with http.ErrAbortHandler so that the server cuts the
+// connection instead of ending the response as if it were whole (outside a
+// server there is nothing to cut: no panic).
+func TestForwardBodyBreaks(t *testing.T) {
+	for _, inServer := range []bool{true, false} {
+		s := &scriptSession{
+			frames:  []*tunnel.Frame{{Response: &tunnelv1.ResponseHead{Status: 200, ContentLength: 100}, Data: []byte("part")}},
+			recvErr: errors.New("stream reset"),
+		}
+		h, st := forwardRig(s)
+		r := httptest.NewRequest("GET", "http://app.test/", nil)
+		if inServer {
+			r = r.WithContext(context.WithValue(r.Context(), http.ServerContextKey, &http.Server{}))
+		}
+		w := httptest.NewRecorder()
+		func() {
+			defer func() {
+				p := recover()
+				if inServer && p != http.ErrAbortHandler {
+					t.Errorf("in a server: recovered %v, want http.ErrAbortHandler", p)
+				}
+				if !inServer && p != nil {
+					t.Errorf("outside a server: panic %v", p)
+				}
+			}()
+			h.serveRelay(w, r, st)
+		}()
+		if w.Code != 200 || w.Body.String() != "part" {
+			t.Errorf("got %d %q, want 200 \"part\"", w.Code, w.Body)
+		}
+	}
+}
+
+func TestIsEventStream(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream":                true,
+		"Text/Event-Stream; charset=utf-8": true,
+		"text/event-stream ;x=y":           true,
+		"text/event-streams":               false,
+		"text/html":                        false,
+		"":                                 false,
+	} {
+		if got := isEventStream(ct); got != want {
+			t.Errorf("isEventStream(%q) = %t, want %t", ct, got, want)
+		}
+	}
+}
+
+// TestForwardAllocs keeps the relay path of a small GET, without the
+// tunnel transport, at its allocation count.
+func TestForwardAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts are measured in full runs")
+	}
+	h, st := forwardRig(&scriptSession{})
+	r := httptest.NewRequest("GET", "http://app.test/x", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	r.Header.Set("User-Agent", "bench")
+	r.Header.Set("Accept", "*/*")
+	allocs := testing.AllocsPerRun(200, func() { h.outRequest(r, st) })
+	// The outbound request with its URL and the gateway's header values,
+	// and the header map.
+	if allocs > 3 {
+		t.Fatalf("outRequest: %v allocations, want at most 3", allocs)
+	}
+}
