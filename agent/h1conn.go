@@ -101,7 +101,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 	stop := context.AfterFunc(ctx, c.interrupt)
 	bw := h1WriterPool.Get().(*bufio.Writer)
 	bw.Reset(c.conn)
-	err = req.Write(bw)
+	if !writeRequest(bw, req) {
+		err = req.Write(bw) // slow path: what writeRequest leaves to net/http
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -113,6 +115,17 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 
 	c.limit = h1MaxResponseHeaderBytes
 	start := c.nread
+	if res, ok := c.readResponseFast(req); ok {
+		c.limit = math.MaxInt64
+		keep := !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+		if res.Body == http.NoBody {
+			c.release(stop, keep)
+			return res, false, nil
+		}
+		b := res.Body.(*h1Body)
+		b.stop, b.keep = stop, keep
+		return res, false, nil
+	}
 	for {
 		res, err = http.ReadResponse(c.br, req)
 		if err != nil {
@@ -143,6 +156,38 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 	return res, false, nil
 }
 
+// readResponseFast reads the response head when peekHead takes it (a
+// GET's final response with a Content-Length, the head wholly received);
+// false leaves the connection's bytes untouched for http.ReadResponse. The
+// body, if any, is an h1Body whose stop and keep the caller sets.
+func (c *h1Conn) readResponseFast(req *http.Request) (*http.Response, bool) {
+	if req.Method == http.MethodHead {
+		return nil, false
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, false // ReadResponse reports it
+	}
+	h, ok := peekHead(c.br)
+	if !ok {
+		return nil, false
+	}
+	_, _ = c.br.Discard(h.size) // buffered: cannot fail
+	res := &http.Response{
+		Status: h.status, StatusCode: h.code,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h.header, ContentLength: h.length, Body: http.NoBody,
+		Request: req, TLS: c.state,
+	}
+	if h.length > 0 {
+		b := &h1Body{ctx: req.Context()}
+		b.lb = lengthBody{br: c.br, left: h.length}
+		b.rc = &b.lb
+		b.c.Store(c)
+		res.Body = b
+	}
+	return res, true
+}
+
 // fail closes c after a failed write or read and returns the error to
 // report: the context's cause when the exchange was cancelled (the failure
 // then is the deadline interrupt set), else err.
@@ -170,7 +215,8 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 // the connection back to the pool; closed before, it closes it (the rest of
 // the body is not read). Close may be called while a Read is blocked.
 type h1Body struct {
-	rc     io.ReadCloser // the body http.ReadResponse made; never closed (its Close drains)
+	rc     io.ReadCloser // the body http.ReadResponse made, or &lb; never closed (its Close drains)
+	lb     lengthBody    // the body of a head that readResponseFast read
 	ctx    context.Context
 	stop   func() bool // stops the exchange's cancellation
 	keep   bool        // the connection may carry another request

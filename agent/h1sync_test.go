@@ -327,6 +327,8 @@ func TestH1SyncSameBytesAsTransport(t *testing.T) {
 			"Accept": {"*/*"}, "X-Forwarded-For": {"192.0.2.1", "198.51.100.2"}, "User-Agent": {"curl/8"},
 			"Cookie": {"a=b; c=d"}, "X-Empty": {""}}},
 		{http.MethodGet, "/", "", http.Header{"User-Agent": {""}}},
+		{http.MethodGet, "/", "", http.Header{"User-Agent": {"  spaced  "}, "X-Trim": {" v "}, "X-Many": {"1", "2"}}},
+		{http.MethodGet, "/", "bücher.example:8080", nil}, // punycode: written by Request.Write
 		{http.MethodHead, "/head", "", http.Header{"If-None-Match": {`"x"`}}},
 		{http.MethodOptions, "*", "", nil},
 		{http.MethodOptions, "/opt", "", nil},
