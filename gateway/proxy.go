@@ -82,17 +82,28 @@ func newProxyHandler(g *Gateway) *proxyHandler {
 	return h
 }
 
+// exchange is what ServeHTTP keeps for one exchange, in one allocation.
+type exchange struct {
+	st   exchangeState
+	rec  statusRecorder
+	body countingBody
+	rid  [1]string // the value slice of the request's X-Request-Id header
+}
+
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rid := RequestID(r.Header.Get("X-Request-Id"))
-	r.Header.Set("X-Request-Id", rid)
-	rec := newStatusRecorder(w)
+	x := &exchange{rec: statusRecorder{ResponseWriter: w}}
+	rid := RequestID(r.Header.Get(RequestIDHeader))
+	x.rid[0] = rid
+	r.Header[RequestIDHeader] = x.rid[:]
+	rec, st := &x.rec, &x.st
+	st.requestID = rid
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		body = newCountingBody(r.Body)
+		body = &x.body
+		body.rc = r.Body
 		r.Body = body
 	}
-	st := &exchangeState{requestID: rid}
 	defer func() {
 		f := accessFields{
 			Method: r.Method, Path: r.URL.Path, Status: rec.Status(),
