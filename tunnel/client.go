@@ -90,22 +90,22 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 
 	// From here on the exchange owns the stream: cancellation of the
-	// request and the head timeout reset it.
-	ex.stopCtx = context.AfterFunc(req.Context(), func() { ex.abort(req.Context().Err()) })
+	// request and the head timeout reset it. A bodiless request watches its
+	// context only once the head is late (see headWait) or the response
+	// body streams: most answer within the delay, and watching costs five
+	// allocations and a registration with the context.
+	if hasBody || upgrade || req.Context().Err() != nil {
+		ex.watch()
+	}
 	switch {
 	case hasBody:
 		go ex.sendBody(req.Body, req.Trailer)
 	case !upgrade:
 		ex.halfDone()
 	}
-	var timer *time.Timer
-	if o.HeadTimeout > 0 {
-		timer = time.AfterFunc(o.HeadTimeout, func() { ex.abort(ErrHeadTimeout) })
-	}
+	ex.startHeadTimer(o.HeadTimeout)
 	f, err := st.Recv()
-	if timer != nil {
-		timer.Stop()
-	}
+	ex.stopHeadTimer()
 	if err != nil {
 		return nil, ex.fail(fmt.Errorf("receive response head: %w", err))
 	}
@@ -130,6 +130,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 			return nil, ex.fail(malformed("101 response to a request that did not ask for an upgrade"))
 		}
 		res.Body = &upgradeConn{ex: ex, pending: f.Data}
+		ex.watch()
 		return res, nil
 	}
 	if upgrade {
@@ -143,6 +144,9 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	if f.End && len(f.Data) == 0 {
 		body.finish()
 	}
+	if !f.End {
+		ex.watch() // the body may wait on the backend for a long time
+	}
 	res.Body = body
 	return res, nil
 }
@@ -154,7 +158,6 @@ type clientExchange struct {
 	res  *http.Response // set once the head arrived; owned by the reader
 	done func()
 
-	stopCtx   func() bool
 	halves    atomic.Int32 // request and response sides that ended cleanly
 	reqEnding atomic.Bool  // the request body is complete and its end is being sent
 	over      atomic.Bool  // the exchange is over; Done was called
@@ -163,13 +166,92 @@ type clientExchange struct {
 
 	first   Frame                // the request's first frame; owned by RoundTrip
 	reqHead tunnelv1.RequestHead // its head; owned by RoundTrip
+
+	headArrived  atomic.Bool // RoundTrip received the response head (or failed)
+	headDeadline time.Time   // when the head timeout fires; zero: none. Set before the timer starts
+
+	watchMu   sync.Mutex
+	stopWatch func() bool // stops watching the request's context; nil until watch; guarded by watchMu
+	unwatched bool        // the exchange is over: no more watching; guarded by watchMu
+	headTimer *time.Timer // guarded by watchMu
+}
+
+// watchDelay is how long a bodiless exchange waits for its response head
+// before it watches the request's context: a client that goes away sooner
+// is noticed this late at most.
+const watchDelay = 20 * time.Millisecond
+
+// watch makes cancellation of the request's context abort the exchange,
+// from now until unwatch.
+func (ex *clientExchange) watch() {
+	ex.watchMu.Lock()
+	defer ex.watchMu.Unlock()
+	if ex.stopWatch != nil || ex.unwatched {
+		return
+	}
+	ctx := ex.req.Context()
+	ex.stopWatch = context.AfterFunc(ctx, func() { ex.abort(ctx.Err()) })
+}
+
+// unwatch stops watching the request's context, for good.
+func (ex *clientExchange) unwatch() {
+	ex.watchMu.Lock()
+	ex.unwatched = true
+	stop := ex.stopWatch
+	ex.watchMu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// startHeadTimer arms the timer of headWait: at the head timeout, or
+// sooner, after watchDelay.
+func (ex *clientExchange) startHeadTimer(timeout time.Duration) {
+	first := watchDelay
+	if timeout > 0 {
+		ex.headDeadline = time.Now().Add(timeout)
+		first = min(first, timeout)
+	}
+	ex.watchMu.Lock()
+	ex.headTimer = time.AfterFunc(first, ex.headWait)
+	ex.watchMu.Unlock()
+}
+
+// stopHeadTimer is called once RoundTrip's wait for the head is over.
+func (ex *clientExchange) stopHeadTimer() {
+	ex.headArrived.Store(true)
+	ex.watchMu.Lock()
+	ex.headTimer.Stop()
+	ex.watchMu.Unlock()
+}
+
+// headWait runs on the head timer while the head has not arrived: it starts
+// watching the request's context, and aborts the exchange at the head
+// timeout.
+func (ex *clientExchange) headWait() {
+	if ex.headArrived.Load() {
+		return
+	}
+	ex.watch()
+	if ex.headDeadline.IsZero() {
+		return
+	}
+	if left := time.Until(ex.headDeadline); left > 0 {
+		ex.watchMu.Lock()
+		if !ex.headArrived.Load() {
+			ex.headTimer.Reset(left)
+		}
+		ex.watchMu.Unlock()
+		return
+	}
+	ex.abort(ErrHeadTimeout)
 }
 
 // halfDone records that one direction ended cleanly; the second one
 // releases the stream for reuse.
 func (ex *clientExchange) halfDone() {
 	if ex.halves.Add(1) == 2 {
-		ex.stopCtx()
+		ex.unwatch()
 		if ex.abortErr.Load() == nil {
 			ex.st.Finish(true)
 		}
@@ -201,9 +283,7 @@ func (ex *clientExchange) fail(err error) error {
 		err = fmt.Errorf("%w (%v)", *p, err)
 	}
 	ex.abort(err)
-	if ex.stopCtx != nil {
-		ex.stopCtx()
-	}
+	ex.unwatch()
 	return err
 }
 
@@ -405,7 +485,7 @@ func (c *upgradeConn) CloseWrite() error {
 // Close ends the upgraded connection. Upgraded streams are never reused.
 func (c *upgradeConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.ex.stopCtx()
+		c.ex.unwatch()
 		c.ex.abort(errors.New("upgraded connection closed"))
 	}
 	return nil

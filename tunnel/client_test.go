@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -556,5 +557,106 @@ func TestRoundTripDoneWithDataBeforeNextRecv(t *testing.T) {
 				t.Fatalf("body of %d bytes differs from what the backend sent (%d bytes)", len(got), len(body))
 			}
 		})
+	}
+}
+
+// watchCountCtx is a cancellable context that reports every watch
+// registered on it: context.AfterFunc uses its AfterFunc method, because it
+// is not one of the context package's own.
+type watchCountCtx struct {
+	context.Context // Background: values and no deadline
+	done            chan struct{}
+	watches         atomic.Int32
+	watched         chan struct{} // receives one value per watch
+
+	mu  sync.Mutex
+	fns []func() // guarded by mu
+	err error    // guarded by mu
+}
+
+func newWatchCountCtx() *watchCountCtx {
+	return &watchCountCtx{Context: context.Background(), done: make(chan struct{}), watched: make(chan struct{}, 4)}
+}
+
+func (c *watchCountCtx) Done() <-chan struct{} { return c.done }
+
+func (c *watchCountCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *watchCountCtx) AfterFunc(f func()) func() bool {
+	c.watches.Add(1)
+	c.watched <- struct{}{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	c.fns = append(c.fns, f)
+	return func() bool { return true } // f may still run: harmless here
+}
+
+func (c *watchCountCtx) cancel() {
+	c.mu.Lock()
+	c.err = context.Canceled
+	fns := c.fns
+	c.mu.Unlock()
+	close(c.done)
+	for _, f := range fns {
+		go f()
+	}
+}
+
+// TestRoundTripWatchesContextLazily: a bodiless exchange whose head comes
+// at once never registers with the request's context; one whose head is
+// late does (after watchDelay), and its cancellation then resets the
+// stream.
+func TestRoundTripWatchesContextLazily(t *testing.T) {
+	gw, ag := newPipe(8)
+	release := make(chan struct{})
+	startAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
+		if req.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-req.Context().Done():
+				return nil, req.Context().Err()
+			}
+		}
+		return bodyResponse(req, 200, []byte("ok"), 2), nil
+	}))
+	defer close(release)
+	ctx := newWatchCountCtx()
+	var done doneCounter
+	res, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/fast", nil).WithContext(ctx), done.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if n := ctx.watches.Load(); n != 0 {
+		t.Fatalf("a fast exchange watched its context %d times, want 0", n)
+	}
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/slow", nil).WithContext(ctx), nil)
+		errc <- err
+	}()
+	select {
+	case <-ctx.watched: // the head timer registers the watch after watchDelay
+	case <-time.After(hangGuard):
+		t.Fatal("a late exchange never watched its context")
+	}
+	ctx.cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("late head: RoundTrip = %v, want context.Canceled", err)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("cancelling a late exchange did not end it")
 	}
 }
