@@ -39,15 +39,17 @@ var h1WriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h
 // time: the request that took it owns every field but idleAt until it puts
 // it back into the pool (release) or closes it.
 type h1Conn struct {
-	t      *h1Sync
-	key    h1Key
-	conn   net.Conn             // TCP, or TLS over it; set before first use
-	br     *bufio.Reader        // reads through c.Read
-	state  *tls.ConnectionState // nil for plain http; immutable
-	limit  int64                // bytes c.Read may still return
-	nread  int64                // bytes c.Read returned in all
-	reused bool                 // taken from the idle pool
-	idleAt time.Time            // when it was put into the pool; guarded by t.mu
+	t         *h1Sync
+	key       h1Key
+	conn      net.Conn             // TCP, or TLS over it; set before first use
+	br        *bufio.Reader        // reads through c.Read
+	state     *tls.ConnectionState // nil for plain http; immutable
+	limit     int64                // bytes c.Read may still return
+	nread     int64                // bytes c.Read returned in all
+	reused    bool                 // taken from the idle pool
+	watch     h1Watch              // interrupts the exchange when its context is cancelled
+	stopWatch func() bool          // watch.stop, made once per connection
+	idleAt    time.Time            // when it was put into the pool; guarded by t.mu
 }
 
 // Read reads from the connection for br, no more than limit bytes: the
@@ -98,7 +100,8 @@ func (c *h1Conn) handshake(ctx context.Context, cfg *tls.Config, timeout time.Du
 // nothingBack reports that no byte of a response had arrived (what a
 // connection the backend closed while it was idle looks like).
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Response, nothingBack bool, err error) {
-	stop := context.AfterFunc(ctx, c.interrupt)
+	c.watch.start(ctx)
+	stop := c.stopWatch
 	bw := h1WriterPool.Get().(*bufio.Writer)
 	bw.Reset(c.conn)
 	if !writeRequest(bw, req) {

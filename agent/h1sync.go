@@ -348,6 +348,8 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 		return nil, err // the dialer's errors are classified as they are
 	}
 	c := &h1Conn{t: t, key: key, conn: nc}
+	c.watch.c = c
+	c.stopWatch = c.watch.stop
 	if key.tls {
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// watchCountCtx is a cancellable context that reports every watch
+// registered on it: context.AfterFunc uses its AfterFunc method, because it
+// is not one of the context package's own.
+type watchCountCtx struct {
+	context.Context // Background: values and no deadline
+	done            chan struct{}
+	watched         chan struct{} // receives one value per watch
+
+	mu  sync.Mutex
+	fns []func() // guarded by mu
+	err error    // guarded by mu
+}
+
+func newWatchCountCtx() *watchCountCtx {
+	return &watchCountCtx{Context: context.Background(), done: make(chan struct{}), watched: make(chan struct{}, 16)}
+}
+
+func (c *watchCountCtx) Done() <-chan struct{} { return c.done }
+
+func (c *watchCountCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *watchCountCtx) AfterFunc(f func()) func() bool {
+	c.watched <- struct{}{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	c.fns = append(c.fns, f)
+	return func() bool { return true } // f may still run: harmless here
+}
+
+func (c *watchCountCtx) cancel() {
+	c.mu.Lock()
+	c.err = context.Canceled
+	fns := c.fns
+	c.mu.Unlock()
+	close(c.done)
+	for _, f := range fns {
+		go f()
+	}
+}
+
+// TestH1SyncWatchesContextLazily: exchanges that end at once never register
+// with their context and keep their connection; one that waits for its
+// head watches it after h1WatchDelay, and its cancellation interrupts it.
+func TestH1SyncWatchesContextLazily(t *testing.T) {
+	addr, accepted := rawBackend(t, func(c net.Conn) {
+		reqs := newRawRequests(c)
+		for {
+			if _, err := reqs.next(); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	s := newTestH1Sync(t)
+	ctx := newWatchCountCtx()
+	for i := range 6 {
+		var rctx context.Context = ctx
+		if i == 0 {
+			rctx = t.Context() // the dial watches its context
+		}
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+"/", nil)
+		res, err := s.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(res.Body); err != nil || string(b) != "ok" {
+			t.Fatalf("body %q, %v", b, err)
+		}
+		res.Body.Close()
+	}
+	select {
+	case <-ctx.watched:
+		t.Fatal("an exchange that ended at once watched its context")
+	default:
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("6 exchanges took %d connections, want 1", n)
+	}
+
+	b, started := blockingBackend(t)
+	slow := newWatchCountCtx()
+	req, _ := http.NewRequestWithContext(slow, http.MethodGet, b.URL+"/head", nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.RoundTrip(req)
+		errc <- err
+	}()
+	<-started
+	select {
+	case <-slow.watched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an exchange waiting for its head never watched its context")
+	}
+	slow.cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
