@@ -6,58 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/watchctx"
 )
-
-// watchCountCtx is a cancellable context that reports every watch
-// registered on it: context.AfterFunc uses its AfterFunc method, because it
-// is not one of the context package's own.
-type watchCountCtx struct {
-	context.Context // Background: values and no deadline
-	done            chan struct{}
-	watched         chan struct{} // receives one value per watch
-
-	mu  sync.Mutex
-	fns []func() // guarded by mu
-	err error    // guarded by mu
-}
-
-func newWatchCountCtx() *watchCountCtx {
-	return &watchCountCtx{Context: context.Background(), done: make(chan struct{}), watched: make(chan struct{}, 16)}
-}
-
-func (c *watchCountCtx) Done() <-chan struct{} { return c.done }
-
-func (c *watchCountCtx) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-func (c *watchCountCtx) AfterFunc(f func()) func() bool {
-	c.watched <- struct{}{}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		go f()
-		return func() bool { return false }
-	}
-	c.fns = append(c.fns, f)
-	return func() bool { return true } // f may still run: harmless here
-}
-
-func (c *watchCountCtx) cancel() {
-	c.mu.Lock()
-	c.err = context.Canceled
-	fns := c.fns
-	c.mu.Unlock()
-	close(c.done)
-	for _, f := range fns {
-		go f()
-	}
-}
 
 // TestH1SyncWatchesContextLazily: exchanges that end at once never register
 // with their context and keep their connection; one that waits for its
@@ -75,7 +28,7 @@ func TestH1SyncWatchesContextLazily(t *testing.T) {
 		}
 	})
 	s := newTestH1Sync(t)
-	ctx := newWatchCountCtx()
+	ctx := watchctx.New()
 	for i := range 6 {
 		var rctx context.Context = ctx
 		if i == 0 {
@@ -92,7 +45,7 @@ func TestH1SyncWatchesContextLazily(t *testing.T) {
 		res.Body.Close()
 	}
 	select {
-	case <-ctx.watched:
+	case <-ctx.Watched:
 		t.Fatal("an exchange that ended at once watched its context")
 	default:
 	}
@@ -101,7 +54,7 @@ func TestH1SyncWatchesContextLazily(t *testing.T) {
 	}
 
 	b, started := blockingBackend(t)
-	slow := newWatchCountCtx()
+	slow := watchctx.New()
 	req, _ := http.NewRequestWithContext(slow, http.MethodGet, b.URL+"/head", nil)
 	errc := make(chan error, 1)
 	go func() {
@@ -110,11 +63,11 @@ func TestH1SyncWatchesContextLazily(t *testing.T) {
 	}()
 	<-started
 	select {
-	case <-slow.watched:
+	case <-slow.Watched:
 	case <-time.After(10 * time.Second):
 		t.Fatal("an exchange waiting for its head never watched its context")
 	}
-	slow.cancel()
+	slow.Cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}

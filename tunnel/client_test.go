@@ -8,11 +8,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/watchctx"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
@@ -560,56 +560,6 @@ func TestRoundTripDoneWithDataBeforeNextRecv(t *testing.T) {
 	}
 }
 
-// watchCountCtx is a cancellable context that reports every watch
-// registered on it: context.AfterFunc uses its AfterFunc method, because it
-// is not one of the context package's own.
-type watchCountCtx struct {
-	context.Context // Background: values and no deadline
-	done            chan struct{}
-	watches         atomic.Int32
-	watched         chan struct{} // receives one value per watch
-
-	mu  sync.Mutex
-	fns []func() // guarded by mu
-	err error    // guarded by mu
-}
-
-func newWatchCountCtx() *watchCountCtx {
-	return &watchCountCtx{Context: context.Background(), done: make(chan struct{}), watched: make(chan struct{}, 4)}
-}
-
-func (c *watchCountCtx) Done() <-chan struct{} { return c.done }
-
-func (c *watchCountCtx) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-func (c *watchCountCtx) AfterFunc(f func()) func() bool {
-	c.watches.Add(1)
-	c.watched <- struct{}{}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		go f()
-		return func() bool { return false }
-	}
-	c.fns = append(c.fns, f)
-	return func() bool { return true } // f may still run: harmless here
-}
-
-func (c *watchCountCtx) cancel() {
-	c.mu.Lock()
-	c.err = context.Canceled
-	fns := c.fns
-	c.mu.Unlock()
-	close(c.done)
-	for _, f := range fns {
-		go f()
-	}
-}
-
 // TestRoundTripWatchesContextLazily: a bodiless exchange whose head comes
 // at once never registers with the request's context; one whose head is
 // late does (after watchDelay), and its cancellation then resets the
@@ -628,7 +578,7 @@ func TestRoundTripWatchesContextLazily(t *testing.T) {
 		return bodyResponse(req, 200, []byte("ok"), 2), nil
 	}))
 	defer close(release)
-	ctx := newWatchCountCtx()
+	ctx := watchctx.New()
 	var done doneCounter
 	res, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/fast", nil).WithContext(ctx), done.opts())
 	if err != nil {
@@ -636,8 +586,10 @@ func TestRoundTripWatchesContextLazily(t *testing.T) {
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
-	if n := ctx.watches.Load(); n != 0 {
-		t.Fatalf("a fast exchange watched its context %d times, want 0", n)
+	select {
+	case <-ctx.Watched:
+		t.Fatal("a fast exchange watched its context")
+	default:
 	}
 
 	errc := make(chan error, 1)
@@ -646,11 +598,11 @@ func TestRoundTripWatchesContextLazily(t *testing.T) {
 		errc <- err
 	}()
 	select {
-	case <-ctx.watched: // the head timer registers the watch after watchDelay
+	case <-ctx.Watched: // the head timer registers the watch after watchDelay
 	case <-time.After(hangGuard):
 		t.Fatal("a late exchange never watched its context")
 	}
-	ctx.cancel()
+	ctx.Cancel()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, context.Canceled) {
