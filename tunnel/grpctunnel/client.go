@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -72,7 +71,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+	opts := append(dialOptions(), grpc.WithTransportCredentials(newBatchedTLS(cfg.TLS)))
 	if cfg.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
 	}
