@@ -309,14 +309,13 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 // copyOut sends everything r yields as data frames, each as soon as it is
 // read, so that streamed responses reach the client promptly.
 func (ex *serverExchange) copyOut(r io.Reader) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	cs := newChunkSender(ex.st)
+	defer cs.close()
 	var total int64
 	for {
-		n, rerr := r.Read(buf)
+		n, rerr := r.Read(cs.next())
 		if n > 0 {
-			if err := ex.st.Send(&Frame{Data: buf[:n]}); err != nil {
+			if err := cs.send(n); err != nil {
 				ex.cancel(err)
 				return total, err
 			}
@@ -437,14 +436,6 @@ func copyData(data []byte) *[]byte {
 	return bp
 }
 
-// releaseData returns a buffer of copyData to the pool once it is read.
-func releaseData(bp *[]byte) {
-	if cap(*bp) == ChunkSize {
-		*bp = (*bp)[:ChunkSize]
-		bufPool.Put(bp)
-	}
-}
-
 // push hands a copy of data to the consumer; it drops it when the consumer
 // is gone.
 func (p *bodyPipe) push(data []byte) {
@@ -472,7 +463,7 @@ func (p *bodyPipe) end(trailers []*tunnelv1.Header) {
 func (p *bodyPipe) Read(b []byte) (int, error) {
 	for len(p.pending) == 0 {
 		if p.buf != nil {
-			releaseData(p.buf)
+			releaseChunk(p.buf) // read to its end
 			p.buf = nil
 		}
 		select {

@@ -259,6 +259,11 @@ type clientStream struct {
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
 
+// SendData implements tunnel.DataSender.
+func (s *clientStream) SendData(buf *[]byte, n int, release func(*[]byte)) error {
+	return sendData(s.gs, buf, n, release)
+}
+
 // Recv receives into a pooled buffer and returns the previous one to the
 // pool: tunnel.ServeStream, the only reader, is done with a frame's data
 // when it calls Recv again (see tunnel.Stream and lease.Recv).
