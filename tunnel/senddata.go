@@ -12,6 +12,19 @@ type DataSender interface {
 	SendData(buf *[]byte, n int, release func(*[]byte)) error
 }
 
+// DataKeeper is implemented by a Stream that can leave the memory of
+// received data to the receiver (the gRPC transport, whose frames arrive in
+// pooled buffers). ServeStream keeps request body chunks in its queue that
+// way instead of copying them.
+type DataKeeper interface {
+	// KeepData hands over the memory of the data of the frame that Recv
+	// returned last: the stream will not reuse it, and the caller calls
+	// release(buf) once it is done with the data (or never; the collector
+	// then frees it). ok is false when the stream cannot hand it over; the
+	// data is then the stream's, as Stream says.
+	KeepData() (buf *[]byte, release func(*[]byte), ok bool)
+}
+
 // minOwnedSend is the smallest chunk handed over by SendData: below it, a
 // copy costs less than the buffer that changes hands.
 const minOwnedSend = 4 << 10

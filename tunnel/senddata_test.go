@@ -56,6 +56,20 @@ func (s *handOverStream) check(t *testing.T, side string) {
 	s.handed = nil
 }
 
+// serveOn runs ServeStream on st, a wrapper of ag, with backend be until
+// the test ends.
+func serveOn(t *testing.T, st Stream, ag *pipeEnd, be http.RoundTripper) {
+	srv := &Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) { return be, nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeStream(ctx, st) }()
+	t.Cleanup(func() {
+		cancel()
+		ag.p.close()
+		<-served
+	})
+}
+
 // TestLargeBodiesHandedOver: with a DataSender stream, both bodies of an
 // exchange (the request's from RoundTrip, the response's from ServeStream)
 // travel in buffers handed to the stream, never touched again by the
@@ -68,15 +82,7 @@ func TestLargeBodiesHandedOver(t *testing.T) {
 	be := &testBackend{respond: func(req *http.Request, b []byte) (*http.Response, error) {
 		return bodyResponse(req, 200, b, -1), nil
 	}}
-	srv := &Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) { return be, nil }}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeStream(ctx, ags) }()
-	t.Cleanup(func() {
-		cancel()
-		ag.p.close()
-		<-served
-	})
+	serveOn(t, ags, ag, be)
 
 	req := newRequest(t, "PUT", "http://backend:80/", bytes.NewReader(body))
 	req.ContentLength = -1
@@ -93,4 +99,87 @@ func TestLargeBodiesHandedOver(t *testing.T) {
 	ags.check(t, "agent")
 	checkChunked(t, "gateway", gw.frames(), body)
 	checkChunked(t, "agent", ag.frames(), body)
+}
+
+// keepingStream is a Stream with KeepData: every frame it receives is
+// copied into a buffer of its own, which KeepData hands over; it counts the
+// releases of each buffer.
+type keepingStream struct {
+	Stream
+	last *[]byte // buffer of the frame Recv returned last; owned by the receiver
+
+	mu       sync.Mutex
+	kept     int             // buffers handed over; guarded by mu
+	released map[*[]byte]int // releases per buffer; guarded by mu
+}
+
+func (s *keepingStream) Recv() (*Frame, error) {
+	f, err := s.Stream.Recv()
+	if err != nil || len(f.Data) == 0 {
+		s.last = nil
+		return f, err
+	}
+	b := bytes.Clone(f.Data)
+	s.last = &b
+	f.Data = b
+	return f, nil
+}
+
+func (s *keepingStream) KeepData() (*[]byte, func(*[]byte), bool) {
+	b := s.last
+	s.last = nil
+	if b == nil {
+		return nil, nil, false
+	}
+	s.mu.Lock()
+	s.kept++
+	s.mu.Unlock()
+	return b, s.release, true
+}
+
+func (s *keepingStream) release(b *[]byte) {
+	s.mu.Lock()
+	s.released[b]++
+	s.mu.Unlock()
+}
+
+// TestRequestBodyKeptNotCopied: with a DataKeeper stream, ServeStream's
+// body pipe queues the frames' own memory (the first chunk, in the head's
+// frame, too) and releases every buffer once, after the backend read it.
+func TestRequestBodyKeptNotCopied(t *testing.T) {
+	gw, ag := newPipe(2)
+	ks := &keepingStream{Stream: ag, released: map[*[]byte]int{}}
+	body := pattern(3*ChunkSize + 7)
+	be := &testBackend{respond: func(req *http.Request, b []byte) (*http.Response, error) {
+		return bodyResponse(req, 200, []byte("ok"), 2), nil
+	}}
+	serveOn(t, ks, ag, be)
+	for _, size := range []int{100, len(body)} { // coalesced with the head; chunked
+		req := newRequest(t, "PUT", "http://backend:80/", bytes.NewReader(body[:size]))
+		res, err := RoundTrip(gw.lease(), req, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, res); string(got) != "ok" {
+			t.Fatalf("size %d: response %q", size, got)
+		}
+		gw.wantFinish(t, true)
+		ag.wantFinish(t, true)
+	}
+	if be.complete.Load() != 2 {
+		t.Fatalf("backend read %d bodies to their end, want 2", be.complete.Load())
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.kept < 5 {
+		t.Errorf("%d buffers kept; want every body frame's", ks.kept)
+	}
+	if len(ks.released) != ks.kept {
+		t.Errorf("%d of %d kept buffers released", len(ks.released), ks.kept)
+	}
+	for b, n := range ks.released {
+		if n != 1 {
+			t.Errorf("buffer of %d bytes released %d times", len(*b), n)
+		}
+	}
 }

@@ -285,6 +285,14 @@ func (s *clientStream) Recv() (*tunnel.Frame, error) {
 	return f, nil
 }
 
+// KeepData implements tunnel.DataKeeper: the buffer of the frame Recv
+// returned last goes to the caller instead of back to the pool.
+func (s *clientStream) KeepData() (*[]byte, func(*[]byte), bool) {
+	b := s.last
+	s.last = nil
+	return b, putBuffer, b != nil
+}
+
 // Finish(true) marks the stream idle again: the gateway pooled it for the
 // next exchange. Finish(false) resets it.
 func (s *clientStream) Finish(clean bool) {

@@ -134,6 +134,9 @@ type pooledFrame struct {
 // wasted work.
 var bufferPool mem.BufferPool = newDirtyPool(8, 21)
 
+// putBuffer returns a buffer to bufferPool (one func value for all).
+var putBuffer = func(b *[]byte) { bufferPool.Put(b) }
+
 // dirtyPool is a mem.BufferPool with one sync.Pool per power of two.
 type dirtyPool struct {
 	minExp, maxExp int
