@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"github.com/sallyport/sallyport/internal/testrig"
@@ -18,25 +19,37 @@ import (
 	"time"
 )
 
-// builtDir is the temporary folder of the built binary; TestMain removes it.
-var builtDir string
+// builtDir is the temporary folder of the built binaries; TestMain removes
+// it.
+var (
+	builtDir    string
+	builtDirErr error
+	builtOnce   sync.Once
+)
 
-// buildBinary compiles the sallyport command once for the binary tests.
-var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "sallyport-bin-")
-	if err != nil {
-		return "", err
+// goBuild compiles the sallyport command into builtDir as name, static as
+// `make build` builds it, with the build tags given.
+func goBuild(name, tags string) (string, error) {
+	builtOnce.Do(func() { builtDir, builtDirErr = os.MkdirTemp("", "sallyport-bin-") })
+	if builtDirErr != nil {
+		return "", builtDirErr
 	}
-	builtDir = dir
-	bin := filepath.Join(dir, "sallyport")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	bin := filepath.Join(builtDir, name)
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", bin, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`: static
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build -tags %q: %v\n%s", tags, err, out)
 	}
 	return bin, nil
-})
+}
+
+// buildBinary compiles the full sallyport binary once for the binary tests;
+// buildAgentBinary the agent-only build (bin/sallyport-agent).
+var (
+	buildBinary      = sync.OnceValues(func() (string, error) { return goBuild("sallyport", "") })
+	buildAgentBinary = sync.OnceValues(func() (string, error) { return goBuild("sallyport-agent", "agentonly") })
+)
 
 // proc is a running sallyport process whose JSON log lines are collected.
 type proc struct {
@@ -51,7 +64,13 @@ type proc struct {
 
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	bin, err := buildBinary()
+	return startBuilt(t, buildBinary, args...)
+}
+
+// startBuilt is startProc with the binary that build makes.
+func startBuilt(t *testing.T, build func() (string, error), args ...string) *proc {
+	t.Helper()
+	bin, err := build()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,22 +117,41 @@ func (p *proc) read(r io.Reader) {
 // waitLog waits for a log line whose msg contains msg and returns it.
 func (p *proc) waitLog(msg string) map[string]any {
 	p.t.Helper()
+	return p.waitLogN(msg, 1)
+}
+
+// waitLogN waits for the n-th log line whose msg contains msg and returns
+// it.
+func (p *proc) waitLogN(msg string, n int) map[string]any {
+	p.t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
-	next := 0
+	next, seen := 0, 0
+	find := func() map[string]any {
+		for {
+			l := p.scan(&next, msg)
+			if l == nil {
+				return nil
+			}
+			next++
+			if seen++; seen == n {
+				return l
+			}
+		}
+	}
 	for {
-		if l := p.scan(&next, msg); l != nil {
+		if l := find(); l != nil {
 			return l
 		}
 		select {
 		case <-p.seen:
 		case <-p.done:
-			if l := p.scan(&next, msg); l != nil {
+			if l := find(); l != nil {
 				return l
 			}
-			p.t.Fatalf("process exited without logging %q:\n%s", msg, p.output())
+			p.t.Fatalf("process exited after %d of %d log lines %q:\n%s", seen, n, msg, p.output())
 		case <-deadline.C:
-			p.t.Fatalf("no log line %q within 20s:\n%s", msg, p.output())
+			p.t.Fatalf("%d of %d log lines %q within 20s:\n%s", seen, n, msg, p.output())
 		}
 	}
 }
@@ -177,31 +215,8 @@ func TestBinaryGatewayAndAgent(t *testing.T) {
 	defer backend.Close()
 	dir := t.TempDir()
 	const token = "tok-3f9c1d7e-never-log-me"
-	gwYAML := filepath.Join(dir, "gateway.yaml")
-	writeFile(t, gwYAML, fmt.Sprintf(`public:
-  addr: "127.0.0.1:0"
-tunnel:
-  addr: "127.0.0.1:0"
-  tokens:
-    - {token: %q, group: default}
-admin:
-  addr: "127.0.0.1:0"
-data_dir: %s
-shutdown_grace: 5s
-apps:
-  - name: hello
-    hosts: ["hello.test"]
-    backend: %s
-    group: default
-`, token, filepath.Join(dir, "gw"), backend.URL))
-	gw := startProc(t, "gateway", "--config", gwYAML)
-	listening := gw.waitLog("gateway listening")
-	public, _ := listening["public"].(string)
-	tunnelAddr, _ := listening["tunnel"].(string)
-	if public == "" || tunnelAddr == "" {
-		t.Fatalf("listening line without addresses: %v", listening)
-	}
-	adminAddr, _ := listening["admin"].(string)
+	gw, public, agentYAML := startBinaryGateway(t, dir, token, backend.URL)
+	adminAddr, _ := gw.waitLog("gateway listening")["admin"].(string)
 	if res, err := http.Get("http://" + adminAddr + "/healthz"); err != nil || res.StatusCode != 200 {
 		t.Fatalf("admin /healthz: %v %v", res, err)
 	} else {
@@ -211,32 +226,10 @@ apps:
 		t.Fatalf("fingerprint not logged: %q", fp)
 	}
 
-	agentYAML := func(name, tok string) string {
-		p := filepath.Join(dir, name+".yaml")
-		writeFile(t, p, fmt.Sprintf(`gateway: %s
-gateway_ca_file: %s
-token: %q
-data_dir: %s
-name: %s
-connections: 2
-allow: [%q]
-`, tunnelAddr, filepath.Join(dir, "gw", "tunnel-cert.pem"), tok, filepath.Join(dir, name), name, strings.TrimPrefix(backend.URL, "http://")))
-		return p
-	}
 	ag := startProc(t, "agent", "--config", agentYAML("agent-1", token))
 	ag.waitLog("connected to the gateway")
 
-	get := func() (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+public+"/", nil)
-		req.Host = "hello.test"
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
-	}
+	get := func() (int, string) { return getHello(t, public) }
 	if code, body := get(); code != 200 || body != "private app says hi to hello.test" {
 		t.Fatalf("relayed GET = %d %q", code, body)
 	}
@@ -267,6 +260,143 @@ allow: [%q]
 			t.Fatalf("a token appears in the logs:\n%s", p.output())
 		}
 	}
+}
+
+// TestBinaryAgentOnly: the agent-only build (bin/sallyport-agent) serves
+// as an agent of the full binary's gateway, says where the commands it
+// leaves out live, and links neither the gateway's database nor its
+// pre-authentication or the bench. That is what keeps an idle agent's
+// resident memory small (logged here; measured in the README).
+func TestBinaryAgentOnly(t *testing.T) {
+	testrig.SkipShort(t, "builds and runs the binary")
+	slim, err := buildAgentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules := func(bin string) map[string]bool {
+		t.Helper()
+		bi, err := buildinfo.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make(map[string]bool)
+		for _, d := range bi.Deps {
+			out[d.Path] = true
+		}
+		return out
+	}
+	slimMods, fullMods := modules(slim), modules(full)
+	for _, m := range []string{"modernc.org/sqlite", "github.com/coreos/go-oidc/v3", "github.com/HdrHistogram/hdrhistogram-go"} {
+		if !fullMods[m] {
+			t.Errorf("the full binary does not link %s: this check no longer tells the builds apart", m)
+		}
+		if slimMods[m] {
+			t.Errorf("the agent-only build links %s", m)
+		}
+	}
+
+	out, err := exec.Command(slim, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "(agent-only build)") {
+		t.Fatalf("agent-only version: %v %q", err, out)
+	}
+	if out, err := exec.Command(full, "version").CombinedOutput(); err != nil || strings.Contains(string(out), "agent-only") {
+		t.Fatalf("full version: %v %q", err, out)
+	}
+	out, err = exec.Command(slim, "gateway", "--config", "gateway.yaml").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 ||
+		!strings.Contains(string(out), `"gateway" is not in this agent-only build`) ||
+		!strings.Contains(string(out), "full sallyport binary") {
+		t.Fatalf("agent-only gateway: %v %q", err, out)
+	}
+
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "slim agent relayed "+r.Method)
+	}))
+	defer backend.Close()
+	const token = "tok-agent-only-build"
+	gw, public, agentYAML := startBinaryGateway(t, t.TempDir(), token, backend.URL)
+	ag := startBuilt(t, buildAgentBinary, "agent", "--config", agentYAML("slim", token))
+	ag.waitLogN("connected to the gateway", 2)
+	if code, body := getHello(t, public); code != 200 || body != "slim agent relayed GET" {
+		t.Fatalf("GET through the agent-only build = %d %q", code, body)
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", ag.cmd.Process.Pid)); err == nil {
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				t.Logf("agent-only build, 2 sessions, after one exchange: %s", strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	if code := ag.stop(); code != 0 {
+		t.Fatalf("agent exit code after SIGTERM = %d\n%s", code, ag.output())
+	}
+	if code := gw.stop(); code != 0 {
+		t.Fatalf("gateway exit code after SIGTERM = %d\n%s", code, gw.output())
+	}
+}
+
+// startBinaryGateway runs the full binary's gateway from a YAML file in
+// dir with token for group default and one app, hello.test → backendURL.
+// It returns the process, the public address and a function that writes an
+// agent config (name, token; 2 connections) and returns its path.
+func startBinaryGateway(t *testing.T, dir, token, backendURL string) (*proc, string, func(name, tok string) string) {
+	t.Helper()
+	gwYAML := filepath.Join(dir, "gateway.yaml")
+	writeFile(t, gwYAML, fmt.Sprintf(`public:
+  addr: "127.0.0.1:0"
+tunnel:
+  addr: "127.0.0.1:0"
+  tokens:
+    - {token: %q, group: default}
+admin:
+  addr: "127.0.0.1:0"
+data_dir: %s
+shutdown_grace: 5s
+apps:
+  - name: hello
+    hosts: ["hello.test"]
+    backend: %s
+    group: default
+`, token, filepath.Join(dir, "gw"), backendURL))
+	gw := startProc(t, "gateway", "--config", gwYAML)
+	listening := gw.waitLog("gateway listening")
+	public, _ := listening["public"].(string)
+	tunnelAddr, _ := listening["tunnel"].(string)
+	if public == "" || tunnelAddr == "" {
+		t.Fatalf("listening line without addresses: %v", listening)
+	}
+	agentYAML := func(name, tok string) string {
+		p := filepath.Join(dir, name+".yaml")
+		writeFile(t, p, fmt.Sprintf(`gateway: %s
+gateway_ca_file: %s
+token: %q
+data_dir: %s
+name: %s
+connections: 2
+allow: [%q]
+`, tunnelAddr, filepath.Join(dir, "gw", "tunnel-cert.pem"), tok, filepath.Join(dir, name), name, strings.TrimPrefix(backendURL, "http://")))
+		return p
+	}
+	return gw, public, agentYAML
+}
+
+// getHello sends GET / for hello.test to the gateway at public.
+func getHello(t *testing.T, public string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+public+"/", nil)
+	req.Host = "hello.test"
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 // TestBinaryConfigError checks that a wrong config stops start-up with the

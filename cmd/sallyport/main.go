@@ -73,8 +73,8 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console|json")
 	agent.Version = buildVersion()
-	root.AddCommand(newGatewayCmd(g), newAgentCmd(g), newDemoCmd(g), newBenchCmd(g), newVersionCmd(),
-		newTokenCmd(), newConnectorCmd())
+	root.AddCommand(newAgentCmd(g), newVersionCmd())
+	root.AddCommand(moreCommands(g)...)
 	return root
 }
 
@@ -84,7 +84,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "sallyport", buildVersion())
+			fmt.Fprintln(cmd.OutOrStdout(), "sallyport", buildVersion()+buildKind)
 		},
 	}
 }

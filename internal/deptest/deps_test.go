@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -187,6 +188,33 @@ func TestNoGrabBagPackages(t *testing.T) {
 		switch path.Base(p.ImportPath) {
 		case "util", "utils", "common", "helpers", "misc":
 			t.Errorf("%s is a grab-bag package; give it one purpose and a name that says it", p.ImportPath)
+		}
+	}
+}
+
+// TestAgentOnlyBuild: the agent-only build of the binary (`-tags
+// agentonly`, bin/sallyport-agent) reaches none of the gateway's packages,
+// its database or the bench; leaving them out is what keeps its idle
+// memory small.
+func TestAgentOnlyBuild(t *testing.T) {
+	cmd := exec.Command("go", "list", "-tags", "agentonly", "-deps", "./cmd/sallyport")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, mod+"/agent") {
+		t.Fatalf("the agent-only build does not import %s/agent; deps: %v", mod, deps)
+	}
+	for _, d := range deps {
+		for _, dir := range []string{"gateway", "bench", "internal/store", "internal/demoapp"} {
+			if under(d, dir) {
+				t.Errorf("the agent-only build depends on %s", d)
+			}
+		}
+		if strings.HasPrefix(d, "modernc.org/") {
+			t.Errorf("the agent-only build depends on %s (the gateway's database)", d)
 		}
 	}
 }

@@ -285,7 +285,7 @@ func (c *ClientSession) becomeIdle() bool {
 // serveStream serves the one exchange of raw.
 func (c *ClientSession) serveStream(ctx context.Context, srv *tunnel.Server, raw RawStream) {
 	defer c.release()
-	st := &stream{raw: raw}
+	st := newStream(raw, false, nil)
 	err := srv.ServeStream(ctx, st)
 	st.abort() // no-op when it ended cleanly
 	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrStreamReset) {

@@ -55,6 +55,21 @@ type RawStream interface {
 	SetReadDeadline(t time.Time) error
 }
 
+// ReliableCloser is a RawStream whose CloseWrite delivers every byte
+// written before it however long the peer takes to read them (QUIC, where
+// a closed sending direction is retransmitted until acknowledged; not
+// yamux, which resets a closed stream that the peer does not close within
+// its timeout). On such a stream the agent closes its sending direction
+// right after its `end`, so the FIN usually travels with the last frame;
+// the gateway has then read the whole stream when it finishes, and its
+// CloseRead asks nothing of the agent. Otherwise each exchange would end
+// with a STOP_SENDING from the gateway and a RESET_STREAM in reply.
+type ReliableCloser interface {
+	RawStream
+	// CloseDeliversAll reports that CloseWrite is reliable as above.
+	CloseDeliversAll() bool
+}
+
 // Transport names reported in Hello and logged by the gateway.
 const (
 	TransportQUIC  = "quic"

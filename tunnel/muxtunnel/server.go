@@ -414,7 +414,7 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		return nil, fmt.Errorf("%w: open stream: %v", ErrSessionClosed, err)
 	}
 	ss.srv.opened.Add(1)
-	return &stream{raw: raw, gateway: true, release: ss.releaseSlot}, nil
+	return newStream(raw, true, ss.releaseSlot), nil
 }
 
 func newID() string {

@@ -16,10 +16,12 @@ import (
 // and sent its own; the agent closes its side when it reads the gateway's
 // close. So the agent never ends a stream whose last bytes still wait at
 // the gateway for a slow client (yamux would reset such a stream after its
-// close timeout and drop them).
+// close timeout and drop them). Where a close is reliable (QUIC, see
+// ReliableCloser) the agent closes its side right after its `end` instead.
 type stream struct {
 	raw     RawStream
 	gateway bool   // the gateway end
+	early   bool   // raw is a ReliableCloser: the agent closes right after its end
 	release func() // frees the session's stream slot; nil on the agent
 
 	sawEnd   bool    // the last frame received had `end`; owned by Recv
@@ -91,10 +93,23 @@ func (s *stream) Finish(clean bool) {
 			_ = s.raw.CloseWrite()
 			s.raw.CloseRead()
 		})
+	case s.early:
+		// The agent's end is written: close with it (ReliableCloser). The
+		// gateway's close still ends the exchange in Recv.
+		s.rawOnce.Do(func() { _ = s.raw.CloseWrite() })
 	}
 	if s.release != nil {
 		s.relOnce.Do(s.release)
 	}
+}
+
+// newStream wraps raw; gateway tells which end this is.
+func newStream(raw RawStream, gateway bool, release func()) *stream {
+	st := &stream{raw: raw, gateway: gateway, release: release}
+	if rc, ok := raw.(ReliableCloser); ok && rc.CloseDeliversAll() {
+		st.early = true
+	}
+	return st
 }
 
 // abort resets the stream unless it was closed already.

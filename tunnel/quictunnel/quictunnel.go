@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
 )
@@ -56,8 +57,13 @@ const (
 	codeReset quic.StreamErrorCode = 1 // the exchange was aborted
 )
 
+// tracer, set by tests only (export_test.go), records the qlog events of
+// every connection; nil records nothing.
+var tracer func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
+
 func baseConfig() *quic.Config {
 	return &quic.Config{
+		Tracer:                         tracer,
 		HandshakeIdleTimeout:           handshakeTimeout,
 		MaxIdleTimeout:                 idleTimeout,
 		KeepAlivePeriod:                keepalivePeriod,
@@ -133,6 +139,10 @@ func (r *rawStream) Reset() {
 }
 
 func (r *rawStream) SetReadDeadline(t time.Time) error { return r.s.SetReadDeadline(t) }
+
+// CloseDeliversAll: a QUIC stream's FIN and the data before it are
+// retransmitted until acknowledged (muxtunnel.ReliableCloser).
+func (r *rawStream) CloseDeliversAll() bool { return true }
 
 // mapErr reports a stream reset by either side as muxtunnel.ErrStreamReset.
 func mapErr(err error) error {
