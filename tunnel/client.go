@@ -291,13 +291,12 @@ func (ex *clientExchange) fail(err error) error {
 // trailers. It runs in its own goroutine and is the only sender meanwhile.
 func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 	defer body.Close()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	cs := newChunkSender(ex.st)
+	defer cs.close()
 	for {
-		n, rerr := body.Read(buf)
+		n, rerr := body.Read(cs.next())
 		if n > 0 {
-			if err := ex.st.Send(&Frame{Data: buf[:n]}); err != nil {
+			if err := cs.send(n); err != nil {
 				ex.abort(fmt.Errorf("send request body: %w", err))
 				return
 			}

@@ -156,7 +156,7 @@ func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange
 	ex.noBody = f.End && len(f.Data) == 0
 	if !ex.noBody {
 		// Slow path: a body (or an upgrade) follows or came with the head.
-		ex.pipe = newBodyPipe(exCtx, f.Data)
+		ex.pipe = newBodyPipe(exCtx, st, f.Data)
 	}
 	if f.End {
 		ex.reqEnded = true
@@ -309,14 +309,13 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 // copyOut sends everything r yields as data frames, each as soon as it is
 // read, so that streamed responses reach the client promptly.
 func (ex *serverExchange) copyOut(r io.Reader) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	cs := newChunkSender(ex.st)
+	defer cs.close()
 	var total int64
 	for {
-		n, rerr := r.Read(buf)
+		n, rerr := r.Read(cs.next())
 		if n > 0 {
-			if err := ex.st.Send(&Frame{Data: buf[:n]}); err != nil {
+			if err := cs.send(n); err != nil {
 				ex.cancel(err)
 				return total, err
 			}
@@ -400,15 +399,16 @@ func (ex *serverExchange) logDone(status int, bytesOut int64) {
 // flow control is the backpressure: when the backend stops reading, the read
 // loop stops receiving and the gateway's sends block.
 //
-// The queue holds copies in bufPool buffers, not the frames' data: the
-// transport may reuse that memory once the read loop calls Recv again (see
-// Stream). A copy into a warm buffer is far cheaper than fresh memory for
-// every frame.
+// The transport may reuse a frame's memory once the read loop calls Recv
+// again (see Stream), so the queue holds the frame's memory itself only
+// when the stream hands it over (DataKeeper: the gRPC transport); otherwise
+// a copy in a bufPool buffer, far cheaper than fresh memory for every frame.
 type bodyPipe struct {
 	ctx       context.Context
-	ch        chan *[]byte // closed by the read loop at the request's end
-	pending   []byte       // owned by the reader
-	buf       *[]byte      // bufPool buffer that pending points into, or nil; owned by the reader
+	keep      DataKeeper // the stream, when it hands over received data; nil → copies
+	ch        chan chunk // closed by the read loop at the request's end
+	pending   []byte     // owned by the reader
+	cur       chunk      // the chunk that pending points into, or the zero chunk; owned by the reader
 	trailers  []*tunnelv1.Header
 	closed    chan struct{} // closed when the consumer is gone
 	closeOnce sync.Once
@@ -416,13 +416,41 @@ type bodyPipe struct {
 	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
 }
 
-func newBodyPipe(ctx context.Context, first []byte) *bodyPipe {
-	p := &bodyPipe{ctx: ctx, ch: make(chan *[]byte, 4), closed: make(chan struct{})}
+// chunk is body bytes in the pipe's queue and the memory they live in,
+// which release takes back once they are read.
+type chunk struct {
+	data    []byte
+	buf     *[]byte
+	release func(*[]byte)
+}
+
+func (c chunk) free() {
+	if c.release != nil {
+		c.release(c.buf)
+	}
+}
+
+func newBodyPipe(ctx context.Context, st Stream, first []byte) *bodyPipe {
+	p := &bodyPipe{ctx: ctx, ch: make(chan chunk, 4), closed: make(chan struct{})}
+	p.keep, _ = st.(DataKeeper)
 	if len(first) > 0 {
-		p.buf = copyData(first)
-		p.pending = *p.buf
+		p.cur = p.take(first)
+		p.pending = p.cur.data
 	}
 	return p
+}
+
+// take returns data, which the frame Recv returned last carries, as a
+// chunk the pipe may keep: the frame's memory when the stream hands it
+// over, a copy otherwise.
+func (p *bodyPipe) take(data []byte) chunk {
+	if p.keep != nil {
+		if buf, release, ok := p.keep.KeepData(); ok {
+			return chunk{data: data, buf: buf, release: release}
+		}
+	}
+	bp := copyData(data)
+	return chunk{data: *bp, buf: bp, release: releaseChunk}
 }
 
 // copyData copies data into a bufPool buffer, or into fresh memory when it
@@ -437,25 +465,18 @@ func copyData(data []byte) *[]byte {
 	return bp
 }
 
-// releaseData returns a buffer of copyData to the pool once it is read.
-func releaseData(bp *[]byte) {
-	if cap(*bp) == ChunkSize {
-		*bp = (*bp)[:ChunkSize]
-		bufPool.Put(bp)
-	}
-}
-
-// push hands a copy of data to the consumer; it drops it when the consumer
-// is gone.
+// push hands data to the consumer; it drops it when the consumer is gone.
 func (p *bodyPipe) push(data []byte) {
 	if p.ended {
 		return
 	}
-	bp := copyData(data)
+	c := p.take(data)
 	select {
-	case p.ch <- bp:
+	case p.ch <- c:
 	case <-p.closed:
+		c.free()
 	case <-p.ctx.Done():
+		c.free()
 	}
 }
 
@@ -471,17 +492,15 @@ func (p *bodyPipe) end(trailers []*tunnelv1.Header) {
 
 func (p *bodyPipe) Read(b []byte) (int, error) {
 	for len(p.pending) == 0 {
-		if p.buf != nil {
-			releaseData(p.buf)
-			p.buf = nil
-		}
+		p.cur.free() // read to its end
+		p.cur = chunk{}
 		select {
-		case bp, ok := <-p.ch:
+		case c, ok := <-p.ch:
 			if !ok {
 				p.applyTrailers()
 				return 0, io.EOF
 			}
-			p.buf, p.pending = bp, *bp
+			p.cur, p.pending = c, c.data
 		case <-p.ctx.Done():
 			return 0, context.Cause(p.ctx)
 		}

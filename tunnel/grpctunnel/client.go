@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -72,7 +71,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	opts := append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg.TLS)))
+	opts := append(dialOptions(), grpc.WithTransportCredentials(newBatchedTLS(cfg.TLS)))
 	if cfg.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
 	}
@@ -260,6 +259,11 @@ type clientStream struct {
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
 
+// SendData implements tunnel.DataSender.
+func (s *clientStream) SendData(buf *[]byte, n int, release func(*[]byte)) error {
+	return sendData(s.gs, buf, n, release)
+}
+
 // Recv receives into a pooled buffer and returns the previous one to the
 // pool: tunnel.ServeStream, the only reader, is done with a frame's data
 // when it calls Recv again (see tunnel.Stream and lease.Recv).
@@ -279,6 +283,14 @@ func (s *clientStream) Recv() (*tunnel.Frame, error) {
 		s.c.replenish()
 	}
 	return f, nil
+}
+
+// KeepData implements tunnel.DataKeeper: the buffer of the frame Recv
+// returned last goes to the caller instead of back to the pool.
+func (s *clientStream) KeepData() (*[]byte, func(*[]byte), bool) {
+	b := s.last
+	s.last = nil
+	return b, putBuffer, b != nil
 }
 
 // Finish(true) marks the stream idle again: the gateway pooled it for the

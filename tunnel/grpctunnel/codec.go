@@ -1,10 +1,12 @@
 package grpctunnel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +35,9 @@ var protoCodec = encoding.GetCodecV2("proto")
 func (frameCodec) Name() string { return "proto" }
 
 func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if d, ok := v.(*ownedData); ok {
+		return d.marshal(), nil
+	}
 	f, ok := v.(*tunnel.Frame)
 	if !ok {
 		return protoCodec.Marshal(v)
@@ -76,6 +81,42 @@ func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return protoCodec.Unmarshal(data, v)
 }
 
+// ownedData is a Frame with only data, sent without copying the data: its
+// encoding is the field's tag and length, then buf itself, which the
+// connection's writer frees (and so release takes back) once written.
+type ownedData struct {
+	buf     *[]byte // len(*buf) is the data; set to it by the sender
+	release func(*[]byte)
+	head    [1 + binary.MaxVarintLen64]byte
+}
+
+// dataTag is the tag of Frame.data (field 3, length-delimited).
+const dataTag = 3<<3 | 2
+
+func (d *ownedData) marshal() mem.BufferSlice {
+	d.head[0] = dataTag
+	k := 1 + binary.PutUvarint(d.head[1:], uint64(len(*d.buf)))
+	return mem.BufferSlice{mem.SliceBuffer(d.head[:k]), mem.NewBuffer(d.buf, releasePool(d.release))}
+}
+
+// releasePool is the mem.BufferPool of one handed-over buffer: Put
+// releases it, and nothing is ever taken from it.
+type releasePool func(*[]byte)
+
+func (p releasePool) Put(b *[]byte) { p(b) }
+
+func (releasePool) Get(length int) *[]byte {
+	b := make([]byte, length)
+	return &b
+}
+
+// sendData sends buf's first n bytes as a data Frame over s without copying
+// them (see tunnel.DataSender).
+func sendData(s grpc.Stream, buf *[]byte, n int, release func(*[]byte)) error {
+	*buf = (*buf)[:n]
+	return s.SendMsg(&ownedData{buf: buf, release: release})
+}
+
 // pooledFrame is a Frame received into a buffer of bufferPool: its data
 // aliases buf, which the receiver returns to the pool once the frame is no
 // longer used (see lease.Recv and clientStream.Recv). Fresh memory for every 128 KiB body frame
@@ -92,6 +133,9 @@ type pooledFrame struct {
 // (the transport reads into it, the codec marshals into it), so clearing is
 // wasted work.
 var bufferPool mem.BufferPool = newDirtyPool(8, 21)
+
+// putBuffer returns a buffer to bufferPool (one func value for all).
+var putBuffer = func(b *[]byte) { bufferPool.Put(b) }
 
 // dirtyPool is a mem.BufferPool with one sync.Pool per power of two.
 type dirtyPool struct {

@@ -89,7 +89,7 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 		edit(ts.srv)
 	}
 	opts := append(grpctunnel.ServerOptions(ts.srv.MaxStreams),
-		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
+		grpc.Creds(grpctunnel.ServerCredentials(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.WaitForHandlers(true))
 	gs := grpc.NewServer(opts...)
 	ts.srv.Register(gs)

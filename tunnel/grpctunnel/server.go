@@ -461,6 +461,14 @@ func (l *lease) Send(f *tunnel.Frame) error {
 // tunnel.Stream), so the previous buffer goes back to the pool here. Finish
 // does not release it: it may run in another goroutine while the reader
 // still copies the data out; that last buffer is left to the GC.
+// SendData implements tunnel.DataSender.
+func (l *lease) SendData(buf *[]byte, n int, release func(*[]byte)) error {
+	if l.finished.Load() {
+		return ErrSessionClosed
+	}
+	return sendData(l.st.gs, buf, n, release)
+}
+
 func (l *lease) Recv() (*tunnel.Frame, error) {
 	if l.last != nil {
 		bufferPool.Put(l.last)

@@ -11,6 +11,7 @@ import (
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/tlsbatch"
 )
 
 // DialConfig says how an agent connects one yamux session. The zero value
@@ -61,9 +62,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 	if tlsCfg.MinVersion < tls.VersionTLS12 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
-	tc := tls.Client(raw, tlsCfg)
+	tc := tlsbatch.Client(raw, tlsCfg)
 	hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
-	err = tc.HandshakeContext(hctx)
+	err = tc.TLS().HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		raw.Close()

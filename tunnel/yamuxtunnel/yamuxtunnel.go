@@ -87,7 +87,7 @@ func (a *conn) TLSState() *tls.ConnectionState { return a.tls }
 // newConn wraps s, which runs on c.
 func newConn(s *yamux.Session, c net.Conn) *conn {
 	a := &conn{s: s, remote: c.RemoteAddr().String()}
-	if tc, ok := c.(*tls.Conn); ok {
+	if tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		st := tc.ConnectionState()
 		a.tls = &st
 	}
