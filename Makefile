@@ -48,7 +48,7 @@ test:
 		echo "== end-to-end suite over $$t"; \
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m ./internal/e2e/; \
 	done
-	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/
+	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
 
 # chromium installs Debian's chromium for the browser test (cmd/sallyport
 # TestDemoBrowserSignIn) when it is missing. Needs root (CI runs as root);

@@ -259,9 +259,6 @@ func TestIsEventStream(t *testing.T) {
 // TestForwardAllocs keeps the relay path of a small GET, without the
 // tunnel transport, at its allocation count.
 func TestForwardAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts are measured in full runs")
-	}
 	h, st := forwardRig(&scriptSession{})
 	r := httptest.NewRequest("GET", "http://app.test/x", nil)
 	r.RemoteAddr = "192.0.2.7:5555"

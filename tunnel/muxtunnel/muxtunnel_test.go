@@ -21,6 +21,7 @@ import (
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/tunneltest"
 	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
 
@@ -162,7 +163,7 @@ func TestExchange(t *testing.T) {
 		t.Fatalf("group %q session %q", cs.Group(), cs.SessionID())
 	}
 	backend := &tunnel.Server{Backend: func(req *http.Request, _ *tunnelv1.RequestHead) (http.RoundTripper, error) {
-		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		return tunneltest.RoundTripFunc(func(req *http.Request) (*http.Response, error) {
 			body, _ := io.ReadAll(req.Body)
 			return &http.Response{StatusCode: 200, Header: http.Header{}, ContentLength: int64(len(body)) + 3,
 				Body: io.NopCloser(strings.NewReader("re:" + string(body)))}, nil
@@ -207,10 +208,6 @@ func TestExchange(t *testing.T) {
 		t.Fatal("the gateway kept a drained session")
 	}
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestWrongToken(t *testing.T) {
 	for _, tok := range []string{"wrong-Secret-b2e1d0aa", ""} {
@@ -386,26 +383,17 @@ func TestStreamGoroutineReused(t *testing.T) {
 	idle := make(chan struct{}, 1)
 	muxtunnel.SetOnIdle(cs, func() { idle <- struct{}{} })
 	backend := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
-		return roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return tunneltest.RoundTripFunc(func(*http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: 204, Header: http.Header{}, Body: http.NoBody}, nil
 		}), nil
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- cs.Serve(ctx, backend, nil) }()
+	stop := serveAgent(t, cs, backend)
 	s := session(t, p)
 	const n = 10
 	for i := range n {
-		st, err := s.OpenStream(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, _ := http.NewRequest("GET", "http://backend.test/", nil)
-		res, err := tunnel.RoundTrip(st, req, nil)
-		if err != nil {
+		if err := getThrough(s); err != nil {
 			t.Fatalf("exchange %d: %v", i, err)
 		}
-		res.Body.Close()
 		select {
 		case <-idle: // the goroutine is free before the next stream comes
 		case <-time.After(hangGuard):
@@ -415,13 +403,44 @@ func TestStreamGoroutineReused(t *testing.T) {
 	if got := muxtunnel.StreamGoroutinesStarted(cs); got != 1 {
 		t.Fatalf("%d stream goroutines served %d exchanges one after another, want 1", got, n)
 	}
-	cancel()
-	cs.Close()
-	select {
-	case <-served:
-	case <-time.After(hangGuard):
-		t.Fatal("Serve did not return")
+	stop()
+}
+
+// serveAgent serves cs with backend until the returned stop, which closes
+// the session and waits for Serve to return.
+func serveAgent(t *testing.T, cs *muxtunnel.ClientSession, backend *tunnel.Server) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- cs.Serve(ctx, backend, nil) }()
+	return func() {
+		t.Helper()
+		cancel()
+		cs.Close()
+		select {
+		case <-served:
+		case <-time.After(hangGuard):
+			t.Fatal("Serve did not return")
+		}
 	}
+}
+
+// getThrough relays one GET over a new stream of s and expects 204.
+func getThrough(s tunnel.Session) error {
+	st, err := s.OpenStream(context.Background())
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequest("GET", "http://backend.test/", nil)
+	res, err := tunnel.RoundTrip(st, req, nil)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != 204 {
+		return fmt.Errorf("status %d, want 204", res.StatusCode)
+	}
+	return nil
 }
 
 // TestBurstAfterIdleGoroutines: with a few stream goroutines idle, a burst
@@ -439,7 +458,7 @@ func TestBurstAfterIdleGoroutines(t *testing.T) {
 	arrived, release := 0, make(chan struct{})
 	holding := false
 	backend := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
-		return roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return tunneltest.RoundTripFunc(func(*http.Request) (*http.Response, error) {
 			mu.Lock()
 			hold := holding
 			if hold {
@@ -459,26 +478,9 @@ func TestBurstAfterIdleGoroutines(t *testing.T) {
 			return &http.Response{StatusCode: 204, Header: http.Header{}, Body: http.NoBody}, nil
 		}), nil
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- cs.Serve(ctx, backend, nil) }()
+	stop := serveAgent(t, cs, backend)
 	s := session(t, p)
-	exchange := func() error {
-		st, err := s.OpenStream(context.Background())
-		if err != nil {
-			return err
-		}
-		req, _ := http.NewRequest("GET", "http://backend.test/", nil)
-		res, err := tunnel.RoundTrip(st, req, nil)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != 204 {
-			return fmt.Errorf("status %d, want 204", res.StatusCode)
-		}
-		return nil
-	}
+	exchange := func() error { return getThrough(s) }
 	// warm concurrent exchanges leave up to warm goroutines idle.
 	errs := make(chan error, burst)
 	for range warm {
@@ -500,11 +502,5 @@ func TestBurstAfterIdleGoroutines(t *testing.T) {
 			t.Fatalf("burst exchange %d: %v", i, err)
 		}
 	}
-	cancel()
-	cs.Close()
-	select {
-	case <-served:
-	case <-time.After(hangGuard):
-		t.Fatal("Serve did not return")
-	}
+	stop()
 }

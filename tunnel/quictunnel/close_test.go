@@ -15,6 +15,7 @@ import (
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/quictunnel"
+	"github.com/sallyport/sallyport/tunnel/tunneltest"
 )
 
 // frameCounter counts the stream-ending control frames that both ends of
@@ -75,7 +76,7 @@ func TestCleanExchangeEndsWithFIN(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) {
-		return roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return tunneltest.RoundTripFunc(func(*http.Request) (*http.Response, error) {
 			return &http.Response{StatusCode: 204, Header: http.Header{}, Body: http.NoBody}, nil
 		}), nil
 	}}
@@ -131,7 +132,3 @@ wait:
 		t.Errorf("%d STOP_SENDING and RESET_STREAM frames for %d clean exchanges; want at most %d", got, n, n/5)
 	}
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
