@@ -170,19 +170,20 @@ func dialChecked(ctx context.Context, dial func(ctx context.Context, network, ad
 // dialled as given, the checked addresses when a name was allowed through CIDR
 // patterns, or an error.
 func (a *Allowlist) check(ctx context.Context, hostport string) ([]netip.Addr, error) {
-	refuse := &NotAllowedError{HostPort: hostport}
 	if a == nil || len(a.rules) == 0 {
-		return nil, refuse
+		return nil, &NotAllowedError{HostPort: hostport}
 	}
 	t, ok := parseAllowTarget(hostport)
 	if !ok {
-		return nil, refuse
+		return nil, &NotAllowedError{HostPort: hostport}
 	}
+	// Fast path: a rule allows the target as given (no allocation).
 	for i := range a.rules {
 		if a.rules[i].matches(t) {
 			return nil, nil
 		}
 	}
+	refuse := &NotAllowedError{HostPort: hostport}
 	if t.ip.IsValid() || !a.hasRangeFor(t.port) {
 		return nil, refuse
 	}
@@ -273,10 +274,27 @@ func parseAllowTarget(hostport string) (allowTarget, bool) {
 	if t.host == "" {
 		return allowTarget{}, false
 	}
-	if ip, err := netip.ParseAddr(t.host); err == nil {
-		t.ip = ip.Unmap()
+	if mayBeIP(t.host) {
+		if ip, err := netip.ParseAddr(t.host); err == nil {
+			t.ip = ip.Unmap()
+		}
 	}
 	return t, true
+}
+
+// mayBeIP reports whether netip.ParseAddr could accept s: an IPv6 address
+// has a colon, an IPv4 one only digits and dots. Names skip ParseAddr,
+// whose error for them is an allocation on every exchange.
+func mayBeIP(s string) bool {
+	if strings.IndexByte(s, ':') >= 0 {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 func normalizeAllowHost(host string) string {

@@ -441,3 +441,25 @@ func TestAllowlistDialContextNilDialer(t *testing.T) {
 		t.Fatalf("read %q, %v", b, err)
 	}
 }
+
+// TestAllowlistAllowedAllocs: an allowed target (every exchange asks) costs
+// no allocation; only a refusal makes its error.
+func TestAllowlistAllowedAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./agent/)")
+	}
+	a, err := ParseAllowlist([]string{"127.0.0.1:9000", "app.corp.example:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, target := range []string{"127.0.0.1:9000", "app.corp.example:443"} {
+		if got := testing.AllocsPerRun(100, func() {
+			if err := a.Allowed(ctx, target); err != nil {
+				t.Fatal(err)
+			}
+		}); got != 0 {
+			t.Errorf("Allowed(%s): %v allocations, want 0", target, got)
+		}
+	}
+}

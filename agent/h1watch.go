@@ -32,9 +32,11 @@ func (w *h1Watch) start(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.ctx, w.active, w.stopCtx = ctx, true, nil
+	// ctx.Done is not called here: on a cancelCtx it makes the channel, an
+	// allocation per exchange that most never wait on. A context that is
+	// never cancelled costs a timer and, past h1WatchDelay, an AfterFunc
+	// that does nothing.
 	switch {
-	case ctx.Done() == nil:
-		// Never cancelled: nothing to watch.
 	case ctx.Err() != nil:
 		w.watchLocked()
 	case w.timer == nil:

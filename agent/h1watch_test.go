@@ -72,3 +72,29 @@ func TestH1SyncWatchesContextLazily(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
+
+// TestH1WatchAllocs: a watch that ends within h1WatchDelay allocates
+// nothing, not even the context's Done channel.
+func TestH1WatchAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./agent/)")
+	}
+	c := &h1Conn{}
+	c.watch.c = c
+	base := testing.AllocsPerRun(100, func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = ctx
+	})
+	got := testing.AllocsPerRun(100, func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.watch.start(ctx)
+		if !c.watch.stop() {
+			t.Fatal("stop reported an interrupt")
+		}
+		cancel()
+	})
+	if got > base {
+		t.Fatalf("start and stop: %v allocations, want 0", got-base)
+	}
+}

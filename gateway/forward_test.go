@@ -271,3 +271,53 @@ func TestForwardAllocs(t *testing.T) {
 		t.Fatalf("outRequest: %v allocations, want at most 3", allocs)
 	}
 }
+
+// answerSession is a tunnel.Session whose streams answer every request at
+// once with the same bodiless response, without allocating.
+type answerSession struct {
+	scriptSession
+	answer *tunnel.Frame
+}
+
+func (s *answerSession) OpenStream(context.Context) (tunnel.Stream, error) { return s, nil }
+func (s *answerSession) Send(*tunnel.Frame) error                          { return nil }
+func (s *answerSession) Recv() (*tunnel.Frame, error)                      { return s.answer, nil }
+
+// maxRelayAllocs is the budget of TestRelayAllocs.
+const maxRelayAllocs = 14
+
+// TestRelayAllocs keeps the gateway's part of relaying a small GET (the
+// outbound request, the stream wait, the request head, the response head),
+// without the tunnel transport, at its allocation count.
+func TestRelayAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./gateway/)")
+	}
+	s := &answerSession{answer: &tunnel.Frame{Response: &tunnelv1.ResponseHead{
+		Status: 200, Headers: []*tunnelv1.Header{{Name: "Content-Type", Values: []string{"text/plain"}}},
+	}, End: true}}
+	s.done = make(chan struct{})
+	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
+	g.registry.Add(s)
+	h := newProxyHandler(g)
+	route := &Route{App: "a", Group: "g", Backend: &url.URL{Scheme: "http", Host: "backend:80"}}
+	r := httptest.NewRequest("GET", "http://app.test/x", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	r.Header.Set("User-Agent", "bench")
+	st := new(exchangeState)
+	relay := func() {
+		*st = exchangeState{route: route, requestID: "rid"}
+		out, _ := h.outRequest(r, st)
+		res, err := h.relay.roundTrip(out, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	relay()
+	allocs := testing.AllocsPerRun(200, relay)
+	t.Logf("%.1f allocations", allocs)
+	if allocs > maxRelayAllocs {
+		t.Fatalf("relaying a small GET: %v allocations, want at most %d", allocs, maxRelayAllocs)
+	}
+}

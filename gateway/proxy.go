@@ -32,6 +32,8 @@ type exchangeState struct {
 	errCode   string            // code of an error the gateway answered itself
 	identity  *preauth.Identity // signed-in user (routes with Preauth)
 	assertion string            // signed assertion of identity
+
+	wait waitContext // the first attempt's stream wait (see relay.roundTrip)
 }
 
 type stateKey struct{}
@@ -163,7 +165,6 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 // exchangeFailed answers an exchange that failed before a response began.
 func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st *exchangeState, err error) {
 	e := ErrorFor(err)
-	println("DBG exchangeFailed", err.Error(), r.ContentLength, r.ProtoMajor)
 	if st != nil {
 		st.errCode = e.Code
 	}
@@ -206,7 +207,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState) (*http.Response,
 	wait := min(t.g.cfg.streamWait(), route.timeout())
 	var exclude tunnel.Session
 	var lastErr error
-	for range maxAttempts {
+	for attempt := range maxAttempts {
 		p, err := t.g.registry.Pick(route.Group, exclude)
 		if err != nil {
 			if lastErr != nil {
@@ -214,7 +215,15 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState) (*http.Response,
 			}
 			return nil, err
 		}
-		wctx := newWaitContext(req.Context(), wait)
+		// The first attempt's wait lives in st, which saves an allocation;
+		// a retry gets a fresh one, as nothing may hold on to the first.
+		var wctx *waitContext
+		if attempt == 0 && st.wait.Context == nil {
+			wctx = &st.wait
+			wctx.init(req.Context(), wait)
+		} else {
+			wctx = newWaitContext(req.Context(), wait)
+		}
 		stream, err := p.Session.OpenStream(wctx)
 		wctx.stop()
 		if err != nil {
@@ -332,7 +341,14 @@ type waitContext struct {
 }
 
 func newWaitContext(parent context.Context, wait time.Duration) *waitContext {
-	return &waitContext{Context: parent, deadline: time.Now().Add(wait)}
+	c := new(waitContext)
+	c.init(parent, wait)
+	return c
+}
+
+// init readies a zero waitContext.
+func (c *waitContext) init(parent context.Context, wait time.Duration) {
+	c.Context, c.deadline = parent, time.Now().Add(wait)
 }
 
 // timer makes the timed context on first use; after stop it stays nil.

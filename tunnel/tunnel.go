@@ -73,8 +73,10 @@ type Stream interface {
 	// stream cleanly.
 	//
 	// RoundTrip and ServeStream are done with a frame's Data when they call
-	// Recv again, so a transport may reuse that memory from then on (but
-	// not at Finish, which may run while the reader still copies the data).
+	// Recv again, so a transport may reuse that memory from then on; and at
+	// a clean Finish, which comes after the reader is done with every frame
+	// (but not at an unclean one, which may run while the reader still
+	// copies the data).
 	Recv() (*Frame, error)
 	// Finish releases the stream after an exchange. clean reports that both
 	// directions ended with `end` and nothing is left unread: the transport

@@ -458,9 +458,10 @@ func (l *lease) Send(f *tunnel.Frame) error {
 
 // Recv receives into a pooled buffer. tunnel.RoundTrip, the only reader of
 // a lease, is done with a frame's data when it calls Recv again (see
-// tunnel.Stream), so the previous buffer goes back to the pool here. Finish
-// does not release it: it may run in another goroutine while the reader
-// still copies the data out; that last buffer is left to the GC.
+// tunnel.Stream), so the previous buffer goes back to the pool here, and
+// the last one at a clean Finish. An unclean Finish does not release it: it
+// may run in another goroutine while the reader still copies the data out;
+// that last buffer is left to the GC.
 // SendData implements tunnel.DataSender.
 func (l *lease) SendData(buf *[]byte, n int, release func(*[]byte)) error {
 	if l.finished.Load() {
@@ -490,6 +491,14 @@ func (l *lease) Finish(clean bool) {
 		return
 	}
 	if clean {
+		// A clean finish comes after the reader's last Recv, once it has
+		// copied out the data (tunnel.Stream): the last buffer can go back
+		// to the pool. A small exchange receives once, so without this its
+		// buffer was garbage every time.
+		if l.last != nil {
+			bufferPool.Put(l.last)
+			l.last = nil
+		}
 		l.st.ss.putIdle(l.st)
 		return
 	}
