@@ -69,6 +69,21 @@ type field struct {
 // nextField parses the field at the start of b and returns it with the
 // number of bytes it took.
 func nextField(b []byte) (field, int, error) {
+	// Fast path: a one-byte tag (every field of tunnel.proto has one) with
+	// a one-byte length or varint value, which is most fields of a head.
+	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
+		num := protowire.Number(b[0] >> 3)
+		switch protowire.Type(b[0] & 7) {
+		case protowire.BytesType:
+			if n := 2 + int(b[1]); n <= len(b) {
+				// b[2:n] keeps b's capacity, as strField needs.
+				return field{num: num, typ: protowire.BytesType, b: b[2:n]}, n, nil
+			}
+		case protowire.VarintType:
+			return field{num: num, typ: protowire.VarintType, v: uint64(b[1])}, 2, nil
+		}
+	}
+	// Slow path: anything else, errors included.
 	tag, n := protowire.ConsumeVarint(b)
 	if n < 0 {
 		return field{}, 0, errDecode
@@ -247,7 +262,11 @@ func (hb *headerBlock) fill(h *tunnelv1.Header, b []byte) error {
 }
 
 // headsHeaders prepares the header block of a head whose repeated Header
-// field is number num.
+// field is number num. It counts the headers but not their values: the
+// values block gets room for one value per header, the usual case, and
+// fill grows it for the rest (a header's values are a capped subslice, so
+// one that moved with the growth stays where it was). Counting the values
+// too meant parsing every header twice.
 func headsHeaders(b []byte, num protowire.Number) headerBlock {
 	hb := headerBlock{base: b}
 	for len(b) > 0 {
@@ -256,10 +275,11 @@ func headsHeaders(b []byte, num protowire.Number) headerBlock {
 			break
 		}
 		if fl.num == num && fl.typ == protowire.BytesType {
-			hb.count(fl.b)
+			hb.nh++
 		}
 		b = b[n:]
 	}
+	hb.nv = hb.nh
 	hb.alloc(string(hb.base))
 	return hb
 }
