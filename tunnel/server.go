@@ -268,19 +268,7 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 		ex.halfDone()
 		return
 	case res.ContentLength >= 0 && res.ContentLength <= CoalesceLimit && len(res.Trailer) == 0:
-		// Small body: head, body and end in one frame.
-		buf := make([]byte, res.ContentLength)
-		if _, err := io.ReadFull(res.Body, buf); err != nil {
-			ex.fail(fmt.Errorf("read backend response: %w", err))
-			return
-		}
-		head.Data, head.End = buf, true
-		if err := ex.st.Send(head); err != nil {
-			ex.cancel(err)
-			return
-		}
-		ex.logDone(res.StatusCode, int64(len(buf)))
-		ex.halfDone()
+		ex.sendWhole(head, res)
 		return
 	}
 	if err := ex.st.Send(head); err != nil {
@@ -303,6 +291,29 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 		return
 	}
 	ex.logDone(res.StatusCode, n)
+	ex.halfDone()
+}
+
+// sendWhole sends head with the whole body of res, which has a known
+// length of at most CoalesceLimit, and end in one frame. The stream does
+// not keep the frame after Send, so the body is read into a pooled buffer
+// rather than fresh memory for every response.
+func (ex *serverExchange) sendWhole(head *Frame, res *http.Response) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := (*bp)[:res.ContentLength]
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		ex.fail(fmt.Errorf("read backend response: %w", err))
+		return
+	}
+	head.Data, head.End = buf, true
+	err := ex.st.Send(head)
+	head.Data = nil
+	if err != nil {
+		ex.cancel(err)
+		return
+	}
+	ex.logDone(res.StatusCode, int64(len(buf)))
 	ex.halfDone()
 }
 
