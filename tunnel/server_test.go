@@ -74,6 +74,12 @@ type testAgent struct {
 // ends.
 func startAgent(t testing.TB, ag *pipeEnd, rt http.RoundTripper) *testAgent {
 	t.Helper()
+	return startAgentOn(t, ag, ag, rt)
+}
+
+// startAgentOn is startAgent serving st, a wrapper of ag.
+func startAgentOn(t testing.TB, ag *pipeEnd, st Stream, rt http.RoundTripper) *testAgent {
+	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	srv := &Server{
 		Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) { return rt, nil },
@@ -81,7 +87,7 @@ func startAgent(t testing.TB, ag *pipeEnd, rt http.RoundTripper) *testAgent {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &testAgent{logs: logs, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- srv.ServeStream(ctx, ag) }()
+	go func() { a.done <- srv.ServeStream(ctx, st) }()
 	t.Cleanup(func() {
 		cancel()
 		ag.p.close()
@@ -353,6 +359,71 @@ func TestServeStreamEnds(t *testing.T) {
 			// The reset won the race with the backend call: it never ran.
 		}
 	})
+}
+
+// TestServeStreamBodilessInline covers the exchanges that ServeStream
+// serves in its own goroutine (no request body): a reset while the backend
+// is still busy aborts the exchange once the watcher runs (after
+// watchDelay), and the watcher hands a head it received back to the loop,
+// which serves it after the slow exchange.
+func TestServeStreamBodilessInline(t *testing.T) {
+	t.Run("reset aborts the exchange", func(t *testing.T) {
+		gw, ag := newPipe(8)
+		entered := make(chan struct{})
+		be := rtFunc(func(req *http.Request) (*http.Response, error) {
+			close(entered)
+			<-req.Context().Done() // only the reset ends this
+			return nil, context.Cause(req.Context())
+		})
+		a := startAgent(t, ag, be)
+		sendAll(gw, &Frame{Request: testHead("GET", "/"), End: true})
+		<-entered
+		gw.Finish(false)
+		if err := a.result(t); !errors.Is(err, errPipeReset) {
+			t.Fatalf("ServeStream = %v, want the reset", err)
+		}
+	})
+	t.Run("the watcher hands the next head back", func(t *testing.T) {
+		gw, ag := newPipe(8)
+		st := &recvNotify{Stream: ag, recvd: make(chan struct{}, 8)}
+		be := rtFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Path == "/slow" {
+				// Wait until the watcher received the next head: the
+				// loop's own Recv was the first.
+				for range 2 {
+					select {
+					case <-st.recvd:
+					case <-time.After(hangGuard):
+						return nil, errors.New("the watcher never received")
+					}
+				}
+			}
+			return bodyResponse(req, 200, []byte(req.URL.Path), int64(len(req.URL.Path))), nil
+		})
+		a := startAgentOn(t, ag, st, be)
+		// A gateway sends the next head only after the response; this one
+		// breaks that rule so that the watcher, not the loop, receives it.
+		sendAll(gw, &Frame{Request: testHead("GET", "/slow"), End: true},
+			&Frame{Request: testHead("GET", "/next"), End: true})
+		wantResponse(t, gw, 200, "/slow")
+		wantResponse(t, gw, 200, "/next")
+		gw.closeSend()
+		if err := a.result(t); err != nil {
+			t.Fatalf("ServeStream = %v", err)
+		}
+	})
+}
+
+// recvNotify is a Stream that signals every Recv that returned.
+type recvNotify struct {
+	Stream
+	recvd chan struct{}
+}
+
+func (s *recvNotify) Recv() (*Frame, error) {
+	f, err := s.Stream.Recv()
+	s.recvd <- struct{}{}
+	return f, err
 }
 
 // TestServeStreamChunksLargeResponses checks the agent's side of chunking

@@ -1,0 +1,114 @@
+package tunnel
+
+import (
+	"sync"
+	"time"
+)
+
+// inlineReader is ServeStream's receiving side when it serves a bodiless
+// exchange itself instead of handing it to the worker. While it serves, no
+// one receives: a reset of the stream (the gateway gave up on the exchange)
+// would go unnoticed. So, as the gateway's RoundTrip does with its
+// request's context, it starts watching only when the exchange is still
+// running after watchDelay: a goroutine then receives for ServeStream,
+// aborts the exchange when the stream ends, and hands what it received
+// back to ServeStream's next recv. Most exchanges are over well before.
+type inlineReader struct {
+	st Stream
+
+	timer *time.Timer // starts the watcher; made by the first serve, owned by ServeStream
+
+	mu       sync.Mutex
+	ex       *serverExchange // the exchange being served; nil between exchanges; guarded by mu
+	watching bool            // a watcher was started for ex; guarded by mu
+	closed   bool            // ServeStream returned; guarded by mu
+
+	result chan received // the watcher's hand-back; made with the first watcher
+	wait   bool          // a watcher's result is due on result; owned by ServeStream
+}
+
+// received is one Recv result.
+type received struct {
+	f   *Frame
+	err error
+}
+
+// recv returns the next frame of the stream: what a watcher received, if
+// one ran, else st.Recv's.
+func (r *inlineReader) recv() (*Frame, error) {
+	if r.wait {
+		r.wait = false
+		res := <-r.result
+		return res.f, res.err
+	}
+	return r.st.Recv()
+}
+
+// serve serves ex, whose request has no body, in ServeStream's goroutine.
+func (r *inlineReader) serve(ex *serverExchange) {
+	r.mu.Lock()
+	r.ex, r.watching = ex, false
+	r.mu.Unlock()
+	if r.timer == nil {
+		r.timer = time.AfterFunc(watchDelay, r.watch)
+	} else {
+		r.timer.Reset(watchDelay)
+	}
+	ex.serve()
+	r.timer.Stop()
+	r.mu.Lock()
+	r.ex = nil
+	r.wait = r.watching
+	r.mu.Unlock()
+}
+
+// watch runs on the timer: the exchange is still being served, so a
+// goroutine receives for it. A late run from an earlier exchange may start
+// watching the next one early, which is harmless; between exchanges it
+// does nothing, as ServeStream receives itself then.
+func (r *inlineReader) watch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ex == nil || r.watching || r.closed {
+		return
+	}
+	r.watching = true
+	if r.result == nil {
+		r.result = make(chan received, 1)
+	}
+	go r.receive(r.ex)
+}
+
+// receive is the watcher: it receives the next frame that matters and
+// hands it to ServeStream. A stream that ended, or any frame but the next
+// request's head (which the gateway sends only after this exchange's
+// response), aborts ex, as ServeStream's own loop would.
+func (r *inlineReader) receive(ex *serverExchange) {
+	for {
+		f, err := r.st.Recv()
+		if err == nil && isEmptyFrame(f) {
+			continue // a frame with nothing this version knows: skipped
+		}
+		if err != nil || f.Request == nil {
+			ex.cancel(errStreamEnded)
+		}
+		r.result <- received{f, err}
+		return
+	}
+}
+
+// isEmptyFrame reports a frame with nothing this version knows.
+func isEmptyFrame(f *Frame) bool {
+	return f.Request == nil && f.Response == nil && f.Error == nil &&
+		len(f.Data) == 0 && !f.End && len(f.Trailers) == 0
+}
+
+// close stops the timer when ServeStream returns.
+func (r *inlineReader) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
