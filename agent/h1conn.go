@@ -175,20 +175,30 @@ func (c *h1Conn) readResponseFast(req *http.Request) (*http.Response, bool) {
 		return nil, false
 	}
 	_, _ = c.br.Discard(h.size) // buffered: cannot fail
-	res := &http.Response{
+	// The response and its body in one allocation.
+	rb := new(h1Response)
+	res := &rb.res
+	*res = http.Response{
 		Status: h.status, StatusCode: h.code,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h.header, ContentLength: h.length, Body: http.NoBody,
 		Request: req, TLS: c.state,
 	}
 	if h.length > 0 {
-		b := &h1Body{ctx: req.Context()}
+		b := &rb.body
+		b.ctx = req.Context()
 		b.lb = lengthBody{br: c.br, left: h.length}
 		b.rc = &b.lb
 		b.c.Store(c)
 		res.Body = b
 	}
 	return res, true
+}
+
+// h1Response is a response that readResponseFast read, with its body.
+type h1Response struct {
+	res  http.Response
+	body h1Body
 }
 
 // fail closes c after a failed write or read and returns the error to

@@ -11,7 +11,7 @@ import (
 
 // maxH1SyncAllocs is the allocation budget of one GET with a 64-byte answer
 // through h1Sync on a kept-alive connection, reading the body to its end.
-const maxH1SyncAllocs = 9
+const maxH1SyncAllocs = 6
 
 // TestH1SyncAllocs proves the budget against a backend that allocates
 // nothing per request, so that only the client's allocations count.

@@ -50,7 +50,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := isUpgradeRequest(req)
 
-	// The first frame lives in the exchange, which saves two allocations.
+	// The first frame lives in the exchange, which saves two allocations
+	// (and the response and its body, two more).
 	head := &ex.first
 	fillRequestHead(&ex.reqHead, req, o)
 	head.Request = &ex.reqHead
@@ -115,8 +116,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	if f.Response == nil {
 		return nil, ex.fail(malformed("first frame from the agent has no response head"))
 	}
-	res, err := responseFromHead(f.Response, req)
-	if err != nil {
+	res := &ex.response
+	if err := fillResponse(res, f.Response, req); err != nil {
 		return nil, ex.fail(err)
 	}
 	ex.res = res
@@ -140,7 +141,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		}
 		ex.halfDone()
 	}
-	body := &responseBody{ex: ex, pending: f.Data, ended: f.End}
+	body := &ex.body
+	*body = responseBody{ex: ex, pending: f.Data, ended: f.End}
 	if f.End && len(f.Data) == 0 {
 		body.finish()
 	}
@@ -166,6 +168,10 @@ type clientExchange struct {
 
 	first   Frame                // the request's first frame; owned by RoundTrip
 	reqHead tunnelv1.RequestHead // its head; owned by RoundTrip
+	// The response and its body, in this allocation rather than two more;
+	// set up by RoundTrip, then owned by whoever RoundTrip returns them to.
+	response http.Response
+	body     responseBody
 
 	headArrived  atomic.Bool // RoundTrip received the response head (or failed)
 	headDeadline time.Time   // when the head timeout fires; zero: none. Set before the timer starts

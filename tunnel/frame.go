@@ -291,22 +291,31 @@ func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response) {
 
 // responseFromHead validates a received response head.
 func responseFromHead(h *tunnelv1.ResponseHead, req *http.Request) (*http.Response, error) {
+	res := new(http.Response)
+	if err := fillResponse(res, h, req); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// fillResponse is responseFromHead into a response that the caller owns.
+func fillResponse(res *http.Response, h *tunnelv1.ResponseHead, req *http.Request) error {
 	if h.GetStatus() < 100 || h.GetStatus() > 999 {
-		return nil, malformed("response: invalid status %d", h.GetStatus())
+		return malformed("response: invalid status %d", h.GetStatus())
 	}
 	if h.GetContentLength() < -1 {
-		return nil, malformed("response: invalid content length %d", h.GetContentLength())
+		return malformed("response: invalid content length %d", h.GetContentLength())
 	}
 	header, err := headersFromWire(h.GetHeaders(), "response")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	trailer, err := declaredTrailers(h.GetTrailerNames(), "response")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	code := int(h.GetStatus())
-	res := &http.Response{
+	*res = http.Response{
 		Status:        statusLine(code),
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -317,7 +326,7 @@ func responseFromHead(h *tunnelv1.ResponseHead, req *http.Request) (*http.Respon
 		Trailer:       trailer,
 		Request:       req,
 	}
-	return res, nil
+	return nil
 }
 
 // statusLines holds the Status strings of the codes net/http knows, so
