@@ -1,7 +1,7 @@
 package tunnel
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,16 +16,26 @@ import (
 type inlineReader struct {
 	st Stream
 
-	timer *time.Timer // starts the watcher; made by the first serve, owned by ServeStream
+	timer *time.Timer     // starts the watcher; made by the first serve, owned by ServeStream
+	ex    *serverExchange // the exchange being served; written before state becomes inlineServing
+	// state is inlineIdle between exchanges, inlineServing while one is
+	// served, inlineWatching once the timer started a watcher for it, and
+	// inlineClosed after ServeStream returned. Only the transitions
+	// serving → watching (the timer) and serving → idle (the end of the
+	// exchange) race, and one compare-and-swap decides between them.
+	state atomic.Int32
 
-	mu       sync.Mutex
-	ex       *serverExchange // the exchange being served; nil between exchanges; guarded by mu
-	watching bool            // a watcher was started for ex; guarded by mu
-	closed   bool            // ServeStream returned; guarded by mu
-
-	result chan received // the watcher's hand-back; made with the first watcher
+	result chan received // the watcher's hand-back; made by the first serve
 	wait   bool          // a watcher's result is due on result; owned by ServeStream
 }
+
+// States of an inlineReader.
+const (
+	inlineIdle int32 = iota
+	inlineServing
+	inlineWatching
+	inlineClosed
+)
 
 // received is one Recv result.
 type received struct {
@@ -46,20 +56,21 @@ func (r *inlineReader) recv() (*Frame, error) {
 
 // serve serves ex, whose request has no body, in ServeStream's goroutine.
 func (r *inlineReader) serve(ex *serverExchange) {
-	r.mu.Lock()
-	r.ex, r.watching = ex, false
-	r.mu.Unlock()
+	r.ex = ex
+	r.state.Store(inlineServing)
 	if r.timer == nil {
+		r.result = make(chan received, 1)
 		r.timer = time.AfterFunc(watchDelay, r.watch)
 	} else {
 		r.timer.Reset(watchDelay)
 	}
 	ex.serve()
 	r.timer.Stop()
-	r.mu.Lock()
-	r.ex = nil
-	r.wait = r.watching
-	r.mu.Unlock()
+	if !r.state.CompareAndSwap(inlineServing, inlineIdle) {
+		// The timer won: a watcher is receiving.
+		r.wait = true
+		r.state.Store(inlineIdle)
+	}
 }
 
 // watch runs on the timer: the exchange is still being served, so a
@@ -67,16 +78,9 @@ func (r *inlineReader) serve(ex *serverExchange) {
 // watching the next one early, which is harmless; between exchanges it
 // does nothing, as ServeStream receives itself then.
 func (r *inlineReader) watch() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ex == nil || r.watching || r.closed {
-		return
+	if r.state.CompareAndSwap(inlineServing, inlineWatching) {
+		go r.receive(r.ex)
 	}
-	r.watching = true
-	if r.result == nil {
-		r.result = make(chan received, 1)
-	}
-	go r.receive(r.ex)
 }
 
 // receive is the watcher: it receives the next frame that matters and
@@ -105,9 +109,7 @@ func isEmptyFrame(f *Frame) bool {
 
 // close stops the timer when ServeStream returns.
 func (r *inlineReader) close() {
-	r.mu.Lock()
-	r.closed = true
-	r.mu.Unlock()
+	r.state.Store(inlineClosed)
 	if r.timer != nil {
 		r.timer.Stop()
 	}
