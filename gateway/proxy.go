@@ -114,6 +114,9 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.route != nil {
 			f.App = st.route.App
 		}
+		if st.identity != nil {
+			f.User, f.Email = st.identity.Subject, st.identity.Email
+		}
 		if body != nil {
 			f.BytesIn = body.N()
 		}

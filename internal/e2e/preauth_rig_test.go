@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/gateway/preauth"
@@ -72,6 +74,7 @@ type authRig struct {
 	clock *fakeClock
 	keys  *assertion.KeySet
 	agent *testrig.Agent
+	logs  *observer.ObservedLogs // the gateway's log at info level
 }
 
 // echoed is what the echo backend saw.
@@ -135,7 +138,10 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *a
 	if pol.PublicPaths == nil {
 		pol.PublicPaths = []string{"/public"}
 	}
+	core, logs := observer.New(zap.InfoLevel)
+	a.logs = logs
 	a.Rig = testrig.New(t, testrig.Options{
+		Log: zap.New(core),
 		Routes: []gateway.Route{
 			{App: "app", Hosts: []string{"127.0.0.1"}, Backend: testrig.MustURL(t, backend.URL), Preauth: &pol},
 			{App: "open", Hosts: []string{"open.test"}, Backend: testrig.MustURL(t, backend.URL)},

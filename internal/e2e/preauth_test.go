@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -79,6 +80,21 @@ func TestPreauthBrowserSignIn(t *testing.T) {
 	res, body = getH(t, noRedirect(c), a.URL+"/again", nil)
 	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
 		t.Fatalf("second request: %d %s", res.StatusCode, body)
+	}
+	// The access log names who made it; an anonymous request names nobody.
+	res, _ = getH(t, a.Client(), a.URL+"/public/x", nil)
+	if res.StatusCode != 200 {
+		t.Fatalf("public path: %d", res.StatusCode)
+	}
+	users := map[string]string{}
+	for _, e := range a.logs.FilterMessage("access").All() {
+		f := e.ContextMap()
+		if p, _ := f["path"].(string); p == "/again" || p == "/public/x" {
+			users[p] = fmt.Sprint(f["user"], " ", f["email"])
+		}
+	}
+	if users["/again"] != "sub-alice alice@example.com" || users["/public/x"] != "<nil> <nil>" {
+		t.Errorf("access log users: %q", users)
 	}
 
 	// Sign out: the cookie goes, the next page load is sent to sign in.
