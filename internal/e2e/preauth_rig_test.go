@@ -99,7 +99,8 @@ func echoBackend(t *testing.T) *httptest.Server {
 
 // newAuthRig starts everything. Routes: "app" (preauth oidc, policy pol,
 // public path /public) on host 127.0.0.1, "open" (no preauth) on open.test.
-func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *authRig {
+// gw edits the gateway's config.
+func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config), gw ...func(*gateway.Config)) *authRig {
 	t.Helper()
 	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
 	a := &authRig{t: t, clock: clock}
@@ -146,7 +147,12 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *a
 			{App: "app", Hosts: []string{"127.0.0.1"}, Backend: testrig.MustURL(t, backend.URL), Preauth: &pol},
 			{App: "open", Hosts: []string{"open.test"}, Backend: testrig.MustURL(t, backend.URL)},
 		},
-		Gateway: func(c *gateway.Config) { c.Preauth = svc },
+		Gateway: func(c *gateway.Config) {
+			c.Preauth = svc
+			for _, f := range gw {
+				f(c)
+			}
+		},
 	})
 	a.agent = a.StartAgent(nil)
 	return a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/devoidc"
@@ -136,6 +138,54 @@ func TestPreauthRedirectCarriesPKCEStateNonce(t *testing.T) {
 	}
 	if login == nil || login.Path != "/.sallyport/auth/callback" || !login.HttpOnly || login.SameSite != http.SameSiteLaxMode {
 		t.Errorf("pre-login cookie: %+v", login)
+	}
+}
+
+// TestPreauthBehindTrustedProxy: behind a load balancer that terminated
+// TLS (a trusted peer saying X-Forwarded-Proto: https), the callback URL is
+// https and the cookies are Secure with the __Host- prefix, although the
+// gateway itself speaks plain HTTP; from an untrusted peer the header is
+// ignored.
+func TestPreauthBehindTrustedProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		trust  string
+		secure bool
+	}{
+		{"trusted", "127.0.0.0/8", true},
+		{"not trusted", "10.0.0.0/8", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAuthRig(t, preauth.Policy{}, nil, func(c *gateway.Config) {
+				c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tc.trust)}
+			})
+			c := noRedirect(a.browser())
+			res, _ := getH(t, c, a.URL+"/x", map[string]string{"X-Forwarded-Proto": "https"})
+			if res.StatusCode != http.StatusFound {
+				t.Fatalf("got %d", res.StatusCode)
+			}
+			loc, err := url.Parse(res.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := strings.TrimPrefix(a.URL, "http://")
+			want := "http://" + host + "/.sallyport/auth/callback"
+			if tc.secure {
+				want = "https://" + host + "/.sallyport/auth/callback"
+			}
+			if got := loc.Query().Get("redirect_uri"); got != want {
+				t.Errorf("redirect_uri %q, want %q", got, want)
+			}
+			var login *http.Cookie
+			for _, ck := range res.Cookies() {
+				if strings.Contains(ck.Name, "sallyport_login_") {
+					login = ck
+				}
+			}
+			if login == nil || login.Secure != tc.secure {
+				t.Errorf("pre-login cookie %+v, want Secure %v", login, tc.secure)
+			}
+		})
 	}
 }
 
