@@ -189,6 +189,64 @@ func TestPreauthBehindTrustedProxy(t *testing.T) {
 	}
 }
 
+// TestPreauthSignOutFromAnotherSite: another site cannot sign a user out.
+// Its GET gets a page that asks (the button POSTs from this origin), its
+// POST is refused; the user's own GET or same-origin POST signs out.
+func TestPreauthSignOutFromAnotherSite(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	if res, body := a.signIn(c, "/", alice); res.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	logout := a.URL + "/.sallyport/auth/logout"
+	send := func(method string, hdr map[string]string) (*http.Response, string) {
+		req, err := http.NewRequest(method, logout, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		return do(t, noRedirect(c), req)
+	}
+	stillSignedIn := func(step string) {
+		t.Helper()
+		if a.sessionCookie(c) == nil {
+			t.Fatalf("%s: signed out", step)
+		}
+		if res, body := getH(t, noRedirect(c), a.URL+"/x", nil); res.StatusCode != 200 {
+			t.Fatalf("%s: then %d %s", step, res.StatusCode, body)
+		}
+	}
+
+	res, body := send("GET", map[string]string{"Sec-Fetch-Site": "cross-site"})
+	if res.StatusCode != 200 || !strings.Contains(body, "Sign out?") ||
+		!strings.Contains(body, `<form method="post" action="/.sallyport/auth/logout">`) {
+		t.Fatalf("cross-site GET: %d %s", res.StatusCode, body)
+	}
+	stillSignedIn("cross-site GET")
+	for _, hdr := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Origin": "https://evil.example"},
+	} {
+		res, body = send("POST", hdr)
+		if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Sallyport-Error") != "forbidden" {
+			t.Fatalf("POST %v: %d %s", hdr, res.StatusCode, body)
+		}
+		stillSignedIn(fmt.Sprint("POST ", hdr))
+	}
+	if res, _ = send("PUT", nil); res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD, POST" {
+		t.Fatalf("PUT: %d %v", res.StatusCode, res.Header)
+	}
+	stillSignedIn("PUT")
+
+	// The confirmation's button: a same-origin POST.
+	res, body = send("POST", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": a.URL})
+	if res.StatusCode != 200 || !strings.Contains(body, "Signed out") || a.sessionCookie(c) != nil {
+		t.Fatalf("same-origin POST: %d %s; cookie %v", res.StatusCode, body, a.sessionCookie(c))
+	}
+}
+
 func TestPreauthBearerTokens(t *testing.T) {
 	a := newAuthRig(t, preauth.Policy{}, nil)
 	c := noRedirect(a.Client())
