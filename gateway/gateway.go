@@ -162,10 +162,8 @@ type Gateway struct {
 	ownStore  *store.SQLite // the in-memory store New opened; closed by Serve
 	authority *pki.Authority
 	limiter   *failLimiter
-	// tlsRefusals limits "agent refused at TLS" lines to 20 a minute.
-	tlsRefusals logLimiter
-	admin       *http.Server // nil without AdminAddr
-	serving     atomic.Bool  // between Serve's start and its shutdown
+	admin     *http.Server // nil without AdminAddr
+	serving   atomic.Bool  // between Serve's start and its shutdown
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen
@@ -190,6 +188,7 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	log = limitRefusals(log, time.Now)
 	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry(), store: cfg.Store}
 	for _, t := range cfg.Tokens {
 		if t.Token == "" || t.Group == "" {
@@ -273,7 +272,6 @@ func (g *Gateway) initTrust() error {
 	}
 	g.authority = &pki.Authority{Store: g.store, Now: g.cfg.Now, Lifetime: g.cfg.CertLifetime}
 	g.limiter = &failLimiter{max: g.cfg.EnrollFailures, window: g.cfg.EnrollWindow, now: g.now}
-	g.tlsRefusals = logLimiter{max: 20, window: time.Minute}
 	created, err := g.authority.Init(ctx)
 	if err != nil {
 		g.closeOwnStore()

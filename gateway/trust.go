@@ -57,11 +57,8 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
 	if _, _, err := g.authority.Identify(ctx, &cs); err != nil {
-		if ok, suppressed := g.tlsRefusals.allow(time.Now()); ok {
-			g.log.Warn("agent refused at TLS", zap.String("reason", err.Error()),
-				zap.String("subject", cs.PeerCertificates[0].Subject.String()),
-				zap.Int("similar_lines_suppressed", suppressed))
-		}
+		g.log.Warn("agent refused at TLS", zap.String("reason", err.Error()),
+			zap.String("subject", cs.PeerCertificates[0].Subject.String()))
 		return err
 	}
 	return nil

@@ -240,7 +240,7 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	case http.MethodPost:
 		if err := crossOrigin.Check(r); err != nil {
 			return &Error{Code: CodeForbidden, Status: http.StatusForbidden,
-				Msg: "Sign-out refused: the request came from another site. Open this address yourself to sign out.",
+				Msg:     "Sign-out refused: the request came from another site. Open this address yourself to sign out.",
 				LinkURL: logoutPath, LinkText: "Sign out", Err: err}
 		}
 	default:
