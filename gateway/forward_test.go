@@ -284,7 +284,7 @@ func (s *answerSession) Send(*tunnel.Frame) error                          { ret
 func (s *answerSession) Recv() (*tunnel.Frame, error)                      { return s.answer, nil }
 
 // maxRelayAllocs is the budget of TestRelayAllocs.
-const maxRelayAllocs = 12
+const maxRelayAllocs = 10
 
 // TestRelayAllocs keeps the gateway's part of relaying a small GET (the
 // outbound request, the stream wait, the request head, the response head),

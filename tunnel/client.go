@@ -179,7 +179,36 @@ type clientExchange struct {
 	watchMu   sync.Mutex
 	stopWatch func() bool // stops watching the request's context; nil until watch; guarded by watchMu
 	unwatched bool        // the exchange is over: no more watching; guarded by watchMu
-	headTimer *time.Timer // guarded by watchMu
+	headTimer *headTimer  // set by startHeadTimer; guarded by watchMu
+}
+
+// headTimer runs headWait for the exchange that holds it. The timers are
+// pooled: time.AfterFunc per exchange cost two allocations (the timer and
+// the method value) on the gateway's hot path.
+type headTimer struct {
+	t  *time.Timer // runs fire; made once
+	mu sync.Mutex
+	ex *clientExchange // the holder; nil while pooled; guarded by mu
+}
+
+var headTimers = sync.Pool{New: func() any {
+	ht := new(headTimer)
+	ht.t = time.AfterFunc(time.Hour, ht.fire)
+	ht.t.Stop()
+	return ht
+}}
+
+// fire runs on the timer. A run left over from an earlier holder may find
+// the next one, which then starts watching its request's context early: a
+// little work, nothing more (headWait resets the timer only for a holder
+// still waiting, and aborts only past its own deadline).
+func (ht *headTimer) fire() {
+	ht.mu.Lock()
+	ex := ht.ex
+	ht.mu.Unlock()
+	if ex != nil {
+		ex.headWait()
+	}
 }
 
 // watchDelay is how long a bodiless exchange waits for its response head
@@ -218,17 +247,29 @@ func (ex *clientExchange) startHeadTimer(timeout time.Duration) {
 		ex.headDeadline = time.Now().Add(timeout)
 		first = min(first, timeout)
 	}
+	ht := headTimers.Get().(*headTimer)
+	ht.mu.Lock()
+	ht.ex = ex
+	ht.mu.Unlock()
 	ex.watchMu.Lock()
-	ex.headTimer = time.AfterFunc(first, ex.headWait)
+	ex.headTimer = ht
+	ht.t.Reset(first)
 	ex.watchMu.Unlock()
 }
 
-// stopHeadTimer is called once RoundTrip's wait for the head is over.
+// stopHeadTimer is called once RoundTrip's wait for the head is over. The
+// timer goes back to the pool; a run of it that already started sees
+// headArrived and does nothing.
 func (ex *clientExchange) stopHeadTimer() {
 	ex.headArrived.Store(true)
 	ex.watchMu.Lock()
-	ex.headTimer.Stop()
+	ht := ex.headTimer
+	ht.t.Stop()
 	ex.watchMu.Unlock()
+	ht.mu.Lock()
+	ht.ex = nil
+	ht.mu.Unlock()
+	headTimers.Put(ht)
 }
 
 // headWait runs on the head timer while the head has not arrived: it starts
@@ -245,7 +286,7 @@ func (ex *clientExchange) headWait() {
 	if left := time.Until(ex.headDeadline); left > 0 {
 		ex.watchMu.Lock()
 		if !ex.headArrived.Load() {
-			ex.headTimer.Reset(left)
+			ex.headTimer.t.Reset(left)
 		}
 		ex.watchMu.Unlock()
 		return

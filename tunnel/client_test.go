@@ -612,3 +612,35 @@ func TestRoundTripWatchesContextLazily(t *testing.T) {
 		t.Fatal("cancelling a late exchange did not end it")
 	}
 }
+
+// TestHeadTimerStaleRun: head timers are pooled, so a run of one that
+// started before its exchange gave it back may find the next holder. That
+// holder then only starts watching its request's context early: it is not
+// aborted, and its timer keeps working. A run after the timer went back to
+// the pool does nothing.
+func TestHeadTimerStaleRun(t *testing.T) {
+	gw, _ := newPipe(1)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://backend/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &clientExchange{st: gw, req: req}
+	ex.startHeadTimer(time.Hour)
+	ht := ex.headTimer
+	ht.fire() // as if a run left over from an earlier holder
+	ex.watchMu.Lock()
+	watching := ex.stopWatch != nil
+	ex.watchMu.Unlock()
+	if !watching {
+		t.Error("the early run did not start watching the request's context")
+	}
+	if p := ex.abortErr.Load(); p != nil {
+		t.Fatalf("the early run aborted the exchange: %v", *p)
+	}
+	ex.stopHeadTimer()
+	ht.fire() // back in the pool: no holder
+	if p := ex.abortErr.Load(); p != nil {
+		t.Fatalf("a run after the timer was given back aborted the exchange: %v", *p)
+	}
+	ex.unwatch()
+}
