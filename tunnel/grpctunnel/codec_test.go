@@ -2,7 +2,13 @@ package grpctunnel
 
 import (
 	"bytes"
+	"context"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -61,5 +67,44 @@ func TestLeaseCleanFinishReleasesBuffer(t *testing.T) {
 		if released := l.last == nil; released != clean {
 			t.Errorf("Finish(%t): buffer released %t", clean, released)
 		}
+	}
+}
+
+// answerStream is the gateway's end of an Exchange stream whose every
+// RecvMsg decodes the same encoded frame, as gRPC would.
+type answerStream struct {
+	grpc.BidiStreamingServer[tunnelv1.Frame, tunnelv1.Frame]
+	frame mem.BufferSlice
+}
+
+func (s *answerStream) Context() context.Context { return context.Background() }
+
+func (s *answerStream) RecvMsg(m any) error {
+	return frameCodec{}.Unmarshal(s.frame, m)
+}
+
+// TestLeaseAllocs: leasing a pooled stream, receiving the one frame of a
+// small response and finishing cleanly allocates only the lease (its first
+// frame lives in it; its buffer goes back to the pool).
+func TestLeaseAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./tunnel/...)")
+	}
+	enc, err := frameCodec{}.Marshal(&tunnel.Frame{End: true, Data: []byte("small")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &session{idle: make(chan *stream, 1), draining: make(chan struct{}), done: make(chan struct{})}
+	st := &stream{ss: ss, gs: &answerStream{frame: enc}, end: make(chan struct{})}
+	allocs := testing.AllocsPerRun(200, func() {
+		l := st.lease()
+		if _, err := l.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		l.Finish(true)
+		<-ss.idle
+	})
+	if allocs > 1 {
+		t.Fatalf("lease, Recv, Finish: %v allocations, want 1 (the lease)", allocs)
 	}
 }

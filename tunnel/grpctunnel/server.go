@@ -447,6 +447,10 @@ type lease struct {
 	st       *stream
 	finished atomic.Bool
 	last     *[]byte // buffer of the frame Recv returned last; owned by the receiver
+	// first is the frame of the first Recv (a small exchange receives only
+	// that one), in the lease's allocation; owned by the receiver.
+	first     pooledFrame
+	recvFirst bool // first was used; owned by the receiver
 }
 
 func (l *lease) Send(f *tunnel.Frame) error {
@@ -478,7 +482,11 @@ func (l *lease) Recv() (*tunnel.Frame, error) {
 	if l.finished.Load() {
 		return nil, ErrSessionClosed
 	}
-	f := new(pooledFrame)
+	f := &l.first
+	if l.recvFirst {
+		f = new(pooledFrame)
+	}
+	l.recvFirst = true
 	if err := l.st.gs.RecvMsg(f); err != nil {
 		return nil, err
 	}

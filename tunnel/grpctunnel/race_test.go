@@ -1,0 +1,5 @@
+//go:build race
+
+package grpctunnel
+
+const raceEnabled = true
