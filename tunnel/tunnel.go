@@ -72,8 +72,9 @@ type Stream interface {
 	// Recv returns the next Frame. It returns io.EOF when the peer ended the
 	// stream cleanly.
 	//
-	// RoundTrip and ServeStream are done with a frame's Data when they call
-	// Recv again, so a transport may reuse that memory from then on; and at
+	// RoundTrip and ServeStream are done with a frame, its Data included,
+	// when they call Recv again (they keep only the heads and trailers it
+	// points to), so a transport may reuse that memory from then on; and at
 	// a clean Finish, which comes after the reader is done with every frame
 	// (but not at an unclean one, which may run while the reader still
 	// copies the data).

@@ -255,6 +255,10 @@ type clientStream struct {
 	cancel context.CancelFunc
 	idle   atomic.Bool // waiting for an exchange
 	last   *[]byte     // buffer of the frame Recv returned last; owned by the receiver
+	// frame is what every Recv receives into: ServeStream is done with a
+	// frame when it calls Recv again (it keeps the head, data and
+	// trailers, which the frame only points to). Owned by the receiver.
+	frame pooledFrame
 }
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
@@ -272,7 +276,8 @@ func (s *clientStream) Recv() (*tunnel.Frame, error) {
 		bufferPool.Put(s.last)
 		s.last = nil
 	}
-	pf := new(pooledFrame)
+	pf := &s.frame
+	*pf = pooledFrame{}
 	if err := s.gs.RecvMsg(pf); err != nil {
 		return nil, err
 	}
