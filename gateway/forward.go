@@ -236,9 +236,18 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 // writeResponse copies res to w: head, body, trailers. An error means the
 // response broke off after it began.
 func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) error {
-	removeHopHeaders(res.Header)
+	// Hop-by-hop headers are skipped while copying (res.Header has a
+	// handful of fields: cheaper than deleting every hop header name from
+	// it).
+	var conn []string // the names its Connection header lists; usually none
+	if _, ok := res.Header["Connection"]; ok {
+		conn = connectionTokens(res.Header)
+	}
 	dst := w.Header()
 	for k, vv := range res.Header {
+		if isHopHeader(k) || containsString(conn, k) {
+			continue
+		}
 		if prev, ok := dst[k]; ok {
 			dst[k] = append(prev, vv...)
 			continue
@@ -256,7 +265,11 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	w.WriteHeader(res.StatusCode)
 
 	rc := http.NewResponseController(w)
-	flush := res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type"))
+	var ct string
+	if vv := res.Header["Content-Type"]; len(vv) > 0 && !containsString(conn, "Content-Type") {
+		ct = vv[0]
+	}
+	flush := res.ContentLength == -1 || isEventStream(ct)
 	if flush {
 		// Streaming: the head goes out now, before a body that may be slow
 		// to come.
@@ -313,19 +326,6 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 			}
 			return rerr
 		}
-	}
-}
-
-// removeHopHeaders deletes from h the hop-by-hop headers and those named in
-// its Connection header.
-func removeHopHeaders(h http.Header) {
-	if _, ok := h["Connection"]; ok {
-		for _, k := range connectionTokens(h) {
-			delete(h, k)
-		}
-	}
-	for _, k := range hopHeaders {
-		delete(h, k)
 	}
 }
 
