@@ -268,21 +268,45 @@ func (s *clientStream) SendData(buf *[]byte, n int, release func(*[]byte)) error
 // pool: tunnel.ServeStream, the only reader, is done with a frame's data
 // when it calls Recv again (see tunnel.Stream and lease.Recv).
 func (s *clientStream) Recv() (*tunnel.Frame, error) {
-	if s.last != nil {
-		bufferPool.Put(s.last)
-		s.last = nil
-	}
+	s.putLast()
 	pf := new(pooledFrame)
 	if err := s.gs.RecvMsg(pf); err != nil {
 		return nil, err
 	}
+	return s.received(pf), nil
+}
+
+// RecvData implements tunnel.DataReceiver: a frame with only data stays in
+// gRPC's buffers (see pieceFrame).
+func (s *clientStream) RecvData() (*tunnel.Frame, tunnel.Data, error) {
+	s.putLast()
+	pf := new(pieceFrame)
+	if err := s.gs.RecvMsg(pf); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	if pf.pieces != nil {
+		return nil, pf.data(), nil
+	}
+	return s.received(&pf.pooledFrame), tunnel.Data{}, nil
+}
+
+// putLast returns the buffer of the frame received last to the pool.
+func (s *clientStream) putLast() {
+	if s.last != nil {
+		bufferPool.Put(s.last)
+		s.last = nil
+	}
+}
+
+// received takes over pf's buffer and notes that an exchange began.
+func (s *clientStream) received(pf *pooledFrame) *tunnel.Frame {
 	s.last = pf.buf
 	f := &pf.Frame
 	if f.Request != nil && s.idle.Swap(false) {
 		s.c.idle.Add(-1)
 		s.c.replenish()
 	}
-	return f, nil
+	return f
 }
 
 // KeepData implements tunnel.DataKeeper: the buffer of the frame Recv

@@ -470,12 +470,8 @@ func (l *lease) SendData(buf *[]byte, n int, release func(*[]byte)) error {
 }
 
 func (l *lease) Recv() (*tunnel.Frame, error) {
-	if l.last != nil {
-		bufferPool.Put(l.last)
-		l.last = nil
-	}
-	if l.finished.Load() {
-		return nil, ErrSessionClosed
+	if err := l.beforeRecv(); err != nil {
+		return nil, err
 	}
 	f := new(pooledFrame)
 	if err := l.st.gs.RecvMsg(f); err != nil {
@@ -483,6 +479,36 @@ func (l *lease) Recv() (*tunnel.Frame, error) {
 	}
 	l.last = f.buf
 	return &f.Frame, nil
+}
+
+// RecvData implements tunnel.DataReceiver: a frame with only data stays in
+// gRPC's buffers (see pieceFrame).
+func (l *lease) RecvData() (*tunnel.Frame, tunnel.Data, error) {
+	if err := l.beforeRecv(); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	f := new(pieceFrame)
+	if err := l.st.gs.RecvMsg(f); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	if f.pieces != nil {
+		return nil, f.data(), nil
+	}
+	l.last = f.buf
+	return &f.Frame, tunnel.Data{}, nil
+}
+
+// beforeRecv returns the previous frame's buffer to the pool and refuses a
+// finished lease.
+func (l *lease) beforeRecv() error {
+	if l.last != nil {
+		bufferPool.Put(l.last)
+		l.last = nil
+	}
+	if l.finished.Load() {
+		return ErrSessionClosed
+	}
+	return nil
 }
 
 func (l *lease) Finish(clean bool) {
