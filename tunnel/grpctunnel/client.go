@@ -255,6 +255,7 @@ type clientStream struct {
 	cancel context.CancelFunc
 	idle   atomic.Bool // waiting for an exchange
 	last   *[]byte     // buffer of the frame Recv returned last; owned by the receiver
+	spare  *pieceFrame // unused frame for the next RecvData; owned by the receiver
 }
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
@@ -280,12 +281,18 @@ func (s *clientStream) Recv() (*tunnel.Frame, error) {
 // gRPC's buffers (see pieceFrame).
 func (s *clientStream) RecvData() (*tunnel.Frame, tunnel.Data, error) {
 	s.putLast()
-	pf := new(pieceFrame)
+	pf := s.spare
+	if pf == nil {
+		pf = new(pieceFrame)
+	}
+	s.spare = nil
 	if err := s.gs.RecvMsg(pf); err != nil {
 		return nil, tunnel.Data{}, err
 	}
-	if pf.pieces != nil {
-		return nil, pf.data(), nil
+	if d := pf.kept; d != nil {
+		pf.kept = nil
+		s.spare = pf
+		return nil, d.data(), nil
 	}
 	return s.received(&pf.pooledFrame), tunnel.Data{}, nil
 }

@@ -138,7 +138,7 @@ func TestPieceFrame(t *testing.T) {
 				t.Fatal(err)
 			}
 			bs.Free() // gRPC's reference
-			if got := pf.pieces != nil; got != tc.pieces {
+			if got := pf.kept != nil; got != tc.pieces {
 				t.Fatalf("kept in pieces: %v, want %v", got, tc.pieces)
 			}
 			if !tc.pieces {
@@ -150,13 +150,13 @@ func TestPieceFrame(t *testing.T) {
 				}
 				return
 			}
-			if got := bytes.Join(pf.pieces, nil); !bytes.Equal(got, data) {
+			if got := bytes.Join(pf.kept.pieces, nil); !bytes.Equal(got, data) {
 				t.Fatalf("pieces hold %d bytes that differ from the %d sent", len(got), len(data))
 			}
 			if len(p.out) != n {
 				t.Fatalf("%d of %d buffers back before the release", n-len(p.out), n)
 			}
-			d := pf.data()
+			d := pf.kept.data()
 			d.Owner.Release()
 			d.Owner.Release() // a second release does nothing
 			if len(p.out) != 0 || p.badPuts != 0 {
@@ -188,8 +188,8 @@ func TestPieceFrameMalformed(t *testing.T) {
 			if !errors.Is(err, tunnel.ErrMalformed) {
 				t.Fatalf("Unmarshal: %v, want ErrMalformed", err)
 			}
-			if pf.pieces != nil || len(p.out) != 0 || p.badPuts != 0 {
-				t.Fatalf("kept %d pieces; %d buffers out, %d returned twice", len(pf.pieces), len(p.out), p.badPuts)
+			if pf.kept != nil || len(p.out) != 0 || p.badPuts != 0 {
+				t.Fatalf("kept %v; %d buffers out, %d returned twice", pf.kept != nil, len(p.out), p.badPuts)
 			}
 		})
 	}

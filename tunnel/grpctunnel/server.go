@@ -446,7 +446,8 @@ var errReset = status.Error(codes.Aborted, "exchange reset by the gateway")
 type lease struct {
 	st       *stream
 	finished atomic.Bool
-	last     *[]byte // buffer of the frame Recv returned last; owned by the receiver
+	last     *[]byte     // buffer of the frame Recv returned last; owned by the receiver
+	spare    *pieceFrame // unused frame for the next RecvData; owned by the receiver
 }
 
 func (l *lease) Send(f *tunnel.Frame) error {
@@ -487,12 +488,18 @@ func (l *lease) RecvData() (*tunnel.Frame, tunnel.Data, error) {
 	if err := l.beforeRecv(); err != nil {
 		return nil, tunnel.Data{}, err
 	}
-	f := new(pieceFrame)
+	f := l.spare
+	if f == nil {
+		f = new(pieceFrame)
+	}
+	l.spare = nil
 	if err := l.st.gs.RecvMsg(f); err != nil {
 		return nil, tunnel.Data{}, err
 	}
-	if f.pieces != nil {
-		return nil, f.data(), nil
+	if d := f.kept; d != nil {
+		f.kept = nil
+		l.spare = f
+		return nil, d.data(), nil
 	}
 	l.last = f.buf
 	return &f.Frame, tunnel.Data{}, nil
