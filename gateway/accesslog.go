@@ -117,10 +117,14 @@ type accessFields struct {
 	RequestID string        // request id
 	Remote    string        // client address
 	ErrCode   string        // X-Sallyport-Error code, if the gateway answered itself
+	User      string        // signed-in user's subject (pre-authenticated routes), else empty
+	Email     string        // the user's email, when the provider vouched for it
 }
 
 // logAccess writes one info line for an exchange. The path goes without its
-// query string: queries often hold tokens and other secrets.
+// query string: queries often hold tokens and other secrets. "user" and
+// "email" (who signed in, on pre-authenticated routes) and "error" appear
+// only when set.
 func logAccess(log *zap.Logger, f accessFields) {
 	ce := log.Check(zapcore.InfoLevel, "access")
 	if ce == nil {
@@ -139,11 +143,14 @@ func logAccess(log *zap.Logger, f accessFields) {
 		zap.String("session", f.Session),
 		zap.String("request_id", f.RequestID),
 		zap.String("remote", f.Remote),
-		zap.String("error", f.ErrCode),
+		{}, {}, {}, // the optional fields, appended below
 	}
-	n := len(fields)
-	if f.ErrCode == "" {
-		n-- // "error" is last: leave it out
+	n := len(fields) - 3
+	for _, o := range [...]struct{ key, val string }{{"user", f.User}, {"email", f.Email}, {"error", f.ErrCode}} {
+		if o.val != "" {
+			fields[n] = zap.String(o.key, o.val)
+			n++
+		}
 	}
 	ce.Write(fields[:n]...)
 }

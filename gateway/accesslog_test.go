@@ -361,14 +361,18 @@ func TestLogAccess(t *testing.T) {
 		change map[string]any // expected fields that differ from full's
 		absent []string       // fields that must not be there
 	}{
-		{"ok", full, nil, []string{"error"}},
+		{"ok", full, nil, []string{"error", "user", "email"}},
+		{"signed in", func() accessFields { f := full; f.User, f.Email = "sub-alice", "alice@example.com"; return f }(),
+			map[string]any{"user": "sub-alice", "email": "alice@example.com"}, []string{"error"}},
+		{"signed in without email, error", func() accessFields { f := full; f.User, f.ErrCode = "sub-bob", CodeNoConnector; return f }(),
+			map[string]any{"user": "sub-bob", "error": CodeNoConnector}, []string{"email"}},
 		{"query cut off", func() accessFields { f := full; f.Path = "/cb?code=secret&state=1"; return f }(),
 			map[string]any{"path": "/cb"}, []string{"error"}},
 		{"error", func() accessFields {
 			f := full
 			f.Status, f.ErrCode, f.App, f.Agent, f.Session = 404, CodeNoRoute, "", "", ""
 			return f
-		}(), map[string]any{"status": int64(404), "error": CodeNoRoute, "app": "", "agent": "", "session": ""}, nil},
+		}(), map[string]any{"status": int64(404), "error": CodeNoRoute, "app": "", "agent": "", "session": ""}, []string{"user", "email"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

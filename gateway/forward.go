@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sallyport/sallyport/internal/forwarded"
 )
 
 // The relay path of every exchange but protocol upgrades. It does what
@@ -160,7 +162,7 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 		set("X-Forwarded-For", ip)
 	}
 	set("X-Forwarded-Host", r.Host)
-	if r.TLS != nil {
+	if forwarded.HTTPS(r) {
 		set("X-Forwarded-Proto", "https")
 	} else {
 		set("X-Forwarded-Proto", "http")

@@ -13,6 +13,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request head (0 → 64 KiB); larger gets 431.
 	MaxHeaderBytes int
+	// TrustedProxies are the load balancers in front of the public
+	// listener: from a peer in one of these prefixes, the client's address
+	// comes from X-Forwarded-For and HTTPS from X-Forwarded-Proto (see
+	// proxyTrust). Empty → both headers are ignored.
+	TrustedProxies []netip.Prefix
 	// MaxStreamsPerSession caps an agent session's streams (0 → 10000).
 	MaxStreamsPerSession int
 	// StreamWait bounds how long an exchange waits for a free stream when
@@ -182,6 +188,7 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	log = limitRefusals(log, time.Now)
 	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry(), store: cfg.Store}
 	for _, t := range cfg.Tokens {
 		if t.Token == "" || t.Group == "" {
@@ -236,7 +243,7 @@ func New(cfg Config) (*Gateway, error) {
 		protocols.SetUnencryptedHTTP2(true)
 	}
 	g.public = &http.Server{
-		Handler:           g.handler,
+		Handler:           trustProxies(g.handler, cfg.TrustedProxies),
 		TLSConfig:         cfg.PublicTLS,
 		ReadHeaderTimeout: cfg.readHeaderTimeout(),
 		IdleTimeout:       cfg.idleTimeout(),
@@ -365,7 +372,7 @@ func (g *Gateway) MuxStats() muxtunnel.Stats { return g.mux.Stats() }
 func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }
 
 // Handler is the public HTTP handler.
-func (g *Gateway) Handler() http.Handler { return g.handler }
+func (g *Gateway) Handler() http.Handler { return g.public.Handler }
 
 // Serve serves both listeners until ctx is cancelled, then shuts down
 // gracefully: it stops accepting, lets exchanges in flight finish for up to

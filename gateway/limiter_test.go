@@ -24,6 +24,19 @@ func TestFailLimiter(t *testing.T) {
 	if l.blocked("a") {
 		t.Fatal("still blocked after the window")
 	}
+	// IPv6 counts per /64; IPv4 per address, also written as v4-mapped IPv6.
+	for range 3 {
+		l.fail("2001:db8:1:2::1")
+	}
+	if !l.blocked("2001:db8:1:2:ffff::9") || l.blocked("2001:db8:1:3::1") {
+		t.Error("the IPv6 limit is not per /64")
+	}
+	for range 3 {
+		l.fail("192.0.2.1")
+	}
+	if !l.blocked("::ffff:192.0.2.1") || l.blocked("192.0.2.2") {
+		t.Error("the IPv4 limit is not per address")
+	}
 	// The table is bounded.
 	for i := range maxLimiterEntries + 10 {
 		l.fail(fmt.Sprint("ip", i))

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/forwarded"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -114,6 +115,9 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.route != nil {
 			f.App = st.route.App
 		}
+		if st.identity != nil {
+			f.User, f.Email = st.identity.Subject, st.identity.Email
+		}
 		if body != nil {
 			f.BytesIn = body.N()
 		}
@@ -149,6 +153,9 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
 	pr.SetURL(st.route.Backend)
 	pr.SetXForwarded()
+	if pr.In.TLS == nil && forwarded.HTTPS(pr.In) {
+		pr.Out.Header.Set("X-Forwarded-Proto", "https")
+	}
 	if st.route.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}

@@ -1,13 +1,15 @@
 package gateway
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
 
 // failLimiter counts failed enrollments per address in fixed windows; an
 // address with maxFailures failures in its window is refused until the
-// window ends. It holds at most maxEntries addresses.
+// window ends. It holds at most maxEntries addresses. An IPv6 address counts
+// as its /64, which one host usually has to itself (see limitKey).
 type failLimiter struct {
 	max    int              // 0 → 5
 	window time.Duration    // 0 → 1 minute
@@ -66,7 +68,24 @@ func (l *failLimiter) entry(ip string, create bool) *failEntry {
 	return e
 }
 
+// limitKey is what failures are counted by: an IPv4 address, or an IPv6
+// address's /64 (a host that picks a new address in its /64 for every
+// attempt is still one host). Anything else counts as itself.
+func limitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
+}
+
 func (l *failLimiter) blocked(ip string) bool {
+	ip = limitKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.entry(ip, false)
@@ -75,6 +94,7 @@ func (l *failLimiter) blocked(ip string) bool {
 
 // fail counts a failure and reports whether it is the one that blocks ip.
 func (l *failLimiter) fail(ip string) bool {
+	ip = limitKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.entry(ip, true)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,5 +95,22 @@ func TestCertificateFileErrors(t *testing.T) {
 				t.Fatalf("error %v, want one naming %q and %s", err, tc.want, tc.file)
 			}
 		})
+	}
+}
+
+// TestTrustedProxiesReachTheGateway: public.trusted_proxies becomes the
+// gateway's TrustedProxies.
+func TestTrustedProxiesReachTheGateway(t *testing.T) {
+	g, err := config.ParseGateway("gateway.yaml", []byte("public: {trusted_proxies: [10.0.0.0/8, 192.0.2.7]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.DataDir = t.TempDir()
+	out, err := gatewayConfig(g, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(out.TrustedProxies); got != "[10.0.0.0/8 192.0.2.7/32]" {
+		t.Errorf("TrustedProxies %s", got)
 	}
 }

@@ -85,6 +85,7 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 		ReadHeaderTimeout:    cfg.Public.ReadHeaderTimeoutOrDefault(),
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
+		TrustedProxies:       cfg.Public.TrustedProxyPrefixes(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),
 		CertLifetime:         cfg.Tunnel.CertLifetimeOrDefault(),
 		AdminAddr:            cfg.Admin.AddrOrDefault(),

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/sallyport/sallyport/internal/forwarded"
 )
 
 // KeySize is the length of the cookie key.
@@ -124,7 +126,10 @@ const (
 	cookieNameMarker = "sallyport_"
 )
 
-func secure(r *http.Request) bool { return r.TLS != nil }
+// secure reports whether the browser reached the gateway over HTTPS
+// (directly, or through a trusted proxy): then cookies are Secure and the
+// callback URL is https.
+func secure(r *http.Request) bool { return forwarded.HTTPS(r) }
 
 // sessionCookieName is the session cookie's name for r.
 func (s *Service) sessionCookieName(r *http.Request) string {

@@ -66,8 +66,7 @@ func (s *Service) ServeEndpoint(w http.ResponseWriter, r *http.Request, path str
 	case callbackPath:
 		return true, s.callback(w, r)
 	case logoutPath:
-		s.logout(w, r)
-		return true, ErrHandled
+		return true, s.logout(w, r)
 	case assertion.JWKSPath:
 		ServeJWKS(w, s.cfg.Keys.JWKS())
 		return true, ErrHandled
@@ -203,16 +202,60 @@ const signedOutText = `<!doctype html>
 </body></html>
 `
 
+// confirmSignOutPage is parsed on first use, not in every process at start-up.
+var confirmSignOutPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("confirm").Parse(confirmSignOutText))
+})
+
+const confirmSignOutText = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Sign out?</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
+<h1>Sign out?</h1>
+<p>Another site sent you here to sign out of the applications on this address.</p>
+<form method="post" action="{{.}}"><button type="submit" id="signout">Sign out</button></form>
+<p><a href="/">Stay signed in</a></p>
+</body></html>
+`
+
+// crossOrigin refuses sign-out POSTs that another site's page sent.
+var crossOrigin = http.NewCrossOriginProtection()
+
 // logout clears the session cookie (host-only and cookie_domain variants).
-func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
+// Another site must not sign users out behind their backs: a GET that a
+// browser marks as coming from another site (Sec-Fetch-Site) only gets a
+// page that asks, whose button POSTs from this origin; a POST from another
+// origin is refused. A GET from this origin, a typed URL or a client
+// without Sec-Fetch-Site signs out at once.
+func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+			h.Set("Cache-Control", "no-store")
+			h.Set("Content-Type", "text/html; charset=utf-8")
+			h.Set("X-Content-Type-Options", "nosniff")
+			_ = confirmSignOutPage().Execute(w, logoutPath)
+			return ErrHandled
+		}
+	case http.MethodPost:
+		if err := crossOrigin.Check(r); err != nil {
+			return &Error{Code: CodeForbidden, Status: http.StatusForbidden,
+				Msg:     "Sign-out refused: the request came from another site. Open this address yourself to sign out.",
+				LinkURL: logoutPath, LinkText: "Sign out", Err: err}
+		}
+	default:
+		h.Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "use GET or POST to sign out", http.StatusMethodNotAllowed)
+		return ErrHandled
+	}
 	s.clearSessionCookie(w, r)
 	if s.cookieDomain(r) != "" && secure(r) {
 		// A host-only cookie from before cookie_domain was set.
 		http.SetCookie(w, &http.Cookie{Name: "__Host-" + sessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 	}
-	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	_ = signedOutPage().Execute(w, nil)
+	return ErrHandled
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -79,6 +81,49 @@ type Public struct {
 	// MaxHeaderBytes bounds a request head's size. Zero means
 	// DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) of load
+	// balancers in front of the gateway. Requests from them take the
+	// client's address from X-Forwarded-For and HTTPS from
+	// X-Forwarded-Proto. Empty means no proxy is trusted: both headers are
+	// ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// TrustedProxyPrefixes returns TrustedProxies as prefixes (an IP as a
+// single-address prefix). Entries that do not parse are left out; validate
+// reports them.
+func (p *Public) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range p.TrustedProxies {
+		if prefix, err := parseTrustedProxy(s); err == nil {
+			out = append(out, prefix)
+		}
+	}
+	return out
+}
+
+// parseTrustedProxy parses one public.trusted_proxies entry.
+func parseTrustedProxy(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	var prefix netip.Prefix
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return prefix, fmt.Errorf("%q: not an IP address or CIDR prefix such as 10.0.0.0/8", s)
+		}
+		prefix = p.Masked()
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return prefix, fmt.Errorf("%q: not an IP address or CIDR prefix such as 10.0.0.0/8", s)
+		}
+		prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+	}
+	if prefix.Bits() == 0 {
+		return prefix, fmt.Errorf("%q trusts every address, so any client could claim any address in X-Forwarded-For; list the load balancers' addresses or subnets", s)
+	}
+	return prefix, nil
 }
 
 // AddrOrDefault returns Addr, or DefaultPublicAddr when it is empty.
@@ -361,6 +406,11 @@ func (g *Gateway) validate(c *checker) {
 	checkNonNegative(c, path{"public", "read_header_timeout"}, g.Public.ReadHeaderTimeout)
 	checkNonNegative(c, path{"public", "idle_timeout"}, g.Public.IdleTimeout)
 	checkNonNegative(c, path{"public", "max_header_bytes"}, g.Public.MaxHeaderBytes)
+	for i, s := range g.Public.TrustedProxies {
+		if _, err := parseTrustedProxy(s); err != nil {
+			c.errorf(path{"public", "trusted_proxies"}.index(i), "%v", err)
+		}
+	}
 
 	c.checkListenAddr(path{"tunnel", "addr"}, g.Tunnel.Addr)
 	c.checkTLSFiles(path{"tunnel", "tls"}, g.Tunnel.TLS)

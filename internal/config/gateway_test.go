@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,6 +65,7 @@ func TestLoadGatewayFull(t *testing.T) {
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       time.Minute,
 			MaxHeaderBytes:    32768,
+			TrustedProxies:    []string{"10.0.0.0/8", "2001:db8::7"},
 		},
 		Tunnel: Tunnel{
 			Addr:                 "0.0.0.0:9443",
@@ -291,6 +293,13 @@ func TestParseGatewayErrors(t *testing.T) {
 		{"tunnel addr", "tunnel:\n  addr: \"x:99999\"\n", []string{`gateway.yaml:2: tunnel.addr: port "99999"`}},
 		{"admin addr", "admin:\n  addr: localhost\n", []string{`gateway.yaml:2: admin.addr: must be host:port`}},
 		{"public tls half", "public:\n  tls: {cert_file: a.pem}\n", []string{`gateway.yaml:2: public.tls: cert_file and key_file must both be set or both be empty`}},
+		{"trusted proxies", "public:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - lb.example.com\n    - 0.0.0.0/0\n    - \"::/0\"\n    - 10.1.2.3/33\n    - \"fe80::1%eth0\"\n", []string{
+			`gateway.yaml:4: public.trusted_proxies[1]: "lb.example.com": not an IP address or CIDR prefix such as 10.0.0.0/8`,
+			`gateway.yaml:5: public.trusted_proxies[2]: "0.0.0.0/0" trusts every address`,
+			`gateway.yaml:6: public.trusted_proxies[3]: "::/0" trusts every address`,
+			`gateway.yaml:7: public.trusted_proxies[4]: "10.1.2.3/33": not an IP address`,
+			`gateway.yaml:8: public.trusted_proxies[5]: "fe80::1%eth0": not an IP address`,
+		}},
 		{"tunnel tls half", "tunnel:\n  tls:\n    key_file: k.pem\n", []string{`gateway.yaml:3: tunnel.tls: cert_file and key_file must both be set`}},
 		{"negative durations", "shutdown_grace: -1s\npublic:\n  read_header_timeout: -1s\n  idle_timeout: -2s\n  max_header_bytes: -1\n", []string{
 			`gateway.yaml:1: shutdown_grace: must not be negative`,
@@ -442,6 +451,14 @@ func TestLoadGatewayFileErrors(t *testing.T) {
 	}
 }
 
+func TestTrustedProxyPrefixes(t *testing.T) {
+	p := Public{TrustedProxies: []string{"10.1.2.3/8", " 192.0.2.7 ", "2001:db8::/32", "::ffff:192.0.2.9", "bogus"}}
+	got := fmt.Sprint(p.TrustedProxyPrefixes())
+	if want := "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32 192.0.2.9/32]"; got != want {
+		t.Errorf("prefixes %s, want %s", got, want)
+	}
+}
+
 func TestGatewayAcceptsVariants(t *testing.T) {
 	tests := []struct {
 		name string
@@ -449,6 +466,7 @@ func TestGatewayAcceptsVariants(t *testing.T) {
 	}{
 		{"ipv6 listen", "public: {addr: \"[::1]:8080\"}\ntunnel: {addr: \"[::]:8443\"}\n"},
 		{"port zero", "public: {addr: \"127.0.0.1:0\"}\n"},
+		{"trusted proxies", "public: {trusted_proxies: [10.0.0.0/8, 192.0.2.7, \"2001:db8::/32\", \"::ffff:192.0.2.9\"]}\n"},
 		{"ip host", "apps:\n  - {name: a, backend: \"http://x\", group: g, hosts: [\"192.0.2.1\", \"[2001:db8::1]\", \"2001:db8::2\"]}\n"},
 		{"same host other prefix", minimalApp + "  - {name: b, backend: \"http://x\", group: g, hosts: [a.example.com], path_prefix: /api}\n"},
 		{"wildcard and exact", "apps:\n  - {name: a, backend: \"https://x:8443/p?q=1\", group: g, hosts: [\"*.example.com\", example.com, under_score.example.com]}\n"},

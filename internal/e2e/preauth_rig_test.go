@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/gateway/preauth"
@@ -72,6 +74,7 @@ type authRig struct {
 	clock *fakeClock
 	keys  *assertion.KeySet
 	agent *testrig.Agent
+	logs  *observer.ObservedLogs // the gateway's log at info level
 }
 
 // echoed is what the echo backend saw.
@@ -96,7 +99,8 @@ func echoBackend(t *testing.T) *httptest.Server {
 
 // newAuthRig starts everything. Routes: "app" (preauth oidc, policy pol,
 // public path /public) on host 127.0.0.1, "open" (no preauth) on open.test.
-func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *authRig {
+// gw edits the gateway's config.
+func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config), gw ...func(*gateway.Config)) *authRig {
 	t.Helper()
 	clock := &fakeClock{now: time.Now().Truncate(time.Second)}
 	a := &authRig{t: t, clock: clock}
@@ -135,12 +139,20 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config)) *a
 	if pol.PublicPaths == nil {
 		pol.PublicPaths = []string{"/public"}
 	}
+	core, logs := observer.New(zap.InfoLevel)
+	a.logs = logs
 	a.Rig = testrig.New(t, testrig.Options{
+		Log: zap.New(core),
 		Routes: []gateway.Route{
 			{App: "app", Hosts: []string{"127.0.0.1"}, Backend: testrig.MustURL(t, backend.URL), Preauth: &pol},
 			{App: "open", Hosts: []string{"open.test"}, Backend: testrig.MustURL(t, backend.URL)},
 		},
-		Gateway: func(c *gateway.Config) { c.Preauth = svc },
+		Gateway: func(c *gateway.Config) {
+			c.Preauth = svc
+			for _, f := range gw {
+				f(c)
+			}
+		},
 	})
 	a.agent = a.StartAgent(nil)
 	return a

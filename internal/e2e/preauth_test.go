@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/devoidc"
@@ -80,6 +83,21 @@ func TestPreauthBrowserSignIn(t *testing.T) {
 	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
 		t.Fatalf("second request: %d %s", res.StatusCode, body)
 	}
+	// The access log names who made it; an anonymous request names nobody.
+	res, _ = getH(t, a.Client(), a.URL+"/public/x", nil)
+	if res.StatusCode != 200 {
+		t.Fatalf("public path: %d", res.StatusCode)
+	}
+	users := map[string]string{}
+	for _, e := range a.logs.FilterMessage("access").All() {
+		f := e.ContextMap()
+		if p, _ := f["path"].(string); p == "/again" || p == "/public/x" {
+			users[p] = fmt.Sprint(f["user"], " ", f["email"])
+		}
+	}
+	if users["/again"] != "sub-alice alice@example.com" || users["/public/x"] != "<nil> <nil>" {
+		t.Errorf("access log users: %q", users)
+	}
 
 	// Sign out: the cookie goes, the next page load is sent to sign in.
 	res, body = getH(t, noRedirect(c), a.URL+"/.sallyport/auth/logout", nil)
@@ -120,6 +138,112 @@ func TestPreauthRedirectCarriesPKCEStateNonce(t *testing.T) {
 	}
 	if login == nil || login.Path != "/.sallyport/auth/callback" || !login.HttpOnly || login.SameSite != http.SameSiteLaxMode {
 		t.Errorf("pre-login cookie: %+v", login)
+	}
+}
+
+// TestPreauthBehindTrustedProxy: behind a load balancer that terminated
+// TLS (a trusted peer saying X-Forwarded-Proto: https), the callback URL is
+// https and the cookies are Secure with the __Host- prefix, although the
+// gateway itself speaks plain HTTP; from an untrusted peer the header is
+// ignored.
+func TestPreauthBehindTrustedProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		trust  string
+		secure bool
+	}{
+		{"trusted", "127.0.0.0/8", true},
+		{"not trusted", "10.0.0.0/8", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAuthRig(t, preauth.Policy{}, nil, func(c *gateway.Config) {
+				c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tc.trust)}
+			})
+			c := noRedirect(a.browser())
+			res, _ := getH(t, c, a.URL+"/x", map[string]string{"X-Forwarded-Proto": "https"})
+			if res.StatusCode != http.StatusFound {
+				t.Fatalf("got %d", res.StatusCode)
+			}
+			loc, err := url.Parse(res.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := strings.TrimPrefix(a.URL, "http://")
+			want := "http://" + host + "/.sallyport/auth/callback"
+			if tc.secure {
+				want = "https://" + host + "/.sallyport/auth/callback"
+			}
+			if got := loc.Query().Get("redirect_uri"); got != want {
+				t.Errorf("redirect_uri %q, want %q", got, want)
+			}
+			var login *http.Cookie
+			for _, ck := range res.Cookies() {
+				if strings.Contains(ck.Name, "sallyport_login_") {
+					login = ck
+				}
+			}
+			if login == nil || login.Secure != tc.secure {
+				t.Errorf("pre-login cookie %+v, want Secure %v", login, tc.secure)
+			}
+		})
+	}
+}
+
+// TestPreauthSignOutFromAnotherSite: another site cannot sign a user out.
+// Its GET gets a page that asks (the button POSTs from this origin), its
+// POST is refused; the user's own GET or same-origin POST signs out.
+func TestPreauthSignOutFromAnotherSite(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	if res, body := a.signIn(c, "/", alice); res.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	logout := a.URL + "/.sallyport/auth/logout"
+	send := func(method string, hdr map[string]string) (*http.Response, string) {
+		req, err := http.NewRequest(method, logout, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		return do(t, noRedirect(c), req)
+	}
+	stillSignedIn := func(step string) {
+		t.Helper()
+		if a.sessionCookie(c) == nil {
+			t.Fatalf("%s: signed out", step)
+		}
+		if res, body := getH(t, noRedirect(c), a.URL+"/x", nil); res.StatusCode != 200 {
+			t.Fatalf("%s: then %d %s", step, res.StatusCode, body)
+		}
+	}
+
+	res, body := send("GET", map[string]string{"Sec-Fetch-Site": "cross-site"})
+	if res.StatusCode != 200 || !strings.Contains(body, "Sign out?") ||
+		!strings.Contains(body, `<form method="post" action="/.sallyport/auth/logout">`) {
+		t.Fatalf("cross-site GET: %d %s", res.StatusCode, body)
+	}
+	stillSignedIn("cross-site GET")
+	for _, hdr := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Origin": "https://evil.example"},
+	} {
+		res, body = send("POST", hdr)
+		if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Sallyport-Error") != "forbidden" {
+			t.Fatalf("POST %v: %d %s", hdr, res.StatusCode, body)
+		}
+		stillSignedIn(fmt.Sprint("POST ", hdr))
+	}
+	if res, _ = send("PUT", nil); res.StatusCode != http.StatusMethodNotAllowed || res.Header.Get("Allow") != "GET, HEAD, POST" {
+		t.Fatalf("PUT: %d %v", res.StatusCode, res.Header)
+	}
+	stillSignedIn("PUT")
+
+	// The confirmation's button: a same-origin POST.
+	res, body = send("POST", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": a.URL})
+	if res.StatusCode != 200 || !strings.Contains(body, "Signed out") || a.sessionCookie(c) != nil {
+		t.Fatalf("same-origin POST: %d %s; cookie %v", res.StatusCode, body, a.sessionCookie(c))
 	}
 }
 

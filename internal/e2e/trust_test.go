@@ -414,6 +414,27 @@ func TestSessionCertificates(t *testing.T) {
 	}
 }
 
+// TestTLSRefusalLogIsLimited: a peer that keeps presenting a certificate of
+// another CA cannot flood the gateway's log: 20 refusal lines a minute. The
+// gateway logs before it sends the alert that fails the dial, so the count
+// is exact.
+func TestTLSRefusalLogIsLimited(t *testing.T) {
+	tr := newTrustRig(t, nil)
+	other := newTrustRig(t, nil)
+	foreign, err := agent.Enroll(context.Background(), agent.EnrollConfig{Gateway: other.Tunnel, TLS: other.tunnelTLS(), Token: testrig.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 25 {
+		if err := tr.dialWith(foreign); err == nil {
+			t.Fatal("a certificate of another CA was accepted")
+		}
+	}
+	if n := len(tr.logs.FilterMessage("agent refused at TLS").All()); n != 20 {
+		t.Fatalf("%d refusal lines, want 20", n)
+	}
+}
+
 // TestExpiredWhileOffline: an agent whose certificate expired while it was
 // stopped does not start; it names the expiry date and how to re-enroll.
 func TestExpiredWhileOffline(t *testing.T) {

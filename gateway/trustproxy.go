@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/sallyport/sallyport/internal/forwarded"
+)
+
+// maxForwardedHops bounds how many X-Forwarded-For entries are looked at.
+const maxForwardedHops = 64
+
+// proxyTrust serves requests that a trusted proxy (a load balancer in front
+// of the gateway, public.trusted_proxies) passed on: for those, and only
+// those, the client's address comes from X-Forwarded-For and its scheme from
+// X-Forwarded-Proto. From any other peer both headers are ignored (and never
+// relayed), so a client cannot claim another address.
+type proxyTrust struct {
+	next     http.Handler
+	prefixes []netip.Prefix
+}
+
+// trustProxies wraps next when prefixes is not empty.
+func trustProxies(next http.Handler, prefixes []netip.Prefix) http.Handler {
+	if len(prefixes) == 0 {
+		return next
+	}
+	return &proxyTrust{next: next, prefixes: prefixes}
+}
+
+func (t *proxyTrust) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !t.trusted(peer.Addr()) {
+		t.next.ServeHTTP(w, r)
+		return
+	}
+	if c, ok := t.client(r.Header["X-Forwarded-For"]); ok {
+		r.RemoteAddr = c.String()
+	}
+	if r.TLS == nil && strings.EqualFold(firstElement(r.Header["X-Forwarded-Proto"]), "https") {
+		r = forwarded.WithHTTPS(r)
+	}
+	t.next.ServeHTTP(w, r)
+}
+
+func (t *proxyTrust) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range t.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// client walks X-Forwarded-For from the right (the entry the nearest proxy
+// added) past trusted proxies to the first address that is not one: the
+// client as the outermost trusted proxy saw it. At an entry that is not an
+// address it stops and answers the last trusted proxy before it; ok is false
+// when not even the rightmost entry is an address (or there is none).
+func (t *proxyTrust) client(values []string) (client netip.AddrPort, ok bool) {
+	hops := 0
+	for i := len(values) - 1; i >= 0; i-- {
+		rest := values[i]
+		for more := true; more; {
+			var entry string
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				entry, rest = rest[j+1:], rest[:j]
+			} else {
+				entry, more = rest, false
+			}
+			a, valid := parseForwardedAddr(strings.TrimSpace(entry))
+			if !valid || hops == maxForwardedHops {
+				return client, ok
+			}
+			hops++
+			client, ok = a, true
+			if !t.trusted(a.Addr()) {
+				return client, true
+			}
+		}
+	}
+	return client, ok
+}
+
+// parseForwardedAddr parses one X-Forwarded-For entry: an IP address, or an
+// address with a port as some load balancers send ("192.0.2.1:4711",
+// "[2001:db8::1]:4711"). Addresses with a zone are refused.
+func parseForwardedAddr(s string) (netip.AddrPort, bool) {
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), 0), a.Zone() == ""
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// firstElement is the first comma-separated element of a header's values,
+// trimmed: for X-Forwarded-Proto, what the outermost proxy saw.
+func firstElement(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	first, _, _ := strings.Cut(values[0], ",")
+	return strings.TrimSpace(first)
+}
