@@ -120,7 +120,7 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 	h2.SetUnencryptedHTTP2(true)
 	p := backendProfile{
 		rules: rules,
-		h1:    newBackendTransport(cfg, h1, dial),
+		h1:    newBackendTransport(cfg, h1, withBodyConns(dial)),
 		h2:    newBackendTransport(cfg, h2, dial),
 	}
 	p.sync = &h1Sync{

@@ -142,7 +142,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		ex.halfDone()
 	}
 	body := &ex.body
-	*body = responseBody{ex: ex, pending: f.Data, ended: f.End}
+	*body = responseBody{ex: ex, pending: chunk{data: f.Data}, ended: f.End}
+	body.dr, _ = st.(DataReceiver)
 	if f.End && len(f.Data) == 0 {
 		body.finish()
 	}
@@ -374,6 +375,23 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 // the agent's side is complete.
 func (ex *clientExchange) recvData(ended *bool) ([]byte, error) {
 	f, err := ex.st.Recv()
+	return ex.frameData(f, err, ended)
+}
+
+// recvChunk is recvData through dr (the stream as a DataReceiver, or nil):
+// the data may come in the transport's memory, which the chunk gives back.
+func (ex *clientExchange) recvChunk(dr DataReceiver, ended *bool) (chunk, error) {
+	f, d, err := receive(ex.st, dr)
+	if err == nil && f == nil {
+		return chunkOf(d), nil
+	}
+	data, err := ex.frameData(f, err, ended)
+	return chunk{data: data}, err
+}
+
+// frameData checks a frame of the response body (or the error of its
+// Recv) and returns its data; it aborts the exchange on an error.
+func (ex *clientExchange) frameData(f *Frame, err error, ended *bool) ([]byte, error) {
 	if err != nil {
 		if p := ex.abortErr.Load(); p != nil {
 			return nil, *p
@@ -408,14 +426,16 @@ func (ex *clientExchange) recvData(ended *bool) ([]byte, error) {
 // Close are called by one goroutine.
 type responseBody struct {
 	ex       *clientExchange
-	pending  []byte
-	ended    bool // the agent sent end
-	finished bool // the response side was accounted as done
+	dr       DataReceiver // ex.st as a DataReceiver, or nil
+	pending  chunk        // received bytes not read yet
+	ended    bool         // the agent sent end
+	finished bool         // the response side was accounted as done
 	err      error
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
-	for len(b.pending) == 0 {
+	for b.pending.empty() {
+		b.pending.free()
 		if b.err != nil {
 			return 0, b.err
 		}
@@ -423,16 +443,14 @@ func (b *responseBody) Read(p []byte) (int, error) {
 			b.finish()
 			return 0, io.EOF
 		}
-		data, err := b.ex.recvData(&b.ended)
+		c, err := b.ex.recvChunk(b.dr, &b.ended)
 		if err != nil {
 			b.err = err
 			return 0, err
 		}
-		b.pending = data
+		b.pending = c
 	}
-	n := copy(p, b.pending)
-	b.pending = b.pending[n:]
-	return n, nil
+	return b.pending.read(p), nil
 }
 
 // finish accounts for the end of the response side. When the request body
@@ -454,12 +472,13 @@ var errBodyClosed = errors.New("read on closed response body")
 
 func (b *responseBody) Close() error {
 	if !b.finished {
-		if b.ended && len(b.pending) == 0 {
+		if b.ended && b.pending.empty() {
 			b.finish()
 		} else {
 			b.ex.abort(errors.New("response body closed before its end"))
 		}
 	}
+	b.pending.free()
 	if b.err == nil {
 		b.err = errBodyClosed
 	}

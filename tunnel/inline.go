@@ -15,6 +15,7 @@ import (
 // back to ServeStream's next recv. Most exchanges are over well before.
 type inlineReader struct {
 	st Stream
+	dr DataReceiver // st as a DataReceiver, or nil; set before the first recv
 
 	timer *time.Timer     // starts the watcher; made by the first serve, owned by ServeStream
 	ex    *serverExchange // the exchange being served; written before state becomes inlineServing
@@ -37,21 +38,22 @@ const (
 	inlineClosed
 )
 
-// received is one Recv result.
+// received is one receive result.
 type received struct {
 	f   *Frame
+	d   Data
 	err error
 }
 
-// recv returns the next frame of the stream: what a watcher received, if
-// one ran, else st.Recv's.
-func (r *inlineReader) recv() (*Frame, error) {
+// recv returns the next frame (or data) of the stream: what a watcher
+// received, if one ran, else what the stream gives now.
+func (r *inlineReader) recv() (*Frame, Data, error) {
 	if r.wait {
 		r.wait = false
 		res := <-r.result
-		return res.f, res.err
+		return res.f, res.d, res.err
 	}
-	return r.st.Recv()
+	return receive(r.st, r.dr)
 }
 
 // serve serves ex, whose request has no body, in ServeStream's goroutine.
@@ -79,24 +81,24 @@ func (r *inlineReader) serve(ex *serverExchange) {
 // does nothing, as ServeStream receives itself then.
 func (r *inlineReader) watch() {
 	if r.state.CompareAndSwap(inlineServing, inlineWatching) {
-		go r.receive(r.ex)
+		go r.watchRecv(r.ex)
 	}
 }
 
-// receive is the watcher: it receives the next frame that matters and
-// hands it to ServeStream. A stream that ended, or any frame but the next
+// watchRecv is the watcher: it receives the next frame that matters and
+// hands it to ServeStream. A stream that ended, or anything but the next
 // request's head (which the gateway sends only after this exchange's
 // response), aborts ex, as ServeStream's own loop would.
-func (r *inlineReader) receive(ex *serverExchange) {
+func (r *inlineReader) watchRecv(ex *serverExchange) {
 	for {
-		f, err := r.st.Recv()
-		if err == nil && isEmptyFrame(f) {
+		f, d, err := receive(r.st, r.dr)
+		if err == nil && f != nil && isEmptyFrame(f) {
 			continue // a frame with nothing this version knows: skipped
 		}
-		if err != nil || f.Request == nil {
+		if err != nil || f == nil || f.Request == nil {
 			ex.cancel(errStreamEnded)
 		}
-		r.result <- received{f, err}
+		r.result <- received{f, d, err}
 		return
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -81,14 +82,25 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 			<-workerDone
 		}
 	}()
+	rd.dr, _ = st.(DataReceiver)
 	for {
-		f, err := rd.recv()
+		f, d, err := rd.recv()
 		if err != nil {
 			st.Finish(false)
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
 			return err
+		}
+		if f == nil {
+			// Fast path: body data in the transport's memory.
+			if cur == nil || cur.reqEnded {
+				c := chunkOf(d)
+				c.free()
+				return s.protocolError(st, malformed("body frame outside an exchange"))
+			}
+			cur.pipe.send(chunkOf(d))
+			continue
 		}
 		switch {
 		case f.Request != nil:
@@ -421,15 +433,15 @@ func (ex *serverExchange) logDone(status int, bytesOut int64) {
 // loop stops receiving and the gateway's sends block.
 //
 // The transport may reuse a frame's memory once the read loop calls Recv
-// again (see Stream), so the queue holds the frame's memory itself only
-// when the stream hands it over (DataKeeper: the gRPC transport); otherwise
-// a copy in a bufPool buffer, far cheaper than fresh memory for every frame.
+// again (see Stream), so the queue holds the transport's memory itself only
+// when the stream hands it over (DataReceiver, DataKeeper: the gRPC
+// transport); otherwise a copy in a bufPool buffer, far cheaper than fresh
+// memory for every frame.
 type bodyPipe struct {
 	ctx       context.Context
 	keep      DataKeeper // the stream, when it hands over received data; nil → copies
 	ch        chan chunk // closed by the read loop at the request's end
-	pending   []byte     // owned by the reader
-	cur       chunk      // the chunk that pending points into, or the zero chunk; owned by the reader
+	cur       chunk      // the chunk being read; owned by the reader
 	trailers  []*tunnelv1.Header
 	closed    chan struct{} // closed when the consumer is gone
 	closeOnce sync.Once
@@ -437,26 +449,11 @@ type bodyPipe struct {
 	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
 }
 
-// chunk is body bytes in the pipe's queue and the memory they live in,
-// which release takes back once they are read.
-type chunk struct {
-	data    []byte
-	buf     *[]byte
-	release func(*[]byte)
-}
-
-func (c chunk) free() {
-	if c.release != nil {
-		c.release(c.buf)
-	}
-}
-
 func newBodyPipe(ctx context.Context, st Stream, first []byte) *bodyPipe {
 	p := &bodyPipe{ctx: ctx, ch: make(chan chunk, 4), closed: make(chan struct{})}
 	p.keep, _ = st.(DataKeeper)
 	if len(first) > 0 {
 		p.cur = p.take(first)
-		p.pending = p.cur.data
 	}
 	return p
 }
@@ -491,7 +488,15 @@ func (p *bodyPipe) push(data []byte) {
 	if p.ended {
 		return
 	}
-	c := p.take(data)
+	p.send(p.take(data))
+}
+
+// send queues c for the consumer, or frees it when the consumer is gone.
+func (p *bodyPipe) send(c chunk) {
+	if p.ended {
+		c.free()
+		return
+	}
 	select {
 	case p.ch <- c:
 	case <-p.closed:
@@ -511,24 +516,86 @@ func (p *bodyPipe) end(trailers []*tunnelv1.Header) {
 	close(p.ch)
 }
 
-func (p *bodyPipe) Read(b []byte) (int, error) {
-	for len(p.pending) == 0 {
-		p.cur.free() // read to its end
-		p.cur = chunk{}
+// next makes p.cur a chunk with unread bytes, freeing the one read to its
+// end; at the body's end it applies the trailers and returns io.EOF.
+func (p *bodyPipe) next() error {
+	for p.cur.empty() {
+		p.cur.free()
 		select {
 		case c, ok := <-p.ch:
 			if !ok {
 				p.applyTrailers()
-				return 0, io.EOF
+				return io.EOF
 			}
-			p.cur, p.pending = c, c.data
+			p.cur = c
 		case <-p.ctx.Done():
-			return 0, context.Cause(p.ctx)
+			return context.Cause(p.ctx)
 		}
 	}
-	n := copy(b, p.pending)
-	p.pending = p.pending[n:]
-	return n, nil
+	return nil
+}
+
+func (p *bodyPipe) Read(b []byte) (int, error) {
+	if err := p.next(); err != nil {
+		return 0, err
+	}
+	return p.cur.read(b), nil
+}
+
+// WriteBodyTo writes the next bytes of the body, at most max of them, to
+// w straight from the memory they arrived in, without copying them into a
+// reader's buffer first: the chunks that are ready go to w in one
+// net.Buffers write (one writev(2) on a TCP connection), and it waits for
+// more until max bytes are written or the body ends. It returns the bytes
+// written; the body's end is not an error. The agent's backend
+// connections call it for a request body of known length, which net/http
+// copies 32 KiB at a time otherwise.
+func (p *bodyPipe) WriteBodyTo(w io.Writer, max int64) (int64, error) {
+	var written int64
+	var iov net.Buffers // reused for every write
+	var used []chunk    // chunks whose bytes are all in iov; freed once written
+	for written < max {
+		if err := p.next(); err != nil {
+			if err == io.EOF {
+				return written, nil
+			}
+			return written, err
+		}
+		iov, used = iov[:0], used[:0]
+		n := p.cur.take(max-written, &iov)
+		for p.cur.empty() && written+n < max {
+			// The current chunk is all in iov: add the chunks that are
+			// ready, without waiting for more.
+			used = append(used, p.cur)
+			p.cur = chunk{}
+			c, ok := p.ready()
+			if !ok {
+				break
+			}
+			p.cur = c
+			n += p.cur.take(max-written-n, &iov)
+		}
+		bufs := iov // WriteTo consumes its slice
+		m, err := bufs.WriteTo(w)
+		written += m
+		for i := range used {
+			used[i].free()
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// ready returns the next queued chunk when one is there already.
+func (p *bodyPipe) ready() (chunk, bool) {
+	select {
+	case c, ok := <-p.ch:
+		return c, ok
+	default:
+		return chunk{}, false
+	}
 }
 
 // applyTrailers fills the trailers the request declared, in the consumer's

@@ -255,10 +255,7 @@ type clientStream struct {
 	cancel context.CancelFunc
 	idle   atomic.Bool // waiting for an exchange
 	last   *[]byte     // buffer of the frame Recv returned last; owned by the receiver
-	// frame is what every Recv receives into: ServeStream is done with a
-	// frame when it calls Recv again (it keeps the head, data and
-	// trailers, which the frame only points to). Owned by the receiver.
-	frame pooledFrame
+	spare  *pieceFrame // unused frame for the next RecvData; owned by the receiver
 }
 
 func (s *clientStream) Send(f *tunnel.Frame) error { return s.gs.Send(f) }
@@ -272,22 +269,51 @@ func (s *clientStream) SendData(buf *[]byte, n int, release func(*[]byte)) error
 // pool: tunnel.ServeStream, the only reader, is done with a frame's data
 // when it calls Recv again (see tunnel.Stream and lease.Recv).
 func (s *clientStream) Recv() (*tunnel.Frame, error) {
+	s.putLast()
+	pf := new(pooledFrame)
+	if err := s.gs.RecvMsg(pf); err != nil {
+		return nil, err
+	}
+	return s.received(pf), nil
+}
+
+// RecvData implements tunnel.DataReceiver: a frame with only data stays in
+// gRPC's buffers (see pieceFrame).
+func (s *clientStream) RecvData() (*tunnel.Frame, tunnel.Data, error) {
+	s.putLast()
+	pf := s.spare
+	if pf == nil {
+		pf = new(pieceFrame)
+	}
+	s.spare = nil
+	if err := s.gs.RecvMsg(pf); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	if d := pf.kept; d != nil {
+		pf.kept = nil
+		s.spare = pf
+		return nil, d.data(), nil
+	}
+	return s.received(&pf.pooledFrame), tunnel.Data{}, nil
+}
+
+// putLast returns the buffer of the frame received last to the pool.
+func (s *clientStream) putLast() {
 	if s.last != nil {
 		bufferPool.Put(s.last)
 		s.last = nil
 	}
-	pf := &s.frame
-	*pf = pooledFrame{}
-	if err := s.gs.RecvMsg(pf); err != nil {
-		return nil, err
-	}
+}
+
+// received takes over pf's buffer and notes that an exchange began.
+func (s *clientStream) received(pf *pooledFrame) *tunnel.Frame {
 	s.last = pf.buf
 	f := &pf.Frame
 	if f.Request != nil && s.idle.Swap(false) {
 		s.c.idle.Add(-1)
 		s.c.replenish()
 	}
-	return f, nil
+	return f
 }
 
 // KeepData implements tunnel.DataKeeper: the buffer of the frame Recv

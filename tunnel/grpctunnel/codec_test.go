@@ -3,13 +3,15 @@ package grpctunnel
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
-
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -109,35 +111,142 @@ func TestLeaseAllocs(t *testing.T) {
 	}
 }
 
-// answerClientStream is the agent's end of an Exchange stream whose every
-// RecvMsg decodes the same encoded frame, as gRPC would.
-type answerClientStream struct {
-	grpc.BidiStreamingClient[tunnelv1.Frame, tunnelv1.Frame]
-	frame mem.BufferSlice
+// countingPool is a mem.BufferPool that tracks its buffers: those handed
+// out and not yet back, and returns of buffers that were not out (a
+// double free).
+type countingPool struct {
+	out     map[*[]byte]bool
+	badPuts int
 }
 
-func (s *answerClientStream) RecvMsg(m any) error {
-	return frameCodec{}.Unmarshal(s.frame, m)
+func newCountingPool() *countingPool { return &countingPool{out: make(map[*[]byte]bool)} }
+
+func (p *countingPool) Get(n int) *[]byte {
+	b := make([]byte, n)
+	p.out[&b] = true
+	return &b
 }
 
-// TestClientStreamRecvAllocs: the agent receives a body frame into the
-// stream's own frame and a pooled buffer, without allocating.
-func TestClientStreamRecvAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./tunnel/...)")
+func (p *countingPool) Put(b *[]byte) {
+	if !p.out[b] {
+		p.badPuts++
+		return
 	}
-	enc, err := frameCodec{}.Marshal(&tunnel.Frame{Data: []byte("a chunk of body")})
+	delete(p.out, b)
+}
+
+// split encodes f and cuts the encoding into buffers of p's at the given
+// offsets, as gRPC hands a message that arrived in several DATA frames to
+// the codec.
+func split(t *testing.T, f *tunnel.Frame, p *countingPool, cuts ...int) mem.BufferSlice {
+	t.Helper()
+	enc, err := proto.Marshal(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &clientStream{c: &ClientSession{}, gs: &answerClientStream{frame: enc}}
-	allocs := testing.AllocsPerRun(200, func() {
-		f, err := s.Recv()
-		if err != nil || string(f.Data) != "a chunk of body" {
-			t.Fatalf("Recv = %v, %v", f, err)
+	var bs mem.BufferSlice
+	rest := enc
+	for _, c := range append(cuts, len(enc)) {
+		c = min(c, len(enc)) - (len(enc) - len(rest))
+		if mem.IsBelowBufferPoolingThreshold(c) {
+			// gRPC does not pool small buffers either.
+			bs = append(bs, mem.SliceBuffer(bytes.Clone(rest[:c])))
+		} else {
+			b := p.Get(c)
+			copy(*b, rest[:c])
+			bs = append(bs, mem.NewBuffer(b, p))
 		}
-	})
-	if allocs != 0 {
-		t.Fatalf("Recv: %v allocations, want 0", allocs)
+		rest = rest[c:]
+	}
+	return bs
+}
+
+// TestPieceFrame: a Frame with only data, of at least minPieceData bytes,
+// stays in the buffers it arrived in, which go back to their pool once
+// the message is freed (as gRPC does after Unmarshal) and the frame is
+// released, exactly once; any other Frame decodes as before; malformed
+// ones are errors.
+func TestPieceFrame(t *testing.T) {
+	data := make([]byte, 3*minPieceData+5)
+	for i := range data {
+		data[i] = byte(i % 251)
+	}
+	cases := []struct {
+		name   string
+		f      *tunnel.Frame
+		cuts   []int // where the encoding is cut into buffers
+		pieces bool  // kept in pieces
+	}{
+		{"data", &tunnel.Frame{Data: data}, []int{1500, 3000, 9000}, true},
+		{"data in one buffer", &tunnel.Frame{Data: data}, nil, true},
+		{"data, header split", &tunnel.Frame{Data: data}, []int{2, 2000}, false},
+		{"small data", &tunnel.Frame{Data: data[:minPieceData-10]}, []int{1200}, false},
+		{"data and end", &tunnel.Frame{Data: data, End: true}, []int{2000, 5000}, false},
+		{"head and data", &tunnel.Frame{Response: &tunnelv1.ResponseHead{Status: 200}, Data: data}, []int{3000}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newCountingPool()
+			bs := split(t, tc.f, p, tc.cuts...)
+			n := len(p.out)
+			pf := new(pieceFrame)
+			if err := (frameCodec{}).Unmarshal(bs, pf); err != nil {
+				t.Fatal(err)
+			}
+			bs.Free() // gRPC's reference
+			if got := pf.kept != nil; got != tc.pieces {
+				t.Fatalf("kept in pieces: %v, want %v", got, tc.pieces)
+			}
+			if !tc.pieces {
+				if !proto.Equal(&pf.Frame, tc.f) {
+					t.Fatalf("decoded %v", &pf.Frame)
+				}
+				if len(p.out) != 0 {
+					t.Fatalf("%d buffers not back after the message was freed", len(p.out))
+				}
+				return
+			}
+			if got := bytes.Join(pf.kept.pieces, nil); !bytes.Equal(got, data) {
+				t.Fatalf("pieces hold %d bytes that differ from the %d sent", len(got), len(data))
+			}
+			if len(p.out) != n {
+				t.Fatalf("%d of %d buffers back before the release", n-len(p.out), n)
+			}
+			d := pf.kept.data()
+			d.Owner.Release()
+			d.Owner.Release() // a second release does nothing
+			if len(p.out) != 0 || p.badPuts != 0 {
+				t.Fatalf("after release: %d buffers out, %d returned twice", len(p.out), p.badPuts)
+			}
+		})
+	}
+}
+
+// TestPieceFrameMalformed: a message that looks like data but is not a
+// valid Frame is an error, never a panic, and keeps nothing.
+func TestPieceFrameMalformed(t *testing.T) {
+	long := protowire.AppendVarint([]byte{dataTag}, 2*minPieceData) // says more than follows
+	long = append(long, make([]byte, minPieceData)...)
+	short := protowire.AppendVarint([]byte{dataTag}, minPieceData) // then a stray byte
+	short = append(short, make([]byte, minPieceData)...)
+	short = append(short, 0xFF)
+	huge := append([]byte{dataTag, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, make([]byte, minPieceData)...)
+	badTag := append([]byte{3<<3 | 7}, make([]byte, minPieceData)...)
+	for name, msg := range map[string][]byte{"length past the end": long, "stray byte": short, "huge length": huge, "bad tag": badTag} {
+		t.Run(name, func(t *testing.T) {
+			p := newCountingPool()
+			b := p.Get(len(msg))
+			copy(*b, msg)
+			bs := mem.BufferSlice{mem.NewBuffer(b, p)}
+			pf := new(pieceFrame)
+			err := (frameCodec{}).Unmarshal(bs, pf)
+			bs.Free()
+			if !errors.Is(err, tunnel.ErrMalformed) {
+				t.Fatalf("Unmarshal: %v, want ErrMalformed", err)
+			}
+			if pf.kept != nil || len(p.out) != 0 || p.badPuts != 0 {
+				t.Fatalf("kept %v; %d buffers out, %d returned twice", pf.kept != nil, len(p.out), p.badPuts)
+			}
+		})
 	}
 }

@@ -34,6 +34,14 @@ const (
 	keepaliveTime    = 15 * time.Second
 	keepaliveTimeout = 10 * time.Second
 
+	// readBuffer is gRPC's read buffer size on both ends: none. The TLS
+	// connection below buffers a decrypted record already, so HTTP/2
+	// frames are read straight out of it into their pooled buffers; with
+	// gRPC's 32 KiB buffer in between every body byte was copied once more
+	// (bulk transfers over a contended 2-core machine, both benches at
+	// once: agent and gateway CPU per GiB 1-3% lower in 8 of 8 pairs).
+	readBuffer = 0
+
 	defaultMaxStreams = 10000
 	defaultMaxIdle    = 1024
 	defaultMinIdle    = 16
@@ -56,6 +64,7 @@ func ServerOptions(maxStreams int) []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.MaxHeaderListSize(16 << 10),
 		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(readBuffer),
 		grpc.ForceServerCodecV2(frameCodec{}),
 		experimental.BufferPool(bufferPool),
 		grpc.ConnectionTimeout(10 * time.Second),
@@ -75,6 +84,7 @@ func dialOptions() []grpc.DialOption {
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithSharedWriteBuffer(true),
+		grpc.WithReadBufferSize(readBuffer),
 		experimental.WithBufferPool(bufferPool),
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodecV2(frameCodec{}),

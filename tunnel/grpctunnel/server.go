@@ -446,9 +446,11 @@ var errReset = status.Error(codes.Aborted, "exchange reset by the gateway")
 type lease struct {
 	st       *stream
 	finished atomic.Bool
-	last     *[]byte // buffer of the frame Recv returned last; owned by the receiver
-	// first is the frame of the first Recv (a small exchange receives only
-	// that one), in the lease's allocation; owned by the receiver.
+	last     *[]byte     // buffer of the frame Recv returned last; owned by the receiver
+	spare    *pieceFrame // unused frame for the next RecvData; owned by the receiver
+	// first is the frame of the first Recv (RoundTrip's response head; a
+	// small exchange receives only that one), in the lease's allocation;
+	// owned by the receiver.
 	first     pooledFrame
 	recvFirst bool // first was used; owned by the receiver
 }
@@ -475,12 +477,8 @@ func (l *lease) SendData(buf *[]byte, n int, release func(*[]byte)) error {
 }
 
 func (l *lease) Recv() (*tunnel.Frame, error) {
-	if l.last != nil {
-		bufferPool.Put(l.last)
-		l.last = nil
-	}
-	if l.finished.Load() {
-		return nil, ErrSessionClosed
+	if err := l.beforeRecv(); err != nil {
+		return nil, err
 	}
 	f := &l.first
 	if l.recvFirst {
@@ -492,6 +490,42 @@ func (l *lease) Recv() (*tunnel.Frame, error) {
 	}
 	l.last = f.buf
 	return &f.Frame, nil
+}
+
+// RecvData implements tunnel.DataReceiver: a frame with only data stays in
+// gRPC's buffers (see pieceFrame).
+func (l *lease) RecvData() (*tunnel.Frame, tunnel.Data, error) {
+	if err := l.beforeRecv(); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	f := l.spare
+	if f == nil {
+		f = new(pieceFrame)
+	}
+	l.spare = nil
+	if err := l.st.gs.RecvMsg(f); err != nil {
+		return nil, tunnel.Data{}, err
+	}
+	if d := f.kept; d != nil {
+		f.kept = nil
+		l.spare = f
+		return nil, d.data(), nil
+	}
+	l.last = f.buf
+	return &f.Frame, tunnel.Data{}, nil
+}
+
+// beforeRecv returns the previous frame's buffer to the pool and refuses a
+// finished lease.
+func (l *lease) beforeRecv() error {
+	if l.last != nil {
+		bufferPool.Put(l.last)
+		l.last = nil
+	}
+	if l.finished.Load() {
+		return ErrSessionClosed
+	}
+	return nil
 }
 
 func (l *lease) Finish(clean bool) {
