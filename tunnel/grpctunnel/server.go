@@ -342,6 +342,11 @@ func (ss *session) Close(reason error) {
 // retired when their exchange ends.
 func (ss *session) drain() {
 	ss.drainOnce.Do(func() { close(ss.draining) })
+	ss.retireIdle()
+}
+
+// retireIdle retires the pooled idle streams.
+func (ss *session) retireIdle() {
 	for {
 		select {
 		case st := <-ss.idle:
@@ -372,10 +377,12 @@ func (ss *session) putIdle(st *stream) {
 	}
 	select {
 	case ss.idle <- st:
-		// A drain that began after the check above may have emptied the
-		// pool before st arrived: empty it again.
+		// A drain (or Close) that began after the check above may have
+		// emptied the pool before st arrived: empty it again. Only that:
+		// after a Close, closing draining too would make OpenStream
+		// waiters report ErrDraining instead of ErrSessionClosed.
 		if ss.isDraining() {
-			ss.drain()
+			ss.retireIdle()
 		}
 	default:
 		st.finish(nil)
