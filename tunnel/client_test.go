@@ -39,6 +39,19 @@ func newRequest(t testing.TB, method, url string, body io.Reader) *http.Request 
 	return req
 }
 
+// wantEcho round-trips req over st and wants body back (the test backends
+// echo the request body).
+func wantEcho(t testing.TB, st Stream, req *http.Request, body []byte) {
+	t.Helper()
+	res, err := RoundTrip(st, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, res); !bytes.Equal(got, body) {
+		t.Fatalf("echo: %d bytes, want %d", len(got), len(body))
+	}
+}
+
 // readAll reads and closes res.Body.
 func readAll(t testing.TB, res *http.Response) []byte {
 	t.Helper()
@@ -161,13 +174,7 @@ func TestLargeBodiesAreChunked(t *testing.T) {
 			if !tc.knownLength {
 				req.ContentLength = -1
 			}
-			res, err := RoundTrip(gw.lease(), req, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := readAll(t, res); !bytes.Equal(got, body) {
-				t.Fatalf("echo: %d bytes, want %d", len(got), len(body))
-			}
+			wantEcho(t, gw.lease(), req, body)
 			gw.wantFinish(t, true)
 			ag.wantFinish(t, true)
 			checkChunked(t, "gateway", gw.frames(), body)

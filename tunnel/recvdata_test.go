@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -214,4 +215,73 @@ func TestWriteBodyTo(t *testing.T) {
 			l.check(t, "agent")
 		})
 	}
+}
+
+// failingWriter takes ok bytes, then fails every write.
+type failingWriter struct{ ok int }
+
+var errWriteFailed = errors.New("backend connection broke")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.ok {
+		w.ok -= len(p)
+		return len(p), nil
+	}
+	n := w.ok
+	w.ok = 0
+	return n, errWriteFailed
+}
+
+// TestWriteBodyToWriteFails: when the backend connection breaks midway,
+// WriteBodyTo returns the error and the bytes that made it, and every
+// piece is still given back exactly once.
+func TestWriteBodyToWriteFails(t *testing.T) {
+	body := pattern(9*ChunkSize + 7)
+	gw, ag := newPipe(4)
+	var l ledger
+	// Registered before servePieces, so it runs after ServeStream returned
+	// (cleanups run last first): what the backend left unread is given back
+	// when the exchange is over.
+	t.Cleanup(func() { l.check(t, "agent") })
+	type result struct {
+		n   int64
+		err error
+	}
+	results := make(chan result, 1)
+	servePieces(t, ag, &l, rtFunc(func(req *http.Request) (*http.Response, error) {
+		bw := req.Body.(interface {
+			WriteBodyTo(io.Writer, int64) (int64, error)
+		})
+		n, err := bw.WriteBodyTo(&failingWriter{ok: 3*ChunkSize + 5}, int64(len(body)))
+		results <- result{n, err}
+		return nil, err
+	}))
+	req := newRequest(t, "POST", "http://backend:80/", bytes.NewReader(body))
+	if res, err := RoundTrip(gw.lease(), req, nil); err == nil {
+		readAll(t, res) // the agent answers with an error; the relay may surface it either way
+	}
+	r := <-results
+	if !errors.Is(r.err, errWriteFailed) || r.n != 3*ChunkSize+5 {
+		t.Fatalf("WriteBodyTo = %d, %v; want %d and the write error", r.n, r.err, 3*ChunkSize+5)
+	}
+	ag.wantFinish(t, false)
+}
+
+// TestBodyPipeDiscard: a request body the backend left partly read (it
+// answered early or its connection broke) gives back the chunk it was
+// reading and every queued one once its exchange is over.
+func TestBodyPipeDiscard(t *testing.T) {
+	var l ledger
+	p := newBodyPipe(context.Background(), nil, nil)
+	for range 3 {
+		pieces := [][]byte{pattern(100), pattern(50)}
+		p.send(chunkOf(Data{Pieces: pieces, Owner: l.owner(pieces)}))
+	}
+	if n, err := p.Read(make([]byte, 120)); n != 120 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	p.discard()
+	l.check(t, "pipe")
+	p.discard() // nothing is given back twice
+	l.check(t, "pipe")
 }

@@ -75,7 +75,7 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 		rd.close()
 		if cur != nil {
 			cur.cancel(errStreamEnded)
-			<-cur.respDone
+			cur.awaitDone()
 		}
 		if work != nil {
 			close(work)
@@ -110,7 +110,7 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 				}
 				// The gateway sends the next head only after our end; the
 				// worker that sent it is about to be free.
-				<-cur.respDone
+				cur.awaitDone()
 			}
 			cur = s.start(ctx, st, f)
 			if cur.noBody {
@@ -199,6 +199,17 @@ func (ex *serverExchange) deliver(f *Frame) {
 		ex.reqEnded = true
 		ex.pipe.end(f.Trailers)
 		ex.halfDone()
+	}
+}
+
+// awaitDone waits until the exchange's goroutine is done with it, then
+// gives back the request body the backend left unread (a backend that
+// answered early or broke off): the read loop, which calls it, is then the
+// pipe's only user.
+func (ex *serverExchange) awaitDone() {
+	<-ex.respDone
+	if ex.pipe != nil {
+		ex.pipe.discard()
 	}
 }
 
@@ -586,6 +597,23 @@ func (p *bodyPipe) WriteBodyTo(w io.Writer, max int64) (int64, error) {
 		}
 	}
 	return written, nil
+}
+
+// discard gives back the chunk being read and those queued. Only once
+// the consumer is gone, from the read loop (see awaitDone).
+func (p *bodyPipe) discard() {
+	p.cur.free()
+	for {
+		select {
+		case c, ok := <-p.ch:
+			if !ok {
+				return
+			}
+			c.free()
+		default:
+			return
+		}
+	}
 }
 
 // ready returns the next queued chunk when one is there already.
