@@ -217,8 +217,9 @@ const confirmSignOutText = `<!doctype html>
 </body></html>
 `
 
-// crossOrigin refuses sign-out POSTs that another site's page sent.
-var crossOrigin = http.NewCrossOriginProtection()
+// crossOrigin refuses sign-out POSTs that another site's page sent; made
+// on first use, like the pages.
+var crossOrigin = sync.OnceValue(http.NewCrossOriginProtection)
 
 // logout clears the session cookie (host-only and cookie_domain variants).
 // Another site must not sign users out behind their backs: a GET that a
@@ -238,7 +239,7 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 			return ErrHandled
 		}
 	case http.MethodPost:
-		if err := crossOrigin.Check(r); err != nil {
+		if err := crossOrigin().Check(r); err != nil {
 			return &Error{Code: CodeForbidden, Status: http.StatusForbidden,
 				Msg:     "Sign-out refused: the request came from another site. Open this address yourself to sign out.",
 				LinkURL: logoutPath, LinkText: "Sign out", Err: err}
