@@ -50,19 +50,27 @@ type proxyHandler struct {
 	g       *Gateway
 	log     *zap.Logger
 	relay   *relay
-	buffers *copyBuffers           // response body copies
+	buffers *copyBuffers           // response body copies (32 KiB); the ReverseProxy's too
+	bulk    *copyBuffers           // response body copies of bulk transfers (bulkCopySize)
 	proxy   *httputil.ReverseProxy // protocol upgrades only
 }
 
-// copyBuffers is the pool of response body copy buffers. get and put keep
+// copyBuffers is a pool of response body copy buffers. get and put keep
 // the pointer that the pool holds (Put, the ReverseProxy's, allocates one).
-type copyBuffers struct{ p sync.Pool }
+type copyBuffers struct {
+	p    sync.Pool
+	size int // bytes per buffer; zero means 32 KiB
+}
 
 func (b *copyBuffers) get() *[]byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
 		return v
 	}
-	buf := make([]byte, 32<<10)
+	size := b.size
+	if size == 0 {
+		size = 32 << 10
+	}
+	buf := make([]byte, size)
 	return &buf
 }
 
@@ -72,7 +80,8 @@ func (b *copyBuffers) Get() []byte    { return *b.get() }
 func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func newProxyHandler(g *Gateway) *proxyHandler {
-	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{}}
+	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g},
+		buffers: &copyBuffers{}, bulk: &copyBuffers{size: bulkCopySize}}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: h.relay,
