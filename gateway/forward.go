@@ -16,7 +16,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/sallyport/sallyport/internal/forwarded"
-	"github.com/sallyport/sallyport/tunnel"
 )
 
 // The relay path of every exchange but protocol upgrades. It does what
@@ -299,34 +298,17 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	return nil
 }
 
-// bulkCopySize is the copy buffer of a bulk response body: a tunnel
-// chunk (tunnel.ChunkSize), which a read of the body returns whole.
-const bulkCopySize = tunnel.ChunkSize
-
 // copyBody copies the response body to w, flushing after every write when
 // flush is set.
-//
-// Each write to w is one write(2) to the client. A body starts with a
-// 32 KiB buffer; a read that fills it (a bulk transfer) moves the copy to
-// a bulkCopySize buffer, so that a download's chunks go out in one system
-// call each instead of four (the copy is the same). Bodies that come in
-// small reads (event streams, small responses) never hold the large one.
 func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, flush bool) error {
-	pool := h.buffers
-	bp := pool.get()
-	defer func() { pool.put(bp) }()
+	bp := h.buffers.get()
+	defer h.buffers.put(bp)
 	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
-			}
-			if n == len(buf) && pool != h.bulk && rerr == nil {
-				pool.put(bp)
-				pool = h.bulk
-				bp = pool.get()
-				buf = *bp
 			}
 			if flush {
 				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {

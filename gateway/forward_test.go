@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -320,75 +319,5 @@ func TestRelayAllocs(t *testing.T) {
 	t.Logf("%.1f allocations", allocs)
 	if allocs > maxRelayAllocs {
 		t.Fatalf("relaying a small GET: %v allocations, want at most %d", allocs, maxRelayAllocs)
-	}
-}
-
-// sizedBody is a response body of size bytes whose reads return at most
-// step bytes each (0: as many as fit); it records the buffer size of every
-// read.
-type sizedBody struct {
-	left, step int
-	bufs       []int
-}
-
-func (b *sizedBody) Read(p []byte) (int, error) {
-	b.bufs = append(b.bufs, len(p))
-	if b.left == 0 {
-		return 0, io.EOF
-	}
-	n := min(len(p), b.left)
-	if b.step > 0 {
-		n = min(n, b.step)
-	}
-	for i := range p[:n] {
-		p[i] = 'x'
-	}
-	b.left -= n
-	return n, nil
-}
-
-// writeSizes records the size of every write.
-type writeSizes struct{ sizes []int }
-
-func (w *writeSizes) Write(p []byte) (int, error) {
-	w.sizes = append(w.sizes, len(p))
-	return len(p), nil
-}
-
-// TestCopyBodyBulkBuffer: a body whose first read fills the 32 KiB buffer
-// is copied on through a bulkCopySize one, so that each write to the client
-// (one write(2)) carries a whole tunnel chunk; a body of small reads keeps
-// the 32 KiB buffer.
-func TestCopyBodyBulkBuffer(t *testing.T) {
-	h, _ := forwardRig(&scriptSession{})
-	const size = 1 << 20
-	bulk := &sizedBody{left: size}
-	var w writeSizes
-	if err := h.copyBody(&w, nil, bulk, false); err != nil {
-		t.Fatal(err)
-	}
-	wantWrites := []int{32 << 10}
-	for left := size - 32<<10; left > 0; left -= min(left, bulkCopySize) {
-		wantWrites = append(wantWrites, min(left, bulkCopySize))
-	}
-	if !slices.Equal(w.sizes, wantWrites) {
-		t.Errorf("bulk body: writes of %v bytes, want %v", w.sizes, wantWrites)
-	}
-	if bulk.bufs[0] != 32<<10 || bulk.bufs[len(bulk.bufs)-1] != bulkCopySize {
-		t.Errorf("bulk body: read buffers %v, want 32 KiB, then %d", bulk.bufs, bulkCopySize)
-	}
-
-	events := &sizedBody{left: 10 << 10, step: 100}
-	w = writeSizes{}
-	if err := h.copyBody(&w, nil, events, false); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range events.bufs {
-		if n != 32<<10 {
-			t.Fatalf("body of small reads: read buffers %v, want 32 KiB each", events.bufs)
-		}
-	}
-	if len(w.sizes) != 10<<10/100+1 {
-		t.Errorf("body of small reads: %d writes, want %d", len(w.sizes), 10<<10/100+1)
 	}
 }

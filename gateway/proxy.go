@@ -50,27 +50,19 @@ type proxyHandler struct {
 	g       *Gateway
 	log     *zap.Logger
 	relay   *relay
-	buffers *copyBuffers           // response body copies (32 KiB); the ReverseProxy's too
-	bulk    *copyBuffers           // response body copies of bulk transfers (bulkCopySize)
+	buffers *copyBuffers           // response body copies
 	proxy   *httputil.ReverseProxy // protocol upgrades only
 }
 
-// copyBuffers is a pool of response body copy buffers. get and put keep
+// copyBuffers is the pool of response body copy buffers. get and put keep
 // the pointer that the pool holds (Put, the ReverseProxy's, allocates one).
-type copyBuffers struct {
-	p    sync.Pool
-	size int // bytes per buffer; zero means 32 KiB
-}
+type copyBuffers struct{ p sync.Pool }
 
 func (b *copyBuffers) get() *[]byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
 		return v
 	}
-	size := b.size
-	if size == 0 {
-		size = 32 << 10
-	}
-	buf := make([]byte, size)
+	buf := make([]byte, 32<<10)
 	return &buf
 }
 
@@ -80,8 +72,7 @@ func (b *copyBuffers) Get() []byte    { return *b.get() }
 func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func newProxyHandler(g *Gateway) *proxyHandler {
-	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g},
-		buffers: &copyBuffers{}, bulk: &copyBuffers{size: bulkCopySize}}
+	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{}}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: h.relay,
