@@ -243,7 +243,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 		c.release(stop, keep)
 		return res, false, nil
 	}
-	b := &h1Body{rc: res.Body, ctx: ctx, stop: stop, keep: keep}
+	b := &h1Body{rc: res.Body, br: c.br, left: res.ContentLength, ctx: ctx, stop: stop, keep: keep}
 	b.c.Store(c)
 	res.Body = b
 	return res, false, nil
@@ -277,6 +277,7 @@ func (c *h1Conn) readResponseFast(req *http.Request) (*http.Response, bool) {
 	if h.length > 0 {
 		b := &rb.body
 		b.ctx = req.Context()
+		b.br, b.left = c.br, h.length
 		b.lb = lengthBody{br: c.br, left: h.length}
 		b.rc = &b.lb
 		b.c.Store(c)
@@ -320,6 +321,8 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 type h1Body struct {
 	rc     io.ReadCloser // the body http.ReadResponse made, or &lb; never closed (its Close drains)
 	lb     lengthBody    // the body of a head that readResponseFast read
+	br     *bufio.Reader // the connection's reader, under rc
+	left   int64         // bytes of the body still to come; -1 when not declared
 	ctx    context.Context
 	stop   func() bool // stops the exchange's cancellation
 	keep   bool        // the connection may carry another request
@@ -331,7 +334,13 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
+	if b.left >= 0 {
+		p = endThroughBuffer(b.br, p, b.left)
+	}
 	n, err := b.rc.Read(p)
+	if b.left >= 0 {
+		b.left -= int64(n)
+	}
 	switch {
 	case err == nil:
 	case err == io.EOF:
@@ -348,6 +357,26 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// endThroughBuffer shortens p, a read of a body with left bytes to come,
+// so that the read that ends the body fills br's buffer rather than reading
+// the connection into p directly (bufio does that for a p as large as its
+// buffer when the buffer is empty). A fill reads what the backend sent
+// beyond the body too, and release sees it in br and closes the
+// connection. Read directly, that surplus would stay in the socket and
+// answer the next request on the pooled connection: a backend that sends
+// more than its Content-Length would let one user's response body become
+// another user's response. The cost is at most one more read per body
+// larger than the buffer. Bytes that the backend sends in a later write
+// still reach the next request, as they do with net/http once a request is
+// in flight.
+func endThroughBuffer(br *bufio.Reader, p []byte, left int64) []byte {
+	size := int64(br.Size())
+	if br.Buffered() == 0 && left >= size && int64(len(p)) >= left {
+		return p[:left-size+1]
+	}
+	return p
 }
 
 func (b *h1Body) Close() error {

@@ -871,3 +871,60 @@ func BenchmarkH1Sync(b *testing.B) {
 		})
 	}
 }
+
+// TestH1SyncBodyLongerThanDeclared checks that a backend that sends more
+// than its Content-Length in one write cannot make the surplus the next
+// request's response: the connection is closed, not pooled. The surplus
+// here is a whole response, what a backend that miscounts a reflected
+// body would let a user smuggle into another user's exchange.
+func TestH1SyncBodyLongerThanDeclared(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra string // header field that sends the head down ReadResponse
+	}{
+		{"fast head", ""},
+		{"net/http head", "Connection: keep-alive\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 64 << 10
+			smuggled := "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+			addr, accepted := rawBackend(t, func(c net.Conn) {
+				rr := newRawRequests(c)
+				for {
+					head, err := rr.next()
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(head, "GET /first ") {
+						c.Write([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s%s",
+							tc.extra, size, strings.Repeat("a", size), smuggled)))
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+				}
+			})
+			s := newTestH1Sync(t)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/first", nil)
+			res, err := s.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Read as the agent's relay does: into a buffer larger than
+			// the client's read buffer.
+			n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{res.Body}, make([]byte, 256<<10))
+			res.Body.Close()
+			if err != nil || n != size {
+				t.Fatalf("first body: %d bytes, %v; want %d bytes", n, err, size)
+			}
+			_, body, err := roundTripBody(t, s, http.MethodGet, "http://"+addr+"/second")
+			if err != nil || body != "second" {
+				t.Errorf("second request: body %.40q, %v; want %q (the surplus of the first response must not answer it)", body, err, "second")
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("backend accepted %d connections, want 2 (the first one closed)", n)
+			}
+		})
+	}
+}
