@@ -252,11 +252,22 @@ func (ex *serverExchange) serve() {
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
+		if !upgrade {
+			// The backend's fault, reported as such: relayed, the gateway
+			// would refuse the 101 as a malformed frame.
+			res.Body.Close()
+			ex.fail(errUnaskedSwitch)
+			return
+		}
 		ex.serveUpgrade(res)
 		return
 	}
 	ex.sendResponse(req, res)
 }
+
+// errUnaskedSwitch is the error of a 101 answer to a request that asked for
+// no upgrade.
+var errUnaskedSwitch = errors.New("the backend switched protocols, but the request asked for no upgrade")
 
 func (ex *serverExchange) backend(req *http.Request) (http.RoundTripper, error) {
 	if ex.s.Backend == nil {

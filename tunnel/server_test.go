@@ -496,3 +496,45 @@ func TestServeStreamDoneWithDataBeforeNextRecv(t *testing.T) {
 		})
 	}
 }
+
+// TestServeStreamUnaskedSwitch: a backend that answers 101 to a request
+// that asked for no upgrade is the backend's fault. The agent reports it
+// as a backend error with its reason and logs it; relayed, the gateway
+// would refuse the 101 as a malformed frame and tell the user that the
+// tunnel failed, with nothing in the agent's log.
+func TestServeStreamUnaskedSwitch(t *testing.T) {
+	gw, ag := newPipe(8)
+	closed := make(chan struct{})
+	be := rtFunc(func(req *http.Request) (*http.Response, error) {
+		return &http.Response{
+			StatusCode: http.StatusSwitchingProtocols, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Upgrade": {"x"}, "Connection": {"Upgrade"}},
+			Body:   &closeNotifier{closed: closed}, Request: req,
+		}, nil
+	})
+	a := startAgent(t, ag, be)
+	sendAll(gw, &Frame{Request: testHead("POST", "/"), Data: []byte("xyz"), End: true})
+	f := recvFrame(t, gw)
+	if f.Error.GetCode() != "backend-unreachable" || !strings.Contains(f.Error.GetMessage(), "switched protocols") {
+		t.Fatalf("agent answered %v, want a backend-unreachable error about the switch", f)
+	}
+	<-closed
+	gw.Finish(false)
+	a.result(t)
+	if w := a.warnings("exchange failed"); len(w) != 1 {
+		t.Fatalf("warnings: %v", a.logs.All())
+	}
+}
+
+// closeNotifier is a backend connection that reports its Close.
+type closeNotifier struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *closeNotifier) Read([]byte) (int, error)    { return 0, io.EOF }
+func (c *closeNotifier) Write(p []byte) (int, error) { return len(p), nil }
+func (c *closeNotifier) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
