@@ -150,7 +150,10 @@ func newBackendTransport(cfg *tls.Config, protocols http.Protocols, dial backend
 		MaxIdleConnsPerHost:   backendMaxIdlePerHost,
 		IdleConnTimeout:       backendIdleConnTimeout,
 		ExpectContinueTimeout: backendContinueTimeout,
-		Protocols:             &protocols,
+		// The synchronous client's bound rather than net/http's 10 MiB:
+		// an endless head from a bad backend costs the agent at most this.
+		MaxResponseHeaderBytes: h1MaxResponseHeaderBytes,
+		Protocols:              &protocols,
 	}
 }
 

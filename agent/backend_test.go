@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -504,5 +506,46 @@ func TestBackendsTransportPicksPool(t *testing.T) {
 		if got := b.Transport(req, tt.force); got != want {
 			t.Errorf("Transport(%s, %q, force=%v) picked the wrong pool", tt.url, tt.ct, tt.force)
 		}
+	}
+}
+
+// TestBackendsResponseHeadBound: a backend that sends an endless response
+// head to a request with a body (http.Transport's, not the synchronous
+// client's) is cut off at the same bound as the synchronous client's,
+// rather than net/http's 10 MiB, which a few bad exchanges at once would
+// make the agent hold in memory.
+func TestBackendsResponseHeadBound(t *testing.T) {
+	addr, _ := rawBackend(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		line := "X-Filler: " + strings.Repeat("f", 1000) + "\r\n"
+		bw := bufio.NewWriter(c)
+		bw.WriteString("HTTP/1.1 200 OK\r\n")
+		for n := 0; n < 2*h1MaxResponseHeaderBytes; n += len(line) {
+			if _, err := bw.WriteString(line); err != nil {
+				return
+			}
+		}
+		bw.WriteString("Content-Length: 0\r\n\r\n")
+		bw.Flush()
+	})
+	b := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("body"))
+	rt := b.Transport(req, false)
+	if _, ok := rt.(*http.Transport); !ok {
+		t.Fatalf("a POST went to %T, want the http.Transport", rt)
+	}
+	res, err := rt.RoundTrip(req)
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("a %d MiB response head was accepted", 2*h1MaxResponseHeaderBytes>>20)
+	}
+	if !strings.Contains(err.Error(), "exceeded") {
+		t.Errorf("err = %v, want one that says the head exceeded the limit", err)
 	}
 }
