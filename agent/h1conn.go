@@ -108,7 +108,8 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // closed socket answers the request with one, or a response. A backend
 // that half-closed the connection and goes on reading without answering
 // would hold the exchange until its context ends; hence no fast path for a
-// connection idle for more than h1WaitFirstIdle.
+// connection idle for more than h1WaitFirstIdle, nor for a fresh
+// connection's first request (a backend that speaks first).
 //
 // A wait that fails (the deadline that interrupt sets, a closed
 // connection) is left to the read that follows, which fails the same way.

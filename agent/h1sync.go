@@ -353,8 +353,12 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 	c.watch.c = c
 	c.stopWatch = c.watch.stop
 	if !key.tls {
+		// The first request takes the plain path (waitFirst stays
+		// false): a backend may speak first (a banner from a database or
+		// mail server on a mistyped port), and bytes that arrived before
+		// the wait began would not end it (see flush). Reused
+		// connections take the fast path.
 		c.raw = rawConnOf(nc)
-		c.waitFirst = c.raw != nil
 		c.flushWait = c.flushThenWait
 	}
 	if key.tls {
