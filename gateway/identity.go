@@ -53,6 +53,17 @@ func checkPreauth(cfg *Config) error {
 // it may pass. It reports false when it has answered the request itself.
 // Routing and the policy judge the same normalised path that is forwarded.
 func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchangeState) bool {
+	if r.Method == http.MethodConnect {
+		// The gateway publishes web applications; it is no forward
+		// proxy. Relayed, a CONNECT would reach the backend as one, and
+		// a 2xx answer would tell the client a tunnel was open.
+		st.errCode = CodeBadRequest
+		e := NewError(CodeBadRequest, "The gateway does not support CONNECT: it publishes web applications "+
+			"and is not a forward proxy. Send the request to the application's URL instead.", nil)
+		e.Status = http.StatusNotImplemented
+		WriteError(w, r, e)
+		return false
+	}
 	// RawPath, when set, is the path as the client wrote it (EscapedPath
 	// would turn a literal backslash into %5C, which means something else).
 	raw := r.URL.RawPath

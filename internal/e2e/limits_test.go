@@ -297,6 +297,10 @@ func TestLimitsMalformedRequests(t *testing.T) {
 		{"Host with a path", "GET / HTTP/1.1\r\nHost: " + limitsHost + "/x\r\n\r\n", 400},
 		{"bad request line", "GET /  HTTP/1.1 x\r\n" + host + "\r\n", 400},
 		{"unknown protocol version", "GET / HTTP/1.2.3\r\n" + host + "\r\n", 400},
+		// The gateway is no forward proxy: a CONNECT to a published host
+		// would reach the backend as a CONNECT, and a 2xx answer would
+		// tell the client that a tunnel was open.
+		{"CONNECT", "CONNECT " + limitsHost + ":443 HTTP/1.1\r\nHost: " + limitsHost + ":443\r\nConnection: close\r\n\r\n", 501},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
