@@ -485,7 +485,8 @@ func (c *checker) checkTLSFiles(p path, t TLSFiles) {
 }
 
 // checkHTTPURL checks that s is an absolute http:// or https:// URL with a
-// host and without user info or fragment.
+// host name, a port (if any) from 1 to 65535, and without user info or
+// fragment.
 func (c *checker) checkHTTPURL(p path, s string) {
 	u, err := url.Parse(s)
 	switch {
@@ -493,6 +494,10 @@ func (c *checker) checkHTTPURL(p path, s string) {
 		c.errorf(p, "required: an http:// or https:// URL")
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		c.errorf(p, "must be an http:// or https:// URL, got %q", s)
+	case u.Hostname() == "":
+		c.errorf(p, "host missing in %q", s)
+	case u.Port() != "" && (!validPort(u.Port(), false) || u.Port() == "0"):
+		c.errorf(p, "port %q must be a number from 1 to 65535", u.Port())
 	case u.User != nil:
 		c.errorf(p, "must not contain a user name or password")
 	case u.Fragment != "" || u.RawFragment != "":
