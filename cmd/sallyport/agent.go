@@ -172,7 +172,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	tc, err := gatewayTrust(cfg.Gateway, caFile, pin)
 	if err != nil {
 		if caFile == cfg.GatewayCAFile && caFile != "" {
-			return out, fmt.Errorf("gateway_ca_file: %w", err)
+			return out, cfg.FileError("gateway_ca_file", err)
 		}
 		return out, fmt.Errorf("gateway trust in data_dir: %w", err)
 	}

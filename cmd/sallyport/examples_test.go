@@ -61,7 +61,8 @@ func TestUnsupportedSettingsRefused(t *testing.T) {
 }
 
 // TestCertificateFileErrors: a missing or unusable certificate file stops
-// start-up with an error naming the setting and the file.
+// start-up with an error naming the config file, line and setting, and the
+// file.
 func TestCertificateFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not-a-cert.pem")
@@ -69,8 +70,8 @@ func TestCertificateFileErrors(t *testing.T) {
 	missing := filepath.Join(dir, "missing.pem")
 
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"public tls missing", "public: {tls: {cert_file: " + missing + ", key_file: " + missing + "}}", "public.tls"},
-		{"tunnel tls not PEM", "tunnel: {tls: {cert_file: " + notPEM + ", key_file: " + notPEM + "}}", "tunnel.tls"},
+		{"public tls missing", "public: {tls: {cert_file: " + missing + ", key_file: " + missing + "}}", "gateway.yaml:1: public.tls: "},
+		{"tunnel tls not PEM", "tunnel: {tls: {cert_file: " + notPEM + ", key_file: " + notPEM + "}}", "gateway.yaml:1: tunnel.tls: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, err := config.ParseGateway("gateway.yaml", []byte(tc.yaml+"\ndata_dir: "+dir+"\n"))
@@ -83,7 +84,7 @@ func TestCertificateFileErrors(t *testing.T) {
 		})
 	}
 	for _, tc := range []struct{ name, file, want string }{
-		{"ca file missing", missing, "gateway_ca_file"},
+		{"ca file missing", missing, "agent.yaml:3: gateway_ca_file: "},
 		{"ca file not PEM", notPEM, "no PEM certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

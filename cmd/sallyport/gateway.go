@@ -93,13 +93,13 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 	}
 	tok, err := adminToken(cfg.Admin.TokenFile)
 	if err != nil {
-		return out, fmt.Errorf("admin.token_file: %w", err)
+		return out, cfg.FileError("admin.token_file", err)
 	}
 	out.AdminToken = tok
 	if cfg.Public.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.Public.TLS.CertFile, cfg.Public.TLS.KeyFile)
 		if err != nil {
-			return out, fmt.Errorf("public.tls: %w", err)
+			return out, cfg.FileError("public.tls", err)
 		}
 		out.PublicTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
@@ -143,7 +143,7 @@ func tunnelCertificate(cfg *config.Gateway, log *zap.Logger) (*tls.Config, error
 	if cfg.Tunnel.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.Tunnel.TLS.CertFile, cfg.Tunnel.TLS.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tunnel.tls: %w", err)
+			return nil, cfg.FileError("tunnel.tls", err)
 		}
 		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 	}

@@ -48,7 +48,11 @@ func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map
 		p := &cfg.OIDC.Providers[i]
 		secret, err := clientSecret(p)
 		if err != nil {
-			return nil, nil, fmt.Errorf("oidc.providers[%d] (%s): %w", i, p.Name, err)
+			key := "client_secret_env"
+			if p.ClientSecretFile != "" {
+				key = "client_secret_file"
+			}
+			return nil, nil, cfg.FileError(fmt.Sprintf("oidc.providers[%d].%s", i, key), err)
 		}
 		providers = append(providers, preauth.ProviderConfig{
 			Name: p.Name, Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: secret,
@@ -84,17 +88,17 @@ func clientSecret(p *config.OIDCProvider) (string, error) {
 	case p.ClientSecretFile != "":
 		b, err := os.ReadFile(p.ClientSecretFile)
 		if err != nil {
-			return "", fmt.Errorf("client_secret_file: %w", err)
+			return "", err
 		}
 		s := strings.TrimSpace(string(b))
 		if s == "" {
-			return "", fmt.Errorf("client_secret_file %s is empty", p.ClientSecretFile)
+			return "", fmt.Errorf("%s is empty", p.ClientSecretFile)
 		}
 		return s, nil
 	case p.ClientSecretEnv != "":
 		s, ok := os.LookupEnv(p.ClientSecretEnv)
 		if !ok || strings.TrimSpace(s) == "" {
-			return "", fmt.Errorf("client_secret_env: the environment variable %s is not set", p.ClientSecretEnv)
+			return "", fmt.Errorf("the environment variable %s is not set", p.ClientSecretEnv)
 		}
 		return strings.TrimSpace(s), nil
 	}

@@ -82,7 +82,14 @@ type Agent struct {
 	// whose apps all use preauth: oidc without public_paths. False means no
 	// check.
 	VerifyAssertion bool `yaml:"verify_assertion"`
+
+	src source // the file it was parsed from; zero when built in code
 }
+
+// FileError reports err, a problem with the file that the setting at key
+// names (such as "gateway_ca_file"), as an *Error with the config file and
+// the setting's line and what to do.
+func (a *Agent) FileError(key string, err error) error { return a.src.fileError(key, err) }
 
 // BackendTLS is how the agent verifies the certificates of some https
 // backends.
@@ -157,6 +164,7 @@ func ParseAgent(name string, data []byte) (*Agent, error) {
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	a.src = source{file: name, root: root}
 	return a, nil
 }
 

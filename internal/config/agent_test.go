@@ -24,6 +24,7 @@ func TestLoadAgentDesignExample(t *testing.T) {
 		Connections:   2,
 		Allow:         []string{"127.0.0.1:9000", "*.corp.example:443", "10.0.0.0/8"},
 	}
+	a.src = source{} // where it came from: see TestFileError
 	if !reflect.DeepEqual(a, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", a, want)
 	}
@@ -49,6 +50,7 @@ func TestLoadAgentFull(t *testing.T) {
 			{Hosts: []string{"10.0.0.0/8"}, InsecureSkipVerify: true},
 		},
 	}
+	a.src = source{} // where it came from: see TestFileError
 	if !reflect.DeepEqual(a, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", a, want)
 	}

@@ -71,6 +71,51 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// source is where a parsed configuration came from, so that a problem
+// found after parsing (a file that a setting names cannot be read) can
+// name the config file and line. The zero value, for a configuration
+// built in code, names neither.
+type source struct {
+	file string
+	root *yaml.Node
+}
+
+// fileError reports err, a problem with the file (or environment
+// variable) that the setting at key names, as an *Error at that setting's
+// line that says what to do. key is
+// a path as Error.Path spells it: "public.tls",
+// "oidc.providers[0].client_secret_file".
+func (s source) fileError(key string, err error) error {
+	hint := "fix the path, or the file's contents or permissions"
+	if strings.HasSuffix(key, "_env") {
+		hint = "set the variable in the environment the process starts with"
+	}
+	c := &checker{file: s.file, root: s.root}
+	c.errorf(parseKeyPath(key), "%v (%s)", err, hint)
+	return c.errs[0]
+}
+
+// parseKeyPath is the inverse of path.String.
+func parseKeyPath(s string) path {
+	var p path
+	for _, part := range strings.Split(s, ".") {
+		name, rest, _ := strings.Cut(part, "[")
+		if name != "" {
+			p = p.key(name)
+		}
+		for rest != "" {
+			num, after, ok := strings.Cut(rest, "]")
+			i, err := strconv.Atoi(num)
+			if !ok || err != nil {
+				break
+			}
+			p = p.index(i)
+			rest = strings.TrimPrefix(after, "[")
+		}
+	}
+	return p
+}
+
 // readFile reads a config file, wrapping the error once.
 func readFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)

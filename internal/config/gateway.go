@@ -50,7 +50,15 @@ type Gateway struct {
 
 	OIDC OIDC  `yaml:"oidc"` // user pre-authentication providers
 	Apps []App `yaml:"apps"` // published applications; empty → every request is no-route
+
+	src source // the file it was parsed from; zero when built in code
 }
+
+// FileError reports err, a problem with the file that the setting at key
+// names (a missing certificate, an unreadable token file), as an *Error
+// with the config file and the setting's line and what to do. key is
+// spelt as in Error.Path: "public.tls", "oidc.providers[0].client_secret_file".
+func (g *Gateway) FileError(key string, err error) error { return g.src.fileError(key, err) }
 
 // TLSFiles names a PEM certificate (chain) and its private key.
 type TLSFiles struct {
@@ -388,6 +396,7 @@ func ParseGateway(name string, data []byte) (*Gateway, error) {
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	g.src = source{file: name, root: root}
 	return g, nil
 }
 

@@ -48,6 +48,7 @@ func TestLoadGatewayDesignExample(t *testing.T) {
 			PublicPaths:  []string{},
 		}},
 	}
+	g.src = source{} // where it came from: see TestFileError
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", g, want)
 	}
@@ -110,6 +111,7 @@ func TestLoadGatewayFull(t *testing.T) {
 			{Name: "grpc", Hosts: []string{"10.1.2.3"}, Backend: "http://127.0.0.1:50051", Group: "g2"},
 		},
 	}
+	g.src = source{} // where it came from: see TestFileError
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", g, want)
 	}
@@ -483,5 +485,39 @@ func TestGatewayAcceptsVariants(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestFileError: a file that a setting names and that turns out unusable
+// after parsing (missing, unreadable, not PEM) is reported at the config
+// file and line of that setting, with what to do; a configuration built in
+// code names only the setting.
+func TestFileError(t *testing.T) {
+	const yaml = "data_dir: d\npublic:\n  tls: {cert_file: c.pem, key_file: k.pem}\noidc:\n  providers:\n    - name: a\n      issuer: https://a/\n      client_id: c\n      client_secret_file: s\n"
+	g, err := ParseGateway("gateway.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("open c.pem: no such file or directory")
+	for _, tc := range []struct{ key, want string }{
+		{"public.tls", "gateway.yaml:3: public.tls: open c.pem: no such file or directory (fix the path, or the file's contents or permissions)"},
+		{"oidc.providers[0].client_secret_file", "gateway.yaml:9: oidc.providers[0].client_secret_file: open c.pem"},
+		{"admin.token_file", "gateway.yaml: admin.token_file: open c.pem"}, // not in the file: no line
+		{"oidc.providers[0].client_secret_env", "set the variable in the environment"},
+	} {
+		if got := g.FileError(tc.key, cause).Error(); !strings.Contains(got, tc.want) {
+			t.Errorf("FileError(%q) = %q, want it to contain %q", tc.key, got, tc.want)
+		}
+	}
+	a, err := ParseAgent("agent.yaml", []byte("gateway: gw:8443\ntoken: t\ngateway_ca_file: ca.pem\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.FileError("gateway_ca_file", cause).Error(), "agent.yaml:3: gateway_ca_file: open c.pem"; !strings.HasPrefix(got, want) {
+		t.Errorf("agent FileError = %q, want prefix %q", got, want)
+	}
+	var inCode Gateway
+	if got, want := inCode.FileError("public.tls", cause).Error(), "public.tls: open c.pem"; !strings.HasPrefix(got, want) {
+		t.Errorf("FileError of a config built in code = %q, want prefix %q", got, want)
 	}
 }
