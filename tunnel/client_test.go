@@ -213,6 +213,10 @@ func TestRoundTripRejectsMalformedResponses(t *testing.T) {
 		{name: "status 0", frames: []*Frame{ended(head(0))}},
 		{name: "status 99", frames: []*Frame{ended(head(99))}},
 		{name: "status 1000", frames: []*Frame{ended(head(1000))}},
+		// net/http would write an informational head and then a 200 of
+		// its own for the body; no agent relays a 1xx but 101.
+		{name: "status 100", frames: []*Frame{ended(head(100))}},
+		{name: "status 103", frames: []*Frame{head(103), {Data: []byte("ab"), End: true}}},
 		{name: "negative content length", frames: []*Frame{{Response: &tunnelv1.ResponseHead{Status: 200, ContentLength: -5}, End: true}}},
 		{name: "header name with CRLF", frames: []*Frame{{Response: &tunnelv1.ResponseHead{Status: 200,
 			Headers: []*tunnelv1.Header{{Name: "X\r\nY", Values: []string{"1"}}}}, End: true}}},

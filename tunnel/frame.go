@@ -303,6 +303,11 @@ func fillResponse(res *http.Response, h *tunnelv1.ResponseHead, req *http.Reques
 	if h.GetStatus() < 100 || h.GetStatus() > 999 {
 		return malformed("response: invalid status %d", h.GetStatus())
 	}
+	if h.GetStatus() < 200 && h.GetStatus() != http.StatusSwitchingProtocols {
+		// The agent's HTTP clients skip informational heads; as a final
+		// status, net/http would send it as one and a 200 of its own.
+		return malformed("response: informational status %d as the final response", h.GetStatus())
+	}
 	if h.GetContentLength() < -1 {
 		return malformed("response: invalid content length %d", h.GetContentLength())
 	}

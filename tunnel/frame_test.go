@@ -201,7 +201,7 @@ func TestResponseFromHead(t *testing.T) {
 	if _, ok := res.Trailer["Grpc-Status"]; !ok {
 		t.Fatalf("trailer: %v", res.Trailer)
 	}
-	for _, status := range []int32{100, 101, 599, 999} {
+	for _, status := range []int32{101, 200, 599, 999} {
 		h := valid()
 		h.Status = status
 		if _, err := responseFromHead(h, req); err != nil {
@@ -213,6 +213,8 @@ func TestResponseFromHead(t *testing.T) {
 		"status 0":          func(h *tunnelv1.ResponseHead) { h.Status = 0 },
 		"status 99":         func(h *tunnelv1.ResponseHead) { h.Status = 99 },
 		"status 1000":       func(h *tunnelv1.ResponseHead) { h.Status = 1000 },
+		"status 100":        func(h *tunnelv1.ResponseHead) { h.Status = 100 },
+		"status 199":        func(h *tunnelv1.ResponseHead) { h.Status = 199 },
 		"status negative":   func(h *tunnelv1.ResponseHead) { h.Status = -200 },
 		"content length -2": func(h *tunnelv1.ResponseHead) { h.ContentLength = -2 },
 		"header name with CRLF": func(h *tunnelv1.ResponseHead) {
