@@ -190,6 +190,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	log = limitRefusals(log, time.Now)
 	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry(), store: cfg.Store}
+	g.registry.MaxPerConnector = maxSessionsPerConnector
 	for _, t := range cfg.Tokens {
 		if t.Token == "" || t.Group == "" {
 			return nil, errors.New("gateway: a tunnel token needs a token and a group")
@@ -202,13 +203,13 @@ func New(cfg Config) (*Gateway, error) {
 	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
 		Authenticate: g.authenticateSession,
-		OnSession:    g.registry.Add,
+		OnSession:    g.addSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 	}
 	g.mux = &muxtunnel.Server{
 		Authenticate: g.authenticateSession,
-		OnSession:    g.registry.Add,
+		OnSession:    g.addSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 	}

@@ -23,6 +23,11 @@ import (
 // Sessions are compared with ==, so session types must be comparable (in
 // practice, pointers).
 type Registry struct {
+	// MaxPerConnector bounds the live sessions of one enrolled connector
+	// (SessionInfo.ConnectorID): Add refuses more. Zero means no bound. Set
+	// it before the first Add.
+	MaxPerConnector int
+
 	mu sync.Mutex // serialises writers (Add, Remove, purge)
 	// groups maps a connector group to its sessions. The map and its slices
 	// are never modified once stored: writers build copies under mu and swap
@@ -64,10 +69,12 @@ type SessionStatus struct {
 func NewRegistry() *Registry { return new(Registry) }
 
 // Add registers s under its group (s.Info().Group). Adding a session twice,
-// or one that has already ended, does nothing.
-func (r *Registry) Add(s tunnel.Session) {
+// or one that has already ended, does nothing. It returns false, having
+// added nothing, when s's connector already holds MaxPerConnector live
+// sessions; held is that number.
+func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	if isClosed(s.Done()) {
-		return
+		return 0, true
 	}
 	info := s.Info()
 	r.mu.Lock()
@@ -75,13 +82,20 @@ func (r *Registry) Add(s tunnel.Session) {
 	old := r.load()
 	for _, e := range old[info.Group] {
 		if e.s == s {
-			return
+			return 0, true
 		}
+		if info.ConnectorID != "" && e.info.ConnectorID == info.ConnectorID && !isClosed(e.s.Done()) {
+			held++
+		}
+	}
+	if r.MaxPerConnector > 0 && held >= r.MaxPerConnector {
+		return held, false
 	}
 	list := make([]*regEntry, 0, len(old[info.Group])+1)
 	list = append(list, old[info.Group]...)
 	list = append(list, &regEntry{s: s, info: info})
 	r.store(old, info.Group, list)
+	return held, true
 }
 
 // Remove drops s from the registry. Exchanges already picked on it keep

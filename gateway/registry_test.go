@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -496,5 +499,62 @@ func BenchmarkRegistryPick(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestRegistryMaxPerConnector: Add refuses a session of a connector that
+// already holds MaxPerConnector live ones; other connectors, and sessions
+// that have ended, do not count.
+func TestRegistryMaxPerConnector(t *testing.T) {
+	r := &Registry{MaxPerConnector: 2}
+	conn := func(id, connector string) *fakeSession {
+		s := newFakeSession(id, "g")
+		s.info.ConnectorID = connector
+		return s
+	}
+	a1, a2, a3, b1 := conn("a1", "A"), conn("a2", "A"), conn("a3", "A"), conn("b1", "B")
+	for _, s := range []*fakeSession{a1, a2, b1} {
+		if _, ok := r.Add(s); !ok {
+			t.Fatalf("%s refused", s)
+		}
+	}
+	if held, ok := r.Add(a3); ok || held != 2 {
+		t.Fatalf("third session of connector A: held %d, ok %v; want refused with 2 held", held, ok)
+	}
+	if n := len(r.entries("g")); n != 3 {
+		t.Fatalf("%d sessions registered, want 3", n)
+	}
+	a1.Close(nil) // ended, not yet removed
+	if _, ok := r.Add(a3); !ok {
+		t.Fatal("a session of connector A refused after one of its two ended")
+	}
+}
+
+// TestAddSessionRefusesOverLimit: the gateway closes a session over the
+// per-connector bound, with a logged reason, and keeps the others.
+func TestAddSessionRefusesOverLimit(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	g := &Gateway{registry: NewRegistry(), log: zap.New(core)}
+	g.registry.MaxPerConnector = maxSessionsPerConnector
+	var sessions []*fakeSession
+	for i := range maxSessionsPerConnector + 1 {
+		s := newFakeSession(fmt.Sprintf("s%d", i), "g")
+		s.info.ConnectorID = "c1"
+		sessions = append(sessions, s)
+		g.addSession(s)
+	}
+	last := sessions[maxSessionsPerConnector]
+	if !isClosed(last.Done()) {
+		t.Fatalf("session %d of one connector was kept", maxSessionsPerConnector+1)
+	}
+	if isClosed(sessions[0].Done()) {
+		t.Fatal("a session within the bound was closed")
+	}
+	if n := len(g.registry.entries("g")); n != maxSessionsPerConnector {
+		t.Fatalf("%d sessions registered, want %d", n, maxSessionsPerConnector)
+	}
+	w := logs.FilterMessage("agent refused: too many sessions for one connector").All()
+	if len(w) != 1 || w[0].ContextMap()["connector"] != "c1" {
+		t.Fatalf("warnings: %v", logs.All())
 	}
 }

@@ -105,6 +105,30 @@ func (g *Gateway) authenticateSession(state *tls.ConnectionState, _ string) (tun
 	return tunnel.Identity{ConnectorID: c.ID, Group: c.Group}, nil
 }
 
+// maxSessionsPerConnector bounds the sessions one enrolled connector may
+// hold at once. An agent opens at most 64 (its connections) and, while it
+// reconnects, briefly holds some old ones too; a connector's key used by
+// many agents at once, or by someone who opens sessions in a loop, cannot
+// make the gateway hold more.
+const maxSessionsPerConnector = 256
+
+// addSession registers a session the tunnel accepted, or closes it when its
+// connector already holds maxSessionsPerConnector sessions.
+func (g *Gateway) addSession(s tunnel.Session) {
+	held, ok := g.registry.Add(s)
+	if ok {
+		return
+	}
+	info := s.Info()
+	g.log.Warn("agent refused: too many sessions for one connector",
+		zap.String("connector", info.ConnectorID), zap.String("group", info.Group),
+		zap.String("agent", info.AgentName), zap.String("remote", info.RemoteAddr),
+		zap.Int("sessions", held),
+		zap.String("hint", "an agent opens at most 64; is this connector's key in use by several agents? "+
+			"Enroll each agent with its own token, or revoke the connector"))
+	s.Close(fmt.Errorf("connector %s already holds %d sessions, the most one connector may", info.ConnectorID, held))
+}
+
 // configToken is a pre-provisioned enrollment token from the gateway
 // config: reusable and without expiry, so existing agent configs with
 // `token:` keep working (they enroll themselves once).
