@@ -867,3 +867,20 @@ func TestBulkBodiesOverGRPC(t *testing.T) {
 		}
 	}
 }
+
+// TestClosedBeforeWelcome: a session that the gateway closes as it
+// registers it (one over the per-connector bound) fails the agent's Dial
+// with the gateway's reason, rather than with an anonymous "session
+// closed".
+func TestClosedBeforeWelcome(t *testing.T) {
+	ts := startServer(t, func(s *grpctunnel.Server) {
+		s.OnSession = func(ss tunnel.Session) { ss.Close(errors.New("connector conn-1 already holds 2 sessions")) }
+	})
+	_, err := ts.dial(goodToken, nil)
+	if err == nil {
+		t.Fatal("Dial succeeded on a session the gateway closed")
+	}
+	if !strings.Contains(err.Error(), "already holds 2 sessions") {
+		t.Fatalf("Dial error %q does not carry the gateway's reason", err)
+	}
+}

@@ -184,6 +184,11 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		MaxStreams:      uint32(s.maxStreams()),
 	}}
 	if err := ss.sendControl(welcome); err != nil {
+		if errors.Is(err, ErrSessionClosed) && ss.reason != nil {
+			// Closed as it was registered (one session too many for its
+			// connector): the agent learns why.
+			return status.Error(codes.Unavailable, "the gateway closed the session: "+ss.reason.Error())
+		}
 		return err
 	}
 	s.log().Info("agent session started",
@@ -309,6 +314,7 @@ type session struct {
 	drainOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
+	reason    error // why Close was called; nil for none; written before done is closed
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -334,6 +340,7 @@ func (ss *session) Close(reason error) {
 		ss.srv.mu.Lock()
 		delete(ss.srv.sessions, ss.info.ID)
 		ss.srv.mu.Unlock()
+		ss.reason = reason
 		close(ss.done)
 	})
 }
