@@ -504,3 +504,22 @@ func TestBurstAfterIdleGoroutines(t *testing.T) {
 	}
 	stop()
 }
+
+// TestClosedBeforeWelcome: a session that the gateway closes as it
+// registers it (one over the per-connector bound) fails the agent's
+// handshake with the gateway's reason.
+func TestClosedBeforeWelcome(t *testing.T) {
+	p := newPair(t, func(s *muxtunnel.Server) {
+		s.OnSession = func(ss tunnel.Session) { ss.Close(errors.New("connector c1 already holds 2 sessions")) }
+	})
+	_, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{Token: goodToken, Transport: "yamux"})
+	if err == nil {
+		t.Fatal("the handshake succeeded on a session the gateway closed")
+	}
+	if !strings.Contains(err.Error(), "already holds 2 sessions") {
+		t.Fatalf("handshake error %q does not carry the gateway's reason", err)
+	}
+	if err := p.served1(t); err == nil || !strings.Contains(err.Error(), "already holds 2 sessions") {
+		t.Fatalf("ServeConn returned %v, want the reason", err)
+	}
+}

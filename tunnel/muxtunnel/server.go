@@ -96,6 +96,7 @@ func (s *Server) authenticate(c Conn, hello *tunnelv1.Hello) (tunnel.Identity, e
 const (
 	codeUnauthenticated = "unauthenticated"
 	codeRevoked         = "revoked"
+	codeClosed          = "closed" // the gateway closed the session as it registered it
 )
 
 // ServeConn runs one agent connection until it ends or ctx is cancelled;
@@ -132,6 +133,21 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	// opened in between waits in the agent's accept backlog.
 	if s.OnSession != nil {
 		s.OnSession(ss)
+	}
+	ss.welcomed.Store(true)
+	select {
+	case <-ss.done:
+		// Closed as it was registered (one session too many for its
+		// connector): the agent learns why.
+		msg := "the gateway closed the session"
+		if ss.reason != nil {
+			msg = ss.reason.Error()
+		}
+		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: codeClosed, Message: msg}}, maxControlSize)
+		_ = ctrl.CloseWrite()
+		waitClosed(ctrl, time.Second)
+		return fmt.Errorf("agent refused: %s", msg)
+	default:
 	}
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
 		ProtocolVersion: tunnel.ProtocolVersion,
@@ -268,6 +284,8 @@ type session struct {
 	drainOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
+	reason    error       // why Close was called; nil for none; written before done is closed
+	welcomed  atomic.Bool // the welcome is on its way: Close closes the connection
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -282,7 +300,13 @@ func (ss *session) Close(reason error) {
 		ss.srv.mu.Lock()
 		delete(ss.srv.sessions, ss)
 		ss.srv.mu.Unlock()
+		ss.reason = reason
 		close(ss.done)
+		if !ss.welcomed.Load() {
+			// Closed as it was registered: ServeConn, still before the
+			// welcome, tells the agent why and closes the connection.
+			return
+		}
 		msg := ""
 		if reason != nil {
 			msg = reason.Error()
