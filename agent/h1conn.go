@@ -56,6 +56,7 @@ type h1Conn struct {
 	// connections only.
 	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
 	waitFirst bool               // this exchange flushes with flushAndWait
+	wrote     bool               // part of the request left before flush (see Write)
 	flushW    *bufio.Writer      // the request flushAndWait writes
 	flushErr  error              // its write error
 	waits     int                // calls of flushWait in this flushAndWait
@@ -114,7 +115,10 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // A wait that fails (the deadline that interrupt sets, a closed
 // connection) is left to the read that follows, which fails the same way.
 func (c *h1Conn) flush(bw *bufio.Writer) error {
-	if !c.waitFirst {
+	if !c.waitFirst || c.wrote {
+		// Slow path: part of the request left already (a head larger
+		// than the buffer), and the backend may have answered it, unseen
+		// by a wait that begins now.
 		return bw.Flush()
 	}
 	c.flushW, c.flushErr, c.waits = bw, nil, 0
@@ -141,6 +145,13 @@ func (c *h1Conn) flushThenWait(uintptr) bool {
 		return true
 	}
 	return false
+}
+
+// Write writes the request for bw to the connection and records in wrote
+// that some of it left before flush.
+func (c *h1Conn) Write(p []byte) (int, error) {
+	c.wrote = true
+	return c.conn.Write(p)
 }
 
 // Read reads from the connection for br, no more than limit bytes: the
@@ -194,7 +205,8 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 	c.watch.start(ctx)
 	stop := c.stopWatch
 	bw := h1WriterPool.Get().(*bufio.Writer)
-	bw.Reset(c.conn)
+	bw.Reset(c)
+	c.wrote = false
 	if !writeRequest(bw, req) {
 		err = req.Write(bw) // slow path: what writeRequest leaves to net/http
 	}

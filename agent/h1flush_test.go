@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -134,3 +135,35 @@ func TestH1SyncHalfClosedIdleConn(t *testing.T) {
 	}
 }
 
+
+// TestH1SyncFlushWaitsWholeHeadOnly: a request head larger than the write
+// buffer leaves in part before flush, and the backend may answer that part
+// (431 from a server with a small head limit) before the wait begins; the
+// wait would not see the answer. Such a request writes and reads the plain
+// way, on a connection that would otherwise take the fast path.
+func TestH1SyncFlushWaitsWholeHeadOnly(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	b := startCountedBackend(t, ok, false)
+	s := newTestH1Sync(t)
+	now := time.Now()
+	s.Now = func() time.Time { return now } // idle for no time: the fast path applies
+	big := strings.Repeat("c", 2*h1WriteBufferSize)
+	for i, tc := range []struct {
+		cookie string
+		want   int
+	}{
+		{"", 0}, // fresh connection
+		{"small", 2},
+		{big, 0},
+		{"small", 2},
+	} {
+		if _, body, err := roundTripBody(t, s, http.MethodGet, b.URL+"/", "Cookie", tc.cookie); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q, %v", i, body, err)
+		}
+		c := idleConn(t, s, b.URL, false)
+		if c.waits != tc.want {
+			t.Errorf("request %d (head of %d+ bytes): flushThenWait ran %d times, want %d", i, len(tc.cookie), c.waits, tc.want)
+		}
+		c.waits = 0
+	}
+}
