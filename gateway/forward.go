@@ -219,7 +219,7 @@ func reencodeQuery(q string) string {
 func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *exchangeState) {
 	out, ob := h.outRequest(r, st)
 	defer ob.body.stop()
-	res, err := h.relay.roundTrip(out, st)
+	res, err := h.relay.roundTrip(out, st, dropHeader)
 	if err != nil {
 		h.exchangeFailed(w, r, st, err)
 		return
@@ -230,6 +230,17 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 			return // called without a server (tests): nothing to cut
 		}
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// dropHeader lets go of the relayed request's header map (a few hundred
+// bytes) once its head is sent, so that an exchange that waits long for its
+// response, such as a long poll, does not hold it. Nothing reads it later
+// but grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps
+// it.
+func dropHeader(out *http.Request) {
+	if !isGRPC(out) {
+		out.Header = nil
 	}
 }
 

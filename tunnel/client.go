@@ -29,6 +29,12 @@ type Options struct {
 	// Done, if not nil, is called exactly once when the exchange is over:
 	// both bodies finished, or the exchange failed or was abandoned.
 	Done func()
+	// HeadSent, if not nil, is called with req once its head has been sent,
+	// before RoundTrip waits for the response head: RoundTrip reads no more
+	// of req than its context, body and trailers from then on, so the
+	// caller may let go of what only the head needed (such as the header
+	// map) while a long poll waits. Not called when the head was not sent.
+	HeadSent func(req *http.Request)
 }
 
 // bufPool holds ChunkSize buffers for copying request bodies.
@@ -88,6 +94,13 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		// may retry with it.
 		ex.finishDone()
 		return nil, &notSentError{fmt.Errorf("send request head: %w", err)}
+	}
+	// The stream keeps nothing of a sent frame: let go of the head's wire
+	// headers (about 90 bytes each), which an exchange waiting long for its
+	// response (a long poll) would otherwise hold.
+	ex.reqHead.Headers = nil
+	if o.HeadSent != nil {
+		o.HeadSent(req)
 	}
 
 	// From here on the exchange owns the stream: cancellation of the
