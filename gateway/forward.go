@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -142,7 +143,10 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 	}
 
 	conn := connectionTokens(r.Header)
-	hdr := make(http.Header, len(r.Header)+4)
+	hdr, _ := headerMaps.Get().(http.Header)
+	if hdr == nil {
+		hdr = make(http.Header, len(r.Header)+4)
+	}
 	for k, vv := range r.Header {
 		if isHopHeader(k) || isForwardedHeader(k) || containsString(conn, k) {
 			continue
@@ -233,14 +237,27 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	}
 }
 
-// dropHeader lets go of the relayed request's header map (a few hundred
-// bytes) once its head is sent, so that an exchange that waits long for its
-// response, such as a long poll, does not hold it. Nothing reads it later
-// but grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps
-// it.
+// headerMaps pools the header maps of relayed requests (see dropHeader).
+var headerMaps sync.Pool
+
+// maxPooledHeaders bounds the headers of a map that goes back to the pool:
+// a map keeps its room when cleared.
+const maxPooledHeaders = 32
+
+// dropHeader gives the relayed request's header map back to its pool once
+// its head is sent, so that an exchange that waits long for its response,
+// such as a long poll, does not hold it (a few hundred bytes), and a small
+// exchange makes no garbage of it. Nothing reads it later but
+// grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps it.
 func dropHeader(out *http.Request) {
-	if !isGRPC(out) {
-		out.Header = nil
+	if isGRPC(out) {
+		return
+	}
+	h := out.Header
+	out.Header = nil
+	if len(h) <= maxPooledHeaders {
+		clear(h)
+		headerMaps.Put(h)
 	}
 }
 

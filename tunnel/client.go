@@ -59,7 +59,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	// The first frame lives in the exchange, which saves two allocations
 	// (and the response and its body, two more).
 	head := &ex.first
-	fillRequestHead(&ex.reqHead, req, o)
+	wh := pooledHeadersToWire(req.Header, false)
+	fillRequestHead(&ex.reqHead, req, o, wh.ptrs)
 	head.Request = &ex.reqHead
 	switch {
 	case upgrade:
@@ -79,6 +80,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		req.Body.Close()
 		hasBody = false
 		if err != nil {
+			wh.release()
 			st.Finish(false)
 			ex.finishDone()
 			return nil, &notSentError{&ClientBodyError{Err: err}}
@@ -88,17 +90,18 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		// Keep the body replayable in case the head cannot be sent.
 		req.Body = io.NopCloser(bytes.NewReader(buf))
 	}
-	if err := st.Send(head); err != nil {
+	err := st.Send(head)
+	// The stream keeps nothing of a frame once Send returned: the head's
+	// header messages go back to their pool (see wireHeaders).
+	ex.reqHead.Headers = nil
+	wh.release()
+	if err != nil {
 		st.Finish(false)
 		// When the body was not read yet it stays open, so that the caller
 		// may retry with it.
 		ex.finishDone()
 		return nil, &notSentError{fmt.Errorf("send request head: %w", err)}
 	}
-	// The stream keeps nothing of a sent frame: let go of the head's wire
-	// headers (about 90 bytes each), which an exchange waiting long for its
-	// response (a long poll) would otherwise hold.
-	ex.reqHead.Headers = nil
 	if o.HeadSent != nil {
 		o.HeadSent(req)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -47,8 +48,12 @@ func DecodeFrame(b []byte) (*Frame, error) {
 // than one per header); the values alias h's slices, which is safe because
 // the head is only encoded, never modified.
 func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
-	block := make([]tunnelv1.Header, len(h))
-	out := make([]*tunnelv1.Header, 0, len(h))
+	return appendWire(make([]*tunnelv1.Header, 0, len(h)), make([]tunnelv1.Header, len(h)), h, keepLength)
+}
+
+// appendWire is headersToWire into out (empty) and block (at least len(h)
+// messages).
+func appendWire(out []*tunnelv1.Header, block []tunnelv1.Header, h http.Header, keepLength bool) []*tunnelv1.Header {
 	for k, vv := range h {
 		if k == "Trailer" || (k == "Content-Length" && !keepLength) {
 			continue
@@ -58,6 +63,47 @@ func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
 		out = append(out, hdr)
 	}
 	return out
+}
+
+// wireHeaders is pooled memory for the header messages of a request head.
+// A head is only encoded, and a stream keeps nothing of a frame once Send
+// returned, so RoundTrip gives the memory back right after sending: a
+// small exchange makes no garbage of it (two allocations fewer), and an
+// exchange waiting long for its response (a long poll) holds none of it.
+type wireHeaders struct {
+	ptrs  []*tunnelv1.Header
+	block []tunnelv1.Header
+}
+
+// maxPooledHeaders bounds the header messages a pooled wireHeaders keeps: a
+// rare head with more is left to the collector.
+const maxPooledHeaders = 64
+
+var wireHeadersPool = sync.Pool{New: func() any { return new(wireHeaders) }}
+
+// pooledHeadersToWire is headersToWire into pooled memory; release gives it
+// back once the head is sent.
+func pooledHeadersToWire(h http.Header, keepLength bool) *wireHeaders {
+	w := wireHeadersPool.Get().(*wireHeaders)
+	if cap(w.block) < len(h) {
+		w.ptrs = make([]*tunnelv1.Header, 0, len(h))
+		w.block = make([]tunnelv1.Header, len(h))
+	}
+	w.ptrs = appendWire(w.ptrs[:0], w.block[:len(h)], h, keepLength)
+	return w
+}
+
+// release forgets the header names and values (the request's) and pools w.
+func (w *wireHeaders) release() {
+	for i, hdr := range w.ptrs {
+		hdr.Name, hdr.Values = "", nil
+		w.ptrs[i] = nil
+	}
+	w.ptrs = w.ptrs[:0]
+	if cap(w.block) > maxPooledHeaders {
+		return
+	}
+	wireHeadersPool.Put(w)
 }
 
 // headersFromWire validates and converts headers received from the peer.
@@ -173,12 +219,13 @@ func mergeTrailers(dst *http.Header, hs []*tunnelv1.Header) error {
 // points at the backend.
 func requestHead(req *http.Request, o *Options) *tunnelv1.RequestHead {
 	h := new(tunnelv1.RequestHead)
-	fillRequestHead(h, req, o)
+	fillRequestHead(h, req, o, headersToWire(req.Header, false))
 	return h
 }
 
-// fillRequestHead is requestHead into a zero head that the caller owns.
-func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options) {
+// fillRequestHead is requestHead into a zero head that the caller owns,
+// with the headers converted by the caller.
+func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options, headers []*tunnelv1.Header) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -196,7 +243,7 @@ func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options) {
 	h.Authority = req.URL.Host
 	h.Path = path
 	h.Host = host
-	h.Headers = headersToWire(req.Header, false)
+	h.Headers = headers
 	h.ContentLength = cl
 	h.TrailerNames = trailerNames(req.Trailer)
 	if o != nil {

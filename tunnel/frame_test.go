@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -328,5 +330,32 @@ func TestCheckRequestHead(t *testing.T) {
 				t.Fatalf("the agent's RequestFromHead = %v, want accepted=%v", err, tc.fits)
 			}
 		})
+	}
+}
+
+// TestPooledHeadersToWire: pooled header messages carry what headersToWire
+// gives, and a reused block keeps nothing of its previous head.
+func TestPooledHeadersToWire(t *testing.T) {
+	big := http.Header{"A": {"1"}, "B": {"2", "3"}, "Content-Length": {"5"}, "Trailer": {"X"}, "C": {"4"}}
+	small := http.Header{"D": {"5"}}
+	for _, h := range []http.Header{big, small, big} {
+		w := pooledHeadersToWire(h, false)
+		got := make(http.Header)
+		for _, f := range w.ptrs {
+			got[f.GetName()] = append(got[f.GetName()], f.GetValues()...)
+		}
+		want := make(http.Header)
+		for _, f := range headersToWire(h, false) {
+			want[f.GetName()] = f.GetValues()
+		}
+		if !maps.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("pooled %v, want %v", got, want)
+		}
+		w.release()
+		for i := range w.block {
+			if m := &w.block[i]; len(w.ptrs) != 0 || m.GetName() != "" || m.GetValues() != nil {
+				t.Errorf("released, %d pointers left, message %d still holds %q %q", len(w.ptrs), i, m.GetName(), m.GetValues())
+			}
+		}
 	}
 }
