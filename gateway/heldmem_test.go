@@ -22,7 +22,7 @@ import (
 // maxHeldHeapBytes is the budget of TestHeldExchangeMemory: the Go heap the
 // gateway keeps per exchange waiting for its response, with net/http's part
 // (about 11 KiB: its read and write buffers, the connection and the
-// request) and the test's stream. Measured at 16.7 KB, with or without the
+// request) and the test's stream. Measured at 16.3 KB, with or without the
 // race detector (main before the long-poll trims: 17.5 KB). Issue 3 target
 // 6 allows 32 KiB of RSS per held exchange, of which about 14 KiB are
 // goroutine stacks (not budgeted here: their sizes follow the runtime's

@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
 // Options are the per-exchange settings of RoundTrip. The zero value works.
@@ -56,12 +55,13 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := isUpgradeRequest(req)
 
-	// The first frame lives in the exchange, which saves two allocations
-	// (and the response and its body, two more).
-	head := &ex.first
-	wh := pooledHeadersToWire(req.Header, false)
-	fillRequestHead(&ex.reqHead, req, o, wh.ptrs)
-	head.Request = &ex.reqHead
+	// The first frame comes from a pool and goes back once sent (see
+	// requestFrame); the response and its body live in the exchange, which
+	// saves two allocations.
+	rf := requestFrames.Get().(*requestFrame)
+	head := &rf.frame
+	fillRequestHead(&rf.head, req, o, rf.fill(req.Header, false))
+	head.Request = &rf.head
 	switch {
 	case upgrade:
 		// An upgrade request has no body: the data that follows the head is
@@ -80,7 +80,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		req.Body.Close()
 		hasBody = false
 		if err != nil {
-			wh.release()
+			rf.release()
 			st.Finish(false)
 			ex.finishDone()
 			return nil, &notSentError{&ClientBodyError{Err: err}}
@@ -91,10 +91,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		req.Body = io.NopCloser(bytes.NewReader(buf))
 	}
 	err := st.Send(head)
-	// The stream keeps nothing of a frame once Send returned: the head's
-	// header messages go back to their pool (see wireHeaders).
-	ex.reqHead.Headers = nil
-	wh.release()
+	// The stream keeps nothing of a frame once Send returned.
+	rf.release()
 	if err != nil {
 		st.Finish(false)
 		// When the body was not read yet it stays open, so that the caller
@@ -183,8 +181,6 @@ type clientExchange struct {
 	abortErr  atomic.Pointer[error]
 	abortOnce sync.Once
 
-	first   Frame                // the request's first frame; owned by RoundTrip
-	reqHead tunnelv1.RequestHead // its head; owned by RoundTrip
 	// The response and its body, in this allocation rather than two more;
 	// set up by RoundTrip, then owned by whoever RoundTrip returns them to.
 	response http.Response

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -333,15 +334,20 @@ func TestCheckRequestHead(t *testing.T) {
 	}
 }
 
-// TestPooledHeadersToWire: pooled header messages carry what headersToWire
-// gives, and a reused block keeps nothing of its previous head.
-func TestPooledHeadersToWire(t *testing.T) {
+// TestPooledRequestFrame: a request frame's reused header messages carry
+// what headersToWire gives, and a released frame keeps nothing of its
+// previous request.
+func TestPooledRequestFrame(t *testing.T) {
 	big := http.Header{"A": {"1"}, "B": {"2", "3"}, "Content-Length": {"5"}, "Trailer": {"X"}, "C": {"4"}}
 	small := http.Header{"D": {"5"}}
+	w := new(requestFrame)
 	for _, h := range []http.Header{big, small, big} {
-		w := pooledHeadersToWire(h, false)
+		req := httptest.NewRequest("GET", "http://backend:80/x", nil)
+		req.Header = h
+		fillRequestHead(&w.head, req, &Options{App: "app", RequestID: "rid"}, w.fill(h, false))
+		w.frame.Request, w.frame.End = &w.head, true
 		got := make(http.Header)
-		for _, f := range w.ptrs {
+		for _, f := range w.head.Headers {
 			got[f.GetName()] = append(got[f.GetName()], f.GetValues()...)
 		}
 		want := make(http.Header)
@@ -356,6 +362,9 @@ func TestPooledHeadersToWire(t *testing.T) {
 			if m := &w.block[i]; len(w.ptrs) != 0 || m.GetName() != "" || m.GetValues() != nil {
 				t.Errorf("released, %d pointers left, message %d still holds %q %q", len(w.ptrs), i, m.GetName(), m.GetValues())
 			}
+		}
+		if w.frame.Request != nil || w.frame.End || w.head.App != "" || w.head.Path != "" || w.head.Headers != nil {
+			t.Errorf("released, the frame still holds %v", &w.frame)
 		}
 	}
 }
