@@ -89,6 +89,25 @@ func (rf *requestFrame) release() {
 	}
 }
 
+// responseFrame is requestFrame for the agent's response heads: a
+// serverExchange waiting for its backend (a long poll) holds none of it.
+type responseFrame struct {
+	frame Frame
+	head  tunnelv1.ResponseHead
+	wireHeaders
+}
+
+var responseFrames = sync.Pool{New: func() any { return new(responseFrame) }}
+
+// release clears rf and pools it.
+func (rf *responseFrame) release() {
+	rf.frame = Frame{}
+	rf.head = tunnelv1.ResponseHead{}
+	if rf.wireHeaders.release() {
+		responseFrames.Put(rf)
+	}
+}
+
 // wireHeaders is reusable memory for the header messages of a head.
 type wireHeaders struct {
 	ptrs  []*tunnelv1.Header
@@ -338,14 +357,15 @@ func validMethod(m string) bool {
 // responseHead builds the wire head for a backend response.
 func responseHead(res *http.Response) *tunnelv1.ResponseHead {
 	h := new(tunnelv1.ResponseHead)
-	fillResponseHead(h, res)
+	fillResponseHead(h, res, headersToWire(res.Header, true))
 	return h
 }
 
-// fillResponseHead is responseHead into a zero head that the caller owns.
-func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response) {
+// fillResponseHead is responseHead into a zero head that the caller owns,
+// with the headers converted by the caller.
+func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response, headers []*tunnelv1.Header) {
 	h.Status = int32(res.StatusCode)
-	h.Headers = headersToWire(res.Header, true)
+	h.Headers = headers
 	h.ContentLength = res.ContentLength
 	h.TrailerNames = trailerNames(res.Trailer)
 }

@@ -368,3 +368,19 @@ func TestPooledRequestFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestPooledResponseFrame: a released response frame keeps nothing of the
+// response it carried.
+func TestPooledResponseFrame(t *testing.T) {
+	rf := new(responseFrame)
+	res := &http.Response{StatusCode: 200, Header: http.Header{"X-A": {"1"}, "Content-Length": {"2"}}, ContentLength: 2}
+	fillResponseHead(&rf.head, res, rf.fill(res.Header, true))
+	rf.frame.Response, rf.frame.Data, rf.frame.End = &rf.head, []byte("ok"), true
+	if got := len(rf.head.Headers); got != 2 {
+		t.Fatalf("%d headers, want 2 (a response keeps Content-Length)", got)
+	}
+	rf.release()
+	if rf.frame.Response != nil || rf.frame.Data != nil || rf.head.Status != 0 || rf.head.Headers != nil || rf.block[0].Name != "" {
+		t.Errorf("released, the frame still holds %v, %v", &rf.frame, &rf.head)
+	}
+}
