@@ -80,7 +80,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		req.Body.Close()
 		hasBody = false
 		if err != nil {
-			rf.release()
+			rf.release(&requestFrames)
 			st.Finish(false)
 			ex.finishDone()
 			return nil, &notSentError{&ClientBodyError{Err: err}}
@@ -92,7 +92,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 	err := st.Send(head)
 	// The stream keeps nothing of a frame once Send returned.
-	rf.release()
+	rf.release(&requestFrames)
 	if err != nil {
 		st.Finish(false)
 		// When the body was not read yet it stays open, so that the caller

@@ -65,46 +65,38 @@ func appendWire(out []*tunnelv1.Header, block []tunnelv1.Header, h http.Header, 
 	return out
 }
 
-// requestFrame is pooled memory for the first frame of a request: the
+// headFrame is pooled memory for the first frame of a request (the
+// gateway's RoundTrip) or of a response (the agent's ServeStream): the
 // frame, its head and the header messages. A head is only encoded, and a
-// stream keeps nothing of a frame once Send returned, so RoundTrip gives
-// it back right after sending: a small exchange makes no garbage of it
-// (two allocations fewer than when the headers were allocated per head),
+// stream keeps nothing of a frame once Send returned, so it goes back to
+// its pool right after sending: a small exchange makes no garbage of it (two
+// allocations fewer per head than when the headers were allocated for it),
 // and an exchange waiting long for its response (a long poll) holds none of
-// it (its clientExchange is 352 bytes smaller than when it held the frame).
-type requestFrame struct {
+// it (the gateway's clientExchange is 352 bytes smaller than when it held
+// the frame).
+type headFrame[H any] struct {
 	frame Frame
-	head  tunnelv1.RequestHead
+	head  H
 	wireHeaders
 }
 
-var requestFrames = sync.Pool{New: func() any { return new(requestFrame) }}
+type (
+	requestFrame  = headFrame[tunnelv1.RequestHead]
+	responseFrame = headFrame[tunnelv1.ResponseHead]
+)
 
-// release clears rf and pools it.
-func (rf *requestFrame) release() {
-	rf.frame = Frame{}
-	rf.head = tunnelv1.RequestHead{}
-	if rf.wireHeaders.release() {
-		requestFrames.Put(rf)
-	}
-}
+var (
+	requestFrames  = sync.Pool{New: func() any { return new(requestFrame) }}
+	responseFrames = sync.Pool{New: func() any { return new(responseFrame) }}
+)
 
-// responseFrame is requestFrame for the agent's response heads: a
-// serverExchange waiting for its backend (a long poll) holds none of it.
-type responseFrame struct {
-	frame Frame
-	head  tunnelv1.ResponseHead
-	wireHeaders
-}
-
-var responseFrames = sync.Pool{New: func() any { return new(responseFrame) }}
-
-// release clears rf and pools it.
-func (rf *responseFrame) release() {
-	rf.frame = Frame{}
-	rf.head = tunnelv1.ResponseHead{}
-	if rf.wireHeaders.release() {
-		responseFrames.Put(rf)
+// release clears f and puts it back into pool (its type's).
+func (f *headFrame[H]) release(pool *sync.Pool) {
+	var zero H
+	f.frame = Frame{}
+	f.head = zero
+	if f.wireHeaders.release() {
+		pool.Put(f)
 	}
 }
 

@@ -357,7 +357,7 @@ func TestPooledRequestFrame(t *testing.T) {
 		if !maps.EqualFunc(got, want, slices.Equal) {
 			t.Errorf("pooled %v, want %v", got, want)
 		}
-		w.release()
+		w.release(&requestFrames)
 		for i := range w.block {
 			if m := &w.block[i]; len(w.ptrs) != 0 || m.GetName() != "" || m.GetValues() != nil {
 				t.Errorf("released, %d pointers left, message %d still holds %q %q", len(w.ptrs), i, m.GetName(), m.GetValues())
@@ -379,7 +379,7 @@ func TestPooledResponseFrame(t *testing.T) {
 	if got := len(rf.head.Headers); got != 2 {
 		t.Fatalf("%d headers, want 2 (a response keeps Content-Length)", got)
 	}
-	rf.release()
+	rf.release(&responseFrames)
 	if rf.frame.Response != nil || rf.frame.Data != nil || rf.head.Status != 0 || rf.head.Headers != nil || rf.block[0].Name != "" {
 		t.Errorf("released, the frame still holds %v, %v", &rf.frame, &rf.head)
 	}

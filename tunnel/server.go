@@ -282,7 +282,7 @@ func (ex *serverExchange) sendError(code, msg string) {
 func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	defer res.Body.Close()
 	// The first frame comes from a pool and goes back once sent (see
-	// responseFrame).
+	// headFrame).
 	rf := responseFrames.Get().(*responseFrame)
 	head := &rf.frame
 	fillResponseHead(&rf.head, res, rf.fill(res.Header, true))
@@ -293,7 +293,7 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	case noBody && len(res.Trailer) == 0:
 		head.End = true
 		err := ex.st.Send(head)
-		rf.release()
+		rf.release(&responseFrames)
 		if err != nil {
 			ex.cancel(err)
 			return
@@ -306,7 +306,7 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 		return
 	}
 	err := ex.st.Send(head)
-	rf.release()
+	rf.release(&responseFrames)
 	if err != nil {
 		ex.cancel(err)
 		return
@@ -335,7 +335,7 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 // to its pool. The stream does not keep the frame after Send, so the body
 // is read into a pooled buffer rather than fresh memory for every response.
 func (ex *serverExchange) sendWhole(rf *responseFrame, res *http.Response) {
-	defer rf.release()
+	defer rf.release(&responseFrames)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := (*bp)[:res.ContentLength]
