@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-
 )
 
 // Options are the per-exchange settings of RoundTrip. The zero value works.
