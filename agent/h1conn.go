@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -50,6 +51,95 @@ type h1Conn struct {
 	watch     h1Watch              // interrupts the exchange when its context is cancelled
 	stopWatch func() bool          // watch.stop, made once per connection
 	idleAt    time.Time            // when it was put into the pool; guarded by t.mu
+
+	// Flushing inside a wait for the response (flushAndWait), plain TCP
+	// connections only.
+	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
+	waitFirst bool               // this exchange flushes with flushAndWait
+	flushW    *bufio.Writer      // the request flushAndWait writes
+	flushErr  error              // its write error
+	waits     int                // calls of flushWait in this flushAndWait
+	flushWait func(uintptr) bool // c.flushThenWait, made once per connection
+}
+
+// h1WaitFirstIdle is how long a connection may have been idle for its next
+// request to be flushed with flushAndWait, whose wait would miss bytes or
+// an end of stream that arrived while the connection was idle (see there).
+// Busy connections are taken back within microseconds; a backend closes an
+// idle connection after seconds.
+const h1WaitFirstIdle = 100 * time.Millisecond
+
+// rawConnOf is the RawConn of a plain TCP connection (as dialled, or in a
+// bodyConn), nil for anything else: only there does reading the socket
+// read the connection's bytes.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	var tc *net.TCPConn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		tc = c
+	case bodyConn:
+		tc = c.TCPConn
+	default:
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// flush writes the request in bw to the backend.
+//
+// Fast path (c.waitFirst): the request is written from inside a wait for
+// the connection to become readable, so that the response's first read
+// happens once bytes are there. The plain way (write, then read) makes a
+// read(2) that almost always finds nothing, since the backend has not
+// answered yet, before Go's poller parks the reader: one system call of
+// three per small exchange in the agent.
+//
+// Why the write is inside the wait: RawConn.Read forgets any readiness
+// the poller saw before it started (it resets it, then calls flushWait),
+// and the poller reports readiness only when new bytes arrive (edge
+// triggered). Written after the reset, the request's response cannot
+// arrive unnoticed. What arrived before the write can: bytes or an end of
+// stream that the backend sent while the connection was idle. Then the
+// wait lasts until the backend sends something more: a reset, since a
+// closed socket answers the request with one, or a response. A backend
+// that half-closed the connection and goes on reading without answering
+// would hold the exchange until its context ends; hence no fast path for a
+// connection idle for more than h1WaitFirstIdle.
+//
+// A wait that fails (the deadline that interrupt sets, a closed
+// connection) is left to the read that follows, which fails the same way.
+func (c *h1Conn) flush(bw *bufio.Writer) error {
+	if !c.waitFirst {
+		return bw.Flush()
+	}
+	c.flushW, c.flushErr, c.waits = bw, nil, 0
+	_ = c.raw.Read(c.flushWait)
+	err, waited := c.flushErr, c.waits > 0
+	c.flushW, c.flushErr = nil, nil
+	if !waited { // the wait failed before it started: nothing was written
+		return bw.Flush()
+	}
+	return err
+}
+
+// flushThenWait is the callback of flush's RawConn.Read: its first call
+// writes the request and asks to wait (false); the next one, once the
+// connection is readable, ends the wait (true). A failed write ends it at
+// once.
+func (c *h1Conn) flushThenWait(uintptr) bool {
+	c.waits++
+	if c.waits > 1 {
+		return true
+	}
+	if err := c.flushW.Flush(); err != nil {
+		c.flushErr = err
+		return true
+	}
+	return false
 }
 
 // Read reads from the connection for br, no more than limit bytes: the
@@ -108,7 +198,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 		err = req.Write(bw) // slow path: what writeRequest leaves to net/http
 	}
 	if err == nil {
-		err = bw.Flush()
+		err = c.flush(bw)
 	}
 	bw.Reset(nil)
 	h1WriterPool.Put(bw)

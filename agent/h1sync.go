@@ -239,7 +239,8 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 	// The newest is at the end; if it is past the idle timeout, so are
 	// all the others.
 	c := list[len(list)-1]
-	if t.now().Sub(c.idleAt) > t.idleTimeout() {
+	idle := t.now().Sub(c.idleAt)
+	if idle > t.idleTimeout() {
 		delete(t.idle, key)
 		t.nidle -= len(list)
 		t.mu.Unlock()
@@ -251,6 +252,7 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 	t.nidle--
 	t.mu.Unlock()
 	c.reused = true
+	c.waitFirst = c.raw != nil && idle < h1WaitFirstIdle
 	return c
 }
 
@@ -350,6 +352,11 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 	c := &h1Conn{t: t, key: key, conn: nc}
 	c.watch.c = c
 	c.stopWatch = c.watch.stop
+	if !key.tls {
+		c.raw = rawConnOf(nc)
+		c.waitFirst = c.raw != nil
+		c.flushWait = c.flushThenWait
+	}
 	if key.tls {
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()

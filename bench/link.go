@@ -120,6 +120,7 @@ func shapedCopy(dst, src net.Conn, shape linkShape) error {
 	q := make(chan chunk, max(shape.queueBytes()/linkBurst, 1))
 	delivered := make(chan error, 1)
 	go func() {
+		preciseThread() // the thread ends with this goroutine
 		delivered <- deliver(dst, q, func() {
 			dst.Close()
 			src.Close()
@@ -153,12 +154,13 @@ func shapedCopy(dst, src net.Conn, shape linkShape) error {
 }
 
 // deliver writes each chunk to dst when it is due, then closes dst's write
-// side. After a failed write it calls fail once and drops the rest.
+// side. After a failed write it calls fail once and drops the rest. A chunk
+// with none queued behind it is waited for precisely (see sleepUntil).
 func deliver(dst net.Conn, q <-chan chunk, fail func()) error {
 	var err error
 	for c := range q {
 		if err == nil {
-			sleepUntil(c.at)
+			sleepUntil(c.at, len(q) == 0)
 			if _, err = dst.Write((*c.buf)[:c.n]); err != nil {
 				fail()
 			}

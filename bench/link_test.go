@@ -245,14 +245,27 @@ func TestLinkCloseCutsConnections(t *testing.T) {
 	}
 }
 
-// TestSleepUntil checks that sleepUntil never returns before its time
-// (how late it wakes is the machine's business and not asserted).
+// TestSleepUntil checks that sleepUntil never returns before its time,
+// sleeping or spinning, also on a thread with the precise timer slack (how
+// late it wakes is the machine's business and not asserted).
 func TestSleepUntil(t *testing.T) {
-	for _, d := range []time.Duration{-time.Second, 0, time.Microsecond, 3 * time.Millisecond} {
-		at := time.Now().Add(d)
-		sleepUntil(at)
-		if now := time.Now(); now.Before(at) {
-			t.Errorf("sleepUntil(now%+v) returned %v early", d, at.Sub(now))
+	check := func(t *testing.T) {
+		for _, spin := range []bool{false, true} {
+			for _, d := range []time.Duration{-time.Second, 0, time.Microsecond, 3 * time.Millisecond} {
+				at := time.Now().Add(d)
+				sleepUntil(at, spin)
+				if now := time.Now(); now.Before(at) {
+					t.Errorf("sleepUntil(now%+v, spin %v) returned %v early", d, spin, at.Sub(now))
+				}
+			}
 		}
 	}
+	check(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		preciseThread() // as a deliverer does; its thread ends with it
+		check(t)
+	}()
+	<-done
 }

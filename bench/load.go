@@ -136,7 +136,7 @@ func openLoop(ctx context.Context, rate float64, do func(context.Context, *recor
 				return
 			}
 		}
-		sleepUntil(due)
+		sleepUntil(due, false)
 		err := do(ctx, rec)
 		rec.done(ctx, deadline, time.Since(due), err)
 		if ctx.Err() != nil {

@@ -4,10 +4,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/testrig"
+	"github.com/sallyport/sallyport/tunnel/tunneltest"
 )
 
 // benchSmall measures small GETs, over the relay or straight to the
@@ -55,3 +57,59 @@ func benchSmall(b *testing.B, relay bool) {
 
 func BenchmarkSmallDirect(b *testing.B) { benchSmall(b, false) }
 func BenchmarkSmallRelay(b *testing.B)  { benchSmall(b, true) }
+
+// BenchmarkDownloadRelay measures 16 MiB GETs through the relay, one at a
+// time, with the CPU time of the whole process (client, gateway, agent and
+// backend) per download, which varies much less than the wall time on a
+// shared machine:
+//
+//	go test ./internal/e2e -run '^$' -bench DownloadRelay -benchtime 40x
+func BenchmarkDownloadRelay(b *testing.B) {
+	const size = 16 << 20
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		io.CopyN(w, tunneltest.Zeros{}, size)
+	}))
+	defer backend.Close()
+	rig := testrig.New(b, testrig.Options{Routes: []gateway.Route{
+		{App: "bench", Hosts: []string{"bench.test"}, Backend: testrig.MustURL(b, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+	tr := &http.Transport{DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	buf := make([]byte, 256<<10) // the client's reads: few, as a browser's
+	b.SetBytes(size)
+	b.ReportAllocs()
+	cpu0 := tunneltest.ProcessCPU(b)
+	b.ResetTimer()
+	for range b.N {
+		req, _ := http.NewRequest("GET", rig.URL+"/", nil)
+		req.Host = "bench.test"
+		res, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := readAll(res.Body, buf)
+		res.Body.Close()
+		if err != nil || n != size || res.StatusCode != 200 {
+			b.Fatalf("status %d, %d bytes, %v", res.StatusCode, n, err)
+		}
+	}
+	b.ReportMetric(float64(tunneltest.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// readAll reads r to its end through buf and returns how many bytes it read.
+func readAll(r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		m, err := r.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// idleConn is the connection s keeps idle for backend URL u (the only one).
+func idleConn(t *testing.T, s *h1Sync, u string, tls bool) *h1Conn {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.idle[h1Key{addr: pu.Host, tls: tls}]
+	if len(list) != 1 {
+		t.Fatalf("%d idle connections to %s, want 1", len(list), pu.Host)
+	}
+	return list[0]
+}
+
+// TestH1SyncFlushWaits: on a plain TCP connection, as dialled or in a
+// bodyConn, the request is written from inside the wait for the response
+// (flushThenWait runs twice: the write, then the wake-up), on a fresh
+// connection and on one taken back at once; a connection idle for
+// h1WaitFirstIdle or more, and a TLS one, write and read the plain way.
+func TestH1SyncFlushWaits(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var d net.Dialer
+	for _, tc := range []struct {
+		name string
+		dial backendDialFunc
+	}{
+		{"tcp", nil},
+		{"bodyConn", withBodyConns(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startCountedBackend(t, ok, false)
+			var now atomic.Int64
+			now.Store(time.Now().UnixNano())
+			s := newTestH1Sync(t)
+			s.Dial = tc.dial
+			s.Now = func() time.Time { return time.Unix(0, now.Load()) }
+			for i, want := range []int{2, 2, 0} {
+				if i == 2 {
+					now.Add(int64(h1WaitFirstIdle))
+				}
+				if _, body, err := roundTripBody(t, s, http.MethodGet, b.URL+"/"); err != nil || body != "ok" {
+					t.Fatalf("request %d: %q, %v", i, body, err)
+				}
+				c := idleConn(t, s, b.URL, false)
+				if c.raw == nil {
+					t.Fatalf("request %d: a plain TCP connection without its RawConn", i)
+				}
+				if c.waits != want {
+					t.Errorf("request %d: flushThenWait ran %d times, want %d", i, c.waits, want)
+				}
+				c.waits = 0
+			}
+			if n := b.accepted.Load(); n != 1 {
+				t.Errorf("%d connections, want 1", n)
+			}
+		})
+	}
+
+	t.Run("tls", func(t *testing.T) {
+		b := startCountedBackend(t, ok, true)
+		s := newTestH1Sync(t)
+		s.TLS = b.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+		if _, body, err := roundTripBody(t, s, http.MethodGet, b.URL+"/"); err != nil || body != "ok" {
+			t.Fatalf("%q, %v", body, err)
+		}
+		if c := idleConn(t, s, b.URL, true); c.raw != nil || c.waitFirst || c.waits != 0 {
+			t.Errorf("TLS connection: raw %v, waitFirst %v, %d waits; want none", c.raw, c.waitFirst, c.waits)
+		}
+	})
+}
+
+// TestH1SyncHalfClosedIdleConn: a backend that half-closes a connection
+// while it is idle and then reads what comes without answering. The wait
+// of the fast path would not see the end of stream that arrived before it
+// began, and would last as long as the exchange; a connection idle for
+// h1WaitFirstIdle is read first, sees the end of stream and the request
+// is sent again on a new connection.
+func TestH1SyncHalfClosedIdleConn(t *testing.T) {
+	const res = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	halfClosed := make(chan struct{})
+	var first atomic.Bool
+	addr, accepted := rawBackend(t, func(c net.Conn) {
+		reqs := newRawRequests(c)
+		if first.CompareAndSwap(false, true) {
+			if _, err := reqs.next(); err != nil {
+				return
+			}
+			io.WriteString(c, res)
+			c.(*net.TCPConn).CloseWrite()
+			close(halfClosed)
+			io.Copy(io.Discard, c) // the next request, unanswered
+			return
+		}
+		for {
+			if _, err := reqs.next(); err != nil {
+				return
+			}
+			io.WriteString(c, res)
+		}
+	})
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	s := newTestH1Sync(t)
+	s.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	u := "http://" + addr + "/"
+	if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "ok" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	<-halfClosed
+	now.Add(int64(h1WaitFirstIdle))
+	if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "ok" {
+		t.Fatalf("request on the half-closed connection: %q, %v", body, err)
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("backend accepted %d connections, want 2", n)
+	}
+}
