@@ -13,7 +13,8 @@ import (
 )
 
 // benchSmall measures small GETs, over the relay or straight to the
-// backend, so both figures come from the same run:
+// backend, so both figures come from the same run, with the CPU time of
+// the whole process per GET:
 //
 //	go test ./internal/e2e -run '^$' -bench Small -benchtime 3s
 func benchSmall(b *testing.B, relay bool) {
@@ -35,6 +36,7 @@ func benchSmall(b *testing.B, relay bool) {
 	c := &http.Client{Transport: tr}
 	b.ReportAllocs()
 	b.SetParallelism(8)
+	cpu0 := tunneltest.ProcessCPU(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -53,6 +55,9 @@ func benchSmall(b *testing.B, relay bool) {
 			}
 		}
 	})
+	// CPU of the whole process (client, gateway, agent, backend) per GET:
+	// steadier than the wall time on a shared machine.
+	b.ReportMetric(float64(tunneltest.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 func BenchmarkSmallDirect(b *testing.B) { benchSmall(b, false) }
