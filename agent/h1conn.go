@@ -36,6 +36,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 // request is being written, not while it waits for the response or idles.
 var h1WriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1WriteBufferSize) }}
 
+// h1WriterReturned, if not nil, is called when a write buffer goes back to
+// h1WriterPool (tests).
+var h1WriterReturned func()
+
+// putH1Writer gives bw back to h1WriterPool.
+func putH1Writer(bw *bufio.Writer) {
+	bw.Reset(nil)
+	h1WriterPool.Put(bw)
+	if h1WriterReturned != nil {
+		h1WriterReturned()
+	}
+}
+
 // h1Conn is one backend connection of an h1Sync, used by one request at a
 // time: the request that took it owns every field but idleAt until it puts
 // it back into the pool (release) or closes it.
@@ -114,19 +127,25 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 //
 // A wait that fails (the deadline that interrupt sets, a closed
 // connection) is left to the read that follows, which fails the same way.
+//
+// flush gives bw back to h1WriterPool once written, before the wait: an
+// exchange whose backend answers late (a long poll) does not hold its 4 KiB.
 func (c *h1Conn) flush(bw *bufio.Writer) error {
 	if !c.waitFirst || c.wrote {
-		// Slow path: part of the request left already (a head larger
-		// than the buffer), and the backend may have answered it, unseen
-		// by a wait that begins now.
-		return bw.Flush()
+		// Slow path, also when part of the request left already (a head
+		// larger than the buffer): the backend may have answered it,
+		// unseen by a wait that begins now.
+		err := bw.Flush()
+		putH1Writer(bw)
+		return err
 	}
 	c.flushW, c.flushErr, c.waits = bw, nil, 0
 	_ = c.raw.Read(c.flushWait)
 	err, waited := c.flushErr, c.waits > 0
 	c.flushW, c.flushErr = nil, nil
 	if !waited { // the wait failed before it started: nothing was written
-		return bw.Flush()
+		err = bw.Flush()
+		putH1Writer(bw)
 	}
 	return err
 }
@@ -140,7 +159,10 @@ func (c *h1Conn) flushThenWait(uintptr) bool {
 	if c.waits > 1 {
 		return true
 	}
-	if err := c.flushW.Flush(); err != nil {
+	err := c.flushW.Flush()
+	putH1Writer(c.flushW) // the wait may be long
+	c.flushW = nil
+	if err != nil {
 		c.flushErr = err
 		return true
 	}
@@ -211,10 +233,10 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 		err = req.Write(bw) // slow path: what writeRequest leaves to net/http
 	}
 	if err == nil {
-		err = c.flush(bw)
+		err = c.flush(bw) // gives bw back
+	} else {
+		putH1Writer(bw)
 	}
-	bw.Reset(nil)
-	h1WriterPool.Put(bw)
 	if err != nil {
 		return nil, true, c.fail(ctx, stop, "write backend request", err)
 	}

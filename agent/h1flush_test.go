@@ -135,6 +135,41 @@ func TestH1SyncHalfClosedIdleConn(t *testing.T) {
 	}
 }
 
+// TestH1SyncReturnsWriterBeforeTheWait: the request's write buffer goes back
+// to its pool once the request is written, before the response is awaited,
+// so that an exchange whose backend answers late (a long poll) does not hold
+// its 4 KiB.
+func TestH1SyncReturnsWriterBeforeTheWait(t *testing.T) {
+	release := make(chan struct{})
+	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "late")
+	}), false)
+	returned := make(chan struct{}, 4)
+	h1WriterReturned = func() { returned <- struct{}{} }
+	defer func() { h1WriterReturned = nil }()
+	s := newTestH1Sync(t)
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, body, err := roundTripBody(t, s, http.MethodGet, b.URL+"/")
+		done <- result{body, err}
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second): // hang guard: before the fix, only the response returned it
+		close(release)
+		<-done
+		t.Fatal("the write buffer is held while the response is awaited")
+	}
+	close(release)
+	if r := <-done; r.err != nil || r.body != "late" {
+		t.Fatalf("got %q, %v", r.body, r.err)
+	}
+}
 
 // TestH1SyncFlushWaitsWholeHeadOnly: a request head larger than the write
 // buffer leaves in part before flush, and the backend may answer that part

@@ -101,6 +101,12 @@ type Config struct {
 	// Burst is how many concurrent GETs the burst scenario sends before
 	// each series of sequential, measured ones (0 → 500).
 	Burst int
+	// HeldProfile, when set, makes the longpoll scenario write a heap
+	// profile of each process of a path while its exchanges are held,
+	// after the RSS readings: to HeldProfile.PATH.PROCESS (such as
+	// mem.held.relay.gateway). It shows what one held exchange keeps, which
+	// a profile taken at the end cannot. Empty → none.
+	HeldProfile string
 	// LinkRTT and LinkRate shape the tunnel between gateway and agent: the
 	// agent dials a forwarder in the harness that delays each direction by
 	// LinkRTT/2 and passes at most LinkRate bits per second each way

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -357,6 +359,19 @@ func TestRunRole(t *testing.T) {
 	var a ack
 	if err := dec.Decode(&a); err != nil {
 		t.Fatal(err)
+	}
+	// A heap profile on demand (the long polls ask for one while held).
+	prof := filepath.Join(t.TempDir(), "heap")
+	send(cmdHeapProfile + " " + prof)
+	if err := dec.Decode(&a); err != nil || a.Error != "" {
+		t.Fatalf("heap-profile: %+v, %v", a, err)
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Fatalf("heap profile: %v", err)
+	}
+	send(cmdHeapProfile + " " + filepath.Join(prof, "not-a-dir", "heap"))
+	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "heap profile: ") {
+		t.Fatalf("heap-profile into a missing directory: %+v, %v", a, err)
 	}
 	send("bogus")
 	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "unknown command") {

@@ -8,6 +8,7 @@ package bench
 //	harness → child   "stats"                   child → harness: procStats
 //	harness → child   "reset-peak"              child → harness: {} (or {"error": …})
 //	harness → child   "free-memory"             child → harness: {} after a GC that returned free memory
+//	harness → child   "heap-profile FILE"       child → harness: {} once its heap profile is in FILE
 //	harness closes stdin                        the child stops gracefully and exits
 //
 // A child stops when its stdin ends, so children never outlive a harness
@@ -22,6 +23,7 @@ import (
 	"io"
 	"os/exec"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,9 +32,10 @@ import (
 
 // Commands the harness sends a child.
 const (
-	cmdStats      = "stats"
-	cmdResetPeak  = "reset-peak"
-	cmdFreeMemory = "free-memory"
+	cmdStats       = "stats"
+	cmdResetPeak   = "reset-peak"
+	cmdFreeMemory  = "free-memory"
+	cmdHeapProfile = "heap-profile" // followed by a space and the file name
 )
 
 // callTimeout bounds a child's answer to one command.
@@ -132,6 +135,14 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 				debug.FreeOSMemory()
 				write(ack{})
 			default:
+				if file, ok := strings.CutPrefix(line, cmdHeapProfile+" "); ok && file != "" {
+					var a ack
+					if err := WriteHeapProfile(file); err != nil {
+						a.Error = "heap profile: " + err.Error()
+					}
+					write(a)
+					continue
+				}
 				write(ack{Error: fmt.Sprintf("unknown command %q", line)})
 			}
 		}
@@ -248,6 +259,9 @@ func (c *child) stats() (procStats, error) {
 
 func (c *child) resetPeak() error  { return c.call(cmdResetPeak, &ack{}) }
 func (c *child) freeMemory() error { return c.call(cmdFreeMemory, &ack{}) }
+func (c *child) heapProfile(file string) error {
+	return c.call(cmdHeapProfile+" "+file, &ack{})
+}
 
 // stop closes the child's stdin, which stops it gracefully, and kills it if
 // it has not exited within the stop grace and a margin.

@@ -34,6 +34,9 @@ type longpollDriver struct {
 	st   *stack
 	load *load
 	log  *zap.Logger
+	// heldProfile names the heap profiles taken while the exchanges are
+	// held (Config.HeldProfile); empty → none.
+	heldProfile string
 }
 
 func (d *longpollDriver) close() {}
@@ -100,6 +103,7 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 			_ = m.freeMemory() // unsupported: the figure is the same as the first
 		}
 		grown(procs, base, held, run.liveGrowth)
+		d.profileHeld(procs, run.path.name)
 	}
 
 	releasedAt.Store(time.Now().UnixNano())
@@ -109,6 +113,21 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	}
 	wg.Wait()
 	return time.Since(start)
+}
+
+// profileHeld writes the heap profile of each process of the path while
+// the exchanges are held, when asked for.
+func (d *longpollDriver) profileHeld(procs []meter, path string) {
+	if d.heldProfile == "" {
+		return
+	}
+	for _, m := range procs {
+		file := d.heldProfile + "." + path + "." + m.name
+		if err := m.heapProfile(file); err != nil {
+			d.log.Warn("no heap profile of the held long polls", zap.String("process", m.name),
+				zap.String("file", file), zap.Error(err))
+		}
+	}
 }
 
 // grown sets each process's RSS growth over base, per held exchange, in

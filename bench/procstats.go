@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"time"
 )
@@ -31,6 +33,24 @@ type selfMeter struct{}
 func (selfMeter) stats() (procStats, error) { return selfStats() }
 func (selfMeter) resetPeak() error          { return resetPeak() }
 func (selfMeter) freeMemory() error         { debug.FreeOSMemory(); return nil }
+func (selfMeter) heapProfile(file string) error {
+	return WriteHeapProfile(file)
+}
+
+// WriteHeapProfile writes the heap profile, as of a collection made now, to
+// the file named file.
+func WriteHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
 
 // selfStats reads the calling process's CPU time (getrusage) and, where
 // /proc exists, its peak and current RSS (VmHWM, VmRSS).

@@ -186,7 +186,7 @@ func (s scenario) driver(cfg *Config, st *stack, lg *loader, p path) driver {
 	case kindMessage:
 		return &wsDriver{lg: lg, load: l}
 	case kindHeld:
-		return &longpollDriver{st: st, load: l, log: cfg.log()}
+		return &longpollDriver{st: st, load: l, log: cfg.log(), heldProfile: cfg.HeldProfile}
 	case kindBurst:
 		return newBurstDriver(l, cfg.burst())
 	}

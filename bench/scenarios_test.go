@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +20,9 @@ import (
 // through a real backend, gateway and agent in this process, with the
 // tunnel behind an emulated link.
 func TestRunStreamScenariosInProcess(t *testing.T) {
+	held := filepath.Join(t.TempDir(), "mem.held")
 	rep, md := runLogged(t, Config{
+		HeldProfile: held,
 		Scenarios:   []string{"sse", "ws", "longpoll", "burst"},
 		Duration:    time.Second,
 		Rounds:      2,
@@ -58,6 +62,10 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 		// In process, the one process is the harness, and it grew.
 		if h := lp.Processes[procHarness]; h.RSSGrowthKiBPerHeld == nil || h.RSSGrowthAfterGCKiBPerHeld == nil {
 			t.Errorf("longpoll/%s: no RSS growth for the harness: %+v", path, lp.Processes)
+		}
+		// The heap profile taken while the long polls were held (gzipped).
+		if b, err := os.ReadFile(held + "." + path + "." + procHarness); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("longpoll/%s: heap profile while held: %d bytes, %v", path, len(b), err)
 		}
 		b := byName["burst/"+path]
 		if b.Kind != kindBurst || b.Concurrency != 1 || b.RatioToDirect != nil {

@@ -33,6 +33,9 @@ type processMeter interface {
 	// freeMemory collects garbage and returns free memory to the system,
 	// so that the RSS read next is what the process really holds.
 	freeMemory() error
+	// heapProfile writes the process's heap profile, after a collection,
+	// to the file named file.
+	heapProfile(file string) error
 }
 
 // meter is a processMeter and the process's name in the report.

@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -142,7 +143,10 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 	}
 
 	conn := connectionTokens(r.Header)
-	hdr := make(http.Header, len(r.Header)+4)
+	hdr, _ := headerMaps.Get().(http.Header)
+	if hdr == nil {
+		hdr = make(http.Header, len(r.Header)+4)
+	}
 	for k, vv := range r.Header {
 		if isHopHeader(k) || isForwardedHeader(k) || containsString(conn, k) {
 			continue
@@ -219,7 +223,7 @@ func reencodeQuery(q string) string {
 func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *exchangeState) {
 	out, ob := h.outRequest(r, st)
 	defer ob.body.stop()
-	res, err := h.relay.roundTrip(out, st)
+	res, err := h.relay.roundTrip(out, st, dropHeader)
 	if err != nil {
 		h.exchangeFailed(w, r, st, err)
 		return
@@ -230,6 +234,30 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 			return // called without a server (tests): nothing to cut
 		}
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// headerMaps pools the header maps of relayed requests (see dropHeader).
+var headerMaps sync.Pool
+
+// maxPooledHeaders bounds the headers of a map that goes back to the pool:
+// a map keeps its room when cleared.
+const maxPooledHeaders = 32
+
+// dropHeader gives the relayed request's header map back to its pool once
+// its head is sent, so that an exchange that waits long for its response,
+// such as a long poll, does not hold it (a few hundred bytes), and a small
+// exchange makes no garbage of it. Nothing reads it later but
+// grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps it.
+func dropHeader(out *http.Request) {
+	if isGRPC(out) {
+		return
+	}
+	h := out.Header
+	out.Header = nil
+	if len(h) <= maxPooledHeaders {
+		clear(h)
+		headerMaps.Put(h)
 	}
 }
 

@@ -197,11 +197,12 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st == nil {
 		return nil, errors.New("gateway: request without routing state")
 	}
-	return t.roundTrip(req, st)
+	return t.roundTrip(req, st, nil) // the ReverseProxy reads req's headers after
 }
 
-// roundTrip relays req, whose URL points at the backend, for st.
-func (t *relay) roundTrip(req *http.Request, st *exchangeState) (*http.Response, error) {
+// roundTrip relays req, whose URL points at the backend, for st. sent, if
+// not nil, is tunnel.Options.HeadSent.
+func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.Request)) (*http.Response, error) {
 	route := st.route
 	// A head that the agent would refuse is the client's doing: answer 431
 	// rather than relay it and report a tunnel failure.
@@ -254,6 +255,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState) (*http.Response,
 			BackendHTTP2: route.BackendHTTP2,
 			HeadTimeout:  route.timeout(),
 			Done:         p.Done,
+			HeadSent:     sent,
 		})
 		if err != nil && req.Context().Err() == nil && grpcDeadlinePassed(req, start) {
 			// A gRPC backend resets the stream without a status once the
@@ -336,15 +338,17 @@ func (r *Route) timeout() time.Duration {
 // session OpenStream returns at once without asking for Done, so the timer
 // (and the context.WithTimeout under it, registered with the request's
 // context) is only made when it really waits: that saved 4 allocations and
-// a timer per exchange. Safe for concurrent use.
+// a timer per exchange. stop lets go of them, so that an exchange that
+// waited for its stream does not keep them (about 250 bytes) while it waits
+// for its response. Safe for concurrent use.
 type waitContext struct {
 	context.Context // the request's
 	deadline        time.Time
 
-	once    sync.Once
-	timed   context.Context // made by the first Done; nil before, and after an earlier stop
-	cancel  context.CancelFunc
-	stopped atomic.Bool
+	mu      sync.Mutex
+	timed   context.Context    // made by the first Done before stop; nil otherwise; guarded by mu
+	cancel  context.CancelFunc // timed's; guarded by mu
+	stopped atomic.Bool        // set by stop, under mu
 }
 
 func newWaitContext(parent context.Context, wait time.Duration) *waitContext {
@@ -358,12 +362,6 @@ func (c *waitContext) init(parent context.Context, wait time.Duration) {
 	c.Context, c.deadline = parent, time.Now().Add(wait)
 }
 
-// timer makes the timed context on first use; after stop it stays nil.
-func (c *waitContext) timer() context.Context {
-	c.once.Do(func() { c.timed, c.cancel = context.WithDeadline(c.Context, c.deadline) })
-	return c.timed
-}
-
 func (c *waitContext) Deadline() (time.Time, bool) {
 	if d, ok := c.Context.Deadline(); ok && d.Before(c.deadline) {
 		return d, true
@@ -372,10 +370,15 @@ func (c *waitContext) Deadline() (time.Time, bool) {
 }
 
 func (c *waitContext) Done() <-chan struct{} {
-	if t := c.timer(); t != nil {
-		return t.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped.Load() {
+		return closedChan // the wait is over
 	}
-	return closedChan // stopped: the wait is over
+	if c.timed == nil {
+		c.timed, c.cancel = context.WithDeadline(c.Context, c.deadline)
+	}
+	return c.timed.Done()
 }
 
 func (c *waitContext) Err() error {
@@ -391,13 +394,16 @@ func (c *waitContext) Err() error {
 	return nil
 }
 
-// stop releases the timer, if one was made; later Done calls see a closed
-// channel.
+// stop releases the timer, if one was made (a channel Done returned is then
+// closed), and forgets it; later Done calls see a closed channel.
 func (c *waitContext) stop() {
+	c.mu.Lock()
 	c.stopped.Store(true)
-	c.once.Do(func() {})
-	if c.cancel != nil {
-		c.cancel()
+	cancel := c.cancel
+	c.timed, c.cancel = nil, nil
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 }
 

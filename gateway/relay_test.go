@@ -7,6 +7,7 @@ import (
 	"errors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"net/http"
 	"net/url"
@@ -60,7 +61,7 @@ func (st *relayStream) Send(f *tunnel.Frame) error {
 		return st.s.sendErr
 	}
 	st.s.mu.Lock()
-	st.s.sent = append(st.s.sent, f)
+	st.s.sent = append(st.s.sent, proto.Clone(f).(*tunnel.Frame)) // the sender may clear f once Send returned
 	st.s.mu.Unlock()
 	return nil
 }

@@ -70,5 +70,15 @@ func TestWaitContext(t *testing.T) {
 		if c.Err() == nil {
 			t.Error("Err nil although Done is closed")
 		}
+		// Nothing of the timer is kept: an exchange that waited for its
+		// stream may then wait long for its response.
+		if c.timed != nil || c.cancel != nil {
+			t.Error("the timer is still referenced after stop")
+		}
+		select {
+		case <-c.Done():
+		default:
+			t.Fatal("Done open after stop")
+		}
 	})
 }

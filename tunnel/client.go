@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
 // Options are the per-exchange settings of RoundTrip. The zero value works.
@@ -29,6 +27,12 @@ type Options struct {
 	// Done, if not nil, is called exactly once when the exchange is over:
 	// both bodies finished, or the exchange failed or was abandoned.
 	Done func()
+	// HeadSent, if not nil, is called with req once its head has been sent,
+	// before RoundTrip waits for the response head: RoundTrip reads no more
+	// of req than its context, body and trailers from then on, so the
+	// caller may let go of what only the head needed (such as the header
+	// map) while a long poll waits. Not called when the head was not sent.
+	HeadSent func(req *http.Request)
 }
 
 // bufPool holds ChunkSize buffers for copying request bodies.
@@ -50,11 +54,13 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := isUpgradeRequest(req)
 
-	// The first frame lives in the exchange, which saves two allocations
-	// (and the response and its body, two more).
-	head := &ex.first
-	fillRequestHead(&ex.reqHead, req, o)
-	head.Request = &ex.reqHead
+	// The first frame comes from a pool and goes back once sent (see
+	// requestFrame); the response and its body live in the exchange, which
+	// saves two allocations.
+	rf := requestFrames.Get().(*requestFrame)
+	head := &rf.frame
+	fillRequestHead(&rf.head, req, o, rf.fill(req.Header, false))
+	head.Request = &rf.head
 	switch {
 	case upgrade:
 		// An upgrade request has no body: the data that follows the head is
@@ -73,6 +79,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		req.Body.Close()
 		hasBody = false
 		if err != nil {
+			rf.release(&requestFrames)
 			st.Finish(false)
 			ex.finishDone()
 			return nil, &notSentError{&ClientBodyError{Err: err}}
@@ -82,12 +89,18 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		// Keep the body replayable in case the head cannot be sent.
 		req.Body = io.NopCloser(bytes.NewReader(buf))
 	}
-	if err := st.Send(head); err != nil {
+	err := st.Send(head)
+	// The stream keeps nothing of a frame once Send returned.
+	rf.release(&requestFrames)
+	if err != nil {
 		st.Finish(false)
 		// When the body was not read yet it stays open, so that the caller
 		// may retry with it.
 		ex.finishDone()
 		return nil, &notSentError{fmt.Errorf("send request head: %w", err)}
+	}
+	if o.HeadSent != nil {
+		o.HeadSent(req)
 	}
 
 	// From here on the exchange owns the stream: cancellation of the
@@ -167,8 +180,6 @@ type clientExchange struct {
 	abortErr  atomic.Pointer[error]
 	abortOnce sync.Once
 
-	first   Frame                // the request's first frame; owned by RoundTrip
-	reqHead tunnelv1.RequestHead // its head; owned by RoundTrip
 	// The response and its body, in this allocation rather than two more;
 	// set up by RoundTrip, then owned by whoever RoundTrip returns them to.
 	response http.Response

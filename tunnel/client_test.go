@@ -655,3 +655,61 @@ func TestHeadTimerStaleRun(t *testing.T) {
 	}
 	ex.unwatch()
 }
+
+// TestRoundTripHeadSent: HeadSent sees the request once its head is on its
+// way and before the response head came (a long poll may then wait long),
+// and not when the head could not be sent.
+func TestRoundTripHeadSent(t *testing.T) {
+	t.Run("sent", func(t *testing.T) {
+		gw, ag := newPipe(8)
+		release := make(chan struct{})
+		startAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
+			<-release
+			return bodyResponse(req, 200, []byte(req.Header.Get("X-Poll")), -1), nil
+		}))
+		sent := make(chan *http.Request, 1)
+		req := newRequest(t, "GET", "http://backend:80/poll", nil)
+		req.Header.Set("X-Poll", "42")
+		type result struct {
+			res *http.Response
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			res, err := RoundTrip(gw.lease(), req, &Options{HeadSent: func(r *http.Request) { sent <- r }})
+			done <- result{res, err}
+		}()
+		select {
+		case r := <-sent:
+			if r != req {
+				t.Errorf("HeadSent got %p, want the request %p", r, req)
+			}
+		case <-time.After(hangGuard):
+			close(release)
+			t.Fatal("HeadSent not called while the response was held")
+		}
+		close(release)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		b, err := io.ReadAll(r.res.Body)
+		r.res.Body.Close()
+		if err != nil || string(b) != "42" {
+			t.Fatalf("body %q, %v; want the header the agent received", b, err)
+		}
+		if len(sent) != 0 {
+			t.Error("HeadSent called more than once")
+		}
+	})
+	t.Run("not sent", func(t *testing.T) {
+		gw, _ := newPipe(8)
+		gw.p.close()
+		called := false
+		_, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/", nil),
+			&Options{HeadSent: func(*http.Request) { called = true }})
+		if !errors.Is(err, ErrNotSent) || called {
+			t.Fatalf("RoundTrip = %v, HeadSent called %v; want ErrNotSent without the call", err, called)
+		}
+	})
+}

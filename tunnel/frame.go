@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -47,8 +48,12 @@ func DecodeFrame(b []byte) (*Frame, error) {
 // than one per header); the values alias h's slices, which is safe because
 // the head is only encoded, never modified.
 func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
-	block := make([]tunnelv1.Header, len(h))
-	out := make([]*tunnelv1.Header, 0, len(h))
+	return appendWire(make([]*tunnelv1.Header, 0, len(h)), make([]tunnelv1.Header, len(h)), h, keepLength)
+}
+
+// appendWire is headersToWire into out (empty) and block (at least len(h)
+// messages).
+func appendWire(out []*tunnelv1.Header, block []tunnelv1.Header, h http.Header, keepLength bool) []*tunnelv1.Header {
 	for k, vv := range h {
 		if k == "Trailer" || (k == "Content-Length" && !keepLength) {
 			continue
@@ -58,6 +63,72 @@ func headersToWire(h http.Header, keepLength bool) []*tunnelv1.Header {
 		out = append(out, hdr)
 	}
 	return out
+}
+
+// headFrame is pooled memory for the first frame of a request (the
+// gateway's RoundTrip) or of a response (the agent's ServeStream): the
+// frame, its head and the header messages. A head is only encoded, and a
+// stream keeps nothing of a frame once Send returned, so it goes back to
+// its pool right after sending: a small exchange makes no garbage of it (two
+// allocations fewer per head than when the headers were allocated for it),
+// and an exchange waiting long for its response (a long poll) holds none of
+// it (the gateway's clientExchange is 352 bytes smaller than when it held
+// the frame).
+type headFrame[H any] struct {
+	frame Frame
+	head  H
+	wireHeaders
+}
+
+type (
+	requestFrame  = headFrame[tunnelv1.RequestHead]
+	responseFrame = headFrame[tunnelv1.ResponseHead]
+)
+
+var (
+	requestFrames  = sync.Pool{New: func() any { return new(requestFrame) }}
+	responseFrames = sync.Pool{New: func() any { return new(responseFrame) }}
+)
+
+// release clears f and puts it back into pool (its type's).
+func (f *headFrame[H]) release(pool *sync.Pool) {
+	var zero H
+	f.frame = Frame{}
+	f.head = zero
+	if f.wireHeaders.release() {
+		pool.Put(f)
+	}
+}
+
+// wireHeaders is reusable memory for the header messages of a head.
+type wireHeaders struct {
+	ptrs  []*tunnelv1.Header
+	block []tunnelv1.Header
+}
+
+// maxPooledHeaders bounds the header messages a pooled wireHeaders keeps: a
+// rare head with more is left to the collector.
+const maxPooledHeaders = 64
+
+// fill is headersToWire into w's memory, grown when it is too small.
+func (w *wireHeaders) fill(h http.Header, keepLength bool) []*tunnelv1.Header {
+	if cap(w.block) < len(h) {
+		w.ptrs = make([]*tunnelv1.Header, 0, len(h))
+		w.block = make([]tunnelv1.Header, len(h))
+	}
+	w.ptrs = appendWire(w.ptrs[:0], w.block[:len(h)], h, keepLength)
+	return w.ptrs
+}
+
+// release forgets the header names and values (the request's) and reports
+// whether the memory is worth keeping.
+func (w *wireHeaders) release() bool {
+	for i, hdr := range w.ptrs {
+		hdr.Name, hdr.Values = "", nil
+		w.ptrs[i] = nil
+	}
+	w.ptrs = w.ptrs[:0]
+	return cap(w.block) <= maxPooledHeaders
 }
 
 // headersFromWire validates and converts headers received from the peer.
@@ -173,12 +244,13 @@ func mergeTrailers(dst *http.Header, hs []*tunnelv1.Header) error {
 // points at the backend.
 func requestHead(req *http.Request, o *Options) *tunnelv1.RequestHead {
 	h := new(tunnelv1.RequestHead)
-	fillRequestHead(h, req, o)
+	fillRequestHead(h, req, o, headersToWire(req.Header, false))
 	return h
 }
 
-// fillRequestHead is requestHead into a zero head that the caller owns.
-func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options) {
+// fillRequestHead is requestHead into a zero head that the caller owns,
+// with the headers converted by the caller.
+func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options, headers []*tunnelv1.Header) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -196,7 +268,7 @@ func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options) {
 	h.Authority = req.URL.Host
 	h.Path = path
 	h.Host = host
-	h.Headers = headersToWire(req.Header, false)
+	h.Headers = headers
 	h.ContentLength = cl
 	h.TrailerNames = trailerNames(req.Trailer)
 	if o != nil {
@@ -277,14 +349,15 @@ func validMethod(m string) bool {
 // responseHead builds the wire head for a backend response.
 func responseHead(res *http.Response) *tunnelv1.ResponseHead {
 	h := new(tunnelv1.ResponseHead)
-	fillResponseHead(h, res)
+	fillResponseHead(h, res, headersToWire(res.Header, true))
 	return h
 }
 
-// fillResponseHead is responseHead into a zero head that the caller owns.
-func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response) {
+// fillResponseHead is responseHead into a zero head that the caller owns,
+// with the headers converted by the caller.
+func fillResponseHead(h *tunnelv1.ResponseHead, res *http.Response, headers []*tunnelv1.Header) {
 	h.Status = int32(res.StatusCode)
-	h.Headers = headersToWire(res.Header, true)
+	h.Headers = headers
 	h.ContentLength = res.ContentLength
 	h.TrailerNames = trailerNames(res.Trailer)
 }

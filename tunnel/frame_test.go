@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -330,5 +333,56 @@ func TestCheckRequestHead(t *testing.T) {
 				t.Fatalf("the agent's RequestFromHead = %v, want accepted=%v", err, tc.fits)
 			}
 		})
+	}
+}
+
+// TestPooledRequestFrame: a request frame's reused header messages carry
+// what headersToWire gives, and a released frame keeps nothing of its
+// previous request.
+func TestPooledRequestFrame(t *testing.T) {
+	big := http.Header{"A": {"1"}, "B": {"2", "3"}, "Content-Length": {"5"}, "Trailer": {"X"}, "C": {"4"}}
+	small := http.Header{"D": {"5"}}
+	w := new(requestFrame)
+	for _, h := range []http.Header{big, small, big} {
+		req := httptest.NewRequest("GET", "http://backend:80/x", nil)
+		req.Header = h
+		fillRequestHead(&w.head, req, &Options{App: "app", RequestID: "rid"}, w.fill(h, false))
+		w.frame.Request, w.frame.End = &w.head, true
+		got := make(http.Header)
+		for _, f := range w.head.Headers {
+			got[f.GetName()] = append(got[f.GetName()], f.GetValues()...)
+		}
+		want := make(http.Header)
+		for _, f := range headersToWire(h, false) {
+			want[f.GetName()] = f.GetValues()
+		}
+		if !maps.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("pooled %v, want %v", got, want)
+		}
+		w.release(&requestFrames)
+		for i := range w.block {
+			if m := &w.block[i]; len(w.ptrs) != 0 || m.GetName() != "" || m.GetValues() != nil {
+				t.Errorf("released, %d pointers left, message %d still holds %q %q", len(w.ptrs), i, m.GetName(), m.GetValues())
+			}
+		}
+		if w.frame.Request != nil || w.frame.End || w.head.App != "" || w.head.Path != "" || w.head.Headers != nil {
+			t.Errorf("released, the frame still holds %v", &w.frame)
+		}
+	}
+}
+
+// TestPooledResponseFrame: a released response frame keeps nothing of the
+// response it carried.
+func TestPooledResponseFrame(t *testing.T) {
+	rf := new(responseFrame)
+	res := &http.Response{StatusCode: 200, Header: http.Header{"X-A": {"1"}, "Content-Length": {"2"}}, ContentLength: 2}
+	fillResponseHead(&rf.head, res, rf.fill(res.Header, true))
+	rf.frame.Response, rf.frame.Data, rf.frame.End = &rf.head, []byte("ok"), true
+	if got := len(rf.head.Headers); got != 2 {
+		t.Fatalf("%d headers, want 2 (a response keeps Content-Length)", got)
+	}
+	rf.release(&responseFrames)
+	if rf.frame.Response != nil || rf.frame.Data != nil || rf.head.Status != 0 || rf.head.Headers != nil || rf.block[0].Name != "" {
+		t.Errorf("released, the frame still holds %v, %v", &rf.frame, &rf.head)
 	}
 }

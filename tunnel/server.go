@@ -164,9 +164,6 @@ type serverExchange struct {
 	reqEnded bool          // the gateway's end arrived; owned by the read loop
 	respDone chan struct{} // closed after the exchange goroutine's last Send
 	halves   atomic.Int32  // clean ends: request and response
-
-	first   Frame                 // the response's first frame; owned by serve
-	resHead tunnelv1.ResponseHead // its head; owned by serve
 }
 
 func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange {
@@ -295,16 +292,20 @@ func (ex *serverExchange) sendError(code, msg string) {
 // sendResponse streams res to the gateway.
 func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	defer res.Body.Close()
-	// The first frame lives in the exchange, which saves two allocations.
-	head := &ex.first
-	fillResponseHead(&ex.resHead, res)
-	head.Response = &ex.resHead
+	// The first frame comes from a pool and goes back once sent (see
+	// headFrame).
+	rf := responseFrames.Get().(*responseFrame)
+	head := &rf.frame
+	fillResponseHead(&rf.head, res, rf.fill(res.Header, true))
+	head.Response = &rf.head
 	noBody := req.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
 		res.StatusCode == http.StatusNotModified || res.Body == http.NoBody
 	switch {
 	case noBody && len(res.Trailer) == 0:
 		head.End = true
-		if err := ex.st.Send(head); err != nil {
+		err := ex.st.Send(head)
+		rf.release(&responseFrames)
+		if err != nil {
 			ex.cancel(err)
 			return
 		}
@@ -312,10 +313,12 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 		ex.halfDone()
 		return
 	case res.ContentLength >= 0 && res.ContentLength <= CoalesceLimit && len(res.Trailer) == 0:
-		ex.sendWhole(head, res)
+		ex.sendWhole(rf, res)
 		return
 	}
-	if err := ex.st.Send(head); err != nil {
+	err := ex.st.Send(head)
+	rf.release(&responseFrames)
+	if err != nil {
 		ex.cancel(err)
 		return
 	}
@@ -338,11 +341,12 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	ex.halfDone()
 }
 
-// sendWhole sends head with the whole body of res, which has a known
-// length of at most CoalesceLimit, and end in one frame. The stream does
-// not keep the frame after Send, so the body is read into a pooled buffer
-// rather than fresh memory for every response.
-func (ex *serverExchange) sendWhole(head *Frame, res *http.Response) {
+// sendWhole sends the head in rf with the whole body of res, which has a
+// known length of at most CoalesceLimit, and end in one frame; rf goes back
+// to its pool. The stream does not keep the frame after Send, so the body
+// is read into a pooled buffer rather than fresh memory for every response.
+func (ex *serverExchange) sendWhole(rf *responseFrame, res *http.Response) {
+	defer rf.release(&responseFrames)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := (*bp)[:res.ContentLength]
@@ -350,9 +354,9 @@ func (ex *serverExchange) sendWhole(head *Frame, res *http.Response) {
 		ex.fail(fmt.Errorf("read backend response: %w", err))
 		return
 	}
+	head := &rf.frame
 	head.Data, head.End = buf, true
 	err := ex.st.Send(head)
-	head.Data = nil
 	if err != nil {
 		ex.cancel(err)
 		return

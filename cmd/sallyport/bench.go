@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -101,7 +100,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringVar(&f.linkRate, "link-rate", "", "emulate a link of this rate each way between gateway and agent (e.g. 100mbit, 1gbit, 512kbit)")
 	fl.BoolVar(&f.inprocess, "inprocess", false, "run backend, gateway and agent in this process (for profiling)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write CPU profiles: FILE.backend, FILE.gateway, FILE.agent (one per process); with --inprocess one FILE")
-	fl.StringVar(&f.memprofile, "memprofile", "", "write heap profiles at the end: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE")
+	fl.StringVar(&f.memprofile, "memprofile", "", "write heap profiles at the end: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE; "+
+		"longpoll also writes them while its exchanges are held: FILE.held.PATH.PROCESS (e.g. FILE.held.relay.gateway)")
 	fl.StringVar(&f.jsonFile, "json", "", "also write the figures as JSON to this file")
 	fl.StringVar(&f.svgFile, "svg", "", "also draw the latency percentiles, direct against relay, as SVG to this file")
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")
@@ -242,6 +242,9 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		Transport:           f.transport,
 		References:          f.references,
 	}
+	if f.memprofile != "" {
+		cfg.HeldProfile = f.memprofile + ".held"
+	}
 	if changed("longpoll") {
 		cfg.Longpoll = f.longpoll // else the harness's default, fitted to the open-file limit
 	}
@@ -313,7 +316,7 @@ func withProfiles(cpuFile, memFile string, fn func() error) error {
 	}
 	err := fn()
 	if memFile != "" {
-		if perr := writeHeapProfile(memFile); perr != nil {
+		if perr := bench.WriteHeapProfile(memFile); perr != nil {
 			return errors.Join(err, fmt.Errorf("heap profile: %w", perr))
 		}
 	}
@@ -355,19 +358,6 @@ func writeOutput(name string, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
-}
-
-func writeHeapProfile(path string) error {
-	mf, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	runtime.GC()
-	if err := pprof.WriteHeapProfile(mf); err != nil {
-		mf.Close()
-		return err
-	}
-	return mf.Close()
 }
 
 // isTerminal reports whether f is a character device, as terminals are.

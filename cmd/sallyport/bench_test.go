@@ -121,7 +121,7 @@ func TestBinaryBenchStreams(t *testing.T) {
 		}
 	}
 	for _, role := range []string{"backend", "gateway", "agent"} {
-		for _, p := range []string{"cpu", "mem"} {
+		for _, p := range []string{"cpu", "mem", "mem.held.relay"} {
 			if st, err := os.Stat(out(p + "." + role)); err != nil || st.Size() == 0 {
 				t.Errorf("%s profile of the %s: %v", p, role, err)
 			}
