@@ -69,6 +69,7 @@ type h1Conn struct {
 	// connections only.
 	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
 	waitFirst bool               // this exchange flushes with flushAndWait
+	checkIdle bool               // the first write looks for bytes the backend sent while idle (idleCheck)
 	wrote     bool               // part of the request left before flush (see Write)
 	flushW    *bufio.Writer      // the request flushAndWait writes
 	flushErr  error              // its write error
@@ -87,6 +88,9 @@ const h1WaitFirstIdle = 100 * time.Millisecond
 // bodyConn), nil for anything else: only there does reading the socket
 // read the connection's bytes.
 func rawConnOf(nc net.Conn) syscall.RawConn {
+	if !rawWaits {
+		return nil
+	}
 	var tc *net.TCPConn
 	switch c := nc.(type) {
 	case *net.TCPConn:
@@ -116,14 +120,13 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // the poller saw before it started (it resets it, then calls flushWait),
 // and the poller reports readiness only when new bytes arrive (edge
 // triggered). Written after the reset, the request's response cannot
-// arrive unnoticed. What arrived before the write can: bytes or an end of
-// stream that the backend sent while the connection was idle. Then the
-// wait lasts until the backend sends something more: a reset, since a
-// closed socket answers the request with one, or a response. A backend
-// that half-closed the connection and goes on reading without answering
-// would hold the exchange until its context ends; hence no fast path for a
-// connection idle for more than h1WaitFirstIdle, nor for a fresh
-// connection's first request (a backend that speaks first).
+// arrive unnoticed. What arrived before the write would be: bytes or an
+// end of stream that the backend sent while the connection was idle. So
+// on a reused connection the callback first reads without waiting
+// (idleCheck): anything there closes the connection unused. That read
+// takes the place of the one the plain way makes after writing. A fresh
+// connection's first request (a backend that speaks first) and one idle
+// for more than h1WaitFirstIdle take the plain path all the same.
 //
 // A wait that fails (the deadline that interrupt sets, a closed
 // connection) is left to the read that follows, which fails the same way.
@@ -154,10 +157,18 @@ func (c *h1Conn) flush(bw *bufio.Writer) error {
 // writes the request and asks to wait (false); the next one, once the
 // connection is readable, ends the wait (true). A failed write ends it at
 // once.
-func (c *h1Conn) flushThenWait(uintptr) bool {
+func (c *h1Conn) flushThenWait(fd uintptr) bool {
 	c.waits++
 	if c.waits > 1 {
 		return true
+	}
+	if c.checkIdle {
+		c.checkIdle = false
+		if err := idleCheck(fd); err != nil {
+			putH1Writer(c.flushW) // nothing written
+			c.flushW, c.flushErr = nil, err
+			return true
+		}
 	}
 	err := c.flushW.Flush()
 	putH1Writer(c.flushW) // the wait may be long
@@ -170,11 +181,30 @@ func (c *h1Conn) flushThenWait(uintptr) bool {
 }
 
 // Write writes the request for bw to the connection and records in wrote
-// that some of it left before flush.
+// that some of it left before flush. The first write of a request on a
+// reused plain TCP connection looks for bytes the backend sent while the
+// connection was idle (idleCheck), unless flushThenWait did.
 func (c *h1Conn) Write(p []byte) (int, error) {
+	if c.checkIdle {
+		c.checkIdle = false
+		var cerr error
+		if err := c.raw.Read(func(fd uintptr) bool { cerr = idleCheck(fd); return true }); err != nil {
+			return 0, err
+		}
+		if cerr != nil {
+			return 0, cerr
+		}
+	}
 	c.wrote = true
 	return c.conn.Write(p)
 }
+
+// errUnsolicited: the backend sent bytes on an idle connection, which no
+// request asked for (a body longer than its Content-Length, written late).
+// Read as the next request's response they would answer it with what the
+// previous one was sent: the connection is closed unused instead, and the
+// request goes out on a new one.
+var errUnsolicited = errors.New("the backend sent bytes on an idle connection that no request asked for (a response longer than its Content-Length?); the connection was closed")
 
 // Read reads from the connection for br, no more than limit bytes: the
 // bound on a response head.

@@ -1,3 +1,5 @@
+//go:build unix
+
 package agent
 
 import (
@@ -6,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -201,4 +205,97 @@ func TestH1SyncFlushWaitsWholeHeadOnly(t *testing.T) {
 		}
 		c.waits = 0
 	}
+}
+
+// TestH1SyncUnsolicitedWhileIdle: a backend that, after a whole response,
+// sends more bytes in a later write while the connection is idle (here a
+// complete second response). The next request must not take them for its
+// answer: the reused connection is checked before the request is written
+// (in the fast path's wait, and before the first write of the plain path
+// for a connection idle for h1WaitFirstIdle or more), closed, and the
+// request goes out on a new connection.
+func TestH1SyncUnsolicitedWhileIdle(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		idle time.Duration
+	}{
+		{"fast path", 0},
+		{"plain path", h1WaitFirstIdle},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+			sent := make(chan struct{})
+			var first atomic.Bool
+			addr, accepted := rawBackend(t, func(c net.Conn) {
+				reqs := newRawRequests(c)
+				if first.CompareAndSwap(false, true) {
+					// First connection: one request answered; when the test
+					// says so, the stale bytes; then whatever comes is read
+					// and never answered.
+					if _, err := reqs.next(); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					<-sent
+					io.WriteString(c, stale)
+					sent <- struct{}{}
+					io.Copy(io.Discard, c)
+					return
+				}
+				for {
+					if _, err := reqs.next(); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+				}
+			})
+			var now atomic.Int64
+			now.Store(time.Now().UnixNano())
+			s := newTestH1Sync(t)
+			s.Now = func() time.Time { return time.Unix(0, now.Load()) }
+			u := "http://" + addr + "/"
+			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "ok" {
+				t.Fatalf("first request: %q, %v", body, err)
+			}
+			sent <- struct{}{} // the backend writes the stale bytes now
+			<-sent             // and has written them
+			if c := idleConn(t, s, u, false); c.raw != nil {
+				waitReadable(t, c) // in the agent's socket, not just sent
+			}
+			now.Add(int64(tc.idle))
+			_, body, err := roundTripBody(t, s, http.MethodGet, u)
+			if err != nil || body != "fresh" {
+				t.Fatalf("second request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
+	}
+}
+
+// waitReadable waits until c's socket holds bytes to read, without
+// reading them (poll(2) through the connection's RawConn would take
+// them; MSG_PEEK leaves them).
+func waitReadable(t *testing.T, c *h1Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		var perr error
+		if err := c.raw.Control(func(fd uintptr) {
+			var b [1]byte
+			n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if perr != nil && perr != syscall.EAGAIN {
+			t.Fatal(perr)
+		}
+		runtime.Gosched()
+	}
+	t.Fatal("the stale bytes never reached the agent's socket")
 }

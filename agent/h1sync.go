@@ -253,6 +253,7 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 	t.mu.Unlock()
 	c.reused = true
 	c.waitFirst = c.raw != nil && idle < h1WaitFirstIdle
+	c.checkIdle = c.raw != nil
 	return c
 }
 
