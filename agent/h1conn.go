@@ -77,13 +77,6 @@ type h1Conn struct {
 	flushWait func(uintptr) bool // c.flushThenWait, made once per connection
 }
 
-// h1WaitFirstIdle is how long a connection may have been idle for its next
-// request to be flushed with flushAndWait, whose wait would miss bytes or
-// an end of stream that arrived while the connection was idle (see there).
-// Busy connections are taken back within microseconds; a backend closes an
-// idle connection after seconds.
-const h1WaitFirstIdle = 100 * time.Millisecond
-
 // rawConnOf is the RawConn of a plain TCP connection (as dialled, or in a
 // bodyConn), nil for anything else: only there does reading the socket
 // read the connection's bytes.
@@ -125,8 +118,8 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // on a reused connection the callback first reads without waiting
 // (idleCheck): anything there closes the connection unused. That read
 // takes the place of the one the plain way makes after writing. A fresh
-// connection's first request (a backend that speaks first) and one idle
-// for more than h1WaitFirstIdle take the plain path all the same.
+// connection's first request (a backend that speaks first) takes the
+// plain path.
 //
 // A wait that fails (the deadline that interrupt sets, a closed
 // connection) is left to the read that follows, which fails the same way.

@@ -239,8 +239,7 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 	// The newest is at the end; if it is past the idle timeout, so are
 	// all the others.
 	c := list[len(list)-1]
-	idle := t.now().Sub(c.idleAt)
-	if idle > t.idleTimeout() {
+	if t.now().Sub(c.idleAt) > t.idleTimeout() {
 		delete(t.idle, key)
 		t.nidle -= len(list)
 		t.mu.Unlock()
@@ -252,7 +251,7 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 	t.nidle--
 	t.mu.Unlock()
 	c.reused = true
-	c.waitFirst = c.raw != nil && idle < h1WaitFirstIdle
+	c.waitFirst = c.raw != nil
 	c.checkIdle = c.raw != nil
 	return c
 }
