@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -534,7 +535,15 @@ func TestRegistryMaxPerConnector(t *testing.T) {
 // per-connector bound, with a logged reason, and keeps the others.
 func TestAddSessionRefusesOverLimit(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	g := &Gateway{registry: NewRegistry(), log: zap.New(core)}
+	st, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.AddConnector(context.Background(), store.Connector{ID: "c1", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	g := &Gateway{registry: NewRegistry(), log: zap.New(core), store: st}
 	g.registry.MaxPerConnector = maxSessionsPerConnector
 	var sessions []*fakeSession
 	for i := range maxSessionsPerConnector + 1 {

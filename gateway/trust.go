@@ -113,10 +113,12 @@ func (g *Gateway) authenticateSession(state *tls.ConnectionState, _ string) (tun
 const maxSessionsPerConnector = 256
 
 // addSession registers a session the tunnel accepted, or closes it when its
-// connector already holds maxSessionsPerConnector sessions.
+// connector already holds maxSessionsPerConnector sessions or was revoked
+// since authenticateSession checked it.
 func (g *Gateway) addSession(s tunnel.Session) {
 	held, ok := g.registry.Add(s)
 	if ok {
+		g.recheckRevoked(s)
 		return
 	}
 	info := s.Info()
@@ -127,6 +129,38 @@ func (g *Gateway) addSession(s tunnel.Session) {
 		zap.String("hint", "an agent opens at most 64; is this connector's key in use by several agents? "+
 			"Enroll each agent with its own token, or revoke the connector"))
 	s.Close(fmt.Errorf("connector %s already holds %d sessions, the most one connector may", info.ConnectorID, held))
+}
+
+// recheckRevoked closes a session that was just registered if its connector
+// has been revoked since the session was authenticated. Between the
+// authentication and the registration the transport waits for the agent's
+// hello (up to 10 s): a Revoke in that window writes the store, then closes
+// the registered sessions, and finds this one not registered yet. Checking
+// the store again after registering leaves no gap: either Revoke's close
+// sees the session, or this read sees the revocation. A store that does
+// not answer closes the session too, as it would refuse a new one.
+func (g *Gateway) recheckRevoked(s tunnel.Session) {
+	info := s.Info()
+	if info.ConnectorID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	c, err := g.store.Connector(ctx, info.ConnectorID)
+	msg := "agent refused: revoked"
+	switch {
+	case err != nil:
+		msg, err = "agent refused: revocation not checked", fmt.Errorf("connector %s: checking revocation: %w", info.ConnectorID, err)
+	case !c.Revoked.IsZero():
+		err = fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
+			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
+	default:
+		return
+	}
+	g.log.Warn(msg, zap.String("reason", err.Error()), zap.String("connector", info.ConnectorID),
+		zap.String("remote", info.RemoteAddr))
+	s.Close(err)
+	g.registry.Remove(s)
 }
 
 // configToken is a pre-provisioned enrollment token from the gateway
