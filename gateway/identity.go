@@ -141,15 +141,19 @@ func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *
 // setIdentity runs once hop-by-hop headers (including any the client named
 // in Connection) were removed, by outRequest or by the ReverseProxy before
 // Rewrite, so the headers set here always reach the app. Client-sent identity headers are removed
-// for every app; apps with pre-authentication also lose the gateway's
-// cookies and get the signed-in user's identity.
+// for every app; so are the gateway's cookies when it signs users in (a
+// browser sends the session cookie to every app on its host or
+// cookie_domain, and an app without sign-in must not be able to replay
+// it). Apps with pre-authentication get the signed-in user's identity.
 func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
 	oidc := st.route.Preauth != nil
 	preauth.StripIdentityHeaders(out.Header, oidc)
+	if h.g.cfg.Preauth != nil {
+		preauth.StripGatewayCookies(out.Header)
+	}
 	if !oidc {
 		return
 	}
-	preauth.StripGatewayCookies(out.Header)
 	if st.identity != nil {
 		preauth.SetIdentityHeaders(out.Header, st.identity, st.assertion)
 	}

@@ -713,3 +713,29 @@ func TestPreauthLargeSession(t *testing.T) {
 		}
 	}
 }
+
+// TestPreauthSessionCookieNotForwardedToOpenApps: the session cookie is a
+// bearer credential (it carries the refresh token too). A browser sends it
+// to every app that shares its host (another path prefix) or, with
+// cookie_domain, its parent domain, including apps without sign-in: their
+// backends must not receive it, or they could replay it to the protected
+// apps as the user.
+func TestPreauthSessionCookieNotForwardedToOpenApps(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	sc := a.sessionCookie(c)
+	if sc == nil {
+		t.Fatal("no session cookie after sign-in")
+	}
+	req, _ := http.NewRequest("GET", a.URL+"/", nil)
+	req.Host = "open.test"
+	req.Header.Set("Cookie", sc.Name+"="+sc.Value+"; theme=dark; sallyport_login_0011223344556677=x")
+	res, body := do(t, a.Client(), req)
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	if got := decodeEchoed(t, body).Headers.Values("Cookie"); len(got) != 1 || got[0] != "theme=dark" {
+		t.Errorf("the open app's backend got Cookie %q, want only theme=dark", got)
+	}
+}
