@@ -145,7 +145,9 @@ func certificate(der []byte, key *ecdsa.PrivateKey) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("the gateway sent an unreadable certificate: %w", err)
 	}
-	if !leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.Public()) {
+	// A key type Go does not know parses as a nil PublicKey.
+	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
 		return tls.Certificate{}, errors.New("the gateway sent a certificate for another key")
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil

@@ -1,13 +1,20 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunWithoutCertificateOrToken(t *testing.T) {
@@ -57,5 +64,33 @@ func TestPinnedTLS(t *testing.T) {
 func TestEnrollNeedsToken(t *testing.T) {
 	if _, err := Enroll(context.Background(), EnrollConfig{Gateway: "127.0.0.1:1"}); err == nil {
 		t.Fatal("enrolled without a token")
+	}
+}
+
+// TestCertificateWithUnknownKeyType: a certificate whose public key is of a
+// type Go does not know parses with a nil PublicKey; the agent must refuse
+// it with an error, not panic.
+func TestCertificateWithUnknownKeyType(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// id-ecPublicKey (1.2.840.10045.2.1) → 1.2.840.10045.2.9, same length.
+	ecOID := []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01}
+	i := bytes.Index(der, ecOID)
+	if i < 0 {
+		t.Fatal("no id-ecPublicKey in the certificate")
+	}
+	der[i+len(ecOID)-1] = 0x09
+	if c, err := x509.ParseCertificate(der); err != nil || c.PublicKey != nil {
+		t.Fatalf("the doctored certificate: %v, %T", err, c.PublicKey)
+	}
+	if _, err := certificate(der, key); err == nil {
+		t.Fatal("a certificate without a usable public key accepted")
 	}
 }
