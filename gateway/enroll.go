@@ -51,6 +51,11 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	g := e.g
 	addr, ip, _ := peerInfo(ctx)
 	log := g.log.Named("enroll").With(zap.String("remote", addr))
+	release, err := g.limiter.acquire(ctx, ip)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	defer release()
 	if g.limiter.blocked(ip) {
 		log.Warn("enrollment refused: too many failed attempts from this address")
 		return nil, status.Error(grpccodes.ResourceExhausted,

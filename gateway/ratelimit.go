@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"time"
@@ -15,8 +16,49 @@ type failLimiter struct {
 	window time.Duration    // 0 → 1 minute
 	now    func() time.Time // never nil
 
-	mu   sync.Mutex
-	byIP map[string]*failEntry // guarded by mu
+	mu    sync.Mutex
+	byIP  map[string]*failEntry // guarded by mu
+	turns map[string]*turn      // attempts under way, per key (see acquire); guarded by mu
+}
+
+// turn lets one attempt of a key run at a time.
+type turn struct {
+	slot chan struct{} // holds a value while an attempt runs; never closed
+	refs int           // attempts running or waiting; guarded by failLimiter.mu
+}
+
+// acquire waits until no other attempt from ip's key is under way, so that
+// every attempt sees the failures of the ones before it: attempts sent in
+// parallel (many gRPC streams at once) would otherwise all pass blocked
+// before the first of them failed, and the limit would not hold. Call
+// release once the attempt's failure, if any, is counted.
+func (l *failLimiter) acquire(ctx context.Context, ip string) (release func(), err error) {
+	key := limitKey(ip)
+	l.mu.Lock()
+	t := l.turns[key]
+	if t == nil {
+		if l.turns == nil {
+			l.turns = make(map[string]*turn)
+		}
+		t = &turn{slot: make(chan struct{}, 1)}
+		l.turns[key] = t
+	}
+	t.refs++
+	l.mu.Unlock()
+	leave := func() {
+		l.mu.Lock()
+		if t.refs--; t.refs == 0 {
+			delete(l.turns, key)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case t.slot <- struct{}{}:
+		return func() { <-t.slot; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
 }
 
 type failEntry struct {
