@@ -247,7 +247,10 @@ func (g *Gateway) connectorView(c store.Connector, live []SessionStatus) APIConn
 		}
 		if !s.Started.Before(newest) {
 			newest = s.Started
-			out.RemoteAddr, out.Version, out.Platform = s.RemoteAddr, s.Version, s.Platform
+			out.RemoteAddr = s.RemoteAddr
+			if plainFields(s.Version, s.Platform) { // from the agent's hello
+				out.Version, out.Platform = s.Version, s.Platform
+			}
 		}
 	}
 	return out

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	grpccodes "google.golang.org/grpc/codes"
@@ -29,6 +31,24 @@ const (
 	maxCSRBytes   = 16 << 10
 	maxFieldBytes = 256
 )
+
+// plainFields reports whether each field is at most maxFieldBytes of UTF-8
+// without control characters. The fields are stored and shown by the admin
+// API and `sallyport connector list`, where escape sequences or line breaks
+// would rewrite an administrator's terminal or forge lines.
+func plainFields(fields ...string) bool {
+	for _, f := range fields {
+		if len(f) > maxFieldBytes || !utf8.ValidString(f) {
+			return false
+		}
+		for _, r := range f {
+			if unicode.IsControl(r) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState) {
 	p, ok := peer.FromContext(ctx)
@@ -69,9 +89,8 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 		log.Warn("enrollment refused", zap.String("reason", err.Error()))
 		return status.Error(code, err.Error())
 	}
-	if len(req.GetCsr()) > maxCSRBytes || len(req.GetName()) > maxFieldBytes ||
-		len(req.GetVersion()) > maxFieldBytes || len(req.GetPlatform()) > maxFieldBytes {
-		return nil, fail(grpccodes.InvalidArgument, errors.New("enrollment request fields too long"))
+	if len(req.GetCsr()) > maxCSRBytes || !plainFields(req.GetName(), req.GetVersion(), req.GetPlatform()) {
+		return nil, fail(grpccodes.InvalidArgument, errors.New("enrollment request fields too long or not plain text"))
 	}
 	// The CSR is checked before the token is spent, so a bad request does
 	// not use up a single-use token.
@@ -125,8 +144,8 @@ func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (
 		}
 		return nil, status.Error(grpccodes.Unauthenticated, err.Error())
 	}
-	if len(req.GetCsr()) > maxCSRBytes || len(req.GetVersion()) > maxFieldBytes || len(req.GetPlatform()) > maxFieldBytes {
-		return nil, status.Error(grpccodes.InvalidArgument, "renewal request fields too long")
+	if len(req.GetCsr()) > maxCSRBytes || !plainFields(req.GetVersion(), req.GetPlatform()) {
+		return nil, status.Error(grpccodes.InvalidArgument, "renewal request fields too long or not plain text")
 	}
 	csr, err := pki.CheckCSR(req.GetCsr())
 	if err != nil {

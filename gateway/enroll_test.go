@@ -17,6 +17,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // holdStore holds every UseToken until the test lets it proceed.
@@ -47,15 +48,8 @@ func TestEnrollLimitHoldsForParallelAttempts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4000}})
+	csr := testCSR(t)
+	ctx := peerContext()
 	const n = 8
 	codes := make(chan grpccodes.Code, n)
 	started := make(chan struct{})
@@ -86,5 +80,59 @@ func TestEnrollLimitHoldsForParallelAttempts(t *testing.T) {
 	}
 	if len(g.limiter.turns) != 0 {
 		t.Fatalf("%d turns left behind", len(g.limiter.turns))
+	}
+}
+
+func testCSR(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+// peerContext is the context of a gRPC call from 192.0.2.7.
+func peerContext() context.Context {
+	return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4000}})
+}
+
+// TestEnrollRefusesControlCharacters: the name, version and platform an
+// agent sends are stored and shown by `sallyport connector list` and the
+// admin API; terminal escape sequences or line breaks in them would let
+// a token holder rewrite an administrator's terminal or forge list lines.
+func TestEnrollRefusesControlCharacters(t *testing.T) {
+	g, err := New(Config{TunnelTLS: &tls.Config{}, Tokens: []Token{{Token: "spt_config", Group: "g"}}, EnrollFailures: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.closeOwnStore() // never served
+	e := &enrollService{g: g}
+	for _, req := range []*tunnelv1.EnrollRequest{
+		{Name: "host\x1b]0;owned\x07"},
+		{Name: "host\nabc123  evil  default"},
+		{Version: "1.0\r"},
+		{Platform: "linux/amd64\x7f"},
+		{Name: "bad utf-8 \xff"},
+	} {
+		req.Token, req.Csr = "spt_config", testCSR(t)
+		if _, err := e.Enroll(peerContext(), req); status.Code(err) != grpccodes.InvalidArgument {
+			t.Errorf("%q %q %q: %v, want InvalidArgument", req.Name, req.Version, req.Platform, err)
+		}
+	}
+	res, err := e.Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: "spt_config", Csr: testCSR(t),
+		Name: "host-1.example", Version: "1.2.3", Platform: "linux/arm64"})
+	if err != nil || res.GetGroup() != "g" {
+		t.Fatalf("a plain request: %v, %v", res, err)
+	}
+	// The version and platform of a live session come from the agent's
+	// hello; the connector list does not show them unless plain either.
+	live := []SessionStatus{{SessionInfo: tunnel.SessionInfo{ConnectorID: "c", Version: "1.2.3\x1b[2J", Platform: "linux/amd64"}}}
+	if v := g.connectorView(store.Connector{ID: "c", Version: "1.2.3", Platform: "linux/amd64"}, live); v.Version != "1.2.3" || v.Sessions != 1 {
+		t.Errorf("connector view: %+v", v)
 	}
 }
