@@ -93,7 +93,7 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy,
 		}
 		return nil, unauthenticated(msg, `Bearer realm="sallyport"`, nil)
 	}
-	return nil, s.startSignIn(w, r, p, path)
+	return nil, s.startSignIn(w, r, p)
 }
 
 // forbidden names who is signed in and how to sign out.

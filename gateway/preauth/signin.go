@@ -26,13 +26,16 @@ type loginState struct {
 	Expires  int64  `json:"x"`
 }
 
-// startSignIn redirects a page load to the provider.
-func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provider, path string) error {
+// startSignIn redirects a page load to the provider. The return address is
+// r's path as escaped (the gateway has normalised it), never the decoded
+// form policies match on: decoded, %3F and %23 would start a query or a
+// fragment and %25 would be a bad escape.
+func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provider) error {
 	op, err := p.discover(r.Context())
 	if err != nil {
 		return unreachable(err)
 	}
-	ret := path
+	ret := r.URL.EscapedPath()
 	if r.URL.RawQuery != "" {
 		ret += "?" + r.URL.RawQuery
 	}

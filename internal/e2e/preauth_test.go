@@ -739,3 +739,17 @@ func TestPreauthSessionCookieNotForwardedToOpenApps(t *testing.T) {
 		t.Errorf("the open app's backend got Cookie %q, want only theme=dark", got)
 	}
 }
+
+// TestPreauthReturnsToTheRequestedPath: after sign-in the browser returns
+// to the path it asked for as it was escaped, not to its decoded form (in
+// which %3F and %23 would start a query or a fragment, %25 would be a bad
+// escape, and UTF-8 would be raw bytes in Location).
+func TestPreauthReturnsToTheRequestedPath(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	const path, query = "/doc%3Fv=1/caf%C3%A9/100%25/a%23b", "q=a%26b"
+	res, body := a.signIn(a.browser(), path+"?"+query, alice)
+	e := decodeEchoed(t, body)
+	if res.StatusCode != 200 || e.Path != path || e.Query != query {
+		t.Fatalf("landed on %q ? %q (%d), want %q ? %q", e.Path, e.Query, res.StatusCode, path, query)
+	}
+}
