@@ -297,7 +297,29 @@ func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, erro
 	if id.Subject == "" {
 		return nil, errors.New("token has no subject")
 	}
+	if groupsLeftOut(all, p.groupsClaim()) {
+		p.svc.log.Warn("the provider left the user's groups out of the token (too many to carry: a groups overage), "+
+			"so policy.groups cannot admit this user",
+			zap.String("provider", p.cfg.Name), zap.String("subject", id.Subject),
+			zap.String("hint", "in Entra ID, emit only the groups assigned to the application "+
+				"(Token configuration → groups claim), or admit the user by email or domain"))
+	}
 	return id, nil
+}
+
+// groupsLeftOut reports a groups overage: instead of the groups claim, the
+// token names where to fetch it (_claim_names, as Entra ID does beyond 200
+// groups) or only says there are groups (hasgroups).
+func groupsLeftOut(all map[string]any, claim string) bool {
+	if _, ok := all[claim]; ok {
+		return false
+	}
+	if names, ok := all["_claim_names"].(map[string]any); ok {
+		if _, ok := names[claim]; ok {
+			return true
+		}
+	}
+	return all["hasgroups"] == true
 }
 
 func randomToken(n int) string {

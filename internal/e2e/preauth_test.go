@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/gateway/preauth"
@@ -751,5 +753,35 @@ func TestPreauthReturnsToTheRequestedPath(t *testing.T) {
 	e := decodeEchoed(t, body)
 	if res.StatusCode != 200 || e.Path != path || e.Query != query {
 		t.Fatalf("landed on %q ? %q (%d), want %q ? %q", e.Path, e.Query, res.StatusCode, path, query)
+	}
+}
+
+// TestPreauthGroupsOverage: a token whose groups were left out because
+// there are too many (Entra ID's _claim_names) cannot pass a policy by
+// groups; the gateway says so in its log instead of refusing the user
+// without a trace of why.
+func TestPreauthGroupsOverage(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	a := newAuthRig(t, preauth.Policy{Groups: []string{"staff"}}, func(c *preauth.Config) { c.Log = zap.New(core) })
+	claims := devoidc.UserClaims(&devoidc.User{Username: "big", Subject: "sub-big"})
+	claims["aud"] = clientID
+	claims["_claim_names"] = map[string]any{"groups": "src1"}
+	claims["_claim_sources"] = map[string]any{"src1": map[string]any{"endpoint": "https://graph.example/v1.0/users/x/getMemberObjects"}}
+	res, body := getH(t, a.Client(), a.URL+"/api", map[string]string{"Authorization": "Bearer " + a.idp.Mint(claims), "Accept": "application/json"})
+	if res.StatusCode != http.StatusForbidden {
+		t.Fatalf("%d %s", res.StatusCode, body)
+	}
+	logged := logs.FilterMessageSnippet("groups overage").All()
+	if len(logged) != 1 || logged[0].ContextMap()["subject"] != "sub-big" {
+		t.Fatalf("log: %v", logs.All())
+	}
+	// A token that has its groups (none of them admitted) is no overage.
+	claims = devoidc.UserClaims(&mallory)
+	claims["aud"], claims["groups"] = clientID, []string{"other"}
+	if res, _ = getH(t, a.Client(), a.URL+"/api", map[string]string{"Authorization": "Bearer " + a.idp.Mint(claims), "Accept": "application/json"}); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("mallory: %d", res.StatusCode)
+	}
+	if n := logs.FilterMessageSnippet("groups overage").Len(); n != 1 {
+		t.Fatalf("%d overage warnings, want 1", n)
 	}
 }
