@@ -48,7 +48,11 @@ type Credentials struct {
 // certificate.
 var ErrNotEnrolled = errors.New("not enrolled")
 
-// LoadCredentials reads the credentials kept in dir.
+// nextSuffix names the certificate Save writes before the key (see save).
+const nextSuffix = ".next"
+
+// LoadCredentials reads the credentials kept in dir, finishing a Save that
+// was interrupted between its writes.
 func LoadCredentials(dir string) (*Credentials, error) {
 	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
 	_, errC := os.Stat(certPath)
@@ -57,6 +61,18 @@ func LoadCredentials(dir string) (*Credentials, error) {
 		return nil, fmt.Errorf("%w: no %s in %s", ErrNotEnrolled, CertFile, dir)
 	}
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if next := certPath + nextSuffix; fileExists(next) {
+		// The new key was written, or not: the certificate that goes
+		// with the key on disk is the one to keep.
+		if nc, nerr := tls.LoadX509KeyPair(next, keyPath); nerr == nil {
+			if rerr := os.Rename(next, certPath); rerr != nil {
+				return nil, fmt.Errorf("agent credentials in %s: %w", dir, rerr)
+			}
+			cert, err = nc, nil
+		} else {
+			os.Remove(next)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent credentials in %s: %w (enroll again to replace them)", dir, err)
 	}
@@ -95,8 +111,14 @@ func (c *Credentials) RenewAt() time.Time {
 }
 
 // Save writes the credentials into dir (created 0700): key 0600, each file
-// through a temporary file renamed into place, the key first.
-func (c *Credentials) Save(dir string) error {
+// through a temporary file renamed into place.
+func (c *Credentials) Save(dir string) error { return c.save(dir, atomicfile.Write) }
+
+// save writes the files with write. The new key must never end up next to
+// the old certificate, whenever the agent stops: the certificate is written
+// to CertFile.next, then the key, then the certificate is renamed into
+// place; LoadCredentials finishes a save stopped before the rename.
+func (c *Credentials) save(dir string, write func(string, []byte, fs.FileMode) error) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save credentials: %w", err)
 	}
@@ -108,23 +130,25 @@ func (c *Credentials) Save(dir string) error {
 	for _, der := range c.Cert.Certificate {
 		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	// The new key and certificate must never be paired with the old ones:
-	// write both to temporary names, then rename.
-	files := []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
-		{CertFile, certPEM, 0o644},
-		{CABundleFile, c.CABundle, 0o644},
+	certPath := filepath.Join(dir, CertFile)
+	if err := write(certPath+nextSuffix, certPEM, 0o644); err != nil {
+		return fmt.Errorf("save credentials: %w", err)
 	}
-	for _, f := range files {
-		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("save credentials: %w", err)
-		}
+	if err := write(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("save credentials: %w", err)
+	}
+	if err := os.Rename(certPath+nextSuffix, certPath); err != nil {
+		return fmt.Errorf("save credentials: %w", err)
+	}
+	if err := write(filepath.Join(dir, CABundleFile), c.CABundle, 0o644); err != nil {
+		return fmt.Errorf("save credentials: %w", err)
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // newKeyAndCSR generates the agent's key (ECDSA P-256) and a CSR for it.

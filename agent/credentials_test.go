@@ -9,12 +9,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io/fs"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 func TestRunWithoutCertificateOrToken(t *testing.T) {
@@ -92,5 +96,90 @@ func TestCertificateWithUnknownKeyType(t *testing.T) {
 	}
 	if _, err := certificate(der, key); err == nil {
 		t.Fatal("a certificate without a usable public key accepted")
+	}
+}
+
+// testCredentials are credentials with a fresh key and a self-signed
+// certificate that names a connector.
+func testCredentials(t *testing.T, id string) *Credentials {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(connectorPrefix + id + "?group=g")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := certificate(der, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newCredentials(cert, []byte("bundle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestSaveCrashKeepsAPair: a renewal writes a new key and certificate; an
+// agent stopped between the two writes (crash, power loss) must find a key
+// and a certificate that belong together when it starts again, not the new
+// key next to the old certificate.
+func TestSaveCrashKeepsAPair(t *testing.T) {
+	dir := t.TempDir()
+	old, next := testCredentials(t, "old"), testCredentials(t, "new")
+	if err := old.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	// Save(next), stopped once the key was written.
+	keyWritten := false
+	crashAfterKey := func(name string, data []byte, perm fs.FileMode) error {
+		if keyWritten {
+			return errors.New("crash")
+		}
+		keyWritten = name == filepath.Join(dir, KeyFile)
+		if err := atomicfile.Write(name, data, perm); err != nil || !keyWritten {
+			return err
+		}
+		return errors.New("crash")
+	}
+	if err := next.save(dir, crashAfterKey); err == nil {
+		t.Fatal("the crash did not happen")
+	}
+	got, err := LoadCredentials(dir)
+	if err != nil {
+		t.Fatalf("after a crash between the writes: %v", err)
+	}
+	if got.ConnectorID != "new" {
+		t.Fatalf("loaded connector %q, want the new pair", got.ConnectorID)
+	}
+	// Loading finished the interrupted save: the directory holds the new
+	// pair alone, and loads again.
+	if got, err = LoadCredentials(dir); err != nil || got.ConnectorID != "new" {
+		t.Fatalf("second load: %v, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, CertFile+nextSuffix)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s%s left behind: %v", CertFile, nextSuffix, err)
+	}
+
+	// A crash before the key was written leaves the old pair working.
+	dir = t.TempDir()
+	if err := old.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	crashBeforeKey := func(name string, data []byte, perm fs.FileMode) error {
+		if name == filepath.Join(dir, KeyFile) {
+			return errors.New("crash")
+		}
+		return atomicfile.Write(name, data, perm)
+	}
+	if err := next.save(dir, crashBeforeKey); err == nil {
+		t.Fatal("the crash did not happen")
+	}
+	if got, err := LoadCredentials(dir); err != nil || got.ConnectorID != "old" {
+		t.Fatalf("after a crash before the key: %v, %v", got, err)
 	}
 }
