@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -472,6 +473,9 @@ func (g *Gateway) validateProviders(c *checker) {
 		}
 		if pr.ClientSecretFile != "" && pr.ClientSecretEnv != "" {
 			c.errorf(p.key("client_secret_env"), "set client_secret_file or client_secret_env, not both")
+		}
+		if len(pr.Scopes) > 0 && !slices.Contains(pr.Scopes, "openid") {
+			c.errorf(p.key("scopes"), "must include openid: without it the provider sends no ID token and every sign-in fails")
 		}
 	}
 }

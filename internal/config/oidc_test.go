@@ -35,3 +35,19 @@ func TestAgentVerifyAssertion(t *testing.T) {
 		t.Fatalf("%+v %v", a, err)
 	}
 }
+
+// TestOIDCScopesNeedOpenID: scopes without openid get no ID token from the
+// provider, so every sign-in would fail ("sent no ID token"); the config
+// says so at start instead.
+func TestOIDCScopesNeedOpenID(t *testing.T) {
+	const base = "oidc:\n  providers:\n    - {name: corp, issuer: 'https://idp.example', client_id: c, scopes: %s}\n"
+	if _, err := ParseGateway("gateway.yaml", []byte(strings.Replace(base, "%s", "[email, profile]", 1))); err == nil ||
+		!strings.Contains(err.Error(), "oidc.providers[0].scopes") || !strings.Contains(err.Error(), "openid") {
+		t.Fatalf("scopes without openid: %v", err)
+	}
+	for _, ok := range []string{"[openid]", "[email, openid, offline_access]", "[]"} {
+		if _, err := ParseGateway("gateway.yaml", []byte(strings.Replace(base, "%s", ok, 1))); err != nil {
+			t.Errorf("scopes %s: %v", ok, err)
+		}
+	}
+}
