@@ -324,8 +324,11 @@ func (s *Service) verifyBearer(ctx context.Context, p *provider, raw string) (*I
 		return nil, invalid("the token is meant for another audience", nil)
 	}
 	id, err := p.identityFrom(tok, "bearer")
-	if err != nil {
+	if errors.Is(err, errNoSubject) {
 		return nil, invalid("the token has no subject", err)
+	}
+	if err != nil {
+		return nil, invalid("the token's claims could not be read", err)
 	}
 	return id, nil
 }

@@ -31,6 +31,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -259,12 +260,28 @@ func callbackURL(r *http.Request) string {
 
 // claims are the identity claims read from ID tokens and bearer tokens.
 type claims struct {
-	Subject           string `json:"sub"`
-	Email             string `json:"email"`
-	EmailVerified     *bool  `json:"email_verified"`
-	Name              string `json:"name"`
-	PreferredUsername string `json:"preferred_username"`
+	Subject           string        `json:"sub"`
+	Email             string        `json:"email"`
+	EmailVerified     *verifiedFlag `json:"email_verified"`
+	Name              string        `json:"name"`
+	PreferredUsername string        `json:"preferred_username"`
 }
+
+// verifiedFlag is email_verified: true, or "true" as some providers
+// (JumpCloud, Apple) send it. Any other value is false.
+type verifiedFlag bool
+
+func (v *verifiedFlag) UnmarshalJSON(b []byte) error {
+	var x any
+	if err := json.Unmarshal(b, &x); err != nil {
+		return err
+	}
+	*v = x == true || x == "true"
+	return nil
+}
+
+// errNoSubject: a token without sub names nobody.
+var errNoSubject = errors.New("token has no subject")
 
 // identityFrom reads the identity out of a verified token.
 func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, error) {
@@ -281,7 +298,7 @@ func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, erro
 		id.Name = c.PreferredUsername
 	}
 	// An address the provider says it has not verified proves nothing.
-	if c.EmailVerified == nil || *c.EmailVerified {
+	if c.EmailVerified == nil || bool(*c.EmailVerified) {
 		id.Email = c.Email
 	}
 	switch g := all[p.groupsClaim()].(type) {
@@ -295,7 +312,7 @@ func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, erro
 		id.Groups = []string{g}
 	}
 	if id.Subject == "" {
-		return nil, errors.New("token has no subject")
+		return nil, errNoSubject
 	}
 	if groupsLeftOut(all, p.groupsClaim()) {
 		p.svc.log.Warn("the provider left the user's groups out of the token (too many to carry: a groups overage), "+

@@ -785,3 +785,31 @@ func TestPreauthGroupsOverage(t *testing.T) {
 		t.Fatalf("%d overage warnings, want 1", n)
 	}
 }
+
+// TestPreauthEmailVerifiedAsString: some providers (JumpCloud, Apple) send
+// email_verified as the string "true" or "false". Such tokens must sign the
+// user in, with the email only when it is "true"; anything but true or
+// "true" leaves the email out.
+func TestPreauthEmailVerifiedAsString(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	for _, tc := range []struct {
+		verified any
+		email    string
+	}{{"true", "alice@example.com"}, {"false", ""}, {"yes", ""}, {1, ""}, {true, "alice@example.com"}, {nil, "alice@example.com"}} {
+		claims := devoidc.UserClaims(&alice)
+		claims["aud"] = clientID
+		if tc.verified == nil {
+			delete(claims, "email_verified")
+		} else {
+			claims["email_verified"] = tc.verified
+		}
+		res, body := getH(t, a.Client(), a.URL+"/api", map[string]string{"Authorization": "Bearer " + a.idp.Mint(claims), "Accept": "application/json"})
+		if res.StatusCode != 200 {
+			t.Errorf("email_verified %#v: %d %s", tc.verified, res.StatusCode, body)
+			continue
+		}
+		if got := decodeEchoed(t, body).Headers.Get("X-Sallyport-Email"); got != tc.email {
+			t.Errorf("email_verified %#v: email %q, want %q", tc.verified, got, tc.email)
+		}
+	}
+}
