@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/sallyport/sallyport/internal/forwarded"
@@ -82,14 +83,15 @@ func (s *sealer) open(purpose, value string, v any) error {
 // 0600) with a new random key. Sessions survive a restart as long as the
 // file does; deleting it signs everybody out. Gateways that share sessions
 // (replicas, or cookie_domain across gateways) must share the file.
+//
+// A new key is written to a temporary file, synced, and linked to file's
+// name, which fails if file exists: a crash never leaves a half-written
+// key, and of processes starting together on one data_dir the first one's
+// key is used by all.
 func LoadOrCreateKey(file string) ([]byte, error) {
 	data, err := os.ReadFile(file)
 	if err == nil {
-		key, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-		if derr != nil || len(key) != KeySize {
-			return nil, fmt.Errorf("session key %s: want %d random bytes in base64 (delete the file to create a new key; everybody must sign in again)", file, KeySize)
-		}
-		return key, nil
+		return decodeKey(file, data)
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("session key: %w", err)
@@ -98,16 +100,44 @@ func LoadOrCreateKey(file string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	encoded := []byte(base64.StdEncoding.EncodeToString(key) + "\n")
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*.tmp") // mode 0600
 	if err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
-	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(encoded)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("session key: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("session key: %w", err)
+	err = os.Link(tmp.Name(), file)
+	switch {
+	case errors.Is(err, os.ErrExist): // another process was first
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("session key: %w", err)
+		}
+		return decodeKey(file, data)
+	case err != nil:
+		// A file system without hard links: replace instead (still never
+		// half-written).
+		if err := os.Rename(tmp.Name(), file); err != nil {
+			return nil, fmt.Errorf("session key: %w", err)
+		}
+	}
+	return key, nil
+}
+
+func decodeKey(file string, data []byte) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(key) != KeySize {
+		return nil, fmt.Errorf("session key %s: want %d random bytes in base64 (delete the file to create a new key; everybody must sign in again)", file, KeySize)
 	}
 	return key, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -139,5 +140,34 @@ func TestIdentityHeaderVariants(t *testing.T) {
 	SetIdentityHeaders(h, &Identity{Subject: "s\n", Email: "e%", Groups: []string{"a,b", "é"}}, "tok")
 	if h.Get(HeaderUser) != "s%0A" || h.Get(HeaderEmail) != "e%25" || h.Get(HeaderGroups) != "a%2Cb,%C3%A9" || h.Get(HeaderAssertion) != "tok" {
 		t.Errorf("%v", h)
+	}
+}
+
+// TestLoadOrCreateKeyConcurrently: replicas that share data_dir and start
+// together (or a restart while another process creates the key) must all
+// end up with the one key, never fail on the file the other just created
+// or read it half-written.
+func TestLoadOrCreateKeyConcurrently(t *testing.T) {
+	for i := range 50 {
+		file := filepath.Join(t.TempDir(), "session.key")
+		const n = 4
+		keys, errs := make([][]byte, n), make([]error, n)
+		var wg sync.WaitGroup
+		for j := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				keys[j], errs[j] = LoadOrCreateKey(file)
+			}()
+		}
+		wg.Wait()
+		for j := range n {
+			if errs[j] != nil || string(keys[j]) != string(keys[0]) {
+				t.Fatalf("round %d, caller %d: %v (keys differ: %v)", i, j, errs[j], string(keys[j]) != string(keys[0]))
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "*")); len(left) != 1 {
+			t.Fatalf("round %d: files left: %v", i, left)
+		}
 	}
 }
