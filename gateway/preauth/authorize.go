@@ -71,7 +71,10 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy,
 		}
 		return id, nil
 	}
-	if why != "" {
+	if why == "invalid" || why == "expired" {
+		// A session with another provider (cookie_domain shared by apps
+		// of several providers) stays until a sign-in here replaces it:
+		// a link to this app must not sign the user out of the others.
 		s.clearSessionCookie(w, r)
 	}
 

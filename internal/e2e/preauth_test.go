@@ -813,3 +813,34 @@ func TestPreauthEmailVerifiedAsString(t *testing.T) {
 		}
 	}
 }
+
+// TestPreauthOtherProviderKeepsSession: a page of an app that signs in with
+// another provider sends the browser to that provider but leaves the
+// session with the first one alone until the new sign-in replaces it; a
+// link from anywhere to such an app must not sign users out.
+func TestPreauthOtherProviderKeepsSession(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) {
+		p := c.Providers[0]
+		p.Name = "partner"
+		c.Providers = append(c.Providers, p)
+	}, func(c *gateway.Config) {
+		r := c.Routes[0]
+		r.App, r.PathPrefix, r.Preauth = "partner-app", "/partner", &preauth.Policy{Provider: "partner"}
+		c.Routes = append(c.Routes, r)
+	})
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	res, _ := getH(t, noRedirect(c), a.URL+"/partner/x", map[string]string{"Sec-Fetch-Site": "cross-site"})
+	if res.StatusCode != http.StatusFound || !strings.Contains(res.Header.Get("Location"), "/authorize?") {
+		t.Fatalf("partner app: %d %v", res.StatusCode, res.Header)
+	}
+	for _, sc := range res.Cookies() {
+		if strings.Contains(sc.Name, "sallyport_session") {
+			t.Errorf("the partner app's redirect set %s (max-age %d)", sc.Name, sc.MaxAge)
+		}
+	}
+	res, body := getH(t, noRedirect(c), a.URL+"/who", nil)
+	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
+		t.Fatalf("the first app after visiting the partner app: %d %s", res.StatusCode, body)
+	}
+}
