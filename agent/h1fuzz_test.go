@@ -1,0 +1,425 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Differential fuzzing of the agent's HTTP/1.1 client (h1Sync: peekHead and
+// readResponseFast, ReadResponse with h1Body, the pool's reuse rules)
+// against net/http reading the same bytes. The backend is a script that
+// answers with the fuzzed bytes; the reference (refExchange) is
+// http.ReadResponse plus reading the body to its end, with the rules of
+// http.Transport and the agent's deliberate ones on top. The agent must
+// agree with it about success, status, header, body, trailer and where the
+// response ends: a connection it keeps for the next request must be one on
+// which nothing follows the response.
+
+// fuzzMethods are the methods h1Sync serves itself.
+var fuzzMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodOptions}
+
+// fuzzReadSizes are the sizes of the reads of a response body: the relay's
+// (larger than the connection's read buffer), the buffer's, and small ones.
+var fuzzReadSizes = [...]int{256 << 10, h1ReadBufferSize, 1, 1000}
+
+// h1Outcome is what one exchange came to.
+type h1Outcome struct {
+	failed   bool   // no response, or its body ended in an error
+	why      string // the error
+	timedOut bool   // the exchange ran into its deadline: the agent waited for bytes
+	status   string
+	code     int
+	proto    string
+	header   http.Header
+	length   int64 // ContentLength
+	body     []byte
+	trailer  http.Header
+	reusable bool // the connection may carry the next request
+	// Reference only:
+	closes   bool // the response ends its connection (Connection: close, HTTP/1.0, read to the end)
+	consumed int  // bytes of the stream the exchange took, 1xx heads included
+	head     int  // bytes of its heads, 1xx included
+}
+
+// refExchange is what net/http makes of stream as the answer to a request
+// with method, read as http.Transport reads it, with the agent's deliberate
+// rules on top:
+//   - informational heads before the final one are skipped (RFC 9110
+//     §15.2; Transport gives up after 5, the agent after 1 MiB of heads);
+//     a 101 fails, since no request h1Sync sends asks for an upgrade;
+//   - the connection is reusable when the response ended without error,
+//     does not close the connection, and nothing follows it in the stream
+//     (Transport closes a connection on which bytes arrive while idle).
+func refExchange(method string, stream []byte) (out h1Outcome) {
+	r := bytes.NewReader(stream)
+	br := bufio.NewReader(r)
+	consumed := func() int { return len(stream) - r.Len() - br.Buffered() }
+	req := &http.Request{Method: method}
+	var res *http.Response
+	for {
+		var err error
+		res, err = http.ReadResponse(br, req)
+		if err != nil {
+			return h1Outcome{failed: true, why: "head: " + err.Error(), closes: true}
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return h1Outcome{failed: true, why: "101 to a request without Upgrade", closes: true}
+		}
+		if res.StatusCode < 100 || res.StatusCode > 199 {
+			break
+		}
+	}
+	out = h1Outcome{
+		status: res.Status, code: res.StatusCode, proto: res.Proto,
+		header: res.Header, length: res.ContentLength,
+		closes: res.Close, head: consumed(),
+	}
+	body, err := io.ReadAll(res.Body)
+	out.body, out.trailer, out.consumed = body, res.Trailer, consumed()
+	if err != nil {
+		out.failed, out.why, out.closes = true, "body: "+err.Error(), true
+		return out
+	}
+	out.reusable = !res.Close && out.consumed == len(stream)
+	return out
+}
+
+// agentExchange sends a bodiless request with method through rt and reads
+// the body in reads of readSize bytes, as the relay does.
+func agentExchange(t *testing.T, rt http.RoundTripper, method, url string, readSize int) (out h1Outcome) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	defer func() { out.timedOut = ctx.Err() != nil }()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := rt.RoundTrip(req)
+	if err != nil {
+		return h1Outcome{failed: true, why: err.Error()}
+	}
+	out = h1Outcome{
+		status: res.Status, code: res.StatusCode, proto: res.Proto,
+		header: res.Header, length: res.ContentLength,
+	}
+	var body bytes.Buffer
+	// Wrapped so that io.CopyBuffer reads with buf, not ReadFrom's sizes.
+	_, err = io.CopyBuffer(struct{ io.Writer }{&body}, struct{ io.Reader }{res.Body}, make([]byte, readSize))
+	res.Body.Close()
+	out.body, out.trailer = body.Bytes(), res.Trailer
+	if err != nil {
+		out.failed, out.why = true, "body: "+err.Error()
+	}
+	return out
+}
+
+// compareExchange reports where the agent's outcome got differs from the
+// reference want. The agent may refuse a response that the reference
+// takes only where it says so deliberately (its 1 MiB bound on heads, of
+// which up to a read buffer more may have been read) and only failing safe:
+// the connection is not kept.
+func compareExchange(t *testing.T, got, want h1Outcome) {
+	t.Helper()
+	if got.timedOut {
+		t.Errorf("the agent waited for bytes the reference does not need (want %s)", describe(want))
+		return
+	}
+	switch {
+	case want.failed && !got.failed:
+		t.Errorf("the agent accepted what net/http refuses (%s): %s", want.why, describe(got))
+	case want.failed:
+	case got.failed && want.head+h1ReadBufferSize > h1MaxResponseHeaderBytes:
+	case got.failed:
+		t.Errorf("the agent refused what net/http accepts (%s): want %s", got.why, describe(want))
+	default:
+		// net/http adds Cache-Control: no-cache to a response with
+		// Pragma: no-cache and no Cache-Control (RFC 7234 §5.4); the
+		// agent's fast path passes the header on as the backend sent it.
+		wantHeader := want.header
+		if p := got.header["Pragma"]; len(p) > 0 && p[0] == "no-cache" && got.header["Cache-Control"] == nil {
+			wantHeader = maps.Clone(want.header)
+			delete(wantHeader, "Cache-Control")
+		}
+		if got.status != want.status || got.code != want.code || got.proto != want.proto ||
+			got.length != want.length || !sameHeader(got.header, wantHeader) ||
+			!bytes.Equal(got.body, want.body) || !sameHeader(got.trailer, want.trailer) {
+			t.Errorf("the agent read\n  %s\nnet/http read\n  %s", describe(got), describe(want))
+		}
+	}
+	if got.failed && got.reusable {
+		t.Errorf("the agent kept the connection of a failed exchange (%s)", got.why)
+	}
+}
+
+func sameHeader(a, b http.Header) bool { return maps.EqualFunc(a, b, slices.Equal[[]string]) }
+
+func describe(o h1Outcome) string {
+	if o.failed {
+		return fmt.Sprintf("failed: %s (body %.60q)", o.why, o.body)
+	}
+	return fmt.Sprintf("%s %q header %q length %d body %.80q (%d bytes) trailer %q reusable %v",
+		o.proto, o.status, o.header, o.length, o.body, len(o.body), o.trailer, o.reusable)
+}
+
+// pipeExchange sends one request with method through an h1Sync whose
+// backend connection is a net.Pipe, which has no RawConn: the connection
+// is not checked for bytes while idle, as a TLS one is not. The backend
+// reads the request, answers with stream in two writes (split there) and
+// hangs up.
+func pipeExchange(t *testing.T, method string, stream []byte, split, readSize int) h1Outcome {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	s := &h1Sync{Fallback: failingRoundTripper{t}, Dial: func(context.Context, string, string) (net.Conn, error) {
+		client, server := net.Pipe()
+		wg.Go(func() {
+			defer server.Close()
+			if _, err := http.ReadRequest(bufio.NewReader(server)); err != nil {
+				return
+			}
+			if _, err := server.Write(stream[:split]); err == nil && split < len(stream) {
+				server.Write(stream[split:])
+			}
+		})
+		return client, nil
+	}}
+	defer s.CloseIdleConnections() // before wg.Wait: a kept connection may hold the backend's write
+	out := agentExchange(t, s, method, "http://backend.test/", readSize)
+	out.reusable = s.idleCount() == 1
+	return out
+}
+
+// addH1Seeds adds each seed response to f with every method, through add.
+func addH1Seeds(add func(method uint8, stream []byte)) {
+	for _, s := range h1SeedResponses {
+		for m := range fuzzMethods {
+			add(uint8(m), []byte(s))
+		}
+	}
+}
+
+// h1SeedResponses cover every decision of the agent's response parser.
+var h1SeedResponses = []string{
+	// Status lines.
+	"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+	"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 599 Very Odd  Status\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1  200 OK\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200\tOK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nh2",
+	"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"http/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"ICY 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	// HTTP/1.0 and keep-alive.
+	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+	"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n0\r\n\r\n",
+	// Connection.
+	"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nConnection: keep-alive, CLOSE\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+	// Responses without framing: read until the connection closes.
+	"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+	"HTTP/1.1 200 OK\r\n\r\n",
+	// Content-Length forms.
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\ncontent-length:  3 \r\n\r\nabc",
+	"HTTP/1.1 200 OK\r\nContent-Length: 007\r\n\r\n1234567",
+	"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775807\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi and more",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+	// Transfer-Encoding.
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1;q=\"a b\"\r\nhello\r\n0;last\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: v\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: v\r\nbad trailer\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nsurplus",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nhi\n0\n\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nhi",
+	// Informational heads.
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </b.js>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 102 Processing\r\nTransfer-Encoding: chunked\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+	"HTTP/1.1 100 Continue\r\n\r\n",
+	"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes",
+	// Responses without a body.
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
+	"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"v1\"\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	// Header forms.
+	"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-A: 1\r\nSet-Cookie: b=2\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nx-a:\tv\t\r\nX-Empty:\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\n X-A: a\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A : a\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-\x00A: a\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: caf\xc3\xa9\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\n: empty name\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 200 OK\r\nX-A: trailing CR\r\r\nContent-Length: 1\r\n\r\nx",
+	// Bare LF line endings.
+	"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nX-A: a\n\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 12\r\n\r\n0\r\n\r\nabcdefg",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nhi",
+	// Truncated and empty.
+	"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+	"HTTP/1.1 200",
+	"",
+	"\r\n",
+}
+
+// h1LongSeeds are seeds whose size matters: heads and bodies around the
+// connection's 4 KiB read buffer, with and without bytes after them.
+func h1LongSeeds() []string {
+	pad := func(n int) string { return strings.Repeat("a", n) }
+	head := "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+	exact := func(total, extra int) string { // head and body total bytes, then extra bytes
+		h := fmt.Sprintf(head, 0)
+		n := total - len(h)
+		h = fmt.Sprintf(head, n)
+		n = total - len(h)
+		return fmt.Sprintf(head, n) + pad(n) + pad(extra)
+	}
+	return []string{
+		"HTTP/1.1 200 OK\r\nX-Long: " + pad(5000) + "\r\nContent-Length: 2\r\n\r\nhi",
+		"HTTP/1.1 200 OK\r\nX-Long: " + pad(5000) + "\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		exact(h1ReadBufferSize, 0),
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + pad(4096) + "\r\n0\r\n\r\nextra",
+	}
+}
+
+// FuzzH1Response: one response, answered on a connection without a
+// RawConn. The agent must read it as net/http does and keep the connection
+// exactly when nothing follows the response: such a connection is not
+// checked before its next request. split cuts the answer into two writes;
+// bytes after the response that come in a later write than its end are
+// not seen before the next request on such a connection (as with TLS),
+// which FuzzH1Reuse checks on plain TCP.
+func FuzzH1Response(f *testing.F) {
+	addH1Seeds(func(m uint8, s []byte) { f.Add(m, uint8(0), uint16(len(s)), s) })
+	for _, s := range h1LongSeeds() {
+		for rs := range fuzzReadSizes {
+			f.Add(uint8(0), uint8(rs), uint16(len(s)), []byte(s))
+		}
+	}
+	// Heads cut short by the first write: peekHead leaves them to
+	// ReadResponse.
+	f.Add(uint8(0), uint8(0), uint16(20), []byte(h1SeedResponses[0]))
+	f.Add(uint8(2), uint8(2), uint16(40), []byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, m, rs uint8, split uint16, stream []byte) {
+		method := fuzzMethods[int(m)%len(fuzzMethods)]
+		at := min(int(split), len(stream))
+		want := refExchange(method, stream)
+		got := pipeExchange(t, method, stream, at, fuzzReadSizes[int(rs)%len(fuzzReadSizes)])
+		compareExchange(t, got, want)
+		// Bytes that follow the response in the write that ended it must
+		// not leave the connection kept.
+		later := want.consumed == at && at < len(stream)
+		if got.reusable && !want.reusable && !want.failed && !(later && !want.closes) {
+			t.Errorf("the agent kept a connection that net/http would not: %s", describe(want))
+		}
+		if !got.reusable && want.reusable && !got.failed {
+			t.Errorf("the agent closed a connection that net/http would keep: %s", describe(want))
+		}
+	})
+}
+
+// FuzzH1Reuse: two exchanges, the second on the first one's connection if
+// the agent keeps it, over loopback TCP (the real path: the first request
+// on a new connection is written then read, a reused connection is checked
+// for bytes sent while idle and flushes inside its wait). The backend
+// answers the first request with first and keeps the connection open if
+// net/http would, and the second with second, then hangs up. The second
+// answer must be read as net/http reads second alone: bytes after the
+// first response must never answer the second request.
+func FuzzH1Reuse(f *testing.F) {
+	next := "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"
+	addH1Seeds(func(m uint8, s []byte) { f.Add(m, s, []byte(next)) })
+	for _, s := range h1LongSeeds() {
+		f.Add(uint8(0), []byte(s), []byte(next))
+	}
+	f.Add(uint8(0), []byte(next), []byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, m uint8, first, second []byte) {
+		method := fuzzMethods[int(m)%len(fuzzMethods)]
+		want1, want2 := refExchange(method, first), refExchange(method, second)
+		keepOpen := !want1.failed && !want1.closes
+		var answered atomic.Int32
+		addr, accepted := rawBackend(t, func(c net.Conn) {
+			rr := newRawRequests(c)
+			for {
+				if _, err := rr.next(); err != nil {
+					return
+				}
+				switch answered.Add(1) {
+				case 1:
+					if _, err := c.Write(first); err != nil || !keepOpen {
+						return
+					}
+				case 2:
+					c.Write(second)
+					return
+				default:
+					return
+				}
+			}
+		})
+		s := newTestH1Sync(t)
+		url := "http://" + addr + "/"
+		got1 := agentExchange(t, s, method, url, fuzzReadSizes[0])
+		got1.reusable = s.idleCount() == 1
+		compareExchange(t, got1, want1)
+		if got1.reusable && (want1.failed || want1.closes) {
+			t.Errorf("the agent kept a connection that the response closes: %s", describe(want1))
+		}
+		got2 := agentExchange(t, s, method, url, fuzzReadSizes[0])
+		compareExchange(t, got2, want2)
+		if reused := accepted.Load() == 1; reused != want1.reusable {
+			t.Errorf("second request on the first one's connection: %v; net/http: %v (first answer %s)",
+				reused, want1.reusable, describe(want1))
+		}
+	})
+}
