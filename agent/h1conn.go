@@ -60,6 +60,7 @@ type h1Conn struct {
 	state     *tls.ConnectionState // nil for plain http; immutable
 	limit     int64                // bytes c.Read may still return
 	nread     int64                // bytes c.Read returned in all
+	full      bool                 // the last c.Read filled its buffer: more may have been there
 	reused    bool                 // taken from the idle pool
 	watch     h1Watch              // interrupts the exchange when its context is cancelled
 	stopWatch func() bool          // watch.stop, made once per connection
@@ -211,6 +212,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	n, err := c.conn.Read(p)
 	c.limit -= int64(n)
 	c.nread += int64(n)
+	c.full = n == len(p)
 	return n, err
 }
 
@@ -365,8 +367,15 @@ func (c *h1Conn) fail(ctx context.Context, stop func() bool, op string, err erro
 // release ends c's exchange: back into the pool when keep says the
 // connection may carry another request, the cancellation did not fire and
 // the backend sent nothing more, else closed.
+//
+// Nothing more in br is not enough when the response ended exactly where
+// a read that filled its buffer did: the rest of that write may be waiting
+// in the socket or, over TLS, in the connection's record. A plain TCP
+// connection is checked for it before its next request (idleCheck); any
+// other one is closed, which costs a new connection to a response that
+// ends just there, one size in a read buffer's.
 func (c *h1Conn) release(stop func() bool, keep bool) {
-	if !stop() || !keep || c.br.Buffered() != 0 {
+	if !stop() || !keep || c.br.Buffered() != 0 || c.full && c.raw == nil {
 		c.close()
 		return
 	}
