@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -69,6 +70,7 @@ type h1Conn struct {
 	// Flushing inside a wait for the response (flushAndWait), plain TCP
 	// connections only.
 	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
+	tlsRaw    syscall.RawConn    // the TCP connection's under TLS, for idleCheck only; else nil; immutable
 	waitFirst bool               // this exchange flushes with flushAndWait
 	checkIdle bool               // the first write looks for bytes the backend sent while idle (idleCheck)
 	wrote     bool               // part of the request left before flush (see Write)
@@ -181,16 +183,45 @@ func (c *h1Conn) flushThenWait(fd uintptr) bool {
 func (c *h1Conn) Write(p []byte) (int, error) {
 	if c.checkIdle {
 		c.checkIdle = false
-		var cerr error
-		if err := c.raw.Read(func(fd uintptr) bool { cerr = idleCheck(fd); return true }); err != nil {
+		if err := idleCheckRaw(c.raw); err != nil {
 			return 0, err
-		}
-		if cerr != nil {
-			return 0, cerr
 		}
 	}
 	c.wrote = true
 	return c.conn.Write(p)
+}
+
+// idleCheckRaw runs idleCheck on the socket of raw.
+func idleCheckRaw(raw syscall.RawConn) error {
+	var cerr error
+	if err := raw.Read(func(fd uintptr) bool { cerr = idleCheck(fd); return true }); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// checkIdleTLS looks for what a TLS backend sent while its connection was
+// idle, before a request is written on it, as idleCheck does for plain
+// TCP: first a record that the TLS connection read already, with the
+// response's last one (a read whose deadline has passed returns it, or
+// fails at once without a system call), then bytes in the socket
+// (idleCheck, where rawWaits). Bytes are errUnsolicited; an end of stream
+// or a close_notify is an error too. Either way the connection is not
+// used. Records that only finish the handshake (session tickets) are taken
+// by the TLS connection itself and are no error.
+func (c *h1Conn) checkIdleTLS() error {
+	_ = c.conn.SetReadDeadline(aLongTimeAgo)
+	_, err := c.br.Peek(1)
+	_ = c.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return errUnsolicited
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		return err
+	case c.tlsRaw == nil:
+		return nil
+	}
+	return idleCheckRaw(c.tlsRaw)
 }
 
 // errUnsolicited: the backend sent bytes on an idle connection, which no
