@@ -401,12 +401,13 @@ func (c *h1Conn) fail(ctx context.Context, stop func() bool, op string, err erro
 //
 // Nothing more in br is not enough when the response ended exactly where
 // a read that filled its buffer did: the rest of that write may be waiting
-// in the socket or, over TLS, in the connection's record. A plain TCP
-// connection is checked for it before its next request (idleCheck); any
-// other one is closed, which costs a new connection to a response that
-// ends just there, one size in a read buffer's.
+// in the socket or, over TLS, in the connection's record. Plain TCP and
+// TLS connections are checked for it before their next request (idleCheck,
+// checkIdleTLS); any other one (plain TCP where !rawWaits) is closed, which
+// costs a new connection to a response that ends just there, one size in a
+// read buffer's.
 func (c *h1Conn) release(stop func() bool, keep bool) {
-	if !stop() || !keep || c.br.Buffered() != 0 || c.full && c.raw == nil {
+	if !stop() || !keep || c.br.Buffered() != 0 || c.full && c.raw == nil && c.state == nil {
 		c.close()
 		return
 	}

@@ -287,45 +287,63 @@ func testTLSConfigs(t *testing.T) (server, client *tls.Config) {
 }
 
 // TestH1SyncTLSSurplusRecord: a TLS backend answers with a whole response
-// and, in the same TCP write, a second record with a response nobody asked
-// for. The agent's TLS connection reads both records at once; the first
-// response ends with its record, so nothing is left in the read buffer and
-// the socket is empty, but the record waits in the TLS connection. It must
-// not answer the next request: checkIdleTLS reads it before the request is
-// written, and the request goes out on a new connection.
+// and, in the same TCP write, a response nobody asked for: in a second
+// record, or in the same record after a response that ends exactly where
+// the agent's read buffer is full. Either way nothing is left in the read
+// buffer and the socket is empty, but the bytes wait in the TLS connection.
+// They must not answer the next request: checkIdleTLS reads them before the
+// request is written, and the request goes out on a new connection.
 func TestH1SyncTLSSurplusRecord(t *testing.T) {
-	serverTLS, clientTLS := testTLSConfigs(t)
-	var first atomic.Bool
-	addr, accepted := rawBackend(t, func(c net.Conn) {
-		hc := &heldConn{Conn: c}
-		tc := tls.Server(hc, serverTLS)
-		reqs := newRawRequests(tc)
-		if first.CompareAndSwap(false, true) {
-			if _, err := reqs.next(); err != nil {
-				return
-			}
-			hc.hold = true // the two records in one write
-			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
-			if hc.flush() != nil {
-				return
-			}
-			io.Copy(io.Discard, tc)
-			return
-		}
-		answerFresh(reqs, tc)
-	})
-	s := newTestH1Sync(t)
-	s.TLS = clientTLS
-	u := "https://" + addr + "/"
-	if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "ok" {
-		t.Fatalf("first request: %q, %v", body, err)
+	const stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+	full := "HTTP/1.1 200 OK\r\nContent-Length: 4055\r\n\r\n" + strings.Repeat("f", 4055)
+	if len(full) != h1ReadBufferSize {
+		t.Fatalf("the full response has %d bytes, want %d", len(full), h1ReadBufferSize)
 	}
-	if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "fresh" {
-		t.Fatalf("second request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
-	}
-	if n := accepted.Load(); n != 2 {
-		t.Errorf("%d connections, want 2", n)
+	for _, tc := range []struct {
+		name   string
+		writes []string // TLS writes, all in one TCP write
+		body   string   // of the first response
+	}{
+		{"second record", []string{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", stale}, "ok"},
+		{"same record, full read", []string{full + stale}, full[len(full)-4055:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serverTLS, clientTLS := testTLSConfigs(t)
+			serverTLS.DynamicRecordSizingDisabled = true // a record as large as the write
+			var first atomic.Bool
+			addr, accepted := rawBackend(t, func(c net.Conn) {
+				hc := &heldConn{Conn: c}
+				sc := tls.Server(hc, serverTLS)
+				reqs := newRawRequests(sc)
+				if first.CompareAndSwap(false, true) {
+					if _, err := reqs.next(); err != nil {
+						return
+					}
+					hc.hold = true
+					for _, w := range tc.writes {
+						io.WriteString(sc, w)
+					}
+					if hc.flush() != nil {
+						return
+					}
+					io.Copy(io.Discard, sc)
+					return
+				}
+				answerFresh(reqs, sc)
+			})
+			s := newTestH1Sync(t)
+			s.TLS = clientTLS
+			u := "https://" + addr + "/"
+			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != tc.body {
+				t.Fatalf("first request: %.20q (%d bytes), %v", body, len(body), err)
+			}
+			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "fresh" {
+				t.Fatalf("second request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
 	}
 }
 
