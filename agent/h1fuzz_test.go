@@ -406,32 +406,16 @@ func FuzzH1Reuse(f *testing.F) {
 		f.Add(uint8(0), []byte(s), []byte(next))
 	}
 	f.Add(uint8(0), []byte(next), []byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+	// One listener for all inputs: a listener each would run out of
+	// ports within a minute of fuzzing.
+	b := startScriptBackend(f)
 	f.Fuzz(func(t *testing.T, m uint8, first, second []byte) {
 		method := fuzzMethods[int(m)%len(fuzzMethods)]
 		want1, want2 := refExchange(method, first), refExchange(method, second)
-		keepOpen := !want1.failed && !want1.closes
-		var answered atomic.Int32
-		addr, accepted := rawBackend(t, func(c net.Conn) {
-			rr := newRawRequests(c)
-			for {
-				if _, err := rr.next(); err != nil {
-					return
-				}
-				switch answered.Add(1) {
-				case 1:
-					if _, err := c.Write(first); err != nil || !keepOpen {
-						return
-					}
-				case 2:
-					c.Write(second)
-					return
-				default:
-					return
-				}
-			}
-		})
+		sc := &h1Script{answers: [][]byte{first, second}, keepOpen: !want1.failed && !want1.closes}
+		b.script.Store(sc)
 		s := newTestH1Sync(t)
-		url := "http://" + addr + "/"
+		url := "http://" + b.addr + "/"
 		got1 := agentExchange(t, s, method, url, fuzzReadSizes[0])
 		got1.reusable = s.idleCount() == 1
 		compareExchange(t, got1, want1)
@@ -440,9 +424,87 @@ func FuzzH1Reuse(f *testing.F) {
 		}
 		got2 := agentExchange(t, s, method, url, fuzzReadSizes[0])
 		compareExchange(t, got2, want2)
-		if reused := accepted.Load() == 1; reused != want1.reusable {
+		if reused := sc.accepted.Load() == 1; reused != want1.reusable {
 			t.Errorf("second request on the first one's connection: %v; net/http: %v (first answer %s)",
 				reused, want1.reusable, describe(want1))
 		}
 	})
+}
+
+// h1Script is what a scriptBackend answers: the nth request it reads, on
+// whichever connection, gets answers[n-1] in one write; after the first
+// answer the connection stays open only if keepOpen, after the last it
+// closes.
+type h1Script struct {
+	answers  [][]byte
+	keepOpen bool
+	accepted atomic.Int32 // connections served
+	answered atomic.Int32 // requests answered
+}
+
+// scriptBackend is a loopback listener that serves each connection with
+// the script that is current when it is accepted.
+type scriptBackend struct {
+	addr   string
+	script atomic.Pointer[h1Script]
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open; guarded by mu
+}
+
+func startScriptBackend(tb testing.TB) *scriptBackend {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b := &scriptBackend{addr: ln.Addr().String(), conns: make(map[net.Conn]struct{})}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.conns[c] = struct{}{}
+			b.mu.Unlock()
+			sc := b.script.Load()
+			wg.Go(func() {
+				defer func() {
+					c.Close()
+					b.mu.Lock()
+					delete(b.conns, c)
+					b.mu.Unlock()
+				}()
+				sc.serve(c)
+			})
+		}
+	})
+	tb.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		for c := range b.conns {
+			c.Close()
+		}
+		b.mu.Unlock()
+		wg.Wait()
+	})
+	return b
+}
+
+func (sc *h1Script) serve(c net.Conn) {
+	sc.accepted.Add(1)
+	rr := newRawRequests(c)
+	for {
+		if _, err := rr.next(); err != nil {
+			return
+		}
+		n := int(sc.answered.Add(1))
+		if n > len(sc.answers) {
+			return
+		}
+		if _, err := c.Write(sc.answers[n-1]); err != nil || n == len(sc.answers) || n == 1 && !sc.keepOpen {
+			return
+		}
+	}
 }

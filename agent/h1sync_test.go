@@ -217,7 +217,7 @@ func TestH1SyncRetriesDeadIdleConn(t *testing.T) {
 
 // rawBackend accepts connections on loopback and runs serve on each. It
 // returns the address and the number of connections accepted so far.
-func rawBackend(t testing.TB, serve func(c net.Conn)) (string, *atomic.Int32) {
+func rawBackend(t *testing.T, serve func(c net.Conn)) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
