@@ -515,3 +515,41 @@ func (sc *h1Script) serve(c net.Conn) {
 		}
 	}
 }
+
+// FuzzPeekHead: every head that peekHead takes, http.ReadResponse reads the
+// same way (status, proto, fields, length, where the head ends, and a
+// connection it keeps), and peekHead consumes nothing. The exchange
+// targets check the same through the whole client; this one reaches many
+// more heads a second.
+func FuzzPeekHead(f *testing.F) {
+	for _, s := range h1SeedResponses {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(raw), h1ReadBufferSize)
+		br.Peek(1)
+		buffered := br.Buffered()
+		h, ok := peekHead(br)
+		if br.Buffered() != buffered {
+			t.Fatalf("peekHead consumed %d bytes", buffered-br.Buffered())
+		}
+		if !ok {
+			return
+		}
+		r := bytes.NewReader(raw)
+		rbr := bufio.NewReader(r)
+		res, err := http.ReadResponse(rbr, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("peekHead took a head that ReadResponse refuses: %v", err)
+		}
+		got := h1Outcome{status: h.status, code: h.code, proto: "HTTP/1.1", header: h.header, length: h.length}
+		want := h1Outcome{status: res.Status, code: res.StatusCode, proto: res.Proto, header: res.Header, length: res.ContentLength}
+		compareExchange(t, got, want)
+		if size := len(raw) - r.Len() - rbr.Buffered(); size != h.size {
+			t.Errorf("peekHead's head has %d bytes, ReadResponse's %d", h.size, size)
+		}
+		if res.Close {
+			t.Error("peekHead took a head whose response closes the connection")
+		}
+	})
+}
