@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,7 @@ type h1Conn struct {
 	state     *tls.ConnectionState // nil for plain http; immutable
 	limit     int64                // bytes c.Read may still return
 	nread     int64                // bytes c.Read returned in all
+	full      bool                 // the last c.Read filled its buffer: more may have been there
 	reused    bool                 // taken from the idle pool
 	watch     h1Watch              // interrupts the exchange when its context is cancelled
 	stopWatch func() bool          // watch.stop, made once per connection
@@ -68,6 +70,7 @@ type h1Conn struct {
 	// Flushing inside a wait for the response (flushAndWait), plain TCP
 	// connections only.
 	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
+	tlsRaw    syscall.RawConn    // the TCP connection's under TLS, for idleCheck only; else nil; immutable
 	waitFirst bool               // this exchange flushes with flushAndWait
 	checkIdle bool               // the first write looks for bytes the backend sent while idle (idleCheck)
 	wrote     bool               // part of the request left before flush (see Write)
@@ -180,16 +183,45 @@ func (c *h1Conn) flushThenWait(fd uintptr) bool {
 func (c *h1Conn) Write(p []byte) (int, error) {
 	if c.checkIdle {
 		c.checkIdle = false
-		var cerr error
-		if err := c.raw.Read(func(fd uintptr) bool { cerr = idleCheck(fd); return true }); err != nil {
+		if err := idleCheckRaw(c.raw); err != nil {
 			return 0, err
-		}
-		if cerr != nil {
-			return 0, cerr
 		}
 	}
 	c.wrote = true
 	return c.conn.Write(p)
+}
+
+// idleCheckRaw runs idleCheck on the socket of raw.
+func idleCheckRaw(raw syscall.RawConn) error {
+	var cerr error
+	if err := raw.Read(func(fd uintptr) bool { cerr = idleCheck(fd); return true }); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// checkIdleTLS looks for what a TLS backend sent while its connection was
+// idle, before a request is written on it, as idleCheck does for plain
+// TCP: first a record that the TLS connection read already, with the
+// response's last one (a read whose deadline has passed returns it, or
+// fails at once without a system call), then bytes in the socket
+// (idleCheck, where rawWaits). Bytes are errUnsolicited; an end of stream
+// or a close_notify is an error too. Either way the connection is not
+// used. Records that only finish the handshake (session tickets) are taken
+// by the TLS connection itself and are no error.
+func (c *h1Conn) checkIdleTLS() error {
+	_ = c.conn.SetReadDeadline(aLongTimeAgo)
+	_, err := c.br.Peek(1)
+	_ = c.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return errUnsolicited
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		return err
+	case c.tlsRaw == nil:
+		return nil
+	}
+	return idleCheckRaw(c.tlsRaw)
 }
 
 // errUnsolicited: the backend sent bytes on an idle connection, which no
@@ -211,6 +243,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	n, err := c.conn.Read(p)
 	c.limit -= int64(n)
 	c.nread += int64(n)
+	c.full = n == len(p)
 	return n, err
 }
 
@@ -365,8 +398,16 @@ func (c *h1Conn) fail(ctx context.Context, stop func() bool, op string, err erro
 // release ends c's exchange: back into the pool when keep says the
 // connection may carry another request, the cancellation did not fire and
 // the backend sent nothing more, else closed.
+//
+// Nothing more in br is not enough when the response ended exactly where
+// a read that filled its buffer did: the rest of that write may be waiting
+// in the socket or, over TLS, in the connection's record. Plain TCP and
+// TLS connections are checked for it before their next request (idleCheck,
+// checkIdleTLS); any other one (plain TCP where !rawWaits) is closed, which
+// costs a new connection to a response that ends just there, one size in a
+// read buffer's.
 func (c *h1Conn) release(stop func() bool, keep bool) {
-	if !stop() || !keep || c.br.Buffered() != 0 {
+	if !stop() || !keep || c.br.Buffered() != 0 || c.full && c.raw == nil && c.state == nil {
 		c.close()
 		return
 	}

@@ -145,6 +145,12 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 	if len(h.status) > 3 && h.status[3] != ' ' {
 		return h, false
 	}
+	// A reason phrase has the bytes of a field value. A bare LF, which
+	// ReadResponse takes as the end of the line, would hide the field
+	// after it (a Transfer-Encoding that frames the body differently).
+	if !httpguts.ValidHeaderFieldValue(h.status) {
+		return h, false
+	}
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
 		return h, false
 	}
@@ -160,10 +166,13 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 		if !found || !httpguts.ValidHeaderFieldName(name) {
 			return h, false // also a folded line, which starts with a space
 		}
-		value = textproto.TrimString(value)
+		// Checked before trimming, which would take a bare CR or LF off
+		// its end: ReadResponse refuses the first and ends the line at
+		// the second, so that a CRLF after it ends the head there.
 		if !httpguts.ValidHeaderFieldValue(value) {
 			return h, false
 		}
+		value = textproto.TrimString(value)
 		name = http.CanonicalHeaderKey(name)
 		switch name {
 		case "Transfer-Encoding", "Connection", "Trailer":

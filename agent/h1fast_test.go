@@ -40,6 +40,13 @@ func TestPeekHead(t *testing.T) {
 		{"space before colon", "HTTP/1.1 200 OK\r\nX-A : a\r\nContent-Length: 0\r\n\r\n", false},
 		{"control in value", "HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n", false},
 		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", false},
+		// ReadResponse ends the status line at the LF: the next line is
+		// a field that frames the body as chunked.
+		{"LF in status line", "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\r\nContent-Length: 12\r\n\r\n0\r\n\r\nabcdefg", false},
+		// ReadResponse ends the head at the CRLF after the LF: what
+		// follows is a body until the connection closes.
+		{"LF before CRLF", "HTTP/1.1 200 OK\r\nX-A: a\n\r\nContent-Length: 0\r\n\r\n", false},
+		{"CR at end of value", "HTTP/1.1 200 OK\r\nX-A: a\r\r\nContent-Length: 0\r\n\r\n", false},
 		{"bad status", "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", false},
 		{"long status", "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", false},
 		{"head not complete", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", false},

@@ -4,9 +4,11 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strings"
@@ -166,23 +168,39 @@ func TestH1SyncFlushWaitsWholeHeadOnly(t *testing.T) {
 // request is written (idleCheck, in the fast path's wait or before the
 // plain path's first write, here forced by a head larger than the write
 // buffer), closed unused, and the request goes out on a new connection.
+// Over TLS (always the plain path) the check is checkIdleTLS, made as the
+// connection leaves the pool: the misbehaviour is a close_notify or a
+// record sent while idle.
 func TestH1SyncIdleConnChecked(t *testing.T) {
 	const stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
 	big := strings.Repeat("c", 2*h1WriteBufferSize)
+	halfClose := func(c net.Conn) { c.(interface{ CloseWrite() error }).CloseWrite() }
+	unsolicited := func(c net.Conn) { io.WriteString(c, stale) }
 	for _, tc := range []struct {
 		name      string
 		misbehave func(c net.Conn)
 		cookie    string
+		tls       bool
 	}{
-		{"half-closed, fast path", func(c net.Conn) { c.(*net.TCPConn).CloseWrite() }, ""},
-		{"half-closed, plain path", func(c net.Conn) { c.(*net.TCPConn).CloseWrite() }, big},
-		{"unsolicited bytes, fast path", func(c net.Conn) { io.WriteString(c, stale) }, ""},
-		{"unsolicited bytes, plain path", func(c net.Conn) { io.WriteString(c, stale) }, big},
+		{"half-closed, fast path", halfClose, "", false},
+		{"half-closed, plain path", halfClose, big, false},
+		{"unsolicited bytes, fast path", unsolicited, "", false},
+		{"unsolicited bytes, plain path", unsolicited, big, false},
+		{"half-closed, TLS", halfClose, "", true},
+		{"unsolicited bytes, TLS", unsolicited, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			misbehave, misbehaved := make(chan struct{}), make(chan struct{})
 			var first atomic.Bool
+			scheme, serverTLS, clientTLS := "http", (*tls.Config)(nil), (*tls.Config)(nil)
+			if tc.tls {
+				scheme = "https"
+				serverTLS, clientTLS = testTLSConfigs(t)
+			}
 			addr, accepted := rawBackend(t, func(c net.Conn) {
+				if serverTLS != nil {
+					c = tls.Server(c, serverTLS)
+				}
 				reqs := newRawRequests(c)
 				if first.CompareAndSwap(false, true) {
 					if _, err := reqs.next(); err != nil {
@@ -195,21 +213,22 @@ func TestH1SyncIdleConnChecked(t *testing.T) {
 					io.Copy(io.Discard, c) // what comes next, unanswered
 					return
 				}
-				for {
-					if _, err := reqs.next(); err != nil {
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-				}
+				answerFresh(reqs, c)
 			})
 			s := newTestH1Sync(t)
-			u := "http://" + addr + "/"
+			s.TLS = clientTLS
+			u := scheme + "://" + addr + "/"
 			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "ok" {
 				t.Fatalf("first request: %q, %v", body, err)
 			}
 			close(misbehave)
 			<-misbehaved
-			waitReadable(t, idleConn(t, s, u, false)) // in the agent's socket, not just sent
+			c := idleConn(t, s, u, tc.tls)
+			raw := c.raw
+			if tc.tls {
+				raw = c.tlsRaw
+			}
+			waitReadable(t, raw) // in the agent's socket, not just sent
 			_, body, err := roundTripBody(t, s, http.MethodGet, u, "Cookie", tc.cookie)
 			if err != nil || body != "fresh" {
 				t.Fatalf("second request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
@@ -221,15 +240,26 @@ func TestH1SyncIdleConnChecked(t *testing.T) {
 	}
 }
 
+// answerFresh answers each request that comes on a new connection with
+// "fresh", until the connection ends.
+func answerFresh(reqs *rawRequests, w io.Writer) {
+	for {
+		if _, err := reqs.next(); err != nil {
+			return
+		}
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+	}
+}
+
 // waitReadable waits until c's socket holds bytes or an end of stream to
 // read, without reading them (MSG_PEEK leaves them).
-func waitReadable(t *testing.T, c *h1Conn) {
+func waitReadable(t *testing.T, raw syscall.RawConn) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		var n int
 		var perr error
-		if err := c.raw.Control(func(fd uintptr) {
+		if err := raw.Control(func(fd uintptr) {
 			var b [1]byte
 			n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		}); err != nil {
@@ -244,4 +274,97 @@ func waitReadable(t *testing.T, c *h1Conn) {
 		runtime.Gosched()
 	}
 	t.Fatal("nothing the backend sent reached the agent's socket")
+}
+
+// testTLSConfigs are a TLS server's config with httptest's certificate and
+// a client's that trusts it.
+func testTLSConfigs(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	defer srv.Close()
+	return srv.TLS.Clone(), srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+}
+
+// TestH1SyncTLSSurplusRecord: a TLS backend answers with a whole response
+// and, in the same TCP write, a response nobody asked for: in a second
+// record, or in the same record after a response that ends exactly where
+// the agent's read buffer is full. Either way nothing is left in the read
+// buffer and the socket is empty, but the bytes wait in the TLS connection.
+// They must not answer the next request: checkIdleTLS reads them before the
+// request is written, and the request goes out on a new connection.
+func TestH1SyncTLSSurplusRecord(t *testing.T) {
+	const stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+	full := "HTTP/1.1 200 OK\r\nContent-Length: 4055\r\n\r\n" + strings.Repeat("f", 4055)
+	if len(full) != h1ReadBufferSize {
+		t.Fatalf("the full response has %d bytes, want %d", len(full), h1ReadBufferSize)
+	}
+	for _, tc := range []struct {
+		name   string
+		writes []string // TLS writes, all in one TCP write
+		body   string   // of the first response
+	}{
+		{"second record", []string{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", stale}, "ok"},
+		{"same record, full read", []string{full + stale}, full[len(full)-4055:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serverTLS, clientTLS := testTLSConfigs(t)
+			serverTLS.DynamicRecordSizingDisabled = true // a record as large as the write
+			var first atomic.Bool
+			addr, accepted := rawBackend(t, func(c net.Conn) {
+				hc := &heldConn{Conn: c}
+				sc := tls.Server(hc, serverTLS)
+				reqs := newRawRequests(sc)
+				if first.CompareAndSwap(false, true) {
+					if _, err := reqs.next(); err != nil {
+						return
+					}
+					hc.hold = true
+					for _, w := range tc.writes {
+						io.WriteString(sc, w)
+					}
+					if hc.flush() != nil {
+						return
+					}
+					io.Copy(io.Discard, sc)
+					return
+				}
+				answerFresh(reqs, sc)
+			})
+			s := newTestH1Sync(t)
+			s.TLS = clientTLS
+			u := "https://" + addr + "/"
+			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != tc.body {
+				t.Fatalf("first request: %.20q (%d bytes), %v", body, len(body), err)
+			}
+			if _, body, err := roundTripBody(t, s, http.MethodGet, u); err != nil || body != "fresh" {
+				t.Fatalf("second request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
+	}
+}
+
+// heldConn keeps what is written while hold is set until flush, which
+// writes it at once. Owned by one goroutine.
+type heldConn struct {
+	net.Conn
+	hold bool
+	held []byte
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.held = append(c.held, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *heldConn) flush() error {
+	c.hold = false
+	_, err := c.Conn.Write(c.held)
+	return err
 }

@@ -222,11 +222,20 @@ func checkHeaderFields(h http.Header) error {
 }
 
 // getConn takes the most recently used idle connection for key, or dials.
+// An idle TLS connection on which the backend sent something is closed
+// and the next one taken (checkIdleTLS); a plain one is checked as its
+// request is written (idleCheck).
 func (t *h1Sync) getConn(ctx context.Context, key h1Key) (*h1Conn, error) {
-	if c := t.takeIdle(key); c != nil {
-		return c, nil
+	for {
+		c := t.takeIdle(key)
+		if c == nil {
+			return t.dialConn(ctx, key)
+		}
+		if c.state == nil || c.checkIdleTLS() == nil {
+			return c, nil
+		}
+		c.close()
 	}
-	return t.dialConn(ctx, key)
 }
 
 func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
@@ -362,6 +371,7 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 		c.flushWait = c.flushThenWait
 	}
 	if key.tls {
+		c.tlsRaw = rawConnOf(nc)
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()
 			return nil, err
