@@ -92,6 +92,10 @@ type Config struct {
 	// ListenPacket opens the UDP socket of a QUIC session. Nil → an
 	// ephemeral UDP port. Tests use it to simulate a network that drops UDP.
 	ListenPacket func() (net.PacketConn, error)
+	// ProtocolVersion is the tunnel protocol version the agent announces
+	// (0 → tunnel.ProtocolVersion). Only tests lower it, to play an older
+	// agent.
+	ProtocolVersion uint32
 	// Log receives the agent's logs. Nil → no logs.
 	Log *zap.Logger
 }

@@ -39,7 +39,7 @@ type clientSession interface {
 func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (clientSession, error) {
 	hello := &tunnelv1.Hello{
 		Name: a.name(), Version: Version, AgentId: a.id,
-		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		Platform: runtime.GOOS + "/" + runtime.GOARCH, ProtocolVersion: a.cfg.ProtocolVersion,
 	}
 	switch transport {
 	case TransportQUIC:

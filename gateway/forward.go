@@ -223,6 +223,18 @@ func reencodeQuery(q string) string {
 func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *exchangeState) {
 	out, ob := h.outRequest(r, st)
 	defer ob.body.stop()
+	if cb, ok := r.Body.(*countingBody); ok {
+		// The relay reads the body through ob.body, which holds the
+		// counting wrapper; r.Body gets the server's own body back,
+		// because net/http decides by its type, when it writes the
+		// response head, what to do with a body the handler did not read
+		// to its end: the body of a client that waits for 100 Continue
+		// (Expect), which the backend may answer without, closes the
+		// connection after the response; of any other type it would
+		// first read up to 256 KiB of it, waiting for a body that such a
+		// client never sends.
+		r.Body = cb.rc
+	}
 	res, err := h.relay.roundTrip(out, st, dropHeader)
 	if err != nil {
 		h.exchangeFailed(w, r, st, err)

@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -25,11 +27,12 @@ type scriptSession struct {
 	frames  []*tunnel.Frame
 	recvErr error
 	done    chan struct{}
+	version uint32 // SessionInfo.ProtocolVersion
 }
 
 func (s *scriptSession) OpenStream(context.Context) (tunnel.Stream, error) { return s, nil }
 func (s *scriptSession) Info() tunnel.SessionInfo {
-	return tunnel.SessionInfo{ID: "s1", AgentName: "agent", Group: "g"}
+	return tunnel.SessionInfo{ID: "s1", AgentName: "agent", Group: "g", ProtocolVersion: s.version}
 }
 func (s *scriptSession) Draining() <-chan struct{} { return s.done }
 func (s *scriptSession) Done() <-chan struct{}     { return s.done }
@@ -352,6 +355,33 @@ func TestDropHeader(t *testing.T) {
 		next, _ := h.outRequest(httptest.NewRequest("GET", "http://app.test/", nil), st)
 		if v, ok := next.Header["X-Poll"]; ok {
 			t.Errorf("%s: the next request has X-Poll %q", ct, v)
+		}
+	}
+}
+
+// TestForwardHoldsExpectBody: the body of a request with Expect:
+// 100-continue is held back for an agent of protocol version 2 (the head
+// says expect_continue, and an agent that answers at once leaves the body
+// unread), and sent with the head to an older agent, as before.
+func TestForwardHoldsExpectBody(t *testing.T) {
+	for _, version := range []uint32{0, 1, tunnel.VersionExpectContinue} {
+		s := &scriptSession{version: version, frames: []*tunnel.Frame{
+			{Response: &tunnelv1.ResponseHead{Status: http.StatusExpectationFailed}, End: true},
+		}}
+		h, st := forwardRig(s)
+		body := &countingBody{rc: io.NopCloser(strings.NewReader("hello"))}
+		r := httptest.NewRequest("PUT", "http://app.test/up", body)
+		r.ContentLength = 5 // sent with the head when not held back
+		r.Header.Set("Expect", "100-continue")
+		w := httptest.NewRecorder()
+		h.serveRelay(w, r, st)
+		head := s.head(t)
+		held := version >= tunnel.VersionExpectContinue
+		if w.Code != http.StatusExpectationFailed || head.GetExpectContinue() != held {
+			t.Fatalf("version %d: status %d, expect_continue %v; want 417, %v", version, w.Code, head.GetExpectContinue(), held)
+		}
+		if n := body.N(); held && n != 0 || !held && n != 5 {
+			t.Fatalf("version %d: %d body bytes read", version, n)
 		}
 	}
 }

@@ -106,6 +106,10 @@ type Config struct {
 	// QUICIdleTimeout ends a QUIC session that received nothing for this
 	// long (0 → 30s; keepalive pings go every 15 s, or half of it).
 	QUICIdleTimeout time.Duration
+	// ProtocolVersion is the highest tunnel protocol version the gateway
+	// speaks with agents (0 → tunnel.ProtocolVersion). Only tests lower
+	// it, to play an older gateway.
+	ProtocolVersion uint32
 	// Log receives the gateway's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -206,12 +210,16 @@ func New(cfg Config) (*Gateway, error) {
 		OnSession:    g.addSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
+
+		ProtocolVersion: cfg.ProtocolVersion,
 	}
 	g.mux = &muxtunnel.Server{
 		Authenticate: g.authenticateSession,
 		OnSession:    g.addSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
+
+		ProtocolVersion: cfg.ProtocolVersion,
 	}
 	g.quic = &quictunnel.Listener{
 		Server: g.mux, TLS: g.TunnelTLS(), HandshakeTimeout: cfg.QUICHandshakeTimeout, IdleTimeout: cfg.QUICIdleTimeout,

@@ -256,6 +256,8 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			HeadTimeout:  route.timeout(),
 			Done:         p.Done,
 			HeadSent:     sent,
+			// An older agent would not ask for a held-back body.
+			ExpectContinue: info.ProtocolVersion >= tunnel.VersionExpectContinue,
 		})
 		if err != nil && req.Context().Err() == nil && grpcDeadlinePassed(req, start) {
 			// A gRPC backend resets the stream without a status once the

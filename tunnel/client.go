@@ -22,8 +22,16 @@ type Options struct {
 	// BackendHTTP2 asks the agent to speak HTTP/2 to the backend.
 	BackendHTTP2 bool
 	// HeadTimeout bounds the wait for the response head; zero means no bound
-	// other than the request's context.
+	// other than the request's context. With a held-back body (see
+	// ExpectContinue) it bounds the wait for the agent's go-ahead too.
 	HeadTimeout time.Duration
+	// ExpectContinue says that the agent honours RequestHead.expect_continue
+	// (the session's protocol version is VersionExpectContinue or later):
+	// the body of a request with "Expect: 100-continue" is then read only
+	// once the agent asks for it, so that the client, which waits for its
+	// 100 Continue until the body is read, sends no body that the backend
+	// refuses. False: every body is read at once, as older agents need.
+	ExpectContinue bool
 	// Done, if not nil, is called exactly once when the exchange is over:
 	// both bodies finished, or the exchange failed or was abandoned.
 	Done func()
@@ -53,6 +61,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	ex := &clientExchange{st: st, req: req, done: o.Done}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := isUpgradeRequest(req)
+	// held: the body waits for the agent's go-ahead (Frame.send_body).
+	held := hasBody && !upgrade && o.ExpectContinue && expectsContinue(req.Header)
 
 	// The first frame comes from a pool and goes back once sent (see
 	// requestFrame); the response and its body live in the exchange, which
@@ -72,6 +82,10 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		}
 	case !hasBody:
 		head.End = true
+	case held:
+		// Not even a small body is read now: reading it is what sends the
+		// client its 100 Continue.
+		head.Request.ExpectContinue = true
 	case req.ContentLength > 0 && req.ContentLength <= CoalesceLimit && len(req.Trailer) == 0:
 		// Small body: send head, body and end as one frame.
 		buf := make([]byte, req.ContentLength)
@@ -112,6 +126,8 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		ex.watch()
 	}
 	switch {
+	case held:
+		// Sent on the agent's go-ahead (see awaitGoAhead).
 	case hasBody:
 		go ex.sendBody(req.Body, req.Trailer)
 	case !upgrade:
@@ -119,6 +135,9 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 	ex.startHeadTimer(o.HeadTimeout)
 	f, err := st.Recv()
+	if held {
+		f, err = ex.awaitGoAhead(f, err)
+	}
 	ex.stopHeadTimer()
 	if err != nil {
 		return nil, ex.fail(fmt.Errorf("receive response head: %w", err))
@@ -127,6 +146,9 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		return nil, ex.fail(&ExchangeError{Code: f.Error.GetCode(), Message: f.Error.GetMessage()})
 	}
 	if f.Response == nil {
+		if f.SendBody {
+			return nil, ex.fail(malformed("the agent asked for a request body that was not held back for it, or asked twice"))
+		}
 		return nil, ex.fail(malformed("first frame from the agent has no response head"))
 	}
 	res := &ex.response
@@ -165,6 +187,25 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 	res.Body = body
 	return res, nil
+}
+
+// awaitGoAhead takes the agent's answer to a held-back body, f or err from
+// the first Recv after the head: a go-ahead starts sending the body and
+// the next frame is returned; anything else is returned as it is, and the
+// body, which the backend answered without, is closed unread. The head
+// timer runs meanwhile, so an agent that never answers fails the exchange
+// at the head timeout, as one that never sends a head does.
+func (ex *clientExchange) awaitGoAhead(f *Frame, err error) (*Frame, error) {
+	if err != nil || !f.SendBody {
+		ex.req.Body.Close()
+		return f, err
+	}
+	if f.Response != nil || f.Error != nil || len(f.Data) > 0 || f.End || len(f.Trailers) > 0 {
+		ex.req.Body.Close()
+		return nil, malformed("the agent's go-ahead for the request body came with other fields")
+	}
+	go ex.sendBody(ex.req.Body, ex.req.Trailer)
+	return ex.st.Recv()
 }
 
 // clientExchange is the gateway's state of one exchange.
@@ -416,8 +457,8 @@ func (ex *clientExchange) frameData(f *Frame, err error, ended *bool) ([]byte, e
 		ex.abort(err)
 		return nil, err
 	}
-	if f.Response != nil || f.Request != nil {
-		err := malformed("unexpected head in the middle of a response")
+	if f.Response != nil || f.Request != nil || f.SendBody {
+		err := malformed("unexpected head or go-ahead in the middle of a response")
 		ex.abort(err)
 		return nil, err
 	}
@@ -570,6 +611,11 @@ func (c *upgradeConn) Close() error {
 // isUpgradeRequest reports whether req asks for a protocol switch.
 func isUpgradeRequest(req *http.Request) bool {
 	return req.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade")
+}
+
+// expectsContinue reports whether h asks for 100 Continue before the body.
+func expectsContinue(h http.Header) bool {
+	return httpguts.HeaderValuesContainsToken(h["Expect"], "100-continue")
 }
 
 // Ensure the upgrade body satisfies what ReverseProxy needs.

@@ -243,23 +243,31 @@ func TestRoundTripRejectsMalformedResponses(t *testing.T) {
 				req.Header.Set("Upgrade", "websocket")
 			}
 			var done doneCounter
-			res, err := RoundTrip(gw.lease(), req, done.opts())
-			if tc.inBody {
-				if err != nil {
-					t.Fatalf("RoundTrip: %v; the head was valid", err)
-				}
-				_, err = io.ReadAll(res.Body)
-				res.Body.Close()
-			} else if res != nil {
-				t.Fatalf("RoundTrip returned a response: %v", res.Status)
-			}
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error = %v, want ErrMalformed", err)
-			}
-			gw.wantFinish(t, false)
+			wantMalformed(t, gw, req, done.opts(), tc.inBody)
 			done.wantOnce(t)
 		})
 	}
+}
+
+// wantMalformed relays req over gw with o and wants the exchange to fail
+// with ErrMalformed and reset the stream: in RoundTrip, or, with inBody,
+// while the response body is read.
+func wantMalformed(t testing.TB, gw *pipeEnd, req *http.Request, o *Options, inBody bool) {
+	t.Helper()
+	res, err := RoundTrip(gw.lease(), req, o)
+	if inBody {
+		if err != nil {
+			t.Fatalf("RoundTrip: %v; the head was valid", err)
+		}
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	} else if res != nil {
+		t.Fatalf("RoundTrip returned a response: %v", res.Status)
+	}
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("error = %v, want ErrMalformed", err)
+	}
+	gw.wantFinish(t, false)
 }
 
 func TestRoundTripAgentErrorResetsStream(t *testing.T) {
@@ -464,14 +472,21 @@ func TestRoundTripNotSent(t *testing.T) {
 	})
 }
 
+// countingReader is a request body that records its reads and Close.
 type countingReader struct {
-	r     io.Reader
-	reads atomic.Int32
+	r      io.Reader
+	reads  atomic.Int32
+	closed atomic.Bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	c.reads.Add(1)
 	return c.r.Read(p)
+}
+
+func (c *countingReader) Close() error {
+	c.closed.Store(true)
+	return nil
 }
 
 func TestRoundTripUpgrade(t *testing.T) {

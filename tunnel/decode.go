@@ -134,8 +134,15 @@ func rawValue(b []byte, n int) []byte {
 
 func unmarshalFrame(f *Frame, b []byte, alias bool) error {
 	return eachField(f, b, func(fl field) (bool, error) {
-		if fl.typ == protowire.VarintType && fl.num == 4 {
-			f.End = fl.v != 0
+		if fl.typ == protowire.VarintType {
+			switch fl.num {
+			case 4:
+				f.End = fl.v != 0
+			case 7:
+				f.SendBody = fl.v != 0
+			default:
+				return false, nil
+			}
 			return true, nil
 		}
 		if fl.typ != protowire.BytesType {
@@ -349,6 +356,8 @@ func unmarshalRequestHead(h *tunnelv1.RequestHead, b []byte) error {
 			h.ContentLength = int64(fl.v)
 		case fl.typ == protowire.VarintType && fl.num == 9:
 			h.BackendHttp2 = fl.v != 0
+		case fl.typ == protowire.VarintType && fl.num == 12:
+			h.ExpectContinue = fl.v != 0
 		case fl.typ != protowire.BytesType:
 			return false, nil
 		case fl.num == 1:

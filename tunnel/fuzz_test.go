@@ -45,11 +45,18 @@ func fuzzSeeds() map[string][]byte {
 		"data":              must(&Frame{Data: []byte("a chunk of body")}),
 		"end-with-trailers": must(&Frame{End: true, Trailers: []*tunnelv1.Header{{Name: "Grpc-Status", Values: []string{"0"}}}}),
 		"error":             must(&Frame{Error: &tunnelv1.Error{Code: "backend-unreachable", Message: "connection refused"}}),
-		"unknown-field":     {0xca, 0x06, 0x03, 'n', 'e', 'w'}, // field 105, bytes
-		"empty":             {},
+		// Version 2: a head whose body waits for the agent, and its go-ahead.
+		"expect-continue": must(&Frame{Request: &tunnelv1.RequestHead{
+			Method: "PUT", Scheme: "http", Authority: "127.0.0.1:9000", Path: "/upload", Host: "app.example.com",
+			Headers:       []*tunnelv1.Header{{Name: "Expect", Values: []string{"100-continue"}}},
+			ContentLength: 1 << 20, ExpectContinue: true,
+		}}),
+		"send-body":     must(&Frame{SendBody: true}),
+		"unknown-field": {0xca, 0x06, 0x03, 'n', 'e', 'w'}, // field 105, bytes
+		"empty":         {},
 		// A head with a field from a newer version, and a known field
 		// (data) sent with another wire type: both are kept as unknown.
-		"unknown-in-head": {0x0a, 0x07, 0x0a, 0x03, 'G', 'E', 'T', 0x60, 0x01, 0x18, 0x05},
+		"unknown-in-head": {0x0a, 0x07, 0x0a, 0x03, 'G', 'E', 'T', 0x68, 0x01, 0x18, 0x05}, // field 13
 		"repeated-heads":  append(must(&Frame{Request: &tunnelv1.RequestHead{Method: "GET"}}), must(&Frame{Request: &tunnelv1.RequestHead{Path: "/"}})...),
 		"garbage":         []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe\x00"),
 		"truncated":       must(&Frame{Data: []byte("cut short")})[:5],

@@ -122,7 +122,7 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 				go serveExchanges(work, workerDone)
 			}
 			work <- cur
-		case f.Response != nil || f.Error != nil:
+		case f.Response != nil || f.Error != nil || f.SendBody:
 			return s.protocolError(st, malformed("the gateway sent a response frame"))
 		case cur == nil || cur.reqEnded:
 			if len(f.Data) > 0 || f.End || len(f.Trailers) > 0 {
@@ -228,12 +228,17 @@ func (ex *serverExchange) serve() {
 		return
 	}
 	upgrade := isUpgradeRequest(req)
+	var gate *goAhead // the gateway holds the body back until asked for it
 	if upgrade || ex.noBody {
 		req.Body = http.NoBody
 		req.ContentLength = 0
 	} else {
 		ex.pipe.req = req
 		req.Body = ex.pipe
+		if ex.head.GetExpectContinue() && expectsContinue(req.Header) {
+			gate = &goAhead{st: ex.st}
+			ex.pipe.gate = gate
+		}
 	}
 	rt, err := ex.backend(req)
 	if err != nil {
@@ -241,6 +246,9 @@ func (ex *serverExchange) serve() {
 		return
 	}
 	res, err := rt.RoundTrip(req)
+	if gate != nil {
+		gate.answered()
+	}
 	if err != nil {
 		if ex.ctx.Err() != nil {
 			return // the gateway gave up on the exchange
@@ -260,6 +268,52 @@ func (ex *serverExchange) serve() {
 		return
 	}
 	ex.sendResponse(req, res)
+}
+
+// goAhead asks the gateway, once, for a request body that it holds back
+// (RequestHead.expect_continue), when the backend's client first reads the
+// body: Go's transport does that once the backend answered 100 Continue,
+// or once it stopped waiting for one (ExpectContinueTimeout). The ask runs
+// in the reader's goroutine while the exchange's goroutine waits in
+// RoundTrip; mu keeps the two from sending at once and puts the go-ahead
+// before the response head, as the gateway requires.
+type goAhead struct {
+	st   Stream
+	mu   sync.Mutex
+	sent bool  // the go-ahead was sent (or failed with err); guarded by mu
+	late bool  // the response began: no go-ahead may follow; guarded by mu
+	err  error // the go-ahead's Send error; guarded by mu
+}
+
+// errBodyAfterAnswer is the body read error of a backend that reads the
+// body only after it answered without asking for it.
+var errBodyAfterAnswer = errors.New("the backend read the request body after it had answered without asking for it " +
+	"(no 100 Continue to the request's Expect): the gateway did not take the body from the client")
+
+// ask sends the go-ahead unless it was sent or the response began.
+func (g *goAhead) ask() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sent {
+		return g.err
+	}
+	if g.late {
+		return errBodyAfterAnswer
+	}
+	g.sent = true
+	if err := g.st.Send(&Frame{SendBody: true}); err != nil {
+		g.err = fmt.Errorf("ask the gateway for the request body: %w", err)
+	}
+	return g.err
+}
+
+// answered is called once the backend's RoundTrip returned, before the
+// exchange sends anything else: a go-ahead being sent is on its way first,
+// and none follows.
+func (g *goAhead) answered() {
+	g.mu.Lock()
+	g.late = true
+	g.mu.Unlock()
 }
 
 // errUnaskedSwitch is the error of a 101 answer to a request that asked for
@@ -473,6 +527,7 @@ type bodyPipe struct {
 	closeOnce sync.Once
 	ended     bool          // owned by the read loop
 	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
+	gate      *goAhead      // asked before the first read, then nil; set before the reader starts, then owned by it
 }
 
 func newBodyPipe(ctx context.Context, st Stream, first []byte) *bodyPipe {
@@ -545,6 +600,13 @@ func (p *bodyPipe) end(trailers []*tunnelv1.Header) {
 // next makes p.cur a chunk with unread bytes, freeing the one read to its
 // end; at the body's end it applies the trailers and returns io.EOF.
 func (p *bodyPipe) next() error {
+	if p.gate != nil {
+		// Slow path: the first read of a body that the gateway holds back.
+		if err := p.gate.ask(); err != nil {
+			return err
+		}
+		p.gate = nil
+	}
 	for p.cur.empty() {
 		p.cur.free()
 		select {

@@ -49,8 +49,29 @@ import (
 // Frame is the unit of the tunnel protocol.
 type Frame = tunnelv1.Frame
 
-// ProtocolVersion is the highest tunnel protocol version this build speaks.
-const ProtocolVersion = 1
+// ProtocolVersion is the highest tunnel protocol version this build speaks
+// (the changelog is in proto/sallyport/tunnel/v1/tunnel.proto).
+const ProtocolVersion = 2
+
+// Announced is the protocol version a peer set to v announces: v, or
+// ProtocolVersion when v is zero (a test may play an older peer).
+func Announced(v uint32) uint32 {
+	if v == 0 {
+		return ProtocolVersion
+	}
+	return v
+}
+
+// SessionVersion is the protocol version of a session: the lower of the
+// agent's (from its Hello; zero, from an agent that says nothing, is 1) and
+// the gateway's (set to gateway, see Announced).
+func SessionVersion(agent, gateway uint32) uint32 {
+	return max(1, min(agent, Announced(gateway)))
+}
+
+// VersionExpectContinue is the first protocol version whose agents honour
+// RequestHead.expect_continue (and answer it with Frame.send_body).
+const VersionExpectContinue = 2
 
 const (
 	// ChunkSize is the most body bytes put in one Frame.
@@ -117,4 +138,8 @@ type SessionInfo struct {
 	ConnectorID string
 	// Started is when the session was accepted.
 	Started time.Time
+	// ProtocolVersion is the tunnel protocol version of the session: the
+	// lower of the agent's (its Hello) and the gateway's. Zero from a
+	// Session that does not say is version 1.
+	ProtocolVersion uint32
 }

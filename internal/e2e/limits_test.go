@@ -128,6 +128,7 @@ type rawResponse struct {
 	status int
 	header http.Header
 	body   string
+	close  bool   // the response said Connection: close
 	more   string // what the server sent after this response before closing
 }
 
@@ -152,7 +153,7 @@ func rawRoundTrip(t testing.TB, addr, raw string) rawResponse {
 	if isTimeout(err) {
 		t.Fatalf("the connection stayed open after a %d answer", res.StatusCode)
 	}
-	return rawResponse{status: res.StatusCode, header: res.Header, body: string(body), more: string(more)}
+	return rawResponse{status: res.StatusCode, header: res.Header, body: string(body), close: res.Close, more: string(more)}
 }
 
 func isTimeout(err error) bool {

@@ -35,7 +35,8 @@ type DialConfig struct {
 	// Token, if set, is sent as a bearer token (gateways of this version
 	// authenticate agents by their client certificate in TLS instead).
 	Token string
-	// Hello describes the agent; Transport and ProtocolVersion are filled in.
+	// Hello describes the agent; Transport is filled in, and so is
+	// ProtocolVersion when zero (a test may announce an older version).
 	Hello *tunnelv1.Hello
 	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
 	MinIdle int
@@ -101,7 +102,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	if cfg.Hello != nil {
 		hello = cfg.Hello
 	}
-	hello.ProtocolVersion = tunnel.ProtocolVersion
+	hello.ProtocolVersion = tunnel.Announced(hello.ProtocolVersion)
 	hello.Transport = "grpc"
 	if err := ctrl.Send(&tunnelv1.ControlRequest{Hello: hello}); err != nil && !errors.Is(err, io.EOF) {
 		return fail(fmt.Errorf("send hello to gateway %s: %w", cfg.Addr, err))

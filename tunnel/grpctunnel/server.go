@@ -55,6 +55,10 @@ type Server struct {
 	MaxIdle int
 	// HelloTimeout bounds the wait for the agent's hello (0 → 10s).
 	HelloTimeout time.Duration
+	// ProtocolVersion is the highest tunnel protocol version announced in
+	// Welcome and used on sessions (0 → tunnel.ProtocolVersion); tests
+	// lower it to play an older gateway.
+	ProtocolVersion uint32
 
 	mu       sync.Mutex
 	sessions map[string]*session // guarded by mu
@@ -178,7 +182,7 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		s.OnSession(ss)
 	}
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
-		ProtocolVersion: tunnel.ProtocolVersion,
+		ProtocolVersion: tunnel.Announced(s.ProtocolVersion),
 		SessionId:       ss.info.ID,
 		Group:           group,
 		MaxStreams:      uint32(s.maxStreams()),
@@ -289,6 +293,8 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 			RemoteAddr:  remote,
 			ConnectorID: id.ConnectorID,
 			Started:     time.Now(),
+
+			ProtocolVersion: tunnel.SessionVersion(h.GetProtocolVersion(), s.ProtocolVersion),
 		},
 	}
 	s.mu.Lock()

@@ -20,8 +20,8 @@ import (
 type ClientConfig struct {
 	// Token is the agent credential; it decides the connector group.
 	Token string
-	// Hello describes the agent; Transport, ProtocolVersion and Token are
-	// filled in.
+	// Hello describes the agent; Transport and Token are filled in, and so
+	// is ProtocolVersion when zero (a test may announce an older version).
 	Hello *tunnelv1.Hello
 	// Transport names the transport in the hello ("quic" or "yamux").
 	Transport string
@@ -74,7 +74,7 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 	if cfg.Hello != nil {
 		hello = cloneHello(cfg.Hello)
 	}
-	hello.ProtocolVersion = tunnel.ProtocolVersion
+	hello.ProtocolVersion = tunnel.Announced(hello.ProtocolVersion)
 	hello.Transport = cfg.Transport
 	hello.Token = cfg.Token
 	if err := writeMsg(ctrl, &tunnelv1.ControlRequest{Hello: hello}, maxControlSize); err != nil {
@@ -120,6 +120,7 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 func cloneHello(h *tunnelv1.Hello) *tunnelv1.Hello {
 	return &tunnelv1.Hello{
 		Name: h.GetName(), Version: h.GetVersion(), Platform: h.GetPlatform(), AgentId: h.GetAgentId(),
+		ProtocolVersion: h.GetProtocolVersion(),
 	}
 }
 

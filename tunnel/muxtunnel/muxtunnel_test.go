@@ -523,3 +523,34 @@ func TestClosedBeforeWelcome(t *testing.T) {
 		t.Fatalf("ServeConn returned %v, want the reason", err)
 	}
 }
+
+// TestProtocolVersion: the session's protocol version is the lower of the
+// agent's (its hello) and the gateway's, so either side may be the older
+// one.
+func TestProtocolVersion(t *testing.T) {
+	for _, tc := range tunneltest.VersionCases {
+		t.Run(tc.Name, func(t *testing.T) {
+			p := newPair(t, func(s *muxtunnel.Server) { s.ProtocolVersion = tc.Gateway })
+			cs, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{
+				Token: goodToken, Transport: "yamux", Hello: &tunnelv1.Hello{ProtocolVersion: tc.Agent},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			if v := session(t, p).Info().ProtocolVersion; v != tc.Want {
+				t.Fatalf("session protocol version %d, want %d", v, tc.Want)
+			}
+		})
+	}
+}
+
+// TestExpectContinueOverMux: a request body held back for the agent's
+// go-ahead (tunneltest.CheckExpectContinue) over yamux and QUIC.
+func TestExpectContinueOverMux(t *testing.T) {
+	for _, transport := range []string{muxtunnel.TransportYamux, muxtunnel.TransportQUIC} {
+		t.Run(transport, func(t *testing.T) {
+			tunneltest.CheckExpectContinue(t, loopbackSession(t, transport, tunneltest.ExpectBackend))
+		})
+	}
+}

@@ -40,6 +40,10 @@ type Server struct {
 	MaxStreams int
 	// HelloTimeout bounds the wait for the agent's hello (0 → 10s).
 	HelloTimeout time.Duration
+	// ProtocolVersion is the highest tunnel protocol version announced in
+	// Welcome and used on sessions (0 → tunnel.ProtocolVersion); tests
+	// lower it to play an older gateway.
+	ProtocolVersion uint32
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
@@ -150,7 +154,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	default:
 	}
 	welcome := &tunnelv1.ControlResponse{Welcome: &tunnelv1.Welcome{
-		ProtocolVersion: tunnel.ProtocolVersion,
+		ProtocolVersion: tunnel.Announced(s.ProtocolVersion),
 		SessionId:       ss.info.ID,
 		Group:           group,
 		MaxStreams:      uint32(s.maxStreams()),
@@ -231,6 +235,8 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 			Platform:    h.GetPlatform(),
 			Transport:   transport,
 			RemoteAddr:  c.RemoteAddr(),
+
+			ProtocolVersion: tunnel.SessionVersion(h.GetProtocolVersion(), s.ProtocolVersion),
 		},
 	}
 	if t := h.GetTransport(); t != "" && t != transport {
