@@ -259,6 +259,13 @@ func writeFileAtomic(name string, data []byte) error {
 		tmp.Close()
 		return err
 	}
+	// Synced before the rename: otherwise a crash can leave the name
+	// pointing at an empty file, and the gateway refuses to start. (Not
+	// internal/atomicfile: this package must not depend on internal.)
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
