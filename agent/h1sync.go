@@ -369,8 +369,7 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 		// connections take the fast path.
 		c.raw = rawConnOf(nc)
 		c.flushWait = c.flushThenWait
-	}
-	if key.tls {
+	} else {
 		c.tlsRaw = rawConnOf(nc)
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"unicode"
 	"unicode/utf8"
@@ -50,6 +51,10 @@ func plainFields(fields ...string) bool {
 	return true
 }
 
+// errPlainFields refuses fields that plainFields does not pass.
+var errPlainFields = fmt.Errorf("the agent's name, version and platform must each be at most %d bytes "+
+	"of text without control characters (check the agent's name setting)", maxFieldBytes)
+
 func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
@@ -89,8 +94,11 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 		log.Warn("enrollment refused", zap.String("reason", err.Error()))
 		return status.Error(code, err.Error())
 	}
-	if len(req.GetCsr()) > maxCSRBytes || !plainFields(req.GetName(), req.GetVersion(), req.GetPlatform()) {
-		return nil, fail(grpccodes.InvalidArgument, errors.New("enrollment request fields too long or not plain text"))
+	if len(req.GetCsr()) > maxCSRBytes {
+		return nil, fail(grpccodes.InvalidArgument, fmt.Errorf("enrollment request refused: the CSR is larger than %d bytes", maxCSRBytes))
+	}
+	if !plainFields(req.GetName(), req.GetVersion(), req.GetPlatform()) {
+		return nil, fail(grpccodes.InvalidArgument, errPlainFields)
 	}
 	// The CSR is checked before the token is spent, so a bad request does
 	// not use up a single-use token.
@@ -144,8 +152,11 @@ func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (
 		}
 		return nil, status.Error(grpccodes.Unauthenticated, err.Error())
 	}
-	if len(req.GetCsr()) > maxCSRBytes || !plainFields(req.GetVersion(), req.GetPlatform()) {
-		return nil, status.Error(grpccodes.InvalidArgument, "renewal request fields too long or not plain text")
+	if len(req.GetCsr()) > maxCSRBytes {
+		return nil, status.Errorf(grpccodes.InvalidArgument, "renewal request refused: the CSR is larger than %d bytes", maxCSRBytes)
+	}
+	if !plainFields(req.GetVersion(), req.GetPlatform()) {
+		return nil, status.Error(grpccodes.InvalidArgument, "renewal request refused: "+errPlainFields.Error())
 	}
 	csr, err := pki.CheckCSR(req.GetCsr())
 	if err != nil {

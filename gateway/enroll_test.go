@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,11 +119,17 @@ func TestEnrollRefusesControlCharacters(t *testing.T) {
 		{Version: "1.0\r"},
 		{Platform: "linux/amd64\x7f"},
 		{Name: "bad utf-8 \xff"},
+		{Name: strings.Repeat("n", maxFieldBytes+1)},
 	} {
 		req.Token, req.Csr = "spt_config", testCSR(t)
-		if _, err := e.Enroll(peerContext(), req); status.Code(err) != grpccodes.InvalidArgument {
-			t.Errorf("%q %q %q: %v, want InvalidArgument", req.Name, req.Version, req.Platform, err)
+		_, err := e.Enroll(peerContext(), req)
+		if status.Code(err) != grpccodes.InvalidArgument || !strings.Contains(err.Error(), "name, version and platform") {
+			t.Errorf("%q %q %q: %v, want InvalidArgument naming the fields", req.Name, req.Version, req.Platform, err)
 		}
+	}
+	big := &tunnelv1.EnrollRequest{Token: "spt_config", Csr: make([]byte, maxCSRBytes+1), Name: "host"}
+	if _, err := e.Enroll(peerContext(), big); status.Code(err) != grpccodes.InvalidArgument || !strings.Contains(err.Error(), "CSR is larger") {
+		t.Errorf("a CSR of %d bytes: %v, want InvalidArgument naming the CSR", len(big.Csr), err)
 	}
 	res, err := e.Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: "spt_config", Csr: testCSR(t),
 		Name: "host-1.example", Version: "1.2.3", Platform: "linux/arm64"})

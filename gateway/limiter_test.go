@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -43,5 +45,57 @@ func TestFailLimiter(t *testing.T) {
 	}
 	if n := len(l.byIP); n > maxLimiterEntries {
 		t.Fatalf("%d entries, want at most %d", n, maxLimiterEntries)
+	}
+}
+
+// TestFailLimiterAcquire: attempts of one address take turns; a waiting
+// attempt whose request ends gives up with its context's error, and no
+// turn is left behind once every attempt is over. Another address does not
+// wait.
+func TestFailLimiterAcquire(t *testing.T) {
+	l := &failLimiter{now: time.Now}
+	release, err := l.acquire(context.Background(), "192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another address runs at once.
+	other, err := l.acquire(context.Background(), "192.0.2.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other()
+
+	// A second attempt of the first address waits, until its context ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	waited := make(chan error, 1)
+	go func() {
+		r, err := l.acquire(ctx, "192.0.2.1")
+		if r != nil {
+			r()
+		}
+		waited <- err
+	}()
+	// The first holds its turn, so the second can only end by its context.
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v, want context.Canceled", err)
+	}
+
+	// A third one gets its turn once the first is released.
+	got := make(chan func(), 1)
+	go func() {
+		r, err := l.acquire(context.Background(), "192.0.2.1")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	release()
+	(<-got)()
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.turns) != 0 {
+		t.Fatalf("turns left behind: %v", l.turns)
 	}
 }

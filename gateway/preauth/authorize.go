@@ -118,7 +118,9 @@ func forbidden(id *Identity) *Error {
 }
 
 // readSession returns the valid session of r for provider p, or nil and why
-// not ("" when there is no cookie, "invalid" or "expired").
+// not: "" when there is no cookie, "invalid", "expired", or
+// "other-provider" for a valid session with another provider, which
+// Authorize leaves in place.
 func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 	value := s.readSessionCookie(r)
 	if value == "" {

@@ -41,6 +41,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/oauth2"
 
 	"github.com/sallyport/sallyport/internal/assertion"
@@ -117,6 +118,7 @@ type Identity struct {
 type Service struct {
 	cfg       Config
 	log       *zap.Logger
+	overage   *zap.Logger // log, sampled: groups overage warnings (see identityFrom)
 	sealer    *sealer
 	client    *http.Client
 	providers map[string]*provider
@@ -138,6 +140,12 @@ func New(cfg Config) (*Service, error) {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	// A bearer token is checked on every request: an API client whose
+	// groups were left out would log one warning per call. The first
+	// overageLinesPerMinute a minute are enough to find the cause.
+	s.overage = s.log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Minute, overageLinesPerMinute, 0)
+	}))
 	if s.client == nil {
 		s.client = &http.Client{Timeout: providerTimeout, Transport: http.DefaultTransport}
 	}
@@ -315,7 +323,7 @@ func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, erro
 		return nil, errNoSubject
 	}
 	if groupsLeftOut(all, p.groupsClaim()) {
-		p.svc.log.Warn("the provider left the user's groups out of the token (too many to carry: a groups overage), "+
+		p.svc.overage.Warn("the provider left the user's groups out of the token (too many to carry: a groups overage), "+
 			"so policy.groups cannot admit this user",
 			zap.String("provider", p.cfg.Name), zap.String("subject", id.Subject),
 			zap.String("hint", "in Entra ID, emit only the groups assigned to the application "+
@@ -323,6 +331,9 @@ func (p *provider) identityFrom(tok *oidc.IDToken, auth string) (*Identity, erro
 	}
 	return id, nil
 }
+
+// overageLinesPerMinute bounds the groups overage warnings a minute.
+const overageLinesPerMinute = 5
 
 // groupsLeftOut reports a groups overage: instead of the groups claim, the
 // token names where to fetch it (_claim_names, as Entra ID does beyond 200

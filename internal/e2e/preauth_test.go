@@ -784,6 +784,21 @@ func TestPreauthGroupsOverage(t *testing.T) {
 	if n := logs.FilterMessageSnippet("groups overage").Len(); n != 1 {
 		t.Fatalf("%d overage warnings, want 1", n)
 	}
+	// A bearer token is checked on every call: an API client with an
+	// overage gets its first 5 warnings a minute logged, not one per call.
+	claims = devoidc.UserClaims(&devoidc.User{Username: "big", Subject: "sub-big"})
+	claims["aud"] = clientID
+	claims["_claim_names"] = map[string]any{"groups": "src1"}
+	claims["_claim_sources"] = map[string]any{"src1": map[string]any{"endpoint": "https://graph.example/v1.0/users/x/getMemberObjects"}}
+	for range 10 {
+		var body string
+		if res, body = getH(t, a.Client(), a.URL+"/api", map[string]string{"Authorization": "Bearer " + a.idp.Mint(claims), "Accept": "application/json"}); res.StatusCode != http.StatusForbidden {
+			t.Fatalf("overage burst: %d %s", res.StatusCode, body)
+		}
+	}
+	if n := logs.FilterMessageSnippet("groups overage").Len(); n != 5 {
+		t.Fatalf("%d overage warnings after 11 calls in a minute, want 5", n)
+	}
 }
 
 // TestPreauthEmailVerifiedAsString: some providers (JumpCloud, Apple) send
