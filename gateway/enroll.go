@@ -144,7 +144,7 @@ func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (
 	g := e.g
 	addr, _, state := peerInfo(ctx)
 	log := g.log.Named("enroll").With(zap.String("remote", addr))
-	c, err := g.identify(ctx, state)
+	c, _, err := g.identify(ctx, state)
 	if err != nil {
 		log.Warn("renewal refused", zap.String("reason", err.Error()))
 		if errors.Is(err, tunnel.ErrRevoked) {

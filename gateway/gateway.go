@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	keysv1 "github.com/sallyport/sallyport/proto/sallyport/keys/v1"
@@ -67,8 +68,12 @@ type Config struct {
 	EnrollFailures int
 	EnrollWindow   time.Duration
 	// Now is the clock for certificates, tokens, revocation times and the
-	// enrollment rate limit (nil → time.Now).
+	// enrollment rate limit (nil → Clock's time, or time.Now).
 	Now func() time.Time
+	// Clock times the end of sessions at their certificate's expiry, and
+	// tells the time when Now is nil. Nil → real timers. Tests set a
+	// clock.Fake to end sessions without waiting for real lifetimes.
+	Clock clock.Clock
 	// AdminAddr is the admin API listener (health, tokens, connectors).
 	// Empty → no admin listener.
 	AdminAddr string
@@ -279,7 +284,7 @@ func (g *Gateway) initTrust() error {
 		}
 		g.store, g.ownStore = s, s
 	}
-	g.authority = &pki.Authority{Store: g.store, Now: g.cfg.Now, Lifetime: g.cfg.CertLifetime}
+	g.authority = &pki.Authority{Store: g.store, Now: g.now, Lifetime: g.cfg.CertLifetime}
 	g.limiter = &failLimiter{max: g.cfg.EnrollFailures, window: g.cfg.EnrollWindow, now: g.now}
 	created, err := g.authority.Init(ctx)
 	if err != nil {

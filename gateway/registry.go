@@ -40,6 +40,7 @@ type regEntry struct {
 	s        tunnel.Session
 	info     tunnel.SessionInfo // s.Info() when added
 	inflight atomic.Int64       // exchanges picked and not yet Done
+	retired  atomic.Bool        // the gateway drains it (see Retire); never unset
 }
 
 // Picked is a session chosen for one exchange. Call Done when the exchange
@@ -62,7 +63,7 @@ func (p *Picked) Done() {
 type SessionStatus struct {
 	tunnel.SessionInfo
 	InFlight int  // exchanges on the session right now
-	Draining bool // the agent announced its shutdown
+	Draining bool // the agent announced its shutdown, or the gateway retired it
 }
 
 // NewRegistry returns an empty Registry (the zero value works as well).
@@ -277,7 +278,7 @@ func usable(e *regEntry, exclude tunnel.Session) (ok, done bool) {
 	if isClosed(e.s.Done()) {
 		return false, true
 	}
-	if isClosed(e.s.Draining()) {
+	if e.retired.Load() || isClosed(e.s.Draining()) {
 		return false, false
 	}
 	return exclude == nil || e.s != exclude, false
@@ -318,7 +319,7 @@ func (r *Registry) Sessions() []SessionStatus {
 			out = append(out, SessionStatus{
 				SessionInfo: e.info,
 				InFlight:    int(e.inflight.Load()),
-				Draining:    isClosed(e.s.Draining()),
+				Draining:    e.retired.Load() || isClosed(e.s.Draining()),
 			})
 		}
 	}
@@ -331,17 +332,38 @@ func (r *Registry) Sessions() []SessionStatus {
 	return out
 }
 
-// CloseConnector closes every session of a connector and returns how many
-// it closed.
-func (r *Registry) CloseConnector(id string, reason error) int {
-	n := 0
+// Retire stops picking s for new exchanges, as if its agent had announced
+// a drain; exchanges already on it go on. It reports whether s was
+// registered and not retired before.
+func (r *Registry) Retire(s tunnel.Session) bool {
+	for _, e := range r.load()[s.Info().Group] {
+		if e.s == s {
+			return e.retired.CompareAndSwap(false, true)
+		}
+	}
+	return false
+}
+
+// Connector returns the registered sessions of a connector that have not
+// ended.
+func (r *Registry) Connector(id string) []tunnel.Session {
+	var out []tunnel.Session
 	for _, entries := range r.load() {
 		for _, e := range entries {
 			if e.info.ConnectorID == id && !isClosed(e.s.Done()) {
-				e.s.Close(reason)
-				n++
+				out = append(out, e.s)
 			}
 		}
 	}
-	return n
+	return out
+}
+
+// CloseConnector closes every session of a connector and returns how many
+// it closed.
+func (r *Registry) CloseConnector(id string, reason error) int {
+	list := r.Connector(id)
+	for _, s := range list {
+		s.Close(reason)
+	}
+	return len(list)
 }

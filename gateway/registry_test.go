@@ -228,16 +228,18 @@ func TestRegistrySkipsDrainingAndEnded(t *testing.T) {
 		name      string
 		sessions  int
 		drain     []int // sessions to mark draining
+		retire    []int // sessions the gateway retires (Registry.Retire)
 		end       []int // sessions to end
 		wantPick  []int // sessions Pick may return
 		wantCount int
 		wantListN int // sessions left in the registry after the picks
 	}{
-		{"one draining of two", 2, []int{0}, nil, []int{1}, 1, 2},
-		{"two draining of three", 3, []int{0, 2}, nil, []int{1}, 1, 3},
-		{"one ended of two", 2, nil, []int{1}, []int{0}, 1, 1},
-		{"mixed", 4, []int{0}, []int{1, 2}, []int{3}, 1, 2},
-		{"none", 3, nil, nil, []int{0, 1, 2}, 3, 3},
+		{"one draining of two", 2, []int{0}, nil, nil, []int{1}, 1, 2},
+		{"two draining of three", 3, []int{0, 2}, nil, nil, []int{1}, 1, 3},
+		{"one retired of two", 2, nil, []int{1}, nil, []int{0}, 1, 2},
+		{"one ended of two", 2, nil, nil, []int{1}, []int{0}, 1, 1},
+		{"mixed", 5, []int{0}, []int{4}, []int{1, 2}, []int{3}, 1, 3},
+		{"none", 3, nil, nil, nil, []int{0, 1, 2}, 3, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,6 +251,11 @@ func TestRegistrySkipsDrainingAndEnded(t *testing.T) {
 			}
 			for _, i := range tt.drain {
 				ss[i].drain()
+			}
+			for _, i := range tt.retire {
+				if !r.Retire(ss[i]) || r.Retire(ss[i]) {
+					t.Fatalf("Retire(%d) does not report the first call alone", i)
+				}
 			}
 			for _, i := range tt.end {
 				ss[i].Close(nil)
@@ -276,7 +283,7 @@ func TestRegistrySkipsDrainingAndEnded(t *testing.T) {
 			}
 			for _, st := range statuses {
 				wantDrain := false
-				for _, i := range tt.drain {
+				for _, i := range append(tt.drain, tt.retire...) {
 					wantDrain = wantDrain || ss[i].info.ID == st.ID
 				}
 				if st.Draining != wantDrain {

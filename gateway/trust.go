@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/tunnel"
@@ -43,7 +45,7 @@ func (g *Gateway) now() time.Time {
 	if g.cfg.Now != nil {
 		return g.cfg.Now()
 	}
-	return time.Now()
+	return clock.Or(g.cfg.Clock).Now()
 }
 
 // verifyTunnelConn is the tunnel listener's VerifyConnection: a client
@@ -66,30 +68,35 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 
 // identify decides which enrolled connector a TLS connection belongs to
 // and refuses revoked and unknown ones.
-func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, error) {
-	id, _, err := g.authority.Identify(ctx, state)
+func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
+	c, leaf, err := g.identifyConnector(ctx, state)
+	return c, leaf, err
+}
+
+func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
+	id, leaf, err := g.authority.Identify(ctx, state)
 	if errors.Is(err, pki.ErrNoCertificate) {
-		return store.Connector{}, errors.New("no client certificate: this gateway accepts only enrolled agents; " +
+		return store.Connector{}, nil, errors.New("no client certificate: this gateway accepts only enrolled agents; " +
 			"enroll with `sallyport agent enroll`, or give the agent `token:` and `data_dir:` so it enrolls itself")
 	}
 	if err != nil {
-		return store.Connector{}, err
+		return store.Connector{}, nil, err
 	}
 	c, err := g.store.Connector(ctx, id.ConnectorID)
 	if errors.Is(err, store.ErrNotFound) {
-		return c, fmt.Errorf("connector %s is not enrolled at this gateway (was the gateway's data_dir replaced?); enroll the agent again", id.ConnectorID)
+		return c, nil, fmt.Errorf("connector %s is not enrolled at this gateway (was the gateway's data_dir replaced?); enroll the agent again", id.ConnectorID)
 	}
 	if err != nil {
-		return c, err
+		return c, nil, err
 	}
 	if !c.Revoked.IsZero() {
-		return c, fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
+		return c, nil, fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
 			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
 	}
 	if c.Group != id.Group {
-		return c, fmt.Errorf("connector %s: the certificate names group %q but the connector is in %q", c.ID, id.Group, c.Group)
+		return c, nil, fmt.Errorf("connector %s: the certificate names group %q but the connector is in %q", c.ID, id.Group, c.Group)
 	}
-	return c, nil
+	return c, leaf, nil
 }
 
 // authenticateSession is the tunnel transports' Authenticate hook: every
@@ -98,11 +105,13 @@ func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (sto
 func (g *Gateway) authenticateSession(state *tls.ConnectionState, _ string) (tunnel.Identity, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
-	c, err := g.identify(ctx, state)
+	c, leaf, err := g.identify(ctx, state)
 	if err != nil {
 		return tunnel.Identity{}, err
 	}
-	return tunnel.Identity{ConnectorID: c.ID, Group: c.Group}, nil
+	return tunnel.Identity{
+		ConnectorID: c.ID, Group: c.Group, CertSerial: leaf.SerialNumber.Text(16), CertExpires: leaf.NotAfter,
+	}, nil
 }
 
 // maxSessionsPerConnector bounds the sessions one enrolled connector may
@@ -118,7 +127,9 @@ const maxSessionsPerConnector = 256
 func (g *Gateway) addSession(s tunnel.Session) {
 	held, ok := g.registry.Add(s)
 	if ok {
-		g.recheckRevoked(s)
+		if g.recheckRevoked(s) {
+			g.watchExpiry(s)
+		}
 		return
 	}
 	info := s.Info()
@@ -139,10 +150,11 @@ func (g *Gateway) addSession(s tunnel.Session) {
 // the store again after registering leaves no gap: either Revoke's close
 // sees the session, or this read sees the revocation. A store that does
 // not answer closes the session too, as it would refuse a new one.
-func (g *Gateway) recheckRevoked(s tunnel.Session) {
+// It reports whether s stays open.
+func (g *Gateway) recheckRevoked(s tunnel.Session) bool {
 	info := s.Info()
 	if info.ConnectorID == "" {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
@@ -155,12 +167,13 @@ func (g *Gateway) recheckRevoked(s tunnel.Session) {
 		err = fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
 			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
 	default:
-		return
+		return true
 	}
 	g.log.Warn(msg, zap.String("reason", err.Error()), zap.String("connector", info.ConnectorID),
 		zap.String("remote", info.RemoteAddr))
 	s.Close(err)
 	g.registry.Remove(s)
+	return false
 }
 
 // configToken is a pre-provisioned enrollment token from the gateway

@@ -1,12 +1,21 @@
 package tunnel
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Identity is who the agent of a session is, as the gateway decided from
 // its credential (its verified client certificate).
 type Identity struct {
 	ConnectorID string // enrolled connector; its sessions share it
 	Group       string // connector group
+	// CertSerial and CertExpires are the serial (hex) and NotAfter of the
+	// client certificate the session was opened with; empty and zero when
+	// the credential has none. The gateway ends the session when the
+	// certificate expires or is retired by a renewal.
+	CertSerial  string
+	CertExpires time.Time
 }
 
 // ErrRevoked refuses a connector that an administrator revoked. Transports

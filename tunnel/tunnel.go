@@ -138,6 +138,10 @@ type SessionInfo struct {
 	ConnectorID string
 	// Started is when the session was accepted.
 	Started time.Time
+	// CertSerial and CertExpires describe the client certificate the
+	// session was opened with (see Identity).
+	CertSerial  string
+	CertExpires time.Time
 	// ProtocolVersion is the tunnel protocol version of the session: the
 	// lower of the agent's (its Hello) and the gateway's. Zero from a
 	// Session that does not say is version 1.

@@ -56,6 +56,19 @@ type trustRig struct {
 
 func newTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
 	t.Helper()
+	return buildTrustRig(t, false, edit)
+}
+
+// newTimedTrustRig is newTrustRig whose gateway also times the end of
+// sessions by the fake clock (Config.Clock): its sessions add waiters to
+// it.
+func newTimedTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
+	t.Helper()
+	return buildTrustRig(t, true, edit)
+}
+
+func buildTrustRig(t *testing.T, timers bool, edit func(*gateway.Config)) *trustRig {
+	t.Helper()
 	tr := &trustRig{t: t, dir: t.TempDir(), clock: clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
 	tr.store = tr.openStore()
 	core, logs := observer.New(zap.DebugLevel)
@@ -71,6 +84,9 @@ func newTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
 		Gateway: func(c *gateway.Config) {
 			c.Store = tr.store
 			c.Now = tr.clock.Now
+			if timers {
+				c.Clock = tr.clock
+			}
 			c.AdminAddr = "127.0.0.1:0"
 			c.AdminToken = adminToken
 			if edit != nil {

@@ -169,7 +169,7 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 				return
 			}
 			if d := m.GetDrain(); d != nil {
-				c.log.Info("gateway is shutting down; this session will end", zap.String("reason", d.GetReason()))
+				c.log.Info("the gateway will end this session", zap.String("reason", d.GetReason()))
 			}
 		}
 	}()

@@ -122,8 +122,15 @@ func (s *Server) DrainAll(reason string) {
 	}
 	s.mu.Unlock()
 	for _, ss := range list {
-		ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
+		_ = ss.SendDrain(reason)
 	}
+}
+
+// SendDrain tells the agent of this session that the gateway will end it
+// (reason says why, e.g. its certificate expires). The session keeps
+// carrying exchanges; the gateway stops picking it and closes it later.
+func (ss *session) SendDrain(reason string) error {
+	return ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
 }
 
 var errUnauthenticated = status.Error(codes.Unauthenticated, "unauthenticated: the gateway accepts no agents")
@@ -292,6 +299,8 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 			Transport:   "grpc",
 			RemoteAddr:  remote,
 			ConnectorID: id.ConnectorID,
+			CertSerial:  id.CertSerial,
+			CertExpires: id.CertExpires,
 			Started:     time.Now(),
 
 			ProtocolVersion: tunnel.SessionVersion(h.GetProtocolVersion(), s.ProtocolVersion),

@@ -198,7 +198,7 @@ func (c *ClientSession) readControl() error {
 		}
 		switch {
 		case m.GetDrain() != nil:
-			c.log.Info("gateway is shutting down; this session will end", zap.String("reason", m.GetDrain().GetReason()))
+			c.log.Info("the gateway will end this session", zap.String("reason", m.GetDrain().GetReason()))
 		default:
 			// A message this version does not know: skip it.
 		}

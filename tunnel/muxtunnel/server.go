@@ -230,6 +230,8 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 			AgentName:   h.GetName(),
 			Group:       id.Group,
 			ConnectorID: id.ConnectorID,
+			CertSerial:  id.CertSerial,
+			CertExpires: id.CertExpires,
 			Started:     time.Now(),
 			Version:     h.GetVersion(),
 			Platform:    h.GetPlatform(),
@@ -265,8 +267,15 @@ func (s *Server) list() []*session {
 // DrainAll tells every connected agent that the gateway is shutting down.
 func (s *Server) DrainAll(reason string) {
 	for _, ss := range s.list() {
-		_ = ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
+		_ = ss.SendDrain(reason)
 	}
+}
+
+// SendDrain tells the agent of this session that the gateway will end it
+// (reason says why, e.g. its certificate expires). The session keeps
+// carrying exchanges; the gateway stops picking it and closes it later.
+func (ss *session) SendDrain(reason string) error {
+	return ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
 }
 
 // CloseAll ends every session.

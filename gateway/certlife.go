@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// A session lives no longer than the client certificate it was opened
+// with. certDrainLead before the certificate's NotAfter the gateway stops
+// picking the session for new exchanges and sends the agent a Drain; at
+// NotAfter it closes the session, whatever is still running on it. An
+// agent that renewed in time has moved its sessions to the new certificate
+// long before (it renews at two thirds of the lifetime), so only an agent
+// that could not renew ever sees this.
+const certDrainLead = time.Minute
+
+// after returns a channel that gets the time once d has passed on the
+// gateway's clock.
+func (g *Gateway) after(d time.Duration) <-chan time.Time {
+	if g.cfg.Clock != nil {
+		return g.cfg.Clock.After(d)
+	}
+	return time.After(d)
+}
+
+// waitUntil waits until t on the gateway's clock and reports true, or
+// reports false when s ends first.
+func (g *Gateway) waitUntil(s tunnel.Session, t time.Time) bool {
+	if d := t.Sub(g.now()); d > 0 {
+		select {
+		case <-g.after(d):
+		case <-s.Done():
+			return false
+		}
+	}
+	return !isClosed(s.Done())
+}
+
+// watchExpiry ends s at its certificate's expiry: it drains it
+// certDrainLead before and closes it at NotAfter. The goroutine ends with
+// the session.
+func (g *Gateway) watchExpiry(s tunnel.Session) {
+	expires := s.Info().CertExpires
+	if expires.IsZero() {
+		return
+	}
+	go func() {
+		if !g.waitUntil(s, expires.Add(-certDrainLead)) {
+			return
+		}
+		g.drainSession(s, "certificate expires at "+expires.UTC().Format(time.RFC3339),
+			"draining agent session: its certificate expires soon")
+		if !g.waitUntil(s, expires) {
+			return
+		}
+		g.closeSession(s, fmt.Errorf("the session's client certificate expired at %s; the agent must renew it "+
+			"(or enroll again) to reconnect", expires.UTC().Format(time.RFC3339)),
+			"agent session closed: its certificate expired")
+	}()
+}
+
+// drainSession stops picking s for new exchanges and tells its agent that
+// the gateway will end the session (reason says why); exchanges already on
+// it go on.
+func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) {
+	if !g.registry.Retire(s) {
+		return
+	}
+	g.log.Info(msg, sessionFields(s, zap.String("reason", reason))...)
+	if d, ok := s.(interface{ SendDrain(reason string) error }); ok {
+		if err := d.SendDrain(reason); err != nil {
+			g.log.Debug("could not send the drain message", sessionFields(s, zap.Error(err))...)
+		}
+	}
+}
+
+// closeSession ends s now, with whatever still runs on it.
+func (g *Gateway) closeSession(s tunnel.Session, reason error, msg string) {
+	if isClosed(s.Done()) {
+		return
+	}
+	g.log.Warn(msg, sessionFields(s, zap.String("reason", reason.Error()))...)
+	s.Close(reason)
+	g.registry.Remove(s)
+}
+
+// sessionFields names a session in logs: connector, session, agent,
+// certificate, and extra.
+func sessionFields(s tunnel.Session, extra ...zap.Field) []zap.Field {
+	info := s.Info()
+	return append([]zap.Field{
+		zap.String("connector", info.ConnectorID), zap.String("session", info.ID),
+		zap.String("agent", info.AgentName), zap.String("transport", info.Transport),
+		zap.String("cert_serial", info.CertSerial), zap.Time("cert_expires", info.CertExpires),
+	}, extra...)
+}
