@@ -60,6 +60,10 @@ type Config struct {
 	BackendTLS []BackendTLS
 	// Backoff paces reconnects (zero value: 500ms doubling to 30s, jittered).
 	Backoff Backoff
+	// RollPause spaces the slots moving their sessions to a renewed
+	// certificate: one slot at a time, this long (jittered by ±50%) apart
+	// (0 → 1s).
+	RollPause time.Duration
 	// DrainGrace bounds how long Run waits for exchanges in flight after
 	// its context is cancelled (0 → 30s).
 	DrainGrace time.Duration
@@ -124,6 +128,12 @@ type Agent struct {
 	ready    chan struct{}            // closed when the first session is up
 	readyOne sync.Once
 	renewed  chan struct{} // gets a value after each renewal; never closed
+	// renewal is closed at the next renewal and then replaced; guarded by
+	// mu. Slots wait on it to move their sessions (renewedSince).
+	renewal chan struct{}
+	// rollTurns holds a value while a slot moves its session to a renewed
+	// certificate; never closed.
+	rollTurns chan struct{}
 }
 
 // New checks cfg and builds an agent; Run starts it.
@@ -158,6 +168,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: log, allow: allow, backends: backends, mode: mode,
 		id: newAgentID(), sessions: make(map[string]SessionStatus), ready: make(chan struct{}),
 		clock: clock.Or(cfg.Clock), renewed: make(chan struct{}, 1),
+		renewal: make(chan struct{}), rollTurns: make(chan struct{}, 1),
 	}
 	a.auto.useQUIC = true
 	a.auto.back = make(chan struct{})
@@ -348,6 +359,7 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			return
 		}
 		transport := a.transport()
+		cert := a.creds.Load() // before the dial: a renewal during it only moves the session once more
 		sess, err := a.dial(ctx, transport, log)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -381,7 +393,7 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			continue
 		}
 		attempt = 0
-		err = a.serve(ctx, hard, sess, transport, log)
+		err = a.serve(ctx, hard, sess, transport, cert, log)
 		if ctx.Err() != nil {
 			return
 		}

@@ -126,7 +126,8 @@ func (a *Agent) Renewed() <-chan struct{} { return a.renewed }
 func (a *Agent) Certificate() *Credentials { return a.creds.Load() }
 
 // renewLoop renews the certificate at two thirds of its lifetime, retrying
-// with backoff; new sessions present the new certificate. It stops the
+// with backoff; then every slot moves its session to one presenting the new
+// certificate (see serve), so no session outlives the old one. It stops the
 // agent when the gateway says the connector was revoked, or when the
 // certificate expires first.
 func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
@@ -171,6 +172,7 @@ func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
 		}
 		failures = 0
 		a.creds.Store(next)
+		a.announceRenewal()
 		a.log.Info("certificate renewed", zap.String("connector", next.ConnectorID),
 			zap.Time("expires", next.Expires()), zap.Time("renew_at", next.RenewAt()))
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"sync"
@@ -193,10 +194,14 @@ func (a *Agent) quicBack(transport string) <-chan struct{} {
 	return a.auto.back
 }
 
-// serve serves sess until it ends. In auto mode a gRPC session is replaced
-// by a QUIC one once the prober found QUIC working: the new session is up
-// before the old one drains, so the slot never goes dark.
-func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport string, log *zap.Logger) error {
+// serve serves sess, opened with cert, until it ends. The slot's session is
+// replaced, make-before-break, when it should move: in auto mode a gRPC
+// session moves to QUIC once the prober found QUIC working, and after a
+// certificate renewal every session moves to one presenting the new
+// certificate (see rollTurn). The new session is up before the old one
+// drains, so the slot never goes dark and the exchanges in flight on the
+// old one finish there.
+func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport string, cert *Credentials, log *zap.Logger) error {
 	for {
 		id := sess.SessionID()
 		a.mu.Lock()
@@ -211,7 +216,7 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 		closeDrain := func() { drainOnce.Do(func() { close(drain) }) }
 		stop := context.AfterFunc(ctx, closeDrain)
 		done := make(chan error, 1)
-		go func() { done <- sess.Serve(hard, a.srv, drain) }()
+		go func(sess clientSession) { done <- sess.Serve(hard, a.srv, drain) }(sess) // sess is replaced below
 		forget := func() {
 			stop()
 			a.mu.Lock()
@@ -219,7 +224,17 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 			a.mu.Unlock()
 		}
 		move := a.quicBack(transport)
+		renewed := a.renewedSince(cert)
+		var turn chan struct{} // a.rollTurns once renewed fired: the slot waits for its turn
+		failures := 0
 	wait:
+		var (
+			ns      clientSession
+			nt      string
+			ncert   *Credentials
+			why     string
+			dialErr error
+		)
 		select {
 		case err := <-done:
 			forget()
@@ -229,23 +244,93 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 			}
 			return err
 		case <-move:
-			ns, err := a.dial(ctx, TransportQUIC, log)
-			if err != nil {
-				a.fallBack(ctx, TransportQUIC, err)
+			nt, ncert = TransportQUIC, a.creds.Load()
+			if ns, dialErr = a.dial(ctx, nt, log); dialErr != nil {
+				a.fallBack(ctx, TransportQUIC, dialErr)
 				move = a.quicBack(transport)
 				goto wait
 			}
-			log.Info("moving this session to QUIC", zap.String("old_session", id), zap.String("session", ns.SessionID()))
-			closeDrain()
-			a.bg.Add(1)
-			go func() {
-				defer a.bg.Done()
-				<-done
-				forget()
-			}()
-			sess, transport = ns, TransportQUIC
+			why = "moving this session to QUIC"
+		case <-renewed:
+			renewed, turn = nil, a.rollTurns
+			goto wait
+		case turn <- struct{}{}:
+			// This slot's turn to move to the renewed certificate; no
+			// other slot moves until rollDone.
+			nt, ncert = a.transport(), a.creds.Load()
+			if ns, dialErr = a.dial(ctx, nt, log); dialErr != nil {
+				<-a.rollTurns
+				delay := a.cfg.Backoff.Next(failures)
+				failures++
+				log.Warn("cannot move this session to the renewed certificate yet; it keeps the old one meanwhile",
+					zap.String("session", id), zap.Error(dialErr), zap.Duration("retry_in", delay))
+				renewed, turn = afterChan(delay), nil
+				goto wait
+			}
+			why = "moving this session to the renewed certificate"
+			a.rollDone(ctx)
 		}
+		log.Info(why, zap.String("old_session", id), zap.String("session", ns.SessionID()),
+			zap.String("transport", nt))
+		closeDrain()
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			<-done
+			forget()
+		}()
+		sess, transport, cert = ns, nt, ncert
 	}
+}
+
+// renewedSince returns a channel that is closed once the agent's
+// certificate is newer than c (at once if it already is).
+func (a *Agent) renewedSince(c *Credentials) <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.creds.Load() != c {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return a.renewal
+}
+
+// announceRenewal wakes every slot whose session presents an older
+// certificate than the one just stored in a.creds.
+func (a *Agent) announceRenewal() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	close(a.renewal)
+	a.renewal = make(chan struct{})
+}
+
+// rollPause is the pause between two slots moving to a renewed
+// certificate: RollPause jittered by ±50%.
+func (a *Agent) rollPause() time.Duration {
+	p := a.cfg.RollPause
+	if p <= 0 {
+		p = time.Second
+	}
+	return p/2 + time.Duration(rand.Int64N(int64(p)))
+}
+
+// rollDone ends a slot's turn after rollPause, so the slots of an agent
+// reconnect one at a time and the gateway never sees them all at once.
+func (a *Agent) rollDone(ctx context.Context) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		sleep(ctx, a.rollPause())
+		<-a.rollTurns
+	}()
+}
+
+// afterChan returns a channel closed after d.
+func afterChan(d time.Duration) <-chan struct{} {
+	ch := make(chan struct{})
+	time.AfterFunc(d, func() { close(ch) })
+	return ch
 }
 
 // SessionStatus describes one of the agent's live sessions.

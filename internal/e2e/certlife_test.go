@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +139,131 @@ func TestSessionEndsAtCertExpiry(t *testing.T) {
 				t.Fatalf("close logged as %v", e.ContextMap())
 			}
 			waitFor(t, "the session to leave the registry", func() bool { return len(tr.connectorSessions(creds.ConnectorID)) == 0 })
+		})
+	}
+}
+
+// slowBackend answers every request with a first part at once and the rest
+// only when release is closed, so an exchange stays in flight as long as
+// a test wants.
+type slowBackend struct {
+	*httptest.Server
+	started chan struct{} // gets a value when a request has sent its first part
+	release chan struct{}
+}
+
+func startSlowBackend(t *testing.T) *slowBackend {
+	t.Helper()
+	b := &slowBackend{started: make(chan struct{}, 16), release: make(chan struct{})}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first part;")
+		w.(http.Flusher).Flush()
+		b.started <- struct{}{}
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "second part")
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+// TestSessionsMoveAfterRenewal: on every transport, after a renewal each of
+// the agent's slots moves to a session presenting the new certificate, one
+// slot at a time (RollPause apart), the new session before the old one
+// drains; an exchange in flight on an old session finishes there intact.
+// Without the move the sessions keep the old certificate until it expires.
+func TestSessionsMoveAfterRenewal(t *testing.T) {
+	for _, transport := range testrig.Transports {
+		t.Run(transport, func(t *testing.T) {
+			slow := startSlowBackend(t)
+			tr := newTrustRig(t, func(c *gateway.Config) {
+				c.Routes = append(c.Routes, gateway.Route{App: "slow", Hosts: []string{"slow.test"},
+					Backend: testrig.MustURL(t, slow.URL), Group: testrig.Group})
+			})
+			const pause = 200 * time.Millisecond
+			a := tr.StartAgent(func(c *agent.Config) {
+				c.Token, c.DataDir, c.Clock, c.Connections = testrig.Token, t.TempDir(), tr.clock, 2
+				c.Transport, c.RollPause = transport, pause
+			})
+			tr.WaitSessions(testrig.Group, 2)
+			old := a.A.Certificate()
+			oldSerial := old.Cert.Leaf.SerialNumber.Text(16)
+
+			type result struct {
+				code int
+				body string
+				err  error
+			}
+			got := make(chan result, 1)
+			go func() {
+				req, _ := http.NewRequest("GET", tr.URL+"/", nil)
+				req.Host = "slow.test"
+				res, err := tr.Client().Do(req)
+				if err != nil {
+					got <- result{err: err}
+					return
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				got <- result{res.StatusCode, string(b), err}
+			}()
+			<-slow.started
+
+			if !tr.clock.WaitForWaiter(1, nil) {
+				t.Fatal("no renewal timer")
+			}
+			tr.clock.Advance(old.RenewAt().Sub(tr.clock.Now()))
+			select {
+			case <-a.A.Renewed():
+			case <-time.After(10 * time.Second):
+				t.Fatal("no renewal")
+			}
+			newSerial := a.A.Certificate().Cert.Leaf.SerialNumber.Text(16)
+			// Both slots move; the old session with the exchange drains.
+			waitFor(t, "two usable sessions with the new certificate", func() bool {
+				n := 0
+				for _, s := range tr.connectorSessions(old.ConnectorID) {
+					if s.CertSerial == newSerial && !s.Draining {
+						n++
+					}
+				}
+				return n == 2 && tr.G.Registry().Count(testrig.Group) == 2
+			})
+			busy := 0
+			for _, s := range tr.connectorSessions(old.ConnectorID) {
+				if s.CertSerial == oldSerial && s.InFlight == 1 {
+					busy++
+				}
+			}
+			if busy != 1 {
+				t.Fatalf("the old session with the exchange is gone: %+v", tr.connectorSessions(old.ConnectorID))
+			}
+			close(slow.release)
+			r := <-got
+			if r.err != nil || r.code != 200 || r.body != "first part;second part" {
+				t.Fatalf("the exchange across the move: %d %q %v", r.code, r.body, r.err)
+			}
+			waitFor(t, "the old sessions to end", func() bool {
+				for _, s := range tr.connectorSessions(old.ConnectorID) {
+					if s.CertSerial != newSerial {
+						return false
+					}
+				}
+				return true
+			})
+			moves := tr.logs.FilterMessage("moving this session to the renewed certificate").All()
+			if len(moves) != 2 {
+				t.Fatalf("%d moves logged, want one per slot", len(moves))
+			}
+			if gap := moves[1].Time.Sub(moves[0].Time); gap < pause/2 {
+				t.Fatalf("the slots moved %v apart, want at least %v", gap, pause/2)
+			}
+			if code := tr.get(); code != 200 {
+				t.Fatalf("GET after the move = %d", code)
+			}
 		})
 	}
 }
