@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -17,6 +18,12 @@ import (
 // long before (it renews at two thirds of the lifetime), so only an agent
 // that could not renew ever sees this.
 const certDrainLead = time.Minute
+
+// retireGrace is how long a session presenting a certificate that a
+// renewal replaced may finish its exchanges once a session with the new
+// certificate is up (the agent moves its own sessions well within it; see
+// agent.Config.RollPause).
+const retireGrace = 2 * time.Minute
 
 // after returns a channel that gets the time once d has passed on the
 // gateway's clock.
@@ -63,12 +70,41 @@ func (g *Gateway) watchExpiry(s tunnel.Session) {
 	}()
 }
 
+// retireOlder drains the sessions of s's connector that present another
+// certificate than s, which presents the newest: the older certificates
+// are retired. Each closes after retireGrace, or at its certificate's
+// expiry if that is sooner.
+func (g *Gateway) retireOlder(s tunnel.Session) {
+	info := s.Info()
+	for _, o := range g.registry.Connector(info.ConnectorID) {
+		oi := o.Info()
+		if oi.CertSerial == info.CertSerial || oi.CertSerial == "" {
+			continue
+		}
+		if !g.drainSession(o, "certificate "+oi.CertSerial+" was replaced by a renewal",
+			"draining agent session: its certificate was replaced by a renewal") {
+			continue
+		}
+		closeAt := g.now().Add(retireGrace)
+		if oi.CertExpires.Before(closeAt) {
+			closeAt = oi.CertExpires
+		}
+		go func() {
+			if g.waitUntil(o, closeAt) {
+				g.closeSession(o, retiredError(store.Connector{ID: oi.ConnectorID}, oi.CertSerial),
+					"agent session closed: its certificate was replaced by a renewal")
+			}
+		}()
+	}
+}
+
 // drainSession stops picking s for new exchanges and tells its agent that
 // the gateway will end the session (reason says why); exchanges already on
 // it go on.
-func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) {
+// It reports false, doing nothing, when s was retired before.
+func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) bool {
 	if !g.registry.Retire(s) {
-		return
+		return false
 	}
 	g.log.Info(msg, sessionFields(s, zap.String("reason", reason))...)
 	if d, ok := s.(interface{ SendDrain(reason string) error }); ok {
@@ -76,6 +112,7 @@ func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) {
 			g.log.Debug("could not send the drain message", sessionFields(s, zap.Error(err))...)
 		}
 	}
+	return true
 }
 
 // closeSession ends s now, with whatever still runs on it.

@@ -34,6 +34,7 @@ type Store interface {
 	Connector(ctx context.Context, id string) (store.Connector, error)
 	Connectors(ctx context.Context) ([]store.Connector, error)
 	RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (store.Connector, error)
+	CertInUse(ctx context.Context, id, serial string) (bool, error)
 	RevokeConnector(ctx context.Context, id string, at time.Time) (store.Connector, error)
 	Ping(ctx context.Context) error
 }
@@ -68,9 +69,30 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 
 // identify decides which enrolled connector a TLS connection belongs to
 // and refuses revoked and unknown ones.
+// Sessions and renewals presenting its newest certificate record it in
+// use; from then on the older ones are retired.
 func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
 	c, leaf, err := g.identifyConnector(ctx, state)
-	return c, leaf, err
+	if err != nil {
+		return c, nil, err
+	}
+	serial := leaf.SerialNumber.Text(16)
+	switch {
+	case serial == c.CertSerial && !c.CertInUse:
+		if _, err := g.store.CertInUse(ctx, c.ID, serial); err != nil {
+			return c, nil, fmt.Errorf("connector %s: %w", c.ID, err)
+		}
+		c.CertInUse = true
+	case serial != c.CertSerial && c.CertInUse:
+		return c, nil, retiredError(c, serial)
+	}
+	return c, leaf, nil
+}
+
+// retiredError refuses a certificate that a renewal replaced.
+func retiredError(c store.Connector, serial string) error {
+	return fmt.Errorf("connector %s: certificate %s was replaced by a renewal and is retired; the agent has "+
+		"the new one in its data_dir (restart it if it runs from a copy), or enroll it again", c.ID, serial)
 }
 
 func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
@@ -127,8 +149,11 @@ const maxSessionsPerConnector = 256
 func (g *Gateway) addSession(s tunnel.Session) {
 	held, ok := g.registry.Add(s)
 	if ok {
-		if g.recheckRevoked(s) {
+		if c, ok := g.recheck(s); ok {
 			g.watchExpiry(s)
+			if info := s.Info(); info.CertSerial != "" && info.CertSerial == c.CertSerial {
+				g.retireOlder(s)
+			}
 		}
 		return
 	}
@@ -142,19 +167,21 @@ func (g *Gateway) addSession(s tunnel.Session) {
 	s.Close(fmt.Errorf("connector %s already holds %d sessions, the most one connector may", info.ConnectorID, held))
 }
 
-// recheckRevoked closes a session that was just registered if its connector
-// has been revoked since the session was authenticated. Between the
-// authentication and the registration the transport waits for the agent's
-// hello (up to 10 s): a Revoke in that window writes the store, then closes
-// the registered sessions, and finds this one not registered yet. Checking
-// the store again after registering leaves no gap: either Revoke's close
-// sees the session, or this read sees the revocation. A store that does
-// not answer closes the session too, as it would refuse a new one.
-// It reports whether s stays open.
-func (g *Gateway) recheckRevoked(s tunnel.Session) bool {
+// recheck closes a session that was just registered if its connector has
+// been revoked, or its certificate retired, since the session was
+// authenticated. Between the authentication and the registration the
+// transport waits for the agent's hello (up to 10 s): a Revoke in that
+// window writes the store, then closes the registered sessions, and finds
+// this one not registered yet (likewise a session with the newest
+// certificate retires the registered older ones). Checking the store again
+// after registering leaves no gap: either Revoke's close sees the session,
+// or this read sees the revocation. A store that does not answer closes
+// the session too, as it would refuse a new one. It returns the connector
+// and whether s stays open.
+func (g *Gateway) recheck(s tunnel.Session) (store.Connector, bool) {
 	info := s.Info()
 	if info.ConnectorID == "" {
-		return true
+		return store.Connector{}, true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
@@ -166,14 +193,16 @@ func (g *Gateway) recheckRevoked(s tunnel.Session) bool {
 	case !c.Revoked.IsZero():
 		err = fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
 			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
+	case c.CertInUse && info.CertSerial != "" && info.CertSerial != c.CertSerial:
+		msg, err = "agent refused: certificate retired", retiredError(c, info.CertSerial)
 	default:
-		return true
+		return c, true
 	}
 	g.log.Warn(msg, zap.String("reason", err.Error()), zap.String("connector", info.ConnectorID),
 		zap.String("remote", info.RemoteAddr))
 	s.Close(err)
 	g.registry.Remove(s)
-	return false
+	return c, false
 }
 
 // configToken is a pre-provisioned enrollment token from the gateway

@@ -12,6 +12,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
@@ -265,5 +268,113 @@ func TestSessionsMoveAfterRenewal(t *testing.T) {
 				t.Fatalf("GET after the move = %d", code)
 			}
 		})
+	}
+}
+
+// rawRenew asks for a renewal presenting creds and throws the answer away,
+// as if it was lost on its way to the agent.
+func (tr *trustRig) rawRenew(creds *agent.Credentials) error {
+	tc := tr.tunnelTLS()
+	tc.Certificates = []tls.Certificate{creds.Cert}
+	cc, err := grpc.NewClient("passthrough:///"+tr.Tunnel, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	_, err = tunnelv1.NewEnrollmentServiceClient(cc).Renew(context.Background(), &tunnelv1.RenewRequest{Csr: csr(tr.t, p256(tr.t))})
+	return err
+}
+
+// TestRenewalRetiresOldCertificate: after a renewal the previous
+// certificate keeps working (for sessions and renewals) until the agent
+// presents the new one, so an agent whose renewal answer was lost is not
+// locked out; once a session with the newest certificate is up, the older
+// ones are refused for new sessions and renewals (also after a gateway
+// restart: it is in the store), and the connector's sessions that present
+// one are drained and closed after the retire grace. Without the fix the
+// old certificate opens sessions until it expires.
+func TestRenewalRetiresOldCertificate(t *testing.T) {
+	tr := newTimedTrustRig(t, nil)
+	a := tr.StartAgent(func(c *agent.Config) {
+		c.Token, c.DataDir, c.Clock, c.Connections, c.RollPause = testrig.Token, t.TempDir(), tr.clock, 2, 10*time.Millisecond
+	})
+	tr.WaitSessions(testrig.Group, 2)
+	old := a.A.Certificate()
+	// Someone holding the old key keeps a session open.
+	core, clientLogs := observer.New(zap.InfoLevel)
+	raw, err := tr.dialRaw(tr.Transport, old, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() { ended <- raw.Serve(ctx, &tunnel.Server{}, nil) }()
+	tr.WaitSessions(testrig.Group, 3)
+
+	// A renewal whose answer is lost: the old certificate still works.
+	if err := tr.rawRenew(old); err != nil {
+		t.Fatalf("renewal with the current certificate: %v", err)
+	}
+	if err := tr.dialWith(old); err != nil {
+		t.Fatalf("the previous certificate is locked out before its successor was used: %v", err)
+	}
+
+	// The agent renews (presenting the old certificate, the only one it
+	// has) and moves its sessions: the new certificate is in use.
+	tr.clock.Advance(old.RenewAt().Sub(tr.clock.Now()))
+	select {
+	case <-a.A.Renewed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal")
+	}
+	cur := a.A.Certificate()
+	e := tr.waitLog("draining agent session: its certificate was replaced by a renewal")
+	if e.ContextMap()["connector"] != old.ConnectorID {
+		t.Fatalf("drain logged as %v", e.ContextMap())
+	}
+	waitFor(t, "the raw session's agent to get the drain", func() bool {
+		return len(clientLogs.FilterMessage("the gateway will end this session").All()) == 1
+	})
+	c, err := tr.store.Connector(context.Background(), old.ConnectorID)
+	if err != nil || !c.CertInUse || c.CertSerial != cur.Cert.Leaf.SerialNumber.Text(16) {
+		t.Fatalf("store: %+v, %v", c, err)
+	}
+	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("a session with the retired certificate: %v", err)
+	}
+	wantStatus(t, tr.rawRenew(old), codes.Unauthenticated, "retired")
+
+	tr.clock.Advance(2 * time.Minute)
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("Serve = nil; want the session ended by the gateway")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session with the retired certificate was not closed")
+	}
+	tr.waitLog("agent session closed: its certificate was replaced by a renewal")
+	waitFor(t, "only sessions with the new certificate", func() bool {
+		ss := tr.connectorSessions(old.ConnectorID)
+		for _, s := range ss {
+			if s.CertSerial != c.CertSerial {
+				return false
+			}
+		}
+		return len(ss) == 2
+	})
+	if code := tr.get(); code != 200 {
+		t.Fatalf("GET after the retirement = %d", code)
+	}
+
+	tr.Restart(func() gateway.Store {
+		tr.store.Close()
+		tr.store = tr.openStore()
+		return tr.store
+	})
+	tr.WaitSessions(testrig.Group, 2)
+	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("after a restart, a session with the retired certificate: %v", err)
 	}
 }

@@ -103,6 +103,10 @@ var migrations = []string{
 		cert_expires BIGINT NOT NULL,
 		revoked_at   BIGINT NOT NULL
 	);`,
+	// 2: a renewal retires the previous certificate once the new one is in
+	// use. Connectors of older databases start as "not yet in use", so
+	// every certificate they hold keeps working until the newest is seen.
+	`ALTER TABLE connectors ADD COLUMN cert_in_use INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -318,22 +322,24 @@ func (s *SQLite) UseToken(ctx context.Context, hash [32]byte, now time.Time) (To
 	return t, nil
 }
 
-const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, revoked_at`
+const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, revoked_at`
 
 func scanConnector(r scanner) (Connector, error) {
 	var c Connector
 	var enrolled, expires, revoked int64
-	if err := r.Scan(&c.ID, &c.Name, &c.Group, &c.Version, &c.Platform, &enrolled, &c.CertSerial, &expires, &revoked); err != nil {
+	var inUse int
+	if err := r.Scan(&c.ID, &c.Name, &c.Group, &c.Version, &c.Platform, &enrolled, &c.CertSerial, &expires, &inUse, &revoked); err != nil {
 		return c, err
 	}
-	c.Enrolled, c.CertExpires, c.Revoked = fromNano(enrolled), fromNano(expires), fromNano(revoked)
+	c.Enrolled, c.CertExpires, c.CertInUse, c.Revoked = fromNano(enrolled), fromNano(expires), inUse == 1, fromNano(revoked)
 	return c, nil
 }
 
 // AddConnector records a newly enrolled connector.
 func (s *SQLite) AddConnector(ctx context.Context, c Connector) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires), unixNano(c.Revoked))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires),
+		boolInt(c.CertInUse), unixNano(c.Revoked))
 	if err != nil {
 		return fmt.Errorf("add connector: %w", err)
 	}
@@ -370,16 +376,29 @@ func (s *SQLite) Connectors(ctx context.Context) ([]Connector, error) {
 	return out, rows.Err()
 }
 
-// RenewConnector records a connector's new certificate and returns the
-// connector. A revoked connector is left as it is (check Revoked);
-// ErrNotFound when there is no connector with id.
+// RenewConnector records a connector's new certificate (not in use yet)
+// and returns the connector. A revoked connector is left as it is (check
+// Revoked); ErrNotFound when there is no connector with id.
 func (s *SQLite) RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (Connector, error) {
-	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, version = ?, platform = ? WHERE id = ? AND revoked_at = 0`,
+	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, cert_in_use = 0, version = ?, platform = ? WHERE id = ? AND revoked_at = 0`,
 		serial, unixNano(expires), version, platform, id)
 	if err != nil {
 		return Connector{}, fmt.Errorf("renew connector: %w", err)
 	}
 	return s.Connector(ctx, id)
+}
+
+// CertInUse records that connector id's agent presented the certificate
+// serial, which retires its older ones, and reports whether this call
+// recorded it: false when it was recorded before, or when serial is not
+// the newest (a renewal came in between).
+func (s *SQLite) CertInUse(ctx context.Context, id, serial string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_in_use = 1 WHERE id = ? AND cert_serial = ? AND cert_in_use = 0`, id, serial)
+	if err != nil {
+		return false, fmt.Errorf("record certificate in use: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 // RevokeConnector marks a connector revoked at at. Revoking twice keeps the

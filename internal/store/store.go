@@ -55,5 +55,10 @@ type Connector struct {
 	Enrolled    time.Time
 	CertSerial  string    // hex serial of the newest certificate issued
 	CertExpires time.Time // its NotAfter
-	Revoked     time.Time // zero = not revoked
+	// CertInUse records that the agent presented CertSerial (a session or
+	// a renewal): it has the newest certificate, so older ones of this
+	// connector are retired. False until then, so that an agent whose
+	// renewal answer was lost keeps working with its previous one.
+	CertInUse bool
+	Revoked   time.Time // zero = not revoked
 }

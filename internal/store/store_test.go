@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -251,5 +252,73 @@ func TestMemoryStore(t *testing.T) {
 	defer s.Close()
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrateSchema1: a database written by a build with schema version 1
+// (no cert_in_use) opens with its connectors intact, each with its
+// certificate not yet in use, so nothing is retired by the upgrade.
+func TestMigrateSchema1(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		`INSERT INTO schema_version (version) VALUES (1)`,
+		migrations[0],
+		`INSERT INTO connectors (id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, revoked_at)
+			VALUES ('c1', 'n', 'g', 'v1', 'linux/amd64', 1, '0a', 2, 0)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s := open(t, dir)
+	c, err := s.Connector(ctx, "c1")
+	if err != nil || c.Name != "n" || c.CertSerial != "0a" || c.CertInUse || c.CertExpires.UnixNano() != 2 {
+		t.Fatalf("Connector after the migration = %+v, %v", c, err)
+	}
+	if ok, err := s.CertInUse(ctx, "c1", "0a"); !ok || err != nil {
+		t.Fatalf("CertInUse = %v, %v", ok, err)
+	}
+}
+
+// TestCertInUse: recording the newest certificate in use reports true
+// once; an older serial records nothing; a renewal starts over.
+func TestCertInUse(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0).UTC()
+	if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now, CertSerial: "01"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		serial string
+		want   bool
+	}{{"01", true}, {"01", false}, {"00", false}} {
+		if ok, err := s.CertInUse(ctx, "c1", tc.serial); ok != tc.want || err != nil {
+			t.Fatalf("%d: CertInUse(%s) = %v, %v; want %v", i, tc.serial, ok, err, tc.want)
+		}
+	}
+	if c, _ := s.Connector(ctx, "c1"); !c.CertInUse {
+		t.Fatalf("not recorded: %+v", c)
+	}
+	c, err := s.RenewConnector(ctx, "c1", "02", now.Add(time.Hour), "v2", "")
+	if err != nil || c.CertInUse || c.CertSerial != "02" {
+		t.Fatalf("after renewal: %+v, %v", c, err)
+	}
+	if ok, _ := s.CertInUse(ctx, "c1", "01"); ok {
+		t.Fatal("the replaced certificate was recorded in use")
+	}
+	if ok, _ := s.CertInUse(ctx, "c1", "02"); !ok {
+		t.Fatal("the new certificate was not recorded in use")
+	}
+	if ok, err := s.CertInUse(ctx, "nope", "02"); ok || err != nil {
+		t.Fatalf("unknown connector: %v, %v", ok, err)
 	}
 }
