@@ -106,33 +106,45 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	if err != nil {
 		return nil, fail(grpccodes.InvalidArgument, err)
 	}
-	group, tokenID, err := g.useToken(ctx, req.GetToken())
+	// The token is checked now and spent only with the connector's record
+	// (addConnector), so the gateway's own failures in between (issuing,
+	// the store) leave it usable: the agent may simply try again.
+	tok, err := g.checkToken(ctx, req.GetToken())
 	if err != nil {
-		if errors.Is(err, errTokenUnknown) || errors.Is(err, errTokenUsed) || errors.Is(err, errTokenExpired) {
+		if isTokenRefusal(err) {
 			return nil, fail(grpccodes.Unauthenticated, err)
 		}
 		log.Error("enrollment failed", zap.Error(err))
-		return nil, status.Error(grpccodes.Internal, "the gateway could not check the token; see its log")
+		return nil, status.Error(grpccodes.Internal, "the gateway could not check the token; try again, and see the gateway's log")
 	}
+	group := tok.group
 	id := pki.Identity{ConnectorID: newID(), Group: group}
 	issued, err := g.authority.Issue(ctx, csr, id)
 	if err != nil {
-		log.Error("enrollment failed", zap.Error(err))
-		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate; see its log")
+		log.Error("enrollment failed; the token was not spent", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate (the token was not spent); "+
+			"try again, and see the gateway's log")
 	}
 	name := req.GetName()
 	if name == "" {
 		name = id.ConnectorID
 	}
-	if err := g.store.AddConnector(ctx, store.Connector{
+	err = g.addConnector(ctx, tok, store.Connector{
 		ID: id.ConnectorID, Name: name, Group: group, Version: req.GetVersion(), Platform: req.GetPlatform(),
 		Enrolled: g.now(), CertSerial: issued.Serial, CertExpires: issued.NotAfter,
-	}); err != nil {
-		log.Error("enrollment failed", zap.Error(err))
-		return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector; see its log")
+	})
+	if isTokenRefusal(err) {
+		// Another enrollment took the token's last use meanwhile; the
+		// certificate just issued is never handed out.
+		return nil, fail(grpccodes.Unauthenticated, err)
+	}
+	if err != nil {
+		log.Error("enrollment failed; the token was not spent", zap.Error(err))
+		return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
+			"try again, and see the gateway's log")
 	}
 	log.Info("connector enrolled", zap.String("connector", id.ConnectorID), zap.String("name", name),
-		zap.String("group", group), zap.String("token_id", tokenID), zap.Time("cert_expires", issued.NotAfter))
+		zap.String("group", group), zap.String("token_id", tok.id), zap.Time("cert_expires", issued.NotAfter))
 	return &tunnelv1.EnrollResponse{
 		ConnectorId: id.ConnectorID, Group: group, Certificate: issued.DER, CaBundle: issued.Bundle,
 	}, nil

@@ -5,10 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,17 +24,17 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// holdStore holds every UseToken until the test lets it proceed.
+// holdStore holds every CheckToken until the test lets it proceed.
 type holdStore struct {
 	Store
 	entered chan struct{}
 	proceed chan struct{}
 }
 
-func (s *holdStore) UseToken(ctx context.Context, hash [32]byte, now time.Time) (store.Token, error) {
+func (s *holdStore) CheckToken(ctx context.Context, hash [32]byte, now time.Time) (store.Token, error) {
 	s.entered <- struct{}{}
 	<-s.proceed
-	return s.Store.UseToken(ctx, hash, now)
+	return s.Store.CheckToken(ctx, hash, now)
 }
 
 // TestEnrollLimitHoldsForParallelAttempts: wrong tokens sent from one
@@ -141,5 +144,81 @@ func TestEnrollRefusesControlCharacters(t *testing.T) {
 	live := []SessionStatus{{SessionInfo: tunnel.SessionInfo{ConnectorID: "c", Version: "1.2.3\x1b[2J", Platform: "linux/amd64"}}}
 	if v := g.connectorView(store.Connector{ID: "c", Version: "1.2.3", Platform: "linux/amd64"}, live); v.Version != "1.2.3" || v.Sessions != 1 {
 		t.Errorf("connector view: %+v", v)
+	}
+}
+
+// failStore fails the CA read (so issuing fails) or the connector's record
+// while its flags are set.
+type failStore struct {
+	Store
+	failCAs    atomic.Bool
+	failEnroll atomic.Bool
+}
+
+func (s *failStore) CAs(ctx context.Context) ([]store.CA, error) {
+	if s.failCAs.Load() {
+		return nil, errors.New("test: the CA table is unreadable")
+	}
+	return s.Store.CAs(ctx)
+}
+
+func (s *failStore) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, c store.Connector) (store.Token, error) {
+	if s.failEnroll.Load() {
+		return store.Token{}, errors.New("test: disk full")
+	}
+	return s.Store.EnrollConnector(ctx, hash, now, c)
+}
+
+// TestEnrollFailureKeepsToken: when the gateway fails after the token was
+// checked (issuing the certificate, recording the connector), a single-use
+// token is not spent and the failure is not held against the agent's
+// address; the retry enrolls, and only then is the token used up.
+func TestEnrollFailureKeepsToken(t *testing.T) {
+	mem, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	fs := &failStore{Store: mem}
+	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: fs, EnrollFailures: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const token = "spt_once"
+	if err := mem.CreateToken(ctx, store.Token{ID: "once", Hash: sha256.Sum256([]byte(token)), Group: "g", MaxUses: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e := &enrollService{g: g}
+	enroll := func() error {
+		_, err := e.Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token, Csr: testCSR(t)})
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		flag *atomic.Bool
+		msg  string
+	}{
+		{"issuing", &fs.failCAs, "could not issue a certificate (the token was not spent)"},
+		{"recording", &fs.failEnroll, "could not record the connector (the token was not spent)"},
+	} {
+		tc.flag.Store(true)
+		err := enroll()
+		tc.flag.Store(false)
+		if status.Code(err) != grpccodes.Internal || !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("%s fails: %v, want Internal %q", tc.name, err, tc.msg)
+		}
+		if toks, _ := mem.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
+			t.Fatalf("%s failed and the token was spent: %+v", tc.name, toks)
+		}
+	}
+	if cs, _ := mem.Connectors(ctx); len(cs) != 0 {
+		t.Fatalf("failed enrollments recorded connectors: %+v", cs)
+	}
+	if err := enroll(); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if err := enroll(); status.Code(err) != grpccodes.Unauthenticated || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("a second use: %v", err)
 	}
 }

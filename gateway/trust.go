@@ -29,7 +29,8 @@ type Store interface {
 	CreateToken(ctx context.Context, t store.Token) error
 	Tokens(ctx context.Context) ([]store.Token, error)
 	DeleteToken(ctx context.Context, id string) error
-	UseToken(ctx context.Context, hash [32]byte, now time.Time) (store.Token, error)
+	CheckToken(ctx context.Context, hash [32]byte, now time.Time) (store.Token, error)
+	EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, c store.Connector) (store.Token, error)
 	AddConnector(ctx context.Context, c store.Connector) error
 	Connector(ctx context.Context, id string) (store.Connector, error)
 	Connectors(ctx context.Context) ([]store.Connector, error)
@@ -213,41 +214,75 @@ type configToken struct {
 	group string
 }
 
-// Errors of useToken, shown to the agent.
+// Errors of checkToken and spendToken, shown to the agent.
 var (
 	errTokenUnknown = errors.New("enrollment token unknown")
 	errTokenUsed    = errors.New("enrollment token already used")
 	errTokenExpired = errors.New("enrollment token expired")
 )
 
-// useToken spends one use of an enrollment token and returns its group and
-// id ("config" for tokens from the gateway config).
-func (g *Gateway) useToken(ctx context.Context, token string) (group, id string, err error) {
+// enrollToken is an enrollment token that checkToken found usable.
+type enrollToken struct {
+	sum    [32]byte
+	group  string
+	id     string // "config" for tokens from the gateway config
+	config bool   // from the gateway config: reusable, not in the store
+}
+
+// checkToken finds an enrollment token with a use left, without spending
+// it: Enroll spends it only in the transaction that records the connector
+// (spendToken), so a failure on the way (issuing the certificate, the
+// store) leaves a single-use token usable.
+func (g *Gateway) checkToken(ctx context.Context, token string) (enrollToken, error) {
 	if token == "" {
-		return "", "", errTokenUnknown
+		return enrollToken{}, errTokenUnknown
 	}
 	sum := sha256.Sum256([]byte(token))
 	found := 0
+	var group string
 	for _, t := range g.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
 			group, found = t.group, 1
 		}
 	}
 	if found == 1 {
-		return group, "config", nil
+		return enrollToken{sum: sum, group: group, id: "config", config: true}, nil
 	}
-	t, err := g.store.UseToken(ctx, sum, g.now())
+	t, err := g.store.CheckToken(ctx, sum, g.now())
+	if err != nil {
+		return enrollToken{}, tokenError(err)
+	}
+	return enrollToken{sum: sum, group: t.Group, id: t.ID}, nil
+}
+
+// addConnector records a newly enrolled connector and spends one use of
+// its token in the same transaction (config tokens are not spent).
+func (g *Gateway) addConnector(ctx context.Context, t enrollToken, c store.Connector) error {
+	if t.config {
+		return g.store.AddConnector(ctx, c)
+	}
+	_, err := g.store.EnrollConnector(ctx, t.sum, g.now(), c)
+	return tokenError(err)
+}
+
+// tokenError turns the store's token errors into the ones shown to the
+// agent; others pass unchanged.
+func tokenError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return "", "", errTokenUnknown
+		return errTokenUnknown
 	case errors.Is(err, store.ErrTokenUsedUp):
-		return "", "", errTokenUsed
+		return errTokenUsed
 	case errors.Is(err, store.ErrTokenExpired):
-		return "", "", errTokenExpired
-	case err != nil:
-		return "", "", err
+		return errTokenExpired
 	}
-	return t.Group, t.ID, nil
+	return err
+}
+
+// isTokenRefusal reports whether err refuses the agent's token (rather
+// than being the gateway's own failure).
+func isTokenRefusal(err error) bool {
+	return errors.Is(err, errTokenUnknown) || errors.Is(err, errTokenUsed) || errors.Is(err, errTokenExpired)
 }
 
 // NewToken makes a random enrollment token: "spt_" and 32 random bytes,

@@ -287,38 +287,86 @@ func (s *SQLite) DeleteToken(ctx context.Context, id string) error {
 	return nil
 }
 
-// UseToken spends one use of the token whose SHA-256 is hash, atomically:
-// of several callers racing for a token's last use exactly one succeeds.
-// It fails with ErrNotFound, ErrTokenExpired or ErrTokenUsedUp.
-func (s *SQLite) UseToken(ctx context.Context, hash [32]byte, now time.Time) (Token, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Token{}, fmt.Errorf("use token: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	t, err := scanToken(tx.QueryRowContext(ctx, `SELECT id, hash, group_name, max_uses, used, expires_at, created_at FROM tokens WHERE hash = ?`,
+// querier is what findToken and spendToken need of a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// findToken reads the token whose SHA-256 is hash and checks that it has a
+// use left at now: ErrNotFound, ErrTokenExpired or ErrTokenUsedUp.
+func findToken(ctx context.Context, q querier, hash [32]byte, now time.Time) (Token, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT id, hash, group_name, max_uses, used, expires_at, created_at FROM tokens WHERE hash = ?`,
 		hex.EncodeToString(hash[:])))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Token{}, ErrNotFound
 	case err != nil:
-		return Token{}, fmt.Errorf("use token: %w", err)
+		return Token{}, err
 	case !t.Expires.IsZero() && !now.Before(t.Expires):
 		return Token{}, ErrTokenExpired
 	case t.MaxUses > 0 && t.Used >= t.MaxUses:
 		return Token{}, ErrTokenUsedUp
 	}
+	return t, nil
+}
+
+// spendToken spends one use of the token whose SHA-256 is hash, in tx.
+func spendToken(ctx context.Context, tx *sql.Tx, hash [32]byte, now time.Time) (Token, error) {
+	t, err := findToken(ctx, tx, hash, now)
+	if err != nil {
+		return Token{}, err
+	}
 	res, err := tx.ExecContext(ctx, `UPDATE tokens SET used = used + 1 WHERE id = ? AND (max_uses = 0 OR used < max_uses)`, t.ID)
 	if err != nil {
-		return Token{}, fmt.Errorf("use token: %w", err)
+		return Token{}, err
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return Token{}, ErrTokenUsedUp
 	}
-	if err := tx.Commit(); err != nil {
-		return Token{}, fmt.Errorf("use token: %w", err)
-	}
 	t.Used++
+	return t, nil
+}
+
+// CheckToken returns the token whose SHA-256 is hash if it has a use left
+// at now, without spending it. It fails with ErrNotFound, ErrTokenExpired
+// or ErrTokenUsedUp.
+func (s *SQLite) CheckToken(ctx context.Context, hash [32]byte, now time.Time) (Token, error) {
+	t, err := findToken(ctx, s.db, hash, now)
+	if err != nil && !isTokenErr(err) {
+		err = fmt.Errorf("check token: %w", err)
+	}
+	return t, err
+}
+
+func isTokenErr(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrTokenExpired) || errors.Is(err, ErrTokenUsedUp)
+}
+
+// EnrollConnector spends one use of the token whose SHA-256 is hash and
+// records the newly enrolled connector c in one transaction: both happen
+// or neither, so a failure to record c leaves the token as it was. Of
+// several callers racing for a token's last use exactly one succeeds; the
+// others fail with ErrTokenUsedUp (or ErrNotFound, ErrTokenExpired).
+func (s *SQLite) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, c Connector) (Token, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	t, err := spendToken(ctx, tx, hash, now)
+	if err != nil {
+		if !isTokenErr(err) {
+			err = fmt.Errorf("enroll connector: use token: %w", err)
+		}
+		return Token{}, err
+	}
+	if err := insertConnector(ctx, tx, c); err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
 	return t, nil
 }
 
@@ -337,13 +385,17 @@ func scanConnector(r scanner) (Connector, error) {
 
 // AddConnector records a newly enrolled connector.
 func (s *SQLite) AddConnector(ctx context.Context, c Connector) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires),
-		boolInt(c.CertInUse), unixNano(c.Revoked))
-	if err != nil {
+	if err := insertConnector(ctx, s.db, c); err != nil {
 		return fmt.Errorf("add connector: %w", err)
 	}
 	return nil
+}
+
+func insertConnector(ctx context.Context, q querier, c Connector) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires),
+		boolInt(c.CertInUse), unixNano(c.Revoked))
+	return err
 }
 
 // Connector returns one connector; ErrNotFound when there is none with id.

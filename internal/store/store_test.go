@@ -133,10 +133,17 @@ func TestCARotationKeepsOneActive(t *testing.T) {
 	}
 }
 
-func TestUseToken(t *testing.T) {
+// TestEnrollConnectorSpendsToken: each enrollment spends one use; used up,
+// expired, unknown and deleted tokens are refused and record nothing.
+func TestEnrollConnectorSpendsToken(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, t.TempDir())
 	now := time.Unix(1700000000, 0)
+	n := 0
+	use := func(h [32]byte, at time.Time) (Token, error) {
+		n++
+		return s.EnrollConnector(ctx, h, at, Connector{ID: fmt.Sprint("c", n), Group: "g", Enrolled: at})
+	}
 	mk := func(id string, uses int, expires time.Time) [32]byte {
 		h := sha256.Sum256([]byte(id))
 		if err := s.CreateToken(ctx, Token{ID: id, Hash: h, Group: "g", MaxUses: uses, Expires: expires, Created: now}); err != nil {
@@ -145,22 +152,22 @@ func TestUseToken(t *testing.T) {
 		return h
 	}
 	once := mk("once", 1, time.Time{})
-	if tok, err := s.UseToken(ctx, once, now); err != nil || tok.Group != "g" || tok.Used != 1 {
+	if tok, err := use(once, now); err != nil || tok.Group != "g" || tok.Used != 1 {
 		t.Fatalf("first use = %+v, %v", tok, err)
 	}
-	if _, err := s.UseToken(ctx, once, now); !errors.Is(err, ErrTokenUsedUp) {
+	if _, err := use(once, now); !errors.Is(err, ErrTokenUsedUp) {
 		t.Fatalf("second use = %v, want ErrTokenUsedUp", err)
 	}
 	exp := mk("exp", 0, now.Add(time.Hour))
-	if _, err := s.UseToken(ctx, exp, now.Add(time.Hour)); !errors.Is(err, ErrTokenExpired) {
+	if _, err := use(exp, now.Add(time.Hour)); !errors.Is(err, ErrTokenExpired) {
 		t.Fatalf("expired use = %v, want ErrTokenExpired", err)
 	}
-	if _, err := s.UseToken(ctx, sha256.Sum256([]byte("nope")), now); !errors.Is(err, ErrNotFound) {
+	if _, err := use(sha256.Sum256([]byte("nope")), now); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown = %v, want ErrNotFound", err)
 	}
 	multi := mk("multi", 0, time.Time{})
 	for range 5 {
-		if _, err := s.UseToken(ctx, multi, now); err != nil {
+		if _, err := use(multi, now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -170,14 +177,14 @@ func TestUseToken(t *testing.T) {
 	if err := s.DeleteToken(ctx, "multi"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete twice = %v", err)
 	}
-	if _, err := s.UseToken(ctx, multi, now); !errors.Is(err, ErrNotFound) {
+	if _, err := use(multi, now); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted token = %v, want ErrNotFound", err)
 	}
 }
 
-// TestUseTokenRace: many enrollments race for a single-use token, from two
+// TestEnrollConnectorRace: many enrollments race for a single-use token, from two
 // store handles on one file (as two processes would); exactly one wins.
-func TestUseTokenRace(t *testing.T) {
+func TestEnrollConnectorRace(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a, b := open(t, dir), open(t, dir)
@@ -196,7 +203,7 @@ func TestUseTokenRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.UseToken(ctx, h, time.Now())
+			_, err := s.EnrollConnector(ctx, h, time.Now(), Connector{ID: fmt.Sprint("c", i), Group: "g"})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -205,13 +212,48 @@ func TestUseTokenRace(t *testing.T) {
 			case errors.Is(err, ErrTokenUsedUp):
 				usedUp++
 			default:
-				t.Errorf("UseToken: %v", err)
+				t.Errorf("EnrollConnector: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
 	if wins != 1 || usedUp != 15 {
 		t.Fatalf("%d wins, %d used up; want 1 and 15", wins, usedUp)
+	}
+	if list, err := a.Connectors(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("Connectors = %+v, %v; want the winner's alone", list, err)
+	}
+}
+
+// TestEnrollConnectorAllOrNothing: when the connector cannot be recorded
+// the token keeps its use; CheckToken never spends one.
+func TestEnrollConnectorAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0)
+	h := sha256.Sum256([]byte("once"))
+	if err := s.CreateToken(ctx, Token{ID: "once", Hash: h, Group: "g", MaxUses: 1, Created: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddConnector(ctx, Connector{ID: "taken", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if tok, err := s.CheckToken(ctx, h, now); err != nil || tok.Used != 0 || tok.Group != "g" {
+			t.Fatalf("CheckToken = %+v, %v", tok, err)
+		}
+	}
+	if _, err := s.EnrollConnector(ctx, h, now, Connector{ID: "taken", Group: "g"}); err == nil {
+		t.Fatal("a second connector with the same id was recorded")
+	}
+	if toks, _ := s.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
+		t.Fatalf("the failed enrollment spent the token: %+v", toks)
+	}
+	if tok, err := s.EnrollConnector(ctx, h, now, Connector{ID: "new", Group: "g"}); err != nil || tok.Used != 1 {
+		t.Fatalf("enroll = %+v, %v", tok, err)
+	}
+	if _, err := s.CheckToken(ctx, h, now); !errors.Is(err, ErrTokenUsedUp) {
+		t.Fatalf("CheckToken after the use = %v, want ErrTokenUsedUp", err)
 	}
 }
 
