@@ -50,6 +50,36 @@ func (tr *trustRig) dialRaw(transport string, creds *agent.Credentials, log *zap
 	}
 }
 
+// serveRaw opens a session over transport presenting creds and serves it
+// (answering nothing) until the test ends; ended gets Serve's result, and
+// logs has the client's log lines.
+func (tr *trustRig) serveRaw(transport string, creds *agent.Credentials) (ended <-chan error, logs *observer.ObservedLogs) {
+	tr.t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	sess, err := tr.dialRaw(transport, creds, zap.New(core))
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	drain := make(chan struct{})
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- sess.Serve(ctx, &tunnel.Server{}, drain)
+	}()
+	// Registered after the rig's: runs first, while the gateway is up.
+	tr.t.Cleanup(func() {
+		close(drain)
+		defer cancel()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+			tr.t.Error("the raw session did not end")
+		}
+	})
+	return done, logs
+}
+
 // waitFor waits up to 10 s for cond.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -89,15 +119,7 @@ func TestSessionEndsAtCertExpiry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			core, clientLogs := observer.New(zap.InfoLevel)
-			sess, err := tr.dialRaw(transport, creds, zap.New(core))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			ended := make(chan error, 1)
-			go func() { ended <- sess.Serve(ctx, &tunnel.Server{}, nil) }()
+			ended, clientLogs := tr.serveRaw(transport, creds)
 			tr.WaitSessions(testrig.Group, 1)
 			ss := tr.connectorSessions(creds.ConnectorID)
 			if len(ss) != 1 || ss[0].CertSerial != creds.Cert.Leaf.SerialNumber.Text(16) || !ss[0].CertExpires.Equal(creds.Expires()) {
@@ -301,15 +323,7 @@ func TestRenewalRetiresOldCertificate(t *testing.T) {
 	tr.WaitSessions(testrig.Group, 2)
 	old := a.A.Certificate()
 	// Someone holding the old key keeps a session open.
-	core, clientLogs := observer.New(zap.InfoLevel)
-	raw, err := tr.dialRaw(tr.Transport, old, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ended := make(chan error, 1)
-	go func() { ended <- raw.Serve(ctx, &tunnel.Server{}, nil) }()
+	ended, clientLogs := tr.serveRaw(tr.Transport, old)
 	tr.WaitSessions(testrig.Group, 3)
 
 	// A renewal whose answer is lost: the old certificate still works.
@@ -368,11 +382,7 @@ func TestRenewalRetiresOldCertificate(t *testing.T) {
 		t.Fatalf("GET after the retirement = %d", code)
 	}
 
-	tr.Restart(func() gateway.Store {
-		tr.store.Close()
-		tr.store = tr.openStore()
-		return tr.store
-	})
+	tr.restartOnSameFile()
 	tr.WaitSessions(testrig.Group, 2)
 	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
 		t.Fatalf("after a restart, a session with the retired certificate: %v", err)

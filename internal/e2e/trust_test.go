@@ -107,6 +107,16 @@ func (tr *trustRig) openStore() *store.SQLite {
 	return s
 }
 
+// restartOnSameFile restarts the gateway on a freshly opened handle of
+// the same SQLite file.
+func (tr *trustRig) restartOnSameFile() {
+	tr.Restart(func() gateway.Store {
+		tr.store.Close()
+		tr.store = tr.openStore()
+		return tr.store
+	})
+}
+
 // tunnelTLS verifies the rig gateway's tunnel certificate.
 func (tr *trustRig) tunnelTLS() *tls.Config {
 	return &tls.Config{RootCAs: tr.Roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
@@ -246,11 +256,7 @@ func TestEnrollSurvivesGatewayRestart(t *testing.T) {
 		t.Fatalf("connectors = %+v", cs)
 	}
 
-	tr.Restart(func() gateway.Store {
-		tr.store.Close()
-		tr.store = tr.openStore()
-		return tr.store
-	})
+	tr.restartOnSameFile()
 	tr.WaitSessions(testrig.Group, 2)
 	if code := tr.get(); code != 200 {
 		t.Fatalf("GET after the restart = %d", code)
