@@ -159,7 +159,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	now := s.now()
 	ss := &session{
 		Provider: p.cfg.Name, Subject: id.Subject, Email: id.Email, Name: id.Name, Groups: id.Groups,
-		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(),
+		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(), ID: randomToken(16),
 	}
 	if tok.RefreshToken != "" {
 		ss.Token, ss.Refresh = tok.RefreshToken, idt.Expiry.Unix()
@@ -224,7 +224,8 @@ const confirmSignOutText = `<!doctype html>
 // on first use, like the pages.
 var crossOrigin = sync.OnceValue(http.NewCrossOriginProtection)
 
-// logout clears the session cookie (host-only and cookie_domain variants).
+// logout ends the session (see endSession) and clears the session cookie
+// (host-only and cookie_domain variants).
 // Another site must not sign users out behind their backs: a GET that a
 // browser marks as coming from another site (Sec-Fetch-Site) only gets a
 // page that asks, whose button POSTs from this origin; a POST from another
@@ -252,6 +253,7 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "use GET or POST to sign out", http.StatusMethodNotAllowed)
 		return ErrHandled
 	}
+	s.endSession(r)
 	s.clearSessionCookie(w, r)
 	if s.cookieDomain(r) != "" && secure(r) {
 		// A host-only cookie from before cookie_domain was set.
