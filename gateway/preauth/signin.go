@@ -1,6 +1,7 @@
 package preauth
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"net/http"
@@ -196,12 +197,17 @@ var signedOutPage = sync.OnceValue(func() *template.Template {
 	return template.Must(template.New("out").Parse(signedOutText))
 })
 
+// signedOutData fills signedOutPage: the provider's sign-out link, if
+// it has one.
+type signedOutData struct{ Provider, Logout string }
+
 const signedOutText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Signed out</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>Signed out</h1>
 <p>You are signed out of the applications on this address. Your session at the sign-in provider may still be open; sign out there too on a shared computer.</p>
-<p><a href="/">Sign in again</a></p>
+{{if .Logout}}<p><a id="provider-logout" href="{{.Logout}}">Sign out at {{.Provider}} too</a></p>
+{{end}}<p><a href="/">Sign in again</a></p>
 </body></html>
 `
 
@@ -253,7 +259,10 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "use GET or POST to sign out", http.StatusMethodNotAllowed)
 		return ErrHandled
 	}
-	s.endSession(r)
+	page := signedOutData{}
+	if p := s.endSession(r); p != nil {
+		page.Provider, page.Logout = p.cfg.Name, p.logoutURL(context.WithoutCancel(r.Context()))
+	}
 	s.clearSessionCookie(w, r)
 	if s.cookieDomain(r) != "" && secure(r) {
 		// A host-only cookie from before cookie_domain was set.
@@ -262,6 +271,6 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	_ = signedOutPage().Execute(w, nil)
+	_ = signedOutPage().Execute(w, page)
 	return ErrHandled
 }

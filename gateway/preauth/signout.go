@@ -69,15 +69,16 @@ func (l *signedOut) has(id string) bool {
 
 // endSession makes the session in r's cookie unusable: its ID is refused
 // from now on, and its refresh token is revoked at the provider, even if
-// the browser goes away meanwhile.
-func (s *Service) endSession(r *http.Request) {
+// the browser goes away meanwhile. It returns the session's provider, or
+// nil when there was no session.
+func (s *Service) endSession(r *http.Request) *provider {
 	value := s.readSessionCookie(r)
 	if value == "" {
-		return
+		return nil
 	}
 	var ss session
 	if err := s.sealer.open("session", value, &ss); err != nil {
-		return
+		return nil
 	}
 	if ss.ID != "" {
 		s.signedOut.add(ss.ID, ss.Expires, s.now().Unix())
@@ -100,6 +101,33 @@ func (s *Service) endSession(r *http.Request) {
 	}
 	s.log.Info("signed out", zap.String("provider", ss.Provider), zap.String("subject", ss.Subject),
 		zap.String("refresh_token", token))
+	return p
+}
+
+// logoutURL is the provider's end-session endpoint (OpenID Connect
+// RP-Initiated Logout) with this client's ID, for the signed-out page to
+// offer, or "" when the provider has none or cannot be asked now.
+func (p *provider) logoutURL(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, signOutTimeout)
+	defer cancel()
+	op, err := p.discover(ctx)
+	if err != nil {
+		return ""
+	}
+	var meta struct {
+		Endpoint string `json:"end_session_endpoint"`
+	}
+	if err := op.Claims(&meta); err != nil {
+		return ""
+	}
+	u, err := url.Parse(meta.Endpoint)
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", p.cfg.ClientID)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // revoke revokes a refresh token at the provider's revocation endpoint

@@ -134,6 +134,7 @@ func (p *Provider) Handler() http.Handler {
 	mux.HandleFunc("POST /authorize", p.serveAuthorizeSubmit)
 	mux.HandleFunc("POST /token", p.serveToken)
 	mux.HandleFunc("POST /revoke", p.serveRevoke)
+	mux.HandleFunc("GET /logout", serveLogout)
 	mux.HandleFunc("GET /jwks", p.serveJWKS)
 	mux.HandleFunc("GET /userinfo", p.serveUserinfo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -157,6 +158,7 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"jwks_uri":                              iss + "/jwks",
 		"userinfo_endpoint":                     iss + "/userinfo",
 		"revocation_endpoint":                   iss + "/revoke",
+		"end_session_endpoint":                  iss + "/logout",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"ES256"},
@@ -342,6 +344,15 @@ func (p *Provider) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+// serveLogout is the end-session endpoint. The provider keeps no sessions
+// of its own (every sign-in asks for the password), so there is nothing to
+// end; it says so.
+func serveLogout(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write([]byte(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Signed out</title></head>` +
+		`<body><h1>Development OIDC provider</h1><p>Signed out. This provider keeps no sessions: every sign-in asks for the password.</p></body></html>`))
 }
 
 // Revoked is how many refresh tokens were revoked through the revocation

@@ -894,6 +894,18 @@ func TestPreauthSignOutEndsCopies(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(body, "signed out") {
 		t.Fatalf("sign-out: %d %s", res.StatusCode, body)
 	}
+	// The page offers the provider's own sign-out (RP-initiated logout).
+	link := `<a id="provider-logout" href="` + a.idpTS.URL + `/logout?client_id=` + clientID + `">Sign out at corp too</a>`
+	if !strings.Contains(body, link) {
+		t.Errorf("signed-out page lacks %s:\n%s", link, body)
+	}
+	if res, body := getH(t, c, a.idpTS.URL+"/logout?client_id="+clientID, nil); res.StatusCode != 200 || !strings.Contains(body, "Signed out") {
+		t.Errorf("the provider's sign-out: %d %s", res.StatusCode, body)
+	}
+	// Without a session there is no provider to offer.
+	if _, body := getH(t, noRedirect(a.browser()), a.URL+"/.sallyport/auth/logout", nil); strings.Contains(body, "provider-logout") {
+		t.Errorf("sign-out without a session offers a provider: %s", body)
+	}
 	if n := a.idp.Revoked(); n != 1 {
 		t.Fatalf("the provider revoked %d refresh tokens, want 1", n)
 	}
