@@ -69,9 +69,11 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 }
 
 // identify decides which enrolled connector a TLS connection belongs to
-// and refuses revoked and unknown ones.
-// Sessions and renewals presenting its newest certificate record it in
-// use; from then on the older ones are retired.
+// and refuses revoked and unknown ones, and certificates that a renewal
+// retired: a session or renewal presenting the connector's newest
+// certificate records it in use (store CertInUse), and from then on the
+// older ones are refused. Until then they keep working, so an agent whose
+// renewal answer was lost is not locked out.
 func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
 	c, leaf, err := g.identifyConnector(ctx, state)
 	if err != nil {
@@ -96,6 +98,8 @@ func retiredError(c store.Connector, serial string) error {
 		"the new one in its data_dir (restart it if it runs from a copy), or enroll it again", c.ID, serial)
 }
 
+// identifyConnector verifies the client certificate of a TLS connection
+// and finds its connector, refusing revoked and unknown ones.
 func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
 	id, leaf, err := g.authority.Identify(ctx, state)
 	if errors.Is(err, pki.ErrNoCertificate) {
