@@ -275,6 +275,7 @@ func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options, hea
 		h.BackendHttp2 = o.BackendHTTP2
 		h.App = o.App
 		h.RequestId = o.RequestID
+		h.Informational = o.Informational != nil
 	}
 }
 
