@@ -18,6 +18,7 @@ import (
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/testrig"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -284,5 +285,49 @@ func TestEarlyHintsFlood(t *testing.T) {
 		if len(got.codes) != tunnel.MaxInformational {
 			t.Fatalf("%s: the client got %d informational responses, want %d", method, len(got.codes), tunnel.MaxInformational)
 		}
+	}
+}
+
+// TestEarlyHintsPreauth: on a pre-authenticated app whose session is
+// refreshed by the request, the 103 reaches the signed-in client without
+// the renewed session cookie, which the final response carries; the access
+// log records the final status.
+func TestEarlyHintsPreauth(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	first := a.sessionCookie(c).Value
+	a.clock.Add(6 * time.Minute) // past the ID token's 5 minutes: the gateway refreshes
+	var hints []textproto.MIMEHeader
+	var mu sync.Mutex
+	ctx, cancel := context.WithTimeout(context.Background(), expectGuard)
+	defer cancel()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		mu.Lock()
+		defer mu.Unlock()
+		hints = append(hints, h)
+		return nil
+	}})
+	req, _ := http.NewRequestWithContext(ctx, "GET", a.URL+"/hints", nil)
+	res, body := do(t, noRedirect(c), req)
+	if res.StatusCode != 200 || decodeEchoed(t, body).Headers.Get("X-Sallyport-User") != "sub-alice" {
+		t.Fatalf("refreshed request: %d %s", res.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hints) != 1 || hints[0].Get("Link") != hintStyle || hints[0].Get("Set-Cookie") != "" {
+		t.Fatalf("informational responses %v: want one 103 with the Link and no cookie", hints)
+	}
+	if res.Header.Get("Set-Cookie") == "" || res.Header.Get("Link") != "" || a.sessionCookie(c).Value == first {
+		t.Fatalf("final response headers %v: want the renewed session cookie and no Link", res.Header)
+	}
+	var logged []any
+	for _, e := range a.logs.FilterMessage("access").All() {
+		if f := e.ContextMap(); f["path"] == "/hints" {
+			logged = append(logged, f["status"])
+		}
+	}
+	if len(logged) != 1 || fmt.Sprint(logged[0]) != "200" {
+		t.Fatalf("access log statuses of /hints: %v, want [200]", logged)
 	}
 }
