@@ -167,7 +167,8 @@ type Gateway struct {
 	authority *pki.Authority
 	limiter   *failLimiter
 	admin     *http.Server // nil without AdminAddr
-	serving   atomic.Bool  // between Serve's start and its shutdown
+	metrics   *gatewayMetrics
+	serving   atomic.Bool // between Serve's start and its shutdown
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen
@@ -204,18 +205,19 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.initTrust(); err != nil {
 		return nil, err
 	}
+	g.metrics = newGatewayMetrics(g)
 	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
-		Authenticate: g.authenticateSession,
-		OnSession:    g.addSession,
+		Authenticate: g.authenticateCounted,
+		OnSession:    g.onSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
 		ProtocolVersion: cfg.ProtocolVersion,
 	}
 	g.mux = &muxtunnel.Server{
-		Authenticate: g.authenticateSession,
-		OnSession:    g.addSession,
+		Authenticate: g.authenticateCounted,
+		OnSession:    g.onSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
@@ -233,7 +235,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
 	keysv1.RegisterKeysServiceServer(g.grpc, &keysServer{g: g})
-	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, &enrollService{g: g})
+	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, meteredEnroll{&enrollService{g: g}})
 	if cfg.AdminAddr != "" {
 		g.admin = &http.Server{
 			Handler:           g.AdminHandler(),

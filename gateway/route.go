@@ -45,6 +45,8 @@ type Route struct {
 	// Preauth, when set, requires users to sign in (preauth: oidc) under
 	// this policy; the gateway's Config.Preauth decides. Nil: no sign-in.
 	Preauth *preauth.Policy
+
+	metrics *appMetrics // the app's metric children; set by New for the router's copies
 }
 
 // Router finds the Route of a request. It is immutable after NewRouter and
