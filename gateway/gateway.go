@@ -69,11 +69,12 @@ type Config struct {
 	// Now is the clock for certificates, tokens, revocation times and the
 	// enrollment rate limit (nil → time.Now).
 	Now func() time.Time
-	// AdminAddr is the admin API listener (health, tokens, connectors).
-	// Empty → no admin listener.
+	// AdminAddr is the admin API listener (health, metrics, tokens,
+	// connectors). Empty → no admin listener.
 	AdminAddr string
 	// AdminToken is the admin API's bearer token. Empty → every API call is
-	// refused with 401; /healthz and /readyz still answer.
+	// refused with 401; /healthz, /readyz and /metrics (which never ask for
+	// it) still answer.
 	AdminToken string
 	// Routes are the published apps.
 	Routes []Route
