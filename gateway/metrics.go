@@ -24,7 +24,8 @@ import (
 // lists, status classes are 1xx–5xx. Hosts, paths, users and addresses
 // never become labels.
 //
-//	sallyport_gateway_exchanges_total{app,class}        relayed exchanges by the status class the backend answered
+//	sallyport_gateway_exchanges_total{app,class}        exchanges answered without an error code, by status class: relayed
+//	                                                    ones, and the gateway's sign-in redirects and endpoints (app "")
 //	sallyport_gateway_errors_total{app,code}            exchanges the gateway answered itself, by X-Sallyport-Error code (app "" = no app matched)
 //	sallyport_gateway_response_head_seconds{app}        time from request to the backend's response head (relayed exchanges)
 //	sallyport_gateway_request_body_bytes_total{app}     request body bytes read from clients
@@ -125,7 +126,7 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 	m := &gatewayMetrics{
 		reg: promserve.NewRegistry(),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "exchanges_total",
-			Help: "Exchanges relayed to a backend, by app and the status class of the backend's answer."}, []string{"app", "class"}),
+			Help: "Exchanges answered without an error code (relayed, or a sign-in redirect or endpoint of the gateway's), by app and status class."}, []string{"app", "class"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "errors_total",
 			Help: "Exchanges the gateway answered itself, by app (empty when no app matched) and X-Sallyport-Error code."}, []string{"app", "code"}),
 		head: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ns + "response_head_seconds",
@@ -210,7 +211,9 @@ func (m *gatewayMetrics) exchangeDone(rt *Route, f *accessFields, start, headAt 
 			c = 0
 		}
 		am.classes[c].Inc(m.exchanges, am.name, statusClasses[c])
-		if !headAt.IsZero() && am.head != nil {
+		// Only exchanges that reached an agent have a backend's head; the
+		// gateway answers sign-in redirects and its own endpoints itself.
+		if !headAt.IsZero() && am.head != nil && f.Agent != "" {
 			am.head.Observe(headAt.Sub(start).Seconds())
 		}
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
@@ -125,4 +127,20 @@ func histogramCount(t *testing.T, m *gatewayMetrics, app string) uint64 {
 	}
 	t.Fatalf("no response_head_seconds for app %q", app)
 	return 0
+}
+
+// TestGRPCOutcome: the outcome label of an enrollment or renewal answer.
+func TestGRPCOutcome(t *testing.T) {
+	for err, want := range map[error]string{
+		nil: "ok",
+		status.Error(grpccodes.InvalidArgument, "csr"):      "invalid",
+		status.Error(grpccodes.Unauthenticated, "token"):    "unauthenticated",
+		status.Error(grpccodes.PermissionDenied, "revoked"): "revoked",
+		status.Error(grpccodes.ResourceExhausted, "wait"):   "rate_limited",
+		status.Error(grpccodes.Internal, "store"):           "error",
+	} {
+		if got := grpcOutcome(err); got != want {
+			t.Errorf("grpcOutcome(%v) = %q, want %q", err, got, want)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
 
@@ -312,4 +313,41 @@ func TestMetricsNoToken(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("admin API without a token = %d, want 401", res.StatusCode)
 	}
+}
+
+// TestMetricsPreauth: with pre-authentication, sign-ins and refusals are
+// counted by outcome, and refusals as the gateway's own answers.
+func TestMetricsPreauth(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{Emails: []string{"alice@example.com"}}, nil, func(c *gateway.Config) {
+		c.AdminAddr = "127.0.0.1:0"
+	})
+	url := a.AdminURL() + "/metrics"
+	// An API client without a token.
+	if res, _ := getH(t, a.Client(), a.URL+"/api", map[string]string{"Accept": "application/json"}); res.StatusCode != 401 {
+		t.Fatalf("API call without a token = %d", res.StatusCode)
+	}
+	if res, _ := a.signIn(a.browser(), "/page", alice); res.StatusCode != 200 {
+		t.Fatalf("alice after sign-in = %d", res.StatusCode)
+	}
+	if res, _ := a.signIn(a.browser(), "/page", mallory); res.StatusCode != 403 {
+		t.Fatalf("mallory after sign-in = %d", res.StatusCode)
+	}
+	s := scrape(t, url)
+	wantKeys(t, s, "sallyport_gateway_preauth_total",
+		`sallyport_gateway_preauth_total{outcome="allowed"}`,
+		`sallyport_gateway_preauth_total{outcome="forbidden"}`,
+		`sallyport_gateway_preauth_total{outcome="sign_in_started"}`,
+		`sallyport_gateway_preauth_total{outcome="signed_in"}`,
+		`sallyport_gateway_preauth_total{outcome="unauthenticated"}`)
+	wantSeries(t, s, map[string]float64{
+		`sallyport_gateway_preauth_total{outcome="allowed"}`:               1,
+		`sallyport_gateway_preauth_total{outcome="forbidden"}`:             1,
+		`sallyport_gateway_preauth_total{outcome="sign_in_started"}`:       2,
+		`sallyport_gateway_preauth_total{outcome="signed_in"}`:             2,
+		`sallyport_gateway_preauth_total{outcome="unauthenticated"}`:       1,
+		`sallyport_gateway_errors_total{app="app",code="forbidden"}`:       1,
+		`sallyport_gateway_errors_total{app="app",code="unauthenticated"}`: 1,
+		`sallyport_gateway_exchanges_total{app="app",class="2xx"}`:         1,
+		`sallyport_gateway_response_head_seconds_count{app="app"}`:         1, // the redirects reached no agent
+	})
 }
