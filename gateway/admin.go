@@ -293,7 +293,7 @@ func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
 
 // usesGroup reports whether an app is bound to group.
 func (g *Gateway) usesGroup(group string) bool {
-	for _, r := range g.cfg.Routes {
+	for _, r := range g.router.Load().routes {
 		if r.Group == group {
 			return true
 		}

@@ -149,7 +149,7 @@ func orDefault(d, def time.Duration) time.Duration {
 type Gateway struct {
 	cfg      Config
 	log      *zap.Logger
-	router   *Router
+	router   atomic.Pointer[Router] // swapped by SetRoutes
 	registry *Registry
 	tunnel   *grpctunnel.Server
 	grpc     *grpc.Server
@@ -195,7 +195,8 @@ func New(cfg Config) (*Gateway, error) {
 		log = zap.NewNop()
 	}
 	log = limitRefusals(log, time.Now)
-	g := &Gateway{cfg: cfg, log: log, router: router, registry: NewRegistry(), store: cfg.Store}
+	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store}
+	g.router.Store(router)
 	g.registry.MaxPerConnector = maxSessionsPerConnector
 	for _, t := range cfg.Tokens {
 		if t.Token == "" || t.Group == "" {
@@ -453,7 +454,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	go func() { errc <- g.grpc.Serve(tcpLn) }()
 	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
 		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
-		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.cfg.Routes))}
+		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.router.Load().routes))}
 	if adm != nil {
 		fields = append(fields, zap.Stringer("admin", adm.Addr()))
 	}

@@ -90,7 +90,7 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 			return false
 		}
 	}
-	st.route = h.g.router.Match(r.Host, cp.Match)
+	st.route = h.g.router.Load().Match(r.Host, cp.Match)
 	if st.route == nil {
 		st.errCode = CodeNoRoute
 		WriteError(w, r, NewError(CodeNoRoute, "", nil))

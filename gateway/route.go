@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 )
@@ -52,6 +56,8 @@ type Route struct {
 // Router finds the Route of a request. It is immutable after NewRouter and
 // safe for concurrent use; build a new Router to change the routes.
 type Router struct {
+	// routes are the routes in the order given (normalised copies).
+	routes []*Route
 	// exact maps a normalised exact host to its routes, longest prefix first.
 	exact map[string][]*Route
 	// wild maps the part after "*." of a wildcard pattern to its routes,
@@ -76,6 +82,7 @@ func NewRouter(routes []Route) (*Router, error) {
 			errs = append(errs, fmt.Errorf("route %d (%q): %w", i, routes[i].App, err))
 			continue
 		}
+		r.routes = append(r.routes, rt)
 		for _, h := range rt.Hosts {
 			k := key{h, rt.PathPrefix}
 			if other, dup := seen[k]; dup {
@@ -282,4 +289,64 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// SetRoutes replaces the published apps while the gateway runs: requests
+// routed from then on see the new routes, exchanges in flight finish with
+// the route they started with. routes are checked as New checks them; on
+// an error nothing changes. Pre-authentication cannot be added this way:
+// a route with a Preauth policy needs Config.Preauth from the start, and
+// its provider must be one of those configured then.
+func (g *Gateway) SetRoutes(routes []Route) error {
+	cfg := g.cfg
+	cfg.Routes = routes
+	for i := range routes {
+		if routes[i].Preauth != nil && cfg.Preauth == nil {
+			return fmt.Errorf("gateway: app %q requires sign-in, but the gateway started without pre-authentication "+
+				"because no app used it; restart the gateway to add the first app with sign-in", routes[i].App)
+		}
+	}
+	if err := checkPreauth(&cfg); err != nil {
+		return err
+	}
+	next, err := NewRouter(cfg.Routes)
+	if err != nil {
+		return fmt.Errorf("gateway: apps: %w", err)
+	}
+	prev := g.router.Swap(next)
+	added, removed, changed := diffRoutes(prev.routes, next.routes)
+	g.log.Info("apps reloaded", zap.Int("apps", len(next.routes)),
+		zap.Strings("added", added), zap.Strings("removed", removed), zap.Strings("changed", changed))
+	return nil
+}
+
+// diffRoutes names the apps added, removed and changed from prev to next.
+// An app that several routes publish counts as changed when any of them did.
+func diffRoutes(prev, next []*Route) (added, removed, changed []string) {
+	byApp := func(rs []*Route) map[string][]*Route {
+		m := map[string][]*Route{}
+		for _, r := range rs {
+			m[r.App] = append(m[r.App], r)
+		}
+		return m
+	}
+	p, n := byApp(prev), byApp(next)
+	for app, rs := range n {
+		old, ok := p[app]
+		switch {
+		case !ok:
+			added = append(added, app)
+		case !reflect.DeepEqual(old, rs):
+			changed = append(changed, app)
+		}
+	}
+	for app := range p {
+		if _, ok := n[app]; !ok {
+			removed = append(removed, app)
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	slices.Sort(changed)
+	return added, removed, changed
 }

@@ -430,8 +430,14 @@ func appendFile(t *testing.T, path, content string) {
 // getHello sends GET / for hello.test to the gateway at public.
 func getHello(t *testing.T, public string) (int, string) {
 	t.Helper()
+	return getHost(t, public, "hello.test")
+}
+
+// getHost sends GET / for host to the gateway at public.
+func getHost(t *testing.T, public, host string) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+public+"/", nil)
-	req.Host = "hello.test"
+	req.Host = host
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

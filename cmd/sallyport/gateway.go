@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
 	"github.com/sallyport/sallyport/internal/store"
@@ -45,6 +48,7 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err := gw.Listen(); err != nil {
 					return err
 				}
+				reloadOnHangup(ctx, gw, path, cfg, log)
 				return gw.Serve(ctx)
 			})
 		},
@@ -116,13 +120,21 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 		return out, err
 	}
 	out.Preauth = svc
+	out.Routes, err = appRoutes(cfg, policies)
+	return out, err
+}
+
+// appRoutes turns the config's apps into the gateway's routes, with the
+// sign-in policies by app index.
+func appRoutes(cfg *config.Gateway, policies map[int]*preauth.Policy) ([]gateway.Route, error) {
+	var routes []gateway.Route
 	for i := range cfg.Apps {
 		app := &cfg.Apps[i]
 		u, err := app.BackendURL()
 		if err != nil {
-			return out, fmt.Errorf("apps[%d].backend: %w", i, err)
+			return nil, fmt.Errorf("apps[%d].backend: %w", i, err)
 		}
-		out.Routes = append(out.Routes, gateway.Route{
+		routes = append(routes, gateway.Route{
 			App:          app.Name,
 			Hosts:        app.Hosts,
 			PathPrefix:   app.PathPrefixOrDefault(),
@@ -134,7 +146,59 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 			Preauth:      policies[i],
 		})
 	}
-	return out, nil
+	return routes, nil
+}
+
+// reloadOnHangup reloads the apps of the config file at path on every
+// SIGHUP until ctx ends. The signal is caught from the call on, so a
+// SIGHUP after start-up never stops the gateway. Settings other than the
+// apps are compared with running, the config the gateway started with, and
+// a warning names those that need a restart.
+func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reloadApps(gw, path, running, log)
+			}
+		}
+	}()
+}
+
+// reloadApps reads the config file again and publishes its apps. A file
+// that does not load, or apps the gateway refuses, change nothing.
+func reloadApps(gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger) {
+	log.Info("reloading the apps", zap.String("config", path))
+	next, err := config.LoadGateway(path)
+	var routes []gateway.Route
+	if err == nil {
+		var policies map[int]*preauth.Policy
+		if policies, err = appPolicies(next); err == nil {
+			routes, err = appRoutes(next, policies)
+		}
+	}
+	if err == nil {
+		err = gw.SetRoutes(routes)
+	}
+	if err != nil {
+		fields := []zap.Field{zap.String("config", path), zap.Error(err)}
+		if next != nil {
+			// An app may need a setting that only a restart applies (a new provider).
+			fields = append(fields, zap.Strings("changed_needing_restart", running.ChangedBesidesApps(next)))
+		}
+		log.Error("config reload failed; the apps published before stay as they were. Fix the file and send SIGHUP again",
+			fields...)
+		return
+	}
+	if keys := running.ChangedBesidesApps(next); len(keys) > 0 {
+		log.Warn("config reload applies only apps; restart the gateway for the other settings that changed",
+			zap.Strings("keys", keys))
+	}
 }
 
 // tunnelCertificate loads the configured tunnel certificate, or creates a

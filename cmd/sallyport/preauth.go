@@ -25,20 +25,9 @@ const (
 // (nil otherwise) and returns each app's policy by app index. Client
 // secrets are read now: a missing file or variable stops the start.
 func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map[int]*preauth.Policy, error) {
-	policies := map[int]*preauth.Policy{}
-	for i := range cfg.Apps {
-		app := &cfg.Apps[i]
-		if app.PreauthOrDefault() != config.PreauthOIDC {
-			continue
-		}
-		pr := cfg.ProviderFor(app)
-		if pr == nil {
-			return nil, nil, fmt.Errorf("apps[%d] (%s): no OIDC provider", i, app.Name)
-		}
-		policies[i] = &preauth.Policy{
-			Provider: pr.Name, Emails: app.Policy.Emails, Domains: app.Policy.Domains, Groups: app.Policy.Groups,
-			PublicPaths: app.PublicPaths,
-		}
+	policies, err := appPolicies(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(policies) == 0 {
 		return nil, policies, nil
@@ -79,6 +68,27 @@ func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map
 		return nil, nil, err
 	}
 	return svc, policies, nil
+}
+
+// appPolicies returns the sign-in policy of each app with preauth: oidc,
+// by app index.
+func appPolicies(cfg *config.Gateway) (map[int]*preauth.Policy, error) {
+	policies := map[int]*preauth.Policy{}
+	for i := range cfg.Apps {
+		app := &cfg.Apps[i]
+		if app.PreauthOrDefault() != config.PreauthOIDC {
+			continue
+		}
+		pr := cfg.ProviderFor(app)
+		if pr == nil {
+			return nil, fmt.Errorf("apps[%d] (%s): no OIDC provider", i, app.Name)
+		}
+		policies[i] = &preauth.Policy{
+			Provider: pr.Name, Emails: app.Policy.Emails, Domains: app.Policy.Domains, Groups: app.Policy.Groups,
+			PublicPaths: app.PublicPaths,
+		}
+	}
+	return policies, nil
 }
 
 // clientSecret reads a provider's client secret from its file or variable;

@@ -25,6 +25,10 @@ type session struct {
 	Expires  int64    `json:"x"`            // end of the session
 	Refresh  int64    `json:"r,omitempty"`  // refresh due (ID token expiry); 0: never
 	Token    string   `json:"rt,omitempty"` // refresh token
+	// ID names the session from sign-in to its end (refreshes keep it), so
+	// a sign-out can refuse every copy of the cookie. Sessions from before
+	// it existed have none.
+	ID string `json:"i,omitempty"`
 }
 
 func (ss *session) identity() *Identity {
@@ -71,7 +75,7 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy,
 		}
 		return id, nil
 	}
-	if why == "invalid" || why == "expired" {
+	if why == "invalid" || why == "expired" || why == "signed-out" {
 		// A session with another provider (cookie_domain shared by apps
 		// of several providers) stays until a sign-in here replaces it:
 		// a link to this app must not sign the user out of the others.
@@ -118,9 +122,9 @@ func forbidden(id *Identity) *Error {
 }
 
 // readSession returns the valid session of r for provider p, or nil and why
-// not: "" when there is no cookie, "invalid", "expired", or
-// "other-provider" for a valid session with another provider, which
-// Authorize leaves in place.
+// not: "" when there is no cookie, "invalid", "expired", "signed-out" (a
+// copy of a cookie whose session was signed out), or "other-provider" for
+// a valid session with another provider, which Authorize leaves in place.
 func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 	value := s.readSessionCookie(r)
 	if value == "" {
@@ -137,6 +141,9 @@ func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 	}
 	if s.now().Unix() >= ss.Expires || ss.Subject == "" {
 		return nil, "expired"
+	}
+	if ss.ID != "" && s.signedOut.has(ss.ID) {
+		return nil, "signed-out"
 	}
 	return &ss, ""
 }

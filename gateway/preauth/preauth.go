@@ -17,7 +17,8 @@
 // Sessions end SessionLifetime after sign-in. When the provider gave a
 // refresh token, the session is refreshed with it once the ID token has
 // expired, so a user disabled at the provider loses access within a token
-// lifetime; without one the session lasts its lifetime.
+// lifetime; without one the session lasts its lifetime. Signing out ends
+// the session everywhere it can (see signout.go).
 //
 // Other clients send `Authorization: Bearer <JWT>` from the same issuer,
 // verified against the provider's JWKS (issuer, audience, expiry). Requests
@@ -123,6 +124,7 @@ type Service struct {
 	client    *http.Client
 	providers map[string]*provider
 	refresh   refresher
+	signedOut signedOut
 }
 
 // New checks cfg and builds a Service. Providers are discovered on first

@@ -1,6 +1,7 @@
 package preauth
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"net/http"
@@ -159,7 +160,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	now := s.now()
 	ss := &session{
 		Provider: p.cfg.Name, Subject: id.Subject, Email: id.Email, Name: id.Name, Groups: id.Groups,
-		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(),
+		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(), ID: randomToken(16),
 	}
 	if tok.RefreshToken != "" {
 		ss.Token, ss.Refresh = tok.RefreshToken, idt.Expiry.Unix()
@@ -196,12 +197,17 @@ var signedOutPage = sync.OnceValue(func() *template.Template {
 	return template.Must(template.New("out").Parse(signedOutText))
 })
 
+// signedOutData fills signedOutPage: the provider's sign-out link, if
+// it has one.
+type signedOutData struct{ Provider, Logout string }
+
 const signedOutText = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Signed out</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>Signed out</h1>
 <p>You are signed out of the applications on this address. Your session at the sign-in provider may still be open; sign out there too on a shared computer.</p>
-<p><a href="/">Sign in again</a></p>
+{{if .Logout}}<p><a id="provider-logout" href="{{.Logout}}">Sign out at {{.Provider}} too</a></p>
+{{end}}<p><a href="/">Sign in again</a></p>
 </body></html>
 `
 
@@ -224,7 +230,8 @@ const confirmSignOutText = `<!doctype html>
 // on first use, like the pages.
 var crossOrigin = sync.OnceValue(http.NewCrossOriginProtection)
 
-// logout clears the session cookie (host-only and cookie_domain variants).
+// logout ends the session (see endSession) and clears the session cookie
+// (host-only and cookie_domain variants).
 // Another site must not sign users out behind their backs: a GET that a
 // browser marks as coming from another site (Sec-Fetch-Site) only gets a
 // page that asks, whose button POSTs from this origin; a POST from another
@@ -252,6 +259,10 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "use GET or POST to sign out", http.StatusMethodNotAllowed)
 		return ErrHandled
 	}
+	page := signedOutData{}
+	if p := s.endSession(r); p != nil {
+		page.Provider, page.Logout = p.cfg.Name, p.logoutURL(context.WithoutCancel(r.Context()))
+	}
 	s.clearSessionCookie(w, r)
 	if s.cookieDomain(r) != "" && secure(r) {
 		// A host-only cookie from before cookie_domain was set.
@@ -260,6 +271,6 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	_ = signedOutPage().Execute(w, nil)
+	_ = signedOutPage().Execute(w, page)
 	return ErrHandled
 }

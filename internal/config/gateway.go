@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -578,4 +579,34 @@ func (g *Gateway) validatePreauth(c *checker, p path, app *App) {
 			c.errorf(p.key("public_paths").index(j), "must start with \"/\", got %q", pp)
 		}
 	}
+}
+
+// ChangedBesidesApps lists the settings other than apps whose values
+// differ between g and next, as dotted keys ("public.addr",
+// "tunnel.tokens", "shutdown_grace"): what a reload of apps leaves for the
+// next restart. Structs are compared field by field, lists and maps whole.
+func (g *Gateway) ChangedBesidesApps(next *Gateway) []string {
+	var out []string
+	var walk func(prefix string, a, b reflect.Value)
+	walk = func(prefix string, a, b reflect.Value) {
+		t := a.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "" || name == "-" || prefix == "" && name == "apps" {
+				continue
+			}
+			key := prefix + name
+			fa, fb := a.Field(i), b.Field(i)
+			if fa.Kind() == reflect.Struct {
+				walk(key+".", fa, fb)
+				continue
+			}
+			if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+				out = append(out, key)
+			}
+		}
+	}
+	walk("", reflect.ValueOf(g).Elem(), reflect.ValueOf(next).Elem())
+	return out
 }

@@ -521,3 +521,36 @@ func TestFileError(t *testing.T) {
 		t.Errorf("FileError of a config built in code = %q, want prefix %q", got, want)
 	}
 }
+
+func TestChangedBesidesApps(t *testing.T) {
+	parse := func(s string) *Gateway {
+		t.Helper()
+		g, err := ParseGateway("gateway.yaml", []byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	const base = `public: {addr: ":8080"}
+tunnel:
+  tokens: [{token: a, group: default}]
+shutdown_grace: 30s
+apps:
+  - {name: one, hosts: [one.test], backend: "http://127.0.0.1:1", group: default}
+`
+	a := parse(base)
+	if keys := a.ChangedBesidesApps(parse(base)); len(keys) != 0 {
+		t.Fatalf("the same file: %v", keys)
+	}
+	onlyApps := strings.Replace(base, "one.test", "two.test", 1) +
+		`  - {name: two, hosts: [x.test], backend: "http://127.0.0.1:2", group: default}` + "\n"
+	if keys := a.ChangedBesidesApps(parse(onlyApps)); len(keys) != 0 {
+		t.Fatalf("only apps changed: %v", keys)
+	}
+	more := strings.NewReplacer(`":8080"`, `":9090"`, "token: a", "token: b", "30s", "10s").Replace(base) +
+		"admin: {addr: \"127.0.0.1:9999\"}\n"
+	got := strings.Join(a.ChangedBesidesApps(parse(more)), " ")
+	if got != "public.addr tunnel.tokens admin.addr shutdown_grace" {
+		t.Fatalf("changed keys: %q", got)
+	}
+}

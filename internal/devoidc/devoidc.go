@@ -4,7 +4,8 @@
 //
 // It serves discovery, a sign-in page (authorization code flow with PKCE
 // S256 required), the token endpoint (authorization_code and refresh_token
-// grants), the JWKS and userinfo. Tokens are ES256 JWTs. Tests can mint
+// grants), token revocation (RFC 7009, refresh tokens), the JWKS and
+// userinfo. Tokens are ES256 JWTs. Tests can mint
 // arbitrary tokens with Mint and move its clock with Config.Now.
 package devoidc
 
@@ -67,6 +68,7 @@ type Provider struct {
 	mu      sync.Mutex
 	codes   map[string]*grant // guarded by mu
 	refresh map[string]*grant // guarded by mu
+	revoked int               // refresh tokens revoked; guarded by mu
 	// Down makes every endpoint answer 503 while set (tests of an
 	// unreachable provider); guarded by mu.
 	down bool
@@ -131,6 +133,8 @@ func (p *Provider) Handler() http.Handler {
 	mux.HandleFunc("GET /authorize", p.serveAuthorizeForm)
 	mux.HandleFunc("POST /authorize", p.serveAuthorizeSubmit)
 	mux.HandleFunc("POST /token", p.serveToken)
+	mux.HandleFunc("POST /revoke", p.serveRevoke)
+	mux.HandleFunc("GET /logout", serveLogout)
 	mux.HandleFunc("GET /jwks", p.serveJWKS)
 	mux.HandleFunc("GET /userinfo", p.serveUserinfo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -153,6 +157,8 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint":                        iss + "/token",
 		"jwks_uri":                              iss + "/jwks",
 		"userinfo_endpoint":                     iss + "/userinfo",
+		"revocation_endpoint":                   iss + "/revoke",
+		"end_session_endpoint":                  iss + "/logout",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"ES256"},
@@ -299,11 +305,14 @@ func tokenError(w http.ResponseWriter, code, desc string) {
 	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
-func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+// authClient parses the form of a token or revocation request and
+// authenticates its client (HTTP Basic or client_id/client_secret in the
+// form). It answers the request itself and reports false when that fails.
+func (p *Provider) authClient(w http.ResponseWriter, r *http.Request) (string, bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		tokenError(w, "invalid_request", "bad form")
-		return
+		return "", false
 	}
 	id, secret, basic := r.BasicAuth()
 	if basic {
@@ -315,6 +324,48 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	c := p.client(id)
 	if c == nil || subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1 {
 		tokenError(w, "invalid_client", "unknown client or wrong secret")
+		return "", false
+	}
+	return id, true
+}
+
+// serveRevoke revokes a refresh token of the calling client (RFC 7009).
+// Unknown tokens and other token types get 200 too, as the RFC says.
+func (p *Provider) serveRevoke(w http.ResponseWriter, r *http.Request) {
+	id, ok := p.authClient(w, r)
+	if !ok {
+		return
+	}
+	tok := r.PostForm.Get("token")
+	p.mu.Lock()
+	if g := p.refresh[tok]; g != nil && g.clientID == id {
+		delete(p.refresh, tok)
+		p.revoked++
+	}
+	p.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// serveLogout is the end-session endpoint. The provider keeps no sessions
+// of its own (every sign-in asks for the password), so there is nothing to
+// end; it says so.
+func serveLogout(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write([]byte(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Signed out</title></head>` +
+		`<body><h1>Development OIDC provider</h1><p>Signed out. This provider keeps no sessions: every sign-in asks for the password.</p></body></html>`))
+}
+
+// Revoked is how many refresh tokens were revoked through the revocation
+// endpoint.
+func (p *Provider) Revoked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.revoked
+}
+
+func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+	id, ok := p.authClient(w, r)
+	if !ok {
 		return
 	}
 	now := p.now()

@@ -859,3 +859,107 @@ func TestPreauthOtherProviderKeepsSession(t *testing.T) {
 		t.Fatalf("the first app after visiting the partner app: %d %s", res.StatusCode, body)
 	}
 }
+
+// TestPreauthSignOutEndsCopies: signing out ends the session, not just the
+// browser's cookie. A copy of the cookie is refused at once by the gateway
+// that signed out, and, because the refresh token was revoked at the
+// provider, by a second gateway sharing the cookie key at its next refresh.
+func TestPreauthSignOutEndsCopies(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	a := newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) { c.Log = zap.New(core) })
+	// A replica: same cookie key (both rigs use zeros), same provider, same clock.
+	b := newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) {
+		c.Providers[0].Issuer = a.idpTS.URL
+		c.Now = a.clock.Now
+	})
+	c := a.browser()
+	if res, body := a.signIn(c, "/", alice); res.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	stolen := a.sessionCookie(c).Value
+	try := func(rig *authRig) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", rig.URL+"/x", nil)
+		req.Header.Set("Accept", "application/json")
+		req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: stolen})
+		return do(t, noRedirect(rig.Client()), req)
+	}
+	for _, rig := range []*authRig{a, b} {
+		if res, body := try(rig); res.StatusCode != 200 {
+			t.Fatalf("the copy before sign-out: %d %s", res.StatusCode, body)
+		}
+	}
+
+	res, body := getH(t, noRedirect(c), a.URL+"/.sallyport/auth/logout", nil)
+	if res.StatusCode != 200 || !strings.Contains(body, "signed out") {
+		t.Fatalf("sign-out: %d %s", res.StatusCode, body)
+	}
+	// The page offers the provider's own sign-out (RP-initiated logout).
+	link := `<a id="provider-logout" href="` + a.idpTS.URL + `/logout?client_id=` + clientID + `">Sign out at corp too</a>`
+	if !strings.Contains(body, link) {
+		t.Errorf("signed-out page lacks %s:\n%s", link, body)
+	}
+	if res, body := getH(t, c, a.idpTS.URL+"/logout?client_id="+clientID, nil); res.StatusCode != 200 || !strings.Contains(body, "Signed out") {
+		t.Errorf("the provider's sign-out: %d %s", res.StatusCode, body)
+	}
+	// Without a session there is no provider to offer.
+	if _, body := getH(t, noRedirect(a.browser()), a.URL+"/.sallyport/auth/logout", nil); strings.Contains(body, "provider-logout") {
+		t.Errorf("sign-out without a session offers a provider: %s", body)
+	}
+	if n := a.idp.Revoked(); n != 1 {
+		t.Fatalf("the provider revoked %d refresh tokens, want 1", n)
+	}
+	if n := logs.FilterMessage("signed out").FilterField(zap.String("refresh_token", "revoked")).Len(); n != 1 {
+		t.Errorf("%d sign-out lines with refresh_token=revoked", n)
+	}
+	// The gateway that signed out refuses the copy at once, and clears it.
+	res, body = try(a)
+	if res.StatusCode != 401 || !strings.Contains(body, "no longer valid") {
+		t.Fatalf("the copy after sign-out: %d %s", res.StatusCode, body)
+	}
+	cleared := false
+	for _, ck := range res.Cookies() {
+		cleared = cleared || ck.Name == "sallyport_session" && ck.MaxAge < 0
+	}
+	if !cleared {
+		t.Errorf("the refused copy was not cleared: %v", res.Header["Set-Cookie"])
+	}
+	// The replica knows nothing of the sign-out: the copy works until its
+	// ID token expires, then its refresh is refused.
+	if res, body := try(b); res.StatusCode != 200 {
+		t.Fatalf("the copy at the replica before its refresh: %d %s", res.StatusCode, body)
+	}
+	a.clock.Add(6 * time.Minute)
+	if res, body := try(b); res.StatusCode != 401 {
+		t.Fatalf("the copy at the replica after its refresh was due: %d %s", res.StatusCode, body)
+	}
+	// Signing in again works.
+	if res, body := a.signIn(a.browser(), "/", alice); res.StatusCode != 200 {
+		t.Fatalf("sign-in after sign-out: %d %s", res.StatusCode, body)
+	}
+}
+
+// TestPreauthSignOutProviderDown: a provider that cannot revoke does not
+// keep the user from signing out; the log says what a copy can still do.
+func TestPreauthSignOutProviderDown(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	a := newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) { c.Log = zap.New(core) })
+	c := a.browser()
+	a.signIn(c, "/", alice)
+	stolen := a.sessionCookie(c).Value
+	a.idp.SetDown(true)
+	res, body := getH(t, noRedirect(c), a.URL+"/.sallyport/auth/logout", nil)
+	if res.StatusCode != 200 || !strings.Contains(body, "signed out") || a.sessionCookie(c) != nil {
+		t.Fatalf("sign-out with the provider down: %d %s", res.StatusCode, body)
+	}
+	warn := logs.FilterMessageSnippet("could not be revoked").All()
+	if len(warn) != 1 || !strings.Contains(warn[0].ContextMap()["error"].(string), "503") {
+		t.Fatalf("warnings: %+v", warn)
+	}
+	req, _ := http.NewRequest("GET", a.URL+"/x", nil)
+	req.Header.Set("Accept", "application/json")
+	req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: stolen})
+	if res, body := do(t, noRedirect(a.Client()), req); res.StatusCode != 401 {
+		t.Fatalf("the copy after sign-out: %d %s", res.StatusCode, body)
+	}
+}

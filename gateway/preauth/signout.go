@@ -1,0 +1,173 @@
+package preauth
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Sign-out ends a session for good, not only in the browser that asked:
+// the session cookie is stateless, so a copy of it (another browser
+// profile, a stolen cookie) would otherwise work on until the session's
+// end. Two things stop it:
+//
+//   - This gateway remembers the session's ID until the session would have
+//     ended, and refuses the ID from then on (signedOut).
+//   - The session's refresh token is revoked at the provider (RFC 7009)
+//     when the provider has a revocation endpoint, so every gateway that
+//     shares the cookie key refuses the copy at its next refresh, at most
+//     one ID token lifetime later.
+
+// signOutTimeout bounds the revocation call during a sign-out: the user
+// waits for it.
+const signOutTimeout = 3 * time.Second
+
+// signedOutMin is the size below which the list is not pruned.
+const signedOutMin = 1024
+
+// signedOut is the list of sessions signed out on this gateway: session ID
+// → the session's end (Unix seconds). An entry is useless once its session
+// has ended, so the list holds the sessions signed out within one session
+// lifetime. It is pruned of those when it has doubled since the last
+// pruning, which keeps adding amortised O(1).
+type signedOut struct {
+	mu    sync.Mutex
+	ids   map[string]int64 // guarded by mu
+	prune int              // size at which to prune next; guarded by mu
+}
+
+func (l *signedOut) add(id string, expires, now int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ids == nil {
+		l.ids = map[string]int64{}
+	}
+	if len(l.ids) >= max(l.prune, signedOutMin) {
+		for k, x := range l.ids {
+			if x <= now {
+				delete(l.ids, k)
+			}
+		}
+		l.prune = 2 * len(l.ids)
+	}
+	l.ids[id] = expires
+}
+
+func (l *signedOut) has(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.ids[id]
+	return ok
+}
+
+// endSession makes the session in r's cookie unusable: its ID is refused
+// from now on, and its refresh token is revoked at the provider, even if
+// the browser goes away meanwhile. It returns the session's provider, or
+// nil when there was no session.
+func (s *Service) endSession(r *http.Request) *provider {
+	value := s.readSessionCookie(r)
+	if value == "" {
+		return nil
+	}
+	var ss session
+	if err := s.sealer.open("session", value, &ss); err != nil {
+		return nil
+	}
+	if ss.ID != "" {
+		s.signedOut.add(ss.ID, ss.Expires, s.now().Unix())
+	}
+	p := s.providers[ss.Provider]
+	token := "none" // what became of the refresh token
+	if ss.Token != "" && p != nil {
+		done, err := p.revoke(context.WithoutCancel(r.Context()), ss.Token)
+		switch {
+		case err != nil:
+			token = "not revoked"
+			s.log.Warn("sign-out: the refresh token could not be revoked at the provider; a copy of the session cookie "+
+				"keeps working on other gateways that share the cookie key until the session ends",
+				zap.String("provider", p.cfg.Name), zap.String("subject", ss.Subject), zap.Error(err))
+		case done:
+			token = "revoked"
+		default:
+			token = "provider cannot revoke"
+		}
+	}
+	s.log.Info("signed out", zap.String("provider", ss.Provider), zap.String("subject", ss.Subject),
+		zap.String("refresh_token", token))
+	return p
+}
+
+// logoutURL is the provider's end-session endpoint (OpenID Connect
+// RP-Initiated Logout) with this client's ID, for the signed-out page to
+// offer, or "" when the provider has none or cannot be asked now.
+func (p *provider) logoutURL(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, signOutTimeout)
+	defer cancel()
+	op, err := p.discover(ctx)
+	if err != nil {
+		return ""
+	}
+	var meta struct {
+		Endpoint string `json:"end_session_endpoint"`
+	}
+	if err := op.Claims(&meta); err != nil {
+		return ""
+	}
+	u, err := url.Parse(meta.Endpoint)
+	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", p.cfg.ClientID)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// revoke revokes a refresh token at the provider's revocation endpoint
+// (RFC 7009) and reports whether it did. A provider without one (Microsoft
+// Entra ID has none) is not an error: its refresh tokens stay valid until
+// they expire.
+func (p *provider) revoke(ctx context.Context, token string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, signOutTimeout)
+	defer cancel()
+	op, err := p.discover(ctx)
+	if err != nil {
+		return false, err
+	}
+	var meta struct {
+		Endpoint string `json:"revocation_endpoint"`
+	}
+	if err := op.Claims(&meta); err != nil || meta.Endpoint == "" {
+		return false, nil
+	}
+	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
+	if p.cfg.ClientSecret == "" {
+		form.Set("client_id", p.cfg.ClientID)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.Endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return false, fmt.Errorf("revocation endpoint %q: %w", meta.Endpoint, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if p.cfg.ClientSecret != "" {
+		// RFC 6749 §2.3.1: both are form-encoded before Basic.
+		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(p.cfg.ClientSecret))
+	}
+	res, err := p.svc.client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+	if res.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("revocation endpoint answered %s: %s", res.Status, strings.TrimSpace(string(body)))
+	}
+	return true, nil
+}
