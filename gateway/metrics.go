@@ -162,10 +162,20 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 			[]string{"outcome"})
 		m.reg.MustRegister(m.preauth)
 	}
-	// Every app's children exist from the start, so that a dashboard shows
-	// an idle app with zeros.
-	g.router.each(func(rt *Route) { rt.metrics = m.app(rt.App) })
+	m.bind(g.router.Load())
 	return m
+}
+
+// bind gives each route of r its app's children, before r serves (New, and
+// SetRoutes on a reload). Every app's children exist from then on, so that
+// a dashboard shows an idle app with zeros.
+func (m *gatewayMetrics) bind(r *Router) {
+	if m == nil {
+		return
+	}
+	for _, rt := range r.routes {
+		rt.metrics = m.app(rt.App)
+	}
 }
 
 // app returns the children of the app called name, made on first use.
@@ -200,7 +210,7 @@ func (m *gatewayMetrics) exchangeDone(rt *Route, f *accessFields, start, headAt 
 	case rt.metrics != nil:
 		am = rt.metrics
 	default:
-		am = m.app(rt.App) // slow path: a Route the router did not build
+		am = m.app(rt.App) // slow path: a Route no router of the gateway's built (tests)
 	}
 	if f.ErrCode != "" {
 		i := errorCodeIndex(f.ErrCode)
@@ -230,23 +240,9 @@ func (m *gatewayMetrics) exchangeStarted() {
 	}
 }
 
-// each calls fn for every route of the router once.
-func (r *Router) each(fn func(*Route)) {
-	seen := make(map[*Route]bool)
-	for _, m := range []map[string][]*Route{r.exact, r.wild} {
-		for _, list := range m {
-			for _, rt := range list {
-				if !seen[rt] {
-					seen[rt] = true
-					fn(rt)
-				}
-			}
-		}
-	}
-}
-
 // sessionCollector reports the live sessions and agents from the registry
-// at scrape time, with zeros for each group an app uses and each transport.
+// at scrape time, with zeros for each group an app uses (after the last
+// reload) and each transport.
 type sessionCollector struct{ g *Gateway }
 
 var (
@@ -266,7 +262,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	type key struct{ group, transport string }
 	sessions := make(map[key]int)
 	agents := make(map[string]map[string]bool) // group → agent ids
-	for _, r := range c.g.cfg.Routes {
+	for _, r := range c.g.router.Load().routes {
 		for _, t := range transports {
 			sessions[key{r.Group, t}] += 0
 		}

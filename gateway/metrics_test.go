@@ -28,8 +28,8 @@ func metricsRig(t *testing.T, status int32, metered bool) *Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{registry: NewRegistry(), log: zap.NewNop(), router: router,
-		cfg: Config{Routes: []Route{{App: "a", Group: "g"}}}}
+	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
+	g.router.Store(router)
 	g.registry.Add(s)
 	if metered {
 		g.metrics = newGatewayMetrics(g)

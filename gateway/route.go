@@ -313,6 +313,7 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 	if err != nil {
 		return fmt.Errorf("gateway: apps: %w", err)
 	}
+	g.metrics.bind(next)
 	prev := g.router.Swap(next)
 	added, removed, changed := diffRoutes(prev.routes, next.routes)
 	g.log.Info("apps reloaded", zap.Int("apps", len(next.routes)),

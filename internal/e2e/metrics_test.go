@@ -351,3 +351,33 @@ func TestMetricsPreauth(t *testing.T) {
 		`sallyport_gateway_response_head_seconds_count{app="app"}`:         1, // the redirects reached no agent
 	})
 }
+
+// TestMetricsReload: apps added by a reload get their series (zeros) and
+// their group its session gauges at once; an exchange to one counts.
+func TestMetricsReload(t *testing.T) {
+	rig, url := metricsRig(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "fresh")
+	}))
+	defer backend.Close()
+	if err := rig.G.SetRoutes([]gateway.Route{
+		{App: "web", Hosts: []string{"web.test"}, Group: testrig.Group, Backend: testrig.MustURL(t, backend.URL)},
+		{App: "fresh", Hosts: []string{"fresh.test"}, Group: "later", Backend: testrig.MustURL(t, backend.URL)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := scrape(t, url)
+	wantSeries(t, s, map[string]float64{
+		`sallyport_gateway_response_head_seconds_count{app="fresh"}`: 0,
+		`sallyport_gateway_sessions{group="later",transport="grpc"}`: 0,
+	})
+	if len(s.with(`sallyport_gateway_sessions{group="nobody"`)) != 0 {
+		t.Error("session gauges for a group no app uses any more")
+	}
+	if code := send(t, rig, "GET", "fresh.test", "/", ""); code != 503 {
+		t.Fatalf("GET fresh without agents = %d", code)
+	}
+	wantSeries(t, scrape(t, url), map[string]float64{
+		`sallyport_gateway_errors_total{app="fresh",code="no-connector"}`: 1,
+	})
+}
