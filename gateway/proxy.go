@@ -99,6 +99,7 @@ type exchange struct {
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	h.g.metrics.exchangeStarted()
 	x := &exchange{rec: statusRecorder{ResponseWriter: w}}
 	rid := RequestID(r.Header.Get(RequestIDHeader))
 	x.rid[0] = rid
@@ -134,9 +135,11 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if f.ErrCode == "" {
 				f.ErrCode = CodeTunnelFailed
 			}
+			h.g.metrics.exchangeDone(st.route, &f, start, rec.headAt)
 			logAccess(h.log, f)
 			panic(p)
 		}
+		h.g.metrics.exchangeDone(st.route, &f, start, rec.headAt)
 		logAccess(h.log, f)
 	}()
 
