@@ -174,7 +174,9 @@ type Gateway struct {
 	limiter   *failLimiter
 	admin     *http.Server // nil without AdminAddr
 	metrics   *gatewayMetrics
-	serving   atomic.Bool // between Serve's start and its shutdown
+	serving   atomic.Bool   // between Serve's start and its shutdown
+	stopped   chan struct{} // closed when shutdown starts
+	groups    groupWatch    // redundancy of connector groups (redundancy.go)
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen
@@ -200,7 +202,7 @@ func New(cfg Config) (*Gateway, error) {
 		log = zap.NewNop()
 	}
 	log = limitRefusals(log, time.Now)
-	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store}
+	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store, stopped: make(chan struct{})}
 	g.router.Store(router)
 	g.registry.MaxPerConnector = maxSessionsPerConnector
 	for _, t := range cfg.Tokens {
@@ -489,6 +491,7 @@ func boolInt(b bool) int {
 
 func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	g.serving.Store(false)
+	close(g.stopped)
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
 	if g.admin != nil {

@@ -306,7 +306,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 
 // onSession is the transports' OnSession hook: it registers the session
 // (addSession) and counts it opened, and closed with its reason once it
-// ends.
+// ends; either way its group's redundancy is looked at (groupChanged).
 func (g *Gateway) onSession(s tunnel.Session) {
 	kept := g.addSession(s)
 	m := g.metrics
@@ -319,9 +319,11 @@ func (g *Gateway) onSession(s tunnel.Session) {
 		m.closed.WithLabelValues(info.Group, info.Transport, closeRefused).Inc()
 		return
 	}
+	g.groupChanged(info.Group)
 	go func() {
 		<-s.Done()
 		m.closed.WithLabelValues(info.Group, info.Transport, g.closeReason(s, info)).Inc()
+		g.groupChanged(info.Group)
 	}()
 }
 

@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"net/url"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sallyport/sallyport/internal/clock"
+)
+
+// TestGroupRedundancy: a group an app uses is watched for its agents. A
+// single agent is warned about once it has been alone for the grace (not
+// at once: agents connect one after another); losing the last agent is an
+// error; two again is said once; a group no app uses is never mentioned.
+func TestGroupRedundancy(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	fake := clock.NewFake(time.Unix(1e9, 0))
+	g := &Gateway{cfg: Config{Clock: fake}, log: zap.New(core), registry: NewRegistry(), stopped: make(chan struct{})}
+	router, err := NewRouter([]Route{{App: "web", Hosts: []string{"web.test"}, Backend: &url.URL{Scheme: "http", Host: "b:80"}, Group: "g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.router.Store(router)
+	add := func(id, group string) *fakeSession {
+		s := newFakeSession(id, group)
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not added")
+		}
+		g.groupChanged(group)
+		return s
+	}
+	end := func(s *fakeSession) {
+		s.Close(nil)
+		g.registry.Remove(s)
+		g.groupChanged(s.info.Group)
+	}
+	lines := func(level zapcore.Level) []observer.LoggedEntry {
+		return logs.FilterLevelExact(level).All()
+	}
+	// Wait for the grace's timer, then let it pass.
+	passGrace := func() {
+		t.Helper()
+		done := make(chan struct{})
+		defer close(done)
+		if !fake.WaitForWaiter(1, done) {
+			t.Fatal("no grace timer")
+		}
+		fake.Advance(redundancyGrace)
+	}
+	waitLines := func(level zapcore.Level, n int) []observer.LoggedEntry {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(lines(level)) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d %v lines, want %d: %v", len(lines(level)), level, n, logs.All())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return lines(level)
+	}
+
+	a := add("a", "g")
+	add("other", "unused") // no app: never mentioned
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("logged at once: %v", logs.All())
+	}
+	passGrace()
+	warn := waitLines(zapcore.WarnLevel, 1)[0]
+	if f := warn.ContextMap(); f["group"] != "g" || f["agent"] != "host-a" || !equalStrings(f["apps"], "web") {
+		t.Fatalf("single-agent warning: %v", f)
+	}
+
+	b := add("b", "g")
+	if info := waitLines(zapcore.InfoLevel, 1)[0]; info.ContextMap()["group"] != "g" || !equalStrings(info.ContextMap()["agents"], "host-a", "host-b") {
+		t.Fatalf("recovery line: %v", info.ContextMap())
+	}
+	// A draining agent does not count: b alone for the grace is warned about.
+	a.drain()
+	g.groupChanged("g")
+	passGrace()
+	waitLines(zapcore.WarnLevel, 2)
+	end(a)
+	end(b)
+	if e := waitLines(zapcore.ErrorLevel, 1)[0]; e.ContextMap()["group"] != "g" {
+		t.Fatalf("no-agent error: %v", e.ContextMap())
+	}
+	for _, e := range logs.All() {
+		if e.ContextMap()["group"] == "unused" {
+			t.Fatalf("a group no app uses was mentioned: %v", e.Message)
+		}
+	}
+	if n := len(lines(zapcore.WarnLevel)); n != 2 {
+		t.Fatalf("%d warnings", n)
+	}
+	// Sessions that end because the gateway stops say nothing.
+	c := add("c", "g")
+	close(g.stopped)
+	end(c)
+	if n := len(lines(zapcore.ErrorLevel)); n != 1 {
+		t.Fatalf("%d errors after the gateway stopped, want the 1 from before", n)
+	}
+}
+
+func equalStrings(v any, want ...string) bool {
+	got, ok := v.([]any)
+	if !ok || len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
