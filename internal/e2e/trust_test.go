@@ -262,6 +262,9 @@ func TestEnrollSurvivesGatewayRestart(t *testing.T) {
 		t.Fatalf("GET after the restart = %d", code)
 	}
 	a.Stop()
+	// The gateway sees the stopped agent's sessions end a moment after it
+	// exits; startAgent counts from what is left.
+	tr.WaitSessions(testrig.Group, 0)
 	// The single-use token is spent: a second agent run works only because
 	// the certificate is in data_dir.
 	tr.startAgent(dataDir, "", true)
