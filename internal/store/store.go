@@ -60,5 +60,9 @@ type Connector struct {
 	// connector are retired. False until then, so that an agent whose
 	// renewal answer was lost keeps working with its previous one.
 	CertInUse bool
-	Revoked   time.Time // zero = not revoked
+	// CertIssued is the NotBefore of CertSerial, recorded with CertInUse
+	// (zero until then): a certificate of this connector issued later is
+	// newer than the store knows (a restored backup), not a retired one.
+	CertIssued time.Time
+	Revoked    time.Time // zero = not revoked
 }
