@@ -72,27 +72,32 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 // identify decides which enrolled connector a TLS connection belongs to
 // and refuses revoked and unknown ones, and certificates that a renewal
 // retired: a session or renewal presenting the connector's newest
-// certificate records it in use (store CertInUse), and from then on the
-// older ones are refused. Until then they keep working, so an agent whose
-// renewal answer was lost is not locked out. A certificate issued after
-// the one in use is newer than the store knows (it was restored from a
-// backup taken before a renewal): it is recorded as the newest (adopt)
-// rather than refused, so restoring a backup locks no agent out.
+// certificate records it in use (store CertInUse, with its NotBefore), and
+// from then on the older ones are refused, also after later renewals.
+// Until then the one it replaces keeps working, so an agent whose renewal
+// answer was lost is not locked out. A certificate issued after the one in
+// use is newer than the store knows (it was restored from a backup taken
+// before a renewal): it is recorded as the newest (adopt) rather than
+// refused, so restoring a backup locks no agent out.
 func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
 	c, leaf, err := g.identifyConnector(ctx, state)
 	if err != nil {
 		return c, nil, err
 	}
 	serial := leaf.SerialNumber.Text(16)
+	known := !c.CertIssued.IsZero()
 	switch {
 	case serial == c.CertSerial && !c.CertInUse:
 		if _, err := g.store.CertInUse(ctx, c.ID, serial, leaf.NotBefore); err != nil {
 			return c, nil, fmt.Errorf("connector %s: %w", c.ID, err)
 		}
 		c.CertInUse, c.CertIssued = true, leaf.NotBefore
-	case serial != c.CertSerial && c.CertInUse && !c.CertIssued.IsZero() && leaf.NotBefore.After(c.CertIssued):
+	case serial == c.CertSerial:
+	case known && leaf.NotBefore.Before(c.CertIssued):
+		return c, nil, retiredError(c, serial)
+	case c.CertInUse && known && leaf.NotBefore.After(c.CertIssued):
 		return g.adopt(ctx, c, leaf)
-	case serial != c.CertSerial && c.CertInUse:
+	case c.CertInUse:
 		return c, nil, retiredError(c, serial)
 	}
 	return c, leaf, nil

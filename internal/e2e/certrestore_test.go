@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
@@ -69,4 +71,39 @@ func TestRestoredStoreKeepsRenewedAgent(t *testing.T) {
 	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
 		t.Fatalf("the certificate the backup named, after its successor was seen: %v", err)
 	}
+}
+
+// TestRetiredCertStaysRetired: a certificate retired once stays retired
+// after the connector's next renewal, in the window before the newest
+// certificate is in use, where only the certificate it replaces (the one
+// the agent renewed with) keeps working. Without the fix every older,
+// unexpired certificate opened sessions and renewed again in that window.
+func TestRetiredCertStaysRetired(t *testing.T) {
+	tr := newTimedTrustRig(t, nil)
+	a := tr.startRollingAgent(1)
+	old := a.A.Certificate()
+	cur := tr.renewNow(a)
+	curSerial := cur.Cert.Leaf.SerialNumber.Text(16)
+	waitFor(t, "the renewed certificate in use", func() bool {
+		c, err := tr.store.Connector(context.Background(), old.ConnectorID)
+		return err == nil && c.CertInUse && c.CertSerial == curSerial
+	})
+	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("the retired certificate: %v", err)
+	}
+
+	// A renewal whose answer was lost: the newest is not in use yet.
+	if err := tr.rawRenew(cur); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := tr.store.Connector(context.Background(), old.ConnectorID); err != nil || c.CertInUse || c.CertSerial == curSerial {
+		t.Fatalf("store after the lost renewal: %+v, %v", c, err)
+	}
+	if err := tr.dialWith(cur); err != nil {
+		t.Fatalf("the certificate the agent renewed with: %v", err)
+	}
+	if err := tr.dialWith(old); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("the retired certificate, after the next renewal: %v", err)
+	}
+	wantStatus(t, tr.rawRenew(old), codes.Unauthenticated, "retired")
 }

@@ -107,9 +107,10 @@ var migrations = []string{
 	// use. Connectors of older databases start as "not yet in use", so
 	// every certificate they hold keeps working until the newest is seen.
 	`ALTER TABLE connectors ADD COLUMN cert_in_use INTEGER NOT NULL DEFAULT 0;`,
-	// 3: the NotBefore of the certificate in use, so that a certificate
+	// 3: the NotBefore of the newest certificate in use, so that the
+	// older ones stay retired after the next renewal, and a certificate
 	// newer than the one recorded (the store was restored from a backup)
-	// is told apart from a retired older one. Connectors marked in use
+	// is told apart from a retired one. Connectors marked in use
 	// without it start as "not yet in use" again: their agent's next
 	// session records both.
 	`ALTER TABLE connectors ADD COLUMN cert_issued BIGINT NOT NULL DEFAULT 0;
@@ -437,10 +438,11 @@ func (s *SQLite) Connectors(ctx context.Context) ([]Connector, error) {
 }
 
 // RenewConnector records a connector's new certificate (not in use yet)
-// and returns the connector. A revoked connector is left as it is (check
+// and returns the connector. CertIssued stays: the certificates issued
+// before the one in use stay retired. A revoked connector is left as it is (check
 // Revoked); ErrNotFound when there is no connector with id.
 func (s *SQLite) RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (Connector, error) {
-	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, cert_in_use = 0, cert_issued = 0, version = ?, platform = ? WHERE id = ? AND revoked_at = 0`,
+	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, cert_in_use = 0, version = ?, platform = ? WHERE id = ? AND revoked_at = 0`,
 		serial, unixNano(expires), version, platform, id)
 	if err != nil {
 		return Connector{}, fmt.Errorf("renew connector: %w", err)

@@ -356,8 +356,8 @@ func TestCertInUse(t *testing.T) {
 		t.Fatalf("not recorded: %+v", c)
 	}
 	c, err := s.RenewConnector(ctx, "c1", "02", now.Add(time.Hour), "v2", "")
-	if err != nil || c.CertInUse || c.CertSerial != "02" {
-		t.Fatalf("after renewal: %+v, %v", c, err)
+	if err != nil || c.CertInUse || c.CertSerial != "02" || !c.CertIssued.Equal(now) {
+		t.Fatalf("after renewal: %+v, %v; want the issue time of 01 kept", c, err)
 	}
 	if ok, _ := s.CertInUse(ctx, "c1", "01", now); ok {
 		t.Fatal("the replaced certificate was recorded in use")
