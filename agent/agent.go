@@ -100,6 +100,9 @@ type Config struct {
 	// (0 → tunnel.ProtocolVersion). Only tests lower it, to play an older
 	// agent.
 	ProtocolVersion uint32
+	// Metrics collects Prometheus metrics, which MetricsHandler serves.
+	// False → none are collected and MetricsHandler is nil.
+	Metrics bool
 	// Log receives the agent's logs. Nil → no logs.
 	Log *zap.Logger
 }
@@ -114,6 +117,7 @@ type Agent struct {
 	id       string
 	verifier *assertionVerifier // nil without VerifyAssertion
 	keys     *grpcKeysFetcher   // nil without VerifyAssertion
+	metrics  *agentMetrics      // nil without Metrics
 	mode     string             // grpc, quic, yamux or auto
 	proxy    *proxyDialer       // nil: direct TCP
 	auto     autoState
@@ -206,6 +210,9 @@ func New(cfg Config) (*Agent, error) {
 		a.keys = &grpcKeysFetcher{addr: cfg.Gateway, tls: a.tls, dial: a.dialTCP}
 		a.verifier = &assertionVerifier{fetch: a.keys.fetch, now: a.clock.Now, log: log}
 	}
+	if cfg.Metrics {
+		a.metrics = newAgentMetrics(a)
+	}
 	return a, nil
 }
 
@@ -262,9 +269,24 @@ func (a *Agent) Sessions() []string {
 	return ids
 }
 
-// backend checks the allow list before anything is dialled, so a refusal is
-// reported clearly, and picks the pooled client for req.
+// backend is the tunnel server's Backend hook: pickBackend, measured when
+// the agent collects metrics.
 func (a *Agent) backend(req *http.Request, head *tunnelv1.RequestHead) (http.RoundTripper, error) {
+	rt, err := a.pickBackend(req, head)
+	if a.metrics == nil {
+		return rt, err
+	}
+	app := a.metrics.app(head.GetApp())
+	if err != nil {
+		app.refused(err)
+		return nil, err
+	}
+	return metered(rt, app), nil
+}
+
+// pickBackend checks the allow list before anything is dialled, so a
+// refusal is reported clearly, and picks the pooled client for req.
+func (a *Agent) pickBackend(req *http.Request, head *tunnelv1.RequestHead) (http.RoundTripper, error) {
 	hostport := req.URL.Host
 	if req.URL.Port() == "" {
 		port := "80"

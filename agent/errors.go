@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Codes ClassifyBackendError returns; the gateway sends them as
@@ -17,6 +19,10 @@ const (
 	CodeBackendUnreachable = "backend-unreachable"
 	CodeBackendTimeout     = "backend-timeout"
 	CodeAssertionRejected  = "assertion-rejected"
+	// CodeBackend1xxLimit: the backend sent more informational (1xx)
+	// responses than one exchange relays (gateways of protocol version 3
+	// know it; older ones never ask for 1xx, so they never see it).
+	CodeBackend1xxLimit = "backend-1xx-limit"
 )
 
 // ClassifyBackendError maps an error from calling a backend to the code the
@@ -39,6 +45,13 @@ func ClassifyBackendError(err error) (code, msg string) {
 	var notAllowed *NotAllowedError
 	if errors.As(err, &notAllowed) {
 		return CodeBackendNotAllowed, fmt.Sprintf("The agent refused to call %s: it is not in the agent's allow list. Add it to \"allow\" in the agent config if it is meant to be published.", notAllowed.HostPort)
+	}
+
+	var flood *tunnel.InformationalLimitError
+	if errors.As(err, &flood) {
+		return CodeBackend1xxLimit, fmt.Sprintf("The backend sent %d informational (1xx) responses with %d bytes of headers before its final response; "+
+			"the agent relays at most %d, with %d KiB of headers in all, and gave up on the request. Check the app: it should send its final response after a few 1xx.",
+			flood.Count, flood.Bytes, tunnel.MaxInformational, tunnel.MaxInformationalBytes>>10)
 	}
 
 	var dnsErr *net.DNSError

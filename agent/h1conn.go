@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Buffer sizes of an h1Conn: net/http's defaults.
@@ -274,8 +276,9 @@ func (c *h1Conn) handshake(ctx context.Context, cfg *tls.Config, timeout time.Du
 	return nil
 }
 
-// roundTrip writes req and reads the response head, skipping 1xx heads but
-// for 101. A response with a body gets an h1Body that releases c at its
+// roundTrip writes req and reads the response head. 1xx heads but 101 go
+// to the gateway when its exchange relays them (tunnel.RelayInformational)
+// and are skipped. A response with a body gets an h1Body that releases c at its
 // end; one without gives c back at once. On error c is closed, and
 // nothingBack reports that no byte of a response had arrived (what a
 // connection the backend closed while it was idle looks like).
@@ -324,8 +327,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			return nil, false, c.fail(ctx, stop, "read backend response", errors.New("the backend switched protocols, but the request asked for no upgrade"))
 		}
-		// An informational head (103 Early Hints, ...): skipped, as
-		// net/http does; it counts toward the head limit.
+		// An informational head (103 Early Hints, ...): relayed when the
+		// gateway asked for it, then skipped; it counts toward the head
+		// limit too.
+		if err := tunnel.RelayInformational(ctx, res.StatusCode, res.Header); err != nil {
+			return nil, false, c.fail(ctx, stop, "relay informational response", err)
+		}
 	}
 	c.limit = math.MaxInt64
 	res.TLS = c.state

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Differential fuzzing of the agent's HTTP/1.1 client (h1Sync: peekHead and
@@ -54,13 +56,22 @@ type h1Outcome struct {
 	closes   bool // the response ends its connection (Connection: close, HTTP/1.0, read to the end)
 	consumed int  // bytes of the stream the exchange took, 1xx heads included
 	head     int  // bytes of its heads, 1xx included
+	// The informational heads before the final one (but 101), as the
+	// agent relays them (tunnel.RelayInformational): status and header.
+	informational []string
+}
+
+// informationalEntry is one entry of h1Outcome.informational.
+func informationalEntry(code int, h http.Header) string {
+	return fmt.Sprintf("%d %q", code, h)
 }
 
 // refExchange is what net/http makes of stream as the answer to a request
 // with method, read as http.Transport reads it, with the agent's deliberate
 // rules on top:
-//   - informational heads before the final one are skipped (RFC 9110
-//     §15.2; Transport gives up after 5, the agent after 1 MiB of heads);
+//   - informational heads before the final one are passed on (RFC 9110
+//     §15.2; the agent relays them when the gateway asks, within the
+//     tunnel's limits, and gives up after 1 MiB of heads) and skipped;
 //     a 101 fails, since no request h1Sync sends asks for an upgrade;
 //   - the connection is reusable when the response ended without error,
 //     does not close the connection, and nothing follows it in the stream
@@ -71,6 +82,7 @@ func refExchange(method string, stream []byte) (out h1Outcome) {
 	consumed := func() int { return len(stream) - r.Len() - br.Buffered() }
 	req := &http.Request{Method: method}
 	var res *http.Response
+	var informational []string
 	for {
 		var err error
 		res, err = http.ReadResponse(br, req)
@@ -83,11 +95,12 @@ func refExchange(method string, stream []byte) (out h1Outcome) {
 		if res.StatusCode < 100 || res.StatusCode > 199 {
 			break
 		}
+		informational = append(informational, informationalEntry(res.StatusCode, res.Header))
 	}
 	out = h1Outcome{
 		status: res.Status, code: res.StatusCode, proto: res.Proto,
 		header: res.Header, length: res.ContentLength,
-		closes: res.Close, head: consumed(),
+		closes: res.Close, head: consumed(), informational: informational,
 	}
 	body, err := io.ReadAll(res.Body)
 	out.body, out.trailer, out.consumed = body, res.Trailer, consumed()
@@ -105,6 +118,11 @@ func agentExchange(t *testing.T, rt http.RoundTripper, method, url string, readS
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	defer func() { out.timedOut = ctx.Err() != nil }()
+	var informational []string
+	ctx = tunnel.WithInformational(ctx, func(code int, h http.Header) error {
+		informational = append(informational, informationalEntry(code, h))
+		return nil
+	})
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +133,7 @@ func agentExchange(t *testing.T, rt http.RoundTripper, method, url string, readS
 	}
 	out = h1Outcome{
 		status: res.Status, code: res.StatusCode, proto: res.Proto,
-		header: res.Header, length: res.ContentLength,
+		header: res.Header, length: res.ContentLength, informational: informational,
 	}
 	var body bytes.Buffer
 	// Wrapped so that io.CopyBuffer reads with buf, not ReadFrom's sizes.
@@ -159,6 +177,9 @@ func compareExchange(t *testing.T, got, want h1Outcome) {
 			got.length != want.length || !sameHeader(got.header, wantHeader) ||
 			!bytes.Equal(got.body, want.body) || !sameHeader(got.trailer, want.trailer) {
 			t.Errorf("the agent read\n  %s\nnet/http read\n  %s", describe(got), describe(want))
+		}
+		if !slices.Equal(got.informational, want.informational) {
+			t.Errorf("the agent relayed the informational heads\n  %q\nnet/http read\n  %q", got.informational, want.informational)
 		}
 	}
 	if got.failed && got.reusable {
@@ -294,6 +315,11 @@ var h1SeedResponses = []string{
 	"HTTP/1.1 102 Processing\r\nTransfer-Encoding: chunked\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
 	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
 	"HTTP/1.1 100 Continue\r\n\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload; as=style\r\nLink: </b.js>; rel=preload; as=script\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/html\r\n\r\nhi",
+	"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
 	"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw bytes",
 	// Responses without a body.
 	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",

@@ -136,6 +136,13 @@ func h1SyncEligible(req *http.Request) bool {
 	return true
 }
 
+// RelaysInformational reports that RoundTrip passes the informational
+// responses of req on itself (see tunnel.InformationalRelayer): unless it
+// goes to Fallback.
+func (t *h1Sync) RelaysInformational(req *http.Request) bool {
+	return h1SyncEligible(req) && h1HostOK(req.URL.Host)
+}
+
 // RoundTrip sends req on a pooled connection, or passes it to Fallback when
 // it is not eligible. The response body must be read to EOF or closed; only
 // a body read to its end gives the connection back to the pool.
@@ -186,13 +193,8 @@ func (t *h1Sync) fallback(req *http.Request) (*http.Response, error) {
 // name.
 func h1KeyFor(req *http.Request) (h1Key, bool) {
 	host := req.URL.Host
-	if host == "" {
+	if !h1HostOK(host) {
 		return h1Key{}, false
-	}
-	for i := 0; i < len(host); i++ {
-		if host[i] >= 0x80 {
-			return h1Key{}, false
-		}
 	}
 	k := h1Key{addr: host, tls: req.URL.Scheme == "https"}
 	if req.URL.Port() == "" {
@@ -203,6 +205,20 @@ func h1KeyFor(req *http.Request) (h1Key, bool) {
 		k.addr = net.JoinHostPort(req.URL.Hostname(), port)
 	}
 	return k, true
+}
+
+// h1HostOK reports whether h1Sync takes a URL's host: one with a name and
+// only ASCII bytes.
+func h1HostOK(host string) bool {
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkHeaderFields refuses what http.Transport refuses: a header name or

@@ -8,7 +8,8 @@
 #
 # Env: GATEWAY (default bin/sallyport), TRANSPORTS (default "grpc quic
 # yamux"), REST (default 3), PORT_BASE (default 18000: uses +80, +443,
-# +90 and +1 on 127.0.0.1).
+# +90 and +1 on 127.0.0.1), METRICS (set: each agent serves metrics_addr
+# on +100+N and /metrics is scraped once before the measure).
 set -euo pipefail
 gateway=${GATEWAY:-bin/sallyport}
 agents=("$@")
@@ -56,6 +57,8 @@ transport: $transport
 connections: 2
 allow: ["127.0.0.1:$((base + 1))"]
 YAML
+		maddr=127.0.0.1:$((base + 100 + n))
+		[ -z "${METRICS:-}" ] || echo "metrics_addr: $maddr" >>"$dir/agent$n.yaml"
 		"$bin" agent --config "$dir/agent$n.yaml" >"$dir/agent$n.log" 2>&1 &
 		pid=$!
 		for _ in $(seq 100); do
@@ -68,6 +71,12 @@ YAML
 		status=$(head -1 <&3)
 		exec 3<&-
 		case "$status" in *" 200 "*) ;; *) echo "relayed GET: $status" >&2; exit 1 ;; esac
+		if [ -n "${METRICS:-}" ]; then
+			exec 3<>"/dev/tcp/${maddr%:*}/${maddr#*:}"
+			printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+			grep -q '^sallyport_agent_sessions{transport=' <&3 || { echo "no agent metrics at $maddr" >&2; exit 1; }
+			exec 3<&-
+		fi
 		sleep "${REST:-3}"
 		awk -v b="$bin" -v t="$transport" '/^VmRSS/{v=$2} /^RssAnon/{a=$2} /^RssFile/{f=$2} END{printf "| %s | %s | %d | %d | %d |\n", b, t, v, a, f}' "/proc/$pid/status"
 		kill "$pid"

@@ -26,9 +26,10 @@ import (
 // are not counted.
 type statusRecorder struct {
 	http.ResponseWriter
-	status   int   // first final status written (or 101); 0 until then
-	bytes    int64 // body bytes written through Write
-	hijacked bool  // Hijack succeeded
+	status   int       // first final status written (or 101); 0 until then
+	bytes    int64     // body bytes written through Write
+	hijacked bool      // Hijack succeeded
+	headAt   time.Time // when status was recorded (for the metrics); zero until then
 }
 
 func newStatusRecorder(w http.ResponseWriter) *statusRecorder {
@@ -40,14 +41,14 @@ func newStatusRecorder(w http.ResponseWriter) *statusRecorder {
 // 101 Switching Protocols, which is final for an upgrade.
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		s.status = code
+		s.status, s.headAt = code, time.Now()
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(p []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.status, s.headAt = http.StatusOK, time.Now()
 	}
 	n, err := s.ResponseWriter.Write(p)
 	s.bytes += int64(n)

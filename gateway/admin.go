@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/promserve"
 	"github.com/sallyport/sallyport/internal/store"
 )
 
@@ -22,6 +23,7 @@ import (
 //
 //	GET    /healthz                        200 while the process runs (no token)
 //	GET    /readyz                         200 while serving with a working store (no token)
+//	GET    /metrics                        Prometheus metrics (no token; see metrics.go)
 //	GET    /api/v1/tokens                  [APIToken] (never the secret)
 //	POST   /api/v1/tokens                  APITokenRequest → 201 APIToken with the secret, once
 //	DELETE /api/v1/tokens/{id}             204; 404 unknown
@@ -87,6 +89,12 @@ func (g *Gateway) AdminHandler() http.Handler {
 		w.Write([]byte("ok\n")) //nolint:errcheck // client gone
 	})
 	mux.HandleFunc("GET /readyz", g.readyz)
+	// Like the health checks, the metrics need no token: scrapers rarely
+	// carry one, and they name no secrets. The admin listener belongs on a
+	// private address (127.0.0.1 by default).
+	if g.metrics != nil {
+		mux.Handle("GET /metrics", promserve.Handler(g.metrics.reg))
+	}
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/tokens", g.listTokens)
 	api.HandleFunc("POST /api/v1/tokens", g.createToken)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"mime"
 	"net/http"
@@ -25,6 +26,7 @@ const (
 	CodeBackendNotAllowed  = "backend-not-allowed" // 502: the backend is not in the agent's allow list
 	CodeBackendTimeout     = "backend-timeout"     // 504: no response head within the app's timeout
 	CodeTunnelFailed       = "tunnel-failed"       // 502: the tunnel to the agent broke
+	CodeBackend1xxLimit    = "backend-1xx-limit"   // 502: the backend sent informational responses without end
 	CodeOverloaded         = "overloaded"          // 503: the gateway sheds load
 	CodeBadRequest         = "bad-request"         // 400: malformed request
 	// Pre-authentication (apps with preauth: oidc).
@@ -78,6 +80,10 @@ var codes = map[string]codeInfo{
 		"The application's backend did not answer in time. Try again later, or raise the app's timeout if it is expected to be slow."},
 	CodeTunnelFailed: {http.StatusBadGateway, grpcUnavailable,
 		"The connection to the connector agent failed during the request. Try again; if it keeps failing, check the agent's logs."},
+	CodeBackend1xxLimit: {http.StatusBadGateway, grpcUnavailable,
+		fmt.Sprintf("The application's backend sent more informational (1xx) responses before its answer than the gateway relays "+
+			"(at most %d, with %d KiB of headers in all), so the request was stopped. Check the backend: after a few 1xx it should send its final response.",
+			tunnel.MaxInformational, tunnel.MaxInformationalBytes>>10)},
 	CodeOverloaded: {http.StatusServiceUnavailable, grpcUnavailable,
 		"The gateway is overloaded. Try again in a moment."},
 	CodeBadRequest: {http.StatusBadRequest, grpcInternal,

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/sallyport/sallyport/internal/forwarded"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // The relay path of every exchange but protocol upgrades. It does what
@@ -31,6 +32,12 @@ import (
 // "Te: trailers" is; X-Forwarded-For, -Host and -Proto, X-Request-Id and
 // the identity headers are the gateway's own; a request without User-Agent
 // gets an empty one, so that the agent's client adds none.
+//
+// Informational responses (103 Early Hints, 102 Processing), which the agent
+// relays before the final response (tunnel protocol version 3), go to the
+// client as they come, without its hop-by-hop headers and without the
+// headers that the gateway set for the final response; HTTP/1.0 clients
+// get none (RFC 9110 section 15.2), and the agent is not asked for them.
 //
 // Response: hop-by-hop headers are dropped; announced trailers are
 // announced again and sent after the body; a body of unknown length and an
@@ -235,6 +242,9 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 		// client never sends.
 		r.Body = cb.rc
 	}
+	if iw, ok := w.(tunnel.InformationalWriter); ok && r.ProtoAtLeast(1, 1) {
+		st.informational = iw
+	}
 	res, err := h.relay.roundTrip(out, st, dropHeader)
 	if err != nil {
 		h.exchangeFailed(w, r, st, err)
@@ -336,6 +346,35 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 		dst[k] = append(dst[k], vv...)
 	}
 	return nil
+}
+
+// WriteInformational sends an informational response of the backend to the
+// client (see tunnel.Options.Informational): header without its hop-by-hop
+// fields. net/http sends a 1xx with the header map as it is and keeps the
+// map for the final response, so the headers the gateway set for that one
+// (a refreshed session cookie) are put aside meanwhile: the 1xx carries
+// only its own, and the final response none of the 1xx's.
+func (s *statusRecorder) WriteInformational(code int, header http.Header) {
+	dst := s.Header()
+	var kept http.Header
+	if len(dst) > 0 {
+		kept = dst.Clone()
+		clear(dst)
+	}
+	var conn []string
+	if _, ok := header["Connection"]; ok {
+		conn = connectionTokens(header)
+	}
+	for k, vv := range header {
+		if !isHopHeader(k) && !containsString(conn, k) {
+			dst[k] = vv
+		}
+	}
+	s.WriteHeader(code) // not recorded as the status: it is informational
+	clear(dst)
+	for k, vv := range kept {
+		dst[k] = vv
+	}
 }
 
 // copyBody copies the response body to w, flushing after every write when

@@ -74,11 +74,12 @@ type Config struct {
 	// tells the time when Now is nil. Nil → real timers. Tests set a
 	// clock.Fake to end sessions without waiting for real lifetimes.
 	Clock clock.Clock
-	// AdminAddr is the admin API listener (health, tokens, connectors).
-	// Empty → no admin listener.
+	// AdminAddr is the admin API listener (health, metrics, tokens,
+	// connectors). Empty → no admin listener.
 	AdminAddr string
 	// AdminToken is the admin API's bearer token. Empty → every API call is
-	// refused with 401; /healthz and /readyz still answer.
+	// refused with 401; /healthz, /readyz and /metrics (which never ask for
+	// it) still answer.
 	AdminToken string
 	// Routes are the published apps.
 	Routes []Route
@@ -172,7 +173,8 @@ type Gateway struct {
 	authority *pki.Authority
 	limiter   *failLimiter
 	admin     *http.Server // nil without AdminAddr
-	serving   atomic.Bool  // between Serve's start and its shutdown
+	metrics   *gatewayMetrics
+	serving   atomic.Bool // between Serve's start and its shutdown
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen
@@ -210,18 +212,19 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.initTrust(); err != nil {
 		return nil, err
 	}
+	g.metrics = newGatewayMetrics(g)
 	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
-		Authenticate: g.authenticateSession,
-		OnSession:    g.addSession,
+		Authenticate: g.authenticateCounted,
+		OnSession:    g.onSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
 		ProtocolVersion: cfg.ProtocolVersion,
 	}
 	g.mux = &muxtunnel.Server{
-		Authenticate: g.authenticateSession,
-		OnSession:    g.addSession,
+		Authenticate: g.authenticateCounted,
+		OnSession:    g.onSession,
 		Log:          log.Named("tunnel"),
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
@@ -239,7 +242,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.grpc = grpc.NewServer(opts...)
 	g.tunnel.Register(g.grpc)
 	keysv1.RegisterKeysServiceServer(g.grpc, &keysServer{g: g})
-	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, &enrollService{g: g})
+	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, meteredEnroll{&enrollService{g: g}})
 	if cfg.AdminAddr != "" {
 		g.admin = &http.Server{
 			Handler:           g.AdminHandler(),

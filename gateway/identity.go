@@ -83,6 +83,9 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 	pa := h.g.cfg.Preauth
 	if pa != nil {
 		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
+			if cp.Match == preauth.CallbackPath {
+				h.g.metrics.preauthDone(err, preauthSignedIn)
+			}
 			h.preauthError(w, r, st, err)
 			return false
 		}
@@ -97,6 +100,7 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 		return true
 	}
 	id, err := pa.Authorize(w, r, st.route.Preauth, cp.Match)
+	h.g.metrics.preauthDone(err, preauthStarted)
 	if err != nil {
 		h.preauthError(w, r, st, err)
 		return false

@@ -33,6 +33,10 @@ type exchangeState struct {
 	errCode   string            // code of an error the gateway answered itself
 	identity  *preauth.Identity // signed-in user (routes with Preauth)
 	assertion string            // signed assertion of identity
+	// informational takes the backend's informational responses (103
+	// Early Hints, …) for the client; nil when the client cannot have
+	// them (HTTP/1.0, upgrades). Set by serveRelay.
+	informational tunnel.InformationalWriter
 
 	wait waitContext // the first attempt's stream wait (see relay.roundTrip)
 }
@@ -95,6 +99,7 @@ type exchange struct {
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	h.g.metrics.exchangeStarted()
 	x := &exchange{rec: statusRecorder{ResponseWriter: w}}
 	rid := RequestID(r.Header.Get(RequestIDHeader))
 	x.rid[0] = rid
@@ -130,9 +135,11 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if f.ErrCode == "" {
 				f.ErrCode = CodeTunnelFailed
 			}
+			h.g.metrics.exchangeDone(st.route, &f, start, rec.headAt)
 			logAccess(h.log, f)
 			panic(p)
 		}
+		h.g.metrics.exchangeDone(st.route, &f, start, rec.headAt)
 		logAccess(h.log, f)
 	}()
 
@@ -258,6 +265,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			HeadSent:     sent,
 			// An older agent would not ask for a held-back body.
 			ExpectContinue: info.ProtocolVersion >= tunnel.VersionExpectContinue,
+			Informational:  informationalFor(st, info.ProtocolVersion),
 		})
 		if err != nil && req.Context().Err() == nil && grpcDeadlinePassed(req, start) {
 			// A gRPC backend resets the stream without a status once the
@@ -276,6 +284,15 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 		return res, err
 	}
 	return nil, lastErr
+}
+
+// informationalFor is the Options.Informational of an exchange for st over
+// a session of protocol version v: an older agent would not relay them.
+func informationalFor(st *exchangeState, v uint32) tunnel.InformationalWriter {
+	if v < tunnel.VersionInformational {
+		return nil
+	}
+	return st.informational
 }
 
 // grpcDeadlinePassed reports whether req is a gRPC call whose grpc-timeout,

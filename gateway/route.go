@@ -49,6 +49,8 @@ type Route struct {
 	// Preauth, when set, requires users to sign in (preauth: oidc) under
 	// this policy; the gateway's Config.Preauth decides. Nil: no sign-in.
 	Preauth *preauth.Policy
+
+	metrics *appMetrics // the app's metric children; set by New for the router's copies
 }
 
 // Router finds the Route of a request. It is immutable after NewRouter and
@@ -311,6 +313,7 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 	if err != nil {
 		return fmt.Errorf("gateway: apps: %w", err)
 	}
+	g.metrics.bind(next)
 	prev := g.router.Swap(next)
 	added, removed, changed := diffRoutes(prev.routes, next.routes)
 	g.log.Info("apps reloaded", zap.Int("apps", len(next.routes)),

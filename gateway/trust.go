@@ -341,6 +341,7 @@ func (g *Gateway) Revoke(ctx context.Context, id string) (store.Connector, int, 
 	if err != nil {
 		return c, 0, err
 	}
+	g.metrics.connectorRevoked(id)
 	n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s", tunnel.ErrRevoked, id))
 	g.log.Info("connector revoked", zap.String("connector", id), zap.String("name", c.Name),
 		zap.String("group", c.Group), zap.Int("sessions_closed", n))

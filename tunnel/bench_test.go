@@ -242,8 +242,12 @@ type smallExchangeRig struct {
 }
 
 func newSmallExchangeRig(tb testing.TB, size int) *smallExchangeRig {
+	return newSmallExchangeRigOf(tb, newFixedBackend(size))
+}
+
+// newSmallExchangeRigOf is newSmallExchangeRig with backend be.
+func newSmallExchangeRigOf(tb testing.TB, be http.RoundTripper) *smallExchangeRig {
 	gw, ag := newCodecPipe()
-	be := newFixedBackend(size)
 	srv := &Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) { return be, nil }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

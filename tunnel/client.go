@@ -32,6 +32,16 @@ type Options struct {
 	// 100 Continue until the body is read, sends no body that the backend
 	// refuses. False: every body is read at once, as older agents need.
 	ExpectContinue bool
+	// Informational, if not nil, takes the backend's informational
+	// responses (103 Early Hints, 102 Processing; never 100 or 101), each
+	// before the final response, in RoundTrip's goroutine, with validated
+	// headers. Set it only when the agent relays them (the session's
+	// protocol version is VersionInformational or later) and the client
+	// can receive them (not HTTP/1.0); nil: the agent is not asked for
+	// them and drops them. (An interface rather than a func: the gateway's
+	// response writer goes in without the allocation a method value would
+	// cost every exchange.)
+	Informational InformationalWriter
 	// Done, if not nil, is called exactly once when the exchange is over:
 	// both bodies finished, or the exchange failed or was abandoned.
 	Done func()
@@ -74,8 +84,10 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	switch {
 	case upgrade:
 		// An upgrade request has no body: the data that follows the head is
-		// the upgraded connection's, and `end` is its half-close.
+		// the upgraded connection's, and `end` is its half-close. It asks
+		// for no informational responses (see recvHead's caller).
 		head.Request.ContentLength = 0
+		head.Request.Informational = false
 		if hasBody {
 			req.Body.Close()
 			hasBody = false
@@ -103,6 +115,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		// Keep the body replayable in case the head cannot be sent.
 		req.Body = io.NopCloser(bytes.NewReader(buf))
 	}
+	informational := head.Request.Informational
 	err := st.Send(head)
 	// The stream keeps nothing of a frame once Send returned.
 	rf.release(&requestFrames)
@@ -134,9 +147,12 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		ex.halfDone()
 	}
 	ex.startHeadTimer(o.HeadTimeout)
-	f, err := st.Recv()
-	if held {
-		f, err = ex.awaitGoAhead(f, err)
+	var f *Frame
+	if held || informational {
+		// Slow path: frames may come before the head.
+		f, err = ex.recvHead(held, o)
+	} else {
+		f, err = st.Recv()
 	}
 	ex.stopHeadTimer()
 	if err != nil {
@@ -148,6 +164,9 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	if f.Response == nil {
 		if f.SendBody {
 			return nil, ex.fail(malformed("the agent asked for a request body that was not held back for it, or asked twice"))
+		}
+		if f.Informational != nil {
+			return nil, ex.fail(malformed("the agent sent an informational response that was not asked for"))
 		}
 		return nil, ex.fail(malformed("first frame from the agent has no response head"))
 	}
@@ -189,23 +208,17 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	return res, nil
 }
 
-// awaitGoAhead takes the agent's answer to a held-back body, f or err from
-// the first Recv after the head: a go-ahead starts sending the body and
-// the next frame is returned; anything else is returned as it is, and the
-// body, which the backend answered without, is closed unread. The head
-// timer runs meanwhile, so an agent that never answers fails the exchange
-// at the head timeout, as one that never sends a head does.
-func (ex *clientExchange) awaitGoAhead(f *Frame, err error) (*Frame, error) {
-	if err != nil || !f.SendBody {
+// goAhead takes the agent's go-ahead for a held-back body (see recvHead):
+// it starts sending the body. The head timer runs until the response head
+// comes, so an agent that never answers fails the exchange at the head
+// timeout, as one that never sends a head does.
+func (ex *clientExchange) goAhead(f *Frame) error {
+	if f.Response != nil || f.Error != nil || len(f.Data) > 0 || f.End || len(f.Trailers) > 0 || f.Informational != nil {
 		ex.req.Body.Close()
-		return f, err
-	}
-	if f.Response != nil || f.Error != nil || len(f.Data) > 0 || f.End || len(f.Trailers) > 0 {
-		ex.req.Body.Close()
-		return nil, malformed("the agent's go-ahead for the request body came with other fields")
+		return malformed("the agent's go-ahead for the request body came with other fields")
 	}
 	go ex.sendBody(ex.req.Body, ex.req.Trailer)
-	return ex.st.Recv()
+	return nil
 }
 
 // clientExchange is the gateway's state of one exchange.
@@ -457,8 +470,8 @@ func (ex *clientExchange) frameData(f *Frame, err error, ended *bool) ([]byte, e
 		ex.abort(err)
 		return nil, err
 	}
-	if f.Response != nil || f.Request != nil || f.SendBody {
-		err := malformed("unexpected head or go-ahead in the middle of a response")
+	if f.Response != nil || f.Request != nil || f.SendBody || f.Informational != nil {
+		err := malformed("unexpected head, go-ahead or informational response in the middle of a response")
 		ex.abort(err)
 		return nil, err
 	}

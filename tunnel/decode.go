@@ -176,6 +176,11 @@ func unmarshalFrame(f *Frame, b []byte, alias bool) error {
 				f.Error = new(tunnelv1.Error)
 			}
 			return true, unmarshalError(f.Error, fl.b)
+		case 8:
+			if f.Informational == nil {
+				f.Informational = new(tunnelv1.ResponseHead)
+			}
+			return true, unmarshalResponseHead(f.Informational, fl.b)
 		default:
 			return false, nil
 		}
@@ -358,6 +363,8 @@ func unmarshalRequestHead(h *tunnelv1.RequestHead, b []byte) error {
 			h.BackendHttp2 = fl.v != 0
 		case fl.typ == protowire.VarintType && fl.num == 12:
 			h.ExpectContinue = fl.v != 0
+		case fl.typ == protowire.VarintType && fl.num == 13:
+			h.Informational = fl.v != 0
 		case fl.typ != protowire.BytesType:
 			return false, nil
 		case fl.num == 1:

@@ -275,6 +275,7 @@ func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options, hea
 		h.BackendHttp2 = o.BackendHTTP2
 		h.App = o.App
 		h.RequestId = o.RequestID
+		h.Informational = o.Informational != nil
 	}
 }
 
@@ -377,7 +378,7 @@ func fillResponse(res *http.Response, h *tunnelv1.ResponseHead, req *http.Reques
 		return malformed("response: invalid status %d", h.GetStatus())
 	}
 	if h.GetStatus() < 200 && h.GetStatus() != http.StatusSwitchingProtocols {
-		// The agent's HTTP clients skip informational heads; as a final
+		// Informational heads travel as Frame.informational; as a final
 		// status, net/http would send it as one and a 200 of its own.
 		return malformed("response: informational status %d as the final response", h.GetStatus())
 	}

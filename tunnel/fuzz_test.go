@@ -51,12 +51,19 @@ func fuzzSeeds() map[string][]byte {
 			Headers:       []*tunnelv1.Header{{Name: "Expect", Values: []string{"100-continue"}}},
 			ContentLength: 1 << 20, ExpectContinue: true,
 		}}),
-		"send-body":     must(&Frame{SendBody: true}),
+		"send-body": must(&Frame{SendBody: true}),
+		// Version 3: a head that takes informational responses, and one.
+		"request-informational": must(&Frame{Request: &tunnelv1.RequestHead{
+			Method: "GET", Scheme: "http", Authority: "127.0.0.1:9000", Path: "/", Informational: true,
+		}, End: true}),
+		"informational": must(&Frame{Informational: &tunnelv1.ResponseHead{
+			Status: 103, Headers: []*tunnelv1.Header{{Name: "Link", Values: []string{"</a.css>; rel=preload; as=style"}}},
+		}}),
 		"unknown-field": {0xca, 0x06, 0x03, 'n', 'e', 'w'}, // field 105, bytes
 		"empty":         {},
 		// A head with a field from a newer version, and a known field
 		// (data) sent with another wire type: both are kept as unknown.
-		"unknown-in-head": {0x0a, 0x07, 0x0a, 0x03, 'G', 'E', 'T', 0x68, 0x01, 0x18, 0x05}, // field 13
+		"unknown-in-head": {0x0a, 0x07, 0x0a, 0x03, 'G', 'E', 'T', 0x70, 0x01, 0x18, 0x05}, // field 14
 		"repeated-heads":  append(must(&Frame{Request: &tunnelv1.RequestHead{Method: "GET"}}), must(&Frame{Request: &tunnelv1.RequestHead{Path: "/"}})...),
 		"garbage":         []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe\x00"),
 		"truncated":       must(&Frame{Data: []byte("cut short")})[:5],
@@ -98,6 +105,13 @@ func FuzzDecodeFrame(f *testing.F) {
 				checkAcceptedResponse(t, res)
 			} else if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("responseFromHead: %v does not wrap ErrMalformed", err)
+			}
+		}
+		if h := fr.GetInformational(); h != nil {
+			if code, hdr, err := informationalFromHead(h); err == nil {
+				checkAcceptedInformational(t, code, hdr)
+			} else if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("informationalFromHead: %v does not wrap ErrMalformed", err)
 			}
 		}
 		var trailers http.Header
@@ -175,6 +189,16 @@ func checkAcceptedResponse(t *testing.T, res *http.Response) {
 	}
 	checkFields(t, "header", res.Header)
 	checkFields(t, "trailer", res.Trailer)
+}
+
+// checkAcceptedInformational: an accepted informational response has a
+// status that may be relayed as one, and safe headers.
+func checkAcceptedInformational(t *testing.T, code int, h http.Header) {
+	t.Helper()
+	if code < 102 || code > 199 || code == http.StatusSwitchingProtocols {
+		t.Fatalf("accepted informational status %d", code)
+	}
+	checkFields(t, "informational header", h)
 }
 
 // checkFields: every accepted field is canonical and holds no line break.

@@ -122,7 +122,7 @@ func (s *Server) ServeStream(ctx context.Context, st Stream) error {
 				go serveExchanges(work, workerDone)
 			}
 			work <- cur
-		case f.Response != nil || f.Error != nil || f.SendBody:
+		case f.Response != nil || f.Error != nil || f.SendBody || f.Informational != nil:
 			return s.protocolError(st, malformed("the gateway sent a response frame"))
 		case cur == nil || cur.reqEnded:
 			if len(f.Data) > 0 || f.End || len(f.Trailers) > 0 {
@@ -164,6 +164,9 @@ type serverExchange struct {
 	reqEnded bool          // the gateway's end arrived; owned by the read loop
 	respDone chan struct{} // closed after the exchange goroutine's last Send
 	halves   atomic.Int32  // clean ends: request and response
+
+	pre  preHead              // frames sent before the response head by other goroutines
+	ictx informationalContext // the backend request's context when the gateway takes informational responses
 }
 
 func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange {
@@ -221,7 +224,15 @@ func (ex *serverExchange) halfDone() {
 func (ex *serverExchange) serve() {
 	defer close(ex.respDone)
 	defer ex.cancel(nil)
-	req, err := RequestFromHead(ex.ctx, ex.head)
+	ctx := ex.ctx
+	informational := ex.head.GetInformational()
+	if informational {
+		// The backend's client finds the exchange in the request's context
+		// (RelayInformational).
+		ex.ictx = informationalContext{Context: ex.ctx, ex: ex}
+		ctx = &ex.ictx
+	}
+	req, err := RequestFromHead(ctx, ex.head)
 	if err != nil {
 		ex.s.log().Warn("malformed request from the gateway", zap.Error(err))
 		ex.sendError("tunnel-failed", "the agent refused a malformed request: "+err.Error())
@@ -236,7 +247,7 @@ func (ex *serverExchange) serve() {
 		ex.pipe.req = req
 		req.Body = ex.pipe
 		if ex.head.GetExpectContinue() && expectsContinue(req.Header) {
-			gate = &goAhead{st: ex.st}
+			gate = &goAhead{st: ex.st, pre: &ex.pre}
 			ex.pipe.gate = gate
 		}
 	}
@@ -245,9 +256,16 @@ func (ex *serverExchange) serve() {
 		ex.fail(err)
 		return
 	}
+	if informational && !relaysInformational(rt, req) {
+		// Slow path: net/http's clients report informational responses
+		// to a client trace.
+		req = ex.traceInformational(req)
+	}
 	res, err := rt.RoundTrip(req)
-	if gate != nil {
-		gate.answered()
+	if gate != nil || informational {
+		// A go-ahead or an informational response being sent is on its
+		// way first, and none follows.
+		ex.pre.close()
 	}
 	if err != nil {
 		if ex.ctx.Err() != nil {
@@ -275,14 +293,13 @@ func (ex *serverExchange) serve() {
 // body: Go's transport does that once the backend answered 100 Continue,
 // or once it stopped waiting for one (ExpectContinueTimeout). The ask runs
 // in the reader's goroutine while the exchange's goroutine waits in
-// RoundTrip; mu keeps the two from sending at once and puts the go-ahead
-// before the response head, as the gateway requires.
+// RoundTrip; pre keeps it from sending at the same time as anything else
+// and puts it before the response head, as the gateway requires.
 type goAhead struct {
 	st   Stream
-	mu   sync.Mutex
-	sent bool  // the go-ahead was sent (or failed with err); guarded by mu
-	late bool  // the response began: no go-ahead may follow; guarded by mu
-	err  error // the go-ahead's Send error; guarded by mu
+	pre  *preHead // the exchange's
+	sent bool     // the go-ahead was sent (or failed with err); guarded by pre.mu
+	err  error    // the go-ahead's Send error; guarded by pre.mu
 }
 
 // errBodyAfterAnswer is the body read error of a backend that reads the
@@ -292,12 +309,12 @@ var errBodyAfterAnswer = errors.New("the backend read the request body after it 
 
 // ask sends the go-ahead unless it was sent or the response began.
 func (g *goAhead) ask() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.pre.mu.Lock()
+	defer g.pre.mu.Unlock()
 	if g.sent {
 		return g.err
 	}
-	if g.late {
+	if g.pre.late {
 		return errBodyAfterAnswer
 	}
 	g.sent = true
@@ -305,15 +322,6 @@ func (g *goAhead) ask() error {
 		g.err = fmt.Errorf("ask the gateway for the request body: %w", err)
 	}
 	return g.err
-}
-
-// answered is called once the backend's RoundTrip returned, before the
-// exchange sends anything else: a go-ahead being sent is on its way first,
-// and none follows.
-func (g *goAhead) answered() {
-	g.mu.Lock()
-	g.late = true
-	g.mu.Unlock()
 }
 
 // errUnaskedSwitch is the error of a 101 answer to a request that asked for

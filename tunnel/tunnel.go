@@ -51,7 +51,7 @@ type Frame = tunnelv1.Frame
 
 // ProtocolVersion is the highest tunnel protocol version this build speaks
 // (the changelog is in proto/sallyport/tunnel/v1/tunnel.proto).
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // Announced is the protocol version a peer set to v announces: v, or
 // ProtocolVersion when v is zero (a test may play an older peer).
@@ -72,6 +72,11 @@ func SessionVersion(agent, gateway uint32) uint32 {
 // VersionExpectContinue is the first protocol version whose agents honour
 // RequestHead.expect_continue (and answer it with Frame.send_body).
 const VersionExpectContinue = 2
+
+// VersionInformational is the first protocol version whose agents relay the
+// backend's informational responses (Frame.informational) when
+// RequestHead.informational asks for them.
+const VersionInformational = 3
 
 const (
 	// ChunkSize is the most body bytes put in one Frame.

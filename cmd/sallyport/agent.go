@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				stop, err := serveAgentMetrics(cfg, a, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
 				return a.Run(ctx)
 			})
 		},
@@ -157,6 +163,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 		Proxy:           cfg.Proxy,
 		ProxyEnv:        httpproxy.FromEnvironment(),
 		VerifyAssertion: cfg.VerifyAssertion,
+		Metrics:         cfg.MetricsAddr != "",
 		Log:             log,
 	}
 	// Trust for the tunnel certificate: gateway_ca_file, else what
@@ -188,4 +195,31 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// serveAgentMetrics serves a's metrics on the config's metrics_addr, if set,
+// until stop is called.
+func serveAgentMetrics(cfg *config.Agent, a *agent.Agent, log *zap.Logger) (stop func(), err error) {
+	if cfg.MetricsAddr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.MetricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("the metrics listener failed", zap.Error(err))
+		}
+	}()
+	log.Info("serving metrics", zap.String("metrics", "http://"+ln.Addr().String()+"/metrics"))
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }

@@ -233,6 +233,10 @@ func TestBinaryGatewayAndAgent(t *testing.T) {
 	if code, body := get(); code != 200 || body != "private app says hi to hello.test" {
 		t.Fatalf("relayed GET = %d %q", code, body)
 	}
+	// The admin listener serves the gateway's metrics without a token.
+	if body, want := getText(t, "http://"+adminAddr+"/metrics"), `sallyport_gateway_exchanges_total{app="hello",class="2xx"} 1`; !strings.Contains(body, want) {
+		t.Errorf("gateway /metrics lacks %q:\n%s", want, body)
+	}
 
 	// An agent with a wrong token cannot enroll: it says so and exits.
 	bad := startProc(t, "agent", "--config", agentYAML("agent-bad", "wrong-token"))
@@ -319,10 +323,20 @@ func TestBinaryAgentOnly(t *testing.T) {
 	defer backend.Close()
 	const token = "tok-agent-only-build"
 	gw, public, agentYAML := startBinaryGateway(t, t.TempDir(), token, backend.URL)
-	ag := startBuilt(t, buildAgentBinary, "agent", "--config", agentYAML("slim", token))
+	slimYAML := agentYAML("slim", token)
+	appendFile(t, slimYAML, "metrics_addr: \"127.0.0.1:0\"\n")
+	ag := startBuilt(t, buildAgentBinary, "agent", "--config", slimYAML)
+	metricsURL, _ := ag.waitLog("serving metrics")["metrics"].(string)
 	ag.waitLogN("connected to the gateway", 2)
 	if code, body := getHello(t, public); code != 200 || body != "slim agent relayed GET" {
 		t.Fatalf("GET through the agent-only build = %d %q", code, body)
+	}
+	// metrics_addr serves the agent's metrics, in the agent-only build too.
+	for _, want := range []string{`sallyport_agent_exchanges_total{app="hello",outcome="2xx"} 1`,
+		"sallyport_agent_certificate_expiry_timestamp_seconds "} {
+		if body := getText(t, metricsURL); !strings.Contains(body, want) {
+			t.Errorf("agent /metrics lacks %q:\n%s", want, body)
+		}
 	}
 	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", ag.cmd.Process.Pid)); err == nil {
 		for _, l := range strings.Split(string(st), "\n") {
@@ -383,6 +397,34 @@ allow: [%q]
 		return p
 	}
 	return gw, public, agentYAML
+}
+
+// getText GETs url and returns its body; anything but 200 fails the test.
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %d %s", url, res.StatusCode, b)
+	}
+	return string(b)
+}
+
+// appendFile adds content to the end of the file at path.
+func appendFile(t *testing.T, path, content string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // getHello sends GET / for hello.test to the gateway at public.

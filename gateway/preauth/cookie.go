@@ -156,6 +156,10 @@ const (
 	cookieNameMarker = "sallyport_"
 )
 
+// CallbackPath is the sign-in callback, on every host (the gateway's
+// metrics tell a completed sign-in by it).
+const CallbackPath = callbackPath
+
 // secure reports whether the browser reached the gateway over HTTPS
 // (directly, or through a trusted proxy): then cookies are Secure and the
 // callback URL is https.

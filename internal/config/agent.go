@@ -83,6 +83,12 @@ type Agent struct {
 	// check.
 	VerifyAssertion bool `yaml:"verify_assertion"`
 
+	// MetricsAddr is a host:port where the agent serves Prometheus metrics
+	// at /metrics, without authentication: keep it on a private address
+	// such as 127.0.0.1:9091. Empty means no metrics listener (and no
+	// metrics are collected).
+	MetricsAddr string `yaml:"metrics_addr"`
+
 	src source // the file it was parsed from; zero when built in code
 }
 
@@ -179,6 +185,7 @@ func (a *Agent) Validate() error {
 
 func (a *Agent) validate(c *checker) {
 	c.checkDialAddr(path{"gateway"}, a.Gateway)
+	c.checkListenAddr(path{"metrics_addr"}, a.MetricsAddr)
 	// token may be empty: an agent enrolled with `sallyport agent enroll`
 	// has its certificate in data_dir. Without either, the agent says so
 	// when it starts. A blank one is a mistake.

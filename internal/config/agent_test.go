@@ -45,6 +45,7 @@ func TestLoadAgentFull(t *testing.T) {
 		Proxy:         "http://proxy.corp:3128",
 		Allow:         []string{"app.corp:443", "*.corp:*", "[::1]:9000", "fd00::/8"},
 		Name:          "agent-7",
+		MetricsAddr:   "127.0.0.1:9091",
 		BackendTLS: []BackendTLS{
 			{Hosts: []string{"app.corp:443", "*.corp:443"}, CAFile: "/etc/ssl/corp-ca.pem", ServerName: "app.corp"},
 			{Hosts: []string{"10.0.0.0/8"}, InsecureSkipVerify: true},
@@ -141,6 +142,8 @@ func TestParseAgentErrors(t *testing.T) {
 			`agent.yaml:9: allow[5]: "app.corp:0": port must be a number from 1 to 65535 or *`,
 			`agent.yaml:10: allow[6]: must not be empty`,
 		}},
+		{"metrics_addr without port", minimalAgent + "metrics_addr: 127.0.0.1\n", []string{`agent.yaml:3: metrics_addr: must be host:port or :port, got "127.0.0.1"`}},
+		{"metrics_addr bad port", minimalAgent + "metrics_addr: \"127.0.0.1:http\"\n", []string{`agent.yaml:3: metrics_addr: port "http" must be a number from 0 to 65535`}},
 		{"name unprintable", minimalAgent + "name: \"a\\tb\"\n", []string{`agent.yaml:3: name: must be at most 128 printable characters`}},
 		{"name too long", minimalAgent + "name: " + strings.Repeat("n", 129) + "\n", []string{`agent.yaml:3: name: must be at most 128`}},
 		{"backend_tls no hosts", minimalAgent + "backend_tls:\n  - ca_file: ca.pem\n", []string{`agent.yaml:4: backend_tls[0].hosts: at least one host pattern is required`}},

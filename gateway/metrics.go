@@ -1,0 +1,421 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/promserve"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// The gateway's Prometheus metrics, served on the admin listener's
+// /metrics. Every label has a bounded set of values: app names and
+// connector groups come from the config, transports and reasons are fixed
+// lists, status classes are 1xx–5xx. Hosts, paths, users and addresses
+// never become labels.
+//
+//	sallyport_gateway_exchanges_total{app,class}        exchanges answered without an error code, by status class: relayed
+//	                                                    ones, and the gateway's sign-in redirects and endpoints (app "")
+//	sallyport_gateway_errors_total{app,code}            exchanges the gateway answered itself, by X-Sallyport-Error code (app "" = no app matched)
+//	sallyport_gateway_response_head_seconds{app}        time from request to the backend's response head (relayed exchanges)
+//	sallyport_gateway_request_body_bytes_total{app}     request body bytes read from clients
+//	sallyport_gateway_response_body_bytes_total{app}    response body bytes written to clients
+//	sallyport_gateway_exchanges_in_flight               exchanges being served
+//	sallyport_gateway_sessions{group,transport}         live tunnel sessions (0 for every group an app uses)
+//	sallyport_gateway_agents{group}                     agents with at least one live session
+//	sallyport_gateway_sessions_opened_total{group,transport}
+//	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, revoked, refused, shutdown
+//	sallyport_gateway_session_refusals_total{reason}    sessions refused at authentication: revoked, unauthenticated
+//	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
+//	sallyport_gateway_renewals_total{outcome}
+//	sallyport_gateway_revocations_total
+//	sallyport_gateway_preauth_total{outcome}            (with pre-authentication only) allowed, sign_in_started, signed_in, or a refusal code
+//
+// Recording an exchange costs no map lookup and no allocation: each app's
+// children are resolved when the gateway is built and reached through its
+// Route (see appMetrics); a child whose label value is known only at run
+// time (a status class, an error code) is resolved on its first use and
+// kept (promserve.LazyCounter).
+
+// Session close reasons.
+const (
+	closeDrained  = "drained"  // the agent announced its shutdown first
+	closeLost     = "lost"     // the connection ended without a drain
+	closeRevoked  = "revoked"  // the connector was revoked
+	closeRefused  = "refused"  // closed as it was registered (too many sessions, or revoked meanwhile)
+	closeShutdown = "shutdown" // the gateway shut down
+)
+
+// headBuckets are the response head latency buckets: 1 ms to 60 s.
+var headBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+// statusClasses are the class labels by status/100; index 0 is any status
+// outside 100–599.
+var statusClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// errorCodes are the codes errors_total knows, in the order of
+// appMetrics.errors; a code not listed counts as "other".
+var errorCodes = [...]string{
+	CodeNoRoute, CodeNoConnector, CodeBackendUnreachable, CodeBackendNotAllowed, CodeBackendTimeout,
+	CodeTunnelFailed, CodeOverloaded, CodeBadRequest, CodeAuthProviderUnreachable, CodeUnauthenticated,
+	CodeForbidden, CodeStateMismatch, CodeSignInFailed, CodeAssertionRejected, CodeClientClosed,
+}
+
+func errorCodeIndex(code string) int {
+	for i, c := range errorCodes {
+		if c == code {
+			return i
+		}
+	}
+	return len(errorCodes)
+}
+
+func errorCodeLabel(i int) string {
+	if i < len(errorCodes) {
+		return errorCodes[i]
+	}
+	return "other"
+}
+
+// appMetrics are the children of one app.
+type appMetrics struct {
+	name     string
+	classes  [len(statusClasses)]promserve.LazyCounter
+	errors   [len(errorCodes) + 1]promserve.LazyCounter
+	head     prometheus.Observer
+	reqBytes prometheus.Counter
+	resBytes prometheus.Counter
+}
+
+// gatewayMetrics are the gateway's collectors, registered once in reg.
+type gatewayMetrics struct {
+	reg *prometheus.Registry
+
+	exchanges *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	head      *prometheus.HistogramVec
+	reqBytes  *prometheus.CounterVec
+	resBytes  *prometheus.CounterVec
+	inFlight  prometheus.Gauge
+
+	opened      *prometheus.CounterVec
+	closed      *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
+	enrollments *prometheus.CounterVec
+	renewals    *prometheus.CounterVec
+	revocations prometheus.Counter
+	preauth     *prometheus.CounterVec // nil without pre-authentication
+
+	mu      sync.Mutex
+	apps    map[string]*appMetrics // by app name; guarded by mu
+	revoked map[string]bool        // connectors revoked by this process; guarded by mu
+}
+
+func newGatewayMetrics(g *Gateway) *gatewayMetrics {
+	const ns = "sallyport_gateway_"
+	m := &gatewayMetrics{
+		reg: promserve.NewRegistry(),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "exchanges_total",
+			Help: "Exchanges answered without an error code (relayed, or a sign-in redirect or endpoint of the gateway's), by app and status class."}, []string{"app", "class"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "errors_total",
+			Help: "Exchanges the gateway answered itself, by app (empty when no app matched) and X-Sallyport-Error code."}, []string{"app", "code"}),
+		head: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ns + "response_head_seconds",
+			Help:    "Time from the request to the backend's response head, of relayed exchanges.",
+			Buckets: headBuckets}, []string{"app"}),
+		reqBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "request_body_bytes_total",
+			Help: "Request body bytes read from clients, by app."}, []string{"app"}),
+		resBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "response_body_bytes_total",
+			Help: "Response body bytes written to clients, by app."}, []string{"app"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: ns + "exchanges_in_flight",
+			Help: "Exchanges being served now."}),
+		opened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "sessions_opened_total",
+			Help: "Tunnel sessions registered, by connector group and transport."}, []string{"group", "transport"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "sessions_closed_total",
+			Help: "Tunnel sessions ended, by connector group, transport and reason (drained, lost, revoked, refused, shutdown)."},
+			[]string{"group", "transport", "reason"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "session_refusals_total",
+			Help: "Tunnel sessions refused at authentication, by reason (revoked, unauthenticated)."}, []string{"reason"}),
+		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "enrollments_total",
+			Help: "Agent enrollments, by outcome (ok, invalid, unauthenticated, revoked, rate_limited, error)."}, []string{"outcome"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "renewals_total",
+			Help: "Agent certificate renewals, by outcome (ok, invalid, unauthenticated, revoked, rate_limited, error)."}, []string{"outcome"}),
+		revocations: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "revocations_total",
+			Help: "Connectors revoked through this gateway."}),
+		apps:    make(map[string]*appMetrics),
+		revoked: make(map[string]bool),
+	}
+	m.reg.MustRegister(m.exchanges, m.errors, m.head, m.reqBytes, m.resBytes, m.inFlight,
+		m.opened, m.closed, m.refusals, m.enrollments, m.renewals, m.revocations, &sessionCollector{g: g})
+	if g.cfg.Preauth != nil {
+		m.preauth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "preauth_total",
+			Help: "Pre-authentication decisions, by outcome: allowed, sign_in_started, signed_in, or the refusal's error code."},
+			[]string{"outcome"})
+		m.reg.MustRegister(m.preauth)
+	}
+	m.bind(g.router.Load())
+	return m
+}
+
+// bind gives each route of r its app's children, before r serves (New, and
+// SetRoutes on a reload). Every app's children exist from then on, so that
+// a dashboard shows an idle app with zeros.
+func (m *gatewayMetrics) bind(r *Router) {
+	if m == nil {
+		return
+	}
+	for _, rt := range r.routes {
+		rt.metrics = m.app(rt.App)
+	}
+}
+
+// app returns the children of the app called name, made on first use.
+func (m *gatewayMetrics) app(name string) *appMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if am := m.apps[name]; am != nil {
+		return am
+	}
+	am := &appMetrics{name: name}
+	if name != "" {
+		am.head = m.head.WithLabelValues(name)
+		am.reqBytes = m.reqBytes.WithLabelValues(name)
+		am.resBytes = m.resBytes.WithLabelValues(name)
+	}
+	m.apps[name] = am
+	return am
+}
+
+// exchangeDone records one exchange at its end, from what the access log
+// line holds. rt is nil when no app matched; headAt is when the response
+// head was written (zero when none was, as for an upgrade).
+func (m *gatewayMetrics) exchangeDone(rt *Route, f *accessFields, start, headAt time.Time) {
+	if m == nil {
+		return
+	}
+	m.inFlight.Dec()
+	var am *appMetrics
+	switch {
+	case rt == nil:
+		am = m.app("") // slow path: no app matched
+	case rt.metrics != nil:
+		am = rt.metrics
+	default:
+		am = m.app(rt.App) // slow path: a Route no router of the gateway's built (tests)
+	}
+	if f.ErrCode != "" {
+		i := errorCodeIndex(f.ErrCode)
+		am.errors[i].Inc(m.errors, am.name, errorCodeLabel(i))
+	} else {
+		c := f.Status / 100
+		if c < 1 || c >= len(statusClasses) {
+			c = 0
+		}
+		am.classes[c].Inc(m.exchanges, am.name, statusClasses[c])
+		// Only exchanges that reached an agent have a backend's head; the
+		// gateway answers sign-in redirects and its own endpoints itself.
+		if !headAt.IsZero() && am.head != nil && f.Agent != "" {
+			am.head.Observe(headAt.Sub(start).Seconds())
+		}
+	}
+	if am.reqBytes != nil {
+		am.reqBytes.Add(float64(f.BytesIn))
+		am.resBytes.Add(float64(f.BytesOut))
+	}
+}
+
+// exchangeStarted counts an exchange in flight until exchangeDone.
+func (m *gatewayMetrics) exchangeStarted() {
+	if m != nil {
+		m.inFlight.Inc()
+	}
+}
+
+// sessionCollector reports the live sessions and agents from the registry
+// at scrape time, with zeros for each group an app uses (after the last
+// reload) and each transport.
+type sessionCollector struct{ g *Gateway }
+
+var (
+	sessionsDesc = promserve.Desc("sallyport_gateway_sessions",
+		"Live tunnel sessions, by connector group and transport.", "group", "transport")
+	agentsDesc = promserve.Desc("sallyport_gateway_agents",
+		"Agents with at least one live tunnel session, by connector group.", "group")
+	transports = [...]string{"grpc", "quic", "yamux"}
+)
+
+func (c *sessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sessionsDesc
+	ch <- agentsDesc
+}
+
+func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ group, transport string }
+	sessions := make(map[key]int)
+	agents := make(map[string]map[string]bool) // group → agent ids
+	for _, r := range c.g.router.Load().routes {
+		for _, t := range transports {
+			sessions[key{r.Group, t}] += 0
+		}
+		agents[r.Group] = nil
+	}
+	for _, s := range c.g.registry.Sessions() {
+		sessions[key{s.Group, s.Transport}]++
+		if agents[s.Group] == nil {
+			agents[s.Group] = make(map[string]bool)
+		}
+		agent := s.AgentID
+		if agent == "" {
+			agent = s.ConnectorID
+		}
+		agents[s.Group][agent] = true
+	}
+	keys := make([]key, 0, len(sessions))
+	for k := range sessions {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].group != keys[j].group {
+			return keys[i].group < keys[j].group
+		}
+		return keys[i].transport < keys[j].transport
+	})
+	for _, k := range keys {
+		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(sessions[k]), k.group, k.transport)
+	}
+	for group, ids := range agents {
+		ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(len(ids)), group)
+	}
+}
+
+// onSession is the transports' OnSession hook: it registers the session
+// (addSession) and counts it opened, and closed with its reason once it
+// ends.
+func (g *Gateway) onSession(s tunnel.Session) {
+	g.addSession(s)
+	m := g.metrics
+	info := s.Info()
+	m.opened.WithLabelValues(info.Group, info.Transport).Inc()
+	if isClosed(s.Done()) {
+		// addSession closed it: one session too many, or revoked meanwhile.
+		m.closed.WithLabelValues(info.Group, info.Transport, closeRefused).Inc()
+		return
+	}
+	go func() {
+		<-s.Done()
+		m.closed.WithLabelValues(info.Group, info.Transport, g.closeReason(s, info)).Inc()
+	}()
+}
+
+// closeReason classifies how a session that has ended came to end.
+func (g *Gateway) closeReason(s tunnel.Session, info tunnel.SessionInfo) string {
+	g.metrics.mu.Lock()
+	revoked := info.ConnectorID != "" && g.metrics.revoked[info.ConnectorID]
+	g.metrics.mu.Unlock()
+	switch {
+	case revoked:
+		return closeRevoked
+	case !g.serving.Load():
+		return closeShutdown // agents drain when the gateway asks them to
+	case isClosed(s.Draining()):
+		return closeDrained
+	}
+	return closeLost
+}
+
+// connectorRevoked counts a revocation and marks the connector, so that
+// its sessions, closed next, count as revoked.
+func (m *gatewayMetrics) connectorRevoked(id string) {
+	if m == nil {
+		return
+	}
+	m.revocations.Inc()
+	m.mu.Lock()
+	m.revoked[id] = true
+	m.mu.Unlock()
+}
+
+// authenticateCounted is the transports' Authenticate hook:
+// authenticateSession, with its refusals counted.
+func (g *Gateway) authenticateCounted(state *tls.ConnectionState, token string) (tunnel.Identity, error) {
+	id, err := g.authenticateSession(state, token)
+	if err != nil {
+		reason := "unauthenticated"
+		if errors.Is(err, tunnel.ErrRevoked) {
+			reason = closeRevoked
+		}
+		g.metrics.refusals.WithLabelValues(reason).Inc()
+	}
+	return id, err
+}
+
+// grpcOutcome is the outcome label of an Enroll or Renew answer.
+func grpcOutcome(err error) string {
+	switch status.Code(err) {
+	case grpccodes.OK:
+		return "ok"
+	case grpccodes.InvalidArgument:
+		return "invalid"
+	case grpccodes.Unauthenticated:
+		return "unauthenticated"
+	case grpccodes.PermissionDenied:
+		return closeRevoked
+	case grpccodes.ResourceExhausted:
+		return "rate_limited"
+	}
+	return "error"
+}
+
+// meteredEnroll counts the outcomes of the enrollment service.
+type meteredEnroll struct {
+	*enrollService
+}
+
+func (e meteredEnroll) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
+	res, err := e.enrollService.Enroll(ctx, req)
+	e.g.metrics.enrollments.WithLabelValues(grpcOutcome(err)).Inc()
+	return res, err
+}
+
+func (e meteredEnroll) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (*tunnelv1.RenewResponse, error) {
+	res, err := e.enrollService.Renew(ctx, req)
+	e.g.metrics.renewals.WithLabelValues(grpcOutcome(err)).Inc()
+	return res, err
+}
+
+// Pre-authentication outcomes besides refusal codes.
+const (
+	preauthAllowed  = "allowed"         // Authorize let the request pass
+	preauthStarted  = "sign_in_started" // a browser was sent to the provider
+	preauthSignedIn = "signed_in"       // a sign-in callback completed
+)
+
+// preauthDone counts one pre-authentication decision: err is what
+// Authorize or the sign-in callback returned, handled the outcome of
+// preauth.ErrHandled (the answer was written: a redirect).
+func (m *gatewayMetrics) preauthDone(err error, handled string) {
+	if m == nil || m.preauth == nil {
+		return
+	}
+	outcome := preauthAllowed
+	var pe *preauth.Error
+	switch {
+	case err == nil:
+	case errors.Is(err, preauth.ErrHandled):
+		outcome = handled
+	case errors.As(err, &pe):
+		outcome = pe.Code
+	default:
+		outcome = CodeSignInFailed
+	}
+	m.preauth.WithLabelValues(outcome).Inc()
+}
