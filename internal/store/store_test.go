@@ -182,6 +182,30 @@ func TestEnrollConnectorSpendsToken(t *testing.T) {
 	}
 }
 
+// TestEnrollConnectorFailsWhole: when the connector cannot be recorded
+// (here its ID is taken), the token's use is not spent either: the spend
+// and the insert are one transaction.
+func TestEnrollConnectorFailsWhole(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	h := sha256.Sum256([]byte("once"))
+	if err := s.CreateToken(ctx, Token{ID: "once", Hash: h, Group: "g", MaxUses: 1, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddConnector(ctx, Connector{ID: "taken", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EnrollConnector(ctx, h, time.Now(), Connector{ID: "taken", Group: "g"}); err == nil || isTokenErr(err) {
+		t.Fatalf("EnrollConnector with a taken ID = %v, want the insert's error", err)
+	}
+	if toks, _ := s.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
+		t.Fatalf("the failed enrollment spent the token: %+v", toks)
+	}
+	if _, err := s.EnrollConnector(ctx, h, time.Now(), Connector{ID: "c2", Group: "g"}); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+}
+
 // TestEnrollConnectorRace: many enrollments race for a single-use token, from two
 // store handles on one file (as two processes would); exactly one wins.
 func TestEnrollConnectorRace(t *testing.T) {
