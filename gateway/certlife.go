@@ -103,10 +103,11 @@ func (g *Gateway) retireOlder(s tunnel.Session) {
 // it go on.
 // It reports false, doing nothing, when s was retired before.
 //
-// The Drain is sent from its own goroutine: an agent that does not read
-// its control stream blocks the write until the session is closed, and
-// must hold up neither the caller (a new session's registration, the
-// expiry watcher that closes s) nor the close.
+// The Drain is sent from its own goroutine: an agent that withholds
+// flow-control credit (for its connection, or its control stream) blocks
+// the write until the session is closed, and must hold up neither the
+// caller (a new session's registration, the expiry watcher that closes s)
+// nor the close.
 func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) bool {
 	if !g.registry.Retire(s) {
 		return false
