@@ -112,7 +112,12 @@ func (g *Gateway) adopt(ctx context.Context, c store.Connector, leaf *x509.Certi
 		return c, nil, fmt.Errorf("connector %s: %w", c.ID, err)
 	}
 	if !ok {
-		// A renewal or another session changed the record meanwhile.
+		// Another session with the same certificate (the agent's other
+		// connections) adopted it first, or a renewal changed the record.
+		now, err := g.store.Connector(ctx, c.ID)
+		if err == nil && now.CertSerial == serial && now.Revoked.IsZero() {
+			return now, leaf, nil
+		}
 		return c, nil, fmt.Errorf("connector %s: its certificate record changed while checking certificate %s; "+
 			"the agent retries by itself", c.ID, serial)
 	}
