@@ -7,7 +7,7 @@ BIN       := bin/sallyport
 PKGS      := ./...
 FUZZTIME  ?= 0
 
-.PHONY: all build idle-rss demo test test-short generate checkgenerate lint fmt bench fuzz clean chromium
+.PHONY: all build dist cross idle-rss demo test test-short generate checkgenerate lint fmt bench fuzz clean chromium
 
 all: build
 
@@ -23,6 +23,30 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/sallyport
 	CGO_ENABLED=0 $(GO) build -tags agentonly -o $(BIN)-agent ./cmd/sallyport
+
+# dist cross-compiles both builds, static and without local paths, for the
+# platforms people run gateways and (mostly) agents on: servers, ARM boards
+# at the edge (arm64, and 32-bit ARMv7 such as older Raspberry Pis),
+# Windows and macOS. Binaries land in dist/ as sallyport[-agent]-OS-ARCH.
+DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm windows/amd64 darwin/arm64
+dist:
+	set -e; for p in $(DIST_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+		ext=; [ $$os = windows ] && ext=.exe; \
+		echo "== $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=7 $(GO) build -trimpath -o dist/sallyport-$$os-$$arch$$ext ./cmd/sallyport; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=7 $(GO) build -trimpath -tags agentonly -o dist/sallyport-agent-$$os-$$arch$$ext ./cmd/sallyport; \
+	done
+
+# cross checks that the agent-only build compiles for a 32-bit ARM board
+# (where an int is 32 bits) and for Windows (no Unix system calls) without
+# writing binaries; make test runs it (make dist builds every platform;
+# checking two keeps make test quick).
+CROSS_PLATFORMS := linux/arm windows/amd64
+cross:
+	set -e; for p in $(CROSS_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+		echo "== agent-only build for $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=7 $(GO) build -tags agentonly -o /dev/null ./cmd/sallyport; \
+	done
 
 # Idle resident memory of the agent (2 sessions), both builds, each transport.
 idle-rss: build
@@ -49,6 +73,7 @@ test:
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m ./internal/e2e/; \
 	done
 	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
+	$(MAKE) --no-print-directory cross
 
 # chromium installs Debian's chromium for the browser test (cmd/sallyport
 # TestDemoBrowserSignIn) when it is missing. Needs root (CI runs as root);
@@ -98,4 +123,4 @@ bench: build
 	./$(BIN) bench
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

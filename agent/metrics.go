@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sallyport/sallyport/internal/promserve"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // The agent's Prometheus metrics (Config.Metrics; MetricsHandler serves
@@ -151,6 +152,15 @@ func metered(next http.RoundTripper, app *agentApp) http.RoundTripper {
 	t := meteredTransports.Get().(*meteredTransport)
 	t.next, t.app = next, app
 	return t
+}
+
+// RelaysInformational passes on next's answer (tunnel.InformationalRelayer):
+// a measured agent's own HTTP/1.1 client must keep relaying informational
+// responses itself, without the client trace that costs net/http's
+// clients four allocations per exchange.
+func (t *meteredTransport) RelaysInformational(req *http.Request) bool {
+	r, ok := t.next.(tunnel.InformationalRelayer)
+	return ok && r.RelaysInformational(req)
 }
 
 func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // TestMetricsOff: without Config.Metrics nothing is collected and the
@@ -177,5 +178,34 @@ func TestMeteredTransportAllocs(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.metrics.exchanges.WithLabelValues("web", "2xx")); got != 202 { // AllocsPerRun calls once more to warm up
 		t.Fatalf("exchanges{web,2xx} = %v, want 202", got)
+	}
+}
+
+// TestMeteredTransportRelaysInformational: measuring a backend call keeps
+// what the tunnel server asks of the client under it, whether it relays
+// informational responses itself (the agent's own HTTP/1.1 client does,
+// so the exchange needs no client trace).
+func TestMeteredTransportRelaysInformational(t *testing.T) {
+	a, err := New(Config{Gateway: "127.0.0.1:1", Metrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := httptest.NewRequest("GET", "http://backend/", nil)
+	post := httptest.NewRequest("POST", "http://backend/", strings.NewReader("x"))
+	own := &h1Sync{Fallback: nopTransport{}}
+	for _, tc := range []struct {
+		next http.RoundTripper
+		req  *http.Request
+		want bool
+	}{
+		{own, get, true},
+		{own, post, false}, // goes to net/http's Transport: the trace relays
+		{nopTransport{}, get, false},
+	} {
+		rt := metered(tc.next, a.metrics.app("web"))
+		r, ok := rt.(tunnel.InformationalRelayer)
+		if got := ok && r.RelaysInformational(tc.req); got != tc.want {
+			t.Errorf("metered(%T) for %s relays informational responses: %v, want %v", tc.next, tc.req.Method, got, tc.want)
+		}
 	}
 }

@@ -129,6 +129,7 @@ func (g *Gateway) closeSession(s tunnel.Session, reason error, msg string) {
 		return
 	}
 	g.log.Warn(msg, sessionFields(s, zap.String("reason", reason.Error()))...)
+	g.metrics.sessionCertEnded(s.Info().ID)
 	s.Close(reason)
 	g.registry.Remove(s)
 }

@@ -34,7 +34,7 @@ import (
 //	sallyport_gateway_sessions{group,transport}         live tunnel sessions (0 for every group an app uses)
 //	sallyport_gateway_agents{group}                     agents with at least one live session
 //	sallyport_gateway_sessions_opened_total{group,transport}
-//	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, revoked, refused, shutdown
+//	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, revoked, refused, certificate, shutdown
 //	sallyport_gateway_session_refusals_total{reason}    sessions refused at authentication: revoked, unauthenticated
 //	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
 //	sallyport_gateway_renewals_total{outcome}
@@ -54,6 +54,9 @@ const (
 	closeRevoked  = "revoked"  // the connector was revoked
 	closeRefused  = "refused"  // closed as it was registered (too many sessions, or revoked meanwhile)
 	closeShutdown = "shutdown" // the gateway shut down
+	// closeCertificate: the gateway ended it because its client certificate
+	// expired, or a renewal retired it (see certlife.go).
+	closeCertificate = "certificate"
 )
 
 // headBuckets are the response head latency buckets: 1 ms to 60 s.
@@ -119,6 +122,9 @@ type gatewayMetrics struct {
 	mu      sync.Mutex
 	apps    map[string]*appMetrics // by app name; guarded by mu
 	revoked map[string]bool        // connectors revoked by this process; guarded by mu
+	// certEnded holds the sessions the gateway is closing for their
+	// certificate, until closeReason counts them; guarded by mu.
+	certEnded map[string]bool
 }
 
 func newGatewayMetrics(g *Gateway) *gatewayMetrics {
@@ -141,7 +147,7 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 		opened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "sessions_opened_total",
 			Help: "Tunnel sessions registered, by connector group and transport."}, []string{"group", "transport"}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "sessions_closed_total",
-			Help: "Tunnel sessions ended, by connector group, transport and reason (drained, lost, revoked, refused, shutdown)."},
+			Help: "Tunnel sessions ended, by connector group, transport and reason (drained, lost, revoked, refused, certificate, shutdown)."},
 			[]string{"group", "transport", "reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "session_refusals_total",
 			Help: "Tunnel sessions refused at authentication, by reason (revoked, unauthenticated)."}, []string{"reason"}),
@@ -151,8 +157,9 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 			Help: "Agent certificate renewals, by outcome (ok, invalid, unauthenticated, revoked, rate_limited, error)."}, []string{"outcome"}),
 		revocations: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "revocations_total",
 			Help: "Connectors revoked through this gateway."}),
-		apps:    make(map[string]*appMetrics),
-		revoked: make(map[string]bool),
+		apps:      make(map[string]*appMetrics),
+		revoked:   make(map[string]bool),
+		certEnded: make(map[string]bool),
 	}
 	m.reg.MustRegister(m.exchanges, m.errors, m.head, m.reqBytes, m.resBytes, m.inFlight,
 		m.opened, m.closed, m.refusals, m.enrollments, m.renewals, m.revocations, &sessionCollector{g: g})
@@ -301,12 +308,14 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 // (addSession) and counts it opened, and closed with its reason once it
 // ends.
 func (g *Gateway) onSession(s tunnel.Session) {
-	g.addSession(s)
+	kept := g.addSession(s)
 	m := g.metrics
 	info := s.Info()
 	m.opened.WithLabelValues(info.Group, info.Transport).Inc()
-	if isClosed(s.Done()) {
+	if !kept {
 		// addSession closed it: one session too many, or revoked meanwhile.
+		// (Once registered, a session may also be closed before this line,
+		// by a revocation that found it: that one counts as revoked.)
 		m.closed.WithLabelValues(info.Group, info.Transport, closeRefused).Inc()
 		return
 	}
@@ -320,16 +329,31 @@ func (g *Gateway) onSession(s tunnel.Session) {
 func (g *Gateway) closeReason(s tunnel.Session, info tunnel.SessionInfo) string {
 	g.metrics.mu.Lock()
 	revoked := info.ConnectorID != "" && g.metrics.revoked[info.ConnectorID]
+	cert := g.metrics.certEnded[info.ID]
+	delete(g.metrics.certEnded, info.ID)
 	g.metrics.mu.Unlock()
 	switch {
 	case revoked:
 		return closeRevoked
+	case cert:
+		return closeCertificate
 	case !g.serving.Load():
 		return closeShutdown // agents drain when the gateway asks them to
 	case isClosed(s.Draining()):
 		return closeDrained
 	}
 	return closeLost
+}
+
+// sessionCertEnded marks a session the gateway closes because of its
+// certificate, so that its end counts as closeCertificate.
+func (m *gatewayMetrics) sessionCertEnded(id string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.certEnded[id] = true
+	m.mu.Unlock()
 }
 
 // connectorRevoked counts a revocation and marks the connector, so that

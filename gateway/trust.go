@@ -186,17 +186,18 @@ const maxSessionsPerConnector = 256
 
 // addSession registers a session the tunnel accepted, or closes it when its
 // connector already holds maxSessionsPerConnector sessions or was revoked
-// since authenticateSession checked it.
-func (g *Gateway) addSession(s tunnel.Session) {
+// since authenticateSession checked it. It reports whether it kept s.
+func (g *Gateway) addSession(s tunnel.Session) bool {
 	held, ok := g.registry.Add(s)
 	if ok {
-		if c, ok := g.recheck(s); ok {
+		c, ok := g.recheck(s)
+		if ok {
 			g.watchExpiry(s)
 			if info := s.Info(); info.CertSerial != "" && info.CertSerial == c.CertSerial {
 				g.retireOlder(s)
 			}
 		}
-		return
+		return ok
 	}
 	info := s.Info()
 	g.log.Warn("agent refused: too many sessions for one connector",
@@ -206,6 +207,7 @@ func (g *Gateway) addSession(s tunnel.Session) {
 		zap.String("hint", "an agent opens at most 64; is this connector's key in use by several agents? "+
 			"Enroll each agent with its own token, or revoke the connector"))
 	s.Close(fmt.Errorf("connector %s already holds %d sessions, the most one connector may", info.ConnectorID, held))
+	return false
 }
 
 // recheck closes a session that was just registered if its connector has

@@ -164,6 +164,8 @@ func TestSessionEndsAtCertExpiry(t *testing.T) {
 				t.Fatalf("close logged as %v", e.ContextMap())
 			}
 			waitFor(t, "the session to leave the registry", func() bool { return len(tr.connectorSessions(creds.ConnectorID)) == 0 })
+			closed := `sallyport_gateway_sessions_closed_total{group="default",reason="certificate",transport="` + transport + `"}`
+			scrapeUntil(t, tr.AdminURL()+"/metrics", func(s series) bool { return s[closed] == 1 })
 		})
 	}
 }
