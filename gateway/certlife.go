@@ -102,15 +102,23 @@ func (g *Gateway) retireOlder(s tunnel.Session) {
 // the gateway will end the session (reason says why); exchanges already on
 // it go on.
 // It reports false, doing nothing, when s was retired before.
+//
+// The Drain is sent from its own goroutine: an agent that withholds
+// flow-control credit (for its connection, or its control stream) blocks
+// the write until the session is closed, and must hold up neither the
+// caller (a new session's registration, the expiry watcher that closes s)
+// nor the close.
 func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) bool {
 	if !g.registry.Retire(s) {
 		return false
 	}
 	g.log.Info(msg, sessionFields(s, zap.String("reason", reason))...)
 	if d, ok := s.(interface{ SendDrain(reason string) error }); ok {
-		if err := d.SendDrain(reason); err != nil {
-			g.log.Debug("could not send the drain message", sessionFields(s, zap.Error(err))...)
-		}
+		go func() {
+			if err := d.SendDrain(reason); err != nil {
+				g.log.Debug("could not send the drain message", sessionFields(s, zap.Error(err))...)
+			}
+		}()
 	}
 	return true
 }

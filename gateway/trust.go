@@ -35,7 +35,8 @@ type Store interface {
 	Connector(ctx context.Context, id string) (store.Connector, error)
 	Connectors(ctx context.Context) ([]store.Connector, error)
 	RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (store.Connector, error)
-	CertInUse(ctx context.Context, id, serial string) (bool, error)
+	CertInUse(ctx context.Context, id, serial string, issued time.Time) (bool, error)
+	AdoptCert(ctx context.Context, id, prev, serial string, issued, expires time.Time) (bool, error)
 	RevokeConnector(ctx context.Context, id string, at time.Time) (store.Connector, error)
 	Ping(ctx context.Context) error
 }
@@ -71,24 +72,59 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 // identify decides which enrolled connector a TLS connection belongs to
 // and refuses revoked and unknown ones, and certificates that a renewal
 // retired: a session or renewal presenting the connector's newest
-// certificate records it in use (store CertInUse), and from then on the
-// older ones are refused. Until then they keep working, so an agent whose
-// renewal answer was lost is not locked out.
+// certificate records it in use (store CertInUse, with its NotBefore), and
+// from then on the older ones are refused, also after later renewals.
+// Until then the one it replaces keeps working, so an agent whose renewal
+// answer was lost is not locked out. A certificate issued after the one in
+// use is newer than the store knows (it was restored from a backup taken
+// before a renewal): it is recorded as the newest (adopt) rather than
+// refused, so restoring a backup locks no agent out.
 func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (store.Connector, *x509.Certificate, error) {
 	c, leaf, err := g.identifyConnector(ctx, state)
 	if err != nil {
 		return c, nil, err
 	}
 	serial := leaf.SerialNumber.Text(16)
+	known := !c.CertIssued.IsZero()
 	switch {
 	case serial == c.CertSerial && !c.CertInUse:
-		if _, err := g.store.CertInUse(ctx, c.ID, serial); err != nil {
+		if _, err := g.store.CertInUse(ctx, c.ID, serial, leaf.NotBefore); err != nil {
 			return c, nil, fmt.Errorf("connector %s: %w", c.ID, err)
 		}
-		c.CertInUse = true
-	case serial != c.CertSerial && c.CertInUse:
+		c.CertInUse, c.CertIssued = true, leaf.NotBefore
+	case serial == c.CertSerial:
+	case known && leaf.NotBefore.Before(c.CertIssued):
+		return c, nil, retiredError(c, serial)
+	case c.CertInUse && known && leaf.NotBefore.After(c.CertIssued):
+		return g.adopt(ctx, c, leaf)
+	case c.CertInUse:
 		return c, nil, retiredError(c, serial)
 	}
+	return c, leaf, nil
+}
+
+// adopt records leaf, newer than the certificate that c records in use,
+// as c's newest certificate (see identify).
+func (g *Gateway) adopt(ctx context.Context, c store.Connector, leaf *x509.Certificate) (store.Connector, *x509.Certificate, error) {
+	serial := leaf.SerialNumber.Text(16)
+	ok, err := g.store.AdoptCert(ctx, c.ID, c.CertSerial, serial, leaf.NotBefore, leaf.NotAfter)
+	if err != nil {
+		return c, nil, fmt.Errorf("connector %s: %w", c.ID, err)
+	}
+	if !ok {
+		// Another session with the same certificate (the agent's other
+		// connections) adopted it first, or a renewal changed the record.
+		now, err := g.store.Connector(ctx, c.ID)
+		if err == nil && now.CertSerial == serial && now.Revoked.IsZero() {
+			return now, leaf, nil
+		}
+		return c, nil, fmt.Errorf("connector %s: its certificate record changed while checking certificate %s; "+
+			"the agent retries by itself", c.ID, serial)
+	}
+	g.log.Warn("agent presented a newer certificate than the store recorded (was data_dir restored from a backup?); "+
+		"it is now the connector's certificate and the older ones are retired",
+		zap.String("connector", c.ID), zap.String("recorded_serial", c.CertSerial), zap.String("cert_serial", serial))
+	c.CertSerial, c.CertExpires, c.CertIssued, c.CertInUse = serial, leaf.NotAfter, leaf.NotBefore, true
 	return c, leaf, nil
 }
 

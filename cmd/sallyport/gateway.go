@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -48,7 +49,8 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err := gw.Listen(); err != nil {
 					return err
 				}
-				reloadOnHangup(ctx, gw, path, cfg, log)
+				stopReload := reloadOnHangup(ctx, gw, path, cfg, log)
+				defer stopReload() // after Serve: a SIGHUP while it drains must not kill the gateway
 				return gw.Serve(ctx)
 			})
 		},
@@ -150,24 +152,36 @@ func appRoutes(cfg *config.Gateway, policies map[int]*preauth.Policy) ([]gateway
 }
 
 // reloadOnHangup reloads the apps of the config file at path on every
-// SIGHUP until ctx ends. The signal is caught from the call on, so a
-// SIGHUP after start-up never stops the gateway. Settings other than the
-// apps are compared with running, the config the gateway started with, and
-// a warning names those that need a restart.
-func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger) {
+// SIGHUP until ctx ends. The signal is caught from the call on until stop
+// is called, so a SIGHUP after start-up never stops the gateway, not even
+// while it drains after ctx ended (then the SIGHUP is ignored): call stop
+// once Serve has returned. Settings other than the apps are compared with
+// running, the config the gateway started with, and a warning names those
+// that need a restart.
+func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	quit, finished := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer signal.Stop(hup)
+		defer close(finished)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-quit:
 				return
 			case <-hup:
+				if ctx.Err() != nil {
+					log.Warn("SIGHUP ignored: the gateway is stopping, so the apps are not reloaded")
+					continue
+				}
 				reloadApps(gw, path, running, log)
 			}
 		}
 	}()
+	return sync.OnceFunc(func() {
+		signal.Stop(hup)
+		close(quit)
+		<-finished
+	})
 }
 
 // reloadApps reads the config file again and publishes its apps. A file

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,9 +10,41 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/internal/testrig"
 )
+
+// TestHangupWhileStopping: a SIGHUP that arrives after the gateway began
+// to stop (its context ended, Serve still drains) is ignored with a log
+// line; it neither reloads nor kills the process. Without the fix the
+// watcher gave SIGHUP back to its default, terminating the gateway in the
+// middle of its shutdown grace.
+func TestHangupWhileStopping(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	core, logs := observer.New(zap.InfoLevel)
+	// The path does not load: a reload would log "config reload failed".
+	stop := reloadOnHangup(ctx, nil, filepath.Join(t.TempDir(), "missing.yaml"), nil, zap.New(core))
+	defer stop()
+	cancel()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for logs.FilterMessageSnippet("SIGHUP ignored").Len() == 0 {
+		select {
+		case <-deadline:
+			t.Fatalf("no log of the ignored SIGHUP; logged: %v", logs.All())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if n := logs.FilterMessage("reloading the apps").Len(); n != 0 {
+		t.Fatalf("the apps were reloaded while stopping: %v", logs.All())
+	}
+}
 
 // TestBinaryReload: SIGHUP publishes the apps of the edited config file
 // without a restart; a broken file changes nothing and says why; other

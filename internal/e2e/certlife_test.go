@@ -309,6 +309,31 @@ func (tr *trustRig) rawRenew(creds *agent.Credentials) error {
 	return err
 }
 
+// startRollingAgent starts an enrolling agent on the rig's fake clock
+// with connections sessions that move quickly after a renewal, and waits
+// for its sessions.
+func (tr *trustRig) startRollingAgent(connections int) *testrig.Agent {
+	tr.t.Helper()
+	a := tr.StartAgent(func(c *agent.Config) {
+		c.Token, c.DataDir, c.Clock, c.Connections, c.RollPause = testrig.Token, tr.t.TempDir(), tr.clock, connections, 10*time.Millisecond
+	})
+	tr.WaitSessions(testrig.Group, connections)
+	return a
+}
+
+// renewNow moves the fake clock to a's renewal time, waits for the
+// renewal and returns the new certificate.
+func (tr *trustRig) renewNow(a *testrig.Agent) *agent.Credentials {
+	tr.t.Helper()
+	tr.clock.Advance(a.A.Certificate().RenewAt().Sub(tr.clock.Now()))
+	select {
+	case <-a.A.Renewed():
+	case <-time.After(10 * time.Second):
+		tr.t.Fatal("no renewal")
+	}
+	return a.A.Certificate()
+}
+
 // TestRenewalRetiresOldCertificate: after a renewal the previous
 // certificate keeps working (for sessions and renewals) until the agent
 // presents the new one, so an agent whose renewal answer was lost is not
@@ -319,10 +344,7 @@ func (tr *trustRig) rawRenew(creds *agent.Credentials) error {
 // old certificate opens sessions until it expires.
 func TestRenewalRetiresOldCertificate(t *testing.T) {
 	tr := newTimedTrustRig(t, nil)
-	a := tr.StartAgent(func(c *agent.Config) {
-		c.Token, c.DataDir, c.Clock, c.Connections, c.RollPause = testrig.Token, t.TempDir(), tr.clock, 2, 10*time.Millisecond
-	})
-	tr.WaitSessions(testrig.Group, 2)
+	a := tr.startRollingAgent(2)
 	old := a.A.Certificate()
 	// Someone holding the old key keeps a session open.
 	ended, clientLogs := tr.serveRaw(tr.Transport, old)
@@ -338,13 +360,7 @@ func TestRenewalRetiresOldCertificate(t *testing.T) {
 
 	// The agent renews (presenting the old certificate, the only one it
 	// has) and moves its sessions: the new certificate is in use.
-	tr.clock.Advance(old.RenewAt().Sub(tr.clock.Now()))
-	select {
-	case <-a.A.Renewed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no renewal")
-	}
-	cur := a.A.Certificate()
+	cur := tr.renewNow(a)
 	e := tr.waitLog("draining agent session: its certificate was replaced by a renewal")
 	if e.ContextMap()["connector"] != old.ConnectorID {
 		t.Fatalf("drain logged as %v", e.ContextMap())

@@ -107,6 +107,14 @@ var migrations = []string{
 	// use. Connectors of older databases start as "not yet in use", so
 	// every certificate they hold keeps working until the newest is seen.
 	`ALTER TABLE connectors ADD COLUMN cert_in_use INTEGER NOT NULL DEFAULT 0;`,
+	// 3: the NotBefore of the newest certificate in use, so that the
+	// older ones stay retired after the next renewal, and a certificate
+	// newer than the one recorded (the store was restored from a backup)
+	// is told apart from a retired one. Connectors marked in use
+	// without it start as "not yet in use" again: their agent's next
+	// session records both.
+	`ALTER TABLE connectors ADD COLUMN cert_issued BIGINT NOT NULL DEFAULT 0;
+	UPDATE connectors SET cert_in_use = 0;`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -370,16 +378,17 @@ func (s *SQLite) EnrollConnector(ctx context.Context, hash [32]byte, now time.Ti
 	return t, nil
 }
 
-const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, revoked_at`
+const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, cert_issued, revoked_at`
 
 func scanConnector(r scanner) (Connector, error) {
 	var c Connector
-	var enrolled, expires, revoked int64
+	var enrolled, expires, issued, revoked int64
 	var inUse int
-	if err := r.Scan(&c.ID, &c.Name, &c.Group, &c.Version, &c.Platform, &enrolled, &c.CertSerial, &expires, &inUse, &revoked); err != nil {
+	if err := r.Scan(&c.ID, &c.Name, &c.Group, &c.Version, &c.Platform, &enrolled, &c.CertSerial, &expires, &inUse, &issued, &revoked); err != nil {
 		return c, err
 	}
 	c.Enrolled, c.CertExpires, c.CertInUse, c.Revoked = fromNano(enrolled), fromNano(expires), inUse == 1, fromNano(revoked)
+	c.CertIssued = fromNano(issued)
 	return c, nil
 }
 
@@ -392,9 +401,9 @@ func (s *SQLite) AddConnector(ctx context.Context, c Connector) error {
 }
 
 func insertConnector(ctx context.Context, q querier, c Connector) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := q.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires),
-		boolInt(c.CertInUse), unixNano(c.Revoked))
+		boolInt(c.CertInUse), unixNano(c.CertIssued), unixNano(c.Revoked))
 	return err
 }
 
@@ -429,7 +438,8 @@ func (s *SQLite) Connectors(ctx context.Context) ([]Connector, error) {
 }
 
 // RenewConnector records a connector's new certificate (not in use yet)
-// and returns the connector. A revoked connector is left as it is (check
+// and returns the connector. CertIssued stays: the certificates issued
+// before the one in use stay retired. A revoked connector is left as it is (check
 // Revoked); ErrNotFound when there is no connector with id.
 func (s *SQLite) RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (Connector, error) {
 	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, cert_in_use = 0, version = ?, platform = ? WHERE id = ? AND revoked_at = 0`,
@@ -441,13 +451,30 @@ func (s *SQLite) RenewConnector(ctx context.Context, id, serial string, expires 
 }
 
 // CertInUse records that connector id's agent presented the certificate
-// serial, which retires its older ones, and reports whether this call
-// recorded it: false when it was recorded before, or when serial is not
-// the newest (a renewal came in between).
-func (s *SQLite) CertInUse(ctx context.Context, id, serial string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_in_use = 1 WHERE id = ? AND cert_serial = ? AND cert_in_use = 0`, id, serial)
+// serial, issued (NotBefore) at issued, which retires its older ones, and
+// reports whether this call recorded it: false when it was recorded
+// before, or when serial is not the newest (a renewal came in between).
+func (s *SQLite) CertInUse(ctx context.Context, id, serial string, issued time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_in_use = 1, cert_issued = ? WHERE id = ? AND cert_serial = ? AND cert_in_use = 0`,
+		unixNano(issued), id, serial)
 	if err != nil {
 		return false, fmt.Errorf("record certificate in use: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// AdoptCert records serial (issued at issued, expiring at expires) as
+// connector id's newest certificate, in use, in place of prev: the agent
+// presented a certificate newer than the one recorded, which happens when
+// the store was restored from a backup taken before a renewal. It reports
+// false, changing nothing, when the connector no longer records prev or
+// was revoked.
+func (s *SQLite) AdoptCert(ctx context.Context, id, prev, serial string, issued, expires time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = ?, cert_expires = ?, cert_issued = ?, cert_in_use = 1
+		WHERE id = ? AND cert_serial = ? AND revoked_at = 0`, serial, unixNano(expires), unixNano(issued), id, prev)
+	if err != nil {
+		return false, fmt.Errorf("adopt certificate: %w", err)
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil

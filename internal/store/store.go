@@ -60,5 +60,11 @@ type Connector struct {
 	// connector are retired. False until then, so that an agent whose
 	// renewal answer was lost keeps working with its previous one.
 	CertInUse bool
-	Revoked   time.Time // zero = not revoked
+	// CertIssued is the NotBefore of the newest certificate recorded in
+	// use (CertSerial once CertInUse, until then the one it replaces; zero
+	// if none was yet): certificates of this connector issued before it
+	// are retired, and one issued after it while CertInUse is newer than
+	// the store knows (a restored backup).
+	CertIssued time.Time
+	Revoked    time.Time // zero = not revoked
 }

@@ -182,6 +182,30 @@ func TestEnrollConnectorSpendsToken(t *testing.T) {
 	}
 }
 
+// TestEnrollConnectorFailsWhole: when the connector cannot be recorded
+// (here its ID is taken), the token's use is not spent either: the spend
+// and the insert are one transaction.
+func TestEnrollConnectorFailsWhole(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	h := sha256.Sum256([]byte("once"))
+	if err := s.CreateToken(ctx, Token{ID: "once", Hash: h, Group: "g", MaxUses: 1, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddConnector(ctx, Connector{ID: "taken", Group: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EnrollConnector(ctx, h, time.Now(), Connector{ID: "taken", Group: "g"}); err == nil || isTokenErr(err) {
+		t.Fatalf("EnrollConnector with a taken ID = %v, want the insert's error", err)
+	}
+	if toks, _ := s.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
+		t.Fatalf("the failed enrollment spent the token: %+v", toks)
+	}
+	if _, err := s.EnrollConnector(ctx, h, time.Now(), Connector{ID: "c2", Group: "g"}); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+}
+
 // TestEnrollConnectorRace: many enrollments race for a single-use token, from two
 // store handles on one file (as two processes would); exactly one wins.
 func TestEnrollConnectorRace(t *testing.T) {
@@ -297,35 +321,40 @@ func TestMemoryStore(t *testing.T) {
 	}
 }
 
-// TestMigrateSchema1: a database written by a build with schema version 1
-// (no cert_in_use) opens with its connectors intact, each with its
-// certificate not yet in use, so nothing is retired by the upgrade.
-func TestMigrateSchema1(t *testing.T) {
-	ctx := context.Background()
+// oldSchema writes a database of schema version in a new directory, as a
+// build of that version left it, then runs rows, and returns the directory.
+func oldSchema(t *testing.T, version int, rows ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{
-		`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
-		`INSERT INTO schema_version (version) VALUES (1)`,
-		migrations[0],
-		`INSERT INTO connectors (id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, revoked_at)
-			VALUES ('c1', 'n', 'g', 'v1', 'linux/amd64', 1, '0a', 2, 0)`,
-	} {
+	defer db.Close()
+	qs := append([]string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		fmt.Sprintf(`INSERT INTO schema_version (version) VALUES (%d)`, version)}, migrations[:version]...)
+	for _, q := range append(qs, rows...) {
 		if _, err := db.Exec(q); err != nil {
-			db.Close()
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	db.Close()
+	return dir
+}
+
+// TestMigrateSchema1: a database written by a build with schema version 1
+// (no cert_in_use) opens with its connectors intact, each with its
+// certificate not yet in use, so nothing is retired by the upgrade.
+func TestMigrateSchema1(t *testing.T) {
+	ctx := context.Background()
+	dir := oldSchema(t, 1,
+		`INSERT INTO connectors (id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, revoked_at)
+			VALUES ('c1', 'n', 'g', 'v1', 'linux/amd64', 1, '0a', 2, 0)`)
 	s := open(t, dir)
 	c, err := s.Connector(ctx, "c1")
 	if err != nil || c.Name != "n" || c.CertSerial != "0a" || c.CertInUse || c.CertExpires.UnixNano() != 2 {
 		t.Fatalf("Connector after the migration = %+v, %v", c, err)
 	}
-	if ok, err := s.CertInUse(ctx, "c1", "0a"); !ok || err != nil {
+	if ok, err := s.CertInUse(ctx, "c1", "0a", time.Time{}); !ok || err != nil {
 		t.Fatalf("CertInUse = %v, %v", ok, err)
 	}
 }
@@ -343,7 +372,7 @@ func TestCertInUse(t *testing.T) {
 		serial string
 		want   bool
 	}{{"01", true}, {"01", false}, {"00", false}} {
-		if ok, err := s.CertInUse(ctx, "c1", tc.serial); ok != tc.want || err != nil {
+		if ok, err := s.CertInUse(ctx, "c1", tc.serial, now); ok != tc.want || err != nil {
 			t.Fatalf("%d: CertInUse(%s) = %v, %v; want %v", i, tc.serial, ok, err, tc.want)
 		}
 	}
@@ -351,16 +380,62 @@ func TestCertInUse(t *testing.T) {
 		t.Fatalf("not recorded: %+v", c)
 	}
 	c, err := s.RenewConnector(ctx, "c1", "02", now.Add(time.Hour), "v2", "")
-	if err != nil || c.CertInUse || c.CertSerial != "02" {
-		t.Fatalf("after renewal: %+v, %v", c, err)
+	if err != nil || c.CertInUse || c.CertSerial != "02" || !c.CertIssued.Equal(now) {
+		t.Fatalf("after renewal: %+v, %v; want the issue time of 01 kept", c, err)
 	}
-	if ok, _ := s.CertInUse(ctx, "c1", "01"); ok {
+	if ok, _ := s.CertInUse(ctx, "c1", "01", now); ok {
 		t.Fatal("the replaced certificate was recorded in use")
 	}
-	if ok, _ := s.CertInUse(ctx, "c1", "02"); !ok {
+	if ok, _ := s.CertInUse(ctx, "c1", "02", now.Add(time.Minute)); !ok {
 		t.Fatal("the new certificate was not recorded in use")
 	}
-	if ok, err := s.CertInUse(ctx, "nope", "02"); ok || err != nil {
+	if c, _ := s.Connector(ctx, "c1"); !c.CertIssued.Equal(now.Add(time.Minute)) {
+		t.Fatalf("issued not recorded: %+v", c)
+	}
+	if ok, err := s.CertInUse(ctx, "nope", "02", now); ok || err != nil {
 		t.Fatalf("unknown connector: %v, %v", ok, err)
+	}
+}
+
+// TestMigrateSchema2: a database of schema version 2 (cert_in_use without
+// cert_issued) opens with each certificate not yet in use again, since
+// the time its certificate was issued is unknown; the agent's next
+// session records both.
+func TestMigrateSchema2(t *testing.T) {
+	ctx := context.Background()
+	dir := oldSchema(t, 2,
+		`INSERT INTO connectors (id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, revoked_at)
+			VALUES ('c1', 'n', 'g', 'v1', 'linux/amd64', 1, '0a', 2, 1, 0)`)
+	s := open(t, dir)
+	c, err := s.Connector(ctx, "c1")
+	if err != nil || c.CertSerial != "0a" || c.CertInUse || !c.CertIssued.IsZero() {
+		t.Fatalf("Connector after the migration = %+v, %v", c, err)
+	}
+}
+
+// TestAdoptCert: a newer certificate replaces the recorded one only while
+// that is still recorded and the connector is not revoked.
+func TestAdoptCert(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0).UTC()
+	if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now, CertSerial: "01"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AdoptCert(ctx, "c1", "00", "02", now, now.Add(time.Hour)); ok || err != nil {
+		t.Fatalf("AdoptCert in place of a serial not recorded = %v, %v", ok, err)
+	}
+	if ok, err := s.AdoptCert(ctx, "c1", "01", "02", now, now.Add(time.Hour)); !ok || err != nil {
+		t.Fatalf("AdoptCert = %v, %v", ok, err)
+	}
+	c, err := s.Connector(ctx, "c1")
+	if err != nil || c.CertSerial != "02" || !c.CertInUse || !c.CertIssued.Equal(now) || !c.CertExpires.Equal(now.Add(time.Hour)) {
+		t.Fatalf("after AdoptCert: %+v, %v", c, err)
+	}
+	if _, err := s.RevokeConnector(ctx, "c1", now); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AdoptCert(ctx, "c1", "02", "03", now, now); ok || err != nil {
+		t.Fatalf("AdoptCert of a revoked connector = %v, %v", ok, err)
 	}
 }
