@@ -230,18 +230,35 @@ const confirmSignOutText = `<!doctype html>
 // on first use, like the pages.
 var crossOrigin = sync.OnceValue(http.NewCrossOriginProtection)
 
+// prefetch reports whether the browser fetches r ahead of a navigation
+// (Sec-Purpose: prefetch, Purpose: prefetch, X-Moz: prefetch).
+func prefetch(r *http.Request) bool {
+	for _, name := range [...]string{"Sec-Purpose", "Purpose", "X-Moz"} {
+		if strings.Contains(strings.ToLower(r.Header.Get(name)), "prefetch") {
+			return true
+		}
+	}
+	return false
+}
+
 // logout ends the session (see endSession) and clears the session cookie
 // (host-only and cookie_domain variants).
 // Another site must not sign users out behind their backs: a GET that a
 // browser marks as coming from another site (Sec-Fetch-Site) only gets a
 // page that asks, whose button POSTs from this origin; a POST from another
-// origin is refused. A GET from this origin, a typed URL or a client
-// without Sec-Fetch-Site signs out at once.
+// origin is refused. A HEAD or a prefetch gets the page that asks too. A
+// GET from this origin, a typed URL or a client without Sec-Fetch-Site
+// signs out at once.
 func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	h := w.Header()
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		// Ask instead when another site sent the browser here, and for a
+		// request that no user made: a HEAD, or a prefetch of a page that
+		// links here (Sec-Purpose, or the older Purpose) must not end the
+		// session, which sign-out now ends everywhere.
+		if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" ||
+			r.Method == http.MethodHead || prefetch(r) {
 			h.Set("Cache-Control", "no-store")
 			h.Set("Content-Type", "text/html; charset=utf-8")
 			h.Set("X-Content-Type-Options", "nosniff")

@@ -221,6 +221,27 @@ func TestPreauthSignOutFromAnotherSite(t *testing.T) {
 		}
 	}
 
+	// Requests no user made ask too: a HEAD, a prefetch of a page that
+	// links to the sign-out (Chrome, older Chrome, Firefox).
+	for _, tc := range []struct {
+		method string
+		hdr    map[string]string
+	}{
+		{"HEAD", nil},
+		{"GET", map[string]string{"Sec-Purpose": "prefetch;prerender"}},
+		{"GET", map[string]string{"Purpose": "prefetch"}},
+		{"GET", map[string]string{"X-Moz": "prefetch"}},
+	} {
+		res, body := send(tc.method, tc.hdr)
+		if res.StatusCode != 200 || tc.method == "GET" && !strings.Contains(body, "Sign out?") {
+			t.Fatalf("%s %v: %d %s", tc.method, tc.hdr, res.StatusCode, body)
+		}
+		stillSignedIn(fmt.Sprint(tc.method, " ", tc.hdr))
+	}
+	if n := a.idp.Revoked(); n != 0 {
+		t.Fatalf("%d refresh tokens revoked by requests no user made", n)
+	}
+
 	res, body := send("GET", map[string]string{"Sec-Fetch-Site": "cross-site"})
 	if res.StatusCode != 200 || !strings.Contains(body, "Sign out?") ||
 		!strings.Contains(body, `<form method="post" action="/.sallyport/auth/logout">`) {
