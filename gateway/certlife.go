@@ -21,9 +21,12 @@ const certDrainLead = time.Minute
 
 // retireGrace is how long a session presenting a certificate that a
 // renewal replaced may finish its exchanges once a session with the new
-// certificate is up (the agent moves its own sessions well within it; see
-// agent.Config.RollPause).
-const retireGrace = 2 * time.Minute
+// certificate is up. It gets no new exchanges from that moment (the
+// agent moves its own sessions within seconds; see agent.Config.RollPause),
+// so what the grace keeps alive is what already ran on it: long
+// downloads, WebSockets and long polls of users, which an hour lets end
+// on their own rather than be cut.
+const retireGrace = time.Hour
 
 // after returns a channel that gets the time once d has passed on the
 // gateway's clock.

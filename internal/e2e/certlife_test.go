@@ -377,7 +377,7 @@ func TestRenewalRetiresOldCertificate(t *testing.T) {
 	}
 	wantStatus(t, tr.rawRenew(old), codes.Unauthenticated, "retired")
 
-	tr.clock.Advance(2 * time.Minute)
+	tr.clock.Advance(time.Hour) // retireGrace
 	select {
 	case err := <-ended:
 		if err == nil {
