@@ -44,6 +44,9 @@ type Server struct {
 	// Welcome and used on sessions (0 → tunnel.ProtocolVersion); tests
 	// lower it to play an older gateway.
 	ProtocolVersion uint32
+	// DrainWait bounds how long DrainAll waits for the agents to take the
+	// shutdown message (0 → 5s).
+	DrainWait time.Duration
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
@@ -265,9 +268,38 @@ func (s *Server) list() []*session {
 }
 
 // DrainAll tells every connected agent that the gateway is shutting down.
+// The messages go out side by side, and DrainAll waits for them at most
+// DrainWait: an agent that takes none of its flow-control window (a QUIC
+// stream write has no deadline) must not hold up the shutdown, or the
+// other agents' messages. A send still blocked then ends when CloseAll
+// closes its session.
 func (s *Server) DrainAll(reason string) {
+	var wg sync.WaitGroup
 	for _, ss := range s.list() {
-		_ = ss.SendDrain(reason)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = ss.SendDrain(reason)
+		}()
+	}
+	sent := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(sent)
+	}()
+	wait := s.DrainWait
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-sent:
+	case <-t.C:
+		if s.Log != nil {
+			s.Log.Warn("some agents did not take the shutdown message in time; their sessions are closed without it",
+				zap.Duration("waited", wait))
+		}
 	}
 }
 
