@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -80,24 +81,97 @@ func (g *Gateway) watchExpiry(s tunnel.Session) {
 func (g *Gateway) retireOlder(s tunnel.Session) {
 	info := s.Info()
 	for _, o := range g.registry.Connector(info.ConnectorID) {
-		oi := o.Info()
-		if oi.CertSerial == info.CertSerial || oi.CertSerial == "" {
-			continue
+		if oi := o.Info(); oi.CertSerial != info.CertSerial && oi.CertSerial != "" {
+			g.retire(o)
 		}
-		if !g.drainSession(o, "certificate "+oi.CertSerial+" was replaced by a renewal",
-			"draining agent session: its certificate was replaced by a renewal") {
-			continue
+	}
+}
+
+// retire drains o, whose certificate a renewal replaced, and closes it
+// after retireGrace, or at its certificate's expiry if that is sooner.
+func (g *Gateway) retire(o tunnel.Session) {
+	oi := o.Info()
+	if !g.drainSession(o, "certificate "+oi.CertSerial+" was replaced by a renewal",
+		"draining agent session: its certificate was replaced by a renewal") {
+		return
+	}
+	closeAt := g.now().Add(retireGrace)
+	if oi.CertExpires.Before(closeAt) {
+		closeAt = oi.CertExpires
+	}
+	go func() {
+		if g.waitUntil(o, closeAt) {
+			g.closeSession(o, retiredError(store.Connector{ID: oi.ConnectorID}, oi.CertSerial),
+				"agent session closed: its certificate was replaced by a renewal")
 		}
-		closeAt := g.now().Add(retireGrace)
-		if oi.CertExpires.Before(closeAt) {
-			closeAt = oi.CertExpires
+	}()
+}
+
+// Several gateway replicas share one store, but each holds the sessions
+// that reached it. A revocation, or a renewal that retires a certificate,
+// made through one replica closes or retires that replica's sessions at
+// once; every storeSweep each replica also reads the store for the
+// connectors of its own sessions and does the same for what another
+// replica changed. A store that does not answer changes nothing: the
+// sessions were admitted, and the next sweep tries again.
+
+// storeSweep is how often the gateway checks its sessions against the
+// store (Config.StoreSweep; 0 → this).
+const storeSweep = time.Minute
+
+// sweepLoop runs sweep every StoreSweep until the gateway stops. It keeps
+// real time even when tests fake the clock: it only looks.
+func (g *Gateway) sweepLoop() {
+	every := g.cfg.StoreSweep
+	if every <= 0 {
+		every = storeSweep
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			g.sweep()
+		case <-g.stopped:
+			return
 		}
-		go func() {
-			if g.waitUntil(o, closeAt) {
-				g.closeSession(o, retiredError(store.Connector{ID: oi.ConnectorID}, oi.CertSerial),
-					"agent session closed: its certificate was replaced by a renewal")
+	}
+}
+
+// sweep closes the sessions of connectors that the store says are
+// revoked, and retires those presenting a certificate older than the one
+// the store records in use.
+func (g *Gateway) sweep() {
+	ids := map[string]bool{}
+	for _, s := range g.registry.Sessions() {
+		if s.ConnectorID != "" {
+			ids[s.ConnectorID] = true
+		}
+	}
+	for id := range ids {
+		ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+		c, err := g.store.Connector(ctx, id)
+		cancel()
+		switch {
+		case err != nil:
+			g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("connector", id), zap.Error(err))
+		case !c.Revoked.IsZero():
+			n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s was revoked at %s",
+				tunnel.ErrRevoked, id, c.Revoked.Format(time.RFC3339)))
+			if n > 0 {
+				g.log.Warn("agent sessions closed: the connector was revoked (through another gateway replica, "+
+					"or in the store directly)", zap.String("connector", id), zap.Int("sessions_closed", n))
 			}
-		}()
+		case c.CertInUse:
+			// Only older certificates than the one in use: one that expires
+			// later is newer than the record (identify adopts such a one
+			// when it opens a session; see there).
+			for _, s := range g.registry.Connector(id) {
+				if si := s.Info(); si.CertSerial != "" && si.CertSerial != c.CertSerial && si.CertExpires.Before(c.CertExpires) {
+					g.retire(s)
+				}
+			}
+		}
 	}
 }
 

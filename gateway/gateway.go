@@ -70,6 +70,10 @@ type Config struct {
 	// Now is the clock for certificates, tokens, revocation times and the
 	// enrollment rate limit (nil → Clock's time, or time.Now).
 	Now func() time.Time
+	// StoreSweep is how often the gateway checks its sessions against the
+	// store for revocations and retired certificates that another replica
+	// recorded (0 → 1 minute).
+	StoreSweep time.Duration
 	// Clock times the end of sessions at their certificate's expiry, and
 	// tells the time when Now is nil. Nil → real timers. Tests set a
 	// clock.Fake to end sessions without waiting for real lifetimes.
@@ -446,6 +450,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 	}
 	g.serving.Store(true)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		g.sweepLoop()
+	}()
 	go func() {
 		var err error
 		if g.cfg.PublicTLS != nil {
@@ -473,6 +482,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	g.shutdown(stopMux)
+	<-swept // shutdown closed g.stopped
 	// Every serve goroutine has returned once shutdown is done.
 	for range servers - boolInt(serveErr != nil) {
 		if err := <-errc; err != nil && serveErr == nil && !errors.Is(err, grpc.ErrServerStopped) {

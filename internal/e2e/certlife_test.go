@@ -406,3 +406,54 @@ func TestRenewalRetiresOldCertificate(t *testing.T) {
 		t.Fatalf("after a restart, a session with the retired certificate: %v", err)
 	}
 }
+
+// TestStoreSweepSeesOtherReplicas: gateway replicas share one store but
+// each holds its own sessions. A renewal that retires a certificate and a
+// revocation, recorded in the store by another replica (here: another
+// handle on the same file), reach this gateway's sessions at its next
+// sweep: the old certificate's session is drained, the revoked
+// connector's session closed.
+func TestStoreSweepSeesOtherReplicas(t *testing.T) {
+	tr := newTimedTrustRig(t, func(c *gateway.Config) { c.StoreSweep = 10 * time.Millisecond })
+	ctx := context.Background()
+	creds, err := agent.Enroll(ctx, agent.EnrollConfig{Gateway: tr.Tunnel, TLS: tr.tunnelTLS(), Token: testrig.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, _ := tr.serveRaw(testrig.DefaultTransport(), creds)
+	tr.WaitSessions(testrig.Group, 1)
+	id := creds.ConnectorID
+	other := tr.openStore()
+
+	// Another replica renewed the connector and saw the new certificate in use.
+	if _, err := other.RenewConnector(ctx, id, "abc123", creds.Expires().Add(time.Hour), "v", "p"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := other.CertInUse(ctx, id, "abc123", tr.clock.Now()); err != nil || !ok {
+		t.Fatalf("CertInUse = %v, %v", ok, err)
+	}
+	e := tr.waitLog("draining agent session: its certificate was replaced by a renewal")
+	if e.ContextMap()["connector"] != id {
+		t.Fatalf("drain logged as %v", e.ContextMap())
+	}
+	waitFor(t, "the retired session to stop being picked", func() bool { return tr.G.Registry().Count(testrig.Group) == 0 })
+
+	// Another replica revoked it.
+	if _, err := other.RevokeConnector(ctx, id, tr.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	tr.waitLog("agent sessions closed: the connector was revoked")
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("Serve = nil; want the session ended by the gateway")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked connector's session is still open")
+	}
+	waitFor(t, "the session to leave the registry", func() bool { return len(tr.connectorSessions(id)) == 0 })
+	// Reconnecting is refused as revoked (the store says so).
+	if err := tr.dialWith(creds); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("a new session of the revoked connector: %v", err)
+	}
+}
