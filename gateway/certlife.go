@@ -140,8 +140,10 @@ func (g *Gateway) sweepLoop() {
 
 // sweep closes the sessions of connectors that the store says are
 // revoked, and retires those presenting a certificate older than the one
-// the store records in use.
+// the store records in use. It also reads the users' sign-outs that other
+// gateways recorded.
 func (g *Gateway) sweep() {
+	g.syncSignOuts()
 	ids := map[string]bool{}
 	for _, s := range g.registry.Sessions() {
 		if s.ConnectorID != "" {
@@ -220,4 +222,17 @@ func sessionFields(s tunnel.Session, extra ...zap.Field) []zap.Field {
 		zap.String("agent", info.AgentName), zap.String("transport", info.Transport),
 		zap.String("cert_serial", info.CertSerial), zap.Time("cert_expires", info.CertExpires),
 	}, extra...)
+}
+
+// syncSignOuts reads the signed-out user sessions from the store into
+// pre-authentication (see preauth.SyncSignOuts).
+func (g *Gateway) syncSignOuts() {
+	if g.cfg.Preauth == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	if err := g.cfg.Preauth.SyncSignOuts(ctx); err != nil {
+		g.log.Warn("signed-out sessions not read from the store; the next sweep tries again", zap.Error(err))
+	}
 }

@@ -218,6 +218,10 @@ func New(cfg Config) (*Gateway, error) {
 	if err := g.initTrust(); err != nil {
 		return nil, err
 	}
+	if so, ok := g.store.(preauth.SignOutStore); ok && cfg.Preauth != nil {
+		// Sign-outs reach every gateway on the store, and outlive restarts.
+		cfg.Preauth.UseSignOutStore(so)
+	}
 	g.metrics = newGatewayMetrics(g)
 	// Every transport checks agents with the same g.authenticate.
 	g.tunnel = &grpctunnel.Server{
@@ -449,6 +453,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 				zap.Stringer("admin", adm.Addr()))
 		}
 	}
+	g.syncSignOuts()
 	g.serving.Store(true)
 	swept := make(chan struct{})
 	go func() {

@@ -125,6 +125,8 @@ type Service struct {
 	providers map[string]*provider
 	refresh   refresher
 	signedOut signedOut
+	// signOutStore, when set, shares sign-outs (see UseSignOutStore).
+	signOutStore SignOutStore
 }
 
 // New checks cfg and builds a Service. Providers are discovered on first

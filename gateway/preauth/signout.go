@@ -19,11 +19,46 @@ import (
 // end. Two things stop it:
 //
 //   - This gateway remembers the session's ID until the session would have
-//     ended, and refuses the ID from then on (signedOut).
+//     ended, and refuses the ID from then on (signedOut). With a
+//     SignOutStore (the gateway's store) the ID is recorded there too, and
+//     the other gateways on the store, or this one after a restart, read
+//     it back (SyncSignOuts).
 //   - The session's refresh token is revoked at the provider (RFC 7009)
 //     when the provider has a revocation endpoint, so every gateway that
 //     shares the cookie key refuses the copy at its next refresh, at most
 //     one ID token lifetime later.
+
+// SignOutStore keeps the signed-out sessions where every gateway on it,
+// and a restarted one, reads them (the gateway's store implements it; see
+// UseSignOutStore). Without one the list lives in this process only.
+type SignOutStore interface {
+	AddSignOut(ctx context.Context, id string, expires, now time.Time) error
+	SignOuts(ctx context.Context, now time.Time) (map[string]time.Time, error)
+}
+
+// UseSignOutStore makes sign-outs go to st as well, and SyncSignOuts read
+// them back. Call it before the service is used.
+func (s *Service) UseSignOutStore(st SignOutStore) { s.signOutStore = st }
+
+// SyncSignOuts adds the signed-out sessions of the store (those of other
+// gateways, and those from before a restart) to this gateway's list. The
+// gateway calls it at start and then every minute.
+func (s *Service) SyncSignOuts(ctx context.Context) error {
+	if s.signOutStore == nil {
+		return nil
+	}
+	now := s.now()
+	ids, err := s.signOutStore.SignOuts(ctx, now)
+	if err != nil {
+		return fmt.Errorf("reading signed-out sessions: %w", err)
+	}
+	for id, end := range ids {
+		if !s.signedOut.has(id) {
+			s.signedOut.add(id, end.Unix(), now.Unix())
+		}
+	}
+	return nil
+}
 
 // signOutTimeout bounds the revocation call during a sign-out: the user
 // waits for it.
@@ -81,7 +116,17 @@ func (s *Service) endSession(r *http.Request) *provider {
 		return nil
 	}
 	if ss.ID != "" {
-		s.signedOut.add(ss.ID, ss.Expires, s.now().Unix())
+		now := s.now()
+		s.signedOut.add(ss.ID, ss.Expires, now.Unix())
+		if st := s.signOutStore; st != nil {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), signOutTimeout)
+			err := st.AddSignOut(ctx, ss.ID, time.Unix(ss.Expires, 0), now)
+			cancel()
+			if err != nil {
+				s.log.Warn("sign-out: not recorded in the store; other gateways refuse a copy of the session cookie "+
+					"only from its next refresh", zap.String("subject", ss.Subject), zap.Error(err))
+			}
+		}
 	}
 	p := s.providers[ss.Provider]
 	token := "none" // what became of the refresh token

@@ -19,6 +19,7 @@ import (
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/devoidc"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 func TestPreauthBrowserSignIn(t *testing.T) {
@@ -982,5 +983,55 @@ func TestPreauthSignOutProviderDown(t *testing.T) {
 	req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: stolen})
 	if res, body := do(t, noRedirect(a.Client()), req); res.StatusCode != 401 {
 		t.Fatalf("the copy after sign-out: %d %s", res.StatusCode, body)
+	}
+}
+
+// TestPreauthSignOutReachesReplicas: gateways on one store share their
+// users' sign-outs. A copy of a signed-out session's cookie is refused by
+// another gateway within its store sweep, long before the session's next
+// refresh, and by a gateway started after the sign-out from its start.
+func TestPreauthSignOutReachesReplicas(t *testing.T) {
+	shared, err := store.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shared.Close() })
+	onStore := func(sweep time.Duration) func(*gateway.Config) {
+		return func(c *gateway.Config) { c.Store, c.StoreSweep = shared, sweep }
+	}
+	a := newAuthRig(t, preauth.Policy{}, nil, onStore(10*time.Millisecond))
+	replica := func(sweep time.Duration) *authRig {
+		return newAuthRig(t, preauth.Policy{}, func(c *preauth.Config) {
+			c.Providers[0].Issuer = a.idpTS.URL
+			c.Now = a.clock.Now
+		}, onStore(sweep))
+	}
+	b := replica(10 * time.Millisecond)
+	c := a.browser()
+	if res, body := a.signIn(c, "/", alice); res.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	stolen := a.sessionCookie(c).Value
+	try := func(rig *authRig) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", rig.URL+"/x", nil)
+		req.Header.Set("Accept", "application/json")
+		req.AddCookie(&http.Cookie{Name: "sallyport_session", Value: stolen})
+		res, _ := do(t, noRedirect(rig.Client()), req)
+		return res.StatusCode
+	}
+	if code := try(b); code != 200 {
+		t.Fatalf("the copy at the replica before the sign-out: %d", code)
+	}
+	if res, body := getH(t, noRedirect(c), a.URL+"/.sallyport/auth/logout", nil); res.StatusCode != 200 {
+		t.Fatalf("sign-out: %d %s", res.StatusCode, body)
+	}
+	// No clock moves: the session's refresh is not due; only the shared
+	// sign-out can refuse it.
+	waitFor(t, "the replica to refuse the copy", func() bool { return try(b) == 401 })
+	// One that starts after it knows at once (its sweep would come only
+	// in an hour).
+	if code := try(replica(time.Hour)); code != 401 {
+		t.Fatalf("the copy at a gateway started after the sign-out: %d", code)
 	}
 }

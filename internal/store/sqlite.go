@@ -115,6 +115,13 @@ var migrations = []string{
 	// session records both.
 	`ALTER TABLE connectors ADD COLUMN cert_issued BIGINT NOT NULL DEFAULT 0;
 	UPDATE connectors SET cert_in_use = 0;`,
+	// 4: user sessions signed out, until they would have ended, so that
+	// every gateway on the store, and a restarted one, refuses copies of
+	// their cookies.
+	`CREATE TABLE signed_out (
+		id      TEXT PRIMARY KEY,
+		expires BIGINT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -487,4 +494,42 @@ func (s *SQLite) RevokeConnector(ctx context.Context, id string, at time.Time) (
 		return Connector{}, fmt.Errorf("revoke connector: %w", err)
 	}
 	return s.Connector(ctx, id)
+}
+
+// AddSignOut records that the user session id was signed out; it is kept
+// until expires, when the session would have ended. Entries past their
+// end are deleted on the way.
+func (s *SQLite) AddSignOut(ctx context.Context, id string, expires, now time.Time) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM signed_out WHERE expires <= ?`, unixNano(now)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO signed_out (id, expires) VALUES (?, ?)`, id, unixNano(expires)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// SignOuts returns the signed-out sessions that have not ended by now:
+// id → end.
+func (s *SQLite) SignOuts(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, expires FROM signed_out WHERE expires > ?`, unixNano(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var exp int64
+		if err := rows.Scan(&id, &exp); err != nil {
+			return nil, err
+		}
+		out[id] = time.Unix(0, exp).UTC()
+	}
+	return out, rows.Err()
 }

@@ -439,3 +439,35 @@ func TestAdoptCert(t *testing.T) {
 		t.Fatalf("AdoptCert of a revoked connector = %v, %v", ok, err)
 	}
 }
+
+// TestSignOuts: signed-out sessions are kept until they end, listed while
+// they last, and deleted once past their end.
+func TestSignOuts(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	now := time.Unix(1700000000, 0).UTC()
+	if err := s.AddSignOut(ctx, "a", now.Add(time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSignOut(ctx, "b", now.Add(2*time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSignOut(ctx, "a", now.Add(time.Hour), now); err != nil { // twice: once
+		t.Fatal(err)
+	}
+	got, err := s.SignOuts(ctx, now)
+	if err != nil || len(got) != 2 || !got["a"].Equal(now.Add(time.Hour)) || !got["b"].Equal(now.Add(2*time.Hour)) {
+		t.Fatalf("SignOuts = %v, %v", got, err)
+	}
+	later := now.Add(90 * time.Minute) // a has ended
+	if got, err := s.SignOuts(ctx, later); err != nil || len(got) != 1 || got["b"].IsZero() {
+		t.Fatalf("SignOuts later = %v, %v", got, err)
+	}
+	if err := s.AddSignOut(ctx, "c", later.Add(time.Hour), later); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM signed_out`).Scan(&rows); err != nil || rows != 2 {
+		t.Fatalf("%d rows after an add past a's end (want b and c), %v", rows, err)
+	}
+}
