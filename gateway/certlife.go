@@ -158,8 +158,7 @@ func (g *Gateway) sweep() {
 		case err != nil:
 			g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("connector", id), zap.Error(err))
 		case !c.Revoked.IsZero():
-			n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s was revoked at %s",
-				tunnel.ErrRevoked, id, c.Revoked.Format(time.RFC3339)))
+			n := g.registry.CloseConnector(id, revokedError(c))
 			if n > 0 {
 				g.log.Warn("agent sessions closed: the connector was revoked (through another gateway replica, "+
 					"or in the store directly)", zap.String("connector", id), zap.Int("sessions_closed", n))

@@ -280,11 +280,7 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 		if agents[s.Group] == nil {
 			agents[s.Group] = make(map[string]bool)
 		}
-		agent := s.AgentID
-		if agent == "" {
-			agent = s.ConnectorID
-		}
-		agents[s.Group][agent] = true
+		agents[s.Group][agentKey(s.SessionInfo)] = true
 	}
 	keys := make([]key, 0, len(sessions))
 	for k := range sessions {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Every connector group should run two or more agents: with one, its apps
@@ -50,6 +52,15 @@ func (w *groupWatch) state(group string) *groupState {
 	return st
 }
 
+// agentKey tells one agent from another: its sessions share the agent id
+// of its hello (an agent that sends none: its connector).
+func agentKey(info tunnel.SessionInfo) string {
+	if info.AgentID != "" {
+		return info.AgentID
+	}
+	return info.ConnectorID
+}
+
 // groupAgents returns the agents (by name) of group with a session that is
 // not draining, and the apps that use the group.
 func (g *Gateway) groupAgents(group string) (agents, apps []string) {
@@ -63,11 +74,7 @@ func (g *Gateway) groupAgents(group string) (agents, apps []string) {
 		if s.Group != group || s.Draining {
 			continue
 		}
-		id := s.AgentID
-		if id == "" {
-			id = s.ConnectorID
-		}
-		if !seen[id] {
+		if id := agentKey(s.SessionInfo); !seen[id] {
 			seen[id] = true
 			agents = append(agents, s.AgentName)
 		}

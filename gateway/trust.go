@@ -128,6 +128,13 @@ func (g *Gateway) adopt(ctx context.Context, c store.Connector, leaf *x509.Certi
 	return c, leaf, nil
 }
 
+// revokedError refuses, or ends the sessions of, a revoked connector; the
+// transports report it to the agent as revoked.
+func revokedError(c store.Connector) error {
+	return fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
+		tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
+}
+
 // retiredError refuses a certificate that a renewal replaced.
 func retiredError(c store.Connector, serial string) error {
 	return fmt.Errorf("connector %s: certificate %s was replaced by a renewal and is retired; the agent has "+
@@ -153,8 +160,7 @@ func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionSt
 		return c, nil, err
 	}
 	if !c.Revoked.IsZero() {
-		return c, nil, fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
-			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
+		return c, nil, revokedError(c)
 	}
 	if c.Group != id.Group {
 		return c, nil, fmt.Errorf("connector %s: the certificate names group %q but the connector is in %q", c.ID, id.Group, c.Group)
@@ -234,8 +240,7 @@ func (g *Gateway) recheck(s tunnel.Session) (store.Connector, bool) {
 	case err != nil:
 		msg, err = "agent refused: revocation not checked", fmt.Errorf("connector %s: checking revocation: %w", info.ConnectorID, err)
 	case !c.Revoked.IsZero():
-		err = fmt.Errorf("%w: connector %s was revoked at %s; enroll it again with a new token if it should come back",
-			tunnel.ErrRevoked, c.ID, c.Revoked.Format(time.RFC3339))
+		err = revokedError(c)
 	case c.CertInUse && info.CertSerial != "" && info.CertSerial != c.CertSerial:
 		msg, err = "agent refused: certificate retired", retiredError(c, info.CertSerial)
 	default:

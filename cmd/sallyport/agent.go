@@ -205,7 +205,8 @@ func serveAgentMetrics(cfg *config.Agent, a *agent.Agent, log *zap.Logger) (stop
 	}
 	ln, err := net.Listen("tcp", cfg.MetricsAddr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics_addr: %w", err)
+		return nil, fmt.Errorf("metrics_addr %q: %w; choose a free host:port, or leave metrics_addr empty to serve no metrics",
+			cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.MetricsHandler())
