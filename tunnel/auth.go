@@ -22,3 +22,10 @@ type Identity struct {
 // report it to the agent distinctly (the gRPC transport as
 // PERMISSION_DENIED "revoked: …"), so the agent stops instead of retrying.
 var ErrRevoked = errors.New("revoked")
+
+// ErrShuttingDown refuses a new session because the gateway is shutting
+// down (it has sent its own sessions a Drain). Transports report it to the
+// agent distinctly (gRPC as UNAVAILABLE "shutting down: …", QUIC and yamux
+// as error code "shutting-down"), so the agent retries with backoff, and
+// behind a load balancer reaches another replica.
+var ErrShuttingDown = errors.New("the gateway is shutting down")

@@ -63,6 +63,9 @@ type ClientSession struct {
 	total     atomic.Int32    // open exchange streams
 	draining  atomic.Bool
 	wg        sync.WaitGroup // one per exchange stream
+
+	drained     chan struct{} // closed when the gateway's Drain arrives; see Drained
+	drainedOnce sync.Once
 }
 
 // Dial connects and authenticates one session. It fails with an error
@@ -84,7 +87,8 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
-	c := &ClientSession{cfg: cfg, log: log, cc: cc, client: tunnelv1.NewTunnelServiceClient(cc), cancel: cancel}
+	c := &ClientSession{cfg: cfg, log: log, cc: cc, client: tunnelv1.NewTunnelServiceClient(cc), cancel: cancel,
+		drained: make(chan struct{})}
 	fail := func(err error) (*ClientSession, error) {
 		cancel()
 		cc.Close()
@@ -114,6 +118,10 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 			return fail(fmt.Errorf("%w: %s", ErrUnauthenticated, status.Convert(err).Message()))
 		case codes.PermissionDenied:
 			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(status.Convert(err).Message(), "revoked: ")))
+		case codes.Unavailable:
+			if msg, ok := strings.CutPrefix(status.Convert(err).Message(), shuttingDownPrefix); ok {
+				return fail(fmt.Errorf("connect to gateway %s: %w: %s", cfg.Addr, tunnel.ErrShuttingDown, msg))
+			}
 		}
 		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))
 	}
@@ -134,6 +142,13 @@ func (c *ClientSession) SessionID() string { return c.welcome.GetSessionId() }
 
 // Group is the connector group the gateway put this agent in.
 func (c *ClientSession) Group() string { return c.welcome.GetGroup() }
+
+// Drained is closed when the gateway announces that it will end this
+// session (it shuts down, or the session's certificate expires soon). The
+// session goes on serving until Serve's drain is closed or the gateway
+// closes it; the agent opens a replacement meanwhile. Only Serve reads the
+// control stream, so nothing arrives here before Serve runs.
+func (c *ClientSession) Drained() <-chan struct{} { return c.drained }
 
 func (c *ClientSession) minIdle() int32 {
 	if c.cfg.MinIdle <= 0 {
@@ -170,6 +185,7 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 			}
 			if d := m.GetDrain(); d != nil {
 				c.log.Info("the gateway will end this session", zap.String("reason", d.GetReason()))
+				c.drainedOnce.Do(func() { close(c.drained) })
 			}
 		}
 	}()

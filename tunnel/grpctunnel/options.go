@@ -22,6 +22,10 @@ const (
 	mdSession       = "sallyport-session"
 )
 
+// shuttingDownPrefix starts the message of the UNAVAILABLE status that
+// refuses a session while the gateway shuts down (tunnel.ErrShuttingDown).
+const shuttingDownPrefix = "shutting down: "
+
 // Defaults shared by both ends. Flow-control windows are per stream and per
 // connection: a stalled exchange can hold at most streamWindow bytes in
 // flight, so gateway and agent memory stays bounded whatever the body size.

@@ -62,6 +62,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // guarded by mu
+	// closing is DrainAll's reason once it was called: new sessions are
+	// refused; "" before. Guarded by mu.
+	closing string
 
 	opened atomic.Uint64 // exchange streams accepted
 	waits  atomic.Uint64 // OpenStream calls that found no idle stream
@@ -113,9 +116,14 @@ func (s *Server) helloTimeout() time.Duration {
 	return s.HelloTimeout
 }
 
-// DrainAll tells every connected agent that the gateway is shutting down.
+// DrainAll tells every connected agent that the gateway is shutting down,
+// and refuses new sessions from then on (tunnel.ErrShuttingDown): an agent
+// replacing its drained session must reach another replica, not this
+// gateway, which is about to close it. A session is either registered
+// before DrainAll and gets the message, or refused.
 func (s *Server) DrainAll(reason string) {
 	s.mu.Lock()
+	s.closing = reason
 	list := make([]*session, 0, len(s.sessions))
 	for _, ss := range s.sessions {
 		list = append(list, ss)
@@ -181,6 +189,12 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 	}
 
 	ss := s.newSession(cs, hello, id, remote)
+	if ss == nil {
+		s.log().Info("agent session refused: the gateway is shutting down",
+			zap.String("agent", hello.GetName()), zap.String("remote", remote))
+		return status.Error(codes.Unavailable, shuttingDownPrefix+"the gateway is shutting down; "+
+			"connect to another replica or retry later")
+	}
 	defer ss.Close(nil)
 	// Register before the welcome: once the agent has it (and says it is
 	// connected) the gateway must already route to the session; exchanges
@@ -281,6 +295,8 @@ func (s *Server) sessionFor(ctx context.Context) (*session, error) {
 	return ss, nil
 }
 
+// newSession registers a session, or returns nil when the server is
+// closing (see DrainAll).
 func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse], h *tunnelv1.Hello, id tunnel.Identity, remote string) *session {
 	ss := &session{
 		srv:      s,
@@ -307,11 +323,14 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 		},
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != "" {
+		return nil
+	}
 	if s.sessions == nil {
 		s.sessions = make(map[string]*session)
 	}
 	s.sessions[ss.info.ID] = ss
-	s.mu.Unlock()
 	return ss
 }
 
@@ -329,7 +348,9 @@ type session struct {
 	drainOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
-	reason    error // why Close was called; nil for none; written before done is closed
+	reason    error                     // why Close was called; nil for none; written before done is closed
+	greeted   bool                      // the welcome was sent; guarded by sendMu
+	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -338,6 +359,10 @@ func (ss *session) Info() tunnel.SessionInfo  { return ss.info }
 func (ss *session) Draining() <-chan struct{} { return ss.draining }
 func (ss *session) Done() <-chan struct{}     { return ss.done }
 
+// sendControl sends m on the control stream. A Drain asked for before the
+// welcome (by DrainAll, or the gateway's certificate watch, as the session
+// registers) is held back and sent right after it: the agent takes only a
+// welcome first.
 func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 	ss.sendMu.Lock()
 	defer ss.sendMu.Unlock()
@@ -346,7 +371,19 @@ func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 		return ErrSessionClosed
 	default:
 	}
-	return ss.cs.Send(m)
+	if m.GetWelcome() == nil && !ss.greeted {
+		ss.held = m
+		return nil
+	}
+	if err := ss.cs.Send(m); err != nil || m.GetWelcome() == nil {
+		return err
+	}
+	ss.greeted = true
+	if h := ss.held; h != nil {
+		ss.held = nil
+		return ss.cs.Send(h)
+	}
+	return nil
 }
 
 // Close ends the session; its streams end with it.

@@ -51,6 +51,9 @@ type ClientSession struct {
 
 	mu   sync.Mutex
 	open int32 // exchange streams being served; guarded by mu
+
+	drained     chan struct{} // closed when the gateway's Drain arrives; see Drained
+	drainedOnce sync.Once
 }
 
 // maxIdleStreamGoroutines bounds the goroutines that stay to serve later
@@ -102,6 +105,8 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 			return fail(fmt.Errorf("%w: %s", ErrUnauthenticated, e.GetMessage()))
 		case codeRevoked:
 			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(e.GetMessage(), "revoked: ")))
+		case codeShuttingDown:
+			return fail(fmt.Errorf("%w: %s", tunnel.ErrShuttingDown, e.GetMessage()))
 		}
 		return fail(fmt.Errorf("the gateway refused the session: %s: %s", e.GetCode(), e.GetMessage()))
 	}
@@ -112,7 +117,8 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &ClientSession{cfg: cfg, log: log, conn: c, ctrl: ctrl, welcome: m.GetWelcome(), handoff: make(chan RawStream)}, nil
+	return &ClientSession{cfg: cfg, log: log, conn: c, ctrl: ctrl, welcome: m.GetWelcome(), handoff: make(chan RawStream),
+		drained: make(chan struct{})}, nil
 }
 
 // cloneHello copies the fields of h, so that filling in the token never
@@ -129,6 +135,13 @@ func (c *ClientSession) SessionID() string { return c.welcome.GetSessionId() }
 
 // Group is the connector group the gateway put this agent in.
 func (c *ClientSession) Group() string { return c.welcome.GetGroup() }
+
+// Drained is closed when the gateway announces that it will end this
+// session (it shuts down, or the session's certificate expires soon). The
+// session goes on serving until Serve's drain is closed or the gateway
+// closes it; the agent opens a replacement meanwhile. Only Serve reads the
+// control stream, so nothing arrives here before Serve runs.
+func (c *ClientSession) Drained() <-chan struct{} { return c.drained }
 
 // Transport is "quic" or "yamux".
 func (c *ClientSession) Transport() string { return c.cfg.Transport }
@@ -199,6 +212,7 @@ func (c *ClientSession) readControl() error {
 		switch {
 		case m.GetDrain() != nil:
 			c.log.Info("the gateway will end this session", zap.String("reason", m.GetDrain().GetReason()))
+			c.drainedOnce.Do(func() { close(c.drained) })
 		default:
 			// A message this version does not know: skip it.
 		}

@@ -41,7 +41,9 @@ func TestDrainAllDoesNotWaitForAStuckAgent(t *testing.T) {
 	ok := &okStream{stuckStream{closed: make(chan struct{}), writes: make(chan struct{}, 4)}}
 	s := &Server{DrainWait: 50 * time.Millisecond, sessions: map[*session]struct{}{}}
 	for _, c := range []RawStream{stuck, ok} {
-		s.sessions[&session{srv: s, ctrl: c, done: make(chan struct{})}] = struct{}{}
+		ss := &session{srv: s, ctrl: c, done: make(chan struct{})}
+		ss.greeted = true
+		s.sessions[ss] = struct{}{}
 	}
 	returned := make(chan struct{})
 	go func() {

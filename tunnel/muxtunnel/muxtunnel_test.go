@@ -44,15 +44,7 @@ type pair struct {
 
 func newPair(t *testing.T, edit func(*muxtunnel.Server)) *pair {
 	t.Helper()
-	a, b := net.Pipe()
-	sc, err := yamuxtunnel.ServerConn(a, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := yamuxtunnel.ClientConn(b, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cc := yamuxPipe(t)
 	p := &pair{client: cc, sessions: make(chan tunnel.Session, 4), served: make(chan error, 1)}
 	p.srv = &muxtunnel.Server{
 		Authenticate: func(_ *tls.ConnectionState, tok string) (tunnel.Identity, error) {
@@ -79,6 +71,22 @@ func newPair(t *testing.T, edit func(*muxtunnel.Server)) *pair {
 		}
 	})
 	return p
+}
+
+// yamuxPipe is a yamux connection over net.Pipe: the server end and the
+// client end.
+func yamuxPipe(t *testing.T) (server, client muxtunnel.Conn) {
+	t.Helper()
+	a, b := net.Pipe()
+	sc, err := yamuxtunnel.ServerConn(a, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := yamuxtunnel.ClientConn(b, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc, cc
 }
 
 func (p *pair) served1(t *testing.T) error {

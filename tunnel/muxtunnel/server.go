@@ -50,6 +50,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
+	// closing is DrainAll's reason once it was called: new sessions are
+	// refused; "" before. Guarded by mu.
+	closing string
 
 	opened atomic.Uint64 // exchange streams opened by the gateway
 	waits  atomic.Uint64 // OpenStream calls that found every slot busy
@@ -103,7 +106,8 @@ func (s *Server) authenticate(c Conn, hello *tunnelv1.Hello) (tunnel.Identity, e
 const (
 	codeUnauthenticated = "unauthenticated"
 	codeRevoked         = "revoked"
-	codeClosed          = "closed" // the gateway closed the session as it registered it
+	codeClosed          = "closed"        // the gateway closed the session as it registered it
+	codeShuttingDown    = "shutting-down" // the gateway shuts down: try another replica (tunnel.ErrShuttingDown)
 )
 
 // ServeConn runs one agent connection until it ends or ctx is cancelled;
@@ -134,6 +138,14 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	}
 	group := id.Group
 	ss := s.newSession(c, ctrl, hello, id, transport)
+	if ss == nil {
+		log.Info("agent session refused: the gateway is shutting down", zap.String("agent", hello.GetName()))
+		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: codeShuttingDown,
+			Message: "the gateway is shutting down; connect to another replica or retry later"}}, maxControlSize)
+		_ = ctrl.CloseWrite()
+		waitClosed(ctrl, time.Second)
+		return fmt.Errorf("agent refused: %w", tunnel.ErrShuttingDown)
+	}
 	defer ss.Close(nil)
 	// Register before the welcome: once the agent has it (and says it is
 	// connected) the gateway must already route to the session. A stream
@@ -218,6 +230,8 @@ func waitClosed(st RawStream, d time.Duration) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(st, maxControlSize))
 }
 
+// newSession registers a session, or returns nil when the server is
+// closing (see DrainAll).
 func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel.Identity, transport string) *session {
 	ss := &session{
 		srv:      s,
@@ -249,11 +263,14 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 			zap.String("reported", t), zap.String("transport", transport))
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != "" {
+		return nil
+	}
 	if s.sessions == nil {
 		s.sessions = make(map[*session]struct{})
 	}
 	s.sessions[ss] = struct{}{}
-	s.mu.Unlock()
 	return ss
 }
 
@@ -267,13 +284,20 @@ func (s *Server) list() []*session {
 	return out
 }
 
-// DrainAll tells every connected agent that the gateway is shutting down.
+// DrainAll tells every connected agent that the gateway is shutting down,
+// and refuses new sessions from then on (code "shutting-down"): an agent
+// replacing its drained session must reach another replica, not this
+// gateway, which is about to close it. A session is either registered
+// before DrainAll and gets the message, or refused.
 // The messages go out side by side, and DrainAll waits for them at most
 // DrainWait: an agent that takes none of its flow-control window (a QUIC
 // stream write has no deadline) must not hold up the shutdown, or the
 // other agents' messages. A send still blocked then ends when CloseAll
 // closes its session.
 func (s *Server) DrainAll(reason string) {
+	s.mu.Lock()
+	s.closing = reason
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, ss := range s.list() {
 		wg.Add(1)
@@ -331,8 +355,10 @@ type session struct {
 	drainOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
-	reason    error       // why Close was called; nil for none; written before done is closed
-	welcomed  atomic.Bool // the welcome is on its way: Close closes the connection
+	reason    error                     // why Close was called; nil for none; written before done is closed
+	welcomed  atomic.Bool               // the welcome is on its way: Close closes the connection
+	greeted   bool                      // the welcome was sent; guarded by sendMu
+	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -362,6 +388,10 @@ func (ss *session) Close(reason error) {
 	})
 }
 
+// sendControl sends m on the control stream. A Drain asked for before the
+// welcome (by DrainAll, or the gateway's certificate watch, as the session
+// registers) is held back and sent right after it: the agent takes only a
+// welcome first.
 func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 	ss.sendMu.Lock()
 	defer ss.sendMu.Unlock()
@@ -370,7 +400,19 @@ func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 		return ErrSessionClosed
 	default:
 	}
-	return writeMsg(ss.ctrl, m, maxControlSize)
+	if m.GetWelcome() == nil && !ss.greeted {
+		ss.held = m
+		return nil
+	}
+	if err := writeMsg(ss.ctrl, m, maxControlSize); err != nil || m.GetWelcome() == nil {
+		return err
+	}
+	ss.greeted = true
+	if h := ss.held; h != nil {
+		ss.held = nil
+		return writeMsg(ss.ctrl, h, maxControlSize)
+	}
+	return nil
 }
 
 // readControl handles the agent's control messages until the stream ends,

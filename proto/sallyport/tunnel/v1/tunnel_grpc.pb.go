@@ -58,6 +58,14 @@
 //      half-close. The stream is not reused afterwards.
 //   6. The agent sends ControlRequest{drain} before it exits; the gateway
 //      sends it no new exchanges and lets the in-flight ones finish.
+//      The gateway sends ControlResponse{drain}, never before the welcome,
+//      when it will end the session (it shuts down, or the session's
+//      certificate expires soon). The session goes on serving; the agent
+//      opens a replacement session first and then drains this one as
+//      above. A gateway that shuts down refuses new sessions: UNAVAILABLE
+//      "shutting down: …" (QUIC and yamux: error code "shutting-down"),
+//      so that behind a load balancer the replacement reaches another
+//      replica; the agent retries with backoff.
 //
 // QUIC and yamux (muxed transports, package tunnel/muxtunnel)
 //
@@ -82,8 +90,8 @@
 //   M4. The agent's ControlRequest{drain} stops new exchanges; the gateway,
 //       which opened every stream and so knows when none is left, closes
 //       the connection once the exchanges in flight are over. The gateway's
-//       ControlResponse{drain} announces its own shutdown. The session
-//       lives as long as the control stream.
+//       ControlResponse{drain} announces that it will end the session, as
+//       in step 6. The session lives as long as the control stream.
 //
 // Compatibility: fields are only ever added. A Frame with no field this peer
 // knows is skipped, so old and new peers interoperate; `protocol_version` in
