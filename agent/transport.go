@@ -33,6 +33,9 @@ const (
 type clientSession interface {
 	SessionID() string
 	Group() string
+	// Drained is closed when the gateway announces that it will end the
+	// session (it shuts down, or the certificate expires soon).
+	Drained() <-chan struct{}
 	Serve(ctx context.Context, srv *tunnel.Server, drain <-chan struct{}) error
 }
 
@@ -90,6 +93,11 @@ func (a *Agent) dialTCP(ctx context.Context, network, addr string) (net.Conn, er
 	return d.DialContext(ctx, network, addr)
 }
 
+// isRefusal reports a session the gateway refused: the transport works.
+func isRefusal(err error) bool {
+	return isUnauthenticated(err) || errors.Is(err, tunnel.ErrShuttingDown)
+}
+
 func isUnauthenticated(err error) bool {
 	return errors.Is(err, grpctunnel.ErrUnauthenticated) || errors.Is(err, muxtunnel.ErrUnauthenticated)
 }
@@ -135,7 +143,7 @@ func (a *Agent) transport() string {
 // gRPC (logging why), starts the background prober and returns true: dial
 // again at once.
 func (a *Agent) fallBack(ctx context.Context, transport string, err error) bool {
-	if a.mode != TransportAuto || transport != TransportQUIC || isUnauthenticated(err) {
+	if a.mode != TransportAuto || transport != TransportQUIC || isRefusal(err) {
 		return false
 	}
 	a.auto.mu.Lock()
@@ -196,14 +204,18 @@ func (a *Agent) quicBack(transport string) <-chan struct{} {
 
 // serve serves sess, opened with cert, until it ends. The slot's session is
 // replaced, make-before-break, when it should move: in auto mode a gRPC
-// session moves to QUIC once the prober found QUIC working, and after a
+// session moves to QUIC once the prober found QUIC working, after a
 // certificate renewal every session moves to one presenting the new
-// certificate (see rollTurn). The new session is up before the old one
-// drains, so the slot never goes dark and the exchanges in flight on the
-// old one finish there.
+// certificate (see rollTurn), and a session the gateway drains (it shuts
+// down, or the certificate expires soon) moves to a new one, which behind a
+// load balancer lands on another replica (see drainDelay). The new session
+// is up before the old one drains, so the slot never goes dark and the
+// exchanges in flight on the old one finish there.
 func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport string, cert *Credentials, log *zap.Logger) error {
+	quickDrains := 0 // sessions of this slot drained soon after they opened, in a row
 	for {
 		id := sess.SessionID()
+		opened := time.Now()
 		a.mu.Lock()
 		a.sessions[id] = SessionStatus{Group: sess.Group(), Transport: transport}
 		a.mu.Unlock()
@@ -226,8 +238,9 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 		move := a.quicBack(transport)
 		renewed := a.renewedSince(cert)
 		var turn chan struct{} // a.rollTurns once renewed fired: the slot waits for its turn
+		drained := sess.Drained()
+		var replace <-chan struct{} // closed when the drained session's replacement is due
 		failures := 0
-	wait:
 		var (
 			ns      clientSession
 			nt      string
@@ -235,6 +248,23 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 			why     string
 			dialErr error
 		)
+		// redial opens the slot's next session on the current transport
+		// and certificate. When it fails, it logs msg with the error and
+		// the delay, and returns a channel closed when the next try is due.
+		redial := func(msg string) (<-chan struct{}, error) {
+			nt, ncert = a.transport(), a.creds.Load()
+			if ns, dialErr = a.dial(ctx, nt, log); dialErr != nil {
+				if ctx.Err() != nil {
+					return nil, dialErr // the agent stops: the session drains
+				}
+				delay := a.cfg.Backoff.Next(failures)
+				failures++
+				log.Warn(msg, zap.String("session", id), zap.Error(dialErr), zap.Duration("retry_in", delay))
+				return afterChan(delay), dialErr
+			}
+			return nil, nil
+		}
+	wait:
 		select {
 		case err := <-done:
 			forget()
@@ -257,18 +287,43 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 		case turn <- struct{}{}:
 			// This slot's turn to move to the renewed certificate; no
 			// other slot moves until rollDone.
-			nt, ncert = a.transport(), a.creds.Load()
-			if ns, dialErr = a.dial(ctx, nt, log); dialErr != nil {
+			var retry <-chan struct{}
+			if retry, dialErr = redial("cannot move this session to the renewed certificate yet; it keeps the old one meanwhile"); dialErr != nil {
 				<-a.rollTurns
-				delay := a.cfg.Backoff.Next(failures)
-				failures++
-				log.Warn("cannot move this session to the renewed certificate yet; it keeps the old one meanwhile",
-					zap.String("session", id), zap.Error(dialErr), zap.Duration("retry_in", delay))
-				renewed, turn = afterChan(delay), nil
+				renewed, turn = retry, nil
 				goto wait
 			}
 			why = "moving this session to the renewed certificate"
 			a.rollDone(ctx)
+		case <-drained:
+			drained = nil
+			// The gateway retires the certificate a renewal replaced: the
+			// slot moves to the new one in its turn, as planned.
+			if turn != nil {
+				goto wait
+			}
+			select {
+			case <-renewed:
+				renewed, turn = nil, a.rollTurns
+				goto wait
+			default:
+			}
+			if time.Since(opened) < drainStable {
+				quickDrains++
+			} else {
+				quickDrains = 0
+			}
+			delay := a.drainDelay(quickDrains)
+			log.Info("the gateway drains this session; it keeps serving until a replacement is up",
+				zap.String("session", id), zap.Duration("replace_in", delay))
+			replace = afterChan(delay)
+			goto wait
+		case <-replace:
+			if replace, dialErr = redial("cannot open a replacement for the session the gateway drains; " +
+				"it keeps serving until the gateway closes it"); dialErr != nil {
+				goto wait
+			}
+			why = "replacing the session the gateway drains"
 		}
 		log.Info(why, zap.String("old_session", id), zap.String("session", ns.SessionID()),
 			zap.String("transport", nt))
@@ -281,6 +336,27 @@ func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport s
 		}()
 		sess, transport, cert = ns, nt, ncert
 	}
+}
+
+// drainStable is how long a session must have been up for the gateway's
+// drain of it to count as news rather than as the same drain again (a
+// replacement that reached the same gateway, still shutting down, or a
+// certificate the gateway drains at once).
+const drainStable = time.Minute
+
+// drainDelay is how long a slot waits before it replaces a session the
+// gateway drains, when quick sessions of the slot in a row (this one
+// included) were drained within drainStable of opening. A gateway that
+// shuts down drains every session at once: a slot whose session was stable
+// waits a random part of RollPause, so that the slots of an agent, and the
+// agents of a fleet, do not redial at the same instant. A replacement
+// drained again soon waits the reconnect backoff, growing with each, so a
+// slot never moves in a tight loop.
+func (a *Agent) drainDelay(quick int) time.Duration {
+	if quick <= 1 {
+		return time.Duration(rand.Int64N(int64(a.rollPauseBase())))
+	}
+	return a.cfg.Backoff.Next(quick - 2)
 }
 
 // renewedSince returns a channel that is closed once the agent's
@@ -308,11 +384,15 @@ func (a *Agent) announceRenewal() {
 // rollPause is the pause between two slots moving to a renewed
 // certificate: RollPause jittered by ±50%.
 func (a *Agent) rollPause() time.Duration {
-	p := a.cfg.RollPause
-	if p <= 0 {
-		p = time.Second
-	}
+	p := a.rollPauseBase()
 	return p/2 + time.Duration(rand.Int64N(int64(p)))
+}
+
+func (a *Agent) rollPauseBase() time.Duration {
+	if a.cfg.RollPause <= 0 {
+		return time.Second
+	}
+	return a.cfg.RollPause
 }
 
 // rollDone ends a slot's turn after rollPause, so the slots of an agent

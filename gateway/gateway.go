@@ -90,6 +90,13 @@ type Config struct {
 	// ShutdownGrace bounds how long in-flight exchanges may run after
 	// shutdown starts (0 → 30s).
 	ShutdownGrace time.Duration
+	// AgentMoveWait bounds how long shutdown waits, once it has told the
+	// agents, for them to move their sessions to another replica before it
+	// closes what is left (0 → 5s; never past ShutdownGrace). Each agent
+	// opens a replacement session before it lets the old one go; a lone
+	// gateway, which refuses new sessions while it shuts down, waits all of
+	// it.
+	AgentMoveWait time.Duration
 	// ReadHeaderTimeout bounds reading a request head (0 → 10s).
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle client keep-alive connections (0 → 120s).
@@ -125,6 +132,9 @@ type Config struct {
 }
 
 func (c *Config) shutdownGrace() time.Duration { return orDefault(c.ShutdownGrace, 30*time.Second) }
+func (c *Config) agentMoveWait() time.Duration {
+	return min(orDefault(c.AgentMoveWait, 5*time.Second), c.shutdownGrace())
+}
 func (c *Config) readHeaderTimeout() time.Duration {
 	return orDefault(c.ReadHeaderTimeout, 10*time.Second)
 }
@@ -403,8 +413,10 @@ func (g *Gateway) TunnelStats() grpctunnel.Stats { return g.tunnel.Stats() }
 func (g *Gateway) Handler() http.Handler { return g.public.Handler }
 
 // Serve serves both listeners until ctx is cancelled, then shuts down
-// gracefully: it stops accepting, lets exchanges in flight finish for up to
-// ShutdownGrace, tells agents it is going away, and closes what is left.
+// gracefully: it tells agents it is going away (and refuses their new
+// sessions), stops accepting users, lets exchanges in flight finish for up
+// to ShutdownGrace, gives the agents up to AgentMoveWait to move their
+// sessions, and closes what is left.
 func (g *Gateway) Serve(ctx context.Context) error {
 	defer g.closeOwnStore()
 	g.mu.Lock()
@@ -504,6 +516,13 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// shutdown stops the gateway. Agents hear of it first: each opens a
+// replacement session (behind a load balancer, on another replica, since
+// this one refuses new sessions from now on) before it lets its session
+// here go, and that session goes on carrying the users' exchanges in
+// flight meanwhile. Then the public listener stops and its exchanges
+// finish; the sessions the agents have not moved by the end of
+// AgentMoveWait are closed.
 func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	g.serving.Store(false)
 	close(g.stopped)
@@ -512,6 +531,10 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	if g.admin != nil {
 		g.admin.Close()
 	}
+	moved := time.Now().Add(g.cfg.agentMoveWait())
+	g.tunnel.DrainAll("gateway shutting down")
+	g.mux.DrainAll("gateway shutting down")
+	sessions := g.registry.all()
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := g.public.Shutdown(ctx); err != nil {
@@ -519,22 +542,27 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	}
 	// Upgraded connections (WebSockets) are not tracked by Shutdown.
 	g.public.Close()
-	g.tunnel.DrainAll("gateway shutting down")
-	g.mux.DrainAll("gateway shutting down")
-	stopped := make(chan struct{})
-	go func() {
-		g.grpc.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(time.Second):
-		// Agents hold their sessions open; end them.
+	left := waitEnded(sessions, moved)
+	if left > 0 {
+		// A lone gateway, or agents that found no other replica: they
+		// reconnect with backoff once these are closed.
+		g.log.Info("closing the agent sessions not moved elsewhere", zap.Int("sessions", left))
 		g.grpc.Stop()
-		<-stopped
+	} else {
+		// Let enrollment and renewal calls in flight end, briefly.
+		stopped := make(chan struct{})
+		go func() {
+			g.grpc.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(time.Second):
+			g.grpc.Stop()
+			<-stopped
+		}
 	}
-	// QUIC and yamux agents have had the drain message for as long; end
-	// what is left.
+	// End what is left of QUIC and yamux sessions.
 	stopMux()
 	g.mux.CloseAll()
 	g.log.Info("gateway stopped")

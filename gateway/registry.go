@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -347,15 +348,47 @@ func (r *Registry) Retire(s tunnel.Session) bool {
 // Connector returns the registered sessions of a connector that have not
 // ended.
 func (r *Registry) Connector(id string) []tunnel.Session {
+	return r.live(func(info tunnel.SessionInfo) bool { return info.ConnectorID == id })
+}
+
+// all returns every registered session that has not ended.
+func (r *Registry) all() []tunnel.Session {
+	return r.live(func(tunnel.SessionInfo) bool { return true })
+}
+
+// live returns the registered sessions that have not ended and keep
+// accepts.
+func (r *Registry) live(keep func(tunnel.SessionInfo) bool) []tunnel.Session {
 	var out []tunnel.Session
 	for _, entries := range r.load() {
 		for _, e := range entries {
-			if e.info.ConnectorID == id && !isClosed(e.s.Done()) {
+			if keep(e.info) && !isClosed(e.s.Done()) {
 				out = append(out, e.s)
 			}
 		}
 	}
 	return out
+}
+
+// waitEnded waits until every one of sessions has ended, or until
+// deadline, and returns how many are still up.
+func waitEnded(sessions []tunnel.Session, deadline time.Time) int {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for i, s := range sessions {
+		select {
+		case <-s.Done():
+		case <-t.C:
+			n := 0
+			for _, s := range sessions[i:] {
+				if !isClosed(s.Done()) {
+					n++
+				}
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 // CloseConnector closes every session of a connector and returns how many

@@ -276,15 +276,24 @@ func TestFailureBackendErrors(t *testing.T) {
 }
 
 // tcpRelay forwards TCP connections to target until Kill cuts every one of
-// them at once, as a dead network or a killed agent process would.
+// them at once, as a dead network or a killed agent process would. It also
+// stands for a load balancer: retarget sends the connections that come
+// later elsewhere.
 type tcpRelay struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu     sync.Mutex
+	target string     // guarded by mu
 	conns  []net.Conn // guarded by mu
 	killed bool       // guarded by mu
+}
+
+// retarget forwards the connections accepted from now on to target.
+func (r *tcpRelay) retarget(target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = target
 }
 
 func startTCPRelay(t testing.TB, target string) *tcpRelay {
@@ -308,7 +317,10 @@ func (r *tcpRelay) serve() {
 		if err != nil {
 			return
 		}
-		out, err := net.Dial("tcp", r.target)
+		r.mu.Lock()
+		target := r.target
+		r.mu.Unlock()
+		out, err := net.Dial("tcp", target)
 		if err != nil {
 			in.Close()
 			continue

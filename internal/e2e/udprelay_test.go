@@ -13,15 +13,29 @@ import (
 // exist then, as a dead network path would. Clients that start later (a
 // reconnect opens a new socket) are forwarded normally.
 type udpRelay struct {
-	ln     *net.UDPConn
-	target *net.UDPAddr
-	wg     sync.WaitGroup
+	ln *net.UDPConn
+	wg sync.WaitGroup
 	// tcp forwards TCP on the same port number to the gateway, for what
 	// the agent does over TCP (enrollment); cut does not touch it.
 	tcp *tcpRelay
 
-	mu    sync.Mutex
-	peers map[string]*udpPeer // by client address; guarded by mu
+	mu     sync.Mutex
+	target *net.UDPAddr        // guarded by mu
+	peers  map[string]*udpPeer // by client address; guarded by mu
+}
+
+// retarget forwards the clients that start from now on (a new session
+// opens a new socket) to target, UDP and TCP, as a load balancer that took
+// a replica out would.
+func (r *udpRelay) retarget(target string) {
+	taddr, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		panic(err) // the tests pass 127.0.0.1:port
+	}
+	r.mu.Lock()
+	r.target = taddr
+	r.mu.Unlock()
+	r.tcp.retarget(target)
 }
 
 type udpPeer struct {

@@ -115,6 +115,9 @@ func New(t testing.TB, o Options) *Rig {
 		Tokens:        []gateway.Token{{Token: Token, Group: Group}},
 		Routes:        routes,
 		ShutdownGrace: 5 * time.Second,
+		// Rig agents reach no other replica: a stopping gateway closes
+		// their sessions soon.
+		AgentMoveWait: 200 * time.Millisecond,
 		Log:           log.Named("gateway"),
 	}
 	if o.Gateway != nil {
@@ -177,6 +180,10 @@ func (r *Rig) StartGateway(store gateway.Store) {
 	}
 	r.start()
 }
+
+// TunnelTLS is the gateway's tunnel TLS config, for a second gateway
+// standing for another replica behind the same name.
+func (r *Rig) TunnelTLS() *tls.Config { return r.cfg.TunnelTLS }
 
 // AdminURL is the base URL of the admin API (when Options.Gateway set
 // AdminAddr).
