@@ -31,6 +31,10 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		Short: "Run the gateway: the public listener and the tunnel listener agents dial",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// First, before anything slow (reading the config, opening the
+			// store, creating certificates): a SIGHUP's default action
+			// terminates the process.
+			hup := catchHangup()
 			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
 				settings, err := gatewayConfig(cfg, log)
 				if err != nil {
@@ -49,7 +53,7 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err := gw.Listen(); err != nil {
 					return err
 				}
-				stopReload := reloadOnHangup(ctx, gw, path, cfg, log)
+				stopReload := reloadOnHangup(ctx, gw, path, cfg, log, hup)
 				defer stopReload() // after Serve: a SIGHUP while it drains must not kill the gateway
 				return gw.Serve(ctx)
 			})
@@ -151,16 +155,24 @@ func appRoutes(cfg *config.Gateway, policies map[int]*preauth.Policy) ([]gateway
 	return routes, nil
 }
 
-// reloadOnHangup reloads the apps of the config file at path on every
-// SIGHUP until ctx ends. The signal is caught from the call on until stop
-// is called, so a SIGHUP after start-up never stops the gateway, not even
-// while it drains after ctx ended (then the SIGHUP is ignored): call stop
-// once Serve has returned. Settings other than the apps are compared with
-// running, the config the gateway started with, and a warning names those
-// that need a restart.
-func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger) (stop func()) {
+// catchHangup catches SIGHUP from now on, for reloadOnHangup: the gateway
+// never dies of one. A SIGHUP before reloadOnHangup runs (during start-up)
+// waits in the channel and reloads the apps once the gateway is up: the
+// file may have changed after start-up read it.
+func catchHangup() chan os.Signal {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	return hup
+}
+
+// reloadOnHangup reloads the apps of the config file at path on every
+// SIGHUP on hup (see catchHangup) until ctx ends. While the gateway drains
+// after ctx ended, a SIGHUP is logged and ignored; stop, called once Serve
+// has returned, ignores SIGHUP for the rest of the process's life, so it
+// never stops the gateway. Settings other than the apps are compared with
+// running, the config the gateway started with, and a warning names those
+// that need a restart.
+func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger, hup chan os.Signal) (stop func()) {
 	quit, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -178,7 +190,7 @@ func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, runni
 		}
 	}()
 	return sync.OnceFunc(func() {
-		signal.Stop(hup)
+		signal.Ignore(syscall.SIGHUP)
 		close(quit)
 		<-finished
 	})

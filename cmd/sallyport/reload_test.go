@@ -27,7 +27,7 @@ func TestHangupWhileStopping(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	core, logs := observer.New(zap.InfoLevel)
 	// The path does not load: a reload would log "config reload failed".
-	stop := reloadOnHangup(ctx, nil, filepath.Join(t.TempDir(), "missing.yaml"), nil, zap.New(core))
+	stop := reloadOnHangup(ctx, nil, filepath.Join(t.TempDir(), "missing.yaml"), nil, zap.New(core), catchHangup())
 	defer stop()
 	cancel()
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
