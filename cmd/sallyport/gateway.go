@@ -21,7 +21,6 @@ import (
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
-	"github.com/sallyport/sallyport/internal/store"
 )
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -36,9 +35,9 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				st, err := store.Open(ctx, cfg.DataDirOrDefault())
+				st, err := openStore(ctx, cfg)
 				if err != nil {
-					return fmt.Errorf("data_dir: %w", err)
+					return err
 				}
 				defer st.Close()
 				settings.Store = st

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -94,23 +93,5 @@ func appPolicies(cfg *config.Gateway) (map[int]*preauth.Policy, error) {
 // clientSecret reads a provider's client secret from its file or variable;
 // neither set means a public client.
 func clientSecret(p *config.OIDCProvider) (string, error) {
-	switch {
-	case p.ClientSecretFile != "":
-		b, err := os.ReadFile(p.ClientSecretFile)
-		if err != nil {
-			return "", err
-		}
-		s := strings.TrimSpace(string(b))
-		if s == "" {
-			return "", fmt.Errorf("%s is empty", p.ClientSecretFile)
-		}
-		return s, nil
-	case p.ClientSecretEnv != "":
-		s, ok := os.LookupEnv(p.ClientSecretEnv)
-		if !ok || strings.TrimSpace(s) == "" {
-			return "", fmt.Errorf("the environment variable %s is not set", p.ClientSecretEnv)
-		}
-		return strings.TrimSpace(s), nil
-	}
-	return "", nil
+	return readSecret(p.ClientSecretFile, p.ClientSecretEnv)
 }

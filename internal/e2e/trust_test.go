@@ -49,7 +49,7 @@ type trustRig struct {
 	*testrig.Rig
 	t     *testing.T
 	dir   string // the gateway's data_dir
-	store *store.SQLite
+	store *store.DB
 	clock *clock.Fake
 	logs  *observer.ObservedLogs
 }
@@ -97,7 +97,7 @@ func buildTrustRig(t *testing.T, timers bool, edit func(*gateway.Config)) *trust
 	return tr
 }
 
-func (tr *trustRig) openStore() *store.SQLite {
+func (tr *trustRig) openStore() *store.DB {
 	tr.t.Helper()
 	s, err := store.Open(context.Background(), tr.dir)
 	if err != nil {
