@@ -9,11 +9,14 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 )
 
@@ -77,4 +80,20 @@ func WithParam(dsn, key, value string) string {
 		return dsn + sep + key + "=" + value
 	}
 	return dsn + " " + key + "=" + value
+}
+
+// Via returns dsn with its server's address replaced by addr
+// (127.0.0.1:PORT), and the address it replaced: for a relay between a
+// test's client and the server.
+func Via(t testing.TB, dsn, addr string) (viaDSN, server string) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("%s: %v", EnvDSN, err)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return WithParam(WithParam(dsn, "host", host), "port", port), net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 }
