@@ -40,7 +40,7 @@ import (
 
 // Path names: the backend without a relay, the relay started here, and a
 // relay under test given by Config.Target. The reference paths add
-// PathTCPForward and PathStdlibProxy.
+// PathTCPForward, PathTLSForward and PathStdlibProxy.
 const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
@@ -118,7 +118,8 @@ type Config struct {
 	Transport string
 	// References adds reference paths, measured in the same rounds as
 	// direct and relay: "tcp" (path tcp-forward, two chained byte
-	// forwarders) and "stdlib" (path stdlib-proxy, one
+	// forwarders), "tls" (path tls-forward, the same with TLS between
+	// them) and "stdlib" (path stdlib-proxy, one
 	// httputil.ReverseProxy); see reference.go. Empty → none. Not with a
 	// Target.
 	References []string

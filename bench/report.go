@@ -193,6 +193,7 @@ var pathProcesses = map[string][]string{
 	PathRelay:       {RoleGateway, RoleAgent, RoleBackend, procHarness},
 	PathTarget:      {procHarness},
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB, RoleBackend, procHarness},
+	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB, RoleBackend, procHarness},
 	PathStdlibProxy: {RoleStdlibProxy, RoleBackend, procHarness},
 }
 
@@ -202,6 +203,7 @@ var pathProcesses = map[string][]string{
 var pathHops = map[string][2]string{
 	PathRelay:       {RoleGateway, RoleAgent},
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB},
+	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB},
 	PathStdlibProxy: {RoleStdlibProxy, ""},
 }
 

@@ -85,8 +85,8 @@ func runRole(ctx context.Context, role string, spec roleSpec, log *zap.Logger, r
 		return runGateway(ctx, spec, log, ready)
 	case RoleAgent:
 		return runAgent(ctx, spec, log, ready)
-	case RoleForwarderA, RoleForwarderB:
-		return runForwarder(ctx, spec, ready)
+	case RoleForwarderA, RoleForwarderB, RoleTLSForwarderA, RoleTLSForwarderB:
+		return runForwarder(ctx, role, spec, ready)
 	case RoleStdlibProxy:
 		return runStdlibProxy(ctx, spec, log, ready)
 	}
@@ -163,13 +163,9 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 	if err := agentTransport(spec.Transport); err != nil {
 		return err
 	}
-	pem, err := os.ReadFile(spec.CAFile)
+	roots, err := loadRoots(spec.CAFile)
 	if err != nil {
 		return fmt.Errorf("bench agent: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("bench agent: no certificate in %s", spec.CAFile)
 	}
 	a, err := agent.New(agent.Config{
 		Gateway:     spec.Gateway,
@@ -205,4 +201,17 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 	tick.Stop()
 	ready(roleReady{})
 	return <-done
+}
+
+// loadRoots reads the certificates of the PEM file name into a pool.
+func loadRoots(name string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", name)
+	}
+	return roots, nil
 }
