@@ -31,15 +31,19 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
-				settings, err := gatewayConfig(cfg, log)
-				if err != nil {
-					return err
-				}
 				st, err := openStore(ctx, cfg)
 				if err != nil {
 					return err
 				}
 				defer st.Close()
+				var shared secretStore // replicas on PostgreSQL share the cookie key there
+				if cfg.Store.PostgresKey() != "" {
+					shared = st
+				}
+				settings, err := gatewayConfigShared(cfg, log, shared)
+				if err != nil {
+					return err
+				}
 				settings.Store = st
 				gw, err := gateway.New(settings)
 				if err != nil {
@@ -83,6 +87,12 @@ func adminToken(file string) (string, error) {
 // it loads certificates (or creates the self-signed tunnel certificate) and
 // refuses settings this build does not implement yet.
 func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error) {
+	return gatewayConfigShared(cfg, log, nil)
+}
+
+// gatewayConfigShared is gatewayConfig whose session cookie key comes from
+// shared when it is not nil (see sessionKey).
+func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStore) (gateway.Config, error) {
 	out := gateway.Config{
 		PublicAddr:           cfg.Public.AddrOrDefault(),
 		TunnelAddr:           cfg.Tunnel.AddrOrDefault(),
@@ -116,7 +126,7 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 	for _, t := range cfg.Tunnel.Tokens {
 		out.Tokens = append(out.Tokens, gateway.Token{Token: t.Token, Group: t.Group})
 	}
-	svc, policies, err := preauthService(cfg, log)
+	svc, policies, err := preauthService(cfg, log, shared)
 	if err != nil {
 		return out, err
 	}

@@ -3,12 +3,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/pgtest"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -89,5 +91,44 @@ func TestCARotateOnPostgres(t *testing.T) {
 	out, err = runCLI(t, "gateway", "ca", "rotate", "--retire-previous", "--config", path)
 	if err != nil || !strings.Contains(out, "removed 1 previous") {
 		t.Fatalf("ca rotate --retire-previous = %q, %v", out, err)
+	}
+}
+
+// TestSessionKeySharedOnPostgres: with the store in PostgreSQL, replicas
+// take the session cookie key from it, so a cookie of one is good at the
+// others: the first puts the key of its session.key file there (users
+// stay signed in when a gateway moves to PostgreSQL), the next, with no
+// file of its own, gets the same key and writes no file.
+func TestSessionKeySharedOnPostgres(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	open := func() *store.DB {
+		st, err := store.OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	first := filepath.Join(t.TempDir(), sessionKeyFile)
+	had, err := preauth.LoadOrCreateKey(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, err := sessionKey(first, open())
+	if err != nil || !bytes.Equal(k1, had) {
+		t.Fatalf("the first replica's key = %x, %v; want its file's %x", k1, err, had)
+	}
+	second := filepath.Join(t.TempDir(), sessionKeyFile)
+	k2, err := sessionKey(second, open())
+	if err != nil || !bytes.Equal(k2, had) {
+		t.Fatalf("the second replica's key = %x, %v; want the first's", k2, err)
+	}
+	if _, err := os.Stat(second); err == nil {
+		t.Fatal("the second replica wrote a session.key file")
+	}
+	// Without a shared store, the file as before.
+	own, err := sessionKey(second, nil)
+	if err != nil || bytes.Equal(own, had) {
+		t.Fatalf("key from a new file = %x, %v; want a new one", own, err)
 	}
 }

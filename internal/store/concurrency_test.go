@@ -115,6 +115,35 @@ func TestConcurrentRotationsKeepOneActive(t *testing.T) {
 	})
 }
 
+// TestSecretFirstWins: a secret is made once; gateways asking at the same
+// moment on one database all get the first one stored.
+func TestSecretFirstWins(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testDB) {
+		ctx := context.Background()
+		a, b := d.open(t), d.open(t)
+		const n = 8
+		got := make([]string, n)
+		alternate(n, a, b, func(i int, s *DB) {
+			v, err := s.Secret(ctx, "k", func() (string, error) { return fmt.Sprint("v", i), nil })
+			if err != nil {
+				t.Errorf("Secret %d: %v", i, err)
+			}
+			got[i] = v
+		})
+		for _, v := range got {
+			if v != got[0] || v == "" {
+				t.Fatalf("Secret gave %q; want one value for all", got)
+			}
+		}
+		if v, err := b.Secret(ctx, "k", func() (string, error) { return "", errors.New("not asked again") }); err != nil || v != got[0] {
+			t.Fatalf("Secret later = %q, %v; want %q without creating", v, err, got[0])
+		}
+		if _, err := a.Secret(ctx, "other", func() (string, error) { return "", errors.New("no entropy") }); err == nil || err.Error() != "no entropy" {
+			t.Fatalf("Secret with a failing create = %v", err)
+		}
+	})
+}
+
 // TestPostgresMigrationWaitsForAnother: a replica that starts while
 // another migrates waits for it (the advisory lock) instead of migrating
 // beside it, then finds the schema current.

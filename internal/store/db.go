@@ -423,3 +423,31 @@ func (s *DB) SignOuts(ctx context.Context, now time.Time) (map[string]time.Time,
 	}
 	return out, rows.Err()
 }
+
+// Secret returns the secret stored under name. When there is none yet it
+// stores the one create makes; of gateways doing this at once on one
+// database, the first one's is kept and returned to all.
+func (s *DB) Secret(ctx context.Context, name string, create func() (string, error)) (string, error) {
+	read := func() (string, error) {
+		var v string
+		err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = $1`, name).Scan(&v)
+		return v, err
+	}
+	v, err := read()
+	if !errors.Is(err, sql.ErrNoRows) {
+		if err != nil {
+			return "", fmt.Errorf("read secret %s: %w", name, err)
+		}
+		return v, nil
+	}
+	if v, err = create(); err != nil {
+		return "", err
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, v); err != nil {
+		return "", fmt.Errorf("store secret %s: %w", name, err)
+	}
+	if v, err = read(); err != nil {
+		return "", fmt.Errorf("read secret %s: %w", name, err)
+	}
+	return v, nil
+}

@@ -59,6 +59,12 @@ var migrations = []string{
 		id      TEXT PRIMARY KEY,
 		expires BIGINT NOT NULL
 	);`,
+	// 5: secrets that every gateway on the store must share (the session
+	// cookie key, when the store is shared by replicas), by name.
+	`CREATE TABLE secrets (
+		name  TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.
