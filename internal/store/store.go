@@ -1,9 +1,9 @@
 // Package store keeps the gateway's state that must survive restarts: the
 // connector CA, enrolled connectors (and their revocation) and enrollment
-// tokens (hashed), and users' sign-outs. DB is the one implementation, on
-// two databases: an embedded SQLite file (pure Go) in data_dir by default
-// (Open), or PostgreSQL when several gateway replicas share their state
-// (OpenPostgres).
+// tokens (hashed), users' sign-outs and secrets that replicas share. DB
+// is the one implementation, on two databases: an embedded SQLite file
+// (pure Go) in data_dir by default (Open), or PostgreSQL when several
+// gateway replicas share their state (OpenPostgres).
 //
 // The SQL is portable and the same for both (TEXT, INTEGER and BIGINT
 // columns, ids made by the caller, times as Unix nanoseconds, `$n`
