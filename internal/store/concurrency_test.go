@@ -152,6 +152,9 @@ func TestPostgresMigrationWaitsForAnother(t *testing.T) {
 	d := testDB{dsn: dsn}
 	ctx := context.Background()
 	raw := d.raw(t)
+	// The opener names itself, so that only its wait counts (other
+	// packages' tests may wait for locks on the same server).
+	opener := testDB{dsn: pgtest.WithParam(dsn, "application_name", "sallyport_migrate_test")}
 	// Hold the lock as a migrating replica does.
 	holder, err := raw.BeginTx(ctx, nil)
 	if err != nil {
@@ -163,7 +166,7 @@ func TestPostgresMigrationWaitsForAnother(t *testing.T) {
 	}
 	opened := make(chan error, 1)
 	go func() {
-		s, err := d.tryOpen(ctx)
+		s, err := opener.tryOpen(ctx)
 		if err == nil {
 			s.Close()
 		}
@@ -173,7 +176,8 @@ func TestPostgresMigrationWaitsForAnother(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var waiting int
-		if err := raw.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting); err != nil {
+		if err := raw.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = 'sallyport_migrate_test'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting > 0 {
