@@ -36,6 +36,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.Mode != ModeTarget {
 		load += "; " + s.Transport + " tunnel"
 	}
+	if s.RelayGOMAXPROCS > 0 {
+		load += fmt.Sprintf("; GOMAXPROCS %d in the relay and reference processes", s.RelayGOMAXPROCS)
+	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
 		s.Rounds, trimFloat(s.DurationS/float64(max(s.Rounds, 1)), 3)+" s", s.Concurrency, s.TransferConcurrency, load)

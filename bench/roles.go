@@ -65,6 +65,9 @@ type roleSpec struct {
 	// Conns is how many idle connections to the backend the stdlib proxy
 	// keeps: one per worker of the load.
 	Conns int `json:"conns,omitempty"`
+	// Procs, when above 0, is the child process's GOMAXPROCS
+	// (Config.RelayProcs).
+	Procs int `json:"procs,omitempty"`
 }
 
 // roleReady is what a role reports once it serves. A child process writes
@@ -74,6 +77,7 @@ type roleReady struct {
 	Tunnel string `json:"tunnel,omitempty"`  // the gateway's tunnel listener
 	CAFile string `json:"ca_file,omitempty"` // the gateway's tunnel certificate
 	Error  string `json:"error,omitempty"`   // the role could not start
+	Procs  int    `json:"procs,omitempty"`   // a child's GOMAXPROCS
 }
 
 // runRole runs role until ctx ends; ready is called once it serves.

@@ -172,6 +172,9 @@ func (st *stack) overLink(cfg *Config, target string) (string, error) {
 
 // start runs one role, as a child process when cfg.Spawn is set.
 func (st *stack) start(ctx context.Context, cfg *Config, role string, spec roleSpec) (roleReady, error) {
+	if role != RoleBackend {
+		spec.Procs = cfg.RelayProcs
+	}
 	if cfg.Spawn != nil {
 		c, ready, err := startChild(ctx, cfg.Spawn, role, spec)
 		if err != nil {

@@ -50,6 +50,7 @@ type benchFlags struct {
 	quick               bool
 	transport           string
 	references          []string
+	relayProcs          int
 	serveBackend        string
 	role                string // hidden: run one role as a child of the harness
 }
@@ -109,6 +110,7 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringSliceVar(&f.references, "reference", nil, "also measure reference paths in the same rounds, comma-separated: "+
 		"tcp (two chained byte-forwarding processes, path tcp-forward), tls (the same with TLS between them, path tls-forward), "+
 		"stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
+	fl.IntVar(&f.relayProcs, "relay-procs", 0, "GOMAXPROCS of gateway, agent and the reference paths' processes (not the backend or the load); 0: Go's default, one per CPU")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
@@ -242,6 +244,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		LinkRate:            linkRate,
 		Transport:           f.transport,
 		References:          f.references,
+		RelayProcs:          f.relayProcs,
 	}
 	if f.memprofile != "" {
 		cfg.HeldProfile = f.memprofile + ".held"
