@@ -40,7 +40,7 @@ import (
 
 // Path names: the backend without a relay, the relay started here, and a
 // relay under test given by Config.Target. The reference paths add
-// PathTCPForward and PathStdlibProxy.
+// PathTCPForward, PathTLSForward and PathStdlibProxy.
 const (
 	PathDirect = "direct"
 	PathRelay  = "relay"
@@ -118,10 +118,16 @@ type Config struct {
 	Transport string
 	// References adds reference paths, measured in the same rounds as
 	// direct and relay: "tcp" (path tcp-forward, two chained byte
-	// forwarders) and "stdlib" (path stdlib-proxy, one
+	// forwarders), "tls" (path tls-forward, the same with TLS between
+	// them) and "stdlib" (path stdlib-proxy, one
 	// httputil.ReverseProxy); see reference.go. Empty → none. Not with a
 	// Target.
 	References []string
+	// RelayProcs, when above 0, is the GOMAXPROCS of the processes that
+	// stand between the client and the backend: gateway, agent and the
+	// reference paths' forwarders and proxy (not the backend, not the
+	// load). 0 → Go's default, one per CPU. Process mode only.
+	RelayProcs int
 	// Spawn returns the command that runs one role ("backend", "gateway"
 	// or "agent") of the relay as its own process: a binary that calls
 	// RunRole with that role, stdin and stdout. The harness sets Stdin and
@@ -220,6 +226,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if len(refs) > 0 && cfg.mode() == ModeTarget {
 		return nil, errors.New("bench: reference paths stand beside the relay the harness starts; with a target nothing is started")
+	}
+	if cfg.RelayProcs < 0 {
+		return nil, errors.New("bench: GOMAXPROCS of the relay processes must not be negative")
+	}
+	if cfg.RelayProcs > 0 && cfg.mode() != ModeProcesses {
+		return nil, fmt.Errorf("bench: GOMAXPROCS of the relay processes needs processes mode, not %s: each process sets its own", cfg.mode())
 	}
 	if cfg.LinkRTT < 0 || cfg.LinkRate < 0 {
 		return nil, errors.New("bench: the link's round trip time and rate must not be negative")

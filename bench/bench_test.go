@@ -138,6 +138,7 @@ func TestConfigErrors(t *testing.T) {
 		"link over quic":   {Scenarios: []string{"small"}, Transport: TransportQUIC, LinkRTT: time.Millisecond},
 		"reference":        {References: []string{"nginx"}},
 		"target reference": {Target: "http://127.0.0.1:1", References: []string{ReferenceTCP}},
+		"relay procs":      {RelayProcs: -1},
 	} {
 		_, err := Run(t.Context(), cfg)
 		if err == nil {
@@ -390,5 +391,17 @@ func TestRunRoleStartFailure(t *testing.T) {
 	var ready roleReady
 	if jerr := json.Unmarshal(out.Bytes(), &ready); err == nil || jerr != nil || !strings.Contains(ready.Error, "ca.pem") {
 		t.Fatalf("err %v; out %q", err, out.String())
+	}
+}
+
+// TestRelayProcsNeedsProcesses: GOMAXPROCS of the relay processes is set by
+// each child for itself, so in process (or with a target) it is refused
+// with the reason, before anything starts.
+func TestRelayProcsNeedsProcesses(t *testing.T) {
+	for _, cfg := range []Config{{RelayProcs: 1}, {RelayProcs: 1, Target: "http://127.0.0.1:1"}} {
+		_, err := Run(t.Context(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "GOMAXPROCS of the relay processes needs processes mode, not "+cfg.mode()) {
+			t.Errorf("%s mode: %v", cfg.mode(), err)
+		}
 	}
 }

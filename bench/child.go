@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -72,6 +73,9 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 		write(roleReady{Error: err.Error()})
 		return fmt.Errorf("bench role: spec: %w", err)
 	}
+	if spec.Procs > 0 {
+		runtime.GOMAXPROCS(spec.Procs)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -79,6 +83,7 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 	done := make(chan error, 1)
 	go func() {
 		done <- runRole(ctx, role, spec, log, func(r roleReady) {
+			r.Procs = runtime.GOMAXPROCS(0)
 			write(r)
 			close(readyc)
 		})
@@ -185,6 +190,9 @@ func startChild(ctx context.Context, spawn func(string) *exec.Cmd, role string, 
 	}
 	if err == nil && ready.Error != "" {
 		err = errors.New(ready.Error)
+	}
+	if err == nil && spec.Procs > 0 && ready.Procs != spec.Procs {
+		err = fmt.Errorf("runs with GOMAXPROCS %d, not the %d asked for", ready.Procs, spec.Procs)
 	}
 	if err != nil {
 		c.stop()

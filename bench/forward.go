@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -14,13 +15,17 @@ const forwardDialTimeout = 5 * time.Second
 // forwarder accepts on a loopback port and passes every connection on to
 // target over a connection of its own, running copy once per direction.
 // The link emulation is one (each direction shaped); the tcp-forward
-// reference path chains two that copy plainly.
+// reference path chains two that copy plainly, and the tls-forward path two
+// with TLS between them (wrapIn on B, wrapOut on A).
 type forwarder struct {
 	ln     net.Listener
 	target string
 	// copy moves one direction, src to dst, until src ends, and passes the
 	// end on as a half-close of dst; after a failure it closes both.
 	copy func(dst, src net.Conn) error
+	// wrapIn and wrapOut, when set, wrap the accepted and the dialled
+	// connection (TLS server and client).
+	wrapIn, wrapOut func(net.Conn) net.Conn
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -29,11 +34,16 @@ type forwarder struct {
 
 // startForwarder starts a forwarder to target on 127.0.0.1.
 func startForwarder(target string, copy func(dst, src net.Conn) error) (*forwarder, error) {
+	return (&forwarder{target: target, copy: copy}).start()
+}
+
+// start listens on 127.0.0.1 and serves until close.
+func (f *forwarder) start() (*forwarder, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f := &forwarder{ln: ln, target: target, copy: copy, conns: make(map[net.Conn]struct{})}
+	f.ln, f.conns = ln, make(map[net.Conn]struct{})
 	f.wg.Go(f.serve)
 	return f, nil
 }
@@ -85,6 +95,12 @@ func (f *forwarder) handle(in net.Conn) {
 		return
 	}
 	defer f.untrack(out)
+	if f.wrapIn != nil {
+		in = f.wrapIn(in)
+	}
+	if f.wrapOut != nil {
+		out = f.wrapOut(out)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = f.copy(out, in) })
 	wg.Go(func() { _ = f.copy(in, out) })
@@ -115,8 +131,13 @@ func plainCopy(dst, src net.Conn) error {
 	return closeWrite(dst)
 }
 
-// closeWrite half-closes c where it can, and closes it where it cannot.
+// closeWrite half-closes c where it can, and closes it where it cannot. A
+// TLS connection (tlsbatch's wraps one) sends close_notify and can still
+// read.
 func closeWrite(c net.Conn) error {
+	if t, ok := c.(interface{ TLS() *tls.Conn }); ok && t.TLS() != nil {
+		return t.TLS().CloseWrite()
+	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

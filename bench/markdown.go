@@ -36,6 +36,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.Mode != ModeTarget {
 		load += "; " + s.Transport + " tunnel"
 	}
+	if s.RelayGOMAXPROCS > 0 {
+		load += fmt.Sprintf("; GOMAXPROCS %d in the relay and reference processes", s.RelayGOMAXPROCS)
+	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
 		s.Rounds, trimFloat(s.DurationS/float64(max(s.Rounds, 1)), 3)+" s", s.Concurrency, s.TransferConcurrency, load)
@@ -60,12 +63,23 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	return err
 }
 
+// referenceNotes says what each reference path is, under the table.
+var referenceNotes = map[string]string{
+	ReferenceTCP: "tcp-forward = two chained byte forwarders, A where the gateway is and B where " +
+		"the agent is (their CPU and RSS in those columns), no HTTP parsing, no multiplexing, no TLS",
+	ReferenceTLS: "tls-forward = the same two forwarders with TLS 1.3 between them, as between gateway and agent " +
+		"(the floor of any relay that encrypts its tunnel)",
+	ReferenceStdlib: "stdlib-proxy = one httputil.ReverseProxy (gateway columns)",
+}
+
 // writeNotes adds the figures the table has no column for.
 func (r *Report) writeNotes(b *strings.Builder) {
 	if len(r.Settings.References) > 0 {
-		b.WriteString("\nreference paths: tcp-forward = two chained byte forwarders, A where the gateway is and B where " +
-			"the agent is (their CPU and RSS in those columns), no HTTP parsing, no multiplexing, no TLS; " +
-			"stdlib-proxy = one httputil.ReverseProxy (gateway columns)\n")
+		notes := make([]string, 0, len(r.Settings.References))
+		for _, ref := range r.Settings.References {
+			notes = append(notes, referenceNotes[ref])
+		}
+		b.WriteString("\nreference paths: " + strings.Join(notes, "; ") + "\n")
 	}
 	if r.Idle != nil && len(r.Idle.RSSMiB) > 0 {
 		fmt.Fprintf(b, "\nidle before load (RSS): %s; the agent with %d sessions\n", processFigures(r.Idle.RSSMiB, " MiB"), r.Idle.Sessions)
@@ -90,7 +104,7 @@ func (r *Report) writeNotes(b *strings.Builder) {
 }
 
 // processOrder is the order processes are named in notes.
-var processOrder = []string{RoleGateway, RoleAgent, RoleBackend, RoleForwarderA, RoleForwarderB, RoleStdlibProxy, procHarness}
+var processOrder = []string{RoleGateway, RoleAgent, RoleBackend, RoleForwarderA, RoleForwarderB, RoleTLSForwarderA, RoleTLSForwarderB, RoleStdlibProxy, procHarness}
 
 // processFigures lists figures by process, e.g. "gateway 12.3 MiB, agent 9.1 MiB".
 func processFigures(by map[string]float64, unit string) string {

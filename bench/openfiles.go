@@ -16,9 +16,10 @@ const filesMargin = 512
 // filesPerHeld is how many open files one held long poll takes in one
 // process: a connection at each hop (harness → gateway → agent → backend),
 // so one per process in process mode and four when everything shares this
-// process. On the reference paths the stdlib proxy holds both sides of its
-// hop (two), and a forwarder both sides and a splice pipe (two files) for
-// each direction that io.Copy keeps while it waits (six); the link
+// process. On the reference paths the stdlib proxy and a TLS forwarder hold
+// both sides of their hop (two), and a plain forwarder both sides and a
+// splice pipe (two files) for each direction that io.Copy keeps while it
+// waits (six); the link
 // emulation in the harness holds both sides of the hop it shapes, which on
 // a reference path is one per exchange (the relay's tunnel is shared).
 // Paths run one after another: the one that needs most counts.
@@ -32,6 +33,8 @@ func (c *Config) filesPerHeld() int {
 	switch {
 	case c.mode() == ModeInProcess && tcp:
 		return 1 + 2*forwarderFilesPerConn + 1 + link // harness, A, B, backend
+	case c.mode() == ModeInProcess && slices.Contains(refs, ReferenceTLS):
+		return 1 + 2*2 + 1 + link // harness, A and B (both sides, no pipes), backend
 	case c.mode() == ModeInProcess:
 		return 4 + link
 	case tcp:

@@ -11,11 +11,18 @@ package bench
 //	              multiplexing, no TLS: the cost of the relay's two extra
 //	              process hops alone. A stands where the gateway is, B where
 //	              the agent is (their figures fill those columns).
+//	tls-forward   harness → forwarder A → TLS → forwarder B → backend
+//	              tcp-forward with TLS 1.3 between A and B, as between
+//	              gateway and agent (the same record batching, one write(2)
+//	              per Write): the cost of the hops plus encryption, still
+//	              nothing parsed and no multiplexing. Bytes now pass through
+//	              each process (no splice), as they must for any relay that
+//	              encrypts its tunnel. The floor for the relay's bulk paths.
 //	stdlib-proxy  harness → net/http/httputil.ReverseProxy → backend
 //	              One standard-library reverse-proxy hop, its connections to
 //	              the backend pooled (the gateway column).
 //
-// Both carry every scenario: the forwarders carry any bytes, and the
+// All carry every scenario: the forwarders carry any bytes, and the
 // ReverseProxy streams server-sent events and upgrades WebSockets. With
 // link emulation, the hop that crosses the network on the relay path goes
 // through a link of the same shape: forwarder A to B, and the proxy to the
@@ -23,35 +30,44 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/internal/selfsigned"
+	"github.com/sallyport/sallyport/tunnel/tlsbatch"
 )
 
 // Reference names (Config.References) and the paths they add.
 const (
 	ReferenceTCP    = "tcp"
+	ReferenceTLS    = "tls"
 	ReferenceStdlib = "stdlib"
 
 	PathTCPForward  = "tcp-forward"
+	PathTLSForward  = "tls-forward"
 	PathStdlibProxy = "stdlib-proxy"
 )
 
 // References lists the reference paths there are, in the order they run.
-var References = []string{ReferenceTCP, ReferenceStdlib}
+var References = []string{ReferenceTCP, ReferenceTLS, ReferenceStdlib}
 
 // Roles of the reference paths' processes.
 const (
-	RoleForwarderA  = "forwarder-a"  // tcp-forward: where the gateway is
-	RoleForwarderB  = "forwarder-b"  // tcp-forward: where the agent is
-	RoleStdlibProxy = "stdlib-proxy" // stdlib-proxy
+	RoleForwarderA    = "forwarder-a"     // tcp-forward: where the gateway is
+	RoleForwarderB    = "forwarder-b"     // tcp-forward: where the agent is
+	RoleTLSForwarderA = "tls-forwarder-a" // tls-forward: where the gateway is (TLS client)
+	RoleTLSForwarderB = "tls-forwarder-b" // tls-forward: where the agent is (TLS server)
+	RoleStdlibProxy   = "stdlib-proxy"    // stdlib-proxy
 )
 
 // proxyDialTimeout bounds the stdlib proxy's dial of the backend.
@@ -100,6 +116,25 @@ func (st *stack) startReferences(ctx context.Context, cfg *Config, backend strin
 				return err
 			}
 			st.paths = append(st.paths, path{name: PathTCPForward, base: "http://" + a.Addr})
+		case ReferenceTLS:
+			dir, err := os.MkdirTemp("", "sallyport-bench-tls-")
+			if err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			st.closers = append(st.closers, func() { os.RemoveAll(dir) })
+			b, err := st.start(ctx, cfg, RoleTLSForwarderB, roleSpec{Forward: backend, Dir: dir})
+			if err != nil {
+				return err
+			}
+			next, err := st.overLink(cfg, b.Addr)
+			if err != nil {
+				return err
+			}
+			a, err := st.start(ctx, cfg, RoleTLSForwarderA, roleSpec{Forward: next, CAFile: b.CAFile})
+			if err != nil {
+				return err
+			}
+			st.paths = append(st.paths, path{name: PathTLSForward, base: "http://" + a.Addr})
 		case ReferenceStdlib:
 			next, err := st.overLink(cfg, backend)
 			if err != nil {
@@ -117,14 +152,34 @@ func (st *stack) startReferences(ctx context.Context, cfg *Config, backend strin
 	return nil
 }
 
-// runForwarder is forwarder A or B of the tcp-forward path: it passes every
-// connection on to spec.Forward until ctx ends.
-func runForwarder(ctx context.Context, spec roleSpec, ready func(roleReady)) error {
-	f, err := startForwarder(spec.Forward, plainCopy)
-	if err != nil {
+// runForwarder is forwarder A or B of the tcp-forward or tls-forward path
+// (role): it passes every connection on to spec.Forward until ctx ends. The
+// TLS server (B) makes its certificate in spec.Dir and reports it; the TLS
+// client (A) trusts spec.CAFile.
+func runForwarder(ctx context.Context, role string, spec roleSpec, ready func(roleReady)) error {
+	f := &forwarder{target: spec.Forward, copy: plainCopy}
+	var caFile string
+	switch role {
+	case RoleTLSForwarderB:
+		cert, file, _, err := selfsigned.LoadOrCreate(spec.Dir, nil)
+		if err != nil {
+			return fmt.Errorf("bench tls forwarder: %w", err)
+		}
+		cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+		f.wrapIn = func(c net.Conn) net.Conn { return tlsbatch.Server(c, cfg) }
+		caFile = file
+	case RoleTLSForwarderA:
+		roots, err := loadRoots(spec.CAFile)
+		if err != nil {
+			return fmt.Errorf("bench tls forwarder: %w", err)
+		}
+		cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+		f.wrapOut = func(c net.Conn) net.Conn { return tlsbatch.Client(c, cfg) }
+	}
+	if _, err := f.start(); err != nil {
 		return fmt.Errorf("bench forwarder: %w", err)
 	}
-	ready(roleReady{Addr: f.addr()})
+	ready(roleReady{Addr: f.addr(), CAFile: caFile})
 	<-ctx.Done()
 	f.close()
 	return nil

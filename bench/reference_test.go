@@ -23,6 +23,7 @@ func TestReferenceNames(t *testing.T) {
 		{nil, []string{}},
 		{[]string{"stdlib"}, []string{ReferenceStdlib}},
 		{[]string{"stdlib", " tcp", "stdlib"}, []string{ReferenceTCP, ReferenceStdlib}},
+		{[]string{"stdlib", "tls", "tcp"}, []string{ReferenceTCP, ReferenceTLS, ReferenceStdlib}},
 	} {
 		got, err := (&Config{References: c.in}).references()
 		if err != nil || !slices.Equal(got, c.want) {
@@ -30,7 +31,7 @@ func TestReferenceNames(t *testing.T) {
 		}
 	}
 	_, err := Run(t.Context(), Config{References: []string{"tcp", "nginx"}})
-	if want := `bench: unknown reference "nginx" (have tcp, stdlib)`; err == nil || err.Error() != want {
+	if want := `bench: unknown reference "nginx" (have tcp, tls, stdlib)`; err == nil || err.Error() != want {
 		t.Errorf("unknown reference: %v, want %q", err, want)
 	}
 	_, err = Run(t.Context(), Config{References: []string{"stdlib"}, Target: "http://127.0.0.1:1"})
@@ -39,8 +40,8 @@ func TestReferenceNames(t *testing.T) {
 	}
 }
 
-// TestRunReferencesInProcess drives every scenario through both reference
-// paths, in this process and with the network hop behind an emulated
+// TestRunReferencesInProcess drives every scenario through the three
+// reference paths, in this process and with the network hop behind an emulated
 // link: each path forwards (exchanges, no errors), the rows come in path
 // order, and the JSON names them.
 func TestRunReferencesInProcess(t *testing.T) {
@@ -55,10 +56,10 @@ func TestRunReferencesInProcess(t *testing.T) {
 		Longpoll:            20,
 		Burst:               4,
 		LinkRTT:             time.Millisecond,
-		References:          []string{"stdlib", "tcp"},
+		References:          []string{"stdlib", "tcp", "tls"},
 		Log:                 zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
-	paths := []string{PathDirect, PathRelay, PathTCPForward, PathStdlibProxy}
+	paths := []string{PathDirect, PathRelay, PathTCPForward, PathTLSForward, PathStdlibProxy}
 	if len(rep.Results) != 6*len(paths) {
 		t.Fatalf("%d results, want %d", len(rep.Results), 6*len(paths))
 	}
@@ -78,10 +79,11 @@ func TestRunReferencesInProcess(t *testing.T) {
 			t.Errorf("%s/%s: ratio %v", r.Scenario, r.Path, r.RatioToDirect)
 		}
 	}
-	if got := rep.Settings.References; !slices.Equal(got, []string{ReferenceTCP, ReferenceStdlib}) {
+	if got := rep.Settings.References; !slices.Equal(got, []string{ReferenceTCP, ReferenceTLS, ReferenceStdlib}) {
 		t.Errorf("settings references %q", got)
 	}
-	if !strings.Contains(md, "| small | tcp-forward | ") || !strings.Contains(md, "\nreference paths: tcp-forward = ") {
+	if !strings.Contains(md, "| small | tcp-forward | ") || !strings.Contains(md, "| small | tls-forward | ") ||
+		!strings.Contains(md, "\nreference paths: tcp-forward = ") || !strings.Contains(md, "; tls-forward = ") {
 		t.Errorf("no reference row or note in\n%s", md)
 	}
 
@@ -102,21 +104,24 @@ func TestRunReferencesInProcess(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got.Settings.References, []string{"tcp", "stdlib"}) {
+	if !slices.Equal(got.Settings.References, []string{"tcp", "tls", "stdlib"}) {
 		t.Errorf("JSON settings.references %q", got.Settings.References)
 	}
 	if r := got.Results[2]; r.Scenario != "small" || r.Path != "tcp-forward" || r.Ratio == nil {
 		t.Errorf("JSON result 2: %+v", r)
 	}
-	if r := got.Results[3]; r.Scenario != "small" || r.Path != "stdlib-proxy" || r.Ratio == nil {
+	if r := got.Results[3]; r.Scenario != "small" || r.Path != "tls-forward" || r.Ratio == nil {
 		t.Errorf("JSON result 3: %+v", r)
+	}
+	if r := got.Results[4]; r.Scenario != "small" || r.Path != "stdlib-proxy" || r.Ratio == nil {
+		t.Errorf("JSON result 4: %+v", r)
 	}
 
 	var svg bytes.Buffer
 	if err := rep.WriteSVG(&svg); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{PathTCPForward, PathStdlibProxy} {
+	for _, p := range []string{PathTCPForward, PathTLSForward, PathStdlibProxy} {
 		want := `data-scenario="small" data-path="` + p + `" stroke="` + svgColors[p] + `"`
 		if !strings.Contains(svg.String(), want) {
 			t.Errorf("the chart has no series %s", want)
@@ -129,23 +134,27 @@ func TestRunReferencesInProcess(t *testing.T) {
 // stdlib proxy alone in the gateway's), and the JSON names them.
 func TestReferenceColumns(t *testing.T) {
 	rep := sampleReport()
-	rep.Settings.References = []string{ReferenceTCP, ReferenceStdlib}
+	rep.Settings.References = []string{ReferenceTCP, ReferenceTLS, ReferenceStdlib}
 	proc := func(per1k, rss float64) Process {
 		return Process{CPUS: 1, CPUSPer1k: ptr(per1k), PeakRSSMiB: ptr(rss)}
 	}
 	base := rep.Results[0]
-	tcp, std := base, base
+	tcp, tlsf, std := base, base, base
 	tcp.Path, tcp.RatioToDirect = PathTCPForward, ptr(0.48)
 	tcp.Processes = map[string]Process{RoleForwarderA: proc(0.031, 19.5), RoleForwarderB: proc(0.032, 19.6), RoleBackend: proc(0.015, 12)}
+	tlsf.Path, tlsf.RatioToDirect = PathTLSForward, ptr(0.45)
+	tlsf.Processes = map[string]Process{RoleTLSForwarderA: proc(0.04, 26.5), RoleTLSForwarderB: proc(0.041, 25.5), RoleBackend: proc(0.015, 12)}
 	std.Path, std.RatioToDirect = PathStdlibProxy, ptr(0.265)
 	std.Processes = map[string]Process{RoleStdlibProxy: proc(0.07, 24.5), RoleBackend: proc(0.015, 12)}
-	rep.Results = append(rep.Results[:2], tcp, std)
+	rep.Results = append(rep.Results[:2], tcp, tlsf, std)
 
 	md := markdown(t, rep)
 	for _, want := range []string{
 		"| small | tcp-forward | 20000 | 1.28 | 3.1 | 4 | 6.5 | 9.25 | 20 | 0 | 0.031 s/1k | 0.032 s/1k | 19.5 | 19.6 | 48% |\n",
+		"| small | tls-forward | 20000 | 1.28 | 3.1 | 4 | 6.5 | 9.25 | 20 | 0 | 0.04 s/1k | 0.041 s/1k | 26.5 | 25.5 | 45% |\n",
 		"| small | stdlib-proxy | 20000 | 1.28 | 3.1 | 4 | 6.5 | 9.25 | 20 | 0 | 0.07 s/1k |  | 24.5 |  | 26.5% |\n",
 		"\nreference paths: tcp-forward = two chained byte forwarders",
+		"; tls-forward = the same two forwarders with TLS 1.3 between them",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown has no %q:\n%s", want, md)
@@ -176,7 +185,10 @@ func TestReferenceColumns(t *testing.T) {
 	if r := got.Results[2]; r.Path != "tcp-forward" || !slices.Equal(names(r.Processes), []string{"backend", "forwarder-a", "forwarder-b"}) {
 		t.Errorf("JSON tcp-forward: %s %q", r.Path, names(r.Processes))
 	}
-	if r := got.Results[3]; r.Path != "stdlib-proxy" || !slices.Equal(names(r.Processes), []string{"backend", "stdlib-proxy"}) {
+	if r := got.Results[3]; r.Path != "tls-forward" || !slices.Equal(names(r.Processes), []string{"backend", "tls-forwarder-a", "tls-forwarder-b"}) {
+		t.Errorf("JSON tls-forward: %s %q", r.Path, names(r.Processes))
+	}
+	if r := got.Results[4]; r.Path != "stdlib-proxy" || !slices.Equal(names(r.Processes), []string{"backend", "stdlib-proxy"}) {
 		t.Errorf("JSON stdlib-proxy: %s %q", r.Path, names(r.Processes))
 	}
 }
@@ -201,6 +213,8 @@ func TestFitLongpollReferences(t *testing.T) {
 		{Config{}, 4},
 		{Config{References: []string{ReferenceStdlib}}, 4},
 		{Config{References: []string{ReferenceTCP}}, 2 + 2*forwarderFilesPerConn},
+		{Config{Spawn: spawn, References: []string{ReferenceTLS}}, 2},
+		{Config{References: []string{ReferenceTLS}}, 6},
 	} {
 		if got := c.cfg.filesPerHeld(); got != c.want {
 			t.Errorf("%s mode, references %q, link %v: %d files per held exchange, want %d",

@@ -69,6 +69,9 @@ type Settings struct {
 	// References are the reference paths asked for ("tcp", "stdlib");
 	// empty without.
 	References []string `json:"references"`
+	// RelayGOMAXPROCS is the GOMAXPROCS of gateway, agent and the
+	// reference processes when set (Config.RelayProcs); 0: Go's default.
+	RelayGOMAXPROCS int `json:"relay_gomaxprocs"`
 }
 
 // Result is one scenario at one path.
@@ -165,6 +168,7 @@ func newReport(cfg *Config, mode string) *Report {
 			LinkRateMbit:        float64(cfg.LinkRate) / 1e6,
 			Transport:           cfg.transport(),
 			References:          refs,
+			RelayGOMAXPROCS:     cfg.RelayProcs,
 		},
 		Results: []Result{},
 	}
@@ -193,6 +197,7 @@ var pathProcesses = map[string][]string{
 	PathRelay:       {RoleGateway, RoleAgent, RoleBackend, procHarness},
 	PathTarget:      {procHarness},
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB, RoleBackend, procHarness},
+	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB, RoleBackend, procHarness},
 	PathStdlibProxy: {RoleStdlibProxy, RoleBackend, procHarness},
 }
 
@@ -202,6 +207,7 @@ var pathProcesses = map[string][]string{
 var pathHops = map[string][2]string{
 	PathRelay:       {RoleGateway, RoleAgent},
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB},
+	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB},
 	PathStdlibProxy: {RoleStdlibProxy, ""},
 }
 

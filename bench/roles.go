@@ -65,6 +65,9 @@ type roleSpec struct {
 	// Conns is how many idle connections to the backend the stdlib proxy
 	// keeps: one per worker of the load.
 	Conns int `json:"conns,omitempty"`
+	// Procs, when above 0, is the child process's GOMAXPROCS
+	// (Config.RelayProcs).
+	Procs int `json:"procs,omitempty"`
 }
 
 // roleReady is what a role reports once it serves. A child process writes
@@ -74,6 +77,7 @@ type roleReady struct {
 	Tunnel string `json:"tunnel,omitempty"`  // the gateway's tunnel listener
 	CAFile string `json:"ca_file,omitempty"` // the gateway's tunnel certificate
 	Error  string `json:"error,omitempty"`   // the role could not start
+	Procs  int    `json:"procs,omitempty"`   // a child's GOMAXPROCS
 }
 
 // runRole runs role until ctx ends; ready is called once it serves.
@@ -85,8 +89,8 @@ func runRole(ctx context.Context, role string, spec roleSpec, log *zap.Logger, r
 		return runGateway(ctx, spec, log, ready)
 	case RoleAgent:
 		return runAgent(ctx, spec, log, ready)
-	case RoleForwarderA, RoleForwarderB:
-		return runForwarder(ctx, spec, ready)
+	case RoleForwarderA, RoleForwarderB, RoleTLSForwarderA, RoleTLSForwarderB:
+		return runForwarder(ctx, role, spec, ready)
 	case RoleStdlibProxy:
 		return runStdlibProxy(ctx, spec, log, ready)
 	}
@@ -163,13 +167,9 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 	if err := agentTransport(spec.Transport); err != nil {
 		return err
 	}
-	pem, err := os.ReadFile(spec.CAFile)
+	roots, err := loadRoots(spec.CAFile)
 	if err != nil {
 		return fmt.Errorf("bench agent: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("bench agent: no certificate in %s", spec.CAFile)
 	}
 	a, err := agent.New(agent.Config{
 		Gateway:     spec.Gateway,
@@ -205,4 +205,17 @@ func runAgent(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(ro
 	tick.Stop()
 	ready(roleReady{})
 	return <-done
+}
+
+// loadRoots reads the certificates of the PEM file name into a pool.
+func loadRoots(name string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no certificate in %s", name)
+	}
+	return roots, nil
 }

@@ -126,6 +126,7 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	stopGateway := len(st.closers) - 1
 	tunnel, err := st.overLink(cfg, g.Tunnel)
 	if err != nil {
 		return err
@@ -136,6 +137,11 @@ func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	// The gateway stops before the agent: an agent that left first would
+	// leave the gateway's connector group empty, which it reports as an
+	// error (its apps answer 503) at the end of every run.
+	gw := st.closers[stopGateway]
+	st.closers = append(slices.Delete(st.closers, stopGateway, stopGateway+1), gw)
 	st.paths = []path{
 		{name: PathDirect, base: "http://" + b.Addr},
 		{name: PathRelay, base: "http://" + g.Addr, host: benchHost},
@@ -166,6 +172,9 @@ func (st *stack) overLink(cfg *Config, target string) (string, error) {
 
 // start runs one role, as a child process when cfg.Spawn is set.
 func (st *stack) start(ctx context.Context, cfg *Config, role string, spec roleSpec) (roleReady, error) {
+	if role != RoleBackend {
+		spec.Procs = cfg.RelayProcs
+	}
 	if cfg.Spawn != nil {
 		c, ready, err := startChild(ctx, cfg.Spawn, role, spec)
 		if err != nil {

@@ -25,7 +25,7 @@ const (
 // svgColors gives each path its colour.
 var svgColors = map[string]string{
 	PathDirect: "#1f77b4", PathRelay: "#d62728", PathTarget: "#2ca02c",
-	PathTCPForward: "#7f7f7f", PathStdlibProxy: "#ff7f0e",
+	PathTCPForward: "#7f7f7f", PathTLSForward: "#8c564b", PathStdlibProxy: "#ff7f0e",
 }
 
 // svgPercentiles are the points of every series, left to right.

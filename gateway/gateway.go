@@ -183,7 +183,7 @@ type Gateway struct {
 	// nor its length.
 	tokens    []configToken
 	store     Store
-	ownStore  *store.SQLite // the in-memory store New opened; closed by Serve
+	ownStore  *store.DB // the in-memory store New opened; closed by Serve
 	authority *pki.Authority
 	limiter   *failLimiter
 	admin     *http.Server // nil without AdminAddr

@@ -22,8 +22,8 @@ import (
 )
 
 // Store keeps what must survive a restart: the connector CA, enrolled
-// connectors and enrollment tokens. store.SQLite implements it; a
-// PostgreSQL store for several replicas would implement the same methods.
+// connectors and enrollment tokens. store.DB implements it, on SQLite or,
+// for several replicas sharing one database, on PostgreSQL.
 type Store interface {
 	pki.CAStore
 	CreateToken(ctx context.Context, t store.Token) error

@@ -50,6 +50,7 @@ type benchFlags struct {
 	quick               bool
 	transport           string
 	references          []string
+	relayProcs          int
 	serveBackend        string
 	role                string // hidden: run one role as a child of the harness
 }
@@ -72,8 +73,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 		Long: "bench starts a backend, a gateway and an agent on 127.0.0.1 (each its own process unless\n" +
 			"--inprocess) and drives the same load straight at the backend (direct) and through the relay,\n" +
 			"in alternating rounds, then prints a markdown table with every relay figure as a ratio to\n" +
-			"direct. --reference tcp,stdlib adds, in the same rounds, two chained byte forwarders and one\n" +
-			"standard-library reverse proxy: what any relay with these hops costs. With --target it measures any HTTP endpoint (another relay in front of\n" +
+			"direct. --reference tcp,tls,stdlib adds, in the same rounds, two chained byte forwarders (plain,\n" +
+			"and with TLS between them) and one standard-library reverse proxy: what any relay with these hops costs. With --target it measures any HTTP endpoint (another relay in front of\n" +
 			"`sallyport bench --serve-backend ADDR`) with the same client.\n\n" +
 			"Scenarios: " + strings.Join(bench.ScenarioNames, ", ") + ".",
 		Args: cobra.NoArgs,
@@ -107,7 +108,9 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")
 	fl.StringVar(&f.transport, "transport", bench.TransportGRPC, "tunnel transport between agent and gateway: "+strings.Join(bench.Transports, ", "))
 	fl.StringSliceVar(&f.references, "reference", nil, "also measure reference paths in the same rounds, comma-separated: "+
-		"tcp (two chained byte-forwarding processes, path tcp-forward), stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
+		"tcp (two chained byte-forwarding processes, path tcp-forward), tls (the same with TLS between them, path tls-forward), "+
+		"stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
+	fl.IntVar(&f.relayProcs, "relay-procs", 0, "GOMAXPROCS of gateway, agent and the reference paths' processes (not the backend or the load); 0: Go's default, one per CPU")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
@@ -241,6 +244,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		LinkRate:            linkRate,
 		Transport:           f.transport,
 		References:          f.references,
+		RelayProcs:          f.relayProcs,
 	}
 	if f.memprofile != "" {
 		cfg.HeldProfile = f.memprofile + ".held"

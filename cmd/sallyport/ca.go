@@ -28,55 +28,57 @@ func newCACmd() *cobra.Command {
 	rotate := &cobra.Command{
 		Use:   "rotate --config gateway.yaml",
 		Short: "Add a new connector CA that signs from now on; the previous CAs stay trusted",
-		Long: "rotate adds a new connector CA to the gateway's store in data_dir. New enrollments and\n" +
+		Long: "rotate adds a new connector CA to the gateway's store (in data_dir, or the PostgreSQL database\n" +
+			"that the config's store section names). New enrollments and\n" +
 			"renewals are signed by it at once; certificates of the previous CA stay valid, and agents\n" +
 			"move to the new CA when they renew (at two thirds of their lifetime). It works on the\n" +
-			"data_dir directly and may run while the gateway runs: the gateway reads the CAs from the\n" +
+			"store directly and may run while the gateway (or its replicas) runs: the gateway reads the CAs from the\n" +
 			"store at every session start and signature.\n\n" +
 			"After one certificate lifetime (tunnel.cert_lifetime, 30 days by default) every agent has\n" +
 			"renewed: run `sallyport gateway ca rotate --retire-previous` to drop the old CAs (without\n" +
 			"adding a new one), so their keys are no longer trusted.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, err := caDataDir(path, dataDir)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			st, again, err := caStore(ctx, path, dataDir)
 			if err != nil {
 				return err
 			}
-			return runCARotate(cmd.Context(), dir, retire, cmd.OutOrStdout())
+			defer st.Close()
+			return runCARotate(ctx, st, again, retire, cmd.OutOrStdout())
 		},
 	}
-	rotate.Flags().StringVarP(&path, "config", "c", "", "gateway config file (its data_dir holds the store)")
-	rotate.Flags().StringVar(&dataDir, "data-dir", "", "the gateway's data_dir (instead of --config)")
+	rotate.Flags().StringVarP(&path, "config", "c", "", "gateway config file (its store section or data_dir names the store)")
+	rotate.Flags().StringVar(&dataDir, "data-dir", "", "the gateway's data_dir, for a store in SQLite (instead of --config)")
 	rotate.Flags().BoolVar(&retire, "retire-previous", false, "remove the CAs that no longer sign instead of adding one")
 	ca.AddCommand(rotate)
 	return ca
 }
 
-func caDataDir(path, dataDir string) (string, error) {
+// caStore opens the store that --config or --data-dir names, and returns
+// the flags that name it again (for the advice printed after a rotation).
+func caStore(ctx context.Context, path, dataDir string) (st *store.DB, again string, err error) {
 	switch {
 	case path != "" && dataDir != "":
-		return "", errors.New("give --config or --data-dir, not both")
+		return nil, "", errors.New("give --config or --data-dir, not both")
 	case dataDir != "":
-		return dataDir, nil
+		st, err := store.Open(ctx, dataDir)
+		return st, "--data-dir " + dataDir, err
 	case path != "":
 		cfg, err := config.LoadGateway(path)
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
-		return cfg.DataDirOrDefault(), nil
+		st, err := openStore(ctx, cfg)
+		return st, "--config " + path, err
 	}
-	return "", errors.New("missing --config (or --data-dir); see --help")
+	return nil, "", errors.New("missing --config (or --data-dir); see --help")
 }
 
-func runCARotate(ctx context.Context, dir string, retire bool, out io.Writer) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	st, err := store.Open(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+func runCARotate(ctx context.Context, st *store.DB, again string, retire bool, out io.Writer) error {
 	if retire {
 		n, err := st.RetireCAs(ctx)
 		if err != nil {
@@ -104,7 +106,7 @@ func runCARotate(ctx context.Context, dir string, retire bool, out io.Writer) er
 	}
 	fmt.Fprintf(out, "new connector CA %q (valid until %s) signs from now on; %d CA(s) in the trust bundle.\n"+
 		"Agents move to it when they renew. After one certificate lifetime, drop the old CAs with\n"+
-		"  sallyport gateway ca rotate --retire-previous --data-dir %s\n",
-		cert.Subject.CommonName, cert.NotAfter.UTC().Format(time.DateOnly), len(cas), dir)
+		"  sallyport gateway ca rotate --retire-previous %s\n",
+		cert.Subject.CommonName, cert.NotAfter.UTC().Format(time.DateOnly), len(cas), again)
 	return nil
 }

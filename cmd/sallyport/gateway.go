@@ -21,7 +21,6 @@ import (
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
-	"github.com/sallyport/sallyport/internal/store"
 )
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -36,15 +35,19 @@ func newGatewayCmd(g *globals) *cobra.Command {
 			// terminates the process.
 			hup := catchHangup()
 			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
-				settings, err := gatewayConfig(cfg, log)
+				st, err := openStore(ctx, cfg)
 				if err != nil {
 					return err
 				}
-				st, err := store.Open(ctx, cfg.DataDirOrDefault())
-				if err != nil {
-					return fmt.Errorf("data_dir: %w", err)
-				}
 				defer st.Close()
+				var shared secretStore // replicas on PostgreSQL share the cookie key there
+				if cfg.Store.PostgresKey() != "" {
+					shared = st
+				}
+				settings, err := gatewayConfigShared(cfg, log, shared)
+				if err != nil {
+					return err
+				}
 				settings.Store = st
 				gw, err := gateway.New(settings)
 				if err != nil {
@@ -88,6 +91,12 @@ func adminToken(file string) (string, error) {
 // it loads certificates (or creates the self-signed tunnel certificate) and
 // refuses settings this build does not implement yet.
 func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error) {
+	return gatewayConfigShared(cfg, log, nil)
+}
+
+// gatewayConfigShared is gatewayConfig whose session cookie key comes from
+// shared when it is not nil (see sessionKey).
+func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStore) (gateway.Config, error) {
 	out := gateway.Config{
 		PublicAddr:           cfg.Public.AddrOrDefault(),
 		TunnelAddr:           cfg.Tunnel.AddrOrDefault(),
@@ -121,7 +130,7 @@ func gatewayConfig(cfg *config.Gateway, log *zap.Logger) (gateway.Config, error)
 	for _, t := range cfg.Tunnel.Tokens {
 		out.Tokens = append(out.Tokens, gateway.Token{Token: t.Token, Group: t.Group})
 	}
-	svc, policies, err := preauthService(cfg, log)
+	svc, policies, err := preauthService(cfg, log, shared)
 	if err != nil {
 		return out, err
 	}

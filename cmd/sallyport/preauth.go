@@ -3,10 +3,13 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -23,8 +26,10 @@ const (
 
 // preauthService builds the pre-authentication when an app asks for it
 // (nil otherwise) and returns each app's policy by app index. Client
-// secrets are read now: a missing file or variable stops the start.
-func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map[int]*preauth.Policy, error) {
+// secrets are read now: a missing file or variable stops the start. The
+// session cookie key comes from shared, the replicas' common store, when
+// it is not nil, else from data_dir (see sessionKey).
+func preauthService(cfg *config.Gateway, log *zap.Logger, shared secretStore) (*preauth.Service, map[int]*preauth.Policy, error) {
 	policies, err := appPolicies(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -52,7 +57,7 @@ func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("data_dir: %w", err)
 	}
-	key, err := preauth.LoadOrCreateKey(filepath.Join(dir, sessionKeyFile))
+	key, err := sessionKey(filepath.Join(dir, sessionKeyFile), shared)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -68,6 +73,44 @@ func preauthService(cfg *config.Gateway, log *zap.Logger) (*preauth.Service, map
 		return nil, nil, err
 	}
 	return svc, policies, nil
+}
+
+// secretStore keeps secrets that every gateway on it shares (store.DB).
+type secretStore interface {
+	Secret(ctx context.Context, name string, create func() (string, error)) (string, error)
+}
+
+// sessionKey returns the session cookie key: from file (created on first
+// start) when shared is nil; else from the shared store, which replicas
+// on one database read alike. The first gateway to put a key there puts
+// the one of its file if it has one, so that users stay signed in when a
+// gateway moves its store to PostgreSQL.
+func sessionKey(file string, shared secretStore) ([]byte, error) {
+	if shared == nil {
+		return preauth.LoadOrCreateKey(file)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := shared.Secret(ctx, sessionKeyFile, func() (string, error) {
+		key := make([]byte, preauth.KeySize)
+		if _, err := os.Stat(file); err == nil {
+			if key, err = preauth.LoadOrCreateKey(file); err != nil {
+				return "", err
+			}
+		} else if _, err := rand.Read(key); err != nil {
+			return "", err
+		}
+		return base64.StdEncoding.EncodeToString(key), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session key in the store: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(key) != preauth.KeySize {
+		return nil, fmt.Errorf("session key in the store (secrets table, name %q): want %d random bytes in base64; "+
+			"delete the row to make a new key (everybody must sign in again)", sessionKeyFile, preauth.KeySize)
+	}
+	return key, nil
 }
 
 // appPolicies returns the sign-in policy of each app with preauth: oidc,
@@ -94,23 +137,5 @@ func appPolicies(cfg *config.Gateway) (map[int]*preauth.Policy, error) {
 // clientSecret reads a provider's client secret from its file or variable;
 // neither set means a public client.
 func clientSecret(p *config.OIDCProvider) (string, error) {
-	switch {
-	case p.ClientSecretFile != "":
-		b, err := os.ReadFile(p.ClientSecretFile)
-		if err != nil {
-			return "", err
-		}
-		s := strings.TrimSpace(string(b))
-		if s == "" {
-			return "", fmt.Errorf("%s is empty", p.ClientSecretFile)
-		}
-		return s, nil
-	case p.ClientSecretEnv != "":
-		s, ok := os.LookupEnv(p.ClientSecretEnv)
-		if !ok || strings.TrimSpace(s) == "" {
-			return "", fmt.Errorf("the environment variable %s is not set", p.ClientSecretEnv)
-		}
-		return strings.TrimSpace(s), nil
-	}
-	return "", nil
+	return readSecret(p.ClientSecretFile, p.ClientSecretEnv)
 }

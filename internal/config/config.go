@@ -95,6 +95,13 @@ func (s source) fileError(key string, err error) error {
 	return c.errs[0]
 }
 
+// settingError reports err, which says itself what to do, at key's line.
+func (s source) settingError(key string, err error) error {
+	c := &checker{file: s.file, root: s.root}
+	c.errorf(parseKeyPath(key), "%v", err)
+	return c.errs[0]
+}
+
 // parseKeyPath is the inverse of path.String.
 func parseKeyPath(s string) path {
 	var p path

@@ -43,8 +43,13 @@ type Gateway struct {
 	Admin  Admin  `yaml:"admin"`  // metrics, health and admin API listener
 
 	// DataDir holds state that must survive restarts (the generated tunnel
-	// certificate, later the store). Empty means DefaultGatewayDataDir.
+	// certificate, the pre-authentication keys, and the store unless Store
+	// names a database). Empty means DefaultGatewayDataDir.
 	DataDir string `yaml:"data_dir"`
+
+	// Store names the database of the gateway's state. Empty means a
+	// SQLite file in DataDir.
+	Store Store `yaml:"store"`
 
 	// ShutdownGrace is how long in-flight exchanges may run after a stop
 	// signal. Zero means DefaultShutdownGrace (30s); negative is invalid.
@@ -55,6 +60,11 @@ type Gateway struct {
 
 	src source // the file it was parsed from; zero when built in code
 }
+
+// SettingError reports err, a problem found when the setting at key was
+// put to use (a database that does not answer), as an *Error with the
+// config file and the setting's line; err itself says what to check.
+func (g *Gateway) SettingError(key string, err error) error { return g.src.settingError(key, err) }
 
 // FileError reports err, a problem with the file that the setting at key
 // names (a missing certificate, an unreadable token file), as an *Error
@@ -186,6 +196,39 @@ func (t *Tunnel) MaxStreamsPerSessionOrDefault() int {
 // CertLifetimeOrDefault returns CertLifetime, or DefaultCertLifetime.
 func (t *Tunnel) CertLifetimeOrDefault() time.Duration {
 	return or(t.CertLifetime, DefaultCertLifetime)
+}
+
+// Store is where the gateway keeps the connector CA, enrolled connectors,
+// enrollment tokens and sign-outs. All empty means a SQLite file in
+// data_dir. Gateway replicas that share this state name one PostgreSQL
+// database, with at most one of the three keys.
+type Store struct {
+	// Postgres is the database's DSN, as a URL
+	// (postgres://USER@HOST:5432/DATABASE?sslmode=verify-full) or as
+	// key=value pairs (host=... dbname=... user=...). What it leaves out
+	// comes from the PG* environment variables and the password file, as
+	// with psql: keep the password in PGPASSWORD or ~/.pgpass (PGPASSFILE)
+	// rather than here.
+	Postgres string `yaml:"postgres"`
+	// PostgresFile is a file holding the DSN (password included), and
+	// PostgresEnv the name of an environment variable holding it.
+	PostgresFile string `yaml:"postgres_file"`
+	PostgresEnv  string `yaml:"postgres_env"`
+}
+
+// PostgresKey is the key of the store setting in use ("store.postgres",
+// "store.postgres_file", "store.postgres_env"), or "" for SQLite in
+// data_dir.
+func (s *Store) PostgresKey() string {
+	switch {
+	case s.Postgres != "":
+		return "store.postgres"
+	case s.PostgresFile != "":
+		return "store.postgres_file"
+	case s.PostgresEnv != "":
+		return "store.postgres_env"
+	}
+	return ""
 }
 
 // Token is one pre-provisioned enrollment token.
@@ -447,9 +490,45 @@ func (g *Gateway) validate(c *checker) {
 
 	c.checkListenAddr(path{"admin", "addr"}, g.Admin.Addr)
 	checkNonNegative(c, path{"shutdown_grace"}, g.ShutdownGrace)
+	g.Store.validate(c)
 
 	g.validateProviders(c)
 	g.validateApps(c)
+}
+
+func (s *Store) validate(c *checker) {
+	set := 0
+	for _, v := range []string{s.Postgres, s.PostgresFile, s.PostgresEnv} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		c.errorf(path{"store"}, "set one of postgres, postgres_file and postgres_env, not %d", set)
+	}
+	if d := s.Postgres; d != "" && !looksLikeDSN(d) {
+		c.errorf(path{"store", "postgres"}, "%q is not a PostgreSQL DSN; write postgres://USER@HOST:5432/DATABASE "+
+			"or host=HOST dbname=DATABASE user=USER", d)
+	}
+	if e := s.PostgresEnv; e != "" && !validEnvName(e) {
+		c.errorf(path{"store", "postgres_env"}, "%q is not an environment variable name (letters, digits and _)", e)
+	}
+}
+
+// looksLikeDSN tells a PostgreSQL DSN (URL or key=value pairs) from
+// something else written there; the database driver parses it at start.
+func looksLikeDSN(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") ||
+		strings.Contains(s, "=") && !strings.Contains(s, "://")
+}
+
+func validEnvName(s string) bool {
+	for i, r := range s {
+		if r != '_' && !(r >= 'A' && r <= 'Z') && !(r >= 'a' && r <= 'z') && !(i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (g *Gateway) validateProviders(c *checker) {

@@ -76,6 +76,7 @@ func TestLoadGatewayFull(t *testing.T) {
 		},
 		Admin:         Admin{Addr: "127.0.0.1:9191", TokenFile: "/run/admin-token"},
 		DataDir:       "/var/lib/sallyport",
+		Store:         Store{PostgresEnv: "SALLYPORT_STORE_DSN"},
 		ShutdownGrace: 90 * time.Second,
 		OIDC: OIDC{Providers: []OIDCProvider{
 			{
@@ -321,6 +322,11 @@ func TestParseGatewayErrors(t *testing.T) {
 			`gateway.yaml:3: oidc.providers[0].client_id: required`,
 		}},
 		{"provider duplicate", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n    - {name: a, issuer: \"https://a/\", client_id: c}\n", []string{`gateway.yaml:4: oidc.providers[1].name: "a" is already the name of oidc.providers[0]`}},
+		{"store two dsns", "store:\n  postgres: postgres://gw@db/gw\n  postgres_env: DSN\n", []string{`gateway.yaml:2: store: set one of postgres, postgres_file and postgres_env, not 2`}},
+		{"store not a dsn", "store:\n  postgres: db.internal:5432\n", []string{`gateway.yaml:2: store.postgres: "db.internal:5432" is not a PostgreSQL DSN; write postgres://`}},
+		{"store mysql url", "store: {postgres: \"mysql://gw@db/gw\"}\n", []string{`store.postgres: "mysql://gw@db/gw" is not a PostgreSQL DSN`}},
+		{"store env name", "store:\n  postgres_env: $DSN\n", []string{`gateway.yaml:2: store.postgres_env: "$DSN" is not an environment variable name`}},
+		{"store unknown key", "store:\n  dsn: postgres://db/gw\n", []string{`gateway.yaml:2: unknown key "dsn"`}},
 		{"provider two secrets", "oidc:\n  providers:\n    - name: a\n      issuer: https://a/\n      client_id: c\n      client_secret_file: f\n      client_secret_env: E\n", []string{`gateway.yaml:7: oidc.providers[0].client_secret_env: set client_secret_file or client_secret_env, not both`}},
 
 		{"app empty", "apps:\n  - {}\n", []string{
@@ -477,6 +483,10 @@ func TestGatewayAcceptsVariants(t *testing.T) {
 		{"same host other prefix", minimalApp + "  - {name: b, backend: \"http://x\", group: g, hosts: [a.example.com], path_prefix: /api}\n"},
 		{"wildcard and exact", "apps:\n  - {name: a, backend: \"https://x:8443/p?q=1\", group: g, hosts: [\"*.example.com\", example.com, under_score.example.com]}\n"},
 		{"oidc single provider", "oidc:\n  providers:\n    - {name: a, issuer: \"https://a/\", client_id: c}\n" + minimalApp + "    preauth: oidc\n    public_paths: [/health]\n"},
+		{"store postgres url", "store: {postgres: \"postgresql://gw@db.internal:5432/gw?sslmode=verify-full\"}\n"},
+		{"store postgres key=value", "store: {postgres: \"host=db.internal dbname=gw user=gw\"}\n"},
+		{"store postgres file", "store: {postgres_file: /etc/sallyport/dsn}\n"},
+		{"store postgres env", "store: {postgres_env: SALLYPORT_DSN}\n"},
 		{"anchors and merge keys", "apps:\n  - &a {name: a, backend: \"http://x\", group: g, hosts: [a.b]}\n  - <<: *a\n    name: b\n    hosts: [b.b]\n"},
 	}
 	for _, tt := range tests {
@@ -485,6 +495,23 @@ func TestGatewayAcceptsVariants(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestSettingError: a setting that turns out unusable when put to use (a
+// database that does not answer) is reported at its file and line, with
+// the cause's own advice alone.
+func TestSettingError(t *testing.T) {
+	g, err := ParseGateway("gateway.yaml", []byte("data_dir: d\nstore:\n  postgres: postgres://gw@db/gw\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key := g.Store.PostgresKey(); key != "store.postgres" {
+		t.Fatalf("PostgresKey = %q", key)
+	}
+	got := g.SettingError("store.postgres", errors.New("cannot reach it; check the server")).Error()
+	if want := "gateway.yaml:3: store.postgres: cannot reach it; check the server"; got != want {
+		t.Fatalf("SettingError = %q, want %q", got, want)
 	}
 }
 

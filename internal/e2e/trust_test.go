@@ -43,20 +43,22 @@ import (
 
 const adminToken = "admin-Secret-5d0c2b7a19"
 
-// trustRig is a rig whose gateway keeps its state in a SQLite file, runs
-// the admin API, and tells time by a fake clock; its logs are observed.
+// trustRig is a rig whose gateway keeps its state in a SQLite file (or a
+// PostgreSQL database), runs the admin API, and tells time by a fake
+// clock; its logs are observed.
 type trustRig struct {
 	*testrig.Rig
 	t     *testing.T
 	dir   string // the gateway's data_dir
-	store *store.SQLite
+	dsn   string // when set, the store is this PostgreSQL database instead
+	store *store.DB
 	clock *clock.Fake
 	logs  *observer.ObservedLogs
 }
 
 func newTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
 	t.Helper()
-	return buildTrustRig(t, false, edit)
+	return buildTrustRig(t, "", false, edit)
 }
 
 // newTimedTrustRig is newTrustRig whose gateway also times the end of
@@ -64,12 +66,15 @@ func newTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
 // it.
 func newTimedTrustRig(t *testing.T, edit func(*gateway.Config)) *trustRig {
 	t.Helper()
-	return buildTrustRig(t, true, edit)
+	return buildTrustRig(t, "", true, edit)
 }
 
-func buildTrustRig(t *testing.T, timers bool, edit func(*gateway.Config)) *trustRig {
+// buildTrustRig starts a trust rig whose store is in its data_dir or, when
+// dsn is set, in that PostgreSQL database (a replica, when several rigs
+// name one).
+func buildTrustRig(t *testing.T, dsn string, timers bool, edit func(*gateway.Config)) *trustRig {
 	t.Helper()
-	tr := &trustRig{t: t, dir: t.TempDir(), clock: clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
+	tr := &trustRig{t: t, dir: t.TempDir(), dsn: dsn, clock: clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
 	tr.store = tr.openStore()
 	core, logs := observer.New(zap.DebugLevel)
 	tr.logs = logs
@@ -97,9 +102,15 @@ func buildTrustRig(t *testing.T, timers bool, edit func(*gateway.Config)) *trust
 	return tr
 }
 
-func (tr *trustRig) openStore() *store.SQLite {
+func (tr *trustRig) openStore() *store.DB {
 	tr.t.Helper()
-	s, err := store.Open(context.Background(), tr.dir)
+	var s *store.DB
+	var err error
+	if tr.dsn != "" {
+		s, err = store.OpenPostgres(context.Background(), tr.dsn)
+	} else {
+		s, err = store.Open(context.Background(), tr.dir)
+	}
 	if err != nil {
 		tr.t.Fatal(err)
 	}
@@ -358,15 +369,26 @@ func TestEnrollBadInput(t *testing.T) {
 func TestSingleUseTokenRace(t *testing.T) {
 	tr := newTrustRig(t, func(c *gateway.Config) { c.EnrollFailures = 100 })
 	tok := tr.createToken(testrig.Group, "1h", 1)
-	const n = 8
+	if wins := raceEnroll(t, 8, tok.Token, tr); wins != 1 {
+		t.Fatalf("%d enrollments won, want exactly 1", wins)
+	}
+	if cs := tr.connectors(); len(cs) != 1 {
+		t.Fatalf("%d connectors recorded, want 1", len(cs))
+	}
+}
+
+// raceEnroll enrolls n times at once with token, at the gateways in turn,
+// and returns how many succeeded; it fails t for an enrollment refused for
+// another reason than the token being used up.
+func raceEnroll(t *testing.T, n int, token string, at ...*trustRig) int {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = agent.Enroll(context.Background(), agent.EnrollConfig{Gateway: tr.Tunnel, TLS: tr.tunnelTLS(), Token: tok.Token})
-		}()
+		r := at[i%len(at)]
+		wg.Go(func() {
+			_, errs[i] = agent.Enroll(context.Background(), agent.EnrollConfig{Gateway: r.Tunnel, TLS: r.tunnelTLS(), Token: token})
+		})
 	}
 	wg.Wait()
 	wins := 0
@@ -378,12 +400,7 @@ func TestSingleUseTokenRace(t *testing.T) {
 			t.Errorf("loser: %v", err)
 		}
 	}
-	if wins != 1 {
-		t.Fatalf("%d enrollments won, want exactly 1", wins)
-	}
-	if cs := tr.connectors(); len(cs) != 1 {
-		t.Fatalf("%d connectors recorded, want 1", len(cs))
-	}
+	return wins
 }
 
 // dialWith opens a session presenting creds.

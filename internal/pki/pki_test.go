@@ -26,7 +26,7 @@ type clock struct{ t time.Time }
 
 func (c *clock) Now() time.Time { return c.t }
 
-func newAuthority(t *testing.T) (*Authority, *clock, *store.SQLite) {
+func newAuthority(t *testing.T) (*Authority, *clock, *store.DB) {
 	t.Helper()
 	s, err := store.OpenMemory(context.Background())
 	if err != nil {

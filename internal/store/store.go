@@ -1,13 +1,16 @@
 // Package store keeps the gateway's state that must survive restarts: the
 // connector CA, enrolled connectors (and their revocation) and enrollment
-// tokens (hashed). The default implementation is an embedded SQLite file
-// (pure Go) in data_dir.
+// tokens (hashed), users' sign-outs and secrets that replicas share. DB
+// is the one implementation, on two databases: an embedded SQLite file
+// (pure Go) in data_dir by default (Open), or PostgreSQL when several
+// gateway replicas share their state (OpenPostgres).
 //
-// The SQL is kept portable (TEXT and BIGINT columns, ids made by the caller,
-// times as Unix nanoseconds, no SQLite-only functions) so that a PostgreSQL
-// implementation for several gateway replicas can run the same statements
-// with `$n` placeholders. Schema changes are numbered migrations applied at
-// open time and recorded in schema_version.
+// The SQL is portable and the same for both (TEXT, INTEGER and BIGINT
+// columns, ids made by the caller, times as Unix nanoseconds, `$n`
+// placeholders, which SQLite reads as positional too, ON CONFLICT and
+// RETURNING, no database's own functions); the dialect holds the little
+// that differs. Schema changes are numbered migrations applied at open
+// time and recorded in schema_version.
 package store
 
 import (

@@ -107,10 +107,14 @@ func (r *Raw) release() error {
 type Conn struct {
 	net.Conn
 	raw *Raw
+	tc  *tls.Conn // Conn as a *tls.Conn; nil when it is another kind
 }
 
 // Wrap returns c, which must be a connection on r, with batched writes.
-func Wrap(c net.Conn, r *Raw) *Conn { return &Conn{Conn: c, raw: r} }
+func Wrap(c net.Conn, r *Raw) *Conn {
+	tc, _ := c.(*tls.Conn)
+	return &Conn{Conn: c, raw: r, tc: tc}
+}
 
 // Client is tls.Client on a Raw, wrapped.
 func Client(c net.Conn, cfg *tls.Config) *Conn {
@@ -126,7 +130,17 @@ func Server(c net.Conn, cfg *tls.Config) *Conn {
 
 // Write writes p through the TLS connection; its records reach the socket
 // together, in one write, before Write returns.
+//
+// A Write before the handshake finishes it first, outside the batch: TLS
+// would otherwise run it inside the Write, its first flight would wait in
+// the batch for the Write to end, and the Write would wait for the peer's
+// answer to it for ever.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.tc != nil {
+		if err := c.tc.Handshake(); err != nil { // an atomic load once done
+			return 0, err
+		}
+	}
 	c.raw.hold()
 	n, err := c.Conn.Write(p)
 	if ferr := c.raw.release(); ferr != nil && err == nil {
@@ -153,10 +167,7 @@ func (c *Conn) Close() error {
 
 // TLS returns the TLS connection, or nil when the wrapped one is not a
 // *tls.Conn.
-func (c *Conn) TLS() *tls.Conn {
-	tc, _ := c.Conn.(*tls.Conn)
-	return tc
-}
+func (c *Conn) TLS() *tls.Conn { return c.tc }
 
 // ConnectionState is the TLS connection's (the zero value when the wrapped
 // connection is not a *tls.Conn).

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -49,9 +50,9 @@ func (c *countingConn) count() int {
 	return c.writes
 }
 
-// pair returns a handshaken client (batched, on a countingConn) and server
-// (plain tls) over net.Pipe.
-func pair(t *testing.T) (*tlsbatch.Conn, *countingConn, *tls.Conn) {
+// unshaken returns a client (batched, on a countingConn) and server (plain
+// tls) over net.Pipe that have not shaken hands yet.
+func unshaken(t *testing.T) (*tlsbatch.Conn, *countingConn, *tls.Conn) {
 	t.Helper()
 	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), []string{"localhost"})
 	if err != nil {
@@ -65,6 +66,14 @@ func pair(t *testing.T) (*tlsbatch.Conn, *countingConn, *tls.Conn) {
 	server := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
 	// Close the pipe first: close_notify on an unread net.Pipe would wait.
 	t.Cleanup(func() { a.Close(); b.Close(); client.Close(); server.Close() })
+	return client, cc, server
+}
+
+// pair returns a handshaken client (batched, on a countingConn) and server
+// (plain tls) over net.Pipe.
+func pair(t *testing.T) (*tlsbatch.Conn, *countingConn, *tls.Conn) {
+	t.Helper()
+	client, cc, server := unshaken(t)
 	errc := make(chan error, 1)
 	go func() { errc <- server.HandshakeContext(context.Background()) }()
 	if err := client.TLS().HandshakeContext(context.Background()); err != nil {
@@ -136,5 +145,28 @@ func TestCloseBreaksBlockedWrite(t *testing.T) {
 	}
 	if err := <-errc; err == nil {
 		t.Error("Write after Close succeeded")
+	}
+}
+
+// TestWriteBeforeHandshake: a Write on a connection that has not shaken
+// hands yet does the handshake and arrives. Before the fix its first flight
+// waited in the batch for the Write that waited for the peer's answer: the
+// Write hung (here: failed at the pipe's deadline).
+func TestWriteBeforeHandshake(t *testing.T) {
+	client, cc, server := unshaken(t)
+	deadline := time.Now().Add(10 * time.Second)
+	cc.SetDeadline(deadline)
+	server.SetDeadline(deadline)
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 5)
+		n, _ := io.ReadFull(server, buf)
+		got <- string(buf[:n])
+	}()
+	if n, err := client.Write([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("Write before the handshake = %d, %v", n, err)
+	}
+	if s := <-got; s != "hello" {
+		t.Errorf("peer read %q, want hello", s)
 	}
 }

@@ -1,0 +1,134 @@
+//go:build !agentonly
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/pgtest"
+	"github.com/sallyport/sallyport/internal/store"
+)
+
+// writeConfig writes a gateway config on loopback ports with extra
+// appended, and returns its path.
+func writeStoreConfig(t *testing.T, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	cfg := "public: {addr: \"127.0.0.1:0\"}\ntunnel: {addr: \"127.0.0.1:0\"}\nadmin: {addr: \"127.0.0.1:0\"}\n" +
+		"data_dir: " + filepath.Join(dir, "data") + "\n" + extra
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestGatewayStoreErrors: a store that cannot be used stops the start
+// with the config file, the line and key of the setting, and what to
+// check; no password is shown.
+func TestGatewayStoreErrors(t *testing.T) {
+	t.Setenv("SALLYPORT_TEST_EMPTY_DSN", "")
+	for _, tc := range []struct {
+		name, store string
+		want        []string
+	}{
+		{"unreachable", "store:\n  postgres: \"postgres://gw:hunter2@127.0.0.1:1/gw?sslmode=disable&connect_timeout=5\"\n",
+			[]string{"gateway.yaml:6: store.postgres: open store: cannot use PostgreSQL at 127.0.0.1:1", "check that the server runs"}},
+		{"env unset", "store:\n  postgres_env: SALLYPORT_TEST_EMPTY_DSN\n",
+			[]string{"gateway.yaml:6: store.postgres_env: the environment variable SALLYPORT_TEST_EMPTY_DSN is not set"}},
+		{"file missing", "store:\n  postgres_file: /nonexistent/dsn\n",
+			[]string{"gateway.yaml:6: store.postgres_file: open /nonexistent/dsn"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeStoreConfig(t, tc.store)
+			for _, args := range [][]string{{"gateway", "--config", path}, {"gateway", "ca", "rotate", "--config", path}} {
+				_, err := runCLI(t, args...)
+				if err == nil {
+					t.Fatalf("%v started", args)
+				}
+				got := strings.ReplaceAll(err.Error(), filepath.Dir(path)+"/", "")
+				for _, w := range tc.want {
+					if !strings.Contains(got, w) {
+						t.Errorf("%v: %v; want it to say %q", args, err, w)
+					}
+				}
+				if strings.Contains(got, "hunter2") {
+					t.Errorf("%v shows the password: %v", args, err)
+				}
+			}
+		})
+	}
+}
+
+// TestCARotateOnPostgres: `gateway ca rotate --config` works on the
+// PostgreSQL store the config names (here through postgres_env), not on
+// data_dir, and its advice names --config again.
+func TestCARotateOnPostgres(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	t.Setenv("SALLYPORT_TEST_STORE_DSN", dsn)
+	path := writeStoreConfig(t, "store: {postgres_env: SALLYPORT_TEST_STORE_DSN}\n")
+	out, err := runCLI(t, "gateway", "ca", "rotate", "--config", path)
+	if err != nil || !strings.Contains(out, "2 CA(s) in the trust bundle") || !strings.Contains(out, "--retire-previous --config "+path) {
+		t.Fatalf("ca rotate = %q, %v", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "data", store.FileName)); err == nil {
+		t.Fatal("ca rotate wrote a SQLite store in data_dir")
+	}
+	st, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if cas, err := st.CAs(context.Background()); err != nil || len(cas) != 2 || !cas[1].Active {
+		t.Fatalf("CAs in PostgreSQL = %d, %v", len(cas), err)
+	}
+	out, err = runCLI(t, "gateway", "ca", "rotate", "--retire-previous", "--config", path)
+	if err != nil || !strings.Contains(out, "removed 1 previous") {
+		t.Fatalf("ca rotate --retire-previous = %q, %v", out, err)
+	}
+}
+
+// TestSessionKeySharedOnPostgres: with the store in PostgreSQL, replicas
+// take the session cookie key from it, so a cookie of one is good at the
+// others: the first puts the key of its session.key file there (users
+// stay signed in when a gateway moves to PostgreSQL), the next, with no
+// file of its own, gets the same key and writes no file.
+func TestSessionKeySharedOnPostgres(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	open := func() *store.DB {
+		st, err := store.OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	first := filepath.Join(t.TempDir(), sessionKeyFile)
+	had, err := preauth.LoadOrCreateKey(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, err := sessionKey(first, open())
+	if err != nil || !bytes.Equal(k1, had) {
+		t.Fatalf("the first replica's key = %x, %v; want its file's %x", k1, err, had)
+	}
+	second := filepath.Join(t.TempDir(), sessionKeyFile)
+	k2, err := sessionKey(second, open())
+	if err != nil || !bytes.Equal(k2, had) {
+		t.Fatalf("the second replica's key = %x, %v; want the first's", k2, err)
+	}
+	if _, err := os.Stat(second); err == nil {
+		t.Fatal("the second replica wrote a session.key file")
+	}
+	// Without a shared store, the file as before.
+	own, err := sessionKey(second, nil)
+	if err != nil || bytes.Equal(own, had) {
+		t.Fatalf("key from a new file = %x, %v; want a new one", own, err)
+	}
+}

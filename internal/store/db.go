@@ -1,0 +1,453 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DB is the store: one implementation over database/sql for both
+// databases, SQLite (Open, OpenMemory) and PostgreSQL (OpenPostgres). The
+// statements are the same for both; the dialect holds what differs. It is
+// safe for concurrent use, also by several processes on one database
+// (replicas, or `sallyport gateway ca rotate` beside a running gateway).
+type DB struct {
+	db *sql.DB
+	d  dialect
+}
+
+// dialect is what differs between the databases.
+type dialect struct {
+	// name is the database's name in errors ("SQLite", "PostgreSQL").
+	name string
+	// lock takes, at the start of a transaction, a lock held until it ends
+	// that serialises the transactions taking the same key: what two
+	// replicas must not do side by side (migrate, add a CA). Nil when
+	// write transactions are serial anyway (SQLite's BEGIN IMMEDIATE).
+	lock func(ctx context.Context, tx *sql.Tx, key string) error
+}
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// Ping checks the database answers (readiness).
+func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// begin starts a transaction holding the lock for key (see dialect.lock);
+// empty key: none.
+func (s *DB) begin(ctx context.Context, key string) (*sql.Tx, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if key != "" && s.d.lock != nil {
+		if err := s.d.lock(ctx, tx, key); err != nil {
+			tx.Rollback() //nolint:errcheck // the lock's error says more
+			return nil, fmt.Errorf("lock %s: %w", key, err)
+		}
+	}
+	return tx, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// CAs returns every CA in the trust bundle, oldest first.
+func (s *DB) CAs(ctx context.Context) ([]CA, error) {
+	out, err := queryAll(ctx, s.db, scanCA, `SELECT id, cert_pem, key_pem, active, created_at FROM cas ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("read connector CAs: %w", err)
+	}
+	return out, nil
+}
+
+func scanCA(r scanner) (CA, error) {
+	var c CA
+	var cert, key string
+	var active int
+	var created int64
+	err := r.Scan(&c.ID, &cert, &key, &active, &created)
+	c.CertPEM, c.KeyPEM, c.Active, c.Created = []byte(cert), []byte(key), active == 1, fromNano(created)
+	return c, err
+}
+
+// AddCA adds ca to the trust bundle. When ca is active, every other CA
+// becomes inactive in the same transaction. When onlyIfNone is set and a CA
+// exists already, nothing is added and ok is false (two processes starting
+// on an empty store create one CA, not two). Adding CAs is serialised
+// across processes, so that two at once leave exactly one active.
+func (s *DB) AddCA(ctx context.Context, ca CA, onlyIfNone bool) (ok bool, err error) {
+	tx, err := s.begin(ctx, "cas")
+	if err != nil {
+		return false, fmt.Errorf("add connector CA: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if onlyIfNone {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cas`).Scan(&n); err != nil {
+			return false, fmt.Errorf("add connector CA: %w", err)
+		}
+		if n > 0 {
+			return false, nil
+		}
+	}
+	if ca.Active {
+		if _, err := tx.ExecContext(ctx, `UPDATE cas SET active = 0`); err != nil {
+			return false, fmt.Errorf("add connector CA: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO cas (id, cert_pem, key_pem, active, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		ca.ID, string(ca.CertPEM), string(ca.KeyPEM), boolInt(ca.Active), unixNano(ca.Created)); err != nil {
+		return false, fmt.Errorf("add connector CA: %w", err)
+	}
+	return true, tx.Commit()
+}
+
+// RetireCAs removes every inactive CA from the trust bundle and returns how
+// many it removed.
+func (s *DB) RetireCAs(ctx context.Context) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM cas WHERE active = 0`)
+	if err != nil {
+		return 0, fmt.Errorf("retire connector CAs: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// CreateToken stores a new enrollment token.
+func (s *DB) CreateToken(ctx context.Context, t Token) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (id, hash, group_name, max_uses, used, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		t.ID, hex.EncodeToString(t.Hash[:]), t.Group, t.MaxUses, t.Used, unixNano(t.Expires), unixNano(t.Created))
+	if err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
+	return nil
+}
+
+// Tokens lists the enrollment tokens, oldest first.
+func (s *DB) Tokens(ctx context.Context) ([]Token, error) {
+	out, err := queryAll(ctx, s.db, scanToken,
+		`SELECT id, hash, group_name, max_uses, used, expires_at, created_at FROM tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// queryAll runs query and scans each row it returns with scan.
+func queryAll[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanToken(r scanner) (Token, error) {
+	var t Token
+	var hash string
+	var expires, created int64
+	if err := r.Scan(&t.ID, &hash, &t.Group, &t.MaxUses, &t.Used, &expires, &created); err != nil {
+		return t, err
+	}
+	if b, err := hex.DecodeString(hash); err == nil && len(b) == len(t.Hash) {
+		copy(t.Hash[:], b)
+	}
+	t.Expires, t.Created = fromNano(expires), fromNano(created)
+	return t, nil
+}
+
+// DeleteToken deletes a token; ErrNotFound when there is none with id.
+func (s *DB) DeleteToken(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM tokens WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// querier is what findToken and spendToken need of a *sql.DB or *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// findToken reads the token whose SHA-256 is hash and checks that it has a
+// use left at now: ErrNotFound, ErrTokenExpired or ErrTokenUsedUp.
+func findToken(ctx context.Context, q querier, hash [32]byte, now time.Time) (Token, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT id, hash, group_name, max_uses, used, expires_at, created_at FROM tokens WHERE hash = $1`,
+		hex.EncodeToString(hash[:])))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Token{}, ErrNotFound
+	case err != nil:
+		return Token{}, err
+	case !t.Expires.IsZero() && !now.Before(t.Expires):
+		return Token{}, ErrTokenExpired
+	case t.MaxUses > 0 && t.Used >= t.MaxUses:
+		return Token{}, ErrTokenUsedUp
+	}
+	return t, nil
+}
+
+// spendToken spends one use of the token whose SHA-256 is hash, in tx.
+func spendToken(ctx context.Context, tx *sql.Tx, hash [32]byte, now time.Time) (Token, error) {
+	t, err := findToken(ctx, tx, hash, now)
+	if err != nil {
+		return Token{}, err
+	}
+	// The condition is checked again on the row as it is when the update
+	// runs: of transactions racing for the last use (another replica's
+	// too), the later ones wait for the first and then update nothing.
+	err = tx.QueryRowContext(ctx, `UPDATE tokens SET used = used + 1 WHERE id = $1 AND (max_uses = 0 OR used < max_uses) RETURNING used`,
+		t.ID).Scan(&t.Used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Token{}, ErrTokenUsedUp
+	}
+	return t, err
+}
+
+// CheckToken returns the token whose SHA-256 is hash if it has a use left
+// at now, without spending it. It fails with ErrNotFound, ErrTokenExpired
+// or ErrTokenUsedUp.
+func (s *DB) CheckToken(ctx context.Context, hash [32]byte, now time.Time) (Token, error) {
+	t, err := findToken(ctx, s.db, hash, now)
+	if err != nil && !isTokenErr(err) {
+		err = fmt.Errorf("check token: %w", err)
+	}
+	return t, err
+}
+
+func isTokenErr(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrTokenExpired) || errors.Is(err, ErrTokenUsedUp)
+}
+
+// EnrollConnector spends one use of the token whose SHA-256 is hash and
+// records the newly enrolled connector c in one transaction: both happen
+// or neither, so a failure to record c leaves the token as it was. Of
+// several callers racing for a token's last use exactly one succeeds; the
+// others fail with ErrTokenUsedUp (or ErrNotFound, ErrTokenExpired).
+func (s *DB) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, c Connector) (Token, error) {
+	tx, err := s.begin(ctx, "")
+	if err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	t, err := spendToken(ctx, tx, hash, now)
+	if err != nil {
+		if !isTokenErr(err) {
+			err = fmt.Errorf("enroll connector: use token: %w", err)
+		}
+		return Token{}, err
+	}
+	if err := insertConnector(ctx, tx, c); err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Token{}, fmt.Errorf("enroll connector: %w", err)
+	}
+	return t, nil
+}
+
+const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, cert_issued, revoked_at`
+
+func scanConnector(r scanner) (Connector, error) {
+	var c Connector
+	var enrolled, expires, issued, revoked int64
+	var inUse int
+	if err := r.Scan(&c.ID, &c.Name, &c.Group, &c.Version, &c.Platform, &enrolled, &c.CertSerial, &expires, &inUse, &issued, &revoked); err != nil {
+		return c, err
+	}
+	c.Enrolled, c.CertExpires, c.CertInUse, c.Revoked = fromNano(enrolled), fromNano(expires), inUse == 1, fromNano(revoked)
+	c.CertIssued = fromNano(issued)
+	return c, nil
+}
+
+// AddConnector records a newly enrolled connector.
+func (s *DB) AddConnector(ctx context.Context, c Connector) error {
+	if err := insertConnector(ctx, s.db, c); err != nil {
+		return fmt.Errorf("add connector: %w", err)
+	}
+	return nil
+}
+
+func insertConnector(ctx context.Context, q querier, c Connector) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO connectors (`+connectorCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		c.ID, c.Name, c.Group, c.Version, c.Platform, unixNano(c.Enrolled), c.CertSerial, unixNano(c.CertExpires),
+		boolInt(c.CertInUse), unixNano(c.CertIssued), unixNano(c.Revoked))
+	return err
+}
+
+// Connector returns one connector; ErrNotFound when there is none with id.
+func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
+	c, err := scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("read connector: %w", err)
+	}
+	return c, nil
+}
+
+// Connectors lists the enrolled connectors, oldest first.
+func (s *DB) Connectors(ctx context.Context) ([]Connector, error) {
+	out, err := queryAll(ctx, s.db, scanConnector, `SELECT `+connectorCols+` FROM connectors ORDER BY enrolled_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list connectors: %w", err)
+	}
+	return out, nil
+}
+
+// RenewConnector records a connector's new certificate (not in use yet)
+// and returns the connector. CertIssued stays: the certificates issued
+// before the one in use stay retired. A revoked connector is left as it is (check
+// Revoked); ErrNotFound when there is no connector with id.
+func (s *DB) RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (Connector, error) {
+	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = $1, cert_expires = $2, cert_in_use = 0, version = $3, platform = $4 WHERE id = $5 AND revoked_at = 0`,
+		serial, unixNano(expires), version, platform, id)
+	if err != nil {
+		return Connector{}, fmt.Errorf("renew connector: %w", err)
+	}
+	return s.Connector(ctx, id)
+}
+
+// CertInUse records that connector id's agent presented the certificate
+// serial, issued (NotBefore) at issued, which retires its older ones, and
+// reports whether this call recorded it: false when it was recorded
+// before, or when serial is not the newest (a renewal came in between).
+func (s *DB) CertInUse(ctx context.Context, id, serial string, issued time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_in_use = 1, cert_issued = $1 WHERE id = $2 AND cert_serial = $3 AND cert_in_use = 0`,
+		unixNano(issued), id, serial)
+	if err != nil {
+		return false, fmt.Errorf("record certificate in use: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// AdoptCert records serial (issued at issued, expiring at expires) as
+// connector id's newest certificate, in use, in place of prev: the agent
+// presented a certificate newer than the one recorded, which happens when
+// the store was restored from a backup taken before a renewal. It reports
+// false, changing nothing, when the connector no longer records prev or
+// was revoked.
+func (s *DB) AdoptCert(ctx context.Context, id, prev, serial string, issued, expires time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = $1, cert_expires = $2, cert_issued = $3, cert_in_use = 1
+		WHERE id = $4 AND cert_serial = $5 AND revoked_at = 0`, serial, unixNano(expires), unixNano(issued), id, prev)
+	if err != nil {
+		return false, fmt.Errorf("adopt certificate: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// RevokeConnector marks a connector revoked at at. Revoking twice keeps the
+// first time. ErrNotFound when there is no connector with id.
+func (s *DB) RevokeConnector(ctx context.Context, id string, at time.Time) (Connector, error) {
+	if _, err := s.db.ExecContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0`, unixNano(at), id); err != nil {
+		return Connector{}, fmt.Errorf("revoke connector: %w", err)
+	}
+	return s.Connector(ctx, id)
+}
+
+// AddSignOut records that the user session id was signed out; it is kept
+// until expires, when the session would have ended. Entries past their
+// end are deleted on the way.
+func (s *DB) AddSignOut(ctx context.Context, id string, expires, now time.Time) error {
+	tx, err := s.begin(ctx, "")
+	if err != nil {
+		return fmt.Errorf("record sign-out: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, `DELETE FROM signed_out WHERE expires <= $1`, unixNano(now)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO signed_out (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, id, unixNano(expires)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// SignOuts returns the signed-out sessions that have not ended by now:
+// id → end.
+func (s *DB) SignOuts(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, expires FROM signed_out WHERE expires > $1`, unixNano(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var exp int64
+		if err := rows.Scan(&id, &exp); err != nil {
+			return nil, err
+		}
+		out[id] = time.Unix(0, exp).UTC()
+	}
+	return out, rows.Err()
+}
+
+// Secret returns the secret stored under name. When there is none yet it
+// stores the one create makes; of gateways doing this at once on one
+// database, the first one's is kept and returned to all.
+func (s *DB) Secret(ctx context.Context, name string, create func() (string, error)) (string, error) {
+	read := func() (string, error) {
+		var v string
+		err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = $1`, name).Scan(&v)
+		return v, err
+	}
+	v, err := read()
+	if !errors.Is(err, sql.ErrNoRows) {
+		if err != nil {
+			return "", fmt.Errorf("read secret %s: %w", name, err)
+		}
+		return v, nil
+	}
+	if v, err = create(); err != nil {
+		return "", err
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, v); err != nil {
+		return "", fmt.Errorf("store secret %s: %w", name, err)
+	}
+	if v, err = read(); err != nil {
+		return "", fmt.Errorf("read secret %s: %w", name, err)
+	}
+	return v, nil
+}

@@ -1,0 +1,94 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// postgresDialect: READ COMMITTED (PostgreSQL's default) is enough for the
+// single-statement conditional updates (a token's use, a certificate in
+// use or adopted, a renewal, a revocation): an UPDATE that waited for
+// another transaction's row checks its WHERE again on the row as that
+// transaction left it. What reads first and writes after (migrate, AddCA)
+// takes a transaction-level advisory lock, per schema, so two replicas on
+// one database take turns.
+var postgresDialect = dialect{name: "PostgreSQL", lock: pgLock}
+
+func pgLock(ctx context.Context, tx *sql.Tx, key string) error {
+	_, err := tx.ExecContext(ctx,
+		`SELECT pg_advisory_xact_lock(hashtext('sallyport.' || $1 || '.' || coalesce(current_schema(), '')))`, key)
+	return err
+}
+
+// PostgresConnectTimeout bounds reaching the database at OpenPostgres
+// when the caller's context has no deadline of its own.
+const PostgresConnectTimeout = 15 * time.Second
+
+// OpenPostgres opens the store in the PostgreSQL database that dsn names
+// (a URL, postgres://user@host:5432/db?sslmode=verify-full, or key=value
+// pairs) and applies pending migrations. What the DSN leaves out comes from
+// the PG* environment variables and the password file, as with psql:
+// PGPASSWORD or ~/.pgpass (PGPASSFILE) for the password. The tables live
+// in the first schema of the search path (a search_path parameter in the
+// DSN picks another). Several gateways may use one database at once.
+func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message shows the DSN with its password masked.
+		return nil, fmt.Errorf("open store: PostgreSQL DSN: %w; write it as postgres://USER@HOST:PORT/DATABASE?sslmode=... "+
+			"or as host=HOST port=PORT dbname=DATABASE user=USER", err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	// A gateway's store calls are few (session starts, enrollments, the
+	// sweep); a small pool keeps a replica's share of max_connections low.
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(2)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	s := &DB{db: db, d: postgresDialect}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, PostgresConnectTimeout)
+		defer cancel()
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, unreachable(cfg, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: PostgreSQL %s: %w", where(cfg), err)
+	}
+	return s, nil
+}
+
+// where names the server and database of cfg, without the password.
+func where(cfg *pgx.ConnConfig) string {
+	hp := cfg.Host
+	if !strings.HasPrefix(hp, "/") {
+		hp = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	}
+	return fmt.Sprintf("%s database %q user %q", hp, cfg.Database, cfg.User)
+}
+
+// unreachable explains a failed first connection and what to check.
+func unreachable(cfg *pgx.ConnConfig, err error) error {
+	hint := "check that the server runs and accepts connections from this host (listen_addresses, pg_hba.conf, firewalls) " +
+		"and that the DSN names the right host, port and database"
+	if errors.Is(err, context.DeadlineExceeded) {
+		hint = "no answer in time: " + hint
+	}
+	if s := err.Error(); strings.Contains(s, "password") || strings.Contains(s, "SASL") || strings.Contains(s, "28P01") {
+		hint = "check the user and password: PGPASSWORD, the password file (~/.pgpass or PGPASSFILE), " +
+			"or the DSN given by store.postgres_file or store.postgres_env"
+	}
+	return fmt.Errorf("open store: cannot use PostgreSQL at %s: %w; %s", where(cfg), err, hint)
+}
