@@ -151,6 +151,9 @@ func runGateway(ctx context.Context, spec roleSpec, log *zap.Logger, ready func(
 		Tokens:        []gateway.Token{{Token: spec.Token, Group: benchGroup}},
 		Routes:        []gateway.Route{{App: "bench", Hosts: []string{benchHost}, Backend: backend, Group: benchGroup}},
 		ShutdownGrace: stopGrace,
+		// The bench's agents reach no other gateway: their sessions
+		// cannot move, so do not hold the stop for them.
+		AgentMoveWait: 100 * time.Millisecond,
 		Log:           log,
 	})
 	if err != nil {
