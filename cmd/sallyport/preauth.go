@@ -22,6 +22,7 @@ import (
 const (
 	sessionKeyFile    = "session.key"         // AES-256 key of the session cookies
 	assertionKeysFile = "assertion-keys.json" // ES256 keys of X-Sallyport-Assertion
+	assertionSeedName = "assertion-seed"      // with a shared store: the seed the assertion keys derive from
 )
 
 // preauthService builds the pre-authentication when an app asks for it
@@ -61,7 +62,7 @@ func preauthService(cfg *config.Gateway, log *zap.Logger, shared secretStore) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	keys, err := assertion.NewKeySet(assertion.KeySetConfig{File: filepath.Join(dir, assertionKeysFile)})
+	keys, err := assertionKeys(filepath.Join(dir, assertionKeysFile), shared)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -89,28 +90,62 @@ func sessionKey(file string, shared secretStore) ([]byte, error) {
 	if shared == nil {
 		return preauth.LoadOrCreateKey(file)
 	}
+	return sharedBytes(shared, sessionKeyFile, preauth.KeySize, func() ([]byte, error) {
+		if _, err := os.Stat(file); err != nil {
+			return nil, nil
+		}
+		return preauth.LoadOrCreateKey(file)
+	}, "everybody must sign in again")
+}
+
+// assertionKeys returns the key set that signs identity assertions: kept
+// in file when shared is nil; else derived from a seed in the shared
+// store, so that every replica signs with and publishes the same keys
+// (assertion.KeySetConfig.Seed).
+func assertionKeys(file string, shared secretStore) (*assertion.KeySet, error) {
+	if shared == nil {
+		return assertion.NewKeySet(assertion.KeySetConfig{File: file})
+	}
+	seed, err := sharedBytes(shared, assertionSeedName, assertion.MinSeed, nil,
+		"verifiers fetch the new keys when they meet them; assertions in flight, valid for two minutes, fail")
+	if err != nil {
+		return nil, err
+	}
+	return assertion.NewKeySet(assertion.KeySetConfig{Seed: seed})
+}
+
+// sharedBytes returns the size bytes kept under name in the shared store.
+// When there are none yet, the first gateway puts there what initial
+// gives, or random bytes when initial is nil or gives nil. afterDelete
+// says, in the error for a damaged value, what deleting it costs.
+func sharedBytes(shared secretStore, name string, size int, initial func() ([]byte, error), afterDelete string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := shared.Secret(ctx, sessionKeyFile, func() (string, error) {
-		key := make([]byte, preauth.KeySize)
-		if _, err := os.Stat(file); err == nil {
-			if key, err = preauth.LoadOrCreateKey(file); err != nil {
+	v, err := shared.Secret(ctx, name, func() (string, error) {
+		var b []byte
+		if initial != nil {
+			var err error
+			if b, err = initial(); err != nil {
 				return "", err
 			}
-		} else if _, err := rand.Read(key); err != nil {
-			return "", err
 		}
-		return base64.StdEncoding.EncodeToString(key), nil
+		if b == nil {
+			b = make([]byte, size)
+			if _, err := rand.Read(b); err != nil {
+				return "", err
+			}
+		}
+		return base64.StdEncoding.EncodeToString(b), nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("session key in the store: %w", err)
+		return nil, fmt.Errorf("%s in the store: %w", name, err)
 	}
-	key, err := base64.StdEncoding.DecodeString(v)
-	if err != nil || len(key) != preauth.KeySize {
-		return nil, fmt.Errorf("session key in the store (secrets table, name %q): want %d random bytes in base64; "+
-			"delete the row to make a new key (everybody must sign in again)", sessionKeyFile, preauth.KeySize)
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("%s in the store (secrets table, name %q): want %d random bytes in base64; "+
+			"delete the row to make a new one (%s)", name, name, size, afterDelete)
 	}
-	return key, nil
+	return b, nil
 }
 
 // appPolicies returns the sign-in policy of each app with preauth: oidc,

@@ -5,12 +5,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/pgtest"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -100,15 +106,7 @@ func TestCARotateOnPostgres(t *testing.T) {
 // stay signed in when a gateway moves to PostgreSQL), the next, with no
 // file of its own, gets the same key and writes no file.
 func TestSessionKeySharedOnPostgres(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	open := func() *store.DB {
-		st, err := store.OpenPostgres(context.Background(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
+	open := pgOpener(t)
 	first := filepath.Join(t.TempDir(), sessionKeyFile)
 	had, err := preauth.LoadOrCreateKey(first)
 	if err != nil {
@@ -130,5 +128,73 @@ func TestSessionKeySharedOnPostgres(t *testing.T) {
 	own, err := sessionKey(second, nil)
 	if err != nil || bytes.Equal(own, had) {
 		t.Fatalf("key from a new file = %x, %v; want a new one", own, err)
+	}
+}
+
+// TestAssertionKeysSharedOnPostgres: replicas on one database derive their
+// assertion keys from one seed in it, so what one signs the other's JWKS
+// verifies (each with its own key file, it did not: TestSignVerify's
+// foreign key set); no key file is written; a damaged seed stops the start
+// naming the row.
+func TestAssertionKeysSharedOnPostgres(t *testing.T) {
+	open := pgOpener(t)
+	fileA := filepath.Join(t.TempDir(), assertionKeysFile)
+	fileB := filepath.Join(t.TempDir(), assertionKeysFile)
+	a, err := assertionKeys(fileA, open())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := assertionKeys(fileB, open())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.JWKS(), b.JWKS()) {
+		t.Fatalf("two replicas publish different keys:\n%s\n%s", a.JWKS(), b.JWKS())
+	}
+	tok, err := a.Sign(assertion.Claims{Claims: jwt.Claims{Subject: "alice", Audience: jwt.Audience{"app"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(b.JWKS(), &set); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := assertion.Verify(tok, &set, "app", time.Now()); err != nil || c.Subject != "alice" {
+		t.Errorf("signed at one replica, verified with the other's keys: %+v, %v", c, err)
+	}
+	for _, f := range []string{fileA, fileB} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("a replica wrote %s", f)
+		}
+	}
+	// Without a shared store, the file as before.
+	if _, err := assertionKeys(fileA, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fileA); err != nil {
+		t.Errorf("no key file without a shared store: %v", err)
+	}
+
+	damaged := open()
+	if _, err := damaged.Secret(context.Background(), assertionSeedName+"-x", func() (string, error) { return "", nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sharedBytes(damaged, assertionSeedName+"-x", assertion.MinSeed, nil, "cost"); err == nil ||
+		!strings.Contains(err.Error(), `(secrets table, name "assertion-seed-x"): want 32 random bytes in base64; delete the row`) {
+		t.Errorf("damaged seed: %v", err)
+	}
+}
+
+// pgOpener returns a function that opens one more handle on the test's
+// PostgreSQL database (one per replica), closed at the test's end.
+func pgOpener(t *testing.T) func() *store.DB {
+	dsn := pgtest.DSN(t)
+	return func() *store.DB {
+		st, err := store.OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
 	}
 }

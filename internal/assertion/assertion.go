@@ -65,8 +65,13 @@ type Claims struct {
 // rotates daily and signs assertions valid for two minutes.
 type KeySetConfig struct {
 	// File persists the keys (private, mode 0600). Empty: memory only, a
-	// new key on every start.
+	// new key on every start. Not used with a Seed.
 	File string
+	// Seed, when set (at least MinSeed random bytes), derives the key of
+	// each rotation period from it instead of generating and storing keys:
+	// gateways that share the seed (replicas on one store) sign with and
+	// publish the same keys without talking to each other. See derived.go.
+	Seed []byte
 	// Rotation is how long one key signs (0 → DefaultRotation).
 	Rotation time.Duration
 	// Lifetime of an assertion (0 → DefaultLifetime).
@@ -115,11 +120,23 @@ type KeySet struct {
 	keys   []key  // newest first; keys[0] signs; guarded by mu
 	jwks   []byte // public JWKS of keys; guarded by mu
 	signer jose.Signer
+	period int64 // with a Seed: the rotation period keys[0] is of; guarded by mu
 }
 
 // NewKeySet loads the keys from cfg.File (creating it) or generates one.
 func NewKeySet(cfg KeySetConfig) (*KeySet, error) {
 	ks := &KeySet{cfg: cfg}
+	if cfg.Seed != nil {
+		if len(cfg.Seed) < MinSeed {
+			return nil, fmt.Errorf("assertion keys: a seed of %d bytes; want at least %d random bytes", len(cfg.Seed), MinSeed)
+		}
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		if err := ks.deriveLocked(); err != nil {
+			return nil, err
+		}
+		return ks, nil
+	}
 	if cfg.File != "" {
 		data, err := os.ReadFile(cfg.File)
 		switch {
@@ -154,8 +171,12 @@ func NewKeySet(cfg KeySetConfig) (*KeySet, error) {
 }
 
 // Rotate makes a new key the signing key at once; the old ones stay
-// published until no assertion they signed can still be valid.
+// published until no assertion they signed can still be valid. Keys
+// derived from a Seed change with their period only.
 func (ks *KeySet) Rotate() error {
+	if ks.cfg.Seed != nil {
+		return errors.New("assertion keys derived from a shared seed change with their rotation period; none can be forced")
+	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	return ks.rotateLocked(true)
@@ -165,6 +186,9 @@ func (ks *KeySet) Rotate() error {
 // the rotation period, drops keys that no longer verify anything, and
 // refreshes the signer, the JWKS and the file.
 func (ks *KeySet) rotateLocked(force bool) error {
+	if ks.cfg.Seed != nil {
+		return ks.deriveLocked()
+	}
 	now := ks.cfg.now()
 	changed := false
 	if force || len(ks.keys) == 0 || now.Sub(ks.keys[0].Created) >= ks.cfg.rotation() {
@@ -204,23 +228,9 @@ func (ks *KeySet) rotateLocked(force bool) error {
 	if !changed && ks.signer != nil {
 		return nil
 	}
-	cur := ks.keys[0]
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: cur.Private, KeyID: cur.ID, Algorithm: string(jose.ES256)}},
-		(&jose.SignerOptions{}).WithType("JWT"))
+	signer, jwks, stored, err := ks.publication()
 	if err != nil {
-		return fmt.Errorf("assertion keys: %w", err)
-	}
-	var set jose.JSONWebKeySet
-	stored := make([]storedKey, 0, len(ks.keys))
-	all := append([]key{*ks.next}, ks.keys...)
-	for i, k := range all {
-		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.Private.PublicKey, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"})
-		stored = append(stored, storedKey{Created: k.Created, Next: i == 0,
-			JWK: jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}})
-	}
-	jwks, err := json.Marshal(set)
-	if err != nil {
-		return fmt.Errorf("assertion keys: %w", err)
+		return err
 	}
 	if ks.cfg.File != "" {
 		data, err := json.MarshalIndent(stored, "", "  ")
@@ -233,6 +243,30 @@ func (ks *KeySet) rotateLocked(force bool) error {
 	}
 	ks.signer, ks.jwks = signer, jwks
 	return nil
+}
+
+// publication returns the signer of keys[0], the public JWKS of next and
+// keys, and all of them as the file stores them.
+func (ks *KeySet) publication() (jose.Signer, []byte, []storedKey, error) {
+	cur := ks.keys[0]
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: cur.Private, KeyID: cur.ID, Algorithm: string(jose.ES256)}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("assertion keys: %w", err)
+	}
+	var set jose.JSONWebKeySet
+	stored := make([]storedKey, 0, len(ks.keys)+1)
+	all := append([]key{*ks.next}, ks.keys...)
+	for i, k := range all {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.Private.PublicKey, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"})
+		stored = append(stored, storedKey{Created: k.Created, Next: i == 0,
+			JWK: jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: string(jose.ES256), Use: "sig"}})
+	}
+	jwks, err := json.Marshal(set)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("assertion keys: %w", err)
+	}
+	return signer, jwks, stored, nil
 }
 
 func newKey(now time.Time) (*key, error) {
