@@ -60,3 +60,22 @@ func TestExpiryClosesSessionThatDoesNotRead(t *testing.T) {
 		t.Fatal("the session was not closed at its certificate's expiry")
 	}
 }
+
+// TestAgentMoveWait: how long shutdown waits for agents to move: 5 s by
+// default, never past the shutdown grace, and not at all when negative (a
+// gateway with no replica to move to).
+func TestAgentMoveWait(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want time.Duration
+	}{
+		{Config{}, 5 * time.Second},
+		{Config{AgentMoveWait: -1}, 0},
+		{Config{AgentMoveWait: time.Minute, ShutdownGrace: 2 * time.Second}, 2 * time.Second},
+		{Config{AgentMoveWait: 300 * time.Millisecond}, 300 * time.Millisecond},
+	} {
+		if got := c.cfg.agentMoveWait(); got != c.want {
+			t.Errorf("AgentMoveWait %v, ShutdownGrace %v: waits %v, want %v", c.cfg.AgentMoveWait, c.cfg.ShutdownGrace, got, c.want)
+		}
+	}
+}

@@ -94,8 +94,10 @@ type Config struct {
 	// agents, for them to move their sessions to another replica before it
 	// closes what is left (0 → 5s; never past ShutdownGrace). Each agent
 	// opens a replacement session before it lets the old one go; a lone
-	// gateway, which refuses new sessions while it shuts down, waits all of
-	// it.
+	// gateway, which refuses new sessions while it shuts down, would wait
+	// all of it with its public listener closed. Negative: no wait, for a
+	// gateway with no replica to move to (`sallyport gateway` sets it
+	// unless the store is PostgreSQL).
 	AgentMoveWait time.Duration
 	// ReadHeaderTimeout bounds reading a request head (0 → 10s).
 	ReadHeaderTimeout time.Duration
@@ -133,6 +135,9 @@ type Config struct {
 
 func (c *Config) shutdownGrace() time.Duration { return orDefault(c.ShutdownGrace, 30*time.Second) }
 func (c *Config) agentMoveWait() time.Duration {
+	if c.AgentMoveWait < 0 {
+		return 0
+	}
 	return min(orDefault(c.AgentMoveWait, 5*time.Second), c.shutdownGrace())
 }
 func (c *Config) readHeaderTimeout() time.Duration {

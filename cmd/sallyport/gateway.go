@@ -110,6 +110,12 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		AdminAddr:            cfg.Admin.AddrOrDefault(),
 		Log:                  log,
 	}
+	if shared == nil {
+		// No replica shares this gateway's store, so its agents have
+		// nowhere to move when it stops: waiting for them would only
+		// keep the public listener closed longer during a restart.
+		out.AgentMoveWait = -1
+	}
 	tok, err := adminToken(cfg.Admin.TokenFile)
 	if err != nil {
 		return out, cfg.FileError("admin.token_file", err)

@@ -14,9 +14,11 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/assertion"
+	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/pgtest"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -196,5 +198,44 @@ func pgOpener(t *testing.T) func() *store.DB {
 		}
 		t.Cleanup(func() { st.Close() })
 		return st
+	}
+}
+
+// memSecrets is a shared store of secrets in memory.
+type memSecrets map[string]string
+
+func (m memSecrets) Secret(_ context.Context, name string, create func() (string, error)) (string, error) {
+	if v, ok := m[name]; ok {
+		return v, nil
+	}
+	v, err := create()
+	if err == nil {
+		m[name] = v
+	}
+	return v, err
+}
+
+// TestAgentMoveWaitByStore: a gateway whose store no replica shares does
+// not wait at shutdown for its agents to move (they have nowhere to go,
+// and the wait kept its public listener closed up to 5 s longer in every
+// restart); one on a shared store keeps the default wait.
+func TestAgentMoveWaitByStore(t *testing.T) {
+	g, err := config.ParseGateway("gateway.yaml", []byte("data_dir: "+t.TempDir()+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lone, err := gatewayConfigShared(g, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lone.AgentMoveWait >= 0 {
+		t.Errorf("lone gateway: AgentMoveWait %v, want negative (no wait)", lone.AgentMoveWait)
+	}
+	replica, err := gatewayConfigShared(g, zap.NewNop(), memSecrets{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replica.AgentMoveWait != 0 {
+		t.Errorf("replica: AgentMoveWait %v, want 0 (the default wait)", replica.AgentMoveWait)
 	}
 }
