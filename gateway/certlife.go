@@ -122,11 +122,7 @@ const storeSweep = time.Minute
 // sweepLoop runs sweep every StoreSweep until the gateway stops. It keeps
 // real time even when tests fake the clock: it only looks.
 func (g *Gateway) sweepLoop() {
-	every := g.cfg.StoreSweep
-	if every <= 0 {
-		every = storeSweep
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(g.cfg.storeSweep())
 	defer t.Stop()
 	for {
 		select {
@@ -141,8 +137,9 @@ func (g *Gateway) sweepLoop() {
 // sweep closes the sessions of connectors that the store says are
 // revoked, and retires those presenting a certificate older than the one
 // the store records in use. It also reads the users' sign-outs that other
-// gateways recorded.
+// gateways recorded, and writes this replica's heartbeat (replicas.go).
 func (g *Gateway) sweep() {
+	g.heartbeat()
 	g.syncSignOuts()
 	ids := map[string]bool{}
 	for _, s := range g.registry.Sessions() {

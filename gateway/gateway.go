@@ -133,6 +133,7 @@ type Config struct {
 	Log *zap.Logger
 }
 
+func (c *Config) storeSweep() time.Duration    { return orDefault(c.StoreSweep, storeSweep) }
 func (c *Config) shutdownGrace() time.Duration { return orDefault(c.ShutdownGrace, 30*time.Second) }
 func (c *Config) agentMoveWait() time.Duration {
 	if c.AgentMoveWait < 0 {
@@ -196,6 +197,8 @@ type Gateway struct {
 	serving   atomic.Bool   // between Serve's start and its shutdown
 	stopped   chan struct{} // closed when shutdown starts
 	groups    groupWatch    // redundancy of connector groups (redundancy.go)
+	replica   string        // this replica's id, random per process (replicas.go)
+	replicas  atomic.Uint32 // replicas alive on the store; written by heartbeat
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen
@@ -221,7 +224,8 @@ func New(cfg Config) (*Gateway, error) {
 		log = zap.NewNop()
 	}
 	log = limitRefusals(log, time.Now)
-	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store, stopped: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store, stopped: make(chan struct{}),
+		replica: newReplicaID()}
 	g.router.Store(router)
 	g.registry.MaxPerConnector = maxSessionsPerConnector
 	for _, t := range cfg.Tokens {
@@ -246,6 +250,8 @@ func New(cfg Config) (*Gateway, error) {
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
 		ProtocolVersion: cfg.ProtocolVersion,
+		Replica:         g.replica,
+		Replicas:        g.replicaCount,
 	}
 	g.mux = &muxtunnel.Server{
 		Authenticate: g.authenticateCounted,
@@ -254,6 +260,8 @@ func New(cfg Config) (*Gateway, error) {
 		MaxStreams:   cfg.MaxStreamsPerSession,
 
 		ProtocolVersion: cfg.ProtocolVersion,
+		Replica:         g.replica,
+		Replicas:        g.replicaCount,
 	}
 	g.quic = &quictunnel.Listener{
 		Server: g.mux, TLS: g.TunnelTLS(), HandshakeTimeout: cfg.QUICHandshakeTimeout, IdleTimeout: cfg.QUICIdleTimeout,
@@ -471,6 +479,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 	}
 	g.syncSignOuts()
+	g.heartbeat()
 	g.serving.Store(true)
 	swept := make(chan struct{})
 	go func() {
@@ -491,6 +500,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	}()
 	go func() { errc <- g.grpc.Serve(tcpLn) }()
 	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
+		zap.String("replica", g.replica), zap.Int("replicas", g.Replicas()),
 		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
 		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.router.Load().routes))}
 	if adm != nil {
@@ -505,6 +515,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	}
 	g.shutdown(stopMux)
 	<-swept // shutdown closed g.stopped
+	g.removeReplica()
 	// Every serve goroutine has returned once shutdown is done.
 	for range servers - boolInt(serveErr != nil) {
 		if err := <-errc; err != nil && serveErr == nil && !errors.Is(err, grpc.ErrServerStopped) {

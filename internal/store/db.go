@@ -451,3 +451,39 @@ func (s *DB) Secret(ctx context.Context, name string, create func() (string, err
 	}
 	return v, nil
 }
+
+// Heartbeat records that the gateway replica id is alive at now, and
+// deletes the replicas not seen since prune (stopped ones).
+func (s *DB) Heartbeat(ctx context.Context, id string, now, prune time.Time) error {
+	tx, err := s.begin(ctx, "")
+	if err != nil {
+		return fmt.Errorf("replica heartbeat: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE last_seen < $1`, unixNano(prune)); err != nil {
+		return fmt.Errorf("replica heartbeat: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, last_seen) VALUES ($1, $2)
+		ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen`, id, unixNano(now)); err != nil {
+		return fmt.Errorf("replica heartbeat: %w", err)
+	}
+	return tx.Commit()
+}
+
+// RemoveReplica deletes the replica id (it stops), so that the others
+// stop counting it at their next sweep.
+func (s *DB) RemoveReplica(ctx context.Context, id string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM replicas WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("remove replica: %w", err)
+	}
+	return nil
+}
+
+// Replicas counts the gateway replicas seen at or after since.
+func (s *DB) Replicas(ctx context.Context, since time.Time) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM replicas WHERE last_seen >= $1`, unixNano(since)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count replicas: %w", err)
+	}
+	return n, nil
+}

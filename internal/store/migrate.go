@@ -65,6 +65,12 @@ var migrations = []string{
 		name  TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 6: the gateway replicas alive on the store (a heartbeat each store
+	// sweep), so that each can tell its agents how many there are.
+	`CREATE TABLE replicas (
+		id        TEXT PRIMARY KEY,
+		last_seen BIGINT NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.

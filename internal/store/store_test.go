@@ -528,3 +528,48 @@ func TestSignOuts(t *testing.T) {
 		}
 	})
 }
+
+// TestReplicas: replicas sharing a store count each other by their
+// heartbeats; one not seen since the window drops out of the count, one
+// that stops is removed, and old rows are pruned.
+func TestReplicas(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testDB) {
+		a, b := d.open(t), d.open(t)
+		ctx := context.Background()
+		t0 := time.Unix(1_700_000_000, 0)
+		if n, err := a.Replicas(ctx, t0); err != nil || n != 0 {
+			t.Fatalf("empty store: %d replicas (%v), want 0", n, err)
+		}
+		if err := a.Heartbeat(ctx, "a", t0, t0.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Heartbeat(ctx, "b", t0.Add(time.Second), t0.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*DB{a, b} {
+			if n, err := s.Replicas(ctx, t0.Add(-time.Minute)); err != nil || n != 2 {
+				t.Fatalf("%d replicas (%v), want 2", n, err)
+			}
+		}
+		// a again, later: b's heartbeat is too old to count.
+		if err := a.Heartbeat(ctx, "a", t0.Add(time.Hour), t0.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Replicas(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+			t.Fatalf("after b's heartbeat is stale: %d replicas (%v), want 1", n, err)
+		}
+		// A heartbeat that prunes deletes b's row for good.
+		if err := a.Heartbeat(ctx, "a", t0.Add(time.Hour), t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Replicas(ctx, t0.Add(-time.Hour)); err != nil || n != 1 {
+			t.Fatalf("after pruning: %d replicas (%v), want 1", n, err)
+		}
+		if err := a.RemoveReplica(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Replicas(ctx, t0.Add(-time.Hour)); err != nil || n != 0 {
+			t.Fatalf("after a stopped: %d replicas (%v), want 0", n, err)
+		}
+	})
+}

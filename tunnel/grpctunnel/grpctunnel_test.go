@@ -884,3 +884,19 @@ func TestClosedBeforeWelcome(t *testing.T) {
 		t.Fatalf("Dial error %q does not carry the gateway's reason", err)
 	}
 }
+
+// TestWelcomeReplica: the Welcome says which gateway replica took the
+// session and how many are alive, as the server's Replica and Replicas
+// say; a server without them sends "" and 0 (unknown).
+func TestWelcomeReplica(t *testing.T) {
+	ts := startServer(t, func(s *grpctunnel.Server) {
+		s.Replica, s.Replicas = "r1", func() uint32 { return 2 }
+	})
+	if _, w, _ := ts.rawSession(ts.rawClient()); w.GetReplica() != "r1" || w.GetReplicas() != 2 {
+		t.Fatalf("welcome replica %q of %d, want r1 of 2", w.GetReplica(), w.GetReplicas())
+	}
+	old := startServer(t, nil)
+	if _, w, _ := old.rawSession(old.rawClient()); w.GetReplica() != "" || w.GetReplicas() != 0 {
+		t.Fatalf("welcome without a replica count: replica %q of %d, want \"\" of 0", w.GetReplica(), w.GetReplicas())
+	}
+}

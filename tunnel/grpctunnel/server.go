@@ -59,6 +59,13 @@ type Server struct {
 	// Welcome and used on sessions (0 → tunnel.ProtocolVersion); tests
 	// lower it to play an older gateway.
 	ProtocolVersion uint32
+	// Replica is the id of this gateway replica, sent in every Welcome
+	// ("" → none).
+	Replica string
+	// Replicas returns the number of gateway replicas alive, sent in every
+	// Welcome so that agents spread their sessions over them (nil → 0,
+	// unknown: agents do not spread).
+	Replicas func() uint32
 
 	mu       sync.Mutex
 	sessions map[string]*session // guarded by mu
@@ -87,6 +94,13 @@ func (s *Server) Stats() Stats {
 
 // Register adds the service to gs.
 func (s *Server) Register(gs *grpc.Server) { tunnelv1.RegisterTunnelServiceServer(gs, s) }
+
+func (s *Server) replicas() uint32 {
+	if s.Replicas == nil {
+		return 0
+	}
+	return s.Replicas()
+}
 
 func (s *Server) log() *zap.Logger {
 	if s.Log == nil {
@@ -207,6 +221,8 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		SessionId:       ss.info.ID,
 		Group:           group,
 		MaxStreams:      uint32(s.maxStreams()),
+		Replica:         s.Replica,
+		Replicas:        s.replicas(),
 	}}
 	if err := ss.sendControl(welcome); err != nil {
 		if errors.Is(err, ErrSessionClosed) && ss.reason != nil {

@@ -136,6 +136,14 @@ func (c *ClientSession) SessionID() string { return c.welcome.GetSessionId() }
 // Group is the connector group the gateway put this agent in.
 func (c *ClientSession) Group() string { return c.welcome.GetGroup() }
 
+// Replica is the id of the gateway replica that holds the session ("" from
+// gateways that do not say).
+func (c *ClientSession) Replica() string { return c.welcome.GetReplica() }
+
+// Replicas is the number of gateway replicas alive on the gateway's store
+// when it welcomed the session (0: unknown).
+func (c *ClientSession) Replicas() uint32 { return c.welcome.GetReplicas() }
+
 // Drained is closed when the gateway announces that it will end this
 // session (it shuts down, or the session's certificate expires soon). The
 // session goes on serving until Serve's drain is closed or the gateway

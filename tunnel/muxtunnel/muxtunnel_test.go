@@ -133,6 +133,17 @@ func readRaw(t *testing.T, r io.Reader, m proto.Message) {
 // welcome.
 func rawHello(t *testing.T, p *pair) muxtunnel.RawStream {
 	t.Helper()
+	ctrl, w := rawWelcome(t, p)
+	if w == nil {
+		t.Fatal("no welcome")
+	}
+	return ctrl
+}
+
+// rawWelcome opens the control stream by hand, says hello, and returns the
+// stream and the welcome (nil if the answer was another message).
+func rawWelcome(t *testing.T, p *pair) (muxtunnel.RawStream, *tunnelv1.Welcome) {
+	t.Helper()
 	ctrl, err := p.client.OpenStream(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +151,7 @@ func rawHello(t *testing.T, p *pair) muxtunnel.RawStream {
 	writeRaw(t, ctrl, &tunnelv1.ControlRequest{Hello: &tunnelv1.Hello{Token: goodToken, Name: "raw", Transport: "yamux"}})
 	var m tunnelv1.ControlResponse
 	readRaw(t, ctrl, &m)
-	if m.GetWelcome() == nil {
-		t.Fatalf("no welcome: %v", &m)
-	}
-	return ctrl
+	return ctrl, m.GetWelcome()
 }
 
 func session(t *testing.T, p *pair) tunnel.Session {
@@ -560,5 +568,21 @@ func TestExpectContinueOverMux(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			tunneltest.CheckExpectContinue(t, loopbackSession(t, transport, tunneltest.ExpectBackend))
 		})
+	}
+}
+
+// TestWelcomeReplica: the Welcome says which gateway replica took the
+// session and how many are alive, as the server's Replica and Replicas
+// say; a server without them sends "" and 0 (unknown).
+func TestWelcomeReplica(t *testing.T) {
+	for _, c := range []struct {
+		replica  string
+		replicas func() uint32
+		want     uint32
+	}{{"r1", func() uint32 { return 2 }, 2}, {"", nil, 0}} {
+		p := newPair(t, func(s *muxtunnel.Server) { s.Replica, s.Replicas = c.replica, c.replicas })
+		if _, w := rawWelcome(t, p); w.GetReplica() != c.replica || w.GetReplicas() != c.want {
+			t.Fatalf("welcome replica %q of %d, want %q of %d", w.GetReplica(), w.GetReplicas(), c.replica, c.want)
+		}
 	}
 }

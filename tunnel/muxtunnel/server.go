@@ -44,6 +44,13 @@ type Server struct {
 	// Welcome and used on sessions (0 → tunnel.ProtocolVersion); tests
 	// lower it to play an older gateway.
 	ProtocolVersion uint32
+	// Replica is the id of this gateway replica, sent in every Welcome
+	// ("" → none).
+	Replica string
+	// Replicas returns the number of gateway replicas alive, sent in every
+	// Welcome so that agents spread their sessions over them (nil → 0,
+	// unknown: agents do not spread).
+	Replicas func() uint32
 	// DrainWait bounds how long DrainAll waits for the agents to take the
 	// shutdown message (0 → 5s).
 	DrainWait time.Duration
@@ -71,6 +78,13 @@ type Stats struct {
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{StreamsOpened: s.opened.Load(), StreamWaits: s.waits.Load()}
+}
+
+func (s *Server) replicas() uint32 {
+	if s.Replicas == nil {
+		return 0
+	}
+	return s.Replicas()
 }
 
 func (s *Server) log() *zap.Logger {
@@ -173,6 +187,8 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 		SessionId:       ss.info.ID,
 		Group:           group,
 		MaxStreams:      uint32(s.maxStreams()),
+		Replica:         s.Replica,
+		Replicas:        s.replicas(),
 	}}
 	if err := ss.sendControl(welcome); err != nil {
 		return fmt.Errorf("send welcome: %w", err)

@@ -13,6 +13,11 @@
 //      connector with PERMISSION_DENIED ("revoked: …"); a certificate of
 //      another CA or an expired one fails the TLS handshake. (Older agents
 //      sent a token as `authorization: Bearer` metadata; it is ignored.)
+//      The welcome names the gateway replica and how many are alive
+//      (Welcome.replica, Welcome.replicas): an agent whose new session
+//      shares a replica with another of its sessions while some replica
+//      has none drains it at once and dials again, a bounded number of
+//      times, so that every replica holds a session of its group.
 //   3. The agent opens Exchange streams carrying `sallyport-session: <id>`
 //      metadata and keeps a few of them idle. The gateway puts each idle
 //      stream in the session's pool; a new HTTP exchange takes one without
@@ -370,7 +375,19 @@ type Welcome struct {
 	// Connector group decided by the agent's credential.
 	Group string `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
 	// Most streams the gateway accepts on this session (idle and busy).
-	MaxStreams    uint32 `protobuf:"varint,4,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	MaxStreams uint32 `protobuf:"varint,4,opt,name=max_streams,json=maxStreams,proto3" json:"max_streams,omitempty"`
+	// Id of the gateway replica that accepted the session: random per
+	// gateway process, the same for all its sessions. Empty from gateways
+	// that predate it.
+	Replica string `protobuf:"bytes,5,opt,name=replica,proto3" json:"replica,omitempty"`
+	// Number of gateway replicas alive on the gateway's store (1 with a
+	// SQLite store; those seen within the last three store sweeps with
+	// PostgreSQL). An agent whose sessions share a replica while another
+	// replica has none re-dials until they cover min(replicas, connections)
+	// replicas, since a replica that holds no session of a group answers its
+	// users 503. 0 means unknown (older gateways): the agent does nothing
+	// new.
+	Replicas      uint32 `protobuf:"varint,6,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -429,6 +446,20 @@ func (x *Welcome) GetGroup() string {
 func (x *Welcome) GetMaxStreams() uint32 {
 	if x != nil {
 		return x.MaxStreams
+	}
+	return 0
+}
+
+func (x *Welcome) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *Welcome) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
 	}
 	return 0
 }
@@ -949,14 +980,16 @@ const file_sallyport_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\bplatform\x18\x04 \x01(\tR\bplatform\x12\x1c\n" +
 	"\ttransport\x18\x05 \x01(\tR\ttransport\x12\x19\n" +
 	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12\x14\n" +
-	"\x05token\x18\a \x01(\tR\x05token\"\x8a\x01\n" +
+	"\x05token\x18\a \x01(\tR\x05token\"\xc0\x01\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\tR\x05group\x12\x1f\n" +
 	"\vmax_streams\x18\x04 \x01(\rR\n" +
-	"maxStreams\"\x1f\n" +
+	"maxStreams\x12\x18\n" +
+	"\areplica\x18\x05 \x01(\tR\areplica\x12\x1a\n" +
+	"\breplicas\x18\x06 \x01(\rR\breplicas\"\x1f\n" +
 	"\x05Drain\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xf9\x02\n" +
 	"\x05Frame\x12:\n" +

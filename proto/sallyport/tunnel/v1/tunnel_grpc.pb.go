@@ -13,6 +13,11 @@
 //      connector with PERMISSION_DENIED ("revoked: …"); a certificate of
 //      another CA or an expired one fails the TLS handshake. (Older agents
 //      sent a token as `authorization: Bearer` metadata; it is ignored.)
+//      The welcome names the gateway replica and how many are alive
+//      (Welcome.replica, Welcome.replicas): an agent whose new session
+//      shares a replica with another of its sessions while some replica
+//      has none drains it at once and dials again, a bounded number of
+//      times, so that every replica holds a session of its group.
 //   3. The agent opens Exchange streams carrying `sallyport-session: <id>`
 //      metadata and keeps a few of them idle. The gateway puts each idle
 //      stream in the session's pool; a new HTTP exchange takes one without

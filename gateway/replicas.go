@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Several replicas behind one load balancer each hold the agent sessions
+// that reached them, and a replica holding no session of a connector group
+// answers its users 503. So each replica tells its agents in the Welcome
+// who it is (a random id per process) and how many replicas are alive on
+// the store; an agent whose sessions share a replica while another has none
+// dials again until they cover them (agent/spread.go).
+//
+// The count comes from the store: each replica writes a heartbeat at start
+// and at every store sweep, and counts the replicas seen within
+// replicaWindow sweeps. A lone gateway on SQLite counts itself: 1.
+
+// ReplicaStore is a Store that knows the gateway replicas alive on it
+// (store.DB). A Store without it leaves the count unknown (0): agents do not
+// spread their sessions.
+type ReplicaStore interface {
+	// Heartbeat records that replica id is alive at now and deletes the
+	// replicas not seen since prune.
+	Heartbeat(ctx context.Context, id string, now, prune time.Time) error
+	// Replicas counts the replicas seen at or after since.
+	Replicas(ctx context.Context, since time.Time) (int, error)
+	// RemoveReplica deletes replica id: it stops.
+	RemoveReplica(ctx context.Context, id string) error
+}
+
+// replicaWindow is how many store sweeps a replica's heartbeat counts for:
+// a replica that misses two sweeps in a row (stopped without removing
+// itself, or cut off from the store) drops out of the count.
+const replicaWindow = 3
+
+func newReplicaID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Replica is this gateway's replica id, random per process and sent to
+// agents in every Welcome.
+func (g *Gateway) Replica() string { return g.replica }
+
+// Replicas is the number of gateway replicas alive on the store, as of the
+// last store sweep (0 before the first, or with a Store that cannot say).
+func (g *Gateway) Replicas() int { return int(g.replicas.Load()) }
+
+func (g *Gateway) replicaCount() uint32 { return g.replicas.Load() }
+
+// heartbeat records this replica as alive in the store and reads how many
+// are. A store error leaves the last known count.
+func (g *Gateway) heartbeat() {
+	rs, ok := g.store.(ReplicaStore)
+	if !ok {
+		return
+	}
+	window := replicaWindow * g.cfg.storeSweep()
+	now := time.Now() // real time, as the sweeps: replicas compare their clocks
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	err := rs.Heartbeat(ctx, g.replica, now, now.Add(-window))
+	var n int
+	if err == nil {
+		n, err = rs.Replicas(ctx, now.Add(-window))
+	}
+	if err != nil {
+		g.log.Warn("gateway replicas not counted in the store; agents are told the last known count",
+			zap.Error(err), zap.Int("replicas", g.Replicas()))
+		return
+	}
+	n = max(n, 1) // this one, even if its clock is behind the store's rows
+	if old := g.replicas.Swap(uint32(n)); old != uint32(n) {
+		g.log.Info("gateway replicas on the store", zap.String("replica", g.replica), zap.Int("replicas", n))
+	}
+}
+
+// removeReplica takes this replica out of the store's count as it stops.
+func (g *Gateway) removeReplica() {
+	rs, ok := g.store.(ReplicaStore)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	if err := rs.RemoveReplica(ctx, g.replica); err != nil {
+		g.log.Debug("replica not removed from the store; the others stop counting it within 3 sweeps", zap.Error(err))
+	}
+}
