@@ -121,6 +121,7 @@ type Agent struct {
 	mode     string             // grpc, quic, yamux or auto
 	proxy    *proxyDialer       // nil: direct TCP
 	auto     autoState
+	spread   *spread        // which gateway replica each slot's session is on
 	bg       sync.WaitGroup // the QUIC prober and sessions draining after a move
 
 	clock clock.Clock
@@ -173,6 +174,7 @@ func New(cfg Config) (*Agent, error) {
 		id: newAgentID(), sessions: make(map[string]SessionStatus), ready: make(chan struct{}),
 		clock: clock.Or(cfg.Clock), renewed: make(chan struct{}, 1),
 		renewal: make(chan struct{}), rollTurns: make(chan struct{}, 1),
+		spread: newSpread(),
 	}
 	a.auto.useQUIC = true
 	a.auto.back = make(chan struct{})
@@ -415,10 +417,17 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			continue
 		}
 		attempt = 0
-		err = a.serve(ctx, hard, sess, transport, cert, log)
+		err = a.serve(ctx, hard, slot, sess, transport, cert, log)
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errRespread) {
+			if !sleep(ctx, spreadPause()) {
+				return
+			}
+			continue
+		}
+		a.spread.leave(slot)
 		log.Warn("lost the gateway session; reconnecting", zap.Error(err))
 		if !sleep(ctx, a.cfg.Backoff.Next(0)) {
 			return

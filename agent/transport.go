@@ -174,9 +174,7 @@ func (a *Agent) probeQUIC(ctx context.Context) {
 		}
 		// The probe proved QUIC works end to end; the slots open their
 		// own sessions, so end this one.
-		closed := make(chan struct{})
-		close(closed)
-		_ = sess.Serve(ctx, a.srv, closed)
+		a.drainNow(ctx, sess)
 		a.auto.mu.Lock()
 		a.auto.useQUIC = true
 		a.auto.probing = false
@@ -211,9 +209,17 @@ func (a *Agent) quicBack(transport string) <-chan struct{} {
 // load balancer lands on another replica (see drainDelay). The new session
 // is up before the old one drains, so the slot never goes dark and the
 // exchanges in flight on the old one finish there.
-func (a *Agent) serve(ctx, hard context.Context, sess clientSession, transport string, cert *Credentials, log *zap.Logger) error {
+//
+// Every new session, the first and those the slot moves to, is placed
+// first (see spread.go): when it shares a gateway replica with another
+// slot's session while a replica has none, serve lets it go and returns
+// errRespread, and the slot dials again.
+func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, transport string, cert *Credentials, log *zap.Logger) error {
 	quickDrains := 0 // sessions of this slot drained soon after they opened, in a row
 	for {
+		if a.placeSession(hard, slot, sess, log) {
+			return errRespread
+		}
 		id := sess.SessionID()
 		opened := time.Now()
 		a.mu.Lock()

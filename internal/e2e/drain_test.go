@@ -215,6 +215,9 @@ func TestGatewayDrainMovesSessions(t *testing.T) {
 type balancer interface {
 	Addr() string
 	retarget(target string)
+	// setPick lets pick choose the target of each new connection (QUIC:
+	// client socket).
+	setPick(pick func() string)
 }
 
 func startBalancer(t *testing.T, transport, target string) balancer {
@@ -236,17 +239,7 @@ func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		t.Run(transport, func(t *testing.T) {
 			tr := newTrustRig(t, func(c *gateway.Config) { c.AgentMoveWait = 5 * time.Second })
-			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.WriteString(w, "private")
-			}))
-			t.Cleanup(backend.Close)
-			b := testrig.New(t, testrig.Options{
-				Log:    tr.Log.Named("replica-b"),
-				Routes: []gateway.Route{{App: "app", Hosts: []string{"app.test"}, Backend: testrig.MustURL(t, backend.URL)}},
-				Gateway: func(c *gateway.Config) {
-					c.Store, c.Now, c.TunnelTLS = tr.store, tr.clock.Now, tr.TunnelTLS()
-				},
-			})
+			b := tr.startReplica(nil)
 			lb := startBalancer(t, transport, tr.Tunnel)
 			a := tr.StartAgent(func(c *agent.Config) {
 				c.Gateway, c.Connections, c.Transport, c.RollPause, c.Clock = lb.Addr(), 2, transport, 100*time.Millisecond, tr.clock
@@ -271,6 +264,26 @@ func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startReplica starts a second gateway on tr's store, with tr's tunnel
+// certificate and clock, serving app.test from a backend of its own: a
+// replica of tr's gateway. edit, when not nil, edits its config.
+func (tr *trustRig) startReplica(edit func(*gateway.Config)) *testrig.Rig {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "private")
+	}))
+	tr.t.Cleanup(backend.Close)
+	return testrig.New(tr.t, testrig.Options{
+		Log:    tr.Log.Named("replica-b"),
+		Routes: []gateway.Route{{App: "app", Hosts: []string{"app.test"}, Backend: testrig.MustURL(tr.t, backend.URL)}},
+		Gateway: func(c *gateway.Config) {
+			c.Store, c.Now, c.TunnelTLS = tr.store, tr.clock.Now, tr.TunnelTLS()
+			if edit != nil {
+				edit(c)
+			}
+		},
+	})
 }
 
 // stopGatewayAsync starts stopping r's gateway and returns a function

@@ -284,7 +284,10 @@ type tcpRelay struct {
 	wg sync.WaitGroup
 
 	mu     sync.Mutex
-	target string     // guarded by mu
+	target string // guarded by mu
+	// pick, when set, chooses the target of each new connection instead
+	// (a load balancer's policy); guarded by mu.
+	pick   func() string
 	conns  []net.Conn // guarded by mu
 	killed bool       // guarded by mu
 }
@@ -294,6 +297,14 @@ func (r *tcpRelay) retarget(target string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.target = target
+}
+
+// setPick makes pick choose the target of each connection accepted from
+// now on.
+func (r *tcpRelay) setPick(pick func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pick = pick
 }
 
 func startTCPRelay(t testing.TB, target string) *tcpRelay {
@@ -319,6 +330,9 @@ func (r *tcpRelay) serve() {
 		}
 		r.mu.Lock()
 		target := r.target
+		if r.pick != nil {
+			target = r.pick()
+		}
 		r.mu.Unlock()
 		out, err := net.Dial("tcp", target)
 		if err != nil {

@@ -20,8 +20,11 @@ type udpRelay struct {
 	tcp *tcpRelay
 
 	mu     sync.Mutex
-	target *net.UDPAddr        // guarded by mu
-	peers  map[string]*udpPeer // by client address; guarded by mu
+	target *net.UDPAddr // guarded by mu
+	// pick, when set, chooses the target of each new client socket
+	// instead (a load balancer's policy); guarded by mu.
+	pick  func() string
+	peers map[string]*udpPeer // by client address; guarded by mu
 }
 
 // retarget forwards the clients that start from now on (a new session
@@ -36,6 +39,14 @@ func (r *udpRelay) retarget(target string) {
 	r.target = taddr
 	r.mu.Unlock()
 	r.tcp.retarget(target)
+}
+
+// setPick makes pick choose the target of each client socket that starts
+// from now on (TCP stays with the target: enrollment).
+func (r *udpRelay) setPick(pick func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pick = pick
 }
 
 type udpPeer struct {
@@ -104,7 +115,14 @@ func (r *udpRelay) peer(from *net.UDPAddr) *udpPeer {
 	if p := r.peers[from.String()]; p != nil {
 		return p
 	}
-	up, err := net.DialUDP("udp", nil, r.target)
+	target := r.target
+	if r.pick != nil {
+		var err error
+		if target, err = net.ResolveUDPAddr("udp", r.pick()); err != nil {
+			return nil
+		}
+	}
+	up, err := net.DialUDP("udp", nil, target)
 	if err != nil {
 		return nil
 	}

@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+const (
+	msgSpreadKept    = "no session on another gateway replica after several tries; keeping this one"
+	msgSpreadCovered = "the agent's sessions cover every gateway replica"
+	msgSpreadFewer   = "fewer connections than gateway replicas: the replicas without a session of this agent " +
+		"answer its group's users 503 unless another agent of the group holds one there; " +
+		"set connections to at least the number of replicas"
+)
+
+func newObservedSpread() (*spread, *zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zap.DebugLevel)
+	return newSpread(), zap.New(core), logs
+}
+
+// TestSpreadUnknownReplicas: a gateway that does not say how many replicas
+// there are (0, older gateways), or a lone one, changes nothing: every
+// session is kept, and nothing is logged.
+func TestSpreadUnknownReplicas(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	for _, c := range []struct {
+		replica  string
+		replicas uint32
+	}{{"", 0}, {"a", 0}, {"a", 1}, {"", 2}} {
+		for slot := range 2 {
+			if s.place(slot, 2, c.replica, c.replicas, log) {
+				t.Fatalf("replica %q of %d: slot %d dials again; want kept", c.replica, c.replicas, slot)
+			}
+		}
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("logged %v", logs.All())
+	}
+}
+
+// TestSpreadCovers: with two replicas and two slots, a slot whose session
+// shares a replica with the other slot's dials again, at most spreadTries
+// times, then keeps it with one line; once a session lands on the other
+// replica the agent logs, once, that its sessions cover every replica.
+func TestSpreadCovers(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	if s.place(0, 2, "a", 2, log) {
+		t.Fatal("the first session dials again")
+	}
+	for i := range spreadTries {
+		if !s.place(1, 2, "a", 2, log) {
+			t.Fatalf("try %d: a second session on replica a is kept while b has none", i+1)
+		}
+	}
+	if s.place(1, 2, "a", 2, log) {
+		t.Fatalf("still dialling again after %d tries", spreadTries)
+	}
+	if n := logs.FilterMessage(msgSpreadKept).Len(); n != 1 {
+		t.Fatalf("%q logged %d times, want once", msgSpreadKept, n)
+	}
+	if n := logs.FilterMessage(msgSpreadCovered).Len(); n != 0 {
+		t.Fatal("logged that both replicas are covered while both sessions are on a")
+	}
+
+	// The slot loses its session; the next lands on b.
+	s.leave(1)
+	if s.place(1, 2, "b", 2, log) {
+		t.Fatal("a session on the uncovered replica dials again")
+	}
+	// A move of slot 0 to a again (a drain, a renewal) keeps the coverage.
+	if s.place(0, 2, "a", 2, log) {
+		t.Fatal("a session on a replica no other slot holds dials again")
+	}
+	if n := logs.FilterMessage(msgSpreadCovered).Len(); n != 1 {
+		t.Fatalf("%q logged %d times, want once", msgSpreadCovered, n)
+	}
+	// The tries start again for the next placement: bounded per placement.
+	if !s.place(0, 2, "b", 2, log) {
+		t.Fatal("slot 0 moved onto b, where slot 1 is, while a has none: want a new try")
+	}
+	if logs.FilterLevelExact(zap.WarnLevel).Len() != 0 {
+		t.Fatalf("warnings with enough connections: %v", logs.FilterLevelExact(zap.WarnLevel).All())
+	}
+}
+
+// TestSpreadFewerSlotsThanReplicas: with three replicas and two slots, the
+// agent warns once, naming both numbers, spreads its two sessions over two
+// replicas, and never claims to cover every replica.
+func TestSpreadFewerSlotsThanReplicas(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	s.place(0, 2, "a", 3, log)
+	if !s.place(1, 2, "a", 3, log) {
+		t.Fatal("a second session on a is kept while two other replicas have none")
+	}
+	if s.place(1, 2, "b", 3, log) {
+		t.Fatal("a session on b dials again")
+	}
+	s.place(0, 2, "a", 3, log)
+	warns := logs.FilterMessage(msgSpreadFewer)
+	if warns.Len() != 1 {
+		t.Fatalf("%q logged %d times, want once", msgSpreadFewer, warns.Len())
+	}
+	if f := warns.All()[0].ContextMap(); fmt.Sprint(f["replicas"], f["connections"]) != "3 2" {
+		t.Fatalf("warning fields %v, want replicas 3 and connections 2", f)
+	}
+	if logs.FilterMessage(msgSpreadCovered).Len() != 0 {
+		t.Fatal("claims to cover every replica with two sessions for three replicas")
+	}
+}
+
+// TestSpreadMoreSlotsThanReplicas: with more slots than replicas, a slot
+// that lands on a replica another slot holds keeps its session once every
+// replica is covered.
+func TestSpreadMoreSlotsThanReplicas(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	s.place(0, 3, "a", 2, log)
+	s.place(1, 3, "b", 2, log)
+	if s.place(2, 3, "a", 2, log) {
+		t.Fatal("a third session dials again although both replicas are covered")
+	}
+	if n := logs.FilterMessage(msgSpreadCovered).Len(); n != 1 {
+		t.Fatalf("%q logged %d times, want once", msgSpreadCovered, n)
+	}
+	if logs.FilterLevelExact(zap.WarnLevel).Len() != 0 {
+		t.Fatal("warned with more connections than replicas")
+	}
+}
