@@ -11,8 +11,9 @@ import (
 )
 
 // spreadSweep is the store sweep of the replicas in the spread test: each
-// counts the other within a few of them.
-const spreadSweep = 200 * time.Millisecond
+// counts the other within a few of them, and keeps counting it on a busy
+// machine (a heartbeat counts for three sweeps, 1.5 s).
+const spreadSweep = 500 * time.Millisecond
 
 // firstThenAlternate is the worst load balancer for an agent's sessions:
 // its first k connections go to a, then b, a, b, ….
