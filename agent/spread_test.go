@@ -128,3 +128,34 @@ func TestSpreadMoreSlotsThanReplicas(t *testing.T) {
 		t.Fatal("warned with more connections than replicas")
 	}
 }
+
+// TestSpreadReplacementOfDrainedSession: a gateway rebalancing its
+// sessions drains one of the two an agent holds there. The slot's own
+// drained session, still serving while its replacement comes up, does not
+// count as covering its replica: a replacement that lands back there is
+// let go only because the other slot holds that replica too, and one that
+// lands on the replica that has none is kept.
+func TestSpreadReplacementOfDrainedSession(t *testing.T) {
+	s, log, _ := newObservedSpread()
+	// Both on A while A was alone.
+	for slot := range 2 {
+		if s.place(slot, 2, "a", 1, log) {
+			t.Fatalf("slot %d dials again with one replica", slot)
+		}
+	}
+	// B joined; A drains slot 0's session.
+	if !s.place(0, 2, "a", 2, log) {
+		t.Fatal("slot 0's replacement on A, which slot 1 holds, is kept; want another dial")
+	}
+	if s.place(0, 2, "b", 2, log) {
+		t.Fatal("slot 0's replacement on B, which no session holds, is let go")
+	}
+	// Spread already (slot 0 on A, slot 1 on B): a replacement of slot 0
+	// on A is covered only by slot 0's own drained session, and is kept.
+	s2, log2, _ := newObservedSpread()
+	s2.place(0, 2, "a", 2, log2)
+	s2.place(1, 2, "b", 2, log2)
+	if s2.place(0, 2, "a", 2, log2) {
+		t.Fatal("slot 0's replacement on A, covered only by its own drained session, is let go")
+	}
+}

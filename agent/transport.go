@@ -44,6 +44,7 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 	hello := &tunnelv1.Hello{
 		Name: a.name(), Version: Version, AgentId: a.id,
 		Platform: runtime.GOOS + "/" + runtime.GOARCH, ProtocolVersion: a.cfg.ProtocolVersion,
+		Connections: uint32(a.connections()), // 1–64
 	}
 	switch transport {
 	case TransportQUIC:
@@ -213,13 +214,19 @@ func (a *Agent) quicBack(transport string) <-chan struct{} {
 // Every new session, the first and those the slot moves to, is placed
 // first (see spread.go): when it shares a gateway replica with another
 // slot's session while a replica has none, serve lets it go and returns
-// errRespread, and the slot dials again.
+// errRespread, and the slot dials again. The replacement of a session the
+// gateway drains (it shuts down, or rebalances its agents' sessions over
+// the replicas) is placed while the drained session still serves: one
+// that lands on a covered replica is let go and the slot dials again after
+// spreadPause, so the slot never goes dark while it looks for a replica.
 func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, transport string, cert *Credentials, log *zap.Logger) error {
 	quickDrains := 0 // sessions of this slot drained soon after they opened, in a row
+	placed := false  // sess was placed before the session it replaces drained
 	for {
-		if a.placeSession(hard, slot, sess, log) {
+		if !placed && a.placeSession(hard, slot, sess, log) {
 			return errRespread
 		}
+		placed = false
 		id := sess.SessionID()
 		opened := time.Now()
 		a.mu.Lock()
@@ -329,6 +336,14 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				"it keeps serving until the gateway closes it"); dialErr != nil {
 				goto wait
 			}
+			// Placed before the break: a replacement on a replica that
+			// another slot holds is let go while this session still
+			// serves, and the slot dials again shortly.
+			if a.placeSession(hard, slot, ns, log) {
+				replace = afterChan(spreadPause())
+				goto wait
+			}
+			placed = true
 			why = "replacing the session the gateway drains"
 		}
 		log.Info(why, zap.String("old_session", id), zap.String("session", ns.SessionID()),

@@ -137,9 +137,12 @@ func (g *Gateway) sweepLoop() {
 // sweep closes the sessions of connectors that the store says are
 // revoked, and retires those presenting a certificate older than the one
 // the store records in use. It also reads the users' sign-outs that other
-// gateways recorded, and writes this replica's heartbeat (replicas.go).
+// gateways recorded, writes this replica's heartbeat (replicas.go), and
+// asks agents holding more than their share of sessions here to move one
+// (rebalance.go).
 func (g *Gateway) sweep() {
 	g.heartbeat()
+	g.rebalance()
 	g.syncSignOuts()
 	ids := map[string]bool{}
 	for _, s := range g.registry.Sessions() {
@@ -188,6 +191,13 @@ func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) bool {
 		return false
 	}
 	g.log.Info(msg, sessionFields(s, zap.String("reason", reason))...)
+	g.sendDrain(s, reason)
+	return true
+}
+
+// sendDrain sends s's agent a Drain with reason, from its own goroutine
+// (see drainSession), when s's transport can.
+func (g *Gateway) sendDrain(s tunnel.Session, reason string) {
 	if d, ok := s.(interface{ SendDrain(reason string) error }); ok {
 		go func() {
 			if err := d.SendDrain(reason); err != nil {
@@ -195,7 +205,6 @@ func (g *Gateway) drainSession(s tunnel.Session, reason, msg string) bool {
 			}
 		}()
 	}
-	return true
 }
 
 // closeSession ends s now, with whatever still runs on it.

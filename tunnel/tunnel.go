@@ -147,6 +147,9 @@ type SessionInfo struct {
 	// session was opened with (see Identity).
 	CertSerial  string
 	CertExpires time.Time
+	// Connections is the number of sessions the agent keeps (its Hello);
+	// 0: an older agent that does not say.
+	Connections uint32
 	// ProtocolVersion is the tunnel protocol version of the session: the
 	// lower of the agent's (its Hello) and the gateway's. Zero from a
 	// Session that does not say is version 1.

@@ -46,16 +46,7 @@ func TestAgentSpreadsSessionsOverReplicas(t *testing.T) {
 			}
 			lb := startBalancer(t, transport, tr.Tunnel)
 			lb.setPick(firstThenAlternate(3, tr.Tunnel, b.Tunnel))
-			creds, err := agent.Enroll(context.Background(), agent.EnrollConfig{
-				Gateway: tr.Tunnel, TLS: tr.tunnelTLS(), Token: testrig.Token,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr.StartAgent(func(c *agent.Config) {
-				c.Gateway, c.Connections, c.Transport, c.Clock = lb.Addr(), 2, transport, tr.clock
-				c.Token, c.Credentials = "", creds
-			})
+			tr.startBalancedAgent(lb, transport, nil)
 			waitFor(t, "one session of the agent on each replica", func() bool {
 				return tr.G.Registry().Count(testrig.Group) == 1 && b.G.Registry().Count(testrig.Group) == 1
 			})
@@ -72,4 +63,24 @@ func TestAgentSpreadsSessionsOverReplicas(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startBalancedAgent enrolls an agent directly with A and starts it with
+// two connections through the load balancer lb on transport; edit may
+// change its config more.
+func (tr *trustRig) startBalancedAgent(lb balancer, transport string, edit func(*agent.Config)) {
+	tr.t.Helper()
+	creds, err := agent.Enroll(context.Background(), agent.EnrollConfig{
+		Gateway: tr.Tunnel, TLS: tr.tunnelTLS(), Token: testrig.Token,
+	})
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	tr.StartAgent(func(c *agent.Config) {
+		c.Gateway, c.Connections, c.Transport, c.Clock = lb.Addr(), 2, transport, tr.clock
+		c.Token, c.Credentials = "", creds
+		if edit != nil {
+			edit(c)
+		}
+	})
 }

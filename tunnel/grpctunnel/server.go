@@ -324,6 +324,7 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 		info: tunnel.SessionInfo{
 			ID:          newID(),
 			AgentID:     h.GetAgentId(),
+			Connections: h.GetConnections(),
 			AgentName:   h.GetName(),
 			Group:       id.Group,
 			Version:     h.GetVersion(),

@@ -126,7 +126,7 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 func cloneHello(h *tunnelv1.Hello) *tunnelv1.Hello {
 	return &tunnelv1.Hello{
 		Name: h.GetName(), Version: h.GetVersion(), Platform: h.GetPlatform(), AgentId: h.GetAgentId(),
-		ProtocolVersion: h.GetProtocolVersion(),
+		ProtocolVersion: h.GetProtocolVersion(), Connections: h.GetConnections(),
 	}
 }
 

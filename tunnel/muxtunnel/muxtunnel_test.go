@@ -166,11 +166,12 @@ func session(t *testing.T, p *pair) tunnel.Session {
 }
 
 // TestExchange: a whole HTTP exchange through a session, opened by the
-// gateway on a fresh stream, with the session reporting its transport.
+// gateway on a fresh stream, with the session reporting its transport and
+// the agent's hello (its name, its number of connections).
 func TestExchange(t *testing.T) {
 	p := newPair(t, nil)
 	cs, err := muxtunnel.Handshake(context.Background(), p.client, muxtunnel.ClientConfig{
-		Token: goodToken, Transport: "yamux", Hello: &tunnelv1.Hello{Name: "agent-1"},
+		Token: goodToken, Transport: "yamux", Hello: &tunnelv1.Hello{Name: "agent-1", Connections: 3},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +190,8 @@ func TestExchange(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- cs.Serve(context.Background(), backend, drain) }()
 	s := session(t, p)
-	if s.Info().Transport != "yamux" || s.Info().AgentName != "agent-1" || s.Info().ConnectorID != "c1" {
+	if s.Info().Transport != "yamux" || s.Info().AgentName != "agent-1" || s.Info().ConnectorID != "c1" ||
+		s.Info().Connections != 3 {
 		t.Fatalf("info %+v", s.Info())
 	}
 	for i := range 3 {

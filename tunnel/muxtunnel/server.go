@@ -260,6 +260,7 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 		info: tunnel.SessionInfo{
 			ID:          newID(),
 			AgentID:     h.GetAgentId(),
+			Connections: h.GetConnections(),
 			AgentName:   h.GetName(),
 			Group:       id.Group,
 			ConnectorID: id.ConnectorID,

@@ -17,7 +17,11 @@
 //      (Welcome.replica, Welcome.replicas): an agent whose new session
 //      shares a replica with another of its sessions while some replica
 //      has none drains it at once and dials again, a bounded number of
-//      times, so that every replica holds a session of its group.
+//      times, so that every replica holds a session of its group. The
+//      hello says how many sessions the agent keeps (Hello.connections): at
+//      each store sweep a replica holding more than its share of them
+//      sends one a Drain ("rebalancing over N replicas"), so that a
+//      replica that joins later gets sessions too.
 //   3. The agent opens Exchange streams carrying `sallyport-session: <id>`
 //      metadata and keeps a few of them idle. The gateway puts each idle
 //      stream in the session's pool; a new HTTP exchange takes one without
@@ -280,7 +284,13 @@ type Hello struct {
 	AgentId string `protobuf:"bytes,6,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	// The agent credential on QUIC and yamux, which have no request metadata
 	// (gRPC sends it as `authorization: Bearer` metadata instead). Never logged.
-	Token         string `protobuf:"bytes,7,opt,name=token,proto3" json:"token,omitempty"`
+	Token string `protobuf:"bytes,7,opt,name=token,proto3" json:"token,omitempty"`
+	// Number of sessions the agent keeps (its `connections` setting), the same
+	// in every Hello of the agent. At each store sweep a gateway replica that
+	// holds more than ceil(connections / replicas) of the agent's sessions
+	// drains one, so that a replica that joined later (a rolling restart)
+	// gets its share. 0 means unknown (older agents): never rebalanced.
+	Connections   uint32 `protobuf:"varint,8,opt,name=connections,proto3" json:"connections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -362,6 +372,13 @@ func (x *Hello) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *Hello) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
 }
 
 // Welcome accepts a session.
@@ -972,7 +989,7 @@ const file_sallyport_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\x0fControlResponse\x126\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1c.sallyport.tunnel.v1.WelcomeR\awelcome\x120\n" +
 	"\x05drain\x18\x02 \x01(\v2\x1a.sallyport.tunnel.v1.DrainR\x05drain\x120\n" +
-	"\x05error\x18\x03 \x01(\v2\x1a.sallyport.tunnel.v1.ErrorR\x05error\"\xcb\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x1a.sallyport.tunnel.v1.ErrorR\x05error\"\xed\x01\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -980,7 +997,8 @@ const file_sallyport_tunnel_v1_tunnel_proto_rawDesc = "" +
 	"\bplatform\x18\x04 \x01(\tR\bplatform\x12\x1c\n" +
 	"\ttransport\x18\x05 \x01(\tR\ttransport\x12\x19\n" +
 	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12\x14\n" +
-	"\x05token\x18\a \x01(\tR\x05token\"\xc0\x01\n" +
+	"\x05token\x18\a \x01(\tR\x05token\x12 \n" +
+	"\vconnections\x18\b \x01(\rR\vconnections\"\xc0\x01\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1d\n" +
 	"\n" +

@@ -17,7 +17,11 @@
 //      (Welcome.replica, Welcome.replicas): an agent whose new session
 //      shares a replica with another of its sessions while some replica
 //      has none drains it at once and dials again, a bounded number of
-//      times, so that every replica holds a session of its group.
+//      times, so that every replica holds a session of its group. The
+//      hello says how many sessions the agent keeps (Hello.connections): at
+//      each store sweep a replica holding more than its share of them
+//      sends one a Drain ("rebalancing over N replicas"), so that a
+//      replica that joins later gets sessions too.
 //   3. The agent opens Exchange streams carrying `sallyport-session: <id>`
 //      metadata and keeps a few of them idle. The gateway puts each idle
 //      stream in the session's pool; a new HTTP exchange takes one without
