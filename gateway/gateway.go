@@ -199,6 +199,9 @@ type Gateway struct {
 	groups    groupWatch    // redundancy of connector groups (redundancy.go)
 	replica   string        // this replica's id, random per process (replicas.go)
 	replicas  atomic.Uint32 // replicas alive on the store; written by heartbeat
+	// rebalanced: per agent over its share of sessions here, its drains'
+	// backoff (rebalance.go); only the store sweep's goroutine uses it.
+	rebalanced map[string]rebalanceTry
 
 	mu       sync.Mutex
 	publicLn net.Listener   // set by Listen

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -24,8 +25,10 @@ import (
 // is never drained (at most its share here); a replica drains at most one
 // session per agent and sweep, never one already draining; a replacement
 // that lands back here (the agent found no other replica in its tries) is
-// drained again at the next sweep at the earliest, and the agent's backoff
-// for sessions drained soon after they opened slows that further.
+// drained again at the next sweep at the earliest, and then at growing
+// intervals (rebalanceBackoff): behind a load balancer that sends every
+// connection of an agent to one replica (source-address hashing) the
+// sessions cannot spread, and the gateway stops asking within the hour.
 
 // rebalanceReason is the Drain's reason for a session moved to spread its
 // agent's sessions over replicas replicas.
@@ -66,18 +69,65 @@ func rebalancePicks(sessions []SessionStatus, replicas int) []string {
 	return picks
 }
 
+// rebalanceTry is, per agent over its share here, what the last drains
+// achieved: how many sweeps in a row found the agent still over its share
+// after one, and when the next drain may be. Only the sweep goroutine
+// touches it.
+type rebalanceTry struct {
+	misses int
+	next   time.Time
+}
+
+// rebalanceBackoff is how long after a drain the gateway waits before it
+// drains another session of the same agent, when misses drains in a row
+// left the agent over its share here: one sweep, then 2, 4, 8… sweeps, at
+// most an hour.
+func rebalanceBackoff(sweep time.Duration, misses int) time.Duration {
+	return min(sweep<<min(misses, 10), time.Hour)
+}
+
 // rebalance drains, at a store sweep, one session of each agent that
 // holds more than its share of sessions on this replica (see
-// rebalancePicks), and logs one line saying how many it asked to move.
+// rebalancePicks) and whose backoff has passed, and logs one line saying
+// how many it asked to move.
 func (g *Gateway) rebalance() {
 	replicas := g.Replicas()
-	picks := rebalancePicks(g.registry.Sessions(), replicas)
-	if len(picks) == 0 {
-		return
+	sessions := g.registry.Sessions()
+	picks := rebalancePicks(sessions, replicas)
+	agentOf := map[string]string{}
+	for _, s := range sessions {
+		agentOf[s.ID] = s.AgentID
 	}
+	over := map[string]bool{}
+	for _, id := range picks {
+		over[agentOf[id]] = true
+	}
+	for a := range g.rebalanced {
+		if !over[a] {
+			delete(g.rebalanced, a) // spread now, or gone: a fresh start next time
+		}
+	}
+	now := g.now()
 	ids := map[string]bool{}
 	for _, id := range picks {
+		a := agentOf[id]
+		try, tried := g.rebalanced[a]
+		if tried && now.Before(try.next) {
+			continue
+		}
+		if tried {
+			try.misses++ // the last drain left it over its share here
+		}
+		// Half a sweep early: the sweep that is due then finds it passed.
+		try.next = now.Add(rebalanceBackoff(g.cfg.storeSweep(), try.misses) - g.cfg.storeSweep()/2)
+		if g.rebalanced == nil {
+			g.rebalanced = map[string]rebalanceTry{}
+		}
+		g.rebalanced[a] = try
 		ids[id] = true
+	}
+	if len(ids) == 0 {
+		return
 	}
 	reason := rebalanceReason(replicas)
 	moved := 0

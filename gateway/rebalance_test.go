@@ -151,3 +151,63 @@ func TestRebalanceSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestRebalanceBacksOff: behind a load balancer that sends every
+// connection of an agent to this replica, each replacement lands back
+// here. The gateway drains again at the next sweep, then waits 2, 4…
+// sweeps (at most an hour) instead of draining every sweep for ever; an
+// agent that is spread again starts afresh.
+func TestRebalanceBacksOff(t *testing.T) {
+	const sweep = time.Minute
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	g := &Gateway{log: zap.NewNop(), registry: NewRegistry(), cfg: Config{StoreSweep: sweep, Now: func() time.Time { return now }}}
+	g.replicas.Store(2)
+	n := 0
+	var all []*drainRecorder
+	add := func() {
+		n++
+		s := &drainRecorder{fakeSession: newFakeSession("s"+string(rune('a'+n)), "g"), drains: make(chan string, 1)}
+		s.info.AgentID, s.info.Connections, s.info.Started = "agent", 2, now
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not registered")
+		}
+		all = append(all, s)
+	}
+	// drained counts the sessions retired so far (rebalance marks them
+	// before it sends the Drain, which goes out on its own goroutine).
+	drained := func() int {
+		c := 0
+		for _, st := range g.registry.Sessions() {
+			if st.Draining {
+				c++
+			}
+		}
+		return c
+	}
+	add()
+	add()
+	var at []int // the sweeps that drained
+	for i := range 16 {
+		before := drained()
+		g.rebalance()
+		if drained() > before {
+			at = append(at, i)
+			add() // the replacement lands back here
+		}
+		now = now.Add(sweep)
+	}
+	if want := []int{0, 1, 3, 7, 15}; !slices.Equal(at, want) {
+		t.Errorf("drained at sweeps %v, want %v", at, want)
+	}
+	if got := rebalanceBackoff(sweep, 30); got != time.Hour {
+		t.Errorf("backoff after 30 misses %v, want an hour", got)
+	}
+	// Spread again (its sessions here down to its share): forgotten.
+	for _, s := range all {
+		g.registry.Remove(s)
+	}
+	g.rebalance()
+	if len(g.rebalanced) != 0 {
+		t.Errorf("a spread agent's backoff kept: %v", g.rebalanced)
+	}
+}
