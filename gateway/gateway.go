@@ -467,6 +467,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	warnUDPBuffers(g.log)
 	errc := make(chan error, 3)
 	servers := 2
+	g.syncSignOuts()
+	g.heartbeat()
+	// Ready before the admin listener answers: its /readyz then never
+	// says 503 to a probe that came in during the start-up (the listener
+	// is bound since Listen; the probe waits in its backlog until now).
+	g.serving.Store(true)
 	if adm != nil {
 		servers++
 		go func() {
@@ -481,9 +487,6 @@ func (g *Gateway) Serve(ctx context.Context) error {
 				zap.Stringer("admin", adm.Addr()))
 		}
 	}
-	g.syncSignOuts()
-	g.heartbeat()
-	g.serving.Store(true)
 	swept := make(chan struct{})
 	go func() {
 		defer close(swept)
