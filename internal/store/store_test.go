@@ -334,11 +334,7 @@ func TestEnrollConnectorAllOrNothing(t *testing.T) {
 func TestRevokeAndRenew(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testDB) {
 		ctx := context.Background()
-		s := d.open(t)
-		now := time.Unix(1700000000, 0).UTC()
-		if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now}); err != nil {
-			t.Fatal(err)
-		}
+		s, now := withConnector(t, d, "")
 		c, err := s.RenewConnector(ctx, "c1", "02", now.Add(time.Hour), "v2", "linux/amd64")
 		if err != nil || c.CertSerial != "02" || c.Version != "v2" {
 			t.Fatalf("renew = %+v, %v", c, err)
@@ -413,11 +409,7 @@ func TestMigrateSchema1(t *testing.T) {
 func TestCertInUse(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testDB) {
 		ctx := context.Background()
-		s := d.open(t)
-		now := time.Unix(1700000000, 0).UTC()
-		if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now, CertSerial: "01"}); err != nil {
-			t.Fatal(err)
-		}
+		s, now := withConnector(t, d, "01")
 		for i, tc := range []struct {
 			serial string
 			want   bool
@@ -471,11 +463,7 @@ func TestMigrateSchema2(t *testing.T) {
 func TestAdoptCert(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d testDB) {
 		ctx := context.Background()
-		s := d.open(t)
-		now := time.Unix(1700000000, 0).UTC()
-		if err := s.AddConnector(ctx, Connector{ID: "c1", Group: "g", Enrolled: now, CertSerial: "01"}); err != nil {
-			t.Fatal(err)
-		}
+		s, now := withConnector(t, d, "01")
 		if ok, err := s.AdoptCert(ctx, "c1", "00", "02", now, now.Add(time.Hour)); ok || err != nil {
 			t.Fatalf("AdoptCert in place of a serial not recorded = %v, %v", ok, err)
 		}
@@ -572,4 +560,16 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("after a stopped: %d replicas (%v), want 0", n, err)
 		}
 	})
+}
+
+// withConnector opens d with one connector, c1 of group g, enrolled at the
+// returned time with certificate serial (empty: none recorded).
+func withConnector(t *testing.T, d testDB, serial string) (*DB, time.Time) {
+	t.Helper()
+	s := d.open(t)
+	now := time.Unix(1700000000, 0).UTC()
+	if err := s.AddConnector(context.Background(), Connector{ID: "c1", Group: "g", Enrolled: now, CertSerial: serial}); err != nil {
+		t.Fatal(err)
+	}
+	return s, now
 }
