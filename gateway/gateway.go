@@ -97,7 +97,8 @@ type Config struct {
 	// gateway, which refuses new sessions while it shuts down, would wait
 	// all of it with its public listener closed. Negative: no wait, for a
 	// gateway with no replica to move to (`sallyport gateway` sets it
-	// unless the store is PostgreSQL).
+	// unless the store is PostgreSQL). With a ReplicaStore the wait is
+	// skipped too when, at shutdown, the store counts no other replica.
 	AgentMoveWait time.Duration
 	// ReadHeaderTimeout bounds reading a request head (0 → 10s).
 	ReadHeaderTimeout time.Duration
@@ -544,7 +545,8 @@ func boolInt(b bool) int {
 // here go, and that session goes on carrying the users' exchanges in
 // flight meanwhile. Then the public listener stops and its exchanges
 // finish; the sessions the agents have not moved by the end of
-// AgentMoveWait are closed.
+// AgentMoveWait are closed, at once when the store counts no other replica
+// alive.
 func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	g.serving.Store(false)
 	close(g.stopped)
@@ -564,6 +566,10 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	}
 	// Upgraded connections (WebSockets) are not tracked by Shutdown.
 	g.public.Close()
+	if time.Now().Before(moved) && len(sessions) > 0 && !g.othersAlive() {
+		g.log.Info("no other gateway replica is alive on the store, so the agents have nowhere to move their sessions: closing them without the agent move wait")
+		moved = time.Now()
+	}
 	left := waitEnded(sessions, moved)
 	if left > 0 {
 		// A lone gateway, or agents that found no other replica: they

@@ -61,24 +61,58 @@ func (g *Gateway) heartbeat() {
 	if !ok {
 		return
 	}
-	window := replicaWindow * g.cfg.storeSweep()
-	now := time.Now() // real time, as the sweeps: replicas compare their clocks
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
-	err := rs.Heartbeat(ctx, g.replica, now, now.Add(-window))
-	var n int
-	if err == nil {
-		n, err = rs.Replicas(ctx, now.Add(-window))
-	}
+	n, err := g.countReplicas(ctx, rs)
 	if err != nil {
 		g.log.Warn("gateway replicas not counted in the store; agents are told the last known count",
 			zap.Error(err), zap.Int("replicas", g.Replicas()))
 		return
 	}
-	n = max(n, 1) // this one, even if its clock is behind the store's rows
 	if old := g.replicas.Swap(uint32(n)); old != uint32(n) {
 		g.log.Info("gateway replicas on the store", zap.String("replica", g.replica), zap.Int("replicas", n))
 	}
+}
+
+// countReplicas writes this replica's heartbeat and counts the replicas
+// alive on the store, this one included.
+func (g *Gateway) countReplicas(ctx context.Context, rs ReplicaStore) (int, error) {
+	window := replicaWindow * g.cfg.storeSweep()
+	now := time.Now() // real time, as the sweeps: replicas compare their clocks
+	if err := rs.Heartbeat(ctx, g.replica, now, now.Add(-window)); err != nil {
+		return 0, err
+	}
+	n, err := rs.Replicas(ctx, now.Add(-window))
+	if err != nil {
+		return 0, err
+	}
+	return max(n, 1), nil // this one, even if its clock is behind the store's rows
+}
+
+// shutdownCountTimeout bounds the replica count of a shutdown, which holds
+// the agent sessions closing.
+const shutdownCountTimeout = 2 * time.Second
+
+// othersAlive says, as this replica shuts down, whether another one is
+// alive on the store: only then have its agents somewhere to move their
+// sessions, and only then is AgentMoveWait worth waiting. The count is
+// taken now, not at the last sweep, so a replica that came up since (a
+// rolling update starting the new one first) counts. Unknown (a Store that
+// cannot count, a store error) counts as alive: waiting is the safe side.
+func (g *Gateway) othersAlive() bool {
+	rs, ok := g.store.(ReplicaStore)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownCountTimeout)
+	defer cancel()
+	n, err := g.countReplicas(ctx, rs)
+	if err != nil {
+		g.log.Warn("gateway replicas not counted at shutdown; the agents get the whole agent move wait as if another replica were alive",
+			zap.Error(err))
+		return true
+	}
+	return n > 1
 }
 
 // removeReplica takes this replica out of the store's count as it stops.

@@ -62,3 +62,38 @@ func TestHeartbeat(t *testing.T) {
 		t.Fatalf("count changes logged %d times, want 2 (3, then 1)", n)
 	}
 }
+
+// TestOthersAlive: at shutdown the count is taken afresh, with a heartbeat
+// of this replica; another replica alive, an unknown count (a store
+// error, or a Store that cannot count) all keep the agent move wait, which
+// only a count of this replica alone skips.
+func TestOthersAlive(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	rs := &replicaStore{n: 2}
+	g := &Gateway{cfg: Config{StoreSweep: time.Second}, log: zap.New(core), store: rs, replica: newReplicaID()}
+	if !g.othersAlive() {
+		t.Fatal("two replicas on the store: another is alive")
+	}
+	if len(rs.beats) != 1 || rs.beats[0] != g.replica {
+		t.Fatalf("heartbeats %v, want this replica's before the count", rs.beats)
+	}
+	rs.n = 1
+	if g.othersAlive() {
+		t.Fatal("the store counts this replica alone: no other is alive")
+	}
+	rs.n = 0
+	if g.othersAlive() {
+		t.Fatal("the store counts none (this replica's clock behind): no other is alive")
+	}
+	rs.n, rs.err = 1, errors.New("database down")
+	if !g.othersAlive() {
+		t.Fatal("a store error must keep the wait")
+	}
+	if logs.FilterMessage("gateway replicas not counted at shutdown; the agents get the whole agent move wait as if another replica were alive").Len() != 1 {
+		t.Fatalf("the store error is not logged: %v", logs.All())
+	}
+	g.store = rs.Store // nil: a Store without the count
+	if !g.othersAlive() {
+		t.Fatal("a Store that cannot count must keep the wait")
+	}
+}

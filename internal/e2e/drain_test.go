@@ -361,6 +361,31 @@ func TestLoneGatewayRestartKeepsDrainedSession(t *testing.T) {
 	}
 }
 
+// TestLoneReplicaSkipsAgentMoveWait: a gateway on a store that counts
+// replicas (here SQLite; PostgreSQL in production) shuts down while no
+// other replica is alive: its agents have nowhere to move, so it closes
+// their sessions once the exchanges are over instead of waiting
+// AgentMoveWait (here a minute, cut to the rig's 5 s shutdown grace) with
+// its public listener closed. Without the count at shutdown the stop waits
+// those 5 s and says nothing of a lone replica.
+func TestLoneReplicaSkipsAgentMoveWait(t *testing.T) {
+	tr := newTrustRig(t, func(c *gateway.Config) { c.AgentMoveWait = time.Minute })
+	a := tr.StartAgent(func(c *agent.Config) { c.Connections, c.Clock = 2, tr.clock })
+	waitFor(t, "the agent's two sessions", func() bool { return len(a.A.Sessions()) == 2 })
+	if tr.G.Replicas() != 1 {
+		t.Fatalf("the store counts %d replicas, want 1", tr.G.Replicas())
+	}
+	stopGatewayAsync(t, tr.Rig)()
+	for msg, want := range map[string]int{
+		"no other gateway replica is alive on the store, so the agents have nowhere to move their sessions: closing them without the agent move wait": 1,
+		"closing the agent sessions not moved elsewhere": 1,
+	} {
+		if n := tr.logs.FilterMessage(msg).Len(); n != want {
+			t.Fatalf("%q logged %d times, want %d", msg, n, want)
+		}
+	}
+}
+
 // TestDrainedAgainAtOnceBacksOff: on every transport, a replacement that
 // the gateway drains again as soon as it opens (here: every session of a
 // certificate that expires within the gateway's drain lead; likewise a
