@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ type benchFlags struct {
 	inprocess           bool
 	cpuprofile          string
 	memprofile          string
+	trace               string
 	jsonFile            string
 	svgFile             string
 	sseInterval         time.Duration
@@ -101,6 +103,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringVar(&f.linkRate, "link-rate", "", "emulate a link of this rate each way between gateway and agent (e.g. 100mbit, 1gbit, 512kbit)")
 	fl.BoolVar(&f.inprocess, "inprocess", false, "run backend, gateway and agent in this process (for profiling)")
 	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write CPU profiles: FILE.backend, FILE.gateway, FILE.agent (one per process); with --inprocess one FILE")
+	fl.StringVar(&f.trace, "trace", "", "write execution traces for go tool trace: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE "+
+		"(about 250 bytes per exchange and process: use a short --duration)")
 	fl.StringVar(&f.memprofile, "memprofile", "", "write heap profiles at the end: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE; "+
 		"longpoll also writes them while its exchanges are held: FILE.held.PATH.PROCESS (e.g. FILE.held.relay.gateway)")
 	fl.StringVar(&f.jsonFile, "json", "", "also write the figures as JSON to this file")
@@ -162,7 +166,7 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 			rep, err = bench.Run(ctx, cfg) // the children profile themselves
 			return err
 		}
-		return withProfiles(f.cpuprofile, f.memprofile, func() error {
+		return withProfiles(f.cpuprofile, f.memprofile, f.trace, func() error {
 			var err error
 			rep, err = bench.Run(ctx, cfg)
 			return err
@@ -193,8 +197,8 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 	if len(f.references) > 0 && f.target != "" {
 		return bench.Config{}, errors.New("--reference paths stand beside the relay the harness starts; with --target nothing is started")
 	}
-	if (f.cpuprofile != "" || f.memprofile != "") && f.target != "" {
-		return bench.Config{}, errors.New("--cpuprofile and --memprofile profile the relay the harness starts; with --target nothing is started")
+	if (f.cpuprofile != "" || f.memprofile != "" || f.trace != "") && f.target != "" {
+		return bench.Config{}, errors.New("--cpuprofile, --memprofile and --trace profile the relay the harness starts; with --target nothing is started")
 	}
 	if (f.linkRTT != 0 || f.linkRate != "") && f.target != "" {
 		return bench.Config{}, errors.New("--link-rtt and --link-rate shape the tunnel of the relay the harness starts; with --target there is none")
@@ -277,6 +281,9 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 			if f.memprofile != "" {
 				args = append(args, "--memprofile", f.memprofile+"."+role)
 			}
+			if f.trace != "" {
+				args = append(args, "--trace", f.trace+"."+role)
+			}
 			c := exec.Command(exe, args...)
 			c.Stderr = os.Stderr
 			return c
@@ -286,7 +293,8 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 }
 
 // runBenchRole is a child of the harness: one role, driven over stdin and
-// stdout, profiled when the harness passed --cpuprofile or --memprofile.
+// stdout, profiled when the harness passed --cpuprofile, --memprofile or
+// --trace.
 // Ctrl-C in a terminal reaches the whole process group; the harness decides
 // when its children stop (by closing their stdin), so a child ignores
 // SIGINT. SIGTERM still stops it.
@@ -299,24 +307,35 @@ func runBenchRole(f *benchFlags, log *zap.Logger) error {
 		// settings as `sallyport gateway` and `sallyport agent`.
 		defer gctune.Start(0).Stop()
 	}
-	return withProfiles(f.cpuprofile, f.memprofile, func() error {
+	return withProfiles(f.cpuprofile, f.memprofile, f.trace, func() error {
 		return bench.RunRole(ctx, f.role, os.Stdin, os.Stdout, log.Named(f.role))
 	})
 }
 
-// withProfiles runs fn under a CPU profile written to cpuFile and writes a
-// heap profile to memFile after it; empty names skip either.
-func withProfiles(cpuFile, memFile string, fn func() error) error {
-	if cpuFile != "" {
-		pf, err := os.Create(cpuFile)
+// withProfiles runs fn under a CPU profile written to cpuFile and an
+// execution trace written to traceFile, and writes a heap profile to
+// memFile after it; an empty name skips its file.
+func withProfiles(cpuFile, memFile, traceFile string, fn func() error) error {
+	for _, r := range []struct {
+		file, what string
+		start      func(io.Writer) error
+		stop       func()
+	}{
+		{traceFile, "trace", trace.Start, trace.Stop},
+		{cpuFile, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+	} {
+		if r.file == "" {
+			continue
+		}
+		f, err := os.Create(r.file)
 		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+			return fmt.Errorf("%s: %w", r.what, err)
 		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
+		defer f.Close()
+		if err := r.start(f); err != nil {
+			return fmt.Errorf("%s: %w", r.what, err)
 		}
-		defer pprof.StopCPUProfile()
+		defer r.stop()
 	}
 	err := fn()
 	if memFile != "" {

@@ -117,7 +117,7 @@ func TestBinaryBenchStreams(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "sse,ws,longpoll,burst", "--duration", "1s", "--rounds", "1",
 		"--concurrency", "2", "--sse-interval", "5ms", "--longpoll", "50", "--burst", "5", "--link-rtt", "4ms", "--link-rate", "1gbit",
-		"--cpuprofile", out("cpu"), "--memprofile", out("mem"), "--json", out("bench.json"), "--svg", out("bench.svg"))
+		"--cpuprofile", out("cpu"), "--memprofile", out("mem"), "--trace", out("trace"), "--json", out("bench.json"), "--svg", out("bench.svg"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -134,6 +134,11 @@ func TestBinaryBenchStreams(t *testing.T) {
 			if st, err := os.Stat(out(p + "." + role)); err != nil || st.Size() == 0 {
 				t.Errorf("%s profile of the %s: %v", p, role, err)
 			}
+		}
+		// An execution trace starts "go 1.N trace" and holds far more
+		// than its header once the process did some work.
+		if b, err := os.ReadFile(out("trace." + role)); err != nil || !bytes.HasPrefix(b, []byte("go 1.")) || len(b) < 10<<10 {
+			t.Errorf("trace of the %s: %d bytes, starting %q, %v", role, len(b), b[:min(len(b), 16)], err)
 		}
 	}
 	var rep struct {
@@ -277,6 +282,7 @@ func TestBenchFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--cpuprofile", "cpu.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
 		{[]string{"--memprofile", "mem.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
+		{[]string{"--trace", "trace.out", "--target", "http://127.0.0.1:1"}, "nothing is started"},
 		{[]string{"--transport", "websocket"}, `--transport "websocket": this build has grpc, quic, yamux`},
 		{[]string{"--link-rtt", "20ms", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
 		{[]string{"--link-rate", "1gbit", "--target", "http://127.0.0.1:1"}, "with --target there is none"},
@@ -360,12 +366,12 @@ func TestBenchFlagsToConfig(t *testing.T) {
 // TestBenchSpawnProfiles: in process mode each child gets its own profile
 // files, named after its role.
 func TestBenchSpawnProfiles(t *testing.T) {
-	cfg := benchConfig(t, "--cpuprofile", "/tmp/x/cpu.out", "--memprofile", "/tmp/x/mem.out")
+	cfg := benchConfig(t, "--cpuprofile", "/tmp/x/cpu.out", "--memprofile", "/tmp/x/mem.out", "--trace", "/tmp/x/trace.out")
 	args := strings.Join(cfg.Spawn("gateway").Args[1:], " ")
-	if want := "bench --role gateway --log-level error --log-format console --cpuprofile /tmp/x/cpu.out.gateway --memprofile /tmp/x/mem.out.gateway"; args != want {
+	if want := "bench --role gateway --log-level error --log-format console --cpuprofile /tmp/x/cpu.out.gateway --memprofile /tmp/x/mem.out.gateway --trace /tmp/x/trace.out.gateway"; args != want {
 		t.Errorf("child args\n%s\nwant\n%s", args, want)
 	}
-	if args := strings.Join(benchConfig(t).Spawn("agent").Args[1:], " "); strings.Contains(args, "profile") {
+	if args := strings.Join(benchConfig(t).Spawn("agent").Args[1:], " "); strings.Contains(args, "profile") || strings.Contains(args, "trace") {
 		t.Errorf("child args without profiles: %s", args)
 	}
 }
@@ -397,5 +403,31 @@ func TestParseSize(t *testing.T) {
 		if got, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) = %d, want an error", in, got)
 		}
+	}
+}
+
+// TestWithProfilesTrace: --inprocess writes one trace of the whole run
+// (withProfiles in this process), and a trace file that cannot be created
+// is an error that names it, before the run starts.
+func TestWithProfilesTrace(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "trace.out")
+	ran := false
+	err := withProfiles("", "", file, func() error {
+		ran = true
+		done := make(chan struct{})
+		go func() { close(done) }()
+		<-done
+		return nil
+	})
+	if err != nil || !ran {
+		t.Fatalf("withProfiles: %v (ran %v)", err, ran)
+	}
+	if b, err := os.ReadFile(file); err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Fatalf("trace: %d bytes, %v", len(b), err)
+	}
+	ran = false
+	err = withProfiles("", "", filepath.Join(t.TempDir(), "missing", "trace.out"), func() error { ran = true; return nil })
+	if err == nil || ran || !strings.Contains(err.Error(), "trace: ") {
+		t.Fatalf("uncreatable trace file: %v (ran %v), want a trace error before the run", err, ran)
 	}
 }
