@@ -101,7 +101,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&e.Gateway, "gateway", "", "the gateway's tunnel address, host:port")
-	f.StringVar(&e.Token, "token", "", "enrollment token (from `sallyport token create` or the gateway's tunnel.tokens)")
+	f.StringVar(&e.Token, "token", "", "enrollment token (from sallyport token create, or one of the gateway's tunnel.tokens)")
 	f.StringVar(&e.DataDir, "data-dir", "", "where the key, certificate and CA bundle are kept")
 	f.StringVar(&e.Name, "name", "", "name shown in the connector list (default: host name)")
 	f.StringVar(&caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
