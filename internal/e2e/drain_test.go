@@ -244,7 +244,6 @@ func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 			a := tr.StartAgent(func(c *agent.Config) {
 				c.Gateway, c.Connections, c.Transport, c.RollPause, c.Clock = lb.Addr(), 2, transport, 100*time.Millisecond, tr.clock
 			})
-			stopBeforeBalancer(t, a)
 			waitFor(t, "the agent's two sessions", func() bool { return len(a.A.Sessions()) == 2 })
 			old := sessionIDs(tr.connectorSessions(a.A.Certificate().ConnectorID))
 

@@ -76,20 +76,11 @@ func (tr *trustRig) startBalancedAgent(lb balancer, transport string, edit func(
 	if err != nil {
 		tr.t.Fatal(err)
 	}
-	a := tr.StartAgent(func(c *agent.Config) {
+	tr.StartAgent(func(c *agent.Config) {
 		c.Gateway, c.Connections, c.Transport, c.Clock = lb.Addr(), 2, transport, tr.clock
 		c.Token, c.Credentials = "", creds
 		if edit != nil {
 			edit(c)
 		}
 	})
-	stopBeforeBalancer(tr.t, a)
-}
-
-// stopBeforeBalancer stops a, an agent started after its balancer, before
-// the balancer closes (cleanups run last in, first out). Closed first, the
-// UDP relay drops the agent's drain notice without a word, and the agent
-// waits out its whole drain grace (5s) for a gateway that never answers.
-func stopBeforeBalancer(t *testing.T, a *testrig.Agent) {
-	t.Cleanup(a.Stop)
 }

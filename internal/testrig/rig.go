@@ -310,6 +310,12 @@ func (r *Rig) StartAgent(edit func(*agent.Config)) *Agent {
 	r.mu.Lock()
 	r.agents = append(r.agents, h)
 	r.mu.Unlock()
+	// Stop the agent before whatever the test set up between the rig and
+	// it closes (cleanups run last in, first out): a relay or balancer it
+	// dials through, closed first, would drop its drain notice without a
+	// word (UDP) and leave it waiting out its whole DrainGrace. Close's
+	// stop of the same agent is then a no-op.
+	r.t.Cleanup(h.Stop)
 	if cfg.Token == Token && cfg.DataDir == "" { // agents with a data_dir may not connect
 		conns := cfg.Connections
 		if conns == 0 {
