@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"errors"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -28,9 +27,6 @@ import (
 
 // errDecode is wrapped (with ErrMalformed) by every decoding error.
 var errDecode = errors.New("cannot parse invalid wire-format data")
-
-// errUTF8 is returned for a string field that is not valid UTF-8.
-var errUTF8 = errors.New("string field contains invalid UTF-8")
 
 // UnmarshalFrameAliasing decodes b into the empty frame f, like
 // DecodeFrame, for a caller that hands b over: the frame's data aliases b
@@ -189,17 +185,15 @@ func unmarshalFrame(f *Frame, b []byte, alias bool) error {
 }
 
 // strField cuts a string field out of s, the string copy of the message
-// whose bytes start at base; it checks UTF-8 as proto3 requires.
+// whose bytes start at base. It does not check UTF-8: every string field of
+// a Frame is declared without the check (utf8_validation = NONE in
+// tunnel.proto), because HTTP heads may carry bytes that are not UTF-8.
 // v must be a subslice of base that, like base, reaches the end of the
 // underlying buffer (as protowire.ConsumeBytes returns it), so that its
 // offset in base is the difference of their capacities.
-func strField(s string, base, v []byte) (string, error) {
+func strField(s string, base, v []byte) string {
 	start := cap(base) - cap(v)
-	str := s[start : start+len(v)]
-	if !utf8.ValidString(str) {
-		return "", errUTF8
-	}
-	return str, nil
+	return s[start : start+len(v)]
 }
 
 // headerBlock hands out the Header messages of one head and their values,
@@ -257,13 +251,13 @@ func (hb *headerBlock) fill(h *tunnelv1.Header, b []byte) error {
 		if fl.typ != protowire.BytesType || (fl.num != 1 && fl.num != 2) {
 			return false, nil
 		}
-		v, err := strField(hb.s, base, fl.b)
+		v := strField(hb.s, base, fl.b)
 		if fl.num == 1 {
 			h.Name = v
 		} else {
 			hb.values = append(hb.values, v)
 		}
-		return true, err
+		return true, nil
 	})
 	if len(hb.values) > first {
 		// Capped, so that appending to one header's values never
@@ -339,11 +333,7 @@ func (hb *headerBlock) headField(fl field, headerNum, namesNum protowire.Number,
 		*headers = append(*headers, hdr)
 		return true, nil
 	case namesNum:
-		v, err := strField(hb.s, hb.base, fl.b)
-		if err != nil {
-			return true, err
-		}
-		*names = append(*names, v)
+		*names = append(*names, strField(hb.s, hb.base, fl.b))
 		return true, nil
 	}
 	return false, nil
@@ -385,9 +375,7 @@ func unmarshalRequestHead(h *tunnelv1.RequestHead, b []byte) error {
 			return false, nil
 		}
 		if s != nil {
-			var err error
-			*s, err = strField(hb.s, b, fl.b)
-			return true, err
+			*s = strField(hb.s, b, fl.b)
 		}
 		return true, nil
 	})
@@ -423,8 +411,7 @@ func unmarshalError(e *tunnelv1.Error, b []byte) error {
 		default:
 			return false, nil
 		}
-		var err error
-		*dst, err = strField(s, b, fl.b)
-		return true, err
+		*dst = strField(s, b, fl.b)
+		return true, nil
 	})
 }

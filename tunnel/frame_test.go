@@ -55,7 +55,6 @@ func TestDecodeFrame(t *testing.T) {
 		"truncated":                  exact[:100],
 		"bad wire type":              {0x0f},
 		"length past the end":        {0x1a, 0xff, 0xff, 0xff, 0x0f},
-		"invalid utf-8 in a string":  {0x0a, 0x03, 0x0a, 0x01, 0xff},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f, err := DecodeFrame(b)
@@ -63,6 +62,37 @@ func TestDecodeFrame(t *testing.T) {
 				t.Fatalf("DecodeFrame: frame %v, error %v; want ErrMalformed", f != nil, err)
 			}
 		})
+	}
+}
+
+// TestFrameBytesNotUTF8 checks that the strings of a head carry bytes that
+// are not UTF-8, as HTTP allows in header values (obs-text): proto3 would
+// refuse to encode them and to decode them, and every exchange with a
+// Latin-1 header failed with 502.
+func TestFrameBytesNotUTF8(t *testing.T) {
+	latin1 := "Ren\xe9"
+	want := &Frame{
+		Request: &tunnelv1.RequestHead{
+			Method: "GET", Scheme: "http", Authority: "b:80", Path: "/caf\xe9", Host: "b\xff",
+			Headers:      []*tunnelv1.Header{{Name: "X-Name\x80", Values: []string{latin1, "\xff\xfe"}}},
+			TrailerNames: []string{"X-\xe9"}, App: "\xc3", RequestId: "\xe9",
+		},
+		Response:      &tunnelv1.ResponseHead{Status: 200, Headers: []*tunnelv1.Header{{Name: "X-Back", Values: []string{latin1}}}, TrailerNames: []string{"\xe9"}},
+		Informational: &tunnelv1.ResponseHead{Status: 103, Headers: []*tunnelv1.Header{{Name: "Link", Values: []string{latin1}}}},
+		Trailers:      []*tunnelv1.Header{{Name: "X-Tr", Values: []string{latin1}}},
+		Error:         &tunnelv1.Error{Code: "\xe9", Message: latin1},
+	}
+	b := encode(t, want) // proto.Marshal, as the QUIC and yamux transports encode
+	got, err := DecodeFrame(b)
+	if err != nil || !proto.Equal(got, want) {
+		t.Fatalf("DecodeFrame: %v, %v; want %v", got, err, want)
+	}
+	var std Frame
+	if err := proto.Unmarshal(b, &std); err != nil || !proto.Equal(&std, want) {
+		t.Fatalf("proto.Unmarshal: %v, %v", &std, err)
+	}
+	if v := got.Request.Headers[0].Values[0]; v != latin1 {
+		t.Fatalf("header value %q, want %q byte for byte", v, latin1)
 	}
 }
 
@@ -103,7 +133,10 @@ func TestRequestFromHead(t *testing.T) {
 		"extension method":    func(h *tunnelv1.RequestHead) { h.Method = "PROPFIND" },
 		"ipv6 authority":      func(h *tunnelv1.RequestHead) { h.Authority = "[::1]:9000" },
 		"tab in header value": func(h *tunnelv1.RequestHead) { h.Headers = []*tunnelv1.Header{{Name: "X", Values: []string{"a\tb"}}} },
-		"no headers":          func(h *tunnelv1.RequestHead) { h.Headers = nil },
+		"Latin-1 header value": func(h *tunnelv1.RequestHead) {
+			h.Headers = []*tunnelv1.Header{{Name: "X", Values: []string{"Ren\xe9"}}}
+		},
+		"no headers": func(h *tunnelv1.RequestHead) { h.Headers = nil },
 	}
 	for name, edit := range okCases {
 		t.Run("ok/"+name, func(t *testing.T) {
@@ -145,6 +178,7 @@ func malformedHeads() map[string]func(h *tunnelv1.RequestHead) {
 		"empty method":             func(h *tunnelv1.RequestHead) { h.Method = "" },
 		"method with space":        func(h *tunnelv1.RequestHead) { h.Method = "GET /evil HTTP/1.1\r\nX:" },
 		"method with CRLF":         func(h *tunnelv1.RequestHead) { h.Method = "GET\r\n" },
+		"method not ASCII":         func(h *tunnelv1.RequestHead) { h.Method = "G\xc9T" },
 		"method too long":          func(h *tunnelv1.RequestHead) { h.Method = strings.Repeat("A", 65) },
 		"empty scheme":             func(h *tunnelv1.RequestHead) { h.Scheme = "" },
 		"scheme file":              func(h *tunnelv1.RequestHead) { h.Scheme = "file" },
@@ -170,6 +204,7 @@ func malformedHeads() map[string]func(h *tunnelv1.RequestHead) {
 		"content length min int64": func(h *tunnelv1.RequestHead) { h.ContentLength = -1 << 63 },
 		"header name with CRLF":    hdr("X-A\r\nX-B", "v"),
 		"header name with colon":   hdr("X-A:", "v"),
+		"header name not ASCII":    hdr("X-\xe9", "v"),
 		"header name with space":   hdr("X A", "v"),
 		"empty header name":        hdr("", "v"),
 		"header value with CRLF":   hdr("X-A", "ok", "v\r\nX-Injected: 1"),

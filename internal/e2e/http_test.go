@@ -219,6 +219,46 @@ func TestHTTPMultiValuedHeaders(t *testing.T) {
 	}
 }
 
+// TestHTTPHeaderBytesNotUTF8: header values that are not UTF-8 (obs-text,
+// which HTTP allows and legacy servers send, e.g. a Latin-1 filename) reach
+// the backend and the client byte for byte, both ways and in trailers, on
+// every transport. The tunnel's messages used proto3 strings, which must be
+// UTF-8: the gateway refused to encode such a request head and answered
+// 502 tunnel-failed, and the agent such a response head.
+func TestHTTPHeaderBytesNotUTF8(t *testing.T) {
+	const latin1 = "attachment; filename=\"Ren\xe9 \xa9.txt\""
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("Content-Disposition", latin1)
+		w.Header().Set("X-Seen", r.Header.Get("X-Name"))
+		_, _ = w.Write([]byte("ok"))
+		w.Header().Set("X-Sum", "\xff"+r.Header.Get("X-Name"))
+	}))
+	for _, transport := range testrig.Transports {
+		t.Run(transport, func(t *testing.T) {
+			rig := testrig.New(t, testrig.Options{Transport: transport, Routes: []gateway.Route{
+				{App: "latin1", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+			}})
+			rig.StartAgent(nil)
+			req := appRequest(t, context.Background(), "GET", rig.URL+"/", nil)
+			req.Header.Set("X-Name", "Ren\xe9")
+			res, b := doAndRead(t, rig.Client(), req)
+			if res.StatusCode != http.StatusOK || string(b) != "ok" {
+				t.Fatalf("status %d (%s): %q", res.StatusCode, res.Header.Get("X-Sallyport-Error"), b)
+			}
+			if got := res.Header.Get("X-Seen"); got != "Ren\xe9" {
+				t.Errorf("backend saw X-Name %q, want %q", got, "Ren\xe9")
+			}
+			if got := res.Header.Get("Content-Disposition"); got != latin1 {
+				t.Errorf("client got Content-Disposition %q, want %q", got, latin1)
+			}
+			if got := res.Trailer.Get("X-Sum"); got != "\xffRen\xe9" {
+				t.Errorf("client got trailer X-Sum %q, want %q", got, "\xffRen\xe9")
+			}
+		})
+	}
+}
+
 // TestHTTPStatusCodes checks that the backend's status reaches the client
 // unchanged, with a redirect's Location untouched.
 func TestHTTPStatusCodes(t *testing.T) {
