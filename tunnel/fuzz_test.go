@@ -121,9 +121,26 @@ func FuzzDecodeFrame(f *testing.F) {
 	})
 }
 
+// checkEncodesAsProto: AppendFrame writes exactly the bytes proto.Marshal
+// writes for f, and FrameSize is their length.
+func checkEncodesAsProto(t *testing.T, f *Frame) {
+	t.Helper()
+	want, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
+	if err != nil {
+		t.Fatalf("proto.Marshal: %v", err)
+	}
+	if got := AppendFrame([]byte("prefix"), f); !bytes.Equal(got[6:], want) || string(got[:6]) != "prefix" {
+		t.Fatalf("AppendFrame wrote\n%x\nproto.Marshal writes\n%x", got, want)
+	}
+	if n := FrameSize(f); n != len(want) {
+		t.Fatalf("FrameSize = %d, proto.Marshal wrote %d bytes", n, len(want))
+	}
+}
+
 // checkSameAsProto: the hand-written decoder accepts exactly what
 // proto.Unmarshal accepts and produces an equal message, unknown fields
-// included; the aliasing variant too, without copying the data.
+// included; the aliasing variant too, without copying the data. What it
+// decoded encodes back as proto.Marshal encodes it (checkEncodesAsProto).
 func checkSameAsProto(t *testing.T, b []byte, fr *Frame, err error) {
 	t.Helper()
 	want := new(Frame)
@@ -143,6 +160,7 @@ func checkSameAsProto(t *testing.T, b []byte, fr *Frame, err error) {
 	if u, w := fr.ProtoReflect().GetUnknown(), want.ProtoReflect().GetUnknown(); !bytes.Equal(u, w) {
 		t.Fatalf("unknown fields %x, proto.Unmarshal kept %x", u, w)
 	}
+	checkEncodesAsProto(t, fr)
 	in := bytes.Clone(b)
 	fa := new(Frame)
 	if err := UnmarshalFrameAliasing(in, fa); err != nil || !proto.Equal(fa, want) {

@@ -2,7 +2,6 @@ package grpctunnel
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/bits"
 	"sync"
 
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -20,9 +18,11 @@ import (
 // the wire is unchanged and old peers interoperate), but it is cheaper for
 // Frames, which carry every exchange:
 //
-//   - an outgoing Frame is marshalled into a buffer of bufferPool, which
-//     does not clear buffers (grpc's default pool clears the whole buffer on
-//     every Get: 1 MiB for each 128 KiB body frame);
+//   - an outgoing Frame is encoded by tunnel.AppendFrame (the same bytes as
+//     proto.Marshal, without its generic size and marshal passes) into a
+//     buffer of bufferPool, which does not clear buffers (grpc's default
+//     pool clears the whole buffer on every Get: 1 MiB for each 128 KiB
+//     body frame);
 //   - an incoming Frame is copied out of grpc's buffers once and decoded by
 //     tunnel.UnmarshalFrameAliasing, so its data aliases that copy (the standard
 //     codec copies into a pooled buffer, then proto.Unmarshal copies the
@@ -43,23 +43,12 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return protoCodec.Marshal(v)
 	}
-	size := proto.Size(f)
-	// UseCachedSize reuses the sizes that proto.Size just computed.
-	opts := proto.MarshalOptions{UseCachedSize: true}
+	size := tunnel.FrameSize(f)
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		b, err := opts.Marshal(f)
-		if err != nil {
-			return nil, fmt.Errorf("marshal frame: %w", err)
-		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(tunnel.AppendFrame(make([]byte, 0, size), f))}, nil
 	}
 	buf := bufferPool.Get(size)
-	b, err := opts.MarshalAppend((*buf)[:0], f)
-	if err != nil {
-		bufferPool.Put(buf)
-		return nil, fmt.Errorf("marshal frame: %w", err)
-	}
-	*buf = b
+	*buf = tunnel.AppendFrame((*buf)[:0], f)
 	return mem.BufferSlice{mem.NewBuffer(buf, bufferPool)}, nil
 }
 

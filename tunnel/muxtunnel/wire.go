@@ -37,17 +37,22 @@ func writeMsg(w io.Writer, m proto.Message, limit int) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	b := append((*bp)[:0], 0, 0, 0, 0)
-	b, err := proto.MarshalOptions{}.MarshalAppend(b, m)
-	*bp = b
-	if err != nil {
-		return fmt.Errorf("encode tunnel message: %w", err)
+	if f, ok := m.(*tunnel.Frame); ok {
+		b = tunnel.AppendFrame(b, f) // the bytes proto.Marshal writes, sooner
+	} else {
+		var err error
+		if b, err = (proto.MarshalOptions{}).MarshalAppend(b, m); err != nil {
+			*bp = b
+			return fmt.Errorf("encode tunnel message: %w", err)
+		}
 	}
+	*bp = b
 	n := len(b) - lenSize
 	if n > limit {
 		return fmt.Errorf("tunnel message of %d bytes exceeds %d", n, limit)
 	}
 	binary.BigEndian.PutUint32(b, uint32(n))
-	_, err = w.Write(b)
+	_, err := w.Write(b)
 	return err
 }
 
