@@ -79,8 +79,9 @@ func sizeName(n int) string {
 	return strconv.Itoa(n) + "B"
 }
 
-// BenchmarkEncodeFrame marshals frames as the transports do (gRPC's codec
-// and the byte-stream transports both use proto.Marshal).
+// BenchmarkEncodeFrame marshals frames with generic protobuf encoding, for
+// reference: the transports encode with AppendFrame (BenchmarkAppendFrame),
+// which writes the same bytes.
 func BenchmarkEncodeFrame(b *testing.B) {
 	for _, tc := range benchFrames() {
 		b.Run(tc.name, func(b *testing.B) {
