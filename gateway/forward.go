@@ -115,6 +115,7 @@ type outbound struct {
 type inboundBody struct {
 	rc      io.ReadCloser
 	stopped atomic.Bool
+	broken  atomic.Bool // a read failed: the client's framing is lost
 }
 
 var errHandlerDone = errors.New("gateway: request body read after the exchange's handler returned")
@@ -123,7 +124,11 @@ func (b *inboundBody) Read(p []byte) (int, error) {
 	if b.stopped.Load() {
 		return 0, errHandlerDone
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.broken.Store(true)
+	}
+	return n, err
 }
 
 func (b *inboundBody) Close() error { return nil }
@@ -237,26 +242,45 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 		// response head, what to do with a body the handler did not read
 		// to its end: the body of a client that waits for 100 Continue
 		// (Expect), which the backend may answer without, closes the
-		// connection after the response; of any other type it would
-		// first read up to 256 KiB of it, waiting for a body that such a
-		// client never sends.
+		// connection after the response.
 		r.Body = cb.rc
+	}
+	if out.Body != nil {
+		// The response head may go out while the relay still reads the
+		// body: a backend that answers early (a 403 to an upload, or one
+		// that streams its answer while it reads), or the gateway's own
+		// error. Without full duplex, net/http's HTTP/1.1 server would
+		// first read up to 256 KiB of the rest of the body itself, at the
+		// client's pace and taking bytes from the relay. HTTP/2 is always
+		// full duplex (the call fails there, harmlessly).
+		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 	if iw, ok := w.(tunnel.InformationalWriter); ok && r.ProtoAtLeast(1, 1) {
 		st.informational = iw
 	}
 	res, err := h.relay.roundTrip(out, st, dropHeader)
 	if err != nil {
+		if ob.body.broken.Load() {
+			// What follows on the connection cannot be parsed: full
+			// duplex keeps net/http from noticing (it would reuse it).
+			w.Header().Set("Connection", "close")
+		}
 		h.exchangeFailed(w, r, st, err)
 		return
 	}
-	if err := h.writeResponse(w, res); err != nil {
-		res.Body.Close()
-		if r.Context().Value(http.ServerContextKey) == nil {
-			return // called without a server (tests): nothing to cut
-		}
-		panic(http.ErrAbortHandler)
+	err = h.writeResponse(w, res)
+	if err == nil && !ob.body.broken.Load() {
+		return
 	}
+	if err != nil {
+		res.Body.Close()
+	}
+	if r.Context().Value(http.ServerContextKey) == nil {
+		return // called without a server (tests): nothing to cut
+	}
+	// The response broke off, or the client's body broke after the head
+	// went out (too late for Connection: close): end the connection.
+	panic(http.ErrAbortHandler)
 }
 
 // headerMaps pools the header maps of relayed requests (see dropHeader).
