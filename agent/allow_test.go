@@ -166,6 +166,8 @@ func TestAllowlistAllowed(t *testing.T) {
 		{"cidr port", []string{"10.0.0.0/8:443"}, "10.1.2.3:443", allowed, 0, ""},
 		{"cidr other port", []string{"10.0.0.0/8:443"}, "10.1.2.3:80", refused, 0, ""},
 		{"cidr6", []string{"fd00::/8:443"}, "[fd12::1]:443", allowed, 0, ""},
+		{"cidr6 port", []string{"2001:db8::/32:443"}, "[2001:db8::7]:443", allowed, 0, ""},
+		{"cidr6 other port", []string{"2001:db8::/32:443"}, "[2001:db8::7]:80", refused, 0, ""},
 		{"cidr6 v4 target", []string{"::/0"}, "10.0.0.1:443", refused, 0, ""},
 		{"zoned target", []string{"fe80::/10"}, "[fe80::1%eth0]:80", refused, 0, ""},
 		{"no port", []string{"10.0.0.0/8"}, "10.1.2.3", refused, 0, ""},

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
+
+	"github.com/sallyport/sallyport/internal/credurl"
 )
 
 // ProxyError is a refusal by the outbound HTTP proxy (407, 403, 5xx, …).
@@ -43,44 +45,40 @@ const proxyTimeout = 30 * time.Second
 // proxyFor returns the outbound proxy for reaching gateway (host:port):
 // explicit (the agent config's `proxy`) if set, else HTTPS_PROXY/NO_PROXY
 // as env describes them. Nil means a direct connection.
+//
+// A malformed HTTPS_PROXY that applies to the gateway is an error:
+// httpproxy silently drops a value that does not parse (the agent would
+// bypass the proxy it was told to use) and reads some others, such as a
+// password with an unencoded '#' or '/', as a different host.
 func proxyFor(explicit string, env *httpproxy.Config, gateway string) (*url.URL, error) {
 	if explicit != "" {
-		return parseProxy(explicit)
+		u, err := credurl.ParseProxy(explicit)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		return u, nil
 	}
-	if env == nil {
+	if env == nil || env.HTTPSProxy == "" {
 		return nil, nil
 	}
-	u, err := env.ProxyFunc()(&url.URL{Scheme: "https", Host: gateway})
-	if err != nil {
-		return nil, fmt.Errorf("HTTPS_PROXY: %w", err)
-	}
-	if u == nil {
+	// httpproxy decides whether the gateway bypasses the proxy (NO_PROXY,
+	// loopback); ask it about a well-formed stand-in, since it would
+	// answer "direct" for a malformed value too.
+	probe := *env
+	probe.HTTPSProxy = "http://proxy.invalid"
+	if u, err := probe.ProxyFunc()(&url.URL{Scheme: "https", Host: gateway}); err != nil || u == nil {
 		return nil, nil
 	}
-	return parseProxy(u.String())
-}
-
-func parseProxy(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
+	s := env.HTTPSProxy
+	if !strings.Contains(s, "://") {
+		s = "http://" + s // as httpproxy and curl read "host:port"
+	}
+	u, err := credurl.ParseProxy(s)
 	if err != nil {
-		return nil, fmt.Errorf("proxy %s: %w", redactURL(s), err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("proxy %s: only http:// and https:// proxies are supported", redactURL(s))
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("proxy %s: no host", redactURL(s))
+		return nil, fmt.Errorf("HTTPS_PROXY (or https_proxy) in the environment: %w; "+
+			"fix it, set `proxy` in the agent config, or add the gateway's host to NO_PROXY", err)
 	}
 	return u, nil
-}
-
-// redactURL hides the password of a proxy URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }
 
 // proxyDialer opens TCP connections through an HTTP CONNECT proxy.

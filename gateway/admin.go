@@ -1,20 +1,21 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/groupname"
 	"github.com/sallyport/sallyport/internal/promserve"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -31,7 +32,9 @@ import (
 //	POST   /api/v1/connectors/{id}/revoke  200 APIConnector; 404 unknown
 //
 // A missing or wrong admin token gets 401 with no detail. Other errors are
-// {"error": "..."}.
+// {"error": "..."}, also for an unknown path under /api/ (404) and a wrong
+// method (405, with Allow). A request body is one JSON object of at most
+// 64 KiB (413 beyond), with nothing after it.
 
 // APIToken is an enrollment token as the admin API shows it.
 type APIToken struct {
@@ -79,9 +82,6 @@ const (
 	maxTokenTTL  = 366 * 24 * time.Hour
 )
 
-// groupName is compiled on first use, not in every process at start-up.
-var groupName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`) })
-
 // AdminHandler is the admin API (see the table above).
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -101,8 +101,59 @@ func (g *Gateway) AdminHandler() http.Handler {
 	api.HandleFunc("DELETE /api/v1/tokens/{id}", g.deleteToken)
 	api.HandleFunc("GET /api/v1/connectors", g.listConnectors)
 	api.HandleFunc("POST /api/v1/connectors/{id}/revoke", g.revokeConnector)
-	mux.Handle("/api/", g.requireAdmin(api))
+	mux.Handle("/api/", g.requireAdmin(jsonMuxErrors(api)))
 	return mux
+}
+
+// jsonMuxErrors answers the mux's own 404 (no such path) and 405 (wrong
+// method) as APIError bodies instead of net/http's text/plain.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			// A route matched: its handler writes JSON itself. Through the
+			// mux, which sets the request's path values ({id}); h alone
+			// would see none.
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// No pattern: h is the mux's 404 or 405 handler (which also sets
+		// Allow); let it choose the status, then replace its body.
+		h.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+// muxErrorWriter turns the status a ServeMux error handler writes into a
+// JSON error and drops the handler's plain-text body.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	r     *http.Request
+	wrote bool
+}
+
+func (w *muxErrorWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	w.Header().Del("X-Content-Type-Options")
+	switch code {
+	case http.StatusMethodNotAllowed:
+		writeError(w.ResponseWriter, code, "method %s is not allowed on %s; allowed: %s",
+			w.r.Method, w.r.URL.Path, w.Header().Get("Allow"))
+	case http.StatusNotFound:
+		writeError(w.ResponseWriter, code, "no admin API endpoint %s %s; the endpoints are under /api/v1/tokens and /api/v1/connectors",
+			w.r.Method, w.r.URL.Path)
+	default:
+		writeError(w.ResponseWriter, code, "%s", http.StatusText(code))
+	}
+}
+
+func (w *muxErrorWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil // the mux's plain-text body, replaced by the JSON above
 }
 
 // requireAdmin lets through requests with the admin token, compared in
@@ -149,6 +200,32 @@ func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, APIError{Error: fmt.Sprintf(format, args...)})
 }
 
+// readJSON decodes the request body, one JSON object with only known fields
+// and nothing after it, into v. On failure it answers 400, or 413 for a
+// body over maxAdminBody, and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(r.Body)
+	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than the limit of %d KiB; send a single small JSON object", tooBig.Limit>>10)
+		return false
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "reading the request body: %v", err)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+		return false
+	}
+	if rest := bytes.TrimSpace(body[dec.InputOffset():]); len(rest) > 0 {
+		writeError(w, http.StatusBadRequest, "bad JSON body: unexpected data after the JSON object at offset %d; send exactly one JSON object", dec.InputOffset())
+		return false
+	}
+	return true
+}
+
 func (g *Gateway) internalError(w http.ResponseWriter, op string, err error) {
 	g.log.Error("admin API: "+op, zap.Error(err))
 	writeError(w, http.StatusInternalServerError, "%s failed; see the gateway log", op)
@@ -181,14 +258,11 @@ func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
 	var req APITokenRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+	if !readJSON(w, r, &req) {
 		return
 	}
-	if !groupName().MatchString(req.Group) {
-		writeError(w, http.StatusBadRequest, "group %q: want 1-64 letters, digits, '.', '_' or '-'", req.Group)
+	if !groupname.Valid(req.Group) {
+		writeError(w, http.StatusBadRequest, "group %q: want %s", req.Group, groupname.Rule)
 		return
 	}
 	ttl := time.Hour

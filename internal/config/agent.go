@@ -2,10 +2,11 @@ package config
 
 import (
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 	"unicode"
+
+	"github.com/sallyport/sallyport/internal/credurl"
 )
 
 // Agent defaults: what a zero field means.
@@ -204,14 +205,10 @@ func (a *Agent) validate(c *checker) {
 	}
 
 	if a.Proxy != "" {
-		u, err := url.Parse(a.Proxy)
+		_, err := credurl.ParseProxy(a.Proxy)
 		switch {
-		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-			redacted := a.Proxy
-			if err == nil {
-				redacted = u.Redacted()
-			}
-			c.errorf(path{"proxy"}, "must be an http:// or https:// URL of an HTTP CONNECT proxy, got %q", redacted)
+		case err != nil:
+			c.errorf(path{"proxy"}, "%v", err)
 		case a.Transport == TransportQUIC:
 			c.errorf(path{"proxy"}, "transport quic cannot pass an HTTP proxy; use grpc, yamux or auto (which then uses grpc)")
 		}

@@ -170,6 +170,58 @@ func TestParseAgentErrors(t *testing.T) {
 	}
 }
 
+// TestAgentProxyHidesPassword: a `proxy` value that is not a well-formed
+// proxy URL is refused with file, line and key, and without its password,
+// also when it does not parse as a URL at all.
+func TestAgentProxyHidesPassword(t *testing.T) {
+	for _, c := range []struct{ proxy, want string }{
+		{"http://user:pa#s3cr3t@proxy.corp:3128", `got "http://user:xxxxx@proxy.corp:3128"; percent-encode`},
+		{"http://user:pa/s3cr3t@proxy.corp:3128", `got "http://user:xxxxx@proxy.corp:3128"; percent-encode`},
+		{"user:s3cr3tpw@proxy.corp:3128", `got "user:xxxxx@proxy.corp:3128"; write it as http://`},
+		{"http://user:s3cr3tpw@proxy corp:3128", `got "http://user:xxxxx@proxy corp:3128"; invalid character`},
+		{"http://us#s3cr3t@proxy.corp:3128", `got "http://xxxxx@proxy.corp:3128"`},
+	} {
+		_, err := ParseAgent("agent.yaml", []byte(minimalAgent+"proxy: \""+c.proxy+"\"\n"))
+		if err == nil {
+			t.Errorf("proxy %q accepted", c.proxy)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "agent.yaml:3: proxy: must be an http:// or https:// URL of an HTTP CONNECT proxy, "+c.want) ||
+			strings.Contains(msg, "s3cr3t") {
+			t.Errorf("proxy %q: error %q, want it to contain %q and no password", c.proxy, msg, c.want)
+		}
+	}
+}
+
+// TestAgentAllowCIDRPort: an allow entry may be a CIDR with a port, as the
+// README documents (10.0.0.0/8:443), also IPv6 with or without brackets;
+// it is normalised to the prefix:port form the agent's allowlist parses.
+func TestAgentAllowCIDRPort(t *testing.T) {
+	a, err := ParseAgent("agent.yaml", []byte(minimalAgent+"allow:\n"+
+		"  - 10.0.0.0/8:443\n  - 10.1.2.3/8:*\n  - 10.0.0.0/8\n  - \"[2001:DB8::]/32:443\"\n"+
+		"  - \"[fd00::/8]:8443\"\n  - \"fd00::/8:22\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8:443", "10.0.0.0/8", "10.0.0.0/8", "2001:db8::/32:443", "fd00::/8:8443", "fd00::/8:22"}
+	if !reflect.DeepEqual(a.Allow, want) {
+		t.Errorf("allow = %q, want %q", a.Allow, want)
+	}
+	for _, c := range []struct{ entry, want string }{
+		{"10.0.0.0/8:0", `allow[0]: "10.0.0.0/8:0": port must be a number from 1 to 65535 or *`},
+		{"10.0.0.0/8:https", `allow[0]: "10.0.0.0/8:https": port must be`},
+		{"10.0.0.0/8:", `allow[0]: "10.0.0.0/8:": port must be`},
+		{"10.0.0.0/33:443", `allow[0]: "10.0.0.0/33:443": not a valid CIDR prefix such as 10.0.0.0/8 (any port) or 10.0.0.0/8:443`},
+		{"[2001:db8::/32:443", `allow[0]: "[2001:db8::/32:443": missing ']'`},
+	} {
+		_, err := ParseAgent("agent.yaml", []byte(minimalAgent+"allow: [\""+c.entry+"\"]\n"))
+		if err == nil || !strings.Contains(err.Error(), "agent.yaml:3: "+c.want) {
+			t.Errorf("allow %q: error %v, want %q", c.entry, err, c.want)
+		}
+	}
+}
+
 func TestAgentAcceptsVariants(t *testing.T) {
 	for _, y := range []string{
 		minimalAgent + "transport: grpc\n",

@@ -633,6 +633,36 @@ func normalizeHostPattern(s string) (string, error) {
 	return h, nil
 }
 
+// normalizeCIDRPattern normalises p, the lowercased CIDR pattern s (see
+// normalizeBackendPattern).
+func normalizeCIDRPattern(s, p string) (string, error) {
+	if rest, ok := strings.CutPrefix(p, "["); ok {
+		// [fd00::]/8:443 or [fd00::/8]:443: the brackets only set the
+		// address apart from the port.
+		inner, after, ok := strings.Cut(rest, "]")
+		if !ok {
+			return "", fmt.Errorf("%q: missing ']'", s)
+		}
+		p = inner + after
+	}
+	cidr, port := p, ""
+	slash := strings.LastIndexByte(p, '/')
+	if c := strings.IndexByte(p[slash:], ':'); c >= 0 {
+		cidr, port = p[:slash+c], p[slash+c+1:]
+		if !validPort(port, true) || port == "0" {
+			return "", fmt.Errorf("%q: port must be a number from 1 to 65535 or *", s)
+		}
+	}
+	prefix, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return "", fmt.Errorf("%q: not a valid CIDR prefix such as 10.0.0.0/8 (any port) or 10.0.0.0/8:443", s)
+	}
+	if port == "" || port == "*" {
+		return prefix.Masked().String(), nil
+	}
+	return prefix.Masked().String() + ":" + port, nil
+}
+
 // normalizeBackendPattern lowercases and checks one entry of the agent's
 // allow list (also used for backend_tls hosts). Accepted forms:
 //
@@ -640,8 +670,11 @@ func normalizeHostPattern(s string) (string, error) {
 //	*.suffix:port    *.corp.example:443     host names under corp.example
 //	IP:port          127.0.0.1:9000, [::1]:9000
 //	CIDR             10.0.0.0/8, fd00::/8   any IP address in the prefix, any port
+//	CIDR:port        10.0.0.0/8:443, fd00::/8:443, [fd00::]/8:443, [fd00::/8]:443
 //
-// The port may be "*" for any port. A CIDR is given without a port.
+// The port may be "*" for any port. A CIDR is normalised to prefix or
+// prefix:port (fd00::/8:443: the prefix length holds no ':', so a colon
+// after the '/' starts the port), the forms the agent's allowlist parses.
 func normalizeBackendPattern(s string) (string, error) {
 	p := strings.ToLower(strings.TrimSpace(s))
 	if p == "" {
@@ -651,11 +684,7 @@ func normalizeBackendPattern(s string) (string, error) {
 		return "", fmt.Errorf("%q: write host:port, not a URL", s)
 	}
 	if strings.Contains(p, "/") {
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			return "", fmt.Errorf("%q: not a valid CIDR prefix such as 10.0.0.0/8", s)
-		}
-		return prefix.Masked().String(), nil
+		return normalizeCIDRPattern(s, p)
 	}
 	host, port, err := net.SplitHostPort(p)
 	if err != nil {

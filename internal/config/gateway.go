@@ -5,9 +5,14 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/credurl"
+	"github.com/sallyport/sallyport/internal/groupname"
 )
 
 // Gateway defaults: what a zero field means.
@@ -485,6 +490,8 @@ func (g *Gateway) validate(c *checker) {
 		}
 		if strings.TrimSpace(t.Group) == "" {
 			c.errorf(p.key("group"), "required (the connector group agents with this token join)")
+		} else {
+			c.checkGroup(p.key("group"), t.Group)
 		}
 	}
 
@@ -508,11 +515,32 @@ func (s *Store) validate(c *checker) {
 	}
 	if d := s.Postgres; d != "" && !looksLikeDSN(d) {
 		c.errorf(path{"store", "postgres"}, "%q is not a PostgreSQL DSN; write postgres://USER@HOST:5432/DATABASE "+
-			"or host=HOST dbname=DATABASE user=USER", d)
+			"or host=HOST dbname=DATABASE user=USER", redactDSN(d))
 	}
 	if e := s.PostgresEnv; e != "" && !validEnvName(e) {
 		c.errorf(path{"store", "postgres_env"}, "%q is not an environment variable name (letters, digits and _)", e)
 	}
+}
+
+// checkGroup checks a connector group name by the rule the admin API
+// applies when it creates enrollment tokens, so that agents can join every
+// group the config names.
+func (c *checker) checkGroup(p path, group string) {
+	if !groupname.Valid(group) {
+		c.errorf(p, "%q is not a connector group name: want %s", group, groupname.Rule)
+	}
+}
+
+// dsnPassword is a password=VALUE pair of a key=value DSN, the value
+// possibly quoted; compiled on first use.
+var dsnPassword = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
+})
+
+// redactDSN hides the passwords of a DSN for a message, in its userinfo
+// (also when it does not parse as a URL) and in password=VALUE pairs.
+func redactDSN(s string) string {
+	return dsnPassword().ReplaceAllString(credurl.Redact(s), "${1}xxxxx")
 }
 
 // looksLikeDSN tells a PostgreSQL DSN (URL or key=value pairs) from
@@ -610,6 +638,8 @@ func (g *Gateway) validateApps(c *checker) {
 		c.checkHTTPURL(p.key("backend"), app.Backend)
 		if strings.TrimSpace(app.Group) == "" {
 			c.errorf(p.key("group"), "required (the connector group that reaches the backend)")
+		} else {
+			c.checkGroup(p.key("group"), app.Group)
 		}
 		checkNonNegative(c, p.key("timeout"), app.Timeout)
 		g.validatePreauth(c, p, app)

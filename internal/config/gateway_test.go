@@ -391,6 +391,53 @@ func TestParseGatewayErrors(t *testing.T) {
 
 // TestGatewayErrorStructure checks the exact form promised in the package
 // comment and that callers can pick *Error values out of the joined error.
+// TestStoreDSNHidesPassword: a store.postgres value that is not a DSN is
+// refused with file, line and key, and without its password, also when it
+// does not parse as a URL.
+func TestStoreDSNHidesPassword(t *testing.T) {
+	for _, c := range []struct{ dsn, want string }{
+		{"postgress://sally:Pa55w0rdSECRET@db.internal:5432/sallyport", `"postgress://sally:xxxxx@db.internal:5432/sallyport" is not a PostgreSQL DSN`},
+		{"postgresql:/sally:Pa55w0rdSECRET@db.internal/sallyport", `"postgresql:xxxxx@db.internal/sallyport" is not a PostgreSQL DSN`},
+		{"pg://sally:Pa5#5w0rdSECRET@db.internal/sallyport", `"pg://sally:xxxxx@db.internal/sallyport" is not a PostgreSQL DSN`},
+		{"host=db password=Pa55w0rdSECRET url=x://y", `"host=db password=xxxxx url=x://y" is not a PostgreSQL DSN`},
+		{"host=db password='Pa55 w0rdSECRET' url=x://y", `"host=db password=xxxxx url=x://y" is not a PostgreSQL DSN`},
+	} {
+		_, err := ParseGateway("gateway.yaml", []byte("store:\n  postgres: \""+c.dsn+"\"\n"))
+		if err == nil {
+			t.Errorf("store.postgres %q accepted", c.dsn)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "gateway.yaml:2: store.postgres: "+c.want) || strings.Contains(msg, "SECRET") {
+			t.Errorf("store.postgres %q: error %q, want it to contain %q and no password", c.dsn, msg, c.want)
+		}
+	}
+}
+
+// TestGroupNames: apps[].group and tunnel.tokens[].group follow the admin
+// API's rule for group names, so that `sallyport token create --group` can
+// make tokens for every group the config names.
+func TestGroupNames(t *testing.T) {
+	const app = "apps:\n  - {name: a, hosts: [a.example.com], backend: \"http://127.0.0.1:9\", group: %q}\n"
+	const token = "tunnel:\n  tokens:\n    - {token: x, group: %q}\n"
+	for _, bad := range []string{"team a", "default ", "-a", "a/b", strings.Repeat("g", 65)} {
+		for _, c := range []struct{ yaml, want string }{
+			{fmt.Sprintf(app, bad), "gateway.yaml:2: apps[0].group: "},
+			{fmt.Sprintf(token, bad), "gateway.yaml:3: tunnel.tokens[0].group: "},
+		} {
+			_, err := ParseGateway("gateway.yaml", []byte(c.yaml))
+			want := c.want + fmt.Sprintf("%q is not a connector group name: want 1-64 letters, digits", bad)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("group %q: error %v, want %q", bad, err, want)
+			}
+		}
+	}
+	for _, good := range []string{"default", "team-a", "eu.west_1", strings.Repeat("g", 64)} {
+		if _, err := ParseGateway("gateway.yaml", []byte(fmt.Sprintf(app, good)+fmt.Sprintf(token, good))); err != nil {
+			t.Errorf("group %q: %v", good, err)
+		}
+	}
+}
+
 func TestGatewayErrorStructure(t *testing.T) {
 	src := `public:
   addr: ":8080"
