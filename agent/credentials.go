@@ -194,7 +194,7 @@ func PinnedTLS(fingerprint string) (*tls.Config, error) {
 			}
 			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
 			if got := hex.EncodeToString(sum[:]); subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-				return fmt.Errorf("the gateway's certificate has fingerprint sha256:%s, not the pinned sha256:%s", got, want)
+				return &FingerprintMismatchError{Presented: "sha256:" + got, Pinned: "sha256:" + want}
 			}
 			return nil
 		},

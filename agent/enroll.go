@@ -24,6 +24,9 @@ var (
 	// ErrEnrollRefused: the gateway refused the token or the request; trying
 	// again with the same input cannot help.
 	ErrEnrollRefused = errors.New("the gateway refused the enrollment")
+	// ErrTokenRefused: the gateway refused the token itself (unknown,
+	// already used, expired); such an error matches ErrEnrollRefused too.
+	ErrTokenRefused = errors.New("the gateway refused the enrollment token")
 	// ErrCertificateExpired: the client certificate expired; the agent must
 	// be enrolled again.
 	ErrCertificateExpired = errors.New("the agent's client certificate expired")
@@ -66,11 +69,19 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 	if name == "" {
 		name = hostName()
 	}
+	// The gateway spends the token when it issues the certificate: a data
+	// dir that cannot keep it must be found out first.
+	if cfg.DataDir != "" {
+		if err := checkDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	key, csr, err := newKeyAndCSR(name)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	cc, err := dialGRPC(cfg.Gateway, cfg.TLS, cfg.DialContext)
+	hs := &handshakeRecorder{TransportCredentials: tlsCredentials(cfg.TLS)}
+	cc, err := dialGRPC(cfg.Gateway, hs, cfg.DialContext)
 	if err != nil {
 		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, err)
 	}
@@ -79,7 +90,7 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 		Token: cfg.Token, Csr: csr, Name: name, Version: Version, Platform: runtime.GOOS + "/" + runtime.GOARCH,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, rpcError(err))
+		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure()))
 	}
 	cert, err := certificate(resp.GetCertificate(), key)
 	if err != nil {
@@ -108,7 +119,7 @@ func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials,
 	tc := base.Clone()
 	c := cur.Cert
 	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
-	cc, err := dialGRPC(addr, tc, dial)
+	cc, err := dialGRPC(addr, tlsCredentials(tc), dial)
 	if err != nil {
 		return nil, err
 	}
@@ -126,11 +137,16 @@ func renew(ctx context.Context, addr string, base *tls.Config, cur *Credentials,
 	return newCredentials(cert, resp.GetCaBundle())
 }
 
-func dialGRPC(addr string, tc *tls.Config, dial func(context.Context, string) (net.Conn, error)) (*grpc.ClientConn, error) {
+// tlsCredentials verifies the gateway with tc; nil → the system roots.
+func tlsCredentials(tc *tls.Config) credentials.TransportCredentials {
 	if tc == nil {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}
+	return credentials.NewTLS(tc)
+}
+
+func dialGRPC(addr string, creds credentials.TransportCredentials, dial func(context.Context, string) (net.Conn, error)) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if dial != nil {
 		opts = append(opts, grpc.WithContextDialer(dial))
 	}

@@ -74,6 +74,9 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 				zap.String("group", c.Group), zap.String("data_dir", a.cfg.DataDir))
 			return c, nil
 		}
+		if _, ok := errors.AsType[*DataDirError](err); ok {
+			return nil, fmt.Errorf("agent: %w", err) // retrying cannot help
+		}
 		if errors.Is(err, ErrEnrollRefused) || errors.Is(err, tunnel.ErrRevoked) {
 			return nil, fmt.Errorf("agent: %w; check `token` in the agent config (create one with `sallyport token create`)", err)
 		}

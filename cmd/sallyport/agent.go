@@ -89,7 +89,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			defer stop()
 			creds, err := agent.Enroll(ctx, e)
 			if err != nil {
-				return err
+				return enrollAdvice(err, fingerprint != "")
 			}
 			if err := saveGatewayTrust(e.DataDir, caFile, fingerprint); err != nil {
 				return err
@@ -107,6 +107,27 @@ func newEnrollCmd(g *globals) *cobra.Command {
 	f.StringVar(&caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
 	f.StringVar(&fingerprint, "gateway-fingerprint", "", "pin the gateway's tunnel certificate: sha256:HEX")
 	return cmd
+}
+
+// enrollAdvice adds to an error of `agent enroll` what to do about it,
+// in the command's own flags.
+func enrollAdvice(err error, pinned bool) error {
+	switch {
+	case errors.Is(err, agent.ErrTokenRefused):
+		return fmt.Errorf("%w; check --token, or create a new one on the gateway with `sallyport token create --group GROUP`", err)
+	case pinned && isTrustError(err):
+		return fmt.Errorf("%w; check --gateway-fingerprint against the fingerprint the gateway logs at start-up "+
+			"(tunnel certificate … fingerprint=sha256:…), and that --gateway names that gateway", err)
+	case isTrustError(err):
+		return fmt.Errorf("%w; pass --gateway-fingerprint with the fingerprint the gateway logs at start-up "+
+			"(tunnel certificate … fingerprint=sha256:…), or --gateway-ca with its tunnel-cert.pem or the CA that issued its certificate", err)
+	}
+	return err
+}
+
+func isTrustError(err error) bool {
+	_, ok := errors.AsType[*agent.GatewayTrustError](err)
+	return ok
 }
 
 // gatewayTrust is the TLS config that verifies the gateway: by CA file, by

@@ -9,6 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,6 +69,9 @@ func caStore(ctx context.Context, path, dataDir string) (st *store.DB, again str
 	case path != "" && dataDir != "":
 		return nil, "", errors.New("give --config or --data-dir, not both")
 	case dataDir != "":
+		if err := storeExists(dataDir); err != nil {
+			return nil, "", fmt.Errorf("%w; check --data-dir: it must be the gateway's data_dir", err)
+		}
 		st, err := store.Open(ctx, dataDir)
 		return st, "--data-dir " + dataDir, err
 	case path != "":
@@ -72,10 +79,37 @@ func caStore(ctx context.Context, path, dataDir string) (st *store.DB, again str
 		if err != nil {
 			return nil, "", err
 		}
+		if cfg.Store.PostgresKey() == "" {
+			if err := storeExists(cfg.DataDirOrDefault()); err != nil {
+				unset := ""
+				if cfg.DataDir == "" {
+					unset = " (data_dir is not set, so this is its default)"
+				}
+				return nil, "", cfg.SettingError("data_dir", fmt.Errorf("%w%s; check data_dir: it must be the directory "+
+					"the gateway keeps its store in", err, unset))
+			}
+		}
 		st, err := openStore(ctx, cfg)
 		return st, "--config " + path, err
 	}
 	return nil, "", errors.New("missing --config (or --data-dir); see --help")
+}
+
+// storeExists fails unless dir holds a SQLite store. Opening a store
+// creates one: a mistyped data dir would get a new store and a new CA, and
+// rotate would report success on a CA no gateway uses.
+func storeExists(dir string) error {
+	p := filepath.Join(dir, store.FileName)
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("no Sallyport store in %s (no %s there)", dir, store.FileName)
+	case err != nil:
+		return fmt.Errorf("the store in %s: %w", dir, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("the store in %s: %s is not a file", dir, p)
+	}
+	return nil
 }
 
 func runCARotate(ctx context.Context, st *store.DB, again string, retire bool, out io.Writer) error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -75,7 +76,59 @@ func newRootCmd() *cobra.Command {
 	agent.Version = buildVersion()
 	root.AddCommand(newAgentCmd(g), newVersionCmd())
 	root.AddCommand(moreCommands(g)...)
+	// Added here rather than by Execute, so the walk below sees it too.
+	root.InitDefaultCompletionCmd()
+	rejectUnknownSubcommands(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command group under c (a command
+// that only has subcommands, such as `token` or `gateway ca`) fail on an
+// unknown subcommand, as the root does. Cobra checks subcommand names only
+// at the root: below it, a group printed its help and exited 0, so a
+// script running `sallyport connector revok ID` believed the connector
+// was revoked. A group run without arguments still prints its help and
+// exits 0, like the root.
+func rejectUnknownSubcommands(c *cobra.Command) {
+	if c.HasParent() && c.HasSubCommands() && !c.Runnable() {
+		c.Args = unknownSubcommand
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		// Runnable now, but its usage stays "sallyport token [command]".
+		// Subcommands inherit the template: they keep the one they had.
+		for _, sub := range c.Commands() {
+			sub.SetUsageTemplate(sub.UsageTemplate())
+		}
+		c.SetUsageTemplate(strings.Replace(c.UsageTemplate(), "{{if .Runnable}}\n  {{.UseLine}}{{end}}", "", 1))
+		// `gateway ca rotat --retire-previous`: the misspelt name, not the
+		// flag the group does not have, is what to report.
+		c.SetFlagErrorFunc(func(cmd *cobra.Command, flagErr error) error {
+			if err := unknownSubcommand(cmd, cmd.Flags().Args()); err != nil {
+				return err
+			}
+			return flagErr
+		})
+	}
+	for _, sub := range c.Commands() {
+		rejectUnknownSubcommands(sub)
+	}
+}
+
+// unknownSubcommand is the Args check of a command group: any argument is
+// a subcommand name it does not have. The text is cobra's own for the root.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t") + "\n"
+	} else {
+		msg += fmt.Sprintf("; see `%s --help` for its commands", cmd.CommandPath())
+	}
+	return errors.New(msg)
 }
 
 func newVersionCmd() *cobra.Command {
