@@ -69,10 +69,23 @@ func isHopHeader(k string) bool {
 	return false
 }
 
-// isForwardedHeader reports the headers that only the gateway sets.
+// isForwardedHeader reports the headers that only the gateway sets, also
+// written with '_' for '-' (X_Forwarded_For): CGI, PHP and WSGI servers
+// fold both spellings to one variable (HTTP_X_FORWARDED_FOR), so a client's
+// X_Forwarded_For would reach the app next to the gateway's X-Forwarded-For
+// and could win (Werkzeug's ProxyFix then took the client's address,
+// scheme and host from it). The request id is the gateway's too: a sane
+// client X-Request-Id is kept, but only in that spelling.
 func isForwardedHeader(k string) bool {
 	switch k {
 	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	if strings.IndexByte(k, '_') < 0 {
+		return false
+	}
+	switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
+	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", RequestIDHeader:
 		return true
 	}
 	return false

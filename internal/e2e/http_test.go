@@ -355,6 +355,12 @@ func TestHTTPHostAndForwarded(t *testing.T) {
 				req.Header.Set("X-Forwarded-Host", "evil.example")
 				req.Header.Set("X-Forwarded-Proto", "https")
 				req.Header.Set("Forwarded", "for=6.6.6.6;host=evil.example;proto=https")
+				// The spellings that CGI, PHP and WSGI fold onto the same
+				// variables as the gateway's own headers.
+				req.Header["X_Forwarded_For"] = []string{"6.6.6.6"}
+				req.Header["x-forwarded_proto"] = []string{"https"}
+				req.Header["X_FORWARDED_HOST"] = []string{"evil.example"}
+				req.Header["X_Request_Id"] = []string{"spoofed-id"}
 			}
 			res, b := doAndRead(t, c, req)
 			if res.StatusCode != http.StatusOK {
@@ -372,6 +378,11 @@ func TestHTTPHostAndForwarded(t *testing.T) {
 			} {
 				if got := e.Headers.Values(name); !slices.Equal(got, want) {
 					t.Errorf("backend saw %s %q, want %q", name, got, want)
+				}
+			}
+			for name, vv := range e.Headers {
+				if strings.Contains(name, "_") {
+					t.Errorf("backend saw %s %q: a spelling of a gateway header", name, vv)
 				}
 			}
 		})
