@@ -341,6 +341,11 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 		}
 		dst[k] = vv // res.Header is ours alone; its slices are capped
 	}
+	if _, ok := res.Header["Content-Type"]; !ok {
+		// No type from the backend: net/http would add one it guessed
+		// from the body (text/html for "<html>…"), which a proxy must not.
+		dst["Content-Type"] = nil
+	}
 	announced := len(res.Trailer)
 	if announced > 0 {
 		names := make([]string, 0, announced)
@@ -348,6 +353,12 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 			names = append(names, k)
 		}
 		dst.Add("Trailer", strings.Join(names, ", "))
+		if res.Request == nil || res.Request.Method != http.MethodHead {
+			// Trailers need a chunked HTTP/1.1 body: with the backend's
+			// length (an HTTP/2 backend may send both), net/http would
+			// send the body with it and drop the trailers.
+			delete(dst, "Content-Length")
+		}
 	}
 	w.WriteHeader(res.StatusCode)
 

@@ -259,6 +259,37 @@ func TestHTTPHeaderBytesNotUTF8(t *testing.T) {
 	}
 }
 
+// TestHTTPNoContentTypeAdded: a response without Content-Type reaches the
+// client without one; net/http's server used to add the type it guessed
+// from the body (text/html for an HTML-looking body), which a proxy must
+// not invent. A backend's own type passes unchanged.
+func TestHTTPNoContentTypeAdded(t *testing.T) {
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/typed" {
+			w.Header().Set("Content-Type", "application/x-thing")
+		} else {
+			w.Header()["Content-Type"] = nil // the backend sends none
+		}
+		if r.URL.Query().Has("stream") {
+			w.(http.Flusher).Flush()
+		}
+		io.WriteString(w, "<html><script>x=1")
+	}))
+	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
+		{App: "ct", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+	for target, want := range map[string][]string{"/": nil, "/?stream": nil, "/typed": {"application/x-thing"}} {
+		res, b := doAndRead(t, rig.Client(), appRequest(t, context.Background(), "GET", rig.URL+target, nil))
+		if res.StatusCode != http.StatusOK || string(b) != "<html><script>x=1" {
+			t.Fatalf("%s: status %d, %q", target, res.StatusCode, b)
+		}
+		if got := res.Header.Values("Content-Type"); !slices.Equal(got, want) {
+			t.Errorf("%s: client got Content-Type %q, want %q", target, got, want)
+		}
+	}
+}
+
 // TestHTTPStatusCodes checks that the backend's status reaches the client
 // unchanged, with a redirect's Location untouched.
 func TestHTTPStatusCodes(t *testing.T) {

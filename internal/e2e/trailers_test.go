@@ -170,6 +170,50 @@ func TestTrailersHTTP2Undeclared(t *testing.T) {
 	}
 }
 
+// TestTrailersWithLength: an HTTP/2 backend may send a Content-Length and
+// trailers together; an HTTP/1.1 client gets the trailers too. The length
+// went out with the head, so net/http sent the body unchunked and dropped
+// the trailers (so does httputil.ReverseProxy); the gateway now drops the
+// length when trailers are announced.
+func TestTrailersWithLength(t *testing.T) {
+	const host = "trailers.test"
+	backend := trailerBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-T")
+		w.Header().Set("Content-Length", "4")
+		io.WriteString(w, "body")
+		w.Header().Set("X-T", "tv")
+	}, func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) })
+	rig := trailerRig(t, host, backend, true)
+	for name, set := range trailerClients {
+		t.Run(name, func(t *testing.T) {
+			c := protoClient(t, nil, set)
+			for _, method := range []string{"GET", "HEAD"} {
+				req, _ := http.NewRequestWithContext(boundedCtx(t), method, rig.URL+"/", nil)
+				req.Host = host
+				res, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != http.StatusOK {
+					t.Fatalf("%s: status %d, %q, %v", method, res.StatusCode, b, err)
+				}
+				if method == "HEAD" {
+					// No body and so no trailers: the length stays.
+					if res.ContentLength != 4 {
+						t.Errorf("HEAD: Content-Length %d, want the backend's 4", res.ContentLength)
+					}
+					continue
+				}
+				if string(b) != "body" || res.Trailer.Get("X-T") != "tv" {
+					t.Errorf("GET: body %q, trailers %v; want \"body\" and X-T: tv", b, res.Trailer)
+				}
+			}
+		})
+	}
+}
+
 // trailerBody is a request body of n lines that fills the declared request
 // trailers with its checksum and length when it reaches EOF, as a client
 // computing them while uploading would.
