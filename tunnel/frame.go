@@ -176,18 +176,29 @@ var ErrHeadTooLarge = errors.New("request head too large for the tunnel")
 // headersFromWire), so that the gateway refuses an oversized request itself
 // instead of relaying a head that the agent refuses.
 func CheckRequestHead(req *http.Request) error {
-	if n := max(len(req.Header), len(req.Trailer)); n > maxHeaderCount {
-		return fmt.Errorf("%w: %d header fields exceed %d", ErrHeadTooLarge, n, maxHeaderCount)
+	if err := checkHeadLimits(req.Header, req.Trailer); err != nil {
+		return fmt.Errorf("%w: %v", ErrHeadTooLarge, err)
+	}
+	return nil
+}
+
+// checkHeadLimits reports whether a head with header h and declared
+// trailers trailer fits the limits that the receiving side enforces
+// (headersFromWire): the agent on a request head, the gateway on a
+// response head.
+func checkHeadLimits(h, trailer http.Header) error {
+	if n := max(len(h), len(trailer)); n > maxHeaderCount {
+		return fmt.Errorf("%d header fields exceed %d", n, maxHeaderCount)
 	}
 	size := 0
-	for k, vv := range req.Header {
+	for k, vv := range h {
 		size += len(k)
 		for _, v := range vv {
 			size += len(v)
 		}
 	}
 	if size > maxHeaderBytes {
-		return fmt.Errorf("%w: headers of %d bytes exceed %d", ErrHeadTooLarge, size, maxHeaderBytes)
+		return fmt.Errorf("headers of %d bytes exceed %d", size, maxHeaderBytes)
 	}
 	return nil
 }

@@ -285,6 +285,13 @@ func (ex *serverExchange) serve() {
 		ex.serveUpgrade(res)
 		return
 	}
+	if err := checkHeadLimits(res.Header, res.Trailer); err != nil {
+		// The backend's fault, reported as such: relayed, the gateway
+		// would refuse the head as a malformed frame (tunnel-failed).
+		res.Body.Close()
+		ex.fail(fmt.Errorf("the backend's response head is too large for the tunnel: %w", err))
+		return
+	}
 	ex.sendResponse(req, res)
 }
 

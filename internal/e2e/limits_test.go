@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -600,5 +601,46 @@ func testH2CMaxConcurrentStreams(t *testing.T, ackSettings bool) {
 	}
 	if status[next] != "200" {
 		t.Fatalf("new stream: %s", status[next])
+	}
+}
+
+// TestLimitsResponseHeadSize: a backend's response head over the tunnel's
+// limits (64 KiB of names and values, 1000 fields) is the backend's fault:
+// 502 backend-unreachable, with the reason in the agent's log, on the agent's
+// own HTTP/1.1 client (GET) and net/http's (POST). The agent used to relay
+// it and the gateway refused it as a malformed frame: 502 tunnel-failed,
+// which sent operators looking for a tunnel problem. The session serves
+// the next exchange.
+func TestLimitsResponseHeadSize(t *testing.T) {
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("X-Big", strings.Repeat("a", 70<<10))
+		case "/many":
+			for i := range 1100 {
+				w.Header().Set(fmt.Sprintf("X-F%d", i), "v")
+			}
+		case "/fits":
+			w.Header().Set("X-Big", strings.Repeat("a", 60<<10))
+		}
+		io.WriteString(w, "ok")
+	}))
+	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
+		{App: "heads", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+	c := rig.Client()
+	for _, method := range []string{"GET", "POST"} {
+		for _, path := range []string{"/big", "/many"} {
+			res, _ := doAndRead(t, c, appRequest(t, context.Background(), method, rig.URL+path, strings.NewReader("x")))
+			if res.StatusCode != http.StatusBadGateway || res.Header.Get(gateway.ErrorHeader) != gateway.CodeBackendUnreachable {
+				t.Errorf("%s %s: %d %s=%q, want 502 %s", method, path, res.StatusCode, gateway.ErrorHeader,
+					res.Header.Get(gateway.ErrorHeader), gateway.CodeBackendUnreachable)
+			}
+		}
+		res, b := doAndRead(t, c, appRequest(t, context.Background(), method, rig.URL+"/fits", strings.NewReader("x")))
+		if res.StatusCode != http.StatusOK || string(b) != "ok" || len(res.Header.Get("X-Big")) != 60<<10 {
+			t.Errorf("%s /fits (60 KiB of headers): %d %q", method, res.StatusCode, b)
+		}
 	}
 }
