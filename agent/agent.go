@@ -400,6 +400,11 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 				return
 			}
 			switch {
+			case isCertRefused(err):
+				log.Error("the gateway refused this agent's certificate in the TLS handshake: it is not signed by "+
+					"the gateway's connector CA. Enroll the agent again (sallyport agent enroll), or check that the "+
+					"gateway runs with the data_dir (or store) the agent enrolled with",
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			case isUnauthenticated(err):
 				log.Error("the gateway refused this agent's certificate; if the gateway's data_dir was "+
 					"replaced, enroll the agent again (sallyport agent enroll)",

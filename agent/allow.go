@@ -80,7 +80,7 @@ func (e *NotAllowedError) Error() string {
 func ParseAllowlist(patterns []string) (*Allowlist, error) {
 	a := &Allowlist{rules: make([]allowRule, 0, len(patterns))}
 	for _, p := range patterns {
-		r, err := parseAllowRule(p, true)
+		r, err := parseAllowRule(p)
 		if err != nil {
 			return nil, err
 		}
@@ -341,23 +341,20 @@ func (r *allowRule) String() string {
 
 var errMissingPort = errors.New("missing port: write host:port, host:* or a CIDR such as 10.0.0.0/8")
 
-// parseAllowRule parses one pattern; withRanges says whether CIDRs are accepted.
-func parseAllowRule(pattern string, withRanges bool) (allowRule, error) {
-	r, err := parseAllowRuleText(strings.TrimSpace(pattern), withRanges)
+// parseAllowRule parses one pattern.
+func parseAllowRule(pattern string) (allowRule, error) {
+	r, err := parseAllowRuleText(strings.TrimSpace(pattern))
 	if err != nil {
 		return allowRule{}, fmt.Errorf("allow pattern %q: %w", pattern, err)
 	}
 	return r, nil
 }
 
-func parseAllowRuleText(p string, withRanges bool) (allowRule, error) {
+func parseAllowRuleText(p string) (allowRule, error) {
 	if p == "" {
 		return allowRule{}, errors.New("empty pattern")
 	}
 	if strings.Contains(p, "/") {
-		if !withRanges {
-			return allowRule{}, errors.New("CIDR ranges are not accepted here")
-		}
 		return parseAllowRange(p)
 	}
 	host, portText, err := net.SplitHostPort(p)

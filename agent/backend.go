@@ -16,8 +16,11 @@ import (
 // BackendTLS is the TLS client setup for a set of https:// backends.
 type BackendTLS struct {
 	// Hosts selects the backends this profile applies to, with the allow
-	// pattern syntax minus CIDRs ("app.corp.example:443", "*.corp:*",
-	// "10.1.2.3:8443"). The first profile that matches wins.
+	// pattern syntax ("app.corp.example:443", "*.corp:*", "10.1.2.3:8443",
+	// "10.0.0.0/8", "10.0.0.0/8:443"). Patterns match the backend URL's host
+	// as written, nothing is resolved: a CIDR covers backends addressed by
+	// an IP in it, not names that resolve into it. The first profile that
+	// matches wins.
 	Hosts []string
 	// CAFile is a PEM bundle of the CAs to trust, replacing (not adding to)
 	// the system roots. Empty means the system roots.
@@ -76,7 +79,7 @@ func NewBackends(allow *Allowlist, tlsProfiles []BackendTLS) (*Backends, error) 
 	for i, p := range tlsProfiles {
 		rules := make([]allowRule, 0, len(p.Hosts))
 		for _, h := range p.Hosts {
-			r, err := parseAllowRule(h, false)
+			r, err := parseAllowRule(h)
 			if err != nil {
 				return nil, fmt.Errorf("backend tls profile %d: %w", i+1, err)
 			}

@@ -232,6 +232,11 @@ func TestBackendsTLSProfiles(t *testing.T) {
 		{"wrong server name", []BackendTLS{{Hosts: []string{addr}, CAFile: ca, ServerName: "wrong.example"}}, srv.URL, &hostErr},
 		{"ca only from file, not system roots, still verifies names", []BackendTLS{{Hosts: []string{"*.test:*"}, CAFile: ca}},
 			"https://backend.test:" + port, &hostErr},
+		{"cidr profile", []BackendTLS{{Hosts: []string{"127.0.0.0/8"}, CAFile: ca}}, srv.URL, nil},
+		{"cidr:port profile", []BackendTLS{{Hosts: []string{"127.0.0.0/8:" + port}, CAFile: ca}}, srv.URL, nil},
+		{"cidr profile for another port does not apply", []BackendTLS{{Hosts: []string{"127.0.0.0/8:1"}, CAFile: ca}}, srv.URL, &unknownCA},
+		{"cidr profile does not apply to names", []BackendTLS{{Hosts: []string{"127.0.0.0/8"}, CAFile: ca, ServerName: "example.com"}},
+			"https://backend.test:" + port, &hostErr},
 		{"wildcard profile with server name", []BackendTLS{{Hosts: []string{"*.test:*"}, CAFile: ca, ServerName: "example.com"}},
 			"https://backend.test:" + port, nil},
 	}
@@ -276,7 +281,7 @@ func TestNewBackendsErrors(t *testing.T) {
 		{"nil allowlist", nil, nil, "allowlist"},
 		{"missing CA file", &Allowlist{}, []BackendTLS{{Hosts: []string{"a.example:443"}, CAFile: missing}}, missing},
 		{"unparsable CA file", &Allowlist{}, []BackendTLS{{Hosts: []string{"a.example:443"}, CAFile: garbage}}, garbage},
-		{"cidr host", &Allowlist{}, []BackendTLS{{Hosts: []string{"10.0.0.0/8"}}}, "CIDR"},
+		{"bad cidr host", &Allowlist{}, []BackendTLS{{Hosts: []string{"10.0.0.0/33"}}}, "10.0.0.0/33"},
 		{"bad host", &Allowlist{}, []BackendTLS{{}, {Hosts: []string{"a.example"}}}, "profile 2"},
 	}
 	for _, tt := range tests {

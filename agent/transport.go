@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,10 +57,18 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 			ListenPacket: a.cfg.ListenPacket, Log: log,
 		})
 	case TransportYamux:
-		return yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
+		sess, err := yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
 			DialContext: a.dialTCP, Log: log,
 		})
+		if err != nil && !isRefusal(err) && !isDialError(err) {
+			// yamux reports a session the gateway ended right after the
+			// TLS handshake as "session shutdown", without the alert.
+			if cause := a.certRefusal(ctx, yamuxtunnel.ALPN); cause != nil {
+				err = fmt.Errorf("%w: %w", err, cause)
+			}
+		}
+		return sess, err
 	default:
 		// gRPC reports a failed dial as a status without the cause's type:
 		// keep the cause, so that a proxy's refusal is reported as one.
@@ -78,6 +88,13 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 			if de := dialErr.Load(); de != nil {
 				return nil, fmt.Errorf("dial gateway %s: %w", a.cfg.Gateway, *de)
 			}
+			if !isRefusal(err) {
+				// The alert is lost when the agent's write meets the
+				// closed connection first ("broken pipe").
+				if cause := a.certRefusal(ctx, "h2"); cause != nil {
+					err = fmt.Errorf("%w: %w", err, cause)
+				}
+			}
 			return nil, err
 		}
 		return sess, nil
@@ -94,9 +111,84 @@ func (a *Agent) dialTCP(ctx context.Context, network, addr string) (net.Conn, er
 	return d.DialContext(ctx, network, addr)
 }
 
+// certProbeWait bounds certRefusal's wait for the gateway's alert.
+const certProbeWait = 2 * time.Second
+
+// certRefusal tells whether the gateway refuses the agent's client
+// certificate, for a transport that lost the cause of a failed session. It
+// opens one TLS connection as the transport does (ALPN alpn) and reads: a
+// gateway that refuses the certificate sends its alert right after the
+// handshake (TLS 1.3), one that accepts it waits for the agent to speak.
+// It returns the alert's error, or nil.
+func (a *Agent) certRefusal(ctx context.Context, alpn string) error {
+	ctx, cancel := context.WithTimeout(ctx, certProbeWait)
+	defer cancel()
+	raw, err := a.dialTCP(ctx, "tcp", a.cfg.Gateway)
+	if err != nil {
+		return nil
+	}
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	cfg := a.tls.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(a.cfg.Gateway)
+	}
+	cfg.NextProtos = []string{alpn}
+	tc := tls.Client(raw, cfg)
+	err = tc.HandshakeContext(ctx)
+	if err == nil {
+		_, err = tc.Read(make([]byte, 1))
+	}
+	if isCertRefused(err) {
+		return err
+	}
+	return nil
+}
+
+// isDialError reports a failure to open the TCP connection (or to pass
+// the proxy): the gateway was not reached.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || isProxyError(err)
+}
+
 // isRefusal reports a session the gateway refused: the transport works.
 func isRefusal(err error) bool {
-	return isUnauthenticated(err) || errors.Is(err, tunnel.ErrShuttingDown)
+	return isUnauthenticated(err) || isCertRefused(err) || errors.Is(err, tunnel.ErrShuttingDown)
+}
+
+// certRefusalAlerts are the TLS alerts a gateway answers a client
+// certificate with that does not chain to its connector CA.
+var certRefusalAlerts = [...]tls.AlertError{
+	42, // bad_certificate: the gateway's own check (VerifyConnection) failed
+	48, // unknown_ca: crypto/tls found no chain to the CAs it trusts
+}
+
+// isCertRefused reports whether the gateway refused the agent's client
+// certificate in the TLS handshake: it sent one of certRefusalAlerts.
+// crypto/tls reports a received alert as a *net.OpError "remote error";
+// gRPC flattens it into a status message and quic-go into "CRYPTO_ERROR
+// 0x12a (remote): tls: bad certificate", so for them only the text is left.
+func isCertRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		for _, a := range certRefusalAlerts {
+			if op.Err != nil && op.Err.Error() == a.Error() {
+				return true
+			}
+		}
+	}
+	msg := err.Error()
+	for _, a := range certRefusalAlerts {
+		if strings.Contains(msg, "remote error: "+a.Error()) || strings.Contains(msg, "(remote): "+a.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 func isUnauthenticated(err error) bool {

@@ -359,21 +359,24 @@ func (g *Gateway) TunnelTLS() *tls.Config {
 
 // Listen binds the public and tunnel listeners.
 func (g *Gateway) Listen() error {
-	pub, err := net.Listen("tcp", orAddr(g.cfg.PublicAddr, ":8080"))
+	pubAddr := orAddr(g.cfg.PublicAddr, ":8080")
+	pub, err := net.Listen("tcp", pubAddr)
 	if err != nil {
-		return fmt.Errorf("gateway: public listener: %w", err)
+		return &ListenError{Listener: "public", Addr: pubAddr, Err: err}
 	}
-	tun, udp, err := listenTunnel(orAddr(g.cfg.TunnelAddr, ":8443"))
+	tunAddr := orAddr(g.cfg.TunnelAddr, ":8443")
+	tun, udp, err := listenTunnel(tunAddr)
 	if err != nil {
 		pub.Close()
-		return fmt.Errorf("gateway: tunnel listener: %w", err)
+		return &ListenError{Listener: "tunnel", Addr: tunAddr, Err: err}
 	}
 	var adm net.Listener
 	if g.cfg.AdminAddr != "" {
 		if adm, err = net.Listen("tcp", g.cfg.AdminAddr); err != nil {
 			pub.Close()
 			tun.Close()
-			return fmt.Errorf("gateway: admin listener: %w", err)
+			udp.Close()
+			return &ListenError{Listener: "admin", Addr: g.cfg.AdminAddr, Err: err}
 		}
 	}
 	g.mu.Lock()
@@ -381,6 +384,16 @@ func (g *Gateway) Listen() error {
 	g.mu.Unlock()
 	return nil
 }
+
+// ListenError is Listen's error: the listener named could not be opened.
+type ListenError struct {
+	Listener string // "public", "tunnel" or "admin"
+	Addr     string // the address it was to listen on
+	Err      error  // from net.Listen (or the tunnel's UDP socket)
+}
+
+func (e *ListenError) Error() string { return "gateway: " + e.Listener + " listener: " + e.Err.Error() }
+func (e *ListenError) Unwrap() error { return e.Err }
 
 // AdminAddr is the bound admin listener address (after Listen), or nil
 // without one.

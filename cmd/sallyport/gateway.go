@@ -53,7 +53,7 @@ func newGatewayCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := gw.Listen(); err != nil {
+				if err := listen(gw, cfg); err != nil {
 					return err
 				}
 				stopReload := reloadOnHangup(ctx, gw, path, cfg, log, hup)
@@ -65,6 +65,36 @@ func newGatewayCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&path, "config", "c", "", "gateway config file (YAML)")
 	cmd.AddCommand(newCACmd())
 	return cmd
+}
+
+// listen binds the gateway's listeners; a listener that cannot be opened
+// is reported at its setting (public.addr, tunnel.addr, admin.addr) with
+// what to do.
+func listen(gw *gateway.Gateway, cfg *config.Gateway) error {
+	err := gw.Listen()
+	var le *gateway.ListenError
+	if !errors.As(err, &le) {
+		return err
+	}
+	var hint string
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		hint = "another process uses the port (or another listener of this gateway); stop it or choose another port"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		hint = "the host is not an address of this machine; write one of its addresses, or leave the host out (:PORT) to listen on all"
+	case errors.Is(err, syscall.EACCES):
+		hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port from 1024 up"
+	case errors.As(err, &dnsErr):
+		hint = "the host name does not resolve; write an IP address of this machine, or leave the host out (:PORT)"
+	default:
+		hint = "check the address"
+	}
+	err = fmt.Errorf("%w; %s", le.Err, hint)
+	if !strings.Contains(le.Err.Error(), le.Addr) {
+		err = fmt.Errorf("%s: %w", le.Addr, err) // a lookup error names the host alone
+	}
+	return cfg.SettingError(le.Listener+".addr", err)
 }
 
 // adminToken reads the admin API token: SALLYPORT_ADMIN_TOKEN, else the

@@ -103,7 +103,9 @@ func (a *Agent) FileError(key string, err error) error { return a.src.fileError(
 type BackendTLS struct {
 	// Hosts are the backends this entry applies to, written like Allow
 	// entries ("app.corp:443", "*.corp:443", "10.0.0.5:8443", "10.0.0.0/8").
-	// At least one.
+	// They match the backend URL's host as written: a CIDR covers backends
+	// addressed by an IP in it, not names that resolve into it. At least
+	// one.
 	Hosts []string `yaml:"hosts"`
 
 	// CAFile is a PEM file of CA certificates (or the backend's self-signed

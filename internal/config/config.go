@@ -505,11 +505,32 @@ func (c *checker) checkListenAddr(p path, addr string) {
 	if addr == "" {
 		return
 	}
-	if _, port, err := net.SplitHostPort(addr); err != nil {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
 		c.errorf(p, "must be host:port or :port, got %q", addr)
-	} else if !validPort(port, false) {
+	case !validPort(port, false):
 		c.errorf(p, "port %q must be a number from 0 to 65535", port)
+	case host != "" && !validHost(host):
+		c.errorf(p, "host %q in %q is neither an IP address nor a host name; write one of this machine's "+
+			"addresses, or :%s for all of them", host, addr, port)
 	}
+}
+
+// validHost reports whether h is an IP address (with an IPv6 zone) or
+// could be a DNS name. A name whose last label is all digits is not: it is
+// a mistyped IPv4 address such as 256.1.1.1 (no top-level domain is
+// numeric).
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if !validHostname(strings.TrimSuffix(h, ".")) {
+		return false
+	}
+	last := strings.TrimSuffix(h, ".")
+	last = last[strings.LastIndexByte(last, '.')+1:]
+	return strings.Trim(last, "0123456789") != ""
 }
 
 // checkDialAddr checks a required "host:port" address to connect to.
@@ -526,6 +547,8 @@ func (c *checker) checkDialAddr(p path, addr string) {
 		c.errorf(p, "host missing in %q", addr)
 	case !validPort(port, false) || port == "0":
 		c.errorf(p, "port %q must be a number from 1 to 65535", port)
+	case !validHost(host):
+		c.errorf(p, "host %q in %q is neither an IP address nor a host name", host, addr)
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"reflect"
@@ -496,11 +497,76 @@ func (g *Gateway) validate(c *checker) {
 	}
 
 	c.checkListenAddr(path{"admin", "addr"}, g.Admin.Addr)
+	g.checkListenersApart(c)
 	checkNonNegative(c, path{"shutdown_grace"}, g.ShutdownGrace)
 	g.Store.validate(c)
 
 	g.validateProviders(c)
 	g.validateApps(c)
+}
+
+// checkListenersApart reports two listeners (public, tunnel, admin) on
+// one address, defaults included: the second would fail to bind. An empty
+// host, 0.0.0.0 and :: listen on every address, so they overlap any host
+// on the same port; port 0 picks a free port and overlaps nothing.
+func (g *Gateway) checkListenersApart(c *checker) {
+	type listener struct {
+		key  path
+		set  string // as written; empty means the default
+		addr string // what is bound
+	}
+	ls := []listener{
+		{path{"public", "addr"}, g.Public.Addr, g.Public.AddrOrDefault()},
+		{path{"tunnel", "addr"}, g.Tunnel.Addr, g.Tunnel.AddrOrDefault()},
+		{path{"admin", "addr"}, g.Admin.Addr, g.Admin.AddrOrDefault()},
+	}
+	describe := func(l listener) string {
+		if l.set == "" {
+			return fmt.Sprintf("%s (%s by default)", l.key, l.addr)
+		}
+		return fmt.Sprintf("%s (%s)", l.key, l.addr)
+	}
+	for i := range ls {
+		for j := i + 1; j < len(ls); j++ {
+			a, b := ls[i], ls[j]
+			if !listenOverlap(a.addr, b.addr) {
+				continue
+			}
+			at, other := b, a // reported at the later key, unless only the earlier one is written
+			if b.set == "" && a.set != "" {
+				at, other = a, b
+			}
+			c.errorf(at.key, "%s listens on the same port as %s; give each listener its own port", describe(at), describe(other))
+		}
+	}
+}
+
+// listenOverlap reports whether listeners on a and b (host:port, checked
+// before) would both claim one address and port.
+func listenOverlap(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	if anyHost(ha) || anyHost(hb) {
+		return true
+	}
+	ia, errA := netip.ParseAddr(ha)
+	ib, errB := netip.ParseAddr(hb)
+	if errA == nil && errB == nil {
+		return ia.Unmap() == ib.Unmap()
+	}
+	return strings.EqualFold(ha, hb)
+}
+
+// anyHost reports whether a listen host means every local address.
+func anyHost(h string) bool {
+	if h == "" {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.IsUnspecified()
 }
 
 func (s *Store) validate(c *checker) {
@@ -588,8 +654,18 @@ func (g *Gateway) validateProviders(c *checker) {
 	}
 }
 
-// route identifies what an app claims, for duplicate detection.
+// route identifies what an app claims, for duplicate detection: a
+// normalised host pattern and a path prefix as routePrefix makes it.
 type route struct{ host, prefix string }
+
+// routePrefix is p as the gateway's router compares path prefixes:
+// without trailing slashes, "/" for the root (gateway.normalisePrefix).
+func routePrefix(p string) string {
+	if p = strings.TrimRight(p, "/"); p == "" {
+		return "/"
+	}
+	return p
+}
 
 func (g *Gateway) validateApps(c *checker) {
 	names := make(map[string]int)
@@ -611,6 +687,9 @@ func (g *Gateway) validateApps(c *checker) {
 		} else if strings.ContainsAny(prefix, "?#") {
 			c.errorf(p.key("path_prefix"), "must be a path without ? or #, got %q", app.PathPrefix)
 		}
+		// The router ignores trailing slashes ("/api/" is "/api"), so two
+		// apps are compared the same way: it would refuse them at start.
+		same := routePrefix(prefix)
 
 		if len(app.Hosts) == 0 {
 			c.errorf(p.key("hosts"), "at least one host is required")
@@ -623,11 +702,16 @@ func (g *Gateway) validateApps(c *checker) {
 				continue
 			}
 			app.Hosts[j] = norm
-			r := route{norm, prefix}
+			r := route{norm, same}
 			if first, dup := routes[r]; dup {
-				if first == i {
+				switch other := g.Apps[first].PathPrefixOrDefault(); {
+				case first == i:
 					c.errorf(hp, "%q is listed twice", norm)
-				} else {
+				case other != prefix:
+					c.errorf(hp, "%q with path_prefix %q is already served by apps[%d] with path_prefix %q: "+
+						"a trailing slash does not make another prefix; give one of the apps another host or prefix",
+						norm, prefix, first, other)
+				default:
 					c.errorf(hp, "%q with path_prefix %q is already served by apps[%d]", norm, prefix, first)
 				}
 				continue
