@@ -272,17 +272,20 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 		st.informational = iw
 	}
 	res, err := h.relay.roundTrip(out, st, dropHeader)
+	// An HTTP/1.x body that broke (a malformed chunk) leaves bytes on the
+	// connection that cannot be parsed; full duplex keeps net/http from
+	// noticing, and it would reuse the connection. (An HTTP/2 stream's
+	// body breaking leaves the connection's framing intact.)
+	broken := r.ProtoMajor == 1 && ob.body.broken.Load()
 	if err != nil {
-		if ob.body.broken.Load() {
-			// What follows on the connection cannot be parsed: full
-			// duplex keeps net/http from noticing (it would reuse it).
+		if broken {
 			w.Header().Set("Connection", "close")
 		}
 		h.exchangeFailed(w, r, st, err)
 		return
 	}
 	err = h.writeResponse(w, res)
-	if err == nil && !ob.body.broken.Load() {
+	if err == nil && !(r.ProtoMajor == 1 && ob.body.broken.Load()) {
 		return
 	}
 	if err != nil {
@@ -341,7 +344,7 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 		}
 		dst[k] = vv // res.Header is ours alone; its slices are capped
 	}
-	if _, ok := res.Header["Content-Type"]; !ok {
+	if _, ok := dst["Content-Type"]; !ok {
 		// No type from the backend: net/http would add one it guessed
 		// from the body (text/html for "<html>…"), which a proxy must not.
 		dst["Content-Type"] = nil
