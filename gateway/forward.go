@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/sallyport/sallyport/internal/forwarded"
+	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -337,6 +338,11 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	for k, vv := range res.Header {
 		if isHopHeader(k) || containsString(conn, k) {
 			continue
+		}
+		if k == "Set-Cookie" && h.g.cfg.Preauth != nil {
+			if vv = preauth.DropGatewaySetCookies(vv); len(vv) == 0 {
+				continue
+			}
 		}
 		if prev, ok := dst[k]; ok {
 			dst[k] = append(prev, vv...)

@@ -155,14 +155,16 @@ func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
 	if h.g.cfg.Preauth != nil {
 		preauth.StripGatewayCookies(out.Header)
 	}
-	if !oidc {
-		return
+	if b := out.Body; b != nil && b != http.NoBody && in.Trailer != nil {
+		// Only declared trailers reach the app (the relay shares the
+		// map net/http fills), so a request without any needs no scrub.
+		// The declared names go with the head; the values, which net/http
+		// puts back in the map at the body's end, when it ends.
+		scrubTrailers(in.Trailer, oidc)
+		out.Body = &trailerScrubber{ReadCloser: b, in: in, oidc: oidc}
 	}
-	if st.identity != nil {
+	if oidc && st.identity != nil {
 		preauth.SetIdentityHeaders(out.Header, st.identity, st.assertion)
-	}
-	if b := out.Body; b != nil && b != http.NoBody {
-		out.Body = &trailerScrubber{ReadCloser: b, in: in}
 	}
 }
 
@@ -172,13 +174,26 @@ func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
 // relay sends them.
 type trailerScrubber struct {
 	io.ReadCloser
-	in *http.Request
+	in   *http.Request
+	oidc bool // the app's preauth: strip other proxies' identity headers too
 }
 
 func (t *trailerScrubber) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	if err == io.EOF {
-		preauth.StripIdentityHeaders(t.in.Trailer, true)
+		scrubTrailers(t.in.Trailer, t.oidc)
 	}
 	return n, err
+}
+
+// scrubTrailers removes from request trailers what a client must not send
+// an app: identity headers (oidc: other proxies' too) and the gateway's
+// forwarding headers, in any spelling.
+func scrubTrailers(tr http.Header, oidc bool) {
+	preauth.StripIdentityHeaders(tr, oidc)
+	for k := range tr {
+		if isForwardedHeader(k) {
+			delete(tr, k)
+		}
+	}
 }

@@ -122,3 +122,32 @@ func StripGatewayCookies(h http.Header) {
 	}
 	h.Set("Cookie", strings.Join(kept, "; "))
 }
+
+// DropGatewaySetCookies returns vv, the Set-Cookie fields of an app's
+// response, without those that set one of the gateway's cookies (session
+// or pre-login, with or without a __Host-/__Secure- prefix). An app that
+// needs no sign-in, on the same host or under cookie_domain, could
+// otherwise plant a session of the attacker's in a victim's browser
+// (session fixation) or a pre-login cookie that completes the attacker's
+// sign-in there (login CSRF). vv itself is returned when nothing is
+// dropped.
+func DropGatewaySetCookies(vv []string) []string {
+	for i, v := range vv {
+		if !isGatewaySetCookie(v) {
+			continue
+		}
+		kept := append([]string(nil), vv[:i]...)
+		for _, w := range vv[i+1:] {
+			if !isGatewaySetCookie(w) {
+				kept = append(kept, w)
+			}
+		}
+		return kept
+	}
+	return vv
+}
+
+func isGatewaySetCookie(v string) bool {
+	name, _, _ := strings.Cut(v, "=")
+	return IsGatewayCookie(strings.TrimSpace(name))
+}

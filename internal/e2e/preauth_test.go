@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/devoidc"
 	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/internal/testrig"
 )
 
 func TestPreauthBrowserSignIn(t *testing.T) {
@@ -559,6 +561,52 @@ func TestPreauthSpoofedIdentityHeaders(t *testing.T) {
 		if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "x-sallyport-") {
 			t.Errorf("open app got %s", k)
 		}
+	}
+	// Nor as trailers: they were scrubbed only for apps with
+	// pre-authentication, so an open app got a forged user and assertion.
+	req, _ = http.NewRequest("POST", a.URL+"/trailers", io.MultiReader(strings.NewReader("body")))
+	req.Host = "open.test"
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sallyport-User": {"admin"}, "X_sallyport_email": {"admin@example.com"},
+		"X-Sallyport-Assertion": {"forged"}, "X_Forwarded_For": {"6.6.6.6"}, "X-Ok": {"kept"}}
+	res, body = do(t, a.Client(), req)
+	e = decodeEchoed(t, body)
+	if res.StatusCode != 200 || e.Body != "body" || e.Trailers.Get("X-Ok") != "kept" {
+		t.Errorf("open app trailers: %d %+v", res.StatusCode, e)
+	}
+	for k := range e.Trailers {
+		if k != "X-Ok" {
+			t.Errorf("open app got trailer %s: %q", k, e.Trailers[k])
+		}
+	}
+}
+
+// TestPreauthAppCannotSetGatewayCookies: an app's Set-Cookie for one of the
+// gateway's cookies never reaches the browser. An app without sign-in on
+// the same host (or under cookie_domain) could otherwise plant the
+// attacker's session in a victim's browser, who then used the protected
+// app as the attacker (session fixation), or a pre-login cookie that
+// completes the attacker's sign-in there (login CSRF). Its other cookies
+// pass, and the gateway's own refreshed session cookie is not affected.
+func TestPreauthAppCannotSetGatewayCookies(t *testing.T) {
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range []string{
+			"sallyport_session=planted; Path=/; HttpOnly", "__Host-sallyport_session=planted; Path=/; Secure",
+			"sallyport_session_1=chunk", "sallyport_login_abc=planted; Path=/.sallyport/auth/callback",
+			"app=kept; Path=/", "other_sallyport_x=kept",
+		} {
+			w.Header().Add("Set-Cookie", c)
+		}
+	}))
+	a := newAuthRig(t, preauth.Policy{}, nil, func(c *gateway.Config) {
+		c.Routes = append(c.Routes, gateway.Route{App: "plant", Hosts: []string{"plant.test"},
+			Backend: testrig.MustURL(t, backend.URL), Group: testrig.Group})
+	})
+	req, _ := http.NewRequest("GET", a.URL+"/", nil)
+	req.Host = "plant.test"
+	res, _ := do(t, a.Client(), req)
+	if got, want := res.Header.Values("Set-Cookie"), []string{"app=kept; Path=/", "other_sallyport_x=kept"}; !slices.Equal(got, want) {
+		t.Errorf("client got Set-Cookie %q, want only %q", got, want)
 	}
 }
 
