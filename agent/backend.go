@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // BackendTLS is the TLS client setup for a set of https:// backends.
@@ -173,7 +175,10 @@ func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripp
 	if req.URL != nil && strings.EqualFold(req.URL.Scheme, "https") {
 		p = b.profileFor(req.URL.Hostname(), req.URL.Port())
 	}
-	if forceHTTP2 || isGRPC(req.Header.Get("Content-Type")) {
+	if (forceHTTP2 || isGRPC(req.Header.Get("Content-Type"))) && !tunnel.IsUpgradeRequest(req) {
+		// An upgrade (WebSocket) exists only in HTTP/1.1: it takes h1
+		// also for an app with backend_http2, whose HTTP/2 client
+		// refused it ("invalid Upgrade request header").
 		return p.h2
 	}
 	if h1SyncEligible(req) {

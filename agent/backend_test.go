@@ -512,6 +512,14 @@ func TestBackendsTransportPicksPool(t *testing.T) {
 			t.Errorf("Transport(%s, %q, force=%v) picked the wrong pool", tt.url, tt.ct, tt.force)
 		}
 	}
+	// An upgrade exists only in HTTP/1.1: it takes h1 also where HTTP/2
+	// is forced (backend_http2), whose client refuses it.
+	req := httptest.NewRequest(http.MethodGet, "https://a.example/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	if got := b.Transport(req, true); got != http.RoundTripper(b.profiles[1].h1) {
+		t.Errorf("an upgrade with backend_http2 did not take the HTTP/1.1 pool")
+	}
 }
 
 // TestBackendsResponseHeadBound: a backend that sends an endless response

@@ -70,7 +70,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 	ex := &clientExchange{st: st, req: req, done: o.Done}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	upgrade := isUpgradeRequest(req)
+	upgrade := IsUpgradeRequest(req)
 	// held: the body waits for the agent's go-ahead (Frame.send_body).
 	held := hasBody && !upgrade && o.ExpectContinue && expectsContinue(req.Header)
 
@@ -621,8 +621,9 @@ func (c *upgradeConn) Close() error {
 	return nil
 }
 
-// isUpgradeRequest reports whether req asks for a protocol switch.
-func isUpgradeRequest(req *http.Request) bool {
+// IsUpgradeRequest reports whether req asks for a protocol switch (an
+// Upgrade header, and Connection naming it).
+func IsUpgradeRequest(req *http.Request) bool {
 	return req.Header.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade")
 }
 

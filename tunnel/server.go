@@ -238,7 +238,7 @@ func (ex *serverExchange) serve() {
 		ex.sendError("tunnel-failed", "the agent refused a malformed request: "+err.Error())
 		return
 	}
-	upgrade := isUpgradeRequest(req)
+	upgrade := IsUpgradeRequest(req)
 	var gate *goAhead // the gateway holds the body back until asked for it
 	if upgrade || ex.noBody {
 		req.Body = http.NoBody

@@ -177,6 +177,31 @@ func TestWSEchoDemoapp(t *testing.T) {
 	}
 }
 
+// TestWSBackendHTTP2: a WebSocket to an app with backend_http2 (a backend
+// that speaks HTTP/2 for requests and HTTP/1.1 for upgrades, as Go's and
+// most servers do) works: the agent sends the upgrade over HTTP/1.1. It
+// used to send it to its HTTP/2 client, which refused it, and the client
+// got 502 backend-unreachable ("check that the backend is running").
+func TestWSBackendHTTP2(t *testing.T) {
+	backend := httptest.NewUnstartedServer(demoapp.New())
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	backend.Config.Protocols = &p
+	backend.Start()
+	t.Cleanup(backend.Close)
+	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
+		{App: "ws", Hosts: []string{wsHost}, Backend: testrig.MustURL(t, backend.URL), BackendHTTP2: true},
+	}})
+	rig.StartAgent(nil)
+	ctx := boundedCtx(t)
+	c := mustDialWS(ctx, t, rig, "/ws")
+	wsRoundTrips(ctx, t, c, 20)
+	if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
 // TestWSBothDirections: the backend pushes messages on its own, while the
 // client sends its own, neither waiting for the other.
 func TestWSBothDirections(t *testing.T) {
