@@ -57,18 +57,10 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 			ListenPacket: a.cfg.ListenPacket, Log: log,
 		})
 	case TransportYamux:
-		sess, err := yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
+		return yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
 			DialContext: a.dialTCP, Log: log,
 		})
-		if err != nil && !isRefusal(err) && !isDialError(err) {
-			// yamux reports a session the gateway ended right after the
-			// TLS handshake as "session shutdown", without the alert.
-			if cause := a.certRefusal(ctx, yamuxtunnel.ALPN); cause != nil {
-				err = fmt.Errorf("%w: %w", err, cause)
-			}
-		}
-		return sess, err
 	default:
 		// gRPC reports a failed dial as a status without the cause's type:
 		// keep the cause, so that a proxy's refusal is reported as one.
@@ -115,7 +107,9 @@ func (a *Agent) dialTCP(ctx context.Context, network, addr string) (net.Conn, er
 const certProbeWait = 2 * time.Second
 
 // certRefusal tells whether the gateway refuses the agent's client
-// certificate, for a transport that lost the cause of a failed session. It
+// certificate, for gRPC, which loses the cause of a failed session when
+// the agent's first write meets the connection the gateway closed
+// ("broken pipe" instead of the alert; yamux keeps its read error). It
 // opens one TLS connection as the transport does (ALPN alpn) and reads: a
 // gateway that refuses the certificate sends its alert right after the
 // handshake (TLS 1.3), one that accepts it waits for the agent to speak.
@@ -144,13 +138,6 @@ func (a *Agent) certRefusal(ctx context.Context, alpn string) error {
 		return err
 	}
 	return nil
-}
-
-// isDialError reports a failure to open the TCP connection (or to pass
-// the proxy): the gateway was not reached.
-func isDialError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial" || isProxyError(err)
 }
 
 // isRefusal reports a session the gateway refused: the transport works.

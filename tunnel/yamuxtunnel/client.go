@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -74,7 +75,8 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): the gateway does not speak yamux (ALPN %q); is it an older version?", cfg.Addr, p)
 	}
-	mc, err := ClientConn(tc, cfg.Log)
+	rc := &readErrConn{Conn: tc}
+	mc, err := ClientConn(rc, cfg.Log)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)
@@ -84,7 +86,28 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		MaxStreams: cfg.MaxStreams, Log: cfg.Log,
 	})
 	if err != nil {
+		if re := rc.err.Load(); re != nil {
+			// yamux reports only "session shutdown"; why the connection
+			// ended is in its read error, such as the gateway's TLS alert
+			// for a client certificate it refuses (TLS 1.3 sends it after
+			// the client's handshake is done).
+			err = fmt.Errorf("%w (the connection: %w)", err, *re)
+		}
 		return nil, fmt.Errorf("connect to gateway %s (yamux): %w", cfg.Addr, err)
 	}
 	return sess, nil
+}
+
+// readErrConn keeps the first read error of its connection.
+type readErrConn struct {
+	*tlsbatch.Conn
+	err atomic.Pointer[error]
+}
+
+func (c *readErrConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.err.CompareAndSwap(nil, &err)
+	}
+	return n, err
 }
