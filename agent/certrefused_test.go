@@ -61,15 +61,25 @@ func refusingGateway(t *testing.T) (string, *tls.Config) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(tcp.Addr().String())
-	udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", port))
-	if err != nil {
-		tcp.Close()
-		t.Skipf("UDP port %s taken: %v", port, err)
+	// One port number for TCP and UDP, as a gateway has: a free TCP port
+	// whose UDP twin is taken is given back and another one tried.
+	var tcp net.Listener
+	var udp net.PacketConn
+	for attempt := 0; udp == nil; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			l.Close()
+			if attempt == 20 {
+				t.Fatalf("no port free for both TCP and UDP in 20 tries: %v", err)
+			}
+			continue
+		}
+		tcp, udp = l, u
 	}
 	context.AfterFunc(ctx, func() { tcp.Close() })
 	wg.Go(func() {
