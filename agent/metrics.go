@@ -39,7 +39,7 @@ var outcomeClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 // errorOutcomes are the outcomes of exchanges that got no answer, in the
 // order of agentApp.errors.
 var errorOutcomes = [...]string{CodeBackendNotAllowed, CodeBackendUnreachable, CodeBackendTimeout,
-	CodeAssertionRejected, "canceled"}
+	CodeAssertionRejected, CodeBackend1xxLimit, "canceled"}
 
 const outcomeCanceled = len(errorOutcomes) - 1
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,8 +17,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/sallyport/sallyport/internal/forwarded"
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/forwarded"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -133,6 +134,9 @@ type inboundBody struct {
 }
 
 var errHandlerDone = errors.New("gateway: request body read after the exchange's handler returned")
+
+// errClientWrite wraps an error writing the response to the client.
+var errClientWrite = errors.New("write the response to the client")
 
 func (b *inboundBody) Read(p []byte) (int, error) {
 	if b.stopped.Load() {
@@ -291,6 +295,11 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	}
 	if err != nil {
 		res.Body.Close()
+		if errors.Is(err, errClientWrite) || r.Context().Err() != nil {
+			// The client hung up (or reset its HTTP/2 stream): not the
+			// tunnel's failure, which alerts watch for.
+			st.errCode = CodeClientClosed
+		}
 	}
 	if r.Context().Value(http.ServerContextKey) == nil {
 		return // called without a server (tests): nothing to cut
@@ -444,11 +453,11 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				return err
+				return fmt.Errorf("%w: %w", errClientWrite, err)
 			}
 			if flush {
 				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-					return err
+					return fmt.Errorf("%w: %w", errClientWrite, err)
 				}
 			}
 		}

@@ -70,7 +70,7 @@ var statusClasses = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 // appMetrics.errors; a code not listed counts as "other".
 var errorCodes = [...]string{
 	CodeNoRoute, CodeNoConnector, CodeBackendUnreachable, CodeBackendNotAllowed, CodeBackendTimeout,
-	CodeTunnelFailed, CodeOverloaded, CodeBadRequest, CodeAuthProviderUnreachable, CodeUnauthenticated,
+	CodeTunnelFailed, CodeBackend1xxLimit, CodeOverloaded, CodeBadRequest, CodeAuthProviderUnreachable, CodeUnauthenticated,
 	CodeForbidden, CodeStateMismatch, CodeSignInFailed, CodeAssertionRejected, CodeClientClosed,
 }
 

@@ -113,8 +113,12 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	defer func() {
+		status := rec.Status()
+		if st.errCode == CodeClientClosed && rec.status == 0 {
+			status = StatusClientClosed // nothing was written: the client left first
+		}
 		f := accessFields{
-			Method: r.Method, Path: r.URL.Path, Status: rec.Status(),
+			Method: r.Method, Path: r.URL.Path, Status: status,
 			BytesOut: rec.BytesWritten(), Duration: time.Since(start),
 			Agent: st.agent, Session: st.session, RequestID: rid,
 			Remote: r.RemoteAddr, ErrCode: st.errCode,

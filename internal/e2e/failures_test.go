@@ -681,3 +681,62 @@ func TestBalancingAgentStopMidRun(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogClientClosed: a client that leaves is logged as such. One
+// that leaves before the response head gets status 499 (nothing was
+// written; it was logged as 200), one that hangs up mid-download keeps its
+// 200 with error client-closed (it was logged and counted as
+// tunnel-failed, the code alerts watch for the agent's connection).
+func TestAccessLogClientClosed(t *testing.T) {
+	started := make(chan struct{}, 1)
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hang" {
+			started <- struct{}{}
+			<-r.Context().Done()
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		chunk := make([]byte, 32<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	core, logs := observer.New(zap.InfoLevel)
+	rig := testrig.New(t, testrig.Options{Log: zap.New(core), Routes: []gateway.Route{
+		{App: "gone", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := rig.Client().Do(appRequest(t, ctx, "GET", rig.URL+"/hang", nil))
+		done <- err
+	}()
+	waitSignal(t, started, "the backend got the request")
+	cancel()
+	<-done
+
+	res, err := rig.Client().Do(appRequest(t, context.Background(), "GET", rig.URL+"/download", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(res.Body, make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	rig.Client().Transport.(*http.Transport).CloseIdleConnections()
+	res.Body.Close() // mid-body: the connection closes
+
+	want := map[string]string{"/hang": "499 client-closed", "/download": "200 client-closed"}
+	waitFor(t, "both access lines", func() bool {
+		got := map[string]string{}
+		for _, e := range logs.FilterMessage("access").All() {
+			f := e.ContextMap()
+			got[fmt.Sprint(f["path"])] = fmt.Sprintf("%v %v", f["status"], f["error"])
+		}
+		return got["/hang"] == want["/hang"] && got["/download"] == want["/download"]
+	})
+}
