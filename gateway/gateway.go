@@ -175,6 +175,7 @@ func orDefault(d, def time.Duration) time.Duration {
 type Gateway struct {
 	cfg      Config
 	log      *zap.Logger
+	upgrades sync.WaitGroup // upgraded exchanges (WebSockets) in flight
 	router   atomic.Pointer[Router] // swapped by SetRoutes
 	registry *Registry
 	tunnel   *grpctunnel.Server
@@ -577,7 +578,20 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	if err := g.public.Shutdown(ctx); err != nil {
 		g.log.Warn("exchanges still running after the shutdown grace; closing them", zap.Error(err))
 	}
-	// Upgraded connections (WebSockets) are not tracked by Shutdown.
+	// Upgraded connections (WebSockets) are not tracked by Shutdown: they
+	// get the rest of the grace too, or closing the agent sessions below
+	// would cut them at once on a lone gateway. No upgrade starts any
+	// more (the listener is closed and every other handler returned).
+	upgraded := make(chan struct{})
+	go func() {
+		g.upgrades.Wait()
+		close(upgraded)
+	}()
+	select {
+	case <-upgraded:
+	case <-ctx.Done():
+		g.log.Warn("WebSockets still open after the shutdown grace; closing them")
+	}
 	g.public.Close()
 	if time.Now().Before(moved) && len(sessions) > 0 && !g.othersAlive() {
 		g.log.Info("no other gateway replica is alive on the store, so the agents have nowhere to move their sessions: closing them without the agent move wait")

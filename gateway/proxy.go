@@ -152,7 +152,9 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isUpgrade(r) {
 		// Slow path: the ReverseProxy hijacks the connection of an upgrade
-		// and copies both ways.
+		// and copies both ways. Shutdown waits for these itself.
+		h.g.upgrades.Add(1)
+		defer h.g.upgrades.Done()
 		h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 		return
 	}

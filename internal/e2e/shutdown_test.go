@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/demoapp"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
 
@@ -73,20 +75,7 @@ func TestGatewayShutdownLetsExchangesFinish(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- rig.StopGateway() }()
 
-	// Wait until the public listener refuses new connections.
-	addr := rig.G.PublicAddr().String()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			break
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway still accepts connections 10s after shutdown began")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a listener; nothing to wait on
-	}
+	waitListenerClosed(t, rig.G.PublicAddr().String())
 	select {
 	case err := <-stopped:
 		t.Fatalf("gateway stopped (%v) before its exchange in flight finished", err)
@@ -96,6 +85,54 @@ func TestGatewayShutdownLetsExchangesFinish(t *testing.T) {
 	r := <-inflight
 	if r.err != nil || r.code != 200 || r.body != "done /slow" {
 		t.Fatalf("exchange in flight during shutdown: %d %q %v", r.code, r.body, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("gateway shutdown: %v", err)
+	}
+}
+
+// waitListenerClosed polls until addr refuses connections: the gateway's
+// shutdown has begun.
+func waitListenerClosed(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway still accepts connections 10s after shutdown began")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a listener; nothing to wait on
+	}
+}
+
+// TestGatewayShutdownKeepsWebSockets: a WebSocket open when a lone gateway
+// stops keeps working within the shutdown grace, like any exchange in
+// flight, and the gateway stops once it closed. net/http's Shutdown does
+// not track upgraded connections, and a gateway with no other replica
+// closed its agent sessions at once, cutting the WebSocket (found by a
+// probe: the client got EOF within 1 ms of the stop).
+func TestGatewayShutdownKeepsWebSockets(t *testing.T) {
+	backend := httptest.NewServer(demoapp.New())
+	t.Cleanup(backend.Close)
+	rig := wsRig(t, backend)
+	ctx := boundedCtx(t)
+	c := mustDialWS(ctx, t, rig, "/ws")
+	wsRoundTrips(ctx, t, c, 3)
+	stopped := make(chan error, 1)
+	go func() { stopped <- rig.StopGateway() }()
+	waitListenerClosed(t, rig.G.PublicAddr().String())
+	wsRoundTrips(ctx, t, c, 20)
+	select {
+	case err := <-stopped:
+		t.Fatalf("gateway stopped (%v) while its WebSocket was open", err)
+	default:
+	}
+	if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
+		t.Fatalf("close after the shutdown began: %v", err)
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("gateway shutdown: %v", err)
