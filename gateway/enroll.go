@@ -139,9 +139,26 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 		return nil, fail(grpccodes.Unauthenticated, err)
 	}
 	if err != nil {
-		log.Error("enrollment failed; the token was not spent", zap.Error(err))
-		return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
-			"try again, and see the gateway's log")
+		// A store that failed may still have applied the write (a commit
+		// whose answer was lost with the connection): the connector's
+		// record says which.
+		c, cerr := g.store.Connector(ctx, id.ConnectorID)
+		switch {
+		case cerr == nil && c.CertSerial == issued.Serial:
+			log.Warn("the store reported an error for a connector it recorded (an answer lost on the way?); enrolling it",
+				zap.String("connector", id.ConnectorID), zap.Error(err))
+			err = nil
+		case errors.Is(cerr, store.ErrNotFound):
+			log.Error("enrollment failed; the token was not spent", zap.Error(err))
+			return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
+				"try again, and see the gateway's log")
+		default:
+			log.Error("enrollment failed, and whether the store recorded the connector is unknown",
+				zap.String("connector", id.ConnectorID), zap.Error(err), zap.NamedError("check", cerr))
+			return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector, and its store did not "+
+				"say whether the token was spent; try again, and if the gateway says the token was used, create a new one "+
+				"(see the gateway's log)")
+		}
 	}
 	log.Info("connector enrolled", zap.String("connector", id.ConnectorID), zap.String("name", name),
 		zap.String("group", group), zap.String("token_id", tok.id), zap.Time("cert_expires", issued.NotAfter))

@@ -153,6 +153,15 @@ type failStore struct {
 	Store
 	failCAs    atomic.Bool
 	failEnroll atomic.Bool
+	lostAnswer atomic.Bool // EnrollConnector applies the write, then fails
+	failLookup atomic.Bool // Connector fails
+}
+
+func (s *failStore) Connector(ctx context.Context, id string) (store.Connector, error) {
+	if s.failLookup.Load() {
+		return store.Connector{}, errors.New("test: the store does not answer")
+	}
+	return s.Store.Connector(ctx, id)
 }
 
 func (s *failStore) CAs(ctx context.Context) ([]store.CA, error) {
@@ -166,7 +175,55 @@ func (s *failStore) EnrollConnector(ctx context.Context, hash [32]byte, now time
 	if s.failEnroll.Load() {
 		return store.Token{}, errors.New("test: disk full")
 	}
-	return s.Store.EnrollConnector(ctx, hash, now, c)
+	t, err := s.Store.EnrollConnector(ctx, hash, now, c)
+	if err == nil && s.lostAnswer.Load() {
+		return store.Token{}, errors.New("test: connection lost waiting for the commit's answer")
+	}
+	return t, err
+}
+
+// TestEnrollCommitAnswerLost: when the store applies the enrollment but
+// its answer is lost (PostgreSQL's connection breaks after COMMIT), the
+// agent gets its certificate. It was told the token was not spent, which
+// was false: its retry was refused as already used, and the connector
+// stayed listed with nobody holding its key (found by a probe against
+// PostgreSQL).
+func TestEnrollCommitAnswerLost(t *testing.T) {
+	mem, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	fs := &failStore{Store: mem}
+	fs.lostAnswer.Store(true)
+	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const token = "spt_once"
+	if err := mem.CreateToken(ctx, store.Token{ID: "once", Hash: sha256.Sum256([]byte(token)), Group: "g", MaxUses: 1}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := (&enrollService{g: g}).Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token, Csr: testCSR(t)})
+	if err != nil {
+		t.Fatalf("enroll with the commit's answer lost: %v", err)
+	}
+	cs, _ := mem.Connectors(ctx)
+	if len(cs) != 1 || cs[0].ID != res.GetConnectorId() || len(res.GetCertificate()) == 0 {
+		t.Fatalf("connectors %+v, response %v: want the one enrolled, with its certificate", cs, res)
+	}
+	// When the store cannot say, the agent is not told the token is unspent.
+	fs.failLookup.Store(true)
+	const token2 = "spt_twice"
+	if err := mem.CreateToken(ctx, store.Token{ID: "twice", Hash: sha256.Sum256([]byte(token2)), Group: "g", MaxUses: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = (&enrollService{g: g}).Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token2, Csr: testCSR(t)})
+	if status.Code(err) != grpccodes.Internal || !strings.Contains(err.Error(), "did not say whether the token was spent") ||
+		strings.Contains(err.Error(), "not spent") {
+		t.Fatalf("enroll with the answer and the check lost: %v", err)
+	}
 }
 
 // TestEnrollFailureKeepsToken: when the gateway fails after the token was
