@@ -175,7 +175,7 @@ func orDefault(d, def time.Duration) time.Duration {
 type Gateway struct {
 	cfg      Config
 	log      *zap.Logger
-	upgrades sync.WaitGroup // upgraded exchanges (WebSockets) in flight
+	upgrades sync.WaitGroup         // upgraded exchanges (WebSockets) in flight
 	router   atomic.Pointer[Router] // swapped by SetRoutes
 	registry *Registry
 	tunnel   *grpctunnel.Server

@@ -95,7 +95,13 @@ func (g *Gateway) identify(ctx context.Context, state *tls.ConnectionState) (sto
 	case serial == c.CertSerial:
 	case known && leaf.NotBefore.Before(c.CertIssued):
 		return c, nil, retiredError(c, serial)
-	case c.CertInUse && known && leaf.NotBefore.After(c.CertIssued):
+	case known && leaf.NotBefore.After(c.CertIssued):
+		// Newer than the one in use but not the newest the store knows
+		// (when the newest is in use too: restored from a backup), or not
+		// the newest either (two renewals with one key since the last
+		// session: the agent's and a thief's). Either way it is recorded
+		// in use and the older ones retire; accepting it unrecorded kept
+		// a stolen key working past the agent's renewals.
 		return g.adopt(ctx, c, leaf)
 	case c.CertInUse:
 		return c, nil, retiredError(c, serial)

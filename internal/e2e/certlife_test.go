@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -298,15 +299,31 @@ func TestSessionsMoveAfterRenewal(t *testing.T) {
 // rawRenew asks for a renewal presenting creds and throws the answer away,
 // as if it was lost on its way to the agent.
 func (tr *trustRig) rawRenew(creds *agent.Credentials) error {
+	_, err := tr.renewKeep(creds)
+	return err
+}
+
+// renewKeep renews with creds, as rawRenew, and returns the new
+// certificate with its key (what a thief holding creds' key would get).
+func (tr *trustRig) renewKeep(creds *agent.Credentials) (*agent.Credentials, error) {
 	tc := tr.tunnelTLS()
 	tc.Certificates = []tls.Certificate{creds.Cert}
 	cc, err := grpc.NewClient("passthrough:///"+tr.Tunnel, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cc.Close()
-	_, err = tunnelv1.NewEnrollmentServiceClient(cc).Renew(context.Background(), &tunnelv1.RenewRequest{Csr: csr(tr.t, p256(tr.t))})
-	return err
+	key := p256(tr.t)
+	res, err := tunnelv1.NewEnrollmentServiceClient(cc).Renew(context.Background(), &tunnelv1.RenewRequest{Csr: csr(tr.t, key)})
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(res.GetCertificate())
+	if err != nil {
+		return nil, err
+	}
+	return &agent.Credentials{Cert: tls.Certificate{Certificate: [][]byte{res.GetCertificate()}, PrivateKey: key, Leaf: leaf},
+		ConnectorID: creds.ConnectorID, Group: creds.Group, CABundle: res.GetCaBundle()}, nil
 }
 
 // startRollingAgent starts an enrolling agent on the rig's fake clock

@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
@@ -106,4 +108,56 @@ func TestRetiredCertStaysRetired(t *testing.T) {
 		t.Fatalf("the retired certificate, after the next renewal: %v", err)
 	}
 	wantStatus(t, tr.rawRenew(old), codes.Unauthenticated, "retired")
+}
+
+// TestStolenKeyRetiresOnceAgentReconnects: a thief holding the agent's key
+// renews with it right after the agent renewed, before the agent's new
+// session is up. The agent's renewed certificate, no longer the newest,
+// used to be accepted without being recorded in use, so the stolen
+// certificate kept opening sessions and renewing, days later, with nothing
+// in the log (found by a probe). Now a certificate newer than the one in
+// use is recorded in use when it is presented: the stolen one is retired,
+// and a thief who presents its own renewal later locks the agent out
+// instead, which the log shows, as the README's security model says.
+func TestStolenKeyRetiresOnceAgentReconnects(t *testing.T) {
+	tr := newTrustRig(t, nil)
+	ctx := context.Background()
+	a, err := agent.Enroll(ctx, agent.EnrollConfig{Gateway: tr.Tunnel, TLS: tr.tunnelTLS(), Token: testrig.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.dialWith(a); err != nil { // the first certificate in use
+		t.Fatal(err)
+	}
+	tr.clock.Advance(20 * 24 * time.Hour)
+	b, err := tr.renewKeep(a) // the agent renews
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.clock.Advance(time.Second)
+	stolen, err := tr.renewKeep(a) // the thief, with the same key, before the agent reconnects
+	if err != nil {
+		t.Fatalf("the thief's renewal: %v", err)
+	}
+	tr.clock.Advance(time.Second)
+	if err := tr.dialWith(b); err != nil {
+		t.Fatalf("the agent's renewed certificate: %v", err)
+	}
+	c, err := tr.store.Connector(ctx, a.ConnectorID)
+	if err != nil || !c.CertInUse || c.CertSerial != b.Cert.Leaf.SerialNumber.Text(16) {
+		t.Fatalf("store after the agent reconnected: %+v, %v; want the agent's certificate in use", c, err)
+	}
+	tr.clock.Advance(5 * 24 * time.Hour)
+	if err := tr.dialWith(a); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("the stolen certificate, days after the agent renewed and reconnected: %v", err)
+	}
+	wantStatus(t, tr.rawRenew(a), codes.Unauthenticated, "retired")
+	// The thief's own renewal, presented now, takes over: the agent is
+	// locked out, and its refusals say why.
+	if err := tr.dialWith(stolen); err != nil {
+		t.Fatalf("the thief's newer certificate: %v", err)
+	}
+	if err := tr.dialWith(b); err == nil || !strings.Contains(err.Error(), "retired") {
+		t.Fatalf("the agent's certificate after the thief's newer one was seen: %v", err)
+	}
 }
