@@ -127,8 +127,9 @@ func (g *Gateway) adopt(ctx context.Context, c store.Connector, leaf *x509.Certi
 		return c, nil, fmt.Errorf("connector %s: its certificate record changed while checking certificate %s; "+
 			"the agent retries by itself", c.ID, serial)
 	}
-	g.log.Warn("agent presented a newer certificate than the store recorded (was data_dir restored from a backup?); "+
-		"it is now the connector's certificate and the older ones are retired",
+	g.log.Warn("agent presented a certificate newer than the one the store records in use (a store restored from a "+
+		"backup, or two renewals with one key since the last session); it is now the connector's certificate and the "+
+		"older ones are retired: if the connector's agent is refused next, its key was copied; revoke the connector",
 		zap.String("connector", c.ID), zap.String("recorded_serial", c.CertSerial), zap.String("cert_serial", serial))
 	c.CertSerial, c.CertExpires, c.CertIssued, c.CertInUse = serial, leaf.NotAfter, leaf.NotBefore, true
 	return c, leaf, nil
