@@ -130,7 +130,7 @@ type outbound struct {
 type inboundBody struct {
 	rc      io.ReadCloser
 	stopped atomic.Bool
-	broken  atomic.Bool // a read failed: the client's framing is lost
+	eof     atomic.Bool // read to its end
 }
 
 var errHandlerDone = errors.New("gateway: request body read after the exchange's handler returned")
@@ -143,8 +143,8 @@ func (b *inboundBody) Read(p []byte) (int, error) {
 		return 0, errHandlerDone
 	}
 	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
-		b.broken.Store(true)
+	if err == io.EOF {
+		b.eof.Store(true)
 	}
 	return n, err
 }
@@ -263,50 +263,40 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 		// connection after the response.
 		r.Body = cb.rc
 	}
-	if out.Body != nil {
-		// The response head may go out while the relay still reads the
-		// body: a backend that answers early (a 403 to an upload, or one
-		// that streams its answer while it reads), or the gateway's own
-		// error. Without full duplex, net/http's HTTP/1.1 server would
-		// first read up to 256 KiB of the rest of the body itself, at the
-		// client's pace and taking bytes from the relay. HTTP/2 is always
-		// full duplex (the call fails there, harmlessly).
-		_ = http.NewResponseController(w).EnableFullDuplex()
-	}
 	if iw, ok := w.(tunnel.InformationalWriter); ok && r.ProtoAtLeast(1, 1) {
 		st.informational = iw
 	}
 	res, err := h.relay.roundTrip(out, st, dropHeader)
-	// An HTTP/1.x body that broke (a malformed chunk) leaves bytes on the
-	// connection that cannot be parsed; full duplex keeps net/http from
-	// noticing, and it would reuse the connection. (An HTTP/2 stream's
-	// body breaking leaves the connection's framing intact.)
-	broken := r.ProtoMajor == 1 && ob.body.broken.Load()
+	if out.Body != nil && r.ProtoMajor == 1 && !ob.body.eof.Load() {
+		// The response head goes out while the relay has not read the
+		// body to its end: a backend that answers early (a 403 to an
+		// upload, or one that streams its answer while it reads), the
+		// gateway's own error, or a body that broke. net/http's HTTP/1.1
+		// server would first read up to 256 KiB of the rest itself, at the
+		// client's pace and taking bytes from the relay; a connection that
+		// closes after this response is spared that, and what is left of
+		// the body (or of a malformed one) is never parsed as a request.
+		// (Full duplex would skip the read too, but net/http then starts
+		// its background read after the handler when the body ends, and
+		// panics reading the next request.)
+		w.Header().Set("Connection", "close")
+	}
 	if err != nil {
-		if broken {
-			w.Header().Set("Connection", "close")
-		}
 		h.exchangeFailed(w, r, st, err)
 		return
 	}
-	err = h.writeResponse(w, res)
-	if err == nil && !(r.ProtoMajor == 1 && ob.body.broken.Load()) {
-		return
-	}
-	if err != nil {
+	if err := h.writeResponse(w, res); err != nil {
 		res.Body.Close()
 		if errors.Is(err, errClientWrite) || r.Context().Err() != nil {
 			// The client hung up (or reset its HTTP/2 stream): not the
 			// tunnel's failure, which alerts watch for.
 			st.errCode = CodeClientClosed
 		}
+		if r.Context().Value(http.ServerContextKey) == nil {
+			return // called without a server (tests): nothing to cut
+		}
+		panic(http.ErrAbortHandler) // the response broke off: cut it
 	}
-	if r.Context().Value(http.ServerContextKey) == nil {
-		return // called without a server (tests): nothing to cut
-	}
-	// The response broke off, or the client's body broke after the head
-	// went out (too late for Connection: close): end the connection.
-	panic(http.ErrAbortHandler)
 }
 
 // headerMaps pools the header maps of relayed requests (see dropHeader).

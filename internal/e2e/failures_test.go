@@ -740,3 +740,27 @@ func TestAccessLogClientClosed(t *testing.T) {
 		return got["/hang"] == want["/hang"] && got["/download"] == want["/download"]
 	})
 }
+
+// TestNoConnectorAnswersUnreadBodies: POSTs to an app without agents get
+// 503 no-connector, their bodies unread, on kept-alive connections. With
+// full duplex (an earlier version of the early-answer fix), net/http
+// started its background read when it read such a body to its end after
+// the handler, and panicked reading the next request ("invalid concurrent
+// Body.Read call"; 28 of 30 requests in a probe, some clients reset).
+func TestNoConnectorAnswersUnreadBodies(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	backend := startLoopbackBackend(t, demoapp.New())
+	rig := testrig.New(t, testrig.Options{Log: zap.New(core), Routes: []gateway.Route{
+		{App: "echo", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	c := rig.Client()
+	for i := range 30 {
+		res, b := doAndRead(t, c, appRequest(t, context.Background(), "POST", rig.URL+"/echo", strings.NewReader("exchange body")))
+		if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get(gateway.ErrorHeader) != gateway.CodeNoConnector {
+			t.Fatalf("request %d: %d %q", i, res.StatusCode, b)
+		}
+	}
+	if p := logs.FilterMessageSnippet("panic").All(); len(p) > 0 {
+		t.Fatalf("%d panics logged; the first: %s", len(p), p[0].Message)
+	}
+}
