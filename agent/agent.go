@@ -395,8 +395,8 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			delay := a.cfg.Backoff.Next(attempt)
 			attempt++
 			if errors.Is(err, tunnel.ErrRevoked) {
-				stop(fmt.Errorf("the gateway refused this agent: %w; enroll it again with a new token "+
-					"(sallyport agent enroll), after removing its old data_dir", err))
+				stop(fmt.Errorf("the gateway refused this agent: %w (remove its old data_dir before "+
+					"sallyport agent enroll)", err))
 				return
 			}
 			switch {

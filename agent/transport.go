@@ -142,7 +142,8 @@ func (a *Agent) certRefusal(ctx context.Context, alpn string) error {
 
 // isRefusal reports a session the gateway refused: the transport works.
 func isRefusal(err error) bool {
-	return isUnauthenticated(err) || isCertRefused(err) || errors.Is(err, tunnel.ErrShuttingDown)
+	return isUnauthenticated(err) || isCertRefused(err) || errors.Is(err, tunnel.ErrShuttingDown) ||
+		errors.Is(err, tunnel.ErrRevoked)
 }
 
 // certRefusalAlerts are the TLS alerts a gateway answers a client
@@ -277,8 +278,21 @@ func (a *Agent) quicBack(transport string) <-chan struct{} {
 	}
 	a.auto.mu.Lock()
 	defer a.auto.mu.Unlock()
+	if a.auto.useQUIC {
+		// The prober found QUIC working while this slot was dialling
+		// gRPC: move now. a.auto.back is already the next channel, which
+		// only a later fallback and probe would close.
+		return closedChan
+	}
 	return a.auto.back
 }
+
+// closedChan is a channel that is always closed.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // serve serves sess, opened with cert, until it ends. The slot's session is
 // replaced, make-before-break, when it should move: in auto mode a gRPC
