@@ -117,10 +117,10 @@ func enrollAdvice(err error, pinned bool) error {
 		return fmt.Errorf("%w; check --token, or create a new one on the gateway with `sallyport token create --group GROUP`", err)
 	case pinned && isTrustError(err):
 		return fmt.Errorf("%w; check --gateway-fingerprint against the fingerprint the gateway logs at start-up "+
-			"(tunnel certificate … fingerprint=sha256:…), and that --gateway names that gateway", err)
+			"(the fingerprint field of its 'tunnel certificate' line), and that --gateway names that gateway", err)
 	case isTrustError(err):
 		return fmt.Errorf("%w; pass --gateway-fingerprint with the fingerprint the gateway logs at start-up "+
-			"(tunnel certificate … fingerprint=sha256:…), or --gateway-ca with its tunnel-cert.pem or the CA that issued its certificate", err)
+			"(the fingerprint field of its 'tunnel certificate' line), or --gateway-ca with its tunnel-cert.pem or the CA that issued its certificate", err)
 	}
 	return err
 }
