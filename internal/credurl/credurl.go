@@ -88,8 +88,8 @@ func proxyHint(s string) string {
 			// is fine, the userinfo is what breaks s.
 			masked = prefix + "user:password" + rest
 			if u, err := url.Parse(masked); err == nil && validProxy(u) {
-				return "percent-encode the characters # / ? @ : % in the user name and password " +
-					"(as %23 %2F %3F %40 %3A %25)"
+				return "percent-encode the user name and password: every character but letters, digits " +
+					"and - . _ ~ (e.g. %23 for #, %2F for /, %40 for @, %3A for :, %25 for %, %5C for \\, %20 for a space)"
 			}
 		}
 	}

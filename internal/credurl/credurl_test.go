@@ -33,7 +33,8 @@ func TestRedact(t *testing.T) {
 // TestParseProxy: well-formed proxy URLs parse; malformed ones are errors
 // that say what to change and never show the password.
 func TestParseProxy(t *testing.T) {
-	for _, s := range []string{"http://proxy:3128", "https://proxy.corp", "http://u:p%23w@proxy:3128/", "http://[::1]:3128"} {
+	for _, s := range []string{"http://proxy:3128", "https://proxy.corp", "http://u:p%23w@proxy:3128/", "http://[::1]:3128",
+		"http://CORP%5Calice:s3%20cr3t@proxy:3128"} {
 		if _, err := ParseProxy(s); err != nil {
 			t.Errorf("ParseProxy(%q): %v", s, err)
 		}
@@ -43,6 +44,10 @@ func TestParseProxy(t *testing.T) {
 		{"http://user:pa/s3cr3t@proxy.corp:3128", `"http://user:xxxxx@proxy.corp:3128"; percent-encode`},
 		{"http://user:s3cr3t%zz@proxy.corp:3128", `"http://user:xxxxx@proxy.corp:3128"; percent-encode`},
 		{"http://us#s3cr3t@proxy.corp:3128", `"http://xxxxx@proxy.corp:3128"; percent-encode`},
+		// A Windows domain user and a space: the hint names their codes
+		// (it used to list only # / ? @ : %, which these do not contain).
+		{`http://CORP\alice:s3cr3t@proxy.corp:3128`, `%5C for \`},
+		{"http://alice:s3 cr3t@proxy.corp:3128", "%20 for a space"},
 		{"user:s3cr3t@proxy.corp:3128", `"user:xxxxx@proxy.corp:3128"; write it as http://HOST:PORT`},
 		{"http://user:s3cr3t@proxy corp:3128", `"http://user:xxxxx@proxy corp:3128"; invalid character " " in host name`},
 		{"socks5://u:s3cr3t@p:1080", `"socks5://u:xxxxx@p:1080"; socks5:// proxies are not supported`},
