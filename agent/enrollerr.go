@@ -2,10 +2,8 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
 // Enrollment failures that need more than the gateway's status text to
@@ -95,12 +95,6 @@ func (e *FingerprintMismatchError) Error() string {
 	return fmt.Sprintf("the gateway's certificate has fingerprint %s, not the pinned %s", e.Presented, e.Pinned)
 }
 
-// fingerprint is how the gateway logs its tunnel certificate: sha256:HEX.
-func fingerprint(raw []byte) string {
-	sum := sha256.Sum256(raw)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // trustError is the GatewayTrustError for a handshake error, or nil if the
 // handshake failed for another reason (the network, not TLS on the other
 // side).
@@ -111,7 +105,7 @@ func trustError(gateway string, err error) error {
 	if ve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
 		te := &GatewayTrustError{Gateway: gateway, Err: err}
 		if len(ve.UnverifiedCertificates) > 0 {
-			te.Presented = fingerprint(ve.UnverifiedCertificates[0].Raw)
+			te.Presented = selfsigned.Fingerprint(ve.UnverifiedCertificates[0])
 		}
 		return te
 	}

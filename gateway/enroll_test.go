@@ -182,6 +182,33 @@ func (s *failStore) EnrollConnector(ctx context.Context, hash [32]byte, now time
 	return t, err
 }
 
+// failingGateway is a gateway on an in-memory store behind a failStore,
+// with cfg's other settings.
+func failingGateway(t *testing.T, cfg Config) (*Gateway, *failStore, *store.DB) {
+	t.Helper()
+	mem, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	fs := &failStore{Store: mem}
+	cfg.TunnelTLS, cfg.Store = &tls.Config{}, fs
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, fs, mem
+}
+
+// addSingleUseToken stores a single-use token of group "g" under id.
+func addSingleUseToken(t *testing.T, mem *store.DB, id, token string) {
+	t.Helper()
+	tok := store.Token{ID: id, Hash: sha256.Sum256([]byte(token)), Group: "g", MaxUses: 1}
+	if err := mem.CreateToken(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestEnrollCommitAnswerLost: when the store applies the enrollment but
 // its answer is lost (PostgreSQL's connection breaks after COMMIT), the
 // agent gets its certificate. It was told the token was not spent, which
@@ -189,22 +216,11 @@ func (s *failStore) EnrollConnector(ctx context.Context, hash [32]byte, now time
 // stayed listed with nobody holding its key (found by a probe against
 // PostgreSQL).
 func TestEnrollCommitAnswerLost(t *testing.T) {
-	mem, err := store.OpenMemory(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	fs := &failStore{Store: mem}
+	g, fs, mem := failingGateway(t, Config{})
 	fs.lostAnswer.Store(true)
-	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: fs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	const token = "spt_once"
-	if err := mem.CreateToken(ctx, store.Token{ID: "once", Hash: sha256.Sum256([]byte(token)), Group: "g", MaxUses: 1}); err != nil {
-		t.Fatal(err)
-	}
+	addSingleUseToken(t, mem, "once", token)
 	res, err := (&enrollService{g: g}).Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token, Csr: testCSR(t)})
 	if err != nil {
 		t.Fatalf("enroll with the commit's answer lost: %v", err)
@@ -216,9 +232,7 @@ func TestEnrollCommitAnswerLost(t *testing.T) {
 	// When the store cannot say, the agent is not told the token is unspent.
 	fs.failLookup.Store(true)
 	const token2 = "spt_twice"
-	if err := mem.CreateToken(ctx, store.Token{ID: "twice", Hash: sha256.Sum256([]byte(token2)), Group: "g", MaxUses: 1}); err != nil {
-		t.Fatal(err)
-	}
+	addSingleUseToken(t, mem, "twice", token2)
 	_, err = (&enrollService{g: g}).Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token2, Csr: testCSR(t)})
 	if status.Code(err) != grpccodes.Internal || !strings.Contains(err.Error(), "did not say whether the token was spent") ||
 		strings.Contains(err.Error(), "not spent") {
@@ -231,21 +245,10 @@ func TestEnrollCommitAnswerLost(t *testing.T) {
 // token is not spent and the failure is not held against the agent's
 // address; the retry enrolls, and only then is the token used up.
 func TestEnrollFailureKeepsToken(t *testing.T) {
-	mem, err := store.OpenMemory(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	fs := &failStore{Store: mem}
-	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: fs, EnrollFailures: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, fs, mem := failingGateway(t, Config{EnrollFailures: 1})
 	ctx := context.Background()
 	const token = "spt_once"
-	if err := mem.CreateToken(ctx, store.Token{ID: "once", Hash: sha256.Sum256([]byte(token)), Group: "g", MaxUses: 1}); err != nil {
-		t.Fatal(err)
-	}
+	addSingleUseToken(t, mem, "once", token)
 	e := &enrollService{g: g}
 	enroll := func() error {
 		_, err := e.Enroll(peerContext(), &tunnelv1.EnrollRequest{Token: token, Csr: testCSR(t)})

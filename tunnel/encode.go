@@ -26,10 +26,10 @@ import (
 func FrameSize(f *Frame) int {
 	n := 0
 	if f.Request != nil {
-		n += msgSize(1, requestHeadSize(f.Request))
+		n += msgSize(requestHeadSize(f.Request))
 	}
 	if f.Response != nil {
-		n += msgSize(1, responseHeadSize(f.Response))
+		n += msgSize(responseHeadSize(f.Response))
 	}
 	if len(f.Data) > 0 {
 		n += 1 + protowire.SizeBytes(len(f.Data))
@@ -38,16 +38,16 @@ func FrameSize(f *Frame) int {
 		n += 2
 	}
 	for _, h := range f.Trailers {
-		n += msgSize(1, headerMsgSize(h))
+		n += msgSize(headerMsgSize(h))
 	}
 	if f.Error != nil {
-		n += msgSize(1, errorSize(f.Error))
+		n += msgSize(errorSize(f.Error))
 	}
 	if f.SendBody {
 		n += 2
 	}
 	if f.Informational != nil {
-		n += msgSize(1, responseHeadSize(f.Informational))
+		n += msgSize(responseHeadSize(f.Informational))
 	}
 	return n + len(frameUnknown(f))
 }
@@ -151,9 +151,9 @@ func unknownAt(p unsafe.Pointer, off uintptr, m proto.Message) []byte {
 	return *(*[]byte)(unsafe.Add(p, off))
 }
 
-// msgSize is the size of a length-delimited field of n bytes whose tag
-// takes tagLen bytes (1 for every field number below 16).
-func msgSize(tagLen, n int) int { return tagLen + protowire.SizeBytes(n) }
+// msgSize is the size of a length-delimited field of n bytes: its one-byte
+// tag (every field number of a Frame is below 16), length and bytes.
+func msgSize(n int) int { return 1 + protowire.SizeBytes(n) }
 
 func strSize(s string) int {
 	if s == "" {
@@ -223,7 +223,7 @@ func headerMsgSize(h *tunnelv1.Header) int {
 func headersSize(hs []*tunnelv1.Header) int {
 	n := 0
 	for _, h := range hs {
-		n += msgSize(1, headerMsgSize(h))
+		n += msgSize(headerMsgSize(h))
 	}
 	return n
 }

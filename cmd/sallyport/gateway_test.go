@@ -56,34 +56,43 @@ func TestListenErrorNamesTheSetting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	dir := t.TempDir()
-	file := filepath.Join(dir, "gateway.yaml")
-	yaml := fmt.Sprintf("data_dir: %s\npublic: {addr: \"127.0.0.1:0\"}\ntunnel: {addr: \"127.0.0.1:0\"}\nadmin:\n  addr: %q\n",
-		filepath.Join(dir, "data"), taken.Addr().String())
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.LoadGateway(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	settings, err := gatewayConfig(cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := openStore(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	settings.Store = st
-	gw, err := gateway.New(settings)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = listen(gw, cfg)
-	want := fmt.Sprintf("%s:5: admin.addr: listen tcp %s: bind: address already in use; another process uses the port", file, taken.Addr())
-	if err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Fatalf("listen error:\n %v\nwant it to start with\n %s", err, want)
+	for _, tc := range []struct{ name, admin, want string }{
+		{"port in use", taken.Addr().String(),
+			"admin.addr: listen tcp " + taken.Addr().String() + ": bind: address already in use; another process uses the port"},
+		// TEST-NET-1 (RFC 5737) is no address of this machine.
+		{"address not here", "192.0.2.1:0", "admin.addr: listen tcp 192.0.2.1:0: bind: cannot assign requested address; " +
+			"the host is not an address of this machine"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "gateway.yaml")
+			yaml := fmt.Sprintf("data_dir: %s\npublic: {addr: \"127.0.0.1:0\"}\ntunnel: {addr: \"127.0.0.1:0\"}\nadmin:\n  addr: %q\n",
+				filepath.Join(dir, "data"), tc.admin)
+			if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.LoadGateway(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			settings, err := gatewayConfig(cfg, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := openStore(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			settings.Store = st
+			gw, err := gateway.New(settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = listen(gw, cfg)
+			if want := file + ":5: " + tc.want; err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("listen error:\n %v\nwant it to start with\n %s", err, want)
+			}
+		})
 	}
 }
