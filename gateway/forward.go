@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
@@ -434,20 +435,50 @@ func (s *statusRecorder) WriteInformational(code int, header http.Header) {
 }
 
 // copyBody copies the response body to w, flushing after every write when
-// flush is set.
+// flush is set. Otherwise net/http keeps up to a few KiB (and a head that
+// came without body bytes) in its buffers until more is written, which is
+// right while the body flows; when the body pauses for pauseFlushDelay,
+// what was written is flushed, so that a backend that sends part of a
+// body of known length and then thinks (or a head long before its body)
+// is not held back by the gateway.
 func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, flush bool) error {
 	bp := h.buffers.get()
 	defer h.buffers.put(bp)
 	buf := *bp
+	var pf *pauseFlusher
+	if !flush {
+		defer func() {
+			if pf != nil {
+				pf.stop()
+			}
+		}()
+		if mayWait(body) {
+			pf = newPauseFlusher(rc) // the head is written but not sent
+		}
+	}
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
+			if pf != nil {
+				pf.mu.Lock()
+			}
+			_, err := w.Write(buf[:n])
+			if pf != nil {
+				pf.dirty = true
+				pf.mu.Unlock()
+			}
+			if err != nil {
 				return fmt.Errorf("%w: %w", errClientWrite, err)
 			}
 			if flush {
 				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 					return fmt.Errorf("%w: %w", errClientWrite, err)
+				}
+			} else if rerr == nil && mayWait(body) {
+				if pf == nil {
+					pf = newPauseFlusher(rc)
+				} else {
+					pf.arm()
 				}
 			}
 		}
@@ -462,6 +493,59 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 			return rerr
 		}
 	}
+}
+
+// pauseFlushDelay is how long a response body of known length may pause
+// before what the gateway wrote of it is flushed to the client.
+const pauseFlushDelay = 5 * time.Millisecond
+
+// mayWait reports whether the next Read of a response body may wait for
+// the agent (see tunnel's responseBody.MayWait); a body that cannot tell
+// is assumed to.
+func mayWait(body io.Reader) bool {
+	if mw, ok := body.(interface{ MayWait() bool }); ok {
+		return mw.MayWait()
+	}
+	return true
+}
+
+// pauseFlusher flushes a response when its body pauses: a timer armed
+// while copyBody waits for the body flushes what was written since the
+// last flush. mu serialises the timer's flush with copyBody's writes (a
+// ResponseWriter is not safe for concurrent use).
+type pauseFlusher struct {
+	mu    sync.Mutex
+	rc    *http.ResponseController
+	dirty bool // written since the last flush; the head counts
+	done  bool // copyBody returned: the writer is no longer ours to flush
+	timer *time.Timer
+}
+
+// newPauseFlusher returns an armed pauseFlusher with the head unsent.
+func newPauseFlusher(rc *http.ResponseController) *pauseFlusher {
+	pf := &pauseFlusher{rc: rc, dirty: true}
+	pf.timer = time.AfterFunc(pauseFlushDelay, pf.fire)
+	return pf
+}
+
+func (pf *pauseFlusher) arm() { pf.timer.Reset(pauseFlushDelay) }
+
+func (pf *pauseFlusher) fire() {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if pf.done || !pf.dirty {
+		return
+	}
+	pf.dirty = false
+	// An error (the client left) shows again at copyBody's next write.
+	_ = pf.rc.Flush()
+}
+
+func (pf *pauseFlusher) stop() {
+	pf.timer.Stop()
+	pf.mu.Lock()
+	pf.done = true
+	pf.mu.Unlock()
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream (with

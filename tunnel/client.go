@@ -518,6 +518,15 @@ func (b *responseBody) Read(p []byte) (int, error) {
 	return b.pending.read(p), nil
 }
 
+// MayWait reports whether the next Read may have to wait for the agent:
+// nothing received is left to read, and the agent has not ended the body.
+// The gateway flushes what it wrote to the client when such a Read is
+// slow, so that bytes the backend sent before a pause do not stay in a
+// buffer.
+func (b *responseBody) MayWait() bool {
+	return b.pending.empty() && !b.ended && b.err == nil
+}
+
 // finish accounts for the end of the response side. When the request body
 // is still being sent (its end is not on its way yet), the backend answered
 // without reading all of it: the stream cannot be reused, so it is reset.

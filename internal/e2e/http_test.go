@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/demoapp"
 	"github.com/sallyport/sallyport/internal/testrig"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // appHost is the external host of the app most tests publish.
@@ -638,7 +641,13 @@ func relayProtocolClient(t testing.TB, set func(*http.Protocols)) *http.Client {
 // client on its own: after each piece the backend waits until the test has
 // read that piece, so a relay that held data back until more arrived (or
 // until the end) would deadlock and fail on the test's deadline instead.
+// "length" is a body of known length, which the gateway does not flush
+// write by write: it must flush when the body pauses (pieces of a few
+// bytes stayed in net/http's buffer until the end). Its body is longer
+// than tunnel.CoalesceLimit, the largest the agent reads whole before it
+// sends the head (the pieces come first, padding after them).
 func TestHTTPStreamingFlushes(t *testing.T) {
+	const pad = tunnel.CoalesceLimit
 	const pieces = 5
 	// A stepper paces one streamed response: the backend reports each
 	// flushed piece on ready and waits on next, which the test signals
@@ -661,6 +670,9 @@ func TestHTTPStreamingFlushes(t *testing.T) {
 		} else {
 			w.Header().Set("Content-Type", "text/plain")
 		}
+		if r.URL.Path == "/length" {
+			w.Header().Set("Content-Length", strconv.Itoa(pieces*len("piece 1\n")+pad))
+		}
 		w.WriteHeader(http.StatusOK)
 		rc := http.NewResponseController(w)
 		for k := 1; k <= pieces; k++ {
@@ -679,6 +691,9 @@ func TestHTTPStreamingFlushes(t *testing.T) {
 				return
 			}
 		}
+		if r.URL.Path == "/length" {
+			_, _ = w.Write(bytes.Repeat([]byte{'x'}, pad))
+		}
 	}))
 	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
 		{App: "stream", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
@@ -686,7 +701,7 @@ func TestHTTPStreamingFlushes(t *testing.T) {
 	rig.StartAgent(nil)
 
 	for _, proto := range relayProtocols {
-		for _, kind := range []string{"sse", "chunked"} {
+		for _, kind := range []string{"sse", "chunked", "length"} {
 			t.Run(proto.name+"/"+kind, func(t *testing.T) {
 				id := proto.name + "-" + kind
 				s := &stepper{ready: make(chan int, 1), next: make(chan struct{})}
@@ -703,7 +718,11 @@ func TestHTTPStreamingFlushes(t *testing.T) {
 				if res.StatusCode != http.StatusOK || res.ProtoMajor != proto.major {
 					t.Fatalf("status %d over HTTP/%d, want 200 over HTTP/%d", res.StatusCode, res.ProtoMajor, proto.major)
 				}
-				if res.ContentLength != -1 {
+				if want := int64(-1); kind == "length" {
+					if want = pieces*int64(len("piece 1\n")) + pad; res.ContentLength != want {
+						t.Errorf("Content-Length %d, want %d", res.ContentLength, want)
+					}
+				} else if res.ContentLength != want {
 					t.Errorf("Content-Length %d, want none", res.ContentLength)
 				}
 				br := bufio.NewReader(res.Body)
@@ -732,8 +751,12 @@ func TestHTTPStreamingFlushes(t *testing.T) {
 					}
 					s.next <- struct{}{}
 				}
-				if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
-					t.Errorf("after the last piece: %q, %v; want a clean end", rest, err)
+				wantRest := ""
+				if kind == "length" {
+					wantRest = strings.Repeat("x", pad)
+				}
+				if rest, err := io.ReadAll(br); err != nil || string(rest) != wantRest {
+					t.Errorf("after the last piece: %d bytes (%.40q), %v; want %d and a clean end", len(rest), rest, err, len(wantRest))
 				}
 			})
 		}
