@@ -50,7 +50,7 @@ type backendProfile struct {
 	rules []allowRule     // which https backends use it; empty for the default
 	h1    *http.Transport // HTTP/1.1 only, plain or TLS
 	h2    *http.Transport // HTTP/2 only: h2c prior knowledge for http://, ALPN h2 for https://
-	sync  *h1Sync         // HTTP/1.1 GET, HEAD and OPTIONS without a body; h1 serves the rest
+	sync  *h1Sync         // HTTP/1.1 GET, HEAD and OPTIONS without a body, on Unix; h1 serves the rest
 }
 
 // Transport tuning; see newBackendTransport.
@@ -167,7 +167,8 @@ func newBackendTransport(cfg *tls.Config, protocols http.Protocols, dial backend
 // application/grpc, application/grpc+proto, ...): h2c with prior knowledge
 // for http:// URLs, ALPN h2 for https://. Everything else uses HTTP/1.1, for
 // https too: a GET, HEAD or OPTIONS without a body, upgrade or Expect goes
-// to the synchronous client (h1Sync), the rest to the http.Transport. gRPC-Web (application/grpc-web...) is made for HTTP/1.1 and is
+// to the synchronous client (h1Sync) on Unix, the rest to the
+// http.Transport. gRPC-Web (application/grpc-web...) is made for HTTP/1.1 and is
 // not treated as gRPC. https:// requests use the first TLS profile whose
 // Hosts match the URL's host and port, or the default profile.
 func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripper {
@@ -181,7 +182,12 @@ func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripp
 		// refused it ("invalid Upgrade request header").
 		return p.h2
 	}
-	if h1SyncEligible(req) {
+	if rawWaits && h1SyncEligible(req) {
+		// Outside Unix the synchronous client cannot check a reused
+		// connection for bytes the backend sent while it was idle
+		// (h1Conn.checkable): net/http's Transport, whose idle
+		// connections each have a goroutine reading them, serves
+		// those requests there.
 		return p.sync
 	}
 	return p.h1

@@ -82,6 +82,19 @@ type h1Conn struct {
 	flushWait func(uintptr) bool // c.flushThenWait, made once per connection
 }
 
+// checkable reports whether c can be looked at for bytes that the backend
+// sent while it was idle (idleCheck) before a request is written on it:
+// only through the TCP socket's RawConn, where rawWaits. Without that
+// check, bytes that a backend sends after a response, in a later write
+// (the body of a HEAD or 204 answer, more than a Content-Length), would be
+// read as the next request's response: another user's. Such a connection
+// (any outside Unix, where Backends leaves every request to net/http's
+// Transport, whose idle connections each have a goroutine reading them;
+// and one from a Dial that returns no TCP connection) is not used again.
+// It still goes back to the pool, so that release's decision stays
+// observable to the tests that compare it with net/http's.
+func (c *h1Conn) checkable() bool { return c.raw != nil || c.tlsRaw != nil }
+
 // rawConnOf is the RawConn of a plain TCP connection (as dialled, or in a
 // bodyConn), nil for anything else: only there does reading the socket
 // read the connection's bytes.
@@ -410,9 +423,8 @@ func (c *h1Conn) fail(ctx context.Context, stop func() bool, op string, err erro
 // a read that filled its buffer did: the rest of that write may be waiting
 // in the socket or, over TLS, in the connection's record. Plain TCP and
 // TLS connections are checked for it before their next request (idleCheck,
-// checkIdleTLS); any other one (plain TCP where !rawWaits) is closed, which
-// costs a new connection to a response that ends just there, one size in a
-// read buffer's.
+// checkIdleTLS); any other one (without a RawConn) is closed here then.
+// Kept, such a connection is closed as it leaves the pool (checkable).
 func (c *h1Conn) release(stop func() bool, keep bool) {
 	if !stop() || !keep || c.br.Buffered() != 0 || c.full && c.raw == nil && c.state == nil {
 		c.close()

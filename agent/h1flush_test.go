@@ -5,6 +5,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -367,4 +368,99 @@ func (c *heldConn) flush() error {
 	c.hold = false
 	_, err := c.Conn.Write(c.held)
 	return err
+}
+
+// TestH1SyncUncheckableConnNotReused: a connection that h1Sync cannot look
+// at before it reuses it (no RawConn: every connection outside Unix, or a
+// Dial that wraps the TCP connection) is not used for another request. A
+// backend that answers a HEAD with a body in a later write (or sends more
+// than its Content-Length late) would otherwise answer the next request,
+// another user's, with those bytes.
+func TestH1SyncUncheckableConnNotReused(t *testing.T) {
+	const late = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
+			scheme, serverTLS, clientTLS := "http", (*tls.Config)(nil), (*tls.Config)(nil)
+			if withTLS {
+				scheme = "https"
+				serverTLS, clientTLS = testTLSConfigs(t)
+			}
+			sent := make(chan struct{})
+			var first atomic.Bool
+			addr, accepted := rawBackend(t, func(c net.Conn) {
+				if serverTLS != nil {
+					c = tls.Server(c, serverTLS)
+				}
+				reqs := newRawRequests(c)
+				if first.CompareAndSwap(false, true) {
+					if _, err := reqs.next(); err != nil {
+						return
+					}
+					// A HEAD answer, then its body in a later write.
+					io.WriteString(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(late)))
+					<-sent
+					io.WriteString(c, late)
+					io.Copy(io.Discard, c)
+					return
+				}
+				answerFresh(reqs, c)
+			})
+			var firstConn atomic.Pointer[net.TCPConn]
+			var d net.Dialer
+			s := newTestH1Sync(t)
+			s.TLS = clientTLS
+			s.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				firstConn.CompareAndSwap(nil, c.(*net.TCPConn))
+				return struct{ net.Conn }{c}, nil // no RawConn
+			}
+			u := scheme + "://" + addr + "/"
+			if res, _, err := roundTripBody(t, s, http.MethodHead, u); err != nil || res.StatusCode != 200 {
+				t.Fatalf("HEAD: %v", err)
+			}
+			close(sent)
+			raw, err := firstConn.Load().SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitReadable(t, raw) // in the agent's socket, not just sent
+			_, body, err := roundTripBody(t, s, http.MethodGet, u)
+			if err != nil || body != "fresh" {
+				t.Fatalf("next request: %q, %v; want the answer of a new connection, \"fresh\"", body, err)
+			}
+			if n := accepted.Load(); n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
+	}
+}
+
+// TestBackendsSyncConnsCheckable: the connections that Backends' own
+// HTTP/1.1 client dials through the allowlist, plain and TLS, can be
+// checked before they are reused (h1Conn.checkable). A dialer that wrapped
+// them would turn the check off and make h1Sync reuse none.
+func TestBackendsSyncConnsCheckable(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	plain := startCountedBackend(t, ok, false)
+	withTLS := startCountedBackend(t, ok, true)
+	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"),
+		BackendTLS{Hosts: []string{withTLS.Listener.Addr().String()}, CAFile: writeBackendCA(t, withTLS.Server), ServerName: "example.com"})
+	for i, tc := range []struct {
+		url  string
+		sync *h1Sync
+		tls  bool
+	}{
+		{plain.URL, bk.profiles[0].sync, false},
+		{withTLS.URL, bk.profiles[1].sync, true},
+	} {
+		if body, _, err := backendRoundTrip(t, bk, http.MethodGet, tc.url+"/", "", false); err != nil || body != "ok" {
+			t.Fatalf("%d: %q, %v", i, body, err)
+		}
+		if c := idleConn(t, tc.sync, tc.url, tc.tls); !c.checkable() {
+			t.Errorf("%s: the connection cannot be checked for bytes sent while idle (%T)", tc.url, c.conn)
+		}
+	}
 }

@@ -240,14 +240,15 @@ func checkHeaderFields(h http.Header) error {
 // getConn takes the most recently used idle connection for key, or dials.
 // An idle TLS connection on which the backend sent something is closed
 // and the next one taken (checkIdleTLS); a plain one is checked as its
-// request is written (idleCheck).
+// request is written (idleCheck). One that cannot be checked is closed
+// too (see checkable).
 func (t *h1Sync) getConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 	for {
 		c := t.takeIdle(key)
 		if c == nil {
 			return t.dialConn(ctx, key)
 		}
-		if c.state == nil || c.checkIdleTLS() == nil {
+		if c.checkable() && (c.state == nil || c.checkIdleTLS() == nil) {
 			return c, nil
 		}
 		c.close()

@@ -16,6 +16,7 @@ const maxH1SyncAllocs = 6
 // TestH1SyncAllocs proves the budget against a backend that allocates
 // nothing per request, so that only the client's allocations count.
 func TestH1SyncAllocs(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	if raceEnabled {
 		t.Skip("the race detector adds allocations; `make test` runs this test again without -race (go test -run 'Allocs$' ./agent/)")
 	}

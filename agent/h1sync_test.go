@@ -102,6 +102,15 @@ func roundTripBody(t *testing.T, rt http.RoundTripper, method, url string, hdr .
 	return res, string(body), err
 }
 
+// skipWithoutIdleCheck skips a test of connection reuse where h1Sync
+// reuses none (outside Unix: h1Conn.checkable) and Backends does not use it.
+func skipWithoutIdleCheck(t testing.TB) {
+	t.Helper()
+	if !rawWaits {
+		t.Skip("outside Unix h1Sync reuses no connection and Backends does not use it (h1Conn.checkable)")
+	}
+}
+
 func (s *h1Sync) idleCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -109,6 +118,7 @@ func (s *h1Sync) idleCount() int {
 }
 
 func TestH1SyncKeepAlive(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	}), false)
@@ -191,6 +201,7 @@ func TestH1SyncConnectionClose(t *testing.T) {
 // connection while it is idle: the next request finds it dead and is sent
 // again, once, on a fresh connection.
 func TestH1SyncRetriesDeadIdleConn(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	var hits atomic.Int32
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -609,6 +620,7 @@ func TestH1SyncHeadTooLarge(t *testing.T) {
 // idle connection is closed, when the next request looks for one and when
 // the sweep runs.
 func TestH1SyncIdleTimeout(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), false)
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
@@ -676,6 +688,7 @@ func TestH1SyncIdleBounds(t *testing.T) {
 }
 
 func TestH1SyncCloseIdleConnections(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), false)
 	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
 	if _, _, err := backendRoundTrip(t, bk, http.MethodGet, b.URL+"/", "", false); err != nil {
@@ -692,6 +705,7 @@ func TestH1SyncCloseIdleConnections(t *testing.T) {
 }
 
 func TestH1SyncTLS(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	var alpn atomic.Value
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		alpn.Store(r.TLS.NegotiatedProtocol)
@@ -723,6 +737,7 @@ func TestH1SyncTLS(t *testing.T) {
 // TestBackendsSyncPool checks which client serves which request, by the
 // connections the backend accepts: each pool keeps its own.
 func TestBackendsSyncPool(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") == "test" {
 			c, bw, _ := w.(http.Hijacker).Hijack()
@@ -795,6 +810,7 @@ func TestBackendsSyncPool(t *testing.T) {
 }
 
 func TestH1SyncNotAllowed(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), false)
 	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:1"))
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, b.URL+"/", nil)
@@ -926,5 +942,21 @@ func TestH1SyncBodyLongerThanDeclared(t *testing.T) {
 				t.Errorf("backend accepted %d connections, want 2 (the first one closed)", n)
 			}
 		})
+	}
+}
+
+// TestBackendsSyncOnlyWhereChecked: Backends gives requests to h1Sync only
+// where it can check a reused connection for bytes sent while it was idle
+// (h1Conn.checkable): on Unix. Elsewhere net/http's Transport serves them.
+func TestBackendsSyncOnlyWhereChecked(t *testing.T) {
+	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
+	p := &bk.profiles[0]
+	want := http.RoundTripper(p.h1)
+	if rawWaits {
+		want = p.sync
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:1/", nil)
+	if rt := bk.Transport(req, false); rt != want {
+		t.Errorf("Transport picked %T %p, want %p (rawWaits %v)", rt, rt, want, rawWaits)
 	}
 }

@@ -16,6 +16,7 @@ import (
 // with their context and keep their connection; one that waits for its
 // head watches it after h1WatchDelay, and its cancellation interrupts it.
 func TestH1SyncWatchesContextLazily(t *testing.T) {
+	skipWithoutIdleCheck(t)
 	addr, accepted := rawBackend(t, func(c net.Conn) {
 		reqs := newRawRequests(c)
 		for {
