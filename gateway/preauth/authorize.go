@@ -190,7 +190,7 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 	next, err := s.refresh.do(ss.Token, func() (*session, error) {
 		ctx, cancel := s.ctx(r.Context())
 		defer cancel()
-		tok, err := p.oauth2(op, r).TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
+		tok, err := op.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
 		if err != nil {
 			if refused(err) {
 				return nil, err
@@ -203,7 +203,10 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 		}
 		n.Refresh = tok.Expiry.Unix()
 		if raw, ok := tok.Extra("id_token").(string); ok && raw != "" {
-			idt, err := p.verifier(op, false).Verify(ctx, raw)
+			idt, err := p.verify(ctx, op, raw, false)
+			if keysUnavailable(err) {
+				return nil, unreachable(err)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -313,13 +316,13 @@ func (s *Service) verifyBearer(ctx context.Context, p *provider, raw string) (*I
 	}
 	cctx, cancel := s.ctx(ctx)
 	defer cancel()
-	tok, err := p.verifier(op, true).Verify(cctx, raw)
+	tok, err := p.verify(cctx, op, raw, true)
 	if err != nil {
 		var te *oidc.TokenExpiredError
 		switch {
 		case errors.As(err, &te):
 			return nil, invalid("the token has expired", err)
-		case strings.Contains(err.Error(), "fetching keys"):
+		case keysUnavailable(err):
 			return nil, unreachable(err)
 		}
 		return nil, invalid("the token is not valid for this issuer or its signature does not verify", err)

@@ -36,11 +36,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/oauth2"
@@ -200,33 +202,105 @@ type provider struct {
 	svc *Service
 
 	mu       sync.Mutex
-	oidc     *oidc.Provider // nil until discovered; guarded by mu
-	failedAt time.Time      // last failed discovery; guarded by mu
-	failErr  error          // guarded by mu
+	found    *discovered   // nil until discovered; guarded by mu
+	failedAt time.Time     // end of the last failed discovery; guarded by mu
+	failErr  error         // guarded by mu
+	pending  chan struct{} // closed when the discovery in flight ends; nil when none; guarded by mu
+}
+
+// discovered is what discovery found out about a provider: its metadata
+// and its keys. Never changed (the keys update themselves).
+type discovered struct {
+	*oidc.Provider
+	keys *keySet
+	algs []string // ID token signing algorithms it announces that the gateway verifies
+	// oauth is the client, one per provider: it learns at its first
+	// success how the provider wants the client authenticated (HTTP Basic
+	// or the form), and does not try both ways on every token request
+	// from then on, which would send a refresh token twice.
+	oauth *oauth2.Config
 }
 
 // discover returns the discovered provider, fetching its metadata on first
-// use. Failures are remembered for discoveryRetry.
-func (p *provider) discover(ctx context.Context) (*oidc.Provider, error) {
+// use. One discovery runs at a time, bounded by providerTimeout; a caller
+// waits for it at most until its ctx ends. A failure is remembered for
+// discoveryRetry from when it ended, so that while the provider is down,
+// or does not answer at all, requests fail at once instead of each
+// waiting for a discovery of its own.
+func (p *provider) discover(ctx context.Context) (*discovered, error) {
+	p.mu.Lock()
+	if p.found != nil {
+		defer p.mu.Unlock()
+		return p.found, nil
+	}
+	if p.pending == nil && p.failErr != nil && p.svc.now().Sub(p.failedAt) < discoveryRetry {
+		defer p.mu.Unlock()
+		return nil, p.failErr
+	}
+	done := p.pending
+	if done == nil {
+		done = make(chan struct{})
+		p.pending = done
+		go p.fetch(done)
+	}
+	p.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("discovery of %s: %w", p.cfg.Issuer, context.Cause(ctx))
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.oidc != nil {
-		return p.oidc, nil
+	if p.found != nil {
+		return p.found, nil
 	}
-	now := p.svc.now()
-	if p.failErr != nil && now.Sub(p.failedAt) < discoveryRetry {
-		return nil, p.failErr
-	}
-	cctx, cancel := p.svc.ctx(ctx)
+	return nil, p.failErr
+}
+
+// fetch discovers the provider and closes done.
+func (p *provider) fetch(done chan struct{}) {
+	ctx, cancel := p.svc.ctx(context.Background())
 	defer cancel()
-	op, err := oidc.NewProvider(cctx, p.cfg.Issuer)
-	if err != nil {
-		p.failedAt, p.failErr = now, fmt.Errorf("discovery of %s: %w", p.cfg.Issuer, err)
-		p.svc.log.Warn("OIDC provider unreachable", zap.String("provider", p.cfg.Name), zap.Error(err))
-		return nil, p.failErr
+	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	var d *discovered
+	if err == nil {
+		d, err = p.discovered(op)
 	}
-	p.oidc, p.failErr = op, nil
-	return op, nil
+	p.mu.Lock()
+	if err != nil {
+		p.failedAt, p.failErr = p.svc.now(), fmt.Errorf("discovery of %s: %w", p.cfg.Issuer, err)
+	} else {
+		p.found, p.failErr = d, nil
+	}
+	p.pending = nil
+	p.mu.Unlock()
+	close(done)
+	if err != nil {
+		p.svc.log.Warn("OIDC provider discovery failed; its apps answer 502 auth-provider-unreachable to users without a session "+
+			"until it succeeds (tried again at most every "+discoveryRetry.String()+"). Check that the issuer URL is right and reachable from the gateway",
+			zap.String("provider", p.cfg.Name), zap.String("issuer", p.cfg.Issuer), zap.Error(err))
+	}
+}
+
+// discovered reads the key set's address and the signing algorithms from
+// op's metadata.
+func (p *provider) discovered(op *oidc.Provider) (*discovered, error) {
+	var meta struct {
+		JWKS string   `json:"jwks_uri"`
+		Algs []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := op.Claims(&meta); err != nil {
+		return nil, err
+	}
+	d := &discovered{Provider: op, keys: &keySet{url: meta.JWKS, svc: p.svc}, oauth: &oauth2.Config{
+		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret, Endpoint: op.Endpoint(), Scopes: p.scopes(),
+	}}
+	for _, a := range meta.Algs {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) {
+			d.algs = append(d.algs, a)
+		}
+	}
+	return d, nil
 }
 
 func (p *provider) scopes() []string {
@@ -250,15 +324,18 @@ func (p *provider) audiences() []string {
 	return p.cfg.Audiences
 }
 
-func (p *provider) oauth2(op *oidc.Provider, r *http.Request) *oauth2.Config {
-	return &oauth2.Config{
-		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret, Endpoint: op.Endpoint(),
-		RedirectURL: callbackURL(r), Scopes: p.scopes(),
-	}
+// redirectURI is the redirect_uri parameter for r's host, for the
+// authorization request and the code exchange.
+func redirectURI(r *http.Request) oauth2.AuthCodeOption {
+	return oauth2.SetAuthURLParam("redirect_uri", callbackURL(r))
 }
 
-func (p *provider) verifier(op *oidc.Provider, bearer bool) *oidc.IDTokenVerifier {
-	return op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, SkipClientIDCheck: bearer, Now: p.svc.now})
+// verifier checks ID tokens (bearer: bearer tokens, whose audience the
+// caller checks) with op's keys. No algorithm announced: RS256, the one
+// every provider must support.
+func (p *provider) verifier(op *discovered, bearer bool) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(p.cfg.Issuer, op.keys, &oidc.Config{ClientID: p.cfg.ClientID, SkipClientIDCheck: bearer,
+		Now: p.svc.now, SupportedSigningAlgs: op.algs})
 }
 
 // callbackURL is the redirect URI for r's host.

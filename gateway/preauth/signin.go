@@ -3,6 +3,7 @@ package preauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strings"
@@ -48,7 +49,7 @@ func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provide
 		Return: ret, Provider: p.cfg.Name, Host: strings.ToLower(r.Host),
 		Expires: s.now().Add(loginCookieLife * time.Second).Unix(),
 	}
-	value, err := s.sealer.seal("login", &ls)
+	value, err := s.sealLogin(&ls)
 	if err != nil {
 		return err
 	}
@@ -56,10 +57,60 @@ func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provide
 		Name: stateCookieName(ls.State), Value: value, Path: callbackPath, MaxAge: loginCookieLife,
 		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
 	})
-	target := p.oauth2(op, r).AuthCodeURL(ls.State, oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce))
+	target := op.oauth.AuthCodeURL(ls.State, redirectURI(r), oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
 	return ErrHandled
+}
+
+// retry is where "Try again" after a failed sign-in leads: the page the
+// user asked for.
+func (ls *loginState) retry() string {
+	if safeReturn(ls.Return) {
+		return ls.Return
+	}
+	return "/"
+}
+
+// unreachable is the answer when the provider fails to complete the
+// sign-in: the code is used up, so reloading cannot help; the link starts
+// a new sign-in for the page asked for.
+func (ls *loginState) unreachable(err error) *Error {
+	e := unreachable(err)
+	e.LinkURL, e.LinkText = ls.retry(), "Try again"
+	return e
+}
+
+// sealLogin seals ls for the pre-login cookie. A browser drops a cookie
+// over 4096 bytes without a word, and the callback would then fail as if
+// the sign-in had started in another browser, every time the user follows
+// that link. So when the return address makes the cookie too long, the
+// user returns to the address's path without its query, or to "/" when
+// even the path is too long.
+func (s *Service) sealLogin(ls *loginState) (string, error) {
+	asked := ls.Return
+	path, _, _ := strings.Cut(asked, "?")
+	var value string
+	var err error
+	for _, ret := range [...]string{asked, path, "/"} {
+		ls.Return = ret
+		if value, err = s.sealer.seal("login", ls); err != nil || len(value) <= maxCookieValue {
+			break
+		}
+	}
+	if ls.Return != asked {
+		s.log.Info("the address asked for is too long to return to after the sign-in; returning to a shorter one",
+			zap.Int("length", len(asked)), zap.String("return", truncate(ls.Return, 200)))
+	}
+	return value, err
+}
+
+// truncate shortens s to at most n bytes for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // ServeEndpoint answers the gateway's own paths, on every host: the sign-in
@@ -93,8 +144,37 @@ func stateMismatch(err error) *Error {
 		Msg: "This sign-in cannot be completed: it was started in another browser, took longer than 10 minutes, or was already completed. Start over."}
 }
 
-// callback completes a sign-in.
+// callback completes a sign-in. The gateway logs only the failures it
+// answers with 5xx, so callback logs why a sign-in was refused: the page
+// says little, and the cause (a provider refusing the client, clocks
+// apart) is for the administrator to fix.
 func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
+	err := s.completeSignIn(w, r)
+	var pe *Error
+	if errors.As(err, &pe) && pe.Code == CodeSignInFailed {
+		fields := []zap.Field{zap.String("host", r.Host), zap.String("shown", pe.Msg), zap.Error(pe.Err)}
+		var te *oidc.TokenExpiredError
+		switch {
+		case errors.Is(pe.Err, errProviderError):
+			s.log.Info("sign-in: the provider did not sign the user in", fields...)
+		case errors.As(pe.Err, &te):
+			s.log.Warn("sign-in refused: the provider's ID token had expired by the gateway's clock", append(fields,
+				zap.Time("expiry", te.Expiry), zap.Time("gateway_time", s.now()),
+				zap.String("hint", "check that the clocks of the gateway and the provider are right (NTP)"))...)
+		default:
+			s.log.Warn("sign-in refused", fields...)
+		}
+	}
+	return err
+}
+
+// errProviderError marks the error a provider sent back to the callback
+// (error=access_denied and the like).
+var errProviderError = errors.New("the provider answered the sign-in with an error")
+
+// completeSignIn checks the callback against the pre-login cookie, fetches
+// and verifies the ID token, and sets the session cookie.
+func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return stateMismatch(errors.New("callback with method " + r.Method))
 	}
@@ -106,6 +186,14 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	name := stateCookieName(state)
 	c, err := r.Cookie(name)
 	if err != nil {
+		if len(r.Cookies()) == 0 {
+			// The browser refuses our cookies, or this is another
+			// browser: starting over would end here again.
+			e := stateMismatch(errors.New("no cookies at all"))
+			e.Msg = "This sign-in cannot be completed: your browser sent no cookies. Signing in needs them: allow cookies " +
+				"for this site (or open the link in the browser you started signing in with), then start over."
+			return e
+		}
 		return stateMismatch(errors.New("no pre-login cookie for this state"))
 	}
 	// The pre-login cookie is used once, whatever happens next.
@@ -123,29 +211,31 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 		return stateMismatch(errors.New("unknown provider " + ls.Provider))
 	}
 	if e := q.Get("error"); e != "" {
-		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
-			Msg: "The sign-in provider did not sign you in (" + sanitizeCode(e) + ").", Err: errors.New(e + ": " + q.Get("error_description"))}
+		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: ls.retry(), LinkText: "Try again",
+			Msg: "The sign-in provider did not sign you in (" + sanitizeCode(e) + "). Try again; if it happens again, " +
+				"ask the administrator whether your account may use this application.",
+			Err: fmt.Errorf("%w: %q: %q", errProviderError, truncate(e, 100), truncate(q.Get("error_description"), 300))}
 	}
 	op, err := p.discover(r.Context())
 	if err != nil {
-		return unreachable(err)
+		return ls.unreachable(err)
 	}
 	ctx, cancel := s.ctx(r.Context())
 	defer cancel()
-	tok, err := p.oauth2(op, r).Exchange(ctx, q.Get("code"), oauth2.VerifierOption(ls.Verifier))
+	tok, err := op.oauth.Exchange(ctx, q.Get("code"), redirectURI(r), oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
 		if refused(err) {
-			return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
+			return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: ls.retry(), LinkText: "Try again",
 				Msg: "The sign-in provider refused to complete the sign-in. Try again.", Err: err}
 		}
-		return unreachable(err)
+		return ls.unreachable(err)
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
 		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, Msg: "The sign-in provider sent no ID token.",
-			Err: errors.New("no id_token in the token response")}
+			Err: errors.New("no id_token in the token response: the scopes must include openid")}
 	}
-	idt, err := p.verifier(op, false).Verify(ctx, raw)
+	idt, err := p.verify(ctx, op, raw, false)
 	if err == nil && !constantEqual(idt.Nonce, ls.Nonce) {
 		err = errors.New("nonce differs")
 	}
@@ -153,8 +243,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	if err == nil {
 		id, err = p.identityFrom(idt, "session")
 	}
+	if keysUnavailable(err) {
+		return ls.unreachable(err)
+	}
 	if err != nil {
-		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: "/", LinkText: "Try again",
+		return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: ls.retry(), LinkText: "Try again",
 			Msg: "The sign-in provider's answer could not be verified.", Err: err}
 	}
 	now := s.now()

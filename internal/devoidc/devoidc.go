@@ -6,7 +6,8 @@
 // S256 required), the token endpoint (authorization_code and refresh_token
 // grants), token revocation (RFC 7009, refresh tokens), the JWKS and
 // userinfo. Tokens are ES256 JWTs. Tests can mint
-// arbitrary tokens with Mint and move its clock with Config.Now.
+// arbitrary tokens with Mint, move its clock with Config.Now, and rotate its
+// signing key with RotateKey.
 package devoidc
 
 import (
@@ -18,6 +19,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -60,18 +62,33 @@ type Config struct {
 
 // Provider is the development OIDC provider. Safe for concurrent use.
 type Provider struct {
-	cfg    Config
-	key    *ecdsa.PrivateKey
-	keyID  string
-	signer jose.Signer
+	cfg Config
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// keys are the published keys, the signing key last; guarded by mu.
+	keys    []signingKey
 	codes   map[string]*grant // guarded by mu
 	refresh map[string]*grant // guarded by mu
 	revoked int               // refresh tokens revoked; guarded by mu
 	// Down makes every endpoint answer 503 while set (tests of an
 	// unreachable provider); guarded by mu.
 	down bool
+}
+
+// signingKey is one of the provider's keys.
+type signingKey struct {
+	key    *ecdsa.PrivateKey
+	id     string
+	signer jose.Signer
+}
+
+func newSigningKey() signingKey {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	id := randomString(6)
+	return signingKey{key: key, id: id, signer: newSigner(key, id)}
 }
 
 // grant is what a code or refresh token stands for.
@@ -87,13 +104,29 @@ type grant struct {
 
 // New returns a provider with a fresh signing key.
 func New(cfg Config) *Provider {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
+	return &Provider{cfg: cfg, keys: []signingKey{newSigningKey()}, codes: map[string]*grant{}, refresh: map[string]*grant{}}
+}
+
+// RotateKey signs from now on with a new key, which the JWKS publishes
+// from now on too, as providers do when they rotate their keys. With
+// keepOld the previous keys stay published (tokens they signed still
+// verify); without, only the new key is. It returns the new key's id.
+func (p *Provider) RotateKey(keepOld bool) string {
+	k := newSigningKey()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !keepOld {
+		p.keys = nil
 	}
-	p := &Provider{cfg: cfg, key: key, keyID: randomString(6), codes: map[string]*grant{}, refresh: map[string]*grant{}}
-	p.signer = newSigner(key, p.keyID)
-	return p
+	p.keys = append(p.keys, k)
+	return k.id
+}
+
+// current is the signing key.
+func (p *Provider) current() signingKey {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.keys[len(p.keys)-1]
 }
 
 func newSigner(key *ecdsa.PrivateKey, kid string) jose.Signer {
@@ -169,9 +202,13 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Provider) serveJWKS(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-		{Key: &p.key.PublicKey, KeyID: p.keyID, Algorithm: string(jose.ES256), Use: "sig"},
-	}})
+	var set jose.JSONWebKeySet
+	p.mu.Lock()
+	for _, k := range p.keys {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.key.PublicKey, KeyID: k.id, Algorithm: string(jose.ES256), Use: "sig"})
+	}
+	p.mu.Unlock()
+	writeJSON(w, http.StatusOK, set)
 }
 
 func (p *Provider) client(id string) *Client {
@@ -436,7 +473,7 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
 	var c map[string]any
 	if err == nil {
-		err = tok.Claims(&p.key.PublicKey, &c)
+		err = p.claims(tok, &c)
 	}
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -444,6 +481,19 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+// claims verifies tok with the published key it names and reads its claims.
+func (p *Provider) claims(tok *jwt.JSONWebToken, c *map[string]any) error {
+	p.mu.Lock()
+	keys := p.keys
+	p.mu.Unlock()
+	for _, k := range keys {
+		if len(tok.Headers) == 1 && tok.Headers[0].KeyID == k.id {
+			return tok.Claims(&k.key.PublicKey, c)
+		}
+	}
+	return errors.New("no published key with the token's kid")
 }
 
 // UserClaims are the identity claims of u (sub, email, email_verified, name,
@@ -475,7 +525,7 @@ func (p *Provider) Mint(claims map[string]any) string {
 	for k, v := range claims {
 		c[k] = v
 	}
-	return MintWith(p.signer, c)
+	return MintWith(p.current().signer, c)
 }
 
 // MintWith signs claims with signer as they are. Tests use it with a
@@ -500,7 +550,7 @@ func NewForeignSigner(kid string) jose.Signer {
 }
 
 // KeyID is the id of the provider's signing key.
-func (p *Provider) KeyID() string { return p.keyID }
+func (p *Provider) KeyID() string { return p.current().id }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -122,3 +122,66 @@ func get(t *testing.T, c *http.Client, u string) *http.Response {
 	res.Body.Close()
 	return res
 }
+
+// TestRotateKey: after a rotation the provider signs with the new key and
+// publishes it; the old key stays published only when asked to, and the
+// userinfo endpoint accepts tokens of every published key.
+func TestRotateKey(t *testing.T) {
+	ts := httptest.NewServer(nil)
+	defer ts.Close()
+	p := New(Config{Issuer: ts.URL, Users: []User{{Username: "u", Password: "pw"}}, Clients: []Client{{ID: "c"}}})
+	ts.Config.Handler = p.Handler()
+	c := ts.Client()
+	kids := func() []string {
+		res, err := c.Get(ts.URL + "/jwks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var set struct {
+			Keys []struct {
+				Kid string `json:"kid"`
+			} `json:"keys"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&set); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, k := range set.Keys {
+			ids = append(ids, k.Kid)
+		}
+		return ids
+	}
+	userinfo := func(tok string) int {
+		req, _ := http.NewRequest("GET", ts.URL+"/userinfo", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	first := p.KeyID()
+	old := p.Mint(map[string]any{"sub": "u"})
+	second := p.RotateKey(true)
+	if p.KeyID() != second || second == first {
+		t.Fatalf("key ids %q then %q, KeyID %q", first, second, p.KeyID())
+	}
+	if got := strings.Join(kids(), ","); got != first+","+second {
+		t.Errorf("published %s, want %s,%s", got, first, second)
+	}
+	if st := userinfo(old); st != 200 {
+		t.Errorf("token of the old, still published key: %d", st)
+	}
+	third := p.RotateKey(false)
+	if got := strings.Join(kids(), ","); got != third {
+		t.Errorf("published %s, want only %s", got, third)
+	}
+	if st := userinfo(old); st != 401 {
+		t.Errorf("token of a withdrawn key: %d", st)
+	}
+	if st := userinfo(p.Mint(map[string]any{"sub": "u"})); st != 200 {
+		t.Errorf("token of the new key: %d", st)
+	}
+}
