@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpproxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -30,6 +32,9 @@ var (
 	// ErrCertificateExpired: the client certificate expired; the agent must
 	// be enrolled again.
 	ErrCertificateExpired = errors.New("the agent's client certificate expired")
+	// ErrGatewayUnreachable: no connection to the gateway came up (or it
+	// broke); trying again later may help.
+	ErrGatewayUnreachable = errors.New("cannot reach the gateway")
 )
 
 // EnrollConfig says how to enroll an agent.
@@ -48,9 +53,16 @@ type EnrollConfig struct {
 	DataDir string
 	// Timeout bounds the whole enrollment (0 → 30s).
 	Timeout time.Duration
-	// DialContext opens the TCP connection (an outbound proxy goes here).
-	// Nil → gRPC's own dialer.
+	// DialContext opens the TCP connection. Nil → through the proxy that
+	// Proxy and ProxyEnv choose, as Config's fields of the same names do
+	// for the running agent; without one, gRPC's own dialer.
 	DialContext func(ctx context.Context, addr string) (net.Conn, error)
+	// Proxy is the outbound HTTP CONNECT proxy, as Config.Proxy (the agent
+	// config's `proxy`). Empty → ProxyEnv.
+	Proxy string
+	// ProxyEnv is read when Proxy is empty, as Config.ProxyEnv. Nil → no
+	// proxy from the environment.
+	ProxyEnv *httpproxy.Config
 }
 
 // Enroll generates the agent's key locally, sends a CSR with the token and
@@ -76,12 +88,16 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 			return nil, err
 		}
 	}
+	dial, err := cfg.dialer()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
 	key, csr, err := newKeyAndCSR(name)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	hs := &handshakeRecorder{TransportCredentials: tlsCredentials(cfg.TLS)}
-	cc, err := dialGRPC(cfg.Gateway, hs, cfg.DialContext)
+	cc, err := dialGRPC(cfg.Gateway, hs, dial.dialContext())
 	if err != nil {
 		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, err)
 	}
@@ -90,7 +106,8 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 		Token: cfg.Token, Csr: csr, Name: name, Version: Version, Platform: runtime.GOOS + "/" + runtime.GOARCH,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure()))
+		connected := cc.GetState() == connectivity.Ready
+		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure(), dial.failure(), connected))
 	}
 	cert, err := certificate(resp.GetCertificate(), key)
 	if err != nil {
@@ -102,10 +119,26 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 	}
 	if cfg.DataDir != "" {
 		if err := creds.Save(cfg.DataDir); err != nil {
-			return nil, err
+			return nil, &DataDirError{Dir: cfg.DataDir, Err: err, ConnectorID: creds.ConnectorID}
 		}
 	}
 	return creds, nil
+}
+
+// dialer is the recorder of the dialer Enroll uses: DialContext, else one
+// through the proxy that Proxy and ProxyEnv name; nil for gRPC's own.
+func (cfg *EnrollConfig) dialer() (*dialRecorder, error) {
+	if cfg.DialContext != nil {
+		return &dialRecorder{dial: cfg.DialContext}, nil
+	}
+	proxy, err := proxyFor(cfg.Proxy, cfg.ProxyEnv, cfg.Gateway)
+	if err != nil || proxy == nil {
+		return nil, err
+	}
+	d := newProxyDialer(proxy)
+	return &dialRecorder{dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	}}, nil
 }
 
 // renew asks the gateway for a new certificate for a fresh key,
@@ -168,7 +201,7 @@ func rpcError(err error) error {
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: %s", ErrEnrollRefused, msg)
 	case codes.Unavailable:
-		return fmt.Errorf("cannot reach the gateway: %s", msg)
+		return fmt.Errorf("%w: %s", ErrGatewayUnreachable, msg)
 	}
 	return fmt.Errorf("%s: %s", st.Code(), msg)
 }

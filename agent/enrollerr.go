@@ -18,27 +18,43 @@ import (
 )
 
 // Enrollment failures that need more than the gateway's status text to
-// say what happened: the agent's own data dir, and a gateway that was
-// reached but not trusted.
+// say what happened: the agent's own data dir, a gateway that was reached
+// but not trusted, and an outbound proxy that refused the connection.
 
 // DataDirError: the data dir cannot hold the credentials. Enroll finds out
-// before it sends the token, so the token is still unused; trying again
-// without changing the data dir cannot help.
+// before it sends the token, so the token is usually still unused; trying
+// again without changing the data dir cannot help.
 type DataDirError struct {
 	Dir string
 	Err error // from creating the directory or a file in it
+	// ConnectorID is set when the check passed but saving failed after
+	// all (the disk filled up meanwhile): the gateway enrolled this
+	// connector and spent a use of the token.
+	ConnectorID string
 }
 
 func (e *DataDirError) Error() string {
-	return fmt.Sprintf("the data dir %s cannot hold the agent's credentials: %v; make it a directory this user can write, "+
-		"or choose another, then try again (the token was not sent, so it is still unused)", e.Dir, e.Err)
+	if e.ConnectorID != "" {
+		return fmt.Sprintf("the gateway enrolled connector %s, but the data dir %s cannot hold its credentials: %v; "+
+			"make room there (or choose another data dir), then enroll again: the token's use is spent, so a single-use "+
+			"token needs a new one from `sallyport token create`; revoke the unusable connector with `sallyport connector revoke %s`",
+			e.ConnectorID, e.Dir, e.Err, e.ConnectorID)
+	}
+	return fmt.Sprintf("the data dir %s cannot hold the agent's credentials: %v; make it a directory this user can write "+
+		"(with free space), or choose another, then try again (the token was not sent, so it is still unused)", e.Dir, e.Err)
 }
 
 func (e *DataDirError) Unwrap() error { return e.Err }
 
+// checkSize is written by checkDataDir: more than the credentials and
+// the gateway trust take (a key, a certificate, a bundle of a few CAs),
+// so that a disk too full for them is found out before the token is sent.
+// Creating an empty file succeeds on a full disk.
+const checkSize = 16 << 10
+
 // checkDataDir makes sure dir can hold the credentials, the way Save
-// writes them: it creates dir (0700) and writes and removes a temporary
-// file in it.
+// writes them: it creates dir (0700) and writes, syncs and removes a
+// temporary file of checkSize bytes in it.
 func checkDataDir(dir string) error {
 	fail := func(err error) error { return &DataDirError{Dir: dir, Err: err} }
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -49,7 +65,13 @@ func checkDataDir(dir string) error {
 		return fail(err)
 	}
 	name := f.Name()
-	err = f.Close()
+	_, err = f.Write(make([]byte, checkSize))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if rerr := os.Remove(name); err == nil {
 		err = rerr
 	}
@@ -152,14 +174,68 @@ func (h *handshakeRecorder) failure() error {
 	return h.err
 }
 
-// enrollError is the error of a failed Enroll call: a trust failure of
-// the TLS handshake (handshake, may be nil), or what rpcError makes of the
-// status, with token refusals marked as ErrTokenRefused.
-func enrollError(err error, gateway string, handshake error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && handshake != nil {
-		if te := trustError(gateway, handshake); te != nil {
-			return te
+// dialRecorder is a dialer that keeps the error of its first failed dial,
+// for the same reason: a proxy's refusal (a *ProxyError saying what to
+// fix) would reach the caller only as text. A nil *dialRecorder stands for
+// gRPC's own dialer.
+type dialRecorder struct {
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+	mu   sync.Mutex
+	err  error // guarded by mu
+}
+
+// dialContext is the dialer for gRPC; nil for its own.
+func (d *dialRecorder) dialContext() func(context.Context, string) (net.Conn, error) {
+	if d == nil {
+		return nil
+	}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := d.dial(ctx, addr)
+		if err != nil {
+			d.mu.Lock()
+			if d.err == nil {
+				d.err = err
+			}
+			d.mu.Unlock()
 		}
+		return c, err
+	}
+}
+
+func (d *dialRecorder) failure() error {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// enrollError is the error of a failed Enroll call: a trust failure of
+// the TLS handshake (handshake, may be nil), the failure of the dialer
+// (dial, may be nil: a proxy's refusal), a timeout before a connection
+// came up (connected: one was up when the call failed), or what rpcError
+// makes of the status, with token refusals marked as ErrTokenRefused.
+func enrollError(err error, gateway string, handshake, dial error, connected bool) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		if handshake != nil {
+			if te := trustError(gateway, handshake); te != nil {
+				return te
+			}
+			if _, ok := errors.AsType[tls.RecordHeaderError](handshake); ok {
+				// The gateway's public or admin port, or another service.
+				return fmt.Errorf("%w: something answers at %s, but not with TLS, so it is not the gateway's tunnel "+
+					"listener (tunnel.addr), perhaps its public or admin port", ErrGatewayUnreachable, gateway)
+			}
+		}
+		if dial != nil {
+			return fmt.Errorf("%w: %w", ErrGatewayUnreachable, dial)
+		}
+	}
+	if status.Code(err) == codes.DeadlineExceeded && !connected {
+		// A firewall that drops the packets, or a peer that never answers.
+		return fmt.Errorf("%w: no answer in time (%s); a firewall may be dropping the connection, or %s is not the gateway",
+			ErrGatewayUnreachable, status.Convert(err).Message(), gateway)
 	}
 	if status.Code(err) == codes.Unauthenticated {
 		return &tokenRefusal{msg: status.Convert(err).Message()}

@@ -41,8 +41,8 @@ type APIToken struct {
 	ID      string     `json:"id"`
 	Token   string     `json:"token,omitempty"` // only in the answer to POST
 	Group   string     `json:"group"`
-	Uses    int        `json:"uses"` // most uses; 0 = unlimited
-	Used    int        `json:"used"`
+	Uses    int        `json:"uses"`    // most uses; 0 = unlimited
+	Used    int        `json:"used"`    // agents enrolled with it (config tokens: counted since schema version 7)
 	Expires *time.Time `json:"expires"` // null = never
 	Created *time.Time `json:"created"` // null for config tokens
 	Source  string     `json:"source"`  // "api" or "config"
@@ -245,9 +245,16 @@ func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request) {
 		g.internalError(w, "list tokens", err)
 		return
 	}
+	var configUses map[[32]byte]int
+	if cs, ok := g.store.(configTokenStore); ok && len(g.tokens) > 0 {
+		if configUses, err = cs.ConfigTokenUses(r.Context()); err != nil {
+			g.internalError(w, "list tokens", err)
+			return
+		}
+	}
 	out := make([]APIToken, 0, len(toks)+len(g.tokens))
 	for i, t := range g.tokens {
-		out = append(out, APIToken{ID: fmt.Sprintf("config-%d", i), Group: t.group, Source: "config"})
+		out = append(out, APIToken{ID: fmt.Sprintf("config-%d", i), Group: t.group, Used: configUses[t.sum], Source: "config"})
 	}
 	for _, t := range toks {
 		out = append(out, APIToken{ID: t.ID, Group: t.Group, Uses: t.MaxUses, Used: t.Used,

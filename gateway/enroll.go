@@ -129,7 +129,7 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	if name == "" {
 		name = id.ConnectorID
 	}
-	err = g.addConnector(ctx, tok, store.Connector{
+	err = g.recordEnrollment(ctx, tok, store.Connector{
 		ID: id.ConnectorID, Name: name, Group: group, Version: req.GetVersion(), Platform: req.GetPlatform(),
 		Enrolled: g.now(), CertSerial: issued.Serial, CertExpires: issued.NotAfter,
 	})
@@ -165,6 +165,26 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	return &tunnelv1.EnrollResponse{
 		ConnectorId: id.ConnectorID, Group: group, Certificate: issued.DER, CaBundle: issued.Bundle,
 	}, nil
+}
+
+// configTokenStore is a Store that counts the enrollments made with the
+// gateway config's tokens (tunnel.tokens), which have no row of their own;
+// *store.DB is one. Without it they are recorded uncounted.
+type configTokenStore interface {
+	// EnrollConfigConnector records c and counts a use of the config
+	// token whose SHA-256 is hash, both or neither.
+	EnrollConfigConnector(ctx context.Context, hash [32]byte, c store.Connector) error
+	// ConfigTokenUses returns the count of each config token used so far.
+	ConfigTokenUses(ctx context.Context) (map[[32]byte]int, error)
+}
+
+// recordEnrollment records the connector c enrolled with tok and spends
+// (or, for a config token, counts) a use of it in the same transaction.
+func (g *Gateway) recordEnrollment(ctx context.Context, tok enrollToken, c store.Connector) error {
+	if cs, ok := g.store.(configTokenStore); ok && tok.config {
+		return cs.EnrollConfigConnector(ctx, tok.sum, c)
+	}
+	return g.addConnector(ctx, tok, c)
 }
 
 // Renew issues a new certificate to an enrolled, unrevoked connector,

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -51,29 +52,51 @@ func newAgentCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// enrollFlags are the flags of `agent enroll`; each one given wins over
+// the setting of the agent config (--config) it stands for.
+type enrollFlags struct {
+	config      string // agent.yaml: gateway, token, data_dir, name, proxy, gateway_ca_file
+	gateway     string
+	token       string
+	tokenFile   string
+	dataDir     string
+	name        string
+	proxy       string
+	caFile      string
+	fingerprint string
+}
+
 func newEnrollCmd(g *globals) *cobra.Command {
-	var e agent.EnrollConfig
-	var caFile, fingerprint string
+	var fl enrollFlags
 	cmd := &cobra.Command{
-		Use:   "enroll --gateway HOST:PORT --token T --data-dir DIR [--gateway-ca FILE | --gateway-fingerprint sha256:HEX]",
+		Use:   "enroll [--config agent.yaml] --gateway HOST:PORT --token T --data-dir DIR [--gateway-ca FILE | --gateway-fingerprint sha256:HEX]",
 		Short: "Enroll this agent: get a client certificate for a key made here, with a one-time token",
 		Long: "enroll generates the agent's private key in --data-dir (it never leaves this machine), sends\n" +
 			"a certificate request with the token to the gateway, and stores the issued certificate and the\n" +
 			"connector CA bundle beside the key. The gateway's tunnel certificate is checked against\n" +
 			"--gateway-ca, or pinned with --gateway-fingerprint (the gateway logs it at start-up), or the\n" +
 			"system roots. How the gateway was trusted is saved in --data-dir too, so `sallyport agent`\n" +
-			"with the same data_dir needs no gateway_ca_file.",
+			"with the same data_dir needs no gateway_ca_file.\n\n" +
+			"With --config agent.yaml, the gateway, token, data_dir, name, proxy and gateway_ca_file of the\n" +
+			"agent config apply unless given as flags. The connection goes through the outbound proxy as\n" +
+			"the agent's own does: --proxy, else the config's proxy, else HTTPS_PROXY and NO_PROXY.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if e.Gateway == "" || e.Token == "" || e.DataDir == "" {
-				return errors.New("enroll needs --gateway, --token and --data-dir; see --help")
+			e, caFile, fingerprint, err := fl.settings()
+			if err != nil {
+				return err
 			}
-			if caFile != "" && fingerprint != "" {
-				return errors.New("give --gateway-ca or --gateway-fingerprint, not both")
+			// An expired certificate is of no use: the agent that stopped
+			// with it says to run this command, so it is replaced.
+			old, err := agent.LoadCredentials(e.DataDir)
+			if err == nil && time.Now().Before(old.Expires()) {
+				return fmt.Errorf("%s already holds an agent certificate (connector %s, valid until %s); remove %s and %s "+
+					"(or use another --data-dir) to enroll again", e.DataDir, old.ConnectorID,
+					old.Expires().UTC().Format(time.RFC3339), agent.CertFile, agent.KeyFile)
 			}
-			if _, err := agent.LoadCredentials(e.DataDir); err == nil {
-				return fmt.Errorf("%s already holds an agent certificate; remove %s and %s (or use another --data-dir) to enroll again",
-					e.DataDir, agent.CertFile, agent.KeyFile)
+			if err == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "replacing the certificate of connector %s in %s: it expired on %s\n",
+					old.ConnectorID, e.DataDir, old.Expires().UTC().Format(time.RFC3339))
 			}
 			log, err := g.logger()
 			if err != nil {
@@ -91,8 +114,10 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return enrollAdvice(err, fingerprint != "")
 			}
-			if err := saveGatewayTrust(e.DataDir, caFile, fingerprint); err != nil {
-				return err
+			// A gateway_ca_file of the config stays where it is; only the
+			// flags' trust is saved for a config without one.
+			if err := saveGatewayTrust(e.DataDir, fl.caFile, fingerprint); err != nil {
+				return fmt.Errorf("enrolled as connector %s, but %w; or set gateway_ca_file in the agent config", creds.ConnectorID, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "enrolled: connector %s in group %q; certificate valid until %s, kept in %s\n",
 				creds.ConnectorID, creds.Group, creds.Expires().UTC().Format(time.RFC3339), e.DataDir)
@@ -100,19 +125,112 @@ func newEnrollCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&e.Gateway, "gateway", "", "the gateway's tunnel address, host:port")
-	f.StringVar(&e.Token, "token", "", "enrollment token (from sallyport token create, or one of the gateway's tunnel.tokens)")
-	f.StringVar(&e.DataDir, "data-dir", "", "where the key, certificate and CA bundle are kept")
-	f.StringVar(&e.Name, "name", "", "name shown in the connector list (default: host name)")
-	f.StringVar(&caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
-	f.StringVar(&fingerprint, "gateway-fingerprint", "", "pin the gateway's tunnel certificate: sha256:HEX")
+	f.StringVarP(&fl.config, "config", "c", "", "agent config file: its gateway, token, data_dir, name, proxy and gateway_ca_file apply unless given as flags")
+	f.StringVar(&fl.gateway, "gateway", "", "the gateway's tunnel address, host:port")
+	f.StringVar(&fl.token, "token", "", "enrollment token (from sallyport token create, or one of the gateway's tunnel.tokens)")
+	f.StringVar(&fl.tokenFile, "token-file", "", "file holding the enrollment token (keeps it out of the shell history and ps)")
+	f.StringVar(&fl.dataDir, "data-dir", "", "where the key, certificate and CA bundle are kept")
+	f.StringVar(&fl.name, "name", "", "name shown in the connector list (default: the config's name, else the host name)")
+	f.StringVar(&fl.proxy, "proxy", "", "outbound HTTP CONNECT proxy, http://user:password@host:port (default: the config's proxy, else HTTPS_PROXY)")
+	f.StringVar(&fl.caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
+	f.StringVar(&fl.fingerprint, "gateway-fingerprint", "", "pin the gateway's tunnel certificate: sha256:HEX")
 	return cmd
+}
+
+// settings merges the flags with the agent config they name, if any, into
+// the enrollment and the gateway trust (CA file or pinned fingerprint).
+func (fl *enrollFlags) settings() (e agent.EnrollConfig, caFile, fingerprint string, err error) {
+	var cfg config.Agent
+	if fl.config != "" {
+		c, err := config.LoadAgent(fl.config)
+		if err != nil {
+			return e, "", "", err
+		}
+		cfg = *c
+		cfg.DataDir = c.DataDirOrDefault()
+	}
+	if fl.token != "" && fl.tokenFile != "" {
+		return e, "", "", errors.New("give --token or --token-file, not both")
+	}
+	if fl.caFile != "" && fl.fingerprint != "" {
+		return e, "", "", errors.New("give --gateway-ca or --gateway-fingerprint, not both")
+	}
+	e = agent.EnrollConfig{
+		Gateway:  flagOr(fl.gateway, cfg.Gateway),
+		Token:    strings.TrimSpace(fl.token), // pasted with a space or line break around it
+		DataDir:  flagOr(fl.dataDir, cfg.DataDir),
+		Name:     flagOr(fl.name, cfg.Name),
+		Proxy:    flagOr(fl.proxy, cfg.Proxy),
+		ProxyEnv: httpproxy.FromEnvironment(),
+	}
+	if fl.tokenFile != "" {
+		b, err := os.ReadFile(fl.tokenFile)
+		if err != nil {
+			return e, "", "", fmt.Errorf("--token-file: %w", err)
+		}
+		if e.Token = strings.TrimSpace(string(b)); e.Token == "" {
+			return e, "", "", fmt.Errorf("--token-file %s is empty; put the token from `sallyport token create` in it", fl.tokenFile)
+		}
+	}
+	if e.Token == "" {
+		e.Token = cfg.Token
+	}
+	if e.Gateway == "" || e.Token == "" || e.DataDir == "" {
+		return e, "", "", errors.New("enroll needs --gateway, --token (or --token-file) and --data-dir, or --config with an agent config; see --help")
+	}
+	if err := checkGatewayAddr(e.Gateway); err != nil {
+		return e, "", "", err
+	}
+	caFile, fingerprint = fl.caFile, fl.fingerprint
+	if caFile == "" && fingerprint == "" {
+		caFile = cfg.GatewayCAFile
+	}
+	return e, caFile, fingerprint, nil
+}
+
+func flagOr(s, dflt string) string {
+	if s != "" {
+		return s
+	}
+	return dflt
+}
+
+// checkGatewayAddr refuses a gateway address that is not host:port, saying
+// how to write it.
+func checkGatewayAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err == nil && host != "" && port != "":
+		return nil
+	case strings.Contains(addr, "://"):
+		return fmt.Errorf("gateway %q: give host:port without a scheme, e.g. gw.example.com:8443", addr)
+	case err != nil && strings.Count(addr, ":") > 1 && !strings.HasPrefix(addr, "["):
+		return fmt.Errorf("gateway %q: write an IPv6 address in brackets before the port, e.g. [2001:db8::1]:8443", addr)
+	case host != "" || err != nil:
+		return fmt.Errorf("gateway %q has no port: give the gateway's tunnel address as host:port, e.g. %s:8443 "+
+			"(the port of tunnel.addr in the gateway config, 8443 by default)", addr, bracketIPv6(strings.TrimSuffix(addr, ":")))
+	}
+	return fmt.Errorf("gateway %q has no host: give the gateway's tunnel address as host:port, e.g. gw.example.com%s", addr, addr)
+}
+
+// bracketIPv6 writes an IPv6 address in brackets, as before a port.
+func bracketIPv6(host string) string {
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		return "[" + host + "]"
+	}
+	return host
 }
 
 // enrollAdvice adds to an error of `agent enroll` what to do about it,
 // in the command's own flags.
 func enrollAdvice(err error, pinned bool) error {
 	switch {
+	case isProxyRefusal(err):
+		return fmt.Errorf("%w; enroll takes the proxy from --proxy, else from the proxy of --config, else from HTTPS_PROXY "+
+			"(the token was not sent, so it is still unused)", err)
+	case errors.Is(err, agent.ErrGatewayUnreachable):
+		return fmt.Errorf("%w; check --gateway (the gateway's host and the port of its tunnel.addr), that the gateway runs, "+
+			"and that this machine can reach it (through a proxy: --proxy, the config's proxy or HTTPS_PROXY), then try again", err)
 	case errors.Is(err, agent.ErrTokenRefused):
 		return fmt.Errorf("%w; check --token, or create a new one on the gateway with `sallyport token create --group GROUP`", err)
 	case pinned && isTrustError(err):
@@ -123,6 +241,11 @@ func enrollAdvice(err error, pinned bool) error {
 			"(the fingerprint field of its 'tunnel certificate' line), or --gateway-ca with its tunnel-cert.pem or the CA that issued its certificate", err)
 	}
 	return err
+}
+
+func isProxyRefusal(err error) bool {
+	_, ok := errors.AsType[*agent.ProxyError](err)
+	return ok
 }
 
 func isTrustError(err error) bool {
@@ -156,17 +279,35 @@ func gatewayTrust(gatewayAddr, caFile, fingerprint string) (*tls.Config, error) 
 }
 
 // saveGatewayTrust records in dataDir how the gateway was trusted at
-// enrollment, for later runs without gateway_ca_file.
+// enrollment, for later runs without gateway_ca_file, and removes what an
+// earlier enrollment of dataDir recorded: gateway-ca.pem would win over a
+// new pin, and a stale pin over the system roots.
 func saveGatewayTrust(dataDir, caFile, fingerprint string) error {
+	pinPath, caPath := filepath.Join(dataDir, agent.GatewayPinFile), filepath.Join(dataDir, agent.GatewayCAFile)
+	var keep string
 	switch {
 	case fingerprint != "":
-		return os.WriteFile(filepath.Join(dataDir, agent.GatewayPinFile), []byte(strings.TrimSpace(fingerprint)+"\n"), 0o644)
-	case caFile != "":
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return err
+		keep = pinPath
+		if err := os.WriteFile(pinPath, []byte(strings.TrimSpace(fingerprint)+"\n"), 0o644); err != nil {
+			return fmt.Errorf("save the gateway trust: %w", err)
 		}
-		return os.WriteFile(filepath.Join(dataDir, agent.GatewayCAFile), b, 0o644)
+	case caFile != "":
+		keep = caPath
+		b, err := os.ReadFile(caFile)
+		if err == nil {
+			err = os.WriteFile(caPath, b, 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("save the gateway trust: %w", err)
+		}
+	}
+	for _, p := range []string{pinPath, caPath} {
+		if p == keep {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove the gateway trust of an earlier enrollment: %w; remove %s by hand", err, p)
+		}
 	}
 	return nil
 }

@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,129 +21,6 @@ import (
 	"github.com/sallyport/sallyport/internal/demoapp"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
-
-// connectProxy is an in-process HTTP CONNECT proxy with Basic auth that
-// counts its tunnels and remembers the local address of each upstream
-// connection, so a test can check that a gateway session came through it.
-type connectProxy struct {
-	ln     net.Listener
-	user   string
-	pass   string
-	status int // when not 0, every CONNECT is refused with it
-	wg     sync.WaitGroup
-
-	tunnels atomic.Int64
-	mu      sync.Mutex
-	up      map[string]bool // local addresses of upstream connections; guarded by mu
-	conns   []net.Conn      // guarded by mu
-}
-
-func startConnectProxy(t *testing.T, user, pass string, status int) *connectProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &connectProxy{ln: ln, user: user, pass: pass, status: status, up: make(map[string]bool)}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *connectProxy) URL(user, pass string) string {
-	return fmt.Sprintf("http://%s:%s@%s", user, pass, p.ln.Addr())
-}
-
-func (p *connectProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.up == nil {
-		return false
-	}
-	p.conns = append(p.conns, c)
-	return true
-}
-
-func (p *connectProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			c.Close()
-			return
-		}
-		p.wg.Add(1)
-		go p.handle(c)
-	}
-}
-
-func (p *connectProxy) handle(c net.Conn) {
-	defer p.wg.Done()
-	br := bufio.NewReader(c)
-	req, err := http.ReadRequest(br)
-	if err != nil {
-		c.Close()
-		return
-	}
-	answer := func(code int) {
-		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n\r\n", code, http.StatusText(code))
-		c.Close()
-	}
-	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
-	switch {
-	case req.Method != http.MethodConnect:
-		answer(http.StatusMethodNotAllowed)
-		return
-	case req.Header.Get("Proxy-Authorization") != want:
-		answer(http.StatusProxyAuthRequired)
-		return
-	case p.status != 0:
-		answer(p.status)
-		return
-	}
-	up, err := net.Dial("tcp", req.Host)
-	if err != nil {
-		answer(http.StatusBadGateway)
-		return
-	}
-	if !p.track(up) {
-		up.Close()
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.up[up.LocalAddr().String()] = true
-	p.mu.Unlock()
-	p.tunnels.Add(1)
-	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-	done := make(chan struct{})
-	go func() {
-		io.Copy(up, br)
-		up.Close()
-		close(done)
-	}()
-	io.Copy(c, up)
-	c.Close()
-	<-done
-}
-
-func (p *connectProxy) carried(remote string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.up[remote]
-}
 
 // gatedUDP is the UDP socket of an agent's QUIC session on a network that
 // drops every datagram while the gate is closed (UDP blocked by a
@@ -222,7 +96,7 @@ func TestProxyCarriesAllTunnelTraffic(t *testing.T) {
 	for _, transport := range []string{"grpc", "yamux", "auto"} {
 		t.Run(transport, func(t *testing.T) {
 			rig := echoRig(t, transport)
-			proxy := startConnectProxy(t, "agent", "pr0xy-Secret-91", 0)
+			proxy := testrig.StartConnectProxy(t, testrig.ProxyOptions{User: "agent", Pass: "pr0xy-Secret-91"})
 			core, logs := observer.New(zapcore.InfoLevel)
 			var blocked atomic.Bool
 			blocked.Store(true)
@@ -236,15 +110,15 @@ func TestProxyCarriesAllTunnelTraffic(t *testing.T) {
 			echoOK(t, rig, rig.Client(), 20)
 			sessions := rig.G.Registry().Sessions()
 			// One tunnel per session, and one for the agent's enrollment.
-			if len(sessions) != 2 || proxy.tunnels.Load() != 3 {
-				t.Fatalf("%d sessions, %d proxy tunnels; want 2 and 3 (2 sessions, 1 enrollment)", len(sessions), proxy.tunnels.Load())
+			if len(sessions) != 2 || len(proxy.Carried()) != 3 {
+				t.Fatalf("%d sessions, %d proxy tunnels; want 2 and 3 (2 sessions, 1 enrollment)", len(sessions), len(proxy.Carried()))
 			}
 			want := transport
 			if transport == "auto" {
 				want = "grpc"
 			}
 			for _, s := range sessions {
-				if !proxy.carried(s.RemoteAddr) {
+				if !proxy.CarriedFrom(s.RemoteAddr) {
 					t.Errorf("session %s from %s did not come through the proxy", s.ID, s.RemoteAddr)
 				}
 				if s.Transport != want {
@@ -285,7 +159,7 @@ func TestProxyRefusals(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := echoRig(t, "grpc")
-			proxy := startConnectProxy(t, "agent", "pr0xy-Secret-91", tc.status)
+			proxy := testrig.StartConnectProxy(t, testrig.ProxyOptions{User: "agent", Pass: "pr0xy-Secret-91", Refuse: tc.status})
 			core, logs := observer.New(zapcore.InfoLevel)
 			cfg := rig.AgentConfig()
 			cfg.Proxy = proxy.URL("agent", tc.pass)
@@ -310,7 +184,7 @@ func TestProxyRefusals(t *testing.T) {
 			}
 			e := logs.FilterMessageSnippet("outbound proxy refused").All()[0]
 			msg := fmt.Sprint(e.ContextMap()["error"])
-			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, proxy.ln.Addr().String()) {
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, proxy.Addr()) {
 				t.Errorf("error %q; want the proxy's address and %q", msg, tc.want)
 			}
 			if strings.Contains(msg, tc.pass) {

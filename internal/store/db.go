@@ -284,6 +284,56 @@ func (s *DB) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, 
 	return t, nil
 }
 
+// EnrollConfigConnector records the newly enrolled connector c and counts
+// one use of the gateway config's token whose SHA-256 is hash, in one
+// transaction. Config tokens have no row in tokens and no limit: the count
+// is only shown (ConfigTokenUses).
+func (s *DB) EnrollConfigConnector(ctx context.Context, hash [32]byte, c Connector) error {
+	tx, err := s.begin(ctx, "")
+	if err != nil {
+		return fmt.Errorf("enroll connector: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, `INSERT INTO config_token_uses (hash, used) VALUES ($1, 1)
+		ON CONFLICT (hash) DO UPDATE SET used = config_token_uses.used + 1`, hex.EncodeToString(hash[:])); err != nil {
+		return fmt.Errorf("enroll connector: count the config token's use: %w", err)
+	}
+	if err := insertConnector(ctx, tx, c); err != nil {
+		return fmt.Errorf("enroll connector: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("enroll connector: %w", err)
+	}
+	return nil
+}
+
+// ConfigTokenUses returns how many connectors EnrollConfigConnector
+// recorded for each config token, by its SHA-256; tokens never used are
+// missing.
+func (s *DB) ConfigTokenUses(ctx context.Context) (map[[32]byte]int, error) {
+	type use struct {
+		hash string
+		used int
+	}
+	rows, err := queryAll(ctx, s.db, func(r scanner) (use, error) {
+		var u use
+		err := r.Scan(&u.hash, &u.used)
+		return u, err
+	}, `SELECT hash, used FROM config_token_uses`)
+	if err != nil {
+		return nil, fmt.Errorf("read config token uses: %w", err)
+	}
+	out := make(map[[32]byte]int, len(rows))
+	for _, u := range rows {
+		var h [32]byte
+		if b, err := hex.DecodeString(u.hash); err == nil && len(b) == len(h) {
+			copy(h[:], b)
+			out[h] = u.used
+		}
+	}
+	return out, nil
+}
+
 const connectorCols = `id, name, group_name, version, platform, enrolled_at, cert_serial, cert_expires, cert_in_use, cert_issued, revoked_at`
 
 func scanConnector(r scanner) (Connector, error) {

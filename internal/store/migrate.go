@@ -71,6 +71,14 @@ var migrations = []string{
 		id        TEXT PRIMARY KEY,
 		last_seen BIGINT NOT NULL
 	);`,
+	// 7: how many connectors enrolled with each pre-provisioned token of
+	// the gateway config (tunnel.tokens), by its SHA-256 like tokens.hash:
+	// those tokens are not rows of tokens, and the token list showed them
+	// as never used. Enrollments before this version are not counted.
+	`CREATE TABLE config_token_uses (
+		hash TEXT PRIMARY KEY,
+		used INTEGER NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.

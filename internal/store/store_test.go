@@ -573,3 +573,33 @@ func withConnector(t *testing.T, d testDB, serial string) (*DB, time.Time) {
 	}
 	return s, now
 }
+
+// TestConfigTokenUses: EnrollConfigConnector counts each use of a gateway
+// config token with the connector's record, both or neither, and
+// ConfigTokenUses returns the counts by hash; a new store has none.
+func TestConfigTokenUses(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testDB) {
+		ctx := context.Background()
+		s := d.open(t)
+		a, b := sha256.Sum256([]byte("config-a")), sha256.Sum256([]byte("config-b"))
+		if uses, err := s.ConfigTokenUses(ctx); err != nil || len(uses) != 0 {
+			t.Fatalf("ConfigTokenUses of a new store = %v, %v", uses, err)
+		}
+		for i, h := range [][32]byte{a, a, b} {
+			if err := s.EnrollConfigConnector(ctx, h, Connector{ID: fmt.Sprint("c", i), Group: "g"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A connector that cannot be recorded (its ID is taken) is not counted.
+		if err := s.EnrollConfigConnector(ctx, b, Connector{ID: "c0", Group: "g"}); err == nil {
+			t.Fatal("EnrollConfigConnector with a taken ID succeeded")
+		}
+		uses, err := s.ConfigTokenUses(ctx)
+		if err != nil || len(uses) != 2 || uses[a] != 2 || uses[b] != 1 {
+			t.Fatalf("ConfigTokenUses = %v, %v; want a: 2, b: 1", uses, err)
+		}
+		if list, err := s.Connectors(ctx); err != nil || len(list) != 3 {
+			t.Fatalf("Connectors = %+v, %v", list, err)
+		}
+	})
+}
