@@ -3,6 +3,7 @@ package preauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -126,6 +127,24 @@ func forbidden(id *Identity) *Error {
 // copy of a cookie whose session was signed out), or "other-provider" for
 // a valid session with another provider, which Authorize leaves in place.
 func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
+	ss, why := s.openSession(r)
+	if ss == nil {
+		return nil, why
+	}
+	if ss.Provider != p.cfg.Name {
+		// Signed in with another provider (cookie_domain shared across
+		// apps): sign in with this one, replacing the cookie.
+		return nil, "other-provider"
+	}
+	if why := s.ended(ss); why != "" {
+		return nil, why
+	}
+	return ss, ""
+}
+
+// openSession opens r's session cookie: nil and "" when there is none, nil
+// and "invalid" when it does not open.
+func (s *Service) openSession(r *http.Request) (*session, string) {
 	value := s.readSessionCookie(r)
 	if value == "" {
 		return nil, ""
@@ -134,51 +153,68 @@ func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 	if err := s.sealer.open("session", value, &ss); err != nil {
 		return nil, "invalid"
 	}
-	if ss.Provider != p.cfg.Name {
-		// Signed in with another provider (cookie_domain shared across
-		// apps): sign in with this one, replacing the cookie.
-		return nil, "other-provider"
-	}
-	if s.now().Unix() >= ss.Expires || ss.Subject == "" {
-		return nil, "expired"
-	}
-	if ss.ID != "" && s.signedOut.has(ss.ID) {
-		return nil, "signed-out"
-	}
 	return &ss, ""
 }
 
-// writeSession seals ss into the session cookie.
-func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *session) error {
+// ended says why ss is no longer valid: "expired", "signed-out", or ""
+// while it is.
+func (s *Service) ended(ss *session) string {
+	if s.now().Unix() >= ss.Expires || ss.Subject == "" {
+		return "expired"
+	}
+	if ss.ID != "" && s.signedOut.has(ss.ID) {
+		return "signed-out"
+	}
+	return ""
+}
+
+// signedIn reports whether r carries a valid session with any of the
+// providers (whether it must be refreshed or not).
+func (s *Service) signedIn(r *http.Request) bool {
+	ss, _ := s.openSession(r)
+	return ss != nil && s.providers[ss.Provider] != nil && s.ended(ss) == ""
+}
+
+// writeSession seals ss into the session cookie, and returns the session
+// as written: when ss is too big for the cookies, a copy without its
+// refresh token, then without its groups. ss itself is not changed: a
+// refreshed session is shared by the requests that carried the old cookie
+// (see refresher).
+func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *session) (*session, error) {
 	value, err := s.sealer.seal("session", ss)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(value) > maxCookieValue*maxChunks && ss.Token != "" {
 		// Too big even in chunks: give up refreshing rather than the session.
 		s.log.Warn("session cookie too large; dropping the refresh token (the session lasts its lifetime without refresh)",
 			zap.String("provider", ss.Provider), zap.Int("bytes", len(value)))
-		ss.Token, ss.Refresh = "", 0
+		smaller := *ss
+		smaller.Token, smaller.Refresh = "", 0
+		ss = &smaller
 		if value, err = s.sealer.seal("session", ss); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if len(value) > maxCookieValue*maxChunks {
 		s.log.Warn("session cookie too large; dropping groups from it", zap.String("provider", ss.Provider),
 			zap.Int("groups", len(ss.Groups)))
-		ss.Groups = nil
+		smaller := *ss
+		smaller.Groups = nil
+		ss = &smaller
 		if value, err = s.sealer.seal("session", ss); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	maxAge := int(time.Unix(ss.Expires, 0).Sub(s.now()) / time.Second)
 	s.setSessionCookie(w, r, value, max(maxAge, 1))
-	return nil
+	return ss, nil
 }
 
 // refreshSession renews ss with its refresh token. A provider that cannot
 // be reached gives an *Error (502); a refused refresh a plain error (sign in
-// again).
+// again). The refresh runs on its own (see refresher); r waits for it as
+// long as its client does.
 func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *provider, ss *session) (*session, error) {
 	if ss.Token == "" {
 		return ss, nil
@@ -187,13 +223,19 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 	if err != nil {
 		return nil, unreachable(err)
 	}
-	next, err := s.refresh.do(ss.Token, func() (*session, error) {
-		ctx, cancel := s.ctx(r.Context())
+	next, err := s.refresh.do(r.Context(), ss.Token, func() (*session, error) {
+		if err := p.unansweredRefresh(); err != nil {
+			return nil, unreachable(err)
+		}
+		ctx, cancel := s.ctx(context.Background())
 		defer cancel()
 		tok, err := op.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
 		if err != nil {
 			if refused(err) {
 				return nil, err
+			}
+			if !answered(err) {
+				p.refreshUnanswered(err)
 			}
 			return nil, unreachable(err)
 		}
@@ -228,16 +270,57 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 	if err != nil {
 		return nil, err
 	}
-	if err := s.writeSession(w, r, next); err != nil {
-		return nil, err
+	return s.writeSession(w, r, next)
+}
+
+// answered reports whether the provider's token endpoint answered a token
+// request that failed with err with an HTTP error status. Otherwise the
+// request got no answer (the connection failed, or no answer came in
+// providerTimeout) or no token response.
+func answered(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil
+}
+
+// refreshUnanswered remembers that the provider did not answer a refresh
+// (see unansweredRefresh).
+func (p *provider) refreshUnanswered(err error) {
+	p.mu.Lock()
+	p.refreshFailedAt, p.refreshErr = p.svc.now(), err
+	p.mu.Unlock()
+	p.svc.log.Warn("the OIDC provider did not answer a session refresh; requests whose session needs a refresh answer "+
+		"502 auth-provider-unreachable (the sessions are kept) until it does, and it is asked again at most every "+refreshRetry.String()+
+		". Check that the provider is up and reachable from the gateway",
+		zap.String("provider", p.cfg.Name), zap.String("issuer", p.cfg.Issuer), zap.Error(err))
+}
+
+// unansweredRefresh returns the failure of a refresh that the provider
+// did not answer in the last refreshRetry, from when it ended. While the
+// provider does not answer, every refresh would wait providerTimeout for
+// nothing, each user's in turn; they fail at once instead. A refresh that
+// the provider answered with an error status is not remembered: it may
+// concern that refresh token only.
+func (p *provider) unansweredRefresh() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refreshErr == nil {
+		return nil
 	}
-	return next, nil
+	ago := p.svc.now().Sub(p.refreshFailedAt)
+	if ago >= refreshRetry {
+		p.refreshErr = nil
+		return nil
+	}
+	return fmt.Errorf("the provider did not answer a refresh %s ago (asked again after %s): %w",
+		ago.Truncate(time.Second), refreshRetry, p.refreshErr)
 }
 
 // refresher makes concurrent refreshes of one token into one call and
 // remembers the result for a minute, since a browser sends requests with
 // the old cookie until it has the new one and providers may rotate refresh
-// tokens on use.
+// tokens on use. The call runs in a goroutine of its own, bounded by
+// providerTimeout: its callers wait for it only as long as their clients
+// do, and its result serves the requests that follow.
 type refresher struct {
 	mu   sync.Mutex
 	done map[string]refreshResult // guarded by mu
@@ -249,13 +332,15 @@ type refreshResult struct {
 	at time.Time
 }
 
+// refreshCall is a refresh in flight. ss and err are written before done
+// is closed and read after.
 type refreshCall struct {
 	done chan struct{}
 	ss   *session
 	err  error
 }
 
-func (f *refresher) do(token string, fn func() (*session, error), now time.Time) (*session, error) {
+func (f *refresher) do(ctx context.Context, token string, fn func() (*session, error), now time.Time) (*session, error) {
 	f.mu.Lock()
 	if f.done == nil {
 		f.done, f.wait = map[string]refreshResult{}, map[string]*refreshCall{}
@@ -269,14 +354,24 @@ func (f *refresher) do(token string, fn func() (*session, error), now time.Time)
 		f.mu.Unlock()
 		return res.ss, nil
 	}
-	if c, ok := f.wait[token]; ok {
-		f.mu.Unlock()
-		<-c.done
-		return c.ss, c.err
+	c, ok := f.wait[token]
+	if !ok {
+		c = &refreshCall{done: make(chan struct{})}
+		f.wait[token] = c
+		go f.run(token, c, fn, now)
 	}
-	c := &refreshCall{done: make(chan struct{})}
-	f.wait[token] = c
 	f.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.ss, c.err
+	case <-ctx.Done():
+		// A *Error, so that the session is kept; its client is gone.
+		return nil, unreachable(fmt.Errorf("waiting for the provider to refresh the session: %w", context.Cause(ctx)))
+	}
+}
+
+// run makes the call c and remembers its result.
+func (f *refresher) run(token string, c *refreshCall, fn func() (*session, error), now time.Time) {
 	c.ss, c.err = fn()
 	f.mu.Lock()
 	delete(f.wait, token)
@@ -285,7 +380,6 @@ func (f *refresher) do(token string, fn func() (*session, error), now time.Time)
 	}
 	f.mu.Unlock()
 	close(c.done)
-	return c.ss, c.err
 }
 
 // refused reports whether the provider's token endpoint answered err with
@@ -314,9 +408,9 @@ func (s *Service) verifyBearer(ctx context.Context, p *provider, raw string) (*I
 	if err != nil {
 		return nil, unreachable(err)
 	}
-	cctx, cancel := s.ctx(ctx)
-	defer cancel()
-	tok, err := p.verify(cctx, op, raw, true)
+	// Keys are fetched on their own (keySet): the request waits for them
+	// only as long as its client does.
+	tok, err := p.verify(ctx, op, raw, true)
 	if err != nil {
 		var te *oidc.TokenExpiredError
 		switch {

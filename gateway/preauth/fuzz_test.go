@@ -1,11 +1,13 @@
 package preauth
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sallyport/sallyport/internal/assertion"
 )
@@ -117,4 +119,40 @@ func fuzzKeys(f *testing.F) *assertion.KeySet {
 		f.Fatal(err)
 	}
 	return ks
+}
+
+// FuzzPendingSignIns: whatever list of pending sign-ins and pre-login
+// cookies a client sends, starting a sign-in and tidying at the callback
+// never panic, leave at most maxPendingSignIns in the list, and expire
+// only pre-login cookies, at the callback's path.
+func FuzzPendingSignIns(f *testing.F) {
+	s, err := New(Config{CookieKey: make([]byte, KeySize), Keys: fuzzKeys(f),
+		Providers: []ProviderConfig{{Name: "corp", Issuer: "https://idp.example", ClientID: "c"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	end := time.Now().Add(time.Minute).Unix()
+	f.Add(fmt.Sprintf("0123456789abcdef:%d.fedcba9876543210:%d", end, end+1), loginCookiePfx+"0123456789abcdef=v1.AAAA")
+	f.Add("..::..", loginCookiePfx+"=; "+loginCookiePfx+"x=y")
+	f.Fuzz(func(t *testing.T, list, cookies string) {
+		r := httptest.NewRequest("GET", "http://app.example/", nil)
+		r.Header.Set("Cookie", pendingCookie+"="+list+"; "+cookies)
+		for _, step := range []func(w http.ResponseWriter){
+			func(w http.ResponseWriter) { s.addPending(w, r, loginCookiePfx+"00000000000000aa", end) },
+			func(w http.ResponseWriter) { s.tidyPending(w, r, loginCookiePfx+"00000000000000aa") },
+		} {
+			rec := httptest.NewRecorder()
+			step(rec)
+			for _, c := range rec.Result().Cookies() {
+				switch {
+				case c.Name == pendingCookie:
+					if n := len(strings.Split(c.Value, ".")); c.Value != "" && n > maxPendingSignIns {
+						t.Fatalf("%q, %q: a list of %d", list, cookies, n)
+					}
+				case !strings.HasPrefix(c.Name, loginCookiePfx) || c.MaxAge >= 0 || c.Path != callbackPath:
+					t.Fatalf("%q, %q: set %s", list, cookies, c)
+				}
+			}
+		}
+	})
 }

@@ -181,8 +181,20 @@ func (rg *idpRig) signIn(c *http.Client, path string) (*http.Response, string) {
 	if !strings.Contains(body, "Development OIDC provider") {
 		rg.t.Fatalf("GET %s: want the provider's sign-in page, got %d %s", path, res.StatusCode, body)
 	}
+	return rg.finish(c, res.Request.URL.String())
+}
+
+// finish signs in at the provider's page authorize (the address a sign-in
+// redirected to) in the browser c; it returns the answer the browser ends
+// at.
+func (rg *idpRig) finish(c *http.Client, authorize string) (*http.Response, string) {
+	rg.t.Helper()
+	u, err := url.Parse(authorize)
+	if err != nil {
+		rg.t.Fatal(err)
+	}
 	form := url.Values{}
-	for k, v := range res.Request.URL.Query() {
+	for k, v := range u.Query() {
 		form[k] = v
 	}
 	form.Set("username", rg.user.Username)

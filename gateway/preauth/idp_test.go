@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -238,4 +239,183 @@ func TestRefreshTokenSentOnce(t *testing.T) {
 	if n := rg.hits["/token"].Load() - before; n != 1 {
 		t.Errorf("%d token requests for one refresh, want 1", n)
 	}
+}
+
+// sessionRequest is a GET of path in the rig's gateway with the cookies of
+// the browser c, and ctx.
+func (rg *idpRig) sessionRequest(ctx context.Context, c *http.Client, path string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, rg.gwTS.URL+path, nil).WithContext(ctx)
+	for _, ck := range c.Jar.Cookies(req.URL) {
+		req.AddCookie(ck)
+	}
+	return req
+}
+
+// TestRefreshFailureRemembered: while the provider does not answer, a
+// request whose session needs a refresh waits as long as the gateway waits
+// for the provider (providerTimeout) before its 502. That failure is
+// remembered for refreshRetry from its end, so the requests that need a
+// refresh meanwhile, this user's and others', fail at once with the same
+// 502 instead of waiting in turn; the sessions are kept, and refresh once
+// the provider is back. A refresh the provider refuses is not remembered.
+func TestRefreshFailureRemembered(t *testing.T) {
+	rg := newIDPRig(t)
+	users := []*http.Client{rg.browser(), rg.browser()}
+	for _, c := range users {
+		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
+			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+		}
+	}
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/token" {
+			return false
+		}
+		rg.clk.Advance(providerTimeout) // as long as the gateway waits
+		panic(http.ErrAbortHandler)     // and no answer
+	})
+	rg.clk.Advance(6 * time.Minute) // past the ID tokens' expiry
+	if res, body := rg.get(noRedirects(users[0]), rg.gwTS.URL+"/page", nil); res.StatusCode != http.StatusBadGateway ||
+		res.Header.Get("X-Error") != CodeProviderUnreachable {
+		t.Fatalf("refresh while the provider does not answer: %d %s", res.StatusCode, body)
+	}
+	tried := rg.hits["/token"].Load()
+	for i, c := range []*http.Client{users[0], users[1], users[1]} {
+		res, body := rg.get(noRedirects(c), rg.gwTS.URL+"/page", nil)
+		if res.StatusCode != http.StatusBadGateway || res.Header.Get("X-Error") != CodeProviderUnreachable {
+			t.Errorf("request %d right after: %d %s", i, res.StatusCode, body)
+		}
+		if len(res.Cookies()) != 0 {
+			t.Errorf("request %d right after: set %v; the session must be kept", i, res.Header.Values("Set-Cookie"))
+		}
+	}
+	if n := rg.hits["/token"].Load() - tried; n != 0 {
+		t.Errorf("%d token requests within %v of a refresh the provider did not answer, want none", n, refreshRetry)
+	}
+
+	rg.setHook(nil)
+	rg.clk.Advance(refreshRetry)
+	for i, c := range users {
+		if res, body := rg.get(noRedirects(c), rg.gwTS.URL+"/page", nil); res.StatusCode != http.StatusOK {
+			t.Errorf("user %d once the provider is back: %d %s", i, res.StatusCode, body)
+		}
+	}
+
+	// A refusal is the token's, not the provider's: another user's refresh
+	// right after it still asks the provider.
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/token" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_grant"}`))
+		return true
+	})
+	rg.clk.Advance(6 * time.Minute)
+	for i, c := range users {
+		before := rg.hits["/token"].Load()
+		if res, body := rg.get(noRedirects(c), rg.gwTS.URL+"/page", nil); res.StatusCode != http.StatusFound {
+			t.Errorf("user %d, refresh refused: %d %s; want a new sign-in", i, res.StatusCode, body)
+		}
+		if n := rg.hits["/token"].Load() - before; n != 1 {
+			t.Errorf("user %d: %d token requests after another user's refused refresh, want 1", i, n)
+		}
+	}
+}
+
+// TestRefreshWaitEndsWithTheRequest: a request whose session needs a
+// refresh waits for the provider only as long as its client does, whether
+// it asked the provider or waits for another request's refresh of the same
+// token. The refresh goes on without them, and a later request with the
+// same cookie uses its result.
+func TestRefreshWaitEndsWithTheRequest(t *testing.T) {
+	rg := newIDPRig(t)
+	c := rg.browser()
+	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/token" {
+			started <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
+	tokens := rg.hits["/token"].Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	answers := make(chan *httptest.ResponseRecorder, 2)
+	serve := func(req *http.Request) {
+		rec := httptest.NewRecorder()
+		rg.serve(rec, req)
+		answers <- rec
+	}
+	go serve(rg.sessionRequest(ctx, c, "/page"))
+	<-started
+	go serve(rg.sessionRequest(ctx, c, "/page")) // waits for the first one's refresh
+	cancel()                                     // both clients go away
+	for i := range 2 {
+		select {
+		case rec := <-answers:
+			if rec.Code != http.StatusBadGateway || len(rec.Result().Cookies()) != 0 {
+				t.Errorf("request %d whose client went away: %d %v %s", i, rec.Code, rec.Header(), rec.Body)
+			}
+		case <-time.After(5 * time.Second):
+			close(release)
+			t.Fatal("a request whose client went away still waits for the provider")
+		}
+	}
+	close(release)
+	rec := httptest.NewRecorder()
+	rg.serve(rec, rg.sessionRequest(context.Background(), c, "/page"))
+	if rec.Code != http.StatusOK {
+		t.Errorf("after the provider answered: %d %s", rec.Code, rec.Body)
+	}
+	if n := rg.hits["/token"].Load() - tokens; n != 1 {
+		t.Errorf("%d token requests, want 1", n)
+	}
+}
+
+// TestRefreshedSessionTooLarge: a refreshed session too big for the
+// cookies (here, the provider's new refresh token is 16,000 bytes) is
+// written without its refresh token. The refreshed session is shared by
+// the requests that carried the old cookie at the same time, and each of
+// them dropped the token from it while the others were sealing it (a data
+// race); they write a smaller copy now.
+func TestRefreshedSessionTooLarge(t *testing.T) {
+	rg := newIDPRig(t)
+	c := rg.browser()
+	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/token" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"access_token":"at","token_type":"Bearer","expires_in":300,"refresh_token":%q,"id_token":%q}`,
+			strings.Repeat("r", 16000), rg.idp.Mint(map[string]any{"sub": rigUser.Subject, "aud": rigClient}))
+		return true
+	})
+	rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			res, body := rg.get(noRedirects(c), rg.gwTS.URL+"/page", nil)
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("request %d: %d %s", i, res.StatusCode, body)
+				return
+			}
+			req := &http.Request{Header: http.Header{"Cookie": {}}}
+			for _, ck := range res.Cookies() {
+				req.AddCookie(ck)
+			}
+			ss, why := rg.svc.openSession(req)
+			if ss == nil || ss.Token != "" || ss.Refresh != 0 || ss.Subject != rigUser.Subject {
+				t.Errorf("request %d wrote the session %+v (%s); want it without the refresh token", i, ss, why)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -1,8 +1,10 @@
 package preauth
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +160,54 @@ func TestWithdrawnKeyStopsVerifying(t *testing.T) {
 	}
 	if st := bearer(); st != http.StatusUnauthorized {
 		t.Fatalf("token signed with the withdrawn key: %d", st)
+	}
+}
+
+// TestBearerKeyWaitEndsWithTheRequest: a bearer token that makes the
+// gateway fetch the provider's keys waits for the fetch only as long as its
+// client does; the fetch goes on for the requests that follow.
+func TestBearerKeyWaitEndsWithTheRequest(t *testing.T) {
+	rg := newIDPRig(t)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/jwks" {
+			started <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	tok := rg.idp.Mint(map[string]any{"sub": "svc", "aud": rigClient})
+	request := func(ctx context.Context) *http.Request {
+		req := httptest.NewRequest(http.MethodGet, rg.gwTS.URL+"/api", nil).WithContext(ctx)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return req
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		rg.serve(rec, request(ctx))
+		answer <- rec
+	}()
+	<-started
+	cancel() // the client goes away
+	select {
+	case rec := <-answer:
+		if rec.Code != http.StatusBadGateway {
+			t.Errorf("request whose client went away: %d %s", rec.Code, rec.Body)
+		}
+	case <-time.After(5 * time.Second):
+		close(release)
+		<-answer
+		t.Fatal("a request whose client went away still waits for the provider's keys")
+	}
+	close(release)
+	rec := httptest.NewRecorder()
+	rg.serve(rec, request(context.Background()))
+	if rec.Code != http.StatusOK {
+		t.Errorf("after the keys came: %d %s", rec.Code, rec.Body)
+	}
+	if n := rg.hits["/jwks"].Load(); n != 1 {
+		t.Errorf("%d fetches of the keys, want 1", n)
 	}
 }

@@ -9,10 +9,13 @@
 // PKCE verifier and return path travel in a pre-login cookie sealed with
 // AES-GCM whose name is derived from the state and whose path is the
 // callback, so the state is bound to the browser that started the sign-in,
-// and a callback is accepted once. The callback on the app's own host
-// verifies the ID token, sets the session cookie (AES-GCM sealed, HttpOnly,
-// Secure under TLS, SameSite=Lax, host-only unless cookie_domain) and
-// returns to the original path (same-origin relative paths only).
+// and a callback is accepted once. A browser keeps at most
+// maxPendingSignIns of them (see pending.go). The callback on the app's own
+// host verifies the ID token, sets the session cookie (AES-GCM sealed,
+// HttpOnly, Secure under TLS, SameSite=Lax, host-only unless cookie_domain)
+// and returns to the original path (same-origin relative paths only). A
+// callback opened again by a signed-in browser (the back button) leads to
+// "/".
 //
 // Sessions end SessionLifetime after sign-in. When the provider gave a
 // refresh token, the session is refreshed with it once the ID token has
@@ -58,6 +61,9 @@ const (
 	// discoveryRetry is how long a failed discovery is remembered before
 	// the next request tries again.
 	discoveryRetry = 5 * time.Second
+	// refreshRetry is how long a refresh that the provider did not answer
+	// is remembered before the next request asks the provider again.
+	refreshRetry = 5 * time.Second
 )
 
 // ProviderConfig is one OpenID Connect provider.
@@ -206,6 +212,10 @@ type provider struct {
 	failedAt time.Time     // end of the last failed discovery; guarded by mu
 	failErr  error         // guarded by mu
 	pending  chan struct{} // closed when the discovery in flight ends; nil when none; guarded by mu
+	// refreshFailedAt is the end of the last refresh the provider did not
+	// answer, refreshErr its error (nil: none to remember); guarded by mu.
+	refreshFailedAt time.Time
+	refreshErr      error
 }
 
 // discovered is what discovery found out about a provider: its metadata

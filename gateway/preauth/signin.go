@@ -53,10 +53,12 @@ func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provide
 	if err != nil {
 		return err
 	}
+	name := stateCookieName(ls.State)
 	http.SetCookie(w, &http.Cookie{
-		Name: stateCookieName(ls.State), Value: value, Path: callbackPath, MaxAge: loginCookieLife,
+		Name: name, Value: value, Path: callbackPath, MaxAge: loginCookieLife,
 		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
 	})
+	s.addPending(w, r, name, ls.Expires)
 	target := op.oauth.AuthCodeURL(ls.State, redirectURI(r), oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
@@ -139,9 +141,13 @@ func ServeJWKS(w http.ResponseWriter, jwks []byte) {
 	_, _ = w.Write(jwks)
 }
 
+// stateMismatch is the answer to a callback that does not belong to a
+// sign-in this browser started and has not completed. A browser that is
+// signed in is sent to the app instead (see callback).
 func stateMismatch(err error) *Error {
 	return &Error{Code: CodeStateMismatch, Status: http.StatusBadRequest, Err: err, LinkURL: "/", LinkText: "Start over",
-		Msg: "This sign-in cannot be completed: it was started in another browser, took longer than 10 minutes, or was already completed. Start over."}
+		Msg: "This sign-in cannot be completed: it was started in another browser, took longer than 10 minutes, " +
+			"was already completed, or was replaced by newer sign-ins in other tabs. Start over."}
 }
 
 // callback completes a sign-in. The gateway logs only the failures it
@@ -151,6 +157,18 @@ func stateMismatch(err error) *Error {
 func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	err := s.completeSignIn(w, r)
 	var pe *Error
+	if errors.As(err, &pe) && pe.Code == CodeStateMismatch && r.Method == http.MethodGet && s.signedIn(r) {
+		// The back button after a sign-in, or a tab whose sign-in was
+		// forgotten for newer ones (pending.go) after another tab signed
+		// in: the browser is signed in, so it goes to the app rather than
+		// to a page saying the sign-in failed. Always to "/" of this host: nothing of the query is
+		// trusted (the state names no pre-login cookie of this browser),
+		// and the code in it is not used, so no one can send a signed-in
+		// browser elsewhere or sign it in as someone else this way.
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return ErrHandled
+	}
 	if errors.As(err, &pe) && pe.Code == CodeSignInFailed {
 		fields := []zap.Field{zap.String("host", r.Host), zap.String("shown", pe.Msg), zap.Error(pe.Err)}
 		var te *oidc.TokenExpiredError
@@ -184,6 +202,7 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 		return stateMismatch(errors.New("no state"))
 	}
 	name := stateCookieName(state)
+	s.tidyPending(w, r, name)
 	c, err := r.Cookie(name)
 	if err != nil {
 		if len(r.Cookies()) == 0 {
@@ -197,8 +216,7 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 		return stateMismatch(errors.New("no pre-login cookie for this state"))
 	}
 	// The pre-login cookie is used once, whatever happens next.
-	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: callbackPath, MaxAge: -1,
-		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
+	expireLoginCookie(w, r, name)
 	var ls loginState
 	if err := s.sealer.open("login", c.Value, &ls); err != nil {
 		return stateMismatch(err)
@@ -258,7 +276,7 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	if tok.RefreshToken != "" {
 		ss.Token, ss.Refresh = tok.RefreshToken, idt.Expiry.Unix()
 	}
-	if err := s.writeSession(w, r, ss); err != nil {
+	if _, err := s.writeSession(w, r, ss); err != nil {
 		return err
 	}
 	s.log.Info("signed in", zap.String("provider", p.cfg.Name), zap.String("subject", id.Subject), zap.String("email", id.Email))

@@ -429,11 +429,39 @@ func TestPreauthStateReplayAndMismatch(t *testing.T) {
 	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/" {
 		t.Fatalf("callback: %d %v", res.StatusCode, res.Header)
 	}
-	// Replaying the callback is refused.
-	res, _ = getH(t, nr, callback, nil)
-	if res.StatusCode != 400 || res.Header.Get("X-Sallyport-Error") != "state-mismatch" {
-		t.Fatalf("replay: %d %v", res.StatusCode, res.Header)
+	// Replaying the callback without a session is refused.
+	replay := func(what string, session *http.Cookie) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", callback, nil)
+		for _, ck := range c.Jar.Cookies(req.URL) {
+			if ck.Name != "sallyport_session" {
+				req.AddCookie(ck)
+			}
+		}
+		if session != nil {
+			req.AddCookie(session)
+		}
+		res, body := do(t, noRedirect(a.Client()), req)
+		if res.StatusCode != 400 || res.Header.Get("X-Sallyport-Error") != "state-mismatch" || res.Header.Get("Location") != "" ||
+			!strings.Contains(body, "Start over") {
+			t.Fatalf("replay %s: %d %v %s", what, res.StatusCode, res.Header, body)
+		}
 	}
+	replay("without a session", nil)
+	// With the session (the back button after signing in) it goes to the
+	// app's start page, whatever the query says, and signs nobody in.
+	session := a.sessionCookie(c)
+	for _, u := range []string{callback, a.URL + "/.sallyport/auth/callback?state=x&code=y&return=https://evil.example/"} {
+		res, _ = getH(t, nr, u, nil)
+		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/" || len(res.Cookies()) != 0 {
+			t.Fatalf("replay with a session: %d %v", res.StatusCode, res.Header)
+		}
+	}
+	// A copy of the session after it was signed out counts as none.
+	if res, _ := getH(t, nr, a.URL+"/.sallyport/auth/logout", nil); res.StatusCode != 200 {
+		t.Fatalf("sign-out: %d", res.StatusCode)
+	}
+	replay("with a signed-out session", session)
 	// A provider error is shown as such.
 	c = a.browser()
 	nr = noRedirect(c)
@@ -1081,5 +1109,26 @@ func TestPreauthSignOutReachesReplicas(t *testing.T) {
 	// in an hour).
 	if code := try(replica(time.Hour)); code != 401 {
 		t.Fatalf("the copy at a gateway started after the sign-out: %d", code)
+	}
+}
+
+// TestPreauthManyPendingSignIns: each page load without a session starts
+// a sign-in with a pre-login cookie, and the browser sends them all to the
+// callback. Twenty-five reloads of a long address (a dashboard link) made
+// the callback's head larger than the gateway accepts (431), so no sign-in
+// completed until they expired; the browser keeps a few now.
+func TestPreauthManyPendingSignIns(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	c := a.browser()
+	path := "/d/board?vars=" + strings.Repeat("v", 2400)
+	for i := range 25 {
+		a.clock.Add(time.Second)
+		if res, body := getH(t, noRedirect(c), a.URL+path, nil); res.StatusCode != http.StatusFound {
+			t.Fatalf("page load %d: %d %s", i, res.StatusCode, body)
+		}
+	}
+	res, body := a.signIn(c, path, alice)
+	if res.StatusCode != 200 || res.Request.URL.RequestURI() != path {
+		t.Fatalf("sign-in after 25 page loads: %d at %.40s…: %.200s", res.StatusCode, res.Request.URL, body)
 	}
 }

@@ -1,0 +1,187 @@
+package preauth
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Pending sign-ins. Every page load without a session starts a sign-in
+// with a pre-login cookie of its own (see startSignIn), which the browser
+// keeps for loginCookieLife and sends to the callback with all the others.
+// A user who reloads a page, or restores a window of tabs, before signing
+// in collects them: with long addresses, twenty make the callback's Cookie
+// header outgrow the gateway's head limit (64 KiB, then 431) and what
+// proxies and browsers accept, and no sign-in could complete until they
+// expired. So a browser holds at most maxPendingSignIns: starting another
+// expires the oldest.
+//
+// The pre-login cookies are sent to the callback path only, so a page load
+// cannot see them. The pending cookie (Path=/) lists them instead, each as
+// its name's id and its end; a start reads it, adds its own, and expires
+// the oldest beyond the bound by name. Starts at the same moment (a window
+// of tabs restored) each read the list before the others wrote it, so some
+// cookies can miss from the list; the callback, which receives them all,
+// expires the oldest beyond the bound and writes the list anew
+// (tidyPending).
+
+// maxPendingSignIns bounds the pre-login cookies of a browser. A pre-login
+// cookie takes up to about 3.9 KB (a long return address), so eight of
+// them and a session split over four cookies take at most 47 KB of the
+// callback's Cookie header: within the gateway's 64 KiB head limit with
+// room for the app's own cookies, and far from the number of cookies
+// browsers keep per site (RFC 6265 asks for at least 50). Eight tabs can be
+// signing in at once; a ninth sign-in forgets the first.
+const maxPendingSignIns = 8
+
+// pendingCookie lists the pending sign-ins of a browser (see above). Not
+// sealed: what it says only decides which of the browser's own pre-login
+// cookies the gateway expires; entries that do not parse are left out.
+const pendingCookie = "sallyport_pending"
+
+// pendingSignIn is one entry of the pending cookie: "<id>:<end>", where the
+// pre-login cookie's name is loginCookiePfx+id and end is when it expires
+// (Unix seconds). Entries are separated by ".".
+type pendingSignIn struct {
+	id  string
+	end int64
+}
+
+// pendingCookieName is the pending cookie's name for r: under TLS it takes
+// the __Host- prefix, like the session cookie, so another host cannot plant
+// it.
+func pendingCookieName(r *http.Request) string {
+	if secure(r) {
+		return "__Host-" + pendingCookie
+	}
+	return pendingCookie
+}
+
+// readPending returns the pending sign-ins that r lists and that have not
+// ended, oldest first, at most twice the bound.
+func (s *Service) readPending(r *http.Request) []pendingSignIn {
+	c, err := r.Cookie(pendingCookieName(r))
+	if err != nil {
+		return nil
+	}
+	now := s.now().Unix()
+	var list []pendingSignIn
+	for entry := range strings.SplitSeq(c.Value, ".") {
+		if len(list) == 2*maxPendingSignIns {
+			break
+		}
+		id, end, _ := strings.Cut(entry, ":")
+		e, err := strconv.ParseInt(end, 10, 64)
+		if err != nil || e <= now || !validLoginID(id) {
+			continue
+		}
+		list = append(list, pendingSignIn{id: id, end: e})
+	}
+	slices.SortStableFunc(list, func(a, b pendingSignIn) int { return cmp.Compare(a.end, b.end) })
+	return list
+}
+
+// validLoginID reports whether id can end a pre-login cookie's name (see
+// stateCookieName): 16 lowercase hex digits.
+func validLoginID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for i := range len(id) {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// addPending records the sign-in whose pre-login cookie is name and ends at
+// end in r's list, expires the oldest pre-login cookies beyond the bound,
+// and writes the list.
+func (s *Service) addPending(w http.ResponseWriter, r *http.Request, name string, end int64) {
+	list := s.readPending(r)
+	list = slices.DeleteFunc(list, func(p pendingSignIn) bool { return loginCookiePfx+p.id == name })
+	list = append(list, pendingSignIn{id: strings.TrimPrefix(name, loginCookiePfx), end: end})
+	s.writePending(w, r, s.forgetOldest(w, r, list))
+}
+
+// forgetOldest expires the pre-login cookies of list (oldest first) beyond
+// maxPendingSignIns, and returns those that are left.
+func (s *Service) forgetOldest(w http.ResponseWriter, r *http.Request, list []pendingSignIn) []pendingSignIn {
+	extra := len(list) - maxPendingSignIns
+	if extra <= 0 {
+		return list
+	}
+	for _, p := range list[:extra] {
+		expireLoginCookie(w, r, loginCookiePfx+p.id)
+	}
+	return list[extra:]
+}
+
+// writePending sets r's list to list, until the last of them ends; an
+// empty list removes the cookie.
+func (s *Service) writePending(w http.ResponseWriter, r *http.Request, list []pendingSignIn) {
+	name := pendingCookieName(r)
+	if len(list) == 0 {
+		if _, err := r.Cookie(name); err == nil {
+			http.SetCookie(w, &http.Cookie{Name: name, Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
+		}
+		return
+	}
+	var b strings.Builder
+	var last int64
+	for i, p := range list {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p.id)
+		b.WriteByte(':')
+		b.WriteString(strconv.FormatInt(p.end, 10))
+		last = max(last, p.end)
+	}
+	age := int(time.Unix(last, 0).Sub(s.now()) / time.Second)
+	http.SetCookie(w, &http.Cookie{Name: name, Value: b.String(), Path: "/", MaxAge: max(age, 1),
+		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
+}
+
+// maxLoginCookiesRead bounds the pre-login cookies that tidyPending opens
+// and expires in one request: a head of 64 KiB could carry thousands.
+const maxLoginCookiesRead = 4 * maxPendingSignIns
+
+// tidyPending runs at the callback, which receives every pre-login cookie
+// of the browser: it expires those that cannot complete a sign-in (they do
+// not open, or have ended) and the oldest beyond maxPendingSignIns, and
+// writes the list of the others. used is the pre-login cookie the callback
+// itself uses up (it expires that one).
+func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used string) {
+	now := s.now().Unix()
+	seen := map[string]bool{used: true}
+	var list []pendingSignIn
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(c.Name, loginCookiePfx) || seen[c.Name] {
+			continue
+		}
+		seen[c.Name] = true
+		if len(seen) > maxLoginCookiesRead {
+			break
+		}
+		var ls loginState
+		id := strings.TrimPrefix(c.Name, loginCookiePfx)
+		if err := s.sealer.open("login", c.Value, &ls); err != nil || ls.Expires <= now || !validLoginID(id) {
+			expireLoginCookie(w, r, c.Name)
+			continue
+		}
+		list = append(list, pendingSignIn{id: id, end: ls.Expires})
+	}
+	slices.SortStableFunc(list, func(a, b pendingSignIn) int { return cmp.Compare(a.end, b.end) })
+	s.writePending(w, r, s.forgetOldest(w, r, list))
+}
+
+// expireLoginCookie makes the browser drop the pre-login cookie name.
+func expireLoginCookie(w http.ResponseWriter, r *http.Request, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: callbackPath, MaxAge: -1,
+		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode})
+}
