@@ -421,7 +421,7 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			}
 			continue
 		}
-		attempt = 0
+		started := time.Now()
 		err = a.serve(ctx, hard, slot, sess, transport, cert, log)
 		if ctx.Err() != nil {
 			return
@@ -433,8 +433,16 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			continue
 		}
 		a.spread.leave(slot)
-		log.Warn("lost the gateway session; reconnecting", zap.Error(err))
-		if !sleep(ctx, a.cfg.Backoff.Next(0)) {
+		// A session that ended soon after it came up counts as a failed
+		// try (see Backoff.Stable): the delay grows, as after failed
+		// dials, rather than start over at each short-lived session.
+		if a.cfg.Backoff.Stable(time.Since(started)) {
+			attempt = 0
+		}
+		delay := a.cfg.Backoff.Next(attempt)
+		attempt++
+		log.Warn("lost the gateway session; reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		if !sleep(ctx, delay) {
 			return
 		}
 	}

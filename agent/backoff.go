@@ -67,3 +67,15 @@ func (b *Backoff) Next(attempt int) time.Duration {
 	jitter := time.Duration(math.Floor(b.rand() * float64(step/2)))
 	return step - jitter
 }
+
+// Stable reports whether a connection that lasted d worked: d is at least
+// Max (30s by default). The caller then starts its attempt counter over.
+// A connection that ends sooner counts as one more failed attempt, so that
+// a peer that accepts connections and drops them at once (a gateway that
+// refuses the session once it is up, a middlebox that cuts connections)
+// is retried with growing delays, as one that refuses them outright,
+// instead of about twice a second for ever.
+func (b *Backoff) Stable(d time.Duration) bool {
+	_, hi := b.bounds()
+	return d >= hi
+}

@@ -83,3 +83,23 @@ func TestBackoffStepsNeverShrink(t *testing.T) {
 		t.Fatalf("final step %v, want Max", prev)
 	}
 }
+
+// TestBackoffStable: a connection counts as working once it lasted Max.
+func TestBackoffStable(t *testing.T) {
+	for _, tt := range []struct {
+		b    Backoff
+		d    time.Duration
+		want bool
+	}{
+		{Backoff{}, 29 * time.Second, false},
+		{Backoff{}, 30 * time.Second, true},
+		{Backoff{}, 0, false},
+		{Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}, 199 * time.Millisecond, false},
+		{Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}, time.Second, true},
+		{Backoff{Min: time.Minute, Max: time.Second}, time.Second, true},
+	} {
+		if got := tt.b.Stable(tt.d); got != tt.want {
+			t.Errorf("%+v.Stable(%v) = %v, want %v", tt.b, tt.d, got, tt.want)
+		}
+	}
+}

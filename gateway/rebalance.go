@@ -70,18 +70,22 @@ func rebalancePicks(sessions []SessionStatus, replicas int) []string {
 }
 
 // rebalanceTry is, per agent over its share here, what the last drains
-// achieved: how many sweeps in a row found the agent still over its share
-// after one, and when the next drain may be. Only the sweep goroutine
+// achieved: how many drains in a row left the agent as many sessions here
+// as before (their replacements landed back here), how many it held at the
+// last drain, and when the next drain may be. Only the sweep goroutine
 // touches it.
 type rebalanceTry struct {
 	misses int
+	held   int // the agent's sessions here, not draining, at the last drain
 	next   time.Time
 }
 
 // rebalanceBackoff is how long after a drain the gateway waits before it
 // drains another session of the same agent, when misses drains in a row
-// left the agent over its share here: one sweep, then 2, 4, 8… sweeps, at
-// most an hour.
+// left the agent as many sessions here: one sweep, then 2, 4, 8… sweeps,
+// at most an hour. A drain whose replacement landed elsewhere is no miss,
+// so an agent with several sessions to move (a replica added to one that
+// held them all) moves one a sweep.
 func rebalanceBackoff(sweep time.Duration, misses int) time.Duration {
 	return min(sweep<<min(misses, 10), time.Hour)
 }
@@ -95,8 +99,12 @@ func (g *Gateway) rebalance() {
 	sessions := g.registry.Sessions()
 	picks := rebalancePicks(sessions, replicas)
 	agentOf := map[string]string{}
+	held := map[string]int{} // an agent's sessions here that are not draining
 	for _, s := range sessions {
 		agentOf[s.ID] = s.AgentID
+		if !s.Draining {
+			held[s.AgentID]++
+		}
 	}
 	over := map[string]bool{}
 	for _, id := range picks {
@@ -115,9 +123,14 @@ func (g *Gateway) rebalance() {
 		if tried && now.Before(try.next) {
 			continue
 		}
-		if tried {
-			try.misses++ // the last drain left it over its share here
+		switch {
+		case !tried:
+		case held[a] < try.held:
+			try.misses = 0 // the last drain moved a session away
+		default:
+			try.misses++ // the last one's replacement landed back here
 		}
+		try.held = held[a]
 		// Half a sweep early: the sweep that is due then finds it passed.
 		try.next = now.Add(rebalanceBackoff(g.cfg.storeSweep(), try.misses) - g.cfg.storeSweep()/2)
 		if g.rebalanced == nil {

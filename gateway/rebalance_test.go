@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -209,5 +210,44 @@ func TestRebalanceBacksOff(t *testing.T) {
 	g.rebalance()
 	if len(g.rebalanced) != 0 {
 		t.Errorf("a spread agent's backoff kept: %v", g.rebalanced)
+	}
+}
+
+// TestRebalanceMovesOnePerSweep: an agent with several sessions more than
+// its share here (a replica set grown from one that held them all) moves
+// one a sweep while their replacements land on other replicas; the
+// backoff is only for drains whose replacement came back here.
+func TestRebalanceMovesOnePerSweep(t *testing.T) {
+	const sweep = time.Minute
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	g := &Gateway{log: zap.NewNop(), registry: NewRegistry(), cfg: Config{StoreSweep: sweep, Now: func() time.Time { return now }}}
+	g.replicas.Store(3)
+	byID := map[string]*drainRecorder{}
+	for i := range 6 {
+		s := &drainRecorder{fakeSession: newFakeSession(fmt.Sprint("s", i), "g"), drains: make(chan string, 1)}
+		s.info.AgentID, s.info.Connections, s.info.Started = "agent", 6, now
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not registered")
+		}
+		byID[s.info.ID] = s
+	}
+	var at []int // the sweeps that drained
+	for i := range 10 {
+		g.rebalance()
+		for _, st := range g.registry.Sessions() {
+			if st.Draining {
+				// The replacement came up on another replica: the
+				// drained session ends here.
+				at = append(at, i)
+				s := byID[st.ID]
+				s.Close(nil)
+				g.registry.Remove(s)
+			}
+		}
+		now = now.Add(sweep)
+	}
+	// Share: ceil(6/3) = 2, so four sessions move, one a sweep.
+	if want := []int{0, 1, 2, 3}; !slices.Equal(at, want) {
+		t.Errorf("drained at sweeps %v, want %v", at, want)
 	}
 }

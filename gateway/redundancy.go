@@ -34,7 +34,10 @@ type groupWatch struct {
 }
 
 type groupState struct {
-	agents   int  // agents at the last look
+	agents int // agents at the last look
+	// alone is when the group last came down to a single agent (from none
+	// or from several): the start of the spell that warnSingle times.
+	alone    time.Time
 	pending  bool // a look after redundancyGrace is scheduled
 	warned   bool // the single-agent warning was logged for this spell
 	degraded bool // a warning or error was logged and no recovery since
@@ -97,6 +100,9 @@ func (g *Gateway) groupChanged(group string) {
 	st := g.groups.state(group)
 	prev := st.agents
 	st.agents = n
+	if n == 1 && prev != 1 {
+		st.alone = g.now()
+	}
 	schedule := n == 1 && !st.pending && !st.warned
 	if schedule {
 		st.pending = true
@@ -127,23 +133,41 @@ func (g *Gateway) groupChanged(group string) {
 	}
 }
 
-// warnSingle warns once redundancyGrace has passed if group still has a
-// single agent. It ends early when the gateway stops.
+// warnSingle warns once group has had a single agent for redundancyGrace
+// in one spell. A spell that began after this look was scheduled (the
+// group had two agents again meanwhile, then one: agents restarted one
+// after the other) gets its own full grace. It ends early when the gateway
+// stops.
 func (g *Gateway) warnSingle(group string) {
-	select {
-	case <-g.after(redundancyGrace):
-	case <-g.stopped:
-		return
+	wait := redundancyGrace
+	var (
+		agents, apps []string
+		warn         bool
+	)
+	for {
+		select {
+		case <-g.after(wait):
+		case <-g.stopped:
+			return
+		}
+		agents, apps = g.groupAgents(group)
+		g.groups.mu.Lock()
+		st := g.groups.state(group)
+		if len(agents) == 1 && st.agents == 1 && !st.warned {
+			if left := redundancyGrace - g.now().Sub(st.alone); left > 0 {
+				g.groups.mu.Unlock()
+				wait = left // still pending
+				continue
+			}
+		}
+		st.pending = false
+		warn = len(agents) == 1 && !st.warned && len(apps) > 0
+		if warn {
+			st.warned, st.degraded = true, true
+		}
+		g.groups.mu.Unlock()
+		break
 	}
-	agents, apps := g.groupAgents(group)
-	g.groups.mu.Lock()
-	st := g.groups.state(group)
-	st.pending = false
-	warn := len(agents) == 1 && !st.warned && len(apps) > 0
-	if warn {
-		st.warned, st.degraded = true, true
-	}
-	g.groups.mu.Unlock()
 	if warn {
 		g.log.Warn("connector group has a single agent: its apps stop whenever that agent does; "+
 			"run two or more agents per group (enroll another with a token of the group)",

@@ -117,3 +117,77 @@ func equalStrings(v any, want ...string) bool {
 	}
 	return true
 }
+
+// TestGroupRedundancyGraceRestartsPerSpell: agents restarted one after the
+// other leave the group with one agent twice, each time for less than the
+// grace. The look scheduled in the first spell must not warn about the
+// second one after a few seconds of it; a second spell that lasts the
+// whole grace is warned about then.
+func TestGroupRedundancyGraceRestartsPerSpell(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	fake := clock.NewFake(time.Unix(1e9, 0))
+	g := &Gateway{cfg: Config{Clock: fake}, log: zap.New(core), registry: NewRegistry(), stopped: make(chan struct{})}
+	router, err := NewRouter([]Route{{App: "web", Hosts: []string{"web.test"}, Backend: &url.URL{Scheme: "http", Host: "b:80"}, Group: "g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.router.Store(router)
+	add := func(id string) *fakeSession {
+		s := newFakeSession(id, "g")
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not added")
+		}
+		g.groupChanged("g")
+		return s
+	}
+	end := func(s *fakeSession) {
+		s.Close(nil)
+		g.registry.Remove(s)
+		g.groupChanged("g")
+	}
+	warnings := func() int { return logs.FilterLevelExact(zapcore.WarnLevel).Len() }
+	// waitLook waits until the scheduled look has either warned or armed
+	// its timer again.
+	waitLook := func(wantWarnings int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for fake.Waiters() == 0 && warnings() < wantWarnings {
+			if time.Now().After(deadline) {
+				t.Fatalf("the look neither warned nor waited again: %v", logs.All())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	noTimer := make(chan struct{})
+	time.AfterFunc(5*time.Second, func() { close(noTimer) })
+
+	a := add("a")
+	b := add("b")
+	end(b) // b restarts: a alone from t=0
+	if !fake.WaitForWaiter(1, noTimer) {
+		t.Fatal("no grace timer")
+	}
+	fake.Advance(20 * time.Second)
+	add("b2") // b is back at t=20
+	fake.Advance(5 * time.Second)
+	end(a) // a restarts: b2 alone from t=25
+	fake.Advance(5 * time.Second)
+	// t=30: the look scheduled at t=0 comes; b2 has been alone for 5 s.
+	waitLook(1)
+	if n := warnings(); n != 0 {
+		t.Fatalf("warned after 5 s alone: %v", logs.All())
+	}
+	fake.Advance(redundancyGrace - 5*time.Second)
+	// t=55: b2 has been alone for the grace.
+	waitLook(1)
+	deadline := time.Now().Add(5 * time.Second)
+	for warnings() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d warnings after the grace alone, want 1: %v", warnings(), logs.All())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if f := logs.FilterLevelExact(zapcore.WarnLevel).All()[0].ContextMap(); f["agent"] != "host-b2" {
+		t.Errorf("warning names %v, want host-b2", f["agent"])
+	}
+}

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"iter"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -30,18 +32,43 @@ type Registry struct {
 	MaxPerConnector int
 
 	mu sync.Mutex // serialises writers (Add, Remove, purge)
-	// groups maps a connector group to its sessions. The map and its slices
+	// groups maps a connector group to its sessions. The map and the views
 	// are never modified once stored: writers build copies under mu and swap
 	// the pointer, so Pick reads without a lock. nil means empty.
-	groups atomic.Pointer[map[string][]*regEntry]
+	groups atomic.Pointer[map[string]*groupView]
+}
+
+// groupView is one group's sessions by agent. Never modified once stored.
+type groupView struct {
+	agents []*agentView // in the order of their first session
+}
+
+// agentView is one agent's sessions in a group.
+type agentView struct {
+	load     *atomic.Int64 // shared by the sessions: their exchanges in flight
+	sessions []*regEntry
 }
 
 // regEntry is one session in the registry.
 type regEntry struct {
 	s        tunnel.Session
 	info     tunnel.SessionInfo // s.Info() when added
+	agent    string             // balanceKey(info)
 	inflight atomic.Int64       // exchanges picked and not yet Done
-	retired  atomic.Bool        // the gateway drains it (see Retire); never unset
+	// load counts the exchanges in flight on every session of the agent,
+	// this one's included; shared by the agent's entries in the group.
+	load    *atomic.Int64
+	retired atomic.Bool // the gateway drains it (see Retire); never unset
+}
+
+// balanceKey tells the agents of a group apart for balancing: the agent id
+// its sessions share (an older agent: its connector; a session that says
+// neither is an agent of its own).
+func balanceKey(info tunnel.SessionInfo) string {
+	if k := agentKey(info); k != "" {
+		return k
+	}
+	return "session " + info.ID
 }
 
 // Picked is a session chosen for one exchange. Call Done when the exchange
@@ -57,6 +84,7 @@ type Picked struct {
 func (p *Picked) Done() {
 	if p.done.CompareAndSwap(false, true) {
 		p.e.inflight.Add(-1)
+		p.e.load.Add(-1)
 	}
 }
 
@@ -79,24 +107,29 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 		return 0, true
 	}
 	info := s.Info()
+	key := balanceKey(info)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.load()
-	for _, e := range old[info.Group] {
+	var load *atomic.Int64
+	for e := range old.entries(info.Group) {
 		if e.s == s {
 			return 0, true
 		}
 		if info.ConnectorID != "" && e.info.ConnectorID == info.ConnectorID && !isClosed(e.s.Done()) {
 			held++
 		}
+		if load == nil && e.agent == key {
+			load = e.load
+		}
 	}
 	if r.MaxPerConnector > 0 && held >= r.MaxPerConnector {
 		return held, false
 	}
-	list := make([]*regEntry, 0, len(old[info.Group])+1)
-	list = append(list, old[info.Group]...)
-	list = append(list, &regEntry{s: s, info: info})
-	r.store(old, info.Group, list)
+	if load == nil {
+		load = new(atomic.Int64)
+	}
+	r.store(old, info.Group, old[info.Group].with(&regEntry{s: s, info: info, agent: key, load: load}))
 	return held, true
 }
 
@@ -114,7 +147,7 @@ func (r *Registry) purgeDone(group string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.load()
-	for _, e := range old[group] {
+	for e := range old.entries(group) {
 		if isClosed(e.s.Done()) {
 			r.removeLocked(func(e *regEntry) bool { return isClosed(e.s.Done()) })
 			return
@@ -126,82 +159,162 @@ func (r *Registry) purgeDone(group string) {
 // r.mu must be held.
 func (r *Registry) removeLocked(drop func(*regEntry) bool) {
 	old := r.load()
-	for group, entries := range old {
-		var keep []*regEntry
-		changed := false
-		for i, e := range entries {
-			if drop(e) {
-				if !changed {
-					keep = append(make([]*regEntry, 0, len(entries)-1), entries[:i]...)
-					changed = true
-				}
-				continue
-			}
-			if changed {
-				keep = append(keep, e)
-			}
-		}
-		if changed {
-			r.store(old, group, keep)
+	for group, view := range old {
+		if view.has(drop) {
+			r.store(old, group, view.without(drop))
 			old = r.load()
 		}
 	}
 }
 
+// groupMap is the registry's published state: group → its view.
+type groupMap map[string]*groupView
+
+// entries yields group's sessions.
+func (m groupMap) entries(group string) iter.Seq[*regEntry] {
+	return m[group].entries
+}
+
+// entries yields the sessions of v (nil: none), agent by agent.
+func (v *groupView) entries(yield func(*regEntry) bool) {
+	if v == nil {
+		return
+	}
+	for _, av := range v.agents {
+		for _, e := range av.sessions {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// has reports whether v holds an entry for which f is true.
+func (v *groupView) has(f func(*regEntry) bool) bool {
+	for e := range v.entries {
+		if f(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // load returns the current map; nil when empty. Never modify it.
-func (r *Registry) load() map[string][]*regEntry {
+func (r *Registry) load() groupMap {
 	if p := r.groups.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
 
-// store publishes a copy of old with group's list replaced (or deleted when
-// empty). r.mu must be held.
-func (r *Registry) store(old map[string][]*regEntry, group string, list []*regEntry) {
-	m := make(map[string][]*regEntry, len(old)+1)
-	for g, l := range old {
-		m[g] = l
+// store publishes a copy of old with group's view replaced (or deleted
+// when empty). r.mu must be held.
+func (r *Registry) store(old groupMap, group string, view *groupView) {
+	m := make(map[string]*groupView, len(old)+1)
+	for g, v := range old {
+		m[g] = v
 	}
-	if len(list) == 0 {
+	if view == nil {
 		delete(m, group)
 	} else {
-		m[group] = list
+		m[group] = view
 	}
 	r.groups.Store(&m)
 }
 
+// with returns a copy of v (nil: empty) with e added. The views of the
+// other agents are shared, so that a group of many agents that all
+// reconnect at once (a gateway restart) costs copies of pointers only.
+func (v *groupView) with(e *regEntry) *groupView {
+	if v == nil {
+		v = &groupView{}
+	}
+	nv := &groupView{agents: slices.Clone(v.agents)}
+	for i, av := range nv.agents {
+		if av.load == e.load {
+			nv.agents[i] = &agentView{load: av.load, sessions: append(slices.Clip(av.sessions), e)}
+			return nv
+		}
+	}
+	nv.agents = append(nv.agents, &agentView{load: e.load, sessions: []*regEntry{e}})
+	return nv
+}
+
+// without returns a copy of v without the entries for which drop is true;
+// nil when none is left. The views of agents that lose no session are
+// shared.
+func (v *groupView) without(drop func(*regEntry) bool) *groupView {
+	nv := &groupView{agents: make([]*agentView, 0, len(v.agents))}
+	for _, av := range v.agents {
+		if !slices.ContainsFunc(av.sessions, drop) {
+			nv.agents = append(nv.agents, av)
+			continue
+		}
+		var left []*regEntry
+		for _, e := range av.sessions {
+			if !drop(e) {
+				left = append(left, e)
+			}
+		}
+		if len(left) > 0 {
+			nv.agents = append(nv.agents, &agentView{load: av.load, sessions: left})
+		}
+	}
+	if len(nv.agents) == 0 {
+		return nil
+	}
+	return nv
+}
+
 // Pick chooses a session of group for one exchange and counts the exchange
-// as in flight on it until the returned Picked's Done. It uses the power of
-// two choices: of two sessions drawn at random among the usable ones (not
-// draining, not ended), the one with fewer exchanges in flight wins, which
-// keeps the load even without herding onto one "least loaded" session.
+// as in flight on it until the returned Picked's Done.
+//
+// It balances over agents, not sessions, since an agent's sessions share
+// its fate: one backend that is slow on that agent's side, one host, one
+// network path that may die without a word (a NAT mapping that expires, a
+// host that loses power), where the exchanges sent over it hang until
+// keepalive ends the sessions 25–30 s later. Of two agents drawn at random
+// among those with a usable session (not draining, not ended), the one with
+// fewer exchanges in flight over all its sessions wins (the power of two
+// choices: the load stays even without herding onto one "least loaded"
+// agent), and of its sessions one with few in flight (see best). Drawing
+// two sessions instead would compare two sessions of one agent about half
+// the time, and so keep sending a stalled or slow agent its share of those
+// draws however far behind it is: a sixth of all exchanges with two agents
+// of two sessions each.
 //
 // exclude (may be nil) is skipped while another usable session exists, so a
 // retry after a failed OpenStream goes elsewhere when it can. Without a
 // usable session Pick returns an *Error with code no-connector naming group.
 func (r *Registry) Pick(group string, exclude tunnel.Session) (*Picked, error) {
-	list := r.load()[group]
-	e, sawDone := pickFast(list, exclude)
+	view := r.load()[group]
+	if view == nil {
+		return nil, noConnectorError(group, false)
+	}
+	e, sawDone := pickFast(view.agents, exclude)
 	if e == nil {
-		// Slow path: a draw was draining, ended or excluded, or the group
-		// has a single session. Scan the group once.
-		e, sawDone = pickSlow(list, exclude)
+		// Slow path: a draw had no usable session, or the group has a
+		// single agent. Scan the group once.
+		var done bool
+		e, done = pickSlow(view.agents, exclude)
+		sawDone = sawDone || done
 	}
 	if sawDone {
 		r.purgeDone(group)
 	}
 	if e == nil {
-		return nil, noConnectorError(group, len(list) > 0 && !sawDone)
+		return nil, noConnectorError(group, !sawDone)
 	}
 	e.inflight.Add(1)
+	e.load.Add(1)
 	return &Picked{Session: e.s, e: e}, nil
 }
 
-// pickFast draws two distinct sessions and returns the less loaded one when
-// both are usable and not excluded; nil otherwise. It does not allocate.
-func pickFast(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bool) {
-	n := len(list)
+// pickFast draws two distinct agents and returns the best session (see
+// best) of the less loaded one when both have one; nil otherwise. It does
+// not allocate.
+func pickFast(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+	n := len(agents)
 	if n < 2 {
 		return nil, false
 	}
@@ -210,30 +323,27 @@ func pickFast(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bo
 	if j >= i {
 		j++
 	}
-	a, b := list[i], list[j]
-	okA, doneA := usable(a, exclude)
-	okB, doneB := usable(b, exclude)
-	if !okA || !okB {
-		return nil, doneA || doneB
+	a, doneA := agents[i].best(exclude)
+	b, doneB := agents[j].best(exclude)
+	sawDone = doneA || doneB
+	if a == nil || b == nil {
+		return nil, sawDone
 	}
-	return lessLoaded(a, b), false
+	return lessLoaded(a, b), sawDone
 }
 
-// pickSlow draws two usable sessions in one pass (reservoir sampling, so
-// each session is checked once and a session that drains meanwhile cannot
-// void the draw) and returns the less loaded one. exclude is returned only
-// if nothing else is usable. sawDone reports an ended session in list.
-func pickSlow(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bool) {
-	var a, b, excluded *regEntry
-	m := 0 // usable, not excluded sessions seen
-	for _, c := range list {
-		ok, done := usable(c, nil)
+// pickSlow draws two agents with a usable session that is not exclude in
+// one pass (reservoir sampling, so each session is checked once and a
+// session that drains meanwhile cannot void the draw) and returns the best
+// session of the less loaded one. exclude is returned only if nothing else
+// is usable. sawDone reports an ended session.
+func pickSlow(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+	var a, b *regEntry
+	m := 0 // agents seen with a usable session that is not exclude
+	for _, av := range agents {
+		c, done := av.best(exclude)
 		sawDone = sawDone || done
-		if !ok {
-			continue
-		}
-		if exclude != nil && c.s == exclude {
-			excluded = c
+		if c == nil {
 			continue
 		}
 		m++
@@ -254,7 +364,7 @@ func pickSlow(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bo
 	}
 	switch {
 	case a == nil:
-		return excluded, sawDone
+		return excluded(agents, exclude), sawDone
 	case b == nil:
 		return a, sawDone
 	}
@@ -264,10 +374,78 @@ func pickSlow(list []*regEntry, exclude tunnel.Session) (e *regEntry, sawDone bo
 	return lessLoaded(a, b), sawDone
 }
 
-// lessLoaded returns the entry with fewer exchanges in flight, a on a tie:
-// callers pass the two in random order.
+// excluded returns exclude's entry when it is usable; nil otherwise.
+func excluded(agents []*agentView, exclude tunnel.Session) *regEntry {
+	if exclude == nil {
+		return nil
+	}
+	for _, av := range agents {
+		for _, e := range av.sessions {
+			if e.s == exclude {
+				if ok, _ := usable(e, nil); ok {
+					return e
+				}
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// scanSessions is the most sessions of one agent that best compares all
+// of; of more it compares two drawn at random.
+const scanSessions = 4
+
+// best returns one of the agent's usable sessions other than exclude, with
+// few exchanges in flight: the one with the fewest, or with more than
+// scanSessions sessions the less busy of two drawn at random (the power of
+// two choices again, so that a pick costs the same with 64 sessions as
+// with 2). nil when none is usable; sawDone reports an ended session.
+func (av *agentView) best(exclude tunnel.Session) (e *regEntry, sawDone bool) {
+	list := av.sessions
+	n := len(list)
+	if n > scanSessions {
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		a, b := list[i], list[j]
+		okA, doneA := usable(a, exclude)
+		okB, doneB := usable(b, exclude)
+		if okA && okB {
+			if b.inflight.Load() < a.inflight.Load() {
+				return b, doneA || doneB
+			}
+			return a, doneA || doneB
+		}
+		// Slow path: scan them all.
+	}
+	// On a tie the first from a random start wins, so that exchanges that
+	// end at once still use every session.
+	start := 0
+	if n > 1 {
+		start = rand.IntN(n)
+	}
+	var low int64
+	for k := range n {
+		c := list[(start+k)%n]
+		ok, done := usable(c, exclude)
+		sawDone = sawDone || done
+		if !ok {
+			continue
+		}
+		if l := c.inflight.Load(); e == nil || l < low {
+			e, low = c, l
+		}
+	}
+	return e, sawDone
+}
+
+// lessLoaded returns the session whose agent has fewer exchanges in flight,
+// a on a tie: callers pass the two in random order.
 func lessLoaded(a, b *regEntry) *regEntry {
-	if b.inflight.Load() < a.inflight.Load() {
+	if b.load.Load() < a.load.Load() {
 		return b
 	}
 	return a
@@ -300,7 +478,7 @@ func isClosed(ch <-chan struct{}) bool {
 // draining, not ended).
 func (r *Registry) Count(group string) int {
 	n := 0
-	for _, e := range r.load()[group] {
+	for e := range r.load().entries(group) {
 		if ok, _ := usable(e, nil); ok {
 			n++
 		}
@@ -312,8 +490,8 @@ func (r *Registry) Count(group string) int {
 // ended, with their exchanges in flight, sorted by group and session id.
 func (r *Registry) Sessions() []SessionStatus {
 	var out []SessionStatus
-	for _, entries := range r.load() {
-		for _, e := range entries {
+	for _, view := range r.load() {
+		for e := range view.entries {
 			if isClosed(e.s.Done()) {
 				continue
 			}
@@ -337,7 +515,7 @@ func (r *Registry) Sessions() []SessionStatus {
 // a drain; exchanges already on it go on. It reports whether s was
 // registered and not retired before.
 func (r *Registry) Retire(s tunnel.Session) bool {
-	for _, e := range r.load()[s.Info().Group] {
+	for e := range r.load().entries(s.Info().Group) {
 		if e.s == s {
 			return e.retired.CompareAndSwap(false, true)
 		}
@@ -360,8 +538,8 @@ func (r *Registry) all() []tunnel.Session {
 // accepts.
 func (r *Registry) live(keep func(tunnel.SessionInfo) bool) []tunnel.Session {
 	var out []tunnel.Session
-	for _, entries := range r.load() {
-		for _, e := range entries {
+	for _, view := range r.load() {
+		for e := range view.entries {
 			if keep(e.info) && !isClosed(e.s.Done()) {
 				out = append(out, e.s)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +44,13 @@ func (s *fakeSession) drain()                    { s.drainOnce.Do(func() { close
 func (s *fakeSession) String() string            { return s.info.ID }
 
 // entries returns the registry's list for group (test access to internals).
-func (r *Registry) entries(group string) []*regEntry { return r.load()[group] }
+func (r *Registry) entries(group string) []*regEntry { return slices.Collect(r.load().entries(group)) }
+
+// setInFlight sets e's exchanges in flight to n, as n picks held would,
+// and its agent's with them.
+func setInFlight(e *regEntry, n int) {
+	e.load.Add(int64(n) - e.inflight.Swap(int64(n)))
+}
 
 func inflight(r *Registry, s tunnel.Session) int {
 	for _, st := range r.Sessions() {
@@ -146,9 +153,9 @@ func TestRegistryPrefersLessLoaded(t *testing.T) {
 			r.Add(b)
 			for _, e := range r.entries("g") {
 				if e.s == a {
-					e.inflight.Store(int64(tt.loadA))
+					setInFlight(e, tt.loadA)
 				} else {
-					e.inflight.Store(int64(tt.loadB))
+					setInFlight(e, tt.loadB)
 				}
 			}
 			gotA := 0

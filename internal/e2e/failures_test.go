@@ -764,3 +764,91 @@ func TestNoConnectorAnswersUnreadBodies(t *testing.T) {
 		t.Fatalf("%d panics logged; the first: %s", len(p), p[0].Message)
 	}
 }
+
+// TestShortSessionsBackOff: a path that cuts every connection soon after
+// its session came up (a gateway that drops the session once it is up, a
+// middlebox that kills connections) makes the agent wait longer after each
+// lost session, as after failed dials. It used to start over at the first
+// step after every session that had come up, so it reconnected about twice
+// a second for ever. With Rand 0 the delays are exactly Min·2^attempt, up
+// to Max: after the first lost session none may be Min again.
+func TestShortSessionsBackOff(t *testing.T) {
+	rig := testrig.New(t, testrig.Options{Transport: "grpc"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
+	// up reports whether the gateway registered the session that came in
+	// from local.
+	up := func(local string) bool {
+		for _, s := range rig.G.Registry().Sessions() {
+			if s.RemoteAddr == local {
+				return true
+			}
+		}
+		return false
+	}
+	wg.Add(1)
+	go func() { // forwards to the gateway, and cuts each connection once its session is up
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", rig.Tunnel)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			wg.Add(3)
+			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
+			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
+			go func() {
+				defer wg.Done()
+				defer in.Close()
+				tick := time.NewTicker(2 * time.Millisecond)
+				defer tick.Stop()
+				for !up(out.LocalAddr().String()) {
+					select {
+					case <-tick.C:
+					case <-stop:
+						return
+					}
+				}
+			}()
+		}
+	}()
+	core, logs := observer.New(zap.WarnLevel)
+	rig.StartAgent(func(cfg *agent.Config) {
+		cfg.Gateway = ln.Addr().String()
+		cfg.Connections = 1
+		cfg.Log = zap.New(core)
+		// Max is also how long a session must last to count as working.
+		cfg.Backoff = agent.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond, Rand: func() float64 { return 0 }}
+	})
+	const losses = 4
+	lost := func() []observer.LoggedEntry {
+		return logs.FilterMessage("lost the gateway session; reconnecting").All()
+	}
+	deadline := time.After(failWait)
+	for len(lost()) < losses {
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%d lost sessions in %v; want %d", len(lost()), failWait, losses)
+		}
+	}
+	for i, e := range lost()[:losses] {
+		d, ok := e.ContextMap()["retry_in"].(time.Duration)
+		if !ok {
+			t.Fatalf("lost session %d: no retry_in in %v", i+1, e.ContextMap())
+		}
+		if i > 0 && d <= 20*time.Millisecond {
+			t.Errorf("lost session %d: retry in %v, the first step again; want the delay to grow", i+1, d)
+		}
+	}
+}
