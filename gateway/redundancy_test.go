@@ -12,11 +12,10 @@ import (
 	"github.com/sallyport/sallyport/internal/clock"
 )
 
-// TestGroupRedundancy: a group an app uses is watched for its agents. A
-// single agent is warned about once it has been alone for the grace (not
-// at once: agents connect one after another); losing the last agent is an
-// error; two again is said once; a group no app uses is never mentioned.
-func TestGroupRedundancy(t *testing.T) {
+// redundancyGateway is a gateway with a fake clock, an observed log and
+// one app, web.test, on group "g".
+func redundancyGateway(t *testing.T) (*Gateway, *observer.ObservedLogs, *clock.Fake) {
+	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	fake := clock.NewFake(time.Unix(1e9, 0))
 	g := &Gateway{cfg: Config{Clock: fake}, log: zap.New(core), registry: NewRegistry(), stopped: make(chan struct{})}
@@ -25,6 +24,15 @@ func TestGroupRedundancy(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.router.Store(router)
+	return g, logs, fake
+}
+
+// TestGroupRedundancy: a group an app uses is watched for its agents. A
+// single agent is warned about once it has been alone for the grace (not
+// at once: agents connect one after another); losing the last agent is an
+// error; two again is said once; a group no app uses is never mentioned.
+func TestGroupRedundancy(t *testing.T) {
+	g, logs, fake := redundancyGateway(t)
 	add := func(id, group string) *fakeSession {
 		s := newFakeSession(id, group)
 		if _, ok := g.registry.Add(s); !ok {
@@ -124,14 +132,7 @@ func equalStrings(v any, want ...string) bool {
 // second one after a few seconds of it; a second spell that lasts the
 // whole grace is warned about then.
 func TestGroupRedundancyGraceRestartsPerSpell(t *testing.T) {
-	core, logs := observer.New(zap.InfoLevel)
-	fake := clock.NewFake(time.Unix(1e9, 0))
-	g := &Gateway{cfg: Config{Clock: fake}, log: zap.New(core), registry: NewRegistry(), stopped: make(chan struct{})}
-	router, err := NewRouter([]Route{{App: "web", Hosts: []string{"web.test"}, Backend: &url.URL{Scheme: "http", Host: "b:80"}, Group: "g"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.router.Store(router)
+	g, logs, fake := redundancyGateway(t)
 	add := func(id string) *fakeSession {
 		s := newFakeSession(id, "g")
 		if _, ok := g.registry.Add(s); !ok {
