@@ -317,10 +317,24 @@ func (g *Gateway) onSession(s tunnel.Session) {
 	}
 	g.groupChanged(info.Group)
 	go func() {
-		<-s.Done()
+		g.awaitEnd(s)
 		m.closed.WithLabelValues(info.Group, info.Transport, g.closeReason(s, info)).Inc()
 		g.groupChanged(info.Group)
 	}()
+}
+
+// awaitEnd returns when s has ended. When its agent announces its shutdown
+// first, the group is looked at then: the agent gets no new exchanges from
+// that moment, and its session may take the drain grace (30 s) to end, so
+// a group left without agents is said at once, and a single agent's grace
+// starts then.
+func (g *Gateway) awaitEnd(s tunnel.Session) {
+	select {
+	case <-s.Draining():
+		g.groupChanged(s.Info().Group)
+		<-s.Done()
+	case <-s.Done():
+	}
 }
 
 // closeReason classifies how a session that has ended came to end.

@@ -113,6 +113,78 @@ func TestGroupRedundancy(t *testing.T) {
 	}
 }
 
+// TestGroupRedundancyAtDrain: the last agent of a group that announces
+// its shutdown leaves the group without agents at once (it gets no new
+// exchanges), though its session may take the drain grace to end; the
+// error used to come only when the session ended.
+func TestGroupRedundancyAtDrain(t *testing.T) {
+	g, logs, _ := redundancyGateway(t)
+	a := newFakeSession("a", "g")
+	if _, ok := g.registry.Add(a); !ok {
+		t.Fatal("not added")
+	}
+	g.groupChanged("g")
+	ended := make(chan struct{})
+	go func() {
+		g.awaitEnd(a)
+		close(ended)
+	}()
+	a.drain()
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessageSnippet("connector group has no agents").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error while the last agent drains: %v", logs.All())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-ended:
+		t.Fatal("awaitEnd returned before the session ended")
+	default:
+	}
+	a.Close(nil)
+	<-ended
+	close(g.stopped) // ends the single-agent look scheduled at the start
+}
+
+// TestGroupRedundancyAfterReload: an app added by a reload on a group whose
+// single agent connected before any app used it gets the single-agent
+// warning after the grace. The group used to be looked at only when one
+// of its sessions started or ended.
+func TestGroupRedundancyAfterReload(t *testing.T) {
+	g, logs, fake := redundancyGateway(t)
+	defer close(g.stopped)
+	s := newFakeSession("a", "h")
+	if _, ok := g.registry.Add(s); !ok {
+		t.Fatal("not added")
+	}
+	g.groupChanged("h") // no app uses h yet
+	err := g.SetRoutes([]Route{
+		{App: "web", Hosts: []string{"web.test"}, Backend: &url.URL{Scheme: "http", Host: "b:80"}, Group: "g"},
+		{App: "new", Hosts: []string{"new.test"}, Backend: &url.URL{Scheme: "http", Host: "b:80"}, Group: "h"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := make(chan struct{})
+	stop := time.AfterFunc(5*time.Second, func() { close(timeout) })
+	defer stop.Stop()
+	if !fake.WaitForWaiter(1, timeout) {
+		t.Fatal("no single-agent look scheduled for the group the reload put an app on")
+	}
+	fake.Advance(redundancyGrace)
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessageSnippet("connector group has a single agent").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no single-agent warning: %v", logs.All())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if f := logs.FilterMessageSnippet("connector group has a single agent").All()[0].ContextMap(); f["group"] != "h" || !equalStrings(f["apps"], "new") {
+		t.Fatalf("warning: %v", f)
+	}
+}
+
 func equalStrings(v any, want ...string) bool {
 	got, ok := v.([]any)
 	if !ok || len(got) != len(want) {

@@ -318,6 +318,16 @@ func (g *Gateway) SetRoutes(routes []Route) error {
 	added, removed, changed := diffRoutes(prev.routes, next.routes)
 	g.log.Info("apps reloaded", zap.Int("apps", len(next.routes)),
 		zap.Strings("added", added), zap.Strings("removed", removed), zap.Strings("changed", changed))
+	// A group that an app uses now is watched for its agents from now on,
+	// also when its sessions came before the app (groupChanged ignores
+	// groups no app uses, and says nothing of a group whose count stays).
+	seen := map[string]bool{}
+	for _, r := range next.routes {
+		if !seen[r.Group] {
+			seen[r.Group] = true
+			g.groupChanged(r.Group)
+		}
+	}
 	return nil
 }
 
