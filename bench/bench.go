@@ -78,9 +78,11 @@ type Config struct {
 	// would measure queueing, not the relay.
 	TransferConcurrency int
 	// Rate, when positive, makes the request scenarios open loop: Rate
-	// exchanges per second are scheduled and up to Concurrency workers send
-	// them, latency counted from each one's scheduled time. Zero → closed
-	// loop. Transfer scenarios are always closed loop.
+	// exchanges per second are scheduled (0.001 to 10^9) and up to
+	// Concurrency workers send them, latency counted from each one's
+	// scheduled time; those no worker could send before a round ended count
+	// as unfinished. Zero → closed loop. Transfer scenarios are always
+	// closed loop.
 	Rate float64
 	// TransferSize is the body size of download and upload (0 → 100 MiB).
 	TransferSize int64
@@ -211,8 +213,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Rate < 0 {
-		return nil, errors.New("bench: rate must not be negative")
+	if cfg.Rate != 0 && !(cfg.Rate >= minRate && cfg.Rate <= maxRate) { // NaN fails both
+		return nil, fmt.Errorf("bench: a rate of %v: want 0 (closed loop) or %v to %v exchanges per second", cfg.Rate, minRate, maxRate)
 	}
 	if cfg.round() < 10*time.Millisecond {
 		return nil, fmt.Errorf("bench: a round of %v is too short; raise the duration or lower the rounds", cfg.round())

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,6 +128,9 @@ func TestConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"unknown scenario": {Scenarios: []string{"small", "huge"}},
 		"negative rate":    {Rate: -1},
+		"NaN rate":         {Rate: math.NaN()},
+		"infinite rate":    {Rate: math.Inf(1)},
+		"rate above 1e9":   {Rate: 2e9},
 		"round too short":  {Duration: 10 * time.Millisecond, Rounds: 3},
 		"target path":      {Target: "http://127.0.0.1:1/x"},
 		"target scheme":    {Target: "https://127.0.0.1:1"},
@@ -403,5 +407,47 @@ func TestRelayProcsNeedsProcesses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "GOMAXPROCS of the relay processes needs processes mode, not "+cfg.mode()) {
 			t.Errorf("%s mode: %v", cfg.mode(), err)
 		}
+	}
+}
+
+// TestChildExited: a child process that has gone (crashed, or killed)
+// is reported as exited, whichever way the harness notices: its stdin no
+// longer taken, or its stdout ended.
+func TestChildExited(t *testing.T) {
+	spawn := func(string) *exec.Cmd {
+		// Takes the spec, says it is ready, and exits.
+		return exec.Command("sh", "-c", "read spec; echo '{}'")
+	}
+	c, _, err := startChild(t.Context(), spawn, RoleGateway, roleSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.stop()
+	// Until the harness's writes fail, the first commands may still fit
+	// in the pipe: each one then ends in reading the closed stdout.
+	for range 3 {
+		if _, err := c.stats(); err == nil || !strings.Contains(err.Error(), "exited") {
+			t.Fatalf("stats of an exited child: %v, want it said to have exited", err)
+		}
+	}
+}
+
+// TestStackLeavesNoTempFiles: the certificates the roles make at start
+// (the gateway's, the TLS forwarder's) are gone once the stack is up, so a
+// harness killed mid-run leaves no directory and no private key behind.
+func TestStackLeavesNoTempFiles(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	st, err := startStack(t.Context(), &Config{References: []string{ReferenceTLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	left, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("left in the temporary directory while the stack runs: %s", e.Name())
 	}
 }

@@ -246,7 +246,9 @@ func (c *child) call(cmd string, v any) error {
 		return errors.New("stopped")
 	}
 	if err := c.send(cmd); err != nil {
-		return err
+		// Its stdin is closed only when it has exited: say so, not just
+		// "broken pipe".
+		return fmt.Errorf("exited (writing to it: %w)", err)
 	}
 	raw := json.RawMessage{}
 	if err := c.receive(context.Background(), callTimeout, &raw); err != nil {

@@ -74,7 +74,11 @@ func (lg *loader) close() { lg.tr.CloseIdleConnections() }
 // run drives l for d (or until ctx ends) and records into rec. It returns
 // the time measured: d, or less when ctx ended first. No exchange starts
 // after d; those still in flight then are counted as unfinished, not as
-// errors, and cancelled after l.drain. Bytes they moved by then count.
+// errors, and cancelled after l.drain. Bytes they moved by then count;
+// bytes moved after d do not, as d is the time they are divided by. In
+// open loop, the exchanges scheduled within d that were not sent by its
+// end (the path fell behind the rate) count as unfinished too, so that
+// completed, failed and unfinished add up to what was scheduled.
 func (lg *loader) run(ctx context.Context, l *load, d time.Duration, rec *recorder, progress func(*recorder) func()) time.Duration {
 	start := time.Now()
 	deadline := start.Add(d)
@@ -83,23 +87,56 @@ func (lg *loader) run(ctx context.Context, l *load, d time.Duration, rec *record
 	if progress != nil {
 		defer progress(rec)()
 	}
-	var next atomic.Int64 // open loop: index of the next scheduled exchange
+	// The body bytes moved by the deadline: what the round's MB/s counts.
+	var atDeadline atomic.Int64
+	cut := make(chan struct{})
+	timer := time.AfterFunc(d, func() {
+		atDeadline.Store(rec.bytes.Load())
+		close(cut)
+	})
+	var next, sent atomic.Int64 // open loop: index of the next scheduled exchange; exchanges sent
+	interval := openInterval(l.rate)
 	var wg sync.WaitGroup
 	for i := range l.workers {
 		do := lg.worker(l, i)
 		wg.Go(func() {
 			if l.rate > 0 {
-				openLoop(rctx, l.rate, do, start, deadline, &next, rec)
+				openLoop(rctx, interval, do, start, deadline, &next, &sent, rec)
 			} else {
 				closedLoop(rctx, do, deadline, rec)
 			}
 		})
 	}
 	wg.Wait()
+	if !timer.Stop() {
+		<-cut
+		rec.bytes.Store(atDeadline.Load())
+	}
 	if ctx.Err() != nil {
 		return min(time.Since(start), d)
 	}
+	if l.rate > 0 {
+		// Exchanges k = 0, 1, … are due at k × interval before d.
+		scheduled := int64((d + interval - 1) / interval)
+		rec.unfinished.Add(max(scheduled-sent.Load(), 0))
+	}
 	return d
+}
+
+// Open-loop rates Run accepts, in exchanges per second: at least one every
+// 1,000 s and at most one every nanosecond, the clock's resolution.
+const (
+	minRate = 1e-3
+	maxRate = 1e9
+)
+
+// openInterval is the time between the exchanges of an open loop at rate
+// (exchanges per second, minRate to maxRate).
+func openInterval(rate float64) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	return max(time.Duration(float64(time.Second)/rate), time.Nanosecond)
 }
 
 // closedLoop sends the next exchange as soon as the last one is done.
@@ -119,8 +156,10 @@ const timerSlack = 2 * time.Millisecond
 // openLoop takes scheduled exchanges in turn, waits for each one's time and
 // counts its latency from that time, so a slow exchange that delays the
 // next ones is charged for them too (no coordinated omission).
-func openLoop(ctx context.Context, rate float64, do func(context.Context, *recorder) error, start, deadline time.Time, next *atomic.Int64, rec *recorder) {
-	interval := time.Duration(float64(time.Second) / rate)
+//
+// An exchange that no worker is free to send before the deadline, because
+// the path fell behind the rate, is not sent; sent counts those that were.
+func openLoop(ctx context.Context, interval time.Duration, do func(context.Context, *recorder) error, start, deadline time.Time, next, sent *atomic.Int64, rec *recorder) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -137,6 +176,10 @@ func openLoop(ctx context.Context, rate float64, do func(context.Context, *recor
 			}
 		}
 		sleepUntil(due, false)
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			return
+		}
+		sent.Add(1)
 		err := do(ctx, rec)
 		rec.done(ctx, deadline, time.Since(due), err)
 		if ctx.Err() != nil {
@@ -146,7 +189,7 @@ func openLoop(ctx context.Context, rate float64, do func(context.Context, *recor
 }
 
 // exchange sends one request and reads the whole response, adding body
-// bytes to rec as they move.
+// bytes to rec as they move (those of a successful response only).
 func (lg *loader) exchange(ctx context.Context, l *load, rec *recorder) error {
 	req, err := http.NewRequestWithContext(ctx, l.method, l.url, nil)
 	if err != nil {
@@ -162,13 +205,18 @@ func (lg *loader) exchange(ctx context.Context, l *load, rec *recorder) error {
 		return err
 	}
 	defer res.Body.Close()
+	// An error page is read to its end, so the connection stays usable,
+	// but its bytes are not the scenario's body: they do not count.
+	success := res.StatusCode/100 == 2
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	var n int64
 	for {
 		k, err := res.Body.Read(*bp)
 		n += int64(k)
-		rec.bytes.Add(int64(k))
+		if success {
+			rec.bytes.Add(int64(k))
+		}
 		if err == io.EOF {
 			break
 		}
@@ -176,7 +224,7 @@ func (lg *loader) exchange(ctx context.Context, l *load, rec *recorder) error {
 			return fmt.Errorf("read body: %w", err)
 		}
 	}
-	if res.StatusCode/100 != 2 {
+	if !success {
 		return statusError(res)
 	}
 	if n != l.respBytes {

@@ -150,6 +150,11 @@ func (d *longpollDriver) waitHeld(ctx context.Context, ctl *loader, p path, id s
 	defer t.Stop()
 	held := 0
 	for {
+		if int(finished.Load()) >= n {
+			// Every exchange has ended (failed, most likely): there is
+			// nothing left to hold, whatever the backend can say.
+			return held, nil
+		}
 		body, err := ctl.get(ctx, p, "/longpoll/held?round="+id)
 		if err == nil {
 			held, err = strconv.Atoi(body)

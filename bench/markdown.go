@@ -23,7 +23,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	s := r.Settings
 	load := "closed loop"
 	if s.Rate > 0 {
-		load = "open loop at " + trimFloat(s.Rate, 0) + " req/s"
+		load = "open loop at " + sig(s.Rate) + " req/s"
 	}
 	cpu := r.Machine.CPUModel
 	if cpu == "" {
@@ -86,6 +86,12 @@ func (r *Report) writeNotes(b *strings.Builder) {
 	}
 	for i := range r.Results {
 		res := &r.Results[i]
+		if note := res.unfinishedNote(); note != "" {
+			fmt.Fprintf(b, "\n%s %s: %s\n", res.Scenario, res.Path, note)
+		}
+	}
+	for i := range r.Results {
+		res := &r.Results[i]
 		if res.Kind != kindHeld {
 			continue
 		}
@@ -99,8 +105,36 @@ func (r *Report) writeNotes(b *strings.Builder) {
 			}
 		}
 		fmt.Fprintf(b, "\n%s %s: %d held at once, %d errors; RSS growth per held exchange: %s (after a GC: %s)\n",
-			res.Scenario, res.Path, res.Held, res.Errors, processFigures(growth, " KiB"), processFigures(live, " KiB"))
+			res.Scenario, res.Path, deref(res.Held), res.Errors, processFigures(growth, " KiB"), processFigures(live, " KiB"))
 	}
+}
+
+// unfinishedNote says what the table cannot: that a row's exchanges were
+// still running when its rounds ended (the table has no column for them),
+// when that is all it has or, in open loop, when the path fell behind the
+// rate (more than 1% of the exchanges scheduled). "" when neither.
+func (res *Result) unfinishedNote() string {
+	if res.Unfinished == 0 || res.Kind == kindHeld {
+		return ""
+	}
+	scheduled := res.Exchanges + res.Errors + res.Unfinished
+	switch {
+	case res.Rate > 0 && (res.Kind == kindRequest || res.Kind == kindMessage) && res.Unfinished*100 > scheduled:
+		return fmt.Sprintf("behind the open loop's rate: %d of %d exchanges scheduled were not done by the end of their round (unfinished)",
+			res.Unfinished, scheduled)
+	case res.Exchanges == 0 && res.Errors == 0:
+		return fmt.Sprintf("nothing completed or failed; %d exchanges still running when its rounds ended (unfinished)", res.Unfinished)
+	}
+	return ""
+}
+
+// deref is *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
 }
 
 // processOrder is the order processes are named in notes.

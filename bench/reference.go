@@ -36,7 +36,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -117,11 +116,10 @@ func (st *stack) startReferences(ctx context.Context, cfg *Config, backend strin
 			}
 			st.paths = append(st.paths, path{name: PathTCPForward, base: "http://" + a.Addr})
 		case ReferenceTLS:
-			dir, err := os.MkdirTemp("", "sallyport-bench-tls-")
+			dir, err := st.tempDir("sallyport-bench-tls-")
 			if err != nil {
-				return fmt.Errorf("bench: %w", err)
+				return err
 			}
-			st.closers = append(st.closers, func() { os.RemoveAll(dir) })
 			b, err := st.start(ctx, cfg, RoleTLSForwarderB, roleSpec{Forward: backend, Dir: dir})
 			if err != nil {
 				return err

@@ -111,8 +111,9 @@ type Result struct {
 	// direct path, and for longpoll and burst, whose figure of merit is
 	// not a throughput.
 	RatioToDirect *float64 `json:"ratio_to_direct"`
-	// Held is the most long polls the backend held at once (longpoll only).
-	Held int64 `json:"held,omitempty"`
+	// Held is the most long polls the backend held at once: on longpoll
+	// results only, and there always, 0 included.
+	Held *int64 `json:"held,omitempty"`
 	// Processes holds the measured processes taking part in this path, by
 	// name: "gateway", "agent", "backend", "forwarder-a", "forwarder-b",
 	// "stdlib-proxy", and "harness" (the load generator; with --inprocess
@@ -218,8 +219,10 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 		Scenario: sc.name, Path: run.path.name, Kind: sc.kind, Method: sc.method, BodyBytes: sc.bodyBytes(),
 		Concurrency: l.workers, Rate: l.rate, DurationS: secs,
 		Exchanges: run.rec.exchanges.Load(), Errors: run.rec.errors.Load(), Unfinished: run.rec.unfinished.Load(),
-		Held:      run.held,
 		Processes: make(map[string]Process),
+	}
+	if sc.kind == kindHeld {
+		r.Held = ptr(run.held)
 	}
 	bytesMoved := run.rec.bytes.Load()
 	if secs > 0 {

@@ -55,9 +55,9 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 			t.Errorf("ws/%s: kind %s, ratio %v, body %d", path, ws.Kind, ws.RatioToDirect, ws.BodyBytes)
 		}
 		lp := byName["longpoll/"+path]
-		if lp.Kind != kindHeld || lp.Held != 200 || lp.Exchanges != 200 || lp.Concurrency != 200 || lp.RatioToDirect != nil {
+		if lp.Kind != kindHeld || deref(lp.Held) != 200 || lp.Exchanges != 200 || lp.Concurrency != 200 || lp.RatioToDirect != nil {
 			t.Errorf("longpoll/%s: kind %s, %d held, %d exchanges, concurrency %d, ratio %v; want 200 of each, no ratio",
-				path, lp.Kind, lp.Held, lp.Exchanges, lp.Concurrency, lp.RatioToDirect)
+				path, lp.Kind, deref(lp.Held), lp.Exchanges, lp.Concurrency, lp.RatioToDirect)
 		}
 		// In process, the one process is the harness, and it grew.
 		if h := lp.Processes[procHarness]; h.RSSGrowthKiBPerHeld == nil || h.RSSGrowthAfterGCKiBPerHeld == nil {

@@ -33,8 +33,13 @@ func (d *sseDriver) round(ctx context.Context, dur time.Duration, run *pathRun, 
 	for range d.load.workers {
 		wg.Go(func() {
 			for rctx.Err() == nil {
-				err := d.stream(rctx, run.rec)
+				answered, err := d.stream(rctx, run.rec)
 				if rctx.Err() != nil {
+					if !answered && ctx.Err() == nil {
+						// Asked for and never answered within the
+						// round: still running when it ended.
+						run.rec.unfinished.Add(1)
+					}
 					return // the round ended the stream
 				}
 				if err == nil {
@@ -52,30 +57,31 @@ func (d *sseDriver) round(ctx context.Context, dur time.Duration, run *pathRun, 
 }
 
 // stream opens one event stream and records its events until ctx ends.
-func (d *sseDriver) stream(ctx context.Context, rec *recorder) error {
+// answered reports whether the response's head arrived.
+func (d *sseDriver) stream(ctx context.Context, rec *recorder) (answered bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.load.url+"?interval="+d.interval.String(), nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	req.Host = d.load.host
 	req.Header.Set("Accept", "text/event-stream")
 	res, err := d.lg.tr.RoundTrip(req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return statusError(res)
+		return true, statusError(res)
 	}
 	br := bufio.NewReaderSize(res.Body, 4<<10)
 	for {
 		line, err := br.ReadSlice('\n')
 		rec.bytes.Add(int64(len(line)))
 		if err == io.EOF {
-			return nil
+			return true, nil
 		}
 		if err != nil {
-			return err
+			return true, err
 		}
 		if sent, ok := parseSSEData(line); ok {
 			rec.exchanges.Add(1)

@@ -57,6 +57,21 @@ type stack struct {
 	meters  []meter
 	closers []func()      // run in reverse order by close
 	linkRTT time.Duration // the emulated link's measured round trip; 0 without one
+	// tempDirs hold the certificates the roles make and read as they
+	// start; they are removed once everything is up (see startStack).
+	tempDirs []string
+}
+
+// tempDir makes a directory for the roles' start-up files, removed by
+// close at the latest.
+func (st *stack) tempDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	st.tempDirs = append(st.tempDirs, dir)
+	st.closers = append(st.closers, func() { os.RemoveAll(dir) })
+	return dir, nil
 }
 
 // startStack starts what cfg asks for: nothing for a target, else a
@@ -72,6 +87,12 @@ func startStack(ctx context.Context, cfg *Config) (*stack, error) {
 	if err := st.startRelay(ctx, cfg); err != nil {
 		st.close()
 		return nil, err
+	}
+	// Every role has read its certificate files by now and never reads
+	// them again: remove them at once, so that a harness killed mid-run
+	// (SIGKILL, a second Ctrl-C) leaves no private key behind.
+	for _, dir := range st.tempDirs {
+		os.RemoveAll(dir)
 	}
 	return st, nil
 }
@@ -112,11 +133,10 @@ func baseURL(s string) (base, host string, err error) {
 }
 
 func (st *stack) startRelay(ctx context.Context, cfg *Config) error {
-	dir, err := os.MkdirTemp("", "sallyport-bench-")
+	dir, err := st.tempDir("sallyport-bench-")
 	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+		return err
 	}
-	st.closers = append(st.closers, func() { os.RemoveAll(dir) })
 	token := randomToken()
 	b, err := st.start(ctx, cfg, RoleBackend, roleSpec{})
 	if err != nil {

@@ -20,6 +20,10 @@ var wsMessage = bytes.Repeat([]byte("w"), wsMessageBytes)
 // wsCloseTimeout bounds the closing handshakes at the end of a scenario.
 const wsCloseTimeout = 2 * time.Second
 
+// wsDialTimeout bounds the opening handshakes made before a round's clock
+// starts: a path that never answers one must not hold the run.
+const wsDialTimeout = 2 * time.Second
+
 // wsDriver drives the ws scenario: one WebSocket per worker, kept from
 // round to round, and one exchange is a 64 B binary message echoed back.
 // Connections are made before each round's clock starts; one that fails
@@ -34,13 +38,15 @@ func (d *wsDriver) round(ctx context.Context, dur time.Duration, run *pathRun, p
 	if d.conns == nil {
 		d.conns = make([]*websocket.Conn, d.load.workers)
 	}
+	dctx, cancel := context.WithTimeout(ctx, wsDialTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for i := range d.conns {
 		if d.conns[i] != nil {
 			continue
 		}
 		wg.Go(func() {
-			c, err := d.dial(ctx)
+			c, err := d.dial(dctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					run.rec.errors.Add(1)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -54,6 +56,7 @@ type benchFlags struct {
 	references          []string
 	relayProcs          int
 	serveBackend        string
+	logLevel            string // bench's own --log-level, in place of the global one
 	role                string // hidden: run one role as a child of the harness
 }
 
@@ -88,7 +91,7 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringSliceVar(&f.scenarios, "scenarios", nil, "scenarios to run, comma-separated (default "+strings.Join(bench.DefaultScenarios, ",")+")")
 	fl.DurationVar(&f.duration, "duration", 10*time.Second, "measured time per scenario and path, split over --rounds")
 	fl.IntVar(&f.rounds, "rounds", 3, "rounds per path and scenario; direct and relay alternate")
-	fl.DurationVar(&f.warmup, "warmup", 0, "unmeasured warm-up per scenario and path (0: a tenth of --duration, at most 1s)")
+	fl.DurationVar(&f.warmup, "warmup", 0, "unmeasured warm-up per scenario and path (0: a tenth of --duration, at most 1s; negative: none)")
 	fl.IntVar(&f.concurrency, "concurrency", 64, "closed-loop workers (connections) of the request scenarios")
 	fl.IntVar(&f.transferConcurrency, "transfer-concurrency", 4, "workers of the download and upload scenarios")
 	fl.Float64Var(&f.rate, "rate", 0, "open loop: exchanges per second (request scenarios), latency from the scheduled time; 0: closed loop")
@@ -116,18 +119,19 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 		"stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
 	fl.IntVar(&f.relayProcs, "relay-procs", 0, "GOMAXPROCS of gateway, agent and the reference paths' processes (not the backend or the load); 0: Go's default, one per CPU")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
+	// The global --log-level defaults to info; bench's is error, and its
+	// help says so. This flag stands in for the global one on bench only.
+	// Info logs would bury the table, and so would the relay's warnings
+	// about the exchanges cut off at the end of every round; the harness
+	// counts failed exchanges itself.
+	fl.StringVar(&f.logLevel, "log-level", "error", "log level: debug|info|warn|error (bench's default keeps the relay's logs from burying the table)")
 	fl.StringVar(&f.role, "role", "", "run one role of the harness (internal)")
 	_ = fl.MarkHidden("role")
 	return cmd, f
 }
 
 func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
-	// Info logs would bury the table, and so would the relay's warnings
-	// about the exchanges cut off at the end of every round: errors only,
-	// unless asked. The harness counts failed exchanges itself.
-	if !cmd.Flags().Changed("log-level") {
-		g.logLevel = "error"
-	}
+	g.logLevel = f.logLevel // errors only unless asked: see the flag
 	log, err := g.logger()
 	if err != nil {
 		return err
@@ -145,15 +149,14 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 	ctx, stop := signalContext(log)
 	defer stop()
 	out := cmd.OutOrStdout()
+	cfg, err := f.config(cmd, g)
+	if err != nil {
+		return err
+	}
 	if f.serveBackend != "" {
 		return bench.ServeBackend(ctx, f.serveBackend, func(addr string) {
 			fmt.Fprintf(out, "bench backend listening on http://%s (GET /bytes/N, POST /upload, /sse, /ws, /longpoll); Ctrl-C stops it\n", addr)
 		})
-	}
-
-	cfg, err := f.config(cmd, g)
-	if err != nil {
-		return err
 	}
 	cfg.Log = log
 	if isTerminal(os.Stderr) {
@@ -183,9 +186,41 @@ func runBench(cmd *cobra.Command, g *globals, f *benchFlags) error {
 	return runErr
 }
 
-// config turns the flags into the harness's config.
+// serveBackendAlone refuses the flags that --serve-backend would ignore:
+// it serves the backend and measures nothing.
+func serveBackendAlone(cmd *cobra.Command) error {
+	var ignored []string
+	cmd.Flags().Visit(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "serve-backend", "log-level", "log-format":
+		default:
+			ignored = append(ignored, "--"+fl.Name)
+		}
+	})
+	if len(ignored) > 0 {
+		return fmt.Errorf("--serve-backend only serves the bench backend and measures nothing; %s would be ignored", strings.Join(ignored, ", "))
+	}
+	return nil
+}
+
+// config turns the flags into the harness's config. With --serve-backend
+// there is none: it only checks that no other flag is given.
 func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error) {
+	if f.serveBackend != "" {
+		return bench.Config{}, serveBackendAlone(cmd)
+	}
 	changed := cmd.Flags().Changed
+	if changed("scenarios") && len(f.scenarios) == 0 {
+		return bench.Config{}, fmt.Errorf("--scenarios: name at least one of %s", strings.Join(bench.ScenarioNames, ", "))
+	}
+	if f.rate != 0 && !(f.rate >= 0.001 && f.rate <= 1e9) { // NaN fails both
+		return bench.Config{}, fmt.Errorf("--rate %v: want exchanges per second from 0.001 to 1e9, or 0 for closed loop", f.rate)
+	}
+	for _, out := range []struct{ flag, name string }{{"--json", f.jsonFile}, {"--svg", f.svgFile}} {
+		if err := checkWritable(out.name); err != nil {
+			return bench.Config{}, fmt.Errorf("%s: %w", out.flag, err)
+		}
+	}
 	if !slices.Contains(bench.Transports, f.transport) {
 		return bench.Config{}, fmt.Errorf("--transport %q: this build has %s", f.transport, strings.Join(bench.Transports, ", "))
 	}
@@ -364,6 +399,26 @@ func writeBenchReport(rep *bench.Report, out, errOut io.Writer, jsonFile, svgFil
 		return fmt.Errorf("--svg: %w", err)
 	}
 	return nil
+}
+
+// checkWritable makes sure, before a run that may take minutes, that
+// writeOutput will be able to create name at its end: its directory takes
+// a new file, and name is not a directory. The file itself is not made
+// yet, so a run that ends without results leaves an earlier one alone. An
+// empty name is fine.
+func checkWritable(name string) error {
+	if name == "" {
+		return nil
+	}
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return fmt.Errorf("%s is a directory", name)
+	}
+	probe, err := os.CreateTemp(filepath.Dir(name), ".sallyport-bench-*")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", name, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }
 
 // writeOutput creates name and fills it with write; an empty name writes

@@ -12,11 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/sallyport/sallyport/bench"
 	"github.com/sallyport/sallyport/internal/testrig"
@@ -306,6 +309,106 @@ func TestBenchFlagErrors(t *testing.T) {
 		root.SetArgs(append([]string{"bench"}, c.args...))
 		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("bench %v: error %v, want one containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestBenchFlagRefusals: flags the harness once took and ran with, each
+// refused before anything starts (checked on the config, so that a
+// refusal that is missing shows as a failure, not as a whole bench run).
+func TestBenchFlagRefusals(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		// A rate that is not a number, or not a finite one, ran and then
+		// could not be written as JSON; one above a nanosecond's interval
+		// scheduled everything at once.
+		{[]string{"--rate", "NaN"}, "--rate NaN: want exchanges per second"},
+		{[]string{"--rate", "+Inf"}, "--rate +Inf: want exchanges per second"},
+		{[]string{"--rate", "2e9"}, "--rate 2e+09: want exchanges per second"},
+		{[]string{"--rate", "-5"}, "--rate -5: want exchanges per second"},
+		// No scenario at all ran every one of them.
+		{[]string{"--scenarios", ""}, "--scenarios: name at least one of small"},
+		// --serve-backend only serves: what else is asked would be ignored.
+		{[]string{"--serve-backend", "127.0.0.1:0", "--target", "http://127.0.0.1:1", "--duration", "1s"}, "--duration, --target would be ignored"},
+		// Output files that cannot be written were found out only after
+		// the whole run.
+		{[]string{"--json", filepath.Join(t.TempDir(), "missing", "out.json")}, "--json: cannot write"},
+		{[]string{"--svg", t.TempDir()}, "is a directory"},
+	} {
+		g := &globals{logLevel: "error", logFormat: "console"}
+		cmd, f := newBenchCmdFlags(g)
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.config(cmd, g); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("bench %q: error %v, want one containing %q", c.args, err, c.want)
+		}
+	}
+	// --serve-backend alone, and with the log flags, is fine.
+	g := &globals{logLevel: "error", logFormat: "console"}
+	cmd, f := newBenchCmdFlags(g)
+	if err := cmd.ParseFlags([]string{"--serve-backend", "127.0.0.1:0", "--log-level", "info"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.config(cmd, g); err != nil {
+		t.Errorf("--serve-backend --log-level info: %v", err)
+	}
+}
+
+// TestBenchLogLevel: bench logs errors only unless --log-level says
+// otherwise, wherever on the command line it stands, and its help says
+// so; the other commands keep the global default, info, and say that.
+func TestBenchLogLevel(t *testing.T) {
+	help := func(args ...string) string {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(args, "--help"))
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	level := regexp.MustCompile(`--log-level string .*\(default "(\w+)"\)`)
+	for _, c := range []struct {
+		cmd  []string
+		want string
+	}{{[]string{"bench"}, "error"}, {[]string{"gateway"}, "info"}, {[]string{"agent"}, "info"}, {nil, "info"}} {
+		out := help(c.cmd...)
+		m := level.FindAllStringSubmatch(out, -1)
+		if len(m) != 1 || m[0][1] != c.want {
+			t.Errorf("%v --help: --log-level lines %q, want one with default %q", c.cmd, m, c.want)
+		}
+	}
+
+	// What runBench hands the logger and the children.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench"}, "error"},
+		{[]string{"bench", "--log-level", "warn"}, "warn"},
+		{[]string{"--log-level", "debug", "bench"}, "debug"},
+	} {
+		g := &globals{}
+		root := &cobra.Command{Use: "sallyport", SilenceUsage: true, SilenceErrors: true}
+		root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "")
+		root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "")
+		cmd, _ := newBenchCmdFlags(g)
+		root.AddCommand(cmd)
+		if g.logLevel != "info" {
+			t.Fatalf("making the bench command set the global log level to %q", g.logLevel)
+		}
+		// An unknown scenario stops the run after the logger is made.
+		root.SetArgs(append(c.args, "--scenarios", "bogus"))
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "bogus") {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if g.logLevel != c.want {
+			t.Errorf("%v: log level %q, want %q", c.args, g.logLevel, c.want)
 		}
 	}
 }
