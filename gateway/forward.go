@@ -267,7 +267,16 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	if iw, ok := w.(tunnel.InformationalWriter); ok && r.ProtoAtLeast(1, 1) {
 		st.informational = iw
 	}
-	res, err := h.relay.roundTrip(out, st, dropHeader)
+	var res *http.Response
+	var err error
+	if repeatable(out) {
+		// It may be sent again (see roundTrip): its headers stay until
+		// the response head came.
+		res, err = h.relay.roundTrip(out, st, nil)
+		dropHeader(out)
+	} else {
+		res, err = h.relay.roundTrip(out, st, dropHeader)
+	}
 	if out.Body != nil && r.ProtoMajor == 1 && !ob.body.eof.Load() {
 		// The response head goes out while the relay has not read the
 		// body to its end: a backend that answers early (a 403 to an
@@ -308,9 +317,10 @@ var headerMaps sync.Pool
 const maxPooledHeaders = 32
 
 // dropHeader gives the relayed request's header map back to its pool once
-// its head is sent, so that an exchange that waits long for its response,
-// such as a long poll, does not hold it (a few hundred bytes), and a small
-// exchange makes no garbage of it. Nothing reads it later but
+// its head is sent, so that an exchange that waits long for its response
+// does not hold it (a few hundred bytes), and a small exchange makes no
+// garbage of it. A request that may be sent again (repeatable: a GET, and
+// so a long poll) keeps it until its response head came. Nothing reads it later but
 // grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps it.
 func dropHeader(out *http.Request) {
 	if isGRPC(out) {

@@ -228,13 +228,27 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 	wait := min(t.g.cfg.streamWait(), route.timeout())
 	var exclude tunnel.Session
 	var lastErr error
+	resent := false // lastErr broke an exchange after its request reached an agent
 	for attempt := range maxAttempts {
 		p, err := t.g.registry.Pick(route.Group, exclude)
 		if err != nil {
-			if lastErr != nil {
+			var e *Error
+			if lastErr != nil && (resent || !errors.As(err, &e)) {
 				return nil, lastErr
 			}
+			if lastErr != nil && e.Err == nil {
+				// No usable session is left (the group's last agent went
+				// away or drained, maybe while this exchange waited for a
+				// stream) and nothing was sent: the group's answer, 503
+				// no-connector naming it; the log keeps the session's error.
+				e.Err = lastErr
+			}
 			return nil, err
+		}
+		if resent && p.Session == exclude {
+			// Only the session that broke the exchange is left: not again.
+			p.Done()
+			return nil, lastErr
 		}
 		// The first attempt's wait lives in st, which saves an allocation;
 		// a retry gets a fresh one, as nothing may hold on to the first.
@@ -287,9 +301,41 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 				continue
 			}
 		}
+		if err != nil && errors.Is(err, tunnel.ErrNoResponse) && req.Context().Err() == nil && repeatable(req) &&
+			attempt+1 < maxAttempts {
+			// The agent's connection (or the stream) broke after the
+			// request reached it: the backend may have seen it, which a
+			// request safe to repeat allows. Another agent answers it, as
+			// nginx's proxy_next_upstream does, instead of a 502.
+			t.g.log.Info("an agent's connection broke during an exchange; sending the request again over another session",
+				zap.String("request_id", st.requestID), zap.String("app", route.App), zap.String("agent", st.agent),
+				zap.String("method", req.Method), zap.Error(err))
+			exclude, lastErr, resent = p.Session, err, true
+			continue
+		}
 		return res, err
 	}
 	return nil, lastErr
+}
+
+// repeatable reports whether req may be sent again after its stream broke
+// before the response head: no body (it is not kept), no upgrade, and a
+// method that is idempotent without side effects of its own (RFC 9110
+// §9.2), or an Idempotency-Key header, which says the backend tells
+// repeats apart (net/http's client has the same rule). PUT and DELETE are
+// idempotent too but carry bodies or effects that a user would not want
+// to see done twice by a proxy's choice.
+func repeatable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody || tunnel.IsUpgradeRequest(req) {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 // informationalFor is the Options.Informational of an exchange for st over

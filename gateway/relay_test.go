@@ -23,6 +23,7 @@ type relaySession struct {
 	name    string
 	openErr error // OpenStream fails with it
 	sendErr error // the stream's first Send fails with it
+	recvErr error // the stream's Recv fails with it: it broke after the request went out
 	opened  int   // streams handed out
 	mu      sync.Mutex
 	sent    []*tunnel.Frame
@@ -67,6 +68,9 @@ func (st *relayStream) Send(f *tunnel.Frame) error {
 }
 
 func (st *relayStream) Recv() (*tunnel.Frame, error) {
+	if st.s.recvErr != nil {
+		return nil, st.s.recvErr
+	}
 	return &tunnel.Frame{
 		Response: &tunnelv1.ResponseHead{Status: 200, ContentLength: -1},
 		Data:     []byte("from " + st.s.name),
@@ -78,7 +82,7 @@ func (st *relayStream) Finish(bool) { st.finished = true }
 
 func relayGateway(t *testing.T, sessions ...*relaySession) (*relay, *exchangeState) {
 	t.Helper()
-	g := &Gateway{registry: NewRegistry()}
+	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
 	for _, s := range sessions {
 		g.registry.Add(s)
 	}
@@ -172,6 +176,105 @@ func TestRelayNoConnector(t *testing.T) {
 	}
 	if e := ErrorFor(err); e.Code != CodeTunnelFailed {
 		t.Fatalf("every session failing: code %s, want tunnel-failed", e.Code)
+	}
+}
+
+// endingSession is the group's last session, which drains (or ends) while
+// an exchange waits in OpenStream for a stream: OpenStream fails as the
+// transports do then, and nothing of the request was sent.
+type endingSession struct {
+	*relaySession
+	end func(*endingSession)
+}
+
+func (s *endingSession) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	s.end(s)
+	return nil, s.openErr
+}
+
+// TestRelayLastAgentLeavesWhileQueued: when the group's last agent drains
+// or goes away while an exchange waits for one of its streams, the client
+// gets 503 no-connector naming the group (nothing was sent), not 502
+// tunnel-failed.
+func TestRelayLastAgentLeavesWhileQueued(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		end     func(*endingSession)
+		wantMsg string
+	}{
+		{"drains", func(s *endingSession) {
+			s.openErr = errors.New("tunnel session is draining")
+			close(s.drain)
+		}, "shutting down"},
+		{"ends", func(s *endingSession) {
+			s.openErr = errors.New("tunnel session closed")
+			close(s.done)
+		}, "is connected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &endingSession{relaySession: newRelaySession("last"), end: tc.end}
+			g := &Gateway{registry: NewRegistry()}
+			g.registry.Add(s)
+			rt := &relay{g: g}
+			st := &exchangeState{route: &Route{App: "a", Group: "g"}, requestID: "rid"}
+			_, err := rt.RoundTrip(relayRequest(t, st, ""))
+			e := ErrorFor(err)
+			if e.Code != CodeNoConnector || e.Status != http.StatusServiceUnavailable {
+				t.Fatalf("got %v (code %s, status %d); want %s 503 naming group g", err, e.Code, e.Status, CodeNoConnector)
+			}
+			if !strings.Contains(e.Msg, `"g"`) || !strings.Contains(e.Msg, tc.wantMsg) {
+				t.Errorf("message %q; want it to name group \"g\" and say %q", e.Msg, tc.wantMsg)
+			}
+			if !strings.Contains(err.Error(), "tunnel session") {
+				t.Errorf("the error %q lost the session's error for the log", err)
+			}
+		})
+	}
+}
+
+// TestRelayRetriesRepeatableAfterBreak: a stream that breaks after the
+// request went out and before the response head (the agent's connection
+// lost) is sent again over another session when the request is safe to
+// repeat (a GET without a body), never over the session that broke it;
+// a POST gets the error.
+func TestRelayRetriesRepeatableAfterBreak(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			broken, good := newRelaySession("broken"), newRelaySession("good")
+			broken.recvErr = errors.New("connection lost")
+			rt, st := relayGateway(t, broken, good)
+			for i := range 20 { // the random pick starts on the broken session too
+				req := relayRequest(t, st, "")
+				req.Method = method
+				res, err := rt.RoundTrip(req)
+				switch {
+				case method == "GET" && err != nil:
+					t.Fatalf("GET %d: %v; want the answer of the good session", i, err)
+				case method == "GET":
+					if got := relayBody(t, res); got != "from good" {
+						t.Fatalf("GET %d answered %q", i, got)
+					}
+				case err == nil:
+					relayBody(t, res)
+				case !errors.Is(err, tunnel.ErrNoResponse):
+					t.Fatalf("POST %d: %v; want ErrNoResponse", i, err)
+				}
+			}
+			if method == "POST" && len(broken.sent) == 0 {
+				t.Fatal("the broken session never got a POST: the test proves nothing")
+			}
+			// Only the broken session left: a GET is not sent to it again.
+			rt, st = relayGateway(t, broken)
+			req := relayRequest(t, st, "")
+			req.Method = "GET"
+			before := broken.opened
+			if _, err := rt.RoundTrip(req); !errors.Is(err, tunnel.ErrNoResponse) {
+				t.Fatalf("GET with only the broken session: %v; want ErrNoResponse", err)
+			}
+			if n := broken.opened - before; n != 1 {
+				t.Fatalf("the broken session was tried %d times for one GET; want once", n)
+			}
+		})
 	}
 }
 

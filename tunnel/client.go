@@ -63,7 +63,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &
 //
 // An error wrapping ErrNotSent means nothing reached the agent and req may be
 // retried on another stream (its body is then untouched unless the error
-// says otherwise).
+// says otherwise). One wrapping ErrNoResponse means the request was sent
+// but its stream broke before the response head came.
 func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error) {
 	if o == nil {
 		o = &Options{}
@@ -156,7 +157,14 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	}
 	ex.stopHeadTimer()
 	if err != nil {
-		return nil, ex.fail(fmt.Errorf("receive response head: %w", err))
+		// No cause of the exchange's own (head timeout, the client gone):
+		// the stream or its session broke after the request was sent.
+		lost := ex.abortErr.Load() == nil
+		err = ex.fail(fmt.Errorf("receive response head: %w", err))
+		if lost {
+			err = &noResponseError{err}
+		}
+		return nil, err
 	}
 	if f.Error != nil {
 		return nil, ex.fail(&ExchangeError{Code: f.Error.GetCode(), Message: f.Error.GetMessage()})

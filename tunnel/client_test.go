@@ -423,10 +423,38 @@ func TestRoundTripHeadTimeout(t *testing.T) {
 	fakeAgent(t, ag) // reads the request, never answers
 	o := &Options{HeadTimeout: 20 * time.Millisecond}
 	_, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/", nil), o)
-	if !errors.Is(err, ErrHeadTimeout) {
-		t.Fatalf("RoundTrip = %v, want ErrHeadTimeout", err)
+	if !errors.Is(err, ErrHeadTimeout) || errors.Is(err, ErrNoResponse) {
+		t.Fatalf("RoundTrip = %v, want ErrHeadTimeout (and not ErrNoResponse: the backend may still be at it)", err)
 	}
 	gw.wantFinish(t, false)
+}
+
+// TestRoundTripNoResponse: a stream that breaks after the request went out
+// and before the response head (the agent's connection lost) is
+// ErrNoResponse, which the gateway may retry for a request safe to
+// repeat; an answer of the agent's, even an error, is not.
+func TestRoundTripNoResponse(t *testing.T) {
+	t.Run("stream broke", func(t *testing.T) {
+		gw, ag := newPipe(8)
+		go func() {
+			if _, err := ag.Recv(); err == nil {
+				ag.p.close() // the transport resets the stream
+			}
+		}()
+		_, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/", nil), nil)
+		if !errors.Is(err, ErrNoResponse) || errors.Is(err, ErrNotSent) {
+			t.Fatalf("RoundTrip = %v, want ErrNoResponse", err)
+		}
+	})
+	t.Run("agent's error", func(t *testing.T) {
+		gw, ag := newPipe(8)
+		fakeAgent(t, ag, &Frame{Error: &tunnelv1.Error{Code: "backend-unreachable", Message: "refused"}, End: true})
+		_, err := RoundTrip(gw.lease(), newRequest(t, "GET", "http://backend:80/", nil), nil)
+		var ee *ExchangeError
+		if !errors.As(err, &ee) || errors.Is(err, ErrNoResponse) {
+			t.Fatalf("RoundTrip = %v, want the agent's error and not ErrNoResponse", err)
+		}
+	})
 }
 
 func TestRoundTripNotSent(t *testing.T) {

@@ -10,6 +10,14 @@ import (
 // stream or session.
 var ErrNotSent = errors.New("request not sent")
 
+// ErrNoResponse is wrapped by RoundTrip errors of an exchange whose stream
+// (or its session: the agent's connection) broke after the request was
+// sent and before the response head came, without a timeout or the
+// client's cancellation. The backend may or may not have received the
+// request: only a request that is safe to repeat (an idempotent one
+// without a body) may be sent again.
+var ErrNoResponse = errors.New("stream broke before the response head")
+
 // ErrHeadTimeout is returned by RoundTrip when the backend sent no response
 // head within Options.HeadTimeout.
 var ErrHeadTimeout = errors.New("no response head from the backend in time")
@@ -32,6 +40,13 @@ type notSentError struct{ err error }
 func (e *notSentError) Error() string        { return e.err.Error() }
 func (e *notSentError) Unwrap() error        { return e.err }
 func (e *notSentError) Is(target error) bool { return target == ErrNotSent }
+
+// noResponseError marks a failure that ErrNoResponse describes.
+type noResponseError struct{ err error }
+
+func (e *noResponseError) Error() string        { return e.err.Error() }
+func (e *noResponseError) Unwrap() error        { return e.err }
+func (e *noResponseError) Is(target error) bool { return target == ErrNoResponse }
 
 // ClientBodyError is returned when reading the client's request body failed
 // (the client went away or sent a malformed body) before the request could

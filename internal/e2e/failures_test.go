@@ -852,3 +852,89 @@ func TestShortSessionsBackOff(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryAfterAgentLost: when an agent's connection is lost after a
+// request reached it and before the response head came back, a request
+// that is safe to repeat (GET, HEAD, OPTIONS without a body) is sent again
+// over another agent of the group and the client gets its answer; one
+// that is not (a POST) gets 502 tunnel-failed, and its backend sees it
+// once. The lost agent's backend request is cancelled either way.
+func TestRetryAfterAgentLost(t *testing.T) {
+	for _, transport := range testrig.Transports {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(transport+"/"+method, func(t *testing.T) { testRetryAfterAgentLost(t, transport, method) })
+		}
+	}
+}
+
+func testRetryAfterAgentLost(t *testing.T, transport, method string) {
+	var hits atomic.Int32
+	first, firstCancelled := make(chan struct{}), make(chan struct{})
+	quit := make(chan struct{})
+	backend := startLoopbackBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read to the end, so that net/http's server watches the
+		// connection and cancels the context when the agent closes it.
+		io.Copy(io.Discard, r.Body)
+		if hits.Add(1) == 1 {
+			close(first)
+			select {
+			case <-r.Context().Done():
+				close(firstCancelled)
+			case <-quit:
+			}
+			return
+		}
+		io.WriteString(w, "answered")
+	}))
+	t.Cleanup(func() { close(quit) })
+	rig := testrig.New(t, testrig.Options{
+		Transport: transport,
+		Routes:    []gateway.Route{{App: "app", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)}},
+		Gateway: func(cfg *gateway.Config) {
+			cfg.QUICIdleTimeout = 2 * time.Second // a lost QUIC peer is noticed by the idle timeout alone
+		},
+	})
+	relay := startPathRelay(t, rig, true)
+	rig.StartAgent(func(cfg *agent.Config) {
+		cfg.Name = "lost-agent"
+		cfg.Gateway = relay.Addr()
+	})
+	rig.WaitSessions(testrig.Group, 1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), failWait)
+	defer cancel()
+	type result struct {
+		status int
+		code   string
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("form=1")
+		}
+		res, b := doAndRead(t, rig.Client(), appRequest(t, ctx, method, rig.URL+"/", body))
+		done <- result{status: res.StatusCode, code: res.Header.Get(gateway.ErrorHeader), body: string(b)}
+	}()
+	waitSignal(t, first, "the request to reach the backend through the first agent")
+	rig.StartAgent(func(cfg *agent.Config) { cfg.Name = "healthy-agent" })
+	rig.WaitSessions(testrig.Group, 2)
+	relay.cut()
+
+	r := waitSignal(t, done, "the request to end")
+	waitSignal(t, firstCancelled, "the lost agent's backend request to be cancelled")
+	switch method {
+	case "GET":
+		if r.status != http.StatusOK || r.body != "answered" || hits.Load() != 2 {
+			t.Fatalf("GET after its agent was lost: %d %s %q, backend hit %d times; want 200 from the other agent (hit twice)",
+				r.status, r.code, r.body, hits.Load())
+		}
+	default:
+		if r.status != http.StatusBadGateway || r.code != gateway.CodeTunnelFailed || hits.Load() != 1 {
+			t.Fatalf("POST after its agent was lost: %d %s, backend hit %d times; want 502 %s, hit once",
+				r.status, r.code, hits.Load(), gateway.CodeTunnelFailed)
+		}
+	}
+}
