@@ -63,6 +63,13 @@ type EnrollConfig struct {
 	// ProxyEnv is read when Proxy is empty, as Config.ProxyEnv. Nil → no
 	// proxy from the environment.
 	ProxyEnv *httpproxy.Config
+	// SameName, when set, is called before a successful Enroll returns if
+	// the gateway says that other connectors of the group, not revoked,
+	// have the name this agent enrolled with (an agent installed again
+	// whose predecessor was never revoked, or agents that share a name on
+	// purpose): the name and their ids, oldest first. Gateways before
+	// enrollment protocol version 2 never say. Nil → not reported.
+	SameName func(name string, ids []string)
 }
 
 // Enroll generates the agent's key locally, sends a CSR with the token and
@@ -121,6 +128,9 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 		if err := creds.Save(cfg.DataDir); err != nil {
 			return nil, &DataDirError{Dir: cfg.DataDir, Err: err, ConnectorID: creds.ConnectorID}
 		}
+	}
+	if ids := resp.GetSameNameConnectorIds(); len(ids) > 0 && cfg.SameName != nil {
+		cfg.SameName(name, ids)
 	}
 	return creds, nil
 }

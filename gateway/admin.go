@@ -25,7 +25,7 @@ import (
 //	GET    /healthz                        200 while the process runs (no token)
 //	GET    /readyz                         200 while serving with a working store (no token)
 //	GET    /metrics                        Prometheus metrics (no token; see metrics.go)
-//	GET    /api/v1/tokens                  [APIToken] (never the secret)
+//	GET    /api/v1/tokens                  [APIToken] (never the secret; with its state now)
 //	POST   /api/v1/tokens                  APITokenRequest → 201 APIToken with the secret, once
 //	DELETE /api/v1/tokens/{id}             204; 404 unknown
 //	GET    /api/v1/connectors              [APIConnector]
@@ -46,6 +46,26 @@ type APIToken struct {
 	Expires *time.Time `json:"expires"` // null = never
 	Created *time.Time `json:"created"` // null for config tokens
 	Source  string     `json:"source"`  // "api" or "config"
+	State   string     `json:"state"`   // TokenUsable, TokenExpired or TokenUsedUp, by the gateway's clock
+}
+
+// The states of an enrollment token (APIToken.State).
+const (
+	TokenUsable  = "usable"  // an agent may enroll with it now
+	TokenExpired = "expired" // past its expiry (whether or not uses are left)
+	TokenUsedUp  = "used-up" // every use spent
+)
+
+// tokenState is the state of t at now, as Enroll would judge it: expiry
+// first, then uses.
+func tokenState(t store.Token, now time.Time) string {
+	switch t.Check(now) {
+	case store.ErrTokenExpired:
+		return TokenExpired
+	case store.ErrTokenUsedUp:
+		return TokenUsedUp
+	}
+	return TokenUsable
 }
 
 // APITokenRequest creates a token: TTL as a Go duration ("1h"; default 1h,
@@ -252,13 +272,15 @@ func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	now := g.now()
 	out := make([]APIToken, 0, len(toks)+len(g.tokens))
-	for i, t := range g.tokens {
-		out = append(out, APIToken{ID: fmt.Sprintf("config-%d", i), Group: t.group, Used: configUses[t.sum], Source: "config"})
+	for i, t := range g.tokens { // unlimited and never expire
+		out = append(out, APIToken{ID: fmt.Sprintf("config-%d", i), Group: t.group, Used: configUses[t.sum], Source: "config",
+			State: TokenUsable})
 	}
 	for _, t := range toks {
 		out = append(out, APIToken{ID: t.ID, Group: t.Group, Uses: t.MaxUses, Used: t.Used,
-			Expires: timePtr(t.Expires), Created: timePtr(t.Created), Source: "api"})
+			Expires: timePtr(t.Expires), Created: timePtr(t.Created), Source: "api", State: tokenState(t, now)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -305,7 +327,7 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
 	g.log.Info("enrollment token created", zap.String("token_id", t.ID), zap.String("group", t.Group),
 		zap.Int("uses", uses), zap.Duration("ttl", ttl))
 	writeJSON(w, http.StatusCreated, APIToken{ID: t.ID, Token: secret, Group: t.Group, Uses: uses,
-		Expires: timePtr(t.Expires), Created: timePtr(now), Source: "api"})
+		Expires: timePtr(t.Expires), Created: timePtr(now), Source: "api", State: tokenState(t, now)})
 }
 
 func (g *Gateway) deleteToken(w http.ResponseWriter, r *http.Request) {

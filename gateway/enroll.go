@@ -162,9 +162,57 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	}
 	log.Info("connector enrolled", zap.String("connector", id.ConnectorID), zap.String("name", name),
 		zap.String("group", group), zap.String("token_id", tok.id), zap.Time("cert_expires", issued.NotAfter))
+	same := g.sameNameConnectors(ctx, log, id.ConnectorID, group, name)
 	return &tunnelv1.EnrollResponse{
 		ConnectorId: id.ConnectorID, Group: group, Certificate: issued.DER, CaBundle: issued.Bundle,
+		SameNameConnectorIds: same,
 	}, nil
+}
+
+// namedConnectorStore is a Store that finds connectors by name; *store.DB
+// is one. Without it (a Store wrapped by a test) the gateway reads the
+// whole list.
+type namedConnectorStore interface {
+	// NamedConnectors lists the unrevoked connectors of group called
+	// name, oldest first.
+	NamedConnectors(ctx context.Context, group, name string) ([]store.Connector, error)
+}
+
+// sameNameConnectors returns the ids of the unrevoked connectors of group
+// other than the newly enrolled id that are called name, and logs a
+// warning naming them. Enrolling under a name in use is not refused: an
+// agent installed again under its old name is normal, but its predecessor
+// stays enrolled (and its certificate valid) until it is revoked. A store
+// that cannot say is logged and the enrollment stands.
+func (g *Gateway) sameNameConnectors(ctx context.Context, log *zap.Logger, id, group, name string) []string {
+	if name == id { // the agent sent no name
+		return nil
+	}
+	var cs []store.Connector
+	var err error
+	if ns, ok := g.store.(namedConnectorStore); ok {
+		cs, err = ns.NamedConnectors(ctx, group, name)
+	} else {
+		cs, err = g.store.Connectors(ctx)
+	}
+	if err != nil {
+		log.Warn("could not check for other connectors with the enrolled connector's name",
+			zap.String("connector", id), zap.Error(err))
+		return nil
+	}
+	var ids []string
+	for _, c := range cs {
+		if c.ID != id && c.Group == group && c.Name == name && c.Revoked.IsZero() {
+			ids = append(ids, c.ID)
+		}
+	}
+	if len(ids) > 0 {
+		log.Warn("connector enrolled under a name that other connectors of its group have; if it replaces them, "+
+			"revoke them with `sallyport connector revoke ID`",
+			zap.String("connector", id), zap.String("name", name), zap.String("group", group),
+			zap.Strings("same_name_connectors", ids))
+	}
+	return ids
 }
 
 // configTokenStore is a Store that counts the enrollments made with the

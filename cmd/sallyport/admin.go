@@ -123,13 +123,17 @@ func newTokenCmd() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tGROUP\tUSED\tUSES\tEXPIRES\tSOURCE")
+			// STATE is the gateway's judgement, by its clock ("-" from a
+			// gateway older than the field); it comes last so that the
+			// columns before it keep their places.
+			fmt.Fprintln(w, "ID\tGROUP\tUSED\tUSES\tEXPIRES\tSOURCE\tSTATE")
 			for _, t := range toks {
 				uses := "unlimited"
 				if t.Uses > 0 {
 					uses = fmt.Sprint(t.Uses)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Group, t.Used, uses, timeOr(t.Expires, "never"), t.Source)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.ID, t.Group, t.Used, uses, timeOr(t.Expires, "never"), t.Source,
+					orDash(t.State))
 			}
 			return w.Flush()
 		},
@@ -178,10 +182,13 @@ func newConnectorCmd() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tNAME\tGROUP\tVERSION\tPLATFORM\tREMOTE\tSESSIONS\tCONNECTED SINCE\tCERT EXPIRES\tSTATUS")
+			shared := sharedNames(cs)
 			for _, x := range cs {
 				st := "ok"
 				if x.Revoked != nil {
 					st = "revoked " + x.Revoked.UTC().Format(time.RFC3339)
+				} else if n := shared[[2]string{x.Group, x.Name}]; n > 1 {
+					st = fmt.Sprintf("ok, name used by %d connectors", n)
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.ID, x.Name, x.Group, x.Version, x.Platform,
 					orDash(x.RemoteAddr), x.Sessions, timeOr(x.ConnectedSince, "-"), x.CertExpires.UTC().Format(time.RFC3339), st)
@@ -205,6 +212,19 @@ func newConnectorCmd() *cobra.Command {
 	}
 	cmd.AddCommand(list, revoke)
 	return cmd
+}
+
+// sharedNames counts the unrevoked connectors of each group and name: an
+// agent installed again under its old name leaves its predecessor enrolled
+// until it is revoked.
+func sharedNames(cs []gateway.APIConnector) map[[2]string]int {
+	n := map[[2]string]int{}
+	for _, x := range cs {
+		if x.Revoked == nil {
+			n[[2]string{x.Group, x.Name}]++
+		}
+	}
+	return n
 }
 
 func orDash(s string) string {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -108,6 +109,9 @@ func newEnrollCmd(g *globals) *cobra.Command {
 				return err
 			}
 			e.TLS = tc
+			var name string
+			var sameName []string // other connectors of the group with this name
+			e.SameName = func(n string, ids []string) { name, sameName = n, ids }
 			ctx, stop := signalContext(log)
 			defer stop()
 			creds, err := agent.Enroll(ctx, e)
@@ -121,6 +125,9 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "enrolled: connector %s in group %q; certificate valid until %s, kept in %s\n",
 				creds.ConnectorID, creds.Group, creds.Expires().UTC().Format(time.RFC3339), e.DataDir)
+			if len(sameName) > 0 {
+				sameNameNote(cmd.ErrOrStderr(), name, creds.Group, sameName)
+			}
 			return nil
 		},
 	}
@@ -135,6 +142,22 @@ func newEnrollCmd(g *globals) *cobra.Command {
 	f.StringVar(&fl.caFile, "gateway-ca", "", "PEM file trusted for the gateway's tunnel certificate")
 	f.StringVar(&fl.fingerprint, "gateway-fingerprint", "", "pin the gateway's tunnel certificate: sha256:HEX")
 	return cmd
+}
+
+// sameNameNote tells that other connectors of the group, not revoked, are
+// called name too (ids, oldest first), and how to revoke the ones this
+// agent replaces. Enrolling under a name in use is not refused: installing
+// an agent again under its old name is normal, but the old connector stays
+// enrolled until it is revoked or its certificate expires.
+func sameNameNote(w io.Writer, name, group string, ids []string) {
+	if len(ids) == 1 {
+		fmt.Fprintf(w, "note: connector %s is also named %q in group %q and is not revoked; if this agent replaces it "+
+			"(installed again), revoke it: sallyport connector revoke %s\n", ids[0], name, group, ids[0])
+		return
+	}
+	fmt.Fprintf(w, "note: connectors %s are also named %q in group %q and are not revoked; if this agent replaces them "+
+		"(installed again), revoke each: sallyport connector revoke ID (see sallyport connector list)\n",
+		strings.Join(ids, ", "), name, group)
 }
 
 // settings merges the flags with the agent config they name, if any, into

@@ -217,10 +217,9 @@ func findToken(ctx context.Context, q querier, hash [32]byte, now time.Time) (To
 		return Token{}, ErrNotFound
 	case err != nil:
 		return Token{}, err
-	case !t.Expires.IsZero() && !now.Before(t.Expires):
-		return Token{}, ErrTokenExpired
-	case t.MaxUses > 0 && t.Used >= t.MaxUses:
-		return Token{}, ErrTokenUsedUp
+	}
+	if err := t.Check(now); err != nil {
+		return Token{}, err
 	}
 	return t, nil
 }
@@ -380,6 +379,18 @@ func (s *DB) Connectors(ctx context.Context) ([]Connector, error) {
 	out, err := queryAll(ctx, s.db, scanConnector, `SELECT `+connectorCols+` FROM connectors ORDER BY enrolled_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list connectors: %w", err)
+	}
+	return out, nil
+}
+
+// NamedConnectors lists the connectors of group called name that are not
+// revoked, oldest first: agents enrolled under one name, such as an agent
+// installed again whose predecessor was never revoked.
+func (s *DB) NamedConnectors(ctx context.Context, group, name string) ([]Connector, error) {
+	out, err := queryAll(ctx, s.db, scanConnector, `SELECT `+connectorCols+` FROM connectors
+		WHERE group_name = $1 AND name = $2 AND revoked_at = 0 ORDER BY enrolled_at, id`, group, name)
+	if err != nil {
+		return nil, fmt.Errorf("list connectors named %q: %w", name, err)
 	}
 	return out, nil
 }

@@ -48,6 +48,18 @@ type Token struct {
 	Created time.Time
 }
 
+// Check reports whether t has a use left at now: nil, ErrTokenExpired
+// (checked first) or ErrTokenUsedUp.
+func (t Token) Check(now time.Time) error {
+	switch {
+	case !t.Expires.IsZero() && !now.Before(t.Expires):
+		return ErrTokenExpired
+	case t.MaxUses > 0 && t.Used >= t.MaxUses:
+		return ErrTokenUsedUp
+	}
+	return nil
+}
+
 // Connector is one enrolled agent.
 type Connector struct {
 	ID          string

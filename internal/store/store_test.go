@@ -603,3 +603,39 @@ func TestConfigTokenUses(t *testing.T) {
 		}
 	})
 }
+
+// TestNamedConnectors: NamedConnectors finds the unrevoked connectors of
+// one group with one name, oldest first, and no others (another group,
+// another name, a revoked one).
+func TestNamedConnectors(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testDB) {
+		ctx := context.Background()
+		s := d.open(t)
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		for i, c := range []Connector{
+			{ID: "c-new", Name: "web", Group: "g", Enrolled: t0.Add(2 * time.Hour)},
+			{ID: "c-old", Name: "web", Group: "g", Enrolled: t0},
+			{ID: "c-revoked", Name: "web", Group: "g", Enrolled: t0.Add(time.Hour), Revoked: t0.Add(time.Hour)},
+			{ID: "c-other-group", Name: "web", Group: "h", Enrolled: t0},
+			{ID: "c-other-name", Name: "web2", Group: "g", Enrolled: t0},
+		} {
+			if err := s.AddConnector(ctx, c); err != nil {
+				t.Fatalf("connector %d: %v", i, err)
+			}
+		}
+		list, err := s.NamedConnectors(ctx, "g", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range list {
+			ids = append(ids, c.ID)
+		}
+		if fmt.Sprint(ids) != "[c-old c-new]" {
+			t.Fatalf("NamedConnectors(g, web) = %v, want [c-old c-new]", ids)
+		}
+		if list, err := s.NamedConnectors(ctx, "g", "nobody"); err != nil || len(list) != 0 {
+			t.Fatalf("NamedConnectors(g, nobody) = %+v, %v", list, err)
+		}
+	})
+}
