@@ -154,6 +154,21 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 	}
 }
 
+// RefuseRole is the child side of a role that cannot even start (a profile
+// file it cannot create, say): it takes the harness's spec from in and
+// answers with err as its ready line on out, so that the harness reports
+// err instead of the child's exit. It returns err.
+func RefuseRole(in io.Reader, out io.Writer, err error) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	// The spec: read so that the harness's write of it succeeds; what it
+	// says no longer matters.
+	sc.Scan()
+	b, _ := json.Marshal(roleReady{Error: err.Error()}) // a plain struct
+	_, _ = out.Write(append(b, '\n'))
+	return err
+}
+
 // child is a role running in a child process, seen from the harness.
 type child struct {
 	role  string

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,7 +24,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	s := r.Settings
 	load := "closed loop"
 	if s.Rate > 0 {
-		load = "open loop at " + sig(s.Rate) + " req/s"
+		load = r.openLoopText()
 	}
 	cpu := r.Machine.CPUModel
 	if cpu == "" {
@@ -61,6 +62,31 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.writeNotes(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// openLoopText describes an open-loop run in the header: the rate and,
+// when the run has scenarios the rate does not drive (sse, transfers,
+// longpoll, burst), the scenarios it does.
+func (r *Report) openLoopText() string {
+	var open, others []string
+	for i := range r.Results {
+		res := &r.Results[i]
+		names := &others
+		if openLoopKind(res.Kind) {
+			names = &open
+		}
+		if !slices.Contains(*names, res.Scenario) {
+			*names = append(*names, res.Scenario)
+		}
+	}
+	rate := sig(r.Settings.Rate) + " req/s"
+	switch {
+	case len(others) == 0:
+		return "open loop at " + rate
+	case len(open) == 0:
+		return "closed loop (the open loop's " + rate + " drives none of these scenarios)"
+	}
+	return "open loop at " + rate + " for " + strings.Join(open, ", ") + " (the rate does not apply to " + strings.Join(others, ", ") + ")"
 }
 
 // referenceNotes says what each reference path is, under the table.
@@ -119,7 +145,7 @@ func (res *Result) unfinishedNote() string {
 	}
 	scheduled := res.Exchanges + res.Errors + res.Unfinished
 	switch {
-	case res.Rate > 0 && (res.Kind == kindRequest || res.Kind == kindMessage) && res.Unfinished*100 > scheduled:
+	case res.Rate > 0 && openLoopKind(res.Kind) && res.Unfinished*100 > scheduled:
 		return fmt.Sprintf("behind the open loop's rate: %d of %d exchanges scheduled were not done by the end of their round (unfinished)",
 			res.Unfinished, scheduled)
 	case res.Exchanges == 0 && res.Errors == 0:

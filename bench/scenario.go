@@ -109,6 +109,47 @@ func (c *Config) scenarios() ([]scenario, error) {
 
 func (s scenario) transfer() bool { return s.kind == kindTransfer }
 
+// openLoopKind reports whether Config.Rate drives the scenarios of kind:
+// the request scenarios and ws. The others keep their own pace (transfers
+// closed loop, sse the backend's ticks, longpoll one hold, burst its
+// sequence).
+func openLoopKind(kind string) bool { return kind == kindRequest || kind == kindMessage }
+
+// settingKinds holds, for each Config setting that only some scenarios
+// use, whether the scenarios of a kind use it (see SettingScenarios).
+var settingKinds = map[string]func(kind string) bool{
+	"Rate":                openLoopKind,
+	"Concurrency":         func(k string) bool { return k == kindRequest || k == kindEvent || k == kindMessage },
+	"TransferConcurrency": func(k string) bool { return k == kindTransfer },
+	"TransferSize":        func(k string) bool { return k == kindTransfer },
+	"SSEInterval":         func(k string) bool { return k == kindEvent },
+	"Longpoll":            func(k string) bool { return k == kindHeld },
+	"Burst":               func(k string) bool { return k == kindBurst },
+	// A long poll holds its exchanges once: no rounds, no warm-up, and
+	// it takes as long as the hold takes.
+	"Duration": func(k string) bool { return k != kindHeld },
+	"Rounds":   func(k string) bool { return k != kindHeld },
+	"Warmup":   func(k string) bool { return k != kindHeld },
+}
+
+// SettingScenarios lists, for each Config setting (by field name) that
+// applies to some scenarios only, the scenarios it applies to, in
+// ScenarioNames order; a setting given for a run without any of them would
+// change nothing. Settings not listed apply to every scenario.
+func SettingScenarios(setting string) []string {
+	applies, ok := settingKinds[setting]
+	if !ok {
+		return ScenarioNames
+	}
+	var out []string
+	for _, name := range ScenarioNames {
+		if sc, err := newScenario(name, 1); err == nil && applies(sc.kind) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // hasThroughput reports whether the scenario's exchanges per second (or
 // MB/s) are its figure of merit, so that a ratio to direct means something.
 func (s scenario) hasThroughput() bool { return s.kind != kindHeld && s.kind != kindBurst }

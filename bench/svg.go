@@ -7,19 +7,33 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unicode/utf8"
 )
 
-// SVG layout, in pixels.
+// SVG layout, in pixels. A panel is, top to bottom: its title, the legend
+// (as many rows as its paths need, the same number in every panel), the
+// plot and the percentile labels.
 const (
-	svgPanelW   = 420
-	svgPanelH   = 260
-	svgColumns  = 2
-	svgMarginL  = 64 // room for the latency axis labels
-	svgMarginR  = 16
-	svgMarginT  = 40 // the panel's title and legend
-	svgMarginB  = 36 // the percentile labels
-	svgHeaderH  = 36 // the chart's title
-	svgFontSize = 12
+	svgPanelW    = 420
+	svgColumns   = 2
+	svgMarginL   = 64 // room for the latency axis labels
+	svgMarginR   = 16
+	svgTitleH    = 26 // the panel's title
+	svgLegendH   = 16 // one row of the legend
+	svgLegendGap = 8  // between the legend and the plot
+	svgPlotH     = 184
+	svgMarginB   = 36 // the percentile labels
+	svgHeaderH   = 36 // the chart's title
+	svgFontSize  = 12
+	// svgCharW is the width the layout allows each character of a label:
+	// 0.7 em, more than the average glyph of a sans-serif font, so that
+	// legend entries never run into each other.
+	svgCharW = 0.7 * svgFontSize
+	// A legend entry is a short line in the path's colour, its name and a
+	// gap before the next one.
+	svgKeyW     = 18
+	svgKeyGap   = 6
+	svgEntryGap = 14
 )
 
 // svgColors gives each path its colour.
@@ -47,8 +61,14 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		}
 		series[res.Scenario] = append(series[res.Scenario], res)
 	}
+	legendRows := 1
+	for _, sc := range scenarios {
+		_, n := legendLayout(series[sc])
+		legendRows = max(legendRows, n)
+	}
+	panelH := svgTitleH + legendRows*svgLegendH + svgLegendGap + svgPlotH + svgMarginB
 	rows := max((len(scenarios)+svgColumns-1)/svgColumns, 1)
-	width, height := svgColumns*svgPanelW, svgHeaderH+rows*svgPanelH
+	width, height := svgColumns*svgPanelW, svgHeaderH+rows*panelH
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="%d">`+"\n",
@@ -61,16 +81,46 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	}
 	for i, sc := range scenarios {
 		x0 := (i % svgColumns) * svgPanelW
-		y0 := svgHeaderH + (i/svgColumns)*svgPanelH
-		writePanel(&b, sc, series[sc], x0, y0)
+		y0 := svgHeaderH + (i/svgColumns)*panelH
+		writePanel(&b, sc, series[sc], x0, y0, legendRows)
 	}
 	b.WriteString("</svg>\n")
 	_, err := w.Write(b.Bytes())
 	return err
 }
 
-// writePanel draws one scenario's series in the panel at (x0, y0).
-func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0 int) {
+// legendPlace is where one legend entry goes: its row, and its left edge
+// from the plot's left edge.
+type legendPlace struct {
+	row int
+	x   float64
+}
+
+// legendLayout places the legend entries of results left to right in rows
+// as wide as the plot, starting a new row where the next entry would not
+// fit (an entry wider than the plot gets a row of its own), and returns
+// the places and the number of rows.
+func legendLayout(results []*Result) ([]legendPlace, int) {
+	const width = svgPanelW - svgMarginL - svgMarginR
+	places := make([]legendPlace, len(results))
+	row, x := 0, 0.0
+	for i, res := range results {
+		w := svgKeyW + svgKeyGap + svgTextWidth(res.Path)
+		if x > 0 && x+w > width {
+			row, x = row+1, 0
+		}
+		places[i] = legendPlace{row: row, x: x}
+		x += w + svgEntryGap
+	}
+	return places, row + 1
+}
+
+// svgTextWidth is the width the layout allows a label (see svgCharW).
+func svgTextWidth(s string) float64 { return float64(utf8.RuneCountInString(s)) * svgCharW }
+
+// writePanel draws one scenario's series in the panel at (x0, y0), below a
+// legend of legendRows rows.
+func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0, legendRows int) {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, res := range results {
 		for _, v := range seriesValues(res) {
@@ -84,7 +134,10 @@ func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0 int)
 		hi = lo * 10
 	}
 	left, right := float64(x0+svgMarginL), float64(x0+svgPanelW-svgMarginR)
-	top, bottom := float64(y0+svgMarginT), float64(y0+svgPanelH-svgMarginB)
+	legendTop := float64(y0 + svgTitleH)
+	top := legendTop + float64(legendRows*svgLegendH+svgLegendGap)
+	bottom := top + svgPlotH
+	places, _ := legendLayout(results)
 	xAt := func(i int) float64 {
 		return left + (right-left)*float64(i)/float64(len(svgPercentiles)-1)
 	}
@@ -121,10 +174,10 @@ func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0 int)
 			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3"><title>%s %s %s: %s ms</title></circle>`+"\n",
 				xAt(i), yAt(v), svgEscape(res.Scenario), svgEscape(res.Path), svgPercentiles[i], sig(v))
 		}
-		// Legend, top right.
-		lx, ly := right-110, float64(y0+14+k*14)
-		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2"/>`+"\n", lx, ly, lx+18, ly)
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n", lx+24, ly, svgEscape(res.Path))
+		// Legend, between the title and the plot.
+		lx, ly := left+places[k].x, legendTop+float64(places[k].row*svgLegendH)+svgLegendH/2
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2"/>`+"\n", lx, ly, lx+svgKeyW, ly)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n", lx+svgKeyW+svgKeyGap, ly, svgEscape(res.Path))
 		b.WriteString("</g>\n")
 	}
 	b.WriteString("</g>\n")

@@ -203,6 +203,48 @@ func serveBackendAlone(cmd *cobra.Command) error {
 	return nil
 }
 
+// scenarioFlags are the flags that set what only some scenarios use, with
+// the harness's setting each stands for (see bench.SettingScenarios).
+var scenarioFlags = []struct{ flag, setting string }{
+	{"duration", "Duration"}, {"rounds", "Rounds"}, {"warmup", "Warmup"},
+	{"concurrency", "Concurrency"}, {"rate", "Rate"},
+	{"transfer-size", "TransferSize"}, {"transfer-concurrency", "TransferConcurrency"},
+	{"sse-interval", "SSEInterval"}, {"longpoll", "Longpoll"}, {"burst", "Burst"},
+}
+
+// checkScenarioFlags refuses a flag given for a run without any of the
+// scenarios it applies to (--longpoll without longpoll, --transfer-size
+// without download or upload, …): it would be ignored, and the figures
+// would not be what its user thinks.
+func (f *benchFlags) checkScenarioFlags(changed func(string) bool) error {
+	run, which := f.scenarios, "--scenarios "+strings.Join(f.scenarios, ",")
+	switch {
+	case changed("scenarios"):
+	case f.quick:
+		run, which = bench.QuickScenarios, "--quick ("+strings.Join(bench.QuickScenarios, ",")+")"
+	default:
+		return nil // every scenario
+	}
+	var ignored []string
+	for _, sf := range scenarioFlags {
+		if !changed(sf.flag) {
+			continue
+		}
+		uses := bench.SettingScenarios(sf.setting)
+		if !slices.ContainsFunc(run, func(name string) bool { return slices.Contains(uses, strings.TrimSpace(name)) }) {
+			ignored = append(ignored, fmt.Sprintf("--%s (for %s)", sf.flag, strings.Join(uses, ", ")))
+		}
+	}
+	switch len(ignored) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("%s would be ignored: %s runs none of the scenarios it is for; add one, or leave the flag out", ignored[0], which)
+	}
+	return fmt.Errorf("%s would be ignored: %s runs none of the scenarios they are for; add them, or leave the flags out",
+		strings.Join(ignored, ", "), which)
+}
+
 // config turns the flags into the harness's config. With --serve-backend
 // there is none: it only checks that no other flag is given.
 func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error) {
@@ -216,7 +258,22 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 	if f.rate != 0 && !(f.rate >= 0.001 && f.rate <= 1e9) { // NaN fails both
 		return bench.Config{}, fmt.Errorf("--rate %v: want exchanges per second from 0.001 to 1e9, or 0 for closed loop", f.rate)
 	}
-	for _, out := range []struct{ flag, name string }{{"--json", f.jsonFile}, {"--svg", f.svgFile}} {
+	if err := f.checkScenarioFlags(changed); err != nil {
+		return bench.Config{}, err
+	}
+	// Profiles are written by each child to FILE.ROLE (all in FILE's
+	// directory), or to FILE with --inprocess. A child that cannot create
+	// its file cannot start; better to know before anything starts.
+	profile := func(name string) string {
+		if name == "" || f.inprocess {
+			return name
+		}
+		return name + "." + bench.RoleBackend
+	}
+	for _, out := range []struct{ flag, name string }{
+		{"--json", f.jsonFile}, {"--svg", f.svgFile},
+		{"--cpuprofile", profile(f.cpuprofile)}, {"--memprofile", profile(f.memprofile)}, {"--trace", profile(f.trace)},
+	} {
 		if err := checkWritable(out.name); err != nil {
 			return bench.Config{}, fmt.Errorf("%s: %w", out.flag, err)
 		}
@@ -342,9 +399,18 @@ func runBenchRole(f *benchFlags, log *zap.Logger) error {
 		// settings as `sallyport gateway` and `sallyport agent`.
 		defer gctune.Start(0).Stop()
 	}
-	return withProfiles(f.cpuprofile, f.memprofile, f.trace, func() error {
+	started := false
+	err := withProfiles(f.cpuprofile, f.memprofile, f.trace, func() error {
+		started = true
 		return bench.RunRole(ctx, f.role, os.Stdin, os.Stdout, log.Named(f.role))
 	})
+	if err != nil && !started {
+		// A profile could not start, so neither does the role: the
+		// harness is told why, and says it, rather than that its child
+		// exited.
+		return bench.RefuseRole(os.Stdin, os.Stdout, err)
+	}
+	return err
 }
 
 // withProfiles runs fn under a CPU profile written to cpuFile and an

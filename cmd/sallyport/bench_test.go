@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/bench"
 	"github.com/sallyport/sallyport/internal/testrig"
@@ -336,6 +337,12 @@ func TestBenchFlagRefusals(t *testing.T) {
 		// the whole run.
 		{[]string{"--json", filepath.Join(t.TempDir(), "missing", "out.json")}, "--json: cannot write"},
 		{[]string{"--svg", t.TempDir()}, "is a directory"},
+		// A profile file a child cannot create stopped that child at
+		// start, and the harness said only "backend: exited: EOF".
+		{[]string{"--cpuprofile", filepath.Join(t.TempDir(), "missing", "cpu.out")}, "--cpuprofile: cannot write "},
+		{[]string{"--memprofile", filepath.Join(t.TempDir(), "missing", "mem.out")}, "--memprofile: cannot write "},
+		{[]string{"--trace", filepath.Join(t.TempDir(), "missing", "trace.out")}, "--trace: cannot write "},
+		{[]string{"--inprocess", "--cpuprofile", t.TempDir()}, "is a directory"}, // one file, FILE itself
 	} {
 		g := &globals{logLevel: "error", logFormat: "console"}
 		cmd, f := newBenchCmdFlags(g)
@@ -431,12 +438,12 @@ func benchConfig(t *testing.T, args ...string) bench.Config {
 
 // TestBenchFlagsToConfig: each flag lands in the harness's config.
 func TestBenchFlagsToConfig(t *testing.T) {
-	cfg := benchConfig(t, "--scenarios", "sse,ws", "--duration", "4s", "--rounds", "2", "--warmup", "300ms",
+	cfg := benchConfig(t, "--scenarios", "sse,ws,download,longpoll,burst", "--duration", "4s", "--rounds", "2", "--warmup", "300ms",
 		"--concurrency", "9", "--transfer-concurrency", "3", "--rate", "250", "--transfer-size", "2MiB",
 		"--sse-interval", "5ms", "--longpoll", "321", "--burst", "77", "--link-rtt", "20ms", "--link-rate", "100mbit",
 		"--transport", "grpc", "--reference", "tcp", "--reference", "stdlib")
 	want := bench.Config{
-		Scenarios: []string{"sse", "ws"}, Duration: 4 * time.Second, Rounds: 2, Warmup: 300 * time.Millisecond,
+		Scenarios: []string{"sse", "ws", "download", "longpoll", "burst"}, Duration: 4 * time.Second, Rounds: 2, Warmup: 300 * time.Millisecond,
 		Concurrency: 9, TransferConcurrency: 3, Rate: 250, TransferSize: 2 << 20,
 		SSEInterval: 5 * time.Millisecond, Longpoll: 321, Burst: 77, LinkRTT: 20 * time.Millisecond, LinkRate: 100e6,
 		Transport: "grpc", References: []string{"tcp", "stdlib"},
@@ -469,9 +476,11 @@ func TestBenchFlagsToConfig(t *testing.T) {
 // TestBenchSpawnProfiles: in process mode each child gets its own profile
 // files, named after its role.
 func TestBenchSpawnProfiles(t *testing.T) {
-	cfg := benchConfig(t, "--cpuprofile", "/tmp/x/cpu.out", "--memprofile", "/tmp/x/mem.out", "--trace", "/tmp/x/trace.out")
+	x := t.TempDir()
+	cfg := benchConfig(t, "--cpuprofile", x+"/cpu.out", "--memprofile", x+"/mem.out", "--trace", x+"/trace.out")
 	args := strings.Join(cfg.Spawn("gateway").Args[1:], " ")
-	if want := "bench --role gateway --log-level error --log-format console --cpuprofile /tmp/x/cpu.out.gateway --memprofile /tmp/x/mem.out.gateway --trace /tmp/x/trace.out.gateway"; args != want {
+	want := strings.ReplaceAll("bench --role gateway --log-level error --log-format console --cpuprofile X/cpu.out.gateway --memprofile X/mem.out.gateway --trace X/trace.out.gateway", "X", x)
+	if args != want {
 		t.Errorf("child args\n%s\nwant\n%s", args, want)
 	}
 	if args := strings.Join(benchConfig(t).Spawn("agent").Args[1:], " "); strings.Contains(args, "profile") || strings.Contains(args, "trace") {
@@ -532,5 +541,74 @@ func TestWithProfilesTrace(t *testing.T) {
 	err = withProfiles("", "", filepath.Join(t.TempDir(), "missing", "trace.out"), func() error { ran = true; return nil })
 	if err == nil || ran || !strings.Contains(err.Error(), "trace: ") {
 		t.Fatalf("uncreatable trace file: %v (ran %v), want a trace error before the run", err, ran)
+	}
+}
+
+// TestBenchScenarioFlags: a flag given for a run without any scenario it
+// applies to is refused, naming the flag, the scenarios it is for and the
+// run's; they were silently ignored. Without --scenarios every scenario
+// runs, so every flag applies.
+func TestBenchScenarioFlags(t *testing.T) {
+	for _, sf := range scenarioFlags {
+		if uses := bench.SettingScenarios(sf.setting); len(uses) == 0 || len(uses) == len(bench.ScenarioNames) {
+			t.Errorf("--%s: setting %q applies to %v; want some scenarios, not none or all (a misspelt setting applies to all)", sf.flag, sf.setting, uses)
+		}
+	}
+	refuse := func(args []string, want string) {
+		t.Helper()
+		g := &globals{logLevel: "error", logFormat: "console"}
+		cmd, f := newBenchCmdFlags(g)
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.config(cmd, g); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bench %q: error %v, want one containing %q", args, err, want)
+		}
+	}
+	refuse([]string{"--scenarios", "small,1k", "--longpoll", "200"},
+		"--longpoll (for longpoll) would be ignored: --scenarios small,1k runs none of the scenarios it is for")
+	refuse([]string{"--scenarios", "small", "--burst", "50"}, "--burst (for burst) would be ignored")
+	refuse([]string{"--scenarios", "small,ws", "--sse-interval", "5ms"}, "--sse-interval (for sse) would be ignored")
+	refuse([]string{"--scenarios", "small,sse", "--transfer-size", "4MiB", "--transfer-concurrency", "2"},
+		"--transfer-size (for download, upload), --transfer-concurrency (for download, upload) would be ignored: --scenarios small,sse runs none of the scenarios they are for")
+	refuse([]string{"--scenarios", "download,sse,longpoll,burst", "--rate", "100"}, "--rate (for small, 1k, 64k, ws) would be ignored")
+	refuse([]string{"--scenarios", "download,longpoll,burst", "--concurrency", "8"}, "--concurrency (for small, 1k, 64k, sse, ws) would be ignored")
+	refuse([]string{"--scenarios", "longpoll", "--duration", "2s", "--rounds", "1", "--warmup", "1s"}, "--duration (for small, 1k, 64k, download, upload, sse, ws, burst), --rounds (")
+	refuse([]string{"--quick", "--longpoll", "200"}, "--quick (small,1k,download) runs none")
+	for _, args := range [][]string{
+		{"--longpoll", "200", "--burst", "50", "--sse-interval", "5ms", "--transfer-size", "4MiB", "--rate", "100"},
+		{"--quick", "--transfer-size", "4MiB", "--transfer-concurrency", "2", "--rate", "100", "--concurrency", "8"},
+		{"--scenarios", "upload,longpoll", "--longpoll", "200", "--transfer-size", "4MiB"},
+		{"--scenarios", " burst", "--burst", "50"}, // names as Run takes them, spaces trimmed
+	} {
+		benchConfig(t, args...)
+	}
+}
+
+// benchChildEnv makes the test binary, run by TestBenchChildProfileError
+// as a child of the harness, act as `sallyport bench --role backend
+// --cpuprofile FILE` with FILE the variable's value.
+const benchChildEnv = "SALLYPORT_TEST_BENCH_CHILD_CPUPROFILE"
+
+// TestBenchChildProfileError: a child that cannot create its CPU profile
+// (the check before the run passed, and then its directory went) fails
+// to start, and the harness says why, not "backend: exited: EOF".
+func TestBenchChildProfileError(t *testing.T) {
+	if file := os.Getenv(benchChildEnv); file != "" {
+		err := runBenchRole(&benchFlags{role: bench.RoleBackend, cpuprofile: file}, zap.NewNop())
+		if err == nil {
+			os.Exit(0)
+		}
+		os.Exit(1)
+	}
+	file := filepath.Join(t.TempDir(), "gone", "cpu.out.backend")
+	spawn := func(string) *exec.Cmd {
+		c := exec.Command(os.Args[0], "-test.run=^TestBenchChildProfileError$")
+		c.Env = append(os.Environ(), benchChildEnv+"="+file)
+		return c
+	}
+	_, err := bench.Run(t.Context(), bench.Config{Scenarios: []string{"small"}, Spawn: spawn})
+	if want := "bench: backend: cpu profile: open " + file; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want one containing %q", err, want)
 	}
 }
