@@ -25,8 +25,6 @@ import (
 	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
-	keysv1 "github.com/sallyport/sallyport/proto/sallyport/keys/v1"
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
 	"github.com/sallyport/sallyport/tunnel/quictunnel"
@@ -106,6 +104,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request head (0 → 64 KiB); larger gets 431.
 	MaxHeaderBytes int
+	// SendTimeout cuts a relayed exchange when one write of its response
+	// to the client does not return within it (0 → 60s): a client that
+	// stopped reading. Waits for the backend do not count.
+	SendTimeout time.Duration
 	// TrustedProxies are the load balancers in front of the public
 	// listener: from a peer in one of these prefixes, the client's address
 	// comes from X-Forwarded-For and HTTPS from X-Forwarded-Proto (see
@@ -147,6 +149,7 @@ func (c *Config) readHeaderTimeout() time.Duration {
 }
 func (c *Config) idleTimeout() time.Duration { return orDefault(c.IdleTimeout, 120*time.Second) }
 func (c *Config) streamWait() time.Duration  { return orDefault(c.StreamWait, 10*time.Second) }
+func (c *Config) sendTimeout() time.Duration { return orDefault(c.SendTimeout, 60*time.Second) }
 func (c *Config) maxHeaderBytes() int {
 	if c.MaxHeaderBytes <= 0 {
 		return 64 << 10
@@ -179,7 +182,10 @@ type Gateway struct {
 	router   atomic.Pointer[Router] // swapped by SetRoutes
 	registry *Registry
 	tunnel   *grpctunnel.Server
-	grpc     *grpc.Server
+	grpc     *grpc.Server // connections with a client certificate
+	// enroller serves the tunnel port's gRPC connections without a
+	// client certificate, with tighter limits (enrollServerOptions).
+	enroller *grpc.Server
 	mux      *muxtunnel.Server // QUIC and yamux sessions
 	quic     *quictunnel.Listener
 	// tunnelTLS is TunnelTLS with ALPN for gRPC and yamux on the TCP port.
@@ -278,9 +284,9 @@ func New(cfg Config) (*Gateway, error) {
 	// their connection state (the client certificate).
 	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(handshakenTLS{}))
 	g.grpc = grpc.NewServer(opts...)
-	g.tunnel.Register(g.grpc)
-	keysv1.RegisterKeysServiceServer(g.grpc, &keysServer{g: g})
-	tunnelv1.RegisterEnrollmentServiceServer(g.grpc, meteredEnroll{&enrollService{g: g}})
+	g.registerTunnelServices(g.grpc)
+	g.enroller = grpc.NewServer(enrollServerOptions()...)
+	g.registerTunnelServices(g.enroller)
 	if cfg.AdminAddr != "" {
 		g.admin = &http.Server{
 			Handler:           g.AdminHandler(),
@@ -480,8 +486,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		udp.Close()
 	}()
 	warnUDPBuffers(g.log)
-	errc := make(chan error, 3)
-	servers := 2
+	errc := make(chan error, 4)
+	servers := 3
 	g.syncSignOuts()
 	g.heartbeat()
 	// Ready before the admin listener answers: its /readyz then never
@@ -520,6 +526,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		errc <- err
 	}()
 	go func() { errc <- g.grpc.Serve(tcpLn) }()
+	go func() { errc <- g.enroller.Serve(tcpLn.Certless()) }()
 	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
 		zap.String("replica", g.replica), zap.Int("replicas", g.Replicas()),
 		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
@@ -602,17 +609,20 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 		// A lone gateway, or agents that found no other replica: they
 		// reconnect with backoff once these are closed.
 		g.log.Info("closing the agent sessions not moved elsewhere", zap.Int("sessions", left))
+		g.enroller.Stop() // first: stopping g.grpc closes the listener of both
 		g.grpc.Stop()
 	} else {
 		// Let enrollment and renewal calls in flight end, briefly.
 		stopped := make(chan struct{})
 		go func() {
+			g.enroller.GracefulStop()
 			g.grpc.GracefulStop()
 			close(stopped)
 		}()
 		select {
 		case <-stopped:
 		case <-time.After(time.Second):
+			g.enroller.Stop()
 			g.grpc.Stop()
 			<-stopped
 		}

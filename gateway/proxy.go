@@ -55,6 +55,7 @@ type proxyHandler struct {
 	log     *zap.Logger
 	relay   *relay
 	buffers *copyBuffers           // response body copies
+	guards  sync.Pool              // of *guardTimer (sendGuard)
 	proxy   *httputil.ReverseProxy // protocol upgrades only
 }
 
@@ -91,10 +92,11 @@ func newProxyHandler(g *Gateway) *proxyHandler {
 
 // exchange is what ServeHTTP keeps for one exchange, in one allocation.
 type exchange struct {
-	st   exchangeState
-	rec  statusRecorder
-	body countingBody
-	rid  [1]string // the value slice of the request's X-Request-Id header
+	st    exchangeState
+	rec   statusRecorder
+	guard sendGuard // what serveRelay writes to
+	body  countingBody
+	rid   [1]string // the value slice of the request's X-Request-Id header
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +160,9 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 		return
 	}
-	h.serveRelay(rec, r, st)
+	x.guard.init(h, rec, st, r.RemoteAddr)
+	defer x.guard.release()
+	h.serveRelay(&x.guard, r, st)
 }
 
 // rewrite points the outgoing request at the app's backend. The
@@ -479,3 +483,165 @@ func (c *waitContext) stop() {
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// sendGuard is the ResponseWriter of a relayed exchange (serveRelay): it
+// cuts the exchange when one write or flush to the client does not return
+// within the send timeout (the client stopped reading), as nginx's
+// send_timeout does. Nothing else
+// times out while a response is being written (IdleTimeout and
+// ReadHeaderTimeout are for requests), so a client that stopped reading a
+// download (a TCP window or an HTTP/2 stream window of 0) held its
+// exchange, the tunnel stream, up to a flow-control window of body the
+// gateway had received for it (about 1 MiB) and the agent's backend
+// connection, for ever. Time spent waiting for the backend between writes
+// does not count.
+//
+// Its cost per write is a clock read and three atomic operations, with no
+// allocation: the timer comes from a pool (guardTimer) at the first write
+// and goes back when the exchange ends; it is armed at the first write and
+// re-arms itself while writes go on (a bulk download does not reset it at
+// every write), and a write that finds it disarmed (the exchange waited
+// for the backend) arms it again.
+type sendGuard struct {
+	*statusRecorder
+	h       *proxyHandler
+	st      *exchangeState
+	remote  string
+	timeout time.Duration
+	// since is when the write or flush under way began (UnixNano); 0
+	// between them. Written by the handler's goroutine, read by the
+	// timer's.
+	since atomic.Int64
+	// armed: the timer is set. Cleared by the timer when it finds no write
+	// under way; set again (and the timer reset) by whichever of begin and
+	// check sees the other's change first.
+	armed atomic.Bool
+	watch *guardTimer // owned by the handler's goroutine; nil until the first write
+
+	mu   sync.Mutex // serialises cut with release
+	done bool       // the exchange ended: the writer is no longer ours; guarded by mu
+}
+
+// guardTimer is a timer that watches the sendGuard it is lent to.
+type guardTimer struct {
+	t *time.Timer
+	g atomic.Pointer[sendGuard] // nil while in the pool
+}
+
+func (gt *guardTimer) fire() {
+	if g := gt.g.Load(); g != nil {
+		g.check(gt)
+	}
+}
+
+// init readies a zero sendGuard for the exchange st written to rec.
+func (g *sendGuard) init(h *proxyHandler, rec *statusRecorder, st *exchangeState, remote string) {
+	g.statusRecorder, g.h, g.st, g.remote = rec, h, st, remote
+	g.timeout = h.g.cfg.sendTimeout()
+}
+
+// begin marks the start of a write or flush and arms the timer unless it
+// is armed.
+func (g *sendGuard) begin() {
+	g.since.Store(time.Now().UnixNano())
+	if g.watch == nil {
+		g.watch = g.h.guardTimer()
+		g.watch.g.Store(g)
+	}
+	g.arm(g.timeout)
+}
+
+// arm sets the timer to d unless it is set.
+func (g *sendGuard) arm(d time.Duration) {
+	if !g.armed.Load() && g.armed.CompareAndSwap(false, true) {
+		g.watch.t.Reset(d)
+	}
+}
+
+// end marks the end of the write or flush; the armed timer then finds
+// nothing under way.
+func (g *sendGuard) end() { g.since.Store(0) }
+
+func (g *sendGuard) Write(p []byte) (int, error) {
+	g.begin()
+	n, err := g.statusRecorder.Write(p)
+	g.end()
+	return n, err
+}
+
+// WriteInformational sends a 1xx through the guard: net/http flushes it
+// at once.
+func (g *sendGuard) WriteInformational(code int, header http.Header) {
+	g.begin()
+	g.statusRecorder.WriteInformational(code, header)
+	g.end()
+}
+
+// FlushError flushes through the guard: copyBody and its pauseFlusher
+// flush with a ResponseController, which takes this method.
+func (g *sendGuard) FlushError() error {
+	g.begin()
+	err := http.NewResponseController(g.statusRecorder).Flush()
+	g.end()
+	return err
+}
+
+// check runs on the timer's goroutine: a write or flush that began
+// timeout ago and has not returned gets a write deadline in the past, which
+// makes it fail at once (HTTP/1.1: the connection's; HTTP/2: the
+// stream's), so that serveRelay cuts the exchange. One that began later
+// re-arms the timer for the rest.
+func (g *sendGuard) check(gt *guardTimer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return
+	}
+	since := g.since.Load()
+	if since == 0 {
+		// Nothing under way (the exchange waits for the backend): disarm.
+		// A write that began meanwhile and saw the timer armed is
+		// caught here.
+		g.armed.Store(false)
+		if g.since.Load() != 0 {
+			g.arm(g.timeout)
+		}
+		return
+	}
+	if left := g.timeout - time.Since(time.Unix(0, since)); left > 0 {
+		gt.t.Reset(left)
+		return
+	}
+	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
+	fields := []zap.Field{zap.Duration("send_timeout", g.timeout), zap.String("request_id", g.st.requestID),
+		zap.String("remote", g.remote)}
+	if g.st.route != nil {
+		fields = append(fields, zap.String("app", g.st.route.App))
+	}
+	g.h.g.log.Info("client stopped reading: a write of the response blocked for the send timeout; cutting the exchange", fields...)
+}
+
+// release ends the guard when the exchange's handler returns and gives
+// its timer back.
+func (g *sendGuard) release() {
+	g.mu.Lock()
+	g.done = true
+	g.mu.Unlock()
+	if gt := g.watch; gt != nil {
+		g.watch = nil
+		gt.t.Stop()
+		gt.g.Store(nil)
+		g.h.guards.Put(gt)
+	}
+}
+
+// guardTimer takes a stopped timer from the pool, or makes one.
+func (h *proxyHandler) guardTimer() *guardTimer {
+	if gt, ok := h.guards.Get().(*guardTimer); ok {
+		return gt
+	}
+	gt := new(guardTimer)
+	gt.t = time.AfterFunc(time.Hour, gt.fire)
+	gt.t.Stop()
+	return gt
+}

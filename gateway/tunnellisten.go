@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
+	keysv1 "github.com/sallyport/sallyport/proto/sallyport/keys/v1"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel/tlsbatch"
 	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
@@ -28,14 +33,23 @@ const tlsHandshakeTimeout = 10 * time.Second
 
 // alpnListener accepts the tunnel's TCP connections, completes their TLS
 // handshakes, hands yamux connections to onYamux and queues the others for
-// the gRPC server, which takes them with Accept.
+// the gRPC servers: the sessions' server takes connections with a client
+// certificate with Accept, the enrollment server those without one from
+// Certless (see enrollServerOptions).
 type alpnListener struct {
 	ln      net.Listener
 	tls     *tls.Config
 	onYamux func(net.Conn)
 	log     *zap.Logger
+	// maxPending and maxCertless are the per-address limits (0 →
+	// maxPendingHandshakes and maxCertlessConns; tests lower them).
+	maxPending, maxCertless int
 
-	grpcConns chan net.Conn // handshaken h2 connections; never closed
+	pending addrCounts // TLS handshakes under way, per address
+	noCert  addrCounts // open connections without a client certificate, per address
+
+	grpcConns chan net.Conn // handshaken h2 connections with a certificate; never closed
+	certless  *connQueue    // handshaken h2 connections without one
 	ctx       context.Context
 	cancel    context.CancelFunc // ends pending handshakes and Accept
 	wg        sync.WaitGroup     // the accept loop and pending handshakes
@@ -43,11 +57,19 @@ type alpnListener struct {
 }
 
 func newALPNListener(ln net.Listener, tlsCfg *tls.Config, onYamux func(net.Conn), log *zap.Logger) *alpnListener {
+	return newALPNListenerLimits(ln, tlsCfg, onYamux, log, 0, 0)
+}
+
+// newALPNListenerLimits is newALPNListener with other per-address limits
+// (0: the default).
+func newALPNListenerLimits(ln net.Listener, tlsCfg *tls.Config, onYamux func(net.Conn), log *zap.Logger,
+	maxPending, maxCertless int) *alpnListener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &alpnListener{
-		ln: ln, tls: tlsCfg, onYamux: onYamux, log: log,
+		ln: ln, tls: tlsCfg, onYamux: onYamux, log: log, maxPending: maxPending, maxCertless: maxCertless,
 		grpcConns: make(chan net.Conn), ctx: ctx, cancel: cancel,
 	}
+	l.certless = &connQueue{l: l, conns: make(chan net.Conn), done: make(chan struct{})}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -73,13 +95,21 @@ func (l *alpnListener) acceptLoop() {
 			continue
 		}
 		delay = 0
+		key := addrKey(c.RemoteAddr())
+		if !l.pending.take(key, orInt(l.maxPending, maxPendingHandshakes)) {
+			l.log.Warn("agent refused: too many TLS handshakes under way from its address; closed at once",
+				zap.String("remote", c.RemoteAddr().String()), zap.Int("limit", orInt(l.maxPending, maxPendingHandshakes)))
+			c.Close()
+			continue
+		}
 		l.wg.Add(1)
-		go l.handshake(c)
+		go l.handshake(c, key)
 	}
 }
 
-// handshake completes TLS on c and routes it by ALPN.
-func (l *alpnListener) handshake(c net.Conn) {
+// handshake completes TLS on c, whose address counts as key, and routes it
+// by ALPN.
+func (l *alpnListener) handshake(c net.Conn, key string) {
 	defer l.wg.Done()
 	// tlsbatch: each write of gRPC or yamux reaches the socket in one
 	// system call, not one per 16 KiB record.
@@ -87,21 +117,208 @@ func (l *alpnListener) handshake(c net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, tlsHandshakeTimeout)
 	err := tc.TLS().HandshakeContext(ctx)
 	cancel()
+	l.pending.give(key)
 	if err != nil {
 		l.log.Debug("tunnel connection failed the TLS handshake", zap.String("remote", c.RemoteAddr().String()), zap.Error(err))
 		c.Close()
 		return
 	}
+	var conn net.Conn = tc
+	certless := len(tc.ConnectionState().PeerCertificates) == 0
+	if certless {
+		// Without a certificate a connection can only enroll (or be
+		// refused a session): an address gets a few at once.
+		if !l.noCert.take(key, orInt(l.maxCertless, maxCertlessConns)) {
+			l.log.Warn("agent refused: too many connections without a client certificate from its address; closed at once",
+				zap.String("remote", c.RemoteAddr().String()), zap.Int("limit", orInt(l.maxCertless, maxCertlessConns)))
+			tc.Close()
+			return
+		}
+		conn = &countedConn{Conn: tc, release: func() { l.noCert.give(key) }}
+	}
 	switch tc.ConnectionState().NegotiatedProtocol {
 	case yamuxtunnel.ALPN:
-		l.onYamux(tc)
+		l.onYamux(conn)
 	default: // "h2", or no ALPN: gRPC refuses what is not HTTP/2
+		if certless {
+			l.certless.put(conn)
+			return
+		}
 		select {
 		case l.grpcConns <- tc:
 		case <-l.ctx.Done():
 			tc.Close()
 		}
 	}
+}
+
+// Per source address (an IPv4 address or an IPv6 /64, as the enrollment
+// limit counts them), the tunnel port runs at most maxPendingHandshakes TLS
+// handshakes at once and keeps at most maxCertlessConns connections without
+// a client certificate (they can only enroll, one attempt at a time per
+// address, or be refused a session); more are closed as they come. So one
+// address cannot fill the gateway's file descriptors, which its users and
+// agents share, with connections that never authenticate: each handshake
+// may take tlsHandshakeTimeout, a yamux connection waits HelloTimeout for
+// its hello, an enrollment connection lives up to enrollConnAge plus
+// enrollConnAgeGrace. Agents behind one address (NAT) that reconnect at
+// once finish their handshakes in a round trip or two; one that finds the
+// limit reached retries after its backoff.
+const (
+	maxPendingHandshakes = 256
+	maxCertlessConns     = 32
+)
+
+func orInt(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// addrKey is what the per-address limits count a connection by.
+func addrKey(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return limitKey(ip.String())
+		}
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return limitKey(host)
+}
+
+// addrCounts counts connections per address. The zero value is ready.
+type addrCounts struct {
+	mu sync.Mutex
+	n  map[string]int // guarded by mu; no zero counts
+}
+
+// take counts one more for key unless it has max already.
+func (a *addrCounts) take(key string, max int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n[key] >= max {
+		return false
+	}
+	if a.n == nil {
+		a.n = make(map[string]int)
+	}
+	a.n[key]++
+	return true
+}
+
+func (a *addrCounts) give(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n[key]--; a.n[key] <= 0 {
+		delete(a.n, key)
+	}
+}
+
+// countedConn is a tunnel connection that counts against a per-address
+// limit until it is closed.
+type countedConn struct {
+	*tlsbatch.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// Certless is the listener of the enrollment server: gRPC connections
+// without a client certificate.
+func (l *alpnListener) Certless() net.Listener { return l.certless }
+
+// connQueue hands the connections that alpnListener queues for one gRPC
+// server to it.
+type connQueue struct {
+	l     *alpnListener
+	conns chan net.Conn // never closed
+	done  chan struct{} // closed by Close
+	once  sync.Once
+}
+
+// put hands c to the server, or closes it when the queue or the listener
+// is closed.
+func (q *connQueue) put(c net.Conn) {
+	select {
+	case q.conns <- c:
+	case <-q.done:
+		c.Close()
+	case <-q.l.ctx.Done():
+		c.Close()
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	case <-q.l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops this queue only: the gRPC server that stops closes it, and
+// the other transports go on.
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.l.Addr() }
+
+// The enrollment server's limits. A connection without a client
+// certificate can do nothing but enroll (every session and renewal needs
+// one), and with the sessions' gRPC settings it could hold
+// max_streams_per_session + 16 streams, each with a handler goroutine from
+// its HEADERS frame on, waiting for a request message that never comes, and
+// keep them without end (answering pings): about 10 KiB per stream, 100 MB
+// per TCP connection, from anyone who can reach the tunnel port. Here a
+// connection holds at most enrollMaxStreams streams and lives at most
+// enrollConnAge plus enrollConnAgeGrace (an enrollment takes a round trip
+// or two); an idle one is closed after enrollConnIdle.
+const (
+	enrollMaxStreams   = 8
+	enrollMaxMsg       = 64 << 10 // an EnrollRequest is a CSR, a token and a name
+	enrollConnIdle     = 30 * time.Second
+	enrollConnAge      = time.Minute
+	enrollConnAgeGrace = 30 * time.Second
+)
+
+// enrollServerOptions are the options of the gRPC server for connections
+// without a client certificate.
+func enrollServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(handshakenTLS{}),
+		grpc.MaxConcurrentStreams(enrollMaxStreams),
+		grpc.MaxRecvMsgSize(enrollMaxMsg),
+		grpc.MaxHeaderListSize(16 << 10),
+		grpc.ConnectionTimeout(tlsHandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     enrollConnIdle,
+			MaxConnectionAge:      enrollConnAge,
+			MaxConnectionAgeGrace: enrollConnAgeGrace,
+		}),
+	}
+}
+
+// registerTunnelServices registers the tunnel port's gRPC services on s.
+// Both servers have all of them, so that a call on the wrong one (a
+// session without a certificate) is refused with its own reason.
+func (g *Gateway) registerTunnelServices(s *grpc.Server) {
+	g.tunnel.Register(s)
+	keysv1.RegisterKeysServiceServer(s, &keysServer{g: g})
+	tunnelv1.RegisterEnrollmentServiceServer(s, meteredEnroll{&enrollService{g: g}})
 }
 
 // Accept returns the next gRPC connection.

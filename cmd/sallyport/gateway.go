@@ -133,6 +133,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		ShutdownGrace:        cfg.ShutdownGraceOrDefault(),
 		ReadHeaderTimeout:    cfg.Public.ReadHeaderTimeoutOrDefault(),
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
+		SendTimeout:          cfg.Public.SendTimeoutOrDefault(),
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
 		TrustedProxies:       cfg.Public.TrustedProxyPrefixes(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),

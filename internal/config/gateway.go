@@ -22,6 +22,7 @@ const (
 	DefaultReadHeaderTimeout    = 10 * time.Second
 	DefaultIdleTimeout          = 120 * time.Second
 	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultSendTimeout          = 60 * time.Second
 	DefaultTunnelAddr           = ":8443"
 	DefaultMaxStreamsPerSession = 10000
 	DefaultCertLifetime         = 30 * 24 * time.Hour
@@ -108,6 +109,11 @@ type Public struct {
 	// DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 
+	// SendTimeout cuts an exchange when a write of its response to the
+	// client does not return within it (the client stopped reading). Zero
+	// means DefaultSendTimeout (60s).
+	SendTimeout time.Duration `yaml:"send_timeout"`
+
 	// TrustedProxies are the addresses (IPs or CIDR prefixes) of load
 	// balancers in front of the gateway. Requests from them take the
 	// client's address from X-Forwarded-For and HTTPS from
@@ -162,6 +168,9 @@ func (p *Public) ReadHeaderTimeoutOrDefault() time.Duration {
 
 // IdleTimeoutOrDefault returns IdleTimeout, or DefaultIdleTimeout when it is zero.
 func (p *Public) IdleTimeoutOrDefault() time.Duration { return or(p.IdleTimeout, DefaultIdleTimeout) }
+
+// SendTimeoutOrDefault returns SendTimeout, or DefaultSendTimeout when it is zero.
+func (p *Public) SendTimeoutOrDefault() time.Duration { return or(p.SendTimeout, DefaultSendTimeout) }
 
 // MaxHeaderBytesOrDefault returns MaxHeaderBytes, or DefaultMaxHeaderBytes when it is zero.
 func (p *Public) MaxHeaderBytesOrDefault() int { return or(p.MaxHeaderBytes, DefaultMaxHeaderBytes) }
@@ -465,6 +474,7 @@ func (g *Gateway) validate(c *checker) {
 	c.checkTLSFiles(path{"public", "tls"}, g.Public.TLS)
 	checkNonNegative(c, path{"public", "read_header_timeout"}, g.Public.ReadHeaderTimeout)
 	checkNonNegative(c, path{"public", "idle_timeout"}, g.Public.IdleTimeout)
+	checkNonNegative(c, path{"public", "send_timeout"}, g.Public.SendTimeout)
 	checkNonNegative(c, path{"public", "max_header_bytes"}, g.Public.MaxHeaderBytes)
 	for i, s := range g.Public.TrustedProxies {
 		if _, err := parseTrustedProxy(s); err != nil {

@@ -65,6 +65,7 @@ func TestLoadGatewayFull(t *testing.T) {
 			TLS:               TLSFiles{CertFile: "pub.crt", KeyFile: "pub.key"},
 			ReadHeaderTimeout: 5 * time.Second,
 			IdleTimeout:       time.Minute,
+			SendTimeout:       45 * time.Second,
 			MaxHeaderBytes:    32768,
 			TrustedProxies:    []string{"10.0.0.0/8", "2001:db8::7"},
 		},
@@ -127,6 +128,9 @@ func TestLoadGatewayFull(t *testing.T) {
 	if got := g.Public.IdleTimeoutOrDefault(); got != time.Minute {
 		t.Errorf("IdleTimeoutOrDefault = %v", got)
 	}
+	if got := g.Public.SendTimeoutOrDefault(); got != 45*time.Second {
+		t.Errorf("SendTimeoutOrDefault = %v", got)
+	}
 	if got := g.Public.MaxHeaderBytesOrDefault(); got != 32768 {
 		t.Errorf("MaxHeaderBytesOrDefault = %v", got)
 	}
@@ -187,6 +191,7 @@ func TestGatewayZeroDefaults(t *testing.T) {
 				{"Public.AddrOrDefault", g.Public.AddrOrDefault(), ":8080"},
 				{"Public.ReadHeaderTimeoutOrDefault", g.Public.ReadHeaderTimeoutOrDefault(), 10 * time.Second},
 				{"Public.IdleTimeoutOrDefault", g.Public.IdleTimeoutOrDefault(), 120 * time.Second},
+				{"Public.SendTimeoutOrDefault", g.Public.SendTimeoutOrDefault(), 60 * time.Second},
 				{"Public.MaxHeaderBytesOrDefault", g.Public.MaxHeaderBytesOrDefault(), 64 << 10},
 				{"Public.TLS.Enabled", g.Public.TLS.Enabled(), false},
 				{"Tunnel.AddrOrDefault", g.Tunnel.AddrOrDefault(), ":8443"},
@@ -304,11 +309,12 @@ func TestParseGatewayErrors(t *testing.T) {
 			`gateway.yaml:8: public.trusted_proxies[5]: "fe80::1%eth0": not an IP address`,
 		}},
 		{"tunnel tls half", "tunnel:\n  tls:\n    key_file: k.pem\n", []string{`gateway.yaml:3: tunnel.tls: cert_file and key_file must both be set`}},
-		{"negative durations", "shutdown_grace: -1s\npublic:\n  read_header_timeout: -1s\n  idle_timeout: -2s\n  max_header_bytes: -1\n", []string{
+		{"negative durations", "shutdown_grace: -1s\npublic:\n  read_header_timeout: -1s\n  idle_timeout: -2s\n  max_header_bytes: -1\n  send_timeout: -3s\n", []string{
 			`gateway.yaml:1: shutdown_grace: must not be negative`,
 			`gateway.yaml:3: public.read_header_timeout: must not be negative`,
 			`gateway.yaml:4: public.idle_timeout: must not be negative`,
 			`gateway.yaml:5: public.max_header_bytes: must not be negative`,
+			`gateway.yaml:6: public.send_timeout: must not be negative`,
 		}},
 		{"negative streams", "tunnel: {max_streams_per_session: -5}\n", []string{`tunnel.max_streams_per_session: must not be negative`}},
 		{"token empty", "tunnel:\n  tokens:\n    - {token: x, group: g}\n    - {token: \"\", group: g}\n", []string{`gateway.yaml:4: tunnel.tokens[1].token: required`}},

@@ -29,6 +29,12 @@ const shuttingDownPrefix = "shutting down: "
 // Defaults shared by both ends. Flow-control windows are per stream and per
 // connection: a stalled exchange can hold at most streamWindow bytes in
 // flight, so gateway and agent memory stays bounded whatever the body size.
+// The connection window does not bound a session: gRPC gives connection
+// credit back when data arrives, not when it is read, so a session can
+// hold about streamWindow (and gRPC's buffers around it) for each stalled
+// exchange, up to its streams (a probe: 40 stalled downloads held 30 MB in
+// the gateway's receive buffers). The gateway cuts an exchange whose client
+// stopped reading after its send timeout.
 const (
 	streamWindow = 1 << 20
 	connWindow   = 16 << 20

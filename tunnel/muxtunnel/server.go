@@ -131,8 +131,13 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	defer c.Close("")
 	remote := c.RemoteAddr()
 	log := s.log().With(zap.String("transport", transport), zap.String("remote", remote))
-	hello, ctrl, err := s.readHello(ctx, c)
+	hello, ctrl, refused, err := s.readHello(ctx, c)
 	if err != nil {
+		select {
+		case <-refused: // nil when no control stream came: never ready
+			err = fmt.Errorf("%w before its hello", errExtraStream)
+		default:
+		}
 		log.Warn("agent refused: no valid hello", zap.Error(err))
 		return err
 	}
@@ -198,7 +203,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 
 	ended := make(chan string, 2)
 	go func() { ended <- ss.readControl(log) }()
-	go func() { ended <- ss.refuseStreams(log) }()
+	go func() { ended <- ss.refuseStreams(log, refused) }()
 	var reason string
 	select {
 	case reason = <-ended:
@@ -214,30 +219,66 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 }
 
 // readHello accepts the control stream and reads the hello, within the
-// hello timeout.
-func (s *Server) readHello(ctx context.Context, c Conn) (*tunnelv1.Hello, RawStream, error) {
+// hello timeout. From the control stream on, it watches for streams the
+// agent opens (see watchStreams): refused is closed at the first, which
+// also ends a hello that is still awaited.
+func (s *Server) readHello(ctx context.Context, c Conn) (_ *tunnelv1.Hello, _ RawStream, refused <-chan struct{}, _ error) {
 	deadline := time.Now().Add(s.helloTimeout())
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	ctrl, err := c.AcceptStream(hctx)
 	if err != nil {
 		if hctx.Err() != nil {
-			return nil, nil, errors.New("no control stream in time")
+			return nil, nil, nil, errors.New("no control stream in time")
 		}
-		return nil, nil, fmt.Errorf("accept control stream: %w", err)
+		return nil, nil, nil, fmt.Errorf("accept control stream: %w", err)
 	}
+	refused = watchStreams(c)
 	_ = ctrl.SetReadDeadline(deadline)
+	read := make(chan struct{})
+	go func() {
+		select {
+		case <-refused:
+			_ = ctrl.SetReadDeadline(time.Now()) // the hello read fails at once
+		case <-read:
+		}
+	}()
 	var req tunnelv1.ControlRequest
-	if err := readMsg(ctrl, &req, maxControlSize); err != nil {
+	err = readMsg(ctrl, &req, maxControlSize)
+	close(read)
+	if err != nil {
 		ctrl.Reset()
-		return nil, nil, fmt.Errorf("read hello: %w", err)
+		return nil, nil, refused, fmt.Errorf("read hello: %w", err)
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
 	if req.GetHello() == nil {
 		ctrl.Reset()
-		return nil, nil, errors.New("the first control message is not a hello")
+		return nil, nil, refused, errors.New("the first control message is not a hello")
 	}
-	return req.GetHello(), ctrl, nil
+	return req.GetHello(), ctrl, refused, nil
+}
+
+// errExtraStream: the agent opened a stream besides its control stream.
+var errExtraStream = errors.New("agent opened more streams than allowed")
+
+// watchStreams accepts the streams the agent opens besides its control
+// stream, which the protocol forbids (M1), from the moment the control
+// stream is accepted: a stream nobody accepts is not harmless before the
+// hello either, since yamux buffers up to its 256 KiB initial window on
+// each of up to 1,024 of them (one connection without a certificate held
+// 64-128 MiB for the whole hello timeout). The first one is reset and
+// closes the returned channel; the goroutine ends with the connection.
+func watchStreams(c Conn) <-chan struct{} {
+	refused := make(chan struct{})
+	go func() {
+		st, err := c.AcceptStream(context.Background())
+		if err != nil {
+			return // the connection ended
+		}
+		st.Reset()
+		close(refused)
+	}()
+	return refused
 }
 
 // waitClosed reads st until the peer closes it or d passes.
@@ -456,17 +497,18 @@ func (ss *session) readControl(log *zap.Logger) string {
 	}
 }
 
-// refuseStreams ends the session when the agent opens a stream: after the
-// control stream, only the gateway opens streams (M1).
-func (ss *session) refuseStreams(log *zap.Logger) string {
-	st, err := ss.conn.AcceptStream(context.Background())
-	if err != nil {
+// refuseStreams ends the session when the agent opens a stream (refused,
+// from watchStreams): after the control stream, only the gateway opens
+// streams (M1).
+func (ss *session) refuseStreams(log *zap.Logger, refused <-chan struct{}) string {
+	select {
+	case <-refused:
+	case <-ss.conn.Done():
 		return "connection closed"
 	}
-	st.Reset()
 	log.Warn("agent opened more streams than allowed; closing its session",
 		zap.String("rule", "only the gateway opens streams after the control stream"))
-	return "agent opened more streams than allowed"
+	return errExtraStream.Error()
 }
 
 // closeWhenIdle ends a draining session once its last exchange is over:

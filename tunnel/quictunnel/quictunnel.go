@@ -29,8 +29,10 @@ const ALPN = "sallyport-quic/1"
 //   - Windows: a stream starts with a 1 MiB receive window (as the gRPC
 //     transport's), which quic-go's auto-tuning may grow to 4 MiB on links
 //     with a large bandwidth-delay product; the connection starts at 4 MiB
-//     and may grow to 16 MiB (gRPC: 16 MiB). So a stalled exchange holds at
-//     most 4 MiB and a whole session at most 16 MiB of unread data.
+//     and may grow to 16 MiB. So a stalled exchange holds at most 4 MiB and
+//     a whole session at most 16 MiB of unread data (unlike gRPC, whose
+//     connection window is given back as data arrives, and yamux, which
+//     has none: see grpctunnel's options).
 //   - Streams: the gateway accepts exactly one stream from an agent (the
 //     control stream); QUIC itself refuses a second one (STREAM_LIMIT_ERROR
 //     closes the connection). The agent accepts up to 10000 exchange
