@@ -65,6 +65,11 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 		c, err := Enroll(ctx, EnrollConfig{
 			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
 			DialContext: a.recordingDialer(&dialErr),
+			SameName: func(name string, ids []string) {
+				a.log.Warn("enrolled under a name that other connectors of the group have, and they are not revoked; "+
+					"if this agent replaces one of them (installed again), revoke it: sallyport connector revoke ID",
+					zap.String("name", name), zap.Strings("same_name_connectors", ids))
+			},
 		})
 		if de := dialErr.Swap(nil); err != nil && de != nil {
 			err = fmt.Errorf("enroll: %w", *de) // gRPC hides the dial error's type

@@ -666,3 +666,26 @@ func TestAdminAPI(t *testing.T) {
 	}
 	tr.noSecretsLogged(tok.Token, never.Token, adminToken)
 }
+
+// TestSelfEnrollSameNameWarns: an agent that enrolls itself (token: in its
+// config) under a name that a live connector of its group already has logs
+// which ones, and how to revoke the one it replaces, as `agent enroll`
+// prints. It used to say nothing; only the gateway logged it.
+func TestSelfEnrollSameNameWarns(t *testing.T) {
+	rig := testrig.New(t, testrig.Options{})
+	first := rig.StartAgent(func(cfg *agent.Config) { cfg.Name = "web-1" })
+	core, logs := observer.New(zap.WarnLevel)
+	rig.StartAgent(func(cfg *agent.Config) {
+		cfg.Name = "web-1"
+		cfg.Log = zap.New(core)
+	})
+	lines := logs.FilterMessageSnippet("enrolled under a name that other connectors of the group have").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d same-name warnings from the second agent; want 1: %v", len(lines), logs.All())
+	}
+	f := lines[0].ContextMap()
+	ids, _ := f["same_name_connectors"].([]any)
+	if f["name"] != "web-1" || len(ids) != 1 || ids[0] != first.A.Certificate().ConnectorID {
+		t.Errorf("warning fields %v; want name web-1 and the first agent's connector %q", f, first.A.Certificate().ConnectorID)
+	}
+}
