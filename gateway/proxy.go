@@ -232,15 +232,23 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 	wait := min(t.g.cfg.streamWait(), route.timeout())
 	var exclude tunnel.Session
 	var lastErr error
-	resent := false // lastErr broke an exchange after its request reached an agent
+	// broken are the agents (balanceKey) whose connection broke this
+	// exchange after its request reached them; brokenErr is the first such
+	// error, which the client gets if no other agent answers: the request
+	// was sent, so it is not the group's no-connector.
+	var broken []string
+	var brokenErr error
+	headTimeout := route.timeout()
 	for attempt := range maxAttempts {
-		p, err := t.g.registry.Pick(route.Group, exclude)
+		p, err := t.g.registry.PickAvoiding(route.Group, exclude, broken)
 		if err != nil {
 			var e *Error
-			if lastErr != nil && (resent || !errors.As(err, &e)) {
+			switch {
+			case brokenErr != nil:
+				return nil, brokenErr
+			case lastErr != nil && !errors.As(err, &e):
 				return nil, lastErr
-			}
-			if lastErr != nil && e.Err == nil {
+			case lastErr != nil && e.Err == nil:
 				// No usable session is left (the group's last agent went
 				// away or drained, maybe while this exchange waited for a
 				// stream) and nothing was sent: the group's answer, 503
@@ -248,11 +256,6 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 				e.Err = lastErr
 			}
 			return nil, err
-		}
-		if resent && p.Session == exclude {
-			// Only the session that broke the exchange is left: not again.
-			p.Done()
-			return nil, lastErr
 		}
 		// The first attempt's wait lives in st, which saves an allocation;
 		// a retry gets a fresh one, as nothing may hold on to the first.
@@ -284,7 +287,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			App:          route.App,
 			RequestID:    st.requestID,
 			BackendHTTP2: route.BackendHTTP2,
-			HeadTimeout:  route.timeout(),
+			HeadTimeout:  headTimeout,
 			Done:         p.Done,
 			HeadSent:     sent,
 			// An older agent would not ask for a held-back body.
@@ -305,19 +308,31 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 				continue
 			}
 		}
-		if err != nil && errors.Is(err, tunnel.ErrNoResponse) && req.Context().Err() == nil && repeatable(req) &&
-			attempt+1 < maxAttempts {
+		if err != nil && errors.Is(err, tunnel.ErrNoResponse) && req.Context().Err() == nil && repeatable(req) {
 			// The agent's connection (or the stream) broke after the
 			// request reached it: the backend may have seen it, which a
 			// request safe to repeat allows. Another agent answers it, as
-			// nginx's proxy_next_upstream does, instead of a 502.
-			t.g.log.Info("an agent's connection broke during an exchange; sending the request again over another session",
+			// nginx's proxy_next_upstream does, instead of a 502: not one
+			// of the agents that broke it (its other sessions share their
+			// fate), and within what is left of the app's timeout.
+			if brokenErr == nil {
+				brokenErr = err
+			}
+			broken = append(broken, balanceKey(info))
+			headTimeout = route.timeout() - time.Since(start)
+			if attempt+1 == maxAttempts || headTimeout <= 0 {
+				return nil, brokenErr
+			}
+			t.g.log.Info("an agent's connection broke during an exchange; sending the request again over another agent",
 				zap.String("request_id", st.requestID), zap.String("app", route.App), zap.String("agent", st.agent),
 				zap.String("method", req.Method), zap.Error(err))
-			exclude, lastErr, resent = p.Session, err, true
+			exclude = p.Session
 			continue
 		}
 		return res, err
+	}
+	if brokenErr != nil {
+		return nil, brokenErr
 	}
 	return nil, lastErr
 }

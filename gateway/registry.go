@@ -287,16 +287,28 @@ func (v *groupView) without(drop func(*regEntry) bool) *groupView {
 // retry after a failed OpenStream goes elsewhere when it can. Without a
 // usable session Pick returns an *Error with code no-connector naming group.
 func (r *Registry) Pick(group string, exclude tunnel.Session) (*Picked, error) {
+	return r.pick(group, exclude, nil)
+}
+
+// PickAvoiding is Pick that never takes a session of the agents in avoid
+// (their balanceKey): agents whose connection broke an exchange, whose
+// other sessions share its fate. Without a usable session of another
+// agent it returns the no-connector *Error.
+func (r *Registry) PickAvoiding(group string, exclude tunnel.Session, avoid []string) (*Picked, error) {
+	return r.pick(group, exclude, avoid)
+}
+
+func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*Picked, error) {
 	view := r.load()[group]
 	if view == nil {
 		return nil, noConnectorError(group, false)
 	}
-	e, sawDone := pickFast(view.agents, exclude)
+	e, sawDone := pickFast(view.agents, exclude, avoid)
 	if e == nil {
-		// Slow path: a draw had no usable session, or the group has a
-		// single agent. Scan the group once.
+		// Slow path: a draw had no usable session or was avoided, or the
+		// group has a single agent. Scan the group once.
 		var done bool
-		e, done = pickSlow(view.agents, exclude)
+		e, done = pickSlow(view.agents, exclude, avoid)
 		sawDone = sawDone || done
 	}
 	if sawDone {
@@ -313,7 +325,7 @@ func (r *Registry) Pick(group string, exclude tunnel.Session) (*Picked, error) {
 // pickFast draws two distinct agents and returns the best session (see
 // best) of the less loaded one when both have one; nil otherwise. It does
 // not allocate.
-func pickFast(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+func pickFast(agents []*agentView, exclude tunnel.Session, avoid []string) (e *regEntry, sawDone bool) {
 	n := len(agents)
 	if n < 2 {
 		return nil, false
@@ -322,6 +334,9 @@ func pickFast(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone
 	j := rand.IntN(n - 1)
 	if j >= i {
 		j++
+	}
+	if agents[i].avoided(avoid) || agents[j].avoided(avoid) {
+		return nil, false
 	}
 	a, doneA := agents[i].best(exclude)
 	b, doneB := agents[j].best(exclude)
@@ -337,10 +352,13 @@ func pickFast(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone
 // session that drains meanwhile cannot void the draw) and returns the best
 // session of the less loaded one. exclude is returned only if nothing else
 // is usable. sawDone reports an ended session.
-func pickSlow(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone bool) {
+func pickSlow(agents []*agentView, exclude tunnel.Session, avoid []string) (e *regEntry, sawDone bool) {
 	var a, b *regEntry
 	m := 0 // agents seen with a usable session that is not exclude
 	for _, av := range agents {
+		if av.avoided(avoid) {
+			continue
+		}
 		c, done := av.best(exclude)
 		sawDone = sawDone || done
 		if c == nil {
@@ -364,7 +382,7 @@ func pickSlow(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone
 	}
 	switch {
 	case a == nil:
-		return excluded(agents, exclude), sawDone
+		return excluded(agents, exclude, avoid), sawDone
 	case b == nil:
 		return a, sawDone
 	}
@@ -374,12 +392,16 @@ func pickSlow(agents []*agentView, exclude tunnel.Session) (e *regEntry, sawDone
 	return lessLoaded(a, b), sawDone
 }
 
-// excluded returns exclude's entry when it is usable; nil otherwise.
-func excluded(agents []*agentView, exclude tunnel.Session) *regEntry {
+// excluded returns exclude's entry when it is usable and its agent not
+// avoided; nil otherwise.
+func excluded(agents []*agentView, exclude tunnel.Session, avoid []string) *regEntry {
 	if exclude == nil {
 		return nil
 	}
 	for _, av := range agents {
+		if av.avoided(avoid) {
+			continue
+		}
 		for _, e := range av.sessions {
 			if e.s == exclude {
 				if ok, _ := usable(e, nil); ok {
@@ -390,6 +412,11 @@ func excluded(agents []*agentView, exclude tunnel.Session) *regEntry {
 		}
 	}
 	return nil
+}
+
+// avoided reports whether the agent is one of avoid (balanceKey).
+func (av *agentView) avoided(avoid []string) bool {
+	return len(avoid) > 0 && slices.Contains(avoid, av.sessions[0].agent)
 }
 
 // scanSessions is the most sessions of one agent that best compares all

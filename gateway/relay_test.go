@@ -21,6 +21,7 @@ import (
 // relaySession is a tunnel.Session whose streams behave as the test says.
 type relaySession struct {
 	name    string
+	agent   string // the AgentID it reports; "" makes it an agent of its own
 	openErr error // OpenStream fails with it
 	sendErr error // the stream's first Send fails with it
 	recvErr error // the stream's Recv fails with it: it broke after the request went out
@@ -45,7 +46,7 @@ func (s *relaySession) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 	return &relayStream{s: s}, nil
 }
 func (s *relaySession) Info() tunnel.SessionInfo {
-	return tunnel.SessionInfo{ID: s.name, AgentName: s.name, Group: "g"}
+	return tunnel.SessionInfo{ID: s.name, AgentName: s.name, AgentID: s.agent, Group: "g"}
 }
 func (s *relaySession) Draining() <-chan struct{} { return s.drain }
 func (s *relaySession) Done() <-chan struct{}     { return s.done }
@@ -276,6 +277,54 @@ func TestRelayRetriesRepeatableAfterBreak(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRelayRetryAvoidsTheBrokenAgent: an agent's sessions share its fate
+// (one host, one network path), so a GET whose exchange broke on one of
+// them is not sent to the agent's other session, nor again to the one that
+// broke after another session refused a stream; what the client gets when
+// nothing answers is the break, not a later error.
+func TestRelayRetryAvoidsTheBrokenAgent(t *testing.T) {
+	get := func(st *exchangeState) *http.Request {
+		req := relayRequest(t, st, "")
+		req.Method = "GET"
+		return req
+	}
+	t.Run("two sessions of a lost agent", func(t *testing.T) {
+		a1, a2, good := newRelaySession("a1"), newRelaySession("a2"), newRelaySession("good")
+		a1.agent, a2.agent = "agent-a", "agent-a"
+		a1.recvErr, a2.recvErr = errors.New("connection lost"), errors.New("connection lost")
+		rt, st := relayGateway(t, a1, a2, good)
+		for i := range 40 {
+			before := a1.opened + a2.opened
+			res, err := rt.RoundTrip(get(st))
+			if err != nil {
+				t.Fatalf("GET %d: %v; want the answer of the other agent", i, err)
+			}
+			if got := relayBody(t, res); got != "from good" {
+				t.Fatalf("GET %d answered %q", i, got)
+			}
+			if n := a1.opened + a2.opened - before; n > 1 {
+				t.Fatalf("GET %d went to the lost agent %d times", i, n)
+			}
+		}
+	})
+	t.Run("broken, refusing, then nothing", func(t *testing.T) {
+		brk, refusing := newRelaySession("broken"), newRelaySession("refusing")
+		brk.recvErr = errors.New("connection lost")
+		refusing.openErr = errors.New("tunnel session is draining")
+		rt, st := relayGateway(t, brk, refusing)
+		for i := range 40 {
+			before := brk.opened
+			_, err := rt.RoundTrip(get(st))
+			if n := brk.opened - before; n > 1 {
+				t.Fatalf("GET %d went over the broken session %d times", i, n)
+			}
+			if n := brk.opened - before; n == 1 && !errors.Is(err, tunnel.ErrNoResponse) {
+				t.Fatalf("GET %d: %v; want the break (ErrNoResponse)", i, err)
+			}
+		}
+	})
 }
 
 func stringsNewReader(s string) io.Reader { return &stringReader{s: s} }
