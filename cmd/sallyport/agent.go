@@ -120,7 +120,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			}
 			// A gateway_ca_file of the config stays where it is; only the
 			// flags' trust is saved for a config without one.
-			if err := saveGatewayTrust(e.DataDir, fl.caFile, fingerprint); err != nil {
+			if err := saveGatewayTrust(e.DataDir, fl.caFile, fingerprint, caFile); err != nil {
 				return fmt.Errorf("enrolled as connector %s, but %w; or set gateway_ca_file in the agent config", creds.ConnectorID, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "enrolled: connector %s in group %q; certificate valid until %s, kept in %s\n",
@@ -305,7 +305,11 @@ func gatewayTrust(gatewayAddr, caFile, fingerprint string) (*tls.Config, error) 
 // enrollment, for later runs without gateway_ca_file, and removes what an
 // earlier enrollment of dataDir recorded: gateway-ca.pem would win over a
 // new pin, and a stale pin over the system roots.
-func saveGatewayTrust(dataDir, caFile, fingerprint string) error {
+//
+// inUse is the CA file the enrollment checked the gateway with (the
+// config's gateway_ca_file, say), which is never removed, even where it
+// is the data directory's own copy.
+func saveGatewayTrust(dataDir, caFile, fingerprint, inUse string) error {
 	pinPath, caPath := filepath.Join(dataDir, agent.GatewayPinFile), filepath.Join(dataDir, agent.GatewayCAFile)
 	var keep string
 	switch {
@@ -325,7 +329,7 @@ func saveGatewayTrust(dataDir, caFile, fingerprint string) error {
 		}
 	}
 	for _, p := range []string{pinPath, caPath} {
-		if p == keep {
+		if p == keep || inUse != "" && sameFile(p, inUse) {
 			continue
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -408,4 +412,14 @@ func serveAgentMetrics(cfg *config.Agent, a *agent.Agent, log *zap.Logger) (stop
 		srv.Close()
 		<-done
 	}, nil
+}
+
+// sameFile reports whether a and b name one existing file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }

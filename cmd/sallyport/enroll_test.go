@@ -408,6 +408,47 @@ func TestEnrollAgainReplacesGatewayTrust(t *testing.T) {
 	c.Close()
 }
 
+// TestEnrollConfigKeepsItsCAFile: `agent enroll --config` whose config's
+// gateway_ca_file is the data directory's own copy of the gateway's
+// certificate (saved by an earlier enrollment) keeps it. Enrolling again
+// removed both trust files of the directory, so the agent could no longer
+// start with that config.
+func TestEnrollConfigKeepsItsCAFile(t *testing.T) {
+	rig, _ := enrollRig(t)
+	ca := filepath.Join(t.TempDir(), "tunnel-cert.pem")
+	c, err := tls.Dial("tcp", rig.Tunnel, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading the certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.ConnectionState().PeerCertificates[0].Raw}), 0o644)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "agent")
+	_, port, _ := net.SplitHostPort(rig.Tunnel) // the certificate names localhost
+	if _, err := runCLI(t, "agent", "enroll", "--gateway", "localhost:"+port, "--token", testrig.Token, "--data-dir", dir, "--gateway-ca", ca); err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(dir, agent.GatewayCAFile)
+	for _, f := range []string{agent.CertFile, agent.KeyFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	yaml := fmt.Sprintf("gateway: localhost:%s\ndata_dir: %s\ngateway_ca_file: %s\nallow: [\"127.0.0.1:1\"]\n", port, dir, copied)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "agent", "enroll", "--config", cfg, "--token", testrig.Token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(copied); err != nil {
+		t.Fatalf("enrolling again with the config removed the CA file it names: %v", err)
+	}
+}
+
 // TestEnrollReplacesExpiredCertificate: an agent whose certificate expired
 // stops and says to run `sallyport agent enroll … --data-dir DIR`; that
 // command now replaces the expired certificate instead of refusing the
