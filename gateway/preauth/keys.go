@@ -124,13 +124,16 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 	if payload, ok := verifyWith(jws, keys, kid); ok {
 		return payload, nil
 	}
-	if kid != "" && slices.ContainsFunc(keys, func(key jose.JSONWebKey) bool { return key.KeyID == kid }) {
-		// A key we have, and the signature does not verify: a forgery,
-		// which new keys would not change.
+	call, _ := ctx.Value(verifyCallKey{}).(*verifyCall)
+	fromProvider := call != nil && call.fromProvider
+	if !fromProvider && kid != "" && slices.ContainsFunc(keys, func(key jose.JSONWebKey) bool { return key.KeyID == kid }) {
+		// A client's token naming a key we have whose signature does not
+		// verify: a forgery, which new keys would not change. (One from
+		// the provider's token endpoint fetches the keys again: a provider
+		// may rotate its key under the same id.)
 		return nil, errors.New("the signature does not verify with the provider's key " + kid)
 	}
-	call, _ := ctx.Value(verifyCallKey{}).(*verifyCall)
-	keys, err = k.refetch(ctx, call != nil && call.fromProvider)
+	keys, err = k.refetch(ctx, fromProvider)
 	if err != nil {
 		if call != nil {
 			call.fetchErr = err

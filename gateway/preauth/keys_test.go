@@ -101,6 +101,21 @@ func TestKeyRotation(t *testing.T) {
 	}
 }
 
+// TestKeyReplacedUnderItsID: a provider that rotates its key under the
+// same key id. Sign-in (an ID token from the token endpoint) fetches the
+// keys again and works at once; it used to be refused as a forgery on a
+// known key until the hourly refetch.
+func TestKeyReplacedUnderItsID(t *testing.T) {
+	rg := newIDPRig(t)
+	if res, body := rg.signIn(rg.browser(), "/page"); res.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	rg.idp.ReplaceKey()
+	if res, body := rg.signIn(rg.browser(), "/page"); res.StatusCode != http.StatusOK || body != "ok sub-alice" {
+		t.Fatalf("sign-in after the provider replaced its key under the same id: %d %s", res.StatusCode, body)
+	}
+}
+
 // TestKeysUnreachable: when the provider's keys cannot be fetched, a token
 // signed with a key the gateway does not have yet gets 502 (try again),
 // at sign-in too, not a refusal of the token or of the sign-in.

@@ -122,6 +122,19 @@ func (p *Provider) RotateKey(keepOld bool) string {
 	return k.id
 }
 
+// ReplaceKey signs from now on with a new key under the current key's id,
+// which the JWKS then publishes in place of the old one: a rotation by a
+// provider that keeps a fixed key id.
+func (p *Provider) ReplaceKey() {
+	k := newSigningKey()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	last := len(p.keys) - 1
+	k.id = p.keys[last].id
+	k.signer = newSigner(k.key, k.id)
+	p.keys[last] = k
+}
+
 // current is the signing key.
 func (p *Provider) current() signingKey {
 	p.mu.Lock()
