@@ -523,7 +523,7 @@ type sendGuard struct {
 	st      *exchangeState
 	remote  string
 	timeout time.Duration
-	// since is when the write or flush under way began (UnixNano); 0
+	// since is when the write or flush under way began (monoNow); 0
 	// between them. Written by the handler's goroutine, read by the
 	// timer's.
 	since atomic.Int64
@@ -536,6 +536,14 @@ type sendGuard struct {
 	mu   sync.Mutex // serialises cut with release
 	done bool       // the exchange ended: the writer is no longer ours; guarded by mu
 }
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is the time since the process started on the monotonic clock,
+// in nanoseconds, at least 1: a wall-clock step (NTP, a VM resumed) must
+// not make a write look blocked for the send timeout.
+func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
 
 // guardTimer is a timer that watches the sendGuard it is lent to.
 type guardTimer struct {
@@ -558,7 +566,7 @@ func (g *sendGuard) init(h *proxyHandler, rec *statusRecorder, st *exchangeState
 // begin marks the start of a write or flush and arms the timer unless it
 // is armed.
 func (g *sendGuard) begin() {
-	g.since.Store(time.Now().UnixNano())
+	g.since.Store(monoNow())
 	if g.watch == nil {
 		g.watch = g.h.guardTimer()
 		g.watch.g.Store(g)
@@ -623,7 +631,7 @@ func (g *sendGuard) check(gt *guardTimer) {
 		}
 		return
 	}
-	if left := g.timeout - time.Since(time.Unix(0, since)); left > 0 {
+	if left := g.timeout - time.Duration(monoNow()-since); left > 0 {
 		gt.t.Reset(left)
 		return
 	}

@@ -91,12 +91,16 @@ func (g *Gateway) groupChanged(group string) {
 	if isClosed(g.stopped) {
 		return // the gateway is stopping: its sessions end with it
 	}
+	// Counted under the lock, so that of two looks at once (a session
+	// that ends while its agent's drain is looked at, a reload) the later
+	// count is the one recorded.
+	g.groups.mu.Lock()
 	agents, apps := g.groupAgents(group)
 	if len(apps) == 0 {
+		g.groups.mu.Unlock()
 		return // no app uses it: nothing stops with it
 	}
 	n := len(agents)
-	g.groups.mu.Lock()
 	st := g.groups.state(group)
 	prev := st.agents
 	st.agents = n
@@ -150,8 +154,8 @@ func (g *Gateway) warnSingle(group string) {
 		case <-g.stopped:
 			return
 		}
-		agents, apps = g.groupAgents(group)
 		g.groups.mu.Lock()
+		agents, apps = g.groupAgents(group)
 		st := g.groups.state(group)
 		if len(agents) == 1 && st.agents == 1 && !st.warned {
 			if left := redundancyGrace - g.now().Sub(st.alone); left > 0 {

@@ -208,14 +208,16 @@ func TestSendTimeoutCutsStalledClient(t *testing.T) {
 // is free, and loopback grows that buffer to megabytes: the bursts read
 // 2 MiB each.)
 func TestSendTimeoutSparesReadingClients(t *testing.T) {
-	const timeout = 400 * time.Millisecond
+	// The client's pauses are a tenth of the timeout, so that a loaded
+	// machine's late wake-ups cannot make them look like a stalled client.
+	const timeout = time.Second
 	for _, tc := range []struct {
 		name  string
 		pause time.Duration // between the backend's frames
 		read  time.Duration // between the client's bursts
 	}{
-		{"pausing reader", 0, timeout / 2},
-		{"pausing backend", 2 * timeout, 0},
+		{"pausing reader", 0, timeout / 10},
+		{"pausing backend", timeout * 3 / 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, s := endlessGateway(t, timeout, tc.pause)
@@ -231,7 +233,7 @@ func TestSendTimeoutSparesReadingClients(t *testing.T) {
 			if tc.pause > 0 {
 				burst = 32 << 10 // a frame per pause
 			}
-			for end := time.Now().Add(3 * timeout); time.Now().Before(end); {
+			for end := time.Now().Add(5 * timeout / 2); time.Now().Before(end); {
 				if tc.read > 0 {
 					time.Sleep(tc.read) // the client's pace, not a wait for an event
 				}

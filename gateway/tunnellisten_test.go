@@ -205,7 +205,7 @@ func TestTunnelPerAddressLimits(t *testing.T) {
 			defer c.Close()
 			silent = append(silent, c)
 		}
-		if n := closedAtOnce(silent, time.Second); n != 1 {
+		if n := closedAtOnce(silent, 3*time.Second); n != 1 {
 			t.Fatalf("%d of %d silent connections closed at once; want the one over the limit of %d", n, len(silent), maxPending)
 		}
 	})
@@ -232,7 +232,7 @@ func TestTunnelPerAddressLimits(t *testing.T) {
 			}
 		}()
 		conns := []net.Conn{dial(alpnH2), dial(yamuxtunnel.ALPN), dial(alpnH2)}
-		if n := closedAtOnce(conns, time.Second); n != 1 {
+		if n := closedAtOnce(conns, 3*time.Second); n != 1 {
 			t.Fatalf("%d of %d connections without a certificate closed at once; want the one over the limit of %d", n, len(conns), maxCertless)
 		}
 		// Of the two h2 connections at least one was kept: closing it (as

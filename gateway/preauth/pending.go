@@ -75,8 +75,8 @@ func (s *Service) readPending(r *http.Request) []pendingSignIn {
 		}
 		id, end, _ := strings.Cut(entry, ":")
 		e, err := strconv.ParseInt(end, 10, 64)
-		if err != nil || e <= now || !validLoginID(id) {
-			continue
+		if err != nil || e <= now || e > now+loginCookieLife || !validLoginID(id) {
+			continue // a planted entry cannot outlive a real pre-login cookie
 		}
 		list = append(list, pendingSignIn{id: id, end: e})
 	}
