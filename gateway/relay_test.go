@@ -22,10 +22,10 @@ import (
 type relaySession struct {
 	name    string
 	agent   string // the AgentID it reports; "" makes it an agent of its own
-	openErr error // OpenStream fails with it
-	sendErr error // the stream's first Send fails with it
-	recvErr error // the stream's Recv fails with it: it broke after the request went out
-	opened  int   // streams handed out
+	openErr error  // OpenStream fails with it
+	sendErr error  // the stream's first Send fails with it
+	recvErr error  // the stream's Recv fails with it: it broke after the request went out
+	opened  int    // streams handed out
 	mu      sync.Mutex
 	sent    []*tunnel.Frame
 	done    chan struct{}
