@@ -104,6 +104,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request head (0 → 64 KiB); larger gets 431.
 	MaxHeaderBytes int
+	// MaxConnections bounds the public listener's connections at once
+	// (0 → three quarters of the open-file limit, none when it is unknown;
+	// negative → none); clients beyond it wait until one closes.
+	MaxConnections int
 	// SendTimeout cuts a relayed exchange when one write of its response
 	// to the client does not return within it (0 → 60s): a client that
 	// stopped reading. Waits for the backend do not count.
@@ -150,6 +154,17 @@ func (c *Config) readHeaderTimeout() time.Duration {
 func (c *Config) idleTimeout() time.Duration { return orDefault(c.IdleTimeout, 120*time.Second) }
 func (c *Config) streamWait() time.Duration  { return orDefault(c.StreamWait, 10*time.Second) }
 func (c *Config) sendTimeout() time.Duration { return orDefault(c.SendTimeout, 60*time.Second) }
+
+// maxConnections is MaxConnections with its default; 0: no limit.
+func (c *Config) maxConnections() int {
+	switch {
+	case c.MaxConnections > 0:
+		return c.MaxConnections
+	case c.MaxConnections < 0:
+		return 0
+	}
+	return openFileLimit() * 3 / 4
+}
 func (c *Config) maxHeaderBytes() int {
 	if c.MaxHeaderBytes <= 0 {
 		return 64 << 10
@@ -513,12 +528,16 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		defer close(swept)
 		g.sweepLoop()
 	}()
+	var publicLn net.Listener = pub
+	if n := g.cfg.maxConnections(); n > 0 {
+		publicLn = newLimitListener(pub, n, g.log)
+	}
 	go func() {
 		var err error
 		if g.cfg.PublicTLS != nil {
-			err = g.public.ServeTLS(pub, "", "")
+			err = g.public.ServeTLS(publicLn, "", "")
 		} else {
-			err = g.public.Serve(pub)
+			err = g.public.Serve(publicLn)
 		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
@@ -527,7 +546,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	}()
 	go func() { errc <- g.grpc.Serve(tcpLn) }()
 	go func() { errc <- g.enroller.Serve(tcpLn.Certless()) }()
-	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Stringer("tunnel", tun.Addr()),
+	fields := []zap.Field{zap.Stringer("public", pub.Addr()), zap.Int("max_connections", g.cfg.maxConnections()),
+		zap.Stringer("tunnel", tun.Addr()),
 		zap.String("replica", g.replica), zap.Int("replicas", g.Replicas()),
 		zap.Strings("transports", []string{"grpc (tcp, ALPN h2)", "yamux (tcp, ALPN " + yamuxtunnel.ALPN + ")", "quic (udp)"}),
 		zap.Bool("public_tls", g.cfg.PublicTLS != nil), zap.Int("apps", len(g.router.Load().routes))}

@@ -134,6 +134,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		ReadHeaderTimeout:    cfg.Public.ReadHeaderTimeoutOrDefault(),
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
 		SendTimeout:          cfg.Public.SendTimeoutOrDefault(),
+		MaxConnections:       cfg.Public.MaxConnections,
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
 		TrustedProxies:       cfg.Public.TrustedProxyPrefixes(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),

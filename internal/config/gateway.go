@@ -109,6 +109,11 @@ type Public struct {
 	// DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 
+	// MaxConnections bounds the public listener's connections at once.
+	// Zero means three quarters of the process's open-file limit; -1
+	// means no limit.
+	MaxConnections int `yaml:"max_connections"`
+
 	// SendTimeout cuts an exchange when a write of its response to the
 	// client does not return within it (the client stopped reading). Zero
 	// means DefaultSendTimeout (60s).
@@ -475,6 +480,9 @@ func (g *Gateway) validate(c *checker) {
 	checkNonNegative(c, path{"public", "read_header_timeout"}, g.Public.ReadHeaderTimeout)
 	checkNonNegative(c, path{"public", "idle_timeout"}, g.Public.IdleTimeout)
 	checkNonNegative(c, path{"public", "send_timeout"}, g.Public.SendTimeout)
+	if g.Public.MaxConnections < -1 {
+		c.errorf(path{"public", "max_connections"}, "must be -1 (no limit), 0 (three quarters of the open-file limit) or a number of connections")
+	}
 	checkNonNegative(c, path{"public", "max_header_bytes"}, g.Public.MaxHeaderBytes)
 	for i, s := range g.Public.TrustedProxies {
 		if _, err := parseTrustedProxy(s); err != nil {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/demoapp"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
 
@@ -642,5 +643,48 @@ func TestLimitsResponseHeadSize(t *testing.T) {
 		if res.StatusCode != http.StatusOK || string(b) != "ok" || len(res.Header.Get("X-Big")) != 60<<10 {
 			t.Errorf("%s /fits (60 KiB of headers): %d %q", method, res.StatusCode, b)
 		}
+	}
+}
+
+// TestPublicMaxConnections: with public.max_connections 2, two idle client
+// connections hold the public listener; a third client's request waits
+// (the gateway logs that the limit is reached) and is answered once one of
+// the two closes. The limit keeps clients from taking every file
+// descriptor, which stopped the tunnel and admin listeners too.
+func TestPublicMaxConnections(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	backend := startLoopbackBackend(t, demoapp.New())
+	rig := testrig.New(t, testrig.Options{
+		Log:     zap.New(core),
+		Routes:  []gateway.Route{{App: "echo", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)}},
+		Gateway: func(cfg *gateway.Config) { cfg.MaxConnections = 2 },
+	})
+	rig.StartAgent(nil)
+	addr := strings.TrimPrefix(rig.URL, "http://")
+	// The rig's own client may hold a kept-alive connection: close it.
+	rig.Client().Transport.(*http.Transport).CloseIdleConnections()
+	idle := []net.Conn{dialRaw(t, addr), dialRaw(t, addr)}
+	third := dialRaw(t, addr)
+	answered := make(chan string, 1)
+	go func() {
+		io.WriteString(third, "GET /echo HTTP/1.1\r\nHost: "+appHost+"\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(third)
+		answered <- string(b)
+	}()
+	deadline := time.Now().Add(limitsGuard)
+	for logs.FilterMessageSnippet("public.max_connections connections are open").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the third connection was not held back: %v", logs.All())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case got := <-answered:
+		t.Fatalf("the third client was answered while two connections were open: %.80q", got)
+	default:
+	}
+	idle[0].Close()
+	if got := waitSignal(t, answered, "the third client's answer"); !strings.HasPrefix(got, "HTTP/1.1 200") {
+		t.Fatalf("third client after a slot freed: %.120q", got)
 	}
 }
