@@ -109,7 +109,7 @@ type Config struct {
 	// negative → none); clients beyond it wait until one closes.
 	MaxConnections int
 	// SendTimeout cuts a relayed exchange when one write of its response
-	// to the client does not return within it (0 → 60s): a client that
+	// to the client does not return within it (0 → 5 minutes): a client that
 	// stopped reading. Waits for the backend do not count.
 	SendTimeout time.Duration
 	// TrustedProxies are the load balancers in front of the public
@@ -153,7 +153,7 @@ func (c *Config) readHeaderTimeout() time.Duration {
 }
 func (c *Config) idleTimeout() time.Duration { return orDefault(c.IdleTimeout, 120*time.Second) }
 func (c *Config) streamWait() time.Duration  { return orDefault(c.StreamWait, 10*time.Second) }
-func (c *Config) sendTimeout() time.Duration { return orDefault(c.SendTimeout, 60*time.Second) }
+func (c *Config) sendTimeout() time.Duration { return orDefault(c.SendTimeout, 5*time.Minute) }
 
 // maxConnections is MaxConnections with its default; 0: no limit.
 func (c *Config) maxConnections() int {

@@ -264,6 +264,9 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			wctx = &st.wait
 			wctx.init(req.Context(), wait)
 		} else {
+			if brokenErr != nil {
+				wait = min(wait, headTimeout) // what is left of the app's timeout
+			}
 			wctx = newWaitContext(req.Context(), wait)
 		}
 		stream, err := p.Session.OpenStream(wctx)
@@ -272,6 +275,9 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			p.Done()
 			if req.Context().Err() != nil {
 				return nil, req.Context().Err()
+			}
+			if brokenErr != nil {
+				return nil, brokenErr // the answer is the break, not the wait for its retry
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				return nil, NewError(CodeOverloaded,

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
@@ -21,11 +22,13 @@ import (
 // relaySession is a tunnel.Session whose streams behave as the test says.
 type relaySession struct {
 	name    string
-	agent   string // the AgentID it reports; "" makes it an agent of its own
-	openErr error  // OpenStream fails with it
-	sendErr error  // the stream's first Send fails with it
-	recvErr error  // the stream's Recv fails with it: it broke after the request went out
-	opened  int    // streams handed out
+	agent   string        // the AgentID it reports; "" makes it an agent of its own
+	openErr error         // OpenStream fails with it
+	sendErr error         // the stream's first Send fails with it
+	recvErr error         // the stream's Recv fails with it: it broke after the request went out
+	recvGo  chan struct{} // when set, Recv waits for it to be closed first
+	busy    bool          // OpenStream waits for its context: every stream is taken
+	opened  int           // streams handed out
 	mu      sync.Mutex
 	sent    []*tunnel.Frame
 	done    chan struct{}
@@ -37,6 +40,10 @@ func newRelaySession(name string) *relaySession {
 }
 
 func (s *relaySession) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	if s.busy {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.openErr != nil {
@@ -51,6 +58,13 @@ func (s *relaySession) Info() tunnel.SessionInfo {
 func (s *relaySession) Draining() <-chan struct{} { return s.drain }
 func (s *relaySession) Done() <-chan struct{}     { return s.done }
 func (s *relaySession) Close(error)               {}
+
+// streams reports how many streams s handed out.
+func (s *relaySession) streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened
+}
 
 // relayStream answers every request with 200 "from <session>".
 type relayStream struct {
@@ -69,6 +83,9 @@ func (st *relayStream) Send(f *tunnel.Frame) error {
 }
 
 func (st *relayStream) Recv() (*tunnel.Frame, error) {
+	if st.s.recvGo != nil {
+		<-st.s.recvGo
+	}
 	if st.s.recvErr != nil {
 		return nil, st.s.recvErr
 	}
@@ -325,6 +342,36 @@ func TestRelayRetryAvoidsTheBrokenAgent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRelayRetryWaitsWithinTheTimeout: a GET breaks, and the other agent's
+// streams are all taken: the retry waits for one at most what is left of
+// the app's timeout, and the answer is the break, not 503 overloaded
+// after a full stream wait.
+func TestRelayRetryWaitsWithinTheTimeout(t *testing.T) {
+	brk, busy := newRelaySession("broken"), newRelaySession("busy")
+	brk.recvErr, brk.recvGo, busy.busy = errors.New("connection lost"), make(chan struct{}), true
+	rt, st := relayGateway(t, brk)
+	st.route.Timeout = 200 * time.Millisecond
+	req := relayRequest(t, st, "")
+	req.Method = "GET"
+	answer := make(chan error, 1)
+	go func() {
+		_, err := rt.RoundTrip(req)
+		answer <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second) // a guard only
+	for brk.streams() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the GET never reached the first session")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rt.g.registry.Add(busy) // the other agent joins, every stream taken
+	close(brk.recvGo)       // the first agent's connection breaks
+	if err := <-answer; !errors.Is(err, tunnel.ErrNoResponse) {
+		t.Fatalf("GET whose retry found no free stream: %v; want the break (ErrNoResponse)", err)
+	}
 }
 
 func stringsNewReader(s string) io.Reader { return &stringReader{s: s} }

@@ -297,13 +297,22 @@ const (
 
 // enrollServerOptions are the options of the gRPC server for connections
 // without a client certificate.
+// enrollPrefaceTimeout bounds the wait for a certless connection's HTTP/2
+// preface (see enrollServerOptions).
+const enrollPrefaceTimeout = time.Second
+
 func enrollServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(handshakenTLS{}),
 		grpc.MaxConcurrentStreams(enrollMaxStreams),
 		grpc.MaxRecvMsgSize(enrollMaxMsg),
 		grpc.MaxHeaderListSize(16 << 10),
-		grpc.ConnectionTimeout(tlsHandshakeTimeout),
+		// The TLS handshake is done when gRPC gets the connection: the
+		// HTTP/2 preface follows at once from a real client. A connection
+		// that sends none is dropped after this, and the gateway's
+		// shutdown (grpc's Stop waits for connections still reading their
+		// preface) is not held up longer.
+		grpc.ConnectionTimeout(enrollPrefaceTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle:     enrollConnIdle,
 			MaxConnectionAge:      enrollConnAge,

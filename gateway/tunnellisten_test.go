@@ -253,3 +253,24 @@ func TestTunnelPerAddressLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestCertlessSilentConnectionDropped: a TLS connection without a client
+// certificate that sends no HTTP/2 preface is closed after
+// enrollPrefaceTimeout (1 s), not the TLS handshake's 10 s: grpc's Stop
+// waits for such connections, so twenty of them held up the gateway's
+// shutdown for 9.7 s. (The 5 s below is a bound on the wait, twice as far
+// from either timeout.)
+func TestCertlessSilentConnectionDropped(t *testing.T) {
+	g := startTunnelGateway(t)
+	c, err := tls.Dial("tcp", g.TunnelAddr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, c) // the server's settings, then the close
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("a certless connection that sent no preface was still open after 5 s")
+	}
+}

@@ -22,7 +22,7 @@ const (
 	DefaultReadHeaderTimeout    = 10 * time.Second
 	DefaultIdleTimeout          = 120 * time.Second
 	DefaultMaxHeaderBytes       = 64 << 10
-	DefaultSendTimeout          = 60 * time.Second
+	DefaultSendTimeout          = 5 * time.Minute
 	DefaultTunnelAddr           = ":8443"
 	DefaultMaxStreamsPerSession = 10000
 	DefaultCertLifetime         = 30 * 24 * time.Hour
@@ -116,7 +116,7 @@ type Public struct {
 
 	// SendTimeout cuts an exchange when a write of its response to the
 	// client does not return within it (the client stopped reading). Zero
-	// means DefaultSendTimeout (60s).
+	// means DefaultSendTimeout (5 minutes).
 	SendTimeout time.Duration `yaml:"send_timeout"`
 
 	// TrustedProxies are the addresses (IPs or CIDR prefixes) of load

@@ -192,7 +192,7 @@ func TestGatewayZeroDefaults(t *testing.T) {
 				{"Public.AddrOrDefault", g.Public.AddrOrDefault(), ":8080"},
 				{"Public.ReadHeaderTimeoutOrDefault", g.Public.ReadHeaderTimeoutOrDefault(), 10 * time.Second},
 				{"Public.IdleTimeoutOrDefault", g.Public.IdleTimeoutOrDefault(), 120 * time.Second},
-				{"Public.SendTimeoutOrDefault", g.Public.SendTimeoutOrDefault(), 60 * time.Second},
+				{"Public.SendTimeoutOrDefault", g.Public.SendTimeoutOrDefault(), 5 * time.Minute},
 				{"Public.MaxHeaderBytesOrDefault", g.Public.MaxHeaderBytesOrDefault(), 64 << 10},
 				{"Public.TLS.Enabled", g.Public.TLS.Enabled(), false},
 				{"Tunnel.AddrOrDefault", g.Tunnel.AddrOrDefault(), ":8443"},
