@@ -113,8 +113,8 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 		Token: cfg.Token, Csr: csr, Name: name, Version: Version, Platform: runtime.GOOS + "/" + runtime.GOARCH,
 	})
 	if err != nil {
-		connected := cc.GetState() == connectivity.Ready
-		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure(), dial.failure(), connected))
+		connected := cc.GetState() == connectivity.Ready || hs.handshook()
+		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure(), dial.failure(), connected, hs.handshook()))
 	}
 	cert, err := certificate(resp.GetCertificate(), key)
 	if err != nil {

@@ -149,18 +149,27 @@ type handshakeRecorder struct {
 	credentials.TransportCredentials
 	mu  sync.Mutex
 	err error // guarded by mu
+	ok  bool  // a handshake succeeded; guarded by mu
 }
 
 func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	c, info, err := h.TransportCredentials.ClientHandshake(ctx, authority, raw)
-	if err != nil {
-		h.mu.Lock()
-		if h.err == nil {
-			h.err = err
-		}
-		h.mu.Unlock()
+	h.mu.Lock()
+	if err != nil && h.err == nil {
+		h.err = err
 	}
+	if err == nil {
+		h.ok = true
+	}
+	h.mu.Unlock()
 	return c, info, err
+}
+
+// handshook reports whether a TLS handshake with the gateway succeeded.
+func (h *handshakeRecorder) handshook() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ok
 }
 
 // Clone keeps the recorder: gRPC may clone the credentials it was given.
@@ -216,7 +225,16 @@ func (d *dialRecorder) failure() error {
 // (dial, may be nil: a proxy's refusal), a timeout before a connection
 // came up (connected: one was up when the call failed), or what rpcError
 // makes of the status, with token refusals marked as ErrTokenRefused.
-func enrollError(err error, gateway string, handshake, dial error, connected bool) error {
+func enrollError(err error, gateway string, handshake, dial error, connected, handshook bool) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && handshook && handshake == nil && dial == nil {
+		// The gateway's tunnel listener took the connection and closed
+		// it: too many connections without a certificate from this
+		// address at once (agents behind one NAT enrolling together), or
+		// it is stopping.
+		return fmt.Errorf("%w: the gateway at %s closed the connection right after the TLS handshake (%s): it takes "+
+			"a limited number of enrolling connections from one address at once, or it is shutting down; "+
+			"try again in a moment", ErrGatewayUnreachable, gateway, st.Message())
+	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		if handshake != nil {
 			if te := trustError(gateway, handshake); te != nil {
