@@ -181,6 +181,10 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 			select {
 			case msgs <- m:
 			case <-ctx.Done():
+				// The stream ended as a message came (an agent's Drain
+				// while the gateway stops): the handler must hear of it,
+				// or it waits for ever, its session never closed.
+				recvErr <- context.Cause(ctx)
 				return
 			}
 		}
