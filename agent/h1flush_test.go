@@ -193,15 +193,7 @@ func TestH1SyncIdleConnChecked(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			misbehave, misbehaved := make(chan struct{}), make(chan struct{})
 			var first atomic.Bool
-			scheme, serverTLS, clientTLS := "http", (*tls.Config)(nil), (*tls.Config)(nil)
-			if tc.tls {
-				scheme = "https"
-				serverTLS, clientTLS = testTLSConfigs(t)
-			}
-			addr, accepted := rawBackend(t, func(c net.Conn) {
-				if serverTLS != nil {
-					c = tls.Server(c, serverTLS)
-				}
+			scheme, addr, accepted, clientTLS := maybeTLSBackend(t, tc.tls, func(c net.Conn) {
 				reqs := newRawRequests(c)
 				if first.CompareAndSwap(false, true) {
 					if _, err := reqs.next(); err != nil {
@@ -380,17 +372,9 @@ func TestH1SyncUncheckableConnNotReused(t *testing.T) {
 	const late = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"
 	for _, withTLS := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
-			scheme, serverTLS, clientTLS := "http", (*tls.Config)(nil), (*tls.Config)(nil)
-			if withTLS {
-				scheme = "https"
-				serverTLS, clientTLS = testTLSConfigs(t)
-			}
 			sent := make(chan struct{})
 			var first atomic.Bool
-			addr, accepted := rawBackend(t, func(c net.Conn) {
-				if serverTLS != nil {
-					c = tls.Server(c, serverTLS)
-				}
+			scheme, addr, accepted, clientTLS := maybeTLSBackend(t, withTLS, func(c net.Conn) {
 				reqs := newRawRequests(c)
 				if first.CompareAndSwap(false, true) {
 					if _, err := reqs.next(); err != nil {
@@ -463,4 +447,23 @@ func TestBackendsSyncConnsCheckable(t *testing.T) {
 			t.Errorf("%s: the connection cannot be checked for bytes sent while idle (%T)", tc.url, c.conn)
 		}
 	}
+}
+
+// maybeTLSBackend is rawBackend speaking TLS when withTLS: serve gets each
+// connection's server side; scheme and clientTLS are the client's.
+func maybeTLSBackend(t *testing.T, withTLS bool, serve func(c net.Conn)) (scheme, addr string, accepted *atomic.Int32, clientTLS *tls.Config) {
+	t.Helper()
+	scheme = "http"
+	var serverTLS *tls.Config
+	if withTLS {
+		scheme = "https"
+		serverTLS, clientTLS = testTLSConfigs(t)
+	}
+	addr, accepted = rawBackend(t, func(c net.Conn) {
+		if serverTLS != nil {
+			c = tls.Server(c, serverTLS)
+		}
+		serve(c)
+	})
+	return scheme, addr, accepted, clientTLS
 }

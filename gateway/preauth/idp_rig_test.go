@@ -193,17 +193,9 @@ func (rg *idpRig) finish(c *http.Client, authorize string) (*http.Response, stri
 	if err != nil {
 		rg.t.Fatal(err)
 	}
-	form := url.Values{}
-	for k, v := range u.Query() {
-		form[k] = v
-	}
-	form.Set("username", rg.user.Username)
-	form.Set("password", rg.user.Password)
-	res, err := c.PostForm(rg.idpTS.URL+"/authorize", form)
+	res, body, err := devoidc.SubmitSignIn(c, u, rg.user)
 	if err != nil {
 		rg.t.Fatal(err)
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	return res, string(b)
+	return res, body
 }

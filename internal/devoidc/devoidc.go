@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -575,4 +576,26 @@ func randomString(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// SubmitSignIn signs in as u on the provider's page at page (the
+// authorization address a sign-in sent the browser c to), as a user would
+// with the form, and returns the answer the browser ends at (after the
+// redirects back) and its body. For tests and the demo's own checks.
+func SubmitSignIn(c *http.Client, page *url.URL, u User) (*http.Response, string, error) {
+	form := url.Values{}
+	for k, v := range page.Query() {
+		form[k] = v
+	}
+	form.Set("username", u.Username)
+	form.Set("password", u.Password)
+	target := *page
+	target.RawQuery = ""
+	res, err := c.PostForm(target.String(), form)
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), err
 }

@@ -365,17 +365,24 @@ func (r *tcpRelay) pipe(dst, src net.Conn) {
 func (r *tcpRelay) Kill() {
 	r.mu.Lock()
 	r.killed = true
+	r.mu.Unlock()
+	r.ln.Close()
+	r.Cut()
+	r.wg.Wait()
+}
+
+// Cut resets every connection relayed so far; later ones are relayed.
+func (r *tcpRelay) Cut() {
+	r.mu.Lock()
 	conns := r.conns
 	r.conns = nil
 	r.mu.Unlock()
-	r.ln.Close()
 	for _, c := range conns {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // RST, not FIN
 		}
 		c.Close()
 	}
-	r.wg.Wait()
 }
 
 // TestFailureAgentLost cuts an agent's tunnel connection while an exchange
@@ -774,57 +781,10 @@ func TestNoConnectorAnswersUnreadBodies(t *testing.T) {
 // to Max: after the first lost session none may be Min again.
 func TestShortSessionsBackOff(t *testing.T) {
 	rig := testrig.New(t, testrig.Options{Transport: "grpc"})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
-	// up reports whether the gateway registered the session that came in
-	// from local.
-	up := func(local string) bool {
-		for _, s := range rig.G.Registry().Sessions() {
-			if s.RemoteAddr == local {
-				return true
-			}
-		}
-		return false
-	}
-	wg.Add(1)
-	go func() { // forwards to the gateway, and cuts each connection once its session is up
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", rig.Tunnel)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			wg.Add(3)
-			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
-			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
-			go func() {
-				defer wg.Done()
-				defer in.Close()
-				tick := time.NewTicker(2 * time.Millisecond)
-				defer tick.Stop()
-				for !up(out.LocalAddr().String()) {
-					select {
-					case <-tick.C:
-					case <-stop:
-						return
-					}
-				}
-			}()
-		}
-	}()
+	relay := startTCPRelay(t, rig.Tunnel)
 	core, logs := observer.New(zap.WarnLevel)
-	rig.StartAgent(func(cfg *agent.Config) {
-		cfg.Gateway = ln.Addr().String()
+	ag := rig.StartAgent(func(cfg *agent.Config) {
+		cfg.Gateway = relay.Addr()
 		cfg.Connections = 1
 		cfg.Log = zap.New(core)
 		// Max is also how long a session must last to count as working.
@@ -834,13 +794,22 @@ func TestShortSessionsBackOff(t *testing.T) {
 	lost := func() []observer.LoggedEntry {
 		return logs.FilterMessage("lost the gateway session; reconnecting").All()
 	}
-	deadline := time.After(failWait)
-	for len(lost()) < losses {
-		select {
-		case <-time.After(5 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("%d lost sessions in %v; want %d", len(lost()), failWait, losses)
+	cut := map[string]bool{} // sessions whose connection was cut
+	newSession := func() bool { // one the agent has (welcomed), not cut yet
+		for _, id := range ag.A.Sessions() {
+			if !cut[id] {
+				cut[id] = true
+				return true
+			}
 		}
+		return false
+	}
+	for i := range losses {
+		// Cut the connection once a new session is up on it (for the
+		// agent too), then wait for the agent to see the loss.
+		waitFor(t, fmt.Sprintf("session %d up", i+1), newSession)
+		relay.Cut()
+		waitFor(t, fmt.Sprintf("session %d lost", i+1), func() bool { return len(lost()) > i })
 	}
 	for i, e := range lost()[:losses] {
 		d, ok := e.ContextMap()["retry_in"].(time.Duration)

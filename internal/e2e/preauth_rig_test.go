@@ -211,19 +211,11 @@ func (a *authRig) signIn(c *http.Client, path string, u devoidc.User) (*http.Res
 	if res.StatusCode != 200 || !strings.Contains(body, "Development OIDC provider") {
 		a.t.Fatalf("GET %s: want the provider's sign-in page, got %d %s", path, res.StatusCode, body)
 	}
-	form := url.Values{}
-	for k, v := range res.Request.URL.Query() {
-		form[k] = v
-	}
-	form.Set("username", u.Username)
-	form.Set("password", u.Password)
-	res, err := c.PostForm(a.idpTS.URL+"/authorize", form)
+	res, body, err := devoidc.SubmitSignIn(c, res.Request.URL, u)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	return res, string(b)
+	return res, body
 }
 
 func decodeEchoed(t *testing.T, body string) echoed {
