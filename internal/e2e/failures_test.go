@@ -794,7 +794,7 @@ func TestShortSessionsBackOff(t *testing.T) {
 	lost := func() []observer.LoggedEntry {
 		return logs.FilterMessage("lost the gateway session; reconnecting").All()
 	}
-	cut := map[string]bool{} // sessions whose connection was cut
+	cut := map[string]bool{}    // sessions whose connection was cut
 	newSession := func() bool { // one the agent has (welcomed), not cut yet
 		for _, id := range ag.A.Sessions() {
 			if !cut[id] {
