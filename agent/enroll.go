@@ -35,6 +35,13 @@ var (
 	// ErrGatewayUnreachable: no connection to the gateway came up (or it
 	// broke); trying again later may help.
 	ErrGatewayUnreachable = errors.New("cannot reach the gateway")
+	// ErrGatewayBusy: the gateway closed the connection right after the
+	// TLS handshake, before it said a word of HTTP/2: its limit of
+	// connections without a client certificate from one address was
+	// reached (agents behind one NAT enrolling together), or it is
+	// stopping. The token was not read, so trying again in a moment is
+	// safe. Such an error matches ErrGatewayUnreachable too.
+	ErrGatewayBusy = errors.New("the gateway closed the connection right after the TLS handshake")
 )
 
 // EnrollConfig says how to enroll an agent.
@@ -70,6 +77,41 @@ type EnrollConfig struct {
 	// purpose): the name and their ids, oldest first. Gateways before
 	// enrollment protocol version 2 never say. Nil → not reported.
 	SameName func(name string, ids []string)
+	// BusyRetries is how many times Enroll tries again, after BusyBackoff,
+	// when the gateway closed the connection before reading the request
+	// (ErrGatewayBusy), within Timeout. Only then: a refused token is
+	// never sent twice (it may be single-use). 0 → defaultBusyRetries;
+	// negative → none.
+	BusyRetries int
+	// BusyBackoff paces those retries (zero value: 500ms doubling to 8s,
+	// jittered, so that agents enrolling together spread out).
+	BusyBackoff Backoff
+	// OnBusyRetry, when set, is told of each such retry before its wait:
+	// the attempt's error, which retry comes (1 for the first) and the
+	// wait. Nil → not reported.
+	OnBusyRetry func(err error, retry int, wait time.Duration)
+}
+
+// defaultBusyRetries: with BusyBackoff's default, up to about 15 s of
+// waiting, within the default Timeout of 30 s.
+const defaultBusyRetries = 5
+
+func (cfg *EnrollConfig) busyRetries() int {
+	switch {
+	case cfg.BusyRetries < 0:
+		return 0
+	case cfg.BusyRetries == 0:
+		return defaultBusyRetries
+	}
+	return cfg.BusyRetries
+}
+
+func (cfg *EnrollConfig) busyBackoff() Backoff {
+	b := cfg.BusyBackoff
+	if b.Max <= 0 {
+		b.Max = 8 * time.Second
+	}
+	return b
 }
 
 // Enroll generates the agent's key locally, sends a CSR with the token and
@@ -103,18 +145,29 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	hs := &handshakeRecorder{TransportCredentials: tlsCredentials(cfg.TLS)}
-	cc, err := dialGRPC(cfg.Gateway, hs, dial.dialContext())
-	if err != nil {
-		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, err)
-	}
-	defer cc.Close()
-	resp, err := tunnelv1.NewEnrollmentServiceClient(cc).Enroll(ctx, &tunnelv1.EnrollRequest{
+	req := &tunnelv1.EnrollRequest{
 		Token: cfg.Token, Csr: csr, Name: name, Version: Version, Platform: runtime.GOOS + "/" + runtime.GOARCH,
-	})
-	if err != nil {
-		connected := cc.GetState() == connectivity.Ready || hs.handshook()
-		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs.failure(), dial.failure(), connected, hs.handshook()))
+	}
+	var resp *tunnelv1.EnrollResponse
+	backoff := cfg.busyBackoff()
+	for retry := 0; ; retry++ {
+		resp, err = cfg.enrollOnce(ctx, dial, req)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrGatewayBusy) || retry >= cfg.busyRetries() {
+			return nil, err
+		}
+		wait := backoff.Next(retry)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return nil, err // no time left for another attempt
+		}
+		if cfg.OnBusyRetry != nil {
+			cfg.OnBusyRetry(err, retry+1, wait)
+		}
+		if !sleep(ctx, wait) {
+			return nil, err
+		}
 	}
 	cert, err := certificate(resp.GetCertificate(), key)
 	if err != nil {
@@ -133,6 +186,22 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (*Credentials, error) {
 		cfg.SameName(name, ids)
 	}
 	return creds, nil
+}
+
+// enrollOnce sends req over a connection of its own.
+func (cfg *EnrollConfig) enrollOnce(ctx context.Context, dial *dialRecorder, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
+	hs := &handshakeRecorder{TransportCredentials: tlsCredentials(cfg.TLS)}
+	cc, err := dialGRPC(cfg.Gateway, hs, dial.dialContext())
+	if err != nil {
+		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, err)
+	}
+	defer cc.Close()
+	resp, err := tunnelv1.NewEnrollmentServiceClient(cc).Enroll(ctx, req)
+	if err != nil {
+		connected := cc.GetState() == connectivity.Ready || hs.handshook()
+		return nil, fmt.Errorf("enroll at %s: %w", cfg.Gateway, enrollError(err, cfg.Gateway, hs, dial.failure(), connected))
+	}
+	return resp, nil
 }
 
 // dialer is the recorder of the dialer Enroll uses: DialContext, else one

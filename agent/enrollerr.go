@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -150,6 +151,9 @@ type handshakeRecorder struct {
 	mu  sync.Mutex
 	err error // guarded by mu
 	ok  bool  // a handshake succeeded; guarded by mu
+	// heard: the gateway sent something over a handshaken connection
+	// (its HTTP/2 settings come first, before it reads a request).
+	heard atomic.Bool
 }
 
 func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -162,7 +166,24 @@ func (h *handshakeRecorder) ClientHandshake(ctx context.Context, authority strin
 		h.ok = true
 	}
 	h.mu.Unlock()
-	return c, info, err
+	if err != nil {
+		return c, info, err
+	}
+	return &listeningConn{Conn: c, heard: &h.heard}, info, nil
+}
+
+// listeningConn notes in heard when the first bytes arrive.
+type listeningConn struct {
+	net.Conn
+	heard *atomic.Bool
+}
+
+func (c *listeningConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.heard.Load() {
+		c.heard.Store(true)
+	}
+	return n, err
 }
 
 // handshook reports whether a TLS handshake with the gateway succeeded.
@@ -220,20 +241,24 @@ func (d *dialRecorder) failure() error {
 	return d.err
 }
 
-// enrollError is the error of a failed Enroll call: a trust failure of
-// the TLS handshake (handshake, may be nil), the failure of the dialer
-// (dial, may be nil: a proxy's refusal), a timeout before a connection
-// came up (connected: one was up when the call failed), or what rpcError
-// makes of the status, with token refusals marked as ErrTokenRefused.
-func enrollError(err error, gateway string, handshake, dial error, connected, handshook bool) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && handshook && handshake == nil && dial == nil {
+// enrollError is the error of a failed Enroll call: a connection closed
+// right after the TLS handshake (ErrGatewayBusy), a trust failure of the
+// handshake (hs), the failure of the dialer (dial, may be nil: a proxy's
+// refusal), a timeout before a connection came up (connected: one was up
+// when the call failed), or what rpcError makes of the status, with token
+// refusals marked as ErrTokenRefused.
+func enrollError(err error, gateway string, hs *handshakeRecorder, dial error, connected bool) error {
+	handshake := hs.failure()
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && hs.handshook() && !hs.heard.Load() &&
+		handshake == nil && dial == nil {
 		// The gateway's tunnel listener took the connection and closed
-		// it: too many connections without a certificate from this
-		// address at once (agents behind one NAT enrolling together), or
-		// it is stopping.
-		return fmt.Errorf("%w: the gateway at %s closed the connection right after the TLS handshake (%s): it takes "+
+		// it before its gRPC server said a word (which it does before it
+		// reads a request): too many connections without a certificate
+		// from this address at once (agents behind one NAT enrolling
+		// together), or it is stopping. The token was not read.
+		return &busyError{msg: fmt.Sprintf("the gateway at %s closed the connection right after the TLS handshake (%s): it takes "+
 			"a limited number of enrolling connections from one address at once, or it is shutting down; "+
-			"try again in a moment", ErrGatewayUnreachable, gateway, st.Message())
+			"try again in a moment", gateway, st.Message())}
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 		if handshake != nil {
@@ -259,6 +284,16 @@ func enrollError(err error, gateway string, handshake, dial error, connected, ha
 		return &tokenRefusal{msg: status.Convert(err).Message()}
 	}
 	return rpcError(err)
+}
+
+// busyError reads as msg after ErrGatewayUnreachable's text, and matches
+// ErrGatewayBusy as well as ErrGatewayUnreachable.
+type busyError struct{ msg string }
+
+func (e *busyError) Error() string { return ErrGatewayUnreachable.Error() + ": " + e.msg }
+
+func (e *busyError) Is(target error) bool {
+	return target == ErrGatewayBusy || target == ErrGatewayUnreachable
 }
 
 // tokenRefusal reads as rpcError's refusal, and matches ErrTokenRefused

@@ -22,10 +22,23 @@ import (
 //
 // An agent counts while it has a session that is not draining; its
 // sessions share its agent id.
+//
+// The error comes at most once per degradedLogInterval per group: an
+// agent that drops and comes back every few seconds (a flapping link, a
+// crash loop) would otherwise write a line per drop. The first comes at
+// once; those held back after it, and single-agent warnings meanwhile, are
+// summed up at the end of the interval in one line that says what the
+// group has then, with their number in similar_lines_suppressed and the
+// drops in agent_losses. The metrics (sallyport_gateway_agents,
+// sessions_closed_total) count every drop all the same.
 
 // redundancyGrace is how long a group may have a single agent before the
 // gateway warns.
 const redundancyGrace = 30 * time.Second
+
+// degradedLogInterval is the least time between two lines about one
+// group's lost or single agent.
+const degradedLogInterval = time.Minute
 
 // groupWatch is what the gateway last saw of each group's agents.
 type groupWatch struct {
@@ -41,6 +54,28 @@ type groupState struct {
 	pending  bool // a look after redundancyGrace is scheduled
 	warned   bool // the single-agent warning was logged for this spell
 	degraded bool // a warning or error was logged and no recovery since
+	// lastLine is when the last no-agents error about the group was
+	// logged (or a summary); another waits until degradedLogInterval after.
+	lastLine time.Time
+	held     int  // errors and warnings held back since lastLine
+	losses   int  // of which losses of the last agent
+	summary  bool // a summary look is scheduled
+}
+
+// holdLoss reports whether the error about the loss of the group's last
+// agent must wait (one came less than degradedLogInterval ago), and if so
+// counts it and reports whether the summary look must be scheduled.
+// Otherwise the line is logged now. Called with the watch's mu held.
+func (st *groupState) holdLoss(now time.Time) (held, schedule bool) {
+	if st.lastLine.IsZero() || now.Sub(st.lastLine) >= degradedLogInterval || now.Before(st.lastLine) {
+		st.lastLine = now
+		return false, false
+	}
+	st.held++
+	st.losses++
+	schedule = !st.summary
+	st.summary = true
+	return true, schedule
 }
 
 func (w *groupWatch) state(group string) *groupState {
@@ -116,24 +151,70 @@ func (g *Gateway) groupChanged(group string) {
 	}
 	lost := n == 0 && prev > 0
 	recovered := n >= 2 && st.degraded
+	var held, summarize bool
 	if lost {
 		st.degraded = true
+		held, summarize = st.holdLoss(g.now())
 	}
 	if recovered {
 		st.degraded = false
 	}
+	summaryAt := st.lastLine.Add(degradedLogInterval)
 	g.groups.mu.Unlock()
 
 	fields := []zap.Field{zap.String("group", group), zap.Strings("apps", apps)}
 	switch {
-	case lost:
-		g.log.Error("connector group has no agents: its apps answer 503 no-connector until one connects; "+
-			"run two or more agents per group", fields...)
+	case lost && !held:
+		g.log.Error(msgNoAgents, fields...)
 	case recovered:
 		g.log.Info("connector group has two or more agents again", append(fields, zap.Strings("agents", agents))...)
 	}
 	if schedule {
 		go g.warnSingle(group)
+	}
+	if summarize {
+		go g.summarizeGroup(group, summaryAt)
+	}
+}
+
+const (
+	msgNoAgents = "connector group has no agents: its apps answer 503 no-connector until one connects; " +
+		"run two or more agents per group"
+	msgSingle = "connector group has a single agent: its apps stop whenever that agent does; " +
+		"run two or more agents per group (enroll another with a token of the group)"
+)
+
+// summarizeGroup logs, at at, what group has then, for the errors and
+// warnings about it held back since its last line (see holdLoss).
+// It ends early when the gateway stops.
+func (g *Gateway) summarizeGroup(group string, at time.Time) {
+	select {
+	case <-g.after(at.Sub(g.now())):
+	case <-g.stopped:
+		return
+	}
+	g.groups.mu.Lock()
+	agents, apps := g.groupAgents(group)
+	st := g.groups.state(group)
+	held, losses := st.held, st.losses
+	st.held, st.losses, st.summary = 0, 0, false
+	st.lastLine = g.now()
+	g.groups.mu.Unlock()
+	if len(apps) == 0 || held == 0 {
+		return
+	}
+	fields := []zap.Field{zap.String("group", group), zap.Strings("apps", apps), zap.Strings("agents", agents),
+		zap.Int("similar_lines_suppressed", held), zap.Int("agent_losses", losses),
+		zap.Duration("within", degradedLogInterval)}
+	switch len(agents) {
+	case 0:
+		g.log.Error(msgNoAgents, fields...)
+	case 1:
+		g.log.Warn(msgSingle, fields...)
+	default:
+		if losses > 0 { // else its recovery line said it all
+			g.log.Info("connector group has two or more agents now, after it lost its last agent (see agent_losses)", fields...)
+		}
 	}
 }
 
@@ -169,13 +250,25 @@ func (g *Gateway) warnSingle(group string) {
 		if warn {
 			st.warned, st.degraded = true, true
 		}
+		if warn && (st.summary || !st.lastLine.IsZero() && g.now().Sub(st.lastLine) < degradedLogInterval) {
+			// The group lost its last agent a moment ago (it flaps):
+			// the summary at the end of the interval says what it has
+			// then.
+			st.held++
+			summarize := !st.summary
+			st.summary = true
+			at := st.lastLine.Add(degradedLogInterval)
+			g.groups.mu.Unlock()
+			if summarize {
+				go g.summarizeGroup(group, at)
+			}
+			return
+		}
 		g.groups.mu.Unlock()
 		break
 	}
 	if warn {
-		g.log.Warn("connector group has a single agent: its apps stop whenever that agent does; "+
-			"run two or more agents per group (enroll another with a token of the group)",
-			zap.String("group", group), zap.String("agent", agents[0]), zap.Strings("apps", apps),
+		g.log.Warn(msgSingle, zap.String("group", group), zap.String("agent", agents[0]), zap.Strings("apps", apps),
 			zap.Duration("for", redundancyGrace))
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -262,5 +263,96 @@ func TestGroupRedundancyGraceRestartsPerSpell(t *testing.T) {
 	}
 	if f := logs.FilterLevelExact(zapcore.WarnLevel).All()[0].ContextMap(); f["agent"] != "host-b2" {
 		t.Errorf("warning names %v, want host-b2", f["agent"])
+	}
+}
+
+// TestGroupRedundancyFlappingAgent: a group whose only agent drops and
+// comes back every few seconds (a flapping link, a crash loop) gets the
+// no-agents error at once for the first drop, then at most one line per
+// degradedLogInterval, which says what the group has then and how many
+// lines and drops it stands for. It used to log an error for every drop.
+func TestGroupRedundancyFlappingAgent(t *testing.T) {
+	g, logs, fake := redundancyGateway(t)
+	defer close(g.stopped)
+	var n int
+	flap := func() {
+		n++
+		s := newFakeSession(fmt.Sprintf("a%d", n), "g")
+		s.info.AgentID = "agent-a" // the same agent, a new session
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not added")
+		}
+		g.groupChanged("g")
+		fake.Advance(2 * time.Second)
+		s.Close(nil)
+		g.registry.Remove(s)
+		g.groupChanged("g")
+		fake.Advance(3 * time.Second)
+	}
+	errorLines := func() []observer.LoggedEntry { return logs.FilterLevelExact(zapcore.ErrorLevel).All() }
+	waitErrors := func(want int) []observer.LoggedEntry {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(errorLines()) < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d error lines, want %d: %v", len(errorLines()), want, logs.All())
+			}
+			fake.Advance(time.Second)
+			time.Sleep(time.Millisecond)
+		}
+		return errorLines()
+	}
+
+	start := fake.Now()
+	for range 10 { // 10 drops in 50 s
+		flap()
+	}
+	if got := errorLines(); len(got) != 1 {
+		t.Fatalf("%d error lines for 10 drops of the only agent within 50 s, want 1 (the first, at once): %v", len(got), logs.All())
+	}
+	summary := waitErrors(2)[1].ContextMap()
+	if summary["group"] != "g" || summary["similar_lines_suppressed"] != int64(9) || summary["agent_losses"] != int64(9) {
+		t.Fatalf("summary of the drops held back: %v; want group g, 9 lines and 9 losses", summary)
+	}
+	// The first drop came 2 s after start.
+	if d := fake.Now().Sub(start); d < 2*time.Second+degradedLogInterval {
+		t.Errorf("summary %v after the start, want at least %v", d, 2*time.Second+degradedLogInterval)
+	}
+	// Quiet for an interval: the next drop is said at once again.
+	fake.Advance(degradedLogInterval)
+	flap()
+	if got := errorLines(); len(got) != 3 {
+		t.Fatalf("%d error lines after a quiet interval and one more drop, want 3: %v", len(got), logs.All())
+	}
+	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 {
+		t.Errorf("%d single-agent warnings for spells shorter than the grace", n)
+	}
+
+	// Slower: up for longer than the grace (a single-agent warning each
+	// time), down for 5 s. Still at most one line per interval, the first
+	// at once.
+	fake.Advance(degradedLogInterval)
+	before := logs.FilterLevelExact(zapcore.WarnLevel).Len() + len(errorLines())
+	start = fake.Now()
+	for i := range 8 {
+		s := newFakeSession(fmt.Sprintf("slow%d", i), "g")
+		s.info.AgentID = "agent-a"
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not added")
+		}
+		g.groupChanged("g")
+		for range 35 {
+			fake.Advance(time.Second)
+			time.Sleep(time.Millisecond) // lets the grace's look run
+		}
+		s.Close(nil)
+		g.registry.Remove(s)
+		g.groupChanged("g")
+		fake.Advance(5 * time.Second)
+	}
+	elapsed := fake.Now().Sub(start)
+	lines := logs.FilterLevelExact(zapcore.WarnLevel).Len() + len(errorLines()) - before
+	if max := 1 + int(elapsed/degradedLogInterval); lines > max {
+		t.Errorf("%d warnings and errors in %v of an agent up 35 s, down 5 s; want at most %d: %v", lines, elapsed, max, logs.All())
 	}
 }

@@ -112,9 +112,23 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			var name string
 			var sameName []string // other connectors of the group with this name
 			e.SameName = func(n string, ids []string) { name, sameName = n, ids }
+			// A fleet enrolling from one address (NAT) meets the gateway's
+			// limit of enrolling connections per address: Enroll tries
+			// again a few times, within its timeout, and says so here.
+			var retried int
+			e.OnBusyRetry = func(_ error, retry int, wait time.Duration) {
+				retried = retry
+				fmt.Fprintf(cmd.ErrOrStderr(), "%v (it limits enrolling connections from one address, or it is stopping); "+
+					"trying again in %s (retry %d of %d)\n", agent.ErrGatewayBusy, wait.Round(10*time.Millisecond), retry, busyRetries)
+			}
+			e.BusyRetries = busyRetries
 			ctx, stop := signalContext(log)
 			defer stop()
 			creds, err := agent.Enroll(ctx, e)
+			if errors.Is(err, agent.ErrGatewayBusy) {
+				return fmt.Errorf("%w; tried again %d times: when many agents enroll from one address at once, enroll them "+
+					"a few at a time, or run this again in a minute (the token was not read, so it is still unused)", err, retried)
+			}
 			if err != nil {
 				return enrollAdvice(err, fingerprint != "")
 			}
@@ -243,6 +257,11 @@ func bracketIPv6(host string) string {
 	}
 	return host
 }
+
+// busyRetries is how many times `agent enroll` tries again while the
+// gateway closes its connections right after the TLS handshake
+// (agent.ErrGatewayBusy); with the default backoff, within about 15 s.
+const busyRetries = 5
 
 // enrollAdvice adds to an error of `agent enroll` what to do about it,
 // in the command's own flags.

@@ -231,6 +231,12 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 		defer cancel()
 		tok, err := op.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
 		if err != nil {
+			if endpointGone(err) {
+				// Not the provider's word on the session: its token
+				// endpoint moved, say. The session is kept.
+				p.rediscover(err)
+				return nil, unreachable(err)
+			}
 			if refused(err) {
 				return nil, err
 			}
@@ -387,6 +393,13 @@ func (f *refresher) run(token string, c *refreshCall, fn func() (*session, error
 func refused(err error) bool {
 	var re *oauth2.RetrieveError
 	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500
+}
+
+// endpointGone reports whether the token endpoint answered a token request
+// with 404 or 410: it may have moved (see provider.rediscover).
+func endpointGone(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil && movedStatus(re.Response.StatusCode)
 }
 
 func bearerToken(r *http.Request) (string, bool) {

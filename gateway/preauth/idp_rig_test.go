@@ -109,6 +109,21 @@ func (rg *idpRig) setHook(f func(w http.ResponseWriter, r *http.Request) bool) {
 	rg.hook.Store(&f)
 }
 
+// holdPath makes the provider hold each request for path: started gets a
+// value as one arrives (it holds one without a reader), and the request
+// goes on once release is closed.
+func (rg *idpRig) holdPath(path string) (started chan struct{}, release chan struct{}) {
+	started, release = make(chan struct{}, 1), make(chan struct{})
+	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == path {
+			started <- struct{}{}
+			<-release
+		}
+		return false
+	})
+	return started, release
+}
+
 func (rg *idpRig) serve(w http.ResponseWriter, r *http.Request) {
 	if handled, err := rg.svc.ServeEndpoint(w, r, r.URL.Path); handled {
 		rigAnswer(w, err)

@@ -49,14 +49,7 @@ func TestDiscoveryFailureRemembered(t *testing.T) {
 // request during the discovery does not start another one.
 func TestDiscoveryWaitEndsWithTheRequest(t *testing.T) {
 	rg := newIDPRig(t)
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == discoveryPath {
-			started <- struct{}{}
-			<-release
-		}
-		return false
-	})
+	started, release := rg.holdPath(discoveryPath)
 	first := make(chan *httptest.ResponseRecorder)
 	go func() {
 		rec := httptest.NewRecorder()
@@ -334,14 +327,7 @@ func TestRefreshWaitEndsWithTheRequest(t *testing.T) {
 	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
 		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
 	}
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == "/token" {
-			started <- struct{}{}
-			<-release
-		}
-		return false
-	})
+	started, release := rg.holdPath("/token")
 	rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
 	tokens := rg.hits["/token"].Load()
 	ctx, cancel := context.WithCancel(context.Background())

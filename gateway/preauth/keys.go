@@ -48,6 +48,12 @@ var signingAlgs = []jose.SignatureAlgorithm{
 // errKeyFetch begins the errors of fetching the provider's keys.
 const errKeyFetch = "fetching keys"
 
+// movedStatus: an endpoint that answers so may have moved (see
+// provider.rediscover).
+func movedStatus(code int) bool {
+	return code == http.StatusNotFound || code == http.StatusGone
+}
+
 // keysUnavailableError is a token that could not be verified because the
 // provider's keys could not be fetched: the provider's failure, not the
 // token's.
@@ -95,6 +101,9 @@ func (p *provider) verify(ctx context.Context, op *discovered, raw string, beare
 type keySet struct {
 	url string
 	svc *Service // its client and clock
+	// gone, when set, is told of a fetch that the provider answered 404
+	// or 410: the jwks_uri may have moved.
+	gone func(error)
 
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey // from the last successful fetch; guarded by mu
@@ -229,7 +238,11 @@ func (k *keySet) get() ([]jose.JSONWebKey, error) {
 		return nil, fmt.Errorf("%s from %s: %w", errKeyFetch, k.url, err)
 	}
 	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s from %s: %s", errKeyFetch, k.url, res.Status)
+		err := fmt.Errorf("%s from %s: %s", errKeyFetch, k.url, res.Status)
+		if movedStatus(res.StatusCode) && k.gone != nil {
+			k.gone(err)
+		}
+		return nil, err
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`

@@ -183,14 +183,7 @@ func TestWithdrawnKeyStopsVerifying(t *testing.T) {
 // client does; the fetch goes on for the requests that follow.
 func TestBearerKeyWaitEndsWithTheRequest(t *testing.T) {
 	rg := newIDPRig(t)
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	rg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == "/jwks" {
-			started <- struct{}{}
-			<-release
-		}
-		return false
-	})
+	started, release := rg.holdPath("/jwks")
 	tok := rg.idp.Mint(map[string]any{"sub": "svc", "aud": rigClient})
 	request := func(ctx context.Context) *http.Request {
 		req := httptest.NewRequest(http.MethodGet, rg.gwTS.URL+"/api", nil).WithContext(ctx)

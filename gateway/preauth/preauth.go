@@ -64,6 +64,16 @@ const (
 	// refreshRetry is how long a refresh that the provider did not answer
 	// is remembered before the next request asks the provider again.
 	refreshRetry = 5 * time.Second
+	// discoveryMaxAge is how long a discovery is used before it is run
+	// again, in the background (requests go on with the one they have),
+	// so that a provider that moves its endpoints or its jwks_uri is
+	// followed without a restart.
+	discoveryMaxAge = 24 * time.Hour
+	// rediscoverInterval is the least time between two discoveries run
+	// because an endpoint of the provider answered 404 or 410 (moved?):
+	// an endpoint that is just broken does not make every request
+	// discover again.
+	rediscoverInterval = time.Minute
 )
 
 // ProviderConfig is one OpenID Connect provider.
@@ -195,9 +205,12 @@ func (s *Service) sessionLifetime() time.Duration {
 	return s.cfg.SessionLifetime
 }
 
-// ctx returns a context for provider calls: bounded, using s.client.
+// ctx returns a context for provider calls: bounded by providerTimeout
+// and by parent (a request's context: a callback whose browser left stops
+// its code exchange at once), using s.client. Calls whose result other
+// requests share pass context.Background.
 func (s *Service) ctx(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), providerTimeout)
+	ctx, cancel := context.WithTimeout(parent, providerTimeout)
 	ctx = oidc.ClientContext(ctx, s.client)
 	return context.WithValue(ctx, oauth2.HTTPClient, s.client), cancel
 }
@@ -212,6 +225,10 @@ type provider struct {
 	failedAt time.Time     // end of the last failed discovery; guarded by mu
 	failErr  error         // guarded by mu
 	pending  chan struct{} // closed when the discovery in flight ends; nil when none; guarded by mu
+	foundAt  time.Time     // end of the discovery that found found; guarded by mu
+	// goneAt is when a discovery was last started because an endpoint
+	// answered 404 or 410 (see rediscover); guarded by mu.
+	goneAt time.Time
 	// refreshFailedAt is the end of the last refresh the provider did not
 	// answer, refreshErr its error (nil: none to remember); guarded by mu.
 	refreshFailedAt time.Time
@@ -236,23 +253,27 @@ type discovered struct {
 // waits for it at most until its ctx ends. A failure is remembered for
 // discoveryRetry from when it ended, so that while the provider is down,
 // or does not answer at all, requests fail at once instead of each
-// waiting for a discovery of its own.
+// waiting for a discovery of its own. A discovery older than
+// discoveryMaxAge is run again in the background; meanwhile, and if it
+// fails (tried again after rediscoverInterval), requests go on with the
+// one they have.
 func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	p.mu.Lock()
 	if p.found != nil {
 		defer p.mu.Unlock()
+		// A failure is tried again only after rediscoverInterval: what
+		// was found still works meanwhile.
+		now := p.svc.now()
+		if now.Sub(p.foundAt) >= discoveryMaxAge && (p.failErr == nil || now.Sub(p.failedAt) >= rediscoverInterval) {
+			p.fetchLocked()
+		}
 		return p.found, nil
 	}
-	if p.pending == nil && p.failErr != nil && p.svc.now().Sub(p.failedAt) < discoveryRetry {
+	if p.pending == nil && p.failedRecently() {
 		defer p.mu.Unlock()
 		return nil, p.failErr
 	}
-	done := p.pending
-	if done == nil {
-		done = make(chan struct{})
-		p.pending = done
-		go p.fetch(done)
-	}
+	done := p.fetchLocked()
 	p.mu.Unlock()
 	select {
 	case <-done:
@@ -267,7 +288,39 @@ func (p *provider) discover(ctx context.Context) (*discovered, error) {
 	return nil, p.failErr
 }
 
-// fetch discovers the provider and closes done.
+// failedRecently reports whether the last discovery failed less than
+// discoveryRetry ago. Called with mu held.
+func (p *provider) failedRecently() bool {
+	return p.failErr != nil && p.svc.now().Sub(p.failedAt) < discoveryRetry
+}
+
+// fetchLocked starts a discovery unless one runs, and returns the channel
+// closed when it ends. Called with mu held.
+func (p *provider) fetchLocked() chan struct{} {
+	if p.pending == nil {
+		p.pending = make(chan struct{})
+		go p.fetch(p.pending)
+	}
+	return p.pending
+}
+
+// rediscover runs the discovery again in the background, at most once per
+// rediscoverInterval: an endpoint of the provider (its jwks_uri, its token
+// endpoint) answered 404 or 410, as when the provider moved it.
+func (p *provider) rediscover(why error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.found == nil || p.pending != nil || (!p.goneAt.IsZero() && p.svc.now().Sub(p.goneAt) < rediscoverInterval) {
+		return
+	}
+	p.goneAt = p.svc.now()
+	p.svc.log.Info("an endpoint of the OIDC provider answered as if it had moved; running its discovery again",
+		zap.String("provider", p.cfg.Name), zap.String("issuer", p.cfg.Issuer), zap.Error(why))
+	p.fetchLocked()
+}
+
+// fetch discovers the provider and closes done. A discovery that fails
+// keeps what an earlier one found.
 func (p *provider) fetch(done chan struct{}) {
 	ctx, cancel := p.svc.ctx(context.Background())
 	defer cancel()
@@ -277,19 +330,46 @@ func (p *provider) fetch(done chan struct{}) {
 		d, err = p.discovered(op)
 	}
 	p.mu.Lock()
+	prev := p.found
 	if err != nil {
 		p.failedAt, p.failErr = p.svc.now(), fmt.Errorf("discovery of %s: %w", p.cfg.Issuer, err)
 	} else {
-		p.found, p.failErr = d, nil
+		d = d.keep(prev)
+		p.found, p.foundAt, p.failErr = d, p.svc.now(), nil
 	}
 	p.pending = nil
 	p.mu.Unlock()
 	close(done)
-	if err != nil {
+	switch {
+	case err != nil && prev != nil:
+		p.svc.log.Warn("OIDC provider discovery failed again; the gateway goes on with what it found before "+
+			"(tried again at most every "+rediscoverInterval.String()+")",
+			zap.String("provider", p.cfg.Name), zap.String("issuer", p.cfg.Issuer), zap.Error(err))
+	case err != nil:
 		p.svc.log.Warn("OIDC provider discovery failed; its apps answer 502 auth-provider-unreachable to users without a session "+
 			"until it succeeds (tried again at most every "+discoveryRetry.String()+"). Check that the issuer URL is right and reachable from the gateway",
 			zap.String("provider", p.cfg.Name), zap.String("issuer", p.cfg.Issuer), zap.Error(err))
+	case prev != nil && (d.keys != prev.keys || d.oauth != prev.oauth):
+		p.svc.log.Info("the OIDC provider's endpoints changed; the gateway uses the new ones",
+			zap.String("provider", p.cfg.Name), zap.String("jwks_uri", d.keys.url),
+			zap.String("token_endpoint", d.oauth.Endpoint.TokenURL), zap.String("authorization_endpoint", d.oauth.Endpoint.AuthURL))
 	}
+}
+
+// keep takes over from prev (the discovery before, nil if none) its key
+// set if the jwks_uri is the same (its keys and when they were fetched),
+// and its client if the endpoints are (how the provider authenticates it).
+func (d *discovered) keep(prev *discovered) *discovered {
+	if prev == nil {
+		return d
+	}
+	if prev.keys.url == d.keys.url {
+		d.keys = prev.keys
+	}
+	if prev.oauth.Endpoint == d.oauth.Endpoint {
+		d.oauth = prev.oauth
+	}
+	return d
 }
 
 // discovered reads the key set's address and the signing algorithms from
@@ -302,7 +382,7 @@ func (p *provider) discovered(op *oidc.Provider) (*discovered, error) {
 	if err := op.Claims(&meta); err != nil {
 		return nil, err
 	}
-	d := &discovered{Provider: op, keys: &keySet{url: meta.JWKS, svc: p.svc}, oauth: &oauth2.Config{
+	d := &discovered{Provider: op, keys: &keySet{url: meta.JWKS, svc: p.svc, gone: p.rediscover}, oauth: &oauth2.Config{
 		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret, Endpoint: op.Endpoint(), Scopes: p.scopes(),
 	}}
 	for _, a := range meta.Algs {

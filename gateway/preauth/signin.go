@@ -242,6 +242,10 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	tok, err := op.oauth.Exchange(ctx, q.Get("code"), redirectURI(r), oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
+		if endpointGone(err) {
+			p.rediscover(err) // "Try again" then uses the endpoint it finds
+			return ls.unreachable(err)
+		}
 		if refused(err) {
 			return &Error{Code: CodeSignInFailed, Status: http.StatusForbidden, LinkURL: ls.retry(), LinkText: "Try again",
 				Msg: "The sign-in provider refused to complete the sign-in. Try again.", Err: err}

@@ -1,10 +1,13 @@
 package preauth
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // stopAtCallback starts a sign-in for path in the browser c and signs in at
@@ -117,4 +120,38 @@ func TestCallbackBackButton(t *testing.T) {
 		req.AddCookie(ck)
 	}
 	notSignedIn("with an ended session", req)
+}
+
+// TestCallbackExchangeEndsWithTheRequest: the callback's code exchange
+// with the provider is bounded by the callback request: a browser that
+// leaves while the provider's token endpoint hangs frees the request at
+// once, instead of holding it (and a connection to the provider) for the
+// provider timeout. It used to wait: the exchange ran on a context
+// detached from the request's.
+func TestCallbackExchangeEndsWithTheRequest(t *testing.T) {
+	rg := newIDPRig(t)
+	c := rg.browser()
+	callback := rg.stopAtCallback(c, "/page")
+	started, release := rg.holdPath("/token")
+	req := withoutSession(t, c, callback)
+	ctx, cancel := context.WithCancel(context.Background())
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		rg.serve(rec, req.WithContext(ctx))
+		answer <- rec
+	}()
+	<-started
+	cancel() // the browser went away
+	select {
+	case rec := <-answer:
+		if rec.Code != http.StatusBadGateway || rec.Header().Get("X-Error") != CodeProviderUnreachable {
+			t.Errorf("callback whose browser went away: %d %s", rec.Code, rec.Body)
+		}
+	case <-time.After(5 * time.Second):
+		close(release)
+		<-answer
+		t.Fatal("a callback whose browser went away still waits for the provider's token endpoint")
+	}
+	close(release)
 }

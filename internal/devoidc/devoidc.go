@@ -74,6 +74,8 @@ type Provider struct {
 	// Down makes every endpoint answer 503 while set (tests of an
 	// unreachable provider); guarded by mu.
 	down bool
+	// prefix is where the endpoints are (see MoveEndpoints); guarded by mu.
+	prefix string
 }
 
 // signingKey is one of the provider's keys.
@@ -173,6 +175,22 @@ func (p *Provider) SetDown(down bool) {
 	p.mu.Unlock()
 }
 
+// MoveEndpoints moves every endpoint but the discovery document under
+// prefix (e.g. "/v2": the token endpoint becomes ISSUER/v2/token), as a
+// provider does that reorganises its URLs: the discovery document names
+// the new addresses, and the old ones answer 404. "" moves them back.
+func (p *Provider) MoveEndpoints(prefix string) {
+	p.mu.Lock()
+	p.prefix = strings.TrimSuffix(prefix, "/")
+	p.mu.Unlock()
+}
+
+func (p *Provider) endpoints() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.TrimSuffix(p.cfg.Issuer, "/") + p.prefix
+}
+
 // Handler serves the provider's endpoints.
 func (p *Provider) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -186,18 +204,27 @@ func (p *Provider) Handler() http.Handler {
 	mux.HandleFunc("GET /userinfo", p.serveUserinfo)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
-		down := p.down
+		down, prefix := p.down, p.prefix
 		p.mu.Unlock()
 		if down {
 			http.Error(w, "provider down (test)", http.StatusServiceUnavailable)
 			return
+		}
+		if prefix != "" && r.URL.Path != "/.well-known/openid-configuration" {
+			rest, ok := strings.CutPrefix(r.URL.Path, prefix)
+			if !ok || !strings.HasPrefix(rest, "/") {
+				http.NotFound(w, r) // an old address
+				return
+			}
+			r = r.Clone(r.Context())
+			r.URL.Path, r.URL.RawPath = rest, ""
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
 
 func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
-	iss := strings.TrimSuffix(p.cfg.Issuer, "/")
+	iss := p.endpoints()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                p.cfg.Issuer,
 		"authorization_endpoint":                iss + "/authorize",

@@ -185,3 +185,36 @@ func TestRotateKey(t *testing.T) {
 		t.Errorf("token of the new key: %d", st)
 	}
 }
+
+// TestMoveEndpoints: after MoveEndpoints the discovery document names the
+// new addresses, which answer, and the old ones answer 404.
+func TestMoveEndpoints(t *testing.T) {
+	ts := httptest.NewServer(nil)
+	defer ts.Close()
+	p := New(Config{Issuer: ts.URL})
+	ts.Config.Handler = p.Handler()
+	c := ts.Client()
+	p.MoveEndpoints("/v2")
+	res, err := c.Get(ts.URL + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	err = json.NewDecoder(res.Body).Decode(&meta)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta["jwks_uri"] != ts.URL+"/v2/jwks" || meta["token_endpoint"] != ts.URL+"/v2/token" || meta["issuer"] != ts.URL {
+		t.Fatalf("discovery after the move: %v", meta)
+	}
+	for path, want := range map[string]int{"/v2/jwks": 200, "/jwks": 404, "/v2jwks": 404} {
+		if res := get(t, c, ts.URL+path); res.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
+	}
+	p.MoveEndpoints("")
+	if res := get(t, c, ts.URL+"/jwks"); res.StatusCode != 200 {
+		t.Errorf("GET /jwks after moving back: %d", res.StatusCode)
+	}
+}
