@@ -273,6 +273,8 @@ func (t *h1Sync) takeIdle(key h1Key) *h1Conn {
 		return nil
 	}
 	list[len(list)-1] = nil
+	// An emptied list stays, so that the next put reuses its array
+	// (TestH1SyncAllocs); sweepIdle skips it.
 	t.idle[key] = list[:len(list)-1]
 	t.nidle--
 	t.mu.Unlock()
@@ -318,6 +320,9 @@ func (t *h1Sync) sweepIdle() {
 	now := t.now()
 	var oldest time.Time
 	for key, list := range t.idle {
+		if len(list) == 0 { // its connections are in use (takeIdle)
+			continue
+		}
 		n := 0
 		for n < len(list) && now.Sub(list[n].idleAt) > t.idleTimeout() {
 			n++

@@ -655,6 +655,58 @@ func TestH1SyncIdleTimeout(t *testing.T) {
 	<-b.closed
 }
 
+// TestH1SyncSweepWhileTaken runs the idle sweep while the only connection
+// to a backend is taken by a request. The soak found agents dying of it
+// (index out of range in sweepIdle, a minute and a half into mixed traffic):
+// takeIdle leaves the backend's emptied list in the pool (its array is
+// reused by the next put) and the sweep read its first entry.
+func TestH1SyncSweepWhileTaken(t *testing.T) {
+	skipWithoutIdleCheck(t)
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			close(arrived)
+			select {
+			case <-release: // the test's check is done
+			case <-r.Context().Done():
+			}
+		}
+	}), false)
+	s := newTestH1Sync(t)
+	if _, _, err := roundTripBody(t, s, http.MethodGet, b.URL+"/"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := roundTripBody(t, s, http.MethodGet, b.URL+"/hold")
+		done <- err
+	}()
+	<-arrived
+	defer close(release)
+	// The connection is in use: nothing to sweep. A panic would come with
+	// s.mu held; it is let go so that the cleanup can close the pool.
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.mu.Unlock()
+				t.Fatalf("sweepIdle while the backend's only connection is in use: panic: %v", p)
+			}
+		}()
+		s.sweepIdle()
+	}()
+	release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("held request: %v", err)
+	}
+	if n := b.accepted.Load(); n != 1 {
+		t.Errorf("%d connections, want the one reused", n)
+	}
+	if n := s.idleCount(); n != 1 {
+		t.Errorf("%d idle connections after the held request, want 1", n)
+	}
+}
+
 // TestH1SyncIdleBounds holds three requests at once, so that they take three
 // connections, and keeps two of them.
 func TestH1SyncIdleBounds(t *testing.T) {

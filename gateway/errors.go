@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/tunnel"
@@ -156,7 +157,8 @@ func (e *Error) Unwrap() error { return e.Err }
 //     error for the logs, since it names internal addresses;
 //   - context.Canceled means the client went away: client-closed;
 //   - a *tunnel.ClientBodyError (the request body could not be read) is
-//     bad-request;
+//     client-closed when the client reset its connection (it is gone: an
+//     upload aborted by the user), otherwise bad-request;
 //   - context.DeadlineExceeded and tunnel.ErrHeadTimeout are backend-timeout;
 //   - anything else is tunnel-failed.
 //
@@ -183,6 +185,9 @@ func ErrorFor(err error) *Error {
 	var be *tunnel.ClientBodyError
 	switch {
 	case errors.Is(err, context.Canceled):
+		return NewError(CodeClientClosed, "", err)
+	case errors.As(err, &be) && errors.Is(be.Err, syscall.ECONNRESET):
+		// Nobody is left to read a 400, and the upload is not malformed.
 		return NewError(CodeClientClosed, "", err)
 	case errors.As(err, &be):
 		return NewError(CodeBadRequest, "The request body could not be read. Check the client and try again.", err)

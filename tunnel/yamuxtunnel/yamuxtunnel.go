@@ -12,7 +12,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	stdlog "log"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,8 +73,28 @@ func config(log *zap.Logger) *yamux.Config {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	c.Logger = zap.NewStdLog(log)
+	c.Logger = yamuxLogger(log)
 	return c
+}
+
+// yamuxLogger writes yamux's log lines to log at info level, but for those
+// that normal traffic causes: "frame for missing stream" follows every
+// stream that one side reset while the other's data was on the way (a
+// client that aborts a download or a WebSocket), so it goes to debug.
+func yamuxLogger(log *zap.Logger) yamux.Logger {
+	return stdlog.New(yamuxLogWriter{log.WithOptions(zap.AddCallerSkip(3))}, "", 0)
+}
+
+type yamuxLogWriter struct{ log *zap.Logger }
+
+func (w yamuxLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "yamux: frame for missing stream") {
+		w.log.Debug(msg)
+	} else {
+		w.log.Info(msg)
+	}
+	return len(p), nil
 }
 
 // conn adapts a yamux session to muxtunnel.Conn.
