@@ -58,6 +58,10 @@ type Config struct {
 	Allow []string
 	// BackendTLS configures https:// backends with private CAs.
 	BackendTLS []BackendTLS
+	// BackendSendTimeout cuts an upgraded connection (a WebSocket) whose
+	// backend stopped reading (see Backends.SendTimeout); zero means
+	// DefaultBackendSendTimeout (5 minutes).
+	BackendSendTimeout time.Duration
 	// Backoff paces reconnects (zero value: 500ms doubling to 30s, jittered).
 	Backoff Backoff
 	// RollPause spaces the slots moving their sessions to a renewed
@@ -157,6 +161,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: backend_tls: %w", err)
 	}
+	backends.SendTimeout = cfg.BackendSendTimeout
 	log := cfg.Log
 	if log == nil {
 		log = zap.NewNop()
@@ -305,7 +310,7 @@ func (a *Agent) pickBackend(req *http.Request, head *tunnelv1.RequestHead) (http
 	if err := a.allow.Allowed(req.Context(), hostport); err != nil {
 		return nil, err
 	}
-	return a.backends.Transport(req, head.GetBackendHttp2()), nil
+	return a.backends.forExchange(req, head.GetBackendHttp2()), nil
 }
 
 // Run keeps Connections sessions up until ctx is cancelled, reconnecting

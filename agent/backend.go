@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
@@ -43,12 +45,28 @@ type BackendTLS struct {
 // Methods are safe for concurrent use.
 type Backends struct {
 	profiles []backendProfile // index 0 is the default (system roots); immutable
+	// SendTimeout cuts an upgraded connection (a WebSocket) when one write
+	// to the backend does not return within it: the backend stopped
+	// reading. Zero means DefaultBackendSendTimeout. Set before first use.
+	SendTimeout time.Duration
+}
+
+// DefaultBackendSendTimeout is Backends.SendTimeout when it is zero: the
+// gateway's default public.send_timeout, which bounds the other direction.
+const DefaultBackendSendTimeout = 5 * time.Minute
+
+func (b *Backends) sendTimeout() time.Duration {
+	if b.SendTimeout > 0 {
+		return b.SendTimeout
+	}
+	return DefaultBackendSendTimeout
 }
 
 // backendProfile is one TLS setup with its three clients.
 type backendProfile struct {
 	rules []allowRule     // which https backends use it; empty for the default
 	h1    *http.Transport // HTTP/1.1 only, plain or TLS
+	up    *upgradeClient  // h1 for upgrades, with the send guard
 	h2    *http.Transport // HTTP/2 only: h2c prior knowledge for http://, ALPN h2 for https://
 	sync  *h1Sync         // HTTP/1.1 GET, HEAD and OPTIONS without a body, on Unix; h1 serves the rest
 }
@@ -101,6 +119,9 @@ func NewBackends(allow *Allowlist, tlsProfiles []BackendTLS) (*Backends, error) 
 		}
 		b.profiles = append(b.profiles, newBackendProfile(rules, cfg, dial))
 	}
+	for i := range b.profiles {
+		b.profiles[i].up.b = b
+	}
 	return b, nil
 }
 
@@ -128,6 +149,7 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 		h1:    newBackendTransport(cfg, h1, withBodyConns(dial)),
 		h2:    newBackendTransport(cfg, h2, dial),
 	}
+	p.up = &upgradeClient{h1: p.h1}
 	p.sync = &h1Sync{
 		Dial:             dial,
 		TLS:              cfg.Clone(),
@@ -193,6 +215,21 @@ func (b *Backends) Transport(req *http.Request, forceHTTP2 bool) http.RoundTripp
 	return p.h1
 }
 
+// forExchange is Transport for the agent's exchanges: an upgrade gets
+// its profile's HTTP/1.1 pool behind the send guard (upgradeClient).
+func (b *Backends) forExchange(req *http.Request, forceHTTP2 bool) http.RoundTripper {
+	rt := b.Transport(req, forceHTTP2)
+	if !tunnel.IsUpgradeRequest(req) {
+		return rt
+	}
+	for i := range b.profiles {
+		if rt == http.RoundTripper(b.profiles[i].h1) {
+			return b.profiles[i].up
+		}
+	}
+	return rt
+}
+
 func (b *Backends) profileFor(host, port string) *backendProfile {
 	if port == "" {
 		port = defaultHTTPSPort
@@ -228,4 +265,103 @@ func (b *Backends) CloseIdleConnections() {
 		b.profiles[i].h2.CloseIdleConnections()
 		b.profiles[i].sync.CloseIdleConnections()
 	}
+}
+
+// upgradeClient is the HTTP/1.1 client of upgrade requests: the connection
+// of a 101 answer comes back as a guardedUpgrade, so that a backend that
+// stops reading a WebSocket is cut after the send timeout instead of
+// holding the exchange for ever (its tunnel stream, the flow-control
+// windows of data queued for it, the client's connection).
+type upgradeClient struct {
+	h1 *http.Transport
+	b  *Backends // whose sendTimeout applies; set by NewBackends
+}
+
+func (u *upgradeClient) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := u.h1.RoundTrip(req)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		return res, err
+	}
+	rwc, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		return res, nil // the exchange refuses it as not writable
+	}
+	g := &guardedUpgrade{ReadWriteCloser: rwc, timeout: u.b.sendTimeout()}
+	g.timer = time.AfterFunc(time.Hour, g.fire)
+	g.timer.Stop()
+	res.Body = g
+	return res, nil
+}
+
+// errBackendStoppedReading is the error of a write to an upgraded backend
+// connection that the send timeout cut.
+var errBackendStoppedReading = errors.New("the backend stopped reading the upgraded connection: " +
+	"a write to it blocked for the send timeout; cutting it")
+
+// guardedUpgrade is an upgraded backend connection whose every write must
+// return within timeout. A timer armed for each write closes the
+// connection when the write is still under way at the timeout: the write
+// and the read of the other direction then fail, which ends the exchange.
+// An idle connection, or one the backend reads however slowly, is never
+// cut.
+type guardedUpgrade struct {
+	io.ReadWriteCloser
+	timeout time.Duration
+	timer   *time.Timer
+	since   atomic.Int64 // when the write under way began (time since upgradeEpoch); 0 between writes
+	cut     atomic.Bool  // the timer closed the connection
+}
+
+// upgradeEpoch anchors guardedUpgrade.since on the monotonic clock.
+var upgradeEpoch = time.Now()
+
+// Read reports a read that failed because the guard cut the connection as
+// that cut.
+func (g *guardedUpgrade) Read(p []byte) (int, error) {
+	n, err := g.ReadWriteCloser.Read(p)
+	if err != nil && err != io.EOF && g.cut.Load() {
+		err = fmt.Errorf("%w (%v)", errBackendStoppedReading, err)
+	}
+	return n, err
+}
+
+func (g *guardedUpgrade) Write(p []byte) (int, error) {
+	g.since.Store(int64(time.Since(upgradeEpoch)) + 1)
+	g.timer.Reset(g.timeout)
+	n, err := g.ReadWriteCloser.Write(p)
+	g.since.Store(0)
+	g.timer.Stop()
+	if err != nil && g.cut.Load() {
+		err = fmt.Errorf("%w (%v)", errBackendStoppedReading, err)
+	}
+	return n, err
+}
+
+// fire runs on the timer's goroutine: it cuts the connection when a write
+// began timeout ago and has not returned. A timer that fired just as its
+// write returned, or as the next one began, finds nothing to cut.
+func (g *guardedUpgrade) fire() {
+	since := g.since.Load()
+	if since == 0 || time.Since(upgradeEpoch)+1-time.Duration(since) < g.timeout {
+		return
+	}
+	g.cut.Store(true)
+	g.ReadWriteCloser.Close()
+}
+
+// errNoHalfClose is CloseWrite's error for a connection that cannot be
+// half-closed.
+var errNoHalfClose = errors.New("the backend's upgraded connection cannot be half-closed")
+
+// CloseWrite passes the client's half-close on to the backend.
+func (g *guardedUpgrade) CloseWrite() error {
+	if cw, ok := g.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNoHalfClose
+}
+
+func (g *guardedUpgrade) Close() error {
+	g.timer.Stop()
+	return g.ReadWriteCloser.Close()
 }

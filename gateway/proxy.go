@@ -116,7 +116,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		status := rec.Status()
-		if st.errCode == CodeClientClosed && rec.status == 0 {
+		if st.errCode == CodeClientClosed && rec.status == 0 && !rec.hijacked {
 			status = StatusClientClosed // nothing was written: the client left first
 		}
 		f := accessFields{
@@ -157,7 +157,11 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// and copies both ways. Shutdown waits for these itself.
 		h.g.upgrades.Add(1)
 		defer h.g.upgrades.Done()
-		h.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+		uw := &upgradeWriter{statusRecorder: rec, timeout: h.g.cfg.sendTimeout()}
+		h.proxy.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+		if uw.cut() {
+			h.upgradeCut(st, r.RemoteAddr, uw.timeout)
+		}
 		return
 	}
 	x.guard.init(h, rec, st, r.RemoteAddr)
@@ -193,6 +197,14 @@ func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st
 		st.errCode = e.Code
 	}
 	if e.Code == CodeClientClosed {
+		if r.Context().Value(http.ServerContextKey) != nil {
+			// The client went away, or only half-closed its connection
+			// after the request (net/http cancels the request then too):
+			// cut the connection without a response. Returning would make
+			// net/http answer an empty 200 OK, which a half-closed client
+			// still reads and takes for the backend's answer.
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	fields := []zap.Field{zap.String("code", e.Code), zap.Error(err)}

@@ -247,8 +247,13 @@ type clientExchange struct {
 	response http.Response
 	body     responseBody
 
-	headArrived  atomic.Bool // RoundTrip received the response head (or failed)
-	headDeadline time.Time   // when the head timeout fires; zero: none. Set before the timer starts
+	headArrived  atomic.Bool   // RoundTrip received the response head (or failed)
+	headDeadline time.Time     // when the head timeout fires; zero: none. Set before the timer starts
+	headTimeout  time.Duration // Options.HeadTimeout; set before the timer starts
+	// bodyMoved is when sendBody last sent a piece of the request body, or
+	// its end (monoSince); 0 before. The head timeout counts from then
+	// when that is later than the head (see headWait).
+	bodyMoved atomic.Int64
 
 	watchMu   sync.Mutex
 	stopWatch func() bool // stops watching the request's context; nil until watch; guarded by watchMu
@@ -319,6 +324,7 @@ func (ex *clientExchange) startHeadTimer(timeout time.Duration) {
 	first := watchDelay
 	if timeout > 0 {
 		ex.headDeadline = time.Now().Add(timeout)
+		ex.headTimeout = timeout
 		first = min(first, timeout)
 	}
 	ht := headTimers.Get().(*headTimer)
@@ -357,7 +363,18 @@ func (ex *clientExchange) headWait() {
 	if ex.headDeadline.IsZero() {
 		return
 	}
-	if left := time.Until(ex.headDeadline); left > 0 {
+	deadline := ex.headDeadline
+	if moved := ex.bodyMoved.Load(); moved != 0 {
+		// A request body that still moves, or has just ended, is not
+		// late: the timeout counts from its last piece (a long upload
+		// at a steady pace was cut at the app's timeout while the
+		// backend read it), and once it ended from its end, as
+		// net/http's ResponseHeaderTimeout does. A body that stops
+		// moving (a client that stopped sending, a backend that stopped
+		// reading) still ends the exchange a timeout later.
+		deadline = later(deadline, monoEpoch.Add(time.Duration(moved)).Add(ex.headTimeout))
+	}
+	if left := time.Until(deadline); left > 0 {
 		ex.watchMu.Lock()
 		if !ex.headArrived.Load() {
 			ex.headTimer.t.Reset(left)
@@ -366,6 +383,19 @@ func (ex *clientExchange) headWait() {
 		return
 	}
 	ex.abort(ErrHeadTimeout)
+}
+
+// monoEpoch anchors monoSince.
+var monoEpoch = time.Now()
+
+// monoSince is the time since monoEpoch on the monotonic clock, at least 1.
+func monoSince() int64 { return int64(time.Since(monoEpoch)) + 1 }
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // halfDone records that one direction ended cleanly; the second one
@@ -421,6 +451,7 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 				ex.abort(fmt.Errorf("send request body: %w", err))
 				return
 			}
+			ex.bodyMoved.Store(monoSince())
 		}
 		if rerr == io.EOF {
 			break
@@ -441,6 +472,7 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 		ex.abort(fmt.Errorf("send request end: %w", err))
 		return
 	}
+	ex.bodyMoved.Store(monoSince())
 	ex.halfDone()
 }
 

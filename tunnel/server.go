@@ -489,6 +489,11 @@ func (ex *serverExchange) serveUpgrade(res *http.Response) {
 	n, err := ex.copyOut(rwc)
 	if err == nil {
 		_ = ex.st.Send(&Frame{End: true})
+	} else if ex.ctx.Err() == nil {
+		// The backend's side broke (a reset, or the agent's send guard cut
+		// a backend that stopped reading): tell the gateway, which then
+		// ends the client's side, instead of both waiting for the other.
+		ex.fail(fmt.Errorf("upgraded connection to the backend broke off after %d bytes: %w", n, err))
 	}
 	ex.logDone(res.StatusCode, n)
 	// The gateway resets upgraded streams when it is done with them; until
