@@ -324,9 +324,11 @@ func TestLimitsMalformedRequests(t *testing.T) {
 // TestLimitsInvalidChunkedBody: a chunked body that turns out malformed is
 // only found while it streams, after the head may already have gone
 // through the tunnel. The client gets a clear 400 and the backend never
-// gets a whole request: at most a head whose body fails.
+// gets a whole request: at most a head whose body fails. The gateway logs
+// each at info, not as a warning: the client broke it off, the operator has
+// nothing to act on.
 func TestLimitsInvalidChunkedBody(t *testing.T) {
-	addr, b := limitsRig(t, nil)
+	addr, b, logs := observedLimitsRig(t, nil)
 	const head = "POST /upload HTTP/1.1\r\nHost: " + limitsHost + "\r\nTransfer-Encoding: chunked\r\n\r\n"
 	for name, body := range map[string]string{
 		"bad chunk size":          "zz\r\nhello\r\n0\r\n\r\n",
@@ -352,6 +354,15 @@ func TestLimitsInvalidChunkedBody(t *testing.T) {
 		t.Fatalf("%d heads reached the backend but only %d saw their body fail", a, f)
 	} else {
 		t.Logf("%d of 5 heads reached the backend before the body broke; each saw the body fail", a)
+	}
+	gw := logs.FilterLoggerName("gateway")
+	failed := gw.FilterMessageSnippet("exchange failed")
+	if w := failed.Filter(func(e observer.LoggedEntry) bool { return e.Level >= zap.WarnLevel }).All(); len(w) != 0 {
+		t.Errorf("the gateway logged %d failed exchanges at warn or above for bodies the client broke, want none: %s %v",
+			len(w), w[0].Message, w[0].ContextMap())
+	}
+	if n := failed.FilterMessageSnippet("the client's request body could not be read").Len(); n != 5 {
+		t.Errorf("the gateway logged %d broken bodies at info, want 5", n)
 	}
 }
 
