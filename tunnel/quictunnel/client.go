@@ -66,6 +66,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 	tlsCfg.NextProtos = []string{ALPN}
 	tlsCfg.MinVersion = tls.VersionTLS13
 	qcfg := baseConfig()
+	qcfg.KeepAlivePeriod = agentKeepalivePeriod
 	qcfg.MaxIncomingStreams = int64(cfg.MaxStreams)
 	if cfg.MaxStreams <= 0 {
 		qcfg.MaxIncomingStreams = muxtunnel.DefaultMaxStreams

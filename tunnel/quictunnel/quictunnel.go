@@ -38,21 +38,49 @@ const ALPN = "sallyport-quic/1"
 //     closes the connection). The agent accepts up to 10000 exchange
 //     streams at once from the gateway, the gateway's default
 //     max_streams_per_session.
-//   - Keepalive: a PING every 15 s keeps NAT mappings open (UDP mappings
-//     often expire after 30 s); 30 s without any packet ends the session,
-//     so a dead peer is noticed about as fast as with gRPC.
+//   - Keepalive: the agent sends a PING after 5 s without a packet, which
+//     keeps NAT mappings open (UDP mappings often expire after 30 s) and
+//     the gateway's pings (every 15 s) rarely needed; 30 s without any
+//     packet ends the session. The agent's pings are that frequent for two
+//     reasons. When a NAT gives the agent a new source port (its mapping
+//     expired, a CGNAT or a router restarted), the gateway learns the new
+//     address only from the agent's next packet: until then its requests
+//     go to the old port and are lost, so a request waited up to the ping
+//     period (12 s measured with 15 s). And quic-go restarts its idle
+//     timer on the first packet it sends after the last one it received,
+//     so an agent on a dead path notices after the ping period plus the
+//     idle timeout: 45 s with 15 s pings, 35 s now (the gateway, which
+//     pings after 15 s, about 30 s when it had something in flight).
+//   - Packet size: 1200 bytes of UDP payload (QUIC's minimum), always.
+//     quic-go's default of 1280 bytes at first does not fit a path whose
+//     MTU is 1280 (IPv6's minimum, common on tunnels and VPNs: 1232 bytes
+//     of payload over IPv6, 1252 over IPv4): every datagram of the
+//     handshake was lost and the session never came up. Path MTU discovery
+//     is off: quic-go never lowers the size it found (quic-go issue 3955),
+//     so when a roaming agent's path shrinks (Wi-Fi to LTE, a VPN coming
+//     up) a session that had grown to 1452 bytes stays up, keepalives and
+//     small exchanges pass, and every large body stalls for ever. The cost
+//     is about 10% more CPU per GiB in bulk transfers (BenchmarkDownloadRelay
+//     over QUIC: 73-76 → 82-84 ms of CPU per 16 MiB, 226/202 → 203/188
+//     MB/s); where that matters more than a roaming link, use gRPC.
 //   - Handshake: 5 s without a packet, or 10 s in all, and the attempt is
 //     dropped. At most 256 handshakes run at once on a gateway; more are
 //     refused until one finishes.
 const (
-	streamWindow     = 1 << 20
-	maxStreamWindow  = 4 << 20
-	connWindow       = 4 << 20
-	maxConnWindow    = 16 << 20
-	keepalivePeriod  = 15 * time.Second
-	idleTimeout      = 30 * time.Second
-	handshakeTimeout = 5 * time.Second
-	maxHandshakes    = 256
+	streamWindow    = 1 << 20
+	maxStreamWindow = 4 << 20
+	connWindow      = 4 << 20
+	maxConnWindow   = 16 << 20
+	keepalivePeriod = 15 * time.Second
+	// agentKeepalivePeriod is the agent's (see Keepalive above): a packet
+	// of about 40 bytes each way every 5 s per idle session.
+	agentKeepalivePeriod = 5 * time.Second
+	idleTimeout          = 30 * time.Second
+	handshakeTimeout     = 5 * time.Second
+	maxHandshakes        = 256
+	// packetSize is the UDP payload of every packet: QUIC's minimum (see
+	// Packet size above).
+	packetSize = 1200
 
 	// Stream error codes (RESET_STREAM / STOP_SENDING).
 	codeDone  quic.StreamErrorCode = 0 // everything needed was read
@@ -66,6 +94,8 @@ var tracer func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
 func baseConfig() *quic.Config {
 	return &quic.Config{
 		Tracer:                         tracer,
+		InitialPacketSize:              packetSize,
+		DisablePathMTUDiscovery:        true,
 		HandshakeIdleTimeout:           handshakeTimeout,
 		MaxIdleTimeout:                 idleTimeout,
 		KeepAlivePeriod:                keepalivePeriod,
