@@ -59,6 +59,8 @@ func newSpread() *spread { return &spread{at: map[int]string{}, tries: map[int]i
 // replica while replicas are alive (both from the session's Welcome). It
 // reports true when the slot should let the session go and dial again; on
 // false the slot keeps it, and it counts as covering replica.
+// Counts are compared as int64: on 32 bits int(replicas) of 2^31 or more
+// is negative.
 func (s *spread) place(slot, slots int, replica string, replicas uint32, log *zap.Logger) (redial bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -67,7 +69,7 @@ func (s *spread) place(slot, slots int, replica string, replicas uint32, log *za
 		s.keep(slot, replica)
 		return false
 	}
-	if slots < int(replicas) && s.warned != replicas {
+	if int64(slots) < int64(replicas) && s.warned != replicas {
 		s.warned = replicas
 		log.Warn("fewer connections than gateway replicas: the replicas without a session of this agent "+
 			"answer its group's users 503 unless another agent of the group holds one there; "+
@@ -80,7 +82,7 @@ func (s *spread) place(slot, slots int, replica string, replicas uint32, log *za
 			others[r] = true
 		}
 	}
-	if others[replica] && len(others) < min(int(replicas), slots) {
+	if others[replica] && int64(len(others)) < min(int64(replicas), int64(slots)) {
 		if s.tries[slot] < spreadTries {
 			s.tries[slot]++
 			log.Debug("this session shares a gateway replica with another of this agent; dialling again for another",
@@ -98,7 +100,7 @@ func (s *spread) place(slot, slots int, replica string, replicas uint32, log *za
 			covered[r] = true
 		}
 	}
-	if len(covered) < int(replicas) {
+	if int64(len(covered)) < int64(replicas) {
 		s.covered = false
 	} else if !s.covered {
 		s.covered = true

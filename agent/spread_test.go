@@ -111,6 +111,23 @@ func TestSpreadFewerSlotsThanReplicas(t *testing.T) {
 	}
 }
 
+// TestSpreadHugeReplicaCount: a replica count of 2^31 or more (nonsense
+// from a gateway, but a uint32 on the wire) still means fewer connections
+// than replicas: on 32 bits an int conversion made it negative, and the
+// agent claimed to cover every replica. It fails only where an int is 32
+// bits (make test32).
+func TestSpreadHugeReplicaCount(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	s.place(0, 2, "a", 1<<31, log)
+	s.place(1, 2, "b", 1<<31, log)
+	if logs.FilterMessage(msgSpreadFewer).Len() != 1 {
+		t.Errorf("%q logged %d times for 2^31 replicas and 2 connections, want once", msgSpreadFewer, logs.FilterMessage(msgSpreadFewer).Len())
+	}
+	if logs.FilterMessage(msgSpreadCovered).Len() != 0 {
+		t.Error("claims to cover every one of 2^31 replicas with two sessions")
+	}
+}
+
 // TestSpreadMoreSlotsThanReplicas: with more slots than replicas, a slot
 // that lands on a replica another slot holds keeps its session once every
 // replica is covered.

@@ -110,7 +110,7 @@ func endlessGateway(t *testing.T, sendTimeout, pause time.Duration) (addr string
 // that does not read stops the server's writes soon.
 var smallReceiveBuffer = net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 	var err error
-	c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	c.Control(func(fd uintptr) { err = setReceiveBuffer(fd, 4096) })
 	return err
 }}
 

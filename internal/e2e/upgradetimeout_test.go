@@ -66,8 +66,7 @@ func upgradeStallRig(t *testing.T, transport string, backend *httptest.Server) n
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var err error
 		c.Control(func(fd uintptr) {
-			err = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096))
+			err = errors.Join(setSocketBuffer(fd, syscall.SO_RCVBUF, 4096), setSocketBuffer(fd, syscall.SO_SNDBUF, 4096))
 		})
 		return err
 	}}
