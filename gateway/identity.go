@@ -83,7 +83,7 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 	pa := h.g.cfg.Preauth
 	if pa != nil {
 		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
-			if cp.Match == preauth.CallbackPath {
+			if cp.Match == preauth.CallbackPath && !clientLeft(r, err) {
 				h.g.metrics.preauthDone(err, preauthSignedIn)
 			}
 			h.preauthError(w, r, st, err)
@@ -100,7 +100,9 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 		return true
 	}
 	id, err := pa.Authorize(w, r, st.route.Preauth, cp.Match)
-	h.g.metrics.preauthDone(err, preauthStarted)
+	if !clientLeft(r, err) {
+		h.g.metrics.preauthDone(err, preauthStarted)
+	}
 	if err != nil {
 		h.preauthError(w, r, st, err)
 		return false
@@ -118,8 +120,19 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 
 // preauthError answers a refusal of the pre-authentication (nothing to do
 // for preauth.ErrHandled: the answer was written).
+//
+// A failure whose request's context has ended is the client's leaving, not
+// the provider's failure: client-closed, no answer, no warning, and not
+// counted in preauth_total (clientLeft).
 func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *exchangeState, err error) {
 	if err == nil || errors.Is(err, preauth.ErrHandled) {
+		return
+	}
+	if clientLeft(r, err) {
+		// The provider call ended with the request: the browser left
+		// (closed the tab during the sign-in's code exchange), which says
+		// nothing about the provider.
+		st.errCode = CodeClientClosed
 		return
 	}
 	var pe *preauth.Error
@@ -196,4 +209,10 @@ func scrubTrailers(tr http.Header, oidc bool) {
 			delete(tr, k)
 		}
 	}
+}
+
+// clientLeft reports whether err, a failure of pre-authentication, came
+// with r's client gone: the provider calls end with the request.
+func clientLeft(r *http.Request, err error) bool {
+	return err != nil && !errors.Is(err, preauth.ErrHandled) && r.Context().Err() != nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +76,29 @@ type authRig struct {
 	keys  *assertion.KeySet
 	agent *testrig.Agent
 	logs  *observer.ObservedLogs // the gateway's log at info level
+	// idpHold, when set, names a path of the provider whose requests wait
+	// (holdIDPPath).
+	idpHold atomic.Pointer[idpHold]
+}
+
+// idpHold is a provider path whose requests tell arrived and then wait
+// for release.
+type idpHold struct {
+	path             string
+	arrived, release chan struct{}
+}
+
+// holdIDPPath makes the provider hold each request for path: arrived gets
+// a value as one comes (it keeps one without a reader), and the requests
+// go on once release is called (at the test's end at the latest, before
+// the provider stops).
+func (a *authRig) holdIDPPath(path string) (arrived <-chan struct{}, release func()) {
+	h := &idpHold{path: path, arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	a.idpHold.Store(h)
+	var once sync.Once
+	release = func() { once.Do(func() { close(h.release) }) }
+	a.t.Cleanup(release)
+	return h.arrived, release
 }
 
 // echoed is what the echo backend saw.
@@ -116,7 +140,17 @@ func newAuthRig(t *testing.T, pol preauth.Policy, edit func(*preauth.Config), gw
 		Issuer: a.idpTS.URL, Users: []devoidc.User{alice, mallory, many},
 		Clients: []devoidc.Client{{ID: clientID, Secret: clientSecret}}, TokenLifetime: 5 * time.Minute, Now: clock.Now,
 	})
-	a.idpTS.Config.Handler = a.idp.Handler()
+	idp := a.idp.Handler()
+	a.idpTS.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := a.idpHold.Load(); h != nil && r.URL.Path == h.path {
+			select {
+			case h.arrived <- struct{}{}:
+			default:
+			}
+			<-h.release
+		}
+		idp.ServeHTTP(w, r)
+	})
 	keys, err := assertion.NewKeySet(assertion.KeySetConfig{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +235,24 @@ func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	return res, string(b)
+}
+
+// stopAtCallback signs browser c in as alice from /, but stops at the
+// provider's redirect to the gateway's callback: it returns the callback
+// URL and a client of c's cookies that does not follow redirects.
+func (a *authRig) stopAtCallback(c *http.Client) (callback string, nr *http.Client) {
+	a.t.Helper()
+	res, _ := getH(a.t, c, a.URL+"/", nil)
+	nr = noRedirect(c)
+	res, _, err := devoidc.SubmitSignIn(nr, res.Request.URL, alice)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	callback = res.Header.Get("Location")
+	if !strings.HasPrefix(callback, a.URL+preauth.CallbackPath+"?") {
+		a.t.Fatalf("provider redirected to %q", callback)
+	}
+	return callback, nr
 }
 
 // signIn signs the browser in as u starting at path; it returns the final

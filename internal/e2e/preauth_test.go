@@ -393,24 +393,7 @@ func TestPreauthPolicy(t *testing.T) {
 func TestPreauthStateReplayAndMismatch(t *testing.T) {
 	a := newAuthRig(t, preauth.Policy{}, nil)
 	c := a.browser()
-	// Sign in, but stop at the callback to keep its URL.
-	res, _ := getH(t, c, a.URL+"/", nil)
-	form := url.Values{}
-	for k, v := range res.Request.URL.Query() {
-		form[k] = v
-	}
-	form.Set("username", alice.Username)
-	form.Set("password", alice.Password)
-	nr := noRedirect(c)
-	res, err := nr.PostForm(a.idpTS.URL+"/authorize", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	callback := res.Header.Get("Location")
-	if !strings.HasPrefix(callback, a.URL+"/.sallyport/auth/callback?") {
-		t.Fatalf("provider redirected to %q", callback)
-	}
+	callback, nr := a.stopAtCallback(c)
 	// Another browser (no pre-login cookie) cannot use the callback.
 	res, body := getH(t, noRedirect(a.browser()), callback, nil)
 	if res.StatusCode != 400 || res.Header.Get("X-Sallyport-Error") != "state-mismatch" || !strings.Contains(body, "Start over") {
@@ -1130,5 +1113,57 @@ func TestPreauthManyPendingSignIns(t *testing.T) {
 	res, body := a.signIn(c, path, alice)
 	if res.StatusCode != 200 || res.Request.URL.RequestURI() != path {
 		t.Fatalf("sign-in after 25 page loads: %d at %.40s…: %.200s", res.StatusCode, res.Request.URL, body)
+	}
+}
+
+// TestPreauthCallbackBrowserLeaves: a browser that leaves while the gateway
+// exchanges its sign-in code with the provider (a closed tab) ends the
+// exchange, and says nothing about the provider: the access log has
+// client-closed, no "pre-authentication failed" warning, no
+// auth-provider-unreachable in preauth_total. It used to be all three.
+func TestPreauthCallbackBrowserLeaves(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil, func(c *gateway.Config) { c.AdminAddr = "127.0.0.1:0" })
+	callback, nr := a.stopAtCallback(a.browser())
+	arrived, release := a.holdIDPPath("/token")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, callback, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := nr.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	<-arrived
+	cancel() // the browser goes away
+	<-done
+	var access []observer.LoggedEntry
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		access = a.logs.FilterMessage("access").Filter(func(e observer.LoggedEntry) bool {
+			return e.ContextMap()["path"] == preauth.CallbackPath
+		}).All()
+		if len(access) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	release()
+	if len(access) != 1 {
+		t.Fatalf("%d access lines for the callback, want 1", len(access))
+	}
+	if f := access[0].ContextMap(); f["error"] != gateway.CodeClientClosed {
+		t.Errorf("access line of the abandoned callback: status %v, error %v; want error %s", f["status"], f["error"], gateway.CodeClientClosed)
+	}
+	if w := a.logs.FilterMessage("pre-authentication failed").All(); len(w) != 0 {
+		t.Errorf("a browser that left was logged as a failed pre-authentication: %v", w[0].ContextMap())
+	}
+	// The sign-in's start is counted; the abandoned callback is not.
+	if s := scrape(t, a.AdminURL()+"/metrics").with("sallyport_gateway_preauth_total"); len(s) != 1 ||
+		s[0] != `sallyport_gateway_preauth_total{outcome="sign_in_started"}` {
+		t.Errorf("preauth_total: %v; want only sign_in_started (the browser that left is not an outcome)", s)
 	}
 }
