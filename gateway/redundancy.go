@@ -206,17 +206,24 @@ func (g *Gateway) summarizeGroup(group string, at time.Time) {
 	fields := []zap.Field{zap.String("group", group), zap.Strings("apps", apps), zap.Strings("agents", agents),
 		zap.Int("similar_lines_suppressed", held), zap.Int("agent_losses", losses),
 		zap.Duration("within", degradedLogInterval)}
-	switch len(agents) {
-	case 0:
+	// Outages held back are errors whatever the group has now: alerts on
+	// the error level must not miss them because the flapping agent
+	// happened to be up at the end of the interval.
+	switch {
+	case len(agents) == 0:
 		g.log.Error(msgNoAgents, fields...)
-	case 1:
+	case losses > 0:
+		g.log.Error(msgLostMeanwhile, fields...)
+	case len(agents) == 1:
 		g.log.Warn(msgSingle, fields...)
-	default:
-		if losses > 0 { // else its recovery line said it all
-			g.log.Info("connector group has two or more agents now, after it lost its last agent (see agent_losses)", fields...)
-		}
 	}
 }
+
+// msgLostMeanwhile sums up losses of a group's last agent whose lines were
+// held back, when the group has agents again.
+const msgLostMeanwhile = "connector group lost its last agent again and again (agent_losses within the last interval; " +
+	"it has agents now): its apps answered 503 no-connector meanwhile; run two or more agents per group"
+
 
 // warnSingle warns once group has had a single agent for redundancyGrace
 // in one spell. A spell that began after this look was scheduled (the

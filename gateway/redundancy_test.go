@@ -356,3 +356,48 @@ func TestGroupRedundancyFlappingAgent(t *testing.T) {
 		t.Errorf("%d warnings and errors in %v of an agent up 35 s, down 5 s; want at most %d: %v", lines, elapsed, max, logs.All())
 	}
 }
+
+// TestGroupRedundancyFlappingSummaryWhileUp: the summary of no-agents
+// errors held back is an error even when the flapping agent is up as it
+// is written (it was a single-agent warning then, so alerts on errors
+// missed the outages).
+func TestGroupRedundancyFlappingSummaryWhileUp(t *testing.T) {
+	g, logs, fake := redundancyGateway(t)
+	defer close(g.stopped)
+	var n int
+	up := func() *fakeSession {
+		n++
+		s := newFakeSession(fmt.Sprintf("a%d", n), "g")
+		s.info.AgentID = "agent-a"
+		if _, ok := g.registry.Add(s); !ok {
+			t.Fatal("not added")
+		}
+		g.groupChanged("g")
+		return s
+	}
+	for range 4 { // four drops within 20 s
+		s := up()
+		fake.Advance(2 * time.Second)
+		s.Close(nil)
+		g.registry.Remove(s)
+		g.groupChanged("g")
+		fake.Advance(3 * time.Second)
+	}
+	up() // up when the summary comes
+	errorLines := func() []observer.LoggedEntry { return logs.FilterLevelExact(zapcore.ErrorLevel).All() }
+	deadline := time.Now().Add(5 * time.Second)
+	for len(errorLines()) < 2 && logs.FilterLevelExact(zapcore.WarnLevel).Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no summary: %v", logs.All())
+		}
+		fake.Advance(time.Second)
+		time.Sleep(time.Millisecond)
+	}
+	if w := logs.FilterLevelExact(zapcore.WarnLevel).All(); len(w) != 0 {
+		t.Fatalf("the summary of 3 held no-agents errors came as a warning: %s %v", w[0].Message, w[0].ContextMap())
+	}
+	got := errorLines()
+	if len(got) != 2 || got[1].Message != msgLostMeanwhile || got[1].ContextMap()["agent_losses"] != int64(3) {
+		t.Fatalf("error lines %v; want the first drop's and a summary of 3 losses", got)
+	}
+}

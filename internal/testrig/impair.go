@@ -153,6 +153,9 @@ func (r *ImpairedUDP) Stats() ImpairStats {
 func (r *ImpairedUDP) Rebind() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return net.ErrClosed // Close waits for the goroutines: start none
+	}
 	for _, m := range r.mappings {
 		up, err := net.DialUDP("udp", nil, r.target)
 		if err != nil {
@@ -392,20 +395,25 @@ func (r *ImpairedTCP) serve() {
 }
 
 // pipe copies src to dst through the impairment; src's end passes on as a
-// half-close, an error closes both.
+// half-close, an error closes both, unless src was blackholed by
+// BlackholeCurrent: a dead path carries no FIN or RST either, so dst stays
+// open until Cut or Close.
 func (r *ImpairedTCP) pipe(dst, src *net.TCPConn) {
 	defer r.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 {
-			r.mu.Lock()
-			im, clear := r.im, r.clear
-			dead := r.dead[src]
-			r.mu.Unlock()
-			if dead {
-				continue // swallowed: the sender sees its bytes leave, nothing arrives
+		r.mu.Lock()
+		im, clear := r.im, r.clear
+		dead := r.dead[src]
+		r.mu.Unlock()
+		if dead {
+			if err != nil {
+				return
 			}
+			continue // swallowed: the sender sees its bytes leave, nothing arrives
+		}
+		if n > 0 {
 			<-clear // held while the path is down
 			if im.Delay > 0 {
 				time.Sleep(im.Delay) // a copy loop of its own per direction: order kept

@@ -2,6 +2,7 @@ package testrig
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -89,6 +90,11 @@ func TestImpairedUDP(t *testing.T) {
 	if st.TooBig != 1 || st.Blackholed < 2 {
 		t.Fatalf("stats %+v: want 1 too big, 2 blackholed", st)
 	}
+	// A Rebind after Close starts nothing (goleak checks the package).
+	r.Close()
+	if err := r.Rebind(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Rebind after Close: %v, want net.ErrClosed", err)
+	}
 }
 
 // TestImpairedUDPLossIsSeeded: the same seed drops the same datagrams.
@@ -167,4 +173,37 @@ func TestImpairedTCP(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// TestImpairedTCPBlackholeHidesClose: once BlackholeCurrent killed a
+// connection, the target closing its end reaches the client no more than
+// its bytes do (a dead path carries no FIN), so a test of keepalive sees
+// each side notice by its own pings.
+func TestImpairedTCPBlackholeHidesClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	r := StartImpairedTCP(t, ln.Addr().String())
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	up := <-accepted
+	r.BlackholeCurrent()
+	up.Close()
+	buf := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.Read(buf); n != 0 || !isTimeout(err) {
+		t.Fatalf("the target closed a blackholed connection and the client read %d bytes, %v; want a timeout, the connection still open", n, err)
+	}
 }
