@@ -193,6 +193,15 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 // exchangeFailed answers an exchange that failed before a response began.
 func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st *exchangeState, err error) {
 	e := ErrorFor(err)
+	var be *tunnel.ClientBodyError
+	bodyBroke := errors.As(err, &be)
+	if e.Code == CodeBadRequest && bodyBroke && r.Context().Err() != nil {
+		// The body broke because the client left: its connection ended
+		// (net/http cancels the request when a read of it fails, EOF
+		// included) or, over HTTP/2, it reset the stream. Nobody is left
+		// to read a 400, and the upload was not malformed.
+		e = NewError(CodeClientClosed, "", err)
+	}
 	if st != nil {
 		st.errCode = e.Code
 	}
@@ -216,8 +225,7 @@ func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st
 	// is the client's doing, with nothing for the operator to act on: one
 	// line per aborted upload at info, not a warning (a soak: 364 such
 	// warnings in 11 minutes).
-	var be *tunnel.ClientBodyError
-	if errors.As(err, &be) {
+	if bodyBroke {
 		h.g.log.Info("exchange failed: the client's request body could not be read", fields...)
 	} else {
 		h.g.log.Warn("exchange failed", fields...)
