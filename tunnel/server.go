@@ -204,8 +204,9 @@ func (ex *serverExchange) deliver(f *Frame) {
 
 // awaitDone waits until the exchange's goroutine is done with it, then
 // gives back the request body the backend left unread (a backend that
-// answered early or broke off): the read loop, which calls it, is then the
-// pipe's only user.
+// answered early or broke off). The backend's client may still be reading
+// the body (net/http's Transport writes it in a goroutine of its own, which
+// goes on after RoundTrip returned): see bodyPipe.discard.
 func (ex *serverExchange) awaitDone() {
 	<-ex.respDone
 	if ex.pipe != nil {
@@ -537,18 +538,43 @@ func (ex *serverExchange) logDone(status int, bytesOut int64) {
 // when the stream hands it over (DataReceiver, DataKeeper: the gRPC
 // transport); otherwise a copy in a bufPool buffer, far cheaper than fresh
 // memory for every frame.
+//
+// Every chunk is freed exactly once, by whoever holds it: a chunk in the
+// queue by whoever takes it out (the reader, or Close or discard dropping
+// it); cur by the reader while it reads, and otherwise under mu by the end
+// that comes first while no one reads (the consumer's Close, the read
+// loop's discard at the exchange's end) or, when a read is under way then,
+// by that read as it returns. The backend's client may read and close the
+// body after its RoundTrip returned, and close it while another of its
+// goroutines reads (Go's HTTP/2 transport does).
 type bodyPipe struct {
 	ctx       context.Context
 	keep      DataKeeper // the stream, when it hands over received data; nil → copies
 	ch        chan chunk // closed by the read loop at the request's end
-	cur       chunk      // the chunk being read; owned by the reader
 	trailers  []*tunnelv1.Header
 	closed    chan struct{} // closed when the consumer is gone
 	closeOnce sync.Once
 	ended     bool          // owned by the read loop
 	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
 	gate      *goAhead      // asked before the first read, then nil; set before the reader starts, then owned by it
+
+	// cur is the chunk being read: owned by the reader while reading is
+	// set, guarded by mu otherwise.
+	cur     chunk
+	mu      sync.Mutex
+	reading bool // a Read or WriteBodyTo is under way; guarded by mu
+	over    bool // closed by the consumer or discarded by the read loop: cur is freed once no one reads it; guarded by mu
+	shut    bool // closed by the consumer: reads fail; guarded by mu
+	dropped bool // unread bytes were freed: reads fail; guarded by mu
 }
+
+// errReqBodyClosed is the read error of a request body that its consumer
+// closed.
+var errReqBodyClosed = errors.New("read of a request body after it was closed")
+
+// errBodyDropped is the read error of a request body whose unread bytes
+// were given back because its exchange ended: the body is incomplete.
+var errBodyDropped = errors.New("the request body is incomplete: its exchange ended before the backend's client read all of it")
 
 func newBodyPipe(ctx context.Context, st Stream, first []byte) *bodyPipe {
 	p := &bodyPipe{ctx: ctx, ch: make(chan chunk, 4), closed: make(chan struct{})}
@@ -632,22 +658,95 @@ func (p *bodyPipe) next() error {
 		select {
 		case c, ok := <-p.ch:
 			if !ok {
+				if p.isDropped() {
+					// Close or discard took the last chunks while this
+					// read waited.
+					return errBodyDropped
+				}
 				p.applyTrailers()
 				return io.EOF
 			}
 			p.cur = c
 		case <-p.ctx.Done():
 			return context.Cause(p.ctx)
+		case <-p.closed:
+			// Closed by another goroutine of the consumer while this one
+			// waited.
+			return errReqBodyClosed
 		}
 	}
 	return nil
 }
 
 func (p *bodyPipe) Read(b []byte) (int, error) {
+	if err := p.startRead(); err != nil {
+		return 0, err
+	}
+	defer p.endRead()
 	if err := p.next(); err != nil {
 		return 0, err
 	}
 	return p.cur.read(b), nil
+}
+
+// startRead makes the caller the owner of cur until endRead, unless reads
+// fail now.
+func (p *bodyPipe) startRead() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.shut:
+		return errReqBodyClosed
+	case p.dropped:
+		return errBodyDropped
+	}
+	p.reading = true
+	return nil
+}
+
+// endRead gives cur back, and frees it when the pipe is over: neither
+// Close nor discard could while the read was under way.
+func (p *bodyPipe) endRead() {
+	p.mu.Lock()
+	p.reading = false
+	if p.over {
+		p.dropCur()
+	}
+	p.mu.Unlock()
+}
+
+// dropCur frees cur; with mu held, while no one reads.
+func (p *bodyPipe) dropCur() {
+	if !p.cur.empty() {
+		p.dropped = true
+	}
+	p.cur.free()
+}
+
+// dropQueued frees the queued chunks, without waiting for more; with mu
+// held.
+func (p *bodyPipe) dropQueued() {
+	for {
+		select {
+		case c, ok := <-p.ch:
+			if !ok {
+				return
+			}
+			if !c.empty() {
+				p.dropped = true
+			}
+			c.free()
+		default:
+			return
+		}
+	}
+}
+
+// isDropped reports whether unread bytes were freed.
+func (p *bodyPipe) isDropped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropped
 }
 
 // WriteBodyTo writes the next bytes of the body, at most max of them, to
@@ -659,6 +758,10 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 // connections call it for a request body of known length, which net/http
 // copies 32 KiB at a time otherwise.
 func (p *bodyPipe) WriteBodyTo(w io.Writer, max int64) (int64, error) {
+	if err := p.startRead(); err != nil {
+		return 0, err
+	}
+	defer p.endRead()
 	var written int64
 	var iov net.Buffers // reused for every write
 	var used []chunk    // chunks whose bytes are all in iov; freed once written
@@ -696,21 +799,20 @@ func (p *bodyPipe) WriteBodyTo(w io.Writer, max int64) (int64, error) {
 	return written, nil
 }
 
-// discard gives back the chunk being read and those queued. Only once
-// the consumer is gone, from the read loop (see awaitDone).
+// discard gives back the chunks queued and the one being read, at the
+// exchange's end, from the read loop (see awaitDone), which sends no more.
+// When that drops bytes the backend's client did not read, its reads fail
+// from then on (errBodyDropped), rather than end a body cut short. The
+// chunk being read, if a read is under way, goes back when that read
+// returns.
 func (p *bodyPipe) discard() {
-	p.cur.free()
-	for {
-		select {
-		case c, ok := <-p.ch:
-			if !ok {
-				return
-			}
-			c.free()
-		default:
-			return
-		}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.over = true
+	if !p.reading {
+		p.dropCur()
 	}
+	p.dropQueued()
 }
 
 // ready returns the next queued chunk when one is there already.
@@ -742,7 +844,19 @@ func (p *bodyPipe) applyTrailers() {
 	p.trailers = nil
 }
 
+// Close tells the read loop that the consumer is gone, and gives back the
+// chunks received so far (the one being read when a read is under way in
+// another goroutine once that read returns); the read loop frees what
+// arrives later (send), and what it queued meanwhile at the exchange's end
+// (discard).
 func (p *bodyPipe) Close() error {
 	p.closeOnce.Do(func() { close(p.closed) })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.over, p.shut = true, true
+	if !p.reading {
+		p.dropCur()
+	}
+	p.dropQueued()
 	return nil
 }
