@@ -224,7 +224,6 @@ func (g *Gateway) summarizeGroup(group string, at time.Time) {
 const msgLostMeanwhile = "connector group lost its last agent again and again (agent_losses within the last interval; " +
 	"it has agents now): its apps answered 503 no-connector meanwhile; run two or more agents per group"
 
-
 // warnSingle warns once group has had a single agent for redundancyGrace
 // in one spell. A spell that began after this look was scheduled (the
 // group had two agents again meanwhile, then one: agents restarted one
