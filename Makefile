@@ -64,18 +64,19 @@ demo: build
 # included): under it, each of those runs would take three minutes more.
 # Last, the allocation budgets without the detector (it adds allocations).
 # TestDeadPeerNoticed waits ~25 s for real keepalives, on every transport
-# at once in the first pass (-parallel 3: its three subtests are the only
-# parallel tests, and a 2-core machine would otherwise run two at a time);
-# the passes over QUIC and yamux leave it out, since the first covered
-# both.
+# at once, and TestKeepaliveConfigured ~15 s for configured ones, in the
+# first pass (-parallel 7: their three and four subtests are the only
+# parallel tests, all idle waits on timers, and a 2-core machine would
+# otherwise run two at a time); the passes over QUIC and yamux leave them
+# out, since the first covered every transport.
 E2E_TRANSPORTS := quic yamux
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 8m -parallel 3 $(PKGS)
+	$(GO) test -race -count=1 -timeout 8m -parallel 7 $(PKGS)
 	$(GO) test -count=1 -timeout 5m -run '^TestBody' ./internal/e2e/
 	set -e; for t in $(E2E_TRANSPORTS); do \
 		echo "== end-to-end suite over $$t"; \
-		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m -skip '^TestDeadPeerNoticed$$' ./internal/e2e/; \
+		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m -skip '^(TestDeadPeerNoticed|TestKeepaliveConfigured)$$' ./internal/e2e/; \
 	done
 	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
 	$(MAKE) --no-print-directory test32

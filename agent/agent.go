@@ -74,6 +74,14 @@ type Config struct {
 	// MinIdle is how many idle streams each gRPC session keeps ready
 	// (0 → 16).
 	MinIdle int
+	// Keepalive is how often the agent pings its sessions to find a dead
+	// network path (0 → 15s; below 5s counts as 5s). A silent dead path is
+	// noticed after max(Keepalive, 10s) + min(Keepalive, 10s) on gRPC
+	// (which pings no more often than every 10 s), Keepalive +
+	// min(Keepalive, 10s) on yamux, and about twice Keepalive on QUIC
+	// (whose sessions ping after 5 s without a packet, or after Keepalive
+	// when it is shorter).
+	Keepalive time.Duration
 	// VerifyAssertion refuses every exchange whose X-Sallyport-Assertion
 	// (set by the gateway for apps with preauth: oidc) is missing or does
 	// not verify with the gateway's keys, before the backend is called.

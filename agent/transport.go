@@ -54,12 +54,12 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 		defer cancel()
 		return quictunnel.Dial(ctx, quictunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
-			ListenPacket: a.cfg.ListenPacket, Log: log,
+			ListenPacket: a.cfg.ListenPacket, Keepalive: a.cfg.Keepalive, Log: log,
 		})
 	case TransportYamux:
 		return yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
-			DialContext: a.dialTCP, Log: log,
+			DialContext: a.dialTCP, Keepalive: a.cfg.Keepalive, Log: log,
 		})
 	default:
 		// gRPC reports a failed dial as a status without the cause's type:
@@ -67,7 +67,7 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 		var dialErr atomic.Pointer[error]
 		sess, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
 			Addr: a.cfg.Gateway, TLS: a.tls, Hello: hello,
-			MinIdle: a.cfg.MinIdle, Log: log,
+			MinIdle: a.cfg.MinIdle, Keepalive: a.cfg.Keepalive, Log: log,
 			DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 				c, err := a.dialTCP(ctx, "tcp", addr)
 				if err != nil {

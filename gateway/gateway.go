@@ -129,8 +129,15 @@ type Config struct {
 	// QUICHandshakeTimeout drops a QUIC handshake with no packet for this
 	// long (0 → 5s).
 	QUICHandshakeTimeout time.Duration
+	// Keepalive is how often the gateway pings an agent session to find a
+	// dead network path (0 → 15s; below 5s counts as 5s). A silent dead
+	// path is noticed after Keepalive + min(Keepalive, 10s) on gRPC and
+	// yamux, and after twice Keepalive (the QUIC idle timeout) or a little
+	// more on QUIC. Agents may ping as often as every 5 s whatever it is.
+	Keepalive time.Duration
 	// QUICIdleTimeout ends a QUIC session that received nothing for this
-	// long (0 → 30s; keepalive pings go every 15 s, or half of it).
+	// long (0 → twice Keepalive; keepalive pings go every Keepalive, or
+	// half of it).
 	QUICIdleTimeout time.Duration
 	// ProtocolVersion is the highest tunnel protocol version the gateway
 	// speaks with agents (0 → tunnel.ProtocolVersion). Only tests lower
@@ -291,13 +298,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.quic = &quictunnel.Listener{
 		Server: g.mux, TLS: g.TunnelTLS(), HandshakeTimeout: cfg.QUICHandshakeTimeout, IdleTimeout: cfg.QUICIdleTimeout,
-		Log: log.Named("quic"),
+		Keepalive: cfg.Keepalive, Log: log.Named("quic"),
 	}
 	g.tunnelTLS = g.TunnelTLS()
 	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
 	// TLS is done by the ALPN listener, which hands h2 connections on with
 	// their connection state (the client certificate).
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession), grpc.Creds(handshakenTLS{}))
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession, cfg.Keepalive), grpc.Creds(handshakenTLS{}))
 	g.grpc = grpc.NewServer(opts...)
 	g.registerTunnelServices(g.grpc)
 	g.enroller = grpc.NewServer(enrollServerOptions()...)
@@ -487,7 +494,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		muxWG.Add(1)
 		go func() {
 			defer muxWG.Done()
-			_ = yamuxtunnel.ServeConn(muxCtx, c, g.mux, g.log.Named("yamux"))
+			_ = yamuxtunnel.ServeConn(muxCtx, c, g.mux, g.log.Named("yamux"), g.cfg.Keepalive)
 		}()
 	}, g.log.Named("tunnel"))
 	defer tcpLn.wait()

@@ -366,6 +366,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 		DataDir:         cfg.DataDirOrDefault(),
 		Name:            cfg.NameOrDefault(),
 		Connections:     cfg.ConnectionsOrDefault(),
+		Keepalive:       cfg.KeepaliveOrDefault(),
 		Allow:           cfg.Allow,
 		Transport:       cfg.TransportOrDefault(),
 		Proxy:           cfg.Proxy,

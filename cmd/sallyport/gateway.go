@@ -138,6 +138,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
 		TrustedProxies:       cfg.Public.TrustedProxyPrefixes(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),
+		Keepalive:            cfg.Tunnel.KeepaliveOrDefault(),
 		CertLifetime:         cfg.Tunnel.CertLifetimeOrDefault(),
 		AdminAddr:            cfg.Admin.AddrOrDefault(),
 		Log:                  log,

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/sallyport/sallyport/internal/credurl"
@@ -54,6 +55,12 @@ type Agent struct {
 	// Connections is how many tunnel connections the agent keeps open, 1 to
 	// MaxConnections. Zero means DefaultConnections (2).
 	Connections int `yaml:"connections"`
+
+	// Keepalive is how often the agent pings its sessions to find a dead
+	// network path, MinKeepalive to MaxKeepalive. Zero means
+	// DefaultKeepalive (15s). It need not match the gateway's
+	// tunnel.keepalive: each side pings on its own schedule.
+	Keepalive time.Duration `yaml:"keepalive"`
 
 	// Proxy is an outbound HTTP proxy URL (http:// or https://, with
 	// optional user:password for Basic auth) for the TCP transports (grpc,
@@ -130,6 +137,9 @@ func (a *Agent) DataDirOrDefault() string { return or(a.DataDir, DefaultAgentDat
 // ConnectionsOrDefault returns Connections, or DefaultConnections when it is zero.
 func (a *Agent) ConnectionsOrDefault() int { return or(a.Connections, DefaultConnections) }
 
+// KeepaliveOrDefault returns Keepalive, or DefaultKeepalive when it is zero.
+func (a *Agent) KeepaliveOrDefault() time.Duration { return or(a.Keepalive, DefaultKeepalive) }
+
 // TransportOrDefault returns the transport to use: the one place that
 // decides what "" means (auto); other values are returned as they are.
 func (a *Agent) TransportOrDefault() string {
@@ -201,6 +211,9 @@ func (a *Agent) validate(c *checker) {
 	default:
 		c.errorf(path{"transport"}, "must be grpc, quic, yamux or auto, got %q", a.Transport)
 	}
+
+	c.checkKeepalive(path{"keepalive"}, a.Keepalive,
+		"the gateway closes gRPC connections whose agent pings more often than every 5s (GOAWAY too_many_pings)")
 
 	if a.Connections < 0 || a.Connections > MaxConnections {
 		c.errorf(path{"connections"}, "must be from 1 to %d (0 means %d), got %d", MaxConnections, DefaultConnections, a.Connections)

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadAgentDesignExample(t *testing.T) {
@@ -42,6 +43,7 @@ func TestLoadAgentFull(t *testing.T) {
 		DataDir:       "/var/lib/sallyport-agent",
 		Transport:     "auto",
 		Connections:   8,
+		Keepalive:     7 * time.Second,
 		Proxy:         "http://proxy.corp:3128",
 		Allow:         []string{"app.corp:443", "*.corp:*", "[::1]:9000", "fd00::/8"},
 		Name:          "agent-7",
@@ -60,6 +62,9 @@ func TestLoadAgentFull(t *testing.T) {
 	}
 	if got := a.ConnectionsOrDefault(); got != 8 {
 		t.Errorf("ConnectionsOrDefault = %d", got)
+	}
+	if got := a.KeepaliveOrDefault(); got != 7*time.Second {
+		t.Errorf("KeepaliveOrDefault = %v", got)
 	}
 	if got := a.NameOrDefault(); got != "agent-7" {
 		t.Errorf("NameOrDefault = %q", got)
@@ -88,6 +93,9 @@ func TestAgentZeroDefaults(t *testing.T) {
 			}
 			if got := a.TransportOrDefault(); got != "auto" {
 				t.Errorf("TransportOrDefault = %q", got)
+			}
+			if got := a.KeepaliveOrDefault(); got != 15*time.Second {
+				t.Errorf("KeepaliveOrDefault = %v", got)
 			}
 			if got := a.NameOrDefault(); got != host {
 				t.Errorf("NameOrDefault = %q, want host name %q", got, host)
@@ -129,6 +137,9 @@ func TestParseAgentErrors(t *testing.T) {
 		{"blank token", "gateway: gw:1\ntoken: \"  \"\n", []string{`agent.yaml:2: token: blank; remove it, or give an enrollment token`}},
 		{"quic with proxy", minimalAgent + "transport: quic\nproxy: http://p:3128\n", []string{`agent.yaml:4: proxy: transport quic cannot pass an HTTP proxy`}},
 		{"transport unknown", minimalAgent + "transport: websocket\n", []string{`agent.yaml:3: transport: must be grpc, quic, yamux or auto, got "websocket"`}},
+		{"keepalive too short", minimalAgent + "keepalive: 1s\n", []string{`agent.yaml:3: keepalive: 1s is too short`, `GOAWAY too_many_pings`, `use at least 5s`}},
+		{"keepalive too long", minimalAgent + "keepalive: 1h\n", []string{`agent.yaml:3: keepalive: 1h0m0s is too long`, `use at most 2m0s`}},
+		{"keepalive negative", minimalAgent + "keepalive: -5s\n", []string{`agent.yaml:3: keepalive: must not be negative`}},
 		{"connections negative", minimalAgent + "connections: -1\n", []string{`agent.yaml:3: connections: must be from 1 to 64 (0 means 2), got -1`}},
 		{"connections too many", minimalAgent + "connections: 65\n", []string{`agent.yaml:3: connections: must be from 1 to 64`}},
 		{"proxy scheme", minimalAgent + "proxy: ftp://p:21\n", []string{`agent.yaml:3: proxy: must be an http:// or https:// URL of an HTTP CONNECT proxy, got "ftp://p:21"`}},
@@ -227,6 +238,9 @@ func TestAgentAcceptsVariants(t *testing.T) {
 		minimalAgent + "transport: grpc\n",
 		minimalAgent + "transport: auto\nconnections: 64\n",
 		minimalAgent + "connections: 1\n",
+		minimalAgent + "keepalive: 5s\n",
+		minimalAgent + "keepalive: 2m\n",
+		minimalAgent + "keepalive: 0s\n",
 		minimalAgent + "transport: quic\n",
 		minimalAgent + "transport: yamux\nproxy: http://127.0.0.1:3128\n",
 		minimalAgent + "proxy: https://user:pw@proxy:443\n",

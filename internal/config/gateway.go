@@ -34,6 +34,21 @@ const (
 	DefaultGroupsClaim          = "groups"
 )
 
+// Keepalive bounds, for tunnel.keepalive and the agent's keepalive.
+const (
+	// DefaultKeepalive is the ping interval when none is set.
+	DefaultKeepalive = 15 * time.Second
+	// MinKeepalive is the shortest: the gateway closes a gRPC connection
+	// whose agent pings more often (GOAWAY too_many_pings), and the
+	// timeouts that follow from shorter ones would end sessions that are
+	// merely busy.
+	MinKeepalive = 5 * time.Second
+	// MaxKeepalive is the longest: beyond it a dead path goes unnoticed
+	// for minutes, and NAT gateways and load balancers drop TCP flows
+	// idle for about 4 to 6 minutes (Azure: 4 min, AWS NAT gateway: 350 s).
+	MaxKeepalive = 2 * time.Minute
+)
+
 // Pre-authentication modes for App.Preauth.
 const (
 	PreauthNone = "none" // requests go to the backend unauthenticated
@@ -202,6 +217,12 @@ type Tunnel struct {
 	// MaxStreamsPerSession bounds concurrent exchanges on one agent session.
 	// Zero means DefaultMaxStreamsPerSession (10000); negative is invalid.
 	MaxStreamsPerSession int `yaml:"max_streams_per_session"`
+
+	// Keepalive is how often the gateway pings each agent session to find
+	// a dead network path, MinKeepalive to MaxKeepalive. Zero means
+	// DefaultKeepalive (15s). Agents ping on their own schedule (their
+	// keepalive), down to MinKeepalive whatever this is.
+	Keepalive time.Duration `yaml:"keepalive"`
 }
 
 // AddrOrDefault returns Addr, or DefaultTunnelAddr when it is empty.
@@ -212,6 +233,9 @@ func (t *Tunnel) AddrOrDefault() string { return or(t.Addr, DefaultTunnelAddr) }
 func (t *Tunnel) MaxStreamsPerSessionOrDefault() int {
 	return or(t.MaxStreamsPerSession, DefaultMaxStreamsPerSession)
 }
+
+// KeepaliveOrDefault returns Keepalive, or DefaultKeepalive when it is zero.
+func (t *Tunnel) KeepaliveOrDefault() time.Duration { return or(t.Keepalive, DefaultKeepalive) }
 
 // CertLifetimeOrDefault returns CertLifetime, or DefaultCertLifetime.
 func (t *Tunnel) CertLifetimeOrDefault() time.Duration {
@@ -497,6 +521,8 @@ func (g *Gateway) validate(c *checker) {
 	if g.Tunnel.CertLifetime != 0 && g.Tunnel.CertLifetime < time.Hour {
 		c.errorf(path{"tunnel", "cert_lifetime"}, "%s is too short; use at least 1h", g.Tunnel.CertLifetime)
 	}
+	c.checkKeepalive(path{"tunnel", "keepalive"}, g.Tunnel.Keepalive,
+		"its pings would time out as fast and end sessions that are merely busy or on a slow link")
 	seenTokens := make(map[string]int)
 	for i, t := range g.Tunnel.Tokens {
 		p := path{"tunnel", "tokens"}.index(i)
@@ -521,6 +547,21 @@ func (g *Gateway) validate(c *checker) {
 
 	g.validateProviders(c)
 	g.validateApps(c)
+}
+
+// checkKeepalive reports a keepalive (gateway or agent) outside
+// MinKeepalive to MaxKeepalive; zero means the default. tooShort says why
+// a shorter one is refused.
+func (c *checker) checkKeepalive(p path, d time.Duration, tooShort string) {
+	switch {
+	case d < 0:
+		c.errorf(p, "must not be negative")
+	case d != 0 && d < MinKeepalive:
+		c.errorf(p, "%s is too short: %s; use at least %s, which notices a dead path in about 10 to 15 s", d, tooShort, MinKeepalive)
+	case d > MaxKeepalive:
+		c.errorf(p, "%s is too long: a dead path would go unnoticed for longer than that, and NAT gateways and "+
+			"load balancers drop TCP flows idle for a few minutes; use at most %s (0 means %s)", d, MaxKeepalive, DefaultKeepalive)
+	}
 }
 
 // checkListenersApart reports two listeners (public, tunnel, admin) on

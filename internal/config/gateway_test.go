@@ -75,6 +75,7 @@ func TestLoadGatewayFull(t *testing.T) {
 			TLS:                  TLSFiles{CertFile: "tun.crt", KeyFile: "tun.key"},
 			Tokens:               []Token{{Token: "t1", Group: "g1"}, {Token: "t2", Group: "g2"}},
 			MaxStreamsPerSession: 500,
+			Keepalive:            5 * time.Second,
 		},
 		Admin:         Admin{Addr: "127.0.0.1:9191", TokenFile: "/run/admin-token"},
 		DataDir:       "/var/lib/sallyport",
@@ -141,6 +142,9 @@ func TestLoadGatewayFull(t *testing.T) {
 	if got := g.Tunnel.MaxStreamsPerSessionOrDefault(); got != 500 {
 		t.Errorf("MaxStreamsPerSessionOrDefault = %v", got)
 	}
+	if got := g.Tunnel.KeepaliveOrDefault(); got != 5*time.Second {
+		t.Errorf("Tunnel.KeepaliveOrDefault = %v", got)
+	}
 	if got := g.Admin.AddrOrDefault(); got != "127.0.0.1:9191" {
 		t.Errorf("Admin.AddrOrDefault = %q", got)
 	}
@@ -197,6 +201,7 @@ func TestGatewayZeroDefaults(t *testing.T) {
 				{"Public.TLS.Enabled", g.Public.TLS.Enabled(), false},
 				{"Tunnel.AddrOrDefault", g.Tunnel.AddrOrDefault(), ":8443"},
 				{"Tunnel.MaxStreamsPerSessionOrDefault", g.Tunnel.MaxStreamsPerSessionOrDefault(), 10000},
+				{"Tunnel.KeepaliveOrDefault", g.Tunnel.KeepaliveOrDefault(), 15 * time.Second},
 				{"Admin.AddrOrDefault", g.Admin.AddrOrDefault(), "127.0.0.1:9090"},
 				{"DataDirOrDefault", g.DataDirOrDefault(), "./data/gateway"},
 				{"ShutdownGraceOrDefault", g.ShutdownGraceOrDefault(), 30 * time.Second},
@@ -317,6 +322,10 @@ func TestParseGatewayErrors(t *testing.T) {
 			`gateway.yaml:5: public.max_header_bytes: must not be negative`,
 			`gateway.yaml:6: public.send_timeout: must not be negative`,
 		}},
+		{"keepalive too short", "tunnel:\n  addr: \":8443\"\n  keepalive: 2s\n", []string{`gateway.yaml:3: tunnel.keepalive: 2s is too short: its pings would time out as fast`, `use at least 5s`}},
+		{"keepalive too long", "tunnel: {keepalive: 10m}\n", []string{`gateway.yaml:1: tunnel.keepalive: 10m0s is too long`, `use at most 2m0s (0 means 15s)`}},
+		{"keepalive negative", "tunnel:\n  keepalive: -15s\n", []string{`gateway.yaml:2: tunnel.keepalive: must not be negative`}},
+		{"keepalive not a duration", "tunnel:\n  keepalive: 15\n", []string{`gateway.yaml:2: tunnel.keepalive: want a duration such as "30s"`}},
 		{"negative streams", "tunnel: {max_streams_per_session: -5}\n", []string{`tunnel.max_streams_per_session: must not be negative`}},
 		{"max connections", "public: {max_connections: -2}\n", []string{`public.max_connections: must be -1 (no limit), 0 (three quarters of the open-file limit) or a number of connections`}},
 		{"token empty", "tunnel:\n  tokens:\n    - {token: x, group: g}\n    - {token: \"\", group: g}\n", []string{`gateway.yaml:4: tunnel.tokens[1].token: required`}},
@@ -558,6 +567,8 @@ func TestGatewayAcceptsVariants(t *testing.T) {
 		{"store postgres key=value", "store: {postgres: \"host=db.internal dbname=gw user=gw\"}\n"},
 		{"store postgres file", "store: {postgres_file: /etc/sallyport/dsn}\n"},
 		{"store postgres env", "store: {postgres_env: SALLYPORT_DSN}\n"},
+		{"keepalive shortest", "tunnel: {keepalive: 5s}\n"},
+		{"keepalive longest", "tunnel: {keepalive: 2m}\n"},
 		{"anchors and merge keys", "apps:\n  - &a {name: a, backend: \"http://x\", group: g, hosts: [a.b]}\n  - <<: *a\n    name: b\n    hosts: [b.b]\n"},
 	}
 	for _, tt := range tests {

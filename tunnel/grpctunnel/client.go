@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -40,6 +41,9 @@ type DialConfig struct {
 	Hello *tunnelv1.Hello
 	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
 	MinIdle int
+	// Keepalive is the ping interval that finds a dead path (0 →
+	// DefaultKeepalive; gRPC pings at most every 10 s; see MinKeepalive).
+	Keepalive time.Duration
 	// DialContext opens the TCP connection (an outbound proxy goes here).
 	// Nil → gRPC's own dialer.
 	DialContext func(ctx context.Context, addr string) (net.Conn, error)
@@ -75,7 +79,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	opts := append(dialOptions(), grpc.WithTransportCredentials(newBatchedTLS(cfg.TLS)))
+	opts := append(dialOptions(cfg.Keepalive), grpc.WithTransportCredentials(newBatchedTLS(cfg.TLS)))
 	if cfg.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
 	}

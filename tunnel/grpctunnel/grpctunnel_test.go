@@ -88,7 +88,7 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 	if edit != nil {
 		edit(ts.srv)
 	}
-	opts := append(grpctunnel.ServerOptions(ts.srv.MaxStreams),
+	opts := append(grpctunnel.ServerOptions(ts.srv.MaxStreams, 0),
 		grpc.Creds(grpctunnel.ServerCredentials(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.WaitForHandlers(true))
 	gs := grpc.NewServer(opts...)

@@ -39,10 +39,15 @@ const (
 	streamWindow = 1 << 20
 	connWindow   = 16 << 20
 
-	// keepaliveTime and keepaliveTimeout make a dead peer noticed within
-	// about 25 s even when the session is idle.
-	keepaliveTime    = 15 * time.Second
-	keepaliveTimeout = 10 * time.Second
+	// maxKeepaliveTimeout bounds how long a ping may go unanswered (by
+	// anything read from the peer) before the connection is closed; with
+	// shorter keepalives the timeout is the keepalive itself (see
+	// keepaliveParams).
+	maxKeepaliveTimeout = 10 * time.Second
+	// clientMinPingTime is gRPC's floor for a client's pings: it pings no
+	// more often than every 10 s whatever it is told (and logs a warning
+	// when told less), so an agent's keepalive below it pings every 10 s.
+	clientMinPingTime = 10 * time.Second
 
 	// readBuffer is gRPC's read buffer size on both ends: none. The TLS
 	// connection below buffers a decrypted record already, so HTTP/2
@@ -57,13 +62,44 @@ const (
 	defaultMinIdle    = 16
 )
 
+// Keepalive, on both ends: DefaultKeepalive is the ping interval when none
+// is given; MinKeepalive is the gateway's enforcement policy, which closes
+// (GOAWAY too_many_pings) a connection whose agent pings more often. The
+// policy does not depend on the gateway's own keepalive: agents and
+// gateways configured differently must work together, so the gateway
+// accepts pings down to the smallest keepalive a config may give
+// (internal/config's MinKeepalive, the same 5 s).
+//
+// A peer is declared dead when a ping of this end is not followed by
+// anything read from it within min(keepalive, 10s): a silently dead path
+// is noticed after keepalive + min(keepalive, 10s) of silence (25 s by
+// default, 10 s with 5 s) on the gateway, and after max(keepalive, 10s) +
+// min(keepalive, 10s) on the agent (gRPC's floor for a client's pings).
+const (
+	DefaultKeepalive = 15 * time.Second
+	MinKeepalive     = 5 * time.Second
+)
+
+// keepaliveParams returns the ping interval and timeout for a keepalive of
+// pingEvery (0 → DefaultKeepalive; below MinKeepalive → MinKeepalive).
+func keepaliveParams(pingEvery time.Duration) (interval, timeout time.Duration) {
+	if pingEvery <= 0 {
+		pingEvery = DefaultKeepalive
+	}
+	pingEvery = max(pingEvery, MinKeepalive)
+	return pingEvery, min(pingEvery, maxKeepaliveTimeout)
+}
+
 // ServerOptions returns the gRPC server options a gateway uses for the
 // tunnel listener: explicit stream and message caps, windows and keepalive.
-// maxStreams caps the streams of one session (0 → 10000).
-func ServerOptions(maxStreams int) []grpc.ServerOption {
+// maxStreams caps the streams of one session (0 → 10000); pingEvery is the
+// gateway's keepalive, its ping interval (0 → DefaultKeepalive; see
+// MinKeepalive).
+func ServerOptions(maxStreams int, pingEvery time.Duration) []grpc.ServerOption {
 	if maxStreams <= 0 {
 		maxStreams = defaultMaxStreams
 	}
+	interval, timeout := keepaliveParams(pingEvery)
 	return []grpc.ServerOption{
 		// The Control stream plus a margin for streams that are being
 		// retired while their replacements open.
@@ -79,17 +115,19 @@ func ServerOptions(maxStreams int) []grpc.ServerOption {
 		experimental.BufferPool(bufferPool),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    keepaliveTime,
-			Timeout: keepaliveTimeout,
+			Time:    interval,
+			Timeout: timeout,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             5 * time.Second,
+			MinTime:             MinKeepalive,
 			PermitWithoutStream: true,
 		}),
 	}
 }
 
-func dialOptions() []grpc.DialOption {
+// dialOptions are the agent's gRPC options; pingEvery as in ServerOptions.
+func dialOptions(pingEvery time.Duration) []grpc.DialOption {
+	interval, timeout := keepaliveParams(pingEvery)
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
@@ -102,8 +140,8 @@ func dialOptions() []grpc.DialOption {
 			grpc.MaxCallSendMsgSize(tunnel.MaxFrameSize),
 		),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time:                keepaliveTime,
-			Timeout:             keepaliveTimeout,
+			Time:                max(interval, clientMinPingTime),
+			Timeout:             timeout,
 			PermitWithoutStream: true,
 		}),
 	}

@@ -59,7 +59,7 @@ func loopbackSession(tb testing.TB, transport string, backend http.RoundTripper)
 				c.Close()
 				return
 			}
-			_ = yamuxtunnel.ServeConn(ctx, tc, srv, nil)
+			_ = yamuxtunnel.ServeConn(ctx, tc, srv, nil, 0)
 		}()
 		cs, err = yamuxtunnel.Dial(ctx, yamuxtunnel.DialConfig{Addr: ln.Addr().String(), TLS: clientTLS})
 	case muxtunnel.TransportQUIC:

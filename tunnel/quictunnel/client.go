@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
@@ -28,6 +29,11 @@ type DialConfig struct {
 	Hello *tunnelv1.Hello
 	// MaxStreams caps the exchanges the gateway may run at once (0 → 10000).
 	MaxStreams int
+	// Keepalive finds a dead path (0 → DefaultKeepalive): the session ends
+	// after twice it without a packet, and the agent pings after 5 s
+	// without one, or after Keepalive when that is shorter (see the
+	// package doc).
+	Keepalive time.Duration
 	// ListenPacket opens the session's UDP socket. Nil → a UDP socket on an
 	// ephemeral port. Tests use it to simulate a network that drops UDP.
 	ListenPacket func() (net.PacketConn, error)
@@ -65,8 +71,8 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 	}
 	tlsCfg.NextProtos = []string{ALPN}
 	tlsCfg.MinVersion = tls.VersionTLS13
-	qcfg := baseConfig()
-	qcfg.KeepAlivePeriod = agentKeepalivePeriod
+	qcfg := baseConfig(cfg.Keepalive)
+	qcfg.KeepAlivePeriod = min(agentKeepalivePeriod, qcfg.KeepAlivePeriod)
 	qcfg.MaxIncomingStreams = int64(cfg.MaxStreams)
 	if cfg.MaxStreams <= 0 {
 		qcfg.MaxIncomingStreams = muxtunnel.DefaultMaxStreams

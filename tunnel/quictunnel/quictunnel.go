@@ -51,6 +51,14 @@ const ALPN = "sallyport-quic/1"
 //     so an agent on a dead path notices after the ping period plus the
 //     idle timeout: 45 s with 15 s pings, 35 s now (the gateway, which
 //     pings after 15 s, about 30 s when it had something in flight).
+//     Those are the defaults. A keepalive K (Listener.Keepalive on the
+//     gateway, DialConfig.Keepalive on the agent; DefaultKeepalive, 15 s,
+//     when not given) makes the idle timeout 2K and the gateway ping every
+//     K; the agent pings after min(5 s, K). The peers use the smaller of
+//     their two idle timeouts, so the side with the shorter keepalive
+//     decides for both: a dead path is noticed after 2K to 2K + min(5 s,
+//     K) (30 to 35 s by default, 10 to 15 s with 5 s; measured in the
+//     end-to-end TestKeepaliveConfigured: 10 and 15 s).
 //   - Packet size: 1200 bytes of UDP payload (QUIC's minimum), always.
 //     quic-go's default of 1280 bytes at first does not fit a path whose
 //     MTU is 1280 (IPv6's minimum, common on tunnels and VPNs: 1232 bytes
@@ -71,11 +79,9 @@ const (
 	maxStreamWindow = 4 << 20
 	connWindow      = 4 << 20
 	maxConnWindow   = 16 << 20
-	keepalivePeriod = 15 * time.Second
-	// agentKeepalivePeriod is the agent's (see Keepalive above): a packet
-	// of about 40 bytes each way every 5 s per idle session.
+	// agentKeepalivePeriod is the agent's longest (see Keepalive above): a
+	// packet of about 40 bytes each way every 5 s per idle session.
 	agentKeepalivePeriod = 5 * time.Second
-	idleTimeout          = 30 * time.Second
 	handshakeTimeout     = 5 * time.Second
 	maxHandshakes        = 256
 	// packetSize is the UDP payload of every packet: QUIC's minimum (see
@@ -91,14 +97,33 @@ const (
 // every connection; nil records nothing.
 var tracer func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
 
-func baseConfig() *quic.Config {
+// Keepalive: DefaultKeepalive is the keepalive when none is given,
+// MinKeepalive the shortest used (internal/config refuses shorter ones).
+const (
+	DefaultKeepalive = 15 * time.Second
+	MinKeepalive     = 5 * time.Second
+)
+
+// keepaliveOrDefault is pingEvery with its default and floor.
+func keepaliveOrDefault(pingEvery time.Duration) time.Duration {
+	if pingEvery <= 0 {
+		return DefaultKeepalive
+	}
+	return max(pingEvery, MinKeepalive)
+}
+
+// baseConfig is the QUIC config of both ends for a keepalive of pingEvery
+// (0 → DefaultKeepalive): the gateway's pings and the idle timeout; the
+// agent pings more often (Dial).
+func baseConfig(pingEvery time.Duration) *quic.Config {
+	pingEvery = keepaliveOrDefault(pingEvery)
 	return &quic.Config{
 		Tracer:                         tracer,
 		InitialPacketSize:              packetSize,
 		DisablePathMTUDiscovery:        true,
 		HandshakeIdleTimeout:           handshakeTimeout,
-		MaxIdleTimeout:                 idleTimeout,
-		KeepAlivePeriod:                keepalivePeriod,
+		MaxIdleTimeout:                 2 * pingEvery,
+		KeepAlivePeriod:                pingEvery,
 		InitialStreamReceiveWindow:     streamWindow,
 		MaxStreamReceiveWindow:         maxStreamWindow,
 		InitialConnectionReceiveWindow: connWindow,

@@ -25,9 +25,13 @@ type Listener struct {
 	// HandshakeTimeout drops a handshake with no packet for this long
 	// (0 → 5s; the whole handshake may take twice as long).
 	HandshakeTimeout time.Duration
+	// Keepalive is the gateway's ping interval (0 → DefaultKeepalive); the
+	// idle timeout is twice it unless IdleTimeout is set (see the package
+	// doc).
+	Keepalive time.Duration
 	// IdleTimeout ends a session that received nothing for this long
-	// (0 → 30s). The peers use the smaller of their two values, and send
-	// keepalive pings every half of it at most.
+	// (0 → twice Keepalive, 30s by default). The peers use the smaller of
+	// their two values, and send keepalive pings every half of it at most.
 	IdleTimeout time.Duration
 	// MaxHandshakes caps the handshakes in progress (0 → 256); more are
 	// refused until one completes or times out.
@@ -89,7 +93,7 @@ func (l *Listener) Serve(ctx context.Context, pc net.PacketConn) error {
 	tlsCfg := l.TLS.Clone()
 	tlsCfg.NextProtos = []string{ALPN}
 	tlsCfg.MinVersion = tls.VersionTLS13
-	cfg := baseConfig()
+	cfg := baseConfig(l.Keepalive)
 	if l.HandshakeTimeout > 0 {
 		cfg.HandshakeIdleTimeout = l.HandshakeTimeout
 	}

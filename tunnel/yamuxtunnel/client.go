@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
@@ -29,6 +30,9 @@ type DialConfig struct {
 	Hello *tunnelv1.Hello
 	// MaxStreams caps the exchanges the gateway may run at once (0 → 10000).
 	MaxStreams int
+	// Keepalive is the agent's ping interval that finds a dead path
+	// (0 → DefaultKeepalive; see the package doc).
+	Keepalive time.Duration
 	// DialContext opens the TCP connection (an outbound proxy goes here).
 	// Nil → a plain TCP dial.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -76,7 +80,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		return nil, fmt.Errorf("dial gateway %s (yamux): the gateway does not speak yamux (ALPN %q); is it an older version?", cfg.Addr, p)
 	}
 	rc := &readErrConn{Conn: tc}
-	mc, err := ClientConn(rc, cfg.Log)
+	mc, err := start(rc, cfg.Log, cfg.Keepalive, yamux.Client)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)

@@ -40,9 +40,16 @@ const ALPN = "sallyport-yamux/1"
 //     not acknowledged yet. The gateway writes the request without waiting
 //     for the acknowledgement, so this only limits a burst of new exchanges
 //     within one round trip.
-//   - Keepalive: a ping every 15 s; no answer (or a write stuck) for 10 s
-//     ends the session, so a dead peer is noticed within about 25 s, as
-//     with gRPC.
+//   - Keepalive: a ping every 15 s (DefaultKeepalive, or the keepalive
+//     given, at least MinKeepalive); no answer (or a write stuck) for 10 s,
+//     or for the keepalive when it is shorter, ends the session, so a dead
+//     peer is noticed within keepalive + min(keepalive, 10s): about 25 s
+//     by default, as with gRPC, 10 s with 5 s. Each end pings on its own
+//     schedule, so an agent and a gateway configured differently each
+//     notice within their own keepalive. yamux waits for the answer to its
+//     ping, not for any traffic: a ping queued behind more than that long
+//     of data on a saturated slow link ends the session too, which a short
+//     keepalive makes likelier.
 //   - Close timeout 5 s: a stream ended on one side is forcibly reset if the
 //     peer does not end it too. yamux has no reset of its own, so this is
 //     how an aborted exchange stops a peer that is still writing.
@@ -52,20 +59,32 @@ const ALPN = "sallyport-yamux/1"
 const (
 	streamWindow       = 1 << 20
 	acceptBacklog      = 1024
-	keepaliveInterval  = 15 * time.Second
-	writeTimeout       = 10 * time.Second
+	maxWriteTimeout    = 10 * time.Second
 	streamCloseTimeout = 5 * time.Second
 	streamOpenTimeout  = 30 * time.Second
 	// tlsHandshakeTimeout bounds the agent's TLS handshake.
 	tlsHandshakeTimeout = 10 * time.Second
 )
 
-func config(log *zap.Logger) *yamux.Config {
+// Keepalive: DefaultKeepalive is the ping interval when none is given,
+// MinKeepalive the shortest used (internal/config refuses shorter ones).
+const (
+	DefaultKeepalive = 15 * time.Second
+	MinKeepalive     = 5 * time.Second
+)
+
+// config is yamux's configuration for one end; pingEvery is its keepalive
+// (0 → DefaultKeepalive; see Keepalive above).
+func config(log *zap.Logger, pingEvery time.Duration) *yamux.Config {
+	if pingEvery <= 0 {
+		pingEvery = DefaultKeepalive
+	}
+	pingEvery = max(pingEvery, MinKeepalive)
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = acceptBacklog
 	c.EnableKeepAlive = true
-	c.KeepAliveInterval = keepaliveInterval
-	c.ConnectionWriteTimeout = writeTimeout
+	c.KeepAliveInterval = pingEvery
+	c.ConnectionWriteTimeout = min(pingEvery, maxWriteTimeout)
 	c.MaxStreamWindowSize = streamWindow
 	c.StreamCloseTimeout = streamCloseTimeout
 	c.StreamOpenTimeout = streamOpenTimeout
@@ -192,8 +211,9 @@ func mapErr(err error) error {
 
 // ServeConn runs yamux on an accepted, handshaken TLS connection and serves
 // it as one agent session with srv until it ends or ctx is cancelled.
-func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.Logger) error {
-	mc, err := ServerConn(c, log)
+// pingEvery is the gateway's keepalive (0 → DefaultKeepalive).
+func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.Logger, pingEvery time.Duration) error {
+	mc, err := start(c, log, pingEvery, yamux.Server)
 	if err != nil {
 		c.Close()
 		return err
@@ -203,20 +223,21 @@ func ServeConn(ctx context.Context, c net.Conn, srv *muxtunnel.Server, log *zap.
 
 // ServerConn runs the gateway end of yamux on c (after TLS) and returns it
 // as a muxtunnel.Conn; ClientConn is the agent end. For tests and custom
-// listeners: ServeConn and Dial use them.
+// listeners, with the default keepalive.
 func ServerConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
-	return start(c, log, yamux.Server)
+	return start(c, log, 0, yamux.Server)
 }
 
 // ClientConn runs the agent end of yamux on c; see ServerConn.
 func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
-	return start(c, log, yamux.Client)
+	return start(c, log, 0, yamux.Client)
 }
 
-// start runs one end of yamux on c, through a coalescingConn.
-func start(c net.Conn, log *zap.Logger, end func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error)) (muxtunnel.Conn, error) {
+// start runs one end of yamux on c, through a coalescingConn, with a
+// keepalive of pingEvery (0 → DefaultKeepalive).
+func start(c net.Conn, log *zap.Logger, pingEvery time.Duration, end func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error)) (muxtunnel.Conn, error) {
 	wc := newCoalescingConn(c)
-	s, err := end(wc, config(log))
+	s, err := end(wc, config(log, pingEvery))
 	if err != nil {
 		wc.Close()
 		return nil, err
