@@ -132,6 +132,13 @@ type inboundBody struct {
 	rc      io.ReadCloser
 	stopped atomic.Bool
 	eof     atomic.Bool // read to its end
+
+	w http.ResponseWriter // the exchange's, for a read deadline (see readWhole); set by serveRelay
+
+	// Set by readWhole for the bodyTimer that watches its read.
+	timeout time.Duration // the app's
+	moved   atomic.Int64  // when the last piece came (monoNow); 0: none since the timer was armed
+	stalled atomic.Bool   // the body did not move for timeout: its read was cut
 }
 
 var errHandlerDone = errors.New("gateway: request body read after the exchange's handler returned")
@@ -254,6 +261,7 @@ func reencodeQuery(q string) string {
 func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *exchangeState) {
 	out, ob := h.outRequest(r, st)
 	defer ob.body.stop()
+	ob.body.w = w
 	if cb, ok := r.Body.(*countingBody); ok {
 		// The relay reads the body through ob.body, which holds the
 		// counting wrapper; r.Body gets the server's own body back,
@@ -269,12 +277,20 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	}
 	var res *http.Response
 	var err error
-	if repeatable(out) {
+	if out.Body != nil && wholeBody(r) {
+		// A small body is read before the exchange takes a tunnel stream:
+		// a client that sends it slowly, or stops, holds none (see
+		// readWhole).
+		st.body, err = readWhole(&ob.body, r.ContentLength, st.route.timeout())
+	}
+	switch {
+	case err != nil:
+	case repeatable(out):
 		// It may be sent again (see roundTrip): its headers stay until
 		// the response head came.
 		res, err = h.relay.roundTrip(out, st, nil)
 		dropHeader(out)
-	} else {
+	default:
 		res, err = h.relay.roundTrip(out, st, dropHeader)
 	}
 	if out.Body != nil && r.ProtoMajor == 1 && !ob.body.eof.Load() {
@@ -306,6 +322,124 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 			return // called without a server (tests): nothing to cut
 		}
 		panic(http.ErrAbortHandler) // the response broke off: cut it
+	}
+}
+
+// wholeBody reports whether serveRelay reads r's body whole before it
+// relays r: a body of known length that the tunnel sends with the head in
+// one frame (at most tunnel.CoalesceLimit, without trailers), and no
+// "Expect: 100-continue", which asks for the body only once the backend
+// wants it (any Expect is skipped: net/http refuses other expectations).
+func wholeBody(r *http.Request) bool {
+	if r.ContentLength <= 0 || r.ContentLength > tunnel.CoalesceLimit || len(r.Trailer) > 0 {
+		return false
+	}
+	_, expect := r.Header["Expect"]
+	return !expect
+}
+
+// errBodyStalled is the cause of a small request body's read cut by its
+// bodyTimer.
+var errBodyStalled = errors.New("the request body did not move for the app's timeout")
+
+// readWhole reads b, a request body of n bytes (see wholeBody), before the
+// exchange takes a tunnel stream (relay.roundTrip reads one with "Expect:
+// 100-continue" this way too, for an agent that does not hold bodies
+// back). It used to be read by tunnel.RoundTrip after the stream was taken
+// and before the head timeout started, with no bound: a client that sent
+// the head of a small POST and then a few bytes held a stream, its buffer
+// and a goroutine for as long as it kept its connection open, and 200 of
+// them took the streams of a session (others got 503 overloaded).
+//
+// The read ends when the body does not move for timeout (the app's: the
+// rule of a streamed body, whose head timeout counts from its last piece;
+// nginx's client_body_timeout is the same kind of bound): a bodyTimer then
+// sets the exchange's read deadline in the past, which fails the pending
+// read, and the client gets 408 bad-request (nginx answers 408 too). Its
+// cost on the fast path, where the body came with the head, is a pooled
+// timer armed and stopped, without an allocation or a clock read of its
+// own.
+func readWhole(b *inboundBody, n int64, timeout time.Duration) ([]byte, error) {
+	buf := make([]byte, n)
+	b.timeout = timeout
+	bt := bodyTimers.Get().(*bodyTimer)
+	bt.mu.Lock()
+	bt.b = b
+	bt.mu.Unlock()
+	bt.t.Reset(timeout)
+	got := 0
+	var err error
+	for got < len(buf) && err == nil {
+		var k int
+		k, err = b.Read(buf[got:])
+		got += k
+		if k > 0 && got < len(buf) {
+			b.moved.Store(monoNow())
+		}
+	}
+	bt.mu.Lock()
+	bt.b = nil // a run of the timer from now on does nothing
+	bt.mu.Unlock()
+	if bt.t.Stop() {
+		// Not if it fired: a run of it may still be on its way, which
+		// must not find the next holder before its timer is armed.
+		bodyTimers.Put(bt)
+	}
+	switch {
+	case b.stalled.Load():
+		// Even if the read just completed: the read deadline is past, so
+		// the connection is of no more use.
+		e := NewError(CodeBadRequest, fmt.Sprintf("The request body stopped coming: none of it arrived for %s "+
+			"(the app's timeout). Check the client's network and send the request again.", timeout),
+			&tunnel.ClientBodyError{Err: fmt.Errorf("%w (%s; read %d of %d bytes): %v", errBodyStalled, timeout, got, n, err)})
+		e.Status = http.StatusRequestTimeout
+		return nil, e
+	case got == len(buf):
+		return buf, nil
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, &tunnel.ClientBodyError{Err: err}
+}
+
+// bodyTimer watches readWhole's read of a small request body. The timers
+// are pooled: one per exchange with a body would cost two allocations.
+type bodyTimer struct {
+	t  *time.Timer // runs fire; made once
+	mu sync.Mutex
+	b  *inboundBody // the body being read; nil while pooled; guarded by mu
+}
+
+var bodyTimers = sync.Pool{New: func() any {
+	bt := new(bodyTimer)
+	bt.t = time.AfterFunc(time.Hour, bt.fire)
+	bt.t.Stop()
+	return bt
+}}
+
+// fire runs on the timer. A body that moved since the timer was armed
+// gets the rest of its timeout; one that did not is cut: a read deadline
+// in the past fails its pending read at once (HTTP/1.1: the connection's,
+// which net/http then closes; HTTP/2: the stream's). A timer that fired
+// does not go back to the pool (see readWhole), so a run never finds a
+// later holder.
+func (bt *bodyTimer) fire() {
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	b := bt.b
+	if b == nil {
+		return
+	}
+	if moved := b.moved.Load(); moved != 0 {
+		if left := b.timeout - time.Duration(monoNow()-moved); left > 0 {
+			bt.t.Reset(left)
+			return
+		}
+	}
+	b.stalled.Store(true)
+	// Not supported only without a server (tests): the read goes on.
+	if b.w != nil {
+		_ = http.NewResponseController(b.w).SetReadDeadline(time.Now())
 	}
 }
 

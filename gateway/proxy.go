@@ -37,6 +37,9 @@ type exchangeState struct {
 	// Early Hints, …) for the client; nil when the client cannot have
 	// them (HTTP/1.0, upgrades). Set by serveRelay.
 	informational tunnel.InformationalWriter
+	// body is the whole request body when serveRelay read it before the
+	// exchange took a stream (see readWhole); nil otherwise.
+	body []byte
 
 	wait waitContext // the first attempt's stream wait (see relay.roundTrip)
 }
@@ -195,11 +198,13 @@ func (h *proxyHandler) exchangeFailed(w http.ResponseWriter, r *http.Request, st
 	e := ErrorFor(err)
 	var be *tunnel.ClientBodyError
 	bodyBroke := errors.As(err, &be)
-	if e.Code == CodeBadRequest && bodyBroke && r.Context().Err() != nil {
+	if e.Code == CodeBadRequest && bodyBroke && r.Context().Err() != nil && !errors.Is(err, errBodyStalled) {
 		// The body broke because the client left: its connection ended
 		// (net/http cancels the request when a read of it fails, EOF
 		// included) or, over HTTP/2, it reset the stream. Nobody is left
-		// to read a 400, and the upload was not malformed.
+		// to read a 400, and the upload was not malformed. (Not a body
+		// that stopped coming: the gateway's read deadline failed that
+		// read, and the client, still there, gets its 408; see readWhole.)
 		e = NewError(CodeClientClosed, "", err)
 	}
 	if st != nil {
@@ -286,6 +291,20 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			}
 			return nil, err
 		}
+		info := p.Session.Info()
+		if st.body == nil && info.ProtocolVersion < tunnel.VersionExpectContinue {
+			// An older agent does not hold a body back for 100 Continue
+			// (serveRelay did not read a body with Expect): a small one
+			// is read whole now (see readWhole), not once a stream is
+			// taken.
+			if ib, ok := req.Body.(*inboundBody); ok && req.ContentLength > 0 &&
+				req.ContentLength <= tunnel.CoalesceLimit && len(req.Trailer) == 0 {
+				if st.body, err = readWhole(ib, req.ContentLength, route.timeout()); err != nil {
+					p.Done()
+					return nil, err
+				}
+			}
+		}
 		// The first attempt's wait lives in st, which saves an allocation;
 		// a retry gets a fresh one, as nothing may hold on to the first.
 		var wctx *waitContext
@@ -316,7 +335,6 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			exclude, lastErr = p.Session, err
 			continue
 		}
-		info := p.Session.Info()
 		st.agent, st.session = info.AgentName, info.ID
 		res, err := tunnel.RoundTrip(stream, req, &tunnel.Options{
 			App:          route.App,
@@ -325,6 +343,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			HeadTimeout:  headTimeout,
 			Done:         p.Done,
 			HeadSent:     sent,
+			Body:         st.body,
 			// An older agent would not ask for a held-back body.
 			ExpectContinue: info.ProtocolVersion >= tunnel.VersionExpectContinue,
 			Informational:  informationalFor(st, info.ProtocolVersion),

@@ -45,6 +45,16 @@ type Options struct {
 	// Done, if not nil, is called exactly once when the exchange is over:
 	// both bodies finished, or the exchange failed or was abandoned.
 	Done func()
+	// Body, if not nil, is req's whole body, already read by the caller: at
+	// most CoalesceLimit bytes, of a request that is no upgrade, has no
+	// trailers and is not held back for 100 Continue. It goes to the agent
+	// with the head, in one frame; req.Body is closed but not read, and a
+	// retry after ErrNotSent sends Body again. The gateway reads a small
+	// body before it takes a stream, under a bound of its own, so that a
+	// client that sends it slowly holds no stream. Nil: RoundTrip reads a
+	// small body itself, after the stream was taken and with no bound but
+	// the body's own (see the coalescing case in RoundTrip).
+	Body []byte
 	// HeadSent, if not nil, is called with req once its head has been sent,
 	// before RoundTrip waits for the response head: RoundTrip reads no more
 	// of req than its context, body and trailers from then on, so the
@@ -73,7 +83,7 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	upgrade := IsUpgradeRequest(req)
 	// held: the body waits for the agent's go-ahead (Frame.send_body).
-	held := hasBody && !upgrade && o.ExpectContinue && expectsContinue(req.Header)
+	held := hasBody && !upgrade && o.Body == nil && o.ExpectContinue && expectsContinue(req.Header)
 
 	// The first frame comes from a pool and goes back once sent (see
 	// requestFrame); the response and its body live in the exchange, which
@@ -99,6 +109,12 @@ func RoundTrip(st Stream, req *http.Request, o *Options) (*http.Response, error)
 		// Not even a small body is read now: reading it is what sends the
 		// client its 100 Continue.
 		head.Request.ExpectContinue = true
+	case o.Body != nil:
+		// Small body read by the caller: head, body and end in one frame.
+		head.Data = o.Body
+		head.End = true
+		req.Body.Close()
+		hasBody = false
 	case req.ContentLength > 0 && req.ContentLength <= CoalesceLimit && len(req.Trailer) == 0:
 		// Small body: send head, body and end as one frame.
 		buf := make([]byte, req.ContentLength)
