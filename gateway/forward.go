@@ -277,10 +277,11 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	}
 	var res *http.Response
 	var err error
-	if out.Body != nil && wholeBody(r) {
+	if out.Body != nil && wholeBody(r) && tunnel.CheckRequestHead(out) == nil {
 		// A small body is read before the exchange takes a tunnel stream:
 		// a client that sends it slowly, or stops, holds none (see
-		// readWhole).
+		// readWhole). A head that roundTrip refuses (431) is answered
+		// without waiting for the body.
 		st.body, err = readWhole(&ob.body, r.ContentLength, st.route.timeout())
 	}
 	switch {
@@ -338,6 +339,9 @@ func wholeBody(r *http.Request) bool {
 	return !expect
 }
 
+// readWholeFirst is the size of readWhole's first buffer (see there).
+const readWholeFirst = 4 << 10
+
 // errBodyStalled is the cause of a small request body's read cut by its
 // bodyTimer.
 var errBodyStalled = errors.New("the request body did not move for the app's timeout")
@@ -359,8 +363,13 @@ var errBodyStalled = errors.New("the request body did not move for the app's tim
 // cost on the fast path, where the body came with the head, is a pooled
 // timer armed and stopped, without an allocation or a clock read of its
 // own.
+//
+// The buffer grows with what arrived (from readWholeFirst bytes, doubling
+// up to n), so a client that declares 64 KiB and sends nothing holds
+// 4 KiB, not 64, for the timeout: slow clients no longer hold a stream
+// each, and must not hold the whole declared length instead.
 func readWhole(b *inboundBody, n int64, timeout time.Duration) ([]byte, error) {
-	buf := make([]byte, n)
+	buf := make([]byte, min(n, readWholeFirst))
 	b.timeout = timeout
 	bt := bodyTimers.Get().(*bodyTimer)
 	bt.mu.Lock()
@@ -369,11 +378,16 @@ func readWhole(b *inboundBody, n int64, timeout time.Duration) ([]byte, error) {
 	bt.t.Reset(timeout)
 	got := 0
 	var err error
-	for got < len(buf) && err == nil {
+	for int64(got) < n && err == nil {
+		if got == len(buf) {
+			nb := make([]byte, min(n, 2*int64(len(buf))))
+			copy(nb, buf)
+			buf = nb
+		}
 		var k int
 		k, err = b.Read(buf[got:])
 		got += k
-		if k > 0 && got < len(buf) {
+		if k > 0 && int64(got) < n {
 			b.moved.Store(monoNow())
 		}
 	}
@@ -386,16 +400,20 @@ func readWhole(b *inboundBody, n int64, timeout time.Duration) ([]byte, error) {
 		bodyTimers.Put(bt)
 	}
 	switch {
+	case int64(got) == n:
+		if b.stalled.Load() && b.w != nil {
+			// The timer fired as the last bytes came: the body is whole,
+			// and the read deadline it set in the past must not cut the
+			// server's next read of the connection.
+			_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
+		}
+		return buf, nil
 	case b.stalled.Load():
-		// Even if the read just completed: the read deadline is past, so
-		// the connection is of no more use.
 		e := NewError(CodeBadRequest, fmt.Sprintf("The request body stopped coming: none of it arrived for %s "+
 			"(the app's timeout). Check the client's network and send the request again.", timeout),
 			&tunnel.ClientBodyError{Err: fmt.Errorf("%w (%s; read %d of %d bytes): %v", errBodyStalled, timeout, got, n, err)})
 		e.Status = http.StatusRequestTimeout
 		return nil, e
-	case got == len(buf):
-		return buf, nil
 	case err == io.EOF:
 		err = io.ErrUnexpectedEOF
 	}

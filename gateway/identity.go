@@ -133,6 +133,11 @@ func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *
 		// (closed the tab during the sign-in's code exchange), which says
 		// nothing about the provider.
 		st.errCode = CodeClientClosed
+		if r.Context().Value(http.ServerContextKey) != nil {
+			// No response at all, as exchangeFailed: a client that only
+			// half-closed would read net/http's empty 200 OK.
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	var pe *preauth.Error

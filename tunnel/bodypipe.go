@@ -110,10 +110,22 @@ func (p *bodyPipe) send(c chunk) {
 	select {
 	case p.ch <- c:
 	case <-p.closed:
-		c.free()
+		p.drop(c)
 	case <-p.ctx.Done():
-		c.free()
+		p.drop(c)
 	}
+}
+
+// drop frees c, which the consumer will never get: its reads fail from
+// then on (errBodyDropped), rather than end a body cut short (the end
+// frame may still come and close the queue).
+func (p *bodyPipe) drop(c chunk) {
+	p.mu.Lock()
+	if !c.empty() {
+		p.dropped = true
+	}
+	p.mu.Unlock()
+	c.free()
 }
 
 // end marks the end of the body; trailers are applied by the consumer.

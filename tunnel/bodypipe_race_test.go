@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -300,4 +301,68 @@ func lateWriteLoop(t *testing.T) {
 		t.Fatal("the writeLoop's read did not return after the exchange ended")
 	}
 	wantAllReleasedOnce(t, ks, "after the exchange and the writeLoop")
+}
+
+// TestRequestBodyDataAfterExchangeEnds: a data frame that arrives after the
+// exchange ended (the backend answered early) is freed by bodyPipe.send;
+// the end frame then closes the queue, and a late reader (net/http's
+// writeLoop) must get an error, not io.EOF: a chunked body cut short would
+// reach the backend as complete. It did in about half the rounds (a
+// reviewer's probe of 8944e6e: 2 of 16).
+func TestRequestBodyDataAfterExchangeEnds(t *testing.T) {
+	eofs := 0
+	const rounds = 16
+	for i := range rounds {
+		data := pattern(1000)
+		gw, ag := newPipe(8)
+		ks := &keepingStream{Stream: ag, released: map[*[]byte]int{}}
+		bodyc := make(chan io.ReadCloser, 1)
+		ctxc := make(chan context.Context, 1)
+		answer := make(chan struct{})
+		be := rtFunc(func(req *http.Request) (*http.Response, error) {
+			bodyc <- req.Body
+			ctxc <- req.Context()
+			<-answer
+			return bodyResponse(req, 200, []byte("early"), 5), nil
+		})
+		a := startAgentOn(t, ag, ks, be)
+		head := testHead("PUT", "/upload") // ContentLength -1: chunked to the backend
+		if err := gw.Send(&Frame{Request: head, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		body := <-bodyc
+		ctx := <-ctxc
+		if _, err := io.ReadFull(body, make([]byte, len(data))); err != nil {
+			t.Fatal(err)
+		}
+		close(answer)
+		wantResponse(t, gw, 200, "early")
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("exchange ctx not cancelled")
+		}
+		// The gateway's next piece of the upload, in flight when the answer came.
+		if err := gw.Send(&Frame{Data: pattern(500)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.Send(&Frame{End: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.closeSend(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.result(t); err != nil {
+			t.Fatalf("ServeStream: %v", err)
+		}
+		rest, err := io.ReadAll(body) // the late writeLoop
+		if err == nil {
+			eofs++
+			t.Logf("round %d: the body ended cleanly after %d of 1500 bytes (%d more)", i, len(data)+len(rest), len(rest))
+		}
+		body.Close()
+	}
+	if eofs > 0 {
+		t.Fatalf("%d of %d rounds: a body cut short by the exchange's end read as complete (io.EOF)", eofs, rounds)
+	}
 }

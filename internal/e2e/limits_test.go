@@ -251,6 +251,16 @@ func TestLimitsHeaderSize(t *testing.T) {
 				t.Fatalf("%s: got %d %s=%q, want 431", name, r.status, gateway.ErrorHeader, r.header.Get(gateway.ErrorHeader))
 			}
 		}
+		// With a small body that never comes: the 431 does not wait for
+		// it (the gateway reads small bodies before relaying, under the
+		// app's timeout, 85 s here; this connection gives up after
+		// limitsGuard, 20 s).
+		r := rawRoundTrip(t, addr, "POST / HTTP/1.1\r\nHost: "+limitsHost+"\r\nConnection: close\r\nContent-Length: 100\r\n"+
+			many(1000)+"\r\n")
+		if r.status != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("1000 fields and a body not sent: got %d %s=%q, want 431 at once", r.status, gateway.ErrorHeader,
+				r.header.Get(gateway.ErrorHeader))
+		}
 		if n := b.arrived.Load(); n != 0 {
 			t.Fatalf("%d requests reached the backend", n)
 		}

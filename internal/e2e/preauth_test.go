@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -1165,5 +1169,41 @@ func TestPreauthCallbackBrowserLeaves(t *testing.T) {
 	if s := scrape(t, a.AdminURL()+"/metrics").with("sallyport_gateway_preauth_total"); len(s) != 1 ||
 		s[0] != `sallyport_gateway_preauth_total{outcome="sign_in_started"}` {
 		t.Errorf("preauth_total: %v; want only sign_in_started (the browser that left is not an outcome)", s)
+	}
+}
+
+// TestPreauthCallbackHalfClosedGetsNoAnswer: a client that half-closes its
+// connection after the callback request (net/http cancels the request
+// then) gets no response at all, as exchangeFailed gives one that left: it
+// got an empty 200 OK, which it still reads (a reviewer's probe of
+// 9c104cd).
+func TestPreauthCallbackHalfClosedGetsNoAnswer(t *testing.T) {
+	a := newAuthRig(t, preauth.Policy{}, nil)
+	callback, nr := a.stopAtCallback(a.browser())
+	u, err := url.Parse(callback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cookies []string
+	for _, c := range nr.Jar.Cookies(u) {
+		cookies = append(cookies, c.Name+"="+c.Value)
+	}
+	arrived, _ := a.holdIDPPath("/token")
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\n\r\n", u.RequestURI(), u.Host, strings.Join(cookies, "; "))
+	<-arrived // the code exchange is under way
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+		t.Fatalf("a half-closed client got %s (%s=%q, %d bytes) for the sign-in callback; want no response",
+			res.Status, gateway.ErrorHeader, res.Header.Get(gateway.ErrorHeader), res.ContentLength)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("no end of the connection within 10 s")
 	}
 }
