@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/agent"
-	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
 
@@ -14,13 +13,7 @@ import (
 // session comes up and bodies larger than the windows' first grants
 // arrive byte for byte both ways.
 func TestQUICLossyPathExactBodies(t *testing.T) {
-	needQUIC(t)
-	rig := testrig.New(t, testrig.Options{
-		Transport: "quic",
-		Routes: []gateway.Route{{App: "lossy", Hosts: []string{"lossy.test"},
-			Backend: testrig.MustURL(t, startLossyBackend(t))}},
-	})
-	path := testrig.StartImpairedUDP(t, rig.Tunnel, 3)
+	rig, path := lossyQUICRig(t, 3)
 	path.Set(testrig.Impairment{Loss: 0.05, Reorder: 0.05, ReorderBy: 2 * time.Millisecond})
 	rig.StartAgent(func(c *agent.Config) { c.Gateway = path.Addr() })
 	wantExactTransfers(t, rig, 1<<20)

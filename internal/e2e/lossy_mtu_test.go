@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -19,13 +18,19 @@ import (
 	"github.com/sallyport/sallyport/internal/testrig"
 )
 
-// needQUIC skips a test of the QUIC transport in a pass of the suite over
-// another one (SALLYPORT_TEST_TRANSPORT): the first pass of `make test`
-// and the QUIC pass run it.
-func needQUIC(t *testing.T) {
-	if !slices.Contains(testrig.Transports, "quic") {
-		t.Skipf("tests the QUIC transport; this pass is over %v", testrig.Transports)
-	}
+// lossyQUICRig starts a rig over QUIC, whatever the pass's transport, with
+// one app, "lossy" on lossy.test, and an impairment relay (seeded with
+// seed) in front of its tunnel port for the agent to dial. The passes of
+// make test over one transport leave these TestQUIC tests out (-skip):
+// the first pass ran them.
+func lossyQUICRig(t *testing.T, seed uint64) (*testrig.Rig, *testrig.ImpairedUDP) {
+	t.Helper()
+	rig := testrig.New(t, testrig.Options{
+		Transport: "quic",
+		Routes: []gateway.Route{{App: "lossy", Hosts: []string{"lossy.test"},
+			Backend: testrig.MustURL(t, startLossyBackend(t))}},
+	})
+	return rig, testrig.StartImpairedUDP(t, rig.Tunnel, seed)
 }
 
 // lossyBody is n deterministic bytes that do not repeat every few bytes,
@@ -106,15 +111,9 @@ func exactTransfers(ctx context.Context, c *http.Client, rig *testrig.Rig, n int
 // were 1280 bytes of payload: every handshake datagram was lost and the
 // session never came up.
 func TestQUICPathMTU1280(t *testing.T) {
-	needQUIC(t)
 	for _, max := range []int{1252, 1232} {
 		t.Run(strconv.Itoa(max), func(t *testing.T) {
-			rig := testrig.New(t, testrig.Options{
-				Transport: "quic",
-				Routes: []gateway.Route{{App: "lossy", Hosts: []string{"lossy.test"},
-					Backend: testrig.MustURL(t, startLossyBackend(t))}},
-			})
-			path := testrig.StartImpairedUDP(t, rig.Tunnel, 1)
+			rig, path := lossyQUICRig(t, 1)
 			path.Set(testrig.Impairment{MaxDatagram: max})
 			rig.StartAgent(func(c *agent.Config) { c.Gateway = path.Addr() }) // fails unless the session comes up
 			wantExactTransfers(t, rig, 256<<10)
@@ -133,13 +132,7 @@ func TestQUICPathMTU1280(t *testing.T) {
 // small) and every large body stalled for ever. The 20 s bound stands for
 // that for ever.
 func TestQUICPathMTUShrinks(t *testing.T) {
-	needQUIC(t)
-	rig := testrig.New(t, testrig.Options{
-		Transport: "quic",
-		Routes: []gateway.Route{{App: "lossy", Hosts: []string{"lossy.test"},
-			Backend: testrig.MustURL(t, startLossyBackend(t))}},
-	})
-	path := testrig.StartImpairedUDP(t, rig.Tunnel, 1)
+	rig, path := lossyQUICRig(t, 1)
 	rig.StartAgent(func(c *agent.Config) { c.Gateway = path.Addr() })
 	// Full-size transfers, until path MTU discovery (if any) has grown
 	// the packets past what the shrunk path will carry.

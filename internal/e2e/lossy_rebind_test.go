@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/agent"
-	"github.com/sallyport/sallyport/gateway"
-	"github.com/sallyport/sallyport/internal/testrig"
 )
 
 // TestQUICSurvivesNATRebinding: a NAT that gives an idle agent's QUIC
@@ -20,13 +18,7 @@ import (
 // about 12 s (its packets went to the old port); the agent now pings
 // after 5 s. The 10 s bound is that difference, not a performance target.
 func TestQUICSurvivesNATRebinding(t *testing.T) {
-	needQUIC(t)
-	rig := testrig.New(t, testrig.Options{
-		Transport: "quic",
-		Routes: []gateway.Route{{App: "lossy", Hosts: []string{"lossy.test"},
-			Backend: testrig.MustURL(t, startLossyBackend(t))}},
-	})
-	nat := testrig.StartImpairedUDP(t, rig.Tunnel, 1)
+	rig, nat := lossyQUICRig(t, 1)
 	a := rig.StartAgent(func(c *agent.Config) { c.Gateway = nat.Addr() })
 	var before []string
 	waitFor(t, "the agent's session", func() bool { before = a.A.Sessions(); return len(before) == 1 })
