@@ -294,6 +294,9 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 	default:
 		res, err = h.relay.roundTrip(out, st, dropHeader)
 	}
+	// Sent and past any retry: a long response (a stream, a long poll)
+	// does not keep the body read early.
+	st.body = nil
 	if out.Body != nil && r.ProtoMajor == 1 && !ob.body.eof.Load() {
 		// The response head goes out while the relay has not read the
 		// body to its end: a backend that answers early (a 403 to an

@@ -256,11 +256,14 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.Request)) (*http.Response, error) {
 	route := st.route
 	// A head that the agent would refuse is the client's doing: answer 431
-	// rather than relay it and report a tunnel failure.
-	if err := tunnel.CheckRequestHead(req); err != nil {
-		e := NewError(CodeBadRequest, "The request headers are too large. Send fewer or smaller headers.", err)
-		e.Status = http.StatusRequestHeaderFieldsTooLarge
-		return nil, e
+	// rather than relay it and report a tunnel failure. A body read early
+	// (st.body) was read only after serveRelay checked the head.
+	if st.body == nil {
+		if err := tunnel.CheckRequestHead(req); err != nil {
+			e := NewError(CodeBadRequest, "The request headers are too large. Send fewer or smaller headers.", err)
+			e.Status = http.StatusRequestHeaderFieldsTooLarge
+			return nil, e
+		}
 	}
 	start := time.Now()
 	wait := min(t.g.cfg.streamWait(), route.timeout())
