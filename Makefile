@@ -26,15 +26,18 @@ build:
 
 # dist cross-compiles both builds, static and without local paths, for the
 # platforms people run gateways and (mostly) agents on: servers, ARM boards
-# at the edge (arm64, and 32-bit ARMv7 such as older Raspberry Pis),
-# Windows and macOS. Binaries land in dist/ as sallyport[-agent]-OS-ARCH.
-DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm windows/amd64 darwin/arm64
+# at the edge (arm64, 32-bit ARMv7 such as the Raspberry Pi 2 and 3 in
+# 32-bit mode, and ARMv6: Pi Zero, Zero W, Pi 1, which stop with an illegal
+# instruction in an ARMv7 build), Windows and macOS. Binaries land in dist/
+# as sallyport[-agent]-OS-ARCH; linux/armv6 is GOARCH=arm GOARM=6.
+DIST_PLATFORMS := linux/amd64 linux/arm64 linux/arm linux/armv6 windows/amd64 darwin/arm64
 dist:
 	set -e; for p in $(DIST_PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+		goarch=$$arch; goarm=7; [ $$arch = armv6 ] && goarch=arm && goarm=6; \
 		ext=; [ $$os = windows ] && ext=.exe; \
 		echo "== $$os/$$arch"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=7 $(GO) build -trimpath -o dist/sallyport-$$os-$$arch$$ext ./cmd/sallyport; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=7 $(GO) build -trimpath -tags agentonly -o dist/sallyport-agent-$$os-$$arch$$ext ./cmd/sallyport; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -o dist/sallyport-$$os-$$arch$$ext ./cmd/sallyport; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -tags agentonly -o dist/sallyport-agent-$$os-$$arch$$ext ./cmd/sallyport; \
 	done
 
 # cross checks that the agent-only build compiles for a 32-bit ARM board
