@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -211,74 +210,6 @@ func (s *Service) writeSession(w http.ResponseWriter, r *http.Request, ss *sessi
 	return ss, nil
 }
 
-// refreshSession renews ss with its refresh token. A provider that cannot
-// be reached gives an *Error (502); a refused refresh a plain error (sign in
-// again). The refresh runs on its own (see refresher); r waits for it as
-// long as its client does.
-func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *provider, ss *session) (*session, error) {
-	if ss.Token == "" {
-		return ss, nil
-	}
-	op, err := p.discover(r.Context())
-	if err != nil {
-		return nil, unreachable(err)
-	}
-	next, err := s.refresh.do(r.Context(), ss.Token, func() (*session, error) {
-		if err := p.unansweredRefresh(); err != nil {
-			return nil, unreachable(err)
-		}
-		ctx, cancel := s.ctx(context.Background())
-		defer cancel()
-		tok, err := op.oauth.TokenSource(ctx, &oauth2.Token{RefreshToken: ss.Token, Expiry: time.Unix(1, 0)}).Token()
-		if err != nil {
-			if endpointGone(err) {
-				// Not the provider's word on the session: its token
-				// endpoint moved, say. The session is kept.
-				p.rediscover(err)
-				return nil, unreachable(err)
-			}
-			if refused(err) {
-				return nil, err
-			}
-			if !answered(err) {
-				p.refreshUnanswered(err)
-			}
-			return nil, unreachable(err)
-		}
-		n := *ss
-		if rt := tok.RefreshToken; rt != "" {
-			n.Token = rt
-		}
-		n.Refresh = tok.Expiry.Unix()
-		if raw, ok := tok.Extra("id_token").(string); ok && raw != "" {
-			idt, err := p.verify(ctx, op, raw, false)
-			if keysUnavailable(err) {
-				return nil, unreachable(err)
-			}
-			if err != nil {
-				return nil, err
-			}
-			if idt.Subject != ss.Subject {
-				return nil, errors.New("refreshed ID token is for another subject")
-			}
-			id, err := p.identityFrom(idt, "session")
-			if err != nil {
-				return nil, err
-			}
-			n.Email, n.Name, n.Groups = id.Email, id.Name, id.Groups
-			n.Refresh = idt.Expiry.Unix()
-		}
-		if tok.Expiry.IsZero() && n.Refresh <= s.now().Unix() {
-			n.Refresh = s.now().Add(time.Hour).Unix()
-		}
-		return &n, nil
-	}, s.now())
-	if err != nil {
-		return nil, err
-	}
-	return s.writeSession(w, r, next)
-}
-
 // answered reports whether the provider's token endpoint answered a token
 // request that failed with err with an HTTP error status. Otherwise the
 // request got no answer (the connection failed, or no answer came in
@@ -319,73 +250,6 @@ func (p *provider) unansweredRefresh() error {
 	}
 	return fmt.Errorf("the provider did not answer a refresh %s ago (asked again after %s): %w",
 		ago.Truncate(time.Second), refreshRetry, p.refreshErr)
-}
-
-// refresher makes concurrent refreshes of one token into one call and
-// remembers the result for a minute, since a browser sends requests with
-// the old cookie until it has the new one and providers may rotate refresh
-// tokens on use. The call runs in a goroutine of its own, bounded by
-// providerTimeout: its callers wait for it only as long as their clients
-// do, and its result serves the requests that follow.
-type refresher struct {
-	mu   sync.Mutex
-	done map[string]refreshResult // guarded by mu
-	wait map[string]*refreshCall  // guarded by mu
-}
-
-type refreshResult struct {
-	ss *session
-	at time.Time
-}
-
-// refreshCall is a refresh in flight. ss and err are written before done
-// is closed and read after.
-type refreshCall struct {
-	done chan struct{}
-	ss   *session
-	err  error
-}
-
-func (f *refresher) do(ctx context.Context, token string, fn func() (*session, error), now time.Time) (*session, error) {
-	f.mu.Lock()
-	if f.done == nil {
-		f.done, f.wait = map[string]refreshResult{}, map[string]*refreshCall{}
-	}
-	for k, v := range f.done {
-		if now.Sub(v.at) > time.Minute {
-			delete(f.done, k)
-		}
-	}
-	if res, ok := f.done[token]; ok {
-		f.mu.Unlock()
-		return res.ss, nil
-	}
-	c, ok := f.wait[token]
-	if !ok {
-		c = &refreshCall{done: make(chan struct{})}
-		f.wait[token] = c
-		go f.run(token, c, fn, now)
-	}
-	f.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.ss, c.err
-	case <-ctx.Done():
-		// A *Error, so that the session is kept; its client is gone.
-		return nil, unreachable(fmt.Errorf("waiting for the provider to refresh the session: %w", context.Cause(ctx)))
-	}
-}
-
-// run makes the call c and remembers its result.
-func (f *refresher) run(token string, c *refreshCall, fn func() (*session, error), now time.Time) {
-	c.ss, c.err = fn()
-	f.mu.Lock()
-	delete(f.wait, token)
-	if c.err == nil {
-		f.done[token] = refreshResult{ss: c.ss, at: now}
-	}
-	f.mu.Unlock()
-	close(c.done)
 }
 
 // refused reports whether the provider's token endpoint answered err with

@@ -54,6 +54,13 @@ var rigUser = devoidc.User{Username: "alice", Password: "alice-pw", Subject: "su
 // newIDPRig starts a rig whose provider has the user u, rigUser if none.
 func newIDPRig(t *testing.T, u ...devoidc.User) *idpRig {
 	t.Helper()
+	return newIDPRigWith(t, nil, u...)
+}
+
+// newIDPRigWith is newIDPRig whose provider's config is changed by edit
+// first (when not nil).
+func newIDPRigWith(t *testing.T, edit func(*devoidc.Config), u ...devoidc.User) *idpRig {
+	t.Helper()
 	rg := &idpRig{t: t, clk: clock.NewFake(time.Now().Truncate(time.Second)), hits: map[string]*atomic.Int64{}, user: rigUser}
 	if len(u) > 0 {
 		rg.user = u[0]
@@ -64,9 +71,13 @@ func newIDPRig(t *testing.T, u ...devoidc.User) *idpRig {
 	rg.idpTS = httptest.NewUnstartedServer(nil)
 	rg.idpTS.Start()
 	t.Cleanup(rg.idpTS.Close)
-	rg.idp = devoidc.New(devoidc.Config{Issuer: rg.idpTS.URL, Users: []devoidc.User{rg.user},
+	idpCfg := devoidc.Config{Issuer: rg.idpTS.URL, Users: []devoidc.User{rg.user},
 		Clients: []devoidc.Client{{ID: rigClient, Secret: "s"}}, TokenLifetime: 5 * time.Minute,
-		Now: func() time.Time { return rg.clk.Now().Add(time.Duration(rg.idpAhead.Load())) }})
+		Now: func() time.Time { return rg.clk.Now().Add(time.Duration(rg.idpAhead.Load())) }}
+	if edit != nil {
+		edit(&idpCfg)
+	}
+	rg.idp = devoidc.New(idpCfg)
 	h := rg.idp.Handler()
 	rg.idpTS.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c := rg.hits[r.URL.Path]; c != nil {

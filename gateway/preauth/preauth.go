@@ -20,7 +20,10 @@
 // Sessions end SessionLifetime after sign-in. When the provider gave a
 // refresh token, the session is refreshed with it once the ID token has
 // expired, so a user disabled at the provider loses access within a token
-// lifetime; without one the session lasts its lifetime. Signing out ends
+// lifetime; without one the session lasts its lifetime. A session is
+// renewed once across the gateways on one store, and the renewed session
+// reaches every request that carries the old cookie (see refresh.go), as
+// providers that rotate refresh tokens require. Signing out ends
 // the session everywhere it can (see signout.go).
 //
 // Other clients send `Authorization: Bearer <JWT>` from the same issuer,
@@ -142,7 +145,12 @@ type Service struct {
 	client    *http.Client
 	providers map[string]*provider
 	refresh   refresher
-	signedOut signedOut
+	// refreshStore, when set, shares renewals (see UseRefreshStore);
+	// memRefreshes stands in for it otherwise.
+	refreshStore RefreshStore
+	memRefreshes memRefreshes
+	owner        string // names this gateway in the RefreshStore
+	signedOut    signedOut
 	// signOutStore, when set, shares sign-outs (see UseSignOutStore).
 	signOutStore SignOutStore
 }
@@ -158,7 +166,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("preauth: no assertion key set")
 	}
 	cfg.CookieDomain = strings.TrimPrefix(strings.ToLower(cfg.CookieDomain), ".")
-	s := &Service{cfg: cfg, log: cfg.Log, sealer: sl, client: cfg.HTTPClient, providers: map[string]*provider{}}
+	s := &Service{cfg: cfg, log: cfg.Log, sealer: sl, client: cfg.HTTPClient, providers: map[string]*provider{},
+		owner: newOwner()}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}

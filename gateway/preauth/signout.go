@@ -37,8 +37,15 @@ type SignOutStore interface {
 }
 
 // UseSignOutStore makes sign-outs go to st as well, and SyncSignOuts read
-// them back. Call it before the service is used.
-func (s *Service) UseSignOutStore(st SignOutStore) { s.signOutStore = st }
+// them back. When st is a RefreshStore too (the gateway's store is), the
+// renewals of sessions go through it as well (UseRefreshStore). Call it
+// before the service is used.
+func (s *Service) UseSignOutStore(st SignOutStore) {
+	s.signOutStore = st
+	if rs, ok := st.(RefreshStore); ok {
+		s.UseRefreshStore(rs)
+	}
+}
 
 // SyncSignOuts adds the signed-out sessions of the store (those of other
 // gateways, and those from before a restart) to this gateway's list. The

@@ -5,9 +5,11 @@
 // It serves discovery, a sign-in page (authorization code flow with PKCE
 // S256 required), the token endpoint (authorization_code and refresh_token
 // grants), token revocation (RFC 7009, refresh tokens), the JWKS and
-// userinfo. Tokens are ES256 JWTs. Tests can mint
-// arbitrary tokens with Mint, move its clock with Config.Now, and rotate its
-// signing key with RotateKey.
+// userinfo. Refresh tokens rotate: each is accepted once, and with
+// Config.RevokeOnReuse a used one presented again revokes every refresh
+// token of its sign-in, as Auth0, Okta and Keycloak do. Tokens are ES256
+// JWTs. Tests can mint arbitrary tokens with Mint, move its clock with
+// Config.Now, and rotate its signing key with RotateKey.
 package devoidc
 
 import (
@@ -59,6 +61,11 @@ type Config struct {
 	TokenLifetime time.Duration
 	// Now is the clock (nil → time.Now).
 	Now func() time.Time
+	// RevokeOnReuse makes a refresh token that was already used, when
+	// presented again, revoke every refresh token of its sign-in (reuse
+	// detection: the tokens are taken to be stolen), so the one its use
+	// gave is refused too. Off: only the used token is refused.
+	RevokeOnReuse bool
 }
 
 // Provider is the development OIDC provider. Safe for concurrent use.
@@ -71,6 +78,11 @@ type Provider struct {
 	codes   map[string]*grant // guarded by mu
 	refresh map[string]*grant // guarded by mu
 	revoked int               // refresh tokens revoked; guarded by mu
+	// used are the refresh tokens used up, each with its sign-in's
+	// family, for reuse detection; never pruned (a development
+	// provider: some 100 bytes a refresh); guarded by mu.
+	used   map[string]*family
+	reused int // used refresh tokens presented again; guarded by mu
 	// Down makes every endpoint answer 503 while set (tests of an
 	// unreachable provider); guarded by mu.
 	down bool
@@ -103,11 +115,18 @@ type grant struct {
 	challenge   string
 	scope       string
 	expires     time.Time
+	family      *family // the refresh tokens of one sign-in; nil for a code
+}
+
+// family is what the refresh tokens of one sign-in share.
+type family struct {
+	revoked bool // guarded by Provider.mu
 }
 
 // New returns a provider with a fresh signing key.
 func New(cfg Config) *Provider {
-	return &Provider{cfg: cfg, keys: []signingKey{newSigningKey()}, codes: map[string]*grant{}, refresh: map[string]*grant{}}
+	return &Provider{cfg: cfg, keys: []signingKey{newSigningKey()}, codes: map[string]*grant{}, refresh: map[string]*grant{},
+		used: map[string]*family{}}
 }
 
 // RotateKey signs from now on with a new key, which the JWKS publishes
@@ -433,6 +452,14 @@ func serveLogout(w http.ResponseWriter, _ *http.Request) {
 		`<body><h1>Development OIDC provider</h1><p>Signed out. This provider keeps no sessions: every sign-in asks for the password.</p></body></html>`))
 }
 
+// Reused is how many refresh tokens were presented again after their use
+// (each refused; with Config.RevokeOnReuse, each revoked its sign-in's).
+func (p *Provider) Reused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reused
+}
+
 // Revoked is how many refresh tokens were revoked through the revocation
 // endpoint.
 func (p *Provider) Revoked() int {
@@ -468,15 +495,26 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case "refresh_token":
+		rt := r.PostForm.Get("refresh_token")
 		p.mu.Lock()
-		g = p.refresh[r.PostForm.Get("refresh_token")]
-		delete(p.refresh, r.PostForm.Get("refresh_token")) // rotated
+		g = p.refresh[rt]
+		delete(p.refresh, rt) // rotated
+		if f := p.used[rt]; g == nil && f != nil {
+			p.reused++
+			if p.cfg.RevokeOnReuse {
+				f.revoked = true
+			}
+		}
+		if g != nil {
+			p.used[rt] = g.family
+		}
+		revoked := g != nil && g.family != nil && g.family.revoked
 		p.mu.Unlock()
-		if g == nil || g.clientID != id {
-			tokenError(w, "invalid_grant", "unknown or used refresh token")
+		if g == nil || g.clientID != id || revoked {
+			tokenError(w, "invalid_grant", "unknown, used or revoked refresh token")
 			return
 		}
-		g = &grant{user: g.user, clientID: g.clientID, scope: g.scope}
+		g = &grant{user: g.user, clientID: g.clientID, scope: g.scope, family: g.family}
 	default:
 		tokenError(w, "unsupported_grant_type", "authorization_code or refresh_token")
 		return
@@ -491,6 +529,9 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	access["aud"] = id
 	rt := randomString(24)
 	p.mu.Lock()
+	if g.family == nil { // a sign-in: its refresh tokens start a family
+		g.family = &family{}
+	}
 	p.refresh[rt] = g
 	p.mu.Unlock()
 	w.Header().Set("Cache-Control", "no-store")

@@ -548,3 +548,75 @@ func (s *DB) Replicas(ctx context.Context, since time.Time) (int, error) {
 	}
 	return n, nil
 }
+
+// ClaimRefresh is the start of a renewal of a user session, id naming it
+// (see migration 8): when a result of it is kept past now, it returns the
+// result and how long it is kept; otherwise it takes the lease for owner
+// until lease, unless another owner holds an unexpired one, and reports
+// whether owner holds it. Of gateways claiming one id at once, one gets
+// the lease; the others see it held, and its result once recorded.
+func (s *DB) ClaimRefresh(ctx context.Context, id, owner string, lease, now time.Time) (result string, kept time.Time, claimed bool, err error) {
+	read := func() (string, string, int64, error) {
+		var o, r string
+		var exp int64
+		err := s.db.QueryRowContext(ctx, `SELECT owner, result, expires FROM session_refreshes WHERE id = $1`, id).Scan(&o, &r, &exp)
+		return o, r, exp, err
+	}
+	o, r, exp, err := read()
+	switch {
+	case err == nil && exp > unixNano(now) && r != "":
+		return r, fromNano(exp), false, nil
+	case err == nil && exp > unixNano(now):
+		return "", time.Time{}, o == owner, nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return "", time.Time{}, false, fmt.Errorf("claim session renewal: %w", err)
+	}
+	// None, or ended: take it unless another gateway did meanwhile.
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO session_refreshes (id, owner, result, expires) VALUES ($1, $2, '', $3)
+		ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, result = '', expires = excluded.expires
+		WHERE session_refreshes.expires <= $4`, id, owner, unixNano(lease), unixNano(now)); err != nil {
+		return "", time.Time{}, false, fmt.Errorf("claim session renewal: %w", err)
+	}
+	if o, r, exp, err = read(); err != nil {
+		return "", time.Time{}, false, fmt.Errorf("claim session renewal: %w", err)
+	}
+	if r != "" {
+		return r, fromNano(exp), false, nil
+	}
+	return "", time.Time{}, o == owner, nil
+}
+
+// FinishRefresh ends owner's lease on the renewal id: it keeps result
+// until keep, or with an empty result (the renewal failed) lets the next
+// claim have the lease at once. A lease that another owner took over (it
+// had ended) is left to that owner. Renewals that ended by now are
+// deleted on the way.
+func (s *DB) FinishRefresh(ctx context.Context, id, owner, result string, keep, now time.Time) error {
+	tx, err := s.begin(ctx, "")
+	if err != nil {
+		return fmt.Errorf("record session renewal: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, `DELETE FROM session_refreshes WHERE expires <= $1`, unixNano(now)); err != nil {
+		return fmt.Errorf("record session renewal: %w", err)
+	}
+	if result == "" {
+		_, err = tx.ExecContext(ctx, `DELETE FROM session_refreshes WHERE id = $1 AND owner = $2 AND result = ''`, id, owner)
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE session_refreshes SET result = $1, expires = $2 WHERE id = $3 AND owner = $4 AND result = ''`,
+			result, unixNano(keep), id, owner)
+	}
+	if err != nil {
+		return fmt.Errorf("record session renewal: %w", err)
+	}
+	return tx.Commit()
+}
+
+// KeepRefresh keeps the result of the renewal id no later than until.
+func (s *DB) KeepRefresh(ctx context.Context, id string, until time.Time) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE session_refreshes SET expires = $1 WHERE id = $2 AND result <> '' AND expires > $1`,
+		unixNano(until), id); err != nil {
+		return fmt.Errorf("shorten session renewal: %w", err)
+	}
+	return nil
+}

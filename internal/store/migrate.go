@@ -79,6 +79,21 @@ var migrations = []string{
 		hash TEXT PRIMARY KEY,
 		used INTEGER NOT NULL
 	);`,
+	// 8: renewals of users' sessions, so that the gateways on the store
+	// renew each session once (a provider that rotates refresh tokens
+	// refuses the second renewal) and any of them hands the renewed
+	// session to a request that still carries the old cookie: id names
+	// the renewal (a hash of the refresh token and the session's due
+	// time, never the token), owner the gateway holding its lease,
+	// result the renewed session sealed with the cookie key ('' while
+	// leased), expires the end of the lease or of the result.
+	`CREATE TABLE session_refreshes (
+		id      TEXT PRIMARY KEY,
+		owner   TEXT NOT NULL,
+		result  TEXT NOT NULL,
+		expires BIGINT NOT NULL
+	);
+	CREATE INDEX session_refreshes_expires ON session_refreshes (expires);`,
 }
 
 // SchemaVersion is the schema version this build writes.
