@@ -59,7 +59,9 @@ type Config struct {
 	// BackendTLS configures https:// backends with private CAs.
 	BackendTLS []BackendTLS
 	// BackendSendTimeout cuts an upgraded connection (a WebSocket) whose
-	// backend stopped reading (see Backends.SendTimeout); zero means
+	// backend stopped reading (see Backends.SendTimeout), and an exchange
+	// whose backend took none of its request body for that long
+	// (tunnel.Server.BodyStallTimeout); zero means
 	// DefaultBackendSendTimeout (5 minutes).
 	BackendSendTimeout time.Duration
 	// Backoff paces reconnects (zero value: 500ms doubling to 30s, jittered).
@@ -218,7 +220,8 @@ func New(cfg Config) (*Agent, error) {
 		return &tls.Certificate{}, nil
 	}
 	a.cfg.TLS = base
-	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log}
+	a.srv = &tunnel.Server{Backend: a.backend, Classify: ClassifyBackendError, Log: log,
+		BodyStallTimeout: backends.sendTimeout()}
 	if cfg.VerifyAssertion {
 		// The keys come over the tunnel listener, with the tunnel's TLS
 		// (and the agent's client certificate once it has one).

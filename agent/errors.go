@@ -54,6 +54,12 @@ func ClassifyBackendError(err error) (code, msg string) {
 			flood.Count, flood.Bytes, tunnel.MaxInformational, tunnel.MaxInformationalBytes>>10)
 	}
 
+	var stall *tunnel.BodyStallError
+	if errors.As(err, &stall) {
+		return CodeBackendTimeout, fmt.Sprintf("The backend read none of the request body for %s; the agent gave up on the request. "+
+			"Check the app: it should read the request body it is sent, or answer.", stall.After)
+	}
+
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
 		return CodeBackendUnreachable, fmt.Sprintf("The agent could not resolve %s (%s). Check the app's backend host name and the agent's DNS.", dnsErr.Name, dnsErrorReason(dnsErr))

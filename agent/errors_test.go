@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // closedLoopbackAddr returns a loopback address nothing listens on.
@@ -55,6 +57,11 @@ func TestClassifyBackendError(t *testing.T) {
 		{"not allowed", func(*testing.T) error {
 			return &NotAllowedError{HostPort: "10.1.2.3:22"}
 		}, CodeBackendNotAllowed, []string{"10.1.2.3:22", "allow"}},
+		{"backend stopped reading the body", func(*testing.T) error {
+			// The tunnel server passes the request context's cause;
+			// wrapped, it is still recognised.
+			return fmt.Errorf("backend request: %w", &tunnel.BodyStallError{After: 5 * time.Minute})
+		}, CodeBackendTimeout, []string{"read none of the request body for 5m0s", "should read"}},
 		{"not allowed wrapped", func(*testing.T) error {
 			return &url.Error{Op: "Get", URL: "http://x", Err: fmt.Errorf("dial: %w", &NotAllowedError{HostPort: "x:80"})}
 		}, CodeBackendNotAllowed, []string{"x:80"}},

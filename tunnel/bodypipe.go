@@ -3,10 +3,12 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
@@ -40,6 +42,13 @@ type bodyPipe struct {
 	ended     bool          // owned by the read loop
 	req       *http.Request // backend request whose declared trailers get filled; owned by the reader
 	gate      *goAhead      // asked before the first read, then nil; set before the reader starts, then owned by it
+
+	// stall cuts the exchange when the consumer has taken nothing from a
+	// full queue for stallAfter (see send); nil → never. Set before the
+	// read loop pushes; stallTimer is the read loop's.
+	stall      context.CancelCauseFunc
+	stallAfter time.Duration
+	stallTimer *time.Timer
 
 	// cur is the chunk being read: owned by the reader while reading is
 	// set, guarded by mu otherwise.
@@ -109,11 +118,43 @@ func (p *bodyPipe) send(c chunk) {
 	}
 	select {
 	case p.ch <- c:
+		return
+	default:
+	}
+	// The queue is full: the backend is slower than the tunnel, or stopped
+	// reading. The read loop waits here and cannot see the gateway give up
+	// on the exchange meanwhile (its reset is behind this wait), so a
+	// backend that takes nothing for stallAfter does not hold the exchange,
+	// its connection and the queued chunks for as long as it likes.
+	var stalled <-chan time.Time
+	if p.stall != nil {
+		if p.stallTimer == nil {
+			p.stallTimer = time.NewTimer(p.stallAfter)
+		} else {
+			p.stallTimer.Reset(p.stallAfter)
+		}
+		defer p.stallTimer.Stop()
+		stalled = p.stallTimer.C
+	}
+	select {
+	case p.ch <- c:
 	case <-p.closed:
 		p.drop(c)
 	case <-p.ctx.Done():
 		p.drop(c)
+	case <-stalled:
+		p.drop(c)
+		p.stall(&BodyStallError{After: p.stallAfter})
 	}
+}
+
+// BodyStallError is the cause of an exchange that the agent cut because the
+// backend took none of the request body (or upgraded bytes) queued for it
+// for After (Server.BodyStallTimeout).
+type BodyStallError struct{ After time.Duration }
+
+func (e *BodyStallError) Error() string {
+	return fmt.Sprintf("the backend read none of the request body for %s", e.After)
 }
 
 // drop frees c, which the consumer will never get: its reads fail from

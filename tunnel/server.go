@@ -29,6 +29,22 @@ type Server struct {
 	// Log receives protocol errors (warn), failed exchanges (warn) and one
 	// line per exchange (debug). Nil → no logs.
 	Log *zap.Logger
+	// BodyStallTimeout cuts an exchange whose backend took none of the
+	// request body (or upgraded bytes) queued for it for that long: it
+	// stopped reading, and the stream's read loop, which waits for it,
+	// would not see the gateway give up meanwhile. The backend's request
+	// is cancelled with a *BodyStallError. Zero → DefaultBodyStallTimeout.
+	BodyStallTimeout time.Duration
+}
+
+// DefaultBodyStallTimeout is Server.BodyStallTimeout when it is zero.
+const DefaultBodyStallTimeout = 5 * time.Minute
+
+func (s *Server) bodyStallTimeout() time.Duration {
+	if s.BodyStallTimeout > 0 {
+		return s.BodyStallTimeout
+	}
+	return DefaultBodyStallTimeout
 }
 
 // nopLog is the logger of a Server without Log (zap.NewNop allocates).
@@ -178,6 +194,7 @@ func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange
 	if !ex.noBody {
 		// Slow path: a body (or an upgrade) follows or came with the head.
 		ex.pipe = newBodyPipe(exCtx, st, f.Data)
+		ex.pipe.stall, ex.pipe.stallAfter = cancel, s.bodyStallTimeout()
 	}
 	if f.End {
 		ex.reqEnded = true
@@ -269,6 +286,11 @@ func (ex *serverExchange) serve() {
 	}
 	if err != nil {
 		if ex.ctx.Err() != nil {
+			var stall *BodyStallError
+			if errors.As(context.Cause(ex.ctx), &stall) {
+				// The agent cut it: the gateway may still be waiting.
+				ex.fail(stall)
+			}
 			return // the gateway gave up on the exchange
 		}
 		ex.fail(err)
