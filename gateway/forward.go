@@ -80,18 +80,31 @@ func isHopHeader(k string) bool {
 // scheme and host from it). The request id is the gateway's too: a sane
 // client X-Request-Id is kept, but only in that spelling.
 func isForwardedHeader(k string) bool {
-	switch k {
-	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+	if isProxySetHeader(k) {
 		return true
 	}
 	if strings.IndexByte(k, '_') < 0 {
 		return false
 	}
-	switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
-	case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", RequestIDHeader:
+	c := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	return c == RequestIDHeader || isProxySetHeader(c)
+}
+
+// isProxySetHeader reports the canonical names that proxies set and apps
+// believe: the client's address (X-Real-Ip, True-Client-Ip, ... read by
+// chi's RealIP, Echo, nginx's realip), the scheme, port, host and prefix
+// (every X-Forwarded-*, Front-End-Https, X-Url-Scheme: Rack, Spring's
+// ForwardedHeaderFilter, Symfony), and the path (X-Original-Url,
+// X-Rewrite-Url: IIS, old Symfony and Zend), which would let a client
+// reach another path than the one the gateway routed and authorised.
+func isProxySetHeader(k string) bool {
+	switch k {
+	case "Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip",
+		"Fastly-Client-Ip", "X-Cluster-Client-Ip", "X-Original-Forwarded-For",
+		"Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url":
 		return true
 	}
-	return false
+	return strings.HasPrefix(k, "X-Forwarded-")
 }
 
 // connectionTokens returns the canonical names a Connection header lists

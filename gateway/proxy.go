@@ -178,6 +178,14 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
 	pr.SetURL(st.route.Backend)
+	// The ReverseProxy removed X-Forwarded-* as spelt; the spellings with
+	// '_' (X_Forwarded_For, X_Request_Id), which CGI, PHP and WSGI fold
+	// onto the gateway's own, go as on the relay path (outRequest).
+	for k := range pr.Out.Header {
+		if isForwardedHeader(k) {
+			delete(pr.Out.Header, k)
+		}
+	}
 	pr.SetXForwarded()
 	if pr.In.TLS == nil && forwarded.HTTPS(pr.In) {
 		pr.Out.Header.Set("X-Forwarded-Proto", "https")

@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/sallyport/sallyport/gateway"
+	"github.com/sallyport/sallyport/internal/demoapp"
+	"github.com/sallyport/sallyport/internal/testrig"
+)
+
+// TestClientProxyHeadersDropped: headers that apps take from a proxy in
+// front of them reached the app as the client sent them (a security
+// helper's probes). chi's RealIP prefers True-Client-IP and X-Real-IP to
+// X-Forwarded-For, so an app took the client's claimed address; Rack and
+// Spring read X-Forwarded-Ssl, -Port and -Prefix; X-Original-URL and
+// X-Rewrite-URL (IIS, older Symfony and Zend) route an app to another path
+// than the one the gateway routed and authorised. And on the upgrade path
+// (WebSockets) the '_' spellings of the gateway's own headers passed
+// (X_Forwarded_For, X_Request_Id), which CGI, PHP and WSGI servers fold onto
+// the gateway's. None of them reaches the app now, on either path.
+func TestClientProxyHeadersDropped(t *testing.T) {
+	backend := startLoopbackBackend(t, demoapp.New())
+	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
+		{App: "plain", Hosts: []string{"plain.test"}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+	c := rig.Client()
+	const spoof = "6.6.6.6"
+	sent := []string{
+		"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip",
+		"X-Cluster-Client-Ip", "X-Original-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Ssl",
+		"X-Forwarded-Prefix", "X-Forwarded-Scheme", "X-Forwarded-Server", "Front-End-Https", "X-Url-Scheme",
+		"X-Original-Url", "X-Rewrite-Url",
+		// Non-canonical spellings, set below as sent.
+		"X_Real_IP", "True_Client_IP", "X_Forwarded_For", "x-forwarded_proto", "X_FORWARDED_HOST", "X_Request_Id",
+	}
+	for _, upgrade := range []bool{false, true} {
+		req := appRequest(t, context.Background(), "GET", rig.URL+"/echo", nil)
+		req.Host = "plain.test"
+		if upgrade {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		}
+		for _, n := range sent {
+			req.Header[n] = []string{spoof}
+		}
+		res, b := doAndRead(t, c, req)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("upgrade=%v: status %d: %s", upgrade, res.StatusCode, b)
+		}
+		e := decodeEcho(t, b)
+		if len(e.Headers) == 0 {
+			t.Fatalf("upgrade=%v: the backend reported no headers at all", upgrade)
+		}
+		for n, vv := range e.Headers {
+			for _, v := range vv {
+				if v == spoof {
+					t.Errorf("upgrade=%v: the app got the client's %s: %s", upgrade, n, v)
+				}
+			}
+		}
+	}
+}
