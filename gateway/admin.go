@@ -181,7 +181,7 @@ func (w *muxErrorWriter) Write(b []byte) (int, error) {
 func (g *Gateway) requireAdmin(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(g.cfg.AdminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tok, ok := bearerToken(r.Header.Get("Authorization"))
 		got := sha256.Sum256([]byte(tok))
 		if !ok || g.cfg.AdminToken == "" || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sallyport"`)
@@ -191,6 +191,18 @@ func (g *Gateway) requireAdmin(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the token of an Authorization header of the Bearer
+// scheme. The scheme is case-insensitive and may be followed by several
+// spaces (RFC 9110 section 11.1, RFC 6750 section 2.1): clients and proxies
+// that send "bearer" must not get a 401 that looks like a wrong token.
+func bearerToken(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(tok, " "), true
 }
 
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {

@@ -113,3 +113,39 @@ func TestAdminAPIErrorsAreJSON(t *testing.T) {
 		t.Fatalf("POST with a trailing newline = %d %s, want 201", res.StatusCode, body)
 	}
 }
+
+// TestAdminBearerSchemeCaseInsensitive: the authentication scheme is
+// case-insensitive (RFC 9110 section 11.1), so "bearer TOKEN" and
+// "BEARER  TOKEN" are the admin token too; another scheme, a missing or
+// wrong token still get 401.
+func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
+	base, _ := newAdminServer(t)
+	for _, tc := range []struct {
+		auth string
+		want int
+	}{
+		{"Bearer " + testAdminToken, http.StatusOK},
+		{"bearer " + testAdminToken, http.StatusOK},
+		{"BEARER  " + testAdminToken, http.StatusOK},
+		{"Bearer", http.StatusUnauthorized},
+		{"Bearer ", http.StatusUnauthorized},
+		{"Bearerx " + testAdminToken, http.StatusUnauthorized},
+		{"Basic " + testAdminToken, http.StatusUnauthorized},
+		{"bearer wrong-" + testAdminToken, http.StatusUnauthorized},
+		{testAdminToken, http.StatusUnauthorized},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+"/api/v1/tokens", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", tc.auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("Authorization %q: status %d, want %d", strings.Replace(tc.auth, testAdminToken, "<token>", 1), res.StatusCode, tc.want)
+		}
+	}
+}

@@ -245,16 +245,20 @@ func (a *Authority) Bundle(ctx context.Context) ([]byte, error) {
 // ErrBadCSR classifies certificate requests that are refused.
 var ErrBadCSR = errors.New("bad certificate request")
 
-// CheckCSR parses a DER certificate request and checks that it is signed by
-// the key it carries and that the key is strong enough: ECDSA P-256 or
-// stronger, Ed25519, or RSA of at least 2048 bits.
+// MaxRSABits is the largest RSA key CheckCSR accepts: crypto/tls refuses
+// a peer's certificate with a larger one (GODEBUG tlsmaxrsasize, 8192 by
+// default), so a certificate issued for it could never open a session.
+const MaxRSABits = 8192
+
+// CheckCSR parses a DER certificate request and checks that its key is
+// one the tunnel's TLS accepts and strong enough (ECDSA P-256 or stronger,
+// Ed25519, or RSA of 2048 to MaxRSABits bits), then that the request is
+// signed by that key. The key is judged first, so a huge key costs no
+// signature check.
 func CheckCSR(der []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCSR, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: its signature does not match its public key", ErrBadCSR)
 	}
 	switch k := csr.PublicKey.(type) {
 	case *ecdsa.PublicKey:
@@ -266,8 +270,15 @@ func CheckCSR(der []byte) (*x509.CertificateRequest, error) {
 		if k.N.BitLen() < 2048 {
 			return nil, fmt.Errorf("%w: %d-bit RSA key is too weak; use 2048 bits or more (or ECDSA P-256)", ErrBadCSR, k.N.BitLen())
 		}
+		if k.N.BitLen() > MaxRSABits {
+			return nil, fmt.Errorf("%w: %d-bit RSA key is larger than the %d bits TLS accepts from a client, so its "+
+				"certificate could never connect; use 2048 to %d bits (or ECDSA P-256)", ErrBadCSR, k.N.BitLen(), MaxRSABits, MaxRSABits)
+		}
 	default:
 		return nil, fmt.Errorf("%w: unsupported key type %T", ErrBadCSR, csr.PublicKey)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: its signature does not match its public key", ErrBadCSR)
 	}
 	return csr, nil
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,23 @@ func TestCheckCSR(t *testing.T) {
 		if !errors.Is(err, ErrBadCSR) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: CheckCSR = %v, want %q", name, err, tc.want)
 		}
+	}
+}
+
+// TestCheckCSRRefusesRSAOverTLSLimit: crypto/tls refuses a client
+// certificate whose RSA key has more than 8192 bits, so a certificate
+// issued for one could never open a session and the enrollment token's use
+// would be spent for nothing. The CSR (testdata/rsa8704.csr.der, made with
+// `openssl genrsa 8704` and `openssl req -new -outform DER`) is properly
+// signed; it is refused for its key.
+func TestCheckCSRRefusesRSAOverTLSLimit(t *testing.T) {
+	der, err := os.ReadFile("testdata/rsa8704.csr.der")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = CheckCSR(der)
+	if !errors.Is(err, ErrBadCSR) || !strings.Contains(err.Error(), "8704-bit RSA key is larger than the 8192 bits") {
+		t.Fatalf("CheckCSR(8704-bit RSA CSR) = %v, want ErrBadCSR naming the 8192-bit limit (TLS refuses such a client certificate)", err)
 	}
 }
 
