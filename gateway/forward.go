@@ -127,6 +127,21 @@ func isUpgrade(r *http.Request) bool {
 	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade")
 }
 
+// dropH2CUpgrade removes an upgrade to cleartext HTTP/2 (Upgrade: h2c)
+// from r and reports whether there was one. Relayed, a backend that takes
+// it would speak HTTP/2 with the client over the upgraded connection, and
+// the client could send it requests for any path without the gateway
+// seeing them (h2c smuggling: past public_paths and sign-in, without the
+// identity headers); r goes on as a plain request. Envoy does the same.
+func dropH2CUpgrade(r *http.Request) bool {
+	if !httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "h2c") {
+		return false
+	}
+	r.Header.Del("Upgrade")
+	r.Header.Del("Http2-Settings")
+	return true
+}
+
 // outbound is the request relayed to the agent and what it points to, in one
 // allocation.
 type outbound struct {

@@ -155,7 +155,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.admit(rec, r, st) {
 		return
 	}
-	if isUpgrade(r) {
+	if isUpgrade(r) && !dropH2CUpgrade(r) {
 		// Slow path: the ReverseProxy hijacks the connection of an upgrade
 		// and copies both ways. Shutdown waits for these itself.
 		h.g.upgrades.Add(1)

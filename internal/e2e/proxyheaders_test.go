@@ -63,3 +63,32 @@ func TestClientProxyHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestH2CUpgradeNotRelayed: a request asking to upgrade to cleartext
+// HTTP/2 (Upgrade: h2c) was relayed as an upgrade: a backend that takes it
+// speaks HTTP/2 with the client over the upgraded connection, and the
+// client can then send it requests for any path that the gateway never
+// sees (h2c smuggling: past public_paths and sign-in, without identity
+// headers). The gateway drops the upgrade and relays a plain request.
+func TestH2CUpgradeNotRelayed(t *testing.T) {
+	backend := startLoopbackBackend(t, demoapp.New())
+	rig := testrig.New(t, testrig.Options{Routes: []gateway.Route{
+		{App: "plain", Hosts: []string{"plain.test"}, Backend: testrig.MustURL(t, backend.URL)},
+	}})
+	rig.StartAgent(nil)
+	req := appRequest(t, context.Background(), "GET", rig.URL+"/echo", nil)
+	req.Host = "plain.test"
+	req.Header.Set("Connection", "Upgrade, HTTP2-Settings")
+	req.Header.Set("Upgrade", "h2c")
+	req.Header.Set("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")
+	res, b := doAndRead(t, rig.Client(), req)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("an h2c upgrade request got %d, want the app's 200 for a plain request: %s", res.StatusCode, b)
+	}
+	e := decodeEcho(t, b)
+	for _, n := range []string{"Upgrade", "Http2-Settings", "Connection"} {
+		if v, ok := e.Headers[n]; ok {
+			t.Errorf("the app got %s: %q; an h2c upgrade must not reach it", n, v)
+		}
+	}
+}
