@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,6 +118,28 @@ func adminToken(file string) (string, error) {
 	return t, nil
 }
 
+// minAdminToken is the length below which an admin token is warned about:
+// the README's recipe makes 44 characters.
+const minAdminToken = 16
+
+// warnWeakAdminToken warns about an admin token that is short, or whose
+// file other users may read (on Unix): the token rules every connector.
+func warnWeakAdminToken(file, tok string, log *zap.Logger) {
+	if tok == "" {
+		return
+	}
+	if n := len(tok); n < minAdminToken {
+		log.Warn(fmt.Sprintf("the admin token is only %d characters long; use a long random one "+
+			"(head -c 32 /dev/urandom | base64)", n))
+	}
+	if file == "" || os.Getenv("SALLYPORT_ADMIN_TOKEN") != "" || runtime.GOOS == "windows" {
+		return
+	}
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(fmt.Sprintf("the admin token file %s can be read by other users (mode %04o); chmod 600 it", file, fi.Mode().Perm()))
+	}
+}
+
 // gatewayConfig turns a validated config file into the gateway's settings:
 // it loads certificates (or creates the self-signed tunnel certificate) and
 // refuses settings this build does not implement yet.
@@ -154,6 +177,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		return out, cfg.FileError("admin.token_file", err)
 	}
 	out.AdminToken = tok
+	warnWeakAdminToken(cfg.Admin.TokenFile, tok, log)
 	if cfg.Public.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.Public.TLS.CertFile, cfg.Public.TLS.KeyFile)
 		if err != nil {
