@@ -52,6 +52,11 @@ const (
 	// gateway stopped mid-renewal). It is longer than a provider call
 	// (providerTimeout).
 	refreshLease = 2 * providerTimeout
+	// refreshClockSkew is how far the clocks of the gateways on one store
+	// may differ (as for assertions): a lease is recorded that much
+	// longer, so that a gateway whose clock is ahead does not find it
+	// ended while its holder still renews.
+	refreshClockSkew = time.Minute
 	// refreshGrace is how long the renewed session is handed to requests
 	// that still carry the old cookie once a request took it back to the
 	// browser.
@@ -59,6 +64,10 @@ const (
 	// refreshPoll is how often a gateway waiting for another one's
 	// renewal looks for its result.
 	refreshPoll = 25 * time.Millisecond
+	// maxRefreshPoll bounds the interval between looks, which doubles
+	// from refreshPoll: a long wait costs the store a few queries, not
+	// 40 a second.
+	maxRefreshPoll = 400 * time.Millisecond
 	// maxRenewals bounds the renewals one request makes: a result kept
 	// for a browser that never got it may itself be due by the time the
 	// browser comes back (its refresh token is the one to use then).
@@ -80,6 +89,9 @@ type RefreshStore interface {
 	FinishRefresh(ctx context.Context, id, owner, result string, keep, now time.Time) error
 	// KeepRefresh keeps the result of renewal id no later than until.
 	KeepRefresh(ctx context.Context, id string, until time.Time) error
+	// DropRefresh deletes the result of renewal id and returns it (""
+	// when there is none): its session was signed out.
+	DropRefresh(ctx context.Context, id string) (string, error)
 }
 
 // UseRefreshStore makes the renewals of sessions go through st, shared
@@ -125,19 +137,31 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 	if err != nil {
 		return nil, unreachable(err)
 	}
+	var keptLong []string // renewals kept past refreshGrace, which this request brings the browser
 	for range maxRenewals {
 		cur := ss
 		var stored bool
-		ss, stored, err = s.refresh.do(r.Context(), renewalID(cur), func(waiting func() bool) (*session, bool, error) {
+		var kept time.Time
+		id := renewalID(cur)
+		ss, stored, kept, err = s.refresh.do(r.Context(), id, func(waiting func() bool) (*session, bool, time.Time, error) {
 			return s.renew(p, op, cur, waiting)
 		})
 		if err != nil {
 			return nil, err
 		}
+		if kept.After(s.now().Add(refreshGrace)) {
+			keptLong = append(keptLong, id)
+		}
 		// A result made earlier may be due itself: renew it in turn.
 		if !stored || ss.Token == "" || ss.Refresh == 0 || s.now().Unix() < ss.Refresh {
 			break
 		}
+	}
+	// Copies of the old cookie get the result for refreshGrace from now,
+	// also when the renewal decided, before this request joined it, that
+	// no request would bring it to the browser.
+	for _, id := range keptLong {
+		s.keepRenewal(id, s.now().Add(refreshGrace))
 	}
 	return s.writeSession(w, r, ss)
 }
@@ -146,45 +170,58 @@ func (s *Service) refreshSession(w http.ResponseWriter, r *http.Request, p *prov
 // returns the result another request made (stored), or waits for the
 // gateway renewing it, or renews it at the provider itself. waiting
 // reports whether a request still waits for the result.
-func (s *Service) renew(p *provider, op *discovered, ss *session, waiting func() bool) (*session, bool, error) {
+func (s *Service) renew(p *provider, op *discovered, ss *session, waiting func() bool) (*session, bool, time.Time, error) {
 	st, id := s.refreshes(), renewalID(ss)
 	ctx, cancel := context.WithTimeout(context.Background(), refreshLease)
 	defer cancel()
+	answered := false // a claim found the lease held by another gateway
+	poll := refreshPoll
+claim:
 	for {
 		now := s.now()
-		res, kept, claimed, err := st.ClaimRefresh(ctx, id, s.owner, now.Add(refreshLease), now)
-		if err != nil {
+		if s.refreshStore != nil {
+			// A renewal of this gateway's that the store did not record.
+			if res, kept := s.memRefreshes.result(id, now); res != "" {
+				var n session
+				if err := s.sealer.open(renewalPurpose(id), res, &n); err == nil {
+					return &n, true, kept, nil
+				}
+			}
+		}
+		// The lease is recorded refreshClockSkew longer than it lasts, so
+		// that a gateway whose clock is ahead finds it held all along.
+		res, kept, claimed, err := st.ClaimRefresh(ctx, id, s.owner, now.Add(refreshLease+refreshClockSkew), now)
+		switch {
+		case err != nil && !answered:
 			// Renew alone, as before renewals were shared: the session
 			// is kept unless the provider refuses a second renewal.
 			s.log.Warn("session renewal: the store does not answer; renewing without the other gateways "+
 				"(a provider that rotates refresh tokens may refuse one of two renewals at once)",
 				zap.String("provider", p.cfg.Name), zap.Error(err))
 			n, err := s.renewAtProvider(p, op, ss)
-			return n, false, err
-		}
-		if res != "" {
+			return n, false, time.Time{}, err
+		case err != nil:
+			// Another gateway holds the lease: look again; renewing
+			// beside it would use the refresh token twice.
+			s.log.Debug("session renewal: the store does not answer; waiting for the other gateway's renewal", zap.Error(err))
+		case res != "":
 			var n session
 			if err := s.sealer.open(renewalPurpose(id), res, &n); err != nil {
-				return nil, false, fmt.Errorf("the renewed session kept in the store does not open (%w): sign in again", err)
+				return nil, false, time.Time{}, fmt.Errorf("the renewed session kept in the store does not open (%w): sign in again", err)
 			}
-			if waiting() && kept.After(now.Add(refreshGrace)) {
-				// It reaches the browser now: copies of the old cookie get
-				// it for refreshGrace from here.
-				if err := st.KeepRefresh(ctx, id, now.Add(refreshGrace)); err != nil {
-					s.log.Warn("session renewal: the store does not answer", zap.Error(err))
-				}
-			}
-			return &n, true, nil
+			return &n, true, kept, nil
+		case claimed:
+			break claim
+		default:
+			answered = true
 		}
-		if claimed {
-			break
-		}
-		t := time.NewTimer(refreshPoll)
+		t := time.NewTimer(poll)
+		poll = min(2*poll, maxRefreshPoll)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, false, unreachable(fmt.Errorf("another gateway is renewing this session and did not finish within %s; "+
+			return nil, false, time.Time{}, unreachable(fmt.Errorf("another gateway is renewing this session and did not finish within %s; "+
 				"it is renewed again at the next request", refreshLease))
 		}
 	}
@@ -205,11 +242,26 @@ func (s *Service) renew(p *provider, op *discovered, ss *session, waiting func()
 	fctx, fcancel := context.WithTimeout(context.Background(), providerTimeout)
 	defer fcancel()
 	if ferr := st.FinishRefresh(fctx, id, s.owner, result, keep, s.now()); ferr != nil {
-		s.log.Warn("session renewal: not recorded in the store; requests with the old cookie at other gateways "+
-			"renew it again when its lease ends, and a provider that rotates refresh tokens refuses that",
+		if result != "" && s.refreshStore != nil {
+			// This gateway at least hands it to the old cookie.
+			s.memRefreshes.put(id, s.owner, result, keep, s.now())
+		}
+		s.log.Warn("session renewal: not recorded in the store; this gateway hands the renewed session to the old cookie, "+
+			"other gateways renew it again when its lease ends, and a provider that rotates refresh tokens refuses that",
 			zap.String("provider", p.cfg.Name), zap.Error(ferr))
 	}
-	return n, false, err
+	return n, false, keep, err
+}
+
+// keepRenewal keeps the result of renewal id no later than until.
+func (s *Service) keepRenewal(id string, until time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), providerTimeout)
+	defer cancel()
+	if err := s.refreshes().KeepRefresh(ctx, id, until); err != nil {
+		s.log.Warn("session renewal: the store does not answer; a copy of the old cookie gets the renewed session "+
+			"until the session's end", zap.Error(err))
+	}
+	_ = s.memRefreshes.KeepRefresh(ctx, id, until)
 }
 
 // renewAtProvider renews ss at the provider p.
@@ -279,11 +331,12 @@ type refreshCall struct {
 	done    chan struct{}
 	ss      *session
 	stored  bool
+	kept    time.Time // until when the store keeps ss for the old cookie
 	err     error
 	waiters int // callers still waiting; guarded by refresher.mu
 }
 
-func (f *refresher) do(ctx context.Context, id string, fn func(waiting func() bool) (*session, bool, error)) (*session, bool, error) {
+func (f *refresher) do(ctx context.Context, id string, fn func(waiting func() bool) (*session, bool, time.Time, error)) (*session, bool, time.Time, error) {
 	f.mu.Lock()
 	if f.wait == nil {
 		f.wait = map[string]*refreshCall{}
@@ -298,19 +351,19 @@ func (f *refresher) do(ctx context.Context, id string, fn func(waiting func() bo
 	f.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.ss, c.stored, c.err
+		return c.ss, c.stored, c.kept, c.err
 	case <-ctx.Done():
 		f.mu.Lock()
 		c.waiters--
 		f.mu.Unlock()
 		// A *Error, so that the session is kept; its client is gone.
-		return nil, false, unreachable(fmt.Errorf("waiting for the provider to refresh the session: %w", context.Cause(ctx)))
+		return nil, false, time.Time{}, unreachable(fmt.Errorf("waiting for the provider to refresh the session: %w", context.Cause(ctx)))
 	}
 }
 
 // run makes the call c.
-func (f *refresher) run(id string, c *refreshCall, fn func(waiting func() bool) (*session, bool, error)) {
-	c.ss, c.stored, c.err = fn(func() bool {
+func (f *refresher) run(id string, c *refreshCall, fn func(waiting func() bool) (*session, bool, time.Time, error)) {
+	c.ss, c.stored, c.kept, c.err = fn(func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return c.waiters > 0
@@ -358,14 +411,7 @@ func (m *memRefreshes) ClaimRefresh(_ context.Context, id, owner string, lease, 
 func (m *memRefreshes) FinishRefresh(_ context.Context, id, owner, result string, keep, now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.m) >= max(m.prune, memRefreshesMin) {
-		for k, e := range m.m {
-			if !e.expires.After(now) {
-				delete(m.m, k)
-			}
-		}
-		m.prune = 2 * len(m.m)
-	}
+	m.pruneLocked(now)
 	e, ok := m.m[id]
 	if !ok || e.owner != owner || e.result != "" {
 		return nil
@@ -386,4 +432,82 @@ func (m *memRefreshes) KeepRefresh(_ context.Context, id string, until time.Time
 		m.m[id] = e
 	}
 	return nil
+}
+
+// result is the result of renewal id kept past now, if any.
+func (m *memRefreshes) result(id string, now time.Time) (string, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.m[id]; ok && e.result != "" && e.expires.After(now) {
+		return e.result, e.expires
+	}
+	return "", time.Time{}
+}
+
+// put keeps result of renewal id until keep.
+func (m *memRefreshes) put(id, owner, result string, keep, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[string]memRefresh{}
+	}
+	m.pruneLocked(now)
+	m.m[id] = memRefresh{owner: owner, result: result, expires: keep}
+}
+
+// pruneLocked deletes the ended renewals when m has doubled since the
+// last pruning. m.mu is held.
+func (m *memRefreshes) pruneLocked(now time.Time) {
+	if len(m.m) >= max(m.prune, memRefreshesMin) {
+		for k, e := range m.m {
+			if !e.expires.After(now) {
+				delete(m.m, k)
+			}
+		}
+		m.prune = 2 * len(m.m)
+	}
+}
+
+func (m *memRefreshes) DropRefresh(_ context.Context, id string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.m[id]
+	if !ok || e.result == "" {
+		return "", nil
+	}
+	delete(m.m, id)
+	return e.result, nil
+}
+
+// dropRenewals deletes the renewals kept for ss's cookie (a browser that
+// missed them has only ss) and returns the newest refresh token of the
+// session: the one to revoke at sign-out.
+func (s *Service) dropRenewals(ctx context.Context, ss *session) string {
+	token := ss.Token
+	cur := ss
+	for range maxRenewals {
+		if cur.Token == "" {
+			break
+		}
+		id := renewalID(cur)
+		res, err := s.refreshes().DropRefresh(ctx, id)
+		if s.refreshStore != nil {
+			if r, _ := s.memRefreshes.DropRefresh(ctx, id); res == "" {
+				res = r
+			}
+		}
+		if err != nil {
+			s.log.Warn("sign-out: a renewal of the session kept in the store was not deleted; its refresh token is not revoked",
+				zap.Error(err))
+		}
+		var n session
+		if res == "" || s.sealer.open(renewalPurpose(id), res, &n) != nil {
+			break
+		}
+		if n.Token != "" {
+			token = n.Token
+		}
+		cur = &n
+	}
+	return token
 }

@@ -275,7 +275,7 @@ func TestRenewalLeaseOfVanishedReplica(t *testing.T) {
 		if n := rg.hits["/token"].Load() - tokens; n != 0 {
 			t.Errorf("%d token requests while another replica holds the renewal, want none", n)
 		}
-		rg.clk.Advance(refreshLease) // the lease ends
+		rg.clk.Advance(refreshLease + refreshClockSkew) // the lease ends
 		rg.waitRenewals()
 		if st, body := page(c, rg.gwTS.URL); st != http.StatusOK || body != "ok "+rigUser.Subject {
 			t.Errorf("after the lease ended: %d %q; want 200", st, body)
@@ -299,6 +299,10 @@ func (brokenRefreshStore) FinishRefresh(context.Context, string, string, string,
 
 func (brokenRefreshStore) KeepRefresh(context.Context, string, time.Time) error {
 	return errors.New("connection refused")
+}
+
+func (brokenRefreshStore) DropRefresh(context.Context, string) (string, error) {
+	return "", errors.New("connection refused")
 }
 
 // TestRenewalWithoutStore: a store that does not answer does not cost the

@@ -137,8 +137,14 @@ func (s *Service) endSession(r *http.Request) *provider {
 	}
 	p := s.providers[ss.Provider]
 	token := "none" // what became of the refresh token
-	if ss.Token != "" && p != nil {
-		done, err := p.revoke(context.WithoutCancel(r.Context()), ss.Token)
+	live := ""      // the session's newest refresh token
+	if ss.Token != "" {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), signOutTimeout)
+		live = s.dropRenewals(ctx, &ss)
+		cancel()
+	}
+	if live != "" && p != nil {
+		done, err := p.revoke(context.WithoutCancel(r.Context()), live)
 		switch {
 		case err != nil:
 			token = "not revoked"

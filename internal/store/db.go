@@ -620,3 +620,17 @@ func (s *DB) KeepRefresh(ctx context.Context, id string, until time.Time) error 
 	}
 	return nil
 }
+
+// DropRefresh deletes the result of the renewal id and returns it (""
+// when there is none).
+func (s *DB) DropRefresh(ctx context.Context, id string) (string, error) {
+	var r string
+	err := s.db.QueryRowContext(ctx, `DELETE FROM session_refreshes WHERE id = $1 AND result <> '' RETURNING result`, id).Scan(&r)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("delete session renewal: %w", err)
+	}
+	return r, nil
+}
