@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
@@ -49,6 +50,10 @@ type bodyPipe struct {
 	stall      context.CancelCauseFunc
 	stallAfter time.Duration
 	stallTimer *time.Timer
+	// taken counts the bytes the consumer took (Read, WriteBodyTo), so
+	// that send sees a backend that reads the chunk it holds slowly as
+	// moving, not stopped.
+	taken atomic.Int64
 
 	// cur is the chunk being read: owned by the reader while reading is
 	// set, guarded by mu otherwise.
@@ -127,6 +132,7 @@ func (p *bodyPipe) send(c chunk) {
 	// backend that takes nothing for stallAfter does not hold the exchange,
 	// its connection and the queued chunks for as long as it likes.
 	var stalled <-chan time.Time
+	var seen int64
 	if p.stall != nil {
 		if p.stallTimer == nil {
 			p.stallTimer = time.NewTimer(p.stallAfter)
@@ -135,16 +141,34 @@ func (p *bodyPipe) send(c chunk) {
 		}
 		defer p.stallTimer.Stop()
 		stalled = p.stallTimer.C
+		seen = p.taken.Load()
 	}
-	select {
-	case p.ch <- c:
-	case <-p.closed:
-		p.drop(c)
-	case <-p.ctx.Done():
-		p.drop(c)
-	case <-stalled:
-		p.drop(c)
-		p.stall(&BodyStallError{After: p.stallAfter})
+	for {
+		select {
+		case p.ch <- c:
+		case <-p.closed:
+			p.drop(c)
+		case <-p.ctx.Done():
+			p.drop(c)
+		case <-stalled:
+			select {
+			case <-p.closed:
+				// The consumer closed the body as the limit came (a
+				// backend that answered early): not a stall.
+				p.drop(c)
+				return
+			default:
+			}
+			if n := p.taken.Load(); n != seen {
+				// It took part of the chunk it holds: slow, not stopped.
+				seen = n
+				p.stallTimer.Reset(p.stallAfter)
+				continue
+			}
+			p.drop(c)
+			p.stall(&BodyStallError{After: p.stallAfter})
+		}
+		return
 	}
 }
 
@@ -222,7 +246,9 @@ func (p *bodyPipe) Read(b []byte) (int, error) {
 	if err := p.next(); err != nil {
 		return 0, err
 	}
-	return p.cur.read(b), nil
+	n := p.cur.read(b)
+	p.taken.Add(int64(n))
+	return n, nil
 }
 
 // startRead makes the caller the owner of cur until endRead, unless reads
@@ -325,6 +351,7 @@ func (p *bodyPipe) WriteBodyTo(w io.Writer, max int64) (int64, error) {
 		bufs := iov // WriteTo consumes its slice
 		m, err := bufs.WriteTo(w)
 		written += m
+		p.taken.Add(m)
 		for i := range used {
 			used[i].free()
 		}

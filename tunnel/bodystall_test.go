@@ -3,7 +3,9 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,6 +139,171 @@ func TestSlowBackendReaderNotCut(t *testing.T) {
 	case n := <-got:
 		if n != 12*1024 {
 			t.Fatalf("the slow backend read %d bytes, want all %d: it was cut while it read", n, 12*1024)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the backend never finished reading")
+	}
+}
+
+// streamingBody yields first, then blocks until ctx ends and fails with its
+// cause, as net/http's response body does when the request is cancelled.
+type streamingBody struct {
+	ctx   context.Context
+	first []byte
+	cause chan<- error
+}
+
+func (b *streamingBody) Read(p []byte) (int, error) {
+	if len(b.first) > 0 {
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	}
+	<-b.ctx.Done()
+	select {
+	case b.cause <- context.Cause(b.ctx):
+	default:
+	}
+	return 0, context.Cause(b.ctx)
+}
+
+func (b *streamingBody) Close() error { return nil }
+
+// gatewayOutcome reads gw until an error frame, an end, or a reset, and
+// reports which (or "nothing" after wait).
+func gatewayOutcome(gw *pipeEnd, wait time.Duration) (string, []*Frame) {
+	type res struct {
+		f   *Frame
+		err error
+	}
+	var got []*Frame
+	ch := make(chan res, 1)
+	deadline := time.After(wait)
+	for {
+		go func() { f, err := gw.Recv(); ch <- res{f, err} }()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return "reset or closed: " + r.err.Error(), got
+			}
+			got = append(got, r.f)
+			if r.f.Error != nil {
+				return "error frame: " + r.f.Error.GetCode() + ": " + r.f.Error.GetMessage(), got
+			}
+			if r.f.End {
+				return "end", got
+			}
+		case <-deadline:
+			return "nothing", got
+		}
+	}
+}
+
+// TestBackendStopsReadingAfterAnswerIsCut: a backend that answers an
+// upload at once with a streamed response and then stops reading the body
+// is cut after BodyStallTimeout, and the gateway, relaying the response,
+// is told (an error frame), so it ends the client's response; the agent's
+// cut was silent there at first (a reviewer's probe: the client waited for
+// ever for the rest of a half-delivered response).
+func TestBackendStopsReadingAfterAnswerIsCut(t *testing.T) {
+	gw, ag := newPipe(2)
+	cause := make(chan error, 1)
+	stallAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
+		res := bodyResponse(req, 200, nil, -1)
+		res.Body = &streamingBody{ctx: req.Context(), first: []byte("hello"), cause: cause}
+		return res, nil
+	}), 50*time.Millisecond)
+	fillBody(t, gw)
+	select {
+	case err := <-cause:
+		var stall *BodyStallError
+		if !errors.As(err, &stall) {
+			t.Fatalf("the backend's request was cancelled with %v, want a BodyStallError", err)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the backend's request was not cancelled")
+	}
+	outcome, frames := gatewayOutcome(gw, hangGuard)
+	if len(frames) == 0 || frames[0].Response == nil {
+		t.Fatalf("the gateway got %d frames, the first not the response head", len(frames))
+	}
+	if !strings.Contains(outcome, "read none of the request body") {
+		t.Fatalf("the agent cut the exchange after the response head; the gateway saw %q, want an error frame saying why", outcome)
+	}
+}
+
+// TestUpgradeBackendStallReported: on an upgraded connection whose backend
+// never reads, the stall may come before the agent's write guard; the
+// gateway is told either way (it was not when the stall came first, and
+// TestUpgradeBackendStopsReading failed 4 times in 18).
+func TestUpgradeBackendStallReported(t *testing.T) {
+	gw, ag := newPipe(2)
+	backendSide, agentSide := net.Pipe() // writes block until the backend reads: it never does
+	t.Cleanup(func() { backendSide.Close(); agentSide.Close() })
+	stallAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 101, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}},
+			Body:   agentSide, Request: req}, nil
+	}), 50*time.Millisecond)
+	head := testHead("GET", "/ws")
+	head.Headers = append(head.Headers, &tunnelv1.Header{Name: "Upgrade", Values: []string{"websocket"}},
+		&tunnelv1.Header{Name: "Connection", Values: []string{"Upgrade"}})
+	if err := gw.Send(&Frame{Request: head}); err != nil {
+		t.Fatal(err)
+	}
+	if f := recvFrame(t, gw); f.Response == nil || f.Response.GetStatus() != 101 {
+		t.Fatalf("want 101, got %v", f)
+	}
+	go func() {
+		for range 8 {
+			if gw.Send(&Frame{Data: pattern(1024)}) != nil {
+				return
+			}
+		}
+	}()
+	if outcome, _ := gatewayOutcome(gw, hangGuard); !strings.HasPrefix(outcome, "error frame") {
+		t.Fatalf("the agent cut an upgraded exchange whose backend stopped reading; the gateway saw %q, want an error frame", outcome)
+	}
+}
+
+// TestSteadySlowReaderNotCut: progress counts per byte the backend takes,
+// not per queued chunk: a backend reading 1 KiB every 20 ms (50 KiB/s)
+// from 16 KiB frames takes 320 ms per frame, longer than the 250 ms limit,
+// and is not cut (it was, after 13,312 bytes, told it read none of the
+// body).
+func TestSteadySlowReaderNotCut(t *testing.T) {
+	gw, ag := newPipe(2)
+	got := make(chan error, 1)
+	stallAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
+		n, buf := 0, make([]byte, 1024)
+		for {
+			time.Sleep(20 * time.Millisecond) // a slow backend
+			k, err := io.ReadFull(req.Body, buf)
+			n += k
+			if err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					got <- nil
+					return bodyResponse(req, 200, []byte("done"), 4), nil
+				}
+				got <- fmt.Errorf("%w after %d bytes", err, n)
+				return nil, err
+			}
+		}
+	}), 250*time.Millisecond)
+	if err := gw.Send(&Frame{Request: testHead("POST", "/upload")}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for i := range 6 {
+			if gw.Send(&Frame{Data: pattern(16 << 10), End: i == 5}) != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("a backend reading steadily at 50 KiB/s was cut with a 250 ms limit: %v", err)
 		}
 	case <-time.After(hangGuard):
 		t.Fatal("the backend never finished reading")

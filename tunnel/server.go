@@ -286,8 +286,7 @@ func (ex *serverExchange) serve() {
 	}
 	if err != nil {
 		if ex.ctx.Err() != nil {
-			var stall *BodyStallError
-			if errors.As(context.Cause(ex.ctx), &stall) {
+			if stall := ex.stallCause(); stall != nil {
 				// The agent cut it: the gateway may still be waiting.
 				ex.fail(stall)
 			}
@@ -364,6 +363,18 @@ func (ex *serverExchange) backend(req *http.Request) (http.RoundTripper, error) 
 	return ex.s.Backend(req, ex.head)
 }
 
+// stallCause returns the exchange's cancellation cause when the agent cut
+// it because the backend stopped taking its body (see bodyPipe.send), nil
+// otherwise (the gateway gave up, the stream ended): only the former is
+// reported to the gateway, which may still be waiting or relaying.
+func (ex *serverExchange) stallCause() *BodyStallError {
+	var stall *BodyStallError
+	if errors.As(context.Cause(ex.ctx), &stall) {
+		return stall
+	}
+	return nil
+}
+
 // fail reports a backend error to the gateway.
 func (ex *serverExchange) fail(err error) {
 	code, msg := ex.s.classify(err)
@@ -417,6 +428,10 @@ func (ex *serverExchange) sendResponse(req *http.Request, res *http.Response) {
 	if err != nil {
 		if ex.ctx.Err() == nil {
 			ex.fail(fmt.Errorf("backend response broke off after %d bytes: %w", n, err))
+		} else if stall := ex.stallCause(); stall != nil {
+			// The agent cut it while the response streamed: the gateway,
+			// still relaying it, must end the client's response.
+			ex.fail(fmt.Errorf("backend response cut after %d bytes: %w", n, stall))
 		}
 		return
 	}
@@ -511,7 +526,10 @@ func (ex *serverExchange) serveUpgrade(res *http.Response) {
 	n, err := ex.copyOut(rwc)
 	if err == nil {
 		_ = ex.st.Send(&Frame{End: true})
-	} else if ex.ctx.Err() == nil {
+	} else if stall := ex.stallCause(); ex.ctx.Err() == nil || stall != nil {
+		if stall != nil {
+			err = stall // the agent cut it (see bodyPipe.send)
+		}
 		// The backend's side broke (a reset, or the agent's send guard cut
 		// a backend that stopped reading): tell the gateway, which then
 		// ends the client's side, instead of both waiting for the other.
