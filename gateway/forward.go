@@ -148,7 +148,7 @@ type outbound struct {
 	req  http.Request
 	url  url.URL
 	body inboundBody
-	vals [6]string // values of the headers the gateway sets
+	vals [7]string // values of the headers the gateway sets
 }
 
 // inboundBody is the client's request body as the relay reads it. Close
@@ -236,6 +236,9 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 		set("X-Forwarded-Proto", "https")
 	} else {
 		set("X-Forwarded-Proto", "http")
+	}
+	if p := forwarded.Prefix(r); p != "" {
+		set("X-Forwarded-Prefix", p)
 	}
 	set(RequestIDHeader, st.requestID)
 	out.Header = hdr

@@ -190,6 +190,9 @@ func (h *proxyHandler) rewrite(pr *httputil.ProxyRequest) {
 	if pr.In.TLS == nil && forwarded.HTTPS(pr.In) {
 		pr.Out.Header.Set("X-Forwarded-Proto", "https")
 	}
+	if p := forwarded.Prefix(pr.In); p != "" {
+		pr.Out.Header.Set("X-Forwarded-Prefix", p)
+	}
 	if st.route.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}

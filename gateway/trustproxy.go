@@ -41,7 +41,34 @@ func (t *proxyTrust) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS == nil && strings.EqualFold(firstElement(r.Header["X-Forwarded-Proto"]), "https") {
 		r = forwarded.WithHTTPS(r)
 	}
+	if p, ok := forwardedPrefix(r.Header["X-Forwarded-Prefix"]); ok {
+		r = forwarded.WithPrefix(r, p)
+	}
 	t.next.ServeHTTP(w, r)
+}
+
+// maxPrefix bounds a trusted proxy's X-Forwarded-Prefix.
+const maxPrefix = 1024
+
+// forwardedPrefix returns the path prefix of a trusted proxy's
+// X-Forwarded-Prefix (a proxy that serves the app under a path and strips
+// it, such as Traefik's StripPrefix): one value, an absolute path of
+// visible ASCII without a second leading slash (apps put it in front of
+// their links; "//host" would point them at another site).
+func forwardedPrefix(values []string) (string, bool) {
+	if len(values) != 1 {
+		return "", false
+	}
+	p := values[0]
+	if len(p) == 0 || len(p) > maxPrefix || p[0] != '/' || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return "", false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] <= ' ' || p[i] >= 0x7f {
+			return "", false
+		}
+	}
+	return p, true
 }
 
 func (t *proxyTrust) trusted(a netip.Addr) bool {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/sallyport/sallyport/gateway"
@@ -89,6 +91,49 @@ func TestH2CUpgradeNotRelayed(t *testing.T) {
 	for _, n := range []string{"Upgrade", "Http2-Settings", "Connection"} {
 		if v, ok := e.Headers[n]; ok {
 			t.Errorf("the app got %s: %q; an h2c upgrade must not reach it", n, v)
+		}
+	}
+}
+
+// TestTrustedProxyPrefixPassed: a load balancer in trusted_proxies that
+// serves the apps under a path prefix it strips (Traefik's StripPrefix)
+// says so in X-Forwarded-Prefix, and apps build their links with it
+// (Spring's ForwardedHeaderFilter, Rack); dropping every client-sent
+// X-Forwarded-* dropped it too (a reviewer's probe). One well-formed value
+// from a trusted peer passes, on both paths; a value that would point links
+// at another site does not.
+func TestTrustedProxyPrefixPassed(t *testing.T) {
+	backend := startLoopbackBackend(t, demoapp.New())
+	rig := testrig.New(t, testrig.Options{
+		Routes:  []gateway.Route{{App: "plain", Hosts: []string{"plain.test"}, Backend: testrig.MustURL(t, backend.URL)}},
+		Gateway: func(c *gateway.Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} },
+	})
+	rig.StartAgent(nil)
+	for _, c := range []struct {
+		sent string
+		want []string
+	}{
+		{"/app1", []string{"/app1"}},
+		{"//evil.example", nil},
+		{"app1", nil},
+		{"/app 1", nil},
+	} {
+		for _, upgrade := range []bool{false, true} {
+			req := appRequest(t, context.Background(), "GET", rig.URL+"/echo", nil)
+			req.Host = "plain.test"
+			if upgrade {
+				req.Header.Set("Connection", "Upgrade")
+				req.Header.Set("Upgrade", "websocket")
+			}
+			req.Header.Set("X-Forwarded-Prefix", c.sent)
+			res, b := doAndRead(t, rig.Client(), req)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", res.StatusCode, b)
+			}
+			if got := decodeEcho(t, b).Headers["X-Forwarded-Prefix"]; !slices.Equal(got, c.want) {
+				t.Errorf("upgrade=%v: a trusted proxy sent X-Forwarded-Prefix %q; the app got %q, want %q",
+					upgrade, c.sent, got, c.want)
+			}
 		}
 	}
 }
