@@ -78,11 +78,11 @@ type Config struct {
 	MinIdle int
 	// Keepalive is how often the agent pings its sessions to find a dead
 	// network path (0 → 15s; below 5s counts as 5s). A silent dead path is
-	// noticed after max(Keepalive, 10s) + min(Keepalive, 10s) on gRPC
-	// (which pings no more often than every 10 s), Keepalive +
-	// min(Keepalive, 10s) on yamux, and about twice Keepalive on QUIC
-	// (whose sessions ping after 5 s without a packet, or after Keepalive
-	// when it is shorter).
+	// noticed after Keepalive + min(Keepalive, 10s) on gRPC and yamux (a
+	// ping after Keepalive without anything read from the gateway, then
+	// min(Keepalive, 10s) for anything to come), and about twice Keepalive
+	// on QUIC (whose sessions ping after 5 s without a packet, or after
+	// Keepalive when it is shorter).
 	Keepalive time.Duration
 	// VerifyAssertion refuses every exchange whose X-Sallyport-Assertion
 	// (set by the gateway for apps with preauth: oidc) is missing or does

@@ -10,8 +10,8 @@ import (
 )
 
 // Impairment describes a bad network path. The zero value is a perfect
-// path. Loss, reordering and the size limit apply to UDP only; the delay
-// and the blackhole switch to both.
+// path. Loss, reordering and the size limit apply to UDP only, the rate
+// limit to TCP only; the delay and the blackhole switch to both.
 type Impairment struct {
 	// Loss is the share of datagrams dropped in each direction, 0-1.
 	Loss float64
@@ -28,6 +28,11 @@ type Impairment struct {
 	MaxDatagram int
 	// Blackhole drops everything silently: no FIN, no RST, no ICMP.
 	Blackhole bool
+	// Rate limits each direction of each TCP connection to this many
+	// bytes per second (0 → no limit), as a slow link does: the bytes
+	// beyond it queue in the relay and in the sockets' buffers before it,
+	// so a small message sent after a large one waits for it.
+	Rate int
 }
 
 func (im Impairment) reorderBy() time.Duration {
@@ -274,11 +279,11 @@ func (r *ImpairedUDP) forward(m *udpMapping, p []byte, send func([]byte)) {
 }
 
 // ImpairedTCP forwards TCP connections to a target on 127.0.0.1 with a
-// delay, a blackhole switch, BlackholeCurrent and a cut that resets every
-// connection. The switch (Impairment.Blackhole) holds the bytes until it is
-// turned off, as TCP's retransmissions would deliver them once the path
-// is back; BlackholeCurrent swallows them for good. Neither closes
-// anything.
+// delay, a rate limit, a blackhole switch, BlackholeCurrent and a cut that
+// resets every connection. The switch (Impairment.Blackhole) holds the
+// bytes until it is turned off, as TCP's retransmissions would deliver
+// them once the path is back; BlackholeCurrent swallows them for good.
+// Neither closes anything.
 type ImpairedTCP struct {
 	ln     net.Listener
 	target string
@@ -329,7 +334,8 @@ func startImpairedTCP(t testing.TB, ln net.Listener, target string) *ImpairedTCP
 // Addr is the address clients dial.
 func (r *ImpairedTCP) Addr() string { return r.ln.Addr().String() }
 
-// Set replaces the impairment (Delay and Blackhole; the rest is UDP's).
+// Set replaces the impairment (Delay, Rate and Blackhole; the rest is
+// UDP's).
 func (r *ImpairedTCP) Set(im Impairment) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -401,6 +407,7 @@ func (r *ImpairedTCP) serve() {
 func (r *ImpairedTCP) pipe(dst, src *net.TCPConn) {
 	defer r.wg.Done()
 	buf := make([]byte, 32<<10)
+	var pace pacer
 	for {
 		n, err := src.Read(buf)
 		r.mu.Lock()
@@ -418,7 +425,7 @@ func (r *ImpairedTCP) pipe(dst, src *net.TCPConn) {
 			if im.Delay > 0 {
 				time.Sleep(im.Delay) // a copy loop of its own per direction: order kept
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if werr := pace.write(dst, buf[:n], im.Rate); werr != nil {
 				src.Close()
 				return
 			}
@@ -432,4 +439,35 @@ func (r *ImpairedTCP) pipe(dst, src *net.TCPConn) {
 			return
 		}
 	}
+}
+
+// pacer spaces one direction's writes to a rate, as a slow link does.
+type pacer struct {
+	next time.Time // when the link is free for the next byte
+}
+
+// paceSlice is the most a rate-limited write sends at once: about 1/50 s
+// of the rate, at least one typical TCP segment.
+func paceSlice(rate int) int { return max(rate/50, 1460) }
+
+// write writes p to dst at rate bytes per second (0: at once).
+func (pc *pacer) write(dst net.Conn, p []byte, rate int) error {
+	if rate <= 0 {
+		_, err := dst.Write(p)
+		return err
+	}
+	for len(p) > 0 {
+		n := min(len(p), paceSlice(rate))
+		now := time.Now()
+		if pc.next.Before(now) {
+			pc.next = now // an idle link has no credit saved up
+		}
+		pc.next = pc.next.Add(time.Duration(n) * time.Second / time.Duration(rate))
+		if _, err := dst.Write(p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		time.Sleep(time.Until(pc.next))
+	}
+	return nil
 }

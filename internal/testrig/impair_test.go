@@ -199,11 +199,66 @@ func TestImpairedTCPBlackholeHidesClose(t *testing.T) {
 	}
 	defer c.Close()
 	up := <-accepted
+	// A byte through the relay: it has registered the connection (the
+	// target accepts before the relay does), so BlackholeCurrent finds it.
+	if _, err := c.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(up, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	r.BlackholeCurrent()
 	up.Close()
 	buf := make([]byte, 1)
 	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := c.Read(buf); n != 0 || !isTimeout(err) {
 		t.Fatalf("the target closed a blackholed connection and the client read %d bytes, %v; want a timeout, the connection still open", n, err)
+	}
+}
+
+// TestImpairedTCPRate: a rate-limited relay delivers every byte, in order,
+// no faster than the rate.
+func TestImpairedTCPRate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size, rate = 256 << 10, 1 << 20 // a quarter of a second's worth
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	r := StartImpairedTCP(t, ln.Addr().String())
+	r.Set(Impairment{Rate: rate})
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sent := make([]byte, size)
+	for i := range sent {
+		sent[i] = byte(i * 7)
+	}
+	start := time.Now()
+	if _, err := c.Write(sent); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	b := <-got
+	took := time.Since(start)
+	if !bytes.Equal(b, sent) {
+		t.Fatalf("the relay delivered %d bytes, not the %d sent (or not in order)", len(b), len(sent))
+	}
+	// The first slice may go at once; the rest waits for the rate.
+	if least := time.Duration(size-paceSlice(rate)) * time.Second / rate; took < least {
+		t.Fatalf("%d bytes at %d B/s took %v, less than the %v the rate allows", size, rate, took, least)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -42,7 +43,8 @@ type DialConfig struct {
 	// MinIdle is how many idle streams the agent keeps ready (0 → 16).
 	MinIdle int
 	// Keepalive is the ping interval that finds a dead path (0 →
-	// DefaultKeepalive; gRPC pings at most every 10 s; see MinKeepalive).
+	// DefaultKeepalive; see MinKeepalive). Below gRPC's floor of 10 s the
+	// session sends its pings itself (pingConn).
 	Keepalive time.Duration
 	// DialContext opens the TCP connection (an outbound proxy goes here).
 	// Nil → gRPC's own dialer.
@@ -79,7 +81,11 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	opts := append(dialOptions(cfg.Keepalive), grpc.WithTransportCredentials(newBatchedTLS(cfg.TLS)))
+	creds := batchedTLS{TransportCredentials: credentials.NewTLS(cfg.TLS)}
+	if every, timeout := keepaliveParams(cfg.Keepalive); every < clientMinPingTime {
+		creds.pingEvery, creds.pingTimeout = every, timeout // gRPC would ping every 10 s only
+	}
+	opts := append(dialOptions(cfg.Keepalive), grpc.WithTransportCredentials(creds))
 	if cfg.DialContext != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.DialContext))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -15,10 +16,14 @@ import (
 // reaches the socket in one system call instead of one per 16 KiB record.
 type batchedTLS struct {
 	credentials.TransportCredentials
+	// pingEvery and pingTimeout, when pingEvery is set, make the client's
+	// connection ping on its own (pingConn): the agent's keepalives below
+	// gRPC's floor.
+	pingEvery, pingTimeout time.Duration
 }
 
 func newBatchedTLS(cfg *tls.Config) credentials.TransportCredentials {
-	return batchedTLS{credentials.NewTLS(cfg)}
+	return batchedTLS{TransportCredentials: credentials.NewTLS(cfg)}
 }
 
 // ServerCredentials are the transport credentials for a gRPC server that
@@ -34,6 +39,9 @@ func (b batchedTLS) ClientHandshake(ctx context.Context, authority string, c net
 	if err != nil {
 		return nil, nil, err
 	}
+	if b.pingEvery > 0 {
+		return newPingConn(tlsbatch.Wrap(tc, raw), b.pingEvery, b.pingTimeout), info, nil
+	}
 	return tlsbatch.Wrap(tc, raw), info, nil
 }
 
@@ -47,5 +55,5 @@ func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo,
 }
 
 func (b batchedTLS) Clone() credentials.TransportCredentials {
-	return batchedTLS{b.TransportCredentials.Clone()}
+	return batchedTLS{b.TransportCredentials.Clone(), b.pingEvery, b.pingTimeout}
 }

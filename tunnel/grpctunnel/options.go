@@ -46,7 +46,8 @@ const (
 	maxKeepaliveTimeout = 10 * time.Second
 	// clientMinPingTime is gRPC's floor for a client's pings: it pings no
 	// more often than every 10 s whatever it is told (and logs a warning
-	// when told less), so an agent's keepalive below it pings every 10 s.
+	// when told less), so an agent's keepalive below it is sent by the
+	// agent's own pings (pingConn) and gRPC's stays at 10 s.
 	clientMinPingTime = 10 * time.Second
 
 	// readBuffer is gRPC's read buffer size on both ends: none. The TLS
@@ -72,9 +73,9 @@ const (
 //
 // A peer is declared dead when a ping of this end is not followed by
 // anything read from it within min(keepalive, 10s): a silently dead path
-// is noticed after keepalive + min(keepalive, 10s) of silence (25 s by
-// default, 10 s with 5 s) on the gateway, and after max(keepalive, 10s) +
-// min(keepalive, 10s) on the agent (gRPC's floor for a client's pings).
+// is noticed after keepalive + min(keepalive, 10s) of silence on either
+// end (25 s by default, 10 s with 5 s; on the agent, keepalives below
+// gRPC's floor of 10 s are pingConn's).
 const (
 	DefaultKeepalive = 15 * time.Second
 	MinKeepalive     = 5 * time.Second

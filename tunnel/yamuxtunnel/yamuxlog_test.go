@@ -15,7 +15,7 @@ import (
 // lines stay at info.
 func TestYamuxLogLevels(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	l := config(zap.New(core), 0).Logger
+	l := config(zap.New(core)).Logger
 	l.Printf("[WARN] yamux: frame for missing stream: %v", "Vsn:0 Type:1 Flags:0 StreamID:2312 Length:524320")
 	l.Printf("[ERR] yamux: keepalive failed: %v", "i/o deadline reached")
 	got := logs.AllUntimed()

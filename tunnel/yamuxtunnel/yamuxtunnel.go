@@ -40,16 +40,24 @@ const ALPN = "sallyport-yamux/1"
 //     not acknowledged yet. The gateway writes the request without waiting
 //     for the acknowledgement, so this only limits a burst of new exchanges
 //     within one round trip.
-//   - Keepalive: a ping every 15 s (DefaultKeepalive, or the keepalive
-//     given, at least MinKeepalive); no answer (or a write stuck) for 10 s,
-//     or for the keepalive when it is shorter, ends the session, so a dead
-//     peer is noticed within keepalive + min(keepalive, 10s): about 25 s
-//     by default, as with gRPC, 10 s with 5 s. Each end pings on its own
-//     schedule, so an agent and a gateway configured differently each
-//     notice within their own keepalive. yamux waits for the answer to its
-//     ping, not for any traffic: a ping queued behind more than that long
-//     of data on a saturated slow link ends the session too, which a short
-//     keepalive makes likelier.
+//   - Keepalive: a ping after 15 s without anything read from the peer
+//     (DefaultKeepalive, or the keepalive given, at least MinKeepalive);
+//     nothing read for 10 s after it, or for the keepalive when it is
+//     shorter, ends the session, so a dead peer is noticed within
+//     keepalive + min(keepalive, 10s): about 25 s by default, as with
+//     gRPC, 10 s with 5 s. Each end pings on its own schedule, so an agent
+//     and a gateway configured differently each notice within their own
+//     keepalive. This is the package's keepalive, not yamux's (see
+//     keepalive.go): yamux's waits for the answer to its ping, which on a
+//     saturated slow link queues behind the data and ended sessions that
+//     were moving; a frame may wait writeTimeout (5 minutes) to be written.
+//   - Open timeout 5 minutes (was 30 s; yamux's default is 75 s): a stream
+//     the gateway opened that the agent has not acknowledged by then ends
+//     the whole session. The acknowledgement queues behind the agent's
+//     data like anything else it sends: at 256 kbit/s with a 1 MiB
+//     download under way it waited more than 30 s, and the session ended
+//     with every exchange on it. Dead paths are the keepalive's; this only
+//     catches an agent that stopped accepting streams.
 //   - Close timeout 5 s: a stream ended on one side is forcibly reset if the
 //     peer does not end it too. yamux has no reset of its own, so this is
 //     how an aborted exchange stops a peer that is still writing.
@@ -59,9 +67,8 @@ const ALPN = "sallyport-yamux/1"
 const (
 	streamWindow       = 1 << 20
 	acceptBacklog      = 1024
-	maxWriteTimeout    = 10 * time.Second
 	streamCloseTimeout = 5 * time.Second
-	streamOpenTimeout  = 30 * time.Second
+	streamOpenTimeout  = 5 * time.Minute
 	// tlsHandshakeTimeout bounds the agent's TLS handshake.
 	tlsHandshakeTimeout = 10 * time.Second
 )
@@ -73,18 +80,23 @@ const (
 	MinKeepalive     = 5 * time.Second
 )
 
-// config is yamux's configuration for one end; pingEvery is its keepalive
-// (0 → DefaultKeepalive; see Keepalive above).
-func config(log *zap.Logger, pingEvery time.Duration) *yamux.Config {
+// keepaliveParams returns the ping interval and timeout of a keepalive of
+// pingEvery (0 → DefaultKeepalive; see Keepalive above).
+func keepaliveParams(pingEvery time.Duration) (every, timeout time.Duration) {
 	if pingEvery <= 0 {
 		pingEvery = DefaultKeepalive
 	}
 	pingEvery = max(pingEvery, MinKeepalive)
+	return pingEvery, min(pingEvery, maxPingTimeout)
+}
+
+// config is yamux's configuration for one end. Its keepalive is off: the
+// session's own (keepalive.go) replaces it.
+func config(log *zap.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = acceptBacklog
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = pingEvery
-	c.ConnectionWriteTimeout = min(pingEvery, maxWriteTimeout)
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = writeTimeout
 	c.MaxStreamWindowSize = streamWindow
 	c.StreamCloseTimeout = streamCloseTimeout
 	c.StreamOpenTimeout = streamOpenTimeout
@@ -236,11 +248,17 @@ func ClientConn(c net.Conn, log *zap.Logger) (muxtunnel.Conn, error) {
 // start runs one end of yamux on c, through a coalescingConn, with a
 // keepalive of pingEvery (0 → DefaultKeepalive).
 func start(c net.Conn, log *zap.Logger, pingEvery time.Duration, end func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error)) (muxtunnel.Conn, error) {
-	wc := newCoalescingConn(c)
-	s, err := end(wc, config(log, pingEvery))
+	if log == nil {
+		log = zap.NewNop()
+	}
+	lc := newLifeConn(c)
+	wc := newCoalescingConn(lc)
+	s, err := end(wc, config(log))
 	if err != nil {
 		wc.Close()
 		return nil, err
 	}
+	every, timeout := keepaliveParams(pingEvery)
+	go keepalive(s, lc, every, timeout, log)
 	return newConn(s, c), nil
 }

@@ -1,0 +1,108 @@
+package grpctunnel
+
+import (
+	"bytes"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// frame is one HTTP/2 frame of a payload of n bytes (type DATA).
+func frame(n int) []byte {
+	f := make([]byte, 9+n)
+	f[0], f[1], f[2] = byte(n>>16), byte(n>>8), byte(n)
+	for i := range n {
+		f[9+i] = byte(i)
+	}
+	return f
+}
+
+// TestFrameCursor: the cursor finds the boundaries of frames written in
+// any pieces: after the preface, between frames, never inside a header or
+// a payload.
+func TestFrameCursor(t *testing.T) {
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	stream := append(append(append(append([]byte{}, preface...), frame(0)...), frame(5)...), frame(70000)...)
+	// The offsets where a frame may go: after the preface and after each frame.
+	between := map[int]bool{24: true, 24 + 9: true, 24 + 9 + 14: true, len(stream): true}
+	for _, piece := range []int{1, 2, 7, 9, 10, 4096, len(stream)} {
+		c := frameCursor{preface: http2PrefaceLen}
+		for off := 0; off < len(stream); {
+			n := min(piece, len(stream)-off)
+			c.advance(stream[off : off+n])
+			off += n
+			if got := c.between(); got != between[off] {
+				t.Fatalf("pieces of %d bytes: after %d bytes between() = %v, want %v", piece, off, got, between[off])
+			}
+		}
+	}
+}
+
+// recordConn keeps what is written to it.
+type recordConn struct {
+	net.Conn
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+func (c *recordConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.out.Write(p)
+}
+
+// TestPingConnPingBetweenFrames: a ping that falls due while gRPC's frame
+// is half written goes right after the frame, not into it; one that falls
+// due between frames goes at once.
+func TestPingConnPingBetweenFrames(t *testing.T) {
+	rc := &recordConn{}
+	p := &pingConn{Conn: rc, cursor: frameCursor{preface: http2PrefaceLen}}
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	f := frame(100)
+	p.Write(preface)
+	p.Write(f[:50])
+	// What pinger does when a ping falls due.
+	ping := func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.cursor.between() {
+			p.writePing()
+		} else {
+			p.pending = true
+		}
+	}
+	ping()
+	p.Write(f[50:])
+	ping()
+	want := bytes.Join([][]byte{preface, f, pingFrame[:], pingFrame[:]}, nil)
+	if got := rc.out.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("wrote\n%q\nwant the frame whole, then the two pings\n%q", got, want)
+	}
+}
+
+// TestPingConnReadsOnly: what is read from the gateway is what shows the
+// keepalive that the path works; what is written is not (on a dead path
+// writes go into the socket's buffer until it is full), so the pings
+// themselves cannot keep a dead session alive.
+func TestPingConnReadsOnly(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	p := &pingConn{Conn: a, epoch: time.Now()}
+	p.last.Store(-1)
+	go func() { _, _ = b.Read(make([]byte, 64)) }()
+	if _, err := p.Write(pingFrame[:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.last.Load(); got != -1 {
+		t.Fatalf("a write was taken as a sign of life (at %d ns)", got)
+	}
+	go func() { _, _ = b.Write([]byte("x")) }()
+	if _, err := p.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.last.Load(); got < 0 {
+		t.Fatalf("a read was not noted (last %d)", got)
+	}
+}
