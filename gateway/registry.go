@@ -59,6 +59,10 @@ type regEntry struct {
 	// this one's included; shared by the agent's entries in the group.
 	load    *atomic.Int64
 	retired atomic.Bool // the gateway drains it (see Retire); never unset
+	// superseded: a later process of its agent registered a session (see
+	// supersedePreviousProcess); picked only when nothing else in the
+	// group can be (pickSuperseded). Never unset.
+	superseded atomic.Bool
 }
 
 // balanceKey tells the agents of a group apart for balancing: the agent id
@@ -92,7 +96,7 @@ func (p *Picked) Done() {
 type SessionStatus struct {
 	tunnel.SessionInfo
 	InFlight int  // exchanges on the session right now
-	Draining bool // the agent announced its shutdown, or the gateway retired it
+	Draining bool // the agent announced its shutdown, the gateway retired it, or its agent was restarted
 }
 
 // NewRegistry returns an empty Registry (the zero value works as well).
@@ -101,7 +105,8 @@ func NewRegistry() *Registry { return new(Registry) }
 // Add registers s under its group (s.Info().Group). Adding a session twice,
 // or one that has already ended, does nothing. It returns false, having
 // added nothing, when s's connector already holds MaxPerConnector live
-// sessions; held is that number.
+// sessions; held is that number. A session from a new process of its
+// agent supersedes those of the previous one (see supersedePreviousProcess).
 func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	if isClosed(s.Done()) {
 		return 0, true
@@ -130,7 +135,27 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 		load = new(atomic.Int64)
 	}
 	r.store(old, info.Group, old[info.Group].with(&regEntry{s: s, info: info, agent: key, load: load}))
+	supersedePreviousProcess(old, info)
 	return held, true
+}
+
+// supersedePreviousProcess stops picking the sessions of info's connector
+// that another agent process opened (another agent id): one connector is
+// one agent process, so a new process means the previous one was
+// restarted. Exchanges already on those sessions go on. A process that
+// died without a word (kill -9, a crash, the OOM killer) leaves its QUIC
+// sessions registered until their idle timeout (30 s by default: UDP has
+// no RST), and every exchange picked there meanwhile hung until the app's
+// timeout (504 backend-timeout) or that idle timeout.
+func supersedePreviousProcess(old groupMap, info tunnel.SessionInfo) {
+	if info.ConnectorID == "" || info.AgentID == "" {
+		return // older agents send no agent id
+	}
+	for e := range old.entries(info.Group) {
+		if e.info.ConnectorID == info.ConnectorID && e.info.AgentID != "" && e.info.AgentID != info.AgentID {
+			e.superseded.Store(true)
+		}
+	}
 }
 
 // Remove drops s from the registry. Exchanges already picked on it keep
@@ -315,6 +340,12 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 		r.purgeDone(group)
 	}
 	if e == nil {
+		// Last resort: a session that a later process of its agent
+		// superseded but that is otherwise fine (that process ended in
+		// turn, or two processes run from copies of one data_dir).
+		e = pickSuperseded(view.agents, exclude)
+	}
+	if e == nil {
 		return nil, noConnectorError(group, !sawDone)
 	}
 	e.inflight.Add(1)
@@ -478,13 +509,31 @@ func lessLoaded(a, b *regEntry) *regEntry {
 	return a
 }
 
+// pickSuperseded returns the least busy superseded session (see
+// supersedePreviousProcess) that could carry a new exchange otherwise, nil
+// when there is none.
+func pickSuperseded(agents []*agentView, exclude tunnel.Session) *regEntry {
+	var best *regEntry
+	for _, a := range agents {
+		for _, e := range a.sessions {
+			if !e.superseded.Load() || e.retired.Load() || e.s == exclude || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
+				continue
+			}
+			if best == nil || e.inflight.Load() < best.inflight.Load() {
+				best = e
+			}
+		}
+	}
+	return best
+}
+
 // usable reports whether e may carry a new exchange; done reports that its
 // session has ended.
 func usable(e *regEntry, exclude tunnel.Session) (ok, done bool) {
 	if isClosed(e.s.Done()) {
 		return false, true
 	}
-	if e.retired.Load() || isClosed(e.s.Draining()) {
+	if e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()) {
 		return false, false
 	}
 	return exclude == nil || e.s != exclude, false
@@ -525,7 +574,7 @@ func (r *Registry) Sessions() []SessionStatus {
 			out = append(out, SessionStatus{
 				SessionInfo: e.info,
 				InFlight:    int(e.inflight.Load()),
-				Draining:    e.retired.Load() || isClosed(e.s.Draining()),
+				Draining:    e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()),
 			})
 		}
 	}
