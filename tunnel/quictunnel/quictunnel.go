@@ -12,7 +12,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -175,11 +177,35 @@ func (a *conn) TLSState() *tls.ConnectionState {
 func (a *conn) RemoteAddr() string { return a.c.RemoteAddr().String() }
 
 // rawStream adapts a QUIC stream to muxtunnel.RawStream.
-type rawStream struct{ s *quic.Stream }
+type rawStream struct {
+	s *quic.Stream
+	// wroteAll: CloseWrite was called, so this side's part of the
+	// exchange is written and will be delivered (ReliableCloser).
+	wroteAll atomic.Bool
+}
 
+// Read reads the stream. After this side's CloseWrite, a session the peer
+// closed normally ends the stream as the peer's own close would: the agent
+// closes its side right after its `end` and then only waits for the
+// gateway's close, and a gateway that ends a drained session once its last
+// exchange is over (muxtunnel closeWhenIdle) sends CONNECTION_CLOSE, which
+// can overtake the FIN of that exchange's stream. The agent then logged
+// "exchange stream failed … Application error 0x0 (remote): agent drained"
+// for an exchange that had succeeded: a few times at every renewal, when
+// the agent moves its sessions.
 func (r *rawStream) Read(p []byte) (int, error) {
 	n, err := r.s.Read(p)
+	if err != nil && r.wroteAll.Load() && closedByPeer(err) {
+		return n, io.EOF
+	}
 	return n, mapErr(err)
+}
+
+// closedByPeer reports whether err says the peer closed the whole session
+// with code 0, the code of conn.Close (a normal end, whatever the reason).
+func closedByPeer(err error) bool {
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0
 }
 
 func (r *rawStream) Write(p []byte) (int, error) {
@@ -187,8 +213,12 @@ func (r *rawStream) Write(p []byte) (int, error) {
 	return n, mapErr(err)
 }
 
-func (r *rawStream) CloseWrite() error { return r.s.Close() }
-func (r *rawStream) CloseRead()        { r.s.CancelRead(codeDone) }
+func (r *rawStream) CloseWrite() error {
+	r.wroteAll.Store(true)
+	return r.s.Close()
+}
+
+func (r *rawStream) CloseRead() { r.s.CancelRead(codeDone) }
 
 func (r *rawStream) Reset() {
 	r.s.CancelRead(codeReset)
