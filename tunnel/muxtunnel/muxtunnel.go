@@ -85,8 +85,12 @@ var (
 	// ErrUnauthenticated is returned by Handshake when the gateway refused
 	// the agent's credential (a revoked agent gets tunnel.ErrRevoked).
 	ErrUnauthenticated = errors.New("the gateway refused the agent's credential")
-	// ErrStreamReset is returned by Recv when the peer aborted the stream.
-	ErrStreamReset = errors.New("tunnel stream reset by the peer")
+	// ErrStreamReset is returned by Recv when the stream was aborted, by
+	// the peer or by this side (a deadline, Reset); the transport's own
+	// error, joined to it, says which. Its text named the peer for both,
+	// and a gateway that gave up at the app's timeout logged "reset by the
+	// peer" for its own reset.
+	ErrStreamReset = errors.New("tunnel stream reset")
 )
 
 // Defaults shared by both ends.
