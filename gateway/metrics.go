@@ -277,6 +277,9 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range c.g.registry.Sessions() {
 		sessions[key{s.Group, s.Transport}]++
+		if s.Superseded {
+			continue // its agent counts by its new process
+		}
 		if agents[s.Group] == nil {
 			agents[s.Group] = make(map[string]bool)
 		}

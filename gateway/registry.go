@@ -97,6 +97,9 @@ type SessionStatus struct {
 	tunnel.SessionInfo
 	InFlight int  // exchanges on the session right now
 	Draining bool // the agent announced its shutdown, the gateway retired it, or its agent was restarted
+	// Superseded: its agent was restarted (see supersedePreviousProcess);
+	// the agent is counted by its new process's sessions.
+	Superseded bool
 }
 
 // NewRegistry returns an empty Registry (the zero value works as well).
@@ -343,7 +346,7 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 		// Last resort: a session that a later process of its agent
 		// superseded but that is otherwise fine (that process ended in
 		// turn, or two processes run from copies of one data_dir).
-		e = pickSuperseded(view.agents, exclude)
+		e = pickSuperseded(view.agents, exclude, avoid)
 	}
 	if e == nil {
 		return nil, noConnectorError(group, !sawDone)
@@ -510,19 +513,30 @@ func lessLoaded(a, b *regEntry) *regEntry {
 }
 
 // pickSuperseded returns the least busy superseded session (see
-// supersedePreviousProcess) that could carry a new exchange otherwise, nil
-// when there is none.
-func pickSuperseded(agents []*agentView, exclude tunnel.Session) *regEntry {
-	var best *regEntry
+// supersedePreviousProcess) that could carry a new exchange otherwise, of
+// an agent not in avoid; exclude only if there is no other. Nil when there
+// is none.
+func pickSuperseded(agents []*agentView, exclude tunnel.Session, avoid []string) *regEntry {
+	var best, excluded *regEntry
 	for _, a := range agents {
+		if a.avoided(avoid) {
+			continue
+		}
 		for _, e := range a.sessions {
-			if !e.superseded.Load() || e.retired.Load() || e.s == exclude || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
+			if !e.superseded.Load() || e.retired.Load() || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
+				continue
+			}
+			if e.s == exclude {
+				excluded = e
 				continue
 			}
 			if best == nil || e.inflight.Load() < best.inflight.Load() {
 				best = e
 			}
 		}
+	}
+	if best == nil {
+		return excluded
 	}
 	return best
 }
@@ -575,6 +589,7 @@ func (r *Registry) Sessions() []SessionStatus {
 				SessionInfo: e.info,
 				InFlight:    int(e.inflight.Load()),
 				Draining:    e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()),
+				Superseded:  e.superseded.Load(),
 			})
 		}
 	}

@@ -1,6 +1,14 @@
 package gateway
 
-import "testing"
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+)
 
 // TestRegistryRestartedAgentSupersedesItsSessions: once a session of a
 // connector arrives from a new agent process (another agent id), the
@@ -87,4 +95,77 @@ func TestRegistrySupersededSessionsLastResort(t *testing.T) {
 	if p, err := r.Pick("g", nil); err == nil {
 		t.Fatalf("picked %s, a superseded session that drains", p.Session)
 	}
+}
+
+// TestRegistrySupersededHonoursAvoid: the last-resort pick of superseded
+// sessions keeps PickAvoiding's promise (a retry after a broken exchange
+// must not go back to the agent that broke it, a reviewer's probe), and
+// takes the excluded session when it is the only one, as the usual pick
+// does (it answered no-connector).
+func TestRegistrySupersededHonoursAvoid(t *testing.T) {
+	r := NewRegistry()
+	add := func(id, agentID string) *fakeSession {
+		s := newFakeSession(id, "g")
+		s.info.ConnectorID, s.info.AgentID = "c1", agentID
+		if _, ok := r.Add(s); !ok {
+			t.Fatalf("%s refused", id)
+		}
+		return s
+	}
+	a1, a2 := add("a1", "process-1"), add("a2", "process-1")
+	later := add("later", "process-2") // supersedes a1 and a2
+	later.Close(nil)
+	if p, err := r.PickAvoiding("g", a1, []string{balanceKey(a1.info)}); err == nil {
+		t.Fatalf("PickAvoiding took %s, a session of the avoided agent", p.Session)
+	}
+	a2.Close(nil)
+	p, err := r.Pick("g", a1)
+	if err != nil {
+		t.Fatalf("Pick excluding the only session left: %v; want that session, as for sessions not superseded", err)
+	}
+	if p.Session != a1 {
+		t.Fatalf("picked %s, want a1", p.Session)
+	}
+	p.Done()
+}
+
+// TestAgentsGaugeSkipsSupersededProcess: sallyport_gateway_agents counted
+// a restarted agent twice (its previous process's sessions, superseded,
+// stay registered until they time out: 30 s on QUIC), which a "two agents
+// per group" alert would take for a second agent (a reviewer's note).
+func TestAgentsGaugeSkipsSupersededProcess(t *testing.T) {
+	router, err := NewRouter([]Route{{App: "a", Hosts: []string{"app.test"}, Group: "g",
+		Backend: &url.URL{Scheme: "http", Host: "backend:80"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
+	g.router.Store(router)
+	for _, a := range []string{"process-1", "process-2"} { // one agent, restarted
+		s := newFakeSession("s-"+a, "g")
+		s.info.ConnectorID, s.info.AgentID = "c1", a
+		g.registry.Add(s)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&sessionCollector{g: g})
+	want := "# HELP sallyport_gateway_agents " + agentsHelp(t, reg) + "\n# TYPE sallyport_gateway_agents gauge\nsallyport_gateway_agents{group=\"g\"} 1\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "sallyport_gateway_agents"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// agentsHelp is the help text of sallyport_gateway_agents in reg.
+func agentsHelp(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sallyport_gateway_agents" {
+			return mf.GetHelp()
+		}
+	}
+	t.Fatal("no sallyport_gateway_agents")
+	return ""
 }
