@@ -87,7 +87,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		release()
 		return nil, fmt.Errorf("dial gateway %s (quic): %w", cfg.Addr, err)
 	}
-	sess, err := muxtunnel.Handshake(ctx, &conn{c: c, onClose: release}, muxtunnel.ClientConfig{
+	sess, err := muxtunnel.Handshake(ctx, &conn{c: c, onClose: release, agent: true}, muxtunnel.ClientConfig{
 		Token: cfg.Token, Hello: cfg.Hello, Transport: muxtunnel.TransportQUIC,
 		MaxStreams: cfg.MaxStreams, Log: cfg.Log,
 	})

@@ -111,10 +111,49 @@ func connPair(t *testing.T) (gw, agent *conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, agent = &conn{c: gc}, &conn{c: ac}
+	gw, agent = &conn{c: gc}, &conn{c: ac, agent: true}
 	t.Cleanup(func() {
 		gw.Close("")
 		agent.Close("")
 	})
 	return gw, agent
+}
+
+// TestGatewaySideKeepsSessionCloseCause: the EOF mapping of a peer's
+// normal session close is the agent's alone; on the gateway's side (which
+// ends its request first) an agent that closes its session in the middle of
+// a response (its drain deadline passed) stays an error naming why (a
+// reviewer's probe: it read as a clean io.EOF).
+func TestGatewaySideKeepsSessionCloseCause(t *testing.T) {
+	gw, agent := connPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gs, err := gw.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gs.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	if err := gs.CloseWrite(); err != nil { // the request is whole
+		t.Fatal(err)
+	}
+	as, err := agent.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(as); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.Write([]byte("half a resp")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(gs, make([]byte, len("half a resp"))); err != nil {
+		t.Fatal(err)
+	}
+	agent.Close("agent drained") // mid-response
+	_, err = gs.Read(make([]byte, 16))
+	if err == io.EOF {
+		t.Fatalf("gateway's read of a response cut by the agent's session close = io.EOF; want an error naming the close")
+	}
 }

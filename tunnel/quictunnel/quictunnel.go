@@ -139,6 +139,10 @@ type conn struct {
 	c         *quic.Conn
 	closeOnce sync.Once
 	onClose   func() // releases the client's UDP socket; nil on the gateway
+	// agent: this is the agent's end, whose streams read a normal close
+	// of the session after their own end as the end of the stream (see
+	// rawStream.Read); the gateway's keep the error, which names why.
+	agent bool
 }
 
 var _ muxtunnel.Conn = (*conn)(nil)
@@ -148,7 +152,7 @@ func (a *conn) OpenStream(ctx context.Context) (muxtunnel.RawStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawStream{s: s}, nil
+	return &rawStream{s: s, eofOnPeerClose: a.agent}, nil
 }
 
 func (a *conn) AcceptStream(ctx context.Context) (muxtunnel.RawStream, error) {
@@ -156,7 +160,7 @@ func (a *conn) AcceptStream(ctx context.Context) (muxtunnel.RawStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawStream{s: s}, nil
+	return &rawStream{s: s, eofOnPeerClose: a.agent}, nil
 }
 
 func (a *conn) Close(reason string) {
@@ -179,9 +183,11 @@ func (a *conn) RemoteAddr() string { return a.c.RemoteAddr().String() }
 // rawStream adapts a QUIC stream to muxtunnel.RawStream.
 type rawStream struct {
 	s *quic.Stream
-	// wroteAll: CloseWrite was called, so this side's part of the
+	// wroteAll: CloseWrite succeeded, so this side's part of the
 	// exchange is written and will be delivered (ReliableCloser).
 	wroteAll atomic.Bool
+	// eofOnPeerClose: the agent's stream (see conn.agent).
+	eofOnPeerClose bool
 }
 
 // Read reads the stream. After this side's CloseWrite, a session the peer
@@ -195,7 +201,7 @@ type rawStream struct {
 // the agent moves its sessions.
 func (r *rawStream) Read(p []byte) (int, error) {
 	n, err := r.s.Read(p)
-	if err != nil && r.wroteAll.Load() && closedByPeer(err) {
+	if err != nil && r.eofOnPeerClose && r.wroteAll.Load() && closedByPeer(err) {
 		return n, io.EOF
 	}
 	return n, mapErr(err)
@@ -214,8 +220,11 @@ func (r *rawStream) Write(p []byte) (int, error) {
 }
 
 func (r *rawStream) CloseWrite() error {
-	r.wroteAll.Store(true)
-	return r.s.Close()
+	err := r.s.Close()
+	if err == nil {
+		r.wroteAll.Store(true)
+	}
+	return err
 }
 
 func (r *rawStream) CloseRead() { r.s.CancelRead(codeDone) }
