@@ -50,9 +50,12 @@ type pingConn struct {
 	last           atomic.Int64 // when a Read last returned bytes, nanoseconds since epoch
 	dead           atomic.Bool  // the keepalive closed the connection
 
-	mu      sync.Mutex  // serialises writes to Conn; guards cursor and pending
+	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
 	cursor  frameCursor // where gRPC's bytes stand in the frame sequence
 	pending bool        // a ping waits for the frame under way to be written
+	asked   int64       // when the pending ping was asked for (as last)
+	wrote   int64       // when the last ping was written (as last); 0: none yet
+	written bool        // a ping was written
 
 	kick      chan struct{} // a ping is due (capacity 1); read by pinger
 	done      chan struct{} // closed by Close
@@ -109,16 +112,41 @@ func (p *pingConn) Write(b []byte) (int, error) {
 	p.cursor.advance(b[:n])
 	if err == nil && p.pending && p.cursor.between() {
 		p.pending = false
-		p.writePing()
+		if p.last.Load() <= p.asked {
+			// Nothing was read since it was asked for: still needed.
+			p.writePing()
+		}
 	}
 	return n, err
 }
 
-// writePing writes one PING frame; p.mu is held and gRPC's bytes are
-// between frames. A failed write breaks the connection, which gRPC's next
-// write or read reports.
+// writePing writes one PING frame unless one went out less than every
+// ago; p.mu is held and gRPC's bytes are between frames. The gateway's
+// gRPC counts a strike for each ping within its minimum interval (5 s, the
+// shortest keepalive) of the previous one, and ends the connection after
+// three (GOAWAY too_many_pings); a ping left pending behind a frame and the
+// next one asked for while that frame's write blocked would otherwise go
+// out back to back. A failed write breaks the connection, which gRPC's
+// next write or read reports.
 func (p *pingConn) writePing() {
+	now := p.now()
+	if p.written && now-p.wrote < int64(p.every) {
+		return
+	}
+	p.written, p.wrote = true, now
 	_, _ = p.Conn.Write(pingFrame[:])
+}
+
+// ask writes a ping now if gRPC's bytes are between frames, else leaves it
+// to the Write that completes the frame under way.
+func (p *pingConn) ask() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cursor.between() {
+		p.writePing()
+		return
+	}
+	p.pending, p.asked = true, p.now()
 }
 
 func (p *pingConn) Close() error {
@@ -135,13 +163,7 @@ func (p *pingConn) pinger() {
 			return
 		case <-p.kick:
 		}
-		p.mu.Lock()
-		if p.cursor.between() {
-			p.writePing()
-		} else {
-			p.pending = true
-		}
-		p.mu.Unlock()
+		p.ask()
 	}
 }
 
@@ -186,6 +208,7 @@ func (p *pingConn) watch() {
 // bytes are the payload's length, and the payload.
 type frameCursor struct {
 	preface int     // bytes of the preface still to come
+	frames  int     // frame headers read: the first is the client's SETTINGS
 	header  [9]byte // the header being read
 	got     int     // bytes of header read so far
 	payload int     // bytes of the current frame's payload still to come
@@ -209,14 +232,16 @@ func (c *frameCursor) advance(b []byte) {
 			b = b[n:]
 			if c.got == len(c.header) {
 				c.got = 0
+				c.frames++
 				c.payload = int(c.header[0])<<16 | int(c.header[1])<<8 | int(c.header[2])
 			}
 		}
 	}
 }
 
-// between reports whether the stream stands between two frames (and past
-// the preface), where a frame may be inserted.
+// between reports whether the stream stands between two frames, past the
+// preface and the client's first frame (SETTINGS must come first, RFC 9113
+// section 3.4), where a frame may be inserted.
 func (c *frameCursor) between() bool {
-	return c.preface == 0 && c.got == 0 && c.payload == 0
+	return c.preface == 0 && c.frames > 0 && c.got == 0 && c.payload == 0
 }

@@ -25,7 +25,7 @@ func TestFrameCursor(t *testing.T) {
 	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 	stream := append(append(append(append([]byte{}, preface...), frame(0)...), frame(5)...), frame(70000)...)
 	// The offsets where a frame may go: after the preface and after each frame.
-	between := map[int]bool{24: true, 24 + 9: true, 24 + 9 + 14: true, len(stream): true}
+	between := map[int]bool{24 + 9: true, 24 + 9 + 14: true, len(stream): true}
 	for _, piece := range []int{1, 2, 7, 9, 10, 4096, len(stream)} {
 		c := frameCursor{preface: http2PrefaceLen}
 		for off := 0; off < len(stream); {
@@ -62,19 +62,9 @@ func TestPingConnPingBetweenFrames(t *testing.T) {
 	f := frame(100)
 	p.Write(preface)
 	p.Write(f[:50])
-	// What pinger does when a ping falls due.
-	ping := func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.cursor.between() {
-			p.writePing()
-		} else {
-			p.pending = true
-		}
-	}
-	ping()
+	p.ask() // what pinger does when a ping falls due
 	p.Write(f[50:])
-	ping()
+	p.ask()
 	want := bytes.Join([][]byte{preface, f, pingFrame[:], pingFrame[:]}, nil)
 	if got := rc.out.Bytes(); !bytes.Equal(got, want) {
 		t.Fatalf("wrote\n%q\nwant the frame whole, then the two pings\n%q", got, want)
@@ -104,5 +94,49 @@ func TestPingConnReadsOnly(t *testing.T) {
 	}
 	if got := p.last.Load(); got < 0 {
 		t.Fatalf("a read was not noted (last %d)", got)
+	}
+}
+
+// TestPingConnNotBeforeSettings: no ping goes between the preface and the
+// client's first frame, SETTINGS, which must come first (RFC 9113 3.4;
+// gRPC's server refuses anything else); a ping asked for then waits for it.
+func TestPingConnNotBeforeSettings(t *testing.T) {
+	rc := &recordConn{}
+	p := &pingConn{Conn: rc, epoch: time.Now(), cursor: frameCursor{preface: http2PrefaceLen}}
+	p.last.Store(-1)
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	settings := frame(6)
+	p.Write(preface)
+	p.ask()
+	p.Write(settings)
+	want := bytes.Join([][]byte{preface, settings, pingFrame[:]}, nil)
+	if got := rc.out.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("wrote\n%q\nwant the preface, the SETTINGS frame, then the ping\n%q", got, want)
+	}
+}
+
+// TestPingConnNoBackToBackPings: a ping left pending behind a half-written
+// frame is dropped when something was read meanwhile, and no two pings go
+// out less than the keepalive apart: the gateway's gRPC counts a strike for
+// each ping within 5 s of the previous one and ends the connection after
+// three (a reviewer's probe wrote two back to back).
+func TestPingConnNoBackToBackPings(t *testing.T) {
+	rc := &recordConn{}
+	p := &pingConn{Conn: rc, every: time.Hour, epoch: time.Now(), cursor: frameCursor{preface: http2PrefaceLen}}
+	p.last.Store(-1)
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	f := frame(100)
+	p.Write(preface)
+	p.Write(frame(6)) // SETTINGS
+	p.Write(f[:50])
+	p.ask()               // due while the frame is half written: pending
+	p.last.Store(p.now()) // a window update is read: no longer needed
+	p.Write(f[50:])       // completes the frame: the pending ping is dropped
+	p.ask()               // due again, between frames: written
+	p.ask()               // and again at once: too soon after the last
+	want := bytes.Join([][]byte{preface, frame(6), f, pingFrame[:]}, nil)
+	if got := rc.out.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("wrote %d bytes after the frame, want one ping (%d bytes): %q",
+			len(got)-len(preface)-9-6-len(f), len(pingFrame), got[len(preface)+9+6+len(f):])
 	}
 }
