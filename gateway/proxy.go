@@ -59,6 +59,7 @@ type proxyHandler struct {
 	relay   *relay
 	buffers *copyBuffers           // response body copies
 	guards  sync.Pool              // of *guardTimer (sendGuard)
+	stalls  *stallBudget           // nil: no limit
 	proxy   *httputil.ReverseProxy // protocol upgrades only
 }
 
@@ -80,7 +81,8 @@ func (b *copyBuffers) Get() []byte    { return *b.get() }
 func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func newProxyHandler(g *Gateway) *proxyHandler {
-	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{}}
+	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{},
+		stalls: newStallBudget(g.cfg.MaxStalledExchanges, g.log)}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:   h.rewrite,
 		Transport: h.relay,
@@ -579,11 +581,16 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // connection, for ever. Time spent waiting for the backend between writes
 // does not count.
 //
+// A write or flush that blocks for stallAfter also counts against the
+// gateway's budget of stalled exchanges (stallBudget), which cuts the
+// longest stalled beyond it before their send timeout.
+//
 // Its cost per write is a clock read and three atomic operations, with no
 // allocation: the timer comes from a pool (guardTimer) at the first write
 // and goes back when the exchange ends; it is armed at the first write and
 // re-arms itself while writes go on (a bulk download does not reset it at
-// every write), and a write that finds it disarmed (the exchange waited
+// every write; with the budget it fires about once per stallAfter while
+// writes go on), and a write that finds it disarmed (the exchange waited
 // for the backend) arms it again.
 type sendGuard struct {
 	*statusRecorder
@@ -591,9 +598,13 @@ type sendGuard struct {
 	st      *exchangeState
 	remote  string
 	timeout time.Duration
+	// stallAfter is when a blocked write makes the exchange stalled (see
+	// stallBudget): min(stallAfter, timeout); timeout without a budget.
+	stallAfter time.Duration
 	// since is when the write or flush under way began (monoNow); 0
-	// between them. Written by the handler's goroutine, read by the
-	// timer's.
+	// between them; negated (-start) once the timer listed the write as
+	// stalled, so that end, which swaps it for 0, knows to unlist it.
+	// Written by the handler's goroutine and (to negate it) the timer's.
 	since atomic.Int64
 	// armed: the timer is set. Cleared by the timer when it finds no write
 	// under way; set again (and the timer reset) by whichever of begin and
@@ -603,6 +614,11 @@ type sendGuard struct {
 
 	mu   sync.Mutex // serialises cut with release
 	done bool       // the exchange ended: the writer is no longer ours; guarded by mu
+
+	// Guarded by the stallBudget's mu: the list of stalled writes.
+	prev, next *sendGuard
+	stallStart int64 // monoNow when the listed write began
+	listed     bool
 }
 
 // monoBase anchors monoNow.
@@ -629,6 +645,10 @@ func (gt *guardTimer) fire() {
 func (g *sendGuard) init(h *proxyHandler, rec *statusRecorder, st *exchangeState, remote string) {
 	g.statusRecorder, g.h, g.st, g.remote = rec, h, st, remote
 	g.timeout = h.g.cfg.sendTimeout()
+	g.stallAfter = g.timeout
+	if h.stalls != nil {
+		g.stallAfter = min(stallAfter, g.timeout)
+	}
 }
 
 // begin marks the start of a write or flush and arms the timer unless it
@@ -639,7 +659,7 @@ func (g *sendGuard) begin() {
 		g.watch = g.h.guardTimer()
 		g.watch.g.Store(g)
 	}
-	g.arm(g.timeout)
+	g.arm(g.stallAfter)
 }
 
 // arm sets the timer to d unless it is set.
@@ -650,8 +670,13 @@ func (g *sendGuard) arm(d time.Duration) {
 }
 
 // end marks the end of the write or flush; the armed timer then finds
-// nothing under way.
-func (g *sendGuard) end() { g.since.Store(0) }
+// nothing under way. A write the timer listed as stalled is unlisted (the
+// slow path: it blocked for stallAfter). Swap costs what Store does.
+func (g *sendGuard) end() {
+	if g.since.Swap(0) < 0 {
+		g.h.stalls.remove(g)
+	}
+}
 
 func (g *sendGuard) Write(p []byte) (int, error) {
 	g.begin()
@@ -680,13 +705,24 @@ func (g *sendGuard) FlushError() error {
 // check runs on the timer's goroutine: a write or flush that began
 // timeout ago and has not returned gets a write deadline in the past, which
 // makes it fail at once (HTTP/1.1: the connection's; HTTP/2: the
-// stream's), so that serveRelay cuts the exchange. One that began later
-// re-arms the timer for the rest.
+// stream's), so that serveRelay cuts the exchange. One that began
+// stallAfter ago is listed as stalled, which may cut the longest stalled
+// exchange of the gateway (stallBudget). One that began later re-arms the
+// timer for the rest.
 func (g *sendGuard) check(gt *guardTimer) {
+	victim, start := g.checkLocked(gt)
+	if victim != nil {
+		g.h.stalls.cutOver(victim, start)
+	}
+}
+
+// checkLocked is check under g.mu; it returns the exchange that the budget
+// cuts, if any, and when its write began.
+func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done {
-		return
+		return nil, 0
 	}
 	since := g.since.Load()
 	if since == 0 {
@@ -695,13 +731,32 @@ func (g *sendGuard) check(gt *guardTimer) {
 		// caught here.
 		g.armed.Store(false)
 		if g.since.Load() != 0 {
-			g.arm(g.timeout)
+			g.arm(g.stallAfter)
 		}
-		return
+		return nil, 0
 	}
-	if left := g.timeout - time.Duration(monoNow()-since); left > 0 {
-		gt.t.Reset(left)
-		return
+	start := max(since, -since)
+	blocked := time.Duration(monoNow() - start)
+	if left := g.timeout - blocked; left > 0 {
+		if g.stallAfter >= g.timeout {
+			gt.t.Reset(left) // no budget: the send timeout is next
+			return nil, 0
+		}
+		if since < 0 {
+			// Listed: look again within stallAfter, so that a write that
+			// follows this one, once it returns, is timed from its start.
+			gt.t.Reset(min(left, g.stallAfter))
+			return nil, 0
+		}
+		if left := g.stallAfter - blocked; left > 0 {
+			gt.t.Reset(left)
+			return nil, 0
+		}
+		gt.t.Reset(min(left, g.stallAfter))
+		if !g.since.CompareAndSwap(since, -since) {
+			return nil, 0 // the write returned (and maybe another began)
+		}
+		return g.h.stalls.add(g, start)
 	}
 	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
 	fields := []zap.Field{zap.Duration("send_timeout", g.timeout), zap.String("request_id", g.st.requestID),
@@ -710,6 +765,7 @@ func (g *sendGuard) check(gt *guardTimer) {
 		fields = append(fields, zap.String("app", g.st.route.App))
 	}
 	g.h.g.log.Info("client stopped reading: a write of the response blocked for the send timeout; cutting the exchange", fields...)
+	return nil, 0
 }
 
 // release ends the guard when the exchange's handler returns and gives
@@ -718,6 +774,9 @@ func (g *sendGuard) release() {
 	g.mu.Lock()
 	g.done = true
 	g.mu.Unlock()
+	if g.since.Load() < 0 { // a write that never ended (it panicked)
+		g.h.stalls.remove(g)
+	}
 	if gt := g.watch; gt != nil {
 		g.watch = nil
 		gt.t.Stop()

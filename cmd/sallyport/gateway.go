@@ -158,6 +158,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
 		SendTimeout:          cfg.Public.SendTimeoutOrDefault(),
 		MaxConnections:       cfg.Public.MaxConnections,
+		MaxStalledExchanges:  cfg.Public.MaxStalledExchanges,
 		MaxHeaderBytes:       cfg.Public.MaxHeaderBytesOrDefault(),
 		TrustedProxies:       cfg.Public.TrustedProxyPrefixes(),
 		MaxStreamsPerSession: cfg.Tunnel.MaxStreamsPerSessionOrDefault(),

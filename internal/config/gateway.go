@@ -23,6 +23,7 @@ const (
 	DefaultIdleTimeout          = 120 * time.Second
 	DefaultMaxHeaderBytes       = 64 << 10
 	DefaultSendTimeout          = 5 * time.Minute
+	DefaultMaxStalledExchanges  = 512
 	DefaultTunnelAddr           = ":8443"
 	DefaultMaxStreamsPerSession = 10000
 	DefaultCertLifetime         = 30 * 24 * time.Hour
@@ -133,6 +134,13 @@ type Public struct {
 	// client does not return within it (the client stopped reading). Zero
 	// means DefaultSendTimeout (5 minutes).
 	SendTimeout time.Duration `yaml:"send_timeout"`
+
+	// MaxStalledExchanges bounds the exchanges whose write to the client
+	// has blocked for a second or more (the client stopped reading),
+	// gateway wide: beyond it, the one blocked longest is cut as
+	// send_timeout cuts it. Zero means DefaultMaxStalledExchanges (512);
+	// -1 means no limit.
+	MaxStalledExchanges int `yaml:"max_stalled_exchanges"`
 
 	// TrustedProxies are the addresses (IPs or CIDR prefixes) of load
 	// balancers in front of the gateway. Requests from them take the
@@ -506,6 +514,9 @@ func (g *Gateway) validate(c *checker) {
 	checkNonNegative(c, path{"public", "send_timeout"}, g.Public.SendTimeout)
 	if g.Public.MaxConnections < -1 {
 		c.errorf(path{"public", "max_connections"}, "must be -1 (no limit), 0 (three quarters of the open-file limit) or a number of connections")
+	}
+	if g.Public.MaxStalledExchanges < -1 {
+		c.errorf(path{"public", "max_stalled_exchanges"}, "must be -1 (no limit), 0 (the default, %d) or a number of exchanges", DefaultMaxStalledExchanges)
 	}
 	checkNonNegative(c, path{"public", "max_header_bytes"}, g.Public.MaxHeaderBytes)
 	for i, s := range g.Public.TrustedProxies {

@@ -61,14 +61,15 @@ func TestLoadGatewayFull(t *testing.T) {
 	}
 	want := &Gateway{
 		Public: Public{
-			Addr:              "127.0.0.1:80",
-			TLS:               TLSFiles{CertFile: "pub.crt", KeyFile: "pub.key"},
-			ReadHeaderTimeout: 5 * time.Second,
-			IdleTimeout:       time.Minute,
-			SendTimeout:       45 * time.Second,
-			MaxConnections:    5000,
-			MaxHeaderBytes:    32768,
-			TrustedProxies:    []string{"10.0.0.0/8", "2001:db8::7"},
+			Addr:                "127.0.0.1:80",
+			TLS:                 TLSFiles{CertFile: "pub.crt", KeyFile: "pub.key"},
+			ReadHeaderTimeout:   5 * time.Second,
+			IdleTimeout:         time.Minute,
+			SendTimeout:         45 * time.Second,
+			MaxConnections:      5000,
+			MaxStalledExchanges: 200,
+			MaxHeaderBytes:      32768,
+			TrustedProxies:      []string{"10.0.0.0/8", "2001:db8::7"},
 		},
 		Tunnel: Tunnel{
 			Addr:                 "0.0.0.0:9443",
@@ -328,6 +329,7 @@ func TestParseGatewayErrors(t *testing.T) {
 		{"keepalive not a duration", "tunnel:\n  keepalive: 15\n", []string{`gateway.yaml:2: tunnel.keepalive: want a duration such as "30s"`}},
 		{"negative streams", "tunnel: {max_streams_per_session: -5}\n", []string{`tunnel.max_streams_per_session: must not be negative`}},
 		{"max connections", "public: {max_connections: -2}\n", []string{`public.max_connections: must be -1 (no limit), 0 (three quarters of the open-file limit) or a number of connections`}},
+		{"max stalled exchanges", "public: {max_stalled_exchanges: -2}\n", []string{`gateway.yaml:1: public.max_stalled_exchanges: must be -1 (no limit), 0 (the default, 512) or a number of exchanges`}},
 		{"token empty", "tunnel:\n  tokens:\n    - {token: x, group: g}\n    - {token: \"\", group: g}\n", []string{`gateway.yaml:4: tunnel.tokens[1].token: required`}},
 		{"token missing", "tunnel:\n  tokens:\n    - group: g\n", []string{`gateway.yaml:3: tunnel.tokens[0].token: required`}},
 		{"token group missing", "tunnel:\n  tokens:\n    - token: x\n", []string{`gateway.yaml:3: tunnel.tokens[0].group: required`}},
