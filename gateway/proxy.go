@@ -753,10 +753,7 @@ func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64) {
 			return nil, 0
 		}
 		gt.t.Reset(min(left, g.stallAfter))
-		if !g.since.CompareAndSwap(since, -since) {
-			return nil, 0 // the write returned (and maybe another began)
-		}
-		return g.h.stalls.add(g, start)
+		return g.h.stalls.stall(g, since)
 	}
 	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
 	fields := []zap.Field{zap.Duration("send_timeout", g.timeout), zap.String("request_id", g.st.requestID),

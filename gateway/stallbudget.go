@@ -66,6 +66,27 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.addLocked(g, start)
+}
+
+// stall lists g, as add does, if its write that began at since (g.since
+// as its timer read it) is still under way, negating g.since under b.mu:
+// an end that swaps it for 0 before finds the write over here, and one
+// after it unlists g once it is linked (its remove waits for b.mu).
+// Negating it first and linking after let an end that came in between
+// leave g listed with no write under way (counted for ever, and linked
+// twice at its next stall).
+func (b *stallBudget) stall(g *sendGuard, since int64) (*sendGuard, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !g.since.CompareAndSwap(since, -since) {
+		return nil, 0 // the write returned (and maybe another began)
+	}
+	return b.addLocked(g, since)
+}
+
+// addLocked is add with b.mu held.
+func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64) {
 	g.stallStart, g.listed = start, true
 	at := b.tail
 	for at != nil && at.stallStart > start {
