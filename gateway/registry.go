@@ -342,11 +342,14 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 	if sawDone {
 		r.purgeDone(group)
 	}
-	if e == nil {
+	if e == nil || e.s == exclude {
 		// Last resort: a session that a later process of its agent
 		// superseded but that is otherwise fine (that process ended in
-		// turn, or two processes run from copies of one data_dir).
-		e = pickSuperseded(view.agents, exclude, avoid)
+		// turn, or two processes run from copies of one data_dir); it is
+		// preferred to exclude, which the usual pick falls back to.
+		if sup := pickSuperseded(view.agents, exclude, avoid); sup != nil && (e == nil || sup.s != exclude) {
+			e = sup
+		}
 	}
 	if e == nil {
 		return nil, noConnectorError(group, !sawDone)

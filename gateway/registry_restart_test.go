@@ -169,3 +169,24 @@ func agentsHelp(t *testing.T, reg *prometheus.Registry) string {
 	t.Fatal("no sallyport_gateway_agents")
 	return ""
 }
+
+// TestRegistrySupersededBeforeExcluded: when the only current session is
+// the one a retry excludes (its exchange just broke), a live superseded
+// session is taken before going back to it (a reviewer's note).
+func TestRegistrySupersededBeforeExcluded(t *testing.T) {
+	r := NewRegistry()
+	old := newFakeSession("old", "g")
+	old.info.ConnectorID, old.info.AgentID = "c1", "process-1"
+	cur := newFakeSession("cur", "g")
+	cur.info.ConnectorID, cur.info.AgentID = "c1", "process-2"
+	for _, s := range []*fakeSession{old, cur} {
+		if _, ok := r.Add(s); !ok {
+			t.Fatalf("%s refused", s.info.ID)
+		}
+	}
+	p := mustPick(t, r, "g", cur)
+	if p.Session != old {
+		t.Fatalf("picked %s excluding cur, want the superseded session old before going back to cur", p.Session)
+	}
+	p.Done()
+}
