@@ -149,6 +149,18 @@ func (p *pingConn) ask() {
 	p.pending, p.asked = true, p.now()
 }
 
+// abort closes a connection the keepalive found dead: at once, without
+// close_notify (tlsbatch.Conn.Abort), which would wait behind a full send
+// buffer.
+func (p *pingConn) abort() {
+	p.closeOnce.Do(func() { close(p.done) })
+	if a, ok := p.Conn.(interface{ Abort() error }); ok {
+		_ = a.Abort()
+		return
+	}
+	_ = p.Conn.Close()
+}
+
 func (p *pingConn) Close() error {
 	p.closeOnce.Do(func() { close(p.done) })
 	return p.Conn.Close()
@@ -197,7 +209,7 @@ func (p *pingConn) watch() {
 			timer.Reset(time.Duration(pinged + int64(p.timeout) - now))
 		default:
 			p.dead.Store(true)
-			_ = p.Close()
+			p.abort()
 			return
 		}
 	}

@@ -165,6 +165,16 @@ func (c *Conn) Close() error {
 	return c.Conn.Close()
 }
 
+// Abort closes the socket at once, without close_notify: for a connection
+// found dead (a keepalive unanswered), where Close would wait up to the 5 s
+// write deadline tls sets for close_notify behind a full send buffer,
+// delaying the end of the session by as much.
+func (c *Conn) Abort() error {
+	err := c.raw.Conn.Close()
+	c.Conn.Close() // releases the TLS connection; its socket is closed already
+	return err
+}
+
 // TLS returns the TLS connection, or nil when the wrapped one is not a
 // *tls.Conn.
 func (c *Conn) TLS() *tls.Conn { return c.tc }

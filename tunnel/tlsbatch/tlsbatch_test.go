@@ -170,3 +170,21 @@ func TestWriteBeforeHandshake(t *testing.T) {
 		t.Errorf("peer read %q, want hello", s)
 	}
 }
+
+// TestAbortSkipsCloseNotify: Abort closes a connection whose peer reads
+// nothing at once; Close would write close_notify first and wait up to the
+// 5 s write deadline tls gives it (a keepalive that found the path dead
+// ended the session that much later, a reviewer's note).
+func TestAbortSkipsCloseNotify(t *testing.T) {
+	client, _, _ := pair(t) // over net.Pipe: a write waits for the peer to read
+	done := make(chan error, 1)
+	go func() { done <- client.Abort() }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Abort waited for the peer to read: it wrote close_notify, as Close does")
+	}
+	if _, err := client.Write([]byte("x")); err == nil {
+		t.Error("Write after Abort succeeded")
+	}
+}

@@ -109,6 +109,11 @@ func keepalive(s *yamux.Session, c *lifeConn, every, timeout time.Duration, log 
 		default:
 			log.Info("keepalive: nothing from the peer after a ping; closing the session: the network path is dead or the peer hangs",
 				zap.Duration("ping_timeout", timeout), zap.Duration("silent_for", time.Duration(now-last)))
+			if a, ok := c.Conn.(interface{ Abort() error }); ok {
+				// At once, without close_notify, which would wait behind
+				// a full send buffer (tlsbatch.Conn.Abort).
+				_ = a.Abort()
+			}
 			_ = s.Close()
 			return
 		}
