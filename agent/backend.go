@@ -308,12 +308,9 @@ type guardedUpgrade struct {
 	io.ReadWriteCloser
 	timeout time.Duration
 	timer   *time.Timer
-	since   atomic.Int64 // when the write under way began (time since upgradeEpoch); 0 between writes
+	since   atomic.Int64 // when the write under way began (tunnel.MonoNow); 0 between writes
 	cut     atomic.Bool  // the timer closed the connection
 }
-
-// upgradeEpoch anchors guardedUpgrade.since on the monotonic clock.
-var upgradeEpoch = time.Now()
 
 // Read reports a read that failed because the guard cut the connection as
 // that cut.
@@ -326,7 +323,7 @@ func (g *guardedUpgrade) Read(p []byte) (int, error) {
 }
 
 func (g *guardedUpgrade) Write(p []byte) (int, error) {
-	g.since.Store(int64(time.Since(upgradeEpoch)) + 1)
+	g.since.Store(tunnel.MonoNow())
 	g.timer.Reset(g.timeout)
 	n, err := g.ReadWriteCloser.Write(p)
 	g.since.Store(0)
@@ -342,7 +339,7 @@ func (g *guardedUpgrade) Write(p []byte) (int, error) {
 // write returned, or as the next one began, finds nothing to cut.
 func (g *guardedUpgrade) fire() {
 	since := g.since.Load()
-	if since == 0 || time.Since(upgradeEpoch)+1-time.Duration(since) < g.timeout {
+	if since == 0 || time.Duration(tunnel.MonoNow()-since) < g.timeout {
 		return
 	}
 	g.cut.Store(true)

@@ -165,7 +165,7 @@ type inboundBody struct {
 
 	// Set by readWhole for the bodyTimer that watches its read.
 	timeout time.Duration // the app's
-	moved   atomic.Int64  // when the last piece came (monoNow); 0: none since the timer was armed
+	moved   atomic.Int64  // when the last piece came (tunnel.MonoNow); 0: none since the timer was armed
 	stalled atomic.Bool   // the body did not move for timeout: its read was cut
 }
 
@@ -422,7 +422,7 @@ func readWhole(b *inboundBody, n int64, timeout time.Duration) ([]byte, error) {
 		k, err = b.Read(buf[got:])
 		got += k
 		if k > 0 && int64(got) < n {
-			b.moved.Store(monoNow())
+			b.moved.Store(tunnel.MonoNow())
 		}
 	}
 	bt.mu.Lock()
@@ -483,7 +483,7 @@ func (bt *bodyTimer) fire() {
 		return
 	}
 	if moved := b.moved.Load(); moved != 0 {
-		if left := b.timeout - time.Duration(monoNow()-moved); left > 0 {
+		if left := b.timeout - time.Duration(tunnel.MonoNow()-moved); left > 0 {
 			bt.t.Reset(left)
 			return
 		}

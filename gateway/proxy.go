@@ -601,7 +601,7 @@ type sendGuard struct {
 	// stallAfter is when a blocked write makes the exchange stalled (see
 	// stallBudget): min(stallAfter, timeout); timeout without a budget.
 	stallAfter time.Duration
-	// since is when the write or flush under way began (monoNow); 0
+	// since is when the write or flush under way began (tunnel.MonoNow); 0
 	// between them; negated (-start) once the timer listed the write as
 	// stalled, so that end, which swaps it for 0, knows to unlist it.
 	// Written by the handler's goroutine and (to negate it) the timer's.
@@ -617,17 +617,9 @@ type sendGuard struct {
 
 	// Guarded by the stallBudget's mu: the list of stalled writes.
 	prev, next *sendGuard
-	stallStart int64 // monoNow when the listed write began
+	stallStart int64 // tunnel.MonoNow when the listed write began
 	listed     bool
 }
-
-// monoBase anchors monoNow.
-var monoBase = time.Now()
-
-// monoNow is the time since the process started on the monotonic clock,
-// in nanoseconds, at least 1: a wall-clock step (NTP, a VM resumed) must
-// not make a write look blocked for the send timeout.
-func monoNow() int64 { return int64(time.Since(monoBase)) + 1 }
 
 // guardTimer is a timer that watches the sendGuard it is lent to.
 type guardTimer struct {
@@ -654,7 +646,7 @@ func (g *sendGuard) init(h *proxyHandler, rec *statusRecorder, st *exchangeState
 // begin marks the start of a write or flush and arms the timer unless it
 // is armed.
 func (g *sendGuard) begin() {
-	g.since.Store(monoNow())
+	g.since.Store(tunnel.MonoNow())
 	if g.watch == nil {
 		g.watch = g.h.guardTimer()
 		g.watch.g.Store(g)
@@ -736,7 +728,7 @@ func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64) {
 		return nil, 0
 	}
 	start := max(since, -since)
-	blocked := time.Duration(monoNow() - start)
+	blocked := time.Duration(tunnel.MonoNow() - start)
 	if left := g.timeout - blocked; left > 0 {
 		if g.stallAfter >= g.timeout {
 			gt.t.Reset(left) // no budget: the send timeout is next

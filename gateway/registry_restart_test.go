@@ -10,6 +10,18 @@ import (
 	"go.uber.org/zap"
 )
 
+// addProcessSession registers in r a session id of group g from the
+// connector's agent process agentID ("" for an older agent).
+func addProcessSession(t *testing.T, r *Registry, id, connector, agentID string) *fakeSession {
+	t.Helper()
+	s := newFakeSession(id, "g")
+	s.info.ConnectorID, s.info.AgentID = connector, agentID
+	if _, ok := r.Add(s); !ok {
+		t.Fatalf("%s refused", id)
+	}
+	return s
+}
+
 // TestRegistryRestartedAgentSupersedesItsSessions: once a session of a
 // connector arrives from a new agent process (another agent id), the
 // sessions of its previous process are not picked any more, though they
@@ -22,12 +34,7 @@ import (
 func TestRegistryRestartedAgentSupersedesItsSessions(t *testing.T) {
 	r := NewRegistry()
 	session := func(id, connector, agentID string) *fakeSession {
-		s := newFakeSession(id, "g")
-		s.info.ConnectorID, s.info.AgentID = connector, agentID
-		if _, ok := r.Add(s); !ok {
-			t.Fatalf("%s refused", id)
-		}
-		return s
+		return addProcessSession(t, r, id, connector, agentID)
 	}
 	dead1, dead2 := session("dead1", "c1", "process-1"), session("dead2", "c1", "process-1")
 	session("other", "c2", "process-9")
@@ -71,15 +78,8 @@ func TestRegistryRestartedAgentSupersedesItsSessions(t *testing.T) {
 // no-connector while a live session could serve it.
 func TestRegistrySupersededSessionsLastResort(t *testing.T) {
 	r := NewRegistry()
-	earlier := newFakeSession("earlier", "g")
-	earlier.info.ConnectorID, earlier.info.AgentID = "c1", "process-1"
-	later := newFakeSession("later", "g")
-	later.info.ConnectorID, later.info.AgentID = "c1", "process-2"
-	for _, s := range []*fakeSession{earlier, later} {
-		if _, ok := r.Add(s); !ok {
-			t.Fatalf("%s refused", s.info.ID)
-		}
-	}
+	earlier := addProcessSession(t, r, "earlier", "c1", "process-1")
+	later := addProcessSession(t, r, "later", "c1", "process-2")
 	if p := mustPick(t, r, "g", nil); p.Session != later {
 		t.Fatalf("picked %s while the later process's session is up", p.Session)
 	} else {
@@ -104,14 +104,7 @@ func TestRegistrySupersededSessionsLastResort(t *testing.T) {
 // does (it answered no-connector).
 func TestRegistrySupersededHonoursAvoid(t *testing.T) {
 	r := NewRegistry()
-	add := func(id, agentID string) *fakeSession {
-		s := newFakeSession(id, "g")
-		s.info.ConnectorID, s.info.AgentID = "c1", agentID
-		if _, ok := r.Add(s); !ok {
-			t.Fatalf("%s refused", id)
-		}
-		return s
-	}
+	add := func(id, agentID string) *fakeSession { return addProcessSession(t, r, id, "c1", agentID) }
 	a1, a2 := add("a1", "process-1"), add("a2", "process-1")
 	later := add("later", "process-2") // supersedes a1 and a2
 	later.Close(nil)
@@ -142,9 +135,7 @@ func TestAgentsGaugeSkipsSupersededProcess(t *testing.T) {
 	g := &Gateway{registry: NewRegistry(), log: zap.NewNop()}
 	g.router.Store(router)
 	for _, a := range []string{"process-1", "process-2"} { // one agent, restarted
-		s := newFakeSession("s-"+a, "g")
-		s.info.ConnectorID, s.info.AgentID = "c1", a
-		g.registry.Add(s)
+		addProcessSession(t, g.registry, "s-"+a, "c1", a)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&sessionCollector{g: g})
@@ -175,15 +166,8 @@ func agentsHelp(t *testing.T, reg *prometheus.Registry) string {
 // session is taken before going back to it (a reviewer's note).
 func TestRegistrySupersededBeforeExcluded(t *testing.T) {
 	r := NewRegistry()
-	old := newFakeSession("old", "g")
-	old.info.ConnectorID, old.info.AgentID = "c1", "process-1"
-	cur := newFakeSession("cur", "g")
-	cur.info.ConnectorID, cur.info.AgentID = "c1", "process-2"
-	for _, s := range []*fakeSession{old, cur} {
-		if _, ok := r.Add(s); !ok {
-			t.Fatalf("%s refused", s.info.ID)
-		}
-	}
+	old := addProcessSession(t, r, "old", "c1", "process-1")
+	cur := addProcessSession(t, r, "cur", "c1", "process-2")
 	p := mustPick(t, r, "g", cur)
 	if p.Session != old {
 		t.Fatalf("picked %s excluding cur, want the superseded session old before going back to cur", p.Session)

@@ -80,12 +80,20 @@ func (st *endlessStream) Finish(bool) {
 func endlessGateway(t *testing.T, sendTimeout, pause time.Duration) (addr string, s *endlessSession) {
 	t.Helper()
 	s = &endlessSession{pause: pause, finished: make(chan struct{}), done: make(chan struct{})}
+	addr, _ = serveAppGateway(t, Config{SendTimeout: sendTimeout}, s)
+	return addr, s
+}
+
+// serveAppGateway serves app.test (group g), whose only session is s, with
+// cfg on a loopback HTTP/1.1 and h2c listener until the test ends.
+func serveAppGateway(t *testing.T, cfg Config, s tunnel.Session) (addr string, g *Gateway) {
+	t.Helper()
 	router, err := NewRouter([]Route{{App: "a", Hosts: []string{"app.test"}, Group: "g",
 		Backend: &url.URL{Scheme: "http", Host: "backend:80"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{registry: NewRegistry(), log: zap.NewNop(), cfg: Config{SendTimeout: sendTimeout}}
+	g = &Gateway{registry: NewRegistry(), log: zap.NewNop(), cfg: cfg}
 	g.router.Store(router)
 	g.registry.Add(s)
 	g.handler = newProxyHandler(g)
@@ -103,7 +111,7 @@ func endlessGateway(t *testing.T, sendTimeout, pause time.Duration) (addr string
 		srv.Close()
 		<-served
 	})
-	return ln.Addr().String(), s
+	return ln.Addr().String(), g
 }
 
 // smallReceiveBuffer dials with a 4 KiB receive buffer, so that a client

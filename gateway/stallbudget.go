@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // DefaultMaxStalledExchanges is Config.MaxStalledExchanges when it is 0.
@@ -59,7 +61,7 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 	return &stallBudget{max: max, log: log, logs: logLimiter{max: refusalLinesPerWindow, window: refusalWindow}}
 }
 
-// add lists g, whose write began at start (monoNow), as stalled, and
+// add lists g, whose write began at start (tunnel.MonoNow), as stalled, and
 // returns the guard to cut when that makes too many, with the start of its
 // write: the one whose write began first (maybe g). Stalls are found about
 // stallAfter after their write began, so g goes at or near the tail.
@@ -146,7 +148,7 @@ func (b *stallBudget) stalled() int {
 }
 
 // cutOver cuts g, which add returned, if its write that began at start
-// (monoNow) is still blocked: the write fails at once, as at the send
+// (tunnel.MonoNow) is still blocked: the write fails at once, as at the send
 // timeout, and serveRelay ends the exchange (HTTP/1.1: the connection is
 // closed; HTTP/2: the stream is reset), which frees its tunnel stream and
 // the agent's side of it. Called without any guard's mu held.
@@ -162,7 +164,7 @@ func (b *stallBudget) cutOver(g *sendGuard, start int64) {
 		return
 	}
 	fields := []zap.Field{zap.Int("max_stalled_exchanges", b.max),
-		zap.Duration("blocked", time.Duration(monoNow()-start)),
+		zap.Duration("blocked", time.Duration(tunnel.MonoNow()-start)),
 		zap.String("request_id", g.st.requestID), zap.String("remote", g.remote)}
 	if g.st.route != nil {
 		fields = append(fields, zap.String("app", g.st.route.App))

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -95,31 +94,8 @@ func (st *pathStream) Finish(bool) {
 func stallGateway(t *testing.T, maxStalled int) (addr string, g *Gateway, s *pathSession) {
 	t.Helper()
 	s = &pathSession{finished: make(chan string, 64), done: make(chan struct{})}
-	router, err := NewRouter([]Route{{App: "a", Hosts: []string{"app.test"}, Group: "g",
-		Backend: &url.URL{Scheme: "http", Host: "backend:80"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g = &Gateway{registry: NewRegistry(), log: zap.NewNop(),
-		cfg: Config{SendTimeout: time.Minute, MaxStalledExchanges: maxStalled}}
-	g.router.Store(router)
-	g.registry.Add(s)
-	g.handler = newProxyHandler(g)
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: g.handler, Protocols: &protocols}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-served
-	})
-	return ln.Addr().String(), g, s
+	addr, g = serveAppGateway(t, Config{SendTimeout: time.Minute, MaxStalledExchanges: maxStalled}, s)
+	return addr, g, s
 }
 
 // stalledDownload starts a download of path that the client never reads

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // TestStallListedOnlyWhileBlocked: a write that ends as its timer lists it
@@ -35,7 +37,7 @@ func TestStallListedOnlyWhileBlocked(t *testing.T) {
 		}
 	}()
 	for range writes {
-		g.since.Store(monoNow() - 10) // begin, without arming the timer
+		g.since.Store(tunnel.MonoNow() - 10) // begin, without arming the timer
 		g.end()
 	}
 	close(stop)

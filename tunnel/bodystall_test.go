@@ -3,7 +3,6 @@ package tunnel
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -113,22 +112,8 @@ func TestBackendThatStopsReadingBodyIsCut(t *testing.T) {
 // whole body.
 func TestSlowBackendReaderNotCut(t *testing.T) {
 	gw, ag := newPipe(2)
-	got := make(chan int, 1)
-	stallAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
-		n, buf := 0, make([]byte, 1024)
-		for {
-			time.Sleep(40 * time.Millisecond) // a slow backend
-			k, err := io.ReadFull(req.Body, buf)
-			n += k
-			if err != nil {
-				got <- n
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					return bodyResponse(req, 200, []byte("done"), 4), nil
-				}
-				return nil, err
-			}
-		}
-	}), 250*time.Millisecond)
+	rt, got := slowBackend(40 * time.Millisecond)
+	stallAgent(t, ag, rt, 250*time.Millisecond)
 	fillBody(t, gw)
 	for i := range 5 { // 12 KiB in all: about 480 ms of reading
 		if err := gw.Send(&Frame{Data: pattern(1024), End: i == 4}); err != nil {
@@ -136,9 +121,9 @@ func TestSlowBackendReaderNotCut(t *testing.T) {
 		}
 	}
 	select {
-	case n := <-got:
-		if n != 12*1024 {
-			t.Fatalf("the slow backend read %d bytes, want all %d: it was cut while it read", n, 12*1024)
+	case r := <-got:
+		if r.err != nil || r.n != 12*1024 {
+			t.Fatalf("the slow backend read %d bytes (%v), want all %d: it was cut while it read", r.n, r.err, 12*1024)
 		}
 	case <-time.After(hangGuard):
 		t.Fatal("the backend never finished reading")
@@ -273,23 +258,8 @@ func TestUpgradeBackendStallReported(t *testing.T) {
 // body).
 func TestSteadySlowReaderNotCut(t *testing.T) {
 	gw, ag := newPipe(2)
-	got := make(chan error, 1)
-	stallAgent(t, ag, rtFunc(func(req *http.Request) (*http.Response, error) {
-		n, buf := 0, make([]byte, 1024)
-		for {
-			time.Sleep(20 * time.Millisecond) // a slow backend
-			k, err := io.ReadFull(req.Body, buf)
-			n += k
-			if err != nil {
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					got <- nil
-					return bodyResponse(req, 200, []byte("done"), 4), nil
-				}
-				got <- fmt.Errorf("%w after %d bytes", err, n)
-				return nil, err
-			}
-		}
-	}), 250*time.Millisecond)
+	rt, got := slowBackend(20 * time.Millisecond)
+	stallAgent(t, ag, rt, 250*time.Millisecond)
 	if err := gw.Send(&Frame{Request: testHead("POST", "/upload")}); err != nil {
 		t.Fatal(err)
 	}
@@ -301,11 +271,40 @@ func TestSteadySlowReaderNotCut(t *testing.T) {
 		}
 	}()
 	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("a backend reading steadily at 50 KiB/s was cut with a 250 ms limit: %v", err)
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("a backend reading steadily at 50 KiB/s was cut with a 250 ms limit after %d bytes: %v", r.n, r.err)
 		}
 	case <-time.After(hangGuard):
 		t.Fatal("the backend never finished reading")
 	}
+}
+
+// slowRead is what a slowBackend read: n bytes, then err (nil: the whole
+// body).
+type slowRead struct {
+	n   int
+	err error
+}
+
+// slowBackend reads a request body 1 KiB at a time, one read every every,
+// and reports what it read when the body ends or fails.
+func slowBackend(every time.Duration) (http.RoundTripper, <-chan slowRead) {
+	got := make(chan slowRead, 1)
+	return rtFunc(func(req *http.Request) (*http.Response, error) {
+		n, buf := 0, make([]byte, 1024)
+		for {
+			time.Sleep(every) // a slow backend
+			k, err := io.ReadFull(req.Body, buf)
+			n += k
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				got <- slowRead{n: n}
+				return bodyResponse(req, 200, []byte("done"), 4), nil
+			}
+			if err != nil {
+				got <- slowRead{n: n, err: err}
+				return nil, err
+			}
+		}
+	}), got
 }

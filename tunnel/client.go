@@ -401,11 +401,14 @@ func (ex *clientExchange) headWait() {
 	ex.abort(ErrHeadTimeout)
 }
 
-// monoEpoch anchors monoSince.
+// monoEpoch anchors MonoNow.
 var monoEpoch = time.Now()
 
-// monoSince is the time since monoEpoch on the monotonic clock, at least 1.
-func monoSince() int64 { return int64(time.Since(monoEpoch)) + 1 }
+// MonoNow is the time since the process started on the monotonic clock, in
+// nanoseconds, at least 1 (0 can mean "none"): a wall-clock step (NTP, a VM
+// resumed) must not make a wait look longer or shorter than it was. One
+// clock for the tunnel, its transports, the gateway and the agent.
+func MonoNow() int64 { return int64(time.Since(monoEpoch)) + 1 }
 
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
@@ -467,7 +470,7 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 				ex.abort(fmt.Errorf("send request body: %w", err))
 				return
 			}
-			ex.bodyMoved.Store(monoSince())
+			ex.bodyMoved.Store(MonoNow())
 		}
 		if rerr == io.EOF {
 			break
@@ -488,7 +491,7 @@ func (ex *clientExchange) sendBody(body io.ReadCloser, trailer http.Header) {
 		ex.abort(fmt.Errorf("send request end: %w", err))
 		return
 	}
-	ex.bodyMoved.Store(monoSince())
+	ex.bodyMoved.Store(MonoNow())
 	ex.halfDone()
 }
 

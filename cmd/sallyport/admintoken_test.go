@@ -31,8 +31,9 @@ func TestWeakAdminTokenWarned(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			want := c.want
 			if runtime.GOOS == "windows" && c.mode != 0o600 {
-				t.Skip("file modes are not checked on Windows")
+				want = nil // file modes mean nothing there and are not checked
 			}
 			file := filepath.Join(t.TempDir(), "admin-token")
 			if err := os.WriteFile(file, []byte(c.tok+"\n"), c.mode); err != nil {
@@ -48,10 +49,10 @@ func TestWeakAdminTokenWarned(t *testing.T) {
 			core, logs := observer.New(zapcore.WarnLevel)
 			warnWeakAdminToken(file, tok, zap.New(core))
 			got := logs.All()
-			if len(got) != len(c.want) {
-				t.Fatalf("%d warnings %v, want %d", len(got), got, len(c.want))
+			if len(got) != len(want) {
+				t.Fatalf("%d warnings %v, want %d", len(got), got, len(want))
 			}
-			for i, w := range c.want {
+			for i, w := range want {
 				if !strings.Contains(got[i].Message, w) {
 					t.Errorf("warning %q, want it to say %q", got[i].Message, w)
 				}

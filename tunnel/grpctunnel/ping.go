@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // pingConn gives the agent keepalives shorter than gRPC's floor for a
@@ -46,8 +48,7 @@ type pingConn struct {
 	net.Conn // the TLS connection gRPC's HTTP/2 runs on
 
 	every, timeout time.Duration
-	epoch          time.Time    // the clock's zero: durations since it are monotonic
-	last           atomic.Int64 // when a Read last returned bytes, nanoseconds since epoch
+	last           atomic.Int64 // when a Read last returned bytes (tunnel.MonoNow)
 	dead           atomic.Bool  // the keepalive closed the connection
 
 	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
@@ -74,18 +75,17 @@ const http2PrefaceLen = 24
 // hands, and starts its goroutines; Close stops them.
 func newPingConn(c net.Conn, every, timeout time.Duration) *pingConn {
 	p := &pingConn{
-		Conn: c, every: every, timeout: timeout, epoch: time.Now(),
+		Conn: c, every: every, timeout: timeout,
 		cursor: frameCursor{preface: http2PrefaceLen},
 		kick:   make(chan struct{}, 1), done: make(chan struct{}),
 	}
+	p.last.Store(p.now()) // the handshake just read from the gateway
 	go p.watch()
 	go p.pinger()
 	return p
 }
 
-func (p *pingConn) now() int64 {
-	return int64(time.Since(p.epoch))
-}
+func (p *pingConn) now() int64 { return tunnel.MonoNow() }
 
 func (p *pingConn) Read(b []byte) (int, error) {
 	n, err := p.Conn.Read(b)

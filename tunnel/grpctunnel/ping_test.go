@@ -79,7 +79,7 @@ func TestPingConnReadsOnly(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	p := &pingConn{Conn: a, epoch: time.Now()}
+	p := &pingConn{Conn: a}
 	p.last.Store(-1)
 	go func() { _, _ = b.Read(make([]byte, 64)) }()
 	if _, err := p.Write(pingFrame[:]); err != nil {
@@ -102,7 +102,7 @@ func TestPingConnReadsOnly(t *testing.T) {
 // gRPC's server refuses anything else); a ping asked for then waits for it.
 func TestPingConnNotBeforeSettings(t *testing.T) {
 	rc := &recordConn{}
-	p := &pingConn{Conn: rc, epoch: time.Now(), cursor: frameCursor{preface: http2PrefaceLen}}
+	p := &pingConn{Conn: rc, cursor: frameCursor{preface: http2PrefaceLen}}
 	p.last.Store(-1)
 	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 	settings := frame(6)
@@ -122,7 +122,7 @@ func TestPingConnNotBeforeSettings(t *testing.T) {
 // three (a reviewer's probe wrote two back to back).
 func TestPingConnNoBackToBackPings(t *testing.T) {
 	rc := &recordConn{}
-	p := &pingConn{Conn: rc, every: time.Hour, epoch: time.Now(), cursor: frameCursor{preface: http2PrefaceLen}}
+	p := &pingConn{Conn: rc, every: time.Hour, cursor: frameCursor{preface: http2PrefaceLen}}
 	p.last.Store(-1)
 	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 	f := frame(100)

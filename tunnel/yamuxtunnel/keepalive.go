@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Keepalive. yamux's own keepalive pings every KeepAliveInterval and ends
@@ -53,17 +55,16 @@ const (
 // noting when it last read bytes from the peer.
 type lifeConn struct {
 	net.Conn
-	epoch time.Time    // the clock's zero: durations since it are monotonic
-	last  atomic.Int64 // when a Read last returned bytes, nanoseconds since epoch
+	last atomic.Int64 // when a Read last returned bytes (tunnel.MonoNow)
 }
 
 func newLifeConn(c net.Conn) *lifeConn {
-	return &lifeConn{Conn: c, epoch: time.Now()}
+	lc := &lifeConn{Conn: c}
+	lc.last.Store(lc.now()) // the handshake just read from the peer
+	return lc
 }
 
-func (c *lifeConn) now() int64 {
-	return int64(time.Since(c.epoch))
-}
+func (c *lifeConn) now() int64 { return tunnel.MonoNow() }
 
 func (c *lifeConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
