@@ -17,14 +17,31 @@ import (
 )
 
 // doneCounter counts Options.Done calls.
-type doneCounter struct{ n atomic.Int32 }
-
-func (d *doneCounter) opts() *Options {
-	return &Options{App: "app", RequestID: "rid", Done: func() { d.n.Add(1) }}
+type doneCounter struct {
+	n     atomic.Int32
+	first chan struct{} // closed by the first call; made by opts
 }
 
+func (d *doneCounter) opts() *Options {
+	d.first = make(chan struct{})
+	return &Options{App: "app", RequestID: "rid", Done: func() {
+		if d.n.Add(1) == 1 {
+			close(d.first)
+		}
+	}}
+}
+
+// wantOnce checks that Done was called exactly once, waiting for the first
+// call: the exchange calls it right after it gives its stream back (Finish),
+// which a test may see first.
 func (d *doneCounter) wantOnce(t testing.TB) {
 	t.Helper()
+	if d.first != nil {
+		select {
+		case <-d.first:
+		case <-time.After(hangGuard):
+		}
+	}
 	if n := d.n.Load(); n != 1 {
 		t.Fatalf("Done called %d times, want once", n)
 	}
