@@ -42,6 +42,12 @@ var (
 	// stopping. The token was not read, so trying again in a moment is
 	// safe. Such an error matches ErrGatewayUnreachable too.
 	ErrGatewayBusy = errors.New("the gateway closed the connection right after the TLS handshake")
+	// ErrEnrollUnsupported: the gateway answered, but has no enrollment
+	// service (or no renewal in it): a sallyport gateway from before
+	// connector enrollment, or another gRPC server at that address. The
+	// token was not read. Trying again helps only once the gateway is
+	// upgraded.
+	ErrEnrollUnsupported = errors.New("the gateway does not support enrollment")
 )
 
 // EnrollConfig says how to enroll an agent.
@@ -281,6 +287,13 @@ func rpcError(err error) error {
 		return fmt.Errorf("%w: %s", ErrEnrollRefused, msg)
 	case codes.Unavailable:
 		return fmt.Errorf("%w: %s", ErrGatewayUnreachable, msg)
+	case codes.Unimplemented:
+		// gRPC's own answer for a service or method the server does not
+		// have: "unknown service sallyport.tunnel.v1.EnrollmentService".
+		return fmt.Errorf("%w: it answered %q, so it is a sallyport gateway older than connector enrollment "+
+			"(client certificates, `sallyport token create`), or another gRPC service; upgrade the gateway "+
+			"(agents and gateways of any later versions work together), or check that the address is the "+
+			"gateway's tunnel.addr", ErrEnrollUnsupported, msg)
 	}
 	return fmt.Errorf("%s: %s", st.Code(), msg)
 }

@@ -283,6 +283,10 @@ func enrollError(err error, gateway string, hs *handshakeRecorder, dial error, c
 	if status.Code(err) == codes.Unauthenticated {
 		return &tokenRefusal{msg: status.Convert(err).Message()}
 	}
+	if status.Code(err) == codes.Unimplemented {
+		// gRPC answers so before any handler runs.
+		return fmt.Errorf("%w; the token was not used", rpcError(err))
+	}
 	return rpcError(err)
 }
 

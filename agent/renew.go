@@ -58,9 +58,12 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 }
 
 // enrollWithRetry enrolls with the config token, retrying with backoff
-// while the gateway cannot be reached; a refusal stops at once.
+// while the gateway cannot be reached, and at the renewal pace while it
+// answers without an enrollment service (ErrEnrollUnsupported); a refusal
+// stops at once.
 func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 	var dialErr atomic.Pointer[error]
+	unsupported := 0 // attempts the gateway answered without an enrollment service
 	for attempt := 0; ; attempt++ {
 		c, err := Enroll(ctx, EnrollConfig{
 			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
@@ -89,7 +92,20 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
 		}
 		delay := a.cfg.Backoff.Next(attempt)
-		if isProxyError(err) {
+		if errors.Is(err, ErrEnrollUnsupported) {
+			// Only an upgrade of the gateway helps. The agent waits for it
+			// rather than exiting: nothing on this side is to change, a
+			// service manager restarting an agent that exits would only
+			// try again sooner (or give up after a few quick restarts),
+			// and once the gateway is upgraded the agent enrolls by itself.
+			// At the renewal pace (10s doubling to 10m), not the
+			// reconnect pace.
+			slow := a.renewBackoff()
+			delay = max(delay, slow.Next(unsupported))
+			unsupported++
+			a.log.Error("the gateway does not support enrollment; upgrade the gateway, this agent tries again "+
+				"meanwhile", zap.Error(err), zap.Duration("retry_in", delay))
+		} else if isProxyError(err) {
 			a.log.Error("the outbound proxy refused the connection to the gateway", zap.Error(err), zap.Duration("retry_in", delay))
 		} else {
 			a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))

@@ -14,8 +14,10 @@ const maxForwardedHops = 64
 // proxyTrust serves requests that a trusted proxy (a load balancer in front
 // of the gateway, public.trusted_proxies) passed on: for those, and only
 // those, the client's address comes from X-Forwarded-For and its scheme from
-// X-Forwarded-Proto. From any other peer both headers are ignored (and never
-// relayed), so a client cannot claim another address.
+// X-Forwarded-Proto, both read from the right, where the trusted proxies
+// append (see clientHop and forwardedHTTPS). From any other peer both
+// headers are ignored (and never relayed), so a client cannot claim another
+// address or scheme.
 type proxyTrust struct {
 	next     http.Handler
 	prefixes []netip.Prefix
@@ -35,10 +37,11 @@ func (t *proxyTrust) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.next.ServeHTTP(w, r)
 		return
 	}
-	if c, ok := t.client(r.Header["X-Forwarded-For"]); ok {
+	c, hop, ok := t.clientHop(r.Header["X-Forwarded-For"])
+	if ok {
 		r.RemoteAddr = c.String()
 	}
-	if r.TLS == nil && strings.EqualFold(firstElement(r.Header["X-Forwarded-Proto"]), "https") {
+	if r.TLS == nil && forwardedHTTPS(r.Header["X-Forwarded-Proto"], hop) {
 		r = forwarded.WithHTTPS(r)
 	}
 	if p, ok := forwardedPrefix(r.Header["X-Forwarded-Prefix"]); ok {
@@ -87,6 +90,16 @@ func (t *proxyTrust) trusted(a netip.Addr) bool {
 // address it stops and answers the last trusted proxy before it; ok is false
 // when not even the rightmost entry is an address (or there is none).
 func (t *proxyTrust) client(values []string) (client netip.AddrPort, ok bool) {
+	client, _, ok = t.clientHop(values)
+	return client, ok
+}
+
+// clientHop is client, also answering the position of the client's entry
+// counted from the right (0: the rightmost, which the peer added): the
+// trusted proxy that added that entry is the one the client connected to,
+// so its X-Forwarded-Proto element, at the same position, is the client's
+// scheme. hop is 0 when ok is false.
+func (t *proxyTrust) clientHop(values []string) (client netip.AddrPort, hop int, ok bool) {
 	hops := 0
 	for i := len(values) - 1; i >= 0; i-- {
 		rest := values[i]
@@ -99,16 +112,16 @@ func (t *proxyTrust) client(values []string) (client netip.AddrPort, ok bool) {
 			}
 			a, valid := parseForwardedAddr(strings.TrimSpace(entry))
 			if !valid || hops == maxForwardedHops {
-				return client, ok
+				return client, hop, ok
 			}
+			client, hop, ok = a, hops, true
 			hops++
-			client, ok = a, true
 			if !t.trusted(a.Addr()) {
-				return client, true
+				return client, hop, true
 			}
 		}
 	}
-	return client, ok
+	return client, hop, ok
 }
 
 // parseForwardedAddr parses one X-Forwarded-For entry: an IP address, or an
@@ -125,12 +138,30 @@ func parseForwardedAddr(s string) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// firstElement is the first comma-separated element of a header's values,
-// trimmed: for X-Forwarded-Proto, what the outermost proxy saw.
-func firstElement(values []string) string {
-	if len(values) == 0 {
-		return ""
+// forwardedHTTPS reports whether a trusted proxy's X-Forwarded-Proto says
+// the client spoke HTTPS to it. A proxy that appends (HAProxy's
+// "http-request add-header", which adds a line) leaves what the client sent
+// on the left: "X-Forwarded-Proto: https, http" from a client that spoke
+// plain HTTP. So the elements are read from the right, as the
+// X-Forwarded-For walk read its entries: the element at hop (clientHop),
+// put there by the proxy the client connected to. A list shorter than that
+// comes from proxies that replace the header (nginx's proxy_set_header):
+// its leftmost element is the one the outermost of them set. Only "https"
+// (any case) counts; "http", an empty element or any other value means
+// plain HTTP, the side that never makes a cookie Secure by mistake.
+func forwardedHTTPS(values []string, hop int) bool {
+	var elem string
+	seen := 0
+	for i := len(values) - 1; i >= 0 && seen <= hop; i-- {
+		rest := values[i]
+		for more := true; more && seen <= hop; {
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				elem, rest = rest[j+1:], rest[:j]
+			} else {
+				elem, more = rest, false
+			}
+			seen++
+		}
 	}
-	first, _, _ := strings.Cut(values[0], ",")
-	return strings.TrimSpace(first)
+	return seen > 0 && strings.EqualFold(strings.TrimSpace(elem), "https")
 }

@@ -74,7 +74,7 @@ func TestProxyTrustServeHTTP(t *testing.T) {
 		want   seen
 	}{
 		{"trusted peer", "10.0.0.5:1234", false,
-			map[string]string{"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "HTTPS, http"},
+			map[string]string{"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "http, HTTPS"},
 			seen{"192.0.2.1:0", true}},
 		{"trusted peer, plain http", "10.0.0.5:1234", false,
 			map[string]string{"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "http"},
@@ -102,6 +102,56 @@ func TestProxyTrustServeHTTP(t *testing.T) {
 			h.ServeHTTP(httptest.NewRecorder(), r)
 			if got != tt.want {
 				t.Errorf("next saw %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestProxyTrustProtoFromTheRight: X-Forwarded-Proto is read where the
+// trusted proxies wrote it, at the X-Forwarded-For walk's hop, so a client
+// that sends its own "https" to a balancer that appends cannot make its
+// plain-HTTP request count as HTTPS (Secure cookies, https:// callbacks).
+func TestProxyTrustProtoFromTheRight(t *testing.T) {
+	h := trustProxies(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if forwarded.HTTPS(r) {
+			w.Header().Set("X-Seen-Https", "yes")
+		}
+	}), []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	tests := []struct {
+		name  string
+		xff   []string
+		proto []string
+		https bool
+	}{
+		{"client's https, balancer appended http", []string{"192.0.2.1"}, []string{"https, http"}, false},
+		{"client's https on a line of its own", []string{"192.0.2.1"}, []string{"https", "http"}, false},
+		{"balancer appended https", []string{"192.0.2.1"}, []string{"http, https"}, true},
+		{"balancer replaced it", []string{"192.0.2.1"}, []string{"https"}, true},
+		{"any case, spaces", []string{"192.0.2.1"}, []string{" HTTPS "}, true},
+		{"no X-Forwarded-For: the peer's element", nil, []string{"https, http"}, false},
+		{"no X-Forwarded-For, https", nil, []string{"http,https"}, true},
+		// client → CDN 10.1.1.1 (plain HTTP) → balancer (HTTPS from the
+		// CDN) → gateway, both appending: the CDN's element counts.
+		{"two appending hops, client on plain http", []string{"192.0.2.1, 10.1.1.1"}, []string{"https, http, https"}, false},
+		{"two appending hops, client on https", []string{"192.0.2.1, 10.1.1.1"}, []string{"http, https, http"}, true},
+		// Proxies that replace the header: fewer elements than hops.
+		{"two replacing hops", []string{"192.0.2.1, 10.1.1.1"}, []string{"https"}, true},
+		{"client's trusted-looking entries stop at its own address", []string{"10.9.9.9, 192.0.2.1"}, []string{"https, https, http"}, false},
+		{"neither http nor https", []string{"192.0.2.1"}, []string{"wss"}, false},
+		{"empty rightmost element", []string{"192.0.2.1"}, []string{"https,"}, false},
+		{"empty header", []string{"192.0.2.1"}, []string{""}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "http://app.example/", nil)
+			r.RemoteAddr = "10.0.0.5:1234"
+			r.Header["X-Forwarded-For"] = tt.xff
+			r.Header["X-Forwarded-Proto"] = tt.proto
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if got := w.Header().Get("X-Seen-Https") == "yes"; got != tt.https {
+				t.Errorf("X-Forwarded-For %q, X-Forwarded-Proto %q from a trusted balancer: HTTPS = %v, want %v",
+					tt.xff, tt.proto, got, tt.https)
 			}
 		})
 	}

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -140,6 +142,61 @@ func warnWeakAdminToken(file, tok string, log *zap.Logger) {
 	}
 }
 
+// warnRemoteAdmin warns when an admin token is set and admin.addr is not
+// a loopback address: the admin listener speaks plain HTTP, so the token,
+// and every enrollment token that `sallyport token create` receives, cross
+// the network unencrypted. Only a warning: a listener on a private network
+// (a Kubernetes pod scraped by Prometheus, a management VLAN) is a setup
+// the operator chose. Without a token the API refuses every call, and
+// /metrics on a private address is documented as such.
+func warnRemoteAdmin(addr, tok string, log *zap.Logger) {
+	if tok == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || loopbackHost(host) {
+		return // a bad address fails at listen, with its own error
+	}
+	where := "admin.addr " + addr + " is not a loopback address"
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		where = "admin.addr " + addr + " listens on every address of this machine"
+	}
+	log.Warn(where + ", and the admin listener speaks plain HTTP: the admin token, and the enrollment tokens " +
+		"that `sallyport token create` receives, cross the network unencrypted, readable by anyone on the path. " +
+		"Set admin.addr to 127.0.0.1:" + port + " and run the admin commands on this machine or through " +
+		"`ssh -L " + port + ":127.0.0.1:" + port + " HOST`, or put a TLS proxy on this machine in front of it; " +
+		"otherwise keep that network private")
+}
+
+// loopbackHost reports whether a listen address's host is a loopback
+// address, localhost, or a name that resolves to loopback addresses only
+// (Debian's 127.0.1.1 for the host name). A name that does not resolve
+// counts as loopback: the listener fails to open, and says why.
+func loopbackHost(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return ip.Unmap().IsLoopback()
+	}
+	if h == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+	if err != nil {
+		return true
+	}
+	for _, ip := range ips {
+		if !ip.Unmap().IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
 // gatewayConfig turns a validated config file into the gateway's settings:
 // it loads certificates (or creates the self-signed tunnel certificate) and
 // refuses settings this build does not implement yet.
@@ -179,6 +236,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 	}
 	out.AdminToken = tok
 	warnWeakAdminToken(cfg.Admin.TokenFile, tok, log)
+	warnRemoteAdmin(cfg.Admin.AddrOrDefault(), tok, log)
 	if cfg.Public.TLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(cfg.Public.TLS.CertFile, cfg.Public.TLS.KeyFile)
 		if err != nil {
