@@ -9,13 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,7 +26,7 @@ import (
 //	GET    /healthz                        200 while the process runs (no token)
 //	GET    /readyz                         200 while serving with a working store (no token)
 //	GET    /metrics                        Prometheus metrics (no token; see metrics.go; over
-//	                                       loopback only for a Host of this machine, see loopbackHostOnly)
+//	                                       loopback only for a Host of this machine, see promserve.RebindingGuard)
 //	GET    /api/v1/tokens                  [APIToken] (never the secret; with its state now)
 //	POST   /api/v1/tokens                  APITokenRequest → 201 APIToken with the secret, once
 //	DELETE /api/v1/tokens/{id}             204; 404 unknown
@@ -119,11 +115,17 @@ func (g *Gateway) AdminHandler() http.Handler {
 	// carry one, and they name no secrets. The admin listener belongs on a
 	// private address (127.0.0.1 by default). They name every app and
 	// connector group, though, so a web page must not read them through
-	// DNS rebinding (see loopbackHostOnly); the health checks say only
+	// DNS rebinding (see promserve.RebindingGuard); the health checks say only
 	// "ok" or "ready", and load balancers and probes reach them by any name.
 	if g.metrics != nil {
 		hostname, _ := os.Hostname()
-		mux.Handle("GET /metrics", g.loopbackHostOnly(promserve.Handler(g.metrics.reg), hostname))
+		mux.Handle("GET /metrics", promserve.RebindingGuard(promserve.Handler(g.metrics.reg), hostname,
+			func(r *http.Request, port string) {
+				g.log.Warn("admin listener: a request for "+r.URL.Path+" over loopback named another host; refused "+
+					"(a guard against DNS rebinding; only the first is logged). If it is your metrics scraper, "+
+					"have it scrape 127.0.0.1:"+port+" or localhost:"+port,
+					zap.String("host", r.Host), zap.String("path", r.URL.Path))
+			}))
 	}
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/v1/tokens", g.listTokens)
@@ -201,73 +203,6 @@ func (g *Gateway) requireAdmin(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 		next.ServeHTTP(w, r)
 	})
-}
-
-// loopbackHostOnly guards what the admin listener serves without a token
-// against DNS rebinding: a web page on evil.example whose DNS name then
-// points at 127.0.0.1 is, to a browser on this machine, the same origin as
-// the admin listener, so its script may read the answers. Such a request
-// comes in over loopback with the page's name in Host. A request that came
-// in over a loopback address must therefore name this machine: an IP
-// address (a page served from an IP address is no rebinding), localhost or
-// a name under .localhost (browsers resolve those themselves), or this
-// machine's host name (hostname, and its first label); it may carry a port.
-// Others get 403 saying what to do, and the first is logged. Requests over
-// other addresses are not checked: scrapers on other machines reach the
-// listener by whatever DNS name they were given (see the warning about a
-// non-loopback admin.addr at start).
-func (g *Gateway) loopbackHostOnly(next http.Handler, hostname string) http.Handler {
-	var logged atomic.Bool
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		if !overLoopback(local) || hostNamesThisMachine(r.Host, hostname) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		port := "PORT"
-		if ta, ok := local.(*net.TCPAddr); ok {
-			port = strconv.Itoa(ta.Port)
-		}
-		if !logged.Swap(true) {
-			g.log.Warn("admin listener: a request for "+r.URL.Path+" over loopback named another host; refused "+
-				"(a guard against DNS rebinding; only the first is logged). If it is your metrics scraper, "+
-				"have it scrape 127.0.0.1:"+port+" or localhost:"+port,
-				zap.String("host", r.Host), zap.String("path", r.URL.Path))
-		}
-		http.Error(w, fmt.Sprintf("Host %q does not name this machine: over loopback, the admin listener serves %s "+
-			"only to requests for an IP address, localhost or this machine's host name (a guard against DNS "+
-			"rebinding); request 127.0.0.1:%s or localhost:%s (a proxy in front: set the Host it sends to one of these)",
-			r.Host, r.URL.Path, port, port), http.StatusForbidden)
-	})
-}
-
-// overLoopback reports whether a request came in over a loopback address
-// (local is the listener side of its connection). Unknown counts as
-// loopback, so the check is made.
-func overLoopback(local net.Addr) bool {
-	ta, ok := local.(*net.TCPAddr)
-	return !ok || ta.IP.IsLoopback()
-}
-
-// hostNamesThisMachine reports whether a Host header (with or without a
-// port, any case, a trailing dot allowed) is an IP address, empty (an
-// HTTP/1.0 request), localhost or under .localhost, or hostname or its
-// first label.
-func hostNamesThisMachine(host, hostname string) bool {
-	h := host
-	if hp, _, err := net.SplitHostPort(host); err == nil {
-		h = hp
-	}
-	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if h == "" || h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
-		return true
-	}
-	hostname = strings.TrimSuffix(strings.ToLower(hostname), ".")
-	short, _, _ := strings.Cut(hostname, ".")
-	return hostname != "" && (h == hostname || h == short)
 }
 
 // bearerToken returns the token of an Authorization header of the Bearer

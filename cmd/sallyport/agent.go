@@ -21,6 +21,7 @@ import (
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/promserve"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -418,7 +419,14 @@ func serveAgentMetrics(cfg *config.Agent, a *agent.Agent, log *zap.Logger) (stop
 			cfg.MetricsAddr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", a.MetricsHandler())
+	// No token, like the gateway's /metrics: guarded against a web page
+	// that rebinds its name to this loopback listener (promserve.RebindingGuard).
+	hostname, _ := os.Hostname()
+	mux.Handle("GET /metrics", promserve.RebindingGuard(a.MetricsHandler(), hostname, func(r *http.Request, port string) {
+		log.Warn("metrics listener: a request over loopback named another host; refused (a guard against DNS "+
+			"rebinding; only the first is logged). If it is your metrics scraper, have it scrape 127.0.0.1:"+port+
+			" or localhost:"+port, zap.String("host", r.Host))
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {

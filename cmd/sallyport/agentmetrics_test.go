@@ -1,11 +1,15 @@
 package main
 
 import (
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/config"
@@ -31,5 +35,55 @@ func TestAgentMetricsAddrInUse(t *testing.T) {
 	}
 	if msg := err.Error(); !strings.Contains(msg, ln.Addr().String()) || !strings.Contains(msg, "choose a free host:port") {
 		t.Fatalf("error %q", msg)
+	}
+}
+
+// TestAgentMetricsRefuseRebinding: the agent's metrics_addr, like the
+// gateway's /metrics, answers a loopback request only for a Host that
+// names this machine: a web page whose name its owner points at 127.0.0.1
+// (DNS rebinding) could otherwise read it from a browser on the agent's
+// machine. A scrape by address keeps working.
+func TestAgentMetricsRefuseRebinding(t *testing.T) {
+	a, err := agent.New(agent.Config{Gateway: "127.0.0.1:1", Metrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	stop, err := serveAgentMetrics(&config.Agent{MetricsAddr: "127.0.0.1:0"}, a, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	served := logs.FilterMessage("serving metrics").All()
+	if len(served) != 1 {
+		t.Fatalf("no 'serving metrics' line: %v", logs.All())
+	}
+	u, err := url.Parse(served[0].ContextMap()["metrics"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", u.String(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("evil.example:" + u.Port()); code != http.StatusForbidden || !strings.Contains(body, "127.0.0.1:"+u.Port()) {
+		t.Errorf("GET /metrics with Host evil.example: %d %.120q; want 403 saying to request 127.0.0.1:%s", code, body, u.Port())
+	}
+	if n := logs.FilterMessageSnippet("named another host").Len(); n != 1 {
+		t.Errorf("%d log lines about the refused Host, want 1", n)
+	}
+	if code, body := get(u.Host); code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("GET /metrics with Host %s: %d %.120q; want 200 with the metrics", u.Host, code, body)
 	}
 }
