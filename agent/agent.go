@@ -428,6 +428,11 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			case isProxyError(err):
 				log.Error("the outbound proxy refused the connection to the gateway",
 					zap.Error(err), zap.Duration("retry_in", delay))
+			case transport != TransportGRPC && isProtocolRefused(err):
+				log.Error("the gateway does not offer the "+transport+" transport (it refused that TLS protocol): it "+
+					"is older than the QUIC and yamux transports, or a TLS proxy in front of it does not pass that "+
+					"protocol on; upgrade the gateway, or set transport: grpc (or auto)",
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			default:
 				log.Warn("cannot connect to the gateway", zap.String("transport", transport),
 					zap.Error(err), zap.Duration("retry_in", delay))

@@ -179,6 +179,23 @@ func isCertRefused(err error) bool {
 	return false
 }
 
+// isProtocolRefused reports whether the gateway refused the TLS protocol
+// (ALPN) the agent asked for with no_application_protocol (alert 120): a
+// gateway older than the transport, or a TLS proxy in front of it that
+// does not pass that protocol on. Reported as isCertRefused's alerts are.
+func isProtocolRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	const noProtocol = tls.AlertError(120)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && op.Err.Error() == noProtocol.Error() {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: "+noProtocol.Error()) || strings.Contains(msg, "(remote): "+noProtocol.Error())
+}
+
 func isUnauthenticated(err error) bool {
 	return errors.Is(err, grpctunnel.ErrUnauthenticated) || errors.Is(err, muxtunnel.ErrUnauthenticated)
 }
