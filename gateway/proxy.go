@@ -162,10 +162,10 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// and copies both ways. Shutdown waits for these itself.
 		h.g.upgrades.Add(1)
 		defer h.g.upgrades.Done()
-		uw := &upgradeWriter{statusRecorder: rec, timeout: h.g.cfg.sendTimeout()}
+		uw := &upgradeWriter{statusRecorder: rec, h: h, st: st, remote: r.RemoteAddr}
 		h.proxy.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-		if uw.cut() {
-			h.upgradeCut(st, r.RemoteAddr, uw.timeout)
+		if uw.release() {
+			st.errCode = CodeClientClosed
 		}
 		return
 	}
@@ -583,7 +583,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 //
 // A write or flush that blocks for stallAfter also counts against the
 // gateway's budget of stalled exchanges (stallBudget), which cuts the
-// longest stalled beyond it before their send timeout.
+// longest stalled beyond it before their send timeout. An upgraded
+// exchange's writes to its hijacked connection are watched by a sendGuard
+// too (conn set; upgradeguard.go).
 //
 // Its cost per write is a clock read and three atomic operations, with no
 // allocation: the timer comes from a pool (guardTimer) at the first write
@@ -596,8 +598,11 @@ type sendGuard struct {
 	*statusRecorder
 	h       *proxyHandler
 	st      *exchangeState
-	remote  string
+	remote  string // the client's address: whose stalls it counts with (stallBudget)
 	timeout time.Duration
+	// conn is the hijacked connection of an upgraded exchange, whose
+	// writes the guard watches; nil for a relayed response.
+	conn *sendGuardConn
 	// stallAfter is when a blocked write makes the exchange stalled (see
 	// stallBudget): min(stallAfter, timeout); timeout without a budget.
 	stallAfter time.Duration
@@ -606,19 +611,24 @@ type sendGuard struct {
 	// stalled, so that end, which swaps it for 0, knows to unlist it.
 	// Written by the handler's goroutine and (to negate it) the timer's.
 	since atomic.Int64
+	watch *guardTimer // owned by the handler's goroutine; nil until the first write
+	mu    sync.Mutex  // serialises cut with release
+
+	// The three flags side by side: the sendGuard is part of every
+	// exchange's one allocation, which this keeps at 448 bytes, a size
+	// class (24 bytes of padding more took it to 480).
+	//
 	// armed: the timer is set. Cleared by the timer when it finds no write
 	// under way; set again (and the timer reset) by whichever of begin and
 	// check sees the other's change first.
-	armed atomic.Bool
-	watch *guardTimer // owned by the handler's goroutine; nil until the first write
-
-	mu   sync.Mutex // serialises cut with release
-	done bool       // the exchange ended: the writer is no longer ours; guarded by mu
+	armed  atomic.Bool
+	done   bool // the exchange ended: the writer is no longer ours; guarded by mu
+	listed bool // in the stallBudget's list; guarded by its mu
 
 	// Guarded by the stallBudget's mu: the list of stalled writes.
 	prev, next *sendGuard
-	stallStart int64 // tunnel.MonoNow when the listed write began
-	listed     bool
+	stallStart int64        // tunnel.MonoNow when the listed write began
+	client     *stallClient // the listed exchanges of remote's client; nil unless listed
 }
 
 // guardTimer is a timer that watches the sendGuard it is lent to.
@@ -702,19 +712,20 @@ func (g *sendGuard) FlushError() error {
 // exchange of the gateway (stallBudget). One that began later re-arms the
 // timer for the rest.
 func (g *sendGuard) check(gt *guardTimer) {
-	victim, start := g.checkLocked(gt)
+	victim, start, heavy := g.checkLocked(gt)
 	if victim != nil {
-		g.h.stalls.cutOver(victim, start)
+		g.h.stalls.cutOver(victim, start, heavy)
 	}
 }
 
 // checkLocked is check under g.mu; it returns the exchange that the budget
-// cuts, if any, and when its write began.
-func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64) {
+// cuts, if any, when its write began and whether its client held more than
+// its share (see stallBudget.add).
+func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done {
-		return nil, 0
+		return nil, 0, false
 	}
 	since := g.since.Load()
 	if since == 0 {
@@ -725,36 +736,51 @@ func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64) {
 		if g.since.Load() != 0 {
 			g.arm(g.stallAfter)
 		}
-		return nil, 0
+		return nil, 0, false
 	}
 	start := max(since, -since)
 	blocked := time.Duration(tunnel.MonoNow() - start)
 	if left := g.timeout - blocked; left > 0 {
 		if g.stallAfter >= g.timeout {
 			gt.t.Reset(left) // no budget: the send timeout is next
-			return nil, 0
+			return nil, 0, false
 		}
 		if since < 0 {
 			// Listed: look again within stallAfter, so that a write that
 			// follows this one, once it returns, is timed from its start.
 			gt.t.Reset(min(left, g.stallAfter))
-			return nil, 0
+			return nil, 0, false
 		}
 		if left := g.stallAfter - blocked; left > 0 {
 			gt.t.Reset(left)
-			return nil, 0
+			return nil, 0, false
 		}
 		gt.t.Reset(min(left, g.stallAfter))
 		return g.h.stalls.stall(g, since)
 	}
-	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
+	g.cutWrite()
 	fields := []zap.Field{zap.Duration("send_timeout", g.timeout), zap.String("request_id", g.st.requestID),
 		zap.String("remote", g.remote)}
 	if g.st.route != nil {
 		fields = append(fields, zap.String("app", g.st.route.App))
 	}
-	g.h.g.log.Info("client stopped reading: a write of the response blocked for the send timeout; cutting the exchange", fields...)
-	return nil, 0
+	if g.conn != nil {
+		g.h.g.log.Info("client stopped reading: a write to the upgraded connection blocked for the send timeout; cutting it", fields...)
+	} else {
+		g.h.g.log.Info("client stopped reading: a write of the response blocked for the send timeout; cutting the exchange", fields...)
+	}
+	return nil, 0, false
+}
+
+// cutWrite makes the write under way fail at once: a write deadline in the
+// past (HTTP/1.1: the connection's; HTTP/2: the stream's; an upgrade: its
+// hijacked connection's). g.mu is held.
+func (g *sendGuard) cutWrite() {
+	if g.conn != nil {
+		_ = g.conn.Conn.SetWriteDeadline(time.Now())
+		return
+	}
+	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
 }
 
 // release ends the guard when the exchange's handler returns and gives

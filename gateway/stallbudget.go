@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,6 +12,13 @@ import (
 
 // DefaultMaxStalledExchanges is Config.MaxStalledExchanges when it is 0.
 const DefaultMaxStalledExchanges = 512
+
+// stallsPerClient is how many stalled exchanges one client may hold before
+// the budget, once full, cuts its exchanges ahead of everybody else's (see
+// stallBudget). A browser on a bad link stalls every stream of its one
+// HTTP/2 connection at once, a handful to a few dozen; a client that opens
+// streams it never reads stalls up to 128 per connection.
+const stallsPerClient = 16
 
 // stallAfter is how long a write or flush to the client must block before
 // its exchange counts as stalled (see stallBudget); never more than the
@@ -29,25 +36,52 @@ const stallAfter = time.Second
 // counts connections, not streams.
 //
 // A write or flush to the client that has blocked for stallAfter makes its
-// exchange stalled; when more than max are, the one stalled longest is cut
-// as the send timeout cuts it. A client that reads, however slowly, unblocks
-// its writes again and again, so the exchanges of clients that read nothing
-// are the first to go, and slow readers are cut only while stalled
-// exchanges beyond the limit remain.
+// exchange stalled; when more than max are, one is cut as the send timeout
+// cuts it: the one stalled longest of the clients that hold more than
+// perClient stalled exchanges, or, when none does, the one stalled longest.
+// A client is its remote address, which is one connection (HTTP/2: all its
+// streams), or the client's address behind a trusted proxy. So one client
+// that holds hundreds of stalled streams loses its own before anyone else
+// loses one: without it the budget could not tell 500 streams of one
+// connection that never reads from 500 users on bad links, and cut the
+// users' downloads, stalled first, for the attacker's. Nothing is cut
+// while the budget has room, however many one client holds: the budget is
+// what bounds the memory (a hard cap per connection would not, clients open
+// more connections), and a browser on a bad link stalls all its streams.
+// A client that reads, however slowly, unblocks its writes again and again,
+// so the exchanges of clients that read nothing are the first to go, and
+// slow readers are cut only while stalled exchanges beyond the limit
+// remain.
+//
+// Upgraded connections (WebSockets) count too: their writes to the client
+// go through a sendGuard of their own (upgradeguard.go), and a cut one is
+// closed. A stalled WebSocket held about 1.2 MiB on the gateway and
+// 0.6 MiB on the agent (a probe, gRPC).
 //
 // The sendGuard's timer does the work: a write that does not block costs
 // nothing more; the guard takes mu only when its timer finds a write
 // blocked for stallAfter, and when that write ends.
 type stallBudget struct {
 	max int // stalled exchanges allowed; > 0
-	log *zap.Logger
+	// perClient is how many a client may hold before it is cut from
+	// first (stallsPerClient); > 0.
+	perClient int
+	log       *zap.Logger
 	// logs limits the lines of cut exchanges: an attack makes many.
 	logs logLimiter
 
 	mu         sync.Mutex
 	head, tail *sendGuard // the stalled, oldest write first; guarded by mu
 	n          int        // guarded by mu
+	// clients counts the listed exchanges of each client (sendGuard.remote)
+	// that has any; heavy is how many of them hold more than perClient.
+	// Guarded by mu.
+	clients map[string]*stallClient
+	heavy   int
 }
+
+// stallClient is the number of listed exchanges of one client.
+type stallClient struct{ n int }
 
 // newStallBudget returns the budget for max stalled exchanges (0 → the
 // default), or nil for a negative max: no limit.
@@ -58,14 +92,17 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 	case max == 0:
 		max = DefaultMaxStalledExchanges
 	}
-	return &stallBudget{max: max, log: log, logs: logLimiter{max: refusalLinesPerWindow, window: refusalWindow}}
+	return &stallBudget{max: max, perClient: stallsPerClient, log: log,
+		logs: logLimiter{max: refusalLinesPerWindow, window: refusalWindow}, clients: make(map[string]*stallClient)}
 }
 
 // add lists g, whose write began at start (tunnel.MonoNow), as stalled, and
-// returns the guard to cut when that makes too many, with the start of its
-// write: the one whose write began first (maybe g). Stalls are found about
-// stallAfter after their write began, so g goes at or near the tail.
-func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64) {
+// returns the guard to cut when that makes too many (maybe g), with the
+// start of its write and whether its client held more than perClient:
+// the one whose write began first of the clients that hold more than
+// perClient, or of all when none does. Stalls are found about stallAfter
+// after their write began, so g goes at or near the tail.
+func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.addLocked(g, start)
@@ -78,18 +115,28 @@ func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64) {
 // Negating it first and linking after let an end that came in between
 // leave g listed with no write under way (counted for ever, and linked
 // twice at its next stall).
-func (b *stallBudget) stall(g *sendGuard, since int64) (*sendGuard, int64) {
+func (b *stallBudget) stall(g *sendGuard, since int64) (*sendGuard, int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !g.since.CompareAndSwap(since, -since) {
-		return nil, 0 // the write returned (and maybe another began)
+		return nil, 0, false // the write returned (and maybe another began)
 	}
 	return b.addLocked(g, since)
 }
 
 // addLocked is add with b.mu held.
-func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64) {
+func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64, bool) {
 	g.stallStart, g.listed = start, true
+	c := b.clients[g.remote]
+	if c == nil {
+		c = new(stallClient)
+		b.clients[g.remote] = c
+	}
+	g.client = c
+	c.n++
+	if c.n == b.perClient+1 {
+		b.heavy++
+	}
 	at := b.tail
 	for at != nil && at.stallStart > start {
 		at = at.prev
@@ -108,11 +155,21 @@ func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64) {
 	}
 	b.n++
 	if b.n <= b.max {
-		return nil, 0
+		return nil, 0, false
 	}
-	victim := b.head
+	victim, heavy := b.head, false
+	if b.heavy > 0 {
+		// The slow path of the slow path, only while the budget is full
+		// and a client holds more than its share: at most max+1 steps.
+		for at := b.head; at != nil; at = at.next {
+			if at.client.n > b.perClient {
+				victim, heavy = at, true
+				break
+			}
+		}
+	}
 	b.unlink(victim)
-	return victim, victim.stallStart
+	return victim, victim.stallStart, heavy
 }
 
 // remove unlists g if it is listed: its write returned, or it was cut.
@@ -138,6 +195,14 @@ func (b *stallBudget) unlink(g *sendGuard) {
 	}
 	g.prev, g.next, g.listed = nil, nil, false
 	b.n--
+	c := g.client
+	g.client = nil
+	if c.n == b.perClient+1 {
+		b.heavy--
+	}
+	if c.n--; c.n == 0 {
+		delete(b.clients, g.remote)
+	}
 }
 
 // stalled is the number of stalled exchanges listed.
@@ -150,15 +215,17 @@ func (b *stallBudget) stalled() int {
 // cutOver cuts g, which add returned, if its write that began at start
 // (tunnel.MonoNow) is still blocked: the write fails at once, as at the send
 // timeout, and serveRelay ends the exchange (HTTP/1.1: the connection is
-// closed; HTTP/2: the stream is reset), which frees its tunnel stream and
-// the agent's side of it. Called without any guard's mu held.
-func (b *stallBudget) cutOver(g *sendGuard, start int64) {
+// closed; HTTP/2: the stream is reset; an upgrade: the connection is
+// closed), which frees its tunnel stream and the agent's side of it. heavy:
+// g's client held more than perClient stalled exchanges. Called without
+// any guard's mu held.
+func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done || g.since.Load() != -start {
 		return // the write returned: the client reads again
 	}
-	_ = http.NewResponseController(g.statusRecorder).SetWriteDeadline(time.Now())
+	g.cutWrite()
 	ok, suppressed := b.logs.allow(time.Now())
 	if !ok {
 		return
@@ -169,9 +236,17 @@ func (b *stallBudget) cutOver(g *sendGuard, start int64) {
 	if g.st.route != nil {
 		fields = append(fields, zap.String("app", g.st.route.App))
 	}
+	if g.conn != nil {
+		fields = append(fields, zap.Bool("upgraded", true))
+	}
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("similar_lines_suppressed", suppressed))
 	}
-	b.log.Info("client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; "+
-		"cutting the one stalled longest", fields...)
+	msg := "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
+		"cutting the one stalled longest"
+	if heavy {
+		msg = "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
+			"cutting the one stalled longest of a client that holds more than " + strconv.Itoa(b.perClient)
+	}
+	b.log.Info(msg, fields...)
 }

@@ -22,9 +22,10 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// pathSession is a tunnel.Session whose streams answer "/small" with "ok"
-// and any other path with a body that never ends; finished receives the
-// path of every stream the gateway finishes.
+// pathSession is a tunnel.Session whose streams answer "/small" with "ok",
+// "/ws…" with a 101 followed by data that never ends, and any other path
+// with a body that never ends; finished receives the path of every stream
+// the gateway finishes.
 type pathSession struct {
 	finished chan string
 	done     chan struct{}
@@ -67,6 +68,11 @@ func (st *pathStream) Recv() (*tunnel.Frame, error) {
 			return nil, io.ErrClosedPipe
 		}
 		st.answer = true
+		if strings.HasPrefix(st.asked, "/ws") {
+			// An upgrade: a backend that sends for ever.
+			return &tunnel.Frame{Response: &tunnelv1.ResponseHead{Status: 101, Headers: []*tunnelv1.Header{
+				{Name: "Upgrade", Values: []string{"raw"}}, {Name: "Connection", Values: []string{"Upgrade"}}}}}, nil
+		}
 		if st.asked == "/small" {
 			return &tunnel.Frame{Response: &tunnelv1.ResponseHead{Status: 200, ContentLength: 2}, Data: []byte("ok"), End: true}, nil
 		}
@@ -288,7 +294,7 @@ func TestStallBudgetList(t *testing.T) {
 		gs[i] = new(sendGuard)
 	}
 	for i, start := range []int64{10, 30, 20} {
-		if v, _ := b.add(gs[i], start); v != nil {
+		if v, _, _ := b.add(gs[i], start); v != nil {
 			t.Fatalf("add %d gave up a write with %d of 3 listed", i, i+1)
 		}
 	}
@@ -297,10 +303,10 @@ func TestStallBudgetList(t *testing.T) {
 	if n := b.stalled(); n != 2 {
 		t.Fatalf("stalled = %d after a removal, want 2", n)
 	}
-	if v, _ := b.add(gs[3], 5); v != nil {
+	if v, _, _ := b.add(gs[3], 5); v != nil {
 		t.Fatal("add gave up a write with 3 of 3 listed")
 	}
-	v, start := b.add(gs[4], 40)
+	v, start, _ := b.add(gs[4], 40)
 	if v != gs[3] || start != 5 {
 		t.Fatalf("over the budget, add gave up the write that began at %d, want the oldest (5)", start)
 	}

@@ -5,24 +5,29 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
-	"time"
-
-	"go.uber.org/zap"
 )
 
 // upgradeWriter is the ResponseWriter of an upgraded exchange (a
 // WebSocket; the ReverseProxy path): the connection the ReverseProxy
-// hijacks comes back as a sendGuardConn, so that the send timeout covers
-// what the backend sends on an upgraded connection as sendGuard covers a
-// response. Without it a client that stopped reading a WebSocket held it
-// for ever: its tunnel stream, the flow-control windows of data behind it
-// (a probe: 7-8.5 MB from the backend, on every transport) and the
-// agent's backend connection.
+// hijacks comes back as a sendGuardConn, whose writes a sendGuard watches
+// as it watches a relayed response's: a write to the client that blocks
+// for the send timeout is cut, and one that blocks for a second counts
+// against the budget of stalled exchanges (stallBudget), which cuts the
+// longest stalled beyond it. Without the send timeout a client that
+// stopped reading a WebSocket held it for ever: its tunnel stream, the
+// flow-control windows of data behind it (a probe: 7-8.5 MB from the
+// backend, on every transport) and the agent's backend connection.
+// Without the budget many did for the send timeout: 100 WebSockets to an
+// app that sends, whose client never read, held 114 MiB of the gateway's
+// RSS and 56 MiB of the agent's, and 500 goroutines, for its 5 minutes.
 type upgradeWriter struct {
 	*statusRecorder
-	timeout time.Duration
-	conn    *sendGuardConn // set by Hijack, on the handler's goroutine
+	h      *proxyHandler
+	st     *exchangeState
+	remote string
+	conn   *sendGuardConn // set by Hijack, on the handler's goroutine
 }
 
 // Hijack takes over the connection through the recorder and guards its
@@ -32,31 +37,56 @@ func (u *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, rw, err
 	}
-	u.conn = &sendGuardConn{Conn: c, timeout: u.timeout}
+	u.conn = &sendGuardConn{Conn: c}
+	u.conn.guard.init(u.h, u.statusRecorder, u.st, u.remote)
+	u.conn.guard.conn = u.conn
 	return u.conn, rw, nil
 }
 
-// cut reports whether the send timeout cut the upgraded connection.
-func (u *upgradeWriter) cut() bool { return u.conn != nil && u.conn.cut.Load() }
+// release ends the guard once the ReverseProxy has returned, and reports
+// whether the send timeout or the stall budget cut the connection. The
+// ReverseProxy returns when one direction of the copy ends, and closes the
+// connection: the other, maybe writing still, ends with an error, and
+// writes no more once released.
+func (u *upgradeWriter) release() (cut bool) {
+	c := u.conn
+	if c == nil {
+		return false
+	}
+	_ = c.Conn.Close() // a write still blocked on it returns
+	c.mu.Lock()
+	c.released = true
+	c.mu.Unlock()
+	c.guard.release()
+	return c.cut.Load()
+}
 
-// sendGuardConn is a hijacked client connection whose every write must
-// return within timeout: each write sets the write deadline anew, so a
-// connection that is idle, or that the client reads however slowly, is
-// never cut, and one whose client stopped reading fails its write. The
-// ReverseProxy then ends the exchange: it closes the client's connection
-// and the tunnel stream. A write deadline per write costs a timer update;
-// upgraded connections are not the hot path.
+// sendGuardConn is a hijacked client connection whose writes guard
+// watches: a write that does not return within the send timeout, or that
+// the stall budget cuts, fails (the guard sets a write deadline in the
+// past). The ReverseProxy then ends the exchange: it closes the client's
+// connection and the tunnel stream. A connection that is idle, or that the
+// client reads however slowly, is never cut for its send timeout. The
+// ReverseProxy writes from one goroutine (its copy from the backend), as
+// the guard wants.
 type sendGuardConn struct {
 	net.Conn
-	timeout time.Duration
-	cut     atomic.Bool // a write failed at the timeout
+	guard sendGuard
+	cut   atomic.Bool // a write failed at its deadline
+
+	mu       sync.Mutex // held by a write; serialises it with release
+	released bool       // the exchange ended; guarded by mu
 }
 
 func (c *sendGuardConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.released {
+		return 0, net.ErrClosed
 	}
+	c.guard.begin()
 	n, err := c.Conn.Write(p)
+	c.guard.end()
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.cut.Store(true)
 	}
@@ -74,15 +104,4 @@ func (c *sendGuardConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errNoHalfClose
-}
-
-// upgradeCut records an upgraded exchange that the send timeout cut.
-func (h *proxyHandler) upgradeCut(st *exchangeState, remote string, timeout time.Duration) {
-	st.errCode = CodeClientClosed
-	fields := []zap.Field{zap.Duration("send_timeout", timeout), zap.String("request_id", st.requestID),
-		zap.String("remote", remote)}
-	if st.route != nil {
-		fields = append(fields, zap.String("app", st.route.App))
-	}
-	h.g.log.Info("client stopped reading: a write to the upgraded connection blocked for the send timeout; cutting it", fields...)
 }
