@@ -444,6 +444,55 @@ func TestAllowlistDialContextNilDialer(t *testing.T) {
 	}
 }
 
+// TestAllowlistAskedAgain: an Allowlist that remembers the targets it
+// allowed as given answers every question, asked again and again, in turns
+// over more targets than it remembers, as a fresh Allowlist does; a name
+// allowed only through a CIDR pattern is resolved every time it is asked
+// about, so a changed answer is refused at once.
+func TestAllowlistAskedAgain(t *testing.T) {
+	patterns := []string{"127.0.0.1:9000", "app.corp.example:*", "*.svc.example:443", "10.0.0.0/8:5432", "[::1]:*"}
+	a, err := ParseAllowlist(patterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := map[string][]string{"db.internal": {"10.0.0.5"}}
+	res := &fakeAllowResolver{addrs: zone}
+	a.LookupNetIP = res.LookupNetIP
+	targets := []string{
+		"127.0.0.1:9000", "127.0.0.1:9001", "app.corp.example:80", "APP.corp.example.:8080",
+		"a.svc.example:443", "b.svc.example:443", "b.svc.example:80", "[::1]:7", "[0::1]:8",
+		"db.internal:5432", "db.internal:80", "localhost:9000", "evil.example:443", "127.0.0.1",
+	}
+	ctx := t.Context()
+	asked := 0
+	for round := range 5 {
+		for i, target := range targets {
+			if round == 4 && target == "db.internal:5432" {
+				zone["db.internal"] = []string{"192.0.2.1"} // the name moved out of the range
+			}
+			fresh, err := ParseAllowlist(patterns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh.LookupNetIP = (&fakeAllowResolver{addrs: zone}).LookupNetIP
+			want := fresh.Allowed(ctx, target)
+			got := a.Allowed(ctx, target)
+			if (got == nil) != (want == nil) {
+				t.Fatalf("round %d, target %d (%s): Allowed says %v, a fresh allowlist %v", round, i, target, got, want)
+			}
+			if target == "db.internal:5432" {
+				asked++
+			}
+		}
+	}
+	if got := res.lookups(); got != asked {
+		t.Errorf("db.internal was resolved %d times for %d questions: a name allowed through a CIDR pattern must be resolved every time", got, asked)
+	}
+	if err := a.Allowed(ctx, "db.internal:5432"); err == nil {
+		t.Error("db.internal:5432 allowed after its answer moved outside every range")
+	}
+}
+
 // TestAllowlistAllowedAllocs: an allowed target (every exchange asks) costs
 // no allocation; only a refusal makes its error.
 func TestAllowlistAllowedAllocs(t *testing.T) {

@@ -128,9 +128,9 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 	}
 	head := string(b[:end+2]) // every line with its CRLF; one allocation
 	h.size = end + 4
-	line, rest, _ := strings.Cut(head, "\r\n")
+	line, rest, ok := cutLine(head)
 	const proto = "HTTP/1.1 "
-	if len(line) < len(proto)+3 || line[:len(proto)] != proto {
+	if !ok || len(line) < len(proto)+3 || line[:len(proto)] != proto {
 		return h, false
 	}
 	h.status = line[len(proto):]
@@ -145,9 +145,10 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 	if len(h.status) > 3 && h.status[3] != ' ' {
 		return h, false
 	}
-	// A reason phrase has the bytes of a field value. A bare LF, which
-	// ReadResponse takes as the end of the line, would hide the field
-	// after it (a Transfer-Encoding that frames the body differently).
+	// A reason phrase has the bytes of a field value. A bare CR is refused
+	// here, as a bare LF is by cutLine: ReadResponse takes an LF as the
+	// end of a line, which would hide the field after it (a
+	// Transfer-Encoding that frames the body differently).
 	if !httpguts.ValidHeaderFieldValue(h.status) {
 		return h, false
 	}
@@ -156,19 +157,27 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 	}
 	h.code = code
 
-	n := strings.Count(rest, "\r\n")
+	// One line per LF (counted with the byte search, much faster than a
+	// search for CRLF); a bare LF ends the fast path below anyway.
+	n := strings.Count(rest, "\n")
 	h.header = make(http.Header, n)
 	values := make([]string, n) // one block for every field's value
+	// names are the fields' names so far, for finding a repeated one
+	// without a second map lookup per field (heads have a handful).
+	var stack [16]string
+	names := stack[:0]
 	h.length = -1
 	for i := 0; rest != ""; i++ {
-		line, rest, _ = strings.Cut(rest, "\r\n")
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			return h, false
+		}
 		name, value, found := strings.Cut(line, ":")
 		if !found || !httpguts.ValidHeaderFieldName(name) {
 			return h, false // also a folded line, which starts with a space
 		}
-		// Checked before trimming, which would take a bare CR or LF off
-		// its end: ReadResponse refuses the first and ends the line at
-		// the second, so that a CRLF after it ends the head there.
+		// Checked before trimming, which would take a bare CR off its
+		// end: ReadResponse refuses it.
 		if !httpguts.ValidHeaderFieldValue(value) {
 			return h, false
 		}
@@ -186,13 +195,32 @@ func peekHead(br *bufio.Reader) (h h1Head, ok bool) {
 			}
 		}
 		values[i] = value
-		if prev, dup := h.header[name]; dup {
+		if slices.Contains(names, name) {
+			prev := h.header[name]
+			h.header[name] = append(prev[:len(prev):len(prev)], value)
+			continue
+		}
+		if len(names) < cap(names) {
+			names = append(names, name)
+		} else if prev, dup := h.header[name]; dup {
+			// Beyond the first 16 names: the map knows.
 			h.header[name] = append(prev[:len(prev):len(prev)], value)
 			continue
 		}
 		h.header[name] = values[i : i+1 : i+1]
 	}
 	return h, h.length >= 0
+}
+
+// cutLine cuts the line that s starts with at its CRLF: the line without
+// it and the rest. ok is false when s has no LF, or an LF without a CR
+// before it (a bare LF, which ReadResponse takes as a line's end).
+func cutLine(s string) (line, rest string, ok bool) {
+	i := strings.IndexByte(s, '\n')
+	if i < 1 || s[i-1] != '\r' {
+		return "", "", false
+	}
+	return s[:i-1], s[i+1:], true
 }
 
 // parseLength parses a Content-Length value: 1 to 18 digits, else -1.

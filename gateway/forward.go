@@ -567,7 +567,6 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	}
 	w.WriteHeader(res.StatusCode)
 
-	rc := http.NewResponseController(w)
 	var ct string
 	if vv := res.Header["Content-Type"]; len(vv) > 0 && !containsString(conn, "Content-Type") {
 		ct = vv[0]
@@ -576,9 +575,9 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	if flush {
 		// Streaming: the head goes out now, before a body that may be slow
 		// to come.
-		rc.Flush()
+		flushResponse(w)
 	}
-	if err := h.copyBody(w, rc, res.Body, flush); err != nil {
+	if err := h.copyBody(w, res.Body, flush); err != nil {
 		return err
 	}
 	res.Body.Close() // now, so that res.Trailer is complete
@@ -587,7 +586,7 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	}
 	// Trailers need chunked encoding: flushing before the handler returns
 	// keeps net/http from adding a Content-Length to a short body.
-	rc.Flush()
+	flushResponse(w)
 	if len(res.Trailer) == announced {
 		for k, vv := range res.Trailer {
 			dst[k] = append(dst[k], vv...)
@@ -637,7 +636,7 @@ func (s *statusRecorder) WriteInformational(code int, header http.Header) {
 // what was written is flushed, so that a backend that sends part of a
 // body of known length and then thinks (or a head long before its body)
 // is not held back by the gateway.
-func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, flush bool) error {
+func (h *proxyHandler) copyBody(w http.ResponseWriter, body io.Reader, flush bool) error {
 	bp := h.buffers.get()
 	defer h.buffers.put(bp)
 	buf := *bp
@@ -649,7 +648,7 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 			}
 		}()
 		if mayWait(body) {
-			pf = newPauseFlusher(rc) // the head is written but not sent
+			pf = newPauseFlusher(w) // the head is written but not sent
 		}
 	}
 	for {
@@ -667,12 +666,12 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 				return fmt.Errorf("%w: %w", errClientWrite, err)
 			}
 			if flush {
-				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				if err := flushResponse(w); err != nil && !errors.Is(err, http.ErrNotSupported) {
 					return fmt.Errorf("%w: %w", errClientWrite, err)
 				}
 			} else if rerr == nil && mayWait(body) {
 				if pf == nil {
-					pf = newPauseFlusher(rc)
+					pf = newPauseFlusher(w)
 				} else {
 					pf.arm()
 				}
@@ -689,6 +688,15 @@ func (h *proxyHandler) copyBody(w io.Writer, rc *http.ResponseController, body i
 			return rerr
 		}
 	}
+}
+
+// flushResponse flushes w as http.ResponseController.Flush does. The
+// controller is made here, where it does not escape, rather than once per
+// exchange in writeResponse: most responses (a body of known length that
+// came whole) are never flushed by the handler, and the controller was an
+// allocation per exchange.
+func flushResponse(w http.ResponseWriter) error {
+	return http.NewResponseController(w).Flush()
 }
 
 // pauseFlushDelay is how long a response body of known length may pause
@@ -711,15 +719,15 @@ func mayWait(body io.Reader) bool {
 // ResponseWriter is not safe for concurrent use).
 type pauseFlusher struct {
 	mu    sync.Mutex
-	rc    *http.ResponseController
+	w     http.ResponseWriter
 	dirty bool // written since the last flush; the head counts
 	done  bool // copyBody returned: the writer is no longer ours to flush
 	timer *time.Timer
 }
 
 // newPauseFlusher returns an armed pauseFlusher with the head unsent.
-func newPauseFlusher(rc *http.ResponseController) *pauseFlusher {
-	pf := &pauseFlusher{rc: rc, dirty: true}
+func newPauseFlusher(w http.ResponseWriter) *pauseFlusher {
+	pf := &pauseFlusher{w: w, dirty: true}
 	pf.timer = time.AfterFunc(pauseFlushDelay, pf.fire)
 	return pf
 }
@@ -734,7 +742,7 @@ func (pf *pauseFlusher) fire() {
 	}
 	pf.dirty = false
 	// An error (the client left) shows again at copyBody's next write.
-	_ = pf.rc.Flush()
+	_ = flushResponse(pf.w)
 }
 
 func (pf *pauseFlusher) stop() {

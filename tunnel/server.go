@@ -174,11 +174,15 @@ type serverExchange struct {
 	head   *tunnelv1.RequestHead
 	start  time.Time
 
-	pipe     *bodyPipe     // request body (or upgraded bytes) from the gateway; nil when noBody
-	noBody   bool          // the head came with end and no data; set before serve
-	reqEnded bool          // the gateway's end arrived; owned by the read loop
-	respDone chan struct{} // closed after the exchange goroutine's last Send
-	halves   atomic.Int32  // clean ends: request and response
+	pipe     *bodyPipe // request body (or upgraded bytes) from the gateway; nil when noBody
+	noBody   bool      // the head came with end and no data; set before serve
+	reqEnded bool      // the gateway's end arrived; owned by the read loop
+	// respDone is closed after the worker's last Send of the exchange; nil
+	// for one that ServeStream serves itself (noBody, see inlineReader),
+	// which is over when serve returns: a channel per small exchange was an
+	// allocation, and closing it a lock.
+	respDone chan struct{}
+	halves   atomic.Int32 // clean ends: request and response
 
 	pre  preHead              // frames sent before the response head by other goroutines
 	ictx informationalContext // the backend request's context when the gateway takes informational responses
@@ -188,11 +192,12 @@ func (s *Server) start(ctx context.Context, st Stream, f *Frame) *serverExchange
 	exCtx, cancel := context.WithCancelCause(ctx)
 	ex := &serverExchange{
 		s: s, st: st, ctx: exCtx, cancel: cancel, head: f.Request,
-		start: time.Now(), respDone: make(chan struct{}),
+		start: time.Now(),
 	}
 	ex.noBody = f.End && len(f.Data) == 0
 	if !ex.noBody {
 		// Slow path: a body (or an upgrade) follows or came with the head.
+		ex.respDone = make(chan struct{})
 		ex.pipe = newBodyPipe(exCtx, st, f.Data)
 		ex.pipe.stall, ex.pipe.stallAfter = cancel, s.bodyStallTimeout()
 	}
@@ -224,7 +229,9 @@ func (ex *serverExchange) deliver(f *Frame) {
 // the body (net/http's Transport writes it in a goroutine of its own, which
 // goes on after RoundTrip returned): see bodyPipe.discard.
 func (ex *serverExchange) awaitDone() {
-	<-ex.respDone
+	if ex.respDone != nil {
+		<-ex.respDone
+	}
 	if ex.pipe != nil {
 		ex.pipe.discard()
 	}
@@ -239,7 +246,9 @@ func (ex *serverExchange) halfDone() {
 }
 
 func (ex *serverExchange) serve() {
-	defer close(ex.respDone)
+	if ex.respDone != nil {
+		defer close(ex.respDone)
+	}
 	defer ex.cancel(nil)
 	ctx := ex.ctx
 	informational := ex.head.GetInformational()
