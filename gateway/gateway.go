@@ -310,7 +310,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
 	// TLS is done by the ALPN listener, which hands h2 connections on with
 	// their connection state (the client certificate).
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession, cfg.Keepalive), grpc.Creds(handshakenTLS{}))
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession, cfg.Keepalive), grpc.Creds(grpctunnel.WithLifelines(handshakenTLS{})))
 	g.grpc = grpc.NewServer(opts...)
 	g.registerTunnelServices(g.grpc)
 	g.enroller = grpc.NewServer(enrollServerOptions()...)

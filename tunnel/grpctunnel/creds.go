@@ -14,6 +14,9 @@ import (
 // batchedTLS is gRPC's TLS credentials with the connection made on a
 // tlsbatch.Raw: each write of gRPC's transport (up to its write buffer)
 // reaches the socket in one system call instead of one per 16 KiB record.
+//
+// A client's connection is a pingConn: it sends lifelines and, when
+// pingEvery is set, pings of its own.
 type batchedTLS struct {
 	credentials.TransportCredentials
 	// pingEvery and pingTimeout, when pingEvery is set, make the client's
@@ -34,15 +37,13 @@ func ServerCredentials(cfg *tls.Config) credentials.TransportCredentials {
 }
 
 func (b batchedTLS) ClientHandshake(ctx context.Context, authority string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tuneSocket(c)
 	raw := tlsbatch.NewRaw(c)
 	tc, info, err := b.TransportCredentials.ClientHandshake(ctx, authority, raw)
 	if err != nil {
 		return nil, nil, err
 	}
-	if b.pingEvery > 0 {
-		return newPingConn(tlsbatch.Wrap(tc, raw), b.pingEvery, b.pingTimeout), info, nil
-	}
-	return tlsbatch.Wrap(tc, raw), info, nil
+	return newPingConn(tlsbatch.Wrap(tc, raw), true, b.pingEvery, b.pingTimeout), info, nil
 }
 
 func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -51,7 +52,31 @@ func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo,
 	if err != nil {
 		return nil, nil, err
 	}
-	return tlsbatch.Wrap(tc, raw), info, nil
+	return newPingConn(tlsbatch.Wrap(tc, raw), false, 0, 0), info, nil
+}
+
+// WithLifelines wraps a gRPC server's transport credentials so that each
+// connection sends lifelines to its agent while it receives data and sends
+// nothing (see pingConn): a gateway whose credentials do the TLS handshake
+// elsewhere uses it; ServerCredentials has it already.
+func WithLifelines(c credentials.TransportCredentials) credentials.TransportCredentials {
+	return lifelineCreds{c}
+}
+
+type lifelineCreds struct {
+	credentials.TransportCredentials
+}
+
+func (l lifelineCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := l.TransportCredentials.ServerHandshake(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return newPingConn(conn, false, 0, 0), info, nil
+}
+
+func (l lifelineCreds) Clone() credentials.TransportCredentials {
+	return lifelineCreds{l.TransportCredentials.Clone()}
 }
 
 func (b batchedTLS) Clone() credentials.TransportCredentials {

@@ -10,46 +10,68 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// pingConn gives the agent keepalives shorter than gRPC's floor for a
-// client's pings (clientMinPingTime): gRPC pings every 10 s at most, so an
-// agent with a keepalive of 5 s noticed a silently dead path after 15 s
-// instead of the 10 s its keepalive promises (and the gateway and the other
-// transports keep). gRPC offers no way to send a ping of one's own, so
-// pingConn sends HTTP/2 PING frames itself on the connection gRPC runs on,
-// between gRPC's frames, and watches what is read, as gRPC's own keepalive
-// does:
+// pingConn is the connection gRPC's HTTP/2 runs on, on both ends (the
+// TLS connection): it keeps a session that moves data alive on a slow
+// link, and gives the agent keepalives shorter than gRPC's floor.
+//
+// Lifelines (both ends). A keepalive counts anything read from the peer as
+// life, and only that: on a dead path writes go into the socket's buffer
+// until it is full. A side that only sends on a slow, full link reads
+// little: gRPC gives stream credit back every quarter of a stream's window
+// (256 KiB) the peer took, 11 s apart at 192 kbit/s, and its own pings
+// wait behind its queued data (a 1 MiB download took the whole 44 s). So
+// it declared the path dead after keepalive + min(keepalive, 10s) without
+// a read (10 s with a keepalive of 5 s; a probe: one 1 MiB download at 192
+// kbit/s was cut at 256 KiB after 13 s). The side that receives knows that the path
+// works: when it read at least lifelineMinRead bytes since it last wrote,
+// and wrote nothing for lifelineEvery, it writes an unsolicited PING
+// ACK (lifelineFrame), which the peer reads (a read for its keepalive and
+// gRPC's) and otherwise ignores: gRPC drops an ACK that answers none of
+// its pings (its BDP pings are off, the windows are fixed), and no ping
+// strike is counted for an ACK (the gateway's enforcement policy). On a
+// dead path nothing is read, so no lifeline goes out and the sender's
+// keepalive ends the session as before. One 17-byte frame every 2.5 to
+// 3.75 s, only while data comes in and nothing goes out; a lifeline alone
+// (17 bytes) is less than lifelineMinRead, so two idle ends do not keep
+// answering each other's.
+//
+// Own pings (the agent, keepalives below clientMinPingTime; every > 0).
+// gRPC pings every 10 s at most, so an agent with a keepalive of 5 s
+// noticed a silently dead path after 15 s instead of the 10 s its
+// keepalive promises (and the gateway and the other transports keep).
+// gRPC offers no way to send a ping of one's own, so pingConn sends HTTP/2
+// PING frames itself between gRPC's frames and watches what is read, as
+// gRPC's own keepalive does:
 //
 //   - a ping goes out when nothing was read for `every` (the keepalive;
 //     anything read from the gateway counts: its answers, data, window
-//     updates, its own pings), so a busy session sends none and an idle
-//     one one per keepalive, what the keepalive implies; two pings are
-//     always at least `every` apart, and the gateway accepts them down to
-//     every MinKeepalive. What is written is no sign of life: on a dead
-//     path writes go into the socket's buffer until it is full, the pings
-//     too;
+//     updates, lifelines, its own pings), so a busy session sends none and
+//     an idle one one per keepalive, what the keepalive implies; two pings
+//     are always at least `every` apart, and the gateway accepts them down
+//     to every MinKeepalive. What is written is no sign of life (above);
 //   - when nothing at all is read within `timeout` of asking for a ping,
 //     the connection is closed, and gRPC ends the session with deadError.
 //
 // The gateway's gRPC answers the ping with a PING ACK, which the agent's
-// gRPC reads and ignores (it is not one of its own pings).
+// gRPC reads and ignores (it is not one of its own pings). gRPC's own
+// keepalive (every clientMinPingTime) stays on and finds nothing to do
+// while these pings are answered.
 //
 // Writes: gRPC writes its frames through a buffer that may cut a frame
 // between two writes, so pingConn follows the frame boundaries of what
-// gRPC writes (frameCursor) and writes a ping only at one: at once when
-// the connection is between frames, else right after gRPC's write that
-// completes the frame under way. A ping never waits in the goroutine that
-// times the answer: a write stuck on a full socket buffer cannot hold the
-// timeout back.
-//
-// Used only for keepalives below clientMinPingTime; gRPC's own keepalive
-// (every clientMinPingTime) stays on and finds nothing to do while these
-// pings are answered.
+// gRPC writes (frameCursor) and writes a frame of its own only at one: a
+// ping at once when the connection is between frames, else right after
+// gRPC's write that completes the frame under way; a lifeline only when
+// no write of gRPC is under way (one that is tells the peer enough). A
+// ping or a lifeline never waits in the goroutine that times the answer:
+// a write stuck on a full socket buffer cannot hold the timeout back.
 type pingConn struct {
 	net.Conn // the TLS connection gRPC's HTTP/2 runs on
 
-	every, timeout time.Duration
-	last           atomic.Int64 // when a Read last returned bytes (tunnel.MonoNow)
-	dead           atomic.Bool  // the keepalive closed the connection
+	every, timeout time.Duration // own pings; every 0: none (gRPC's keepalive pings)
+	last           atomic.Int64  // when a Read last returned bytes (tunnel.MonoNow)
+	got            atomic.Int64  // bytes read so far
+	dead           atomic.Bool   // the keepalive closed the connection
 
 	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
 	cursor  frameCursor // where gRPC's bytes stand in the frame sequence
@@ -57,6 +79,8 @@ type pingConn struct {
 	asked   int64       // when the pending ping was asked for (as last)
 	wrote   int64       // when the last ping was written (as last); 0: none yet
 	written bool        // a ping was written
+	wroteAt int64       // when the last Write or lifeline returned (as last)
+	gotThen int64       // got when the last Write or lifeline returned
 
 	kick      chan struct{} // a ping is due (capacity 1); read by pinger
 	done      chan struct{} // closed by Close
@@ -67,21 +91,44 @@ type pingConn struct {
 // stream 0, and 8 bytes of opaque data that the ACK echoes.
 var pingFrame = [...]byte{0, 0, 8, 6, 0, 0, 0, 0, 0, 's', 'p', '-', 'a', 'l', 'i', 'v', 'e'}
 
+// lifelineFrame is an unsolicited HTTP/2 PING ACK (flags 0x1): the peer
+// reads it and answers nothing.
+var lifelineFrame = [...]byte{0, 0, 8, 6, 1, 0, 0, 0, 0, 's', 'p', '-', 'a', 'l', 'i', 'v', 'e'}
+
+// Lifelines (see pingConn): one goes out when lifelineMinRead bytes or
+// more were read since the last write and nothing was written for
+// lifelineEvery, checked every lifelineEvery/2. lifelineEvery is half the
+// shortest keepalive a peer may have (MinKeepalive); such a peer ends a
+// session after twice that without a read (10 s), so a side that receives
+// data is heard from at least every 3.75 s, whatever the two keepalives.
+const (
+	lifelineEvery   = MinKeepalive / 2
+	lifelineMinRead = 1 << 10
+)
+
 // http2PrefaceLen is the length of the client's connection preface ("PRI *
 // HTTP/2.0\r\n\r\nSM\r\n\r\n"), which gRPC writes before its first frame.
 const http2PrefaceLen = 24
 
 // newPingConn wraps c, the connection of a session that has just shaken
-// hands, and starts its goroutines; Close stops them.
-func newPingConn(c net.Conn, every, timeout time.Duration) *pingConn {
+// hands, and starts its goroutines; Close stops them. client: c is the
+// agent's (its bytes start with the HTTP/2 preface). every 0: no pings of
+// its own, only lifelines.
+func newPingConn(c net.Conn, client bool, every, timeout time.Duration) *pingConn {
 	p := &pingConn{
 		Conn: c, every: every, timeout: timeout,
-		cursor: frameCursor{preface: http2PrefaceLen},
-		kick:   make(chan struct{}, 1), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	p.last.Store(p.now()) // the handshake just read from the gateway
-	go p.watch()
-	go p.pinger()
+	if client {
+		p.cursor.preface = http2PrefaceLen
+	}
+	p.last.Store(p.now()) // the handshake just read from the peer
+	p.wroteAt = p.now()
+	go p.lifelines()
+	if every > 0 {
+		go p.watch()
+		go p.pinger()
+	}
 	return p
 }
 
@@ -91,6 +138,7 @@ func (p *pingConn) Read(b []byte) (int, error) {
 	n, err := p.Conn.Read(b)
 	if n > 0 {
 		p.last.Store(p.now())
+		p.got.Add(int64(n))
 	}
 	if err != nil && p.dead.Load() {
 		err = p.deadError()
@@ -110,6 +158,7 @@ func (p *pingConn) Write(b []byte) (int, error) {
 	defer p.mu.Unlock()
 	n, err := p.Conn.Write(b)
 	p.cursor.advance(b[:n])
+	p.wroteAt, p.gotThen = p.now(), p.got.Load()
 	if err == nil && p.pending && p.cursor.between() {
 		p.pending = false
 		if p.last.Load() <= p.asked {
@@ -147,6 +196,38 @@ func (p *pingConn) ask() {
 		return
 	}
 	p.pending, p.asked = true, p.now()
+}
+
+// lifelines writes the lifelines due, checking every lifelineEvery/2, until
+// Close.
+func (p *pingConn) lifelines() {
+	tick := time.NewTicker(lifelineEvery / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-tick.C:
+		}
+		p.lifeline()
+	}
+}
+
+// lifeline writes a lifeline if lifelineMinRead bytes or more were read
+// since the last write and nothing was written for lifelineEvery, unless
+// gRPC is writing (its Write holds p.mu: it waits for the socket, so the
+// peer has data to read) or stands inside a frame.
+func (p *pingConn) lifeline() {
+	if !p.mu.TryLock() {
+		return
+	}
+	defer p.mu.Unlock()
+	now := p.now()
+	if p.got.Load()-p.gotThen < lifelineMinRead || now-p.wroteAt < int64(lifelineEvery) || !p.cursor.between() {
+		return
+	}
+	_, _ = p.Conn.Write(lifelineFrame[:])
+	p.wroteAt, p.gotThen = p.now(), p.got.Load()
 }
 
 // abort closes a connection the keepalive found dead: at once, without

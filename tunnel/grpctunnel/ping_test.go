@@ -140,3 +140,56 @@ func TestPingConnNoBackToBackPings(t *testing.T) {
 			len(got)-len(preface)-9-6-len(f), len(pingFrame), got[len(preface)+9+6+len(f):])
 	}
 }
+
+// TestPingConnLifeline: a connection that read data and wrote nothing for
+// lifelineEvery writes one unsolicited PING ACK, between gRPC's frames;
+// none while gRPC wrote lately or stands inside a frame, and none for a
+// mere lifeline read (two idle ends would keep answering each other's).
+func TestPingConnLifeline(t *testing.T) {
+	rc := &recordConn{}
+	p := &pingConn{Conn: rc} // the gateway's end: no preface
+	settings := frame(6)
+	p.Write(settings)
+	quiet := func() { p.wroteAt = p.now() - int64(lifelineEvery) } // nothing written for lifelineEvery
+	sent := func() int { return rc.out.Len() - len(settings) }
+
+	p.got.Add(lifelineMinRead) // data came
+	p.lifeline()
+	if n := sent(); n != 0 {
+		t.Fatalf("a lifeline went out %d bytes' worth right after gRPC wrote", n)
+	}
+	quiet()
+	p.lifeline()
+	want := append(append([]byte{}, settings...), lifelineFrame[:]...)
+	if got := rc.out.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("data read, nothing written for %v: wrote %q after SETTINGS, want one lifeline %q",
+			lifelineEvery, got[len(settings):], lifelineFrame[:])
+	}
+	quiet()
+	p.lifeline()
+	p.got.Add(int64(len(lifelineFrame))) // the peer's lifeline
+	quiet()
+	p.lifeline()
+	if n := sent(); n != len(lifelineFrame) {
+		t.Fatalf("nothing or only a lifeline read since the last: %d more bytes written, want none", n-len(lifelineFrame))
+	}
+	f := frame(100)
+	p.Write(f[:50]) // gRPC stands inside a frame
+	p.got.Add(lifelineMinRead)
+	quiet()
+	p.lifeline()
+	if got := rc.out.Bytes()[len(want):]; !bytes.Equal(got, f[:50]) {
+		t.Fatalf("a lifeline went into gRPC's frame: %q", got)
+	}
+}
+
+// TestLifelineFrameIsAPingAck: the lifeline is an HTTP/2 PING with the ACK
+// flag, which the peer answers nothing (a PING without it gets an answer
+// and counts toward the gateway's ping strikes).
+func TestLifelineFrameIsAPingAck(t *testing.T) {
+	f := lifelineFrame
+	if length := int(f[0])<<16 | int(f[1])<<8 | int(f[2]); length != 8 || len(f) != 9+8 || f[3] != 6 || f[4] != 1 ||
+		f[5]|f[6]|f[7]|f[8] != 0 {
+		t.Fatalf("lifelineFrame %x is not a PING ACK on stream 0 with 8 bytes of data", f)
+	}
+}

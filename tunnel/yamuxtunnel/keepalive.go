@@ -1,7 +1,9 @@
 package yamuxtunnel
 
 import (
+	"encoding/binary"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,13 +33,22 @@ import (
 // keepalive is off and its write timeout is writeTimeout, which no longer
 // finds dead paths.
 //
-// Left: a side that only sends on a full slow link reads only the peer's
-// window updates, every 512 KiB the peer took of a stream; when they come
-// further apart than keepalive + min(keepalive, 10s) and its own ping's
-// answer waits behind its queued data for longer than min(keepalive, 10s),
-// it still ends the session (a probe, one 1 MiB download at 256 kbit/s
-// and nothing else: the agent ended it after 10 s with a keepalive of 5 s,
-// not with the default 15 s).
+// A side that only sends on a full slow link reads little: the peer's
+// window updates, every 512 KiB the peer took of a stream (22 s apart at
+// 192 kbit/s), and the answer to its own ping waits behind its queued
+// data. It ended the session after keepalive + min(keepalive, 10s) without
+// a read (a probe: one 1 MiB download at 256 kbit/s and nothing else, the
+// agent ended it after 10 s with a keepalive of 5 s). So the side that
+// receives says that it does: when it read at least lifelineMinRead bytes
+// since it last wrote, and wrote nothing for lifelineEvery, it writes a
+// lifeline, an unsolicited ping answer (lifelineFrame), which the peer
+// reads and otherwise ignores (yamux looks the answer up among its own
+// pings and finds none). On a dead path nothing is read, so no lifeline
+// goes out and the sender's keepalive ends the session as before. One
+// 12-byte frame every 2.5 to 3.75 s, only while data comes in and nothing
+// goes out; a lifeline alone is less than lifelineMinRead, so two idle
+// ends do not keep answering each other's. A peer of an older version
+// ignores lifelines and sends none.
 const (
 	// maxPingTimeout bounds how long a ping may go without anything read
 	// from the peer; shorter keepalives wait the keepalive itself.
@@ -49,18 +60,48 @@ const (
 	// wait at most yamux's send queue and the socket buffers: 5 minutes
 	// spares links above about 15 KB/s.
 	writeTimeout = 5 * time.Minute
+
+	// lifelineEvery is half the shortest keepalive a peer may have
+	// (MinKeepalive); such a peer ends a session after twice that without
+	// a read (10 s), and a side that receives data is heard from at least
+	// every 3.75 s (lifelines are checked every lifelineEvery/2).
+	lifelineEvery = MinKeepalive / 2
+	// lifelineMinRead is what must be read since the last write for a
+	// lifeline to go out: more than a few control frames.
+	lifelineMinRead = 1 << 10
+)
+
+// lifelineFrame is a yamux ping answer (type 2, flag ACK) on stream 0 for
+// a ping id that yamux does not use (its own count up from 0 by one per
+// keepalive ping): the peer reads it and answers nothing.
+var lifelineFrame = [...]byte{0, 2, 0, 2, 0, 0, 0, 0, 0x5a, 0x11, 0xa1, 0x1e}
+
+// yamux's frame header (hashicorp/yamux const.go): version, type, flags
+// (2 bytes), stream id (4), length (4); only a data frame (type 0) has a
+// body, of length bytes.
+const (
+	yamuxHeaderLen = 12
+	yamuxTypeData  = 0
 )
 
 // lifeConn is the TLS connection under yamux (below its coalescingConn),
-// noting when it last read bytes from the peer.
+// noting when it last read bytes from the peer, and writing lifelines
+// between yamux's frames (see the top of this file).
 type lifeConn struct {
 	net.Conn
 	last atomic.Int64 // when a Read last returned bytes (tunnel.MonoNow)
+	got  atomic.Int64 // bytes read so far
+
+	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
+	cursor  frameCursor // where yamux's bytes stand in its frame sequence
+	wroteAt int64       // when the last Write or lifeline returned (as last)
+	gotThen int64       // got then
 }
 
 func newLifeConn(c net.Conn) *lifeConn {
 	lc := &lifeConn{Conn: c}
 	lc.last.Store(lc.now()) // the handshake just read from the peer
+	lc.wroteAt = lc.now()
 	return lc
 }
 
@@ -70,9 +111,83 @@ func (c *lifeConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.last.Store(c.now())
+		c.got.Add(int64(n))
 	}
 	return n, err
 }
+
+// Write writes a batch of coalescingConn's; it is no sign of life.
+func (c *lifeConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.Conn.Write(p)
+	c.cursor.advance(p[:n])
+	c.wroteAt, c.gotThen = c.now(), c.got.Load()
+	return n, err
+}
+
+// lifeline writes a lifeline if lifelineMinRead bytes or more were read
+// since the last write and nothing was written for lifelineEvery, unless a
+// batch is being written (it holds c.mu: it waits for the socket, so the
+// peer has data to read) or yamux's bytes stand inside a frame. A failed
+// write breaks the connection, which yamux's next write or read reports.
+func (c *lifeConn) lifeline() {
+	if !c.mu.TryLock() {
+		return
+	}
+	defer c.mu.Unlock()
+	if c.got.Load()-c.gotThen < lifelineMinRead || c.now()-c.wroteAt < int64(lifelineEvery) || !c.cursor.between() {
+		return
+	}
+	_, _ = c.Conn.Write(lifelineFrame[:])
+	c.wroteAt, c.gotThen = c.now(), c.got.Load()
+}
+
+// lifelines writes c's lifelines, checking every lifelineEvery/2, until s
+// is closed.
+func lifelines(s *yamux.Session, c *lifeConn) {
+	tick := time.NewTicker(lifelineEvery / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.CloseChan():
+			return
+		case <-tick.C:
+		}
+		c.lifeline()
+	}
+}
+
+// frameCursor follows yamux's byte stream written in arbitrary pieces.
+type frameCursor struct {
+	header [yamuxHeaderLen]byte // the header being read
+	got    int                  // bytes of header read so far
+	body   int                  // bytes of the current data frame's body still to come
+}
+
+// advance moves the cursor past b.
+func (c *frameCursor) advance(b []byte) {
+	for len(b) > 0 {
+		if c.body > 0 {
+			n := min(c.body, len(b))
+			c.body -= n
+			b = b[n:]
+			continue
+		}
+		n := copy(c.header[c.got:], b)
+		c.got += n
+		b = b[n:]
+		if c.got == len(c.header) {
+			c.got = 0
+			if c.header[1] == yamuxTypeData {
+				c.body = int(binary.BigEndian.Uint32(c.header[8:12]))
+			}
+		}
+	}
+}
+
+// between reports whether the stream stands between two frames.
+func (c *frameCursor) between() bool { return c.got == 0 && c.body == 0 }
 
 // keepalive pings s when c read nothing for every and closes s when c
 // reads nothing within timeout of a ping; it returns when s is closed.

@@ -51,6 +51,8 @@ const ALPN = "sallyport-yamux/1"
 //     keepalive.go): yamux's waits for the answer to its ping, which on a
 //     saturated slow link queues behind the data and ended sessions that
 //     were moving; a frame may wait writeTimeout (5 minutes) to be written.
+//     A side that receives data and sends nothing writes a lifeline every
+//     2.5 to 3.75 s, so that its peer, which only sends, reads something.
 //   - Open timeout 5 minutes (was 30 s; yamux's default is 75 s): a stream
 //     the gateway opened that the agent has not acknowledged by then ends
 //     the whole session. The acknowledgement queues behind the agent's
@@ -260,5 +262,6 @@ func start(c net.Conn, log *zap.Logger, pingEvery time.Duration, end func(io.Rea
 	}
 	every, timeout := keepaliveParams(pingEvery)
 	go keepalive(s, lc, every, timeout, log)
+	go lifelines(s, lc)
 	return newConn(s, c), nil
 }
