@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"iter"
 	"math/rand/v2"
 	"slices"
@@ -61,9 +62,30 @@ type regEntry struct {
 	retired atomic.Bool // the gateway drains it (see Retire); never unset
 	// superseded: a later process of its agent registered a session (see
 	// supersedePreviousProcess); picked only when nothing else in the
-	// group can be (pickSuperseded). Never unset.
+	// group can be (pickFallback). Never unset.
 	superseded atomic.Bool
+	// silent is s when its transport tells that the agent stopped
+	// answering (see silentSession); nil when it cannot tell.
+	silent silentSession
 }
+
+// silentSession is a session whose transport notices, within about a
+// second, an agent that stopped answering the exchanges sent to it (a host
+// that lost power, a network path cut without a word: QUIC, see
+// muxtunnel's liveness watch). Until something comes from the agent again
+// such a session is picked only when nothing else in its group can be
+// (pickFallback), as a superseded one: exchanges sent there would wait for
+// the keepalive's idle timeout (30 s by default) while another agent of
+// the group answers at once.
+type silentSession interface {
+	// Silent reports that an exchange sent on the session has gone
+	// unanswered and nothing came from the agent since. One atomic load:
+	// it is called for every session a pick considers.
+	Silent() bool
+}
+
+// isSilent reports whether e's agent stopped answering (see silentSession).
+func (e *regEntry) isSilent() bool { return e.silent != nil && e.silent.Silent() }
 
 // balanceKey tells the agents of a group apart for balancing: the agent id
 // its sessions share (an older agent: its connector; a session that says
@@ -100,6 +122,10 @@ type SessionStatus struct {
 	// Superseded: its agent was restarted (see supersedePreviousProcess);
 	// the agent is counted by its new process's sessions.
 	Superseded bool
+	// Silent: an exchange sent on it went unanswered and nothing came
+	// from the agent since (see silentSession); picked only when no other
+	// session can be.
+	Silent bool
 }
 
 // NewRegistry returns an empty Registry (the zero value works as well).
@@ -108,38 +134,98 @@ func NewRegistry() *Registry { return new(Registry) }
 // Add registers s under its group (s.Info().Group). Adding a session twice,
 // or one that has already ended, does nothing. It returns false, having
 // added nothing, when s's connector already holds MaxPerConnector live
-// sessions; held is that number. A session from a new process of its
-// agent supersedes those of the previous one (see supersedePreviousProcess).
+// sessions and none of them may make room; held is that number. A session
+// from a new process of its agent supersedes those of the previous one
+// (see supersedePreviousProcess); superseded sessions count towards
+// MaxPerConnector, and at the bound they are closed to make room for the
+// connections the new process announced (SessionInfo.Connections), the
+// least busy first (see evictSuperseded).
 func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	if isClosed(s.Done()) {
 		return 0, true
 	}
 	info := s.Info()
 	key := balanceKey(info)
+	var evicted []*regEntry
+	defer func() {
+		// Closed outside the lock: a transport's Close may write to the
+		// network.
+		for _, e := range evicted {
+			e.s.Close(errSupersededEvicted)
+		}
+	}()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.load()
 	var load *atomic.Int64
+	var superseded []*regEntry
+	own := 1 // sessions of s's process, s included
 	for e := range old.entries(info.Group) {
 		if e.s == s {
 			return 0, true
 		}
 		if info.ConnectorID != "" && e.info.ConnectorID == info.ConnectorID && !isClosed(e.s.Done()) {
 			held++
+			switch {
+			case e.superseded.Load():
+				superseded = append(superseded, e)
+			case info.AgentID != "" && e.info.AgentID == info.AgentID:
+				own++
+			}
 		}
 		if load == nil && e.agent == key {
 			load = e.load
 		}
 	}
 	if r.MaxPerConnector > 0 && held >= r.MaxPerConnector {
-		return held, false
+		if info.AgentID != "" && own <= int(info.Connections) {
+			// Room for the sessions the new process announced, not
+			// more: sessions opened in a loop under new agent ids are
+			// still refused (and logged) at the bound.
+			evicted = evictSuperseded(superseded, held-r.MaxPerConnector+1)
+		}
+		if held -= len(evicted); held >= r.MaxPerConnector {
+			return held, false
+		}
+		r.removeLocked(func(e *regEntry) bool { return slices.Contains(evicted, e) })
+		old = r.load()
 	}
 	if load == nil {
 		load = new(atomic.Int64)
 	}
-	r.store(old, info.Group, old[info.Group].with(&regEntry{s: s, info: info, agent: key, load: load}))
+	e := &regEntry{s: s, info: info, agent: key, load: load}
+	e.silent, _ = s.(silentSession)
+	r.store(old, info.Group, old[info.Group].with(e))
 	supersedePreviousProcess(old, info)
 	return held, true
+}
+
+// errSupersededEvicted is the reason of a superseded session closed to make
+// room for a new one of its connector (see evictSuperseded).
+var errSupersededEvicted = errors.New("closed to make room for the sessions of the agent's new process: " +
+	"this session's process was restarted and the connector holds the most sessions one connector may")
+
+// evictSuperseded returns up to n of the superseded sessions of one
+// connector, the fewest exchanges in flight first, to be closed so that a
+// new session of the connector fits under MaxPerConnector. A process
+// that died without a word leaves its sessions registered until the
+// keepalive ends them (30 s over QUIC), while each new process it is
+// restarted as supersedes them: an agent with 64 connections restarted
+// in a loop (a crash loop, kill -9 under a supervisor) reached the 256
+// sessions of its connector at its fifth process within that time, and
+// the gateway refused it until they timed out. Superseded sessions take
+// no new exchanges; a live old process that still holds some (two copies
+// of one data_dir) reconnects and supersedes in turn, within the bound.
+// None when there are fewer than n: nothing is closed for a session that
+// is refused anyway.
+func evictSuperseded(superseded []*regEntry, n int) []*regEntry {
+	if n <= 0 || len(superseded) < n {
+		return nil
+	}
+	slices.SortStableFunc(superseded, func(a, b *regEntry) int {
+		return int(a.inflight.Load() - b.inflight.Load())
+	})
+	return superseded[:n]
 }
 
 // supersedePreviousProcess stops picking the sessions of info's connector
@@ -311,6 +397,9 @@ func (v *groupView) without(drop func(*regEntry) bool) *groupView {
 // draws however far behind it is: a sixth of all exchanges with two agents
 // of two sessions each.
 //
+// An agent with a silent session (see silentSession) is skipped, its other
+// sessions too, while another agent can take the exchange.
+//
 // exclude (may be nil) is skipped while another usable session exists, so a
 // retry after a failed OpenStream goes elsewhere when it can. Without a
 // usable session Pick returns an *Error with code no-connector naming group.
@@ -345,9 +434,10 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 	if e == nil || e.s == exclude {
 		// Last resort: a session that a later process of its agent
 		// superseded but that is otherwise fine (that process ended in
-		// turn, or two processes run from copies of one data_dir); it is
-		// preferred to exclude, which the usual pick falls back to.
-		if sup := pickSuperseded(view.agents, exclude, avoid); sup != nil && (e == nil || sup.s != exclude) {
+		// turn, or two processes run from copies of one data_dir), or
+		// whose agent went silent (it may answer again); it is preferred
+		// to exclude, which the usual pick falls back to.
+		if sup := pickFallback(view.agents, exclude, avoid); sup != nil && (e == nil || sup.s != exclude) {
 			e = sup
 		}
 	}
@@ -492,16 +582,27 @@ func (av *agentView) best(exclude tunnel.Session) (e *regEntry, sawDone bool) {
 		start = rand.IntN(n)
 	}
 	var low int64
+	silent := false
 	for k := range n {
 		c := list[(start+k)%n]
 		ok, done := usable(c, exclude)
 		sawDone = sawDone || done
 		if !ok {
+			silent = silent || c.isSilent()
 			continue
 		}
 		if l := c.inflight.Load(); e == nil || l < low {
 			e, low = c, l
 		}
+	}
+	if silent {
+		// One of the agent's sessions went silent: its host or its path
+		// may be down, which its other sessions share. They are left to
+		// pickFallback until the watch has asked them too (muxtunnel
+		// probes the agent's other sessions then), or the agent answers.
+		// (Of more than scanSessions, only a draw that met the silent
+		// one comes here.)
+		return nil, sawDone
 	}
 	return e, sawDone
 }
@@ -515,26 +616,40 @@ func lessLoaded(a, b *regEntry) *regEntry {
 	return a
 }
 
-// pickSuperseded returns the least busy superseded session (see
-// supersedePreviousProcess) that could carry a new exchange otherwise, of
-// an agent not in avoid; exclude only if there is no other. Nil when there
-// is none.
-func pickSuperseded(agents []*agentView, exclude tunnel.Session, avoid []string) *regEntry {
+// pickFallback returns the best of the sessions that the usual pick
+// skips but that could carry a new exchange, of an agent not in avoid:
+// the answering sessions of an agent with a silent one, superseded ones
+// (see supersedePreviousProcess) and silent ones (see silentSession), in
+// that order (a silent session's agent may be dead; a superseded one's
+// process is alive when it still answers), and of equals the least busy;
+// exclude only if there is no other. Nil when there is none.
+func pickFallback(agents []*agentView, exclude tunnel.Session, avoid []string) *regEntry {
 	var best, excluded *regEntry
+	bestRank := 0
 	for _, a := range agents {
 		if a.avoided(avoid) {
 			continue
 		}
+		tainted := slices.ContainsFunc(a.sessions, (*regEntry).isSilent)
 		for _, e := range a.sessions {
-			if !e.superseded.Load() || e.retired.Load() || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
+			if e.retired.Load() || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
 				continue
+			}
+			rank := 0 // an answering session of an agent with a silent one
+			switch {
+			case e.isSilent():
+				rank = 2
+			case e.superseded.Load():
+				rank = 1
+			case !tainted:
+				continue // the usual pick's
 			}
 			if e.s == exclude {
 				excluded = e
 				continue
 			}
-			if best == nil || e.inflight.Load() < best.inflight.Load() {
-				best = e
+			if best == nil || rank < bestRank || rank == bestRank && e.inflight.Load() < best.inflight.Load() {
+				best, bestRank = e, rank
 			}
 		}
 	}
@@ -550,7 +665,7 @@ func usable(e *regEntry, exclude tunnel.Session) (ok, done bool) {
 	if isClosed(e.s.Done()) {
 		return false, true
 	}
-	if e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()) {
+	if e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()) || e.isSilent() {
 		return false, false
 	}
 	return exclude == nil || e.s != exclude, false
@@ -593,6 +708,7 @@ func (r *Registry) Sessions() []SessionStatus {
 				InFlight:    int(e.inflight.Load()),
 				Draining:    e.retired.Load() || e.superseded.Load() || isClosed(e.s.Draining()),
 				Superseded:  e.superseded.Load(),
+				Silent:      e.isSilent(),
 			})
 		}
 	}

@@ -320,6 +320,10 @@ func (s *Server) newSession(c Conn, ctrl RawStream, h *tunnelv1.Hello, id tunnel
 		s.log().Warn("agent reports another transport than it uses",
 			zap.String("reported", t), zap.String("transport", transport))
 	}
+	if lc, ok := c.(LiveConn); ok {
+		ss.live = newLiveWatch(ss, lc, s.log().With(zap.String("transport", transport), zap.String("remote", c.RemoteAddr()),
+			zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName)))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing != "" {
@@ -417,6 +421,9 @@ type session struct {
 	welcomed  atomic.Bool               // the welcome is on its way: Close closes the connection
 	greeted   bool                      // the welcome was sent; guarded by sendMu
 	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
+	// live watches that the agent answers the exchanges sent to it (see
+	// liveness.go); nil when the connection cannot tell (not a LiveConn).
+	live *liveWatch
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -424,6 +431,12 @@ var _ tunnel.Session = (*session)(nil)
 func (ss *session) Info() tunnel.SessionInfo  { return ss.info }
 func (ss *session) Draining() <-chan struct{} { return ss.draining }
 func (ss *session) Done() <-chan struct{}     { return ss.done }
+
+// Silent reports that an exchange sent on the session went unanswered for
+// about a second and nothing came from the agent since: its host or its
+// network path may be down (see liveness.go). Always false on a
+// connection that cannot tell.
+func (ss *session) Silent() bool { return ss.live != nil && ss.live.Silent() }
 
 // Close ends the session; the connection and its streams end with it.
 func (ss *session) Close(reason error) {
@@ -433,6 +446,9 @@ func (ss *session) Close(reason error) {
 		ss.srv.mu.Unlock()
 		ss.reason = reason
 		close(ss.done)
+		if ss.live != nil {
+			ss.live.stop()
+		}
 		if !ss.welcomed.Load() {
 			// Closed as it was registered: ServeConn, still before the
 			// welcome, tells the agent why and closes the connection.
@@ -577,8 +593,14 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		ss.releaseSlot()
 		return nil, ErrDraining
 	}
+	if ss.live != nil {
+		ss.live.opening()
+	}
 	raw, err := ss.conn.OpenStream(ctx)
 	if err != nil {
+		if ss.live != nil {
+			ss.live.openFailed()
+		}
 		ss.releaseSlot()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

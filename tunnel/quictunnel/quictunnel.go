@@ -60,7 +60,12 @@ const ALPN = "sallyport-quic/1"
 //     their two idle timeouts, so the side with the shorter keepalive
 //     decides for both: a dead path is noticed after 2K to 2K + min(5 s,
 //     K) (30 to 35 s by default, 10 to 15 s with 5 s; measured in the
-//     end-to-end TestKeepaliveConfigured: 10 and 15 s).
+//     end-to-end TestKeepaliveConfigured: 10 and 15 s). The gateway
+//     notices a dead agent sooner when it sends it exchanges: a QUIC
+//     connection counts the packets it receives (muxtunnel.LiveConn), and
+//     a request that draws no acknowledgement sets the session aside
+//     after 1 s and closes it after 6 s (the agent's 5 s ping period and
+//     1 s; see muxtunnel's liveness watch), whatever the keepalive.
 //   - Packet size: 1200 bytes of UDP payload (QUIC's minimum), always.
 //     quic-go's default of 1280 bytes at first does not fit a path whose
 //     MTU is 1280 (IPv6's minimum, common on tunnels and VPNs: 1232 bytes
@@ -145,7 +150,7 @@ type conn struct {
 	agent bool
 }
 
-var _ muxtunnel.Conn = (*conn)(nil)
+var _ muxtunnel.LiveConn = (*conn)(nil)
 
 func (a *conn) OpenStream(ctx context.Context) (muxtunnel.RawStream, error) {
 	s, err := a.c.OpenStreamSync(ctx)
@@ -253,3 +258,16 @@ func mapErr(err error) error {
 	}
 	return err
 }
+
+// Received counts the packets received from the agent, acknowledgements
+// included (muxtunnel.LiveConn): QUIC acknowledges every packet that
+// carries data within its max ack delay, so a request that goes out and
+// draws no packet back within a second went to a dead agent or path.
+func (a *conn) Received() uint64 { return a.c.ConnectionStats().PacketsReceived }
+
+// RTT is the connection's smoothed round-trip time (muxtunnel.LiveConn).
+func (a *conn) RTT() time.Duration { return a.c.ConnectionStats().SmoothedRTT }
+
+// PeerKeepalive is the agent's longest ping period (muxtunnel.LiveConn):
+// it pings after agentKeepalivePeriod without a packet, or sooner.
+func (a *conn) PeerKeepalive() time.Duration { return agentKeepalivePeriod }
