@@ -69,7 +69,9 @@ demo: build
 # 128 MiB, since it relays only ~25 MiB/s), then the whole end-to-end suite
 # again over QUIC and over yamux without the detector (1 GiB transfers
 # included): under it, each of those runs would take three minutes more.
-# Last, the allocation budgets without the detector (it adds allocations).
+# Last, the allocation budgets without the detector (it adds allocations),
+# and the command tests of the agent-only build (-tags agentonly), which
+# nothing else compiles.
 # TestDeadPeerNoticed waits ~25 s for real keepalives, on every transport
 # at once, TestKeepaliveConfigured ~10 s for configured ones and
 # TestKeepaliveSaturatedLink ~45 s and TestKeepaliveOneWayLink ~17 s a case
@@ -89,6 +91,7 @@ test:
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m -skip '^(TestDeadPeerNoticed|TestKeepaliveConfigured|TestKeepaliveSaturatedLink|TestKeepaliveOneWayLink|TestQUIC.*)$$' ./internal/e2e/; \
 	done
 	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
+	$(GO) test -count=1 -tags agentonly ./cmd/sallyport/
 	$(MAKE) --no-print-directory test32
 	$(MAKE) --no-print-directory cross
 

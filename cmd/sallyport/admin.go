@@ -47,8 +47,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := strings.TrimSuffix(c.url, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	base, err := adminBase(c.url)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return fmt.Errorf("--admin-url: %w", err)
 	}
@@ -72,13 +75,18 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	switch {
 	case res.StatusCode == http.StatusUnauthorized:
 		return errors.New("the gateway refused the admin token (401); check SALLYPORT_ADMIN_TOKEN or --admin-token-file " +
-			"against the gateway's admin.token_file")
+			"against the gateway's admin.token_file (a gateway started without an admin token refuses every call " +
+			"and says so in its log at start)")
 	case res.StatusCode >= 300:
 		var e gateway.APIError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return fmt.Errorf("admin API: %s", e.Error)
 		}
-		return fmt.Errorf("admin API: %s", res.Status)
+		// The admin API answers every error in JSON: this is another
+		// server, most often the gateway's public listener (404 no-route)
+		// or its tunnel listener (400 to plain HTTP).
+		return fmt.Errorf("%s answered %s, not as the gateway's admin API does: --admin-url must name the gateway's "+
+			"admin.addr (http://127.0.0.1:9090 by default), not its public.addr or tunnel.addr", c.url, res.Status)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -86,6 +94,17 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		}
 	}
 	return nil
+}
+
+// adminBase checks --admin-url and returns it without a trailing slash.
+// The usual slip is the bare address of admin.addr (127.0.0.1:9090), which
+// net/url cannot read, or reads as a scheme (localhost:9090).
+func adminBase(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("--admin-url %q: want the URL of the gateway's admin.addr, such as http://127.0.0.1:9090", s)
+	}
+	return strings.TrimSuffix(s, "/"), nil
 }
 
 func newTokenCmd() *cobra.Command {

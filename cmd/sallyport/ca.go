@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ func newCACmd() *cobra.Command {
 		Short: "Manage the connector CA that signs agent certificates",
 	}
 	var path, dataDir string
-	var retire bool
+	var retire, force bool
 	rotate := &cobra.Command{
 		Use:   "rotate --config gateway.yaml",
 		Short: "Add a new connector CA that signs from now on; the previous CAs stay trusted",
@@ -40,7 +41,9 @@ func newCACmd() *cobra.Command {
 			"store at every session start and signature.\n\n" +
 			"After one certificate lifetime (tunnel.cert_lifetime, 30 days by default) every agent has\n" +
 			"renewed: run `sallyport gateway ca rotate --retire-previous` to drop the old CAs (without\n" +
-			"adding a new one), so their keys are no longer trusted.",
+			"adding a new one), so their keys are no longer trusted. It refuses while connectors that are\n" +
+			"not revoked still hold unexpired certificates from before the newest CA (they would have to\n" +
+			"enroll again), unless --force.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -52,12 +55,18 @@ func newCACmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			if retire && !force {
+				if err := checkRetire(ctx, st, time.Now()); err != nil {
+					return err
+				}
+			}
 			return runCARotate(ctx, st, again, retire, cmd.OutOrStdout())
 		},
 	}
 	rotate.Flags().StringVarP(&path, "config", "c", "", "gateway config file (its store section or data_dir names the store)")
 	rotate.Flags().StringVar(&dataDir, "data-dir", "", "the gateway's data_dir, for a store in SQLite (instead of --config)")
 	rotate.Flags().BoolVar(&retire, "retire-previous", false, "remove the CAs that no longer sign instead of adding one")
+	rotate.Flags().BoolVar(&force, "force", false, "with --retire-previous: retire even while connectors hold certificates from those CAs")
 	ca.AddCommand(rotate)
 	return ca
 }
@@ -110,6 +119,52 @@ func storeExists(dir string) error {
 		return fmt.Errorf("the store in %s: %s is not a file", dir, p)
 	}
 	return nil
+}
+
+// checkRetire refuses --retire-previous while a connector that is not
+// revoked holds an unexpired certificate issued before the newest CA was
+// added: retiring would lock it out at its next session (the README's
+// "after one certificate lifetime", checked instead of trusted). It used
+// to retire at once, also a minute after the rotation.
+func checkRetire(ctx context.Context, st *store.DB, now time.Time) error {
+	cas, err := st.CAs(ctx)
+	if err != nil {
+		return err
+	}
+	var active time.Time
+	for _, ca := range cas {
+		if ca.Active {
+			active = ca.Created
+		}
+	}
+	if len(cas) < 2 || active.IsZero() {
+		return nil
+	}
+	cs, err := st.Connectors(ctx)
+	if err != nil {
+		return err
+	}
+	var held []string
+	for _, c := range cs {
+		// CertIssued is the NotBefore of the certificate in use, which the
+		// CA backdates; a connector that never presented one has the
+		// certificate of its enrollment.
+		issued := c.CertIssued.Add(pki.Backdate)
+		if c.CertIssued.IsZero() {
+			issued = c.Enrolled
+		}
+		if c.Revoked.IsZero() && c.CertExpires.After(now) && issued.Before(active) {
+			held = append(held, fmt.Sprintf("%s (%s, group %s, until %s)", c.ID, c.Name, c.Group,
+				c.CertExpires.UTC().Format(time.RFC3339)))
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return fmt.Errorf("not retiring: %d connector(s) still hold certificates from the previous CA(s) and would have to "+
+		"enroll again: %s. Run it once they have renewed to the newest CA (at two thirds of tunnel.cert_lifetime; "+
+		"the CA was added %s), revoke the connectors that are gone (sallyport connector revoke ID), or pass --force",
+		len(held), strings.Join(held, ", "), active.UTC().Format(time.RFC3339))
 }
 
 func runCARotate(ctx context.Context, st *store.DB, again string, retire bool, out io.Writer) error {
