@@ -9,7 +9,7 @@ import (
 // the tunnel leg (issue 3, target 8): the gateway's RoundTrip and the
 // agent's ServeStream, both heads encoded and decoded, without the client
 // and the backend.
-const maxSmallExchangeAllocs = 24
+const maxSmallExchangeAllocs = 20
 
 // TestSmallExchangeAllocs proves the budget. Allocation counts, unlike
 // times, do not depend on the machine; the race detector changes them, so

@@ -152,6 +152,41 @@ func BenchmarkHeads(b *testing.B) {
 	})
 }
 
+// BenchmarkReceiveHead decodes a received head as its receiver does, with
+// UnmarshalFrameAliasing, and makes it the http.Request the agent sends
+// to the backend (request) or the http.Response the gateway relays
+// (response): the header work of each side per exchange.
+func BenchmarkReceiveHead(b *testing.B) {
+	req := benchRequest()
+	res := &http.Response{StatusCode: 200, Header: benchResponseHeader(64), ContentLength: 64}
+	reqFrame := AppendFrame(nil, &Frame{Request: benchRequestHead(), End: true})
+	resFrame := AppendFrame(nil, &Frame{Response: responseHead(res), Data: make([]byte, 64), End: true})
+	b.Run("request", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f := new(Frame)
+			if err := UnmarshalFrameAliasing(reqFrame, f); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := RequestFromHead(req.Context(), f.Request); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("response", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f := new(Frame)
+			if err := UnmarshalFrameAliasing(resFrame, f); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := responseFromHead(f.Response, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // codecPipe is an in-memory Stream pair that encodes each Frame on Send and
 // decodes it with UnmarshalFrameAliasing on Recv, as a byte-stream transport does, but
 // with no network or goroutine of its own. Unlike pipe it records nothing,

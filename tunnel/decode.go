@@ -19,7 +19,10 @@ import (
 //     head's bytes;
 //   - the headers of one head, and all their values, come from one block
 //     each (a head is decoded in two passes: count, then fill);
-//   - with UnmarshalFrameAliasing, data aliases the input instead of a copy.
+//   - with UnmarshalFrameAliasing, data aliases the input instead of a copy,
+//     and the headers of a request or response head go straight into an
+//     http.Header instead (recvhead.go; FuzzDecodeFrame checks them against
+//     headersFromWire of what proto.Unmarshal produces).
 //
 // Field numbers are those of proto/sallyport/tunnel/v1/tunnel.proto; a
 // field this version does not know, or a known one with another wire type,
@@ -32,23 +35,30 @@ var errDecode = errors.New("cannot parse invalid wire-format data")
 // DecodeFrame, for a caller that hands b over: the frame's data aliases b
 // instead of being copied, so b must not be modified or reused while the
 // frame or its data is in use.
+//
+// Unlike DecodeFrame, it decodes the headers of a request or response head
+// straight into the http.Header that RequestFromHead or RoundTrip uses
+// (see recvhead.go): the head's Headers field stays empty. A received head
+// is only read by this package, never re-encoded.
 func UnmarshalFrameAliasing(b []byte, f *Frame) error {
-	return unmarshalChecked(f, b, true)
+	return unmarshalChecked(f, b, true, true)
 }
 
 func decodeFrame(b []byte, alias bool) (*Frame, error) {
 	f := new(Frame)
-	if err := unmarshalChecked(f, b, alias); err != nil {
+	if err := unmarshalChecked(f, b, alias, false); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-func unmarshalChecked(f *Frame, b []byte, alias bool) error {
+// unmarshalChecked decodes b into f: with alias, f's data aliases b; with
+// direct, heads get their headers as an http.Header (see recvhead.go).
+func unmarshalChecked(f *Frame, b []byte, alias, direct bool) error {
 	if len(b) > MaxFrameSize {
 		return malformed("frame of %d bytes exceeds %d", len(b), MaxFrameSize)
 	}
-	if err := unmarshalFrame(f, b, alias); err != nil {
+	if err := unmarshalFrame(f, b, alias, direct); err != nil {
 		return malformed("%v", err)
 	}
 	return nil
@@ -128,7 +138,7 @@ func rawValue(b []byte, n int) []byte {
 	return b[tn:n]
 }
 
-func unmarshalFrame(f *Frame, b []byte, alias bool) error {
+func unmarshalFrame(f *Frame, b []byte, alias, direct bool) error {
 	return eachField(f, b, func(fl field) (bool, error) {
 		if fl.typ == protowire.VarintType {
 			switch fl.num {
@@ -147,12 +157,30 @@ func unmarshalFrame(f *Frame, b []byte, alias bool) error {
 		switch fl.num {
 		case 1:
 			if f.Request == nil {
+				if direct {
+					// Fast path: headers straight into an http.Header
+					// (see recvhead.go).
+					var err error
+					f.Request, err = decodeRequest(fl.b)
+					return true, err
+				}
 				f.Request = new(tunnelv1.RequestHead)
+			} else if err := unmarkRequest(f.Request); err != nil {
+				return true, err
 			}
+			// Slow path: DecodeFrame, or a second head, which merges into
+			// the first as proto.Unmarshal merges it.
 			return true, unmarshalRequestHead(f.Request, fl.b)
 		case 2:
 			if f.Response == nil {
+				if direct {
+					var err error
+					f.Response, err = decodeResponse(fl.b)
+					return true, err
+				}
 				f.Response = new(tunnelv1.ResponseHead)
+			} else if err := unmarkResponse(f.Response); err != nil {
+				return true, err
 			}
 			return true, unmarshalResponseHead(f.Response, fl.b)
 		case 3:
@@ -345,40 +373,47 @@ func unmarshalRequestHead(h *tunnelv1.RequestHead, b []byte) error {
 		if ok, err := hb.headField(fl, 6, 8, &h.Headers, &h.TrailerNames); ok || err != nil {
 			return ok, err
 		}
-		var s *string
-		switch {
-		case fl.typ == protowire.VarintType && fl.num == 7:
-			h.ContentLength = int64(fl.v)
-		case fl.typ == protowire.VarintType && fl.num == 9:
-			h.BackendHttp2 = fl.v != 0
-		case fl.typ == protowire.VarintType && fl.num == 12:
-			h.ExpectContinue = fl.v != 0
-		case fl.typ == protowire.VarintType && fl.num == 13:
-			h.Informational = fl.v != 0
-		case fl.typ != protowire.BytesType:
-			return false, nil
-		case fl.num == 1:
-			s = &h.Method
-		case fl.num == 2:
-			s = &h.Scheme
-		case fl.num == 3:
-			s = &h.Authority
-		case fl.num == 4:
-			s = &h.Path
-		case fl.num == 5:
-			s = &h.Host
-		case fl.num == 10:
-			s = &h.App
-		case fl.num == 11:
-			s = &h.RequestId
-		default:
-			return false, nil
-		}
-		if s != nil {
-			*s = strField(hb.s, b, fl.b)
-		}
-		return true, nil
+		return requestHeadField(h, hb.s, b, fl), nil
 	})
+}
+
+// requestHeadField decodes fl into h if it is one of the request head's
+// other fields (not its headers or trailer names), whose strings are cut
+// from s, the string copy of the head's bytes b. It reports whether it was.
+func requestHeadField(h *tunnelv1.RequestHead, s string, b []byte, fl field) bool {
+	var dst *string
+	switch {
+	case fl.typ == protowire.VarintType && fl.num == 7:
+		h.ContentLength = int64(fl.v)
+	case fl.typ == protowire.VarintType && fl.num == 9:
+		h.BackendHttp2 = fl.v != 0
+	case fl.typ == protowire.VarintType && fl.num == 12:
+		h.ExpectContinue = fl.v != 0
+	case fl.typ == protowire.VarintType && fl.num == 13:
+		h.Informational = fl.v != 0
+	case fl.typ != protowire.BytesType:
+		return false
+	case fl.num == 1:
+		dst = &h.Method
+	case fl.num == 2:
+		dst = &h.Scheme
+	case fl.num == 3:
+		dst = &h.Authority
+	case fl.num == 4:
+		dst = &h.Path
+	case fl.num == 5:
+		dst = &h.Host
+	case fl.num == 10:
+		dst = &h.App
+	case fl.num == 11:
+		dst = &h.RequestId
+	default:
+		return false
+	}
+	if dst != nil {
+		*dst = strField(s, b, fl.b)
+	}
+	return true
 }
 
 func unmarshalResponseHead(h *tunnelv1.ResponseHead, b []byte) error {
@@ -387,16 +422,21 @@ func unmarshalResponseHead(h *tunnelv1.ResponseHead, b []byte) error {
 		if ok, err := hb.headField(fl, 2, 4, &h.Headers, &h.TrailerNames); ok || err != nil {
 			return ok, err
 		}
-		switch {
-		case fl.typ == protowire.VarintType && fl.num == 1:
-			h.Status = int32(fl.v)
-		case fl.typ == protowire.VarintType && fl.num == 3:
-			h.ContentLength = int64(fl.v)
-		default:
-			return false, nil
-		}
-		return true, nil
+		return responseHeadField(h, fl), nil
 	})
+}
+
+// responseHeadField is requestHeadField for a response head.
+func responseHeadField(h *tunnelv1.ResponseHead, fl field) bool {
+	switch {
+	case fl.typ == protowire.VarintType && fl.num == 1:
+		h.Status = int32(fl.v)
+	case fl.typ == protowire.VarintType && fl.num == 3:
+		h.ContentLength = int64(fl.v)
+	default:
+		return false
+	}
+	return true
 }
 
 func unmarshalError(e *tunnelv1.Error, b []byte) error {

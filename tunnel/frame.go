@@ -291,7 +291,9 @@ func fillRequestHead(h *tunnelv1.RequestHead, req *http.Request, o *Options, hea
 }
 
 // RequestFromHead validates a received head and builds the request the agent
-// sends to the backend. The body is attached by the caller.
+// sends to the backend. The body is attached by the caller. The request's
+// Header is the one the head was decoded into, when UnmarshalFrameAliasing
+// decoded it (see recvhead.go).
 func RequestFromHead(ctx context.Context, h *tunnelv1.RequestHead) (*http.Request, error) {
 	if !validMethod(h.GetMethod()) {
 		return nil, malformed("request: invalid method %q", h.GetMethod())
@@ -324,7 +326,7 @@ func RequestFromHead(ctx context.Context, h *tunnelv1.RequestHead) (*http.Reques
 	}
 	u.Scheme = h.GetScheme()
 	u.Host = h.GetAuthority()
-	header, err := headersFromWire(h.GetHeaders(), "request")
+	header, err := requestHeader(h)
 	if err != nil {
 		return nil, err
 	}
@@ -396,7 +398,7 @@ func fillResponse(res *http.Response, h *tunnelv1.ResponseHead, req *http.Reques
 	if h.GetContentLength() < -1 {
 		return malformed("response: invalid content length %d", h.GetContentLength())
 	}
-	header, err := headersFromWire(h.GetHeaders(), "response")
+	header, err := responseHeader(h)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,11 +164,56 @@ func checkSameAsProto(t *testing.T, b []byte, fr *Frame, err error) {
 	checkEncodesAsProto(t, fr)
 	in := bytes.Clone(b)
 	fa := new(Frame)
-	if err := UnmarshalFrameAliasing(in, fa); err != nil || !proto.Equal(fa, want) {
-		t.Fatalf("UnmarshalFrameAliasing = %v, %v; want %v", fa, err, want)
+	if err := UnmarshalFrameAliasing(in, fa); err != nil {
+		t.Fatalf("UnmarshalFrameAliasing: %v; proto.Unmarshal = %v", err, want)
 	}
+	checkReceivedHeaders(t, fa, want)
 	if len(fa.Data) > 0 && &fa.Data[0] != &in[cap(in)-cap(fa.Data)] {
 		t.Fatal("UnmarshalFrameAliasing copied the data")
+	}
+}
+
+// checkReceivedHeaders: UnmarshalFrameAliasing decodes what proto.Unmarshal
+// decodes (want), except that the headers of the request and response
+// heads go straight into an http.Header: that header, or its error, is
+// exactly what headersFromWire makes of want's Header messages.
+func checkReceivedHeaders(t *testing.T, fa, want *Frame) {
+	t.Helper()
+	want = proto.Clone(want).(*Frame)
+	// A second head in the frame, merged into the first, is decoded the
+	// usual way and compared in full.
+	if h := fa.GetRequest(); h != nil && receivedRequestOf(h) != nil {
+		if len(h.Headers) != 0 {
+			t.Fatalf("request head decoded with %d Header messages too", len(h.Headers))
+		}
+		got, gerr := requestHeader(h)
+		hdr, err := headersFromWire(want.GetRequest().GetHeaders(), "request")
+		checkSameHeader(t, "request", got, gerr, hdr, err)
+		want.Request.Headers = nil
+	}
+	// A second head in the frame, merged into the first, is decoded the
+	// usual way and compared in full.
+	if h := fa.GetResponse(); h != nil && receivedResponseOf(h) != nil {
+		if len(h.Headers) != 0 {
+			t.Fatalf("response head decoded with %d Header messages too", len(h.Headers))
+		}
+		got, gerr := responseHeader(h)
+		hdr, err := headersFromWire(want.GetResponse().GetHeaders(), "response")
+		checkSameHeader(t, "response", got, gerr, hdr, err)
+		want.Response.Headers = nil
+	}
+	if !proto.Equal(fa, want) {
+		t.Fatalf("UnmarshalFrameAliasing = %v; want %v (headers aside)", fa, want)
+	}
+	if u, w := fa.ProtoReflect().GetUnknown(), want.ProtoReflect().GetUnknown(); !bytes.Equal(u, w) {
+		t.Fatalf("UnmarshalFrameAliasing kept unknown fields %x, proto.Unmarshal %x", u, w)
+	}
+}
+
+func checkSameHeader(t *testing.T, what string, got http.Header, gerr error, want http.Header, werr error) {
+	t.Helper()
+	if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s headers decoded as %q, %v; headersFromWire makes %q, %v", what, got, gerr, want, werr)
 	}
 }
 

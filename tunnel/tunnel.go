@@ -28,7 +28,7 @@
 //
 // The hot path is measured, not guessed: BenchmarkSmallExchange and
 // TestSmallExchangeAllocs hold one small exchange on the tunnel leg to at
-// most 40 allocations (36 today), mostly by decoding frames by hand (see
+// most 40 allocations (20 today), mostly by decoding frames by hand (see
 // decode.go); transports hand received body bytes over without copying them
 // again (UnmarshalFrameAliasing) and may reuse them once RoundTrip or
 // ServeStream calls Recv again (see Stream).
