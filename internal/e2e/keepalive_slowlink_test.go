@@ -55,10 +55,14 @@ func TestKeepaliveSaturatedLink(t *testing.T) {
 	testrig.SkipShort(t, "moves downloads over 1 Mbit/s and 192 kbit/s links: 13 and 44 s")
 	t.Parallel()
 	for _, tc := range []saturatedLink{
-		{"grpc", "grpc", 125_000, 3, 512 << 10, shortKeepalive},
-		{"yamux", "yamux", 125_000, 3, 512 << 10, shortKeepalive},
-		{"yamux/192kbit", "yamux", 24_000, 1, 1 << 20, 0},
-		{"grpc/192kbit", "grpc", 24_000, 1, 1 << 20, shortKeepalive},
+		{"grpc", "grpc", 125_000, 3, 512 << 10, shortKeepalive, 0},
+		{"yamux", "yamux", 125_000, 3, 512 << 10, shortKeepalive, 0},
+		{"yamux/192kbit", "yamux", 24_000, 1, 1 << 20, 0, 0},
+		// Small requests here wait 11-18 s in the link's own queue,
+		// against the gateway's stream_wait of 10 s for a fresh stream:
+		// on a loaded machine a few get 503 (4 of 105 in one make test);
+		// the regression was over half (51 of 88).
+		{"grpc/192kbit", "grpc", 24_000, 1, 1 << 20, shortKeepalive, 5},
 	} {
 		if !slices.Contains(testrig.Transports, tc.transport) {
 			continue
@@ -76,6 +80,10 @@ type saturatedLink struct {
 	rate            int           // bytes per second, each way
 	downloads, size int           // at once, each of size bytes (within a stream's window: all queue at once)
 	keepalive       time.Duration // both sides; 0: the default
+	// tolerated is how many small requests in a hundred may fail (0:
+	// none), where the link's queue alone takes about as long as the
+	// gateway waits.
+	tolerated int
 }
 
 func keepaliveSaturatedLink(t *testing.T, tc saturatedLink) {
@@ -174,10 +182,10 @@ func keepaliveSaturatedLink(t *testing.T, tc saturatedLink) {
 			}
 		}
 	}
-	if failed > 0 {
+	if failed*100 > tc.tolerated*len(small) {
 		r := small[first]
-		t.Errorf("%s: %d of %d small requests during the downloads failed; the first, request %d: status %d %q, %v",
-			tc.transport, failed, len(small), first+1, r.code, briefly(r.body), r.err)
+		t.Errorf("%s: %d of %d small requests during the downloads failed (at most %d%% may); the first, request %d: status %d %q, %v",
+			tc.transport, failed, len(small), tc.tolerated, first+1, r.code, briefly(r.body), r.err)
 	}
 	if len(after) != 1 || after[0] != before[0] {
 		t.Errorf("%s: the agent's session was %v and is %v after the downloads: the slow link ended it", tc.transport, before, after)
