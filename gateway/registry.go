@@ -178,6 +178,17 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 		}
 	}
 	if r.MaxPerConnector > 0 && held >= r.MaxPerConnector {
+		// Only the sessions of processes that look dead may make room: not
+		// s's own, and none of a process that still has a session nobody
+		// superseded (it registered after the others: it is alive, as two
+		// copies of one data_dir or replicas sharing a connector are).
+		alive := map[string]bool{info.AgentID: true}
+		for e := range old.entries(info.Group) {
+			if e.info.ConnectorID == info.ConnectorID && !e.superseded.Load() && !isClosed(e.s.Done()) {
+				alive[e.info.AgentID] = true
+			}
+		}
+		superseded = slices.DeleteFunc(superseded, func(e *regEntry) bool { return alive[e.info.AgentID] })
 		if info.AgentID != "" && own <= int(info.Connections) {
 			// Room for the sessions the new process announced, not
 			// more: sessions opened in a loop under new agent ids are

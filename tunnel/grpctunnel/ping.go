@@ -305,6 +305,10 @@ type frameCursor struct {
 	header  [9]byte // the header being read
 	got     int     // bytes of header read so far
 	payload int     // bytes of the current frame's payload still to come
+	// inBlock: a HEADERS or PUSH_PROMISE frame without END_HEADERS went
+	// out, and its CONTINUATION frames must follow it with nothing between
+	// (RFC 9113 section 6.10) until the one with END_HEADERS.
+	inBlock bool
 }
 
 // advance moves the cursor past b.
@@ -327,6 +331,10 @@ func (c *frameCursor) advance(b []byte) {
 				c.got = 0
 				c.frames++
 				c.payload = int(c.header[0])<<16 | int(c.header[1])<<8 | int(c.header[2])
+				switch c.header[3] { // type
+				case 0x1, 0x5, 0x9: // HEADERS, PUSH_PROMISE, CONTINUATION
+					c.inBlock = c.header[4]&0x4 == 0 // no END_HEADERS
+				}
 			}
 		}
 	}
@@ -336,5 +344,5 @@ func (c *frameCursor) advance(b []byte) {
 // preface and the client's first frame (SETTINGS must come first, RFC 9113
 // section 3.4), where a frame may be inserted.
 func (c *frameCursor) between() bool {
-	return c.preface == 0 && c.frames > 0 && c.got == 0 && c.payload == 0
+	return c.preface == 0 && c.frames > 0 && c.got == 0 && c.payload == 0 && !c.inBlock
 }

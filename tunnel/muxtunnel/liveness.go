@@ -217,6 +217,10 @@ func (w *liveWatch) run() {
 		// Exchanges of the last window, after which nothing came: ask.
 		w.waiting, w.pending, probe = now, false, true
 	}
+	// A run long after the last one means the gateway itself stalled (a
+	// loaded machine, a long pause): packets may wait in its socket that
+	// QUIC has not read yet, so this run does not judge.
+	late := !w.first && time.Duration(now-w.at) > 2*w.period()
 	w.received, w.seen, w.at, w.first = received, opened, now, false
 	waiting, pending := w.waiting, w.pending
 	w.mu.Unlock()
@@ -224,6 +228,10 @@ func (w *liveWatch) run() {
 		w.probe()
 	}
 
+	if waiting != 0 && late {
+		w.timer.Reset(w.period())
+		return
+	}
 	if waiting != 0 {
 		silent, d := time.Duration(now-waiting), w.silentAfter()
 		switch {

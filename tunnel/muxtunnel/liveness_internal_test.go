@@ -260,3 +260,27 @@ func TestSilentSessionAsksItsAgentsOthers(t *testing.T) {
 	default:
 	}
 }
+
+// TestLateRunDoesNotJudge: a watch run that comes long after the previous
+// one (the gateway itself stalled: a loaded machine, a long pause) does not
+// mark the session silent, since packets from the agent may still wait
+// unread in the gateway's socket; the next run on time does (a reviewer's
+// note on 3ac8c89).
+func TestLateRunDoesNotJudge(t *testing.T) {
+	ss, _ := liveSession(t, time.Hour) // the timer stays out of the way
+	w := ss.live
+	now := tunnel.MonoNow()
+	w.mu.Lock()
+	w.first = false
+	w.waiting = now - int64(2*time.Hour) // an exchange unanswered for longer than silentAfter
+	w.at = now - int64(40*time.Minute)   // the last run: more than two periods (15 min) ago
+	w.mu.Unlock()
+	w.run()
+	if ss.Silent() {
+		t.Fatal("a late run marked the session silent")
+	}
+	w.run() // on time now
+	if !ss.Silent() {
+		t.Fatal("the run on time after a late one did not mark the session silent")
+	}
+}
