@@ -278,6 +278,17 @@ func rpcError(err error) error {
 		return err
 	}
 	msg := st.Message()
+	if notGRPCAnswer(msg) {
+		// Not a gRPC server's answer but an HTTP status, which gRPC maps
+		// to a code of its own (404 Unimplemented, 401 Unauthenticated,
+		// 403 PermissionDenied): an HTTP server, or an HTTP/2 proxy or
+		// ingress without a route (yet) to the tunnel listener. Neither
+		// a gateway's refusal nor a gateway too old: try again at the
+		// reconnect pace.
+		return fmt.Errorf("%w: an HTTP server or proxy answered instead of the gateway's tunnel listener (%q); "+
+			"check that the address is the gateway's tunnel.addr, or, behind a proxy or ingress, that it has a route "+
+			"to tunnel.addr (TLS passthrough, or gRPC over HTTP/2) and that the gateway is up", ErrGatewayUnreachable, msg)
+	}
 	switch st.Code() {
 	case codes.PermissionDenied:
 		return fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(msg, "revoked: "))
@@ -288,6 +299,12 @@ func rpcError(err error) error {
 	case codes.Unavailable:
 		return fmt.Errorf("%w: %s", ErrGatewayUnreachable, msg)
 	case codes.Unimplemented:
+		if !unknownService(msg) {
+			// Not grpc-go's answer for a missing service: something
+			// else at this address; try again at the reconnect pace.
+			return fmt.Errorf("%w: something answered %q (Unimplemented), which is not how a sallyport gateway "+
+				"answers; check that the address is the gateway's tunnel.addr", ErrGatewayUnreachable, msg)
+		}
 		// gRPC's own answer for a service or method the server does not
 		// have: "unknown service sallyport.tunnel.v1.EnrollmentService".
 		return fmt.Errorf("%w: it answered %q, so it is a sallyport gateway older than connector enrollment "+
@@ -296,4 +313,20 @@ func rpcError(err error) error {
 			"gateway's tunnel.addr", ErrEnrollUnsupported, msg)
 	}
 	return fmt.Errorf("%s: %s", st.Code(), msg)
+}
+
+// notGRPCAnswer reports whether a status message is grpc-go's rendering of
+// an HTTP response that was not gRPC's: "unexpected HTTP status code
+// received from server: 404 (Not Found); transport: received unexpected
+// content-type …".
+func notGRPCAnswer(msg string) bool {
+	return strings.HasPrefix(msg, "unexpected HTTP status code received from server: ")
+}
+
+// unknownService reports whether an Unimplemented status message is a gRPC
+// server's answer for a service or method it does not have ("unknown
+// service sallyport.tunnel.v1.EnrollmentService", "unknown method Renew
+// for service …"): a gateway from before enrollment (or renewal).
+func unknownService(msg string) bool {
+	return strings.HasPrefix(msg, "unknown service ") || strings.HasPrefix(msg, "unknown method ")
 }

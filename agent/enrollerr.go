@@ -280,12 +280,14 @@ func enrollError(err error, gateway string, hs *handshakeRecorder, dial error, c
 		return fmt.Errorf("%w: no answer in time (%s); a firewall may be dropping the connection, or %s is not the gateway",
 			ErrGatewayUnreachable, status.Convert(err).Message(), gateway)
 	}
+	if status.Code(err) == codes.Unimplemented || notGRPCAnswer(status.Convert(err).Message()) {
+		// gRPC answers so before any handler runs; an HTTP status (a
+		// proxy's 401 or 404) is not the gateway's answer at all, and
+		// not a refusal of the token.
+		return fmt.Errorf("%w; the token was not used", rpcError(err))
+	}
 	if status.Code(err) == codes.Unauthenticated {
 		return &tokenRefusal{msg: status.Convert(err).Message()}
-	}
-	if status.Code(err) == codes.Unimplemented {
-		// gRPC answers so before any handler runs.
-		return fmt.Errorf("%w; the token was not used", rpcError(err))
 	}
 	return rpcError(err)
 }

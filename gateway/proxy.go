@@ -162,11 +162,20 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// and copies both ways. Shutdown waits for these itself.
 		h.g.upgrades.Add(1)
 		defer h.g.upgrades.Done()
-		uw := &upgradeWriter{statusRecorder: rec, h: h, st: st, remote: r.RemoteAddr}
+		// A backend that does not switch protocols (a 200 to a request
+		// that only says Connection: Upgrade) has its response written
+		// through uw: x.guard watches it as it watches a relayed one.
+		// Deferred: a write the guard cut makes the ReverseProxy panic.
+		x.guard.init(h, rec, st, r.RemoteAddr)
+		defer x.guard.release()
+		uw := &upgradeWriter{sendGuard: &x.guard}
+		defer func() {
+			// Before the access log, which a panic reaches too.
+			if uw.release() || uw.writeFailed && st.errCode == "" {
+				st.errCode = CodeClientClosed
+			}
+		}()
 		h.proxy.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-		if uw.release() {
-			st.errCode = CodeClientClosed
-		}
 		return
 	}
 	x.guard.init(h, rec, st, r.RemoteAddr)
@@ -585,7 +594,8 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // gateway's budget of stalled exchanges (stallBudget), which cuts the
 // longest stalled beyond it before their send timeout. An upgraded
 // exchange's writes to its hijacked connection are watched by a sendGuard
-// too (conn set; upgradeguard.go).
+// too (conn set; upgradeguard.go), and the response of a backend that did
+// not switch protocols by the exchange's, which upgradeWriter embeds.
 //
 // Its cost per write is a clock read and three atomic operations, with no
 // allocation: the timer comes from a pool (guardTimer) at the first write

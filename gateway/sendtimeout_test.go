@@ -88,12 +88,18 @@ func endlessGateway(t *testing.T, sendTimeout, pause time.Duration) (addr string
 // cfg on a loopback HTTP/1.1 and h2c listener until the test ends.
 func serveAppGateway(t *testing.T, cfg Config, s tunnel.Session) (addr string, g *Gateway) {
 	t.Helper()
+	return serveAppGatewayLog(t, cfg, s, zap.NewNop())
+}
+
+// serveAppGatewayLog is serveAppGateway logging to log.
+func serveAppGatewayLog(t *testing.T, cfg Config, s tunnel.Session, log *zap.Logger) (addr string, g *Gateway) {
+	t.Helper()
 	router, err := NewRouter([]Route{{App: "a", Hosts: []string{"app.test"}, Group: "g",
 		Backend: &url.URL{Scheme: "http", Host: "backend:80"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g = &Gateway{registry: NewRegistry(), log: zap.NewNop(), cfg: cfg}
+	g = &Gateway{registry: NewRegistry(), log: log, cfg: cfg}
 	g.router.Store(router)
 	g.registry.Add(s)
 	g.handler = newProxyHandler(g)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +21,13 @@ const DefaultMaxStalledExchanges = 512
 // streams it never reads stalls up to 128 per connection.
 const stallsPerClient = 16
 
+// stallsPerAddress is how many stalled exchanges the connections of one IP
+// address (IPv6: one /64; see limitKey) may hold together before the
+// budget, once full, cuts theirs first: a client must not escape
+// stallsPerClient by spreading its streams over connections of 16 each.
+// Higher than stallsPerClient, for the users behind one NAT.
+const stallsPerAddress = 64
+
 // stallAfter is how long a write or flush to the client must block before
 // its exchange counts as stalled (see stallBudget); never more than the
 // send timeout.
@@ -38,16 +46,21 @@ const stallAfter = time.Second
 // A write or flush to the client that has blocked for stallAfter makes its
 // exchange stalled; when more than max are, one is cut as the send timeout
 // cuts it: the one stalled longest of the clients that hold more than
-// perClient stalled exchanges, or, when none does, the one stalled longest.
-// A client is its remote address, which is one connection (HTTP/2: all its
-// streams), or the client's address behind a trusted proxy. So one client
-// that holds hundreds of stalled streams loses its own before anyone else
-// loses one: without it the budget could not tell 500 streams of one
-// connection that never reads from 500 users on bad links, and cut the
-// users' downloads, stalled first, for the attacker's. Nothing is cut
-// while the budget has room, however many one client holds: the budget is
-// what bounds the memory (a hard cap per connection would not, clients open
-// more connections), and a browser on a bad link stalls all its streams.
+// perClient stalled exchanges, or whose IP address holds more than perAddr,
+// or, when none does, the one stalled longest. A client is its remote
+// address, which is one connection (HTTP/2: all its streams), or the
+// client's address behind a trusted proxy; its IP address (IPv6: its /64)
+// is all the connections from it. So one client that holds hundreds of
+// stalled streams loses its own before anyone else loses one: without it
+// the budget could not tell 500 streams of one connection that never reads
+// from 500 users on bad links, and cut the users' downloads, stalled first,
+// for the attacker's. The count per address stops the attacker from
+// spreading its streams over connections of perClient each (8 connections
+// of 9 had two users' downloads cut for theirs); its share is higher, for
+// the users behind one NAT. Nothing is cut while the budget has room,
+// however many one client holds: the budget is what bounds the memory (a
+// hard cap per connection would not, clients open more connections), and a
+// browser on a bad link stalls all its streams.
 // A client that reads, however slowly, unblocks its writes again and again,
 // so the exchanges of clients that read nothing are the first to go, and
 // slow readers are cut only while stalled exchanges beyond the limit
@@ -64,8 +77,10 @@ const stallAfter = time.Second
 type stallBudget struct {
 	max int // stalled exchanges allowed; > 0
 	// perClient is how many a client may hold before it is cut from
-	// first (stallsPerClient); > 0.
+	// first (stallsPerClient); > 0. perAddr is the same for all the
+	// clients of one IP address (stallsPerAddress); > 0.
 	perClient int
+	perAddr   int
 	log       *zap.Logger
 	// logs limits the lines of cut exchanges: an attack makes many.
 	logs logLimiter
@@ -74,14 +89,32 @@ type stallBudget struct {
 	head, tail *sendGuard // the stalled, oldest write first; guarded by mu
 	n          int        // guarded by mu
 	// clients counts the listed exchanges of each client (sendGuard.remote)
-	// that has any; heavy is how many of them hold more than perClient.
-	// Guarded by mu.
+	// that has any, addrs those of each IP address (stallAddrKey) that has
+	// any; heavy is how many clients hold more than perClient plus how
+	// many addresses hold more than perAddr. Guarded by mu.
 	clients map[string]*stallClient
+	addrs   map[string]*stallClient
 	heavy   int
 }
 
-// stallClient is the number of listed exchanges of one client.
-type stallClient struct{ n int }
+// stallClient is the number of listed exchanges of one client (one
+// connection), or of one IP address (addr nil).
+type stallClient struct {
+	n    int
+	addr *stallClient // the client's IP address's count; nil for an address
+	key  string       // an address's key in addrs; "" for a client
+}
+
+// stallAddrKey is the IP address of a client's remote address (IPv6: its
+// /64, as limitKey has it), or the remote address itself when it has none.
+// Only on the slow path: a client's first listed exchange.
+func stallAddrKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return limitKey(host)
+}
 
 // newStallBudget returns the budget for max stalled exchanges (0 → the
 // default), or nil for a negative max: no limit.
@@ -92,15 +125,17 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 	case max == 0:
 		max = DefaultMaxStalledExchanges
 	}
-	return &stallBudget{max: max, perClient: stallsPerClient, log: log,
-		logs: logLimiter{max: refusalLinesPerWindow, window: refusalWindow}, clients: make(map[string]*stallClient)}
+	return &stallBudget{max: max, perClient: stallsPerClient, perAddr: stallsPerAddress, log: log,
+		logs:    logLimiter{max: refusalLinesPerWindow, window: refusalWindow},
+		clients: make(map[string]*stallClient), addrs: make(map[string]*stallClient)}
 }
 
 // add lists g, whose write began at start (tunnel.MonoNow), as stalled, and
 // returns the guard to cut when that makes too many (maybe g), with the
-// start of its write and whether its client held more than perClient:
-// the one whose write began first of the clients that hold more than
-// perClient, or of all when none does. Stalls are found about stallAfter
+// start of its write and whether its client held more than perClient (or
+// its address more than perAddr): the one whose write began first of the
+// clients that hold more than perClient and the addresses that hold more
+// than perAddr, or of all when none does. Stalls are found about stallAfter
 // after their write began, so g goes at or near the tail.
 func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64, bool) {
 	b.mu.Lock()
@@ -129,12 +164,20 @@ func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64, b
 	g.stallStart, g.listed = start, true
 	c := b.clients[g.remote]
 	if c == nil {
-		c = new(stallClient)
+		k := stallAddrKey(g.remote)
+		a := b.addrs[k]
+		if a == nil {
+			a = &stallClient{key: k}
+			b.addrs[k] = a
+		}
+		c = &stallClient{addr: a}
 		b.clients[g.remote] = c
 	}
 	g.client = c
-	c.n++
-	if c.n == b.perClient+1 {
+	if c.n++; c.n == b.perClient+1 {
+		b.heavy++
+	}
+	if c.addr.n++; c.addr.n == b.perAddr+1 {
 		b.heavy++
 	}
 	at := b.tail
@@ -160,9 +203,10 @@ func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64, b
 	victim, heavy := b.head, false
 	if b.heavy > 0 {
 		// The slow path of the slow path, only while the budget is full
-		// and a client holds more than its share: at most max+1 steps.
+		// and a client or an address holds more than its share: at most
+		// max+1 steps.
 		for at := b.head; at != nil; at = at.next {
-			if at.client.n > b.perClient {
+			if at.client.n > b.perClient || at.client.addr.n > b.perAddr {
 				victim, heavy = at, true
 				break
 			}
@@ -203,6 +247,13 @@ func (b *stallBudget) unlink(g *sendGuard) {
 	if c.n--; c.n == 0 {
 		delete(b.clients, g.remote)
 	}
+	a := c.addr
+	if a.n == b.perAddr+1 {
+		b.heavy--
+	}
+	if a.n--; a.n == 0 {
+		delete(b.addrs, a.key)
+	}
 }
 
 // stalled is the number of stalled exchanges listed.
@@ -217,7 +268,8 @@ func (b *stallBudget) stalled() int {
 // timeout, and serveRelay ends the exchange (HTTP/1.1: the connection is
 // closed; HTTP/2: the stream is reset; an upgrade: the connection is
 // closed), which frees its tunnel stream and the agent's side of it. heavy:
-// g's client held more than perClient stalled exchanges. Called without
+// g's client held more than perClient stalled exchanges, or its address
+// more than perAddr. Called without
 // any guard's mu held.
 func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
 	g.mu.Lock()
@@ -246,7 +298,8 @@ func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
 		"cutting the one stalled longest"
 	if heavy {
 		msg = "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
-			"cutting the one stalled longest of a client that holds more than " + strconv.Itoa(b.perClient)
+			"cutting the one stalled longest of a client that holds more than " + strconv.Itoa(b.perClient) +
+			" on one connection or " + strconv.Itoa(b.perAddr) + " from one address"
 	}
 	b.log.Info(msg, fields...)
 }

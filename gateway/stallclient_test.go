@@ -56,7 +56,18 @@ func TestStallBudgetHeavyClientFirst(t *testing.T) {
 // channel of the streams the gateway resets.
 func stalledHTTP2Streams(t *testing.T, addr string, paths []string) <-chan uint32 {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return stalledHTTP2StreamsFrom(t, nil, addr, paths)
+}
+
+// stalledHTTP2StreamsFrom is stalledHTTP2Streams from the local address
+// from (nil: any).
+func stalledHTTP2StreamsFrom(t *testing.T, from net.IP, addr string, paths []string) <-chan uint32 {
+	t.Helper()
+	d := net.Dialer{}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,4 +177,110 @@ func TestStalledWebSocketCounted(t *testing.T) {
 	if _, err := io.Copy(io.Discard, ws); err != nil && !isConnReset(err) {
 		t.Fatalf("reading the cut WebSocket: %v, want its connection closed", err)
 	}
+}
+
+// TestStallBudgetHeavyAddressFirst: beyond the budget, the exchange cut is
+// the one stalled longest of the IP addresses (IPv6: /64) whose
+// connections together hold more than perAddr, though none of them holds
+// more than perClient; and the per-address counts go when their exchanges
+// do. Before, only one connection's count was looked at, and the user's
+// exchange, stalled first, went.
+func TestStallBudgetHeavyAddressFirst(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		user, attacker [4]string // the remotes of the exchanges: one user, then one attacker over two connections
+	}{
+		{"IPv4",
+			[4]string{"192.0.2.9:1000", "192.0.2.9:1000", "192.0.2.9:1001", "192.0.2.10:1000"},
+			[4]string{"198.51.100.7:1000", "198.51.100.7:1000", "198.51.100.7:1001", "198.51.100.7:1001"}},
+		{"IPv6 /64",
+			[4]string{"[2001:db8:0:1::1]:1000", "[2001:db8:0:1::1]:1000", "[2001:db8:0:2::1]:1000", "[2001:db8:0:3::1]:1000"},
+			[4]string{"[2001:db8::1]:1000", "[2001:db8::1]:1000", "[2001:db8::ffff:2]:1000", "[2001:db8::ffff:2]:1000"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newStallBudget(7, zap.NewNop())
+			b.perClient, b.perAddr = 2, 3
+			var users, attackers []*sendGuard
+			start := int64(0)
+			for _, r := range tt.user {
+				g := &sendGuard{remote: r}
+				users = append(users, g)
+				start++
+				if v, _, _ := b.add(g, start); v != nil {
+					t.Fatalf("add gave up a write with %d of 7 listed", start)
+				}
+			}
+			for i, r := range tt.attacker[:3] {
+				g := &sendGuard{remote: r}
+				attackers = append(attackers, g)
+				start++
+				if v, _, _ := b.add(g, start); v != nil {
+					t.Fatalf("add of the attacker's write %d gave up a write with %d of 7 listed", i, start)
+				}
+			}
+			// The attacker's fourth: 8 listed, its address holds 4 (its
+			// share: 3) over two connections of 2 (their share: 2).
+			last := &sendGuard{remote: tt.attacker[3]}
+			attackers = append(attackers, last)
+			v, vstart, heavy := b.add(last, start+1)
+			if v != attackers[0] || !heavy {
+				t.Fatalf("over the budget with one address holding 4 (its share: 3) over two connections of 2, add gave up "+
+					"the write that began at %d (of a client over its share: %v), want that address's oldest, which began at %d, "+
+					"not the user's, which began at 1", vstart, heavy, attackers[0].stallStart)
+			}
+			for _, g := range append(users, attackers[1:]...) {
+				b.remove(g)
+			}
+			if b.stalled() != 0 || len(b.clients) != 0 || len(b.addrs) != 0 || b.heavy != 0 {
+				t.Fatalf("with every write unlisted the budget still counts %d stalled, %d clients, %d addresses, "+
+					"%d over their share; want none", b.stalled(), len(b.clients), len(b.addrs), b.heavy)
+			}
+		})
+	}
+}
+
+// TestStalledStreamsOfOneAddressCutFirst: a client that spreads its
+// never-read HTTP/2 streams over connections of at most 16 stalled
+// streams each (8 of 9, from 127.0.0.2) is cut first when the budget is
+// full, by the count of its address (more than 64), not the downloads of
+// users (127.0.0.1) that stalled before. Before, no connection held more
+// than its share, and the users' downloads, stalled longest, were cut.
+func TestStalledStreamsOfOneAddressCutFirst(t *testing.T) {
+	const conns, per = 8, 9
+	if per > stallsPerClient || conns*per <= stallsPerAddress+1 {
+		t.Fatalf("the attacker's %d connections of %d do not test the count per address", conns, per)
+	}
+	budget := conns * per
+	attacker := net.ParseIP("127.0.0.2")
+	if c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: attacker}}).Dial("tcp", "127.0.0.1:1"); err != nil &&
+		!strings.Contains(err.Error(), "refused") {
+		t.Skipf("cannot connect from %s here: %v", attacker, err)
+	} else if c != nil {
+		c.Close()
+	}
+	s := &pathSession{finished: make(chan string, budget+8), done: make(chan struct{})}
+	addr, g := serveAppGateway(t, Config{SendTimeout: time.Minute, MaxStalledExchanges: budget}, s)
+	stalledDownload(t, addr, "/big/0")
+	stalledDownload(t, addr, "/big/1")
+	waitStalled(t, g, 2)
+	for c := range conns {
+		paths := make([]string, per)
+		for i := range paths {
+			paths[i] = fmt.Sprintf("/h2/%d/%d", c, i)
+		}
+		stalledHTTP2StreamsFrom(t, attacker, addr, paths)
+	}
+	for range 2 {
+		select {
+		case got := <-s.finished:
+			if !strings.HasPrefix(got, "/h2/") {
+				t.Fatalf("with %d stalled exchanges allowed, %d HTTP/2 connections from %s holding %d stalled streams each "+
+					"(%d together) and two users' stalled downloads, the gateway cut %s, a user's download; want one of %s's streams",
+					budget, conns, attacker, per, conns*per, got, attacker)
+			}
+		case <-time.After(sendGuardWait):
+			t.Fatalf("%d exchanges are stalled with %d allowed, and not two were cut after %v", budget+2, budget, sendGuardWait)
+		}
+	}
+	waitStalled(t, g, budget)
 }

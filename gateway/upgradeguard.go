@@ -22,12 +22,41 @@ import (
 // Without the budget many did for the send timeout: 100 WebSockets to an
 // app that sends, whose client never read, held 114 MiB of the gateway's
 // RSS and 56 MiB of the agent's, and 500 goroutines, for its 5 minutes.
+//
+// A backend that does not switch protocols (a 200 to a request that only
+// says "Connection: Upgrade") has its response written through the
+// embedded sendGuard, the exchange's, as a relayed response is: before,
+// it went straight to the recorder, so that a client that added that
+// header to any download and never read it was neither counted as stalled
+// nor cut at the send timeout.
 type upgradeWriter struct {
-	*statusRecorder
-	h      *proxyHandler
-	st     *exchangeState
-	remote string
-	conn   *sendGuardConn // set by Hijack, on the handler's goroutine
+	*sendGuard                // the exchange's: the response, when the backend does not switch protocols
+	conn       *sendGuardConn // set by Hijack, on the handler's goroutine
+	// writeFailed: a write or flush to the client of a response that did
+	// not switch protocols failed (the guard cut it, or the client left),
+	// and the ReverseProxy aborts the handler, which is the client's
+	// doing, not the tunnel's. Owned by the handler's goroutine.
+	writeFailed bool
+}
+
+// Write writes the body of a response that did not switch protocols
+// through the guard, and notes a failed write.
+func (u *upgradeWriter) Write(p []byte) (int, error) {
+	n, err := u.sendGuard.Write(p)
+	if err != nil {
+		u.writeFailed = true
+	}
+	return n, err
+}
+
+// FlushError flushes through the guard, and notes a failed flush. The
+// ReverseProxy flushes with a ResponseController.
+func (u *upgradeWriter) FlushError() error {
+	err := u.sendGuard.FlushError()
+	if err != nil {
+		u.writeFailed = true
+	}
+	return err
 }
 
 // Hijack takes over the connection through the recorder and guards its
@@ -43,11 +72,12 @@ func (u *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return u.conn, rw, nil
 }
 
-// release ends the guard once the ReverseProxy has returned, and reports
-// whether the send timeout or the stall budget cut the connection. The
-// ReverseProxy returns when one direction of the copy ends, and closes the
-// connection: the other, maybe writing still, ends with an error, and
-// writes no more once released.
+// release ends the guard of the hijacked connection once the ReverseProxy
+// has returned (or panicked), and reports whether the send timeout or the
+// stall budget cut the connection. The ReverseProxy returns when one
+// direction of the copy ends, and closes the connection: the other, maybe
+// writing still, ends with an error, and writes no more once released.
+// The embedded sendGuard is the exchange's, which ServeHTTP releases.
 func (u *upgradeWriter) release() (cut bool) {
 	c := u.conn
 	if c == nil {
