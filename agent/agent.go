@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -408,6 +409,7 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			if a.fallBack(ctx, transport, err) {
 				continue
 			}
+			a.gatewayDown(transport, err)
 			delay := a.cfg.Backoff.Next(attempt)
 			attempt++
 			if errors.Is(err, tunnel.ErrRevoked) {
@@ -432,6 +434,11 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 				log.Error("the gateway does not offer the "+transport+" transport (it refused that TLS protocol): it "+
 					"is older than the QUIC and yamux transports, or a TLS proxy in front of it does not pass that "+
 					"protocol on; upgrade the gateway, or set transport: grpc (or auto)",
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
+			case isNotTLS(err):
+				log.Error("cannot connect to the gateway: something answers at "+a.cfg.Gateway+", but not with TLS, "+
+					"so it is not the gateway's tunnel listener (perhaps its public or admin port); set gateway: to "+
+					"the port of the gateway's tunnel.addr (8443 by default)",
 					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			default:
 				log.Warn("cannot connect to the gateway", zap.String("transport", transport),
@@ -467,6 +474,17 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			return
 		}
 	}
+}
+
+// isNotTLS reports a dial that reached a TCP server which does not speak
+// TLS: the gateway's public or admin port, or another service. crypto/tls
+// reports it as a tls.RecordHeaderError; gRPC flattens it into a status
+// message, so for it only the text is left.
+func isNotTLS(err error) bool {
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
+		return true
+	}
+	return err != nil && strings.Contains(err.Error(), "first record does not look like a TLS handshake")
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,9 +39,14 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 	}
 	if creds == nil {
 		if a.cfg.Token == "" {
+			dir := "DIR"
+			if a.cfg.DataDir != "" {
+				dir = shellQuote(a.cfg.DataDir)
+			}
 			return fmt.Errorf("agent: no certificate in data_dir %q and no token to enroll with; "+
-				"run `sallyport agent enroll --gateway %s --token TOKEN --data-dir DIR` or set `token:` in the agent config",
-				a.cfg.DataDir, a.cfg.Gateway)
+				"run `sallyport agent enroll --gateway %s --token TOKEN --data-dir %s` (or --token-file FILE) "+
+				"or set `token:` in the agent config",
+				a.cfg.DataDir, a.cfg.Gateway, dir)
 		}
 		c, err := a.enrollWithRetry(ctx)
 		if err != nil {
@@ -204,4 +210,15 @@ func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
 		default:
 		}
 	}
+}
+
+// shellQuote quotes s for a POSIX shell command line when it needs it.
+func shellQuote(s string) string {
+	safe := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:+=@,", r))
+	}) < 0
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

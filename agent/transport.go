@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -239,16 +241,18 @@ func (a *Agent) transport() string {
 
 // fallBack is called when a QUIC dial failed. In auto mode it switches to
 // gRPC (logging why), starts the background prober and returns true: dial
-// again at once.
+// again at once. A refusal, or a gateway certificate the agent does not
+// trust, fails gRPC the same way: no reason to switch.
 func (a *Agent) fallBack(ctx context.Context, transport string, err error) bool {
-	if a.mode != TransportAuto || transport != TransportQUIC || isRefusal(err) {
+	if a.mode != TransportAuto || transport != TransportQUIC || isRefusal(err) || isCertUntrusted(err) {
 		return false
 	}
 	a.auto.mu.Lock()
 	defer a.auto.mu.Unlock()
 	if a.auto.useQUIC {
 		a.auto.useQUIC = false
-		a.log.Warn("transport switch: QUIC → gRPC: no QUIC session; UDP may be blocked on the way to the gateway",
+		a.log.Warn(fmt.Sprintf("transport switch: QUIC → gRPC: no QUIC session within %g s (UDP blocked, or the gateway "+
+			"not up yet)", a.quicFallback().Seconds()),
 			zap.Error(err), zap.Duration("quic_retry_every", a.quicRetry()))
 	}
 	if !a.auto.probing {
@@ -259,12 +263,60 @@ func (a *Agent) fallBack(ctx context.Context, transport string, err error) bool 
 	return true
 }
 
+// gatewayDown is called when a dial failed. In auto mode, a gRPC dial the
+// gateway's host refused (nothing listens: the gateway is not up yet) after
+// a fallback from QUIC tells that the QUIC failure was no sign of blocked
+// UDP either: the next dial tries QUIC again, instead of waiting for the
+// prober.
+func (a *Agent) gatewayDown(transport string, err error) {
+	if a.mode != TransportAuto || transport != TransportGRPC || !isConnRefused(err) {
+		return
+	}
+	a.auto.mu.Lock()
+	defer a.auto.mu.Unlock()
+	if !a.auto.useQUIC {
+		a.auto.useQUIC = true
+		a.log.Info("transport switch: gRPC → QUIC: the gateway refuses TCP connections too, so it is not up yet; " +
+			"the next try uses QUIC again")
+	}
+}
+
+// isConnRefused reports a dial the peer's host refused: nothing listens.
+// gRPC may flatten the cause into a status message.
+func isConnRefused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused"))
+}
+
+// isCertUntrusted reports a dial that failed because the agent does not
+// trust the gateway's certificate. quic-go and gRPC report it as text.
+func isCertUntrusted(err error) bool {
+	if err == nil {
+		return false
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "tls: failed to verify certificate") || strings.Contains(msg, "x509: ")
+}
+
 // probeQUIC tries a QUIC session every QUICRetry until one works, then
-// moves the agent's sessions back to QUIC.
+// moves the agent's sessions back to QUIC. It stops when the slots went
+// back to QUIC on their own (see gatewayDown).
 func (a *Agent) probeQUIC(ctx context.Context) {
 	defer a.bg.Done()
 	log := a.log.With(zap.String("probe", "quic"))
 	for sleep(ctx, a.quicRetry()) {
+		a.auto.mu.Lock()
+		if a.auto.useQUIC {
+			a.auto.probing = false
+			a.auto.mu.Unlock()
+			return
+		}
+		a.auto.mu.Unlock()
 		sess, err := a.dial(ctx, TransportQUIC, log)
 		if err != nil {
 			log.Info("QUIC still unavailable; staying on gRPC", zap.Error(err), zap.Duration("retry_in", a.quicRetry()))
@@ -399,7 +451,15 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 		case <-move:
 			nt, ncert = TransportQUIC, a.creds.Load()
 			if ns, dialErr = a.dial(ctx, nt, log); dialErr != nil {
-				a.fallBack(ctx, TransportQUIC, dialErr)
+				if !a.fallBack(ctx, TransportQUIC, dialErr) {
+					// Not a QUIC failure (a refusal, an untrusted gateway
+					// certificate): auto mode stays on QUIC, so quicBack
+					// would fire again at once. This session stays; the
+					// slot dials QUIC when it reconnects.
+					log.Warn("cannot move this session to QUIC", zap.String("session", id), zap.Error(dialErr))
+					move = nil
+					goto wait
+				}
 				move = a.quicBack(transport)
 				goto wait
 			}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -356,6 +357,12 @@ func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) deleteToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if i, ok := configTokenIndex(id, len(g.tokens)); ok {
+		// Tokens are read from the config at start only: SIGHUP reloads apps.
+		writeError(w, http.StatusConflict, "token %q is entry %d of tunnel.tokens in the gateway config: remove it "+
+			"there and restart the gateway (a SIGHUP reloads only apps)", id, i)
+		return
+	}
 	err := g.store.DeleteToken(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -366,6 +373,20 @@ func (g *Gateway) deleteToken(w http.ResponseWriter, r *http.Request) {
 		g.log.Info("enrollment token deleted", zap.String("token_id", id))
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// configTokenIndex tells whether id names one of n config tokens, as
+// listTokens does ("config-0" …), and which.
+func configTokenIndex(id string, n int) (int, bool) {
+	digits, ok := strings.CutPrefix(id, "config-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(digits)
+	if err != nil || i < 0 || i >= n || strconv.Itoa(i) != digits {
+		return 0, false
+	}
+	return i, true
 }
 
 func (g *Gateway) connectorView(c store.Connector, live []SessionStatus) APIConnector {

@@ -35,7 +35,7 @@ import (
 //	sallyport_gateway_agents{group}                     agents with at least one live session
 //	sallyport_gateway_sessions_opened_total{group,transport}
 //	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, revoked, refused, certificate, shutdown
-//	sallyport_gateway_session_refusals_total{reason}    sessions refused at authentication: revoked, unauthenticated
+//	sallyport_gateway_session_refusals_total{reason}    sessions refused: revoked, unauthenticated; in the TLS handshake certificate (not of the connector CA, or expired), error
 //	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
 //	sallyport_gateway_renewals_total{outcome}
 //	sallyport_gateway_revocations_total
@@ -150,7 +150,8 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 			Help: "Tunnel sessions ended, by connector group, transport and reason (drained, lost, revoked, refused, certificate, shutdown)."},
 			[]string{"group", "transport", "reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "session_refusals_total",
-			Help: "Tunnel sessions refused at authentication, by reason (revoked, unauthenticated)."}, []string{"reason"}),
+			Help: "Tunnel sessions refused, by reason: at authentication revoked or unauthenticated; in the TLS handshake " +
+				"certificate (a client certificate not of the connector CA, or expired) or error (the CA could not be loaded)."}, []string{"reason"}),
 		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "enrollments_total",
 			Help: "Agent enrollments, by outcome (ok, invalid, unauthenticated, revoked, rate_limited, error)."}, []string{"outcome"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "renewals_total",
@@ -382,6 +383,10 @@ func (m *gatewayMetrics) connectorRevoked(id string) {
 	m.revoked[id] = true
 	m.mu.Unlock()
 }
+
+// refusalCertificate is the refusal reason of a client certificate refused
+// in the TLS handshake (see verifyTunnelConn).
+const refusalCertificate = "certificate"
 
 // authenticateCounted is the transports' Authenticate hook:
 // authenticateSession, with its refusals counted.

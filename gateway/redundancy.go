@@ -44,6 +44,29 @@ const degradedLogInterval = time.Minute
 type groupWatch struct {
 	mu     sync.Mutex
 	groups map[string]*groupState // guarded by mu
+	// looked is set at the first look at any group; looking while a
+	// warnAgentless look is scheduled. Guarded by mu.
+	looked, looking bool
+	// agentlessAfter runs warnAgentless's look after a delay; nil means
+	// time.AfterFunc (the real clock, as the store sweep: tests that drive
+	// the gateway's fake clock count its waiters, and no goroutine waits
+	// meanwhile). Set by tests only.
+	agentlessAfter func(time.Duration, func())
+}
+
+// scheduleAgentless schedules a warnAgentless look redundancyGrace from
+// now, unless one is. Called with mu held.
+func (g *Gateway) scheduleAgentless() {
+	w := &g.groups
+	if w.looking {
+		return
+	}
+	w.looking = true
+	if w.agentlessAfter != nil {
+		w.agentlessAfter(redundancyGrace, g.warnAgentless)
+		return
+	}
+	time.AfterFunc(redundancyGrace, g.warnAgentless)
 }
 
 type groupState struct {
@@ -60,6 +83,9 @@ type groupState struct {
 	held     int  // errors and warnings held back since lastLine
 	losses   int  // of which losses of the last agent
 	summary  bool // a summary look is scheduled
+	// seen is set once the group had an agent since the gateway started;
+	// agentless once warnAgentless warned that it never had one.
+	seen, agentless bool
 }
 
 // holdLoss reports whether the error about the loss of the group's last
@@ -130,6 +156,12 @@ func (g *Gateway) groupChanged(group string) {
 	// that ends while its agent's drain is looked at, a reload) the later
 	// count is the one recorded.
 	g.groups.mu.Lock()
+	if !g.groups.looked {
+		// The first session: a group that an app uses and that no agent
+		// joins by the end of the grace is a typo, or was forgotten.
+		g.groups.looked = true
+		g.scheduleAgentless()
+	}
 	agents, apps := g.groupAgents(group)
 	if len(apps) == 0 {
 		g.groups.mu.Unlock()
@@ -139,6 +171,12 @@ func (g *Gateway) groupChanged(group string) {
 	st := g.groups.state(group)
 	prev := st.agents
 	st.agents = n
+	if n > 0 {
+		st.seen = true
+	} else if !st.seen && !st.agentless {
+		// An app a reload added uses a group without agents.
+		g.scheduleAgentless()
+	}
 	if n == 1 && prev != 1 {
 		st.alone = g.now()
 	}
@@ -276,5 +314,57 @@ func (g *Gateway) warnSingle(group string) {
 	if warn {
 		g.log.Warn(msgSingle, zap.String("group", group), zap.String("agent", agents[0]), zap.Strings("apps", apps),
 			zap.Duration("for", redundancyGrace))
+	}
+}
+
+// msgAgentless is warnAgentless's line.
+const msgAgentless = "connector group has had no agent since the gateway started: its apps answer 503 no-connector; " +
+	"check the app's group: for a typo (groups_with_agents lists those that have agents), or enroll an agent " +
+	"with a token of the group (sallyport token create --group G)"
+
+// warnAgentless warns, once per group, of each group that an app uses and
+// that has had no agent at all since the gateway started (a typo in an
+// app's group: nothing else would ever say so, as the group never loses an
+// agent). It runs redundancyGrace after the first session, and after a
+// reload that added an app on a group without agents (see groupChanged);
+// not once the gateway stops.
+func (g *Gateway) warnAgentless() {
+	if isClosed(g.stopped) {
+		return
+	}
+	type warning struct {
+		group string
+		apps  []string
+	}
+	var warn []warning
+	g.groups.mu.Lock()
+	g.groups.looking = false
+	done := map[string]bool{}
+	for _, r := range g.router.Load().routes {
+		if done[r.Group] {
+			continue
+		}
+		done[r.Group] = true
+		agents, apps := g.groupAgents(r.Group)
+		st := g.groups.state(r.Group)
+		if len(agents) == 0 && !st.seen && !st.agentless {
+			st.agentless = true
+			warn = append(warn, warning{r.Group, apps})
+		}
+	}
+	g.groups.mu.Unlock()
+	if len(warn) == 0 {
+		return
+	}
+	var live []string
+	for _, s := range g.registry.Sessions() {
+		if !s.Draining && !slices.Contains(live, s.Group) {
+			live = append(live, s.Group)
+		}
+	}
+	slices.Sort(live)
+	for _, w := range warn {
+		g.log.Warn(msgAgentless, zap.String("group", w.group), zap.Strings("apps", w.apps),
+			zap.Strings("groups_with_agents", live))
 	}
 }

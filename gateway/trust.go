@@ -62,6 +62,12 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
 	if _, _, err := g.authority.Identify(ctx, &cs); err != nil {
+		// Counted here, not from the log line, which is rate-limited.
+		reason := refusalCertificate
+		if !errors.Is(err, pki.ErrUntrusted) {
+			reason = "error" // the trust bundle could not be loaded
+		}
+		g.metrics.refusals.WithLabelValues(reason).Inc()
 		g.log.Warn("agent refused at TLS", zap.String("reason", err.Error()),
 			zap.String("subject", cs.PeerCertificates[0].Subject.String()))
 		return err

@@ -142,6 +142,20 @@ func warnWeakAdminToken(file, tok string, log *zap.Logger) {
 	}
 }
 
+// warnWeakEnrollTokens warns about each of the config's enrollment tokens
+// shorter than minAdminToken: they are reusable and never expire, so a
+// guessed one enrolls agents for good. Only a warning, so that old configs
+// keep working.
+func warnWeakEnrollTokens(tokens []config.Token, log *zap.Logger) {
+	for i, t := range tokens {
+		if n := len(t.Token); n < minAdminToken {
+			log.Warn(fmt.Sprintf("tunnel.tokens[%d] is only %d characters long, and config tokens are reusable and never "+
+				"expire: anyone who guesses it can enroll agents in group %q; use a long random one (head -c 32 "+
+				"/dev/urandom | base64), or single-use tokens from sallyport token create", i, n, t.Group))
+		}
+	}
+}
+
 // warnRemoteAdmin warns when an admin token is set and admin.addr is not
 // a loopback address: the admin listener speaks plain HTTP, so the token,
 // and every enrollment token that `sallyport token create` receives, cross
@@ -252,6 +266,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 	for _, t := range cfg.Tunnel.Tokens {
 		out.Tokens = append(out.Tokens, gateway.Token{Token: t.Token, Group: t.Group})
 	}
+	warnWeakEnrollTokens(cfg.Tunnel.Tokens, log)
 	svc, policies, err := preauthService(cfg, log, shared)
 	if err != nil {
 		return out, err

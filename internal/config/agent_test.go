@@ -124,6 +124,9 @@ func TestParseAgentErrors(t *testing.T) {
 	}{
 		{"empty", "", []string{"agent.yaml: file is empty"}},
 		{"unknown key", minimalAgent + "tokn: x\n", []string{`agent.yaml:3: unknown key "tokn" (did you mean "token"?)`}},
+		// token_file looks like the admin token's file key, but the agent takes the token itself.
+		{"token_file", "gateway: gw:8443\ntoken_file: /etc/sallyport/token\n", []string{`agent.yaml:2: unknown key "token_file" (the agent config takes the enrollment token itself in "token"`,
+			`sallyport agent enroll --token-file FILE`}},
 		{"unknown key in backend_tls", minimalAgent + "backend_tls:\n  - hosts: [a:443]\n    ca: x\n", []string{`agent.yaml:5: unknown key "ca" in backend_tls[0]`}},
 		{"type error", minimalAgent + "connections: two\n", []string{`agent.yaml:3: connections: want a whole number, got "two"`}},
 		{"bool type error", minimalAgent + "backend_tls:\n  - hosts: [a:443]\n    insecure_skip_verify: sure\n", []string{`agent.yaml:5: backend_tls[0].insecure_skip_verify: want true or false, got "sure"`}},
@@ -131,6 +134,7 @@ func TestParseAgentErrors(t *testing.T) {
 
 		{"missing gateway and token", "data_dir: x\n", []string{`agent.yaml: gateway: required`}},
 		{"gateway without port", "gateway: gw.example.com\ntoken: t\n", []string{`agent.yaml:1: gateway: must be host:port, got "gw.example.com"`}},
+		{"gateway IP without port", "gateway: 127.0.0.1\ntoken: t\n", []string{`agent.yaml:1: gateway: must be host:port, got "127.0.0.1": e.g. 127.0.0.1:8443 (the port of the gateway's tunnel.addr, 8443 by default)`}},
 		{"gateway without host", "gateway: \":8443\"\ntoken: t\n", []string{`agent.yaml:1: gateway: host missing in ":8443"`}},
 		{"gateway port zero", "gateway: \"gw:0\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "0" must be a number from 1 to 65535`}},
 		{"gateway port name", "gateway: \"gw:https\"\ntoken: t\n", []string{`agent.yaml:1: gateway: port "https" must be a number`}},

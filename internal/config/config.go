@@ -242,7 +242,9 @@ func typeErrors(name string, root *yaml.Node, outType reflect.Type, te *yaml.Typ
 			if keys == nil {
 				keys = yamlKeys(outType)
 			}
-			if hint := closest(m[2], keys[m[3]]); hint != "" {
+			if hint := keyHints[m[3]+"."+m[2]]; hint != "" {
+				e.Msg += " (" + hint + ")"
+			} else if hint := closest(m[2], keys[m[3]]); hint != "" {
 				e.Msg += fmt.Sprintf(" (did you mean %q?)", hint)
 			}
 		} else if m := unmarshalRE().FindStringSubmatch(s); m != nil {
@@ -265,6 +267,13 @@ func typeErrors(name string, root *yaml.Node, outType reflect.Type, te *yaml.Typ
 		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
+}
+
+// keyHints are the hints for unknown keys that users write expecting them
+// to exist, by "Go type.key" as yaml.v3 names them.
+var keyHints = map[string]string{
+	"config.Agent.token_file": `the agent config takes the enrollment token itself in "token"; to keep it in a file, ` +
+		`enroll once with sallyport agent enroll --token-file FILE and leave "token" out`,
 }
 
 // describeType turns a Go type from a yaml.v3 message into words.
@@ -542,7 +551,12 @@ func (c *checker) checkDialAddr(p path, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	switch {
 	case err != nil:
-		c.errorf(p, "must be host:port, got %q", addr)
+		example := "gw.example.com"
+		if validHost(addr) {
+			example = addr
+		}
+		c.errorf(p, "must be host:port, got %q: e.g. %s (the port of the gateway's tunnel.addr, 8443 by default)",
+			addr, net.JoinHostPort(example, "8443"))
 	case host == "":
 		c.errorf(p, "host missing in %q", addr)
 	case !validPort(port, false) || port == "0":

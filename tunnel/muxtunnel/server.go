@@ -209,6 +209,11 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	case reason = <-ended:
 	case <-ss.done:
 		reason = "closed by the gateway"
+		if errors.Is(ss.reason, errAgentDrained) {
+			// The agent announced its drain (it is stopping) and its
+			// last exchange is over: the close was the agent's doing.
+			reason = "drained by the agent (it is stopping)"
+		}
 	case <-ctx.Done():
 		reason = "gateway stopped"
 	}
@@ -538,8 +543,12 @@ func (ss *session) closeWhenIdle() {
 			return
 		}
 	}
-	ss.Close(errors.New("agent drained"))
+	ss.Close(errAgentDrained)
 }
+
+// errAgentDrained is the reason closeWhenIdle closes a session the agent
+// drained.
+var errAgentDrained = errors.New("agent drained")
 
 // releaseSlot frees the slot of an exchange that ended.
 func (ss *session) releaseSlot() {
