@@ -312,7 +312,12 @@ func (a *Agent) probeQUIC(ctx context.Context) {
 	for sleep(ctx, a.quicRetry()) {
 		a.auto.mu.Lock()
 		if a.auto.useQUIC {
+			// The slots went back to QUIC on their own (gatewayDown):
+			// sessions still on gRPC, which never went down, move too. If
+			// QUIC fails them, fallBack starts the prober again.
 			a.auto.probing = false
+			close(a.auto.back)
+			a.auto.back = make(chan struct{})
 			a.auto.mu.Unlock()
 			return
 		}
@@ -454,10 +459,12 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				if !a.fallBack(ctx, TransportQUIC, dialErr) {
 					// Not a QUIC failure (a refusal, an untrusted gateway
 					// certificate): auto mode stays on QUIC, so quicBack
-					// would fire again at once. This session stays; the
-					// slot dials QUIC when it reconnects.
-					log.Warn("cannot move this session to QUIC", zap.String("session", id), zap.Error(dialErr))
-					move = nil
+					// would fire again at once. This session stays and
+					// tries again after QUICRetry (a gateway that was
+					// shutting down, in a rolling restart, takes it then).
+					log.Warn("cannot move this session to QUIC yet", zap.String("session", id), zap.Error(dialErr),
+						zap.Duration("retry_in", a.quicRetry()))
+					move = afterChan(a.quicRetry())
 					goto wait
 				}
 				move = a.quicBack(transport)

@@ -20,8 +20,8 @@ func TestAgentlessGroupWarned(t *testing.T) {
 	defer close(g.stopped)
 	var looks []func()
 	g.groups.agentlessAfter = func(d time.Duration, f func()) {
-		if d != redundancyGrace {
-			t.Errorf("look after %v, want the grace %v", d, redundancyGrace)
+		if d != agentlessGrace {
+			t.Errorf("look after %v, want the grace %v", d, agentlessGrace)
 		}
 		looks = append(looks, f)
 	}

@@ -54,7 +54,14 @@ type groupWatch struct {
 	agentlessAfter func(time.Duration, func())
 }
 
-// scheduleAgentless schedules a warnAgentless look redundancyGrace from
+// agentlessGrace is how long after the first session (or a reload) a group
+// an app uses may have had no agent before warnAgentless warns: longer than
+// the agents' reconnect spread after a gateway restart (their backoff grows
+// to 30 s, plus auto mode's 3 s QUIC attempt and the dial), so that a group
+// whose agent is merely slower to come back is not taken for a typo.
+const agentlessGrace = 2 * time.Minute
+
+// scheduleAgentless schedules a warnAgentless look agentlessGrace from
 // now, unless one is. Called with mu held.
 func (g *Gateway) scheduleAgentless() {
 	w := &g.groups
@@ -63,10 +70,10 @@ func (g *Gateway) scheduleAgentless() {
 	}
 	w.looking = true
 	if w.agentlessAfter != nil {
-		w.agentlessAfter(redundancyGrace, g.warnAgentless)
+		w.agentlessAfter(agentlessGrace, g.warnAgentless)
 		return
 	}
-	time.AfterFunc(redundancyGrace, g.warnAgentless)
+	time.AfterFunc(agentlessGrace, g.warnAgentless)
 }
 
 type groupState struct {
@@ -325,7 +332,7 @@ const msgAgentless = "connector group has had no agent since the gateway started
 // warnAgentless warns, once per group, of each group that an app uses and
 // that has had no agent at all since the gateway started (a typo in an
 // app's group: nothing else would ever say so, as the group never loses an
-// agent). It runs redundancyGrace after the first session, and after a
+// agent). It runs agentlessGrace after the first session, and after a
 // reload that added an app on a group without agents (see groupChanged);
 // not once the gateway stops.
 func (g *Gateway) warnAgentless() {

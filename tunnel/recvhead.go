@@ -41,6 +41,7 @@ type receivedRequest struct {
 	header http.Header          // the head's headers; nil when err is set
 	err    error                // the headers' error, as headersFromWire reports it
 	raw    string               // the head's bytes, which its strings are cut from
+	self   [1]*tunnelv1.Header  // head.Headers is self[:0:0], the mark (see isReceived)
 }
 
 // receivedResponse is receivedRequest for a response head.
@@ -49,23 +50,30 @@ type receivedResponse struct {
 	header http.Header
 	err    error
 	raw    string
+	self   [1]*tunnelv1.Header
 }
 
-// receivedMark is the Headers of a head decoded into a receivedRequest or
-// receivedResponse: an empty slice that no other head can have (the array
-// is this package's, the slice has no room, so an append moves it).
-var receivedMark [1]*tunnelv1.Header
+// The offsets of the marks from their heads.
+var (
+	requestMarkOff  = unsafe.Offsetof(receivedRequest{}.self)
+	responseMarkOff = unsafe.Offsetof(receivedResponse{}.self)
+)
 
-func markReceived() []*tunnelv1.Header { return receivedMark[:0:0] }
-
-func isReceived(hs []*tunnelv1.Header) bool {
-	return hs != nil && unsafe.SliceData(hs) == &receivedMark[0]
+// isReceived reports whether hs, the Headers of the head at h, is the mark
+// of a head decoded into a wrapper whose mark lies off bytes after its
+// head: an empty slice, with no room (an append moves it), over the
+// wrapper's own self. A copy of the field into another head points into
+// the first head's wrapper, not the other's, so it is not taken for one
+// (an address compared as a number: h+off is outside a plain head's
+// memory and is never dereferenced).
+func isReceived(h unsafe.Pointer, hs []*tunnelv1.Header, off uintptr) bool {
+	return hs != nil && cap(hs) == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(hs))) == uintptr(h)+off
 }
 
 // receivedRequestOf returns the receivedRequest that h is the head of, or
 // nil for a head that was not decoded into one.
 func receivedRequestOf(h *tunnelv1.RequestHead) *receivedRequest {
-	if h == nil || !isReceived(h.Headers) {
+	if h == nil || !isReceived(unsafe.Pointer(h), h.Headers, requestMarkOff) {
 		return nil
 	}
 	// Only decodeRequest marks a head, and only the head of a
@@ -74,7 +82,7 @@ func receivedRequestOf(h *tunnelv1.RequestHead) *receivedRequest {
 }
 
 func receivedResponseOf(h *tunnelv1.ResponseHead) *receivedResponse {
-	if h == nil || !isReceived(h.Headers) {
+	if h == nil || !isReceived(unsafe.Pointer(h), h.Headers, responseMarkOff) {
 		return nil
 	}
 	return (*receivedResponse)(unsafe.Pointer(h))
@@ -116,7 +124,7 @@ func decodeRequest(b []byte) (*tunnelv1.RequestHead, error) {
 		}
 		return requestHeadField(h, m.s, b, fl), nil
 	})
-	h.Headers = markReceived()
+	h.Headers = r.self[:0:0]
 	r.header, r.err = m.done()
 	return h, err
 }
@@ -139,7 +147,7 @@ func decodeResponse(b []byte) (*tunnelv1.ResponseHead, error) {
 		}
 		return responseHeadField(h, fl), nil
 	})
-	h.Headers = markReceived()
+	h.Headers = r.self[:0:0]
 	r.header, r.err = m.done()
 	return h, err
 }

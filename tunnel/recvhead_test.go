@@ -202,3 +202,37 @@ func TestFieldChecksAsHttpguts(t *testing.T) {
 		}
 	}
 }
+
+// TestReceivedMarkNotCopied: a head whose Headers field was copied from a
+// received head (the usual way to build one from another's fields) is a
+// plain head, not taken for the wrapper a received head lives in: the mark
+// used to be one array of the package, so such a copy carried it, and
+// RequestFromHead read past the plain head's memory as a header map, an
+// error and a string (checkptr: "converted pointer straddles multiple
+// allocations"; a reviewer's note on 941ea27).
+func TestReceivedMarkNotCopied(t *testing.T) {
+	in := receiveFrame(t, &Frame{Request: &tunnelv1.RequestHead{Method: "GET", Scheme: "https", Authority: "a.test",
+		Path: "/", Headers: []*tunnelv1.Header{{Name: "X-A", Values: []string{"1"}}}}}).Request
+	if receivedRequestOf(in) == nil {
+		t.Fatal("a received request head is not recognised as received")
+	}
+	for i := range 100 {
+		cp := &tunnelv1.RequestHead{Method: in.GetMethod(), Scheme: in.GetScheme(), Authority: in.GetAuthority(),
+			Path: "/copy", Headers: in.GetHeaders()}
+		if receivedRequestOf(cp) != nil {
+			t.Fatalf("copy %d: a plain head with a received head's Headers is taken for a received one", i)
+		}
+		req, err := RequestFromHead(context.Background(), cp)
+		if err != nil || len(req.Header) != 0 {
+			t.Fatalf("copy %d: RequestFromHead: %v, headers %v; want none", i, err, req.Header)
+		}
+	}
+	res := receiveFrame(t, &Frame{Response: &tunnelv1.ResponseHead{Status: 200,
+		Headers: []*tunnelv1.Header{{Name: "X-B", Values: []string{"2"}}}}}).Response
+	if receivedResponseOf(res) == nil {
+		t.Fatal("a received response head is not recognised as received")
+	}
+	if cp := (&tunnelv1.ResponseHead{Status: 204, Headers: res.GetHeaders()}); receivedResponseOf(cp) != nil {
+		t.Fatal("a plain response head with a received head's Headers is taken for a received one")
+	}
+}
