@@ -16,9 +16,16 @@ import (
 )
 
 // deadAgentKeepalive is the keepalive of TestDeadAgentNoticedBeforeIdleTimeout's
-// peers: QUIC's idle timeout is twice it, 4 min, so only the gateway's
-// liveness watch can notice the dead agent within the test's bounds.
+// peers: QUIC's idle timeout is twice it, 4 min, and the gateway's yamux
+// keepalive notices after 2 min 10 s, so only the gateway's liveness watch
+// can notice the dead agent within the test's bounds.
 const deadAgentKeepalive = 2 * time.Minute
+
+// deadAgentYamuxKeepalive is the yamux agents' keepalive in the dead
+// agent tests: a live agent that hears nothing pings after it, so the
+// gateway's liveness watch closes a silent session after it and a second
+// (the gateway learns it from the agent's first frame).
+const deadAgentYamuxKeepalive = 5 * time.Second
 
 // deadAgentBound bounds how long the gateway may take to notice a dead
 // agent that it sends exchanges to: it takes about 6 s (silent after 1 s,
@@ -26,38 +33,67 @@ const deadAgentKeepalive = 2 * time.Minute
 // second), far below the 4 min idle timeout.
 const deadAgentBound = 60 * time.Second
 
-// TestDeadAgentNoticedBeforeIdleTimeout: over QUIC, a group's agent whose
-// host dies (its path drops everything, both ways, for good: no FIN, no
-// CONNECTION_CLOSE) while another agent of the group is fine costs the
-// users a few seconds, not the keepalive's idle timeout. The exchanges the
-// gateway sends there draw no acknowledgement, so within about a second it
-// stops picking the dead sessions, and after about 6 s it closes them: a
-// GET that was sent there is sent again over the other agent and answers
-// 200, and later requests go to the live agent only. Before, the dead
-// sessions stayed until the idle timeout (30 s by default, 4 min here), and
-// each exchange sent there waited as long (GETs then went to the other
-// agent; a POST got 502 tunnel-failed).
+// deadAgentTransports are the transports whose gateway sessions watch that
+// the agent answers the exchanges sent to it (muxtunnel.LiveConn); gRPC's
+// do not (its agents are noticed by the keepalive).
+var deadAgentTransports = []string{"quic", "yamux"}
+
+// TestDeadAgentNoticedBeforeIdleTimeout: over QUIC and yamux, a group's
+// agent whose host dies (its path drops everything, both ways, for good:
+// no FIN, no RST, no CONNECTION_CLOSE) while another agent of the group is
+// fine costs the users a few seconds, not the keepalive's idle timeout.
+// The exchanges the gateway sends there draw no acknowledgement (QUIC's,
+// or yamux's of a new stream), so within about a second it stops picking
+// the dead sessions, and after about 6 s it closes them: a GET that was
+// sent there is sent again over the other agent and answers 200, and
+// later requests go to the live agent only. Before, the dead sessions
+// stayed until the idle timeout (QUIC: 30 s by default, 4 min here; yamux:
+// the gateway's keepalive and up to 10 s, 25 s by default, 2 min 10 s
+// here), and each exchange sent there waited as long (GETs then went to
+// the other agent; a POST got 502 tunnel-failed).
 func TestDeadAgentNoticedBeforeIdleTimeout(t *testing.T) {
-	if !slices.Contains(testrig.Transports, "quic") {
-		t.Skip("QUIC only: gRPC and yamux sessions do not count what they receive yet; SALLYPORT_TEST_TRANSPORT excludes quic")
-	}
 	testrig.SkipShort(t, "waits about 6 s for a dead agent to be noticed")
 	t.Parallel()
+	for _, transport := range deadAgentTransports {
+		if !slices.Contains(testrig.Transports, transport) {
+			continue
+		}
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			deadAgentNoticed(t, transport)
+		})
+	}
+}
+
+// deadAgentNoticed is one case of TestDeadAgentNoticedBeforeIdleTimeout.
+func deadAgentNoticed(t *testing.T, transport string) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "ok")
 	}))
 	defer backend.Close()
 	rig := testrig.New(t, testrig.Options{
-		Transport: "quic",
+		Transport: transport,
 		Routes:    []gateway.Route{{App: "dead", Hosts: []string{"dead.test"}, Backend: testrig.MustURL(t, backend.URL)}},
 		Gateway:   func(c *gateway.Config) { c.Keepalive = deadAgentKeepalive },
 	})
-	path := testrig.StartImpairedUDP(t, rig.Tunnel, 1)
+	// The agents' keepalive: QUIC's agents ping every 5 s whatever it is;
+	// yamux's ping after it without anything read.
+	agentKeepalive := deadAgentKeepalive
+	var pathAddr string
+	var blackhole func()
+	if transport == "quic" {
+		path := testrig.StartImpairedUDP(t, rig.Tunnel, 1)
+		pathAddr, blackhole = path.Addr(), func() { path.Set(testrig.Impairment{Blackhole: true}) }
+	} else {
+		agentKeepalive = deadAgentYamuxKeepalive
+		path := testrig.StartImpairedTCP(t, rig.Tunnel)
+		pathAddr, blackhole = path.Addr(), func() { path.Set(testrig.Impairment{Blackhole: true}) }
+	}
 	doomed := rig.StartAgent(func(c *agent.Config) {
-		c.Gateway, c.Name, c.Connections, c.Keepalive = path.Addr(), "doomed", 2, deadAgentKeepalive
+		c.Gateway, c.Name, c.Connections, c.Keepalive = pathAddr, "doomed", 2, agentKeepalive
 	})
-	rig.StartAgent(func(c *agent.Config) { c.Name, c.Connections, c.Keepalive = "healthy", 2, deadAgentKeepalive })
+	rig.StartAgent(func(c *agent.Config) { c.Name, c.Connections, c.Keepalive = "healthy", 2, agentKeepalive })
 	var dead []string
 	waitFor(t, "the doomed agent's sessions", func() bool { dead = doomed.A.Sessions(); return len(dead) == 2 })
 	deadLive := func() bool {
@@ -70,7 +106,7 @@ func TestDeadAgentNoticedBeforeIdleTimeout(t *testing.T) {
 	}
 
 	// The host dies: nothing passes any more, and it never comes back.
-	path.Set(testrig.Impairment{Blackhole: true})
+	blackhole()
 	start := time.Now()
 	client := rig.Client()
 	for i := 0; deadLive(); i++ {
@@ -94,7 +130,7 @@ func TestDeadAgentNoticedBeforeIdleTimeout(t *testing.T) {
 			t.Fatalf("GET %d: %d %s %q; want 200 through the live agent", i, res.StatusCode, res.Header.Get("X-Sallyport-Error"), body)
 		}
 	}
-	t.Logf("the dead agent's sessions were closed %v after its path died", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("%s: the dead agent's sessions were closed %v after its path died", transport, time.Since(start).Round(100*time.Millisecond))
 	// What comes now goes to the live agent, a POST too.
 	req, _ := http.NewRequest("POST", rig.URL+"/", strings.NewReader("payload"))
 	req.Host = "dead.test"
@@ -108,18 +144,30 @@ func TestDeadAgentNoticedBeforeIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestSlowBackendNotTakenForDeadAgent: over QUIC, an exchange whose
-// backend takes longer than the gateway's liveness watch allows a silent
-// agent (a long poll) is not cut, and its session is neither closed nor
-// set aside: the agent's transport acknowledged the request, and its
-// keepalive pings go on arriving. The exchange answers 200 on the session
-// it started on.
+// TestSlowBackendNotTakenForDeadAgent: over QUIC and yamux, an exchange
+// whose backend takes longer than the gateway's liveness watch allows a
+// silent agent (a long poll) is not cut, and its session is neither closed
+// nor set aside: the agent's transport acknowledged the request (yamux: the
+// new stream), and its keepalive pings go on arriving. The exchange
+// answers 200 on the session it started on. The yamux agent's keepalive is
+// 5 s, so that the watch would close a silent session after 6 s.
 func TestSlowBackendNotTakenForDeadAgent(t *testing.T) {
-	if !slices.Contains(testrig.Transports, "quic") {
-		t.Skip("QUIC only: gRPC and yamux sessions have no liveness watch; SALLYPORT_TEST_TRANSPORT excludes quic")
-	}
 	testrig.SkipShort(t, "holds a long poll for 8 s")
 	t.Parallel()
+	for _, transport := range deadAgentTransports {
+		if !slices.Contains(testrig.Transports, transport) {
+			continue
+		}
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			slowBackendNotTakenForDeadAgent(t, transport)
+		})
+	}
+}
+
+// slowBackendNotTakenForDeadAgent is one case of
+// TestSlowBackendNotTakenForDeadAgent.
+func slowBackendNotTakenForDeadAgent(t *testing.T, transport string) {
 	// Longer than the watch closes a silent session (about 6 s).
 	const hold = 8 * time.Second
 	entered := make(chan struct{}, 1)
@@ -134,10 +182,14 @@ func TestSlowBackendNotTakenForDeadAgent(t *testing.T) {
 	}))
 	defer backend.Close()
 	rig := testrig.New(t, testrig.Options{
-		Transport: "quic",
+		Transport: transport,
 		Routes:    []gateway.Route{{App: "poll", Hosts: []string{"poll.test"}, Backend: testrig.MustURL(t, backend.URL)}},
 	})
-	a := rig.StartAgent(nil)
+	a := rig.StartAgent(func(c *agent.Config) {
+		if transport == "yamux" {
+			c.Keepalive = deadAgentYamuxKeepalive
+		}
+	})
 	var before []string
 	waitFor(t, "the agent's session", func() bool { before = a.A.Sessions(); return len(before) == 1 })
 	done := make(chan error, 1)

@@ -69,6 +69,10 @@ type ClientSession struct {
 	total     atomic.Int32    // open exchange streams
 	draining  atomic.Bool
 	wg        sync.WaitGroup // one per exchange stream
+	// openFailed: an exchange stream failed to open, which was logged at
+	// warn; later failures of the session go to debug (when the gateway
+	// goes away, every idle stream's replacement fails at once).
+	openFailed atomic.Bool
 
 	drained     chan struct{} // closed when the gateway's Drain arrives; see Drained
 	drainedOnce sync.Once
@@ -257,7 +261,7 @@ func (c *ClientSession) openStream() {
 			c.idle.Add(-1)
 			c.total.Add(-1)
 			if sctx.Err() == nil {
-				c.log.Warn("could not open an exchange stream", zap.Error(err))
+				c.logOpenFailed(err)
 			}
 			return
 		}
@@ -273,6 +277,16 @@ func (c *ClientSession) openStream() {
 		}
 		c.replenish()
 	}()
+}
+
+// logOpenFailed logs that an exchange stream failed to open: at warn the
+// first time in the session, at debug after that.
+func (c *ClientSession) logOpenFailed(err error) {
+	if c.openFailed.CompareAndSwap(false, true) {
+		c.log.Warn("could not open an exchange stream (further failures of this session are logged at debug)", zap.Error(err))
+		return
+	}
+	c.log.Debug("could not open an exchange stream", zap.Error(err))
 }
 
 // replenish keeps MinIdle streams ready.

@@ -25,7 +25,7 @@ import (
 // sending its request makes a live agent's transport answer within a
 // round trip, whatever its backend does (QUIC acknowledges every packet
 // that carries data within its max ack delay, 25 ms). So on a connection
-// that counts what it receives (LiveConn: QUIC), a gateway session watches the
+// that counts what it receives (LiveConn: QUIC, yamux), a gateway session watches the
 // exchanges it opens: when one opened after the last packet from the agent
 // has gone unanswered for silentAfter, the session is Silent and the
 // registry picks it only when no other session can take the exchange; the
@@ -53,8 +53,10 @@ import (
 // a Prober. QUIC does (it acknowledges every packet that carries data).
 // yamux needs its own probe (a ping): a live agent's yamux acknowledges a
 // new stream, but data on the control stream only at the TCP level, where
-// nothing is read. Its sessions on the gateway notice a silent agent within about a
-// second (see above); other Conns leave it to the keepalive.
+// nothing is read; its agent says its keepalive in its first frame. Their
+// sessions on the gateway notice a silent agent within about a second (see
+// above); other Conns (gRPC's sessions are not muxtunnel's) leave it to
+// the keepalive.
 type LiveConn interface {
 	Conn
 	// Received counts what the connection received from the peer so far

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
@@ -80,7 +79,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 		return nil, fmt.Errorf("dial gateway %s (yamux): the gateway does not speak yamux (ALPN %q); is it an older version?", cfg.Addr, p)
 	}
 	rc := &readErrConn{Conn: tc}
-	mc, err := start(rc, cfg.Log, cfg.Keepalive, yamux.Client)
+	mc, err := start(rc, cfg.Log, cfg.Keepalive, true)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("dial gateway %s (yamux): %w", cfg.Addr, err)

@@ -76,12 +76,60 @@ const (
 // keepalive ping): the peer reads it and answers nothing.
 var lifelineFrame = [...]byte{0, 2, 0, 2, 0, 0, 0, 0, 0x5a, 0x11, 0xa1, 0x1e}
 
+// The agent's keepalive. The gateway's liveness watch (muxtunnel.LiveConn)
+// closes a session whose agent sent nothing since an exchange went out for
+// longer than a live agent stays silent: an agent acknowledges each new
+// stream at once (yamux's window update with ACK, sent when it accepts the
+// stream), and one that hears nothing at all (the path towards it stalls)
+// pings after its keepalive. So the gateway must know that keepalive, which
+// is the agent's setting (5 s to 2 min, need not match the gateway's). The
+// agent says it in the very first frame it writes, before yamux's own: an
+// unsolicited ping answer whose id is keepaliveMark in the top byte and the
+// keepalive in milliseconds in the 24 bits below (keepaliveFrame). The
+// gateway's lifeConn reads the first frame of the connection
+// (lifeConn.readHead); yamux, there and on a gateway of an older version,
+// looks the answer up among its own pings and ignores it, as it does
+// lifelines. A gateway that read none (an agent of an older version)
+// assumes maxPeerKeepalive.
+const (
+	// keepaliveMark tags a keepalive announcement's ping id: yamux counts
+	// its own ids up from 0, one per ping, so it reaches 0x5b000000 after
+	// 1.5 billion pings (a collision would only answer one ping early).
+	keepaliveMark = 0x5b
+	// maxPeerKeepalive is the longest keepalive an agent may have
+	// (internal/config.MaxKeepalive): assumed of an agent that said none.
+	maxPeerKeepalive = 2 * time.Minute
+)
+
+// keepaliveFrame is the announcement of a keepalive of every (see above).
+func keepaliveFrame(every time.Duration) [yamuxHeaderLen]byte {
+	ms := min(max(every.Milliseconds(), 0), 1<<24-1)
+	f := [yamuxHeaderLen]byte{0, yamuxTypePing, 0, yamuxFlagACK}
+	binary.BigEndian.PutUint32(f[8:], keepaliveMark<<24|uint32(ms))
+	return f
+}
+
+// parseKeepaliveFrame returns the keepalive that f announces, or 0 when f
+// is no announcement; an announced keepalive is bounded to MinKeepalive ..
+// maxPeerKeepalive (an agent that claims less would only see its sessions
+// closed sooner, but the watch's arithmetic wants no zero).
+func parseKeepaliveFrame(f []byte) time.Duration {
+	if len(f) != yamuxHeaderLen || f[0] != 0 || f[1] != yamuxTypePing || binary.BigEndian.Uint16(f[2:4]) != yamuxFlagACK ||
+		binary.BigEndian.Uint32(f[4:8]) != 0 || f[8] != keepaliveMark {
+		return 0
+	}
+	ms := binary.BigEndian.Uint32(f[8:]) & (1<<24 - 1)
+	return min(max(time.Duration(ms)*time.Millisecond, MinKeepalive), maxPeerKeepalive)
+}
+
 // yamux's frame header (hashicorp/yamux const.go): version, type, flags
 // (2 bytes), stream id (4), length (4); only a data frame (type 0) has a
 // body, of length bytes.
 const (
 	yamuxHeaderLen = 12
 	yamuxTypeData  = 0
+	yamuxTypePing  = 2
+	yamuxFlagACK   = 2
 )
 
 // lifeConn is the TLS connection under yamux (below its coalescingConn),
@@ -91,6 +139,13 @@ type lifeConn struct {
 	net.Conn
 	last atomic.Int64 // when a Read last returned bytes (tunnel.MonoNow)
 	got  atomic.Int64 // bytes read so far
+
+	// The first frame read (the agent's keepalive announcement, see
+	// keepaliveFrame): head and headN are owned by Read (yamux's one
+	// reader); peerKeepalive is what it announced, 0 while none was read.
+	head          [yamuxHeaderLen]byte
+	headN         int
+	peerKeepalive atomic.Int64
 
 	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
 	cursor  frameCursor // where yamux's bytes stand in its frame sequence
@@ -112,8 +167,20 @@ func (c *lifeConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.last.Store(c.now())
 		c.got.Add(int64(n))
+		if c.headN < yamuxHeaderLen {
+			c.readHead(p[:n])
+		}
 	}
 	return n, err
+}
+
+// readHead notes the first yamuxHeaderLen bytes read, and the keepalive
+// they announce if they do (see keepaliveFrame).
+func (c *lifeConn) readHead(b []byte) {
+	c.headN += copy(c.head[c.headN:], b)
+	if c.headN == yamuxHeaderLen {
+		c.peerKeepalive.Store(int64(parseKeepaliveFrame(c.head[:])))
+	}
 }
 
 // Write writes a batch of coalescingConn's; it is no sign of life.
