@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestAutoGatewayNotUp: with transport auto and no gateway up yet (nothing
@@ -30,40 +29,14 @@ func TestAutoGatewayNotUp(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
 
-	core, logs := observer.New(zap.InfoLevel)
-	second := make(chan struct{})
-	var (
-		mu       sync.Mutex
-		switches int
-	)
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if strings.Contains(e.Message, "transport switch: QUIC → gRPC") {
-			mu.Lock()
-			switches++
-			if switches == 2 {
-				close(second)
-			}
-			mu.Unlock()
-		}
-		return nil
-	}))
-	a, err := New(Config{Gateway: addr, Transport: TransportAuto, Connections: 1,
+	var switches atomic.Int32
+	logs, ok := runAgentUntil(t, Config{Gateway: addr, Transport: TransportAuto, Connections: 1,
 		Credentials: testCredentials(t, "c1"), QUICFallback: 300 * time.Millisecond, QUICRetry: time.Hour,
-		Backoff: Backoff{Min: 50 * time.Millisecond, Max: 100 * time.Millisecond}, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-second:
-	case <-time.After(10 * time.Second):
+		Backoff: Backoff{Min: 50 * time.Millisecond, Max: 100 * time.Millisecond}}, func(e zapcore.Entry) bool {
+		return strings.Contains(e.Message, "transport switch: QUIC → gRPC") && switches.Add(1) >= 2
+	}, 10*time.Second)
+	if !ok {
 		t.Errorf("auto mode stayed on gRPC although the gateway refused TCP too; logs: %v", logs.All())
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 	e := logs.FilterMessageSnippet("transport switch: QUIC → gRPC").All()
 	if len(e) > 0 && !strings.Contains(e[0].Message, "the gateway not up yet") {

@@ -20,7 +20,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
 	"github.com/sallyport/sallyport/tunnel/quictunnel"
@@ -120,31 +119,12 @@ func TestRefusedCertificateRecognised(t *testing.T) {
 	addr, clientTLS := refusingGateway(t)
 	for _, transport := range []string{TransportGRPC, TransportYamux, TransportQUIC, TransportAuto} {
 		t.Run(transport, func(t *testing.T) {
-			core, logs := observer.New(zap.InfoLevel)
-			refused := make(chan struct{})
-			var once sync.Once
-			log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-				if strings.Contains(e.Message, "refused this agent's certificate") {
-					once.Do(func() { close(refused) })
-				}
-				return nil
-			}))
-			a, err := New(Config{Gateway: addr, TLS: clientTLS, Transport: transport, Connections: 1,
-				Credentials: testCredentials(t, "c1"), QUICFallback: 10 * time.Second, Log: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			select {
-			case <-refused:
-			case <-time.After(20 * time.Second):
+			logs, ok := runAgentUntil(t, Config{Gateway: addr, TLS: clientTLS, Transport: transport, Connections: 1,
+				Credentials: testCredentials(t, "c1"), QUICFallback: 10 * time.Second}, func(e zapcore.Entry) bool {
+				return strings.Contains(e.Message, "refused this agent's certificate")
+			}, 20*time.Second)
+			if !ok {
 				t.Errorf("no refusal logged; logs: %v", logs.All())
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
 			}
 			e := logs.FilterMessageSnippet("refused this agent's certificate").All()
 			if len(e) == 0 {

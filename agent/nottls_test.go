@@ -1,17 +1,13 @@
 package agent
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestNotTLSGateway: an agent pointed at a port that answers without TLS
@@ -25,31 +21,12 @@ func TestNotTLSGateway(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	for _, transport := range []string{TransportGRPC, TransportYamux} {
 		t.Run(transport, func(t *testing.T) {
-			core, logs := observer.New(zap.InfoLevel)
-			seen := make(chan struct{})
-			var once sync.Once
-			log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-				if strings.Contains(e.Message, "cannot connect to the gateway") {
-					once.Do(func() { close(seen) })
-				}
-				return nil
-			}))
-			a, err := New(Config{Gateway: addr, Transport: transport, Connections: 1,
-				Credentials: testCredentials(t, "c1"), Log: log})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			select {
-			case <-seen:
-			case <-time.After(15 * time.Second):
+			logs, ok := runAgentUntil(t, Config{Gateway: addr, Transport: transport, Connections: 1,
+				Credentials: testCredentials(t, "c1")}, func(e zapcore.Entry) bool {
+				return strings.Contains(e.Message, "cannot connect to the gateway")
+			}, 15*time.Second)
+			if !ok {
 				t.Errorf("no connection failure logged; logs: %v", logs.All())
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
 			}
 			e := logs.FilterMessageSnippet("cannot connect to the gateway").All()
 			if len(e) == 0 {

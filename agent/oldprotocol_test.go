@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/internal/selfsigned"
 )
@@ -61,31 +58,12 @@ func TestYamuxRefusedByOlderGateway(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 
-	core, logs := observer.New(zap.InfoLevel)
-	said := make(chan struct{})
-	var once sync.Once
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if strings.Contains(e.Message, "does not offer the yamux transport") {
-			once.Do(func() { close(said) })
-		}
-		return nil
-	}))
-	a, err := New(Config{Gateway: ln.Addr().String(), TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13},
-		Transport: TransportYamux, Connections: 1, Credentials: testCredentials(t, "c1"), Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-said:
-	case <-time.After(20 * time.Second):
+	logs, ok := runAgentUntil(t, Config{Gateway: ln.Addr().String(), TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13},
+		Transport: TransportYamux, Connections: 1, Credentials: testCredentials(t, "c1")}, func(e zapcore.Entry) bool {
+		return strings.Contains(e.Message, "does not offer the yamux transport")
+	}, 20*time.Second)
+	if !ok {
 		t.Errorf("no line saying the gateway does not offer the yamux transport; logs: %v", logs.All())
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 	for _, e := range logs.FilterMessageSnippet("does not offer the yamux transport").All() {
 		if e.Level != zapcore.ErrorLevel || !strings.Contains(e.Message, "upgrade the gateway, or set transport: grpc") {
