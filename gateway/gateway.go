@@ -233,6 +233,7 @@ type Gateway struct {
 	serving   atomic.Bool   // between Serve's start and its shutdown
 	stopped   chan struct{} // closed when shutdown starts
 	groups    groupWatch    // redundancy of connector groups (redundancy.go)
+	hold      startHold     // exchanges that wait for the agents after the start (startgrace.go)
 	replica   string        // this replica's id, random per process (replicas.go)
 	replicas  atomic.Uint32 // replicas alive on the store; written by heartbeat
 	// rebalanced: per agent over its share of sessions here, its drains'
@@ -525,6 +526,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	servers := 3
 	g.syncSignOuts()
 	g.heartbeat()
+	g.beginStartHold()
 	// Ready before the admin listener answers: its /readyz then never
 	// says 503 to a probe that came in during the start-up (the listener
 	// is bound since Listen; the probe waits in its backlog until now).

@@ -300,6 +300,18 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 	headTimeout := route.timeout()
 	for attempt := range maxAttempts {
 		p, err := t.g.registry.PickAvoiding(route.Group, exclude, broken)
+		if err != nil && attempt == 0 {
+			// Slow path: no agent of the group yet. Right after the
+			// gateway started, the exchange may wait for the first one
+			// (startgrace.go).
+			again, cerr := t.g.holdForAgent(req.Context(), route.Group, wait)
+			if cerr != nil {
+				return nil, cerr
+			}
+			if again {
+				p, err = t.g.registry.PickAvoiding(route.Group, exclude, broken)
+			}
+		}
 		if err != nil {
 			var e *Error
 			switch {

@@ -159,6 +159,7 @@ func (g *Gateway) groupChanged(group string) {
 	if isClosed(g.stopped) {
 		return // the gateway is stopping: its sessions end with it
 	}
+	g.groupGained(group)
 	// Counted under the lock, so that of two looks at once (a session
 	// that ends while its agent's drain is looked at, a reload) the later
 	// count is the one recorded.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,22 +241,69 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName),
 		zap.String("group", group), zap.String("version", ss.info.Version),
 		zap.String("transport", ss.info.Transport), zap.String("remote", remote))
+	agentDrained := false // the agent announced its drain (it is stopping)
 	for {
 		select {
 		case m := <-msgs:
 			if d := m.GetDrain(); d != nil {
 				s.log().Info("agent is draining", zap.String("session", ss.info.ID),
 					zap.String("agent", ss.info.AgentName), zap.String("reason", d.GetReason()))
+				agentDrained = true
 				ss.drain()
 			}
 		case err := <-recvErr:
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
-				zap.String("agent", ss.info.AgentName), zap.String("reason", endReason(err)))
+				zap.String("agent", ss.info.AgentName), zap.String("reason", s.sessionEndReason(err, agentDrained)))
 			return nil
 		case <-ss.done:
+			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
+				zap.String("agent", ss.info.AgentName), zap.String("reason", s.closedReason()))
 			return status.Error(codes.Unavailable, "session closed by the gateway")
 		}
 	}
+}
+
+// closedReason says why the gateway closed a session (Close): as
+// sessionEndReason, and as the QUIC and yamux sessions say it.
+func (s *Server) closedReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing != "" {
+		return "gateway stopped"
+	}
+	return "closed by the gateway"
+}
+
+// sessionEndReason says why an agent's control stream ended with err, in
+// the words of the QUIC and yamux sessions' log (muxtunnel): the gateway
+// stopping (DrainAll was called: its gRPC server cancels the streams), the
+// agent stopping after its drain, or the agent closing its connection.
+// gRPC reports the last two, and the first, alike: the stream's context
+// canceled ("Canceled: context canceled"), or io.EOF for a CloseSend.
+// Other errors (a transport error) are said as they are.
+func (s *Server) sessionEndReason(err error, agentDrained bool) string {
+	s.mu.Lock()
+	stopping := s.closing != ""
+	s.mu.Unlock()
+	switch {
+	case stopping:
+		return "gateway stopped"
+	case !agentGone(err):
+		return endReason(err)
+	case agentDrained:
+		return "drained by the agent (it is stopping)"
+	}
+	return "closed by the agent"
+}
+
+// agentGone reports whether err, from Recv on a control stream, says only
+// that the agent's side ended: its connection closed or reset (the
+// stream's context canceled) or it closed the stream (io.EOF).
+func agentGone(err error) bool {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	return status.Code(err) == codes.Canceled
 }
 
 func endReason(err error) string {
