@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
@@ -169,40 +166,8 @@ func TestSendTimeoutCutsStalledClient(t *testing.T) {
 	})
 	t.Run("HTTP/2", func(t *testing.T) {
 		addr, s := endlessGateway(t, timeout, 0)
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(sendGuardWait))
 		start := time.Now()
-		io.WriteString(c, http2.ClientPreface)
-		fr := http2.NewFramer(c, c)
-		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		var hbuf bytes.Buffer
-		enc := hpack.NewEncoder(&hbuf)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", "/big"}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
-		reset := make(chan http2.ErrCode, 1)
-		go func() {
-			for {
-				f, err := fr.ReadFrame()
-				if err != nil {
-					return
-				}
-				switch f := f.(type) {
-				case *http2.SettingsFrame:
-					if !f.IsAck() {
-						fr.WriteSettingsAck()
-					}
-				case *http2.RSTStreamFrame:
-					reset <- f.ErrCode
-					return
-				}
-			}
-		}()
+		reset := stalledHTTP2Streams(t, addr, []string{"/big"})
 		if d := waitFinished(t, s, start); d < timeout {
 			t.Fatalf("cut after %v, before the send timeout (%v)", d, timeout)
 		}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
@@ -231,41 +229,11 @@ func TestStallCountedAgainAfterReading(t *testing.T) {
 func TestStalledHTTP2StreamsBeyondBudgetReset(t *testing.T) {
 	const streams, budget = 5, 3
 	addr, g, s := stallGateway(t, budget)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	paths := make([]string, streams)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/big/%d", i)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * sendGuardWait))
-	io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
-	for i := range streams {
-		hbuf.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", fmt.Sprintf("/big/%d", i)}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
-	}
-	resets := make(chan uint32, streams)
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.RSTStreamFrame:
-				resets <- f.StreamID
-			}
-		}
-	}()
+	resets := stalledHTTP2Streams(t, addr, paths)
 	for range streams - budget {
 		select {
 		case <-resets:

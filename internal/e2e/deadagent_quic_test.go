@@ -55,13 +55,7 @@ func TestDeadAgentNoticedBeforeIdleTimeout(t *testing.T) {
 	testrig.SkipShort(t, "waits about 6 s for a dead agent to be noticed")
 	t.Parallel()
 	for _, transport := range deadAgentTransports {
-		if !slices.Contains(testrig.Transports, transport) {
-			continue
-		}
-		t.Run(transport, func(t *testing.T) {
-			t.Parallel()
-			deadAgentNoticed(t, transport)
-		})
+		parallelOn(t, transport, transport, func(t *testing.T) { deadAgentNoticed(t, transport) })
 	}
 }
 
@@ -155,13 +149,7 @@ func TestSlowBackendNotTakenForDeadAgent(t *testing.T) {
 	testrig.SkipShort(t, "holds a long poll for 8 s")
 	t.Parallel()
 	for _, transport := range deadAgentTransports {
-		if !slices.Contains(testrig.Transports, transport) {
-			continue
-		}
-		t.Run(transport, func(t *testing.T) {
-			t.Parallel()
-			slowBackendNotTakenForDeadAgent(t, transport)
-		})
+		parallelOn(t, transport, transport, func(t *testing.T) { slowBackendNotTakenForDeadAgent(t, transport) })
 	}
 }
 
@@ -216,3 +204,17 @@ type statusError struct {
 }
 
 func (e *statusError) Error() string { return http.StatusText(e.code) + ": " + e.body }
+
+// parallelOn runs f as the parallel subtest name of t when this run covers
+// transport (testrig.Transports: all in the first pass of make test, one
+// with SALLYPORT_TEST_TRANSPORT), and does nothing otherwise.
+func parallelOn(t *testing.T, transport, name string, f func(t *testing.T)) {
+	t.Helper()
+	if !slices.Contains(testrig.Transports, transport) {
+		return
+	}
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		f(t)
+	})
+}

@@ -57,11 +57,7 @@ func TestKeepaliveConfigured(t *testing.T) {
 		{"quic/gateway-only", "quic", shortKeepalive, 0, keepaliveNoticeBound},
 		{"quic/agent-only", "quic", 0, shortKeepalive, keepaliveNoticeBound},
 	} {
-		if !slices.Contains(testrig.Transports, tc.transport) {
-			continue
-		}
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+		parallelOn(t, tc.transport, tc.name, func(t *testing.T) {
 			keepaliveConfigured(t, tc.transport, tc.gateway, tc.agent, tc.bound)
 		})
 	}

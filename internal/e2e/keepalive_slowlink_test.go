@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -64,13 +63,7 @@ func TestKeepaliveSaturatedLink(t *testing.T) {
 		// the regression was over half (51 of 88).
 		{"grpc/192kbit", "grpc", 24_000, 1, 1 << 20, shortKeepalive, 5},
 	} {
-		if !slices.Contains(testrig.Transports, tc.transport) {
-			continue
-		}
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			keepaliveSaturatedLink(t, tc)
-		})
+		parallelOn(t, tc.transport, tc.name, func(t *testing.T) { keepaliveSaturatedLink(t, tc) })
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/selfsigned"
+	"github.com/sallyport/sallyport/internal/shortskip"
 )
 
 // Token and Group are the enrollment token (a pre-provisioned, reusable
@@ -345,13 +346,7 @@ func (r *Rig) WaitSessions(group string, n int) {
 // instead, so the test cannot be skipped there without anyone noticing.
 func SkipShort(t testing.TB, why string) {
 	t.Helper()
-	if !testing.Short() {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("-short under CI would skip this test (%s); run `make test`", why)
-	}
-	t.Skipf("%s; skipped with -short (make test runs it)", why)
+	shortskip.Long(t, why)
 }
 
 // MustURL parses a URL or fails the test.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/sallyport/sallyport/internal/shortskip"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
@@ -251,9 +252,7 @@ func (c *freezeConn) Write(p []byte) (int, error) {
 // second, not after the gateway's keepalive (15 s + 10 s here). Before,
 // yamux sessions had no liveness watch.
 func TestSilentAgentSessionClosed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits about 6 s for the watch to close a silent session")
-	}
+	shortskip.Long(t, "waits about 6 s for the watch to close a silent session")
 	a, b := net.Pipe()
 	path := &freezeConn{Conn: a}
 	ctx, cancel := context.WithCancel(context.Background())
