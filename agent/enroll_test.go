@@ -80,14 +80,8 @@ func TestEnrollUnreachableMessages(t *testing.T) {
 // one address reached, or it is stopping) is said to be that, with "try
 // again in a moment", not "cannot reach the gateway … check that it runs".
 func TestEnrollClosedAfterHandshake(t *testing.T) {
-	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tcp, tc, _ := loopbackTLS(t)
+	ln := tls.NewListener(tcp, tc)
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -104,7 +98,7 @@ func TestEnrollClosedAfterHandshake(t *testing.T) {
 	}()
 	// BusyRetries -1: the message of one attempt (the retries have a
 	// test of their own).
-	_, err = Enroll(context.Background(), EnrollConfig{Gateway: ln.Addr().String(), Token: "spt_x", Timeout: 5 * time.Second,
+	_, err := Enroll(context.Background(), EnrollConfig{Gateway: ln.Addr().String(), Token: "spt_x", Timeout: 5 * time.Second,
 		TLS: &tls.Config{InsecureSkipVerify: true}, BusyRetries: -1}) //nolint:gosec // a test server
 	if want := "closed the connection right after the TLS handshake"; !errors.Is(err, ErrGatewayUnreachable) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("enroll at a gateway that closes after the handshake: %v\nwant ErrGatewayUnreachable and %q", err, want)
@@ -118,15 +112,7 @@ func TestEnrollClosedAfterHandshake(t *testing.T) {
 // token. It returns the address and the number of TLS connections so far.
 func busyGateway(t *testing.T, busy int) (addr string, conns func() int) {
 	t.Helper()
-	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, tc, _ := loopbackTLS(t)
 	bl := &busyListener{Listener: ln, tls: tc, busy: busy}
 	srv := grpc.NewServer()
 	tunnelv1.RegisterEnrollmentServiceServer(srv, refusingEnroll{})
@@ -134,6 +120,23 @@ func busyGateway(t *testing.T, busy int) (addr string, conns func() int) {
 	go func() { defer close(done); _ = srv.Serve(bl) }()
 	t.Cleanup(func() { srv.Stop(); <-done })
 	return ln.Addr().String(), func() int { return int(bl.n.Load()) }
+}
+
+// loopbackTLS is a TCP listener on 127.0.0.1, closed at t's cleanup, and
+// a server TLS configuration for it that offers h2 (as gRPC wants) with a
+// new self-signed certificate, which it also returns.
+func loopbackTLS(t *testing.T) (net.Listener, *tls.Config, tls.Certificate) {
+	t.Helper()
+	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}, cert
 }
 
 type busyListener struct {

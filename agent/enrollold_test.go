@@ -4,18 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
-
-	"github.com/sallyport/sallyport/internal/selfsigned"
 )
 
 // gatewayWithoutEnrollment is a gateway's tunnel port on loopback that
@@ -26,20 +20,22 @@ import (
 // number of TLS connections so far.
 func gatewayWithoutEnrollment(t *testing.T) (addr string, conns func() int) {
 	t.Helper()
-	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bl := &busyListener{Listener: ln, tls: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}}
+	ln, tc, _ := loopbackTLS(t)
+	bl := &busyListener{Listener: ln, tls: tc}
 	srv := grpc.NewServer() // no service at all: the tunnel service would not answer Enroll either
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(bl) }()
 	t.Cleanup(func() { srv.Stop(); <-done })
 	return ln.Addr().String(), func() int { return int(bl.n.Load()) }
+}
+
+// enrollingAgent is the configuration of an agent with a token and no
+// certificate yet that enrolls at addr (any certificate accepted), with
+// one connection, a reconnect pace of 1 ms and a renewal pace of an hour.
+func enrollingAgent(t *testing.T, addr string) Config {
+	return Config{Gateway: addr, TLS: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a test server
+		Token: "spt_x", DataDir: t.TempDir(), Connections: 1,
+		Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond}, RenewBackoff: Backoff{Min: time.Hour, Max: time.Hour}}
 }
 
 // TestEnrollAtGatewayWithoutEnrollment: `sallyport agent enroll` against a
@@ -79,32 +75,16 @@ func TestEnrollAtGatewayWithoutEnrollment(t *testing.T) {
 // RenewBackoff of an hour), not the reconnect pace (here 1 ms).
 func TestAgentWaitsForGatewayWithEnrollment(t *testing.T) {
 	addr, conns := gatewayWithoutEnrollment(t)
-	core, logs := observer.New(zap.InfoLevel)
-	first := make(chan struct{})
-	var once sync.Once
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
-		if e.Level >= zapcore.WarnLevel && strings.Contains(e.Message, "enroll") {
-			once.Do(func() { close(first) })
-		}
-		return nil
-	}))
-	a, err := New(Config{Gateway: addr, TLS: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a test server
-		Token: "spt_x", DataDir: t.TempDir(), Connections: 1, Log: log,
-		Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond}, RenewBackoff: Backoff{Min: time.Hour, Max: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	r := startAgent(t, enrollingAgent(t, addr), func(e zapcore.Entry) bool {
+		return e.Level >= zapcore.WarnLevel && strings.Contains(e.Message, "enroll")
+	})
+	logs := r.logs
 	select {
-	case <-first:
-	case err := <-done:
-		cancel()
-		t.Fatalf("Run returned %v before it logged the failed enrollment; logs: %v", err, logs.All())
+	case <-r.met:
+	case <-r.done:
+		t.Fatalf("Run returned %v before it logged the failed enrollment; logs: %v", r.err, logs.All())
 	}
-	cancel()
-	if err := <-done; err == nil || !errors.Is(err, ErrEnrollUnsupported) {
+	if err := r.stop(); err == nil || !errors.Is(err, ErrEnrollUnsupported) {
 		t.Errorf("Run: %v; want the enrollment interrupted, with ErrEnrollUnsupported", err)
 	}
 	e := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("does not support enrollment").All()

@@ -4,18 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/sallyport/sallyport/internal/selfsigned"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -28,19 +24,12 @@ import (
 // server's certificate.
 func httpProxyWithoutRoute(t *testing.T, status int) (addr string, cert tls.Certificate) {
 	t.Helper()
-	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, tc, cert := loopbackTLS(t)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, http.StatusText(status), status)
 		}),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}},
+		TLSConfig: tc,
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.ServeTLS(ln, "", "") }()
@@ -110,53 +99,31 @@ func TestRenewAtHTTPProxyRefusing(t *testing.T) {
 // hour).
 func TestAgentRetriesHTTPProxyWithoutRoute(t *testing.T) {
 	addr, _ := httpProxyWithoutRoute(t, http.StatusNotFound)
-	core, logs := observer.New(zap.InfoLevel)
-	var (
-		mu       sync.Mutex
-		warnings int
-		once     sync.Once
-	)
-	retried := make(chan struct{})     // closed at the second "cannot enroll yet"
-	unsupported := make(chan struct{}) // closed at "does not support enrollment"
-	log := zap.New(core, zap.Hooks(func(e zapcore.Entry) error {
+	var warnings atomic.Int32
+	// met at the second "cannot enroll yet", or at "does not support
+	// enrollment"
+	r := startAgent(t, enrollingAgent(t, addr), func(e zapcore.Entry) bool {
 		switch {
 		case strings.Contains(e.Message, "cannot enroll yet"):
-			mu.Lock()
-			if warnings++; warnings == 2 {
-				close(retried)
-			}
-			mu.Unlock()
+			return warnings.Add(1) >= 2
 		case strings.Contains(e.Message, "does not support enrollment"):
-			once.Do(func() { close(unsupported) })
+			return true
 		}
-		return nil
-	}))
-	a, err := New(Config{Gateway: addr, TLS: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a test server
-		Token: "spt_x", DataDir: t.TempDir(), Connections: 1, Log: log,
-		Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond}, RenewBackoff: Backoff{Min: time.Hour, Max: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+		return false
+	})
+	logs := r.logs
 	select {
-	case <-retried:
-	case <-unsupported:
-		cancel()
-		<-done
-		t.Fatalf("an ingress's 404 is taken for a gateway older than enrollment, waited for at the renewal pace "+
-			"(an hour): %v", logs.FilterMessageSnippet("does not support enrollment").All()[0].ContextMap()["error"])
-	case err := <-done:
-		cancel()
-		t.Fatalf("Run returned %v before it tried to enroll twice; logs: %v", err, logs.All())
+	case <-r.met:
+		if unsupported := logs.FilterMessageSnippet("does not support enrollment").All(); len(unsupported) != 0 {
+			t.Fatalf("an ingress's 404 is taken for a gateway older than enrollment, waited for at the renewal pace "+
+				"(an hour): %v", unsupported[0].ContextMap()["error"])
+		}
+	case <-r.done:
+		t.Fatalf("Run returned %v before it tried to enroll twice; logs: %v", r.err, logs.All())
 	case <-time.After(10 * time.Second):
-		cancel()
-		<-done
 		t.Fatalf("no second enrollment attempt after 10s with a reconnect pace of 1ms; logs: %v", logs.All())
 	}
-	cancel()
-	if err := <-done; errors.Is(err, ErrEnrollUnsupported) {
+	if err := r.stop(); errors.Is(err, ErrEnrollUnsupported) {
 		t.Errorf("Run: %v; an ingress's 404 is taken for a gateway older than enrollment", err)
 	}
 	if n := logs.FilterMessageSnippet("does not support enrollment").Len(); n != 0 {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/store"
 )
 
@@ -61,47 +60,13 @@ func (f *replicaStore) FinishRefresh(ctx context.Context, id, owner, result stri
 	return f.DB.FinishRefresh(ctx, id, owner, result, keep, now)
 }
 
-// replicaAhead is rg.replica whose clock is ahead of the rig's by ahead.
-func (rg *idpRig) replicaAhead(st SignOutStore, ahead time.Duration) string {
-	rg.t.Helper()
-	now := func() time.Time { return rg.clk.Now().Add(ahead) }
-	keys, err := assertion.NewKeySet(assertion.KeySetConfig{Now: now})
-	if err != nil {
-		rg.t.Fatal(err)
-	}
-	tr := &http.Transport{}
-	rg.t.Cleanup(tr.CloseIdleConnections)
-	svc, err := New(Config{
-		Providers: []ProviderConfig{{Name: "corp", Issuer: rg.idpTS.URL, ClientID: rigClient, ClientSecret: "s"}},
-		CookieKey: make([]byte, KeySize), Keys: keys, Now: now,
-		HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
-	})
-	if err != nil {
-		rg.t.Fatal(err)
-	}
-	svc.UseSignOutStore(st)
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := svc.Authorize(w, r, &rg.pol, r.URL.Path)
-		if err != nil {
-			rigAnswer(w, err)
-			return
-		}
-		_, _ = w.Write([]byte("ok " + id.Subject))
-	}))
-	rg.t.Cleanup(ts.Close)
-	return ts.URL
-}
-
 // renewAtBoth has the browser's session renewed by the rig's gateway
 // (held at the provider) and asked of the replica other meanwhile, whose
 // store is st; it checks that both keep the session with one token
 // request, and that the session renews again afterwards.
 func renewAtBoth(t *testing.T, rg *idpRig, other string, st *replicaStore) {
 	t.Helper()
-	c := rg.browser()
-	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-	}
+	c := rg.signedInBrowser()
 	// The provider holds token requests until release is closed; started
 	// gets a value as each arrives (never blocking the provider).
 	started, release := make(chan struct{}, 4), make(chan struct{})
@@ -190,10 +155,7 @@ func TestRenewalNotRecordedServedHere(t *testing.T) {
 		st := newReplicaStore(a)
 		st.failFinish.Store(1)
 		rg.svc.UseSignOutStore(st)
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		rg.clk.Advance(6 * time.Minute)
 		inFlight := rg.sessionRequest(context.Background(), c, "/page") // carries the old cookie
 		inFlight.Header.Set("Accept", "application/json")
@@ -225,22 +187,11 @@ func TestRenewalJoinedLateKeptForGraceOnly(t *testing.T) {
 		st := newReplicaStore(a)
 		st.finishing, st.release = make(chan struct{}, 1), make(chan struct{})
 		rg.svc.UseSignOutStore(st)
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		rg.clk.Advance(6 * time.Minute)
 		old := rg.sessionRequest(context.Background(), c, "/page").Header.Get("Cookie")
 		started, release := rg.holdPath("/token")
-		ctx, cancel := context.WithCancel(context.Background())
-		left := make(chan struct{})
-		go func() {
-			rg.serve(httptest.NewRecorder(), rg.sessionRequest(ctx, c, "/page"))
-			close(left)
-		}()
-		<-started
-		cancel() // the client leaves; the renewal goes on
-		<-left
+		rg.leaveDuringRenewal(c, started)
 		close(release)
 		<-st.finishing // the renewal found nobody waiting, and records its result
 		answer := make(chan int, 1)
@@ -253,40 +204,10 @@ func TestRenewalJoinedLateKeptForGraceOnly(t *testing.T) {
 		rg.waitRenewals()
 		rg.setHook(nil)
 		rg.clk.Advance(refreshGrace + time.Second)
-		req, _ := http.NewRequest(http.MethodGet, rg.gwTS.URL+"/page", nil)
-		req.Header.Set("Cookie", old)
-		req.Header.Set("Accept", "application/json")
-		res, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusUnauthorized {
-			t.Errorf("a copy of the old cookie %v after the browser got the renewed session: %d, want 401", refreshGrace+time.Second, res.StatusCode)
+		if code := rg.statusWithCookie(old); code != http.StatusUnauthorized {
+			t.Errorf("a copy of the old cookie %v after the browser got the renewed session: %d, want 401", refreshGrace+time.Second, code)
 		}
 	})
-}
-
-// waitWaiter waits until a request waits for a renewal of the rig's
-// gateway.
-func (rg *idpRig) waitWaiter() {
-	rg.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		rg.svc.refresh.mu.Lock()
-		n := 0
-		for _, c := range rg.svc.refresh.wait {
-			n += c.waiters
-		}
-		rg.svc.refresh.mu.Unlock()
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			rg.t.Fatal("no request joined the renewal")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestSignOutRevokesKeptRenewal: signing out with the old cookie of a
@@ -298,22 +219,11 @@ func TestSignOutRevokesKeptRenewal(t *testing.T) {
 	sharedStores(t, func(t *testing.T, a, _ SignOutStore) {
 		rg := rotatingRig(t)
 		rg.svc.UseSignOutStore(a)
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		started, release := rg.holdPath("/token")
 		rg.clk.Advance(6 * time.Minute)
 		old, _ := rg.svc.openSession(rg.sessionRequest(context.Background(), c, "/page"))
-		ctx, cancel := context.WithCancel(context.Background())
-		left := make(chan struct{})
-		go func() {
-			rg.serve(httptest.NewRecorder(), rg.sessionRequest(ctx, c, "/page"))
-			close(left)
-		}()
-		<-started
-		cancel()
-		<-left
+		rg.leaveDuringRenewal(c, started)
 		close(release)
 		rg.waitRenewals()
 		rg.setHook(nil)

@@ -34,7 +34,14 @@ func rotatingRig(t *testing.T) *idpRig {
 // a replica of the rig's gateway; it returns its address.
 func (rg *idpRig) replica(st SignOutStore) string {
 	rg.t.Helper()
-	keys, err := assertion.NewKeySet(assertion.KeySetConfig{Now: rg.clk.Now})
+	return rg.replicaAhead(st, 0)
+}
+
+// replicaAhead is rg.replica whose clock is ahead of the rig's by ahead.
+func (rg *idpRig) replicaAhead(st SignOutStore, ahead time.Duration) string {
+	rg.t.Helper()
+	now := func() time.Time { return rg.clk.Now().Add(ahead) }
+	keys, err := assertion.NewKeySet(assertion.KeySetConfig{Now: now})
 	if err != nil {
 		rg.t.Fatal(err)
 	}
@@ -42,7 +49,7 @@ func (rg *idpRig) replica(st SignOutStore) string {
 	rg.t.Cleanup(tr.CloseIdleConnections)
 	svc, err := New(Config{
 		Providers: []ProviderConfig{{Name: "corp", Issuer: rg.idpTS.URL, ClientID: rigClient, ClientSecret: "s"}},
-		CookieKey: make([]byte, KeySize), Keys: keys, Now: rg.clk.Now,
+		CookieKey: make([]byte, KeySize), Keys: keys, Now: now,
 		HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second},
 	})
 	if err != nil {
@@ -104,22 +111,86 @@ func page(c *http.Client, base string) (int, string) {
 	return res.StatusCode, string(b)
 }
 
-// waitRenewals waits until no renewal of the rig's gateway is in flight.
-func (rg *idpRig) waitRenewals() {
+// signedInBrowser is a browser signed in at the rig's gateway.
+func (rg *idpRig) signedInBrowser() *http.Client {
+	rg.t.Helper()
+	c := rg.browser()
+	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
+		rg.t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	return c
+}
+
+// waitRefresh waits (up to 10 s, then fails with failure) until done
+// holds of the renewals in flight at the rig's gateway, which it gets
+// under their lock.
+func (rg *idpRig) waitRefresh(failure string, done func(wait map[string]*refreshCall) bool) {
 	rg.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rg.svc.refresh.mu.Lock()
-		n := len(rg.svc.refresh.wait)
+		ok := done(rg.svc.refresh.wait)
 		rg.svc.refresh.mu.Unlock()
-		if n == 0 {
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			rg.t.Fatal("the renewal did not end")
+			rg.t.Fatal(failure)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// waitRenewals waits until no renewal of the rig's gateway is in flight.
+func (rg *idpRig) waitRenewals() {
+	rg.t.Helper()
+	rg.waitRefresh("the renewal did not end", func(wait map[string]*refreshCall) bool { return len(wait) == 0 })
+}
+
+// waitWaiter waits until a request waits for a renewal of the rig's
+// gateway.
+func (rg *idpRig) waitWaiter() {
+	rg.t.Helper()
+	rg.waitRefresh("no request joined the renewal", func(wait map[string]*refreshCall) bool {
+		n := 0
+		for _, c := range wait {
+			n += c.waiters
+		}
+		return n > 0
+	})
+}
+
+// leaveDuringRenewal sends c's request for /page to the rig's gateway,
+// waits until its renewal started at the provider (started, of
+// rg.holdPath), cancels the request as a client that leaves would, and
+// returns the status it got once it ended. The renewal goes on.
+func (rg *idpRig) leaveDuringRenewal(c *http.Client, started <-chan struct{}) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	answered := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		rg.serve(rec, rg.sessionRequest(ctx, c, "/page"))
+		answered <- rec.Code
+	}()
+	<-started
+	cancel() // the client leaves; the renewal goes on
+	return <-answered
+}
+
+// statusWithCookie is the status of a GET of /page at the rig's gateway
+// with the Cookie header cookie (asking for JSON, not a sign-in page).
+func (rg *idpRig) statusWithCookie(cookie string) int {
+	rg.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, rg.gwTS.URL+"/page", nil)
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("Accept", "application/json")
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		rg.t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }
 
 // TestRenewalSharedByReplicas: two replicas on one store that get the
@@ -134,10 +205,7 @@ func TestRenewalSharedByReplicas(t *testing.T) {
 		rg := rotatingRig(t)
 		rg.svc.UseSignOutStore(a)
 		other := rg.replica(b)
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		started, release := rg.holdPath("/token")
 		rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
 		tokens := rg.hits["/token"].Load()
@@ -194,22 +262,10 @@ func TestRenewalKeptForBrowserThatMissedIt(t *testing.T) {
 		if b != nil {
 			next = rg.replica(b) // the browser's next request goes to a replica
 		}
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		started, release := rg.holdPath("/token")
 		rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
-		ctx, cancel := context.WithCancel(context.Background())
-		answered := make(chan int, 1)
-		go func() {
-			rec := httptest.NewRecorder()
-			rg.serve(rec, rg.sessionRequest(ctx, c, "/page"))
-			answered <- rec.Code
-		}()
-		<-started
-		cancel() // the client leaves; the renewal goes on
-		if code := <-answered; code != http.StatusBadGateway {
+		if code := rg.leaveDuringRenewal(c, started); code != http.StatusBadGateway {
 			t.Fatalf("request whose client left: %d, want 502", code)
 		}
 		old := rg.sessionRequest(context.Background(), c, "/page").Header.Get("Cookie")
@@ -227,16 +283,8 @@ func TestRenewalKeptForBrowserThatMissedIt(t *testing.T) {
 
 		// A copy of the old cookie, after refreshGrace: not renewed.
 		rg.clk.Advance(refreshGrace + time.Second)
-		req, _ := http.NewRequest(http.MethodGet, rg.gwTS.URL+"/page", nil)
-		req.Header.Set("Cookie", old)
-		req.Header.Set("Accept", "application/json")
-		res, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusUnauthorized {
-			t.Errorf("a copy of the old cookie %v after the browser got the renewed session: %d, want 401", refreshGrace, res.StatusCode)
+		if code := rg.statusWithCookie(old); code != http.StatusUnauthorized {
+			t.Errorf("a copy of the old cookie %v after the browser got the renewed session: %d, want 401", refreshGrace, code)
 		}
 	}
 	t.Run("alone", func(t *testing.T) { run(t, nil, nil) })
@@ -251,10 +299,7 @@ func TestRenewalLeaseOfVanishedReplica(t *testing.T) {
 	sharedStores(t, func(t *testing.T, a, b SignOutStore) {
 		rg := rotatingRig(t)
 		rg.svc.UseSignOutStore(a)
-		c := rg.browser()
-		if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-			t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-		}
+		c := rg.signedInBrowser()
 		rg.clk.Advance(6 * time.Minute) // past the ID token's expiry
 		ss, why := rg.svc.openSession(rg.sessionRequest(context.Background(), c, "/page"))
 		if ss == nil {
@@ -310,10 +355,7 @@ func (brokenRefreshStore) DropRefresh(context.Context, string) (string, error) {
 func TestRenewalWithoutStore(t *testing.T) {
 	rg := rotatingRig(t)
 	rg.svc.UseRefreshStore(brokenRefreshStore{})
-	c := rg.browser()
-	if res, body := rg.signIn(c, "/page"); res.StatusCode != http.StatusOK {
-		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
-	}
+	c := rg.signedInBrowser()
 	rg.clk.Advance(6 * time.Minute)
 	if st, body := page(c, rg.gwTS.URL); st != http.StatusOK {
 		t.Errorf("renewal while the store does not answer: %d %q; want 200", st, body)

@@ -170,17 +170,7 @@ func TestParseAgentErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, err := ParseAgent("agent.yaml", []byte(tt.yaml))
-			if err == nil {
-				t.Fatalf("no error; parsed %+v", a)
-			}
-			if a != nil {
-				t.Errorf("config returned together with an error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not contain %q; error:\n%v", w, err)
-				}
-			}
+			wantRefused(t, a, err, tt.want)
 		})
 	}
 }

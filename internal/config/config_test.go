@@ -46,9 +46,7 @@ func TestPathString(t *testing.T) {
 }
 
 func TestHostPatterns(t *testing.T) {
-	tests := []struct {
-		in, want, err string // err: substring of the error; "" → valid
-	}{
+	tests := []normalizeCase{
 		{"hello.example.com", "hello.example.com", ""},
 		{"Hello.Example.COM", "hello.example.com", ""},
 		{" spaced.example ", "spaced.example", ""},
@@ -78,23 +76,11 @@ func TestHostPatterns(t *testing.T) {
 		{"http://example.com", "", "not a URL"},
 		{"example.com/path", "", "not a valid host name"},
 	}
-	for _, tt := range tests {
-		got, err := normalizeHostPattern(tt.in)
-		switch {
-		case tt.err == "" && err != nil:
-			t.Errorf("%q: unexpected error %v", tt.in, err)
-		case tt.err == "" && got != tt.want:
-			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
-		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("%q: got (%q, %v), want error containing %q", tt.in, got, err, tt.err)
-		}
-	}
+	checkNormalize(t, normalizeHostPattern, tests)
 }
 
 func TestBackendPatterns(t *testing.T) {
-	tests := []struct {
-		in, want, err string
-	}{
+	tests := []normalizeCase{
 		{"127.0.0.1:9000", "127.0.0.1:9000", ""},
 		{"App.Corp.Example:443", "app.corp.example:443", ""},
 		{"*.corp.example:443", "*.corp.example:443", ""},
@@ -130,17 +116,7 @@ func TestBackendPatterns(t *testing.T) {
 		{"bad_host!:80", "", "not a valid host name"},
 		{"http://app.corp:80", "", "not a URL"},
 	}
-	for _, tt := range tests {
-		got, err := normalizeBackendPattern(tt.in)
-		switch {
-		case tt.err == "" && err != nil:
-			t.Errorf("%q: unexpected error %v", tt.in, err)
-		case tt.err == "" && got != tt.want:
-			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
-		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("%q: got (%q, %v), want error containing %q", tt.in, got, err, tt.err)
-		}
-	}
+	checkNormalize(t, normalizeBackendPattern, tests)
 }
 
 func TestClosest(t *testing.T) {
@@ -160,5 +136,44 @@ func TestClosest(t *testing.T) {
 	}
 	if d := editDistance("kitten", "sitting"); d != 3 {
 		t.Errorf("editDistance = %d, want 3", d)
+	}
+}
+
+// normalizeCase is an input of a normalize function, and its result: want,
+// or an error containing err.
+type normalizeCase struct {
+	in, want, err string // err: substring of the error; "" → valid
+}
+
+// checkNormalize checks normalize's result for each of tests.
+func checkNormalize(t *testing.T, normalize func(string) (string, error), tests []normalizeCase) {
+	t.Helper()
+	for _, tt := range tests {
+		got, err := normalize(tt.in)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%q: unexpected error %v", tt.in, err)
+		case tt.err == "" && got != tt.want:
+			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: got (%q, %v), want error containing %q", tt.in, got, err, tt.err)
+		}
+	}
+}
+
+// wantRefused checks that a config parse failed with an error containing
+// each of want, and returned no config (c) with it.
+func wantRefused[C any](t *testing.T, c *C, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error; parsed %+v", c)
+	}
+	if c != nil {
+		t.Errorf("config returned together with an error")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not contain %q; error:\n%v", w, err)
+		}
 	}
 }

@@ -407,17 +407,7 @@ func TestParseGatewayErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g, err := ParseGateway("gateway.yaml", []byte(tt.yaml))
-			if err == nil {
-				t.Fatalf("no error; parsed %+v", g)
-			}
-			if g != nil {
-				t.Errorf("config returned together with an error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not contain %q; error:\n%v", w, err)
-				}
-			}
+			wantRefused(t, g, err, tt.want)
 		})
 	}
 }

@@ -209,24 +209,6 @@ func TestGatewayDrainMovesSessions(t *testing.T) {
 	}
 }
 
-// balancer stands for a load balancer in front of gateway replicas:
-// retarget sends the connections (for QUIC: the client sockets) that come
-// later to another replica.
-type balancer interface {
-	Addr() string
-	retarget(target string)
-	// setPick lets pick choose the target of each new connection (QUIC:
-	// client socket).
-	setPick(pick func() string)
-}
-
-func startBalancer(t *testing.T, transport, target string) balancer {
-	if transport == "quic" {
-		return startUDPRelay(t, target)
-	}
-	return startTCPRelay(t, target)
-}
-
 // TestGatewayShutdownMovesSessionsToReplica: on every transport, two
 // gateways share one store behind a load balancer. Gateway A shuts down
 // gracefully, with no exchange in flight to hold it up (the balancer
@@ -247,7 +229,9 @@ func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 			waitFor(t, "the agent's two sessions", func() bool { return len(a.A.Sessions()) == 2 })
 			old := sessionIDs(tr.connectorSessions(a.A.Certificate().ConnectorID))
 
-			lb.retarget(b.Tunnel) // the balancer saw A's readiness fail
+			if err := lb.Retarget(b.Tunnel); err != nil { // the balancer saw A's readiness fail
+				t.Fatal(err)
+			}
 			stopped := stopGatewayAsync(t, tr.Rig)
 			waitFor(t, "the agent's two sessions on B", func() bool { return b.G.Registry().Count(testrig.Group) == 2 })
 			stopped()

@@ -275,116 +275,6 @@ func TestFailureBackendErrors(t *testing.T) {
 	}
 }
 
-// tcpRelay forwards TCP connections to target until Kill cuts every one of
-// them at once, as a dead network or a killed agent process would. It also
-// stands for a load balancer: retarget sends the connections that come
-// later elsewhere.
-type tcpRelay struct {
-	ln net.Listener
-	wg sync.WaitGroup
-
-	mu     sync.Mutex
-	target string // guarded by mu
-	// pick, when set, chooses the target of each new connection instead
-	// (a load balancer's policy); guarded by mu.
-	pick   func() string
-	conns  []net.Conn // guarded by mu
-	killed bool       // guarded by mu
-}
-
-// retarget forwards the connections accepted from now on to target.
-func (r *tcpRelay) retarget(target string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.target = target
-}
-
-// setPick makes pick choose the target of each connection accepted from
-// now on.
-func (r *tcpRelay) setPick(pick func() string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.pick = pick
-}
-
-func startTCPRelay(t testing.TB, target string) *tcpRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &tcpRelay{ln: ln, target: target}
-	r.wg.Add(1)
-	go r.serve()
-	t.Cleanup(r.Kill)
-	return r
-}
-
-func (r *tcpRelay) Addr() string { return r.ln.Addr().String() }
-
-func (r *tcpRelay) serve() {
-	defer r.wg.Done()
-	for {
-		in, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		r.mu.Lock()
-		target := r.target
-		if r.pick != nil {
-			target = r.pick()
-		}
-		r.mu.Unlock()
-		out, err := net.Dial("tcp", target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		r.mu.Lock()
-		if r.killed {
-			r.mu.Unlock()
-			in.Close()
-			out.Close()
-			return
-		}
-		r.conns = append(r.conns, in, out)
-		r.mu.Unlock()
-		r.wg.Add(2)
-		go r.pipe(in, out)
-		go r.pipe(out, in)
-	}
-}
-
-func (r *tcpRelay) pipe(dst, src net.Conn) {
-	defer r.wg.Done()
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// Kill resets every relayed connection and stops accepting new ones.
-func (r *tcpRelay) Kill() {
-	r.mu.Lock()
-	r.killed = true
-	r.mu.Unlock()
-	r.ln.Close()
-	r.Cut()
-	r.wg.Wait()
-}
-
-// Cut resets every connection relayed so far; later ones are relayed.
-func (r *tcpRelay) Cut() {
-	r.mu.Lock()
-	conns := r.conns
-	r.conns = nil
-	r.mu.Unlock()
-	for _, c := range conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0) // RST, not FIN
-		}
-		c.Close()
-	}
-}
-
 // TestFailureAgentLost cuts an agent's tunnel connection while an exchange
 // waits for its backend: that exchange fails with the gateway's 502
 // tunnel-failed (or, once the response had begun, a body that breaks off
@@ -781,7 +671,7 @@ func TestNoConnectorAnswersUnreadBodies(t *testing.T) {
 // to Max: after the first lost session none may be Min again.
 func TestShortSessionsBackOff(t *testing.T) {
 	rig := testrig.New(t, testrig.Options{Transport: "grpc"})
-	relay := startTCPRelay(t, rig.Tunnel)
+	relay := testrig.StartImpairedTCP(t, rig.Tunnel)
 	core, logs := observer.New(zap.WarnLevel)
 	ag := rig.StartAgent(func(cfg *agent.Config) {
 		cfg.Gateway = relay.Addr()

@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,95 +11,6 @@ import (
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/testrig"
 )
-
-// freezer forwards TCP connections to target until freeze is called: from
-// then on the connections open at that moment stay open but carry nothing,
-// like a gateway host that died without closing anything. Connections
-// accepted later are forwarded normally.
-type freezer struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	frozen []chan struct{}
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &freezer{ln: ln, target: target}
-	f.wg.Add(1)
-	go f.accept()
-	t.Cleanup(f.close)
-	return f
-}
-
-func (f *freezer) accept() {
-	defer f.wg.Done()
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", f.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		stop := make(chan struct{})
-		f.mu.Lock()
-		f.frozen = append(f.frozen, stop)
-		f.conns = append(f.conns, c, up)
-		f.mu.Unlock()
-		f.wg.Add(2)
-		go f.pipe(up, c, stop)
-		go f.pipe(c, up, stop)
-	}
-}
-
-// pipe copies src to dst until src fails or stop is closed; after stop the
-// bytes read are dropped.
-func (f *freezer) pipe(dst, src net.Conn, stop chan struct{}) {
-	defer f.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			dst.Close()
-			return
-		}
-		select {
-		case <-stop:
-			continue // frozen: swallow
-		default:
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (f *freezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, s := range f.frozen {
-		close(s)
-	}
-	f.frozen = nil
-}
-
-func (f *freezer) close() {
-	f.ln.Close()
-	f.mu.Lock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-}
 
 // TestDeadPeerNoticed: when the network path dies silently (no FIN, no
 // RST), keepalive makes both sides notice within about 25 s; the agent

@@ -47,7 +47,7 @@ func TestReplicaJoiningLaterGetsSessions(t *testing.T) {
 			b := tr.startReplica(func(c *gateway.Config) { c.StoreSweep = spreadSweep })
 			// A, B, A, …: the first replacement lands back on A, the agent
 			// lets it go and dials again while the drained session serves.
-			lb.setPick(firstThenAlternate(1, tr.Tunnel, b.Tunnel))
+			lb.SetPick(firstThenAlternate(1, tr.Tunnel, b.Tunnel))
 			t.Cleanup(func() {
 				if t.Failed() {
 					for _, e := range tr.logs.All() {

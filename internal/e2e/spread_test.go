@@ -45,7 +45,7 @@ func TestAgentSpreadsSessionsOverReplicas(t *testing.T) {
 				t.Fatalf("replica ids %q and %q, want two different ones", tr.G.Replica(), b.G.Replica())
 			}
 			lb := startBalancer(t, transport, tr.Tunnel)
-			lb.setPick(firstThenAlternate(3, tr.Tunnel, b.Tunnel))
+			lb.SetPick(firstThenAlternate(3, tr.Tunnel, b.Tunnel))
 			tr.startBalancedAgent(lb, transport, nil)
 			waitFor(t, "one session of the agent on each replica", func() bool {
 				return tr.G.Registry().Count(testrig.Group) == 1 && b.G.Registry().Count(testrig.Group) == 1

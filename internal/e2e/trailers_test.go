@@ -82,6 +82,24 @@ func bodySHA(t *testing.T, res *http.Response) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// getTrailers is c's GET of / at rig for host, which must answer 200 (a
+// request bounded in time); its body is the caller's to read and close.
+func getTrailers(t *testing.T, c *http.Client, rig *testrig.Rig, host string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(boundedCtx(t), "GET", rig.URL+"/", nil)
+	req.Host = host
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		t.Fatalf("status %d: %s", res.StatusCode, b)
+	}
+	return res
+}
+
 // TestTrailersHTTP1Declared: an HTTP/1.1 backend announces its trailers in
 // a Trailer header and sends them after a chunked body.
 func TestTrailersHTTP1Declared(t *testing.T) {
@@ -102,15 +120,7 @@ func TestTrailersHTTP1Declared(t *testing.T) {
 	for name, set := range trailerClients {
 		t.Run(name, func(t *testing.T) {
 			c := protoClient(t, nil, set)
-			req, _ := http.NewRequestWithContext(boundedCtx(t), "GET", rig.URL+"/", nil)
-			req.Host = host
-			res, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.StatusCode != http.StatusOK {
-				t.Fatalf("status %d", res.StatusCode)
-			}
+			res := getTrailers(t, c, rig, host)
 			// The client learns the names up front, the values at the end.
 			for _, k := range []string{"X-Checksum", "X-Lines", "X-Multi"} {
 				if _, ok := res.Trailer[k]; !ok {
@@ -148,17 +158,7 @@ func TestTrailersHTTP2Undeclared(t *testing.T) {
 	for name, set := range trailerClients {
 		t.Run(name, func(t *testing.T) {
 			c := protoClient(t, nil, set)
-			req, _ := http.NewRequestWithContext(boundedCtx(t), "GET", rig.URL+"/", nil)
-			req.Host = host
-			res, err := c.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.StatusCode != http.StatusOK {
-				b, _ := io.ReadAll(res.Body)
-				res.Body.Close()
-				t.Fatalf("status %d: %s", res.StatusCode, b)
-			}
+			res := getTrailers(t, c, rig, host)
 			sum := bodySHA(t, res)
 			if got := res.Trailer.Get("X-Checksum"); got != sum {
 				t.Errorf("X-Checksum %q, want the body's %q (trailers %v)", got, sum, res.Trailer)

@@ -48,11 +48,14 @@ func (im Impairment) reorderBy() time.Duration {
 // NAT does after an idle timeout. Random decisions come from a seeded
 // source, so a test's sequence of drops is the same every run.
 type ImpairedUDP struct {
-	ln     *net.UDPConn
-	target *net.UDPAddr
-	wg     sync.WaitGroup
+	ln *net.UDPConn
+	wg sync.WaitGroup
 
-	mu       sync.Mutex
+	mu     sync.Mutex
+	target *net.UDPAddr // guarded by mu
+	// pick, when set, chooses the target of each new client address
+	// instead (a load balancer's policy); guarded by mu.
+	pick     func() string
 	im       Impairment             // guarded by mu
 	rnd      *rand.Rand             // guarded by mu
 	mappings map[string]*udpMapping // by client address; guarded by mu
@@ -69,6 +72,7 @@ type ImpairStats struct {
 
 type udpMapping struct {
 	from *net.UDPAddr
+	to   *net.UDPAddr // the target when the mapping started
 	up   *net.UDPConn // guarded by ImpairedUDP.mu: Rebind replaces it
 	dead bool         // blackholed by BlackholeCurrent; guarded by ImpairedUDP.mu
 }
@@ -82,6 +86,29 @@ func (r *ImpairedUDP) BlackholeCurrent() {
 	for _, m := range r.mappings {
 		m.dead = true
 	}
+}
+
+// Retarget sends the clients that start from now on (a new socket: a
+// redial) to target (host:port), as a load balancer that took a replica out
+// would; the mappings that exist go on to the old one.
+func (r *ImpairedUDP) Retarget(target string) error {
+	taddr, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = taddr
+	return nil
+}
+
+// SetPick makes pick choose the target (host:port) of each client that
+// starts from now on; datagrams of a client whose pick does not resolve
+// are dropped.
+func (r *ImpairedUDP) SetPick(pick func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pick = pick
 }
 
 // StartImpairedUDP starts a relay to target (host:port) on 127.0.0.1,
@@ -162,7 +189,7 @@ func (r *ImpairedUDP) Rebind() error {
 		return net.ErrClosed // Close waits for the goroutines: start none
 	}
 	for _, m := range r.mappings {
-		up, err := net.DialUDP("udp", nil, r.target)
+		up, err := net.DialUDP("udp", nil, m.to)
 		if err != nil {
 			return err
 		}
@@ -220,11 +247,18 @@ func (r *ImpairedUDP) mapping(from *net.UDPAddr) *udpMapping {
 	if r.closed {
 		return nil
 	}
-	up, err := net.DialUDP("udp", nil, r.target)
+	target := r.target
+	if r.pick != nil {
+		var err error
+		if target, err = net.ResolveUDPAddr("udp", r.pick()); err != nil {
+			return nil
+		}
+	}
+	up, err := net.DialUDP("udp", nil, target)
 	if err != nil {
 		return nil
 	}
-	m := &udpMapping{from: from, up: up}
+	m := &udpMapping{from: from, to: target, up: up}
 	r.mappings[from.String()] = m
 	r.wg.Add(1)
 	go r.back(m, up)
@@ -285,11 +319,14 @@ func (r *ImpairedUDP) forward(m *udpMapping, p []byte, send func([]byte)) {
 // them once the path is back; BlackholeCurrent swallows them for good.
 // Neither closes anything.
 type ImpairedTCP struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu     sync.Mutex
+	target string // guarded by mu
+	// pick, when set, chooses the target of each new connection instead
+	// (a load balancer's policy); guarded by mu.
+	pick   func() string
 	im     Impairment            // guarded by mu
 	clear  chan struct{}         // closed while im.Blackhole is off or the relay closed; guarded by mu
 	conns  []*net.TCPConn        // both ends of every relayed connection; guarded by mu
@@ -309,6 +346,27 @@ func (r *ImpairedTCP) BlackholeCurrent() {
 	for _, c := range r.conns {
 		r.dead[c] = true
 	}
+}
+
+// Retarget forwards the connections accepted from now on to target
+// (host:port), as a load balancer that took a replica out would; the open
+// ones stay.
+func (r *ImpairedTCP) Retarget(target string) error {
+	if _, err := net.ResolveTCPAddr("tcp", target); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = target
+	return nil
+}
+
+// SetPick makes pick choose the target (host:port) of each connection
+// accepted from now on.
+func (r *ImpairedTCP) SetPick(pick func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pick = pick
 }
 
 // StartImpairedTCP starts a relay to target on 127.0.0.1, closed by t's
@@ -380,7 +438,13 @@ func (r *ImpairedTCP) serve() {
 		if err != nil {
 			return
 		}
-		up, err := net.Dial("tcp", r.target)
+		r.mu.Lock()
+		target := r.target
+		if r.pick != nil {
+			target = r.pick()
+		}
+		r.mu.Unlock()
+		up, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()
 			continue
