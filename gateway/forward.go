@@ -565,6 +565,9 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 			delete(dst, "Content-Length")
 		}
 	}
+	if g, ok := w.(*sendGuard); ok {
+		g.setBodyLength(res.ContentLength) // what a stalled exchange may hold (stallbytes.go)
+	}
 	w.WriteHeader(res.StatusCode)
 
 	var ct string

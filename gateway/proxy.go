@@ -604,7 +604,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 //
 // A write or flush that blocks for stallAfter also counts against the
 // gateway's budget of stalled exchanges (stallBudget), which cuts the
-// longest stalled beyond it before their send timeout. An upgraded
+// longest stalled beyond it before their send timeout; one that blocks for
+// behindAfter is charged the response bytes its exchange may hold, which
+// the budget bounds too (stallbytes.go). An upgraded
 // exchange's writes to its hijacked connection are watched by a sendGuard
 // too (conn set; upgradeguard.go), and the response of a backend that did
 // not switch protocols by the exchange's, which upgradeWriter embeds.
@@ -613,7 +615,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // allocation: the timer comes from a pool (guardTimer) at the first write
 // and goes back when the exchange ends; it is armed at the first write and
 // re-arms itself while writes go on (a bulk download does not reset it at
-// every write; with the budget it fires about once per stallAfter while
+// every write; with the budget it fires about once per behindAfter while
 // writes go on), and a write that finds it disarmed (the exchange waited
 // for the backend) arms it again.
 type sendGuard struct {
@@ -629,8 +631,9 @@ type sendGuard struct {
 	// stallBudget): min(stallAfter, timeout); timeout without a budget.
 	stallAfter time.Duration
 	// since is when the write or flush under way began (tunnel.MonoNow); 0
-	// between them; negated (-start) once the timer listed the write as
-	// stalled, so that end, which swaps it for 0, knows to unlist it.
+	// between them; negated (-start) once the timer listed the write (it
+	// blocked for behindAfter), so that end, which swaps it for 0, knows to
+	// unlist it.
 	// Written by the handler's goroutine and (to negate it) the timer's.
 	since atomic.Int64
 	watch *guardTimer // owned by the handler's goroutine; nil until the first write
@@ -643,11 +646,15 @@ type sendGuard struct {
 	// armed: the timer is set. Cleared by the timer when it finds no write
 	// under way; set again (and the timer reset) by whichever of begin and
 	// check sees the other's change first.
-	armed  atomic.Bool
-	done   bool // the exchange ended: the writer is no longer ours; guarded by mu
-	listed bool // in the stallBudget's list; guarded by its mu
+	armed   atomic.Bool
+	done    bool // the exchange ended: the writer is no longer ours; guarded by mu
+	listed  bool // in the stallBudget's list; guarded by its mu
+	stalled bool // listed and counted as stalled; guarded by the stallBudget's mu
+	// sizeHint is the response body's length in heldUnit grains, for held;
+	// 0: not known (a window). Set by the handler's goroutine (see held).
+	sizeHint uint8
 
-	// Guarded by the stallBudget's mu: the list of stalled writes.
+	// Guarded by the stallBudget's mu: the list of listed writes.
 	prev, next *sendGuard
 	stallStart int64        // tunnel.MonoNow when the listed write began
 	client     *stallClient // the listed exchanges of remote's client; nil unless listed
@@ -683,7 +690,16 @@ func (g *sendGuard) begin() {
 		g.watch = g.h.guardTimer()
 		g.watch.g.Store(g)
 	}
-	g.arm(g.stallAfter)
+	g.arm(g.lookAfter())
+}
+
+// lookAfter is when the timer first looks at a write: behindAfter with a
+// budget (at most stallAfter), the send timeout without.
+func (g *sendGuard) lookAfter() time.Duration {
+	if g.h.stalls == nil {
+		return g.timeout
+	}
+	return min(behindAfter, g.stallAfter)
 }
 
 // arm sets the timer to d unless it is set.
@@ -730,24 +746,24 @@ func (g *sendGuard) FlushError() error {
 // timeout ago and has not returned gets a write deadline in the past, which
 // makes it fail at once (HTTP/1.1: the connection's; HTTP/2: the
 // stream's), so that serveRelay cuts the exchange. One that began
-// stallAfter ago is listed as stalled, which may cut the longest stalled
-// exchange of the gateway (stallBudget). One that began later re-arms the
-// timer for the rest.
+// behindAfter ago is listed, charged the bytes its exchange may hold, and
+// one that began stallAfter ago counted as stalled; either may put the
+// budget over a bound, which then cuts exchanges of the gateway, as many
+// as it takes (stallBudget). One that began later re-arms the timer for
+// the rest.
 func (g *sendGuard) check(gt *guardTimer) {
-	victim, start, heavy := g.checkLocked(gt)
-	if victim != nil {
-		g.h.stalls.cutOver(victim, start, heavy)
+	for c := g.checkLocked(gt); c.g != nil; c = g.h.stalls.next() {
+		g.h.stalls.cutOver(c)
 	}
 }
 
 // checkLocked is check under g.mu; it returns the exchange that the budget
-// cuts, if any, when its write began and whether its client held more than
-// its share (see stallBudget.add).
-func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64, bool) {
+// cuts, if any (see stallBudget.list).
+func (g *sendGuard) checkLocked(gt *guardTimer) stallCut {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done {
-		return nil, 0, false
+		return stallCut{}
 	}
 	since := g.since.Load()
 	if since == 0 {
@@ -756,29 +772,37 @@ func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64, bool) {
 		// caught here.
 		g.armed.Store(false)
 		if g.since.Load() != 0 {
-			g.arm(g.stallAfter)
+			g.arm(g.lookAfter())
 		}
-		return nil, 0, false
+		return stallCut{}
 	}
 	start := max(since, -since)
 	blocked := time.Duration(tunnel.MonoNow() - start)
 	if left := g.timeout - blocked; left > 0 {
-		if g.stallAfter >= g.timeout {
+		if g.h.stalls == nil {
 			gt.t.Reset(left) // no budget: the send timeout is next
-			return nil, 0, false
+			return stallCut{}
 		}
+		// Look again within behindAfter, so that a write that follows
+		// this one, once it returns, is timed from its start.
+		look := min(behindAfter, g.stallAfter)
 		if since < 0 {
-			// Listed: look again within stallAfter, so that a write that
-			// follows this one, once it returns, is timed from its start.
-			gt.t.Reset(min(left, g.stallAfter))
-			return nil, 0, false
+			// Listed: counted as stalled once it has blocked for
+			// stallAfter (again and again: promote does nothing twice,
+			// and a late run of the timer must not skip it).
+			if blocked >= g.stallAfter {
+				gt.t.Reset(min(left, look))
+				return g.h.stalls.promote(g, start)
+			}
+			gt.t.Reset(min(left, look, g.stallAfter-blocked))
+			return stallCut{}
 		}
-		if left := g.stallAfter - blocked; left > 0 {
-			gt.t.Reset(left)
-			return nil, 0, false
+		if wait := look - blocked; wait > 0 {
+			gt.t.Reset(wait)
+			return stallCut{}
 		}
-		gt.t.Reset(min(left, g.stallAfter))
-		return g.h.stalls.stall(g, since)
+		gt.t.Reset(min(left, look))
+		return g.h.stalls.list(g, since, blocked >= g.stallAfter)
 	}
 	g.cutWrite()
 	fields := []zap.Field{zap.Duration("send_timeout", g.timeout), zap.String("request_id", g.st.requestID),
@@ -791,7 +815,7 @@ func (g *sendGuard) checkLocked(gt *guardTimer) (*sendGuard, int64, bool) {
 	} else {
 		g.h.g.log.Info("client stopped reading: a write of the response blocked for the send timeout; cutting the exchange", fields...)
 	}
-	return nil, 0, false
+	return stallCut{}
 }
 
 // cutWrite makes the write under way fail at once: a write deadline in the

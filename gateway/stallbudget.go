@@ -16,7 +16,8 @@ const DefaultMaxStalledExchanges = 512
 
 // stallsPerClient is how many stalled exchanges one client may hold before
 // the budget, once full, cuts its exchanges ahead of everybody else's (see
-// stallBudget). A browser on a bad link stalls every stream of its one
+// stallBudget); exchanges listed for the bytes they hold (blocked for
+// behindAfter) count too. A browser on a bad link stalls every stream of its one
 // HTTP/2 connection at once, a handful to a few dozen; a client that opens
 // streams it never reads stalls up to 128 per connection.
 const stallsPerClient = 16
@@ -66,6 +67,17 @@ const stallAfter = time.Second
 // slow readers are cut only while stalled exchanges beyond the limit
 // remain.
 //
+// The count alone left two holes, which the bound on held bytes closes
+// (stallbytes.go): what an exchange buffers before its second is up, and
+// HTTP/2 streams read slowly enough to hold a full window but fast enough
+// that no write blocks for a second. So the list holds every exchange
+// whose write has blocked for behindAfter (100 ms), each charged what it
+// may hold (sendGuard.held); only those blocked for stallAfter count as
+// stalled (n, against max). When the charges pass maxHeld, exchanges are
+// cut at once, whether stalled or not: heavy clients' first, then those
+// that may hold the most, the oldest blocked write (the slowest reader)
+// first among them.
+//
 // Upgraded connections (WebSockets) count too: their writes to the client
 // go through a sendGuard of their own (upgradeguard.go), and a cut one is
 // closed. A stalled WebSocket held about 1.2 MiB on the gateway and
@@ -73,12 +85,16 @@ const stallAfter = time.Second
 //
 // The sendGuard's timer does the work: a write that does not block costs
 // nothing more; the guard takes mu only when its timer finds a write
-// blocked for stallAfter, and when that write ends.
+// blocked for behindAfter, while it stays blocked, and when that write ends.
 type stallBudget struct {
 	max int // stalled exchanges allowed; > 0
+	// maxHeld bounds the bytes that the listed exchanges may hold (see
+	// stallbytes.go): max × heldPerExchange; > 0.
+	maxHeld int64
 	// perClient is how many a client may hold before it is cut from
 	// first (stallsPerClient); > 0. perAddr is the same for all the
-	// clients of one IP address (stallsPerAddress); > 0.
+	// clients of one IP address (stallsPerAddress); > 0. Both count the
+	// listed exchanges, stalled or only behind.
 	perClient int
 	perAddr   int
 	log       *zap.Logger
@@ -86,8 +102,9 @@ type stallBudget struct {
 	logs logLimiter
 
 	mu         sync.Mutex
-	head, tail *sendGuard // the stalled, oldest write first; guarded by mu
-	n          int        // guarded by mu
+	head, tail *sendGuard // the listed, oldest write first; guarded by mu
+	n          int        // the listed that are stalled; guarded by mu
+	held       int64      // the charges (sendGuard.held) of the listed; guarded by mu
 	// clients counts the listed exchanges of each client (sendGuard.remote)
 	// that has any, addrs those of each IP address (stallAddrKey) that has
 	// any; heavy is how many clients hold more than perClient plus how
@@ -95,6 +112,17 @@ type stallBudget struct {
 	clients map[string]*stallClient
 	addrs   map[string]*stallClient
 	heavy   int
+}
+
+// stallCut is an exchange the budget gave up, for cutOver: g, whose write
+// began at start (tunnel.MonoNow), and why.
+type stallCut struct {
+	g     *sendGuard // nil: none
+	start int64
+	// heavy: g's client held more than perClient listed exchanges, or its
+	// address more than perAddr. bytes: the listed held more than maxHeld
+	// (otherwise more than max were stalled).
+	heavy, bytes bool
 }
 
 // stallClient is the number of listed exchanges of one client (one
@@ -125,7 +153,7 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 	case max == 0:
 		max = DefaultMaxStalledExchanges
 	}
-	return &stallBudget{max: max, perClient: stallsPerClient, perAddr: stallsPerAddress, log: log,
+	return &stallBudget{max: max, maxHeld: maxHeldFor(max), perClient: stallsPerClient, perAddr: stallsPerAddress, log: log,
 		logs:    logLimiter{max: refusalLinesPerWindow, window: refusalWindow},
 		clients: make(map[string]*stallClient), addrs: make(map[string]*stallClient)}
 }
@@ -140,28 +168,53 @@ func newStallBudget(max int, log *zap.Logger) *stallBudget {
 func (b *stallBudget) add(g *sendGuard, start int64) (*sendGuard, int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.addLocked(g, start)
+	c := b.addLocked(g, start, true)
+	return c.g, c.start, c.heavy
 }
 
-// stall lists g, as add does, if its write that began at since (g.since
+// list lists g, as add does, if its write that began at since (g.since
 // as its timer read it) is still under way, negating g.since under b.mu:
 // an end that swaps it for 0 before finds the write over here, and one
 // after it unlists g once it is linked (its remove waits for b.mu).
 // Negating it first and linking after let an end that came in between
 // leave g listed with no write under way (counted for ever, and linked
-// twice at its next stall).
-func (b *stallBudget) stall(g *sendGuard, since int64) (*sendGuard, int64, bool) {
+// twice at its next stall). stalled: the write blocked for stallAfter
+// (otherwise for behindAfter only: promote counts it later).
+func (b *stallBudget) list(g *sendGuard, since int64, stalled bool) stallCut {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !g.since.CompareAndSwap(since, -since) {
-		return nil, 0, false // the write returned (and maybe another began)
+		return stallCut{} // the write returned (and maybe another began)
 	}
-	return b.addLocked(g, since)
+	return b.addLocked(g, since, stalled)
 }
 
-// addLocked is add with b.mu held.
-func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64, bool) {
-	g.stallStart, g.listed = start, true
+// promote counts g, listed for its write that began at start, as stalled:
+// that write has blocked for stallAfter. Nothing if g was unlisted or
+// listed again for a later write meanwhile, or is counted already.
+func (b *stallBudget) promote(g *sendGuard, start int64) stallCut {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !g.listed || g.stalled || g.stallStart != start {
+		return stallCut{}
+	}
+	g.stalled = true
+	b.n++
+	return b.overLocked()
+}
+
+// next gives up one more exchange while the budget is still over a bound:
+// a cut exchange may have held less than the one whose listing passed
+// maxHeld.
+func (b *stallBudget) next() stallCut {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.overLocked()
+}
+
+// addLocked is list with b.mu held.
+func (b *stallBudget) addLocked(g *sendGuard, start int64, stalled bool) stallCut {
+	g.stallStart, g.listed, g.stalled = start, true, stalled
 	c := b.clients[g.remote]
 	if c == nil {
 		k := stallAddrKey(g.remote)
@@ -196,24 +249,58 @@ func (b *stallBudget) addLocked(g *sendGuard, start int64) (*sendGuard, int64, b
 	} else {
 		g.next.prev = g
 	}
-	b.n++
-	if b.n <= b.max {
-		return nil, 0, false
+	if stalled {
+		b.n++
 	}
-	victim, heavy := b.head, false
-	if b.heavy > 0 {
-		// The slow path of the slow path, only while the budget is full
-		// and a client or an address holds more than its share: at most
-		// max+1 steps.
-		for at := b.head; at != nil; at = at.next {
-			if at.client.n > b.perClient || at.client.addr.n > b.perAddr {
-				victim, heavy = at, true
-				break
-			}
+	b.held += g.held()
+	return b.overLocked()
+}
+
+// overLocked unlists and returns the exchange to cut when the listed hold
+// more than maxHeld or more than max are stalled, or none. b.mu is held.
+func (b *stallBudget) overLocked() stallCut {
+	var c stallCut
+	switch {
+	case b.held > b.maxHeld:
+		c = b.pickLocked(true)
+	case b.n > b.max:
+		c = b.pickLocked(false)
+	}
+	if c.g != nil {
+		b.unlink(c.g)
+	}
+	return c
+}
+
+// pickLocked chooses the exchange to cut, the slow path of the slow path,
+// only while the budget is over a bound; it scans the list at most once.
+// Over max (bytes false): the stalled exchange whose write began first of
+// the clients and addresses over their share, or of all when none is. Over
+// maxHeld (bytes true): of the listed, the heavy clients' first as well,
+// then the one that may hold the most (sendGuard.held), the oldest blocked
+// write among equals: the slowest reader, as its write blocks the longest
+// (a 32 KiB write to a reader of 32 KiB/s blocks for a second, one to a
+// client that reads 2 MB/s for well under one), and cutting a small
+// response frees little for the user who loses it.
+func (b *stallBudget) pickLocked(bytes bool) stallCut {
+	var best *sendGuard
+	bestHeavy := false
+	for at := b.head; at != nil; at = at.next {
+		if !bytes && !at.stalled {
+			continue
+		}
+		heavy := b.heavy > 0 && (at.client.n > b.perClient || at.client.addr.n > b.perAddr)
+		if best == nil || heavy && !bestHeavy || bytes && heavy == bestHeavy && at.held() > best.held() {
+			best, bestHeavy = at, heavy
+		}
+		if (bestHeavy || b.heavy == 0) && (!bytes || best.held() == heldPerExchange) {
+			break // nothing later comes first
 		}
 	}
-	b.unlink(victim)
-	return victim, victim.stallStart, heavy
+	if best == nil {
+		return stallCut{}
+	}
+	return stallCut{g: best, start: best.stallStart, heavy: bestHeavy, bytes: bytes}
 }
 
 // remove unlists g if it is listed: its write returned, or it was cut.
@@ -238,7 +325,11 @@ func (b *stallBudget) unlink(g *sendGuard) {
 		g.next.prev = g.prev
 	}
 	g.prev, g.next, g.listed = nil, nil, false
-	b.n--
+	if g.stalled {
+		g.stalled = false
+		b.n--
+	}
+	b.held -= g.held()
 	c := g.client
 	g.client = nil
 	if c.n == b.perClient+1 {
@@ -263,15 +354,15 @@ func (b *stallBudget) stalled() int {
 	return b.n
 }
 
-// cutOver cuts g, which add returned, if its write that began at start
-// (tunnel.MonoNow) is still blocked: the write fails at once, as at the send
-// timeout, and serveRelay ends the exchange (HTTP/1.1: the connection is
-// closed; HTTP/2: the stream is reset; an upgrade: the connection is
-// closed), which frees its tunnel stream and the agent's side of it. heavy:
-// g's client held more than perClient stalled exchanges, or its address
-// more than perAddr. Called without
-// any guard's mu held.
-func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
+// cutOver cuts c.g, which the budget gave up, if its write that began at
+// c.start (tunnel.MonoNow) is still blocked: the write fails at once, as at
+// the send timeout, and serveRelay ends the exchange (HTTP/1.1: the
+// connection is closed; HTTP/2: the stream is reset; an upgrade: the
+// connection is closed), which frees its tunnel stream, the response bytes
+// buffered for it and the agent's side of it. Called without any guard's
+// mu held.
+func (b *stallBudget) cutOver(c stallCut) {
+	g, start := c.g, c.start
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.done || g.since.Load() != -start {
@@ -285,6 +376,9 @@ func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
 	fields := []zap.Field{zap.Int("max_stalled_exchanges", b.max),
 		zap.Duration("blocked", time.Duration(tunnel.MonoNow()-start)),
 		zap.String("request_id", g.st.requestID), zap.String("remote", g.remote)}
+	if c.bytes {
+		fields = append(fields, zap.Int64("max_held_bytes", b.maxHeld))
+	}
 	if g.st.route != nil {
 		fields = append(fields, zap.String("app", g.st.route.App))
 	}
@@ -294,12 +388,21 @@ func (b *stallBudget) cutOver(g *sendGuard, start int64, heavy bool) {
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("similar_lines_suppressed", suppressed))
 	}
+	b.log.Info(cutMessage(c, b.perClient, b.perAddr), fields...)
+}
+
+// cutMessage is the log line of a cut exchange: which bound, and whom it
+// was cut from.
+func cutMessage(c stallCut, perClient, perAddr int) string {
 	msg := "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
 		"cutting the one stalled longest"
-	if heavy {
-		msg = "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
-			"cutting the one stalled longest of a client that holds more than " + strconv.Itoa(b.perClient) +
-			" on one connection or " + strconv.Itoa(b.perAddr) + " from one address"
+	if c.bytes {
+		msg = "client reads too slowly: the response bytes held for clients that read slower than their apps send passed " +
+			"1 MiB per public.max_stalled_exchanges; cutting the slowest reader"
 	}
-	b.log.Info(msg, fields...)
+	if c.heavy {
+		msg += " of a client that holds more than " + strconv.Itoa(perClient) +
+			" on one connection or " + strconv.Itoa(perAddr) + " from one address"
+	}
+	return msg
 }
