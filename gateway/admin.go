@@ -88,6 +88,7 @@ type APIConnector struct {
 	Platform       string     `json:"platform"`
 	RemoteAddr     string     `json:"remote_addr"` // of its newest session; "" when offline
 	Sessions       int        `json:"sessions"`
+	SetAside       int        `json:"set_aside"`       // of Sessions, those of an earlier process set aside (SessionStatus.Superseded)
 	ConnectedSince *time.Time `json:"connected_since"` // its oldest live session; null when offline
 	CertExpires    time.Time  `json:"cert_expires"`
 	Enrolled       time.Time  `json:"enrolled"`
@@ -398,6 +399,9 @@ func (g *Gateway) connectorView(c store.Connector, live []SessionStatus) APIConn
 			continue
 		}
 		out.Sessions++
+		if s.Superseded {
+			out.SetAside++
+		}
 		if out.ConnectedSince == nil || s.Started.Before(*out.ConnectedSince) {
 			out.ConnectedSince = timePtr(s.Started)
 		}

@@ -37,6 +37,10 @@ type Registry struct {
 	// are never modified once stored: writers build copies under mu and swap
 	// the pointer, so Pick reads without a lock. nil means empty.
 	groups atomic.Pointer[map[string]*groupView]
+	// seq numbers the sessions in the order Add registered them (under
+	// mu): the connector's latest process is the one that registered last
+	// (see supersedeLocked).
+	seq uint64
 }
 
 // groupView is one group's sessions by agent. Never modified once stored.
@@ -60,10 +64,13 @@ type regEntry struct {
 	// this one's included; shared by the agent's entries in the group.
 	load    *atomic.Int64
 	retired atomic.Bool // the gateway drains it (see Retire); never unset
-	// superseded: a later process of its agent registered a session (see
-	// supersedePreviousProcess); picked only when nothing else in the
-	// group can be (pickFallback). Never unset.
+	// superseded: another process of its connector registered a session
+	// later and still has one that may take new exchanges (see
+	// supersedeLocked); picked only when nothing else in the group can be
+	// (pickFallback). Written under Registry.mu; cleared once that
+	// process's sessions have all ended or drain.
 	superseded atomic.Bool
+	seq        uint64 // Registry.seq when added
 	// silent is s when its transport tells that the agent stopped
 	// answering (see silentSession); nil when it cannot tell.
 	silent silentSession
@@ -119,8 +126,9 @@ type SessionStatus struct {
 	tunnel.SessionInfo
 	InFlight int  // exchanges on the session right now
 	Draining bool // the agent announced its shutdown, the gateway retired it, or its agent was restarted
-	// Superseded: its agent was restarted (see supersedePreviousProcess);
-	// the agent is counted by its new process's sessions.
+	// Superseded: a later process of its connector is connected (see
+	// supersedeLocked): its agent was restarted, or runs twice from one
+	// data_dir; the agent is counted by the later process's sessions.
 	Superseded bool
 	// Silent: an exchange sent on it went unanswered and nothing came
 	// from the agent since (see silentSession); picked only when no other
@@ -136,7 +144,7 @@ func NewRegistry() *Registry { return new(Registry) }
 // added nothing, when s's connector already holds MaxPerConnector live
 // sessions and none of them may make room; held is that number. A session
 // from a new process of its agent supersedes those of the previous one
-// (see supersedePreviousProcess); superseded sessions count towards
+// (see supersedeLocked); superseded sessions count towards
 // MaxPerConnector, and at the bound they are closed to make room for the
 // connections the new process announced (SessionInfo.Connections), the
 // least busy first (see evictSuperseded).
@@ -157,6 +165,9 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.load()
+	// Up to date first: a process that superseded others may have ended or
+	// be draining since (see refreshSuperseded).
+	supersedeLocked(old, info.Group, info.ConnectorID)
 	var load *atomic.Int64
 	var superseded []*regEntry
 	own := 1 // sessions of s's process, s included
@@ -204,10 +215,11 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	if load == nil {
 		load = new(atomic.Int64)
 	}
-	e := &regEntry{s: s, info: info, agent: key, load: load}
+	r.seq++
+	e := &regEntry{s: s, info: info, agent: key, load: load, seq: r.seq}
 	e.silent, _ = s.(silentSession)
 	r.store(old, info.Group, old[info.Group].with(e))
-	supersedePreviousProcess(old, info)
+	supersedeLocked(r.load(), info.Group, info.ConnectorID)
 	return held, true
 }
 
@@ -239,21 +251,134 @@ func evictSuperseded(superseded []*regEntry, n int) []*regEntry {
 	return superseded[:n]
 }
 
-// supersedePreviousProcess stops picking the sessions of info's connector
-// that another agent process opened (another agent id): one connector is
-// one agent process, so a new process means the previous one was
-// restarted. Exchanges already on those sessions go on. A process that
-// died without a word (kill -9, a crash, the OOM killer) leaves its QUIC
-// sessions registered until their idle timeout (30 s by default: UDP has
-// no RST), and every exchange picked there meanwhile hung until the app's
-// timeout (504 backend-timeout) or that idle timeout.
-func supersedePreviousProcess(old groupMap, info tunnel.SessionInfo) {
-	if info.ConnectorID == "" || info.AgentID == "" {
-		return // older agents send no agent id
+// supersedeLocked sets aside the sessions of every process of connector
+// in group but its latest one, and brings back those of the latest one:
+// one connector is one agent process, so a session from a new process
+// (another agent id) means the previous one was restarted. The latest
+// process is the one that registered a session last among those with a
+// session that may take new exchanges (not ended, not draining, not
+// retired): once a later process has none left (it stopped, drained, was
+// killed and its sessions closed), the live sessions of the one before
+// serve again as full members of the group. Sessions of agents without an
+// agent id (older agents) are left alone. r.mu must be held.
+//
+// Why set aside: a process that died without a word (kill -9, a crash,
+// the OOM killer, a host that lost power) leaves its QUIC sessions
+// registered until their idle timeout (30 s by default: UDP has no RST),
+// and every exchange picked there meanwhile hung until the app's timeout
+// (504 backend-timeout) or that idle timeout. Exchanges already on the
+// set-aside sessions go on, and they are still picked when nothing else in
+// the group can be (pickFallback).
+//
+// Why bring back: two processes run from copies of one data_dir (or one
+// started by mistake next to a running one, then stopped) are both alive;
+// the earlier one kept its sessions, and while they stayed set aside the
+// group had one agent fewer than it looked (no exchanges, and the agents
+// gauge, the single-agent and no-agents warnings counted without it),
+// until that agent was restarted. Sessions of a dead earlier process do
+// not come back: while the restarted process is connected they stay set
+// aside, and they end (a TCP RST at once, QUIC's idle timeout) and are
+// dropped. A crash loop does not bring them back either: a process that
+// crashes in turn leaves its sessions registered too, and its successor
+// registers later. Only if the restarted process leaves cleanly (it
+// drains, or its sessions end) before the dead one's half-open sessions
+// time out (QUIC after kill -9, or a host that died: up to 30 s) are those
+// picked again; the liveness watch (see silentSession) then sets the agent
+// aside within about a second of the first exchange sent there and closes
+// its sessions some 6 s later (in a probe over QUIC: 1 of 100 sequential
+// GETs waited those 6 s, then answered 200 through the other agent). The
+// registry cannot tell a live process from a dead one sooner: nothing
+// comes from a set-aside session that it could look at.
+//
+// Why the set-aside sessions are neither told nor closed: a live process
+// told to drain, or whose sessions are closed, reconnects, and its new
+// sessions would set aside the other process in turn (the two would take
+// turns at every reconnect); a dead one cannot be told anything, and
+// closing it would end the exchanges still on it. Kept, a live one is a
+// standby that serves again once the later process leaves. They are
+// closed only to make room for the new process's sessions at
+// MaxPerConnector (see evictSuperseded).
+func supersedeLocked(m groupMap, group, connector string) {
+	if connector == "" {
+		return
 	}
-	for e := range old.entries(info.Group) {
-		if e.info.ConnectorID == info.ConnectorID && e.info.AgentID != "" && e.info.AgentID != info.AgentID {
-			e.superseded.Store(true)
+	var latest *regEntry
+	for e := range m.entries(group) {
+		if e.info.ConnectorID != connector || e.info.AgentID == "" || !mayTakeNew(e) {
+			continue
+		}
+		if latest == nil || e.seq > latest.seq {
+			latest = e
+		}
+	}
+	if latest == nil {
+		return // every process drains or has ended: nothing to choose
+	}
+	for e := range m.entries(group) {
+		if e.info.ConnectorID == connector && e.info.AgentID != "" {
+			e.superseded.Store(e.info.AgentID != latest.info.AgentID)
+		}
+	}
+}
+
+// mayTakeNew reports whether e's session could still be given new
+// exchanges by its own state (a superseded or silent one included): it has
+// not ended, and neither its agent nor the gateway drains it.
+func mayTakeNew(e *regEntry) bool {
+	return !isClosed(e.s.Done()) && !e.retired.Load() && !isClosed(e.s.Draining())
+}
+
+// supersededConnectors returns the connectors with a superseded session
+// in v that has not ended: usually none, found in one pass without
+// allocating.
+func supersededConnectors(v *groupView) []string {
+	var out []string
+	for e := range v.entries {
+		if e.superseded.Load() && !slices.Contains(out, e.info.ConnectorID) && !isClosed(e.s.Done()) {
+			out = append(out, e.info.ConnectorID)
+		}
+	}
+	return out
+}
+
+// refreshSuperseded brings the superseded marks of group ("" for all) up
+// to date when a connector's set-aside sessions have no process left to
+// set them aside: nothing tells the registry when a session ends or drains
+// (see Registry), so Sessions and Count look. One pass over the sessions,
+// without allocating, when nothing is set aside.
+func (r *Registry) refreshSuperseded(group string) {
+	type conn struct{ group, connector string }
+	var stale map[conn]bool // true: a connector's latest process may take new exchanges
+	for g, view := range r.load() {
+		if group != "" && g != group {
+			continue
+		}
+		for e := range view.entries {
+			if e.info.AgentID == "" || !e.superseded.Load() || !mayTakeNew(e) {
+				continue
+			}
+			if stale == nil {
+				stale = map[conn]bool{}
+			}
+			stale[conn{g, e.info.ConnectorID}] = false
+		}
+	}
+	if stale == nil {
+		return
+	}
+	for g, view := range r.load() {
+		for e := range view.entries {
+			k := conn{g, e.info.ConnectorID}
+			if _, ok := stale[k]; ok && e.info.AgentID != "" && !e.superseded.Load() && mayTakeNew(e) {
+				stale[k] = true
+			}
+		}
+	}
+	for k, current := range stale {
+		if !current {
+			r.mu.Lock()
+			supersedeLocked(r.load(), k.group, k.connector)
+			r.mu.Unlock()
 		}
 	}
 }
@@ -288,6 +413,11 @@ func (r *Registry) removeLocked(drop func(*regEntry) bool) {
 		if view.has(drop) {
 			r.store(old, group, view.without(drop))
 			old = r.load()
+			// The process that set others aside may be gone with the
+			// dropped sessions.
+			for _, c := range supersededConnectors(old[group]) {
+				supersedeLocked(old, group, c)
+			}
 		}
 	}
 }
@@ -441,11 +571,21 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 	}
 	if sawDone {
 		r.purgeDone(group)
+		if e == nil || e.s == exclude {
+			// The ended sessions may have been a process's that set
+			// another's aside: those serve again (see supersedeLocked).
+			if v := r.load()[group]; v != nil {
+				if again, _ := pickSlow(v.agents, exclude, avoid); again != nil && (e == nil || again.s != exclude) {
+					e = again
+				}
+			}
+		}
 	}
 	if e == nil || e.s == exclude {
 		// Last resort: a session that a later process of its agent
-		// superseded but that is otherwise fine (that process ended in
-		// turn, or two processes run from copies of one data_dir), or
+		// superseded but that is otherwise fine (two processes run from
+		// copies of one data_dir, and the later one is excluded, avoided
+		// or silent; see supersedeLocked), or
 		// whose agent went silent (it may answer again); it is preferred
 		// to exclude, which the usual pick falls back to.
 		if sup := pickFallback(view.agents, exclude, avoid); sup != nil && (e == nil || sup.s != exclude) {
@@ -630,7 +770,7 @@ func lessLoaded(a, b *regEntry) *regEntry {
 // pickFallback returns the best of the sessions that the usual pick
 // skips but that could carry a new exchange, of an agent not in avoid:
 // the answering sessions of an agent with a silent one, superseded ones
-// (see supersedePreviousProcess) and silent ones (see silentSession), in
+// (see supersedeLocked) and silent ones (see silentSession), in
 // that order (a silent session's agent may be dead; a superseded one's
 // process is alive when it still answers), and of equals the least busy;
 // exclude only if there is no other. Nil when there is none.
@@ -696,6 +836,7 @@ func isClosed(ch <-chan struct{}) bool {
 // Count is the number of sessions of group that Pick may choose (not
 // draining, not ended).
 func (r *Registry) Count(group string) int {
+	r.refreshSuperseded(group)
 	n := 0
 	for e := range r.load().entries(group) {
 		if ok, _ := usable(e, nil); ok {
@@ -708,6 +849,7 @@ func (r *Registry) Count(group string) int {
 // Sessions returns a snapshot of the registered sessions that have not
 // ended, with their exchanges in flight, sorted by group and session id.
 func (r *Registry) Sessions() []SessionStatus {
+	r.refreshSuperseded("")
 	var out []SessionStatus
 	for _, view := range r.load() {
 		for e := range view.entries {

@@ -75,7 +75,9 @@ func TestRegistryRestartedAgentSupersedesItsSessions(t *testing.T) {
 // otherwise fine is still picked when nothing else of the group can be:
 // the later process may have ended in turn while the earlier one, still
 // connected, runs from a copy of its data_dir; a group must not answer
-// no-connector while a live session could serve it.
+// no-connector while a live session could serve it. (Once the later
+// process's sessions have ended, the earlier one's serve as before, see
+// TestRegistryEarlierProcessServesAgainAfterLaterLeft.)
 func TestRegistrySupersededSessionsLastResort(t *testing.T) {
 	r := NewRegistry()
 	earlier := addProcessSession(t, r, "earlier", "c1", "process-1")

@@ -209,6 +209,12 @@ func newConnectorCmd() *cobra.Command {
 				} else if n := shared[[2]string{x.Group, x.Name}]; n > 1 {
 					st = fmt.Sprintf("ok, name used by %d connectors", n)
 				}
+				if x.Revoked == nil && x.SetAside > 0 {
+					// Two processes of one connector: the earlier one is a
+					// standby until the later one leaves.
+					st += fmt.Sprintf(", %d of its sessions set aside: a later process of this connector connected "+
+						"(a restart, or the agent runs twice from one data_dir)", x.SetAside)
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.ID, x.Name, x.Group, x.Version, x.Platform,
 					orDash(x.RemoteAddr), x.Sessions, timeOr(x.ConnectedSince, "-"), x.CertExpires.UTC().Format(time.RFC3339), st)
 			}
