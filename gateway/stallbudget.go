@@ -74,9 +74,12 @@ const stallAfter = time.Second
 // whose write has blocked for behindAfter (100 ms), each charged what it
 // may hold (sendGuard.held); only those blocked for stallAfter count as
 // stalled (n, against max). When the charges pass maxHeld, exchanges are
-// cut at once, whether stalled or not: heavy clients' first, then those
-// that may hold the most, the oldest blocked write (the slowest reader)
-// first among them.
+// cut at once: heavy clients' first, stalled or not (which closes both
+// holes: a client that holds that many streams it reads slowly or not at
+// all is over its share), then stalled ones, those that may hold the most
+// first, the oldest blocked write (the slowest reader) among equals. The
+// exchanges of clients within their share that are only behind are
+// charged but not cut for bytes (see pickLocked).
 //
 // Upgraded connections (WebSockets) count too: their writes to the client
 // go through a sendGuard of their own (upgradeguard.go), and a cut one is
@@ -260,10 +263,10 @@ func (b *stallBudget) addLocked(g *sendGuard, start int64, stalled bool) stallCu
 // more than maxHeld or more than max are stalled, or none. b.mu is held.
 func (b *stallBudget) overLocked() stallCut {
 	var c stallCut
-	switch {
-	case b.held > b.maxHeld:
+	if b.held > b.maxHeld {
 		c = b.pickLocked(true)
-	case b.n > b.max:
+	}
+	if c.g == nil && b.n > b.max {
 		c = b.pickLocked(false)
 	}
 	if c.g != nil {
@@ -276,20 +279,26 @@ func (b *stallBudget) overLocked() stallCut {
 // only while the budget is over a bound; it scans the list at most once.
 // Over max (bytes false): the stalled exchange whose write began first of
 // the clients and addresses over their share, or of all when none is. Over
-// maxHeld (bytes true): of the listed, the heavy clients' first as well,
-// then the one that may hold the most (sendGuard.held), the oldest blocked
-// write among equals: the slowest reader, as its write blocks the longest
-// (a 32 KiB write to a reader of 32 KiB/s blocks for a second, one to a
-// client that reads 2 MB/s for well under one), and cutting a small
-// response frees little for the user who loses it.
+// maxHeld (bytes true): of the heavy clients' listed exchanges and the
+// stalled ones, the heavy clients' first as well, then the one that may
+// hold the most (sendGuard.held), the oldest blocked write among equals:
+// the slowest reader, as its write blocks the longest, and cutting a small
+// response frees little for the user who loses it. An exchange that is
+// only behind (blocked for behindAfter, not stalled) of a client within
+// its share is charged but not cut for bytes: a download bound by its
+// client's link, however fast, blocks its writes for hundreds of
+// milliseconds (stallbytes.go), and a gateway that serves more such
+// downloads at once than max would have them cut at normal home speeds.
+// None: nothing may be cut for bytes now (overLocked then looks at the
+// count).
 func (b *stallBudget) pickLocked(bytes bool) stallCut {
 	var best *sendGuard
 	bestHeavy := false
 	for at := b.head; at != nil; at = at.next {
-		if !bytes && !at.stalled {
+		heavy := b.heavy > 0 && (at.client.n > b.perClient || at.client.addr.n > b.perAddr)
+		if !at.stalled && !(bytes && heavy) {
 			continue
 		}
-		heavy := b.heavy > 0 && (at.client.n > b.perClient || at.client.addr.n > b.perAddr)
 		if best == nil || heavy && !bestHeavy || bytes && heavy == bestHeavy && at.held() > best.held() {
 			best, bestHeavy = at, heavy
 		}
@@ -391,8 +400,9 @@ func (b *stallBudget) cutOver(c stallCut) {
 	b.log.Info(cutMessage(c, b.perClient, b.perAddr), fields...)
 }
 
-// cutMessage is the log line of a cut exchange: which bound, and whom it
-// was cut from.
+// cutMessage is the log line of a cut exchange: which bound, whom it was
+// cut from and, when no client held more than its share (the cut may be a
+// user's download on a slow link, not an attacker's stream), what to do.
 func cutMessage(c stallCut, perClient, perAddr int) string {
 	msg := "client stopped reading: more exchanges are stalled on clients that do not read than public.max_stalled_exchanges; " +
 		"cutting the one stalled longest"
@@ -401,8 +411,9 @@ func cutMessage(c stallCut, perClient, perAddr int) string {
 			"1 MiB per public.max_stalled_exchanges; cutting the slowest reader"
 	}
 	if c.heavy {
-		msg += " of a client that holds more than " + strconv.Itoa(perClient) +
+		return msg + " of a client that holds more than " + strconv.Itoa(perClient) +
 			" on one connection or " + strconv.Itoa(perAddr) + " from one address"
 	}
-	return msg
+	return msg + "; if the gateway serves this many slow downloads at once on purpose, raise public.max_stalled_exchanges " +
+		"(each allows about 1 MiB more on the gateway and on the agent)"
 }

@@ -37,11 +37,28 @@ import "time"
 // about behindAfter of tunnel throughput, and the time cut exchanges take
 // to let go of their windows (1,024 never-read streams at once over yamux,
 // which fills windows fastest, with a bound of 100 MiB: 457 MiB of RSS at
-// the most, 799 MiB before); and a client that reads faster than a 32 KiB
-// write per behindAfter (320 KiB/s) but slower than its tunnel stream,
-// which holds a window too and is charged only while a write happens to
-// block that long. Bounding those needs the transports (credit given back
-// as the gateway reads, not as data arrives).
+// the most, 799 MiB before); and a client slower than its tunnel stream
+// whose writes rarely block for behindAfter, which holds a window too and
+// is charged only while one does. Bounding those needs the transports
+// (credit given back as the gateway reads, not as data arrives).
+//
+// A write does not block for the 32 KiB it writes but until about a third
+// of the socket's send buffer is free (the kernel wakes a blocked writer
+// only then), and Linux grows that buffer up to 4 MiB (net.ipv4.tcp_wmem)
+// on a link that needs it: on loopback, 32 KiB writes to a TCP client
+// that reads steadily at 8 MiB/s blocked for up to 270 ms, past
+// behindAfter for 48% of the time (4 MiB/s: 459 ms, 72%; 2 MiB/s: 88%). So
+// a download bound by its client's link, not only a trickle, is charged
+// its window much of the time (which it holds: its client is slower than
+// its tunnel stream). Cutting every exchange charged over the bound had,
+// with public.max_stalled_exchanges 2, two of four HTTP/1.1 downloads
+// read at 4 or 8 MiB/s cut within 4 s (none before the bound; 16 MiB/s:
+// none), and on real links the buffer, and the block, grow with the round
+// trip. So the bound cuts, at once, only the exchanges of clients over
+// their share (16 per connection, 64 per address: the holes above are
+// such clients) and exchanges stalled for stallAfter; an exchange that is
+// only behind, of a client within its share, is charged, and cut only
+// once it stalls (see stallBudget.pickLocked).
 //
 // maxHeld is max × heldPerExchange: what the documentation of
 // public.max_stalled_exchanges always promised ("each one held costs up to
@@ -51,8 +68,9 @@ import "time"
 // nothing changes: a large download at full speed, a few slow mobile
 // readers, many small exchanges (charged their size, not a window) are
 // not cut. On a gateway that serves more downloads bound by their clients'
-// links at once than max (each holds a window), the slowest are cut: raise
-// max for them, as the documentation says of slow readers.
+// links at once than max (each holds a window), those that stall (readers
+// below about 1 MB/s) are cut: raise max for them, as the documentation
+// says of slow readers, and as the cut's log line says.
 
 // behindAfter is how long a write or flush to the client must block before
 // its exchange is charged against the bound on held bytes. Short, as the
