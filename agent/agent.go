@@ -358,7 +358,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.Background())
 	defer cancelHard()
 	stopHard := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(a.drainGrace(), cancelHard)
+		grace := a.drainGrace()
+		if n := a.srv.InFlight(); n > 0 {
+			a.log.Info(fmt.Sprintf("draining: waiting for %d exchanges in flight (at most %s; a second signal stops at once)", n, grace),
+				zap.Int64("exchanges", n))
+		}
+		t := time.AfterFunc(grace, func() {
+			if n := a.srv.InFlight(); n > 0 {
+				a.log.Warn(fmt.Sprintf("cut %d exchanges still running after %s", n, grace), zap.Int64("exchanges", n),
+					zap.String("why", "their clients get 502 tunnel-failed; long ones (WebSockets, long polls, "+
+						"downloads) do not finish within the agent's drain"))
+			}
+			cancelHard()
+		})
 		context.AfterFunc(hard, func() { t.Stop() })
 	})
 	defer stopHard()
@@ -440,9 +452,16 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 					"so it is not the gateway's tunnel listener (perhaps its public or admin port); set gateway: to "+
 					"the port of the gateway's tunnel.addr (8443 by default)",
 					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
+			case isCertUntrusted(err):
+				log.Error("cannot connect to the gateway: its tunnel certificate is not trusted; "+untrustedHint(err),
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			default:
-				log.Warn("cannot connect to the gateway", zap.String("transport", transport),
-					zap.Error(err), zap.Duration("retry_in", delay))
+				msg := "cannot connect to the gateway; check that the gateway runs and that gateway: is its tunnel.addr host:port"
+				if transport == TransportQUIC && isTimeout(err) {
+					msg = "cannot connect to the gateway (no QUIC answer: gateway not up, wrong port, or UDP blocked); " +
+						"check that the gateway runs and that gateway: is its tunnel.addr host:port"
+				}
+				log.Warn(msg, zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			}
 			if !sleep(ctx, delay) {
 				return
@@ -469,11 +488,56 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 		}
 		delay := a.cfg.Backoff.Next(attempt)
 		attempt++
-		log.Warn("lost the gateway session; reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		if de, ok := errors.AsType[*drainedEndError](err); ok {
+			// Announced (the gateway shuts down, or the certificate is
+			// retired): the end is expected, and how the transport saw
+			// it close is of no interest but for debugging.
+			log.Info("the gateway closed the session it drained; reconnecting", zap.Duration("retry_in", delay))
+			log.Debug("how the drained session ended", zap.Error(de.err))
+		} else {
+			log.Warn("lost the gateway session; reconnecting", zap.Error(err), zap.Duration("retry_in", delay))
+		}
 		if !sleep(ctx, delay) {
 			return
 		}
 	}
+}
+
+// drainedEndError is the end of a session after the gateway announced
+// it (a Drain: it shuts down, or the certificate is retired) and before
+// the agent could replace it: a lone gateway that shuts down refuses the
+// replacement.
+type drainedEndError struct{ err error }
+
+func (e *drainedEndError) Error() string {
+	if e.err == nil {
+		return "the gateway closed the session it drained"
+	}
+	return "the gateway closed the session it drained: " + e.err.Error()
+}
+func (e *drainedEndError) Unwrap() error { return e.err }
+
+// isTimeout reports a dial that got no answer in time: QUIC, over UDP,
+// hears nothing back from a port where nothing listens, or whose packets
+// are dropped.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
+
+// untrustedHint says how to make the agent trust the gateway's tunnel
+// certificate, as `agent enroll` says it, with the fingerprint the gateway
+// presented when err carries it.
+func untrustedHint(err error) string {
+	fp := "sha256:HEX (the fingerprint the gateway logs at start-up)"
+	if te, ok := errors.AsType[*GatewayTrustError](err); ok && te.Presented != "" {
+		fp = te.Presented
+	}
+	return "set gateway_ca_file to the gateway's tunnel-cert.pem, or enroll first with " +
+		"sallyport agent enroll --gateway-fingerprint " + fp
 }
 
 // isNotTLS reports a dial that reached a TCP server which does not speak

@@ -53,7 +53,9 @@ type assertionVerifier struct {
 func (v *assertionVerifier) verify(req *http.Request, app string) error {
 	tok := req.Header.Get(assertion.Header)
 	if tok == "" {
-		return &AssertionError{errors.New("the request carries no X-Sallyport-Assertion (is the app published with preauth: oidc?)")}
+		return &AssertionError{errors.New("the request carries no X-Sallyport-Assertion (is the app published with preauth: oidc, " +
+			"or is it one of the app's public_paths? agents with verify_assertion must serve only apps with sign-in " +
+			"and no public_paths)")}
 	}
 	set, err := v.keys(req.Context(), false)
 	if err != nil {

@@ -114,3 +114,19 @@ func TestAssertionVerifierNoKeys(t *testing.T) {
 		t.Errorf("%d fetches", keys.fetches)
 	}
 }
+
+// TestAssertionMissingNamesPublicPaths: a request without an assertion is
+// refused with both reasons it can have: the app has no sign-in, or the
+// request is on one of the app's public_paths, which the gateway relays
+// without one. It used to ask only whether the app had preauth: oidc,
+// which misled the owner of an app that has it.
+func TestAssertionMissingNamesPublicPaths(t *testing.T) {
+	v := &assertionVerifier{fetch: (&fakeKeys{}).fetch, now: time.Now, log: zap.NewNop()}
+	err := v.verify(httptest.NewRequest("GET", "http://backend/health", nil), "app")
+	for _, want := range []string{"no X-Sallyport-Assertion", "preauth: oidc", "one of the app's public_paths",
+		"agents with verify_assertion must serve only apps with sign-in and no public_paths"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("verify without an assertion: %v\nwant it to say %q", err, want)
+		}
+	}
+}

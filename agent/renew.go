@@ -113,6 +113,12 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 				"meanwhile", zap.Error(err), zap.Duration("retry_in", delay))
 		} else if isProxyError(err) {
 			a.log.Error("the outbound proxy refused the connection to the gateway", zap.Error(err), zap.Duration("retry_in", delay))
+		} else if te, ok := errors.AsType[*GatewayTrustError](err); ok && te.Pinned == "" {
+			a.log.Error("cannot enroll: the gateway's tunnel certificate is not trusted; "+untrustedHint(err),
+				zap.Error(err), zap.Duration("retry_in", delay))
+		} else if errors.Is(err, ErrGatewayUnreachable) {
+			a.log.Warn("cannot enroll yet; check that the gateway runs and that gateway: is its tunnel.addr host:port; retrying",
+				zap.Error(err), zap.Duration("retry_in", delay))
 		} else {
 			a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
 		}

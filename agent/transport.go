@@ -421,6 +421,7 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 		drained := sess.Drained()
 		var replace <-chan struct{} // closed when the drained session's replacement is due
 		failures := 0
+		wasDrained := false // the gateway announced the end of sess
 		var (
 			ns      clientSession
 			nt      string
@@ -451,6 +452,9 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 			if ctx.Err() != nil {
 				log.Info("session drained", zap.String("session", id))
 				return nil
+			}
+			if wasDrained {
+				return &drainedEndError{err}
 			}
 			return err
 		case <-move:
@@ -486,7 +490,7 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 			why = "moving this session to the renewed certificate"
 			a.rollDone(ctx)
 		case <-drained:
-			drained = nil
+			drained, wasDrained = nil, true
 			// The gateway retires the certificate a renewal replaced: the
 			// slot moves to the new one in its turn, as planned.
 			if turn != nil {

@@ -101,13 +101,13 @@ func (st *stack) addTargets(cfg *Config) error {
 	if cfg.DirectTarget != "" {
 		base, _, err := baseURL(cfg.DirectTarget)
 		if err != nil {
-			return fmt.Errorf("bench: direct target: %w", err)
+			return fmt.Errorf("--direct-target %w", err)
 		}
 		st.paths = append(st.paths, path{name: PathDirect, base: base})
 	}
 	base, host, err := baseURL(cfg.Target)
 	if err != nil {
-		return fmt.Errorf("bench: target: %w", err)
+		return fmt.Errorf("--target %w", err)
 	}
 	if cfg.Host != "" {
 		host = cfg.Host
@@ -120,10 +120,7 @@ func (st *stack) addTargets(cfg *Config) error {
 // and its host.
 func baseURL(s string) (base, host string, err error) {
 	u, err := url.Parse(s)
-	if err != nil {
-		return "", "", err
-	}
-	if u.Scheme != "http" || u.Host == "" {
+	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return "", "", fmt.Errorf("%q: want http://host:port", s)
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {

@@ -35,7 +35,14 @@ type Server struct {
 	// would not see the gateway give up meanwhile. The backend's request
 	// is cancelled with a *BodyStallError. Zero → DefaultBodyStallTimeout.
 	BodyStallTimeout time.Duration
+
+	inFlight atomic.Int64 // exchanges being served (serve); see InFlight
 }
+
+// InFlight is the number of exchanges the server is serving now, from the
+// request head to the end of the response (an upgraded connection until
+// it closes): what a draining agent waits for.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // DefaultBodyStallTimeout is Server.BodyStallTimeout when it is zero.
 const DefaultBodyStallTimeout = 5 * time.Minute
@@ -249,6 +256,8 @@ func (ex *serverExchange) serve() {
 	if ex.respDone != nil {
 		defer close(ex.respDone)
 	}
+	ex.s.inFlight.Add(1)
+	defer ex.s.inFlight.Add(-1)
 	defer ex.cancel(nil)
 	ctx := ex.ctx
 	informational := ex.head.GetInformational()

@@ -34,7 +34,7 @@ func (c *adminClient) flags(cmd *cobra.Command) {
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
 	tok, err := adminToken(c.tokenFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("--admin-token-file: %w", err)
 	}
 	if tok == "" {
 		return errors.New("no admin token: set SALLYPORT_ADMIN_TOKEN or --admin-token-file")

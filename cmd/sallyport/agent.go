@@ -11,8 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +34,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run a connector agent: dial out to the gateway and serve its exchanges",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			hup := catchAgentHangup()
 			return runFromConfig(g, path, config.LoadAgent, func(ctx context.Context, cfg *config.Agent, log *zap.Logger) error {
+				defer ignoreHangups(log, hup)()
 				settings, err := agentConfig(cfg, log)
 				if err != nil {
 					return err
@@ -54,6 +59,41 @@ func newAgentCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// catchAgentHangup catches SIGHUP from now on, for ignoreHangups: the
+// agent has no config reload, and without this SIGHUP's default action
+// killed it at once, with no drain and no log line (a gateway unit's
+// ExecReload=/bin/kill -HUP copied into the agent's, or an ssh logout). A
+// SIGHUP before ignoreHangups runs waits in the channel and is logged then.
+func catchAgentHangup() chan os.Signal {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return hup
+}
+
+// ignoreHangups logs each SIGHUP on hup (see catchAgentHangup) and goes on.
+// stop ignores SIGHUP for the rest of the process's life, so one that comes
+// while the agent stops does not kill it either.
+func ignoreHangups(log *zap.Logger, hup chan os.Signal) (stop func()) {
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-hup:
+				log.Warn("SIGHUP ignored: the agent does not reload its config; restart it " +
+					"(SIGTERM drains its exchanges first) to apply changes")
+			}
+		}
+	}()
+	return sync.OnceFunc(func() {
+		signal.Ignore(syscall.SIGHUP)
+		close(quit)
+		<-finished
+	})
+}
+
 // enrollFlags are the flags of `agent enroll`; each one given wins over
 // the setting of the agent config (--config) it stands for.
 type enrollFlags struct {
@@ -66,6 +106,7 @@ type enrollFlags struct {
 	proxy       string
 	caFile      string
 	fingerprint string
+	loaded      *config.Agent // the config of --config, once settings has read it
 }
 
 func newEnrollCmd(g *globals) *cobra.Command {
@@ -107,7 +148,7 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			defer log.Sync() //nolint:errcheck // stderr
 			tc, err := gatewayTrust(e.Gateway, caFile, fingerprint)
 			if err != nil {
-				return err
+				return fl.trustError(err)
 			}
 			e.TLS = tc
 			var name string
@@ -175,6 +216,18 @@ func sameNameNote(w io.Writer, name, group string, ids []string) {
 		strings.Join(ids, ", "), name, group)
 }
 
+// trustError names where the gateway trust that failed to load came
+// from: --gateway-ca, or gateway_ca_file of --config.
+func (fl *enrollFlags) trustError(err error) error {
+	switch {
+	case fl.caFile != "":
+		return fmt.Errorf("--gateway-ca: %w", err)
+	case fl.loaded != nil && fl.fingerprint == "" && fl.loaded.GatewayCAFile != "":
+		return fl.loaded.FileError("gateway_ca_file", err)
+	}
+	return err
+}
+
 // settings merges the flags with the agent config they name, if any, into
 // the enrollment and the gateway trust (CA file or pinned fingerprint).
 func (fl *enrollFlags) settings() (e agent.EnrollConfig, caFile, fingerprint string, err error) {
@@ -186,6 +239,7 @@ func (fl *enrollFlags) settings() (e agent.EnrollConfig, caFile, fingerprint str
 		}
 		cfg = *c
 		cfg.DataDir = c.DataDirOrDefault()
+		fl.loaded = c
 	}
 	if fl.token != "" && fl.tokenFile != "" {
 		return e, "", "", errors.New("give --token or --token-file, not both")
@@ -415,8 +469,8 @@ func serveAgentMetrics(cfg *config.Agent, a *agent.Agent, log *zap.Logger) (stop
 	}
 	ln, err := net.Listen("tcp", cfg.MetricsAddr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics_addr %q: %w; choose a free host:port, or leave metrics_addr empty to serve no metrics",
-			cfg.MetricsAddr, err)
+		return nil, cfg.SettingError("metrics_addr", fmt.Errorf("%w; choose a free host:port, or leave metrics_addr empty "+
+			"to serve no metrics", err))
 	}
 	mux := http.NewServeMux()
 	// No token, like the gateway's /metrics: guarded against a web page

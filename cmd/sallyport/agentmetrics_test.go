@@ -87,3 +87,31 @@ func TestAgentMetricsRefuseRebinding(t *testing.T) {
 		t.Errorf("GET /metrics with Host %s: %d %.120q; want 200 with the metrics", u.Host, code, body)
 	}
 }
+
+// TestAgentMetricsAddrInUseNamesLine: the error names the config file and
+// the line of metrics_addr, as every other config error does. It used to
+// be `metrics_addr "127.0.0.1:18191": listen tcp …`, without file or line.
+func TestAgentMetricsAddrInUseNamesLine(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := agent.New(agent.Config{Gateway: "127.0.0.1:1", Metrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.ParseAgent("agent.yaml", []byte("gateway: 127.0.0.1:1\ntoken: t\nmetrics_addr: \""+ln.Addr().String()+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := serveAgentMetrics(cfg, a, zap.NewNop())
+	if err == nil {
+		stop()
+		t.Fatal("serveAgentMetrics on a taken address: no error")
+	}
+	want := "agent.yaml:3: metrics_addr: listen tcp " + ln.Addr().String() + ": bind: address already in use; choose a free host:port"
+	if !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("error %q\nwant it to begin %q", err, want)
+	}
+}

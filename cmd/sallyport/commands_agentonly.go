@@ -11,6 +11,10 @@ import (
 // buildKind names this build in `sallyport version`.
 const buildKind = " (agent-only build)"
 
+// binaryName is the name of this build's binary (make build:
+// bin/sallyport-agent), which --help shows in its usage lines.
+const binaryName = "sallyport-agent"
+
 // moreCommands are the commands beside agent and version. The agent-only
 // build (make build: bin/sallyport-agent) leaves out the gateway, its
 // embedded database and the tools around it, so an agent on a small

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/selfsigned"
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -38,11 +40,13 @@ func newGatewayCmd(g *globals) *cobra.Command {
 			// terminates the process.
 			hup := catchHangup()
 			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
+				newStore := noteDataDir(cfg, log)
 				st, err := openStore(ctx, cfg)
 				if err != nil {
 					return err
 				}
 				defer st.Close()
+				newStore()
 				var shared secretStore // replicas on PostgreSQL share the cookie key there
 				if cfg.Store.PostgresKey() != "" {
 					shared = st
@@ -68,6 +72,48 @@ func newGatewayCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&path, "config", "c", "", "gateway config file (YAML)")
 	cmd.AddCommand(newCACmd())
 	return cmd
+}
+
+// noteDataDir makes a relative data_dir visible: it is taken from the
+// working directory, so a gateway started from another directory (by
+// systemd, say) silently created a new store, connector CA and tunnel
+// certificate there, and refused every agent enrolled before. newStore,
+// called once the store is open, logs a SQLite store that was not there
+// before: a warning, with the absolute path and the working directory,
+// when data_dir is relative (the case above, or a first start), an info
+// line otherwise. A relative data_dir whose store exists is named at info
+// only: the default ./data/gateway is relative, and a gateway started as
+// usual must not warn at every start.
+func noteDataDir(cfg *config.Gateway, log *zap.Logger) (newStore func()) {
+	dir := cfg.DataDirOrDefault()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	relative := !filepath.IsAbs(dir)
+	var where []zap.Field
+	if relative {
+		wd, _ := os.Getwd()
+		where = []zap.Field{zap.String("data_dir", abs), zap.String("working_directory", wd)}
+	}
+	if cfg.Store.PostgresKey() != "" || fileExists(filepath.Join(dir, store.FileName)) {
+		if relative {
+			log.Info("data_dir is a relative path, taken from the working directory", where...)
+		}
+		return func() {}
+	}
+	return func() {
+		fields := append(where, zap.String("file", filepath.Join(abs, store.FileName)))
+		if !relative {
+			log.Info("created a new store in data_dir (a new connector CA too: agents enrolled with another "+
+				"store are refused)", fields...)
+			return
+		}
+		log.Warn("created a new store in data_dir, a relative path taken from the working directory, not from "+
+			"the config file's directory (a new connector CA too: agents enrolled with another store are refused); "+
+			"if the gateway ran before from another directory, stop it and set data_dir to that store's absolute "+
+			"path (under systemd, or set WorkingDirectory=)", fields...)
+	}
 }
 
 // listen binds the gateway's listeners; a listener that cannot be opened
@@ -111,11 +157,11 @@ func adminToken(file string) (string, error) {
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", err // the callers name the setting or flag
 	}
 	t := strings.TrimSpace(string(b))
 	if t == "" {
-		return "", fmt.Errorf("admin token file %s is empty", file)
+		return "", fmt.Errorf("%s is empty; put the admin token in it", file)
 	}
 	return t, nil
 }

@@ -55,7 +55,7 @@ func (g *globals) logger() (*zap.Logger, error) {
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sallyport:", err)
+		fmt.Fprintln(os.Stderr, binaryName+":", err)
 		os.Exit(1)
 	}
 }
@@ -63,7 +63,7 @@ func main() {
 func newRootCmd() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
-		Use:   "sallyport",
+		Use:   binaryName,
 		Short: "Publish private web apps through an agent that dials out to a gateway",
 		Long: "Sallyport is a self-hosted application proxy. A gateway runs where users can reach it;\n" +
 			"a connector agent runs beside private apps and dials out to the gateway, so no inbound\n" +

@@ -105,6 +105,11 @@ type Agent struct {
 // the setting's line and what to do.
 func (a *Agent) FileError(key string, err error) error { return a.src.fileError(key, err) }
 
+// SettingError reports err, a problem found when the setting at key was
+// put to use (a metrics_addr already in use), as an *Error with the config
+// file and the setting's line; err itself says what to do.
+func (a *Agent) SettingError(key string, err error) error { return a.src.settingError(key, err) }
+
 // BackendTLS is how the agent verifies the certificates of some https
 // backends.
 type BackendTLS struct {

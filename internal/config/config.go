@@ -30,10 +30,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -91,8 +93,23 @@ func (s source) fileError(key string, err error) error {
 		hint = "set the variable in the environment the process starts with"
 	}
 	c := &checker{file: s.file, root: s.root}
-	c.errorf(parseKeyPath(key), "%v (%s)", err, hint)
+	c.errorf(parseKeyPath(key), "%v (%s)%s", err, hint, relativePathNote(err))
 	return c.errs[0]
+}
+
+// relativePathNote says where a relative path that err names (an
+// *fs.PathError) was looked for: the working directory, which under
+// systemd is / unless WorkingDirectory= is set, not the config file's.
+func relativePathNote(err error) string {
+	pe, ok := errors.AsType[*fs.PathError](err)
+	if !ok || pe.Path == "" || filepath.IsAbs(pe.Path) {
+		return ""
+	}
+	wd, werr := os.Getwd()
+	if werr != nil {
+		wd = "(unknown: " + werr.Error() + ")"
+	}
+	return fmt.Sprintf(" (relative paths are taken from the working directory %s, not the config file's)", wd)
 }
 
 // settingError reports err, which says itself what to do, at key's line.

@@ -655,3 +655,34 @@ apps:
 		t.Fatalf("changed keys: %q", got)
 	}
 }
+
+// TestFileErrorRelativePath: a file the config names by a relative path
+// that cannot be opened is reported with the working directory it was
+// looked for in, since that is not the config file's directory (under
+// systemd it is / unless WorkingDirectory= is set). An absolute path, or
+// an error that names no path, gets no such note.
+func TestFileErrorRelativePath(t *testing.T) {
+	a, err := ParseAgent("agent.yaml", []byte("gateway: gw:8443\ntoken: t\ngateway_ca_file: ca.pem\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relative := &fs.PathError{Op: "open", Path: "ca.pem", Err: fs.ErrNotExist}
+	got := a.FileError("gateway_ca_file", relative).Error()
+	want := "agent.yaml:3: gateway_ca_file: open ca.pem: file does not exist (fix the path, or the file's contents or permissions) " +
+		"(relative paths are taken from the working directory " + wd + ", not the config file's)"
+	if got != want {
+		t.Errorf("FileError for a relative path =\n%q\nwant\n%q", got, want)
+	}
+	for _, cause := range []error{
+		&fs.PathError{Op: "open", Path: filepath.Join(wd, "ca.pem"), Err: fs.ErrNotExist},
+		errors.New("ca.pem: no PEM certificate in it"),
+	} {
+		if got := a.FileError("gateway_ca_file", cause).Error(); strings.Contains(got, "working directory") {
+			t.Errorf("FileError(%v) = %q: names the working directory, though the path is absolute or not in the error", cause, got)
+		}
+	}
+}

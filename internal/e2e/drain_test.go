@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
 	"github.com/sallyport/sallyport/internal/clock"
@@ -202,7 +204,7 @@ func TestGatewayDrainMovesSessions(t *testing.T) {
 				t.Fatalf("%d of %d requests failed during the move: %v", len(failures), n, failures)
 			}
 			tr.wantMakeBeforeBreak(old)
-			if lost := tr.logs.FilterMessage("lost the gateway session; reconnecting").Len(); lost != 0 {
+			if lost := lostSessions(tr.logs); lost != 0 {
 				t.Fatalf("the agent lost %d sessions", lost)
 			}
 		})
@@ -236,7 +238,7 @@ func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 			waitFor(t, "the agent's two sessions on B", func() bool { return b.G.Registry().Count(testrig.Group) == 2 })
 			stopped()
 			tr.wantMakeBeforeBreak(old)
-			for _, msg := range []string{"lost the gateway session; reconnecting", "closing the agent sessions not moved elsewhere"} {
+			for _, msg := range []string{"lost the gateway session; reconnecting", drainedClosedLine, "closing the agent sessions not moved elsewhere"} {
 				if n := tr.logs.FilterMessage(msg).Len(); n != 0 {
 					t.Fatalf("%q logged %d times: A closed sessions the agent had not replaced", msg, n)
 				}
@@ -317,8 +319,17 @@ func TestLoneGatewayRestartKeepsDrainedSession(t *testing.T) {
 			wantSlowResult(t, got)
 			stopped()
 			waitFor(t, "the agent to see its session closed", func() bool {
-				return tr.logs.FilterMessage("lost the gateway session; reconnecting").Len() == 1
+				return tr.logs.FilterMessage(drainedClosedLine).Len() == 1
 			})
+			// An announced close is no loss: the agent says so at info,
+			// without the transport's words for it (it used to warn "lost
+			// the gateway session" with `Application error 0x0 (remote)`).
+			if lost := tr.logs.FilterMessage("lost the gateway session; reconnecting").All(); len(lost) != 0 {
+				t.Fatalf("the close of the drained session was logged as a lost session: %v", lost[0].ContextMap())
+			}
+			if e := tr.logs.FilterMessage(drainedClosedLine).All()[0]; e.Level != zapcore.InfoLevel {
+				t.Fatalf("%q logged at %s, want info", drainedClosedLine, e.Level)
+			}
 			tries := tr.logs.FilterMessage(failed).All()
 			for i, e := range tries {
 				if d, ok := e.ContextMap()["retry_in"].(time.Duration); !ok || d < backoff.Min/2 {

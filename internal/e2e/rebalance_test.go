@@ -82,7 +82,7 @@ func TestReplicaJoiningLaterGetsSessions(t *testing.T) {
 			close(slow.release)
 			wantSlowResult(t, first)
 			wantSlowResult(t, second)
-			if n := tr.logs.FilterMessage("lost the gateway session; reconnecting").Len(); n != 0 {
+			if n := lostSessions(tr.logs); n != 0 {
 				t.Fatalf("the agent lost %d sessions", n)
 			}
 			// No churn: the sessions are as spread as they can be.

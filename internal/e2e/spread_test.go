@@ -58,7 +58,7 @@ func TestAgentSpreadsSessionsOverReplicas(t *testing.T) {
 					}
 				}
 			}
-			if n := tr.logs.FilterMessage("lost the gateway session; reconnecting").Len(); n != 0 {
+			if n := lostSessions(tr.logs); n != 0 {
 				t.Fatalf("the agent lost %d sessions", n)
 			}
 		})
