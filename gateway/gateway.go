@@ -292,6 +292,11 @@ func New(cfg Config) (*Gateway, error) {
 		ProtocolVersion: cfg.ProtocolVersion,
 		Replica:         g.replica,
 		Replicas:        g.replicaCount,
+		// The QUIC and yamux sessions' liveness watch: a silent agent's
+		// gRPC sessions are set aside within about a second too.
+		NewWatch: func(s grpctunnel.WatchedSession, c grpctunnel.ProbingPeer, log *zap.Logger) grpctunnel.Watch {
+			return muxtunnel.NewWatch(s, c, log)
+		},
 	}
 	g.mux = &muxtunnel.Server{
 		Authenticate: g.authenticateCounted,
@@ -311,7 +316,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.tunnelTLS.NextProtos = []string{alpnH2, yamuxtunnel.ALPN}
 	// TLS is done by the ALPN listener, which hands h2 connections on with
 	// their connection state (the client certificate).
-	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession, cfg.Keepalive), grpc.Creds(grpctunnel.WithLifelines(handshakenTLS{})))
+	opts := append(grpctunnel.ServerOptions(cfg.MaxStreamsPerSession, cfg.Keepalive), grpc.Creds(g.tunnel.Credentials(handshakenTLS{})))
 	g.grpc = grpc.NewServer(opts...)
 	g.registerTunnelServices(g.grpc)
 	g.enroller = grpc.NewServer(enrollServerOptions()...)

@@ -34,9 +34,10 @@ const deadAgentYamuxKeepalive = 5 * time.Second
 const deadAgentBound = 60 * time.Second
 
 // deadAgentTransports are the transports whose gateway sessions watch that
-// the agent answers the exchanges sent to it (muxtunnel.LiveConn); gRPC's
-// do not (its agents are noticed by the keepalive).
-var deadAgentTransports = []string{"quic", "yamux"}
+// the agent answers the exchanges sent to it: all of them (QUIC and yamux
+// through muxtunnel.LiveConn, gRPC through a ping sent with the exchange,
+// grpctunnel's watch).
+var deadAgentTransports = []string{"grpc", "quic", "yamux"}
 
 // TestDeadAgentNoticedBeforeIdleTimeout: over QUIC and yamux, a group's
 // agent whose host dies (its path drops everything, both ways, for good:

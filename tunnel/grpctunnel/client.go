@@ -108,9 +108,11 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 		cc.Close()
 		return nil, err
 	}
-	cctx := sctx
+	// The keepalive tells the gateway how long this agent may stay silent
+	// while alive (its liveness watch; see liveness.go).
+	cctx := metadata.AppendToOutgoingContext(sctx, mdKeepalive, keepaliveMD(cfg.Keepalive))
 	if cfg.Token != "" {
-		cctx = metadata.AppendToOutgoingContext(sctx, mdAuthorization, "Bearer "+cfg.Token)
+		cctx = metadata.AppendToOutgoingContext(cctx, mdAuthorization, "Bearer "+cfg.Token)
 	}
 	ctrl, err := c.client.Control(cctx, grpc.WaitForReady(false))
 	if err != nil {

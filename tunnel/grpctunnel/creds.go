@@ -23,6 +23,8 @@ type batchedTLS struct {
 	// connection ping on its own (pingConn): the agent's keepalives below
 	// gRPC's floor.
 	pingEvery, pingTimeout time.Duration
+	// srv, when set, learns each server connection (Server.Credentials).
+	srv *Server
 }
 
 func newBatchedTLS(cfg *tls.Config) credentials.TransportCredentials {
@@ -52,7 +54,7 @@ func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo,
 	if err != nil {
 		return nil, nil, err
 	}
-	return newPingConn(tlsbatch.Wrap(tc, raw), false, 0, 0), info, nil
+	return b.srv.track(newPingConn(tlsbatch.Wrap(tc, raw), false, 0, 0)), info, nil
 }
 
 // WithLifelines wraps a gRPC server's transport credentials so that each
@@ -60,11 +62,12 @@ func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo,
 // nothing (see pingConn): a gateway whose credentials do the TLS handshake
 // elsewhere uses it; ServerCredentials has it already.
 func WithLifelines(c credentials.TransportCredentials) credentials.TransportCredentials {
-	return lifelineCreds{c}
+	return lifelineCreds{TransportCredentials: c}
 }
 
 type lifelineCreds struct {
 	credentials.TransportCredentials
+	srv *Server // learns each connection (Server.Credentials); nil: none
 }
 
 func (l lifelineCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -72,13 +75,31 @@ func (l lifelineCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthIn
 	if err != nil {
 		return nil, nil, err
 	}
-	return newPingConn(conn, false, 0, 0), info, nil
+	return l.srv.track(newPingConn(conn, false, 0, 0)), info, nil
 }
 
 func (l lifelineCreds) Clone() credentials.TransportCredentials {
-	return lifelineCreds{l.TransportCredentials.Clone()}
+	return lifelineCreds{l.TransportCredentials.Clone(), l.srv}
 }
 
 func (b batchedTLS) Clone() credentials.TransportCredentials {
-	return batchedTLS{b.TransportCredentials.Clone(), b.pingEvery, b.pingTimeout}
+	return batchedTLS{b.TransportCredentials.Clone(), b.pingEvery, b.pingTimeout, b.srv}
+}
+
+// Credentials wraps the transport credentials of the gRPC server that s is
+// registered on so that each connection sends lifelines (WithLifelines;
+// ServerCredentials has them already) and so that s knows the connection
+// of each session: its sessions then notice a silent agent within about a
+// second of sending it an exchange (see session.live). Without it (other
+// credentials), sessions are left to the keepalive.
+func (s *Server) Credentials(c credentials.TransportCredentials) credentials.TransportCredentials {
+	switch c := c.(type) {
+	case batchedTLS:
+		c.srv = s
+		return c
+	case lifelineCreds:
+		c.srv = s
+		return c
+	}
+	return lifelineCreds{c, s}
 }

@@ -27,6 +27,7 @@ import (
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
 )
 
 // hangGuard bounds every wait so that a broken test fails instead of
@@ -84,12 +85,15 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 		},
 		OnSession: func(s tunnel.Session) { ts.sessions <- s },
 		Log:       zap.New(core),
+		NewWatch:  newWatch,
 	}
 	if edit != nil {
 		edit(ts.srv)
 	}
 	opts := append(grpctunnel.ServerOptions(ts.srv.MaxStreams, 0),
-		grpc.Creds(grpctunnel.ServerCredentials(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
+		// As the gateway does: the server knows each session's connection
+		// (its liveness watch).
+		grpc.Creds(ts.srv.Credentials(grpctunnel.ServerCredentials(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))),
 		grpc.WaitForHandlers(true))
 	gs := grpc.NewServer(opts...)
 	ts.srv.Register(gs)
@@ -105,6 +109,11 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 		<-served
 	})
 	return ts
+}
+
+// newWatch is the liveness watch the gateway gives its gRPC sessions.
+func newWatch(s grpctunnel.WatchedSession, c grpctunnel.ProbingPeer, log *zap.Logger) grpctunnel.Watch {
+	return muxtunnel.NewWatch(s, c, log)
 }
 
 // session waits for the next accepted session.
@@ -158,6 +167,12 @@ func (ts *testServer) startAgent(rt http.RoundTripper) *testAgent {
 	if err != nil {
 		ts.t.Fatalf("dial: %v", err)
 	}
+	return ts.serveAgent(cs, rt)
+}
+
+// serveAgent serves rt on cs until the test ends.
+func (ts *testServer) serveAgent(cs *grpctunnel.ClientSession, rt http.RoundTripper) *testAgent {
+	ts.t.Helper()
 	a := &testAgent{cs: cs, drain: make(chan struct{}), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &tunnel.Server{Backend: func(*http.Request, *tunnelv1.RequestHead) (http.RoundTripper, error) { return rt, nil }}

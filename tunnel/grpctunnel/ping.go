@@ -80,11 +80,25 @@ type pingConn struct {
 	wrote   int64       // when the last ping was written (as last); 0: none yet
 	written bool        // a ping was written
 	wroteAt int64       // when the last Write or lifeline returned (as last)
-	gotThen int64       // got when the last Write or lifeline returned
+	// gotThen is got when the last Write or lifeline returned; written
+	// under mu, read by Read.
+	gotThen atomic.Int64
+
+	// Lifeline ticks run only while a lifeline is possible (lifelines).
+	ticking atomic.Bool   // the ticker runs, or wake is set
+	wake    chan struct{} // a read made a lifeline possible (capacity 1)
+	// ticker makes the lifelines' ticker (nil: time.NewTicker's); tests
+	// count its arms.
+	ticker func(time.Duration) (<-chan time.Time, func())
 
 	kick      chan struct{} // a ping is due (capacity 1); read by pinger
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
+	onClose   func() // called once by Close or abort; nil: none
+
+	// Probes (the gateway's liveness watch, Probe).
+	probing atomic.Bool  // a probe's write is under way
+	probed  atomic.Int64 // when the last ping was written (as last); 0: none
 }
 
 // pingFrame is an HTTP/2 PING (RFC 9113, 6.7): length 8, type 6, no flags,
@@ -117,7 +131,7 @@ const http2PrefaceLen = 24
 func newPingConn(c net.Conn, client bool, every, timeout time.Duration) *pingConn {
 	p := &pingConn{
 		Conn: c, every: every, timeout: timeout,
-		kick: make(chan struct{}, 1), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	if client {
 		p.cursor.preface = http2PrefaceLen
@@ -138,7 +152,13 @@ func (p *pingConn) Read(b []byte) (int, error) {
 	n, err := p.Conn.Read(b)
 	if n > 0 {
 		p.last.Store(p.now())
-		p.got.Add(int64(n))
+		if got := p.got.Add(int64(n)); got-p.gotThen.Load() >= lifelineMinRead &&
+			!p.ticking.Load() && p.ticking.CompareAndSwap(false, true) {
+			select {
+			case p.wake <- struct{}{}: // start the lifelines' ticker
+			default:
+			}
+		}
 	}
 	if err != nil && p.dead.Load() {
 		err = p.deadError()
@@ -158,7 +178,8 @@ func (p *pingConn) Write(b []byte) (int, error) {
 	defer p.mu.Unlock()
 	n, err := p.Conn.Write(b)
 	p.cursor.advance(b[:n])
-	p.wroteAt, p.gotThen = p.now(), p.got.Load()
+	p.wroteAt = p.now()
+	p.gotThen.Store(p.got.Load())
 	if err == nil && p.pending && p.cursor.between() {
 		p.pending = false
 		if p.last.Load() <= p.asked {
@@ -183,8 +204,38 @@ func (p *pingConn) writePing() {
 		return
 	}
 	p.written, p.wrote = true, now
+	p.probed.Store(now)
 	_, _ = p.Conn.Write(pingFrame[:])
 }
+
+// Probe asks the agent for an answer (the gateway's liveness watch,
+// ProbingPeer): a PING, which a live agent's gRPC answers with
+// a PING ACK at once, ahead of its data; the ACK, like anything read, is
+// counted by Received. It does not block: the PING is written aside, at a
+// frame boundary (as the agent's own pings are). One at a time: none
+// while a PING is written and nothing was read since, so a dead agent
+// gets one, and a live one at most one per round trip and per arming of
+// the watch (once per exchange that finds it idle). The agent's gRPC
+// counts no strikes for pings (a client enforces no policy); the gateway
+// sends none of its own otherwise (gRPC's keepalive aside).
+func (p *pingConn) Probe() {
+	if w := p.probed.Load(); w != 0 && p.last.Load() <= w {
+		return // the last one is unanswered
+	}
+	if !p.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.probing.Store(false)
+		p.ask()
+	}()
+}
+
+// Received counts the bytes read from the peer (ProbingPeer).
+func (p *pingConn) Received() uint64 { return uint64(p.got.Load()) }
+
+// RTT is unknown (ProbingPeer): the watch's floor of a second holds.
+func (p *pingConn) RTT() time.Duration { return 0 }
 
 // ask writes a ping now if gRPC's bytes are between frames, else leaves it
 // to the Write that completes the frame under way.
@@ -198,43 +249,85 @@ func (p *pingConn) ask() {
 	p.pending, p.asked = true, p.now()
 }
 
-// lifelines writes the lifelines due, checking every lifelineEvery/2, until
-// Close.
+// lifelines writes the lifelines due, checking every lifelineEvery/2 while
+// one is possible (lifelineMinRead bytes or more read since the last
+// write), until Close. An idle connection, or one whose gRPC writes as
+// much as it reads, runs no ticker (it ran one on every connection, both
+// ends, idle or not: 0.8 wakeups a second each): a Read that makes a
+// lifeline possible starts it, and a tick that finds none possible any
+// more stops it. A lifeline still goes out 2.5 to 3.75 s after the last
+// write.
 func (p *pingConn) lifelines() {
-	tick := time.NewTicker(lifelineEvery / 2)
-	defer tick.Stop()
 	for {
 		select {
 		case <-p.done:
 			return
-		case <-tick.C:
+		case <-p.wake:
 		}
-		p.lifeline()
+		if !p.tickLifelines() {
+			return
+		}
+	}
+}
+
+// tickLifelines runs the ticker until no lifeline is possible (true) or
+// Close (false).
+func (p *pingConn) tickLifelines() bool {
+	newTicker := p.ticker
+	if newTicker == nil {
+		newTicker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	tick, stop := newTicker(lifelineEvery / 2)
+	defer stop()
+	for {
+		select {
+		case <-p.done:
+			return false
+		case <-tick:
+		}
+		if p.lifeline() {
+			continue
+		}
+		p.ticking.Store(false)
+		// A Read that came as the ticker stopped found it running and
+		// did not start it: look again.
+		if p.got.Load()-p.gotThen.Load() < lifelineMinRead || !p.ticking.CompareAndSwap(false, true) {
+			return true
+		}
 	}
 }
 
 // lifeline writes a lifeline if lifelineMinRead bytes or more were read
 // since the last write and nothing was written for lifelineEvery, unless
 // gRPC is writing (its Write holds p.mu: it waits for the socket, so the
-// peer has data to read) or stands inside a frame.
-func (p *pingConn) lifeline() {
+// peer has data to read) or stands inside a frame. It reports whether a
+// lifeline is still possible without another read.
+func (p *pingConn) lifeline() bool {
 	if !p.mu.TryLock() {
-		return
+		return true
 	}
 	defer p.mu.Unlock()
 	now := p.now()
-	if p.got.Load()-p.gotThen < lifelineMinRead || now-p.wroteAt < int64(lifelineEvery) || !p.cursor.between() {
-		return
+	if p.got.Load()-p.gotThen.Load() < lifelineMinRead {
+		return false
+	}
+	if now-p.wroteAt < int64(lifelineEvery) || !p.cursor.between() {
+		return true
 	}
 	_, _ = p.Conn.Write(lifelineFrame[:])
-	p.wroteAt, p.gotThen = p.now(), p.got.Load()
+	p.wroteAt = p.now()
+	p.gotThen.Store(p.got.Load())
+	return false
 }
 
 // abort closes a connection the keepalive found dead: at once, without
 // close_notify (tlsbatch.Conn.Abort), which would wait behind a full send
 // buffer.
 func (p *pingConn) abort() {
-	p.closeOnce.Do(func() { close(p.done) })
+	p.closeOnce.Do(p.closed)
 	if a, ok := p.Conn.(interface{ Abort() error }); ok {
 		_ = a.Abort()
 		return
@@ -243,8 +336,16 @@ func (p *pingConn) abort() {
 }
 
 func (p *pingConn) Close() error {
-	p.closeOnce.Do(func() { close(p.done) })
+	p.closeOnce.Do(p.closed)
 	return p.Conn.Close()
+}
+
+// closed stops the goroutines and runs onClose; once.
+func (p *pingConn) closed() {
+	close(p.done)
+	if p.onClose != nil {
+		p.onClose()
+	}
 }
 
 // pinger writes the pings watch asks for, or leaves one to Write when a

@@ -67,12 +67,22 @@ type Server struct {
 	// Welcome so that agents spread their sessions over them (nil → 0,
 	// unknown: agents do not spread).
 	Replicas func() uint32
+	// NewWatch makes the liveness watch of a session whose connection the
+	// server knows (Credentials), which sets the session aside within
+	// about a second when its agent stops answering (see liveness.go): the
+	// gateway gives the QUIC and yamux sessions' (muxtunnel.NewWatch).
+	// Nil → none: sessions are left to the keepalive.
+	NewWatch func(s WatchedSession, c ProbingPeer, log *zap.Logger) Watch
 
 	mu       sync.Mutex
 	sessions map[string]*session // guarded by mu
 	// closing is DrainAll's reason once it was called: new sessions are
 	// refused; "" before. Guarded by mu.
 	closing string
+	// conns are the connections of the gRPC server (Credentials) by
+	// their addresses (connKey): a session finds its own by its peer's.
+	// Guarded by mu.
+	conns map[string][]*pingConn
 
 	opened atomic.Uint64 // exchange streams accepted
 	waits  atomic.Uint64 // OpenStream calls that found no idle stream
@@ -391,9 +401,13 @@ func (s *Server) newSession(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest,
 			ProtocolVersion: tunnel.SessionVersion(h.GetProtocolVersion(), s.ProtocolVersion),
 		},
 	}
+	ss.watch(cs.Context()) // before other sessions can see ss (askAgent)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing != "" {
+		if ss.live != nil {
+			ss.live.Stop()
+		}
 		return nil
 	}
 	if s.sessions == nil {
@@ -420,6 +434,13 @@ type session struct {
 	reason    error                     // why Close was called; nil for none; written before done is closed
 	greeted   bool                      // the welcome was sent; guarded by sendMu
 	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
+
+	// live watches that the agent answers the exchanges sent to it (see
+	// liveness.go); nil when the session's connection is unknown
+	// (credentials other than Server.Credentials) or the server has no
+	// NewWatch. Set before the session registers.
+	live Watch
+	conn *pingConn // the session's connection when live is set
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -463,6 +484,9 @@ func (ss *session) Close(reason error) {
 		ss.srv.mu.Unlock()
 		ss.reason = reason
 		close(ss.done)
+		if ss.live != nil {
+			ss.live.Stop()
+		}
 	})
 }
 
@@ -524,6 +548,7 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		select {
 		case st := <-ss.idle:
 			if l := st.lease(); l != nil {
+				ss.opening()
 				return l, nil
 			}
 			continue
@@ -535,6 +560,7 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		select {
 		case st := <-ss.idle:
 			if l := st.lease(); l != nil {
+				ss.opening()
 				return l, nil
 			}
 		case <-ss.draining:

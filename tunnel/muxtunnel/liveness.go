@@ -55,10 +55,15 @@ import (
 // new stream, but data on the control stream only at the TCP level, where
 // nothing is read; its agent says its keepalive in its first frame. Their
 // sessions on the gateway notice a silent agent within about a second (see
-// above); other Conns (gRPC's sessions are not muxtunnel's) leave it to
-// the keepalive.
+// above); gRPC's sessions, which are not muxtunnel's, have a watch of
+// their own (NewWatch).
 type LiveConn interface {
 	Conn
+	Peer
+}
+
+// Peer is what a liveness watch reads of a connection.
+type Peer interface {
 	// Received counts what the connection received from the peer so far
 	// (packets, or reads): any change is a sign of life. It is called
 	// once per watch run and per arming, so it must be cheap (a few
@@ -113,8 +118,8 @@ var errAgentSilent = errors.New("nothing came from the agent since an exchange w
 // acknowledges. That costs one small packet at the end of a burst; a
 // lone exchange, sent after the watch took its count, needs none.
 type liveWatch struct {
-	c     LiveConn
-	ss    *session
+	c     Peer
+	ss    watched
 	log   *zap.Logger
 	timer *time.Timer   // runs run; made stopped, never nil
 	floor time.Duration // silentAfter when the watch was made
@@ -123,6 +128,10 @@ type liveWatch struct {
 	opened  atomic.Uint64 // exchange streams opened on the session
 	silent  atomic.Bool   // Silent: an exchange went unanswered for silentAfter
 	probing atomic.Bool   // a probe is being written
+	// probeEach: the transport answers no exchange by itself (gRPC: an
+	// exchange on a pooled stream draws nothing until its response), so
+	// every exchange that starts a wait is followed by a probe.
+	probeEach bool
 
 	// Owned by whoever set armed (opening, then run; each run either
 	// re-arms the timer or clears armed last).
@@ -141,8 +150,27 @@ type liveWatch struct {
 	pending bool
 }
 
+// watched is the session a liveWatch watches: a muxtunnel session, or
+// another transport's (NewWatch).
+type watched interface {
+	doneCh() <-chan struct{}
+	Close(reason error)
+	// exchanges is how many exchanges the session carries, for the log.
+	exchanges() int
+	// silenced: the session turned Silent; its agent's other sessions
+	// are asked (askAgent).
+	silenced()
+	// sendProbe asks the agent for an answer on a Peer without a Probe;
+	// it may block.
+	sendProbe()
+}
+
+func (ss *session) doneCh() <-chan struct{} { return ss.done }
+func (ss *session) exchanges() int          { return len(ss.slots) }
+func (ss *session) silenced()               { ss.srv.askAgent(ss) }
+
 // newLiveWatch returns the watch of ss, whose connection is c.
-func newLiveWatch(ss *session, c LiveConn, log *zap.Logger) *liveWatch {
+func newLiveWatch(ss watched, c Peer, log *zap.Logger) *liveWatch {
 	w := &liveWatch{c: c, ss: ss, log: log, floor: silentAfter}
 	w.timer = time.AfterFunc(time.Hour, w.run)
 	w.timer.Stop()
@@ -164,6 +192,9 @@ func (w *liveWatch) opening() {
 	w.at = tunnel.MonoNow()
 	w.first = true
 	w.mu.Unlock()
+	if w.probeEach {
+		w.probe()
+	}
 	w.timer.Reset(w.period())
 }
 
@@ -193,7 +224,7 @@ func (w *liveWatch) period() time.Duration { return w.silentAfter() / watchRuns 
 // run is the watch's timer.
 func (w *liveWatch) run() {
 	select {
-	case <-w.ss.done:
+	case <-w.ss.doneCh():
 		return
 	default:
 	}
@@ -213,8 +244,10 @@ func (w *liveWatch) run() {
 	case w.waiting != 0:
 	case later || w.first:
 		// Exchanges went out after the last run (or the arming), and
-		// nothing came since.
+		// nothing came since. A transport that answers no exchange by
+		// itself is asked (the arming asked already).
 		w.waiting, w.pending = w.at, false
+		probe = w.probeEach && !w.first
 	case w.pending:
 		// Exchanges of the last window, after which nothing came: ask.
 		w.waiting, w.pending, probe = now, false, true
@@ -246,8 +279,8 @@ func (w *liveWatch) run() {
 		case silent >= d && !w.silent.Load():
 			w.silent.Store(true)
 			w.log.Info("an exchange sent to the agent has gone unanswered; its session is picked only when no other can be",
-				zap.Duration("silent_for", silent), zap.Int("exchanges", len(w.ss.slots)))
-			w.ss.srv.askAgent(w.ss)
+				zap.Duration("silent_for", silent), zap.Int("exchanges", w.ss.exchanges()))
+			w.ss.silenced()
 		}
 		w.timer.Reset(w.period())
 		return
@@ -313,7 +346,7 @@ func (w *liveWatch) ask() {
 // does not take it (a drain message stuck on a full window) holds up no
 // run; one at a time.
 func (w *liveWatch) probe() {
-	if p, ok := w.c.(Prober); ok {
+	if p, ok := w.c.(interface{ Probe() }); ok {
 		p.Probe()
 		return
 	}
@@ -343,3 +376,61 @@ func (ss *session) sendProbe() {
 
 // stop ends the watch for good (the session ended).
 func (w *liveWatch) stop() { w.timer.Stop() }
+
+// Watch is the liveness watch (see above) of a session of another
+// transport, whose agent's transport answers no exchange by itself: gRPC,
+// where an exchange on a pooled stream draws nothing from the agent until
+// its response. Each exchange that starts a wait is followed by the
+// Peer's Probe (gRPC: an HTTP/2 PING, which a live agent's gRPC answers at
+// once), and the watch judges the answer as above.
+type Watch struct{ w *liveWatch }
+
+// Watched is the session a Watch watches.
+type Watched interface {
+	Done() <-chan struct{}
+	// Close ends the session: the agent is silent for longer than a live
+	// one ever is; reason says so.
+	Close(reason error)
+	// AgentSilent is called when the session turned Silent: the agent's
+	// other sessions are asked (Watch.Ask), as muxtunnel's are.
+	AgentSilent()
+	// Exchanges is how many exchanges the session carries (for the log).
+	Exchanges() int
+}
+
+// ProbingPeer is a Peer with a probe that draws an answer from a live
+// peer. Probe must not block; one probe unanswered at a time is enough.
+type ProbingPeer interface {
+	Peer
+	Probe()
+}
+
+// NewWatch returns the watch of s, whose connection is c; Stop ends it.
+func NewWatch(s Watched, c ProbingPeer, log *zap.Logger) *Watch {
+	w := newLiveWatch(foreign{s}, c, log)
+	w.probeEach = true
+	return &Watch{w}
+}
+
+// Opening notes an exchange about to be sent, before anything of it is.
+func (w *Watch) Opening() { w.w.opening() }
+
+// Silent reports that an exchange sent on the session went unanswered for
+// about a second and nothing came from the agent since.
+func (w *Watch) Silent() bool { return w.w.Silent() }
+
+// Ask probes the agent and judges its answer as an exchange's: another
+// session of the same agent went silent.
+func (w *Watch) Ask() { w.w.ask() }
+
+// Stop ends the watch for good (the session ended).
+func (w *Watch) Stop() { w.w.stop() }
+
+// foreign adapts a Watched to the watch.
+type foreign struct{ s Watched }
+
+func (f foreign) doneCh() <-chan struct{} { return f.s.Done() }
+func (f foreign) Close(reason error)      { f.s.Close(reason) }
+func (f foreign) exchanges() int          { return f.s.Exchanges() }
+func (f foreign) silenced()               { f.s.AgentSilent() }
+func (f foreign) sendProbe()              {}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -282,5 +284,73 @@ func TestLateRunDoesNotJudge(t *testing.T) {
 	w.run() // on time now
 	if !ss.Silent() {
 		t.Fatal("the run on time after a late one did not mark the session silent")
+	}
+}
+
+// foreignFake is another transport's session (Watched).
+type foreignFake struct {
+	done   chan struct{}
+	reason chan error
+	asked  chan struct{}
+}
+
+func (f *foreignFake) Done() <-chan struct{} { return f.done }
+func (f *foreignFake) Close(reason error) {
+	select {
+	case <-f.done:
+	default:
+		f.reason <- reason
+		close(f.done)
+	}
+}
+func (f *foreignFake) AgentSilent()   { f.asked <- struct{}{} }
+func (f *foreignFake) Exchanges() int { return 1 }
+
+// TestWatchProbesEachWait: another transport's watch (NewWatch: gRPC,
+// whose agent answers no exchange by itself) probes the agent when an
+// exchange starts a wait, not only in the ambiguous cases: an answered
+// probe leaves the session alone; an exchange after the watch stopped is
+// probed again, and unanswered it silences the session (the agent's
+// other sessions are asked) and closes it.
+func TestWatchProbesEachWait(t *testing.T) {
+	old := silentAfter
+	silentAfter = 40 * time.Millisecond
+	t.Cleanup(func() { silentAfter = old })
+	peer := &proberFake{liveFake: &liveFake{done: make(chan struct{})}, probes: make(chan struct{}, 64)}
+	s := &foreignFake{done: make(chan struct{}), reason: make(chan error, 1), asked: make(chan struct{}, 8)}
+	w := NewWatch(s, peer, zap.NewNop())
+	t.Cleanup(w.Stop)
+	probedNow := func(what string) {
+		t.Helper()
+		select {
+		case <-peer.probes:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no probe after %s", what)
+		}
+	}
+
+	w.Opening()
+	probedNow("the first exchange")
+	peer.received.Add(1) // the agent's answer
+	waitUntil(t, "the watch to stop", func() bool { return !w.w.armed.Load() })
+	if w.Silent() {
+		t.Fatal("a session whose agent answered the probe is Silent")
+	}
+
+	w.Opening()
+	probedNow("an exchange after the watch stopped")
+	waitUntil(t, "the unanswered session to turn silent", w.Silent)
+	select {
+	case <-s.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's other sessions were not asked")
+	}
+	select {
+	case err := <-s.reason:
+		if !errors.Is(err, errAgentSilent) {
+			t.Fatalf("closed for %v, want the agent's silence", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent session was not closed")
 	}
 }
