@@ -532,6 +532,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	g.syncSignOuts()
 	g.heartbeat()
 	g.beginStartHold()
+	g.watchAgentless() // says so if no agent at all connects
 	// Ready before the admin listener answers: its /readyz then never
 	// says 503 to a probe that came in during the start-up (the listener
 	// is bound since Listen; the probe waits in its backlog until now).

@@ -55,7 +55,9 @@ type groupWatch struct {
 }
 
 // agentlessGrace is how long after the first session (or a reload) a group
-// an app uses may have had no agent before warnAgentless warns: longer than
+// an app uses may have had no agent before warnAgentless warns, and how
+// long after the start no agent at all may have come before
+// warnNoAgentYet does: longer than
 // the agents' reconnect spread after a gateway restart (their backoff grows
 // to 30 s, plus auto mode's 3 s QUIC attempt and the dial), so that a group
 // whose agent is merely slower to come back is not taken for a typo.
@@ -74,6 +76,68 @@ func (g *Gateway) scheduleAgentless() {
 		return
 	}
 	time.AfterFunc(agentlessGrace, g.warnAgentless)
+}
+
+// watchAgentless schedules, at the gateway's start (Serve), the look of
+// warnNoAgentYet: agentlessGrace from now, when no agent of any group has
+// connected by then (all of them dial a wrong address, are blocked by a
+// firewall, or were never enrolled), the gateway says so. Without it
+// nothing did: warnAgentless's look is scheduled by the first session, and
+// there was none.
+func (g *Gateway) watchAgentless() {
+	if f := g.groups.agentlessAfter; f != nil {
+		f(agentlessGrace, g.warnNoAgentYet)
+		return
+	}
+	time.AfterFunc(agentlessGrace, g.warnNoAgentYet)
+}
+
+// msgNoAgentYet is warnNoAgentYet's line.
+const msgNoAgentYet = "no agent has connected since the gateway started: the apps of these groups answer 503 no-connector; " +
+	"check the agents' logs (cannot connect to the gateway, refused this agent's certificate, revoked), " +
+	"that their gateway: is this gateway's tunnel address (tunnel.addr, not the public port), " +
+	"and that they are enrolled (sallyport connector list; enroll with a token of the group, sallyport token create --group G)"
+
+// warnNoAgentYet warns, in one line naming every group that an app uses
+// and its apps, when no session at all has come by agentlessGrace after
+// the start. When one came (or a reload), warnAgentless's own look,
+// agentlessGrace after it, tells the groups without agents apart from
+// those with: this look leaves it to that one. Not once the gateway stops.
+func (g *Gateway) warnNoAgentYet() {
+	if isClosed(g.stopped) {
+		return
+	}
+	var groups, apps []string
+	w := &g.groups
+	w.mu.Lock()
+	if w.looked || len(g.registry.Sessions()) > 0 {
+		w.mu.Unlock()
+		return
+	}
+	w.looked = true
+	for _, r := range g.router.Load().routes {
+		st := w.state(r.Group)
+		if !slices.Contains(groups, r.Group) {
+			st.agentless = true
+			groups = append(groups, r.Group)
+		}
+		if !slices.Contains(apps, r.App) {
+			apps = append(apps, r.App)
+		}
+	}
+	w.mu.Unlock()
+	if len(groups) == 0 {
+		return // no app: nothing answers 503
+	}
+	slices.Sort(groups)
+	slices.Sort(apps)
+	fields := []zap.Field{zap.Strings("groups", groups), zap.Strings("apps", apps), zap.Duration("for", agentlessGrace)}
+	g.mu.Lock()
+	if g.tunnelLn != nil {
+		fields = append(fields, zap.Stringer("tunnel", g.tunnelLn.Addr()))
+	}
+	g.mu.Unlock()
+	g.log.Warn(msgNoAgentYet, fields...)
 }
 
 type groupState struct {

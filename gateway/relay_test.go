@@ -22,17 +22,19 @@ import (
 // relaySession is a tunnel.Session whose streams behave as the test says.
 type relaySession struct {
 	name    string
-	agent   string        // the AgentID it reports; "" makes it an agent of its own
-	openErr error         // OpenStream fails with it
-	sendErr error         // the stream's first Send fails with it
-	recvErr error         // the stream's Recv fails with it: it broke after the request went out
-	recvGo  chan struct{} // when set, Recv waits for it to be closed first
-	busy    bool          // OpenStream waits for its context: every stream is taken
-	opened  int           // streams handed out
+	agent   string // the AgentID it reports; "" makes it an agent of its own
+	openErr error  // OpenStream fails with it
+	sendErr error  // the stream's first Send fails with it
+	recvErr error  // the stream's Recv fails with it: it broke after the request went out
+	busy    bool   // OpenStream waits for its context: every stream is taken
+	opened  int    // streams handed out
 	mu      sync.Mutex
 	sent    []*tunnel.Frame
 	done    chan struct{}
 	drain   chan struct{}
+	// beforeRecv, when set, runs at the start of every Recv, on the
+	// exchange's goroutine: what happens just before the stream breaks.
+	beforeRecv func()
 }
 
 func newRelaySession(name string) *relaySession {
@@ -59,13 +61,6 @@ func (s *relaySession) Draining() <-chan struct{} { return s.drain }
 func (s *relaySession) Done() <-chan struct{}     { return s.done }
 func (s *relaySession) Close(error)               {}
 
-// streams reports how many streams s handed out.
-func (s *relaySession) streams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.opened
-}
-
 // relayStream answers every request with 200 "from <session>".
 type relayStream struct {
 	s        *relaySession
@@ -83,8 +78,8 @@ func (st *relayStream) Send(f *tunnel.Frame) error {
 }
 
 func (st *relayStream) Recv() (*tunnel.Frame, error) {
-	if st.s.recvGo != nil {
-		<-st.s.recvGo
+	if st.s.beforeRecv != nil {
+		st.s.beforeRecv()
 	}
 	if st.s.recvErr != nil {
 		return nil, st.s.recvErr
@@ -350,26 +345,19 @@ func TestRelayRetryAvoidsTheBrokenAgent(t *testing.T) {
 // after a full stream wait.
 func TestRelayRetryWaitsWithinTheTimeout(t *testing.T) {
 	brk, busy := newRelaySession("broken"), newRelaySession("busy")
-	brk.recvErr, brk.recvGo, busy.busy = errors.New("connection lost"), make(chan struct{}), true
+	brk.recvErr, busy.busy = errors.New("connection lost"), true
 	rt, st := relayGateway(t, brk)
+	// Once the GET reached the first agent, the other one joins, every
+	// stream taken, and the first one's connection breaks: on the
+	// exchange's goroutine, so that the break comes well within the
+	// timeout. It came from the test's goroutine, which polled for the
+	// stream: a goroutine that ran 200 ms late under load made the answer
+	// the head timeout, not the break.
+	brk.beforeRecv = func() { rt.g.registry.Add(busy) }
 	st.route.Timeout = 200 * time.Millisecond
 	req := relayRequest(t, st, "")
 	req.Method = "GET"
-	answer := make(chan error, 1)
-	go func() {
-		_, err := rt.RoundTrip(req)
-		answer <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second) // a guard only
-	for brk.streams() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the GET never reached the first session")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	rt.g.registry.Add(busy) // the other agent joins, every stream taken
-	close(brk.recvGo)       // the first agent's connection breaks
-	if err := <-answer; !errors.Is(err, tunnel.ErrNoResponse) {
+	if _, err := rt.RoundTrip(req); !errors.Is(err, tunnel.ErrNoResponse) {
 		t.Fatalf("GET whose retry found no free stream: %v; want the break (ErrNoResponse)", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // upgradeHeaders are the heads of requests that ask for an upgrade, which
@@ -101,8 +103,30 @@ func TestUpgradeNotSwitchedCountsAsStalled(t *testing.T) {
 						hdr, sendGuardWait, g.handler.stalls.stalled())
 				}
 			}
-			stalledDownload(t, addr, "/big/1")
-			waitCut(t, s, "/big/u")
+			// The kernel may take more of /big/u's response although its
+			// client reads nothing (seen under load, 1 run in 40: a write
+			// that had blocked 1.5 s returned; another socket's bytes_acked
+			// stayed at 4096, snd_wnd at 0). Its next write then blocks from
+			// later than /big/1's, and the budget rightly cuts /big/1, stalled
+			// longest by then: another download goes over the budget again.
+			for i := 1; ; i++ {
+				path := fmt.Sprintf("/big/%d", i)
+				sent := tunnel.MonoNow()
+				stalledDownload(t, addr, path)
+				var got string
+				select {
+				case got = <-s.finished:
+				case <-time.After(sendGuardWait):
+					t.Fatalf("more exchanges are stalled than public.max_stalled_exchanges allows, and /big/u, stalled "+
+						"longest, still holds its tunnel stream after %v", sendGuardWait)
+				}
+				if got == "/big/u" {
+					break
+				}
+				if got != path || i == 3 || !stalledSince(g, c, sent) {
+					t.Fatalf("the gateway cut the exchange of %s, want the one stalled longest, /big/u", got)
+				}
+			}
 			f := waitAccess(t, logs, written, "/big/u")
 			if f["status"] != int64(http.StatusOK) || f["error"] != CodeClientClosed {
 				t.Errorf("access line of the cut download: status %v, error %v; want 200 and %s (the client's doing, "+
@@ -114,6 +138,21 @@ func TestUpgradeNotSwitchedCountsAsStalled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stalledSince reports whether the budget lists the exchange of client c
+// for a write that began after since (tunnel.MonoNow): its earlier write
+// returned, so it is not stalled longest any more.
+func stalledSince(g *Gateway, c net.Conn, since int64) bool {
+	b := g.handler.stalls
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for at := b.head; at != nil; at = at.next {
+		if at.remote == c.LocalAddr().String() {
+			return at.stallStart > since
+		}
+	}
+	return false
 }
 
 // TestUpgradeNotSwitchedSendTimeout: such a download is cut at the send
