@@ -394,23 +394,31 @@ func (g *Gateway) connectorView(c store.Connector, live []SessionStatus) APIConn
 	out := APIConnector{ID: c.ID, Name: c.Name, Group: c.Group, Version: c.Version, Platform: c.Platform,
 		CertExpires: c.CertExpires.UTC(), Enrolled: c.Enrolled.UTC(), Revoked: timePtr(c.Revoked)}
 	var newest time.Time
+	newestAgent := ""
 	for _, s := range live {
 		if s.ConnectorID != c.ID {
 			continue
 		}
 		out.Sessions++
-		if s.Superseded {
-			out.SetAside++
-		}
 		if out.ConnectedSince == nil || s.Started.Before(*out.ConnectedSince) {
 			out.ConnectedSince = timePtr(s.Started)
 		}
 		if !s.Started.Before(newest) {
-			newest = s.Started
+			newest, newestAgent = s.Started, s.AgentID
 			out.RemoteAddr = s.RemoteAddr
 			if plainFields(s.Version, s.Platform) { // from the agent's hello
 				out.Version, out.Platform = s.Version, s.Platform
 			}
+		}
+	}
+	// Set aside: the sessions of a process other than the one that
+	// connected last. A later process that drains (it stops) has its own
+	// sessions marked superseded while the earlier one serves again; they
+	// are not set aside for a later process, and saying so would be false
+	// just when an operator looks.
+	for _, s := range live {
+		if s.ConnectorID == c.ID && s.Superseded && s.AgentID != newestAgent {
+			out.SetAside++
 		}
 	}
 	return out

@@ -342,13 +342,18 @@ func supersededConnectors(v *groupView) []string {
 }
 
 // refreshSuperseded brings the superseded marks of group ("" for all) up
-// to date when a connector's set-aside sessions have no process left to
-// set them aside: nothing tells the registry when a session ends or drains
-// (see Registry), so Sessions and Count look. One pass over the sessions,
-// without allocating, when nothing is set aside.
+// to date when the latest process of a connector with set-aside sessions
+// is no longer the one that set them aside: nothing tells the registry
+// when a session ends or drains (see Registry), so Sessions and Count
+// look. The marks are stale exactly when the connector's latest session
+// that may take new exchanges is set aside: the process chosen last time
+// lost its latest session since. That process may keep older live
+// sessions, registered before the set-aside process's: they do not make
+// it the latest. One pass over the sessions, without allocating, when
+// nothing is set aside.
 func (r *Registry) refreshSuperseded(group string) {
 	type conn struct{ group, connector string }
-	var stale map[conn]bool // true: a connector's latest process may take new exchanges
+	var latest map[conn]*regEntry // of a connector with a set-aside session: its latest that may take new exchanges
 	for g, view := range r.load() {
 		if group != "" && g != group {
 			continue
@@ -357,25 +362,28 @@ func (r *Registry) refreshSuperseded(group string) {
 			if e.info.AgentID == "" || !e.superseded.Load() || !mayTakeNew(e) {
 				continue
 			}
-			if stale == nil {
-				stale = map[conn]bool{}
+			if latest == nil {
+				latest = map[conn]*regEntry{}
 			}
-			stale[conn{g, e.info.ConnectorID}] = false
+			latest[conn{g, e.info.ConnectorID}] = nil
 		}
 	}
-	if stale == nil {
+	if latest == nil {
 		return
 	}
 	for g, view := range r.load() {
+		if group != "" && g != group {
+			continue
+		}
 		for e := range view.entries {
 			k := conn{g, e.info.ConnectorID}
-			if _, ok := stale[k]; ok && e.info.AgentID != "" && !e.superseded.Load() && mayTakeNew(e) {
-				stale[k] = true
+			if l, ok := latest[k]; ok && e.info.AgentID != "" && mayTakeNew(e) && (l == nil || e.seq > l.seq) {
+				latest[k] = e
 			}
 		}
 	}
-	for k, current := range stale {
-		if !current {
+	for k, l := range latest {
+		if l == nil || l.superseded.Load() {
 			r.mu.Lock()
 			supersedeLocked(r.load(), k.group, k.connector)
 			r.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -28,9 +29,12 @@ import (
 // Their names: vm, agent-two, agent-two-again.
 func supersedeAgents(t *testing.T, r *Registry) (a *fakeSession, b, b2 []*fakeSession) {
 	t.Helper()
+	start := time.Unix(1_700_000_000, 0)
 	add := func(id, connector, agentID, name string) *fakeSession {
 		s := newFakeSession(id, "g")
 		s.info.ConnectorID, s.info.AgentID, s.info.AgentName = connector, agentID, name
+		start = start.Add(time.Second) // in the order they connect
+		s.info.Started = start
 		if _, ok := r.Add(s); !ok {
 			t.Fatalf("%s refused", id)
 		}
@@ -218,6 +222,14 @@ func TestConnectorListSaysSetAside(t *testing.T) {
 	c := store.Connector{ID: "cb", Name: "agent-two", Group: "g"}
 	if v := g.connectorView(c, g.registry.Sessions()); v.Sessions != 4 || v.SetAside != 2 {
 		t.Fatalf("connector cb with two processes: %d sessions, %d set aside; want 4, 2 (the earlier process's)", v.Sessions, v.SetAside)
+	}
+	// The later process drains (it stops): its sessions are not set
+	// aside for a later one, and the earlier one's serve again.
+	for _, s := range b2 {
+		s.drain()
+	}
+	if v := g.connectorView(c, g.registry.Sessions()); v.Sessions != 4 || v.SetAside != 0 {
+		t.Fatalf("connector cb while its later process drains: %d sessions, %d set aside; want 4, 0", v.Sessions, v.SetAside)
 	}
 	for _, s := range b2 {
 		s.Close(nil)
