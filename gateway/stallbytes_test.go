@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // heldCutPrefix starts the log line of an exchange cut for the bytes held
@@ -259,20 +257,7 @@ func slowHTTP2Streams(t *testing.T, addr string, paths []string, rate uint32) <-
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetDeadline(time.Now().Add(3 * sendGuardWait))
-	io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: rate / 10})
-	fr.WriteWindowUpdate(0, 1<<30)
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
-	for i, path := range paths {
-		hbuf.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", path}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
-	}
+	fr := askHTTP2Streams(c, paths, rate/10, 1<<30)
 	// The reader only reads; the writer goroutine alone writes (the
 	// window updates and the SETTINGS acks it is asked for).
 	acks := make(chan struct{}, 4)

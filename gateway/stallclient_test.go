@@ -73,19 +73,7 @@ func stalledHTTP2StreamsFrom(t *testing.T, from net.IP, addr string, paths []str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(3 * sendGuardWait))
-	io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
-	for i, path := range paths {
-		hbuf.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", path}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
-	}
+	fr := askHTTP2Streams(c, paths, 0, 0)
 	resets := make(chan uint32, len(paths))
 	go func() {
 		for {
@@ -289,4 +277,28 @@ func TestStalledStreamsOfOneAddressCutFirst(t *testing.T) {
 		}
 	}
 	waitStalled(t, g, budget)
+}
+
+// askHTTP2Streams starts an h2c connection on c (deadline 3 x
+// sendGuardWait) with a stream window of window bytes and connection
+// credit of connCredit more, and asks for each of paths on streams 1, 3,
+// 5, ... of app.test. It returns the connection's framer.
+func askHTTP2Streams(c net.Conn, paths []string, window, connCredit uint32) *http2.Framer {
+	c.SetDeadline(time.Now().Add(3 * sendGuardWait))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	if connCredit > 0 {
+		fr.WriteWindowUpdate(0, connCredit)
+	}
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for i, path := range paths {
+		hbuf.Reset()
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "app.test"}, {":path", path}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+	}
+	return fr
 }

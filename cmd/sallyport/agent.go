@@ -74,6 +74,16 @@ func catchAgentHangup() chan os.Signal {
 // stop ignores SIGHUP for the rest of the process's life, so one that comes
 // while the agent stops does not kill it either.
 func ignoreHangups(log *zap.Logger, hup chan os.Signal) (stop func()) {
+	return onHangups(hup, func() {
+		log.Warn("SIGHUP ignored: the agent does not reload its config; restart it " +
+			"(SIGTERM drains its exchanges first) to apply changes")
+	})
+}
+
+// onHangups calls each, in a goroutine of its own, for every SIGHUP on hup
+// until stop, which ignores SIGHUP for the rest of the process's life (so
+// that a late one never kills it) and returns once each has returned.
+func onHangups(hup chan os.Signal, each func()) (stop func()) {
 	quit, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -82,8 +92,7 @@ func ignoreHangups(log *zap.Logger, hup chan os.Signal) (stop func()) {
 			case <-quit:
 				return
 			case <-hup:
-				log.Warn("SIGHUP ignored: the agent does not reload its config; restart it " +
-					"(SIGTERM drains its exchanges first) to apply changes")
+				each()
 			}
 		}
 	}()

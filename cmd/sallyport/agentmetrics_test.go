@@ -15,29 +15,6 @@ import (
 	"github.com/sallyport/sallyport/internal/config"
 )
 
-// TestAgentMetricsAddrInUse: a metrics_addr that cannot be listened on
-// stops the agent with the address and what to do.
-func TestAgentMetricsAddrInUse(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := agent.New(agent.Config{Gateway: "127.0.0.1:1", Metrics: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Agent{MetricsAddr: ln.Addr().String()}
-	stop, err := serveAgentMetrics(cfg, a, zap.NewNop())
-	if err == nil {
-		stop()
-		t.Fatal("serveAgentMetrics on a taken address: no error")
-	}
-	if msg := err.Error(); !strings.Contains(msg, ln.Addr().String()) || !strings.Contains(msg, "choose a free host:port") {
-		t.Fatalf("error %q", msg)
-	}
-}
-
 // TestAgentMetricsRefuseRebinding: the agent's metrics_addr, like the
 // gateway's /metrics, answers a loopback request only for a Host that
 // names this machine: a web page whose name its owner points at 127.0.0.1
@@ -88,10 +65,12 @@ func TestAgentMetricsRefuseRebinding(t *testing.T) {
 	}
 }
 
-// TestAgentMetricsAddrInUseNamesLine: the error names the config file and
-// the line of metrics_addr, as every other config error does. It used to
-// be `metrics_addr "127.0.0.1:18191": listen tcp …`, without file or line.
-func TestAgentMetricsAddrInUseNamesLine(t *testing.T) {
+// TestAgentMetricsAddrInUse: a metrics_addr that cannot be listened on
+// stops the agent with the address and what to do, and the error names
+// the config file and the line of metrics_addr, as every other config
+// error does. It used to be `metrics_addr "127.0.0.1:18191": listen tcp …`,
+// without file or line.
+func TestAgentMetricsAddrInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

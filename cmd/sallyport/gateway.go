@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -365,26 +364,12 @@ func catchHangup() chan os.Signal {
 // running, the config the gateway started with, and a warning names those
 // that need a restart.
 func reloadOnHangup(ctx context.Context, gw *gateway.Gateway, path string, running *config.Gateway, log *zap.Logger, hup chan os.Signal) (stop func()) {
-	quit, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		for {
-			select {
-			case <-quit:
-				return
-			case <-hup:
-				if ctx.Err() != nil {
-					log.Warn("SIGHUP ignored: the gateway is stopping, so the apps are not reloaded")
-					continue
-				}
-				reloadApps(gw, path, running, log)
-			}
+	return onHangups(hup, func() {
+		if ctx.Err() != nil {
+			log.Warn("SIGHUP ignored: the gateway is stopping, so the apps are not reloaded")
+			return
 		}
-	}()
-	return sync.OnceFunc(func() {
-		signal.Ignore(syscall.SIGHUP)
-		close(quit)
-		<-finished
+		reloadApps(gw, path, running, log)
 	})
 }
 
