@@ -41,6 +41,11 @@ type Registry struct {
 	// mu): the connector's latest process is the one that registered last
 	// (see supersedeLocked).
 	seq uint64
+	// unheard: some session is held back until its agent is heard from
+	// (see supersedeLocked); picks look, at most every heardLook after
+	// nextLook (MonoNow). Set under mu; cleared under mu by lookHeard.
+	unheard  atomic.Bool
+	nextLook atomic.Int64
 }
 
 // groupView is one group's sessions by agent. Never modified once stored.
@@ -74,6 +79,45 @@ type regEntry struct {
 	// silent is s when its transport tells that the agent stopped
 	// answering (see silentSession); nil when it cannot tell.
 	silent silentSession
+	// heard is s when its transport counts what comes from the agent (see
+	// heardSession); nil when it cannot tell.
+	heard heardSession
+	// heardMark is heard's count when the session was set aside
+	// (superseded turned true); written under Registry.mu.
+	heardMark atomic.Uint64
+	// unheard: its process is its connector's latest, but the session
+	// was set aside and nothing came from the agent since: it stays aside
+	// until something does (see supersedeLocked). Written under
+	// Registry.mu.
+	unheard atomic.Bool
+}
+
+// heardSession is a session whose transport counts what comes from the
+// agent (QUIC's packets, yamux's and gRPC's bytes read): a live agent is
+// heard at least every keepalive (it pings, and it answers the gateway's
+// pings and probes), a dead one never. The registry reads it to tell a
+// live earlier process of a connector from a dead one (see
+// supersedeLocked).
+type heardSession interface {
+	// Heard counts what came from the agent so far; ok is false when the
+	// transport cannot tell. Cheap (an atomic load or two).
+	Heard() (n uint64, ok bool)
+	// Ask asks the agent for a sign of life without blocking: a live
+	// one answers within a round trip (counted by Heard); the liveness
+	// watch sets a dead one's session aside within about a second and
+	// closes it some seconds later (see silentSession).
+	Ask()
+}
+
+// heardSince reports whether something came from e's agent since e was set
+// aside; true when its transport cannot tell (as before sessions counted
+// it).
+func (e *regEntry) heardSince() bool {
+	if e.heard == nil {
+		return true
+	}
+	n, ok := e.heard.Heard()
+	return !ok || n != e.heardMark.Load()
 }
 
 // silentSession is a session whose transport notices, within about a
@@ -167,7 +211,7 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	old := r.load()
 	// Up to date first: a process that superseded others may have ended or
 	// be draining since (see refreshSuperseded).
-	supersedeLocked(old, info.Group, info.ConnectorID)
+	r.supersedeLocked(old, info.Group, info.ConnectorID)
 	var load *atomic.Int64
 	var superseded []*regEntry
 	own := 1 // sessions of s's process, s included
@@ -218,8 +262,13 @@ func (r *Registry) Add(s tunnel.Session) (held int, ok bool) {
 	r.seq++
 	e := &regEntry{s: s, info: info, agent: key, load: load, seq: r.seq}
 	e.silent, _ = s.(silentSession)
+	if h, ok := s.(heardSession); ok {
+		if _, can := h.Heard(); can {
+			e.heard = h
+		}
+	}
 	r.store(old, info.Group, old[info.Group].with(e))
-	supersedeLocked(r.load(), info.Group, info.ConnectorID)
+	r.supersedeLocked(r.load(), info.Group, info.ConnectorID)
 	return held, true
 }
 
@@ -280,15 +329,27 @@ func evictSuperseded(superseded []*regEntry, n int) []*regEntry {
 // aside, and they end (a TCP RST at once, QUIC's idle timeout) and are
 // dropped. A crash loop does not bring them back either: a process that
 // crashes in turn leaves its sessions registered too, and its successor
-// registers later. Only if the restarted process leaves cleanly (it
+// registers later.
+//
+// Why only once heard: if the restarted process leaves cleanly (it
 // drains, or its sessions end) before the dead one's half-open sessions
-// time out (QUIC after kill -9, or a host that died: up to 30 s) are those
-// picked again; the liveness watch (see silentSession) then sets the agent
-// aside within about a second of the first exchange sent there and closes
-// its sessions some 6 s later (in a probe over QUIC: 1 of 100 sequential
-// GETs waited those 6 s, then answered 200 through the other agent). The
-// registry cannot tell a live process from a dead one sooner: nothing
-// comes from a set-aside session that it could look at.
+// time out (QUIC after kill -9, or a host that died: up to 30 s), those
+// would be picked again, and the exchanges sent there in the second
+// before the liveness watch noticed (see silentSession) hung some 6 s (in
+// a probe over QUIC, 10 of ~1,850 requests; POSTs among them got 502).
+// So a session's transport count of what came from its agent (see
+// heardSession) is noted when it is set aside, and its agent is asked for
+// a sign of life (heardSession.Ask): a live one answers within a round
+// trip (and is heard at least every keepalive anyway: it pings, and it
+// answers the gateway's pings); a dead one never does, and the liveness
+// watch closes its sessions some seconds later (about 6 s over QUIC),
+// not at their idle timeout. A set-aside session counts as its
+// process's again only once that count moved. A process whose
+// set-aside sessions are all unheard when no other is left to choose
+// stays aside (unheard: still the last resort) and is asked again; if it
+// answers, it serves at the next look (a pick, at most every heardLook,
+// or Sessions and Count). Sessions whose transport cannot tell come back
+// as soon as they are the latest.
 //
 // Why the set-aside sessions are neither told nor closed: a live process
 // told to drain, or whose sessions are closed, reconnects, and its new
@@ -298,13 +359,18 @@ func evictSuperseded(superseded []*regEntry, n int) []*regEntry {
 // standby that serves again once the later process leaves. They are
 // closed only to make room for the new process's sessions at
 // MaxPerConnector (see evictSuperseded).
-func supersedeLocked(m groupMap, group, connector string) {
+func (r *Registry) supersedeLocked(m groupMap, group, connector string) {
 	if connector == "" {
 		return
 	}
 	var latest *regEntry
+	unheard := false // a session set aside that may take new exchanges, and nothing came from its agent since
 	for e := range m.entries(group) {
 		if e.info.ConnectorID != connector || e.info.AgentID == "" || !mayTakeNew(e) {
+			continue
+		}
+		if e.superseded.Load() && !e.heardSince() {
+			unheard = true
 			continue
 		}
 		if latest == nil || e.seq > latest.seq {
@@ -312,13 +378,66 @@ func supersedeLocked(m groupMap, group, connector string) {
 		}
 	}
 	if latest == nil {
-		return // every process drains or has ended: nothing to choose
+		// Every process drains or has ended (nothing to choose), or was
+		// set aside and is not heard from since: those stay aside until
+		// they are, and their agent is asked.
+		if unheard {
+			for e := range m.entries(group) {
+				if e.info.ConnectorID == connector && e.info.AgentID != "" && e.superseded.Load() &&
+					mayTakeNew(e) && !e.heardSince() && !e.unheard.Swap(true) {
+					e.heard.Ask()
+				}
+			}
+			r.unheard.Store(true)
+		}
+		return
 	}
 	for e := range m.entries(group) {
-		if e.info.ConnectorID == connector && e.info.AgentID != "" {
-			e.superseded.Store(e.info.AgentID != latest.info.AgentID)
+		if e.info.ConnectorID != connector || e.info.AgentID == "" {
+			continue
+		}
+		aside := e.info.AgentID != latest.info.AgentID
+		if aside && !e.superseded.Load() && e.heard != nil {
+			// Noted, then asked: a live agent answers within a round trip
+			// and counts as heard from then on; a dead one's session is
+			// closed by the liveness watch some seconds later, not at
+			// its idle timeout.
+			n, _ := e.heard.Heard()
+			e.heardMark.Store(n)
+			e.superseded.Store(true)
+			if mayTakeNew(e) {
+				e.heard.Ask()
+			}
+		}
+		e.superseded.Store(aside)
+		e.unheard.Store(false)
+	}
+}
+
+// heardLook is how often picks look whether an unheard process (see
+// supersedeLocked) was heard from, while there is one.
+const heardLook = 100 * time.Millisecond
+
+// lookHeard brings back, at most every heardLook, the processes held back
+// until heard from (see supersedeLocked) that were, and clears
+// Registry.unheard once none is left. Picks call it while that is set.
+func (r *Registry) lookHeard() {
+	now := tunnel.MonoNow()
+	next := r.nextLook.Load()
+	if now < next || !r.nextLook.CompareAndSwap(next, now+int64(heardLook)) {
+		return
+	}
+	r.refreshSuperseded("")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, view := range r.load() {
+		for e := range view.entries {
+			if e.unheard.Load() && mayTakeNew(e) {
+				return
+			}
 		}
 	}
+	r.unheard.Store(false)
 }
 
 // mayTakeNew reports whether e's session could still be given new
@@ -385,7 +504,7 @@ func (r *Registry) refreshSuperseded(group string) {
 	for k, l := range latest {
 		if l == nil || l.superseded.Load() {
 			r.mu.Lock()
-			supersedeLocked(r.load(), k.group, k.connector)
+			r.supersedeLocked(r.load(), k.group, k.connector)
 			r.mu.Unlock()
 		}
 	}
@@ -424,7 +543,7 @@ func (r *Registry) removeLocked(drop func(*regEntry) bool) {
 			// The process that set others aside may be gone with the
 			// dropped sessions.
 			for _, c := range supersededConnectors(old[group]) {
-				supersedeLocked(old, group, c)
+				r.supersedeLocked(old, group, c)
 			}
 		}
 	}
@@ -565,6 +684,9 @@ func (r *Registry) PickAvoiding(group string, exclude tunnel.Session, avoid []st
 }
 
 func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*Picked, error) {
+	if r.unheard.Load() {
+		r.lookHeard()
+	}
 	view := r.load()[group]
 	if view == nil {
 		return nil, noConnectorError(group, false)
