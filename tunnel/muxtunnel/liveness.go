@@ -252,10 +252,12 @@ func (w *liveWatch) run() {
 		// Exchanges of the last window, after which nothing came: ask.
 		w.waiting, w.pending, probe = now, false, true
 	}
-	// A run long after the last one means the gateway itself stalled (a
-	// loaded machine, a long pause): packets may wait in its socket that
-	// QUIC has not read yet, so this run does not judge.
-	late := !w.first && time.Duration(now-w.at) > 2*w.period()
+	// A run long after the last one, or after the arming, means the
+	// gateway itself stalled (a loaded machine, a long pause): packets may
+	// wait in its socket that its transport has not read yet, so this run
+	// does not judge. The first run too: a stall right after an exchange
+	// armed the watch would otherwise set the session aside, or close it.
+	late := time.Duration(now-w.at) > 2*w.period()
 	w.received, w.seen, w.at, w.first = received, opened, now, false
 	waiting, pending := w.waiting, w.pending
 	w.mu.Unlock()
