@@ -34,7 +34,7 @@ import (
 //	sallyport_gateway_sessions{group,transport}         live tunnel sessions (0 for every group an app uses)
 //	sallyport_gateway_agents{group}                     agents with at least one live session
 //	sallyport_gateway_sessions_opened_total{group,transport}
-//	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, revoked, refused, certificate, shutdown
+//	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, silent, revoked, refused, certificate, shutdown
 //	sallyport_gateway_session_refusals_total{reason}    sessions refused: revoked, unauthenticated; in the TLS handshake certificate (not of the connector CA, or expired), error
 //	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
 //	sallyport_gateway_renewals_total{outcome}
@@ -51,6 +51,7 @@ import (
 const (
 	closeDrained  = "drained"  // the agent announced its shutdown first
 	closeLost     = "lost"     // the connection ended without a drain
+	closeSilent   = "silent"   // it ended set aside as silent: the agent stopped answering (its host or path died)
 	closeRevoked  = "revoked"  // the connector was revoked
 	closeRefused  = "refused"  // closed as it was registered (too many sessions, or revoked meanwhile)
 	closeShutdown = "shutdown" // the gateway shut down
@@ -357,6 +358,11 @@ func (g *Gateway) closeReason(s tunnel.Session, info tunnel.SessionInfo) string 
 		return closeShutdown // agents drain when the gateway asks them to
 	case isClosed(s.Draining()):
 		return closeDrained
+	}
+	if ss, ok := s.(silentSession); ok && ss.Silent() {
+		// The liveness watch closed it, or the connection ended while the
+		// agent did not answer: not a crash that reset the connection.
+		return closeSilent
 	}
 	return closeLost
 }

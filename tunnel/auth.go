@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -29,3 +31,17 @@ var ErrRevoked = errors.New("revoked")
 // as error code "shutting-down"), so the agent retries with backoff, and
 // behind a load balancer reaches another replica.
 var ErrShuttingDown = errors.New("the gateway is shutting down")
+
+// ShuttingDown is ErrShuttingDown with what the gateway's refusal said,
+// msg: its own words when they begin with ErrShuttingDown's (this
+// version's gateways: "the gateway is shutting down; connect to another
+// replica or retry later"), which were said twice before.
+func ShuttingDown(msg string) error {
+	if rest, ok := strings.CutPrefix(msg, ErrShuttingDown.Error()); ok {
+		if rest = strings.TrimLeft(rest, ";: "); rest == "" {
+			return ErrShuttingDown
+		}
+		return fmt.Errorf("%w; %s", ErrShuttingDown, rest)
+	}
+	return fmt.Errorf("%w: %s", ErrShuttingDown, msg)
+}

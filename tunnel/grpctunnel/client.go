@@ -136,7 +136,7 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(status.Convert(err).Message(), "revoked: ")))
 		case codes.Unavailable:
 			if msg, ok := strings.CutPrefix(status.Convert(err).Message(), shuttingDownPrefix); ok {
-				return fail(fmt.Errorf("connect to gateway %s: %w: %s", cfg.Addr, tunnel.ErrShuttingDown, msg))
+				return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, tunnel.ShuttingDown(msg)))
 			}
 		}
 		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))

@@ -106,7 +106,7 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 		case codeRevoked:
 			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(e.GetMessage(), "revoked: ")))
 		case codeShuttingDown:
-			return fail(fmt.Errorf("%w: %s", tunnel.ErrShuttingDown, e.GetMessage()))
+			return fail(tunnel.ShuttingDown(e.GetMessage()))
 		}
 		return fail(fmt.Errorf("the gateway refused the session: %s: %s", e.GetCode(), e.GetMessage()))
 	}
