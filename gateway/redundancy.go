@@ -362,7 +362,12 @@ func (g *Gateway) warnSingle(group string) {
 			}
 		}
 		st.pending = false
-		warn = len(agents) == 1 && !st.warned && len(apps) > 0
+		// st.agents too: a session registered whose groupChanged has not
+		// run yet shows in the registry but not in st (its spell has not
+		// begun); that groupChanged schedules its own look, as pending
+		// is cleared. Without it, a look that came in between warned at
+		// once, without the grace (a flapping agent's next session).
+		warn = len(agents) == 1 && st.agents == 1 && !st.warned && len(apps) > 0
 		if warn {
 			st.warned, st.degraded = true, true
 		}

@@ -401,3 +401,35 @@ func TestGroupRedundancyFlappingSummaryWhileUp(t *testing.T) {
 		t.Fatalf("error lines %v; want the first drop's and a summary of 3 losses", got)
 	}
 }
+
+// TestSingleAgentLookBeforeGroupChanged: a single-agent look that runs
+// while a session is registered but its groupChanged has not run yet (the
+// registry shows one agent, the gateway's view none: a flapping agent's
+// next session) does not warn: the spell has not begun, and that
+// groupChanged schedules its own look with the full grace. It warned at
+// once before (TestGroupRedundancyFlappingAgent failed once in CI: '1
+// single-agent warnings for spells shorter than the grace').
+func TestSingleAgentLookBeforeGroupChanged(t *testing.T) {
+	g, logs, fake := redundancyGateway(t)
+	defer close(g.stopped)
+	if _, ok := g.registry.Add(newFakeSession("a", "g")); !ok {
+		t.Fatal("not added")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.warnSingle("g") // a look scheduled by an earlier spell
+	}()
+	if !fake.WaitForWaiter(1, done) {
+		t.Fatal("the look returned before waiting for the grace")
+	}
+	fake.Advance(redundancyGrace)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the look still waits after the grace, with the gateway's view of the group at no agent")
+	}
+	if w := logs.FilterMessage(msgSingle).All(); len(w) != 0 {
+		t.Fatalf("%d single-agent warnings from a look that ran before the session's groupChanged: %v", len(w), w)
+	}
+}
