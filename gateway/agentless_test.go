@@ -42,14 +42,7 @@ func TestAgentlessGroupWarned(t *testing.T) {
 		f()
 	}
 	warnings := func() []observer.LoggedEntry { return logs.FilterMessageSnippet("has had no agent").All() }
-	add := func(id, group string) *fakeSession {
-		s := newFakeSession(id, group)
-		if _, ok := g.registry.Add(s); !ok {
-			t.Fatal("not added")
-		}
-		g.groupChanged(group)
-		return s
-	}
+	add := func(id, group string) *fakeSession { return addToGroup(t, g, id, group) }
 
 	add("a", "default") // the agents' group, which no app names (web says g)
 	fire()

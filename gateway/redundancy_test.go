@@ -34,14 +34,7 @@ func redundancyGateway(t *testing.T) (*Gateway, *observer.ObservedLogs, *clock.F
 // error; two again is said once; a group no app uses is never mentioned.
 func TestGroupRedundancy(t *testing.T) {
 	g, logs, fake := redundancyGateway(t)
-	add := func(id, group string) *fakeSession {
-		s := newFakeSession(id, group)
-		if _, ok := g.registry.Add(s); !ok {
-			t.Fatal("not added")
-		}
-		g.groupChanged(group)
-		return s
-	}
+	add := func(id, group string) *fakeSession { return addToGroup(t, g, id, group) }
 	end := func(s *fakeSession) {
 		s.Close(nil)
 		g.registry.Remove(s)
@@ -432,4 +425,16 @@ func TestSingleAgentLookBeforeGroupChanged(t *testing.T) {
 	if w := logs.FilterMessage(msgSingle).All(); len(w) != 0 {
 		t.Fatalf("%d single-agent warnings from a look that ran before the session's groupChanged: %v", len(w), w)
 	}
+}
+
+// addToGroup registers a fake session id of group on g's registry and
+// lets the gateway look at the group, as a session's start does.
+func addToGroup(t *testing.T, g *Gateway, id, group string) *fakeSession {
+	t.Helper()
+	s := newFakeSession(id, group)
+	if _, ok := g.registry.Add(s); !ok {
+		t.Fatal("not added")
+	}
+	g.groupChanged(group)
+	return s
 }

@@ -459,7 +459,9 @@ func TestSessionCertificates(t *testing.T) {
 // TestTLSRefusalLogIsLimited: a peer that keeps presenting a certificate of
 // another CA cannot flood the gateway's log: 20 refusal lines a minute. The
 // gateway logs before it sends the alert that fails the dial, so the count
-// is exact.
+// is exact. Every refusal is counted in session_refusals_total under reason
+// certificate all the same, also those whose line the limit held back
+// (TLS-handshake refusals were not counted at all before).
 func TestTLSRefusalLogIsLimited(t *testing.T) {
 	tr := newTrustRig(t, nil)
 	other := newTrustRig(t, nil)
@@ -475,6 +477,8 @@ func TestTLSRefusalLogIsLimited(t *testing.T) {
 	if n := len(tr.logs.FilterMessage("agent refused at TLS").All()); n != 20 {
 		t.Fatalf("%d refusal lines, want 20", n)
 	}
+	s := scrape(t, tr.AdminURL()+"/metrics")
+	wantSeries(t, s, map[string]float64{`sallyport_gateway_session_refusals_total{reason="certificate"}`: 25})
 }
 
 // TestExpiredWhileOffline: an agent whose certificate expired while it was

@@ -22,3 +22,13 @@ func Long(t testing.TB, why string) {
 	}
 	t.Skipf("%s; skipped with -short (make test runs it)", why)
 }
+
+// Unsupported skips t on a machine that cannot run it, saying why and what
+// to do, and fails it when CI is set: CI's machines must run every test.
+func Unsupported(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s; CI must run this test", why)
+	}
+	t.Skip(why)
+}
