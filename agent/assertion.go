@@ -48,8 +48,8 @@ type assertionVerifier struct {
 	fetched time.Time           // last fetch attempt; guarded by mu
 }
 
-// verify checks req's assertion for app and replaces the identity headers
-// with the verified claims.
+// verify checks req's assertion for app and replaces the identity headers,
+// in every spelling, with the verified claims.
 func (v *assertionVerifier) verify(req *http.Request, app string) error {
 	tok := req.Header.Get(assertion.Header)
 	if tok == "" {
@@ -71,6 +71,11 @@ func (v *assertionVerifier) verify(req *http.Request, app string) error {
 	if err != nil {
 		return &AssertionError{err}
 	}
+	// Only the verified claims reach the backend: every other spelling of
+	// an identity header (X_Sallyport_User, X.Sallyport.User, which some
+	// servers fold onto X-Sallyport-User) goes, whatever the gateway let
+	// through.
+	assertion.StripHeaders(req.Header)
 	assertion.SetHeaders(req.Header, c.Subject, c.Email, c.Groups, tok)
 	return nil
 }

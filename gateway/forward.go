@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/assertion"
 	"github.com/sallyport/sallyport/internal/forwarded"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -83,10 +84,11 @@ func isForwardedHeader(k string) bool {
 	if isProxySetHeader(k) {
 		return true
 	}
-	if strings.IndexByte(k, '_') < 0 {
+	f := assertion.FoldName(k)
+	if f == k {
 		return false
 	}
-	c := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	c := http.CanonicalHeaderKey(f)
 	return c == RequestIDHeader || isProxySetHeader(c)
 }
 

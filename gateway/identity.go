@@ -186,6 +186,27 @@ func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
 	}
 }
 
+// upgradeResponse is the ReverseProxy's ModifyResponse (the upgrade path:
+// WebSockets): as writeResponse does on the relay path, it drops an app's
+// Set-Cookie for one of the gateway's cookies once the gateway signs users
+// in, whether the backend switched protocols (101) or answered otherwise.
+// Without it, an app without sign-in could plant an attacker's session
+// (session fixation) or pre-login cookie (login CSRF) in a visitor's
+// browser by answering any request that carries "Connection: Upgrade".
+func (h *proxyHandler) upgradeResponse(res *http.Response) error {
+	if h.g.cfg.Preauth == nil {
+		return nil
+	}
+	if vv, ok := res.Header["Set-Cookie"]; ok {
+		if vv = preauth.DropGatewaySetCookies(vv); len(vv) == 0 {
+			delete(res.Header, "Set-Cookie")
+		} else {
+			res.Header["Set-Cookie"] = vv
+		}
+	}
+	return nil
+}
+
 // trailerScrubber removes identity headers from the request's trailers:
 // the server fills the trailer map (shared with the outgoing request) when
 // the body reaches its end, so that is when they are removed, before the

@@ -31,8 +31,8 @@ var errBadPath = errors.New("malformed request path")
 //     climbs above the root;
 //   - refused: a path that does not start with "/", a bad %-escape, control
 //     characters, an encoded backslash (%5C), and segments that would become
-//     dot segments on a server that decodes %2F or drops ";parameters"
-//     ("..%2F", "..;x").
+//     dot segments on a server that decodes %2F, drops ";parameters" or
+//     decodes the path twice ("..%2F", "..;x", "%252e%252e", "..%255c").
 //
 // The query is not part of the path: url.URL has already split it off at
 // the first "?", so a "?" inside the path is always encoded (%3F) and stays
@@ -156,9 +156,16 @@ func decodeSegment(s string) (match, path string, err error) {
 }
 
 // hiddenDotSegment reports whether a segment (match form) turns into a dot
-// segment for a server that decodes %2F or strips ";parameters".
+// segment for a server that decodes %2F or strips ";parameters", or that
+// decodes the path a second time: a client's "%252e%252e" is "%2e%2e" here
+// and ".." there, and its "%255c" a backslash, which such servers (IIS,
+// among others) take for a slash.
 func hiddenDotSegment(match string) bool {
-	for _, part := range strings.Split(match, "%2F") {
+	if strings.IndexByte(match, '%') >= 0 {
+		match = strings.ToLower(match)
+		match = strings.ReplaceAll(strings.ReplaceAll(match, "%5c", "%2f"), "%2e", ".")
+	}
+	for part := range strings.SplitSeq(match, "%2f") {
 		if before, _, _ := strings.Cut(part, ";"); before == "." || before == ".." {
 			return true
 		}

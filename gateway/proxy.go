@@ -84,8 +84,9 @@ func newProxyHandler(g *Gateway) *proxyHandler {
 	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{},
 		stalls: newStallBudget(g.cfg.MaxStalledExchanges, g.log)}
 	h.proxy = &httputil.ReverseProxy{
-		Rewrite:   h.rewrite,
-		Transport: h.relay,
+		Rewrite:        h.rewrite,
+		ModifyResponse: h.upgradeResponse,
+		Transport:      h.relay,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			h.exchangeFailed(w, r, stateFrom(r.Context()), err)
 		},

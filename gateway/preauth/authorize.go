@@ -361,14 +361,14 @@ func (pol *Policy) allows(id *Identity) bool {
 	}
 	if id.Email != "" {
 		for _, e := range pol.Emails {
-			if strings.EqualFold(e, id.Email) {
+			if asciiEqualFold(e, id.Email) {
 				return true
 			}
 		}
 		if at := strings.LastIndexByte(id.Email, '@'); at >= 0 {
 			domain := id.Email[at+1:]
 			for _, d := range pol.Domains {
-				if strings.EqualFold(strings.TrimPrefix(d, "@"), domain) {
+				if asciiEqualFold(strings.TrimPrefix(d, "@"), domain) {
 					return true
 				}
 			}
@@ -382,6 +382,31 @@ func (pol *Policy) allows(id *Identity) bool {
 		}
 	}
 	return false
+}
+
+// asciiEqualFold compares a and b ignoring the case of ASCII letters only.
+// strings.EqualFold also folds Unicode: "\u212a" (KELVIN SIGN) equals
+// "k" and "\u017f" (LONG S) equals "s" there, so a provider that lets
+// users pick such an address would let "\u212aate@example.com" pass a
+// policy that lists kate@example.com, or an address at "ban\u212a.example"
+// one that lists the domain bank.example.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // safeReturn reports whether ret is a same-origin relative path to return

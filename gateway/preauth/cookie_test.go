@@ -128,7 +128,10 @@ func TestStripGatewayCookies(t *testing.T) {
 
 func TestIdentityHeaderVariants(t *testing.T) {
 	for k, want := range map[string]bool{"X-Sallyport-User": true, "x_sallyport_user": true, "X_SALLYPORT-Whatever": true,
-		"X-Sallyport": false, "X-Forwarded-User": true, "X_Forwarded_Email": true, "Remote_User": true, "X-Other": false} {
+		"X-Sallyport": false, "X-Forwarded-User": true, "X_Forwarded_Email": true, "Remote_User": true, "X-Other": false,
+		// lighttpd and Apache httpd < 2.4 fold every byte but letters and
+		// digits to "_" for CGI and FastCGI (HTTP_REMOTE_USER).
+		"X.Sallyport.User": true, "Remote.User": true, "X~Forwarded~Groups": true, "X-Auth-Request.Email": true} {
 		if got := isIdentityHeader(k, true); got != want {
 			t.Errorf("%s: %v", k, got)
 		}

@@ -138,7 +138,7 @@ func FuzzPendingSignIns(f *testing.F) {
 		r := httptest.NewRequest("GET", "http://app.example/", nil)
 		r.Header.Set("Cookie", pendingCookie+"="+list+"; "+cookies)
 		for _, step := range []func(w http.ResponseWriter){
-			func(w http.ResponseWriter) { s.addPending(w, r, loginCookiePfx+"00000000000000aa", end) },
+			func(w http.ResponseWriter) { s.addPending(w, r, "00000000000000aa", end) },
 			func(w http.ResponseWriter) { s.tidyPending(w, r, loginCookiePfx+"00000000000000aa") },
 		} {
 			rec := httptest.NewRecorder()

@@ -25,9 +25,11 @@ var otherIdentityHeaders = []string{
 }
 
 // StripIdentityHeaders removes every header a client could use to claim an
-// identity: all X-Sallyport-* headers, written in any case and with "_"
-// for "-" (servers such as CGI, PHP and WSGI fold both to the same
-// variable), and with oidc also the identity headers of other proxies.
+// identity: all X-Sallyport-* headers, and with oidc also the identity
+// headers of other proxies, in every spelling that some server takes for
+// the same name (case, and any byte other than a letter or digit for "-":
+// X_Sallyport_User for CGI, PHP and WSGI, X.Sallyport.User for lighttpd;
+// see assertion.FoldEqual).
 func StripIdentityHeaders(h http.Header, oidc bool) {
 	for k := range h {
 		if isIdentityHeader(k, oidc) {
@@ -37,45 +39,18 @@ func StripIdentityHeaders(h http.Header, oidc bool) {
 }
 
 func isIdentityHeader(k string, oidc bool) bool {
-	const pfx = "x-sallyport-"
-	if len(k) >= len(pfx) && foldEqual(k[:len(pfx)], pfx) {
+	if assertion.IsHeader(k) {
 		return true
 	}
 	if !oidc {
 		return false
 	}
 	for _, o := range otherIdentityHeaders {
-		if foldEqual(k, o) {
+		if assertion.FoldEqual(k, o) {
 			return true
 		}
 	}
 	return false
-}
-
-// foldEqual compares ASCII case-insensitively, with '_' equal to '-'.
-func foldEqual(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x == '_' {
-			x = '-'
-		}
-		if y == '_' {
-			y = '-'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // Assert signs an assertion of id for app (its aud).
@@ -147,7 +122,21 @@ func DropGatewaySetCookies(vv []string) []string {
 	return vv
 }
 
+// isGatewaySetCookie reports whether the Set-Cookie value v sets a cookie
+// that browsers send as one of the gateway's. That includes a cookie
+// without a name ("=sallyport_session=x", or "sallyport_session" without
+// "="): browsers keep it and send its value alone, "Cookie:
+// sallyport_session=x", which the gateway reads as its session cookie.
 func isGatewaySetCookie(v string) bool {
-	name, _, _ := strings.Cut(v, "=")
-	return IsGatewayCookie(strings.TrimSpace(name))
+	pair, _, _ := strings.Cut(v, ";")
+	name, value, ok := strings.Cut(pair, "=")
+	name = strings.TrimSpace(name)
+	if !ok {
+		name, value = "", pair
+	}
+	if name == "" {
+		name, _, _ = strings.Cut(strings.TrimSpace(value), "=")
+		name = strings.TrimSpace(name)
+	}
+	return IsGatewayCookie(name)
 }

@@ -43,7 +43,7 @@ const maxPendingSignIns = 8
 const pendingCookie = "sallyport_pending"
 
 // pendingSignIn is one entry of the pending cookie: "<id>:<end>", where the
-// pre-login cookie's name is loginCookiePfx+id and end is when it expires
+// pre-login cookie's name is loginCookieName(r, id) and end is when it expires
 // (Unix seconds). Entries are separated by ".".
 type pendingSignIn struct {
 	id  string
@@ -85,7 +85,7 @@ func (s *Service) readPending(r *http.Request) []pendingSignIn {
 }
 
 // validLoginID reports whether id can end a pre-login cookie's name (see
-// stateCookieName): 16 lowercase hex digits.
+// stateID): 16 lowercase hex digits.
 func validLoginID(id string) bool {
 	if len(id) != 16 {
 		return false
@@ -98,13 +98,13 @@ func validLoginID(id string) bool {
 	return true
 }
 
-// addPending records the sign-in whose pre-login cookie is name and ends at
-// end in r's list, expires the oldest pre-login cookies beyond the bound,
-// and writes the list.
-func (s *Service) addPending(w http.ResponseWriter, r *http.Request, name string, end int64) {
+// addPending records the sign-in whose pre-login cookie is id (see
+// loginCookieName) and ends at end in r's list, expires the oldest
+// pre-login cookies beyond the bound, and writes the list.
+func (s *Service) addPending(w http.ResponseWriter, r *http.Request, id string, end int64) {
 	list := s.readPending(r)
-	list = slices.DeleteFunc(list, func(p pendingSignIn) bool { return loginCookiePfx+p.id == name })
-	list = append(list, pendingSignIn{id: strings.TrimPrefix(name, loginCookiePfx), end: end})
+	list = slices.DeleteFunc(list, func(p pendingSignIn) bool { return p.id == id })
+	list = append(list, pendingSignIn{id: id, end: end})
 	s.writePending(w, r, s.forgetOldest(w, r, list))
 }
 
@@ -116,7 +116,7 @@ func (s *Service) forgetOldest(w http.ResponseWriter, r *http.Request, list []pe
 		return list
 	}
 	for _, p := range list[:extra] {
-		expireLoginCookie(w, r, loginCookiePfx+p.id)
+		expireLoginCookie(w, r, loginCookieName(r, p.id))
 	}
 	return list[extra:]
 }
@@ -158,10 +158,13 @@ const maxLoginCookiesRead = 4 * maxPendingSignIns
 // itself uses up (it expires that one).
 func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used string) {
 	now := s.now().Unix()
+	pfx := loginCookieName(r, "")
 	seen := map[string]bool{used: true}
 	var list []pendingSignIn
 	for _, c := range r.Cookies() {
-		if !strings.HasPrefix(c.Name, loginCookiePfx) || seen[c.Name] {
+		// Under TLS, one without the __Secure- prefix is not the gateway's
+		// (see loginCookieName): it is left alone.
+		if !strings.HasPrefix(c.Name, pfx) || seen[c.Name] {
 			continue
 		}
 		seen[c.Name] = true
@@ -169,7 +172,7 @@ func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used strin
 			break
 		}
 		var ls loginState
-		id := strings.TrimPrefix(c.Name, loginCookiePfx)
+		id := strings.TrimPrefix(c.Name, pfx)
 		if err := s.sealer.open("login", c.Value, &ls); err != nil || ls.Expires <= now || !validLoginID(id) {
 			expireLoginCookie(w, r, c.Name)
 			continue

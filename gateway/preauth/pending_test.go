@@ -36,7 +36,7 @@ func startOf(t *testing.T, authorize string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return stateCookieName(u.Query().Get("state"))
+	return loginCookiePfx + stateID(u.Query().Get("state"))
 }
 
 // TestPreLoginCookiesBounded: every page load without a session starts a

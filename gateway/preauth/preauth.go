@@ -538,7 +538,25 @@ func randomToken(n int) string {
 
 func constantEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
-func stateCookieName(state string) string {
+// stateID names the pre-login cookie of the sign-in with state (see
+// loginCookieName): 16 hex digits of its hash.
+func stateID(state string) string {
 	sum := sha256.Sum256([]byte(state))
-	return loginCookiePfx + hex.EncodeToString(sum[:8])
+	return hex.EncodeToString(sum[:8])
+}
+
+// loginCookieName is the name of r's pre-login cookie id (see stateID;
+// id "" gives the prefix of them all). Under TLS it takes the __Secure-
+// prefix, which browsers let only an HTTPS page set: a network attacker who
+// answers one of the browser's plain-HTTP requests (or an http:// page of
+// the same host) could otherwise plant the pre-login cookie of a sign-in
+// he started, and then send the browser to the callback with his own code
+// and state: the browser would be signed in as him (login CSRF). Not
+// __Host-, which needs Path=/: a pre-login cookie goes to the callback
+// only.
+func loginCookieName(r *http.Request, id string) string {
+	if secure(r) {
+		return "__Secure-" + loginCookiePfx + id
+	}
+	return loginCookiePfx + id
 }

@@ -53,12 +53,13 @@ func (s *Service) startSignIn(w http.ResponseWriter, r *http.Request, p *provide
 	if err != nil {
 		return err
 	}
-	name := stateCookieName(ls.State)
+	id := stateID(ls.State)
+	name := loginCookieName(r, id)
 	http.SetCookie(w, &http.Cookie{
 		Name: name, Value: value, Path: callbackPath, MaxAge: loginCookieLife,
 		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteLaxMode,
 	})
-	s.addPending(w, r, name, ls.Expires)
+	s.addPending(w, r, id, ls.Expires)
 	target := op.oauth.AuthCodeURL(ls.State, redirectURI(r), oauth2.S256ChallengeOption(ls.Verifier), oidc.Nonce(ls.Nonce))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target, http.StatusFound)
@@ -201,7 +202,7 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	if state == "" {
 		return stateMismatch(errors.New("no state"))
 	}
-	name := stateCookieName(state)
+	name := loginCookieName(r, stateID(state))
 	s.tidyPending(w, r, name)
 	c, err := r.Cookie(name)
 	if err != nil {

@@ -32,6 +32,82 @@ func SetHeaders(h http.Header, subject, email string, groups []string, tok strin
 	h.Set(Header, tok)
 }
 
+// Header names in any spelling. Servers that hand headers to apps as
+// variables fold names: CGI, PHP, WSGI and Rack take "-" and "_" for the
+// same (HTTP_X_SALLYPORT_USER), and lighttpd (CGI, FastCGI, SCGI) and
+// Apache httpd before 2.4 turn every byte that is not a letter or a digit
+// into "_", so "X.Sallyport.User" and "X~Sallyport~User", which HTTP
+// allows as names, reach a PHP app behind them as X-Sallyport-User. So a
+// name is compared with ASCII case ignored and every byte other than a
+// letter or digit taken for "-".
+
+// namePrefix is the prefix of the gateway's identity headers, folded.
+const namePrefix = "x-sallyport-"
+
+// IsHeader reports whether name is one of the gateway's identity headers
+// (X-Sallyport-*) in any spelling that some server takes for it.
+func IsHeader(name string) bool {
+	return len(name) >= len(namePrefix) && FoldEqual(name[:len(namePrefix)], namePrefix)
+}
+
+// StripHeaders removes from h every header that IsHeader reports.
+func StripHeaders(h http.Header) {
+	for k := range h {
+		if IsHeader(k) {
+			delete(h, k)
+		}
+	}
+}
+
+// FoldEqual reports whether the header names a and b are the same name to
+// some server (see above): ASCII letters compared without case, and every
+// byte other than a letter or digit equal to every other such byte.
+func FoldEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if foldByte(a[i]) != foldByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// FoldName returns name with every byte other than an ASCII letter or
+// digit replaced by "-" (name itself when there is none to replace), for
+// looking a name up among canonical ones after http.CanonicalHeaderKey.
+func FoldName(name string) string {
+	i := 0
+	for i < len(name) && (isAlnum(name[i]) || name[i] == '-') {
+		i++
+	}
+	if i == len(name) {
+		return name
+	}
+	b := []byte(name)
+	for ; i < len(b); i++ {
+		if !isAlnum(b[i]) {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+func foldByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case isAlnum(c):
+		return c
+	}
+	return '-'
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
 func percentEncode(s, extra string) string {
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder

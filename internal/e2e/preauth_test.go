@@ -608,6 +608,7 @@ func TestPreauthAppCannotSetGatewayCookies(t *testing.T) {
 		for _, c := range []string{
 			"sallyport_session=planted; Path=/; HttpOnly", "__Host-sallyport_session=planted; Path=/; Secure",
 			"sallyport_session_1=chunk", "sallyport_login_abc=planted; Path=/.sallyport/auth/callback",
+			"=sallyport_session=planted; Path=/", "__Secure-sallyport_login_abc=planted; Secure",
 			"app=kept; Path=/", "other_sallyport_x=kept",
 		} {
 			w.Header().Add("Set-Cookie", c)
