@@ -76,6 +76,11 @@ type ClientSession struct {
 
 	drained     chan struct{} // closed when the gateway's Drain arrives; see Drained
 	drainedOnce sync.Once
+	// drainReason is the reason of the gateway's Drain, once it came:
+	// the session's end says it (the gateway stopping then ends the
+	// connection, which gRPC reports only as "error reading from server:
+	// EOF").
+	drainReason atomic.Pointer[string]
 }
 
 // Dial connects and authenticates one session. It fails with an error
@@ -209,6 +214,8 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 			}
 			if d := m.GetDrain(); d != nil {
 				c.log.Info("the gateway will end this session", zap.String("reason", d.GetReason()))
+				reason := d.GetReason()
+				c.drainReason.CompareAndSwap(nil, &reason)
 				c.drainedOnce.Do(func() { close(c.drained) })
 			}
 		}
@@ -222,7 +229,7 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 		c.draining.Store(true)
 		c.cancel()
 		c.wg.Wait()
-		return fmt.Errorf("session ended: %s", endReason(err))
+		return fmt.Errorf("session ended%s: %s", c.afterDrain(), endReason(err))
 	case <-drain:
 	}
 	// Draining: the gateway stops sending exchanges, retires idle streams
@@ -243,10 +250,23 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 	case err := <-ctrlErr:
 		c.cancel()
 		<-allDone
-		return fmt.Errorf("session ended while draining: %s", endReason(err))
+		return fmt.Errorf("session ended while draining%s: %s", c.afterDrain(), endReason(err))
 	}
 	_ = c.ctrl.CloseSend()
 	return nil
+}
+
+// afterDrain says, for the session's end, that the gateway announced it
+// and why ("" when it did not).
+func (c *ClientSession) afterDrain() string {
+	r := c.drainReason.Load()
+	if r == nil {
+		return ""
+	}
+	if *r == "" {
+		return " after the gateway's drain"
+	}
+	return " after the gateway's drain (" + *r + ")"
 }
 
 // openStream opens one more idle exchange stream and serves it.

@@ -181,16 +181,18 @@ type ProbingPeer interface {
 
 // watch makes the session's liveness watch when its connection is known;
 // ctx is the control stream's. It runs before the session registers.
+// The connection is kept without a watch too: a stream that broke with it
+// waits for the session's end reason (endError).
 func (ss *session) watch(ctx context.Context) {
-	if ss.srv.NewWatch == nil {
-		return
-	}
 	c := ss.srv.connOf(ctx)
 	if c == nil {
 		return
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	ss.conn = c
+	if ss.srv.NewWatch == nil {
+		return
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
 	ss.live = ss.srv.NewWatch(liveSession{ss}, livePeer{c, peerKeepalive(md)},
 		ss.srv.log().With(zap.String("transport", "grpc"), zap.String("remote", ss.remote),
 			zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName)))

@@ -2,9 +2,11 @@ package grpctunnel_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,6 +116,10 @@ func TestSilentGRPCAgentSetAsideAndClosed(t *testing.T) {
 	case err := <-failed:
 		if err == nil {
 			t.Fatal("the exchange sent to the dead agent got an answer")
+		}
+		// It says why (it said "context canceled").
+		if !strings.Contains(err.Error(), "nothing came from the agent") || !errors.Is(err, tunnel.ErrNoResponse) {
+			t.Errorf("the exchange sent to the dead agent failed with %q; want the watch's reason, as ErrNoResponse", err)
 		}
 	case <-time.After(hangGuard):
 		t.Fatal("the exchange sent to the dead agent did not fail when its session closed")

@@ -262,13 +262,16 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 				ss.drain()
 			}
 		case err := <-recvErr:
+			reason := s.sessionEndReason(err, agentDrained)
+			// Its exchanges in flight fail with the reason (endError).
+			ss.close(nil, reason)
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
-				zap.String("agent", ss.info.AgentName), zap.String("reason", s.sessionEndReason(err, agentDrained)))
+				zap.String("agent", ss.info.AgentName), zap.String("reason", reason))
 			return nil
 		case <-ss.done:
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
 				zap.String("agent", ss.info.AgentName), zap.String("reason", s.closedReason()))
-			return status.Error(codes.Unavailable, "session closed by the gateway")
+			return status.Error(codes.Unavailable, "session closed by the gateway: "+ss.endReason().Error())
 		}
 	}
 }
@@ -352,7 +355,7 @@ func (s *Server) Exchange(gs grpc.BidiStreamingServer[tunnelv1.Frame, tunnelv1.F
 		return ctx.Err()
 	case <-ss.done:
 		st.dead.Store(true)
-		return status.Error(codes.Unavailable, "session closed")
+		return status.Error(codes.Unavailable, "session closed: "+ss.endReason().Error())
 	}
 }
 
@@ -432,6 +435,7 @@ type session struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	reason    error                     // why Close was called; nil for none; written before done is closed
+	said      string                    // why the control stream ended, when it closed the session; written before done is closed
 	greeted   bool                      // the welcome was sent; guarded by sendMu
 	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 
@@ -440,7 +444,9 @@ type session struct {
 	// (credentials other than Server.Credentials) or the server has no
 	// NewWatch. Set before the session registers.
 	live Watch
-	conn *pingConn // the session's connection when live is set
+	// conn is the session's connection when the server knows it
+	// (Credentials), with or without a watch.
+	conn *pingConn
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -476,13 +482,17 @@ func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 	return nil
 }
 
-// Close ends the session; its streams end with it.
-func (ss *session) Close(reason error) {
+// Close ends the session; its streams end with it, with reason.
+func (ss *session) Close(reason error) { ss.close(reason, "") }
+
+// close is Close; said is why the control stream ended (its log line's
+// reason) when it closes the session, "" otherwise.
+func (ss *session) close(reason error, said string) {
 	ss.closeOnce.Do(func() {
 		ss.srv.mu.Lock()
 		delete(ss.srv.sessions, ss.info.ID)
 		ss.srv.mu.Unlock()
-		ss.reason = reason
+		ss.reason, ss.said = reason, said
 		close(ss.done)
 		if ss.live != nil {
 			ss.live.Stop()
@@ -543,6 +553,7 @@ func (ss *session) putIdle(st *stream) {
 
 // OpenStream takes an idle stream; on a warm session this never waits.
 func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	armed := false // this wait armed the liveness watch
 	for {
 		// Fast path: an idle stream is ready.
 		select {
@@ -557,6 +568,17 @@ func (ss *session) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 		// Slow path: every stream is busy; the agent opens more as soon as
 		// it sees its idle streams taken.
 		ss.srv.waits.Add(1)
+		if !armed && !ss.isDraining() && ctx.Err() == nil {
+			// The wait is an exchange's, and watched as one (the agent's
+			// gRPC answers the watch's probe, whether or not it can open
+			// a stream now): a dead agent opens none, and the exchanges
+			// that wait for one, after a burst took every idle stream,
+			// waited for the keepalive, with the session still picked.
+			// Not when no stream will be taken (draining, closed, the
+			// exchange given up).
+			armed = true
+			ss.opening()
+		}
 		select {
 		case st := <-ss.idle:
 			if l := st.lease(); l != nil {
@@ -620,7 +642,10 @@ func (l *lease) Send(f *tunnel.Frame) error {
 	if l.finished.Load() {
 		return ErrSessionClosed
 	}
-	return l.st.gs.Send(f)
+	if err := l.st.gs.Send(f); err != nil {
+		return l.st.ss.endError(err)
+	}
+	return nil
 }
 
 // Recv receives into a pooled buffer. tunnel.RoundTrip, the only reader of
@@ -634,7 +659,10 @@ func (l *lease) SendData(buf *[]byte, n int, release func(*[]byte)) error {
 	if l.finished.Load() {
 		return ErrSessionClosed
 	}
-	return sendData(l.st.gs, buf, n, release)
+	if err := sendData(l.st.gs, buf, n, release); err != nil {
+		return l.st.ss.endError(err)
+	}
+	return nil
 }
 
 func (l *lease) Recv() (*tunnel.Frame, error) {
@@ -647,7 +675,7 @@ func (l *lease) Recv() (*tunnel.Frame, error) {
 	}
 	l.recvFirst = true
 	if err := l.st.gs.RecvMsg(f); err != nil {
-		return nil, err
+		return nil, l.st.ss.endError(err)
 	}
 	l.last = f.buf
 	return &f.Frame, nil
@@ -665,7 +693,7 @@ func (l *lease) RecvData() (*tunnel.Frame, tunnel.Data, error) {
 	}
 	l.spare = nil
 	if err := l.st.gs.RecvMsg(f); err != nil {
-		return nil, tunnel.Data{}, err
+		return nil, tunnel.Data{}, l.st.ss.endError(err)
 	}
 	if d := f.kept; d != nil {
 		f.kept = nil
