@@ -65,7 +65,7 @@ func LoadCredentials(dir string) (*Credentials, error) {
 		// The new key was written, or not: the certificate that goes
 		// with the key on disk is the one to keep.
 		if nc, nerr := tls.LoadX509KeyPair(next, keyPath); nerr == nil {
-			if rerr := os.Rename(next, certPath); rerr != nil {
+			if rerr := atomicfile.Rename(next, certPath); rerr != nil {
 				return nil, fmt.Errorf("agent credentials in %s: %w", dir, rerr)
 			}
 			cert, err = nc, nil
@@ -137,7 +137,7 @@ func (c *Credentials) save(dir string, write func(string, []byte, fs.FileMode) e
 	if err := write(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return fmt.Errorf("save credentials: %w", err)
 	}
-	if err := os.Rename(certPath+nextSuffix, certPath); err != nil {
+	if err := atomicfile.Rename(certPath+nextSuffix, certPath); err != nil {
 		return fmt.Errorf("save credentials: %w", err)
 	}
 	if err := write(filepath.Join(dir, CABundleFile), c.CABundle, 0o644); err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,6 +36,7 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 		switch {
 		case err == nil:
 			creds = c
+			a.checkKeyMode()
 		case !errors.Is(err, ErrNotEnrolled):
 			return fmt.Errorf("agent: %w", err)
 		}
@@ -61,6 +65,24 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 	a.log.Info("agent certificate", zap.String("connector", creds.ConnectorID), zap.String("group", creds.Group),
 		zap.Time("expires", creds.Expires()), zap.Time("renew_at", creds.RenewAt()))
 	return nil
+}
+
+// checkKeyMode warns when the key file in DataDir may be read by other
+// users (a copy, a restored backup, an edit): Save writes it 0600, but
+// only at the next renewal, up to two thirds of a certificate lifetime on.
+func (a *Agent) checkKeyMode() {
+	if runtime.GOOS == "windows" { // no Unix modes; ACLs decide
+		return
+	}
+	p := filepath.Join(a.cfg.DataDir, KeyFile)
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	a.log.Warn("the agent's private key file may be read by other users of this machine: whoever reads it can "+
+		"connect as this connector; make it readable by the agent's user only (chmod 600 "+shellQuote(p)+"), "+
+		"and revoke the connector if others may have copied it",
+		zap.String("file", p), zap.String("mode", fmt.Sprintf("%#o", fi.Mode().Perm())))
 }
 
 // enrollWithRetry enrolls with the config token, retrying with backoff

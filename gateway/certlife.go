@@ -150,6 +150,7 @@ func (g *Gateway) sweep() {
 			ids[s.ConnectorID] = true
 		}
 	}
+	g.closeUntrusted()
 	for id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 		c, err := g.store.Connector(ctx, id)
@@ -174,6 +175,48 @@ func (g *Gateway) sweep() {
 			}
 		}
 	}
+}
+
+// closeUntrusted closes the sessions whose client certificate chains to a
+// connector CA that was retired since they opened (`sallyport gateway ca
+// rotate --retire-previous`, through any replica): their agents' next
+// handshake is refused, and their sessions end with them rather than at
+// the certificate's expiry, up to a lifetime later. Retiring with --force
+// is how an operator cuts off a CA whose key may be known to others. A
+// store that does not answer changes nothing, as in sweep.
+func (g *Gateway) closeUntrusted() {
+	if g.authority == nil {
+		return
+	}
+	bySerial := map[string][]tunnel.Session{}
+	keep := map[string]bool{}
+	var serials []string
+	for _, s := range g.registry.all() {
+		serial := s.Info().CertSerial
+		if serial == "" {
+			continue
+		}
+		if !keep[serial] {
+			keep[serial] = true
+			serials = append(serials, serial)
+		}
+		bySerial[serial] = append(bySerial[serial], s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	defer cancel()
+	gone, err := g.authority.Untrusted(ctx, serials)
+	if err != nil {
+		g.log.Debug("store sweep: connector CAs not read; sessions stay", zap.Error(err))
+		return
+	}
+	for _, serial := range gone {
+		for _, s := range bySerial[serial] {
+			g.closeSession(s, fmt.Errorf("certificate %s was issued by a connector CA that was retired "+
+				"(sallyport gateway ca rotate --retire-previous); enroll the agent again", serial),
+				"agent session closed: its certificate's connector CA was retired")
+		}
+	}
+	g.authority.Forget(keep)
 }
 
 // drainSession stops picking s for new exchanges and tells its agent that

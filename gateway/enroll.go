@@ -34,16 +34,21 @@ const (
 )
 
 // plainFields reports whether each field is at most maxFieldBytes of UTF-8
-// without control characters. The fields are stored and shown by the admin
-// API and `sallyport connector list`, where escape sequences or line breaks
-// would rewrite an administrator's terminal or forge lines.
+// without control or format characters. The fields are stored and shown by
+// the admin API and `sallyport connector list`, where escape sequences or
+// line breaks would rewrite an administrator's terminal or forge lines,
+// and format characters would disguise a name: bidirectional overrides
+// (U+202E) show it reordered, zero-width ones (U+200B) make a name that
+// reads as another connector's without being the same (so the same-name
+// warning stays silent). The line and paragraph separators (U+2028,
+// U+2029) break lines in some viewers.
 func plainFields(fields ...string) bool {
 	for _, f := range fields {
 		if len(f) > maxFieldBytes || !utf8.ValidString(f) {
 			return false
 		}
 		for _, r := range f {
-			if unicode.IsControl(r) {
+			if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
 				return false
 			}
 		}
@@ -53,7 +58,7 @@ func plainFields(fields ...string) bool {
 
 // errPlainFields refuses fields that plainFields does not pass.
 var errPlainFields = fmt.Errorf("the agent's name, version and platform must each be at most %d bytes "+
-	"of text without control characters (check the agent's name setting)", maxFieldBytes)
+	"of text without control or format characters (such as U+202E or U+200B; check the agent's name setting)", maxFieldBytes)
 
 func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState) {
 	p, ok := peer.FromContext(ctx)

@@ -11,9 +11,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -151,7 +154,7 @@ func newTokenCmd() *cobra.Command {
 				if t.Uses > 0 {
 					uses = fmt.Sprint(t.Uses)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", t.ID, t.Group, t.Used, uses, timeOr(t.Expires, "never"), t.Source,
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", shown(t.ID), shown(t.Group), t.Used, uses, timeOr(t.Expires, "never"), t.Source,
 					orDash(t.State))
 			}
 			return w.Flush()
@@ -215,8 +218,8 @@ func newConnectorCmd() *cobra.Command {
 					st += fmt.Sprintf(", %d of its sessions set aside: a later process of this connector connected "+
 						"(a restart, or the agent runs twice from one data_dir)", x.SetAside)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", x.ID, x.Name, x.Group, x.Version, x.Platform,
-					orDash(x.RemoteAddr), x.Sessions, timeOr(x.ConnectedSince, "-"), x.CertExpires.UTC().Format(time.RFC3339), st)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", shown(x.ID), shown(x.Name), shown(x.Group),
+					shown(x.Version), shown(x.Platform), shown(orDash(x.RemoteAddr)), x.Sessions, timeOr(x.ConnectedSince, "-"), x.CertExpires.UTC().Format(time.RFC3339), st)
 			}
 			return w.Flush()
 		},
@@ -231,7 +234,7 @@ func newConnectorCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/api/v1/connectors/"+url.PathEscape(args[0])+"/revoke", nil, &x); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked connector %s (%s, group %s)\n", x.ID, x.Name, x.Group)
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked connector %s (%s, group %s)\n", shown(x.ID), shown(x.Name), shown(x.Group))
 			return nil
 		},
 	}
@@ -257,4 +260,34 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// shown makes a field of the admin API's answer safe to print on a
+// terminal: control characters (escape sequences, line breaks, tabs that
+// would shift the columns), format characters (bidirectional overrides,
+// zero-width ones) and line separators become Go escapes (\x1b, \u202e).
+// Gateways refuse such names at enrollment since they check them, but a
+// store kept from an older gateway may still hold them, and the admin URL
+// may name another server.
+func shown(s string) string {
+	if !strings.ContainsFunc(s, unprintable) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unprintable(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }

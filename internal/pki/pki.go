@@ -13,6 +13,7 @@
 package pki
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -20,6 +21,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -28,6 +30,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/store"
@@ -40,6 +43,11 @@ const (
 	// Backdate tolerates agents whose clocks run a little behind.
 	Backdate = 5 * time.Minute
 )
+
+// minLifetime is the shortest certificate Issue signs when the CA's expiry
+// shortens it (the shortest tunnel.cert_lifetime): a CA that expires
+// sooner must be rotated.
+const minLifetime = time.Hour
 
 // Identity is who a connector certificate says the agent is.
 type Identity struct {
@@ -88,6 +96,10 @@ type Authority struct {
 	Now func() time.Time
 	// Lifetime of issued certificates (0 → DefaultLifetime).
 	Lifetime time.Duration
+
+	// roots maps the serial (hex) of each certificate Identify verified
+	// to a verified (see Untrusted and Forget).
+	roots sync.Map
 }
 
 func (a *Authority) now() time.Time {
@@ -256,9 +268,16 @@ const MaxRSABits = 8192
 // signed by that key. The key is judged first, so a huge key costs no
 // signature check.
 func CheckCSR(der []byte) (*x509.CertificateRequest, error) {
+	if bytes.HasPrefix(bytes.TrimSpace(der), []byte("-----BEGIN")) {
+		// Otherwise asn1's "tags don't match (16 vs {class:0 tag:13 …})".
+		return nil, fmt.Errorf("%w: it is PEM text; send the DER bytes (the base64 between the BEGIN and END lines, decoded)", ErrBadCSR)
+	}
+	if len(der) == 0 {
+		return nil, fmt.Errorf("%w: the request holds no CSR", ErrBadCSR)
+	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCSR, err)
+		return nil, fmt.Errorf("%w: not a DER certificate request: %v", ErrBadCSR, err)
 	}
 	switch k := csr.PublicKey.(type) {
 	case *ecdsa.PublicKey:
@@ -307,6 +326,12 @@ func (a *Authority) Issue(ctx context.Context, csr *x509.CertificateRequest, id 
 	if notAfter.After(b.signer.NotAfter) {
 		notAfter = b.signer.NotAfter
 	}
+	if notAfter.Sub(now) < min(a.lifetime(), minLifetime) {
+		// Such a certificate would be expired, or due for renewal, at
+		// once; refused before the token is spent.
+		return Issued{}, fmt.Errorf("issue certificate: the connector CA %q expires at %s, too soon to sign a certificate; "+
+			"add a new one with `sallyport gateway ca rotate`", b.signer.Subject.CommonName, b.signer.NotAfter.UTC().Format(time.RFC3339))
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{Organization: []string{"Sallyport"}, OrganizationalUnit: []string{id.Group}, CommonName: id.ConnectorID},
@@ -341,10 +366,11 @@ func (a *Authority) Identify(ctx context.Context, cs *tls.ConnectionState) (Iden
 		inter.AddCert(c)
 	}
 	now := a.now()
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: b.pool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	})
+	if err != nil {
 		if now.After(leaf.NotAfter) {
 			return Identity{}, leaf, fmt.Errorf("%w: it expired at %s", ErrUntrusted, leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
@@ -354,7 +380,59 @@ func (a *Authority) Identify(ctx context.Context, cs *tls.ConnectionState) (Iden
 	if err != nil {
 		return Identity{}, leaf, fmt.Errorf("%w: %v", ErrUntrusted, err)
 	}
+	chain := chains[0]
+	a.roots.Store(leaf.SerialNumber.Text(16), verified{root: sha256.Sum256(chain[len(chain)-1].Raw), at: now})
 	return id, leaf, nil
+}
+
+// Untrusted returns those of serials (hex) whose certificates chained, when
+// Identify last verified them, to a CA that the store no longer holds
+// (`sallyport gateway ca rotate --retire-previous`). A session opened with
+// such a certificate would be refused now, but the handshake that checked
+// it is over: the caller ends it. Serials Identify has not seen are not
+// returned.
+func (a *Authority) Untrusted(ctx context.Context, serials []string) ([]string, error) {
+	cas, err := a.Store.CAs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	held := map[[32]byte]bool{}
+	for _, ca := range cas {
+		if block, _ := pem.Decode(ca.CertPEM); block != nil {
+			held[sha256.Sum256(block.Bytes)] = true
+		}
+	}
+	var out []string
+	for _, s := range serials {
+		if v, ok := a.roots.Load(s); ok && !held[v.(verified).root] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Forget drops what Identify recorded for the serials that keep does not
+// hold (the certificates of sessions that ended), except what it recorded
+// in the last forgetAfter: a session is verified before it is registered
+// (the gateway waits for the agent's hello meanwhile).
+func (a *Authority) Forget(keep map[string]bool) {
+	old := a.now().Add(-forgetAfter)
+	a.roots.Range(func(k, v any) bool {
+		if !keep[k.(string)] && v.(verified).at.Before(old) {
+			a.roots.Delete(k)
+		}
+		return true
+	})
+}
+
+// forgetAfter: see Forget.
+const forgetAfter = 5 * time.Minute
+
+// verified is what Identify records of a certificate: the SHA-256 of the
+// CA certificate it chained to, and when.
+type verified struct {
+	root [32]byte
+	at   time.Time
 }
 
 // Errors of Identify.
