@@ -7,6 +7,17 @@ BIN       := bin/sallyport
 PKGS      := ./...
 FUZZTIME  ?= 0
 
+# VERSION is what `sallyport version` prints for make build and make dist:
+# git describe of the checkout (the last tag, else the commit; -dirty with
+# uncommitted changes). Without git, or outside a checkout, it is empty and
+# no -X is given: the binary then prints the version Go recorded (the
+# commit, when go build could read it), else "dev". make VERSION=v1.2.3
+# sets it by hand.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null)
+endif
+LDFLAGS   := $(if $(VERSION),-ldflags "-X main.version=$(VERSION)")
+
 .PHONY: all build dist cross idle-rss demo test test32 test-short generate checkgenerate lint fmt bench fuzz clean chromium postgres postgres-stop
 
 all: build
@@ -21,8 +32,8 @@ all: build
 # gateway, its embedded SQLite and PostgreSQL driver, pre-authentication,
 # demo and bench. It is 15 MB smaller and an idle agent maps 3 MiB less (see README, Memory).
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/sallyport
-	CGO_ENABLED=0 $(GO) build -tags agentonly -o $(BIN)-agent ./cmd/sallyport
+	CGO_ENABLED=0 $(GO) build $(LDFLAGS) -o $(BIN) ./cmd/sallyport
+	CGO_ENABLED=0 $(GO) build $(LDFLAGS) -tags agentonly -o $(BIN)-agent ./cmd/sallyport
 
 # dist cross-compiles both builds, static and without local paths, for the
 # platforms people run gateways and (mostly) agents on: servers, ARM boards
@@ -36,8 +47,8 @@ dist:
 		goarch=$$arch; goarm=7; [ $$arch = armv6 ] && goarch=arm && goarm=6; \
 		ext=; [ $$os = windows ] && ext=.exe; \
 		echo "== $$os/$$arch"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -o dist/sallyport-$$os-$$arch$$ext ./cmd/sallyport; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -tags agentonly -o dist/sallyport-agent-$$os-$$arch$$ext ./cmd/sallyport; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath $(LDFLAGS) -o dist/sallyport-$$os-$$arch$$ext ./cmd/sallyport; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath $(LDFLAGS) -tags agentonly -o dist/sallyport-agent-$$os-$$arch$$ext ./cmd/sallyport; \
 	done
 
 # cross checks that the agent-only build compiles for a 32-bit ARM board

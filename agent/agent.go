@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -452,6 +453,10 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 					"so it is not the gateway's tunnel listener (perhaps its public or admin port); set gateway: to "+
 					"the port of the gateway's tunnel.addr (8443 by default)",
 					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
+			case isPinMismatch(err):
+				log.Error("cannot connect to the gateway: it presents another tunnel certificate than the one pinned "+
+					"at enrollment (--gateway-fingerprint); "+pinHint,
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
 			case isCertUntrusted(err):
 				log.Error("cannot connect to the gateway: its tunnel certificate is not trusted; "+untrustedHint(err),
 					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
@@ -528,16 +533,94 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
+// pinHint says what to do when the gateway presents another certificate
+// than the pinned one.
+const pinHint = "every gateway replica behind one name needs the same tunnel.tls files (a replica without " +
+	"tunnel.tls makes a self-signed certificate of its own); if the gateway's tunnel certificate was replaced, " +
+	"set gateway_ca_file to its tunnel-cert.pem (or the CA that issued its tunnel.tls certificate), or enroll again"
+
 // untrustedHint says how to make the agent trust the gateway's tunnel
 // certificate, as `agent enroll` says it, with the fingerprint the gateway
-// presented when err carries it.
+// presented when err carries it. A certificate that does not name the
+// host the agent dials, or that is not the pinned one, gets its own
+// advice: another CA would not help.
 func untrustedHint(err error) string {
+	if isPinMismatch(err) {
+		return "the gateway presents another tunnel certificate than the one pinned at enrollment; " + pinHint
+	}
+	if host, names, ok := hostMismatch(err); ok {
+		return hostMismatchHint(host, names)
+	}
 	fp := "sha256:HEX (the fingerprint the gateway logs at start-up)"
 	if te, ok := errors.AsType[*GatewayTrustError](err); ok && te.Presented != "" {
 		fp = te.Presented
 	}
 	return "set gateway_ca_file to the gateway's tunnel-cert.pem, or enroll first with " +
 		"sallyport agent enroll --gateway-fingerprint " + fp
+}
+
+// hostMismatchHint says what to do about a gateway certificate that does
+// not name host; names are those it has (empty if unknown).
+func hostMismatchHint(host string, names []string) string {
+	has := "set gateway: to a name it has"
+	if len(names) > 0 {
+		has = "it names " + strings.Join(names, ", ") + "; set gateway: to one of them"
+	}
+	if host == "" {
+		host = "the host in gateway:"
+	}
+	return "the gateway's certificate does not name " + host + ": " + has +
+		", or give the gateway a tunnel.tls certificate for " + host
+}
+
+// hostMismatch reports a gateway certificate that does not name the host
+// the agent dials, with that host and the names the certificate has: from
+// the x509.HostnameError where it survives (yamux), else from its text
+// (gRPC and QUIC flatten it: "x509: certificate is valid for a, b, not
+// host", "x509: cannot validate certificate for 10.0.0.1 because it
+// doesn't contain any IP SANs", "x509: certificate is not valid for any
+// names, but wanted to match host").
+func hostMismatch(err error) (host string, names []string, ok bool) {
+	if err == nil {
+		return "", nil, false
+	}
+	if he, isHost := errors.AsType[x509.HostnameError](err); isHost {
+		if he.Certificate != nil {
+			names = append(names, he.Certificate.DNSNames...)
+			for _, ip := range he.Certificate.IPAddresses {
+				names = append(names, ip.String())
+			}
+		}
+		return he.Host, names, true
+	}
+	msg := err.Error()
+	if _, rest, found := strings.Cut(msg, "x509: certificate is valid for "); found {
+		i := strings.LastIndex(rest, ", not ")
+		if i < 0 {
+			return "", nil, true
+		}
+		return hostPrefix(rest[i+len(", not "):]), strings.Split(rest[:i], ", "), true
+	}
+	if _, rest, found := strings.Cut(msg, "x509: cannot validate certificate for "); found {
+		return hostPrefix(rest), nil, true
+	}
+	if _, rest, found := strings.Cut(msg, "x509: certificate is not valid for any names, but wanted to match "); found {
+		return hostPrefix(rest), nil, true
+	}
+	return "", nil, false
+}
+
+// hostPrefix is the host name or address that s begins with: up to the
+// first character no host has (a space, or the quote that ends a gRPC
+// status message).
+func hostPrefix(s string) string {
+	end := strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_:[]%", r))
+	})
+	if end < 0 {
+		return s
+	}
+	return s[:end]
 }
 
 // isNotTLS reports a dial that reached a TCP server which does not speak

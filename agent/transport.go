@@ -288,7 +288,9 @@ func isConnRefused(err error) bool {
 }
 
 // isCertUntrusted reports a dial that failed because the agent does not
-// trust the gateway's certificate. quic-go and gRPC report it as text.
+// trust the gateway's certificate: no chain to its roots, another name, or
+// another certificate than the pinned one (isPinMismatch). quic-go and
+// gRPC report it as text.
 func isCertUntrusted(err error) bool {
 	if err == nil {
 		return false
@@ -299,8 +301,31 @@ func isCertUntrusted(err error) bool {
 	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
 		return true
 	}
+	if isPinMismatch(err) {
+		return true
+	}
 	msg := err.Error()
 	return strings.Contains(msg, "tls: failed to verify certificate") || strings.Contains(msg, "x509: ")
+}
+
+// pinMismatchText is what a *FingerprintMismatchError's text holds (the
+// gateway's certificate has fingerprint sha256:…, not the pinned sha256:…),
+// and a *GatewayTrustError's for a pin: gRPC and QUIC keep only the text.
+const pinMismatchText = ", not the pinned sha256:"
+
+// isPinMismatch reports a dial whose gateway presented another tunnel
+// certificate than the fingerprint pinned at enrollment.
+func isPinMismatch(err error) bool {
+	if err == nil {
+		return false
+	}
+	if _, ok := errors.AsType[*FingerprintMismatchError](err); ok {
+		return true
+	}
+	if te, ok := errors.AsType[*GatewayTrustError](err); ok && te.Pinned != "" {
+		return true
+	}
+	return strings.Contains(err.Error(), pinMismatchText)
 }
 
 // probeQUIC tries a QUIC session every QUICRetry until one works, then

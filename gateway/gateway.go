@@ -72,9 +72,10 @@ type Config struct {
 	// store for revocations and retired certificates that another replica
 	// recorded (0 → 1 minute).
 	StoreSweep time.Duration
-	// Clock times the end of sessions at their certificate's expiry, and
-	// tells the time when Now is nil. Nil → real timers. Tests set a
-	// clock.Fake to end sessions without waiting for real lifetimes.
+	// Clock times the end of sessions at their certificate's expiry and
+	// the ShutdownDelay, and tells the time when Now is nil. Nil → real
+	// timers. Tests set a clock.Fake to end sessions without waiting for
+	// real lifetimes.
 	Clock clock.Clock
 	// AdminAddr is the admin API listener (health, metrics, tokens,
 	// connectors). Empty → no admin listener.
@@ -98,6 +99,15 @@ type Config struct {
 	// unless the store is PostgreSQL). With a ReplicaStore the wait is
 	// skipped too when, at shutdown, the store counts no other replica.
 	AgentMoveWait time.Duration
+	// ShutdownDelay keeps the gateway serving, public listener included,
+	// for this long after a shutdown starts, with /readyz answering 503
+	// from the start: a load balancer's health check notices before the
+	// public listener stops accepting (0 → none: it stops at once). During
+	// it the public listener turns keep-alive off, so each client's next
+	// request goes through the balancer's choice again; the agents are told
+	// only after it. ShutdownGrace starts after it. The wait is timed by
+	// Clock.
+	ShutdownDelay time.Duration
 	// ReadHeaderTimeout bounds reading a request head (0 → 10s).
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle client keep-alive connections (0 → 120s).
@@ -608,7 +618,13 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// shutdown stops the gateway. Agents hear of it first: each opens a
+// shutdown stops the gateway. From its first moment /readyz answers 503;
+// the admin listener goes on answering (/healthz 200: the process is alive,
+// only not ready; /metrics) until the end, so that a load balancer sees
+// the replica as not ready rather than unreachable. With a ShutdownDelay
+// the gateway first goes on serving for that long, public listener
+// included, so that the balancer's health check notices before new
+// connections are refused. Then agents hear of it: each opens a
 // replacement session (behind a load balancer, on another replica, since
 // this one refuses new sessions from now on) before it lets its session
 // here go, and that session goes on carrying the users' exchanges in
@@ -617,13 +633,22 @@ func boolInt(b bool) int {
 // AgentMoveWait are closed, at once when the store counts no other replica
 // alive.
 func (g *Gateway) shutdown(stopMux context.CancelFunc) {
+	if d := g.cfg.ShutdownDelay; d > 0 {
+		// The timer first: once /readyz says 503 it is running (tests
+		// move a fake clock past it).
+		delayed := clock.Or(g.cfg.Clock).After(d)
+		g.serving.Store(false)
+		g.public.SetKeepAlivesEnabled(false)
+		g.log.Info("gateway shutting down: /readyz answers 503 from now on; still serving for the shutdown delay, "+
+			"so that load balancers stop sending before the public listener closes", zap.Duration("shutdown_delay", d))
+		<-delayed
+	}
 	g.serving.Store(false)
 	close(g.stopped)
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
-	if g.admin != nil {
-		g.admin.Close()
-	}
+	// The admin listener stays up until the end (closeAdmin below).
+	defer g.closeAdmin()
 	moved := time.Now().Add(g.cfg.agentMoveWait())
 	g.tunnel.DrainAll("gateway shutting down")
 	g.mux.DrainAll("gateway shutting down")
@@ -679,4 +704,22 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	stopMux()
 	g.mux.CloseAll()
 	g.log.Info("gateway stopped")
+}
+
+// adminStopWait bounds how long the end of a shutdown waits for admin API
+// calls in flight (their store is closed once Serve returns).
+const adminStopWait = 2 * time.Second
+
+// closeAdmin stops the admin listener at the end of a shutdown: its idle
+// connections (a load balancer's health checks) close at once, calls in
+// flight get up to adminStopWait.
+func (g *Gateway) closeAdmin() {
+	if g.admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminStopWait)
+	defer cancel()
+	if err := g.admin.Shutdown(ctx); err != nil {
+		g.admin.Close()
+	}
 }

@@ -18,10 +18,10 @@ import (
 // TestNoteDataDirRelative: a relative data_dir (the default ./data/gateway
 // is one) is taken from the working directory; a gateway started from
 // another directory made a new store and connector CA without a word, and
-// refused every agent enrolled before. Creating a store under a relative
-// data_dir now warns with the absolute path and the working directory; a
-// relative data_dir whose store exists is named at info only (the default
-// must not warn at every start).
+// refused every agent enrolled before. A store under a relative data_dir
+// that holds no connector CA yet now warns with the absolute path and the
+// working directory; a relative data_dir whose store has its CA is named
+// at info only (the default must not warn at every start).
 func TestNoteDataDirRelative(t *testing.T) {
 	wd, err := os.Getwd()
 	if err != nil {
@@ -33,12 +33,12 @@ func TestNoteDataDirRelative(t *testing.T) {
 	}
 	abs := filepath.Join(wd, rel)
 	core, logs := observer.New(zapcore.InfoLevel)
-	newStore := noteDataDir(&config.Gateway{DataDir: rel}, zap.New(core))
+	opened := noteDataDir(&config.Gateway{DataDir: rel}, zap.New(core))
 	if logs.Len() != 0 {
 		t.Fatalf("logs before the store is created = %v, want none", logs.All())
 	}
-	newStore()
-	warns := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("created a new store in data_dir, a relative path").All()
+	opened(false)
+	warns := logs.FilterLevelExact(zapcore.WarnLevel).FilterMessageSnippet("new store in data_dir, a relative path").All()
 	if len(warns) != 1 {
 		t.Fatalf("warnings about a store created under a relative data_dir = %d, want 1; logs: %v", len(warns), logs.All())
 	}
@@ -47,15 +47,9 @@ func TestNoteDataDirRelative(t *testing.T) {
 		t.Errorf("warning fields = %v, want data_dir %q, working_directory %q, file %q", f, abs, wd, filepath.Join(abs, store.FileName))
 	}
 
-	// The store exists now: the next start says where it is, at info.
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(abs, store.FileName), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The store has its CA now: the next start says where it is, at info.
 	core, logs = observer.New(zapcore.InfoLevel)
-	noteDataDir(&config.Gateway{DataDir: rel}, zap.New(core))()
+	noteDataDir(&config.Gateway{DataDir: rel}, zap.New(core))(true)
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 {
 		t.Fatalf("%d warnings for a relative data_dir whose store exists, want none: %v", n, logs.All())
 	}
@@ -65,15 +59,12 @@ func TestNoteDataDirRelative(t *testing.T) {
 	}
 }
 
-// TestNoteDataDirAbsolute: an absolute data_dir draws no warning, and an
-// existing store is not announced as new.
+// TestNoteDataDirAbsolute: an absolute data_dir draws no warning, and a
+// store with its CA is not announced as new.
 func TestNoteDataDirAbsolute(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, store.FileName), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	noteDataDir(&config.Gateway{DataDir: dir}, zap.New(core))()
+	noteDataDir(&config.Gateway{DataDir: dir}, zap.New(core))(true)
 	if logs.Len() != 0 {
 		t.Fatalf("logs for an absolute data_dir with a store = %v, want none", logs.All())
 	}

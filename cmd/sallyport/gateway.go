@@ -39,13 +39,19 @@ func newGatewayCmd(g *globals) *cobra.Command {
 			// terminates the process.
 			hup := catchHangup()
 			return runFromConfig(g, path, config.LoadGateway, func(ctx context.Context, cfg *config.Gateway, log *zap.Logger) error {
-				newStore := noteDataDir(cfg, log)
+				// The files the config names are read before the store is
+				// opened: a start that fails on one of them (a relative path
+				// from the wrong working directory) leaves no store behind.
+				if err := checkNamedFiles(cfg); err != nil {
+					return err
+				}
+				opened := noteDataDir(cfg, log)
 				st, err := openStore(ctx, cfg)
 				if err != nil {
 					return err
 				}
 				defer st.Close()
-				newStore()
+				opened(hasCA(ctx, st))
 				var shared secretStore // replicas on PostgreSQL share the cookie key there
 				if cfg.Store.PostgresKey() != "" {
 					shared = st
@@ -76,14 +82,20 @@ func newGatewayCmd(g *globals) *cobra.Command {
 // noteDataDir makes a relative data_dir visible: it is taken from the
 // working directory, so a gateway started from another directory (by
 // systemd, say) silently created a new store, connector CA and tunnel
-// certificate there, and refused every agent enrolled before. newStore,
-// called once the store is open, logs a SQLite store that was not there
-// before: a warning, with the absolute path and the working directory,
-// when data_dir is relative (the case above, or a first start), an info
-// line otherwise. A relative data_dir whose store exists is named at info
-// only: the default ./data/gateway is relative, and a gateway started as
-// usual must not warn at every start.
-func noteDataDir(cfg *config.Gateway, log *zap.Logger) (newStore func()) {
+// certificate there, and refused every agent enrolled before. opened,
+// called once the store is open with whether it holds a connector CA yet,
+// logs a SQLite store without one (the gateway is about to create it): a
+// warning, with the absolute path and the working directory, when data_dir
+// is relative (the case above, or a first start), an info line otherwise.
+// The store's CA decides, not whether sallyport.db existed: a start that
+// failed after creating the file (a missing token file) left one without
+// a CA. A relative data_dir whose store has its CA is named at info only:
+// the default ./data/gateway is relative, and a gateway started as usual
+// must not warn at every start.
+func noteDataDir(cfg *config.Gateway, log *zap.Logger) (opened func(hasCA bool)) {
+	if cfg.Store.PostgresKey() != "" {
+		return func(bool) {}
+	}
 	dir := cfg.DataDirOrDefault()
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -95,24 +107,70 @@ func noteDataDir(cfg *config.Gateway, log *zap.Logger) (newStore func()) {
 		wd, _ := os.Getwd()
 		where = []zap.Field{zap.String("data_dir", abs), zap.String("working_directory", wd)}
 	}
-	if cfg.Store.PostgresKey() != "" || fileExists(filepath.Join(dir, store.FileName)) {
-		if relative {
-			log.Info("data_dir is a relative path, taken from the working directory", where...)
-		}
-		return func() {}
-	}
-	return func() {
-		fields := append(where, zap.String("file", filepath.Join(abs, store.FileName)))
-		if !relative {
-			log.Info("created a new store in data_dir (a new connector CA too: agents enrolled with another "+
-				"store are refused)", fields...)
+	return func(hasCA bool) {
+		if hasCA {
+			if relative {
+				log.Info("data_dir is a relative path, taken from the working directory", where...)
+			}
 			return
 		}
-		log.Warn("created a new store in data_dir, a relative path taken from the working directory, not from "+
-			"the config file's directory (a new connector CA too: agents enrolled with another store are refused); "+
-			"if the gateway ran before from another directory, stop it and set data_dir to that store's absolute "+
-			"path (under systemd, or set WorkingDirectory=)", fields...)
+		fields := append(where, zap.String("file", filepath.Join(abs, store.FileName)))
+		if !relative {
+			log.Info("new store in data_dir: it holds no connector CA yet, so the gateway creates one (agents "+
+				"enrolled with another store are refused)", fields...)
+			return
+		}
+		log.Warn("new store in data_dir, a relative path taken from the working directory, not from the config "+
+			"file's directory: it holds no connector CA yet, so the gateway creates one (agents enrolled with another "+
+			"store are refused); if the gateway ran before from another directory, stop it and set data_dir to that "+
+			"store's absolute path (under systemd, or set WorkingDirectory=)", fields...)
 	}
+}
+
+// hasCA reports whether the store holds a connector CA. A store that
+// cannot say counts as having one: the gateway's start reports the error.
+func hasCA(ctx context.Context, st *store.DB) bool {
+	cas, err := st.CAs(ctx)
+	return err != nil || len(cas) > 0
+}
+
+// checkNamedFiles reads the files the config names (admin.token_file,
+// public.tls, tunnel.tls, store.postgres_file, the client secrets of the
+// OIDC providers that apps use) and reports the first that cannot be read
+// at its setting, before anything is created in data_dir.
+func checkNamedFiles(cfg *config.Gateway) error {
+	if _, err := adminToken(cfg.Admin.TokenFile); err != nil {
+		return cfg.FileError("admin.token_file", err)
+	}
+	for _, f := range []struct {
+		key   string
+		files config.TLSFiles
+	}{{"public.tls", cfg.Public.TLS}, {"tunnel.tls", cfg.Tunnel.TLS}} {
+		if f.files.Enabled() {
+			if _, err := tls.LoadX509KeyPair(f.files.CertFile, f.files.KeyFile); err != nil {
+				return cfg.FileError(f.key, err)
+			}
+		}
+	}
+	if key := cfg.Store.PostgresKey(); key != "" {
+		if _, err := postgresDSN(&cfg.Store); err != nil {
+			return cfg.FileError(key, err)
+		}
+	}
+	if policies, err := appPolicies(cfg); err != nil || len(policies) == 0 {
+		return nil // a bad policy is reported where the apps are built
+	}
+	for i := range cfg.OIDC.Providers {
+		p := &cfg.OIDC.Providers[i]
+		if _, err := clientSecret(p); err != nil {
+			key := "client_secret_env"
+			if p.ClientSecretFile != "" {
+				key = "client_secret_file"
+			}
+			return cfg.FileError(fmt.Sprintf("oidc.providers[%d].%s", i, key), err)
+		}
+	}
+	return nil
 }
 
 // listen binds the gateway's listeners; a listener that cannot be opened
@@ -270,6 +328,7 @@ func gatewayConfigShared(cfg *config.Gateway, log *zap.Logger, shared secretStor
 		PublicAddr:           cfg.Public.AddrOrDefault(),
 		TunnelAddr:           cfg.Tunnel.AddrOrDefault(),
 		ShutdownGrace:        cfg.ShutdownGraceOrDefault(),
+		ShutdownDelay:        cfg.ShutdownDelay,
 		ReadHeaderTimeout:    cfg.Public.ReadHeaderTimeoutOrDefault(),
 		IdleTimeout:          cfg.Public.IdleTimeoutOrDefault(),
 		SendTimeout:          cfg.Public.SendTimeoutOrDefault(),
@@ -429,10 +488,18 @@ func tunnelCertificate(cfg *config.Gateway, log *zap.Logger) (*tls.Config, error
 	if cert.Leaf == nil {
 		return nil, errors.New("tunnel certificate: no leaf")
 	}
-	log.Info("tunnel certificate (self-signed); agents trust it with gateway_ca_file",
-		zap.String("file", certPath), zap.String("fingerprint", fp),
+	fields := []zap.Field{zap.String("file", certPath), zap.String("fingerprint", fp),
 		zap.Strings("names", append(cert.Leaf.DNSNames, ipStrings(cert.Leaf.IPAddresses)...)),
-		zap.Time("expires", cert.Leaf.NotAfter))
+		zap.Time("expires", cert.Leaf.NotAfter)}
+	if key := cfg.Store.PostgresKey(); key != "" {
+		// Replicas share the store, not data_dir: each makes its own.
+		log.Warn(key+" is set, so gateway replicas share the store, but tunnel.tls is unset: this replica's "+
+			"self-signed tunnel certificate differs from the other replicas', and agents that pin one (agent enroll "+
+			"--gateway-fingerprint) or trust one (gateway_ca_file) fail at the others; give every replica the same "+
+			"tunnel.tls cert_file and key_file (one certificate for the name agents dial)", fields...)
+	} else {
+		log.Info("tunnel certificate (self-signed); agents trust it with gateway_ca_file", fields...)
+	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 

@@ -20,18 +20,54 @@ import (
 	"github.com/sallyport/sallyport/internal/logging"
 )
 
-// version is set at build time with -ldflags "-X main.version=…"; otherwise
-// it comes from the module build info.
+// version is set at build time with -ldflags "-X main.version=…" (make
+// build and make dist set it from git describe); otherwise it comes from
+// the build info.
 var version = ""
 
 func buildVersion() string {
-	if version != "" {
-		return version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		bi = nil
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	return versionOf(version, bi)
+}
+
+// versionOf is the version to print: set, the -X version, if any; else the
+// main module's version (go install …@v1.2.3, or the pseudo-version Go
+// 1.24 and later make from the checkout's commit); else the commit Go
+// recorded (12 hex digits, +dirty for uncommitted changes); else "dev" (a
+// build with -buildvcs=false, or from a tree without git).
+func versionOf(set string, bi *debug.BuildInfo) string {
+	if set != "" {
+		return set
 	}
-	return "dev"
+	if bi == nil {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
 }
 
 // globals are the flags every command shares.

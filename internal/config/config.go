@@ -353,15 +353,44 @@ func yamlKeys(t reflect.Type) map[string][]string {
 	return out
 }
 
-// closest returns the candidate within edit distance 2 of s, or "".
+// closest returns the candidate within edit distance 2 of s, singular
+// and plural forms counted as the same ("trusted_proxy" for
+// "trusted_proxies", 3 edits apart), else the only candidate that s
+// begins ("max_stalled" for "max_stalled_exchanges"), else "".
 func closest(s string, candidates []string) string {
 	best, bestDist := "", 3
 	for _, c := range candidates {
-		if d := editDistance(s, c); d < bestDist {
+		d := min(editDistance(s, c), editDistance(singular(s), singular(c)))
+		if d < bestDist {
 			best, bestDist = c, d
 		}
 	}
+	if best != "" || len(s) < 4 {
+		return best
+	}
+	for _, c := range candidates {
+		if strings.HasPrefix(c, s) {
+			if best != "" {
+				return "" // two or more: no guess
+			}
+			best = c
+		}
+	}
 	return best
+}
+
+// singular strips an English plural ending from a key: "proxies" → "proxy",
+// "addresses" → "address", "hosts" → "host"; "address" stays.
+func singular(s string) string {
+	switch {
+	case strings.HasSuffix(s, "ies") && len(s) > 4:
+		return strings.TrimSuffix(s, "ies") + "y"
+	case strings.HasSuffix(s, "sses"), strings.HasSuffix(s, "xes"), strings.HasSuffix(s, "ches"), strings.HasSuffix(s, "shes"):
+		return strings.TrimSuffix(s, "es")
+	case strings.HasSuffix(s, "s") && !strings.HasSuffix(s, "ss"):
+		return strings.TrimSuffix(s, "s")
+	}
+	return s
 }
 
 // editDistance is the Levenshtein distance between a and b (bytes).

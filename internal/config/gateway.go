@@ -78,6 +78,13 @@ type Gateway struct {
 	// signal. Zero means DefaultShutdownGrace (30s); negative is invalid.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 
+	// ShutdownDelay is how long, after a stop signal, the gateway goes on
+	// serving (public listener included) with /readyz answering 503, so
+	// that a load balancer's health check takes it out before it refuses
+	// connections; ShutdownGrace follows. Zero (the default): none;
+	// negative is invalid.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
+
 	OIDC OIDC  `yaml:"oidc"` // user pre-authentication providers
 	Apps []App `yaml:"apps"` // published applications; empty → every request is no-route
 
@@ -554,6 +561,7 @@ func (g *Gateway) validate(c *checker) {
 	c.checkListenAddr(path{"admin", "addr"}, g.Admin.Addr)
 	g.checkListenersApart(c)
 	checkNonNegative(c, path{"shutdown_grace"}, g.ShutdownGrace)
+	checkNonNegative(c, path{"shutdown_delay"}, g.ShutdownDelay)
 	g.Store.validate(c)
 
 	g.validateProviders(c)
