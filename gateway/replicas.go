@@ -116,12 +116,18 @@ func (g *Gateway) othersAlive() bool {
 }
 
 // removeReplica takes this replica out of the store's count as it stops.
+// It is the last thing a stopping gateway does, so it waits no longer for
+// the store than the count at shutdown (shutdownCountTimeout): a database
+// that does not answer (a firewall dropping its packets) held every stop
+// for another trustTimeout (10 s) after "gateway stopped", and what it
+// saves is little: the other replicas stop counting this one within
+// replicaWindow sweeps anyway.
 func (g *Gateway) removeReplica() {
 	rs, ok := g.store.(ReplicaStore)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownCountTimeout)
 	defer cancel()
 	if err := rs.RemoveReplica(ctx, g.replica); err != nil {
 		g.log.Debug("replica not removed from the store; the others stop counting it within 3 sweeps", zap.Error(err))

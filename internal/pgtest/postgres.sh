@@ -60,9 +60,13 @@ start() {
 	as_owner "$bin/initdb" -D "$dir/data" -U sallyport -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log"; exit 1; }
 	# A free port: one that refuses a connection now. Another process may
-	# take it before the server does; then the next one is tried.
+	# take it before the server does; then the next one is tried. Below
+	# the ephemeral range (Linux: 32768 and up): while a server on such a
+	# port is down, a client dialling it on loopback can be given that
+	# same port as its own and connect to itself, which then keeps the
+	# server from binding when it comes back.
 	for _ in $(seq 20); do
-		port=$((20000 + RANDOM % 20000))
+		port=$((20000 + RANDOM % 12000))
 		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
 		if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start \
 			-o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null; then

@@ -34,7 +34,23 @@ type dialect struct {
 func (s *DB) Close() error { return s.db.Close() }
 
 // Ping checks the database answers (readiness).
-func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+func (s *DB) Ping(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.db.PingContext(ctx)
+}
+
+// CallTimeout bounds every call of the store: a database that does not
+// answer (stopped, cut off by a firewall that drops packets, a lock held
+// by someone else) fails the call after it instead of holding the caller,
+// also one whose context has no deadline, such as an admin API request.
+// A caller may give a shorter deadline of its own.
+const CallTimeout = 10 * time.Second
+
+// bound returns ctx limited to CallTimeout.
+func (s *DB) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, CallTimeout)
+}
 
 // begin starts a transaction holding the lock for key (see dialect.lock);
 // empty key: none.
@@ -75,6 +91,8 @@ func boolInt(b bool) int {
 
 // CAs returns every CA in the trust bundle, oldest first.
 func (s *DB) CAs(ctx context.Context) ([]CA, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	out, err := queryAll(ctx, s.db, scanCA, `SELECT id, cert_pem, key_pem, active, created_at FROM cas ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("read connector CAs: %w", err)
@@ -98,6 +116,8 @@ func scanCA(r scanner) (CA, error) {
 // on an empty store create one CA, not two). Adding CAs is serialised
 // across processes, so that two at once leave exactly one active.
 func (s *DB) AddCA(ctx context.Context, ca CA, onlyIfNone bool) (ok bool, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "cas")
 	if err != nil {
 		return false, fmt.Errorf("add connector CA: %w", err)
@@ -127,6 +147,8 @@ func (s *DB) AddCA(ctx context.Context, ca CA, onlyIfNone bool) (ok bool, err er
 // RetireCAs removes every inactive CA from the trust bundle and returns how
 // many it removed.
 func (s *DB) RetireCAs(ctx context.Context) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, `DELETE FROM cas WHERE active = 0`)
 	if err != nil {
 		return 0, fmt.Errorf("retire connector CAs: %w", err)
@@ -137,6 +159,8 @@ func (s *DB) RetireCAs(ctx context.Context) (int, error) {
 
 // CreateToken stores a new enrollment token.
 func (s *DB) CreateToken(ctx context.Context, t Token) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (id, hash, group_name, max_uses, used, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		t.ID, hex.EncodeToString(t.Hash[:]), t.Group, t.MaxUses, t.Used, unixNano(t.Expires), unixNano(t.Created))
 	if err != nil {
@@ -147,6 +171,8 @@ func (s *DB) CreateToken(ctx context.Context, t Token) error {
 
 // Tokens lists the enrollment tokens, oldest first.
 func (s *DB) Tokens(ctx context.Context) ([]Token, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	out, err := queryAll(ctx, s.db, scanToken,
 		`SELECT id, hash, group_name, max_uses, used, expires_at, created_at FROM tokens ORDER BY created_at, id`)
 	if err != nil {
@@ -191,6 +217,8 @@ func scanToken(r scanner) (Token, error) {
 
 // DeleteToken deletes a token; ErrNotFound when there is none with id.
 func (s *DB) DeleteToken(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, `DELETE FROM tokens WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("delete token: %w", err)
@@ -245,6 +273,8 @@ func spendToken(ctx context.Context, tx *sql.Tx, hash [32]byte, now time.Time) (
 // at now, without spending it. It fails with ErrNotFound, ErrTokenExpired
 // or ErrTokenUsedUp.
 func (s *DB) CheckToken(ctx context.Context, hash [32]byte, now time.Time) (Token, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	t, err := findToken(ctx, s.db, hash, now)
 	if err != nil && !isTokenErr(err) {
 		err = fmt.Errorf("check token: %w", err)
@@ -262,6 +292,8 @@ func isTokenErr(err error) bool {
 // several callers racing for a token's last use exactly one succeeds; the
 // others fail with ErrTokenUsedUp (or ErrNotFound, ErrTokenExpired).
 func (s *DB) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, c Connector) (Token, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return Token{}, fmt.Errorf("enroll connector: %w", err)
@@ -288,6 +320,8 @@ func (s *DB) EnrollConnector(ctx context.Context, hash [32]byte, now time.Time, 
 // transaction. Config tokens have no row in tokens and no limit: the count
 // is only shown (ConfigTokenUses).
 func (s *DB) EnrollConfigConnector(ctx context.Context, hash [32]byte, c Connector) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return fmt.Errorf("enroll connector: %w", err)
@@ -310,6 +344,8 @@ func (s *DB) EnrollConfigConnector(ctx context.Context, hash [32]byte, c Connect
 // recorded for each config token, by its SHA-256; tokens never used are
 // missing.
 func (s *DB) ConfigTokenUses(ctx context.Context) (map[[32]byte]int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	type use struct {
 		hash string
 		used int
@@ -349,6 +385,8 @@ func scanConnector(r scanner) (Connector, error) {
 
 // AddConnector records a newly enrolled connector.
 func (s *DB) AddConnector(ctx context.Context, c Connector) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := insertConnector(ctx, s.db, c); err != nil {
 		return fmt.Errorf("add connector: %w", err)
 	}
@@ -364,6 +402,8 @@ func insertConnector(ctx context.Context, q querier, c Connector) error {
 
 // Connector returns one connector; ErrNotFound when there is none with id.
 func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	c, err := scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
@@ -376,6 +416,8 @@ func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
 
 // Connectors lists the enrolled connectors, oldest first.
 func (s *DB) Connectors(ctx context.Context) ([]Connector, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	out, err := queryAll(ctx, s.db, scanConnector, `SELECT `+connectorCols+` FROM connectors ORDER BY enrolled_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list connectors: %w", err)
@@ -387,6 +429,8 @@ func (s *DB) Connectors(ctx context.Context) ([]Connector, error) {
 // revoked, oldest first: agents enrolled under one name, such as an agent
 // installed again whose predecessor was never revoked.
 func (s *DB) NamedConnectors(ctx context.Context, group, name string) ([]Connector, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	out, err := queryAll(ctx, s.db, scanConnector, `SELECT `+connectorCols+` FROM connectors
 		WHERE group_name = $1 AND name = $2 AND revoked_at = 0 ORDER BY enrolled_at, id`, group, name)
 	if err != nil {
@@ -400,6 +444,8 @@ func (s *DB) NamedConnectors(ctx context.Context, group, name string) ([]Connect
 // before the one in use stay retired. A revoked connector is left as it is (check
 // Revoked); ErrNotFound when there is no connector with id.
 func (s *DB) RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (Connector, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	_, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = $1, cert_expires = $2, cert_in_use = 0, version = $3, platform = $4 WHERE id = $5 AND revoked_at = 0`,
 		serial, unixNano(expires), version, platform, id)
 	if err != nil {
@@ -413,6 +459,8 @@ func (s *DB) RenewConnector(ctx context.Context, id, serial string, expires time
 // reports whether this call recorded it: false when it was recorded
 // before, or when serial is not the newest (a renewal came in between).
 func (s *DB) CertInUse(ctx context.Context, id, serial string, issued time.Time) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_in_use = 1, cert_issued = $1 WHERE id = $2 AND cert_serial = $3 AND cert_in_use = 0`,
 		unixNano(issued), id, serial)
 	if err != nil {
@@ -429,6 +477,8 @@ func (s *DB) CertInUse(ctx context.Context, id, serial string, issued time.Time)
 // false, changing nothing, when the connector no longer records prev or
 // was revoked.
 func (s *DB) AdoptCert(ctx context.Context, id, prev, serial string, issued, expires time.Time) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET cert_serial = $1, cert_expires = $2, cert_issued = $3, cert_in_use = 1
 		WHERE id = $4 AND cert_serial = $5 AND revoked_at = 0`, serial, unixNano(expires), unixNano(issued), id, prev)
 	if err != nil {
@@ -441,6 +491,8 @@ func (s *DB) AdoptCert(ctx context.Context, id, prev, serial string, issued, exp
 // RevokeConnector marks a connector revoked at at. Revoking twice keeps the
 // first time. ErrNotFound when there is no connector with id.
 func (s *DB) RevokeConnector(ctx context.Context, id string, at time.Time) (Connector, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.db.ExecContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0`, unixNano(at), id); err != nil {
 		return Connector{}, fmt.Errorf("revoke connector: %w", err)
 	}
@@ -451,6 +503,8 @@ func (s *DB) RevokeConnector(ctx context.Context, id string, at time.Time) (Conn
 // until expires, when the session would have ended. Entries past their
 // end are deleted on the way.
 func (s *DB) AddSignOut(ctx context.Context, id string, expires, now time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return fmt.Errorf("record sign-out: %w", err)
@@ -468,6 +522,8 @@ func (s *DB) AddSignOut(ctx context.Context, id string, expires, now time.Time) 
 // SignOuts returns the signed-out sessions that have not ended by now:
 // id → end.
 func (s *DB) SignOuts(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.QueryContext(ctx, `SELECT id, expires FROM signed_out WHERE expires > $1`, unixNano(now))
 	if err != nil {
 		return nil, err
@@ -489,6 +545,8 @@ func (s *DB) SignOuts(ctx context.Context, now time.Time) (map[string]time.Time,
 // stores the one create makes; of gateways doing this at once on one
 // database, the first one's is kept and returned to all.
 func (s *DB) Secret(ctx context.Context, name string, create func() (string, error)) (string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	read := func() (string, error) {
 		var v string
 		err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = $1`, name).Scan(&v)
@@ -516,6 +574,8 @@ func (s *DB) Secret(ctx context.Context, name string, create func() (string, err
 // Heartbeat records that the gateway replica id is alive at now, and
 // deletes the replicas not seen since prune (stopped ones).
 func (s *DB) Heartbeat(ctx context.Context, id string, now, prune time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return fmt.Errorf("replica heartbeat: %w", err)
@@ -534,6 +594,8 @@ func (s *DB) Heartbeat(ctx context.Context, id string, now, prune time.Time) err
 // RemoveReplica deletes the replica id (it stops), so that the others
 // stop counting it at their next sweep.
 func (s *DB) RemoveReplica(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM replicas WHERE id = $1`, id); err != nil {
 		return fmt.Errorf("remove replica: %w", err)
 	}
@@ -542,6 +604,8 @@ func (s *DB) RemoveReplica(ctx context.Context, id string) error {
 
 // Replicas counts the gateway replicas seen at or after since.
 func (s *DB) Replicas(ctx context.Context, since time.Time) (int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM replicas WHERE last_seen >= $1`, unixNano(since)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count replicas: %w", err)
@@ -556,6 +620,8 @@ func (s *DB) Replicas(ctx context.Context, since time.Time) (int, error) {
 // whether owner holds it. Of gateways claiming one id at once, one gets
 // the lease; the others see it held, and its result once recorded.
 func (s *DB) ClaimRefresh(ctx context.Context, id, owner string, lease, now time.Time) (result string, kept time.Time, claimed bool, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	read := func() (string, string, int64, error) {
 		var o, r string
 		var exp int64
@@ -592,6 +658,8 @@ func (s *DB) ClaimRefresh(ctx context.Context, id, owner string, lease, now time
 // had ended) is left to that owner. Renewals that ended by now are
 // deleted on the way.
 func (s *DB) FinishRefresh(ctx context.Context, id, owner, result string, keep, now time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return fmt.Errorf("record session renewal: %w", err)
@@ -614,6 +682,8 @@ func (s *DB) FinishRefresh(ctx context.Context, id, owner, result string, keep, 
 
 // KeepRefresh keeps the result of the renewal id no later than until.
 func (s *DB) KeepRefresh(ctx context.Context, id string, until time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.db.ExecContext(ctx, `UPDATE session_refreshes SET expires = $1 WHERE id = $2 AND result <> '' AND expires > $1`,
 		unixNano(until), id); err != nil {
 		return fmt.Errorf("shorten session renewal: %w", err)
@@ -624,6 +694,8 @@ func (s *DB) KeepRefresh(ctx context.Context, id string, until time.Time) error 
 // DropRefresh deletes the result of the renewal id and returns it (""
 // when there is none).
 func (s *DB) DropRefresh(ctx context.Context, id string) (string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var r string
 	err := s.db.QueryRowContext(ctx, `DELETE FROM session_refreshes WHERE id = $1 AND result <> '' RETURNING result`, id).Scan(&r)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -47,7 +47,20 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open store: PostgreSQL DSN: %w; write it as postgres://USER@HOST:PORT/DATABASE?sslmode=... "+
 			"or as host=HOST port=PORT dbname=DATABASE user=USER", err)
 	}
-	db := stdlib.OpenDB(*cfg)
+	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > CallTimeout {
+		// A server behind a firewall that drops packets would hold each
+		// new connection for the operating system's SYN retries (about
+		// two minutes); a connect_timeout in the DSN may shorten it.
+		cfg.ConnectTimeout = CallTimeout
+	}
+	// A pooled connection is checked with a round trip before every use,
+	// not only after a second idle (pgx's default): a server that
+	// restarted, failed over or had its connections terminated
+	// (pg_terminate_backend, an idle-session timeout, a proxy) leaves
+	// the pool's connections dead, and the first call on each would fail
+	// with the server's goodbye instead of opening a new one. The store's
+	// calls are few; the round trip costs little.
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return true }))
 	// A gateway's store calls are few (session starts, enrollments, the
 	// sweep); a small pool keeps a replica's share of max_connections low.
 	db.SetMaxOpenConns(8)

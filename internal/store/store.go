@@ -14,8 +14,16 @@
 package store
 
 import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
+	"io"
+	"net"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Errors of the store. Callers classify with errors.Is.
@@ -24,6 +32,35 @@ var (
 	ErrTokenUsedUp  = errors.New("token already used")
 	ErrTokenExpired = errors.New("token expired")
 )
+
+// Unavailable reports whether err says the database did not answer, as
+// opposed to answering no: a server that is down, unreachable, restarting
+// or too slow (CallTimeout), or a connection it closed. Such a call may
+// work when retried later, and nothing it was to change has changed
+// unless its error says so. Callers tell their clients to retry (503),
+// not that what they asked for is wrong.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		pgErr   *pgconn.PgError
+		netErr  net.Error
+		connErr *pgconn.ConnectError
+	)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.As(err, &connErr), errors.As(err, &netErr), pgconn.Timeout(err):
+		return true
+	case errors.As(err, &pgErr):
+		// Class 08: connection exception; 57P01-57P05: the server shuts
+		// down, crashed, is starting, or ended an idle session; 53300:
+		// too many connections; 57014: a statement cancelled (timeout).
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || pgErr.Code == "57014" || pgErr.Code == "53300"
+	}
+	return false
+}
 
 // CA is one connector CA certificate and its private key.
 type CA struct {
