@@ -33,13 +33,33 @@ import (
 // config that trusts its certificate.
 func refusingGateway(t *testing.T) (string, *tls.Config) {
 	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	addr, leaf := handshakeGateway(t, tmpl, func(c *tls.Config) {
+		c.ClientAuth = tls.RequireAnyClientCert
+		// As the gateway's verifyTunnelConn does for a certificate of
+		// another connector CA: crypto/tls then sends bad_certificate.
+		c.VerifyConnection = func(tls.ConnectionState) error { return errors.New("client certificate not trusted") }
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return addr, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
+}
+
+// handshakeGateway listens like a gateway's tunnel (TCP for gRPC and yamux,
+// UDP for QUIC, one port number for both, as a gateway has) on 127.0.0.1
+// with a self-signed certificate made from tmpl (its names and serial; the
+// validity and CA fields are set here), configured further by configure,
+// and expects every TLS handshake with it to fail on the agent's side. It
+// returns the address and the certificate.
+func handshakeGateway(t *testing.T, tmpl *x509.Certificate, configure func(*tls.Config)) (string, *x509.Certificate) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -50,18 +70,16 @@ func refusingGateway(t *testing.T) (string, *tls.Config) {
 	}
 	serverTLS := &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
-		ClientAuth:   tls.RequireAnyClientCert,
-		// As the gateway's verifyTunnelConn does for a certificate of
-		// another connector CA: crypto/tls then sends bad_certificate.
-		VerifyConnection: func(tls.ConnectionState) error { return errors.New("client certificate not trusted") },
-		NextProtos:       []string{"h2", yamuxtunnel.ALPN},
+		ClientAuth:   tls.RequestClientCert,
+		NextProtos:   []string{"h2", yamuxtunnel.ALPN},
 	}
+	configure(serverTLS)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	// One port number for TCP and UDP, as a gateway has: a free TCP port
-	// whose UDP twin is taken is given back and another one tried.
+	// A free TCP port whose UDP twin is taken is given back and another
+	// one tried.
 	var tcp net.Listener
 	var udp net.PacketConn
 	for attempt := 0; udp == nil; attempt++ {
@@ -89,23 +107,20 @@ func refusingGateway(t *testing.T) (string, *tls.Config) {
 			}
 			wg.Go(func() {
 				defer c.Close()
+				stop := context.AfterFunc(ctx, func() { c.Close() })
+				defer stop()
 				if tls.Server(c, serverTLS).HandshakeContext(ctx) == nil {
 					t.Error("the handshake succeeded")
 				}
 				// Read until the agent hangs up, so that it reads the
 				// alert rather than a reset for its unread bytes.
-				stop := context.AfterFunc(ctx, func() { c.Close() })
-				defer stop()
 				_, _ = io.Copy(io.Discard, c)
 			})
 		}
 	})
 	q := &quictunnel.Listener{Server: &muxtunnel.Server{}, TLS: serverTLS.Clone(), Log: zap.NewNop()}
 	wg.Go(func() { _ = q.Serve(ctx, udp) })
-
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tcp.Addr().String(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
+	return tcp.Addr().String(), leaf
 }
 
 // TestRefusedCertificateRecognised: an agent whose client certificate the

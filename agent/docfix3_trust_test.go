@@ -1,27 +1,15 @@
 package agent
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"math/big"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/sallyport/sallyport/tunnel/muxtunnel"
-	"github.com/sallyport/sallyport/tunnel/quictunnel"
-	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
 
 // certGateway listens like a gateway's tunnel (TCP for gRPC and yamux, UDP
@@ -30,68 +18,7 @@ import (
 // and the certificate.
 func certGateway(t *testing.T, dnsName string) (string, *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(3), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{dnsName}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
-		ClientAuth:   tls.RequestClientCert,
-		NextProtos:   []string{"h2", yamuxtunnel.ALPN},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	var tcp net.Listener
-	var udp net.PacketConn
-	for attempt := 0; udp == nil; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, port, _ := net.SplitHostPort(l.Addr().String())
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", port))
-		if err != nil {
-			l.Close()
-			if attempt == 20 {
-				t.Fatalf("no port free for both TCP and UDP in 20 tries: %v", err)
-			}
-			continue
-		}
-		tcp, udp = l, u
-	}
-	context.AfterFunc(ctx, func() { tcp.Close() })
-	wg.Go(func() {
-		for {
-			c, err := tcp.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close() })
-				defer stop()
-				if tls.Server(c, serverTLS).HandshakeContext(ctx) == nil {
-					t.Error("the handshake succeeded")
-				}
-				_, _ = io.Copy(io.Discard, c)
-			})
-		}
-	})
-	q := &quictunnel.Listener{Server: &muxtunnel.Server{}, TLS: serverTLS.Clone(), Log: zap.NewNop()}
-	wg.Go(func() { _ = q.Serve(ctx, udp) })
-	return tcp.Addr().String(), leaf
+	return handshakeGateway(t, &x509.Certificate{SerialNumber: big.NewInt(3), DNSNames: []string{dnsName}}, func(*tls.Config) {})
 }
 
 // TestPinMismatchRecognised: an agent enrolled with --gateway-fingerprint
