@@ -171,13 +171,14 @@ fmt:
 # fuzz runs each fuzzer for FUZZTIME (e.g. make fuzz FUZZTIME=60s), one
 # after another: the tunnel-message decoder, then the agent's HTTP/1.1
 # client against net/http (its head parser alone; one response; two on one
-# connection).
+# connection; against http.Transport itself over loopback).
 FUZZFOR := $(if $(filter 0,$(FUZZTIME)),30s,$(FUZZTIME))
 fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzPeekHead$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Response$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Reuse$$' -fuzztime $(FUZZFOR)
+	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Transport$$' -fuzztime $(FUZZFOR)
 
 bench: build
 	./$(BIN) bench

@@ -73,6 +73,7 @@ type h1Conn struct {
 	// connections only.
 	raw       syscall.RawConn    // the TCP connection's; nil over TLS; immutable
 	tlsRaw    syscall.RawConn    // the TCP connection's under TLS, for idleCheck only; else nil; immutable
+	records   *tlsRecordConn     // the connection under TLS; nil for plain http; immutable
 	waitFirst bool               // this exchange flushes with flushAndWait
 	checkIdle bool               // the first write looks for bytes the backend sent while idle (idleCheck)
 	wrote     bool               // part of the request left before flush (see Write)
@@ -219,11 +220,13 @@ func idleCheckRaw(raw syscall.RawConn) error {
 // idle, before a request is written on it, as idleCheck does for plain
 // TCP: first a record that the TLS connection read already, with the
 // response's last one (a read whose deadline has passed returns it, or
-// fails at once without a system call), then bytes in the socket
-// (idleCheck, where rawWaits). Bytes are errUnsolicited; an end of stream
-// or a close_notify is an error too. Either way the connection is not
-// used. Records that only finish the handshake (session tickets) are taken
-// by the TLS connection itself and are no error.
+// fails at once without a system call), then the start of a record that
+// it read but cannot decrypt until the rest arrives (tlsRecordConn), then
+// bytes in the socket (idleCheck, where rawWaits). Bytes are
+// errUnsolicited; an end of stream or a close_notify is an error too.
+// Either way the connection is not used. Records that only finish the
+// handshake (session tickets) are taken by the TLS connection itself and
+// are no error.
 func (c *h1Conn) checkIdleTLS() error {
 	_ = c.conn.SetReadDeadline(aLongTimeAgo)
 	_, err := c.br.Peek(1)
@@ -233,11 +236,61 @@ func (c *h1Conn) checkIdleTLS() error {
 		return errUnsolicited
 	case !errors.Is(err, os.ErrDeadlineExceeded):
 		return err
+	case c.records != nil && c.records.midRecord():
+		return errUnsolicited
 	case c.tlsRaw == nil:
 		return nil
 	}
 	return idleCheckRaw(c.tlsRaw)
 }
+
+// tlsRecordConn is the connection under an h1Conn's TLS connection: it
+// follows the TLS record framing of what the TLS connection reads, so that
+// checkIdleTLS sees the start of a record that came with a response's last
+// one. The TLS connection reads what the socket holds, beyond the record it
+// needs; a record that is only partly there stays in its buffer, out of
+// sight of both the read buffer and the socket. A backend's response that
+// nobody asked for, in a record of its own that spans TCP segments (say the
+// body of a HEAD answer sent as a second write), would otherwise pass the
+// check when its rest is still on the way, and answer the next request.
+// Used by the goroutine that owns the h1Conn only.
+type tlsRecordConn struct {
+	net.Conn
+	hdr   int  // bytes of the current record's 5-byte header read so far
+	lenHi byte // the high byte of its length
+	left  int  // bytes of the current record's payload still to come
+}
+
+func (c *tlsRecordConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.track(p[:n])
+	return n, err
+}
+
+// track follows the record framing through b, the next bytes read: a
+// header of type (1 byte), version (2) and payload length (2), then the
+// payload.
+func (c *tlsRecordConn) track(b []byte) {
+	for len(b) > 0 {
+		if c.left > 0 {
+			k := min(c.left, len(b))
+			c.left -= k
+			b = b[k:]
+			continue
+		}
+		switch c.hdr {
+		case 3:
+			c.lenHi = b[0]
+		case 4:
+			c.left = int(c.lenHi)<<8 | int(b[0])
+		}
+		c.hdr = (c.hdr + 1) % 5
+		b = b[1:]
+	}
+}
+
+// midRecord reports that the bytes read so far end inside a record.
+func (c *tlsRecordConn) midRecord() bool { return c.hdr != 0 || c.left != 0 }
 
 // errUnsolicited: the backend sent bytes on an idle connection, which no
 // request asked for (a body longer than its Content-Length, written late).
@@ -349,7 +402,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (res *http.Re
 	}
 	c.limit = math.MaxInt64
 	res.TLS = c.state
-	keep := !res.Close && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	// No connection is kept after an HTTP/1.0 response, keep-alive or
+	// not: one that names a Transfer-Encoding has faulty framing and its
+	// connection must be closed (RFC 9112 §6.1), but ReadResponse drops
+	// that field and reads such a response by its Content-Length, leaving
+	// the rest of a chunked body to answer the next request. (nginx keeps
+	// no HTTP/1.0 backend connection either.)
+	keep := !res.Close && res.ProtoAtLeast(1, 1) && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
 	if res.Body == http.NoBody {
 		c.release(stop, keep)
 		return res, false, nil

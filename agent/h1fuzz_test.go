@@ -75,7 +75,10 @@ func informationalEntry(code int, h http.Header) string {
 //     a 101 fails, since no request h1Sync sends asks for an upgrade;
 //   - the connection is reusable when the response ended without error,
 //     does not close the connection, and nothing follows it in the stream
-//     (Transport closes a connection on which bytes arrive while idle).
+//     (Transport closes a connection on which bytes arrive while idle);
+//   - an HTTP/1.0 response closes the connection, keep-alive or not (one
+//     that names a Transfer-Encoding has faulty framing, RFC 9112 §6.1,
+//     which ReadResponse does not tell).
 func refExchange(method string, stream []byte) (out h1Outcome) {
 	r := bytes.NewReader(stream)
 	br := bufio.NewReader(r)
@@ -100,7 +103,7 @@ func refExchange(method string, stream []byte) (out h1Outcome) {
 	out = h1Outcome{
 		status: res.Status, code: res.StatusCode, proto: res.Proto,
 		header: res.Header, length: res.ContentLength,
-		closes: res.Close, head: consumed(), informational: informational,
+		closes: res.Close || !res.ProtoAtLeast(1, 1), head: consumed(), informational: informational,
 	}
 	body, err := io.ReadAll(res.Body)
 	out.body, out.trailer, out.consumed = body, res.Trailer, consumed()
@@ -108,7 +111,7 @@ func refExchange(method string, stream []byte) (out h1Outcome) {
 		out.failed, out.why, out.closes = true, "body: "+err.Error(), true
 		return out
 	}
-	out.reusable = !res.Close && out.consumed == len(stream)
+	out.reusable = !out.closes && out.consumed == len(stream)
 	return out
 }
 

@@ -393,6 +393,8 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 		c.flushWait = c.flushThenWait
 	} else {
 		c.tlsRaw = rawConnOf(nc)
+		c.records = &tlsRecordConn{Conn: nc}
+		c.conn = c.records
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()
 			return nil, err
