@@ -149,12 +149,14 @@ func (a *Agent) letGo(ctx context.Context, sess clientSession) {
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		a.drainNow(ctx, sess)
+		a.drainNow(ctx, sess, drainSpread)
 	}()
 }
 
-// drainNow drains sess at once and returns when it has ended.
-func (a *Agent) drainNow(ctx context.Context, sess clientSession) {
+// drainNow drains sess at once, telling the gateway reason, and returns
+// when it has ended.
+func (a *Agent) drainNow(ctx context.Context, sess clientSession, reason string) {
+	sess.SetDrainReason(reason)
 	closed := make(chan struct{})
 	close(closed)
 	_ = sess.Serve(ctx, a.srv, closed)

@@ -40,8 +40,23 @@ type clientSession interface {
 	// Drained is closed when the gateway announces that it will end the
 	// session (it shuts down, or the certificate expires soon).
 	Drained() <-chan struct{}
+	// SetDrainReason sets what the session's drain tells the gateway,
+	// which logs it; unset, "agent shutting down" (the agent stops). Called
+	// before Serve's drain is closed.
+	SetDrainReason(reason string)
 	Serve(ctx context.Context, srv *tunnel.Server, drain <-chan struct{}) error
 }
+
+// The reasons an agent gives the gateway when it drains a session that it
+// moves rather than ends by stopping (the gateway logs them: "agent is
+// draining", and the session's end "drained by the agent (…)").
+const (
+	drainSpread  = "moving to another gateway replica: this agent has a session on this one"
+	drainQUIC    = "moving to QUIC"
+	drainRenewed = "moving to the agent's renewed certificate"
+	drainReplace = "replaced after the gateway's drain"
+	drainProbe   = "a QUIC probe of the agent, over"
+)
 
 // dial connects one session over transport (never "auto").
 func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (clientSession, error) {
@@ -354,7 +369,7 @@ func (a *Agent) probeQUIC(ctx context.Context) {
 		}
 		// The probe proved QUIC works end to end; the slots open their
 		// own sessions, so end this one.
-		a.drainNow(ctx, sess)
+		a.drainNow(ctx, sess, drainProbe)
 		a.auto.mu.Lock()
 		a.auto.useQUIC = true
 		a.auto.probing = false
@@ -430,8 +445,18 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 
 		drain := make(chan struct{})
 		var drainOnce sync.Once
-		closeDrain := func() { drainOnce.Do(func() { close(drain) }) }
-		stop := context.AfterFunc(ctx, closeDrain)
+		// closeDrain drains the session, telling the gateway why (""
+		// for the agent stopping); the first call wins.
+		served := sess // sess is replaced below
+		closeDrain := func(reason string) {
+			drainOnce.Do(func() {
+				if reason != "" {
+					served.SetDrainReason(reason)
+				}
+				close(drain)
+			})
+		}
+		stop := context.AfterFunc(ctx, func() { closeDrain("") })
 		done := make(chan error, 1)
 		go func(sess clientSession) { done <- sess.Serve(hard, a.srv, drain) }(sess) // sess is replaced below
 		forget := func() {
@@ -448,11 +473,12 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 		failures := 0
 		wasDrained := false // the gateway announced the end of sess
 		var (
-			ns      clientSession
-			nt      string
-			ncert   *Credentials
-			why     string
-			dialErr error
+			ns       clientSession
+			nt       string
+			ncert    *Credentials
+			why      string
+			drainWhy string // what the drain of sess tells the gateway
+			dialErr  error
 		)
 		// redial opens the slot's next session on the current transport
 		// and certificate. When it fails, it logs msg with the error and
@@ -499,7 +525,7 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				move = a.quicBack(transport)
 				goto wait
 			}
-			why = "moving this session to QUIC"
+			why, drainWhy = "moving this session to QUIC", drainQUIC
 		case <-renewed:
 			renewed, turn = nil, a.rollTurns
 			goto wait
@@ -512,7 +538,7 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				renewed, turn = retry, nil
 				goto wait
 			}
-			why = "moving this session to the renewed certificate"
+			why, drainWhy = "moving this session to the renewed certificate", drainRenewed
 			a.rollDone(ctx)
 		case <-drained:
 			drained, wasDrained = nil, true
@@ -550,11 +576,11 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				goto wait
 			}
 			placed = true
-			why = "replacing the session the gateway drains"
+			why, drainWhy = "replacing the session the gateway drains", drainReplace
 		}
 		log.Info(why, zap.String("old_session", id), zap.String("session", ns.SessionID()),
 			zap.String("transport", nt))
-		closeDrain()
+		closeDrain(drainWhy)
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()

@@ -21,6 +21,7 @@ import (
 	"github.com/sallyport/sallyport/internal/groupname"
 	"github.com/sallyport/sallyport/internal/promserve"
 	"github.com/sallyport/sallyport/internal/store"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // The admin API (JSON, `Authorization: Bearer <admin token>`):
@@ -33,7 +34,7 @@ import (
 //	POST   /api/v1/tokens                  APITokenRequest → 201 APIToken with the secret, once
 //	DELETE /api/v1/tokens/{id}             204; 404 unknown
 //	GET    /api/v1/connectors              [APIConnector]
-//	POST   /api/v1/connectors/{id}/revoke  200 APIConnector; 404 unknown
+//	POST   /api/v1/connectors/{id}/revoke  200 APIRevoked (already_revoked when it was); 404 unknown
 //
 // A missing or wrong admin token gets 401 with no detail. Other errors are
 // {"error": "..."}, also for an unknown path under /api/ (404) and a wrong
@@ -224,7 +225,7 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if !g.serving.Load() {
-		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		http.Error(w, g.notServing(), http.StatusServiceUnavailable)
 		return
 	}
 	if err := g.store.Ping(ctx); err != nil {
@@ -233,6 +234,26 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ready\n")) //nolint:errcheck // client gone
+}
+
+// notServing says why /readyz answers 503 while the store is not asked:
+// the gateway shuts down (from the start of its shutdown delay: the admin
+// listener answers only once Serve has begun serving, so a gateway that
+// listens and does not serve is stopping), or it has not started serving
+// (AdminHandler mounted elsewhere before Serve).
+func (g *Gateway) notServing() string {
+	select {
+	case <-g.stopped:
+		return "shutting down"
+	default:
+	}
+	g.mu.Lock()
+	listening := g.adminLn != nil
+	g.mu.Unlock()
+	if listening {
+		return "shutting down"
+	}
+	return "not serving"
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -320,9 +341,29 @@ func exactKeys(body []byte, v any) error {
 	return nil
 }
 
+// internalError answers a failed store call of op: 503 when the store
+// does not answer (as /readyz judges it: the error says so, or a ping
+// fails), so that the client tries again later; 500 otherwise.
 func (g *Gateway) internalError(w http.ResponseWriter, op string, err error) {
+	if g.storeDown(err) {
+		g.log.Error("admin API: "+op+": the store (database) does not answer", zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, "%s failed: the gateway's store (database) does not answer; "+
+			"see the gateway log, and try again once it does", op)
+		return
+	}
 	g.log.Error("admin API: "+op, zap.Error(err))
 	writeError(w, http.StatusInternalServerError, "%s failed; see the gateway log", op)
+}
+
+// storeDown reports whether err, from a store call, is the store not
+// answering: the error says so, or a ping (as /readyz's) fails too.
+func (g *Gateway) storeDown(err error) bool {
+	if store.Unavailable(err) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return g.store.Ping(ctx) != nil
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -486,8 +527,28 @@ func (g *Gateway) listConnectors(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// APIRevoked is the answer to a revoke: the connector, and whether it was
+// revoked already before this call (its revoked time is the first one).
+type APIRevoked struct {
+	APIConnector
+	AlreadyRevoked bool `json:"already_revoked,omitempty"`
+}
+
 func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	// Revoked already: the answer says so, and the revocation is neither
+	// logged nor counted again. (Two revokes of one connector at the same
+	// instant may both pass this check: both are then logged.) Sessions of
+	// it that this replica still holds (revoked through another replica,
+	// before this one's store sweep) are closed now, as by a first revoke.
+	if c, err := g.store.Connector(r.Context(), id); err == nil && !c.Revoked.IsZero() {
+		if n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s", tunnel.ErrRevoked, id)); n > 0 {
+			g.log.Info("closed the sessions of a connector revoked before", zap.String("connector", id),
+				zap.Int("sessions_closed", n))
+		}
+		writeJSON(w, http.StatusOK, APIRevoked{APIConnector: g.connectorView(c, nil), AlreadyRevoked: true})
+		return
+	}
 	c, _, err := g.Revoke(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -495,7 +556,7 @@ func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		g.internalError(w, "revoke connector", err)
 	default:
-		writeJSON(w, http.StatusOK, g.connectorView(c, nil))
+		writeJSON(w, http.StatusOK, APIRevoked{APIConnector: g.connectorView(c, nil)})
 	}
 }
 

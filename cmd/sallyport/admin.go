@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -31,16 +32,34 @@ type adminClient struct {
 
 func (c *adminClient) flags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&c.url, "admin-url", "http://127.0.0.1:9090", "the gateway's admin API")
-	cmd.PersistentFlags().StringVar(&c.tokenFile, "admin-token-file", "", "file with the admin token (SALLYPORT_ADMIN_TOKEN overrides)")
+	cmd.PersistentFlags().StringVar(&c.tokenFile, "admin-token-file", "", "file with the admin token (wins over SALLYPORT_ADMIN_TOKEN)")
+}
+
+// token returns the admin token and where it came from, for messages:
+// --admin-token-file when given (a flag on the command line wins over the
+// environment, and a file it names must exist), else SALLYPORT_ADMIN_TOKEN.
+func (c *adminClient) token() (tok, source string, err error) {
+	if c.tokenFile != "" {
+		source = "--admin-token-file " + c.tokenFile
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return "", source, fmt.Errorf("--admin-token-file: %w", err)
+		}
+		if tok = strings.TrimSpace(string(b)); tok == "" {
+			return "", source, fmt.Errorf("--admin-token-file: %s is empty; put the admin token in it", c.tokenFile)
+		}
+		return tok, source, nil
+	}
+	if tok = strings.TrimSpace(os.Getenv("SALLYPORT_ADMIN_TOKEN")); tok != "" {
+		return tok, "SALLYPORT_ADMIN_TOKEN", nil
+	}
+	return "", "", errors.New("no admin token: set SALLYPORT_ADMIN_TOKEN or --admin-token-file")
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
-	tok, err := adminToken(c.tokenFile)
+	tok, source, err := c.token()
 	if err != nil {
-		return fmt.Errorf("--admin-token-file: %w", err)
-	}
-	if tok == "" {
-		return errors.New("no admin token: set SALLYPORT_ADMIN_TOKEN or --admin-token-file")
+		return err
 	}
 	var rd io.Reader
 	if body != nil {
@@ -68,7 +87,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	res, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the gateway's admin API at %s: %w (is the gateway running? see admin.addr)", c.url, err)
+		return adminDialError(c.url, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
@@ -77,9 +96,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 	}
 	switch {
 	case res.StatusCode == http.StatusUnauthorized:
-		return errors.New("the gateway refused the admin token (401); check SALLYPORT_ADMIN_TOKEN or --admin-token-file " +
-			"against the gateway's admin.token_file (a gateway started without an admin token refuses every call " +
-			"and says so in its log at start)")
+		return fmt.Errorf("the gateway refused the admin token (401) from %s; check it against the gateway's "+
+			"admin.token_file or SALLYPORT_ADMIN_TOKEN (a gateway started without an admin token refuses every call "+
+			"and says so in its log at start)", source)
 	case res.StatusCode >= 300:
 		var e gateway.APIError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
@@ -97,6 +116,24 @@ func (c *adminClient) do(ctx context.Context, method, path string, body, out any
 		}
 	}
 	return nil
+}
+
+// adminDialError says why a call to the admin API at url got no answer.
+// Two slips answer in ways that do not read as such: https:// against the
+// admin API, which speaks plain HTTP, and the address of another listener
+// of the gateway that does not speak HTTP (tunnel.addr closes the
+// connection without a word).
+func adminDialError(url string, err error) error {
+	switch {
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("--admin-url %s: the gateway's admin API speaks plain HTTP, not HTTPS: use http:// "+
+			"(through an ssh tunnel or a TLS proxy of your own when it crosses a network)", url)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("--admin-url %s: the server closed the connection without an HTTP answer: this port does "+
+			"not speak HTTP (perhaps it is the gateway's tunnel.addr); --admin-url must name the gateway's admin.addr "+
+			"(http://127.0.0.1:9090 by default): %w", url, err)
+	}
+	return fmt.Errorf("cannot reach the gateway's admin API at %s: %w (is the gateway running? see admin.addr)", url, err)
 }
 
 // adminBase checks --admin-url and returns it without a trailing slash.
@@ -230,9 +267,14 @@ func newConnectorCmd() *cobra.Command {
 		Short: "Revoke a connector: close its sessions now and refuse its reconnects and renewals",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var x gateway.APIConnector
+			var x gateway.APIRevoked
 			if err := c.do(cmd.Context(), "POST", "/api/v1/connectors/"+url.PathEscape(args[0])+"/revoke", nil, &x); err != nil {
 				return err
+			}
+			if x.AlreadyRevoked {
+				fmt.Fprintf(cmd.OutOrStdout(), "connector %s (%s, group %s) was already revoked at %s\n", shown(x.ID), shown(x.Name),
+					shown(x.Group), timeOr(x.Revoked, "an unknown time"))
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked connector %s (%s, group %s)\n", shown(x.ID), shown(x.Name), shown(x.Group))
 			return nil

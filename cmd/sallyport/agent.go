@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/http/httpproxy"
 
 	"github.com/sallyport/sallyport/agent"
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/promserve"
 )
@@ -398,14 +399,14 @@ func saveGatewayTrust(dataDir, caFile, fingerprint, inUse string) error {
 	switch {
 	case fingerprint != "":
 		keep = pinPath
-		if err := os.WriteFile(pinPath, []byte(strings.TrimSpace(fingerprint)+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(pinPath, []byte(strings.TrimSpace(fingerprint)+"\n"), 0o644); err != nil {
 			return fmt.Errorf("save the gateway trust: %w", err)
 		}
 	case caFile != "":
 		keep = caPath
 		b, err := os.ReadFile(caFile)
 		if err == nil {
-			err = os.WriteFile(caPath, b, 0o644)
+			err = atomicfile.Write(caPath, b, 0o644)
 		}
 		if err != nil {
 			return fmt.Errorf("save the gateway trust: %w", err)

@@ -251,18 +251,21 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName),
 		zap.String("group", group), zap.String("version", ss.info.Version),
 		zap.String("transport", ss.info.Transport), zap.String("remote", remote))
-	agentDrained := false // the agent announced its drain (it is stopping)
+	var agentDrain *string // the reason of the agent's drain, once it announced one
 	for {
 		select {
 		case m := <-msgs:
 			if d := m.GetDrain(); d != nil {
 				s.log().Info("agent is draining", zap.String("session", ss.info.ID),
 					zap.String("agent", ss.info.AgentName), zap.String("reason", d.GetReason()))
-				agentDrained = true
+				if agentDrain == nil {
+					r := d.GetReason()
+					agentDrain = &r
+				}
 				ss.drain()
 			}
 		case err := <-recvErr:
-			reason := s.sessionEndReason(err, agentDrained)
+			reason := s.sessionEndReason(err, agentDrain)
 			// Its exchanges in flight fail with the reason (endError).
 			ss.close(nil, reason)
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
@@ -290,11 +293,12 @@ func (s *Server) closedReason() string {
 // sessionEndReason says why an agent's control stream ended with err, in
 // the words of the QUIC and yamux sessions' log (muxtunnel): the gateway
 // stopping (DrainAll was called: its gRPC server cancels the streams), the
-// agent stopping after its drain, or the agent closing its connection.
+// agent after its drain (agentDrain, its reason: it stops, or it moves the
+// session), or the agent closing its connection.
 // gRPC reports the last two, and the first, alike: the stream's context
 // canceled ("Canceled: context canceled"), or io.EOF for a CloseSend.
 // Other errors (a transport error) are said as they are.
-func (s *Server) sessionEndReason(err error, agentDrained bool) string {
+func (s *Server) sessionEndReason(err error, agentDrain *string) string {
 	s.mu.Lock()
 	stopping := s.closing != ""
 	s.mu.Unlock()
@@ -303,11 +307,32 @@ func (s *Server) sessionEndReason(err error, agentDrained bool) string {
 		return "gateway stopped"
 	case !agentGone(err):
 		return endReason(err)
-	case agentDrained:
-		return "drained by the agent (it is stopping)"
+	case agentDrain != nil:
+		return agentDrainedReason(*agentDrain)
 	}
 	return "closed by the agent"
 }
+
+// agentDrainedReason is the end of a session the agent drained with
+// reason: DrainStopping (what every agent said before agents gave other
+// reasons) is the agent stopping; another is the agent moving the session
+// (to another replica, to its renewed certificate), said as the agent
+// gave it, cut to maxDrainReason bytes.
+func agentDrainedReason(reason string) string {
+	switch reason {
+	case DrainStopping:
+		return "drained by the agent (it is stopping)"
+	case "":
+		return "drained by the agent"
+	}
+	if len(reason) > maxDrainReason {
+		reason = strings.ToValidUTF8(reason[:maxDrainReason], "") + "…"
+	}
+	return "drained by the agent (" + reason + ")"
+}
+
+// maxDrainReason bounds the agent's drain reason in the session's end.
+const maxDrainReason = 200
 
 // agentGone reports whether err, from Recv on a control stream, says only
 // that the agent's side ended: its connection closed or reset (the

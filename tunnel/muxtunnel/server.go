@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,9 +211,10 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	case <-ss.done:
 		reason = "closed by the gateway"
 		if errors.Is(ss.reason, errAgentDrained) {
-			// The agent announced its drain (it is stopping) and its
-			// last exchange is over: the close was the agent's doing.
-			reason = "drained by the agent (it is stopping)"
+			// The agent announced its drain (it stops, or moves the
+			// session) and its last exchange is over: the close was the
+			// agent's doing.
+			reason = agentDrainedReason(ss.agentDrain)
 		}
 	case <-ctx.Done():
 		reason = "gateway stopped"
@@ -420,12 +422,16 @@ type session struct {
 	idle      chan struct{} // signalled when a stream ends while draining; never closed
 	draining  chan struct{}
 	drainOnce sync.Once
-	done      chan struct{}
-	closeOnce sync.Once
-	reason    error                     // why Close was called; nil for none; written before done is closed
-	welcomed  atomic.Bool               // the welcome is on its way: Close closes the connection
-	greeted   bool                      // the welcome was sent; guarded by sendMu
-	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
+	// agentDrain is the reason of the agent's drain; written (by
+	// readControl) before draining is closed and closeWhenIdle starts,
+	// read after done is closed by closeWhenIdle's Close.
+	agentDrain string
+	done       chan struct{}
+	closeOnce  sync.Once
+	reason     error                     // why Close was called; nil for none; written before done is closed
+	welcomed   atomic.Bool               // the welcome is on its way: Close closes the connection
+	greeted    bool                      // the welcome was sent; guarded by sendMu
+	held       *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 	// live watches that the agent answers the exchanges sent to it (see
 	// liveness.go); nil when the connection cannot tell (not a LiveConn).
 	live *liveWatch
@@ -509,6 +515,7 @@ func (ss *session) readControl(log *zap.Logger) string {
 		case m.GetDrain() != nil:
 			log.Info("agent is draining", zap.String("reason", m.GetDrain().GetReason()))
 			ss.drainOnce.Do(func() {
+				ss.agentDrain = m.GetDrain().GetReason()
 				close(ss.draining)
 				go ss.closeWhenIdle()
 			})
@@ -549,6 +556,27 @@ func (ss *session) closeWhenIdle() {
 // errAgentDrained is the reason closeWhenIdle closes a session the agent
 // drained.
 var errAgentDrained = errors.New("agent drained")
+
+// agentDrainedReason is the end of a session the agent drained with
+// reason: DrainStopping (what every agent said before agents gave other
+// reasons) is the agent stopping; another is the agent moving the session
+// (to another replica, to its renewed certificate), said as the agent
+// gave it, cut to maxDrainReason bytes.
+func agentDrainedReason(reason string) string {
+	switch reason {
+	case DrainStopping:
+		return "drained by the agent (it is stopping)"
+	case "":
+		return "drained by the agent"
+	}
+	if len(reason) > maxDrainReason {
+		reason = strings.ToValidUTF8(reason[:maxDrainReason], "") + "…"
+	}
+	return "drained by the agent (" + reason + ")"
+}
+
+// maxDrainReason bounds the agent's drain reason in the session's end.
+const maxDrainReason = 200
 
 // releaseSlot frees the slot of an exchange that ended.
 func (ss *session) releaseSlot() {
