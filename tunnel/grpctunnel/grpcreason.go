@@ -41,10 +41,17 @@ func (e *endedError) Error() string {
 }
 
 func (e *endedError) Unwrap() []error {
-	if cancelled(e.err) {
-		return []error{e.reason}
+	var errs []error
+	// A reason that wraps a context's error (a store call that timed out,
+	// in a revocation check) must not make the exchange look like its
+	// client gone or its backend slow: it is said, not unwrapped.
+	if !errors.Is(e.reason, context.Canceled) && !errors.Is(e.reason, context.DeadlineExceeded) {
+		errs = append(errs, e.reason)
 	}
-	return []error{e.reason, e.err}
+	if !cancelled(e.err) {
+		errs = append(errs, e.err)
+	}
+	return errs
 }
 
 // cancelled reports whether err says only that a stream was cancelled.

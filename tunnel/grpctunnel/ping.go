@@ -72,6 +72,9 @@ type pingConn struct {
 	last           atomic.Int64  // when a Read last returned bytes (tunnel.MonoNow)
 	got            atomic.Int64  // bytes read so far
 	dead           atomic.Bool   // the keepalive closed the connection
+	// peerEnded: a Read failed before Close, so the peer (or the network)
+	// ended the connection, not this end (its gRPC's keepalive, Stop).
+	peerEnded atomic.Bool
 
 	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
 	cursor  frameCursor // where gRPC's bytes stand in the frame sequence
@@ -170,10 +173,32 @@ func (p *pingConn) Read(b []byte) (int, error) {
 			}
 		}
 	}
-	if err != nil && p.dead.Load() {
-		err = p.deadError()
+	if err != nil {
+		select {
+		case <-p.done: // this end closed it first
+		default:
+			p.peerEnded.Store(true)
+		}
+		if p.dead.Load() {
+			err = p.deadError()
+		}
 	}
 	return n, err
+}
+
+// endedHere reports whether this end closed the connection (Close or
+// abort) before a Read saw the peer end it, and for how long nothing had
+// been read then.
+func (p *pingConn) endedHere() (time.Duration, bool) {
+	select {
+	case <-p.done:
+	default:
+		return 0, false
+	}
+	if p.peerEnded.Load() {
+		return 0, false
+	}
+	return time.Duration(p.now() - p.last.Load()), true
 }
 
 // deadError is why the keepalive closed the connection; gRPC reports it

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -265,7 +266,7 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 				ss.drain()
 			}
 		case err := <-recvErr:
-			reason := s.sessionEndReason(err, agentDrain)
+			reason := s.sessionEndReason(err, agentDrain, ss.conn)
 			// Its exchanges in flight fail with the reason (endError).
 			ss.close(nil, reason)
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
@@ -298,7 +299,7 @@ func (s *Server) closedReason() string {
 // gRPC reports the last two, and the first, alike: the stream's context
 // canceled ("Canceled: context canceled"), or io.EOF for a CloseSend.
 // Other errors (a transport error) are said as they are.
-func (s *Server) sessionEndReason(err error, agentDrain *string) string {
+func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn) string {
 	s.mu.Lock()
 	stopping := s.closing != ""
 	s.mu.Unlock()
@@ -309,6 +310,17 @@ func (s *Server) sessionEndReason(err error, agentDrain *string) string {
 		return endReason(err)
 	case agentDrain != nil:
 		return agentDrainedReason(*agentDrain)
+	}
+	if conn != nil {
+		if quiet, here := conn.endedHere(); here && quiet >= time.Second {
+			// gRPC's keepalive closed the connection: its ping went
+			// unanswered. gRPC reports that to the handler as the
+			// agent's own close (the stream's context canceled).
+			return fmt.Sprintf("nothing came from the agent for %v: the gateway's keepalive ended the connection "+
+				"(the agent's host or its network path is down)", quiet.Round(time.Millisecond))
+		} else if here {
+			return "the gateway ended the connection"
+		}
 	}
 	return "closed by the agent"
 }
