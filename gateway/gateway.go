@@ -214,13 +214,14 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Gateway is a running gateway.
 type Gateway struct {
-	cfg      Config
-	log      *zap.Logger
-	upgrades sync.WaitGroup         // upgraded exchanges (WebSockets) in flight
-	router   atomic.Pointer[Router] // swapped by SetRoutes
-	registry *Registry
-	tunnel   *grpctunnel.Server
-	grpc     *grpc.Server // connections with a client certificate
+	adminFresh freshConns // admin connections without a request yet (closeAdmin)
+	cfg        Config
+	log        *zap.Logger
+	upgrades   sync.WaitGroup         // upgraded exchanges (WebSockets) in flight
+	router     atomic.Pointer[Router] // swapped by SetRoutes
+	registry   *Registry
+	tunnel     *grpctunnel.Server
+	grpc       *grpc.Server // connections with a client certificate
 	// enroller serves the tunnel port's gRPC connections without a
 	// client certificate, with tighter limits (enrollServerOptions).
 	enroller *grpc.Server
@@ -337,6 +338,7 @@ func New(cfg Config) (*Gateway, error) {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          stdLogAtWarn(log.Named("admin")),
+			ConnState:         g.adminFresh.track,
 		}
 	}
 
@@ -708,7 +710,7 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 
 // adminStopWait bounds how long the end of a shutdown waits for admin API
 // calls in flight (their store is closed once Serve returns).
-const adminStopWait = 2 * time.Second
+var adminStopWait = 2 * time.Second // a variable for tests
 
 // closeAdmin stops the admin listener at the end of a shutdown: its idle
 // connections (a load balancer's health checks) close at once, calls in
@@ -719,7 +721,52 @@ func (g *Gateway) closeAdmin() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminStopWait)
 	defer cancel()
-	if err := g.admin.Shutdown(ctx); err != nil {
-		g.admin.Close()
+	done := make(chan error, 1)
+	go func() { done <- g.admin.Shutdown(ctx) }()
+	// Shutdown counts a connection that has not sent a request yet (a
+	// TCP health check, a client that connects ahead) as busy for its
+	// first 5 s: close those, they have no call to finish. Again until
+	// Shutdown returns, for one accepted just before the listener closed.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		g.adminFresh.closeAll()
+		select {
+		case err := <-done:
+			if err != nil {
+				g.admin.Close()
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// freshConns tracks the admin connections that have not begun a request
+// (http.StateNew), for closeAdmin.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st != http.StateNew {
+		delete(f.conns, c)
+		return
+	}
+	if f.conns == nil {
+		f.conns = map[net.Conn]struct{}{}
+	}
+	f.conns[c] = struct{}{}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		c.Close()
+		delete(f.conns, c)
 	}
 }

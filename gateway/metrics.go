@@ -354,8 +354,10 @@ func (g *Gateway) closeReason(s tunnel.Session, info tunnel.SessionInfo) string 
 		return closeRevoked
 	case cert:
 		return closeCertificate
-	case !g.serving.Load():
-		return closeShutdown // agents drain when the gateway asks them to
+	case isClosed(g.stopped):
+		// Agents drain when the gateway asks them to: once the shutdown
+		// delay (if any) is over, not during it.
+		return closeShutdown
 	case isClosed(s.Draining()):
 		return closeDrained
 	}

@@ -51,7 +51,9 @@ func newGatewayCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer st.Close()
-				opened(hasCA(ctx, st))
+				if cfg.Store.PostgresKey() == "" { // opened says nothing on PostgreSQL: no query for it
+					opened(hasCA(ctx, st))
+				}
 				var shared secretStore // replicas on PostgreSQL share the cookie key there
 				if cfg.Store.PostgresKey() != "" {
 					shared = st

@@ -396,6 +396,11 @@ func (a *Authority) Untrusted(ctx context.Context, serials []string) ([]string, 
 	if err != nil {
 		return nil, err
 	}
+	if len(cas) == 0 {
+		// Never so (rotate keeps the active CA); were it, every session
+		// would count as untrusted and be closed.
+		return nil, errors.New("the store holds no connector CA")
+	}
 	held := map[[32]byte]bool{}
 	for _, ca := range cas {
 		if block, _ := pem.Decode(ca.CertPEM); block != nil {
