@@ -103,7 +103,10 @@ func isProxySetHeader(k string) bool {
 	switch k {
 	case "Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip", "Cf-Connecting-Ip",
 		"Fastly-Client-Ip", "X-Cluster-Client-Ip", "X-Original-Forwarded-For",
-		"Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url":
+		"Front-End-Https", "X-Url-Scheme", "X-Original-Url", "X-Rewrite-Url",
+		// CGI and FastCGI hand it to apps as HTTP_PROXY, which HTTP
+		// clients in them took for their outbound proxy (httpoxy).
+		"Proxy":
 		return true
 	}
 	return strings.HasPrefix(k, "X-Forwarded-")

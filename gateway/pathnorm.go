@@ -155,6 +155,10 @@ func decodeSegment(s string) (match, path string, err error) {
 	return m.String(), p.String(), nil
 }
 
+// doubleDecoded turns the %-escapes that a second decoding makes into
+// separators, dots and parameters into what they become (lower case).
+var doubleDecoded = strings.NewReplacer("%5c", "%2f", "%2e", ".", "%3b", ";")
+
 // hiddenDotSegment reports whether a segment (match form) turns into a dot
 // segment for a server that decodes %2F or strips ";parameters", or that
 // decodes the path a second time: a client's "%252e%252e" is "%2e%2e" here
@@ -163,7 +167,7 @@ func decodeSegment(s string) (match, path string, err error) {
 func hiddenDotSegment(match string) bool {
 	if strings.IndexByte(match, '%') >= 0 {
 		match = strings.ToLower(match)
-		match = strings.ReplaceAll(strings.ReplaceAll(match, "%5c", "%2f"), "%2e", ".")
+		match = doubleDecoded.Replace(match)
 	}
 	for part := range strings.SplitSeq(match, "%2f") {
 		if before, _, _ := strings.Cut(part, ";"); before == "." || before == ".." {

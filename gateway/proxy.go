@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httputil"
@@ -727,8 +728,19 @@ func (g *sendGuard) Write(p []byte) (int, error) {
 }
 
 // WriteInformational sends a 1xx through the guard: net/http flushes it
-// at once.
+// at once. As on the final response (writeResponse), an app's Set-Cookie
+// for one of the gateway's cookies does not reach the client: clients that
+// keep cookies from a 1xx (RFC 6265 allows it) would take it.
 func (g *sendGuard) WriteInformational(code int, header http.Header) {
+	if vv, ok := header["Set-Cookie"]; ok && g.h.g.cfg.Preauth != nil {
+		kept := preauth.DropGatewaySetCookies(vv)
+		header = maps.Clone(header)
+		if len(kept) == 0 {
+			delete(header, "Set-Cookie")
+		} else {
+			header["Set-Cookie"] = kept
+		}
+	}
 	g.begin()
 	g.statusRecorder.WriteInformational(code, header)
 	g.end()

@@ -12,7 +12,7 @@ func TestPathNormDoubleEncodedDotSegments(t *testing.T) {
 	for _, bad := range []string{
 		"/public/%252e%252e/admin", "/public/%252E%252e/admin", "/public/.%252e/admin", "/public/%252e/admin",
 		"/public/..%255cadmin", "/public/..%255Cadmin", "/public/%252e%252e%252fadmin", "/public/x%252F%252e%252e",
-		"/public/%252e%252e;x/admin",
+		"/public/%252e%252e;x/admin", "/public/..%253bx/admin", "/public/%252e%252e%253b/admin",
 	} {
 		if got, err := normalisePath(bad); err == nil {
 			t.Errorf("%q: accepted as %+v", bad, got)

@@ -117,6 +117,11 @@ func (s *Service) forgetOldest(w http.ResponseWriter, r *http.Request, list []pe
 	}
 	for _, p := range list[:extra] {
 		expireLoginCookie(w, r, loginCookieName(r, p.id))
+		if secure(r) {
+			// Listed by a version before the __Secure- prefix (or by
+			// such a replica): its cookie has the plain name.
+			expireLoginCookie(w, r, loginCookiePfx+p.id)
+		}
 	}
 	return list[extra:]
 }
@@ -162,8 +167,18 @@ func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used strin
 	seen := map[string]bool{used: true}
 	var list []pendingSignIn
 	for _, c := range r.Cookies() {
-		// Under TLS, one without the __Secure- prefix is not the gateway's
-		// (see loginCookieName): it is left alone.
+		if pfx != loginCookiePfx && strings.HasPrefix(c.Name, loginCookiePfx) && !seen[c.Name] {
+			// Under TLS one without the __Secure- prefix completes no
+			// sign-in (see loginCookieName): one set by an older version,
+			// or planted. It goes, so that it does not weigh on the
+			// callback's head for the rest of its 10 minutes.
+			seen[c.Name] = true
+			if len(seen) > maxLoginCookiesRead {
+				break
+			}
+			expireLoginCookie(w, r, c.Name)
+			continue
+		}
 		if !strings.HasPrefix(c.Name, pfx) || seen[c.Name] {
 			continue
 		}

@@ -67,7 +67,7 @@ func FoldEqual(a, b string) bool {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
-		if foldByte(a[i]) != foldByte(b[i]) {
+		if x, y := a[i], b[i]; x != y && foldTable[x] != foldTable[y] {
 			return false
 		}
 	}
@@ -79,7 +79,7 @@ func FoldEqual(a, b string) bool {
 // looking a name up among canonical ones after http.CanonicalHeaderKey.
 func FoldName(name string) string {
 	i := 0
-	for i < len(name) && (isAlnum(name[i]) || name[i] == '-') {
+	for i < len(name) && (name[i] == '-' || foldTable[name[i]] != '-') {
 		i++
 	}
 	if i == len(name) {
@@ -87,26 +87,29 @@ func FoldName(name string) string {
 	}
 	b := []byte(name)
 	for ; i < len(b); i++ {
-		if !isAlnum(b[i]) {
+		if foldTable[b[i]] == '-' {
 			b[i] = '-'
 		}
 	}
 	return string(b)
 }
 
-func foldByte(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c + 'a' - 'A'
-	case isAlnum(c):
-		return c
+// foldTable folds a byte of a header name: ASCII letters to lower case,
+// digits to themselves, every other byte to "-". A table: these run for
+// every header of every request.
+var foldTable = func() (t [256]byte) {
+	for i := range t {
+		switch c := byte(i); {
+		case 'A' <= c && c <= 'Z':
+			t[i] = c + 'a' - 'A'
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			t[i] = c
+		default:
+			t[i] = '-'
+		}
 	}
-	return '-'
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
+	return t
+}()
 
 func percentEncode(s, extra string) string {
 	const hex = "0123456789ABCDEF"
