@@ -309,7 +309,7 @@ func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn)
 	case !agentGone(err):
 		return endReason(err)
 	case agentDrain != nil:
-		return agentDrainedReason(*agentDrain)
+		return tunnel.AgentDrainedReason(*agentDrain)
 	}
 	if conn != nil {
 		if quiet, here := conn.endedHere(); here && quiet >= time.Second {
@@ -324,27 +324,6 @@ func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn)
 	}
 	return "closed by the agent"
 }
-
-// agentDrainedReason is the end of a session the agent drained with
-// reason: DrainStopping (what every agent said before agents gave other
-// reasons) is the agent stopping; another is the agent moving the session
-// (to another replica, to its renewed certificate), said as the agent
-// gave it, cut to maxDrainReason bytes.
-func agentDrainedReason(reason string) string {
-	switch reason {
-	case DrainStopping:
-		return "drained by the agent (it is stopping)"
-	case "":
-		return "drained by the agent"
-	}
-	if len(reason) > maxDrainReason {
-		reason = strings.ToValidUTF8(reason[:maxDrainReason], "") + "…"
-	}
-	return "drained by the agent (" + reason + ")"
-}
-
-// maxDrainReason bounds the agent's drain reason in the session's end.
-const maxDrainReason = 200
 
 // agentGone reports whether err, from Recv on a control stream, says only
 // that the agent's side ended: its connection closed or reset (the

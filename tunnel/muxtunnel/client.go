@@ -54,30 +54,17 @@ type ClientSession struct {
 
 	drained     chan struct{} // closed when the gateway's Drain arrives; see Drained
 	drainedOnce sync.Once
-	// ownDrain is the reason this agent's drain gives the gateway (see
-	// SetDrainReason); nil: DrainStopping.
-	ownDrain atomic.Pointer[string]
+	ownDrain    tunnel.DrainReason // what this agent's drain gives the gateway (SetDrainReason)
 }
 
-// DrainStopping is the reason an agent's drain gives the gateway when
-// the agent stops, and when no other reason was set: agents that gave no
-// other reason said it whatever the cause, and gateways read it as the
-// agent stopping.
-const DrainStopping = "agent shutting down"
+// DrainStopping is tunnel.DrainStopping: the reason of an agent that stops.
+const DrainStopping = tunnel.DrainStopping
 
 // SetDrainReason sets the reason the session's drain gives the gateway,
 // which logs it: the agent moves the session (to another gateway replica,
 // to its renewed certificate) rather than stopping. Call it before Serve's
 // drain is closed; unset, the reason is DrainStopping.
-func (c *ClientSession) SetDrainReason(reason string) { c.ownDrain.Store(&reason) }
-
-// ownDrainReason is the reason set by SetDrainReason, or DrainStopping.
-func (c *ClientSession) ownDrainReason() string {
-	if r := c.ownDrain.Load(); r != nil && *r != "" {
-		return *r
-	}
-	return DrainStopping
-}
+func (c *ClientSession) SetDrainReason(reason string) { c.ownDrain.Set(reason) }
 
 // maxIdleStreamGoroutines bounds the goroutines that stay to serve later
 // streams once theirs is done: enough for a burst of concurrent exchanges
@@ -214,7 +201,7 @@ func (c *ClientSession) Serve(ctx context.Context, srv *tunnel.Server, drain <-c
 	}
 	// Draining: the gateway opens no new streams and closes the session
 	// once the exchanges in flight are over (M4).
-	if err := writeMsg(c.ctrl, &tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{Reason: c.ownDrainReason()}}, maxControlSize); err != nil {
+	if err := writeMsg(c.ctrl, &tunnelv1.ControlRequest{Drain: &tunnelv1.Drain{Reason: c.ownDrain.String()}}, maxControlSize); err != nil {
 		c.log.Warn("could not tell the gateway that the agent is draining", zap.Error(err))
 		cancel()
 		c.conn.Close("")

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,7 +213,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 			// The agent announced its drain (it stops, or moves the
 			// session) and its last exchange is over: the close was the
 			// agent's doing.
-			reason = agentDrainedReason(ss.agentDrain)
+			reason = tunnel.AgentDrainedReason(ss.agentDrain)
 		}
 	case <-ctx.Done():
 		reason = "gateway stopped"
@@ -556,27 +555,6 @@ func (ss *session) closeWhenIdle() {
 // errAgentDrained is the reason closeWhenIdle closes a session the agent
 // drained.
 var errAgentDrained = errors.New("agent drained")
-
-// agentDrainedReason is the end of a session the agent drained with
-// reason: DrainStopping (what every agent said before agents gave other
-// reasons) is the agent stopping; another is the agent moving the session
-// (to another replica, to its renewed certificate), said as the agent
-// gave it, cut to maxDrainReason bytes.
-func agentDrainedReason(reason string) string {
-	switch reason {
-	case DrainStopping:
-		return "drained by the agent (it is stopping)"
-	case "":
-		return "drained by the agent"
-	}
-	if len(reason) > maxDrainReason {
-		reason = strings.ToValidUTF8(reason[:maxDrainReason], "") + "…"
-	}
-	return "drained by the agent (" + reason + ")"
-}
-
-// maxDrainReason bounds the agent's drain reason in the session's end.
-const maxDrainReason = 200
 
 // releaseSlot frees the slot of an exchange that ended.
 func (ss *session) releaseSlot() {
