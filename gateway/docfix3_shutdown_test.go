@@ -17,7 +17,7 @@ import (
 )
 
 // startShutdownGateway starts a gateway with an admin listener on an
-// in-memory store; cfg adds to the defaults. It returns the gateway, the
+// in-memory store; cfg adds to the defaults (its Log, when set, is used). It returns the gateway, the
 // cancel that starts its shutdown and the channel of Serve's result.
 func startShutdownGateway(t *testing.T, cfg Config) (*Gateway, context.CancelFunc, <-chan error) {
 	t.Helper()
@@ -34,7 +34,10 @@ func startShutdownGateway(t *testing.T, cfg Config) (*Gateway, context.CancelFun
 	}
 	cfg.PublicAddr, cfg.TunnelAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.TunnelTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	cfg.Store, cfg.Log, cfg.AgentMoveWait = db, zaptest.NewLogger(t), -1
+	cfg.Store, cfg.AgentMoveWait = db, -1
+	if cfg.Log == nil {
+		cfg.Log = zaptest.NewLogger(t)
+	}
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -225,31 +225,6 @@ func startObservedShutdownGateway(t *testing.T, cfg Config) (*Gateway, <-chan st
 		}
 		return nil
 	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	db, err := store.OpenMemory(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.PublicAddr, cfg.TunnelAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.TunnelTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	cfg.Store, cfg.AgentMoveWait = db, -1
-	g, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx) }()
-	if code, err := getStatus(g.AdminAddr().String(), "/readyz"); err != nil || code != http.StatusOK {
-		t.Fatalf("/readyz before the shutdown: %d, %v; want 200", code, err)
-	}
+	g, cancel, served := startShutdownGateway(t, cfg)
 	return g, began, cancel, served
 }
