@@ -431,6 +431,8 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 				return
 			}
 			switch {
+			case isGatewayStoreDown(err):
+				logGatewayStoreDown(log, transport, err, delay)
 			case isCertRefused(err):
 				log.Error("the gateway refused this agent's certificate in the TLS handshake: it is not signed by "+
 					"the gateway's connector CA. Enroll the agent again (sallyport agent enroll), or check that the "+

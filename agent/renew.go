@@ -138,6 +138,9 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 		} else if te, ok := errors.AsType[*GatewayTrustError](err); ok && te.Pinned == "" {
 			a.log.Error("cannot enroll: the gateway's tunnel certificate is not trusted; "+untrustedHint(err),
 				zap.Error(err), zap.Duration("retry_in", delay))
+		} else if isGatewayStoreDown(err) {
+			a.log.Warn("cannot enroll yet: the gateway's database does not answer; retrying (the token was not spent)",
+				zap.Error(err), zap.Duration("retry_in", delay))
 		} else if errors.Is(err, ErrGatewayUnreachable) {
 			a.log.Warn("cannot enroll yet; check that the gateway runs and that gateway: is its tunnel.addr host:port; retrying",
 				zap.Error(err), zap.Duration("retry_in", delay))

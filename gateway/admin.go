@@ -229,9 +229,15 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := g.store.Ping(ctx); err != nil {
-		g.log.Warn("readiness: the store does not answer", zap.Error(err))
+		// Once per outage: a load balancer probes every few seconds.
+		if !g.readyStoreDown.Swap(true) {
+			g.log.Warn("readiness: the store does not answer; /readyz answers 503 until it does", zap.Error(err))
+		}
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
+	}
+	if g.readyStoreDown.Swap(false) {
+		g.log.Info("readiness: the store answers again")
 	}
 	w.Write([]byte("ready\n")) //nolint:errcheck // client gone
 }

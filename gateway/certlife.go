@@ -115,6 +115,25 @@ func (g *Gateway) retire(o tunnel.Session) {
 // replica changed. A store that does not answer changes nothing: the
 // sessions were admitted, and the next sweep tries again.
 
+// stopContext is a context for store calls made for the gateway's own
+// work (a sweep, a TLS handshake's check): it ends after d, or when the
+// gateway stops (g.stopped), so that a stop does not wait for a database
+// that does not answer.
+func (g *Gateway) stopContext(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	if g.stopped == nil { // a Gateway built by a test without New
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-g.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // storeSweep is how often the gateway checks its sessions against the
 // store (Config.StoreSweep; 0 → this).
 const storeSweep = time.Minute
@@ -140,9 +159,18 @@ func (g *Gateway) sweepLoop() {
 // gateways recorded, writes this replica's heartbeat (replicas.go), and
 // asks agents holding more than their share of sessions here to move one
 // (rebalance.go).
+//
+// A store that does not answer (store.Unavailable) ends the sweep at the
+// first call that says so: each call waits up to trustTimeout, and one
+// after another for every connector they held a blackholed database's
+// sweep, and a stop waiting for it, for minutes.
 func (g *Gateway) sweep() {
-	g.heartbeat()
+	err := g.heartbeat()
 	g.rebalance()
+	if store.Unavailable(err) {
+		g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("why", "the store does not answer"), zap.Error(err))
+		return
+	}
 	g.syncSignOuts()
 	ids := map[string]bool{}
 	for _, s := range g.registry.Sessions() {
@@ -150,12 +178,18 @@ func (g *Gateway) sweep() {
 			ids[s.ConnectorID] = true
 		}
 	}
-	g.closeUntrusted()
+	if !g.closeUntrusted() {
+		return
+	}
 	for id := range ids {
-		ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+		ctx, cancel := g.stopContext(trustTimeout)
 		c, err := g.store.Connector(ctx, id)
 		cancel()
 		switch {
+		case err != nil && (store.Unavailable(err) || isClosed(g.stopped)):
+			g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("connector", id),
+				zap.String("why", "the store does not answer: the sweep stops here"), zap.Error(err))
+			return
 		case err != nil:
 			g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("connector", id), zap.Error(err))
 		case !c.Revoked.IsZero():
@@ -183,10 +217,11 @@ func (g *Gateway) sweep() {
 // handshake is refused, and their sessions end with them rather than at
 // the certificate's expiry, up to a lifetime later. Retiring with --force
 // is how an operator cuts off a CA whose key may be known to others. A
-// store that does not answer changes nothing, as in sweep.
-func (g *Gateway) closeUntrusted() {
+// store that does not answer changes nothing, as in sweep. It reports
+// false when the store did not answer (store.Unavailable).
+func (g *Gateway) closeUntrusted() bool {
 	if g.authority == nil {
-		return
+		return true
 	}
 	bySerial := map[string][]tunnel.Session{}
 	keep := map[string]bool{}
@@ -202,12 +237,12 @@ func (g *Gateway) closeUntrusted() {
 		}
 		bySerial[serial] = append(bySerial[serial], s)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(trustTimeout)
 	defer cancel()
 	gone, err := g.authority.Untrusted(ctx, serials)
 	if err != nil {
 		g.log.Debug("store sweep: connector CAs not read; sessions stay", zap.Error(err))
-		return
+		return !store.Unavailable(err)
 	}
 	for _, serial := range gone {
 		for _, s := range bySerial[serial] {
@@ -217,6 +252,7 @@ func (g *Gateway) closeUntrusted() {
 		}
 	}
 	g.authority.Forget(keep)
+	return true
 }
 
 // drainSession stops picking s for new exchanges and tells its agent that
@@ -278,7 +314,7 @@ func (g *Gateway) syncSignOuts() {
 	if g.cfg.Preauth == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(trustTimeout)
 	defer cancel()
 	if err := g.cfg.Preauth.SyncSignOuts(ctx); err != nil {
 		g.log.Warn("signed-out sessions not read from the store; the next sweep tries again", zap.Error(err))

@@ -76,6 +76,10 @@ func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState)
 	return addr, ip, state
 }
 
+// errEnrollStoreDown answers an enrollment that failed before anything was
+// recorded because the store did not answer (store.Unavailable).
+var errEnrollStoreDown = status.Error(grpccodes.Unavailable, storeDownText+"; the token was not spent; try again")
+
 // Enroll exchanges an enrollment token and a CSR for a client certificate.
 func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
 	g := e.g
@@ -120,6 +124,9 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 			return nil, fail(grpccodes.Unauthenticated, err)
 		}
 		log.Error("enrollment failed", zap.Error(err))
+		if store.Unavailable(err) {
+			return nil, errEnrollStoreDown
+		}
 		return nil, status.Error(grpccodes.Internal, "the gateway could not check the token; try again, and see the gateway's log")
 	}
 	group := tok.group
@@ -127,6 +134,9 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 	issued, err := g.authority.Issue(ctx, csr, id)
 	if err != nil {
 		log.Error("enrollment failed; the token was not spent", zap.Error(err))
+		if store.Unavailable(err) {
+			return nil, errEnrollStoreDown
+		}
 		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate (the token was not spent); "+
 			"try again, and see the gateway's log")
 	}
@@ -155,11 +165,18 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 			err = nil
 		case errors.Is(cerr, store.ErrNotFound):
 			log.Error("enrollment failed; the token was not spent", zap.Error(err))
+			if store.Unavailable(err) {
+				return nil, errEnrollStoreDown
+			}
 			return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
 				"try again, and see the gateway's log")
 		default:
 			log.Error("enrollment failed, and whether the store recorded the connector is unknown",
 				zap.String("connector", id.ConnectorID), zap.Error(err), zap.NamedError("check", cerr))
+			if store.Unavailable(err) && store.Unavailable(cerr) {
+				return nil, status.Error(grpccodes.Unavailable, storeDownText+", and whether it recorded the "+
+					"enrollment is unknown; try again, and if the gateway says the token was used, create a new one")
+			}
 			return nil, status.Error(grpccodes.Internal, "the gateway could not record the connector, and its store did not "+
 				"say whether the token was spent; try again, and if the gateway says the token was used, create a new one "+
 				"(see the gateway's log)")
@@ -248,6 +265,9 @@ func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (
 	log := g.log.Named("enroll").With(zap.String("remote", addr))
 	c, _, err := g.identify(ctx, state)
 	if err != nil {
+		if err = g.agentStoreError(err, "renewal", state); errors.Is(err, errStoreDown) {
+			return nil, status.Error(grpccodes.Unavailable, err.Error())
+		}
 		log.Warn("renewal refused", zap.String("reason", err.Error()))
 		if errors.Is(err, tunnel.ErrRevoked) {
 			return nil, status.Error(grpccodes.PermissionDenied, err.Error())
@@ -268,11 +288,17 @@ func (e *enrollService) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (
 	issued, err := g.authority.Issue(ctx, csr, pki.Identity{ConnectorID: c.ID, Group: c.Group})
 	if err != nil {
 		log.Error("renewal failed", zap.Error(err))
+		if store.Unavailable(err) {
+			return nil, status.Error(grpccodes.Unavailable, errStoreDown.Error())
+		}
 		return nil, status.Error(grpccodes.Internal, "the gateway could not issue a certificate; see its log")
 	}
 	c, err = g.store.RenewConnector(ctx, c.ID, issued.Serial, issued.NotAfter, req.GetVersion(), req.GetPlatform())
 	if err != nil {
 		log.Error("renewal failed", zap.Error(err))
+		if store.Unavailable(err) {
+			return nil, status.Error(grpccodes.Unavailable, errStoreDown.Error())
+		}
 		return nil, status.Error(grpccodes.Internal, "the gateway could not record the renewal; see its log")
 	}
 	if !c.Revoked.IsZero() { // revoked while we were signing

@@ -241,12 +241,15 @@ type Gateway struct {
 	limiter   *failLimiter
 	admin     *http.Server // nil without AdminAddr
 	metrics   *gatewayMetrics
-	serving   atomic.Bool   // between Serve's start and its shutdown
-	stopped   chan struct{} // closed when shutdown starts
-	groups    groupWatch    // redundancy of connector groups (redundancy.go)
-	hold      startHold     // exchanges that wait for the agents after the start (startgrace.go)
-	replica   string        // this replica's id, random per process (replicas.go)
-	replicas  atomic.Uint32 // replicas alive on the store; written by heartbeat
+	serving   atomic.Bool // between Serve's start and its shutdown
+	// readyStoreDown: the last /readyz found the store not answering
+	// (its line is logged when this changes, not at every probe).
+	readyStoreDown atomic.Bool
+	stopped        chan struct{} // closed when shutdown starts
+	groups         groupWatch    // redundancy of connector groups (redundancy.go)
+	hold           startHold     // exchanges that wait for the agents after the start (startgrace.go)
+	replica        string        // this replica's id, random per process (replicas.go)
+	replicas       atomic.Uint32 // replicas alive on the store; written by heartbeat
 	// rebalanced: per agent over its share of sessions here, its drains'
 	// backoff (rebalance.go); only the store sweep's goroutine uses it.
 	rebalanced map[string]rebalanceTry

@@ -402,8 +402,11 @@ func (g *Gateway) authenticateCounted(state *tls.ConnectionState, token string) 
 	id, err := g.authenticateSession(state, token)
 	if err != nil {
 		reason := "unauthenticated"
-		if errors.Is(err, tunnel.ErrRevoked) {
+		switch {
+		case errors.Is(err, tunnel.ErrRevoked):
 			reason = closeRevoked
+		case errors.Is(err, errStoreDown):
+			reason = "error" // the store did not answer: not the agent's credential
 		}
 		g.metrics.refusals.WithLabelValues(reason).Inc()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,7 +19,8 @@ import (
 //
 // The count comes from the store: each replica writes a heartbeat at start
 // and at every store sweep, and counts the replicas seen within
-// replicaWindow sweeps. A lone gateway on SQLite counts itself: 1.
+// replicaWindow sweeps. A lone gateway on SQLite counts itself: 1, also
+// after a kill -9 or a restored backup (see countReplicas).
 
 // ReplicaStore is a Store that knows the gateway replicas alive on it
 // (store.DB). A Store without it leaves the count unknown (0): agents do not
@@ -55,30 +57,66 @@ func (g *Gateway) Replicas() int { return int(g.replicas.Load()) }
 func (g *Gateway) replicaCount() uint32 { return g.replicas.Load() }
 
 // heartbeat records this replica as alive in the store and reads how many
-// are. A store error leaves the last known count.
-func (g *Gateway) heartbeat() {
+// are. A store error leaves the last known count; it is returned (the
+// sweep stops when the store does not answer).
+func (g *Gateway) heartbeat() error {
 	rs, ok := g.store.(ReplicaStore)
 	if !ok {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(trustTimeout)
 	defer cancel()
 	n, err := g.countReplicas(ctx, rs)
 	if err != nil {
 		g.log.Warn("gateway replicas not counted in the store; agents are told the last known count",
 			zap.Error(err), zap.Int("replicas", g.Replicas()))
-		return
+		return err
 	}
 	if old := g.replicas.Swap(uint32(n)); old != uint32(n) {
 		g.log.Info("gateway replicas on the store", zap.String("replica", g.replica), zap.Int("replicas", n))
 	}
+	return nil
+}
+
+// sharedStore is a store that tells whether other gateway processes may
+// use it (store.DB: PostgreSQL yes, SQLite no), and removes the replicas of
+// earlier runs from one that they do not.
+type sharedStore interface {
+	Shared() bool
+	RemoveReplicasExcept(ctx context.Context, keep []string) error
+}
+
+// processReplicas holds the replica ids of the gateways running in this
+// process (usually one; tests run several on one store).
+var processReplicas sync.Map
+
+func ownReplicas() []string {
+	var ids []string
+	processReplicas.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	return ids
 }
 
 // countReplicas writes this replica's heartbeat and counts the replicas
 // alive on the store, this one included.
+//
+// On a store that no other process shares (SQLite in data_dir) the rows of
+// replicas this process does not run are deleted first: they are from
+// earlier runs, left by a process that did not stop cleanly (kill -9, a
+// crash) or brought back by restoring a backup. Counted, they made agents
+// open sessions for replicas that do not exist and a stop wait for them
+// ("replicas": 3 after two kill -9 and a restart, for three sweeps).
 func (g *Gateway) countReplicas(ctx context.Context, rs ReplicaStore) (int, error) {
 	window := replicaWindow * g.cfg.storeSweep()
 	now := time.Now() // real time, as the sweeps: replicas compare their clocks
+	if ss, ok := rs.(sharedStore); ok && !ss.Shared() {
+		processReplicas.Store(g.replica, true)
+		if err := ss.RemoveReplicasExcept(ctx, ownReplicas()); err != nil {
+			return 0, err
+		}
+	}
 	if err := rs.Heartbeat(ctx, g.replica, now, now.Add(-window)); err != nil {
 		return 0, err
 	}
@@ -123,6 +161,7 @@ func (g *Gateway) othersAlive() bool {
 // saves is little: the other replicas stop counting this one within
 // replicaWindow sweeps anyway.
 func (g *Gateway) removeReplica() {
+	processReplicas.Delete(g.replica)
 	rs, ok := g.store.(ReplicaStore)
 	if !ok {
 		return

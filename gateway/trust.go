@@ -44,6 +44,17 @@ type Store interface {
 // trustTimeout bounds one store operation on a session start or enrollment.
 const trustTimeout = 10 * time.Second
 
+// Store reads made while an agent waits for a session, shorter than what
+// the agent and the gateway wait (tlsHandshakeTimeout for the TLS
+// handshake, muxtunnel.HelloTimeout for the answer to its hello, both
+// 10 s): a database that does not answer at all (its packets dropped)
+// would otherwise outlast them, and the agent would see its connection
+// cut rather than hear that the gateway's database does not answer.
+const (
+	tlsCheckTimeout     = 4 * time.Second // verifyTunnelConn
+	sessionCheckTimeout = 5 * time.Second // authenticateSession
+)
+
 func (g *Gateway) now() time.Time {
 	if g.cfg.Now != nil {
 		return g.cfg.Now()
@@ -55,24 +66,72 @@ func (g *Gateway) now() time.Time {
 // certificate, when there is one, must chain to the connector CA and be
 // valid now. Connections without one may only enroll (the session hook
 // refuses them).
+//
+// Only a certificate found untrusted is refused here, with a TLS alert
+// that agents report as "not signed by the gateway's connector CA; enroll
+// again". When the check could not be made (the store that holds the CAs
+// does not answer, or holds none) the handshake goes on: authenticateSession
+// (or Renew) checks again inside the protocol and refuses there with words
+// that say so (errStoreDown), so that agents retry rather than being told
+// to enroll again.
 func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(tlsCheckTimeout)
 	defer cancel()
-	if _, _, err := g.authority.Identify(ctx, &cs); err != nil {
-		// Counted here, not from the log line, which is rate-limited.
-		reason := refusalCertificate
-		if !errors.Is(err, pki.ErrUntrusted) {
-			reason = "error" // the trust bundle could not be loaded
-		}
-		g.metrics.refusals.WithLabelValues(reason).Inc()
-		g.log.Warn("agent refused at TLS", zap.String("reason", err.Error()),
-			zap.String("subject", cs.PeerCertificates[0].Subject.String()))
+	_, _, err := g.authority.Identify(ctx, &cs)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, pki.ErrUntrusted):
+		// Counted by authenticateCounted when the session's check
+		// fails too; logged at Debug, as the refusal is logged there.
+		g.log.Debug("agent certificate not checked at TLS: the connector CAs could not be read; checked again "+
+			"in the session", zap.Error(err), zap.String("subject", cs.PeerCertificates[0].Subject.String()))
+		return nil
+	}
+	// Counted here, not from the log line, which is rate-limited.
+	g.metrics.refusals.WithLabelValues(refusalCertificate).Inc()
+	g.log.Warn("agent refused at TLS", zap.String("reason", err.Error()),
+		zap.String("subject", cs.PeerCertificates[0].Subject.String()))
+	return err
+}
+
+// errStoreDown is what an agent is told when its certificate could not be
+// checked because the store did not answer (store.Unavailable): not the
+// driver's error, which names the database's host, port and user, and
+// nothing that tells it to enroll again. Agents recognise the words
+// (agent/pgfix_storedown.go) and retry with their usual backoff.
+var errStoreDown = errors.New(storeDownText + "; the agent retries by itself")
+
+// storeDownText begins every answer to an agent about a store that does
+// not answer.
+const storeDownText = "the gateway's database does not answer"
+
+// agentStoreError returns errStoreDown, having logged err, when err says
+// the store did not answer (or the gateway stopped waiting for it as it
+// stops); otherwise err. what names the check in the log ("session",
+// "renewal").
+func (g *Gateway) agentStoreError(err error, what string, state *tls.ConnectionState) error {
+	if !g.storeSilent(err) {
 		return err
 	}
-	return nil
+	subject := ""
+	if state != nil && len(state.PeerCertificates) > 0 {
+		subject = state.PeerCertificates[0].Subject.String()
+	}
+	g.log.Warn("agent refused: the store does not answer", zap.String("check", what),
+		zap.String("subject", subject), zap.Error(err),
+		zap.String("hint", "the agent is told to retry; check the database (see /readyz)"))
+	return errStoreDown
+}
+
+// storeSilent reports whether err is the store's not answering: as
+// store.Unavailable says, or a call that stopContext ended as the gateway
+// stops.
+func (g *Gateway) storeSilent(err error) bool {
+	return store.Unavailable(err) || (errors.Is(err, context.Canceled) && g.stopped != nil && isClosed(g.stopped))
 }
 
 // identify decides which enrolled connector a TLS connection belongs to
@@ -185,11 +244,11 @@ func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionSt
 // session is mutual TLS, and revocation is checked at every session start.
 // The bearer token, if an old agent sends one, is ignored.
 func (g *Gateway) authenticateSession(state *tls.ConnectionState, _ string) (tunnel.Identity, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(sessionCheckTimeout)
 	defer cancel()
 	c, leaf, err := g.identify(ctx, state)
 	if err != nil {
-		return tunnel.Identity{}, err
+		return tunnel.Identity{}, g.agentStoreError(err, "session", state)
 	}
 	return tunnel.Identity{
 		ConnectorID: c.ID, Group: c.Group, CertSerial: leaf.SerialNumber.Text(16), CertExpires: leaf.NotAfter,
@@ -245,11 +304,15 @@ func (g *Gateway) recheck(s tunnel.Session) (store.Connector, bool) {
 	if info.ConnectorID == "" {
 		return store.Connector{}, true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
+	ctx, cancel := g.stopContext(trustTimeout)
 	defer cancel()
 	c, err := g.store.Connector(ctx, info.ConnectorID)
 	msg := "agent refused: revoked"
+	var storeErr error // logged, not sent: the driver's words name the database's host, port and user
 	switch {
+	case err != nil && g.storeSilent(err):
+		storeErr = err
+		msg, err = "agent refused: revocation not checked", fmt.Errorf("connector %s: revocation not checked: %w", info.ConnectorID, errStoreDown)
 	case err != nil:
 		msg, err = "agent refused: revocation not checked", fmt.Errorf("connector %s: checking revocation: %w", info.ConnectorID, err)
 	case !c.Revoked.IsZero():
@@ -259,8 +322,12 @@ func (g *Gateway) recheck(s tunnel.Session) (store.Connector, bool) {
 	default:
 		return c, true
 	}
-	g.log.Warn(msg, zap.String("reason", err.Error()), zap.String("connector", info.ConnectorID),
-		zap.String("remote", info.RemoteAddr))
+	fields := []zap.Field{zap.String("reason", err.Error()), zap.String("connector", info.ConnectorID),
+		zap.String("remote", info.RemoteAddr)}
+	if storeErr != nil {
+		fields = append(fields, zap.NamedError("store_error", storeErr))
+	}
+	g.log.Warn(msg, fields...)
 	s.Close(err)
 	g.registry.Remove(s)
 	return c, false

@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
+
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 // Session renewal. Once the ID token has expired, the next request
@@ -68,6 +70,11 @@ const (
 	// from refreshPoll: a long wait costs the store a few queries, not
 	// 40 a second.
 	maxRefreshPoll = 400 * time.Millisecond
+	// refreshCallTimeout bounds each call to the RefreshStore: a user's
+	// request waits on them, and a database that does not answer (packets
+	// dropped) held one claim for the whole lease, or a finish for
+	// providerTimeout, instead of the store's own 10 s.
+	refreshCallTimeout = 3 * time.Second
 	// maxRenewals bounds the renewals one request makes: a result kept
 	// for a browser that never got it may itself be due by the time the
 	// browser comes back (its refresh token is the one to use then).
@@ -174,7 +181,8 @@ func (s *Service) renew(p *provider, op *discovered, ss *session, waiting func()
 	st, id := s.refreshes(), renewalID(ss)
 	ctx, cancel := context.WithTimeout(context.Background(), refreshLease)
 	defer cancel()
-	answered := false // a claim found the lease held by another gateway
+	answered := false  // a claim found the lease held by another gateway
+	var claimErr error // the last claim's error
 	poll := refreshPoll
 claim:
 	for {
@@ -190,7 +198,10 @@ claim:
 		}
 		// The lease is recorded refreshClockSkew longer than it lasts, so
 		// that a gateway whose clock is ahead finds it held all along.
-		res, kept, claimed, err := st.ClaimRefresh(ctx, id, s.owner, now.Add(refreshLease+refreshClockSkew), now)
+		cctx, ccancel := context.WithTimeout(ctx, refreshCallTimeout)
+		res, kept, claimed, err := st.ClaimRefresh(cctx, id, s.owner, now.Add(refreshLease+refreshClockSkew), now)
+		ccancel()
+		claimErr = err
 		switch {
 		case err != nil && !answered:
 			// Renew alone, as before renewals were shared: the session
@@ -221,6 +232,10 @@ claim:
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			if store.Unavailable(claimErr) {
+				return nil, false, time.Time{}, storeDown(fmt.Errorf("another gateway was renewing this session when "+
+					"the store stopped answering, and the store did not answer until the lease ended (%s): %w", refreshLease, claimErr))
+			}
 			return nil, false, time.Time{}, unreachable(fmt.Errorf("another gateway is renewing this session and did not finish within %s; "+
 				"it is renewed again at the next request", refreshLease))
 		}
@@ -239,7 +254,7 @@ claim:
 			result = "" // the lease is freed; this request has the result
 		}
 	}
-	fctx, fcancel := context.WithTimeout(context.Background(), providerTimeout)
+	fctx, fcancel := context.WithTimeout(context.Background(), refreshCallTimeout)
 	defer fcancel()
 	if ferr := st.FinishRefresh(fctx, id, s.owner, result, keep, s.now()); ferr != nil {
 		if result != "" && s.refreshStore != nil {
@@ -253,9 +268,18 @@ claim:
 	return n, false, keep, err
 }
 
+// storeDown is the user's error when a session could not be renewed
+// because the gateway's database does not answer (store.Unavailable): not
+// the sign-in provider's fault, nor another gateway's.
+func storeDown(err error) *Error {
+	return &Error{Code: CodeProviderUnreachable, Status: http.StatusServiceUnavailable, Err: err,
+		Msg: "The gateway's database does not answer, so your sign-in session could not be renewed. " +
+			"Try again in a moment; if it persists, tell the administrator."}
+}
+
 // keepRenewal keeps the result of renewal id no later than until.
 func (s *Service) keepRenewal(id string, until time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), providerTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), refreshCallTimeout)
 	defer cancel()
 	if err := s.refreshes().KeepRefresh(ctx, id, until); err != nil {
 		s.log.Warn("session renewal: the store does not answer; a copy of the old cookie gets the renewed session "+

@@ -192,8 +192,9 @@ func TestReplicaOutlivesDatabaseOutage(t *testing.T) {
 	if code := ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz while the database is away = %d, want 503", code)
 	}
-	if code, body := tr.admin("GET", "/api/v1/connectors", adminToken, nil); code != http.StatusInternalServerError || !strings.Contains(string(body), "error") {
-		t.Fatalf("connector list while the database is away = %d %s, want 500 with an error", code, body)
+	if code, body := tr.admin("GET", "/api/v1/connectors", adminToken, nil); code != http.StatusServiceUnavailable ||
+		!strings.Contains(string(body), "does not answer") {
+		t.Fatalf("connector list while the database is away = %d %s, want 503 saying the store does not answer", code, body)
 	}
 
 	db.up()

@@ -30,6 +30,13 @@ type dialect struct {
 	lock func(ctx context.Context, tx *sql.Tx, key string) error
 }
 
+// Shared reports whether other gateway processes may use this database at
+// the same time: true on PostgreSQL (replicas), false on SQLite, which only
+// one gateway process uses (its data_dir); replica rows on it that this
+// process did not write are from earlier runs (a kill -9, a restored
+// backup).
+func (s *DB) Shared() bool { return s.d.name != sqliteDialect.name }
+
 // Close closes the database.
 func (s *DB) Close() error { return s.db.Close() }
 
@@ -405,6 +412,11 @@ func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	c, err := scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
+	if serverEnded(err) {
+		// A pooled connection the server had ended (see serverEnded):
+		// the pool dropped it; a read is safe to repeat.
+		c, err = scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
@@ -598,6 +610,34 @@ func (s *DB) RemoveReplica(ctx context.Context, id string) error {
 	defer cancel()
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM replicas WHERE id = $1`, id); err != nil {
 		return fmt.Errorf("remove replica: %w", err)
+	}
+	return nil
+}
+
+// RemoveReplicasExcept deletes the replicas other than keep. A gateway on
+// a store no other process shares (SQLite: see Shared) calls it with the
+// replicas of its own process: the other rows are from earlier runs (a
+// kill -9, a restored backup) and would be counted as replicas that do not
+// exist.
+func (s *DB) RemoveReplicasExcept(ctx context.Context, keep []string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	q := `DELETE FROM replicas`
+	args := make([]any, len(keep))
+	for i, id := range keep {
+		if i == 0 {
+			q += ` WHERE id NOT IN (`
+		} else {
+			q += `, `
+		}
+		q += fmt.Sprintf("$%d", i+1)
+		args[i] = id
+	}
+	if len(keep) > 0 {
+		q += `)`
+	}
+	if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("remove replicas of earlier runs: %w", err)
 	}
 	return nil
 }

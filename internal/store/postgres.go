@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -47,12 +48,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open store: PostgreSQL DSN: %w; write it as postgres://USER@HOST:PORT/DATABASE?sslmode=... "+
 			"or as host=HOST port=PORT dbname=DATABASE user=USER", err)
 	}
-	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > CallTimeout {
-		// A server behind a firewall that drops packets would hold each
-		// new connection for the operating system's SYN retries (about
-		// two minutes); a connect_timeout in the DSN may shorten it.
-		cfg.ConnectTimeout = CallTimeout
-	}
+	cfg.ConnectTimeout = connectTimeout(cfg)
 	// A pooled connection is checked with a round trip before every use,
 	// not only after a second idle (pgx's default): a server that
 	// restarted, failed over or had its connections terminated
@@ -60,7 +56,9 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// the pool's connections dead, and the first call on each would fail
 	// with the server's goodbye instead of opening a new one. The store's
 	// calls are few; the round trip costs little.
-	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return true }))
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
 	// A gateway's store calls are few (session starts, enrollments, the
 	// sweep); a small pool keeps a replica's share of max_connections low.
 	db.SetMaxOpenConns(8)
@@ -78,7 +76,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open store: PostgreSQL %s: %w", where(cfg), err)
+		return nil, fmt.Errorf("open store: PostgreSQL %s: %w%s", where(cfg), err, schemaHint(cfg, err))
 	}
 	return s, nil
 }
@@ -92,6 +90,28 @@ func where(cfg *pgx.ConnConfig) string {
 	return fmt.Sprintf("%s database %q user %q", hp, cfg.Database, cfg.User)
 }
 
+// schemaHint explains a migration that could not create its tables in
+// the first schema of the search path: it does not exist (SQLSTATE 3F000,
+// "no schema has been selected to create in"; PostgreSQL skips missing
+// schemas of search_path) or the user may not create in it (42501). Other
+// errors get no hint ("").
+func schemaHint(cfg *pgx.ConnConfig, err error) string {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (pgErr.Code != "3F000" && pgErr.Code != "42501") {
+		return ""
+	}
+	path, name := "the server's default for this user (SHOW search_path)", "NAME"
+	if sp := cfg.RuntimeParams["search_path"]; sp != "" {
+		path = fmt.Sprintf("%q, from the DSN", sp)
+		first, _, _ := strings.Cut(sp, ",")
+		if first = strings.Trim(strings.TrimSpace(first), `"`); first != "" {
+			name = first
+		}
+	}
+	return fmt.Sprintf("; the schema named by search_path (%s) does not exist, or user %q cannot create tables in it: "+
+		"create it (CREATE SCHEMA %s AUTHORIZATION %s), or fix search_path in the DSN", path, cfg.User, name, cfg.User)
+}
+
 // unreachable explains a failed first connection and what to check.
 func unreachable(cfg *pgx.ConnConfig, err error) error {
 	hint := "check that the server runs and accepts connections from this host (listen_addresses, pg_hba.conf, firewalls) " +
@@ -99,9 +119,53 @@ func unreachable(cfg *pgx.ConnConfig, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		hint = "no answer in time: " + hint
 	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "server refused TLS connection"):
+		// pgx's words when the DSN's sslmode requires TLS (require,
+		// verify-ca, verify-full) and the server answers that it has none.
+		hint = "the server does not offer TLS, and the DSN's sslmode requires it: enable ssl on the server " +
+			"(ssl = on and a certificate in postgresql.conf), or set sslmode in the DSN (sslmode=disable only " +
+			"where the network to the database is trusted)"
+	case strings.Contains(msg, "tls error"):
+		hint = "the TLS connection to the server failed: check sslmode in the DSN, sslrootcert (the CA that signed " +
+			"the server's certificate) and, with sslmode=verify-full, that the DSN's host is a name in that certificate"
+	}
 	if s := err.Error(); strings.Contains(s, "password") || strings.Contains(s, "SASL") || strings.Contains(s, "28P01") {
 		hint = "check the user and password: PGPASSWORD, the password file (~/.pgpass or PGPASSFILE), " +
 			"or the DSN given by store.postgres_file or store.postgres_env"
 	}
 	return fmt.Errorf("open store: cannot use PostgreSQL at %s: %w; %s", where(cfg), err, hint)
+}
+
+// pingAfterIdle: a pooled connection idle for longer is checked with a
+// round trip before use. One used more recently (a burst of session
+// starts) is not: a call on it that meets the server's goodbye is
+// repeated by the reads that are safe to repeat (serverEnded).
+const pingAfterIdle = 100 * time.Millisecond
+
+// serverEnded reports that the server had ended the connection before the
+// call reached it (pg_terminate_backend, a shutdown, an idle-session
+// timeout): nothing of the call ran.
+func serverEnded(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P05")
+}
+
+// connectTimeout is how long a new connection to one host of cfg may
+// take: CallTimeout shared by the hosts of a failover DSN (host=a,b, which
+// pgx tries one after another, each with its own ConnectTimeout), so that a
+// host that drops packets leaves the next one time within the call; a
+// shorter connect_timeout in the DSN stands. Without one, a server behind a
+// firewall that drops packets would hold each new connection for the
+// operating system's SYN retries (about two minutes).
+func connectTimeout(cfg *pgx.ConnConfig) time.Duration {
+	hosts := map[string]bool{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))): true}
+	for _, f := range cfg.Fallbacks {
+		hosts[net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))] = true
+	}
+	perHost := CallTimeout / time.Duration(len(hosts))
+	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > perHost {
+		return perHost
+	}
+	return cfg.ConnectTimeout
 }

@@ -44,15 +44,21 @@ func Unavailable(err error) bool {
 		return false
 	}
 	var (
-		pgErr   *pgconn.PgError
-		netErr  net.Error
-		connErr *pgconn.ConnectError
+		pgErr     *pgconn.PgError
+		netErr    net.Error
+		connErr   *pgconn.ConnectError
+		sqliteErr interface{ Code() int }
 	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
 		errors.As(err, &connErr), errors.As(err, &netErr), pgconn.Timeout(err):
 		return true
+	case errors.As(err, &sqliteErr):
+		// Another process holds the file's lock past busy_timeout (a
+		// backup, the CLI): it may work when retried.
+		code := sqliteErr.Code() & 0xff
+		return code == 5 || code == 6 // SQLITE_BUSY, SQLITE_LOCKED
 	case errors.As(err, &pgErr):
 		// Class 08: connection exception; 57P01-57P05: the server shuts
 		// down, crashed, is starting, or ended an idle session; 53300:

@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
+	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
+)
+
+// pgfixStoreDown is the gateway's answer when its database does not answer
+// (gateway/trust.go errStoreDown).
+const pgfixStoreDown = "the gateway's database does not answer; the agent retries by itself"
+
+// refusingSessionGateway is a yamux tunnel listener on 127.0.0.1 whose
+// Authenticate hook fails with refusal, as a gateway's does.
+func refusingSessionGateway(t *testing.T, refusal error) (string, *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(11), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS := &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
+		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{yamuxtunnel.ALPN},
+	}
+	srv := &muxtunnel.Server{
+		Authenticate: func(*tls.ConnectionState, string) (tunnel.Identity, error) { return tunnel.Identity{}, refusal },
+		OnSession:    func(s tunnel.Session) { s.Close(nil) },
+		Log:          zap.NewNop(),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				tc := tls.Server(c, serverTLS)
+				if tc.HandshakeContext(ctx) != nil {
+					c.Close()
+					return
+				}
+				mc, err := yamuxtunnel.ServerConn(tc, zap.NewNop())
+				if err != nil {
+					c.Close()
+					return
+				}
+				_ = srv.ServeConn(ctx, mc, muxtunnel.TransportYamux)
+				mc.Close("")
+			})
+		}
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return ln.Addr().String(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
+}
+
+// TestGatewayStoreDown: a session the gateway refuses because its database
+// does not answer is told apart from a refused certificate (an agent told
+// "enroll again" for a database outage did so, or its operator did), over
+// a real yamux session and as the gRPC transport and the enrollment
+// service report it; certificate refusals and other errors are not.
+func TestGatewayStoreDown(t *testing.T) {
+	addr, cfg := refusingSessionGateway(t, errors.New(pgfixStoreDown))
+	_, err := yamuxtunnel.Dial(context.Background(), yamuxtunnel.DialConfig{Addr: addr, TLS: cfg})
+	if err == nil || !isGatewayStoreDown(err) || isCertRefused(err) {
+		t.Fatalf("yamux session refused for the gateway's database: %v; isGatewayStoreDown %v, isCertRefused %v",
+			err, isGatewayStoreDown(err), isCertRefused(err))
+	}
+	if !isUnauthenticated(err) {
+		t.Fatalf("%v: want it reported as unauthenticated (the switch must test isGatewayStoreDown first)", err)
+	}
+	for _, e := range []error{
+		// grpctunnel.Dial's report of the gateway's Unauthenticated status.
+		fmt.Errorf("%w: %s", grpctunnel.ErrUnauthenticated, "unauthenticated: "+pgfixStoreDown),
+		// A renewal or enrollment answered Unavailable (rpcError).
+		rpcError(status.Error(codes.Unavailable, pgfixStoreDown)),
+		rpcError(status.Error(codes.Unavailable, "the gateway's database does not answer; the token was not spent; try again")),
+	} {
+		if !isGatewayStoreDown(e) {
+			t.Errorf("%v: not recognised as the gateway's database not answering", e)
+		}
+	}
+	for _, e := range []error{
+		nil,
+		fmt.Errorf("%w: unauthenticated: connector c1 is not enrolled at this gateway", grpctunnel.ErrUnauthenticated),
+		errors.New("remote error: tls: bad certificate"),
+		errors.New("dial tcp 127.0.0.1:1: connect: connection refused"),
+	} {
+		if isGatewayStoreDown(e) {
+			t.Errorf("%v: taken for the gateway's database not answering", e)
+		}
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	logGatewayStoreDown(zap.New(core), TransportYamux, err, time.Second)
+	if l := logs.All(); len(l) != 1 || l[0].Level != zap.WarnLevel || strings.Contains(l[0].Message, "nroll the agent again") ||
+		l[0].Message != "the gateway cannot check this agent now: its database does not answer; retrying (do not enroll again)" {
+		t.Fatalf("logged %v", l)
+	}
+}
