@@ -36,31 +36,8 @@ type yamuxGateway struct {
 
 func startYamuxGateway(t *testing.T, replicas uint32) *yamuxGateway {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
-		ClientAuth:   tls.RequireAnyClientCert,
-		NextProtos:   []string{yamuxtunnel.ALPN},
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
 	core, logs := observer.New(zap.InfoLevel)
-	g := &yamuxGateway{tls: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13},
-		sessions: make(chan tunnel.Session, 64), logged: make(chan struct{}, 1), logs: logs}
+	g := &yamuxGateway{sessions: make(chan tunnel.Session, 64), logged: make(chan struct{}, 1), logs: logs}
 	// The hook runs after the observer recorded the entry.
 	log := zap.New(core, zap.Hooks(func(zapcore.Entry) error {
 		select {
@@ -78,11 +55,45 @@ func startYamuxGateway(t *testing.T, replicas uint32) *yamuxGateway {
 		Replicas:  func() uint32 { return replicas },
 		Log:       log,
 	}
+	var cert tls.Certificate
+	g.addr, cert = serveYamuxTunnel(t, srv, 9)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	g.tls = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
+	return g
+}
+
+// serveYamuxTunnel serves srv as a gateway's yamux tunnel listener on
+// 127.0.0.1 (TLS with a self-signed certificate of serial, any client
+// certificate asked for) until the test ends. It returns the address and
+// the certificate.
+func serveYamuxTunnel(t *testing.T, srv *muxtunnel.Server, serial int64) (string, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	serverTLS := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{yamuxtunnel.ALPN},
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
@@ -108,7 +119,7 @@ func startYamuxGateway(t *testing.T, replicas uint32) *yamuxGateway {
 			})
 		}
 	})
-	return g
+	return ln.Addr().String(), cert
 }
 
 // endedWith waits for a session's end whose reason is want and fails the

@@ -2,17 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,64 +29,15 @@ const pgfixStoreDown = "the gateway's database does not answer; the agent retrie
 // Authenticate hook fails with refusal, as a gateway's does.
 func refusingSessionGateway(t *testing.T, refusal error) (string, *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(11), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
-		ClientAuth:   tls.RequireAnyClientCert,
-		NextProtos:   []string{yamuxtunnel.ALPN},
-	}
 	srv := &muxtunnel.Server{
 		Authenticate: func(*tls.ConnectionState, string) (tunnel.Identity, error) { return tunnel.Identity{}, refusal },
 		OnSession:    func(s tunnel.Session) { s.Close(nil) },
 		Log:          zap.NewNop(),
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				tc := tls.Server(c, serverTLS)
-				if tc.HandshakeContext(ctx) != nil {
-					c.Close()
-					return
-				}
-				mc, err := yamuxtunnel.ServerConn(tc, zap.NewNop())
-				if err != nil {
-					c.Close()
-					return
-				}
-				_ = srv.ServeConn(ctx, mc, muxtunnel.TransportYamux)
-				mc.Close("")
-			})
-		}
-	})
+	addr, cert := serveYamuxTunnel(t, srv, 11)
 	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return ln.Addr().String(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
+	roots.AddCert(cert.Leaf)
+	return addr, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
 }
 
 // TestGatewayStoreDown: a session the gateway refuses because its database
