@@ -244,7 +244,11 @@ func (g *Gateway) identifyConnector(ctx context.Context, state *tls.ConnectionSt
 // session is mutual TLS, and revocation is checked at every session start.
 // The bearer token, if an old agent sends one, is ignored.
 func (g *Gateway) authenticateSession(state *tls.ConnectionState, _ string) (tunnel.Identity, error) {
-	ctx, cancel := g.stopContext(sessionCheckTimeout)
+	// Not ended by the gateway's stop (stopContext): a session that comes
+	// while the gateway stops is checked as usual and then refused by the
+	// tunnel as the gateway shutting down, which sends its agent to
+	// another replica; cut short, its check read as the database down.
+	ctx, cancel := context.WithTimeout(context.Background(), sessionCheckTimeout)
 	defer cancel()
 	c, leaf, err := g.identify(ctx, state)
 	if err != nil {
