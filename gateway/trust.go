@@ -102,7 +102,7 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 // checked because the store did not answer (store.Unavailable): not the
 // driver's error, which names the database's host, port and user, and
 // nothing that tells it to enroll again. Agents recognise the words
-// (agent/pgfix_storedown.go) and retry with their usual backoff.
+// (agent/storedown.go) and retry with their usual backoff.
 var errStoreDown = errors.New(storeDownText + "; the agent retries by itself")
 
 // storeDownText begins every answer to an agent about a store that does

@@ -56,8 +56,9 @@ func TestIdentitySpellingsStripped(t *testing.T) {
 // response hook drops an app's Set-Cookie for the gateway's cookies, as
 // writeResponse does on the relay path, and keeps the app's own. (Before
 // it, a backend that answered a request with "Connection: Upgrade" set
-// sallyport_session in the visitor's browser: see the report of the
-// secreview area for the ReverseProxy wiring in proxy.go.)
+// sallyport_session in the visitor's browser; proxy.go wires it into the
+// ReverseProxy, and internal/e2e TestPreauthUpgradeCannotSetGatewayCookies
+// covers that end to end.)
 func TestIdentityUpgradeResponseDropsGatewayCookies(t *testing.T) {
 	keys, err := assertion.NewKeySet(assertion.KeySetConfig{})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // refuses because its database does not answer logs that (WARN, retrying,
 // do not enroll again), not that its certificate was refused.
 func TestAgentGatewayStoreDownLogged(t *testing.T) {
-	addr, clientTLS := refusingSessionGateway(t, errors.New(pgfixStoreDown))
+	addr, clientTLS := refusingSessionGateway(t, errors.New(storeDownAnswer))
 	logs, ok := runAgentUntil(t, Config{Gateway: addr, TLS: clientTLS, Transport: TransportYamux, Connections: 1,
 		Credentials: testCredentials(t, "c1")}, func(e zapcore.Entry) bool {
 		return strings.Contains(e.Message, "database does not answer")

@@ -22,6 +22,21 @@ import (
 	"github.com/sallyport/sallyport/internal/store"
 )
 
+// storeWithConnector is an in-memory store holding connector id (name
+// edge, group g), closed when the test ends.
+func storeWithConnector(t *testing.T, id string) *store.DB {
+	t.Helper()
+	db, err := store.OpenMemory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.AddConnector(context.Background(), store.Connector{ID: id, Name: "edge", Group: "g", Enrolled: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // newObservedAdmin is a gateway (not started) on st whose admin API is
 // served on a loopback httptest server; it returns the gateway, the URL
 // and the gateway's log.
@@ -50,15 +65,7 @@ func newObservedAdmin(t *testing.T, st Store) (*Gateway, string, *observer.Obser
 // revoked" and counted in sallyport_gateway_revocations_total again
 // (docwalk3 B11).
 func TestRevokeTwice(t *testing.T) {
-	ctx := context.Background()
-	db, err := store.OpenMemory(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.AddConnector(ctx, store.Connector{ID: "c1", Name: "edge", Group: "g", Enrolled: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	db := storeWithConnector(t, "c1")
 	g, base, logs := newObservedAdmin(t, db)
 	var answers []APIRevoked
 	for range 2 {
@@ -93,14 +100,7 @@ func TestRevokeTwice(t *testing.T) {
 // again.
 func TestRevokeAgainClosesHeldSessions(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.OpenMemory(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.AddConnector(ctx, store.Connector{ID: "c1", Name: "edge", Group: "g", Enrolled: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	db := storeWithConnector(t, "c1")
 	g, base, _ := newObservedAdmin(t, db)
 	s := addProcessSession(t, g.registry, "s1", "c1", "p1")
 	if _, err := db.RevokeConnector(ctx, "c1", time.Now()); err != nil { // another replica's revoke

@@ -15,11 +15,11 @@ import (
 	"github.com/sallyport/sallyport/internal/shortskip"
 )
 
-// pgchaosGuard is how long a test waits for a store call that must end
+// outageGuard is how long a test waits for a store call that must end
 // by CallTimeout before it says the call hangs: far beyond it, so that a
 // slow machine never fails the test, and far below the operating
 // system's own timeouts (minutes), which the old code waited for.
-const pgchaosGuard = 6 * CallTimeout
+const outageGuard = 6 * CallTimeout
 
 // TestPostgresBlackholeCallsEnd: a database whose packets are dropped
 // (no answer, no reset) fails the store's calls after CallTimeout, also
@@ -59,7 +59,7 @@ func TestPostgresBlackholeCallsEnd(t *testing.T) {
 	for name, call := range calls {
 		go func() { done <- result{name, call()} }()
 	}
-	guard := time.NewTimer(pgchaosGuard)
+	guard := time.NewTimer(outageGuard)
 	defer guard.Stop()
 	for range calls {
 		select {
@@ -68,7 +68,7 @@ func TestPostgresBlackholeCallsEnd(t *testing.T) {
 				t.Errorf("%s through a black hole: %v; want an error that Unavailable reports", res.name, res.err)
 			}
 		case <-guard.C:
-			t.Errorf("store calls through a black hole have not returned after %v (CallTimeout %v)", pgchaosGuard, CallTimeout)
+			t.Errorf("store calls through a black hole have not returned after %v (CallTimeout %v)", outageGuard, CallTimeout)
 			return
 		}
 	}

@@ -28,10 +28,10 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// pgfixDriverText is what a PostgreSQL driver says when the server does not
+// driverRefusedText is what a PostgreSQL driver says when the server does not
 // answer: it names the database's host, port and user, which agents must
 // not be told.
-const pgfixDriverText = "failed to connect to `user=sallyport database=sallyport`: 10.9.8.7:5432 (db.internal): dial error: connect: connection refused"
+const driverRefusedText = "failed to connect to `user=sallyport database=sallyport`: 10.9.8.7:5432 (db.internal): dial error: connect: connection refused"
 
 // downStore is a store that does not answer while down is set: its calls
 // fail with an error store.Unavailable recognises.
@@ -41,7 +41,7 @@ type downStore struct {
 }
 
 func (s *downStore) err() error {
-	return fmt.Errorf("read: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New(pgfixDriverText)})
+	return fmt.Errorf("read: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New(driverRefusedText)})
 }
 
 func (s *downStore) CAs(ctx context.Context) ([]store.CA, error) {

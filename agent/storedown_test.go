@@ -21,9 +21,9 @@ import (
 	"github.com/sallyport/sallyport/tunnel/yamuxtunnel"
 )
 
-// pgfixStoreDown is the gateway's answer when its database does not answer
+// storeDownAnswer is the gateway's answer when its database does not answer
 // (gateway/trust.go errStoreDown).
-const pgfixStoreDown = "the gateway's database does not answer; the agent retries by itself"
+const storeDownAnswer = "the gateway's database does not answer; the agent retries by itself"
 
 // refusingSessionGateway is a yamux tunnel listener on 127.0.0.1 whose
 // Authenticate hook fails with refusal, as a gateway's does.
@@ -46,7 +46,7 @@ func refusingSessionGateway(t *testing.T, refusal error) (string, *tls.Config) {
 // a real yamux session and as the gRPC transport and the enrollment
 // service report it; certificate refusals and other errors are not.
 func TestGatewayStoreDown(t *testing.T) {
-	addr, cfg := refusingSessionGateway(t, errors.New(pgfixStoreDown))
+	addr, cfg := refusingSessionGateway(t, errors.New(storeDownAnswer))
 	_, err := yamuxtunnel.Dial(context.Background(), yamuxtunnel.DialConfig{Addr: addr, TLS: cfg})
 	if err == nil || !isGatewayStoreDown(err) || isCertRefused(err) {
 		t.Fatalf("yamux session refused for the gateway's database: %v; isGatewayStoreDown %v, isCertRefused %v",
@@ -57,9 +57,9 @@ func TestGatewayStoreDown(t *testing.T) {
 	}
 	for _, e := range []error{
 		// grpctunnel.Dial's report of the gateway's Unauthenticated status.
-		fmt.Errorf("%w: %s", grpctunnel.ErrUnauthenticated, "unauthenticated: "+pgfixStoreDown),
+		fmt.Errorf("%w: %s", grpctunnel.ErrUnauthenticated, "unauthenticated: "+storeDownAnswer),
 		// A renewal or enrollment answered Unavailable (rpcError).
-		rpcError(status.Error(codes.Unavailable, pgfixStoreDown)),
+		rpcError(status.Error(codes.Unavailable, storeDownAnswer)),
 		rpcError(status.Error(codes.Unavailable, "the gateway's database does not answer; the token was not spent; try again")),
 	} {
 		if !isGatewayStoreDown(e) {
