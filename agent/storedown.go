@@ -5,17 +5,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
-// gatewayStoreDownText begins a gateway's answer when it could not check
-// this agent because its database does not answer (gateway/trust.go,
-// storeDownText): a session refused (gRPC and yamux/QUIC as
-// unauthenticated, or as unavailable), a renewal or an enrollment answered
-// UNAVAILABLE. Nothing is wrong with the agent's certificate or token.
-const gatewayStoreDownText = "the gateway's database does not answer"
-
 // isGatewayStoreDown reports whether err is a gateway's answer that it
-// cannot check this agent now because its database does not answer. Such
+// cannot check this agent now because its database does not answer
+// (tunnel.StoreDownText, in every transport's refusal and in renewal and
+// enrollment answers). Such
 // an answer is not a refusal of the certificate: the agent retries with
 // its usual backoff and must not be told to enroll again. A refusal in the
 // TLS handshake (isCertRefused) never is one: the gateway refuses there
@@ -24,7 +21,7 @@ func isGatewayStoreDown(err error) bool {
 	if err == nil || isCertRefused(err) {
 		return false
 	}
-	return strings.Contains(err.Error(), gatewayStoreDownText)
+	return strings.Contains(err.Error(), tunnel.StoreDownText)
 }
 
 // logGatewayStoreDown logs a session the gateway could not admit because

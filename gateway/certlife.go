@@ -120,18 +120,10 @@ func (g *Gateway) retire(o tunnel.Session) {
 // gateway stops (g.stopped), so that a stop does not wait for a database
 // that does not answer.
 func (g *Gateway) stopContext(d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	if g.stopped == nil { // a Gateway built by a test without New
-		return ctx, cancel
+	if g.stopCtx == nil { // a Gateway built by a test without New
+		return context.WithTimeout(context.Background(), d)
 	}
-	go func() {
-		select {
-		case <-g.stopped:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	return context.WithTimeout(g.stopCtx, d)
 }
 
 // storeSweep is how often the gateway checks its sessions against the

@@ -246,10 +246,14 @@ type Gateway struct {
 	// (its line is logged when this changes, not at every probe).
 	readyStoreDown atomic.Bool
 	stopped        chan struct{} // closed when shutdown starts
-	groups         groupWatch    // redundancy of connector groups (redundancy.go)
-	hold           startHold     // exchanges that wait for the agents after the start (startgrace.go)
-	replica        string        // this replica's id, random per process (replicas.go)
-	replicas       atomic.Uint32 // replicas alive on the store; written by heartbeat
+	// stopCtx is cancelled when stopped is closed: store calls made for
+	// the gateway's own work end with it (stopContext).
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+	groups     groupWatch    // redundancy of connector groups (redundancy.go)
+	hold       startHold     // exchanges that wait for the agents after the start (startgrace.go)
+	replica    string        // this replica's id, random per process (replicas.go)
+	replicas   atomic.Uint32 // replicas alive on the store; written by heartbeat
 	// rebalanced: per agent over its share of sessions here, its drains'
 	// backoff (rebalance.go); only the store sweep's goroutine uses it.
 	rebalanced map[string]rebalanceTry
@@ -280,6 +284,7 @@ func New(cfg Config) (*Gateway, error) {
 	log = limitRefusals(log, time.Now)
 	g := &Gateway{cfg: cfg, log: log, registry: NewRegistry(), store: cfg.Store, stopped: make(chan struct{}),
 		replica: newReplicaID()}
+	g.stopCtx, g.stopCancel = context.WithCancel(context.Background())
 	g.router.Store(router)
 	g.registry.MaxPerConnector = maxSessionsPerConnector
 	for _, t := range cfg.Tokens {
@@ -649,7 +654,7 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 		<-delayed
 	}
 	g.serving.Store(false)
-	close(g.stopped)
+	g.stop()
 	grace := g.cfg.shutdownGrace()
 	g.log.Info("gateway shutting down", zap.Duration("grace", grace))
 	// The admin listener stays up until the end (closeAdmin below).
@@ -709,6 +714,15 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 	stopMux()
 	g.mux.CloseAll()
 	g.log.Info("gateway stopped")
+}
+
+// stop marks the start of the shutdown: stopped is closed, and the store
+// calls made for the gateway's own work (stopContext) end.
+func (g *Gateway) stop() {
+	close(g.stopped)
+	if g.stopCancel != nil {
+		g.stopCancel()
+	}
 }
 
 // adminStopWait bounds how long the end of a shutdown waits for admin API

@@ -71,11 +71,17 @@ func (g *Gateway) scheduleAgentless() {
 		return
 	}
 	w.looking = true
+	w.afterGrace(g.warnAgentless)
+}
+
+// afterGrace runs f agentlessGrace from now (through agentlessAfter, when
+// a test set it).
+func (w *groupWatch) afterGrace(f func()) {
 	if w.agentlessAfter != nil {
-		w.agentlessAfter(agentlessGrace, g.warnAgentless)
+		w.agentlessAfter(agentlessGrace, f)
 		return
 	}
-	time.AfterFunc(agentlessGrace, g.warnAgentless)
+	time.AfterFunc(agentlessGrace, f)
 }
 
 // watchAgentless schedules, at the gateway's start (Serve), the look of
@@ -84,13 +90,7 @@ func (g *Gateway) scheduleAgentless() {
 // firewall, or were never enrolled), the gateway says so. Without it
 // nothing did: warnAgentless's look is scheduled by the first session, and
 // there was none.
-func (g *Gateway) watchAgentless() {
-	if f := g.groups.agentlessAfter; f != nil {
-		f(agentlessGrace, g.warnNoAgentYet)
-		return
-	}
-	time.AfterFunc(agentlessGrace, g.warnNoAgentYet)
-}
+func (g *Gateway) watchAgentless() { g.groups.afterGrace(g.warnNoAgentYet) }
 
 // msgNoAgentYet is warnNoAgentYet's line.
 const msgNoAgentYet = "no agent has connected since the gateway started: the apps of these groups answer 503 no-connector; " +

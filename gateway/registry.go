@@ -704,10 +704,12 @@ func (r *Registry) pick(group string, exclude tunnel.Session, avoid []string) (*
 		if e == nil || e.s == exclude {
 			// The ended sessions may have been a process's that set
 			// another's aside: those serve again (see supersedeLocked).
-			if v := r.load()[group]; v != nil {
-				if again, _ := pickSlow(v.agents, exclude, avoid); again != nil && (e == nil || again.s != exclude) {
-					e = again
-				}
+			// The last resort below looks at the purged view too.
+			if view = r.load()[group]; view == nil {
+				return nil, noConnectorError(group, false)
+			}
+			if again, _ := pickSlow(view.agents, exclude, avoid); again != nil && (e == nil || again.s != exclude) {
+				e = again
 			}
 		}
 	}
@@ -913,7 +915,7 @@ func pickFallback(agents []*agentView, exclude tunnel.Session, avoid []string) *
 		}
 		tainted := slices.ContainsFunc(a.sessions, (*regEntry).isSilent)
 		for _, e := range a.sessions {
-			if e.retired.Load() || isClosed(e.s.Done()) || isClosed(e.s.Draining()) {
+			if !mayTakeNew(e) {
 				continue
 			}
 			rank := 0 // an answering session of an agent with a silent one

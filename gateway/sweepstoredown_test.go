@@ -93,7 +93,7 @@ func TestSweepEndsAtStop(t *testing.T) {
 		g.sweep()
 	}()
 	<-ss.entered
-	close(g.stopped)
+	g.stop()
 	select {
 	case <-done:
 	case <-time.After(trustTimeout / 2):

@@ -107,7 +107,7 @@ var errStoreDown = errors.New(storeDownText + "; the agent retries by itself")
 
 // storeDownText begins every answer to an agent about a store that does
 // not answer.
-const storeDownText = "the gateway's database does not answer"
+const storeDownText = tunnel.StoreDownText
 
 // agentStoreError returns errStoreDown, having logged err, when err says
 // the store did not answer (or the gateway stopped waiting for it as it

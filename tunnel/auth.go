@@ -45,3 +45,10 @@ func ShuttingDown(msg string) error {
 	}
 	return fmt.Errorf("%w: %s", ErrShuttingDown, msg)
 }
+
+// StoreDownText begins a gateway's answer to an agent it could not check
+// because its database does not answer (a session, a renewal, an
+// enrollment): nothing is wrong with the agent's certificate or token, and
+// agents recognise these words to retry rather than tell their operator to
+// enroll again.
+const StoreDownText = "the gateway's database does not answer"

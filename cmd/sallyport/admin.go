@@ -41,12 +41,8 @@ func (c *adminClient) flags(cmd *cobra.Command) {
 func (c *adminClient) token() (tok, source string, err error) {
 	if c.tokenFile != "" {
 		source = "--admin-token-file " + c.tokenFile
-		b, err := os.ReadFile(c.tokenFile)
-		if err != nil {
+		if tok, err = readTokenFile(c.tokenFile); err != nil {
 			return "", source, fmt.Errorf("--admin-token-file: %w", err)
-		}
-		if tok = strings.TrimSpace(string(b)); tok == "" {
-			return "", source, fmt.Errorf("--admin-token-file: %s is empty; put the admin token in it", c.tokenFile)
 		}
 		return tok, source, nil
 	}

@@ -214,9 +214,15 @@ func adminToken(file string) (string, error) {
 	if file == "" {
 		return "", nil
 	}
+	return readTokenFile(file)
+}
+
+// readTokenFile reads an admin token from file, trimmed; an empty one is
+// an error. Errors do not name the setting or flag: the callers do.
+func readTokenFile(file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", err // the callers name the setting or flag
+		return "", err
 	}
 	t := strings.TrimSpace(string(b))
 	if t == "" {

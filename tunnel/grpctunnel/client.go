@@ -84,13 +84,10 @@ type ClientSession struct {
 	ownDrain    tunnel.DrainReason // what this agent's drain gives the gateway (SetDrainReason)
 }
 
-// DrainStopping is tunnel.DrainStopping: the reason of an agent that stops.
-const DrainStopping = tunnel.DrainStopping
-
 // SetDrainReason sets the reason the session's drain gives the gateway,
 // which logs it: the agent moves the session (to another gateway replica,
 // to its renewed certificate) rather than stopping. Call it before Serve's
-// drain is closed; unset, the reason is DrainStopping.
+// drain is closed; unset, the reason is tunnel.DrainStopping.
 func (c *ClientSession) SetDrainReason(reason string) { c.ownDrain.Set(reason) }
 
 // Dial connects and authenticates one session. It fails with an error

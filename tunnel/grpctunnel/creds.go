@@ -57,14 +57,9 @@ func (b batchedTLS) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo,
 	return b.srv.track(newPingConn(tlsbatch.Wrap(tc, raw), false, 0, 0)), info, nil
 }
 
-// WithLifelines wraps a gRPC server's transport credentials so that each
-// connection sends lifelines to its agent while it receives data and sends
-// nothing (see pingConn): a gateway whose credentials do the TLS handshake
-// elsewhere uses it; ServerCredentials has it already.
-func WithLifelines(c credentials.TransportCredentials) credentials.TransportCredentials {
-	return lifelineCreds{TransportCredentials: c}
-}
-
+// lifelineCreds are transport credentials whose handshake happens
+// elsewhere (Server.Credentials of other credentials): each connection is
+// tracked and sends lifelines (see pingConn), as ServerCredentials' do.
 type lifelineCreds struct {
 	credentials.TransportCredentials
 	srv *Server // learns each connection (Server.Credentials); nil: none
@@ -87,19 +82,15 @@ func (b batchedTLS) Clone() credentials.TransportCredentials {
 }
 
 // Credentials wraps the transport credentials of the gRPC server that s is
-// registered on so that each connection sends lifelines (WithLifelines;
-// ServerCredentials has them already) and so that s knows the connection
+// registered on so that each connection sends lifelines (ServerCredentials
+// has them already) and so that s knows the connection
 // of each session: its sessions then notice a silent agent within about a
 // second of sending it an exchange (see session.live). Without it (other
 // credentials), sessions are left to the keepalive.
 func (s *Server) Credentials(c credentials.TransportCredentials) credentials.TransportCredentials {
-	switch c := c.(type) {
-	case batchedTLS:
-		c.srv = s
-		return c
-	case lifelineCreds:
-		c.srv = s
-		return c
+	if b, ok := c.(batchedTLS); ok {
+		b.srv = s
+		return b
 	}
 	return lifelineCreds{c, s}
 }

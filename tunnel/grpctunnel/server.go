@@ -312,14 +312,16 @@ func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn)
 		return tunnel.AgentDrainedReason(*agentDrain)
 	}
 	if conn != nil {
-		if quiet, here := conn.endedHere(); here && quiet >= time.Second {
-			// gRPC's keepalive closed the connection: its ping went
-			// unanswered. gRPC reports that to the handler as the
-			// agent's own close (the stream's context canceled).
+		if quiet, here := conn.endedHere(); here && quiet >= MinKeepalive {
+			// gRPC's keepalive closed the connection (it waits at least
+			// MinKeepalive): its ping went unanswered. gRPC reports that
+			// to the handler as the agent's own close (the stream's
+			// context canceled).
 			return fmt.Sprintf("nothing came from the agent for %v: the gateway's keepalive ended the connection "+
 				"(the agent's host or its network path is down)", quiet.Round(time.Millisecond))
 		} else if here {
-			return "the gateway ended the connection"
+			return "the gateway's gRPC ended the connection (a protocol error, or an agent that pings more often " +
+				"than every " + MinKeepalive.String() + ": GOAWAY too_many_pings; see the gateway's log)"
 		}
 	}
 	return "closed by the agent"
@@ -329,10 +331,7 @@ func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn)
 // that the agent's side ended: its connection closed or reset (the
 // stream's context canceled) or it closed the stream (io.EOF).
 func agentGone(err error) bool {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
-		return true
-	}
-	return status.Code(err) == codes.Canceled
+	return err == nil || errors.Is(err, io.EOF) || cancelled(err)
 }
 
 func endReason(err error) string {

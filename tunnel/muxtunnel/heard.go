@@ -11,11 +11,10 @@ package muxtunnel
 // pings, and it answers the gateway's pings. ok is false when the
 // connection cannot tell (not a LiveConn).
 func (ss *session) Heard() (n uint64, ok bool) {
-	lc, ok := ss.conn.(LiveConn)
-	if !ok || ss.live == nil {
+	if ss.live == nil { // made only for a LiveConn, which it watches
 		return 0, false
 	}
-	return lc.Received(), true
+	return ss.live.c.Received(), true
 }
 
 // Ask asks the agent for a sign of life without blocking: a live agent's

@@ -348,7 +348,7 @@ func (w *liveWatch) ask() {
 // does not take it (a drain message stuck on a full window) holds up no
 // run; one at a time.
 func (w *liveWatch) probe() {
-	if p, ok := w.c.(interface{ Probe() }); ok {
+	if p, ok := w.c.(ProbingPeer); ok {
 		p.Probe()
 		return
 	}

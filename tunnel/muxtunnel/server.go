@@ -160,7 +160,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	if ss == nil {
 		log.Info("agent session refused: the gateway is shutting down", zap.String("agent", hello.GetName()))
 		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: codeShuttingDown,
-			Message: "the gateway is shutting down; connect to another replica or retry later"}}, maxControlSize)
+			Message: tunnel.ErrShuttingDown.Error() + "; connect to another replica or retry later"}}, maxControlSize)
 		_ = ctrl.CloseWrite()
 		waitClosed(ctrl, time.Second)
 		return fmt.Errorf("agent refused: %w", tunnel.ErrShuttingDown)
