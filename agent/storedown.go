@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -10,18 +11,21 @@ import (
 )
 
 // isGatewayStoreDown reports whether err is a gateway's answer that it
-// cannot check this agent now because its database does not answer
-// (tunnel.StoreDownText, in every transport's refusal and in renewal and
-// enrollment answers). Such
+// cannot check this agent now because its database does not answer. Such
 // an answer is not a refusal of the certificate: the agent retries with
-// its usual backoff and must not be told to enroll again. A refusal in the
-// TLS handshake (isCertRefused) never is one: the gateway refuses there
-// only certificates it checked and found untrusted.
+// its usual backoff and must not be told to enroll again. Gateways of this
+// version refuse such a session with a code of its own (gRPC UNAVAILABLE
+// "unavailable: …", QUIC and yamux "unavailable"), which the transports
+// return as tunnel.ErrUnavailable; earlier ones refused it as
+// unauthenticated, and only their words (tunnel.StoreDownText, also in
+// renewal and enrollment answers) tell it apart. A refusal in the TLS
+// handshake (isCertRefused) never is one: the gateway refuses there only
+// certificates it checked and found untrusted.
 func isGatewayStoreDown(err error) bool {
 	if err == nil || isCertRefused(err) {
 		return false
 	}
-	return strings.Contains(err.Error(), tunnel.StoreDownText)
+	return errors.Is(err, tunnel.ErrUnavailable) || strings.Contains(err.Error(), tunnel.StoreDownText)
 }
 
 // logGatewayStoreDown logs a session the gateway could not admit because

@@ -160,7 +160,7 @@ func (a *Agent) certRefusal(ctx context.Context, alpn string) error {
 // isRefusal reports a session the gateway refused: the transport works.
 func isRefusal(err error) bool {
 	return isUnauthenticated(err) || isCertRefused(err) || errors.Is(err, tunnel.ErrShuttingDown) ||
-		errors.Is(err, tunnel.ErrRevoked)
+		errors.Is(err, tunnel.ErrRevoked) || errors.Is(err, tunnel.ErrUnavailable)
 }
 
 // certRefusalAlerts are the TLS alerts a gateway answers a client

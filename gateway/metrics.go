@@ -35,7 +35,7 @@ import (
 //	sallyport_gateway_agents{group}                     agents with at least one live session
 //	sallyport_gateway_sessions_opened_total{group,transport}
 //	sallyport_gateway_sessions_closed_total{group,transport,reason}  reason: drained, lost, silent, revoked, refused, certificate, shutdown
-//	sallyport_gateway_session_refusals_total{reason}    sessions refused: revoked, unauthenticated; in the TLS handshake certificate (not of the connector CA, or expired), error
+//	sallyport_gateway_session_refusals_total{reason}    sessions refused: revoked, unauthenticated, error (the store did not answer); in the TLS handshake certificate (not of the connector CA, or expired)
 //	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
 //	sallyport_gateway_renewals_total{outcome}
 //	sallyport_gateway_revocations_total
@@ -151,8 +151,9 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 			Help: "Tunnel sessions ended, by connector group, transport and reason (drained, lost, revoked, refused, certificate, shutdown)."},
 			[]string{"group", "transport", "reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "session_refusals_total",
-			Help: "Tunnel sessions refused, by reason: at authentication revoked or unauthenticated; in the TLS handshake " +
-				"certificate (a client certificate not of the connector CA, or expired) or error (the CA could not be loaded)."}, []string{"reason"}),
+			Help: "Tunnel sessions refused, by reason: at authentication revoked, unauthenticated, or error (the store did " +
+				"not answer: the agent retries); in the TLS handshake certificate (a client certificate not of the connector " +
+				"CA, or expired)."}, []string{"reason"}),
 		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "enrollments_total",
 			Help: "Agent enrollments, by outcome (ok, invalid, unauthenticated, revoked, rate_limited, error)."}, []string{"outcome"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "renewals_total",
@@ -396,6 +397,11 @@ func (m *gatewayMetrics) connectorRevoked(id string) {
 // in the TLS handshake (see verifyTunnelConn).
 const refusalCertificate = "certificate"
 
+// refusalStoreDown is the refusal reason of a session the gateway could
+// not check because its store did not answer (tunnel.ErrUnavailable; the
+// agent retries): not an authentication failure.
+const refusalStoreDown = "error"
+
 // authenticateCounted is the transports' Authenticate hook:
 // authenticateSession, with its refusals counted.
 func (g *Gateway) authenticateCounted(state *tls.ConnectionState, token string) (tunnel.Identity, error) {
@@ -405,8 +411,8 @@ func (g *Gateway) authenticateCounted(state *tls.ConnectionState, token string) 
 		switch {
 		case errors.Is(err, tunnel.ErrRevoked):
 			reason = closeRevoked
-		case errors.Is(err, errStoreDown):
-			reason = "error" // the store did not answer: not the agent's credential
+		case errors.Is(err, tunnel.ErrUnavailable):
+			reason = refusalStoreDown // not the agent's credential
 		}
 		g.metrics.refusals.WithLabelValues(reason).Inc()
 	}

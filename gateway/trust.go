@@ -101,9 +101,12 @@ func (g *Gateway) verifyTunnelConn(cs tls.ConnectionState) error {
 // errStoreDown is what an agent is told when its certificate could not be
 // checked because the store did not answer (store.Unavailable): not the
 // driver's error, which names the database's host, port and user, and
-// nothing that tells it to enroll again. Agents recognise the words
-// (agent/storedown.go) and retry with their usual backoff.
-var errStoreDown = errors.New(storeDownText + "; the agent retries by itself")
+// nothing that tells it to enroll again. It wraps tunnel.ErrUnavailable,
+// so that the transports refuse the session as UNAVAILABLE (code
+// "unavailable"), not as unauthenticated; agents recognise the code, and
+// older ones the words (agent/storedown.go), and retry with their usual
+// backoff.
+var errStoreDown = fmt.Errorf("%w; the agent retries by itself", tunnel.ErrUnavailable)
 
 // storeDownText begins every answer to an agent about a store that does
 // not answer.

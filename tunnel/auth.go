@@ -52,3 +52,28 @@ func ShuttingDown(msg string) error {
 // agents recognise these words to retry rather than tell their operator to
 // enroll again.
 const StoreDownText = "the gateway's database does not answer"
+
+// ErrUnavailable refuses a session the gateway cannot check now because
+// its database does not answer: nothing is wrong with the agent's
+// credential. Its text is StoreDownText; Authenticate hooks wrap it with
+// words of their own (which keep StoreDownText at the start). Transports
+// report it to the agent distinctly, with those words: gRPC as UNAVAILABLE
+// "unavailable: …", QUIC and yamux as error code "unavailable". The agent
+// retries with its usual backoff and is not told to enroll again; agents
+// of earlier versions, which know neither, recognise StoreDownText.
+var ErrUnavailable = errors.New(StoreDownText)
+
+// Unavailable is what an agent's transport returns for a gateway's
+// ErrUnavailable refusal: an error matching ErrUnavailable that reads as
+// the gateway's words, msg (ErrUnavailable's own text when msg is empty).
+func Unavailable(msg string) error {
+	if msg == "" {
+		return ErrUnavailable
+	}
+	return &unavailableError{msg: msg}
+}
+
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string        { return e.msg }
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }

@@ -91,7 +91,9 @@ type ClientSession struct {
 func (c *ClientSession) SetDrainReason(reason string) { c.ownDrain.Set(reason) }
 
 // Dial connects and authenticates one session. It fails with an error
-// wrapping ErrUnauthenticated when the gateway refuses the token.
+// wrapping ErrUnauthenticated when the gateway refuses the token, and
+// tunnel.ErrUnavailable when it cannot check it now (its database does not
+// answer).
 func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 	log := cfg.Log
 	if log == nil {
@@ -149,6 +151,9 @@ func Dial(ctx context.Context, cfg DialConfig) (*ClientSession, error) {
 		case codes.Unavailable:
 			if msg, ok := strings.CutPrefix(status.Convert(err).Message(), shuttingDownPrefix); ok {
 				return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, tunnel.ShuttingDown(msg)))
+			}
+			if msg, ok := strings.CutPrefix(status.Convert(err).Message(), unavailablePrefix); ok {
+				return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, tunnel.Unavailable(msg)))
 			}
 		}
 		return fail(fmt.Errorf("connect to gateway %s: %w", cfg.Addr, err))

@@ -40,7 +40,9 @@ type Server struct {
 	// connection state (with the client certificate the listener accepted;
 	// nil without TLS) and the bearer token it sent ("" when none). An error
 	// refuses the session and its message is shown to the agent; one
-	// wrapping tunnel.ErrRevoked is reported as PERMISSION_DENIED.
+	// wrapping tunnel.ErrRevoked is reported as PERMISSION_DENIED, one
+	// wrapping tunnel.ErrUnavailable as UNAVAILABLE, others as
+	// UNAUTHENTICATED.
 	// Implementations compare secrets in constant time.
 	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
 	// OnSession is called once for each accepted session, before the agent
@@ -169,6 +171,13 @@ func (ss *session) SendDrain(reason string) error {
 
 var errUnauthenticated = status.Error(codes.Unauthenticated, "unauthenticated: the gateway accepts no agents")
 
+// unavailablePrefix starts the message of the UNAVAILABLE status that
+// refuses a session the gateway cannot check now (tunnel.ErrUnavailable:
+// its database does not answer). The client tells it by the prefix from
+// gRPC's own UNAVAILABLE (a connection that failed), which it does not
+// begin.
+const unavailablePrefix = "unavailable: "
+
 // Control authenticates an agent and lives as long as its session.
 func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tunnelv1.ControlResponse]) error {
 	ctx := cs.Context()
@@ -243,8 +252,13 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 	if err := ss.sendControl(welcome); err != nil {
 		if errors.Is(err, ErrSessionClosed) && ss.reason != nil {
 			// Closed as it was registered (one session too many for its
-			// connector): the agent learns why.
-			return status.Error(codes.Unavailable, "the gateway closed the session: "+ss.reason.Error())
+			// connector, or its revocation could not be checked): the
+			// agent learns why.
+			msg := "the gateway closed the session: " + ss.reason.Error()
+			if errors.Is(ss.reason, tunnel.ErrUnavailable) {
+				msg = unavailablePrefix + msg
+			}
+			return status.Error(codes.Unavailable, msg)
 		}
 		return err
 	}
@@ -771,6 +785,11 @@ func (s *Server) authenticate(ctx context.Context) (tunnel.Identity, error) {
 	if errors.Is(err, tunnel.ErrRevoked) {
 		s.log().Warn("agent refused: revoked", zap.String("remote", remote), zap.String("reason", err.Error()))
 		return id, status.Error(codes.PermissionDenied, err.Error())
+	}
+	if errors.Is(err, tunnel.ErrUnavailable) {
+		// Not the agent's credential: the gateway could not check it now.
+		s.log().Warn("agent refused: unavailable", zap.String("remote", remote), zap.String("reason", err.Error()))
+		return id, status.Error(codes.Unavailable, unavailablePrefix+err.Error())
 	}
 	s.log().Warn("agent refused: unauthenticated", zap.String("remote", remote), zap.String("reason", err.Error()))
 	return id, status.Error(codes.Unauthenticated, "unauthenticated: "+err.Error())

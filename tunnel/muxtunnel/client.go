@@ -70,7 +70,9 @@ const maxIdleStreamGoroutines = 128
 
 // Handshake opens the control stream on c, sends the hello and waits for
 // the welcome (at most 10 s, and no longer than ctx). On failure it closes
-// c; a refused token gives an error wrapping ErrUnauthenticated.
+// c; a refused token gives an error wrapping ErrUnauthenticated, a gateway
+// that cannot check it now (its database does not answer) one wrapping
+// tunnel.ErrUnavailable.
 func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, error) {
 	fail := func(err error) (*ClientSession, error) {
 		c.Close("")
@@ -114,6 +116,8 @@ func Handshake(ctx context.Context, c Conn, cfg ClientConfig) (*ClientSession, e
 			return fail(fmt.Errorf("%w: %s", tunnel.ErrRevoked, strings.TrimPrefix(e.GetMessage(), "revoked: ")))
 		case codeShuttingDown:
 			return fail(tunnel.ShuttingDown(e.GetMessage()))
+		case codeUnavailable:
+			return fail(tunnel.Unavailable(e.GetMessage()))
 		}
 		return fail(fmt.Errorf("the gateway refused the session: %s: %s", e.GetCode(), e.GetMessage()))
 	}

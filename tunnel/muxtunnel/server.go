@@ -26,7 +26,8 @@ type Server struct {
 	// and the token of its hello ("" when none), exactly as the gRPC
 	// transport's hook. An error refuses the session and its message is
 	// shown to the agent; one wrapping tunnel.ErrRevoked is reported as
-	// "revoked". It is called in one place, authenticate.
+	// "revoked", one wrapping tunnel.ErrUnavailable as "unavailable",
+	// others as "unauthenticated". It is called in one place, authenticate.
 	Authenticate func(state *tls.ConnectionState, token string) (tunnel.Identity, error)
 	// OnSession is called once for each accepted session, before the agent
 	// is welcomed (so it is routable by the time the agent reports that it
@@ -122,6 +123,7 @@ const (
 	codeRevoked         = "revoked"
 	codeClosed          = "closed"        // the gateway closed the session as it registered it
 	codeShuttingDown    = "shutting-down" // the gateway shuts down: try another replica (tunnel.ErrShuttingDown)
+	codeUnavailable     = "unavailable"   // the gateway cannot check the agent now, its database does not answer: retry (tunnel.ErrUnavailable)
 )
 
 // ServeConn runs one agent connection until it ends or ctx is cancelled;
@@ -144,8 +146,13 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	id, err := s.authenticate(c, hello)
 	if err != nil {
 		code, msg := codeUnauthenticated, "unauthenticated: "+err.Error()
-		if errors.Is(err, tunnel.ErrRevoked) {
+		switch {
+		case errors.Is(err, tunnel.ErrRevoked):
 			code, msg = codeRevoked, err.Error()
+		case errors.Is(err, tunnel.ErrUnavailable):
+			// Not the agent's credential: the gateway could not check it
+			// now. Agents older than the code read the words.
+			code, msg = codeUnavailable, err.Error()
 		}
 		log.Warn("agent refused: "+code, zap.String("reason", err.Error()))
 		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: code, Message: msg}}, maxControlSize)
@@ -176,12 +183,16 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	select {
 	case <-ss.done:
 		// Closed as it was registered (one session too many for its
-		// connector): the agent learns why.
-		msg := "the gateway closed the session"
+		// connector, or its revocation could not be checked): the agent
+		// learns why.
+		code, msg := codeClosed, "the gateway closed the session"
 		if ss.reason != nil {
 			msg = ss.reason.Error()
+			if errors.Is(ss.reason, tunnel.ErrUnavailable) {
+				code = codeUnavailable
+			}
 		}
-		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: codeClosed, Message: msg}}, maxControlSize)
+		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: code, Message: msg}}, maxControlSize)
 		_ = ctrl.CloseWrite()
 		waitClosed(ctrl, time.Second)
 		return fmt.Errorf("agent refused: %s", msg)
