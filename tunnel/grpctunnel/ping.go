@@ -80,28 +80,28 @@ type pingConn struct {
 	cursor  frameCursor // where gRPC's bytes stand in the frame sequence
 	pending bool        // a ping waits for the frame under way to be written
 	asked   int64       // when the pending ping was asked for (as last)
-	wrote   int64       // when the last ping was written (as last); 0: none yet
-	written bool        // a ping was written
 	wroteAt int64       // when the last Write or lifeline returned (as last)
 	// gotThen is got when the last Write or lifeline returned; written
 	// under mu, read by Read.
 	gotThen atomic.Int64
+	// wrote is when the last ping (own or Probe's) was written (as last);
+	// 0: none yet. Written under mu, read by Probe.
+	wrote atomic.Int64
 
-	// Lifeline ticks run only while a lifeline is possible (lifelines).
-	ticking atomic.Bool   // the ticker runs, or wake is set
+	// Lifelines are timed only while one is possible (pinger).
+	ticking atomic.Bool   // the lifeline timer runs, or wake is set
 	wake    chan struct{} // a read made a lifeline possible (capacity 1)
-	// ticker makes the lifelines' ticker (nil: time.NewTicker's); tests
-	// count its arms.
-	ticker func(time.Duration) (<-chan time.Time, func())
+	// timer makes the lifelines' timer (nil: a time.Timer); clock
+	// replaces tunnel.MonoNow (nil: it). Tests fake both.
+	timer func() lifelineTimer
+	clock func() int64
 
 	kick      chan struct{} // a ping is due (capacity 1); read by pinger
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 	onClose   func() // called once by Close or abort; nil: none
 
-	// Probes (the gateway's liveness watch, Probe).
-	probing atomic.Bool  // a probe's write is under way
-	probed  atomic.Int64 // when the last ping was written (as last); 0: none
+	probing atomic.Bool // a Probe's ping is asked for and not yet written or left pending
 }
 
 // pingFrame is an HTTP/2 PING (RFC 9113, 6.7): length 8, type 6, no flags,
@@ -114,10 +114,11 @@ var lifelineFrame = [...]byte{0, 0, 8, 6, 1, 0, 0, 0, 0, 's', 'p', '-', 'a', 'l'
 
 // Lifelines (see pingConn): one goes out when lifelineMinRead bytes or
 // more were read since the last write and nothing was written for
-// lifelineEvery, checked every lifelineEvery/2, so a side that receives
-// data is heard from at least every 0.75 s. Two bounds: a peer with the
-// shortest keepalive (MinKeepalive) ends a session after 10 s without a
-// read; and the gateway's liveness watch sets a session aside when nothing
+// lifelineEvery (and lifelineEvery/2 passed since the read that made it
+// possible), so a side that receives data is heard from at least every
+// 0.75 s, and every 0.5 s while data keeps coming. Two bounds: a peer with
+// the shortest keepalive (MinKeepalive) ends a session after 10 s without
+// a read; and the gateway's liveness watch sets a session aside when nothing
 // comes from its agent within a second of a new exchange (liveness.go),
 // whose probe waits behind the data on a link kept full towards the agent
 // (an upload). With lifelines every 2.5 s (half MinKeepalive, which the
@@ -151,15 +152,19 @@ func newPingConn(c net.Conn, client bool, every, timeout time.Duration) *pingCon
 	}
 	p.last.Store(p.now()) // the handshake just read from the peer
 	p.wroteAt = p.now()
-	go p.lifelines()
+	go p.pinger()
 	if every > 0 {
 		go p.watch()
-		go p.pinger()
 	}
 	return p
 }
 
-func (p *pingConn) now() int64 { return tunnel.MonoNow() }
+func (p *pingConn) now() int64 {
+	if p.clock != nil {
+		return p.clock()
+	}
+	return tunnel.MonoNow()
+}
 
 func (p *pingConn) Read(b []byte) (int, error) {
 	n, err := p.Conn.Read(b)
@@ -168,7 +173,7 @@ func (p *pingConn) Read(b []byte) (int, error) {
 		if got := p.got.Add(int64(n)); got-p.gotThen.Load() >= lifelineMinRead &&
 			!p.ticking.Load() && p.ticking.CompareAndSwap(false, true) {
 			select {
-			case p.wake <- struct{}{}: // start the lifelines' ticker
+			case p.wake <- struct{}{}: // start the lifelines' timer
 			default:
 			}
 		}
@@ -235,35 +240,35 @@ func (p *pingConn) Write(b []byte) (int, error) {
 // next write or read reports.
 func (p *pingConn) writePing() {
 	now := p.now()
-	if p.written && now-p.wrote < int64(p.every) {
+	if w := p.wrote.Load(); w != 0 && now-w < int64(p.every) {
 		return
 	}
-	p.written, p.wrote = true, now
-	p.probed.Store(now)
+	p.wrote.Store(now)
 	_, _ = p.Conn.Write(pingFrame[:])
 }
 
 // Probe asks the agent for an answer (the gateway's liveness watch,
 // ProbingPeer): a PING, which a live agent's gRPC answers with
 // a PING ACK at once, ahead of its data; the ACK, like anything read, is
-// counted by Received. It does not block: the PING is written aside, at a
+// counted by Received. It does not block: pinger writes the PING, at a
 // frame boundary (as the agent's own pings are). One at a time: none
-// while a PING is written and nothing was read since, so a dead agent
-// gets one, and a live one at most one per round trip and per arming of
-// the watch (once per exchange that finds it idle). The agent's gRPC
-// counts no strikes for pings (a client enforces no policy); the gateway
-// sends none of its own otherwise (gRPC's keepalive aside).
+// while one is asked for or written and nothing was read since, so a dead
+// agent gets one, and a live one at most one per round trip and per
+// arming of the watch (once per exchange that finds it idle). The agent's
+// gRPC counts no strikes for pings (a client enforces no policy); the
+// gateway sends none of its own otherwise (gRPC's keepalive aside).
 func (p *pingConn) Probe() {
-	if w := p.probed.Load(); w != 0 && p.last.Load() <= w {
+	if w := p.wrote.Load(); w != 0 && p.last.Load() <= w {
 		return // the last one is unanswered
 	}
 	if !p.probing.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
-		defer p.probing.Store(false)
-		p.ask()
-	}()
+	select {
+	case p.kick <- struct{}{}:
+	default: // the watch's ping is asked for (the agent's end): that one answers too
+		p.probing.Store(false)
+	}
 }
 
 // Received counts the bytes read from the peer (ProbingPeer).
@@ -284,78 +289,123 @@ func (p *pingConn) ask() {
 	p.pending, p.asked = true, p.now()
 }
 
-// lifelines writes the lifelines due, checking every lifelineEvery/2 while
-// one is possible (lifelineMinRead bytes or more read since the last
-// write), until Close. An idle connection, or one whose gRPC writes as
-// much as it reads, runs no ticker (it ran one on every connection, both
-// ends, idle or not: 0.8 wakeups a second each): a Read that makes a
-// lifeline possible starts it, and a tick that finds none possible any
-// more stops it. A lifeline still goes out 0.5 to 0.75 s after the last
-// write.
-func (p *pingConn) lifelines() {
+// lifelineTimer times the lifelines (pingConn.timer).
+type lifelineTimer struct {
+	c     <-chan time.Time
+	reset func(time.Duration) bool
+	stop  func() bool
+}
+
+// newLifelineTimer makes p's lifeline timer, stopped.
+func (p *pingConn) newLifelineTimer() lifelineTimer {
+	if p.timer != nil {
+		return p.timer()
+	}
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return lifelineTimer{t.C, t.Reset, t.Stop}
+}
+
+// pinger writes the pings asked for (watch's, Probe's), or leaves one to
+// Write when a frame is under way, and the lifelines due, until Close.
+// The lifeline timer runs only while a lifeline is possible
+// (lifelineMinRead bytes or more read since the last write): a Read that
+// makes one possible starts it, and it fires once per lifeline while data
+// comes in and nothing goes out, or when the one it waited for is due and
+// gRPC wrote meanwhile (it waits for the rest); once none is possible any
+// more it stops. An idle connection, or one whose gRPC writes as much as
+// it reads, has no timer. (A ticker of lifelineEvery/2 woke a connection
+// that only received 5.6 times a second, 3.1 per lifeline; this timer 2.0
+// times, 1.1 per lifeline.)
+func (p *pingConn) pinger() {
+	var t lifelineTimer       // made at the first lifeline possible
+	var fire <-chan time.Time // t's while it runs; nil otherwise
+	var seen int64            // got when the timer was set
+	defer func() {
+		if t.stop != nil {
+			t.stop()
+		}
+	}()
 	for {
+		var wait time.Duration
 		select {
 		case <-p.done:
 			return
+		case <-p.kick:
+			p.ask()
+			p.probing.Store(false)
+			continue
 		case <-p.wake:
+			wait = p.firstLifelineWait()
+		case <-fire:
+			var possible bool
+			wait, possible = p.lifeline()
+			if !possible && p.got.Load() != seen {
+				// gRPC wrote, and data still comes: look again when the
+				// lifeline could be due rather than stop, which the next
+				// read would undo (a wakeup more).
+				possible = true
+			}
+			if !possible {
+				p.ticking.Store(false)
+				// A Read that came as the timer stopped found it running
+				// and did not wake it: look again.
+				if p.got.Load()-p.gotThen.Load() < lifelineMinRead || !p.ticking.CompareAndSwap(false, true) {
+					t.stop() // fired: nothing to stop but a test's count
+					fire = nil
+					continue
+				}
+				wait = p.firstLifelineWait()
+			}
 		}
-		if !p.tickLifelines() {
-			return
+		if t.stop == nil {
+			t = p.newLifelineTimer()
 		}
+		fire, seen = t.c, p.got.Load()
+		t.reset(wait)
 	}
 }
 
-// tickLifelines runs the ticker until no lifeline is possible (true) or
-// Close (false).
-func (p *pingConn) tickLifelines() bool {
-	newTicker := p.ticker
-	if newTicker == nil {
-		newTicker = func(d time.Duration) (<-chan time.Time, func()) {
-			t := time.NewTicker(d)
-			return t.C, t.Stop
-		}
+// firstLifelineWait is how long after a read that made a lifeline
+// possible to look whether it is due: when nothing was written for
+// lifelineEvery, but not before lifelineEvery/2, in which gRPC often
+// answers what it read (and then no lifeline is needed).
+func (p *pingConn) firstLifelineWait() time.Duration {
+	if !p.mu.TryLock() {
+		return lifelineEvery / 2 // gRPC is writing
 	}
-	tick, stop := newTicker(lifelineEvery / 2)
-	defer stop()
-	for {
-		select {
-		case <-p.done:
-			return false
-		case <-tick:
-		}
-		if p.lifeline() {
-			continue
-		}
-		p.ticking.Store(false)
-		// A Read that came as the ticker stopped found it running and
-		// did not start it: look again.
-		if p.got.Load()-p.gotThen.Load() < lifelineMinRead || !p.ticking.CompareAndSwap(false, true) {
-			return true
-		}
-	}
+	defer p.mu.Unlock()
+	return max(time.Duration(p.wroteAt+int64(lifelineEvery)-p.now()), lifelineEvery/2)
 }
 
 // lifeline writes a lifeline if lifelineMinRead bytes or more were read
 // since the last write and nothing was written for lifelineEvery, unless
 // gRPC is writing (its Write holds p.mu: it waits for the socket, so the
-// peer has data to read) or stands inside a frame. It reports whether a
-// lifeline is still possible without another read.
-func (p *pingConn) lifeline() bool {
+// peer has data to read) or stands inside a frame. It reports when to
+// look again: when the next lifeline could be due (after the one that
+// went out, or gRPC's last write; lifelineEvery/2 on while gRPC is
+// writing or inside a frame), and whether one is possible without
+// another read.
+func (p *pingConn) lifeline() (time.Duration, bool) {
 	if !p.mu.TryLock() {
-		return true
+		return lifelineEvery / 2, true
 	}
 	defer p.mu.Unlock()
 	now := p.now()
+	left := time.Duration(p.wroteAt + int64(lifelineEvery) - now)
 	if p.got.Load()-p.gotThen.Load() < lifelineMinRead {
-		return false
+		return max(left, lifelineEvery/2), false
 	}
-	if now-p.wroteAt < int64(lifelineEvery) || !p.cursor.between() {
-		return true
+	if left > 0 {
+		return left, true
+	}
+	if !p.cursor.between() {
+		return lifelineEvery / 2, true
 	}
 	_, _ = p.Conn.Write(lifelineFrame[:])
 	p.wroteAt = p.now()
 	p.gotThen.Store(p.got.Load())
-	return false
+	return lifelineEvery, true
 }
 
 // abort closes a connection the keepalive found dead: at once, without
@@ -380,19 +430,6 @@ func (p *pingConn) closed() {
 	close(p.done)
 	if p.onClose != nil {
 		p.onClose()
-	}
-}
-
-// pinger writes the pings watch asks for, or leaves one to Write when a
-// frame is under way.
-func (p *pingConn) pinger() {
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-p.kick:
-		}
-		p.ask()
 	}
 }
 

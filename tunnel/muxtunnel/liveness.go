@@ -119,7 +119,7 @@ var errAgentSilent = errors.New("nothing came from the agent since an exchange w
 // lone exchange, sent after the watch took its count, needs none.
 type liveWatch struct {
 	c     Peer
-	ss    watched
+	ss    Watched // a muxtunnel session, or another transport's (NewWatch)
 	log   *zap.Logger
 	timer *time.Timer   // runs run; made stopped, never nil
 	floor time.Duration // silentAfter when the watch was made
@@ -150,27 +150,13 @@ type liveWatch struct {
 	pending bool
 }
 
-// watched is the session a liveWatch watches: a muxtunnel session, or
-// another transport's (NewWatch).
-type watched interface {
-	doneCh() <-chan struct{}
-	Close(reason error)
-	// exchanges is how many exchanges the session carries, for the log.
-	exchanges() int
-	// silenced: the session turned Silent; its agent's other sessions
-	// are asked (askAgent).
-	silenced()
-	// sendProbe asks the agent for an answer on a Peer without a Probe;
-	// it may block.
-	sendProbe()
-}
+var _ Watched = (*session)(nil)
 
-func (ss *session) doneCh() <-chan struct{} { return ss.done }
-func (ss *session) exchanges() int          { return len(ss.slots) }
-func (ss *session) silenced()               { ss.srv.askAgent(ss) }
+func (ss *session) Exchanges() int { return len(ss.slots) }
+func (ss *session) AgentSilent()   { ss.srv.askAgent(ss) }
 
 // newLiveWatch returns the watch of ss, whose connection is c.
-func newLiveWatch(ss watched, c Peer, log *zap.Logger) *liveWatch {
+func newLiveWatch(ss Watched, c Peer, log *zap.Logger) *liveWatch {
 	w := &liveWatch{c: c, ss: ss, log: log, floor: silentAfter}
 	w.timer = time.AfterFunc(time.Hour, w.run)
 	w.timer.Stop()
@@ -224,7 +210,7 @@ func (w *liveWatch) period() time.Duration { return w.silentAfter() / watchRuns 
 // run is the watch's timer.
 func (w *liveWatch) run() {
 	select {
-	case <-w.ss.doneCh():
+	case <-w.ss.Done():
 		return
 	default:
 	}
@@ -281,8 +267,8 @@ func (w *liveWatch) run() {
 		case silent >= d && !w.silent.Load():
 			w.silent.Store(true)
 			w.log.Info("an exchange sent to the agent has gone unanswered; its session is picked only when no other can be",
-				zap.Duration("silent_for", silent), zap.Int("exchanges", w.ss.exchanges()))
-			w.ss.silenced()
+				zap.Duration("silent_for", silent), zap.Int("exchanges", w.ss.Exchanges()))
+			w.ss.AgentSilent()
 		}
 		w.timer.Reset(w.period())
 		return
@@ -352,12 +338,13 @@ func (w *liveWatch) probe() {
 		p.Probe()
 		return
 	}
-	if !w.probing.CompareAndSwap(false, true) {
+	ss, ok := w.ss.(*session) // another transport's Peer probes (ProbingPeer)
+	if !ok || !w.probing.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer w.probing.Store(false)
-		w.ss.sendProbe()
+		ss.sendProbe()
 	}()
 }
 
@@ -387,7 +374,8 @@ func (w *liveWatch) stop() { w.timer.Stop() }
 // once), and the watch judges the answer as above.
 type Watch struct{ w *liveWatch }
 
-// Watched is the session a Watch watches.
+// Watched is the session a liveness watch watches: a muxtunnel session,
+// or another transport's (a Watch's).
 type Watched interface {
 	Done() <-chan struct{}
 	// Close ends the session: the agent is silent for longer than a live
@@ -409,7 +397,7 @@ type ProbingPeer interface {
 
 // NewWatch returns the watch of s, whose connection is c; Stop ends it.
 func NewWatch(s Watched, c ProbingPeer, log *zap.Logger) *Watch {
-	w := newLiveWatch(foreign{s}, c, log)
+	w := newLiveWatch(s, c, log)
 	w.probeEach = true
 	return &Watch{w}
 }
@@ -427,12 +415,3 @@ func (w *Watch) Ask() { w.w.ask() }
 
 // Stop ends the watch for good (the session ended).
 func (w *Watch) Stop() { w.w.stop() }
-
-// foreign adapts a Watched to the watch.
-type foreign struct{ s Watched }
-
-func (f foreign) doneCh() <-chan struct{} { return f.s.Done() }
-func (f foreign) Close(reason error)      { f.s.Close(reason) }
-func (f foreign) exchanges() int          { return f.s.Exchanges() }
-func (f foreign) silenced()               { f.s.AgentSilent() }
-func (f foreign) sendProbe()              {}
