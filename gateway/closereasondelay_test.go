@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
@@ -14,18 +13,9 @@ import (
 // reason="shutdown" (which counts the sessions the stop itself ends).
 func TestCloseReasonDuringShutdownDelay(t *testing.T) {
 	fake := clock.NewFake(time.Now())
-	g, cancel, served := startShutdownGateway(t, Config{ShutdownDelay: time.Hour, Clock: fake})
+	g, w, cancel := startWatchedShutdownGateway(t, Config{ShutdownDelay: time.Hour, Clock: fake})
 	cancel()
-	for {
-		code, err := getStatus(g.AdminAddr().String(), "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if code == http.StatusServiceUnavailable {
-			break // in the delay
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.wait(t, w.delaying, "the shutdown delay")
 	silent, lost := newSilentFake("s1"), newSilentFake("s2")
 	silent.silent.Store(true)
 	if r := g.closeReason(silent, silent.info); r != closeSilent {
@@ -35,7 +25,7 @@ func TestCloseReasonDuringShutdownDelay(t *testing.T) {
 		t.Errorf("a lost session ending in the shutdown delay: reason %q, want %q", r, closeLost)
 	}
 	fake.Advance(time.Hour)
-	if err := <-served; err != nil {
+	if err := <-w.served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 	if r := g.closeReason(lost, lost.info); r != closeShutdown {

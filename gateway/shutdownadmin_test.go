@@ -6,9 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sallyport/sallyport/internal/clock"
@@ -20,6 +24,13 @@ import (
 // in-memory store; cfg adds to the defaults (its Log, when set, is used). It returns the gateway, the
 // cancel that starts its shutdown and the channel of Serve's result.
 func startShutdownGateway(t *testing.T, cfg Config) (*Gateway, context.CancelFunc, <-chan error) {
+	t.Helper()
+	return startShutdownGatewayWith(t, cfg, nil)
+}
+
+// startShutdownGatewayWith is startShutdownGateway that calls beforeServe
+// (when not nil) between Listen and Serve.
+func startShutdownGatewayWith(t *testing.T, cfg Config, beforeServe func(*Gateway)) (*Gateway, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -45,12 +56,70 @@ func startShutdownGateway(t *testing.T, cfg Config) (*Gateway, context.CancelFun
 	if err := g.Listen(); err != nil {
 		t.Fatal(err)
 	}
+	if beforeServe != nil {
+		beforeServe(g)
+	}
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ctx) }()
 	if code, err := getStatus(g.AdminAddr().String(), "/readyz"); err != nil || code != http.StatusOK {
 		t.Fatalf("/readyz before the shutdown: %d, %v; want 200", code, err)
 	}
 	return g, cancel, served
+}
+
+// stopWatch tells a test when a gateway's stop has reached a step, so that
+// it waits on a channel instead of polling /readyz or a listener.
+type stopWatch struct {
+	// delaying is closed when the stop enters its ShutdownDelay: the
+	// gateway writes that line once /readyz answers 503 and keep-alive
+	// is off.
+	delaying chan struct{}
+	// publicClosed is closed when the public listener is closed.
+	publicClosed chan struct{}
+	served       <-chan error // Serve's result, for wait
+}
+
+// startWatchedShutdownGateway is startShutdownGateway with a stopWatch.
+// cfg.Log is replaced by a test logger that feeds the watch.
+func startWatchedShutdownGateway(t *testing.T, cfg Config) (*Gateway, *stopWatch, context.CancelFunc) {
+	t.Helper()
+	w := &stopWatch{delaying: make(chan struct{}), publicClosed: make(chan struct{})}
+	var delayOnce sync.Once
+	cfg.Log = zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if strings.HasPrefix(e.Message, "gateway shutting down: /readyz answers 503 from now on") {
+			delayOnce.Do(func() { close(w.delaying) })
+		}
+		return nil
+	})))
+	g, cancel, served := startShutdownGatewayWith(t, cfg, func(g *Gateway) {
+		g.publicLn = &closeNotifyListener{Listener: g.publicLn, closed: w.publicClosed}
+	})
+	w.served = served
+	return g, w, cancel
+}
+
+// wait returns once step is closed; it fails the test if Serve returns
+// first (the stop skipped the step).
+func (w *stopWatch) wait(t *testing.T, step <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-step:
+	case err := <-w.served:
+		t.Fatalf("Serve returned (%v) before %s", err, what)
+	}
+}
+
+// closeNotifyListener closes closed when it is closed (once).
+type closeNotifyListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeNotifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
 }
 
 // getStatus GETs path on addr on a new connection and returns the status.
@@ -72,20 +141,13 @@ func getStatus(addr, path string) (int, error) {
 // gateway used to close the admin listener first, so every probe during
 // the stop got "connection refused" instead of the README's 503.
 func TestShutdownAdminAnswersNotReady(t *testing.T) {
-	g, cancel, served := startShutdownGateway(t, Config{ShutdownGrace: time.Minute})
-	admin, public := g.AdminAddr().String(), g.publicLn.Addr().String()
+	g, w, cancel := startWatchedShutdownGateway(t, Config{ShutdownGrace: time.Minute})
+	admin := g.AdminAddr().String()
 	g.upgrades.Add(1) // a WebSocket in flight: the shutdown waits for it
 	cancel()
-	// Wait until the public listener is closed: the shutdown is then
-	// past its start, waiting for the WebSocket.
-	for {
-		c, err := net.Dial("tcp", public)
-		if err != nil {
-			break
-		}
-		c.Close()
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Once the public listener is closed the shutdown is past its start,
+	// waiting for the WebSocket.
+	w.wait(t, w.publicClosed, "the public listener closed")
 	for _, probe := range []struct {
 		path string
 		want int
@@ -96,7 +158,7 @@ func TestShutdownAdminAnswersNotReady(t *testing.T) {
 		}
 	}
 	g.upgrades.Done()
-	if err := <-served; err != nil {
+	if err := <-w.served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 	if c, err := net.Dial("tcp", admin); err == nil {
@@ -112,18 +174,12 @@ func TestShutdownAdminAnswersNotReady(t *testing.T) {
 // delay is over it stops as without one.
 func TestShutdownDelayKeepsPublicListener(t *testing.T) {
 	fake := clock.NewFake(time.Now())
-	g, cancel, served := startShutdownGateway(t, Config{ShutdownDelay: time.Hour, Clock: fake})
+	g, w, cancel := startWatchedShutdownGateway(t, Config{ShutdownDelay: time.Hour, Clock: fake})
 	admin, public := g.AdminAddr().String(), g.publicLn.Addr().String()
 	cancel()
-	for {
-		code, err := getStatus(admin, "/readyz")
-		if err != nil {
-			t.Fatalf("/readyz during the shutdown delay: %v", err)
-		}
-		if code == http.StatusServiceUnavailable {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	w.wait(t, w.delaying, "the shutdown delay")
+	if code, err := getStatus(admin, "/readyz"); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during the shutdown delay: %d, %v; want 503", code, err)
 	}
 	// The public listener still serves: a request to no app gets the
 	// gateway's answer, not a refused connection.
@@ -137,12 +193,14 @@ func TestShutdownDelayKeepsPublicListener(t *testing.T) {
 		t.Errorf("a response during the shutdown delay keeps the connection alive; want Connection: close")
 	}
 	select {
-	case err := <-served:
+	case <-w.publicClosed:
+		t.Fatal("the public listener closed during the shutdown delay")
+	case err := <-w.served:
 		t.Fatalf("Serve returned during the shutdown delay: %v", err)
 	default:
 	}
 	fake.Advance(time.Hour)
-	if err := <-served; err != nil {
+	if err := <-w.served; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 	if c, err := net.Dial("tcp", public); err == nil {

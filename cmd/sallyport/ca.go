@@ -112,28 +112,13 @@ func storeExists(dir string) error {
 	fi, err := os.Stat(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return fmt.Errorf("no Sallyport store in %s (no %s there%s)", dir, store.FileName, relativeDirNote(dir))
+		return fmt.Errorf("no Sallyport store in %s (no %s there%s)", dir, store.FileName, config.RelativeDirNote(dir))
 	case err != nil:
 		return fmt.Errorf("the store in %s: %w", dir, err)
 	case !fi.Mode().IsRegular():
 		return fmt.Errorf("the store in %s: %s is not a file", dir, p)
 	}
 	return nil
-}
-
-// relativeDirNote says, for a relative dir, where it was looked for: the
-// working directory, not the config file's (under systemd / unless
-// WorkingDirectory= is set), as the config's other relative paths say.
-func relativeDirNote(dir string) string {
-	if filepath.IsAbs(dir) {
-		return ""
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "; a relative path, taken from the working directory (unknown: " + err.Error() + ")"
-	}
-	return fmt.Sprintf("; a relative path, taken from the working directory %s, so %s, not from the config file's directory",
-		wd, filepath.Join(wd, dir))
 }
 
 // checkRetire refuses --retire-previous while a connector that is not

@@ -98,18 +98,48 @@ func (s source) fileError(key string, err error) error {
 }
 
 // relativePathNote says where a relative path that err names (an
-// *fs.PathError) was looked for: the working directory, which under
-// systemd is / unless WorkingDirectory= is set, not the config file's.
+// *fs.PathError) was looked for: the working directory, not the config
+// file's (workingDirOf).
 func relativePathNote(err error) string {
 	pe, ok := errors.AsType[*fs.PathError](err)
-	if !ok || pe.Path == "" || filepath.IsAbs(pe.Path) {
+	if !ok || pe.Path == "" {
 		return ""
 	}
-	wd, werr := os.Getwd()
-	if werr != nil {
-		wd = "(unknown: " + werr.Error() + ")"
+	wd, _, ok := workingDirOf(pe.Path)
+	if !ok {
+		return ""
 	}
 	return fmt.Sprintf(" (relative paths are taken from the working directory %s, not the config file's)", wd)
+}
+
+// RelativeDirNote says, for a relative dir that a command looked in,
+// where it was looked for and where that is: "; a relative path, taken
+// from the working directory WD, so WD/dir, not from the config file's
+// directory" (workingDirOf). It is "" for an absolute dir.
+func RelativeDirNote(dir string) string {
+	wd, abs, ok := workingDirOf(dir)
+	switch {
+	case !ok:
+		return ""
+	case abs == "":
+		return "; a relative path, taken from the working directory " + wd
+	}
+	return fmt.Sprintf("; a relative path, taken from the working directory %s, so %s, not from the config file's directory", wd, abs)
+}
+
+// workingDirOf returns, for a relative path p, the working directory it
+// is taken from (which under systemd is / unless WorkingDirectory= is
+// set), not the config file's, and p there; ok is false for an absolute
+// p. When the working directory cannot be found, wd says so and abs is "".
+func workingDirOf(p string) (wd, abs string, ok bool) {
+	if filepath.IsAbs(p) {
+		return "", "", false
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "(unknown: " + err.Error() + ")", "", true
+	}
+	return wd, filepath.Join(wd, p), true
 }
 
 // settingError reports err, which says itself what to do, at key's line.

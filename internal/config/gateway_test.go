@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/shortskip"
 )
 
 func TestLoadGatewayDesignExample(t *testing.T) {
@@ -684,5 +686,48 @@ func TestFileErrorRelativePath(t *testing.T) {
 		if got := a.FileError("gateway_ca_file", cause).Error(); strings.Contains(got, "working directory") {
 			t.Errorf("FileError(%v) = %q: names the working directory, though the path is absolute or not in the error", cause, got)
 		}
+	}
+}
+
+// TestRelativeDirNote: the note a command adds for a relative directory
+// (sallyport gateway ca rotate's data_dir) names the working directory and
+// the directory there; an absolute directory gets none. It and FileError's
+// note share the working-directory lookup, so when the working directory
+// is gone both say so instead of naming a wrong one.
+func TestRelativeDirNote(t *testing.T) {
+	gone := filepath.Join(t.TempDir(), "gone")
+	if err := os.Mkdir(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(gone)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "; a relative path, taken from the working directory " + wd + ", so " + filepath.Join(wd, "data") +
+		", not from the config file's directory"
+	if got := RelativeDirNote("data"); got != want {
+		t.Errorf("RelativeDirNote(data) =\n%q\nwant\n%q", got, want)
+	}
+	if got := RelativeDirNote(wd); got != "" {
+		t.Errorf("RelativeDirNote(%s) = %q; want none for an absolute path", wd, got)
+	}
+
+	if err := os.Remove(gone); err != nil {
+		shortskip.Unsupported(t, "this system cannot remove the working directory ("+err.Error()+"); run on Linux")
+	}
+	if _, err := os.Getwd(); err == nil {
+		shortskip.Unsupported(t, "os.Getwd finds a removed working directory on this system; run on Linux")
+	}
+	if got, want := RelativeDirNote("data"), "; a relative path, taken from the working directory (unknown: "; !strings.HasPrefix(got, want) || strings.Contains(got, ", so ") {
+		t.Errorf("RelativeDirNote(data) in a removed working directory = %q; want it to begin %q and name no path", got, want)
+	}
+	a, err := ParseAgent("agent.yaml", []byte("gateway: gw:8443\ntoken: t\ngateway_ca_file: ca.pem\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := a.FileError("gateway_ca_file", &fs.PathError{Op: "open", Path: "ca.pem", Err: fs.ErrNotExist}).Error()
+	if want := "(relative paths are taken from the working directory (unknown: "; !strings.Contains(got, want) {
+		t.Errorf("FileError in a removed working directory = %q; want it to say %q", got, want)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
+	"github.com/sallyport/sallyport/tunnel/tunneltest"
 )
 
 // livePair is a gateway end and an agent end of yamux over net.Pipe, the
@@ -221,30 +221,6 @@ func TestProbeAnswered(t *testing.T) {
 	}
 }
 
-// freezeConn is the gateway's end of a path that can die: once frozen,
-// what the gateway writes goes nowhere and what the agent writes is read
-// and dropped (no FIN, no RST).
-type freezeConn struct {
-	net.Conn
-	frozen atomic.Bool
-}
-
-func (c *freezeConn) Read(p []byte) (int, error) {
-	for {
-		n, err := c.Conn.Read(p)
-		if !c.frozen.Load() || err != nil {
-			return n, err
-		}
-	}
-}
-
-func (c *freezeConn) Write(p []byte) (int, error) {
-	if c.frozen.Load() {
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
-}
-
 // TestSilentAgentSessionClosed: a gateway session over yamux whose agent
 // answers each new stream stays picked; once the agent's path dies, the
 // next exchange sets the session aside (Silent) within about a second and
@@ -254,7 +230,7 @@ func (c *freezeConn) Write(p []byte) (int, error) {
 func TestSilentAgentSessionClosed(t *testing.T) {
 	shortskip.Long(t, "waits about 6 s for the watch to close a silent session")
 	a, b := net.Pipe()
-	path := &freezeConn{Conn: a}
+	path := tunneltest.NewFreezeConn(t, a) // the gateway's end of the path
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sessions := make(chan tunnel.Session, 1)
@@ -303,7 +279,7 @@ func TestSilentAgentSessionClosed(t *testing.T) {
 		t.Fatal("a live agent's session was set aside: its yamux's acknowledgement of the new stream was not counted")
 	}
 
-	path.frozen.Store(true)
+	path.Freeze()
 	start := time.Now()
 	open()
 	eventually(t, "the session set aside", silent)
