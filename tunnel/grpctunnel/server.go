@@ -282,7 +282,7 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 		case err := <-recvErr:
 			reason := s.sessionEndReason(err, agentDrain, ss.conn)
 			// Its exchanges in flight fail with the reason (endError).
-			ss.close(nil, reason)
+			ss.Close(errors.New(reason))
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
 				zap.String("agent", ss.info.AgentName), zap.String("reason", reason))
 			return nil
@@ -463,8 +463,7 @@ type session struct {
 	drainOnce sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
-	reason    error                     // why Close was called; nil for none; written before done is closed
-	said      string                    // why the control stream ended, when it closed the session; written before done is closed
+	reason    error                     // why the session ended (Close's reason, or why its control stream ended); nil for none; written before done is closed
 	greeted   bool                      // the welcome was sent; guarded by sendMu
 	held      *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 
@@ -512,16 +511,12 @@ func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 }
 
 // Close ends the session; its streams end with it, with reason.
-func (ss *session) Close(reason error) { ss.close(reason, "") }
-
-// close is Close; said is why the control stream ended (its log line's
-// reason) when it closes the session, "" otherwise.
-func (ss *session) close(reason error, said string) {
+func (ss *session) Close(reason error) {
 	ss.closeOnce.Do(func() {
 		ss.srv.mu.Lock()
 		delete(ss.srv.sessions, ss.info.ID)
 		ss.srv.mu.Unlock()
-		ss.reason, ss.said = reason, said
+		ss.reason = reason
 		close(ss.done)
 		if ss.live != nil {
 			ss.live.Stop()

@@ -115,11 +115,8 @@ func (ss *session) connGone() bool {
 // control stream ended (the agent gone, the gateway stopping), as the
 // session's log line says it.
 func (ss *session) endReason() error {
-	switch {
-	case ss.reason != nil:
+	if ss.reason != nil {
 		return ss.reason
-	case ss.said != "":
-		return errors.New(ss.said)
 	}
 	return errors.New(ss.srv.closedReason())
 }
