@@ -146,9 +146,12 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 	h2.SetUnencryptedHTTP2(true)
 	p := backendProfile{
 		rules: rules,
-		h1:    newBackendTransport(cfg, h1, withBodyConns(dial)),
+		h1:    newBackendTransport(cfg, h1, withH10Guard(withBodyConns(dial))),
 		h2:    newBackendTransport(cfg, h2, dial),
 	}
+	// The HTTP/1.1 transport's TLS is the agent's own, so that its
+	// h10Guard sees the plain bytes of an https backend too.
+	p.h1.DialTLSContext = guardedTLSDial(dial, cfg, backendTLSTimeout)
 	p.up = &upgradeClient{h1: p.h1}
 	p.sync = &h1Sync{
 		Dial:             dial,
@@ -160,6 +163,43 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 		HandshakeTimeout: backendTLSTimeout,
 	}
 	return p
+}
+
+// guardedTLSDial dials addr through dial and runs the TLS client handshake
+// with cfg (ALPN http/1.1; the server name from addr unless cfg sets one),
+// bounded by timeout, as h1Conn.handshake does: http.Transport's own TLS
+// dial, but returning an h10Guard around the TLS connection.
+func guardedTLSDial(dial backendDialFunc, cfg *tls.Config, timeout time.Duration) backendDialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg.Clone()
+		c.NextProtos = []string{"http/1.1"}
+		if c.ServerName == "" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				c.ServerName = host
+			} else {
+				c.ServerName = addr
+			}
+		}
+		tc := tls.Client(raw, c)
+		_ = raw.SetDeadline(time.Now().Add(timeout))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("tls handshake with backend %s: %w", addr, context.Cause(ctx))
+			case errors.As(err, &ne) && ne.Timeout():
+				return nil, fmt.Errorf("tls handshake with backend %s timed out after %v: %w", addr, timeout, err)
+			}
+			return nil, fmt.Errorf("tls handshake with backend %s: %w", addr, err)
+		}
+		_ = raw.SetDeadline(time.Time{})
+		return newH10Guard(tc), nil
+	}
 }
 
 // newBackendTransport returns a transport tuned for many concurrent exchanges
