@@ -171,7 +171,9 @@ fmt:
 # fuzz runs each fuzzer for FUZZTIME (e.g. make fuzz FUZZTIME=60s), one
 # after another: the tunnel-message decoder, then the agent's HTTP/1.1
 # client against net/http (its head parser alone; one response; two on one
-# connection; against http.Transport itself over loopback).
+# connection; against http.Transport itself over loopback), and the guard
+# that ends an HTTP/1.0 connection for http.Transport (the same answers with
+# and without it).
 FUZZFOR := $(if $(filter 0,$(FUZZTIME)),30s,$(FUZZTIME))
 fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZFOR)
@@ -179,6 +181,7 @@ fuzz:
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Response$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Reuse$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Transport$$' -fuzztime $(FUZZFOR)
+	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH10Guard$$' -fuzztime $(FUZZFOR)
 
 bench: build
 	./$(BIN) bench
