@@ -542,28 +542,39 @@ type APIRevoked struct {
 
 func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	// Revoked already: the answer says so, and the revocation is neither
-	// logged nor counted again. (Two revokes of one connector at the same
-	// instant may both pass this check: both are then logged.) Sessions of
-	// it that this replica still holds (revoked through another replica,
-	// before this one's store sweep) are closed now, as by a first revoke.
-	if c, err := g.store.Connector(r.Context(), id); err == nil && !c.Revoked.IsZero() {
-		if n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s", tunnel.ErrRevoked, id)); n > 0 {
-			g.log.Info("closed the sessions of a connector revoked before", zap.String("connector", id),
-				zap.Int("sessions_closed", n))
-		}
-		writeJSON(w, http.StatusOK, APIRevoked{APIConnector: g.connectorView(c, nil), AlreadyRevoked: true})
-		return
-	}
-	c, _, err := g.Revoke(r.Context(), id)
+	c, _, first, err := g.revoke(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no connector with id %q; see `sallyport connector list`", id)
 	case err != nil:
 		g.internalError(w, "revoke connector", err)
 	default:
-		writeJSON(w, http.StatusOK, APIRevoked{APIConnector: g.connectorView(c, nil)})
+		writeJSON(w, http.StatusOK, APIRevoked{APIConnector: g.connectorView(c, nil), AlreadyRevoked: !first})
 	}
+}
+
+// revoke revokes connector id (see Revoke) and reports whether this call
+// revoked it (first) rather than finding it revoked already. Only the
+// first is logged "connector revoked" and counted in
+// sallyport_gateway_revocations_total. Either closes the sessions of the
+// connector that this replica holds: one revoked through another replica
+// is closed here at once rather than at this replica's next store sweep.
+func (g *Gateway) revoke(ctx context.Context, id string) (c store.Connector, n int, first bool, err error) {
+	c, first, err = g.store.RevokeConnectorFirst(ctx, id, g.now())
+	if err != nil {
+		return c, 0, false, err
+	}
+	g.metrics.connectorRevoked(id, first)
+	n = g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s", tunnel.ErrRevoked, id))
+	switch {
+	case first:
+		g.log.Info("connector revoked", zap.String("connector", id), zap.String("name", c.Name),
+			zap.String("group", c.Group), zap.Int("sessions_closed", n))
+	case n > 0:
+		g.log.Info("closed the sessions of a connector revoked before", zap.String("connector", id),
+			zap.Int("sessions_closed", n))
+	}
+	return c, n, first, nil
 }
 
 // usesGroup reports whether an app is bound to group.

@@ -245,6 +245,9 @@ type Gateway struct {
 	// readyStoreDown: the last /readyz found the store not answering
 	// (its line is logged when this changes, not at every probe).
 	readyStoreDown atomic.Bool
+	// storeStallSaid: the last checkStoreStall found the store stalled
+	// and logged it (once per stall).
+	storeStallSaid atomic.Bool
 	stopped        chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).

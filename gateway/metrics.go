@@ -40,6 +40,7 @@ import (
 //	sallyport_gateway_renewals_total{outcome}
 //	sallyport_gateway_revocations_total
 //	sallyport_gateway_preauth_total{outcome}            (with pre-authentication only) allowed, sign_in_started, signed_in, or a refusal code
+//	sallyport_gateway_store_stalled                     1 while the store's calls wait for its database or are refused (storestall.go)
 //
 // Recording an exchange costs no map lookup and no allocation: each app's
 // children are resolved when the gateway is built and reached through its
@@ -166,6 +167,18 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 	}
 	m.reg.MustRegister(m.exchanges, m.errors, m.head, m.reqBytes, m.resBytes, m.inFlight,
 		m.opened, m.closed, m.refusals, m.enrollments, m.renewals, m.revocations, &sessionCollector{g: g})
+	if _, ok := g.store.(stalledStore); ok {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ns + "store_stalled",
+			Help: "1 while calls to the store's database wait for it (one has waited 3 s or more, now or within the last " +
+				"store sweep and 10 s) or it refused the last replica heartbeat, although it answers a ping; 0 otherwise. " +
+				"/readyz stays 200: the relay does not wait for the database."},
+			func() float64 {
+				if stalled, _ := g.storeStalled(time.Now()); stalled {
+					return 1
+				}
+				return 0
+			}))
+	}
 	if g.cfg.Preauth != nil {
 		m.preauth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "preauth_total",
 			Help: "Pre-authentication decisions, by outcome: allowed, sign_in_started, signed_in, or the refusal's error code."},
@@ -381,13 +394,16 @@ func (m *gatewayMetrics) sessionCertEnded(id string) {
 	m.mu.Unlock()
 }
 
-// connectorRevoked counts a revocation and marks the connector, so that
-// its sessions, closed next, count as revoked.
-func (m *gatewayMetrics) connectorRevoked(id string) {
+// connectorRevoked marks a connector revoked, so that its sessions, closed
+// next, count as revoked, and counts the revocation when this gateway's
+// call revoked it (first), not when it found it revoked already.
+func (m *gatewayMetrics) connectorRevoked(id string, first bool) {
 	if m == nil {
 		return
 	}
-	m.revocations.Inc()
+	if first {
+		m.revocations.Inc()
+	}
 	m.mu.Lock()
 	m.revoked[id] = true
 	m.mu.Unlock()

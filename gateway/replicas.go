@@ -58,7 +58,9 @@ func (g *Gateway) replicaCount() uint32 { return g.replicas.Load() }
 
 // heartbeat records this replica as alive in the store and reads how many
 // are. A store error leaves the last known count; it is returned (the
-// sweep stops when the store does not answer).
+// sweep stops when the store does not answer). It then checks whether the
+// store is stalled (checkStoreStall), the heartbeat's own wait or refusal
+// included.
 func (g *Gateway) heartbeat() error {
 	rs, ok := g.store.(ReplicaStore)
 	if !ok {
@@ -67,6 +69,7 @@ func (g *Gateway) heartbeat() error {
 	ctx, cancel := g.stopContext(trustTimeout)
 	defer cancel()
 	n, err := g.countReplicas(ctx, rs)
+	g.checkStoreStall(time.Now())
 	if err != nil {
 		g.log.Warn("gateway replicas not counted in the store; agents are told the last known count",
 			zap.Error(err), zap.Int("replicas", g.Replicas()))
@@ -87,7 +90,9 @@ type sharedStore interface {
 }
 
 // processReplicas holds the replica ids of the gateways running in this
-// process (usually one; tests run several on one store).
+// process (usually one; tests run several on one store), each with whether
+// it has removed the replicas of earlier runs from an unshared store (see
+// countReplicas).
 var processReplicas sync.Map
 
 func ownReplicas() []string {
@@ -103,18 +108,22 @@ func ownReplicas() []string {
 // alive on the store, this one included.
 //
 // On a store that no other process shares (SQLite in data_dir) the rows of
-// replicas this process does not run are deleted first: they are from
-// earlier runs, left by a process that did not stop cleanly (kill -9, a
-// crash) or brought back by restoring a backup. Counted, they made agents
-// open sessions for replicas that do not exist and a stop wait for them
-// ("replicas": 3 after two kill -9 and a restart, for three sweeps).
+// replicas this process does not run are deleted first, once (at the first
+// heartbeat, or the next after it failed): they are from earlier runs, left
+// by a process that did not stop cleanly (kill -9, a crash) or brought back
+// by restoring a backup, and none appears while this process runs (only
+// it writes the database). Counted, they made agents open sessions for
+// replicas that do not exist and a stop wait for them ("replicas": 3 after
+// two kill -9 and a restart, for three sweeps).
 func (g *Gateway) countReplicas(ctx context.Context, rs ReplicaStore) (int, error) {
 	window := replicaWindow * g.cfg.storeSweep()
 	now := time.Now() // real time, as the sweeps: replicas compare their clocks
 	if ss, ok := rs.(sharedStore); ok && !ss.Shared() {
-		processReplicas.Store(g.replica, true)
-		if err := ss.RemoveReplicasExcept(ctx, ownReplicas()); err != nil {
-			return 0, err
+		if cleared, _ := processReplicas.LoadOrStore(g.replica, false); !cleared.(bool) {
+			if err := ss.RemoveReplicasExcept(ctx, ownReplicas()); err != nil {
+				return 0, err
+			}
+			processReplicas.Store(g.replica, true)
 		}
 	}
 	if err := rs.Heartbeat(ctx, g.replica, now, now.Add(-window)); err != nil {

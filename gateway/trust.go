@@ -37,7 +37,11 @@ type Store interface {
 	RenewConnector(ctx context.Context, id, serial string, expires time.Time, version, platform string) (store.Connector, error)
 	CertInUse(ctx context.Context, id, serial string, issued time.Time) (bool, error)
 	AdoptCert(ctx context.Context, id, prev, serial string, issued, expires time.Time) (bool, error)
-	RevokeConnector(ctx context.Context, id string, at time.Time) (store.Connector, error)
+	// RevokeConnectorFirst revokes connector id at at (a connector revoked
+	// already keeps its first time) and reports whether this call revoked
+	// it (first): of revokes at the same instant, through one replica or
+	// several, the database makes exactly one first.
+	RevokeConnectorFirst(ctx context.Context, id string, at time.Time) (c store.Connector, first bool, err error)
 	Ping(ctx context.Context) error
 }
 
@@ -434,15 +438,12 @@ func newID() string {
 }
 
 // Revoke revokes a connector: its live sessions are closed at once, and
-// its reconnects and renewals are refused with `revoked`.
+// its reconnects and renewals are refused with `revoked`. A connector
+// revoked already (before, or by another revoke at the same instant) keeps
+// its first revocation, and is neither logged as revoked nor counted again;
+// the sessions of it that this replica holds are closed all the same. It
+// returns the connector and how many sessions were closed (see revoke).
 func (g *Gateway) Revoke(ctx context.Context, id string) (store.Connector, int, error) {
-	c, err := g.store.RevokeConnector(ctx, id, g.now())
-	if err != nil {
-		return c, 0, err
-	}
-	g.metrics.connectorRevoked(id)
-	n := g.registry.CloseConnector(id, fmt.Errorf("%w: connector %s", tunnel.ErrRevoked, id))
-	g.log.Info("connector revoked", zap.String("connector", id), zap.String("name", c.Name),
-		zap.String("group", c.Group), zap.Int("sessions_closed", n))
-	return c, n, nil
+	c, n, _, err := g.revoke(ctx, id)
+	return c, n, err
 }

@@ -255,6 +255,7 @@ func TestMetricsGateway(t *testing.T) {
 		`sallyport_gateway_sessions{group="default",transport="` + tr + `"}`:              0,
 		`sallyport_gateway_session_refusals_total{reason="revoked"}`:                      1,
 		`sallyport_gateway_enrollments_total{outcome="ok"}`:                               2,
+		`sallyport_gateway_store_stalled`:                                                 0,
 	})
 }
 

@@ -15,8 +15,9 @@ import (
 // safe for concurrent use, also by several processes on one database
 // (replicas, or `sallyport gateway ca rotate` beside a running gateway).
 type DB struct {
-	db *sql.DB
-	d  dialect
+	db    *sql.DB
+	d     dialect
+	calls callWatch // for Stalled
 }
 
 // dialect is what differs between the databases.
@@ -40,9 +41,10 @@ func (s *DB) Shared() bool { return s.d.name != sqliteDialect.name }
 // Close closes the database.
 func (s *DB) Close() error { return s.db.Close() }
 
-// Ping checks the database answers (readiness).
+// Ping checks the database answers (readiness). It is not one of the
+// calls Stalled follows.
 func (s *DB) Ping(ctx context.Context) error {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
 	return s.db.PingContext(ctx)
 }
@@ -54,9 +56,15 @@ func (s *DB) Ping(ctx context.Context) error {
 // A caller may give a shorter deadline of its own.
 const CallTimeout = 10 * time.Second
 
-// bound returns ctx limited to CallTimeout.
+// bound returns ctx limited to CallTimeout, for one call of the store; its
+// cancel ends the call (Stalled follows the calls).
 func (s *DB) bound(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, CallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	end := s.calls.begin()
+	return ctx, func() {
+		end()
+		cancel()
+	}
 }
 
 // begin starts a transaction holding the lock for key (see dialect.lock);
@@ -503,12 +511,28 @@ func (s *DB) AdoptCert(ctx context.Context, id, prev, serial string, issued, exp
 // RevokeConnector marks a connector revoked at at. Revoking twice keeps the
 // first time. ErrNotFound when there is no connector with id.
 func (s *DB) RevokeConnector(ctx context.Context, id string, at time.Time) (Connector, error) {
+	c, _, err := s.RevokeConnectorFirst(ctx, id, at)
+	return c, err
+}
+
+// RevokeConnectorFirst is RevokeConnector that also reports whether this
+// call revoked the connector (first), rather than finding it revoked
+// already. Of calls revoking one connector at the same time, through one
+// gateway or several sharing the database, exactly one is first: the
+// database decides, as it changes the row only while it is unrevoked.
+func (s *DB) RevokeConnectorFirst(ctx context.Context, id string, at time.Time) (c Connector, first bool, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if _, err := s.db.ExecContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0`, unixNano(at), id); err != nil {
-		return Connector{}, fmt.Errorf("revoke connector: %w", err)
+	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0`, unixNano(at), id)
+	if err != nil {
+		return Connector{}, false, fmt.Errorf("revoke connector: %w", err)
 	}
-	return s.Connector(ctx, id)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return Connector{}, false, fmt.Errorf("revoke connector: %w", err)
+	}
+	c, err = s.Connector(ctx, id)
+	return c, n == 1 && err == nil, err
 }
 
 // AddSignOut records that the user session id was signed out; it is kept
@@ -585,9 +609,10 @@ func (s *DB) Secret(ctx context.Context, name string, create func() (string, err
 
 // Heartbeat records that the gateway replica id is alive at now, and
 // deletes the replicas not seen since prune (stopped ones).
-func (s *DB) Heartbeat(ctx context.Context, id string, now, prune time.Time) error {
+func (s *DB) Heartbeat(ctx context.Context, id string, now, prune time.Time) (err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	defer func() { s.calls.heartbeat(err) }()
 	tx, err := s.begin(ctx, "")
 	if err != nil {
 		return fmt.Errorf("replica heartbeat: %w", err)

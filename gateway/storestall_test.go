@@ -1,0 +1,254 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/sallyport/sallyport/internal/pgtest"
+	"github.com/sallyport/sallyport/internal/shortskip"
+	"github.com/sallyport/sallyport/internal/store"
+)
+
+// stallRig is a gateway on a real store, SQLite in a data_dir of its own
+// or a PostgreSQL schema of its own, with a second handle on the same
+// database, as another process or session would hold.
+type stallRig struct {
+	db   string // "sqlite" or "postgres"
+	g    *Gateway
+	st   *store.DB
+	raw  *sql.DB
+	logs *observer.ObservedLogs
+	// logged: want has shown a stall warning in the test's log.
+	logged bool
+}
+
+func newStallRig(t *testing.T, db string) *stallRig {
+	t.Helper()
+	ctx := context.Background()
+	must := mustStore(t)
+	r := &stallRig{db: db}
+	var err error
+	if db == "sqlite" {
+		dir := t.TempDir()
+		r.st = must(store.Open(ctx, dir))
+		r.raw, err = sql.Open("sqlite", "file:"+filepath.Join(dir, store.FileName))
+	} else {
+		dsn := pgtest.DSN(t)
+		r.st = must(store.OpenPostgres(ctx, dsn))
+		r.raw, err = sql.Open("pgx", dsn)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.raw.Close() })
+	core, logs := observer.New(zap.InfoLevel)
+	r.logs = logs
+	r.g, err = New(Config{TunnelTLS: &tls.Config{}, Store: r.st, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.g.serving.Store(true)
+	return r
+}
+
+// gauge is sallyport_gateway_store_stalled, scraped now.
+func (r *stallRig) gauge(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := r.g.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sallyport_gateway_store_stalled" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no sallyport_gateway_store_stalled in the gateway's metrics")
+	return 0
+}
+
+// readyz probes /readyz.
+func (r *stallRig) readyz() (int, string) {
+	w := httptest.NewRecorder()
+	r.g.readyz(w, httptest.NewRequest("GET", "/readyz", nil))
+	return w.Code, strings.TrimSpace(w.Body.String())
+}
+
+// want checks the gauge, /readyz (200 whatever the stall), and the log: the
+// stall warnings so far, each naming why, and the lines saying the store's
+// calls go through again.
+func (r *stallRig) want(t *testing.T, when string, gauge float64, warnings int, why string, cleared int) {
+	t.Helper()
+	if got := r.gauge(t); got != gauge {
+		t.Errorf("%s: sallyport_gateway_store_stalled %v, want %v", when, got, gauge)
+	}
+	if code, body := r.readyz(); code != http.StatusOK || body != "ready" {
+		t.Errorf("%s: /readyz %d %q, want 200 ready: a stalled store does not make a replica unready", when, code, body)
+	}
+	ws := r.logs.FilterMessageSnippet("the store stalls").AllUntimed()
+	if len(ws) != warnings {
+		t.Errorf("%s: %d 'the store stalls' lines, want %d", when, len(ws), warnings)
+	}
+	for i, w := range ws {
+		got, _ := w.ContextMap()["error"].(string)
+		switch {
+		case w.Level != zap.WarnLevel || !strings.Contains(got, why):
+			t.Errorf("%s: %s %q error %q; want a warning saying %q", when, w.Level, w.Message, got, why)
+		case i == len(ws)-1 && !r.logged:
+			t.Logf("%s: %s %s: %s", when, w.Level, w.Message, got)
+			r.logged = true
+		}
+	}
+	if n := r.logs.FilterMessage("the store's calls go through again").Len(); n != cleared {
+		t.Errorf("%s: %d 'the store's calls go through again' lines, want %d", when, n, cleared)
+	}
+}
+
+// TestStoreStallLocked: a database where another connection holds a lock
+// that blocks the gateway's writes (SQLite: BEGIN IMMEDIATE of another
+// process; PostgreSQL: LOCK TABLE replicas IN ACCESS EXCLUSIVE MODE in an
+// open transaction) still answers a ping, but the replica heartbeat waits
+// for it until its bound: sallyport_gateway_store_stalled turns 1, the
+// gateway warns once, naming the wait, and /readyz stays 200. Once the
+// lock is gone and a sweep's memory has passed, the gateway says the
+// store's calls go through again. Before, nothing said so: /readyz pinged
+// alone and answered 200 while heartbeats and agent registrations hung.
+func TestStoreStallLocked(t *testing.T) {
+	shortskip.Long(t, "waits store.SlowCall for a lock")
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			r := newStallRig(t, db)
+			if err := r.g.heartbeat(); err != nil {
+				t.Fatal(err)
+			}
+			r.want(t, "before the lock", 0, 0, "", 0)
+
+			conn, err := r.raw.Conn(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			lock := []string{"BEGIN IMMEDIATE", "DELETE FROM replicas WHERE id = 'none'"}
+			if db == "postgres" {
+				lock = []string{"BEGIN", "LOCK TABLE replicas IN ACCESS EXCLUSIVE MODE"}
+			}
+			for _, q := range lock {
+				if _, err := conn.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The sweep's heartbeat, cut by the gateway's stop context a
+			// little after store.SlowCall rather than at trustTimeout, to
+			// keep the test short.
+			stopCtx := r.g.stopCtx
+			cut, cancel := context.WithTimeout(stopCtx, store.SlowCall+500*time.Millisecond)
+			r.g.stopCtx = cut
+			err = r.g.heartbeat()
+			cancel()
+			r.g.stopCtx = stopCtx
+			if err == nil {
+				t.Fatal("the heartbeat went through the lock")
+			}
+			why := "store stalled: a call to the " + map[string]string{"sqlite": "SQLite", "postgres": "PostgreSQL"}[db] + " database took"
+			r.want(t, "after a heartbeat that waited for the lock", 1, 1, why, 0)
+			r.g.checkStoreStall(time.Now()) // the next sweep's check, the lock still held
+			r.want(t, "at the next check", 1, 1, why, 0)
+
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.g.heartbeat(); err != nil {
+				t.Fatal(err)
+			}
+			// The slow call is remembered for stallMemory.
+			r.want(t, "after the lock, within stallMemory", 1, 1, why, 0)
+			r.g.checkStoreStall(time.Now().Add(r.g.stallMemory()))
+			if n := r.logs.FilterMessage("the store's calls go through again").Len(); n != 1 {
+				t.Errorf("%d 'the store's calls go through again' lines once stallMemory has passed, want 1", n)
+			}
+		})
+	}
+}
+
+// TestStoreStallRefusedHeartbeat: a database that answers a ping but
+// refuses the replica heartbeat's write (a full disk; here a trigger
+// failing as one) turns sallyport_gateway_store_stalled to 1 with a
+// warning naming the refusal, until a heartbeat goes through: the gauge
+// is 0 again and the gateway says so. /readyz answers 200 throughout.
+func TestStoreStallRefusedHeartbeat(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			ctx := context.Background()
+			r := newStallRig(t, db)
+			refuse := []string{`CREATE TRIGGER refuse BEFORE INSERT ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`}
+			allow := `DROP TRIGGER refuse`
+			if db == "postgres" {
+				refuse = []string{
+					`CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full (test)' USING ERRCODE = '53100'; END $$ LANGUAGE plpgsql`,
+					`CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON replicas FOR EACH ROW EXECUTE FUNCTION refuse()`,
+				}
+				allow = `DROP TRIGGER refuse ON replicas`
+			}
+			for _, q := range refuse {
+				if _, err := r.raw.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.g.heartbeat(); err == nil {
+				t.Fatal("the heartbeat went through the trigger")
+			}
+			why := "refused the replica heartbeat"
+			r.want(t, "after a refused heartbeat", 1, 1, why, 0)
+			if err := r.g.heartbeat(); err == nil {
+				t.Fatal("the heartbeat went through the trigger")
+			}
+			r.want(t, "after a second refused heartbeat", 1, 1, why, 0)
+			if _, err := r.raw.ExecContext(ctx, allow); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.g.heartbeat(); err != nil {
+				t.Fatal(err)
+			}
+			r.want(t, "after a heartbeat that went through", 0, 1, why, 1)
+		})
+	}
+}
+
+// TestReadyzWhileStoreStalled: /readyz answers 200 while the store is
+// stalled (here: it refused the replica heartbeat, a write), as long as
+// the database answers a ping. A stall hits every replica on the
+// database at once, and a load balancer taking them all out would turn
+// it into an outage for users, whose requests do not wait for the
+// database. (A first version answered 503 "store stalled: ...".)
+func TestReadyzWhileStoreStalled(t *testing.T) {
+	ctx := context.Background()
+	r := newStallRig(t, "sqlite")
+	if _, err := r.raw.ExecContext(ctx, `CREATE TRIGGER refuse BEFORE INSERT ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.g.heartbeat(); err == nil {
+		t.Fatal("the heartbeat went through the trigger")
+	}
+	if stalled, why := r.g.storeStalled(time.Now()); !stalled {
+		t.Fatalf("the store is not stalled after a refused heartbeat (%v)", why)
+	}
+	for range 2 {
+		if code, body := r.readyz(); code != http.StatusOK || body != "ready" {
+			t.Fatalf("/readyz with the store stalled: %d %q, want 200 ready", code, body)
+		}
+	}
+	if n := r.logs.FilterMessageSnippet("readiness:").Len(); n != 0 {
+		t.Errorf("%d readiness lines with the database answering, want 0", n)
+	}
+}
