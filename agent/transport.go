@@ -158,9 +158,12 @@ func (a *Agent) certRefusal(ctx context.Context, alpn string) error {
 }
 
 // isRefusal reports a session the gateway refused: the transport works.
+// A store-down answer is one by its code or, from gateways before the
+// code (a session closed as it registered: "closed", plain UNAVAILABLE),
+// by its words.
 func isRefusal(err error) bool {
 	return isUnauthenticated(err) || isCertRefused(err) || errors.Is(err, tunnel.ErrShuttingDown) ||
-		errors.Is(err, tunnel.ErrRevoked) || errors.Is(err, tunnel.ErrUnavailable)
+		errors.Is(err, tunnel.ErrRevoked) || isGatewayStoreDown(err)
 }
 
 // certRefusalAlerts are the TLS alerts a gateway answers a client

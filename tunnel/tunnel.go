@@ -51,7 +51,7 @@ type Frame = tunnelv1.Frame
 
 // ProtocolVersion is the highest tunnel protocol version this build speaks
 // (the changelog is in proto/sallyport/tunnel/v1/tunnel.proto).
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // Announced is the protocol version a peer set to v announces: v, or
 // ProtocolVersion when v is zero (a test may play an older peer).
@@ -68,6 +68,13 @@ func Announced(v uint32) uint32 {
 func SessionVersion(agent, gateway uint32) uint32 {
 	return max(1, min(agent, Announced(gateway)))
 }
+
+// VersionUnavailable is the first protocol version whose agents know the
+// QUIC and yamux refusal code "unavailable" (ErrUnavailable). Older ones
+// take an unknown code for a failed transport (transport auto: QUIC →
+// gRPC), so they are refused as before, "unauthenticated" with
+// StoreDownText, which they recognise.
+const VersionUnavailable = 4
 
 // VersionExpectContinue is the first protocol version whose agents honour
 // RequestHead.expect_continue (and answer it with Frame.send_body).

@@ -143,9 +143,17 @@ func testStoreDownSessionRefusal(t *testing.T, transport string) {
 	waitFor(t, "the agent's second store-down retry", func() bool {
 		return agentLogs().FilterMessage(retrying).Len() >= 2
 	})
-	for _, e := range agentLogs().FilterMessage(retrying).All() {
+	lines := agentLogs().FilterMessage(retrying).All()
+	for i, e := range lines {
 		if msg := fmt.Sprint(e.ContextMap()["error"]); !strings.Contains(msg, tunnel.StoreDownText) {
 			t.Errorf("the agent's store-down line has the error %q", msg)
+		}
+		// It backs off: each retry waits the delay it announced.
+		d, _ := e.ContextMap()["retry_in"].(time.Duration)
+		if d <= 0 {
+			t.Errorf("store-down retry %d: retry_in %v", i, d)
+		} else if i+1 < len(lines) && lines[i+1].Time.Sub(e.Time) < d {
+			t.Errorf("store-down retry %d came %v after the one announcing retry_in %v", i+1, lines[i+1].Time.Sub(e.Time), d)
 		}
 	}
 	ss.down.Store(false)

@@ -153,14 +153,19 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 			// Not the agent's credential: the gateway could not check it
 			// now. Agents older than the code read the words.
 			code, msg = codeUnavailable, err.Error()
+			if hello.GetProtocolVersion() < tunnel.VersionUnavailable {
+				// Older agents take an unknown code for a failed
+				// transport: as before, with the words they recognise.
+				code, msg = codeUnauthenticated, "unauthenticated: "+err.Error()
+			}
 		}
-		log.Warn("agent refused: "+code, zap.String("reason", err.Error()))
+		log.Warn("agent refused: "+refusalKind(err), zap.String("reason", err.Error()))
 		_ = writeMsg(ctrl, &tunnelv1.ControlResponse{Error: &tunnelv1.Error{Code: code, Message: msg}}, maxControlSize)
 		_ = ctrl.CloseWrite()
 		// Let the answer reach the agent: it closes the connection when it
 		// has read it.
 		waitClosed(ctrl, time.Second)
-		return fmt.Errorf("agent refused: %s: %w", code, err)
+		return fmt.Errorf("agent refused: %s: %w", refusalKind(err), err)
 	}
 	group := id.Group
 	ss := s.newSession(c, ctrl, hello, id, transport)
@@ -188,7 +193,7 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 		code, msg := codeClosed, "the gateway closed the session"
 		if ss.reason != nil {
 			msg = ss.reason.Error()
-			if errors.Is(ss.reason, tunnel.ErrUnavailable) {
+			if errors.Is(ss.reason, tunnel.ErrUnavailable) && hello.GetProtocolVersion() >= tunnel.VersionUnavailable {
 				code = codeUnavailable
 			}
 		}
@@ -641,4 +646,16 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// refusalKind names a refusal in the gateway's log by its cause, whatever
+// code the agent's version is told.
+func refusalKind(err error) string {
+	switch {
+	case errors.Is(err, tunnel.ErrRevoked):
+		return codeRevoked
+	case errors.Is(err, tunnel.ErrUnavailable):
+		return codeUnavailable
+	}
+	return codeUnauthenticated
 }

@@ -44,7 +44,7 @@ func TestStoreDownRefusalCode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeRaw(t, ctrl, &tunnelv1.ControlRequest{Hello: &tunnelv1.Hello{Token: goodToken, Name: "raw", Transport: "yamux"}})
+		writeRaw(t, ctrl, &tunnelv1.ControlRequest{Hello: &tunnelv1.Hello{ProtocolVersion: tunnel.ProtocolVersion, Token: goodToken, Name: "raw", Transport: "yamux"}})
 		var m tunnelv1.ControlResponse
 		readRaw(t, ctrl, &m)
 		p.client.Close("") // as an agent does once it has read the answer
@@ -106,5 +106,29 @@ func TestUnavailableError(t *testing.T) {
 	}
 	if err := tunnel.Unavailable(""); err.Error() != tunnel.StoreDownText || !errors.Is(err, tunnel.ErrUnavailable) {
 		t.Fatalf("Unavailable(\"\") = %v", err)
+	}
+}
+
+// TestStoreDownRefusalOlderAgent: an agent of protocol version 3 (before
+// the code "unavailable") is refused as unauthenticated with the words,
+// as before; one of version 4 gets "unavailable".
+func TestStoreDownRefusalOlderAgent(t *testing.T) {
+	for _, c := range []struct {
+		version uint32
+		code    string
+	}{{3, "unauthenticated"}, {4, "unavailable"}} {
+		p := storeDownPair(t, errStoreDown)
+		ctrl, err := p.client.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeRaw(t, ctrl, &tunnelv1.ControlRequest{Hello: &tunnelv1.Hello{ProtocolVersion: c.version, Token: goodToken, Name: "raw", Transport: "yamux"}})
+		var m tunnelv1.ControlResponse
+		readRaw(t, ctrl, &m)
+		p.client.Close("")
+		t.Logf("v%d: %v", c.version, m.GetError())
+		if m.GetError().GetCode() != c.code {
+			t.Errorf("v%d: code %q, want %q", c.version, m.GetError().GetCode(), c.code)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-// The Sallyport tunnel protocol, version 3.
+// The Sallyport tunnel protocol, version 4.
 //
 // Protocol flow
 //
@@ -74,7 +74,12 @@
 //      above. A gateway that shuts down refuses new sessions: UNAVAILABLE
 //      "shutting down: …" (QUIC and yamux: error code "shutting-down"),
 //      so that behind a load balancer the replacement reaches another
-//      replica; the agent retries with backoff.
+//      replica; the agent retries with backoff. A gateway that cannot check
+//      the agent because its database does not answer refuses the session
+//      with UNAVAILABLE "unavailable: …" (QUIC and yamux, to agents of
+//      version 4: error code "unavailable"); the words begin with "the
+//      gateway's database does not answer". The agent retries with backoff
+//      and is not told to enroll again.
 //
 // QUIC and yamux (muxed transports, package tunnel/muxtunnel)
 //
@@ -88,8 +93,10 @@
 //       ControlRequest{hello} with Hello.token set (there is no request
 //       metadata). The agent opens no other stream.
 //   M2. The gateway answers ControlResponse{welcome}, or
-//       ControlResponse{error{code "unauthenticated"}} and closes the
-//       connection. No hello within 10 s also closes it.
+//       ControlResponse{error{code}} and closes the connection: code
+//       "unauthenticated", "revoked", "shutting-down", "closed" (closed as
+//       it registered) or, to agents of version 4, "unavailable" (step 6).
+//       No hello within 10 s also closes it.
 //   M3. The gateway opens one fresh stream per exchange and writes the
 //       request frame at once: no pool and no added round trip. The
 //       exchange runs as in step 4; when both sides have sent `end`, each
@@ -120,6 +127,12 @@
 //       one (step 4). A version 3 gateway asks only agents of version 3;
 //       a version 2 gateway never asks, so a version 3 agent sends it none
 //       (it drops them, as before).
+//   4 — QUIC and yamux error code "unavailable": the gateway's database
+//       does not answer (step 6). Agents of version 3 and before take an
+//       unknown code for a failed transport (transport auto: QUIC → gRPC),
+//       so a version 4 gateway refuses them "unauthenticated" with the same
+//       words, which they recognise. gRPC answers UNAVAILABLE "unavailable:
+//       …" to every agent (older ones read the words).
 //   Not a version: the strings of Header, RequestHead, ResponseHead and
 //       Error are no longer checked for UTF-8 (utf8_validation NONE, the
 //       same wire format). A peer from before rejects a frame that carries
@@ -214,7 +227,8 @@ type ControlResponse struct {
 	// then drain this one.
 	Drain *Drain `protobuf:"bytes,2,opt,name=drain" json:"drain,omitempty"`
 	// QUIC and yamux: the session is refused (code "unauthenticated" for a
-	// wrong or missing token); the gateway closes the connection after it.
+	// wrong or missing token, "unavailable" when the gateway's database does
+	// not answer: see M2); the gateway closes the connection after it.
 	Error         *Error `protobuf:"bytes,3,opt,name=error" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,8 +288,8 @@ func (x *ControlResponse) GetError() *Error {
 // Hello describes the agent.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Highest protocol version the agent speaks (3; 2 before informational,
-	// 1 before expect_continue).
+	// Highest protocol version the agent speaks (4; 3 before the error code
+	// "unavailable", 2 before informational, 1 before expect_continue).
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion" json:"protocol_version,omitempty"`
 	// Agent name shown in logs (defaults to the host name).
 	Name string `protobuf:"bytes,2,opt,name=name" json:"name,omitempty"`
