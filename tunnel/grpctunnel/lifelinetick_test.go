@@ -312,3 +312,29 @@ func TestLifelineKeepsTicking(t *testing.T) {
 		t.Fatal("nothing read since the lifeline: the timer was kept going")
 	}
 }
+
+// TestLifelineTimerStopsOnSmallChat: once gRPC answered, reads that bring
+// less than lifelineMinRead between the timer's looks cannot make a
+// lifeline possible before the next look: the timer stops.
+func TestLifelineTimerStopsOnSmallChat(t *testing.T) {
+	r := newLifelineRig(t)
+	r.read(lifelineMinRead) // a large request: the timer starts
+	r.armed("after a read made a lifeline possible")
+	r.f.advance(lifelineEvery / 8)
+	r.p.Write(frame(4)) // gRPC answers
+	for i := range 3 {
+		r.f.advance(lifelineEvery / 8)
+		r.read(100)         // a small request
+		r.p.Write(frame(4)) // answered
+		r.f.advance(lifelineEvery / 8)
+		r.fire("small chat")
+		select {
+		case d := <-r.f.resets:
+			t.Fatalf("look %d: the timer was set again (in %v) though %d bytes came since the last, want it stopped", i, d, 100)
+		case <-r.f.stops:
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("the lifeline timer was neither set again nor stopped")
+		}
+	}
+}

@@ -313,8 +313,9 @@ func (p *pingConn) newLifelineTimer() lifelineTimer {
 // makes one possible starts it, and it fires once per lifeline while data
 // comes in and nothing goes out, or when the one it waited for is due and
 // gRPC wrote meanwhile (it waits for the rest); once none is possible any
-// more it stops. An idle connection, or one whose gRPC writes as much as
-// it reads, has no timer. (A ticker of lifelineEvery/2 woke a connection
+// more it stops. An idle connection has no timer, nor one whose gRPC
+// answers reads of less than lifelineMinRead; one that reads that much
+// between its writes wakes about twice a second. (A ticker of lifelineEvery/2 woke a connection
 // that only received 5.6 times a second, 3.1 per lifeline; this timer 2.0
 // times, 1.1 per lifeline.)
 func (p *pingConn) pinger() {
@@ -340,10 +341,13 @@ func (p *pingConn) pinger() {
 		case <-fire:
 			var possible bool
 			wait, possible = p.lifeline()
-			if !possible && p.got.Load() != seen {
-				// gRPC wrote, and data still comes: look again when the
-				// lifeline could be due rather than stop, which the next
-				// read would undo (a wakeup more).
+			if !possible && p.got.Load()-seen >= lifelineMinRead {
+				// gRPC wrote, and data still comes at a lifeline's pace
+				// (lifelineMinRead or more since the timer was set): look
+				// again when the lifeline could be due rather than stop,
+				// which the next read would undo (a wakeup more). Less
+				// than that (small requests and answers) stops it, as a
+				// read must bring lifelineMinRead to start it again.
 				possible = true
 			}
 			if !possible {
