@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -65,7 +67,7 @@ func (b *Backends) sendTimeout() time.Duration {
 // backendProfile is one TLS setup with its three clients.
 type backendProfile struct {
 	rules []allowRule     // which https backends use it; empty for the default
-	h1    *http.Transport // HTTP/1.1 only, plain or TLS
+	h1    *h1Transport    // HTTP/1.1 only, plain or TLS
 	up    *upgradeClient  // h1 for upgrades, with the send guard
 	h2    *http.Transport // HTTP/2 only: h2c prior knowledge for http://, ALPN h2 for https://
 	sync  *h1Sync         // HTTP/1.1 GET, HEAD and OPTIONS without a body, on Unix; h1 serves the rest
@@ -146,7 +148,7 @@ func newBackendProfile(rules []allowRule, cfg *tls.Config, dial backendDialFunc)
 	h2.SetUnencryptedHTTP2(true)
 	p := backendProfile{
 		rules: rules,
-		h1:    newBackendTransport(cfg, h1, withH10Guard(withBodyConns(dial))),
+		h1:    &h1Transport{newBackendTransport(cfg, h1, withH10Guard(withBodyConns(dial)))},
 		h2:    newBackendTransport(cfg, h2, dial),
 	}
 	// The HTTP/1.1 transport's TLS is the agent's own, so that its
@@ -198,8 +200,33 @@ func guardedTLSDial(dial backendDialFunc, cfg *tls.Config, timeout time.Duration
 			return nil, fmt.Errorf("tls handshake with backend %s: %w", addr, err)
 		}
 		_ = raw.SetDeadline(time.Time{})
-		return newH10Guard(tc), nil
+		g := newH10Guard(tc)
+		st := tc.ConnectionState()
+		g.tls = &st
+		return g, nil
 	}
+}
+
+// h1Transport is the HTTP/1.1 backend transport. It tells each
+// connection's h10Guard the method of the request net/http is about to
+// write on it (GotConn runs before the request is written), and gives an
+// https response the connection's TLS state, which net/http sets only for
+// a *tls.Conn.
+type h1Transport struct{ *http.Transport }
+
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	method := cmp.Or(req.Method, http.MethodGet)
+	var g *h10Guard
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if g, _ = i.Conn.(*h10Guard); g != nil {
+			g.begin(method)
+		}
+	}}
+	res, err := t.Transport.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err == nil && res.TLS == nil && g != nil {
+		res.TLS = g.tls
+	}
+	return res, err
 }
 
 // newBackendTransport returns a transport tuned for many concurrent exchanges
@@ -313,7 +340,7 @@ func (b *Backends) CloseIdleConnections() {
 // holding the exchange for ever (its tunnel stream, the flow-control
 // windows of data queued for it, the client's connection).
 type upgradeClient struct {
-	h1 *http.Transport
+	h1 *h1Transport
 	b  *Backends // whose sendTimeout applies; set by NewBackends
 }
 

@@ -433,7 +433,7 @@ func TestBackendsTransportSettings(t *testing.T) {
 			h2c   bool
 			wantP string
 		}{
-			{"h1", p.h1, true, false, false, "{HTTP1}"},
+			{"h1", p.h1.Transport, true, false, false, "{HTTP1}"},
 			{"h2", p.h2, false, true, true, "{HTTP2,UnencryptedHTTP2}"},
 		} {
 			tr := tc.tr
@@ -550,7 +550,7 @@ func TestBackendsResponseHeadBound(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("body"))
 	rt := b.Transport(req, false)
-	if _, ok := rt.(*http.Transport); !ok {
+	if _, ok := rt.(*h1Transport); !ok {
 		t.Fatalf("a POST went to %T, want the http.Transport", rt)
 	}
 	res, err := rt.RoundTrip(req)

@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // bodyWriter is a request body that writes itself to a connection from
@@ -61,9 +60,10 @@ func withBodyConns(dial backendDialFunc) backendDialFunc {
 // request on the connection, which may be another user's. The synchronous
 // client keeps no HTTP/1.0 connection either (h1Conn.roundTrip).
 //
-// The guard watches the bytes that pass: the first bytes written after a
-// response head begin a request (its method tells whether the response has
-// a body), the first bytes read after that begin its response. When the
+// The guard watches the bytes read: h1Transport tells it when net/http is
+// about to write a request on it, and with which method (whether the
+// response has a body); the first bytes read after that begin its
+// response. When the
 // final head of that response says HTTP/1.0 and net/http would keep the
 // connection, the guard lets through the head and the body the head
 // announces, no byte more, and returns io.EOF with the last of them.
@@ -82,21 +82,21 @@ type h10Guard struct {
 	net.Conn
 
 	// watching is set while a response head is awaited or a capped
-	// response is being read: only then do reads take mu. requesting is
-	// set in phase h10Request: only then do writes take mu.
-	watching, requesting atomic.Bool
+	// response is being read: only then do reads take mu.
+	watching atomic.Bool
 
 	mu     sync.Mutex
 	phase  h10Phase
-	method string // of the request whose response is awaited
-	head   []byte // the response bytes read so far, from the head's first byte
-	left   int64  // h10Capped: bytes of the HTTP/1.0 response not yet read
+	method string               // of the request whose response is awaited
+	head   []byte               // the response bytes read so far, from the head's first byte
+	tls    *tls.ConnectionState // of the TLS connection guardedTLSDial wrapped; immutable
+	left   int64                // h10Capped: bytes of the HTTP/1.0 response not yet read
 }
 
 type h10Phase uint8
 
 const (
-	h10Request h10Phase = iota // the next bytes written begin a request
+	h10Request h10Phase = iota // no request under way: reads pass untouched until begin
 	h10Head                    // a request began; its response head is read
 	h10Capped                  // an HTTP/1.0 response is read to its end, then EOF
 	h10Off                     // a 101: the connection is no longer HTTP
@@ -108,9 +108,7 @@ const (
 const h10MaxHead = h1MaxResponseHeaderBytes + 1
 
 func newH10Guard(c net.Conn) *h10Guard {
-	g := &h10Guard{Conn: c}
-	g.requesting.Store(true)
-	return g
+	return &h10Guard{Conn: c}
 }
 
 func (g *h10Guard) Read(p []byte) (int, error) {
@@ -244,7 +242,6 @@ func (g *h10Guard) readHead(before int) int64 {
 func (g *h10Guard) stop(next h10Phase) {
 	g.phase = next
 	g.watching.Store(false)
-	g.requesting.Store(next == h10Request)
 	if cap(g.head) > 4<<10 {
 		g.head = nil
 	} else {
@@ -252,30 +249,22 @@ func (g *h10Guard) stop(next h10Phase) {
 	}
 }
 
-// wrote looks at bytes being written: in phase h10Request they begin a
-// request, whose method they start with.
-func (g *h10Guard) wrote(p []byte) {
+// begin tells the guard that net/http is about to write a request with
+// method on the connection (h1Transport's GotConn hook: net/http gives a
+// connection to a request only once the request before was written whole
+// and its response read, so no byte of an earlier body is written after
+// it). The guard never guesses a request start from the bytes written: a
+// body write may begin with anything, a request line too.
+func (g *h10Guard) begin(method string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.phase != h10Request {
-		return
+	if g.phase == h10Off || g.phase == h10Capped {
+		return // a 101 made the connection a tunnel, or EOF is due
 	}
-	sp := bytes.IndexByte(p, ' ')
-	if sp <= 0 || !isToken(p[:sp]) {
-		return // not a request line (the rest of a body)
-	}
-	g.method = methodOf(p[:sp])
+	g.method = method
 	g.phase = h10Head
 	g.head = g.head[:0]
-	g.requesting.Store(false)
 	g.watching.Store(true)
-}
-
-func (g *h10Guard) Write(p []byte) (int, error) {
-	if g.requesting.Load() {
-		g.wrote(p)
-	}
-	return g.Conn.Write(p)
 }
 
 // ReadFrom keeps the inner connection's ReadFrom (bodyConn's writev of a
@@ -296,37 +285,6 @@ func (g *h10Guard) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errNoHalfClose
-}
-
-// methodOf is the method b names, without an allocation for the common ones.
-func methodOf(b []byte) string {
-	switch string(b) {
-	case http.MethodGet:
-		return http.MethodGet
-	case http.MethodHead:
-		return http.MethodHead
-	case http.MethodPost:
-		return http.MethodPost
-	case http.MethodPut:
-		return http.MethodPut
-	case http.MethodPatch:
-		return http.MethodPatch
-	case http.MethodDelete:
-		return http.MethodDelete
-	case http.MethodOptions:
-		return http.MethodOptions
-	}
-	return string(b)
-}
-
-// isToken reports whether b is an HTTP token, as a method is.
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if !httpguts.IsTokenRune(rune(c)) {
-			return false
-		}
-	}
-	return true
 }
 
 // withH10Guard wraps the connections that dial returns in h10Guard.

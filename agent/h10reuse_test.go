@@ -292,7 +292,7 @@ func FuzzH10Guard(f *testing.F) {
 		plain := newBackendTransport(&tls.Config{}, h1, plainDialer.DialContext)
 		defer plain.CloseIdleConnections()
 		want := agentExchange(t, plain, method, url, readSize)
-		guarded := newBackendTransport(&tls.Config{}, h1, withH10Guard(plainDialer.DialContext))
+		guarded := &h1Transport{newBackendTransport(&tls.Config{}, h1, withH10Guard(plainDialer.DialContext))}
 		defer guarded.CloseIdleConnections()
 		got := agentExchange(t, guarded, method, url, readSize)
 		if got.timedOut || want.timedOut {
@@ -498,5 +498,70 @@ func TestH10ReuseAfterHTTP11(t *testing.T) {
 	}
 	if n := accepted.Load(); n != 2 {
 		t.Errorf("backend accepted %d connections, want 2 (the first kept once, after HTTP/1.1)", n)
+	}
+}
+
+// TestH10ReuseBodyWriteNotARequest: a chunked body written after an early
+// HTTP/1.1 answer, one of whose writes (the transport's bufio.Writer
+// flushes 4090 bytes of an 8 KiB chunk, then writes the rest directly)
+// begins with a request line. It is no request: the answer's body that
+// follows passes whole, and the next request's HTTP/1.0 answer is read by
+// its own method.
+func TestH10ReuseBodyWriteNotARequest(t *testing.T) {
+	const inner = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi, and the rest"
+	addr, accepted := rawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(inner))
+		io.ReadAll(req.Body)
+		io.WriteString(c, inner)
+		if _, err := readRequestWithBody(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 6\r\n\r\nsecond")
+		io.Copy(io.Discard, br)
+	})
+	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
+	url := "http://" + addr + "/"
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", url, pr)
+	res, err := bk.profiles[0].h1.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := []byte(strings.Repeat("x", 8192))
+	copy(chunk[4090:], "HEAD / HTTP/1.1\r\n")
+	pw.Write(chunk)
+	pw.Close()
+	got, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(got) != inner {
+		t.Fatalf("first answer: %q, %v; want %q", got, err, inner)
+	}
+	if got := h10Exchange(t, bk.profiles[0].h1, "POST", url, "x"); got != "second" {
+		t.Errorf("second request got %q, want %q", got, "second")
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want 1", n)
+	}
+}
+
+// TestH10ReuseResponseTLS: an https response of the HTTP/1.1 transport,
+// whose TLS the agent runs itself, still says how it came.
+func TestH10ReuseResponseTLS(t *testing.T) {
+	b := startCountedBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), true)
+	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"),
+		BackendTLS{Hosts: []string{"127.0.0.1:*"}, InsecureSkipVerify: true})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", b.URL+"/", strings.NewReader("x"))
+	res, err := bk.Transport(req, false).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.TLS == nil || !res.TLS.HandshakeComplete {
+		t.Errorf("res.TLS = %+v, want the connection's state", res.TLS)
 	}
 }
