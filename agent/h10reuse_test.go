@@ -29,20 +29,33 @@ const h10Stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale\r\n0\r\n\r\n
 // an https backend.
 func h10Backend(t *testing.T, head string, tlsCfg *tls.Config) (string, *atomic.Int32) {
 	t.Helper()
-	var first atomic.Bool
+	return h10BackendFirst(t, tlsCfg, func(br *bufio.Reader, c net.Conn) error {
+		if _, err := readRequestWithBody(br); err != nil {
+			return err
+		}
+		_, err := io.WriteString(c, head)
+		return err
+	})
+}
+
+// h10BackendFirst is h10Backend whose first connection reads its requests
+// and writes its answers with first, then sends h10Stale as the next
+// request starts to arrive.
+func h10BackendFirst(t *testing.T, tlsCfg *tls.Config, first func(br *bufio.Reader, c net.Conn) error) (string, *atomic.Int32) {
+	t.Helper()
+	var taken atomic.Bool
 	return rawBackend(t, func(c net.Conn) {
 		if tlsCfg != nil {
 			c = tls.Server(c, tlsCfg)
 		}
 		br := bufio.NewReader(c)
-		if !first.CompareAndSwap(false, true) {
+		if !taken.CompareAndSwap(false, true) {
 			answerWithBody(br, c)
 			return
 		}
-		if _, err := readRequestWithBody(br); err != nil {
+		if first(br, c) != nil {
 			return
 		}
-		io.WriteString(c, head)
 		if _, err := br.Peek(1); err != nil {
 			return // the agent closed the connection: what it must do
 		}
@@ -310,29 +323,19 @@ func FuzzH10Guard(f *testing.F) {
 // reads, sent in pieces: the guard hands all of it through, then closes.
 func TestH10ReuseLongBody(t *testing.T) {
 	body := strings.Repeat("0123456789abcdef", 64<<10) // 1 MiB
-	var first atomic.Bool
-	addr, accepted := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		if !first.CompareAndSwap(false, true) {
-			answerWithBody(br, c)
-			return
-		}
+	addr, accepted := h10BackendFirst(t, nil, func(br *bufio.Reader, c net.Conn) error {
 		if _, err := readRequestWithBody(br); err != nil {
-			return
+			return err
 		}
 		fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n", len(body))
 		for rest := body; rest != ""; {
 			n := min(len(rest), 100_003)
 			if _, err := io.WriteString(c, rest[:n]); err != nil {
-				return
+				return err
 			}
 			rest = rest[n:]
 		}
-		if _, err := br.Peek(1); err != nil {
-			return
-		}
-		io.WriteString(c, h10Stale)
-		io.Copy(io.Discard, br)
+		return nil
 	})
 	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
 	url := "http://" + addr + "/"
@@ -468,26 +471,16 @@ func TestH10ReuseTLSDialErrors(t *testing.T) {
 // carries the next request, whose HTTP/1.0 answer then ends it: the guard
 // finds the second answer's head on the reused connection.
 func TestH10ReuseAfterHTTP11(t *testing.T) {
-	var first atomic.Bool
-	addr, accepted := rawBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		if !first.CompareAndSwap(false, true) {
-			answerWithBody(br, c)
-			return
-		}
+	addr, accepted := h10BackendFirst(t, nil, func(br *bufio.Reader, c net.Conn) error {
 		if _, err := readRequestWithBody(br); err != nil {
-			return
+			return err
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
 		if _, err := readRequestWithBody(br); err != nil {
-			return
+			return err
 		}
-		io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n2b\r\n")
-		if _, err := br.Peek(1); err != nil {
-			return
-		}
-		io.WriteString(c, h10Stale)
-		io.Copy(io.Discard, br)
+		_, err := io.WriteString(c, "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n2b\r\n")
+		return err
 	})
 	bk := mustBackends(t, mustParseAllowlist(t, "127.0.0.1:*"))
 	url := "http://" + addr + "/"
