@@ -248,6 +248,9 @@ type Gateway struct {
 	// storeStallSaid: the last checkStoreStall found the store stalled
 	// and logged it (once per stall).
 	storeStallSaid atomic.Bool
+	// stallCheckDown: the last checkStoreStall found the store stalled
+	// but not answering a ping: down, not stalled.
+	stallCheckDown atomic.Bool
 	stopped        chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).
@@ -631,6 +634,11 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// shutdownDelayLine is logged when a stop enters its ShutdownDelay, once
+// /readyz answers 503 and keep-alive is off (tests wait for it).
+const shutdownDelayLine = "gateway shutting down: /readyz answers 503 from now on; still serving for the shutdown delay, " +
+	"so that load balancers stop sending before the public listener closes"
+
 // shutdown stops the gateway. From its first moment /readyz answers 503;
 // the admin listener goes on answering (/healthz 200: the process is alive,
 // only not ready; /metrics) until the end, so that a load balancer sees
@@ -652,8 +660,7 @@ func (g *Gateway) shutdown(stopMux context.CancelFunc) {
 		delayed := clock.Or(g.cfg.Clock).After(d)
 		g.serving.Store(false)
 		g.public.SetKeepAlivesEnabled(false)
-		g.log.Info("gateway shutting down: /readyz answers 503 from now on; still serving for the shutdown delay, "+
-			"so that load balancers stop sending before the public listener closes", zap.Duration("shutdown_delay", d))
+		g.log.Info(shutdownDelayLine, zap.Duration("shutdown_delay", d))
 		<-delayed
 	}
 	g.serving.Store(false)

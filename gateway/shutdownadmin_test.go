@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +85,7 @@ func startWatchedShutdownGateway(t *testing.T, cfg Config) (*Gateway, *stopWatch
 	w := &stopWatch{delaying: make(chan struct{}), publicClosed: make(chan struct{})}
 	var delayOnce sync.Once
 	cfg.Log = zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(e zapcore.Entry) error {
-		if strings.HasPrefix(e.Message, "gateway shutting down: /readyz answers 503 from now on") {
+		if e.Message == shutdownDelayLine {
 			delayOnce.Do(func() { close(w.delaying) })
 		}
 		return nil
@@ -106,8 +105,13 @@ func (w *stopWatch) wait(t *testing.T, step <-chan struct{}, what string) {
 	case <-step:
 	case err := <-w.served:
 		t.Fatalf("Serve returned (%v) before %s", err, what)
+	case <-time.After(stepWait):
+		t.Fatalf("the stop did not reach %s within %v", what, stepWait)
 	}
 }
+
+// stepWait bounds stopWatch.wait: a stop reaches each step in milliseconds.
+const stepWait = 10 * time.Second
 
 // closeNotifyListener closes closed when it is closed (once).
 type closeNotifyListener struct {

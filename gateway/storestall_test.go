@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -250,5 +251,156 @@ func TestReadyzWhileStoreStalled(t *testing.T) {
 	}
 	if n := r.logs.FilterMessageSnippet("readiness:").Len(); n != 0 {
 		t.Errorf("%d readiness lines with the database answering, want 0", n)
+	}
+}
+
+// lockSQLite holds the write lock of r's SQLite database on another
+// connection (BEGIN IMMEDIATE, as another process would) until unlock.
+func (r *stallRig) lockSQLite(t *testing.T) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := r.raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"BEGIN IMMEDIATE", "DELETE FROM replicas WHERE id = 'none'"} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			conn.Close()
+			t.Fatal(err)
+		}
+	}
+	return func() {
+		conn.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // closed next
+		conn.Close()
+	}
+}
+
+// waitCallUnderWay returns once a call of r's store is under way.
+func (r *stallRig) waitCallUnderWay() {
+	for r.st.Stalled(time.Now().Add(store.SlowCall), 0) == nil {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestReadyzWhileSQLiteWriteWaits: on SQLite, while a write of the
+// gateway (here its heartbeat) waits for another process's write lock on
+// the store's one connection, /readyz answers 200: the database answers,
+// the wait is a stall (the gauge's), not an outage. Before, its ping
+// waited for that connection and /readyz answered 503 "store unavailable"
+// after 2 s.
+func TestReadyzWhileSQLiteWriteWaits(t *testing.T) {
+	r := newStallRig(t, "sqlite")
+	unlock := r.lockSQLite(t)
+	defer unlock()
+	done := make(chan error, 1)
+	go func() { done <- r.g.heartbeat() }()
+	r.waitCallUnderWay()
+	code, body := r.readyz()
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("heartbeat once the lock is gone: %v", err)
+	}
+	if code != http.StatusOK || body != "ready" {
+		t.Errorf("/readyz while a write waits for another process's lock: %d %q, want 200 ready", code, body)
+	}
+	if n := r.logs.FilterMessageSnippet("readiness:").Len(); n != 0 {
+		t.Errorf("%d readiness lines with the database answering, want 0", n)
+	}
+}
+
+// TestStoreStallRemoveReplicasRefused: on SQLite, the first heartbeat
+// removes the replica rows of earlier runs; a database refusing that
+// write (a full disk; here a trigger failing as one) stalls the store as
+// a refused heartbeat does: sallyport_gateway_store_stalled is 1 and the
+// gateway warns once. Before, the refusal returned before the heartbeat
+// and nothing said so: the gauge stayed 0.
+func TestStoreStallRemoveReplicasRefused(t *testing.T) {
+	ctx := context.Background()
+	r := newStallRig(t, "sqlite")
+	now := time.Now()
+	if err := r.st.Heartbeat(ctx, "killed-1", now, now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TRIGGER refuse_del BEFORE DELETE ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`,
+		`CREATE TRIGGER refuse_ins BEFORE INSERT ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`,
+	} {
+		if _, err := r.raw.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		if err := r.g.heartbeat(); err == nil {
+			t.Fatalf("heartbeat %d went through the trigger", i)
+		}
+		r.want(t, fmt.Sprintf("after refused heartbeat %d", i), 1, 1, "refused the replica heartbeat", 0)
+	}
+}
+
+// TestStoreStallNotByOutage: a PostgreSQL server that no longer answers
+// (a black hole: calls time out, a ping too) is down, not stalled: /readyz
+// answers 503, sallyport_gateway_store_stalled stays 0 and no "the store
+// stalls" line claims the database answers a ping, then or once the
+// database answers again (the outage's timeouts are no stall). Before,
+// the heartbeat's timeout read as a stall: gauge 1 and that warning.
+func TestStoreStallNotByOutage(t *testing.T) {
+	shortskip.Long(t, "waits store.SlowCall for a database that does not answer")
+	dsn := pgtest.DSN(t)
+	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
+	relay := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, relay.Addr())
+	st, err := store.OpenPostgres(context.Background(), via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	core, logs := observer.New(zap.InfoLevel)
+	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: st, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.serving.Store(true)
+	r := &stallRig{db: "postgres", g: g, st: st, logs: logs}
+	if err := g.heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	relay.Hole()
+	// The sweep's heartbeat, cut a little after store.SlowCall rather
+	// than at trustTimeout, to keep the test short.
+	stopCtx := g.stopCtx
+	cut, cancel := context.WithTimeout(stopCtx, store.SlowCall+500*time.Millisecond)
+	g.stopCtx = cut
+	err = g.heartbeat()
+	cancel()
+	g.stopCtx = stopCtx
+	if err == nil {
+		t.Fatal("the heartbeat went through the black hole")
+	}
+	if got := r.gauge(t); got != 0 {
+		t.Errorf("sallyport_gateway_store_stalled %v with the database not answering, want 0", got)
+	}
+	for _, e := range logs.FilterMessageSnippet("the store stalls").AllUntimed() {
+		t.Errorf("a database that does not answer logged %s %q: %v", e.Level, e.Message, e.ContextMap()["error"])
+	}
+	if code, body := r.readyz(); code != http.StatusServiceUnavailable || body != "store unavailable" {
+		t.Errorf("/readyz with the database not answering: %d %q, want 503 store unavailable", code, body)
+	}
+	if got := r.gauge(t); got != 0 {
+		t.Errorf("sallyport_gateway_store_stalled %v after /readyz, want 0", got)
+	}
+
+	// The database answers again: the outage's timeouts are no stall.
+	relay.Mend()
+	if code, body := r.readyz(); code != http.StatusOK || body != "ready" {
+		t.Fatalf("/readyz once the database answers again: %d %q, want 200 ready", code, body)
+	}
+	if err := g.heartbeat(); err != nil {
+		t.Fatalf("heartbeat once the database answers again: %v", err)
+	}
+	if got := r.gauge(t); got != 0 {
+		t.Errorf("sallyport_gateway_store_stalled %v once the database answers again, want 0", got)
+	}
+	for _, e := range logs.FilterMessageSnippet("the store stalls").AllUntimed() {
+		t.Errorf("the database answering again after an outage logged %s %q: %v", e.Level, e.Message, e.ContextMap()["error"])
 	}
 }

@@ -42,11 +42,30 @@ func (s *DB) Shared() bool { return s.d.name != sqliteDialect.name }
 func (s *DB) Close() error { return s.db.Close() }
 
 // Ping checks the database answers (readiness). It is not one of the
-// calls Stalled follows.
+// calls Stalled follows; when it fails, Stalled forgets the calls begun
+// before (they waited for an outage, which Ping reports, not a stall).
 func (s *DB) Ping(ctx context.Context) error {
+	if !s.Shared() && s.db.Stats().InUse > 0 {
+		// SQLite: its one connection is busy with a call of this process.
+		// Ping's "SELECT 1" reads nothing from the file: waiting for the
+		// connection would only time the call holding it, which may wait
+		// for another process's write lock, a stall (Stalled), not an
+		// outage that /readyz should report.
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	return s.db.PingContext(ctx)
+	st := s.db.Stats()
+	pooled := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
+	err := s.db.PingContext(ctx)
+	if err != nil && !pooled && !errors.Is(err, context.Canceled) {
+		// The calls under way or ended before waited for a database
+		// that does not answer: an outage, not a stall (see callWatch.down).
+		// Not when every connection was in use: the ping may only have
+		// waited for one, held by calls that wait for a lock.
+		s.calls.down(time.Now())
+	}
+	return err
 }
 
 // CallTimeout bounds every call of the store: a database that does not
@@ -523,16 +542,18 @@ func (s *DB) RevokeConnector(ctx context.Context, id string, at time.Time) (Conn
 func (s *DB) RevokeConnectorFirst(ctx context.Context, id string, at time.Time) (c Connector, first bool, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	res, err := s.db.ExecContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0`, unixNano(at), id)
-	if err != nil {
+	// RETURNING: the first gets the row it revoked from the statement
+	// that revoked it, with no second read that could fail after it.
+	c, err = scanConnector(s.db.QueryRowContext(ctx, `UPDATE connectors SET revoked_at = $1 WHERE id = $2 AND revoked_at = 0 RETURNING `+connectorCols,
+		unixNano(at), id))
+	switch {
+	case err == nil:
+		return c, true, nil
+	case !errors.Is(err, sql.ErrNoRows):
 		return Connector{}, false, fmt.Errorf("revoke connector: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return Connector{}, false, fmt.Errorf("revoke connector: %w", err)
-	}
-	c, err = s.Connector(ctx, id)
-	return c, n == 1 && err == nil, err
+	c, err = s.Connector(ctx, id) // revoked before, or none (ErrNotFound)
+	return c, false, err
 }
 
 // AddSignOut records that the user session id was signed out; it is kept
@@ -644,9 +665,16 @@ func (s *DB) RemoveReplica(ctx context.Context, id string) error {
 // replicas of its own process: the other rows are from earlier runs (a
 // kill -9, a restored backup) and would be counted as replicas that do not
 // exist.
-func (s *DB) RemoveReplicasExcept(ctx context.Context, keep []string) error {
+func (s *DB) RemoveReplicasExcept(ctx context.Context, keep []string) (err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	// Part of the first heartbeat (the gateway's is not tried when this
+	// fails): a refusal here stalls the store as one of the heartbeat does.
+	defer func() {
+		if err != nil {
+			s.calls.heartbeat(err)
+		}
+	}()
 	q := `DELETE FROM replicas`
 	args := make([]any, len(keep))
 	for i, id := range keep {

@@ -30,14 +30,14 @@ func TestPostgresBlackholeCallsEnd(t *testing.T) {
 	shortskip.Long(t, "waits for the store's call timeout through a black hole")
 	dsn := pgtest.DSN(t)
 	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	r := startHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, r.addr())
+	r := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, r.Addr())
 	s, err := OpenPostgres(context.Background(), via)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	r.hole()
+	r.Hole()
 	ctx := context.Background()
 	now := time.Now()
 	calls := map[string]func() error{
@@ -150,8 +150,8 @@ func TestPostgresTerminatedConnectionsReplaced(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	r := startHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, r.addr())
+	r := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, r.Addr())
 	s, err := OpenPostgres(context.Background(), via)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +165,7 @@ func TestUnavailable(t *testing.T) {
 	if _, err := s.db.ExecContext(ctx, `SELEC 1`); err == nil || Unavailable(err) {
 		t.Fatalf("a syntax error = %v (Unavailable %v); want an error, not Unavailable", err, Unavailable(err))
 	}
-	r.close() // the server is gone: connections closed, new ones refused
+	r.Close() // the server is gone: connections closed, new ones refused
 	if _, err := s.Tokens(ctx); !Unavailable(err) {
 		t.Fatalf("Tokens with the server gone = %v; want an error that Unavailable reports", err)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -33,6 +34,11 @@ type callWatch struct {
 	// Ping and the slow calls.
 	beatErr error
 	beatAt  time.Time
+	// downAt: when Ping last found the database not answering. The calls
+	// begun before waited (or wait) for an outage, not for a lock or a
+	// refusal: Stalled does not count them, so that the timeouts of an
+	// outage do not read as a stall once the database answers again.
+	downAt time.Time
 }
 
 // begin records a call starting; end, returned, records its end.
@@ -50,16 +56,31 @@ func (w *callWatch) begin() (end func()) {
 		now := time.Now()
 		w.mu.Lock()
 		delete(w.running, id)
-		if took := now.Sub(start); took >= SlowCall {
+		if took := now.Sub(start); took >= SlowCall && start.After(w.downAt) {
 			w.slowEnd, w.slowTook = now, took
 		}
 		w.mu.Unlock()
 	}
 }
 
+// down records that the database did not answer a ping at at: the calls
+// begun before are an outage's, forgotten by Stalled.
+func (w *callWatch) down(at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if at.After(w.downAt) {
+		w.downAt = at
+	}
+	if !w.slowEnd.After(at) {
+		// Begun before it ended, so before at: an outage's too.
+		w.slowEnd, w.slowTook = time.Time{}, 0
+	}
+}
+
 // heartbeat records the outcome of a replica heartbeat.
 func (w *callWatch) heartbeat(err error) {
-	if Unavailable(err) {
+	// A cancelled call (the gateway stops) was not refused either.
+	if Unavailable(err) || errors.Is(err, context.Canceled) {
 		return
 	}
 	w.mu.Lock()
@@ -75,7 +96,9 @@ var ErrStalled = errors.New("store stalled")
 // cannot do its work although the database answers: a call under way has
 // waited SlowCall or more; a call that took that long ended within memory
 // before now; or the last replica heartbeat, a write, was refused (a full
-// disk, a read-only database), until one goes through. It only reads what
+// disk, a read-only database), until one goes through. Calls begun before
+// Ping last failed are not counted: they waited for an outage, which
+// /readyz reports, and their timeouts are no stall. It only reads what
 // the calls recorded: cheap enough for every scrape of a metric. now is
 // real time (time.Now), as the calls' records are.
 func (s *DB) Stalled(now time.Time, memory time.Duration) error {
@@ -84,6 +107,9 @@ func (s *DB) Stalled(now time.Time, memory time.Duration) error {
 	defer w.mu.Unlock()
 	var oldest time.Time
 	for _, start := range w.running {
+		if !start.After(w.downAt) {
+			continue // waits for an outage (see down)
+		}
 		if oldest.IsZero() || start.Before(oldest) {
 			oldest = start
 		}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,132 @@ func TestStalledByRefusedHeartbeat(t *testing.T) {
 			t.Fatalf("after a heartbeat that went through: %v", err)
 		}
 	})
+}
+
+// waitCallUnderWay returns once a call of s is under way (Stalled sees it
+// SlowCall later).
+func waitCallUnderWay(t *testing.T, s *DB) {
+	t.Helper()
+	for s.Stalled(time.Now().Add(SlowCall), 0) == nil {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestStalledCanceledHeartbeat: a replica heartbeat cancelled while it
+// waits for a lock (the gateway stops) was not refused by the database:
+// the store is not stalled after it, nor an hour later. (Before, the
+// cancellation was recorded as a refused heartbeat, and the store read
+// stalled until the next heartbeat, which a stopped gateway never makes.)
+func TestStalledCanceledHeartbeat(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d testDB) {
+		s := d.open(t)
+		lockStore(t, d, "replicas")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		now := time.Now()
+		go func() { done <- s.Heartbeat(ctx, "r1", now, now.Add(-time.Minute)) }()
+		waitCallUnderWay(t, s)
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("heartbeat cancelled while it waits for a lock: %v; want context.Canceled", err)
+		}
+		if err := s.Stalled(time.Now(), time.Minute); err != nil {
+			t.Errorf("right after a cancelled heartbeat: %v; want not stalled", err)
+		}
+		if err := s.Stalled(time.Now().Add(time.Hour), time.Minute); err != nil {
+			t.Errorf("an hour after a cancelled heartbeat: %v; want not stalled", err)
+		}
+	})
+}
+
+// TestStalledNotByOutage: a PostgreSQL server that no longer answers (a
+// black hole) times the replica heartbeat out after SlowCall and more,
+// and the ping fails: that is an outage, which /readyz reports, not a
+// stall. Once the ping has failed, Stalled forgets the calls that waited
+// for the outage, ended or under way, so that their timeouts do not read
+// as a stall when the database answers again.
+func TestStalledNotByOutage(t *testing.T) {
+	shortskip.Long(t, "waits SlowCall for a database that does not answer")
+	dsn := pgtest.DSN(t)
+	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
+	relay := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, relay.Addr())
+	s, err := OpenPostgres(context.Background(), via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	relay.Hole()
+
+	ctx, cancel := context.WithTimeout(context.Background(), SlowCall+time.Second)
+	now := time.Now()
+	err = s.Heartbeat(ctx, "r1", now, now.Add(-time.Minute))
+	cancel()
+	if !Unavailable(err) {
+		t.Fatalf("heartbeat through a black hole: %v; want a timeout", err)
+	}
+	if err := s.Stalled(time.Now(), time.Minute); !errors.Is(err, ErrStalled) {
+		t.Fatalf("before any ping, after a heartbeat that waited %s: %v; want ErrStalled (a lock wait looks the same)", SlowCall+time.Second, err)
+	}
+	// A call under way through the hole when the ping fails.
+	callCtx, callCancel := context.WithCancel(context.Background())
+	defer callCancel()
+	called := make(chan error, 1)
+	go func() {
+		_, err := s.Connector(callCtx, "c1")
+		called <- err
+	}()
+	waitCallUnderWay(t, s)
+
+	pctx, pcancel := context.WithTimeout(context.Background(), time.Second)
+	perr := s.Ping(pctx)
+	pcancel()
+	if perr == nil {
+		t.Fatal("ping through a black hole answered")
+	}
+	if err := s.Stalled(time.Now().Add(SlowCall), time.Minute); err != nil {
+		t.Errorf("after the ping failed: %v; want not stalled: the calls waited for an outage", err)
+	}
+	callCancel()
+	<-called
+	if err := s.Stalled(time.Now(), time.Minute); err != nil {
+		t.Errorf("after the call under way ended: %v; want not stalled", err)
+	}
+}
+
+// TestStalledPoolFullOfLockWaits: on PostgreSQL, when every connection of
+// the store is held by a call waiting for a lock, a ping waits for a
+// connection and times out; that says nothing of the database, and
+// Stalled goes on counting the calls that wait for the lock.
+func TestStalledPoolFullOfLockWaits(t *testing.T) {
+	d := testDB{dsn: pgtest.DSN(t)}
+	s := d.open(t)
+	lockStore(t, d, "replicas")
+	ctx, cancel := context.WithCancel(context.Background())
+	max := s.db.Stats().MaxOpenConnections
+	done := make(chan error, max)
+	for i := range max {
+		go func() {
+			now := time.Now()
+			done <- s.Heartbeat(ctx, fmt.Sprintf("r%d", i), now, now.Add(-time.Minute))
+		}()
+	}
+	defer func() {
+		cancel()
+		for range max {
+			<-done
+		}
+	}()
+	for s.db.Stats().InUse < max {
+		time.Sleep(time.Millisecond)
+	}
+	pctx, pcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err := s.Ping(pctx)
+	pcancel()
+	if err == nil {
+		t.Fatal("ping with every connection held answered")
+	}
+	if err := s.Stalled(time.Now().Add(SlowCall), time.Minute); !errors.Is(err, ErrStalled) {
+		t.Fatalf("calls waiting for a lock, after a ping that waited for a connection: %v; want ErrStalled", err)
+	}
 }

@@ -1,4 +1,4 @@
-package store
+package pgtest
 
 import (
 	"net"
@@ -6,12 +6,12 @@ import (
 	"testing"
 )
 
-// holeRelay is a TCP relay between the store and the PostgreSQL test
-// server that can turn into a black hole: from hole on, it swallows every
-// byte both ways and closes nothing (a firewall that drops packets, a
-// server host that vanished), and it refuses nothing either: new
-// connections are accepted and then get no answer.
-type holeRelay struct {
+// HoleRelay is a TCP relay between a test's client and the PostgreSQL
+// test server that can turn into a black hole: from Hole on, it swallows
+// every byte both ways and closes nothing (a firewall that drops packets,
+// a server host that vanished), and it refuses nothing either: new
+// connections are accepted and then get no answer. Use it with Via.
+type HoleRelay struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
@@ -21,41 +21,57 @@ type holeRelay struct {
 	conns []net.Conn // every accepted and dialled connection; guarded by mu
 }
 
-func startHoleRelay(t *testing.T, target string) *holeRelay {
+// StartHoleRelay starts a relay to target (host:port, the server Via
+// returns) on 127.0.0.1, closed when t ends.
+func StartHoleRelay(t testing.TB, target string) *HoleRelay {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &holeRelay{ln: ln, target: target}
+	r := &HoleRelay{ln: ln, target: target}
 	r.wg.Add(1)
 	go r.serve()
-	t.Cleanup(r.close)
+	t.Cleanup(r.Close)
 	return r
 }
 
-func (r *holeRelay) addr() string { return r.ln.Addr().String() }
+// Addr is the relay's address, for Via.
+func (r *HoleRelay) Addr() string { return r.ln.Addr().String() }
 
-// hole starts swallowing everything.
-func (r *holeRelay) hole() {
+// Hole starts swallowing everything.
+func (r *HoleRelay) Hole() {
 	r.mu.Lock()
 	r.holed = true
 	r.mu.Unlock()
 }
 
-func (r *holeRelay) isHoled() bool {
+// Mend ends the black hole as a network coming back would find it: the
+// connections made before are gone (closed), new ones reach the server.
+func (r *HoleRelay) Mend() {
+	r.mu.Lock()
+	r.holed = false
+	conns := r.conns
+	r.conns = nil
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func (r *HoleRelay) isHoled() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.holed
 }
 
-func (r *holeRelay) track(c net.Conn) {
+func (r *HoleRelay) track(c net.Conn) {
 	r.mu.Lock()
 	r.conns = append(r.conns, c)
 	r.mu.Unlock()
 }
 
-func (r *holeRelay) serve() {
+func (r *HoleRelay) serve() {
 	defer r.wg.Done()
 	for {
 		c, err := r.ln.Accept()
@@ -65,8 +81,7 @@ func (r *holeRelay) serve() {
 		r.track(c)
 		if r.isHoled() {
 			// Accepted, never answered: the dial of a connection
-			// through a black hole does not fail either (SYNs dropped
-			// make a client wait for its own timeout).
+			// through a black hole does not fail either.
 			r.wg.Add(1)
 			go r.sink(c)
 			continue
@@ -84,7 +99,7 @@ func (r *holeRelay) serve() {
 }
 
 // sink reads c and drops what it reads.
-func (r *holeRelay) sink(c net.Conn) {
+func (r *HoleRelay) sink(c net.Conn) {
 	defer r.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -95,7 +110,7 @@ func (r *holeRelay) sink(c net.Conn) {
 }
 
 // pipe copies src to dst until the relay holes, then swallows src.
-func (r *holeRelay) pipe(dst, src net.Conn) {
+func (r *HoleRelay) pipe(dst, src net.Conn) {
 	defer r.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -114,7 +129,9 @@ func (r *holeRelay) pipe(dst, src net.Conn) {
 	}
 }
 
-func (r *holeRelay) close() {
+// Close stops the relay: its listener and every connection close, as when
+// the server is gone (new connections are refused).
+func (r *HoleRelay) Close() {
 	r.ln.Close()
 	r.mu.Lock()
 	conns := r.conns
