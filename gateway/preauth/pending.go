@@ -28,6 +28,24 @@ import (
 // expires the oldest beyond the bound and writes the list anew
 // (tidyPending).
 
+// The pending sign-ins also bind a sign-in to the browser that started it
+// (startedHere). Under TLS a pre-login cookie is __Secure-, which only an
+// HTTPS page can set, but another HTTPS host under the same parent domain
+// can still set it with Domain=<parent>: an attacker who starts a sign-in
+// of his own at the gateway could plant its pre-login cookie in a victim's
+// browser from such a host and send the victim to the callback with his
+// code and state, signing the victim in as himself (login CSRF). So under
+// TLS the callback completes only the sign-ins that the browser's __Host-
+// cookies, which no other host can set, say it started here: the pending
+// cookie, or the sign-in's own started cookie (startedCookiePfx, Path=/,
+// set with the pre-login cookie). The pending cookie alone would not do:
+// starts at the same moment each write a list without the others, and the
+// browser keeps one of them; each started cookie has a name of its own, so
+// none is lost. tidyPending never lists a pre-login cookie that neither
+// names: the next callback would complete a planted one. Over plain HTTP
+// there is no __Host- cookie and a network attacker can plant any cookie:
+// nothing more is checked there.
+
 // maxPendingSignIns bounds the pre-login cookies of a browser. A pre-login
 // cookie takes up to about 3.9 KB (a long return address), so eight of
 // them and a session split over four cookies take at most 47 KB of the
@@ -41,6 +59,11 @@ const maxPendingSignIns = 8
 // sealed: what it says only decides which of the browser's own pre-login
 // cookies the gateway expires; entries that do not parse are left out.
 const pendingCookie = "sallyport_pending"
+
+// startedCookiePfx names the started cookie of a sign-in under TLS:
+// __Host-sallyport_started_<id>=<end> (see pendingSignIn), Path=/, until
+// end. About 55 bytes of each request's Cookie header per pending sign-in.
+const startedCookiePfx = "__Host-sallyport_started_"
 
 // pendingSignIn is one entry of the pending cookie: "<id>:<end>", where the
 // pre-login cookie's name is loginCookieName(r, id) and end is when it expires
@@ -61,27 +84,52 @@ func pendingCookieName(r *http.Request) string {
 }
 
 // readPending returns the pending sign-ins that r lists and that have not
-// ended, oldest first, at most twice the bound.
+// ended, oldest first: at most twice the bound from the pending cookie,
+// and under TLS at most twice the bound more from started cookies.
 func (s *Service) readPending(r *http.Request) []pendingSignIn {
-	c, err := r.Cookie(pendingCookieName(r))
-	if err != nil {
-		return nil
-	}
 	now := s.now().Unix()
 	var list []pendingSignIn
-	for entry := range strings.SplitSeq(c.Value, ".") {
-		if len(list) == 2*maxPendingSignIns {
-			break
-		}
-		id, end, _ := strings.Cut(entry, ":")
+	parse := func(id, end string) {
 		e, err := strconv.ParseInt(end, 10, 64)
 		if err != nil || e <= now || e > now+loginCookieLife || !validLoginID(id) {
-			continue // a planted entry cannot outlive a real pre-login cookie
+			return // a planted entry cannot outlive a real pre-login cookie
 		}
-		list = append(list, pendingSignIn{id: id, end: e})
+		if !slices.ContainsFunc(list, func(p pendingSignIn) bool { return p.id == id }) {
+			list = append(list, pendingSignIn{id: id, end: e})
+		}
+	}
+	if c, err := r.Cookie(pendingCookieName(r)); err == nil {
+		for entry := range strings.SplitSeq(c.Value, ".") {
+			if len(list) == 2*maxPendingSignIns {
+				break
+			}
+			id, end, _ := strings.Cut(entry, ":")
+			parse(id, end)
+		}
+	}
+	if secure(r) {
+		bound := len(list) + 2*maxPendingSignIns
+		for _, c := range r.Cookies() {
+			if len(list) == bound {
+				break
+			}
+			if id, ok := strings.CutPrefix(c.Name, startedCookiePfx); ok {
+				parse(id, c.Value)
+			}
+		}
 	}
 	slices.SortStableFunc(list, func(a, b pendingSignIn) int { return cmp.Compare(a.end, b.end) })
 	return list
+}
+
+// startedHere reports whether the browser that sent r started the sign-in
+// whose pre-login cookie is id here: under TLS, whether its __Host-
+// cookies name id (see above). Over plain HTTP, always.
+func (s *Service) startedHere(r *http.Request, id string) bool {
+	if !secure(r) {
+		return true
+	}
+	return slices.ContainsFunc(s.readPending(r), func(p pendingSignIn) bool { return p.id == id })
 }
 
 // validLoginID reports whether id can end a pre-login cookie's name (see
@@ -99,9 +147,14 @@ func validLoginID(id string) bool {
 }
 
 // addPending records the sign-in whose pre-login cookie is id (see
-// loginCookieName) and ends at end in r's list, expires the oldest
-// pre-login cookies beyond the bound, and writes the list.
+// loginCookieName) and ends at end in r's list (and under TLS in its
+// started cookie), expires the oldest pre-login cookies beyond the bound,
+// and writes the list.
 func (s *Service) addPending(w http.ResponseWriter, r *http.Request, id string, end int64) {
+	if secure(r) {
+		http.SetCookie(w, &http.Cookie{Name: startedCookiePfx + id, Value: strconv.FormatInt(end, 10), Path: "/",
+			MaxAge: max(int(time.Unix(end, 0).Sub(s.now())/time.Second), 1), HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+	}
 	list := s.readPending(r)
 	list = slices.DeleteFunc(list, func(p pendingSignIn) bool { return p.id == id })
 	list = append(list, pendingSignIn{id: id, end: end})
@@ -121,6 +174,7 @@ func (s *Service) forgetOldest(w http.ResponseWriter, r *http.Request, list []pe
 			// Listed by a version before the __Secure- prefix (or by
 			// such a replica): its cookie has the plain name.
 			expireLoginCookie(w, r, loginCookiePfx+p.id)
+			expireStarted(w, r, p.id)
 		}
 	}
 	return list[extra:]
@@ -158,13 +212,24 @@ const maxLoginCookiesRead = 4 * maxPendingSignIns
 
 // tidyPending runs at the callback, which receives every pre-login cookie
 // of the browser: it expires those that cannot complete a sign-in (they do
-// not open, or have ended) and the oldest beyond maxPendingSignIns, and
+// not open, have ended, or, under TLS, were not started here) and the
+// oldest beyond maxPendingSignIns, and
 // writes the list of the others. used is the pre-login cookie the callback
 // itself uses up (it expires that one).
 func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used string) {
 	now := s.now().Unix()
 	pfx := loginCookieName(r, "")
 	seen := map[string]bool{used: true}
+	// Under TLS only the sign-ins that r's __Host- cookies name: the others
+	// cannot complete (startedHere), and listing one would let a planted
+	// pre-login cookie complete the next callback.
+	var listed map[string]bool
+	if secure(r) {
+		listed = map[string]bool{}
+		for _, p := range s.readPending(r) {
+			listed[p.id] = true
+		}
+	}
 	var list []pendingSignIn
 	for _, c := range r.Cookies() {
 		if pfx != loginCookiePfx && strings.HasPrefix(c.Name, loginCookiePfx) && !seen[c.Name] {
@@ -188,7 +253,8 @@ func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used strin
 		}
 		var ls loginState
 		id := strings.TrimPrefix(c.Name, pfx)
-		if err := s.sealer.open("login", c.Value, &ls); err != nil || ls.Expires <= now || !validLoginID(id) {
+		if err := s.sealer.open("login", c.Value, &ls); err != nil || ls.Expires <= now || !validLoginID(id) ||
+			listed != nil && !listed[id] {
 			expireLoginCookie(w, r, c.Name)
 			continue
 		}
@@ -196,6 +262,28 @@ func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used strin
 	}
 	slices.SortStableFunc(list, func(a, b pendingSignIn) int { return cmp.Compare(a.end, b.end) })
 	s.writePending(w, r, s.forgetOldest(w, r, list))
+	if listed != nil {
+		// The started cookies of the sign-ins left out (used, ended,
+		// without a pre-login cookie); forgetOldest expired those of the
+		// oldest.
+		n := 0
+		for _, c := range r.Cookies() {
+			id, ok := strings.CutPrefix(c.Name, startedCookiePfx)
+			if !ok || slices.ContainsFunc(list, func(p pendingSignIn) bool { return p.id == id }) {
+				continue
+			}
+			if n++; n > maxLoginCookiesRead {
+				break
+			}
+			expireStarted(w, r, id)
+		}
+	}
+}
+
+// expireStarted makes the browser drop the started cookie of id.
+func expireStarted(w http.ResponseWriter, r *http.Request, id string) {
+	http.SetCookie(w, &http.Cookie{Name: startedCookiePfx + id, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteLaxMode})
 }
 
 // expireLoginCookie makes the browser drop the pre-login cookie name.

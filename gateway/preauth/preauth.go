@@ -8,7 +8,8 @@
 // provider (authorization code flow, PKCE S256, nonce). The state, nonce,
 // PKCE verifier and return path travel in a pre-login cookie sealed with
 // AES-GCM whose name is derived from the state and whose path is the
-// callback, so the state is bound to the browser that started the sign-in,
+// callback, so the state is bound to the browser that started the sign-in
+// (under TLS also through __Host- cookies, see startedHere),
 // and a callback is accepted once. A browser keeps at most
 // maxPendingSignIns of them (see pending.go). The callback on the app's own
 // host verifies the ID token, sets the session cookie (AES-GCM sealed,
@@ -553,7 +554,10 @@ func stateID(state string) string {
 // he started, and then send the browser to the callback with his own code
 // and state: the browser would be signed in as him (login CSRF). Not
 // __Host-, which needs Path=/: a pre-login cookie goes to the callback
-// only.
+// only. The prefix does not stop another HTTPS host under the same parent
+// domain, which may set a __Secure- cookie for the parent: the callback
+// also requires one of the browser's __Host- cookies to name the sign-in
+// (see startedHere).
 func loginCookieName(r *http.Request, id string) string {
 	if secure(r) {
 		return "__Secure-" + loginCookiePfx + id

@@ -151,6 +151,19 @@ func stateMismatch(err error) *Error {
 			"was already completed, or was replaced by newer sign-ins in other tabs. Start over."}
 }
 
+// errNotStartedHere marks a callback refused by startedHere.
+var errNotStartedHere = errors.New("no __Host- cookie of this browser names the pre-login cookie")
+
+// notStartedHere is the answer to a callback whose pre-login cookie this
+// browser did not get from the gateway (see startedHere): another host
+// planted it.
+func notStartedHere() *Error {
+	e := stateMismatch(errNotStartedHere)
+	e.Msg = "This sign-in cannot be completed: this browser has no record of starting it. Another site may have sent you " +
+		"here to sign you in to someone else's account. Start over to sign in with your own account."
+	return e
+}
+
 // callback completes a sign-in. The gateway logs only the failures it
 // answers with 5xx, so callback logs why a sign-in was refused: the page
 // says little, and the cause (a provider refusing the client, clocks
@@ -169,6 +182,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return ErrHandled
+	}
+	if errors.As(err, &pe) && errors.Is(pe.Err, errNotStartedHere) {
+		s.log.Warn("sign-in refused: the browser brought a pre-login cookie that it did not get from this host, "+
+			"as when another host under the same parent domain planted it to sign the user in to someone else's account (login CSRF)",
+			zap.String("host", r.Host), zap.String("user_agent", truncate(r.UserAgent(), 200)))
 	}
 	if errors.As(err, &pe) && pe.Code == CodeSignInFailed {
 		fields := []zap.Field{zap.String("host", r.Host), zap.String("shown", pe.Msg), zap.Error(pe.Err)}
@@ -202,7 +220,10 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	if state == "" {
 		return stateMismatch(errors.New("no state"))
 	}
-	name := loginCookieName(r, stateID(state))
+	loginID := stateID(state)
+	name := loginCookieName(r, loginID)
+	// Read before tidyPending writes the list anew.
+	started := s.startedHere(r, loginID)
 	s.tidyPending(w, r, name)
 	c, err := r.Cookie(name)
 	if err != nil {
@@ -218,6 +239,9 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The pre-login cookie is used once, whatever happens next.
 	expireLoginCookie(w, r, name)
+	if !started {
+		return notStartedHere()
+	}
 	var ls loginState
 	if err := s.sealer.open("login", c.Value, &ls); err != nil {
 		return stateMismatch(err)
