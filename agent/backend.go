@@ -211,7 +211,8 @@ func guardedTLSDial(dial backendDialFunc, cfg *tls.Config, timeout time.Duration
 // connection's h10Guard the method of the request net/http is about to
 // write on it (GotConn runs before the request is written), and gives an
 // https response the connection's TLS state, which net/http sets only for
-// a *tls.Conn.
+// a *tls.Conn. Do not use the embedded Transport's Clone: the copy would
+// dial guarded connections but never tell them a request begins.
 type h1Transport struct{ *http.Transport }
 
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -551,7 +551,7 @@ func TestBackendsResponseHeadBound(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("body"))
 	rt := b.Transport(req, false)
 	if _, ok := rt.(*h1Transport); !ok {
-		t.Fatalf("a POST went to %T, want the http.Transport", rt)
+		t.Fatalf("a POST went to %T, want the HTTP/1.1 Transport (h1Transport)", rt)
 	}
 	res, err := rt.RoundTrip(req)
 	if err == nil {

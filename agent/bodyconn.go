@@ -63,10 +63,10 @@ func withBodyConns(dial backendDialFunc) backendDialFunc {
 // The guard watches the bytes read: h1Transport tells it when net/http is
 // about to write a request on it, and with which method (whether the
 // response has a body); the first bytes read after that begin its
-// response. When the
-// final head of that response says HTTP/1.0 and net/http would keep the
-// connection, the guard lets through the head and the body the head
-// announces, no byte more, and returns io.EOF with the last of them.
+// response. When the final head of that response says HTTP/1.0 and
+// net/http would keep the connection, the guard lets through the head and
+// the body the head announces, no byte more, and returns io.EOF with the
+// last of them.
 // net/http's persistConn.Read records that end of stream (sawEOF) while the
 // response is read, and its readLoop pools a connection only if it saw
 // none: for a response without a body before it hands the response over,

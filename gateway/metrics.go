@@ -54,7 +54,7 @@ const (
 	closeLost     = "lost"     // the connection ended without a drain
 	closeSilent   = "silent"   // it ended set aside as silent: the agent stopped answering (its host or path died)
 	closeRevoked  = "revoked"  // the connector was revoked
-	closeRefused  = "refused"  // closed as it was registered (too many sessions, or revoked meanwhile)
+	closeRefused  = "refused"  // closed as it was registered (too many sessions; its recheck found it revoked or its certificate retired, or could not be made)
 	closeShutdown = "shutdown" // the gateway shut down
 	// closeCertificate: the gateway ended it because its client certificate
 	// expired, or a renewal retired it (see certlife.go).
