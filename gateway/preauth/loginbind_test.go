@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -244,5 +245,54 @@ func TestSignInStartedByPreviousVersion(t *testing.T) {
 	}
 	if res, body := rg.finish(c, res.Header.Get("Location")); res.StatusCode != http.StatusOK || res.Request.URL.RequestURI() != "/old?x=1" {
 		t.Errorf("sign-in: %d at %s: %s", res.StatusCode, res.Request.URL, body)
+	}
+}
+
+// TestSignInStartedOnReplicaAhead: a replica whose clock is ahead (up to
+// refreshClockSkew) starts the sign-in and another completes it at once
+// (the provider asked nothing): the started cookie's end is more than
+// loginCookieLife ahead of the second replica's clock, and still counts.
+func TestSignInStartedOnReplicaAhead(t *testing.T) {
+	rg := newTLSIDPRig(t)
+	var ahead atomic.Int64
+	rg.svc.cfg.Now = func() time.Time { return rg.clk.Now().Add(time.Duration(ahead.Load())) }
+	c := rg.browser()
+	ahead.Store(int64(2 * time.Second))
+	res, body := rg.get(noRedirects(c), rg.gwTS.URL+"/p", nil)
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("start: %d %s", res.StatusCode, body)
+	}
+	ahead.Store(0)
+	if res, body := rg.finish(c, res.Header.Get("Location")); res.StatusCode != http.StatusOK || res.Request.URL.Path != "/p" {
+		t.Errorf("sign-in: %d at %s: %s", res.StatusCode, res.Request.URL, body)
+	}
+}
+
+// TestManySignInsStartedTogetherUnderTLS: more sign-ins start at the same
+// moment than readPending reads (a restored window of 20 tabs): each
+// callback still finds its own started cookie by name.
+func TestManySignInsStartedTogetherUnderTLS(t *testing.T) {
+	rg := newTLSIDPRig(t)
+	gw, _ := url.Parse(rg.gwTS.URL)
+	fresh := noRedirects(&http.Client{Transport: rg.gwTS.Client().Transport})
+	c := rg.browser()
+	var starts []string
+	for i := range 20 {
+		res, body := rg.get(fresh, rg.gwTS.URL+fmt.Sprintf("/tab%d", i), nil)
+		if res.StatusCode != http.StatusFound {
+			t.Fatalf("start %d: %d %s", i, res.StatusCode, body)
+		}
+		for _, ck := range res.Cookies() {
+			u := *gw
+			u.Path = ck.Path
+			c.Jar.SetCookies(&u, []*http.Cookie{ck})
+		}
+		starts = append(starts, res.Header.Get("Location"))
+	}
+	if res, body := rg.finish(c, starts[18]); res.StatusCode != http.StatusOK || res.Request.URL.Path != "/tab18" {
+		t.Errorf("sign-in 18 of 20: %d at %s: %s", res.StatusCode, res.Request.URL, body)
+	}
+	if n := rg.logs.FilterMessageSnippet("did not get from this host").Len(); n != 0 {
+		t.Errorf("%d login CSRF warnings for the browser's own sign-ins", n)
 	}
 }

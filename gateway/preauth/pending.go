@@ -90,9 +90,9 @@ func (s *Service) readPending(r *http.Request) []pendingSignIn {
 	now := s.now().Unix()
 	var list []pendingSignIn
 	parse := func(id, end string) {
-		e, err := strconv.ParseInt(end, 10, 64)
-		if err != nil || e <= now || e > now+loginCookieLife || !validLoginID(id) {
-			return // a planted entry cannot outlive a real pre-login cookie
+		e, ok := s.pendingEnd(end, now)
+		if !ok || !validLoginID(id) {
+			return
 		}
 		if !slices.ContainsFunc(list, func(p pendingSignIn) bool { return p.id == id }) {
 			list = append(list, pendingSignIn{id: id, end: e})
@@ -129,7 +129,27 @@ func (s *Service) startedHere(r *http.Request, id string) bool {
 	if !secure(r) {
 		return true
 	}
-	return slices.ContainsFunc(s.readPending(r), func(p pendingSignIn) bool { return p.id == id })
+	return s.startedCookie(r, id) || slices.ContainsFunc(s.readPending(r), func(p pendingSignIn) bool { return p.id == id })
+}
+
+// startedCookie reports whether r carries the started cookie of id, not
+// ended: looked up by name, so however many the browser holds.
+func (s *Service) startedCookie(r *http.Request, id string) bool {
+	c, err := r.Cookie(startedCookiePfx + id)
+	if err != nil {
+		return false
+	}
+	_, ok := s.pendingEnd(c.Value, s.now().Unix())
+	return ok
+}
+
+// pendingEnd parses the end of a pending sign-in: it has not passed, and is
+// at most loginCookieLife ahead (a planted entry cannot outlive a real
+// pre-login cookie), give or take the clocks of replicas (refreshClockSkew):
+// another replica may have started the sign-in a moment ago.
+func (s *Service) pendingEnd(end string, now int64) (int64, bool) {
+	e, err := strconv.ParseInt(end, 10, 64)
+	return e, err == nil && e > now && e <= now+loginCookieLife+int64(refreshClockSkew/time.Second)
 }
 
 // validLoginID reports whether id can end a pre-login cookie's name (see
@@ -254,7 +274,7 @@ func (s *Service) tidyPending(w http.ResponseWriter, r *http.Request, used strin
 		var ls loginState
 		id := strings.TrimPrefix(c.Name, pfx)
 		if err := s.sealer.open("login", c.Value, &ls); err != nil || ls.Expires <= now || !validLoginID(id) ||
-			listed != nil && !listed[id] {
+			listed != nil && !listed[id] && !s.startedCookie(r, id) {
 			expireLoginCookie(w, r, c.Name)
 			continue
 		}

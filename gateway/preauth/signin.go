@@ -171,6 +171,12 @@ func notStartedHere() *Error {
 func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 	err := s.completeSignIn(w, r)
 	var pe *Error
+	// Signed in or not: the attempt is the administrator's to know.
+	if errors.As(err, &pe) && errors.Is(pe.Err, errNotStartedHere) {
+		s.log.Warn("sign-in refused: the browser brought a pre-login cookie that it did not get from this host, "+
+			"as when another host under the same parent domain planted it to sign the user in to someone else's account (login CSRF)",
+			zap.String("host", r.Host), zap.String("user_agent", truncate(r.UserAgent(), 200)))
+	}
 	if errors.As(err, &pe) && pe.Code == CodeStateMismatch && r.Method == http.MethodGet && s.signedIn(r) {
 		// The back button after a sign-in, or a tab whose sign-in was
 		// forgotten for newer ones (pending.go) after another tab signed
@@ -182,11 +188,6 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return ErrHandled
-	}
-	if errors.As(err, &pe) && errors.Is(pe.Err, errNotStartedHere) {
-		s.log.Warn("sign-in refused: the browser brought a pre-login cookie that it did not get from this host, "+
-			"as when another host under the same parent domain planted it to sign the user in to someone else's account (login CSRF)",
-			zap.String("host", r.Host), zap.String("user_agent", truncate(r.UserAgent(), 200)))
 	}
 	if errors.As(err, &pe) && pe.Code == CodeSignInFailed {
 		fields := []zap.Field{zap.String("host", r.Host), zap.String("shown", pe.Msg), zap.Error(pe.Err)}
