@@ -15,7 +15,13 @@ import (
 // safe for concurrent use, also by several processes on one database
 // (replicas, or `sallyport gateway ca rotate` beside a running gateway).
 type DB struct {
-	db    *sql.DB
+	db *sql.DB
+	// ping is the connection Ping uses on PostgreSQL, outside db's pool:
+	// calls that wait for a lock may hold every pooled connection, and a
+	// ping that waited for one of them would report a database that
+	// answers as down (/readyz 503 on every replica at once). nil on
+	// SQLite (see Ping).
+	ping  *sql.DB
 	d     dialect
 	calls callWatch // for Stalled
 }
@@ -39,7 +45,12 @@ type dialect struct {
 func (s *DB) Shared() bool { return s.d.name != sqliteDialect.name }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	if s.ping != nil {
+		s.ping.Close()
+	}
+	return s.db.Close()
+}
 
 // Ping checks the database answers (readiness). It is not one of the
 // calls Stalled follows; when it fails, Stalled forgets the calls begun
@@ -55,9 +66,13 @@ func (s *DB) Ping(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	st := s.db.Stats()
+	db := s.db
+	if s.ping != nil {
+		db = s.ping
+	}
+	st := db.Stats()
 	pooled := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
-	err := s.db.PingContext(ctx)
+	err := db.PingContext(ctx)
 	if err != nil && !pooled && !errors.Is(err, context.Canceled) {
 		// The calls under way or ended before waited for a database
 		// that does not answer: an outage, not a stall (see callWatch.down).

@@ -74,8 +74,8 @@ func TestPostgresBlackholeCallsEnd(t *testing.T) {
 	}
 }
 
-// TestPostgresTerminatedConnectionsReplaced: connections of the pool that
-// the server ended (pg_terminate_backend, a restart, a failover) are
+// TestPostgresTerminatedConnectionsReplaced: connections of the pool (and
+// Ping's own) that the server ended (pg_terminate_backend, a restart, a failover) are
 // replaced at the next call, which succeeds, however recently they were
 // used. Before, the first call on each failed with the server's "FATAL:
 // terminating connection due to administrator command (SQLSTATE 57P01)"
@@ -97,6 +97,9 @@ func TestPostgresTerminatedConnectionsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := s.Tokens(ctx); err != nil { // a second connection beside tx's
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); err != nil { // and Ping's own
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {
@@ -142,6 +145,9 @@ func TestPostgresTerminatedConnectionsReplaced(t *testing.T) {
 	wg.Wait()
 	if _, err := s.Tokens(ctx); err != nil {
 		t.Errorf("Tokens after the server ended the connections: %v", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping after the server ended its connection: %v; want a new one (/readyz would answer 503)", err)
 	}
 }
 

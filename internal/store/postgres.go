@@ -64,18 +64,23 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(2)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &DB{db: db, d: postgresDialect}
+	// Ping's own connection (see DB.ping): one, kept while idle.
+	ping := stdlib.OpenDB(*cfg)
+	ping.SetMaxOpenConns(1)
+	ping.SetMaxIdleConns(1)
+	ping.SetConnMaxIdleTime(5 * time.Minute)
+	s := &DB{db: db, ping: ping, d: postgresDialect}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, PostgresConnectTimeout)
 		defer cancel()
 	}
 	if err := db.PingContext(ctx); err != nil {
-		db.Close()
+		s.Close()
 		return nil, unreachable(cfg, err)
 	}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
+		s.Close()
 		return nil, fmt.Errorf("open store: PostgreSQL %s: %w%s", where(cfg), err, schemaHint(cfg, err))
 	}
 	return s, nil
