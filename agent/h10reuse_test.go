@@ -287,21 +287,7 @@ func h10Seeds() []string {
 // HTTP/1.0 response's stream where net/http ends the response.
 func FuzzH10Guard(f *testing.F) {
 	addH1Seeds(func(m uint8, s []byte) { f.Add(m, uint8(0), uint16(len(s)), s) })
-	for _, s := range append(h1ReviewSeeds(), h10Seeds()...) {
-		for m := range fuzzMethods {
-			f.Add(uint8(m), uint8(0), uint16(len(s)), []byte(s))
-			f.Add(uint8(m), uint8(1), uint16(len(s)/2), []byte(s))
-		}
-	}
-	b := startSplitBackend(f)
-	var h1 http.Protocols
-	h1.SetHTTP1(true)
-	f.Fuzz(func(t *testing.T, m, rs uint8, split uint16, stream []byte) {
-		method := fuzzMethods[int(m)%len(fuzzMethods)]
-		readSize := fuzzReadSizes[int(rs)%len(fuzzReadSizes)]
-		b.answer.Store(&splitAnswer{stream: stream, split: min(int(split), len(stream))})
-		url := "http://" + b.addr + "/"
-
+	splitFuzz(f, append(h1ReviewSeeds(), h10Seeds()...), 1, func(t *testing.T, h1 http.Protocols, method, url string, readSize int, _ []byte) {
 		plain := newBackendTransport(&tls.Config{}, h1, plainDialer.DialContext)
 		defer plain.CloseIdleConnections()
 		want := agentExchange(t, plain, method, url, readSize)

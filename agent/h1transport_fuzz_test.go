@@ -27,21 +27,7 @@ func FuzzH1Transport(f *testing.F) {
 	for _, s := range h1LongSeeds() {
 		f.Add(uint8(0), uint8(1), uint16(len(s)), []byte(s))
 	}
-	for _, s := range h1ReviewSeeds() {
-		for m := range fuzzMethods {
-			f.Add(uint8(m), uint8(0), uint16(len(s)), []byte(s))
-			f.Add(uint8(m), uint8(2), uint16(len(s)/2), []byte(s))
-		}
-	}
-	b := startSplitBackend(f)
-	var h1 http.Protocols
-	h1.SetHTTP1(true)
-	f.Fuzz(func(t *testing.T, m, rs uint8, split uint16, stream []byte) {
-		method := fuzzMethods[int(m)%len(fuzzMethods)]
-		readSize := fuzzReadSizes[int(rs)%len(fuzzReadSizes)]
-		b.answer.Store(&splitAnswer{stream: stream, split: min(int(split), len(stream))})
-		url := "http://" + b.addr + "/"
-
+	splitFuzz(f, h1ReviewSeeds(), 2, func(t *testing.T, h1 http.Protocols, method, url string, readSize int, stream []byte) {
 		tr := newBackendTransport(&tls.Config{}, h1, plainDialer.DialContext)
 		defer tr.CloseIdleConnections()
 		want := agentExchange(t, tr, method, url, readSize)
@@ -61,6 +47,27 @@ func FuzzH1Transport(f *testing.F) {
 		defer s.CloseIdleConnections()
 		got := agentExchange(t, s, method, url, readSize)
 		compareExchange(t, got, want)
+	})
+}
+
+// splitFuzz runs the fuzz targets that send one request to a loopback
+// backend which answers with the fuzzed stream in two writes (cut at the
+// fuzzed split): it adds each of seeds for every method, read whole and
+// with read size altRead, and calls run with the method, the backend's URL,
+// the read size and the stream.
+func splitFuzz(f *testing.F, seeds []string, altRead uint8, run func(t *testing.T, h1 http.Protocols, method, url string, readSize int, stream []byte)) {
+	for _, s := range seeds {
+		for m := range fuzzMethods {
+			f.Add(uint8(m), uint8(0), uint16(len(s)), []byte(s))
+			f.Add(uint8(m), altRead, uint16(len(s)/2), []byte(s))
+		}
+	}
+	b := startSplitBackend(f)
+	var h1 http.Protocols
+	h1.SetHTTP1(true)
+	f.Fuzz(func(t *testing.T, m, rs uint8, split uint16, stream []byte) {
+		b.answer.Store(&splitAnswer{stream: stream, split: min(int(split), len(stream))})
+		run(t, h1, fuzzMethods[int(m)%len(fuzzMethods)], "http://"+b.addr+"/", fuzzReadSizes[int(rs)%len(fuzzReadSizes)], stream)
 	})
 }
 
