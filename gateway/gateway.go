@@ -248,9 +248,6 @@ type Gateway struct {
 	// storeStallSaid: the last checkStoreStall found the store stalled
 	// and logged it (once per stall).
 	storeStallSaid atomic.Bool
-	// stallCheckDown: the last checkStoreStall found the store stalled
-	// but not answering a ping: down, not stalled.
-	stallCheckDown atomic.Bool
 	stopped        chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).

@@ -41,10 +41,6 @@ func (g *Gateway) storeStalled(now time.Time) (stalled bool, why error) {
 	if !ok {
 		return false, nil
 	}
-	if g.readyStoreDown.Load() || g.stallCheckDown.Load() {
-		// Down, not stalled: /readyz says so (and its line is logged).
-		return false, nil
-	}
 	err := ss.Stalled(now, g.stallMemory())
 	return err != nil, err
 }
@@ -53,20 +49,18 @@ func (g *Gateway) storeStalled(now time.Time) (stalled bool, why error) {
 // every store sweep), a warning when the store has become stalled as of
 // now, once per stall, and a line when its calls go through again.
 func (g *Gateway) checkStoreStall(now time.Time) {
-	g.stallCheckDown.Store(false)
-	stalled, why := g.storeStalled(now)
-	if stalled {
-		// A database that does not answer (a black hole) times calls
-		// out too: that is an outage, which /readyz reports, not a stall.
-		// A failed ping also makes the store forget the calls that
-		// waited for it (store.DB.Ping), so that their timeouts do not
-		// read as a stall once the database answers again.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		down := g.store.Ping(ctx) != nil
-		cancel()
-		g.stallCheckDown.Store(down)
-		stalled = !down
+	if _, ok := g.store.(stalledStore); !ok {
+		return
 	}
+	// A database that does not answer (a black hole) times calls out too:
+	// that is an outage, which /readyz reports, not a stall. The ping
+	// tells the store which it is (store.DB.Ping): while it does not
+	// answer, Stalled reports nothing, and the calls that waited for it
+	// are forgotten once it answers again.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = g.store.Ping(ctx)
+	cancel()
+	stalled, why := g.storeStalled(now)
 	if g.storeStallSaid.Swap(stalled) == stalled {
 		return
 	}

@@ -80,6 +80,9 @@ func (s *DB) Ping(ctx context.Context) error {
 		// waited for one, held by calls that wait for a lock.
 		s.calls.down(time.Now())
 	}
+	if err == nil {
+		s.calls.up()
+	}
 	return err
 }
 

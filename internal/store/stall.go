@@ -39,6 +39,9 @@ type callWatch struct {
 	// refusal: Stalled does not count them, so that the timeouts of an
 	// outage do not read as a stall once the database answers again.
 	downAt time.Time
+	// isDown: the last Ping that could tell found the database not
+	// answering: an outage, which Ping's callers report, not a stall.
+	isDown bool
 }
 
 // begin records a call starting; end, returned, records its end.
@@ -65,9 +68,17 @@ func (w *callWatch) begin() (end func()) {
 
 // down records that the database did not answer a ping at at: the calls
 // begun before are an outage's, forgotten by Stalled.
+// up records a Ping that the database answered.
+func (w *callWatch) up() {
+	w.mu.Lock()
+	w.isDown = false
+	w.mu.Unlock()
+}
+
 func (w *callWatch) down(at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.isDown = true
 	if at.After(w.downAt) {
 		w.downAt = at
 	}
@@ -98,13 +109,17 @@ var ErrStalled = errors.New("store stalled")
 // before now; or the last replica heartbeat, a write, was refused (a full
 // disk, a read-only database), until one goes through. Calls begun before
 // Ping last failed are not counted: they waited for an outage, which
-// /readyz reports, and their timeouts are no stall. It only reads what
+// /readyz reports, and their timeouts are no stall; and nothing is while
+// the last Ping found the database down. It only reads what
 // the calls recorded: cheap enough for every scrape of a metric. now is
 // real time (time.Now), as the calls' records are.
 func (s *DB) Stalled(now time.Time, memory time.Duration) error {
 	w := &s.calls
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.isDown {
+		return nil // down, not stalled (see down)
+	}
 	var oldest time.Time
 	for _, start := range w.running {
 		if !start.After(w.downAt) {
