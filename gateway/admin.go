@@ -560,7 +560,12 @@ func (g *Gateway) revokeConnector(w http.ResponseWriter, r *http.Request) {
 // connector that this replica holds: one revoked through another replica
 // is closed here at once rather than at this replica's next store sweep.
 func (g *Gateway) revoke(ctx context.Context, id string) (c store.Connector, n int, first bool, err error) {
-	c, first, err = g.store.RevokeConnectorFirst(ctx, id, g.now())
+	// One revoked already is not written again: a read-only standby (or a
+	// replica whose writes are refused) can still answer already_revoked
+	// and close its sessions. If the read fails, the write says why.
+	if c, err = g.store.Connector(ctx, id); err != nil || c.Revoked.IsZero() {
+		c, first, err = g.store.RevokeConnectorFirst(ctx, id, g.now())
+	}
 	if err != nil {
 		return c, 0, false, err
 	}

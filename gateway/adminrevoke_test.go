@@ -121,6 +121,43 @@ func TestRevokeAgainClosesHeldSessions(t *testing.T) {
 	}
 }
 
+// writeRefusedStore is a store whose writes of revocations are refused,
+// as on a read-only PostgreSQL standby.
+type writeRefusedStore struct{ *store.DB }
+
+func (writeRefusedStore) RevokeConnectorFirst(context.Context, string, time.Time) (store.Connector, bool, error) {
+	return store.Connector{}, false, errors.New("cannot execute UPDATE in a read-only transaction")
+}
+
+// TestRevokeRevokedOnReadOnlyStore: revoking a connector that is revoked
+// already needs no write, so a replica whose writes are refused (a
+// read-only standby) answers 200 already_revoked and closes the sessions it
+// holds. Before, it always ran the UPDATE and answered 500. A connector not
+// revoked yet still needs the write, and its refusal is still an error.
+func TestRevokeRevokedOnReadOnlyStore(t *testing.T) {
+	ctx := context.Background()
+	db := storeWithConnector(t, "c1")
+	if err := db.AddConnector(ctx, store.Connector{ID: "c2", Name: "edge2", Group: "g", Enrolled: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RevokeConnector(ctx, "c1", time.Now()); err != nil { // revoked through the primary
+		t.Fatal(err)
+	}
+	g, base, _ := newObservedAdmin(t, writeRefusedStore{db})
+	s := addProcessSession(t, g.registry, "s1", "c1", "p1")
+	res, body := adminDo(t, base, "POST", "/api/v1/connectors/c1/revoke", "")
+	var a APIRevoked
+	if err := json.Unmarshal([]byte(body), &a); err != nil || res.StatusCode != http.StatusOK || !a.AlreadyRevoked {
+		t.Fatalf("revoke of a revoked connector on a read-only store: %d %s (%v); want 200, already revoked", res.StatusCode, body, err)
+	}
+	if !isClosed(s.Done()) {
+		t.Error("the session of the revoked connector is still open")
+	}
+	if res, body := adminDo(t, base, "POST", "/api/v1/connectors/c2/revoke", ""); res.StatusCode != http.StatusInternalServerError {
+		t.Errorf("revoke of a connector not revoked yet on a read-only store: %d %s; want 500", res.StatusCode, body)
+	}
+}
+
 // TestAdminStoreDown: an admin call while the store does not answer gets
 // 503 saying so, as /readyz judges it, not "list tokens failed" with a 500
 // (docwalk3 B11: the database was down). Another failure stays a 500.

@@ -185,6 +185,7 @@ func (g *Gateway) sweep() {
 		case err != nil:
 			g.log.Debug("store sweep: connector not read; its sessions stay", zap.String("connector", id), zap.Error(err))
 		case !c.Revoked.IsZero():
+			g.metrics.connectorRevoked(id, false) // its sessions end as revoked, not lost
 			n := g.registry.CloseConnector(id, revokedError(c))
 			if n > 0 {
 				g.log.Warn("agent sessions closed: the connector was revoked (through another gateway replica, "+
