@@ -29,6 +29,11 @@ type session struct {
 	// a sign-out can refuse every copy of the cookie. Sessions from before
 	// it existed have none.
 	ID string `json:"i,omitempty"`
+	// Home is the host whose callback made the session (renewals keep
+	// it): under cookie_domain and TLS, the host other hosts ask to vouch
+	// for it (see cookiebind.go). Sessions from before it existed have
+	// none, and do not count there.
+	Home string `json:"h,omitempty"`
 }
 
 func (ss *session) identity() *Identity {
@@ -95,10 +100,17 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, pol *Policy,
 
 	if !isPageLoad(r) {
 		msg := "Sign-in required. Send a bearer token from the application's identity provider, or sign in with a browser."
-		if why != "" {
+		if why != "" && why != whyUnbound {
 			msg = "Your session has expired or is no longer valid. Sign in again."
 		}
 		return nil, unauthenticated(msg, `Bearer realm="sallyport"`, nil)
+	}
+	if why == whyUnbound {
+		// A session of another host under cookie_domain: its home
+		// vouches for it, or the user signs in here.
+		if asked, err := s.startBinding(w, r, p); asked {
+			return nil, err
+		}
 	}
 	return nil, s.startSignIn(w, r, p)
 }
@@ -123,8 +135,9 @@ func forbidden(id *Identity) *Error {
 
 // readSession returns the valid session of r for provider p, or nil and why
 // not: "" when there is no cookie, "invalid", "expired", "signed-out" (a
-// copy of a cookie whose session was signed out), or "other-provider" for
-// a valid session with another provider, which Authorize leaves in place.
+// copy of a cookie whose session was signed out), "other-provider" for
+// a valid session with another provider, which Authorize leaves in place,
+// or "unbound" for sessions r's host has not bound (see openBound).
 func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 	ss, why := s.openSession(r)
 	if ss == nil {
@@ -142,8 +155,12 @@ func (s *Service) readSession(r *http.Request, p *provider) (*session, string) {
 }
 
 // openSession opens r's session cookie: nil and "" when there is none, nil
-// and "invalid" when it does not open.
+// and "invalid" when it does not open. Under cookie_domain and TLS, the
+// session that r's host has bound (see openBound), or nil and "unbound".
 func (s *Service) openSession(r *http.Request) (*session, string) {
+	if s.bindsSessions(r) {
+		return s.openBound(r)
+	}
 	value := s.readSessionCookie(r)
 	if value == "" {
 		return nil, ""

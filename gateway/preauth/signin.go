@@ -125,6 +125,10 @@ func (s *Service) ServeEndpoint(w http.ResponseWriter, r *http.Request, path str
 		return true, s.callback(w, r)
 	case logoutPath:
 		return true, s.logout(w, r)
+	case bindPath:
+		return true, s.bind(w, r)
+	case boundPath:
+		return true, s.bound(w, r)
 	case assertion.JWKSPath:
 		ServeJWKS(w, s.cfg.Keys.JWKS())
 		return true, ErrHandled
@@ -302,12 +306,20 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	ss := &session{
 		Provider: p.cfg.Name, Subject: id.Subject, Email: id.Email, Name: id.Name, Groups: id.Groups,
 		Created: now.Unix(), Expires: now.Add(s.sessionLifetime()).Unix(), ID: randomToken(16),
+		Home: strings.ToLower(r.Host),
 	}
 	if tok.RefreshToken != "" {
 		ss.Token, ss.Refresh = tok.RefreshToken, idt.Expiry.Unix()
 	}
 	if _, err := s.writeSession(w, r, ss); err != nil {
 		return err
+	}
+	if s.bindsSessions(r) {
+		// This host accepts the new session (and no other: see
+		// cookiebind.go).
+		if err := s.setBound(w, r, ss); err != nil {
+			return err
+		}
 	}
 	s.log.Info("signed in", zap.String("provider", p.cfg.Name), zap.String("subject", id.Subject), zap.String("email", id.Email))
 	ret := ls.Return
@@ -422,9 +434,10 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 		page.Provider, page.Logout = p.cfg.Name, p.logoutURL(context.WithoutCancel(r.Context()))
 	}
 	s.clearSessionCookie(w, r)
-	if s.cookieDomain(r) != "" && secure(r) {
+	if s.bindsSessions(r) {
 		// A host-only cookie from before cookie_domain was set.
 		http.SetCookie(w, &http.Cookie{Name: "__Host-" + sessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
+		clearBound(w)
 	}
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")

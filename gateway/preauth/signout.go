@@ -114,14 +114,13 @@ func (l *signedOut) has(id string) bool {
 // the browser goes away meanwhile. It returns the session's provider, or
 // nil when there was no session.
 func (s *Service) endSession(r *http.Request) *provider {
-	value := s.readSessionCookie(r)
-	if value == "" {
+	// Under cookie_domain and TLS, the session r's host has bound, not a
+	// copy another host planted (see cookiebind.go).
+	open, _ := s.openSession(r)
+	if open == nil {
 		return nil
 	}
-	var ss session
-	if err := s.sealer.open("session", value, &ss); err != nil {
-		return nil
-	}
+	ss := *open
 	if ss.ID != "" {
 		now := s.now()
 		s.signedOut.add(ss.ID, ss.Expires, now.Unix())
