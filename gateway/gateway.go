@@ -248,7 +248,10 @@ type Gateway struct {
 	// storeStallSaid: the last checkStoreStall found the store stalled
 	// and logged it (once per stall).
 	storeStallSaid atomic.Bool
-	stopped        chan struct{} // closed when shutdown starts
+	// stallCheck serialises checkStoreStall (storestall.go): the heartbeat's
+	// and the store's watch timer's checks.
+	stallCheck sync.Mutex
+	stopped    chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).
 	stopCtx    context.Context

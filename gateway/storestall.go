@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/internal/store"
 )
 
 // A database where someone holds a lock on the gateway's tables (a
@@ -26,11 +28,22 @@ type stalledStore interface {
 	Stalled(now time.Time, memory time.Duration) error
 }
 
+// stallWatcher is a stalledStore that says when a stall may have begun
+// or ended (store.DB.WatchStalls), so that the log says so then: a call
+// that has waited store.SlowCall tells it at once, and the memory of the
+// last slow call ends on time, not at the next heartbeat (up to a sweep
+// later).
+type stallWatcher interface {
+	WatchStalls(ctx context.Context, memory time.Duration, poke func())
+	RecheckStalls(d time.Duration)
+}
+
 // stallMemory is how long a call that waited store.SlowCall or more keeps
 // the store reported stalled after it ended: a store sweep, plus the bound
-// of the sweep's heartbeat, so that the check after the next heartbeat
-// sees it however the call and the sweeps fall. An idle gateway, whose
-// only call is that heartbeat, so stays stalled while the lock does.
+// of the sweep's heartbeat, so that an idle gateway, whose only call is
+// that heartbeat, stays stalled from one heartbeat to the next while the
+// lock does. The gauge and the log clear this long after the last slow
+// call ended (the log when the store's watch tells it; see stallWatcher).
 func (g *Gateway) stallMemory() time.Duration { return g.cfg.storeSweep() + trustTimeout }
 
 // storeStalled reports whether the store is stalled as of now (see
@@ -45,22 +58,45 @@ func (g *Gateway) storeStalled(now time.Time) (stalled bool, why error) {
 	return err != nil, err
 }
 
-// checkStoreStall logs, after each replica heartbeat (at start and at
-// every store sweep), a warning when the store has become stalled as of
-// now, once per stall, and a line when its calls go through again.
+// checkStoreStall logs a warning when the store has become stalled as of
+// now, once per stall, and a line when its calls go through again. It runs
+// after each replica heartbeat (at start and at every store sweep), and
+// when the store's watch says a stall may have begun or ended (a call has
+// waited store.SlowCall; the last slow call's memory has passed).
 func (g *Gateway) checkStoreStall(now time.Time) {
 	if _, ok := g.store.(stalledStore); !ok {
 		return
 	}
+	if sw, ok := g.store.(stallWatcher); ok {
+		ctx := g.stopCtx
+		if ctx == nil { // a Gateway built by a test without New
+			ctx = context.Background()
+		}
+		sw.WatchStalls(ctx, g.stallMemory(), g.pokeStoreStall)
+	}
+	g.stallCheck.Lock()
+	defer g.stallCheck.Unlock()
 	// A database that does not answer (a black hole) times calls out too:
 	// that is an outage, which /readyz reports, not a stall. The ping
 	// tells the store which it is (store.DB.Ping): while it does not
 	// answer, Stalled reports nothing, and the calls that waited for it
-	// are forgotten once it answers again.
+	// are not counted once it answers again (those that had waited
+	// store.SlowCall when a ping answered are: a stall, which a failed
+	// ping does not end).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = g.store.Ping(ctx)
+	perr := g.store.Ping(ctx)
 	cancel()
 	stalled, why := g.storeStalled(now)
+	if perr != nil && !stalled {
+		// Down, or not known: neither a stall nor its end. The stall said
+		// before, if any, stays said until a ping answers; the store's
+		// watch checks again soon, so that the gauge reads it again
+		// within seconds of a failed ping (a moment's outage).
+		if sw, ok := g.store.(stallWatcher); ok && g.storeStallSaid.Load() {
+			sw.RecheckStalls(store.SlowCall)
+		}
+		return
+	}
 	if g.storeStallSaid.Swap(stalled) == stalled {
 		return
 	}
@@ -72,3 +108,6 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 	}
 	g.log.Info("the store's calls go through again")
 }
+
+// pokeStoreStall is the store watch's call (stallWatcher).
+func (g *Gateway) pokeStoreStall() { g.checkStoreStall(time.Now()) }

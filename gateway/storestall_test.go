@@ -120,7 +120,8 @@ func (r *stallRig) want(t *testing.T, when string, gauge float64, warnings int, 
 // process; PostgreSQL: LOCK TABLE replicas IN ACCESS EXCLUSIVE MODE in an
 // open transaction) still answers a ping, but the replica heartbeat waits
 // for it until its bound: sallyport_gateway_store_stalled turns 1, the
-// gateway warns once, naming the wait, and /readyz stays 200. Once the
+// gateway warns once, naming the wait, while the heartbeat still waits,
+// and /readyz stays 200. Once the
 // lock is gone and a sweep's memory has passed, the gateway says the
 // store's calls go through again. Before, nothing said so: /readyz pinged
 // alone and answered 200 while heartbeats and agent registrations hung.
@@ -161,7 +162,9 @@ func TestStoreStallLocked(t *testing.T) {
 			if err == nil {
 				t.Fatal("the heartbeat went through the lock")
 			}
-			why := "store stalled: a call to the " + map[string]string{"sqlite": "SQLite", "postgres": "PostgreSQL"}[db] + " database took"
+			// Logged while the heartbeat waits, once it has waited
+			// store.SlowCall (the store's watch), not after it.
+			why := "store stalled: a call to the " + map[string]string{"sqlite": "SQLite", "postgres": "PostgreSQL"}[db] + " database has waited"
 			r.want(t, "after a heartbeat that waited for the lock", 1, 1, why, 0)
 			r.g.checkStoreStall(time.Now()) // the next sweep's check, the lock still held
 			r.want(t, "at the next check", 1, 1, why, 0)

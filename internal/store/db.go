@@ -53,8 +53,10 @@ func (s *DB) Close() error {
 }
 
 // Ping checks the database answers (readiness). It is not one of the
-// calls Stalled follows; when it fails, Stalled forgets the calls begun
-// before (they waited for an outage, which Ping reports, not a stall).
+// calls Stalled follows; when it fails, Stalled reports nothing until a
+// ping answers again, and then does not count the slow calls that no ping
+// answered during after they had waited SlowCall (they waited for an
+// outage, which Ping reports, not a stall).
 func (s *DB) Ping(ctx context.Context) error {
 	if !s.Shared() && s.db.Stats().InUse > 0 {
 		// SQLite: its one connection is busy with a call of this process.
@@ -75,7 +77,7 @@ func (s *DB) Ping(ctx context.Context) error {
 	err := db.PingContext(ctx)
 	if err != nil && !pooled && !errors.Is(err, context.Canceled) {
 		// The calls under way or ended before waited for a database
-		// that does not answer: an outage, not a stall (see callWatch.down).
+		// that does not answer: an outage, not a stall (see callWatch).
 		// Not when every connection was in use: the ping may only have
 		// waited for one, held by calls that wait for a lock.
 		s.calls.down(time.Now())

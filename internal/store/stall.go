@@ -18,30 +18,47 @@ import (
 const SlowCall = 3 * time.Second
 
 // callWatch follows the calls of a store for Stalled: those under way and
-// the last slow one. Ping is not followed: a database that does not
-// answer it is not stalled but down (/readyz reports that).
+// the last slow one. Ping is not followed, but its outcome sorts the slow
+// calls: a database that does not answer it is not stalled but down
+// (/readyz reports that), and the calls that waited for it are no stall.
+//
+// A slow call is confirmed a stall when a ping answered while it had
+// waited SlowCall since the database last answered again (confirmed): it
+// waited for a database that answers, for a lock or a refusal, and a ping
+// failing after that (a second of outage) does not make it an outage's.
+// Calls not confirmed count only if they began after the database last
+// answered again (upAt); a failed ping forgets those that ended.
 type callWatch struct {
 	mu      sync.Mutex
 	next    uint64
 	running map[uint64]time.Time // start of each call under way
-	// slowEnd and slowTook: when the last call that took SlowCall or more
-	// ended, and how long it took.
+	// slowEnd and slowTook: when the last confirmed slow call ended, and
+	// how long it took. Kept when a ping fails.
 	slowEnd  time.Time
 	slowTook time.Duration
+	// tentEnd and tentTook: the same for the last slow call not
+	// confirmed, begun after upAt: a lock's or an outage's, forgotten when
+	// a ping fails.
+	tentEnd  time.Time
+	tentTook time.Duration
+	// confirmed: the calls begun at or before it were under way when a
+	// ping answered, having waited SlowCall since upAt: stalls. Zero: none.
+	confirmed time.Time
+	// upAt: when a ping answered after one had failed (zero before any
+	// failed). The calls begun before waited for the outage, at least in
+	// part: they count only once confirmed.
+	upAt time.Time
 	// beatErr: the last heartbeat's error when the database answered it
 	// with a refusal (a full disk, a read-only database), nil after one
 	// that worked. Errors of a database that does not answer are left to
 	// Ping and the slow calls.
 	beatErr error
 	beatAt  time.Time
-	// downAt: when Ping last found the database not answering. The calls
-	// begun before waited (or wait) for an outage, not for a lock or a
-	// refusal: Stalled does not count them, so that the timeouts of an
-	// outage do not read as a stall once the database answers again.
-	downAt time.Time
 	// isDown: the last Ping that could tell found the database not
 	// answering: an outage, which Ping's callers report, not a stall.
 	isDown bool
+
+	stallWatch // who is told of stalls as they begin and end (stalltime.go)
 }
 
 // begin records a call starting; end, returned, records its end.
@@ -54,38 +71,79 @@ func (w *callWatch) begin() (end func()) {
 	id := w.next
 	w.next++
 	w.running[id] = start
+	w.begun(start)
 	w.mu.Unlock()
-	return func() {
-		now := time.Now()
-		w.mu.Lock()
-		delete(w.running, id)
-		if took := now.Sub(start); took >= SlowCall && start.After(w.downAt) {
-			w.slowEnd, w.slowTook = now, took
-		}
-		w.mu.Unlock()
+	return func() { w.end(id) }
+}
+
+// end records the end of the call id.
+func (w *callWatch) end(id uint64) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	start, ok := w.running[id]
+	if !ok {
+		return // ended already
+	}
+	delete(w.running, id)
+	took := now.Sub(start)
+	if took < SlowCall {
+		return
+	}
+	switch {
+	case !start.After(w.confirmed):
+		w.slowEnd, w.slowTook = now, took
+	case !w.isDown && start.After(w.upAt):
+		w.tentEnd, w.tentTook = now, took
+	default:
+		return // an outage's (see callWatch)
+	}
+	w.endedSlow(now, start)
+}
+
+// up records a Ping that the database answered: the calls under way that
+// had waited SlowCall since the database last answered again are
+// confirmed stalls.
+func (w *callWatch) up() {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.isDown {
+		w.isDown, w.upAt = false, now
+		return
+	}
+	if c := now.Add(-SlowCall); c.After(w.upAt) && c.After(w.confirmed) {
+		w.confirmed = c
 	}
 }
 
-// down records that the database did not answer a ping at at: the calls
-// begun before are an outage's, forgotten by Stalled.
-// up records a Ping that the database answered.
-func (w *callWatch) up() {
-	w.mu.Lock()
-	w.isDown = false
-	w.mu.Unlock()
-}
-
+// down records that the database did not answer a ping at at: the slow
+// calls not confirmed are an outage's, forgotten by Stalled; the
+// confirmed ones are kept, and Stalled reports nothing until a ping
+// answers again.
 func (w *callWatch) down(at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.isDown = true
-	if at.After(w.downAt) {
-		w.downAt = at
-	}
-	if !w.slowEnd.After(at) {
+	if !w.tentEnd.After(at) {
 		// Begun before it ended, so before at: an outage's too.
-		w.slowEnd, w.slowTook = time.Time{}, 0
+		w.tentEnd, w.tentTook = time.Time{}, 0
 	}
+}
+
+// counts reports whether a call begun at start is counted by Stalled (see
+// callWatch).
+func (w *callWatch) counts(start time.Time) bool {
+	return !start.After(w.confirmed) || start.After(w.upAt)
+}
+
+// lastSlow is when the last slow call that Stalled counts ended, and how
+// long it took.
+func (w *callWatch) lastSlow() (time.Time, time.Duration) {
+	if w.tentEnd.After(w.slowEnd) {
+		return w.tentEnd, w.tentTook
+	}
+	return w.slowEnd, w.slowTook
 }
 
 // heartbeat records the outcome of a replica heartbeat.
@@ -107,12 +165,12 @@ var ErrStalled = errors.New("store stalled")
 // cannot do its work although the database answers: a call under way has
 // waited SlowCall or more; a call that took that long ended within memory
 // before now; or the last replica heartbeat, a write, was refused (a full
-// disk, a read-only database), until one goes through. Calls begun before
-// Ping last failed are not counted: they waited for an outage, which
-// /readyz reports, and their timeouts are no stall; and nothing is while
-// the last Ping found the database down. It only reads what
-// the calls recorded: cheap enough for every scrape of a metric. now is
-// real time (time.Now), as the calls' records are.
+// disk, a read-only database), until one goes through. Nothing is while
+// the last Ping found the database down; once it answers again, the slow
+// calls that waited for the outage are not counted (they are no stall),
+// but those a ping confirmed before it are (see callWatch). It only reads
+// what the calls recorded: cheap enough for every scrape of a metric.
+// now is real time (time.Now), as the calls' records are.
 func (s *DB) Stalled(now time.Time, memory time.Duration) error {
 	w := &s.calls
 	w.mu.Lock()
@@ -122,13 +180,14 @@ func (s *DB) Stalled(now time.Time, memory time.Duration) error {
 	}
 	var oldest time.Time
 	for _, start := range w.running {
-		if !start.After(w.downAt) {
-			continue // waits for an outage (see down)
+		if !w.counts(start) {
+			continue // waits for an outage (see callWatch)
 		}
 		if oldest.IsZero() || start.Before(oldest) {
 			oldest = start
 		}
 	}
+	slowEnd, slowTook := w.lastSlow()
 	hint := "another session holds a lock on its tables (see pg_locks and pg_stat_activity), or it does not answer"
 	if !s.Shared() {
 		hint = "another process holds its write lock (a sqlite3 shell, a backup tool), or its disk does not answer"
@@ -137,9 +196,9 @@ func (s *DB) Stalled(now time.Time, memory time.Duration) error {
 	case !oldest.IsZero() && now.Sub(oldest) >= SlowCall:
 		return fmt.Errorf("%w: a call to the %s database has waited %s: %s",
 			ErrStalled, s.d.name, now.Sub(oldest).Round(time.Second), hint)
-	case !w.slowEnd.IsZero() && now.Sub(w.slowEnd) < memory:
+	case !slowEnd.IsZero() && now.Sub(slowEnd) < memory:
 		return fmt.Errorf("%w: a call to the %s database took %s, %s ago: %s",
-			ErrStalled, s.d.name, w.slowTook.Round(time.Second), now.Sub(w.slowEnd).Round(time.Second), hint)
+			ErrStalled, s.d.name, slowTook.Round(time.Second), now.Sub(slowEnd).Round(time.Second), hint)
 	case w.beatErr != nil:
 		return fmt.Errorf("%w: the %s database refused the replica heartbeat, a write, %s ago (check that its disk has room and that it takes writes): %v",
 			ErrStalled, s.d.name, now.Sub(w.beatAt).Round(time.Second), w.beatErr)
