@@ -67,10 +67,12 @@ const (
 	bindTicketLife = 30 * time.Second
 	// maxBindHomes bounds the homes a binding tries, maxSessionValues the
 	// joined session cookie values opened per request, maxSameName the
-	// cookies of one name read.
+	// cookies of one name read: the last ones the browser sends, where
+	// its Path=/ cookies are (see sessionValues). maxSameName chunks of
+	// each name join into at most maxSessionValues values.
 	maxBindHomes     = 4
-	maxSessionValues = 32
-	maxSameName      = 8
+	maxSameName      = 2
+	maxSessionValues = maxSameName * (1 + maxSameName + maxSameName*maxSameName + maxSameName*maxSameName*maxSameName)
 	// maxBindReturn bounds the return address carried through a binding
 	// (longer: its path only, then "/").
 	maxBindReturn = 2048
@@ -131,22 +133,24 @@ func clearBound(w http.ResponseWriter) {
 // its ID and home.
 func (ss *session) bindable() bool { return ss.ID != "" && ss.Home != "" }
 
-// sessionValues returns what r's session cookies can join into, in the
-// order the browser sent them, at most maxSessionValues: every cookie of
-// the session's name (another host may have set one too), each one alone
-// and, when it fills a whole chunk, followed by each combination of the
-// chunk cookies NAME_1… (duplicates too), the longest joins first.
-// present reports whether r carries a cookie of the name at all.
+// sessionValues returns what r's session cookies can join into, the last
+// sent first: the last maxSameName cookies of the session's name (another
+// host may have set one too), each one alone and, when it fills a whole
+// chunk, followed by each combination of the last maxSameName chunk
+// cookies NAME_1… (duplicates too), the longest joins first. Browsers send
+// cookies with longer paths first: another host can put any number of
+// cookies of a name before the gateway's (Path=/), which would crowd them
+// out of the first ones, but after them at most one per parent domain of
+// cookie_domain (Domain=<parent>, Path=/). present reports whether r
+// carries a cookie of the name at all.
 func (s *Service) sessionValues(r *http.Request) (values []string, present bool) {
 	base := s.sessionCookieName(r)
 	var parts [maxChunks][]string
 	for i := range maxChunks {
-		for _, c := range r.CookiesNamed(chunkName(base, i)) {
-			if len(parts[i]) == maxSameName {
-				break
-			}
-			if c.Value != "" && len(c.Value) <= maxCookieValue {
-				parts[i] = append(parts[i], c.Value)
+		cs := r.CookiesNamed(chunkName(base, i))
+		for j := len(cs) - 1; j >= 0 && len(parts[i]) < maxSameName; j-- {
+			if v := cs[j].Value; v != "" && len(v) <= maxCookieValue {
+				parts[i] = append(parts[i], v)
 			}
 		}
 	}

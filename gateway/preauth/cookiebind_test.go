@@ -109,6 +109,13 @@ func (dr *domainRig) plant(c *http.Client, value, path string) {
 	}
 }
 
+// setCookie sets name=value in c for Domain=domain, Path=path (with domain
+// example.com, as evil.example.com can).
+func (dr *domainRig) setCookie(c *http.Client, domain, name, value, path string) {
+	u, _ := url.Parse(dr.at("x."+domain, "/"))
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: name, Value: value, Domain: domain, Path: path, Secure: true, HttpOnly: true}})
+}
+
 // TestPlantedSessionUnderCookieDomain: the attacker signs in himself and
 // plants his session cookie in the victim's browser from another host
 // under the registrable domain (Domain=example.com), with a longer path so
@@ -211,10 +218,13 @@ func TestBindSecondHost(t *testing.T) {
 		t.Errorf("%d token requests, want 2 (the sign-in and one renewal)", n)
 	}
 
-	// The attacker's session from app3 planted first.
+	// The attacker's session from app3 planted at a longer path (sent
+	// first, not read) and at Path=/ after the user's cookie (sent after
+	// it, read first).
 	attacker := dr.browser()
 	dr.signInAs(attacker, mallory, "app3", "/")
 	dr.plant(c, dr.sessionValue(attacker), "/x")
+	dr.setCookie(c, "example.com", "__Secure-"+sessionCookie, dr.sessionValue(attacker), "/")
 	hops = nil
 	res, body = dr.get(c, dr.at("app4", "/x/page"), nil)
 	want = []string{"app3.apps.example.com:" + dr.port + bindPath, "app4.apps.example.com:" + dr.port + boundPath,
@@ -239,6 +249,72 @@ func (dr *domainRig) bindingTicket(c *http.Client, host string) string {
 		dr.t.Fatalf("the home answered %d %q, want a redirect with a ticket", res.StatusCode, loc)
 	}
 	return loc
+}
+
+// TestPlantedCopiesAtLongerPaths: another host puts many cookies of the
+// session's names before the gateway's, each at a longer path: copies of
+// the attacker's session, or junk that fills whole chunks of every name.
+// The victim still reaches a deep page as herself, on her home and on
+// another host, and keeps her session cookie. The old code read the first
+// 8 cookies of a name and the first 32 joins, in the order sent, so never
+// hers: it sent her to sign in again, every time ("200 at
+// 127.0.0.1:…/authorize": the provider's page), and for the junk cleared
+// her session cookie as invalid.
+func TestPlantedCopiesAtLongerPaths(t *testing.T) {
+	dr := newDomainRig(t, "apps.example.com")
+	attacker := dr.browser()
+	dr.signInAs(attacker, mallory, "app3", "/")
+	planted := dr.sessionValue(attacker)
+	full := "v1." + strings.Repeat("A", maxCookieValue-3)
+	for _, junk := range []bool{false, true} {
+		victim := dr.browser()
+		dr.signInAs(victim, rigUser, "app1", "/")
+		own := dr.sessionValue(victim)
+		if !junk {
+			for _, p := range []string{"/a", "/a/", "/a/b", "/a/b/", "/a/b/c", "/a/b/c/", "/a/b/c/d", "/a/b/c/d/"} {
+				dr.setCookie(victim, "example.com", "__Secure-"+sessionCookie, planted, p)
+			}
+		} else {
+			// 12 cookies of 3800 bytes: within the gateway's 64 KiB head.
+			for _, p := range []string{"/a", "/a/", "/a/b"} {
+				for i := range maxChunks {
+					dr.setCookie(victim, "example.com", chunkName("__Secure-"+sessionCookie, i), full, p)
+				}
+			}
+		}
+		for _, host := range []string{"app1", "app2"} {
+			res, body := dr.get(victim, dr.at(host, "/a/b/c/d/e"), nil)
+			if body != "ok "+rigUser.Subject || res.Request.URL.Path != "/a/b/c/d/e" {
+				t.Errorf("junk %v: %s/a/b/c/d/e: %d at %s%s: %.60q; want ok %s", junk, host, res.StatusCode, res.Request.URL.Host,
+					res.Request.URL.Path, body, rigUser.Subject)
+			}
+		}
+		if v := dr.sessionValue(victim); v != own {
+			t.Errorf("junk %v: the victim's session cookie changed", junk)
+		}
+	}
+}
+
+// TestSignOutOnUnboundHost: a sign-out on a host that the session is not
+// bound to yet (a sign-out link on another app) ends the session, as
+// everywhere else: a copy of the cookie no longer counts on its home. The
+// old code ended nothing there: no "signed out", and the copy answered
+// "ok sub-alice".
+func TestSignOutOnUnboundHost(t *testing.T) {
+	dr := newDomainRig(t, "apps.example.com")
+	c := dr.browser()
+	dr.signInAs(c, rigUser, "app1", "/")
+	saved := dr.sessionValue(c)
+	if res, body := dr.get(noRedirects(c), dr.at("app2", logoutPath), nil); res.StatusCode != http.StatusOK {
+		t.Fatalf("sign-out on app2: %d %s", res.StatusCode, body)
+	}
+	if n := dr.logs.FilterMessage("signed out").Len(); n != 1 {
+		t.Errorf("%d sessions ended, want 1", n)
+	}
+	dr.setCookie(c, "apps.example.com", "__Secure-"+sessionCookie, saved, "/")
+	if res, body := dr.get(noRedirects(c), dr.at("app1", "/"), nil); body == "ok "+rigUser.Subject {
+		t.Errorf("a copy of the cookie on app1 after the sign-out: %d %s, want a sign-in", res.StatusCode, body)
+	}
 }
 
 // TestBindTicketRefused: a ticket from another browser, one that has

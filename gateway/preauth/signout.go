@@ -116,11 +116,27 @@ func (l *signedOut) has(id string) bool {
 func (s *Service) endSession(r *http.Request) *provider {
 	// Under cookie_domain and TLS, the session r's host has bound, not a
 	// copy another host planted (see cookiebind.go).
-	open, _ := s.openSession(r)
-	if open == nil {
+	if open, _ := s.openSession(r); open != nil {
+		return s.end(r, *open)
+	}
+	if !s.bindsSessions(r) {
 		return nil
 	}
-	ss := *open
+	// A host the session was not bound to yet (a sign-out link on another
+	// app): end every session r carries, since the one that is the user's
+	// is not known here; ending a planted one harms only its owner.
+	bs, _ := s.readBound(r)
+	var first *provider
+	for _, ss := range bs.others {
+		if p := s.end(r, *ss); first == nil {
+			first = p
+		}
+	}
+	return first
+}
+
+// end is endSession for the session ss.
+func (s *Service) end(r *http.Request, ss session) *provider {
 	if ss.ID != "" {
 		now := s.now()
 		s.signedOut.add(ss.ID, ss.Expires, now.Unix())
