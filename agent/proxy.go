@@ -117,7 +117,13 @@ func (d *proxyDialer) DialContext(ctx context.Context, network, addr string) (ne
 		tc := tls.Client(c, &tls.Config{ServerName: d.proxy.Hostname(), MinVersion: tls.VersionTLS12})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("connect to proxy %s: tls: %w", name, err)
+			hint := ""
+			if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+				hint = "; this machine does not trust the proxy's TLS certificate: add the CA that signed it to the " +
+					"system's trust store (or name a PEM bundle that holds it in SSL_CERT_FILE), or reach the proxy " +
+					"with http:// if it takes plain connections too"
+			}
+			return nil, fmt.Errorf("connect to proxy %s over TLS: %w%s", name, err, hint)
 		}
 		c = tc
 	}

@@ -458,12 +458,34 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 		return out, fmt.Errorf("gateway trust in data_dir: %w", err)
 	}
 	out.TLS = tc
-	for _, b := range cfg.BackendTLS {
+	for i, b := range cfg.BackendTLS {
+		// Read ca_file here, as gateway_ca_file above, so that a missing or
+		// unusable file is reported at its setting (file, line, key, and
+		// the working directory of a relative path), not as "backend tls
+		// profile N" without a line.
+		if b.CAFile != "" {
+			if err := checkCAFile(b.CAFile); err != nil {
+				return out, cfg.FileError(fmt.Sprintf("backend_tls[%d].ca_file", i), err)
+			}
+		}
 		out.BackendTLS = append(out.BackendTLS, agent.BackendTLS{
 			Hosts: b.Hosts, CAFile: b.CAFile, InsecureSkipVerify: b.InsecureSkipVerify, ServerName: b.ServerName,
 		})
 	}
 	return out, nil
+}
+
+// checkCAFile reports a CA file that cannot be read or holds no PEM
+// certificate.
+func checkCAFile(name string) error {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return err // an *fs.PathError names the file
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: no PEM certificate in it", name)
+	}
+	return nil
 }
 
 func fileExists(p string) bool {

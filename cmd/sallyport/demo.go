@@ -70,7 +70,7 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 		DataDir: dir,
 		Apps: []config.App{{
 			Name:    "demo",
-			Hosts:   []string{"127.0.0.1", "localhost"},
+			Hosts:   demoHosts(addr),
 			Backend: "http://" + bl.Addr().String(),
 			Group:   "demo",
 		}},
@@ -140,7 +140,7 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	case <-time.After(15 * time.Second):
 		return errors.New("demo: the agent did not connect to the gateway within 15s; run with --log-level debug")
 	}
-	url := "http://" + gw.PublicAddr().String()
+	url := demoURL(gw.PublicAddr())
 	creds := a.Certificate()
 	fmt.Fprintf(out, `
 Sallyport demo is running: a gateway, an agent that dialled out to it, and a
@@ -171,6 +171,31 @@ Press Ctrl-C to stop.
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping the demo")
 	return nil
+}
+
+// demoHosts are the hosts the demo app answers on: loopback, and the host
+// of --addr when it names one (an address on the network, or a name), so
+// that the URL the demo prints for it does not answer 404 no-route.
+func demoHosts(addr string) []string {
+	hosts := []string{"127.0.0.1", "localhost"}
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || h == "" || h == "127.0.0.1" || h == "localhost" {
+		return hosts
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+		return hosts
+	}
+	return append(hosts, h)
+}
+
+// demoURL is the URL to open for the demo gateway listening on a: on every
+// address (--addr :8080) that is 127.0.0.1, since "http://[::]:8080/"
+// names no app host (it answered 404 no-route).
+func demoURL(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("http://127.0.0.1:%d", ta.Port)
+	}
+	return "http://" + a.String()
 }
 
 // privateURL is the demo's protected app at the same port as base.

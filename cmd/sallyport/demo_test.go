@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,5 +100,25 @@ func TestDemo(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("demo: %v", err)
+	}
+}
+
+// TestDemoURLOnEveryAddress: with --addr :PORT the demo prints a URL that
+// names an app host (it printed http://[::]:PORT/, which answered 404
+// no-route), and with --addr HOST:PORT the app answers on HOST too.
+func TestDemoURLOnEveryAddress(t *testing.T) {
+	for _, ip := range []net.IP{net.IPv6unspecified, net.IPv4zero} {
+		if got := demoURL(&net.TCPAddr{IP: ip, Port: 8080}); got != "http://127.0.0.1:8080" {
+			t.Errorf("demoURL(%s:8080) = %q, want http://127.0.0.1:8080", ip, got)
+		}
+	}
+	if got := demoURL(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 8080}); got != "http://192.0.2.7:8080" {
+		t.Errorf("demoURL(192.0.2.7:8080) = %q", got)
+	}
+	if h := demoHosts("192.0.2.7:8080"); !slices.Contains(h, "192.0.2.7") {
+		t.Errorf("demoHosts(192.0.2.7:8080) = %q: the printed URL would answer 404 no-route", h)
+	}
+	if h := demoHosts(":8080"); len(h) != 2 {
+		t.Errorf("demoHosts(:8080) = %q, want only loopback", h)
 	}
 }

@@ -99,6 +99,29 @@ func TestCertificateFileErrors(t *testing.T) {
 	}
 }
 
+// TestBackendTLSCAFileErrors: a backend_tls ca_file that is missing or not
+// PEM stops start-up with the config file, line and setting, like
+// gateway_ca_file (it was "backend tls profile 1: read CA file: …").
+func TestBackendTLSCAFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not-a-cert.pem")
+	writeFile(t, notPEM, "hello")
+	for _, tc := range []struct{ name, file, want string }{
+		{"missing", "no-such-ca.pem", "agent.yaml:4: backend_tls[0].ca_file: open no-such-ca.pem: no such file or directory"},
+		{"not PEM", notPEM, "agent.yaml:4: backend_tls[0].ca_file: " + notPEM + ": no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := config.ParseAgent("agent.yaml", []byte("gateway: 127.0.0.1:8443\ntoken: t\nbackend_tls:\n  - {hosts: [\"db:443\"], ca_file: "+tc.file+"}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := agentConfig(a, zap.NewNop()); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one with %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestTrustedProxiesReachTheGateway: public.trusted_proxies becomes the
 // gateway's TrustedProxies.
 func TestTrustedProxiesReachTheGateway(t *testing.T) {
