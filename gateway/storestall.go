@@ -44,7 +44,15 @@ type stallWatcher interface {
 // that heartbeat, stays stalled from one heartbeat to the next while the
 // lock does. The gauge and the log clear this long after the last slow
 // call ended (the log when the store's watch tells it; see stallWatcher).
-func (g *Gateway) stallMemory() time.Duration { return g.cfg.storeSweep() + trustTimeout }
+func (g *Gateway) stallMemory() time.Duration { return g.cfg.storeSweep() + stallMemoryBound }
+
+// stallMemoryBound is the bound of the sweep's heartbeat in stallMemory,
+// and stallRecheck how soon a check whose ping failed during a stall runs
+// again (see checkStoreStall): variables for tests.
+var (
+	stallMemoryBound = trustTimeout
+	stallRecheck     = store.SlowCall
+)
 
 // storeStalled reports whether the store is stalled as of now (see
 // stalledStore), and why. It only reads what the store's calls recorded;
@@ -64,9 +72,10 @@ func (g *Gateway) storeStalled(now time.Time) (stalled bool, why error) {
 // when the store's watch says a stall may have begun or ended (a call has
 // waited store.SlowCall; the last slow call's memory has passed).
 func (g *Gateway) checkStoreStall(now time.Time) {
-	if _, ok := g.store.(stalledStore); !ok {
+	if _, ok := g.store.(stalledStore); !ok || g.stopping() {
 		return
 	}
+	began := time.Now()
 	if sw, ok := g.store.(stallWatcher); ok {
 		ctx := g.stopCtx
 		if ctx == nil { // a Gateway built by a test without New
@@ -86,14 +95,23 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	perr := g.store.Ping(ctx)
 	cancel()
-	stalled, why := g.storeStalled(now)
+	if g.stopping() {
+		// The store's watch poked just before the stop: its check ends
+		// unsaid, after the gateway said it stopped.
+		return
+	}
+	// Judge the moment after the ping, not the one before the lock: a
+	// check that waited for another one (the heartbeat's and the watch's)
+	// would otherwise judge an earlier moment than the check before it, and
+	// at the end of a stall's memory say it ended and then began again.
+	stalled, why := g.storeStalled(now.Add(time.Since(began)))
 	if perr != nil && !stalled {
 		// Down, or not known: neither a stall nor its end. The stall said
 		// before, if any, stays said until a ping answers; the store's
 		// watch checks again soon, so that the gauge reads it again
 		// within seconds of a failed ping (a moment's outage).
 		if sw, ok := g.store.(stallWatcher); ok && g.storeStallSaid.Load() {
-			sw.RecheckStalls(store.SlowCall)
+			sw.RecheckStalls(stallRecheck)
 		}
 		return
 	}
@@ -107,6 +125,16 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 		return
 	}
 	g.log.Info("the store's calls go through again")
+}
+
+// stopping reports whether the gateway's shutdown has begun.
+func (g *Gateway) stopping() bool {
+	select {
+	case <-g.stopped:
+		return true
+	default:
+		return false
+	}
 }
 
 // pokeStoreStall is the store watch's call (stallWatcher).

@@ -75,6 +75,16 @@ func (s *DB) Ping(ctx context.Context) error {
 	st := db.Stats()
 	pooled := st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections
 	err := db.PingContext(ctx)
+	if err != nil && db.Stats().WaitCount > st.WaitCount {
+		// It waited for a connection: on SQLite a call took the one
+		// connection between the check above and the ping (then, as above,
+		// nothing is known of the database: no failure); on PostgreSQL
+		// another ping held the ping's own. Either way not an outage.
+		if !s.Shared() {
+			return nil
+		}
+		pooled = true
+	}
 	if err != nil && !pooled && !errors.Is(err, context.Canceled) {
 		// The calls under way or ended before waited for a database
 		// that does not answer: an outage, not a stall (see callWatch).

@@ -17,8 +17,11 @@ type stallWatch struct {
 	poke   func()          // the watcher; nil: none, nothing is armed
 	memory time.Duration   // the watcher's memory (Stalled)
 	done   <-chan struct{} // the watcher's context's, ending the watch
-	timer  *time.Timer     // runs fire; nil until first armed
-	due    time.Time       // when timer fires; zero: not armed
+	// unwatch cancels the end of the watch registered on that context
+	// (context.AfterFunc), when another watcher replaces it.
+	unwatch func() bool
+	timer   *time.Timer // runs fire; nil until first armed
+	due     time.Time   // when timer fires; zero: not armed
 	// toldUpTo: the calls begun at or before it were told of (or begun
 	// before the watch).
 	toldUpTo time.Time
@@ -57,12 +60,19 @@ func (s *DB) WatchStalls(ctx context.Context, memory time.Duration, poke func())
 		// What happened before the watch is the watcher's first check's.
 		w.toldUpTo, w.toldEnd = time.Now(), time.Now()
 	}
+	if w.unwatch != nil {
+		// The watcher replaced (two gateways of a process on one store,
+		// their checks taking turns): its context no longer ends the
+		// watch, and keeps nothing of it.
+		w.unwatch()
+		w.unwatch = nil
+	}
 	if done != nil {
-		context.AfterFunc(ctx, func() {
+		w.unwatch = context.AfterFunc(ctx, func() {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if w.done == done {
-				w.poke = nil
+				w.poke, w.unwatch = nil, nil
 				w.disarm()
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,6 +235,53 @@ func TestWatchStallsEnds(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// afterFuncCtx is a context that counts the functions registered to run
+// at its end (context.AfterFunc) and not stopped since.
+type afterFuncCtx struct {
+	done chan struct{}
+	live *atomic.Int32
+}
+
+func (c afterFuncCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c afterFuncCtx) Done() <-chan struct{}       { return c.done }
+func (c afterFuncCtx) Err() error                  { return nil }
+func (c afterFuncCtx) Value(any) any               { return nil }
+
+func (c afterFuncCtx) AfterFunc(f func()) (stop func() bool) {
+	c.live.Add(1)
+	var stopped atomic.Bool
+	return func() bool {
+		if stopped.Swap(true) {
+			return false
+		}
+		c.live.Add(-1)
+		return true
+	}
+}
+
+// TestWatchStallsTakeoverKeepsNothing: two watchers of one store (two
+// gateways of a process, whose checks take turns) leave one end of the
+// watch registered on their contexts, however often they replace each
+// other. Before, each turn registered one more on the taker's context,
+// kept until it ended (about 380 B a turn), and each ran at its end.
+func TestWatchStallsTakeoverKeepsNothing(t *testing.T) {
+	s := open(t, t.TempDir())
+	var live atomic.Int32
+	a := afterFuncCtx{done: make(chan struct{}), live: &live}
+	b := afterFuncCtx{done: make(chan struct{}), live: &live}
+	for range 10 {
+		s.WatchStalls(a, time.Minute, func() {})
+		s.WatchStalls(b, time.Minute, func() {})
+	}
+	if n := live.Load(); n != 1 {
+		t.Fatalf("%d ends of the watch registered on the watchers' contexts after 20 turns, want 1", n)
+	}
+	s.calls.mu.Lock()
+	s.calls.poke = nil
+	s.calls.disarm()
+	s.calls.mu.Unlock()
 }
 
 // TestCallWatchAllocs: a call costs the store's watch one allocation (the
