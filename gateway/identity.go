@@ -83,8 +83,8 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 	pa := h.g.cfg.Preauth
 	if pa != nil {
 		if handled, err := pa.ServeEndpoint(w, r, cp.Match); handled {
-			if cp.Match == preauth.CallbackPath && !clientLeft(r, err) {
-				h.g.metrics.preauthDone(err, preauthSignedIn)
+			if answered, counted := preauthEndpoint(cp.Match); counted && !clientLeft(r, err) {
+				h.g.metrics.preauthDone(err, answered)
 			}
 			h.preauthError(w, r, st, err)
 			return false

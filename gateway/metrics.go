@@ -39,7 +39,7 @@ import (
 //	sallyport_gateway_enrollments_total{outcome}        outcome: ok, invalid, unauthenticated, revoked, rate_limited, error
 //	sallyport_gateway_renewals_total{outcome}
 //	sallyport_gateway_revocations_total
-//	sallyport_gateway_preauth_total{outcome}            (with pre-authentication only) allowed, sign_in_started, signed_in, or a refusal code
+//	sallyport_gateway_preauth_total{outcome}            (with pre-authentication only) allowed, sign_in_started, signed_in, bind_started, bound, or a refusal code
 //	sallyport_gateway_store_stalled                     1 while the store's calls wait for its database or are refused (storestall.go)
 //
 // Recording an exchange costs no map lookup and no allocation: each app's
@@ -181,7 +181,8 @@ func newGatewayMetrics(g *Gateway) *gatewayMetrics {
 	}
 	if g.cfg.Preauth != nil {
 		m.preauth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "preauth_total",
-			Help: "Pre-authentication decisions, by outcome: allowed, sign_in_started, signed_in, or the refusal's error code."},
+			Help: "Pre-authentication decisions, by outcome: allowed, sign_in_started, signed_in, bind_started, bound, " +
+				"or the refusal's error code."},
 			[]string{"outcome"})
 		m.reg.MustRegister(m.preauth)
 	}
@@ -471,14 +472,36 @@ func (e meteredEnroll) Renew(ctx context.Context, req *tunnelv1.RenewRequest) (*
 
 // Pre-authentication outcomes besides refusal codes.
 const (
-	preauthAllowed  = "allowed"         // Authorize let the request pass
-	preauthStarted  = "sign_in_started" // a browser was sent to the provider
-	preauthSignedIn = "signed_in"       // a sign-in callback completed
+	preauthAllowed     = "allowed"         // Authorize let the request pass
+	preauthStarted     = "sign_in_started" // a browser was sent to the provider
+	preauthSignedIn    = "signed_in"       // a sign-in callback completed
+	preauthBindStarted = "bind_started"    // a page load was sent to its session's home host to be bound
+	preauthBound       = "bound"           // a host was bound to the browser's session (preauth.BoundPath)
+	preauthUncounted   = ""                // an intermediate step's answer: not counted
 )
 
+// preauthEndpoint reports whether preauth_total counts the answers of the
+// pre-authentication endpoint at path, and the outcome of its plain
+// preauth.ErrHandled: the callback's is a completed sign-in; at BoundPath
+// no home vouched and the browser was sent to the provider; BindPath's
+// answer (a ticket) is counted where it lands, at BoundPath, and only its
+// refusals here. Sign-out and the JWKS are not counted.
+func preauthEndpoint(path string) (handled string, counted bool) {
+	switch path {
+	case preauth.CallbackPath:
+		return preauthSignedIn, true
+	case preauth.BoundPath:
+		return preauthStarted, true
+	case preauth.BindPath:
+		return preauthUncounted, true
+	}
+	return "", false
+}
+
 // preauthDone counts one pre-authentication decision: err is what
-// Authorize or the sign-in callback returned, handled the outcome of
-// preauth.ErrHandled (the answer was written: a redirect).
+// Authorize or a pre-authentication endpoint returned, handled the outcome
+// of a plain preauth.ErrHandled (the answer was written: a redirect; ""
+// counts nothing). preauth.ErrBindStarted and preauth.ErrBound say theirs.
 func (m *gatewayMetrics) preauthDone(err error, handled string) {
 	if m == nil || m.preauth == nil {
 		return
@@ -487,7 +510,14 @@ func (m *gatewayMetrics) preauthDone(err error, handled string) {
 	var pe *preauth.Error
 	switch {
 	case err == nil:
+	case errors.Is(err, preauth.ErrBindStarted):
+		outcome = preauthBindStarted
+	case errors.Is(err, preauth.ErrBound):
+		outcome = preauthBound
 	case errors.Is(err, preauth.ErrHandled):
+		if handled == preauthUncounted {
+			return
+		}
 		outcome = handled
 	case errors.As(err, &pe):
 		outcome = pe.Code

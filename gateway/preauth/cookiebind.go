@@ -1,6 +1,7 @@
 package preauth
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -78,6 +79,23 @@ const (
 	maxBindReturn = 2048
 )
 
+// BindPath and BoundPath are the binding's steps, on every host under
+// cookie_domain (the gateway's metrics count their answers).
+const (
+	BindPath  = bindPath
+	BoundPath = boundPath
+)
+
+// ErrBindStarted and ErrBound are ErrHandled (errors.Is) that tell the
+// gateway's metrics what the answer was: ErrBindStarted, a page load sent
+// to a session's home to be vouched for (by Authorize, or by boundPath
+// asking the next home); ErrBound, boundPath bound its host and sent the
+// browser back to the page.
+var (
+	ErrBindStarted = fmt.Errorf("%w: sent to the session's home host to be bound", ErrHandled)
+	ErrBound       = fmt.Errorf("%w: the host was bound to the session", ErrHandled)
+)
+
 // bindsSessions reports whether sessions must be bound on r's host: the
 // session cookie is shared through cookie_domain and is __Secure-.
 func (s *Service) bindsSessions(r *http.Request) bool {
@@ -85,11 +103,24 @@ func (s *Service) bindsSessions(r *http.Request) bool {
 }
 
 // inCookieDomain reports whether host (with or without a port) is
-// cookie_domain or under it.
+// cookie_domain or under it, and a name a redirect can go to: letters,
+// digits, '-', '_' and dots, and a numeric port. (The hosts it is asked
+// about are earlier requests' Host headers, carried in sealed values; Go's
+// HTTP/1 and HTTP/2 servers refuse many odd ones, but not all, as '%' or
+// '!'.)
 func (s *Service) inCookieDomain(host string) bool {
 	d := s.cfg.CookieDomain
-	h := strings.ToLower(hostOnly(host))
-	return d != "" && h != "" && (h == d || strings.HasSuffix(h, "."+d))
+	name, port, hasPort := strings.Cut(host, ":")
+	if d == "" || name == "" || hasPort && (port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "") {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	h := strings.ToLower(strings.TrimSuffix(name, "."))
+	return h == d || strings.HasSuffix(h, "."+d)
 }
 
 // boundState is the sealed content of a host's bound cookie.
@@ -298,7 +329,8 @@ func (s *Service) startBinding(w http.ResponseWriter, r *http.Request, p *provid
 	return true, s.askHome(w, r, req)
 }
 
-// askHome redirects to the home req.Homes[req.Home] with req.
+// askHome redirects to the home req.Homes[req.Home] with req
+// (ErrBindStarted).
 func (s *Service) askHome(w http.ResponseWriter, r *http.Request, req bindTicket) error {
 	q, err := s.sealer.seal("bind request", req)
 	if err != nil {
@@ -306,7 +338,7 @@ func (s *Service) askHome(w http.ResponseWriter, r *http.Request, req bindTicket
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, "https://"+req.Homes[req.Home]+bindPath+"?q="+url.QueryEscape(q), http.StatusFound)
-	return ErrHandled
+	return ErrBindStarted
 }
 
 // shortReturn is ret if it is a safe return address (safeReturn) short
@@ -427,14 +459,14 @@ func (s *Service) bound(w http.ResponseWriter, r *http.Request) error {
 				s.log.Info("session bound to this host", zap.String("host", r.Host), zap.String("subject", ss.Subject))
 				w.Header().Set("Cache-Control", "no-store")
 				http.Redirect(w, r, shortReturn(t.Return), http.StatusFound)
-				return ErrHandled
+				return ErrBound
 			}
 		}
 		if bs.bound != nil && bs.bound.ID == t.ID { // bound meanwhile (another tab)
 			expireBinding(w, t.Nonce)
 			w.Header().Set("Cache-Control", "no-store")
 			http.Redirect(w, r, shortReturn(t.Return), http.StatusFound)
-			return ErrHandled
+			return ErrBound
 		}
 	}
 	// The home had no session bound, or one this browser does not send

@@ -3,12 +3,14 @@ package preauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -525,50 +527,206 @@ func TestChunkedSessionWithPlantedDuplicates(t *testing.T) {
 	}
 }
 
+// TestInCookieDomainNames: a binding redirects only to host names under
+// cookie_domain, with a numeric port if any. Hosts that end in
+// ".apps.example.com" but are no host name passed (old code: a binding
+// sent the browser to "https://x y.apps.example.com/.sallyport/auth/bind").
+func TestInCookieDomainNames(t *testing.T) {
+	s := &Service{cfg: Config{CookieDomain: "apps.example.com"}}
+	for host, want := range map[string]bool{
+		"app1.apps.example.com": true, "APP1.Apps.Example.com:8443": true, "apps.example.com.": true, "a_b.apps.example.com": true,
+		"x y.apps.example.com": false, "evil.com%2f.apps.example.com": false, "evil.com!.apps.example.com": false,
+		"app1.apps.example.com:x": false, "app1.apps.example.com:": false, "a:1:2.apps.example.com": false,
+		"xapps.example.com": false, "example.com": false, "": false,
+	} {
+		if got := s.inCookieDomain(host); got != want {
+			t.Errorf("inCookieDomain(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
 // FuzzBindEndpoints: whatever query and cookies a client sends to the
-// binding's endpoints and to an app under cookie_domain, nothing panics,
-// and no host is bound without a ticket sealed by the key (each fuzz
-// worker seals its own seeds, none of them a ticket).
+// binding's endpoints and to a page, raw or holding tickets, requests,
+// sessions, binding and bound cookies sealed with the gateway's key from
+// fuzzed fields (the code past the seal: an attacker cannot seal, but the
+// gateway seals what browsers send it, as hosts and return addresses),
+// nothing panics, no redirect or link leads outside cookie_domain's hosts,
+// and a host is bound only at boundPath, to the session of a ticket whose
+// binding cookie the browser sends, which the browser sends as well.
 func FuzzBindEndpoints(f *testing.F) {
 	// The provider is never reached: a sign-in fails at its discovery.
 	offline := &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
 		return nil, errors.New("offline")
 	})}
+	now := time.Unix(1_800_000_000, 0)
 	s, err := New(Config{CookieKey: make([]byte, KeySize), Keys: fuzzKeys(f), CookieDomain: "apps.example.com",
-		HTTPClient: offline, Providers: []ProviderConfig{{Name: "corp", Issuer: "https://idp.example", ClientID: "c"}}})
+		HTTPClient: offline, Now: func() time.Time { return now },
+		Providers: []ProviderConfig{{Name: "corp", Issuer: "https://idp.example", ClientID: "c"}}})
 	if err != nil {
 		f.Fatal(err)
 	}
-	sealed, err := s.sealer.seal("session", &session{Provider: "corp", Subject: "alice", Expires: 1 << 40,
+	seal := func(t testing.TB, purpose string, v any) string {
+		t.Helper()
+		sealed, err := s.sealer.seal(purpose, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sealed
+	}
+	sealed := seal(f, "session", &session{Provider: "corp", Subject: "alice", Expires: 1 << 40,
 		ID: "i", Home: "app1.apps.example.com"})
-	if err != nil {
-		f.Fatal(err)
-	}
-	req, err := s.sealer.seal("bind request", bindTicket{Nonce: "n", Host: "app2.apps.example.com", Return: "/",
+	req := seal(f, "bind request", bindTicket{Nonce: "n", Host: "app2.apps.example.com", Return: "/",
 		Provider: "corp", Homes: []string{"app1.apps.example.com"}, Expires: 1 << 40})
-	if err != nil {
-		f.Fatal(err)
-	}
 	base := "__Secure-" + sessionCookie
-	f.Add("q="+url.QueryEscape(req), base+"="+sealed)
-	f.Add("t="+url.QueryEscape(req), base+"="+sealed+"; "+bindingCookiePfx+stateID("n")+"=99999999999")
-	f.Add("t=v1.AAAA", base+"="+sealed[:len(sealed)/2]+"; "+base+"_1="+sealed[len(sealed)/2:])
-	f.Add("", base+"=x; "+base+"="+sealed+"; "+boundCookie+"=v1.")
-	f.Fuzz(func(t *testing.T, query, cookies string) {
+	// kind 0: query and cookies as they are. Else a ticket and a request
+	// sealed from the fields (provider "gone" with 64) come first in the
+	// query, and the cookies get a session (ID sessID, home sessHome;
+	// with 1), the ticket's binding cookie ending binding seconds from now
+	// (2) and a bound cookie naming sessID (8), after the fuzzed ones (4:
+	// before them); the request's host is picked by kind>>4&3.
+	// Raw: the sealed fields are not used (kind 0).
+	f.Add("q="+url.QueryEscape(req), base+"="+sealed, 0, "", "", "", "", "", 0, int64(0), "", "", int64(0))
+	f.Add("t="+url.QueryEscape(req), base+"="+sealed+"; "+bindingCookiePfx+stateID("n")+"=99999999999", 0, "", "", "", "", "", 0, int64(0), "", "", int64(0))
+	f.Add("t=v1.AAAA", base+"="+sealed[:len(sealed)/2]+"; "+base+"_1="+sealed[len(sealed)/2:], 0, "", "", "", "", "", 0, int64(0), "", "", int64(0))
+	f.Add("", base+"=x; "+base+"="+sealed+"; "+boundCookie+"=v1.", 0, "", "", "", "", "", 0, int64(0), "", "", int64(0))
+	// Sealed: a ticket that binds (session, binding cookie), one that asks
+	// the next home, one for another host, a request to vouch, and odd
+	// hosts and return addresses.
+	f.Add("", "", 1|2|4, "s1", "n1", "app2.apps.example.com", "/page?x=1", "app1.apps.example.com", 0, int64(10), "s1", "app1.apps.example.com", int64(60))
+	f.Add("", "", 1|2|4, "", "n1", "app2.apps.example.com", "/", "app1.apps.example.com,app3.apps.example.com", 0, int64(10), "s1", "app3.apps.example.com", int64(60))
+	f.Add("", "", 1|2, "s1", "n1", "app3.apps.example.com", "//evil.com", "", 0, int64(10), "s1", "app1.apps.example.com", int64(60))
+	f.Add("", "", 1|8|4, "s1", "n1", "evil.com:@app2.apps.example.com", "/\\evil.com", "app1.apps.example.com", 0, int64(10), "s1", "app2.apps.example.com", int64(60))
+	f.Add("", "", 1|2|16, "s1", "n1", "app2.apps.example.com.", "https://evil.com/", "x.apps.example.com:@evil.com", -1, int64(-100), "s2", "evil.com", int64(-1))
+	// A home that is no host name: the binding redirected to
+	// "https://x y.apps.example.com/…" (Go's HTTP/1 and HTTP/2 servers
+	// refuse such a Host header; inCookieDomain no longer relies on it).
+	f.Add("", "", 1, "", "", "", "", "", 0, int64(0), "s1", "x y.apps.example.com", int64(0))
+	f.Add("", "", 1|2, "", "n1", "app2.apps.example.com", "/", "app1.apps.example.com,a:b.apps.example.com", 0, int64(10), "s1", "app2.apps.example.com", int64(60))
+	f.Fuzz(func(t *testing.T, query, cookies string, kind int, id, nonce, host, ret, homes string, home int,
+		expires int64, sessID, sessHome string, binding int64) {
+		hosts := []string{"app2.apps.example.com", "APP2.apps.example.com:443", "evil.example.com", "app2.apps.example.com."}
+		reqHost := hosts[(kind>>4)&3]
+		if kind != 0 {
+			tk := bindTicket{ID: id, Nonce: nonce, Host: host, Return: ret, Provider: "corp", Home: home,
+				Expires: now.Unix() + expires}
+			if homes != "" {
+				tk.Homes = strings.Split(homes, ",")
+			}
+			if kind&64 != 0 {
+				tk.Provider = "gone"
+			}
+			q := url.Values{"t": {seal(t, "bind ticket", tk)}, "q": {seal(t, "bind request", tk)}}.Encode()
+			query = q + "&" + query
+			var add []string
+			if kind&1 != 0 {
+				add = append(add, base+"="+seal(t, "session", &session{Provider: "corp", Subject: "alice",
+					Expires: now.Unix() + 3600, ID: sessID, Home: sessHome}))
+			}
+			if kind&2 != 0 {
+				add = append(add, bindingCookiePfx+stateID(nonce)+"="+strconv.FormatInt(now.Unix()+binding, 10))
+			}
+			if kind&8 != 0 {
+				add = append(add, boundCookie+"="+seal(t, "bound", boundState{ID: sessID, Host: strings.ToLower(reqHost)}))
+			}
+			if kind&4 != 0 {
+				add = append(add, cookies)
+			} else {
+				add = append([]string{cookies}, add...)
+			}
+			cookies = strings.Join(add, "; ")
+		}
 		for _, path := range []string{bindPath, boundPath, "/app"} {
-			r := httptest.NewRequest("GET", "https://app2.apps.example.com"+path+"?"+query, nil)
+			r := httptest.NewRequest("GET", "https://app2.apps.example.com"+path, nil)
+			r.Host = reqHost
+			r.URL.RawQuery = query
 			r.Header.Set("Cookie", cookies)
 			w := httptest.NewRecorder()
-			if handled, _ := s.ServeEndpoint(w, r, path); !handled {
-				_, _ = s.Authorize(w, r, &Policy{Provider: "corp"}, path)
+			handled, err := s.ServeEndpoint(w, r, path)
+			if !handled {
+				_, err = s.Authorize(w, r, &Policy{Provider: "corp"}, path)
+			}
+			if loc := w.Header().Get("Location"); loc != "" {
+				if why := outsideCookieDomain(loc); why != "" {
+					t.Fatalf("%s on %s with %q: redirect to %q: %s", path, reqHost, cookies, loc, why)
+				}
+			}
+			var e *Error
+			if errors.As(err, &e) && e.LinkURL != "" {
+				if why := outsideCookieDomain(e.LinkURL); why != "" {
+					t.Fatalf("%s on %s with %q: link to %q: %s", path, reqHost, cookies, e.LinkURL, why)
+				}
 			}
 			for _, c := range w.Result().Cookies() {
-				if c.Name == boundCookie && c.MaxAge > 0 {
-					t.Fatalf("%s?%s with %q bound the host", path, query, cookies)
+				if c.Name != boundCookie || c.MaxAge <= 0 {
+					continue
+				}
+				if why := boundWithout(s, r, path, c.Value, now); why != "" {
+					t.Fatalf("%s on %s?%s with %q bound the host: %s", path, reqHost, query, cookies, why)
 				}
 			}
 		}
 	})
+}
+
+// outsideCookieDomain says why a redirect or link to loc may leave
+// FuzzBindEndpoints' cookie_domain (apps.example.com), or "".
+func outsideCookieDomain(loc string) string {
+	u, err := url.Parse(loc)
+	switch {
+	case err != nil:
+		return err.Error()
+	case u.Scheme == "" && u.Host == "":
+		if !strings.HasPrefix(loc, "/") || strings.HasPrefix(loc, "//") || strings.ContainsAny(loc, "\\\t\r\n") {
+			return "a relative address that is not a path"
+		}
+		return ""
+	case u.Scheme != "https" || u.User != nil || u.Opaque != "":
+		return "not an https URL without user info"
+	}
+	h := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return "a host that is not a DNS name"
+		}
+	}
+	if h != "apps.example.com" && !strings.HasSuffix(h, ".apps.example.com") {
+		return "a host outside cookie_domain"
+	}
+	return ""
+}
+
+// boundWithout says why the bound cookie value, set in the answer to r at
+// path, binds without a ticket of r's whose binding cookie r sends, for a
+// session r sends; or "".
+func boundWithout(s *Service, r *http.Request, path, value string, now time.Time) string {
+	var b boundState
+	if err := s.sealer.open("bound", value, &b); err != nil {
+		return "the bound cookie does not open: " + err.Error()
+	}
+	if path != boundPath {
+		return "bound at " + path
+	}
+	var tk bindTicket
+	if err := s.sealer.open("bind ticket", r.URL.Query().Get("t"), &tk); err != nil {
+		return "without a ticket"
+	}
+	if tk.ID == "" || b.ID != tk.ID || b.Host != strings.ToLower(r.Host) || tk.Host != b.Host {
+		return fmt.Sprintf("bound %+v for the ticket %+v", b, tk)
+	}
+	c, err := r.Cookie(bindingCookiePfx + stateID(tk.Nonce))
+	if err != nil {
+		return "without the ticket's binding cookie"
+	}
+	if e, err := strconv.ParseInt(c.Value, 10, 64); err != nil || e <= now.Unix() {
+		return "with an ended binding cookie " + c.Value
+	}
+	for _, v := range r.CookiesNamed("__Secure-" + sessionCookie) {
+		var ss session
+		if s.sealer.open("session", v.Value, &ss) == nil && ss.ID == b.ID {
+			return ""
+		}
+	}
+	return "to a session the browser does not send"
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
