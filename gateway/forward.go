@@ -79,7 +79,7 @@ func isHopHeader(k string) bool {
 // X_Forwarded_For would reach the app next to the gateway's X-Forwarded-For
 // and could win (Werkzeug's ProxyFix then took the client's address,
 // scheme and host from it). The request id is the gateway's too: a sane
-// client X-Request-Id is kept, but only in that spelling.
+// X-Request-Id from a trusted proxy is kept, but only in that spelling.
 func isForwardedHeader(k string) bool {
 	if isProxySetHeader(k) {
 		return true

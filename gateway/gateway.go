@@ -131,7 +131,7 @@ type Config struct {
 	// TrustedProxies are the load balancers in front of the public
 	// listener: from a peer in one of these prefixes, the client's address
 	// comes from X-Forwarded-For and HTTPS from X-Forwarded-Proto (see
-	// proxyTrust). Empty → both headers are ignored.
+	// proxyTrust). Empty → both headers are ignored and X-Request-Id is replaced.
 	TrustedProxies []netip.Prefix
 	// MaxStreamsPerSession caps an agent session's streams (0 → 10000).
 	MaxStreamsPerSession int

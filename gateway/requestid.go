@@ -10,13 +10,15 @@ import (
 // answers and in its logs.
 const RequestIDHeader = "X-Request-Id"
 
-// maxRequestIDLen bounds a request id accepted from a client.
+// maxRequestIDLen bounds a request id accepted from a trusted proxy.
 const maxRequestIDLen = 128
 
 // RequestID returns in when it is a sane request id (1 to 128 characters of
 // A-Z a-z 0-9 . _ : -), so that an id set by a load balancer in front of the
 // gateway follows the request, and otherwise a new random id. Only
 // characters that cannot break a header, a log line or an HTML page pass.
+// The public listener hands in only a trusted proxy's id: from any other
+// peer the header is gone before the exchange reads it (untrustedPeer).
 func RequestID(in string) string {
 	if saneRequestID(in) {
 		return in

@@ -15,26 +15,41 @@ const maxForwardedHops = 64
 // of the gateway, public.trusted_proxies) passed on: for those, and only
 // those, the client's address comes from X-Forwarded-For and its scheme from
 // X-Forwarded-Proto, both read from the right, where the trusted proxies
-// append (see clientHop and forwardedHTTPS). From any other peer both
-// headers are ignored (and never relayed), so a client cannot claim another
-// address or scheme.
+// append (see clientHop and forwardedHTTPS), and their X-Request-Id is kept
+// when it is sane (RequestID). From any other peer the X-Forwarded-*
+// headers are ignored (and never relayed) and X-Request-Id is dropped
+// (untrustedPeer), so a client cannot claim another address or scheme, nor
+// pick the id the gateway logs and the app sees.
 type proxyTrust struct {
 	next     http.Handler
 	prefixes []netip.Prefix
 }
 
-// trustProxies wraps next when prefixes is not empty.
+// trustProxies wraps next: in a proxyTrust when prefixes is not empty,
+// otherwise in an untrustedPeer, since then no peer is trusted.
 func trustProxies(next http.Handler, prefixes []netip.Prefix) http.Handler {
 	if len(prefixes) == 0 {
-		return next
+		return untrustedPeer{next}
 	}
 	return &proxyTrust{next: next, prefixes: prefixes}
+}
+
+// untrustedPeer serves a request from a peer that is not a trusted proxy:
+// it drops the client's X-Request-Id, so that the gateway makes its own
+// (RequestID("")) for the app, the access log and the identity assertion.
+// A client that picked the id could reuse one an operator searches the
+// logs for, or one an app logs or dedupes by.
+type untrustedPeer struct{ next http.Handler }
+
+func (u untrustedPeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	delete(r.Header, RequestIDHeader)
+	u.next.ServeHTTP(w, r)
 }
 
 func (t *proxyTrust) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil || !t.trusted(peer.Addr()) {
-		t.next.ServeHTTP(w, r)
+		untrustedPeer{t.next}.ServeHTTP(w, r)
 		return
 	}
 	c, hop, ok := t.clientHop(r.Header["X-Forwarded-For"])

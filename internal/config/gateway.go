@@ -152,8 +152,8 @@ type Public struct {
 	// TrustedProxies are the addresses (IPs or CIDR prefixes) of load
 	// balancers in front of the gateway. Requests from them take the
 	// client's address from X-Forwarded-For and HTTPS from
-	// X-Forwarded-Proto. Empty means no proxy is trusted: both headers are
-	// ignored.
+	// X-Forwarded-Proto, and keep their sane X-Request-Id. Empty means no
+	// proxy is trusted: both headers are ignored and X-Request-Id replaced.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 

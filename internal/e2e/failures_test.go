@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -417,7 +418,18 @@ func testAgentLost(t *testing.T, headSent bool) {
 
 // accessLogRig starts a rig whose info logs are kept for the test to read,
 // next to the usual test log.
+//
+// The gateway trusts loopback as a proxy (public.trusted_proxies), so that
+// the X-Request-Id the test sends, as a load balancer would, is kept and
+// names the exchange's access line; from other clients it is replaced.
 func accessLogRig(t *testing.T, o testrig.Options) (*testrig.Rig, *observer.ObservedLogs) {
+	edit := o.Gateway
+	o.Gateway = func(c *gateway.Config) {
+		c.TrustedProxies = append(c.TrustedProxies, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+		if edit != nil {
+			edit(c)
+		}
+	}
 	core, logs := observer.New(zap.InfoLevel)
 	o.Log = zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core(), core))
 	return testrig.New(t, o), logs

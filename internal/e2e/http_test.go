@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -423,11 +424,27 @@ func TestHTTPHostAndForwarded(t *testing.T) {
 	}
 }
 
-// TestHTTPRequestID checks X-Request-Id: a sane client value reaches the
-// backend, anything else is replaced by a fresh id, and the gateway's own
-// error pages name the same id.
+// TestHTTPRequestID checks X-Request-Id: a sane value from a trusted proxy
+// (public.trusted_proxies) reaches the backend, anything else, and any
+// value from another client, is replaced by a fresh id, and the gateway's
+// own error pages name the same id.
 func TestHTTPRequestID(t *testing.T) {
-	rig, c := demoRig(t)
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted proxy %v", trusted), func(t *testing.T) { testHTTPRequestID(t, trusted) })
+	}
+}
+
+func testHTTPRequestID(t *testing.T, trusted bool) {
+	backend := startLoopbackBackend(t, demoapp.New())
+	o := testrig.Options{Routes: []gateway.Route{
+		{App: "demo", Hosts: []string{appHost}, Backend: testrig.MustURL(t, backend.URL)},
+	}}
+	if trusted {
+		o.Gateway = func(c *gateway.Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+	}
+	rig := testrig.New(t, o)
+	rig.StartAgent(nil)
+	c := rig.Client()
 	generated := map[string]bool{}
 	for _, tc := range []struct {
 		name string
@@ -458,7 +475,7 @@ func TestHTTPRequestID(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("backend saw X-Request-Id %q, want one value", got)
 			}
-			if tc.keep {
+			if tc.keep && trusted {
 				if got[0] != tc.sent[0] {
 					t.Errorf("backend saw X-Request-Id %q, want the client's %q", got[0], tc.sent[0])
 				}
@@ -496,7 +513,7 @@ func TestHTTPRequestID(t *testing.T) {
 			if page.RequestID != id {
 				t.Errorf("page names request id %q, header says %q", page.RequestID, id)
 			}
-			if tc.sent != "" && saneRequestID(tc.sent) {
+			if trusted && tc.sent != "" && saneRequestID(tc.sent) {
 				if id != tc.sent {
 					t.Errorf("error page has request id %q, want the client's %q", id, tc.sent)
 				}

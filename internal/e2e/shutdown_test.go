@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -221,6 +222,8 @@ func TestAccessLog(t *testing.T) {
 		Routes: []gateway.Route{
 			{App: "logged", Hosts: []string{"log.test"}, Backend: testrig.MustURL(t, backend.URL)},
 		},
+		// The test client stands for a load balancer: its X-Request-Id is kept.
+		Gateway: func(c *gateway.Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} },
 	})
 	rig.StartAgent(func(c *agent.Config) { c.Name = "agent-log" })
 	req, _ := http.NewRequest("POST", rig.URL+"/p/q?secret=hunter2", stringsReader("12345"))
