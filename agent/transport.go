@@ -507,6 +507,13 @@ func (a *Agent) serve(ctx, hard context.Context, slot int, sess clientSession, t
 				log.Info("session drained", zap.String("session", id))
 				return nil
 			}
+			select {
+			case <-sess.Drained():
+				// The Drain came just before the end, and this select
+				// took the end first: it was announced all the same.
+				wasDrained = true
+			default:
+			}
 			if wasDrained {
 				return &drainedEndError{err}
 			}

@@ -235,9 +235,44 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 		reason = "gateway stopped"
 	}
 	ss.Close(nil)
-	c.Close(reason)
+	ss.endConn(reason)
 	log.Info("agent session ended", zap.String("reason", reason))
 	return nil
+}
+
+// drainEndWait bounds how long the end of a session whose agent was sent a
+// Drain waits for the agent to close the connection (see endConn).
+var drainEndWait = time.Second // a variable for tests
+
+// endConn closes the connection of a session that ended (Close was called);
+// reason is for the agent when the session's Close gave none. When the
+// agent was sent a Drain, the gateway first ends its side of the control
+// stream and lets the agent close the connection (it does at the stream's
+// end, once it has read everything before it), for at most drainEndWait:
+// QUIC discards the data an agent received but had not read yet when the
+// gateway's CONNECTION_CLOSE arrives, so a shutdown that closed the
+// sessions right after DrainAll lost the Drain, and the agent took the end
+// for a lost session (a warning, "Application error 0x0 (remote)") where
+// yamux and gRPC agents had heard of it.
+func (ss *session) endConn(reason string) {
+	if ss.reason != nil {
+		reason = ss.reason.Error()
+	}
+	// No control message is being written (the lock is free) and none
+	// starts now that done is closed: ending the stream cannot cut one.
+	if ss.drainSent.Load() && ss.sendMu.TryLock() {
+		err := ss.ctrl.CloseWrite()
+		ss.sendMu.Unlock()
+		if err == nil {
+			t := time.NewTimer(drainEndWait)
+			select {
+			case <-ss.conn.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	ss.conn.Close(reason)
 }
 
 // readHello accepts the control stream and reads the hello, within the
@@ -418,7 +453,9 @@ func (ss *session) SendDrain(reason string) error {
 	return ss.sendControl(&tunnelv1.ControlResponse{Drain: &tunnelv1.Drain{Reason: reason}})
 }
 
-// CloseAll ends every session.
+// CloseAll ends every session. The connection of one whose agent was sent
+// a Drain ends once the agent has read it (see endConn), within
+// drainEndWait.
 func (s *Server) CloseAll() {
 	for _, ss := range s.list() {
 		ss.Close(nil)
@@ -445,6 +482,7 @@ type session struct {
 	closeOnce  sync.Once
 	reason     error                     // why Close was called; nil for none; written before done is closed
 	welcomed   atomic.Bool               // the welcome is on its way: Close closes the connection
+	drainSent  atomic.Bool               // a Drain is being written or was: ServeConn closes the connection (endConn)
 	greeted    bool                      // the welcome was sent; guarded by sendMu
 	held       *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 	// live watches that the agent answers the exchanges sent to it (see
@@ -480,6 +518,14 @@ func (ss *session) Close(reason error) {
 			// welcome, tells the agent why and closes the connection.
 			return
 		}
+		if ss.drainSent.Load() && ss.sendMu.TryLock() {
+			// The agent was sent a Drain and no write is blocked (an
+			// agent that takes no data: closing the connection ends the
+			// write): ServeConn, woken by done, lets the agent read the
+			// Drain before the connection closes (endConn).
+			ss.sendMu.Unlock()
+			return
+		}
 		msg := ""
 		if reason != nil {
 			msg = reason.Error()
@@ -504,15 +550,24 @@ func (ss *session) sendControl(m *tunnelv1.ControlResponse) error {
 		ss.held = m
 		return nil
 	}
+	ss.noteDrain(m)
 	if err := writeMsg(ss.ctrl, m, maxControlSize); err != nil || m.GetWelcome() == nil {
 		return err
 	}
 	ss.greeted = true
 	if h := ss.held; h != nil {
 		ss.held = nil
+		ss.noteDrain(h)
 		return writeMsg(ss.ctrl, h, maxControlSize)
 	}
 	return nil
+}
+
+// noteDrain records, before m is written, that it is a Drain (see endConn).
+func (ss *session) noteDrain(m *tunnelv1.ControlResponse) {
+	if m.GetDrain() != nil {
+		ss.drainSent.Store(true)
+	}
 }
 
 // readControl handles the agent's control messages until the stream ends,
