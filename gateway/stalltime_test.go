@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"database/sql"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/sallyport/sallyport/internal/pgtest"
 	"github.com/sallyport/sallyport/internal/shortskip"
 	"github.com/sallyport/sallyport/internal/store"
 )
@@ -115,26 +113,8 @@ func TestStoreStallBriefPingFailure(t *testing.T) {
 	defer func(d time.Duration) { stallRecheck = d }(stallRecheck)
 	stallRecheck = 100 * time.Millisecond
 	ctx := context.Background()
-	dsn := pgtest.DSN(t)
-	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	relay := pgtest.StartHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, relay.Addr())
-	st := mustStore(t)(store.OpenPostgres(ctx, via))
-	raw, err := sql.Open("pgx", dsn) // another session, not through the relay
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	core, logs := observer.New(zap.InfoLevel)
-	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: st, Log: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.serving.Store(true)
-	r := &stallRig{db: "postgres", g: g, st: st, raw: raw, logs: logs}
-	if err := g.heartbeat(); err != nil {
-		t.Fatal(err)
-	}
+	r, relay := newHoleStallRig(t)
+	g, raw, st := r.g, r.raw, r.st
 
 	conn, err := raw.Conn(ctx)
 	if err != nil {

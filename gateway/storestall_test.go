@@ -348,32 +348,15 @@ func TestStoreStallRemoveReplicasRefused(t *testing.T) {
 // the heartbeat's timeout read as a stall: gauge 1 and that warning.
 func TestStoreStallNotByOutage(t *testing.T) {
 	shortskip.Long(t, "waits store.SlowCall for a database that does not answer")
-	dsn := pgtest.DSN(t)
-	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	relay := pgtest.StartHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, relay.Addr())
-	st, err := store.OpenPostgres(context.Background(), via)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	core, logs := observer.New(zap.InfoLevel)
-	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: st, Log: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.serving.Store(true)
-	r := &stallRig{db: "postgres", g: g, st: st, logs: logs}
-	if err := g.heartbeat(); err != nil {
-		t.Fatal(err)
-	}
+	r, relay := newHoleStallRig(t)
+	g, logs := r.g, r.logs
 	relay.Hole()
 	// The sweep's heartbeat, cut a little after store.SlowCall rather
 	// than at trustTimeout, to keep the test short.
 	stopCtx := g.stopCtx
 	cut, cancel := context.WithTimeout(stopCtx, store.SlowCall+500*time.Millisecond)
 	g.stopCtx = cut
-	err = g.heartbeat()
+	err := g.heartbeat()
 	cancel()
 	g.stopCtx = stopCtx
 	if err == nil {
@@ -406,4 +389,33 @@ func TestStoreStallNotByOutage(t *testing.T) {
 	for _, e := range logs.FilterMessageSnippet("the store stalls").AllUntimed() {
 		t.Errorf("the database answering again after an outage logged %s %q: %v", e.Level, e.Message, e.ContextMap()["error"])
 	}
+}
+
+// newHoleStallRig is a stall rig on the test PostgreSQL reached through a
+// hole relay (pgtest.HoleRelay: the network to the database can fail), its
+// raw session straight to the database, after the gateway's first
+// heartbeat.
+func newHoleStallRig(t *testing.T) (*stallRig, *pgtest.HoleRelay) {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
+	relay := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, relay.Addr())
+	st := mustStore(t)(store.OpenPostgres(context.Background(), via))
+	raw, err := sql.Open("pgx", dsn) // another session, not through the relay
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	core, logs := observer.New(zap.InfoLevel)
+	g, err := New(Config{TunnelTLS: &tls.Config{}, Store: st, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.serving.Store(true)
+	r := &stallRig{db: "postgres", g: g, st: st, raw: raw, logs: logs}
+	if err := g.heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	return r, relay
 }

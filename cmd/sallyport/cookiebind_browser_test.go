@@ -145,23 +145,10 @@ func TestSessionBindingBrowser(t *testing.T) {
 	port, spki := startBindingGateway(t)
 	at := func(app, path string) string { return "https://" + app + "." + bindDomain + ":" + port + path }
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
+	opts := browserOptions(t, exe,
 		chromedp.Flag("host-resolver-rules", "MAP *."+bindDomain+" 127.0.0.1"),
 		// Accept the test certificate, and no other.
-		chromedp.Flag("ignore-certificate-errors-spki-list", spki),
-	}
+		chromedp.Flag("ignore-certificate-errors-spki-list", spki))
 	// Bounds a hung browser; no step is timed.
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -133,15 +133,11 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// TestDemoBrowserSignIn drives headless Chromium through the demo
-// provider's sign-in page to the protected app.
-func TestDemoBrowserSignIn(t *testing.T) {
-	testrig.SkipShort(t, "drives headless Chromium")
-	exe := chromiumPath(t)
-	base := startDemo(t)
-	private := privateURL(base)
-
-	opts := []chromedp.ExecAllocatorOption{
+// browserOptions start headless Chromium (exe) with a profile of its own
+// that the test removes, quiet (no QUIC, sync, updates or first-run
+// pages), and with extra.
+func browserOptions(t *testing.T, exe string, extra ...chromedp.ExecAllocatorOption) []chromedp.ExecAllocatorOption {
+	return append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("headless", true),
@@ -154,9 +150,19 @@ func TestDemoBrowserSignIn(t *testing.T) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		// *.localhost is loopback anyway; pin it to the IPv4 listener.
-		chromedp.Flag("host-resolver-rules", "MAP "+demoPrivateHost+" 127.0.0.1"),
-	}
+	}, extra...)
+}
+
+// TestDemoBrowserSignIn drives headless Chromium through the demo
+// provider's sign-in page to the protected app.
+func TestDemoBrowserSignIn(t *testing.T) {
+	testrig.SkipShort(t, "drives headless Chromium")
+	exe := chromiumPath(t)
+	base := startDemo(t)
+	private := privateURL(base)
+
+	// *.localhost is loopback anyway; pin it to the IPv4 listener.
+	opts := browserOptions(t, exe, chromedp.Flag("host-resolver-rules", "MAP "+demoPrivateHost+" 127.0.0.1"))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
