@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
@@ -54,6 +55,9 @@ const nextSuffix = ".next"
 // LoadCredentials reads the credentials kept in dir, finishing a Save that
 // was interrupted between its writes.
 func LoadCredentials(dir string) (*Credentials, error) {
+	if err := dataDirIsDir(dir); err != nil {
+		return nil, err
+	}
 	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
 	_, errC := os.Stat(certPath)
 	_, errK := os.Stat(keyPath)
@@ -142,6 +146,23 @@ func (c *Credentials) save(dir string, write func(string, []byte, fs.FileMode) e
 	}
 	if err := write(filepath.Join(dir, CABundleFile), c.CABundle, 0o644); err != nil {
 		return fmt.Errorf("save credentials: %w", err)
+	}
+	return nil
+}
+
+// dataDirIsDir refuses a data_dir that is a file, or below one (a config
+// file given as data_dir): enrolling again cannot help there (the error
+// was "open …/agent.yaml/agent-cert.pem: not a directory (enroll again to
+// replace them)").
+func dataDirIsDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return fmt.Errorf("data_dir %s is a file, not a directory: set data_dir to a directory, "+
+			"where the agent keeps its key and certificate (created if missing)", dir)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("data_dir %s is below a file, not a directory: set data_dir to a directory, "+
+			"where the agent keeps its key and certificate (created if missing)", dir)
 	}
 	return nil
 }

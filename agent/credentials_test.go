@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +182,32 @@ func TestSaveCrashKeepsAPair(t *testing.T) {
 	}
 	if got, err := LoadCredentials(dir); err != nil || got.ConnectorID != "old" {
 		t.Fatalf("after a crash before the key: %v, %v", got, err)
+	}
+}
+
+// TestRunWithDataDirAFile: a data_dir that is a file (a config file named
+// there by mistake) was reported as "open …/agent.yaml/agent-cert.pem: not
+// a directory (enroll again to replace them)", and enrolling again cannot
+// help: the error names data_dir, the path, and that it must be a
+// directory.
+func TestRunWithDataDirAFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte("gateway: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{file}
+	if runtime.GOOS != "windows" { // Windows says "path not found" below a file
+		dirs = append(dirs, filepath.Join(file, "data"))
+	}
+	for _, dir := range dirs {
+		a, err := New(Config{Gateway: "127.0.0.1:1", DataDir: dir, Token: "t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = a.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "data_dir "+dir+" is ") ||
+			!strings.Contains(err.Error(), "set data_dir to a directory") || strings.Contains(err.Error(), "enroll again") {
+			t.Errorf("data_dir %s: Run = %v", dir, err)
+		}
 	}
 }

@@ -12,11 +12,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/gateway"
@@ -36,9 +40,19 @@ func newDemoCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // stderr
-			ctx, stop := signalContext(log)
+			// The temporary folder holds the demo's CA key: it goes on
+			// every way out. A write to a closed stdout or stderr
+			// (`sallyport demo | grep -m3 …`) returns an error instead of
+			// killing the process (SIGPIPE) before the folder is removed.
+			signal.Ignore(syscall.SIGPIPE)
+			dir, err := os.MkdirTemp("", "sallyport-demo-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			ctx, stop := signalContextExit(log, func() { os.RemoveAll(dir) }, syscall.SIGHUP)
 			defer stop()
-			return runDemo(ctx, addr, log, cmd.OutOrStdout(), nil)
+			return runDemoIn(ctx, dir, addr, log, cmd.OutOrStdout(), nil)
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "public listener address of the demo gateway")
@@ -53,6 +67,14 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 		return err
 	}
 	defer os.RemoveAll(dir)
+	return runDemoIn(ctx, dir, addr, log, out, ready)
+}
+
+// runDemoIn is runDemo keeping its files in dir, which the caller removes.
+func runDemoIn(ctx context.Context, dir, addr string, log *zap.Logger, out io.Writer, ready func(url string)) error {
+	if err := checkDemoAddr(addr); err != nil {
+		return err
+	}
 
 	// The private backend, reachable only on loopback.
 	bl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,7 +106,13 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	if err := gcfg.Validate(); err != nil {
 		return err
 	}
-	settings, err := gatewayConfig(gcfg, log.Named("gateway"))
+	// The demo's own stop takes its only agent away before the gateway:
+	// that is no lost connector group (it logged an ERROR at every Ctrl-C).
+	var stopping atomic.Bool
+	glog := log.Named("gateway").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return demoStopCore{Core: c, stopping: &stopping}
+	}))
+	settings, err := gatewayConfig(gcfg, glog)
 	if err != nil {
 		return err
 	}
@@ -129,6 +157,7 @@ func runDemo(ctx context.Context, addr string, log *zap.Logger, out io.Writer, r
 	adone := make(chan error, 1)
 	go func() { adone <- a.Run(actx) }()
 	defer func() {
+		stopping.Store(true)
 		stopAgent()
 		<-adone
 	}()
@@ -171,6 +200,53 @@ Press Ctrl-C to stop.
 	<-ctx.Done()
 	fmt.Fprintln(out, "stopping the demo")
 	return nil
+}
+
+// checkDemoAddr checks --addr as the config checks public.addr, naming
+// the flag the user wrote (the error named public.addr, a setting of
+// gateway.yaml the demo has none of).
+func checkDemoAddr(addr string) error {
+	err := (&config.Gateway{Public: config.Public{Addr: addr}}).Validate()
+	var ce *config.Error
+	for _, e := range unjoin(err) {
+		if errors.As(e, &ce) && ce.Path == "public.addr" {
+			return fmt.Errorf("--addr: %s (e.g. --addr 127.0.0.1:8080, or :8080 for every address)", ce.Msg)
+		}
+	}
+	return nil
+}
+
+// unjoin lists the errors errors.Join put together in err.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+// demoNoAgents starts the gateway's error about a connector group without
+// agents (gateway.msgNoAgents).
+const demoNoAgents = "connector group has no agents"
+
+// demoStopCore drops the gateway's demoNoAgents error once the demo is
+// stopping: the demo's one agent stops first, on purpose.
+type demoStopCore struct {
+	zapcore.Core
+	stopping *atomic.Bool
+}
+
+func (c demoStopCore) With(fields []zapcore.Field) zapcore.Core {
+	return demoStopCore{Core: c.Core.With(fields), stopping: c.stopping}
+}
+
+func (c demoStopCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.stopping.Load() && strings.HasPrefix(e.Message, demoNoAgents) {
+		return ce
+	}
+	return c.Core.Check(e, ce)
 }
 
 // demoHosts are the hosts the demo app answers on: loopback, and the host

@@ -3,22 +3,33 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sallyport/sallyport/internal/demoapp"
+	"github.com/sallyport/sallyport/internal/shortskip"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -40,15 +51,18 @@ func (s *syncBuffer) String() string {
 }
 
 // TestDemo runs `sallyport demo` in process and uses it as a newcomer
-// would: the page, /echo, /bytes and /stream, all through the relay.
+// would: the page, /echo, /bytes and /stream, all through the relay. Its
+// stop logs no error (it logged "connector group has no agents" at ERROR:
+// the demo's agent stops before its gateway).
 func TestDemo(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	urls := make(chan string, 1)
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- runDemo(ctx, "127.0.0.1:0", zap.NewNop(), out, func(u string) { urls <- u })
+		done <- runDemo(ctx, "127.0.0.1:0", zap.New(core), out, func(u string) { urls <- u })
 	}()
 	var base string
 	select {
@@ -101,6 +115,90 @@ func TestDemo(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("demo: %v", err)
 	}
+	for _, e := range logs.All() {
+		t.Errorf("the demo logged at %s: %s %v", e.Level, e.Message, e.ContextMap())
+	}
+}
+
+// TestDemoAddrWithoutPort: `sallyport demo --addr 127.0.0.1` said
+// "public.addr: must be host:port", a setting the user never wrote.
+func TestDemoAddrWithoutPort(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1", "127.0.0.1:http"} {
+		err := runDemo(context.Background(), addr, zap.NewNop(), io.Discard, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "--addr: ") || strings.Contains(err.Error(), "public.addr") {
+			t.Errorf("--addr %s: %v", addr, err)
+		}
+	}
+}
+
+// TestDemoClosedStdoutRemovesTempDir: `sallyport demo | grep -m3 …` was
+// killed by SIGPIPE when it printed "stopping the demo" to the pipe grep
+// had closed, and left /tmp/sallyport-demo-* with the demo's CA key. The
+// demo runs in a child process (this test binary) whose stdout is closed
+// before it is stopped.
+func TestDemoClosedStdoutRemovesTempDir(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		shortskip.Unsupported(t, "no SIGPIPE, and no SIGINT to send to a child")
+	}
+	tmp := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDemoChildProcess$")
+	cmd.Env = append(os.Environ(), demoChildEnv+"=1", "TMPDIR="+tmp)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	banner := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Press Ctrl-C to stop.") {
+			banner = true
+			break
+		}
+	}
+	if !banner {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the demo printed no banner: %v\n%s", sc.Err(), stderr.String())
+	}
+	// As grep -m3 does: the reader goes away, then Ctrl-C.
+	stdout.Close()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Errorf("the demo was killed by %v", ws.Signal())
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "sallyport-demo-*"))
+	if len(left) > 0 {
+		t.Errorf("the demo left %q behind (exit: %v)\n%s", left, err, stderr.String())
+	}
+}
+
+// demoChildEnv makes TestDemoChildProcess run `sallyport demo`.
+const demoChildEnv = "SALLYPORT_TEST_DEMO_CHILD"
+
+// TestDemoChildProcess is the demo of TestDemoClosedStdoutRemovesTempDir;
+// without demoChildEnv it does nothing.
+func TestDemoChildProcess(t *testing.T) {
+	if os.Getenv(demoChildEnv) == "" {
+		return
+	}
+	root := newRootCmd()
+	root.SetArgs([]string{"demo", "--addr", "127.0.0.1:0"})
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // TestDemoURLOnEveryAddress: with --addr :PORT the demo prints a URL that

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -181,25 +182,42 @@ func newVersionCmd() *cobra.Command {
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one
 // exits at once.
 func signalContext(log *zap.Logger) (context.Context, context.CancelFunc) {
+	return signalContextExit(log, nil)
+}
+
+// signalContextExit is signalContext that also stops on the extra
+// signals, and runs atExit (if any) before the second signal's exit: the
+// demo removes its temporary folder, which holds a CA key, on every way
+// out. The stop function ends the watch.
+func signalContextExit(log *zap.Logger, atExit func(), extra ...os.Signal) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, extra...)...)
+	stopped := make(chan struct{})
 	go func() {
 		select {
 		case s := <-sigs:
 			log.Info("stopping; send the signal again to stop at once", zap.Stringer("signal", s))
 			cancel()
-		case <-ctx.Done():
-			signal.Stop(sigs)
+		case <-stopped:
 			return
 		}
-		if s, ok := <-sigs; ok {
+		select {
+		case s := <-sigs:
 			log.Warn("stopping at once", zap.Stringer("signal", s))
+			if atExit != nil {
+				atExit()
+			}
 			os.Exit(1)
+		case <-stopped:
 		}
 	}()
+	var once sync.Once
 	return ctx, func() {
-		signal.Stop(sigs)
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(stopped)
+		})
 		cancel()
 	}
 }

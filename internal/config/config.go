@@ -189,14 +189,14 @@ func decode(name string, data []byte, out any) (*yaml.Node, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: name, Msg: "file is empty; expected a YAML mapping of settings"}
 		}
-		return nil, syntaxError(name, err)
+		return nil, syntaxError(name, data, err)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case err == nil:
 		return nil, &Error{File: name, Line: extra.Line, Msg: "a second YAML document (after ---) is not supported; put all settings in one document"}
 	case !errors.Is(err, io.EOF):
-		return nil, syntaxError(name, err)
+		return nil, syntaxError(name, data, err)
 	}
 
 	root := &doc
@@ -223,7 +223,7 @@ func decode(name string, data []byte, out any) (*yaml.Node, error) {
 		if errors.As(err, &te) {
 			return nil, typeErrors(name, root, reflect.TypeOf(out), te)
 		}
-		return nil, syntaxError(name, err)
+		return nil, syntaxError(name, data, err)
 	}
 	return root, nil
 }
@@ -255,14 +255,15 @@ func lazyRE(expr string) func() *regexp.Regexp {
 	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
 
-// syntaxError rewrites yaml.v3's "yaml: line 3: msg" as "file:3: msg".
-func syntaxError(name string, err error) error {
+// syntaxError rewrites yaml.v3's "yaml: line 3: msg" as "file:3: msg",
+// with the line and hint of placeSyntaxError (smallfix.go).
+func syntaxError(name string, data []byte, err error) error {
 	msg := err.Error()
 	if m := yamlLineRE().FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return &Error{File: name, Line: line, Msg: m[2]}
+		return placeSyntaxError(&Error{File: name, Line: line, Msg: m[2]}, data)
 	}
-	return &Error{File: name, Msg: strings.TrimPrefix(msg, "yaml: ")}
+	return placeSyntaxError(&Error{File: name, Msg: strings.TrimPrefix(msg, "yaml: ")}, data)
 }
 
 var (
