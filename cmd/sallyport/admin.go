@@ -196,7 +196,7 @@ func newTokenCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use:   "delete ID",
 		Short: "Delete an enrollment token",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneID("token delete", "the token's ID (the ID column of sallyport token list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return err
@@ -261,7 +261,7 @@ func newConnectorCmd() *cobra.Command {
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke a connector: close its sessions now and refuse its reconnects and renewals",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneID("connector revoke", "the connector's ID (the ID column of sallyport connector list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var x gateway.APIRevoked
 			if err := c.do(cmd.Context(), "POST", "/api/v1/connectors/"+url.PathEscape(args[0])+"/revoke", nil, &x); err != nil {
@@ -328,4 +328,16 @@ func shown(s string) string {
 
 func unprintable(r rune) bool {
 	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// oneID is the Args check of a command that takes one ID: cobra's own
+// said only "accepts 1 arg(s), received 0", naming neither the ID nor
+// where to find it.
+func oneID(cmd, what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("sallyport %s takes one argument, %s; got %d", cmd, what, len(args))
+		}
+		return nil
+	}
 }

@@ -46,6 +46,13 @@ func newCACmd() *cobra.Command {
 			"enroll again), unless --force.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if force && !retire {
+				// Without this, --force alone added a new CA: a rotation
+				// nobody asked for, which also restarts the wait before
+				// the previous CAs can be retired.
+				return errors.New("--force works only with --retire-previous (retire the previous CAs even while " +
+					"connectors hold their certificates); nothing was changed. To add a new CA, run rotate without --force")
+			}
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
@@ -172,6 +179,10 @@ func runCARotate(ctx context.Context, st *store.DB, again string, retire bool, o
 		n, err := st.RetireCAs(ctx)
 		if err != nil {
 			return err
+		}
+		if n == 0 {
+			fmt.Fprintln(out, "no previous connector CA to remove: the store holds only the CA that signs")
+			return nil
 		}
 		fmt.Fprintf(out, "removed %d previous connector CA(s); agents whose certificates they signed must enroll again\n", n)
 		return nil

@@ -49,6 +49,7 @@ func TestNoteDataDirRelative(t *testing.T) {
 
 	// The store has its CA now: the next start says where it is, at info.
 	core, logs = observer.New(zapcore.InfoLevel)
+	writeTunnelCert(t, abs)
 	noteDataDir(&config.Gateway{DataDir: rel}, zap.New(core))(true)
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 {
 		t.Fatalf("%d warnings for a relative data_dir whose store exists, want none: %v", n, logs.All())
@@ -63,6 +64,7 @@ func TestNoteDataDirRelative(t *testing.T) {
 // store with its CA is not announced as new.
 func TestNoteDataDirAbsolute(t *testing.T) {
 	dir := t.TempDir()
+	writeTunnelCert(t, dir)
 	core, logs := observer.New(zapcore.InfoLevel)
 	noteDataDir(&config.Gateway{DataDir: dir}, zap.New(core))(true)
 	if logs.Len() != 0 {

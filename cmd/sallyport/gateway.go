@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -114,6 +115,7 @@ func noteDataDir(cfg *config.Gateway, log *zap.Logger) (opened func(hasCA bool))
 			if relative {
 				log.Info("data_dir is a relative path, taken from the working directory", where...)
 			}
+			warnTunnelCertGone(cfg, abs, log)
 			return
 		}
 		fields := append(where, zap.String("file", filepath.Join(abs, store.FileName)))
@@ -127,6 +129,28 @@ func noteDataDir(cfg *config.Gateway, log *zap.Logger) (opened func(hasCA bool))
 			"store are refused); if the gateway ran before from another directory, stop it and set data_dir to that "+
 			"store's absolute path (under systemd, or set WorkingDirectory=)", fields...)
 	}
+}
+
+// warnTunnelCertGone warns when data_dir holds a store with its connector
+// CA but neither file of the self-signed tunnel certificate: the gateway
+// is about to create a new one, which agents that pinned the previous one
+// (agent enroll --gateway-fingerprint) or trust its tunnel-cert.pem
+// (gateway_ca_file) refuse. That is what restoring only sallyport.db (the
+// README's sqlite3 .backup) into a new data_dir did, with an info line.
+func warnTunnelCertGone(cfg *config.Gateway, dir string, log *zap.Logger) {
+	if cfg.Tunnel.TLS.Enabled() {
+		return
+	}
+	for _, f := range []string{selfsigned.CertFile, selfsigned.KeyFile} {
+		if _, err := os.Lstat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
+			return // there (or unreadable: the start reports it)
+		}
+	}
+	log.Warn("data_dir holds a store with its connector CA but no tunnel certificate: the gateway creates a new "+
+		"self-signed one, and agents that pinned the previous one (agent enroll --gateway-fingerprint) or trust its "+
+		"tunnel-cert.pem (gateway_ca_file) refuse it; if data_dir was restored from a backup, stop the gateway and "+
+		"restore tunnel-cert.pem and tunnel-key.pem too, else give the agents the new tunnel-cert.pem or enroll them again",
+		zap.String("data_dir", dir))
 }
 
 // hasCA reports whether the store holds a connector CA. A store that

@@ -98,10 +98,12 @@ func TestNewStoreDecidedByCA(t *testing.T) {
 		t.Errorf("warnings for a store file without a CA under a relative data_dir = %d, want 1; logs: %v", n, logs.All())
 	}
 
-	// The gateway creates the CA; the next start is an ordinary one.
+	// The gateway creates the CA (and its tunnel certificate); the next
+	// start is an ordinary one.
 	if _, err := gateway.New(gateway.Config{TunnelTLS: &tls.Config{}, Store: st}); err != nil {
 		t.Fatal(err)
 	}
+	writeTunnelCert(t, abs)
 	core, logs = observer.New(zapcore.InfoLevel)
 	noteDataDir(cfg, zap.New(core))(hasCA(ctx, st))
 	if n := logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 || logs.FilterMessageSnippet("data_dir is a relative path").Len() != 1 {
