@@ -227,9 +227,12 @@ func (t *trailerScrubber) Read(p []byte) (int, error) {
 
 // scrubTrailers removes from request trailers what a client must not send
 // an app: identity headers (oidc: other proxies' too) and the gateway's
-// forwarding headers, in any spelling.
+// forwarding headers, in any spelling, X-Request-Id too: the request id is
+// the gateway's, in the head (isForwardedHeader leaves that spelling to
+// outRequest, which replaces it there).
 func scrubTrailers(tr http.Header, oidc bool) {
 	preauth.StripIdentityHeaders(tr, oidc)
+	delete(tr, RequestIDHeader)
 	for k := range tr {
 		if isForwardedHeader(k) {
 			delete(tr, k)

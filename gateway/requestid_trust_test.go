@@ -296,3 +296,26 @@ func TestTrustProxiesRequestIDHeader(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestIDSeveralFromTrustedProxy: of several X-Request-Id lines from a
+// trusted proxy, the last is kept, the one the nearest proxy added: a load
+// balancer that appends its own (HAProxy's "http-request add-header") leaves
+// the client's first, and the gateway kept that one (the client's choice).
+func TestRequestIDSeveralFromTrustedProxy(t *testing.T) {
+	addr, s, access := ridGateway(t, "127.0.0.0/8", "::1/128")
+	for _, how := range []string{"http1", "h2c", "upgrade"} {
+		backend, logged, answered := ridExchange(t, addr, s, access, how, "client-pick", "lb-7")
+		if backend != "lb-7" || logged != backend {
+			t.Errorf("%s: backend %q, access log %q; want the nearest proxy's lb-7", how, backend, logged)
+		}
+		if how != "upgrade" && answered != "" && answered != backend {
+			t.Errorf("%s: answered X-Request-Id %q, backend saw %q", how, answered, backend)
+		}
+	}
+	// A malformed last one is replaced, not passed over for the client's.
+	backend, _, _ := ridExchange(t, addr, s, access, "http1", "client-pick", "bad id")
+	if backend == "client-pick" {
+		t.Errorf("http1: the client's id was kept behind the proxy's malformed one")
+	}
+	checkGeneratedID(t, backend)
+}

@@ -15,8 +15,8 @@ const maxForwardedHops = 64
 // of the gateway, public.trusted_proxies) passed on: for those, and only
 // those, the client's address comes from X-Forwarded-For and its scheme from
 // X-Forwarded-Proto, both read from the right, where the trusted proxies
-// append (see clientHop and forwardedHTTPS), and their X-Request-Id is kept
-// when it is sane (RequestID). From any other peer the X-Forwarded-*
+// append (see clientHop and forwardedHTTPS), and their X-Request-Id (the
+// last, when there are several) is kept when it is sane (RequestID). From any other peer the X-Forwarded-*
 // headers are ignored (and never relayed) and X-Request-Id is dropped
 // (untrustedPeer), so a client cannot claim another address or scheme, nor
 // pick the id the gateway logs and the app sees.
@@ -61,6 +61,12 @@ func (t *proxyTrust) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p, ok := forwardedPrefix(r.Header["X-Forwarded-Prefix"]); ok {
 		r = forwarded.WithPrefix(r, p)
+	}
+	if ids := r.Header[RequestIDHeader]; len(ids) > 1 {
+		// The last is the nearest proxy's, as in X-Forwarded-For: one that
+		// appends its own (HAProxy's "http-request add-header") leaves the
+		// client's in front of it.
+		r.Header[RequestIDHeader] = ids[len(ids)-1:]
 	}
 	t.next.ServeHTTP(w, r)
 }

@@ -135,11 +135,15 @@ func chromiumPath(t *testing.T) string {
 
 // browserOptions start headless Chromium (exe) with a profile of its own
 // that the test removes, quiet (no QUIC, sync, updates or first-run
-// pages), and with extra.
+// pages), and with extra. Its TMPDIR is the test's too: Chromium keeps its
+// profile lock's socket in a directory of its own there
+// (org.chromium.Chromium.*), which a browser that is killed, as the tests'
+// cancel does, never removes (TestBrowserLeavesNoTempDir).
 func browserOptions(t *testing.T, exe string, extra ...chromedp.ExecAllocatorOption) []chromedp.ExecAllocatorOption {
 	return append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
 		chromedp.Flag("disable-gpu", true),

@@ -449,11 +449,11 @@ func testHTTPRequestID(t *testing.T, trusted bool) {
 	for _, tc := range []struct {
 		name string
 		sent []string // X-Request-Id fields the client sends
-		keep bool     // the backend must see sent[0]
+		keep bool     // the backend must see the last of sent (the nearest proxy's)
 	}{
 		{"sane", []string{"req-1.a_B:9"}, true},
 		{"sane, 128 characters", []string{strings.Repeat("a", 128)}, true},
-		{"two values", []string{"first-id", "second-id"}, true},
+		{"two values", []string{"first-id", "second-id"}, true}, // second-id: the nearest proxy's
 		{"absent", nil, false},
 		{"empty", []string{""}, false},
 		{"too long", []string{strings.Repeat("a", 129)}, false},
@@ -476,8 +476,8 @@ func testHTTPRequestID(t *testing.T, trusted bool) {
 				t.Fatalf("backend saw X-Request-Id %q, want one value", got)
 			}
 			if tc.keep && trusted {
-				if got[0] != tc.sent[0] {
-					t.Errorf("backend saw X-Request-Id %q, want the client's %q", got[0], tc.sent[0])
+				if want := tc.sent[len(tc.sent)-1]; got[0] != want {
+					t.Errorf("backend saw X-Request-Id %q, want the proxy's %q", got[0], want)
 				}
 				return
 			}
