@@ -49,9 +49,11 @@ func newDemoCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer os.RemoveAll(dir)
 			ctx, stop := signalContextExit(log, func() { os.RemoveAll(dir) }, syscall.SIGHUP)
 			defer stop()
+			// Deferred after stop, so it runs before it: a signal that
+			// comes while the folder is removed is still caught.
+			defer os.RemoveAll(dir)
 			return runDemoIn(ctx, dir, addr, log, cmd.OutOrStdout(), nil)
 		},
 	}

@@ -223,7 +223,10 @@ func decode(name string, data []byte, out any) (*yaml.Node, error) {
 		if errors.As(err, &te) {
 			return nil, typeErrors(name, root, reflect.TypeOf(out), te)
 		}
-		return nil, syntaxError(name, data, err)
+		// data parses as YAML (a merge key's value that is no mapping,
+		// say): no line of it is broken, so none is looked for (the
+		// search named the file's last line).
+		return nil, syntaxError(name, nil, err)
 	}
 	return root, nil
 }
@@ -256,7 +259,7 @@ func lazyRE(expr string) func() *regexp.Regexp {
 }
 
 // syntaxError rewrites yaml.v3's "yaml: line 3: msg" as "file:3: msg",
-// with the line and hint of placeSyntaxError (smallfix.go).
+// with the line and hint of placeSyntaxError (yamlsyntax.go).
 func syntaxError(name string, data []byte, err error) error {
 	msg := err.Error()
 	if m := yamlLineRE().FindStringSubmatch(msg); m != nil {
