@@ -46,6 +46,11 @@ type Config struct {
 	DataDir string
 	// Credentials, if set, are used instead of DataDir's (tests, embedding).
 	Credentials *Credentials
+	// ConfigFile is the agent config file the agent runs from, and
+	// GatewayCAFile its gateway_ca_file ("" → none); only the command that
+	// an expired certificate's error gives to enroll again names them.
+	ConfigFile    string
+	GatewayCAFile string
 	// Clock is the time for certificate expiry and renewal (nil → the real
 	// clock).
 	Clock clock.Clock

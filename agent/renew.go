@@ -153,20 +153,62 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 	}
 }
 
-// checkExpiry fails once the certificate has expired.
+// checkExpiry fails once the certificate has expired, saying how to enroll
+// again (see enrollAgainCommand).
 func (a *Agent) checkExpiry() error {
 	c := a.creds.Load()
 	if c == nil || a.clock.Now().Before(c.Expires()) {
 		return nil
 	}
-	dir := a.cfg.DataDir
-	if dir == "" {
-		dir = "DIR"
-	}
 	return fmt.Errorf("%w on %s (it was not renewed in time, e.g. because the agent was offline); "+
-		"enroll it again: get a token with `sallyport token create --group %s`, then run "+
-		"`sallyport agent enroll --gateway %s --token TOKEN --data-dir %s`",
-		ErrCertificateExpired, c.Expires().UTC().Format(time.RFC3339), c.Group, a.cfg.Gateway, dir)
+		"enroll it again: get a token with `sallyport token create --group %s`, put it in a file, then run `%s`",
+		ErrCertificateExpired, c.Expires().UTC().Format(time.RFC3339), c.Group,
+		enrollAgainCommand(enrollSource{configFile: a.cfg.ConfigFile, gatewayCAFile: a.cfg.GatewayCAFile,
+			gateway: a.cfg.Gateway, dataDir: a.cfg.DataDir}))
+}
+
+// enrollSource is what the agent ran from, for the command that enrolls
+// it again.
+type enrollSource struct {
+	configFile    string // the agent config file; "" → the agent was not started from one
+	gatewayCAFile string // the config's gateway_ca_file
+	gateway       string
+	dataDir       string
+}
+
+// enrollAgainCommand is the `sallyport agent enroll` command that enrolls
+// the agent of src again with a token in a file: with --config when the
+// agent ran from a config file (its gateway, data_dir, name, proxy and
+// gateway_ca_file then apply), else with --gateway and --data-dir. The
+// gateway is trusted as the agent trusted it, which the enrollment needs
+// for a self-signed tunnel certificate: by gateway_ca_file, else by what
+// the previous enrollment saved in the data directory (gateway-ca.pem,
+// else a pinned fingerprint), which `agent enroll --config` does not read
+// by itself; else by the system roots, without a flag.
+func enrollAgainCommand(src enrollSource) string {
+	dir := "DIR"
+	if src.dataDir != "" {
+		dir = shellQuote(src.dataDir)
+	}
+	var trust string
+	switch {
+	case src.gatewayCAFile != "":
+		if src.configFile == "" {
+			trust = " --gateway-ca " + shellQuote(src.gatewayCAFile)
+		} // else --config reads it
+	case src.dataDir != "":
+		if p := filepath.Join(src.dataDir, GatewayCAFile); fileExists(p) {
+			trust = " --gateway-ca " + shellQuote(p)
+		} else if b, err := os.ReadFile(filepath.Join(src.dataDir, GatewayPinFile)); err == nil {
+			if pin := strings.TrimSpace(string(b)); pin != "" {
+				trust = " --gateway-fingerprint " + shellQuote(pin)
+			}
+		}
+	}
+	if src.configFile != "" {
+		return "sallyport agent enroll --config " + shellQuote(src.configFile) + " --token-file FILE" + trust
+	}
+	return "sallyport agent enroll --gateway " + shellQuote(src.gateway) + " --token-file FILE --data-dir " + dir + trust
 }
 
 func (a *Agent) renewBackoff() Backoff {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -357,6 +356,13 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 			// The client hung up (or reset its HTTP/2 stream): not the
 			// tunnel's failure, which alerts watch for.
 			st.errCode = CodeClientClosed
+		} else {
+			// The body from the agent broke off (its connection, the
+			// agent or the backend): the reason, with what finds the
+			// exchange's access line (README Troubleshooting).
+			h.g.log.Warn("the response body broke off; cutting the client's connection",
+				zap.String("request_id", st.requestID), zap.String("app", st.route.App),
+				zap.String("agent", st.agent), zap.Error(err))
 		}
 		if r.Context().Value(http.ServerContextKey) == nil {
 			return // called without a server (tests): nothing to cut
@@ -689,11 +695,7 @@ func (h *proxyHandler) copyBody(w http.ResponseWriter, body io.Reader, flush boo
 			return nil
 		}
 		if rerr != nil {
-			if !errors.Is(rerr, context.Canceled) {
-				h.g.log.Warn("the response body broke off; cutting the client's connection",
-					zap.Error(rerr))
-			}
-			return rerr
+			return rerr // serveRelay logs it, with the exchange's fields
 		}
 	}
 }

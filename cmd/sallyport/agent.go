@@ -42,6 +42,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// For the command an expired certificate's error gives.
+				settings.ConfigFile = path
+				if abs, err := filepath.Abs(path); err == nil {
+					settings.ConfigFile = abs
+				}
 				a, err := agent.New(settings)
 				if err != nil {
 					return err
@@ -436,6 +441,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 		Transport:       cfg.TransportOrDefault(),
 		Proxy:           cfg.Proxy,
 		ProxyEnv:        httpproxy.FromEnvironment(),
+		GatewayCAFile:   cfg.GatewayCAFile,
 		VerifyAssertion: cfg.VerifyAssertion,
 		Metrics:         cfg.MetricsAddr != "",
 		Log:             log,
