@@ -254,23 +254,29 @@ var drainEndWait = time.Second // a variable for tests
 // sessions right after DrainAll lost the Drain, and the agent took the end
 // for a lost session (a warning, "Application error 0x0 (remote)") where
 // yamux and gRPC agents had heard of it.
+//
+// Only a Close without a reason (the gateway stops: CloseAll, ServeConn's
+// context) ends that way; a Close with one (a revocation, a certificate
+// that expired or was retired, a silent agent) closes the connection at
+// once, with whatever still runs on it, as Close's callers expect. The
+// wait is bounded by closing the connection, which also ends a CloseWrite
+// that waits (yamux's waits until its FIN is written, behind everything
+// queued for an agent that takes nothing, up to its 5-minute write
+// timeout).
 func (ss *session) endConn(reason string) {
 	if ss.reason != nil {
 		reason = ss.reason.Error()
 	}
 	// No control message is being written (the lock is free) and none
 	// starts now that done is closed: ending the stream cannot cut one.
-	if ss.drainSent.Load() && ss.sendMu.TryLock() {
+	if ss.orderly && ss.sendMu.TryLock() {
+		t := time.AfterFunc(drainEndWait, func() { ss.conn.Close(reason) })
 		err := ss.ctrl.CloseWrite()
 		ss.sendMu.Unlock()
 		if err == nil {
-			t := time.NewTimer(drainEndWait)
-			select {
-			case <-ss.conn.Done():
-			case <-t.C:
-			}
-			t.Stop()
+			<-ss.conn.Done() // the agent closed it, or t did
 		}
+		t.Stop()
 	}
 	ss.conn.Close(reason)
 }
@@ -482,7 +488,8 @@ type session struct {
 	closeOnce  sync.Once
 	reason     error                     // why Close was called; nil for none; written before done is closed
 	welcomed   atomic.Bool               // the welcome is on its way: Close closes the connection
-	drainSent  atomic.Bool               // a Drain is being written or was: ServeConn closes the connection (endConn)
+	drainSent  atomic.Bool               // a Drain is being written or was (see Close)
+	orderly    bool                      // Close left the connection to endConn; written in closeOnce
 	greeted    bool                      // the welcome was sent; guarded by sendMu
 	held       *tunnelv1.ControlResponse // a Drain asked for before the welcome; guarded by sendMu
 	// live watches that the agent answers the exchanges sent to it (see
@@ -518,11 +525,13 @@ func (ss *session) Close(reason error) {
 			// welcome, tells the agent why and closes the connection.
 			return
 		}
-		if ss.drainSent.Load() && ss.sendMu.TryLock() {
-			// The agent was sent a Drain and no write is blocked (an
-			// agent that takes no data: closing the connection ends the
-			// write): ServeConn, woken by done, lets the agent read the
-			// Drain before the connection closes (endConn).
+		if reason == nil && ss.drainSent.Load() && ss.sendMu.TryLock() {
+			// The gateway stops, the agent was sent a Drain and no write
+			// is blocked (an agent that takes no data: closing the
+			// connection ends the write): ServeConn, woken by done, lets
+			// the agent read the Drain before the connection closes
+			// (endConn). A Close with a reason cuts at once.
+			ss.orderly = true
 			ss.sendMu.Unlock()
 			return
 		}
