@@ -16,10 +16,11 @@ const maxForwardedHops = 64
 // those, the client's address comes from X-Forwarded-For and its scheme from
 // X-Forwarded-Proto, both read from the right, where the trusted proxies
 // append (see clientHop and forwardedHTTPS), and their X-Request-Id (the
-// last, when there are several) is kept when it is sane (RequestID). From any other peer the X-Forwarded-*
-// headers are ignored (and never relayed) and X-Request-Id is dropped
-// (untrustedPeer), so a client cannot claim another address or scheme, nor
-// pick the id the gateway logs and the app sees.
+// last, when there are several) is kept when it is sane (RequestID). From
+// any other peer the X-Forwarded-* headers are ignored (and never relayed)
+// and X-Request-Id is dropped (untrustedPeer), so a client cannot claim
+// another address or scheme, nor pick the id the gateway logs and the app
+// sees.
 type proxyTrust struct {
 	next     http.Handler
 	prefixes []netip.Prefix
