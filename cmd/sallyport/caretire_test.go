@@ -23,14 +23,7 @@ import (
 // unknown authority") though its certificate had 30 days left.
 func TestCARetireRefusesLiveCertificates(t *testing.T) {
 	ctx := context.Background()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	st, err := store.Open(ctx, dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&pki.Authority{Store: st}).Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dataDir, st := newCAStore(t)
 	now := time.Now()
 	conn := func(id string, enrolled, expires, revoked time.Time) store.Connector {
 		return store.Connector{ID: id, Name: id + "-host", Group: "default", Enrolled: enrolled,
@@ -50,7 +43,7 @@ func TestCARetireRefusesLiveCertificates(t *testing.T) {
 		t.Fatalf("ca rotate = %q, %v", out, err)
 	}
 	// Enrolled after the rotation: its certificate is from the new CA.
-	st, err = store.Open(ctx, dataDir)
+	st, err := store.Open(ctx, dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,4 +71,21 @@ func TestCARetireRefusesLiveCertificates(t *testing.T) {
 	if err != nil || !strings.Contains(out, "removed 1 previous") {
 		t.Fatalf("ca rotate --retire-previous --force = %q, %v", out, err)
 	}
+}
+
+// newCAStore is a store with its connector CA in a new data_dir, open
+// (the caller closes it).
+func newCAStore(t *testing.T) (dataDir string, st *store.DB) {
+	t.Helper()
+	ctx := context.Background()
+	dataDir = filepath.Join(t.TempDir(), "data")
+	st, err := store.Open(ctx, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&pki.Authority{Store: st}).Init(ctx); err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	return dataDir, st
 }

@@ -4,11 +4,9 @@ package main
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/store"
 )
 
@@ -19,14 +17,7 @@ import (
 // previous connector CA(s); agents ... must enroll again".
 func TestCARotateForceNeedsRetire(t *testing.T) {
 	ctx := context.Background()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	st, err := store.Open(ctx, dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&pki.Authority{Store: st}).Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dataDir, st := newCAStore(t)
 	st.Close()
 	cas := func() int {
 		t.Helper()

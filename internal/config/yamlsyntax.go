@@ -29,14 +29,14 @@ const brokenLineBudget = 8 << 20
 func placeSyntaxError(e *Error, data []byte) *Error {
 	switch {
 	case strings.HasPrefix(e.Msg, "control characters are not allowed"):
-		if line, col, r, ok := firstControlChar(data); ok {
+		if line, col, r, invalid, ok := firstBadChar(data); ok && !invalid {
 			e.Line = line
 			e.Msg = fmt.Sprintf("control character %U at column %d is not allowed: delete it "+
 				"(inside double quotes, write it as an escape such as \\x%02X)", r, col, r)
 			return e
 		}
 	case strings.Contains(e.Msg, "UTF-8"):
-		if line, col, ok := firstInvalidUTF8(data); ok {
+		if line, col, _, invalid, ok := firstBadChar(data); ok && invalid {
 			e.Line = line
 			e.Msg = fmt.Sprintf("%s at column %d: the file must be UTF-8 text; save it as UTF-8", e.Msg, col)
 			return e
@@ -214,10 +214,11 @@ func firstIndentTab(data []byte, from int) (line, col int) {
 	return 0, 0
 }
 
-// firstControlChar finds the first character of UTF-8 data that YAML does
-// not allow (the set yaml.v3's reader checks), with its 1-based line and
-// column (in characters).
-func firstControlChar(data []byte) (line, col int, r rune, ok bool) {
+// firstBadChar finds the first byte of data that is not UTF-8 (invalid)
+// or, before it, the first character YAML does not allow (the set
+// yaml.v3's reader checks), with its 1-based line and column (in
+// characters).
+func firstBadChar(data []byte) (line, col int, r rune, invalid, ok bool) {
 	line, col = 1, 0
 	for len(data) > 0 {
 		c, size := utf8.DecodeRune(data)
@@ -228,13 +229,13 @@ func firstControlChar(data []byte) (line, col int, r rune, ok bool) {
 			continue
 		}
 		if c == utf8.RuneError && size == 1 {
-			return 0, 0, 0, false // not UTF-8: not what this looks for
+			return line, col, 0, true, true
 		}
 		if !yamlAllowed(c) {
-			return line, col, c, true
+			return line, col, c, false, true
 		}
 	}
-	return 0, 0, 0, false
+	return 0, 0, 0, false, false
 }
 
 // yamlAllowed reports whether YAML allows r in a stream: tab, line breaks
@@ -246,23 +247,4 @@ func yamlAllowed(r rune) bool {
 		return true
 	}
 	return false
-}
-
-// firstInvalidUTF8 is the 1-based line and column (in characters) of the
-// first byte of data that is not UTF-8.
-func firstInvalidUTF8(data []byte) (line, col int, ok bool) {
-	line, col = 1, 0
-	for len(data) > 0 {
-		c, size := utf8.DecodeRune(data)
-		data = data[size:]
-		col++
-		if c == '\n' {
-			line, col = line+1, 0
-			continue
-		}
-		if c == utf8.RuneError && size == 1 {
-			return line, col, true
-		}
-	}
-	return 0, 0, false
 }
