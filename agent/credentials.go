@@ -156,15 +156,17 @@ func (c *Credentials) save(dir string, write func(string, []byte, fs.FileMode) e
 // replace them)").
 func dataDirIsDir(dir string) error {
 	fi, err := os.Stat(dir)
+	what := ""
 	switch {
 	case err == nil && !fi.IsDir():
-		return fmt.Errorf("data_dir %s is a file, not a directory: set data_dir to a directory, "+
-			"where the agent keeps its key and certificate (created if missing)", dir)
+		what = "a file"
 	case errors.Is(err, syscall.ENOTDIR):
-		return fmt.Errorf("data_dir %s is below a file, not a directory: set data_dir to a directory, "+
-			"where the agent keeps its key and certificate (created if missing)", dir)
+		what = "below a file"
+	default:
+		return nil
 	}
-	return nil
+	return fmt.Errorf("data_dir %s is %s, not a directory: set data_dir to a directory, "+
+		"where the agent keeps its key and certificate (created if missing)", dir, what)
 }
 
 func fileExists(p string) bool {

@@ -21,7 +21,7 @@ func TestNoCertificateNamesDataDir(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = a.Run(context.Background())
-		if err == nil || !strings.Contains(err.Error(), "sallyport agent enroll --gateway gw.example.com:8443 --token TOKEN "+want+"`") {
+		if err == nil || !strings.Contains(err.Error(), "sallyport agent enroll --gateway gw.example.com:8443 --token-file FILE "+want+"`") {
 			t.Errorf("Run: %v; want the enroll command with %s", err, want)
 		}
 	}

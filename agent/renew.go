@@ -43,14 +43,9 @@ func (a *Agent) loadCredentials(ctx context.Context) error {
 	}
 	if creds == nil {
 		if a.cfg.Token == "" {
-			dir := "DIR"
-			if a.cfg.DataDir != "" {
-				dir = shellQuote(a.cfg.DataDir)
-			}
 			return fmt.Errorf("agent: no certificate in data_dir %q and no token to enroll with; "+
-				"run `sallyport agent enroll --gateway %s --token TOKEN --data-dir %s` (or --token-file FILE) "+
-				"or set `token:` in the agent config",
-				a.cfg.DataDir, a.cfg.Gateway, dir)
+				"put a token (`sallyport token create --group G`) in a file and run `%s`, "+
+				"or set `token:` in the agent config", a.cfg.DataDir, a.enrollCommand())
 		}
 		c, err := a.enrollWithRetry(ctx)
 		if err != nil {
@@ -162,9 +157,13 @@ func (a *Agent) checkExpiry() error {
 	}
 	return fmt.Errorf("%w on %s (it was not renewed in time, e.g. because the agent was offline); "+
 		"enroll it again: get a token with `sallyport token create --group %s`, put it in a file, then run `%s`",
-		ErrCertificateExpired, c.Expires().UTC().Format(time.RFC3339), c.Group,
-		enrollAgainCommand(enrollSource{configFile: a.cfg.ConfigFile, gatewayCAFile: a.cfg.GatewayCAFile,
-			gateway: a.cfg.Gateway, dataDir: a.cfg.DataDir}))
+		ErrCertificateExpired, c.Expires().UTC().Format(time.RFC3339), c.Group, a.enrollCommand())
+}
+
+// enrollCommand is the command that enrolls this agent (again).
+func (a *Agent) enrollCommand() string {
+	return enrollAgainCommand(enrollSource{configFile: a.cfg.ConfigFile, gatewayCAFile: a.cfg.GatewayCAFile,
+		gateway: a.cfg.Gateway, dataDir: a.cfg.DataDir})
 }
 
 // enrollSource is what the agent ran from, for the command that enrolls

@@ -208,25 +208,10 @@ Press Ctrl-C to stop.
 // the flag the user wrote (the error named public.addr, a setting of
 // gateway.yaml the demo has none of).
 func checkDemoAddr(addr string) error {
-	err := (&config.Gateway{Public: config.Public{Addr: addr}}).Validate()
-	var ce *config.Error
-	for _, e := range unjoin(err) {
-		if errors.As(e, &ce) && ce.Path == "public.addr" {
-			return fmt.Errorf("--addr: %s (e.g. --addr 127.0.0.1:8080, or :8080 for every address)", ce.Msg)
-		}
+	if err := config.CheckListenAddr("--addr", addr); err != nil {
+		return fmt.Errorf("%w (e.g. --addr 127.0.0.1:8080, or :8080 for every address)", err)
 	}
 	return nil
-}
-
-// unjoin lists the errors errors.Join put together in err.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	if err == nil {
-		return nil
-	}
-	return []error{err}
 }
 
 // demoNoAgents starts the gateway's error about a connector group without

@@ -589,6 +589,14 @@ func (c *checker) errorf(p path, format string, args ...any) {
 
 func (c *checker) err() error { return errors.Join(c.errs...) }
 
+// CheckListenAddr checks a listen address given outside a config file,
+// as the config checks public.addr; the error names flag (e.g. "--addr").
+func CheckListenAddr(flag, addr string) error {
+	c := &checker{}
+	c.checkListenAddr(path{flag}, addr)
+	return c.err()
+}
+
 // checkListenAddr checks an optional "host:port" listen address.
 func (c *checker) checkListenAddr(p path, addr string) {
 	if addr == "" {
