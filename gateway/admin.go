@@ -221,8 +221,12 @@ func bearerToken(h string) (string, bool) {
 	return strings.TrimLeft(tok, " "), true
 }
 
+// storePingTimeout bounds a ping of the store: /readyz's, an admin call's
+// check whether the store is down, the stall check's.
+const storePingTimeout = 2 * time.Second
+
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), storePingTimeout)
 	defer cancel()
 	if !g.serving.Load() {
 		http.Error(w, g.notServing(), http.StatusServiceUnavailable)
@@ -248,10 +252,8 @@ func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
 // listens and does not serve is stopping), or it has not started serving
 // (AdminHandler mounted elsewhere before Serve).
 func (g *Gateway) notServing() string {
-	select {
-	case <-g.stopped:
+	if g.stopping() {
 		return "shutting down"
-	default:
 	}
 	g.mu.Lock()
 	listening := g.adminLn != nil
@@ -367,7 +369,7 @@ func (g *Gateway) storeDown(err error) bool {
 	if store.Unavailable(err) {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), storePingTimeout)
 	defer cancel()
 	return g.store.Ping(ctx) != nil
 }

@@ -92,7 +92,7 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 	// are not counted once it answers again (those that had waited
 	// store.SlowCall when a ping answered are: a stall, which a failed
 	// ping does not end).
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), storePingTimeout)
 	perr := g.store.Ping(ctx)
 	cancel()
 	if g.stopping() {

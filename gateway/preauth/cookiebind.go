@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -273,7 +274,7 @@ func (s *Service) bindHomes(r *http.Request) []string {
 	var homes []string
 	for _, ss := range bs.others {
 		h := strings.ToLower(ss.Home)
-		if h == self || !s.inCookieDomain(h) || containsString(homes, h) {
+		if h == self || !s.inCookieDomain(h) || slices.Contains(homes, h) {
 			continue
 		}
 		if homes = append(homes, h); len(homes) == maxBindHomes {
@@ -281,15 +282,6 @@ func (s *Service) bindHomes(r *http.Request) []string {
 		}
 	}
 	return homes
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // bindTicket is a binding's request (to the home, sealed as "bind request")

@@ -227,7 +227,8 @@ func (s *Service) completeSignIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	loginID := stateID(state)
 	name := loginCookieName(r, loginID)
-	// Read before tidyPending writes the list anew.
+	// Whether this browser's __Host- cookies say it started the sign-in;
+	// refused below, after the login cookie's own checks.
 	started := s.startedHere(r, loginID)
 	s.tidyPending(w, r, name)
 	c, err := r.Cookie(name)

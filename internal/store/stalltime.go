@@ -10,8 +10,9 @@ import (
 // says so then rather than at its next heartbeat: when a call has waited
 // SlowCall (at most once per SlowCall), when a call that took that long
 // ended without one being told of, memory after the last slow call ended,
-// and when the watcher asked to be told again (RecheckStalls). One timer, armed for the next of these, does it: a call costs a
-// comparison, and resets the timer only when it is the first under way.
+// and when the watcher asked to be told again (RecheckStalls). One timer,
+// armed for the next of these, does it: a call costs a comparison, and
+// resets the timer only when it is the first under way.
 // Its fields are guarded by callWatch.mu.
 type stallWatch struct {
 	poke   func()          // the watcher; nil: none, nothing is armed
