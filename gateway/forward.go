@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,7 +219,7 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 		hdr = make(http.Header, len(r.Header)+4)
 	}
 	for k, vv := range r.Header {
-		if isHopHeader(k) || isForwardedHeader(k) || containsString(conn, k) {
+		if isHopHeader(k) || isForwardedHeader(k) || slices.Contains(conn, k) {
 			continue
 		}
 		hdr[k] = vv[:len(vv):len(vv)] // capped: an append copies
@@ -254,15 +255,6 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 	// is read to its end, so that their values reach the backend.
 	out.Trailer = r.Trailer
 	return out, ob
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cleanQuery returns q, or, when q holds a semicolon or a bad %-escape, q
@@ -543,7 +535,7 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	}
 	dst := w.Header()
 	for k, vv := range res.Header {
-		if isHopHeader(k) || containsString(conn, k) {
+		if isHopHeader(k) || slices.Contains(conn, k) {
 			continue
 		}
 		if k == "Set-Cookie" && h.g.cfg.Preauth != nil {
@@ -582,7 +574,7 @@ func (h *proxyHandler) writeResponse(w http.ResponseWriter, res *http.Response) 
 	w.WriteHeader(res.StatusCode)
 
 	var ct string
-	if vv := res.Header["Content-Type"]; len(vv) > 0 && !containsString(conn, "Content-Type") {
+	if vv := res.Header["Content-Type"]; len(vv) > 0 && !slices.Contains(conn, "Content-Type") {
 		ct = vv[0]
 	}
 	flush := res.ContentLength == -1 || isEventStream(ct)
@@ -632,7 +624,7 @@ func (s *statusRecorder) WriteInformational(code int, header http.Header) {
 		conn = connectionTokens(header)
 	}
 	for k, vv := range header {
-		if !isHopHeader(k) && !containsString(conn, k) {
+		if !isHopHeader(k) && !slices.Contains(conn, k) {
 			dst[k] = vv
 		}
 	}

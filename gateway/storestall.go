@@ -76,13 +76,7 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 		return
 	}
 	began := time.Now()
-	if sw, ok := g.store.(stallWatcher); ok {
-		ctx := g.stopCtx
-		if ctx == nil { // a Gateway built by a test without New
-			ctx = context.Background()
-		}
-		sw.WatchStalls(ctx, g.stallMemory(), g.pokeStoreStall)
-	}
+	g.watchStoreStalls()
 	g.stallCheck.Lock()
 	defer g.stallCheck.Unlock()
 	// A database that does not answer (a black hole) times calls out too:
@@ -125,6 +119,26 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 		return
 	}
 	g.log.Info("the store's calls go through again")
+}
+
+// watchStoreStalls has the store's watch poke the gateway (stallWatcher)
+// until the gateway stops. It registers once, at the first check (the
+// heartbeat at start, before the store sweeps): later checks, the watch's
+// pokes among them, find it done. Not in New: the watch keeps the memory
+// it is given, and stallMemory comes from the config, which a test may
+// set after New but before the first heartbeat.
+func (g *Gateway) watchStoreStalls() {
+	g.stallWatch.Do(func() {
+		sw, ok := g.store.(stallWatcher)
+		if !ok {
+			return
+		}
+		ctx := g.stopCtx
+		if ctx == nil { // a Gateway built by a test without New
+			ctx = context.Background()
+		}
+		sw.WatchStalls(ctx, g.stallMemory(), g.pokeStoreStall)
+	})
 }
 
 // stopping reports whether the gateway's shutdown has begun.
