@@ -71,9 +71,9 @@ func TestExpiredHintTrustsTheGateway(t *testing.T) {
 
 // TestExpiredHintFromConfig: an agent that runs from a config file is
 // told `agent enroll --config` with that file, which brings the config's
-// gateway, data_dir, name, proxy and gateway_ca_file along; a pin saved in
-// the data directory, which enroll does not read by itself, is passed on
-// unless the config has gateway_ca_file. Without a config file, its
+// gateway, data_dir, name, proxy and gateway_ca_file along, and the trust
+// saved in the data directory (a pin here), which `agent enroll --config`
+// reads as the agent does: no trust flag. Without a config file, its
 // gateway_ca_file is passed as --gateway-ca.
 func TestExpiredHintFromConfig(t *testing.T) {
 	const pin = "sha256:00ff"
@@ -89,7 +89,7 @@ func TestExpiredHintFromConfig(t *testing.T) {
 		{"config", enrollSource{configFile: "/etc/sallyport/agent.yaml", gateway: "gw:8443", dataDir: plain},
 			"sallyport agent enroll --config /etc/sallyport/agent.yaml --token-file FILE"},
 		{"config, pinned", enrollSource{configFile: "/etc/sallyport/agent.yaml", gateway: "gw:8443", dataDir: pinned},
-			"sallyport agent enroll --config /etc/sallyport/agent.yaml --token-file FILE --gateway-fingerprint " + pin},
+			"sallyport agent enroll --config /etc/sallyport/agent.yaml --token-file FILE"},
 		{"config with gateway_ca_file", enrollSource{configFile: "my agent.yaml", gatewayCAFile: "/etc/gw.pem",
 			gateway: "gw:8443", dataDir: pinned},
 			"sallyport agent enroll --config 'my agent.yaml' --token-file FILE"},

@@ -177,14 +177,17 @@ type enrollSource struct {
 
 // enrollAgainCommand is the `sallyport agent enroll` command that enrolls
 // the agent of src again with a token in a file: with --config when the
-// agent ran from a config file (its gateway, data_dir, name, proxy and
-// gateway_ca_file then apply), else with --gateway and --data-dir. The
-// gateway is trusted as the agent trusted it, which the enrollment needs
-// for a self-signed tunnel certificate: by gateway_ca_file, else by what
-// the previous enrollment saved in the data directory (gateway-ca.pem,
-// else a pinned fingerprint), which `agent enroll --config` does not read
-// by itself; else by the system roots, without a flag.
+// agent ran from a config file, which brings its gateway, data_dir, name,
+// proxy and gateway trust along (gateway_ca_file, else what the previous
+// enrollment saved in data_dir, as the agent trusts the gateway); else
+// with --gateway and --data-dir, and the trust the enrollment needs for a
+// self-signed tunnel certificate as a flag: gateway_ca_file, else what the
+// previous enrollment saved in the data directory (gateway-ca.pem, else a
+// pinned fingerprint); else none, for the system roots.
 func enrollAgainCommand(src enrollSource) string {
+	if src.configFile != "" {
+		return "sallyport agent enroll --config " + shellQuote(src.configFile) + " --token-file FILE"
+	}
 	dir := "DIR"
 	if src.dataDir != "" {
 		dir = shellQuote(src.dataDir)
@@ -192,9 +195,7 @@ func enrollAgainCommand(src enrollSource) string {
 	var trust string
 	switch {
 	case src.gatewayCAFile != "":
-		if src.configFile == "" {
-			trust = " --gateway-ca " + shellQuote(src.gatewayCAFile)
-		} // else --config reads it
+		trust = " --gateway-ca " + shellQuote(src.gatewayCAFile)
 	case src.dataDir != "":
 		if p := filepath.Join(src.dataDir, GatewayCAFile); fileExists(p) {
 			trust = " --gateway-ca " + shellQuote(p)
@@ -203,9 +204,6 @@ func enrollAgainCommand(src enrollSource) string {
 				trust = " --gateway-fingerprint " + shellQuote(pin)
 			}
 		}
-	}
-	if src.configFile != "" {
-		return "sallyport agent enroll --config " + shellQuote(src.configFile) + " --token-file FILE" + trust
 	}
 	return "sallyport agent enroll --gateway " + shellQuote(src.gateway) + " --token-file FILE --data-dir " + dir + trust
 }

@@ -122,6 +122,10 @@ type enrollFlags struct {
 	caFile      string
 	fingerprint string
 	loaded      *config.Agent // the config of --config, once settings has read it
+	// saved is the file of the data directory whose gateway trust, saved
+	// by an earlier enrollment, settings chose (--config without a trust
+	// flag or gateway_ca_file); "" → none.
+	saved string
 }
 
 func newEnrollCmd(g *globals) *cobra.Command {
@@ -136,8 +140,10 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			"system roots. How the gateway was trusted is saved in --data-dir too, so `sallyport agent`\n" +
 			"with the same data_dir needs no gateway_ca_file.\n\n" +
 			"With --config agent.yaml, the gateway, token, data_dir, name, proxy and gateway_ca_file of the\n" +
-			"agent config apply unless given as flags. The connection goes through the outbound proxy as\n" +
-			"the agent's own does: --proxy, else the config's proxy, else HTTPS_PROXY and NO_PROXY.",
+			"agent config apply unless given as flags, and the gateway is trusted as that agent trusts it:\n" +
+			"without --gateway-ca, --gateway-fingerprint and gateway_ca_file, by what an earlier enrollment\n" +
+			"saved in data_dir. The connection goes through the outbound proxy as the agent's own does:\n" +
+			"--proxy, else the config's proxy, else HTTPS_PROXY and NO_PROXY.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, caFile, fingerprint, err := fl.settings()
@@ -187,10 +193,11 @@ func newEnrollCmd(g *globals) *cobra.Command {
 					"a few at a time, or run this again in a minute (the token was not read, so it is still unused)", err, retried)
 			}
 			if err != nil {
-				return enrollAdvice(err, fingerprint != "")
+				return enrollAdvice(err, fingerprint != "", fl.saved)
 			}
 			// A gateway_ca_file of the config stays where it is; only the
-			// flags' trust is saved for a config without one.
+			// flags' trust is saved for a config without one. The trust
+			// the data directory held, if used, stays too.
 			if err := saveGatewayTrust(e.DataDir, fl.caFile, fingerprint, caFile); err != nil {
 				return fmt.Errorf("enrolled as connector %s, but %w; or set gateway_ca_file in the agent config", creds.ConnectorID, err)
 			}
@@ -203,7 +210,8 @@ func newEnrollCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&fl.config, "config", "c", "", "agent config file: its gateway, token, data_dir, name, proxy and gateway_ca_file apply unless given as flags")
+	f.StringVarP(&fl.config, "config", "c", "", "agent config file: its gateway, token, data_dir, name, proxy and gateway_ca_file apply unless given as flags; "+
+		"without a trust flag or gateway_ca_file, the gateway trust saved in data_dir does")
 	f.StringVar(&fl.gateway, "gateway", "", "the gateway's tunnel address, host:port")
 	f.StringVar(&fl.token, "token", "", "enrollment token (from sallyport token create, or one of the gateway's tunnel.tokens)")
 	f.StringVar(&fl.tokenFile, "token-file", "", "file holding the enrollment token (keeps it out of the shell history and ps)")
@@ -239,6 +247,9 @@ func (fl *enrollFlags) trustError(err error) error {
 		return fmt.Errorf("--gateway-ca: %w", err)
 	case fl.loaded != nil && fl.fingerprint == "" && fl.loaded.GatewayCAFile != "":
 		return fl.loaded.FileError("gateway_ca_file", err)
+	case fl.saved != "":
+		return fmt.Errorf("the gateway trust an earlier enrollment saved in %s: %w; pass --gateway-fingerprint or --gateway-ca "+
+			"to trust the gateway otherwise (enroll then replaces that file), or remove it to trust the system roots", fl.saved, err)
 	}
 	return err
 }
@@ -292,6 +303,13 @@ func (fl *enrollFlags) settings() (e agent.EnrollConfig, caFile, fingerprint str
 	if caFile == "" && fingerprint == "" {
 		caFile = cfg.GatewayCAFile
 	}
+	if caFile == "" && fingerprint == "" && fl.loaded != nil {
+		// As the agent of the config trusts the gateway (agentConfig): the
+		// command an agent whose certificate expired gives relies on it
+		// for a gateway with a self-signed tunnel certificate. Enrolling
+		// keeps the file (saveGatewayTrust).
+		caFile, fingerprint, fl.saved = savedGatewayTrust(e.DataDir)
+	}
 	return e, caFile, fingerprint, nil
 }
 
@@ -335,7 +353,10 @@ const busyRetries = 5
 
 // enrollAdvice adds to an error of `agent enroll` what to do about it,
 // in the command's own flags.
-func enrollAdvice(err error, pinned bool) error {
+//
+// saved is the data directory's file of the gateway trust used (see
+// enrollFlags.saved), "" → the flags' or the config's.
+func enrollAdvice(err error, pinned bool, saved string) error {
 	switch {
 	case isProxyRefusal(err):
 		return fmt.Errorf("%w; enroll takes the proxy from --proxy, else from the proxy of --config, else from HTTPS_PROXY "+
@@ -345,6 +366,11 @@ func enrollAdvice(err error, pinned bool) error {
 			"and that this machine can reach it (through a proxy: --proxy, the config's proxy or HTTPS_PROXY), then try again", err)
 	case errors.Is(err, agent.ErrTokenRefused):
 		return fmt.Errorf("%w; check --token, or create a new one on the gateway with `sallyport token create --group GROUP`", err)
+	case saved != "" && isTrustError(err):
+		return fmt.Errorf("%w; the gateway was checked with what an earlier enrollment saved in %s: if its tunnel certificate "+
+			"was replaced, pass --gateway-fingerprint with the fingerprint it logs at start-up (the fingerprint field of its "+
+			"'tunnel certificate' line) or --gateway-ca with its tunnel-cert.pem, and check that the config's gateway (or --gateway) is that gateway; "+
+			"for a publicly trusted certificate, remove %s", err, saved, saved)
 	case pinned && isTrustError(err):
 		return fmt.Errorf("%w; check --gateway-fingerprint against the fingerprint the gateway logs at start-up "+
 			"(the fingerprint field of its 'tunnel certificate' line), and that --gateway names that gateway", err)
@@ -428,6 +454,23 @@ func saveGatewayTrust(dataDir, caFile, fingerprint, inUse string) error {
 	return nil
 }
 
+// savedGatewayTrust is how an earlier enrollment of dataDir trusted the
+// gateway (saveGatewayTrust): its gateway-ca.pem, else its pinned
+// fingerprint; from names the file, "" when there is neither (the system
+// roots).
+func savedGatewayTrust(dataDir string) (caFile, pin, from string) {
+	if p := filepath.Join(dataDir, agent.GatewayCAFile); fileExists(p) {
+		return p, "", p
+	}
+	p := filepath.Join(dataDir, agent.GatewayPinFile)
+	if b, err := os.ReadFile(p); err == nil {
+		if pin = strings.TrimSpace(string(b)); pin != "" {
+			return "", pin, p
+		}
+	}
+	return "", "", ""
+}
+
 // agentConfig turns a validated config file into the agent's settings.
 func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	out := agent.Config{
@@ -450,11 +493,7 @@ func agentConfig(cfg *config.Agent, log *zap.Logger) (agent.Config, error) {
 	// `agent enroll` saved in data_dir, else the system roots.
 	caFile, pin := cfg.GatewayCAFile, ""
 	if caFile == "" {
-		if p := filepath.Join(out.DataDir, agent.GatewayCAFile); fileExists(p) {
-			caFile = p
-		} else if b, err := os.ReadFile(filepath.Join(out.DataDir, agent.GatewayPinFile)); err == nil {
-			pin = strings.TrimSpace(string(b))
-		}
+		caFile, pin, _ = savedGatewayTrust(out.DataDir)
 	}
 	tc, err := gatewayTrust(cfg.Gateway, caFile, pin)
 	if err != nil {
