@@ -232,9 +232,9 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 			reason = tunnel.AgentDrainedReason(ss.agentDrain)
 		}
 	case <-ctx.Done():
-		reason = "gateway stopped"
+		reason = gatewayStopped
 	}
-	ss.Close(nil)
+	ss.close(nil, reason)
 	ss.endConn(reason)
 	log.Info("agent session ended", zap.String("reason", reason))
 	return nil
@@ -509,8 +509,21 @@ func (ss *session) Done() <-chan struct{}     { return ss.done }
 // connection that cannot tell.
 func (ss *session) Silent() bool { return ss.live != nil && ss.live.Silent() }
 
+// gatewayStopped is the reason the agent reads in the close of a session
+// that the gateway's stop ends without the orderly end of a drained one
+// (endConn): an agent that was not sent a Drain, or whose Drain is still
+// stuck in a write. With no reason, a QUIC agent logged only
+// "Application error 0x0 (remote)".
+const gatewayStopped = "gateway stopped"
+
 // Close ends the session; the connection and its streams end with it.
-func (ss *session) Close(reason error) {
+// reason says why, to the agent too (QUIC carries it in the connection's
+// close); nil: the gateway stops (see endConn).
+func (ss *session) Close(reason error) { ss.close(reason, gatewayStopped) }
+
+// close is Close, with why the text the connection's close carries when
+// reason is nil (ServeConn's end says why the session ended).
+func (ss *session) close(reason error, why string) {
 	ss.closeOnce.Do(func() {
 		ss.srv.mu.Lock()
 		delete(ss.srv.sessions, ss)
@@ -535,7 +548,7 @@ func (ss *session) Close(reason error) {
 			ss.sendMu.Unlock()
 			return
 		}
-		msg := ""
+		msg := why
 		if reason != nil {
 			msg = reason.Error()
 		}
