@@ -846,10 +846,50 @@ func (g *Gateway) validatePreauth(c *checker, p path, app *App) {
 		}
 	}
 	for j, pp := range app.PublicPaths {
-		if !strings.HasPrefix(pp, "/") {
-			c.errorf(p.key("public_paths").index(j), "must start with \"/\", got %q", pp)
+		pp = strings.ReplaceAll(pp, "%2f", "%2F") // the gateway compares the upper-case form
+		app.PublicPaths[j] = pp
+		key := p.key("public_paths").index(j)
+		switch {
+		case !strings.HasPrefix(pp, "/"):
+			c.errorf(key, "must start with \"/\", got %q", pp)
+		case strings.ContainsAny(pp, "?#"):
+			c.errorf(key, "must be a path without ? or #, got %q (the query is never part of the path)", pp)
+		case strings.Contains(pp, "*"):
+			c.errorf(key, "%q: public_paths are path prefixes, not patterns; write %q for everything under it", pp, publicPrefixOf(pp))
+		case !isNormalPath(pp):
+			c.errorf(key, "%q must be written as requests are compared: no //, no . or .. segments, "+
+				"no backslash, no %%-escape other than %%2F", pp)
 		}
 	}
+}
+
+// publicPrefixOf is pp without the pattern part a user added ("/static/*"
+// is "/static"), for the hint of a public path with "*".
+func publicPrefixOf(pp string) string {
+	before, _, _ := strings.Cut(pp, "*")
+	if before = strings.TrimRight(before, "/"); before == "" {
+		return "/"
+	}
+	return before
+}
+
+// isNormalPath reports whether p (starting with "/") is already in the form
+// the gateway's path normalisation gives: no empty, "." or ".." segments
+// (trailing slashes are fine), no backslash, and no %-escape but %2F.
+func isNormalPath(p string) bool {
+	if strings.Contains(p, "\\") || strings.Contains(strings.ReplaceAll(p, "%2F", ""), "%") {
+		return false
+	}
+	rest := strings.TrimRight(p[1:], "/") // trailing slashes are ignored, as by the router
+	if rest == "" {
+		return true
+	}
+	for sg := range strings.SplitSeq(rest, "/") {
+		if sg == "" || sg == "." || sg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // ChangedBesidesApps lists the settings other than apps whose values
