@@ -207,8 +207,11 @@ func (ss *session) opening() {
 
 // Silent reports that an exchange sent on the session went unanswered for
 // about a second and nothing came from the agent since (the gateway's
-// registry then picks it only when no other session can be).
-func (ss *session) Silent() bool { return ss.live != nil && ss.live.Silent() }
+// registry then picks it only when no other session can be); or, once the
+// session ended, that the gateway's keepalive ended it (deadPath).
+func (ss *session) Silent() bool {
+	return ss.deadPath.Load() || (ss.live != nil && ss.live.Silent())
+}
 
 // askAgent asks the other sessions of ss's agent for an answer: they
 // share its host and often its path, and the registry picks none of them

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -280,7 +279,8 @@ func (s *Server) Control(cs grpc.BidiStreamingServer[tunnelv1.ControlRequest, tu
 				ss.drain()
 			}
 		case err := <-recvErr:
-			reason := s.sessionEndReason(err, agentDrain, ss.conn)
+			reason, deadPath := s.sessionEndReason(err, agentDrain, ss.conn)
+			ss.deadPath.Store(deadPath)
 			// Its exchanges in flight fail with the reason (endError).
 			ss.Close(errors.New(reason))
 			s.log().Info("agent session ended", zap.String("session", ss.info.ID),
@@ -312,18 +312,20 @@ func (s *Server) closedReason() string {
 // session), or the agent closing its connection.
 // gRPC reports the last two, and the first, alike: the stream's context
 // canceled ("Canceled: context canceled"), or io.EOF for a CloseSend.
-// Other errors (a transport error) are said as they are.
-func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn) string {
+// Other errors (a transport error) are said as they are. deadPath reports
+// that the gateway's keepalive ended the connection: the session counts as
+// silent (Silent), not as closed by its agent.
+func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn) (reason string, deadPath bool) {
 	s.mu.Lock()
 	stopping := s.closing != ""
 	s.mu.Unlock()
 	switch {
 	case stopping:
-		return "gateway stopped"
+		return "gateway stopped", false
 	case !agentGone(err):
-		return endReason(err)
+		return endReason(err), false
 	case agentDrain != nil:
-		return tunnel.AgentDrainedReason(*agentDrain)
+		return tunnel.AgentDrainedReason(*agentDrain), false
 	}
 	if conn != nil {
 		if quiet, here := conn.endedHere(); here && quiet >= MinKeepalive {
@@ -331,14 +333,13 @@ func (s *Server) sessionEndReason(err error, agentDrain *string, conn *pingConn)
 			// MinKeepalive): its ping went unanswered. gRPC reports that
 			// to the handler as the agent's own close (the stream's
 			// context canceled).
-			return fmt.Sprintf("nothing came from the agent for %v: the gateway's keepalive ended the connection "+
-				"(the agent's host or its network path is down)", quiet.Round(time.Millisecond))
+			return tunnel.KeepaliveEndedReason("agent", "gateway", quiet), true
 		} else if here {
 			return "the gateway's gRPC ended the connection (a protocol error, or an agent that pings more often " +
-				"than every " + MinKeepalive.String() + ": GOAWAY too_many_pings; see the gateway's log)"
+				"than every " + MinKeepalive.String() + ": GOAWAY too_many_pings; see the gateway's log)", false
 		}
 	}
-	return "closed by the agent"
+	return "closed by the agent", false
 }
 
 // agentGone reports whether err, from Recv on a control stream, says only
@@ -475,6 +476,9 @@ type session struct {
 	// conn is the session's connection when the server knows it
 	// (Credentials), with or without a watch.
 	conn *pingConn
+	// deadPath: the gateway's keepalive ended the connection, as nothing
+	// came from the agent; set before done is closed.
+	deadPath atomic.Bool
 }
 
 var _ tunnel.Session = (*session)(nil)

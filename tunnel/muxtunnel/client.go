@@ -223,6 +223,9 @@ func (c *ClientSession) readControl() error {
 	for {
 		var m tunnelv1.ControlResponse
 		if err := readMsg(c.ctrl, &m, maxControlSize); err != nil {
+			if quiet, ok := keepaliveEnded(c.conn); ok {
+				return errors.New(tunnel.KeepaliveEndedReason("gateway", "agent", quiet))
+			}
 			if errors.Is(err, io.EOF) {
 				return errors.New("the gateway closed the session")
 			}

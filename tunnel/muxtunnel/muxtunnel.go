@@ -37,6 +37,22 @@ type Conn interface {
 	TLSState() *tls.ConnectionState
 }
 
+// KeepaliveEnder is a Conn that can tell, once it has ended, that its own
+// keepalive ended it (yamux's ping unanswered, QUIC's idle timeout):
+// nothing came from the peer, whose host or network path is down. quiet is
+// how long nothing came, 0 when the transport does not say.
+type KeepaliveEnder interface {
+	KeepaliveEnded() (quiet time.Duration, ok bool)
+}
+
+// keepaliveEnded asks c whether its keepalive ended it.
+func keepaliveEnded(c Conn) (time.Duration, bool) {
+	if k, ok := c.(KeepaliveEnder); ok {
+		return k.KeepaliveEnded()
+	}
+	return 0, false
+}
+
 // RawStream is one bidirectional byte stream of a Conn.
 type RawStream interface {
 	io.Reader

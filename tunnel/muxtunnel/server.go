@@ -234,6 +234,12 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 	case <-ctx.Done():
 		reason = gatewayStopped
 	}
+	if quiet, ok := keepaliveEnded(ss.conn); ok && ctx.Err() == nil {
+		// Not the agent's close: read as such, a dead agent's sessions
+		// counted as lost, like a crash that reset the connection.
+		ss.deadPath.Store(true)
+		reason = tunnel.KeepaliveEndedReason("agent", "gateway", quiet)
+	}
 	ss.close(nil, reason)
 	ss.endConn(reason)
 	log.Info("agent session ended", zap.String("reason", reason))
@@ -495,6 +501,10 @@ type session struct {
 	// live watches that the agent answers the exchanges sent to it (see
 	// liveness.go); nil when the connection cannot tell (not a LiveConn).
 	live *liveWatch
+	// deadPath: the gateway's keepalive (or QUIC's idle timeout) ended the
+	// connection, as nothing came from the agent (KeepaliveEnder); set
+	// before done is closed.
+	deadPath atomic.Bool
 }
 
 var _ tunnel.Session = (*session)(nil)
@@ -505,9 +515,12 @@ func (ss *session) Done() <-chan struct{}     { return ss.done }
 
 // Silent reports that an exchange sent on the session went unanswered for
 // about a second and nothing came from the agent since: its host or its
-// network path may be down (see liveness.go). Always false on a
-// connection that cannot tell.
-func (ss *session) Silent() bool { return ss.live != nil && ss.live.Silent() }
+// network path may be down (see liveness.go); or, once the session ended,
+// that the keepalive ended it (deadPath). Otherwise false on a connection
+// that cannot tell.
+func (ss *session) Silent() bool {
+	return ss.deadPath.Load() || (ss.live != nil && ss.live.Silent())
+}
 
 // gatewayStopped is the reason the agent reads in the close of a session
 // that the gateway's stop ends without the orderly end of a drained one

@@ -72,7 +72,6 @@ func Dial(ctx context.Context, cfg DialConfig) (*muxtunnel.ClientSession, error)
 	tlsCfg.NextProtos = []string{ALPN}
 	tlsCfg.MinVersion = tls.VersionTLS13
 	qcfg := baseConfig(cfg.Keepalive)
-	qcfg.KeepAlivePeriod = min(agentKeepalivePeriod, qcfg.KeepAlivePeriod)
 	qcfg.MaxIncomingStreams = int64(cfg.MaxStreams)
 	if cfg.MaxStreams <= 0 {
 		qcfg.MaxIncomingStreams = muxtunnel.DefaultMaxStreams

@@ -42,7 +42,7 @@ const ALPN = "sallyport-quic/1"
 //     max_streams_per_session.
 //   - Keepalive: the agent sends a PING after 5 s without a packet, which
 //     keeps NAT mappings open (UDP mappings often expire after 30 s) and
-//     the gateway's pings (every 15 s) rarely needed; 30 s without any
+//     the gateway's own pings rarely needed; 30 s without any
 //     packet ends the session. The agent's pings are that frequent for two
 //     reasons. When a NAT gives the agent a new source port (its mapping
 //     expired, a CGNAT or a router restarted), the gateway learns the new
@@ -51,12 +51,13 @@ const ALPN = "sallyport-quic/1"
 //     period (12 s measured with 15 s). And quic-go restarts its idle
 //     timer on the first packet it sends after the last one it received,
 //     so an agent on a dead path notices after the ping period plus the
-//     idle timeout: 45 s with 15 s pings, 35 s now (the gateway, which
-//     pings after 15 s, about 30 s when it had something in flight).
-//     Those are the defaults. A keepalive K (Listener.Keepalive on the
-//     gateway, DialConfig.Keepalive on the agent; DefaultKeepalive, 15 s,
-//     when not given) makes the idle timeout 2K and the gateway ping every
-//     K; the agent pings after min(5 s, K). The peers use the smaller of
+//     idle timeout: 45 s with 15 s pings, 35 s now. The gateway pings
+//     after 5 s without a packet too (it pinged after 15 s, and so noticed
+//     a dead path only after 40 to 45 s; see baseConfig). Those are the
+//     defaults. A keepalive K (Listener.Keepalive on the gateway,
+//     DialConfig.Keepalive on the agent; DefaultKeepalive, 15 s, when not
+//     given) makes the idle timeout 2K; both ends ping after min(5 s, K)
+//     without a packet. The peers use the smaller of
 //     their two idle timeouts, so the side with the shorter keepalive
 //     decides for both: a dead path is noticed after 2K to 2K + min(5 s,
 //     K) (30 to 35 s by default, 10 to 15 s with 5 s; measured in the
@@ -120,8 +121,16 @@ func keepaliveOrDefault(pingEvery time.Duration) time.Duration {
 }
 
 // baseConfig is the QUIC config of both ends for a keepalive of pingEvery
-// (0 → DefaultKeepalive): the gateway's pings and the idle timeout; the
-// agent pings more often (Dial).
+// (0 → DefaultKeepalive): an idle timeout of 2 × pingEvery, and a PING
+// after min(5 s, pingEvery) without a packet. The gateway pings as soon as
+// the agent does: quic-go restarts its idle timer at the first packet it
+// sends after the last one it received, so a gateway that pinged only after
+// pingEvery noticed a dead path after 3 × pingEvery less the agent's ping
+// period (40–45 s by default), not 2 × pingEvery to 2 × pingEvery + 5 s
+// as the agent does. While the agent is alive its pings come first, each
+// side's timer restarts at the other's packets, and the two take turns: an
+// idle session still carries about one ping and its acknowledgement every
+// 5 s.
 func baseConfig(pingEvery time.Duration) *quic.Config {
 	pingEvery = keepaliveOrDefault(pingEvery)
 	return &quic.Config{
@@ -130,7 +139,7 @@ func baseConfig(pingEvery time.Duration) *quic.Config {
 		DisablePathMTUDiscovery:        true,
 		HandshakeIdleTimeout:           handshakeTimeout,
 		MaxIdleTimeout:                 2 * pingEvery,
-		KeepAlivePeriod:                pingEvery,
+		KeepAlivePeriod:                min(agentKeepalivePeriod, pingEvery),
 		InitialStreamReceiveWindow:     streamWindow,
 		MaxStreamReceiveWindow:         maxStreamWindow,
 		InitialConnectionReceiveWindow: connWindow,
@@ -267,6 +276,19 @@ func (a *conn) Received() uint64 { return a.c.ConnectionStats().PacketsReceived 
 
 // RTT is the connection's smoothed round-trip time (muxtunnel.LiveConn).
 func (a *conn) RTT() time.Duration { return a.c.ConnectionStats().SmoothedRTT }
+
+// KeepaliveEnded reports whether QUIC's idle timeout ended the connection
+// (muxtunnel.KeepaliveEnder): nothing came from the peer, which pings
+// while it lives. How long is not said (0).
+func (a *conn) KeepaliveEnded() (time.Duration, bool) {
+	select {
+	case <-a.c.Context().Done():
+	default:
+		return 0, false
+	}
+	var idle *quic.IdleTimeoutError
+	return 0, errors.As(context.Cause(a.c.Context()), &idle)
+}
 
 // PeerKeepalive is the agent's longest ping period (muxtunnel.LiveConn):
 // it pings after agentKeepalivePeriod without a packet, or sooner.

@@ -25,9 +25,9 @@ type Listener struct {
 	// HandshakeTimeout drops a handshake with no packet for this long
 	// (0 → 5s; the whole handshake may take twice as long).
 	HandshakeTimeout time.Duration
-	// Keepalive is the gateway's ping interval (0 → DefaultKeepalive); the
-	// idle timeout is twice it unless IdleTimeout is set (see the package
-	// doc).
+	// Keepalive (0 → DefaultKeepalive) makes the idle timeout twice it,
+	// unless IdleTimeout is set; the gateway pings after min(5 s, it)
+	// without a packet, as the agent does (see the package doc).
 	Keepalive time.Duration
 	// IdleTimeout ends a session that received nothing for this long
 	// (0 → twice Keepalive, 30s by default). The peers use the smaller of

@@ -146,6 +146,9 @@ type lifeConn struct {
 	head          [yamuxHeaderLen]byte
 	headN         int
 	peerKeepalive atomic.Int64
+	// deadFor is how long nothing had come from the peer when the
+	// keepalive closed the session (0: it did not); set before the close.
+	deadFor atomic.Int64
 
 	mu      sync.Mutex  // serialises writes to Conn; guards the fields below
 	cursor  frameCursor // where yamux's bytes stand in its frame sequence
@@ -292,6 +295,7 @@ func keepalive(s *yamux.Session, c *lifeConn, every, timeout time.Duration, log 
 		default:
 			log.Info("keepalive: nothing from the peer after a ping; closing the session: the network path is dead or the peer hangs",
 				zap.Duration("ping_timeout", timeout), zap.Duration("silent_for", time.Duration(now-last)))
+			c.deadFor.Store(max(now-last, 1))
 			if a, ok := c.Conn.(interface{ Abort() error }); ok {
 				// At once, without close_notify, which would wait behind
 				// a full send buffer (tlsbatch.Conn.Abort).

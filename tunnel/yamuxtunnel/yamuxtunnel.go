@@ -193,6 +193,13 @@ func (a *conn) Close(string) { _ = a.s.Close() }
 func (a *conn) Done() <-chan struct{} { return a.s.CloseChan() }
 func (a *conn) RemoteAddr() string    { return a.remote }
 
+// KeepaliveEnded reports whether the session's keepalive closed it
+// (muxtunnel.KeepaliveEnder), and how long nothing had come from the peer.
+func (a *conn) KeepaliveEnded() (time.Duration, bool) {
+	d := a.life.deadFor.Load()
+	return time.Duration(d), d > 0
+}
+
 // Received counts the bytes read from the peer (muxtunnel.LiveConn): a
 // live agent answers a new stream with its acknowledgement, a ping with
 // its answer, and while it receives data it writes at least a lifeline
