@@ -101,3 +101,40 @@ func TestExpiredHintFromConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredHintRelativeDataDir: an agent whose data_dir is relative
+// (the default, ./data/agent) took it from its working directory; the
+// command to enroll it again names it absolute, with --config too, so
+// that run from another directory it enrolls into the agent's, with the
+// trust saved there. Before, `agent enroll --config` run from elsewhere
+// took data_dir from there: no saved trust (the system roots: "not
+// trusted" for a self-signed tunnel certificate), and a certificate in a
+// directory the agent does not read.
+func TestExpiredHintRelativeDataDir(t *testing.T) {
+	const pin = "sha256:00ff"
+	t.Chdir(t.TempDir())
+	if err := os.MkdirAll(filepath.Join("data", "agent"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("data", "agent", GatewayPinFile), []byte(pin+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(filepath.Join("data", "agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		src  enrollSource
+		want string
+	}{
+		{"config", enrollSource{configFile: "/etc/sallyport/agent.yaml", gateway: "gw:8443", dataDir: "./data/agent"},
+			"sallyport agent enroll --config /etc/sallyport/agent.yaml --token-file FILE --data-dir " + abs},
+		{"no config", enrollSource{gateway: "gw:8443", dataDir: "data/agent"},
+			"sallyport agent enroll --gateway gw:8443 --token-file FILE --data-dir " + abs + " --gateway-fingerprint " + pin},
+	} {
+		if got := enrollAgainCommand(tc.src); got != tc.want {
+			t.Errorf("%s: %q\nwant %q", tc.name, got, tc.want)
+		}
+	}
+}

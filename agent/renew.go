@@ -184,9 +184,27 @@ type enrollSource struct {
 // self-signed tunnel certificate as a flag: gateway_ca_file, else what the
 // previous enrollment saved in the data directory (gateway-ca.pem, else a
 // pinned fingerprint); else none, for the system roots.
+//
+// A relative data directory is given absolute, as --data-dir even with
+// --config (the flag wins over the config's data_dir): the agent took it
+// from its working directory, and the command is run from another one (a
+// service's WorkingDirectory, a shell's home), where it would enroll into
+// another directory, without the trust saved in the agent's.
 func enrollAgainCommand(src enrollSource) string {
+	relative := src.dataDir != "" && !filepath.IsAbs(src.dataDir)
+	if relative {
+		if abs, err := filepath.Abs(src.dataDir); err == nil {
+			src.dataDir = abs
+		} else {
+			relative = false
+		}
+	}
 	if src.configFile != "" {
-		return "sallyport agent enroll --config " + shellQuote(src.configFile) + " --token-file FILE"
+		cmd := "sallyport agent enroll --config " + shellQuote(src.configFile) + " --token-file FILE"
+		if relative {
+			cmd += " --data-dir " + shellQuote(src.dataDir)
+		}
+		return cmd
 	}
 	dir := "DIR"
 	if src.dataDir != "" {

@@ -251,9 +251,6 @@ type Gateway struct {
 	// stallCheck serialises checkStoreStall (storestall.go): the heartbeat's
 	// and the store's watch timer's checks.
 	stallCheck sync.Mutex
-	// stallWatch registers the gateway with the store's watch, once, at
-	// its first checkStoreStall (watchStoreStalls).
-	stallWatch sync.Once
 	stopped    chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).

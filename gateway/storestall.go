@@ -71,12 +71,18 @@ func (g *Gateway) storeStalled(now time.Time) (stalled bool, why error) {
 // after each replica heartbeat (at start and at every store sweep), and
 // when the store's watch says a stall may have begun or ended (a call has
 // waited store.SlowCall; the last slow call's memory has passed).
-func (g *Gateway) checkStoreStall(now time.Time) {
+func (g *Gateway) checkStoreStall(now time.Time) { g.checkStall(now, true) }
+
+// checkStall is checkStoreStall; watch: register with the store's watch
+// first (watchStoreStalls), which the watch's own pokes need not.
+func (g *Gateway) checkStall(now time.Time, watch bool) {
 	if _, ok := g.store.(stalledStore); !ok || g.stopping() {
 		return
 	}
 	began := time.Now()
-	g.watchStoreStalls()
+	if watch {
+		g.watchStoreStalls()
+	}
 	g.stallCheck.Lock()
 	defer g.stallCheck.Unlock()
 	// A database that does not answer (a black hole) times calls out too:
@@ -122,23 +128,25 @@ func (g *Gateway) checkStoreStall(now time.Time) {
 }
 
 // watchStoreStalls has the store's watch poke the gateway (stallWatcher)
-// until the gateway stops. It registers once, at the first check (the
-// heartbeat at start, before the store sweeps): later checks, the watch's
-// pokes among them, find it done. Not in New: the watch keeps the memory
-// it is given, and stallMemory comes from the config, which a test may
-// set after New but before the first heartbeat.
+// until the gateway stops. Every check but the watch's own pokes
+// registers: the store keeps one watcher, and the same gateway's
+// registration only renews poke and memory (a lock and a compare, at each
+// heartbeat). Two gateways of a process on one store (tests) take turns:
+// each takes the watch back at its next heartbeat, where one registered
+// only once lost it for good to the other, and with the other's stop the
+// store had no watcher at all. Not in New: the watch keeps the memory it
+// is given, and stallMemory comes from the config, which a test may set
+// after New but before the first heartbeat.
 func (g *Gateway) watchStoreStalls() {
-	g.stallWatch.Do(func() {
-		sw, ok := g.store.(stallWatcher)
-		if !ok {
-			return
-		}
-		ctx := g.stopCtx
-		if ctx == nil { // a Gateway built by a test without New
-			ctx = context.Background()
-		}
-		sw.WatchStalls(ctx, g.stallMemory(), g.pokeStoreStall)
-	})
+	sw, ok := g.store.(stallWatcher)
+	if !ok {
+		return
+	}
+	ctx := g.stopCtx
+	if ctx == nil { // a Gateway built by a test without New
+		ctx = context.Background()
+	}
+	sw.WatchStalls(ctx, g.stallMemory(), g.pokeStoreStall)
 }
 
 // stopping reports whether the gateway's shutdown has begun.
@@ -151,5 +159,6 @@ func (g *Gateway) stopping() bool {
 	}
 }
 
-// pokeStoreStall is the store watch's call (stallWatcher).
-func (g *Gateway) pokeStoreStall() { g.checkStoreStall(time.Now()) }
+// pokeStoreStall is the store watch's call (stallWatcher): the watch that
+// pokes is the gateway's, so it does not register again.
+func (g *Gateway) pokeStoreStall() { g.checkStall(time.Now(), false) }

@@ -32,12 +32,12 @@ func (c *countedWatch) WatchStalls(ctx context.Context, memory time.Duration, po
 	})
 }
 
-// TestStoreStallWatchRegisteredOnce: the gateway registers with its
-// store's stall watch once, at its first check (the heartbeat at start),
-// not again at every heartbeat and every poke of the watch; the watch
-// still pokes it, and the poke's check still logs the stall. Before,
-// every check registered again (here 4 times: three checks and a poke).
-func TestStoreStallWatchRegisteredOnce(t *testing.T) {
+// TestStoreStallWatchNotRegisteredByPokes: the watch's pokes do not
+// register the gateway with the store's stall watch again (the watch that
+// pokes is the gateway's); the watch still pokes it, and the poke's check
+// still logs the stall. Before, every check registered again, the pokes'
+// too (here the poke made a fourth registration).
+func TestStoreStallWatchNotRegisteredByPokes(t *testing.T) {
 	r := newStallRig(t, "sqlite")
 	cw := &countedWatch{DB: r.st, poked: make(chan struct{}, 1)}
 	core, logs := observer.New(zap.InfoLevel)
@@ -52,6 +52,7 @@ func TestStoreStallWatchRegisteredOnce(t *testing.T) {
 		}
 	}
 	g.checkStoreStall(time.Now())
+	before := cw.watches.Load()
 	if _, err := r.raw.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,54 @@ func TestStoreStallWatchRegisteredOnce(t *testing.T) {
 	if n := logs.FilterMessageSnippet("the store stalls").Len(); n != 1 {
 		t.Errorf("%d 'the store stalls' lines after the watch's poke with the store refusing writes, want 1", n)
 	}
-	if n := cw.watches.Load(); n != 1 {
-		t.Errorf("the gateway registered with the store's stall watch %d times (two heartbeats, a check, a poke), want once", n)
+	if n := cw.watches.Load(); n != before || before == 0 {
+		t.Errorf("the gateway registered with the store's stall watch %d times at two heartbeats and a check, %d after the watch's poke; "+
+			"want at least once before, and no more at the poke", before, n)
+	}
+}
+
+// TestStoreStallWatchTwoGatewaysOneStore: of two gateways of a process on
+// one store, which keeps one watcher, the first takes the watch back at
+// its next heartbeat after the second took it and stopped, and is poked
+// by it again. When the gateway registered only at its first check, it
+// never was: the second's stop left the store without a watcher, and the
+// first's log said a stall only at its heartbeats, up to a store sweep
+// late.
+func TestStoreStallWatchTwoGatewaysOneStore(t *testing.T) {
+	r := newStallRig(t, "sqlite")
+	cw := &countedWatch{DB: r.st, poked: make(chan struct{}, 1)}
+	core, logs := observer.New(zap.InfoLevel)
+	first, err := New(Config{TunnelTLS: &tls.Config{}, Store: cw, Log: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.stop()
+	second, err := New(Config{TunnelTLS: &tls.Config{}, Store: r.st, Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []*Gateway{first, second} {
+		if err := g.heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second.stop()
+	if err := first.heartbeat(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.raw.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON replicas BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.Heartbeat(context.Background(), first.replica, time.Now(), time.Now().Add(-time.Hour)); err == nil {
+		t.Fatal("the heartbeat went through the trigger")
+	}
+	r.st.RecheckStalls(0) // the watch pokes its watcher now
+	select {
+	case <-cw.poked:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the first gateway was never poked by the store's watch after the second stopped (registered %d times)", cw.watches.Load())
+	}
+	if n := logs.FilterMessageSnippet("the store stalls").Len(); n != 1 {
+		t.Errorf("%d 'the store stalls' lines after the watch's poke with the store refusing writes, want 1", n)
 	}
 }

@@ -212,6 +212,9 @@ func (s *Server) ServeConn(ctx context.Context, c Conn, transport string) error 
 		Replicas:        s.replicas(),
 	}}
 	if err := ss.sendControl(welcome); err != nil {
+		// Not the gateway's stop (the deferred Close's reason): the agent
+		// reset its control stream, or the connection broke.
+		ss.close(nil, welcomeFailed)
 		return fmt.Errorf("send welcome: %w", err)
 	}
 	log = log.With(zap.String("session", ss.info.ID), zap.String("agent", ss.info.AgentName))
@@ -528,6 +531,10 @@ func (ss *session) Silent() bool {
 // stuck in a write. With no reason, a QUIC agent logged only
 // "Application error 0x0 (remote)".
 const gatewayStopped = "gateway stopped"
+
+// welcomeFailed is the reason of the close of a session whose welcome (or
+// the Drain held back for it) could not be written.
+const welcomeFailed = "the gateway could not write the session's welcome"
 
 // Close ends the session; the connection and its streams end with it.
 // reason says why, to the agent too (QUIC carries it in the connection's

@@ -1,8 +1,17 @@
 package muxtunnel
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // TestUndrainedStopSaysWhy: the gateway's stop (Close without a reason:
@@ -44,4 +53,58 @@ func TestUndrainedStopSaysWhy(t *testing.T) {
 		stuck.close() // as the real connection's close does
 		<-sent
 	})
+}
+
+// failStream is an agent's control stream that holds its hello and takes
+// nothing: the gateway's writes fail.
+type failStream struct{ hello *bytes.Reader }
+
+func (s *failStream) Read(p []byte) (int, error) { return s.hello.Read(p) }
+func (s *failStream) Write([]byte) (int, error) {
+	return 0, errors.New("stream reset by the agent (test)")
+}
+func (s *failStream) CloseWrite() error               { return nil }
+func (s *failStream) CloseRead()                      {}
+func (s *failStream) Reset()                          {}
+func (s *failStream) SetReadDeadline(time.Time) error { return nil }
+
+// helloConn is an endConn whose first accepted stream is ctrl; the next
+// wait until the connection ends.
+type helloConn struct {
+	*endConn
+	ctrl     RawStream
+	accepted atomic.Bool
+}
+
+func (c *helloConn) AcceptStream(ctx context.Context) (RawStream, error) {
+	if c.accepted.CompareAndSwap(false, true) {
+		return c.ctrl, nil
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, errors.New("connection closed")
+	}
+}
+
+// TestWelcomeNotSentIsNoStop: a session whose welcome cannot be written
+// (the agent reset its control stream) is closed with a reason that says
+// so, not "gateway stopped": the gateway runs on.
+func TestWelcomeNotSentIsNoStop(t *testing.T) {
+	var hello bytes.Buffer
+	if err := writeMsg(&hello, &tunnelv1.ControlRequest{Hello: &tunnelv1.Hello{ProtocolVersion: 1, Name: "a"}}, maxControlSize); err != nil {
+		t.Fatal(err)
+	}
+	c := &helloConn{endConn: newEndConn(), ctrl: &failStream{hello: bytes.NewReader(hello.Bytes())}}
+	srv := &Server{Authenticate: func(*tls.ConnectionState, string) (tunnel.Identity, error) {
+		return tunnel.Identity{Group: "g"}, nil
+	}}
+	err := srv.ServeConn(context.Background(), c, "test")
+	if err == nil || !strings.Contains(err.Error(), "send welcome") {
+		t.Fatalf("ServeConn: %v; want the welcome's failure", err)
+	}
+	if r := c.waitClosed(t, "a session whose welcome failed"); r == gatewayStopped || r == "" {
+		t.Errorf("closed with %q; want why: the welcome could not be written", r)
+	}
 }
