@@ -97,14 +97,19 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 		WriteError(w, r, NewError(CodeNoRoute, "", nil))
 		return false
 	}
-	// An encoded slash is data here, but many backends decode it (WSGI's
-	// PATH_INFO, nginx's $uri, Go before 1.22): "/admin%2Fusers" routed
-	// by "/" to an app without sign-in reached such a backend as
-	// "/admin/users", past the app that path_prefix /admin protects.
-	if alt, ok := slashesDecoded(cp.Match); ok && router.Match(r.Host, alt) != st.route {
+	// An encoded slash, a ";parameter" and the case of letters are data
+	// here, but many backends read them otherwise: they decode %2F (WSGI's
+	// PATH_INFO, nginx's $uri, Go before 1.22), drop ";..." from a segment
+	// (Tomcat, Jetty, Spring) or ignore case (IIS, ASP.NET).
+	// "/admin%2Fusers", "/admin;x/users" or "/ADMIN/users", routed by "/"
+	// to an app without sign-in, reached such a backend as "/admin/users",
+	// past the app that path_prefix /admin protects.
+	if backendReadsElsewhere(router, r.Host, cp.Match, st.route) {
 		st.errCode = CodeBadRequest
-		WriteError(w, r, NewError(CodeBadRequest, "The request path has an encoded slash (%2F) that would reach "+
-			"another application than the same path with the slash written out. Write the slash as /.", nil))
+		WriteError(w, r, NewError(CodeBadRequest, "The request path, as some servers read it (an encoded slash %2F "+
+			"as /, without a ;parameter, or ignoring upper and lower case), belongs to another application than "+
+			"the one it is routed to. Write the path as that application's own links do: slashes as /, no "+
+			";parameter, and the same upper and lower case.", nil))
 		return false
 	}
 	if st.route.Preauth == nil {
@@ -255,19 +260,4 @@ func scrubTrailers(tr http.Header, oidc bool) {
 // with r's client gone: the provider calls end with the request.
 func clientLeft(r *http.Request, err error) bool {
 	return err != nil && !errors.Is(err, preauth.ErrHandled) && r.Context().Err() != nil
-}
-
-// slashesDecoded is match (cleanPath.Match) as a backend that decodes %2F
-// sees it: every "%2F" a separator, empty segments collapsed. ok is false
-// when match has no encoded slash. Dot segments that decoding would make
-// are refused by normalisePath already.
-func slashesDecoded(match string) (string, bool) {
-	if !strings.Contains(match, "%2F") {
-		return "", false
-	}
-	s := strings.ReplaceAll(match, "%2F", "/")
-	for strings.Contains(s, "//") {
-		s = strings.ReplaceAll(s, "//", "/")
-	}
-	return s, true
 }

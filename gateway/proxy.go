@@ -127,7 +127,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = StatusClientClosed // nothing was written: the client left first
 		}
 		f := accessFields{
-			Method: r.Method, Path: r.URL.Path, Status: status,
+			Method: r.Method, Path: r.URL.EscapedPath(), Status: status,
 			BytesOut: rec.BytesWritten(), Duration: time.Since(start),
 			Agent: st.agent, Session: st.session, RequestID: rid,
 			Remote: r.RemoteAddr, ErrCode: st.errCode,

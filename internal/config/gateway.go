@@ -764,6 +764,18 @@ func (g *Gateway) validateApps(c *checker) {
 			c.errorf(p.key("path_prefix"), "must start with \"/\", got %q", app.PathPrefix)
 		} else if strings.ContainsAny(prefix, "?#") {
 			c.errorf(p.key("path_prefix"), "must be a path without ? or #, got %q", app.PathPrefix)
+		} else if strings.Contains(prefix, "*") {
+			c.errorf(p.key("path_prefix"), "%q: a path_prefix is a prefix, not a pattern; write %q for everything under it",
+				prefix, publicPrefixOf(prefix))
+		} else if strings.Contains(prefix, ";") || strings.Contains(strings.ToUpper(prefix), "%2F") {
+			// The gateway refuses a request whose path, read with %2F as
+			// a slash or without ;parameters, belongs to another app (or
+			// none): every request under such a prefix.
+			c.errorf(p.key("path_prefix"), "%q: an encoded slash (%%2F) or a ; in a path_prefix makes the app unreachable "+
+				"(the gateway refuses such request paths, see Path normalisation in the README); write the path with /", prefix)
+		} else if !isNormalPath(prefix) {
+			c.errorf(p.key("path_prefix"), "%q must be written as requests are compared: no //, no . or .. segments, "+
+				"no backslash, no control character, no %%-escape (write the character itself)", prefix)
 		}
 		// The router ignores trailing slashes ("/api/" is "/api"), so two
 		// apps are compared the same way: it would refuse them at start.
@@ -857,8 +869,8 @@ func (g *Gateway) validatePreauth(c *checker, p path, app *App) {
 		case strings.Contains(pp, "*"):
 			c.errorf(key, "%q: public_paths are path prefixes, not patterns; write %q for everything under it", pp, publicPrefixOf(pp))
 		case !isNormalPath(pp):
-			c.errorf(key, "%q must be written as requests are compared: no //, no . or .. segments, "+
-				"no backslash, no %%-escape other than %%2F", pp)
+			c.errorf(key, "%q must be written as requests are compared: no //, no . or .. segments (also "+
+				"behind %%2F or ;), no backslash, no control character, no %%-escape other than %%2F", pp)
 		}
 	}
 }
@@ -875,18 +887,31 @@ func publicPrefixOf(pp string) string {
 
 // isNormalPath reports whether p (starting with "/") is already in the form
 // the gateway's path normalisation gives: no empty, "." or ".." segments
-// (trailing slashes are fine), no backslash, and no %-escape but %2F.
+// (trailing slashes are fine), no backslash, no control character, no
+// %-escape but %2F, and none of the segments the gateway refuses because
+// some servers read them as dot segments (".." behind %2F or before ";":
+// "..%2Fx", "..;x").
 func isNormalPath(p string) bool {
 	if strings.Contains(p, "\\") || strings.Contains(strings.ReplaceAll(p, "%2F", ""), "%") {
 		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return false
+		}
 	}
 	rest := strings.TrimRight(p[1:], "/") // trailing slashes are ignored, as by the router
 	if rest == "" {
 		return true
 	}
 	for sg := range strings.SplitSeq(rest, "/") {
-		if sg == "" || sg == "." || sg == ".." {
+		if sg == "" {
 			return false
+		}
+		for part := range strings.SplitSeq(sg, "%2F") {
+			if before, _, _ := strings.Cut(part, ";"); before == "." || before == ".." {
+				return false
+			}
 		}
 	}
 	return true

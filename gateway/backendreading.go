@@ -1,0 +1,130 @@
+package gateway
+
+import "strings"
+
+// backendReadsElsewhere reports whether a backend could read match
+// (cleanPath.Match) as a path that host routes to another app than rt:
+// with its encoded slashes as separators (slashesDecoded), without its
+// ";parameters" (paramsStripped), or both, in either order; and, for a
+// backend that ignores case (IIS, ASP.NET, a Windows or macOS file
+// system), as the path of an app whose path_prefix differs from it only
+// in case (foldsElsewhere). Dot segments that such a reading would make
+// are refused by normalisePath already.
+func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
+	if router.foldsElsewhere(host, match, rt) {
+		return true
+	}
+	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
+		return false // nothing else to read otherwise: most requests
+	}
+	slashes, params := slashesDecoded(match), paramsStripped(match)
+	for _, alt := range [...]string{slashes, params, paramsStripped(slashes), slashesDecoded(params)} {
+		if alt != match && (router.Match(host, alt) != rt || router.foldsElsewhere(host, alt, rt)) {
+			return true
+		}
+	}
+	return false
+}
+
+// foldsElsewhere reports whether path, written with the case of another
+// route's path_prefix, is routed there: with an app at "/" and one at
+// "/admin" on a host, "/ADMIN/users" is routed to the first, and a backend
+// that ignores case serves it as "/admin/users". A prefix that differs from
+// rt's only in case does not count, so two apps at "/Admin" and "/admin"
+// both stay reachable.
+func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
+	upper := hasUpper(path)
+	h := asciiLower(hostOnly(host))
+	lists := [2][]*Route{r.exact[h]}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		lists[1] = r.wild[h[i+1:]]
+	}
+	for _, list := range lists {
+		for _, o := range list {
+			p := o.PathPrefix
+			if o == rt || p == "/" || len(p) > len(path) || !upper && !hasUpper(p) {
+				continue // the same app, or one only case could make match, and there is none
+			}
+			if !asciiEqualFold(path[:len(p)], p) || len(path) > len(p) && path[len(p)] != '/' || asciiEqualFold(p, rt.PathPrefix) {
+				continue
+			}
+			if r.Match(host, p+path[len(p):]) == o {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// slashesDecoded is match as a backend that decodes %2F sees it: every
+// "%2F" a separator, empty segments collapsed. For a backend that decodes
+// the path twice, a client's "%252F", "%252f" and "%255C" (here "%2F",
+// "%2f" and "%5C", in either case) are separators too.
+func slashesDecoded(match string) string {
+	return rewriteSegments(match, func(s string, i int) (sep bool, skip int) {
+		if s[i] == '%' && i+2 < len(s) && (s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
+			return true, 3
+		}
+		return false, 0
+	})
+}
+
+// paramsStripped is match as a backend that drops path parameters sees
+// it: each segment ends at its first ";" (or "%3B", a ";" for a backend
+// that decodes twice), empty segments collapsed.
+func paramsStripped(match string) string {
+	return rewriteSegments(match, func(s string, i int) (sep bool, skip int) {
+		if s[i] == ';' || s[i] == '%' && i+2 < len(s) && s[i+1] == '3' && s[i+2]|0x20 == 'b' {
+			j := strings.IndexByte(s[i:], '/')
+			if j < 0 {
+				return false, len(s) - i
+			}
+			return false, j
+		}
+		return false, 0
+	})
+}
+
+// rewriteSegments copies s, asking at each byte what to do: sep writes a
+// "/" for the skip bytes there, a skip alone drops them. "//" collapses.
+func rewriteSegments(s string, at func(s string, i int) (sep bool, skip int)) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		sep, skip := at(s, i)
+		c := s[i]
+		switch {
+		case sep:
+			c = '/'
+		case skip > 0:
+			i += skip
+			continue
+		default:
+			skip = 1
+		}
+		i += skip
+		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
