@@ -251,7 +251,14 @@ type Gateway struct {
 	// stallCheck serialises checkStoreStall (storestall.go): the heartbeat's
 	// and the store's watch timer's checks.
 	stallCheck sync.Mutex
-	stopped    chan struct{} // closed when shutdown starts
+	// stallMemoryBound is the bound of the sweep's heartbeat in
+	// stallMemory, and stallRecheck how soon a check whose ping failed
+	// during a stall runs again (checkStoreStall); 0 → trustTimeout and
+	// store.SlowCall. Fields, not package variables: a test sets them on
+	// its own gateway before its first heartbeat, while the store watch of
+	// an earlier test's gateway may still read them.
+	stallMemoryBound, stallRecheck time.Duration
+	stopped                        chan struct{} // closed when shutdown starts
 	// stopCtx is cancelled when stopped is closed: store calls made for
 	// the gateway's own work end with it (stopContext).
 	stopCtx    context.Context

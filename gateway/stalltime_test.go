@@ -67,8 +67,7 @@ func TestStoreStallClearsOnTime(t *testing.T) {
 	shortskip.Long(t, "waits store.SlowCall for a lock, then stallMemory")
 	r := newStallRig(t, "sqlite")
 	r.g.cfg.StoreSweep = time.Millisecond // stallMemory: 2 s
-	defer func(b time.Duration) { stallMemoryBound = b }(stallMemoryBound)
-	stallMemoryBound = 2 * time.Second
+	r.g.stallMemoryBound = 2 * time.Second
 	if err := r.g.heartbeat(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +109,8 @@ func TestStoreStallClearsOnTime(t *testing.T) {
 // through again" and the stall was erased: gauge 0 with the lock held.
 func TestStoreStallBriefPingFailure(t *testing.T) {
 	shortskip.Long(t, "waits store.SlowCall for a lock")
-	defer func(d time.Duration) { stallRecheck = d }(stallRecheck)
-	stallRecheck = 100 * time.Millisecond
 	ctx := context.Background()
-	r, relay := newHoleStallRig(t)
+	r, relay := newHoleStallRig(t, 100*time.Millisecond)
 	g, raw, st := r.g, r.raw, r.st
 
 	conn, err := raw.Conn(ctx)

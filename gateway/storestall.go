@@ -44,15 +44,22 @@ type stallWatcher interface {
 // that heartbeat, stays stalled from one heartbeat to the next while the
 // lock does. The gauge and the log clear this long after the last slow
 // call ended (the log when the store's watch tells it; see stallWatcher).
-func (g *Gateway) stallMemory() time.Duration { return g.cfg.storeSweep() + stallMemoryBound }
+func (g *Gateway) stallMemory() time.Duration {
+	bound := g.stallMemoryBound
+	if bound <= 0 {
+		bound = trustTimeout
+	}
+	return g.cfg.storeSweep() + bound
+}
 
-// stallMemoryBound is the bound of the sweep's heartbeat in stallMemory,
-// and stallRecheck how soon a check whose ping failed during a stall runs
-// again (see checkStoreStall): variables for tests.
-var (
-	stallMemoryBound = trustTimeout
-	stallRecheck     = store.SlowCall
-)
+// stallRecheckAfter is how soon a check whose ping failed during a stall
+// runs again (see checkStoreStall).
+func (g *Gateway) stallRecheckAfter() time.Duration {
+	if g.stallRecheck > 0 {
+		return g.stallRecheck
+	}
+	return store.SlowCall
+}
 
 // storeStalled reports whether the store is stalled as of now (see
 // stalledStore), and why. It only reads what the store's calls recorded;
@@ -111,7 +118,7 @@ func (g *Gateway) checkStall(now time.Time, watch bool) {
 		// watch checks again soon, so that the gauge reads it again
 		// within seconds of a failed ping (a moment's outage).
 		if sw, ok := g.store.(stallWatcher); ok && g.storeStallSaid.Load() {
-			sw.RecheckStalls(stallRecheck)
+			sw.RecheckStalls(g.stallRecheckAfter())
 		}
 		return
 	}

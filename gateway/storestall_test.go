@@ -59,6 +59,7 @@ func newStallRig(t *testing.T, db string) *stallRig {
 		t.Fatal(err)
 	}
 	r.g.serving.Store(true)
+	t.Cleanup(r.g.stopCancel) // the store's watch stops poking r.g before the store closes
 	return r
 }
 
@@ -348,7 +349,7 @@ func TestStoreStallRemoveReplicasRefused(t *testing.T) {
 // the heartbeat's timeout read as a stall: gauge 1 and that warning.
 func TestStoreStallNotByOutage(t *testing.T) {
 	shortskip.Long(t, "waits store.SlowCall for a database that does not answer")
-	r, relay := newHoleStallRig(t)
+	r, relay := newHoleStallRig(t, 0)
 	g, logs := r.g, r.logs
 	relay.Hole()
 	// The sweep's heartbeat, cut a little after store.SlowCall rather
@@ -394,8 +395,8 @@ func TestStoreStallNotByOutage(t *testing.T) {
 // newHoleStallRig is a stall rig on the test PostgreSQL reached through a
 // hole relay (pgtest.HoleRelay: the network to the database can fail), its
 // raw session straight to the database, after the gateway's first
-// heartbeat.
-func newHoleStallRig(t *testing.T) (*stallRig, *pgtest.HoleRelay) {
+// heartbeat. recheck sets the gateway's stallRecheck (0: the default).
+func newHoleStallRig(t *testing.T, recheck time.Duration) (*stallRig, *pgtest.HoleRelay) {
 	t.Helper()
 	dsn := pgtest.DSN(t)
 	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
@@ -412,7 +413,9 @@ func newHoleStallRig(t *testing.T) (*stallRig, *pgtest.HoleRelay) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.stallRecheck = recheck
 	g.serving.Store(true)
+	t.Cleanup(g.stopCancel) // the store's watch stops poking g before the store closes
 	r := &stallRig{db: "postgres", g: g, st: st, raw: raw, logs: logs}
 	if err := g.heartbeat(); err != nil {
 		t.Fatal(err)
