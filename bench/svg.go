@@ -47,13 +47,19 @@ var svgPercentiles = []string{"p50", "p90", "p99", "p99.9", "max"}
 
 // WriteSVG draws the latency percentiles of every scenario, one panel
 // each, with one line per path (direct against relay or target, and the
-// reference paths) on a logarithmic latency axis. Paths with no completed exchange are left out.
+// reference paths) on a logarithmic latency axis. A path with no completed
+// exchange has no line; its panel's legend names it, "PATH: none
+// completed", so that a path whose every exchange failed does not pass for
+// one that was not measured. A scenario where no path completed one has no
+// panel.
 func (r *Report) WriteSVG(w io.Writer) error {
 	var scenarios []string
 	series := make(map[string][]*Result)
+	missing := make(map[string][]*Result) // by scenario: the paths without latencies
 	for i := range r.Results {
 		res := &r.Results[i]
 		if res.P50MS == nil {
+			missing[res.Scenario] = append(missing[res.Scenario], res)
 			continue
 		}
 		if _, ok := series[res.Scenario]; !ok {
@@ -63,7 +69,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	}
 	legendRows := 1
 	for _, sc := range scenarios {
-		_, n := legendLayout(series[sc])
+		_, n := legendLayout(legendLabels(series[sc], missing[sc]))
 		legendRows = max(legendRows, n)
 	}
 	panelH := svgTitleH + legendRows*svgLegendH + svgLegendGap + svgPlotH + svgMarginB
@@ -82,7 +88,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	for i, sc := range scenarios {
 		x0 := (i % svgColumns) * svgPanelW
 		y0 := svgHeaderH + (i/svgColumns)*panelH
-		writePanel(&b, sc, series[sc], x0, y0, legendRows)
+		writePanel(&b, sc, series[sc], missing[sc], x0, y0, legendRows)
 	}
 	b.WriteString("</svg>\n")
 	_, err := w.Write(b.Bytes())
@@ -96,16 +102,32 @@ type legendPlace struct {
 	x   float64
 }
 
-// legendLayout places the legend entries of results left to right in rows
+// noneCompleted follows the name of a path without latencies in a legend.
+const noneCompleted = ": none completed"
+
+// legendLabels are the legend's entries of a panel: the paths drawn, then
+// those without a completed exchange.
+func legendLabels(drawn, missing []*Result) []string {
+	labels := make([]string, 0, len(drawn)+len(missing))
+	for _, res := range drawn {
+		labels = append(labels, res.Path)
+	}
+	for _, res := range missing {
+		labels = append(labels, res.Path+noneCompleted)
+	}
+	return labels
+}
+
+// legendLayout places the legend entries (labels) left to right in rows
 // as wide as the plot, starting a new row where the next entry would not
 // fit (an entry wider than the plot gets a row of its own), and returns
 // the places and the number of rows.
-func legendLayout(results []*Result) ([]legendPlace, int) {
+func legendLayout(labels []string) ([]legendPlace, int) {
 	const width = svgPanelW - svgMarginL - svgMarginR
-	places := make([]legendPlace, len(results))
+	places := make([]legendPlace, len(labels))
 	row, x := 0, 0.0
-	for i, res := range results {
-		w := svgKeyW + svgKeyGap + svgTextWidth(res.Path)
+	for i, label := range labels {
+		w := svgKeyW + svgKeyGap + svgTextWidth(label)
 		if x > 0 && x+w > width {
 			row, x = row+1, 0
 		}
@@ -119,8 +141,9 @@ func legendLayout(results []*Result) ([]legendPlace, int) {
 func svgTextWidth(s string) float64 { return float64(utf8.RuneCountInString(s)) * svgCharW }
 
 // writePanel draws one scenario's series in the panel at (x0, y0), below a
-// legend of legendRows rows.
-func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0, legendRows int) {
+// legend of legendRows rows that also names the paths of missing, which
+// have no latencies to draw.
+func writePanel(b *bytes.Buffer, scenario string, results, missing []*Result, x0, y0, legendRows int) {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, res := range results {
 		for _, v := range seriesValues(res) {
@@ -137,7 +160,7 @@ func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0, leg
 	legendTop := float64(y0 + svgTitleH)
 	top := legendTop + float64(legendRows*svgLegendH+svgLegendGap)
 	bottom := top + svgPlotH
-	places, _ := legendLayout(results)
+	places, _ := legendLayout(legendLabels(results, missing))
 	xAt := func(i int) float64 {
 		return left + (right-left)*float64(i)/float64(len(svgPercentiles)-1)
 	}
@@ -178,6 +201,21 @@ func writePanel(b *bytes.Buffer, scenario string, results []*Result, x0, y0, leg
 		lx, ly := left+places[k].x, legendTop+float64(places[k].row*svgLegendH)+svgLegendH/2
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2"/>`+"\n", lx, ly, lx+svgKeyW, ly)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n", lx+svgKeyW+svgKeyGap, ly, svgEscape(res.Path))
+		b.WriteString("</g>\n")
+	}
+	for k, res := range missing {
+		color, ok := svgColors[res.Path]
+		if !ok {
+			color = "#555"
+		}
+		place := places[len(results)+k]
+		lx, ly := left+place.x, legendTop+float64(place.row*svgLegendH)+svgLegendH/2
+		fmt.Fprintf(b, `<g class="missing" data-scenario="%s" data-path="%s" stroke="%s" fill="%s">`+"\n",
+			svgEscape(res.Scenario), svgEscape(res.Path), color, color)
+		fmt.Fprintf(b, `<title>%s %s: no exchange completed (%d errors)</title>`+"\n", svgEscape(res.Scenario), svgEscape(res.Path), res.Errors)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke-width="2" stroke-dasharray="3,3"/>`+"\n", lx, ly, lx+svgKeyW, ly)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" stroke="none" dominant-baseline="middle">%s</text>`+"\n",
+			lx+svgKeyW+svgKeyGap, ly, svgEscape(res.Path+noneCompleted))
 		b.WriteString("</g>\n")
 	}
 	b.WriteString("</g>\n")

@@ -292,6 +292,10 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 	if (f.cpuprofile != "" || f.memprofile != "" || f.trace != "") && f.target != "" {
 		return bench.Config{}, errors.New("--cpuprofile, --memprofile and --trace profile the relay the harness starts; with --target nothing is started")
 	}
+	if changed("transport") && f.target != "" {
+		return bench.Config{}, errors.New("--transport picks the tunnel of the relay the harness starts; with --target nothing is started, " +
+			"so the other relay's own transport is what gets measured: leave --transport out")
+	}
 	if (f.linkRTT != 0 || f.linkRate != "") && f.target != "" {
 		return bench.Config{}, errors.New("--link-rtt and --link-rate shape the tunnel of the relay the harness starts; with --target there is none")
 	}

@@ -302,6 +302,10 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"--concurrency", "0"}, "must be positive"},
 		{[]string{"--reference", "tcp,nginx"}, `--reference "nginx": there are tcp, tls, stdlib`},
 		{[]string{"--reference", "tcp", "--target", "http://127.0.0.1:1"}, "with --target nothing is started"},
+		// --transport with --target was taken, ignored, and written into
+		// the JSON's settings as if the target had been measured over it.
+		{[]string{"--transport", "quic", "--target", "http://127.0.0.1:1"}, "--transport picks the tunnel of the relay the harness starts"},
+		{[]string{"--transport", "grpc", "--target", "http://127.0.0.1:1"}, "leave --transport out"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer
