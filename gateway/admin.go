@@ -289,14 +289,19 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeError(w, http.StatusBadRequest, "reading the request body: %v", err)
 		return false
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		writeError(w, http.StatusBadRequest, "the request body is empty; send one JSON object with the documented fields, "+
+			`e.g. {"group": "default"} (Content-Type: application/json)`)
+		return false
+	}
 	if err := exactKeys(body, v); err != nil {
-		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+		writeError(w, http.StatusBadRequest, "bad JSON body: %s", jsonErrorText(err))
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+		writeError(w, http.StatusBadRequest, "bad JSON body: %s", jsonErrorText(err))
 		return false
 	}
 	if rest := bytes.TrimSpace(body[dec.InputOffset():]); len(rest) > 0 {
@@ -304,6 +309,32 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// jsonErrorText says what is wrong with a request body in the API's own
+// terms: encoding/json names a field by the Go struct and its Go type
+// ("cannot unmarshal string into Go struct field APITokenRequest.uses of
+// type int"), and a body that stops early as just "unexpected EOF".
+func jsonErrorText(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		t := typeErr.Type
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		want := "a JSON " + t.Kind().String()
+		switch t.Kind() {
+		case reflect.Int, reflect.Int64, reflect.Int32:
+			want = "a whole number within range"
+		case reflect.String:
+			want = `a string (in quotes, e.g. "1h")`
+		}
+		return fmt.Sprintf("field %q: want %s, not a JSON %s", typeErr.Field, want, typeErr.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON object ends early (a missing closing brace or quote?)"
+	}
+	return err.Error()
 }
 
 // exactKeys checks that body is a JSON object whose keys are json field

@@ -79,6 +79,16 @@ func TestAdminAPIErrorsAreJSON(t *testing.T) {
 		{"stray brace", "POST", "/api/v1/tokens", `{"group":"default"}}`, 400, "", "after the JSON object"},
 		{"bad group", "POST", "/api/v1/tokens", `{"group":"team a"}`, 400, "", `group "team a": want 1-64 letters`},
 		{"not JSON", "POST", "/api/v1/tokens", `group=default`, 400, "", "bad JSON body"},
+		// An empty body was "bad JSON body: EOF"; a field of the wrong type
+		// named the Go struct and Go type ("Go struct field
+		// APITokenRequest.uses of type int"); a body cut short was
+		// "unexpected EOF". Each now says what to send.
+		{"empty body", "POST", "/api/v1/tokens", "", 400, "", `the request body is empty; send one JSON object`},
+		{"blank body", "POST", "/api/v1/tokens", " \n", 400, "", `the request body is empty; send one JSON object`},
+		{"uses as a string", "POST", "/api/v1/tokens", `{"group":"default","uses":"3"}`, 400, "", `field "uses": want a whole number within range, not a JSON string`},
+		{"uses a fraction", "POST", "/api/v1/tokens", `{"group":"default","uses":1.5}`, 400, "", `field "uses": want a whole number within range, not a JSON number 1.5`},
+		{"ttl in seconds", "POST", "/api/v1/tokens", `{"group":"default","ttl":3600}`, 400, "", `field "ttl": want a string (in quotes, e.g. "1h"), not a JSON number`},
+		{"cut short", "POST", "/api/v1/tokens", `{"group":"default"`, 400, "", "the JSON object ends early"},
 		{"100 KB body", "POST", "/api/v1/tokens", `{"group":"` + strings.Repeat("a", 100000) + `"}`, 413, "", "64 KiB"},
 		// Routes with path values still get them through the error wrapper.
 		{"unknown connector", "POST", "/api/v1/connectors/c-nosuch/revoke", "", 404, "", `"c-nosuch"`},
