@@ -337,7 +337,10 @@ func (a *Agent) pickBackend(req *http.Request, head *tunnelv1.RequestHead) (http
 // returns nil.
 //
 // Run returns an error, without connecting, when the agent has no usable
-// certificate and cannot enroll, or when its certificate has expired; and
+// certificate and cannot enroll, or when its certificate has expired
+// (cancelled while it waits to enroll, an error wrapping
+// ErrEnrollInterrupted and the last enrollment error: a stop, which the
+// command ends with exit status 0); and
 // it stops with an error wrapping tunnel.ErrRevoked when the gateway
 // refuses it as revoked, or ErrCertificateExpired when the certificate
 // expires before it could be renewed.

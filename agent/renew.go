@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -80,16 +81,27 @@ func (a *Agent) checkKeyMode() {
 		zap.String("file", p), zap.String("mode", fmt.Sprintf("%#o", fi.Mode().Perm())))
 }
 
+// ErrEnrollInterrupted: Run's context was cancelled (the agent was told
+// to stop) while the agent waited to enroll with its token. Run's error
+// wraps it and the last enrollment error; the agent has logged at WARN
+// that it stopped before it could enroll, and whether the token may have
+// been spent. A stop, not a failure: the command exits 0 on it.
+var ErrEnrollInterrupted = errors.New("enrollment interrupted")
+
 // enrollWithRetry enrolls with the config token, retrying with backoff
 // while the gateway cannot be reached, and at the renewal pace while it
 // answers without an enrollment service (ErrEnrollUnsupported); a refusal
-// stops at once.
+// stops at once. Cancelled meanwhile, it returns an error wrapping
+// ErrEnrollInterrupted (see stoppedBeforeEnrolling).
 func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 	var dialErr atomic.Pointer[error]
 	unsupported := 0 // attempts the gateway answered without an enrollment service
+	var last error   // of the last attempt that ended by itself, not by the stop
+	mayBeSpent := false
 	for attempt := 0; ; attempt++ {
+		tc, reached := a.enrollTLS()
 		c, err := Enroll(ctx, EnrollConfig{
-			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
+			Gateway: a.cfg.Gateway, TLS: tc, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
 			DialContext: a.recordingDialer(&dialErr),
 			SameName: func(name string, ids []string) {
 				a.log.Warn("enrolled under a name that other connectors of the group have, and they are not revoked; "+
@@ -112,8 +124,17 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			return nil, fmt.Errorf("agent: %w; check `token` in the agent config (create one with `sallyport token create`)", err)
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
+			// Cut by the stop: the request may have reached the gateway
+			// if the TLS handshake was done (tokenUnspent of a cut
+			// call's Canceled).
+			mayBeSpent = mayBeSpent || !tokenUnspent(err, reached.Load())
+			if last == nil {
+				last = err
+			}
+			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent)
 		}
+		last = err
+		mayBeSpent = mayBeSpent || !tokenUnspent(err, reached.Load())
 		delay := a.cfg.Backoff.Next(attempt)
 		if errors.Is(err, ErrEnrollUnsupported) {
 			// Only an upgrade of the gateway helps. The agent waits for it
@@ -143,9 +164,62 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
 		}
 		if !sleep(ctx, delay) {
-			return nil, fmt.Errorf("agent: enrollment interrupted: %w", err)
+			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent)
 		}
 	}
+}
+
+// stoppedBeforeEnrolling logs that the agent was stopped while it waited
+// to enroll, with the last enrollment error, after attempts tries, and
+// whether the token may have been spent; it returns Run's error, which
+// wraps ErrEnrollInterrupted and last.
+func (a *Agent) stoppedBeforeEnrolling(last error, attempts int, mayBeSpent bool) error {
+	if mayBeSpent {
+		a.log.Warn("agent stopped before it could enroll; an enrollment request may have reached the gateway, "+
+			"so a single-use token may have been spent: if the next start says the token was used, create a new one "+
+			"with `sallyport token create` (see `sallyport token list` on the gateway)",
+			zap.Error(last), zap.Int("attempts", attempts))
+	} else {
+		a.log.Warn("agent stopped before it could enroll; the token was not spent, so the next start enrolls with it",
+			zap.Error(last), zap.Int("attempts", attempts))
+	}
+	return fmt.Errorf("agent: %w: %w", ErrEnrollInterrupted, last)
+}
+
+// enrollTLS is the agent's TLS config for one enrollment attempt, and
+// whether that attempt's TLS handshake with the gateway got past the
+// check of its certificate: only then can the token have been sent.
+func (a *Agent) enrollTLS() (*tls.Config, *atomic.Bool) {
+	reached := new(atomic.Bool)
+	tc := &tls.Config{MinVersion: tls.VersionTLS12} // as tlsCredentials
+	if a.cfg.TLS != nil {
+		tc = a.cfg.TLS.Clone()
+	}
+	verify := tc.VerifyConnection
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		reached.Store(true)
+		return nil
+	}
+	return tc, reached
+}
+
+// tokenUnspent reports whether an enrollment attempt that failed with
+// err certainly left the token unspent: it never completed a TLS
+// handshake with the gateway (reached false: the token was not sent), or
+// the gateway's answer says so (no enrollment service, a connection it
+// closed before reading the request, or its own failure before it spent
+// the token, which its message tells).
+func tokenUnspent(err error, reached bool) bool {
+	if !reached || errors.Is(err, ErrEnrollUnsupported) || errors.Is(err, ErrGatewayBusy) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "the token was not spent") || strings.Contains(msg, "the token was not used")
 }
 
 // checkExpiry fails once the certificate has expired, saying how to enroll

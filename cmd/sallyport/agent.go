@@ -56,7 +56,14 @@ func newAgentCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer stop()
-				return a.Run(ctx)
+				err = a.Run(ctx)
+				if errors.Is(err, agent.ErrEnrollInterrupted) && ctx.Err() != nil {
+					// SIGTERM or Ctrl-C while the agent waited to enroll:
+					// a stop, which Run logged with the last enrollment
+					// error; under a service manager not a failure.
+					return nil
+				}
+				return err
 			})
 		},
 	}
