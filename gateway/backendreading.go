@@ -1,6 +1,10 @@
 package gateway
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // backendReadsElsewhere reports whether a backend could read match
 // (cleanPath.Match) as a path that host routes to another app than rt:
@@ -31,9 +35,10 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 // "/admin" on a host, "/ADMIN/users" is routed to the first, and a backend
 // that ignores case serves it as "/admin/users". A prefix that differs from
 // rt's only in case does not count, so two apps at "/Admin" and "/admin"
-// both stay reachable.
+// both stay reachable. Case is that of any letter, not only ASCII ones:
+// "/ÄRZTE" is "/ärzte" on IIS (see foldedPrefix).
 func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
-	upper := hasUpper(path)
+	cased := hasCase(path)
 	h := asciiLower(hostOnly(host))
 	lists := [2][]*Route{r.exact[h]}
 	if i := strings.IndexByte(h, '.'); i > 0 {
@@ -42,13 +47,14 @@ func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
 	for _, list := range lists {
 		for _, o := range list {
 			p := o.PathPrefix
-			if o == rt || p == "/" || len(p) > len(path) || !upper && !hasUpper(p) {
+			if o == rt || p == "/" || !cased && !hasCase(p) {
 				continue // the same app, or one only case could make match, and there is none
 			}
-			if !asciiEqualFold(path[:len(p)], p) || len(path) > len(p) && path[len(p)] != '/' || asciiEqualFold(p, rt.PathPrefix) {
+			n, ok := foldedPrefix(path, p)
+			if !ok || n < len(path) && path[n] != '/' || foldsTo(p, rt.PathPrefix) {
 				continue
 			}
-			if r.Match(host, p+path[len(p):]) == o {
+			if r.Match(host, p+path[n:]) == o {
 				return true
 			}
 		}
@@ -56,23 +62,66 @@ func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
 	return false
 }
 
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
+// hasCase reports whether s holds an upper-case ASCII letter or a
+// non-ASCII byte (part of a letter that may have another case).
+func hasCase(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' || c >= utf8.RuneSelf {
+			return true
 		}
 	}
-	return true
+	return false
+}
+
+// foldedPrefix reports whether s starts with prefix, ignoring case, and
+// how many bytes of s that start takes (the cases of a letter may differ
+// in length: "k" and the Kelvin sign). Two letters are one when their
+// upper or their lower cases are (Unicode's simple mappings, code point
+// by code point): NTFS's and IIS's upcase table and .NET's
+// OrdinalIgnoreCase map one letter to one ("Ä" and "ä"; "ß" is not "SS"),
+// and the lower cases add what a backend that lower-cases reads as one
+// ("k" and the Kelvin sign). Refusing a look-alike too many costs
+// nothing: no app links to "/admın" with a dotless i.
+func foldedPrefix(s, prefix string) (int, bool) {
+	i := 0
+	for j := 0; j < len(prefix); {
+		if i >= len(s) {
+			return 0, false
+		}
+		a, b := s[i], prefix[j]
+		if a < utf8.RuneSelf && b < utf8.RuneSelf {
+			if a != b && asciiLowerByte(a) != asciiLowerByte(b) {
+				return 0, false
+			}
+			i, j = i+1, j+1
+			continue
+		}
+		ra, na := utf8.DecodeRuneInString(s[i:])
+		rb, nb := utf8.DecodeRuneInString(prefix[j:])
+		switch {
+		case ra == utf8.RuneError && na == 1 || rb == utf8.RuneError && nb == 1:
+			if na != nb || a != b { // not UTF-8: only the same byte is the same
+				return 0, false
+			}
+		case ra != rb && unicode.ToUpper(ra) != unicode.ToUpper(rb) && unicode.ToLower(ra) != unicode.ToLower(rb):
+			return 0, false
+		}
+		i, j = i+na, j+nb
+	}
+	return i, true
+}
+
+func asciiLowerByte(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + ('a' - 'A')
+	}
+	return c
+}
+
+// foldsTo reports whether a and b differ at most in case (foldedPrefix).
+func foldsTo(a, b string) bool {
+	n, ok := foldedPrefix(a, b)
+	return ok && n == len(a)
 }
 
 // slashesDecoded is match as a backend that decodes %2F sees it: every

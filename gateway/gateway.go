@@ -149,11 +149,12 @@ type Config struct {
 	// dead network path (0 → 15s; below 5s counts as 5s). A silent dead
 	// path is noticed after Keepalive + min(Keepalive, 10s) on gRPC and
 	// yamux, and after twice Keepalive (the QUIC idle timeout) or a little
-	// more on QUIC. Agents may ping as often as every 5 s whatever it is.
+	// more on QUIC, where both ends ping after min(5 s, Keepalive) without
+	// a packet. Agents may ping as often as every 5 s whatever it is.
 	Keepalive time.Duration
 	// QUICIdleTimeout ends a QUIC session that received nothing for this
-	// long (0 → twice Keepalive; keepalive pings go every Keepalive, or
-	// half of it).
+	// long (0 → twice Keepalive; both ends ping after min(5 s, Keepalive)
+	// without a packet, taking turns).
 	QUICIdleTimeout time.Duration
 	// ProtocolVersion is the highest tunnel protocol version the gateway
 	// speaks with agents (0 → tunnel.ProtocolVersion). Only tests lower

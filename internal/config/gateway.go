@@ -236,7 +236,9 @@ type Tunnel struct {
 	// Keepalive is how often the gateway pings each agent session to find
 	// a dead network path, MinKeepalive to MaxKeepalive. Zero means
 	// DefaultKeepalive (15s). Agents ping on their own schedule (their
-	// keepalive), down to MinKeepalive whatever this is.
+	// keepalive), down to MinKeepalive whatever this is. On QUIC it sets
+	// the idle timeout (twice it), and both ends ping after min(5 s, it)
+	// without a packet.
 	Keepalive time.Duration `yaml:"keepalive"`
 }
 

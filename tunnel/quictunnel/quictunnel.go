@@ -157,6 +157,9 @@ type conn struct {
 	// of the session after their own end as the end of the stream (see
 	// rawStream.Read); the gateway's keep the error, which names why.
 	agent bool
+	// idleEnded: a stream's Read or Write failed with QUIC's idle timeout
+	// (see KeepaliveEnded).
+	idleEnded atomic.Bool
 }
 
 var _ muxtunnel.LiveConn = (*conn)(nil)
@@ -166,7 +169,7 @@ func (a *conn) OpenStream(ctx context.Context) (muxtunnel.RawStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawStream{s: s, eofOnPeerClose: a.agent}, nil
+	return &rawStream{s: s, eofOnPeerClose: a.agent, conn: a}, nil
 }
 
 func (a *conn) AcceptStream(ctx context.Context) (muxtunnel.RawStream, error) {
@@ -174,7 +177,7 @@ func (a *conn) AcceptStream(ctx context.Context) (muxtunnel.RawStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawStream{s: s, eofOnPeerClose: a.agent}, nil
+	return &rawStream{s: s, eofOnPeerClose: a.agent, conn: a}, nil
 }
 
 func (a *conn) Close(reason string) {
@@ -202,6 +205,7 @@ type rawStream struct {
 	wroteAll atomic.Bool
 	// eofOnPeerClose: the agent's stream (see conn.agent).
 	eofOnPeerClose bool
+	conn           *conn // the stream's connection (idleEnded)
 }
 
 // Read reads the stream. After this side's CloseWrite, a session the peer
@@ -215,10 +219,29 @@ type rawStream struct {
 // the agent moves its sessions.
 func (r *rawStream) Read(p []byte) (int, error) {
 	n, err := r.s.Read(p)
-	if err != nil && r.eofOnPeerClose && r.wroteAll.Load() && closedByPeer(err) {
-		return n, io.EOF
+	if err != nil {
+		r.noteEnd(err)
+		if r.eofOnPeerClose && r.wroteAll.Load() && closedByPeer(err) {
+			return n, io.EOF
+		}
 	}
 	return n, mapErr(err)
+}
+
+// noteEnd notes on the stream's connection that err, a Read's or a
+// Write's, is QUIC's idle timeout. quic-go fails the streams before it
+// cancels the connection's context (which KeepaliveEnded reads as well),
+// so a control stream's reader that asked KeepaliveEnded at once was told
+// no: a session ended by the idle timeout then read as lost, its end as
+// "timeout: no recent network activity" (4 of 40 under -race).
+func (r *rawStream) noteEnd(err error) {
+	if r.conn == nil || err == io.EOF {
+		return
+	}
+	var idle *quic.IdleTimeoutError
+	if errors.As(err, &idle) {
+		r.conn.idleEnded.Store(true)
+	}
 }
 
 // closedByPeer reports whether err says the peer closed the whole session
@@ -230,6 +253,9 @@ func closedByPeer(err error) bool {
 
 func (r *rawStream) Write(p []byte) (int, error) {
 	n, err := r.s.Write(p)
+	if err != nil {
+		r.noteEnd(err)
+	}
 	return n, mapErr(err)
 }
 
@@ -279,8 +305,12 @@ func (a *conn) RTT() time.Duration { return a.c.ConnectionStats().SmoothedRTT }
 
 // KeepaliveEnded reports whether QUIC's idle timeout ended the connection
 // (muxtunnel.KeepaliveEnder): nothing came from the peer, which pings
-// while it lives. How long is not said (0).
+// while it lives. How long is not said (0). A stream that failed with it
+// says so before the connection's context ends (rawStream.noteEnd).
 func (a *conn) KeepaliveEnded() (time.Duration, bool) {
+	if a.idleEnded.Load() {
+		return 0, true
+	}
 	select {
 	case <-a.c.Context().Done():
 	default:
