@@ -442,10 +442,16 @@ func (a *Agent) keepSession(ctx, hard context.Context, slot int) {
 			case isGatewayStoreDown(err):
 				logGatewayStoreDown(log, transport, err, delay)
 			case isCertRefused(err):
+				// sallyport agent enroll refuses a data_dir that holds an
+				// unexpired certificate: say to remove it, and give the
+				// command with the flags this agent runs with.
 				log.Error("the gateway refused this agent's certificate in the TLS handshake: it is not signed by "+
-					"the gateway's connector CA. Enroll the agent again (sallyport agent enroll), or check that the "+
-					"gateway runs with the data_dir (or store) the agent enrolled with",
-					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay))
+					"the gateway's connector CA (the gateway retired that CA, or runs with another data_dir or store). "+
+					"Enroll the agent again: remove "+CertFile+" and "+KeyFile+" from its data_dir, put a token of its "+
+					"group (sallyport token create --group GROUP) in a file and run the enroll_again command; or check "+
+					"that the gateway runs with the data_dir (or store) the agent enrolled with",
+					zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", delay),
+					zap.String("group", a.creds.Load().Group), zap.String("enroll_again", a.enrollCommand()))
 			case isUnauthenticated(err):
 				log.Error("the gateway refused this agent's certificate; if the gateway's data_dir was "+
 					"replaced, enroll the agent again (sallyport agent enroll)",

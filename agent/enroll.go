@@ -297,6 +297,13 @@ func rpcError(err error) error {
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: %s", ErrEnrollRefused, msg)
 	case codes.Unavailable:
+		if rest, ok := strings.CutPrefix(msg, tunnel.StoreDownText); ok {
+			// The gateway answered: it runs and was reached, but its
+			// database does not answer, so it can neither check nor
+			// spend the token now. Not unreachable: checking the
+			// address or the network would not help.
+			return fmt.Errorf("%w%s", tunnel.ErrUnavailable, rest)
+		}
 		return fmt.Errorf("%w: %s", ErrGatewayUnreachable, msg)
 	case codes.Unimplemented:
 		if !unknownService(msg) {

@@ -26,6 +26,7 @@ import (
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/internal/config"
 	"github.com/sallyport/sallyport/internal/promserve"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -368,6 +369,9 @@ func enrollAdvice(err error, pinned bool, saved string) error {
 	case isProxyRefusal(err):
 		return fmt.Errorf("%w; enroll takes the proxy from --proxy, else from the proxy of --config, else from HTTPS_PROXY "+
 			"(the token was not sent, so it is still unused)", err)
+	case errors.Is(err, tunnel.ErrUnavailable):
+		return fmt.Errorf("%w; the gateway runs, but cannot enroll until its database answers again: run this command "+
+			"again then (the gateway's /readyz answers 200 once it does; see the gateway's log)", err)
 	case errors.Is(err, agent.ErrGatewayUnreachable):
 		return fmt.Errorf("%w; check --gateway (the gateway's host and the port of its tunnel.addr), that the gateway runs, "+
 			"and that this machine can reach it (through a proxy: --proxy, the config's proxy or HTTPS_PROXY), then try again", err)
