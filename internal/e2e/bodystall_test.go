@@ -27,6 +27,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func TestUploadBackendStopsReading(t *testing.T) {
 	for _, tr := range testrig.Transports {
 		t.Run(tr, func(t *testing.T) {
+			t.Parallel() // each its own rig and backend; waits on the send timeout
 			ctx := upgradeWaitCtx(t)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

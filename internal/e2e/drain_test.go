@@ -222,6 +222,7 @@ func TestGatewayDrainMovesSessions(t *testing.T) {
 func TestGatewayShutdownMovesSessionsToReplica(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		t.Run(transport, func(t *testing.T) {
+			t.Parallel() // each its own replicas and store; waits on the agent's roll
 			tr := newTrustRig(t, func(c *gateway.Config) { c.AgentMoveWait = 5 * time.Second })
 			b := tr.startReplica(nil)
 			lb := startBalancer(t, transport, tr.Tunnel)
@@ -390,6 +391,7 @@ func TestLoneReplicaSkipsAgentMoveWait(t *testing.T) {
 func TestDrainedAgainAtOnceBacksOff(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		t.Run(transport, func(t *testing.T) {
+			t.Parallel() // each its own rig, store and clocks; waits on the agent's backoff
 			tr := newTimedTrustRig(t, nil)
 			backoff := agent.Backoff{Min: 100 * time.Millisecond, Max: 400 * time.Millisecond}
 			// The agent's clock stays at the enrollment: it sees no reason

@@ -287,7 +287,10 @@ func TestFailureAgentLost(t *testing.T) {
 		if headSent {
 			name = "during the response body"
 		}
-		t.Run(name, func(t *testing.T) { testAgentLost(t, headSent) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each its own rig; over QUIC each waits for the lost peer's idle timeout
+			testAgentLost(t, headSent)
+		})
 	}
 }
 
@@ -733,7 +736,10 @@ func TestShortSessionsBackOff(t *testing.T) {
 func TestRetryAfterAgentLost(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		for _, method := range []string{"GET", "POST"} {
-			t.Run(transport+"/"+method, func(t *testing.T) { testRetryAfterAgentLost(t, transport, method) })
+			t.Run(transport+"/"+method, func(t *testing.T) {
+				t.Parallel() // each its own rig; the QUIC cases wait ~7 s for the lost peer's idle timeout
+				testRetryAfterAgentLost(t, transport, method)
+			})
 		}
 	}
 }

@@ -30,6 +30,7 @@ const rebalanceLine = "asked agents to move sessions to the other gateway replic
 func TestReplicaJoiningLaterGetsSessions(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		t.Run(transport, func(t *testing.T) {
+			t.Parallel() // each its own replicas and store; waits on store sweeps
 			tr, slow := newSlowTrustRig(t, func(c *gateway.Config) { c.StoreSweep = spreadSweep })
 			lb := startBalancer(t, transport, tr.Tunnel) // every connection to A
 			tr.startBalancedAgent(lb, transport, func(c *agent.Config) { c.RollPause = 100 * time.Millisecond })

@@ -33,17 +33,27 @@ import (
 const slowBodyStreams = 4
 
 func TestSlowSmallBodies(t *testing.T) {
+	// The cases run in parallel (each has its own rig): each waits on the
+	// app's timeout or the steady upload's pace, not on the CPU.
 	for _, tr := range testrig.Transports {
-		t.Run(tr, func(t *testing.T) { slowSmallBodies(t, tr, "", nil) })
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			slowSmallBodies(t, tr, "", nil)
+		})
 		// An agent of protocol version 1 does not hold a body back for
 		// 100 Continue: the gateway reads the small body of a request
 		// with Expect at once too, and before it takes a stream.
 		t.Run(tr+"/expect, older agent", func(t *testing.T) {
+			t.Parallel()
 			slowSmallBodies(t, tr, "Expect: 100-continue\r\n", func(c *agent.Config) { c.ProtocolVersion = 1 })
 		})
 		// HTTP/2 streams of one connection: each read is cut alone.
-		t.Run(tr+"/h2c", func(t *testing.T) { slowSmallBodies(t, tr, "h2c", nil) })
+		t.Run(tr+"/h2c", func(t *testing.T) {
+			t.Parallel()
+			slowSmallBodies(t, tr, "h2c", nil)
+		})
 		t.Run(tr+"/small body that keeps moving", func(t *testing.T) {
+			t.Parallel()
 			steadyUpload(t, tr, 15, 100) // 1.5 times the timeout at uploadPace
 		})
 	}

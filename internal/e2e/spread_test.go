@@ -38,6 +38,7 @@ func firstThenAlternate(k int, a, b string) func() string {
 func TestAgentSpreadsSessionsOverReplicas(t *testing.T) {
 	for _, transport := range testrig.Transports {
 		t.Run(transport, func(t *testing.T) {
+			t.Parallel() // each its own replicas and store; waits on store sweeps
 			tr := newTrustRig(t, func(c *gateway.Config) { c.StoreSweep = spreadSweep })
 			b := tr.startReplica(func(c *gateway.Config) { c.StoreSweep = spreadSweep })
 			waitFor(t, "both replicas to count two", func() bool { return tr.G.Replicas() == 2 && b.G.Replicas() == 2 })

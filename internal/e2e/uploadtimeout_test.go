@@ -51,12 +51,17 @@ func readRawResponse(t *testing.T, c net.Conn) (*http.Response, string) {
 	return res, string(body)
 }
 
+// TestUploadTimeout checks the three cases above on every transport. They
+// run in parallel (each has its own rig): each waits on the app's timeout
+// or the steady upload's pace, not on the CPU.
 func TestUploadTimeout(t *testing.T) {
 	for _, tr := range testrig.Transports {
 		t.Run(tr+"/steady upload longer than the timeout", func(t *testing.T) {
+			t.Parallel()
 			steadyUpload(t, tr, 25, 4000) // 2.5 times the timeout at uploadPace
 		})
 		t.Run(tr+"/backend stops reading", func(t *testing.T) {
+			t.Parallel()
 			release := make(chan struct{})
 			addr := uploadTimeoutRig(t, tr, func(w http.ResponseWriter, r *http.Request) {
 				io.CopyN(io.Discard, r.Body, 1000)
@@ -80,6 +85,7 @@ func TestUploadTimeout(t *testing.T) {
 			}
 		})
 		t.Run(tr+"/client stops sending", func(t *testing.T) {
+			t.Parallel()
 			addr := uploadTimeoutRig(t, tr, func(w http.ResponseWriter, r *http.Request) {
 				n, err := io.Copy(io.Discard, r.Body)
 				fmt.Fprintf(w, "read %d, %v", n, err)
