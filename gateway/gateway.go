@@ -741,6 +741,7 @@ func (g *Gateway) stop() {
 	if g.stopCancel != nil {
 		g.stopCancel()
 	}
+	g.groups.stopLooks()
 }
 
 // adminStopWait bounds how long the end of a shutdown waits for admin API
