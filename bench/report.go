@@ -65,7 +65,10 @@ type Settings struct {
 	// give on this machine. 0 without a link.
 	LinkRTTMeasuredMS float64 `json:"link_rtt_measured_ms"`
 	LinkRateMbit      float64 `json:"link_rate_mbit"` // 0: not limited
-	Transport         string  `json:"transport"`
+	// Transport is the tunnel transport of the relay the harness started;
+	// empty in target mode, where none was started and the other relay's
+	// transport is unknown here.
+	Transport string `json:"transport"`
 	// References are the reference paths asked for ("tcp", "stdlib");
 	// empty without.
 	References []string `json:"references"`
@@ -147,6 +150,10 @@ func newReport(cfg *Config, mode string) *Report {
 	if err != nil {
 		refs = []string{} // Run refused it before
 	}
+	transport := cfg.transport()
+	if mode == ModeTarget {
+		transport = "" // no tunnel of ours ran
+	}
 	return &Report{
 		Version: ReportVersion,
 		Mode:    mode,
@@ -167,7 +174,7 @@ func newReport(cfg *Config, mode string) *Report {
 			Burst:               cfg.burst(),
 			LinkRTTMS:           float64(cfg.LinkRTT) / float64(time.Millisecond),
 			LinkRateMbit:        float64(cfg.LinkRate) / 1e6,
-			Transport:           cfg.transport(),
+			Transport:           transport,
 			References:          refs,
 			RelayGOMAXPROCS:     cfg.RelayProcs,
 		},

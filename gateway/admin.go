@@ -125,10 +125,13 @@ func (g *Gateway) AdminHandler() http.Handler {
 		hostname, _ := os.Hostname()
 		mux.Handle("GET /metrics", promserve.RebindingGuard(promserve.Handler(g.metrics.reg), hostname,
 			func(r *http.Request, port string) {
-				g.log.Warn("admin listener: a request for "+r.URL.Path+" over loopback named another host; refused "+
+				// The path as sent, as in the access log: decoded, a
+				// path can hide a %2F or put control characters in a log.
+				path := r.URL.EscapedPath()
+				g.log.Warn("admin listener: a request for "+path+" over loopback named another host; refused "+
 					"(a guard against DNS rebinding; only the first is logged). If it is your metrics scraper, "+
 					"have it scrape 127.0.0.1:"+port+" or localhost:"+port,
-					zap.String("host", r.Host), zap.String("path", r.URL.Path))
+					zap.String("host", r.Host), zap.String("path", path))
 			}))
 	}
 	api := http.NewServeMux()

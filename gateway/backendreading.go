@@ -13,8 +13,11 @@ import (
 // backend that ignores case (IIS, ASP.NET, a Windows or macOS file
 // system), as the path of an app whose path_prefix differs from it only
 // in case (foldsElsewhere). Dot segments that such a reading would make
-// are refused by normalisePath already.
+// are refused by normalisePath already. rt is router.Match(host, match).
 func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
+	if router.alone[rt] {
+		return false // no other app on the host: most hosts
+	}
 	if router.foldsElsewhere(host, match, rt) {
 		return true
 	}

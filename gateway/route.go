@@ -63,6 +63,10 @@ type Router struct {
 	// wild maps the part after "*." of a wildcard pattern to its routes,
 	// longest prefix first.
 	wild map[string][]*Route
+	// alone holds the routes that no reading of a path can move to
+	// another app (backendReadsElsewhere): every host they serve has no
+	// other route (see aloneOnHosts).
+	alone map[*Route]bool
 }
 
 // NewRouter checks routes and builds a Router from copies of them. It fails
@@ -101,6 +105,12 @@ func NewRouter(routes []Route) (*Router, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	r.alone = make(map[*Route]bool)
+	for _, rt := range r.routes {
+		if r.aloneOnHosts(rt) {
+			r.alone[rt] = true
+		}
+	}
 	for _, m := range []map[string][]*Route{r.exact, r.wild} {
 		for _, list := range m {
 			// Longest prefix first so that Match can stop at the first hit;
@@ -115,6 +125,49 @@ func NewRouter(routes []Route) (*Router, error) {
 		}
 	}
 	return r, nil
+}
+
+// aloneOnHosts reports whether every request that Match can route to rt
+// comes with a host whose routes (the exact host's and its wildcard's,
+// those that foldsElsewhere and Match look at) are rt alone, and whether
+// rt's prefix reads as itself however a path is read: it holds no "%",
+// ";" or "//" (the config refuses an encoded slash, ";" and "//" in a
+// path_prefix; NewRouter takes them, and such a prefix gets the full
+// check). Then every reading of a path routed to rt (see
+// backendReadsElsewhere) keeps rt's prefix, and no other app is there.
+func (r *Router) aloneOnHosts(rt *Route) bool {
+	if p := rt.PathPrefix; strings.ContainsAny(p, "%;") || strings.Contains(p, "//") {
+		return false
+	}
+	only := func(list []*Route) bool {
+		for _, o := range list {
+			if o != rt {
+				return false
+			}
+		}
+		return true
+	}
+	for _, h := range rt.Hosts {
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			if !only(r.wild[suffix]) {
+				return false
+			}
+			// An exact host one label longer is looked at with the wildcard.
+			for e, list := range r.exact {
+				if i := strings.IndexByte(e, '.'); i > 0 && e[i+1:] == suffix && !only(list) {
+					return false
+				}
+			}
+			continue
+		}
+		if !only(r.exact[h]) {
+			return false
+		}
+		if i := strings.IndexByte(h, '.'); i > 0 && !only(r.wild[h[i+1:]]) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRoute validates in and returns a normalised copy that the Router owns.
