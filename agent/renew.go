@@ -155,7 +155,15 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			a.log.Error("cannot enroll: the gateway's tunnel certificate is not trusted; "+untrustedHint(err),
 				zap.Error(err), zap.Duration("retry_in", delay))
 		} else if isGatewayStoreDown(err) {
-			a.log.Warn("cannot enroll yet: the gateway's database does not answer; retrying (the token was not spent)",
+			// The gateway says whether the token was spent: not when its
+			// database failed before it recorded anything, unknown when
+			// the write of the enrollment failed (see tokenUnspent).
+			spent := "the token was not spent"
+			if !tokenUnspent(err, reached.Load()) {
+				spent = "whether the token was spent is unknown; if the gateway says it was used, create a new one " +
+					"with `sallyport token create`"
+			}
+			a.log.Warn("cannot enroll yet: the gateway's database does not answer; retrying ("+spent+")",
 				zap.Error(err), zap.Duration("retry_in", delay))
 		} else if errors.Is(err, ErrGatewayUnreachable) {
 			a.log.Warn("cannot enroll yet; check that the gateway runs and that gateway: is its tunnel.addr host:port; retrying",

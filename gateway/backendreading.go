@@ -25,8 +25,12 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 		return false // nothing else to read otherwise: most requests
 	}
 	slashes, params := slashesDecoded(match), paramsStripped(match)
-	for _, alt := range [...]string{slashes, params, paramsStripped(slashes), slashesDecoded(params)} {
-		if alt != match && (router.Match(host, alt) != rt || router.foldsElsewhere(host, alt, rt)) {
+	alts := [...]string{slashes, params, paramsStripped(slashes), slashesDecoded(params), "", ""}
+	if twice := twiceDecoded(match); twice != slashes { // other escapes than %2F and %5C
+		alts[4], alts[5] = twice, paramsStripped(twice)
+	}
+	for _, alt := range alts {
+		if alt != "" && alt != match && (router.Match(host, alt) != rt || router.foldsElsewhere(host, alt, rt)) {
 			return true
 		}
 	}
@@ -39,9 +43,12 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 // that ignores case serves it as "/admin/users". A prefix that differs from
 // rt's only in case does not count, so two apps at "/Admin" and "/admin"
 // both stay reachable. Case is that of any letter, not only ASCII ones:
-// "/ÄRZTE" is "/ärzte" on IIS (see foldedPrefix).
+// "/ÄRZTE" is "/ärzte" on IIS (see foldedPrefix); and a path that is not
+// UTF-8 may spell another app's prefix in a legacy code page: "/%E4rzte"
+// is "/ärzte" on IIS too (see codePagePrefix).
 func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
 	cased := hasCase(path)
+	notUTF8 := -1 // unknown; then 0 or 1 (see codePagePrefix)
 	h := asciiLower(hostOnly(host))
 	lists := [2][]*Route{r.exact[h]}
 	if i := strings.IndexByte(h, '.'); i > 0 {
@@ -54,10 +61,21 @@ func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
 				continue // the same app, or one only case could make match, and there is none
 			}
 			n, ok := foldedPrefix(path, p)
-			if !ok || n < len(path) && path[n] != '/' || foldsTo(p, rt.PathPrefix) {
+			folded := ok && (n == len(path) || path[n] == '/')
+			codePage := false
+			if cased && codePageStart(path, p) && codePagePrefix(path, p) {
+				if notUTF8 < 0 { // once, and only for a path that may be read so
+					notUTF8 = 0
+					if !utf8.ValidString(path) {
+						notUTF8 = 1
+					}
+				}
+				codePage = notUTF8 == 1
+			}
+			if !folded && !codePage || foldsTo(p, rt.PathPrefix) {
 				continue
 			}
-			if r.Match(host, p+path[n:]) == o {
+			if codePage || r.Match(host, p+path[n:]) == o {
 				return true
 			}
 		}
@@ -114,6 +132,81 @@ func foldedPrefix(s, prefix string) (int, bool) {
 	return i, true
 }
 
+// codePagePrefix reports whether s may start with prefix, up to a "/" or
+// its end, for a backend that reads s in a legacy code page: HTTP.sys
+// (IIS, ASP.NET's HttpListener) decodes a URL that is not UTF-8 in the
+// system's ANSI or DBCS code page by default (EnableNonUtf8), so
+// "/%E4rzte" is "/ärzte" on a Western European Windows. Which letter a
+// byte is depends on the code page: any one or two bytes from a non-ASCII
+// one on may be any non-ASCII letter of prefix; an ASCII letter of prefix
+// is the same ASCII byte, but for its case. Only prefixes with a
+// non-ASCII letter count (foldedPrefix reads the others), and only for s
+// that is not UTF-8, which the caller checks after this (and
+// codePageStart, a cheaper first look). Past codePageReadings ways to read
+// s so far it reports true: refusing such a path costs nothing, and the
+// work stays linear in prefix.
+func codePagePrefix(s, prefix string) bool {
+	// at: the offsets in s where prefix, read so far, may end (increasing).
+	var bufA, bufB [2 * codePageReadings]int
+	at, next := append(bufA[:0], 0), bufB[:0]
+	nonASCII := false
+	for j := 0; j < len(prefix) && len(at) > 0; at, next = next, at[:0] {
+		if b := prefix[j]; b < utf8.RuneSelf {
+			for _, i := range at {
+				if i < len(s) && s[i] < utf8.RuneSelf && asciiLowerByte(s[i]) == asciiLowerByte(b) {
+					next = append(next, i+1)
+				}
+			}
+			j++
+			continue
+		}
+		nonASCII = true
+		for _, i := range at {
+			if i < len(s) && s[i] >= utf8.RuneSelf {
+				if len(next) == 0 || next[len(next)-1] < i+1 {
+					next = append(next, i+1) // a single-byte code page
+				}
+				if i+1 < len(s) {
+					next = append(next, i+2) // a double-byte one: a lead byte and any trail byte
+				}
+			}
+		}
+		if len(next) > codePageReadings {
+			return true
+		}
+		_, nb := utf8.DecodeRuneInString(prefix[j:])
+		j += nb
+	}
+	if !nonASCII {
+		return false
+	}
+	for _, i := range at {
+		if i == len(s) || s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// codePageStart reports whether prefix has a non-ASCII letter, s and
+// prefix are the same up to it but for ASCII case, and s has a non-ASCII
+// byte there: what codePagePrefix needs to report true.
+func codePageStart(s, prefix string) bool {
+	for i := 0; i < len(prefix) && i < len(s); i++ {
+		a, b := s[i], prefix[i]
+		if b >= utf8.RuneSelf {
+			return a >= utf8.RuneSelf
+		}
+		if a >= utf8.RuneSelf || asciiLowerByte(a) != asciiLowerByte(b) {
+			return false
+		}
+	}
+	return false
+}
+
+// codePageReadings bounds the ways codePagePrefix follows.
+const codePageReadings = 8
+
 func asciiLowerByte(c byte) byte {
 	if 'A' <= c && c <= 'Z' {
 		return c + ('a' - 'A')
@@ -138,6 +231,29 @@ func slashesDecoded(match string) string {
 		}
 		return false, 0
 	})
+}
+
+// twiceDecoded is match as a backend that decodes the path a second time
+// sees it: a client's "%2561dmin" is "%61dmin" here and "admin" there;
+// "%2F" and "%5C" (either case) are separators, as in slashesDecoded,
+// empty segments collapsed. A "%" without two hex digits stays.
+func twiceDecoded(match string) string {
+	b := make([]byte, 0, len(match))
+	for i := 0; i < len(match); i++ {
+		c := match[i]
+		if c == '%' && i+2 < len(match) && isHex(match[i+1]) && isHex(match[i+2]) {
+			c = unhex(match[i+1])<<4 | unhex(match[i+2])
+			i += 2
+			if c == '\\' {
+				c = '/'
+			}
+		}
+		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // paramsStripped is match as a backend that drops path parameters sees
