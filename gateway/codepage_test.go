@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 )
 
@@ -15,30 +13,13 @@ import (
 // at /ärzte (foldedPrefix reads only UTF-8 letters). Not UTF-8 paths that
 // cannot spell another app's prefix in any code page stay routed.
 func TestCodePageCannotChangeApp(t *testing.T) {
-	g, err := New(Config{
-		TunnelTLS: &tls.Config{},
-		Routes: []Route{
-			{App: "site", Hosts: []string{"h"}, PathPrefix: "/", Backend: mustURL(t, "http://a:1"), Group: "g"},
-			{App: "aerzte", Hosts: []string{"h"}, PathPrefix: "/ärzte", Backend: mustURL(t, "http://a:1"), Group: "g"},
-			{App: "nihon", Hosts: []string{"h"}, PathPrefix: "/日本/x", Backend: mustURL(t, "http://a:1"), Group: "g"},
-			{App: "admin", Hosts: []string{"h"}, PathPrefix: "/admin", Backend: mustURL(t, "http://a:1"), Group: "g"},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.closeOwnStore() // never served
-	admit := func(raw string) (bool, string, int) {
-		req := httptest.NewRequest("GET", "http://h"+raw, nil)
-		rec := httptest.NewRecorder()
-		st := &exchangeState{}
-		ok := g.handler.admit(rec, req, st)
-		app := ""
-		if st.route != nil {
-			app = st.route.App
-		}
-		return ok, app, rec.Code
-	}
+	g := admitGateway(t,
+		Route{App: "site", PathPrefix: "/"},
+		Route{App: "aerzte", PathPrefix: "/ärzte"},
+		Route{App: "nihon", PathPrefix: "/日本/x"},
+		Route{App: "admin", PathPrefix: "/admin"},
+	)
+	admit := func(raw string) (bool, string, int) { return admitRaw(g, raw) }
 	for _, bad := range []string{
 		"/%E4rzte/x", "/%C4RZTE", "/%C4rzte/x;p", "/%E4rzte%2Fx",
 		"/%93%FA%96%7B/X/y", // Shift-JIS 日本, then X in another case

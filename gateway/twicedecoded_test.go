@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 )
 
@@ -14,29 +12,12 @@ import (
 // one decoding), it skipped the sign-in of the app at /admin. Paths whose
 // second decoding stays in their app are routed.
 func TestTwiceDecodedLettersCannotChangeApp(t *testing.T) {
-	g, err := New(Config{
-		TunnelTLS: &tls.Config{},
-		Routes: []Route{
-			{App: "site", Hosts: []string{"h"}, PathPrefix: "/", Backend: mustURL(t, "http://a:1"), Group: "g"},
-			{App: "admin", Hosts: []string{"h"}, PathPrefix: "/admin", Backend: mustURL(t, "http://a:1"), Group: "g"},
-			{App: "aerzte", Hosts: []string{"h"}, PathPrefix: "/ärzte", Backend: mustURL(t, "http://a:1"), Group: "g"},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.closeOwnStore() // never served
-	admit := func(raw string) (bool, string, int) {
-		req := httptest.NewRequest("GET", "http://h"+raw, nil)
-		rec := httptest.NewRecorder()
-		st := &exchangeState{}
-		ok := g.handler.admit(rec, req, st)
-		app := ""
-		if st.route != nil {
-			app = st.route.App
-		}
-		return ok, app, rec.Code
-	}
+	g := admitGateway(t,
+		Route{App: "site", PathPrefix: "/"},
+		Route{App: "admin", PathPrefix: "/admin"},
+		Route{App: "aerzte", PathPrefix: "/ärzte"},
+	)
+	admit := func(raw string) (bool, string, int) { return admitRaw(g, raw) }
 	for _, bad := range []string{
 		"/%2561dmin/x", "/%2561%2564%256d%2569%256e", "/adm%2569n", "/%2541DMIN/x", "/%2561dmin;x/y",
 		"/%25C3%25A4rzte/x",
