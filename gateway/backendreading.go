@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"math"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -24,17 +25,89 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
 		return false // nothing else to read otherwise: most requests
 	}
-	slashes, params := slashesDecoded(match), paramsStripped(match)
-	alts := [...]string{slashes, params, paramsStripped(slashes), slashesDecoded(params), "", ""}
-	if twice := twiceDecoded(match); twice != slashes { // other escapes than %2F and %5C
-		alts[4], alts[5] = twice, paramsStripped(twice)
+	// Each reading is written up to the k bytes that decide it (see
+	// readingLimit), without a copy per rewrite: a 64 KB path costs a look
+	// at its first bytes, not a copy of it per reading and per rewrite.
+	k := router.readingLimit(host)
+	reads := func(first, second rewrite) bool {
+		alt := string(reading(match, k, first, second))
+		// Shorter than k, alt is the whole reading. A longer one may be
+		// taken to have case: one without that foldsElsewhere finds at
+		// another app is routed there by Match already. Whether the whole
+		// reading is UTF-8 is asked only when it matters.
+		if len(alt) < k && alt == match {
+			return false // answered above
+		}
+		cased := len(alt) >= k || hasCase(alt)
+		return router.Match(host, alt) != rt || router.foldsIn(host, alt, rt, cased, func() bool {
+			return !utf8.Valid(reading(match, math.MaxInt, first, second))
+		})
 	}
-	for _, alt := range alts {
-		if alt != "" && alt != match && (router.Match(host, alt) != rt || router.foldsElsewhere(host, alt, rt)) {
+	if reads(appendSlashesDecoded, nil) || reads(appendParamsStripped, nil) ||
+		reads(appendSlashesDecoded, appendParamsStripped) || reads(appendParamsStripped, appendSlashesDecoded) {
+		return true
+	}
+	// Decoded twice, a path without other escapes than %2F and %5C is
+	// slashesDecoded's.
+	return otherEscape(match) && (reads(appendTwiceDecoded, nil) || reads(appendTwiceDecoded, appendParamsStripped))
+}
+
+// rewrite appends a reading of s to b (empty), up to limit bytes, and
+// returns it and how much of s it read.
+type rewrite func(b []byte, s string, limit int) ([]byte, int)
+
+// reading returns the first k bytes of first's reading of match, read
+// again by second unless it is nil. first reads match up to what makes k
+// bytes; second, what first wrote, which it reads again with twice as many
+// bytes when those were not enough for k bytes of its own, up to all.
+func reading(match string, k int, first, second rewrite) []byte {
+	if second == nil {
+		b, _ := first(nil, match, k)
+		return b
+	}
+	for k1 := 2 * min(k, math.MaxInt/4); ; k1 = 2 * min(k1, math.MaxInt/4) {
+		t, i := first(nil, match, k1)
+		b, j := second(nil, string(t), k)
+		// second decides on a byte with the two after it in view, and
+		// reads up to a "/": what it wrote holds for the whole reading
+		// unless it got near the end of first's part.
+		if i == len(match) || len(b) >= k && j+2 < len(t) {
+			return b
+		}
+	}
+}
+
+// otherEscape reports whether s holds a %-escape other than %2F and %5C
+// (either case), which twiceDecoded decodes and slashesDecoded keeps.
+func otherEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) &&
+			!(s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
 			return true
 		}
 	}
 	return false
+}
+
+// readingLimit is how many leading bytes of a reading of a path decide
+// Match and foldsElsewhere for host: with L the longest path_prefix of the
+// host's routes, Match looks at L+1 bytes; foldedPrefix takes at most 4
+// bytes of the path for each byte of a prefix (a letter of another width
+// in the other case), and the path it then routes adds L+1; codePagePrefix
+// takes at most 2 for each. 6L+8 covers all of them.
+func (r *Router) readingLimit(host string) int {
+	h := asciiLower(hostOnly(host))
+	lists := [2][]*Route{r.exact[h]}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		lists[1] = r.wild[h[i+1:]]
+	}
+	longest := 0
+	for _, list := range lists {
+		for _, o := range list {
+			longest = max(longest, len(o.PathPrefix))
+		}
+	}
+	return 6*longest + 8
 }
 
 // foldsElsewhere reports whether path, written with the case of another
@@ -47,7 +120,13 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 // UTF-8 may spell another app's prefix in a legacy code page: "/%E4rzte"
 // is "/ärzte" on IIS too (see codePagePrefix).
 func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
-	cased := hasCase(path)
+	return r.foldsIn(host, path, rt, hasCase(path), func() bool { return !utf8.ValidString(path) })
+}
+
+// foldsIn is foldsElsewhere for path, or the first bytes of a longer
+// reading (readingLimit): cased tells whether the whole may hold a letter
+// with case (hasCase), and invalid whether it is not UTF-8.
+func (r *Router) foldsIn(host, path string, rt *Route, cased bool, invalid func() bool) bool {
 	notUTF8 := -1 // unknown; then 0 or 1 (see codePagePrefix)
 	h := asciiLower(hostOnly(host))
 	lists := [2][]*Route{r.exact[h]}
@@ -66,7 +145,7 @@ func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
 			if cased && codePageStart(path, p) && codePagePrefix(path, p) {
 				if notUTF8 < 0 { // once, and only for a path that may be read so
 					notUTF8 = 0
-					if !utf8.ValidString(path) {
+					if invalid() {
 						notUTF8 = 1
 					}
 				}
@@ -225,12 +304,27 @@ func foldsTo(a, b string) bool {
 // the path twice, a client's "%252F", "%252f" and "%255C" (here "%2F",
 // "%2f" and "%5C", in either case) are separators too.
 func slashesDecoded(match string) string {
-	return rewriteSegments(match, func(s string, i int) (sep bool, skip int) {
-		if s[i] == '%' && i+2 < len(s) && (s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
-			return true, 3
+	b, _ := appendSlashesDecoded(nil, match, math.MaxInt)
+	return string(b)
+}
+
+// appendSlashesDecoded is slashesDecoded as a rewrite.
+func appendSlashesDecoded(b []byte, s string, limit int) ([]byte, int) {
+	i := 0
+	for i < len(s) && len(b) < limit {
+		c := s[i]
+		if c == '%' && i+2 < len(s) && (s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
+			c = '/'
+			i += 3
+		} else {
+			i++
 		}
-		return false, 0
-	})
+		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, c)
+	}
+	return b, i
 }
 
 // twiceDecoded is match as a backend that decodes the path a second time
@@ -238,8 +332,14 @@ func slashesDecoded(match string) string {
 // "%2F" and "%5C" (either case) are separators, as in slashesDecoded,
 // empty segments collapsed. A "%" without two hex digits stays.
 func twiceDecoded(match string) string {
-	b := make([]byte, 0, len(match))
-	for i := 0; i < len(match); i++ {
+	b, _ := appendTwiceDecoded(nil, match, math.MaxInt)
+	return string(b)
+}
+
+// appendTwiceDecoded is twiceDecoded as a rewrite.
+func appendTwiceDecoded(b []byte, match string, limit int) ([]byte, int) {
+	i := 0
+	for ; i < len(match) && len(b) < limit; i++ {
 		c := match[i]
 		if c == '%' && i+2 < len(match) && isHex(match[i+1]) && isHex(match[i+2]) {
 			c = unhex(match[i+1])<<4 | unhex(match[i+2])
@@ -253,46 +353,35 @@ func twiceDecoded(match string) string {
 		}
 		b = append(b, c)
 	}
-	return string(b)
+	return b, i
 }
 
 // paramsStripped is match as a backend that drops path parameters sees
 // it: each segment ends at its first ";" (or "%3B", a ";" for a backend
 // that decodes twice), empty segments collapsed.
 func paramsStripped(match string) string {
-	return rewriteSegments(match, func(s string, i int) (sep bool, skip int) {
-		if s[i] == ';' || s[i] == '%' && i+2 < len(s) && s[i+1] == '3' && s[i+2]|0x20 == 'b' {
-			j := strings.IndexByte(s[i:], '/')
-			if j < 0 {
-				return false, len(s) - i
-			}
-			return false, j
-		}
-		return false, 0
-	})
+	b, _ := appendParamsStripped(nil, match, math.MaxInt)
+	return string(b)
 }
 
-// rewriteSegments copies s, asking at each byte what to do: sep writes a
-// "/" for the skip bytes there, a skip alone drops them. "//" collapses.
-func rewriteSegments(s string, at func(s string, i int) (sep bool, skip int)) string {
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); {
-		sep, skip := at(s, i)
+// appendParamsStripped is paramsStripped as a rewrite.
+func appendParamsStripped(b []byte, s string, limit int) ([]byte, int) {
+	i := 0
+	for ; i < len(s) && len(b) < limit; i++ {
 		c := s[i]
-		switch {
-		case sep:
+		if c == ';' || c == '%' && i+2 < len(s) && s[i+1] == '3' && s[i+2]|0x20 == 'b' {
+			j := strings.IndexByte(s[i:], '/') // the segment's end
+			if j < 0 {
+				i = len(s)
+				break
+			}
+			i += j
 			c = '/'
-		case skip > 0:
-			i += skip
-			continue
-		default:
-			skip = 1
 		}
-		i += skip
 		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
 			continue
 		}
 		b = append(b, c)
 	}
-	return string(b)
+	return b, i
 }

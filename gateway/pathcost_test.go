@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// TestPathCostSameAnswers: backendReadsElsewhere, which writes each
+// reading once and looks only at its first bytes (readingLimit), answers
+// as the version that copied the whole path for each rewrite
+// (oldBackendReadsElsewhere below), over random routers and random paths,
+// short and longer than the limit, as written and as normalisePath makes
+// them.
+func TestPathCostSameAnswers(t *testing.T) {
+	u := mustURL(t, "http://127.0.0.1:9000")
+	hosts := []string{"h.example.com", "*.example.com", "a.example.com"}
+	prefixes := []string{"/", "/admin", "/Admin", "/ärzte", "/ÄRZTE", "/api/v2", "/k", "/K", "/ß", "/a", "/a/b",
+		"/a%2Fb", "/a;b", "/x", "/admin/users", "/Ωmega", "/ıd"}
+	reqHosts := []string{"h.example.com", "h.example.com", "H.EXAMPLE.com:443", "a.example.com", "b.example.com"}
+	tokens := []string{"/", "/", "/", "admin", "ADMIN", "Admin", "a", "b", "x", "api", "v2", "users", "ärzte", "ÄRZTE",
+		"ä", "Ä", "\xe4", "\xc3", "\xff", "\u212a", "ı", "ß", "Ω", "%2F", "%2f", "%5C", "%5c", ";", ";x", "%3B", "%3b",
+		"%25", "%41", "%61", "%C3%A4", "%E4", "%2", "%", ".", "k", "K", "%252F", "%5C%2F"}
+	randPath := func(rng *rand.Rand) string {
+		var sb strings.Builder
+		sb.WriteByte('/')
+		if rng.IntN(2) == 0 { // near another app's prefix
+			p := prefixes[rng.IntN(len(prefixes))][1:]
+			switch rng.IntN(4) {
+			case 0:
+				p = strings.ToUpper(p)
+			case 1:
+				p = ";y/" + p
+			case 2:
+				p = "%2F" + p
+			}
+			sb.WriteString(p)
+			sb.WriteString(tokens[rng.IntN(len(tokens))])
+		}
+		n := 1 + rng.IntN(8)
+		if rng.IntN(4) == 0 {
+			n = 20 + rng.IntN(200) // past readingLimit
+		}
+		for range n {
+			sb.WriteString(tokens[rng.IntN(len(tokens))])
+		}
+		return sb.String()
+	}
+	var routers, checked, refused, long int
+	for seed := range uint64(600) {
+		rng := rand.New(rand.NewPCG(seed, 31))
+		routes := []Route{{App: "site", Hosts: []string{"h.example.com"}, Backend: u, Group: "g"}}
+		for i := range 1 + rng.IntN(4) {
+			routes = append(routes, Route{App: fmt.Sprint("app", i), Hosts: []string{hosts[rng.IntN(len(hosts))]},
+				PathPrefix: prefixes[rng.IntN(len(prefixes))], Backend: u, Group: "g"})
+		}
+		r, err := NewRouter(routes)
+		if err != nil {
+			continue // two routes on one (host, prefix)
+		}
+		routers++
+		for range 100 {
+			p := randPath(rng)
+			ps := []string{p}
+			if cp, err := normalisePath(p); err == nil {
+				ps = append(ps, cp.Match)
+			}
+			for _, path := range ps {
+				h := reqHosts[rng.IntN(len(reqHosts))]
+				rt := r.Match(h, path)
+				if rt == nil {
+					continue
+				}
+				got, want := backendReadsElsewhere(r, h, path, rt), oldBackendReadsElsewhere(r, h, path, rt)
+				if got != want {
+					t.Fatalf("routes %+v, host %q, path %q (app %s): %v, the old check %v", routes, h, path, rt.App, got, want)
+				}
+				checked++
+				if want {
+					refused++
+				}
+				if len(path) > r.readingLimit(h) {
+					long++
+				}
+			}
+		}
+	}
+	if routers < 400 || refused < 500 || checked < 20000 || long < checked/10 {
+		t.Errorf("%d routers, %d paths (%d past the limit), %d refusals: too few to compare", routers, checked, long, refused)
+	}
+	t.Logf("%d routers, %d paths (%d past the limit), %d refusals", routers, checked, long, refused)
+}
+
+// TestPathCostBounded: on a 60 KB path that every reading rewrites, the
+// check allocates what the first bytes of its readings take, not copies of
+// the whole path (the old check: 300-520 KB a call). Bytes, not time: the
+// machines are shared.
+func TestPathCostBounded(t *testing.T) {
+	u := mustURL(t, "http://127.0.0.1:9000")
+	r, err := NewRouter([]Route{{App: "site", Hosts: []string{"h.example.com"}, Backend: u, Group: "g"},
+		{App: "admin", Hosts: []string{"h.example.com"}, PathPrefix: "/admin", Backend: u, Group: "g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pathCostCases()[2:] {
+		cp, err := normalisePath(c.escaped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := r.Match("h.example.com", cp.Match)
+		const calls = 20
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range calls {
+			if backendReadsElsewhere(r, "h.example.com", cp.Match, rt) {
+				t.Fatalf("%s: refused", c.name)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 32<<10 {
+			t.Errorf("%s (%d bytes): %d bytes allocated a call, want at most 32 KiB", c.name, len(cp.Match), per)
+		}
+	}
+}
+
+// The check as it was before readingLimit, to compare answers with.
+
+func oldBackendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
+	if router.alone[rt] {
+		return false // no other app on the host: most hosts
+	}
+	if oldFoldsElsewhere(router, host, match, rt) {
+		return true
+	}
+	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
+		return false // nothing else to read otherwise: most requests
+	}
+	slashes, params := oldSlashesDecoded(match), oldParamsStripped(match)
+	alts := [...]string{slashes, params, oldParamsStripped(slashes), oldSlashesDecoded(params), "", ""}
+	if twice := oldTwiceDecoded(match); twice != slashes { // other escapes than %2F and %5C
+		alts[4], alts[5] = twice, oldParamsStripped(twice)
+	}
+	for _, alt := range alts {
+		if alt != "" && alt != match && (router.Match(host, alt) != rt || oldFoldsElsewhere(router, host, alt, rt)) {
+			return true
+		}
+	}
+	return false
+}
+
+func oldFoldsElsewhere(r *Router, host, path string, rt *Route) bool {
+	cased := hasCase(path)
+	notUTF8 := -1 // unknown; then 0 or 1 (see codePagePrefix)
+	h := asciiLower(hostOnly(host))
+	lists := [2][]*Route{r.exact[h]}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		lists[1] = r.wild[h[i+1:]]
+	}
+	for _, list := range lists {
+		for _, o := range list {
+			p := o.PathPrefix
+			if o == rt || p == "/" || !cased && !hasCase(p) {
+				continue // the same app, or one only case could make match, and there is none
+			}
+			n, ok := foldedPrefix(path, p)
+			folded := ok && (n == len(path) || path[n] == '/')
+			codePage := false
+			if cased && codePageStart(path, p) && codePagePrefix(path, p) {
+				if notUTF8 < 0 { // once, and only for a path that may be read so
+					notUTF8 = 0
+					if !utf8.ValidString(path) {
+						notUTF8 = 1
+					}
+				}
+				codePage = notUTF8 == 1
+			}
+			if !folded && !codePage || foldsTo(p, rt.PathPrefix) {
+				continue
+			}
+			if codePage || r.Match(host, p+path[n:]) == o {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func oldSlashesDecoded(match string) string {
+	return oldRewriteSegments(match, func(s string, i int) (sep bool, skip int) {
+		if s[i] == '%' && i+2 < len(s) && (s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
+			return true, 3
+		}
+		return false, 0
+	})
+}
+
+func oldTwiceDecoded(match string) string {
+	b := make([]byte, 0, len(match))
+	for i := 0; i < len(match); i++ {
+		c := match[i]
+		if c == '%' && i+2 < len(match) && isHex(match[i+1]) && isHex(match[i+2]) {
+			c = unhex(match[i+1])<<4 | unhex(match[i+2])
+			i += 2
+			if c == '\\' {
+				c = '/'
+			}
+		}
+		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func oldParamsStripped(match string) string {
+	return oldRewriteSegments(match, func(s string, i int) (sep bool, skip int) {
+		if s[i] == ';' || s[i] == '%' && i+2 < len(s) && s[i+1] == '3' && s[i+2]|0x20 == 'b' {
+			j := strings.IndexByte(s[i:], '/')
+			if j < 0 {
+				return false, len(s) - i
+			}
+			return false, j
+		}
+		return false, 0
+	})
+}
+
+func oldRewriteSegments(s string, at func(s string, i int) (sep bool, skip int)) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		sep, skip := at(s, i)
+		c := s[i]
+		switch {
+		case sep:
+			c = '/'
+		case skip > 0:
+			i += skip
+			continue
+		default:
+			skip = 1
+		}
+		i += skip
+		if c == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
