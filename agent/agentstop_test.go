@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // scriptedEnrollment answers Enroll with answer; a nil answer holds the
@@ -87,6 +89,24 @@ func TestStopWhileWaitingToEnroll(t *testing.T) {
 			return enrollmentGateway(t, &scriptedEnrollment{answer: status.Error(codes.Internal,
 				"the gateway could not issue a certificate (the token was not spent); try again")})
 		}, false, "could not issue a certificate"},
+		{"gateway's word as an ErrorInfo", func(t *testing.T) string {
+			// The detail counts, not the wording (a later gateway may
+			// say it otherwise).
+			st, err := status.New(codes.Internal, "the certificate authority failed; try again").WithDetails(
+				&errdetails.ErrorInfo{Domain: tunnel.ErrorDomain, Reason: tunnel.ReasonTokenUnspent})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return enrollmentGateway(t, &scriptedEnrollment{answer: st.Err()})
+		}, false, "the certificate authority failed"},
+		{"an ErrorInfo of another kind", func(t *testing.T) string {
+			st, err := status.New(codes.Internal, "the certificate authority failed; try again").WithDetails(
+				&errdetails.ErrorInfo{Domain: tunnel.ErrorDomain, Reason: "SOMETHING_ELSE"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return enrollmentGateway(t, &scriptedEnrollment{answer: st.Err()})
+		}, true, "the certificate authority failed"},
 		{"gateway failure of unknown effect", func(t *testing.T) string {
 			return enrollmentGateway(t, &scriptedEnrollment{answer: status.Error(codes.Internal, "something broke")})
 		}, true, "something broke"},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -271,12 +272,42 @@ func dialGRPC(addr string, creds credentials.TransportCredentials, dial func(con
 	return grpc.NewClient("passthrough:///"+addr, opts...)
 }
 
-// rpcError turns a gRPC status into an error that says what to do.
+// rpcError turns a gRPC status into an error that says what to do. An
+// answer with the gateway's word that the token was not spent (an
+// ErrorInfo with tunnel.ReasonTokenUnspent) is an unspentError.
 func rpcError(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
+	err = statusError(st)
+	if saysUnspent(st) {
+		return &unspentError{err}
+	}
+	return err
+}
+
+// unspentError is an enrollment error for which the gateway said, in an
+// ErrorInfo detail, that it did not spend the token (see tokenUnspent).
+type unspentError struct{ err error }
+
+func (e *unspentError) Error() string { return e.err.Error() }
+func (e *unspentError) Unwrap() error { return e.err }
+
+// saysUnspent reports whether st carries the gateway's ErrorInfo that the
+// token was not spent.
+func saysUnspent(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == tunnel.ErrorDomain &&
+			info.GetReason() == tunnel.ReasonTokenUnspent {
+			return true
+		}
+	}
+	return false
+}
+
+// statusError is rpcError for a status.
+func statusError(st *status.Status) error {
 	msg := st.Message()
 	if notGRPCAnswer(msg) {
 		// Not a gRPC server's answer but an HTTP status, which gRPC maps

@@ -221,9 +221,11 @@ func (a *Agent) enrollTLS() (*tls.Config, *atomic.Bool) {
 // handshake with the gateway (reached false: the token was not sent), or
 // the gateway's answer says so (no enrollment service, a connection it
 // closed before reading the request, or its own failure before it spent
-// the token, which its message tells).
+// the token, which its answer tells: an ErrorInfo detail, or for gateways
+// from before that, its message).
 func tokenUnspent(err error, reached bool) bool {
-	if !reached || errors.Is(err, ErrEnrollUnsupported) || errors.Is(err, ErrGatewayBusy) {
+	var unspent *unspentError
+	if !reached || errors.Is(err, ErrEnrollUnsupported) || errors.Is(err, ErrGatewayBusy) || errors.As(err, &unspent) {
 		return true
 	}
 	msg := err.Error()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -268,6 +269,9 @@ func TestEnrollFailureKeepsToken(t *testing.T) {
 		if status.Code(err) != grpccodes.Internal || !strings.Contains(err.Error(), tc.msg) {
 			t.Fatalf("%s fails: %v, want Internal %q", tc.name, err, tc.msg)
 		}
+		if !saysTokenUnspent(err) {
+			t.Errorf("%s fails: %v carries no ErrorInfo %s", tc.name, err, tunnel.ReasonTokenUnspent)
+		}
 		if toks, _ := mem.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
 			t.Fatalf("%s failed and the token was spent: %+v", tc.name, toks)
 		}
@@ -278,7 +282,20 @@ func TestEnrollFailureKeepsToken(t *testing.T) {
 	if err := enroll(); err != nil {
 		t.Fatalf("the retry: %v", err)
 	}
-	if err := enroll(); status.Code(err) != grpccodes.Unauthenticated || !strings.Contains(err.Error(), "already used") {
-		t.Fatalf("a second use: %v", err)
+	if err := enroll(); status.Code(err) != grpccodes.Unauthenticated || !strings.Contains(err.Error(), "already used") ||
+		saysTokenUnspent(err) {
+		t.Fatalf("a second use: %v; want Unauthenticated, already used, without ErrorInfo %s", err, tunnel.ReasonTokenUnspent)
 	}
+}
+
+// saysTokenUnspent reports whether an enrollment answer carries the
+// ErrorInfo that tells the agent its token was not spent.
+func saysTokenUnspent(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == tunnel.ErrorDomain &&
+			info.GetReason() == tunnel.ReasonTokenUnspent {
+			return true
+		}
+	}
+	return false
 }

@@ -199,6 +199,9 @@ func TestEnrollRenewStoreDown(t *testing.T) {
 		!strings.Contains(err.Error(), "the gateway's database does not answer; the token was not spent; try again") {
 		t.Fatalf("enrollment, store down: %v; want Unavailable, the database does not answer, the token was not spent", err)
 	}
+	if !saysTokenUnspent(err) {
+		t.Errorf("enrollment, store down: %v carries no ErrorInfo %s", err, tunnel.ReasonTokenUnspent)
+	}
 	ds.down.Store(false)
 	if _, err := e.Renew(tlsPeerContext(cs), &tunnelv1.RenewRequest{Csr: testCSR(t)}); err != nil {
 		t.Fatalf("renewal, store back: %v", err)

@@ -5,6 +5,16 @@ import (
 	"fmt"
 )
 
+// An enrollment answer of a gateway that refused it before it spent the
+// token carries a google.rpc.ErrorInfo with ErrorDomain and
+// ReasonTokenUnspent, so the agent knows its token still holds that use
+// whatever the message says. Gateways before it said so only in the
+// message ("the token was not spent").
+const (
+	ErrorDomain        = "sallyport.dev"
+	ReasonTokenUnspent = "TOKEN_NOT_SPENT"
+)
+
 // ErrNotSent is wrapped by RoundTrip errors that happened before any byte of
 // the request left the gateway: the exchange may be retried on another
 // stream or session.
