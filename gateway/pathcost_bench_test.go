@@ -23,9 +23,9 @@ func pathCostCases() []struct{ name, escaped string } {
 	}
 }
 
-// BenchmarkPathCost: backendReadsElsewhere and normalisePath for
-// pathCostCases, on a host with one route (Router.alone), with apps at
-// "/" and "/admin", and with 50 apps.
+// BenchmarkPathCost: backendReadsElsewhere for pathCostCases, on a host
+// with one route (Router.alone), with apps at "/" and "/admin", and with
+// 50 apps (normalisePath's cost: BenchmarkNormalisePathCost).
 func BenchmarkPathCost(b *testing.B) {
 	u := mustURL(b, "http://127.0.0.1:9000")
 	site := Route{App: "site", Hosts: []string{"h.example.com"}, Backend: u, Group: "g"}
@@ -34,16 +34,6 @@ func BenchmarkPathCost(b *testing.B) {
 	for i := range 49 {
 		fifty = append(fifty, Route{App: fmt.Sprintf("app%d", i), Hosts: []string{"h.example.com"},
 			PathPrefix: fmt.Sprintf("/app%d/v%d", i, i), Backend: u, Group: "g"})
-	}
-	for _, c := range pathCostCases() {
-		b.Run("normalise/"+c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := normalisePath(c.escaped); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 	for _, rs := range []struct {
 		name   string

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 )
@@ -49,31 +50,42 @@ func normalisePath(escaped string) (cleanPath, error) {
 	if isPlainPath(escaped) {
 		return cleanPath{Match: escaped, Path: escaped, Raw: escaped}, nil
 	}
-	// Slow path: decode and resolve segment by segment.
-	s := strings.ReplaceAll(escaped, `\`, "/")
-	trailing := strings.HasSuffix(s, "/")
-	parts := strings.Split(s[1:], "/")
-	type seg struct{ match, path, raw string }
-	out := make([]seg, 0, len(parts))
-	for i, p := range parts {
-		if p == "" {
-			continue
+	// Slow path: one pass to check the escapes and size the buffers, one
+	// that writes each segment in match and raw form into them (a ".."
+	// takes the last segment back off), one that copies the three forms into
+	// a single string. Linear in the length of the path, whatever its
+	// segments; at most two allocations (one for a short path).
+	rawLen, ok := rawLength(escaped)
+	if !ok {
+		return cleanPath{}, errBadPath
+	}
+	// Match is never longer than escaped, nor Raw than rawLen; +1 each for
+	// a trailing slash.
+	mCap, rCap := len(escaped)+1, rawLen+1
+	var small [256]byte
+	buf := small[:]
+	if mCap+rCap > len(buf) {
+		buf = make([]byte, mCap+rCap)
+	}
+	m, r := buf[:0:mCap], buf[mCap:mCap:mCap+rCap]
+	last := escaped[len(escaped)-1]
+	trailing := last == '/' || last == '\\'
+	for i := 1; i < len(escaped); i++ { // i: where a segment starts
+		if c := escaped[i]; c == '/' || c == '\\' {
+			continue // an empty one
 		}
-		match, path, err := decodeSegment(p)
-		if err != nil {
-			return cleanPath{}, err
-		}
-		switch match {
-		case ".":
-			if i == len(parts)-1 {
-				trailing = true
+		mStart, rStart := len(m), len(r)
+		var n int
+		m, r, n = appendSegment(append(m, '/'), append(r, '/'), escaped[i:])
+		i += n
+		final := i == len(escaped)
+		match := m[mStart+1:]
+		if string(match) == "." || string(match) == ".." {
+			m, r = m[:mStart], r[:rStart]
+			if len(match) == 2 && len(m) > 0 { // the segment before goes
+				m, r = m[:bytes.LastIndexByte(m, '/')], r[:bytes.LastIndexByte(r, '/')]
 			}
-			continue
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-			if i == len(parts)-1 {
+			if final {
 				trailing = true
 			}
 			continue
@@ -81,23 +93,99 @@ func normalisePath(escaped string) (cleanPath, error) {
 		if hiddenDotSegment(match) {
 			return cleanPath{}, errBadPath
 		}
-		out = append(out, seg{match, path, escapeSegment(path)})
 	}
-	var m, pa, raw strings.Builder
-	for _, sg := range out {
-		m.WriteByte('/')
-		m.WriteString(sg.match)
-		pa.WriteByte('/')
-		pa.WriteString(sg.path)
-		raw.WriteByte('/')
-		raw.WriteString(sg.raw)
+	if len(m) == 0 || trailing {
+		m, r = append(m, '/'), append(r, '/')
 	}
-	if len(out) == 0 || trailing {
-		m.WriteByte('/')
-		pa.WriteByte('/')
-		raw.WriteByte('/')
+	return joinPath(m, r), nil
+}
+
+// rawLength checks the escapes of a path that isPlainPath refused and
+// returns the length of its raw form (Raw) before dot segments are
+// resolved. ok is false for a bad %-escape, a control character (escaped or
+// not) and an encoded backslash.
+func rawLength(escaped string) (n int, ok bool) {
+	for i := 0; i < len(escaped); i++ {
+		c := escaped[i]
+		switch c {
+		case '/', '\\':
+			n++
+			continue
+		case '%':
+			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
+				return 0, false
+			}
+			c = unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
+			i += 2
+			if c == '\\' {
+				return 0, false
+			}
+		}
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return 0, false
+		case isPchar(c):
+			n++
+		default:
+			n += 3
+		}
 	}
-	return cleanPath{Match: m.String(), Path: pa.String(), Raw: raw.String()}, nil
+	return n, true
+}
+
+// appendSegment appends the escaped segment that s starts with (up to the
+// first "/" or "\\"; rawLength has checked its escapes) to m, decoded with an
+// encoded slash kept as "%2F" (match form), and to r, escaped again: RFC
+// 3986 pchar stays, everything else (including "/", "?", "#", "%" and
+// non-ASCII bytes) is %XX (raw form). n is the length of the segment.
+func appendSegment(m, r []byte, s string) (_, _ []byte, n int) {
+	const hex = "0123456789ABCDEF"
+	for ; n < len(s); n++ {
+		c := s[n]
+		switch c {
+		case '/', '\\':
+			return m, r, n
+		case '%':
+			c = unhex(s[n+1])<<4 | unhex(s[n+2])
+			n += 2
+		}
+		switch {
+		case c == '/':
+			m = append(m, "%2F"...)
+			r = append(r, "%2F"...)
+		case isPchar(c):
+			m = append(m, c)
+			r = append(r, c)
+		default:
+			m = append(m, c)
+			r = append(r, '%', hex[c>>4], hex[c&0xf])
+		}
+	}
+	return m, r, n
+}
+
+// joinPath makes the cleanPath of a path in match form (m) and raw form
+// (r): Path is r decoded. The three share one string.
+func joinPath(m, r []byte) cleanPath {
+	pathLen := len(r) - 2*bytes.Count(r, []byte{'%'})
+	var b strings.Builder
+	b.Grow(len(m) + len(r) + pathLen)
+	b.Write(m)
+	b.Write(r)
+	for i := 0; i < len(r); {
+		j := i
+		for j < len(r) && r[j] != '%' {
+			j++
+		}
+		b.Write(r[i:j])
+		if j == len(r) {
+			break
+		}
+		b.WriteByte(unhex(r[j+1])<<4 | unhex(r[j+2]))
+		i = j + 3
+	}
+	s := b.String()
+	return cleanPath{Match: s[:len(m)], Raw: s[len(m) : len(m)+len(r)], Path: s[len(m)+len(r):]}
 }
 
 // isPlainPath reports whether p needs no normalisation.
@@ -115,71 +203,57 @@ func isPlainPath(p string) bool {
 	return true
 }
 
-// decodeSegment decodes one escaped segment. match keeps an encoded slash
-// as "%2F"; path decodes it.
-func decodeSegment(s string) (match, path string, err error) {
-	if !strings.ContainsRune(s, '%') {
-		for i := 0; i < len(s); i++ {
-			if s[i] < 0x20 || s[i] == 0x7f {
-				return "", "", errBadPath
-			}
-		}
-		return s, s, nil
-	}
-	var m, p strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '%' {
-			if c < 0x20 || c == 0x7f {
-				return "", "", errBadPath
-			}
-			m.WriteByte(c)
-			p.WriteByte(c)
-			continue
-		}
-		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
-			return "", "", errBadPath
-		}
-		d := unhex(s[i+1])<<4 | unhex(s[i+2])
-		i += 2
-		switch {
-		case d < 0x20 || d == 0x7f || d == '\\':
-			return "", "", errBadPath
-		case d == '/':
-			m.WriteString("%2F")
-		default:
-			m.WriteByte(d)
-		}
-		p.WriteByte(d)
-	}
-	return m.String(), p.String(), nil
-}
-
-// doubleDecoded turns the %-escapes that a second decoding makes into
-// separators, dots and parameters into what they become (lower case).
-var doubleDecoded = strings.NewReplacer("%5c", "%2f", "%2e", ".", "%3b", ";")
-
 // hiddenDotSegment reports whether a segment (match form) turns into a dot
 // segment for a server that decodes %2F or strips ";parameters", or that
 // decodes the path a second time: a client's "%252e%252e" is "%2e%2e" here
 // and ".." there, and its "%255c" a backslash, which such servers (IIS,
 // among others) take for a slash.
-func hiddenDotSegment(match string) bool {
-	if strings.IndexByte(match, '%') >= 0 {
-		match = strings.ToLower(match)
-		match = doubleDecoded.Replace(match)
-	}
-	for part := range strings.SplitSeq(match, "%2f") {
-		if before, _, _ := strings.Cut(part, ";"); before == "." || before == ".." {
-			return true
+//
+// It reads the segment as the most eager of them would, in one pass and
+// without a copy: "%2F" and "%5C" separate parts, "%2E" is a dot and "%3B"
+// a ';' (any case in the hex digits), and a part whose text before its
+// first ';' is "." or ".." is a dot segment. In match form a '%' is an
+// encoded slash or a decoded "%25".
+func hiddenDotSegment(match []byte) bool {
+	dots, other, param := 0, false, false // of the current part
+	for i := 0; i <= len(match); i++ {
+		for (other || param) && i < len(match) && match[i] != '%' {
+			i++ // the part is no dot segment: on to its end
+		}
+		c, sep := byte(0), i == len(match) // the end closes the last part
+		if !sep {
+			c = match[i]
+		}
+		if c == '%' && i+2 < len(match) {
+			switch x, y := match[i+1], match[i+2]|0x20; {
+			case x == '2' && y == 'f', x == '5' && y == 'c':
+				sep = true
+				i += 2
+			case x == '2' && y == 'e':
+				c = '.'
+				i += 2
+			case x == '3' && y == 'b':
+				c = ';'
+				i += 2
+			}
+		}
+		switch {
+		case sep:
+			if !other && (dots == 1 || dots == 2) {
+				return true
+			}
+			dots, other, param = 0, false, false
+		case param:
+		case c == ';':
+			param = true
+		case c == '.':
+			dots++
+		default:
+			other = true
 		}
 	}
 	return false
 }
-
-// escapeSegment escapes a decoded segment: RFC 3986 pchar stays, everything
-// else (including "/", "?", "#", "%" and non-ASCII bytes) is %XX.
-func escapeSegment(s string) string { return percentEncode(s, isPchar) }
 
 // percentEncode writes every byte of s that keep refuses as %XX. When keep
 // takes every byte, s itself is returned without a copy.
@@ -208,13 +282,16 @@ func percentEncode(s string, keep func(c byte) bool) string {
 	return b.String()
 }
 
-func isPchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+// isPchar reports whether RFC 3986 allows c unescaped in a path segment.
+func isPchar(c byte) bool { return pchars[c] }
+
+var pchars = func() (t [256]bool) {
+	for c := range t {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-._~!$&'()*+,;=:@", byte(c)) >= 0
 	}
-	return strings.IndexByte("-._~!$&'()*+,;=:@", c) >= 0
-}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
