@@ -352,6 +352,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.loadCredentials(ctx); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// Stopped while enrolling, and the certificate came in the
+		// grace after the stop (enrollThroughStop): nothing to start.
+		a.log.Info("agent stopped")
+		return nil
+	}
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
 	renewDone := make(chan struct{})

@@ -18,20 +18,27 @@ import (
 )
 
 // scriptedEnrollment answers Enroll with answer; a nil answer holds the
-// request until it is cancelled, after telling arrived.
+// request, after telling arrived, until it is cancelled or release is
+// closed: then it answers with a certificate for the request's key (see
+// issueForCSR).
 type scriptedEnrollment struct {
 	tunnelv1.UnimplementedEnrollmentServiceServer
 	answer  error
 	arrived chan struct{} // gets a value per request held
+	release chan struct{} // nil → never
 }
 
-func (s *scriptedEnrollment) Enroll(ctx context.Context, _ *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
+func (s *scriptedEnrollment) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
 	if s.answer != nil {
 		return nil, s.answer
 	}
 	s.arrived <- struct{}{}
-	<-ctx.Done()
-	return nil, status.FromContextError(ctx.Err()).Err()
+	select {
+	case <-s.release:
+		return issueForCSR(req)
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // enrollmentGateway serves svc over TLS on loopback and returns its
@@ -132,20 +139,82 @@ func TestStopWhileWaitingToEnroll(t *testing.T) {
 	}
 }
 
-// TestStopDuringEnrollRequest: a stop that cuts an enrollment request the
-// gateway has received cannot know whether the gateway spent the token
-// (it spends it as it records the connector, and the answer is lost): the
-// WARN line says that a single-use token may have been spent and what to
-// do, rather than that it was not.
+// TestStopDuringEnrollRequest: a stop that comes while an enrollment
+// request the gateway has received is in flight does not cut it at once:
+// the gateway spends the token as it records the connector, and the
+// certificate it answers with would be lost with it. The request goes on
+// for up to enrollStopGrace for the answer. A certificate is saved and
+// the agent stops as one stopped after enrolling does (Run returns nil,
+// without a session), so the next start uses it; no answer in the grace
+// cuts the request, and the WARN line says that the gateway did not
+// answer in time and that a single-use token may have been spent, and
+// what to do. Before, the stop cut the request at once in both cases.
 func TestStopDuringEnrollRequest(t *testing.T) {
-	svc := &scriptedEnrollment{arrived: make(chan struct{}, 1)}
-	cfg := enrollingAgent(t, enrollmentGateway(t, svc))
-	r := startAgent(t, cfg, func(zapcore.Entry) bool { return false })
-	<-svc.arrived
-	if err := r.stop(); !errors.Is(err, ErrEnrollInterrupted) {
-		t.Fatalf("Run: %v; want ErrEnrollInterrupted", err)
+	waiting := func(e zapcore.Entry) bool { return strings.Contains(e.Message, "for the gateway's answer") }
+	// stopWhileHeld starts an agent enrolling at svc, stops it once the
+	// gateway holds its request, and waits until the agent says it waits
+	// for the answer; it fails the test if Run returns first.
+	stopWhileHeld := func(t *testing.T, svc *scriptedEnrollment) (*runningAgent, Config) {
+		t.Helper()
+		cfg := enrollingAgent(t, enrollmentGateway(t, svc))
+		r := startAgent(t, cfg, waiting)
+		<-svc.arrived
+		r.cancel()
+		select {
+		case <-r.met:
+		case <-r.done:
+			t.Fatalf("Run returned at the stop without waiting for the gateway's answer: %v; logged %v", r.err, r.logs.All())
+		}
+		return r, cfg
 	}
-	if msg, _ := stopLine(t, r); !strings.Contains(msg, "may have been spent") || !strings.Contains(msg, "sallyport token create") {
-		t.Errorf("stop line %q; want it to say that the token may have been spent, and what to do", msg)
-	}
+
+	t.Run("certificate after the stop", func(t *testing.T) {
+		svc := &scriptedEnrollment{arrived: make(chan struct{}, 1), release: make(chan struct{})}
+		r, cfg := stopWhileHeld(t, svc)
+		close(svc.release)
+		if err := r.stop(); err != nil {
+			t.Fatalf("Run: %v; want nil, as a stop after enrolling", err)
+		}
+		creds, err := LoadCredentials(cfg.DataDir)
+		if err != nil || creds.ConnectorID != graceConnectorID {
+			t.Fatalf("credentials in data_dir: %v, %v; want connector %s saved", creds, err, graceConnectorID)
+		}
+		var enrolled, stopping bool
+		for _, e := range r.logs.All() {
+			switch {
+			case e.Message == "enrolled at the gateway":
+				enrolled = true
+			case strings.Contains(e.Message, "stopping as told"):
+				stopping = enrolled
+			case e.Message == "agent starting":
+				t.Errorf("the agent started after the stop: %v", e.ContextMap())
+			case e.Level >= zapcore.WarnLevel:
+				t.Errorf("a line at %v: %q %v", e.Level, e.Message, e.ContextMap())
+			}
+		}
+		if !enrolled || !stopping {
+			t.Errorf("want lines that the agent enrolled, then that it stops as told; logged %v", r.logs.All())
+		}
+	})
+
+	t.Run("no answer in the grace", func(t *testing.T) {
+		grace := enrollStopGrace
+		enrollStopGrace = 200 * time.Millisecond // an upper bound only: nothing waits for it to pass
+		t.Cleanup(func() { enrollStopGrace = grace })
+		svc := &scriptedEnrollment{arrived: make(chan struct{}, 1)}
+		r, cfg := stopWhileHeld(t, svc)
+		if err := r.stop(); !errors.Is(err, ErrEnrollInterrupted) {
+			t.Fatalf("Run: %v; want ErrEnrollInterrupted", err)
+		}
+		msg, _ := stopLine(t, r)
+		for _, want := range []string{"did not answer the enrollment request within 200ms after the stop",
+			"may have been spent", "sallyport token create"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("stop line %q; want it to say %q", msg, want)
+			}
+		}
+		if _, err := LoadCredentials(cfg.DataDir); !errors.Is(err, ErrNotEnrolled) {
+			t.Errorf("credentials in data_dir: %v; want none", err)
+		}
+	})
 }

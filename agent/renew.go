@@ -86,22 +86,34 @@ func (a *Agent) checkKeyMode() {
 // wraps it and the last enrollment error; the agent has logged at WARN
 // that it stopped before it could enroll, and whether the token may have
 // been spent. A stop, not a failure: the command exits 0 on it.
+// EnrollWithStopGrace's error wraps it too when a stop ended the call.
 var ErrEnrollInterrupted = errors.New("enrollment interrupted")
+
+// enrollStopGrace is how long an enrollment request that may have reached
+// the gateway goes on after a stop, for the gateway's answer (a variable
+// for tests).
+var enrollStopGrace = 10 * time.Second
+
+// errNoAnswerAfterStop is the cause of the cut of an enrollment request
+// whose answer did not come within enrollStopGrace after the stop.
+var errNoAnswerAfterStop = errors.New("the gateway did not answer the enrollment request in time after the stop")
 
 // enrollWithRetry enrolls with the config token, retrying with backoff
 // while the gateway cannot be reached, and at the renewal pace while it
 // answers without an enrollment service (ErrEnrollUnsupported); a refusal
 // stops at once. Cancelled meanwhile, it returns an error wrapping
-// ErrEnrollInterrupted (see stoppedBeforeEnrolling).
+// ErrEnrollInterrupted (see stoppedBeforeEnrolling), unless the request
+// in flight may have reached the gateway and its answer, within
+// enrollStopGrace, is a certificate: then the agent is enrolled, and Run
+// stops as a stop after enrolling does (see enrollThroughStop).
 func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 	var dialErr atomic.Pointer[error]
 	unsupported := 0 // attempts the gateway answered without an enrollment service
 	var last error   // of the last attempt that ended by itself, not by the stop
 	mayBeSpent := false
 	for attempt := 0; ; attempt++ {
-		tc, reached := a.enrollTLS()
-		c, err := Enroll(ctx, EnrollConfig{
-			Gateway: a.cfg.Gateway, TLS: tc, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
+		res := a.enrollThroughStop(ctx, EnrollConfig{
+			Gateway: a.cfg.Gateway, TLS: a.cfg.TLS, Token: a.cfg.Token, Name: a.name(), DataDir: a.cfg.DataDir,
 			DialContext: a.recordingDialer(&dialErr),
 			SameName: func(name string, ids []string) {
 				a.log.Warn("enrolled under a name that other connectors of the group have, and they are not revoked; "+
@@ -109,12 +121,17 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 					zap.String("name", name), zap.Strings("same_name_connectors", ids))
 			},
 		})
+		c, err := res.creds, res.err
 		if de := dialErr.Swap(nil); err != nil && de != nil {
 			err = fmt.Errorf("enroll: %w", *de) // gRPC hides the dial error's type
 		}
 		if err == nil {
 			a.log.Info("enrolled at the gateway", zap.String("connector", c.ConnectorID),
 				zap.String("group", c.Group), zap.String("data_dir", a.cfg.DataDir))
+			if ctx.Err() != nil {
+				a.log.Info("the gateway's answer came after the stop; stopping as told, the next start uses the "+
+					"certificate in data_dir", zap.String("data_dir", a.cfg.DataDir))
+			}
 			return c, nil
 		}
 		if _, ok := errors.AsType[*DataDirError](err); ok {
@@ -124,17 +141,19 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			return nil, fmt.Errorf("agent: %w; check `token` in the agent config (create one with `sallyport token create`)", err)
 		}
 		if ctx.Err() != nil {
-			// Cut by the stop: the request may have reached the gateway
-			// if the TLS handshake was done (tokenUnspent of a cut
-			// call's Canceled).
-			mayBeSpent = mayBeSpent || !tokenUnspent(err, reached.Load())
-			if last == nil {
+			// Stopped. A request cut at the stop had not reached the
+			// gateway (nothing was sent): the last error is the one of
+			// the attempt before. One that had went on for the
+			// gateway's answer: that answer, or the cut at the end of
+			// the grace, when the gateway may have spent the token.
+			mayBeSpent = mayBeSpent || !tokenUnspent(err, res.reached)
+			if last == nil || res.reached {
 				last = err
 			}
-			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent)
+			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent, res.graceOver)
 		}
 		last = err
-		mayBeSpent = mayBeSpent || !tokenUnspent(err, reached.Load())
+		mayBeSpent = mayBeSpent || !tokenUnspent(err, res.reached)
 		delay := a.cfg.Backoff.Next(attempt)
 		if errors.Is(err, ErrEnrollUnsupported) {
 			// Only an upgrade of the gateway helps. The agent waits for it
@@ -159,7 +178,7 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			// database failed before it recorded anything, unknown when
 			// the write of the enrollment failed (see tokenUnspent).
 			spent := "the token was not spent"
-			if !tokenUnspent(err, reached.Load()) {
+			if !tokenUnspent(err, res.reached) {
 				spent = "whether the token was spent is unknown; if the gateway says it was used, create a new one " +
 					"with `sallyport token create`"
 			}
@@ -172,19 +191,20 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			a.log.Warn("cannot enroll yet; retrying", zap.Error(err), zap.Duration("retry_in", delay))
 		}
 		if !sleep(ctx, delay) {
-			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent)
+			return nil, a.stoppedBeforeEnrolling(last, attempt+1, mayBeSpent, false)
 		}
 	}
 }
 
 // stoppedBeforeEnrolling logs that the agent was stopped while it waited
 // to enroll, with the last enrollment error, after attempts tries, and
-// whether the token may have been spent; it returns Run's error, which
-// wraps ErrEnrollInterrupted and last.
-func (a *Agent) stoppedBeforeEnrolling(last error, attempts int, mayBeSpent bool) error {
+// whether the token may have been spent (graceOver: because the request
+// in flight got no answer within enrollStopGrace after the stop); it
+// returns Run's error, which wraps ErrEnrollInterrupted and last.
+func (a *Agent) stoppedBeforeEnrolling(last error, attempts int, mayBeSpent, graceOver bool) error {
 	if mayBeSpent {
-		a.log.Warn("agent stopped before it could enroll; an enrollment request may have reached the gateway, "+
-			"so a single-use token may have been spent: if the next start says the token was used, create a new one "+
+		a.log.Warn("agent stopped before it could enroll; "+spentText(graceOver)+
+			": if the next start says the token was used, create a new one "+
 			"with `sallyport token create` (see `sallyport token list` on the gateway)",
 			zap.Error(last), zap.Int("attempts", attempts))
 	} else {
@@ -194,14 +214,132 @@ func (a *Agent) stoppedBeforeEnrolling(last error, attempts int, mayBeSpent bool
 	return fmt.Errorf("agent: %w: %w", ErrEnrollInterrupted, last)
 }
 
-// enrollTLS is the agent's TLS config for one enrollment attempt, and
-// whether that attempt's TLS handshake with the gateway got past the
+// spentText says why a single-use token may have been spent by an
+// enrollment that a stop ended: its request may have reached the gateway,
+// and (graceOver) the gateway did not answer within enrollStopGrace after
+// the stop.
+func spentText(graceOver bool) string {
+	if graceOver {
+		return fmt.Sprintf("the gateway did not answer the enrollment request within %s after the stop, and it may "+
+			"have received it, so a single-use token may have been spent", enrollStopGrace)
+	}
+	return "an enrollment request may have reached the gateway, so a single-use token may have been spent"
+}
+
+// enrollResult is what became of one Enroll call through a stop.
+type enrollResult struct {
+	creds *Credentials
+	err   error
+	// reached: the last attempt's TLS handshake got past the check of
+	// the gateway's certificate (see reachedTLS).
+	reached bool
+	// graceOver: the call was cut enrollStopGrace after the stop, with
+	// no answer from the gateway.
+	graceOver bool
+}
+
+// enrollThroughStop is Enroll of cfg for a caller whose ctx a stop
+// cancels (SIGTERM, Ctrl-C). A stop before the attempt's TLS handshake
+// got past the check of the gateway's certificate cuts the call at once:
+// the token was not sent. After it, the gateway may have received the
+// token and be spending it as it records the connector, and cutting the
+// call would lose the certificate it issues: the call goes on for the
+// gateway's answer, for up to enrollStopGrace after the stop, and is cut
+// then. A gateway that closes the connection before reading the request
+// (ErrGatewayBusy) has not received the token: the wait before the next
+// try is cut by a stop, and no try follows one.
+//
+// No goroutine of the call outlives it.
+func enrollThroughStop(ctx context.Context, cfg EnrollConfig, log *zap.Logger) enrollResult {
+	tc, reached := reachedTLS(cfg.TLS)
+	cfg.TLS = tc
+	grace := enrollStopGrace
+	callCtx, cut := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cut(nil)
+	onBusy := cfg.OnBusyRetry
+	cfg.OnBusyRetry = func(err error, retry int, wait time.Duration) {
+		reached.Store(false) // the next try has not reached the gateway yet
+		if ctx.Err() != nil {
+			cut(context.Cause(ctx))
+		}
+		if onBusy != nil {
+			onBusy(err, retry, wait)
+		}
+	}
+	returned := make(chan struct{}) // closed when Enroll has returned
+	watched := make(chan struct{})  // closed when the watch below has ended
+	go func() {
+		defer close(watched)
+		select {
+		case <-returned:
+			return
+		case <-ctx.Done():
+		}
+		if !reached.Load() {
+			cut(context.Cause(ctx))
+			return
+		}
+		log.Info(fmt.Sprintf("stopping: waiting up to %s for the gateway's answer to the enrollment request, "+
+			"so that the certificate is not lost if the gateway spends the token", grace))
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-returned:
+		case <-t.C:
+			cut(errNoAnswerAfterStop)
+		}
+	}()
+	c, err := Enroll(callCtx, cfg)
+	close(returned)
+	<-watched
+	return enrollResult{creds: c, err: err, reached: reached.Load(),
+		graceOver: err != nil && errors.Is(context.Cause(callCtx), errNoAnswerAfterStop)}
+}
+
+// enrollThroughStop is the package function for the agent's attempts.
+func (a *Agent) enrollThroughStop(ctx context.Context, cfg EnrollConfig) enrollResult {
+	return enrollThroughStop(ctx, cfg, a.log)
+}
+
+// EnrollWithStopGrace is Enroll for a command whose ctx a stop cancels
+// (SIGTERM, Ctrl-C): a stop that comes once the request may have reached
+// the gateway does not cut it at once but waits up to 10 seconds for the
+// gateway's answer, so that a certificate the gateway issues (spending a
+// single-use token) is kept; a stop before cuts it at once (the token was
+// not sent). log (nil → none) gets a line when the stop waits so.
+//
+// When a stop ended the call without a certificate, the error wraps
+// ErrEnrollInterrupted and the call's error, and says whether the token
+// may have been spent; the gateway's refusal (ErrEnrollRefused) and a
+// DataDirError are returned as they are, as without a stop.
+func EnrollWithStopGrace(ctx context.Context, cfg EnrollConfig, log *zap.Logger) (*Credentials, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	res := enrollThroughStop(ctx, cfg, log)
+	if res.err == nil || ctx.Err() == nil {
+		return res.creds, res.err
+	}
+	if _, ok := errors.AsType[*DataDirError](res.err); ok || errors.Is(res.err, ErrEnrollRefused) {
+		return nil, res.err
+	}
+	if tokenUnspent(res.err, res.reached) {
+		return nil, fmt.Errorf("%w: stopped before enrolling; the token was not spent, so enrolling again can use it: %w",
+			ErrEnrollInterrupted, res.err)
+	}
+	return nil, fmt.Errorf("%w: stopped before enrolling; %s: if enrolling again says the token was used, create a "+
+		"new one with `sallyport token create` (see `sallyport token list` on the gateway): %w",
+		ErrEnrollInterrupted, spentText(res.graceOver), res.err)
+}
+
+// reachedTLS is base (nil → tlsCredentials' default) for one Enroll call,
+// and whether that call's TLS handshake with the gateway got past the
 // check of its certificate: only then can the token have been sent.
-func (a *Agent) enrollTLS() (*tls.Config, *atomic.Bool) {
+func reachedTLS(base *tls.Config) (*tls.Config, *atomic.Bool) {
 	reached := new(atomic.Bool)
 	tc := &tls.Config{MinVersion: tls.VersionTLS12} // as tlsCredentials
-	if a.cfg.TLS != nil {
-		tc = a.cfg.TLS.Clone()
+	if base != nil {
+		tc = base.Clone()
 	}
 	verify := tc.VerifyConnection
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {

@@ -195,7 +195,13 @@ func newEnrollCmd(g *globals) *cobra.Command {
 			e.BusyRetries = busyRetries
 			ctx, stop := signalContext(log)
 			defer stop()
-			creds, err := agent.Enroll(ctx, e)
+			// A stop (Ctrl-C, SIGTERM) once the request may have reached
+			// the gateway waits a few seconds for its answer: the gateway
+			// may be spending the token, and its certificate is kept.
+			creds, err := agent.EnrollWithStopGrace(ctx, e, log)
+			if errors.Is(err, agent.ErrEnrollInterrupted) {
+				return err // says whether the token may have been spent
+			}
 			if errors.Is(err, agent.ErrGatewayBusy) {
 				return fmt.Errorf("%w; tried again %d times: when many agents enroll from one address at once, enroll them "+
 					"a few at a time, or run this again in a minute (the token was not read, so it is still unused)", err, retried)

@@ -1,12 +1,28 @@
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/url"
+	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/shortskip"
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
 // TestAgentAcceptsWhatTheConfigAccepts: every pattern form the config
@@ -32,5 +48,86 @@ backend_tls:
 	settings.DataDir = t.TempDir()
 	if _, err := agent.New(settings); err != nil {
 		t.Fatalf("agent.New: %v", err)
+	}
+}
+
+// heldEnrollment holds each enrollment request, after telling arrived,
+// until release is closed, then answers with a connector certificate for
+// the request's key (signed by a CA made for it); a cancelled request
+// gets the context's status.
+type heldEnrollment struct {
+	tunnelv1.UnimplementedEnrollmentServiceServer
+	arrived chan struct{}
+	release chan struct{}
+}
+
+const heldConnectorID = "c-enrollstop"
+
+func (h *heldEnrollment) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
+	h.arrived <- struct{}{}
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	csr, err := x509.ParseCertificateRequest(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "held enrollment CA"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: csr.Subject,
+		URIs:      []*url.URL{{Scheme: "sallyport", Host: "connector", Path: "/" + heldConnectorID, RawQuery: "group=g"}},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, csr.PublicKey, caKey)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &tunnelv1.EnrollResponse{Certificate: der,
+		CaBundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}, nil
+}
+
+// TestBinaryEnrollStopWaitsForAnswer: a SIGTERM (or Ctrl-C) that comes
+// while `sallyport agent enroll` waits for the gateway's answer to its
+// request does not cut the request: the gateway may be spending the
+// single-use token, and its certificate would be lost. The command waits
+// (up to 10 s) for the answer, saves the certificate and exits 0. Before,
+// it exited 1 at once with "enroll at …: Canceled: context canceled", and
+// a token the gateway spent had to be replaced.
+func TestBinaryEnrollStopWaitsForAnswer(t *testing.T) {
+	shortskip.Long(t, "builds and runs the binary")
+	svc := &heldEnrollment{arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	addr, caFile := gatewayTunnel(t, svc)
+	dir := t.TempDir()
+	tokFile, dataDir := filepath.Join(dir, "token"), filepath.Join(dir, "data")
+	writeFile(t, tokFile, "tok-enrollstop-never-log-me\n")
+	p := startProc(t, "agent", "enroll", "--gateway", addr, "--gateway-ca", caFile, "--token-file", tokFile, "--data-dir", dataDir)
+	select {
+	case <-svc.arrived:
+	case <-p.done:
+		t.Fatalf("enroll exited before its request reached the gateway:\n%s", p.output())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		shortskip.Unsupported(t, "no SIGTERM to a process here: "+err.Error())
+	}
+	p.waitLog("for the gateway's answer")
+	close(svc.release)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit status %d after a stop the gateway's certificate answered, want 0:\n%s", code, p.output())
+	}
+	creds, err := agent.LoadCredentials(dataDir)
+	if err != nil || creds.ConnectorID != heldConnectorID {
+		t.Fatalf("credentials in --data-dir: %v, %v; want connector %s\n%s", creds, err, heldConnectorID, p.output())
 	}
 }
