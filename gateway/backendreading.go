@@ -13,22 +13,55 @@ import (
 // ";parameters" (paramsStripped), or both, in either order; and, for a
 // backend that ignores case (IIS, ASP.NET, a Windows or macOS file
 // system), as the path of an app whose path_prefix differs from it only
-// in case (foldsElsewhere). Dot segments that such a reading would make
-// are refused by normalisePath already. rt is router.Match(host, match).
+// in case (foldsElsewhere); and, for a path with non-ASCII letters, in
+// another Unicode form: canonically equivalent (macOS file systems) or as
+// Windows' best fit simplifies it (formsElsewhere, pathforms.go). Dot
+// segments that such a reading would make are refused by normalisePath
+// already. rt is router.Match(host, match).
 func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 	if router.alone[rt] {
 		return false // no other app on the host: most hosts
 	}
-	if router.foldsElsewhere(host, match, rt) {
+	cased := hasCase(match)
+	if router.foldsElsewhere(host, match, rt, cased) {
 		return true
-	}
-	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
-		return false // nothing else to read otherwise: most requests
 	}
 	// Each reading is written up to the k bytes that decide it (see
 	// readingLimit), without a copy per rewrite: a 64 KB path costs a look
 	// at its first bytes, not a copy of it per reading and per rewrite.
-	k := router.readingLimit(host)
+	k := 0
+	var seen []string // readings whose forms were read (formsElsewhere)
+	if cased {        // an upper-case ASCII letter or a non-ASCII byte: only the latter has other forms
+		k = router.readingLimit(host)
+		// First k bytes in ASCII are their own forms (but for the last,
+		// which a combining mark after it may change and which decides
+		// nothing).
+		if nonASCII(match[:min(len(match), k)]) {
+			refused, decided := router.formsElsewhere(host, rt, k, func(int) (string, bool) { return match, true }, nil)
+			if refused {
+				return true
+			}
+			if decided != "" {
+				seen = append(make([]string, 0, 7), decided)
+			}
+		}
+	}
+	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
+		return false // nothing else to read otherwise: most requests
+	}
+	if k == 0 {
+		k = router.readingLimit(host)
+	}
+	formsIn := func(first, second rewrite) bool {
+		refused, decided := router.formsElsewhere(host, rt, k, func(k1 int) (string, bool) {
+			b := reading(match, k1, first, second)
+			return string(b), len(b) < k1
+		}, seen)
+		if decided != "" {
+			seen = append(seen, decided)
+		}
+		return refused
+	}
 	reads := func(first, second rewrite) bool {
 		alt := string(reading(match, k, first, second))
 		// Shorter than k, alt is the whole reading. A longer one may be
@@ -41,7 +74,7 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 		cased := len(alt) >= k || hasCase(alt)
 		return router.Match(host, alt) != rt || router.foldsIn(host, alt, rt, cased, func() bool {
 			return !utf8.Valid(reading(match, math.MaxInt, first, second))
-		})
+		}) || nonASCII(alt) && formsIn(first, second)
 	}
 	if reads(appendSlashesDecoded, nil) || reads(appendParamsStripped, nil) ||
 		reads(appendSlashesDecoded, appendParamsStripped) || reads(appendParamsStripped, appendSlashesDecoded) {
@@ -94,7 +127,10 @@ func otherEscape(s string) bool {
 // host's routes, Match looks at L+1 bytes; foldedPrefix takes at most 4
 // bytes of the path for each byte of a prefix (a letter of another width
 // in the other case), and the path it then routes adds L+1; codePagePrefix
-// takes at most 2 for each. 6L+8 covers all of them.
+// takes at most 2 for each. 6L+8 covers all of them, and the readings in
+// other forms (formsElsewhere), compared by foldedPrefix with prefixes in
+// NFC: L is the longer of a prefix and its NFC (a few letters, U+0958 and
+// the like, NFC decomposes).
 func (r *Router) readingLimit(host string) int {
 	h := asciiLower(hostOnly(host))
 	lists := [2][]*Route{r.exact[h]}
@@ -104,7 +140,7 @@ func (r *Router) readingLimit(host string) int {
 	longest := 0
 	for _, list := range lists {
 		for _, o := range list {
-			longest = max(longest, len(o.PathPrefix))
+			longest = max(longest, len(o.PathPrefix), len(nfcString(o.PathPrefix)))
 		}
 	}
 	return 6*longest + 8
@@ -118,9 +154,10 @@ func (r *Router) readingLimit(host string) int {
 // both stay reachable. Case is that of any letter, not only ASCII ones:
 // "/ÄRZTE" is "/ärzte" on IIS (see foldedPrefix); and a path that is not
 // UTF-8 may spell another app's prefix in a legacy code page: "/%E4rzte"
-// is "/ärzte" on IIS too (see codePagePrefix).
-func (r *Router) foldsElsewhere(host, path string, rt *Route) bool {
-	return r.foldsIn(host, path, rt, hasCase(path), func() bool { return !utf8.ValidString(path) })
+// is "/ärzte" on IIS too (see codePagePrefix). cased is hasCase(path),
+// which the caller needs too.
+func (r *Router) foldsElsewhere(host, path string, rt *Route, cased bool) bool {
+	return r.foldsIn(host, path, rt, cased, func() bool { return !utf8.ValidString(path) })
 }
 
 // foldsIn is foldsElsewhere for path, or the first bytes of a longer

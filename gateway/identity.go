@@ -101,17 +101,19 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 	// here, but many backends read them otherwise: they decode %2F (WSGI's
 	// PATH_INFO, nginx's $uri, Go before 1.22), drop ";..." from a segment
 	// (Tomcat, Jetty, Spring), ignore case (IIS, ASP.NET), decode twice,
-	// or read a path that is not UTF-8 in a legacy code page (IIS).
+	// read a path that is not UTF-8 in a legacy code page (IIS), compose
+	// letters (macOS file systems) or simplify them (Windows' best fit).
 	// "/admin%2Fusers", "/admin;x/users" or "/ADMIN/users", routed by "/"
 	// to an app without sign-in, reached such a backend as "/admin/users",
 	// past the app that path_prefix /admin protects.
 	if backendReadsElsewhere(router, r.Host, cp.Match, st.route) {
 		st.errCode = CodeBadRequest
 		WriteError(w, r, NewError(CodeBadRequest, "The request path, as some servers read it (an encoded slash %2F "+
-			"as /, without a ;parameter, ignoring upper and lower case, decoded a second time, or, when it is not "+
-			"UTF-8, in a legacy code page), belongs to another application than the one it is routed to. Write "+
-			"the path as that application's own links do: slashes as /, no ;parameter, the same upper and lower "+
-			"case, each character escaped once, in UTF-8.", nil))
+			"as /, without a ;parameter, ignoring upper and lower case, decoded a second time, with its letters "+
+			"composed or decomposed alike or simplified to plain ones (a fullwidth or accented letter as its ASCII "+
+			"letter), or, when it is not UTF-8, in a legacy code page), belongs to another application than the one "+
+			"it is routed to. Write the path as that application's own links do: slashes as /, no ;parameter, the "+
+			"same upper and lower case and the same letters, each character escaped once, in UTF-8.", nil))
 		return false
 	}
 	if st.route.Preauth == nil {
