@@ -113,13 +113,17 @@ func reading(match string, k int, first, second rewrite) []byte {
 // otherEscape reports whether s holds a %-escape other than %2F and %5C
 // (either case), which twiceDecoded decodes and slashesDecoded keeps.
 func otherEscape(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) &&
+	for {
+		i := strings.IndexByte(s, '%') // from one '%' to the next, not byte by byte
+		if i < 0 || i+2 >= len(s) {
+			return false
+		}
+		if isHex(s[i+1]) && isHex(s[i+2]) &&
 			!(s[i+1] == '2' && s[i+2]|0x20 == 'f' || s[i+1] == '5' && s[i+2]|0x20 == 'c') {
 			return true
 		}
+		s = s[i+1:]
 	}
-	return false
 }
 
 // readingLimit is how many leading bytes of a reading of a path decide

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // cleanPath is a request path after normalisation, in the three forms the
@@ -68,6 +71,7 @@ func normalisePath(escaped string) (cleanPath, error) {
 		buf = make([]byte, mCap+rCap)
 	}
 	m, r := buf[:0:mCap], buf[mCap:mCap:mCap+rCap]
+	var scratch []byte // compatDotSegment's, for the segments that need it
 	last := escaped[len(escaped)-1]
 	trailing := last == '/' || last == '\\'
 	for i := 1; i < len(escaped); i++ { // i: where a segment starts
@@ -90,7 +94,7 @@ func normalisePath(escaped string) (cleanPath, error) {
 			}
 			continue
 		}
-		if hiddenDotSegment(match) {
+		if hiddenDotSegment(match) || compatDotSegment(match, &scratch) {
 			return cleanPath{}, errBadPath
 		}
 	}
@@ -192,8 +196,8 @@ func joinPath(m, r []byte) cleanPath {
 func isPlainPath(p string) bool {
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
-		case c == '%' || c == '\\' || c == ';' || c < 0x20 || c == 0x7f:
-			return false
+		case c == '%' || c == '\\' || c == ';' || c < 0x20 || c >= 0x7f:
+			return false // also bytes from 0x80 on: their letters may read as dots (compatDotSegment)
 		case c == '/':
 			if i+1 < len(p) && (p[i+1] == '/' || p[i+1] == '.') {
 				return false
@@ -201,6 +205,101 @@ func isPlainPath(p string) bool {
 		}
 	}
 	return true
+}
+
+// compatDotSegment reports whether a segment (match form) with non-ASCII
+// letters turns into a dot segment, or holds one, for a server that reads
+// it in Unicode compatibility form, as Windows' best fit does for programs
+// that read paths in a code page (and NFKC for others): FULLWIDTH FULL
+// STOP "．" and ONE DOT LEADER "․" are ".", TWO DOT LEADER "‥" is "..",
+// FULLWIDTH SOLIDUS "／" and REVERSE SOLIDUS "＼" separate, and "..\u0301"
+// loses its accent, so "/public/．．/admin" or "/public/..／admin" is
+// "/public/../admin" there. The reading is NFKD without non-spacing marks
+// (unicode.Mn), which makes every dot, slash or ';' that NFKC makes; a
+// "/" or "\" in it separates parts, as hiddenDotSegment reads "%2F". Only a
+// segment with a letter that reads as one of those, or as nothing, is
+// written out (into *scratch, reused across segments): a segment of other
+// letters keeps hiddenDotSegment's answer, and allocates nothing.
+func compatDotSegment(match []byte, scratch *[]byte) bool {
+	// The reading can hold a dot segment only if it holds a dot: one of
+	// the segment's, spelled "." or "%2E" (twice decoded), or one that a
+	// letter reads as (compatPunct). Most non-ASCII segments have none,
+	// and cost a look at their bytes.
+	dot, nonASCII := false, false
+	for i := 0; i < len(match); {
+		if c := match[i]; c < utf8.RuneSelf {
+			dot = dot || c == '.' || c == '%' && escapedDot(match[i+1:])
+			i++
+			continue
+		}
+		nonASCII = true
+		r, n := utf8.DecodeRune(match[i:])
+		dot = dot || compatPunct(r)
+		i += n
+	}
+	if !nonASCII || !dot {
+		return false
+	}
+	b := (*scratch)[:0]
+	if cap(b) < len(match) {
+		b = make([]byte, 0, len(match)) // most letters read as no more bytes
+	}
+	for i := 0; i < len(match); {
+		if match[i] < utf8.RuneSelf {
+			b = append(b, match[i])
+			i++
+			continue
+		}
+		p := norm.NFKD.Properties(match[i:])
+		size := max(p.Size(), 1)
+		if d := p.Decomposition(); d != nil {
+			b = appendDropping(b, d)
+		} else {
+			b = appendDropping(b, match[i:i+size])
+		}
+		i += size
+	}
+	*scratch = b
+	for part := range bytes.FieldsFuncSeq(b, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if hiddenDotSegment(part) {
+			return true
+		}
+	}
+	return false
+}
+
+// escapedDot reports whether the bytes after a '%' in match form may read
+// as "2E" (a dot, decoded twice): "2E" in either case, or with a
+// non-ASCII letter that may read as one of them ("２ｅ").
+func escapedDot(s []byte) bool {
+	switch {
+	case len(s) < 2:
+		return false
+	case s[0] >= utf8.RuneSelf:
+		return true
+	}
+	return s[0] == '2' && (s[1]|0x20 == 'e' || s[1] >= utf8.RuneSelf)
+}
+
+// compatPunct reports whether r's compatibility decomposition holds a
+// ".", "/", "\\", ";" or "%" (TestCompatPunctComplete checks the list
+// against all of Unicode): U+2025 TWO DOT LEADER is "..", U+FF0F
+// FULLWIDTH SOLIDUS "/", U+037E GREEK QUESTION MARK ";", U+2488 DIGIT ONE
+// FULL STOP "1.".
+func compatPunct(r rune) bool {
+	switch {
+	case r < 0x037e:
+		return false
+	case r == 0x037e, 0x2024 <= r && r <= 0x2026, 0x2100 <= r && r <= 0x2101, 0x2105 <= r && r <= 0x2106,
+		0x2488 <= r && r <= 0x249b, r == 0x33c2, r == 0x33c7, r == 0x33d8, r == 0x1f100:
+		return true
+	case 0xfe14 <= r && r <= 0xff3c:
+		switch r {
+		case 0xfe14, 0xfe19, 0xfe30, 0xfe52, 0xfe54, 0xfe68, 0xfe6a, 0xff05, 0xff0e, 0xff0f, 0xff1b, 0xff3c:
+			return true
+		}
+	}
+	return false
 }
 
 // hiddenDotSegment reports whether a segment (match form) turns into a dot
