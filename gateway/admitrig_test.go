@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -44,4 +45,26 @@ func admitRaw(g *Gateway, raw string) (bool, string, int) {
 		app = st.route.App
 	}
 	return ok, app, rec.Code
+}
+
+// wantRefused checks that admit answers each of paths with 400: a backend
+// reading it as reading says may serve another app.
+func wantRefused(t *testing.T, g *Gateway, reading string, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if ok, app, code := admitRaw(g, p); ok || code != http.StatusBadRequest {
+			t.Errorf("%s: admitted to %s (answer %d); a backend reading it %s may serve another app", p, app, code, reading)
+		}
+	}
+}
+
+// wantAdmitted checks that admit lets each path through to its app, with
+// no answer of its own.
+func wantAdmitted(t *testing.T, g *Gateway, apps map[string]string) {
+	t.Helper()
+	for p, want := range apps {
+		if ok, app, code := admitRaw(g, p); !ok || app != want || code != http.StatusOK {
+			t.Errorf("%s: admitted %v to %s (answer %d), want %s", p, ok, app, code, want)
+		}
+	}
 }

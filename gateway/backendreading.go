@@ -126,6 +126,17 @@ func otherEscape(s string) bool {
 	}
 }
 
+// hostRoutes are the routes of host's name: those of the name itself and
+// those of its wildcard ("*.example.com" for "a.example.com").
+func (r *Router) hostRoutes(host string) [2][]*Route {
+	h := asciiLower(hostOnly(host))
+	lists := [2][]*Route{r.exact[h]}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		lists[1] = r.wild[h[i+1:]]
+	}
+	return lists
+}
+
 // readingLimit is how many leading bytes of a reading of a path decide
 // Match and foldsElsewhere for host: with L the longest path_prefix of the
 // host's routes, Match looks at L+1 bytes; foldedPrefix takes at most 4
@@ -136,11 +147,7 @@ func otherEscape(s string) bool {
 // NFC: L is the longer of a prefix and its NFC (a few letters, U+0958 and
 // the like, NFC decomposes).
 func (r *Router) readingLimit(host string) int {
-	h := asciiLower(hostOnly(host))
-	lists := [2][]*Route{r.exact[h]}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		lists[1] = r.wild[h[i+1:]]
-	}
+	lists := r.hostRoutes(host)
 	longest := 0
 	for _, list := range lists {
 		for _, o := range list {
@@ -169,11 +176,7 @@ func (r *Router) foldsElsewhere(host, path string, rt *Route, cased bool) bool {
 // with case (hasCase), and invalid whether it is not UTF-8.
 func (r *Router) foldsIn(host, path string, rt *Route, cased bool, invalid func() bool) bool {
 	notUTF8 := -1 // unknown; then 0 or 1 (see codePagePrefix)
-	h := asciiLower(hostOnly(host))
-	lists := [2][]*Route{r.exact[h]}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		lists[1] = r.wild[h[i+1:]]
-	}
+	lists := r.hostRoutes(host)
 	for _, list := range lists {
 		for _, o := range list {
 			p := o.PathPrefix

@@ -102,11 +102,7 @@ func formReading(form rewrite, k int, read func(k1 int) (string, bool)) ([]byte,
 // as rt's (see above), and whether that path written with the prefix as
 // configured is routed there (a longer prefix may take it first).
 func (r *Router) formIn(host, path string, rt *Route, form rewrite) bool {
-	h := asciiLower(hostOnly(host))
-	lists := [2][]*Route{r.exact[h]}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		lists[1] = r.wild[h[i+1:]]
-	}
+	lists := r.hostRoutes(host)
 	for _, list := range lists {
 		for _, o := range list {
 			p := o.PathPrefix
