@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,6 +45,17 @@ func TestKeepaliveEndedSessionIsSilent(t *testing.T) {
 		sc, cc := yamuxPipe(t)
 		kc := &keepaliveConn{Conn: sc}
 		core, logs := observer.New(zapcore.InfoLevel)
+		// The close must come after the gateway has sent the welcome:
+		// an agent that closes as it reads it may fail the gateway's
+		// write of it, a session that never started.
+		started := make(chan struct{})
+		var once sync.Once
+		hooked := zapcore.RegisterHooks(core, func(e zapcore.Entry) error {
+			if e.Message == "agent session started" {
+				once.Do(func() { close(started) })
+			}
+			return nil
+		})
 		sessions := make(chan tunnel.Session, 1)
 		srv := &muxtunnel.Server{
 			Authenticate: func(*tls.ConnectionState, string) (tunnel.Identity, error) {
@@ -51,13 +63,18 @@ func TestKeepaliveEndedSessionIsSilent(t *testing.T) {
 			},
 			OnSession:    func(s tunnel.Session) { sessions <- s },
 			HelloTimeout: 2 * time.Second,
-			Log:          zap.New(core),
+			Log:          zap.New(hooked),
 		}
 		served := make(chan error, 1)
 		go func() { served <- srv.ServeConn(context.Background(), kc, "yamux") }()
 		p := &pair{srv: srv, client: cc, sessions: sessions, served: served}
 		rawHello(t, p)
 		s := session(t, p)
+		select {
+		case <-started:
+		case <-time.After(hangGuard):
+			t.Fatal("the gateway never logged the session's start")
+		}
 		kc.ended.Store(dead)
 		cc.Close("") // the connection ends; the keepalive says whether it ended it
 		select {
