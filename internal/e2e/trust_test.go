@@ -180,12 +180,18 @@ func (tr *trustRig) connectors() []gateway.APIConnector {
 // sessions unless wait is false.
 func (tr *trustRig) startAgent(dataDir, token string, wait bool) *testrig.Agent {
 	tr.t.Helper()
+	return tr.startAgentConns(dataDir, token, 2, wait)
+}
+
+// startAgentConns is startAgent with conns connections.
+func (tr *trustRig) startAgentConns(dataDir, token string, conns int, wait bool) *testrig.Agent {
+	tr.t.Helper()
 	before := tr.G.Registry().Count(testrig.Group)
 	a := tr.StartAgent(func(c *agent.Config) {
-		c.Token, c.DataDir, c.Clock, c.Connections = token, dataDir, tr.clock, 2
+		c.Token, c.DataDir, c.Clock, c.Connections = token, dataDir, tr.clock, conns
 	})
 	if wait {
-		tr.WaitSessions(testrig.Group, before+2)
+		tr.WaitSessions(testrig.Group, before+conns)
 	}
 	return a
 }
