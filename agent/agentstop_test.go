@@ -15,6 +15,7 @@ import (
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // scriptedEnrollment answers Enroll with answer; a nil answer holds the
@@ -99,12 +100,8 @@ func TestStopWhileWaitingToEnroll(t *testing.T) {
 		{"gateway's word as an ErrorInfo", func(t *testing.T) string {
 			// The detail counts, not the wording (a later gateway may
 			// say it otherwise).
-			st, err := status.New(codes.Internal, "the certificate authority failed; try again").WithDetails(
-				&errdetails.ErrorInfo{Domain: tunnel.ErrorDomain, Reason: tunnel.ReasonTokenUnspent})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return enrollmentGateway(t, &scriptedEnrollment{answer: st.Err()})
+			return enrollmentGateway(t, &scriptedEnrollment{answer: grpctunnel.TokenUnspentError(codes.Internal,
+				"the certificate authority failed; try again")})
 		}, false, "the certificate authority failed"},
 		{"an ErrorInfo of another kind", func(t *testing.T) string {
 			st, err := status.New(codes.Internal, "the certificate authority failed; try again").WithDetails(

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -20,6 +19,7 @@ import (
 
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // Errors of Enroll and renewal, for errors.Is.
@@ -273,18 +273,17 @@ func dialGRPC(addr string, creds credentials.TransportCredentials, dial func(con
 }
 
 // rpcError turns a gRPC status into an error that says what to do. An
-// answer with the gateway's word that the token was not spent (an
-// ErrorInfo with tunnel.ReasonTokenUnspent) is an unspentError.
+// answer with the gateway's word that the token was not spent
+// (grpctunnel.SaysTokenUnspent) is an unspentError.
 func rpcError(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
 	}
-	err = statusError(st)
-	if saysUnspent(st) {
-		return &unspentError{err}
+	if grpctunnel.SaysTokenUnspent(err) {
+		return &unspentError{statusError(st)}
 	}
-	return err
+	return statusError(st)
 }
 
 // unspentError is an enrollment error for which the gateway said, in an
@@ -293,18 +292,6 @@ type unspentError struct{ err error }
 
 func (e *unspentError) Error() string { return e.err.Error() }
 func (e *unspentError) Unwrap() error { return e.err }
-
-// saysUnspent reports whether st carries the gateway's ErrorInfo that the
-// token was not spent.
-func saysUnspent(st *status.Status) bool {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == tunnel.ErrorDomain &&
-			info.GetReason() == tunnel.ReasonTokenUnspent {
-			return true
-		}
-	}
-	return false
-}
 
 // statusError is rpcError for a status.
 func statusError(st *status.Status) error {

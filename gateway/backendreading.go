@@ -9,8 +9,8 @@ import (
 
 // backendReadsElsewhere reports whether a backend could read match
 // (cleanPath.Match) as a path that host routes to another app than rt:
-// with its encoded slashes as separators (slashesDecoded), without its
-// ";parameters" (paramsStripped), or both, in either order; and, for a
+// with its encoded slashes as separators (appendSlashesDecoded), without its
+// ";parameters" (appendParamsStripped), or both, in either order; and, for a
 // backend that ignores case (IIS, ASP.NET, a Windows or macOS file
 // system), as the path of an app whose path_prefix differs from it only
 // in case (foldsElsewhere); and, for a path with non-ASCII letters, in
@@ -30,8 +30,8 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 	// readingLimit), without a copy per rewrite: a 64 KB path costs a look
 	// at its first bytes, not a copy of it per reading and per rewrite.
 	k := 0
-	var seen []string // readings whose forms were read (formsElsewhere)
-	if cased {        // an upper-case ASCII letter or a non-ASCII byte: only the latter has other forms
+	var seen []string    // readings whose forms were read (formsElsewhere)
+	if nonASCII(match) { // only a non-ASCII letter has other forms: ASCII paths skip this
 		k = router.readingLimit(host)
 		// First k bytes in ASCII are their own forms (but for the last,
 		// which a combining mark after it may change and which decides
@@ -81,7 +81,7 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 		return true
 	}
 	// Decoded twice, a path without other escapes than %2F and %5C is
-	// slashesDecoded's.
+	// appendSlashesDecoded's.
 	return otherEscape(match) && (reads(appendTwiceDecoded, nil) || reads(appendTwiceDecoded, appendParamsStripped))
 }
 
@@ -111,7 +111,7 @@ func reading(match string, k int, first, second rewrite) []byte {
 }
 
 // otherEscape reports whether s holds a %-escape other than %2F and %5C
-// (either case), which twiceDecoded decodes and slashesDecoded keeps.
+// (either case), which appendTwiceDecoded decodes and appendSlashesDecoded keeps.
 func otherEscape(s string) bool {
 	for {
 		i := strings.IndexByte(s, '%') // from one '%' to the next, not byte by byte
@@ -147,11 +147,10 @@ func (r *Router) hostRoutes(host string) [2][]*Route {
 // NFC: L is the longer of a prefix and its NFC (a few letters, U+0958 and
 // the like, NFC decomposes).
 func (r *Router) readingLimit(host string) int {
-	lists := r.hostRoutes(host)
 	longest := 0
-	for _, list := range lists {
+	for _, list := range r.hostRoutes(host) {
 		for _, o := range list {
-			longest = max(longest, len(o.PathPrefix), len(nfcString(o.PathPrefix)))
+			longest = max(longest, len(o.PathPrefix), len(r.forms[o].nfc))
 		}
 	}
 	return 6*longest + 8
@@ -343,16 +342,11 @@ func foldsTo(a, b string) bool {
 	return ok && n == len(a)
 }
 
-// slashesDecoded is match as a backend that decodes %2F sees it: every
-// "%2F" a separator, empty segments collapsed. For a backend that decodes
-// the path twice, a client's "%252F", "%252f" and "%255C" (here "%2F",
-// "%2f" and "%5C", in either case) are separators too.
-func slashesDecoded(match string) string {
-	b, _ := appendSlashesDecoded(nil, match, math.MaxInt)
-	return string(b)
-}
-
-// appendSlashesDecoded is slashesDecoded as a rewrite.
+// appendSlashesDecoded reads s (cleanPath.Match) as a backend that
+// decodes %2F does: every "%2F" a separator, empty segments collapsed. For
+// a backend that decodes the path twice, a client's "%252F", "%252f" and
+// "%255C" (here "%2F", "%2f" and "%5C", in either case) are separators
+// too. A rewrite.
 func appendSlashesDecoded(b []byte, s string, limit int) ([]byte, int) {
 	i := 0
 	for i < len(s) && len(b) < limit {
@@ -371,16 +365,11 @@ func appendSlashesDecoded(b []byte, s string, limit int) ([]byte, int) {
 	return b, i
 }
 
-// twiceDecoded is match as a backend that decodes the path a second time
-// sees it: a client's "%2561dmin" is "%61dmin" here and "admin" there;
-// "%2F" and "%5C" (either case) are separators, as in slashesDecoded,
-// empty segments collapsed. A "%" without two hex digits stays.
-func twiceDecoded(match string) string {
-	b, _ := appendTwiceDecoded(nil, match, math.MaxInt)
-	return string(b)
-}
-
-// appendTwiceDecoded is twiceDecoded as a rewrite.
+// appendTwiceDecoded reads match as a backend that decodes the path a
+// second time does: a client's "%2561dmin" is "%61dmin" here and "admin"
+// there; "%2F" and "%5C" (either case) are separators, as in
+// appendSlashesDecoded, empty segments collapsed. A "%" without two hex
+// digits stays. A rewrite.
 func appendTwiceDecoded(b []byte, match string, limit int) ([]byte, int) {
 	i := 0
 	for ; i < len(match) && len(b) < limit; i++ {
@@ -400,15 +389,9 @@ func appendTwiceDecoded(b []byte, match string, limit int) ([]byte, int) {
 	return b, i
 }
 
-// paramsStripped is match as a backend that drops path parameters sees
-// it: each segment ends at its first ";" (or "%3B", a ";" for a backend
-// that decodes twice), empty segments collapsed.
-func paramsStripped(match string) string {
-	b, _ := appendParamsStripped(nil, match, math.MaxInt)
-	return string(b)
-}
-
-// appendParamsStripped is paramsStripped as a rewrite.
+// appendParamsStripped reads s as a backend that drops path parameters
+// does: each segment ends at its first ";" (or "%3B", a ";" for a backend
+// that decodes twice), empty segments collapsed. A rewrite.
 func appendParamsStripped(b []byte, s string, limit int) ([]byte, int) {
 	i := 0
 	for ; i < len(s) && len(b) < limit; i++ {

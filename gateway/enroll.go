@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -20,6 +19,7 @@ import (
 	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // enrollService serves Enroll and Renew on the tunnel listener.
@@ -79,19 +79,7 @@ func peerInfo(ctx context.Context) (addr, ip string, state *tls.ConnectionState)
 
 // errEnrollStoreDown answers an enrollment that failed before anything was
 // recorded because the store did not answer (store.Unavailable).
-var errEnrollStoreDown = tokenUnspent(grpccodes.Unavailable, storeDownText+"; the token was not spent; try again")
-
-// tokenUnspent is the answer to an enrollment refused before the token's
-// use was spent: the message says so, and the ErrorInfo detail
-// (tunnel.ReasonTokenUnspent) tells the agent without reading the message.
-func tokenUnspent(code grpccodes.Code, msg string) error {
-	st := status.New(code, msg)
-	withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Domain: tunnel.ErrorDomain, Reason: tunnel.ReasonTokenUnspent})
-	if err != nil {
-		return st.Err() // cannot happen: ErrorInfo always marshals
-	}
-	return withInfo.Err()
-}
+var errEnrollStoreDown = grpctunnel.TokenUnspentError(grpccodes.Unavailable, storeDownText+"; the token was not spent; try again")
 
 // Enroll exchanges an enrollment token and a CSR for a client certificate.
 func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
@@ -150,7 +138,7 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 		if store.Unavailable(err) {
 			return nil, errEnrollStoreDown
 		}
-		return nil, tokenUnspent(grpccodes.Internal, "the gateway could not issue a certificate (the token was not spent); "+
+		return nil, grpctunnel.TokenUnspentError(grpccodes.Internal, "the gateway could not issue a certificate (the token was not spent); "+
 			"try again, and see the gateway's log")
 	}
 	name := req.GetName()
@@ -181,7 +169,7 @@ func (e *enrollService) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest)
 			if store.Unavailable(err) {
 				return nil, errEnrollStoreDown
 			}
-			return nil, tokenUnspent(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
+			return nil, grpctunnel.TokenUnspentError(grpccodes.Internal, "the gateway could not record the connector (the token was not spent); "+
 				"try again, and see the gateway's log")
 		default:
 			log.Error("enrollment failed, and whether the store recorded the connector is unknown",

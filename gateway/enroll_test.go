@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -23,6 +22,7 @@ import (
 	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // holdStore holds every CheckToken until the test lets it proceed.
@@ -269,7 +269,7 @@ func TestEnrollFailureKeepsToken(t *testing.T) {
 		if status.Code(err) != grpccodes.Internal || !strings.Contains(err.Error(), tc.msg) {
 			t.Fatalf("%s fails: %v, want Internal %q", tc.name, err, tc.msg)
 		}
-		if !saysTokenUnspent(err) {
+		if !grpctunnel.SaysTokenUnspent(err) {
 			t.Errorf("%s fails: %v carries no ErrorInfo %s", tc.name, err, tunnel.ReasonTokenUnspent)
 		}
 		if toks, _ := mem.Tokens(ctx); len(toks) != 1 || toks[0].Used != 0 {
@@ -283,19 +283,7 @@ func TestEnrollFailureKeepsToken(t *testing.T) {
 		t.Fatalf("the retry: %v", err)
 	}
 	if err := enroll(); status.Code(err) != grpccodes.Unauthenticated || !strings.Contains(err.Error(), "already used") ||
-		saysTokenUnspent(err) {
+		grpctunnel.SaysTokenUnspent(err) {
 		t.Fatalf("a second use: %v; want Unauthenticated, already used, without ErrorInfo %s", err, tunnel.ReasonTokenUnspent)
 	}
-}
-
-// saysTokenUnspent reports whether an enrollment answer carries the
-// ErrorInfo that tells the agent its token was not spent.
-func saysTokenUnspent(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == tunnel.ErrorDomain &&
-			info.GetReason() == tunnel.ReasonTokenUnspent {
-			return true
-		}
-	}
-	return false
 }

@@ -74,7 +74,8 @@ func (h *proxyHandler) admit(w http.ResponseWriter, r *http.Request, st *exchang
 	if err != nil {
 		st.errCode = CodeBadRequest
 		WriteError(w, r, NewError(CodeBadRequest, "The request path is malformed or ambiguous (a bad %-escape, "+
-			"a control character, an encoded backslash, or a dot segment hidden behind %2F or ;). Fix the URL.", err))
+			"a control character, an encoded backslash, or a dot segment hidden behind %2F, a ;parameter, a second "+
+			"decoding or look-alike dots and slashes such as ．．). Fix the URL.", err))
 		return false
 	}
 	// RawPath keeps the client's spelling of characters that need no

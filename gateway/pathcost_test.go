@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
 // TestPathCostSameAnswers: backendReadsElsewhere, which writes each
@@ -134,13 +133,15 @@ func TestPathCostBounded(t *testing.T) {
 	}
 }
 
-// The check as it was before readingLimit, to compare answers with.
+// The check as it was before readingLimit, to compare answers with: the
+// readings written whole, by the rewrites as they were then (the case
+// folding, which readingLimit did not change, is foldsElsewhere).
 
 func oldBackendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 	if router.alone[rt] {
 		return false // no other app on the host: most hosts
 	}
-	if oldFoldsElsewhere(router, host, match, rt) {
+	if router.foldsElsewhere(host, match, rt, hasCase(match)) {
 		return true
 	}
 	if strings.IndexByte(match, '%') < 0 && strings.IndexByte(match, ';') < 0 {
@@ -152,45 +153,8 @@ func oldBackendReadsElsewhere(router *Router, host, match string, rt *Route) boo
 		alts[4], alts[5] = twice, oldParamsStripped(twice)
 	}
 	for _, alt := range alts {
-		if alt != "" && alt != match && (router.Match(host, alt) != rt || oldFoldsElsewhere(router, host, alt, rt)) {
+		if alt != "" && alt != match && (router.Match(host, alt) != rt || router.foldsElsewhere(host, alt, rt, hasCase(alt))) {
 			return true
-		}
-	}
-	return false
-}
-
-func oldFoldsElsewhere(r *Router, host, path string, rt *Route) bool {
-	cased := hasCase(path)
-	notUTF8 := -1 // unknown; then 0 or 1 (see codePagePrefix)
-	h := asciiLower(hostOnly(host))
-	lists := [2][]*Route{r.exact[h]}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		lists[1] = r.wild[h[i+1:]]
-	}
-	for _, list := range lists {
-		for _, o := range list {
-			p := o.PathPrefix
-			if o == rt || p == "/" || !cased && !hasCase(p) {
-				continue // the same app, or one only case could make match, and there is none
-			}
-			n, ok := foldedPrefix(path, p)
-			folded := ok && (n == len(path) || path[n] == '/')
-			codePage := false
-			if cased && codePageStart(path, p) && codePagePrefix(path, p) {
-				if notUTF8 < 0 { // once, and only for a path that may be read so
-					notUTF8 = 0
-					if !utf8.ValidString(path) {
-						notUTF8 = 1
-					}
-				}
-				codePage = notUTF8 == 1
-			}
-			if !folded && !codePage || foldsTo(p, rt.PathPrefix) {
-				continue
-			}
-			if codePage || r.Match(host, p+path[n:]) == o {
-				return true
-			}
 		}
 	}
 	return false

@@ -4,7 +4,6 @@ import (
 	"math"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -66,9 +65,9 @@ func (r *Router) formsElsewhere(host string, rt *Route, k int, read func(k1 int)
 		}
 	}
 	decided := 0
-	for _, form := range pathForms {
+	for i, form := range pathForms {
 		b, j := formReading(form, k, shared)
-		if r.formIn(host, string(b), rt, form) {
+		if r.formIn(host, string(b), rt, i) {
 			return true, ""
 		}
 		decided = max(decided, j+utf8.UTFMax)
@@ -96,26 +95,26 @@ func formReading(form rewrite, k int, read func(k1 int) (string, bool)) ([]byte,
 	}
 }
 
-// formIn reports whether path, the first bytes of a reading in form, is
-// routed to another app than rt: whether it starts with another app's
-// prefix in NFC (but for case) up to a "/" or its end, which does not read
-// as rt's (see above), and whether that path written with the prefix as
-// configured is routed there (a longer prefix may take it first).
-func (r *Router) formIn(host, path string, rt *Route, form rewrite) bool {
-	lists := r.hostRoutes(host)
-	for _, list := range lists {
+// formIn reports whether path, the first bytes of a reading in
+// pathForms[form], is routed to another app than rt: whether it starts
+// with another app's prefix in NFC (but for case) up to a "/" or its end,
+// which does not read as rt's (see above), and whether that path written
+// with the prefix as configured is routed there (a longer prefix may take
+// it first).
+func (r *Router) formIn(host, path string, rt *Route, form int) bool {
+	own := r.forms[rt]
+	for _, list := range r.hostRoutes(host) {
 		for _, o := range list {
 			p := o.PathPrefix
 			if o == rt || p == "/" {
 				continue
 			}
-			np := nfcString(p)
+			np := r.forms[o].nfc
 			n, ok := foldedPrefix(path, np)
 			if !ok || n < len(path) && path[n] != '/' {
 				continue
 			}
-			own := nfcString(rt.PathPrefix)
-			if own != "/" && (foldsTo(np, own) || foldsTo(formString(form, own), np)) {
+			if own.nfc != "/" && (foldsTo(np, own.nfc) || foldsTo(own.read[form], np)) {
 				continue // o differs from rt only in form and case
 			}
 			if r.Match(host, p+path[n:]) == o {
@@ -126,34 +125,24 @@ func (r *Router) formIn(host, path string, rt *Route, form rewrite) bool {
 	return false
 }
 
-// nfcString is s in NFC, s itself when it is (a path_prefix almost
-// always). The NFC of the others is kept in nfcPrefixes, up to
-// maxNFCPrefixes of them: prefixes come from the config, and a request
-// should not pay for normalising each of them once per reading.
-func nfcString(s string) string {
-	if !nonASCII(s) || norm.NFC.QuickSpanString(s) == len(s) {
-		return s
-	}
-	if v, ok := nfcPrefixes.Load(s); ok {
-		return v.(string)
-	}
-	n := norm.NFC.String(s)
-	if nfcPrefixCount.Add(1) <= maxNFCPrefixes {
-		nfcPrefixes.Store(s, n)
-	}
-	return n
+// prefixForms is what the readings in other forms need of a route's
+// path_prefix, worked out once by NewRouter rather than per request.
+type prefixForms struct {
+	nfc  string                 // the prefix in NFC (itself, almost always)
+	read [len(pathForms)]string // nfc as each of pathForms reads it
 }
 
-var (
-	nfcPrefixes    sync.Map // path_prefix not in NFC → its NFC
-	nfcPrefixCount atomic.Int64
-)
+func newPrefixForms(prefix string) prefixForms {
+	f := prefixForms{nfc: norm.NFC.String(prefix)}
+	for i, form := range pathForms {
+		f.read[i] = wholeReading(form, f.nfc)
+	}
+	return f
+}
 
-const maxNFCPrefixes = 4096
-
-// formString is all of form's reading of s.
-func formString(form rewrite, s string) string {
-	b, _ := form(nil, s, math.MaxInt)
+// wholeReading is all of rw's reading of s.
+func wholeReading(rw rewrite, s string) string {
+	b, _ := rw(nil, s, math.MaxInt)
 	return string(b)
 }
 

@@ -3,10 +3,9 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // cleanPath is a request path after normalisation, in the three forms the
@@ -217,9 +216,10 @@ func isPlainPath(p string) bool {
 // "/public/../admin" there. The reading is NFKD without non-spacing marks
 // (unicode.Mn), which makes every dot, slash or ';' that NFKC makes; a
 // "/" or "\" in it separates parts, as hiddenDotSegment reads "%2F". Only a
-// segment with a letter that reads as one of those, or as nothing, is
-// written out (into *scratch, reused across segments): a segment of other
-// letters keeps hiddenDotSegment's answer, and allocates nothing.
+// segment with a dot, or a letter that reads as one, is read so (by
+// appendSimplified, formBestFit's reading, into *scratch, reused across
+// segments): in a segment of other letters the reading can make no dot
+// segment, and it costs a look at its bytes.
 func compatDotSegment(match []byte, scratch *[]byte) bool {
 	// The reading can hold a dot segment only if it holds a dot: one of
 	// the segment's, spelled "." or "%2E" (twice decoded), or one that a
@@ -240,25 +240,7 @@ func compatDotSegment(match []byte, scratch *[]byte) bool {
 	if !nonASCII || !dot {
 		return false
 	}
-	b := (*scratch)[:0]
-	if cap(b) < len(match) {
-		b = make([]byte, 0, len(match)) // most letters read as no more bytes
-	}
-	for i := 0; i < len(match); {
-		if match[i] < utf8.RuneSelf {
-			b = append(b, match[i])
-			i++
-			continue
-		}
-		p := norm.NFKD.Properties(match[i:])
-		size := max(p.Size(), 1)
-		if d := p.Decomposition(); d != nil {
-			b = appendDropping(b, d)
-		} else {
-			b = appendDropping(b, match[i:i+size])
-		}
-		i += size
-	}
+	b, _ := appendSimplified((*scratch)[:0], string(match), math.MaxInt)
 	*scratch = b
 	for part := range bytes.FieldsFuncSeq(b, func(r rune) bool { return r == '/' || r == '\\' }) {
 		if hiddenDotSegment(part) {

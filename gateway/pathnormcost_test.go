@@ -204,9 +204,11 @@ func compatDotOracle(match string) bool {
 }
 
 // normalisePath and its helpers as they were before the slow path became
-// linear, to compare answers with. One change since: the fast path takes no
-// byte from 0x7f on (session 23: raw non-ASCII letters are checked by
-// compatDotSegment and escaped for the backend like escaped ones).
+// linear, to compare answers with (percentEncode, isHex and unhex, which
+// did not change, are called as they are). One change since: the fast
+// path takes no byte from 0x7f on (session 23: raw non-ASCII letters are
+// checked by compatDotSegment and escaped for the backend like escaped
+// ones).
 
 func oldNormalisePath(escaped string) (cleanPath, error) {
 	if escaped == "" {
@@ -308,10 +310,10 @@ func oldNormDecodeSegment(s string) (match, path string, err error) {
 			p.WriteByte(c)
 			continue
 		}
-		if i+2 >= len(s) || !oldNormIsHex(s[i+1]) || !oldNormIsHex(s[i+2]) {
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
 			return "", "", errBadPath
 		}
-		d := oldNormUnhex(s[i+1])<<4 | oldNormUnhex(s[i+2])
+		d := unhex(s[i+1])<<4 | unhex(s[i+2])
 		i += 2
 		switch {
 		case d < 0x20 || d == 0x7f || d == '\\':
@@ -350,54 +352,13 @@ func oldNormHiddenDotSegment(match string) bool {
 
 // oldNormEscapeSegment escapes a decoded segment: RFC 3986 pchar stays, everything
 // else (including "/", "?", "#", "%" and non-ASCII bytes) is %XX.
-func oldNormEscapeSegment(s string) string { return oldNormPercentEncode(s, oldNormIsPchar) }
+func oldNormEscapeSegment(s string) string { return percentEncode(s, oldNormIsPchar) }
 
-// oldNormPercentEncode writes every byte of s that keep refuses as %XX. When keep
-// takes every byte, s itself is returned without a copy.
-func oldNormPercentEncode(s string, keep func(c byte) bool) string {
-	i := 0
-	for i < len(s) && keep(s[i]) {
-		i++
-	}
-	if i == len(s) {
-		return s
-	}
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	b.Grow(len(s) + 8)
-	b.WriteString(s[:i])
-	for ; i < len(s); i++ {
-		c := s[i]
-		if keep(c) {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
-	}
-	return b.String()
-}
-
+// oldNormIsPchar is isPchar as it was before its table.
 func oldNormIsPchar(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
 	}
 	return strings.IndexByte("-._~!$&'()*+,;=:@", c) >= 0
-}
-
-func oldNormIsHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func oldNormUnhex(c byte) byte {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0'
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10
-	default:
-		return c - 'A' + 10
-	}
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode"
@@ -84,5 +86,17 @@ func TestCompatPunctComplete(t *testing.T) {
 	}
 	if n < 40 {
 		t.Errorf("%d such characters; Unicode 15 has 44", n)
+	}
+}
+
+// TestLookAlikeDotsAnswerSaysWhy: the gateway answers such a path with
+// 400 and says what it took for a dot segment, so that whoever wrote the
+// URL can fix it (the answer named only %2F and ; before).
+func TestLookAlikeDotsAnswerSaysWhy(t *testing.T) {
+	g := admitGateway(t, Route{App: "site", PathPrefix: "/"})
+	rec := httptest.NewRecorder()
+	ok := g.handler.admit(rec, httptest.NewRequest("GET", "http://h/public/%EF%BC%8E%EF%BC%8E/admin", nil), &exchangeState{})
+	if ok || rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "look-alike dots and slashes") {
+		t.Errorf("admitted %v, answer %d %q; want 400 naming look-alike dots", ok, rec.Code, rec.Body.String())
 	}
 }

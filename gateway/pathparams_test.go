@@ -67,11 +67,11 @@ func TestBackendReadings(t *testing.T) {
 		"/a%2":         {"/a%2", "/a%2"},
 		"/a%3":         {"/a%3", "/a%3"},
 	} {
-		if got := slashesDecoded(in); got != want[0] {
-			t.Errorf("slashesDecoded(%q) = %q, want %q", in, got, want[0])
+		if got := wholeReading(appendSlashesDecoded, in); got != want[0] {
+			t.Errorf("appendSlashesDecoded reads %q as %q, want %q", in, got, want[0])
 		}
-		if got := paramsStripped(in); got != want[1] {
-			t.Errorf("paramsStripped(%q) = %q, want %q", in, got, want[1])
+		if got := wholeReading(appendParamsStripped, in); got != want[1] {
+			t.Errorf("appendParamsStripped reads %q as %q, want %q", in, got, want[1])
 		}
 	}
 }

@@ -67,6 +67,9 @@ type Router struct {
 	// another app (backendReadsElsewhere): every host they serve has no
 	// other route (see aloneOnHosts).
 	alone map[*Route]bool
+	// forms holds each route's prefix in the forms that the readings of
+	// a path in other Unicode forms compare with (pathforms.go).
+	forms map[*Route]prefixForms
 }
 
 // NewRouter checks routes and builds a Router from copies of them. It fails
@@ -106,10 +109,12 @@ func NewRouter(routes []Route) (*Router, error) {
 		return nil, errors.Join(errs...)
 	}
 	r.alone = make(map[*Route]bool)
+	r.forms = make(map[*Route]prefixForms, len(r.routes))
 	for _, rt := range r.routes {
 		if r.aloneOnHosts(rt) {
 			r.alone[rt] = true
 		}
+		r.forms[rt] = newPrefixForms(rt.PathPrefix)
 	}
 	for _, m := range []map[string][]*Route{r.exact, r.wild} {
 		for _, list := range m {

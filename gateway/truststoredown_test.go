@@ -26,6 +26,7 @@ import (
 	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // driverRefusedText is what a PostgreSQL driver says when the server does not
@@ -199,7 +200,7 @@ func TestEnrollRenewStoreDown(t *testing.T) {
 		!strings.Contains(err.Error(), "the gateway's database does not answer; the token was not spent; try again") {
 		t.Fatalf("enrollment, store down: %v; want Unavailable, the database does not answer, the token was not spent", err)
 	}
-	if !saysTokenUnspent(err) {
+	if !grpctunnel.SaysTokenUnspent(err) {
 		t.Errorf("enrollment, store down: %v carries no ErrorInfo %s", err, tunnel.ReasonTokenUnspent)
 	}
 	ds.down.Store(false)

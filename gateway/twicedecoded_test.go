@@ -7,7 +7,7 @@ import (
 
 // TestTwiceDecodedLettersCannotChangeApp: a backend that decodes the path
 // a second time (the kind whose "%252e%252e" normalisePath refuses, and
-// whose "%252F" slashesDecoded reads) reads a client's "/%2561dmin/x" as
+// whose "%252F" appendSlashesDecoded reads) reads a client's "/%2561dmin/x" as
 // "/admin/x": routed by "/" to the app without sign-in ("%61dmin" after
 // one decoding), it skipped the sign-in of the app at /admin. Paths whose
 // second decoding stays in their app are routed.

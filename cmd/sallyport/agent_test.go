@@ -2,18 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net/url"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -21,7 +12,9 @@ import (
 
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/config"
+	"github.com/sallyport/sallyport/internal/pki"
 	"github.com/sallyport/sallyport/internal/shortskip"
+	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
@@ -53,10 +46,11 @@ backend_tls:
 
 // heldEnrollment holds each enrollment request, after telling arrived,
 // until release is closed, then answers with a connector certificate for
-// the request's key (signed by a CA made for it); a cancelled request
-// gets the context's status.
+// the request's key from ca, as the gateway does; a cancelled request gets
+// the context's status.
 type heldEnrollment struct {
 	tunnelv1.UnimplementedEnrollmentServiceServer
+	ca      *pki.Authority
 	arrived chan struct{}
 	release chan struct{}
 }
@@ -70,32 +64,30 @@ func (h *heldEnrollment) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	csr, err := x509.ParseCertificateRequest(req.GetCsr())
+	csr, err := pki.CheckCSR(req.GetCsr())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issued, err := h.ca.Issue(ctx, csr, pki.Identity{ConnectorID: heldConnectorID, Group: "g"})
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	now := time.Now()
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "held enrollment CA"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	return &tunnelv1.EnrollResponse{Certificate: issued.DER, CaBundle: issued.Bundle}, nil
+}
+
+// newTestCA is a connector CA in an in-memory store.
+func newTestCA(t *testing.T) *pki.Authority {
+	t.Helper()
+	st, err := store.OpenMemory(context.Background())
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		t.Fatal(err)
 	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: csr.Subject,
-		URIs:      []*url.URL{{Scheme: "sallyport", Host: "connector", Path: "/" + heldConnectorID, RawQuery: "group=g"}},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, csr.PublicKey, caKey)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	t.Cleanup(func() { st.Close() })
+	ca := &pki.Authority{Store: st}
+	if _, err := ca.Init(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	return &tunnelv1.EnrollResponse{Certificate: der,
-		CaBundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}, nil
+	return ca
 }
 
 // TestBinaryEnrollStopWaitsForAnswer: a SIGTERM (or Ctrl-C) that comes
@@ -107,7 +99,7 @@ func (h *heldEnrollment) Enroll(ctx context.Context, req *tunnelv1.EnrollRequest
 // a token the gateway spent had to be replaced.
 func TestBinaryEnrollStopWaitsForAnswer(t *testing.T) {
 	shortskip.Long(t, "builds and runs the binary")
-	svc := &heldEnrollment{arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	svc := &heldEnrollment{ca: newTestCA(t), arrived: make(chan struct{}, 1), release: make(chan struct{})}
 	addr, caFile := gatewayTunnel(t, svc)
 	dir := t.TempDir()
 	tokFile, dataDir := filepath.Join(dir, "token"), filepath.Join(dir, "data")
