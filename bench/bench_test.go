@@ -257,6 +257,9 @@ func TestWriteMarkdown(t *testing.T) {
 	if len(lines) != 7 || !strings.HasPrefix(lines[0], "sallyport bench: processes mode;") {
 		t.Fatalf("want a description, a blank line, a header, a rule and 3 rows:\n%s", out)
 	}
+	if !strings.Contains(lines[0], "; gateway and agent choose GOMAXPROCS by load") {
+		t.Errorf("the description does not say that the relay's processes choose GOMAXPROCS: %s", lines[0])
+	}
 	for _, want := range []string{
 		"| scenario | path | req/s | MB/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | gateway CPU | agent CPU | gateway RSS MiB | agent RSS MiB | vs direct |",
 		"| small | direct | 20000 | 1.28 | 3.1 | 4 | 6.5 | 9.25 | 20 | 0 |  |  |  |  | 100% |",

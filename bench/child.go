@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sallyport/sallyport/internal/procstune"
 )
 
 // Commands the harness sends a child.
@@ -75,6 +77,10 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 	}
 	if spec.Procs > 0 {
 		runtime.GOMAXPROCS(spec.Procs)
+	} else if role == RoleGateway || role == RoleAgent {
+		// Stands for a gateway or agent process: the same scheduler
+		// settings as `sallyport gateway` and `sallyport agent`.
+		defer procstune.Start(log).Stop()
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -39,6 +39,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	if s.RelayGOMAXPROCS > 0 {
 		load += fmt.Sprintf("; GOMAXPROCS %d in the relay and reference processes", s.RelayGOMAXPROCS)
+	} else if r.Mode == ModeProcesses {
+		load += "; gateway and agent choose GOMAXPROCS by load (one P while goroutines seldom wait; --relay-procs fixes it)"
 	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,

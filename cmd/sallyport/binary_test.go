@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,6 +229,16 @@ func TestBinaryGatewayAndAgent(t *testing.T) {
 
 	ag := startProc(t, "agent", "--config", agentYAML("agent-1", token))
 	ag.waitLog("connected to the gateway")
+	// Idle, both run on one P (internal/procstune) and say so at debug.
+	if runtime.NumCPU() > 1 {
+		for name, p := range map[string]*proc{"gateway": gw, "agent": ag} {
+			if line := p.waitLog("GOMAXPROCS changed"); line["one_p"] != true || line["gomaxprocs"] != 1.0 {
+				t.Errorf("%s: first GOMAXPROCS change %v, want one P", name, line)
+			}
+		}
+	} else if os.Getenv("CI") != "" {
+		t.Error("one CPU: the GOMAXPROCS tuner is off and this test cannot check it; CI must have two")
+	}
 
 	get := func() (int, string) { return getHello(t, public) }
 	if code, body := get(); code != 200 || body != "private app says hi to hello.test" {

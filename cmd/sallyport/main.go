@@ -19,6 +19,7 @@ import (
 	"github.com/sallyport/sallyport/agent"
 	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/internal/logging"
+	"github.com/sallyport/sallyport/internal/procstune"
 )
 
 // version is set at build time with -ldflags "-X main.version=…" (make
@@ -243,6 +244,7 @@ func runFromConfig[C any](g *globals, path string, load func(string) (C, error),
 	defer log.Sync() //nolint:errcheck // stderr
 	ctx, stop := signalContext(log)
 	defer stop()
-	defer gctune.Start(0).Stop() // see internal/gctune; GOGC or GOMEMLIMIT turn it off
+	defer gctune.Start(0).Stop()      // see internal/gctune; GOGC or GOMEMLIMIT turn it off
+	defer procstune.Start(log).Stop() // see internal/procstune; GOMAXPROCS turns it off
 	return run(ctx, cfg, log)
 }
