@@ -3,8 +3,10 @@ package gateway
 import (
 	"math"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // backendReadsElsewhere reports whether a backend could read match
@@ -90,17 +92,25 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 type rewrite func(b []byte, s string, limit int) ([]byte, int)
 
 // reading returns the first k bytes of first's reading of match, read
-// again by second unless it is nil. first reads match up to what makes k
-// bytes; second, what first wrote, which it reads again with twice as many
-// bytes when those were not enough for k bytes of its own, up to all.
+// again by second unless it is nil. first reads match up to what makes 2k
+// bytes; second, what first wrote. When second made fewer than k bytes of
+// it (it dropped a long ";parameter" segment) and first stopped early,
+// first reads all of match and second that: at most two passes, in a
+// scratch buffer from firstReadings, rather than a pass and a copy for
+// every doubling of first's part (a 60 KB parameter cost 0.86 MB a call).
 func reading(match string, k int, first, second rewrite) []byte {
 	if second == nil {
 		b, _ := first(nil, match, k)
 		return b
 	}
-	for k1 := 2 * min(k, math.MaxInt/4); ; k1 = 2 * min(k1, math.MaxInt/4) {
-		t, i := first(nil, match, k1)
-		b, j := second(nil, string(t), k)
+	tp := firstReadings.Get().(*[]byte)
+	defer firstReadings.Put(tp)
+	for k1 := 2 * min(k, math.MaxInt/4); ; k1 = math.MaxInt {
+		t, i := first((*tp)[:0], match, k1)
+		*tp = t
+		// second only reads t and writes a buffer of its own, so t is
+		// read as a string without a copy.
+		b, j := second(nil, unsafe.String(unsafe.SliceData(t), len(t)), k)
 		// second decides on a byte with the two after it in view, and
 		// reads up to a "/": what it wrote holds for the whole reading
 		// unless it got near the end of first's part.
@@ -109,6 +119,10 @@ func reading(match string, k int, first, second rewrite) []byte {
 		}
 	}
 }
+
+// firstReadings are reading's scratch buffers for first's part (up to a
+// request path, which max_header_bytes bounds).
+var firstReadings = sync.Pool{New: func() any { return new([]byte) }}
 
 // otherEscape reports whether s holds a %-escape other than %2F and %5C
 // (either case), which appendTwiceDecoded decodes and appendSlashesDecoded keeps.
