@@ -3,7 +3,6 @@ package gateway
 import (
 	"math"
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
@@ -54,9 +53,10 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 	if k == 0 {
 		k = router.readingLimit(host)
 	}
+	var scratch []byte // reading's buffer for first's part, shared by the readings
 	formsIn := func(first, second rewrite) bool {
 		refused, decided := router.formsElsewhere(host, rt, k, func(k1 int) (string, bool) {
-			b := reading(match, k1, first, second)
+			b := reading(match, k1, first, second, &scratch)
 			return string(b), len(b) < k1
 		}, seen)
 		if decided != "" {
@@ -65,7 +65,7 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 		return refused
 	}
 	reads := func(first, second rewrite) bool {
-		alt := string(reading(match, k, first, second))
+		alt := string(reading(match, k, first, second, &scratch))
 		// Shorter than k, alt is the whole reading. A longer one may be
 		// taken to have case: one without that foldsElsewhere finds at
 		// another app is routed there by Match already. Whether the whole
@@ -75,7 +75,7 @@ func backendReadsElsewhere(router *Router, host, match string, rt *Route) bool {
 		}
 		cased := len(alt) >= k || hasCase(alt)
 		return router.Match(host, alt) != rt || router.foldsIn(host, alt, rt, cased, func() bool {
-			return !utf8.Valid(reading(match, math.MaxInt, first, second))
+			return !utf8.Valid(reading(match, math.MaxInt, first, second, &scratch))
 		}) || nonASCII(alt) && formsIn(first, second)
 	}
 	if reads(appendSlashesDecoded, nil) || reads(appendParamsStripped, nil) ||
@@ -93,21 +93,29 @@ type rewrite func(b []byte, s string, limit int) ([]byte, int)
 
 // reading returns the first k bytes of first's reading of match, read
 // again by second unless it is nil. first reads match up to what makes 2k
-// bytes; second, what first wrote. When second made fewer than k bytes of
-// it (it dropped a long ";parameter" segment) and first stopped early,
-// first reads all of match and second that: at most two passes, in a
-// scratch buffer from firstReadings, rather than a pass and a copy for
-// every doubling of first's part (a 60 KB parameter cost 0.86 MB a call).
-func reading(match string, k int, first, second rewrite) []byte {
+// bytes; second, what first wrote, which it reads again with four times as
+// many bytes when those were not enough for k bytes of its own, up to all.
+// first writes into *scratch, over what the last round or reading left
+// there, and second reads it in place, so the readings of a path that
+// drop a long ";parameter" segment allocate about one and a third times
+// the part of first's reading they needed, once (a 60 KB parameter cost
+// 0.86 MB a call with a fresh buffer and a string copy per round and
+// reading).
+func reading(match string, k int, first, second rewrite, scratch *[]byte) []byte {
 	if second == nil {
 		b, _ := first(nil, match, k)
 		return b
 	}
-	tp := firstReadings.Get().(*[]byte)
-	defer firstReadings.Put(tp)
-	for k1 := 2 * min(k, math.MaxInt/4); ; k1 = math.MaxInt {
-		t, i := first((*tp)[:0], match, k1)
-		*tp = t
+	t := *scratch
+	defer func() { *scratch = t }()
+	for k1 := 2 * min(k, math.MaxInt/8); ; k1 = 4 * min(k1, math.MaxInt/8) {
+		if n := min(k1, len(match)); cap(t) < n {
+			// first writes at most k1 bytes, and no more than it reads:
+			// the buffer grows fourfold, not by append's quarters.
+			t = make([]byte, 0, n)
+		}
+		var i int
+		t, i = first(t[:0], match, k1)
 		// second only reads t and writes a buffer of its own, so t is
 		// read as a string without a copy.
 		b, j := second(nil, unsafe.String(unsafe.SliceData(t), len(t)), k)
@@ -119,10 +127,6 @@ func reading(match string, k int, first, second rewrite) []byte {
 		}
 	}
 }
-
-// firstReadings are reading's scratch buffers for first's part (up to a
-// request path, which max_header_bytes bounds).
-var firstReadings = sync.Pool{New: func() any { return new([]byte) }}
 
 // otherEscape reports whether s holds a %-escape other than %2F and %5C
 // (either case), which appendTwiceDecoded decodes and appendSlashesDecoded keeps.

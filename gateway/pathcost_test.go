@@ -103,8 +103,9 @@ func TestPathCostSameAnswers(t *testing.T) {
 
 // TestPathCostBounded: on a 60 KB path that every reading rewrites, the
 // check allocates what the first bytes of its readings take, not copies of
-// the whole path (the old check: 300-520 KB a call). Bytes, not time: the
-// machines are shared.
+// the whole path (the old check: 300-520 KB a call); where a reading drops
+// a long ";parameter" segment, at most twice the path. Bytes, not time:
+// the machines are shared.
 func TestPathCostBounded(t *testing.T) {
 	u := mustURL(t, "http://127.0.0.1:9000")
 	r, err := NewRouter([]Route{{App: "site", Hosts: []string{"h.example.com"}, Backend: u, Group: "g"},
@@ -127,8 +128,15 @@ func TestPathCostBounded(t *testing.T) {
 			}
 		}
 		runtime.ReadMemStats(&after)
-		if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 32<<10 {
-			t.Errorf("%s (%d bytes): %d bytes allocated a call, want at most 32 KiB", c.name, len(cp.Match), per)
+		bound := uint64(32 << 10)
+		if strings.Contains(c.name, "param") {
+			// A reading that drops a segment must see where it ends: the
+			// part of first's reading up to there, once, in buffers that
+			// grow fourfold (860 KB a call before, 14 times the path).
+			bound = 2 * uint64(len(cp.Match))
+		}
+		if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > bound {
+			t.Errorf("%s (%d bytes): %d bytes allocated a call, want at most %d", c.name, len(cp.Match), per, bound)
 		}
 	}
 }
