@@ -236,6 +236,10 @@ func TestBinaryGatewayAndAgent(t *testing.T) {
 				t.Errorf("%s: first GOMAXPROCS change %v, want one P", name, line)
 			}
 		}
+		// An operator sees it in the Go collector's metrics.
+		if body := getText(t, "http://"+adminAddr+"/metrics"); !strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") {
+			t.Errorf("gateway /metrics lacks go_sched_gomaxprocs_threads 1:\n%s", body)
+		}
 	} else if os.Getenv("CI") != "" {
 		t.Error("one CPU: the GOMAXPROCS tuner is off and this test cannot check it; CI must have two")
 	}
