@@ -20,7 +20,12 @@ import (
 // yet) and dials again after a short jittered pause, at most spreadTries
 // times before it keeps what it got. The same holds for the sessions a
 // slot moves to (renewal, QUIC, a gateway's drain): the move ends in a new
-// session, which is placed like any other.
+// session, which is placed like any other. Once a slot has kept a session
+// after spreadTries (an agent given one replica's own address, or a load
+// balancer that pins it), later placements at the same replica count try
+// once, not spreadTries times, until a session lands on a replica no other
+// slot holds: each move would otherwise cost spreadTries dials and about
+// a second.
 
 // spreadTries bounds the re-dials of one slot looking for an uncovered
 // replica, each time its session comes up on a covered one.
@@ -51,6 +56,10 @@ type spread struct {
 	// covered: "cover all replicas" was logged and coverage has not fallen
 	// since; guarded by mu.
 	covered bool
+	// stuck is the replica count at which a slot last kept a session after
+	// spreadTries re-dials (0: none since a session last landed on a replica
+	// no other slot held); guarded by mu.
+	stuck uint32
 }
 
 func newSpread() *spread { return &spread{at: map[int]string{}, tries: map[int]int{}} }
@@ -83,15 +92,26 @@ func (s *spread) place(slot, slots int, replica string, replicas uint32, log *za
 		}
 	}
 	if others[replica] && int64(len(others)) < min(int64(replicas), int64(slots)) {
-		if s.tries[slot] < spreadTries {
+		tries := spreadTries
+		if s.stuck == replicas {
+			tries = 1
+		}
+		if s.tries[slot] < tries {
 			s.tries[slot]++
 			log.Debug("this session shares a gateway replica with another of this agent; dialling again for another",
 				zap.String("replica", replica), zap.Uint32("replicas", replicas), zap.Int("try", s.tries[slot]))
 			return true
 		}
-		log.Info("no session on another gateway replica after several tries; keeping this one",
-			zap.String("replica", replica), zap.Uint32("replicas", replicas), zap.Int("tries", spreadTries),
-			zap.Int("replicas_covered", len(others)))
+		if s.stuck != replicas {
+			s.stuck = replicas
+			log.Info("no session on another gateway replica after several tries; keeping this one "+
+				"(later moves try once until a session lands on another replica)",
+				zap.String("replica", replica), zap.Uint32("replicas", replicas), zap.Int("tries", spreadTries),
+				zap.Int("replicas_covered", len(others)))
+		}
+	} else if len(others) > 0 && !others[replica] {
+		// Spreading works: a session landed where no other slot is.
+		s.stuck = 0
 	}
 	s.keep(slot, replica)
 	covered := map[string]bool{}

@@ -9,7 +9,8 @@ import (
 )
 
 const (
-	msgSpreadKept    = "no session on another gateway replica after several tries; keeping this one"
+	msgSpreadKept    = "no session on another gateway replica after several tries; keeping this one " +
+		"(later moves try once until a session lands on another replica)"
 	msgSpreadCovered = "the agent's sessions cover every gateway replica"
 	msgSpreadFewer   = "fewer connections than gateway replicas: the replicas without a session of this agent " +
 		"answer its group's users 503 unless another agent of the group holds one there; " +
@@ -84,6 +85,55 @@ func TestSpreadCovers(t *testing.T) {
 	if logs.FilterLevelExact(zap.WarnLevel).Len() != 0 {
 		t.Fatalf("warnings with enough connections: %v", logs.FilterLevelExact(zap.WarnLevel).All())
 	}
+}
+
+// TestSpreadStuckTriesOnce: an agent given one replica's own address while
+// two are alive keeps a session on it after spreadTries re-dials; its later
+// moves (a renewal, a drain) try once each, not spreadTries times, and say
+// nothing new, until a session lands on the other replica: then a move
+// gets all its tries again.
+func TestSpreadStuckTriesOnce(t *testing.T) {
+	s, log, logs := newObservedSpread()
+	s.place(0, 2, "a", 2, log)
+	if n := redials(s, log, 1, "a", 2); n != spreadTries {
+		t.Fatalf("first placement: %d re-dials, want %d", n, spreadTries)
+	}
+	for _, slot := range []int{1, 0, 1} {
+		if n := redials(s, log, slot, "a", 2); n != 1 {
+			t.Fatalf("slot %d's move while stuck: %d re-dials, want 1", slot, n)
+		}
+	}
+	if n := logs.FilterMessage(msgSpreadKept).Len(); n != 1 {
+		t.Fatalf("%q logged %d times, want once", msgSpreadKept, n)
+	}
+	// Another replica count is another situation: all the tries again.
+	s.place(0, 2, "a", 3, log)
+	if n := redials(s, log, 1, "a", 3); n != spreadTries {
+		t.Fatalf("first placement at 3 replicas: %d re-dials, want %d", n, spreadTries)
+	}
+
+	// A session on the other replica shows that spreading works.
+	s2, log2, _ := newObservedSpread()
+	s2.place(0, 2, "a", 2, log2)
+	redials(s2, log2, 1, "a", 2)
+	if !s2.place(1, 2, "a", 2, log2) || s2.place(1, 2, "b", 2, log2) {
+		t.Fatal("stuck slot 1: want one re-dial, then its session on b kept")
+	}
+	if n := redials(s2, log2, 0, "b", 2); n != spreadTries {
+		t.Fatalf("after a session landed on b: %d re-dials, want %d", n, spreadTries)
+	}
+}
+
+// redials places slot's sessions (one of 2 slots) on replica of replicas
+// until one is kept, and returns how many were let go (at most
+// spreadTries+1).
+func redials(s *spread, log *zap.Logger, slot int, replica string, replicas uint32) (n int) {
+	for s.place(slot, 2, replica, replicas, log) {
+		if n++; n > spreadTries {
+			break
+		}
+	}
+	return n
 }
 
 // TestSpreadFewerSlotsThanReplicas: with three replicas and two slots, the
