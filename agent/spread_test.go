@@ -9,7 +9,7 @@ import (
 )
 
 const (
-	msgSpreadKept    = "no session on another gateway replica after several tries; keeping this one " +
+	msgSpreadKept = "no session on another gateway replica after several tries; keeping this one " +
 		"(later moves try once until a session lands on another replica)"
 	msgSpreadCovered = "the agent's sessions cover every gateway replica"
 	msgSpreadFewer   = "fewer connections than gateway replicas: the replicas without a session of this agent " +
