@@ -22,8 +22,10 @@ import (
 //     programs that read paths in a code page (CGI, PHP, ANSI Win32 calls)
 //     reads a fullwidth letter as its ASCII one and drops the diacritics of
 //     a letter the code page lacks: "/ａdmin" (U+FF41) and "/ādmin" are
-//     "/admin" there. The path is read in NFKC, and in NFKD without its
-//     non-spacing marks (unicode.Mn), then NFC; the prefix only in NFC. Only
+//     "/admin" there, and so are "/ađmin" and "/αdmin" (its tables map some
+//     letters without a decomposition, bestFitASCII). The path is read in
+//     NFKC, and in NFKD without its non-spacing marks (unicode.Mn) and with
+//     bestFitASCII's letters, then NFC; the prefix only in NFC. Only
 //     the path is simplified: no backend reads "/arzte" as "/ärzte", so an
 //     ASCII path never meets an app at "/ärzte" this way.
 //
@@ -196,7 +198,8 @@ func formBestFit(b []byte, s string, limit int) ([]byte, int) {
 // appendSimplified appends s to b, each character as its compatibility
 // decomposition (NFKD's, from its table: a letter at a time, which differs
 // from NFKD only in the order of the combining marks of a letter, and
-// they are dropped) without its non-spacing marks, up to limit bytes, and
+// they are dropped) without its non-spacing marks, or as the ASCII
+// character best fit makes of it (bestFitASCII), up to limit bytes, and
 // returns it and how much of s it read. A Hangul syllable stays (NFC
 // composes it again). Bytes that are not UTF-8 stay.
 func appendSimplified(b []byte, s string, limit int) ([]byte, int) {
@@ -209,6 +212,13 @@ func appendSimplified(b []byte, s string, limit int) ([]byte, int) {
 			b = append(b, c)
 			i++
 			continue
+		}
+		if r, n := utf8.DecodeRuneInString(s[i:]); bestFitLow <= r && r <= bestFitHigh {
+			if c, ok := bestFitASCII[r]; ok {
+				b = append(b, c)
+				i += n
+				continue
+			}
 		}
 		p := norm.NFKD.PropertiesString(s[i:])
 		if d := p.Decomposition(); d != nil {

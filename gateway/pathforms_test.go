@@ -55,6 +55,9 @@ func TestBestFitCannotChangeApp(t *testing.T) {
 		"/%EF%BD%81%CC%88rzte/x", // fullwidth a and a diaeresis: NFKC's ä
 		"/%EF%BD%81dmin%2Fx", "/%EF%BD%81dmin;p/x", "/%25EF%25BD%2581dmin/x",
 		"/%C4%81dmin/x/%FF", // not UTF-8 after the prefix: a lenient decoder reads the prefix all the same
+		// Letters without a decomposition that best fit maps all the same
+		// (bestFitASCII): đ (U+0111), α (U+03B1), ı (U+0131).
+		"/a%C4%91min/x", "/%CE%B1dmin", "/adm%C4%B1n/x", "/ADM%C4%B1N/x", "/a%C4%91m%C4%B1n;p/x",
 	)
 	wantAdmitted(t, g, map[string]string{
 		"/admin/x": "admin", "/admin/%EF%BD%81": "admin", "/%C3%A4rzte/%EF%BD%81": "aerzte", "/%C4%81/x": "site",
@@ -133,6 +136,7 @@ func TestFormReadings(t *testing.T) {
 	for _, s := range []string{
 		"/a\u0308rzte/x", "/ａdmin", "/ādmin/Ａ", "/\u1100\u1161\u11a8/x", "/a" + strings.Repeat("\u0308", 100) + "bc",
 		"/\xffa\u0308", "/ﬁle/№", "/x" + strings.Repeat("\u0301%2F", 50),
+		"/a\u0111m\u0131n\u2215x\u00a5\u20a9", "/\u2017\u0302=",
 		"/" + strings.Repeat("ä", 100) + "a\u0308" + strings.Repeat("x", 300), strings.Repeat("x", 300) + "\u0308",
 		strings.Repeat("a\u0308\u0301", 100),
 	} {
@@ -189,10 +193,21 @@ func wholeFormsElsewhere(r *Router, host, match string, rt *Route) bool {
 	return false
 }
 
-// wholeBestFit is formBestFit of all of s: NFKD without non-spacing marks,
-// then NFC; bytes that are not UTF-8 stay.
+// wholeBestFit is formBestFit of all of s: bestFitASCII's characters as
+// best fit writes them, the rest in NFKD without non-spacing marks, then
+// NFC; bytes that are not UTF-8 stay.
 func wholeBestFit(s string) string {
-	d := norm.NFKD.String(s)
+	var fit []byte
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if c, ok := bestFitASCII[r]; ok {
+			fit = append(fit, c)
+		} else {
+			fit = append(fit, s[i:i+n]...)
+		}
+		i += n
+	}
+	d := norm.NFKD.String(string(fit))
 	var b []byte
 	for i := 0; i < len(d); {
 		r, n := utf8.DecodeRuneInString(d[i:])

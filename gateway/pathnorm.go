@@ -264,16 +264,18 @@ func escapedDot(s []byte) bool {
 }
 
 // compatPunct reports whether r's compatibility decomposition holds a
-// ".", "/", "\\", ";" or "%" (TestCompatPunctComplete checks the list
-// against all of Unicode): U+2025 TWO DOT LEADER is "..", U+FF0F
-// FULLWIDTH SOLIDUS "/", U+037E GREEK QUESTION MARK ";", U+2488 DIGIT ONE
-// FULL STOP "1.".
+// ".", "/", "\\", ";" or "%", or best fit makes one of r (bestFitASCII;
+// TestCompatPunctComplete checks the list against all of Unicode): U+2025
+// TWO DOT LEADER is "..", U+FF0F FULLWIDTH SOLIDUS "/", U+037E GREEK
+// QUESTION MARK ";", U+2488 DIGIT ONE FULL STOP "1.", U+2215 DIVISION
+// SLASH "/" for best fit.
 func compatPunct(r rune) bool {
 	switch {
 	case r < 0x037e:
-		return false
+		return r == 0x00a5 // YEN SIGN: a backslash for best fit (bestFitASCII)
 	case r == 0x037e, 0x2024 <= r && r <= 0x2026, 0x2100 <= r && r <= 0x2101, 0x2105 <= r && r <= 0x2106,
-		0x2488 <= r && r <= 0x249b, r == 0x33c2, r == 0x33c7, r == 0x33d8, r == 0x1f100:
+		0x2488 <= r && r <= 0x249b, r == 0x33c2, r == 0x33c7, r == 0x33d8, r == 0x1f100,
+		r == 0x066a, r == 0x2044, r == 0x20a9, r == 0x2215, r == 0x2216: // bestFitASCII's
 		return true
 	case 0xfe14 <= r && r <= 0xff3c:
 		switch r {

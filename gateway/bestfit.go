@@ -1,0 +1,37 @@
+package gateway
+
+// bestFitASCII holds the characters that Windows' best fit turns into an
+// ASCII character although their compatibility decomposition is not that
+// character (so formBestFit's reading, NFKD without non-spacing marks,
+// misses them): "/a\u0111min" ("/ađmin", U+0111 LATIN SMALL LETTER D WITH
+// STROKE) and "/\u03b1dmin" ("/αdmin") are "/admin" for a program that
+// reads paths in code page 1252, "/public\u2215..\u2215admin" (U+2215
+// DIVISION SLASH) is "/public/../admin", and "\u00a5" (YEN SIGN) and
+// "\u20a9" (WON SIGN) are a backslash in the Japanese and Korean code pages
+// (932, 949). From the WCTABLE of Unicode's WindowsBestFit tables
+// (bestfit1252.txt, and bestfit932/949.txt for the two signs): every
+// character it maps to a byte from '!' to '~' whose reading differs.
+// Non-spacing marks that best fit turns into ASCII (U+0300 into '`',
+// U+0331 into '_') are not here: the reading drops them, as best fit drops
+// the accent of a letter the code page lacks.
+// bestFitLow and bestFitHigh bound bestFitASCII's characters.
+const bestFitLow, bestFitHigh = 0x00a5, 0x301b
+
+var bestFitASCII = map[rune]byte{
+	0x00a5: '\\', 0x0111: 'd', 0x0126: 'H', 0x0127: 'h', 0x0131: 'i', 0x0141: 'L', 0x0142: 'l',
+	0x0166: 'T', 0x0167: 't', 0x0180: 'b', 0x0197: 'I', 0x019a: 'l', 0x019f: 'O', 0x01ab: 't',
+	0x01ae: 'T', 0x01b6: 'z', 0x01c0: '|', 0x01c3: '!', 0x01e4: 'G', 0x01e5: 'g', 0x0261: 'g',
+	0x02b9: '\'', 0x02ba: '"', 0x02bc: '\'', 0x02c4: '^', 0x02c8: '\'', 0x02cb: '`',
+	0x02cd: '_', 0x0393: 'G', 0x0398: 'T', 0x03a3: 'S', 0x03a6: 'F', 0x03a9: 'O', 0x03b1: 'a',
+	0x03b4: 'd', 0x03b5: 'e', 0x03c0: 'p', 0x03c3: 's', 0x03c4: 't', 0x03c6: 'f', 0x04bb: 'h',
+	0x0589: ':', 0x066a: '%', 0x2010: '-', 0x2011: '-', 0x2017: '=', 0x2032: '\'', 0x2035: '`',
+	0x2044: '/', 0x20a7: 'P', 0x20a9: '\\', 0x2107: 'E', 0x2118: 'P', 0x212e: 'e', 0x2212: '-',
+	0x2215: '/', 0x2216: '\\', 0x2217: '*', 0x221a: 'v', 0x221e: '8', 0x2223: '|', 0x2229: 'n',
+	0x2236: ':', 0x223c: '~', 0x2261: '=', 0x2264: '=', 0x2265: '=', 0x2303: '^', 0x2320: '(',
+	0x2321: ')', 0x2329: '<', 0x232a: '>', 0x2500: '-', 0x250c: '+', 0x2510: '+', 0x2514: '+',
+	0x2518: '+', 0x251c: '+', 0x252c: '-', 0x2534: '-', 0x253c: '+', 0x2550: '-', 0x2552: '+',
+	0x2553: '+', 0x2554: '+', 0x2555: '+', 0x2556: '+', 0x2557: '+', 0x2558: '+', 0x2559: '+',
+	0x255a: '+', 0x255b: '+', 0x255c: '+', 0x255d: '+', 0x2564: '-', 0x2565: '-', 0x2566: '-',
+	0x2567: '-', 0x2568: '-', 0x2569: '-', 0x256a: '+', 0x256b: '+', 0x256c: '+', 0x2584: '_',
+	0x2758: '|', 0x3008: '<', 0x3009: '>', 0x301a: '[', 0x301b: ']',
+}
