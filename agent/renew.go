@@ -179,8 +179,7 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 			// the write of the enrollment failed (see tokenUnspent).
 			spent := "the token was not spent"
 			if !tokenUnspent(err, res.reached) {
-				spent = "whether the token was spent is unknown; if the gateway says it was used, create a new one " +
-					"with `sallyport token create`"
+				spent = "whether the token was spent is unknown; if the gateway says it was used, " + newTokenHint
 			}
 			a.log.Warn("cannot enroll yet: the gateway's database does not answer; retrying ("+spent+")",
 				zap.Error(err), zap.Duration("retry_in", delay))
@@ -196,6 +195,10 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 	}
 }
 
+// newTokenHint says what to do when an enrollment token may have been
+// spent without a certificate to show for it.
+const newTokenHint = "create a new one with `sallyport token create` (see `sallyport token list` on the gateway)"
+
 // stoppedBeforeEnrolling logs that the agent was stopped while it waited
 // to enroll, with the last enrollment error, after attempts tries, and
 // whether the token may have been spent (graceOver: because the request
@@ -204,8 +207,7 @@ func (a *Agent) enrollWithRetry(ctx context.Context) (*Credentials, error) {
 func (a *Agent) stoppedBeforeEnrolling(last error, attempts int, mayBeSpent, graceOver bool) error {
 	if mayBeSpent {
 		a.log.Warn("agent stopped before it could enroll; "+spentText(graceOver)+
-			": if the next start says the token was used, create a new one "+
-			"with `sallyport token create` (see `sallyport token list` on the gateway)",
+			": if the next start says the token was used, "+newTokenHint,
 			zap.Error(last), zap.Int("attempts", attempts))
 	} else {
 		a.log.Warn("agent stopped before it could enroll; the token was not spent, so the next start enrolls with it",
@@ -327,9 +329,8 @@ func EnrollWithStopGrace(ctx context.Context, cfg EnrollConfig, log *zap.Logger)
 		return nil, fmt.Errorf("%w: stopped before enrolling; the token was not spent, so enrolling again can use it: %w",
 			ErrEnrollInterrupted, res.err)
 	}
-	return nil, fmt.Errorf("%w: stopped before enrolling; %s: if enrolling again says the token was used, create a "+
-		"new one with `sallyport token create` (see `sallyport token list` on the gateway): %w",
-		ErrEnrollInterrupted, spentText(res.graceOver), res.err)
+	return nil, fmt.Errorf("%w: stopped before enrolling; %s: if enrolling again says the token was used, %s: %w",
+		ErrEnrollInterrupted, spentText(res.graceOver), newTokenHint, res.err)
 }
 
 // reachedTLS is base (nil → tlsCredentials' default) for one Enroll call,

@@ -58,6 +58,7 @@ func TestBestFitCannotChangeApp(t *testing.T) {
 		// Letters without a decomposition that best fit maps all the same
 		// (bestFitASCII): đ (U+0111), α (U+03B1), ı (U+0131).
 		"/a%C4%91min/x", "/%CE%B1dmin", "/adm%C4%B1n/x", "/ADM%C4%B1N/x", "/a%C4%91m%C4%B1n;p/x",
+		"/a%E2%99%AAmin/x", // a♪min: "admin" in code page 1250
 	)
 	wantAdmitted(t, g, map[string]string{
 		"/admin/x": "admin", "/admin/%EF%BD%81": "admin", "/%C3%A4rzte/%EF%BD%81": "aerzte", "/%C4%81/x": "site",
@@ -191,6 +192,33 @@ func wholeFormsElsewhere(r *Router, host, match string, rt *Route) bool {
 		}
 	}
 	return false
+}
+
+// TestBestFitTable: bestFitASCII's characters lie within bestFitLow and
+// bestFitHigh (appendSimplified looks only there), each becomes a printable
+// ASCII character, and none is one that NFKD without non-spacing marks
+// reads so already (the table holds only what that reading misses).
+func TestBestFitTable(t *testing.T) {
+	for r, c := range bestFitASCII {
+		if r < bestFitLow || r > bestFitHigh {
+			t.Errorf("%U outside %U-%U", r, bestFitLow, bestFitHigh)
+		}
+		if c < '!' || c > '~' {
+			t.Errorf("%U becomes %q, not a printable ASCII character", r, c)
+		}
+		var plain []rune // NFKD without non-spacing marks, without the table
+		for _, d := range norm.NFKD.String(string(r)) {
+			if !unicode.Is(unicode.Mn, d) {
+				plain = append(plain, d)
+			}
+		}
+		if got := norm.NFC.String(string(plain)); got == string(c) || unicode.Is(unicode.Mn, r) {
+			t.Errorf("%U: the reading without the table is %q already", r, got)
+		}
+	}
+	if len(bestFitASCII) < 130 {
+		t.Errorf("%d characters; code pages 1252 and 1250, ¥ and ₩ give 136", len(bestFitASCII))
+	}
 }
 
 // wholeBestFit is formBestFit of all of s: bestFitASCII's characters as
