@@ -18,9 +18,9 @@ const bestFitLow, bestFitHigh = 0x00a5, 0x301e
 // for the two signs):
 // every character they map to a byte from '!' to '~' whose reading
 // differs; where they differ, the letter ("\u2514" is '+' in 1252 and 'L'
-// in 1250), else 1252's. The Greek, Baltic and Vietnamese tables (1253,
-// 1257, 1258) add none; the Hebrew, Arabic, Thai and double-byte ones are
-// not read.
+// in 1250), else 1252's. The Greek, Hebrew, Baltic and Vietnamese tables
+// (1253, 1255, 1257, 1258) add none; the Arabic, Thai and double-byte
+// ones are not read.
 // Non-spacing marks that best fit turns into ASCII (U+0300 into '`',
 // U+0331 into '_') are not here: the reading drops them, as best fit drops
 // the accent of a letter the code page lacks.
