@@ -272,7 +272,9 @@ func escapedDot(s []byte) bool {
 func compatPunct(r rune) bool {
 	switch {
 	case r < 0x037e:
-		return r == 0x00a5 // YEN SIGN: a backslash for best fit (bestFitASCII)
+		// YEN SIGN, ACUTE ACCENT: a backslash and a slash for best fit
+		// (bestFitASCII)
+		return r == 0x00a5 || r == 0x00b4
 	case r == 0x037e, 0x2024 <= r && r <= 0x2026, 0x2100 <= r && r <= 0x2101, 0x2105 <= r && r <= 0x2106,
 		0x2488 <= r && r <= 0x249b, r == 0x33c2, r == 0x33c7, r == 0x33d8, r == 0x1f100,
 		r == 0x066a, r == 0x2044, r == 0x20a9, r == 0x2215, r == 0x2216: // bestFitASCII's
