@@ -2,17 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +13,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/store"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 )
 
@@ -28,40 +22,29 @@ import (
 // issues.
 const graceConnectorID = "c-enrollgrace"
 
-// issueForCSR answers an enrollment as a gateway does: a connector
-// certificate for the key of the request's CSR, signed by a CA made for
-// it, and that CA as the bundle.
+// issueForCSR answers an enrollment as a gateway does: the gateway's
+// issuer (pki.Authority, over an in-memory store) signs a connector
+// certificate for the key of the request's CSR and returns its CA bundle.
 func issueForCSR(req *tunnelv1.EnrollRequest) (*tunnelv1.EnrollResponse, error) {
-	csr, err := x509.ParseCertificateRequest(req.GetCsr())
+	csr, err := pki.CheckCSR(req.GetCsr())
 	if err != nil {
 		return nil, err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ctx := context.Background()
+	st, err := store.OpenMemory(ctx)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test connector CA"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	defer st.Close()
+	ca := &pki.Authority{Store: st}
+	if _, err := ca.Init(ctx); err != nil {
+		return nil, err
+	}
+	issued, err := ca.Issue(ctx, csr, pki.Identity{ConnectorID: graceConnectorID, Group: "g"})
 	if err != nil {
 		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: csr.Subject.CommonName},
-		URIs:      []*url.URL{{Scheme: "sallyport", Host: "connector", Path: "/" + graceConnectorID, RawQuery: "group=g"}},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, csr.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	return &tunnelv1.EnrollResponse{Certificate: der,
-		CaBundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}, nil
+	return &tunnelv1.EnrollResponse{Certificate: issued.DER, CaBundle: issued.Bundle}, nil
 }
 
 // graceLog is a logger that closes waiting at the line that says a stop

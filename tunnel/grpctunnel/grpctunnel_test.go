@@ -56,6 +56,13 @@ type testServer struct {
 
 func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 	t.Helper()
+	return startServerOn(t, edit, nil)
+}
+
+// startServerOn is startServer with the listener wrapped by wrap (if not
+// nil), to watch the gateway's connections below TLS.
+func startServerOn(t testing.TB, edit func(*grpctunnel.Server), wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
 	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +109,9 @@ func startServer(t testing.TB, edit func(*grpctunnel.Server)) *testServer {
 		t.Fatal(err)
 	}
 	ts.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(ln) }()
 	t.Cleanup(func() {
