@@ -67,8 +67,11 @@ const (
 	// (alternated `bench --scenarios download,upload --duration 6s`, 7
 	// runs against 5, 2-core AMD EPYC VM): download 22.9-25.0% of direct
 	// (mean 24.1%) against 21.0-23.1% (22.0%), upload 19.4-21.6% (20.4%)
-	// against 18.0-20.6% (18.9%); gateway RSS under upload +3 MiB. 128 KiB
-	// did about as well in 2 runs, 512 KiB no better.
+	// against 18.0-20.6% (18.9%); gateway RSS under upload +3 MiB;
+	// BenchmarkExchange CPU per 16 MiB download 36.1-39.2 -> 29.8-32.2 ms
+	// (5 pairs). It holds a whole body chunk (tunnel.ChunkSize) with its
+	// frame headers: at 128 KiB each chunk left in a full write and a tiny
+	// one, which did not pay. 512 KiB was no better.
 	writeBuffer = 256 << 10
 
 	defaultMaxStreams = 10000
