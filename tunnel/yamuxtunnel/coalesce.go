@@ -19,9 +19,12 @@ import (
 // while the previous write was in the kernel goes out together.
 //
 // Bounds and errors: Write waits while maxPending bytes are pending (the
-// peer's TCP window is full, so back-pressure reaches yamux as before). TLS
-// cuts records of at most 16 KiB, one system call each, whatever the batch,
-// so a larger buffer would only hold more memory. The
+// peer's TCP window is full, so back-pressure reaches yamux as before).
+// A larger buffer did not pay: at 256 KiB, two alternated
+// `bench --transport yamux --scenarios download,upload` rounds gave
+// download 21.6/21.8% of direct against 24.5/23.2% and upload 18.1/17.6%
+// against 19.0/18.7% (gRPC's write buffer, which gathers whole body
+// chunks, did gain from 256 KiB). The
 // first error of the underlying Write is kept and returned by every later
 // Write. Close flushes what is pending for at most closeFlushTimeout, stops
 // the flusher and closes the underlying connection; Writes after Close (or
