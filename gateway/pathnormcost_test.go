@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -57,6 +58,8 @@ var normaliseTokens = []string{
 	// nothing (compatDotSegment), escaped and raw
 	"%EF%BC%8E", "%ef%bc%8e", "．", "%E2%80%A5", "%E2%80%A4", "%EF%BC%8F", "／", "%EF%BC%BC", "%EF%BC%9B", "%CC%81",
 	"\u0301", "%E2%80%A6", "%EF%AC%81",
+	// and those that best fit reads so (bestFitASCII): ∖ ∕ ´ ¥ ₩ ٪
+	"%E2%88%96", "%E2%88%95", "%C2%B4", "\u00a5", "%E2%82%A9", "%D9%AA",
 }
 
 // randomEscapedPath joins n random tokens, mostly after a leading "/".
@@ -97,7 +100,7 @@ func sameNormalised(t testing.TB, p string) (refused bool) {
 	t.Helper()
 	got, err := normalisePath(p)
 	want, wantErr := oldNormalisePath(p)
-	if err == errBadPath && wantErr == nil && compatDotOracle(want.Match) {
+	if err == errBadPath && wantErr == nil && (compatDotOracle(want.Match) || compatDotSegmentOf(p)) {
 		compatRefused.Add(1)
 		return true // refused since session 23 (compatDotSegment)
 	}
@@ -183,18 +186,37 @@ func FuzzNormalisePath(f *testing.F) {
 // compatDotSegment.
 var compatRefused atomic.Int64
 
+// compatDotSegmentOf is compatDotOracle for the segments of an escaped
+// path before dot segments are resolved: "/＼.．/.." is "/" for the old
+// normalisePath, but its first segment reads as "\.." and is refused.
+func compatDotSegmentOf(escaped string) bool {
+	for _, seg := range strings.FieldsFunc(escaped, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if d, err := url.PathUnescape(seg); err == nil && compatDotOracle(strings.ReplaceAll(d, "/", "%2F")) {
+			return true
+		}
+	}
+	return false
+}
+
 // compatDotOracle reports whether a path the old normalisePath accepted
 // (match form) has a segment that is a dot segment, or holds one, once read
-// as NFKD without non-spacing marks, with "/" and "\" in it as
+// as best fit does (bestFitASCII's characters as their ASCII ones, the
+// rest in NFKD without non-spacing marks), with "/" and "\" in it as
 // separators: what compatDotSegment refuses, found here on whole strings.
 func compatDotOracle(match string) bool {
 	for _, seg := range strings.Split(match, "/") {
+		fit := strings.Map(func(r rune) rune {
+			if c, ok := bestFitASCII[r]; ok {
+				return rune(c)
+			}
+			return r
+		}, seg)
 		read := strings.Map(func(r rune) rune {
 			if unicode.Is(unicode.Mn, r) {
 				return -1
 			}
 			return r
-		}, norm.NFKD.String(seg))
+		}, norm.NFKD.String(fit))
 		read = strings.NewReplacer("/", "%2F", `\`, "%2F").Replace(read)
 		if read != seg && oldNormHiddenDotSegment(read) {
 			return true
