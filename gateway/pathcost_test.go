@@ -20,12 +20,13 @@ func TestPathCostSameAnswers(t *testing.T) {
 	u := mustURL(t, "http://127.0.0.1:9000")
 	hosts := []string{"h.example.com", "*.example.com", "a.example.com"}
 	prefixes := []string{"/", "/admin", "/Admin", "/ärzte", "/ÄRZTE", "/api/v2", "/k", "/K", "/ß", "/a", "/a/b",
-		"/a%2Fb", "/a;b", "/x", "/admin/users", "/Ωmega", "/ıd", "/a\u0308rzte", "/ā"}
+		"/a%2Fb", "/a;b", "/x", "/admin/users", "/Ωmega", "/ıd", "/a\u0308rzte", "/ā", "/v1", "/do"}
 	reqHosts := []string{"h.example.com", "h.example.com", "H.EXAMPLE.com:443", "a.example.com", "b.example.com"}
 	tokens := []string{"/", "/", "/", "admin", "ADMIN", "Admin", "a", "b", "x", "api", "v2", "users", "ärzte", "ÄRZTE",
 		"ä", "Ä", "\xe4", "\xc3", "\xff", "\u212a", "ı", "ß", "Ω", "%2F", "%2f", "%5C", "%5c", ";", ";x", "%3B", "%3b",
 		"%25", "%41", "%61", "%C3%A4", "%E4", "%2", "%", ".", "k", "K", "%252F", "%5C%2F",
-		"a\u0308", "A\u0308", "\u0308", "ａ", "Ａ", "ā", "%CC%88", "\u1100\u1161", "ﬁ"}
+		"a\u0308", "A\u0308", "\u0308", "ａ", "Ａ", "ā", "%CC%88", "\u1100\u1161", "ﬁ",
+		"đ", "α", "Æ", "%C3%86", "ð", "\u0661", "1", "∕", "´"} // and best fit's (bestFitASCII)
 	randPath := func(rng *rand.Rand) string {
 		var sb strings.Builder
 		sb.WriteByte('/')
@@ -230,4 +231,42 @@ func oldRewriteSegments(s string, at func(s string, i int) (sep bool, skip int))
 		b = append(b, c)
 	}
 	return string(b)
+}
+
+// FuzzPathReadings compares backendReadsElsewhere with the old check and
+// the readings in other forms on whole strings (TestPathCostSameAnswers'
+// comparison) for paths the fuzzer makes, with apps at look-alike
+// prefixes on one host.
+func FuzzPathReadings(f *testing.F) {
+	u := mustURL(f, "http://127.0.0.1:9000")
+	var routes []Route
+	for i, p := range []string{"/", "/admin", "/ärzte", "/a\u0308b", "/v1", "/do", "/a;b", "/api/v2", "/K", "/ß"} {
+		routes = append(routes, Route{App: fmt.Sprint("app", i), Hosts: []string{"h.example.com"}, PathPrefix: p, Backend: u, Group: "g"})
+	}
+	r, err := NewRouter(routes)
+	if err != nil {
+		f.Fatal(err)
+	}
+	refused := 0
+	for _, p := range []string{"/admin/x", "/%EF%BD%81dmin", "/a%C4%91min", "/%C3%86DMIN", "/v%D9%A1", "/admin%2Fx",
+		"/x;y/admin", "/a%CC%88rzte", "/%C3%A4rzte/x", "/%E2%84%AA", "/ss", "/do%C3%B0"} {
+		f.Add(p)
+		if rt := r.Match("h.example.com", p); rt != nil && backendReadsElsewhere(r, "h.example.com", p, rt) {
+			refused++
+		}
+	}
+	if refused < 6 { // the comparison is not of answers that are all false
+		f.Fatalf("%d of the seeds refused, want 6 or more", refused)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		const h = "h.example.com"
+		rt := r.Match(h, path)
+		if rt == nil {
+			return
+		}
+		got, old := backendReadsElsewhere(r, h, path, rt), oldBackendReadsElsewhere(r, h, path, rt)
+		if want := old || wholeFormsElsewhere(r, h, path, rt); got != want {
+			t.Fatalf("path %q (app at %q): %v, the old check %v", path, rt.PathPrefix, got, want)
+		}
+	})
 }
