@@ -9,7 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // largestWrite records the largest single Write to the connections that a
@@ -43,41 +45,62 @@ func (c largestWriteConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// TestBulkWritesGathered: a request body leaves the gateway in writes of
-// a whole 128 KiB chunk (tunnel.ChunkSize) at least, gathered by gRPC's
-// write buffer (writeBuffer, 256 KiB, on both ends). With gRPC's default
-// 32 KiB the largest write was about 32 KiB, and a bulk transfer cost
-// about 8 system calls a chunk on each end (download 22.0% of direct
-// against 24.1%, upload 18.9% against 20.4%).
+// TestBulkWritesGathered: a body leaves the gateway (a request body) and
+// the agent (a response body) in writes of a whole 128 KiB chunk
+// (tunnel.ChunkSize) at least, gathered by gRPC's write buffer
+// (writeBuffer, 256 KiB, on both ends). With gRPC's default 32 KiB the
+// largest write was about 32 KiB, and a bulk transfer cost about 8 system
+// calls a chunk on each end (download 22.0% of direct against 24.1%,
+// upload 18.9% against 20.4%).
 func TestBulkWritesGathered(t *testing.T) {
-	var largest atomic.Int64
-	ts := startServerOn(t, nil, func(ln net.Listener) net.Listener { return largestWrite{Listener: ln, largest: &largest} })
-	ts.startAgent(rtFunc(func(req *http.Request) (*http.Response, error) {
+	var gateway, agent atomic.Int64
+	ts := startServerOn(t, nil, func(ln net.Listener) net.Listener { return largestWrite{Listener: ln, largest: &gateway} })
+	body := bytes.Repeat([]byte("x"), 2<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	var d net.Dialer
+	cs, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
+		Addr: ts.addr, TLS: ts.tls, Token: goodToken, MinIdle: 2,
+		Hello: &tunnelv1.Hello{Name: "test-agent", Version: "v-test", AgentId: "agent-1", Platform: "test/os"},
+		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return largestWriteConn{Conn: c, largest: &agent}, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	ts.serveAgent(cs, rtFunc(func(req *http.Request) (*http.Response, error) {
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
 			return nil, err
 		}
 		return &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{},
-			Body: http.NoBody, Request: req}, nil
+			ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body)), Request: req}, nil
 	}))
-	s := ts.session()
-	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-	defer cancel()
-	st, err := s.OpenStream(ctx)
+	st, err := ts.session().OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := bytes.Repeat([]byte("x"), 2<<20)
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://backend:80/upload", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://backend:80/both", bytes.NewReader(body))
 	res, err := tunnel.RoundTrip(st, req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(io.Discard, res.Body); err != nil {
-		t.Fatal(err)
-	}
+	got, err := io.ReadAll(res.Body)
 	res.Body.Close()
-	if got := largest.Load(); got < tunnel.ChunkSize {
-		t.Errorf("largest write of the gateway's connection %d bytes, want a whole chunk (%d) or more", got, tunnel.ChunkSize)
+	if err != nil || len(got) != len(body) {
+		t.Fatalf("response body: %d bytes, %v; want %d", len(got), err, len(body))
 	}
-	t.Logf("largest write %d bytes", largest.Load())
+	for _, c := range []struct {
+		side    string
+		largest int64
+	}{{"gateway's (request body)", gateway.Load()}, {"agent's (response body)", agent.Load()}} {
+		if c.largest < tunnel.ChunkSize {
+			t.Errorf("largest write of the %s connection %d bytes, want a whole chunk (%d) or more", c.side, c.largest, tunnel.ChunkSize)
+		}
+		t.Logf("%s: largest write %d bytes", c.side, c.largest)
+	}
 }
