@@ -6,9 +6,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"unicode"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // normaliseCostCases are paths a request head may carry (max_header_bytes
@@ -200,24 +197,11 @@ func compatDotSegmentOf(escaped string) bool {
 
 // compatDotOracle reports whether a path the old normalisePath accepted
 // (match form) has a segment that is a dot segment, or holds one, once read
-// as best fit does (bestFitASCII's characters as their ASCII ones, the
-// rest in NFKD without non-spacing marks), with "/" and "\" in it as
+// as best fit does (wholeBestFit), with "/" and "\" in it as
 // separators: what compatDotSegment refuses, found here on whole strings.
 func compatDotOracle(match string) bool {
 	for _, seg := range strings.Split(match, "/") {
-		fit := strings.Map(func(r rune) rune {
-			if c, ok := bestFitASCII[r]; ok {
-				return rune(c)
-			}
-			return r
-		}, seg)
-		read := strings.Map(func(r rune) rune {
-			if unicode.Is(unicode.Mn, r) {
-				return -1
-			}
-			return r
-		}, norm.NFKD.String(fit))
-		read = strings.NewReplacer("/", "%2F", `\`, "%2F").Replace(read)
+		read := strings.NewReplacer("/", "%2F", `\`, "%2F").Replace(wholeBestFit(seg))
 		if read != seg && oldNormHiddenDotSegment(read) {
 			return true
 		}

@@ -19,8 +19,15 @@ import (
 )
 
 // dialWith connects an agent session whose TCP connection goes through
-// wrap, with the agent's keepalive.
+// wrap, with the agent's keepalive, and serves helloBackend on it.
 func (ts *testServer) dialWith(keepalive time.Duration, wrap func(net.Conn) net.Conn) *testAgent {
+	ts.t.Helper()
+	return ts.serveAgent(ts.dialWrapped(keepalive, wrap), helloBackend)
+}
+
+// dialWrapped connects an agent session whose TCP connection goes through
+// wrap, with the agent's keepalive (0: the default).
+func (ts *testServer) dialWrapped(keepalive time.Duration, wrap func(net.Conn) net.Conn) *grpctunnel.ClientSession {
 	ts.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
@@ -38,7 +45,7 @@ func (ts *testServer) dialWith(keepalive time.Duration, wrap func(net.Conn) net.
 	if err != nil {
 		ts.t.Fatalf("dial: %v", err)
 	}
-	return ts.serveAgent(cs, helloBackend)
+	return cs
 }
 
 // silent reports whether s is set aside by its liveness watch (the

@@ -9,9 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
-	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 )
 
 // largestWrite records the largest single Write to the connections that a
@@ -58,21 +56,7 @@ func TestBulkWritesGathered(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 2<<20)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	var d net.Dialer
-	cs, err := grpctunnel.Dial(ctx, grpctunnel.DialConfig{
-		Addr: ts.addr, TLS: ts.tls, Token: goodToken, MinIdle: 2,
-		Hello: &tunnelv1.Hello{Name: "test-agent", Version: "v-test", AgentId: "agent-1", Platform: "test/os"},
-		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return largestWriteConn{Conn: c, largest: &agent}, nil
-		},
-	})
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
+	cs := ts.dialWrapped(0, func(c net.Conn) net.Conn { return largestWriteConn{Conn: c, largest: &agent} })
 	ts.serveAgent(cs, rtFunc(func(req *http.Request) (*http.Response, error) {
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
 			return nil, err
