@@ -1,0 +1,4 @@
+package grpctunnel
+
+// WriteBufferSize is writeBuffer for the external tests.
+const WriteBufferSize = writeBuffer
