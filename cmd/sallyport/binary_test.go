@@ -46,10 +46,11 @@ func goBuild(name, tags string) (string, error) {
 }
 
 // buildBinary compiles the full sallyport binary once for the binary tests;
-// buildAgentBinary the agent-only build (bin/sallyport-agent).
+// buildAgentBinary the agent-only build (bin/sallyport-agent). Their tags
+// are the Makefile's TAGS and AGENT_TAGS.
 var (
-	buildBinary      = sync.OnceValues(func() (string, error) { return goBuild("sallyport", "") })
-	buildAgentBinary = sync.OnceValues(func() (string, error) { return goBuild("sallyport-agent", "agentonly") })
+	buildBinary      = sync.OnceValues(func() (string, error) { return goBuild("sallyport", "grpcnotrace") })
+	buildAgentBinary = sync.OnceValues(func() (string, error) { return goBuild("sallyport-agent", "agentonly,grpcnotrace") })
 )
 
 // proc is a running sallyport process whose JSON log lines are collected.

@@ -131,12 +131,24 @@ func rejectUnknownSubcommands(c *cobra.Command) {
 	if c.HasParent() && c.HasSubCommands() && !c.Runnable() {
 		c.Args = unknownSubcommand
 		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-		// Runnable now, but its usage stays "sallyport token [command]".
-		// Subcommands inherit the template: they keep the one they had.
-		for _, sub := range c.Commands() {
-			sub.SetUsageTemplate(sub.UsageTemplate())
-		}
-		c.SetUsageTemplate(strings.Replace(c.UsageTemplate(), "{{if .Runnable}}\n  {{.UseLine}}{{end}}", "", 1))
+		// Runnable now, but its usage stays "sallyport token [command]":
+		// cobra's own usage, written while the group is not runnable. A
+		// usage function rather than a template: executing a template
+		// calls reflect's MethodByName, which keeps every exported method
+		// of every type in the binary (the linker cannot prune them), and
+		// a bigger binary is more resident memory in an idle agent.
+		// Subcommands inherit the function and are written as they are.
+		group := c
+		c.SetUsageFunc(func(cmd *cobra.Command) error {
+			usage := group.Parent().UsageFunc()
+			if cmd != group {
+				return usage(cmd)
+			}
+			run := group.RunE
+			group.RunE = nil
+			defer func() { group.RunE = run }()
+			return usage(cmd)
+		})
 		// `gateway ca rotat --retire-previous`: the misspelt name, not the
 		// flag the group does not have, is what to report.
 		c.SetFlagErrorFunc(func(cmd *cobra.Command, flagErr error) error {

@@ -5,6 +5,7 @@ package deptest
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"path"
 	"slices"
@@ -221,5 +222,80 @@ func TestAgentOnlyBuild(t *testing.T) {
 		if strings.HasPrefix(d, "modernc.org/") || strings.HasPrefix(d, "github.com/jackc/") {
 			t.Errorf("the agent-only build depends on %s (the gateway's database)", d)
 		}
+	}
+}
+
+// makeVar is the value of a `NAME := value` line of the Makefile, with
+// $(OTHER) references to earlier such lines expanded.
+func makeVar(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(line, ":=")
+		if !ok || strings.ContainsAny(k, "\t$#") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		for ref, val := range vars {
+			v = strings.ReplaceAll(v, "$("+ref+")", val)
+		}
+		vars[strings.TrimSpace(k)] = v
+	}
+	v, ok := vars[name]
+	if !ok {
+		t.Fatalf("the Makefile sets no %s", name)
+	}
+	return v
+}
+
+// TestAgentBuildPrunesMethods: the agent-only build, with the Makefile's
+// AGENT_TAGS, links no code that calls a method by a name known only at
+// run time (the linker marks it <ReflectMethod>: executing a text/template
+// or html/template does, as gRPC's x/net/trace and cobra's usage templates
+// would). One such call makes the linker keep every exported method of
+// every type in the binary: 26.6 MB instead of 21.6, and an idle agent
+// about 2.4 MiB more resident (19.0-19.3 against 16.8 MiB on gRPC).
+func TestAgentBuildPrunesMethods(t *testing.T) {
+	tags := makeVar(t, "AGENT_TAGS")
+	if !strings.Contains(tags, "agentonly") {
+		t.Fatalf("the Makefile's AGENT_TAGS %q has no agentonly", tags)
+	}
+	cmd := exec.Command("go", "build", "-tags", tags, "-ldflags=-dumpdep", "-o", os.DevNull, "./cmd/sallyport")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput() // the linker writes its graph to stderr
+	if err != nil {
+		t.Fatalf("go build -tags %s: %v\n%.2000s", tags, err, out)
+	}
+	var marked []string
+	caller := map[string]string{} // a function's first caller in the graph
+	for line := range strings.Lines(string(out)) {
+		from, to, ok := strings.Cut(strings.TrimSpace(line), " -> ")
+		if !ok {
+			continue
+		}
+		from, mark, _ := strings.Cut(from, " <")
+		to, _, _ = strings.Cut(to, " <")
+		if mark == "ReflectMethod>" && !slices.Contains(marked, from) {
+			marked = append(marked, from)
+		}
+		if _, ok := caller[to]; !ok && from != to {
+			caller[to] = from
+		}
+	}
+	if len(out) < 1<<20 {
+		t.Fatalf("go build -ldflags=-dumpdep wrote %d bytes, not the linker's graph", len(out))
+	}
+	for _, f := range marked {
+		chain := []string{f}
+		for c, ok := caller[f]; ok && len(chain) < 16 && !slices.Contains(chain, c); c, ok = caller[c] {
+			chain = append(chain, c)
+		}
+		t.Errorf("the agent-only build (-tags %s) calls methods by a run-time name in %s, so the linker keeps them all; "+
+			"leave out (build tag) or rewrite what reaches it:\n  %s", tags, f, strings.Join(chain, "\n  <- "))
 	}
 }
