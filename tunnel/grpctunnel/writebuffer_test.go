@@ -49,8 +49,9 @@ func (c largestWriteConn) Write(p []byte) (int, error) {
 // (writeBuffer, 32 KiB) and its TLS records' overhead, and in writes of
 // that size, not frame by frame. The buffer is the queue a new stream or
 // another exchange's answer waits behind on a slow link: at 256 KiB the
-// largest write was 256 KiB and more, and 15 of 89 small requests beside
-// a download at 192 kbit/s got 503 (TestKeepaliveSaturatedLink).
+// largest write was 131,456 bytes (a whole 128 KiB chunk), and 15 of 89
+// small requests beside a download at 192 kbit/s got 503
+// (TestKeepaliveSaturatedLink).
 func TestBulkWritesBounded(t *testing.T) {
 	var gateway, agent atomic.Int64
 	ts := startServerOn(t, nil, func(ln net.Listener) net.Listener { return largestWrite{Listener: ln, largest: &gateway} })
@@ -83,9 +84,9 @@ func TestBulkWritesBounded(t *testing.T) {
 		side    string
 		largest int64
 	}{{"gateway's (request body)", gateway.Load()}, {"agent's (response body)", agent.Load()}} {
-		// 32 KiB of frames sealed in TLS records: 16 KiB of data each,
-		// with a 5-byte header and a 16-byte tag (29 bytes in a TLS 1.3
-		// record); 32,834 and 32,878 bytes measured.
+		// 32 KiB of frames sealed in TLS records of at most 16 KiB, each
+		// 22 bytes longer (header, content type, tag): 32,812 and 32,856
+		// bytes measured.
 		if limit := int64(grpctunnel.WriteBufferSize + 1<<10); c.largest > limit {
 			t.Errorf("largest write of the %s connection %d bytes, want at most %d: whatever the session sends next waits behind it on a slow link",
 				c.side, c.largest, limit)
