@@ -299,3 +299,18 @@ func TestAgentBuildPrunesMethods(t *testing.T) {
 			"leave out (build tag) or rewrite what reaches it:\n  %s", tags, f, strings.Join(chain, "\n  <- "))
 	}
 }
+
+// TestBinaryTestsBuildAsMake: cmd/sallyport's binary tests build both
+// binaries with the Makefile's TAGS and AGENT_TAGS, so they test what
+// `make build` and `make dist` ship.
+func TestBinaryTestsBuildAsMake(t *testing.T) {
+	b, err := os.ReadFile("../../cmd/sallyport/binary_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tags := range map[string]string{"sallyport": makeVar(t, "TAGS"), "sallyport-agent": makeVar(t, "AGENT_TAGS")} {
+		if call := `goBuild("` + name + `", "` + tags + `")`; !strings.Contains(string(b), call) {
+			t.Errorf("cmd/sallyport/binary_test.go has no %s: its binary tests build %s with other tags than the Makefile", call, name)
+		}
+	}
+}
