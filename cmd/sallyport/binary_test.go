@@ -5,6 +5,7 @@ import (
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
+	"github.com/sallyport/sallyport/internal/makevars"
 	"github.com/sallyport/sallyport/internal/testrig"
 	"io"
 	"net/http"
@@ -47,11 +48,21 @@ func goBuild(name, tags string) (string, error) {
 
 // buildBinary compiles the full sallyport binary once for the binary tests;
 // buildAgentBinary the agent-only build (bin/sallyport-agent). Their tags
-// are the Makefile's TAGS and AGENT_TAGS.
+// are the Makefile's TAGS and AGENT_TAGS, so they test what make ships.
 var (
-	buildBinary      = sync.OnceValues(func() (string, error) { return goBuild("sallyport", "grpcnotrace") })
-	buildAgentBinary = sync.OnceValues(func() (string, error) { return goBuild("sallyport-agent", "agentonly,grpcnotrace") })
+	buildBinary      = sync.OnceValues(func() (string, error) { return goBuildAsMake("sallyport", "TAGS") })
+	buildAgentBinary = sync.OnceValues(func() (string, error) { return goBuildAsMake("sallyport-agent", "AGENT_TAGS") })
 )
+
+// goBuildAsMake is goBuild with the build tags of the Makefile's variable
+// tagsVar.
+func goBuildAsMake(name, tagsVar string) (string, error) {
+	tags, err := makevars.Get("../../Makefile", tagsVar)
+	if err != nil {
+		return "", err
+	}
+	return goBuild(name, tags)
+}
 
 // proc is a running sallyport process whose JSON log lines are collected.
 type proc struct {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/makevars"
 )
 
 const mod = "github.com/sallyport/sallyport"
@@ -82,6 +84,8 @@ func TestPackageRules(t *testing.T) {
 		// The metrics registry helper is shared by the gateway and the
 		// agent (whose agent-only build links it) and knows neither.
 		{"internal/promserve", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
+		// The Makefile reader of the build tests knows nothing else.
+		{"internal/makevars", []string{"gateway", "agent", "tunnel", "cmd", "bench", "internal"}},
 	}
 	pkgs := listPackages(t)
 	for _, p := range pkgs {
@@ -225,33 +229,6 @@ func TestAgentOnlyBuild(t *testing.T) {
 	}
 }
 
-// makeVar is the value of a `NAME := value` line of the Makefile, with
-// $(OTHER) references to earlier such lines expanded.
-func makeVar(t *testing.T, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("../../Makefile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vars := map[string]string{}
-	for line := range strings.Lines(string(b)) {
-		k, v, ok := strings.Cut(line, ":=")
-		if !ok || strings.ContainsAny(k, "\t$#") {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		for ref, val := range vars {
-			v = strings.ReplaceAll(v, "$("+ref+")", val)
-		}
-		vars[strings.TrimSpace(k)] = v
-	}
-	v, ok := vars[name]
-	if !ok {
-		t.Fatalf("the Makefile sets no %s", name)
-	}
-	return v
-}
-
 // TestAgentBuildPrunesMethods: the agent-only build, with the Makefile's
 // AGENT_TAGS, links no code that calls a method by a name known only at
 // run time (the linker marks it <ReflectMethod>: executing a text/template
@@ -260,7 +237,10 @@ func makeVar(t *testing.T, name string) string {
 // every type in the binary: 26.6 MB instead of 21.6, and an idle agent
 // about 2.4 MiB more resident (19.0-19.3 against 16.8 MiB on gRPC).
 func TestAgentBuildPrunesMethods(t *testing.T) {
-	tags := makeVar(t, "AGENT_TAGS")
+	tags, err := makevars.Get("../../Makefile", "AGENT_TAGS")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(tags, "agentonly") {
 		t.Fatalf("the Makefile's AGENT_TAGS %q has no agentonly", tags)
 	}
@@ -270,6 +250,9 @@ func TestAgentBuildPrunesMethods(t *testing.T) {
 	out, err := cmd.CombinedOutput() // the linker writes its graph to stderr
 	if err != nil {
 		t.Fatalf("go build -tags %s: %v\n%.2000s", tags, err, out)
+	}
+	if len(out) < 1<<20 {
+		t.Fatalf("go build -ldflags=-dumpdep wrote %d bytes, not the linker's graph", len(out))
 	}
 	var marked []string
 	caller := map[string]string{} // a function's first caller in the graph
@@ -287,9 +270,6 @@ func TestAgentBuildPrunesMethods(t *testing.T) {
 			caller[to] = from
 		}
 	}
-	if len(out) < 1<<20 {
-		t.Fatalf("go build -ldflags=-dumpdep wrote %d bytes, not the linker's graph", len(out))
-	}
 	for _, f := range marked {
 		chain := []string{f}
 		for c, ok := caller[f]; ok && len(chain) < 16 && !slices.Contains(chain, c); c, ok = caller[c] {
@@ -297,20 +277,5 @@ func TestAgentBuildPrunesMethods(t *testing.T) {
 		}
 		t.Errorf("the agent-only build (-tags %s) calls methods by a run-time name in %s, so the linker keeps them all; "+
 			"leave out (build tag) or rewrite what reaches it:\n  %s", tags, f, strings.Join(chain, "\n  <- "))
-	}
-}
-
-// TestBinaryTestsBuildAsMake: cmd/sallyport's binary tests build both
-// binaries with the Makefile's TAGS and AGENT_TAGS, so they test what
-// `make build` and `make dist` ship.
-func TestBinaryTestsBuildAsMake(t *testing.T) {
-	b, err := os.ReadFile("../../cmd/sallyport/binary_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, tags := range map[string]string{"sallyport": makeVar(t, "TAGS"), "sallyport-agent": makeVar(t, "AGENT_TAGS")} {
-		if call := `goBuild("` + name + `", "` + tags + `")`; !strings.Contains(string(b), call) {
-			t.Errorf("cmd/sallyport/binary_test.go has no %s: its binary tests build %s with other tags than the Makefile", call, name)
-		}
 	}
 }

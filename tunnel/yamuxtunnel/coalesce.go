@@ -23,8 +23,10 @@ import (
 // A larger buffer did not pay: at 256 KiB, two alternated
 // `bench --transport yamux --scenarios download,upload` rounds gave
 // download 21.6/21.8% of direct against 24.5/23.2% and upload 18.1/17.6%
-// against 19.0/18.7% (gRPC's write buffer, which gathers whole body
-// chunks, did gain from 256 KiB). The
+// against 19.0/18.7%. A larger buffer is also a longer queue in front of
+// the socket for whatever yamux writes next (a window update, a new
+// stream, another exchange's frames): gRPC's write buffer went back from
+// 256 KiB to 32 KiB for that (grpctunnel's writeBuffer). The
 // first error of the underlying Write is kept and returned by every later
 // Write. Close flushes what is pending for at most closeFlushTimeout, stops
 // the flusher and closes the underlying connection; Writes after Close (or
