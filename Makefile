@@ -25,7 +25,9 @@ LDFLAGS   := $(if $(VERSION),-ldflags "-X main.version=$(VERSION)")
 # exported method by name, so the linker keeps every exported method of
 # every type in the binary. Without it the agent-only build is 21.6 MB
 # instead of 26.6 and an idle agent about 2.4 MiB smaller (README, Memory);
-# internal/deptest's TestAgentBuildPrunesMethods keeps it so.
+# Sallyport's own pages are written without templates (internal/htmlpage)
+# for the same reason; internal/deptest's TestBuildsPruneMethods keeps
+# both builds so.
 TAGS       := grpcnotrace
 AGENT_TAGS := agentonly,$(TAGS)
 

@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/sallyport/sallyport/gateway/preauth"
+	"github.com/sallyport/sallyport/internal/htmlpage"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -250,19 +249,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 		}{e.Code, msg, id, e.LinkURL})
 	} else {
 		h.Set("Content-Type", "text/html; charset=utf-8")
-		err := errorPage().Execute(&body, struct {
-			Status     int
-			StatusText string
-			Code       string
-			Msg        string
-			RequestID  string
-			LinkURL    string
-			LinkText   string
-		}{status, http.StatusText(status), e.Code, msg, id, e.LinkURL, e.LinkText})
-		if err != nil { // cannot happen with the fixed template
-			body.Reset()
-			body.WriteString(template.HTMLEscapeString(msg))
-		}
+		writeErrorPage(&body, status, e.Code, msg, id, e.LinkURL, e.LinkText)
 	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(body.Len()))
@@ -270,23 +257,25 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	_, _ = w.Write(body.Bytes())
 }
 
-// errorPage is parsed on first use, not at start-up: every process of the
-// one binary (the agent too) would otherwise parse it.
-var errorPage = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("error").Parse(errorPageText))
-})
-
-const errorPageText = `<!doctype html>
+// writeErrorPage writes the HTML error page (htmlpage says why it is not
+// a template).
+func writeErrorPage(b *bytes.Buffer, status int, code, msg, requestID, linkURL, linkText string) {
+	title := strconv.Itoa(status) + " " + htmlpage.Text(http.StatusText(status))
+	b.WriteString(`<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><meta name="robots" content="noindex"><title>{{.Status}} {{.StatusText}}</title></head>
+<head><meta charset="utf-8"><meta name="robots" content="noindex"><title>` + title + `</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
-<h1>{{.Status}} {{.StatusText}}</h1>
-<p>{{.Msg}}</p>
-{{if .LinkURL}}<p><a href="{{.LinkURL}}">{{.LinkText}}</a></p>
-{{end}}<p style="color:#666"><small>Sallyport error <code>{{.Code}}</code>{{if .RequestID}} · request id <code>{{.RequestID}}</code>{{end}}</small></p>
-</body>
-</html>
-`
+<h1>` + title + `</h1>
+<p>` + htmlpage.Text(msg) + "</p>\n")
+	if linkURL != "" {
+		b.WriteString(`<p><a href="` + htmlpage.URL(linkURL) + `">` + htmlpage.Text(linkText) + "</a></p>\n")
+	}
+	b.WriteString(`<p style="color:#666"><small>Sallyport error <code>` + htmlpage.Text(code) + `</code>`)
+	if requestID != "" {
+		b.WriteString(` · request id <code>` + htmlpage.Text(requestID) + `</code>`)
+	}
+	b.WriteString("</small></p>\n</body>\n</html>\n")
+}
 
 // isGRPC reports whether r is a gRPC request (Content-Type application/grpc,
 // application/grpc+proto, application/grpc-web…).

@@ -274,6 +274,36 @@ func TestWriteErrorEscapesRequestIDAndHidesCause(t *testing.T) {
 	}
 }
 
+// TestWriteErrorLink: the page's link is written only when the error has
+// one, its URL escaped for the attribute and its text for the page, and a
+// URL with a scheme a browser would run is not linked.
+func TestWriteErrorLink(t *testing.T) {
+	for _, tc := range []struct {
+		url, text string
+		want      string
+	}{
+		{"", "unused", ""},
+		{"/.sallyport/auth/login?return=%2F&x=1", "Try again", `<p><a href="/.sallyport/auth/login?return=%2F&amp;x=1">Try again</a></p>`},
+		{"https://idp.example/out", `<b>"Out"</b>`, `<p><a href="https://idp.example/out">&lt;b&gt;&#34;Out&#34;&lt;/b&gt;</a></p>`},
+		{"javascript:alert(1)", "Click", `<p><a href="#ZgotmplZ">Click</a></p>`},
+		{`/x"><script>`, "x", `<p><a href="/x&#34;&gt;&lt;script&gt;">x</a></p>`},
+	} {
+		w := httptest.NewRecorder()
+		WriteError(w, httptest.NewRequest(http.MethodGet, "/", nil),
+			&Error{Code: CodeForbidden, Status: http.StatusForbidden, Msg: "no", LinkURL: tc.url, LinkText: tc.text})
+		page := w.Body.String()
+		if tc.want == "" {
+			if strings.Contains(page, "<a ") {
+				t.Errorf("link %q: page has a link:\n%s", tc.url, page)
+			}
+			continue
+		}
+		if !strings.Contains(page, tc.want) {
+			t.Errorf("link %q: page lacks %s:\n%s", tc.url, tc.want, page)
+		}
+	}
+}
+
 func TestWriteErrorKeepsResponseRequestID(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Header.Set(RequestIDHeader, "from-request")

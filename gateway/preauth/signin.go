@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html/template"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/sallyport/sallyport/internal/assertion"
+	"github.com/sallyport/sallyport/internal/htmlpage"
 )
 
 // loginState is the sealed content of a pre-login cookie.
@@ -346,36 +347,32 @@ func sanitizeCode(s string) string {
 	return b.String()
 }
 
-// signedOutPage is parsed on first use, not in every process at start-up.
-var signedOutPage = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("out").Parse(signedOutText))
-})
-
-// signedOutData fills signedOutPage: the provider's sign-out link, if
-// it has one.
-type signedOutData struct{ Provider, Logout string }
-
-const signedOutText = `<!doctype html>
+// signedOutPage is the page after sign-out, with the provider's sign-out
+// link when it has one (htmlpage says why the pages are not templates).
+func signedOutPage(provider, logout string) string {
+	var b strings.Builder
+	b.WriteString(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Signed out</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>Signed out</h1>
 <p>You are signed out of the applications on this address. Your session at the sign-in provider may still be open; sign out there too on a shared computer.</p>
-{{if .Logout}}<p><a id="provider-logout" href="{{.Logout}}">Sign out at {{.Provider}} too</a></p>
-{{end}}<p><a href="/">Sign in again</a></p>
+`)
+	if logout != "" {
+		b.WriteString(`<p><a id="provider-logout" href="` + htmlpage.URL(logout) + `">Sign out at ` + htmlpage.Text(provider) + " too</a></p>\n")
+	}
+	b.WriteString(`<p><a href="/">Sign in again</a></p>
 </body></html>
-`
+`)
+	return b.String()
+}
 
-// confirmSignOutPage is parsed on first use, not in every process at start-up.
-var confirmSignOutPage = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("confirm").Parse(confirmSignOutText))
-})
-
-const confirmSignOutText = `<!doctype html>
+// confirmSignOutPage asks before signing out; its form posts to logoutPath.
+const confirmSignOutPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex"><title>Sign out?</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
 <h1>Sign out?</h1>
 <p>Another site sent you here to sign out of the applications on this address.</p>
-<form method="post" action="{{.}}"><button type="submit" id="signout">Sign out</button></form>
+<form method="post" action="` + logoutPath + `"><button type="submit" id="signout">Sign out</button></form>
 <p><a href="/">Stay signed in</a></p>
 </body></html>
 `
@@ -416,7 +413,7 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 			h.Set("Cache-Control", "no-store")
 			h.Set("Content-Type", "text/html; charset=utf-8")
 			h.Set("X-Content-Type-Options", "nosniff")
-			_ = confirmSignOutPage().Execute(w, logoutPath)
+			_, _ = io.WriteString(w, confirmSignOutPage)
 			return ErrHandled
 		}
 	case http.MethodPost:
@@ -430,9 +427,9 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 		http.Error(w, "use GET or POST to sign out", http.StatusMethodNotAllowed)
 		return ErrHandled
 	}
-	page := signedOutData{}
+	var provider, logout string
 	if p := s.endSession(r); p != nil {
-		page.Provider, page.Logout = p.cfg.Name, p.logoutURL(context.WithoutCancel(r.Context()))
+		provider, logout = p.cfg.Name, p.logoutURL(context.WithoutCancel(r.Context()))
 	}
 	s.clearSessionCookie(w, r)
 	if s.bindsSessions(r) {
@@ -443,6 +440,6 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	_ = signedOutPage().Execute(w, page)
+	_, _ = io.WriteString(w, signedOutPage(provider, logout))
 	return ErrHandled
 }

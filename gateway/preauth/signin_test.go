@@ -155,3 +155,23 @@ func TestCallbackExchangeEndsWithTheRequest(t *testing.T) {
 	}
 	close(release)
 }
+
+// TestSignedOutPage: the provider's sign-out link is on the page only
+// when the provider has one, escaped, and never with a scheme a browser
+// would run; the confirm page's form posts to the sign-out path.
+func TestSignedOutPage(t *testing.T) {
+	if page := signedOutPage("corp", ""); strings.Contains(page, "provider-logout") {
+		t.Errorf("a link without a sign-out URL:\n%s", page)
+	}
+	page := signedOutPage(`<i>corp</i>`, "https://idp.example/logout?client_id=a&post_logout_redirect_uri=https%3A%2F%2Fapp")
+	want := `<a id="provider-logout" href="https://idp.example/logout?client_id=a&amp;post_logout_redirect_uri=https%3A%2F%2Fapp">Sign out at &lt;i&gt;corp&lt;/i&gt; too</a>`
+	if !strings.Contains(page, want) {
+		t.Errorf("page lacks %s:\n%s", want, page)
+	}
+	if page := signedOutPage("corp", "javascript:alert(1)"); strings.Contains(page, "javascript") || !strings.Contains(page, `href="#ZgotmplZ"`) {
+		t.Errorf("a javascript: sign-out URL was linked:\n%s", page)
+	}
+	if want := `<form method="post" action="/.sallyport/auth/logout">`; !strings.Contains(confirmSignOutPage, want) {
+		t.Errorf("confirm page lacks %s:\n%s", want, confirmSignOutPage)
+	}
+}

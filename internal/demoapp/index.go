@@ -1,12 +1,12 @@
 package demoapp
 
 import (
-	"bytes"
-	"html/template"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
+
+	"github.com/sallyport/sallyport/internal/htmlpage"
 )
 
 // Title is the title and heading of the page at /, for tests that check they reached this backend.
@@ -68,11 +68,8 @@ func (a *app) serveIndex(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	var buf bytes.Buffer
-	if err := indexTemplate().Execute(&buf, p); err != nil {
-		http.Error(w, "render page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
+	var buf strings.Builder
+	p.write(&buf)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")
@@ -85,22 +82,80 @@ func (a *app) serveIndex(w http.ResponseWriter, r *http.Request) {
 		"base-uri 'none'",
 		"form-action 'none'",
 	}, "; "))
-	_, _ = w.Write(buf.Bytes())
+	_, _ = io.WriteString(w, buf.String())
 }
 
-// indexTemplate is self-contained: inline CSS and script, no external assets. The script holds no
-// template actions; it finds the WebSocket URL relative to the page's own address.
-// It is parsed on first use, not in every process of the binary at start-up.
-var indexTemplate = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("index").Parse(indexText))
-})
+// write writes the page (htmlpage says why it is not a template). It is
+// self-contained: inline CSS and script, no external assets. The script
+// takes nothing from the request; it finds the WebSocket URL relative to
+// the page's own address.
+func (p *indexPage) write(b *strings.Builder) {
+	t := htmlpage.Text
+	b.WriteString(indexHead + "<title>" + t(p.Title) + indexStyle + "<h1>" + t(p.Title) + "</h1>\n")
+	if p.Proxied {
+		b.WriteString(`<p class="lede">This request reached the backend through a proxy: the highlighted headers below were added on the way.</p>`)
+	} else {
+		b.WriteString(`<p class="lede">No forwarding headers: this request reached the backend directly, not through a proxy.</p>`)
+	}
+	b.WriteString("\n\n")
+	if id := p.Identity; id != nil {
+		b.WriteString(`
+<section id="identity">
+<h2>Signed in</h2>
+<p>The gateway signed this user in before the request reached the app, and told the app who it is:</p>
+<dl>
+<dt>X-Sallyport-User</dt><dd id="id-user">` + t(id.User) + `</dd>
+<dt>X-Sallyport-Email</dt><dd id="id-email">` + t(id.Email) + `</dd>
+<dt>X-Sallyport-Groups</dt><dd id="id-groups">` + t(id.Groups) + `</dd>
+</dl>
+`)
+		if id.Claims != "" {
+			b.WriteString(`<p>X-Sallyport-Assertion, decoded (an app verifies it with the gateway's <a href="/.well-known/sallyport/jwks.json">JWKS</a>):</p>
+<pre><code>` + t(id.Claims) + `</code></pre>`)
+		}
+		b.WriteString(`
+<p><a href="/.sallyport/auth/logout">Sign out</a></p>
+</section>
+`)
+	}
+	b.WriteString(`
+<section>
+<h2>Request as the backend received it</h2>
+<dl>
+<dt>Method</dt><dd>` + t(p.Method) + `</dd>
+<dt>Host</dt><dd>` + t(p.Host) + `</dd>
+<dt>Path</dt><dd>` + t(p.Path) + `</dd>
+<dt>Remote address</dt><dd>` + t(p.RemoteAddr) + `</dd>
+<dt>Protocol</dt><dd>` + t(p.Proto) + `</dd>
+</dl>
+</section>
 
-const indexText = `<!doctype html>
+<section>
+<h2>Request headers</h2>
+<table>
+<thead><tr><th>Name</th><th>Value</th></tr></thead>
+<tbody>`)
+	for _, h := range p.Headers {
+		if h.Highlight {
+			b.WriteString("\n<tr class=\"hl\"><td>" + t(h.Name) + `<span class="tag">proxy</span></td><td>` + t(h.Value) + "</td></tr>")
+		} else {
+			b.WriteString("\n<tr><td>" + t(h.Name) + "</td><td>" + t(h.Value) + "</td></tr>")
+		}
+	}
+	if len(p.Headers) == 0 {
+		b.WriteString("\n<tr><td colspan=\"2\">(none)</td></tr>")
+	}
+	b.WriteString("\n" + indexTail)
+}
+
+const indexHead = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
+`
+
+const indexStyle = `</title>
 <style>
 :root { color-scheme: light dark; --fg: #1d2330; --muted: #5d6675; --bg: #f6f7f9; --card: #fff;
   --line: #e2e5ea; --accent: #2f62d6; --hl: #fff4c2; --hl-fg: #5a4300; --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -138,49 +193,9 @@ button { font: inherit; padding: .4rem .9rem; border: 0; border-radius: 6px; bac
 </head>
 <body>
 <main>
-<h1>{{.Title}}</h1>
-{{if .Proxied -}}
-<p class="lede">This request reached the backend through a proxy: the highlighted headers below were added on the way.</p>
-{{- else -}}
-<p class="lede">No forwarding headers: this request reached the backend directly, not through a proxy.</p>
-{{- end}}
+`
 
-{{with .Identity}}
-<section id="identity">
-<h2>Signed in</h2>
-<p>The gateway signed this user in before the request reached the app, and told the app who it is:</p>
-<dl>
-<dt>X-Sallyport-User</dt><dd id="id-user">{{.User}}</dd>
-<dt>X-Sallyport-Email</dt><dd id="id-email">{{.Email}}</dd>
-<dt>X-Sallyport-Groups</dt><dd id="id-groups">{{.Groups}}</dd>
-</dl>
-{{if .Claims}}<p>X-Sallyport-Assertion, decoded (an app verifies it with the gateway's <a href="/.well-known/sallyport/jwks.json">JWKS</a>):</p>
-<pre><code>{{.Claims}}</code></pre>{{end}}
-<p><a href="/.sallyport/auth/logout">Sign out</a></p>
-</section>
-{{end}}
-<section>
-<h2>Request as the backend received it</h2>
-<dl>
-<dt>Method</dt><dd>{{.Method}}</dd>
-<dt>Host</dt><dd>{{.Host}}</dd>
-<dt>Path</dt><dd>{{.Path}}</dd>
-<dt>Remote address</dt><dd>{{.RemoteAddr}}</dd>
-<dt>Protocol</dt><dd>{{.Proto}}</dd>
-</dl>
-</section>
-
-<section>
-<h2>Request headers</h2>
-<table>
-<thead><tr><th>Name</th><th>Value</th></tr></thead>
-<tbody>
-{{- range .Headers}}
-<tr{{if .Highlight}} class="hl"{{end}}><td>{{.Name}}{{if .Highlight}}<span class="tag">proxy</span>{{end}}</td><td>{{.Value}}</td></tr>
-{{- else}}
-<tr><td colspan="2">(none)</td></tr>
-{{- end}}
-</tbody>
+const indexTail = `</tbody>
 </table>
 </section>
 

@@ -22,7 +22,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"html/template"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,6 +31,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/sallyport/sallyport/internal/htmlpage"
 )
 
 // User is a test user.
@@ -301,46 +302,46 @@ func (p *Provider) checkAuthorize(q url.Values) string {
 	return ""
 }
 
-// signInPage is parsed on first use, not in every process at start-up.
-var signInPage = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("signin").Parse(signInText))
-})
+// signInParams are the authorization request's parameters that the
+// sign-in form posts back, in the order the form holds them.
+var signInParams = []string{"client_id", "code_challenge", "code_challenge_method", "nonce", "redirect_uri", "response_type", "scope", "state"}
 
-const signInText = `<!doctype html>
+// renderForm writes the sign-in page (htmlpage says why it is not a
+// template), with errMsg above the form when it is not empty.
+func (p *Provider) renderForm(w http.ResponseWriter, q url.Values, errMsg string) {
+	var hint, hintPassword string
+	if len(p.cfg.Users) > 0 {
+		hint, hintPassword = p.cfg.Users[0].Username, p.cfg.Users[0].Password
+	}
+	var b strings.Builder
+	b.WriteString(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in — development provider</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:28em;margin:4em auto;padding:0 1em">
 <h1>Sign in</h1>
 <p style="color:#a00"><b>Development OIDC provider</b> built into Sallyport for the demo and tests. Never use it in production.</p>
-{{if .Error}}<p id="error" style="color:#a00">{{.Error}}</p>{{end}}
-<form method="post" action="authorize">
-{{range $k, $v := .Params}}<input type="hidden" name="{{$k}}" value="{{$v}}">
-{{end}}<p><label>User name<br><input id="username" name="username" autocomplete="username" value="{{.Hint}}"></label></p>
+`)
+	if errMsg != "" {
+		b.WriteString(`<p id="error" style="color:#a00">` + htmlpage.Text(errMsg) + `</p>`)
+	}
+	b.WriteString("\n<form method=\"post\" action=\"authorize\">\n")
+	for _, k := range signInParams {
+		b.WriteString(`<input type="hidden" name="` + k + `" value="` + htmlpage.Text(q.Get(k)) + "\">\n")
+	}
+	b.WriteString(`<p><label>User name<br><input id="username" name="username" autocomplete="username" value="` + htmlpage.Text(hint) + `"></label></p>
 <p><label>Password<br><input id="password" name="password" type="password" autocomplete="current-password"></label></p>
 <p><button id="signin" type="submit">Sign in</button></p>
 </form>
-{{if .Hint}}<p style="color:#666">Demo user: <code>{{.Hint}}</code>, password <code>{{.HintPassword}}</code>.</p>{{end}}
-</body></html>
-`
-
-func (p *Provider) renderForm(w http.ResponseWriter, q url.Values, errMsg string) {
-	params := map[string]string{}
-	for _, k := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method"} {
-		params[k] = q.Get(k)
+`)
+	if hint != "" {
+		b.WriteString(`<p style="color:#666">Demo user: <code>` + htmlpage.Text(hint) + `</code>, password <code>` + htmlpage.Text(hintPassword) + `</code>.</p>`)
 	}
-	data := struct {
-		Params             map[string]string
-		Error              string
-		Hint, HintPassword string
-	}{Params: params, Error: errMsg}
-	if len(p.cfg.Users) > 0 {
-		data.Hint, data.HintPassword = p.cfg.Users[0].Username, p.cfg.Users[0].Password
-	}
+	b.WriteString("\n</body></html>\n")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if errMsg != "" {
 		w.WriteHeader(http.StatusUnauthorized)
 	}
-	_ = signInPage().Execute(w, data)
+	_, _ = io.WriteString(w, b.String())
 }
 
 func (p *Provider) serveAuthorizeForm(w http.ResponseWriter, r *http.Request) {

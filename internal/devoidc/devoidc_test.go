@@ -218,3 +218,31 @@ func TestMoveEndpoints(t *testing.T) {
 		t.Errorf("GET /jwks after moving back: %d", res.StatusCode)
 	}
 }
+
+// TestSignInFormEscapes: the sign-in form carries every parameter of the
+// authorization request back as a hidden field, escaped, and the error
+// and the demo user's hint escaped too.
+func TestSignInFormEscapes(t *testing.T) {
+	p := New(Config{Users: []User{{Username: `al"ice<`, Password: "pw&1"}}})
+	q := url.Values{}
+	for _, k := range signInParams {
+		q.Set(k, k+`"><script>`)
+	}
+	w := httptest.NewRecorder()
+	p.renderForm(w, q, "<b>wrong</b> password")
+	page := w.Body.String()
+	if w.Code != http.StatusUnauthorized || strings.Contains(page, "<script>") || strings.Contains(page, "<b>wrong") {
+		t.Fatalf("status %d, raw input on the page:\n%s", w.Code, page)
+	}
+	for _, k := range signInParams {
+		if want := `<input type="hidden" name="` + k + `" value="` + k + `&#34;&gt;&lt;script&gt;">`; !strings.Contains(page, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	for _, want := range []string{`<p id="error" style="color:#a00">&lt;b&gt;wrong&lt;/b&gt; password</p>`,
+		`value="al&#34;ice&lt;"`, `<code>pw&amp;1</code>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+}

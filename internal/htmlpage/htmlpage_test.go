@@ -1,0 +1,76 @@
+package htmlpage
+
+import (
+	"bytes"
+	"html/template"
+	"testing"
+)
+
+// TestTextAsTemplate: Text writes what html/template writes for a value in
+// a text node and in a quoted attribute, for every character that matters.
+func TestTextAsTemplate(t *testing.T) {
+	tmpl := template.Must(template.New("").Parse(`<p title="{{.}}">{{.}}</p>`))
+	for _, s := range []string{
+		"", "plain", `<script>alert("x")</script>`, `a & b`, `it's`, `"quoted"`, "nul\x00byte",
+		"ünïcödé → ok", `&amp; already`, `><'"&+`, "+ADw-script+AD4-",
+	} {
+		var want bytes.Buffer
+		if err := tmpl.Execute(&want, s); err != nil {
+			t.Fatal(err)
+		}
+		got := `<p title="` + Text(s) + `">` + Text(s) + `</p>`
+		if got != want.String() {
+			t.Errorf("Text(%q):\n got %s\nwant %s", s, got, want.String())
+		}
+	}
+}
+
+// TestURL: URLs whose scheme a browser would run or render are filtered,
+// in any case and with the characters browsers drop from a scheme; web
+// and mail links and relative URLs stay, escaped for the attribute.
+func TestURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://idp.example.com/logout?a=1&b=2", "https://idp.example.com/logout?a=1&amp;b=2"},
+		{"http://x.example/", "http://x.example/"},
+		{"HTTPS://X.EXAMPLE/", "HTTPS://X.EXAMPLE/"},
+		{"mailto:ops@example.com", "mailto:ops@example.com"},
+		{"/.sallyport/auth/logout", "/.sallyport/auth/logout"},
+		{"/path/with:colon", "/path/with:colon"},
+		{"relative/page", "relative/page"},
+		{`/"><script>`, "/&#34;&gt;&lt;script&gt;"},
+		{"", ""},
+		{"javascript:alert(1)", Filtered},
+		{"JavaScript:alert(1)", Filtered},
+		{" javascript:alert(1)", Filtered},
+		{"java\tscript:alert(1)", Filtered},
+		{"java\nscript:alert(1)", Filtered},
+		{"\x01javascript:alert(1)", Filtered},
+		{"data:text/html,<script>alert(1)</script>", Filtered},
+		{"vbscript:msgbox(1)", Filtered},
+		{"ftp://files.example/", Filtered},
+	} {
+		if got := URL(tc.in); got != tc.want {
+			t.Errorf("URL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestURLAsTemplate: where html/template keeps a URL, URL keeps it too,
+// and where it filters one, so does URL (html/template also
+// percent-encodes some characters; both forms read the same in a browser).
+func TestURLAsTemplate(t *testing.T) {
+	href := template.Must(template.New("").Parse(`<a href="{{.}}">`))
+	for _, s := range []string{
+		"https://a.example/x", "javascript:alert(1)", "JAVASCRIPT:x", " javascript:x", "data:,x",
+		"mailto:a@b", "/x:y", "x:y", "tel:123", "//host/path", "?q=a:b", "#frag",
+	} {
+		var want bytes.Buffer
+		if err := href.Execute(&want, s); err != nil {
+			t.Fatal(err)
+		}
+		filteredByTemplate := bytes.Contains(want.Bytes(), []byte(Filtered))
+		if filteredByURL := URL(s) == Filtered; filteredByURL != filteredByTemplate {
+			t.Errorf("%q: URL filters it: %v; html/template: %s", s, filteredByURL, want.String())
+		}
+	}
+}
