@@ -188,7 +188,8 @@ fmt:
 # client against net/http (its head parser alone; one response; two on one
 # connection; against http.Transport itself over loopback), and the guard
 # that ends an HTTP/1.0 connection for http.Transport (the same answers with
-# and without it).
+# and without it), and the escaping of the hand-written HTML pages against
+# html/template's.
 FUZZFOR := $(if $(filter 0,$(FUZZTIME)),30s,$(FUZZTIME))
 fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZFOR)
@@ -197,6 +198,7 @@ fuzz:
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Reuse$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH1Transport$$' -fuzztime $(FUZZFOR)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH10Guard$$' -fuzztime $(FUZZFOR)
+	$(GO) test ./internal/htmlpage -run '^$$' -fuzz '^FuzzAsTemplate$$' -fuzztime $(FUZZFOR)
 
 bench: build
 	./$(BIN) bench

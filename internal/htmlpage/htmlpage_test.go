@@ -3,6 +3,7 @@ package htmlpage
 import (
 	"bytes"
 	"html/template"
+	"strings"
 	"testing"
 )
 
@@ -73,4 +74,37 @@ func TestURLAsTemplate(t *testing.T) {
 			t.Errorf("%q: URL filters it: %v; html/template: %s", s, filteredByURL, want.String())
 		}
 	}
+}
+
+// FuzzAsTemplate: for any string, Text writes exactly what html/template
+// writes in a text node and in a quoted attribute, and URL filters exactly
+// the URLs html/template filters from an href, and writes nothing that
+// ends the attribute.
+func FuzzAsTemplate(f *testing.F) {
+	for _, s := range []string{"", "x", "javascript:x", " JaVaScRiPt:x", "/a:b", "a/b:c", "mailto:x", "https://x/?a=1&b=<2>",
+		`"'<>&+`, "\x00", "\xff\xfe", "data:", ":", "//x", "java\x00script:x"} {
+		f.Add(s)
+	}
+	text := template.Must(template.New("").Parse(`<p title="{{.}}">{{.}}</p>`))
+	href := template.Must(template.New("").Parse(`<a href="{{.}}">`))
+	f.Fuzz(func(t *testing.T, s string) {
+		var want bytes.Buffer
+		if err := text.Execute(&want, s); err != nil {
+			t.Fatalf("html/template refuses %q: %v", s, err)
+		}
+		if got := `<p title="` + Text(s) + `">` + Text(s) + `</p>`; got != want.String() {
+			t.Fatalf("Text(%q):\n got %s\nwant %s", s, got, want.String())
+		}
+		want.Reset()
+		if err := href.Execute(&want, s); err != nil {
+			t.Fatalf("html/template refuses %q: %v", s, err)
+		}
+		u := URL(s)
+		if (u == Filtered) != bytes.Contains(want.Bytes(), []byte(Filtered)) {
+			t.Fatalf("URL(%q) = %q; html/template: %s", s, u, want.String())
+		}
+		if strings.ContainsAny(u, `"<>`) {
+			t.Fatalf("URL(%q) = %q: ends the attribute", s, u)
+		}
+	})
 }
