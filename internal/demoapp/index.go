@@ -26,7 +26,7 @@ var highlighted = map[string]bool{
 	"X-Sallyport-Assertion": true,
 }
 
-// indexPage is what the template at / renders.
+// indexPage is what the page at / shows (write).
 type indexPage struct {
 	Title      string
 	Method     string
