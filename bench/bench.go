@@ -34,6 +34,7 @@ import (
 	"io"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -131,6 +132,12 @@ type Config struct {
 	// reference paths' forwarders and proxy (not the backend, not the
 	// load). 0 → Go's default, one per CPU. Process mode only.
 	RelayProcs int
+	// RelayEnv are environment entries, KEY=VALUE, added to the
+	// environment of the same processes as RelayProcs (gateway, agent, the
+	// reference paths' processes; not the backend, not the load): runtime
+	// settings to measure, such as GOGC or GODEBUG. A later entry for a
+	// key wins. Process mode only.
+	RelayEnv []string
 	// Spawn returns the command that runs one role ("backend", "gateway"
 	// or "agent") of the relay as its own process: a binary that calls
 	// RunRole with that role, stdin and stdout. The harness sets Stdin and
@@ -247,6 +254,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.RelayProcs > 0 && cfg.mode() != ModeProcesses {
 		return nil, fmt.Errorf("bench: GOMAXPROCS of the relay processes needs processes mode, not %s: each process sets its own", cfg.mode())
+	}
+	for _, e := range cfg.RelayEnv {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\r\n\x00") {
+			return nil, fmt.Errorf("bench: relay environment entry %q: want KEY=VALUE, such as GOGC=200", e)
+		}
+	}
+	if len(cfg.RelayEnv) > 0 && cfg.mode() != ModeProcesses {
+		return nil, fmt.Errorf("bench: the relay processes' environment needs processes mode, not %s: only a new process reads it", cfg.mode())
 	}
 	if cfg.LinkRTT < 0 || cfg.LinkRate < 0 {
 		return nil, errors.New("bench: the link's round trip time and rate must not be negative")

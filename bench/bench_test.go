@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -409,6 +410,53 @@ func TestRelayProcsNeedsProcesses(t *testing.T) {
 		_, err := Run(t.Context(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "GOMAXPROCS of the relay processes needs processes mode, not "+cfg.mode()) {
 			t.Errorf("%s mode: %v", cfg.mode(), err)
+		}
+	}
+}
+
+// TestRelayEnv: the entries of Config.RelayEnv reach the environment of
+// the relay's and the reference paths' processes, not the backend's; the
+// child here stands in for a role and reports as its GOMAXPROCS the
+// value of a variable of its environment.
+func TestRelayEnv(t *testing.T) {
+	spawn := func(string) *exec.Cmd {
+		c := exec.Command("sh", "-c", `read spec; echo "{\"procs\": ${SALLYPORT_TEST_P:-0}}"; read rest`)
+		c.Env = append(os.Environ(), "SALLYPORT_TEST_P=1") // the spawner's own, overridden
+		return c
+	}
+	cfg := &Config{Spawn: spawn, RelayEnv: []string{"SALLYPORT_TEST_P=5", "SALLYPORT_TEST_P=7"}}
+	for _, tc := range []struct {
+		role string
+		want int
+	}{{RoleBackend, 1}, {RoleGateway, 7}, {RoleAgent, 7}, {RoleStdlibProxy, 7}} {
+		var st stack
+		ready, err := st.start(t.Context(), cfg, tc.role, roleSpec{})
+		st.close()
+		if err != nil || ready.Procs != tc.want {
+			t.Errorf("%s: ready %+v, %v; want the variable at %d", tc.role, ready, err, tc.want)
+		}
+	}
+	if cmd := withEnv(spawn, nil)("x"); !slices.Contains(cmd.Env, "SALLYPORT_TEST_P=1") || slices.Contains(cmd.Env, "SALLYPORT_TEST_P=7") {
+		t.Errorf("without entries the environment changed: %v", cmd.Env)
+	}
+}
+
+// TestRelayEnvChecks: an entry that is not KEY=VALUE, or entries without
+// processes to give them to, are refused before anything starts.
+func TestRelayEnvChecks(t *testing.T) {
+	spawn := func(string) *exec.Cmd { t.Error("a process was started"); return nil }
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Spawn: spawn, RelayEnv: []string{"GOGC"}}, `relay environment entry "GOGC": want KEY=VALUE`},
+		{Config{Spawn: spawn, RelayEnv: []string{"=1"}}, `relay environment entry "=1": want KEY=VALUE`},
+		{Config{Spawn: spawn, RelayEnv: []string{"GO GC=1"}}, `relay environment entry "GO GC=1": want KEY=VALUE`},
+		{Config{RelayEnv: []string{"GOGC=200"}}, "the relay processes' environment needs processes mode, not inprocess"},
+		{Config{RelayEnv: []string{"GOGC=200"}, Target: "http://127.0.0.1:1"}, "the relay processes' environment needs processes mode, not target"},
+	} {
+		if _, err := Run(t.Context(), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.cfg.RelayEnv, err, tc.want)
 		}
 	}
 }

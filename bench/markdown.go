@@ -42,6 +42,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	} else if r.Mode == ModeProcesses {
 		load += "; gateway and agent choose GOMAXPROCS by load (one P while goroutines seldom wait; --relay-procs fixes it)"
 	}
+	if len(s.RelayEnv) > 0 {
+		load += "; relay and reference processes run with " + strings.Join(s.RelayEnv, " ")
+	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
 		s.Rounds, trimFloat(s.DurationS/float64(max(s.Rounds, 1)), 3)+" s", s.Concurrency, s.TransferConcurrency, load)

@@ -75,6 +75,9 @@ type Settings struct {
 	// RelayGOMAXPROCS is the GOMAXPROCS of gateway, agent and the
 	// reference processes when set (Config.RelayProcs); 0: Go's default.
 	RelayGOMAXPROCS int `json:"relay_gomaxprocs"`
+	// RelayEnv are the environment entries added to the same processes
+	// (Config.RelayEnv); empty without.
+	RelayEnv []string `json:"relay_env"`
 }
 
 // Result is one scenario at one path.
@@ -177,6 +180,7 @@ func newReport(cfg *Config, mode string) *Report {
 			Transport:           transport,
 			References:          refs,
 			RelayGOMAXPROCS:     cfg.RelayProcs,
+			RelayEnv:            append([]string{}, cfg.RelayEnv...),
 		},
 		Results: []Result{},
 	}

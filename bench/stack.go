@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"time"
 
@@ -189,11 +190,13 @@ func (st *stack) overLink(cfg *Config, target string) (string, error) {
 
 // start runs one role, as a child process when cfg.Spawn is set.
 func (st *stack) start(ctx context.Context, cfg *Config, role string, spec roleSpec) (roleReady, error) {
+	spawn := cfg.Spawn
 	if role != RoleBackend {
 		spec.Procs = cfg.RelayProcs
+		spawn = withEnv(spawn, cfg.RelayEnv)
 	}
-	if cfg.Spawn != nil {
-		c, ready, err := startChild(ctx, cfg.Spawn, role, spec)
+	if spawn != nil {
+		c, ready, err := startChild(ctx, spawn, role, spec)
 		if err != nil {
 			return roleReady{}, err
 		}
@@ -301,4 +304,24 @@ func randomToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// withEnv returns spawn with env added to the environment of the commands
+// it makes (Config.RelayEnv); spawn itself when env is empty.
+func withEnv(spawn func(role string) *exec.Cmd, env []string) func(role string) *exec.Cmd {
+	if spawn == nil || len(env) == 0 {
+		return spawn
+	}
+	return func(role string) *exec.Cmd {
+		c := spawn(role)
+		if c == nil {
+			return nil
+		}
+		base := c.Env
+		if base == nil {
+			base = os.Environ()
+		}
+		c.Env = append(slices.Clip(base), env...) // exec keeps a key's last entry
+		return c
+	}
 }

@@ -55,6 +55,7 @@ type benchFlags struct {
 	transport           string
 	references          []string
 	relayProcs          int
+	relayEnv            []string
 	serveBackend        string
 	logLevel            string // bench's own --log-level, in place of the global one
 	role                string // hidden: run one role as a child of the harness
@@ -117,6 +118,7 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringSliceVar(&f.references, "reference", nil, "also measure reference paths in the same rounds, comma-separated: "+
 		"tcp (two chained byte-forwarding processes, path tcp-forward), tls (the same with TLS between them, path tls-forward), "+
 		"stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
+	fl.StringArrayVar(&f.relayEnv, "relay-env", nil, "add KEY=VALUE to the environment of gateway, agent and the reference paths' processes (not the backend or the load), e.g. GOGC=200 or GODEBUG=...; repeat for more")
 	fl.IntVar(&f.relayProcs, "relay-procs", 0, "GOMAXPROCS of gateway, agent and the reference paths' processes (not the backend or the load); 0: Go's default, one per CPU")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	// The global --log-level defaults to info; bench's is error, and its
@@ -345,6 +347,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		Transport:           f.transport,
 		References:          f.references,
 		RelayProcs:          f.relayProcs,
+		RelayEnv:            f.relayEnv,
 	}
 	if f.memprofile != "" {
 		cfg.HeldProfile = f.memprofile + ".held"

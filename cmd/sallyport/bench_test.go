@@ -40,7 +40,7 @@ func TestBinaryBench(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "bench", "--scenarios", "small,download", "--duration", "600ms", "--rounds", "2",
-		"--concurrency", "4", "--transfer-concurrency", "1", "--transfer-size", "1MiB", "--reference", "tcp,tls,stdlib", "--relay-procs", "1", "--json", jsonPath)
+		"--concurrency", "4", "--transfer-concurrency", "1", "--transfer-size", "1MiB", "--reference", "tcp,tls,stdlib", "--relay-procs", "1", "--relay-env", "GOGC=400", "--json", jsonPath)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -55,7 +55,7 @@ func TestBinaryBench(t *testing.T) {
 	}
 	// The harness checks each child's GOMAXPROCS against --relay-procs
 	// (it fails the run otherwise); the header says it.
-	for _, want := range []string{"sallyport bench: processes mode;", "GOMAXPROCS 1 in the relay and reference processes", "| small | direct |", "| small | relay |", "| download | relay |", " s/1k |", " s/GiB |",
+	for _, want := range []string{"sallyport bench: processes mode;", "GOMAXPROCS 1 in the relay and reference processes", "relay and reference processes run with GOGC=400", "| small | direct |", "| small | relay |", "| download | relay |", " s/1k |", " s/GiB |",
 		"| small | tcp-forward |", "| download | tls-forward |", "| download | stdlib-proxy |", "forwarder-a ", "tls-forwarder-b ", "stdlib-proxy "} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout has no %q", want)
@@ -445,12 +445,14 @@ func TestBenchFlagsToConfig(t *testing.T) {
 	cfg := benchConfig(t, "--scenarios", "sse,ws,download,longpoll,burst", "--duration", "4s", "--rounds", "2", "--warmup", "300ms",
 		"--concurrency", "9", "--transfer-concurrency", "3", "--rate", "250", "--transfer-size", "2MiB",
 		"--sse-interval", "5ms", "--longpoll", "321", "--burst", "77", "--link-rtt", "20ms", "--link-rate", "100mbit",
-		"--transport", "grpc", "--reference", "tcp", "--reference", "stdlib")
+		"--transport", "grpc", "--reference", "tcp", "--reference", "stdlib",
+		"--relay-env", "GODEBUG=a=1,b=2", "--relay-env", "GOGC=200")
 	want := bench.Config{
 		Scenarios: []string{"sse", "ws", "download", "longpoll", "burst"}, Duration: 4 * time.Second, Rounds: 2, Warmup: 300 * time.Millisecond,
 		Concurrency: 9, TransferConcurrency: 3, Rate: 250, TransferSize: 2 << 20,
 		SSEInterval: 5 * time.Millisecond, Longpoll: 321, Burst: 77, LinkRTT: 20 * time.Millisecond, LinkRate: 100e6,
 		Transport: "grpc", References: []string{"tcp", "stdlib"},
+		RelayEnv: []string{"GODEBUG=a=1,b=2", "GOGC=200"}, // one entry per flag: commas kept
 	}
 	if cfg.Spawn == nil {
 		t.Error("no Spawn: the default is process mode")
