@@ -118,7 +118,7 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringSliceVar(&f.references, "reference", nil, "also measure reference paths in the same rounds, comma-separated: "+
 		"tcp (two chained byte-forwarding processes, path tcp-forward), tls (the same with TLS between them, path tls-forward), "+
 		"stdlib (one httputil.ReverseProxy process, path stdlib-proxy)")
-	fl.StringArrayVar(&f.relayEnv, "relay-env", nil, "add KEY=VALUE to the environment of gateway, agent and the reference paths' processes (not the backend or the load), e.g. GOGC=200 or GODEBUG=...; repeat for more")
+	fl.Var((*repeatedFlag)(&f.relayEnv), "relay-env", "add KEY=VALUE to the environment of gateway, agent and the reference paths' processes (not the backend or the load), e.g. GOGC=200 or GODEBUG=...; repeat for more")
 	fl.IntVar(&f.relayProcs, "relay-procs", 0, "GOMAXPROCS of gateway, agent and the reference paths' processes (not the backend or the load); 0: Go's default, one per CPU")
 	fl.StringVar(&f.serveBackend, "serve-backend", "", "only serve the bench backend on this address until interrupted (to put another relay in front of it)")
 	// The global --log-level defaults to info; bench's is error, and its
@@ -561,3 +561,12 @@ func parseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// repeatedFlag is a flag whose every use adds one entry, commas and all
+// (a GODEBUG value lists settings with commas). --help names its value
+// "string", which is what each use takes.
+type repeatedFlag []string
+
+func (r *repeatedFlag) String() string     { return strings.Join(*r, " ") }
+func (r *repeatedFlag) Set(v string) error { *r = append(*r, v); return nil }
+func (r *repeatedFlag) Type() string       { return "string" }
