@@ -298,6 +298,10 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		return bench.Config{}, errors.New("--transport picks the tunnel of the relay the harness starts; with --target nothing is started, " +
 			"so the other relay's own transport is what gets measured: leave --transport out")
 	}
+	if (f.relayProcs != 0 || len(f.relayEnv) > 0) && (f.inprocess || f.target != "") {
+		return bench.Config{}, errors.New("--relay-procs and --relay-env set up the relay processes the harness starts; " +
+			"with --inprocess or --target it starts none: leave them out")
+	}
 	if (f.linkRTT != 0 || f.linkRate != "") && f.target != "" {
 		return bench.Config{}, errors.New("--link-rtt and --link-rate shape the tunnel of the relay the harness starts; with --target there is none")
 	}

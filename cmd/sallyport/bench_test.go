@@ -306,6 +306,10 @@ func TestBenchFlagErrors(t *testing.T) {
 		// the JSON's settings as if the target had been measured over it.
 		{[]string{"--transport", "quic", "--target", "http://127.0.0.1:1"}, "--transport picks the tunnel of the relay the harness starts"},
 		{[]string{"--transport", "grpc", "--target", "http://127.0.0.1:1"}, "leave --transport out"},
+		{[]string{"--relay-env", "GOGC"}, `relay environment entry "GOGC": want KEY=VALUE`},
+		{[]string{"--relay-env", "GOGC=200", "--inprocess"}, "with --inprocess or --target it starts none"},
+		{[]string{"--relay-env", "GOGC=200", "--target", "http://127.0.0.1:1"}, "with --inprocess or --target it starts none"},
+		{[]string{"--relay-procs", "1", "--inprocess"}, "--relay-procs and --relay-env set up the relay processes"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer

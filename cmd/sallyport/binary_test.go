@@ -5,8 +5,6 @@ import (
 	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
-	"github.com/sallyport/sallyport/internal/makevars"
-	"github.com/sallyport/sallyport/internal/testrig"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/makevars"
+	"github.com/sallyport/sallyport/internal/testrig"
 )
 
 // builtDir is the temporary folder of the built binaries; TestMain removes

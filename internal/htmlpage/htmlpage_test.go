@@ -7,25 +7,6 @@ import (
 	"testing"
 )
 
-// TestTextAsTemplate: Text writes what html/template writes for a value in
-// a text node and in a quoted attribute, for every character that matters.
-func TestTextAsTemplate(t *testing.T) {
-	tmpl := template.Must(template.New("").Parse(`<p title="{{.}}">{{.}}</p>`))
-	for _, s := range []string{
-		"", "plain", `<script>alert("x")</script>`, `a & b`, `it's`, `"quoted"`, "nul\x00byte",
-		"ünïcödé → ok", `&amp; already`, `><'"&+`, "+ADw-script+AD4-",
-	} {
-		var want bytes.Buffer
-		if err := tmpl.Execute(&want, s); err != nil {
-			t.Fatal(err)
-		}
-		got := `<p title="` + Text(s) + `">` + Text(s) + `</p>`
-		if got != want.String() {
-			t.Errorf("Text(%q):\n got %s\nwant %s", s, got, want.String())
-		}
-	}
-}
-
 // TestURL: URLs whose scheme a browser would run or render are filtered,
 // in any case and with the characters browsers drop from a scheme; web
 // and mail links and relative URLs stay, escaped for the attribute.
@@ -56,33 +37,20 @@ func TestURL(t *testing.T) {
 	}
 }
 
-// TestURLAsTemplate: where html/template keeps a URL, URL keeps it too,
-// and where it filters one, so does URL (html/template also
-// percent-encodes some characters; both forms read the same in a browser).
-func TestURLAsTemplate(t *testing.T) {
-	href := template.Must(template.New("").Parse(`<a href="{{.}}">`))
-	for _, s := range []string{
-		"https://a.example/x", "javascript:alert(1)", "JAVASCRIPT:x", " javascript:x", "data:,x",
-		"mailto:a@b", "/x:y", "x:y", "tel:123", "//host/path", "?q=a:b", "#frag",
-	} {
-		var want bytes.Buffer
-		if err := href.Execute(&want, s); err != nil {
-			t.Fatal(err)
-		}
-		filteredByTemplate := bytes.Contains(want.Bytes(), []byte(Filtered))
-		if filteredByURL := URL(s) == Filtered; filteredByURL != filteredByTemplate {
-			t.Errorf("%q: URL filters it: %v; html/template: %s", s, filteredByURL, want.String())
-		}
-	}
-}
-
 // FuzzAsTemplate: for any string, Text writes exactly what html/template
 // writes in a text node and in a quoted attribute, and URL filters exactly
 // the URLs html/template filters from an href, and writes nothing that
 // ends the attribute.
 func FuzzAsTemplate(f *testing.F) {
-	for _, s := range []string{"", "x", "javascript:x", " JaVaScRiPt:x", "/a:b", "a/b:c", "mailto:x", "https://x/?a=1&b=<2>",
-		`"'<>&+`, "\x00", "\xff\xfe", "data:", ":", "//x", "java\x00script:x"} {
+	for _, s := range []string{
+		// text: every character that matters, and some that do not
+		"", "plain", `<script>alert("x")</script>`, `a & b`, `it's`, `"quoted"`, "nul\x00byte",
+		"ünïcödé → ok", `&amp; already`, `><'"&+`, "+ADw-script+AD4-", "\xff\xfe",
+		// URLs: kept, filtered, and the spellings in between
+		"https://a.example/x", "https://x/?a=1&b=<2>", "mailto:a@b", "/x:y", "a/b:c", "//host/path", "#frag",
+		"javascript:alert(1)", "JAVASCRIPT:x", " JaVaScRiPt:x", " javascript:x", "java\x00script:x",
+		"data:,x", "data:", "x:y", "tel:123", "?q=a:b", ":",
+	} {
 		f.Add(s)
 	}
 	text := template.Must(template.New("").Parse(`<p title="{{.}}">{{.}}</p>`))
