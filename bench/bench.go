@@ -108,8 +108,9 @@ type Config struct {
 	// HeldProfile, when set, makes the longpoll scenario write a heap
 	// profile of each process of a path while its exchanges are held,
 	// after the RSS readings: to HeldProfile.PATH.PROCESS (such as
-	// mem.held.relay.gateway). It shows what one held exchange keeps, which
-	// a profile taken at the end cannot. Empty → none.
+	// mem.held.relay.gateway), and its goroutines to the same name with
+	// ".goroutines" after it. They show what one held exchange keeps,
+	// which a profile taken at the end cannot. Empty → none.
 	HeldProfile string
 	// LinkRTT and LinkRate shape the tunnel between gateway and agent: the
 	// agent dials a forwarder in the harness that delays each direction by
@@ -327,10 +328,24 @@ type pathRun struct {
 	// held is the most long polls held at once (longpoll only); growth is
 	// each process's RSS growth while they were held, in bytes per held
 	// exchange, by process, as the system saw it, and liveGrowth the same
-	// after a garbage collection that returned free memory.
+	// after a garbage collection that returned free memory; goGrowth is
+	// the Go runtime's own growth after that collection, per held exchange.
 	held       int64
 	growth     map[string]float64
 	liveGrowth map[string]float64
+	goGrowth   map[string]goHeld
+}
+
+// goHeld is the growth of a process's goMemory per held exchange.
+type goHeld struct {
+	goroutines, stackBytes, heapBytes float64
+}
+
+func newPathRun(p path) *pathRun {
+	return &pathRun{
+		path: p, rec: newRecorder(), cpu: make(map[string]time.Duration),
+		growth: make(map[string]float64), liveGrowth: make(map[string]float64), goGrowth: make(map[string]goHeld),
+	}
 }
 
 // runScenario runs one scenario's warm-up and rounds on every path.
@@ -350,13 +365,10 @@ func runScenario(ctx context.Context, cfg *Config, st *stack, lg *loader, sc sce
 		}
 	}()
 	for i, p := range st.paths {
-		runs[i] = &pathRun{
-			path: p, rec: newRecorder(), cpu: make(map[string]time.Duration),
-			growth: make(map[string]float64), liveGrowth: make(map[string]float64),
-		}
+		runs[i] = newPathRun(p)
 		drivers[i] = sc.driver(cfg, st, lg, p)
 		if w := sc.warmup(cfg); w > 0 {
-			warm := &pathRun{path: p, rec: newRecorder(), growth: make(map[string]float64), liveGrowth: make(map[string]float64)}
+			warm := newPathRun(p)
 			drivers[i].round(ctx, w, warm, cfg.progress(sc.name+" "+p.name+" warm-up"))
 		}
 	}

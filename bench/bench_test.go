@@ -364,6 +364,11 @@ func TestRunRole(t *testing.T) {
 	if err := dec.Decode(&s); err != nil || s.CPU <= 0 {
 		t.Fatalf("stats %+v, %v", s, err)
 	}
+	// The runtime's own figures: a serving backend has goroutines, their
+	// stacks and a heap.
+	if g := s.Go; g.Goroutines < 2 || g.StackBytes <= 0 || g.HeapBytes <= 0 {
+		t.Errorf("stats: Go runtime figures %+v", g)
+	}
 	send(cmdResetPeak)
 	var a ack
 	if err := dec.Decode(&a); err != nil {
@@ -381,6 +386,24 @@ func TestRunRole(t *testing.T) {
 	send(cmdHeapProfile + " " + filepath.Join(prof, "not-a-dir", "heap"))
 	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "heap profile: ") {
 		t.Fatalf("heap-profile into a missing directory: %+v, %v", a, err)
+	}
+	// And its goroutines (the long polls ask for them too).
+	gprof := filepath.Join(t.TempDir(), "goroutines")
+	send(cmdGoroutineProfile + " " + gprof)
+	a = ack{} // Decode leaves a field the answer lacks as it was
+	if err := dec.Decode(&a); err != nil || a.Error != "" {
+		t.Fatalf("goroutine-profile: %+v, %v", a, err)
+	}
+	if b, err := os.ReadFile(gprof); err != nil || !bytes.HasPrefix(b, []byte("goroutine profile: total ")) || !bytes.Contains(b, []byte("bench.RunRole")) {
+		t.Fatalf("goroutine profile: %v\n%s", err, b)
+	}
+	send(cmdGoroutineProfile + " " + filepath.Join(prof, "not-a-dir", "goroutines"))
+	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "goroutine profile: ") {
+		t.Fatalf("goroutine-profile into a missing directory: %+v, %v", a, err)
+	}
+	send(cmdGoroutineProfile + " ")
+	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "unknown command") {
+		t.Fatalf("goroutine-profile without a file: %+v, %v", a, err)
 	}
 	send("bogus")
 	if err := dec.Decode(&a); err != nil || !strings.Contains(a.Error, "unknown command") {

@@ -35,11 +35,22 @@ import (
 
 // Commands the harness sends a child.
 const (
-	cmdStats       = "stats"
-	cmdResetPeak   = "reset-peak"
-	cmdFreeMemory  = "free-memory"
-	cmdHeapProfile = "heap-profile" // followed by a space and the file name
+	cmdStats            = "stats"
+	cmdResetPeak        = "reset-peak"
+	cmdFreeMemory       = "free-memory"
+	cmdHeapProfile      = "heap-profile"      // followed by a space and the file name
+	cmdGoroutineProfile = "goroutine-profile" // followed by a space and the file name
 )
+
+// profileCommands are the commands that write a profile to a file, with
+// what each writes.
+var profileCommands = []struct {
+	cmd, what string
+	write     func(file string) error
+}{
+	{cmdHeapProfile, "heap profile", WriteHeapProfile},
+	{cmdGoroutineProfile, "goroutine profile", writeGoroutineProfile},
+}
 
 // callTimeout bounds a child's answer to one command.
 const callTimeout = 10 * time.Second
@@ -146,18 +157,24 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 				debug.FreeOSMemory()
 				write(ack{})
 			default:
-				if file, ok := strings.CutPrefix(line, cmdHeapProfile+" "); ok && file != "" {
-					var a ack
-					if err := WriteHeapProfile(file); err != nil {
-						a.Error = "heap profile: " + err.Error()
-					}
-					write(a)
-					continue
-				}
-				write(ack{Error: fmt.Sprintf("unknown command %q", line)})
+				write(profileCommand(line))
 			}
 		}
 	}
+}
+
+// profileCommand runs one of profileCommands, or answers that line is no
+// command.
+func profileCommand(line string) ack {
+	for _, pc := range profileCommands {
+		if file, ok := strings.CutPrefix(line, pc.cmd+" "); ok && file != "" {
+			if err := pc.write(file); err != nil {
+				return ack{Error: pc.what + ": " + err.Error()}
+			}
+			return ack{}
+		}
+	}
+	return ack{Error: fmt.Sprintf("unknown command %q", line)}
 }
 
 // RefuseRole is the child side of a role that cannot even start (a profile
@@ -292,6 +309,9 @@ func (c *child) resetPeak() error  { return c.call(cmdResetPeak, &ack{}) }
 func (c *child) freeMemory() error { return c.call(cmdFreeMemory, &ack{}) }
 func (c *child) heapProfile(file string) error {
 	return c.call(cmdHeapProfile+" "+file, &ack{})
+}
+func (c *child) goroutineProfile(file string) error {
+	return c.call(cmdGoroutineProfile+" "+file, &ack{})
 }
 
 // stop closes the child's stdin, which stops it gracefully, and kills it if

@@ -45,13 +45,13 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	n := d.load.workers
 	rec := run.rec
 	procs := d.st.pathMeters(run.path.name)
-	base := make(map[string]int64, len(procs))
+	base := make(map[string]procStats, len(procs))
 	for _, m := range procs {
 		if err := m.freeMemory(); err != nil {
 			d.log.Debug("cannot free memory before the long polls", zap.String("process", m.name), zap.Error(err))
 		}
-		if s, err := m.stats(); err == nil && s.RSS > 0 {
-			base[m.name] = s.RSS
+		if s, err := m.stats(); err == nil {
+			base[m.name] = s
 		}
 	}
 
@@ -98,11 +98,11 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	}
 	run.held = max(run.held, int64(held))
 	if held > 0 {
-		grown(procs, base, held, run.growth)
+		grown(procs, base, held, run.growth, nil)
 		for _, m := range procs {
 			_ = m.freeMemory() // unsupported: the figure is the same as the first
 		}
-		grown(procs, base, held, run.liveGrowth)
+		grown(procs, base, held, run.liveGrowth, run.goGrowth)
 		d.profileHeld(procs, run.path.name)
 	}
 
@@ -115,8 +115,8 @@ func (d *longpollDriver) round(ctx context.Context, _ time.Duration, run *pathRu
 	return time.Since(start)
 }
 
-// profileHeld writes the heap profile of each process of the path while
-// the exchanges are held, when asked for.
+// profileHeld writes the heap and goroutine profiles of each process of
+// the path while the exchanges are held, when asked for.
 func (d *longpollDriver) profileHeld(procs []meter, path string) {
 	if d.heldProfile == "" {
 		return
@@ -127,16 +127,41 @@ func (d *longpollDriver) profileHeld(procs []meter, path string) {
 			d.log.Warn("no heap profile of the held long polls", zap.String("process", m.name),
 				zap.String("file", file), zap.Error(err))
 		}
+		if err := m.goroutineProfile(file + heldGoroutinesSuffix); err != nil {
+			d.log.Warn("no goroutine profile of the held long polls", zap.String("process", m.name),
+				zap.String("file", file+heldGoroutinesSuffix), zap.Error(err))
+		}
 	}
 }
 
+// heldGoroutinesSuffix ends the name of a held goroutine profile's file.
+const heldGoroutinesSuffix = ".goroutines"
+
 // grown sets each process's RSS growth over base, per held exchange, in
-// into (the largest when several rounds measured it).
-func grown(procs []meter, base map[string]int64, held int, into map[string]float64) {
+// into (the largest when several rounds measured it), and, when goInto is
+// not nil, the growth of what the Go runtime counts (from the round whose
+// stacks plus heap grew most).
+func grown(procs []meter, base map[string]procStats, held int, into map[string]float64, goInto map[string]goHeld) {
+	per := func(now, before int64) float64 { return float64(now-before) / float64(held) }
 	for _, m := range procs {
 		s, err := m.stats()
-		if b, ok := base[m.name]; ok && err == nil && s.RSS > 0 {
-			into[m.name] = max(into[m.name], float64(s.RSS-b)/float64(held))
+		b, ok := base[m.name]
+		if !ok || err != nil {
+			continue
+		}
+		if s.RSS > 0 && b.RSS > 0 {
+			into[m.name] = max(into[m.name], per(s.RSS, b.RSS))
+		}
+		if goInto == nil || s.Go.Goroutines == 0 || b.Go.Goroutines == 0 {
+			continue // not a Go process of ours, or no figures
+		}
+		g := goHeld{
+			goroutines: per(s.Go.Goroutines, b.Go.Goroutines),
+			stackBytes: per(s.Go.StackBytes, b.Go.StackBytes),
+			heapBytes:  per(s.Go.HeapBytes, b.Go.HeapBytes),
+		}
+		if old, seen := goInto[m.name]; !seen || g.stackBytes+g.heapBytes > old.stackBytes+old.heapBytes {
+			goInto[m.name] = g
 		}
 	}
 }

@@ -137,7 +137,25 @@ func (r *Report) writeNotes(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "\n%s %s: %d held at once, %d errors; RSS growth per held exchange: %s (after a GC: %s)\n",
 			res.Scenario, res.Path, deref(res.Held), res.Errors, processFigures(growth, " KiB"), processFigures(live, " KiB"))
+		if g := res.goHeldText(); g != "" {
+			fmt.Fprintf(b, "%s %s, Go runtime's count after the GC, per held exchange: %s\n", res.Scenario, res.Path, g)
+		}
 	}
+}
+
+// goHeldText lists, for each process that reported them, the goroutines,
+// stack and heap growth per held exchange; "" when none did.
+func (res *Result) goHeldText() string {
+	var parts []string
+	for _, name := range processOrder {
+		p, ok := res.Processes[name]
+		if !ok || p.GoroutinesPerHeld == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s goroutines, %s KiB stacks, %s KiB heap",
+			name, sig(*p.GoroutinesPerHeld), sig(deref(p.GoStackKiBPerHeld)), sig(deref(p.GoHeapKiBPerHeld))))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // unfinishedNote says what the table cannot: that a row's exchanges were

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"time"
@@ -21,6 +22,43 @@ type procStats struct {
 	PeakRSS int64 `json:"peak_rss_bytes"`
 	// RSS is the resident set size now, in bytes; 0 when unknown.
 	RSS int64 `json:"rss_bytes"`
+	// Go is what the Go runtime itself counts now.
+	Go goMemory `json:"go"`
+}
+
+// goMemory is a Go process's own count of where its memory is, from
+// runtime/metrics: what the RSS figures cannot tell apart.
+type goMemory struct {
+	Goroutines int64 `json:"goroutines"`
+	// StackBytes is the memory of goroutine stacks in use.
+	StackBytes int64 `json:"stack_bytes"`
+	// HeapBytes is the memory of heap objects: live ones and, until the
+	// next collection has swept, dead ones.
+	HeapBytes int64 `json:"heap_bytes"`
+}
+
+// goMetrics are the runtime/metrics samples goMemory is read from, in its
+// fields' order.
+var goMetrics = []string{
+	"/sched/goroutines:goroutines",
+	"/memory/classes/heap/stacks:bytes",
+	"/memory/classes/heap/objects:bytes",
+}
+
+// readGoMemory reads the calling process's goMemory.
+func readGoMemory() goMemory {
+	samples := make([]metrics.Sample, len(goMetrics))
+	for i, name := range goMetrics {
+		samples[i].Name = name
+	}
+	metrics.Read(samples)
+	v := func(i int) int64 {
+		if samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0 // not in this Go version
+		}
+		return int64(samples[i].Value.Uint64())
+	}
+	return goMemory{Goroutines: v(0), StackBytes: v(1), HeapBytes: v(2)}
 }
 
 // errNoCPUTime says this platform has no CPU time to read (not Unix): the
@@ -35,6 +73,9 @@ func (selfMeter) resetPeak() error          { return resetPeak() }
 func (selfMeter) freeMemory() error         { debug.FreeOSMemory(); return nil }
 func (selfMeter) heapProfile(file string) error {
 	return WriteHeapProfile(file)
+}
+func (selfMeter) goroutineProfile(file string) error {
+	return writeGoroutineProfile(file)
 }
 
 // WriteHeapProfile writes the heap profile, as of a collection made now, to
@@ -52,6 +93,21 @@ func WriteHeapProfile(file string) error {
 	return f.Close()
 }
 
+// writeGoroutineProfile writes every goroutine's stack, those with the same
+// stack counted together (pprof's text form, debug=1), to the file named
+// file.
+func writeGoroutineProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("goroutine").WriteTo(f, 1); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // selfStats reads the calling process's CPU time (getrusage) and, where
 // /proc exists, its peak and current RSS (VmHWM, VmRSS).
 func selfStats() (procStats, error) {
@@ -59,7 +115,7 @@ func selfStats() (procStats, error) {
 	if err != nil && !errors.Is(err, errNoCPUTime) {
 		return procStats{}, err
 	}
-	s := procStats{CPU: cpu}
+	s := procStats{CPU: cpu, Go: readGoMemory()}
 	if status, err := os.ReadFile("/proc/self/status"); err == nil {
 		s.PeakRSS = statusKiB(status, "VmHWM:") << 10
 		s.RSS = statusKiB(status, "VmRSS:") << 10

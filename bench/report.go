@@ -146,6 +146,13 @@ type Process struct {
 	// garbage collection that returned free memory, while still held: what
 	// the held exchanges themselves keep (longpoll only).
 	RSSGrowthAfterGCKiBPerHeld *float64 `json:"rss_growth_after_gc_kib_per_held,omitempty"`
+	// GoroutinesPerHeld, GoStackKiBPerHeld and GoHeapKiBPerHeld are what
+	// the Go runtime itself counts of that growth after the collection,
+	// per held exchange: goroutines, KiB of goroutine stacks, KiB of live
+	// heap objects (longpoll only, for the processes that report them).
+	GoroutinesPerHeld *float64 `json:"goroutines_per_held,omitempty"`
+	GoStackKiBPerHeld *float64 `json:"go_stack_kib_per_held,omitempty"`
+	GoHeapKiBPerHeld  *float64 `json:"go_heap_kib_per_held,omitempty"`
 }
 
 func newReport(cfg *Config, mode string) *Report {
@@ -271,6 +278,11 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 		}
 		if g, ok := run.liveGrowth[name]; ok {
 			p.RSSGrowthAfterGCKiBPerHeld = ptr(g / (1 << 10))
+		}
+		if g, ok := run.goGrowth[name]; ok {
+			p.GoroutinesPerHeld = ptr(g.goroutines)
+			p.GoStackKiBPerHeld = ptr(g.stackBytes / (1 << 10))
+			p.GoHeapKiBPerHeld = ptr(g.heapBytes / (1 << 10))
 		}
 		r.Processes[name] = p
 	}

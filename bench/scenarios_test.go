@@ -67,6 +67,15 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 		if b, err := os.ReadFile(held + "." + path + "." + procHarness); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 			t.Errorf("longpoll/%s: heap profile while held: %d bytes, %v", path, len(b), err)
 		}
+		// And the goroutines then: the harness's client, at least, keeps
+		// one per held exchange.
+		if b, err := os.ReadFile(held + "." + path + "." + procHarness + heldGoroutinesSuffix); err != nil || !bytes.HasPrefix(b, []byte("goroutine profile: total ")) {
+			t.Errorf("longpoll/%s: goroutine profile while held: %v\n%.200s", path, err, b)
+		}
+		if h := lp.Processes[procHarness]; h.GoroutinesPerHeld == nil || *h.GoroutinesPerHeld < 1 ||
+			h.GoStackKiBPerHeld == nil || *h.GoStackKiBPerHeld <= 0 || h.GoHeapKiBPerHeld == nil || *h.GoHeapKiBPerHeld <= 0 {
+			t.Errorf("longpoll/%s: Go runtime figures per held exchange %v %v %v", path, h.GoroutinesPerHeld, h.GoStackKiBPerHeld, h.GoHeapKiBPerHeld)
+		}
 		b := byName["burst/"+path]
 		if b.Kind != kindBurst || b.Concurrency != 1 || b.RatioToDirect != nil {
 			t.Errorf("burst/%s: kind %s concurrency %d ratio %v", path, b.Kind, b.Concurrency, b.RatioToDirect)
@@ -83,8 +92,11 @@ func TestRunStreamScenariosInProcess(t *testing.T) {
 	if rep.Idle != nil {
 		t.Errorf("idle %+v in process; want none", rep.Idle)
 	}
-	if !strings.Contains(md, "longpoll relay: 200 held at once, 0 errors; RSS growth per held exchange: harness ") {
-		t.Errorf("no long poll note in\n%s", md)
+	for _, want := range []string{"longpoll relay: 200 held at once, 0 errors; RSS growth per held exchange: harness ",
+		"longpoll relay, Go runtime's count after the GC, per held exchange: harness "} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in\n%s", want, md)
+		}
 	}
 }
 

@@ -37,6 +37,9 @@ type processMeter interface {
 	// heapProfile writes the process's heap profile, after a collection,
 	// to the file named file.
 	heapProfile(file string) error
+	// goroutineProfile writes the process's goroutines to the file named
+	// file (see writeGoroutineProfile).
+	goroutineProfile(file string) error
 }
 
 // meter is a processMeter and the process's name in the report.

@@ -110,7 +110,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringVar(&f.trace, "trace", "", "write execution traces for go tool trace: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE "+
 		"(about 250 bytes per exchange and process: use a short --duration)")
 	fl.StringVar(&f.memprofile, "memprofile", "", "write heap profiles at the end: FILE.backend, FILE.gateway, FILE.agent; with --inprocess one FILE; "+
-		"longpoll also writes them while its exchanges are held: FILE.held.PATH.PROCESS (e.g. FILE.held.relay.gateway)")
+		"longpoll also writes them while its exchanges are held: FILE.held.PATH.PROCESS (e.g. FILE.held.relay.gateway), "+
+		"with each process's goroutines then in FILE.held.PATH.PROCESS.goroutines")
 	fl.StringVar(&f.jsonFile, "json", "", "also write the figures as JSON to this file")
 	fl.StringVar(&f.svgFile, "svg", "", "also draw the latency percentiles, direct against relay, as SVG to this file")
 	fl.BoolVar(&f.quick, "quick", false, "a short run: small, 1k and download, 3s per path")

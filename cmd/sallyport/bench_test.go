@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,7 +129,8 @@ func TestBinaryBenchStreams(t *testing.T) {
 		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	t.Logf("\n%s%s", stdout.String(), stderr.String())
-	for _, want := range []string{"tunnel link rtt 4 ms (", "rate 1000 Mbit/s", "idle before load (RSS): gateway ", "longpoll relay: 50 held at once, 0 errors; RSS growth per held exchange: gateway "} {
+	for _, want := range []string{"tunnel link rtt 4 ms (", "rate 1000 Mbit/s", "idle before load (RSS): gateway ", "longpoll relay: 50 held at once, 0 errors; RSS growth per held exchange: gateway ",
+		"longpoll relay, Go runtime's count after the GC, per held exchange: gateway "} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("stdout has no %q", want)
 		}
@@ -138,6 +140,12 @@ func TestBinaryBenchStreams(t *testing.T) {
 			if st, err := os.Stat(out(p + "." + role)); err != nil || st.Size() == 0 {
 				t.Errorf("%s profile of the %s: %v", p, role, err)
 			}
+		}
+		// Its goroutines while the long polls were held: each of the 50
+		// keeps at least one goroutine waiting, with the same stack.
+		if b, err := os.ReadFile(out("mem.held.relay." + role + ".goroutines")); err != nil ||
+			!bytes.HasPrefix(b, []byte("goroutine profile: total ")) || mostAlike(b) < 50 {
+			t.Errorf("goroutines of the %s while held: %v, at most %d alike\n%s", role, err, mostAlike(b), b)
 		}
 		// An execution trace starts "go 1.N trace" and holds far more
 		// than its header once the process did some work.
@@ -165,8 +173,11 @@ func TestBinaryBenchStreams(t *testing.T) {
 			Exchanges int64  `json:"exchanges"`
 			Held      int64  `json:"held"`
 			Processes map[string]struct {
-				Growth   *float64 `json:"rss_growth_kib_per_held"`
-				GrowthGC *float64 `json:"rss_growth_after_gc_kib_per_held"`
+				Growth     *float64 `json:"rss_growth_kib_per_held"`
+				GrowthGC   *float64 `json:"rss_growth_after_gc_kib_per_held"`
+				Goroutines *float64 `json:"goroutines_per_held"`
+				StackKiB   *float64 `json:"go_stack_kib_per_held"`
+				HeapKiB    *float64 `json:"go_heap_kib_per_held"`
 			} `json:"processes"`
 		} `json:"results"`
 	}
@@ -190,6 +201,15 @@ func TestBinaryBenchStreams(t *testing.T) {
 			if r.Held != 50 || gw.Growth == nil || ag.Growth == nil || gw.GrowthGC == nil || ag.GrowthGC == nil {
 				t.Errorf("longpoll relay: held %d, processes %+v", r.Held, r.Processes)
 			}
+			// Each held exchange keeps at least one goroutine, with its
+			// stack and some heap, in the gateway, the agent and the
+			// backend.
+			for _, name := range []string{"gateway", "agent", "backend"} {
+				p := r.Processes[name]
+				if p.Goroutines == nil || *p.Goroutines < 1 || p.StackKiB == nil || *p.StackKiB <= 0 || p.HeapKiB == nil || *p.HeapKiB <= 0 {
+					t.Errorf("longpoll relay: the %s's Go runtime figures: %+v", name, p)
+				}
+			}
 		}
 	}
 	svg, err := os.ReadFile(out("bench.svg"))
@@ -199,6 +219,19 @@ func TestBinaryBenchStreams(t *testing.T) {
 	if err := xml.Unmarshal(svg, new(struct{})); err != nil || !bytes.Contains(svg, []byte(`data-scenario="burst" data-path="relay"`)) {
 		t.Errorf("svg: %v\n%s", err, svg)
 	}
+}
+
+// mostAlike is the largest count of goroutines with one stack in a
+// goroutine profile's text form ("N @ 0x… 0x…" lines).
+func mostAlike(profile []byte) int {
+	most := 0
+	for _, line := range strings.Split(string(profile), "\n") {
+		count, rest, ok := strings.Cut(line, " @ ")
+		if n, err := strconv.Atoi(count); ok && err == nil && rest != "" {
+			most = max(most, n)
+		}
+	}
+	return most
 }
 
 // TestBinaryBenchTarget serves the bench backend with --serve-backend and
