@@ -153,7 +153,7 @@ func grown(procs []meter, base map[string]procStats, held int, into map[string]f
 			into[m.name] = max(into[m.name], per(s.RSS, b.RSS))
 		}
 		if goInto == nil || s.Go.Goroutines == 0 || b.Go.Goroutines == 0 {
-			continue // not a Go process of ours, or no figures
+			continue // a reading without the runtime's figures
 		}
 		g := goHeld{
 			goroutines: per(s.Go.Goroutines, b.Go.Goroutines),

@@ -22,7 +22,7 @@ func (m *fixedMeter) goroutineProfile(file string) error { return nil }
 // have them, and of several rounds the one that grew most.
 func TestGrown(t *testing.T) {
 	gw := &fixedMeter{s: procStats{RSS: 3 << 20, Go: goMemory{Goroutines: 310, StackBytes: 900 << 10, HeapBytes: 2 << 20}}}
-	fwd := &fixedMeter{s: procStats{RSS: 5 << 20}} // no Go figures (not one of ours)
+	fwd := &fixedMeter{s: procStats{RSS: 5 << 20}} // a reading without the runtime's figures
 	gone := &fixedMeter{err: errors.New("exited")}
 	procs := []meter{{"gateway", gw}, {"forwarder-a", fwd}, {"agent", gone}}
 	base := map[string]procStats{
