@@ -95,6 +95,13 @@ type Config struct {
 	// the base URL of that backend, measured as the direct path; empty → no
 	// direct path and no ratios.
 	Target, Host, DirectTarget string
+	// TargetPIDs are processes of the target to measure (Linux, from
+	// /proc), by the role they stand in: one of TargetRoles (the other
+	// relay's server where the gateway stands, its connector where the
+	// agent stands, the backend). Their CPU, RSS, idle RSS and long-poll
+	// growth are reported as for the relay's own processes. Target mode
+	// only; empty → only the harness is measured.
+	TargetPIDs map[string]int
 	// SSEInterval is how often the backend sends an event on each stream
 	// of the sse scenario (0 → 10ms); there are Concurrency streams.
 	SSEInterval time.Duration
@@ -263,6 +270,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if len(cfg.RelayEnv) > 0 && cfg.mode() != ModeProcesses {
 		return nil, fmt.Errorf("bench: the relay processes' environment needs processes mode, not %s: only a new process reads it", cfg.mode())
+	}
+	if len(cfg.TargetPIDs) > 0 && cfg.mode() != ModeTarget {
+		return nil, fmt.Errorf("bench: target processes are measured in target mode, not %s: the harness measures the processes it starts itself", cfg.mode())
+	}
+	for role := range cfg.TargetPIDs {
+		if !slices.Contains(TargetRoles, role) {
+			return nil, fmt.Errorf("bench: target process role %q: want one of %s", role, strings.Join(TargetRoles, ", "))
+		}
 	}
 	if cfg.LinkRTT < 0 || cfg.LinkRate < 0 {
 		return nil, errors.New("bench: the link's round trip time and rate must not be negative")

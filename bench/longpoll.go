@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,7 +124,9 @@ func (d *longpollDriver) profileHeld(procs []meter, path string) {
 	}
 	for _, m := range procs {
 		file := d.heldProfile + "." + path + "." + m.name
-		if err := m.heapProfile(file); err != nil {
+		if err := m.heapProfile(file); errors.Is(err, errNotOurs) {
+			continue // a target's process: neither profile can be had
+		} else if err != nil {
 			d.log.Warn("no heap profile of the held long polls", zap.String("process", m.name),
 				zap.String("file", file), zap.Error(err))
 		}

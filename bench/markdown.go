@@ -45,6 +45,15 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if len(s.RelayEnv) > 0 {
 		load += "; relay and reference processes run with " + strings.Join(s.RelayEnv, " ")
 	}
+	if len(s.TargetPIDs) > 0 {
+		var procs []string
+		for _, role := range TargetRoles {
+			if pid, ok := s.TargetPIDs[role]; ok {
+				procs = append(procs, fmt.Sprintf("%s pid %d", role, pid))
+			}
+		}
+		load += "; the target's processes measured as " + strings.Join(procs, ", ")
+	}
 	fmt.Fprintf(&b, "sallyport bench: %s mode; %d CPUs (%s), %s/%s, %s; per path %d rounds of %s; concurrency %d (transfers %d), %s\n\n",
 		r.Mode, r.Machine.CPUs, cpu, r.Machine.OS, r.Machine.Arch, r.Machine.GoVersion,
 		s.Rounds, trimFloat(s.DurationS/float64(max(s.Rounds, 1)), 3)+" s", s.Concurrency, s.TransferConcurrency, load)
@@ -113,7 +122,11 @@ func (r *Report) writeNotes(b *strings.Builder) {
 		b.WriteString("\nreference paths: " + strings.Join(notes, "; ") + "\n")
 	}
 	if r.Idle != nil && len(r.Idle.RSSMiB) > 0 {
-		fmt.Fprintf(b, "\nidle before load (RSS): %s; the agent with %d sessions\n", processFigures(r.Idle.RSSMiB, " MiB"), r.Idle.Sessions)
+		sessions := fmt.Sprintf("; the agent with %d sessions", r.Idle.Sessions)
+		if r.Mode == ModeTarget {
+			sessions = " (the target's processes, by the place they stand in)"
+		}
+		fmt.Fprintf(b, "\nidle before load (RSS): %s%s\n", processFigures(r.Idle.RSSMiB, " MiB"), sessions)
 	}
 	for i := range r.Results {
 		res := &r.Results[i]

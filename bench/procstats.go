@@ -116,11 +116,17 @@ func selfStats() (procStats, error) {
 		return procStats{}, err
 	}
 	s := procStats{CPU: cpu, Go: readGoMemory()}
-	if status, err := os.ReadFile("/proc/self/status"); err == nil {
+	s.readRSS("self")
+	return s, nil
+}
+
+// readRSS sets the peak and current RSS (VmHWM, VmRSS) of /proc/PROC, PROC
+// being "self" or a process id; where /proc does not exist both stay 0.
+func (s *procStats) readRSS(proc string) {
+	if status, err := os.ReadFile("/proc/" + proc + "/status"); err == nil {
 		s.PeakRSS = statusKiB(status, "VmHWM:") << 10
 		s.RSS = statusKiB(status, "VmRSS:") << 10
 	}
-	return s, nil
 }
 
 // statusKiB reads a "Key:   1234 kB" line of /proc/PID/status.
@@ -143,8 +149,12 @@ func statusKiB(status []byte, key string) int64 {
 
 // resetPeak makes VmHWM start again from the current RSS (Linux: writing
 // 5 to clear_refs), so each scenario gets its own peak.
-func resetPeak() error {
-	f, err := os.OpenFile("/proc/self/clear_refs", os.O_WRONLY, 0)
+func resetPeak() error { return resetPeakOf("self") }
+
+// resetPeakOf is resetPeak for /proc/PROC, PROC being "self" or a process
+// id (of the same user).
+func resetPeakOf(proc string) error {
+	f, err := os.OpenFile("/proc/"+proc+"/clear_refs", os.O_WRONLY, 0)
 	if err != nil {
 		return errors.Join(errors.New("reset peak RSS"), err)
 	}

@@ -33,6 +33,7 @@ func TestJSONDocumented(t *testing.T) {
 			Processes: map[string]Process{"p": {
 				CPUSPer1k: &one, CPUSPerGiB: &one, PeakRSSMiB: &one,
 				RSSGrowthKiBPerHeld: &one, RSSGrowthAfterGCKiBPerHeld: &one,
+				GoroutinesPerHeld: &one, GoStackKiBPerHeld: &one, GoHeapKiBPerHeld: &one,
 			}},
 		}},
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"strings"
@@ -31,7 +32,7 @@ type Report struct {
 // Idle is the relay at rest: the agent's sessions are up, one probe
 // exchange has gone through each path, and nothing else has.
 type Idle struct {
-	Sessions int `json:"sessions"` // the agent's tunnel sessions
+	Sessions int `json:"sessions"` // the agent's tunnel sessions; 0 for a target's processes (not known)
 	// RSSMiB is each process's resident set, by name ("gateway", "agent",
 	// "backend", and the reference paths' "forwarder-a", "forwarder-b",
 	// "stdlib-proxy").
@@ -78,6 +79,9 @@ type Settings struct {
 	// RelayEnv are the environment entries added to the same processes
 	// (Config.RelayEnv); empty without.
 	RelayEnv []string `json:"relay_env"`
+	// TargetPIDs are the target's processes measured, by role
+	// (Config.TargetPIDs); empty without.
+	TargetPIDs map[string]int `json:"target_pids"`
 }
 
 // Result is one scenario at one path.
@@ -188,6 +192,7 @@ func newReport(cfg *Config, mode string) *Report {
 			References:          refs,
 			RelayGOMAXPROCS:     cfg.RelayProcs,
 			RelayEnv:            append([]string{}, cfg.RelayEnv...),
+			TargetPIDs:          maps.Clone(cfg.TargetPIDs),
 		},
 		Results: []Result{},
 	}
@@ -214,7 +219,7 @@ func cpuModel() string {
 var pathProcesses = map[string][]string{
 	PathDirect:      {RoleBackend, procHarness},
 	PathRelay:       {RoleGateway, RoleAgent, RoleBackend, procHarness},
-	PathTarget:      {procHarness},
+	PathTarget:      {RoleGateway, RoleAgent, RoleBackend, procHarness}, // those of Config.TargetPIDs
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB, RoleBackend, procHarness},
 	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB, RoleBackend, procHarness},
 	PathStdlibProxy: {RoleStdlibProxy, RoleBackend, procHarness},
@@ -225,6 +230,7 @@ var pathProcesses = map[string][]string{
 // Empty: none.
 var pathHops = map[string][2]string{
 	PathRelay:       {RoleGateway, RoleAgent},
+	PathTarget:      {RoleGateway, RoleAgent},
 	PathTCPForward:  {RoleForwarderA, RoleForwarderB},
 	PathTLSForward:  {RoleTLSForwarderA, RoleTLSForwarderB},
 	PathStdlibProxy: {RoleStdlibProxy, ""},

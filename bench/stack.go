@@ -117,6 +117,17 @@ func (st *stack) addTargets(cfg *Config) error {
 		host = cfg.Host
 	}
 	st.paths = append(st.paths, path{name: PathTarget, base: base, host: host})
+	for _, role := range TargetRoles { // in a fixed order: the errors, the meters
+		pid, ok := cfg.TargetPIDs[role]
+		if !ok {
+			continue
+		}
+		m, err := newPIDMeter(pid)
+		if err != nil {
+			return fmt.Errorf("target's %s process: %w", role, err)
+		}
+		st.meters = append(st.meters, meter{role, m})
+	}
 	return nil
 }
 
@@ -274,12 +285,18 @@ func (st *stack) pathMeters(path string) []meter {
 }
 
 // idle reads the resident set of the relay's processes, when they are
-// children; nil otherwise.
+// children, or of the target's processes given; nil otherwise.
 func (st *stack) idle() *Idle {
-	if st.mode != ModeProcesses {
+	var out *Idle
+	switch {
+	case st.mode == ModeProcesses:
+		out = &Idle{Sessions: agentSessions}
+	case st.mode == ModeTarget && len(st.meters) > 1: // more than the harness
+		out = &Idle{} // the target's sessions are not known here
+	default:
 		return nil
 	}
-	out := &Idle{Sessions: agentSessions, RSSMiB: make(map[string]float64)}
+	out.RSSMiB = make(map[string]float64)
 	for _, m := range st.meters {
 		if m.name == procHarness {
 			continue

@@ -56,6 +56,7 @@ type benchFlags struct {
 	references          []string
 	relayProcs          int
 	relayEnv            []string
+	targetPIDs          []string
 	serveBackend        string
 	logLevel            string // bench's own --log-level, in place of the global one
 	role                string // hidden: run one role as a child of the harness
@@ -100,6 +101,8 @@ func newBenchCmdFlags(g *globals) (*cobra.Command, *benchFlags) {
 	fl.StringVar(&f.target, "target", "", "measure this base URL (http://host:port) instead of starting a relay")
 	fl.StringVar(&f.host, "host", "", "Host header sent to --target (default: the target's host)")
 	fl.StringVar(&f.directTarget, "direct-target", "", "with --target: the backend's own base URL, measured as the direct path")
+	fl.Var((*repeatedFlag)(&f.targetPIDs), "target-pid", "with --target: also measure this process of it, ROLE=PID, ROLE being where it stands ("+
+		strings.Join(bench.TargetRoles, ", ")+"): CPU, RSS and long-poll growth from /proc (Linux); repeat for each")
 	fl.DurationVar(&f.sseInterval, "sse-interval", 10*time.Millisecond, "sse: time between the events of each of the --concurrency streams")
 	fl.IntVar(&f.longpoll, "longpoll", 10000, "longpoll: exchanges held open at once (fewer, with a note, when the open-file limit is lower and this is not set)")
 	fl.IntVar(&f.burst, "burst", 500, "burst: concurrent GETs sent before each series of measured sequential ones")
@@ -323,8 +326,12 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 	if f.longpoll <= 0 || f.burst <= 0 {
 		return bench.Config{}, errors.New("--longpoll and --burst must be positive")
 	}
-	if f.target == "" && (f.host != "" || f.directTarget != "") {
-		return bench.Config{}, errors.New("--host and --direct-target go with --target")
+	if f.target == "" && (f.host != "" || f.directTarget != "" || len(f.targetPIDs) > 0) {
+		return bench.Config{}, errors.New("--host, --direct-target and --target-pid go with --target")
+	}
+	targetPIDs, err := parseTargetPIDs(f.targetPIDs)
+	if err != nil {
+		return bench.Config{}, err
 	}
 	if f.target != "" && f.inprocess {
 		return bench.Config{}, errors.New("--inprocess starts a relay; --target measures one already running: pick one")
@@ -353,6 +360,7 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		References:          f.references,
 		RelayProcs:          f.relayProcs,
 		RelayEnv:            f.relayEnv,
+		TargetPIDs:          targetPIDs,
 	}
 	if f.memprofile != "" {
 		cfg.HeldProfile = f.memprofile + ".held"
@@ -565,6 +573,27 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q: want a size such as 1048576, 64KiB or 100MiB, at most 1 TiB", s)
 	}
 	return n * mult, nil
+}
+
+// parseTargetPIDs reads --target-pid's ROLE=PID entries; nil for none.
+func parseTargetPIDs(entries []string) (map[string]int, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]int, len(entries))
+	for _, e := range entries {
+		role, pid, ok := strings.Cut(e, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || err != nil || n <= 0 || !slices.Contains(bench.TargetRoles, role) {
+			return nil, fmt.Errorf("--target-pid %q: want ROLE=PID, ROLE one of %s and PID a process id, such as agent=$(pidof frpc)",
+				e, strings.Join(bench.TargetRoles, ", "))
+		}
+		if _, dup := out[role]; dup {
+			return nil, fmt.Errorf("--target-pid names the %s twice: one process stands in each place", role)
+		}
+		out[role] = n
+	}
+	return out, nil
 }
 
 // repeatedFlag is a flag whose every use adds one entry, commas and all

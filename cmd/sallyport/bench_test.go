@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -343,6 +344,12 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"--relay-env", "GOGC=200", "--inprocess"}, "with --inprocess or --target it starts none"},
 		{[]string{"--relay-env", "GOGC=200", "--target", "http://127.0.0.1:1"}, "with --inprocess or --target it starts none"},
 		{[]string{"--relay-procs", "1", "--inprocess"}, "--relay-procs and --relay-env set up the relay processes"},
+		{[]string{"--target-pid", "gateway=1"}, "--host, --direct-target and --target-pid go with --target"},
+		{[]string{"--target", "http://127.0.0.1:1", "--target-pid", "frps=1"}, `--target-pid "frps=1": want ROLE=PID, ROLE one of gateway, agent, backend`},
+		{[]string{"--target", "http://127.0.0.1:1", "--target-pid", "agent"}, `--target-pid "agent": want ROLE=PID`},
+		{[]string{"--target", "http://127.0.0.1:1", "--target-pid", "agent=x"}, `--target-pid "agent=x": want ROLE=PID`},
+		{[]string{"--target", "http://127.0.0.1:1", "--target-pid", "agent=0"}, `--target-pid "agent=0": want ROLE=PID`},
+		{[]string{"--target", "http://127.0.0.1:1", "--target-pid", "agent=7", "--target-pid", "agent=8"}, "--target-pid names the agent twice"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer
@@ -513,6 +520,14 @@ func TestBenchFlagsToConfig(t *testing.T) {
 	// --inprocess: nothing is spawned.
 	if ip := benchConfig(t, "--inprocess"); ip.Spawn != nil {
 		t.Error("--inprocess still spawns children")
+	}
+	// A target's processes, by role.
+	tg := benchConfig(t, "--target", "http://127.0.0.1:1", "--target-pid", "gateway=41", "--target-pid", "agent=42", "--target-pid", "backend=43")
+	if want := map[string]int{"gateway": 41, "agent": 42, "backend": 43}; !maps.Equal(tg.TargetPIDs, want) {
+		t.Errorf("--target-pid: %v, want %v", tg.TargetPIDs, want)
+	}
+	if d := benchConfig(t); d.TargetPIDs != nil {
+		t.Errorf("no --target-pid: %v", d.TargetPIDs)
 	}
 }
 
