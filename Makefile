@@ -31,7 +31,7 @@ LDFLAGS   := $(if $(VERSION),-ldflags "-X main.version=$(VERSION)")
 TAGS       := grpcnotrace
 AGENT_TAGS := agentonly,$(TAGS)
 
-.PHONY: all build dist cross idle-rss demo test test32 test-short generate checkgenerate lint fmt bench fuzz clean chromium postgres postgres-stop
+.PHONY: all build dist cross idle-rss bench-peers demo test test32 test-short generate checkgenerate lint fmt bench fuzz clean chromium postgres postgres-stop
 
 all: build
 
@@ -82,6 +82,11 @@ cross:
 # Idle resident memory of the agent (2 sessions), both builds, each transport.
 idle-rss: build
 	bench/idle-rss.sh
+
+# Other relays (frp, chisel) and Sallyport's own gateway and agent measured
+# with the same client through --target (bench/peers.sh; about 8 minutes).
+bench-peers: build
+	bench/peers.sh
 
 demo: build
 	./$(BIN) demo
