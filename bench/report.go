@@ -80,7 +80,7 @@ type Settings struct {
 	// (Config.RelayEnv); empty without.
 	RelayEnv []string `json:"relay_env"`
 	// TargetPIDs are the target's processes measured, by role
-	// (Config.TargetPIDs); empty without.
+	// (Config.TargetPIDs); null without.
 	TargetPIDs map[string]int `json:"target_pids"`
 }
 
