@@ -36,6 +36,7 @@ stop_all() {
 	pids=()
 }
 trap 'stop_all; rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM # so that the EXIT trap stops what was started
 
 # build MODULE VERSION NAME PACKAGE...: builds each package of MODULE at
 # VERSION into $work/bin, named after the package's last element (NAME for
@@ -63,9 +64,9 @@ status() {
 	echo "$line"
 }
 
-# wait_ok PORT HOST LOG: waits up to 10 s for a 200 through the relay.
+# wait_ok PORT HOST LOG: waits up to 30 s for a 200 through the relay.
 wait_ok() {
-	for _ in $(seq 100); do
+	for _ in $(seq 300); do
 		case "$(status "$1" "$2" 2>/dev/null)" in *" 200 "*) return 0 ;; esac
 		sleep 0.1
 	done
@@ -108,7 +109,7 @@ apps:
 YAML
 	start "$work/gateway.log" "$sallyport" gateway --config "$work/gateway.yaml"
 	gateway_pid=$started
-	for _ in $(seq 100); do [ -s "$work/gw/tunnel-cert.pem" ] && break; sleep 0.1; done
+	for _ in $(seq 300); do [ -s "$work/gw/tunnel-cert.pem" ] && break; sleep 0.1; done
 	cat >"$work/agent.yaml" <<YAML
 gateway: 127.0.0.1:$((base + 443))
 gateway_ca_file: $work/gw/tunnel-cert.pem
