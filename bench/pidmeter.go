@@ -34,16 +34,18 @@ func newPIDMeter(pid int) (pidMeter, error) {
 	if pid <= 0 {
 		return m, fmt.Errorf("pid %d: want a process id above 0", pid)
 	}
-	if _, err := m.stats(); err != nil {
-		return m, fmt.Errorf("pid %d: %w (is it running, and is this Linux, whose /proc the figures come from?)", pid, err)
-	}
-	return m, nil
+	_, err := m.stats()
+	return m, err
 }
 
+// stats reads the process's figures. A process that is not there (never
+// was, exited, or was restarted under a new pid during the run) is an
+// error that names the pid and says so.
 func (m pidMeter) stats() (procStats, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.pid))
 	if err != nil {
-		return procStats{}, err
+		return procStats{}, fmt.Errorf("pid %d: %w: is it running? A target's process that exits or restarts "+
+			"during the run cannot be measured, and the figures come from /proc, which only Linux has", m.pid, err)
 	}
 	cpu, err := statCPU(stat)
 	if err != nil {
