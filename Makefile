@@ -99,6 +99,8 @@ demo: build
 # again over QUIC and over yamux without the detector (1 GiB transfers
 # included): under it, each of those runs would take three minutes more.
 # Last, the allocation budgets without the detector (it adds allocations),
+# internal/rawsock's tests again without it (its build under the detector
+# makes package syscall's calls instead of raw ones),
 # and the command tests of the agent-only build (-tags agentonly), which
 # nothing else compiles.
 # TestDeadPeerNoticed waits ~25 s for real keepalives, on every transport
@@ -122,6 +124,7 @@ test:
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m -skip '^(TestDeadPeerNoticed|TestKeepaliveConfigured|TestKeepaliveSaturatedLink|TestKeepaliveOneWayLink|TestQUIC.*)$$' ./internal/e2e/; \
 	done
 	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
+	$(GO) test -count=1 ./internal/rawsock/
 	$(GO) test -count=1 -tags $(AGENT_TAGS) ./cmd/sallyport/
 	$(MAKE) --no-print-directory test32
 	$(MAKE) --no-print-directory cross

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/sallyport/sallyport/internal/rawsock"
 )
 
 // h1Sync is the agent's synchronous HTTP/1.1 client for simple requests: a
@@ -391,9 +393,10 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 		// connections take the fast path.
 		c.raw = rawConnOf(nc)
 		c.flushWait = c.flushThenWait
+		c.conn = rawIO(nc)
 	} else {
 		c.tlsRaw = rawConnOf(nc)
-		c.records = &tlsRecordConn{Conn: nc}
+		c.records = &tlsRecordConn{Conn: rawIO(nc)}
 		c.conn = c.records
 		if err := c.handshake(ctx, t.tlsConfig(key.addr), t.handshakeTimeout()); err != nil {
 			nc.Close()
@@ -402,6 +405,18 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 	}
 	c.br = bufio.NewReaderSize(c, h1ReadBufferSize)
 	return c, nil
+}
+
+// rawIO is nc for an h1Conn's reads and writes: a plain TCP connection (as
+// dialled, or in a bodyConn, whose ReadFrom the h1Conn does not use) makes
+// them without the scheduler's system-call state (package rawsock); the
+// h1Conn waits for each response and each idle time, so every exchange
+// would otherwise pay the scheduler for them. Anything else is nc.
+func rawIO(nc net.Conn) net.Conn {
+	if bc, ok := nc.(bodyConn); ok {
+		return rawsock.Wrap(bc.TCPConn)
+	}
+	return rawsock.Wrap(nc)
 }
 
 // tlsConfig is the profile's config for one connection to addr.

@@ -5,6 +5,8 @@ package agent
 import (
 	"io"
 	"syscall"
+
+	"github.com/sallyport/sallyport/internal/rawsock"
 )
 
 // rawWaits: flushing a request inside a RawConn wait for its response
@@ -17,11 +19,12 @@ const rawWaits = true
 // while it was idle. Either error leaves nothing sent and the request is
 // retried on a new connection (h1Sync.RoundTrip). The read costs nothing on
 // the fast path: flushThenWait makes it in place of the read that would
-// otherwise find no response yet.
+// otherwise find no response yet. It is made as the connection's own reads
+// are (rawsock.ReadFD).
 func idleCheck(fd uintptr) error {
 	var b [1]byte
 	for {
-		n, err := syscall.Read(int(fd), b[:])
+		n, err := rawsock.ReadFD(fd, b[:])
 		switch {
 		case err == syscall.EINTR:
 			continue

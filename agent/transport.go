@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/rawsock"
 	tunnelv1 "github.com/sallyport/sallyport/proto/sallyport/tunnel/v1"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
@@ -113,11 +114,20 @@ func (a *Agent) dial(ctx context.Context, transport string, log *zap.Logger) (cl
 // dialTCP opens the TCP connection of a gRPC or yamux session: through the
 // outbound proxy when there is one.
 func (a *Agent) dialTCP(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
 	if a.proxy != nil {
-		return a.proxy.DialContext(ctx, network, addr)
+		c, err = a.proxy.DialContext(ctx, network, addr)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	// A plain TCP connection (direct, or a plain proxy's after CONNECT)
+	// reads and writes without the scheduler's system-call state.
+	return rawsock.Wrap(c), nil
 }
 
 // certProbeWait bounds certRefusal's wait for the gateway's alert.

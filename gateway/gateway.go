@@ -24,6 +24,7 @@ import (
 	"github.com/sallyport/sallyport/gateway/preauth"
 	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/internal/pki"
+	"github.com/sallyport/sallyport/internal/rawsock"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/tunnel/grpctunnel"
 	"github.com/sallyport/sallyport/tunnel/muxtunnel"
@@ -395,6 +396,23 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// publicListener is what the public server accepts from: pub's
+// connections read and write without the scheduler's system-call state
+// (package rawsock: a gateway waits on the network between every step of
+// an exchange, and on one P each system call could cost it a thread
+// hand-off), at most maxConns of them at once when maxConns > 0.
+func publicListener(pub net.Listener, maxConns int, log *zap.Logger) net.Listener {
+	var ln net.Listener = rawsock.Listener{Listener: pub}
+	if maxConns > 0 {
+		ln = newLimitListener(ln, maxConns, log)
+	}
+	return ln
+}
+
+// tunnelTCPListener is what the tunnel's TLS (gRPC, yamux) accepts from:
+// connections read and written as the public ones are (publicListener).
+func tunnelTCPListener(tun net.Listener) net.Listener { return rawsock.Listener{Listener: tun} }
+
 // initTrust opens the in-memory store when none was given and creates the
 // connector CA on first start.
 func (g *Gateway) initTrust() error {
@@ -543,7 +561,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	defer stopMux()
 	var muxWG sync.WaitGroup
 	defer muxWG.Wait()
-	tcpLn := newALPNListener(tun, g.tunnelTLS, func(c net.Conn) {
+	tcpLn := newALPNListener(tunnelTCPListener(tun), g.tunnelTLS, func(c net.Conn) {
 		muxWG.Add(1)
 		go func() {
 			defer muxWG.Done()
@@ -590,10 +608,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		defer close(swept)
 		g.sweepLoop()
 	}()
-	var publicLn net.Listener = pub
-	if n := g.cfg.maxConnections(); n > 0 {
-		publicLn = newLimitListener(pub, n, g.log)
-	}
+	publicLn := publicListener(pub, g.cfg.maxConnections(), g.log)
 	go func() {
 		var err error
 		if g.cfg.PublicTLS != nil {

@@ -41,11 +41,13 @@ const notSentLowat = 64 << 10
 // (gRPC's and pingConn's) finds a dead path within keepalive +
 // min(keepalive, 10s) by what is read, whatever is queued.
 func tuneSocket(c net.Conn) {
-	tc, ok := c.(*net.TCPConn)
+	// A *net.TCPConn, or one wrapped by rawsock (which gRPC does not
+	// recognise, so it has not set TCP_USER_TIMEOUT there either).
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return // not set by gRPC either (a proxy's connection, a test's pipe)
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return
 	}
