@@ -23,7 +23,6 @@ func TestH1SyncRequestInjection(t *testing.T) {
 		req, err := http.ReadRequest(br)
 		if err == nil {
 			raw.WriteString(req.Host + "|" + req.Header.Get("Transfer-Encoding") + "|" + req.Header.Get("Content-Length"))
-			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"))
 		} else {
 			raw.WriteString("bad request: " + err.Error())
 		}
@@ -31,9 +30,15 @@ func TestH1SyncRequestInjection(t *testing.T) {
 		if n := br.Buffered(); n != 0 {
 			raw.WriteString("|surplus")
 		}
+		// Recorded before the answer: once RoundTrip has it, got has this
+		// connection's line (recorded after it, a late line went to the
+		// next case's got, and a case could pass with got still empty).
 		mu.Lock()
 		got = append(got, raw.String())
 		mu.Unlock()
+		if err == nil {
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"))
+		}
 	})
 	for _, tc := range []struct {
 		name string
@@ -82,6 +87,9 @@ func TestH1SyncRequestInjection(t *testing.T) {
 			}
 			if err != nil && len(got) != 0 {
 				t.Errorf("refused (%v), but %d connections were opened", err, len(got))
+			}
+			if err == nil && len(got) != 1 {
+				t.Errorf("sent, and the backend read %d requests, want 1", len(got))
 			}
 		})
 	}
