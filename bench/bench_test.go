@@ -18,6 +18,8 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/sallyport/sallyport/internal/rawsock"
 )
 
 // TestRunInProcess drives a tiny run through a real backend, gateway and
@@ -422,6 +424,24 @@ func TestRunRoleStartFailure(t *testing.T) {
 	var ready roleReady
 	if jerr := json.Unmarshal(out.Bytes(), &ready); err == nil || jerr != nil || !strings.Contains(ready.Error, "ca.pem") {
 		t.Fatalf("err %v; out %q", err, out.String())
+	}
+}
+
+// TestRunRoleRawSocketsEnv: a gateway or agent child reads
+// SALLYPORT_RAW_SOCKETS (`--relay-env`) as the commands do: another value
+// than on or off fails its start with the variable's error, reported to the
+// harness. The backend, the user's app, does not read it.
+func TestRunRoleRawSocketsEnv(t *testing.T) {
+	t.Cleanup(func() { rawsock.Set("") })
+	t.Setenv(rawsock.Env, "maybe")
+	for _, role := range []string{RoleGateway, RoleAgent} {
+		var out bytes.Buffer
+		err := RunRole(t.Context(), role, strings.NewReader("{}\n"), &out, nil)
+		var ready roleReady
+		if jerr := json.Unmarshal(out.Bytes(), &ready); err == nil || jerr != nil ||
+			!strings.Contains(ready.Error, `SALLYPORT_RAW_SOCKETS="maybe": want on or off`) {
+			t.Errorf("%s: err %v; out %q", role, err, out.String())
+		}
 	}
 }
 

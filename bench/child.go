@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sallyport/sallyport/internal/procstune"
+	"github.com/sallyport/sallyport/internal/rawsock"
 )
 
 // Commands the harness sends a child.
@@ -85,6 +86,13 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 	if err := json.Unmarshal(sc.Bytes(), &spec); err != nil {
 		write(roleReady{Error: err.Error()})
 		return fmt.Errorf("bench role: spec: %w", err)
+	}
+	if role == RoleGateway || role == RoleAgent {
+		// SALLYPORT_RAW_SOCKETS (--relay-env) as the commands read it.
+		if err := rawsock.FromEnv(); err != nil {
+			write(roleReady{Error: err.Error()})
+			return fmt.Errorf("bench role: %w", err)
+		}
 	}
 	if spec.Procs > 0 {
 		runtime.GOMAXPROCS(spec.Procs)

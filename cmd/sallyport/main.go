@@ -20,6 +20,7 @@ import (
 	"github.com/sallyport/sallyport/internal/gctune"
 	"github.com/sallyport/sallyport/internal/logging"
 	"github.com/sallyport/sallyport/internal/procstune"
+	"github.com/sallyport/sallyport/internal/rawsock"
 )
 
 // version is set at build time with -ldflags "-X main.version=…" (make
@@ -244,6 +245,9 @@ func runFromConfig[C any](g *globals, path string, load func(string) (C, error),
 	run func(ctx context.Context, cfg C, log *zap.Logger) error) error {
 	if path == "" {
 		return errUsage
+	}
+	if err := rawsock.FromEnv(); err != nil { // see internal/rawsock
+		return err
 	}
 	cfg, err := load(path)
 	if err != nil {

@@ -38,10 +38,11 @@ type Conn struct {
 	write func(fd uintptr) bool // c.writeFD, made once
 }
 
-// Wrap returns c as a Conn when it is a *net.TCPConn, else c itself.
+// Wrap returns c as a Conn when it is a *net.TCPConn, else c itself (and
+// always c while the raw calls are off, see Set).
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	if !ok || off.Load() {
 		return c
 	}
 	rc, err := tc.SyscallConn()

@@ -381,3 +381,52 @@ func TestFDCalls(t *testing.T) {
 		t.Fatalf("WriteFD on no descriptor = %v, want EBADF", err)
 	}
 }
+
+// TestSwitch: SALLYPORT_RAW_SOCKETS=off (FromEnv, Set) leaves connections
+// as they are from then on; on wraps them again; any other value is refused
+// with the variable and its values named, and changes nothing.
+func TestSwitch(t *testing.T) {
+	t.Cleanup(func() { Set("") })
+	for _, tc := range []struct {
+		env     string
+		wrapped bool
+		err     string
+	}{
+		{"off", false, ""},
+		{"on", true, ""},
+		{"off", false, ""},
+		{"", true, ""},
+		{"off", false, ""},
+		{"yes", false, `SALLYPORT_RAW_SOCKETS="yes": want on or off`}, // still off
+		{"OFF", false, `SALLYPORT_RAW_SOCKETS="OFF": want on or off`},
+	} {
+		t.Setenv(Env, tc.env)
+		err := FromEnv()
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s=%q: FromEnv() = %v, want %q", Env, tc.env, err, tc.err)
+		}
+		a, _ := pair(t, false)
+		_, isRaw := Wrap(a).(*Conn)
+		if isRaw != tc.wrapped || On() != tc.wrapped {
+			t.Errorf("%s=%q: Wrap wraps %v (On %v), want %v", Env, tc.env, isRaw, On(), tc.wrapped)
+		}
+	}
+	// Off, ReadFD and WriteFD still read and write (through package syscall).
+	Set("off")
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	buf := make([]byte, 4)
+	if n, err := ReadFD(uintptr(fds[0]), buf); err != syscall.EAGAIN || n != 0 {
+		t.Errorf("off: ReadFD of an empty socket = %d, %v; want 0, EAGAIN", n, err)
+	}
+	if n, err := WriteFD(uintptr(fds[1]), []byte("off")); n != 3 || err != nil {
+		t.Errorf("off: WriteFD = %d, %v", n, err)
+	}
+	if n, err := ReadFD(uintptr(fds[0]), buf); err != nil || string(buf[:n]) != "off" {
+		t.Errorf("off: ReadFD = %q, %v; want off", buf[:n], err)
+	}
+}

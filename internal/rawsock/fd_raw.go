@@ -7,13 +7,13 @@ import (
 	"unsafe"
 )
 
-// Raw reports whether ReadFD and WriteFD bypass the scheduler in this
-// build: on Linux without the race detector.
-const Raw = true
-
 // ReadFD is read(2) on fd into p (not empty) through syscall.RawSyscall: the
 // scheduler is not told (see the package comment). fd must be non-blocking.
+// While the raw calls are off (Set), through package syscall.
 func ReadFD(fd uintptr, p []byte) (int, error) {
+	if off.Load() {
+		return plainRead(fd, p)
+	}
 	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
@@ -23,6 +23,9 @@ func ReadFD(fd uintptr, p []byte) (int, error) {
 
 // WriteFD is write(2) of p (not empty) on fd, as ReadFD.
 func WriteFD(fd uintptr, p []byte) (int, error) {
+	if off.Load() {
+		return plainWrite(fd, p)
+	}
 	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return 0, e

@@ -25,9 +25,49 @@
 // Under the race detector (and outside Linux) the same code makes its
 // calls through package syscall, which tells the detector about the
 // buffers the kernel reads and writes: RawSyscall would hide them.
+//
+// SALLYPORT_RAW_SOCKETS=off in the environment of `sallyport gateway` or
+// `sallyport agent` turns it off (FromEnv): every connection then reads and
+// writes through package net, as before. For measuring the difference
+// (`bench --relay-env SALLYPORT_RAW_SOCKETS=off`), or a system where raw
+// calls misbehave.
 package rawsock
 
-import "net"
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+)
+
+// Env is the environment variable FromEnv reads: "on" (or unset) or "off".
+const Env = "SALLYPORT_RAW_SOCKETS"
+
+// off: Wrap returns connections as they are, ReadFD and WriteFD call
+// through package syscall.
+var off atomic.Bool
+
+// Set turns the raw calls on ("" or "on") or off ("off") for connections
+// wrapped from now on and for ReadFD and WriteFD; any other value is an
+// error and changes nothing.
+func Set(v string) error {
+	switch v {
+	case "", "on":
+		off.Store(false)
+	case "off":
+		off.Store(true)
+	default:
+		return fmt.Errorf("%s=%q: want on or off (off: sockets read and write through package net; unset: on)", Env, v)
+	}
+	return nil
+}
+
+// FromEnv is Set with the value of Env in the environment: the gateway and
+// agent commands call it before they start, and stop on its error.
+func FromEnv() error { return Set(os.Getenv(Env)) }
+
+// On reports whether the raw calls are on.
+func On() bool { return !off.Load() }
 
 // Listener wraps the connections its Listener accepts with Wrap.
 type Listener struct{ net.Listener }
