@@ -367,6 +367,12 @@ func TestFDCalls(t *testing.T) {
 	if n, err := ReadFD(uintptr(fds[0]), buf); err != syscall.EAGAIN || n != 0 {
 		t.Fatalf("ReadFD of an empty socket = %d, %v; want 0, EAGAIN", n, err)
 	}
+	if n, err := ReadFD(uintptr(fds[0]), nil); err != nil || n != 0 {
+		t.Fatalf("ReadFD of nothing = %d, %v; want 0, nil (no panic)", n, err)
+	}
+	if n, err := WriteFD(uintptr(fds[1]), nil); err != nil || n != 0 {
+		t.Fatalf("WriteFD of nothing = %d, %v; want 0, nil", n, err)
+	}
 	if n, err := WriteFD(uintptr(fds[1]), []byte("abc")); err != nil || n != 3 {
 		t.Fatalf("WriteFD = %d, %v; want 3, nil", n, err)
 	}

@@ -7,11 +7,11 @@ import (
 	"unsafe"
 )
 
-// ReadFD is read(2) on fd into p (not empty) through syscall.RawSyscall: the
-// scheduler is not told (see the package comment). fd must be non-blocking.
-// While the raw calls are off (Set), through package syscall.
+// ReadFD is read(2) on fd into p through syscall.RawSyscall: the scheduler
+// is not told (see the package comment). fd must be non-blocking. While the
+// raw calls are off (Set), through package syscall; an empty p, as there.
 func ReadFD(fd uintptr, p []byte) (int, error) {
-	if off.Load() {
+	if off.Load() || len(p) == 0 {
 		return plainRead(fd, p)
 	}
 	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
@@ -21,9 +21,9 @@ func ReadFD(fd uintptr, p []byte) (int, error) {
 	return int(n), nil
 }
 
-// WriteFD is write(2) of p (not empty) on fd, as ReadFD.
+// WriteFD is write(2) of p on fd, as ReadFD.
 func WriteFD(fd uintptr, p []byte) (int, error) {
-	if off.Load() {
+	if off.Load() || len(p) == 0 {
 		return plainWrite(fd, p)
 	}
 	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
