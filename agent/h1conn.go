@@ -96,20 +96,24 @@ type h1Conn struct {
 // observable to the tests that compare it with net/http's.
 func (c *h1Conn) checkable() bool { return c.raw != nil || c.tlsRaw != nil }
 
-// rawConnOf is the RawConn of a plain TCP connection (as dialled, or in a
-// bodyConn), nil for anything else: only there does reading the socket
-// read the connection's bytes.
-func rawConnOf(nc net.Conn) syscall.RawConn {
-	if !rawWaits {
-		return nil
-	}
-	var tc *net.TCPConn
+// tcpConnOf is the TCP connection of nc when it is a plain one (as
+// dialled, or in a bodyConn), nil for anything else.
+func tcpConnOf(nc net.Conn) *net.TCPConn {
 	switch c := nc.(type) {
 	case *net.TCPConn:
-		tc = c
+		return c
 	case bodyConn:
-		tc = c.TCPConn
-	default:
+		return c.TCPConn
+	}
+	return nil
+}
+
+// rawConnOf is the RawConn of a plain TCP connection (tcpConnOf), nil for
+// anything else: only there does reading the socket read the connection's
+// bytes.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	tc := tcpConnOf(nc)
+	if !rawWaits || tc == nil {
 		return nil
 	}
 	raw, err := tc.SyscallConn()

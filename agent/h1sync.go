@@ -407,16 +407,16 @@ func (t *h1Sync) dialConn(ctx context.Context, key h1Key) (*h1Conn, error) {
 	return c, nil
 }
 
-// rawIO is nc for an h1Conn's reads and writes: a plain TCP connection (as
-// dialled, or in a bodyConn, whose ReadFrom the h1Conn does not use) makes
-// them without the scheduler's system-call state (package rawsock); the
-// h1Conn waits for each response and each idle time, so every exchange
-// would otherwise pay the scheduler for them. Anything else is nc.
+// rawIO is nc for an h1Conn's reads and writes: a plain TCP connection
+// (tcpConnOf; a bodyConn's ReadFrom is not used by an h1Conn) makes them
+// without the scheduler's system-call state (package rawsock); the h1Conn
+// waits for each response and each idle time, so every exchange would
+// otherwise pay the scheduler for them. Anything else is nc.
 func rawIO(nc net.Conn) net.Conn {
-	if bc, ok := nc.(bodyConn); ok {
-		return rawsock.Wrap(bc.TCPConn)
+	if tc := tcpConnOf(nc); tc != nil {
+		return rawsock.Wrap(tc)
 	}
-	return rawsock.Wrap(nc)
+	return nc
 }
 
 // tlsConfig is the profile's config for one connection to addr.

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"testing"
 
 	"github.com/sallyport/sallyport/internal/rawsock"
@@ -52,6 +54,53 @@ func TestConnsRaw(t *testing.T) {
 			if _, ok := inner.(*rawsock.Conn); !ok {
 				t.Errorf("the backend connection reads and writes through a %T, want a *rawsock.Conn", inner)
 			}
+		})
+	}
+
+	// A tunnel through a plain HTTP proxy: after CONNECT the proxy's TCP
+	// connection is wrapped too, unless the proxy sent tunnel bytes right
+	// after its answer (a bufferedConn, which keeps them and is left as
+	// it is: the bytes must still arrive).
+	for _, tc := range []struct {
+		name  string
+		extra string
+		raw   bool
+	}{{"tunnel through a proxy", "", true}, {"tunnel through a proxy that sent bytes early", "early", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"+tc.extra)
+				}
+				io.Copy(io.Discard, c) // until the agent closes
+			}()
+			a := &Agent{proxy: newProxyDialer(&url.URL{Scheme: "http", Host: ln.Addr().String()})}
+			c, err := a.dialTCP(context.Background(), "tcp", "gateway.test:8443")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, isRaw := c.(*rawsock.Conn); isRaw != tc.raw {
+				t.Errorf("the tunnel's connection through the proxy is a %T, want rawsock's: %v", c, tc.raw)
+			}
+			if tc.extra != "" {
+				b := make([]byte, len(tc.extra))
+				if _, err := io.ReadFull(c, b); err != nil || string(b) != tc.extra {
+					t.Errorf("read %q, %v; want the proxy's early %q", b, err, tc.extra)
+				}
+			}
+			c.Close()
+			<-served
 		})
 	}
 

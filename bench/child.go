@@ -87,7 +87,8 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 		write(roleReady{Error: err.Error()})
 		return fmt.Errorf("bench role: spec: %w", err)
 	}
-	if role == RoleGateway || role == RoleAgent {
+	relay := role == RoleGateway || role == RoleAgent
+	if relay {
 		// SALLYPORT_RAW_SOCKETS (--relay-env) as the commands read it.
 		if err := rawsock.FromEnv(); err != nil {
 			write(roleReady{Error: err.Error()})
@@ -96,7 +97,7 @@ func RunRole(ctx context.Context, role string, in io.Reader, out io.Writer, log 
 	}
 	if spec.Procs > 0 {
 		runtime.GOMAXPROCS(spec.Procs)
-	} else if role == RoleGateway || role == RoleAgent {
+	} else if relay {
 		// Stands for a gateway or agent process: the same scheduler
 		// settings as `sallyport gateway` and `sallyport agent`.
 		defer procstune.Start(log).Stop()

@@ -57,7 +57,8 @@ func Set(v string) error {
 	case "off":
 		off.Store(true)
 	default:
-		return fmt.Errorf("%s=%q: want on or off (off: sockets read and write through package net; unset: on)", Env, v)
+		return fmt.Errorf("%s=%q: want on or off (unset means on; off makes the gateway's and agent's sockets use Go's ordinary system calls, "+
+			"for a system where the raw ones misbehave or to measure the difference)", Env, v)
 	}
 	return nil
 }
