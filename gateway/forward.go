@@ -154,6 +154,9 @@ type outbound struct {
 	url  url.URL
 	body inboundBody
 	vals [7]string // values of the headers the gateway sets
+
+	in *http.Request // the client's request, for fillHeader
+	h  *proxyHandler
 }
 
 // inboundBody is the client's request body as the relay reads it. Close
@@ -197,7 +200,7 @@ func (b *inboundBody) stop() { b.stopped.Store(true) }
 // outRequest builds the request to relay: r's method, body and context, the
 // backend's URL, and the headers described at the top of this file.
 func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Request, *outbound) {
-	ob := &outbound{req: *r, url: *r.URL}
+	ob := &outbound{req: *r, url: *r.URL, in: r, h: h}
 	out := &ob.req
 	out.URL = &ob.url
 	out.Close = false
@@ -212,7 +215,19 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 	if st.route.PreserveHost {
 		out.Host = r.Host
 	}
+	ob.fillHeader(st)
+	scrubRequestTrailers(out, r, st)
+	// Share the inbound trailer map, which the server fills when the body
+	// is read to its end, so that their values reach the backend.
+	out.Trailer = r.Trailer
+	return out, ob
+}
 
+// fillHeader sets the relayed request's header map from the inbound
+// request's: once by outRequest, and again for a retry after the map went
+// back to its pool when the head was sent (see dropHeader).
+func (ob *outbound) fillHeader(st *exchangeState) {
+	r, out := ob.in, &ob.req
 	conn := connectionTokens(r.Header)
 	hdr, _ := headerMaps.Get().(http.Header)
 	if hdr == nil {
@@ -247,14 +262,10 @@ func (h *proxyHandler) outRequest(r *http.Request, st *exchangeState) (*http.Req
 	}
 	set(RequestIDHeader, st.requestID)
 	out.Header = hdr
-	h.setIdentity(out, r, st)
+	ob.h.setIdentityHeaders(hdr, st)
 	if _, ok := hdr["User-Agent"]; !ok {
 		set("User-Agent", "")
 	}
-	// Share the inbound trailer map, which the server fills when the body
-	// is read to its end, so that their values reach the backend.
-	out.Trailer = r.Trailer
-	return out, ob
 }
 
 // cleanQuery returns q, or, when q holds a semicolon or a bad %-escape, q
@@ -311,16 +322,10 @@ func (h *proxyHandler) serveRelay(w http.ResponseWriter, r *http.Request, st *ex
 		// without waiting for the body.
 		st.body, err = readWhole(&ob.body, r.ContentLength, st.route.timeout())
 	}
-	switch {
-	case err != nil:
-	case repeatable(out):
-		// It may be sent again (see roundTrip): its headers stay until
-		// the response head came.
-		res, err = h.relay.roundTrip(out, st, nil)
-		dropHeader(out)
-	default:
-		res, err = h.relay.roundTrip(out, st, dropHeader)
+	if err == nil {
+		res, err = h.relay.roundTrip(out, st, ob)
 	}
+	dropHeader(out) // when roundTrip did not: it was not sent, or is gRPC's
 	// Sent and past any retry: a long response (a stream, a long poll)
 	// does not keep the body read early.
 	st.body = nil
@@ -507,12 +512,13 @@ const maxPooledHeaders = 32
 
 // dropHeader gives the relayed request's header map back to its pool once
 // its head is sent, so that an exchange that waits long for its response
-// does not hold it (a few hundred bytes), and a small exchange makes no
-// garbage of it. A request that may be sent again (repeatable: a GET, and
-// so a long poll) keeps it until its response head came. Nothing reads it later but
-// grpcDeadlinePassed, after a failed gRPC call, so a gRPC request keeps it.
+// does not hold it (about 0.4 KiB a held long poll), and a small exchange
+// makes no garbage of it. A request sent again after its stream broke
+// (roundTrip's retry of a GET) gets a new one from fillHeader. Nothing reads
+// it later but grpcDeadlinePassed, after a failed gRPC call, so a gRPC
+// request keeps it. Called again, or with no map, it does nothing.
 func dropHeader(out *http.Request) {
-	if isGRPC(out) {
+	if out.Header == nil || isGRPC(out) {
 		return
 	}
 	h := out.Header

@@ -317,8 +317,8 @@ func TestRelayAllocs(t *testing.T) {
 	st := new(exchangeState)
 	relay := func() {
 		*st = exchangeState{route: route, requestID: "rid"}
-		out, _ := h.outRequest(r, st)
-		res, err := h.relay.roundTrip(out, st, dropHeader)
+		out, ob := h.outRequest(r, st)
+		res, err := h.relay.roundTrip(out, st, ob)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,8 +342,8 @@ func TestDropHeader(t *testing.T) {
 		r := httptest.NewRequest("GET", "http://app.test/poll", nil)
 		r.Header.Set("Content-Type", ct)
 		r.Header.Set("X-Poll", "1")
-		out, _ := h.outRequest(r, st)
-		res, err := h.relay.roundTrip(out, st, dropHeader)
+		out, ob := h.outRequest(r, st)
+		res, err := h.relay.roundTrip(out, st, ob)
 		if err != nil {
 			t.Fatalf("%s: %v", ct, err)
 		}

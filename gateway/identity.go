@@ -189,21 +189,33 @@ func (h *proxyHandler) preauthError(w http.ResponseWriter, r *http.Request, st *
 // cookie_domain, and an app without sign-in must not be able to replay
 // it). Apps with pre-authentication get the signed-in user's identity.
 func (h *proxyHandler) setIdentity(out, in *http.Request, st *exchangeState) {
+	h.setIdentityHeaders(out.Header, st)
+	scrubRequestTrailers(out, in, st)
+}
+
+// setIdentityHeaders is setIdentity's part for the header map.
+func (h *proxyHandler) setIdentityHeaders(hdr http.Header, st *exchangeState) {
 	oidc := st.route.Preauth != nil
-	preauth.StripIdentityHeaders(out.Header, oidc)
+	preauth.StripIdentityHeaders(hdr, oidc)
 	if h.g.cfg.Preauth != nil {
-		preauth.StripGatewayCookies(out.Header)
+		preauth.StripGatewayCookies(hdr)
 	}
+	if oidc && st.identity != nil {
+		preauth.SetIdentityHeaders(hdr, st.identity, st.assertion)
+	}
+}
+
+// scrubRequestTrailers is setIdentity's part for the trailers of a request
+// body.
+func scrubRequestTrailers(out, in *http.Request, st *exchangeState) {
 	if b := out.Body; b != nil && b != http.NoBody && in.Trailer != nil {
 		// Only declared trailers reach the app (the relay shares the
 		// map net/http fills), so a request without any needs no scrub.
 		// The declared names go with the head; the values, which net/http
 		// puts back in the map at the body's end, when it ends.
+		oidc := st.route.Preauth != nil
 		scrubTrailers(in.Trailer, oidc)
 		out.Body = &trailerScrubber{ReadCloser: b, in: in, oidc: oidc}
-	}
-	if oidc && st.identity != nil {
-		preauth.SetIdentityHeaders(out.Header, st.identity, st.assertion)
 	}
 }
 

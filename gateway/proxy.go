@@ -275,10 +275,18 @@ func (t *relay) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.roundTrip(req, st, nil) // the ReverseProxy reads req's headers after
 }
 
-// roundTrip relays req, whose URL points at the backend, for st. sent, if
-// not nil, is tunnel.Options.HeadSent.
-func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.Request)) (*http.Response, error) {
+// roundTrip relays req, whose URL points at the backend, for st. ob, if not
+// nil, is the outbound that holds req (serveRelay's): req's header map then
+// goes back to its pool once the head is sent (dropHeader), and fillHeader
+// makes it again for a retry.
+func (t *relay) roundTrip(req *http.Request, st *exchangeState, ob *outbound) (*http.Response, error) {
 	route := st.route
+	var sent func(*http.Request)
+	if ob != nil {
+		sent = dropHeader
+	}
+	// Read before the header map may be gone (it holds Idempotency-Key).
+	again := repeatable(req)
 	// A head that the agent would refuse is the client's doing: answer 431
 	// rather than relay it and report a tunnel failure. A body read early
 	// (st.body) was read only after serveRelay checked the head.
@@ -350,11 +358,13 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 		if attempt == 0 && st.wait.Context == nil {
 			wctx = &st.wait
 			wctx.init(req.Context(), wait)
+			wctx.ob = ob
 		} else {
 			if brokenErr != nil {
 				wait = min(wait, headTimeout) // what is left of the app's timeout
 			}
 			wctx = newWaitContext(req.Context(), wait)
+			wctx.ob = ob
 		}
 		stream, err := p.Session.OpenStream(wctx)
 		wctx.stop()
@@ -375,6 +385,9 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 			continue
 		}
 		st.agent, st.session = info.AgentName, info.ID
+		if req.Header == nil && ob != nil {
+			ob.fillHeader(st) // a retry of a request whose head went out
+		}
 		res, err := tunnel.RoundTrip(stream, req, &tunnel.Options{
 			App:          route.App,
 			RequestID:    st.requestID,
@@ -401,7 +414,7 @@ func (t *relay) roundTrip(req *http.Request, st *exchangeState, sent func(*http.
 				continue
 			}
 		}
-		if err != nil && errors.Is(err, tunnel.ErrNoResponse) && req.Context().Err() == nil && repeatable(req) {
+		if err != nil && errors.Is(err, tunnel.ErrNoResponse) && req.Context().Err() == nil && again {
 			// The agent's connection (or the stream) broke after the
 			// request reached it: the backend may have seen it, which a
 			// request safe to repeat allows. Another agent answers it, as
@@ -523,10 +536,15 @@ func (r *Route) timeout() time.Duration {
 // context) is only made when it really waits: that saved 4 allocations and
 // a timer per exchange. stop lets go of them, so that an exchange that
 // waited for its stream does not keep them (about 250 bytes) while it waits
-// for its response. Safe for concurrent use.
+// for its response. The first Done also lets go of the relayed request's
+// header map (dropHeader; roundTrip's fillHeader makes it again once a
+// stream is taken): in a burst of long polls that wait for streams, the maps
+// of waiting exchanges went to the pool only once sent, and the pool then
+// held thousands. Safe for concurrent use.
 type waitContext struct {
 	context.Context // the request's
 	deadline        time.Time
+	ob              *outbound // serveRelay's relayed request, or nil; read-only
 
 	mu      sync.Mutex
 	timed   context.Context    // made by the first Done before stop; nil otherwise; guarded by mu
@@ -560,6 +578,12 @@ func (c *waitContext) Done() <-chan struct{} {
 	}
 	if c.timed == nil {
 		c.timed, c.cancel = context.WithDeadline(c.Context, c.deadline)
+		if c.ob != nil {
+			// Done may be called from another goroutine (context's
+			// propagateCancel does), but not once stop returned, and the
+			// exchange reads the map only after stop.
+			dropHeader(&c.ob.req)
+		}
 	}
 	return c.timed.Done()
 }

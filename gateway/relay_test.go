@@ -10,7 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -391,5 +393,110 @@ func TestStdLogAtWarn(t *testing.T) {
 		if strings.Contains(got, "handshake") != tc.kept || (tc.kept && !strings.Contains(got, `"level":"warn"`)) {
 			t.Errorf("level %v: log output %q", tc.level, got)
 		}
+	}
+}
+
+// TestRelayRetryRebuildsHeader: a relayed request lets go of its header map
+// once its head is sent (a long poll waits without it); when the stream
+// breaks before the response head and the request is sent again over
+// another agent, the second head carries the same headers as the first.
+// A bodiless POST is repeated for its Idempotency-Key, which is read before
+// the map goes.
+func TestRelayRetryRebuildsHeader(t *testing.T) {
+	for _, method := range []string{"GET", "POST"} {
+		t.Run(method, func(t *testing.T) {
+			broken, good := newRelaySession("broken"), newRelaySession("good")
+			broken.recvErr = errors.New("connection lost")
+			rt, st := relayGateway(t, broken, good)
+			h := newProxyHandler(rt.g)
+			h.relay = rt
+			retried := 0
+			for i := range 30 { // the random pick starts on the broken session too
+				*st = exchangeState{route: st.route, requestID: "rid"}
+				r := httptest.NewRequest(method, "http://app.test/poll", nil)
+				r.RemoteAddr = "192.0.2.7:5555"
+				r.Header.Set("X-Poll", "1")
+				r.Header.Set("Idempotency-Key", "k1")
+				r.Header.Set("Connection", "X-Hop")
+				r.Header.Set("X-Hop", "dropped")
+				out, ob := h.outRequest(r, st)
+				heldHeader := -1
+				broken.beforeRecv = func() {
+					heldHeader = len(out.Header)
+				}
+				before := len(broken.sent)
+				res, err := rt.roundTrip(out, st, ob)
+				if err != nil {
+					t.Fatalf("%s %d: %v; want the good session's answer", method, i, err)
+				}
+				if got := relayBody(t, res); got != "from good" {
+					t.Fatalf("%s %d answered %q", method, i, got)
+				}
+				if len(broken.sent) == before {
+					continue
+				}
+				retried++
+				if heldHeader != 0 {
+					t.Errorf("%s %d: the request held a header map of %d fields while it waited for its answer", method, i, heldHeader)
+				}
+				first := wireHeader(broken.sent[len(broken.sent)-1].Request.GetHeaders())
+				second := wireHeader(good.sent[len(good.sent)-1].Request.GetHeaders())
+				if first.Get("X-Poll") != "1" || first.Get("X-Forwarded-For") != "192.0.2.7" ||
+					first.Get(RequestIDHeader) != "rid" || first.Get("X-Hop") != "" {
+					t.Fatalf("%s %d: the first head had %v", method, i, first)
+				}
+				if !reflect.DeepEqual(first, second) {
+					t.Fatalf("%s %d: sent again with\n%v\nwant the first head's\n%v", method, i, second, first)
+				}
+			}
+			if retried == 0 {
+				t.Fatal("no request went to the broken session first: the test proves nothing")
+			}
+		})
+	}
+}
+
+// waitingSession's OpenStream takes its slow path: it asks for the
+// context's Done, as a transport does when every stream is busy, and calls
+// onWait before it hands out a stream.
+type waitingSession struct {
+	*relaySession
+	onWait func()
+}
+
+func (s *waitingSession) OpenStream(ctx context.Context) (tunnel.Stream, error) {
+	_ = ctx.Done()
+	s.onWait()
+	return s.relaySession.OpenStream(ctx)
+}
+
+// TestRelayWaitForStreamReleasesHeader: an exchange that waits for a tunnel
+// stream holds no header map meanwhile (in a burst of long polls the maps
+// of waiting exchanges piled up in the pool), and the head it sends once it
+// has a stream carries every header.
+func TestRelayWaitForStreamReleasesHeader(t *testing.T) {
+	s := &waitingSession{relaySession: newRelaySession("slow")}
+	rt, st := relayGateway(t)
+	rt.g.registry.Add(s)
+	h := newProxyHandler(rt.g)
+	h.relay = rt
+	r := httptest.NewRequest("GET", "http://app.test/poll", nil)
+	r.RemoteAddr = "192.0.2.7:5555"
+	r.Header.Set("X-Poll", "1")
+	out, ob := h.outRequest(r, st)
+	waiting := -1
+	s.onWait = func() { waiting = len(out.Header) }
+	res, err := rt.roundTrip(out, st, ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayBody(t, res)
+	if waiting != 0 {
+		t.Errorf("the exchange held a header map of %d fields while it waited for a stream", waiting)
+	}
+	got := wireHeader(s.sent[0].Request.GetHeaders())
+	if got.Get("X-Poll") != "1" || got.Get("X-Forwarded-For") != "192.0.2.7" || got.Get(RequestIDHeader) != "rid" ||
+		got.Get("X-Forwarded-Host") != "app.test" {
+		t.Errorf("the head sent after the wait had %v", got)
 	}
 }
