@@ -421,6 +421,19 @@ func TestLogAccessDisabled(t *testing.T) {
 	logAccess(zap.NewNop(), accessFields{Path: "/"})
 }
 
+// TestAccessLoggerWithoutCaller: the access log's lines are named "access"
+// and carry no caller, though the gateway's logger adds one to its others.
+func TestAccessLoggerWithoutCaller(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core, zap.AddCaller())
+	logAccess(accessLogger(log), accessFields{Path: "/"})
+	log.Info("other")
+	all := logs.All()
+	if len(all) != 2 || all[0].LoggerName != "access" || all[0].Caller.Defined || !all[1].Caller.Defined {
+		t.Fatalf("entries %+v; want an access line without a caller, then a line with one", all)
+	}
+}
+
 func BenchmarkLogAccess(b *testing.B) {
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
 	f := accessFields{App: "hello", Method: "GET", Path: "/x?y=1", Status: 200, RequestID: "rid", Remote: "192.0.2.1:1"}

@@ -82,7 +82,7 @@ func (b *copyBuffers) Get() []byte    { return *b.get() }
 func (b *copyBuffers) Put(buf []byte) { b.p.Put(&buf) }
 
 func newProxyHandler(g *Gateway) *proxyHandler {
-	h := &proxyHandler{g: g, log: g.log.Named("access"), relay: &relay{g: g}, buffers: &copyBuffers{},
+	h := &proxyHandler{g: g, log: accessLogger(g.log), relay: &relay{g: g}, buffers: &copyBuffers{},
 		stalls: newStallBudget(g.cfg.MaxStalledExchanges, g.log)}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,

@@ -384,9 +384,10 @@ func (f *benchFlags) config(cmd *cobra.Command, g *globals) (bench.Config, error
 		if err != nil {
 			return bench.Config{}, fmt.Errorf("find this binary to start the relay processes: %w (or use --inprocess)", err)
 		}
-		level, format := g.logLevel, g.logFormat
+		level, format, flush := g.logLevel, g.logFormat, g.logFlush
 		cfg.Spawn = func(role string) *exec.Cmd {
-			args := []string{"bench", "--role", role, "--log-level", level, "--log-format", format}
+			args := []string{"bench", "--role", role, "--log-level", level, "--log-format", format,
+				"--log-flush-interval", flush.String()}
 			if f.cpuprofile != "" {
 				args = append(args, "--cpuprofile", f.cpuprofile+"."+role)
 			}

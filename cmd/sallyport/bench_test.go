@@ -402,7 +402,7 @@ func TestBenchFlagRefusals(t *testing.T) {
 		}
 	}
 	// --serve-backend alone, and with the log flags, is fine.
-	g := &globals{logLevel: "error", logFormat: "console"}
+	g := &globals{logLevel: "error", logFormat: "console", logFlush: 250 * time.Millisecond}
 	cmd, f := newBenchCmdFlags(g)
 	if err := cmd.ParseFlags([]string{"--serve-backend", "127.0.0.1:0", "--log-level", "info"}); err != nil {
 		t.Fatal(err)
@@ -472,7 +472,7 @@ func TestBenchLogLevel(t *testing.T) {
 // harness config they make.
 func benchConfig(t *testing.T, args ...string) bench.Config {
 	t.Helper()
-	g := &globals{logLevel: "error", logFormat: "console"}
+	g := &globals{logLevel: "error", logFormat: "console", logFlush: 250 * time.Millisecond}
 	cmd, f := newBenchCmdFlags(g)
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
@@ -537,7 +537,7 @@ func TestBenchSpawnProfiles(t *testing.T) {
 	x := t.TempDir()
 	cfg := benchConfig(t, "--cpuprofile", x+"/cpu.out", "--memprofile", x+"/mem.out", "--trace", x+"/trace.out")
 	args := strings.Join(cfg.Spawn("gateway").Args[1:], " ")
-	want := strings.ReplaceAll("bench --role gateway --log-level error --log-format console --cpuprofile X/cpu.out.gateway --memprofile X/mem.out.gateway --trace X/trace.out.gateway", "X", x)
+	want := strings.ReplaceAll("bench --role gateway --log-level error --log-format console --log-flush-interval 250ms --cpuprofile X/cpu.out.gateway --memprofile X/mem.out.gateway --trace X/trace.out.gateway", "X", x)
 	if args != want {
 		t.Errorf("child args\n%s\nwant\n%s", args, want)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -77,10 +78,11 @@ func versionOf(set string, bi *debug.BuildInfo) string {
 type globals struct {
 	logLevel  string
 	logFormat string
+	logFlush  time.Duration // --log-flush-interval
 }
 
 func (g *globals) logger() (*zap.Logger, error) {
-	log, err := logging.New(g.logLevel, g.logFormat)
+	log, err := logging.New(g.logLevel, g.logFormat, g.logFlush)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +114,8 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "console", "log format: console|json")
+	root.PersistentFlags().DurationVar(&g.logFlush, "log-flush-interval", logging.DefaultFlushInterval,
+		"log lines that come within this of the last write wait at most this long and go out together (warnings and errors at once); 0 writes each line at once")
 	agent.Version = buildVersion()
 	root.AddCommand(newAgentCmd(g), newVersionCmd())
 	root.AddCommand(moreCommands(g)...)
@@ -222,6 +226,7 @@ func signalContextExit(log *zap.Logger, atExit func(), extra ...os.Signal) (cont
 			if atExit != nil {
 				atExit()
 			}
+			_ = log.Sync() // the lines that wait for their batch
 			os.Exit(1)
 		case <-stopped:
 		}

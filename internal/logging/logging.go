@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -22,13 +23,16 @@ var (
 // New returns a logger that writes to standard error. level is debug, info,
 // warn or error (empty means info); format is console or json (empty means
 // console). Times are ISO 8601. Values are case-insensitive; anything else
-// is an error that lists the allowed values.
-func New(level, format string) (*zap.Logger, error) {
-	return build(os.Stderr, level, format)
+// is an error that lists the allowed values. flush is --log-flush-interval:
+// a line that comes within flush of the last write waits, at most that
+// long, to go out with the lines after it (see flushWriter); 0 writes each
+// line at once; negative is an error. Sync writes what waits.
+func New(level, format string, flush time.Duration) (*zap.Logger, error) {
+	return build(os.Stderr, level, format, flush)
 }
 
 // build is New writing to w, for tests.
-func build(w io.Writer, level, format string) (*zap.Logger, error) {
+func build(w io.Writer, level, format string, flush time.Duration) (*zap.Logger, error) {
 	lvl, err := parseLevel(level)
 	if err != nil {
 		return nil, err
@@ -37,9 +41,16 @@ func build(w io.Writer, level, format string) (*zap.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	sink := zapcore.Lock(zapcore.AddSync(w))
-	core := zapcore.NewCore(enc, sink, lvl)
-	return zap.New(core, zap.AddCaller(), zap.ErrorOutput(sink)), nil
+	if flush < 0 {
+		return nil, fmt.Errorf("log flush interval %v: must be 0 (each line at once) or more", flush)
+	}
+	if flush == 0 {
+		sink := zapcore.Lock(zapcore.AddSync(w))
+		return zap.New(zapcore.NewCore(enc, sink, lvl), zap.AddCaller(), zap.ErrorOutput(sink)), nil
+	}
+	fw := newFlushWriter(w, flush)
+	core := &flushCore{Core: zapcore.NewCore(enc, fw, lvl), fw: fw}
+	return zap.New(core, zap.AddCaller(), zap.ErrorOutput(fw)), nil
 }
 
 func parseLevel(s string) (zapcore.Level, error) {

@@ -16,7 +16,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestNewAcceptsFlagValues(t *testing.T) {
 	for _, level := range append([]string{"", "INFO", "Warn"}, Levels...) {
 		for _, format := range append([]string{"", "JSON"}, Formats...) {
-			log, err := New(level, format)
+			log, err := New(level, format, DefaultFlushInterval)
 			if err != nil {
 				t.Errorf("New(%q, %q): %v", level, format, err)
 				continue
@@ -27,10 +27,10 @@ func TestNewAcceptsFlagValues(t *testing.T) {
 }
 
 func TestNewRejectsBadValues(t *testing.T) {
-	if _, err := New("verbose", "console"); err == nil || err.Error() != `log level "verbose": must be one of debug, info, warn, error` {
+	if _, err := New("verbose", "console", 0); err == nil || err.Error() != `log level "verbose": must be one of debug, info, warn, error` {
 		t.Errorf("bad level: %v", err)
 	}
-	if _, err := New("info", "text"); err == nil || err.Error() != `log format "text": must be one of console, json` {
+	if _, err := New("info", "text", 0); err == nil || err.Error() != `log format "text": must be one of console, json` {
 		t.Errorf("bad format: %v", err)
 	}
 }
@@ -39,7 +39,7 @@ var iso8601 = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}
 
 func TestJSONFormat(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := build(&buf, "warn", "json")
+	log, err := build(&buf, "warn", "json", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestJSONFormat(t *testing.T) {
 
 func TestConsoleFormat(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := build(&buf, "debug", "")
+	log, err := build(&buf, "debug", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
