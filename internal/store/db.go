@@ -245,8 +245,19 @@ func (s *DB) Tokens(ctx context.Context) ([]Token, error) {
 	return out, nil
 }
 
-// queryAll runs query and scans each row it returns with scan.
+// queryAll runs query and scans each row it returns with scan, again on
+// another connection when the pooled one was gone (readLost).
 func queryAll[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	out, err := queryOnce(ctx, db, scan, query, args...)
+	for i := 1; i < readAttempts && readLost(err) && ctx.Err() == nil; i++ {
+		// A pooled connection that was gone (see readLost): the pool
+		// dropped it; a read is safe to repeat.
+		out, err = queryOnce(ctx, db, scan, query, args...)
+	}
+	return out, err
+}
+
+func queryOnce[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -469,9 +480,9 @@ func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	c, err := scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
-	if serverEnded(err) {
-		// A pooled connection the server had ended (see serverEnded):
-		// the pool dropped it; a read is safe to repeat.
+	for i := 1; i < readAttempts && readLost(err) && ctx.Err() == nil; i++ {
+		// A pooled connection that was gone (see readLost): the pool
+		// dropped it; a read is safe to repeat.
 		c, err = scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
 	}
 	if errors.Is(err, sql.ErrNoRows) {

@@ -182,3 +182,55 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("Tokens past its deadline = %v; want an error that Unavailable reports", err)
 	}
 }
+
+// TestPostgresClosedConnectionsReplaced: connections of the pool that
+// were closed without a word from the server (a proxy or the network
+// between restarted) are replaced by the next reads, which succeed, though
+// the connections were used within pingAfterIdle and so are not checked.
+// Before, each such connection failed one call with "unexpected EOF" (the
+// admin API's connector list answered 503 right after a database outage).
+func TestPostgresClosedConnectionsReplaced(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
+	r := pgtest.StartHoleRelay(t, server)
+	via, _ := pgtest.Via(t, dsn, r.Addr())
+	s, err := OpenPostgres(context.Background(), via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	reads := map[string]func() error{
+		"Connectors": func() error { _, err := s.Connectors(ctx); return err },
+		"Tokens":     func() error { _, err := s.Tokens(ctx); return err },
+		"CAs":        func() error { _, err := s.CAs(ctx); return err },
+		"Connector": func() error {
+			if _, err := s.Connector(ctx, "c1"); !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			return nil
+		},
+	}
+	for name, read := range reads {
+		// Two connections in the pool (its idle limit), both just used.
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Tokens(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		r.Mend() // closes every connection made so far
+		start := time.Now()
+		err = read()
+		if err != nil {
+			t.Errorf("%s right after the pool's connections were closed: %v; want it read on a new connection", name, err)
+		}
+		if d := time.Since(start); d > pingAfterIdle {
+			t.Logf("%s took %v: the pool may have checked its connections, which proves less", name, d)
+		}
+	}
+}

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -144,8 +146,8 @@ func unreachable(cfg *pgx.ConnConfig, err error) error {
 
 // pingAfterIdle: a pooled connection idle for longer is checked with a
 // round trip before use. One used more recently (a burst of session
-// starts) is not: a call on it that meets the server's goodbye is
-// repeated by the reads that are safe to repeat (serverEnded).
+// starts) is not: a read on it that meets the server's goodbye, or a
+// connection closed without one, is repeated (readLost).
 const pingAfterIdle = 100 * time.Millisecond
 
 // serverEnded reports that the server had ended the connection before the
@@ -155,6 +157,24 @@ func serverEnded(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P05")
 }
+
+// readLost reports that a read failed because its pooled connection was
+// gone: the server had ended it (serverEnded), or it was closed without a
+// word (a server or proxy that restarted, a reset, a network that came
+// back): the pool drops the connection, and the read, which changes
+// nothing, may be repeated on another. Without it, each connection of the
+// pool that had been used within pingAfterIdle failed one call after a
+// database outage (a flaky TestReplicaOutlivesDatabaseOutage: the admin
+// API's connector list answered 503 after the database was back).
+func readLost(err error) bool {
+	return serverEnded(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// readAttempts bounds the tries of a read that meets lost connections:
+// one per idle connection the pool keeps (SetMaxIdleConns), and one more
+// on a new connection.
+const readAttempts = 3
 
 // connectTimeout is how long a new connection to one host of cfg may
 // take: CallTimeout shared by the hosts of a failover DSN (host=a,b, which
