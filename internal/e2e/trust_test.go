@@ -78,6 +78,17 @@ func buildTrustRig(t *testing.T, dsn string, timers bool, edit func(*gateway.Con
 	tr.store = tr.openStore()
 	core, logs := observer.New(zap.DebugLevel)
 	tr.logs = logs
+	t.Cleanup(func() {
+		// The test's output shows warnings only; a failure (a flaky wait,
+		// say) comes with the rig's last lines at every level.
+		if !t.Failed() {
+			return
+		}
+		all := logs.All()
+		for _, e := range all[max(0, len(all)-200):] {
+			t.Logf("log: %s %s %s %s %v", e.Time.Format("15:04:05.000"), e.Level, e.LoggerName, e.Message, e.ContextMap())
+		}
+	})
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core()))
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "private")
