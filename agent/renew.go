@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -475,16 +476,16 @@ func (a *Agent) renewLoop(ctx context.Context, stop context.CancelCauseFunc) {
 	failures := 0
 	for {
 		cur := a.creds.Load()
-		wait := cur.RenewAt().Sub(a.clock.Now())
+		at := cur.RenewAt()
 		if failures > 0 {
 			b := a.renewBackoff()
-			wait = b.Next(failures - 1)
-			if left := cur.Expires().Sub(a.clock.Now()); left < wait {
-				wait = left
+			at = a.clock.Now().Add(b.Next(failures - 1))
+			if exp := cur.Expires(); exp.Before(at) {
+				at = exp
 			}
 		}
 		select {
-		case <-a.clock.After(wait):
+		case <-clock.Until(a.clock, at): // a time: see clock.Until
 		case <-ctx.Done():
 			return
 		}

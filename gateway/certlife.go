@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/sallyport/sallyport/internal/clock"
 	"github.com/sallyport/sallyport/internal/store"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -38,12 +39,22 @@ func (g *Gateway) after(d time.Duration) <-chan time.Time {
 	return time.After(d)
 }
 
+// until returns a channel that gets the time once the gateway's clock
+// reaches t (see clock.Until: a fake clock moved meanwhile does not push
+// the wait back).
+func (g *Gateway) until(t time.Time) <-chan time.Time {
+	if g.cfg.Clock != nil {
+		return clock.Until(g.cfg.Clock, t)
+	}
+	return time.After(t.Sub(g.now()))
+}
+
 // waitUntil waits until t on the gateway's clock and reports true, or
 // reports false when s ends first.
 func (g *Gateway) waitUntil(s tunnel.Session, t time.Time) bool {
-	if d := t.Sub(g.now()); d > 0 {
+	if t.After(g.now()) {
 		select {
-		case <-g.after(d):
+		case <-g.until(t):
 		case <-s.Done():
 			return false
 		}

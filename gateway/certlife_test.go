@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,5 +78,44 @@ func TestAgentMoveWait(t *testing.T) {
 		if got := c.cfg.agentMoveWait(); got != c.want {
 			t.Errorf("AgentMoveWait %v, ShutdownGrace %v: waits %v, want %v", c.cfg.AgentMoveWait, c.cfg.ShutdownGrace, got, c.want)
 		}
+	}
+}
+
+// movingClock is a fake clock that moves forward once, right after the
+// first time it is read: a test's Advance landing between the gateway's
+// reading of the time and its wait.
+type movingClock struct {
+	*clock.Fake
+	move time.Duration
+	once sync.Once
+}
+
+func (m *movingClock) Now() time.Time {
+	now := m.Fake.Now()
+	m.once.Do(func() { m.Advance(m.move) })
+	return now
+}
+
+// TestWaitUntilClockMovedMeanwhile: the wait for a time on the gateway's
+// clock ends once the clock has passed it, also when the clock moved
+// between the read and the wait. Before, the wait counted its duration
+// from the moved time: a test that moved the clock 30 days to a
+// certificate's last minute had the drain of its session wait 30 days
+// more (a flaky TestDrainedAgainAtOnceBacksOff).
+func TestWaitUntilClockMovedMeanwhile(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	mc := &movingClock{Fake: clock.NewFake(t0), move: 30 * 24 * time.Hour}
+	g := &Gateway{cfg: Config{Clock: mc}}
+	s := newFakeSession("s1", "g")
+	done := make(chan bool, 1)
+	go func() { done <- g.waitUntil(s, t0.Add(time.Hour)) }()
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("waitUntil reported the session ended")
+		}
+	case <-time.After(10 * time.Second):
+		close(s.done) // lets the waiting goroutine go
+		t.Fatal("waitUntil still waits 10 s after the clock passed its time")
 	}
 }

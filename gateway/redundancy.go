@@ -324,7 +324,7 @@ const (
 // It ends early when the gateway stops.
 func (g *Gateway) summarizeGroup(group string, at time.Time) {
 	select {
-	case <-g.after(at.Sub(g.now())):
+	case <-g.until(at):
 	case <-g.stopped:
 		return
 	}

@@ -56,17 +56,43 @@ func (f *Fake) Now() time.Time {
 func (f *Fake) After(d time.Duration) <-chan time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.untilLocked(f.now.Add(d))
+}
+
+// untilLocked fires when the fake time reaches t, at once when it has.
+func (f *Fake) untilLocked(t time.Time) <-chan time.Time {
 	ch := make(chan time.Time, 1)
-	if d <= 0 {
+	if !t.After(f.now) {
 		ch <- f.now
 		return ch
 	}
-	f.waiters = append(f.waiters, waiter{at: f.now.Add(d), ch: ch})
+	f.waiters = append(f.waiters, waiter{at: t, ch: ch})
 	select {
 	case f.added <- struct{}{}:
 	default:
 	}
 	return ch
+}
+
+// Until returns a channel that gets the time once c's time reaches t. A
+// Fake waits for t itself: After(t.Sub(c.Now())) counts its duration from
+// the time at the After call, so a test that moves the clock between the
+// two (a goroutine preempted there) had the wait end a whole move later,
+// or never (a flaky TestDrainedAgainAtOnceBacksOff: the gateway's drain of
+// a session whose certificate the test's clock had moved near its end).
+func Until(c Clock, t time.Time) <-chan time.Time {
+	if u, ok := c.(interface{ Until(time.Time) <-chan time.Time }); ok {
+		return u.Until(t)
+	}
+	return c.After(t.Sub(c.Now()))
+}
+
+// Until fires when the fake time reaches t, at once when it has (see the
+// function Until).
+func (f *Fake) Until(t time.Time) <-chan time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.untilLocked(t)
 }
 
 // Waiters is the number of pending After calls.
