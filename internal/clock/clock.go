@@ -81,10 +81,16 @@ func (f *Fake) untilLocked(t time.Time) <-chan time.Time {
 // or never (a flaky TestDrainedAgainAtOnceBacksOff: the gateway's drain of
 // a session whose certificate the test's clock had moved near its end).
 func Until(c Clock, t time.Time) <-chan time.Time {
-	if u, ok := c.(interface{ Until(time.Time) <-chan time.Time }); ok {
+	if u, ok := c.(untiler); ok {
 		return u.Until(t)
 	}
 	return c.After(t.Sub(c.Now()))
+}
+
+// untiler is a clock that waits for a time itself (Fake, and clocks that
+// embed one).
+type untiler interface {
+	Until(t time.Time) <-chan time.Time
 }
 
 // Until fires when the fake time reaches t, at once when it has (see the

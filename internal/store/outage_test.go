@@ -21,13 +21,10 @@ import (
 // system's own timeouts (minutes), which the old code waited for.
 const outageGuard = 6 * CallTimeout
 
-// TestPostgresBlackholeCallsEnd: a database whose packets are dropped
-// (no answer, no reset) fails the store's calls after CallTimeout, also
-// calls whose context has no deadline (the admin API's) and those that
-// need a new connection, and says so as Unavailable. Before, they waited
-// as long as the caller's context: forever for the admin API.
-func TestPostgresBlackholeCallsEnd(t *testing.T) {
-	shortskip.Long(t, "waits for the store's call timeout through a black hole")
+// openViaHoleRelay opens the PostgreSQL test database through a HoleRelay,
+// closed when t ends.
+func openViaHoleRelay(t *testing.T) (*DB, *pgtest.HoleRelay) {
+	t.Helper()
 	dsn := pgtest.DSN(t)
 	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
 	r := pgtest.StartHoleRelay(t, server)
@@ -36,7 +33,18 @@ func TestPostgresBlackholeCallsEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s, r
+}
+
+// TestPostgresBlackholeCallsEnd: a database whose packets are dropped
+// (no answer, no reset) fails the store's calls after CallTimeout, also
+// calls whose context has no deadline (the admin API's) and those that
+// need a new connection, and says so as Unavailable. Before, they waited
+// as long as the caller's context: forever for the admin API.
+func TestPostgresBlackholeCallsEnd(t *testing.T) {
+	shortskip.Long(t, "waits for the store's call timeout through a black hole")
+	s, r := openViaHoleRelay(t)
 	r.Hole()
 	ctx := context.Background()
 	now := time.Now()
@@ -154,17 +162,9 @@ func TestPostgresTerminatedConnectionsReplaced(t *testing.T) {
 // TestUnavailable: Unavailable tells a database that does not answer from
 // one that answers no.
 func TestUnavailable(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	r := pgtest.StartHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, r.Addr())
-	s, err := OpenPostgres(context.Background(), via)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, r := openViaHoleRelay(t)
 	ctx := context.Background()
-	_, err = s.Connector(ctx, "none")
+	_, err := s.Connector(ctx, "none")
 	if !errors.Is(err, ErrNotFound) || Unavailable(err) {
 		t.Fatalf("Connector of an unknown id = %v (Unavailable %v); want ErrNotFound, not Unavailable", err, Unavailable(err))
 	}
@@ -190,15 +190,7 @@ func TestUnavailable(t *testing.T) {
 // Before, each such connection failed one call with "unexpected EOF" (the
 // admin API's connector list answered 503 right after a database outage).
 func TestPostgresClosedConnectionsReplaced(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	_, server := pgtest.Via(t, dsn, "127.0.0.1:1")
-	r := pgtest.StartHoleRelay(t, server)
-	via, _ := pgtest.Via(t, dsn, r.Addr())
-	s, err := OpenPostgres(context.Background(), via)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, r := openViaHoleRelay(t)
 	ctx := context.Background()
 	reads := map[string]func() error{
 		"Connectors": func() error { _, err := s.Connectors(ctx); return err },
