@@ -30,15 +30,6 @@ const certDrainLead = time.Minute
 // on their own rather than be cut.
 const retireGrace = time.Hour
 
-// after returns a channel that gets the time once d has passed on the
-// gateway's clock.
-func (g *Gateway) after(d time.Duration) <-chan time.Time {
-	if g.cfg.Clock != nil {
-		return g.cfg.Clock.After(d)
-	}
-	return time.After(d)
-}
-
 // until returns a channel that gets the time once the gateway's clock
 // reaches t (see clock.Until: a fake clock moved meanwhile does not push
 // the wait back).

@@ -365,14 +365,14 @@ const msgLostMeanwhile = "connector group lost its last agent again and again (a
 // after the other) gets its own full grace. It ends early when the gateway
 // stops.
 func (g *Gateway) warnSingle(group string) {
-	wait := redundancyGrace
+	at := g.now().Add(redundancyGrace) // a time, not a wait: see clock.Until
 	var (
 		agents, apps []string
 		warn         bool
 	)
 	for {
 		select {
-		case <-g.after(wait):
+		case <-g.until(at):
 		case <-g.stopped:
 			return
 		}
@@ -380,9 +380,9 @@ func (g *Gateway) warnSingle(group string) {
 		agents, apps = g.groupAgents(group)
 		st := g.groups.state(group)
 		if len(agents) == 1 && st.agents == 1 && !st.warned {
-			if left := redundancyGrace - g.now().Sub(st.alone); left > 0 {
+			if end := st.alone.Add(redundancyGrace); end.After(g.now()) {
 				g.groups.mu.Unlock()
-				wait = left // still pending
+				at = end // still pending
 				continue
 			}
 		}
