@@ -466,7 +466,9 @@ type waitingSession struct {
 
 func (s *waitingSession) OpenStream(ctx context.Context) (tunnel.Stream, error) {
 	_ = ctx.Done()
-	s.onWait()
+	if s.onWait != nil {
+		s.onWait()
+	}
 	return s.relaySession.OpenStream(ctx)
 }
 
@@ -498,5 +500,47 @@ func TestRelayWaitForStreamReleasesHeader(t *testing.T) {
 	if got.Get("X-Poll") != "1" || got.Get("X-Forwarded-For") != "192.0.2.7" || got.Get(RequestIDHeader) != "rid" ||
 		got.Get("X-Forwarded-Host") != "app.test" {
 		t.Errorf("the head sent after the wait had %v", got)
+	}
+}
+
+// TestRelayWaitFailsThenOtherSession: a wait for a stream that ends
+// without one (the session drains meanwhile) has let go of the header map;
+// the exchange goes on over the group's other session with every header.
+func TestRelayWaitFailsThenOtherSession(t *testing.T) {
+	draining := &waitingSession{relaySession: newRelaySession("draining")}
+	draining.openErr = errors.New("tunnel session is draining")
+	good := newRelaySession("good")
+	rt, st := relayGateway(t, good)
+	rt.g.registry.Add(draining)
+	h := newProxyHandler(rt.g)
+	h.relay = rt
+	tried := 0
+	for range 30 { // the random pick starts on the draining session too
+		*st = exchangeState{route: st.route, requestID: "rid"}
+		r := httptest.NewRequest("GET", "http://app.test/poll", nil)
+		r.RemoteAddr = "192.0.2.7:5555"
+		r.Header.Set("X-Poll", "1")
+		out, ob := h.outRequest(r, st)
+		before := len(good.sent)
+		waited := false
+		draining.onWait = func() { waited = out.Header == nil }
+		res, err := rt.roundTrip(out, st, ob)
+		if err != nil {
+			t.Fatalf("%v; want the good session's answer", err)
+		}
+		if got := relayBody(t, res); got != "from good" {
+			t.Fatalf("answered %q", got)
+		}
+		if !waited {
+			continue // the good session was picked first
+		}
+		tried++
+		got := wireHeader(good.sent[before].Request.GetHeaders())
+		if got.Get("X-Poll") != "1" || got.Get("X-Forwarded-For") != "192.0.2.7" || got.Get(RequestIDHeader) != "rid" {
+			t.Fatalf("the head sent after the failed wait had %v", got)
+		}
+	}
+	if tried == 0 {
+		t.Fatal("the draining session was never picked first: the test proves nothing")
 	}
 }

@@ -1,7 +1,6 @@
 package logging
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,6 +30,9 @@ func (w *writes) list() []string {
 	defer w.mu.Unlock()
 	return append([]string(nil), w.got...)
 }
+
+// String is everything written so far.
+func (w *writes) String() string { return strings.Join(w.list(), "") }
 
 // fakeTimes drives a flushWriter: a clock moved by hand and the flush it
 // scheduled, run by hand.
@@ -168,7 +170,7 @@ func TestFlushWriterErrors(t *testing.T) {
 // wait, and a warning goes out at once with the lines before it, in order;
 // Sync writes the rest.
 func TestWarnWritesWaitingLines(t *testing.T) {
-	var buf syncBuffer
+	var buf writes
 	log, err := build(&buf, "info", "json", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +206,7 @@ func TestWarnWritesWaitingLines(t *testing.T) {
 // TestFlushWriterConcurrent: lines from many goroutines, with the real
 // clock and timers, all arrive whole (run with -race).
 func TestFlushWriterConcurrent(t *testing.T) {
-	var buf syncBuffer
+	var buf writes
 	log, err := build(&buf, "info", "console", time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -236,25 +238,7 @@ func TestFlushWriterConcurrent(t *testing.T) {
 
 func TestNegativeFlushInterval(t *testing.T) {
 	_, err := New("info", "console", -time.Second)
-	if err == nil || err.Error() != "log flush interval -1s: must be 0 (each line at once) or more" {
+	if err == nil || err.Error() != "--log-flush-interval -1s: must be 0 (each line at once) or a positive duration such as 100ms" {
 		t.Fatalf("got %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

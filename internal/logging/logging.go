@@ -42,7 +42,7 @@ func build(w io.Writer, level, format string, flush time.Duration) (*zap.Logger,
 		return nil, err
 	}
 	if flush < 0 {
-		return nil, fmt.Errorf("log flush interval %v: must be 0 (each line at once) or more", flush)
+		return nil, fmt.Errorf("--log-flush-interval %v: must be 0 (each line at once) or a positive duration such as 100ms", flush)
 	}
 	if flush == 0 {
 		sink := zapcore.Lock(zapcore.AddSync(w))

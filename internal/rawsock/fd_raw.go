@@ -14,11 +14,7 @@ func ReadFD(fd uintptr, p []byte) (int, error) {
 	if off.Load() || len(p) == 0 {
 		return plainRead(fd, p)
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	return rawRW(syscall.SYS_READ, fd, p)
 }
 
 // WriteFD is write(2) of p on fd, as ReadFD.
@@ -26,7 +22,12 @@ func WriteFD(fd uintptr, p []byte) (int, error) {
 	if off.Load() || len(p) == 0 {
 		return plainWrite(fd, p)
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	return rawRW(syscall.SYS_WRITE, fd, p)
+}
+
+// rawRW makes read(2) or write(2) (trap) on fd with p, which is not empty.
+func rawRW(trap, fd uintptr, p []byte) (int, error) {
+	n, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}

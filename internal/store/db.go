@@ -248,13 +248,18 @@ func (s *DB) Tokens(ctx context.Context) ([]Token, error) {
 // queryAll runs query and scans each row it returns with scan, again on
 // another connection when the pooled one was gone (readLost).
 func queryAll[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
-	out, err := queryOnce(ctx, db, scan, query, args...)
+	return retryRead(ctx, func() ([]T, error) { return queryOnce(ctx, db, scan, query, args...) })
+}
+
+// retryRead runs read, and again, up to readAttempts in all, while it
+// failed on a pooled connection that was gone (readLost): the pool dropped
+// that connection, and a read changes nothing, so it is safe to repeat.
+func retryRead[T any](ctx context.Context, read func() (T, error)) (T, error) {
+	v, err := read()
 	for i := 1; i < readAttempts && readLost(err) && ctx.Err() == nil; i++ {
-		// A pooled connection that was gone (see readLost): the pool
-		// dropped it; a read is safe to repeat.
-		out, err = queryOnce(ctx, db, scan, query, args...)
+		v, err = read()
 	}
-	return out, err
+	return v, err
 }
 
 func queryOnce[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
@@ -479,12 +484,9 @@ func insertConnector(ctx context.Context, q querier, c Connector) error {
 func (s *DB) Connector(ctx context.Context, id string) (Connector, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	c, err := scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
-	for i := 1; i < readAttempts && readLost(err) && ctx.Err() == nil; i++ {
-		// A pooled connection that was gone (see readLost): the pool
-		// dropped it; a read is safe to repeat.
-		c, err = scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
-	}
+	c, err := retryRead(ctx, func() (Connector, error) {
+		return scanConnector(s.db.QueryRowContext(ctx, `SELECT `+connectorCols+` FROM connectors WHERE id = $1`, id))
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, ErrNotFound
 	}
