@@ -156,12 +156,27 @@ func TestConnErrorsAsNet(t *testing.T) {
 			return err
 		}, net.ErrClosed},
 		{"write deadline, peer not reading", func(t *testing.T, a net.Conn, b *net.TCPConn) error {
-			a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-			n, err := a.Write(make([]byte, 64<<20))
-			if n == 0 || n >= 64<<20 {
-				t.Errorf("wrote %d bytes before the deadline, want some but not all", n)
+			// The deadline is set once the write has begun (its first
+			// byte reached the peer), not before it: on a loaded machine
+			// a deadline 50 ms ahead could pass before the first write(2).
+			type result struct {
+				n   int
+				err error
 			}
-			return err
+			done := make(chan result, 1)
+			go func() {
+				n, err := a.Write(make([]byte, 64<<20))
+				done <- result{n, err}
+			}()
+			if _, err := io.ReadFull(b, make([]byte, 1)); err != nil {
+				t.Fatalf("the peer's read of the first byte: %v", err)
+			}
+			a.SetWriteDeadline(time.Now())
+			r := <-done
+			if r.n == 0 || r.n >= 64<<20 {
+				t.Errorf("wrote %d bytes before the deadline, want some but not all", r.n)
+			}
+			return r.err
 		}, os.ErrDeadlineExceeded},
 		{"read, peer reset", func(t *testing.T, a net.Conn, b *net.TCPConn) error {
 			b.SetLinger(0)
