@@ -98,7 +98,9 @@ demo: build
 # 128 MiB, since it relays only ~25 MiB/s), then the whole end-to-end suite
 # again over QUIC and over yamux without the detector (1 GiB transfers
 # included): under it, each of those runs would take three minutes more.
-# Last, the allocation budgets without the detector (it adds allocations),
+# Last, the allocation budgets without the detector (it adds allocations)
+# and the gateway's differential path tests whole (one goroutine, nothing
+# for the detector to find: under it they run a tenth of their cases),
 # internal/rawsock's tests again without it (its build under the detector
 # makes package syscall's calls instead of raw ones),
 # and the command tests of the agent-only build (-tags agentonly), which
@@ -123,7 +125,7 @@ test:
 		echo "== end-to-end suite over $$t"; \
 		SALLYPORT_TEST_TRANSPORT=$$t $(GO) test -count=1 -timeout 8m -skip '^(TestDeadPeerNoticed|TestKeepaliveConfigured|TestKeepaliveSaturatedLink|TestKeepaliveOneWayLink|TestQUIC.*)$$' ./internal/e2e/; \
 	done
-	$(GO) test -count=1 -run 'Allocs$$' ./tunnel/... ./agent/ ./gateway/
+	$(GO) test -count=1 -run 'Allocs$$|SameAnswers$$' ./tunnel/... ./agent/ ./gateway/
 	$(GO) test -count=1 ./internal/rawsock/
 	$(GO) test -count=1 -tags $(AGENT_TAGS) ./cmd/sallyport/
 	$(MAKE) --no-print-directory test32
