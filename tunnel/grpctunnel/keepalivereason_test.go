@@ -31,6 +31,7 @@ import (
 // 8d12334 only "context canceled".
 func TestKeepaliveEndNamesSilentAgent(t *testing.T) {
 	shortskip.Long(t, "waits about 10 s for the gateway's gRPC keepalive to give up on a frozen path")
+	t.Parallel() // waits on timers with its own server; beside the other keepalive test
 	cert, _, _, err := selfsigned.LoadOrCreate(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
