@@ -339,6 +339,7 @@ type pathRun struct {
 	path    path
 	rec     *recorder
 	elapsed time.Duration
+	rounds  []roundFigures           // each round's own figures, in round order
 	cpu     map[string]time.Duration // CPU used during this path's rounds, by process
 	// held is the most long polls held at once (longpoll only); growth is
 	// each process's RSS growth while they were held, in bytes per held
@@ -349,6 +350,13 @@ type pathRun struct {
 	growth     map[string]float64
 	liveGrowth map[string]float64
 	goGrowth   map[string]goHeld
+}
+
+// roundFigures is what one round of a path completed and moved, and how
+// long it was measured: the figures of Result.RoundRatios.
+type roundFigures struct {
+	exchanges, bytes int64
+	elapsed          time.Duration
 }
 
 // goHeld is the growth of a process's goMemory per held exchange.
@@ -400,7 +408,12 @@ func runScenario(ctx context.Context, cfg *Config, st *stack, lg *loader, sc sce
 				return nil, err
 			}
 			label := fmt.Sprintf("%s %s round %d/%d", sc.name, run.path.name, r+1, n)
-			run.elapsed += drivers[i].round(ctx, cfg.roundLength(r), run, cfg.progress(label))
+			exchanges, bytes := run.rec.exchanges.Load(), run.rec.bytes.Load()
+			elapsed := drivers[i].round(ctx, cfg.roundLength(r), run, cfg.progress(label))
+			run.elapsed += elapsed
+			run.rounds = append(run.rounds, roundFigures{
+				exchanges: run.rec.exchanges.Load() - exchanges, bytes: run.rec.bytes.Load() - bytes, elapsed: elapsed,
+			})
 			after, err := st.cpu()
 			if err != nil {
 				return nil, err

@@ -25,10 +25,10 @@ import (
 // TestRunInProcess drives a tiny run through a real backend, gateway and
 // agent in this process and checks every figure is there.
 func TestRunInProcess(t *testing.T) {
-	rep, _ := runLogged(t, Config{
+	rep, md := runLogged(t, Config{
 		Scenarios:   []string{"small", "download"},
 		Duration:    600 * time.Millisecond,
-		Rounds:      1,
+		Rounds:      2,
 		Concurrency: 4,
 		// One download at a time of 256 KiB bodies finishes several per
 		// round even under the race detector, which slows the relay to
@@ -60,6 +60,10 @@ func TestRunInProcess(t *testing.T) {
 		if r.RatioToDirect == nil || *r.RatioToDirect <= 0 {
 			t.Errorf("%s/%s: ratio %v", r.Scenario, r.Path, r.RatioToDirect)
 		}
+		if len(r.RoundRatios) != 2 || r.RoundRatios[0] <= 0 || r.RoundRatios[1] <= 0 ||
+			r.Path == PathDirect && (r.RoundRatios[0] != 1 || r.RoundRatios[1] != 1) {
+			t.Errorf("%s/%s: ratios by round %v, want 2 (direct's 1)", r.Scenario, r.Path, r.RoundRatios)
+		}
 		h, ok := r.Processes[procHarness]
 		if !ok || h.CPUS <= 0 || h.CPUSPer1k == nil {
 			t.Errorf("%s/%s: harness figures %+v", r.Scenario, r.Path, r.Processes)
@@ -70,6 +74,42 @@ func TestRunInProcess(t *testing.T) {
 	}
 	if c, tc := rep.Results[0].Concurrency, rep.Results[3].Concurrency; c != 4 || tc != 1 {
 		t.Errorf("concurrency %d, download %d; want 4, 1", c, tc)
+	}
+	if !strings.Contains(md, "\nvs direct round by round") || !strings.Contains(md, ": small relay ") ||
+		!strings.Contains(md, "; download relay ") || strings.Contains(md, "small direct 100") {
+		t.Errorf("the table's notes do not list the relay's ratios round by round:\n%s", md)
+	}
+}
+
+// TestRoundRatios: each round's rate over direct's in the same round, and
+// none when the rounds do not pair up or direct moved nothing in one.
+func TestRoundRatios(t *testing.T) {
+	if got := roundRatios([]float64{50, 30}, []float64{100, 120}); !slices.Equal(got, []float64{0.5, 0.25}) {
+		t.Errorf("ratios %v, want [0.5 0.25]", got)
+	}
+	for _, c := range []struct{ rates, direct []float64 }{
+		{[]float64{50}, []float64{100, 120}},
+		{[]float64{50, 30}, []float64{100, 0}},
+		{nil, nil},
+	} {
+		if got := roundRatios(c.rates, c.direct); got != nil {
+			t.Errorf("rates %v against %v: %v, want none", c.rates, c.direct, got)
+		}
+	}
+	rep := sampleReport()
+	rep.Results[0].RoundRatios = []float64{1, 1, 1}
+	rep.Results[1].RoundRatios = []float64{0.331, 0.35, 0.369}
+	rep.Results[2].RoundRatios = []float64{0.25} // one round: nothing to compare
+	want := "small relay 33.1 / 35 / 36.9%"
+	if got := rep.roundRatiosText(); got != want {
+		t.Errorf("%q, want %q", got, want)
+	}
+	var b bytes.Buffer
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nvs direct round by round (the paths alternate within each round; the spread is the machine's noise): "+want+"\n") {
+		t.Errorf("markdown without the line:\n%s", b.String())
 	}
 }
 

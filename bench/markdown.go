@@ -121,6 +121,10 @@ func (r *Report) writeNotes(b *strings.Builder) {
 		}
 		b.WriteString("\nreference paths: " + strings.Join(notes, "; ") + "\n")
 	}
+	if rounds := r.roundRatiosText(); rounds != "" {
+		b.WriteString("\nvs direct round by round (the paths alternate within each round; the spread is the machine's noise): " +
+			rounds + "\n")
+	}
 	if r.Idle != nil && len(r.Idle.RSSMiB) > 0 {
 		sessions := fmt.Sprintf("; the agent with %d sessions", r.Idle.Sessions)
 		if r.Mode == ModeTarget {
@@ -154,6 +158,25 @@ func (r *Report) writeNotes(b *strings.Builder) {
 			fmt.Fprintf(b, "%s %s, Go runtime's count after the GC, per held exchange: %s\n", res.Scenario, res.Path, g)
 		}
 	}
+}
+
+// roundRatiosText lists each path's ratios to direct round by round, as
+// "small relay 33.1 / 34.6 / 36%", for the paths other than direct; "" with
+// one round or none to list.
+func (r *Report) roundRatiosText() string {
+	var parts []string
+	for i := range r.Results {
+		res := &r.Results[i]
+		if res.Path == PathDirect || len(res.RoundRatios) < 2 {
+			continue
+		}
+		cells := make([]string, len(res.RoundRatios))
+		for k, v := range res.RoundRatios {
+			cells[k] = trimFloat(v*100, 1)
+		}
+		parts = append(parts, res.Scenario+" "+res.Path+" "+strings.Join(cells, " / ")+"%")
+	}
+	return strings.Join(parts, "; ")
 }
 
 // goHeldText lists, for each process that reported them, the goroutines,

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -121,6 +122,15 @@ type Result struct {
 	// direct path, and for longpoll and burst, whose figure of merit is
 	// not a throughput.
 	RatioToDirect *float64 `json:"ratio_to_direct"`
+	// RoundRatios is the same ratio round by round: this path's throughput
+	// in each round over the direct path's in the same round, in round
+	// order (the paths alternate within a round). Their spread is the
+	// machine's noise. Present where ratio_to_direct is and every round of
+	// both paths was measured.
+	RoundRatios []float64 `json:"round_ratios_to_direct,omitempty"`
+	// roundRates is this path's throughput in each round (as RoundRatios
+	// compares them).
+	roundRates []float64
 	// Held is the most long polls the backend held at once: on longpoll
 	// results only, and there always, 0 included.
 	Held *int64 `json:"held,omitempty"`
@@ -256,6 +266,16 @@ func newResult(cfg *Config, sc scenario, run *pathRun, st *stack, peaks map[stri
 	if lat, ok := run.rec.latency(); ok {
 		r.P50MS, r.P90MS, r.P99MS, r.P999MS, r.MaxMS = &lat.P50, &lat.P90, &lat.P99, &lat.P999, &lat.Max
 	}
+	for _, rf := range run.rounds {
+		rate := 0.0
+		if s := rf.elapsed.Seconds(); s > 0 {
+			rate = float64(rf.exchanges) / s
+			if sc.transfer() {
+				rate = float64(rf.bytes) / s / 1e6
+			}
+		}
+		r.roundRates = append(r.roundRates, rate)
+	}
 	run.rec.mu.Lock()
 	r.ErrorSamples = append([]string(nil), run.rec.samples...)
 	run.rec.mu.Unlock()
@@ -317,7 +337,21 @@ func setRatios(results []Result, sc scenario) {
 	}
 	for i := range results {
 		results[i].RatioToDirect = ptr(throughput(&results[i]) / throughput(direct))
+		results[i].RoundRatios = roundRatios(results[i].roundRates, direct.roundRates)
 	}
+}
+
+// roundRatios divides each round's rate by direct's in the same round; nil
+// unless both have the same rounds and direct moved something in each.
+func roundRatios(rates, direct []float64) []float64 {
+	if len(rates) == 0 || len(rates) != len(direct) || slices.Contains(direct, 0) {
+		return nil
+	}
+	out := make([]float64, len(rates))
+	for k := range rates {
+		out[k] = rates[k] / direct[k]
+	}
+	return out
 }
 
 func ptr[T any](v T) *T { return &v }
