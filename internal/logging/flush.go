@@ -25,6 +25,13 @@ const maxBatch = 64 << 10
 // Sync writes what waits; so does every line at warn or above (flushCore).
 // A process that dies without either (SIGKILL, a crash) loses at most the
 // info and debug lines of the last interval. Safe for concurrent use.
+//
+// Not zapcore.BufferedWriteSyncer: that one holds every line, a lone one
+// too, until its ticker fires (a command's only line of a minute would
+// wait the interval), and its ticker goroutine runs from the first line
+// until Stop, which every logger of every command (and test) would have to
+// call. flushWriter holds lines only while they come faster than every,
+// and needs a timer only then.
 type flushWriter struct {
 	w     io.Writer
 	every time.Duration

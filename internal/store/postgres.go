@@ -64,7 +64,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// A gateway's store calls are few (session starts, enrollments, the
 	// sweep); a small pool keeps a replica's share of max_connections low.
 	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(2)
+	db.SetMaxIdleConns(maxIdleConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	// Ping's own connection (see DB.ping): one, kept while idle.
 	ping := stdlib.OpenDB(*cfg)
@@ -171,10 +171,13 @@ func readLost(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// maxIdleConns is how many connections the store's pool keeps while idle.
+const maxIdleConns = 2
+
 // readAttempts bounds the tries of a read that meets lost connections:
-// one per idle connection the pool keeps (SetMaxIdleConns), and one more
-// on a new connection.
-const readAttempts = 3
+// one per idle connection the pool keeps, each of which may be gone, and
+// one more on a new connection.
+const readAttempts = maxIdleConns + 1
 
 // connectTimeout is how long a new connection to one host of cfg may
 // take: CallTimeout shared by the hosts of a failover DSN (host=a,b, which
